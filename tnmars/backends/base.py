@@ -1,0 +1,93 @@
+"""The small protocol every array backend implements.
+
+tnmars never calls a framework directly outside this package (and ``tnmars.nn``): the
+network, contraction and MARS code talk to a :class:`Backend`, so one code path serves
+NumPy, CuPy and PyTorch. Arithmetic operators (``+``, ``*``, ``**``) are used directly on
+arrays, because all three frameworks support them with the same broadcasting rules.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+class Backend:
+    """Array operations tnmars needs, for one framework.
+
+    Subclasses set :attr:`name` and implement the methods below. Instances are stateless
+    singletons obtained from :func:`tnmars.backends.get_backend`.
+    """
+
+    name: str = "abstract"
+    #: whether gradients come from the framework (autograd) rather than environments
+    autograd: bool = False
+
+    # -- identity -----------------------------------------------------------------------
+    def is_array(self, x: Any) -> bool:
+        raise NotImplementedError
+
+    def dtype_name(self, x: Any) -> str:
+        """The dtype of ``x`` as a NumPy-style name (``"float64"``)."""
+        raise NotImplementedError
+
+    def device_of(self, x: Any) -> str:
+        raise NotImplementedError
+
+    # -- creation / conversion ----------------------------------------------------------
+    def asarray(self, x: Any, dtype: str | None = None, device: str | None = None) -> Any:
+        raise NotImplementedError
+
+    def to_numpy(self, x: Any):
+        raise NotImplementedError
+
+    def zeros(self, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        raise NotImplementedError
+
+    def check_device(self, device: str | None) -> None:
+        """Raise a clear error if ``device`` cannot be used by this backend."""
+
+    # -- shape manipulation and contraction -------------------------------------------
+    def transpose(self, x: Any, axes: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def reshape(self, x: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def sum(self, x: Any, axis: int | Sequence[int] | None = None) -> Any:
+        raise NotImplementedError
+
+    def take(self, x: Any, indices: Sequence[int], axis: int) -> Any:
+        """Select ``indices`` (integers) along ``axis``; used by pruning."""
+        raise NotImplementedError
+
+    # -- elementwise maths used by MARS -------------------------------------------------
+    def exp(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def log(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def sigmoid(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        raise NotImplementedError
+
+    def isfinite_all(self, x: Any) -> bool:
+        raise NotImplementedError
+
+    # -- randomness -----------------------------------------------------------------------
+    def rng(self, seed: int | None, device: str | None = None) -> Any:
+        """A framework random generator, seeded for reproducibility."""
+        raise NotImplementedError
+
+    def uniform(self, rng: Any, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        raise NotImplementedError
+
+    def normal(self, rng: Any, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<tnmars backend {self.name!r}>"

@@ -1,0 +1,87 @@
+"""NumPy backend, and CuPy through the same code path (the array module is swapped)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    """Reference CPU backend. :class:`CupyBackend` reuses every method via :attr:`xp`."""
+
+    name = "numpy"
+    autograd = False
+
+    @property
+    def xp(self):
+        return np
+
+    def is_array(self, x: Any) -> bool:
+        return isinstance(x, np.ndarray)
+
+    def dtype_name(self, x: Any) -> str:
+        return str(x.dtype)
+
+    def device_of(self, x: Any) -> str:
+        return "cpu"
+
+    def check_device(self, device: str | None) -> None:
+        if device not in (None, "cpu"):
+            raise ValueError(f"the numpy backend runs on the CPU only; got device={device!r}")
+
+    def asarray(self, x: Any, dtype: str | None = None, device: str | None = None) -> Any:
+        self.check_device(device)
+        if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+            x = x.detach().cpu().numpy()
+        elif hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+            x = x.get()
+        return np.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x: Any):
+        return np.asarray(x)
+
+    def zeros(self, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        return self.xp.zeros(tuple(shape), dtype=dtype)
+
+    def transpose(self, x: Any, axes: Sequence[int]) -> Any:
+        return self.xp.transpose(x, tuple(axes))
+
+    def reshape(self, x: Any, shape: Sequence[int]) -> Any:
+        return self.xp.reshape(x, tuple(shape))
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return self.xp.matmul(a, b)
+
+    def sum(self, x: Any, axis=None) -> Any:
+        return self.xp.sum(x, axis=tuple(axis) if isinstance(axis, (list, tuple)) else axis)
+
+    def take(self, x: Any, indices: Sequence[int], axis: int) -> Any:
+        return self.xp.take(x, self.xp.asarray(indices, dtype=np.int64), axis=axis)
+
+    def exp(self, x: Any) -> Any:
+        return self.xp.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return self.xp.log(x)
+
+    def sigmoid(self, x: Any) -> Any:
+        xp = self.xp
+        # numerically stable for large |x|
+        return xp.where(x >= 0, 1.0 / (1.0 + xp.exp(-xp.abs(x))), xp.exp(-xp.abs(x)) / (1.0 + xp.exp(-xp.abs(x))))
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return self.xp.clip(x, low, high)
+
+    def isfinite_all(self, x: Any) -> bool:
+        return bool(self.xp.all(self.xp.isfinite(x)))
+
+    def rng(self, seed: int | None, device: str | None = None) -> Any:
+        return self.xp.random.default_rng(seed)
+
+    def uniform(self, rng: Any, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        return rng.random(tuple(shape)).astype(dtype, copy=False)
+
+    def normal(self, rng: Any, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        return rng.standard_normal(tuple(shape)).astype(dtype, copy=False)

@@ -1,0 +1,113 @@
+"""PyTorch backend: CPU and CUDA, gradients by autograd."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .base import Backend
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as err:  # pragma: no cover - depends on the machine
+        raise ImportError("the torch backend needs PyTorch: pip install 'tnmars[torch]'") from err
+    return torch
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    autograd = True
+
+    def __init__(self) -> None:
+        self.torch = _import_torch()
+
+    def _dtype(self, name: str | None):
+        if name is None:
+            return None
+        if isinstance(name, self.torch.dtype):
+            return name
+        try:
+            return getattr(self.torch, str(name))
+        except AttributeError:
+            raise TypeError(f"unknown dtype {name!r} for the torch backend") from None
+
+    def is_array(self, x: Any) -> bool:
+        return isinstance(x, self.torch.Tensor)
+
+    def dtype_name(self, x: Any) -> str:
+        return str(x.dtype).replace("torch.", "")
+
+    def device_of(self, x: Any) -> str:
+        return str(x.device)
+
+    def check_device(self, device: str | None) -> None:
+        if device is None:
+            return
+        try:
+            dev = self.torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"unknown torch device {device!r}") from err
+        if dev.type == "cuda" and not self.torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
+
+    def asarray(self, x: Any, dtype: str | None = None, device: str | None = None) -> Any:
+        self.check_device(device)
+        torch = self.torch
+        if isinstance(x, torch.Tensor):
+            return x.to(device=device if device is not None else x.device, dtype=self._dtype(dtype) or x.dtype)
+        if type(x).__module__.startswith("cupy"):
+            x = x.get()
+        return torch.as_tensor(x, dtype=self._dtype(dtype), device=device)
+
+    def to_numpy(self, x: Any):
+        return x.detach().cpu().numpy()
+
+    def zeros(self, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        return self.torch.zeros(tuple(shape), dtype=self._dtype(dtype), device=device)
+
+    def transpose(self, x: Any, axes: Sequence[int]) -> Any:
+        return x.permute(*axes)
+
+    def reshape(self, x: Any, shape: Sequence[int]) -> Any:
+        return x.reshape(tuple(shape))
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return self.torch.matmul(a, b)
+
+    def sum(self, x: Any, axis=None) -> Any:
+        if axis is None:
+            return x.sum()
+        return x.sum(dim=tuple(axis) if isinstance(axis, (list, tuple)) else axis)
+
+    def take(self, x: Any, indices: Sequence[int], axis: int) -> Any:
+        idx = self.torch.as_tensor(list(indices), dtype=self.torch.long, device=x.device)
+        return self.torch.index_select(x, axis, idx)
+
+    def exp(self, x: Any) -> Any:
+        return self.torch.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return self.torch.log(x)
+
+    def sigmoid(self, x: Any) -> Any:
+        return self.torch.sigmoid(x)
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return self.torch.clamp(x, low, high)
+
+    def isfinite_all(self, x: Any) -> bool:
+        return bool(self.torch.isfinite(x).all())
+
+    def rng(self, seed: int | None, device: str | None = None) -> Any:
+        gen = self.torch.Generator(device=device or "cpu")
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        return gen
+
+    def uniform(self, rng: Any, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        return self.torch.rand(tuple(shape), generator=rng, dtype=self._dtype(dtype), device=device)
+
+    def normal(self, rng: Any, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
+        return self.torch.randn(tuple(shape), generator=rng, dtype=self._dtype(dtype), device=device)

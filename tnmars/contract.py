@@ -1,0 +1,208 @@
+"""Contraction planning (opt_einsum) and a pairwise executor that runs on any backend.
+
+A :class:`Plan` is made once per ``(inputs, output, shapes, optimize)`` and cached; it holds
+only integers and index strings, never arrays. Executing a plan is a fixed sequence of
+``transpose``/``reshape``/``matmul`` calls on the caller's backend, so results stay in the
+caller's framework, dtype and device, and torch autograd sees plain differentiable ops.
+Shared indices that must survive a pairwise step (CP's hyperedge, batch indices) become the
+batch dimension of a batched matmul.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from math import prod
+from typing import Any, Sequence
+
+import opt_einsum
+
+from .backends import Backend, infer_backend
+from .spec import parse_spec
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One pairwise contraction, with every permutation and shape fixed in advance."""
+
+    first: int
+    second: int
+    perm_a: tuple[int, ...]
+    shape_a: tuple[int, int, int]
+    perm_b: tuple[int, ...]
+    shape_b: tuple[int, int, int]
+    out_shape: tuple[int, ...]
+    result: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A cached contraction plan: the pairwise path plus opt_einsum's cost figures."""
+
+    inputs: tuple[str, ...]
+    output: str
+    shapes: tuple[tuple[int, ...], ...]
+    path: tuple[tuple[int, ...], ...]
+    #: per-operand pre-sums of indices that appear in that operand only (after parsing)
+    presums: tuple[tuple[int, ...], ...]
+    steps: tuple[_Step, ...]
+    final_perm: tuple[int, ...]
+    flops: int
+    largest_intermediate: int
+    optimize: str
+    info_text: str
+
+    @property
+    def spec(self) -> str:
+        return ",".join(self.inputs) + "->" + self.output
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan({self.spec!r}, flops={self.flops:.3g}, largest_intermediate={self.largest_intermediate}, "
+            f"steps={len(self.steps)})"
+        )
+
+
+def _planning_size(n: int) -> int:
+    # a pruned-away bond has size 0; plan as if 1 (costs only), execute with the real size
+    return max(int(n), 1)
+
+
+@lru_cache(maxsize=4096)
+def make_plan(
+    inputs: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...], optimize: str = "auto"
+) -> Plan:
+    """Plan the contraction of terms ``inputs`` with ``shapes`` into ``output`` (cached)."""
+    if len(inputs) != len(shapes):
+        raise ValueError(f"{len(inputs)} terms but {len(shapes)} operands")
+    sizes: dict[str, int] = {}
+    for term, shape in zip(inputs, shapes):
+        if len(term) != len(shape):
+            raise ValueError(f"term {term!r} has {len(term)} indices but its operand has shape {tuple(shape)}")
+        for c, n in zip(term, shape):
+            if sizes.setdefault(c, n) != n:
+                raise ValueError(f"index {c!r} has inconsistent sizes {sizes[c]} and {n}")
+
+    # sum away indices that occur in one operand only and not in the output
+    counts: dict[str, int] = {}
+    for term in inputs:
+        for c in term:
+            counts[c] = counts.get(c, 0) + 1
+    terms = list(inputs)
+    presums = []
+    for k, term in enumerate(terms):
+        axes = tuple(i for i, c in enumerate(term) if counts[c] == 1 and c not in output)
+        presums.append(axes)
+        if axes:
+            terms[k] = "".join(c for c in term if not (counts[c] == 1 and c not in output))
+
+    if len(terms) == 1:
+        path: tuple[tuple[int, ...], ...] = ()
+        flops = prod(_planning_size(sizes[c]) for c in inputs[0])
+        largest = prod(_planning_size(sizes[c]) for c in output) if output else 1
+        info_text = f"single operand {inputs[0]}->{output}"
+    else:
+        plan_shapes = [tuple(_planning_size(sizes[c]) for c in t) for t in terms]
+        eq = ",".join(terms) + "->" + output
+        path_list, info = opt_einsum.contract_path(eq, *plan_shapes, shapes=True, optimize=optimize)
+        path = tuple(tuple(p) for p in path_list)
+        flops = int(info.opt_cost)
+        largest = int(info.largest_intermediate)
+        info_text = str(info)
+
+    steps = []
+    live = list(terms)
+    for pair in path:
+        if len(pair) != 2:  # pragma: no cover - lone indices are pre-summed, so opt_einsum pairs all
+            raise AssertionError(f"unexpected contraction step {pair} in plan for {inputs}->{output}")
+        i, j = sorted(pair)
+        a, b = live[i], live[j]
+        rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
+        shared = [c for c in a if c in b]
+        batch = [c for c in shared if c in rest]
+        contracted = [c for c in shared if c not in rest]
+        a_free = [c for c in a if c not in shared]
+        b_free = [c for c in b if c not in shared]
+        # every live index is shared or needed later: lone ones were pre-summed above
+        perm_a = tuple(a.index(c) for c in batch + a_free + contracted)
+        perm_b = tuple(b.index(c) for c in batch + contracted + b_free)
+        nb = prod(sizes[c] for c in batch)
+        m = prod(sizes[c] for c in a_free)
+        kk = prod(sizes[c] for c in contracted)
+        n = prod(sizes[c] for c in b_free)
+        result = "".join(batch + a_free + b_free)
+        steps.append(
+            _Step(
+                first=i,
+                second=j,
+                perm_a=perm_a,
+                shape_a=(nb, m, kk),
+                perm_b=perm_b,
+                shape_b=(nb, kk, n),
+                out_shape=tuple(sizes[c] for c in result),
+                result=result,
+            )
+        )
+        live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
+    final = live[0]
+    final_perm = tuple(final.index(c) for c in output)
+    return Plan(
+        inputs=tuple(inputs),
+        output=output,
+        shapes=tuple(tuple(s) for s in shapes),
+        path=path,
+        presums=tuple(presums),
+        steps=tuple(steps),
+        final_perm=final_perm,
+        flops=flops,
+        largest_intermediate=largest,
+        optimize=optimize,
+        info_text=info_text,
+    )
+
+
+def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
+    """Run ``plan`` on ``operands`` with ``backend``'s transpose/reshape/matmul."""
+    live = []
+    for x, axes in zip(operands, plan.presums):
+        live.append(backend.sum(x, axes) if axes else x)
+    for step in plan.steps:
+        a = live[step.first]
+        b = live[step.second]
+        a = backend.reshape(backend.transpose(a, step.perm_a), step.shape_a)
+        b = backend.reshape(backend.transpose(b, step.perm_b), step.shape_b)
+        if step.shape_a[0] == 1:
+            c = backend.matmul(a[0], b[0])
+        else:
+            c = backend.matmul(a, b)
+        c = backend.reshape(c, step.out_shape)
+        live = [t for k, t in enumerate(live) if k not in (step.first, step.second)] + [c]
+    out = live[0]
+    if plan.final_perm != tuple(range(len(plan.final_perm))):
+        out = backend.transpose(out, plan.final_perm)
+    return out
+
+
+def contract(spec: str, *operands: Any, optimize: str = "auto", backend: Backend | str | None = None) -> Any:
+    """Contract ``operands`` according to ``spec`` with a cached plan.
+
+    Equivalent to ``numpy.einsum(spec, *operands)`` for specs without traces, but planned by
+    opt_einsum once per shape signature and executed on the operands' own backend.
+
+    >>> import numpy as np
+    >>> a, b = np.ones((2, 3)), np.ones((3, 4))
+    >>> contract("ij,jk->ik", a, b).shape
+    (2, 4)
+    """
+    parsed = parse_spec(spec)
+    if len(parsed.inputs) != len(operands):
+        raise ValueError(f"spec {spec!r} has {len(parsed.inputs)} terms but {len(operands)} operands were given")
+    be = infer_backend(operands) if backend is None else _as_backend(backend)
+    shapes = tuple(tuple(int(n) for n in x.shape) for x in operands)
+    plan = make_plan(parsed.inputs, parsed.output, shapes, optimize)
+    return execute(plan, operands, be)
+
+
+def _as_backend(backend: Backend | str) -> Backend:
+    from .backends import get_backend
+
+    return backend if isinstance(backend, Backend) else get_backend(backend)

@@ -1,0 +1,576 @@
+"""The tensor network: an einsum graph plus one array (core) per term.
+
+>>> import tnmars
+>>> net = tnmars.Network("ij,jkl,lm", shape=(4, 5, 6), ranks=3, seed=0)
+>>> net.spec, net.bonds, net.shape
+('ij,jkl,lm->ikm', {'j': 3, 'l': 3}, (4, 5, 6))
+>>> net.to_tensor().shape
+(4, 5, 6)
+>>> net.prune({"j": [0, 2]}).ranks
+(2, 3)
+"""
+from __future__ import annotations
+
+import warnings
+from math import prod
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .backends import Backend, get_backend, infer_backend
+from .contract import Plan, execute, make_plan
+from .spec import ParsedSpec, parse_spec
+
+_OPEN = "abcdefghijklmnopqrstuvwxyz"
+_BOND = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+Masks = Mapping[str, Any] | Sequence[Any] | None
+
+
+def _as_int_tuple(values: Any, name: str) -> tuple[int, ...]:
+    if isinstance(values, (int, np.integer)):
+        return (int(values),)
+    try:
+        out = tuple(int(v) for v in values)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a sequence of ints; got {values!r}") from None
+    for v, raw in zip(out, values):
+        if v != raw:
+            raise TypeError(f"{name} must hold integers; got {raw!r}")
+    return out
+
+
+def _check_positive(values: Sequence[int], name: str) -> None:
+    for v in values:
+        if v <= 0:
+            raise ValueError(f"{name} must be positive; got {v} in {tuple(values)}")
+
+
+class Network:
+    """A tensor network declared as an einsum graph.
+
+    Parameters
+    ----------
+    spec:
+        One term per core, e.g. ``"ij,jkl,lm"`` or with an explicit output ``"ij,jkl,lm->mki"``.
+    dims:
+        Size of each index, ``{"i": 4, "j": 3, ...}``. May be partial when ``shape`` /
+        ``ranks`` / ``cores`` supply the rest.
+    shape:
+        Sizes of the open modes, in output order.
+    ranks:
+        An int for every bond, or ``{bond_index: size}``.
+    cores:
+        Arrays to use as cores (otherwise they are drawn at random, see below).
+    backend, dtype, device:
+        Where new random cores live (``"numpy"``, ``"torch"`` or ``"cupy"``). With ``cores``
+        given, the backend is read from them.
+    seed, scale:
+        Random initialisation: every core is i.i.d. ``N(0, s^2)`` with
+        ``s = (scale / sqrt(prod of all bond sizes)) ** (1 / number of cores)``. Entries of
+        the contracted tensor then have standard deviation exactly ``scale`` whatever the
+        topology and ranks (the terms of the sum over bond indices are uncorrelated).
+    optimize:
+        opt_einsum path optimizer used by every plan of this network.
+
+    Notes
+    -----
+    A *bond* is an index carried by two or more cores and absent from the output (three or
+    more: a hyperedge such as CP's rank). ``ranks`` lists the bond sizes in the order of
+    :attr:`bonds`. Bonds of size 0 are legal (a pruned network whose mask closed); the
+    network is then identically zero.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        dims: Mapping[str, int] | None = None,
+        *,
+        shape: Sequence[int] | None = None,
+        ranks: int | Mapping[str, int] | None = None,
+        cores: Sequence[Any] | None = None,
+        backend: str | None = None,
+        dtype: str = "float64",
+        device: str | None = None,
+        seed: int | None = None,
+        scale: float = 1.0,
+        optimize: str = "auto",
+    ) -> None:
+        parsed = parse_spec(spec)
+        self._parsed: ParsedSpec = parsed
+        self.optimize = optimize
+        sizes: dict[str, int] = {}
+
+        def put(index: str, size: int, source: str) -> None:
+            if index in sizes and sizes[index] != size:
+                raise ValueError(f"index {index!r} has inconsistent sizes: {sizes[index]} and {size} ({source})")
+            sizes[index] = size
+
+        if dims is not None:
+            if not isinstance(dims, Mapping):
+                raise TypeError("dims must be a mapping such as {'i': 4, 'j': 3}")
+            unknown = sorted(set(dims) - set("".join(parsed.inputs)))
+            if unknown:
+                raise ValueError(f"dims names index {unknown[0]!r}, which is not in spec {parsed.spec!r}")
+            for index, size in dims.items():
+                (size,) = _as_int_tuple(size, f"dims[{index!r}]")
+                _check_positive([size], f"dims[{index!r}]")
+                put(index, size, "dims")
+        if shape is not None:
+            shape = _as_int_tuple(shape, "shape")
+            if len(shape) != len(parsed.output):
+                raise ValueError(
+                    f"shape has {len(shape)} entries but spec {parsed.spec!r} has {len(parsed.output)} open modes"
+                )
+            _check_positive(shape, "shape")
+            for index, size in zip(parsed.output, shape):
+                put(index, size, "shape")
+        if ranks is not None:
+            if isinstance(ranks, Mapping):
+                for index, size in ranks.items():
+                    if index not in parsed.bonds:
+                        raise ValueError(f"ranks names {index!r}, which is not a bond of {parsed.spec!r}")
+                    (size,) = _as_int_tuple(size, f"ranks[{index!r}]")
+                    _check_positive([size], f"ranks[{index!r}]")
+                    put(index, size, "ranks")
+            else:
+                (size,) = _as_int_tuple(ranks, "ranks")
+                _check_positive([size], "ranks")
+                for index in parsed.bonds:
+                    put(index, size, "ranks")
+
+        if cores is not None:
+            cores = list(cores)
+            if len(cores) != len(parsed.inputs):
+                raise ValueError(
+                    f"spec {parsed.spec!r} has {len(parsed.inputs)} cores but {len(cores)} arrays were given"
+                )
+            be = infer_backend(cores) if backend is None else get_backend(backend)
+            for pos, (term, core) in enumerate(zip(parsed.inputs, cores)):
+                if not be.is_array(core):
+                    raise TypeError(f"core {pos} is a {type(core).__name__}, not a {be.name} array")
+                if tuple(core.shape).__len__() != len(term):
+                    raise ValueError(
+                        f"core {pos} has shape {tuple(core.shape)} but its term {term!r} has {len(term)} indices"
+                    )
+                for index, n in zip(term, core.shape):
+                    n = int(n)
+                    if index in sizes and sizes[index] != n:
+                        raise ValueError(
+                            f"core {pos} has size {n} along index {index!r} but {sizes[index]} was expected "
+                            f"(shape {tuple(core.shape)} for term {term!r})"
+                        )
+                    if n < (0 if index in parsed.bonds else 1):
+                        raise ValueError(f"core {pos} has an empty open mode {index!r}")
+                    sizes[index] = n
+            dtypes = {be.dtype_name(c) for c in cores}
+            devices = {be.device_of(c) for c in cores}
+            if len(dtypes) > 1:
+                raise TypeError(f"cores have different dtypes {sorted(dtypes)}; convert them to one")
+            if len(devices) > 1:
+                raise ValueError(f"cores live on different devices {sorted(devices)}; move them to one")
+            self._backend = be
+            self._cores = cores
+            self._sizes = sizes
+            return
+
+        missing = [c for c in dict.fromkeys("".join(parsed.inputs)) if c not in sizes]
+        if missing:
+            raise ValueError(
+                f"no size for index {', '.join(repr(m) for m in missing)} of {parsed.spec!r}: "
+                "give dims=, shape= (open modes) and ranks= (bonds)"
+            )
+        be = get_backend(backend or "numpy")
+        be.check_device(device)
+        self._backend = be
+        self._sizes = sizes
+        self._cores = self._random_cores(be, dtype, device, seed, scale)
+
+    # ---------------------------------------------------------------- construction helpers
+    def _random_cores(self, be: Backend, dtype: str, device: str | None, seed: int | None, scale: float):
+        if not scale > 0:
+            raise ValueError(f"scale must be positive; got {scale}")
+        rng = np.random.default_rng(seed)
+        bond_volume = prod(self._sizes[b] for b in self._parsed.bonds)
+        std = (scale / np.sqrt(bond_volume)) ** (1.0 / len(self._parsed.inputs))
+        cores = []
+        for term in self._parsed.inputs:
+            arr = rng.standard_normal(tuple(self._sizes[c] for c in term)) * std
+            cores.append(be.asarray(arr, dtype=dtype, device=device))
+        return cores
+
+    @classmethod
+    def from_cores(cls, spec: str, cores: Sequence[Any], *, optimize: str = "auto") -> "Network":
+        """A network over existing arrays (NumPy, CuPy or torch); sizes are read from them."""
+        return cls(spec, cores=cores, optimize=optimize)
+
+    def with_cores(self, cores: Sequence[Any]) -> "Network":
+        """The same graph over new cores (checked against the spec)."""
+        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+
+    # ------------------------------------------------------------------------ constructors
+    @classmethod
+    def cp(cls, shape: Sequence[int], rank: int, **kwargs: Any) -> "Network":
+        """CP / CANDECOMP-PARAFAC: factors ``(n_k, R)`` joined by one hyperedge of size ``R``.
+
+        >>> Network.cp((3, 4, 5), 2).spec
+        'aA,bA,cA->abc'
+        """
+        shape = _as_int_tuple(shape, "shape")
+        _check_ndim(shape, 26)
+        _check_positive(shape, "shape")
+        (rank,) = _as_int_tuple(rank, "rank")
+        _check_positive([rank], "rank")
+        if len(shape) < 2:
+            raise ValueError("a CP network needs at least 2 modes")
+        spec = ",".join(_OPEN[k] + "A" for k in range(len(shape))) + "->" + _OPEN[: len(shape)]
+        return cls(spec, shape=shape, ranks=rank, **kwargs)
+
+    @classmethod
+    def tucker(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> "Network":
+        """Tucker: a core ``(R_1, ..., R_d)`` and factors ``(n_k, R_k)``.
+
+        Ranks above the mode size (or above the product of the other ranks) are clipped
+        with a warning, since they cannot add expressive power.
+
+        >>> Network.tucker((3, 4, 5), 2).spec
+        'ABC,aA,bB,cC->abc'
+        """
+        shape = _as_int_tuple(shape, "shape")
+        _check_ndim(shape, 26)
+        _check_positive(shape, "shape")
+        d = len(shape)
+        ranks = _per_bond(ranks, d, "ranks")
+        clipped = [min(r, n) for r, n in zip(ranks, shape)]
+        for k in range(d):
+            others = prod(clipped[:k] + clipped[k + 1 :]) if d > 1 else clipped[k]
+            clipped[k] = min(clipped[k], others)
+        if tuple(clipped) != tuple(ranks):
+            warnings.warn(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}", stacklevel=2)
+        bonds = _BOND[:d]
+        spec = bonds + "," + ",".join(_OPEN[k] + bonds[k] for k in range(d)) + "->" + _OPEN[:d]
+        return cls(spec, shape=shape, ranks=dict(zip(bonds, clipped)), **kwargs)
+
+    @classmethod
+    def tt(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> "Network":
+        """Tensor train (MPS): cores ``(n_1, r_1), (r_1, n_2, r_2), ..., (r_{d-1}, n_d)``.
+
+        ``ranks`` is an int or the ``d - 1`` internal ranks (a list of ``d + 1`` with 1 at
+        both ends is accepted too). Ranks above ``min(prod n_<=k, prod n_>k)`` are clipped
+        with a warning.
+
+        >>> Network.tt((4, 5, 6), 3).spec
+        'aA,AbB,Bc->abc'
+        """
+        shape = _as_int_tuple(shape, "shape")
+        return cls._chain(shape, [(n,) for n in shape], ranks, **kwargs)
+
+    @classmethod
+    def tt_matrix(
+        cls, in_shape: Sequence[int], out_shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any
+    ) -> "Network":
+        """TT-matrix (MPO): cores ``(r_{k-1}, i_k, o_k, r_k)``; open modes are all input modes,
+        then all output modes, so ``to_tensor().reshape(prod(in_shape), prod(out_shape))`` is
+        the matrix ``W`` of ``y = x @ W``.
+
+        >>> Network.tt_matrix((2, 3), (4, 5), 3).spec
+        'acA,Abd->abcd'
+        """
+        in_shape = _as_int_tuple(in_shape, "in_shape")
+        out_shape = _as_int_tuple(out_shape, "out_shape")
+        if len(in_shape) != len(out_shape):
+            raise ValueError(
+                f"in_shape {in_shape} and out_shape {out_shape} must have the same number of factors"
+            )
+        return cls._chain(in_shape + out_shape, list(zip(in_shape, out_shape)), ranks, **kwargs)
+
+    @classmethod
+    def _chain(cls, shape, groups, ranks, **kwargs) -> "Network":
+        _check_ndim(shape, 26)
+        _check_positive(shape, "shape")
+        d = len(groups)
+        if d == 0:
+            raise ValueError("a tensor train needs at least one core")
+        ranks = _per_bond(ranks, d - 1, "ranks", boundary=True) if d > 1 else ()
+        sizes = [prod(g) for g in groups]
+        clipped = tuple(
+            min(r, prod(sizes[: k + 1]), prod(sizes[k + 1 :])) for k, r in enumerate(ranks)
+        )
+        if clipped != tuple(ranks):
+            warnings.warn(f"TT ranks {tuple(ranks)} clipped to the feasible {clipped}", stacklevel=3)
+        width = len(groups[0])
+        letters = [[_OPEN[j * d + k] for j in range(width)] for k in range(d)]
+        terms = []
+        for k in range(d):
+            left = _BOND[k - 1] if k > 0 else ""
+            right = _BOND[k] if k < d - 1 else ""
+            terms.append(left + "".join(letters[k]) + right)
+        output = "".join(letters[k][j] for j in range(width) for k in range(d))
+        return cls(",".join(terms) + "->" + output, shape=shape, ranks=dict(zip(_BOND, clipped)), **kwargs)
+
+    @classmethod
+    def tr(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> "Network":
+        """Tensor ring: cores ``(r_{k-1}, n_k, r_k)`` with ``r_0 = r_d`` closing the loop.
+
+        ``ranks`` is an int or ``d`` values, ``ranks[k]`` joining core ``k`` to core ``k+1``.
+
+        >>> Network.tr((4, 5, 6), 2).spec
+        'CaA,AbB,BcC->abc'
+        """
+        shape = _as_int_tuple(shape, "shape")
+        _check_ndim(shape, 26)
+        _check_positive(shape, "shape")
+        d = len(shape)
+        if d < 2:
+            raise ValueError("a tensor ring needs at least 2 cores")
+        ranks = _per_bond(ranks, d, "ranks")
+        terms = [_BOND[(k - 1) % d] + _OPEN[k] + _BOND[k] for k in range(d)]
+        return cls(",".join(terms) + "->" + _OPEN[:d], shape=shape, ranks=dict(zip(_BOND, ranks)), **kwargs)
+
+    # ------------------------------------------------------------------------ attributes
+    @property
+    def spec(self) -> str:
+        """The normalised spec, always with an explicit output."""
+        return self._parsed.spec
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self._parsed.inputs
+
+    @property
+    def output(self) -> str:
+        return self._parsed.output
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Size of every index."""
+        return dict(self._sizes)
+
+    @property
+    def bonds(self) -> dict[str, int]:
+        """Bond index -> size, in order of first appearance."""
+        return {b: self._sizes[b] for b in self._parsed.bonds}
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """Bond sizes, in the order of :attr:`bonds`."""
+        return tuple(self._sizes[b] for b in self._parsed.bonds)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Sizes of the open modes, in output order."""
+        return tuple(self._sizes[c] for c in self._parsed.output)
+
+    @property
+    def cores(self) -> list[Any]:
+        return list(self._cores)
+
+    @property
+    def num_cores(self) -> int:
+        return len(self._cores)
+
+    @property
+    def num_params(self) -> int:
+        return sum(prod(self._sizes[c] for c in term) for term in self._parsed.inputs)
+
+    def num_params_at(self, ranks: Mapping[str, int] | Sequence[int]) -> int:
+        """Parameter count if the bonds had ``ranks`` (the paper's dof at selected ranks)."""
+        sizes = dict(self._sizes)
+        if isinstance(ranks, Mapping):
+            sizes.update(ranks)
+        else:
+            ranks = tuple(ranks)
+            if len(ranks) != len(self._parsed.bonds):
+                raise ValueError(f"{len(ranks)} ranks given for {len(self._parsed.bonds)} bonds")
+            sizes.update(zip(self._parsed.bonds, ranks))
+        return sum(prod(sizes[c] for c in term) for term in self._parsed.inputs)
+
+    @property
+    def dense_size(self) -> int:
+        """Number of entries of the full tensor."""
+        return prod(self.shape)
+
+    @property
+    def compression(self) -> float:
+        """Dense size divided by parameter count (above 1 means smaller than dense)."""
+        return self.dense_size / max(self.num_params, 1)
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def backend_impl(self) -> Backend:
+        return self._backend
+
+    @property
+    def dtype(self) -> str:
+        return self._backend.dtype_name(self._cores[0])
+
+    @property
+    def device(self) -> str:
+        return self._backend.device_of(self._cores[0])
+
+    def terms_with(self, index: str) -> tuple[int, ...]:
+        """Positions of the cores that carry ``index``."""
+        return self._parsed.terms_with(index)
+
+    def mask_site(self, bond: str) -> tuple[int, int]:
+        """``(core, axis)`` where the MARS mask of ``bond`` is applied: the smallest adjacent
+        core (first on ties), so a mask multiplies the fewest entries."""
+        if bond not in self._parsed.bonds:
+            raise ValueError(f"{bond!r} is not a bond of {self.spec!r}; bonds are {list(self._parsed.bonds)}")
+        adjacent = self._parsed.terms_with(bond)
+        sizes = [prod(self._sizes[c] for c in self._parsed.inputs[t]) for t in adjacent]
+        core = adjacent[int(np.argmin(sizes))]
+        return core, self._parsed.inputs[core].index(bond)
+
+    # ------------------------------------------------------------------------ contraction
+    def plan(self, extra_terms: Sequence[str] = (), extra_shapes: Sequence[Sequence[int]] = (), output: str | None = None) -> Plan:
+        """The cached contraction plan of the cores (and any extra operands)."""
+        extra_terms = tuple(extra_terms)
+        inputs = self._parsed.inputs + extra_terms
+        out = self._parsed.output if output is None else output
+        if extra_terms or output is not None:
+            parse_spec(",".join(inputs) + "->" + out)  # validate the combined spec
+        shapes = tuple(tuple(self._sizes[c] for c in t) for t in self._parsed.inputs) + tuple(
+            tuple(int(n) for n in s) for s in extra_shapes
+        )
+        return make_plan(inputs, out, shapes, self.optimize)
+
+    def masked_cores(self, masks: Masks) -> list[Any]:
+        """Cores with each bond's mask folded into its :meth:`mask_site` core."""
+        if masks is None:
+            return list(self._cores)
+        if not isinstance(masks, Mapping):
+            masks = list(masks)
+            if len(masks) != len(self._parsed.bonds):
+                raise ValueError(f"{len(masks)} masks given for {len(self._parsed.bonds)} bonds")
+            masks = dict(zip(self._parsed.bonds, masks))
+        cores = list(self._cores)
+        for bond, mask in masks.items():
+            if mask is None:
+                continue
+            core, axis = self.mask_site(bond)
+            if tuple(mask.shape) != (self._sizes[bond],):
+                raise ValueError(
+                    f"mask for bond {bond!r} has shape {tuple(mask.shape)}, expected ({self._sizes[bond]},)"
+                )
+            view = [1] * cores[core].ndim
+            view[axis] = -1
+            cores[core] = cores[core] * self._backend.reshape(mask, view)
+        return cores
+
+    def to_tensor(self, masks: Masks = None) -> Any:
+        """The full tensor (open modes in output order), optionally with bond masks applied."""
+        return execute(self.plan(), self.masked_cores(masks), self._backend)
+
+    def contract(self, extra: str, *operands: Any, output: str, masks: Masks = None) -> Any:
+        """Contract the network with extra operands through the same planning machinery.
+
+        ``extra`` holds one comma-separated term per operand, using the network's letters for
+        shared modes. For a TT-matrix ``'acA,Abd->abcd'`` and a batch ``x`` of shape
+        ``(B, 2, 3)``: ``net.contract("Zab", x, output="Zcd")``.
+        """
+        terms = tuple(extra.replace(" ", "").split(",")) if extra else ()
+        if len(terms) != len(operands):
+            raise ValueError(f"{len(terms)} extra terms but {len(operands)} operands")
+        infer_backend(list(self._cores[:1]) + list(operands))  # refuse mixed frameworks
+        plan = self.plan(terms, [x.shape for x in operands], output)
+        return execute(plan, self.masked_cores(masks) + list(operands), self._backend)
+
+    def path_info(self, extra: str = "", extra_shapes: Sequence[Sequence[int]] = (), output: str | None = None) -> Plan:
+        """The plan with its cost figures: ``.flops``, ``.largest_intermediate``, ``.path``.
+
+        ``print(net.path_info().info_text)`` shows opt_einsum's full report.
+        """
+        terms = tuple(extra.replace(" ", "").split(",")) if extra else ()
+        return self.plan(terms, extra_shapes, output)
+
+    # ------------------------------------------------------------------------ conversions
+    def to(self, backend: str | None = None, *, device: str | None = None, dtype: str | None = None) -> "Network":
+        """A copy on another backend, device and/or dtype (cores are copied, not shared)."""
+        target = get_backend(backend) if backend is not None else self._backend
+        dtype = dtype or self.dtype
+        if target.name == self._backend.name:
+            if device is None and self._backend.name != "numpy":
+                device = self.device
+            cores = [target.asarray(c, dtype=dtype, device=device) for c in self._cores]
+        else:
+            cores = [target.asarray(self._backend.to_numpy(c), dtype=dtype, device=device) for c in self._cores]
+        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+
+    def numpy(self) -> "Network":
+        """A NumPy copy (detached from any autograd graph)."""
+        cores = [np.array(self._backend.to_numpy(c)) for c in self._cores]
+        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+
+    # ------------------------------------------------------------------------ pruning
+    def prune(self, keep: Mapping[str, Any]) -> "Network":
+        """Slice every core along each bond's kept indices and return the smaller network.
+
+        ``keep`` maps a bond to integer indices or to a boolean vector (a binary mask);
+        bonds not named are kept whole. With binary masks the pruned network computes the
+        same tensor as ``to_tensor(masks)``. Keeping nothing is legal: the bond gets size 0
+        and the network is zero.
+        """
+        cores = list(self._cores)
+        for bond, sel in keep.items():
+            if bond not in self._parsed.bonds:
+                raise ValueError(f"{bond!r} is not a bond of {self.spec!r}; bonds are {list(self._parsed.bonds)}")
+            idx = _kept_indices(sel, self._sizes[bond], bond, self._backend)
+            if len(idx) == self._sizes[bond] and np.array_equal(idx, np.arange(len(idx))):
+                continue
+            for t in self._parsed.terms_with(bond):
+                cores[t] = self._backend.take(cores[t], idx, self._parsed.inputs[t].index(bond))
+        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+
+    # ------------------------------------------------------------------------ display
+    def summary(self) -> str:
+        """A short human-readable description."""
+        lines = [
+            f"Network {self.spec}  ({self.backend}, {self.dtype}, {self.device})",
+            f"  shape {self.shape}, bonds {self.bonds}",
+            f"  {self.num_params:,} parameters vs {self.dense_size:,} dense entries: compression {self.compression:.2f}x",
+        ]
+        plan = self.plan()
+        lines.append(f"  contraction: {plan.flops:,} FLOPs, largest intermediate {plan.largest_intermediate:,} entries")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Network({self.spec!r}, shape={self.shape}, ranks={self.ranks}, backend={self.backend!r})"
+
+
+def _check_ndim(shape: Sequence[int], limit: int) -> None:
+    if len(shape) > limit:
+        raise ValueError(f"at most {limit} open modes are supported by the built-in constructors; got {len(shape)}")
+    if len(shape) == 0:
+        raise ValueError("shape is empty")
+
+
+def _per_bond(ranks: Any, count: int, name: str, boundary: bool = False) -> tuple[int, ...]:
+    values = _as_int_tuple(ranks, name)
+    if len(values) == 1 and count != 1:
+        values = values * count
+    if boundary and len(values) == count + 2 and values[0] == 1 and values[-1] == 1:
+        values = values[1:-1]
+    if len(values) != count:
+        raise ValueError(f"{name} needs {count} values (or one int); got {len(values)}: {values}")
+    _check_positive(values, name)
+    return values
+
+
+def _kept_indices(sel: Any, size: int, bond: str, be: Backend) -> np.ndarray:
+    if be.is_array(sel) or hasattr(sel, "shape"):
+        sel = np.asarray(be.to_numpy(sel) if be.is_array(sel) else sel)
+    sel = np.asarray(sel)
+    if sel.dtype == bool:
+        if sel.shape != (size,):
+            raise ValueError(f"boolean keep-mask for bond {bond!r} has shape {sel.shape}, expected ({size},)")
+        return np.flatnonzero(sel)
+    idx = sel.astype(np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        raise ValueError(f"kept indices for bond {bond!r} must lie in [0, {size}); got {idx.tolist()}")
+    if len(np.unique(idx)) != len(idx):
+        raise ValueError(f"kept indices for bond {bond!r} repeat: {idx.tolist()}")
+    return idx

@@ -1,0 +1,1 @@
+"""Helpers for testing code built on tnmars: hypothesis strategies in :mod:`.strategies`."""
