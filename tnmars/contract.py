@@ -168,8 +168,12 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
     for step in plan.steps:
         a = live[step.first]
         b = live[step.second]
-        a = backend.reshape(backend.transpose(a, step.perm_a), step.shape_a)
-        b = backend.reshape(backend.transpose(b, step.perm_b), step.shape_b)
+        if step.perm_a != tuple(range(len(step.perm_a))):
+            a = backend.transpose(a, step.perm_a)
+        if step.perm_b != tuple(range(len(step.perm_b))):
+            b = backend.transpose(b, step.perm_b)
+        a = backend.reshape(a, step.shape_a)
+        b = backend.reshape(b, step.shape_b)
         if step.shape_a[0] == 1:
             c = backend.matmul(a[0], b[0])
         else:

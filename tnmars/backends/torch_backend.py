@@ -66,7 +66,7 @@ class TorchBackend(Backend):
         return self.torch.zeros(tuple(shape), dtype=self._dtype(dtype), device=device)
 
     def transpose(self, x: Any, axes: Sequence[int]) -> Any:
-        return x.permute(*axes)
+        return x.permute(tuple(axes))
 
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
         return x.reshape(tuple(shape))

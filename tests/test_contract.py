@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tnmars
+from tnmars.backends import get_backend, infer_backend
+from tnmars.contract import make_plan
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize(
+    "spec, shapes",
+    [
+        ("ij,jk->ik", [(3, 4), (4, 5)]),
+        ("ar,br,cr->abc", [(3, 2), (4, 2), (5, 2)]),  # hyperedge
+        ("bi,bj->bij", [(4, 2), (4, 3)]),  # shared open (batch) index
+        ("ij,ij->", [(3, 4), (3, 4)]),  # full contraction to a scalar
+        ("ia,ib,ic,abc->i", [(2, 3), (2, 3), (2, 3), (3, 3, 3)]),
+        ("ij,kl->ijkl", [(2, 3), (4, 1)]),  # outer product
+        ("ij->ji", [(2, 3)]),
+        ("ijk,jk->i", [(2, 3, 4), (3, 4)]),
+    ],
+)
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_contract_equals_einsum(spec, shapes, backend):
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    be = get_backend(backend)
+    out = tnmars.contract(spec, *[be.asarray(a) for a in arrays])
+    assert be.is_array(out)
+    np.testing.assert_allclose(be.to_numpy(out), np.einsum(spec, *arrays), atol=1e-12)
+
+
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(0, 10**6))
+def test_batched_layer_contraction_matches_dense(b, m, n, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((b, m)), rng.standard_normal((m, n))
+    np.testing.assert_allclose(tnmars.contract("bm,mn->bn", x, w), x @ w, atol=1e-12)
+
+
+def test_results_keep_the_callers_dtype():
+    a = torch.ones(2, 3, dtype=torch.float32)
+    b = torch.ones(3, 4, dtype=torch.float32)
+    assert tnmars.contract("ij,jk->ik", a, b).dtype == torch.float32
+    a32 = np.ones((2, 3), dtype=np.float32)
+    assert tnmars.contract("ij,jk->ik", a32, a32.T.copy()).dtype == np.float32
+
+
+def test_plan_cache_returns_the_same_object_and_holds_no_arrays():
+    p1 = make_plan(("ij", "jk"), "ik", ((2, 3), (3, 4)))
+    p2 = make_plan(("ij", "jk"), "ik", ((2, 3), (3, 4)))
+    assert p1 is p2
+    for value in vars(p1).values():
+        assert not isinstance(value, np.ndarray)
+
+
+def test_contract_errors():
+    with pytest.raises(ValueError, match="2 terms but 1 operands"):
+        tnmars.contract("ij,jk", np.ones((2, 2)))
+    with pytest.raises(ValueError, match="inconsistent sizes"):
+        tnmars.contract("ij,jk", np.ones((2, 2)), np.ones((3, 2)))
+    with pytest.raises(TypeError, match="different frameworks"):
+        tnmars.contract("ij,jk", np.ones((2, 2)), torch.ones(2, 2))
+
+
+def test_infer_backend_defaults_to_numpy_for_plain_python():
+    assert infer_backend([1.0, [1, 2]]).name == "numpy"
+
+
+def test_cupy_backend_is_a_clear_error_without_cupy():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        get_backend.cache_clear()
+        with pytest.raises(ImportError, match="CuPy"):
+            get_backend("cupy")
+    else:  # pragma: no cover - only on GPU machines
+        pytest.skip("cupy is installed")
+
+
+def test_cupy_backend_shares_the_numpy_code_path():
+    from tnmars.backends.cupy_backend import CupyBackend
+    from tnmars.backends.numpy_backend import NumpyBackend
+
+    assert issubclass(CupyBackend, NumpyBackend)
+    # every array operation is inherited: CuPy only swaps the array module and device handling
+    overridden = {k for k in vars(CupyBackend) if not k.startswith("_")}
+    assert {"matmul", "transpose", "reshape", "sum", "sigmoid", "clip"}.isdisjoint(overridden)

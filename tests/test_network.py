@@ -1,0 +1,280 @@
+import warnings
+from math import prod
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tnmars
+from tnmars import Network
+from tnmars.testing.strategies import dims, networks, specs
+
+torch = pytest.importorskip("torch")
+
+
+# ----------------------------------------------------------------------------- laws
+@given(networks())
+def test_to_tensor_equals_numpy_einsum(net):
+    expected = np.einsum(net.spec, *net.cores)
+    assert net.to_tensor().shape == net.shape == expected.shape
+    np.testing.assert_allclose(net.to_tensor(), expected, rtol=1e-10, atol=1e-12)
+
+
+@given(networks(backend="torch"))
+def test_to_tensor_equals_numpy_einsum_torch(net):
+    out = net.to_tensor()
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    expected = np.einsum(net.spec, *[c.numpy() for c in net.cores])
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+@given(networks())
+def test_prune_keeping_everything_is_identity(net):
+    pruned = net.prune({b: np.arange(n) for b, n in net.bonds.items()})
+    assert pruned.ranks == net.ranks
+    for a, b in zip(pruned.cores, net.cores):
+        np.testing.assert_array_equal(a, b)
+
+
+@given(st.data())
+def test_prune_equals_binary_mask(data):
+    backend = data.draw(st.sampled_from(["numpy", "torch"]))
+    net = data.draw(networks(backend=backend))
+    be = net.backend_impl
+    keep, masks = {}, {}
+    for bond, n in net.bonds.items():
+        bits = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+        keep[bond] = bits
+        masks[bond] = be.asarray(bits.astype("float64"))
+    pruned = net.prune(keep)
+    assert pruned.ranks == tuple(int(keep[b].sum()) for b in net.bonds)
+    np.testing.assert_allclose(
+        be.to_numpy(pruned.to_tensor()), be.to_numpy(net.to_tensor(masks)), rtol=1e-10, atol=1e-12
+    )
+
+
+@given(specs(), st.data())
+def test_dims_strategy_gives_consistent_networks(spec, data):
+    sizes = data.draw(dims(spec))
+    net = Network(spec, dims=sizes, seed=0)
+    assert net.dims == sizes
+
+
+# ----------------------------------------------------------------------------- constructors
+def test_cp_closed_forms():
+    net = Network.cp((3, 4, 5), 6, seed=0)
+    assert net.shape == (3, 4, 5)
+    assert net.bonds == {"A": 6}
+    assert net.num_params == (3 + 4 + 5) * 6
+    assert net.compression == pytest.approx(60 / 72)
+    f = net.cores
+    np.testing.assert_allclose(net.to_tensor(), np.einsum("ir,jr,kr->ijk", *f))
+
+
+def test_tucker_closed_forms_and_clipping():
+    net = Network.tucker((5, 6, 7), (2, 3, 4), seed=0)
+    assert net.ranks == (2, 3, 4)
+    assert net.num_params == 2 * 3 * 4 + 5 * 2 + 6 * 3 + 7 * 4
+    assert net.compression == pytest.approx(210 / net.num_params)
+    with pytest.warns(UserWarning, match="clipped"):
+        clipped = Network.tucker((2, 6, 7), 4)
+    assert clipped.ranks == (2, 4, 4)
+
+
+def test_tt_closed_forms_and_clipping():
+    net = Network.tt((4, 5, 6, 7), (2, 3, 4), seed=0)
+    assert net.ranks == (2, 3, 4)
+    assert [tuple(c.shape) for c in net.cores] == [(4, 2), (2, 5, 3), (3, 6, 4), (4, 7)]
+    assert net.num_params == 4 * 2 + 2 * 5 * 3 + 3 * 6 * 4 + 4 * 7
+    with pytest.warns(UserWarning, match=r"clipped to the feasible \(2, 4, 2\)"):
+        clipped = Network.tt((2, 2, 2, 2), 8)
+    assert clipped.ranks == (2, 4, 2)
+    same = Network.tt((4, 5, 6), [1, 2, 3, 1])  # boundary ranks accepted
+    assert same.ranks == (2, 3)
+
+
+def test_tr_closed_forms():
+    net = Network.tr((4, 5, 6), (2, 3, 4), seed=0)
+    assert [tuple(c.shape) for c in net.cores] == [(4, 4, 2), (2, 5, 3), (3, 6, 4)]
+    assert net.num_params == 4 * 4 * 2 + 2 * 5 * 3 + 3 * 6 * 4
+    a, b, c = net.cores
+    np.testing.assert_allclose(net.to_tensor(), np.einsum("xiy,yjz,zkx->ijk", a, b, c))
+
+
+def test_tt_matrix_closed_forms_reference_layer():
+    net = Network.tt_matrix((7, 4, 7, 4), (5, 5, 5, 5), 20)
+    assert net.shape == (7, 4, 7, 4, 5, 5, 5, 5)
+    assert net.ranks == (20, 20, 20)
+    assert net.num_params == 23_100  # the MARS reference layer 784 -> 625
+    assert net.compression == pytest.approx(784 * 625 / 23_100)
+
+
+def test_tt_matrix_is_the_matrix_of_x_at_w():
+    net = Network.tt_matrix((2, 3), (4, 5), 3, seed=1)
+    w = net.to_tensor().reshape(6, 20)
+    x = np.random.default_rng(0).standard_normal((7, 2, 3))
+    y = net.contract("Zab", x, output="Zcd")
+    np.testing.assert_allclose(y.reshape(7, 20), x.reshape(7, 6) @ w, atol=1e-12)
+
+
+def test_from_cores_reads_sizes_and_with_cores_checks_them():
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal((3, 2)), rng.standard_normal((2, 4))]
+    net = Network.from_cores("ij,jk", cores)
+    assert net.bonds == {"j": 2} and net.shape == (3, 4)
+    with pytest.raises(ValueError, match="size 5 along index 'j'"):
+        net.with_cores([rng.standard_normal((3, 2)), rng.standard_normal((5, 4))])
+
+
+# ----------------------------------------------------------------------------- initialisation
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: Network.cp((20, 20, 20), 16, seed=s, scale=2.0),
+        lambda s: Network.tucker((12, 12, 12), 6, seed=s, scale=2.0),
+        lambda s: Network.tt((6, 6, 6, 6), 9, seed=s, scale=2.0),
+        lambda s: Network.tr((8, 8, 8), 5, seed=s, scale=2.0),
+    ],
+)
+def test_initialisation_gives_entries_of_the_chosen_scale(make):
+    stds = [make(seed).to_tensor().std() for seed in range(20)]
+    # the rule is exact in expectation of the variance; the sample std averages close to it
+    assert np.sqrt(np.mean(np.square(stds))) == pytest.approx(2.0, rel=0.15)
+
+
+def test_seeded_initialisation_is_reproducible_across_backends():
+    a = Network.tt((3, 4, 5), 2, seed=7)
+    b = Network.tt((3, 4, 5), 2, seed=7, backend="torch")
+    for x, y in zip(a.cores, b.cores):
+        np.testing.assert_array_equal(x, y.numpy())
+
+
+# ----------------------------------------------------------------------------- backends
+def test_conversion_between_backends_keeps_values_and_sets_dtype():
+    net = Network.tr((3, 4, 5), 2, seed=0)
+    t = net.to("torch", dtype="float32")
+    assert t.backend == "torch" and t.dtype == "float32" and t.device == "cpu"
+    assert isinstance(t.to_tensor(), torch.Tensor)
+    np.testing.assert_allclose(t.to_tensor().numpy(), net.to_tensor(), rtol=1e-5, atol=1e-6)
+    back = t.numpy()
+    assert back.backend == "numpy" and isinstance(back.to_tensor(), np.ndarray)
+
+
+def test_torch_autograd_flows_through_contraction():
+    net = Network.tt((3, 4, 5), 2, seed=0, backend="torch")
+    cores = [c.clone().requires_grad_(True) for c in net.cores]
+    out = net.with_cores(cores).to_tensor()
+    (out**2).sum().backward()
+    expected = torch.einsum(net.spec, *cores)
+    (g,) = torch.autograd.grad((expected**2).sum(), [cores[1]])
+    torch.testing.assert_close(cores[1].grad, g)
+
+
+def test_mixing_backends_is_refused():
+    net = Network.tt((3, 4), 2, seed=0)
+    with pytest.raises(TypeError, match="different frameworks"):
+        Network.from_cores("ij,jk", [net.cores[0], torch.as_tensor(net.cores[1])])
+    with pytest.raises(TypeError, match="different frameworks"):
+        net.contract("Zab", torch.ones(2, 3, 4), output="Z")
+
+
+def test_missing_backend_or_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown backend 'jax'"):
+        Network.tt((3, 4), 2, backend="jax")
+    with pytest.raises(ValueError, match="CPU only"):
+        Network.tt((3, 4), 2, device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Network.tt((3, 4), 2, backend="torch", device="cuda")
+
+
+def test_available_backends_lists_numpy_and_torch():
+    names = tnmars.available_backends()
+    assert "numpy" in names and "torch" in names
+
+
+# ----------------------------------------------------------------------------- pruning to zero
+def test_bond_pruned_to_zero_gives_a_zero_network_without_crashing():
+    net = Network.tucker((4, 5, 6), 3, seed=0)
+    empty = net.prune({"B": np.zeros(3, dtype=bool)})
+    assert empty.ranks == (3, 0, 3)
+    assert empty.num_params == net.num_params_at({"B": 0})
+    out = empty.to_tensor()
+    assert out.shape == (4, 5, 6) and not out.any()
+    assert "compression" in empty.summary()
+    np.testing.assert_array_equal(empty.prune({"A": [0]}).to_tensor(), 0)
+
+
+def test_prune_rejects_bad_selections():
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    with pytest.raises(ValueError, match="not a bond"):
+        net.prune({"a": [0]})
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
+        net.prune({"A": [2]})
+    with pytest.raises(ValueError, match="expected \\(2,\\)"):
+        net.prune({"A": np.ones(3, dtype=bool)})
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(spec="ij,jk", dims={"i": 2, "j": 3}), "no size for index 'k'"),
+        (dict(spec="ij,jk", shape=(2, 3), ranks=0), "ranks must be positive"),
+        (dict(spec="ij,jk", shape=(2, -3), ranks=2), "shape must be positive"),
+        (dict(spec="ij,jk", dims={"i": 0, "j": 2, "k": 2}), "must be positive"),
+        (dict(spec="ij,jk", dims={"i": 2, "j": 2, "k": 2}, shape=(3, 2)), "inconsistent sizes"),
+        (dict(spec="ij,jk", shape=(2, 3, 4), ranks=2), "3 entries but spec"),
+        (dict(spec="ij,jk", dims={"q": 2}), "not in spec"),
+        (dict(spec="ij,jk", shape=(2, 3), ranks={"i": 2}), "not a bond"),
+    ],
+)
+def test_bad_dims_name_the_problem(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        Network(**kwargs)
+
+
+def test_from_cores_bad_input():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="2 cores but 1 arrays"):
+        Network.from_cores("ij,jk", [rng.standard_normal((2, 3))])
+    with pytest.raises(ValueError, match="has shape \\(2, 3, 1\\) but its term 'ij'"):
+        Network.from_cores("ij,jk", [rng.standard_normal((2, 3, 1)), rng.standard_normal((3, 4))])
+    with pytest.raises(ValueError, match="size 5 along index 'j'"):
+        Network.from_cores("ij,jk", [rng.standard_normal((2, 3)), rng.standard_normal((5, 4))])
+    with pytest.raises(TypeError, match="not a numpy array"):
+        Network.from_cores("ij,jk", [rng.standard_normal((2, 3)), [[1.0] * 4] * 3])
+
+
+def test_constructor_bad_input():
+    with pytest.raises(ValueError, match="needs 2 values"):
+        Network.tt((3, 4, 5), (2, 3, 4))
+    with pytest.raises(ValueError, match="same number of factors"):
+        Network.tt_matrix((2, 3), (4,), 2)
+    with pytest.raises(ValueError, match="at least 2 cores"):
+        Network.tr((3,), 2)
+    with pytest.raises(TypeError, match="integers"):
+        Network.tt((3.5, 4), 2)
+
+
+# ----------------------------------------------------------------------------- plans
+def test_plans_are_cached_and_report_costs():
+    net = Network.tt((8,) * 6, 4, seed=0)
+    p1 = net.path_info()
+    p2 = net.prune({"A": [0, 1, 2, 3]}).plan()
+    assert p1 is p2  # same shapes -> the same cached plan object
+    assert p1.flops > 0 and p1.largest_intermediate >= 8**6
+    assert "Optimized" in p1.info_text or "single" in p1.info_text
+
+
+def test_masks_are_folded_into_the_smallest_adjacent_core():
+    net = Network.tucker((10, 10, 10), (3, 3, 3), seed=0)
+    # the factor (10, 3) has 30 entries, the core (3, 3, 3) has 27: the core is smaller
+    assert net.mask_site("A") == (0, 0)
+    net2 = Network.tt((2, 50, 2), 2, seed=0)
+    assert net2.mask_site("A") == (0, 1)
+    assert net2.mask_site("B") == (2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prod(net.shape) == net.dense_size
