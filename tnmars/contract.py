@@ -32,6 +32,9 @@ class _Step:
     shape_b: tuple[int, int, int]
     out_shape: tuple[int, ...]
     result: str
+    transpose_a: bool
+    transpose_b: bool
+    batched: bool
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class Plan:
     largest_intermediate: int
     optimize: str
     info_text: str
+
+    @property
+    def identity_perm(self) -> tuple[int, ...]:
+        return tuple(range(len(self.output)))
 
     @property
     def spec(self) -> str:
@@ -122,6 +129,15 @@ def make_plan(
         contracted = [c for c in shared if c not in rest]
         a_free = [c for c in a if c not in shared]
         b_free = [c for c in b if c not in shared]
+        if len(live) == 2:
+            # last step: lay the result out in output order when a split allows it, so the
+            # caller gets a contiguous array instead of a transposed view
+            rank = {c: output.index(c) for c in output}
+            batch.sort(key=rank.__getitem__)
+            a_free.sort(key=rank.__getitem__)
+            b_free.sort(key=rank.__getitem__)
+            if batch + b_free + a_free == list(output):
+                i, j, a, b, a_free, b_free = j, i, b, a, b_free, a_free
         # every live index is shared or needed later: lone ones were pre-summed above
         perm_a = tuple(a.index(c) for c in batch + a_free + contracted)
         perm_b = tuple(b.index(c) for c in batch + contracted + b_free)
@@ -140,6 +156,9 @@ def make_plan(
                 shape_b=(nb, kk, n),
                 out_shape=tuple(sizes[c] for c in result),
                 result=result,
+                transpose_a=perm_a != tuple(range(len(perm_a))),
+                transpose_b=perm_b != tuple(range(len(perm_b))),
+                batched=nb != 1,
             )
         )
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
@@ -168,20 +187,18 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
     for step in plan.steps:
         a = live[step.first]
         b = live[step.second]
-        if step.perm_a != tuple(range(len(step.perm_a))):
+        if step.transpose_a:
             a = backend.transpose(a, step.perm_a)
-        if step.perm_b != tuple(range(len(step.perm_b))):
+        if step.transpose_b:
             b = backend.transpose(b, step.perm_b)
-        a = backend.reshape(a, step.shape_a)
-        b = backend.reshape(b, step.shape_b)
-        if step.shape_a[0] == 1:
-            c = backend.matmul(a[0], b[0])
-        else:
-            c = backend.matmul(a, b)
+        if step.batched:
+            c = backend.matmul(backend.reshape(a, step.shape_a), backend.reshape(b, step.shape_b))
+        else:  # a plain GEMM
+            c = backend.matmul(backend.reshape(a, step.shape_a[1:]), backend.reshape(b, step.shape_b[1:]))
         c = backend.reshape(c, step.out_shape)
         live = [t for k, t in enumerate(live) if k not in (step.first, step.second)] + [c]
     out = live[0]
-    if plan.final_perm != tuple(range(len(plan.final_perm))):
+    if plan.final_perm != plan.identity_perm:
         out = backend.transpose(out, plan.final_perm)
     return out
 

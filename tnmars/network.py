@@ -463,7 +463,10 @@ class Network:
 
     def to_tensor(self, masks: Masks = None) -> Any:
         """The full tensor (open modes in output order), optionally with bond masks applied."""
-        return execute(self.plan(), self.masked_cores(masks), self._backend)
+        plan = self.__dict__.get("_own_plan")
+        if plan is None:  # shapes never change for a Network, so its own plan is kept
+            plan = self._own_plan = self.plan()
+        return execute(plan, self.masked_cores(masks) if masks is not None else self._cores, self._backend)
 
     def contract(self, extra: str, *operands: Any, output: str, masks: Masks = None) -> Any:
         """Contract the network with extra operands through the same planning machinery.
@@ -539,6 +542,22 @@ class Network:
 
     def __repr__(self) -> str:
         return f"Network({self.spec!r}, shape={self.shape}, ranks={self.ranks}, backend={self.backend!r})"
+
+    # ------------------------------------------------------------------------ tensorly interop
+    @classmethod
+    def from_tensorly(cls, obj: Any) -> "Network":
+        """A network equal to a tensorly ``CPTensor``, ``TuckerTensor``, ``TTTensor``,
+        ``TRTensor`` or ``TTMatrix`` (see :func:`tnmars.interop.tensorly.from_tensorly`)."""
+        from .interop.tensorly import from_tensorly
+
+        return from_tensorly(obj)
+
+    def to_tensorly(self) -> Any:
+        """The equal tensorly object when the graph is CP, Tucker, TT, TR or TT-matrix
+        (see :func:`tnmars.interop.tensorly.to_tensorly`); otherwise a ``ValueError``."""
+        from .interop.tensorly import to_tensorly
+
+        return to_tensorly(self)
 
 
 def _check_ndim(shape: Sequence[int], limit: int) -> None:

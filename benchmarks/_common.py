@@ -1,0 +1,49 @@
+"""Shared helpers for benchmark scripts: interleaved timing and markdown tables."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Sequence
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def time_interleaved(funcs: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call for each function, measured round-robin so that load from
+    other processes hits every method alike."""
+    for _ in range(warmup):
+        for f in funcs.values():
+            f()
+    samples: dict[str, list[float]] = {k: [] for k in funcs}
+    names = list(funcs)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            funcs[name]()
+            samples[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def machine_line() -> str:
+    return (
+        f"{datetime.date.today().isoformat()}, {platform.machine()} {os.cpu_count()}-core CPU "
+        f"(shared machine), Python {platform.python_version()}"
+    )
+
+
+def write_result(name: str, text: str) -> str:
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, name)
+    with open(path, "w") as fh:
+        fh.write(text.rstrip() + "\n")
+    return path
