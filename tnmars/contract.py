@@ -9,10 +9,11 @@ batch dimension of a batched matmul.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
-from typing import Any, Sequence
+from typing import Any
 
 import opt_einsum
 

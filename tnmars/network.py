@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from math import prod
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -200,17 +201,17 @@ class Network:
         return cores
 
     @classmethod
-    def from_cores(cls, spec: str, cores: Sequence[Any], *, optimize: str = "auto") -> "Network":
+    def from_cores(cls, spec: str, cores: Sequence[Any], *, optimize: str = "auto") -> Network:
         """A network over existing arrays (NumPy, CuPy or torch); sizes are read from them."""
         return cls(spec, cores=cores, optimize=optimize)
 
-    def with_cores(self, cores: Sequence[Any]) -> "Network":
+    def with_cores(self, cores: Sequence[Any]) -> Network:
         """The same graph over new cores (checked against the spec)."""
         return type(self)(self.spec, cores=cores, optimize=self.optimize)
 
     # ------------------------------------------------------------------------ constructors
     @classmethod
-    def cp(cls, shape: Sequence[int], rank: int, **kwargs: Any) -> "Network":
+    def cp(cls, shape: Sequence[int], rank: int, **kwargs: Any) -> Network:
         """CP / CANDECOMP-PARAFAC: factors ``(n_k, R)`` joined by one hyperedge of size ``R``.
 
         >>> Network.cp((3, 4, 5), 2).spec
@@ -227,7 +228,7 @@ class Network:
         return cls(spec, shape=shape, ranks=rank, **kwargs)
 
     @classmethod
-    def tucker(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> "Network":
+    def tucker(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> Network:
         """Tucker: a core ``(R_1, ..., R_d)`` and factors ``(n_k, R_k)``.
 
         Ranks above the mode size (or above the product of the other ranks) are clipped
@@ -252,7 +253,7 @@ class Network:
         return cls(spec, shape=shape, ranks=dict(zip(bonds, clipped)), **kwargs)
 
     @classmethod
-    def tt(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> "Network":
+    def tt(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> Network:
         """Tensor train (MPS): cores ``(n_1, r_1), (r_1, n_2, r_2), ..., (r_{d-1}, n_d)``.
 
         ``ranks`` is an int or the ``d - 1`` internal ranks (a list of ``d + 1`` with 1 at
@@ -268,7 +269,7 @@ class Network:
     @classmethod
     def tt_matrix(
         cls, in_shape: Sequence[int], out_shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any
-    ) -> "Network":
+    ) -> Network:
         """TT-matrix (MPO): cores ``(r_{k-1}, i_k, o_k, r_k)``; open modes are all input modes,
         then all output modes, so ``to_tensor().reshape(prod(in_shape), prod(out_shape))`` is
         the matrix ``W`` of ``y = x @ W``.
@@ -285,7 +286,7 @@ class Network:
         return cls._chain(in_shape + out_shape, list(zip(in_shape, out_shape)), ranks, **kwargs)
 
     @classmethod
-    def _chain(cls, shape, groups, ranks, **kwargs) -> "Network":
+    def _chain(cls, shape, groups, ranks, **kwargs) -> Network:
         _check_ndim(shape, 26)
         _check_positive(shape, "shape")
         d = len(groups)
@@ -309,7 +310,7 @@ class Network:
         return cls(",".join(terms) + "->" + output, shape=shape, ranks=dict(zip(_BOND, clipped)), **kwargs)
 
     @classmethod
-    def tr(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> "Network":
+    def tr(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> Network:
         """Tensor ring: cores ``(r_{k-1}, n_k, r_k)`` with ``r_0 = r_d`` closing the loop.
 
         ``ranks`` is an int or ``d`` values, ``ranks[k]`` joining core ``k`` to core ``k+1``.
@@ -491,7 +492,7 @@ class Network:
         return self.plan(terms, extra_shapes, output)
 
     # ------------------------------------------------------------------------ conversions
-    def to(self, backend: str | None = None, *, device: str | None = None, dtype: str | None = None) -> "Network":
+    def to(self, backend: str | None = None, *, device: str | None = None, dtype: str | None = None) -> Network:
         """A copy on another backend, device and/or dtype (cores are copied, not shared)."""
         target = get_backend(backend) if backend is not None else self._backend
         dtype = dtype or self.dtype
@@ -503,13 +504,13 @@ class Network:
             cores = [target.asarray(self._backend.to_numpy(c), dtype=dtype, device=device) for c in self._cores]
         return type(self)(self.spec, cores=cores, optimize=self.optimize)
 
-    def numpy(self) -> "Network":
+    def numpy(self) -> Network:
         """A NumPy copy (detached from any autograd graph)."""
         cores = [np.array(self._backend.to_numpy(c)) for c in self._cores]
         return type(self)(self.spec, cores=cores, optimize=self.optimize)
 
     # ------------------------------------------------------------------------ pruning
-    def prune(self, keep: Mapping[str, Any]) -> "Network":
+    def prune(self, keep: Mapping[str, Any]) -> Network:
         """Slice every core along each bond's kept indices and return the smaller network.
 
         ``keep`` maps a bond to integer indices or to a boolean vector (a binary mask);
@@ -545,7 +546,7 @@ class Network:
 
     # ------------------------------------------------------------------------ tensorly interop
     @classmethod
-    def from_tensorly(cls, obj: Any) -> "Network":
+    def from_tensorly(cls, obj: Any) -> Network:
         """A network equal to a tensorly ``CPTensor``, ``TuckerTensor``, ``TTTensor``,
         ``TRTensor`` or ``TTMatrix`` (see :func:`tnmars.interop.tensorly.from_tensorly`)."""
         from .interop.tensorly import from_tensorly

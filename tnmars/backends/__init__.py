@@ -12,8 +12,9 @@ Frameworks are imported lazily: ``import tnmars`` imports NumPy only. Detection 
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Iterable
+from collections.abc import Iterable
+from functools import cache, lru_cache
+from typing import Any
 
 from .base import Backend
 
@@ -23,7 +24,7 @@ _MODULE_PREFIX = {"numpy": "numpy", "torch": "torch", "cupy": "cupy"}
 BACKEND_NAMES = ("numpy", "torch", "cupy")
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_backend(name: str) -> Backend:
     """The backend called ``name`` (``"numpy"``, ``"torch"`` or ``"cupy"``)."""
     if isinstance(name, Backend):

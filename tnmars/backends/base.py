@@ -7,7 +7,8 @@ arrays, because all three frameworks support them with the same broadcasting rul
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class Backend:

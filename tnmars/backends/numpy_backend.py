@@ -1,7 +1,8 @@
 """NumPy backend, and CuPy through the same code path (the array module is swapped)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

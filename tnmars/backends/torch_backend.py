@@ -1,7 +1,8 @@
 """PyTorch backend: CPU and CUDA, gradients by autograd."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .base import Backend
 

@@ -7,7 +7,7 @@ the whole batch; in eval mode it returns the MAP masks (``phi > 0.5``). The math
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

@@ -12,7 +12,7 @@ full contraction stays cheap.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
