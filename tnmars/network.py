@@ -553,12 +553,12 @@ class Network:
 
         return from_tensorly(obj)
 
-    def to_tensorly(self) -> Any:
+    def to_tensorly(self, kind: str | None = None) -> Any:
         """The equal tensorly object when the graph is CP, Tucker, TT, TR or TT-matrix
         (see :func:`tnmars.interop.tensorly.to_tensorly`); otherwise a ``ValueError``."""
         from .interop.tensorly import to_tensorly
 
-        return to_tensorly(self)
+        return to_tensorly(self, kind)
 
 
 def _check_ndim(shape: Sequence[int], limit: int) -> None:

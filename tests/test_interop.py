@@ -1,0 +1,192 @@
+"""tensorly interop: round trips in both directions for CP, Tucker, TT, TR and TT-matrix."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensorly.cp_tensor import CPTensor
+from tensorly.tr_tensor import TRTensor
+from tensorly.tt_matrix import TTMatrix, tt_matrix_to_tensor
+from tensorly.tt_tensor import TTTensor
+from tensorly.tucker_tensor import TuckerTensor
+
+from tnmars import Network, available_backends
+from tnmars.interop.tensorly import from_tensorly, to_tensorly, topology
+
+shapes = st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple)
+small_rank = st.integers(1, 3)
+
+
+def _dense(obj):
+    if isinstance(obj, TTMatrix):
+        return tt_matrix_to_tensor(obj)
+    return tl.to_numpy(obj.to_tensor())
+
+
+def _same_factors(a, b):
+    fa = [a.core, *a.factors] if isinstance(a, TuckerTensor) else list(a.factors if isinstance(a, CPTensor) else a)
+    fb = [b.core, *b.factors] if isinstance(b, TuckerTensor) else list(b.factors if isinstance(b, CPTensor) else b)
+    return len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb))
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=shapes, rank=small_rank, seed=st.integers(0, 2**16))
+def test_cp_round_trip(shape, rank, seed):
+    cp = tl.random.random_cp(shape, rank, random_state=seed)
+    cp.weights[:] = np.random.default_rng(seed).uniform(0.5, 2.0, rank)  # weights get folded
+    net = Network.from_tensorly(cp)
+    assert net.spec == Network.cp(shape, rank).spec
+    np.testing.assert_allclose(net.to_tensor(), _dense(cp), atol=1e-12)
+    back = net.to_tensorly()
+    assert isinstance(back, CPTensor)
+    np.testing.assert_array_equal(back.weights, np.ones(rank))
+    np.testing.assert_allclose(_dense(back), _dense(cp), atol=1e-12)
+    assert Network.from_tensorly(back).spec == net.spec
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=shapes, data=st.data(), seed=st.integers(0, 2**16))
+def test_tucker_round_trip(shape, data, seed):
+    ranks = data.draw(st.tuples(*[st.integers(1, n) for n in shape]))
+    tk = tl.random.random_tucker(shape, list(ranks), random_state=seed)
+    net = from_tensorly(tk)
+    assert net.ranks == ranks and topology(net) == "tucker"
+    np.testing.assert_allclose(net.to_tensor(), _dense(tk), atol=1e-12)
+    back = to_tensorly(net)
+    assert isinstance(back, TuckerTensor) and _same_factors(tk, back)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple), data=st.data(),
+       seed=st.integers(0, 2**16))
+def test_tt_round_trip(shape, data, seed):
+    inner = [data.draw(st.integers(1, 3)) for _ in range(len(shape) - 1)]
+    tt = tl.random.random_tt(shape, [1, *inner, 1], random_state=seed)
+    net = from_tensorly(tt)
+    assert list(net.ranks) == inner and topology(net) == "tt"
+    if len(shape) > 1:
+        assert net.spec == Network.tt(shape, inner or 1).spec
+    np.testing.assert_allclose(net.to_tensor(), _dense(tt), atol=1e-12)
+    back = to_tensorly(net)
+    assert isinstance(back, TTTensor) and _same_factors(tt, back)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=shapes, data=st.data(), seed=st.integers(0, 2**16))
+def test_tr_round_trip(shape, data, seed):
+    ranks = [data.draw(st.integers(1, 3)) for _ in shape]
+    tr = tl.random.random_tr(shape, [*ranks, ranks[0]], random_state=seed)
+    net = from_tensorly(tr)
+    assert net.spec == Network.tr(shape, 1).spec and topology(net) == "tr"
+    np.testing.assert_allclose(net.to_tensor(), _dense(tr), atol=1e-12)
+    back = to_tensorly(net)
+    assert isinstance(back, TRTensor) and _same_factors(tr, back)
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(1, 3), data=st.data(), seed=st.integers(0, 2**16))
+def test_tt_matrix_round_trip(d, data, seed):
+    ins = [data.draw(st.integers(1, 3)) for _ in range(d)]
+    outs = [data.draw(st.integers(1, 3)) for _ in range(d)]
+    inner = [data.draw(st.integers(1, 3)) for _ in range(d - 1)]
+    ttm = tl.random.random_tt_matrix(tuple(ins + outs), [1, *inner, 1], random_state=seed)
+    net = from_tensorly(ttm)
+    assert topology(net) == "tt_matrix"
+    if d > 1:
+        assert net.spec == Network.tt_matrix(ins, outs, inner).spec
+    np.testing.assert_allclose(net.to_tensor(), _dense(ttm), atol=1e-12)
+    back = to_tensorly(net)
+    assert isinstance(back, TTMatrix) and _same_factors(ttm, back)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Network.cp((3, 4, 5), 2, seed=0),
+        lambda: Network.tucker((3, 4, 5), (2, 3, 2), seed=0),
+        lambda: Network.tt((3, 4, 5, 2), (2, 3, 2), seed=0),
+        lambda: Network.tr((3, 4, 5), (2, 3, 2), seed=0),
+        lambda: Network.tt_matrix((2, 3, 2), (3, 2, 2), 2, seed=0),
+    ],
+)
+def test_network_to_tensorly_and_back_is_identical(make):
+    net = make()
+    back = Network.from_tensorly(net.to_tensorly())
+    assert back.spec == net.spec
+    for a, b in zip(net.cores, back.cores):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_user_letters_and_index_orders_are_recognised():
+    # a TT whose terms list the bond first and whose letters are not the built-in ones
+    net = Network("Px,yQP,Qz->xyz", dims=dict(x=2, y=3, z=4, P=2, Q=3), seed=0)
+    obj = to_tensorly(net)
+    assert isinstance(obj, TTTensor)
+    np.testing.assert_allclose(_dense(obj), net.to_tensor(), atol=1e-12)
+    # a ring listed in a rotated, reversed order of cores
+    ring = Network("zQR,yPQ,xRP->xyz", dims=dict(x=2, y=3, z=4, P=2, Q=3, R=2), seed=1)
+    obj = to_tensorly(ring)
+    assert isinstance(obj, TRTensor)
+    np.testing.assert_allclose(_dense(obj), ring.to_tensor(), atol=1e-12)
+    # Tucker with the core's bonds out of mode order
+    tk = Network("cA,CBA,aC,bB->abc", dims=dict(a=2, b=3, c=4, A=2, B=3, C=2), seed=2)
+    obj = to_tensorly(tk)
+    assert isinstance(obj, TuckerTensor)
+    np.testing.assert_allclose(_dense(obj), tk.to_tensor(), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "spec, kw",
+    [
+        ("ab,bc,ca->", dict(ranks=2)),  # no open modes
+        ("aA,AbB,Bc->cab", dict(shape=(2, 3, 4), ranks=2)),  # a chain whose output is not in chain order
+        ("aAB,AbB->ab", dict(shape=(2, 3), ranks=2)),  # two bonds between two cores: a 2-core ring
+        ("aAB,bBC,cCA->abc", dict(shape=(2, 3, 4), ranks=2)),  # a ring with its bonds written in odd places
+        ("dD,aA,bB,cC,ABCD->abcd", dict(shape=(2, 2, 2, 2), ranks=2)),  # Tucker with the core last
+        ("aAB,bA,cB->abc", dict(shape=(2, 3, 4), ranks=2)),  # a star (tree) with open mode on the centre
+        ("aA,bA,cAB,dB->abcd", dict(shape=(2, 2, 2, 2), ranks=2)),  # a hyperedge plus a bond
+    ],
+)
+def test_other_graphs_are_refused_or_exact(spec, kw):
+    """Whatever the graph, to_tensorly either refuses it or returns an exactly equal object."""
+    net = Network(spec, seed=0, **kw)
+    if topology(net) is None:
+        with pytest.raises(ValueError, match="tensorly has no class"):
+            to_tensorly(net)
+    else:
+        np.testing.assert_allclose(_dense(to_tensorly(net)), net.to_tensor(), atol=1e-12)
+
+
+def test_refusals():
+    assert topology(Network("ab,bc,ca->", ranks=2)) is None
+    assert topology(Network("aA,AbB,Bc->cab", shape=(2, 3, 4), ranks=2)) is None
+    assert topology(Network("aAB,bA,cB->abc", shape=(2, 3, 4), ranks=2)) is None
+    assert topology(Network("aAB,AbB->ab", shape=(2, 3), ranks=2)) == "tr"
+    with pytest.raises(ValueError, match="tensorly has no class"):
+        to_tensorly(Network("aA,bA,cAB,dB->abcd", shape=(2, 2, 2, 2), ranks=2))
+    with pytest.raises(ValueError, match="not a tucker graph"):
+        to_tensorly(Network.tt((2, 3, 4), 2), kind="tucker")
+    two = Network.tt((3, 4), 2, seed=0)  # a two-core chain is also a CP graph
+    assert isinstance(to_tensorly(two), TTTensor)
+    np.testing.assert_allclose(_dense(to_tensorly(two, kind="cp")), two.to_tensor(), atol=1e-12)
+    with pytest.raises(TypeError, match="CPTensor"):
+        from_tensorly(np.ones((2, 2)))
+    tt = tl.random.random_tt((2, 3), [1, 2, 1], random_state=0)
+    tt.factors[0] = np.ones((2, 2, 2))  # a boundary rank that is not 1
+    with pytest.raises(ValueError, match="boundary ranks"):
+        from_tensorly(tt)
+
+
+@pytest.mark.skipif("torch" not in available_backends(), reason="torch not installed")
+def test_torch_arrays_stay_torch():
+    import torch
+
+    cp = tl.random.random_cp((3, 4), 2, random_state=0)
+    cp_t = CPTensor((torch.as_tensor(cp.weights), [torch.as_tensor(f) for f in cp.factors]))
+    net = from_tensorly(cp_t)
+    assert net.backend == "torch"
+    back = to_tensorly(net)
+    assert isinstance(back.factors[0], torch.Tensor) and isinstance(back.weights, torch.Tensor)
+    np.testing.assert_allclose(net.to_tensor().numpy(), _dense(cp), atol=1e-12)

@@ -1,0 +1,364 @@
+"""Conversion between tnmars networks and tensorly's decomposition objects.
+
+tensorly represents five fixed topologies with dedicated classes; tnmars represents any
+einsum graph. :func:`from_tensorly` turns each tensorly object into the network its
+built-in constructor would make (same spec letters as :meth:`Network.cp`,
+:meth:`Network.tucker`, :meth:`Network.tt`, :meth:`Network.tr`, :meth:`Network.tt_matrix`),
+so rank selection can start from a tensorly decomposition. :func:`to_tensorly` goes back
+for any network whose graph *is* one of those topologies, whatever its letters or the
+order of indices inside each term; anything else is refused with a ``ValueError``.
+
+Arrays are passed through without copying, so a tensorly object holding torch tensors
+becomes a torch-backend network and vice versa (tensorly's own backend must match to call
+its functions on the result).
+
+>>> import tensorly as tl
+>>> import numpy as np
+>>> from tnmars.interop.tensorly import from_tensorly, to_tensorly
+>>> tt = tl.random.random_tt((3, 4, 5), rank=[1, 2, 2, 1], random_state=0)
+>>> net = from_tensorly(tt)
+>>> net.spec, net.ranks
+('aA,AbB,Bc->abc', (2, 2))
+>>> np.allclose(tl.tt_to_tensor(to_tensorly(net)), net.to_tensor())
+True
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends import Backend, infer_backend
+from ..network import Network
+
+__all__ = ["from_tensorly", "to_tensorly", "topology"]
+
+_OPEN = "abcdefghijklmnopqrstuvwxyz"
+_BOND = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _tensorly_classes():
+    try:
+        from tensorly.cp_tensor import CPTensor
+        from tensorly.tr_tensor import TRTensor
+        from tensorly.tt_matrix import TTMatrix
+        from tensorly.tt_tensor import TTTensor
+        from tensorly.tucker_tensor import TuckerTensor
+    except ImportError as err:  # pragma: no cover - tensorly is a dependency
+        raise ImportError("tensorly interop needs tensorly: pip install tensorly") from err
+    return CPTensor, TuckerTensor, TTTensor, TRTensor, TTMatrix
+
+
+def _check_order(d: int, what: str, minimum: int = 1) -> None:
+    if d < minimum:
+        raise ValueError(f"a {what} with {d} factor(s) cannot be a tnmars network (needs at least {minimum})")
+    if d > 26:
+        raise ValueError(f"a {what} with {d} modes exceeds the 26 open-mode letters of the built-in specs")
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in x.shape)
+
+
+# -------------------------------------------------------------------------- tensorly -> tnmars
+def from_tensorly(obj: Any) -> Network:
+    """A :class:`~tnmars.Network` equal to a tensorly decomposition.
+
+    Parameters
+    ----------
+    obj
+        A ``CPTensor`` (its weights are folded into the first factor), ``TuckerTensor``,
+        ``TTTensor``, ``TRTensor`` or ``TTMatrix``.
+
+    Returns
+    -------
+    Network
+        With the spec of the matching built-in constructor, e.g. ``'aA,bA,cA->abc'`` for a
+        3-way CP tensor; its cores are the tensorly factors (TT boundary ranks of 1 are
+        squeezed away), on the same backend.
+
+    Examples
+    --------
+    >>> import tensorly as tl
+    >>> cp = tl.random.random_cp((3, 4, 5), rank=2, random_state=0)
+    >>> from_tensorly(cp).spec
+    'aA,bA,cA->abc'
+    """
+    CPTensor, TuckerTensor, TTTensor, TRTensor, TTMatrix = _tensorly_classes()
+    if isinstance(obj, CPTensor):
+        weights, factors = obj
+        factors = list(factors)
+        d = len(factors)
+        _check_order(d, "CP tensor", 2)
+        be = infer_backend(factors)
+        if weights is not None:
+            rank = _shape(factors[0])[1]
+            factors[0] = factors[0] * be.reshape(be.asarray(weights, dtype=be.dtype_name(factors[0])), (1, rank))
+        spec = ",".join(_OPEN[k] + "A" for k in range(d)) + "->" + _OPEN[:d]
+        return Network(spec, cores=factors)
+    if isinstance(obj, TuckerTensor):
+        core, factors = obj
+        factors = list(factors)
+        d = len(factors)
+        _check_order(d, "Tucker tensor")
+        bonds = _BOND[:d]
+        spec = bonds + "," + ",".join(_OPEN[k] + bonds[k] for k in range(d)) + "->" + _OPEN[:d]
+        return Network(spec, cores=[core, *factors])
+    if isinstance(obj, TTMatrix):
+        return _from_chain(list(obj), width=2, what="TT-matrix")
+    if isinstance(obj, TTTensor):
+        return _from_chain(list(obj), width=1, what="TT tensor")
+    if isinstance(obj, TRTensor):
+        factors = list(obj)
+        d = len(factors)
+        _check_order(d, "TR tensor", 2)
+        terms = [_BOND[(k - 1) % d] + _OPEN[k] + _BOND[k] for k in range(d)]
+        return Network(",".join(terms) + "->" + _OPEN[:d], cores=factors)
+    raise TypeError(
+        f"from_tensorly expects a tensorly CPTensor, TuckerTensor, TTTensor, TRTensor or TTMatrix; "
+        f"got {type(obj).__name__}"
+    )
+
+
+def _from_chain(factors: list[Any], width: int, what: str) -> Network:
+    d = len(factors)
+    _check_order(d * width, what)
+    be = infer_backend(factors)
+    first, last = _shape(factors[0]), _shape(factors[-1])
+    if first[0] != 1 or last[-1] != 1:
+        raise ValueError(f"a {what} must have boundary ranks 1; got {first[0]} and {last[-1]}")
+    cores = list(factors)
+    cores[0] = be.reshape(cores[0], first[1:] if d > 1 else first[1:-1])
+    if d > 1:
+        cores[-1] = be.reshape(cores[-1], last[:-1])
+    letters = [[_OPEN[j * d + k] for j in range(width)] for k in range(d)]
+    terms = []
+    for k in range(d):
+        left = _BOND[k - 1] if k > 0 else ""
+        right = _BOND[k] if k < d - 1 else ""
+        terms.append(left + "".join(letters[k]) + right)
+    output = "".join(letters[k][j] for j in range(width) for k in range(d))
+    return Network(",".join(terms) + "->" + output, cores=cores)
+
+
+# -------------------------------------------------------------------------- tnmars -> tensorly
+def topology(net: Network) -> str | None:
+    """The tensorly format a network's graph matches: ``"cp"``, ``"tucker"``, ``"tt"``,
+    ``"tr"``, ``"tt_matrix"``, or ``None`` for any other graph.
+
+    A two-core chain is both a CP and a TT graph; it counts as TT when its second term
+    lists the bond first (as :meth:`Network.tt` writes ``'aA,Ab'``) and as CP otherwise
+    (``'aA,bA'``, as :meth:`Network.cp` writes it).
+
+    >>> topology(Network.tr((3, 4, 5), 2))
+    'tr'
+    >>> topology(Network.cp((3, 4), 2)), topology(Network.tt((3, 4), 2))
+    ('cp', 'tt')
+    >>> topology(Network("ab,bc,ca->", ranks=2)) is None
+    True
+    """
+    names = _matches(net)
+    if not names:
+        return None
+    if set(names) == {"cp", "tt"}:
+        second = net.inputs[1]
+        return "tt" if second and second[0] in net.bonds else "cp"
+    return names[0]
+
+
+def _matches(net: Network) -> list[str]:
+    return [name for name, finder in _FINDERS if finder(net) is not None]
+
+
+def _terms(net: Network) -> list[tuple[set[str], set[str]]]:
+    """Per core: (open modes, bonds)."""
+    bonds = set(net.bonds)
+    return [({c for c in t if c not in bonds}, {c for c in t if c in bonds}) for t in net.inputs]
+
+
+def _find_cp(net: Network):
+    if len(net.bonds) != 1 or net.num_cores < 2:
+        return None
+    (bond,) = net.bonds
+    owner = {}
+    for k, (opens, bonds) in enumerate(_terms(net)):
+        if bonds != {bond} or len(opens) != 1 or len(net.inputs[k]) != 2:
+            return None
+        owner[next(iter(opens))] = k
+    return [owner[c] for c in net.output], bond
+
+
+def _find_tucker(net: Network):
+    terms = _terms(net)
+    cores = [k for k, (opens, bonds) in enumerate(terms) if not opens]
+    if len(cores) != 1:
+        return None
+    (c,) = cores
+    core_term = net.inputs[c]
+    if len(set(core_term)) != len(core_term) or set(core_term) != set(net.bonds):
+        return None
+    factor_of: dict[str, int] = {}
+    for k, (opens, bonds) in enumerate(terms):
+        if k == c:
+            continue
+        if len(opens) != 1 or len(bonds) != 1 or len(net.inputs[k]) != 2:
+            return None
+        factor_of[next(iter(opens))] = k
+    factors = [factor_of[m] for m in net.output]
+    bond_order = [next(iter(terms[k][1])) for k in factors]
+    if len(set(bond_order)) != len(bond_order):
+        return None
+    return c, factors, bond_order
+
+
+def _chain_order(net: Network, width: int, ring: bool):
+    """Core order and (left, right) bonds of a TT (width 1), TT-matrix (width 2) or ring."""
+    terms = _terms(net)
+    d = net.num_cores
+    out = net.output
+    if len(out) != width * d or any(len(opens) != width for opens, _ in terms):
+        return None
+    owner = {}
+    for k, (opens, _) in enumerate(terms):
+        for m in opens:
+            owner[m] = k
+    order = [owner[m] for m in out[:d]]
+    if len(set(order)) != d:
+        return None
+    if width == 2 and any(owner[out[d + k]] != order[k] for k in range(d)):
+        return None
+    for b in net.bonds:  # no hyperedges
+        if len(net.terms_with(b)) != 2:
+            return None
+    if ring:
+        if d < 2 or len(net.bonds) != d:
+            return None
+    elif len(net.bonds) != d - 1:
+        return None
+
+    def shared(a: int, b: int) -> set[str]:
+        return terms[order[a]][1] & terms[order[b]][1]
+
+    links: list[tuple[str, str]] = []
+    if ring:
+        first = shared(d - 1, 0)
+        if not first or (d > 2 and len(first) != 1):
+            return None
+        left = min(first, key=net.inputs[order[0]].index)  # two-core ring: the bond written first
+        for k in range(d):
+            cand = shared(k, (k + 1) % d) - ({left} if d == 2 else set())
+            if len(cand) != 1:
+                return None
+            right = next(iter(cand))
+            links.append((left, right))
+            left = right
+        if links[-1][1] != links[0][0]:
+            return None
+    else:
+        left = ""
+        for k in range(d):
+            if k < d - 1:
+                cand = shared(k, k + 1)
+                if len(cand) != 1:
+                    return None
+                right = next(iter(cand))
+            else:
+                right = ""
+            if terms[order[k]][1] != {b for b in (left, right) if b}:
+                return None
+            links.append((left, right))
+            left = right
+    return order, links
+
+
+def _find_tt(net: Network):
+    return _chain_order(net, 1, ring=False)
+
+
+def _find_tr(net: Network):
+    return _chain_order(net, 1, ring=True)
+
+
+def _find_tt_matrix(net: Network):
+    return _chain_order(net, 2, ring=False)
+
+
+_FINDERS = (("cp", _find_cp), ("tucker", _find_tucker), ("tt", _find_tt), ("tr", _find_tr),
+            ("tt_matrix", _find_tt_matrix))
+
+
+def _permuted(be: Backend, core: Any, term: str, wanted: str) -> Any:
+    axes = [term.index(c) for c in wanted]
+    return core if axes == list(range(len(axes))) else be.transpose(core, axes)
+
+
+def to_tensorly(net: Network, kind: str | None = None) -> Any:
+    """The tensorly object equal to ``net``, if its graph is one tensorly knows.
+
+    CP networks give a ``CPTensor`` with unit weights, Tucker a ``TuckerTensor``, a chain
+    with one open mode per core a ``TTTensor`` (boundary ranks of 1 added back), a loop a
+    ``TRTensor``, and a chain with one input and one output mode per core whose output
+    lists all inputs then all outputs a ``TTMatrix``. Index letters and the order of
+    indices inside each term do not matter; cores are transposed as needed.
+
+    Parameters
+    ----------
+    net
+        The network to convert.
+    kind
+        Force one of ``"cp"``, ``"tucker"``, ``"tt"``, ``"tr"``, ``"tt_matrix"`` where a
+        graph fits several (a two-core chain is both CP and TT); by default
+        :func:`topology` decides.
+
+    Raises
+    ------
+    ValueError
+        If the graph is none of those (say a tree, a PEPS grid or several bonds between
+        two cores): tensorly has no class for it.
+
+    Examples
+    --------
+    >>> net = Network.tucker((3, 4, 5), 2, seed=0)
+    >>> type(to_tensorly(net)).__name__
+    'TuckerTensor'
+    """
+    CPTensor, TuckerTensor, TTTensor, TRTensor, TTMatrix = _tensorly_classes()
+    if kind is None:
+        kind = topology(net)
+        if kind is None:
+            raise ValueError(
+                f"network {net.spec!r} is not a CP, Tucker, TT, TR or TT-matrix graph, so tensorly has no class for it"
+            )
+    elif kind not in dict(_FINDERS):
+        raise ValueError(f"kind must be one of {', '.join(dict(_FINDERS))}; got {kind!r}")
+    elif kind not in _matches(net):
+        raise ValueError(f"network {net.spec!r} is not a {kind} graph")
+    be = net.backend_impl
+    cores, inputs, out = net.cores, net.inputs, net.output
+    if kind == "cp":
+        order, bond = _find_cp(net)
+        factors = [_permuted(be, cores[k], inputs[k], out[i] + bond) for i, k in enumerate(order)]
+        rank = net.bonds[bond]
+        weights = be.asarray(_ones(rank), dtype=net.dtype, device=None if net.backend == "numpy" else net.device)
+        return CPTensor((weights, factors))
+    if kind == "tucker":
+        c, factors, bond_order = _find_tucker(net)
+        core = _permuted(be, cores[c], inputs[c], "".join(bond_order))
+        mats = [_permuted(be, cores[k], inputs[k], out[i] + bond_order[i]) for i, k in enumerate(factors)]
+        return TuckerTensor((core, mats))
+    d = net.num_cores
+    cls, width, ring = {"tt": (TTTensor, 1, False), "tr": (TRTensor, 1, True), "tt_matrix": (TTMatrix, 2, False)}[kind]
+    order, links = _chain_order(net, width, ring)
+    factors = []
+    for k, (left, right) in enumerate(links):
+        opens = out[k] if width == 1 else out[k] + out[d + k]
+        core = _permuted(be, cores[order[k]], inputs[order[k]], left + opens + right)
+        if not ring:
+            shape = ((1,) if not left else ()) + _shape(core) + ((1,) if not right else ())
+            core = be.reshape(core, shape)
+        factors.append(core)
+    return cls(factors)
+
+
+def _ones(n: int):
+    import numpy as np
+
+    return np.ones(n)
