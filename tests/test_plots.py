@@ -1,0 +1,90 @@
+"""Plots render to PNG files and reflect their input (bars, curves, points)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from tnmars.plots import plot_mask_probabilities, plot_sweep, plot_training  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path) -> bool:
+    data = path.read_bytes()
+    return data[:8] == PNG and len(data) > 1000
+
+
+def test_mask_probabilities_png(tmp_path):
+    probs = {"A": np.array([0.99, 0.97, 0.4, 0.01]), "B": np.linspace(0, 1, 7), "C": np.array([0.8])}
+    fig = plot_mask_probabilities(probs, title="MARS masks", path=tmp_path / "masks.png", ncols=2)
+    assert _is_png(tmp_path / "masks.png")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["bond A: rank 2/4", "bond B: rank 3/7", "bond C: rank 1/1"]
+    heights = [p.get_height() for p in visible[0].patches]
+    np.testing.assert_allclose(heights, probs["A"])
+    # the 0.5 threshold line is drawn in every panel
+    assert all(any(np.allclose(line.get_ydata(), 0.5) for line in ax.lines) for ax in visible)
+
+
+def test_mask_probabilities_from_result_object_and_bad_input():
+    class Result:
+        probabilities = {"A": [0.9, 0.2]}
+
+    assert plot_mask_probabilities(Result()).axes[0].get_title() == "bond A: rank 1/2"
+    with pytest.raises(ValueError, match="non-empty"):
+        plot_mask_probabilities({})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        plot_mask_probabilities({"A": [1.5]})
+
+
+def test_training_png_dict_and_list_forms(tmp_path):
+    steps = list(range(0, 100, 10))
+    hist = {
+        "step": steps,
+        "loss": list(np.exp(-np.arange(10) / 3) + 0.1),
+        "nll": list(np.exp(-np.arange(10) / 3)),
+        "ranks": [(10 - k // 2, 8 - k // 3) for k in range(10)],
+        "temperature": list(np.linspace(0.1, 0.01, 10)),
+    }
+    fig = plot_training(hist, bonds=["A", "B"], path=tmp_path / "train.png")
+    assert _is_png(tmp_path / "train.png")
+    loss_ax, rank_ax = fig.axes
+    assert [line.get_label() for line in loss_ax.lines] == ["loss", "nll"]
+    assert loss_ax.get_yscale() == "log"
+    assert [line.get_label() for line in rank_ax.lines] == ["bond A", "bond B"]
+    np.testing.assert_array_equal(rank_ax.lines[0].get_ydata(), [r[0] for r in hist["ranks"]])
+
+    records = [{"step": s, "loss": -float(s), "ranks": {"X": 3, "Y": 2}} for s in range(5)]
+    fig = plot_training(records, path=tmp_path / "records.png")
+    assert _is_png(tmp_path / "records.png")
+    assert fig.axes[0].get_yscale() == "linear"  # negative values: no log scale
+    assert [line.get_label() for line in fig.axes[1].lines] == ["bond X", "bond Y"]
+
+
+def test_training_bad_input():
+    with pytest.raises(ValueError, match="empty"):
+        plot_training({"loss": []})
+    with pytest.raises(ValueError, match="different lengths"):
+        plot_training({"step": [0, 1], "loss": [1.0]})
+    with pytest.raises(ValueError, match="no column"):
+        plot_training({"step": [0], "loss": [1.0]}, loss_keys=["val_loss"])
+    with pytest.raises(ValueError, match="bond names"):
+        plot_training({"step": [0], "loss": [1.0], "ranks": [(1, 2)]}, bonds=["A"])
+
+
+def test_sweep_png(tmp_path):
+    fig = plot_sweep([900, 100, 400], [0.1, 0.5, 0.2], labels=["r=3", "r=1", "r=2"], path=tmp_path / "s.png")
+    assert _is_png(tmp_path / "s.png")
+    (line,) = fig.axes[0].lines
+    np.testing.assert_array_equal(line.get_xdata(), [100, 400, 900])  # sorted by size
+    np.testing.assert_array_equal(line.get_ydata(), [0.5, 0.2, 0.1])
+    assert fig.axes[0].get_xscale() == "log"
+    fig = plot_sweep({"fixed": ([1, 2], [0.3, 0.2]), "MARS": ([1.5], [0.21])}, logx=False, path=tmp_path / "m.png")
+    assert _is_png(tmp_path / "m.png")
+    assert len(fig.axes[0].lines) == 2
+    with pytest.raises(ValueError, match="equal length"):
+        plot_sweep([1, 2], [0.1])
+    with pytest.raises(ValueError, match="errors are missing"):
+        plot_sweep([1, 2])

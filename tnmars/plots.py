@@ -1,0 +1,301 @@
+"""Figures for rank selection: mask probabilities, training curves and error-vs-size sweeps.
+
+matplotlib is an optional dependency (``pip install 'tnmars[plot]'``), imported only when a
+function here is called. Every function builds a :class:`matplotlib.figure.Figure` without
+pyplot (so nothing opens a window or touches global state), returns it, and also writes a
+PNG when ``path`` is given.
+
+>>> import numpy as np
+>>> from tnmars.plots import plot_mask_probabilities
+>>> fig = plot_mask_probabilities({"A": np.array([0.99, 0.97, 0.02, 0.01])})
+>>> len(fig.axes)
+1
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_mask_probabilities", "plot_training", "plot_sweep"]
+
+_KEPT = "#1f77b4"
+_PRUNED = "#c7c7c7"
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("tnmars.plots needs matplotlib: pip install 'tnmars[plot]'") from err
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _finish(fig, path: str | os.PathLike | None, dpi: int):
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=dpi, format="png")
+    return fig
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch
+        x = x.detach().cpu().numpy()
+    elif hasattr(x, "get"):  # cupy
+        x = x.get()
+    return np.asarray(x, dtype=float).reshape(-1)
+
+
+def plot_mask_probabilities(
+    probabilities: Mapping[str, Any] | Any,
+    *,
+    threshold: float = 0.5,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    ncols: int = 4,
+    dpi: int = 120,
+):
+    """Bar plot of the keep-probabilities ``phi`` of every bond's mask (the paper's Figure 2).
+
+    One panel per bond; bars above ``threshold`` (kept rank indices) are coloured, the rest
+    grey, with the threshold drawn as a dashed line. The panel title gives the selected
+    rank out of the maximal one.
+
+    Parameters
+    ----------
+    probabilities
+        ``{bond: phi}`` with one 1-D array per bond, or any object with a
+        ``.probabilities`` attribute such as :class:`tnmars.FitResult`.
+    threshold
+        The MAP threshold (0.5: keep where ``phi > 0.5``).
+    title
+        Figure title.
+    path
+        If given, the PNG is written there.
+    ncols
+        Panels per row.
+    dpi
+        Resolution of the saved PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_mask_probabilities({"A": [0.9, 0.1], "B": [0.6, 0.7, 0.2]}, title="phi")
+    >>> [ax.get_title() for ax in fig.axes]
+    ['bond A: rank 1/2', 'bond B: rank 2/3']
+    """
+    probs = getattr(probabilities, "probabilities", probabilities)
+    if not isinstance(probs, Mapping) or not probs:
+        raise ValueError("probabilities must be a non-empty mapping {bond: array of phi} or a fit result")
+    bonds = list(probs)
+    ncols = max(1, min(int(ncols), len(bonds)))
+    nrows = -(-len(bonds) // ncols)
+    fig = _figure(3.2 * ncols, 2.4 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, bond in enumerate(bonds):
+        ax = axes[k // ncols][k % ncols]
+        phi = _as_numpy(probs[bond])
+        if phi.size and (np.nanmin(phi) < 0 or np.nanmax(phi) > 1):
+            raise ValueError(f"probabilities of bond {bond!r} must lie in [0, 1]")
+        kept = phi > threshold
+        ax.bar(np.arange(phi.size), phi, color=np.where(kept, _KEPT, _PRUNED), width=0.8)
+        ax.axhline(threshold, color="#d62728", linestyle="--", linewidth=1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlim(-0.7, max(phi.size, 1) - 0.3)
+        ax.set_title(f"bond {bond}: rank {int(kept.sum())}/{phi.size}")
+        ax.set_xlabel("rank index")
+        if k % ncols == 0:
+            ax.set_ylabel(r"$\phi$ (keep probability)")
+    for k in range(len(bonds), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+def _history_columns(history: Any) -> dict[str, list]:
+    """Accept ``{"step": [...], "loss": [...], ...}`` or ``[{"step": .., "loss": ..}, ...]``."""
+    history = getattr(history, "history", history)
+    if isinstance(history, Mapping):
+        cols = {k: list(v) for k, v in history.items()}
+    elif isinstance(history, Sequence) and history and all(isinstance(h, Mapping) for h in history):
+        keys = list(dict.fromkeys(k for h in history for k in h))
+        cols = {k: [h.get(k) for h in history] for k in keys}
+    else:
+        raise ValueError("history must be a dict of lists, a list of dicts, or a fit result with .history")
+    lengths = {len(v) for v in cols.values()}
+    if not cols or lengths == {0}:
+        raise ValueError("history is empty: nothing to plot")
+    if len(lengths) != 1:
+        raise ValueError(f"history columns have different lengths {sorted(lengths)}")
+    if "step" not in cols:
+        cols["step"] = list(range(lengths.pop()))
+    return cols
+
+
+def plot_training(
+    history: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]] | Any,
+    *,
+    bonds: Sequence[str] | None = None,
+    loss_keys: Sequence[str] | None = None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    dpi: int = 120,
+):
+    """Loss and selected ranks over training, from a fit or training history.
+
+    Left panel: every loss-like column present (``loss``, ``nll``, ``map_loss``,
+    ``val_loss`` ..., or ``loss_keys``) against ``step``, on a log scale when positive.
+    Right panel: the MAP rank of each bond against ``step``.
+
+    Parameters
+    ----------
+    history
+        ``{"step": [...], "loss": [...], "ranks": [(r_A, r_B, ...), ...]}`` (the format of
+        :attr:`tnmars.FitResult.history`), a list of per-record dicts, or an object with
+        ``.history``. ``ranks`` entries may be tuples or ``{bond: rank}`` dicts.
+    bonds
+        Names for the rank curves when ``ranks`` holds tuples (default ``bond 0, 1, ...``,
+        or the fit result's ``.bonds``).
+    loss_keys
+        Which columns to draw on the loss panel.
+    title, path, dpi
+        Figure title; PNG destination; PNG resolution.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> h = {"step": [0, 10, 20], "loss": [3.0, 1.0, 0.5], "ranks": [(4, 4), (3, 2), (2, 2)]}
+    >>> fig = plot_training(h, bonds=["A", "B"])
+    >>> [ax.get_ylabel() for ax in fig.axes]
+    ['loss', 'selected rank']
+    """
+    if bonds is None:
+        names = getattr(history, "bonds", None)
+        bonds = list(names) if names is not None else None
+    cols = _history_columns(history)
+    steps = np.asarray(cols["step"], dtype=float)
+    if loss_keys is None:
+        loss_keys = [k for k in cols if ("loss" in k or k in ("nll", "error", "relative_error")) and k != "step"]
+    for key in loss_keys:
+        if key not in cols:
+            raise ValueError(f"history has no column {key!r}; it has {sorted(cols)}")
+    has_ranks = "ranks" in cols and any(r is not None for r in cols["ranks"])
+    fig = _figure(10 if has_ranks else 5.5, 3.6)
+    axes = fig.subplots(1, 2 if has_ranks else 1, squeeze=False)[0]
+    ax = axes[0]
+    positive = True
+    for key in loss_keys:
+        values = np.asarray([np.nan if v is None else float(v) for v in cols[key]])
+        ax.plot(steps, values, label=key)
+        positive &= bool(np.all(values[np.isfinite(values)] > 0))
+    if loss_keys and positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if loss_keys:
+        ax.legend(frameon=False)
+    if has_ranks:
+        ax = axes[1]
+        rows = cols["ranks"]
+        if isinstance(rows[0], Mapping):
+            names = list(dict.fromkeys(k for r in rows for k in r))
+            table = np.array([[r.get(n, np.nan) for n in names] for r in rows], dtype=float)
+        else:
+            table = np.array([list(r) for r in rows], dtype=float).reshape(len(rows), -1)
+            names = list(bonds) if bonds is not None else [str(k) for k in range(table.shape[1])]
+            if len(names) != table.shape[1]:
+                raise ValueError(f"{len(names)} bond names given for {table.shape[1]} rank columns")
+        for j, name in enumerate(names):
+            ax.step(steps, table[:, j], where="post", label=f"bond {name}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("selected rank")
+        ax.legend(frameon=False, ncols=2 if len(names) > 4 else 1)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+def plot_sweep(
+    params: Sequence[float] | Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    errors: Sequence[float] | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+    xlabel: str = "parameters",
+    ylabel: str = "relative error",
+    logx: bool = True,
+    logy: bool = False,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    dpi: int = 120,
+):
+    """Error against model size for a sweep (e.g. fixed ranks vs MARS-selected ranks).
+
+    Parameters
+    ----------
+    params, errors
+        Either two equal-length sequences (one series), or ``params`` a mapping
+        ``{series name: (params, errors)}`` with ``errors`` left out.
+    labels
+        Text next to each point of a single series (e.g. the ranks).
+    xlabel, ylabel, logx, logy, title
+        Axis labels and scales; figure title.
+    path, dpi
+        PNG destination and resolution.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_sweep({"fixed rank": ([100, 400, 900], [0.5, 0.2, 0.1]), "MARS": ([350], [0.12])})
+    >>> sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    ['MARS', 'fixed rank']
+    """
+    if isinstance(params, Mapping):
+        if errors is not None:
+            raise ValueError("give either a mapping {name: (params, errors)} or two sequences, not both")
+        series = {str(k): v for k, v in params.items()}
+    else:
+        if errors is None:
+            raise ValueError("errors are missing: plot_sweep(params, errors)")
+        series = {"": (params, errors)}
+    if not series:
+        raise ValueError("nothing to plot: the sweep is empty")
+    fig = _figure(5.5, 3.8)
+    ax = fig.subplots()
+    for name, pair in series.items():
+        try:
+            xs, ys = pair
+        except (TypeError, ValueError):
+            raise ValueError(f"series {name!r} must be a pair (params, errors)") from None
+        xs, ys = _as_numpy(xs), _as_numpy(ys)
+        if xs.shape != ys.shape or xs.size == 0:
+            raise ValueError(f"series {name!r}: params and errors must be non-empty and of equal length")
+        order = np.argsort(xs)
+        ax.plot(xs[order], ys[order], marker="o", label=name or None)
+        if labels is not None and len(series) == 1:
+            if len(labels) != xs.size:
+                raise ValueError(f"{len(labels)} labels for {xs.size} points")
+            for x, y, text in zip(xs, ys, labels):
+                ax.annotate(str(text), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if any(series):
+        ax.legend(frameon=False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)
