@@ -10,7 +10,46 @@ from typing import Any
 from .masks import BondMasks
 
 # name -> module; each module's owner adds its public names here
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "TensorizedLinear": ".layers",
+    "LowRankLinear": ".layers",
+    "Tucker2Conv2d": ".layers",
+    "TensorizedConv2d": ".layers",
+    "TensorizedEmbedding": ".layers",
+    "factorize": ".layers",
+    "suggest_shape": ".layers",
+    "matrix_network": ".layers",
+    "TensorizedLayer": ".base",
+    "NetworkMatmul": ".base",
+    "tt_matmul": ".base",
+    "MarsLoss": ".training",
+    "MarsTemperature": ".training",
+    "mars_penalty": ".training",
+    "log_prior": ".training",
+    "compress": ".training",
+    "summary": ".training",
+    "ModelSummary": ".training",
+    "set_temperature": ".training",
+    "get_temperature": ".training",
+    "set_pi": ".training",
+    "set_alpha": ".training",
+    "set_warmup": ".training",
+    "mars_layers": ".training",
+    "tensorized_layers": ".training",
+    # recurrent models and stability tools (issue 5)
+    "LinearRNN": ".recurrent",
+    "TanhRNN": ".recurrent",
+    "LSTM": ".recurrent",
+    "TTRecurrentMatrix": ".recurrent",
+    "enforce_stability": ".recurrent",
+    "register_stability_hook": ".recurrent",
+    "LSTM_L1_BOUNDS": ".recurrent",
+    "power_iteration": ".stability",
+    "spectral_norm": ".stability",
+    "project_spectral": ".stability",
+    "effective_stability": ".stability",
+    "StabilityReport": ".stability",
+}
 
 __all__ = ["BondMasks", *_LAZY]
 

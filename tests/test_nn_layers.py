@@ -1,0 +1,292 @@
+"""Tensorized layers: compression is exact, fixed-rank layers equal their dense weight,
+gradients flow, closed masks stay finite, bad arguments are refused."""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tnmars
+from tnmars.nn import (
+    LowRankLinear,
+    NetworkMatmul,
+    TensorizedConv2d,
+    TensorizedEmbedding,
+    TensorizedLinear,
+    Tucker2Conv2d,
+    factorize,
+    suggest_shape,
+    tt_matmul,
+)
+
+torch.set_num_threads(1)
+
+
+def _linear(fmt):
+    return lambda **kw: TensorizedLinear(12, 20, format=fmt, rank=3, in_shape=(3, 4), out_shape=(4, 5), **kw)
+
+
+FACTORIES = {
+    "tt": _linear("tt"),
+    "tr": _linear("tr"),
+    "cp": _linear("cp"),
+    "tucker": _linear("tucker"),
+    "tt-auto-shape": lambda **kw: TensorizedLinear(24, 30, rank=3, **kw),
+    "lowrank": lambda **kw: LowRankLinear(12, 20, rank=5, **kw),
+    "tucker2conv": lambda **kw: Tucker2Conv2d(4, 6, 3, rank=(3, 4), padding=1, stride=2, **kw),
+    "ttconv": lambda **kw: TensorizedConv2d(4, 6, 3, rank=3, padding=1, **kw),
+    "embedding": lambda **kw: TensorizedEmbedding(30, 8, rank=3, padding_idx=4, **kw),
+}
+
+
+def _input(layer, batch=5):
+    if isinstance(layer, TensorizedEmbedding):
+        return torch.tensor([[0, 4, 29, 7], [5, 5, 13, 1]])
+    if isinstance(layer, (Tucker2Conv2d, TensorizedConv2d)):
+        return torch.randn(batch, 4, 7, 7)
+    return torch.randn(batch, layer.in_features)
+
+
+def _dense(layer, x):
+    w = layer.dense_weight()
+    if isinstance(layer, TensorizedEmbedding):
+        return F.embedding(x, w)
+    if isinstance(layer, (Tucker2Conv2d, TensorizedConv2d)):
+        return F.conv2d(x, w, layer.bias, layer.stride, layer.padding, layer.dilation)
+    return F.linear(x, w, layer.bias)
+
+
+def _random_logits(layer, gen):
+    with torch.no_grad():
+        for p in layer.masks.logits.values():
+            p.copy_(torch.randn(p.shape, generator=gen) * 2)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_eval_output_equals_compressed_copy(name):
+    torch.manual_seed(0)
+    layer = FACTORIES[name]()
+    gen = torch.Generator().manual_seed(1)
+    _random_logits(layer, gen)
+    layer.eval()
+    small = layer.compressed()
+    x = _input(layer)
+    assert small.masks is None and not small.mars
+    assert small.max_ranks == layer.selected_ranks()
+    assert small.num_params == layer.num_params_at(layer.selected_ranks()) <= layer.num_params
+    torch.testing.assert_close(small(x), layer(x), rtol=1e-5, atol=1e-5)
+    # the original is untouched
+    assert layer.masks is not None and layer.max_ranks != {} and layer.num_params >= small.num_params
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_fixed_rank_layer_equals_dense_layer_from_its_weight(name):
+    torch.manual_seed(0)
+    layer = FACTORIES[name](mars=False)
+    assert layer.masks is None
+    x = _input(layer)
+    for mode in ("weight", "cores", "auto"):
+        layer.mode = mode
+        torch.testing.assert_close(layer(x), _dense(layer, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_open_masks_equal_the_plain_layer(name):
+    torch.manual_seed(0)
+    layer = FACTORIES[name](alpha=5.0)
+    plain = FACTORIES[name](mars=False)
+    plain.load_state_dict({k: v for k, v in layer.state_dict().items() if not k.startswith("masks.")})
+    layer.eval()
+    x = _input(layer)
+    torch.testing.assert_close(layer(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_weight_and_cores_paths_agree_in_training_mode(name):
+    torch.manual_seed(0)
+    layer = FACTORIES[name](alpha=0.5)
+    x = _input(layer)
+    outs = []
+    for mode in ("weight", "cores"):
+        layer.mode = mode
+        torch.manual_seed(3)  # the same mask sample for both paths
+        outs.append(layer(x))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_gradients_reach_cores_and_logits(name):
+    torch.manual_seed(0)
+    layer = FACTORIES[name](alpha=0.0, temperature=1.0)  # hot: most samples strictly inside (0, 1)
+    x = _input(layer)
+    for _ in range(3):
+        (layer(x) ** 2).sum().backward()
+    for core in layer.cores:
+        assert core.grad is not None and core.grad.abs().sum() > 0
+    for bond, p in layer.masks.logits.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, bond
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_all_masks_closed_stays_finite(name):
+    torch.manual_seed(0)
+    layer = FACTORIES[name]()
+    with torch.no_grad():
+        for p in layer.masks.logits.values():
+            p.fill_(-20.0)
+    x = _input(layer)
+    layer.train()
+    y = layer(x)
+    (y.sum() + layer.log_prior()).backward()
+    assert torch.isfinite(y).all()
+    assert all(torch.isfinite(c.grad).all() for c in layer.cores)
+    layer.eval()
+    y = layer(x)
+    assert torch.isfinite(y).all()
+    small = layer.compressed()
+    assert all(v == 0 for v in small.max_ranks.values())
+    assert small.num_params < layer.num_params
+    torch.testing.assert_close(small(x), y)
+    # closed masks: the weight is zero, so only the bias (if any) is left
+    bias = getattr(layer, "bias", None)
+    expected = torch.zeros_like(y) if bias is None else torch.zeros_like(y) + (bias if y.ndim != 4 else bias[:, None, None])
+    torch.testing.assert_close(y, expected)
+
+
+def test_train_mode_samples_eval_mode_is_deterministic():
+    torch.manual_seed(0)
+    layer = FACTORIES["tt"](alpha=0.0)
+    x = torch.randn(4, 12)
+    a, b = layer(x), layer(x)
+    assert not torch.allclose(a, b)  # a fresh hard-concrete sample each forward
+    layer.eval()
+    torch.testing.assert_close(layer(x), layer(x))
+
+
+def test_auto_mode_follows_the_flop_costs():
+    torch.manual_seed(0)
+    layer = TensorizedLinear(784, 625, rank=20, in_shape=(7, 4, 7, 4), out_shape=(5, 5, 5, 5))
+    shapes = tuple(tuple(c.shape) for c in layer.cores)
+    for batch in (1, 16, 128, 4096):
+        w, c = layer._mm.costs(shapes, batch)
+        assert layer._mm.choose(shapes, batch) == ("cores" if 1.5 * c < w else "weight")
+    # at batch 1 a 784x625 rebuild is far dearer than contracting one vector
+    assert layer._mm.choose(shapes, 1) == "cores"
+
+
+def test_state_dict_and_torch_save_round_trip():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(FACTORIES["tucker2conv"](alpha=1.0), torch.nn.Flatten(),
+                                TensorizedLinear(96, 10, rank=4, alpha=1.0))
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    torch.manual_seed(1)
+    other = torch.nn.Sequential(FACTORIES["tucker2conv"](), torch.nn.Flatten(), TensorizedLinear(96, 10, rank=4))
+    other.load_state_dict(state)
+    model.eval(), other.eval()
+    x = torch.randn(2, 4, 7, 7)
+    torch.testing.assert_close(model(x), other(x))
+    # dtype / device moves keep working (cores and logits are ordinary parameters)
+    model64 = model.to(torch.float64).to("cpu")
+    assert model64(x.double()).dtype == torch.float64
+
+
+def test_user_network_backs_a_layer():
+    net = tnmars.Network("aA,AbB,Bcd->abcd", shape=(2, 3, 4, 5), ranks=2, seed=0)  # in 2*3, out 4*5
+    layer = TensorizedLinear(6, 20, format=net, mars=False, dtype=torch.float64)
+    x = torch.randn(3, 6, dtype=torch.float64)
+    w = torch.as_tensor(net.to_tensor().reshape(6, 20))
+    torch.testing.assert_close(layer(x), x @ w + layer.bias)
+    assert layer.format == "network"
+
+
+def test_network_matmul_and_tt_matmul_match_dense():
+    net = tnmars.Network.tt_matrix((2, 3, 2), (3, 2, 2), 2, backend="torch", dtype="float64", seed=0)
+    w = net.to_tensor().reshape(12, 12)
+    x = torch.randn(4, 2, 12, dtype=torch.float64)
+    mm = NetworkMatmul(net, 3)
+    for mode in ("weight", "cores", "auto"):
+        torch.testing.assert_close(mm(x, net.cores, mode=mode), x @ w)
+    cores = [net.cores[0][None], net.cores[1], net.cores[2][..., None]]
+    masks = [torch.tensor([1.0, 0.0], dtype=torch.float64), None]
+    wm = net.to_tensor({"A": masks[0]}).reshape(12, 12)
+    for mode in ("weight", "cores"):
+        torch.testing.assert_close(tt_matmul(x, cores, masks, mode=mode), x @ wm)
+    with pytest.raises(ValueError, match="boundary ranks"):
+        tt_matmul(x, [net.cores[1], net.cores[1]])
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sampled_from(["tt", "tr", "cp", "tucker"]), st.lists(st.integers(1, 4), min_size=2, max_size=3),
+       st.integers(1, 4), st.integers(0, 2**16), st.integers(1, 6))
+def test_compressed_equals_masked_for_random_layers(fmt, dims, rank, seed, batch):
+    torch.manual_seed(seed)
+    in_shape = tuple(dims)
+    out_shape = tuple(reversed(dims))
+    n_in, n_out = int(np.prod(in_shape)), int(np.prod(out_shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank clipping is expected for tiny shapes
+        layer = TensorizedLinear(n_in, n_out, format=fmt, rank=rank, in_shape=in_shape, out_shape=out_shape)
+    _random_logits(layer, torch.Generator().manual_seed(seed))
+    layer.eval()
+    x = torch.randn(batch, n_in)
+    torch.testing.assert_close(layer.compressed()(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5000), st.integers(1, 5))
+def test_factorize_law(n, d):
+    f = factorize(n, d)
+    assert len(f) == d and int(np.prod(f)) == n and list(f) == sorted(f)
+    s = suggest_shape(n, d)
+    assert len(s) == d and int(np.prod(s)) >= n
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="in_shape"):
+        TensorizedLinear(12, 20, in_shape=(3, 5), out_shape=(4, 5))
+    with pytest.raises(ValueError, match="out_shape"):
+        TensorizedLinear(12, 20, in_shape=(3, 4), out_shape=(4, 4))
+    with pytest.raises(ValueError, match="same number of factors"):
+        TensorizedLinear(12, 20, in_shape=(3, 4), out_shape=(20,))
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        TensorizedLinear(12, 20, rank=0)
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        Tucker2Conv2d(4, 6, 3, rank=(3, 0))
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        LowRankLinear(4, 6, rank=-1)
+    with pytest.raises(TypeError, match="rank"):
+        TensorizedLinear(12, 20, rank=2.5)
+    with pytest.raises(ValueError, match="unknown format"):
+        TensorizedLinear(12, 20, format="mps")
+    with pytest.raises(ValueError, match="unknown format"):
+        TensorizedEmbedding(10, 4, format="ht")
+    with pytest.raises(ValueError, match="mode"):
+        TensorizedLinear(12, 20, mode="fast")
+    with pytest.raises(ValueError, match="pi"):
+        TensorizedLinear(12, 20, pi=0.7)
+    with pytest.raises(ValueError, match="in_features"):
+        TensorizedLinear(0, 20)
+    with pytest.raises(ValueError, match="voc_shape"):
+        TensorizedEmbedding(100, 8, voc_shape=(5, 5), emb_shape=(2, 4))
+    with pytest.raises(ValueError, match="do not split"):
+        TensorizedLinear(7, 20, format=tnmars.Network.tt_matrix((2, 3), (4, 5), 2))
+    layer = TensorizedLinear(12, 20, rank=2)
+    with pytest.raises(ValueError, match="features"):
+        layer(torch.randn(3, 11))
+    emb = TensorizedEmbedding(10, 4, rank=2)
+    with pytest.raises(ValueError, match="out of range"):
+        emb(torch.tensor([10]))
+    with pytest.raises(TypeError, match="integer"):
+        emb(torch.tensor([1.0]))
+    conv = Tucker2Conv2d(4, 6, 3)
+    with pytest.raises(ValueError, match="expected input"):
+        conv(torch.randn(2, 5, 8, 8))

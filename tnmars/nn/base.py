@@ -1,0 +1,361 @@
+"""Shared machinery of the tensorized layers: a Network-backed base class and ``x @ W``
+through a tensor network.
+
+Two pieces live here:
+
+* :class:`NetworkMatmul` computes ``y = x @ W`` where ``W`` is the matrix of a
+  :class:`tnmars.Network` whose open modes are the input modes followed by the output modes
+  (the layout of :meth:`tnmars.Network.tt_matrix`). It picks, per batch size, the cheaper of
+  "reconstruct ``W`` then one GEMM" and "contract ``x`` through the cores", using the cached
+  opt_einsum plans of :func:`tnmars.contract.make_plan`. :func:`tt_matmul` is the one-call
+  form for a TT-matrix given by its cores (used by the recurrent models too).
+* :class:`TensorizedLayer` is the ``nn.Module`` base: cores are ``nn.Parameter`` s, MARS
+  masks a :class:`~tnmars.nn.masks.BondMasks`, and ``compressed()`` slices the cores to the
+  selected ranks.
+
+A bond's mask is folded once into its smallest adjacent core (``Network.mask_site``), so a
+masked forward runs the same plan as an unmasked one.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from math import prod
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import masks as mars
+from ..backends import get_backend
+from ..contract import Plan, execute, make_plan
+from ..network import Network
+from .masks import BondMasks
+
+_BE = get_backend("torch")
+#: at equal FLOPs "reconstruct + GEMM" measured about 1.5x faster (forward + backward) than
+#: contracting through the cores (DESIGN.md), so the cores path must be this much cheaper
+WEIGHT_PATH_ADVANTAGE = 1.5
+_MODES = ("auto", "weight", "cores")
+_SPARE = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba"
+
+
+def _free_letter(terms: Sequence[str]) -> str:
+    used = set("".join(terms))
+    for c in _SPARE:
+        if c not in used:
+            return c
+    raise ValueError("the network uses all 52 index letters; no letter is left for the batch index")
+
+
+def torch_seed() -> int:
+    """A seed drawn from torch's global generator, so ``torch.manual_seed`` fixes layer inits."""
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+def check_mode(mode: str) -> str:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
+    return mode
+
+
+def fold_masks(cores: Sequence[torch.Tensor], masks: Mapping[str, torch.Tensor] | None,
+               sites: Mapping[str, tuple[int, int]]) -> list[torch.Tensor]:
+    """Multiply each bond's mask into its mask-site core (one multiplication per bond)."""
+    cores = list(cores)
+    if not masks:
+        return cores
+    for bond, mask in masks.items():
+        core, axis = sites[bond]
+        view = [1] * cores[core].ndim
+        view[axis] = -1
+        cores[core] = cores[core] * mask.to(cores[core].dtype).reshape(view)
+    return cores
+
+
+class NetworkMatmul:
+    """``x @ W`` for the matrix ``W`` of a network, by the cheaper of two contraction orders.
+
+    Parameters
+    ----------
+    network:
+        Any :class:`tnmars.Network`; only its structure (spec, sizes, mask sites) is kept.
+    n_in:
+        How many of the leading open modes are input modes; the rest are output modes, so
+        ``W = network.to_tensor().reshape(prod(in_shape), prod(out_shape))``.
+
+    Call it with the current cores (e.g. ``nn.Parameter`` s) and optional masks. Plans are
+    cached by :func:`tnmars.contract.make_plan`; the path decision is cached per batch size.
+
+    >>> import torch, tnmars
+    >>> net = tnmars.Network.tt_matrix((2, 3), (4, 5), 3, backend="torch", dtype="float32", seed=0)
+    >>> mm = NetworkMatmul(net, 2)
+    >>> x = torch.randn(7, 6)
+    >>> y = mm(x, net.cores)
+    >>> bool(torch.allclose(y, x @ net.to_tensor().reshape(6, 20), atol=1e-5))
+    True
+    """
+
+    def __init__(self, network: Network, n_in: int) -> None:
+        out = network.output
+        if not 0 < n_in < len(out):
+            raise ValueError(f"n_in must split the {len(out)} open modes of {network.spec!r}; got {n_in}")
+        self.inputs = network.inputs
+        self.output = out
+        self.in_letters = out[:n_in]
+        self.out_letters = out[n_in:]
+        shape = network.shape
+        self.in_shape = tuple(shape[:n_in])
+        self.out_shape = tuple(shape[n_in:])
+        self.in_features = prod(self.in_shape)
+        self.out_features = prod(self.out_shape)
+        self.sites = {b: network.mask_site(b) for b in network.bonds}
+        self.batch_letter = _free_letter(self.inputs)
+        self.optimize = network.optimize
+        self._choice: dict[tuple, str] = {}
+
+    # -- plans --------------------------------------------------------------------------
+    def weight_plan(self, core_shapes: tuple[tuple[int, ...], ...]) -> Plan:
+        return make_plan(self.inputs, self.output, core_shapes, self.optimize)
+
+    def cores_plan(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> Plan:
+        z = self.batch_letter
+        return make_plan(self.inputs + (z + self.in_letters,), z + self.out_letters,
+                         core_shapes + ((batch,) + self.in_shape,), self.optimize)
+
+    def costs(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> tuple[int, int]:
+        """``(weight_path_flops, cores_path_flops)`` for a batch of ``batch`` rows."""
+        w = self.weight_plan(core_shapes).flops + 2 * batch * self.in_features * self.out_features
+        return w, self.cores_plan(core_shapes, batch).flops
+
+    def choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:
+        """``"weight"`` or ``"cores"``: the cheaper path for this batch size (cached)."""
+        key = (core_shapes, batch)
+        got = self._choice.get(key)
+        if got is None:
+            if any(n == 0 for s in core_shapes for n in s):
+                got = "weight"  # a closed bond: W is exactly zero, nothing to contract through
+            else:
+                w, c = self.costs(core_shapes, batch)
+                got = "cores" if c * WEIGHT_PATH_ADVANTAGE < w else "weight"
+            self._choice[key] = got
+        return got
+
+    # -- evaluation ---------------------------------------------------------------------
+    def weight(self, cores: Sequence[torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The matrix ``W`` of shape ``(in_features, out_features)`` (masks applied)."""
+        cores = fold_masks(cores, masks, self.sites)
+        plan = self.weight_plan(tuple(tuple(c.shape) for c in cores))
+        return execute(plan, cores, _BE).reshape(self.in_features, self.out_features)
+
+    def __call__(self, x: torch.Tensor, cores: Sequence[torch.Tensor],
+                 masks: Mapping[str, torch.Tensor] | None = None, mode: str = "auto") -> torch.Tensor:
+        """``x @ W`` for ``x`` of shape ``(..., in_features)``."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input has {x.shape[-1]} features on its last axis; expected {self.in_features}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        batch = x2.shape[0]
+        cores = fold_masks(cores, masks, self.sites)
+        shapes = tuple(tuple(c.shape) for c in cores)
+        if mode == "auto":
+            mode = self.choose(shapes, batch)
+        if mode == "weight" or batch == 0:
+            w = execute(self.weight_plan(shapes), cores, _BE).reshape(self.in_features, self.out_features)
+            y = x2 @ w
+        else:
+            plan = self.cores_plan(shapes, batch)
+            y = execute(plan, cores + [x2.reshape((batch,) + self.in_shape)], _BE).reshape(batch, self.out_features)
+        return y.reshape(*lead, self.out_features)
+
+
+def tt_matmul(x: torch.Tensor, cores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None] | None = None,
+              mode: str = "auto") -> torch.Tensor:
+    """``x @ W`` for a TT-matrix ``W`` given by cores ``(r_{k-1}, i_k, o_k, r_k)`` (boundary ranks 1).
+
+    ``masks`` holds the ``d - 1`` internal-bond masks (or ``None`` entries). This is the
+    reusable "TT-matrix (+ masks) applied to a batch" of :mod:`tnmars.nn`; the structure is
+    built once per core-shape signature and cached.
+
+    >>> import torch, tnmars
+    >>> net = tnmars.Network.tt_matrix((2, 2), (3, 3), 2, backend="torch", dtype="float32", seed=1)
+    >>> cores = [c.unsqueeze(0) if k == 0 else c.unsqueeze(-1) for k, c in enumerate(net.cores)]
+    >>> [tuple(c.shape) for c in cores]
+    [(1, 2, 3, 2), (2, 2, 3, 1)]
+    >>> tt_matmul(torch.ones(5, 4), cores).shape
+    torch.Size([5, 9])
+    """
+    cores = list(cores)
+    for k, c in enumerate(cores):
+        if c.ndim != 4:
+            raise ValueError(f"TT-matrix core {k} must be 4-D (r_prev, in, out, r_next); got shape {tuple(c.shape)}")
+    if cores[0].shape[0] != 1 or cores[-1].shape[-1] != 1:
+        raise ValueError("the boundary ranks of a TT-matrix must be 1")
+    mm = _tt_struct(tuple(tuple(c.shape) for c in cores))
+    squeezed = [c[0] if k == 0 else c for k, c in enumerate(cores)]
+    squeezed[-1] = squeezed[-1][..., 0]
+    mask_dict = None
+    if masks is not None:
+        masks = list(masks)
+        if len(masks) != len(cores) - 1:
+            raise ValueError(f"{len(masks)} masks given for {len(cores) - 1} internal TT bonds")
+        mask_dict = {b: m for b, m in zip(mm.bond_order, masks) if m is not None}
+    return mm(x, squeezed, mask_dict, mode)
+
+
+_TT_CACHE: dict[tuple, NetworkMatmul] = {}
+
+
+def _tt_struct(shapes: tuple[tuple[int, ...], ...]) -> NetworkMatmul:
+    got = _TT_CACHE.get(shapes)
+    if got is None:
+        in_shape = tuple(s[1] for s in shapes)
+        out_shape = tuple(s[2] for s in shapes)
+        ranks = tuple(s[3] for s in shapes[:-1])
+        for k in range(len(shapes) - 1):
+            if shapes[k][3] != shapes[k + 1][0]:
+                raise ValueError(f"TT-matrix cores {k} and {k + 1} disagree on their shared rank: {shapes[k]} vs {shapes[k + 1]}")
+        dims = _tt_dims(in_shape, out_shape, ranks)
+        net = Network(dims["spec"], dims["sizes"], backend="torch", dtype="float32", seed=0)
+        got = NetworkMatmul(net, len(in_shape))
+        got.bond_order = tuple(net.bonds)
+        _TT_CACHE[shapes] = got
+    return got
+
+
+def _tt_dims(in_shape, out_shape, ranks) -> dict[str, Any]:
+    d = len(in_shape)
+    a = "abcdefghijklmnopqrstuvwxyz"
+    bonds = "ABCDEFGHIJKLMNOPQRSTUVWXY"
+    terms = []
+    sizes: dict[str, int] = {}
+    for k in range(d):
+        left = bonds[k - 1] if k > 0 else ""
+        right = bonds[k] if k < d - 1 else ""
+        terms.append(left + a[k] + a[d + k] + right)
+        sizes[a[k]], sizes[a[d + k]] = in_shape[k], out_shape[k]
+        if right:
+            sizes[right] = max(int(ranks[k]), 1)
+    return {"spec": ",".join(terms) + "->" + a[:d] + a[d:2 * d], "sizes": sizes}
+
+
+class TensorizedLayer(nn.Module):
+    """Base class: a layer whose weight is a :class:`tnmars.Network` with MARS bond masks.
+
+    Subclasses call :meth:`_setup` with a network (torch cores) and implement ``forward``
+    and :attr:`dense_size`. Attributes:
+
+    * ``cores``: ``nn.ParameterList`` of the network's cores (the Gaussian prior's target);
+    * ``masks``: a :class:`BondMasks` (``None`` with ``mars=False``);
+    * ``mode``: ``"auto"`` (cheaper path per batch shape), ``"weight"`` or ``"cores"``;
+    * ``warmup``: when True the masks are not applied (the paper's optional warm-up).
+    """
+
+    spec: str
+    dims: dict[str, int]
+
+    def _setup(self, network: Network, *, mars: bool, pi: float, alpha: float, temperature: float,
+               mode: str) -> None:
+        self.mode = check_mode(mode)
+        self.warmup = False
+        self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in network.cores])
+        self._set_structure(network)
+        bonds = network.bonds
+        if mars and bonds:
+            self.masks: BondMasks | None = BondMasks(bonds, pi=pi, alpha=alpha, temperature=temperature)
+        else:
+            self.masks = None
+
+    def _set_structure(self, network: Network) -> None:
+        """Record the spec and sizes (structure only; arrays stay in ``self.cores``)."""
+        self.spec = network.spec
+        self.dims = network.dims
+        self.bond_names = tuple(network.bonds)
+        self.sites = {b: network.mask_site(b) for b in network.bonds}
+
+    # -- MARS ---------------------------------------------------------------------------
+    @property
+    def mars(self) -> bool:
+        return self.masks is not None
+
+    def current_masks(self) -> dict[str, torch.Tensor] | None:
+        """Masks for this forward: a hard-concrete sample (train), MAP 0/1 (eval), or None."""
+        if self.masks is None or self.warmup:
+            return None
+        return self.masks()
+
+    def masked_cores(self, masks: Mapping[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        return fold_masks(list(self.cores), masks, self.sites)
+
+    def log_prior(self) -> torch.Tensor:
+        """Bernoulli prior of the masks plus the Gaussian N(0, 100) prior of the cores (to maximise).
+
+        Zero for a layer without masks: plain tensorized layers are not MARS-regularised.
+        """
+        if self.masks is None:
+            return self.cores[0].new_zeros(())
+        gauss = mars.gaussian_log_prior(list(self.cores), _BE, mars.CORE_PRIOR_VARIANCE)
+        return self.masks.log_prior().to(gauss.dtype) + gauss
+
+    # -- ranks and sizes ----------------------------------------------------------------
+    @property
+    def max_ranks(self) -> dict[str, int]:
+        """Bond -> current (maximal) size."""
+        return {b: self.dims[b] for b in self.bond_names}
+
+    def selected_ranks(self) -> dict[str, int]:
+        """Bond -> rank kept by the MAP masks (the current size without masks)."""
+        if self.masks is None:
+            return self.max_ranks
+        return self.masks.ranks()
+
+    @property
+    def network(self) -> Network:
+        """A :class:`tnmars.Network` over the current (unmasked) cores, for inspection."""
+        return Network.from_cores(self.spec, [c.detach() for c in self.cores])
+
+    @property
+    def num_params(self) -> int:
+        """Parameters of the decomposition (cores only: no bias, no logits)."""
+        return self.num_params_at(self.max_ranks)
+
+    def num_params_at(self, ranks: Mapping[str, int]) -> int:
+        """Core parameters if the bonds had ``ranks`` (the paper's dof)."""
+        sizes = dict(self.dims)
+        sizes.update(ranks)
+        return sum(prod(sizes[c] for c in term) for term in self.spec.split("->")[0].split(","))
+
+    @property
+    def dense_size(self) -> int:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    # -- compression --------------------------------------------------------------------
+    def compressed(self) -> TensorizedLayer:
+        """A copy with every core physically sliced to the MAP-kept indices and no masks.
+
+        In eval mode it computes exactly what this layer computes (up to float rounding).
+        """
+        new = copy.deepcopy(self)
+        if self.masks is None:
+            return new
+        keep = {b: k.cpu().numpy() for b, k in self.masks.keep().items()}
+        net = Network.from_cores(self.spec, [c.detach() for c in self.cores]).prune(keep)
+        new.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in net.cores])
+        new.masks = None
+        new.warmup = False
+        new._set_structure(net)
+        new._after_compress(net)
+        return new
+
+    def _after_compress(self, network: Network) -> None:
+        """Hook: rebuild cached structure objects for the pruned network."""
+
+    def extra_mars_repr(self) -> str:
+        ranks = self.max_ranks
+        return f"ranks={ranks}, mars={self.mars}, mode={self.mode!r}"
+
+
+def glorot_std(fan_in: int, fan_out: int) -> float:
+    """Glorot-normal standard deviation ``sqrt(2 / (fan_in + fan_out))`` of the dense weight."""
+    return math.sqrt(2.0 / (fan_in + fan_out))

@@ -1,0 +1,739 @@
+"""Tensorized PyTorch layers whose ranks are selected by MARS.
+
+Every layer's weight is a :class:`tnmars.Network` (TT, TR, CP, Tucker or a user spec) whose
+cores are ``nn.Parameter`` s. With ``mars=True`` (the default) each bond carries a learned
+mask (:class:`tnmars.nn.BondMasks`): a hard-concrete sample in training mode, the MAP mask
+(``phi > 0.5``) in eval mode. ``mars=False`` gives the plain fixed-rank layer.
+``layer.compressed()`` (or :func:`tnmars.nn.compress` for a whole model) slices the cores
+to the selected ranks.
+
+>>> import torch
+>>> from tnmars.nn import TensorizedLinear
+>>> layer = TensorizedLinear(784, 625, rank=20, in_shape=(7, 4, 7, 4), out_shape=(5, 5, 5, 5))
+>>> layer.max_ranks
+{'A': 20, 'B': 20, 'C': 20}
+>>> layer(torch.randn(3, 784)).shape
+torch.Size([3, 625])
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from math import prod
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..contract import execute, make_plan
+from ..network import Network
+from .base import (
+    _BE,
+    WEIGHT_PATH_ADVANTAGE,
+    NetworkMatmul,
+    TensorizedLayer,
+    check_mode,
+    glorot_std,
+    torch_seed,
+)
+
+FORMATS = ("tt", "tr", "cp", "tucker")
+_LOW = "abcdefghijklmnopqrstuvwxyz"
+_UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+# ------------------------------------------------------------------------------ helpers
+def factorize(n: int, d: int) -> tuple[int, ...]:
+    """Split ``n`` into ``d`` balanced integer factors (ascending; 1s pad when ``n`` has
+    fewer than ``d`` prime factors).
+
+    Rule: the prime factors of ``n``, largest first, are each multiplied into the group
+    whose product is currently smallest (greedy balancing of ``log`` sizes, close to the
+    maximum-entropy ``auto_shape`` of tt-pytorch).
+
+    >>> factorize(784, 4), factorize(625, 4), factorize(10, 2), factorize(7, 3)
+    ((4, 4, 7, 7), (5, 5, 5, 5), (2, 5), (1, 1, 7))
+    """
+    n, d = int(n), int(d)
+    if n < 1:
+        raise ValueError(f"cannot factorize {n}: sizes must be positive")
+    if d < 1:
+        raise ValueError(f"the number of factors d must be >= 1; got {d}")
+    primes = []
+    m, p = n, 2
+    while p * p <= m:
+        while m % p == 0:
+            primes.append(p)
+            m //= p
+        p += 1
+    if m > 1:
+        primes.append(m)
+    groups = [1] * d
+    for q in sorted(primes, reverse=True):
+        groups[int(np.argmin(groups))] *= q
+    return tuple(sorted(groups))
+
+
+def suggest_shape(n: int, d: int) -> tuple[int, ...]:
+    """A factorization of some ``n' >= n`` into ``d`` balanced factors, for vocabularies.
+
+    Candidates are ``n`` and ``n`` rounded up to multiples of 10, 100, ... (below ``n``);
+    the one whose largest factor is smallest wins (ties: the smaller ``n'``).
+
+    >>> suggest_shape(1000, 3), suggest_shape(997, 3)
+    ((10, 10, 10), (10, 10, 10))
+    """
+    n = int(n)
+    cands = [n] + [-(-n // 10**i) * 10**i for i in range(1, len(str(n)))]
+    best = min(cands, key=lambda m: (max(factorize(m, d)), m))
+    return factorize(best, d)
+
+
+def _check_rank(rank: Any) -> None:
+    values = [rank] if isinstance(rank, (int, np.integer)) else rank
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"rank must be an int or a sequence of ints; got {rank!r}") from None
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"rank must hold integers; got {v!r}")
+        if v < 1:
+            raise ValueError(f"rank must be >= 1; got {v} (in {rank!r})")
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return str(dtype or torch.get_default_dtype()).replace("torch.", "")
+
+
+def _check_shape(shape: Sequence[int] | None, features: int, name: str, feature_name: str) -> tuple[int, ...] | None:
+    if shape is None:
+        return None
+    shape = tuple(int(s) for s in shape)
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"{name} must be a non-empty tuple of positive ints; got {shape}")
+    if prod(shape) != features:
+        raise ValueError(f"{name} {shape} multiplies to {prod(shape)}, but {feature_name} is {features}")
+    return shape
+
+
+def _per(rank: Any, count: int) -> tuple[int, ...]:
+    if isinstance(rank, (int, np.integer)):
+        return (int(rank),) * count
+    rank = tuple(int(r) for r in rank)
+    if len(rank) == 1:
+        return rank * count
+    if len(rank) != count:
+        raise ValueError(f"this format needs {count} ranks (or one int); got {len(rank)}: {rank}")
+    return rank
+
+
+def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], rank: Any, *,
+                   scale: float = 1.0, seed: int | None = None, dtype: str = "float32",
+                   device: str | None = None) -> Network:
+    """A network for a matrix reshaped as ``in_shape + out_shape`` in one of :data:`FORMATS`.
+
+    Open modes are the input modes then the output modes (``W = T.reshape(N_in, N_out)``);
+    mode ``k`` of the input and of the output share core ``k`` (TT/TR/CP) or factor ``k``
+    (Tucker). Entries of ``W`` start with standard deviation ``scale``.
+
+    * ``tt``: TT-matrix, cores ``(r_{k-1}, i_k, o_k, r_k)``, ``d - 1`` bonds;
+    * ``tr``: tensor ring, like TT with ``r_0 = r_d`` (``d`` bonds, all masked);
+    * ``cp``: factors ``(i_k, o_k, R)`` sharing one hyperedge ``R``;
+    * ``tucker``: a core ``(R_1..R_d)`` and factors ``(i_k, o_k, R_k)``.
+
+    >>> matrix_network("tr", (2, 3), (4, 5), 2).spec
+    'BacA,AbdB->abcd'
+    """
+    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+    if len(in_shape) != len(out_shape):
+        raise ValueError(f"in_shape {in_shape} and out_shape {out_shape} need the same number of factors")
+    d = len(in_shape)
+    if 2 * d > 26:
+        raise ValueError(f"at most 13 factors are supported; got {d}")
+    _check_rank(rank)
+    kw: dict[str, Any] = {"backend": "torch", "dtype": dtype, "device": device, "seed": seed, "scale": scale}
+    ins, outs = _LOW[:d], _LOW[d:2 * d]
+    output = ins + outs
+    if fmt == "tt":
+        return Network.tt_matrix(in_shape, out_shape, rank, **kw)
+    if fmt == "tr":
+        if d < 2:
+            raise ValueError("a tensor-ring matrix needs at least 2 factors")
+        ranks = _per(rank, d)
+        terms = [_UP[(k - 1) % d] + ins[k] + outs[k] + _UP[k] for k in range(d)]
+        return Network(",".join(terms) + "->" + output, shape=in_shape + out_shape,
+                       ranks=dict(zip(_UP, ranks)), **kw)
+    if fmt == "cp":
+        (r,) = _per(rank, 1)
+        terms = [ins[k] + outs[k] + "A" for k in range(d)]
+        return Network(",".join(terms) + "->" + output, shape=in_shape + out_shape, ranks=r, **kw)
+    if fmt == "tucker":
+        ranks = list(_per(rank, d))
+        sizes = [i * o for i, o in zip(in_shape, out_shape)]
+        clipped = [min(r, n) for r, n in zip(ranks, sizes)]
+        for k in range(d):
+            others = prod(clipped[:k] + clipped[k + 1:]) if d > 1 else clipped[k]
+            clipped[k] = min(clipped[k], others)
+        if clipped != ranks:
+            warnings.warn(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}", stacklevel=3)
+        bonds = _UP[:d]
+        terms = [bonds] + [ins[k] + outs[k] + bonds[k] for k in range(d)]
+        return Network(",".join(terms) + "->" + output, shape=in_shape + out_shape,
+                       ranks=dict(zip(bonds, clipped)), **kw)
+    raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS} or pass a tnmars.Network")
+
+
+def _split_point(network: Network, in_features: int, out_features: int) -> int:
+    shape = network.shape
+    for k in range(1, len(shape)):
+        if prod(shape[:k]) == in_features and prod(shape[k:]) == out_features:
+            return k
+    raise ValueError(
+        f"the network's open modes {shape} do not split into input modes multiplying to {in_features} "
+        f"followed by output modes multiplying to {out_features}"
+    )
+
+
+def _user_network(network: Network, dtype: str, device: str | None) -> Network:
+    if network.backend != "torch" or network.dtype != dtype or (device is not None and network.device != str(device)):
+        return network.to("torch", dtype=dtype, device=device)
+    return network
+
+
+# ------------------------------------------------------------------------------ linear
+class TensorizedLinear(TensorizedLayer):
+    """``y = x @ W + b`` with ``W`` (``in_features x out_features``) stored as a tensor network.
+
+    Parameters
+    ----------
+    in_features, out_features:
+        Sizes of the dense layer this replaces.
+    format:
+        ``"tt"`` (TT-matrix, default), ``"tr"``, ``"cp"``, ``"tucker"`` (see
+        :func:`matrix_network`), or a :class:`tnmars.Network` whose open modes are input
+        modes followed by output modes (its cores are used as the initial values).
+    rank:
+        An int (every bond) or one value per bond.
+    in_shape, out_shape:
+        Factorizations of the feature sizes (same length ``d``). When missing, both are
+        :func:`factorize` d (default ``d = 3``, or ``len`` of the shape given).
+    bias:
+        Add a bias (initialised ``1e-3 * randn`` like the MARS reference).
+    mars, pi, alpha, temperature:
+        MARS masks on every bond and their prior / initial logit mean / hard-concrete
+        temperature. ``mars=False`` gives a fixed-rank tensorized layer.
+    mode:
+        ``"auto"`` picks per batch size the cheaper of "reconstruct W then GEMM" and
+        "contract x through the cores"; ``"weight"`` / ``"cores"`` force one.
+
+    Initialisation (built-in formats): Glorot-like, every entry of ``W`` has standard
+    deviation ``sqrt(2 / (in_features + out_features))``, spread equally over the cores
+    (the tt-pytorch ``glorot_initializer`` rule, for any topology).
+
+    >>> layer = TensorizedLinear(12, 20, format="tr", rank=2, in_shape=(3, 4), out_shape=(4, 5))
+    >>> layer.dense_size, layer.num_params
+    (240, 128)
+    """
+
+    def __init__(self, in_features: int, out_features: int, format: str | Network = "tt", rank: Any = 8,
+                 in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
+                 d: int | None = None, bias: bool = True, mars: bool = True, pi: float = 1e-2,
+                 alpha: float = -1.0, temperature: float = 0.1, mode: str = "auto",
+                 dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = _positive(in_features, "in_features"), _positive(out_features, "out_features")
+        dt = _dtype_name(dtype)
+        dev = None if device is None else str(device)
+        if isinstance(format, Network):
+            network = _user_network(format, dt, dev)
+            n_in = _split_point(network, self.in_features, self.out_features)
+            self.format = "network"
+        else:
+            if format not in FORMATS:
+                raise ValueError(f"unknown format {format!r}; use one of {FORMATS} or pass a tnmars.Network")
+            _check_rank(rank)
+            in_shape = _check_shape(in_shape, self.in_features, "in_shape", "in_features")
+            out_shape = _check_shape(out_shape, self.out_features, "out_shape", "out_features")
+            nd = d or (len(in_shape) if in_shape else len(out_shape) if out_shape else 3)
+            in_shape = in_shape or factorize(self.in_features, nd)
+            out_shape = out_shape or factorize(self.out_features, nd)
+            network = matrix_network(format, in_shape, out_shape, rank, scale=glorot_std(self.in_features, self.out_features),
+                                     seed=torch_seed(), dtype=dt, device=dev)
+            n_in = len(in_shape)
+            self.format = format
+        self._n_in = n_in
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._mm = NetworkMatmul(network, n_in)
+        if bias:
+            self.bias = nn.Parameter(1e-3 * torch.randn(self.out_features, dtype=getattr(torch, dt), device=device))
+        else:
+            self.register_parameter("bias", None)
+
+    def _after_compress(self, network: Network) -> None:
+        self._mm = NetworkMatmul(network, self._n_in)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self._mm.in_shape
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self._mm.out_shape
+
+    @property
+    def dense_size(self) -> int:
+        return self.in_features * self.out_features
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight in ``nn.Linear`` layout ``(out_features, in_features)`` with the current masks
+        (MAP masks in eval mode), so ``F.linear(x, layer.dense_weight(), layer.bias)``."""
+        return self._mm.weight(list(self.cores), self.current_masks()).t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._mm(x, list(self.cores), self.current_masks(), self.mode)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_features}, {self.out_features}, format={self.format!r}, in_shape={self.in_shape}, "
+                f"out_shape={self.out_shape}, {self.extra_mars_repr()}, bias={self.bias is not None}")
+
+
+class LowRankLinear(TensorizedLayer):
+    """``y = x @ U @ V + b`` with ``U`` (``in x r``) and ``V`` (``r x out``): one bond, one mask.
+
+    Initialised like the MARS reference ``FactorizedLinear`` (PyTorch's default
+    kaiming-uniform bounds ``1/sqrt(fan_in)`` on both factors and the bias).
+
+    >>> layer = LowRankLinear(800, 500, rank=100)
+    >>> layer.num_params, layer.dense_size
+    (130000, 400000)
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int = 32, *, bias: bool = True,
+                 mars: bool = True, pi: float = 1e-2, alpha: float = -1.0, temperature: float = 0.1,
+                 mode: str = "auto", dtype: torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = _positive(in_features, "in_features"), _positive(out_features, "out_features")
+        _check_rank(rank)
+        if not isinstance(rank, (int, np.integer)):
+            raise TypeError(f"LowRankLinear has one bond: rank must be an int; got {rank!r}")
+        tdt = getattr(torch, _dtype_name(dtype))
+        u = torch.empty(self.in_features, int(rank), dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(self.in_features)
+        v = torch.empty(int(rank), self.out_features, dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(rank)
+        network = Network("aA,Ab->ab", cores=[u, v])
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._mm = NetworkMatmul(network, 1)
+        if bias:
+            bound = 1.0 / math.sqrt(self.in_features)
+            self.bias = nn.Parameter(torch.empty(self.out_features, dtype=tdt, device=device).uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+
+    def _after_compress(self, network: Network) -> None:
+        self._mm = NetworkMatmul(network, 1)
+
+    @property
+    def rank(self) -> int:
+        return self.dims["A"]
+
+    @property
+    def dense_size(self) -> int:
+        return self.in_features * self.out_features
+
+    def dense_weight(self) -> torch.Tensor:
+        """``(out_features, in_features)`` weight with the current masks (``nn.Linear`` layout)."""
+        return self._mm.weight(list(self.cores), self.current_masks()).t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._mm(x, list(self.cores), self.current_masks(), self.mode)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, {self.extra_mars_repr()}, bias={self.bias is not None}"
+
+
+# ------------------------------------------------------------------------------ convolutions
+def _pair(v: Any, name: str) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        v = (int(v), int(v))
+    v = tuple(int(t) for t in v)
+    if len(v) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints; got {v}")
+    return v
+
+
+def _out_size(n: int, k: int, s: int, p: int, dil: int) -> int:
+    return (n + 2 * p - dil * (k - 1) - 1) // s + 1
+
+
+class Tucker2Conv2d(TensorizedLayer):
+    """A convolution whose kernel is a Tucker-2 network over its channel modes.
+
+    ``K[o, i, h, w] = sum_{A,B} U_in[i, A] G[A, B, h, w] U_out[o, B]`` (spec
+    ``"iA,ABhw,oB->oihw"``): evaluated either as one ``k x k`` convolution with the
+    reconstructed kernel or as ``1x1 (C_in -> r1)``, ``k x k (r1 -> r2)``, ``1x1 (r2 -> C_out)``,
+    whichever costs fewer FLOPs for the input size. Two bonds, two masks.
+    Initialised with PyTorch's conv defaults on the three factor convolutions (as the
+    MARS reference ``TuckerConv2d``).
+
+    >>> conv = Tucker2Conv2d(20, 50, 5, rank=(20, 20))
+    >>> conv.num_params, conv.dense_size
+    (11400, 25000)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 32, *,
+                 stride: Any = 1, padding: Any = 0, dilation: Any = 1, bias: bool = True, mars: bool = True,
+                 pi: float = 1e-2, alpha: float = -1.0, temperature: float = 0.1, mode: str = "auto",
+                 dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = _positive(in_channels, "in_channels"), _positive(out_channels, "out_channels")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride, self.padding, self.dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+        _check_rank(rank)
+        r1, r2 = _pair(rank, "rank")
+        if r1 > in_channels or r2 > out_channels:
+            warnings.warn(f"Tucker-2 ranks ({r1}, {r2}) clipped to the channel counts ({in_channels}, {out_channels})",
+                          stacklevel=2)
+            r1, r2 = min(r1, in_channels), min(r2, out_channels)
+        kh, kw = self.kernel_size
+        tdt = getattr(torch, _dtype_name(dtype))
+
+        def unif(shape, fan_in):
+            return torch.empty(shape, dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(fan_in)
+
+        cores = [unif((in_channels, r1), in_channels), unif((r1, r2, kh, kw), r1 * kh * kw), unif((out_channels, r2), r2)]
+        network = Network("iA,ABhw,oB->oihw", cores=cores)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._choice: dict[tuple, str] = {}
+        if bias:
+            bound = 1.0 / math.sqrt(in_channels * kh * kw)
+            self.bias = nn.Parameter(torch.empty(out_channels, dtype=tdt, device=device).uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+
+    def _after_compress(self, network: Network) -> None:
+        self._choice = {}
+
+    @property
+    def dense_size(self) -> int:
+        return self.in_channels * self.out_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def _kernel(self, cores: list[torch.Tensor]) -> torch.Tensor:
+        plan = make_plan(tuple(self.spec.split("->")[0].split(",")), "oihw", tuple(tuple(c.shape) for c in cores))
+        return execute(plan, cores, _BE)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The ``(C_out, C_in, kh, kw)`` kernel with the current masks."""
+        return self._kernel(self.masked_cores(self.current_masks()))
+
+    def costs(self, x_shape: Sequence[int]) -> tuple[int, int]:
+        """``(kernel_path_flops, factored_path_flops)`` for an input of shape ``x_shape``."""
+        b, _, h, w = x_shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        out_hw = _out_size(h, kh, sh, ph, dh) * _out_size(w, kw, sw, pw, dw)
+        r1, r2 = self.dims["A"], self.dims["B"]
+        cin, cout = self.in_channels, self.out_channels
+        kernel = 2 * cout * cin * kh * kw * (r1 + 1) + 2 * b * out_hw * cout * cin * kh * kw
+        factored = 2 * b * (h * w * cin * r1 + out_hw * r1 * r2 * kh * kw + out_hw * r2 * cout)
+        return kernel, factored
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        cores = self.masked_cores(self.current_masks())
+        mode = self.mode
+        if mode == "auto":
+            key = tuple(x.shape)
+            mode = self._choice.get(key)
+            if mode is None:
+                if self.dims["A"] == 0 or self.dims["B"] == 0:
+                    mode = "weight"
+                else:
+                    k, f = self.costs(x.shape)
+                    mode = "cores" if f * WEIGHT_PATH_ADVANTAGE < k else "weight"
+                self._choice[key] = mode
+        if mode == "weight" or self.dims["A"] == 0 or self.dims["B"] == 0:
+            return F.conv2d(x, self._kernel(cores), self.bias, self.stride, self.padding, self.dilation)
+        u_in, g, u_out = cores
+        h = F.conv2d(x, u_in.t()[:, :, None, None])
+        h = F.conv2d(h, g.permute(1, 0, 2, 3), None, self.stride, self.padding, self.dilation)
+        return F.conv2d(h, u_out[:, :, None, None], self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, {self.extra_mars_repr()}, bias={self.bias is not None}")
+
+
+class TensorizedConv2d(TensorizedLayer):
+    """A convolution whose ``(kh*kw*C_in) x C_out`` kernel matrix is a tensor network
+    (the "proper" scheme of Garipov et al., 2016).
+
+    Rows of the matrix are ordered ``(kh, kw, C_in)`` row-major, so with the default shapes
+    ``in_shape = (kh*kw, *factorize(C_in, d-1))`` and ``out_shape = (1, *factorize(C_out, d-1))``
+    the first core carries the spatial window and the others the channels. Forward either
+    rebuilds the kernel and calls ``conv2d``, or unfolds the input (im2col) and contracts
+    the patches through the cores, whichever costs fewer FLOPs.
+
+    >>> conv = TensorizedConv2d(16, 32, 3, rank=4, padding=1)
+    >>> conv.in_shape, conv.out_shape
+    ((9, 4, 4), (1, 4, 8))
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 8,
+                 in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
+                 format: str | Network = "tt", d: int = 3, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                 bias: bool = True, mars: bool = True, pi: float = 1e-2, alpha: float = -1.0,
+                 temperature: float = 0.1, mode: str = "auto", dtype: torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = _positive(in_channels, "in_channels"), _positive(out_channels, "out_channels")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride, self.padding, self.dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+        kh, kw = self.kernel_size
+        rows = kh * kw * in_channels
+        dt = _dtype_name(dtype)
+        dev = None if device is None else str(device)
+        if isinstance(format, Network):
+            network = _user_network(format, dt, dev)
+            n_in = _split_point(network, rows, out_channels)
+            self.format = "network"
+        else:
+            if format not in FORMATS:
+                raise ValueError(f"unknown format {format!r}; use one of {FORMATS} or pass a tnmars.Network")
+            _check_rank(rank)
+            if int(d) < 2:
+                raise ValueError(f"d (number of cores) must be >= 2 for a convolution; got {d}")
+            in_shape = _check_shape(in_shape, rows, "in_shape", "kh*kw*in_channels")
+            out_shape = _check_shape(out_shape, out_channels, "out_shape", "out_channels")
+            in_shape = in_shape or (kh * kw, *factorize(in_channels, d - 1))
+            out_shape = out_shape or (1, *factorize(out_channels, d - 1))
+            network = matrix_network(format, in_shape, out_shape, rank, scale=glorot_std(rows, out_channels),
+                                     seed=torch_seed(), dtype=dt, device=dev)
+            n_in = len(in_shape)
+            self.format = format
+        self._n_in = n_in
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._mm = NetworkMatmul(network, n_in)
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_channels, dtype=getattr(torch, dt), device=device))
+        else:
+            self.register_parameter("bias", None)
+
+    def _after_compress(self, network: Network) -> None:
+        self._mm = NetworkMatmul(network, self._n_in)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self._mm.in_shape
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self._mm.out_shape
+
+    @property
+    def dense_size(self) -> int:
+        return self.in_channels * self.out_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def _kernel(self, cores: list[torch.Tensor], masks) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        w = self._mm.weight(cores, masks)
+        return w.reshape(kh, kw, self.in_channels, self.out_channels).permute(3, 2, 0, 1)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The ``(C_out, C_in, kh, kw)`` kernel with the current masks."""
+        return self._kernel(list(self.cores), self.current_masks())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        masks = self.current_masks()
+        cores = list(self.cores)
+        b, _, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+        mode = self.mode
+        if mode == "auto":
+            mode = self._mm.choose(tuple(tuple(c.shape) for c in cores), b * ho * wo)
+        if mode == "weight":
+            return F.conv2d(x, self._kernel(cores, masks), self.bias, self.stride, self.padding, self.dilation)
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, C_in*kh*kw, L)
+        cols = cols.reshape(b, self.in_channels, kh * kw, ho * wo).permute(0, 3, 2, 1).reshape(b * ho * wo, -1)
+        y = self._mm(cols, cores, masks, "cores").reshape(b, ho * wo, self.out_channels)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.permute(0, 2, 1).reshape(b, self.out_channels, ho, wo)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, in_shape={self.in_shape}, "
+                f"out_shape={self.out_shape}, {self.extra_mars_repr()}, bias={self.bias is not None}")
+
+
+# ------------------------------------------------------------------------------ embedding
+class TensorizedEmbedding(TensorizedLayer):
+    """An embedding table (``num_embeddings x embedding_dim``) stored as a tensor network.
+
+    Rows are looked up without building the table: the digits of each index (in
+    ``voc_shape``) select slices of the cores, and the gathered slices are contracted with a
+    batch index. When a batch asks for more rows than it is worth, the table is rebuilt
+    once instead (chosen by FLOPs). ``voc_shape`` may multiply to more than
+    ``num_embeddings`` (padded vocabulary, :func:`suggest_shape`); compression counts the
+    real ``num_embeddings x embedding_dim`` table, as the reference does.
+
+    >>> emb = TensorizedEmbedding(1000, 64, rank=8)
+    >>> emb.voc_shape, emb.emb_shape
+    ((10, 10, 10), (4, 4, 4))
+    >>> emb(torch.tensor([[1, 2], [3, 999]])).shape
+    torch.Size([2, 2, 64])
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, format: str | Network = "tt", rank: Any = 8,
+                 voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
+                 padding_idx: int | None = None, mars: bool = True, pi: float = 1e-2, alpha: float = -1.0,
+                 temperature: float = 0.1, mode: str = "auto", dtype: torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.num_embeddings = _positive(num_embeddings, "num_embeddings")
+        self.embedding_dim = _positive(embedding_dim, "embedding_dim")
+        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"padding_idx {padding_idx} is outside [0, {num_embeddings})")
+        self.padding_idx = None if padding_idx is None else int(padding_idx) % num_embeddings
+        dt = _dtype_name(dtype)
+        dev = None if device is None else str(device)
+        if isinstance(format, Network):
+            network = _user_network(format, dt, dev)
+            shape = network.shape
+            n_in = next((k for k in range(1, len(shape)) if prod(shape[:k]) >= num_embeddings
+                         and prod(shape[k:]) == embedding_dim), None)
+            if n_in is None:
+                raise ValueError(f"the network's open modes {shape} do not split into vocabulary modes "
+                                 f"(>= {num_embeddings} rows) and embedding modes (= {embedding_dim})")
+            self.format = "network"
+        else:
+            if format not in FORMATS:
+                raise ValueError(f"unknown format {format!r}; use one of {FORMATS} or pass a tnmars.Network")
+            _check_rank(rank)
+            if voc_shape is not None:
+                voc_shape = tuple(int(v) for v in voc_shape)
+                if any(v < 1 for v in voc_shape) or prod(voc_shape) < num_embeddings:
+                    raise ValueError(f"voc_shape {voc_shape} multiplies to {prod(voc_shape)}, fewer than "
+                                     f"num_embeddings = {num_embeddings}")
+            emb_shape = _check_shape(emb_shape, embedding_dim, "emb_shape", "embedding_dim")
+            nd = len(voc_shape) if voc_shape else len(emb_shape) if emb_shape else d
+            voc_shape = voc_shape or suggest_shape(num_embeddings, nd)
+            emb_shape = emb_shape or factorize(embedding_dim, nd)
+            network = matrix_network(format, voc_shape, emb_shape, rank, scale=glorot_std(num_embeddings, embedding_dim),
+                                     seed=torch_seed(), dtype=dt, device=dev)
+            n_in = len(voc_shape)
+            self.format = format
+        self._n_in = n_in
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._build(network)
+
+    def _build(self, network: Network) -> None:
+        self._mm = NetworkMatmul(network, self._n_in)
+        self._choice: dict[int, str] = {}
+
+    def _after_compress(self, network: Network) -> None:
+        self._build(network)
+
+    @property
+    def voc_shape(self) -> tuple[int, ...]:
+        return self._mm.in_shape
+
+    @property
+    def emb_shape(self) -> tuple[int, ...]:
+        return self._mm.out_shape
+
+    @property
+    def dense_size(self) -> int:
+        return self.num_embeddings * self.embedding_dim
+
+    def dense_weight(self) -> torch.Tensor:
+        """The ``(num_embeddings, embedding_dim)`` table with the current masks."""
+        w = self._mm.weight(list(self.cores), self.current_masks())[: self.num_embeddings]
+        if self.padding_idx is not None:
+            keep = torch.ones(self.num_embeddings, 1, dtype=w.dtype, device=w.device)
+            keep[self.padding_idx] = 0
+            w = w * keep
+        return w
+
+    def _gather_plan(self, shapes, batch: int):
+        mm = self._mm
+        z = mm.batch_letter
+        terms, perms, keys = [], [], []
+        for term in mm.inputs:
+            here = [c for c in term if c in mm.in_letters]
+            rest = [c for c in term if c not in mm.in_letters]
+            perms.append(tuple(term.index(c) for c in here + rest))
+            keys.append(tuple(mm.in_letters.index(c) for c in here))
+            terms.append((z if here else "") + "".join(rest))
+        gshapes = []
+        for orig, gterm, shape, key in zip(mm.inputs, terms, shapes, keys):
+            sizes = dict(zip(orig, shape))
+            gshapes.append(((batch,) if key else ()) + tuple(sizes[c] for c in gterm if c != z))
+        plan = make_plan(tuple(terms), z + mm.out_letters, tuple(gshapes), mm.optimize)
+        return plan, perms, keys
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise TypeError(f"embedding indices must be an integer tensor; got {idx.dtype}")
+        flat = idx.reshape(-1).long()
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
+            raise ValueError(f"embedding index out of range [0, {self.num_embeddings})")
+        masks = self.current_masks()
+        cores = self.masked_cores(masks)
+        shapes = tuple(tuple(c.shape) for c in cores)
+        batch = flat.numel()
+        mode = self.mode
+        if mode == "auto":
+            key = (shapes, batch)
+            mode = self._choice.get(key)
+            if mode is None:
+                if any(n == 0 for s in shapes for n in s) or batch == 0:
+                    mode = "weight"
+                else:
+                    wflops = self._mm.weight_plan(shapes).flops
+                    gflops = self._gather_plan(shapes, batch)[0].flops
+                    mode = "cores" if gflops * WEIGHT_PATH_ADVANTAGE < wflops else "weight"
+                self._choice[key] = mode
+        if mode == "weight":
+            table = execute(self._mm.weight_plan(shapes), cores, _BE).reshape(self._mm.in_features, -1)
+            out = table.index_select(0, flat)
+        else:
+            digits = []
+            rem = flat
+            for v in reversed(self.voc_shape):
+                digits.append(rem % v)
+                rem = rem // v
+            digits = digits[::-1]
+            plan, perms, keys = self._gather_plan(shapes, batch)
+            ops = []
+            for core, perm, key in zip(cores, perms, keys):
+                if key:
+                    core = core.permute(*perm)[tuple(digits[k] for k in key)]
+                ops.append(core)
+            out = execute(plan, ops, _BE).reshape(batch, self.embedding_dim)
+        if self.padding_idx is not None:
+            out = out * (flat != self.padding_idx).unsqueeze(-1).to(out.dtype)
+        return out.reshape(*idx.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_embeddings}, {self.embedding_dim}, voc_shape={self.voc_shape}, "
+                f"emb_shape={self.emb_shape}, {self.extra_mars_repr()}, padding_idx={self.padding_idx}")
+
+
+def _positive(n: Any, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {n!r}")
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1; got {n}")
+    return int(n)
+
+
+__all__ = ["TensorizedLinear", "LowRankLinear", "Tucker2Conv2d", "TensorizedConv2d", "TensorizedEmbedding",
+           "factorize", "suggest_shape", "matrix_network", "check_mode"]

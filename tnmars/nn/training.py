@@ -1,0 +1,302 @@
+"""Training with MARS: the loss term, the temperature schedule, compression and summaries.
+
+The MARS objective to minimise, per training example (the reference code exactly):
+
+    loss = mean data NLL over the batch - (1 / N) * sum over MARS layers of
+           [ sum_masks sum_j phi_j log(pi) + (1 - phi_j) log(1 - pi)  -  ||cores||^2 / (2 * 100) ]
+
+with ``N`` the number of training examples. The Gaussian prior (variance 100) covers only
+the decomposed cores of MARS layers; biases, plain layers and mask logits get none. Train
+everything (logits included) with Adam: the prior's push on the logits relies on Adam's
+per-parameter scaling.
+
+>>> import torch
+>>> from torch import nn
+>>> import tnmars.nn as tnn
+>>> model = nn.Sequential(tnn.TensorizedLinear(16, 8, rank=4, in_shape=(4, 4), out_shape=(2, 4), alpha=2.0))
+>>> loss_fn = tnn.MarsLoss(model, num_train=1000)
+>>> loss = loss_fn(model(torch.randn(5, 16)), torch.randint(0, 8, (5,)))
+>>> loss.backward()
+>>> _ = model.eval()
+>>> small = tnn.compress(model)
+>>> bool(torch.allclose(small(torch.ones(2, 16)), model(torch.ones(2, 16)), atol=1e-6))
+True
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import masks as mars
+from .base import TensorizedLayer
+
+
+# ------------------------------------------------------------------------------ discovery
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def tensorized_layers(model: nn.Module) -> Iterator[tuple[str, TensorizedLayer]]:
+    """``(name, layer)`` for every tensorized layer in ``model`` (MARS or not)."""
+    for name, mod in _unwrap(model).named_modules():
+        if isinstance(mod, TensorizedLayer):
+            yield name, mod
+
+
+def mars_layers(model: nn.Module) -> Iterator[tuple[str, TensorizedLayer]]:
+    """``(name, layer)`` for every tensorized layer that carries MARS masks."""
+    for name, mod in tensorized_layers(model):
+        if mod.masks is not None:
+            yield name, mod
+
+
+# ------------------------------------------------------------------------------ the objective
+def log_prior(model: nn.Module) -> torch.Tensor:
+    """Sum of the MARS log priors (Bernoulli masks + Gaussian cores) over every MARS layer."""
+    terms = [layer.log_prior() for _, layer in mars_layers(model)]
+    if not terms:
+        p = next(_unwrap(model).parameters(), None)
+        return torch.zeros((), device=None if p is None else p.device)
+    return torch.stack([t.float() for t in terms]).sum()
+
+
+def mars_penalty(model: nn.Module, num_train: int) -> torch.Tensor:
+    """``-log_prior(model) / num_train``: the term MARS adds to a mean data loss."""
+    num_train = int(num_train)
+    if num_train < 1:
+        raise ValueError(f"num_train (the number of training examples N) must be >= 1; got {num_train}")
+    return -log_prior(model) / num_train
+
+
+class MarsLoss(nn.Module):
+    """``criterion(output, target) + mars_penalty(model, num_train)``.
+
+    Parameters
+    ----------
+    model: the model whose MARS layers are regularised (not registered as a submodule).
+    num_train: number of training examples ``N``.
+    criterion: the mean data loss (default ``nn.CrossEntropyLoss()``).
+    """
+
+    def __init__(self, model: nn.Module, num_train: int, criterion: Callable[..., torch.Tensor] | None = None) -> None:
+        super().__init__()
+        if int(num_train) < 1:
+            raise ValueError(f"num_train (the number of training examples N) must be >= 1; got {num_train}")
+        object.__setattr__(self, "_model", model)  # a reference, not a submodule (no duplicated state)
+        self.num_train = int(num_train)
+        self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.criterion(output, target) + mars_penalty(self._model, self.num_train)
+
+
+# ------------------------------------------------------------------------------ setters
+def set_temperature(model: nn.Module, temperature: float) -> None:
+    """Set the hard-concrete temperature of every MARS layer."""
+    t = mars.check_temperature(temperature)
+    for _, layer in mars_layers(model):
+        layer.masks.temperature = t
+
+
+def get_temperature(model: nn.Module) -> float | None:
+    """Temperature of the first MARS layer (None without MARS layers)."""
+    for _, layer in mars_layers(model):
+        return float(layer.masks.temperature)
+    return None
+
+
+def set_pi(model: nn.Module, pi: float) -> None:
+    """Set the Bernoulli prior ``pi`` (in (0, 0.5]) of every MARS layer."""
+    p = mars.check_pi(pi)
+    for _, layer in mars_layers(model):
+        layer.masks.pi = p
+
+
+def set_alpha(model: nn.Module, alpha: float, *, generator: torch.Generator | None = None) -> None:
+    """Re-draw every MARS logit from ``N(alpha, 0.01^2)`` (the paper's initialisation)."""
+    alpha = float(alpha)
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be finite; got {alpha}")
+    with torch.no_grad():
+        for _, layer in mars_layers(model):
+            layer.masks.alpha = alpha
+            for p in layer.masks.logits.values():
+                noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+                p.copy_(alpha + 0.01 * noise)
+
+
+def set_warmup(model: nn.Module, warmup: bool) -> None:
+    """Switch mask application off (``True``) or on for every MARS layer (the paper's warm-up).
+    The prior stays in the loss, as in the reference code."""
+    for _, layer in mars_layers(model):
+        layer.warmup = bool(warmup)
+
+
+class MarsTemperature:
+    """Temperature schedule for every MARS layer of a model; call :meth:`step` once per epoch
+    (or per step, for ``steps=`` schedules).
+
+    * ``decay=`` (the reference): ``T <- max(end, decay * T)`` per call, from ``start``;
+    * ``steps=``: exponential from ``start`` to ``end`` over ``steps`` calls, then ``end``.
+
+    With fewer epochs than the paper's 300, :meth:`paper_decay` gives the per-epoch factor
+    that reaches the floor at the same fraction of training (epoch 229 of 300).
+
+    >>> round(MarsTemperature.paper_decay(300), 4), round(MarsTemperature.paper_decay(30), 4)
+    (0.99, 0.9044)
+    """
+
+    def __init__(self, model: nn.Module, start: float = 0.1, end: float = 0.01, *, decay: float | None = 0.99,
+                 steps: int | None = None) -> None:
+        self.model = model
+        self.start, self.end = mars.check_temperature(start), mars.check_temperature(end)
+        if steps is not None:
+            self.schedule: mars.TemperatureSchedule | None = mars.TemperatureSchedule(self.start, self.end, int(steps))
+            self.decay = None
+        else:
+            if decay is None or not 0 < decay <= 1:
+                raise ValueError(f"decay must lie in (0, 1]; got {decay}")
+            self.schedule = None
+            self.decay = float(decay)
+        self.count = 0
+        self.temperature = self.start
+        set_temperature(model, self.temperature)
+
+    @staticmethod
+    def paper_decay(epochs: int, start: float = 0.1, end: float = 0.01) -> float:
+        """Per-epoch factor reaching ``end`` after ``log(end/start)/log(0.99)`` / 300 of ``epochs``."""
+        if int(epochs) < 1:
+            raise ValueError(f"epochs must be >= 1; got {epochs}")
+        frac = math.log(end / start) / math.log(0.99) / 300.0  # 229.1 / 300 for 0.1 -> 0.01
+        return (end / start) ** (1.0 / max(frac * int(epochs), 1.0))
+
+    def step(self) -> float:
+        self.count += 1
+        if self.schedule is not None:
+            self.temperature = self.schedule(self.count)
+        else:
+            self.temperature = max(self.end, self.decay * self.temperature)
+        set_temperature(self.model, self.temperature)
+        return self.temperature
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "temperature": self.temperature}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        self.temperature = float(state["temperature"])
+        set_temperature(self.model, self.temperature)
+
+
+# ------------------------------------------------------------------------------ compression
+def compress(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in which every MARS layer is physically at its selected ranks.
+
+    Cores are sliced to the MAP-kept indices and the masks removed, so the copy has fewer
+    parameters and computes what ``model`` computes in eval mode. The input is not changed.
+    """
+    model = _unwrap(model)
+    if isinstance(model, TensorizedLayer):
+        return model.compressed()
+    new = copy.deepcopy(model)
+    for name, layer in list(mars_layers(new)):
+        parent_name, _, child = name.rpartition(".")
+        parent = new.get_submodule(parent_name) if parent_name else new
+        setattr(parent, child, layer.compressed())
+    return new
+
+
+@dataclass
+class LayerSummary:
+    name: str
+    kind: str
+    max_ranks: dict[str, int]
+    selected_ranks: dict[str, int]
+    dense_size: int
+    params_initial: int
+    params_selected: int
+
+    @property
+    def compression(self) -> float:
+        return self.dense_size / self.params_selected if self.params_selected else math.inf
+
+
+@dataclass
+class ModelSummary:
+    """Per-layer ranks and sizes plus the paper's whole-model compression.
+
+    ``compression = (other + sum dense sizes) / (other + sum params at selected ranks)``,
+    where ``other`` is every parameter outside the decomposed cores (biases, plain layers),
+    and mask logits count on neither side.
+    """
+
+    layers: list[LayerSummary] = field(default_factory=list)
+    other_params: int = 0
+
+    @property
+    def dense_params(self) -> int:
+        return self.other_params + sum(r.dense_size for r in self.layers)
+
+    @property
+    def selected_params(self) -> int:
+        return self.other_params + sum(r.params_selected for r in self.layers)
+
+    @property
+    def initial_params(self) -> int:
+        return self.other_params + sum(r.params_initial for r in self.layers)
+
+    @property
+    def compression(self) -> float:
+        return mars.compression_ratio(self.other_params, [r.dense_size for r in self.layers],
+                                      [r.params_selected for r in self.layers])
+
+    @property
+    def initial_compression(self) -> float:
+        return mars.compression_ratio(self.other_params, [r.dense_size for r in self.layers],
+                                      [r.params_initial for r in self.layers])
+
+    def __str__(self) -> str:
+        lines = ["| layer | type | ranks (start) | ranks (selected) | params (selected) | dense | compression |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in self.layers:
+            start = ",".join(str(v) for v in r.max_ranks.values())
+            sel = ",".join(str(r.selected_ranks[b]) for b in r.max_ranks)
+            lines.append(f"| {r.name} | {r.kind} | {start} | {sel} | {r.params_selected:,} | {r.dense_size:,} | "
+                         f"{r.compression:.1f}x |")
+        lines.append(f"| other (biases, plain layers) | | | | {self.other_params:,} | {self.other_params:,} | |")
+        lines.append(f"| **model** | | | | {self.selected_params:,} | {self.dense_params:,} | "
+                     f"**{self.compression:.1f}x** (start {self.initial_compression:.1f}x) |")
+        return "\n".join(lines)
+
+
+def summary(model: nn.Module) -> ModelSummary:
+    """Ranks, parameter counts and compression (the paper's rule) of every tensorized layer.
+
+    ``print(summary(model))`` gives a markdown table. A model and its :func:`compress` ed
+    copy have the same summary compression.
+    """
+    model = _unwrap(model)
+    rows = []
+    core_ids: set[int] = set()
+    logit_ids: set[int] = set()
+    for name, layer in tensorized_layers(model):
+        core_ids.update(id(p) for p in layer.cores)
+        if layer.masks is not None:
+            logit_ids.update(id(p) for p in layer.masks.parameters())
+        sel = layer.selected_ranks()
+        rows.append(LayerSummary(name=name or type(layer).__name__, kind=type(layer).__name__,
+                                 max_ranks=layer.max_ranks, selected_ranks=sel, dense_size=layer.dense_size,
+                                 params_initial=layer.num_params, params_selected=layer.num_params_at(sel)))
+    other = sum(p.numel() for p in model.parameters() if id(p) not in core_ids and id(p) not in logit_ids)
+    return ModelSummary(layers=rows, other_params=int(other))
+
+
+__all__ = ["MarsLoss", "MarsTemperature", "mars_penalty", "log_prior", "compress", "summary", "ModelSummary",
+           "LayerSummary", "set_temperature", "get_temperature", "set_pi", "set_alpha", "set_warmup",
+           "mars_layers", "tensorized_layers"]
