@@ -33,6 +33,12 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def _finish(fig, path: str | os.PathLike | None, dpi: int):
     if path is not None:
         fig.savefig(os.fspath(path), dpi=dpi, format="png")
@@ -106,6 +112,7 @@ def plot_mask_probabilities(
         ax.axhline(threshold, color="#d62728", linestyle="--", linewidth=1)
         ax.set_ylim(0, 1.02)
         ax.set_xlim(-0.7, max(phi.size, 1) - 0.3)
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.set_title(f"bond {bond}: rank {int(kept.sum())}/{phi.size}")
         ax.set_xlabel("rank index")
         if k % ncols == 0:
@@ -217,6 +224,7 @@ def plot_training(
             ax.step(steps, table[:, j], where="post", label=f"bond {name}")
         ax.set_xlabel("step")
         ax.set_ylabel("selected rank")
+        ax.yaxis.set_major_locator(_integer_ticks())
         ax.legend(frameon=False, ncols=2 if len(names) > 4 else 1)
     if title:
         fig.suptitle(title)
