@@ -221,3 +221,34 @@ def test_missing_gpu_falls_back_to_cpu_with_warning(tmp_path):
         back = tnmars.load(tmp_path / "gpu.npz")
     assert back.device == "cpu"
     assert any("cuda:0" in str(w.message) for w in caught)
+
+
+def _fit_result_equal(a, b) -> bool:
+    import dataclasses
+
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, Network):
+            if not _equal(x, y):
+                return False
+        elif f.name == "probabilities":
+            if x.keys() != y.keys() or not all(np.array_equal(x[k], y[k]) for k in x):
+                return False
+        elif x != y or type(x) is not type(y):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_fit_result_round_trip(tmp_path, suffix):
+    data = Network.tucker((5, 6, 4), (2, 3, 2), seed=1).to_tensor()
+    observed = np.random.default_rng(0).random(data.shape) < 0.8
+    result = tnmars.fit(data, "tucker", max_rank=4, observed=observed, steps=30, seed=0, progress=False)
+    path = tnmars.save(result, tmp_path / f"fit{suffix}")
+    back = tnmars.load(path)
+    assert type(back) is type(result)
+    assert _fit_result_equal(result, back)
+    meta = tio.read_metadata(path)
+    assert meta["kind"] == "fit_result"
+    assert meta["fit"]["ranks"] == list(result.ranks)
+    assert meta["fit"]["fields"]["relative_error"] == result.relative_error

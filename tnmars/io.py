@@ -60,8 +60,9 @@ def _tnmars_version() -> str:
     return __version__
 
 
-def _jsonable(value: Any) -> Any:
-    """Convert NumPy / torch scalars, arrays, tuples and dataclasses into plain JSON values."""
+def _jsonable(value: Any, tuples: bool = False) -> Any:
+    """Convert NumPy / torch scalars, arrays, tuples and dataclasses into plain JSON values
+    (with ``tuples=True`` a tuple is tagged ``{"__tuple__": [...]}`` so it comes back a tuple)."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, np.integer)):
@@ -70,11 +71,13 @@ def _jsonable(value: Any) -> Any:
         value = float(value)
         return value if math.isfinite(value) else {"__float__": repr(value)}
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, tuples) for k, v in value.items()}
+    if isinstance(value, tuple) and tuples:
+        return {"__tuple__": [_jsonable(v, tuples) for v in value]}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, tuples) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: _jsonable(getattr(value, f.name), tuples) for f in dataclasses.fields(value)}
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # any array or array scalar
         arr = _to_numpy(value)
         return _jsonable(arr.tolist())
@@ -85,6 +88,8 @@ def _unjson(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"__float__"}:
             return float(value["__float__"])
+        if set(value) == {"__tuple__"} and isinstance(value["__tuple__"], list):
+            return tuple(_unjson(v) for v in value["__tuple__"])
         return {k: _unjson(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_unjson(v) for v in value]
@@ -160,21 +165,28 @@ def _fit_payload(result: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         names = [f.name for f in dataclasses.fields(result)]
     else:
         names = [n for n in vars(result) if not n.startswith("_")]
+    networks: dict[str, Any] = {}
     for name in names:
         if name in ("network", "probabilities", "ranks"):
             continue
         value = getattr(result, name)
+        if isinstance(value, Network):  # e.g. the unpruned network of a fit
+            sub_meta, sub_arrays = _network_payload(value, prefix=f"{name}_core")
+            networks[name] = sub_meta
+            arrays.update(sub_arrays)
+            continue
         try:
-            fields[name] = _jsonable(value)
+            fields[name] = _jsonable(value, tuples=True)
         except TypeError:
             warnings.warn(f"fit-result field {name!r} ({type(value).__name__}) is not saved", stacklevel=3)
     for extra in ("relative_error", "history", "interrupted"):  # properties of non-dataclass results
         if extra not in fields and hasattr(result, extra):
             try:
-                fields[extra] = _jsonable(getattr(result, extra))
+                fields[extra] = _jsonable(getattr(result, extra), tuples=True)
             except TypeError:
                 pass
     fit["fields"] = fields
+    fit["networks"] = networks
     fit["class"] = f"{type(result).__module__}.{type(result).__qualname__}"
     meta["fit"] = fit
     return meta, arrays
@@ -385,27 +397,33 @@ def load(path: str | os.PathLike, *, backend: str | None = None, device: str | N
     if kind == "network":
         return net
     if kind == "fit_result":
-        return _build_fit_result(meta["fit"], arrays, net, where)
+        return _build_fit_result(meta["fit"], arrays, net, where, backend, device, dtype)
     raise FileFormatError(f"{where} holds an unknown kind of object {kind!r}")
 
 
-def _build_fit_result(fit: Mapping[str, Any], arrays: Mapping[str, np.ndarray], net: Network, where: str) -> Any:
+def _build_fit_result(fit: Mapping[str, Any], arrays: Mapping[str, np.ndarray], net: Network, where: str,
+                      backend, device, dtype) -> Any:
     try:
         probabilities = {bond: np.array(arrays[name]) for bond, name in fit["probabilities"].items()}
         ranks = fit["ranks"]
         ranks = {k: int(v) for k, v in ranks.items()} if fit.get("ranks_type") == "dict" else tuple(int(r) for r in ranks)
         fields = _unjson(fit.get("fields", {}))
+        networks = {name: _build_network(sub, arrays, backend, device, dtype, where)
+                    for name, sub in fit.get("networks", {}).items()}
     except (KeyError, AttributeError, TypeError) as err:
         raise FileFormatError(f"{where} has malformed fit-result metadata ({err})") from None
     from .fit import FitResult  # the only class a fit result is rebuilt as: no class name is imported from the file
 
-    values = {"network": net, "ranks": ranks, "probabilities": probabilities, **fields}
+    values = {"network": net, "ranks": ranks, "probabilities": probabilities, **fields, **networks}
     if dataclasses.is_dataclass(FitResult):
-        names = {f.name for f in dataclasses.fields(FitResult) if f.init}
-        kwargs = {k: v for k, v in values.items() if k in names}
-        if "history" in kwargs:
-            kwargs["history"] = _restore_history(kwargs["history"], FitResult)
-        return FitResult(**kwargs)
+        kwargs = {}
+        for f in dataclasses.fields(FitResult):
+            if f.init and f.name in values:
+                kwargs[f.name] = _retuple(values[f.name], str(f.type))
+        try:
+            return FitResult(**kwargs)
+        except TypeError as err:
+            raise FileFormatError(f"{where} holds a fit result this tnmars cannot rebuild ({err})") from None
     obj = FitResult.__new__(FitResult)
     for key, value in values.items():
         try:
@@ -415,6 +433,8 @@ def _build_fit_result(fit: Mapping[str, Any], arrays: Mapping[str, np.ndarray], 
     return obj
 
 
-def _restore_history(history: Any, cls: type) -> Any:
-    return history
-
+def _retuple(value: Any, annotation: str) -> Any:
+    """JSON has no tuples: give back tuples where the field is declared as one."""
+    if isinstance(value, list) and annotation.replace("typing.", "").lower().startswith("tuple"):
+        return tuple(value)
+    return value
