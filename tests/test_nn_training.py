@@ -1,0 +1,178 @@
+"""MARS training helpers: the loss, temperature schedules, compress and summary."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import tnmars.nn as tnn
+from tnmars.nn import (
+    LowRankLinear,
+    MarsLoss,
+    MarsTemperature,
+    TensorizedLinear,
+    Tucker2Conv2d,
+    compress,
+    log_prior,
+    mars_penalty,
+    set_alpha,
+    set_pi,
+    set_temperature,
+    summary,
+)
+
+torch.set_num_threads(1)
+
+
+def _mnist_2fc(**kw):
+    return nn.Sequential(
+        TensorizedLinear(784, 625, rank=20, in_shape=(7, 4, 7, 4), out_shape=(5, 5, 5, 5), **kw),
+        nn.ReLU(),
+        TensorizedLinear(625, 10, rank=20, in_shape=(25, 25), out_shape=(5, 2), **kw),
+    )
+
+
+def _set_ranks(layer, ranks):
+    with torch.no_grad():
+        for p, r in zip(layer.masks.logits.values(), ranks):
+            p.fill_(-3.0)
+            p[:r] = 3.0
+
+
+def test_summary_reproduces_the_reference_worked_example():
+    # reference notes section 5: soft model 1, ranks [5, 5, 3 | 8] -> 496,885 / 3,295 = 150.8x
+    torch.manual_seed(0)
+    model = _mnist_2fc(pi=0.1, alpha=-1.5)
+    _set_ranks(model[0], [5, 5, 3])
+    _set_ranks(model[2], [8])
+    s = summary(model)
+    assert [r.params_selected for r in s.layers] == [1260, 1400]
+    assert [r.dense_size for r in s.layers] == [490000, 6250]
+    assert s.other_params == 635
+    assert s.compression == pytest.approx(496885 / 3295)
+    assert round(s.layers[0].compression, 1) == 388.9
+    assert "150.8x" in str(s)
+    # at the start every bond is at rank 20: the paper's 18x
+    assert round(s.initial_compression) == 18
+    small = compress(model)
+    assert summary(small).compression == pytest.approx(s.compression)
+    n_small = sum(p.numel() for p in small.parameters())
+    assert n_small == 3295
+
+
+def test_loss_is_data_loss_minus_log_prior_over_n():
+    torch.manual_seed(0)
+    model = nn.Sequential(TensorizedLinear(12, 6, rank=3, in_shape=(3, 4), out_shape=(2, 3), pi=0.05, alpha=0.3),
+                          nn.ReLU(), LowRankLinear(6, 4, rank=2, pi=0.2, alpha=-0.5))
+    x, y = torch.randn(8, 12), torch.randint(0, 4, (8,))
+    n = 777
+    torch.manual_seed(5)
+    loss = MarsLoss(model, n)(model(x), y)
+    torch.manual_seed(5)
+    ce = nn.functional.cross_entropy(model(x), y)
+    manual = 0.0
+    for layer, pi in ((model[0], 0.05), (model[2], 0.2)):
+        for p in layer.masks.logits.values():
+            phi = torch.sigmoid(p)
+            manual = manual + (phi * math.log(pi) + (1 - phi) * math.log(1 - pi)).sum()
+        manual = manual - sum((c**2).sum() for c in layer.cores) / 200.0
+    torch.testing.assert_close(loss, ce - manual / n)
+    torch.testing.assert_close(mars_penalty(model, n), -manual / n)
+
+
+def test_gaussian_prior_covers_only_the_cores_of_mars_layers():
+    torch.manual_seed(0)
+    mars_layer = TensorizedLinear(12, 6, rank=3, in_shape=(3, 4), out_shape=(2, 3))
+    plain = TensorizedLinear(12, 6, rank=3, in_shape=(3, 4), out_shape=(2, 3), mars=False)
+    dense = nn.Linear(6, 6)
+    model = nn.Sequential(mars_layer, plain, dense)
+    before = log_prior(model)
+    with torch.no_grad():
+        mars_layer.bias.add_(100.0)
+        dense.weight.add_(100.0)
+        plain.cores[0].add_(100.0)
+    torch.testing.assert_close(log_prior(model), before)
+    with torch.no_grad():
+        mars_layer.cores[0].add_(1.0)
+    assert log_prior(model) < before
+    assert plain.log_prior() == 0
+
+
+def test_temperature_schedules_and_setters():
+    model = _mnist_2fc()
+    sched = MarsTemperature(model, 0.1, 0.01, decay=0.5)
+    temps = [sched.step() for _ in range(5)]
+    assert temps == pytest.approx([0.05, 0.025, 0.0125, 0.01, 0.01])
+    assert all(layer.masks.temperature == 0.01 for _, layer in tnn.mars_layers(model))
+    sched2 = MarsTemperature(model, 0.1, 0.01, steps=10)
+    for _ in range(5):
+        sched2.step()
+    assert tnn.get_temperature(model) == pytest.approx(0.1 * 0.1**0.5)
+    state = sched2.state_dict()
+    sched3 = MarsTemperature(model, 0.1, 0.01, steps=10)
+    sched3.load_state_dict(state)
+    assert tnn.get_temperature(model) == pytest.approx(0.1 * 0.1**0.5)
+    # the compressed paper schedule reaches the floor after 229/300 of the epochs
+    decay = MarsTemperature.paper_decay(100)
+    assert 0.1 * decay ** math.ceil(0.7637 * 100) <= 0.01 + 1e-12 < 0.1 * decay ** (0.7637 * 100 - 2)
+    set_temperature(model, 0.3)
+    set_pi(model, 0.2)
+    assert {(m.masks.temperature, m.masks.pi) for _, m in tnn.mars_layers(model)} == {(0.3, 0.2)}
+    set_alpha(model, 2.0, generator=torch.Generator().manual_seed(0))
+    for _, m in tnn.mars_layers(model):
+        for p in m.masks.logits.values():
+            assert abs(float(p.detach().mean()) - 2.0) < 0.01
+    with pytest.raises(ValueError, match="pi"):
+        set_pi(model, 0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        set_temperature(model, -1.0)
+    with pytest.raises(ValueError, match="num_train"):
+        MarsLoss(model, 0)
+
+
+def test_compress_a_mixed_model_keeps_eval_outputs():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(),
+        Tucker2Conv2d(4, 6, 3, rank=(4, 5), alpha=0.0), nn.ReLU(), nn.Flatten(),
+        LowRankLinear(6 * 4 * 4, 20, rank=10, alpha=0.0), nn.ReLU(),
+        TensorizedLinear(20, 10, rank=4, alpha=0.0),
+    )
+    gen = torch.Generator().manual_seed(2)
+    for _, layer in tnn.mars_layers(model):
+        with torch.no_grad():
+            for p in layer.masks.logits.values():
+                p.copy_(torch.randn(p.shape, generator=gen))
+    model.eval()
+    small = compress(model)
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-5)
+    assert list(tnn.mars_layers(small)) == []
+    assert len(list(tnn.tensorized_layers(small))) == 3
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    assert summary(small).compression == pytest.approx(summary(model).compression)
+    assert list(tnn.mars_layers(model))  # the original keeps its masks
+
+
+def test_a_few_mars_steps_reduce_the_loss_and_move_the_logits():
+    torch.manual_seed(0)
+    # a rank-2 linear teacher, a rank-8 student
+    teacher = torch.randn(16, 2) @ torch.randn(2, 5)
+    x = torch.randn(512, 16)
+    y = (x @ teacher).argmax(1)
+    model = LowRankLinear(16, 5, rank=8, alpha=0.5, pi=0.01)
+    loss_fn = MarsLoss(model, len(x))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    logits0 = model.masks.logits["A"].detach().clone()
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+    assert not torch.allclose(model.masks.logits["A"], logits0)
+    assert all(math.isfinite(v) for v in losses)
