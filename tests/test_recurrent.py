@@ -1,0 +1,371 @@
+"""Recurrent models: truncation laws, stability projection, TT-matrix recurrent weights."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tnmars import Network
+from tnmars.nn import LSTM, LinearRNN, TanhRNN, TTRecurrentMatrix, enforce_stability, register_stability_hook
+from tnmars.nn.recurrent import LSTM_FORGET_BIAS, LSTM_INPUT_FORGET_L1, LSTM_L1_BOUNDS, balanced_factors
+
+D64 = torch.float64
+
+
+def _model(kind: str, seed: int, lam: float | None = 0.9, hidden: int = 6, inputs: int = 3):
+    if kind == "linear":
+        m = LinearRNN(inputs, hidden, lam=lam, seed=seed)
+    elif kind == "tanh":
+        m = TanhRNN(inputs, hidden, lam=lam, seed=seed)
+    elif kind == "lstm":
+        m = LSTM(inputs, hidden, stable=lam is not None, seed=seed)
+    elif kind == "tt":
+        m = TanhRNN(inputs, 8, lam=lam, seed=seed, recurrent="tt", tt_rank=3, tt_shape=(2, 2, 2), alpha=0.5)
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+    return m.double().eval()
+
+
+def _windowed_reference(model, x: torch.Tensor, k: int) -> torch.Tensor:
+    """h_t^k by brute force: run the recurrence from zero over x[t-k+1 .. t] for every t."""
+    outs = []
+    for t in range(x.shape[1]):
+        window = x[:, max(0, t - k + 1) : t + 1]
+        outs.append(model.sequential(window)[:, -1])
+    return torch.stack(outs, dim=1)
+
+
+# ------------------------------------------------------------------ truncated evaluation
+@settings(max_examples=25, deadline=None)
+@given(
+    kind=st.sampled_from(["linear", "tanh", "lstm", "tt"]),
+    seed=st.integers(0, 10_000),
+    batch=st.integers(1, 3),
+    length=st.integers(1, 12),
+    k=st.integers(1, 14),
+    stable=st.booleans(),
+)
+def test_truncated_parallel_equals_windowed_recurrence(kind, seed, batch, length, k, stable):
+    model = _model(kind, seed, lam=0.9 if stable else None)
+    x = torch.randn(batch, length, model.input_size, dtype=D64, generator=torch.Generator().manual_seed(seed))
+    fast = model(x, k=k)
+    slow = _windowed_reference(model, x, k)
+    assert fast.shape == (batch, length, model.hidden_size)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+
+
+def test_truncated_with_k_at_least_length_is_the_full_model():
+    model = _model("lstm", 3)
+    x = torch.randn(2, 9, 3, dtype=D64)
+    torch.testing.assert_close(model(x, k=9), model(x))
+    torch.testing.assert_close(model(x, k=50), model(x))
+    # and k = 1 is one cell application from zero at every t
+    torch.testing.assert_close(model(x, k=1)[:, 4], model.hidden(model.step(model.initial_state(2), x[:, 4])))
+
+
+def test_truncated_differs_from_full_for_short_k():
+    """The check above cannot pass vacuously: truncation really changes the outputs."""
+    model = _model("tanh", 0, lam=None)
+    x = torch.randn(2, 10, 3, dtype=D64)
+    assert (model(x, k=2) - model(x)).abs().max() > 1e-3
+
+
+def test_sequential_equals_repeated_step():
+    model = _model("tt", 5)
+    x = torch.randn(2, 7, 3, dtype=D64)
+    s = model.initial_state(2)
+    outs = []
+    for t in range(7):
+        s = model.step(s, x[:, t])
+        outs.append(s)
+    torch.testing.assert_close(model.states(x), torch.stack(outs, 1))
+
+
+# ------------------------------------------------------------------ the lambda^k law
+@settings(max_examples=20, deadline=None)
+@given(
+    kind=st.sampled_from(["linear", "tanh"]),
+    lam=st.sampled_from([0.3, 0.5, 0.8, 0.9, 0.99]),
+    seed=st.integers(0, 10_000),
+)
+def test_gap_bounded_by_c_lambda_power_k(kind, lam, seed):
+    """||h_t - h_t^k|| <= C lam^k with C = max_t ||x_t U^T + b|| / (1 - lam).
+
+    Linear: h_t - h_t^k = sum_{j>=k} u_{t-j} W^j, so its norm is at most
+    sum_{j>=k} B lam^j = B lam^k / (1 - lam). Tanh: ||h_t - h_t^k|| <= lam^k ||h_{t-k}|| and
+    ||h_t|| <= B / (1 - lam). Here W is a random matrix pushed onto the ball ||W||_2 = lam
+    (scaled orthogonal half the time, where the bound is nearly tight).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    H, D, T = 8, 3, 60
+    model = (LinearRNN if kind == "linear" else TanhRNN)(D, H, lam=lam, seed=seed).double().eval()
+    with torch.no_grad():
+        if seed % 2:
+            Q, _ = torch.linalg.qr(torch.randn(H, H, dtype=D64, generator=gen))
+            model.weight.copy_(lam * Q)
+        else:
+            model.weight.copy_(torch.randn(H, H, dtype=D64, generator=gen))
+            model.project_()
+    assert model.spectral_norm("svd") <= lam * (1 + 1e-5)
+    lam = model.spectral_norm("svd")  # the bound holds with the actual ||W||_2
+    x = torch.randn(2, T, D, dtype=D64, generator=gen)
+    with torch.no_grad():
+        u = model.input(x)
+        B = float(torch.linalg.vector_norm(u, dim=-1).max())
+        full = model(x)
+        C = B / (1 - lam) if lam < 1 else math.inf
+        for k in (1, 2, 3, 5, 8, 13, 21, 34):
+            gap = float(torch.linalg.vector_norm(full - model(x, k=k), dim=-1).max())
+            bound = C * lam**k * (1 + 1e-6) + 1e-12
+            assert gap <= bound, (k, gap, bound)
+
+
+def test_gap_law_fails_for_an_unstable_matrix():
+    """The bound is not vacuous: with ||W||_2 = 1.5 the gap at k=13 exceeds C(0.9)*0.9^13."""
+    H, D, T = 8, 3, 60
+    gen = torch.Generator().manual_seed(0)
+    model = LinearRNN(D, H, seed=0).double()
+    Q, _ = torch.linalg.qr(torch.randn(H, H, dtype=D64, generator=gen))
+    with torch.no_grad():
+        model.weight.copy_(1.5 * Q)
+        x = torch.randn(2, T, D, dtype=D64, generator=gen)
+        B = float(torch.linalg.vector_norm(model.input(x), dim=-1).max())
+        gap = float(torch.linalg.vector_norm(model(x) - model(x, k=13), dim=-1).max())
+    assert gap > B / (1 - 0.9) * 0.9**13
+
+
+# ------------------------------------------------------------------ projection in the modules
+@pytest.mark.parametrize("projection", ["power", "svd"])
+@pytest.mark.parametrize("cls", [LinearRNN, TanhRNN])
+def test_module_projection_puts_w_on_the_ball(cls, projection):
+    model = cls(4, 16, lam=0.7, projection=projection, seed=1).double()
+    with torch.no_grad():
+        model.weight.mul_(10.0)
+    before = model.spectral_norm("svd")
+    reported = model.project_()
+    assert reported == pytest.approx(before, rel=1e-6)
+    assert model.spectral_norm("svd") == pytest.approx(0.7, rel=1e-6)
+    # already inside: unchanged
+    W = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.mul_(0.5)
+        W = model.weight.detach().clone()
+    model.project_()
+    torch.testing.assert_close(model.weight.detach(), W, rtol=0, atol=0)
+
+
+def test_optimizer_hook_enforces_the_constraint_after_every_step():
+    model = TanhRNN(3, 10, lam=0.8, seed=0).double()
+    readout = torch.nn.Linear(10, 1).double()
+    net = torch.nn.ModuleDict({"rnn": model, "out": readout})
+    opt = torch.optim.SGD(net.parameters(), lr=5.0)
+    handle = register_stability_hook(opt, net)
+    x = torch.randn(4, 15, 3, dtype=D64)
+    y = torch.randn(4, 15, 1, dtype=D64) * 10
+    for _ in range(3):
+        opt.zero_grad()
+        loss = ((readout(model(x)) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        assert model.spectral_norm("svd") <= 0.8 * (1 + 1e-6)
+    handle.remove()
+    # without the hook a large step leaves the ball (so the check above can fail)
+    for _ in range(3):
+        opt.zero_grad()
+        ((readout(model(x)) - y) ** 2).mean().backward()
+        opt.step()
+    assert model.spectral_norm("svd") > 0.8 * (1 + 1e-6)
+    assert enforce_stability(net)["rnn"] > 0.8
+    assert model.spectral_norm("svd") <= 0.8 * (1 + 1e-6)
+
+
+def test_unconstrained_model_is_left_alone():
+    model = TanhRNN(3, 5, seed=0)
+    W = model.weight.detach().clone()
+    assert model.project_() is None
+    assert enforce_stability(model) == {}
+    torch.testing.assert_close(model.weight.detach(), W)
+
+
+# ------------------------------------------------------------------ LSTM condition
+def test_lstm_l1_rescaling_and_forget_bias():
+    H, D = 6, 4
+    lstm = LSTM(D, H, stable=True, seed=0).double()
+    assert torch.all(lstm.input.bias[H : 2 * H] == LSTM_FORGET_BIAS)
+    with torch.no_grad():
+        lstm.weight.mul_(5.0)
+        lstm.input.weight.mul_(5.0)
+        lstm.weight[:, 0] = 1e-3  # a column already inside its bound
+    kept = lstm.weight[:, 0].detach().clone()
+    ratio = lstm.project_()
+    assert ratio > 1.0
+    for n, g in enumerate("ifzo"):
+        mass = lstm.weight.detach()[:, n * H : (n + 1) * H].abs().sum(0)
+        assert torch.all(mass <= LSTM_L1_BOUNDS[g] * (1 + 1e-12))
+        assert float(mass.max()) == pytest.approx(LSTM_L1_BOUNDS[g], rel=1e-9)  # pushed onto the bound
+    assert torch.all(lstm.input.weight[H : 2 * H].abs().sum(1) <= LSTM_INPUT_FORGET_L1 * (1 + 1e-12))
+    torch.testing.assert_close(lstm.weight[:, 0].detach(), kept)
+    assert lstm.project_() <= 1.0 + 1e-12
+    # an unconstrained LSTM uses the usual forget bias of 1 and no projection
+    free = LSTM(D, H, seed=0)
+    assert torch.all(free.input.bias[H : 2 * H] == 1.0) and free.project_() is None
+
+
+# ------------------------------------------------------------------ TT-matrix recurrent weight
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), shape=st.sampled_from([(2, 3), (2, 2, 2), (3, 2, 2), (4, 4)]), rank=st.integers(1, 4))
+def test_tt_power_iteration_matches_dense_svd(seed, shape, rank):
+    n = math.prod(shape)
+    W = TTRecurrentMatrix(n, rank, shape=shape, seed=seed, alpha=0.5).double()
+    dense = W.matrix()
+    exact = float(torch.linalg.matrix_norm(dense, 2))
+    assert W.spectral_norm(method="power", iters=2000, tol=1e-12) == pytest.approx(exact, rel=1e-6)
+    # with a mask (some rank indices closed)
+    bond = next(iter(W.bonds))
+    m = torch.ones(W.bonds[bond], dtype=D64)
+    m[0] = 0.0
+    masks = {bond: m}
+    exact_m = float(torch.linalg.matrix_norm(W.matrix(masks), 2))
+    assert W.spectral_norm(masks, iters=2000, tol=1e-12) == pytest.approx(exact_m, rel=1e-6, abs=1e-12)
+
+
+def test_tt_power_iteration_never_builds_the_dense_matrix(monkeypatch):
+    W = TTRecurrentMatrix(27, 3, shape=(3, 3, 3), seed=0, alpha=0.5).double()
+    exact = float(torch.linalg.matrix_norm(W.matrix(), 2))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the dense matrix was formed")
+
+    monkeypatch.setattr(Network, "to_tensor", forbidden)
+    monkeypatch.setattr(TTRecurrentMatrix, "matrix", forbidden)
+    assert W.spectral_norm(iters=3000, tol=1e-13) == pytest.approx(exact, rel=1e-6)
+    W.project_(0.5, iters=3000, tol=1e-13)
+
+
+@pytest.mark.parametrize("method", ["power", "svd"])
+def test_tt_projection_keeps_the_matrix_inside_the_ball(method):
+    W = TTRecurrentMatrix(16, 4, shape=(4, 4), seed=3, alpha=0.5, scale=1.0).double()
+    assert float(torch.linalg.matrix_norm(W.matrix(), 2)) > 0.9
+    before = W.project_(0.9, method=method, iters=5000, tol=1e-13)
+    assert before > 0.9
+    full = float(torch.linalg.matrix_norm(W.matrix(), 2))
+    mapped = float(torch.linalg.matrix_norm(W.matrix(W.map_masks()), 2))
+    assert full <= 0.9 * (1 + 1e-6) and mapped <= 0.9 * (1 + 1e-6)
+    assert max(full, mapped) == pytest.approx(0.9, rel=1e-6)
+    # a matrix already inside is unchanged
+    cores = [c.detach().clone() for c in W.cores]
+    W.project_(0.95, method=method)
+    for a, b in zip(cores, W.cores):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
+
+
+def test_tt_rnn_projects_through_the_hook_and_keeps_masks_on_map():
+    rnn = TanhRNN(3, 16, lam=0.6, recurrent="tt", tt_rank=4, tt_shape=(4, 4), alpha=1.0, seed=0).double()
+    assert rnn.tensorized and rnn.weight is None
+    opt = torch.optim.Adam(rnn.parameters(), lr=0.5)
+    register_stability_hook(opt, rnn)
+    x = torch.randn(3, 10, 3, dtype=D64)
+    rnn.train()
+    for _ in range(3):
+        opt.zero_grad()
+        (rnn(x) ** 2).sum().neg().backward()  # pushes the weights up
+        opt.step()
+        W = rnn.weight_tt
+        assert float(torch.linalg.matrix_norm(W.matrix(), 2)) <= 0.6 * (1 + 1e-5)
+        assert float(torch.linalg.matrix_norm(W.matrix(W.map_masks()), 2)) <= 0.6 * (1 + 1e-5)
+
+
+def test_tt_gradients_reach_cores_and_logits_and_prior_is_finite():
+    rnn = TanhRNN(3, 8, recurrent="tt", tt_rank=3, tt_shape=(2, 2, 2), alpha=0.0, seed=1).double().train()
+    x = torch.randn(2, 6, 3, dtype=D64)
+    loss = rnn(x, k=3).pow(2).sum() - rnn.weight_tt.log_prior() / 100
+    loss.backward()
+    assert all(c.grad is not None and torch.isfinite(c.grad).all() for c in rnn.weight_tt.cores)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in rnn.weight_tt.masks.logits.values())
+    assert torch.isfinite(rnn.weight_tt.log_prior())
+
+
+def test_tt_apply_modes_agree_and_pruned_network_matches_map_masks():
+    W = TTRecurrentMatrix(27, 4, shape=(3, 3, 3), seed=2, alpha=0.0).double().eval()
+    with torch.no_grad():
+        for logit in W.masks.logits.values():
+            logit.copy_(torch.linspace(-1, 1, logit.numel(), dtype=D64))
+    masks = W.current_masks()
+    h = torch.randn(5, 27, dtype=D64)
+    W.apply_mode = "dense"
+    a = W.operator(masks, batch=5)(h)
+    W.apply_mode = "contract"
+    b = W.operator(masks, batch=5)(h)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, h @ W.matrix(W.map_masks()))
+    pruned = W.pruned()
+    assert pruned.ranks == tuple(W.ranks().values())
+    torch.testing.assert_close(pruned.to_tensor().reshape(27, 27), W.matrix(W.map_masks()))
+    assert W.num_params_selected() == pruned.num_params
+    assert W.compression() == pytest.approx(27 * 27 / pruned.num_params)
+
+
+def test_tt_all_masks_closed_is_finite():
+    rnn = TanhRNN(2, 8, lam=0.9, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), alpha=-5.0, seed=0).double().eval()
+    out = rnn(torch.randn(1, 5, 2, dtype=D64))
+    assert torch.isfinite(out).all()
+    assert rnn.weight_tt.ranks() == {"A": 0, "B": 0}
+    assert rnn.weight_tt.compression() == math.inf
+    rnn.project_()
+
+
+# ------------------------------------------------------------------ bad arguments
+@pytest.mark.parametrize("lam", [0.0, -0.5, 1.5, float("nan"), float("inf")])
+def test_lambda_outside_unit_interval_is_refused(lam):
+    with pytest.raises(ValueError, match="lam"):
+        TanhRNN(2, 3, lam=lam)
+    with pytest.raises(ValueError, match="lam"):
+        TTRecurrentMatrix(4, 2, shape=(2, 2)).project_(lam)
+
+
+def test_lambda_of_wrong_type_is_refused():
+    with pytest.raises(TypeError, match="lam"):
+        LinearRNN(2, 3, lam="0.5")
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_truncation_below_one_is_refused(k):
+    model = TanhRNN(2, 3)
+    with pytest.raises(ValueError, match="truncation"):
+        model(torch.randn(1, 4, 2), k=k)
+
+
+def test_non_integer_truncation_is_refused():
+    with pytest.raises(TypeError, match="truncation"):
+        LSTM(2, 3)(torch.randn(1, 4, 2), k=2.5)
+
+
+def test_other_bad_arguments():
+    with pytest.raises(ValueError, match="projection"):
+        TanhRNN(2, 3, projection="qr")
+    with pytest.raises(ValueError, match="recurrent"):
+        TanhRNN(2, 3, recurrent="cp")
+    with pytest.raises(ValueError, match="product"):
+        TanhRNN(2, 8, recurrent="tt", tt_shape=(2, 3))
+    with pytest.raises(ValueError, match="hidden_size"):
+        TanhRNN(2, 0)
+    with pytest.raises(ValueError, match="input_size=2"):
+        TanhRNN(2, 3)(torch.randn(1, 4, 5))
+    with pytest.raises(ValueError, match="batch, time, features"):
+        TanhRNN(2, 3)(torch.randn(4, 2))
+    with pytest.raises(ValueError, match="restarts from zero"):
+        TanhRNN(2, 3)(torch.randn(1, 4, 2), k=2, state=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="l1_bounds"):
+        LSTM(2, 3, stable=True, l1_bounds={"i": 0.1})
+    with pytest.raises(ValueError, match="state must have shape"):
+        TanhRNN(2, 3)(torch.randn(1, 4, 2), state=torch.zeros(2, 3))
+
+
+def test_balanced_factors():
+    assert balanced_factors(64) == (4, 4, 4)
+    assert balanced_factors(7) == (7,)
+    assert math.prod(balanced_factors(360)) == 360
+    assert balanced_factors(16, 2) == (4, 4)

@@ -1,0 +1,151 @@
+"""Power iteration, spectral projection and the effective-stability measure."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tnmars.nn import LSTM, LinearRNN, TanhRNN, effective_stability, power_iteration, project_spectral, spectral_norm
+from tnmars.nn.stability import check_k, check_lambda, rescale_columns_l1, state_jacobian_norms, trajectory_ratios
+
+D64 = torch.float64
+
+
+def _matrix(seed: int, n: int, m: int, scale: float) -> torch.Tensor:
+    return scale * torch.randn(n, m, dtype=D64, generator=torch.Generator().manual_seed(seed))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 12), m=st.integers(1, 12), scale=st.floats(0.01, 5.0))
+def test_power_iteration_matches_svd(seed, n, m, scale):
+    W = _matrix(seed, n, m, scale)
+    exact = float(torch.linalg.matrix_norm(W, 2))
+    r = power_iteration(lambda v: v @ W, lambda u: W @ u, torch.randn(n, dtype=D64), iters=5000, tol=1e-13)
+    assert r.sigma == pytest.approx(exact, rel=1e-6)
+    assert r.sigma <= exact * (1 + 1e-12)  # a Rayleigh quotient: never above the true norm
+    torch.testing.assert_close(r.v @ W, r.sigma * r.u, rtol=1e-4, atol=1e-6 * exact)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 10), lam=st.floats(0.05, 1.0), scale=st.floats(0.01, 3.0),
+       method=st.sampled_from(["power", "svd"]))
+def test_projection_leaves_inside_unchanged_and_puts_outside_on_the_ball(seed, n, lam, scale, method):
+    W = _matrix(seed, n, n, scale)
+    sigma = float(torch.linalg.matrix_norm(W, 2))
+    P, reported = project_spectral(W, lam, method, iters=5000, tol=1e-13)
+    assert reported == pytest.approx(sigma, rel=1e-6)
+    if sigma <= lam * (1 - 1e-6):
+        assert P is W
+    elif sigma > lam * (1 + 1e-6):
+        assert float(torch.linalg.matrix_norm(P, 2)) == pytest.approx(lam, rel=1e-6)
+        S_before = torch.linalg.svdvals(W)
+        S_after = torch.linalg.svdvals(P)
+        if method == "svd":  # clip: small singular values untouched, large ones at lam
+            torch.testing.assert_close(S_after, S_before.clamp(max=lam))
+        else:  # rescale: every singular value scaled by lam / sigma
+            torch.testing.assert_close(S_after, S_before * lam / sigma, rtol=1e-6, atol=1e-12)
+
+
+def test_svd_projection_is_the_nearest_matrix_in_the_ball():
+    """Clipping singular values is the Frobenius projection; rescaling is farther (or equal)."""
+    W = _matrix(0, 6, 6, 1.0)
+    P_svd, _ = project_spectral(W, 0.5, "svd")
+    P_pow, _ = project_spectral(W, 0.5, "power", iters=5000, tol=1e-13)
+    gen = torch.Generator().manual_seed(1)
+    d_svd = float(torch.linalg.matrix_norm(W - P_svd))
+    assert d_svd <= float(torch.linalg.matrix_norm(W - P_pow)) + 1e-9
+    for _ in range(20):  # random feasible matrices are never closer
+        Q = torch.randn(6, 6, dtype=D64, generator=gen)
+        Q, _ = project_spectral(Q, 0.5, "svd")
+        assert float(torch.linalg.matrix_norm(W - Q)) >= d_svd - 1e-9
+
+
+def test_spectral_norm_modes_agree():
+    W = _matrix(3, 9, 5, 1.0)
+    assert spectral_norm(W, "power", iters=5000, tol=1e-13) == pytest.approx(spectral_norm(W, "svd"), rel=1e-6)
+
+
+def test_bad_arguments():
+    W = torch.eye(3)
+    for lam in (0.0, -1.0, 1.0001, float("nan")):
+        with pytest.raises(ValueError, match="lam"):
+            project_spectral(W, lam)
+    with pytest.raises(TypeError):
+        check_lambda(None)
+    with pytest.raises(ValueError, match="method"):
+        project_spectral(W, 0.5, "eig")
+    with pytest.raises(ValueError, match="2-D"):
+        project_spectral(torch.ones(3), 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        spectral_norm(torch.tensor([[float("nan")]]))
+    with pytest.raises(ValueError, match="truncation"):
+        check_k(0)
+    with pytest.raises(TypeError, match="truncation"):
+        check_k(1.0)
+    with pytest.raises(ValueError, match="non-zero"):
+        power_iteration(lambda v: v, lambda u: u, torch.zeros(3))
+    with pytest.raises(ValueError, match="positive"):
+        rescale_columns_l1(W, 0.0)
+    with pytest.raises(TypeError, match="recurrent model"):
+        effective_stability(torch.nn.Linear(2, 2), torch.zeros(1, 2, 2))
+    assert check_lambda(1) == 1.0 and check_k(3) == 3
+
+
+def test_rescale_columns_l1():
+    W = torch.tensor([[3.0, 0.1, -2.0], [1.0, 0.1, 2.0]], dtype=D64)
+    R = rescale_columns_l1(W, 1.0)
+    torch.testing.assert_close(R.abs().sum(0), torch.tensor([1.0, 0.2, 1.0], dtype=D64))
+    torch.testing.assert_close(R[:, 1], W[:, 1])
+    torch.testing.assert_close(R[:, 0] / R[:, 0].abs().sum(), W[:, 0] / W[:, 0].abs().sum())
+
+
+# ------------------------------------------------------------------ effective stability
+def test_jacobian_norms_of_linear_rnn_equal_the_spectral_norm():
+    model = LinearRNN(3, 5, seed=0).double()
+    x = torch.randn(2, 4, 3, dtype=D64)
+    norms = state_jacobian_norms(model, x)
+    assert norms.shape == (2, 4)
+    torch.testing.assert_close(norms, torch.full_like(norms, model.spectral_norm("svd")))
+
+
+def test_jacobian_norms_of_tanh_rnn_match_the_closed_form():
+    model = TanhRNN(3, 5, seed=1).double()
+    x = torch.randn(2, 6, 3, dtype=D64)
+    norms = state_jacobian_norms(model, x, chunk=5)
+    with torch.no_grad():
+        h = model(x)
+        W = model.weight
+        for b in range(2):
+            for t in range(6):
+                J = W.T * (1 - h[b, t] ** 2)[:, None]  # d h_t / d h_{t-1} = diag(1 - h_t^2) W^T
+                assert float(norms[b, t]) == pytest.approx(float(torch.linalg.matrix_norm(J, 2)), rel=1e-9)
+
+
+def test_stable_models_are_measured_contractive_and_unstable_ones_are_not():
+    x = torch.randn(3, 25, 3, dtype=D64, generator=torch.Generator().manual_seed(0))
+    stable = TanhRNN(3, 6, lam=0.7, seed=0).double()
+    stable.project_()
+    rep = effective_stability(stable, x)
+    assert rep.effectively_stable and rep.max_jacobian <= 0.7 * (1 + 1e-6)
+    assert rep.max_trajectory_ratio <= 0.7 * (1 + 1e-6)
+    assert rep.steps == 75 and 0 < rep.mean_trajectory_rate <= 0.7
+    assert rep.fraction_contractive == 1.0
+    unstable = LinearRNN(3, 6, seed=0).double()
+    with torch.no_grad():
+        unstable.weight.mul_(3.0 / unstable.spectral_norm("svd"))
+    rep = effective_stability(unstable, x)
+    assert not rep.effectively_stable and rep.max_jacobian == pytest.approx(3.0, rel=1e-9)
+    assert rep.max_trajectory_ratio > 1.0
+
+
+def test_effective_stability_of_lstm_runs_on_the_full_state():
+    lstm = LSTM(3, 4, stable=True, seed=0).double()
+    x = torch.randn(2, 5, 3, dtype=D64)
+    rep = effective_stability(lstm, x)
+    assert rep.norms.shape == (2, 5)
+    # the c -> c block of the Jacobian is diag(f) with f = sigmoid(~10), so its 2-norm is at
+    # least max f ~ 0.9999: with the authors' forget bias the LSTM is barely contractive in c
+    assert rep.max_jacobian >= 0.99 and torch.isfinite(rep.norms).all()
+    r = trajectory_ratios(lstm, x)
+    assert r.shape == (2, 5)

@@ -1,0 +1,761 @@
+"""Stable and truncated recurrent models (Miller & Hardt), with tensorized recurrent weights.
+
+Three cells share one interface: :class:`LinearRNN` (``h_t = h_{t-1} W + x_t U + b``),
+:class:`TanhRNN` (``h_t = tanh(h_{t-1} W + x_t U + b)``) and :class:`LSTM`. Row vectors are used
+throughout, as in ``torch.nn.Linear`` and :meth:`tnmars.Network.tt_matrix` (``y = x @ W``);
+the talk's ``W h`` is our ``h @ W`` with ``W`` transposed, which changes no norm.
+
+Each model evaluates a sequence ``x`` of shape ``(batch, time, features)`` two ways:
+
+- ``model(x)`` / :meth:`~_RecurrentModel.sequential`: the ordinary recurrence from a zero state;
+- ``model(x, k=k)`` / :meth:`~_RecurrentModel.truncated`: the *truncated* model ``h_t^k``, whose
+  state restarts from zero ``k`` steps back (``h_{t-k}^k = 0``). It is feed-forward, so all
+  ``T`` outputs are computed together: ``k`` cell applications on a batch of ``B*T`` windows
+  instead of ``T`` applications on ``B`` sequences. Windows that reach before the start of
+  the sequence begin at the start (so ``h_t^k = h_t`` for ``t <= k``).
+
+Stability (the state map is ``lambda``-contractive) is an optional constraint enforced after
+each optimiser step by :meth:`~_RecurrentModel.project_`, :func:`enforce_stability` or the
+optimiser hook from :func:`register_stability_hook`:
+
+- RNNs: ``||W||_2 <= lam`` by power iteration (warm-started, so one or two rounds per step)
+  and rescaling, or by an exact SVD clip of the singular values (``projection="svd"``);
+- LSTM: the authors' l1 condition — every column of each gate's recurrent matrix is shrunk
+  to l1 mass at most ``i 0.395, f 0.155, z 0.099, o 0.395`` and the input-to-forget weights
+  to ``0.25``; the forget-gate bias starts at 10.
+
+The RNN's recurrent matrix may be a TT-matrix :class:`tnmars.Network` with MARS masks
+(``recurrent="tt"``, :class:`TTRecurrentMatrix`): its spectral norm is estimated by power
+iteration through network contractions (the dense matrix is never formed for that), and the
+projection rescales the cores.
+
+>>> import torch
+>>> from tnmars.nn import TanhRNN
+>>> rnn = TanhRNN(input_size=3, hidden_size=8, lam=0.9)
+>>> x = torch.randn(2, 20, 3)
+>>> rnn(x).shape, rnn(x, k=5).shape
+(torch.Size([2, 20, 8]), torch.Size([2, 20, 8]))
+>>> opt = torch.optim.SGD(rnn.parameters(), lr=0.1)
+>>> handle = register_stability_hook(opt, rnn)  # ||W||_2 <= 0.9 after every opt.step()
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from math import prod
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import masks as mars
+from ..backends import get_backend
+from ..contract import execute
+from ..network import Network
+from .masks import BondMasks
+from .stability import check_k, check_lambda, power_iteration, project_spectral, rescale_columns_l1
+
+__all__ = [
+    "LSTM_L1_BOUNDS",
+    "LSTM_INPUT_FORGET_L1",
+    "LSTM_FORGET_BIAS",
+    "TTRecurrentMatrix",
+    "LinearRNN",
+    "TanhRNN",
+    "LSTM",
+    "enforce_stability",
+    "register_stability_hook",
+    "balanced_factors",
+]
+
+#: per-gate l1 bound on every column of the LSTM recurrent matrices (authors' public code)
+LSTM_L1_BOUNDS: dict[str, float] = {"i": 0.395, "f": 0.155, "z": 0.099, "o": 0.395}
+#: l1 bound on the input-to-forget-gate weights of each forget unit (authors' public code)
+LSTM_INPUT_FORGET_L1: float = 0.25
+#: forget-gate bias initialisation of the stable LSTM (authors' public code)
+LSTM_FORGET_BIAS: float = 10.0
+
+_BATCH = "Z"  # batch letter for contractions with a TT-matrix (its bonds use A, B, ...)
+
+
+def _torch_backend():
+    return get_backend("torch")
+
+
+def _check_size(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int; got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return value
+
+
+def balanced_factors(n: int, d: int | None = None) -> tuple[int, ...]:
+    """Split ``n`` into ``d`` factors as equal as possible (largest first).
+
+    With ``d=None`` three factors are used when every factor can be at least 2, else two.
+    Used for the TT-matrix shape of a hidden size: ``64 -> (4, 4, 4)``, ``48 -> (4, 4, 3)``.
+
+    >>> balanced_factors(64), balanced_factors(48), balanced_factors(10)
+    ((4, 4, 4), (4, 4, 3), (5, 2))
+    """
+    n = _check_size(n, "n")
+    primes = []
+    m, p = n, 2
+    while p * p <= m:
+        while m % p == 0:
+            primes.append(p)
+            m //= p
+        p += 1
+    if m > 1:
+        primes.append(m)
+    if d is None:
+        d = 3 if len(primes) >= 3 else max(len(primes), 1)
+        d = min(d, 3) if len(primes) >= 2 else 1
+        d = max(d, 1)
+    if d < 1:
+        raise ValueError(f"the number of factors must be >= 1; got {d}")
+    buckets = [1] * d
+    for q in sorted(primes, reverse=True):
+        buckets[buckets.index(min(buckets))] *= q
+    return tuple(sorted(buckets, reverse=True))
+
+
+# ================================================================================ TT-matrix weight
+class TTRecurrentMatrix(nn.Module):
+    """A square recurrent matrix ``W`` (``size x size``) stored as a TT-matrix with MARS masks.
+
+    The cores of :meth:`tnmars.Network.tt_matrix` ``(shape, shape, rank)`` are ``nn.Parameter``\\ s;
+    ``masks`` is a :class:`~tnmars.nn.BondMasks` over its internal bonds (``mars=False``:
+    fixed ranks, no masks). This is the *MARS layer* a loss finds: it exposes :attr:`cores`,
+    :attr:`masks` and :meth:`log_prior`, the names ``tnmars.nn``'s tensorized layers use
+    (Bernoulli prior of the masks plus the Gaussian ``N(0, 100)`` prior of the cores, a
+    quantity to maximise; divide by the number of observations and subtract from the data
+    loss).
+
+    ``h @ W`` is applied either by reconstructing ``W`` once per sequence and multiplying, or
+    by contracting ``h`` through the cores at every step, whichever costs fewer FLOPs for the
+    batch and length at hand (:meth:`operator`). The spectral norm, however, is always
+    computed through contractions (:meth:`spectral_norm`): power iteration with
+    ``v -> v @ W`` and ``u -> W @ u`` as two network contractions with a vector.
+
+    >>> W = TTRecurrentMatrix(64, rank=4, seed=0).double()
+    >>> W.shape, W.ranks()
+    ((4, 4, 4), {'A': 0, 'B': 0})
+    >>> W.project_(0.9) >= 0.0
+    True
+    """
+
+    def __init__(
+        self,
+        size: int,
+        rank: int | Sequence[int] = 8,
+        *,
+        shape: Sequence[int] | None = None,
+        mars: bool = True,
+        pi: float = 1e-2,
+        alpha: float = -1.0,
+        temperature: float = 0.1,
+        scale: float | None = None,
+        seed: int | None = None,
+        apply: str = "auto",
+    ) -> None:
+        super().__init__()
+        size = _check_size(size, "size")
+        shape = balanced_factors(size) if shape is None else tuple(int(s) for s in shape)
+        if prod(shape) != size:
+            raise ValueError(f"the TT shape {shape} has product {prod(shape)}, not the matrix size {size}")
+        if apply not in ("auto", "dense", "contract"):
+            raise ValueError(f"apply must be 'auto', 'dense' or 'contract'; got {apply!r}")
+        if len(shape) > 12:
+            raise ValueError(f"at most 12 TT factors are supported; got {len(shape)}")
+        dtype = str(torch.get_default_dtype()).replace("torch.", "")
+        # entries of W have std `scale`; default matches torch's U(-1/sqrt(n), 1/sqrt(n)) init
+        scale = 1.0 / math.sqrt(3.0 * size) if scale is None else float(scale)
+        net = Network.tt_matrix(shape, shape, rank, backend="torch", dtype=dtype, seed=seed, scale=scale)
+        self.size = size
+        self.shape = shape
+        self.spec = net.spec
+        self.apply_mode = apply
+        d = len(shape)
+        out = net.output
+        self._in_letters, self._out_letters = out[:d], out[d:]
+        self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in net.cores])
+        self.masks = BondMasks(net.bonds, pi=pi, alpha=alpha, temperature=temperature) if mars and net.bonds else None
+        gen = torch.Generator().manual_seed(0 if seed is None else int(seed) + 1)
+        start = torch.randn(size, generator=gen)
+        self.register_buffer("_v_full", start / start.norm(), persistent=False)
+        self.register_buffer("_v_map", start.clone() / start.norm(), persistent=False)
+
+    # -------------------------------------------------------------- structure
+    def network(self) -> Network:
+        """The TT-matrix as a :class:`tnmars.Network` over the live parameters (autograd intact)."""
+        return Network(self.spec, cores=list(self.cores))
+
+    @property
+    def bonds(self) -> dict[str, int]:
+        return self.network().bonds
+
+    @property
+    def mars(self) -> bool:
+        return self.masks is not None
+
+    def current_masks(self) -> dict[str, torch.Tensor] | None:
+        """Masks for one forward pass: a hard-concrete sample in train mode, MAP in eval mode."""
+        return None if self.masks is None else self.masks()
+
+    def map_masks(self) -> dict[str, torch.Tensor] | None:
+        """The MAP (0/1) masks, whatever the mode."""
+        if self.masks is None:
+            return None
+        dtype = self.cores[0].dtype
+        return {b: k.to(dtype) for b, k in self.masks.keep().items()}
+
+    def ranks(self) -> dict[str, int]:
+        """Selected rank per bond (MAP masks); the full ranks without MARS."""
+        if self.masks is None:
+            return self.bonds
+        return self.masks.ranks()
+
+    @property
+    def num_params(self) -> int:
+        """Core parameters at the full ranks."""
+        return self.network().num_params
+
+    def num_params_selected(self) -> int:
+        """Core parameters at the selected ranks (the paper's dof)."""
+        return self.network().num_params_at(self.ranks())
+
+    @property
+    def dense_size(self) -> int:
+        return self.size * self.size
+
+    def compression(self) -> float:
+        """Dense size over core parameters at the selected ranks (inf if every bond closed)."""
+        n = self.num_params_selected()
+        return self.dense_size / n if n else math.inf
+
+    def log_prior(self) -> torch.Tensor:
+        """Log prior (to maximise): expected Bernoulli mask prior + Gaussian ``N(0, 100)`` core prior."""
+        be = _torch_backend()
+        total = mars.gaussian_log_prior(list(self.cores), be)
+        if self.masks is not None:
+            total = total + self.masks.log_prior().to(total)
+        return total
+
+    # -------------------------------------------------------------- application
+    def _plan_apply(self, batch: int, transpose: bool = False):
+        net_in, net_out = (self._out_letters, self._in_letters) if transpose else (self._in_letters, self._out_letters)
+        return self.network().plan((_BATCH + net_in,), [(batch, *self.shape)], _BATCH + net_out)
+
+    def _contract(self, cores: list[torch.Tensor], h: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        lead = h.shape[:-1]
+        flat = h.reshape(-1, *self.shape)
+        plan = self._plan_apply(flat.shape[0], transpose)
+        return execute(plan, cores + [flat], _torch_backend()).reshape(*lead, self.size)
+
+    def matrix(self, masks: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The dense ``W`` (``size x size``), for diagnostics and the "reconstruct" path."""
+        return self.network().to_tensor(masks).reshape(self.size, self.size)
+
+    def operator(
+        self, masks: Mapping[str, torch.Tensor] | None = None, *, batch: int = 1, steps: int = 1
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function ``h -> h @ W`` for one forward pass (masks folded in once).
+
+        Chooses "reconstruct then multiply" when ``reconstruct FLOPs + steps * batch * size^2``
+        is below ``steps`` contractions through the cores (``apply=`` forces one).
+        """
+        net = self.network()
+        cores = net.masked_cores(masks)
+        mode = self.apply_mode
+        if mode == "auto":
+            dense = net.plan().flops + steps * batch * self.size * self.size
+            through = steps * self._plan_apply(max(batch, 1)).flops
+            mode = "dense" if dense <= through else "contract"
+        if mode == "dense":
+            W = execute(net.plan(), cores, _torch_backend()).reshape(self.size, self.size)
+            return lambda h: h @ W
+        return lambda h: self._contract(cores, h)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``h @ W`` with this pass's masks."""
+        return self.operator(self.current_masks(), batch=int(prod(h.shape[:-1])))(h)
+
+    # -------------------------------------------------------------- spectral norm and projection
+    def spectral_norm(
+        self, masks: Mapping[str, torch.Tensor] | None = None, *, method: str = "power", iters: int = 500, tol: float = 1e-9
+    ) -> float:
+        """``||W||_2`` (of the masked matrix when ``masks`` are given).
+
+        ``method="power"``: power iteration through two network contractions per round
+        (``v @ W`` and ``W @ u``), warm-started from the previous call; the dense matrix is
+        never formed. ``method="svd"``: exact, through the dense matrix (a check).
+        """
+        with torch.no_grad():
+            if method == "svd":
+                return float(torch.linalg.matrix_norm(self.matrix(masks), 2))
+            if method != "power":
+                raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
+            cores = self.network().masked_cores(masks)
+            buf = self._v_full if masks is None else self._v_map
+            v0 = buf if torch.isfinite(buf).all() and buf.norm() > 0 else torch.ones_like(buf)
+            res = power_iteration(
+                lambda v: self._contract(cores, v[None])[0],
+                lambda u: self._contract(cores, u[None], transpose=True)[0],
+                v0.to(cores[0]),
+                iters=iters,
+                tol=tol,
+            )
+            if res.sigma > 0:
+                buf.copy_(res.v)
+            return res.sigma
+
+    def scale_(self, factor: float) -> None:
+        """Multiply ``W`` by ``factor`` by scaling every core by ``factor ** (1/d)`` (in place)."""
+        if not factor > 0:
+            raise ValueError(f"scale factor must be positive; got {factor}")
+        per_core = factor ** (1.0 / len(self.cores))
+        with torch.no_grad():
+            for c in self.cores:
+                c.mul_(per_core)
+
+    def project_(self, lam: float, method: str = "power", *, iters: int = 500, tol: float = 1e-9) -> float:
+        """Rescale the cores so that ``||W||_2 <= lam``; return the norm before.
+
+        The bound is enforced on the unmasked matrix and, with MARS, on the MAP-masked one
+        (the matrix used in eval mode); the larger of the two norms sets the scale. Hard-
+        concrete samples in training (fractional mask values) are not individually bounded.
+        """
+        lam = check_lambda(lam)
+        sigma = self.spectral_norm(None, method=method, iters=iters, tol=tol)
+        if self.masks is not None:
+            sigma = max(sigma, self.spectral_norm(self.map_masks(), method=method, iters=iters, tol=tol))
+        if sigma > lam:
+            self.scale_(lam / sigma)
+        return sigma
+
+    def pruned(self) -> Network:
+        """A detached :class:`Network` physically at the selected ranks (no masks)."""
+        net = Network(self.spec, cores=[c.detach().clone() for c in self.cores])
+        if self.masks is None:
+            return net
+        return net.prune({b: k.cpu().numpy() for b, k in self.masks.keep().items()})
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, shape={self.shape}, ranks={self.bonds}, mars={self.mars}"
+
+
+# ================================================================================ recurrent models
+class _RecurrentModel(nn.Module):
+    """Shared machinery: sequential and truncated evaluation, stability projection.
+
+    Subclasses define ``state_size``, :meth:`_input_proj` (the input contribution of every
+    step, computed for all steps at once), :meth:`_prepare` (per-pass context, e.g. the
+    recurrent operator with this pass's masks), :meth:`_cell` and :meth:`hidden`.
+    """
+
+    input_size: int
+    hidden_size: int
+    state_size: int
+
+    # -- to be provided by subclasses
+    def _input_proj(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _prepare(self, batch: int, steps: int) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _cell(self, ctx: Any, state: torch.Tensor, xin: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def hidden(self, states: torch.Tensor) -> torch.Tensor:
+        """The hidden output ``h`` carried in full states (identity for RNNs, ``h`` of ``(c, h)``)."""
+        return states
+
+    @property
+    def constrained(self) -> bool:  # pragma: no cover - overridden
+        return False
+
+    def project_(self) -> float | None:  # pragma: no cover - overridden
+        return None
+
+    # -- helpers
+    def _param(self) -> torch.Tensor:
+        return next(self.parameters())
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """The zero state, ``(batch, state_size)``, on the parameters' dtype and device."""
+        p = self._param()
+        return torch.zeros(batch, self.state_size, dtype=p.dtype, device=p.device)
+
+    def _check_x(self, x: Any) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (batch, time, {self.input_size}); got {type(x).__name__}")
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (batch, time, features); got {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x has {x.shape[-1]} features but the model expects input_size={self.input_size}")
+        if x.shape[1] < 1:
+            raise ValueError("x has no time steps")
+        return x
+
+    def step(self, state: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """One application of the state map ``s_t = phi(s_{t-1}, x_t)`` on ``(N, S)`` / ``(N, D)``."""
+        return self._cell(self._prepare(state.shape[0], 1), state, self._input_proj(x_t))
+
+    # -- evaluation
+    def states(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Full states ``s_1..s_T`` of the recurrence, ``(B, T, state_size)`` (zero start by default)."""
+        x = self._check_x(x)
+        B, T, _ = x.shape
+        if state is None:
+            state = self.initial_state(B)
+        elif tuple(state.shape) != (B, self.state_size):
+            raise ValueError(f"state must have shape ({B}, {self.state_size}); got {tuple(state.shape)}")
+        xin = self._input_proj(x)
+        ctx = self._prepare(B, T)
+        out = []
+        for t in range(T):
+            state = self._cell(ctx, state, xin[:, t])
+            out.append(state)
+        return torch.stack(out, dim=1)
+
+    def truncated_states(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Full states of the truncated model ``s_t^k`` for every ``t``, ``(B, T, state_size)``.
+
+        ``k`` cell applications on ``B*T`` windows at once: at round ``j`` window ``t`` reads
+        ``x_{t-k+1+j}``; rounds before the sequence start leave its state at zero.
+        """
+        k = check_k(k)
+        x = self._check_x(x)
+        B, T, _ = x.shape
+        if k >= T:  # every window reaches the start: the truncated model is the full one
+            return self.states(x)
+        xin = self._input_proj(x)
+        G = xin.shape[-1]
+        pad = xin.new_zeros(B, k - 1, G)
+        xpad = torch.cat([pad, xin], dim=1)
+        ctx = self._prepare(B * T, k)
+        state = self.initial_state(B * T)
+        pos = torch.arange(T, device=x.device)
+        for j in range(k):
+            xj = xpad[:, j : j + T].reshape(B * T, G)
+            new = self._cell(ctx, state, xj)
+            first_valid = k - 1 - j  # windows t >= first_valid have started by round j
+            if first_valid > 0:
+                valid = (pos >= first_valid).repeat(B).unsqueeze(-1)
+                new = torch.where(valid, new, state)
+            state = new
+        return state.reshape(B, T, self.state_size)
+
+    def sequential(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden outputs ``h_1..h_T`` of the ordinary recurrence, ``(B, T, hidden_size)``."""
+        return self.hidden(self.states(x, state))
+
+    def truncated(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Hidden outputs ``h_t^k`` of the truncated model for every ``t``, computed in parallel."""
+        return self.hidden(self.truncated_states(x, k))
+
+    def forward(self, x: torch.Tensor, k: int | None = None, state: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, hidden_size)``: sequential without ``k``, truncated ``h_t^k`` with it."""
+        if k is None:
+            return self.sequential(x, state)
+        if state is not None:
+            raise ValueError("the truncated model restarts from zero: do not pass state= together with k=")
+        return self.truncated(x, k)
+
+    def register_stability_hook(self, optimizer: torch.optim.Optimizer):
+        """Enforce the constraint after every ``optimizer.step()``; returns the hook handle."""
+        return register_stability_hook(optimizer, self)
+
+
+class _ElmanRNN(_RecurrentModel):
+    """``h_t = rho(h_{t-1} W + x_t U^T + b)`` with a dense or TT-matrix ``W``."""
+
+    _rho: Callable[[torch.Tensor], torch.Tensor] = staticmethod(lambda z: z)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        lam: float | None = None,
+        projection: str = "power",
+        bias: bool = True,
+        recurrent: str | TTRecurrentMatrix = "dense",
+        tt_rank: int | Sequence[int] = 8,
+        tt_shape: Sequence[int] | None = None,
+        mars: bool = True,
+        pi: float = 1e-2,
+        alpha: float = -1.0,
+        temperature: float = 0.1,
+        seed: int | None = None,
+        power_iters: int = 500,
+        power_tol: float = 1e-9,
+    ) -> None:
+        super().__init__()
+        self.input_size = _check_size(input_size, "input_size")
+        self.hidden_size = _check_size(hidden_size, "hidden_size")
+        self.state_size = self.hidden_size
+        self.lam = None if lam is None else check_lambda(lam)
+        if projection not in ("power", "svd"):
+            raise ValueError(f"projection must be 'power' or 'svd'; got {projection!r}")
+        self.projection = projection
+        self.power_iters = int(power_iters)
+        self.power_tol = float(power_tol)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        self.input = nn.Linear(self.input_size, self.hidden_size, bias=bias)
+        with torch.no_grad():  # torch's default RNN init, reproducible with seed=
+            self.input.weight.uniform_(-bound, bound, generator=gen)
+            if bias:
+                self.input.bias.uniform_(-bound, bound, generator=gen)
+        if isinstance(recurrent, TTRecurrentMatrix):
+            if recurrent.size != self.hidden_size:
+                raise ValueError(f"the TT recurrent matrix has size {recurrent.size}, not hidden_size={self.hidden_size}")
+            self.weight_tt: TTRecurrentMatrix | None = recurrent
+            self.weight = None
+        elif recurrent == "tt":
+            self.weight_tt = TTRecurrentMatrix(
+                self.hidden_size, tt_rank, shape=tt_shape, mars=mars, pi=pi, alpha=alpha, temperature=temperature, seed=seed
+            )
+            self.weight = None
+        elif recurrent == "dense":
+            self.weight_tt = None
+            W = torch.empty(self.hidden_size, self.hidden_size).uniform_(-bound, bound, generator=gen)
+            self.weight = nn.Parameter(W)
+        else:
+            raise ValueError(f"recurrent must be 'dense', 'tt' or a TTRecurrentMatrix; got {recurrent!r}")
+        start = torch.randn(self.hidden_size, generator=gen)
+        self.register_buffer("_power_v", start / start.norm(), persistent=False)
+        if self.lam is not None:
+            self.project_()
+
+    # -- structure
+    @property
+    def tensorized(self) -> bool:
+        return self.weight_tt is not None
+
+    def recurrent_matrix(self) -> torch.Tensor:
+        """The dense recurrent matrix ``W`` (``h_{t-1} @ W``); a TT matrix with its MAP masks."""
+        if self.weight_tt is None:
+            return self.weight
+        return self.weight_tt.matrix(self.weight_tt.map_masks())
+
+    def _input_proj(self, x: torch.Tensor) -> torch.Tensor:
+        return self.input(x)
+
+    def _prepare(self, batch: int, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.weight_tt is None:
+            W = self.weight
+            return lambda h: h @ W
+        return self.weight_tt.operator(self.weight_tt.current_masks(), batch=batch, steps=steps)
+
+    def _cell(self, ctx, state, xin):
+        return type(self)._rho(ctx(state) + xin)
+
+    # -- stability
+    @property
+    def constrained(self) -> bool:
+        return self.lam is not None
+
+    def spectral_norm(self, method: str = "power") -> float:
+        """``||W||_2`` of the recurrent matrix (through contractions for a TT matrix)."""
+        if self.weight_tt is not None:
+            return self.weight_tt.spectral_norm(None, method=method, iters=self.power_iters, tol=self.power_tol)
+        if method == "svd":
+            return float(torch.linalg.matrix_norm(self.weight.detach(), 2))
+        W = self.weight.detach()
+        res = power_iteration(lambda v: v @ W, lambda u: W @ u, self._power_v, iters=self.power_iters, tol=self.power_tol)
+        if res.sigma > 0:
+            self._power_v.copy_(res.v)
+        return res.sigma
+
+    def project_(self) -> float | None:
+        """Enforce ``||W||_2 <= lam`` now (no-op without ``lam``); return the norm before."""
+        if self.lam is None:
+            return None
+        if self.weight_tt is not None:
+            return self.weight_tt.project_(self.lam, self.projection, iters=self.power_iters, tol=self.power_tol)
+        with torch.no_grad():
+            if self.projection == "svd":
+                P, sigma = project_spectral(self.weight, self.lam, "svd")
+                if P is not self.weight:
+                    self.weight.copy_(P)
+                return sigma
+            sigma = self.spectral_norm("power")
+            if sigma > self.lam:
+                self.weight.mul_(self.lam / sigma)
+            return sigma
+
+    def extra_repr(self) -> str:
+        rec = "tt" if self.tensorized else "dense"
+        return (
+            f"input_size={self.input_size}, hidden_size={self.hidden_size}, lam={self.lam}, "
+            f"projection={self.projection!r}, recurrent={rec!r}"
+        )
+
+
+class LinearRNN(_ElmanRNN):
+    """Linear RNN ``h_t = h_{t-1} W + x_t U^T + b``; stable (``lam``-contractive) iff ``||W||_2 <= lam``.
+
+    Parameters
+    ----------
+    input_size, hidden_size: feature and state sizes.
+    lam: stability bound in ``(0, 1]``; ``None`` leaves ``W`` unconstrained. With ``lam`` the
+        constructor already projects ``W`` and :meth:`project_` re-projects (call it after
+        every optimiser step, or use :func:`register_stability_hook`).
+    projection: ``"power"`` (power iteration + rescale) or ``"svd"`` (exact singular-value clip).
+    recurrent: ``"dense"``, ``"tt"`` (a :class:`TTRecurrentMatrix` built from ``tt_rank``,
+        ``tt_shape``, ``mars``, ``pi``, ``alpha``, ``temperature``) or a ready
+        :class:`TTRecurrentMatrix`.
+    seed: reproducible initialisation (torch's default RNN init, ``U(-1/sqrt(H), 1/sqrt(H))``).
+
+    >>> rnn = LinearRNN(2, 4, lam=0.5, seed=0).double()
+    >>> round(rnn.spectral_norm("svd"), 6) <= 0.5
+    True
+    """
+
+
+class TanhRNN(_ElmanRNN):
+    """Tanh RNN ``h_t = tanh(h_{t-1} W + x_t U^T + b)``; ``||W||_2 <= lam`` makes it
+    ``lam``-contractive (tanh is 1-Lipschitz). Same arguments as :class:`LinearRNN`.
+
+    >>> rnn = TanhRNN(2, 4, lam=0.9, recurrent="tt", tt_rank=2, tt_shape=(2, 2), alpha=1.0)
+    >>> rnn(torch.randn(1, 5, 2)).shape
+    torch.Size([1, 5, 4])
+    """
+
+    _rho = staticmethod(torch.tanh)
+
+
+class LSTM(_RecurrentModel):
+    """LSTM with gates ``(i, f, z, o)``; state ``s = (c, h)`` concatenated, ``state_size = 2H``.
+
+    ``gates = x_t U^T + b + h_{t-1} W`` with ``W`` of shape ``(H, 4H)``; ``c_t = f c_{t-1} + i z``,
+    ``h_t = o tanh(c_t)``.
+
+    ``stable=True`` applies the authors' enforcement after every step (:meth:`project_`):
+    every column of gate ``g``'s block of ``W`` is shrunk to l1 mass at most
+    ``l1_bounds[g]`` (default :data:`LSTM_L1_BOUNDS`) and every forget unit's input weights to
+    ``LSTM_INPUT_FORGET_L1``; the forget-gate bias is initialised to ``forget_bias``
+    (default 10 when stable, 1 otherwise).
+
+    >>> lstm = LSTM(3, 4, stable=True, seed=0)
+    >>> lstm(torch.randn(2, 7, 3), k=3).shape
+    torch.Size([2, 7, 4])
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        stable: bool = False,
+        forget_bias: float | None = None,
+        l1_bounds: Mapping[str, float] | None = None,
+        input_forget_l1: float = LSTM_INPUT_FORGET_L1,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = _check_size(input_size, "input_size")
+        self.hidden_size = H = _check_size(hidden_size, "hidden_size")
+        self.state_size = 2 * H
+        self.stable = bool(stable)
+        bounds = dict(LSTM_L1_BOUNDS if l1_bounds is None else l1_bounds)
+        if set(bounds) != set("ifzo"):
+            raise ValueError(f"l1_bounds needs one bound per gate 'i', 'f', 'z', 'o'; got {sorted(bounds)}")
+        for g, b in bounds.items():
+            if not b > 0:
+                raise ValueError(f"l1 bound of gate {g!r} must be positive; got {b}")
+        if not input_forget_l1 > 0:
+            raise ValueError(f"input_forget_l1 must be positive; got {input_forget_l1}")
+        self.l1_bounds = bounds
+        self.input_forget_l1 = float(input_forget_l1)
+        self.forget_bias = (LSTM_FORGET_BIAS if self.stable else 1.0) if forget_bias is None else float(forget_bias)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        bound = 1.0 / math.sqrt(H)
+        self.input = nn.Linear(self.input_size, 4 * H)
+        self.weight = nn.Parameter(torch.empty(H, 4 * H).uniform_(-bound, bound, generator=gen))
+        with torch.no_grad():
+            self.input.weight.uniform_(-bound, bound, generator=gen)
+            self.input.bias.uniform_(-bound, bound, generator=gen)
+            self.input.bias[H : 2 * H] = self.forget_bias
+        if self.stable:
+            self.project_()
+
+    def hidden(self, states: torch.Tensor) -> torch.Tensor:
+        return states[..., self.hidden_size :]
+
+    def _input_proj(self, x: torch.Tensor) -> torch.Tensor:
+        return self.input(x)
+
+    def _prepare(self, batch: int, steps: int) -> torch.Tensor:
+        return self.weight
+
+    def _cell(self, W, state, xin):
+        H = self.hidden_size
+        c, h = state[..., :H], state[..., H:]
+        g = xin + h @ W
+        i, f, z, o = g.split(H, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(z)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return torch.cat([c, h], dim=-1)
+
+    @property
+    def constrained(self) -> bool:
+        return self.stable
+
+    def project_(self) -> float | None:
+        """Apply the l1 column rescaling now (no-op unless ``stable``); return the largest
+        column l1 mass relative to its bound before the rescaling (<= 1 means it was inside)."""
+        if not self.stable:
+            return None
+        H = self.hidden_size
+        worst = 0.0
+        with torch.no_grad():
+            for n, g in enumerate("ifzo"):
+                block = self.weight[:, n * H : (n + 1) * H]
+                worst = max(worst, float(block.abs().sum(0).max()) / self.l1_bounds[g])
+                block.copy_(rescale_columns_l1(block, self.l1_bounds[g]))
+            Uf = self.input.weight[H : 2 * H]  # (H, D): row j feeds forget unit j
+            worst = max(worst, float(Uf.abs().sum(1).max()) / self.input_forget_l1)
+            Uf.copy_(rescale_columns_l1(Uf.T, self.input_forget_l1).T)
+        return worst
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}, stable={self.stable}"
+
+
+# ================================================================================ hooks
+def enforce_stability(model: nn.Module) -> dict[str, float]:
+    """Project every constrained recurrent submodule of ``model`` now.
+
+    Returns ``{submodule name: value before}`` (the spectral norm for RNNs, the worst l1
+    ratio for LSTMs).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, _RecurrentModel) and m.constrained:
+            out[name] = m.project_()
+    return out
+
+
+def register_stability_hook(optimizer: torch.optim.Optimizer, model: nn.Module):
+    """Call :func:`enforce_stability` on ``model`` after every ``optimizer.step()``.
+
+    Returns the handle (``handle.remove()`` detaches it). This is projected gradient descent:
+    the step, then the projection onto the stable set.
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+
+    def hook(opt, args, kwargs):
+        enforce_stability(model)
+
+    return optimizer.register_step_post_hook(hook)

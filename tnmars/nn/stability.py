@@ -1,0 +1,365 @@
+"""Stability tools for recurrent models: power iteration, spectral projection, effective stability.
+
+A recurrent model ``s_t = phi(s_{t-1}, x_t)`` is *lambda-stable* when its state map is
+lambda-contractive in the state, ``||phi(s, x) - phi(s', x)|| <= lambda ||s - s'||`` with
+``lambda < 1`` (Miller & Hardt, "Stable recurrent models"). For ``h_t = rho(h_{t-1} W + x_t U)``
+with a 1-Lipschitz ``rho`` (identity, tanh) this holds when ``||W||_2 <= lambda``, which is
+what :func:`project_spectral` enforces after an optimiser step. Stable models forget: the
+truncated model restarted from zero ``k`` steps back differs by ``O(lambda^k)``.
+
+This module holds the pieces that do not depend on a particular cell:
+
+- :func:`power_iteration` — largest singular value of a linear map given only as two
+  callables (``v -> v @ W`` and ``u -> W @ u``), so a tensor-network matrix never has to be
+  materialised (see :class:`tnmars.nn.recurrent.TTRecurrentMatrix`);
+- :func:`spectral_norm` / :func:`project_spectral` for dense matrices, by power iteration or
+  by an exact SVD (the reference the power mode is checked against);
+- :func:`rescale_columns_l1` — the column l1 condition the authors use for the LSTM;
+- :func:`state_jacobian_norms`, :func:`trajectory_ratios` and :func:`effective_stability` —
+  the *effective* contraction factor of a trained model on data, to test the claim that
+  "real-world RNNs are effectively stable".
+
+>>> import torch
+>>> W = torch.diag(torch.tensor([3.0, 0.5], dtype=torch.float64))
+>>> P, sigma = project_spectral(W, 0.9, method="svd")
+>>> round(sigma, 6), torch.linalg.matrix_norm(P, 2).item()
+(3.0, 0.9)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any
+
+import torch
+
+__all__ = [
+    "check_lambda",
+    "check_k",
+    "PowerIterationResult",
+    "power_iteration",
+    "spectral_norm",
+    "project_spectral",
+    "rescale_columns_l1",
+    "state_jacobian_norms",
+    "trajectory_ratios",
+    "StabilityReport",
+    "effective_stability",
+]
+
+
+# ---------------------------------------------------------------------------- argument checks
+def check_lambda(lam: Any, name: str = "lam") -> float:
+    """Return ``lam`` as a float in ``(0, 1]`` or raise a ``ValueError`` naming the problem.
+
+    ``lambda = 1`` is allowed (non-expansive, the authors' singular-value clip at 1); the
+    truncation bounds need ``lambda < 1``.
+    """
+    if isinstance(lam, bool) or not (isinstance(lam, Real) or (isinstance(lam, torch.Tensor) and lam.numel() == 1)):
+        raise TypeError(f"{name} must be a real number in (0, 1]; got {lam!r}")
+    value = float(lam)
+    if not (0.0 < value <= 1.0) or math.isnan(value):
+        raise ValueError(f"{name} (the stability bound ||W||_2 <= {name}) must lie in (0, 1]; got {value}")
+    return value
+
+
+def check_k(k: Any, name: str = "k") -> int:
+    """Return the truncation length ``k`` as an int ``>= 1`` or raise a clear error."""
+    if isinstance(k, bool) or not isinstance(k, Integral):
+        raise TypeError(f"{name} (the truncation length) must be an integer >= 1; got {k!r}")
+    value = int(k)
+    if value < 1:
+        raise ValueError(f"{name} (the truncation length) must be >= 1; got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------- power iteration
+@dataclass
+class PowerIterationResult:
+    """Largest singular value ``sigma`` with its unit vectors: ``v @ W ~ sigma u``.
+
+    ``sigma`` is a lower bound of ``||W||_2`` (a Rayleigh quotient), tight at convergence.
+    """
+
+    sigma: float
+    u: torch.Tensor
+    v: torch.Tensor
+    iterations: int
+    converged: bool
+
+
+def power_iteration(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    rmatvec: Callable[[torch.Tensor], torch.Tensor],
+    v0: torch.Tensor,
+    *,
+    iters: int = 500,
+    tol: float = 1e-9,
+) -> PowerIterationResult:
+    """Largest singular value of a linear map given by ``matvec(v) = v @ W`` and
+    ``rmatvec(u) = W @ u`` (``W`` of shape ``(n, m)``, ``v`` of length ``n``).
+
+    Iterates ``v <- normalise(W (v W))`` (power iteration on ``W W^T``) from ``v0`` until the
+    estimate changes by less than ``tol`` relative (at least a few ulps of the dtype), or
+    ``iters`` rounds. Warm-starting with
+    the previous call's ``v`` (as the recurrent modules do after each optimiser step) makes
+    one or two rounds enough. Runs without autograd.
+
+    >>> W = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> r = power_iteration(lambda v: v @ W, lambda u: W @ u, torch.ones(2, dtype=torch.float64))
+    >>> round(r.sigma, 6)
+    2.0
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1; got {iters}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    if v0.is_floating_point():  # below a few ulps the estimate cannot settle
+        tol = max(tol, 4 * torch.finfo(v0.dtype).eps)
+    with torch.no_grad():
+        v = v0.detach().clone()
+        norm = torch.linalg.vector_norm(v)
+        if not torch.isfinite(norm) or norm == 0:
+            raise ValueError("power iteration needs a finite, non-zero start vector")
+        v = v / norm
+        sigma = 0.0
+        u = matvec(v)
+        for it in range(1, iters + 1):
+            u = matvec(v)
+            su = float(torch.linalg.vector_norm(u))
+            if su == 0.0 or not math.isfinite(su):
+                # v lies in the null space (or W is zero / non-finite): nothing to grow
+                return PowerIterationResult(su if math.isfinite(su) else su, u, v, it, su == 0.0)
+            u = u / su
+            w = rmatvec(u)
+            new = float(torch.linalg.vector_norm(w))
+            if new == 0.0:
+                return PowerIterationResult(0.0, u, v, it, True)
+            v = w / new
+            done = abs(new - sigma) <= tol * new
+            sigma = new
+            if done:
+                return PowerIterationResult(sigma, u, v, it, True)
+        return PowerIterationResult(sigma, u, v, iters, False)
+
+
+def _check_matrix(W: torch.Tensor, name: str = "W") -> None:
+    if not isinstance(W, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(W).__name__}")
+    if W.ndim != 2:
+        raise ValueError(f"{name} must be a matrix (2-D); got shape {tuple(W.shape)}")
+    if not torch.isfinite(W).all():
+        raise ValueError(f"{name} has NaN or infinite entries")
+
+
+def spectral_norm(
+    W: torch.Tensor, method: str = "power", *, v0: torch.Tensor | None = None, iters: int = 500, tol: float = 1e-9
+) -> float:
+    """``||W||_2`` by power iteration (``method="power"``) or an exact SVD (``"svd"``)."""
+    _check_matrix(W)
+    W = W.detach()
+    if method == "svd":
+        return float(torch.linalg.matrix_norm(W, 2))
+    if method != "power":
+        raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
+    if v0 is None:
+        v0 = torch.ones(W.shape[0], dtype=W.dtype, device=W.device) + 0.01 * torch.arange(
+            W.shape[0], dtype=W.dtype, device=W.device
+        )
+    return power_iteration(lambda v: v @ W, lambda u: W @ u, v0, iters=iters, tol=tol).sigma
+
+
+def project_spectral(
+    W: torch.Tensor,
+    lam: float,
+    method: str = "power",
+    *,
+    v0: torch.Tensor | None = None,
+    iters: int = 500,
+    tol: float = 1e-9,
+) -> tuple[torch.Tensor, float]:
+    """Put ``W`` inside the spectral-norm ball ``||W||_2 <= lam``; return ``(W', sigma_before)``.
+
+    - ``method="svd"``: the exact Euclidean (Frobenius) projection — clip every singular value
+      at ``lam`` (what the authors' public code does after each step).
+    - ``method="power"``: estimate ``sigma = ||W||_2`` by power iteration and rescale
+      ``W * lam / sigma`` when ``sigma > lam`` (the faster variant they suggest). ``W'`` lies
+      on the ball up to the iteration's relative tolerance; the direction of ``W`` is kept.
+
+    Matrices already inside the ball are returned unchanged (the same tensor object).
+
+    >>> W = torch.eye(3, dtype=torch.float64) * 0.5
+    >>> project_spectral(W, 0.9)[0] is W
+    True
+    """
+    lam = check_lambda(lam)
+    _check_matrix(W)
+    with torch.no_grad():
+        if method == "svd":
+            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+            sigma = float(S.max()) if S.numel() else 0.0
+            if sigma <= lam:
+                return W, sigma
+            return (U * S.clamp(max=lam)) @ Vh, sigma
+        if method != "power":
+            raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
+        sigma = spectral_norm(W, "power", v0=v0, iters=iters, tol=tol)
+        if sigma <= lam:
+            return W, sigma
+        return W * (lam / sigma), sigma
+
+
+def rescale_columns_l1(W: torch.Tensor, bound: float) -> torch.Tensor:
+    """Shrink every column of ``W`` whose l1 norm exceeds ``bound`` to l1 norm ``bound``.
+
+    For ``y = h @ W`` a column's l1 mass bounds how much one output unit can move per unit of
+    ``||Delta h||_inf``, so this bounds ``||W||_{inf -> inf}`` — the LSTM stability condition of
+    the authors' code (with per-gate constants, see :data:`tnmars.nn.recurrent.LSTM_L1_BOUNDS`).
+    Columns already inside are left as they are.
+
+    >>> rescale_columns_l1(torch.tensor([[3.0, 0.1], [1.0, 0.1]]), 1.0)
+    tensor([[0.7500, 0.1000],
+            [0.2500, 0.1000]])
+    """
+    if not bound > 0:
+        raise ValueError(f"the l1 bound must be positive; got {bound}")
+    with torch.no_grad():
+        mass = W.abs().sum(dim=0, keepdim=True)
+        factor = torch.where(mass > bound, bound / mass.clamp_min(1e-30), torch.ones_like(mass))
+        return W * factor
+
+
+# ---------------------------------------------------------------------------- effective stability
+def _check_model(model: Any) -> None:
+    for attr in ("step", "states", "state_size"):
+        if not hasattr(model, attr):
+            raise TypeError(
+                f"{type(model).__name__} is not a tnmars recurrent model (no .{attr}); use LinearRNN, TanhRNN or LSTM"
+            )
+
+
+def _trajectory(model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """States entering each step, ``s_{t-1}`` (N, S), and the inputs ``x_t`` (N, D)."""
+    with torch.no_grad():
+        states = model.states(x)  # (B, T, S)
+    B, T, S = states.shape
+    prev = torch.cat([model.initial_state(B).to(states)[:, None, :], states[:, :-1]], dim=1)
+    return prev.reshape(B * T, S), x.reshape(B * T, x.shape[-1])
+
+
+def state_jacobian_norms(model: Any, x: torch.Tensor, *, chunk: int = 1024) -> torch.Tensor:
+    """``||d s_t / d s_{t-1}||_2`` at every step of the data trajectory, shape ``(B, T)``.
+
+    The state map's Jacobian is evaluated at the states the model actually visits on ``x``
+    (from a zero initial state). Its largest value over the data is the model's *effective*
+    contraction factor: below 1 means the model is contractive where it is used, whatever
+    its weights' worst case. Computed exactly (one vector-Jacobian product per state
+    coordinate, batched over all steps) and then an exact matrix 2-norm.
+    """
+    _check_model(model)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (batch, time, features); got {tuple(x.shape)}")
+    B, T = x.shape[:2]
+    prev, inputs = _trajectory(model, x)
+    S = prev.shape[1]
+    out = []
+    eye = torch.eye(S, dtype=prev.dtype, device=prev.device)
+    with torch.enable_grad():
+        for lo in range(0, prev.shape[0], chunk):
+            s = prev[lo : lo + chunk].detach().clone().requires_grad_(True)
+            xs = inputs[lo : lo + chunk].detach()
+            new = model.step(s, xs)
+            n = s.shape[0]
+            J = torch.empty(n, S, S, dtype=prev.dtype, device=prev.device)
+            for i in range(S):
+                (g,) = torch.autograd.grad(new, s, grad_outputs=eye[i].expand(n, S), retain_graph=i < S - 1)
+                J[:, i, :] = g
+            out.append(torch.linalg.matrix_norm(J, 2))
+    return torch.cat(out).reshape(B, T).detach()
+
+
+def trajectory_ratios(model: Any, x: torch.Tensor, *, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Per-step ratios ``||s_t - s'_t|| / ||s_{t-1} - s'_{t-1}||`` of two trajectories on ``x``.
+
+    One trajectory starts from zero, the other from a random state of norm ``scale`` per
+    coordinate; both see the same inputs. A ratio above 1 is a step where the state map
+    expanded a (finite) difference. Ratios are ``NaN`` once the difference underflows to 0.
+    Shape ``(B, T)``.
+    """
+    _check_model(model)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (batch, time, features); got {tuple(x.shape)}")
+    B, T = x.shape[:2]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        s = model.initial_state(B).to(x)
+        s2 = s + scale * torch.randn(s.shape, generator=gen, dtype=s.dtype).to(s.device)
+        ratios = torch.empty(B, T, dtype=x.dtype, device=x.device)
+        d_prev = torch.linalg.vector_norm(s - s2, dim=-1)
+        for t in range(T):
+            s = model.step(s, x[:, t])
+            s2 = model.step(s2, x[:, t])
+            d = torch.linalg.vector_norm(s - s2, dim=-1)
+            ratios[:, t] = torch.where(d_prev > 0, d / d_prev.clamp_min(1e-300), torch.full_like(d, float("nan")))
+            d_prev = d
+    return ratios
+
+
+@dataclass
+class StabilityReport:
+    """Summary of a model's effective contraction on data (see :func:`effective_stability`)."""
+
+    #: largest ||ds_t/ds_{t-1}||_2 over the data: the effective contraction factor
+    max_jacobian: float
+    mean_jacobian: float
+    #: quantiles (50%, 90%, 99%) of the Jacobian norms
+    quantiles: dict[str, float]
+    #: fraction of steps with a Jacobian norm below 1
+    fraction_contractive: float
+    #: largest finite-difference ratio between two trajectories (a lower bound on the
+    #: worst-case expansion, measured on non-infinitesimal differences)
+    max_trajectory_ratio: float
+    #: geometric-mean per-step ratio of the two trajectories' gap (their forgetting rate)
+    mean_trajectory_rate: float
+    steps: int
+    norms: torch.Tensor = field(repr=False)
+
+    @property
+    def effectively_stable(self) -> bool:
+        """True when every measured step is a contraction."""
+        return self.max_jacobian < 1.0
+
+
+def effective_stability(model: Any, x: torch.Tensor, *, chunk: int = 1024, seed: int = 0) -> StabilityReport:
+    """Measure how contractive a (trained) recurrent model is on data ``x`` ``(B, T, D)``.
+
+    Returns the largest, mean and quantiles of the state-map Jacobian's spectral norm along
+    the data trajectory, plus finite-difference ratios of two trajectories started apart
+    (:func:`trajectory_ratios`). Miller & Hardt claim trained, unconstrained RNNs are
+    "effectively stable": this measures it.
+
+    >>> from tnmars.nn import TanhRNN
+    >>> m = TanhRNN(3, 5, lam=0.8).double()
+    >>> r = effective_stability(m, torch.randn(2, 6, 3, dtype=torch.float64))
+    >>> r.max_jacobian <= 0.8 + 1e-6
+    True
+    """
+    norms = state_jacobian_norms(model, x, chunk=chunk)
+    flat = norms.reshape(-1)
+    q = torch.quantile(flat, torch.tensor([0.5, 0.9, 0.99], dtype=flat.dtype, device=flat.device))
+    ratios = trajectory_ratios(model, x, seed=seed).reshape(-1)
+    finite = ratios[torch.isfinite(ratios) & (ratios > 0)]
+    max_ratio = float(finite.max()) if finite.numel() else float("nan")
+    rate = float(torch.exp(torch.log(finite).mean())) if finite.numel() else float("nan")
+    return StabilityReport(
+        max_jacobian=float(flat.max()),
+        mean_jacobian=float(flat.mean()),
+        quantiles={"50%": float(q[0]), "90%": float(q[1]), "99%": float(q[2])},
+        fraction_contractive=float((flat < 1.0).double().mean()),
+        max_trajectory_ratio=max_ratio,
+        mean_trajectory_rate=rate,
+        steps=int(flat.numel()),
+        norms=norms,
+    )
