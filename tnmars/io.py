@@ -282,6 +282,13 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if raw is None:
             raise FileFormatError(f"{where} is a safetensors file without tnmars metadata")
     else:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head != b"PK\x03\x04":
+            raise FileFormatError(
+                f"{where} is not a tnmars file: tnmars files are .npz (zip) or .safetensors"
+                + (" and this one is empty" if not head else "")
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 for name in data.files:

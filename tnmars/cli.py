@@ -1,0 +1,438 @@
+"""The ``tnmars`` command: fit a tensor with rank selection, run the demo, inspect files.
+
+Examples
+--------
+``tnmars demo`` fits a synthetic tensor of known ranks and prints what MARS found.
+``tnmars fit data.npy --format tucker --max-rank 10`` fits your own tensor and saves the
+result to ``data.fit.npz``; ``tnmars info data.fit.npz`` describes it.
+
+Every error is one line on stderr and exit status 2 (``--traceback`` shows the full
+Python traceback instead, for bug reports).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+FORMATS = ("tucker", "cp", "tt", "tr")
+_FORMAT_NAMES = {"tucker": "Tucker", "cp": "CP", "tt": "tensor-train", "tr": "tensor-ring"}
+
+
+class CLIError(Exception):
+    """A user error: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse's default prints the usage block too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _fit_defaults() -> dict[str, Any]:
+    """tnmars.fit's actual defaults, so --help never states a stale number."""
+    import inspect
+    from importlib import import_module
+
+    fit_module = import_module("tnmars.fit")  # the module: ``tnmars.fit`` the attribute is the function
+
+    sig = inspect.signature(fit_module.fit).parameters
+    return {
+        "pi": sig["pi"].default,
+        "alpha": getattr(fit_module, "DEFAULT_ALPHA", sig["alpha"].default),
+        "steps": getattr(fit_module, "DEFAULT_STEPS", sig["steps"].default),
+        "lr": getattr(fit_module, "DEFAULT_LR", sig["lr"].default),
+    }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tnmars`` command (exposed for documentation tools)."""
+    parser = _Parser(
+        prog="tnmars",
+        description="Tensor networks that select their own ranks (MARS: masked automatic rank selection).",
+        epilog="Run 'tnmars COMMAND --help' for the options of each command. Start with 'tnmars demo'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dflt = _fit_defaults()
+    parser.add_argument("--version", action="version", version=f"tnmars {_version()}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on error, show the full Python traceback instead of one line (for bug reports)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
+                                help="what to do (each has its own --help)")
+
+    # ---- fit
+    fit = sub.add_parser(
+        "fit",
+        help="fit a tensor stored in a .npy/.npz file and select the ranks",
+        description=(
+            "Fit DATA with a tensor network whose bonds start at --max-rank, and let MARS masks\n"
+            "select the ranks. Prints the selected ranks, the relative error and the compression,\n"
+            "and saves the fit result (pruned network, mask probabilities, history) to --out."
+        ),
+        epilog=(
+            "examples:\n"
+            "  tnmars fit data.npy --format tucker --max-rank 10\n"
+            "  tnmars fit data.npz --key X --format tt --max-rank 8 --observed mask.npy --out model.npz\n"
+            "  tnmars fit data.npy --format 'aA,AbB,BcC,Cd->abcd' --max-rank 6   # any einsum graph\n"
+            "Entries that are NaN are treated as missing (completion) when --observed is not given."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fit.add_argument("data", metavar="DATA", help="the tensor: a .npy file, or a .npz file (see --key)")
+    fit.add_argument("--format", "-f", default="tucker", metavar="FORMAT",
+                     help="network: tucker, cp, tt (tensor train), tr (tensor ring), or an einsum spec "
+                          "such as 'aA,AbB,Bc->abc' whose open modes match the data's modes (default: tucker)")
+    fit.add_argument("--max-rank", "-r", default=None, metavar="R",
+                     help="starting (maximal) rank of every bond, or one per bond separated by commas "
+                          "(e.g. 8 or 4,8,8). Default: the largest mode size (clipped to what the format allows); "
+                          "required with a spec")
+    fit.add_argument("--observed", metavar="MASK", default=None,
+                     help="a .npy/.npz boolean (or 0/1) array of DATA's shape, True where an entry is observed: "
+                          "fit only those (tensor completion) and report the error on the others too")
+    fit.add_argument("--key", default=None,
+                     help="array name inside a .npz DATA (or MASK) file holding several arrays")
+    fit.add_argument("--out", "-o", default=None, metavar="FILE",
+                     help="where to save the fit result (.npz or .safetensors; default: DATA's name with "
+                          "'.fit.npz'). Load it with tnmars.load(FILE)")
+    fit.add_argument("--steps", type=int, default=None, help=f"Adam steps (default: {dflt['steps']})")
+    fit.add_argument("--pi", type=float, default=None,
+                     help="prior probability of keeping a rank index, in (0, 0.5]; smaller prunes harder "
+                          f"(default: {dflt['pi']})")
+    fit.add_argument("--alpha", type=float, default=None,
+                     help="mean of the initial mask logits: phi = sigmoid(alpha) is each index's starting "
+                          f"keep-probability; negative starts with masks closed (default: {dflt['alpha']})")
+    fit.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default: {dflt['lr']})")
+    fit.add_argument("--init", choices=("svd", "random"), default=None,
+                     help="starting cores: svd (HOSVD/TT-SVD/TR-SVD/CP-ALS, built-in formats) or random "
+                          "(default: svd for built-in formats, random for a spec)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    fit.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
+                     help="array library to train with (default: numpy)")
+    fit.add_argument("--device", default=None, help="device for torch/cupy, e.g. cuda:0 (default: CPU)")
+    fit.add_argument("--dtype", choices=("float64", "float32"), default=None,
+                     help="precision of the computation (default: the data's float type, else float64)")
+    fit.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    # ---- demo
+    demo = sub.add_parser(
+        "demo",
+        help="fit a synthetic tensor of known ranks and compare what MARS selects (about 10 s)",
+        description=(
+            "Generate a noisy low-rank tensor with known ranks, fit it from larger maximal ranks with\n"
+            "MARS, and print the selected ranks next to the true ones, with the error and the compression."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--format", "-f", choices=FORMATS, default="tucker",
+                      help="format of the synthetic tensor and of the fit (default: tucker)")
+    demo.add_argument("--noise", type=float, default=0.01,
+                      help="Gaussian noise, relative to the signal's RMS (default: 0.01)")
+    demo.add_argument("--steps", type=int, default=None, help=f"Adam steps (default: {dflt['steps']})")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and of the fit (default: 0)")
+    demo.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
+                      help="array library to train with (default: numpy)")
+    demo.add_argument("--out", "-o", default=None, metavar="FILE", help="also save the fit result there")
+    demo.add_argument("--plot", default=None, metavar="DIR",
+                      help="also write masks.png (mask probabilities) and training.png (loss and ranks) to DIR")
+    demo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    # ---- info
+    info = sub.add_parser(
+        "info",
+        help="describe a saved network or fit result",
+        description="Check a file written by tnmars.save or 'tnmars fit' (its SHA-256 integrity check "
+                    "included) and describe what it holds.",
+    )
+    info.add_argument("file", metavar="FILE", help="a .npz or .safetensors file written by tnmars")
+    info.add_argument("--json", action="store_true", help="print the verified metadata as JSON")
+    return parser
+
+
+# ------------------------------------------------------------------------------ helpers
+def _load_array(path_text: str, key: str | None, what: str) -> np.ndarray:
+    path = Path(path_text)
+    if not path.exists():
+        raise CLIError(f"{what} file not found: {path_text}")
+    if path.is_dir():
+        raise CLIError(f"{what} path is a folder, not a .npy/.npz file: {path_text}")
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise CLIError(f"{what} must be a .npy or .npz file; got {path.name!r}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise CLIError(f"{what} file {path_text} is not a NumPy array file (or holds pickled Python "
+                           "objects, which tnmars never loads)") from None
+        raise CLIError(f"cannot read {what} file {path_text}: {err}") from None
+    except Exception as err:  # zip, header and OS errors of every kind
+        raise CLIError(f"cannot read {what} file {path_text}: {err}") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if key is None:
+            if len(names) != 1:
+                raise CLIError(f"{what} file {path_text} holds several arrays {names}; choose one with --key")
+            key = names[0]
+        if key not in names:
+            raise CLIError(f"{what} file {path_text} has no array {key!r}; it has {names}")
+        try:
+            return loaded[key]
+        except Exception as err:
+            raise CLIError(f"cannot read array {key!r} of {path_text}: {err}") from None
+
+
+def _parse_ranks(text: str | None) -> int | tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v != "")
+    except ValueError:
+        raise CLIError(f"--max-rank must be an integer or integers separated by commas; got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise CLIError(f"--max-rank must be positive; got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _network_arg(fmt: str, shape: tuple[int, ...], max_rank: Any, backend: str, device: str | None):
+    """A format name stays a name; anything else must be a spec matching the data."""
+    from .network import Network
+    from .spec import parse_spec
+
+    if fmt.lower() in FORMATS:
+        return fmt.lower()
+    try:
+        parsed = parse_spec(fmt)
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"--format {fmt!r} is neither tucker, cp, tt, tr nor a valid einsum spec: {err}") from None
+    if len(parsed.output) != len(shape):
+        raise CLIError(
+            f"spec {parsed.spec!r} has {len(parsed.output)} open modes but the data has {len(shape)} "
+            f"(shape {shape})"
+        )
+    if not parsed.bonds:
+        raise CLIError(f"spec {parsed.spec!r} has no bonds, so there is no rank to select")
+    if max_rank is None:
+        raise CLIError("--max-rank is required with a spec (the starting size of every bond)")
+    if isinstance(max_rank, tuple):
+        if len(max_rank) != len(parsed.bonds):
+            raise CLIError(f"--max-rank gives {len(max_rank)} ranks but spec {parsed.spec!r} has "
+                           f"{len(parsed.bonds)} bonds {list(parsed.bonds)}")
+        ranks: Any = dict(zip(parsed.bonds, max_rank))
+    else:
+        ranks = max_rank
+    return Network(fmt, shape=shape, ranks=ranks, seed=0)
+
+
+def _fmt_ranks(bonds: Sequence[str], ranks: Sequence[int], max_ranks: Sequence[int] | None = None) -> str:
+    if max_ranks is None:
+        return ", ".join(f"{b}={r}" for b, r in zip(bonds, ranks))
+    return ", ".join(f"{b}={r}/{m}" for b, r, m in zip(bonds, ranks, max_ranks))
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _report(result: Any, out: Any) -> None:
+    print(f"  selected ranks  {_fmt_ranks(result.bonds, result.ranks, result.max_ranks)}", file=out)
+    line = f"  relative error  {result.relative_error:.4g} on observed entries"
+    if getattr(result, "heldout_error", None) is not None:
+        line += f", {result.heldout_error:.4g} on held-out entries"
+    print(line, file=out)
+    net = result.network
+    print(f"  compression     {result.compression:.1f}x ({net.num_params:,} parameters for "
+          f"{net.dense_size:,} entries)", file=out)
+    if result.interrupted:
+        print("  interrupted     yes: the best state reached before Ctrl-C was kept", file=out)
+
+
+# ------------------------------------------------------------------------------ commands
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from . import save
+    from .fit import fit
+
+    def dflt_or(value: Any, name: str) -> Any:
+        return _fit_defaults()[name] if value is None else value
+
+    data = _load_array(args.data, args.key, "DATA")
+    if data.dtype.kind not in "biuf":
+        raise CLIError(f"DATA must hold real numbers; got dtype {data.dtype}")
+    observed = None
+    if args.observed is not None:
+        observed = _load_array(args.observed, args.key, "--observed")
+    elif data.dtype.kind == "f" and np.isnan(data).any():
+        observed = ~np.isnan(data)
+    max_rank = _parse_ranks(args.max_rank)
+    network = _network_arg(args.format, tuple(data.shape), max_rank, args.backend, args.device)
+    out = Path(args.out) if args.out else Path(args.data).with_suffix("").with_name(Path(args.data).stem + ".fit.npz")
+    if out.suffix not in (".npz", ".safetensors"):
+        raise CLIError(f"--out must end in .npz or .safetensors; got {out.name!r}")
+    if not out.parent.exists():
+        raise CLIError(f"--out folder does not exist: {out.parent}")
+    n_obs = int(observed.sum()) if observed is not None else data.size
+    print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
+    result = fit(
+        data, network, max_rank=max_rank if isinstance(network, str) else None, observed=observed,
+        pi=dflt_or(args.pi, "pi"), alpha=args.alpha, steps=args.steps, lr=args.lr, init=args.init, seed=args.seed,
+        backend=args.backend, device=args.device, dtype=args.dtype, progress=not args.quiet,
+    )
+    fmt = result.settings.get("format") if hasattr(result, "settings") else None
+    print(f"  network         {result.network.spec}" + (f" ({fmt})" if fmt else ""))
+    _report(result, sys.stdout)
+    path = save(result, out)
+    print(f"  saved           {path}")
+    return 0
+
+
+def _demo_truth(fmt: str, seed: int):
+    """A synthetic tensor of known ranks in ``fmt``: (shape, true ranks, maximal rank)."""
+    from .network import Network
+
+    shape = (30, 30, 30) if fmt in ("tucker", "cp") else (12, 12, 12, 12)
+    if fmt == "tucker":
+        true, max_rank = (3, 5, 4), 10
+        net = Network.tucker(shape, true, seed=seed)
+    elif fmt == "cp":
+        true, max_rank = (4,), 10
+        net = Network.cp(shape, true[0], seed=seed)
+    elif fmt == "tt":
+        true, max_rank = (3, 5, 4), 10
+        net = Network.tt(shape, true, seed=seed)
+    else:
+        true, max_rank = (2, 3, 4, 3), 8
+        net = Network.tr(shape, true, seed=seed)
+    return net, true, max_rank
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import save
+    from .fit import fit
+
+    if not args.noise >= 0:
+        raise CLIError(f"--noise must be >= 0; got {args.noise}")
+    truth, true_ranks, max_rank = _demo_truth(args.format, args.seed)
+    clean = truth.to_tensor()
+    rng = np.random.default_rng(args.seed + 1000)
+    rms = float(np.sqrt(np.mean(clean**2)))
+    data = clean + args.noise * rms * rng.standard_normal(clean.shape)
+    noise_floor = float(np.linalg.norm(data - clean) / np.linalg.norm(data))
+    print(f"tnmars demo: {_FORMAT_NAMES[args.format]} fit of a synthetic {_shape_text(truth.shape)} tensor "
+          f"({truth.dense_size:,} entries)")
+    print(f"  true ranks      {_fmt_ranks(truth.bonds, true_ranks)}, plus Gaussian noise at "
+          f"{args.noise:g} of the signal's RMS")
+    print(f"  MARS starts     from rank {max_rank} on every bond and learns which rank indices to keep")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # clipped maximal ranks are expected here
+        result = fit(data, args.format, max_rank=max_rank, steps=args.steps, seed=args.seed,
+                     backend=args.backend, progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    _report(result, sys.stdout)
+    exact = tuple(result.ranks) == tuple(true_ranks)
+    verdict = "exactly the true ranks" if exact else f"true ranks were {tuple(true_ranks)}"
+    print(f"  found ranks     {tuple(result.ranks)}: {verdict}")
+    print(f"  noise floor     {noise_floor:.4g} (the relative error of the true tensor itself)")
+    print(f"  time            {seconds:.1f} s ({result.steps_run} Adam steps, {args.backend} backend)")
+    if args.out:
+        print(f"  saved           {save(result, args.out)}")
+    if args.plot:
+        from .plots import plot_mask_probabilities, plot_training
+
+        folder = Path(args.plot)
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_mask_probabilities(result, title="MARS mask probabilities", path=folder / "masks.png")
+        plot_training(result, title="training", path=folder / "training.png")
+        print(f"  plots           {folder / 'masks.png'}, {folder / 'training.png'}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .io import load, read_metadata
+
+    path = Path(args.file)
+    if not path.exists():
+        raise CLIError(f"file not found: {args.file}")
+    meta = read_metadata(path)
+    if args.json:
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    obj = load(path, backend="numpy")
+    kind = meta.get("kind")
+    net = obj if kind == "network" else obj.network
+    print(f"{path}: tnmars {kind.replace('_', ' ')} (file format {meta['format_version']}, "
+          f"written by tnmars {meta.get('tnmars_version')}, SHA-256 verified)")
+    print(f"  saved from      {meta.get('backend')}, {meta.get('dtype')}, {meta.get('device')}")
+    for line in net.summary().splitlines():
+        print("  " + line)
+    if kind == "fit_result":
+        bonds = getattr(obj, "bonds", tuple(net.bonds))
+        max_ranks = getattr(obj, "max_ranks", None)
+        print(f"  selected ranks  {_fmt_ranks(bonds, obj.ranks, max_ranks)}")
+        line = f"  relative error  {obj.relative_error:.4g} on observed entries"
+        if getattr(obj, "heldout_error", None) is not None:
+            line += f", {obj.heldout_error:.4g} held out"
+        print(line)
+        settings = getattr(obj, "settings", {}) or {}
+        shown = {k: settings[k] for k in ("format", "pi", "alpha", "steps", "lr", "init", "seed") if k in settings}
+        if shown:
+            print("  settings        " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        if getattr(obj, "interrupted", False):
+            print("  interrupted     yes (Ctrl-C; the best state so far was kept)")
+    return 0
+
+
+_COMMANDS = {"fit": _cmd_fit, "demo": _cmd_demo, "info": _cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tnmars`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    >>> main(["--version"])  # doctest: +SKIP
+    tnmars 0.1.0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("tnmars: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # every failure becomes one readable line
+        if args.traceback:
+            raise
+        if isinstance(err, CLIError):
+            message = str(err)
+        elif isinstance(err, (ValueError, TypeError, OSError, ImportError)):
+            message = str(err) or type(err).__name__
+        else:
+            print(f"tnmars {args.command}: internal error: {type(err).__name__}: {err} "
+                  "(rerun with --traceback and report it)", file=sys.stderr)
+            return 1
+        print(f"tnmars {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
