@@ -36,6 +36,8 @@ class _Step:
     transpose_a: bool
     transpose_b: bool
     batched: bool
+    #: no index is summed: an outer product, done by broadcasting rather than a K=1 matmul
+    outer: bool
 
 
 @dataclass(frozen=True)
@@ -123,22 +125,9 @@ def make_plan(
         if len(pair) != 2:  # pragma: no cover - lone indices are pre-summed, so opt_einsum pairs all
             raise AssertionError(f"unexpected contraction step {pair} in plan for {inputs}->{output}")
         i, j = sorted(pair)
-        a, b = live[i], live[j]
         rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
-        shared = [c for c in a if c in b]
-        batch = [c for c in shared if c in rest]
-        contracted = [c for c in shared if c not in rest]
-        a_free = [c for c in a if c not in shared]
-        b_free = [c for c in b if c not in shared]
-        if len(live) == 2:
-            # last step: lay the result out in output order when a split allows it, so the
-            # caller gets a contiguous array instead of a transposed view
-            rank = {c: output.index(c) for c in output}
-            batch.sort(key=rank.__getitem__)
-            a_free.sort(key=rank.__getitem__)
-            b_free.sort(key=rank.__getitem__)
-            if batch + b_free + a_free == list(output):
-                i, j, a, b, a_free, b_free = j, i, b, a, b_free, a_free
+        i, j, batch, a_free, contracted, b_free = _layout(i, j, live, rest, output, sizes, len(live) == 2)
+        a, b = live[i], live[j]
         # every live index is shared or needed later: lone ones were pre-summed above
         perm_a = tuple(a.index(c) for c in batch + a_free + contracted)
         perm_b = tuple(b.index(c) for c in batch + contracted + b_free)
@@ -160,6 +149,7 @@ def make_plan(
                 transpose_a=perm_a != tuple(range(len(perm_a))),
                 transpose_b=perm_b != tuple(range(len(perm_b))),
                 batched=nb != 1,
+                outer=kk == 1,
             )
         )
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
@@ -180,6 +170,38 @@ def make_plan(
     )
 
 
+def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict[str, int], last: bool):
+    """Choose which operand is the matmul's left side and the order of the batch, free and
+    contracted indices, so that the fewest entries are transposed (copied). At the last step
+    the result's own transpose to the output order is counted too."""
+    rank = {c: output.index(c) for c in output}
+    best = None
+    for first, second in ((i, j), (j, i)):
+        a, b = live[first], live[second]
+        shared = [c for c in a if c in b]
+        batch_sets = {tuple(c for c in a if c in shared and c in rest), tuple(c for c in b if c in shared and c in rest)}
+        contr_sets = {tuple(c for c in a if c in shared and c not in rest), tuple(c for c in b if c in shared and c not in rest)}
+        free_a = [c for c in a if c not in shared]
+        free_b = [c for c in b if c not in shared]
+        free_options = [(free_a, free_b)]
+        if last:
+            free_options.append((sorted(free_a, key=rank.__getitem__), sorted(free_b, key=rank.__getitem__)))
+        for batch in batch_sets:
+            for contracted in contr_sets:
+                for fa, fb in free_options:
+                    order_a = list(batch) + fa + list(contracted)
+                    order_b = list(batch) + list(contracted) + fb
+                    cost = (prod(sizes[c] for c in a) if order_a != list(a) else 0) + (
+                        prod(sizes[c] for c in b) if order_b != list(b) else 0
+                    )
+                    if last and list(batch) + fa + fb != list(output):
+                        cost += prod(sizes[c] for c in output)
+                    key = (cost, first != i)
+                    if best is None or key < best[0]:
+                        best = (key, (first, second, list(batch), list(fa), list(contracted), list(fb)))
+    return best[1]
+
+
 def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
     """Run ``plan`` on ``operands`` with ``backend``'s transpose/reshape/matmul."""
     live = []
@@ -192,7 +214,9 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
             a = backend.transpose(a, step.perm_a)
         if step.transpose_b:
             b = backend.transpose(b, step.perm_b)
-        if step.batched:
+        if step.outer:
+            c = backend.reshape(a, step.shape_a) * backend.reshape(b, (step.shape_b[0], 1, step.shape_b[2]))
+        elif step.batched:
             c = backend.matmul(backend.reshape(a, step.shape_a), backend.reshape(b, step.shape_b))
         else:  # a plain GEMM
             c = backend.matmul(backend.reshape(a, step.shape_a[1:]), backend.reshape(b, step.shape_b[1:]))
