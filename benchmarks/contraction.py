@@ -9,7 +9,13 @@ busy machine slows all methods alike. Target (issue 2): tnmars within 1.1x of a 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# one BLAS thread for every library: on a shared machine, multi-threaded BLAS makes
+# timings depend on whatever else runs; one thread keeps the comparison about the code
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import numpy as np
 import opt_einsum
@@ -20,7 +26,7 @@ from tensorly.tr_tensor import tr_to_tensor
 from tensorly.tt_tensor import tt_to_tensor
 from tensorly.tucker_tensor import tucker_to_tensor
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine_line, markdown_table, time_interleaved, write_result  # noqa: E402
 
 import tnmars  # noqa: E402
@@ -88,7 +94,7 @@ def main(argv=None) -> None:
     text = (
         "# Full-tensor reconstruction (issue 2 benchmark)\n\n"
         f"Command: `python benchmarks/contraction.py --repeats {args.repeats}{' --quick' if args.quick else ''}`  \n"
-        f"Measured: {machine_line()}; torch {torch.__version__} with 1 thread, numpy {np.__version__}, "
+        f"Measured: {machine_line()}; one BLAS/torch thread, torch {torch.__version__}, numpy {np.__version__}, "
         f"tensorly {tl.__version__}, opt_einsum {opt_einsum.__version__}.  \n"
         f"Median of {args.repeats} interleaved repeats after one warm-up, float64.\n\n" + table + "\n"
     )
