@@ -1,0 +1,112 @@
+"""The documentation site builds in strict mode, shows the API, the CLI help and the results."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest.importorskip("mkdocs")
+pytest.importorskip("mkdocstrings")
+pytest.importorskip("material")
+
+ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build(config: Path, site: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+        capture_output=True, text=True, cwd=config.parent, env=ENV, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    proc = _build(ROOT / "mkdocs.yml", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def _page(site: Path, path: str) -> str:
+    return (site / path / "index.html").read_text(encoding="utf-8")
+
+
+def test_api_reference_renders_the_code(site):
+    html = _page(site, "api/network")
+    for name in ("Network", "prune", "from_tensorly", "to_tensorly", "mask_site"):
+        assert name in html
+    assert "save" in _page(site, "api/io") and "FileFormatError" in _page(site, "api/io")
+    assert "plot_mask_probabilities" in _page(site, "api/plots")
+    assert "to_tensorly" in _page(site, "api/interop")
+
+
+def test_cli_page_shows_the_current_help(site):
+    html = _page(site, "cli")
+    assert "tnmars-help" not in html  # every marker was replaced
+    for option in ("--max-rank", "--observed", "--format", "--plot", "--json"):
+        assert option in html
+
+
+def test_every_results_file_has_a_page(site):
+    results = sorted((ROOT / "benchmarks" / "results").glob("*.md"))
+    index = _page(site, "results")
+    for path in results:
+        page = site / "results" / path.stem / "index.html"
+        assert page.exists(), f"no page for {path.name}"
+        assert path.name in index
+
+
+def test_strict_build_fails_on_a_broken_reference(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text("# x\n\n::: tnmars.no_such_module\n")
+    config = tmp_path / "mkdocs.yml"
+    config.write_text(textwrap.dedent(f"""\
+        site_name: broken
+        plugins:
+          - mkdocstrings:
+              handlers:
+                python:
+                  paths: [{ROOT}]
+        """))
+    proc = _build(config, tmp_path / "site")
+    assert proc.returncode != 0
+    (tmp_path / "docs" / "index.md").write_text("# x\n\n[missing](nowhere.md)\n")
+    proc = _build(config, tmp_path / "site")
+    assert proc.returncode != 0 and "nowhere.md" in proc.stdout + proc.stderr
+
+
+def test_results_links_are_rewritten_not_broken():
+    hook = _load("gen_results")
+    text = "see [the script](../contraction.py), ![plot](fig.png), ![gone](x.png), [web](https://a.b) and [t](t.md#s)"
+    out = hook.rewrite_links(text, {"fig.png", "t.md"})
+    assert "the script (`../contraction.py`)" in out
+    assert "![plot](fig.png)" in out
+    assert "[web](https://a.b)" in out and "[t](t.md#s)" in out
+    assert "x.png" in out and "![gone]" not in out
+    assert "No benchmark results" in hook.index_markdown([])
+
+
+def test_docstring_headings_extension():
+    ext = _load("griffe_doctests")
+    doc = "Summary.\n\nParameters\n----------\nx:\n    The x.\n\nCall it with care: really.\n\n>>> f(1)\n2"
+    fixed = ext.add_examples_heading(ext.add_notes_heading(doc))
+    assert "x:\n    The x.\n\nNotes\n-----\nCall it with care" in fixed
+    assert "Examples\n--------\n>>> f(1)" in fixed
+    inline = ext.add_notes_heading("Parameters\n----------\nsteps, lr: Adam steps and the rate.\nx : int\n    X.")
+    assert inline == "Parameters\n----------\nsteps, lr\n    Adam steps and the rate.\nx : int\n    X."
+    assert ext.plain_roles("see :class:`~tnmars.Network` and :func:`tnmars.fit`") == "see `Network` and `tnmars.fit`"
+    untouched = "Summary.\n\nParameters\n----------\na, b : int\n    Sizes.\n\nExamples\n--------\n>>> 1\n1"
+    assert ext.add_examples_heading(ext.add_notes_heading(untouched)) == untouched
