@@ -380,9 +380,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     net = obj if kind == "network" else obj.network
     print(f"{path}: tnmars {kind.replace('_', ' ')} (file format {meta['format_version']}, "
           f"written by tnmars {meta.get('tnmars_version')}, SHA-256 verified)")
-    print(f"  saved from      {meta.get('backend')}, {meta.get('dtype')}, {meta.get('device')}")
-    for line in net.summary().splitlines():
-        print("  " + line)
+    print(f"  network         {net.spec}")
+    print(f"  saved from      {meta.get('backend')} backend, {meta.get('dtype')}, device {meta.get('device')}")
+    print(f"  shape           {_shape_text(net.shape)}")
+    print(f"  bonds           {_fmt_ranks(list(net.bonds), net.ranks) or '(none)'}")
+    print(f"  parameters      {net.num_params:,} for {net.dense_size:,} dense entries "
+          f"(compression {net.compression:.2f}x)")
     if kind == "fit_result":
         bonds = getattr(obj, "bonds", tuple(net.bonds))
         max_ranks = getattr(obj, "max_ranks", None)
