@@ -353,7 +353,13 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
         warnings.warn(f"{where} was saved from the {saved_backend} backend, which is not installed; loading into numpy",
                       stacklevel=3)
         be, target = get_backend("numpy"), "numpy"
-    dtype = dtype or meta.get("dtype")
+    if dtype is None:
+        dtype = meta.get("dtype")
+        if be.name in ("numpy", "cupy"):
+            try:
+                np.dtype(dtype)
+            except TypeError:  # e.g. a torch bfloat16 file read into NumPy: keep the stored float32
+                dtype = None
     if device is None and backend is None and target != "numpy":
         device = meta.get("device")
         try:
