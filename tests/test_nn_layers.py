@@ -290,3 +290,25 @@ def test_bad_arguments_raise_clear_errors():
     conv = Tucker2Conv2d(4, 6, 3)
     with pytest.raises(ValueError, match="expected input"):
         conv(torch.randn(2, 5, 8, 8))
+
+
+def test_training_masks_follow_the_hard_concrete_law():
+    from tnmars.masks import sample_probabilities
+
+    torch.manual_seed(0)
+    layer = FACTORIES["tucker"](temperature=0.5)  # 2-D fused sampling over 2+ bonds
+    with torch.no_grad():
+        for k, p in enumerate(layer.masks.logits.values()):
+            p.copy_(torch.linspace(-2.0, 2.0, p.numel()) + k)
+    draws = {b: [] for b in layer.masks.logits}
+    for _ in range(4000):
+        for b, m in layer.current_masks().items():
+            draws[b].append(m.detach())
+    for b, p in layer.masks.logits.items():
+        d = torch.stack(draws[b]).numpy()
+        p0, p1 = sample_probabilities(p.detach().numpy(), 0.5)
+        np.testing.assert_allclose((d == 0).mean(0), p0, atol=0.03)
+        np.testing.assert_allclose((d == 1).mean(0), p1, atol=0.03)
+    layer.eval()
+    for b, m in layer.current_masks().items():
+        torch.testing.assert_close(m, (layer.masks.logits[b].detach() > 0).float())

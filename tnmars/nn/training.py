@@ -131,11 +131,20 @@ def set_alpha(model: nn.Module, alpha: float, *, generator: torch.Generator | No
                 p.copy_(alpha + 0.01 * noise)
 
 
-def set_warmup(model: nn.Module, warmup: bool) -> None:
-    """Switch mask application off (``True``) or on for every MARS layer (the paper's warm-up).
-    The prior stays in the loss, as in the reference code."""
+def set_warmup(model: nn.Module, warmup: bool, *, freeze_logits: bool = True) -> None:
+    """Switch mask application off (``True``) or back on for every MARS layer: the paper's
+    warm-up ("we do not apply masks multiplication at the first epochs").
+
+    The prior stays in the loss, as in the reference code. With ``freeze_logits`` (default)
+    the logits also stop training during the warm-up: their only gradient there is the
+    prior's constant push, which Adam turns into a step of about ``lr`` per step, so a long
+    warm-up would otherwise close every mask before the masks are ever applied.
+    """
     for _, layer in mars_layers(model):
         layer.warmup = bool(warmup)
+        if freeze_logits or not warmup:
+            for p in layer.masks.parameters():
+                p.requires_grad_(not warmup)
 
 
 class MarsTemperature:
