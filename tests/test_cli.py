@@ -145,3 +145,27 @@ def test_help_explains_every_option():
         assert option in proc.stdout
     assert run("--version").stdout.strip() == f"tnmars {tnmars.__version__}"
     assert run().returncode == 2  # no command: help, and a failing status
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery differs on Windows")
+def test_ctrl_c_keeps_the_best_state_and_saves(small, tmp_path):
+    import signal
+
+    folder, _, _ = small
+    env = {k: v for k, v in ENV.items() if k != "TQDM_DISABLE"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tnmars", "fit", str(folder / "small.npy"), "--max-rank", "3", "--steps", "1000000",
+         "--out", str(tmp_path / "int.npz")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    seen = ""
+    while "it/s" not in seen:  # the progress bar is running: training has started
+        char = proc.stderr.read(1)
+        assert char, "the fit ended before it could be interrupted"
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "interrupted     yes" in out
+    saved = tnmars.load(tmp_path / "int.npz")
+    assert saved.interrupted and saved.steps_run < 1000000
