@@ -12,7 +12,7 @@ import pytest
 
 import tnmars
 from tnmars import Network
-from tnmars.cli import build_parser
+from tnmars.cli import build_parser, main
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
 
@@ -100,11 +100,30 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_bad_input_is_one_line_with_exit_code_2(small, args, pattern):
+def test_bad_input_is_one_line_with_exit_code_2(small, args, pattern, capsys):
+    """In-process (fast) through main(); the subprocess path is checked in the next test."""
     folder, _, _ = small
     (folder / "notes.txt").write_text("not data")
     (folder / "text.npy").write_text("not data either")
     np.save(folder / "bad_mask.npy", np.ones((2, 2), dtype=bool))
+    try:
+        code = main([a.format(d=folder) for a in args])
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    err = capsys.readouterr().err
+    one_line_error(subprocess.CompletedProcess(args, code, "", err), pattern)
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["fit", "{d}/missing.npy"], "not found"),
+        (["fit", "{d}/small.npy", "--format", "wrong-format"], "neither tucker.*valid einsum spec"),
+        (["fit", "{d}/small.npy", "--format", "aA,AbB->abc", "--max-rank", "2"], "valid einsum spec"),
+    ],
+)
+def test_bad_input_in_a_subprocess(small, args, pattern):
+    folder, _, _ = small
     one_line_error(run(*[a.format(d=folder) for a in args]), pattern)
 
 
