@@ -188,3 +188,10 @@ def test_ctrl_c_keeps_the_best_state_and_saves(small, tmp_path):
     assert "interrupted     yes" in out
     saved = tnmars.load(tmp_path / "int.npz")
     assert saved.interrupted and saved.steps_run < 1000000
+
+
+def test_console_script_points_to_main():
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("tnmars") == "tnmars.cli:main"
