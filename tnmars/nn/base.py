@@ -240,6 +240,15 @@ def _tt_dims(in_shape, out_shape, ranks) -> dict[str, Any]:
     return {"spec": ",".join(terms) + "->" + a[:d] + a[d:2 * d], "sizes": sizes}
 
 
+def _hard_concrete_fused(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """:func:`tnmars.masks.hard_concrete` with fresh noise, in fewer torch ops:
+    ``clamp(sigmoid((l + logit(u)) / T) * (zeta - gamma) + gamma, 0, 1)``."""
+    u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
+    noise = torch.logit(u, eps=1e-6)  # log u - log(1 - u), u clamped to [1e-6, 1 - 1e-6]
+    s = torch.sigmoid((logits + noise) / temperature)
+    return torch.clamp(s * (mars.ZETA - mars.GAMMA) + mars.GAMMA, 0.0, 1.0)
+
+
 class TensorizedLayer(nn.Module):
     """Base class: a layer whose weight is a :class:`tnmars.Network` with MARS bond masks.
 
@@ -289,8 +298,7 @@ class TensorizedLayer(nn.Module):
         # BondMasks.forward, a third of the autograd nodes: this keeps the MARS step cheap)
         logits = list(self.masks.logits.values())
         flat = torch.cat(logits) if len(logits) > 1 else logits[0]
-        noise = torch.rand(flat.shape, dtype=flat.dtype, device=flat.device)
-        sample = mars.hard_concrete(flat, self.masks.temperature, noise, _BE)
+        sample = _hard_concrete_fused(flat, self.masks.temperature)
         parts = torch.split(sample, [p.numel() for p in logits]) if len(logits) > 1 else (sample,)
         return dict(zip(self.masks.logits.keys(), parts))
 
@@ -307,9 +315,12 @@ class TensorizedLayer(nn.Module):
         # same terms as BondMasks.log_prior + masks.gaussian_log_prior, fused into one
         # concatenation each (fewer autograd nodes per training step)
         flat = torch.cat([c.reshape(-1) for c in self.cores])
-        gauss = mars.gaussian_log_prior([flat], _BE, mars.CORE_PRIOR_VARIANCE)
+        gauss = flat.square().sum() * (-0.5 / mars.CORE_PRIOR_VARIANCE)
         logits = torch.cat(list(self.masks.logits.values()))
-        return mars.bernoulli_log_prior(logits, self.masks.pi, _BE).to(gauss.dtype) + gauss
+        # sum_j phi_j log(pi) + (1 - phi_j) log(1 - pi) = n log(1 - pi) + log(pi / (1 - pi)) sum_j phi_j
+        pi = self.masks.pi
+        bern = torch.sigmoid(logits).sum() * (math.log(pi) - math.log1p(-pi)) + logits.numel() * math.log1p(-pi)
+        return bern.to(gauss.dtype) + gauss
 
     # -- ranks and sizes ----------------------------------------------------------------
     @property
