@@ -63,7 +63,10 @@ def log_prior(model: nn.Module) -> torch.Tensor:
     if not terms:
         p = next(_unwrap(model).parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
-    return torch.stack([t.float() for t in terms]).sum()
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
 
 
 def mars_penalty(model: nn.Module, num_train: int) -> torch.Tensor:
