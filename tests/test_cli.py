@@ -143,10 +143,10 @@ def test_tampered_output_file_is_reported(small, tmp_path):
 def test_demo_runs_and_reports_true_and_found_ranks(tmp_path):
     proc = run("demo", "--steps", "150", "--quiet", "--out", str(tmp_path / "demo.npz"), "--plot", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "true ranks      A=3, B=5, C=4" in proc.stdout
-    found = re.search(r"found ranks\s+\(([\d, ]+)\)", proc.stdout).group(1)
+    assert "true ranks      A=2, B=3, C=4, D=5" in proc.stdout
     saved = tnmars.load(tmp_path / "demo.npz")
-    assert tuple(int(v) for v in found.split(",")) == saved.ranks
+    assert _printed_ranks(proc.stdout) == dict(zip(saved.bonds, saved.ranks))
+    assert "error vs truth" in proc.stdout
     assert (tmp_path / "masks.png").stat().st_size > 1000 and (tmp_path / "training.png").stat().st_size > 1000
 
 
