@@ -125,6 +125,16 @@ def _digest(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _safetensors():
+    try:
+        import safetensors
+        import safetensors.numpy  # noqa: F401
+    except ImportError as err:
+        raise ImportError(".safetensors files need the safetensors package: pip install safetensors "
+                          "(or use a .npz path)") from err
+    return safetensors
+
+
 def _is_fit_result(obj: Any) -> bool:
     return isinstance(getattr(obj, "network", None), Network) and hasattr(obj, "ranks")
 
@@ -247,7 +257,7 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"cannot save to {str(path)!r}: folder {str(path.parent)!r} does not exist")
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
-        from safetensors.numpy import save_file as st_save
+        st_save = _safetensors().numpy.save_file
 
         st_save(arrays, str(tmp), metadata={_META_KEY: json.dumps(meta)})
     else:
@@ -267,15 +277,12 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     where = f"{str(path)!r}"
     arrays: dict[str, np.ndarray] = {}
     if path.suffix == ".safetensors":
+        safe_open = _safetensors().safe_open
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="numpy") as fh:
                 header = fh.metadata() or {}
                 for name in fh.keys():
                     arrays[name] = fh.get_tensor(name)
-        except ImportError:
-            raise
         except Exception as err:  # safetensors raises its own error types
             raise FileFormatError(f"{where} is not a readable safetensors file ({err})") from None
         raw = header.get(_META_KEY)
