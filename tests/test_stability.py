@@ -85,6 +85,8 @@ def test_bad_arguments():
         check_k(1.0)
     with pytest.raises(ValueError, match="non-zero"):
         power_iteration(lambda v: v, lambda u: u, torch.zeros(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        power_iteration(lambda v: v * float("inf"), lambda u: u, torch.ones(3))
     with pytest.raises(ValueError, match="positive"):
         rescale_columns_l1(W, 0.0)
     with pytest.raises(TypeError, match="recurrent model"):

@@ -129,9 +129,10 @@ def power_iteration(
         for it in range(1, iters + 1):
             u = matvec(v)
             su = float(torch.linalg.vector_norm(u))
-            if su == 0.0 or not math.isfinite(su):
-                # v lies in the null space (or W is zero / non-finite): nothing to grow
-                return PowerIterationResult(su if math.isfinite(su) else su, u, v, it, su == 0.0)
+            if not math.isfinite(su):
+                raise ValueError("power iteration met a non-finite value: the matrix has NaN or infinite entries")
+            if su == 0.0:  # v lies in the null space (W = 0, e.g. every mask closed)
+                return PowerIterationResult(0.0, u, v, it, True)
             u = u / su
             w = rmatvec(u)
             new = float(torch.linalg.vector_norm(w))
