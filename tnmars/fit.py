@@ -6,12 +6,12 @@ relaxed MAP, reads the ranks off the MAP masks (``phi > 0.5``) and returns the *
 pruned* network.
 
 >>> import numpy as np, tnmars
->>> rng = np.random.default_rng(0)
->>> core, U = rng.standard_normal((2, 3, 2)), [rng.standard_normal((6, r)) for r in (2, 3, 2)]
+>>> rng = np.random.default_rng(1)
+>>> core, U = rng.standard_normal((2, 3, 4)), [rng.standard_normal((8, r)) for r in (2, 3, 4)]
 >>> x = np.einsum("abc,ia,jb,kc->ijk", core, *U)
->>> res = tnmars.fit(x, "tucker", max_rank=5, seed=0, progress=False)
+>>> res = tnmars.fit(x, "tucker", max_rank=6, seed=0, progress=False)
 >>> res.ranks
-(2, 3, 2)
+(2, 3, 4)
 
 The recipe (DESIGN.md "MARS, exactly")
 --------------------------------------
