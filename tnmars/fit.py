@@ -555,11 +555,14 @@ def fit(
     full_np = Network(template.spec, cores=[c * unit for c in cores_f], optimize=template.optimize)
     pruned_unit = Network(template.spec, cores=cores_f, optimize=template.optimize).prune(keep)
     refit = _Refitter(be, y, obs, dtype, device, sigma2, n_obs, lr, seed)
-    if not interrupted and polish > 0:
-        pruned_unit = refit(pruned_unit, polish)
-    if not interrupted and refine:
-        pruned_unit = _greedy_refine(pruned_unit, refit, keep, logits_f, log_pi, log_1mpi, n_obs, refine_steps)
-        pruned_unit = refit(pruned_unit, polish)
+    try:  # Ctrl-C here keeps the network as it stands after the last completed stage
+        if not interrupted and polish > 0:
+            pruned_unit = refit(pruned_unit, polish)
+        if not interrupted and refine:
+            refined = _greedy_refine(pruned_unit, refit, keep, logits_f, log_pi, log_1mpi, n_obs, refine_steps)
+            pruned_unit = refit(refined, polish)
+    except KeyboardInterrupt:
+        interrupted = True
 
     pruned_np = Network(template.spec, cores=[c * unit for c in pruned_unit.cores], optimize=template.optimize)
     est = pruned_np.to_tensor()
