@@ -47,11 +47,20 @@ def _fit_defaults() -> dict[str, Any]:
     fit_module = import_module("tnmars.fit")  # the module: ``tnmars.fit`` the attribute is the function
 
     sig = inspect.signature(fit_module.fit).parameters
+    def show(value: Any, label: str = "with init ") -> str:
+        if isinstance(value, dict):  # defaults that depend on the start (or format): group equal values
+            groups: dict[str, list[str]] = {}
+            for key, v in value.items():
+                groups.setdefault(str(v), []).append(str(key))
+            return "; ".join(f"{v} {label}{' or '.join(keys)}" for v, keys in groups.items())
+        return str(value)
+
     return {
-        "pi": sig["pi"].default,
-        "alpha": getattr(fit_module, "DEFAULT_ALPHA", sig["alpha"].default),
-        "steps": getattr(fit_module, "DEFAULT_STEPS", sig["steps"].default),
-        "lr": getattr(fit_module, "DEFAULT_LR", sig["lr"].default),
+        "pi": show(sig["pi"].default),
+        "alpha": show(getattr(fit_module, "DEFAULT_ALPHA", sig["alpha"].default)),
+        "steps": show(getattr(fit_module, "DEFAULT_STEPS", sig["steps"].default)),
+        "lr": show(getattr(fit_module, "DEFAULT_LR", sig["lr"].default)),
+        "init": show(getattr(fit_module, "DEFAULT_INIT", "svd"), label="for "),
     }
 
 
@@ -120,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                           f"keep-probability; negative starts with masks closed (default: {dflt['alpha']})")
     fit.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default: {dflt['lr']})")
     fit.add_argument("--init", choices=("svd", "random"), default=None,
-                     help="starting cores: svd (HOSVD/TT-SVD/TR-SVD/CP-ALS, built-in formats) or random "
-                          "(default: svd for built-in formats, random for a spec)")
+                     help="starting cores: svd (HOSVD/HOOI, TT-SVD, TR-SVD, CP-ALS; built-in formats only) or "
+                          f"random (default: {dflt['init']}; a spec starts from random cores)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     fit.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
                      help="array library to train with (default: numpy)")
@@ -270,8 +279,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from . import save
     from .fit import fit
 
-    def dflt_or(value: Any, name: str) -> Any:
-        return _fit_defaults()[name] if value is None else value
 
     data = _load_array(args.data, args.key, "DATA")
     if data.dtype.kind not in "biuf":
@@ -290,10 +297,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise CLIError(f"--out folder does not exist: {out.parent}")
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
+    options = {name: getattr(args, name) for name in ("pi", "alpha", "steps", "lr", "init", "dtype", "device")}
+    options = {k: v for k, v in options.items() if v is not None}  # unset: tnmars.fit's own defaults
     result = fit(
         data, network, max_rank=max_rank if isinstance(network, str) else None, observed=observed,
-        pi=dflt_or(args.pi, "pi"), alpha=args.alpha, steps=args.steps, lr=args.lr, init=args.init, seed=args.seed,
-        backend=args.backend, device=args.device, dtype=args.dtype, progress=not args.quiet,
+        seed=args.seed, backend=args.backend, progress=not args.quiet, **options,
     )
     fmt = result.settings.get("format") if hasattr(result, "settings") else None
     print(f"  network         {result.network.spec}" + (f" ({fmt})" if fmt else ""))
