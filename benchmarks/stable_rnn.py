@@ -262,7 +262,7 @@ def part_weights(args) -> str:
         if schedule == "1/t":
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
         register_stability_hook(opt, model)  # projection after every step: ||W||_2 <= lam
-        out = {}
+        out = {0: flat_params(model)}
         for s in range(1, steps + 1):
             opt.zero_grad()
             loss = (0.5 * (model(x, k=k) - y) ** 2).mean()
@@ -277,18 +277,28 @@ def part_weights(args) -> str:
 
     dist = {}
     losses = {}
+    travel = {}
     for schedule in ("1/t", "constant"):
         full = run(None, schedule)
         losses[(schedule, "full")] = full["loss"]
+        travel[schedule] = float(torch.linalg.vector_norm(full[steps] - full[0]))
         for k in ks:
             tr = run(k, schedule)
             losses[(schedule, k)] = tr["loss"]
             dist[(schedule, k)] = np.array([float(torch.linalg.vector_norm(full[s] - tr[s])) for s in record])
     rows = []
+    rec = np.array(record, dtype=float)
+    late = rec >= steps / 10
+
+    def growth(d: np.ndarray) -> str:  # slope of log dist vs log N over the last decade of steps
+        ok = late & (d > 0)
+        return fmt(float(np.polyfit(np.log(rec[ok]), np.log(d[ok]), 1)[0]), 3) if ok.sum() >= 3 else "-"
+
     for k in ks:
         d1, d2 = dist[("1/t", k)], dist[("constant", k)]
-        rows.append([k, fmt(lam**k * k, 3), fmt(d1[-1], 3), fmt(float(d1.max()), 3), fmt(d2[-1], 3),
-                     fmt(float(d2.max()), 3), fmt(losses[("1/t", k)], 4), fmt(losses[("constant", k)], 4)])
+        rows.append([k, fmt(lam**k * k, 3), fmt(d1[-1], 3), fmt(d1[-1] / travel["1/t"], 3), growth(d1),
+                     fmt(d2[-1], 3), fmt(d2[-1] / travel["constant"], 3), growth(d2),
+                     fmt(losses[("1/t", k)], 4), fmt(losses[("constant", k)], 4)])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, schedule in zip(axes, ("1/t", "constant")):
         for k in ks:
@@ -308,10 +318,16 @@ hidden {H}; teacher A = 0.8 x orthogonal). Loss = mean over sequences and time s
 (y_t - ŷ_t)^2 / 2, with ŷ from h_t (recurrent) or h_t^k (truncated). Both models start from the same
 weights. Step α/t with α = {alpha}, and a constant step {const} (chosen by hand, not tuned). {steps} steps. Distances over all parameters (W, U, c). Final training loss
 of the full model: α/t {fmt(losses[("1/t", "full")], 4)}, constant {fmt(losses[("constant", "full")], 4)}.
+"travel" = ||w_N - w_0|| of the recurrent model ({fmt(travel["1/t"], 3)} with α/t, {fmt(travel["constant"], 3)}
+with the constant step): the α/t schedule moves the weights less in total, so "dist / travel" is the
+fairer comparison. "growth exponent" = slope of log dist vs log N over N >= {steps // 10} (Proposition 2
+allows polynomial growth N^(αβ+1) with α/t). "trunc weights, full loss" = training loss of the full
+recurrent model evaluated at the truncated model's final weights.
 """
     table = markdown_table(
-        ["k", "k·λ^k", "α/t: final dist", "α/t: max dist", "const: final dist", "const: max dist",
-         "α/t: trunc loss (full eval)", "const: trunc loss (full eval)"], rows)
+        ["k", "k·λ^k", "α/t: final dist", "α/t: dist / travel", "α/t: growth exponent", "const: final dist",
+         "const: dist / travel", "const: growth exponent", "α/t: trunc weights, full loss",
+         "const: trunc weights, full loss"], rows)
     return header("Stable RNNs: weights close (experiment 3, Proposition 2)", args.command, notes) + "\n" + table + \
         f"\n\n![](stable_rnn_weights{args.suffix}.png)\n"
 
@@ -600,18 +616,19 @@ def part_tt(args) -> str:
     lr = 5e-3
     shape = (4, 4, 4)
     rank = 16
-    pi, alpha = 1e-2, 0.5
+    pi = 1e-2
+    alphas = [0.5] if args.quick else [0.5, 0.0, -0.5]
 
-    def tt_rnn(ranks, mars: bool) -> TanhRNN:
+    def tt_rnn(ranks, mars: bool, alpha: float = 0.0) -> TanhRNN:
         return TanhRNN(P, H, lam=1.0, seed=0, recurrent="tt", tt_shape=shape, tt_rank=ranks, mars=mars, pi=pi,
                        alpha=alpha)
 
     rows = []
     probs = {}
-    selected: list = []
 
-    def run(label: str, rnn: TanhRNN, n_epochs: int) -> None:
-        model = Sequencer(rnn, P)
+    def run(label: str, make, n_epochs: int):
+        torch.manual_seed(0)  # same readout initialisation for every row
+        model = Sequencer(make(), P)
         tt = model.rnn.weight_tt
         temperature = (0.1, 0.01) if tt is not None and tt.mars else None
         info = train_music(model, train, k=None, epochs=n_epochs, lr=lr, seed=0, temperature=temperature)
@@ -619,28 +636,34 @@ def part_tt(args) -> str:
         loss_k = evaluate(model, test, 8)
         other = sum(p.numel() for n, p in model.named_parameters()
                     if "weight_tt" not in n and n != "rnn.weight")
+        sel = None
         if tt is None:
             ranks, rec_params, rec_comp = "-", H * H, 1.0
         else:
-            sel = tt.ranks()
-            ranks = str(tuple(sel.values()))
+            sel = tuple(tt.ranks().values())
+            ranks = str(sel)
             rec_params = tt.num_params_selected()
             rec_comp = tt.compression()
             if tt.mars:
                 probs[label] = {b: torch.sigmoid(v.detach()).numpy() for b, v in tt.masks.logits.items()}
-                selected.append(tuple(max(r, 1) for r in sel.values()))
         model_comp = (other + H * H) / (other + rec_params)
         model.eval()
         sigma = model.rnn.spectral_norm("power") if tt is None else tt.spectral_norm(tt.map_masks())
         rows.append([label, n_epochs, ranks, rec_params, fmt(rec_comp, 3), fmt(model_comp, 3), fmt(sigma, 4),
                      fmt(loss, 4), fmt(loss_k, 4), fmt(info["seconds"], 3)])
         print(rows[-1], flush=True)
+        return sel
 
-    run("dense, stable", TanhRNN(P, H, lam=1.0, seed=0), dense_epochs)
-    run("dense, stable", TanhRNN(P, H, lam=1.0, seed=0), epochs)
-    run(f"TT rank {rank}, fixed (no MARS), stable", tt_rnn(rank, False), epochs)
-    run(f"TT rank {rank} + MARS (π={pi}, α={alpha}), stable", tt_rnn(rank, True), epochs)
-    run("TT at the MARS ranks, fixed, from scratch, stable", tt_rnn(selected[0], False), epochs)
+    run("dense, stable", lambda: TanhRNN(P, H, lam=1.0, seed=0), dense_epochs)
+    run("dense, stable", lambda: TanhRNN(P, H, lam=1.0, seed=0), epochs)
+    run(f"TT rank {rank}, fixed (no MARS), stable", lambda: tt_rnn(rank, False), epochs)
+    done = {(rank, rank)}
+    for alpha in alphas:
+        sel = run(f"TT rank {rank} + MARS (π={pi}, α={alpha}), stable", lambda a=alpha: tt_rnn(rank, True, a), epochs)
+        if sel not in done and all(r > 0 for r in sel):
+            done.add(sel)
+            run(f"TT fixed at ranks {sel} (MARS α={alpha}), from scratch, stable", lambda s=sel: tt_rnn(s, False),
+                epochs)
     if probs:
         fig, axes = plt.subplots(1, len(probs), figsize=(6 * len(probs), 3.6), squeeze=False)
         for ax, (label, pr) in zip(axes[0], probs.items()):
@@ -661,7 +684,7 @@ Same data, task and optimiser as experiment 4 (Adam lr {lr}, batch 16 chorales, 
 seed 0, one run per row). The recurrent matrix W (64 x 64) is a TT-matrix `tnmars.Network` with shape
 {shape} x {shape}, start rank {rank} on both bonds (4,608 core parameters, more than the 4,096 dense
 entries), cores as nn.Parameters (`TanhRNN(..., recurrent="tt")`). MARS: hard-concrete masks on both
-bonds (π = {pi}, α = {alpha}), temperature decayed exponentially 0.1 -> 0.01 over training, loss = mean
+bonds (π = {pi}, α in {alphas}), temperature decayed exponentially 0.1 -> 0.01 over training, loss = mean
 frame NLL - (log prior)/N with N = {sum(len(r) - 1 for r in train)} training frames (Bernoulli(π)
 mask prior + N(0, 100) core prior), Adam on everything. MARS needs many steps with the 1/N prior,
 so the TT rows train {epochs} epochs; the dense model is shown at {dense_epochs} epochs (where its test NLL
@@ -671,7 +694,9 @@ on both the unmasked and the MAP-masked matrix. Eval uses the MAP masks.
 W compression = 4,096 / core parameters at the selected ranks; model compression = (other
 parameters + 4,096) / (other parameters + selected core parameters) (the paper's rule; input and
 readout weights count as "other"). ||W||_2: the trained eval-mode recurrent matrix by power
-iteration. The last row retrains a fixed-rank TT at the ranks MARS selected, from scratch.
+iteration. "TT fixed at ranks ..." rows retrain a fixed-rank TT at the ranks a MARS run selected, from
+scratch (not run when MARS kept the full ranks, which is the fixed rank-16 row, or closed a bond).
+Every row uses the same seed and initialisation of the input and readout weights.
 """
     out = header("TT-matrix recurrent weights with MARS on the Bach chorales (experiment 5)", args.command, notes)
     out += "\n" + markdown_table(["model", "epochs", "selected ranks", "W params", "W compression",
