@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--noise", type=float, default=0.01,
                       help="Gaussian noise, relative to the signal's RMS (default: 0.01)")
     demo.add_argument("--steps", type=int, default=None, help=f"Adam steps (default: {dflt['steps']})")
+    demo.add_argument("--pi", type=float, default=None, help=f"MARS prior, as for 'tnmars fit' (default: {dflt['pi']})")
+    demo.add_argument("--alpha", type=float, default=None,
+                      help=f"initial mask logit mean, as for 'tnmars fit' (default: {dflt['alpha']})")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and of the fit (default: 0)")
     demo.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
                       help="array library to train with (default: numpy)")
@@ -350,8 +353,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clipped maximal ranks are expected here
-        result = fit(data, args.format, max_rank=max_rank, steps=args.steps, seed=args.seed,
-                     backend=args.backend, progress=not args.quiet)
+        options = {k: v for k, v in (("steps", args.steps), ("pi", args.pi), ("alpha", args.alpha)) if v is not None}
+        result = fit(data, args.format, max_rank=max_rank, seed=args.seed, backend=args.backend,
+                     progress=not args.quiet, **options)
     seconds = time.perf_counter() - t0
     estimate = np.asarray(result.network.backend_impl.to_numpy(result.network.to_tensor()))
     truth_error = float(np.linalg.norm(estimate - clean) / np.linalg.norm(clean))
