@@ -5,7 +5,8 @@ Nothing is copied by hand, so the documentation cannot drift from the measured r
 * every ``benchmarks/results/*.md`` becomes a page ``results/<name>/`` (with the PNGs
   next to it), listed on a generated ``results/index.md`` and in the navigation;
 * links in those files that point outside the published set (say to a benchmark script)
-  are turned into code spans instead of broken links, so ``mkdocs build --strict`` passes;
+  are turned into code spans instead of broken links, and brackets used as plain text are
+  escaped, so ``mkdocs build --strict`` passes;
 * a line ``<!-- tnmars-help: fit -->`` in any page is replaced by the current output of
   ``tnmars fit --help`` (likewise ``demo``, ``info``, or ``main`` for ``tnmars --help``).
 
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 PREFIX = "results"
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)(\s+\"[^\"]*\")?\)")
+_LONE_BRACKET = re.compile(r"(?<![\\!])\[(?![^\]]*\]\()")
 _HELP = re.compile(r"^<!--\s*tnmars-help:\s*(\w+)\s*-->\s*$", re.MULTILINE)
 
 
@@ -56,6 +58,28 @@ def rewrite_links(text: str, published: set[str]) -> str:
         return f"{label} (`{target}`)" if label and label != target else f"`{target}`"
 
     return _LINK.sub(fix, text)
+
+
+def escape_brackets(text: str) -> str:
+    """Escape ``[`` that does not open an inline link, outside code.
+
+    Results tables use brackets as plain text (``[conv2 r1,r2] [fc1 r3]``), which Markdown
+    would read as reference links and the strict build would reject as unknown targets.
+    """
+    out, fenced = [], False
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+            out.append(line)
+            continue
+        if fenced or line.startswith("    "):
+            out.append(line)
+            continue
+        parts = line.split("`")
+        for k in range(0, len(parts), 2):  # even parts are outside inline code
+            parts[k] = _LONE_BRACKET.sub(r"\\[", parts[k])
+        out.append("`".join(parts))
+    return "".join(out)
 
 
 def index_markdown(pages: list[Path]) -> str:
@@ -134,7 +158,7 @@ def on_files(files, config):
     published = {p.name for p in pages} | {a.name for a in assets}
     files.append(File.generated(config, f"{PREFIX}/index.md", content=index_markdown(pages)))
     for page in pages:
-        text = rewrite_links(page.read_text(encoding="utf-8"), published)
+        text = escape_brackets(rewrite_links(page.read_text(encoding="utf-8"), published))
         if not text.lstrip().startswith("#"):
             text = f"# {_title(page)}\n\n" + text
         files.append(File.generated(config, f"{PREFIX}/{page.name}", content=text))

@@ -97,6 +97,10 @@ def test_results_links_are_rewritten_not_broken():
     assert "[web](https://a.b)" in out and "[t](t.md#s)" in out
     assert "x.png" in out and "![gone]" not in out
     assert "No benchmark results" in hook.index_markdown([])
+    table = "| ranks [conv2 r1,r2] [fc1 r3] | [a](b.md) | `[code]` |\n```\n[x][y]\n```\n"
+    assert hook.escape_brackets(table) == (
+        "| ranks \\[conv2 r1,r2] \\[fc1 r3] | [a](b.md) | `[code]` |\n```\n[x][y]\n```\n"
+    )
 
 
 def test_docstring_headings_extension():
