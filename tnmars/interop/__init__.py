@@ -1,7 +1,8 @@
-"""Interoperability with tensorly: SVD-based initialisations (and, later, object conversion).
+"""Interoperability with tensorly: SVD-based initialisations and object conversion.
 
->>> from tnmars.interop import svd_init
+>>> from tnmars.interop import svd_init, from_tensorly, to_tensorly
 """
 from .init import svd_init
+from .tensorly import from_tensorly, to_tensorly, topology
 
-__all__ = ["svd_init"]
+__all__ = ["svd_init", "from_tensorly", "to_tensorly", "topology"]
