@@ -427,8 +427,8 @@ _COMMANDS = {"fit": _cmd_fit, "demo": _cmd_demo, "info": _cmd_info}
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tnmars`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
-    >>> main(["--version"])  # doctest: +SKIP
-    tnmars 0.1.0
+    ``main(["demo", "--quiet"])`` is what ``tnmars demo --quiet`` runs: 0 on success, 2 for a
+    usage or input error (reported as one line on stderr), 130 on Ctrl-C outside a fit.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
