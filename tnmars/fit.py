@@ -49,9 +49,10 @@ Choices that are ours, and why (measured; benchmarks/results/rank_recovery*.md)
   (cores too slow to fit before the prior wins) or kept all of them. CP starts at random:
   an over-complete CP-ALS start is an overfit of cancelling components that never close.
 - **alpha.** With an SVD start, ``alpha = 0.5`` (masks start mostly open) recovered the
-  Appendix D ranks in every seed; ``alpha = -0.5`` sometimes missed a weak component
-  (energy share ~1%), but is better at low SNR (10 dB Tucker: -0.5 gave the true ranks 3/3,
-  +0.5 kept all 8 because the SVD start had already fitted the noise). Random starts use
+  Appendix D ranks in 10/10 seeds; ``alpha = -0.5`` in 6/10 (it missed one weak component
+  in the other four), but is better on noisy data (10 dB Tucker: -0.5 gave the true ranks
+  3/3, +0.5 kept all 8 because the SVD start had already fitted the noise; noisy 32^4
+  Tucker: -0.5 exact, +0.5 kept the maximal ranks). Random starts use
   ``alpha = -0.5`` (open only what the data ask for).
 - **lr decay, polish and refine.** ``lr`` decays exponentially by ``lr_decay`` (0.1) over
   training; after pruning, ``polish`` deterministic Adam steps (default ``steps // 5``) refit
