@@ -17,14 +17,14 @@ import sys
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np
-import opt_einsum
-import tensorly as tl
-import torch
-from tensorly.cp_tensor import cp_to_tensor
-from tensorly.tr_tensor import tr_to_tensor
-from tensorly.tt_tensor import tt_to_tensor
-from tensorly.tucker_tensor import tucker_to_tensor
+import numpy as np  # noqa: E402
+import opt_einsum  # noqa: E402
+import tensorly as tl  # noqa: E402
+import torch  # noqa: E402
+from tensorly.cp_tensor import cp_to_tensor  # noqa: E402
+from tensorly.tr_tensor import tr_to_tensor  # noqa: E402
+from tensorly.tt_tensor import tt_to_tensor  # noqa: E402
+from tensorly.tucker_tensor import tucker_to_tensor  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine_line, markdown_table, time_interleaved, write_result  # noqa: E402

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tnmars
-from tnmars.fit import Adam, FitResult
+from tnmars.fitting import Adam, FitResult
 
 
 def tucker_tensor(shape, ranks, seed=0):

@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 # heavier modules load on first use, so ``import tnmars`` stays light
 _LAZY = {
-    "fit": ("tnmars.fit", "fit"),
-    "FitResult": ("tnmars.fit", "FitResult"),
+    "fit": ("tnmars.fitting", "fit"),
+    "FitResult": ("tnmars.fitting", "FitResult"),
     "save": ("tnmars.io", "save"),
     "load": ("tnmars.io", "load"),
 }

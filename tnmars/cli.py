@@ -44,7 +44,7 @@ def _fit_defaults() -> dict[str, Any]:
     import inspect
     from importlib import import_module
 
-    fit_module = import_module("tnmars.fit")  # the module: ``tnmars.fit`` the attribute is the function
+    fit_module = import_module("tnmars.fitting")
 
     sig = inspect.signature(fit_module.fit).parameters
     def show(value: Any, label: str = "with init ") -> str:
@@ -280,7 +280,7 @@ def _report(result: Any, out: Any) -> None:
 # ------------------------------------------------------------------------------ commands
 def _cmd_fit(args: argparse.Namespace) -> int:
     from . import save
-    from .fit import fit
+    from .fitting import fit
 
 
     data = _load_array(args.data, args.key, "DATA")
@@ -335,7 +335,7 @@ def _demo_truth(fmt: str, seed: int):
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import save
-    from .fit import fit
+    from .fitting import fit
 
     if not args.noise >= 0:
         raise CLIError(f"--noise must be >= 0; got {args.noise}")

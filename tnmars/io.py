@@ -432,7 +432,7 @@ def _build_fit_result(fit: Mapping[str, Any], arrays: Mapping[str, np.ndarray], 
                     for name, sub in fit.get("networks", {}).items()}
     except (KeyError, AttributeError, TypeError) as err:
         raise FileFormatError(f"{where} has malformed fit-result metadata ({err})") from None
-    from .fit import FitResult  # the only class a fit result is rebuilt as: no class name is imported from the file
+    from .fitting import FitResult  # the only class a fit result is rebuilt as: no class name is imported from the file
 
     values = {"network": net, "ranks": ranks, "probabilities": probabilities, **fields, **networks}
     if dataclasses.is_dataclass(FitResult):

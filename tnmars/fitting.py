@@ -86,9 +86,7 @@ the prior: larger values give smaller ranks.
 from __future__ import annotations
 
 import math
-import sys
 import time
-import types
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -773,15 +771,3 @@ class _TorchTrainer:
         loss.backward()
         self.opt.step()
         return float(loss.detach()), float(nll.detach()), float(sse.detach()) / n_obs
-
-
-class _CallableModule(types.ModuleType):
-    """``tnmars.fit`` is both this module and the function: once ``tnmars.fit`` has been
-    imported as a submodule (``from tnmars.fit import FitResult``), Python binds the package
-    attribute ``tnmars.fit`` to the module, so the module forwards calls to :func:`fit`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> FitResult:
-        return fit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
