@@ -28,6 +28,39 @@ _BOND = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 Masks = Mapping[str, Any] | Sequence[Any] | None
 
 
+# ------------------------------------------------------------------ specs of the built-in formats
+# Open modes are lowercase letters, bonds uppercase. The constructors below and the tensorly
+# interop build their graphs from these functions only, so the two can never disagree.
+def cp_spec(order: int) -> str:
+    """``'aA,bA,cA->abc'`` for order 3: one factor per mode joined by the hyperedge ``A``."""
+    return ",".join(_OPEN[k] + "A" for k in range(order)) + "->" + _OPEN[:order]
+
+
+def tucker_spec(order: int) -> str:
+    """``'ABC,aA,bB,cC->abc'`` for order 3: the core first, then one factor per mode."""
+    bonds = _BOND[:order]
+    return bonds + "," + ",".join(_OPEN[k] + bonds[k] for k in range(order)) + "->" + _OPEN[:order]
+
+
+def tt_spec(num_cores: int, width: int = 1) -> str:
+    """A chain of ``num_cores`` cores with ``width`` open modes each (1: TT, 2: TT-matrix);
+    the output lists every core's first mode, then every core's second mode."""
+    d = num_cores
+    letters = [[_OPEN[j * d + k] for j in range(width)] for k in range(d)]
+    terms = []
+    for k in range(d):
+        left = _BOND[k - 1] if k > 0 else ""
+        right = _BOND[k] if k < d - 1 else ""
+        terms.append(left + "".join(letters[k]) + right)
+    return ",".join(terms) + "->" + "".join(letters[k][j] for j in range(width) for k in range(d))
+
+
+def tr_spec(order: int) -> str:
+    """``'CaA,AbB,BcC->abc'`` for order 3: bond ``k`` joins core ``k`` to core ``k+1``."""
+    terms = [_BOND[(k - 1) % order] + _OPEN[k] + _BOND[k] for k in range(order)]
+    return ",".join(terms) + "->" + _OPEN[:order]
+
+
 def _as_int_tuple(values: Any, name: str) -> tuple[int, ...]:
     if isinstance(values, (int, np.integer)):
         return (int(values),)
@@ -224,8 +257,7 @@ class Network:
         _check_positive([rank], "rank")
         if len(shape) < 2:
             raise ValueError("a CP network needs at least 2 modes")
-        spec = ",".join(_OPEN[k] + "A" for k in range(len(shape))) + "->" + _OPEN[: len(shape)]
-        return cls(spec, shape=shape, ranks=rank, **kwargs)
+        return cls(cp_spec(len(shape)), shape=shape, ranks=rank, **kwargs)
 
     @classmethod
     def tucker(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> Network:
@@ -248,9 +280,7 @@ class Network:
             clipped[k] = min(clipped[k], others)
         if tuple(clipped) != tuple(ranks):
             warnings.warn(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}", stacklevel=2)
-        bonds = _BOND[:d]
-        spec = bonds + "," + ",".join(_OPEN[k] + bonds[k] for k in range(d)) + "->" + _OPEN[:d]
-        return cls(spec, shape=shape, ranks=dict(zip(bonds, clipped)), **kwargs)
+        return cls(tucker_spec(d), shape=shape, ranks=dict(zip(_BOND, clipped)), **kwargs)
 
     @classmethod
     def tt(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> Network:
@@ -299,15 +329,8 @@ class Network:
         )
         if clipped != tuple(ranks):
             warnings.warn(f"TT ranks {tuple(ranks)} clipped to the feasible {clipped}", stacklevel=3)
-        width = len(groups[0])
-        letters = [[_OPEN[j * d + k] for j in range(width)] for k in range(d)]
-        terms = []
-        for k in range(d):
-            left = _BOND[k - 1] if k > 0 else ""
-            right = _BOND[k] if k < d - 1 else ""
-            terms.append(left + "".join(letters[k]) + right)
-        output = "".join(letters[k][j] for j in range(width) for k in range(d))
-        return cls(",".join(terms) + "->" + output, shape=shape, ranks=dict(zip(_BOND, clipped)), **kwargs)
+        spec = tt_spec(d, width=len(groups[0]))
+        return cls(spec, shape=shape, ranks=dict(zip(_BOND, clipped)), **kwargs)
 
     @classmethod
     def tr(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> Network:
@@ -325,8 +348,7 @@ class Network:
         if d < 2:
             raise ValueError("a tensor ring needs at least 2 cores")
         ranks = _per_bond(ranks, d, "ranks")
-        terms = [_BOND[(k - 1) % d] + _OPEN[k] + _BOND[k] for k in range(d)]
-        return cls(",".join(terms) + "->" + _OPEN[:d], shape=shape, ranks=dict(zip(_BOND, ranks)), **kwargs)
+        return cls(tr_spec(d), shape=shape, ranks=dict(zip(_BOND, ranks)), **kwargs)
 
     # ------------------------------------------------------------------------ attributes
     @property

@@ -27,12 +27,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import Backend, infer_backend
-from ..network import Network
+from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
 
 __all__ = ["from_tensorly", "to_tensorly", "topology"]
-
-_OPEN = "abcdefghijklmnopqrstuvwxyz"
-_BOND = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _tensorly_classes():
@@ -92,16 +89,13 @@ def from_tensorly(obj: Any) -> Network:
         if weights is not None:
             rank = _shape(factors[0])[1]
             factors[0] = factors[0] * be.reshape(be.asarray(weights, dtype=be.dtype_name(factors[0])), (1, rank))
-        spec = ",".join(_OPEN[k] + "A" for k in range(d)) + "->" + _OPEN[:d]
-        return Network(spec, cores=factors)
+        return Network(cp_spec(d), cores=factors)
     if isinstance(obj, TuckerTensor):
         core, factors = obj
         factors = list(factors)
         d = len(factors)
         _check_order(d, "Tucker tensor")
-        bonds = _BOND[:d]
-        spec = bonds + "," + ",".join(_OPEN[k] + bonds[k] for k in range(d)) + "->" + _OPEN[:d]
-        return Network(spec, cores=[core, *factors])
+        return Network(tucker_spec(d), cores=[core, *factors])
     if isinstance(obj, TTMatrix):
         return _from_chain(list(obj), width=2, what="TT-matrix")
     if isinstance(obj, TTTensor):
@@ -110,8 +104,7 @@ def from_tensorly(obj: Any) -> Network:
         factors = list(obj)
         d = len(factors)
         _check_order(d, "TR tensor", 2)
-        terms = [_BOND[(k - 1) % d] + _OPEN[k] + _BOND[k] for k in range(d)]
-        return Network(",".join(terms) + "->" + _OPEN[:d], cores=factors)
+        return Network(tr_spec(d), cores=factors)
     raise TypeError(
         f"from_tensorly expects a tensorly CPTensor, TuckerTensor, TTTensor, TRTensor or TTMatrix; "
         f"got {type(obj).__name__}"
@@ -129,14 +122,7 @@ def _from_chain(factors: list[Any], width: int, what: str) -> Network:
     cores[0] = be.reshape(cores[0], first[1:] if d > 1 else first[1:-1])
     if d > 1:
         cores[-1] = be.reshape(cores[-1], last[:-1])
-    letters = [[_OPEN[j * d + k] for j in range(width)] for k in range(d)]
-    terms = []
-    for k in range(d):
-        left = _BOND[k - 1] if k > 0 else ""
-        right = _BOND[k] if k < d - 1 else ""
-        terms.append(left + "".join(letters[k]) + right)
-    output = "".join(letters[k][j] for j in range(width) for k in range(d))
-    return Network(",".join(terms) + "->" + output, cores=cores)
+    return Network(tt_spec(d, width), cores=cores)
 
 
 # -------------------------------------------------------------------------- tnmars -> tensorly
