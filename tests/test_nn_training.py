@@ -176,3 +176,21 @@ def test_a_few_mars_steps_reduce_the_loss_and_move_the_logits():
     assert losses[-1] < losses[0]
     assert not torch.allclose(model.masks.logits["A"], logits0)
     assert all(math.isfinite(v) for v in losses)
+
+
+def test_mars_loss_and_temperature_reach_a_tensorized_recurrent_matrix():
+    import torch
+
+    from tnmars.nn import TanhRNN
+
+    model = TanhRNN(3, 8, lam=0.9, seed=0, recurrent="tt", tt_rank=3, tt_shape=(2, 2, 2), alpha=0.5)
+    found = [name for name, _ in tnn.mars_modules(model)]
+    assert len(found) == 1
+    (_, recurrent_matrix), = tnn.mars_modules(model)
+    torch.testing.assert_close(tnn.log_prior(model), recurrent_matrix.log_prior())
+    tnn.set_temperature(model, 0.05)
+    assert recurrent_matrix.masks.temperature == 0.05
+    assert tnn.get_temperature(model) == 0.05
+    # the penalty carries gradient to the recurrent matrix's mask logits
+    tnn.mars_penalty(model, 100).backward()
+    assert all(p.grad is not None for p in recurrent_matrix.masks.parameters())

@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
     "set_alpha": ".training",
     "set_warmup": ".training",
     "mars_layers": ".training",
+    "mars_modules": ".training",
     "tensorized_layers": ".training",
     # recurrent models and stability tools (issue 5)
     "LinearRNN": ".recurrent",

@@ -35,6 +35,7 @@ from torch import nn
 
 from .. import masks as mars
 from .base import TensorizedLayer
+from .masks import BondMasks
 
 
 # ------------------------------------------------------------------------------ discovery
@@ -56,10 +57,22 @@ def mars_layers(model: nn.Module) -> Iterator[tuple[str, TensorizedLayer]]:
             yield name, mod
 
 
+def mars_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` for everything whose prior and temperature MARS training manages:
+    the MARS layers, plus any other module with ``BondMasks`` in ``.masks`` and a
+    ``log_prior()`` (the tensorized recurrent matrix of :mod:`tnmars.nn.recurrent`)."""
+    for name, mod in _unwrap(model).named_modules():
+        if isinstance(mod, TensorizedLayer):
+            if mod.masks is not None:
+                yield name, mod
+        elif isinstance(getattr(mod, "masks", None), BondMasks) and callable(getattr(mod, "log_prior", None)):
+            yield name, mod
+
+
 # ------------------------------------------------------------------------------ the objective
 def log_prior(model: nn.Module) -> torch.Tensor:
-    """Sum of the MARS log priors (Bernoulli masks + Gaussian cores) over every MARS layer."""
-    terms = [layer.log_prior() for _, layer in mars_layers(model)]
+    """Sum of the MARS log priors (Bernoulli masks + Gaussian cores) over every MARS module."""
+    terms = [layer.log_prior() for _, layer in mars_modules(model)]
     if not terms:
         p = next(_unwrap(model).parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
@@ -103,13 +116,13 @@ class MarsLoss(nn.Module):
 def set_temperature(model: nn.Module, temperature: float) -> None:
     """Set the hard-concrete temperature of every MARS layer."""
     t = mars.check_temperature(temperature)
-    for _, layer in mars_layers(model):
+    for _, layer in mars_modules(model):
         layer.masks.temperature = t
 
 
 def get_temperature(model: nn.Module) -> float | None:
     """Temperature of the first MARS layer (None without MARS layers)."""
-    for _, layer in mars_layers(model):
+    for _, layer in mars_modules(model):
         return float(layer.masks.temperature)
     return None
 
@@ -117,7 +130,7 @@ def get_temperature(model: nn.Module) -> float | None:
 def set_pi(model: nn.Module, pi: float) -> None:
     """Set the Bernoulli prior ``pi`` (in (0, 0.5]) of every MARS layer."""
     p = mars.check_pi(pi)
-    for _, layer in mars_layers(model):
+    for _, layer in mars_modules(model):
         layer.masks.pi = p
 
 
@@ -311,4 +324,4 @@ def summary(model: nn.Module) -> ModelSummary:
 
 __all__ = ["MarsLoss", "MarsTemperature", "mars_penalty", "log_prior", "compress", "summary", "ModelSummary",
            "LayerSummary", "set_temperature", "get_temperature", "set_pi", "set_alpha", "set_warmup",
-           "mars_layers", "tensorized_layers"]
+           "mars_layers", "mars_modules", "tensorized_layers"]
