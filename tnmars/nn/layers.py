@@ -46,6 +46,20 @@ _UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 # ------------------------------------------------------------------------------ helpers
+def prime_factors(n: int) -> list[int]:
+    """Prime factors of ``n`` with multiplicity, ascending: ``prime_factors(12) == [2, 2, 3]``."""
+    primes = []
+    m, p = int(n), 2
+    while p * p <= m:
+        while m % p == 0:
+            primes.append(p)
+            m //= p
+        p += 1
+    if m > 1:
+        primes.append(m)
+    return primes
+
+
 def factorize(n: int, d: int) -> tuple[int, ...]:
     """Split ``n`` into ``d`` balanced integer factors (ascending; 1s pad when ``n`` has
     fewer than ``d`` prime factors).
@@ -62,17 +76,8 @@ def factorize(n: int, d: int) -> tuple[int, ...]:
         raise ValueError(f"cannot factorize {n}: sizes must be positive")
     if d < 1:
         raise ValueError(f"the number of factors d must be >= 1; got {d}")
-    primes = []
-    m, p = n, 2
-    while p * p <= m:
-        while m % p == 0:
-            primes.append(p)
-            m //= p
-        p += 1
-    if m > 1:
-        primes.append(m)
     groups = [1] * d
-    for q in sorted(primes, reverse=True):
+    for q in sorted(prime_factors(n), reverse=True):
         groups[int(np.argmin(groups))] *= q
     return tuple(sorted(groups))
 

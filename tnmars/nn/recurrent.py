@@ -52,6 +52,7 @@ from .. import masks as mars
 from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
+from .layers import prime_factors
 from .masks import BondMasks
 from .stability import check_k, check_lambda, power_iteration, project_spectral, rescale_columns_l1
 
@@ -100,15 +101,7 @@ def balanced_factors(n: int, d: int | None = None) -> tuple[int, ...]:
     ((4, 4, 4), (4, 4, 3), (5, 2))
     """
     n = _check_size(n, "n")
-    primes = []
-    m, p = n, 2
-    while p * p <= m:
-        while m % p == 0:
-            primes.append(p)
-            m //= p
-        p += 1
-    if m > 1:
-        primes.append(m)
+    primes = prime_factors(n)
     if d is None:
         d = 3 if len(primes) >= 3 else max(len(primes), 1)
         d = min(d, 3) if len(primes) >= 2 else 1
