@@ -107,8 +107,8 @@ def main() -> None:
         f"compressed to the shorter run: lr x{lr_decay:.4f} per epoch (the reference's 0.99^300 overall), "
         f"temperature x{t_decay:.4f} per epoch from 0.1 to the 0.01 floor at 229/300 of training. "
         + (f"N in the MARS loss is {args.prior_n:,} (not our 4,000 training rows): the paper's prior weight per "
-           "example on full MNIST, since with N = 4,000 the prior is 15x stronger and the masks of hard mode never "
-           "opened in our runs. " if args.prior_n else
+           "example on full MNIST, since with N = 4,000 the prior is 15x stronger (that setting is in "
+           "nn_mnist_2fc_n4000.md; without warm-up its hard-mode masks stayed closed in our exploratory runs). " if args.prior_n else
            "N in the MARS loss is our 4,000 training examples, so the prior weighs 15x more per example than on "
            "full MNIST. ")
         + (f"Warm-up: {args.warmup} epochs without masks (logits frozen), as the paper's appendix C describes. "
