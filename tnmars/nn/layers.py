@@ -210,7 +210,47 @@ def _user_network(network: Network, dtype: str, device: str | None) -> Network:
 
 
 # ------------------------------------------------------------------------------ linear
-class TensorizedLinear(TensorizedLayer):
+class _MatrixLayer(TensorizedLayer):
+    """A layer whose weight is a matrix network: its open modes are the input modes, then the
+    output modes (TensorizedLinear, TensorizedConv2d)."""
+
+    def _init_matrix(self, format: str | Network, rank: Any, in_shape, out_shape, rows: tuple[int, str],
+                     cols: tuple[int, str], default_shapes, *, dtype: str, device, mars: bool, pi: float,
+                     alpha: float, temperature: float, mode: str) -> None:
+        (n_rows, rows_name), (n_cols, cols_name) = rows, cols
+        dev = None if device is None else str(device)
+        if isinstance(format, Network):
+            network = _user_network(format, dtype, dev)
+            n_in = _split_point(network, n_rows, n_cols)
+            self.format = "network"
+        else:
+            if format not in FORMATS:
+                raise ValueError(f"unknown format {format!r}; use one of {FORMATS} or pass a tnmars.Network")
+            _check_rank(rank)
+            in_shape = _check_shape(in_shape, n_rows, "in_shape", rows_name)
+            out_shape = _check_shape(out_shape, n_cols, "out_shape", cols_name)
+            in_shape, out_shape = default_shapes(in_shape, out_shape)
+            network = matrix_network(format, in_shape, out_shape, rank, scale=glorot_std(n_rows, n_cols),
+                                     seed=torch_seed(), dtype=dtype, device=dev)
+            n_in = len(in_shape)
+            self.format = format
+        self._n_in = n_in
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._mm = NetworkMatmul(network, n_in)
+
+    def _after_compress(self, network: Network) -> None:
+        self._mm = NetworkMatmul(network, self._n_in)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self._mm.in_shape
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self._mm.out_shape
+
+
+class TensorizedLinear(_MatrixLayer):
     """``y = x @ W + b`` with ``W`` (``in_features x out_features``) stored as a tensor network.
 
     Parameters
@@ -252,42 +292,18 @@ class TensorizedLinear(TensorizedLayer):
         super().__init__()
         self.in_features, self.out_features = _positive(in_features, "in_features"), _positive(out_features, "out_features")
         dt = _dtype_name(dtype)
-        dev = None if device is None else str(device)
-        if isinstance(format, Network):
-            network = _user_network(format, dt, dev)
-            n_in = _split_point(network, self.in_features, self.out_features)
-            self.format = "network"
-        else:
-            if format not in FORMATS:
-                raise ValueError(f"unknown format {format!r}; use one of {FORMATS} or pass a tnmars.Network")
-            _check_rank(rank)
-            in_shape = _check_shape(in_shape, self.in_features, "in_shape", "in_features")
-            out_shape = _check_shape(out_shape, self.out_features, "out_shape", "out_features")
+
+        def default_shapes(in_shape, out_shape):
             nd = d or (len(in_shape) if in_shape else len(out_shape) if out_shape else 3)
-            in_shape = in_shape or factorize(self.in_features, nd)
-            out_shape = out_shape or factorize(self.out_features, nd)
-            network = matrix_network(format, in_shape, out_shape, rank, scale=glorot_std(self.in_features, self.out_features),
-                                     seed=torch_seed(), dtype=dt, device=dev)
-            n_in = len(in_shape)
-            self.format = format
-        self._n_in = n_in
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
-        self._mm = NetworkMatmul(network, n_in)
+            return in_shape or factorize(self.in_features, nd), out_shape or factorize(self.out_features, nd)
+
+        self._init_matrix(format, rank, in_shape, out_shape, (self.in_features, "in_features"),
+                          (self.out_features, "out_features"), default_shapes, dtype=dt, device=device,
+                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
         if bias:
             self.bias = nn.Parameter(1e-3 * torch.randn(self.out_features, dtype=getattr(torch, dt), device=device))
         else:
             self.register_parameter("bias", None)
-
-    def _after_compress(self, network: Network) -> None:
-        self._mm = NetworkMatmul(network, self._n_in)
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return self._mm.in_shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self._mm.out_shape
 
     @property
     def dense_size(self) -> int:
@@ -474,7 +490,7 @@ class Tucker2Conv2d(TensorizedLayer):
                 f"padding={self.padding}, {self.extra_mars_repr()}, bias={self.bias is not None}")
 
 
-class TensorizedConv2d(TensorizedLayer):
+class TensorizedConv2d(_MatrixLayer):
     """A convolution whose ``(kh*kw*C_in) x C_out`` kernel matrix is a tensor network
     (the "proper" scheme of Garipov et al., 2016).
 
@@ -502,43 +518,20 @@ class TensorizedConv2d(TensorizedLayer):
         kh, kw = self.kernel_size
         rows = kh * kw * in_channels
         dt = _dtype_name(dtype)
-        dev = None if device is None else str(device)
-        if isinstance(format, Network):
-            network = _user_network(format, dt, dev)
-            n_in = _split_point(network, rows, out_channels)
-            self.format = "network"
-        else:
-            if format not in FORMATS:
-                raise ValueError(f"unknown format {format!r}; use one of {FORMATS} or pass a tnmars.Network")
-            _check_rank(rank)
-            if int(d) < 2:
-                raise ValueError(f"d (number of cores) must be >= 2 for a convolution; got {d}")
-            in_shape = _check_shape(in_shape, rows, "in_shape", "kh*kw*in_channels")
-            out_shape = _check_shape(out_shape, out_channels, "out_shape", "out_channels")
-            in_shape = in_shape or (kh * kw, *factorize(in_channels, d - 1))
-            out_shape = out_shape or (1, *factorize(out_channels, d - 1))
-            network = matrix_network(format, in_shape, out_shape, rank, scale=glorot_std(rows, out_channels),
-                                     seed=torch_seed(), dtype=dt, device=dev)
-            n_in = len(in_shape)
-            self.format = format
-        self._n_in = n_in
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
-        self._mm = NetworkMatmul(network, n_in)
+        if not isinstance(format, Network) and int(d) < 2:
+            raise ValueError(f"d (number of cores) must be >= 2 for a convolution; got {d}")
+
+        def default_shapes(in_shape, out_shape):
+            return (in_shape or (kh * kw, *factorize(in_channels, d - 1)),
+                    out_shape or (1, *factorize(out_channels, d - 1)))
+
+        self._init_matrix(format, rank, in_shape, out_shape, (rows, "kh*kw*in_channels"),
+                          (out_channels, "out_channels"), default_shapes, dtype=dt, device=device,
+                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
         if bias:
             self.bias = nn.Parameter(torch.zeros(out_channels, dtype=getattr(torch, dt), device=device))
         else:
             self.register_parameter("bias", None)
-
-    def _after_compress(self, network: Network) -> None:
-        self._mm = NetworkMatmul(network, self._n_in)
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return self._mm.in_shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self._mm.out_shape
 
     @property
     def dense_size(self) -> int:
