@@ -183,7 +183,7 @@ class Network:
             for pos, (term, core) in enumerate(zip(parsed.inputs, cores)):
                 if not be.is_array(core):
                     raise TypeError(f"core {pos} is a {type(core).__name__}, not a {be.name} array")
-                if tuple(core.shape).__len__() != len(term):
+                if len(core.shape) != len(term):
                     raise ValueError(
                         f"core {pos} has shape {tuple(core.shape)} but its term {term!r} has {len(term)} indices"
                     )
@@ -515,7 +515,8 @@ class Network:
 
     # ------------------------------------------------------------------------ conversions
     def to(self, backend: str | None = None, *, device: str | None = None, dtype: str | None = None) -> Network:
-        """A copy on another backend, device and/or dtype (cores are copied, not shared)."""
+        """The network on another backend, device and/or dtype. Like ``torch.Tensor.to``,
+        cores that need no conversion are shared with ``self``, not copied."""
         target = get_backend(backend) if backend is not None else self._backend
         dtype = dtype or self.dtype
         if target.name == self._backend.name:
