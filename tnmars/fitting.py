@@ -95,6 +95,7 @@ from typing import Any
 import numpy as np
 
 from . import masks as mars
+from ._checks import positive_int
 from .backends import Backend, get_backend, infer_backend
 from .gradients import vjp
 from .network import Network
@@ -223,14 +224,6 @@ class FitResult:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer; got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value}")
-    return int(value)
-
-
 def _check_positive_float(value: Any, name: str) -> float:
     try:
         value = float(value)
@@ -419,7 +412,7 @@ def fit(
         alpha = float(alpha)
         if not math.isfinite(alpha):
             raise ValueError(f"alpha must be finite; got {alpha}")
-    steps = DEFAULT_STEPS if steps is None else _check_positive_int(steps, "steps")
+    steps = DEFAULT_STEPS if steps is None else positive_int(steps, "steps")
     if lr is not None:
         lr = _check_positive_float(lr, "lr")
     sched = _schedule(temperature, steps)
@@ -497,7 +490,7 @@ def fit(
         sigma2 = _check_positive_float(noise_variance, "noise_variance") / scale**2
     sigma2_floor = 1e-10
 
-    record_every = max(1, steps // 200) if record_every is None else _check_positive_int(record_every, "record_every")
+    record_every = max(1, steps // 200) if record_every is None else positive_int(record_every, "record_every")
     settings = dict(network=template.spec, format=fmt, max_ranks=max_ranks, pi=pi, alpha=alpha, steps=steps, lr=lr,
                     temperature=(sched.start, sched.end), noise_variance=noise_variance, init=init, seed=seed,
                     backend=be.name, device=device, dtype=dtype, data_scale=scale, lr_decay=lr_decay, mask_lr=mask_lr,

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import positive_int
 from ..contract import execute, make_plan
 from ..network import Network
 from .base import (
@@ -290,7 +291,7 @@ class TensorizedLinear(_MatrixLayer):
                  alpha: float = -1.0, temperature: float = 0.1, mode: str = "auto",
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
-        self.in_features, self.out_features = _positive(in_features, "in_features"), _positive(out_features, "out_features")
+        self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
         dt = _dtype_name(dtype)
 
         def default_shapes(in_shape, out_shape):
@@ -339,7 +340,7 @@ class LowRankLinear(TensorizedLayer):
                  mode: str = "auto", dtype: torch.dtype | None = None,
                  device: str | torch.device | None = None) -> None:
         super().__init__()
-        self.in_features, self.out_features = _positive(in_features, "in_features"), _positive(out_features, "out_features")
+        self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
         _check_rank(rank)
         if not isinstance(rank, (int, np.integer)):
             raise TypeError(f"LowRankLinear has one bond: rank must be an int; got {rank!r}")
@@ -412,7 +413,7 @@ class Tucker2Conv2d(TensorizedLayer):
                  pi: float = 1e-2, alpha: float = -1.0, temperature: float = 0.1, mode: str = "auto",
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
-        self.in_channels, self.out_channels = _positive(in_channels, "in_channels"), _positive(out_channels, "out_channels")
+        self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride, self.padding, self.dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
         _check_rank(rank)
@@ -512,7 +513,7 @@ class TensorizedConv2d(_MatrixLayer):
                  temperature: float = 0.1, mode: str = "auto", dtype: torch.dtype | None = None,
                  device: str | torch.device | None = None) -> None:
         super().__init__()
-        self.in_channels, self.out_channels = _positive(in_channels, "in_channels"), _positive(out_channels, "out_channels")
+        self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride, self.padding, self.dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
         kh, kw = self.kernel_size
@@ -595,8 +596,8 @@ class TensorizedEmbedding(TensorizedLayer):
                  temperature: float = 0.1, mode: str = "auto", dtype: torch.dtype | None = None,
                  device: str | torch.device | None = None) -> None:
         super().__init__()
-        self.num_embeddings = _positive(num_embeddings, "num_embeddings")
-        self.embedding_dim = _positive(embedding_dim, "embedding_dim")
+        self.num_embeddings = positive_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = positive_int(embedding_dim, "embedding_dim")
         if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
             raise ValueError(f"padding_idx {padding_idx} is outside [0, {num_embeddings})")
         self.padding_idx = None if padding_idx is None else int(padding_idx) % num_embeddings
@@ -723,14 +724,6 @@ class TensorizedEmbedding(TensorizedLayer):
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, {self.embedding_dim}, voc_shape={self.voc_shape}, "
                 f"emb_shape={self.emb_shape}, {self.extra_mars_repr()}, padding_idx={self.padding_idx}")
-
-
-def _positive(n: Any, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {n!r}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1; got {n}")
-    return int(n)
 
 
 __all__ = ["TensorizedLinear", "LowRankLinear", "Tucker2Conv2d", "TensorizedConv2d", "TensorizedEmbedding",

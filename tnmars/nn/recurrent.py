@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from .. import masks as mars
+from .._checks import positive_int
 from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
@@ -83,14 +84,6 @@ def _torch_backend():
     return get_backend("torch")
 
 
-def _check_size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int; got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return value
-
-
 def balanced_factors(n: int, d: int | None = None) -> tuple[int, ...]:
     """Split ``n`` into ``d`` factors as equal as possible (largest first).
 
@@ -100,7 +93,7 @@ def balanced_factors(n: int, d: int | None = None) -> tuple[int, ...]:
     >>> balanced_factors(64), balanced_factors(48), balanced_factors(10)
     ((4, 4, 4), (4, 4, 3), (5, 2))
     """
-    n = _check_size(n, "n")
+    n = positive_int(n, "n")
     primes = prime_factors(n)
     if d is None:
         d = 3 if len(primes) >= 3 else max(len(primes), 1)
@@ -154,7 +147,7 @@ class TTRecurrentMatrix(nn.Module):
         apply: str = "auto",
     ) -> None:
         super().__init__()
-        size = _check_size(size, "size")
+        size = positive_int(size, "size")
         shape = balanced_factors(size) if shape is None else tuple(int(s) for s in shape)
         if prod(shape) != size:
             raise ValueError(f"the TT shape {shape} has product {prod(shape)}, not the matrix size {size}")
@@ -488,8 +481,8 @@ class _ElmanRNN(_RecurrentModel):
         power_tol: float = 1e-9,
     ) -> None:
         super().__init__()
-        self.input_size = _check_size(input_size, "input_size")
-        self.hidden_size = _check_size(hidden_size, "hidden_size")
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.state_size = self.hidden_size
         self.lam = None if lam is None else check_lambda(lam)
         if projection not in ("power", "svd"):
@@ -652,8 +645,8 @@ class LSTM(_RecurrentModel):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.input_size = _check_size(input_size, "input_size")
-        self.hidden_size = H = _check_size(hidden_size, "hidden_size")
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = H = positive_int(hidden_size, "hidden_size")
         self.state_size = 2 * H
         self.stable = bool(stable)
         bounds = dict(LSTM_L1_BOUNDS if l1_bounds is None else l1_bounds)
