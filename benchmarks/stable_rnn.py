@@ -645,7 +645,7 @@ def part_tt(args) -> str:
             rec_params = tt.num_params_selected()
             rec_comp = tt.compression()
             if tt.mars:
-                probs[label] = {b: torch.sigmoid(v.detach()).numpy() for b, v in tt.masks.logits.items()}
+                probs[label] = {b: torch.sigmoid(v.detach()).numpy() for b, v in tt.masks.bond_logits().items()}
         model_comp = (other + H * H) / (other + rec_params)
         model.eval()
         sigma = model.rnn.spectral_norm("power") if tt is None else tt.spectral_norm(tt.map_masks())

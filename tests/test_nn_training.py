@@ -36,7 +36,7 @@ def _mnist_2fc(**kw):
 
 def _set_ranks(layer, ranks):
     with torch.no_grad():
-        for p, r in zip(layer.masks.logits.values(), ranks):
+        for p, r in zip(layer.masks.bond_logits().values(), ranks):
             p.fill_(-3.0)
             p[:r] = 3.0
 
@@ -74,7 +74,7 @@ def test_loss_is_data_loss_minus_log_prior_over_n():
     ce = nn.functional.cross_entropy(model(x), y)
     manual = 0.0
     for layer, pi in ((model[0], 0.05), (model[2], 0.2)):
-        for p in layer.masks.logits.values():
+        for p in layer.masks.bond_logits().values():
             phi = torch.sigmoid(p)
             manual = manual + (phi * math.log(pi) + (1 - phi) * math.log(1 - pi)).sum()
         manual = manual - sum((c**2).sum() for c in layer.cores) / 200.0
@@ -122,7 +122,7 @@ def test_temperature_schedules_and_setters():
     assert {(m.masks.temperature, m.masks.pi) for _, m in tnn.mars_layers(model)} == {(0.3, 0.2)}
     set_alpha(model, 2.0, generator=torch.Generator().manual_seed(0))
     for _, m in tnn.mars_layers(model):
-        for p in m.masks.logits.values():
+        for p in m.masks.bond_logits().values():
             assert abs(float(p.detach().mean()) - 2.0) < 0.01
     with pytest.raises(ValueError, match="pi"):
         set_pi(model, 0.0)
@@ -143,7 +143,7 @@ def test_compress_a_mixed_model_keeps_eval_outputs():
     gen = torch.Generator().manual_seed(2)
     for _, layer in tnn.mars_layers(model):
         with torch.no_grad():
-            for p in layer.masks.logits.values():
+            for p in layer.masks.bond_logits().values():
                 p.copy_(torch.randn(p.shape, generator=gen))
     model.eval()
     small = compress(model)
@@ -165,7 +165,7 @@ def test_a_few_mars_steps_reduce_the_loss_and_move_the_logits():
     model = LowRankLinear(16, 5, rank=8, alpha=0.5, pi=0.01)
     loss_fn = MarsLoss(model, len(x))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    logits0 = model.masks.logits["A"].detach().clone()
+    logits0 = model.masks.bond_logits()["A"].detach().clone()
     losses = []
     for _ in range(60):
         opt.zero_grad()
@@ -174,7 +174,7 @@ def test_a_few_mars_steps_reduce_the_loss_and_move_the_logits():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < losses[0]
-    assert not torch.allclose(model.masks.logits["A"], logits0)
+    assert not torch.allclose(model.masks.bond_logits()["A"], logits0)
     assert all(math.isfinite(v) for v in losses)
 
 
@@ -194,3 +194,106 @@ def test_mars_loss_and_temperature_reach_a_tensorized_recurrent_matrix():
     # the penalty carries gradient to the recurrent matrix's mask logits
     tnn.mars_penalty(model, 100).backward()
     assert all(p.grad is not None for p in recurrent_matrix.masks.parameters())
+
+
+def test_fused_prior_matches_the_unfused_formula_and_gradcheck():
+    from tnmars import masks as mars
+    from tnmars.backends import get_backend
+    from tnmars.nn.masks import BondMasks
+
+    be = get_backend("torch")
+    torch.manual_seed(3)
+    m = BondMasks({"A": 3, "B": 5}, pi=0.03, alpha=0.2).double()
+    with torch.no_grad():
+        m.logits.copy_(torch.randn(8, dtype=torch.float64) * 2)
+    cores = [torch.randn(2, 3, dtype=torch.float64, requires_grad=True),
+             torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)]
+    fused = m.log_prior(cores)
+    unfused = sum(mars.bernoulli_log_prior(v, 0.03, be) for v in m.bond_logits().values()) \
+        + mars.gaussian_log_prior(cores, be)
+    torch.testing.assert_close(fused, unfused)
+    g_fused = torch.autograd.grad(fused, [m.logits, *cores])
+    g_unfused = torch.autograd.grad(unfused, [m.logits, *cores])
+    for a, b in zip(g_fused, g_unfused):
+        torch.testing.assert_close(a, b)
+    # frozen cores get no gradient and break nothing
+    frozen = cores[0].detach()
+    (g,) = torch.autograd.grad(m.log_prior([frozen]), [m.logits])
+    torch.testing.assert_close(g, g_unfused[0])
+
+
+def test_fused_hard_concrete_matches_the_reference_sample_and_gradient():
+    from tnmars import masks as mars
+    from tnmars.backends import get_backend
+    from tnmars.nn.masks import BondMasks
+
+    be = get_backend("torch")
+    m = BondMasks({"A": 400}, alpha=0.0, temperature=0.3).double().train()
+    with torch.no_grad():
+        m.logits.copy_(torch.linspace(-3, 3, 400, dtype=torch.float64))
+    torch.manual_seed(11)
+    sample = m()["A"]
+    torch.manual_seed(11)
+    u = torch.rand(400, dtype=torch.float64)
+    ref_logits = m.logits.detach().clone().requires_grad_(True)
+    ref = mars.hard_concrete(ref_logits, 0.3, u, be)
+    torch.testing.assert_close(sample, ref)
+    w = torch.randn(400, dtype=torch.float64)
+    (g,) = torch.autograd.grad((sample * w).sum(), [m.logits])
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), [ref_logits])
+    torch.testing.assert_close(g, g_ref)
+    assert ((sample == 0) | (sample == 1)).any() and ((sample > 0) & (sample < 1)).any()
+
+
+def test_fused_sample_and_fold_matches_sample_then_multiply_with_two_masks_on_one_core():
+    from tnmars import masks as mars
+    from tnmars.backends import get_backend
+    from tnmars.nn.base import fold_masks
+    from tnmars.nn.masks import BondMasks
+
+    be = get_backend("torch")
+    m = BondMasks({"A": 3, "B": 4, "C": 2}, alpha=0.0, temperature=0.7).double().train()
+    with torch.no_grad():
+        m.logits.copy_(torch.linspace(-2, 2, 9, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (5, 2), (6,)]
+    cores = [torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    sites = {"A": (0, 0), "B": (0, 1), "C": (1, 1)}  # A and B both fold into core 0; core 2 has no mask
+    weights = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+
+    torch.manual_seed(4)
+    out = m.fold(cores, sites)
+    loss = sum((o * w).sum() for o, w in zip(out, weights))
+    grads = torch.autograd.grad(loss, [m.logits, *cores])
+
+    ref_logits = m.logits.detach().clone().requires_grad_(True)
+    ref_cores = [c.detach().clone().requires_grad_(True) for c in cores]
+    torch.manual_seed(4)
+    sample = mars.hard_concrete(ref_logits, 0.7, torch.rand(9, dtype=torch.float64), be)
+    ref = fold_masks(ref_cores, dict(zip("ABC", torch.split(sample, [3, 4, 2]))), sites)
+    ref_loss = sum((o * w).sum() for o, w in zip(ref, weights))
+    ref_grads = torch.autograd.grad(ref_loss, [ref_logits, *ref_cores])
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+    assert grads[0].abs().sum() > 0
+
+
+def test_joint_prior_of_several_layers_matches_the_sum_of_their_formulas():
+    from tnmars import masks as mars
+    from tnmars.backends import get_backend
+    from tnmars.nn.masks import BondMasks, joint_log_prior
+
+    be = get_backend("torch")
+    torch.manual_seed(1)
+    sets = [BondMasks({"A": 4}, pi=0.01, alpha=1.0).double(), BondMasks({"B": 2, "C": 3}, pi=0.3, alpha=-1.0).double()]
+    cores = [[torch.randn(4, 3, dtype=torch.float64, requires_grad=True)],
+             [torch.randn(2, 5, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64, requires_grad=True)]]
+    fused = joint_log_prior(list(zip(sets, cores)), scale=-1 / 7)
+    manual = sum(mars.bernoulli_log_prior(v, m.pi, be) for m in sets for v in m.bond_logits().values())
+    manual = -(manual + mars.gaussian_log_prior([c for cs in cores for c in cs], be)) / 7
+    torch.testing.assert_close(fused, manual)
+    leaves = [m.logits for m in sets] + [c for cs in cores for c in cs]
+    for a, b in zip(torch.autograd.grad(fused, leaves), torch.autograd.grad(manual, leaves)):
+        torch.testing.assert_close(a, b)

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import masks as mars
 from ..backends import get_backend
 from ..contract import Plan, execute, make_plan
 from ..network import Network
@@ -240,15 +239,6 @@ def _tt_dims(in_shape, out_shape, ranks) -> dict[str, Any]:
     return {"spec": ",".join(terms) + "->" + a[:d] + a[d:2 * d], "sizes": sizes}
 
 
-def _hard_concrete_fused(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """:func:`tnmars.masks.hard_concrete` with fresh noise, in fewer torch ops:
-    ``clamp(sigmoid((l + logit(u)) / T) * (zeta - gamma) + gamma, 0, 1)``."""
-    u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
-    noise = torch.logit(u, eps=1e-6)  # log u - log(1 - u), u clamped to [1e-6, 1 - 1e-6]
-    s = torch.sigmoid((logits + noise) / temperature)
-    return torch.clamp(s * (mars.ZETA - mars.GAMMA) + mars.GAMMA, 0.0, 1.0)
-
-
 class TensorizedLayer(nn.Module):
     """Base class: a layer whose weight is a :class:`tnmars.Network` with MARS bond masks.
 
@@ -292,18 +282,19 @@ class TensorizedLayer(nn.Module):
         """Masks for this forward: a hard-concrete sample (train), MAP 0/1 (eval), or None."""
         if self.masks is None or self.warmup:
             return None
-        if not self.masks.training:
-            return self.masks()
-        # one fused hard-concrete draw for all bonds of the layer (same maths and noise law as
-        # BondMasks.forward, a third of the autograd nodes: this keeps the MARS step cheap)
-        logits = list(self.masks.logits.values())
-        flat = torch.cat(logits) if len(logits) > 1 else logits[0]
-        sample = _hard_concrete_fused(flat, self.masks.temperature)
-        parts = torch.split(sample, [p.numel() for p in logits]) if len(logits) > 1 else (sample,)
-        return dict(zip(self.masks.logits.keys(), parts))
+        return self.masks()
 
     def masked_cores(self, masks: Mapping[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The cores with the given masks folded in (one multiplication per bond)."""
         return fold_masks(list(self.cores), masks, self.sites)
+
+    def mars_cores(self) -> list[torch.Tensor]:
+        """The cores this forward uses: with a fresh hard-concrete sample folded in (train),
+        with the MAP masks (eval), or as they are (no masks, or warm-up). The training sample
+        and its folding are one fused autograd node (:meth:`BondMasks.fold`)."""
+        if self.masks is None or self.warmup:
+            return list(self.cores)
+        return self.masks.fold(list(self.cores), self.sites)
 
     def log_prior(self) -> torch.Tensor:
         """Bernoulli prior of the masks plus the Gaussian N(0, 100) prior of the cores (to maximise).
@@ -312,15 +303,7 @@ class TensorizedLayer(nn.Module):
         """
         if self.masks is None:
             return self.cores[0].new_zeros(())
-        # same terms as BondMasks.log_prior + masks.gaussian_log_prior, fused into one
-        # concatenation each (fewer autograd nodes per training step)
-        flat = torch.cat([c.reshape(-1) for c in self.cores])
-        gauss = flat.square().sum() * (-0.5 / mars.CORE_PRIOR_VARIANCE)
-        logits = torch.cat(list(self.masks.logits.values()))
-        # sum_j phi_j log(pi) + (1 - phi_j) log(1 - pi) = n log(1 - pi) + log(pi / (1 - pi)) sum_j phi_j
-        pi = self.masks.pi
-        bern = torch.sigmoid(logits).sum() * (math.log(pi) - math.log1p(-pi)) + logits.numel() * math.log1p(-pi)
-        return bern.to(gauss.dtype) + gauss
+        return self.masks.log_prior(list(self.cores))
 
     # -- ranks and sizes ----------------------------------------------------------------
     @property

@@ -313,10 +313,10 @@ class TensorizedLinear(_MatrixLayer):
     def dense_weight(self) -> torch.Tensor:
         """The weight in ``nn.Linear`` layout ``(out_features, in_features)`` with the current masks
         (MAP masks in eval mode), so ``F.linear(x, layer.dense_weight(), layer.bias)``."""
-        return self._mm.weight(list(self.cores), self.current_masks()).t()
+        return self._mm.weight(self.mars_cores()).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._mm(x, list(self.cores), self.current_masks(), self.mode)
+        y = self._mm(x, self.mars_cores(), None, self.mode)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -369,10 +369,10 @@ class LowRankLinear(TensorizedLayer):
 
     def dense_weight(self) -> torch.Tensor:
         """``(out_features, in_features)`` weight with the current masks (``nn.Linear`` layout)."""
-        return self._mm.weight(list(self.cores), self.current_masks()).t()
+        return self._mm.weight(self.mars_cores()).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._mm(x, list(self.cores), self.current_masks(), self.mode)
+        y = self._mm(x, self.mars_cores(), None, self.mode)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -451,7 +451,7 @@ class Tucker2Conv2d(TensorizedLayer):
 
     def dense_weight(self) -> torch.Tensor:
         """The ``(C_out, C_in, kh, kw)`` kernel with the current masks."""
-        return self._kernel(self.masked_cores(self.current_masks()))
+        return self._kernel(self.mars_cores())
 
     def costs(self, x_shape: Sequence[int]) -> tuple[int, int]:
         """``(kernel_path_flops, factored_path_flops)`` for an input of shape ``x_shape``."""
@@ -467,7 +467,7 @@ class Tucker2Conv2d(TensorizedLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
-        cores = self.masked_cores(self.current_masks())
+        cores = self.mars_cores()
         mode = self.mode
         if mode == "auto":
             key = tuple(x.shape)
@@ -538,20 +538,19 @@ class TensorizedConv2d(_MatrixLayer):
     def dense_size(self) -> int:
         return self.in_channels * self.out_channels * self.kernel_size[0] * self.kernel_size[1]
 
-    def _kernel(self, cores: list[torch.Tensor], masks) -> torch.Tensor:
+    def _kernel(self, cores: list[torch.Tensor]) -> torch.Tensor:
         kh, kw = self.kernel_size
-        w = self._mm.weight(cores, masks)
+        w = self._mm.weight(cores)
         return w.reshape(kh, kw, self.in_channels, self.out_channels).permute(3, 2, 0, 1)
 
     def dense_weight(self) -> torch.Tensor:
         """The ``(C_out, C_in, kh, kw)`` kernel with the current masks."""
-        return self._kernel(list(self.cores), self.current_masks())
+        return self._kernel(self.mars_cores())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
-        masks = self.current_masks()
-        cores = list(self.cores)
+        cores = self.mars_cores()
         b, _, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
@@ -559,10 +558,10 @@ class TensorizedConv2d(_MatrixLayer):
         if mode == "auto":
             mode = self._mm.choose(tuple(tuple(c.shape) for c in cores), b * ho * wo)
         if mode == "weight":
-            return F.conv2d(x, self._kernel(cores, masks), self.bias, self.stride, self.padding, self.dilation)
+            return F.conv2d(x, self._kernel(cores), self.bias, self.stride, self.padding, self.dilation)
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, C_in*kh*kw, L)
         cols = cols.reshape(b, self.in_channels, kh * kw, ho * wo).permute(0, 3, 2, 1).reshape(b * ho * wo, -1)
-        y = self._mm(cols, cores, masks, "cores").reshape(b, ho * wo, self.out_channels)
+        y = self._mm(cols, cores, None, "cores").reshape(b, ho * wo, self.out_channels)
         if self.bias is not None:
             y = y + self.bias
         return y.permute(0, 2, 1).reshape(b, self.out_channels, ho, wo)
@@ -654,7 +653,7 @@ class TensorizedEmbedding(TensorizedLayer):
 
     def dense_weight(self) -> torch.Tensor:
         """The ``(num_embeddings, embedding_dim)`` table with the current masks."""
-        w = self._mm.weight(list(self.cores), self.current_masks())[: self.num_embeddings]
+        w = self._mm.weight(self.mars_cores())[: self.num_embeddings]
         if self.padding_idx is not None:
             keep = torch.ones(self.num_embeddings, 1, dtype=w.dtype, device=w.device)
             keep[self.padding_idx] = 0
@@ -684,8 +683,7 @@ class TensorizedEmbedding(TensorizedLayer):
         flat = idx.reshape(-1).long()
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
             raise ValueError(f"embedding index out of range [0, {self.num_embeddings})")
-        masks = self.current_masks()
-        cores = self.masked_cores(masks)
+        cores = self.mars_cores()
         shapes = tuple(tuple(c.shape) for c in cores)
         batch = flat.numel()
         mode = self.mode

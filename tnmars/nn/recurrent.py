@@ -223,11 +223,9 @@ class TTRecurrentMatrix(nn.Module):
 
     def log_prior(self) -> torch.Tensor:
         """Log prior (to maximise): expected Bernoulli mask prior + Gaussian ``N(0, 100)`` core prior."""
-        be = _torch_backend()
-        total = mars.gaussian_log_prior(list(self.cores), be)
         if self.masks is not None:
-            total = total + self.masks.log_prior().to(total)
-        return total
+            return self.masks.log_prior(list(self.cores))
+        return mars.gaussian_log_prior(list(self.cores), _torch_backend())
 
     # -------------------------------------------------------------- application
     def _plan_apply(self, batch: int, transpose: bool = False):

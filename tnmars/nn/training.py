@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import masks as mars
 from .base import TensorizedLayer
-from .masks import BondMasks
+from .masks import BondMasks, joint_log_prior
 
 
 # ------------------------------------------------------------------------------ discovery
@@ -62,22 +62,39 @@ def mars_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     the MARS layers, plus any other module with ``BondMasks`` in ``.masks`` and a
     ``log_prior()`` (the tensorized recurrent matrix of :mod:`tnmars.nn.recurrent`)."""
     for name, mod in _unwrap(model).named_modules():
-        if isinstance(mod, TensorizedLayer):
-            if mod.masks is not None:
-                yield name, mod
-        elif isinstance(getattr(mod, "masks", None), BondMasks) and callable(getattr(mod, "log_prior", None)):
+        if _is_mars_module(mod):
             yield name, mod
 
 
+def _is_mars_module(mod: nn.Module) -> bool:
+    if isinstance(mod, TensorizedLayer):
+        return mod.masks is not None
+    return isinstance(getattr(mod, "masks", None), BondMasks) and callable(getattr(mod, "log_prior", None))
+
+
 # ------------------------------------------------------------------------------ the objective
-def log_prior(model: nn.Module) -> torch.Tensor:
-    """Sum of the MARS log priors (Bernoulli masks + Gaussian cores) over every MARS module."""
-    terms = [layer.log_prior() for _, layer in mars_modules(model)]
-    if not terms:
+def log_prior(model: nn.Module, *, scale: float = 1.0) -> torch.Tensor:
+    """Sum of the MARS log priors (Bernoulli masks + Gaussian cores) over every MARS module,
+    times ``scale``.
+
+    Modules that expose ``masks`` and ``cores`` (every tensorized layer, the tensorized
+    recurrent matrix) are summed in one fused autograd node; anything else that
+    :func:`mars_modules` finds contributes its own ``log_prior()``.
+    """
+    fused, others = [], []
+    for mod in _unwrap(model).modules():  # modules(), not named_modules(): no names to build every step
+        if not _is_mars_module(mod):
+            continue
+        cores = getattr(mod, "cores", None)
+        if cores is not None:
+            fused.append((mod.masks, list(cores)))
+        else:
+            others.append(mod.log_prior() * scale)
+    if not fused and not others:
         p = next(_unwrap(model).parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
-    total = terms[0]
-    for t in terms[1:]:
+    total = joint_log_prior(fused, scale) if fused else others.pop(0)
+    for t in others:
         total = total + t
     return total
 
@@ -87,7 +104,7 @@ def mars_penalty(model: nn.Module, num_train: int) -> torch.Tensor:
     num_train = int(num_train)
     if num_train < 1:
         raise ValueError(f"num_train (the number of training examples N) must be >= 1; got {num_train}")
-    return -log_prior(model) / num_train
+    return log_prior(model, scale=-1.0 / num_train)
 
 
 class MarsLoss(nn.Module):
@@ -142,9 +159,9 @@ def set_alpha(model: nn.Module, alpha: float, *, generator: torch.Generator | No
     with torch.no_grad():
         for _, layer in mars_layers(model):
             layer.masks.alpha = alpha
-            for p in layer.masks.logits.values():
-                noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
-                p.copy_(alpha + 0.01 * noise)
+            p = layer.masks.logits
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+            p.copy_(alpha + 0.01 * noise)
 
 
 def set_warmup(model: nn.Module, warmup: bool, *, freeze_logits: bool = True) -> None:
