@@ -156,6 +156,42 @@ def test_compress_a_mixed_model_keeps_eval_outputs():
     assert list(tnn.mars_layers(model))  # the original keeps its masks
 
 
+def test_load_compressed_rebuilds_a_compressed_model_from_its_state_dict(tmp_path):
+    torch.manual_seed(0)
+
+    def build():
+        return nn.Sequential(Tucker2Conv2d(4, 6, 3, rank=(4, 5), alpha=0.0), nn.ReLU(), nn.Flatten(),
+                             LowRankLinear(6 * 4 * 4, 20, rank=10, alpha=0.0), nn.ReLU(),
+                             TensorizedLinear(20, 10, rank=4, alpha=0.0))
+
+    model = build()
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for _, layer in tnn.mars_layers(model):
+            layer.masks.logits.copy_(torch.randn(layer.masks.logits.shape, generator=gen))
+        model[3].masks.logits.fill_(-1.0)  # a bond closed entirely: rank 0 must load too
+    model.eval()
+    path = tmp_path / "small.pt"
+    torch.save(compress(model).state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    with pytest.raises(RuntimeError):
+        build().load_state_dict(state)  # the plain route fails: shapes and keys differ
+    fresh = build()
+    loaded = tnn.load_compressed(fresh, state).eval()
+    x = torch.randn(3, 4, 6, 6)
+    torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+    assert [layer.selected_ranks() for _, layer in tnn.tensorized_layers(loaded)] == \
+        [layer.selected_ranks() for _, layer in tnn.mars_layers(model)]
+    assert list(tnn.mars_layers(fresh))  # the template is not changed
+    # an uncompressed state (with logits) loads as it is
+    again = tnn.load_compressed(build(), model.state_dict()).eval()
+    torch.testing.assert_close(again(x), model(x))
+    bad = dict(state)
+    bad["5.cores.0"] = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match="axes"):
+        tnn.load_compressed(build(), bad)
+
+
 def test_a_few_mars_steps_reduce_the_loss_and_move_the_logits():
     torch.manual_seed(0)
     # a rank-2 linear teacher, a rank-8 student

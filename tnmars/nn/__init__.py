@@ -27,6 +27,7 @@ _LAZY: dict[str, str] = {
     "mars_penalty": ".training",
     "log_prior": ".training",
     "compress": ".training",
+    "load_compressed": ".training",
     "summary": ".training",
     "ModelSummary": ".training",
     "set_temperature": ".training",

@@ -343,10 +343,30 @@ class TensorizedLayer(nn.Module):
 
         In eval mode it computes exactly what this layer computes (up to float rounding).
         """
-        new = copy.deepcopy(self)
         if self.masks is None:
-            return new
-        keep = {b: k.cpu().numpy() for b, k in self.masks.keep().items()}
+            return copy.deepcopy(self)
+        return self._sliced({b: k.cpu().numpy() for b, k in self.masks.keep().items()})
+
+    def at_ranks(self, ranks: Mapping[str, int]) -> TensorizedLayer:
+        """A mask-free copy whose bonds have the given sizes (the first ``ranks[b]`` indices of
+        each bond are kept; bonds not named keep their size).
+
+        This is the skeleton a compressed layer's ``state_dict`` loads into
+        (:func:`tnmars.nn.load_compressed`); the values are then overwritten.
+        """
+        keep = {}
+        for b in self.bond_names:
+            r = int(ranks.get(b, self.dims[b]))
+            if not 0 <= r <= self.dims[b]:
+                raise ValueError(f"rank {r} for bond {b!r} is outside [0, {self.dims[b]}] (its size in this layer)")
+            keep[b] = list(range(r))
+        unknown = set(ranks) - set(self.bond_names)
+        if unknown:
+            raise ValueError(f"unknown bonds {sorted(unknown)}; this layer's bonds are {list(self.bond_names)}")
+        return self._sliced(keep)
+
+    def _sliced(self, keep: Mapping[str, Any]) -> TensorizedLayer:
+        new = copy.deepcopy(self)
         net = Network.from_cores(self.spec, [c.detach() for c in self.cores]).prune(keep)
         new.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in net.cores])
         new.masks = None

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +254,59 @@ def compress(model: nn.Module) -> nn.Module:
     return new
 
 
+def load_compressed(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True) -> nn.Module:
+    """Load the ``state_dict`` of a :func:`compress` ed model into a copy of ``model``.
+
+    ``model`` is the architecture as built for training (maximal ranks, masks on); the ranks
+    each tensorized layer had when it was compressed are read from the shapes of its cores
+    in ``state_dict``, the layer is re-cut to them (no masks), and the state is loaded. The
+    input model is not changed. Layers whose state still carries mask logits load as they are.
+
+    >>> import torch, tnmars.nn as tnn
+    >>> model = tnn.LowRankLinear(6, 4, rank=3, alpha=3.0).eval()
+    >>> state = tnn.compress(model).state_dict()
+    >>> fresh = tnn.LowRankLinear(6, 4, rank=3)
+    >>> loaded = tnn.load_compressed(fresh, state).eval()
+    >>> bool(torch.allclose(loaded(torch.ones(1, 6)), model(torch.ones(1, 6))))
+    True
+    """
+    model = _unwrap(model)
+    if isinstance(model, TensorizedLayer):
+        return _loaded(_recut(model, "", state_dict), state_dict, strict)
+    new = copy.deepcopy(model)
+    for name, layer in list(tensorized_layers(new)):
+        parent_name, _, child = name.rpartition(".")
+        parent = new.get_submodule(parent_name) if parent_name else new
+        setattr(parent, child, _recut(layer, name + ".", state_dict))
+    return _loaded(new, state_dict, strict)
+
+
+def _loaded(module: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool) -> nn.Module:
+    module.load_state_dict(state_dict, strict=strict)
+    return module
+
+
+def _recut(layer: TensorizedLayer, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> TensorizedLayer:
+    """``layer`` cut to the bond sizes that its cores have in ``state_dict`` (unchanged if the
+    state still has mask logits or the layer's cores are missing from it)."""
+    if any(key.startswith(prefix + "masks.") for key in state_dict):
+        return layer
+    terms = layer.spec.split("->")[0].split(",")
+    ranks: dict[str, int] = {}
+    for k, term in enumerate(terms):
+        tensor = state_dict.get(f"{prefix}cores.{k}")
+        if tensor is None:
+            return layer
+        if len(tensor.shape) != len(term):
+            raise ValueError(f"{prefix}cores.{k} has shape {tuple(tensor.shape)}; a core of {layer.spec!r} has "
+                             f"{len(term)} axes")
+        for letter, n in zip(term, tensor.shape):
+            if letter in layer.bond_names:
+                if ranks.setdefault(letter, int(n)) != int(n):
+                    raise ValueError(f"the cores of {prefix or 'the layer'} disagree on the size of bond {letter!r}")
+    return layer.at_ranks(ranks)
+
+
 @dataclass
 class LayerSummary:
     name: str
@@ -339,6 +392,6 @@ def summary(model: nn.Module) -> ModelSummary:
     return ModelSummary(layers=rows, other_params=int(other))
 
 
-__all__ = ["MarsLoss", "MarsTemperature", "mars_penalty", "log_prior", "compress", "summary", "ModelSummary",
+__all__ = ["MarsLoss", "MarsTemperature", "mars_penalty", "log_prior", "compress", "load_compressed", "summary", "ModelSummary",
            "LayerSummary", "set_temperature", "get_temperature", "set_pi", "set_alpha", "set_warmup",
            "mars_layers", "mars_modules", "tensorized_layers"]
