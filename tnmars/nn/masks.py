@@ -3,9 +3,10 @@
 :class:`BondMasks` is what every tensorized layer (and the tensorized recurrent matrix)
 owns. In training mode ``forward()`` returns one hard-concrete sample per bond, shared by
 the whole batch; in eval mode it returns the MAP masks (``phi > 0.5``). The maths is that
-of :mod:`tnmars.masks` (shared with the NumPy/CuPy fitting code); here the sample and the
-prior are each one fused autograd node with few ops, because at the sizes of a typical tensorized layer
-the MARS step is dominated by per-op overhead, not arithmetic.
+of :mod:`tnmars.masks` (shared with the NumPy/CuPy fitting code); here the sample (with its
+folding into the cores) and the prior are each one fused autograd node with few ops, because
+at the sizes of a typical tensorized layer the MARS step's extra cost is per-op overhead, not
+arithmetic.
 """
 from __future__ import annotations
 
