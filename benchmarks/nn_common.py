@@ -6,6 +6,7 @@ class, 28x28). We use one fixed stratified split, 4,000 train / 1,000 test.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import sys
@@ -56,20 +57,56 @@ def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch: int = 10
 
 def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int, batch: int = 128, lr: float = 1e-2,
           lr_decay: float = 1.0, temp_decay: float | None = None, warmup_epochs: int = 0, num_train: int | None = None, seed: int = 0,
-          progress: bool = False) -> dict:
+          progress: bool = False, optimizer: str = "adam", weight_decay: float = 0.0, lr_schedule: str = "exp",
+          core_prior: bool = True, flat_frac: float = 0.0) -> dict:
     """Adam on every parameter (logits included), MARS loss when the model has MARS layers.
 
     ``temp_decay``: per-epoch temperature factor (floor 0.01), applied after the warm-up;
     ``lr_decay``: ExponentialLR; ``warmup_epochs``: epochs trained without masks first (the
     paper's warm-up; the prior stays in the loss, as in the reference code);
     ``num_train``: the N of the MARS loss (default: the number of training rows).
+    ``optimizer``: ``"adam"`` (default) or ``"adamw"`` (decoupled ``weight_decay`` on every
+    parameter except the mask logits, which keep plain Adam);
+    ``lr_schedule``: ``"exp"`` (default: ExponentialLR(``lr_decay``) per epoch) or ``"cosine"``
+    (cosine annealing from ``lr`` to 0 over ``epochs``; with ``flat_frac`` > 0 the lr stays
+    constant for that fraction of the epochs and the cosine runs over the rest);
+    ``core_prior=False`` drops the Gaussian core prior from the MARS loss (keeps the
+    Bernoulli mask prior / N), to measure whether it matters.
     Ctrl-C stops early and returns what was trained so far.
     """
     gen = torch.Generator().manual_seed(seed)
     has_mars = any(True for _ in tnn.mars_layers(model))
-    loss_fn = tnn.MarsLoss(model, num_train or len(X)) if has_mars else nn.CrossEntropyLoss()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, lr_decay)
+    n_train = num_train or len(X)
+    if has_mars and core_prior:
+        loss_fn = tnn.MarsLoss(model, n_train)
+    elif has_mars:
+        ce = nn.CrossEntropyLoss()
+
+        def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            bern = sum(layer.masks.log_prior() for _, layer in tnn.mars_modules(model))
+            return ce(out, target) - bern / n_train
+    else:
+        loss_fn = nn.CrossEntropyLoss()
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    elif optimizer == "adamw":
+        logit_ids = {id(p) for _, layer in tnn.mars_modules(model) for p in layer.masks.parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in logit_ids], "weight_decay": weight_decay},
+                  {"params": [p for p in model.parameters() if id(p) in logit_ids], "weight_decay": 0.0}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'adamw'; got {optimizer!r}")
+    if lr_schedule == "exp":
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, lr_decay)
+    elif lr_schedule == "cosine":
+        flat = int(round(flat_frac * epochs))
+
+        def factor(e: int) -> float:
+            return 1.0 if e < flat else 0.5 * (1.0 + math.cos(math.pi * (e - flat) / max(epochs - flat, 1)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    else:
+        raise ValueError(f"lr_schedule must be 'exp' or 'cosine'; got {lr_schedule!r}")
     temp = tnn.MarsTemperature(model, 0.1, 0.01, decay=temp_decay) if has_mars and temp_decay else None
     history = []
     t0 = time.perf_counter()
