@@ -111,6 +111,27 @@ DEFAULT_STEPS = 3000
 DEFAULT_LR = {"svd": 1e-3, "random": 3e-3, "network": 3e-3}
 DEFAULT_MASK_LR_RATIO = 10.0
 DEFAULT_LR_DECAY = 0.1
+#: the residual variance divides by at least this share of N (the model may have more parameters than N)
+MIN_DOF_SHARE = 0.1
+#: coordinate-descent passes of the Occam selection (prior="bic"); each pass tries every kept index
+BIC_REFINE_PASSES = 2
+#: refit steps per tried removal (``refine_steps`` default) for each prior
+DEFAULT_REFINE_STEPS = {"bernoulli": 200, "bic": 500, "bic-relaxed": 500}
+#: a tried removal whose objective, after a short refit (1/5 of the steps), rose by more than this
+#: many times what the prior would save is rejected without the full refit (measured ratios:
+#: accepted removals <= 53, rejected >= 18 on TR and >= 256 on TT)
+REFINE_HOPELESS = 200.0
+#: floor of the estimated noise variance, in units of the data's mean square (a 60 dB SNR)
+RESIDUAL_FLOOR = 1e-6
+#: ``noise_variance="residual"``: weight of the previous estimate when a new one is taken (every record)
+RESIDUAL_EMA = 0.5
+
+
+def residual_variance(sse: float, n_obs: int, num_params: float) -> float:
+    """Degrees-of-freedom corrected noise variance ``SSE / (N - P)`` (the denominator is kept
+    at least ``MIN_DOF_SHARE * N``: a model with as many parameters as observations says
+    nothing about the noise), floored at ``RESIDUAL_FLOOR`` (data scaled to unit RMS)."""
+    return max(float(sse) / max(n_obs - float(num_params), MIN_DOF_SHARE * n_obs), RESIDUAL_FLOOR)
 
 
 # ---------------------------------------------------------------------------------- Adam
@@ -336,6 +357,42 @@ def _rel(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.linalg.norm(x - y)) / den if den > 0 else float(np.linalg.norm(x - y))
 
 
+# ---------------------------------------------------------------------------------- mask priors
+PRIORS = ("bernoulli", "bic", "bic-relaxed")
+
+
+class _MaskPrior:
+    """The log prior of the masks, in its relaxed (expected under ``q``) and MAP (0/1) forms.
+
+    ``"bernoulli"``: the paper's i.i.d. Bernoulli(pi) prior, ``log((1-pi)/pi)`` per kept index.
+    ``"bic"``: the Occam prior ``-(c/2) log(N) P(r(m))`` (:func:`tnmars.masks.bic_log_prior`).
+    """
+
+    def __init__(self, kind: str, pi: float, strength: float, template: Network, n_obs: int) -> None:
+        self.kind, self.pi, self.strength, self.n_obs = kind, pi, strength, n_obs
+        self.terms = mars.param_count_terms(template)
+        self.log_pi, self.log_1mpi = math.log(pi), math.log1p(-pi)
+
+    def relaxed(self, logits: dict, be: Backend) -> Any:
+        if not logits:
+            return 0.0
+        if self.kind == "bernoulli":
+            return sum((mars.bernoulli_log_prior(lg, self.pi, be) for lg in logits.values()), 0.0)
+        return mars.bic_log_prior(self.terms, logits, self.n_obs, be, self.strength)
+
+    def relaxed_grad(self, logits: dict, be: Backend) -> dict:
+        if self.kind == "bernoulli":
+            return {b: mars.bernoulli_log_prior_grad(lg, self.pi, be) for b, lg in logits.items()}
+        return mars.bic_log_prior_grad(self.terms, logits, self.n_obs, be, self.strength)
+
+    def map(self, ranks: dict, max_ranks: dict) -> float:
+        """Log prior of 0/1 masks keeping ``ranks[b]`` of ``max_ranks[b]`` indices per bond."""
+        if self.kind == "bernoulli":
+            kept = sum(ranks.values())
+            return kept * self.log_pi + (sum(max_ranks.values()) - kept) * self.log_1mpi
+        return -mars.bic_penalty(self.n_obs, self.strength) * mars.num_params_at_ranks(self.terms, ranks)
+
+
 # ---------------------------------------------------------------------------------- fit
 def fit(
     data: Any,
@@ -344,17 +401,19 @@ def fit(
     max_rank: int | Sequence[int] | None = None,
     observed: Any = None,
     pi: float = 1e-2,
+    prior: str = "bernoulli",
+    prior_strength: float = 1.0,
     alpha: float | None = None,
     steps: int | None = None,
     lr: float | None = None,
     temperature: Any = (0.1, 0.01),
-    noise_variance: float | str = "mse",
+    noise_variance: float | str | None = None,
     init: str | None = None,
     mask_lr: float | None = None,
     lr_decay: float = DEFAULT_LR_DECAY,
     polish: int | None = None,
     refine: bool | None = None,
-    refine_steps: int = 200,
+    refine_steps: int | None = None,
     seed: int | None = None,
     backend: str | None = None,
     device: str | None = None,
@@ -408,6 +467,10 @@ def fit(
     """
     t0 = time.perf_counter()
     pi = mars.check_pi(pi)
+    if not isinstance(prior, str) or prior.lower() not in PRIORS:
+        raise ValueError(f"prior must be one of {', '.join(map(repr, PRIORS))}; got {prior!r}")
+    prior = prior.lower()
+    prior_strength = _check_positive_float(prior_strength, "prior_strength")
     if alpha is not None:
         alpha = float(alpha)
         if not math.isfinite(alpha):
@@ -449,7 +512,8 @@ def fit(
     alpha = DEFAULT_ALPHA[init] if alpha is None else alpha
     lr = DEFAULT_LR[init] if lr is None else lr
     mask_lr = lr * DEFAULT_MASK_LR_RATIO if mask_lr is None else mask_lr
-    refine = (init != "svd") if refine is None else bool(refine)
+    refine = (init != "svd" or prior != "bernoulli") if refine is None else bool(refine)
+    refine_steps = DEFAULT_REFINE_STEPS[prior] if refine_steps is None else positive_int(refine_steps, "refine_steps")
 
     scale = float(np.sqrt(np.mean(arr[obs] ** 2)))
     if not scale > 0:
@@ -480,39 +544,52 @@ def fit(
                  mars.init_logits(template.bonds, alpha, get_backend("numpy"), seed=logit_seed).items()}
 
     # ---- noise model
+    if noise_variance is None:
+        noise_variance = "residual" if prior == "bic-relaxed" else "mse"
+    noise_mode = "fixed"
     if isinstance(noise_variance, str):
-        if noise_variance not in ("mse", "learn"):
-            raise ValueError(f"noise_variance must be 'mse', 'learn' or a positive number; got {noise_variance!r}")
-        learn_noise = noise_variance == "learn"
-        sigma2 = 0.5 if not learn_noise else float(np.mean(y[obs] ** 2))
+        if noise_variance not in ("mse", "learn", "residual"):
+            raise ValueError(f"noise_variance must be 'mse', 'learn', 'residual' or a positive number; "
+                             f"got {noise_variance!r}")
+        noise_mode = noise_variance
+        sigma2 = 0.5 if noise_mode == "mse" else float(np.mean(y[obs] ** 2))
     else:
-        learn_noise = False
         sigma2 = _check_positive_float(noise_variance, "noise_variance") / scale**2
     sigma2_floor = 1e-10
+    # "bic" selects with the Occam prior after a MARS phase under the paper's relaxation;
+    # "bic-relaxed" puts the Occam prior into the relaxed MAP itself
+    mask_prior = _MaskPrior("bic" if prior == "bic-relaxed" else "bernoulli", pi, prior_strength, template, n_obs)
+    bic_prior = _MaskPrior("bic", pi, prior_strength, template, n_obs)
+    max_rank_of = dict(template.bonds)
+    if noise_mode == "residual":  # start from the residual of the starting network at its MAP masks
+        r0 = (Network(template.spec, cores=cores_np).to_tensor() - y)[obs]
+        p0 = template.num_params if alpha > 0 else 0
+        sigma2 = residual_variance(float(np.sum(r0 * r0)) if alpha > 0 else float(np.sum(y[obs] ** 2)), n_obs, p0)
 
     record_every = max(1, steps // 200) if record_every is None else positive_int(record_every, "record_every")
     settings = dict(network=template.spec, format=fmt, max_ranks=max_ranks, pi=pi, alpha=alpha, steps=steps, lr=lr,
-                    temperature=(sched.start, sched.end), noise_variance=noise_variance, init=init, seed=seed,
+                    temperature=(sched.start, sched.end), noise_variance=noise_variance, prior=prior,
+                    prior_strength=prior_strength, init=init, seed=seed,
                     backend=be.name, device=device, dtype=dtype, data_scale=scale, lr_decay=lr_decay, mask_lr=mask_lr,
                     polish=polish, refine=refine)
 
-    log_pi, log_1mpi = math.log(pi), math.log1p(-pi)
     history: dict[str, list] = {k: [] for k in ("step", "loss", "nll", "map_loss", "ranks", "temperature")}
 
     trainer = (_TorchTrainer if be.autograd else _ArrayTrainer)(
         be, template, cores_np, logits_np, y, obs, dtype, device, lr, seed, mask_lr / lr)
+    map_state: dict[str, Any] = {}
 
     def map_objective(sig2: float) -> tuple[float, tuple[int, ...]]:
         cores, logits = trainer.numpy_state()
         keep = {b: logits[b] > 0 for b in bonds}
         t = Network(template.spec, cores=cores).to_tensor({b: keep[b].astype(float) for b in bonds})
         r = (t - y)[obs]
-        nll = float(np.sum(r * r)) / (2 * sig2 * n_obs)
-        kept = sum(int(k.sum()) for k in keep.values())
-        closed = sum(int((~k).sum()) for k in keep.values())
-        prior = kept * log_pi + closed * log_1mpi - sum(float(np.sum(c * c)) for c in cores) / (
+        sse = float(np.sum(r * r))
+        ranks = {b: int(keep[b].sum()) for b in bonds}
+        lp = mask_prior.map(ranks, max_rank_of) - sum(float(np.sum(c * c)) for c in cores) / (
             2 * mars.CORE_PRIOR_VARIANCE)
-        return nll - prior / n_obs, tuple(int(keep[b].sum()) for b in bonds)
+        map_state.update(sse=sse, ranks=ranks)
+        return sse / (2 * sig2 * n_obs) - lp / n_obs, tuple(ranks[b] for b in bonds)
 
     from tqdm.auto import tqdm
 
@@ -524,9 +601,15 @@ def fit(
     try:
         for step in range(steps):
             temp = sched(step)
-            loss, nll, mse = trainer.step(temp, sigma2, pi, n_obs, lr * lr_decay ** (step / steps))
-            if learn_noise:
+            loss, nll, mse = trainer.step(temp, sigma2, mask_prior, n_obs, lr * lr_decay ** (step / steps))
+            if noise_mode == "learn":
                 sigma2 = max(mse, sigma2_floor)
+            elif noise_mode == "residual" and step % record_every == 0:
+                # the residual of the MAP-masked network (no dropout error), corrected for its parameters
+                map_objective(sigma2)
+                est = residual_variance(map_state["sse"], n_obs,
+                                        mars.num_params_at_ranks(mask_prior.terms, map_state["ranks"]))
+                sigma2 = RESIDUAL_EMA * sigma2 + (1 - RESIDUAL_EMA) * est
             bar.update(1)
             if step % record_every == 0 or step == steps - 1:
                 obj, ranks = map_objective(sigma2)
@@ -559,12 +642,21 @@ def fit(
     unit = scale ** (1.0 / len(cores_f))
     full_np = Network(template.spec, cores=[c * unit for c in cores_f], optimize=template.optimize)
     pruned_unit = Network(template.spec, cores=cores_f, optimize=template.optimize).prune(keep)
-    refit = _Refitter(be, y, obs, dtype, device, sigma2, n_obs, lr, seed)
+    refit = _Refitter(be, y, obs, dtype, device, sigma2, n_obs, lr, seed, mask_prior)
     try:  # Ctrl-C here keeps the network as it stands after the last completed stage
         if not interrupted and polish > 0:
             pruned_unit = refit(pruned_unit, polish)
+        if prior != "bernoulli" and not interrupted:
+            # Occam selection: noise variance from the MARS-selected network (DOF-corrected) unless
+            # given as a number, then MAP coordinate descent under the BIC prior
+            if noise_mode != "fixed" and prior == "bic":
+                r_ = (pruned_unit.to_tensor() - y)[obs]
+                sigma2 = residual_variance(float(np.sum(r_ * r_)), n_obs, pruned_unit.num_params)
+            refit = _Refitter(be, y, obs, dtype, device, sigma2, n_obs, lr, seed, bic_prior)
         if not interrupted and refine:
-            refined = _greedy_refine(pruned_unit, refit, keep, logits_f, log_pi, log_1mpi, n_obs, refine_steps)
+            refined = _greedy_refine(pruned_unit, refit, keep, logits_f, refine_steps,
+                                     passes=1 if prior == "bernoulli" else BIC_REFINE_PASSES,
+                                     two_stage=prior != "bernoulli")
             pruned_unit = refit(refined, polish)
     except KeyboardInterrupt:
         interrupted = True
@@ -604,9 +696,9 @@ def fit(
 class _Refitter:
     """Deterministic Adam refits of a (pruned) network: data NLL + Gaussian core prior, no masks."""
 
-    def __init__(self, be, y, obs, dtype, device, sigma2, n_obs, lr, seed):
+    def __init__(self, be, y, obs, dtype, device, sigma2, n_obs, lr, seed, prior: _MaskPrior):
         self.be, self.y, self.obs, self.dtype, self.device = be, y, obs, dtype, device
-        self.sigma2, self.n_obs, self.lr, self.seed = sigma2, n_obs, lr, seed
+        self.sigma2, self.n_obs, self.lr, self.seed, self.prior = sigma2, n_obs, lr, seed, prior
 
     def __call__(self, net: Network, steps: int) -> Network:
         if net.num_params == 0 or steps <= 0 or 0 in net.ranks:
@@ -615,42 +707,53 @@ class _Refitter:
         tr = cls(self.be, net, [np.asarray(c) for c in net.cores], {}, self.y, self.obs, self.dtype,
                  self.device, self.lr, self.seed)
         for k in range(steps):  # lr decays 100x: a refit should land precisely
-            tr.step(0.01, self.sigma2, 0.5, self.n_obs, self.lr * 0.01 ** (k / steps))
+            tr.step(0.01, self.sigma2, None, self.n_obs, self.lr * 0.01 ** (k / steps))
         return net.with_cores(tr.numpy_state()[0])
 
-    def objective(self, net: Network, log_pi: float, log_1mpi: float, max_ranks: dict) -> float:
+    def objective(self, net: Network, max_ranks: dict) -> float:
         """The MAP objective of a pruned network: NLL + (1/N)(-log prior of its masks and cores)."""
         t = net.to_tensor()
         r = (t - self.y)[self.obs]
         nll = float(np.sum(r * r)) / (2 * self.sigma2 * self.n_obs)
-        kept = sum(net.bonds.values())
-        closed = sum(max_ranks.values()) - kept
-        prior = kept * log_pi + closed * log_1mpi - sum(float(np.sum(c * c)) for c in net.cores) / (
+        lp = self.prior.map(dict(net.bonds), max_ranks) - sum(float(np.sum(c * c)) for c in net.cores) / (
             2 * mars.CORE_PRIOR_VARIANCE)
-        return nll - prior / self.n_obs
+        return nll - lp / self.n_obs
 
 
-def _greedy_refine(net, refit, keep, logits, log_pi, log_1mpi, n_obs, steps):
+def _greedy_refine(net, refit, keep, logits, steps, passes: int = 1, two_stage: bool = False):
     """Coordinate descent on the *deterministic* MAP objective, seeded by MARS: try removing each
-    kept rank index (lowest probability first), refit, keep the removal if the objective drops."""
+    kept rank index (lowest probability first), refit, keep the removal if the objective drops;
+    repeat up to ``passes`` times while a pass removes something. ``two_stage``: refit a
+    removal for ``steps // 5`` first and skip the rest when it is hopeless (REFINE_HOPELESS)."""
     max_ranks = {b: len(v) for b, v in keep.items()}
     best = net
-    best_obj = refit.objective(net, log_pi, log_1mpi, max_ranks)
-    order = sorted((float(logits[b][np.flatnonzero(keep[b])][i]), b, i)
-                    for b in net.bonds for i in range(net.bonds[b]))
+    best_obj = refit.objective(net, max_ranks)
     # positions shift as indices are removed: track them by their original index
-    alive = {b: list(np.flatnonzero(keep[b])) for b in net.bonds}
-    for _, b, i in order:
-        orig = int(np.flatnonzero(keep[b])[i])
-        if orig not in alive[b] or len(alive[b]) <= 1:
-            continue
-        pos = alive[b].index(orig)
-        cand = best.prune({b: [k for k in range(len(alive[b])) if k != pos]})
-        cand = refit(cand, steps)
-        obj = refit.objective(cand, log_pi, log_1mpi, max_ranks)
-        if obj < best_obj:
-            best, best_obj = cand, obj
-            alive[b].remove(orig)
+    alive = {b: [int(k) for k in np.flatnonzero(keep[b])] for b in net.bonds}
+    for _ in range(passes):
+        order = sorted((float(logits[b][orig]), b, orig) for b in alive for orig in alive[b])
+        removed = False
+        for _, b, orig in order:
+            if orig not in alive[b] or len(alive[b]) <= 1:
+                continue
+            pos = alive[b].index(orig)
+            cand = best.prune({b: [k for k in range(len(alive[b])) if k != pos]})
+            short = max(1, steps // 5) if two_stage else steps
+            cand = refit(cand, short)
+            obj = refit.objective(cand, max_ranks)
+            if obj >= best_obj and short < steps:
+                # not yet better after a short refit: refit fully unless the loss is hopeless, i.e.
+                # the objective rose by more than REFINE_HOPELESS times what the prior would save
+                saving = (refit.prior.map(dict(best.bonds), max_ranks) - refit.prior.map(dict(cand.bonds), max_ranks))
+                if obj - best_obj < -REFINE_HOPELESS * saving / refit.n_obs:
+                    cand = refit(cand, steps - short)
+                    obj = refit.objective(cand, max_ranks)
+            if obj < best_obj:
+                best, best_obj = cand, obj
+                alive[b].remove(orig)
+                removed = True
+        if not removed:
+            break
     return best
 
 
@@ -675,12 +778,15 @@ class _ArrayTrainer:
         self.mask_opt = Adam(self.logits, lr=lr * mask_lr_ratio) if self.logits else None
         self.mask_lr_ratio = mask_lr_ratio
 
+    def expected_ranks(self) -> dict[str, float]:
+        return {b: float(self.be.to_numpy(self.be.sum(self.be.sigmoid(v)))) for b, v in zip(self.bonds, self.logits)}
+
     def numpy_state(self):
         to = self.be.to_numpy
         return ([np.array(to(c), dtype=np.float64) for c in self.cores],
                 {b: np.array(to(v), dtype=np.float64) for b, v in zip(self.bonds, self.logits)})
 
-    def step(self, temp: float, sigma2: float, pi: float, n_obs: int, lr: float | None = None):
+    def step(self, temp: float, sigma2: float, prior: _MaskPrior | None, n_obs: int, lr: float | None = None):
         be = self.be
         if lr is not None:
             self.opt.lr = lr
@@ -701,14 +807,13 @@ class _ArrayTrainer:
         _, gcores, gmasks = vjp(net, grad_fn, samples)
         var = mars.CORE_PRIOR_VARIANCE
         grads = [g + c / (var * n_obs) for g, c in zip(gcores, self.cores)]
-        log_ratio = math.log(pi) - math.log1p(-pi)
-        for b, lg in zip(self.bonds, self.logits):
-            phi = be.sigmoid(lg)
-            grads.append(gmasks[b] * dsamples[b] - phi * (1.0 - phi) * (log_ratio / n_obs))
+        logits = dict(zip(self.bonds, self.logits))
+        if logits:
+            gprior = prior.relaxed_grad(logits, be)
+            grads += [gmasks[b] * dsamples[b] - gprior[b] / n_obs for b in self.bonds]
         mse = box["sse"] / n_obs
         nll = box["sse"] / (2 * sigma2 * n_obs)
-        prior = sum(float(mars.bernoulli_log_prior(lg, pi, be)) for lg in self.logits) + float(
-            mars.gaussian_log_prior(self.cores, be))
+        prior = (float(prior.relaxed(logits, be)) if logits else 0.0) + float(mars.gaussian_log_prior(self.cores, be))
         k = len(self.cores)
         self.opt.step(grads[:k])
         if self.mask_opt is not None:
@@ -740,11 +845,15 @@ class _TorchTrainer:
         self.opt = torch.optim.Adam(groups, lr=lr)
         self.mask_lr_ratio = mask_lr_ratio
 
+    def expected_ranks(self) -> dict[str, float]:
+        with self.torch.no_grad():
+            return {b: float(self.torch.sigmoid(v).sum()) for b, v in zip(self.bonds, self.logits)}
+
     def numpy_state(self):
         return ([np.array(c.detach().cpu().numpy(), dtype=np.float64) for c in self.cores],
                 {b: np.array(v.detach().cpu().numpy(), dtype=np.float64) for b, v in zip(self.bonds, self.logits)})
 
-    def step(self, temp: float, sigma2: float, pi: float, n_obs: int, lr: float | None = None):
+    def step(self, temp: float, sigma2: float, prior: _MaskPrior | None, n_obs: int, lr: float | None = None):
         be = self.be
         if lr is not None:
             for k, group in enumerate(self.opt.param_groups):
@@ -757,8 +866,8 @@ class _TorchTrainer:
         r = (net.to_tensor(samples) - self.y) * self.w
         sse = (r * r).sum()
         nll = sse / (2 * sigma2 * n_obs)
-        prior = sum((mars.bernoulli_log_prior(lg, pi, be) for lg in self.logits), 0.0) + mars.gaussian_log_prior(
-            self.cores, be)
+        logits = dict(zip(self.bonds, self.logits))
+        prior = (prior.relaxed(logits, be) if logits else 0.0) + mars.gaussian_log_prior(self.cores, be)
         loss = nll - prior / n_obs
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -14,6 +14,14 @@ and rounded (``phi > 0.5``) afterwards.
 All functions take a :class:`~tnmars.backends.Backend` and arrays of that backend, so the
 same code serves NumPy (with environment gradients, see :func:`hard_concrete_grad`),
 CuPy and PyTorch (autograd).
+
+Two mask priors are offered. The paper's :func:`bernoulli_log_prior` charges every kept rank
+index the same ``log((1 - pi)/pi)``, whatever the number of parameters it controls. The
+Occam (BIC) prior :func:`bic_log_prior` charges ``(c/2) log N`` per *parameter* of the network
+at the selected ranks, ``log p(m) = -(c/2) log(N) P(r(m))``; its relaxed form is exact
+because a core's size is multilinear in the ranks of its (distinct) bonds and the masks are
+independent: ``E_q[P(r(m))] = P(E_q[r])`` with ``E_q[r_b] = sum_j phi_bj``
+(:func:`expected_num_params`).
 """
 from __future__ import annotations
 
@@ -122,6 +130,127 @@ def gaussian_log_prior(cores: Sequence[Any], backend: Backend, variance: float =
     for core in cores:
         total = total + backend.sum(core * core)
     return -total / (2.0 * variance)
+
+
+def param_count_terms(network: Any) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """Each core's size as ``(constant, bonds)``: ``size = constant * prod(rank[b] for b in bonds)``.
+
+    ``network`` is a :class:`~tnmars.Network` (anything with ``inputs``, ``dims`` and ``bonds``).
+    A bond never repeats inside one core (specs refuse traces), so every core's size is
+    multilinear in the ranks, which is what makes :func:`expected_num_params` exact.
+
+    >>> import tnmars
+    >>> param_count_terms(tnmars.Network.tucker((5, 6, 7), (2, 3, 4)))
+    ((1, ('A', 'B', 'C')), (5, ('A',)), (6, ('B',)), (7, ('C',)))
+    """
+    bonds = set(network.bonds)
+    out = []
+    for term in network.inputs:
+        const = 1
+        for c in term:
+            if c not in bonds:
+                const *= int(network.dims[c])
+        out.append((const, tuple(c for c in term if c in bonds)))
+    return tuple(out)
+
+
+def _terms(network_or_terms: Any) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    return network_or_terms if isinstance(network_or_terms, tuple) else param_count_terms(network_or_terms)
+
+
+def num_params_at_ranks(network_or_terms: Any, ranks: Mapping[str, Any]) -> Any:
+    """``P(r) = sum_cores constant * prod_b r_b``; ``ranks`` may be real (expected ranks) or
+    backend scalars (torch autograd flows through)."""
+    total = 0.0
+    for const, bonds in _terms(network_or_terms):
+        term = float(const)
+        for b in bonds:
+            term = term * ranks[b]
+        total = total + term
+    return total
+
+
+def expected_ranks(logits: Mapping[str, Any], backend: Backend) -> dict[str, Any]:
+    """``E_q[r_b] = sum_j phi_bj`` for independent Bernoulli masks ``q(m) = prod Bernoulli(phi)``."""
+    return {b: backend.sum(backend.sigmoid(lg)) for b, lg in logits.items()}
+
+
+def expected_num_params(network_or_terms: Any, logits: Mapping[str, Any], backend: Backend) -> Any:
+    """``E_q[P(r(m))]``, the expected parameter count of the network at the masked ranks.
+
+    Exact, not an approximation: ``P`` is a sum over cores of products of *distinct* bonds'
+    ranks, and ``r_b = sum_j m_bj`` with independent masks, so the expectation of each
+    product is the product of ``E[r_b] = sum_j phi_bj``.
+
+    >>> import numpy as np, tnmars
+    >>> from tnmars.backends import get_backend
+    >>> net = tnmars.Network.cp((4, 5, 6), 3)
+    >>> logits = {"A": np.array([30.0, 30.0, -30.0])}          # two indices (almost) surely kept
+    >>> round(float(expected_num_params(net, logits, get_backend("numpy"))), 6)
+    30.0
+    """
+    return num_params_at_ranks(network_or_terms, expected_ranks(logits, backend))
+
+
+def expected_num_params_rank_grad(network_or_terms: Any, ranks: Mapping[str, float]) -> dict[str, float]:
+    """``dP/dr_b`` at real ranks ``r`` (the sum, over cores holding ``b``, of the core's size
+    without ``r_b``)."""
+    grad = {b: 0.0 for b in ranks}
+    for const, bonds in _terms(network_or_terms):
+        for k, b in enumerate(bonds):
+            term = float(const)
+            for j, other in enumerate(bonds):
+                if j != k:
+                    term *= float(ranks[other])
+            grad[b] += term
+    return grad
+
+
+def bic_penalty(n_obs: int, strength: float = 1.0) -> float:
+    """Nats charged per parameter by the Occam prior: ``(c/2) log N``."""
+    if int(n_obs) < 1:
+        raise ValueError(f"the BIC prior needs at least one observation; got n_obs={n_obs}")
+    return 0.5 * float(strength) * math.log(int(n_obs))
+
+
+def bic_log_prior(network_or_terms: Any, logits: Mapping[str, Any], n_obs: int, backend: Backend,
+                  strength: float = 1.0) -> Any:
+    """Expected Occam (BIC) log prior of the masks: ``-(c/2) log(N) E_q[P(r(m))]``.
+
+    ``c = strength`` (1 is BIC), ``N = n_obs`` the number of observed entries. Like the
+    paper's :func:`bernoulli_log_prior` it is the expectation of the log prior under
+    ``q(m) = prod Bernoulli(phi)`` (no entropy term), but the cost of a rank index is the
+    number of parameters it controls at the current expected ranks, so indices of big cores
+    cost more. Differentiable by autograd (torch); :func:`bic_log_prior_grad` gives the
+    gradient explicitly for NumPy / CuPy.
+
+    >>> import numpy as np, tnmars
+    >>> from tnmars.backends import get_backend
+    >>> net = tnmars.Network.cp((4, 5, 6), 2)
+    >>> lp = bic_log_prior(net, {"A": np.array([30.0, -30.0])}, 100, get_backend("numpy"))
+    >>> bool(np.isclose(lp, -0.5 * np.log(100) * 15))    # one component: 4 + 5 + 6 parameters
+    True
+    """
+    return -bic_penalty(n_obs, strength) * expected_num_params(network_or_terms, logits, backend)
+
+
+def bic_log_prior_grad(network_or_terms: Any, logits: Mapping[str, Any], n_obs: int, backend: Backend,
+                       strength: float = 1.0) -> dict[str, Any]:
+    """d :func:`bic_log_prior` / d logit, per bond: ``-(c/2) log N * dP/dr_b * phi (1 - phi)``."""
+    ranks = {b: float(backend.to_numpy(v)) for b, v in expected_ranks(logits, backend).items()}
+    dp = expected_num_params_rank_grad(network_or_terms, ranks)
+    pen = bic_penalty(n_obs, strength)
+    out = {}
+    for b, lg in logits.items():
+        phi = backend.sigmoid(lg)
+        out[b] = phi * (1.0 - phi) * (-pen * dp[b])
+    return out
+
+
+def bernoulli_log_prior_grad(logits: Any, pi: float, backend: Backend) -> Any:
+    """d :func:`bernoulli_log_prior` / d logit: ``phi (1 - phi) log(pi / (1 - pi))``."""
+    phi = backend.sigmoid(logits)
+    return phi * (1.0 - phi) * (math.log(pi) - math.log1p(-pi))
 
 
 @dataclass(frozen=True)
