@@ -54,6 +54,10 @@ GOOD = tucker_tensor((4, 5, 6), 2)
         (dict(data=GOOD, init="magic"), ValueError, "init"),
         (dict(data=GOOD, noise_variance=-1.0), ValueError, "noise_variance"),
         (dict(data=GOOD, noise_variance="loud"), ValueError, "noise_variance"),
+        (dict(data=GOOD, prior="occam"), ValueError, "prior must be one of"),
+        (dict(data=GOOD, prior=None), ValueError, "prior must be one of"),
+        (dict(data=GOOD, prior="bic", prior_strength=0.0), ValueError, "prior_strength"),
+        (dict(data=GOOD, prior="bic", refine_steps=0), ValueError, "refine_steps"),
         (dict(data=np.array(["a", "b"])), TypeError, "numeric"),
         (dict(data=None), TypeError, "data"),
     ],
@@ -89,6 +93,43 @@ def test_noiseless_tucker_tensor_of_known_rank_is_recovered_exactly():
     assert res.full_network.ranks == (6, 6, 6)
     assert res.relative_error < 1e-2
     np.testing.assert_allclose(res.network.to_tensor(), x, atol=5e-2 * np.abs(x).max())
+
+
+def test_bic_prior_removes_the_over_selection_of_the_papers_prior_under_noise():
+    """10 dB noise: the paper's prior keeps noise-fitting rank indices (each costs only
+    log((1-pi)/pi)); the Occam prior charges (1/2) log N per parameter and recovers the truth."""
+    x = tucker_tensor((10, 10, 10), (2, 3, 2), seed=0)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(x.shape)
+    noise *= np.linalg.norm(x) / np.linalg.norm(noise) / 10 ** (10 / 20)
+    kw = dict(max_rank=5, steps=600, seed=0, progress=False)
+    paper = tnmars.fit(x + noise, "tucker", **kw)
+    bic = tnmars.fit(x + noise, "tucker", prior="bic", **kw)
+    assert paper.ranks != (2, 3, 2) and paper.num_params > bic.num_params
+    assert bic.ranks == (2, 3, 2)
+    assert bic.settings["prior"] == "bic"
+    # the noise variance it used is the residual's, corrected for the parameters (true: ||noise||^2 / N)
+    assert 0.5 < bic.noise_variance / np.mean(noise**2) < 2.0
+    # the clean tensor is closer to the BIC fit than to the over-selected one
+    err = lambda r: np.linalg.norm(r.network.to_tensor() - x)  # noqa: E731
+    assert err(bic) < err(paper)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_relaxed_bic_prior_trains_on_every_backend(backend):
+    """prior='bic-relaxed' puts the Occam prior into the relaxed MAP (explicit gradient on NumPy,
+    autograd on torch); on a noiseless rank-(2, 2, 2) Tucker it keeps the true ranks."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a thread pool only adds contention on a shared CI machine
+    try:
+        x = tucker_tensor((6, 6, 6), (2, 2, 2), seed=3)
+        res = tnmars.fit(x, "tucker", max_rank=4, steps=400, seed=0, progress=False, prior="bic-relaxed",
+                         refine_steps=20, backend=backend)
+    finally:
+        torch.set_num_threads(threads)
+    assert res.ranks == (2, 2, 2)
+    assert res.settings["noise_variance"] == "residual"
 
 
 def test_cp_completion_recovers_its_rank():
