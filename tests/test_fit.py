@@ -103,7 +103,7 @@ def test_bic_prior_removes_the_over_selection_of_the_papers_prior_under_noise():
     noise = rng.standard_normal(x.shape)
     noise *= np.linalg.norm(x) / np.linalg.norm(noise) / 10 ** (10 / 20)
     kw = dict(max_rank=5, steps=600, seed=0, progress=False)
-    paper = tnmars.fit(x + noise, "tucker", **kw)
+    paper = tnmars.fit(x + noise, "tucker", prior="bernoulli", **kw)
     bic = tnmars.fit(x + noise, "tucker", prior="bic", **kw)
     assert paper.ranks != (2, 3, 2) and paper.num_params > bic.num_params
     assert bic.ranks == (2, 3, 2)

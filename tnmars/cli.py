@@ -56,6 +56,7 @@ def _fit_defaults() -> dict[str, Any]:
         return str(value)
 
     return {
+        "prior": show(sig["prior"].default),
         "pi": show(sig["pi"].default),
         "alpha": show(getattr(fit_module, "DEFAULT_ALPHA", sig["alpha"].default)),
         "steps": show(getattr(fit_module, "DEFAULT_STEPS", sig["steps"].default)),
@@ -124,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--pi", type=float, default=None,
                      help="prior probability of keeping a rank index, in (0, 0.5]; smaller prunes harder "
                           f"(default: {dflt['pi']})")
+    fit.add_argument("--prior", choices=("bernoulli", "bic", "bic-relaxed"), default=None,
+                     help="mask prior: bernoulli (the paper's, pi per kept rank index) or bic (Occam: "
+                          "(1/2) log N per parameter, with the noise variance estimated from the residual; "
+                          f"selects the true ranks under noise where bernoulli keeps extra ones) "
+                          f"(default: {dflt['prior']})")
     fit.add_argument("--alpha", type=float, default=None,
                      help="mean of the initial mask logits: phi = sigmoid(alpha) is each index's starting "
                           f"keep-probability; negative starts with masks closed (default: {dflt['alpha']})")
@@ -155,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Gaussian noise, relative to the signal's RMS (default: 0.01)")
     demo.add_argument("--steps", type=int, default=None, help=f"Adam steps (default: {dflt['steps']})")
     demo.add_argument("--pi", type=float, default=None, help=f"MARS prior, as for 'tnmars fit' (default: {dflt['pi']})")
+    demo.add_argument("--prior", choices=("bernoulli", "bic", "bic-relaxed"), default=None,
+                      help=f"mask prior, as for 'tnmars fit' (default: {dflt['prior']})")
     demo.add_argument("--alpha", type=float, default=None,
                       help=f"initial mask logit mean, as for 'tnmars fit' (default: {dflt['alpha']})")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and of the fit (default: 0)")
@@ -300,7 +308,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise CLIError(f"--out folder does not exist: {out.parent}")
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
-    options = {name: getattr(args, name) for name in ("pi", "alpha", "steps", "lr", "init", "dtype", "device")}
+    options = {name: getattr(args, name) for name in ("prior", "pi", "alpha", "steps", "lr", "init", "dtype", "device")}
     options = {k: v for k, v in options.items() if v is not None}  # unset: tnmars.fit's own defaults
     result = fit(
         data, network, max_rank=max_rank if isinstance(network, str) else None, observed=observed,
@@ -353,7 +361,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clipped maximal ranks are expected here
-        options = {k: v for k, v in (("steps", args.steps), ("pi", args.pi), ("alpha", args.alpha)) if v is not None}
+        options = {k: v for k, v in (("steps", args.steps), ("prior", args.prior), ("pi", args.pi),
+                                     ("alpha", args.alpha)) if v is not None}
         result = fit(data, args.format, max_rank=max_rank, seed=args.seed, backend=args.backend,
                      progress=not args.quiet, **options)
     seconds = time.perf_counter() - t0
