@@ -6,11 +6,14 @@ of 10,000 rows comes from the same U*, V*. The model is ``LowRankLinear(128, 32,
 (``W = U V``, one mask, no bias) trained with MARS, pi = 1e-2 and alpha = -4 / -3.5 / -3 for
 r* = 8 / 12 / 16. Baseline: a dense linear classifier (no bias), as in the paper.
 
-The paper does not give the optimiser settings for this task; we use the MNIST recipe:
-Adam lr 1e-2 on everything, batch 500, temperature 0.1 -> 0.01 by x``decay`` per epoch,
-reaching the floor at 229/300 of training as in the reference schedule.
+The paper does not give the optimiser settings for this task. The recipe (the same for the
+MARS model and the dense baseline) is chosen by a small validation search (``--search``) on
+problems with their own data seeds, training on 8,000 of the 10,000 training rows and scoring
+on the other 2,000; the final runs then use the recipe the rule in :func:`search_table`
+selects (or ``--recipe NAME``). The test set plays no part in the choice.
 
-Usage: python benchmarks/nn_toy_linear.py [--runs 10] [--epochs 60]
+Usage: python benchmarks/nn_toy_linear.py --search all   # validation search (about 40 min)
+       python benchmarks/nn_toy_linear.py [--runs 10] [--recipe NAME]
 """
 from __future__ import annotations
 
@@ -103,6 +106,7 @@ CANDIDATES = {
     "L-adamw: L with AdamW wd 1e-2": recipe(lr_schedule="cosine", flat_frac=0.75, epochs=200, optimizer="adamw",
                                           weight_decay=1e-2),
     "L-T100: L with the T floor at the end": recipe(lr_schedule="cosine", flat_frac=0.75, epochs=200, temp_frac=1.0),
+    "O: 125 ep flat + 100 ep cosine": recipe(lr_schedule="cosine", flat_frac=125 / 225, epochs=225),
 }
 SEARCH_SEEDS = 3
 N_VAL = 2000
@@ -135,29 +139,29 @@ def search(names: list[str]) -> None:
 def search_table(path: str) -> tuple[str, str | None]:
     """Markdown table of the validation search and the name of the recipe it selects.
 
-    Rule (fixed before the final runs): among the candidates whose mean validation R is within
-    1 of r* for every r*, the highest validation MARS accuracy averaged over the three r*.
+    Rule (fixed before the final runs): the most r* whose mean validation R is within 1 of r*,
+    ties broken by the validation MARS accuracy averaged over the three r*.
     """
     if not os.path.exists(path):
         return "(no validation search recorded)", None
     done = json.load(open(path))
-    rows, best, best_acc = [], None, -1.0
+    rows, best, best_key = [], None, (-1, -1.0)
     for name, entry in done.items():
         res = entry["results"]
-        cells, ok, mean_acc = [], True, []
+        cells, n_ok, mean_acc = [], 0, []
         for r_star in PAPER:
             d = res[str(r_star)]
             r, a, b = np.mean(d["ranks"]), 100 * np.mean(d["acc"]), 100 * np.mean(d["dense_acc"])
-            ok &= abs(r - r_star) <= 1
+            n_ok += abs(r - r_star) <= 1
             mean_acc.append(a)
             cells.append(f"{r:.1f} / {a:.1f} / {b:.1f}")
         m = float(np.mean(mean_acc))
-        if ok and m > best_acc:
-            best, best_acc = name, m
-        rows.append([name, describe(entry["recipe"]), *cells, f"{m:.1f}", "yes" if ok else "no"])
+        if (n_ok, m) > best_key:
+            best, best_key = name, (n_ok, m)
+        rows.append([name, describe({**BASE, **entry["recipe"]}), *cells, f"{m:.1f}", f"{n_ok} of 3"])
     table = C.markdown_table(["candidate", "recipe (MARS and dense alike)", "r*=8: R / MARS / dense",
                               "r*=12: R / MARS / dense", "r*=16: R / MARS / dense", "mean MARS val acc",
-                              "R within 1 (all r*)"], rows)
+                              "r* with mean R within 1"], rows)
     return table, best
 
 
@@ -219,10 +223,18 @@ def main() -> None:
              f"Every candidate ran on {SEARCH_SEEDS} fresh problems per r* whose data seeds (1000 r* + 500 + k) are "
              f"disjoint from the final runs', trained on the first {10000 - N_VAL:,} training rows (N = "
              f"{10000 - N_VAL:,} in the prior) and scored on the other {N_VAL:,}; the test set was never used. "
-             "Rule, fixed before the final runs: among the candidates whose mean validation R is within 1 of r* for "
-             "every r*, the highest validation MARS accuracy averaged over the three r*. Command: "
+             "Rule, fixed before the final runs: the most r* whose mean validation R is within 1 of r*, ties broken "
+             "by the validation MARS accuracy averaged over the three r* (first written as 'R within 1 for every "
+             "r*', which no candidate met at r* = 16: every recipe over-selects there, as the paper does, 18 ± 1.3). "
+             "Command: "
              "`python benchmarks/nn_toy_linear.py --search all` (raw numbers in `nn_toy_linear.search.json`). "
              "Cells: mean R / MARS val acc % / dense val acc %.\n\n" + search_md + "\n")
+    pilot_md, _ = search_table(os.path.join(C.RESULTS, "nn_toy_linear.pilot.json"))
+    text += ("\nPilot (before the search proper; same seeds and split, but batch not scaled to 8,000 rows, so 80 "
+             "steps per epoch instead of 100; not used for the selection). It showed that any lr decay from the "
+             "start (B, C, E, F) or a short constant phase (G) leaves the masks too little time to open at "
+             "r* = 8 (alpha = -4): under-selection (R < r*) costs far more accuracy than over-selection.\n\n"
+             + pilot_md + "\n")
     print(text)
     C.write_result("nn_toy_linear.md", text)
     with open(os.path.join(C.RESULTS, "nn_toy_linear.json"), "w") as fh:
