@@ -24,10 +24,12 @@ from _common import RESULTS, markdown_table, time_interleaved, write_result  # n
 DATE = "2026-11-22"
 
 
-def header(title: str, command: str, notes: str = "") -> str:
+def header(title: str, command: str, notes: str = "", run_at: str | None = None) -> str:
+    """Results-file header; ``run_at`` ("HH:MM") when the report is rendered after the run."""
     machine = (f"{platform.machine()} {os.cpu_count()}-core CPU shared with other jobs (timings are noisy), "
                f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread")
-    text = f"# {title}\n\nCommand: `{command}`\n\nDate: {DATE} (run at {datetime.datetime.now():%H:%M} UTC)\n\nMachine: {machine}\n"
+    run_at = run_at or f"{datetime.datetime.now():%H:%M}"
+    text = f"# {title}\n\nCommand: `{command}`\n\nDate: {DATE} (run at {run_at} UTC)\n\nMachine: {machine}\n"
     if notes:
         text += "\n" + notes.strip() + "\n"
     return text

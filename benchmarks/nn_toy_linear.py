@@ -18,6 +18,7 @@ Usage: python benchmarks/nn_toy_linear.py --search all   # validation search (ab
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -165,18 +166,105 @@ def search_table(path: str) -> tuple[str, str | None]:
     return table, best
 
 
+def report(results: dict, name: str, runs: int, cmd: str, run_at: str | None = None) -> str:
+    """Write the results markdown (+ plot) for final-run ``results`` ({r*: ranks/acc/dense_acc})."""
+    rec = CANDIDATES[name]
+    rows = []
+    verdicts = []
+    for r_star, res in results.items():
+        alpha, p_rank, p_acc, p_base = PAPER[r_star]
+        r, a, b = np.array(res["ranks"]), 100 * np.array(res["acc"]), 100 * np.array(res["dense_acc"])
+        paper_acc = float(p_acc.split()[0])
+        ok_rank = abs(r.mean() - r_star) <= 1
+        ok_acc = a.mean() >= paper_acc
+        verdicts.append(f"r* = {r_star}: mean R within 1 of r*: **{'met' if ok_rank else 'NOT met'}** "
+                        f"({r.mean():.1f}); accuracy >= paper's {paper_acc}%: **{'met' if ok_acc else 'NOT met'}** "
+                        f"({a.mean():.1f}%)")
+        rows.append([r_star, alpha, f"{r.mean():.1f} ± {r.std():.1f}", p_rank, f"{a.mean():.1f} ± {a.std():.1f}%",
+                     f"{p_acc}%", f"{b.mean():.1f} ± {b.std():.1f}%", f"{p_base}%"])
+    table = C.markdown_table(["r*", "alpha", "reduced R (ours)", "R (paper)", "MARS acc (ours)", "MARS acc (paper)",
+                              "dense acc (ours)", "dense (paper)"], rows)
+    per_run = C.markdown_table(["r*", "selected R per run", "MARS test acc % per run", "dense test acc % per run"],
+                               [[r_star, " ".join(str(v) for v in res["ranks"]),
+                                 " ".join(f"{100 * v:.1f}" for v in res["acc"]),
+                                 " ".join(f"{100 * v:.1f}" for v in res["dense_acc"])]
+                                for r_star, res in results.items()])
+    notes = (f"Setting: N = 10,000 train + 10,000 test, D = 128, C = 32, R = 32, pi = 1e-2, alpha per r* as in the "
+             f"paper, hard-concrete masks, prior / N with N = 10,000, {runs} runs per r* (the paper: 10). "
+             f"Mean ± std over runs; run k of r* draws its data from seed 1000 r* + k and its initialisation from "
+             f"seed k.\n\nRecipe **{name}**: {describe(rec)}; temperature 0.1 -> 0.01 (exponential per epoch), "
+             "the same optimiser, lr schedule, epochs and batch for the MARS model and the dense baseline "
+             "(the paper gives no optimiser settings for this task). The recipe was chosen on validation splits of "
+             "the training rows (below), never on the test set.")
+    text = C.header("Paper Table 1: toy linear classification, true-rank recovery", cmd, notes, run_at=run_at)
+    text += "\n" + table + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\nPer run:\n\n" + per_run + "\n"
+    search_path = os.path.join(C.RESULTS, "nn_toy_linear.search.json")
+    search_md, _ = search_table(search_path)
+    names = list(json.load(open(search_path))) if os.path.exists(search_path) else []
+    search_cmd = "python benchmarks/nn_toy_linear.py --search " + " ".join(f"'{n}'" for n in names)
+    text += ("\n## How the recipe was chosen: validation search\n\n"
+             f"Every candidate ran on {SEARCH_SEEDS} fresh problems per r* whose data seeds (1000 r* + 500 + k) are "
+             f"disjoint from the final runs', trained on the first {10000 - N_VAL:,} training rows (N = "
+             f"{10000 - N_VAL:,} in the prior, batch scaled to keep 100 steps per epoch) and scored on the other "
+             f"{N_VAL:,}; the test set was never used. "
+             "Rule, fixed before the final runs: the most r* whose mean validation R is within 1 of r*, ties broken "
+             "by the validation MARS accuracy averaged over the three r* (first written as 'R within 1 for every "
+             "r*', which no candidate met at r* = 16: every recipe over-selects there, as the paper does, 18 ± 1.3). "
+             f"Command: `{search_cmd}` (raw numbers in `nn_toy_linear.search.json`). "
+             "Cells: mean R / MARS val acc % / dense val acc %.\n\n" + search_md + "\n")
+    pilot_md, _ = search_table(os.path.join(C.RESULTS, "nn_toy_linear.pilot.json"))
+    text += ("\nPilot (before the search proper; same seeds and split, but the batch not scaled, so 80 steps per "
+             "epoch instead of 100; not used for the selection; `nn_toy_linear.pilot.json`, made by commit ecac011's "
+             "script). It showed that any lr decay from the start (B, C, E, F) or a short constant phase (G) leaves "
+             "the masks too little time to open at r* = 8 (alpha = -4): under-selection (R < r*) costs far more "
+             "accuracy than over-selection.\n\n" + pilot_md + "\n")
+    C.write_result("nn_toy_linear.md", text)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for r_star, res in results.items():
+            axes[0].scatter([r_star] * len(res["ranks"]), res["ranks"], alpha=0.6)
+            axes[1].scatter([r_star] * len(res["acc"]), 100 * np.array(res["acc"]), alpha=0.6, label=f"MARS r*={r_star}")
+            axes[1].scatter([r_star + 0.5] * len(res["dense_acc"]), 100 * np.array(res["dense_acc"]), marker="x",
+                            color="gray")
+        axes[0].plot([6, 18], [6, 18], "k--", lw=0.8, label="R = r*")
+        axes[0].set(xlabel="true rank r*", ylabel="selected rank R", title="rank selected by MARS (start R = 32)")
+        axes[0].legend()
+        axes[1].set(xlabel="true rank r* (x: dense baseline)", ylabel="test accuracy %", title=f"accuracy ({name[0]})")
+        fig.tight_layout()
+        fig.savefig(os.path.join(C.RESULTS, "nn_toy_linear.png"), dpi=120)
+    except ImportError:  # pragma: no cover
+        pass
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--recipe", default=None, help="a CANDIDATES name (default: the one the search selects)")
     ap.add_argument("--search", nargs="*", default=None, help="validation search over CANDIDATES (names or all)")
+    ap.add_argument("--render", action="store_true", help="rewrite the markdown from nn_toy_linear.json, no training")
     args = ap.parse_args()
     torch.set_num_threads(1)
     search_path = os.path.join(C.RESULTS, "nn_toy_linear.search.json")
+    out_path = os.path.join(C.RESULTS, "nn_toy_linear.json")
     if args.search is not None:
         search(list(CANDIDATES) if not args.search or args.search == ["all"] else args.search)
         return
-    search_md, selected = search_table(search_path)
+    if args.render:
+        saved = json.load(open(out_path))
+        if "results" not in saved:  # bare {r*: ...} from an older script: needs --recipe
+            saved = {"results": saved, "recipe": args.recipe, "runs": args.runs, "command": None, "run_at": None}
+        results = {int(k): v for k, v in saved["results"].items()}
+        name = saved["recipe"] or args.recipe
+        cmd = saved["command"] or "python benchmarks/nn_toy_linear.py"
+        print(report(results, name, saved["runs"], cmd, run_at=saved["run_at"]))
+        return
+    _, selected = search_table(search_path)
     name = args.recipe or selected
     if name is None:
         raise SystemExit("no recipe given and no validation search selects one: run --search first")
@@ -193,72 +281,13 @@ def main() -> None:
             base.append(C.accuracy(dense, x_te, y_te))
             print(f"r*={r_star} run {run}: R={ranks[-1]} acc={accs[-1]:.4f} dense={base[-1]:.4f}", flush=True)
         results[r_star] = {"ranks": ranks, "acc": accs, "dense_acc": base}
-
-    rows = []
-    verdicts = []
-    for r_star, res in results.items():
-        alpha, p_rank, p_acc, p_base = PAPER[r_star]
-        r, a, b = np.array(res["ranks"]), 100 * np.array(res["acc"]), 100 * np.array(res["dense_acc"])
-        paper_acc = float(p_acc.split()[0])
-        ok_rank = abs(r.mean() - r_star) <= 1
-        ok_acc = a.mean() >= paper_acc
-        verdicts.append(f"r* = {r_star}: mean R within 1 of r*: **{'met' if ok_rank else 'NOT met'}** "
-                        f"({r.mean():.1f}); accuracy >= paper's {paper_acc}%: **{'met' if ok_acc else 'NOT met'}** "
-                        f"({a.mean():.1f}%)")
-        rows.append([r_star, alpha, f"{r.mean():.1f} ± {r.std():.1f}", p_rank, f"{a.mean():.1f} ± {a.std():.1f}%",
-                     f"{p_acc}%", f"{b.mean():.1f} ± {b.std():.1f}%", f"{p_base}%"])
-    table = C.markdown_table(["r*", "alpha", "reduced R (ours)", "R (paper)", "MARS acc (ours)", "MARS acc (paper)",
-                              "dense acc (ours)", "dense (paper)"], rows)
     cmd = "python benchmarks/nn_toy_linear.py" + "".join(
-        f" --{k} {v}" for k, v in vars(args).items() if v != ap.get_default(k))
-    notes = (f"Setting: N = 10,000 train + 10,000 test, D = 128, C = 32, R = 32, pi = 1e-2, alpha per r* as in the "
-             f"paper, hard-concrete masks, prior / N with N = 10,000, {args.runs} runs per r* (the paper: 10). "
-             f"Mean ± std over runs; run k of r* draws its data from seed 1000 r* + k and its initialisation from "
-             f"seed k.\n\nRecipe **{name}**: {describe(rec)}; temperature 0.1 -> 0.01 (exponential per epoch), "
-             "the same optimiser, lr schedule, epochs and batch for the MARS model and the dense baseline "
-             "(the paper gives no optimiser settings for this task).")
-    text = C.header("Paper Table 1: toy linear classification, true-rank recovery", cmd, notes)
-    text += "\n" + table + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
-    text += ("\n## How the recipe was chosen: validation search\n\n"
-             f"Every candidate ran on {SEARCH_SEEDS} fresh problems per r* whose data seeds (1000 r* + 500 + k) are "
-             f"disjoint from the final runs', trained on the first {10000 - N_VAL:,} training rows (N = "
-             f"{10000 - N_VAL:,} in the prior) and scored on the other {N_VAL:,}; the test set was never used. "
-             "Rule, fixed before the final runs: the most r* whose mean validation R is within 1 of r*, ties broken "
-             "by the validation MARS accuracy averaged over the three r* (first written as 'R within 1 for every "
-             "r*', which no candidate met at r* = 16: every recipe over-selects there, as the paper does, 18 ± 1.3). "
-             "Command: "
-             "`python benchmarks/nn_toy_linear.py --search all` (raw numbers in `nn_toy_linear.search.json`). "
-             "Cells: mean R / MARS val acc % / dense val acc %.\n\n" + search_md + "\n")
-    pilot_md, _ = search_table(os.path.join(C.RESULTS, "nn_toy_linear.pilot.json"))
-    text += ("\nPilot (before the search proper; same seeds and split, but batch not scaled to 8,000 rows, so 80 "
-             "steps per epoch instead of 100; not used for the selection). It showed that any lr decay from the "
-             "start (B, C, E, F) or a short constant phase (G) leaves the masks too little time to open at "
-             "r* = 8 (alpha = -4): under-selection (R < r*) costs far more accuracy than over-selection.\n\n"
-             + pilot_md + "\n")
-    print(text)
-    C.write_result("nn_toy_linear.md", text)
-    with open(os.path.join(C.RESULTS, "nn_toy_linear.json"), "w") as fh:
-        json.dump({str(k): v for k, v in results.items()}, fh)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for r_star, res in results.items():
-            axes[0].scatter([r_star] * len(res["ranks"]), res["ranks"], alpha=0.6)
-            axes[1].scatter([r_star] * len(res["acc"]), 100 * np.array(res["acc"]), alpha=0.6, label=f"MARS r*={r_star}")
-            axes[1].scatter([r_star + 0.5] * len(res["dense_acc"]), 100 * np.array(res["dense_acc"]), marker="x",
-                            color="gray")
-        axes[0].plot([6, 18], [6, 18], "k--", lw=0.8, label="R = r*")
-        axes[0].set(xlabel="true rank r*", ylabel="selected rank R", title="rank selected by MARS (start R = 32)")
-        axes[0].legend()
-        axes[1].set(xlabel="true rank r* (x: dense baseline)", ylabel="test accuracy %", title="accuracy")
-        fig.tight_layout()
-        fig.savefig(os.path.join(C.RESULTS, "nn_toy_linear.png"), dpi=120)
-    except ImportError:  # pragma: no cover
-        pass
+        f" --{k} {v!r}" for k, v in vars(args).items() if v != ap.get_default(k))
+    run_at = f"{datetime.datetime.now():%H:%M}"
+    with open(out_path, "w") as fh:
+        json.dump({"recipe": name, "runs": args.runs, "command": cmd, "run_at": run_at,
+                   "results": {str(k): v for k, v in results.items()}}, fh)
+    print(report(results, name, args.runs, cmd, run_at=run_at))
 
 
 if __name__ == "__main__":
