@@ -159,7 +159,7 @@ def search_table(path: str) -> tuple[str, str | None]:
         m = float(np.mean(mean_acc))
         if (n_ok, m) > best_key:
             best, best_key = name, (n_ok, m)
-        rows.append([name, describe({**BASE, **entry["recipe"]}), *cells, f"{m:.1f}", f"{n_ok} of 3"])
+        rows.append([name, describe({**BASE, **entry["recipe"]}), *cells, f"{m:.2f}", f"{n_ok} of 3"])
     table = C.markdown_table(["candidate", "recipe (MARS and dense alike)", "r*=8: R / MARS / dense",
                               "r*=12: R / MARS / dense", "r*=16: R / MARS / dense", "mean MARS val acc",
                               "r* with mean R within 1"], rows)
@@ -198,6 +198,15 @@ def report(results: dict, name: str, runs: int, cmd: str, run_at: str | None = N
              "the training rows (below), never on the test set.")
     text = C.header("Paper Table 1: toy linear classification, true-rank recovery", cmd, notes, run_at=run_at)
     text += "\n" + table + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\nPer run:\n\n" + per_run + "\n"
+    text += ("\nWhat the search showed (see the tables below): with alpha = -4 .. -3 every MAP mask starts closed "
+             "and the masks open one by one, at a rate per optimiser step, through the data gradient, which reaches "
+             "a logit only while its hard-concrete sample lies strictly between 0 and 1; once open, a mask stays "
+             "open. The selected rank is therefore set by how long the lr and temperature stay high: any lr decay "
+             "from the start leaves masks closed at r* = 8 (R < r*, a large accuracy loss), while a long constant "
+             "phase over-opens at r* = 16. A constant-lr phase long enough for the masks to open, followed by a "
+             "cosine decay of the lr to 0, gives the accuracy gain (the decay matters much more than the optimiser "
+             "or the epoch count). Dropping the Gaussian core prior (variance 100) opens more masks at every r*. "
+             "Over-selection at r* = 16 appears with every recipe tried, as in the paper.\n")
     search_path = os.path.join(C.RESULTS, "nn_toy_linear.search.json")
     search_md, _ = search_table(search_path)
     names = list(json.load(open(search_path))) if os.path.exists(search_path) else []
@@ -211,7 +220,8 @@ def report(results: dict, name: str, runs: int, cmd: str, run_at: str | None = N
              "by the validation MARS accuracy averaged over the three r* (first written as 'R within 1 for every "
              "r*', which no candidate met at r* = 16: every recipe over-selects there, as the paper does, 18 ± 1.3). "
              f"Command: `{search_cmd}` (raw numbers in `nn_toy_linear.search.json`). "
-             "Cells: mean R / MARS val acc % / dense val acc %.\n\n" + search_md + "\n")
+             "Cells: mean R / MARS val acc % / dense val acc %. The top candidates (M, O, N, L-T100) differ by "
+             "far less than the run-to-run spread; the rule still picks one.\n\n" + search_md + "\n")
     pilot_md, _ = search_table(os.path.join(C.RESULTS, "nn_toy_linear.pilot.json"))
     text += ("\nPilot (before the search proper; same seeds and split, but the batch not scaled, so 80 steps per "
              "epoch instead of 100; not used for the selection; `nn_toy_linear.pilot.json`, made by commit ecac011's "
