@@ -232,7 +232,7 @@ def test_mars_loss_and_temperature_reach_a_tensorized_recurrent_matrix():
     assert all(p.grad is not None for p in recurrent_matrix.masks.parameters())
 
 
-def test_fused_prior_matches_the_unfused_formula_and_gradcheck():
+def test_layer_prior_matches_the_reference_formulas_and_their_gradients():
     from tnmars import masks as mars
     from tnmars.backends import get_backend
     from tnmars.nn.masks import BondMasks
@@ -258,7 +258,7 @@ def test_fused_prior_matches_the_unfused_formula_and_gradcheck():
     torch.testing.assert_close(g, g_unfused[0])
 
 
-def test_fused_hard_concrete_matches_the_reference_sample_and_gradient():
+def test_training_sample_matches_the_reference_sample_and_gradient():
     from tnmars import masks as mars
     from tnmars.backends import get_backend
     from tnmars.nn.masks import BondMasks
@@ -281,7 +281,7 @@ def test_fused_hard_concrete_matches_the_reference_sample_and_gradient():
     assert ((sample == 0) | (sample == 1)).any() and ((sample > 0) & (sample < 1)).any()
 
 
-def test_fused_sample_and_fold_matches_sample_then_multiply_with_two_masks_on_one_core():
+def test_fold_matches_sample_then_multiply_with_two_masks_on_one_core():
     from tnmars import masks as mars
     from tnmars.backends import get_backend
     from tnmars.nn.base import fold_masks
