@@ -9,7 +9,7 @@
    dense ``nn.Linear``, at the initial ranks (20,20,20) and at selected ranks (4,3,4), the
    ranks of the paper's Figure 2.
 
-Usage: python benchmarks/nn_overhead.py [--repeats 15]
+Usage: python benchmarks/nn_overhead.py [--repeats 31]
 """
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ def mnist_2fc(mars: bool, ranks=(20, 20, 20), rank2=20) -> nn.Sequential:
     )
 
 
-def step_fn(model: nn.Module, x, y, steps: int):
+def step_fn(model: nn.Module, x, y, steps: int, **adam):
     has_mars = any(True for _ in tnn.mars_layers(model))
     loss_fn = tnn.MarsLoss(model, 4000) if has_mars else nn.CrossEntropyLoss()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, **adam)
 
     def run():
         for _ in range(steps):
@@ -59,26 +59,38 @@ def hand_tt(x: torch.Tensor, cores: list[torch.Tensor], in_shape, out_features: 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=31)
     ap.add_argument("--steps", type=int, default=10, help="training steps per timing sample")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    x = torch.randn(128, 784)
-    y = torch.randint(0, 10, (128,))
 
-    # 1. MARS step vs plain step
-    torch.manual_seed(0)
-    m_mars = mnist_2fc(True)
-    torch.manual_seed(0)
-    m_plain = mnist_2fc(False)
-    funcs = {"MARS step": step_fn(m_mars, x, y, args.steps), "no-mask step": step_fn(m_plain, x, y, args.steps)}
-    t = C.time_interleaved(funcs, repeats=args.repeats, warmup=2)
-    per = {k: v / args.steps * 1e3 for k, v in t.items()}
-    ratio = per["MARS step"] / per["no-mask step"]
-    paths = [layer._mm.choose(tuple(tuple(c.shape) for c in layer.cores), 128) for _, layer in tnn.tensorized_layers(m_mars)]
-    rows1 = [[k, f"{v:.3f}"] for k, v in per.items()] + [["ratio MARS / no-mask", f"**{ratio:.3f}x**"]]
-    table1 = C.markdown_table(["MNIST 2FC-Net training step, batch 128", "ms / step (median)"], rows1)
+    # 1. MARS step vs plain step, at the paper's batch 128 (the target) and at 512 for context
+    rows1, ratios, paths = [], {}, None
+    settings = ((128, "torch.optim.Adam (default: per-parameter loop on CPU)", {}),
+                (128, "torch.optim.Adam(foreach=True) (the CUDA default)", {"foreach": True}),
+                (512, "torch.optim.Adam (default)", {}))
+    for batch, opt_label, adam in settings:
+        xb = torch.randn(batch, 784)
+        yb = torch.randint(0, 10, (batch,))
+        torch.manual_seed(0)
+        m_mars = mnist_2fc(True)
+        torch.manual_seed(0)
+        m_plain = mnist_2fc(False)
+        funcs = {"MARS step": step_fn(m_mars, xb, yb, args.steps, **adam),
+                 "no-mask step": step_fn(m_plain, xb, yb, args.steps, **adam)}
+        t = C.time_interleaved(funcs, repeats=args.repeats, warmup=2)
+        per = {k: v / args.steps * 1e3 for k, v in t.items()}
+        ratios[(batch, opt_label)] = per["MARS step"] / per["no-mask step"]
+        if paths is None:
+            paths = [layer._mm.choose(tuple(tuple(c.shape) for c in layer.cores), 128)
+                     for _, layer in tnn.tensorized_layers(m_mars)]
+        rows1.append([batch, opt_label, f"{per['MARS step']:.3f}", f"{per['no-mask step']:.3f}",
+                      f"{per['MARS step'] - per['no-mask step']:.3f}", f"**{ratios[(batch, opt_label)]:.3f}x**"])
+    ratio = ratios[(settings[0][0], settings[0][1])]
+    ratio_foreach = ratios[(settings[1][0], settings[1][1])]
+    table1 = C.markdown_table(["MNIST 2FC-Net training step: batch", "optimiser (both variants)", "MARS ms / step (median)",
+                               "no-mask ms / step (median)", "MARS extra ms", "ratio MARS / no-mask"], rows1)
 
     # 2. TT-linear forward + backward
     rows2 = []
@@ -121,14 +133,20 @@ def main() -> None:
                 rows2.append([label, batch, k, f"{v / inner * 1e6:.0f}", f"{hand_t / v:.2f}x"])
     table2 = C.markdown_table(["TT 784x625", "batch", "method", "us fwd+bwd (median)", "speed vs hand-ordered"], rows2)
 
-    cmd = "python benchmarks/nn_overhead.py" + (f" --repeats {args.repeats}" if args.repeats != 15 else "")
+    cmd = "python benchmarks/nn_overhead.py" + (f" --repeats {args.repeats}" if args.repeats != 31 else "")
     notes = (f"Medians of {args.repeats} interleaved repeats (round-robin, so machine load hits every method alike). "
              f"Forward paths chosen by `mode='auto'` for the 2FC-Net at batch 128: {paths}. "
              "Both step variants use Adam over all parameters; the MARS step also samples hard-concrete masks, "
-             "folds them into the smallest adjacent cores and adds the prior term.")
+             "folds them into the smallest adjacent cores and adds the prior term. What the MARS step adds is "
+             "about 60 small torch calls (sampling, folding, the prior, Adam on one more parameter per layer: "
+             "profiled with torch.profiler), each costing ~15 us between the step's GEMMs; its arithmetic is "
+             "negligible.")
     verdict = "met" if ratio <= 1.05 else "NOT met"
     text = C.header("tnmars.nn overhead", cmd, notes) + "\n## MARS training step vs the same model without masks\n\n"
-    text += table1 + f"\n\nTarget <= 1.05x: **{verdict}** ({ratio:.3f}x).\n\n## TT-linear forward + backward\n\n" + table2
+    verdict_foreach = "met" if ratio_foreach <= 1.05 else "NOT met"
+    text += table1 + (f"\n\nTarget <= 1.05x at batch 128: **{verdict}** with PyTorch's default Adam ({ratio:.3f}x); "
+                      f"**{verdict_foreach}** with `Adam(foreach=True)` ({ratio_foreach:.3f}x).\n\n"
+                      "## TT-linear forward + backward\n\n") + table2
     print(text)
     C.write_result("nn_overhead.md", text)
 
