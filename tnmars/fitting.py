@@ -486,12 +486,11 @@ def fit(
         with ``prior="bic"`` it still drives the MARS phase that precedes the Occam selection).
     prior: the mask prior. ``"bic"`` (default): Occam, ``(prior_strength/2) log N`` per
         parameter of the network at the selected ranks, with the noise variance estimated
-        from the residual
-        (DOF-corrected); selects the true ranks under noise where the paper's prior keeps
-        noise-fitting indices, at the cost of refits after MARS. ``"bernoulli"``: the
-        paper's, ``log((1-pi)/pi)`` per kept rank index. ``"bic-relaxed"``: the
-        Occam prior inside the relaxed MAP (experimental; measured worse). See the module
-        notes.
+        from the residual (DOF-corrected); selects the true ranks under noise where the
+        paper's prior keeps noise-fitting indices, at the cost of refits after MARS.
+        ``"bernoulli"``: the paper's, ``log((1-pi)/pi)`` per kept rank index.
+        ``"bic-relaxed"``: the Occam prior inside the relaxed MAP (experimental; measured
+        worse). See the module notes.
     prior_strength: ``c`` in the Occam prior ``-(c/2) log(N) P``; 1 is BIC, larger prunes more.
     alpha: mean of the initial mask logits (std 0.01); default 0.5 with an SVD start,
         -0.5 otherwise.
@@ -841,9 +840,6 @@ class _ArrayTrainer:
         self.mask_opt = Adam(self.logits, lr=lr * mask_lr_ratio) if self.logits else None
         self.mask_lr_ratio = mask_lr_ratio
 
-    def expected_ranks(self) -> dict[str, float]:
-        return {b: float(self.be.to_numpy(self.be.sum(self.be.sigmoid(v)))) for b, v in zip(self.bonds, self.logits)}
-
     def numpy_state(self):
         to = self.be.to_numpy
         return ([np.array(to(c), dtype=np.float64) for c in self.cores],
@@ -907,10 +903,6 @@ class _TorchTrainer:
             groups.append({"params": self.logits, "lr": lr * mask_lr_ratio})
         self.opt = torch.optim.Adam(groups, lr=lr)
         self.mask_lr_ratio = mask_lr_ratio
-
-    def expected_ranks(self) -> dict[str, float]:
-        with self.torch.no_grad():
-            return {b: float(self.torch.sigmoid(v).sum()) for b, v in zip(self.bonds, self.logits)}
 
     def numpy_state(self):
         return ([np.array(c.detach().cpu().numpy(), dtype=np.float64) for c in self.cores],
