@@ -357,7 +357,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"({truth.dense_size:,} entries)")
     print(f"  true ranks      {_fmt_ranks(truth.bonds, true_ranks)}, plus Gaussian noise at "
           f"{100 * args.noise:g}% of the signal's RMS")
-    print(f"  MARS starts     from rank {max_rank} on every bond and learns which rank indices to keep")
+    prior = args.prior or _fit_defaults()["prior"]
+    print(f"  MARS starts     from rank {max_rank} on every bond and learns which rank indices to keep "
+          f"(prior: {prior})")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clipped maximal ranks are expected here
@@ -378,7 +380,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"{net.dense_size:,} entries)")
     if result.interrupted:
         print("  interrupted     yes: the best state reached before Ctrl-C was kept")
-    print(f"  time            {seconds:.1f} s ({result.steps_run} Adam steps, {args.backend} backend)")
+    occam = result.settings.get("prior") == "bic"
+    print(f"  time            {seconds:.1f} s ({result.steps_run} MARS steps{', then Occam refits' if occam else ''}, "
+          f"{args.backend} backend)")
     if args.out:
         print(f"  saved           {save(result, args.out)}")
     if args.plot:
