@@ -186,6 +186,11 @@ def test_load_compressed_rebuilds_a_compressed_model_from_its_state_dict(tmp_pat
     # an uncompressed state (with logits) loads as it is
     again = tnn.load_compressed(build(), model.state_dict()).eval()
     torch.testing.assert_close(again(x), model(x))
+    single = LowRankLinear(6, 4, rank=3, alpha=3.0)  # a bare layer: its state (with logits) loads into a copy
+    logits = single.masks.logits.detach().clone()
+    other = {k: v + 1 for k, v in single.state_dict().items()}
+    assert tnn.load_compressed(single, other) is not single
+    torch.testing.assert_close(single.masks.logits.detach(), logits)
     bad = dict(state)
     bad["5.cores.0"] = torch.zeros(2, 2)
     with pytest.raises(ValueError, match="axes"):

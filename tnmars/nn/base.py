@@ -290,8 +290,8 @@ class TensorizedLayer(nn.Module):
 
     def mars_cores(self) -> list[torch.Tensor]:
         """The cores this forward uses: with a fresh hard-concrete sample folded in (train),
-        with the MAP masks (eval), or as they are (no masks, or warm-up). The training sample
-        and its folding are one fused autograd node (:meth:`BondMasks.fold`)."""
+        with the MAP masks (eval), or as they are (no masks, or warm-up); see
+        :meth:`BondMasks.fold`."""
         if self.masks is None or self.warmup:
             return list(self.cores)
         return self.masks.fold(list(self.cores), self.sites)

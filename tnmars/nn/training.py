@@ -78,7 +78,8 @@ def log_prior(model: nn.Module, *, scale: float = 1.0) -> torch.Tensor:
     times ``scale``.
 
     Modules that expose ``masks`` and ``cores`` (every tensorized layer, the tensorized
-    recurrent matrix) are summed in one fused autograd node; anything else that
+    recurrent matrix) are summed in one expression (:func:`~tnmars.nn.masks.joint_log_prior`,
+    a few torch calls however many layers); anything else that
     :func:`mars_modules` finds contributes its own ``log_prior()``.
     """
     fused, others = [], []
@@ -272,7 +273,7 @@ def load_compressed(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     """
     model = _unwrap(model)
     if isinstance(model, TensorizedLayer):
-        return _loaded(_recut(model, "", state_dict), state_dict, strict)
+        return _loaded(_recut(copy.deepcopy(model), "", state_dict), state_dict, strict)
     new = copy.deepcopy(model)
     for name, layer in list(tensorized_layers(new)):
         parent_name, _, child = name.rpartition(".")
