@@ -51,6 +51,10 @@ _LAZY: dict[str, str] = {
     "project_spectral": ".stability",
     "effective_stability": ".stability",
     "StabilityReport": ".stability",
+    # Occam (BIC) pruning after MARS training (issue 4)
+    "occam_prune": ".occam",
+    "OccamReport": ".occam",
+    "classification_nll": ".occam",
 }
 
 __all__ = ["BondMasks", *_LAZY]

@@ -1,0 +1,267 @@
+"""tnmars.nn.occam_prune: BIC backward elimination of MARS-kept rank indices after training."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import tnmars.nn as tnn
+from tnmars.nn.masks import hard_concrete_sample
+from tnmars.nn.occam import CLOSED_LOGIT, OccamReport
+
+D, C, N, TRUE, SURPLUS = 16, 5, 2000, (0, 1), (2, 3, 4)
+
+
+def teacher_problem(fit_steps: int = 100, seed: int = 0):
+    """A LowRankLinear (rank 6) on labels from a rank-2 teacher: MAP masks open on the 2 true
+    indices (0, 1, which hold the teacher) and 3 surplus ones (2, 3, 4: small random columns),
+    index 5 closed; then ``fit_steps`` Adam steps on the cores at the MAP masks."""
+    g = torch.Generator().manual_seed(seed)
+    u, v = torch.randn(D, 2, generator=g), torch.randn(2, C, generator=g)
+    X = torch.randn(N, D, generator=g)
+    y = (X @ u @ v).argmax(1)
+    torch.manual_seed(seed)
+    layer = tnn.LowRankLinear(D, C, rank=6, bias=False)
+    with torch.no_grad():
+        layer.masks.logits.copy_(torch.tensor([3.0, 2.0, 1.0, 1.5, 0.5, -3.0]))
+        layer.cores[0].copy_(torch.cat([u, 0.1 * torch.randn(D, 4, generator=g)], 1))
+        layer.cores[1].copy_(torch.cat([3 * v, 0.1 * torch.randn(4, C, generator=g)], 0))
+    model = nn.Sequential(layer)
+    model.eval()
+    opt = torch.optim.Adam(layer.cores.parameters(), lr=0.01)
+    for _ in range(fit_steps):
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+    model.train()
+    return model, X, y
+
+
+def closing_raises_nll(model, nll, layer, index) -> float:
+    """nll(with ``index`` closed) - nll(now), measured directly."""
+    model.eval()
+    base = nll(model)
+    with torch.no_grad():
+        old = layer.masks.logits[index].item()
+        layer.masks.logits[index] = CLOSED_LOGIT
+        closed = nll(model)
+        layer.masks.logits[index] = old
+    return closed - base
+
+
+def test_removes_the_surplus_and_keeps_the_true_indices():
+    model, X, y = teacher_problem()
+    layer = model[0]
+    before = layer.masks.logits.detach().clone()
+    nll = tnn.classification_nll(X, y)
+    report = tnn.occam_prune(model, nll, N)
+    assert isinstance(report, OccamReport)
+    assert report.ranks_before == {"0": {"A": 5}} and report.ranks_after == {"0": {"A": 2}}
+    assert sorted(report.bonds[0].closed) == list(SURPLUS)
+    logits = layer.masks.logits.detach()
+    assert torch.equal(logits[list(TRUE)], before[list(TRUE)])  # kept ones untouched
+    assert logits[5] == before[5]  # a closed index is not a candidate
+    assert torch.all(logits[list(SURPLUS)] == CLOSED_LOGIT)
+    # the surplus indices help the fit a little (positive delta) but not by (1/2) ln N (D + C)
+    penalty = 0.5 * math.log(N) * (D + C)
+    assert all(0 < c.delta < penalty and c.penalty == pytest.approx(penalty) for c in report.closures)
+    assert min(report.bonds[0].kept_deltas.values()) > penalty
+    model.eval()
+    assert report.nll_after == pytest.approx(nll(model), rel=1e-6)
+    assert report.nll_after == pytest.approx(report.nll_before + sum(c.delta for c in report.closures), rel=1e-6)
+    assert report.bic_after == pytest.approx(report.nll_after + penalty * 2)
+    assert report.bic_before == pytest.approx(report.nll_before + penalty * 5)
+    # one base evaluation, then 5 + 4 + 3 candidates in the closing rounds and 2 in the final one
+    assert report.evaluations == 1 + 5 + 4 + 3 + 2
+    assert not report.interrupted and report.skipped == []
+
+
+def test_strength_zero_closes_only_indices_whose_closure_does_not_raise_the_nll():
+    model, X, y = teacher_problem(fit_steps=100)
+    with torch.no_grad():
+        model[0].cores[0][:, 4] = 0.0  # a dead index: closing it leaves the nll exactly as it is
+    nll = tnn.classification_nll(X, y)
+    report = tnn.occam_prune(model, nll, N, strength=0.0)
+    # the dead index goes; surplus indices 2 and 3 help the fit a bit: kept without a penalty
+    assert [(c.index, c.delta) for c in report.closures] == [(4, 0.0)]
+    assert report.ranks_after == {"0": {"A": 4}}
+    # without the fit, the surplus columns are noise: closing them lowers the nll
+    model, X, y = teacher_problem(fit_steps=0)
+    nll = tnn.classification_nll(X, y)
+    report = tnn.occam_prune(model, nll, N, strength=0.0)
+    assert report.closures and all(c.delta <= 0 and c.penalty == 0 for c in report.closures)
+    layer = model[0]
+    kept = torch.nonzero(layer.masks.logits.detach() > 0).flatten().tolist()
+    assert set(TRUE) <= set(kept)
+    assert all(closing_raises_nll(model, nll, layer, i) > 0 for i in kept)
+
+
+def test_larger_strength_prunes_at_least_as_much_and_may_close_a_bond_completely():
+    ranks = []
+    for strength in (0.0, 1.0, 1e6):
+        model, X, y = teacher_problem()
+        report = tnn.occam_prune(model, tnn.classification_nll(X, y), N, strength=strength)
+        ranks.append(report.ranks_after["0"]["A"])
+    assert ranks == sorted(ranks, reverse=True) and ranks[0] == 5 and ranks[-1] == 0
+    model.eval()
+    assert torch.count_nonzero(model(X[:10])) == 0  # rank 0: the output is the (absent) bias
+
+
+def test_training_flags_are_restored():
+    model, X, y = teacher_problem(fit_steps=0)
+    model = nn.Sequential(model[0], nn.Dropout(0.5))
+    model.train()
+    model[1].eval()
+    flags = [m.training for m in model.modules()]
+    seen = []
+
+    def nll(m):
+        seen.append([x.training for x in m.modules()])
+        return tnn.classification_nll(X, y)(m)
+
+    tnn.occam_prune(model, nll, N)
+    assert [m.training for m in model.modules()] == flags
+    assert seen and all(not any(s) for s in seen)  # every evaluation ran in eval mode (MAP masks)
+
+
+def test_an_error_restores_logits_and_flags():
+    model, X, y = teacher_problem(fit_steps=0)
+    layer = model[0]
+    before = layer.masks.logits.detach().clone()
+    inner = tnn.classification_nll(X, y)
+    calls = []
+
+    def nll(m):
+        calls.append(1)
+        if len(calls) == 9:  # in the second round, after one closure
+            return float("nan")
+        return inner(m)
+
+    with pytest.raises(ValueError, match="non-finite"):
+        tnn.occam_prune(model, nll, N)
+    assert torch.equal(layer.masks.logits.detach(), before)
+    assert model.training and layer.training
+
+
+def test_ctrl_c_keeps_what_was_closed():
+    model, X, y = teacher_problem()
+    layer = model[0]
+    inner = tnn.classification_nll(X, y)
+    calls = []
+
+    def nll(m):
+        calls.append(1)
+        if len(calls) == 1 + 5 + 2:  # second round, second candidate
+            raise KeyboardInterrupt
+        return inner(m)
+
+    report = tnn.occam_prune(model, nll, N)
+    assert report.interrupted and len(report.closures) == 1
+    assert layer.selected_ranks() == {"A": 4}  # the first closure is kept, the tested index restored
+    assert model.training
+    model.eval()
+    assert report.nll_after == pytest.approx(inner(model), rel=1e-6)
+    assert "interrupted" in str(report)
+
+
+def test_report_text_names_layers_bonds_and_deltas():
+    model, X, y = teacher_problem()
+    model = nn.Sequential(model[0], nn.Identity(), tnn.LowRankLinear(C, 3, rank=2, bias=True, alpha=-3.0))
+    report = tnn.occam_prune(model, tnn.classification_nll(X, y % 3), N)
+    assert report.ranks_before == {"0": {"A": 5}, "2": {"A": 0}}  # the closed second layer only gets rows
+    text = str(report)
+    assert "| 0 | A | 5 |" in text and "| 2 | A | 0 | 0 |" in text
+    for c in report.closures:
+        assert f"{c.index}: {c.delta:+.1f}" in text
+    assert f"{report.evaluations} nll evaluations" in text
+    assert report.table() in text
+
+
+def test_invalid_arguments_are_named():
+    model, X, y = teacher_problem(fit_steps=0)
+    nll = tnn.classification_nll(X, y)
+    for bad in (0, 0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="num_train"):
+            tnn.occam_prune(model, nll, bad)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="strength"):
+            tnn.occam_prune(model, nll, N, strength=bad)
+    with pytest.raises(TypeError, match="num_train"):
+        tnn.occam_prune(model, nll, "2000")
+    with pytest.raises(ValueError, match="non-finite"):
+        tnn.occam_prune(model, lambda m: float("inf"), N)
+    with pytest.raises(TypeError, match="nll"):
+        tnn.occam_prune(model, "nll", N)
+    with pytest.raises(ValueError, match="no MARS layers"):
+        tnn.occam_prune(nn.Linear(3, 2), nll, N)
+    with pytest.raises(ValueError, match="no MARS layers"):
+        tnn.occam_prune(nn.Sequential(tnn.LowRankLinear(4, 3, rank=2, mars=False)), nll, N)
+    tnn.set_warmup(model, True)
+    with pytest.raises(ValueError, match="warm-up"):
+        tnn.occam_prune(model, nll, N)
+
+
+def test_classification_nll_sums_cross_entropy_in_batches():
+    torch.manual_seed(1)
+    X, y = torch.randn(37, 6), torch.randint(0, 4, (37,))
+    model = nn.Linear(6, 4)
+    expected = F.cross_entropy(model(X), y, reduction="sum").item()
+    for batch in (1, 5, 37, 4096):
+        assert tnn.classification_nll(X, y, batch_size=batch)(model) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="same number of rows"):
+        tnn.classification_nll(X, y[:-1])
+    with pytest.raises(ValueError, match="batch_size"):
+        tnn.classification_nll(X, y, batch_size=0)
+    with pytest.raises(TypeError, match="torch tensors"):
+        tnn.classification_nll(X.numpy(), y)
+
+
+@settings(max_examples=20, deadline=None)
+@given(temperature=st.floats(0.01, 2.5))
+def test_a_closed_index_samples_exactly_zero(temperature):
+    """Why further MARS training does not reopen a closed index: its hard-concrete sample is 0."""
+    torch.manual_seed(0)
+    logits = torch.full((20000,), CLOSED_LOGIT, requires_grad=True)
+    sample = hard_concrete_sample(logits, temperature)
+    assert torch.count_nonzero(sample) == 0
+    sample.sum().backward()
+    assert torch.count_nonzero(logits.grad) == 0
+
+
+def test_closed_indices_stay_closed_under_mars_training():
+    model, X, y = teacher_problem()
+    tnn.occam_prune(model, tnn.classification_nll(X, y), N)
+    layer = model[0]
+    loss_fn = tnn.MarsLoss(model, N)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(30):
+        opt.zero_grad()
+        loss_fn(model(X[:256]), y[:256]).backward()
+        opt.step()
+    assert torch.all(layer.masks.logits.detach()[list(SURPLUS)] <= CLOSED_LOGIT)
+    assert layer.selected_ranks() == {"A": 2}
+
+
+def test_tt_recurrent_matrix_is_pruned_with_its_network_parameter_count():
+    torch.manual_seed(0)
+    W = tnn.TTRecurrentMatrix(16, rank=4, shape=(4, 4), alpha=3.0, seed=0)
+    with torch.no_grad():
+        target = W.matrix({"A": torch.tensor([1.0, 1.0, 0.0, 0.0])}).detach()
+    model = nn.ModuleDict({"rec": W})
+
+    def nll(m):  # a Gaussian nll (up to a constant) of observing the rank-2 target, noise 0.01
+        return float(((m["rec"].matrix(m["rec"].current_masks()) - target) ** 2).sum() / (2 * 1e-4))
+
+    # W's indices 2, 3 add error: closing them lowers the nll, so they go; 0 and 1 carry the target
+    report = tnn.occam_prune(model, nll, num_train=256)
+    assert report.ranks_before == {"rec": {"A": 4}} and report.ranks_after == {"rec": {"A": 2}}
+    assert sorted(report.bonds[0].closed) == [2, 3]
+    params = W.network().num_params_at
+    assert report.bonds[0].penalty_before == pytest.approx(0.5 * math.log(256) * (params({"A": 4}) - params({"A": 3})))
+    assert W.ranks() == {"A": 2}

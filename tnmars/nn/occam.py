@@ -1,0 +1,411 @@
+"""Occam (BIC) pruning after MARS training: close the rank indices that do not pay for their parameters.
+
+Why
+---
+MARS selects ranks by a relaxed MAP under a Bernoulli prior on each mask entry. That prior
+charges the same ``log(pi)`` for every kept index, whatever the index costs in parameters, so
+on problems where one more index improves the training fit a little (a surplus component
+fitted to noise, or to the labels' fine structure) MARS keeps it: on the paper's toy
+problem (Table 1, ``benchmarks/nn_toy_linear.py``) it keeps 18 indices on average for a
+true rank of 16, as in the paper. :func:`tnmars.fit` met the same over-selection and follows
+its MARS phase by an Occam step (``prior="bic"``): a MAP search under the Bayesian
+information criterion, which charges ``(1/2) log N`` nats per *parameter*.
+
+:func:`occam_prune` is that step for any model with MARS layers. After training, it closes
+kept indices one at a time, greedily (backward elimination): each round it measures, for
+every kept index of every bond, how much the summed training negative log-likelihood rises
+when that index alone is closed (``delta``), and closes the one with the most negative
+``delta - penalty``, where ``penalty = strength * (1/2) ln(N) * (parameters the index
+frees)``; it stops when no closure pays. The parameters an index frees are read from the
+layer's structure (:meth:`TensorizedLayer.num_params_at
+<tnmars.nn.TensorizedLayer.num_params_at>`), so a TT bond between two big cores costs more
+than a bond next to a small one, exactly as in ``fit``'s ``prior="bic"``.
+
+The masks stay MAP masks: closing an index sets its logit to :data:`CLOSED_LOGIT`; the cores
+are not changed (no refit). Slice the model afterwards with :func:`tnmars.nn.compress`.
+
+Cost: one ``nll`` evaluation per kept index per round, with one round per closed index plus
+a final one, so about ``(closed + 1) * kept`` full passes over the data given to ``nll``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..network import Network
+from .base import TensorizedLayer
+from .masks import BondMasks
+from .training import mars_modules
+
+#: Logit given to an index that :func:`occam_prune` closes. A hard-concrete sample is
+#: ``clamp(-0.1 + 1.2 sigmoid((logit + logit(u)) / T), 0, 1)`` with ``u`` clamped to
+#: ``[1e-6, 1 - 1e-6]`` (so ``|logit(u)| <= 13.82``); it is positive only when
+#: ``logit + logit(u) > -2.40 T``. At -20 that cannot happen for any temperature up to 2.5
+#: (MARS anneals 0.1 -> 0.01): the sample is exactly 0, no data gradient reaches the logit,
+#: and the Bernoulli prior (``pi < 0.5``) only pushes it further down. Further MARS training
+#: therefore never reopens a closed index.
+CLOSED_LOGIT = -20.0
+
+
+@dataclass
+class OccamClosure:
+    """One index closed by :func:`occam_prune`, in the order they were closed."""
+
+    layer: str
+    bond: str
+    index: int
+    #: rise of the summed training nll when the index was closed (negative: the fit improved)
+    delta: float
+    #: ``strength * (1/2) ln N * parameters freed`` at the ranks the model had then
+    penalty: float
+    #: summed training nll after this closure
+    nll: float
+
+
+@dataclass
+class OccamBond:
+    """One bond of one MARS layer, before and after :func:`occam_prune`."""
+
+    layer: str
+    bond: str
+    rank_before: int
+    rank_after: int
+    #: penalty of one index of this bond at the starting ranks
+    penalty_before: float
+    #: penalty of one index of this bond at the final ranks (what one more index would cost)
+    penalty_after: float
+    #: the closures of this bond, in order
+    closures: list[OccamClosure] = field(default_factory=list)
+    #: index -> delta nll of closing it, measured in the last round, for every index still kept
+    kept_deltas: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def closed(self) -> list[int]:
+        """Indices closed, in order."""
+        return [c.index for c in self.closures]
+
+
+@dataclass
+class OccamReport:
+    """What :func:`occam_prune` did. ``str(report)`` is a readable table.
+
+    ``bonds``: one :class:`OccamBond` per bond of every MARS layer that was considered;
+    ``closures``: every closure in order; ``nll_before`` / ``nll_after``: the summed training
+    nll; ``bic_before`` / ``bic_after``: ``nll + strength (1/2) ln N * (parameters of the
+    considered layers at their ranks)``; ``evaluations``: calls of ``nll`` (the cost);
+    ``skipped``: MARS modules whose parameter count is unknown, left as they were;
+    ``interrupted``: Ctrl-C stopped the search (the closures so far are kept).
+    """
+
+    num_train: float
+    strength: float
+    nll_before: float
+    nll_after: float
+    bic_before: float
+    bic_after: float
+    evaluations: int
+    bonds: list[OccamBond]
+    closures: list[OccamClosure]
+    skipped: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ranks_before(self) -> dict[str, dict[str, int]]:
+        """Layer name -> bond -> MAP rank before pruning."""
+        return self._ranks("rank_before")
+
+    @property
+    def ranks_after(self) -> dict[str, dict[str, int]]:
+        """Layer name -> bond -> MAP rank after pruning."""
+        return self._ranks("rank_after")
+
+    def _ranks(self, attr: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for b in self.bonds:
+            out.setdefault(b.layer, {})[b.bond] = getattr(b, attr)
+        return out
+
+    def table(self) -> str:
+        """Markdown table, one row per bond."""
+        rows = ["| layer | bond | rank before | rank after | penalty / index | closed (index: delta nll) "
+                "| smallest delta nll kept |", "|---|---|---|---|---|---|---|"]
+        for b in self.bonds:
+            closed = ", ".join(f"{c.index}: {c.delta:+.1f}" for c in b.closures) or "-"
+            kept = f"{min(b.kept_deltas.values()):.1f}" if b.kept_deltas else "-"
+            pen = (f"{b.penalty_before:.1f}" if b.penalty_before == b.penalty_after
+                   else f"{b.penalty_before:.1f} -> {b.penalty_after:.1f}")
+            rows.append(f"| {b.layer or '(model)'} | {b.bond} | {b.rank_before} | {b.rank_after} | {pen} | {closed} "
+                        f"| {kept} |")
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        head = (f"Occam pruning (BIC, strength {self.strength:g}, N = {self.num_train:g}): "
+                f"{len(self.closures)} indices closed, nll {self.nll_before:.1f} -> {self.nll_after:.1f}, "
+                f"nll + penalty {self.bic_before:.1f} -> {self.bic_after:.1f}, {self.evaluations} nll evaluations")
+        lines = [head + (" (interrupted)" if self.interrupted else ""), "", self.table()]
+        if self.skipped:
+            lines += ["", "skipped (no parameter count): " + ", ".join(self.skipped)]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Unit:
+    name: str
+    masks: BondMasks
+    count: Callable[[Mapping[str, int]], int]
+
+
+def _param_counter(mod: nn.Module) -> Callable[[Mapping[str, int]], int] | None:
+    """``ranks -> parameters`` for a MARS module: tensorized layers have ``num_params_at``;
+    the tensorized recurrent matrix has ``network()`` (a :class:`tnmars.Network`)."""
+    counter = getattr(mod, "num_params_at", None)
+    if callable(counter):
+        return counter
+    network = getattr(mod, "network", None)
+    if callable(network):
+        net = network()
+        if isinstance(net, Network):
+            return net.num_params_at
+    return None
+
+
+def _check_args(num_train: float, strength: float) -> tuple[float, float]:
+    if isinstance(num_train, bool) or not isinstance(num_train, numbers.Real):
+        raise TypeError(f"num_train (the number of training examples N) must be a number; got {num_train!r}")
+    if not math.isfinite(num_train) or num_train < 1:
+        raise ValueError(f"num_train (the number of training examples N) must be finite and >= 1; got {num_train}")
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise TypeError(f"strength must be a number; got {strength!r}")
+    if not math.isfinite(strength) or strength < 0:
+        raise ValueError(f"strength must be finite and >= 0; got {strength}")
+    return float(num_train), float(strength)
+
+
+def _call_nll(nll: Callable[[nn.Module], float], model: nn.Module) -> float:
+    value = nll(model)
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"nll(model) must return one number (the summed nll); got a tensor of shape "
+                             f"{tuple(value.shape)}")
+        value = value.detach().item()
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"nll(model) must return a number (the summed nll); got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"nll(model) returned a non-finite value ({value}); occam_prune needs the finite summed "
+                         "negative log-likelihood of the training set")
+    return value
+
+
+def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: float, *, strength: float = 1.0,
+                progress: bool = False) -> OccamReport:
+    """Close MARS-kept rank indices that do not pay for their parameters under the BIC.
+
+    Greedy backward elimination on the MAP masks (see the module docstring for why): each
+    round closes the kept index with the most negative ``delta - penalty``, where ``delta`` is
+    the rise of ``nll(model)`` when that index alone is closed and ``penalty = strength * 0.5
+    * ln(num_train) * (parameters the index frees)``; it stops when no closure pays (a closure
+    that does not raise the nll at all always pays). This is the criterion of
+    :func:`tnmars.fit`'s ``prior="bic"``, applied to a trained network. A bond may lose every
+    index (rank 0: the layer then outputs its bias only) if that pays too.
+
+    Parameters
+    ----------
+    model:
+        A model with MARS layers (:func:`tnmars.nn.mars_modules`; DDP is unwrapped). Every
+        :class:`~tnmars.nn.TensorizedLayer` with masks and every
+        :class:`~tnmars.nn.TTRecurrentMatrix` with masks takes part; another module with MARS
+        masks but no parameter count (neither ``num_params_at`` nor ``network()``) is left as
+        it is and listed in :attr:`OccamReport.skipped`.
+    nll:
+        ``nll(model) -> float``: the summed (not mean) negative log-likelihood of the training
+        set under the model as it is. It is called in eval mode (MAP masks) under
+        ``torch.no_grad``; :func:`classification_nll` builds one for a classifier.
+    num_train:
+        ``N``, the number of training observations behind ``nll`` (>= 1).
+    strength:
+        Multiplies the penalty (>= 0): 1 is the BIC, larger prunes more, 0 closes only the
+        indices whose closure does not raise the nll.
+    progress:
+        A tqdm bar over ``nll`` evaluations.
+
+    Returns an :class:`OccamReport`. The model is changed in place: each closed index's logit
+    is set to :data:`CLOSED_LOGIT` (further MARS training does not reopen it); cores are not
+    touched. Every module's ``training`` flag is restored afterwards. Ctrl-C stops the search
+    and keeps what was closed so far (``report.interrupted``); any other error restores the
+    logits as they were and re-raises.
+
+    >>> import torch, tnmars.nn as tnn
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(tnn.LowRankLinear(8, 3, rank=4, bias=False))
+    >>> layer = model[0]
+    >>> with torch.no_grad():
+    ...     _ = layer.masks.logits.fill_(3.0)    # MAP rank 4 ...
+    ...     layer.cores[0][:, 1:] = 0.0          # ... but only index 0 carries the weight
+    ...     _ = layer.cores[0].mul_(20.0)
+    >>> X = torch.randn(500, 8)
+    >>> y = (X @ layer.cores[0] @ layer.cores[1]).argmax(1).detach()
+    >>> report = tnn.occam_prune(model, tnn.classification_nll(X, y), num_train=500)
+    >>> report.ranks_before, report.ranks_after
+    ({'0': {'A': 4}}, {'0': {'A': 1}})
+    >>> layer.selected_ranks(), round(report.bonds[0].penalty_before, 2)   # (1/2) ln(500) * (8 + 3)
+    ({'A': 1}, 34.18)
+    """
+    num_train, strength = _check_args(num_train, strength)
+    if not callable(nll):
+        raise TypeError(f"nll must be a callable nll(model) -> float; got {nll!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    units: list[_Unit] = []
+    skipped: list[str] = []
+    for name, mod in mars_modules(model):
+        if isinstance(mod, TensorizedLayer) and mod.warmup:
+            raise ValueError(f"MARS layer {name or '(model)'!r} is in warm-up (its masks are not applied, so closing "
+                             "an index would not change the output); call tnmars.nn.set_warmup(model, False) first")
+        counter = _param_counter(mod)
+        if counter is None:
+            skipped.append(name or type(mod).__name__)
+        else:
+            units.append(_Unit(name, mod.masks, counter))
+    if not units:
+        raise ValueError("the model has no MARS layers (tensorized layers with masks) that occam_prune can prune"
+                         + (f"; skipped for lack of a parameter count: {skipped}" if skipped else ""))
+
+    bic_unit = strength * 0.5 * math.log(num_train)
+
+    def penalties(unit: _Unit, ranks: dict[str, int]) -> dict[str, float]:
+        # the parameters of a bond's last kept index (of its first index at rank 0)
+        return {b: bic_unit * (unit.count({**ranks, b: max(r, 1)}) - unit.count({**ranks, b: max(r, 1) - 1}))
+                for b, r in ranks.items()}
+
+    def total_params() -> int:
+        return sum(u.count(u.masks.ranks()) for u in units)
+
+    flags = {mod: mod.training for mod in model.modules()}
+    saved = [u.masks.logits.detach().clone() for u in units]
+    start_ranks = [u.masks.ranks() for u in units]
+    start_pen = [penalties(u, r) for u, r in zip(units, start_ranks)]
+    closures: list[OccamClosure] = []
+    last_deltas: dict[tuple[int, str], dict[int, float]] = {}
+    evaluations = 0
+    interrupted = False
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, disable=not progress, desc="occam_prune", unit="eval", leave=False)
+    try:
+        model.eval()
+        with torch.no_grad():
+            nll_now = nll_before = _call_nll(nll, model)
+            evaluations += 1
+            bic_before = nll_before + bic_unit * total_params()
+            while True:
+                # every kept index of every bond: (score, delta, unit, bond, index, penalty)
+                candidates = []
+                for ui, u in enumerate(units):
+                    views = u.masks.bond_logits()
+                    pen = penalties(u, u.masks.ranks())
+                    for b in u.masks.bonds:
+                        for i in torch.nonzero(views[b] > 0).flatten().tolist():
+                            candidates.append((ui, b, i, pen[b]))
+                bar.total += len(candidates)
+                bar.refresh()
+                round_deltas: dict[tuple[int, str], dict[int, float]] = {}
+                best = None
+                for ui, b, i, pen in candidates:
+                    view = units[ui].masks.bond_logits()[b]
+                    old = view[i].item()
+                    view[i] = CLOSED_LOGIT
+                    try:
+                        value = _call_nll(nll, model)
+                    finally:
+                        view[i] = old
+                    evaluations += 1
+                    bar.update()
+                    delta = value - nll_now
+                    round_deltas.setdefault((ui, b), {})[i] = delta
+                    key = (delta - pen, delta)
+                    if best is None or key < best[0]:
+                        best = (key, ui, b, i, pen, value)
+                last_deltas = round_deltas
+                if best is None:
+                    break
+                (score, delta), ui, b, i, pen, value = best
+                if not (score < 0 or delta <= 0):
+                    break
+                units[ui].masks.bond_logits()[b][i] = CLOSED_LOGIT
+                nll_now = value
+                closures.append(OccamClosure(units[ui].name, b, i, delta, pen, value))
+                bar.set_postfix(closed=len(closures), nll=f"{nll_now:.4g}", refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        with torch.no_grad():
+            for u, s in zip(units, saved):
+                u.masks.logits.copy_(s)
+        raise
+    finally:
+        bar.close()
+        for mod, flag in flags.items():
+            mod.training = flag
+    if evaluations == 0:  # interrupted before the first nll: nothing measured, nothing changed
+        raise KeyboardInterrupt
+    if interrupted:
+        last_deltas = {}
+
+    bonds: list[OccamBond] = []
+    for ui, u in enumerate(units):
+        ranks = u.masks.ranks()
+        pen_after = penalties(u, ranks)
+        for b in u.masks.bonds:
+            bonds.append(OccamBond(u.name, b, start_ranks[ui][b], ranks[b], start_pen[ui][b], pen_after[b],
+                                   [c for c in closures if c.layer == u.name and c.bond == b],
+                                   dict(last_deltas.get((ui, b), {}))))
+    return OccamReport(num_train=num_train, strength=strength, nll_before=nll_before, nll_after=nll_now,
+                       bic_before=bic_before, bic_after=nll_now + bic_unit * total_params(), evaluations=evaluations,
+                       bonds=bonds, closures=closures, skipped=skipped, interrupted=interrupted)
+
+
+def classification_nll(X: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> Callable[[nn.Module], float]:
+    """``nll(model)`` for :func:`occam_prune`: the summed cross-entropy of ``model(X)`` against
+    the class labels ``y``, in batches of ``batch_size`` rows, without gradients.
+
+    Batches are moved to the device of the model's first parameter. The sum (not the mean) is
+    what the BIC compares with ``(1/2) ln N`` per parameter.
+
+    >>> import torch
+    >>> X, y = torch.randn(10, 4), torch.tensor([0, 1] * 5)
+    >>> nll = classification_nll(X, y, batch_size=3)
+    >>> model = torch.nn.Linear(4, 2)
+    >>> expected = torch.nn.functional.cross_entropy(model(X), y, reduction="sum").item()
+    >>> abs(nll(model) - expected) < 1e-4
+    True
+    """
+    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(f"X and y must be torch tensors; got {type(X).__name__} and {type(y).__name__}")
+    if X.ndim < 1 or y.ndim != 1 or len(X) != len(y):
+        raise ValueError(f"X (rows first) and y (1-D labels) must have the same number of rows; got shapes "
+                         f"{tuple(X.shape)} and {tuple(y.shape)}")
+    if len(X) == 0:
+        raise ValueError("X and y are empty: the nll of no data carries no evidence")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    batch_size = int(batch_size)
+
+    def nll(model: nn.Module) -> float:
+        param = next(model.parameters(), None)
+        device = X.device if param is None else param.device
+        total = 0.0
+        with torch.no_grad():
+            for s in range(0, len(X), batch_size):
+                out = model(X[s:s + batch_size].to(device))
+                total += F.cross_entropy(out, y[s:s + batch_size].to(device), reduction="sum").item()
+        return total
+
+    return nll
