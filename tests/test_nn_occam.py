@@ -71,6 +71,9 @@ def test_removes_the_surplus_and_keeps_the_true_indices():
     penalty = 0.5 * math.log(N) * (D + C)
     assert all(0 < c.delta < penalty and c.penalty == pytest.approx(penalty) for c in report.closures)
     assert min(report.bonds[0].kept_deltas.values()) > penalty
+    first = report.bonds[0].first_deltas  # every index kept at the start, closed alone
+    assert sorted(first) == [0, 1, 2, 3, 4] and first[report.closures[0].index] == report.closures[0].delta
+    assert min(first[i] for i in TRUE) > penalty > max(first[i] for i in SURPLUS)
     model.eval()
     assert report.nll_after == pytest.approx(nll(model), rel=1e-6)
     assert report.nll_after == pytest.approx(report.nll_before + sum(c.delta for c in report.closures), rel=1e-6)

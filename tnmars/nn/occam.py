@@ -84,6 +84,8 @@ class OccamBond:
     closures: list[OccamClosure] = field(default_factory=list)
     #: index -> delta nll of closing it, measured in the last round, for every index still kept
     kept_deltas: dict[int, float] = field(default_factory=dict)
+    #: index -> delta nll of closing it alone, measured in the first round, for every index kept at the start
+    first_deltas: dict[int, float] = field(default_factory=dict)
 
     @property
     def closed(self) -> list[int]:
@@ -294,6 +296,7 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     start_pen = [penalties(u, r) for u, r in zip(units, start_ranks)]
     closures: list[OccamClosure] = []
     last_deltas: dict[tuple[int, str], dict[int, float]] = {}
+    first_deltas: dict[tuple[int, str], dict[int, float]] | None = None
     evaluations = 0
     interrupted = False
     from tqdm.auto import tqdm
@@ -334,6 +337,8 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
                     if best is None or key < best[0]:
                         best = (key, ui, b, i, pen, value)
                 last_deltas = round_deltas
+                if first_deltas is None:
+                    first_deltas = round_deltas
                 if best is None:
                     break
                 (score, delta), ui, b, i, pen, value = best
@@ -366,7 +371,7 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
         for b in u.masks.bonds:
             bonds.append(OccamBond(u.name, b, start_ranks[ui][b], ranks[b], start_pen[ui][b], pen_after[b],
                                    [c for c in closures if c.layer == u.name and c.bond == b],
-                                   dict(last_deltas.get((ui, b), {}))))
+                                   dict(last_deltas.get((ui, b), {})), dict((first_deltas or {}).get((ui, b), {}))))
     return OccamReport(num_train=num_train, strength=strength, nll_before=nll_before, nll_after=nll_now,
                        bic_before=bic_before, bic_after=nll_now + bic_unit * total_params(), evaluations=evaluations,
                        bonds=bonds, closures=closures, skipped=skipped, interrupted=interrupted)
