@@ -134,6 +134,66 @@ def test_gradients_reach_cores_and_logits(name):
         assert g.abs().sum() > 0, bond
 
 
+def _forward_backward(layer, x, seed):
+    """Output and gradients of (cores, logits) for one forward with the noise of ``seed``."""
+    layer.zero_grad()
+    torch.manual_seed(seed)
+    y = layer(x)
+    (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+    grads = [c.grad.clone() for c in layer.cores] + [layer.masks.logits.grad.clone()]
+    return y.detach(), grads
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+@pytest.mark.parametrize("alpha", [-1.5, 0.5, 6.0])
+@pytest.mark.parametrize("bucket", [1, 4])
+def test_skipping_closed_indices_changes_nothing_but_the_shapes(name, alpha, bucket, monkeypatch):
+    """Slicing exactly-zero mask entries out of the cores gives the same outputs and the same
+    gradients (cores and logits) in training mode, and the same eval outputs, whether or not
+    the kept indices are padded to a multiple of ``RANK_BUCKET`` with zero-mask ones."""
+    monkeypatch.setattr("tnmars.nn.masks.RANK_BUCKET", bucket)
+    torch.manual_seed(0)
+    layer = FACTORIES[name](alpha=alpha, temperature=0.5)
+    x = _input(layer)
+    layer.skip_closed = True
+    torch.manual_seed(11)
+    sliced = [tuple(c.shape) for c in layer.mars_cores()]
+    results = {}
+    for skip in (False, True):
+        layer.skip_closed = skip
+        layer.train()
+        results[skip] = [_forward_backward(layer, x, seed) for seed in (11, 12)]
+        layer.eval()
+        with torch.no_grad():
+            results[skip].append((layer(x), []))
+    for (y0, g0), (y1, g1) in zip(results[False], results[True]):
+        torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
+        for a, b in zip(g1, g0):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    full = [tuple(c.shape) for c in layer.cores]
+    if alpha < 0:  # closed logits: most draws are exactly 0, so the cores in use shrink
+        if bucket == 1:
+            assert sum(map(np.prod, sliced)) < sum(map(np.prod, full))
+        layer.eval()  # MAP masks all closed: every bond is sliced to size 0 (no padding in eval)
+        assert all(min(c.shape[a] for c, a in ((layer.mars_cores()[k], ax) for k, ax in axes)) == 0
+                   for axes in layer.bond_axes.values())
+    if alpha > 5:  # every draw is exactly 1: nothing to slice
+        assert sliced == full
+
+
+def test_skip_closed_defaults_to_cpu_only_and_slices_hyperedges():
+    torch.manual_seed(0)
+    layer = TensorizedLinear(12, 20, format="cp", rank=6, in_shape=(3, 4), out_shape=(4, 5))
+    assert layer.skip_closed is None  # auto: on for CPU tensors
+    with torch.no_grad():
+        layer.masks.logits.copy_(torch.tensor([3.0, -3.0, 3.0, -3.0, -3.0, 3.0]))
+    layer.eval()
+    cores = layer.mars_cores()
+    assert all(c.shape[-1] == 3 for c in cores)  # the CP bond joins every core: all are sliced
+    layer.skip_closed = False
+    assert all(c.shape[-1] == 6 for c in layer.mars_cores())
+
+
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_all_masks_closed_stays_finite(name):
     torch.manual_seed(0)

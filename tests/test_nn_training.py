@@ -336,5 +336,9 @@ def test_joint_prior_of_several_layers_matches_the_sum_of_their_formulas():
     manual = -(manual + mars.gaussian_log_prior([c for cs in cores for c in cs], be)) / 7
     torch.testing.assert_close(fused, manual)
     leaves = [m.logits for m in sets] + [c for cs in cores for c in cs]
-    for a, b in zip(torch.autograd.grad(fused, leaves), torch.autograd.grad(manual, leaves)):
+    for a, b in zip(torch.autograd.grad(fused, leaves, retain_graph=True), torch.autograd.grad(manual, leaves,
+                                                                                                retain_graph=True)):
+        torch.testing.assert_close(a, b)
+    # a non-unit upstream gradient scales both parts (the prior is one hand-written graph node)
+    for a, b in zip(torch.autograd.grad(-2.5 * fused, leaves), torch.autograd.grad(-2.5 * manual, leaves)):
         torch.testing.assert_close(a, b)

@@ -56,6 +56,9 @@ class Plan:
     largest_intermediate: int
     optimize: str
     info_text: str
+    #: the transposes' cost, in plain-copy entries (:func:`_permute_cost`): the memory traffic
+    #: that ``flops`` leaves out, which decides between plans of similar FLOPs
+    copy_cost: float = 0.0
 
     @property
     def identity_perm(self) -> tuple[int, ...]:
@@ -119,11 +122,77 @@ def make_plan(
         largest = int(info.largest_intermediate)
         info_text = str(info)
 
+    steps, final_perm, copy_cost = _build_steps(path, terms, output, sizes)
+    if optimize == "auto" and 2 < len(terms) <= MAX_TERMS_FOR_COPY_AWARE_PATHS:
+        best = (flops + COPY_FLOPS * copy_cost, path, steps, final_perm, copy_cost, flops)
+        for cand_path, cand_flops in _cheap_paths(terms, output, sizes):
+            if cand_path == path or cand_flops >= best[0]:
+                continue
+            cand = _build_steps(cand_path, terms, output, sizes)
+            total = cand_flops + COPY_FLOPS * cand[2]
+            if total < best[0]:
+                best = (total, cand_path, *cand, cand_flops)
+        if best[1] != path:
+            info_text += (f"\n  tnmars chose path {list(best[1])} instead: {best[5]:.4g} FLOPs and transposes "
+                          f"worth {best[4]:.4g} copied entries, against {flops:.4g} FLOPs and {copy_cost:.4g}")
+            _, path, steps, final_perm, copy_cost, flops = best
+            largest = max(prod(_planning_size(n) for n in st.out_shape) for st in steps)
+    return Plan(
+        inputs=tuple(inputs),
+        output=output,
+        shapes=tuple(tuple(s) for s in shapes),
+        path=path,
+        presums=tuple(presums),
+        steps=steps,
+        final_perm=final_perm,
+        flops=flops,
+        largest_intermediate=largest,
+        optimize=optimize,
+        info_text=info_text,
+        copy_cost=copy_cost,
+    )
+
+
+#: How many FLOPs one entry of transpose copying is worth when choosing a path (a copy
+#: entry, ~0.2 ns on one CPU core, against ~50-90 GFLOP/s in a GEMM).
+COPY_FLOPS = 10.0
+#: Up to this many operands every pairwise path is priced (180 paths for 5).
+MAX_TERMS_FOR_COPY_AWARE_PATHS = 5
+
+
+def _cheap_paths(terms: Sequence[str], output: str, sizes: dict[str, int], keep: int = 8) -> list:
+    """Every pairwise contraction order with its FLOPs (opt_einsum's count), cheapest first,
+    the ``keep`` cheapest within 4x of the best: the candidates whose transposes are priced."""
+    found: list[tuple[int, tuple[tuple[int, int], ...]]] = []
+    plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
+
+    def walk(live: list[str], path: tuple, cost: int) -> None:
+        if len(live) == 1:
+            found.append((cost, path))
+            return
+        for i in range(len(live)):
+            for j in range(i + 1, len(live)):
+                rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
+                union = set(live[i]) | set(live[j])
+                kept = "".join(sorted(c for c in union if c in rest))
+                step = opt_einsum.helpers.flop_count(union, len(kept) < len(union), 2, plan_sizes)
+                walk([t for k, t in enumerate(live) if k not in (i, j)] + [kept], path + ((i, j),), cost + step)
+
+    walk(list(terms), (), 0)
+    found.sort()
+    best = found[0][0]
+    return [(p, c) for c, p in found[:keep] if c <= 4 * best]
+
+
+def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: str, sizes: dict[str, int]):
+    """The executor's steps for ``path`` (layouts chosen by :func:`_layout`), the final
+    permutation, and the total transpose cost in copied entries."""
     steps = []
     live = list(terms)
+    copy_cost = 0.0
     for pair in path:
         if len(pair) != 2:  # pragma: no cover - lone indices are pre-summed, so opt_einsum pairs all
-            raise AssertionError(f"unexpected contraction step {pair} in plan for {inputs}->{output}")
+            raise AssertionError(f"unexpected contraction step {pair} in plan for {terms}->{output}")
         i, j = sorted(pair)
         rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
         i, j, batch, a_free, contracted, b_free = _layout(i, j, live, rest, output, sizes, len(live) == 2)
@@ -152,22 +221,12 @@ def make_plan(
                 outer=kk == 1,
             )
         )
+        copy_cost += _permute_cost([sizes[c] for c in a], perm_a) + _permute_cost([sizes[c] for c in b], perm_b)
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
     final = live[0]
     final_perm = tuple(final.index(c) for c in output)
-    return Plan(
-        inputs=tuple(inputs),
-        output=output,
-        shapes=tuple(tuple(s) for s in shapes),
-        path=path,
-        presums=tuple(presums),
-        steps=tuple(steps),
-        final_perm=final_perm,
-        flops=flops,
-        largest_intermediate=largest,
-        optimize=optimize,
-        info_text=info_text,
-    )
+    copy_cost += _permute_cost([sizes[c] for c in final], final_perm)
+    return tuple(steps), final_perm, copy_cost
 
 
 def _permute_cost(sizes: Sequence[int], perm: Sequence[int]) -> float:

@@ -138,6 +138,8 @@ class NetworkMatmul:
             else:
                 w, c = self.costs(core_shapes, batch)
                 got = "cores" if c * WEIGHT_PATH_ADVANTAGE < w else "weight"
+            if len(self._choice) > 4096:  # ranks in use vary from step to step under MARS
+                self._choice.clear()
             self._choice[key] = got
         return got
 
@@ -248,11 +250,17 @@ class TensorizedLayer(nn.Module):
     * ``cores``: ``nn.ParameterList`` of the network's cores (the Gaussian prior's target);
     * ``masks``: a :class:`BondMasks` (``None`` with ``mars=False``);
     * ``mode``: ``"auto"`` (cheaper path per batch shape), ``"weight"`` or ``"cores"``;
-    * ``warmup``: when True the masks are not applied (the paper's optional warm-up).
+    * ``warmup``: when True the masks are not applied (the paper's optional warm-up);
+    * ``skip_closed``: slice the indices whose mask is exactly 0 out of the cores before each
+      forward (:meth:`BondMasks.fold`): the same function and gradients at the ranks in use,
+      so a MARS layer trains and infers at about the cost of its current ranks rather than
+      its maximal ones. ``None`` (default) means on for CPU tensors and off elsewhere (it reads
+      the mask values on the host: on a GPU that is a synchronisation per layer and step).
     """
 
     spec: str
     dims: dict[str, int]
+    skip_closed: bool | None = None
 
     def _setup(self, network: Network, *, mars: bool, pi: float, alpha: float, temperature: float,
                mode: str) -> None:
@@ -272,6 +280,8 @@ class TensorizedLayer(nn.Module):
         self.dims = network.dims
         self.bond_names = tuple(network.bonds)
         self.sites = {b: network.mask_site(b) for b in network.bonds}
+        self.bond_axes = {b: tuple((k, term.index(b)) for k, term in enumerate(network.inputs) if b in term)
+                          for b in network.bonds}
 
     # -- MARS ---------------------------------------------------------------------------
     @property
@@ -291,10 +301,15 @@ class TensorizedLayer(nn.Module):
     def mars_cores(self) -> list[torch.Tensor]:
         """The cores this forward uses: with a fresh hard-concrete sample folded in (train),
         with the MAP masks (eval), or as they are (no masks, or warm-up); see
-        :meth:`BondMasks.fold`."""
+        :meth:`BondMasks.fold`. With :attr:`skip_closed` on, indices whose mask is exactly 0
+        are sliced out first (same outputs and gradients, smaller contractions)."""
         if self.masks is None or self.warmup:
             return list(self.cores)
-        return self.masks.fold(list(self.cores), self.sites)
+        cores = list(self.cores)
+        skip = self.skip_closed
+        if skip is None:
+            skip = cores[0].device.type == "cpu"
+        return self.masks.fold(cores, self.sites, self.bond_axes if skip else None)
 
     def log_prior(self) -> torch.Tensor:
         """Bernoulli prior of the masks plus the Gaussian N(0, 100) prior of the cores (to maximise).

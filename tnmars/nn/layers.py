@@ -453,12 +453,13 @@ class Tucker2Conv2d(TensorizedLayer):
         """The ``(C_out, C_in, kh, kw)`` kernel with the current masks."""
         return self._kernel(self.mars_cores())
 
-    def costs(self, x_shape: Sequence[int]) -> tuple[int, int]:
-        """``(kernel_path_flops, factored_path_flops)`` for an input of shape ``x_shape``."""
+    def costs(self, x_shape: Sequence[int], ranks: tuple[int, int] | None = None) -> tuple[int, int]:
+        """``(kernel_path_flops, factored_path_flops)`` for an input of shape ``x_shape`` at
+        ``ranks`` ``(A, B)`` (default: the layer's sizes)."""
         b, _, h, w = x_shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         out_hw = _out_size(h, kh, sh, ph, dh) * _out_size(w, kw, sw, pw, dw)
-        r1, r2 = self.dims["A"], self.dims["B"]
+        r1, r2 = ranks if ranks is not None else (self.dims["A"], self.dims["B"])
         cin, cout = self.in_channels, self.out_channels
         kernel = 2 * cout * cin * kh * kw * (r1 + 1) + 2 * b * out_hw * cout * cin * kh * kw
         factored = 2 * b * (h * w * cin * r1 + out_hw * r1 * r2 * kh * kw + out_hw * r2 * cout)
@@ -468,18 +469,22 @@ class Tucker2Conv2d(TensorizedLayer):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
         cores = self.mars_cores()
+        ranks = (cores[1].shape[0], cores[1].shape[1])  # the ranks in use (closed indices may be sliced out)
+        closed = 0 in ranks
         mode = self.mode
         if mode == "auto":
-            key = tuple(x.shape)
+            key = (tuple(x.shape), ranks)
             mode = self._choice.get(key)
             if mode is None:
-                if self.dims["A"] == 0 or self.dims["B"] == 0:
+                if closed:
                     mode = "weight"
                 else:
-                    k, f = self.costs(x.shape)
+                    k, f = self.costs(x.shape, ranks)
                     mode = "cores" if f * WEIGHT_PATH_ADVANTAGE < k else "weight"
+                if len(self._choice) > 4096:
+                    self._choice.clear()
                 self._choice[key] = mode
-        if mode == "weight" or self.dims["A"] == 0 or self.dims["B"] == 0:
+        if mode == "weight" or closed:
             return F.conv2d(x, self._kernel(cores), self.bias, self.stride, self.padding, self.dilation)
         u_in, g, u_out = cores
         h = F.conv2d(x, u_in.t()[:, :, None, None])
@@ -697,6 +702,8 @@ class TensorizedEmbedding(TensorizedLayer):
                     wflops = self._mm.weight_plan(shapes).flops
                     gflops = self._gather_plan(shapes, batch)[0].flops
                     mode = "cores" if gflops * WEIGHT_PATH_ADVANTAGE < wflops else "weight"
+                if len(self._choice) > 4096:
+                    self._choice.clear()
                 self._choice[key] = mode
         if mode == "weight":
             table = execute(self._mm.weight_plan(shapes), cores, _BE).reshape(self._mm.in_features, -1)

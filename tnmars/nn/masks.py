@@ -44,6 +44,10 @@ def hard_concrete_sample(logits: torch.Tensor, temperature: float) -> torch.Tens
     return torch.addcmul(_const(mars.GAMMA, z), z, _const(_STRETCH, z)).clamp(0.0, 1.0)
 
 
+#: In training, the kept indices of a bond are padded to a multiple of this (with indices whose
+#: draw is 0): hard-concrete draws change every step, and each new core shape costs a plan.
+RANK_BUCKET = 4
+
 _PRIOR_CONSTANTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -64,11 +68,64 @@ def _prior_constants(meta: tuple, like: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def _norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The Frobenius norms as one vector (one fused, differentiable call where PyTorch offers it)."""
+    """The Frobenius norms as one vector (one fused call where PyTorch offers it)."""
     foreach = getattr(torch, "_foreach_norm", None)
     if foreach is not None and len({(t.device, t.dtype) for t in tensors}) == 1:
         return torch.stack(foreach(list(tensors)))
     return torch.stack([torch.linalg.vector_norm(t).to(tensors[0].dtype) for t in tensors])
+
+
+def _scaled(tensors: Sequence[torch.Tensor], factor: torch.Tensor) -> list[torch.Tensor]:
+    """``[t * factor for t in tensors]`` in one fused call where PyTorch offers it."""
+    foreach = getattr(torch, "_foreach_mul", None)
+    if foreach is not None and len({(t.device, t.dtype) for t in tensors}) == 1:
+        try:
+            return list(foreach(list(tensors), factor))
+        except (RuntimeError, TypeError):  # older PyTorch: no tensor-scalar overload
+            pass
+    return [t * factor.to(t.dtype) for t in tensors]
+
+
+class _MarsPrior(torch.autograd.Function):
+    """The MARS log prior of several layers as one graph node with its closed-form gradient.
+
+    Value: ``const + sum_j sigmoid(l_j) * log_odds_j + core_coef * sum ||G||^2``; gradient:
+    ``sigmoid'(l) * log_odds`` for the logits and ``2 * core_coef * G`` for the cores. Written
+    by hand because the autograd graph of the same expression is ~20 small nodes per step
+    (concatenation, norms, stacks, dots and their backward), which at the size of a mask
+    vector cost far more than the arithmetic. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, log_odds: torch.Tensor, constant: torch.Tensor, core_coef: float, n_logits: int,
+                *tensors: torch.Tensor) -> torch.Tensor:
+        logits, cores = tensors[:n_logits], tensors[n_logits:]
+        flat = torch.cat(logits) if n_logits > 1 else logits[0]
+        s = torch.sigmoid(flat)
+        total = torch.add(constant, torch.dot(s, log_odds))
+        if cores:
+            norms = _norms(cores).to(total.dtype)
+            total = torch.add(total, torch.dot(norms, norms), alpha=core_coef)
+        # d/dl sigmoid(l) * log_odds = sigmoid(l) (1 - sigmoid(l)) log_odds, kept for backward
+        ctx.save_for_backward(torch.addcmul(s, s, s, value=-1.0).mul_(log_odds), *cores)
+        ctx.sizes = [lg.numel() for lg in logits]
+        ctx.core_coef = core_coef
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        dlogits, *cores = ctx.saved_tensors
+        n = len(ctx.sizes)
+        needs = ctx.needs_input_grad[4:]
+        logit_grads: list[torch.Tensor | None] = [None] * n
+        if any(needs[:n]):
+            g = dlogits * grad
+            logit_grads = list(torch.split(g, ctx.sizes)) if n > 1 else [g]
+        core_grads: list[torch.Tensor | None] = [None] * len(cores)
+        if cores and any(needs[n:]):
+            core_grads = _scaled(cores, grad * (2.0 * ctx.core_coef))
+        return (None, None, None, None, *logit_grads, *core_grads)
 
 
 def joint_log_prior(items: Sequence[tuple[BondMasks, Sequence[torch.Tensor]]], scale: float = 1.0) -> torch.Tensor:
@@ -76,20 +133,17 @@ def joint_log_prior(items: Sequence[tuple[BondMasks, Sequence[torch.Tensor]]], s
 
     ``sum_sets [ sum_j phi_j log pi + (1 - phi_j) log(1 - pi) ] - sum_cores ||G||^2 / (2 * 100)``.
 
-    Written as a handful of ops whatever the number of layers (all logits at once, all core
-    norms in one call); ``scale = -1/N`` gives the MARS penalty directly.
+    One autograd node whatever the number of layers (:class:`_MarsPrior`: all logits at
+    once, all core norms in one call, the gradient in closed form); ``scale = -1/N`` gives
+    the MARS penalty directly.
     """
     logits = [m.logits for m, _ in items]
     cores = [c for _, group in items for c in group]
-    flat = torch.cat(logits) if len(logits) > 1 else logits[0]
     # sum_j phi_j log(pi) + (1 - phi_j) log(1 - pi) = sum_j log(1 - pi) + phi_j log(pi / (1 - pi))
     log_odds, constant = _prior_constants((tuple(lg.numel() for lg in logits), tuple(m.pi for m, _ in items),
-                                           float(scale)), flat)
-    total = torch.dot(torch.sigmoid(flat), log_odds)
-    if cores:
-        norms = _norms(cores).to(total.dtype)
-        total = torch.add(total, torch.dot(norms, norms), alpha=-0.5 * scale / mars.CORE_PRIOR_VARIANCE)
-    return total + constant
+                                           float(scale)), logits[0])
+    return _MarsPrior.apply(log_odds, constant, -0.5 * float(scale) / mars.CORE_PRIOR_VARIANCE, len(logits),
+                            *logits, *cores)
 
 
 class BondMasks(nn.Module):
@@ -142,23 +196,70 @@ class BondMasks(nn.Module):
         """Bond -> its logit vector (views of :attr:`logits`: in-place edits change the parameter)."""
         return self._split(self.logits)
 
+    def _flat_mask(self) -> torch.Tensor:
+        """All bonds' masks as one vector: a hard-concrete sample (train) or MAP 0/1 (eval)."""
+        if self.training:
+            return hard_concrete_sample(self.logits, float(self.temperature))
+        return (self.logits.detach() > 0).to(self.logits.dtype)
+
     def forward(self) -> dict[str, torch.Tensor]:
         """Masks per bond: a hard-concrete sample when training, the MAP mask otherwise."""
-        if self.training:
-            return self._split(hard_concrete_sample(self.logits, float(self.temperature)))
-        return self._split((self.logits.detach() > 0).to(self.logits.dtype))
+        return self._split(self._flat_mask())
 
-    def fold(self, cores: Sequence[torch.Tensor], sites: Mapping[str, tuple[int, int]]) -> list[torch.Tensor]:
+    def fold(self, cores: Sequence[torch.Tensor], sites: Mapping[str, tuple[int, int]],
+             bond_axes: Mapping[str, Sequence[tuple[int, int]]] | None = None) -> list[torch.Tensor]:
         """``cores`` with this forward's masks folded in: each bond's mask multiplies core
-        ``sites[bond][0]`` along axis ``sites[bond][1]`` (one multiplication per bond)."""
+        ``sites[bond][0]`` along axis ``sites[bond][1]`` (one multiplication per bond).
+
+        With ``bond_axes`` (bond -> every ``(core, axis)`` it joins), the indices whose mask
+        is exactly 0 in this draw are first sliced out of every core on the bond. That
+        computes the same function, and the same gradients (a zero mask entry sends no
+        gradient to its logit, and zeroes the gradient of every core slice it multiplies),
+        at the ranks actually in use: most hard-concrete draws of closed indices are exactly
+        0, so a MARS step contracts smaller cores than the fixed-rank layer. In eval mode
+        the kept MAP entries are exactly 1 and the multiplication is skipped too, which is
+        what the ``compress``-ed layer computes. It needs the mask values on the host (one
+        transfer per layer and forward).
+        """
         cores = list(cores)
         views = self._views.get(tuple(sites[b] for b in self.bonds))
         if views is None:
             views = self._views[tuple(sites[b] for b in self.bonds)] = tuple(
                 tuple(-1 if d == sites[b][1] else 1 for d in range(cores[sites[b][0]].ndim)) for b in self.bonds)
-        for (bond, mask), view in zip(self().items(), views):
+        flat = self._flat_mask()
+        if flat.dtype != cores[0].dtype:
+            flat = flat.to(cores[0].dtype)
+        masks = self._split(flat)
+        if bond_axes is None:
+            for (bond, mask), view in zip(masks.items(), views):
+                k = sites[bond][0]
+                cores[k] = cores[k] * mask.view(view)
+            return cores
+        flags = (flat != 0).tolist()
+        start = 0
+        for (bond, mask), view, n in zip(masks.items(), views, self.sizes):
+            kept = flags[start:start + n]
+            start += n
             k = sites[bond][0]
-            cores[k] = cores[k] * (mask if mask.dtype == cores[k].dtype else mask.to(cores[k].dtype)).view(view)
+            if not all(kept):
+                keep = [i for i, f in enumerate(kept) if f]
+                if self.training and len(keep) % RANK_BUCKET:
+                    # pad with zero-mask indices to a multiple of RANK_BUCKET (still exact: they are
+                    # multiplied by their 0), so that few distinct shapes need a contraction plan
+                    pad = min(n, len(keep) + RANK_BUCKET - len(keep) % RANK_BUCKET) - len(keep)
+                    keep = sorted(keep + [i for i, f in enumerate(kept) if not f][:pad])
+                if len(keep) == n:
+                    if self.training:
+                        cores[k] = cores[k] * mask.view(view)
+                    continue
+                idx = torch.tensor(keep, dtype=torch.long, device=flat.device)
+                for core, axis in bond_axes[bond]:
+                    cores[core] = cores[core].index_select(axis, idx)
+                mask = mask.index_select(0, idx)
+            elif not self.training:
+                continue
+            if self.training:  # keeps the logits in the graph even when every entry is sliced out
+                cores[k] = cores[k] * mask.view(view)
         return cores
 
     def probabilities(self) -> dict[str, torch.Tensor]:
