@@ -103,7 +103,7 @@ def test_paths_are_priced_with_their_transposes():
     plan = make_plan(inputs, output, shapes)
     sizes = {c: n for t, s in zip(inputs, shapes) for c, n in zip(t, s)}
     path, info = opt_einsum.contract_path(",".join(inputs) + "->" + output, *shapes, shapes=True)
-    _, _, oe_copy = _build_steps([tuple(p) for p in path], list(inputs), output, sizes)
+    _, _, oe_copy, _ = _build_steps([tuple(p) for p in path], list(inputs), output, sizes)
     assert plan.flops + COPY_FLOPS * plan.copy_cost < int(info.opt_cost) + COPY_FLOPS * oe_copy
     assert plan.copy_cost < oe_copy / 2 and "tnmars chose path" in plan.info_text
     rng = np.random.default_rng(0)

@@ -122,16 +122,17 @@ def make_plan(
         largest = int(info.largest_intermediate)
         info_text = str(info)
 
-    steps, final_perm, copy_cost = _build_steps(path, terms, output, sizes)
+    steps, final_perm, copy_cost, written = _build_steps(path, terms, output, sizes)
     if optimize == "auto" and 2 < len(terms) <= MAX_TERMS_FOR_COPY_AWARE_PATHS:
-        best = (flops + COPY_FLOPS * copy_cost, path, steps, final_perm, copy_cost, flops)
+        # price opt_einsum's path and the other cheap ones with their memory traffic too
+        best = (flops + COPY_FLOPS * (copy_cost + written), path, steps, final_perm, copy_cost, flops)
         for cand_path, cand_flops in _cheap_paths(terms, output, sizes):
             if cand_path == path or cand_flops >= best[0]:
                 continue
-            cand = _build_steps(cand_path, terms, output, sizes)
-            total = cand_flops + COPY_FLOPS * cand[2]
+            c_steps, c_final, c_copy, c_written = _build_steps(cand_path, terms, output, sizes)
+            total = cand_flops + COPY_FLOPS * (c_copy + c_written)
             if total < best[0]:
-                best = (total, cand_path, *cand, cand_flops)
+                best = (total, cand_path, c_steps, c_final, c_copy, cand_flops)
         if best[1] != path:
             info_text += (f"\n  tnmars chose path {list(best[1])} instead: {best[5]:.4g} FLOPs and transposes "
                           f"worth {best[4]:.4g} copied entries, against {flops:.4g} FLOPs and {copy_cost:.4g}")
@@ -153,43 +154,68 @@ def make_plan(
     )
 
 
-#: How many FLOPs one entry of transpose copying is worth when choosing a path (a copy
-#: entry, ~0.2 ns on one CPU core, against ~50-90 GFLOP/s in a GEMM).
-COPY_FLOPS = 10.0
+#: How many FLOPs one entry copied by a transpose or written by a step is worth when choosing
+#: a path. Moving a large array is memory-bound (and its fresh output page-faults), so it is
+#: worth far more than its arithmetic: 100 reproduced the faster of the measured paths of a TT-matrix
+#: layer's weight and batch contractions (784x625, ranks 2-20, batch 1-512) on one CPU core.
+COPY_FLOPS = 100.0
 #: Up to this many operands every pairwise path is priced (180 paths for 5).
 MAX_TERMS_FOR_COPY_AWARE_PATHS = 5
 
 
-def _cheap_paths(terms: Sequence[str], output: str, sizes: dict[str, int], keep: int = 8) -> list:
+def _cheap_paths(terms: Sequence[str], output: str, sizes: dict[str, int], keep: int = 4) -> list:
     """Every pairwise contraction order with its FLOPs (opt_einsum's count), cheapest first,
-    the ``keep`` cheapest within 4x of the best: the candidates whose transposes are priced."""
+    the ``keep`` cheapest within 2x of the best: the candidates whose transposes are priced."""
     found: list[tuple[int, tuple[tuple[int, int], ...]]] = []
     plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
+    n_terms = len(terms)
+    # a merged operand is fixed by the set of original operands in it (a bitmask): its indices
+    # are computed once per set, the cost of a merge once per pair of sets
+    kept_of: dict[int, str] = {1 << k: t for k, t in enumerate(terms)}
+    step_cost: dict[tuple[int, int], int] = {}
 
-    def walk(live: list[str], path: tuple, cost: int) -> None:
+    def merge(mask_a: int, mask_b: int) -> int:
+        got = step_cost.get((mask_a, mask_b))
+        if got is None:
+            union_mask = mask_a | mask_b
+            union = set(kept_of[mask_a]) | set(kept_of[mask_b])
+            if union_mask not in kept_of:
+                outside = set(output)
+                for k in range(n_terms):
+                    if not union_mask >> k & 1:
+                        outside.update(terms[k])
+                kept_of[union_mask] = "".join(sorted(c for c in union if c in outside))
+            inner = len(kept_of[union_mask]) < len(union)
+            got = step_cost[(mask_a, mask_b)] = opt_einsum.helpers.flop_count(union, inner, 2, plan_sizes)
+        return got
+
+    trees: set[frozenset] = set()  # orders of the same tree of merges cost the same: keep one
+
+    def walk(live: list[int], path: tuple, cost: int, tree: frozenset) -> None:
         if len(live) == 1:
-            found.append((cost, path))
+            if tree not in trees:
+                trees.add(tree)
+                found.append((cost, path))
             return
         for i in range(len(live)):
             for j in range(i + 1, len(live)):
-                rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
-                union = set(live[i]) | set(live[j])
-                kept = "".join(sorted(c for c in union if c in rest))
-                step = opt_einsum.helpers.flop_count(union, len(kept) < len(union), 2, plan_sizes)
-                walk([t for k, t in enumerate(live) if k not in (i, j)] + [kept], path + ((i, j),), cost + step)
+                step = merge(live[i], live[j])
+                walk([t for k, t in enumerate(live) if k not in (i, j)] + [live[i] | live[j]], path + ((i, j),),
+                     cost + step, tree | {live[i] | live[j]})
 
-    walk(list(terms), (), 0)
+    walk([1 << k for k in range(n_terms)], (), 0, frozenset())
     found.sort()
     best = found[0][0]
-    return [(p, c) for c, p in found[:keep] if c <= 4 * best]
+    return [(p, c) for c, p in found[:keep] if c <= 2 * best]
 
 
 def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: str, sizes: dict[str, int]):
     """The executor's steps for ``path`` (layouts chosen by :func:`_layout`), the final
-    permutation, and the total transpose cost in copied entries."""
+    permutation, the total transpose cost in copied entries, and the entries the steps write."""
     steps = []
     live = list(terms)
     copy_cost = 0.0
+    written = 0
     for pair in path:
         if len(pair) != 2:  # pragma: no cover - lone indices are pre-summed, so opt_einsum pairs all
             raise AssertionError(f"unexpected contraction step {pair} in plan for {terms}->{output}")
@@ -222,11 +248,12 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
             )
         )
         copy_cost += _permute_cost([sizes[c] for c in a], perm_a) + _permute_cost([sizes[c] for c in b], perm_b)
+        written += prod(_planning_size(sizes[c]) for c in result)
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
     final = live[0]
     final_perm = tuple(final.index(c) for c in output)
     copy_cost += _permute_cost([sizes[c] for c in final], final_perm)
-    return tuple(steps), final_perm, copy_cost
+    return tuple(steps), final_perm, copy_cost, written
 
 
 def _permute_cost(sizes: Sequence[int], perm: Sequence[int]) -> float:
