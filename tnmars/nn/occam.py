@@ -17,9 +17,9 @@ every kept index of every bond, how much the summed training negative log-likeli
 when that index alone is closed (``delta``), and closes the one with the most negative
 ``delta - penalty``, where ``penalty = strength * (1/2) ln(N) * (parameters the index
 frees)``; it stops when no closure pays. The parameters an index frees are read from the
-layer's structure (:meth:`TensorizedLayer.num_params_at
-<tnmars.nn.TensorizedLayer.num_params_at>`), so a TT bond between two big cores costs more
-than a bond next to a small one, exactly as in ``fit``'s ``prior="bic"``.
+layer's structure (:meth:`~tnmars.nn.TensorizedLayer.num_params_at`), so a TT bond between
+two big cores costs more than a bond next to a small one, exactly as in ``fit``'s
+``prior="bic"``.
 
 The masks stay MAP masks: closing an index sets its logit to :data:`CLOSED_LOGIT`; the cores
 are not changed (no refit). Slice the model afterwards with :func:`tnmars.nn.compress`.
