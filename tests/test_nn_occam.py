@@ -268,3 +268,23 @@ def test_tt_recurrent_matrix_is_pruned_with_its_network_parameter_count():
     params = W.network().num_params_at
     assert report.bonds[0].penalty_before == pytest.approx(0.5 * math.log(256) * (params({"A": 4}) - params({"A": 3})))
     assert W.ranks() == {"A": 2}
+
+
+def test_tt_layer_penalties_follow_the_structure_and_no_kept_index_pays_at_the_end():
+    torch.manual_seed(3)
+    layer = tnn.TensorizedLinear(24, 12, format="tt", rank=3, in_shape=(2, 3, 4), out_shape=(2, 3, 2), alpha=2.0)
+    model = nn.Sequential(layer, nn.Linear(12, 4))
+    X, y = torch.randn(300, 24), torch.randint(0, 4, (300,))
+    start = layer.selected_ranks()
+    report = tnn.occam_prune(model, tnn.classification_nll(X, y), 300, strength=0.05, progress=True)
+    unit = 0.05 * 0.5 * math.log(300)
+    assert report.ranks_before == {"0": start} and len(report.bonds) == len(start) == 2
+    for b in report.bonds:
+        ranks = {bb.bond: bb.rank_before for bb in report.bonds}
+        freed = layer.num_params_at(ranks) - layer.num_params_at({**ranks, b.bond: ranks[b.bond] - 1})
+        assert b.penalty_before == pytest.approx(unit * freed)
+        # the stopping rule: in the last round no kept index paid for its closure
+        assert all(d > 0 and d - b.penalty_after >= 0 for d in b.kept_deltas.values())
+        assert b.rank_after == b.rank_before - len(b.closures) == layer.selected_ranks()[b.bond]
+    # the bonds of a TT-matrix touch cores of different sizes: their indices cost different amounts
+    assert len({round(b.penalty_before, 6) for b in report.bonds}) == 2
