@@ -309,7 +309,7 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
             evaluations += 1
             bic_before = nll_before + bic_unit * total_params()
             while True:
-                # every kept index of every bond: (score, delta, unit, bond, index, penalty)
+                # every kept index of every bond: (unit, bond, index, penalty of closing it)
                 candidates = []
                 for ui, u in enumerate(units):
                     views = u.masks.bond_logits()
