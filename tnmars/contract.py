@@ -59,6 +59,14 @@ class Plan:
     #: the transposes' cost, in plain-copy entries (:func:`_permute_cost`): the memory traffic
     #: that ``flops`` leaves out, which decides between plans of similar FLOPs
     copy_cost: float = 0.0
+    #: entries written by the pairwise steps (intermediates and result)
+    written: int = 0
+
+    @property
+    def cost(self) -> float:
+        """FLOPs plus memory traffic (``COPY_FLOPS`` per copied or written entry): what path
+        and evaluation-order choices compare."""
+        return self.flops + COPY_FLOPS * (self.copy_cost + self.written)
 
     @property
     def identity_perm(self) -> tuple[int, ...]:
@@ -125,18 +133,18 @@ def make_plan(
     steps, final_perm, copy_cost, written = _build_steps(path, terms, output, sizes)
     if optimize == "auto" and 2 < len(terms) <= MAX_TERMS_FOR_COPY_AWARE_PATHS:
         # price opt_einsum's path and the other cheap ones with their memory traffic too
-        best = (flops + COPY_FLOPS * (copy_cost + written), path, steps, final_perm, copy_cost, flops)
+        best = (flops + COPY_FLOPS * (copy_cost + written), path, steps, final_perm, copy_cost, flops, written)
         for cand_path, cand_flops in _cheap_paths(terms, output, sizes):
             if cand_path == path or cand_flops >= best[0]:
                 continue
             c_steps, c_final, c_copy, c_written = _build_steps(cand_path, terms, output, sizes)
             total = cand_flops + COPY_FLOPS * (c_copy + c_written)
             if total < best[0]:
-                best = (total, cand_path, c_steps, c_final, c_copy, cand_flops)
+                best = (total, cand_path, c_steps, c_final, c_copy, cand_flops, c_written)
         if best[1] != path:
             info_text += (f"\n  tnmars chose path {list(best[1])} instead: {best[5]:.4g} FLOPs and transposes "
                           f"worth {best[4]:.4g} copied entries, against {flops:.4g} FLOPs and {copy_cost:.4g}")
-            _, path, steps, final_perm, copy_cost, flops = best
+            _, path, steps, final_perm, copy_cost, flops, written = best
             largest = max(prod(_planning_size(n) for n in st.out_shape) for st in steps)
     return Plan(
         inputs=tuple(inputs),
@@ -151,6 +159,7 @@ def make_plan(
         optimize=optimize,
         info_text=info_text,
         copy_cost=copy_cost,
+        written=written,
     )
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..backends import get_backend
-from ..contract import Plan, execute, make_plan
+from ..contract import COPY_FLOPS, Plan, execute, make_plan
 from ..network import Network
 from .masks import BondMasks
 
@@ -123,10 +123,11 @@ class NetworkMatmul:
         return make_plan(self.inputs + (z + self.in_letters,), z + self.out_letters,
                          core_shapes + ((batch,) + self.in_shape,), self.optimize)
 
-    def costs(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> tuple[int, int]:
-        """``(weight_path_flops, cores_path_flops)`` for a batch of ``batch`` rows."""
-        w = self.weight_plan(core_shapes).flops + 2 * batch * self.in_features * self.out_features
-        return w, self.cores_plan(core_shapes, batch).flops
+    def costs(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> tuple[float, float]:
+        """``(weight_path_cost, cores_path_cost)`` for a batch of ``batch`` rows: FLOPs plus
+        memory traffic (:attr:`tnmars.contract.Plan.cost`); the weight path adds its GEMM."""
+        gemm = 2 * batch * self.in_features * self.out_features + COPY_FLOPS * batch * self.out_features
+        return self.weight_plan(core_shapes).cost + gemm, self.cores_plan(core_shapes, batch).cost
 
     def choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:
         """``"weight"`` or ``"cores"``: the cheaper path for this batch size (cached)."""
