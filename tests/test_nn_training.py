@@ -82,6 +82,20 @@ def test_loss_is_data_loss_minus_log_prior_over_n():
     torch.testing.assert_close(mars_penalty(model, n), -manual / n)
 
 
+def test_mars_loss_follows_layers_whose_masks_are_removed_after_it_is_built():
+    torch.manual_seed(0)
+    model = nn.Sequential(TensorizedLinear(12, 6, rank=3, in_shape=(3, 4), out_shape=(2, 3)), nn.ReLU(),
+                          LowRankLinear(6, 4, rank=2))
+    loss_fn = MarsLoss(model, 50)
+    model.eval()
+    x, y = torch.randn(8, 12), torch.randint(0, 4, (8,))
+    before = loss_fn(model(x), y)
+    model[2].masks = None  # the layer is now a plain fixed-rank layer: no prior any more
+    after = loss_fn(model(x), y)
+    torch.testing.assert_close(after, nn.functional.cross_entropy(model(x), y) + mars_penalty(model, 50))
+    assert not torch.allclose(before, after)
+
+
 def test_gaussian_prior_covers_only_the_cores_of_mars_layers():
     torch.manual_seed(0)
     mars_layer = TensorizedLinear(12, 6, rank=3, in_shape=(3, 4), out_shape=(2, 3))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,8 +82,12 @@ def log_prior(model: nn.Module, *, scale: float = 1.0) -> torch.Tensor:
     a few torch calls however many layers); anything else that
     :func:`mars_modules` finds contributes its own ``log_prior()``.
     """
+    return _log_prior_of(_unwrap(model).modules(), model, scale)
+
+
+def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float) -> torch.Tensor:
     fused, others = [], []
-    for mod in _unwrap(model).modules():  # modules(), not named_modules(): no names to build every step
+    for mod in modules:
         if not _is_mars_module(mod):
             continue
         cores = getattr(mod, "cores", None)
@@ -116,6 +120,10 @@ class MarsLoss(nn.Module):
     model: the model whose MARS layers are regularised (not registered as a submodule).
     num_train: number of training examples ``N``.
     criterion: the mean data loss (default ``nn.CrossEntropyLoss()``).
+
+    Like an optimizer with its parameters, the loss lists the model's modules when it is
+    built: build a new one after adding or replacing layers (a layer switched to
+    ``masks = None`` or warm-up is still followed).
     """
 
     def __init__(self, model: nn.Module, num_train: int, criterion: Callable[..., torch.Tensor] | None = None) -> None:
@@ -123,11 +131,15 @@ class MarsLoss(nn.Module):
         if int(num_train) < 1:
             raise ValueError(f"num_train (the number of training examples N) must be >= 1; got {num_train}")
         object.__setattr__(self, "_model", model)  # a reference, not a submodule (no duplicated state)
+        # the modules are listed once, as an optimizer lists its parameters: walking the module
+        # tree every step costs more than the prior's arithmetic
+        object.__setattr__(self, "_modules_seen", tuple(_unwrap(model).modules()))
         self.num_train = int(num_train)
         self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.criterion(output, target) + mars_penalty(self._model, self.num_train)
+        penalty = _log_prior_of(self._modules_seen, self._model, -1.0 / self.num_train)
+        return self.criterion(output, target) + penalty
 
 
 # ------------------------------------------------------------------------------ setters
