@@ -140,7 +140,11 @@ def _forward_backward(layer, x, seed):
     torch.manual_seed(seed)
     y = layer(x)
     (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
-    grads = [c.grad.clone() for c in layer.cores] + [layer.masks.logits.grad.clone()]
+    logits = layer.masks.logits
+    # no draw strictly inside (0, 1): no data gradient can reach a logit, and the sliced layer
+    # does not record the draw (its logits get gradient from the prior only, here none)
+    grads = [c.grad.clone() for c in layer.cores] + [torch.zeros_like(logits) if logits.grad is None
+                                                     else logits.grad.clone()]
     return y.detach(), grads
 
 

@@ -36,12 +36,19 @@ def _const(value: float, like: torch.Tensor) -> torch.Tensor:
     return got
 
 
-def hard_concrete_sample(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """A hard-concrete draw with fresh noise (:func:`tnmars.masks.hard_concrete`):
-    ``clamp(gamma + (zeta - gamma) sigmoid((l + log u - log(1 - u)) / T), 0, 1)``."""
-    u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
-    z = torch.sigmoid(torch.add(torch.logit(u, eps=1e-6), logits) * _const(1.0 / temperature, logits))
+def hard_concrete_sample(logits: torch.Tensor, temperature: float, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """A hard-concrete draw (:func:`tnmars.masks.hard_concrete`):
+    ``clamp(gamma + (zeta - gamma) sigmoid((l + log u - log(1 - u)) / T), 0, 1)``, with fresh
+    noise unless ``noise`` (``log u - log(1 - u)``, see :func:`logistic_noise`) is given."""
+    if noise is None:
+        noise = logistic_noise(logits)
+    z = torch.sigmoid(torch.add(noise, logits) * _const(1.0 / temperature, logits))
     return torch.addcmul(_const(mars.GAMMA, z), z, _const(_STRETCH, z)).clamp(0.0, 1.0)
+
+
+def logistic_noise(like: torch.Tensor) -> torch.Tensor:
+    """``log u - log(1 - u)`` for ``u ~ U(0, 1)`` (clamped to ``[1e-6, 1 - 1e-6]``), shaped like ``like``."""
+    return torch.logit(torch.rand(like.shape, dtype=like.dtype, device=like.device), eps=1e-6)
 
 
 #: In training, the kept indices of a bond are padded to a multiple of this (with indices whose
@@ -218,47 +225,55 @@ class BondMasks(nn.Module):
         at the ranks actually in use: most hard-concrete draws of closed indices are exactly
         0, so a MARS step contracts smaller cores than the fixed-rank layer. In eval mode
         the kept MAP entries are exactly 1 and the multiplication is skipped too, which is
-        what the ``compress``-ed layer computes. It needs the mask values on the host (one
-        transfer per layer and forward).
+        what the ``compress``-ed layer computes. In training, when no draw lies strictly
+        inside (0, 1) (late in training, at a low temperature), no data gradient can reach the
+        logits, the draw is not recorded and entries left at exactly 1 are not multiplied: the
+        logits then get gradient from the prior only (``MarsLoss``), ``None`` without it. It
+        needs the mask values on the host (one transfer per layer and forward).
         """
         cores = list(cores)
         views = self._views.get(tuple(sites[b] for b in self.bonds))
         if views is None:
             views = self._views[tuple(sites[b] for b in self.bonds)] = tuple(
                 tuple(-1 if d == sites[b][1] else 1 for d in range(cores[sites[b][0]].ndim)) for b in self.bonds)
-        flat = self._flat_mask()
-        if flat.dtype != cores[0].dtype:
-            flat = flat.to(cores[0].dtype)
-        masks = self._split(flat)
         if bond_axes is None:
-            for (bond, mask), view in zip(masks.items(), views):
+            flat = self._flat_mask()
+            if flat.dtype != cores[0].dtype:
+                flat = flat.to(cores[0].dtype)
+            for (bond, mask), view in zip(self._split(flat).items(), views):
                 k = sites[bond][0]
                 cores[k] = cores[k] * mask.view(view)
             return cores
-        flags = (flat != 0).tolist()
+        # draw without recording the graph, read which entries are 0, strictly inside (0, 1) or 1;
+        # only a draw strictly inside sends gradient to its logit (clamped ends have none), so the
+        # differentiable draw (same noise) is made only when there is one
+        noise = logistic_noise(self.logits) if self.training else None
+        with torch.no_grad():
+            flat = self._flat_mask() if noise is None else hard_concrete_sample(self.logits, self.temperature, noise)
+            codes = ((flat > 0).to(torch.int8) + (flat >= 1).to(torch.int8)).tolist()  # 0, 1 inside, 2 one
+        live = noise is not None and 1 in codes
+        if live:
+            flat = hard_concrete_sample(self.logits, float(self.temperature), noise)
+        if flat.dtype != cores[0].dtype:
+            flat = flat.to(cores[0].dtype)
         start = 0
-        for (bond, mask), view, n in zip(masks.items(), views, self.sizes):
-            kept = flags[start:start + n]
+        for (bond, mask), view, n in zip(self._split(flat).items(), views, self.sizes):
+            state = codes[start:start + n]
             start += n
             k = sites[bond][0]
-            if not all(kept):
-                keep = [i for i, f in enumerate(kept) if f]
-                if self.training and len(keep) % RANK_BUCKET:
-                    # pad with zero-mask indices to a multiple of RANK_BUCKET (still exact: they are
-                    # multiplied by their 0), so that few distinct shapes need a contraction plan
-                    pad = min(n, len(keep) + RANK_BUCKET - len(keep) % RANK_BUCKET) - len(keep)
-                    keep = sorted(keep + [i for i, f in enumerate(kept) if not f][:pad])
-                if len(keep) == n:
-                    if self.training:
-                        cores[k] = cores[k] * mask.view(view)
-                    continue
+            keep = [i for i, c in enumerate(state) if c]
+            if self.training and len(keep) % RANK_BUCKET and len(keep) < n:
+                # pad with zero-mask indices to a multiple of RANK_BUCKET (still exact: they are
+                # multiplied by their 0), so that few distinct shapes need a contraction plan
+                pad = min(n, len(keep) + RANK_BUCKET - len(keep) % RANK_BUCKET) - len(keep)
+                keep = sorted(keep + [i for i, c in enumerate(state) if not c][:pad])
+            if len(keep) < n:
                 idx = torch.tensor(keep, dtype=torch.long, device=flat.device)
                 for core, axis in bond_axes[bond]:
                     cores[core] = cores[core].index_select(axis, idx)
                 mask = mask.index_select(0, idx)
-            elif not self.training:
-                continue
-            if self.training:  # keeps the logits in the graph even when every entry is sliced out
+            # multiply unless every entry left is exactly 1 (and no logit can receive gradient)
+            if live or any(state[i] != 2 for i in keep):
                 cores[k] = cores[k] * mask.view(view)
         return cores
 
