@@ -38,6 +38,8 @@ FORMATS = ("cp", "tucker", "tt", "tr")
 PRIORS = ("bic", "bernoulli")
 #: ALS sweeps of the final polish (it stops earlier once a sweep gains less than 1e-7 of the error)
 POLISH_SWEEPS = 300
+#: steps the search may take without improvement when it grows from rank 1
+GREEDY_PATIENCE = 2
 #: problems up to this many entries run torch single-threaded (thread start-up dominates them)
 SMALL_PROBLEM = 1 << 16
 
@@ -139,8 +141,11 @@ def fit(
                 best = _polish(start, prep.data, crit, reporter)
             else:
                 reporter.start("selection", note=f"Occam criterion from the {proposal_used} proposal")
+                # a walk through steps that do not pay alone is for growing from rank 1; from a
+                # spectral or relaxed proposal the neighbours of the start decide
                 search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=max(min_rank, 1)
-                                    if min_rank else 0, seed=seed, report=_search_reporter(reporter))
+                                    if min_rank else 0, seed=seed, report=_search_reporter(reporter),
+                                    patience=GREEDY_PATIENCE if proposal_used == "greedy" else 0)
                 try:
                     best = search.run(start)
                 except KeyboardInterrupt:
@@ -230,17 +235,21 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     # errors in working units (data / scale): no overflow or underflow at any magnitude
     be = net.backend_impl
     work_cores = [np.asarray(be.to_numpy(c), dtype=np.float64) for c in net.cores]
-    est = Network(template.spec, cores=work_cores).to_tensor()
+    est = np.asarray(prep.data.backend.to_numpy(Network(template.spec, cores=work_cores).to_tensor()))
     obs = prep.observed
-    y = prep.raw / prep.scale
-    diff = est - y if obs is None else (est - y)[obs]
-    rel = float(np.linalg.norm(diff)) / math.sqrt(prep.data.sq_norm)
+    y = np.asarray(prep.data.backend.to_numpy(prep.data.y))  # data / scale, 0 where unobserved
     heldout = None
     if obs is not None:
-        held = ~obs & np.isfinite(y)
+        held = ~obs & np.isfinite(prep.raw)
         if held.any():
-            hd = float(np.linalg.norm(y[held]))
-            heldout = float(np.linalg.norm(est[held] - y[held])) / hd if hd > 0 else None
+            truth = prep.raw[held] / prep.scale
+            hd = float(np.linalg.norm(truth))
+            heldout = float(np.linalg.norm(est[held] - truth)) / hd if hd > 0 else None
+        est *= obs
+    est -= y  # the residual, in place: no second full-size array
+    mse = float(np.vdot(est, est)) / prep.data.n_obs
+    rel = math.sqrt(mse * prep.data.n_obs / prep.data.sq_norm)
+    del est
     if not math.isfinite(rel):
         raise FloatingPointError(f"the fit's relative error is {rel}: the data or the fit overflowed")
     if rel >= 1.0 - 1e-9:
@@ -269,7 +278,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         probabilities=probabilities,
         relative_error=rel,
         heldout_error=heldout,
-        log_likelihood=-_in_data_units(float(np.mean(diff**2)), prep.scale) if diff.size else 0.0,
+        log_likelihood=-_in_data_units(mse, prep.scale),
         noise_variance=float(sigma2),
         compression=data_net.dense_size / max(data_net.num_params, 1),
         num_params=data_net.num_params,

@@ -22,7 +22,7 @@ from opt_einsum import get_symbol
 
 from ..spec import parse_spec
 
-__all__ = ["Piece", "pieces_without", "feasible_ranks", "degrees_of_freedom", "fresh_symbols", "bond_degree"]
+__all__ = ["Piece", "Branch", "tree_branches", "pieces_without", "feasible_ranks", "degrees_of_freedom", "fresh_symbols", "bond_degree"]
 
 
 def fresh_symbols(used: set[str] | frozenset[str], count: int) -> list[str]:
@@ -111,6 +111,72 @@ def pieces_without(inputs: tuple[str, ...], output: str) -> tuple[CoreLayout, ..
                                 attach + "".join(renamed.get(ch, ch) for ch in attach)))
         layouts.append(CoreLayout(k, open_axes, tuple(pieces), separable))
     return tuple(layouts)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """The part of a tree network hanging off ``bond`` on the side of core ``root``: the
+    Gram matrix of a piece attached by ``bond`` is built from ``root`` and the Grams of its
+    own branches (``children``), so a sweep can reuse the branches whose cores did not move."""
+
+    bond: str
+    root: int
+    children: tuple[Branch, ...]
+    cores: tuple[int, ...]
+    #: the contraction that makes the Gram: root, its renamed copy, each child's Gram
+    gram_inputs: tuple[str, ...]
+    gram_output: str
+
+
+@lru_cache(maxsize=512)
+def tree_branches(inputs: tuple[str, ...], output: str) -> dict[tuple[str, int], Branch] | None:
+    """Every ``(bond, root)`` branch of a tree network, or ``None`` when the network has a
+    loop, a hyperedge or an open mode shared by several cores (then Grams are contracted whole)."""
+    holders: dict[str, list[int]] = {}
+    for k, term in enumerate(inputs):
+        for c in term:
+            holders.setdefault(c, []).append(k)
+    if any(len(h) > 2 for h in holders.values()) or any(len(holders[c]) > 1 for c in output):
+        return None
+    bonds = [c for c, h in holders.items() if len(h) == 2 and c not in output]
+    if any(c not in output and len(h) == 1 for c, h in holders.items()):
+        return None  # a dangling summed index
+    # a tree: connected pieces have (cores - 1) bonds; a loop anywhere breaks that count
+    parent = list(range(len(inputs)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for b in bonds:
+        i, j = holders[b]
+        ri, rj = find(i), find(j)
+        if ri == rj:
+            return None
+        parent[ri] = rj
+    used = set("".join(inputs)) | set(output)
+    out: dict[tuple[str, int], Branch] = {}
+
+    def build(bond: str, root: int) -> Branch:
+        key = (bond, root)
+        if key in out:
+            return out[key]
+        term = inputs[root]
+        kids = tuple(build(c, next(h for h in holders[c] if h != root)) for c in term if c in bonds and c != bond)
+        own = [c for c in term if c in bonds]
+        renamed = dict(zip(own, fresh_symbols(used, len(own))))
+        gram_inputs = (term, "".join(renamed.get(c, c) for c in term)) + tuple(
+            kid.bond + renamed[kid.bond] for kid in kids)
+        cores = tuple(sorted({root, *(c for kid in kids for c in kid.cores)}))
+        out[key] = Branch(bond, root, kids, cores, gram_inputs, bond + renamed[bond])
+        return out[key]
+
+    for b in bonds:
+        for root in holders[b]:
+            build(b, root)
+    return out
 
 
 def bond_degree(spec: str, bond: str) -> int:

@@ -30,8 +30,9 @@ def _host(net: Network) -> list[np.ndarray]:
     return [np.asarray(be.to_numpy(c), dtype=np.float64) for c in net.cores]
 
 
-def shrink(net: Network, bond: str) -> Network:
-    """``net`` with ``bond`` one index smaller (see the module notes)."""
+def shrink(net: Network, bond: str, drop: int | None = None) -> Network:
+    """``net`` with ``bond`` one index smaller (see the module notes). For a hyperedge,
+    ``drop`` names the component to remove (default: the one of smallest weight)."""
     holders = net.terms_with(bond)
     cores = _host(net)
     r = net.dims[bond]
@@ -61,7 +62,7 @@ def shrink(net: Network, bond: str) -> Network:
             ax = net.inputs[t].index(bond)
             other = tuple(k for k in range(cores[t].ndim) if k != ax)
             weight = weight * np.sqrt(np.sum(cores[t] ** 2, axis=other))
-        drop = int(np.argmin(weight))
+        drop = int(np.argmin(weight)) if drop is None else int(drop)
         keep_idx = [k for k in range(r) if k != drop]
         for t in holders:
             cores[t] = np.take(cores[t], keep_idx, axis=net.inputs[t].index(bond))

@@ -41,7 +41,7 @@ import numpy as np
 from ..backends import Backend, get_backend
 from ..contract import execute, make_plan
 from ..network import Network
-from .graph import CoreLayout, pieces_without
+from .graph import Branch, CoreLayout, pieces_without, tree_branches
 
 __all__ = ["FitData", "als", "residual"]
 
@@ -125,14 +125,21 @@ class _CoreSolver:
         ops = [c for i, c in enumerate(cores) if i != self.k] + [self.data.y]
         return _contract(self.env_terms, self.term, ops, self.data.backend)
 
-    def grams(self, cores: list[Any]) -> list[tuple[Any, Any]]:
-        """Eigendecomposition ``(w, Q)`` of every piece's Gram matrix."""
+    def grams(self, cores: list[Any], memo: dict | None = None) -> list[tuple[Any, Any]]:
+        """Eigendecomposition ``(w, Q)`` of every piece's Gram matrix. With ``memo`` (a tree
+        network), branch Grams are built from their sub-branches and reused while their
+        cores are unchanged."""
         xp = self.data.backend.xp
         out = []
         shape = cores[self.k].shape
+        branches = tree_branches(self.inputs, self.output) if memo is not None else None
         for piece in self.layout.pieces:
             p = int(np.prod([shape[a] for a in piece.axes]))
-            if piece.cores:
+            if branches is not None and len(piece.axes) == 1 and piece.cores:
+                bond = self.term[piece.axes[0]]
+                root = next(c for c in piece.cores if bond in self.inputs[c])
+                g = _branch_gram(branches[(bond, root)], cores, memo, self.data.backend)
+            elif piece.cores:
                 ops = [cores[c] for c in piece.cores] * 2
                 g = _contract(piece.gram_inputs, piece.gram_output, ops, self.data.backend)
                 g = xp.reshape(g, (p, p))
@@ -169,13 +176,15 @@ class _CoreSolver:
         return xp.reshape(spec, (1,) + tuple(int(w.shape[0]) for w, _ in eigs))
 
     # -- the updates ----------------------------------------------------------------------
-    def solve_full(self, cores: list[Any]) -> tuple[Any, float]:
-        """Exact update with every entry observed; returns the new core and the new SSE."""
+    def solve_full(self, cores: list[Any], rhs: Any | None = None, memo: dict | None = None) -> tuple[Any, float]:
+        """Exact update with every entry observed; returns the new core and the new SSE.
+        ``rhs`` is ``E_k^T y`` when the caller has it already (from a sweep's cached prefix)."""
         xp = self.data.backend.xp
         shape = tuple(cores[self.k].shape)
-        eigs = self.grams(cores)
+        eigs = self.grams(cores, memo)
         spec = self._spectrum(eigs)
-        z = self._rotate(self._to_kron(self.rhs(cores), shape), eigs, transpose=True)
+        rhs = self.rhs(cores) if rhs is None else rhs
+        z = self._rotate(self._to_kron(rhs, shape), eigs, transpose=True)
         g = z * _pinv(spec, xp)
         sse = self.data.sq_norm - 2.0 * float(xp.vdot(g, z)) + float(xp.vdot(g * g, spec * xp.ones_like(g)))
         core = self._from_kron(self._rotate(g, eigs, transpose=False), shape)
@@ -242,11 +251,58 @@ class _CoreSolver:
         return x, float(xp.vdot(res, res))
 
 
+def _branch_gram(branch: Branch, cores: list[Any], memo: dict, be: Backend) -> Any:
+    """The Gram matrix of a tree branch from its root core and its children's Grams, memoised
+    on the identity of the branch's cores (an updated core is a new array)."""
+    key = (branch.bond, branch.root, tuple(id(cores[c]) for c in branch.cores))
+    hit = memo.get(key)
+    if hit is not None:
+        return hit[0]
+    kids = [_branch_gram(kid, cores, memo, be) for kid in branch.children]
+    root = cores[branch.root]
+    g = _contract(branch.gram_inputs, branch.gram_output, [root, root, *kids], be)
+    memo[key] = (g, [cores[c] for c in branch.cores])  # keep the cores alive: their ids stay unique
+    return g
+
+
+def _sweep_order(inputs: tuple[str, ...], output: str) -> list[int]:
+    """Cores carrying open modes first (in spec order), then the others: absorbing the data's
+    modes early keeps the cached prefix of a sweep small (a Tucker core comes last)."""
+    return sorted(range(len(inputs)), key=lambda k: (not any(c in output for c in inputs[k]), k))
+
+
+def _exact_sweep(inputs, output, order, cores, solvers, data: FitData, frozen, sse: float) -> float:
+    """One full-data sweep in ``order``, updating ``cores`` in place. The data contracted with
+    the cores already visited is kept and grown one core at a time, so each core's right-hand
+    side ``E_k^T y`` contracts only that prefix with the cores not visited yet (a chain
+    costs about two passes over the data per sweep instead of one per core)."""
+    be = data.backend
+    prefix, prefix_term = data.y, output
+    visited: set[int] = set()
+    memo: dict = {}
+    for pos, k in enumerate(order):
+        rest = [c for c in order[pos + 1:]]
+        if k not in frozen:
+            rhs = _contract((prefix_term,) + tuple(inputs[c] for c in rest), inputs[k],
+                            [prefix] + [cores[c] for c in rest], be)
+            cores[k], sse = solvers[k].solve_full(cores, rhs, memo)
+        visited.add(k)
+        if rest:
+            needed = set("".join(inputs[c] for c in rest))
+            term = "".join(dict.fromkeys(c for c in prefix_term + inputs[k] if c in needed))
+            prefix = _contract((prefix_term, inputs[k]), term, [prefix, cores[k]], be)
+            prefix_term = term
+    return sse
+
+
 def _sse(inputs: tuple[str, ...], output: str, cores: list[Any], data: FitData) -> float:
     xp = data.backend.xp
-    r = _contract(inputs, output, cores, data.backend) - data.y
+    r = _contract(inputs, output, cores, data.backend)
+    if len(inputs) == 1:  # the result may be the core itself: never subtract in place into it
+        r = r.copy()
+    r -= data.y
     if data.weights is not None:
-        r = r * data.weights
+        r *= data.weights
     return float(xp.vdot(r, r))
 
 
@@ -296,20 +352,21 @@ def als(
     solvers = [_CoreSolver(net.inputs, net.output, lay, data) for lay in layouts]
     sse = math.inf
     least = max(floor * data.sq_norm, 1e-300)
+    order = _sweep_order(net.inputs, net.output)
+    exact = data.weights is None and all(sv.layout.separable for sv in solvers)
     for sweep in range(1, max(int(sweeps), 1) + 1):
         prev = sse
         start = cores
         cores = list(cores)
-        for k, solver in enumerate(solvers):
-            if k in frozen:
-                continue
-            if data.weights is None and solver.layout.separable:
-                cores[k], sse = solver.solve_full(cores)
-            else:
-                cores[k], sse = solver.solve_cg(cores, cg_iters, cg_tol)
+        if exact:
+            sse = _exact_sweep(net.inputs, net.output, order, cores, solvers, data, frozen, sse)
+        else:
+            for k in order:
+                if k not in frozen:
+                    cores[k], sse = solvers[k].solve_cg(cores, cg_iters, cg_tol)
         if not frozen:
             cores = _balance(cores, xp)
-            if line_search and sweep > 1:
+            if line_search and sweep > 2:
                 # extrapolate along the sweep's change (Bro's ALS line search): it carries the fit
                 # through the slow valleys ("swamps") where plain ALS crawls, as CP's often are
                 step = sweep ** (1.0 / 3.0)

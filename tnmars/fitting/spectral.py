@@ -46,12 +46,10 @@ Selector = Callable[[np.ndarray, int, int], int]
 
 
 def singular_values(matrix: np.ndarray) -> np.ndarray:
-    """Singular values (descending) through the Gram matrix of the smaller side: one
-    ``min(L, M)``-sized eigenproblem instead of an SVD of the whole matrix."""
-    a = np.asarray(matrix, dtype=np.float64)
-    g = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
-    w = np.linalg.eigvalsh(g)[::-1]
-    return np.sqrt(np.maximum(w, 0.0))
+    """Singular values (descending), to full relative precision (no singular vectors are
+    formed: LAPACK's values-only SVD; a Gram matrix would lose the small ones below
+    ``sqrt(eps)`` of the largest, which the selectors need on exact data)."""
+    return np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False)
 
 
 # ------------------------------------------------------------------------------------ selectors
@@ -177,13 +175,17 @@ def tt_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Se
     left = 1
     for k in range(d - 1):
         m = rest.reshape(left * y.shape[k], -1)
-        u, s, vt = np.linalg.svd(m, full_matrices=False)
+        if m.shape[0] <= m.shape[1]:  # left singular vectors from the small Gram: no full-size V^T
+            u = np.linalg.eigh(m @ m.T)[1][:, ::-1]
+            s = singular_values(m)
+        else:
+            u, s, _ = np.linalg.svd(m, full_matrices=False)
         r = pick(s, *m.shape)
         cap = max_ranks[k] if max_ranks is not None else len(s)
         r = int(min(max(r, 1), cap, len(s)))
         core = u[:, :r].reshape(left, y.shape[k], r)
         cores.append(core[0] if k == 0 else core)
-        rest = s[:r, None] * vt[:r]
+        rest = u[:, :r].T @ m  # = S V^T truncated to r
         ranks.append(r)
         left = r
     cores.append(rest.reshape(left, y.shape[-1]))
