@@ -173,12 +173,15 @@ def _run_relaxation(template: Network, fmt: str | None, prep: Prepared, settings
     data = prep.data
     y = data.backend.to_numpy(data.y)
     weights = None if data.weights is None else data.backend.to_numpy(data.weights)
-    if fmt is not None:
+    if settings.start == "random":
+        cores = [np.asarray(c) for c in Network(template.spec, template.dims, seed=seed).cores]
+    elif fmt is not None:
         from ..interop.init import svd_init
 
         try:
-            start = svd_init(fmt, y, template.ranks if fmt != "cp" else template.ranks[0], observed=weights,
-                             seed=seed)
+            ranks = {"cp": lambda: template.ranks[0],
+                     "tr": lambda: [template.dims[b] for b in ring_bonds(template)]}.get(fmt, lambda: template.ranks)()
+            start = svd_init(fmt, y, ranks, observed=weights, seed=seed)
             cores = [np.asarray(c, dtype=np.float64) for c in start.cores]
         except ValueError:
             cores = None
@@ -196,7 +199,8 @@ def _run_relaxation(template: Network, fmt: str | None, prep: Prepared, settings
         state["last"] = step + 1
         return reporter.record({"loss": loss, "ranks": ranks, "temperature": temp}, advance=advance)
 
-    relaxed = relax(template, cores, y, weights, settings, fitted_start=True, backend=prep.backend, device=device,
+    relaxed = relax(template, cores, y, weights, settings, fitted_start=settings.start == "fitted",
+                    backend=prep.backend, device=device,
                     dtype=prep.dtype, seed=seed, report=report)
     keep = relaxed.keep(max(min_rank, 1) if min_rank else 0)
     pruned = Network(template.spec, cores=relaxed.cores, optimize=template.optimize).prune(keep)

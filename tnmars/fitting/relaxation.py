@@ -55,6 +55,8 @@ class Relaxation:
         steps, a constant, or a :class:`tnmars.masks.TemperatureSchedule`.
     noise_variance: the likelihood's variance in working units (data scaled to unit mean
         square): ``"mse"`` (the paper's Appendix D, log-likelihood ``-MSE``: 0.5) or a number.
+    start: ``"fitted"`` (SVD / least squares at the maximal ranks: the masks only have to
+        remove) or ``"random"`` (random cores, as in the paper's Appendix D).
 
     >>> Relaxation(pi=1e-3).pi
     0.001
@@ -68,8 +70,11 @@ class Relaxation:
     lr_decay: float = 0.1
     temperature: Any = (0.1, 0.01)
     noise_variance: float | str = "mse"
+    start: str = "fitted"
 
     def __post_init__(self) -> None:
+        if self.start not in ("fitted", "random"):
+            raise ValueError(f"start must be 'fitted' or 'random'; got {self.start!r}")
         mars.check_pi(self.pi)
         if self.alpha is not None and (isinstance(self.alpha, bool) or not math.isfinite(float(self.alpha))):
             raise ValueError(f"alpha must be a finite number; got {self.alpha!r}")
