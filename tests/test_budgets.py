@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnmars
-from tnmars.fitting.budget import max_params, shrink_to_params, smallest_params
+from tnmars.fitting.budget import descend_to_params, max_params, shrink_to_params, smallest_params
 from tnmars.fitting.criterion import Occam
 from tnmars.fitting.search import RankSearch
 from tnmars.fitting.solvers import FitData
@@ -57,19 +57,22 @@ def test_shrinking_to_a_budget_stays_within_it(data):
     assert all(1 <= r <= q for r, q in zip(small.ranks, net.ranks))
 
 
-def test_shrinking_removes_the_padding_first_and_keeps_the_function():
-    """A TT at ranks (2, 3, 2) padded with zero slices to (4, 4, 4): the budget of the true
-    ranks gives back those ranks and the same tensor (the padded indices cost nothing)."""
+def test_descending_to_a_budget_removes_the_padding_first_and_keeps_the_function():
+    """A TT at ranks (2, 3, 2) padded with zero slices to (4, 4, 4): brought within the budget
+    of the true ranks by the data, it gets those ranks back and fits exactly."""
     truth = tnmars.Network.tt((5, 6, 6, 5), (2, 3, 2), seed=3)
     cores = [np.asarray(c) for c in truth.cores]
-    # pad only the bond axes: first core (mode, A), middle (A, mode, B), last (C, mode)
+    # pad only the bond axes: first core (mode, A), middle (A, mode, B), (B, mode, C), last (C, mode)
     padded = [np.pad(cores[0], [(0, 0), (0, 2)]), np.pad(cores[1], [(0, 2), (0, 0), (0, 1)]),
               np.pad(cores[2], [(0, 1), (0, 0), (0, 2)]), np.pad(cores[3], [(0, 2), (0, 0)])]
     net = tnmars.Network(truth.spec, cores=padded)
     assert net.ranks == (4, 4, 4)
-    small = shrink_to_params(net, truth.num_params)
+    data = FitData.from_arrays(np.asarray(truth.to_tensor()))
+    small = descend_to_params(net, data, Occam(data.n_obs), truth.num_params)
     assert small.ranks == (2, 3, 2)
-    np.testing.assert_allclose(small.to_tensor(), truth.to_tensor(), atol=1e-10)
+    np.testing.assert_allclose(small.to_tensor(), truth.to_tensor(), atol=1e-8)
+    with pytest.raises(ValueError, match="smallest"):
+        descend_to_params(net, data, Occam(data.n_obs), 10)
 
 
 def test_a_budget_below_the_smallest_network_is_refused():

@@ -22,7 +22,7 @@ import numpy as np
 from .._checks import positive_int
 from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
 from ..spec import parse_spec
-from .budget import describe, max_params, shrink_to_params, smallest_params
+from .budget import descend_to_params, describe, max_params, smallest_params
 from .criterion import Occam
 from .data import Prepared, prepare
 from .graph import degrees_of_freedom, feasible_ranks
@@ -95,7 +95,8 @@ def fit(
         (never more parameters); see :mod:`tnmars.fitting.budget` and :func:`tnmars.sweep`.
     selection: settings of the rank search, by name (fields of
         :class:`~tnmars.fitting.search.RankSearch`: ``sweeps``, ``full_sweeps``,
-        ``final_sweeps``, ``second_look``, ``patience``, ``exchanges``); default: its own.
+        ``final_sweeps``, ``second_look``, ``patience``, ``exchanges``); default: its own,
+        with ``exchanges`` on when there is a budget.
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
     backend, device, dtype: where the result lives (and where the relaxation trains);
         default: the data's. The selection's least-squares refits run in float64 on NumPy
@@ -146,7 +147,7 @@ def fit(
                 start, proposal_used = rank_one_start(template, prep.data, seed), "greedy"
             start = _at_least(start, min_rank)
             if limit is not None:
-                start = shrink_to_params(start, limit, min_rank)
+                start = descend_to_params(start, prep.data, crit, limit, min_rank)
             if interrupted:  # stopped during the relaxation: its best state as it stands, no polish
                 sse = residual(start, prep.data)
                 dof = degrees_of_freedom(start.spec, start.dims)
@@ -157,7 +158,9 @@ def fit(
                 reporter.start("selection", note=f"Occam criterion from the {proposal_used} proposal")
                 # a walk through steps that do not pay alone is for growing from rank 1; from a
                 # spectral or relaxed proposal the neighbours of the start decide
-                options = {"patience": GREEDY_PATIENCE if proposal_used == "greedy" else 0, **search_settings}
+                # within a budget the search also trades indices between bonds (exchanges)
+                options = {"patience": GREEDY_PATIENCE if proposal_used == "greedy" else 0,
+                           "exchanges": limit is not None, **search_settings}
                 search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=max(min_rank, 1)
                                     if min_rank else 0, seed=seed, report=_search_reporter(reporter),
                                     max_params=limit, **options)
@@ -477,7 +480,9 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any) -> 
     if isinstance(network, Network) and dict(network.bonds) != caps:
         template = network.numpy().prune({b: list(range(caps[b])) for b in caps})
     elif isinstance(network, Network):
-        template = network.numpy()
+        # only the graph and sizes are read: a NumPy network is not copied (tnmars.search
+        # passes a fully connected one whose cores take no memory)
+        template = network if network.backend == "numpy" else network.numpy()
     else:
         template = Network(spec, dims, seed=0)
     return template, fmt

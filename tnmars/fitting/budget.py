@@ -3,15 +3,15 @@
 A budget is a parameter count (an ``int``) or a compression ratio (a string such as
 ``"20x"``: at least 20 times fewer parameters than the dense tensor). The selection then
 considers only networks within it (:class:`~tnmars.fitting.search.RankSearch`'s
-``max_params``) and brings its start within it first (:func:`shrink_to_params`), so the
+``max_params``) and brings its start within it first (:func:`descend_to_params`), so the
 returned network never exceeds the budget.
 
 >>> max_params("20x", dense_size=8000), max_params(350, dense_size=8000)
 (400, 350)
 >>> from tnmars import Network
->>> small = shrink_to_params(Network.tt((6, 6, 6, 6), 5, seed=0), 150)
+>>> small = shrink_to_params(Network.tt((8, 9, 8, 9), (3, 5, 4), seed=0), 150)
 >>> small.ranks, small.num_params
-((3, 3, 3), 144)
+((2, 2, 3), 127)
 """
 from __future__ import annotations
 
@@ -21,9 +21,12 @@ from typing import Any
 import numpy as np
 
 from ..network import Network
+from .criterion import Occam
+from .graph import degrees_of_freedom
 from .moves import shrink
+from .solvers import FitData, als
 
-__all__ = ["max_params", "describe", "shrink_to_params", "smallest_params"]
+__all__ = ["max_params", "describe", "shrink_to_params", "descend_to_params", "smallest_params"]
 
 
 def max_params(budget: Any, dense_size: int) -> int:
@@ -65,10 +68,13 @@ def smallest_params(net: Network, min_rank: int) -> int:
 def shrink_to_params(net: Network, limit: int, min_rank: int = 1) -> Network:
     """``net`` with rank indices removed until it has at most ``limit`` parameters.
 
-    Each step removes, by :func:`~tnmars.fitting.moves.shrink`, the index that loses the least
-    per parameter saved: the smallest singular value of a bond's local product squared (for
-    a hyperedge, the smallest component's weight squared), divided by the parameters its
-    removal saves. Raises ``ValueError`` when even every bond at ``min_rank`` exceeds ``limit``.
+    Each step removes one index from the largest bond (of those, the one whose removal saves
+    the most parameters), as :func:`~tnmars.fitting.proposals.within_budget` does for degrees
+    of freedom, by :func:`~tnmars.fitting.moves.shrink`, which drops that bond's least
+    important index. (Ranking bonds by their smallest singular value per parameter saved was
+    tried: outside a canonical form those values do not compare across bonds, and a TT start
+    lost its whole middle bond.) Raises ``ValueError`` when even every bond at ``min_rank``
+    exceeds ``limit``.
     """
     floor = max(min_rank, 1)
     smallest = smallest_params(net, floor)
@@ -77,32 +83,31 @@ def shrink_to_params(net: Network, limit: int, min_rank: int = 1) -> Network:
                          f"(every bond at rank {floor}) has {smallest:,}")
     while net.num_params > limit:
         bonds = net.bonds
-        cores = [np.asarray(net.backend_impl.to_numpy(c), dtype=np.float64) for c in net.cores]
-        cost = {}
-        for b, r in bonds.items():
-            if r > floor:
-                saved = net.num_params - net.num_params_at({b: r - 1})
-                cost[b] = _weakest(net, cores, b) / max(saved, 1)
-        net = shrink(net, min(cost, key=cost.__getitem__))
+        saving = {b: net.num_params - net.num_params_at({b: r - 1}) for b, r in bonds.items() if r > floor}
+        net = shrink(net, max(saving, key=lambda b: (bonds[b], saving[b])))
     return net
 
 
-def _weakest(net: Network, cores: list[np.ndarray], bond: str) -> float:
-    """What removing ``bond``'s least important index loses, squared: the smallest singular
-    value of the bond's local product (two cores), or the smallest component's weight (a
-    hyperedge), as :func:`~tnmars.fitting.moves.shrink` removes them."""
-    holders = net.terms_with(bond)
-    r = net.dims[bond]
-    if len(holders) == 2:
-        i, j = holders
-        a = np.moveaxis(cores[i], net.inputs[i].index(bond), -1).reshape(-1, r)
-        b = np.moveaxis(cores[j], net.inputs[j].index(bond), 0).reshape(r, -1)
-        ra = np.linalg.qr(a, mode="r")
-        rb = np.linalg.qr(b.T, mode="r")
-        s = np.linalg.svd(ra @ rb.T, compute_uv=False)
-        return float(s[-1] ** 2) if len(s) == r else 0.0
-    weight = np.ones(r)
-    for t in holders:
-        ax = net.inputs[t].index(bond)
-        weight = weight * np.sqrt(np.sum(cores[t] ** 2, axis=tuple(k for k in range(cores[t].ndim) if k != ax)))
-    return float(np.min(weight) ** 2)
+def descend_to_params(net: Network, data: FitData, criterion: Occam, limit: int, min_rank: int = 1,
+                      sweeps: int = 3) -> Network:
+    """``net`` brought within ``limit`` parameters by the data: each step tries one index
+    fewer on every bond (:func:`~tnmars.fitting.moves.shrink`, then ``sweeps`` ALS sweeps) and
+    keeps the candidate with the lowest MAP objective, until the network fits. Slower than
+    :func:`shrink_to_params` (a refit per bond per step), but it asks the data which bond
+    can best spare an index; :func:`tnmars.fit` starts its search within a budget this way."""
+    floor = max(min_rank, 1)
+    smallest = smallest_params(net, floor)
+    if smallest > limit:
+        raise ValueError(f"the budget allows {limit:,} parameters but the smallest {net.spec} network "
+                         f"(every bond at rank {floor}) has {smallest:,}")
+    while net.num_params > limit:
+        best = None
+        for bond, r in net.bonds.items():
+            if r <= floor:
+                continue
+            fitted, sse = als(shrink(net, bond), data, sweeps=sweeps)
+            objective = criterion.objective(sse, degrees_of_freedom(fitted.spec, fitted.dims))
+            if best is None or objective < best[0]:
+                best = (objective, fitted)
+        net = best[1]
+    return net

@@ -194,11 +194,17 @@ class RankSearch:
                 if len(uphill) > self.patience:
                     break
         best = self._prune(best)
-        return self._rewire(best) if self.exchanges else best
+        if self.exchanges and not self.stopped:
+            rewired = self._rewire(best)
+            if rewired is not best and not self.stopped:
+                return self.run(rewired.network)  # walk on from the rewired network
+            return rewired
+        return best
 
     def _rewire(self, best: Candidate) -> Candidate:
         """Exchanges: one index fewer on a bond and one more on another bond of a core it
-        touches, for every such pair that does not add degrees of freedom. A greedy walk from
+        touches, for every such pair that does not add degrees of freedom (with a budget: that
+        stays within it, where indices must be traded to be spent well). A greedy walk from
         rank 1 may close a loop through the wrong edge first and pay for it with extra
         indices elsewhere; no single +-1 step undoes that, one exchange does. Candidates get
         short refits, the most promising full ones; the first that lowers the objective is
@@ -215,7 +221,9 @@ class RankSearch:
                 for b in sorted(near):
                     dims = {**net.dims, a: ra - 1, b: bonds[b] + 1}
                     key = tuple(dims[c] for c in bonds)
-                    if key in net_seen or degrees_of_freedom(net.spec, dims) > best.dof:
+                    # without a budget only exchanges that lower the degrees of freedom (loops
+                    # closed through the wrong edge); within a budget, any that fits in it
+                    if key in net_seen or (self.max_params is None and degrees_of_freedom(net.spec, dims) > best.dof):
                         continue
                     small = shrink(net, a)
                     if not self._fits(small, {b: bonds[b] + 1}):

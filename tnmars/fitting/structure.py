@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from math import prod
 from typing import Any
 
 import numpy as np
@@ -38,11 +37,7 @@ from .api import fit
 from .graph import feasible_ranks
 from .result import FitResult
 
-__all__ = ["search", "StructureResult", "fctn_spec", "TEMPLATE_LIMIT"]
-
-#: largest parameter count of the fully connected template at the maximal ranks (its cores
-#: are allocated once; the search itself starts from rank 1 and stays far below)
-TEMPLATE_LIMIT = 1 << 22
+__all__ = ["search", "StructureResult", "fctn_spec", "topology_name"]
 #: the rank search's settings here: loops make ALS slow to settle, so refits run longer than
 #: :func:`tnmars.fit`'s, and exchanges rewire a loop closed through the wrong edge
 SELECTION = {"sweeps": 6, "full_sweeps": 100, "exchanges": True}
@@ -158,9 +153,9 @@ def search(
     Parameters
     ----------
     data: the tensor (NumPy, torch or CuPy), order 2 to 9.
-    max_rank: the largest rank of any edge. Default: the largest ``r <= max(data.shape)``
-        whose fully connected network at rank ``r`` holds at most ``TEMPLATE_LIMIT``
-        parameters (the search grows from rank 1 and never gets near it).
+    max_rank: the largest rank of any edge (default ``max(data.shape)``); every edge is also
+        capped at what it can use (:func:`~tnmars.fitting.graph.feasible_ranks`). The fully
+        connected network at these ranks is never built: the search grows from rank 1.
     observed: boolean mask of observed entries (tensor completion); default all.
     budget: at most this many parameters (``int``) or at least this compression (``"20x"``).
     prior_strength: ``c`` of the Occam criterion (1: BIC; larger prunes more).
@@ -187,7 +182,9 @@ def search(
     opens = spec.split("->")[1]
     caps = _max_rank(max_rank, spec, opens, shape)
     dims = {**dict(zip(opens, shape)), **caps}
-    template = Network(spec, dims, seed=0)
+    # the template only carries the graph and the maximal sizes: cores of zero strides, no memory
+    template = Network(spec, cores=[np.broadcast_to(np.zeros(()), tuple(dims[c] for c in term))
+                                    for term in spec.split("->")[0].split(",")])
     starts = positive_int(starts, "starts")
     rng = np.random.default_rng(seed)
     runs = []
@@ -207,33 +204,16 @@ def search(
     edges = {pairs[b]: r for b, r in ranks.items() if r > 1}
     edges = dict(sorted(edges.items()))
     res.settings["search"] = {"order": order, "max_rank": max(caps.values())}
-    return StructureResult(network=_without_vanished(res.network), edges=edges, topology=topology_name(order, edges),
-                           fit=res, order=order, bond_pairs=pairs)
+    name = "zero network (all-zero data)" if 0 in res.ranks else topology_name(order, edges)
+    return StructureResult(network=_without_vanished(res.network), edges=edges, topology=name, fit=res, order=order,
+                           bond_pairs=pairs)
 
 
 def _max_rank(max_rank: Any, spec: str, opens: str, shape: tuple[int, ...]) -> dict[str, int]:
-    """Every bond's cap: ``max_rank`` (or the default above), clipped to what each bond can use."""
-    bonds = [c for c in spec.split("->")[0] if c not in opens and c != ","]
-    bonds = list(dict.fromkeys(bonds))
-
-    def caps_at(r: int) -> dict[str, int]:
-        return feasible_ranks(spec, {**dict(zip(opens, shape)), **{b: r for b in bonds}})
-
-    def size(caps: dict[str, int]) -> int:
-        dims = {**dict(zip(opens, shape)), **caps}
-        return sum(prod(dims[c] for c in term) for term in spec.split("->")[0].split(","))
-
-    if max_rank is None:
-        r = max(shape)
-        while r > 1 and size(caps_at(r)) > TEMPLATE_LIMIT:
-            r -= 1
-        return caps_at(r)
-    r = positive_int(max_rank, "max_rank")
-    caps = caps_at(r)
-    if size(caps) > TEMPLATE_LIMIT:
-        raise ValueError(f"max_rank={r}: the fully connected network of order {len(shape)} at that rank has "
-                         f"{size(caps):,} parameters (more than {TEMPLATE_LIMIT:,}); give a smaller max_rank")
-    return caps
+    """Every bond's cap: ``max_rank`` (default ``max(shape)``), clipped to what each bond can use."""
+    r = max(shape) if max_rank is None else positive_int(max_rank, "max_rank")
+    bonds = list(dict.fromkeys(c for c in spec.split("->")[0] if c not in opens and c != ","))
+    return feasible_ranks(spec, {**dict(zip(opens, shape)), **{b: r for b in bonds}})
 
 
 def _without_vanished(net: Network) -> Network:
