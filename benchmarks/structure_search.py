@@ -515,14 +515,16 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="rebuild the tables from the saved rows")
     args = parser.parse_args()
     command = "python benchmarks/structure_search.py " + " ".join(sys.argv[1:])
-    rows = json.loads(ROWS.read_text()) if ROWS.exists() else []
     if not args.report:
         parts = ("recovery", "budgets", "image") if args.part == "all" else (args.part,)
-        rows = [r for r in rows if r["part"] not in parts]
         for part in parts:
-            rows += {"recovery": recovery_rows, "budgets": budget_rows, "image": image_rows}[part](args.quick)
-            ROWS.write_text(json.dumps(rows, indent=1))
+            new = {"recovery": recovery_rows, "budgets": budget_rows, "image": image_rows}[part](args.quick)
+            # re-read before writing: another part may have been run meanwhile
+            rows = json.loads(ROWS.read_text()) if ROWS.exists() else []
+            ROWS.write_text(json.dumps([r for r in rows if r["part"] != part] + new, indent=1))
+        rows = json.loads(ROWS.read_text())
         figures(rows)
+    rows = json.loads(ROWS.read_text()) if ROWS.exists() else []
     print(write_result("structure_search.md", report(rows, command)))
 
 
