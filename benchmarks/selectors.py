@@ -1,3 +1,4 @@
+# ruff: noqa: E402, I001  (the import path is set up first: see below)
 """tnmars.fit's rank selection against the classical selectors, family by family.
 
 A seeded suite: Tucker (orders 3-5), TT (orders 4-7), TR (orders 4-5), CP with correlated
@@ -323,9 +324,9 @@ def speed_section(repeats: int = 3) -> str:
     t = t + 0.1 * t.std() * rng.standard_normal(t.shape)
     cases.append(("TT 8^6, true (3,5,6,5,3), 20 dB, max rank 8", t, "tt", 8, (3, 5, 6, 5, 3),
                   lambda: B.fit_tt(t, (3, 5, 6, 5, 3))))
-    for name, data, fmt, m, true, oracle_fit in cases:
+    for name, data, fmt, m, _true, oracle_fit in cases:
         times = time_interleaved({
-            "tnmars": lambda: tnmars.fit(data, fmt, max_rank=m, progress=False, seed=0),
+            "tnmars": lambda data=data, fmt=fmt, m=m: tnmars.fit(data, fmt, max_rank=m, progress=False, seed=0),
             "oracle": oracle_fit,
         }, repeats=repeats, warmup=1)
         res = tnmars.fit(data, fmt, max_rank=m, progress=False, seed=0)
