@@ -32,6 +32,17 @@ __all__ = ["Candidate", "RankSearch"]
 PRUNE_BELOW = 1e-4
 
 
+def _feasible(net: Network) -> Network:
+    """Shrink every bond a smaller neighbour has made useless (a bond larger than the product
+    of a core's other indices), so no candidate carries an infeasible rank."""
+    while True:
+        caps = feasible_ranks(net.spec, net.dims)
+        over = [b for b, r in net.bonds.items() if r > caps[b]]
+        if not over:
+            return net
+        net = shrink(net, over[0])
+
+
 @dataclass
 class Candidate:
     """A fitted network with its squared error and MAP objective."""
@@ -103,13 +114,13 @@ class RankSearch:
         bonds = net.bonds
         for bond, r in bonds.items():
             if r > self.min_rank:
-                out.append((f"-{bond}", shrink(net, bond)))
+                out.append((f"-{bond}", _feasible(shrink(net, bond))))
             jump = (r - max(self.min_rank, 1)) // 4
             if jump >= 2:  # far above where the data seem to be: also try a quarter of the way down
                 smaller = net
                 for _ in range(jump):
                     smaller = shrink(smaller, bond)
-                out.append((f"-{jump}{bond}", smaller))
+                out.append((f"-{jump}{bond}", _feasible(smaller)))
         residual = None
         for bond, r in bonds.items():
             if self._fits(net, {bond: r + 1}):
@@ -205,7 +216,7 @@ class RankSearch:
                              for j in range(r)]
                     start = min(tried, key=lambda c: c.objective).network
                 else:
-                    start = shrink(best.network, bond)
+                    start = _feasible(shrink(best.network, bond))
                 cand = self.evaluate(start, self.final_sweeps, f"-{bond}")
                 if cand.objective < best.objective:
                     best = cand
