@@ -1,16 +1,21 @@
-"""Local search over ranks: from a proposal, add or remove one rank index at a time while the
-MAP criterion improves.
+"""Local search over ranks: from a proposal, add or remove rank indices while the MAP
+criterion improves.
 
-Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`; a
-quarter of the rank fewer as well when the rank is large, so a generous start comes down in
-few steps) and one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the caller's maximal
-ranks), refits each candidate by a few ALS sweeps and moves to the best candidate if it lowers
-the objective. A short refit only over-estimates a candidate's error (ALS never increases it),
-so a candidate that already wins is a real improvement; when none wins after the short
-refits, the most promising ones are refitted fully before the search stops. Rank vectors
-already evaluated are not evaluated again. This is greedy rank adaptation for arbitrary
-networks (Hashemizadeh et al., "Adaptive Learning of Tensor Network Structures") with
-removals as well as additions, under one Bayesian criterion.
+Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`; also
+a quarter of the rank fewer when the rank is large, so a generous start comes down in few
+steps) and one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the
+caller's maximal ranks and the degrees of freedom the criterion trusts), refits each
+candidate by a few ALS sweeps and moves to the best one if it lowers the objective. A short
+refit only over-estimates a candidate's error (ALS never increases it), so a candidate that
+already wins is a real improvement. When none wins, the most promising ones are refitted
+fully; the search may then walk on through up to ``patience`` steps that do not pay alone
+(a weak component may need indices on several bonds before it pays). On nearly exact data a
+last pass tries every removal again with refits run to convergence. The best network seen
+is returned; rank vectors already evaluated are not evaluated again by the walk.
+
+This is greedy rank adaptation for arbitrary networks (Hashemizadeh et al., "Adaptive
+Learning of Tensor Network Structures") with removals as well as additions, under one
+Bayesian criterion.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from .moves import grow, shrink
 from .solvers import FitData, als
 
 __all__ = ["Candidate", "RankSearch"]
+
 #: the last removal pass runs when the best fit's mean squared error (data at unit mean
 #: square) is below this: nearly exact data, where refits must converge far
 PRUNE_BELOW = 1e-4
