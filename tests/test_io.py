@@ -37,7 +37,7 @@ def test_round_trip_every_backend(tmp_path, backend, suffix, dtype):
     for net in (
         Network.tucker((3, 4, 5), (2, 3, 2), seed=0, backend=backend, dtype=dtype, device=device),
         Network.tt_matrix((2, 3), (4, 2), 3, seed=1, backend=backend, dtype=dtype, device=device),
-        Network("ab,bc,cd,da->", ranks=2, seed=2, backend=backend, dtype=dtype, device=device),
+        Network("ab,bc,cd,da->", dims=dict.fromkeys("abcd", 2), seed=2, backend=backend, dtype=dtype, device=device),
     ):
         path = tnmars.save(net, tmp_path / f"net{suffix}")
         back = tnmars.load(path)
@@ -150,6 +150,11 @@ def test_metadata_changed_after_saving_is_detected(tmp_path):
         arrays = {k: data[k] for k in data.files}
     meta = json.loads(arrays["__tnmars_metadata__"].tobytes())
     meta["spec"] = "bA,aA->ab"  # transposes the result: silently wrong if undetected
+    arrays["__tnmars_metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "forged.npz", **arrays)
+    with pytest.raises(tio.FileFormatError, match="invalid metadata"):  # shapes disagree with dims
+        tnmars.load(tmp_path / "forged.npz")
+    meta["spec"], meta["dims"] = "bA,aA->ab", {"a": 4, "b": 3, "A": 2}  # consistent, but not what was signed
     arrays["__tnmars_metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(tmp_path / "forged.npz", **arrays)
     with pytest.raises(tio.FileFormatError, match="integrity"):
