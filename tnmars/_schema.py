@@ -124,10 +124,10 @@ def network(meta: Any, claims: _Claims, what: str = "the network") -> dict:
     for index, size in dims.items():
         _int(size, f"{what}'s size of index {index!r}", 0 if index in parsed.bonds else 1)
     backend = meta["backend"]
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         _fail(f"{what}'s backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     dtype = meta["dtype"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         _fail(f"{what}'s dtype must be one of {', '.join(sorted(DTYPES))}; got {dtype!r}")
     device = _text(meta["device"], f"{what}'s device", 100)
     if backend == "numpy" and device != "cpu":
@@ -178,6 +178,8 @@ def _conform(value: Any, tp: Any, what: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(f"{what} must be a number; got {type(value).__name__}")
+        if value != value:
+            _fail(f"{what} is NaN; no tnmars result holds NaN")
         return float(value)
     if tp is str:
         return _text(value, what)
@@ -254,6 +256,8 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
     bonds = main["bonds"]
     ranks_type = fit["ranks_type"]
     ranks = fit["ranks"]
+    if not isinstance(ranks_type, str):
+        _fail(f"the fit result's ranks_type must be 'tuple' or 'dict'; got {type(ranks_type).__name__}")
     if ranks_type == "tuple":
         if not isinstance(ranks, list) or len(ranks) != len(bonds):
             _fail(f"the fit result's ranks must list {len(bonds)} integers (one per bond)")
@@ -316,7 +320,7 @@ def validate(meta: Any, arrays: Mapping[str, ArrayEntry], where: str, fit_class=
         if "hmac_sha256" in meta and (not isinstance(meta["hmac_sha256"], str) or not _HEX64.fullmatch(meta["hmac_sha256"])):
             _fail("hmac_sha256 must be 64 hexadecimal digits")
         kind = meta["kind"]
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             _fail(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
         if (kind == "fit_result") != ("fit" in meta):
             _fail("a fit result needs its 'fit' entry, and only a fit result has one")
