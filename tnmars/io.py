@@ -315,7 +315,7 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
             np.savez_compressed(fh, **{_META_KEY: blob}, **arrays)
 
     write_atomic(path, write)
-    _log.debug("saved %s %s (%d arrays%s)", kind, path, len(arrays), ", HMAC-signed" if mac else "")
+    _log.info("saved %s %s (%d arrays%s)", kind, path, len(arrays), ", HMAC-signed" if mac else "")
     return path
 
 
@@ -428,7 +428,7 @@ def _load(path: Any, backend: str | None, device: str | None, dtype: Any, key: A
         obj: Any = net
     else:
         obj = _build_fit_result(meta["fit"], arrays, net, fields, where, backend, device, dtype)
-    _log.debug("loaded %s %s (%s verified)", meta["kind"], path, meta["integrity"])
+    _log.info("loaded %s %s (%s verified)", meta["kind"], path, meta["integrity"])
     return obj, meta
 
 
