@@ -102,10 +102,12 @@ class Network:
     cores:
         Arrays to use as cores (otherwise they are drawn at random, see below).
     backend, dtype, device:
-        Where new random cores live (``"numpy"``, ``"torch"`` or ``"cupy"``). With ``cores``
-        given, the backend is read from them.
+        Where new random cores live (``"numpy"``, ``"torch"`` or ``"cupy"``); ``dtype`` is a
+        floating type, named or given as a NumPy or torch dtype. With ``cores`` given, the
+        backend is read from them, and cores may hold any numbers (bool, int, float, complex).
     seed, scale:
-        Random initialisation: every core is i.i.d. ``N(0, s^2)`` with
+        Random initialisation (``seed``: an int or a NumPy ``Generator``; ``scale``: a finite
+        number > 0): every core is i.i.d. ``N(0, s^2)`` with
         ``s = (scale / sqrt(prod of all bond sizes)) ** (1 / number of cores)``. Entries of
         the contracted tensor then have standard deviation exactly ``scale`` whatever the
         topology and ranks (the terms of the sum over bond indices are uncorrelated).
@@ -117,7 +119,10 @@ class Network:
     A *bond* is an index carried by two or more cores and absent from the output (three or
     more: a hyperedge such as CP's rank). ``ranks`` lists the bond sizes in the order of
     :attr:`bonds`. Bonds of size 0 are legal (a pruned network whose mask closed); the
-    network is then identically zero.
+    network is then identically zero. Sizes are integers (bools, floats and strings are a
+    ``TypeError``). Bonds sized by ``ranks=`` are clipped, with a warning, to what they can
+    use: no more than the product of the other indices of a core they join, nor than the
+    number of entries of the whole tensor (larger bonds cannot represent anything more).
     """
 
     def __init__(
@@ -131,7 +136,7 @@ class Network:
         backend: str | None = None,
         dtype: str = "float64",
         device: str | None = None,
-        seed: int | None = None,
+        seed: int | np.random.Generator | None = None,
         scale: float = 1.0,
         optimize: str = "auto",
     ) -> None:
@@ -506,6 +511,12 @@ class Network:
         floats and bools take the core's floating dtype, so a float32 network stays float32."""
         be = self._backend
         if be.is_array(mask):
+            try:
+                numeric = np.dtype(be.dtype_name(mask)).kind in "biufc"
+            except TypeError:  # a framework-only float such as torch's bfloat16
+                numeric = True
+            if not numeric:
+                raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {be.dtype_name(mask)}")
             return mask
         if not hasattr(mask, "shape"):
             try:

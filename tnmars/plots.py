@@ -304,6 +304,9 @@ def plot_sweep(
             raise ValueError(f"series {name!r}: params and errors must be non-empty and of equal length")
         if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
             raise ValueError(f"series {name!r}: params and errors must be finite numbers (no NaN or Inf)")
+        if (logx and (xs <= 0).any()) or (logy and (ys <= 0).any()):
+            axis = "params" if logx and (xs <= 0).any() else "errors"
+            raise ValueError(f"series {name!r}: {axis} must be positive on a log scale (pass logx=False / logy=False)")
         order = np.argsort(xs)
         ax.plot(xs[order], ys[order], marker="o", label=name or None)
         if labels is not None and len(series) == 1:
