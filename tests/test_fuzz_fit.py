@@ -21,7 +21,7 @@ from tnmars import Network
 pytestmark = pytest.mark.skip(reason="enabled when issue 11 lands (tnmars.fit is being rewritten)")
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FAST = {"steps": 30, "progress": False, "seed": 0}
+FAST = {"progress": False, "seed": 0}
 
 
 def _data(seed: int = 0) -> np.ndarray:
@@ -69,7 +69,8 @@ def test_zero_data_with_learned_noise_is_a_clear_error_or_a_zero_result():
     ({"dtype": "float16"}, None),  # 40 overflow warnings, then rank 0: refuse or fit properly
     ({"max_rank": 10**9}, True),  # MemoryError: clip to the feasible rank
     ({"seed": True}, False),
-    ({"steps": 2.0}, False),
+    ({"relaxation": {"steps": 2.0}, "prior": "bernoulli"}, False),
+    ({"prior_strength": math.inf}, False),
 ])
 def test_fit_options_are_accepted_or_refused_at_the_door(kwargs, ok):
     options = {**FAST, **kwargs}
@@ -105,7 +106,7 @@ def test_tiny_torch_fits_run_on_one_thread():
 
 def test_progress_bar_respects_tqdm_disable(monkeypatch, capsys):
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    tnmars.fit(_data(), "tucker", max_rank=3, steps=30, seed=0)
+    tnmars.fit(_data(), "tucker", max_rank=3, seed=0)
     assert "it/s" not in capsys.readouterr().err
 
 
