@@ -178,8 +178,6 @@ def _conform(value: Any, tp: Any, what: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(f"{what} must be a number; got {type(value).__name__}")
-        if value != value:
-            _fail(f"{what} is NaN; no tnmars result holds NaN")
         return float(value)
     if tp is str:
         return _text(value, what)
@@ -229,6 +227,14 @@ def result_fields(cls: type) -> tuple[dict[str, Any], set[str]]:
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             required.add(f.name)
     return types_, required
+
+
+def _conform_ok(value: Any, tp: Any) -> bool:
+    try:
+        _conform(value, tp, "value")
+    except SchemaError:
+        return False
+    return True
 
 
 def _is_network_type(tp: Any) -> bool:
@@ -294,8 +300,11 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
         if field_types and name not in field_types:
             _fail(f"the fit result has a field {name!r} that {cls.__name__} does not have")
         tp = field_types.get(name, Any)
-        if _is_network_type(tp):
-            _fail(f"the fit result's field {name!r} must be a network")
+        if _is_network_type(tp):  # stored under "networks"; here only an absent one (None) may appear
+            if value is not None or not _conform_ok(None, tp):
+                _fail(f"the fit result's field {name!r} must be a network")
+            decoded[name] = None
+            continue
         decoded[name] = _conform(unjson(value), tp, f"the fit result's {name}")
     missing = sorted(required - RESERVED_FIELDS - set(decoded) - set(networks))
     if missing:
