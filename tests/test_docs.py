@@ -147,9 +147,7 @@ def test_navigation_and_titles_are_for_readers(site):
         titles.setdefault(title, []).append(name)
         labels = re.findall(r'class="md-ellipsis">\s*([^<]*?)\s*</span>', html)
         assert not [t for t in labels if re.search(r"\(issue \d", t)], (name, labels)
-        # tnmars/fitting.py's docstring (issue 11 rewrites it) is the one page still citing DESIGN.md
-        if name != "api/fit/index.html":
-            assert "DESIGN.md" not in html, name
+        assert "DESIGN.md" not in html, name  # an internal document, not part of the project
     duplicates = {t: n for t, n in titles.items() if len(n) > 1}
     assert not duplicates, duplicates
 
