@@ -18,14 +18,16 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# this folder last on the path: benchmarks/selectors.py must not shadow the standard library's
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import machine_line, markdown_table, write_result  # noqa: E402
 
 import tnmars  # noqa: E402
-from tnmars.backends.torch_backend import SMALL_WORK_FLOPS, cpu_threads_for  # noqa: E402
+from tnmars.backends.torch_backend import SMALL_WORK_FLOPS, cpu_threads_for, machine_busy  # noqa: E402
 
 CASES = [((4, 5, 6), 3), ((8, 8, 8), 4), ((16, 16, 16), 8), ((32, 32, 32), 12), ((48, 48, 48), 16),
          ((64, 64, 64), 24), ((96, 96, 96), 32)]
@@ -76,15 +78,16 @@ def main(argv=None) -> int:
             for threads, sink in order:
                 sink.append(_time(step, threads, steps))
         t1, tn = statistics.median(one), statistics.median(many)
+        busy = machine_busy()
         with cpu_threads_for(flops) as chosen:
             pass
         rows.append(["x".join(map(str, shape)) + f" rank {rank}", f"{flops:,}", f"{1e3 * t1:.3f}",
-                     f"{1e3 * tn:.3f}", f"{tn / t1:.2f}x", chosen])
+                     f"{1e3 * tn:.3f}", f"{tn / t1:.2f}x", f"{chosen}{' (busy)' if busy else ''}", f"{os.getloadavg()[0]:.1f}"])
         print(rows[-1], flush=True)
     torch.set_num_threads(default)
     table = markdown_table(
         ["Tucker network", "FLOPs (forward)", "ms/step, 1 thread", f"ms/step, {default} threads (default)",
-         "default / 1 thread", "cpu_threads_for picks"], rows)
+         "default / 1 thread", "cpu_threads_for picks", "load average"], rows)
     text = "\n".join([
         "# Torch CPU threads against problem size",
         "",
@@ -95,7 +98,9 @@ def main(argv=None) -> int:
         f"one thread and with torch's default, alternating, median of {rounds} rounds. A ratio above 1",
         "means the default thread pool is slower than one thread. The machine was shared with other",
         "jobs, which is the situation where idle pool threads hurt most; compare within a row only.",
-        f"`cpu_threads_for` uses one thread below {SMALL_WORK_FLOPS:,} FLOPs per contraction.",
+        f"`cpu_threads_for` uses one thread below {SMALL_WORK_FLOPS:,} FLOPs per contraction, and at any size",
+        "while the load average fills every CPU (\"busy\"); the last column is the 1-minute load average when",
+        "the row was measured.",
         "",
         table,
     ])

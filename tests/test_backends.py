@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import tnmars.backends.torch_backend as tb  # noqa: E402
 from tnmars.backends import get_backend  # noqa: E402
 from tnmars.backends.torch_backend import SMALL_WORK_FLOPS, cpu_threads_for  # noqa: E402
 
@@ -23,7 +24,8 @@ def test_boolean_matmul_matches_numpy():
     np.testing.assert_array_equal(mixed.numpy(), np.matmul(a[0], np.ones((5, 2))))
 
 
-def test_small_work_runs_on_one_thread_and_restores_the_setting():
+def test_small_work_runs_on_one_thread_and_restores_the_setting(monkeypatch):
+    monkeypatch.setattr(tb, "machine_busy", lambda: False)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -40,6 +42,20 @@ def test_small_work_runs_on_one_thread_and_restores_the_setting():
         with pytest.raises(RuntimeError), cpu_threads_for(1e3):
             raise RuntimeError("the setting comes back after an error too")
         assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_busy_machine_gets_one_thread_at_any_size(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(tb, "machine_busy", lambda: True)
+        with cpu_threads_for(10 * SMALL_WORK_FLOPS) as n:
+            assert n == 1
+        monkeypatch.setattr(tb, "machine_busy", lambda: False)
+        with cpu_threads_for(10 * SMALL_WORK_FLOPS) as n:
+            assert n == 2
     finally:
         torch.set_num_threads(before)
 

@@ -1,13 +1,14 @@
 """PyTorch backend: CPU and CUDA, gradients by autograd.
 
 :func:`cpu_threads_for` is the one place that decides how many intra-op threads torch may
-use on the CPU: small contractions run on one thread, because waking a thread pool costs
-more than the work (and on a machine busier than its cores, far more; see
-``benchmarks/torch_threads.py``).
+use on the CPU: small contractions, and any contraction on a machine already busier than
+its cores, run on one thread, because there a thread pool costs more than it saves (7x to
+52x slower in ``benchmarks/results/torch_threads.md``).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,6 +30,17 @@ def _import_torch():
 #: away from problems far too small to feed it
 SMALL_WORK_FLOPS = 2**24
 
+
+def machine_busy() -> bool:
+    """Whether the last minute's load average already fills every CPU this process may use
+    (then extra threads only queue behind other work). False where the system cannot say."""
+    try:
+        load = os.getloadavg()[0]
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    except (AttributeError, OSError):
+        return False
+    return load >= cpus
+
 _threads_lock = threading.Lock()
 _threads_depth = 0
 _threads_saved: int | None = None
@@ -37,7 +49,8 @@ _threads_saved: int | None = None
 @contextlib.contextmanager
 def cpu_threads_for(flops: float, device: Any = "cpu") -> Iterator[int]:
     """Run the body with as many torch CPU threads as work of ``flops`` FLOPs per
-    contraction pays for: one below :data:`SMALL_WORK_FLOPS`, torch's setting otherwise.
+    contraction pays for: one below :data:`SMALL_WORK_FLOPS` or when :func:`machine_busy`,
+    torch's setting otherwise.
 
     Yields the thread count in force. Nested uses keep the outermost choice; CUDA devices
     are left alone. ``torch.set_num_threads`` is process-wide, so the body should be the
@@ -49,7 +62,7 @@ def cpu_threads_for(flops: float, device: Any = "cpu") -> Iterator[int]:
     """
     global _threads_depth, _threads_saved
     torch = _import_torch()
-    if str(device).startswith("cuda") or flops >= SMALL_WORK_FLOPS:
+    if str(device).startswith("cuda") or (flops >= SMALL_WORK_FLOPS and not machine_busy()):
         yield torch.get_num_threads()
         return
     with _threads_lock:
