@@ -2,8 +2,8 @@
 
 :func:`cpu_threads_for` is the one place that decides how many intra-op threads torch may
 use on the CPU: small contractions, and any contraction on a machine already busier than
-its cores, run on one thread, because there a thread pool costs more than it saves (7x to
-52x slower in ``benchmarks/results/torch_threads.md``).
+its cores, run on one thread, because there a thread pool costs more than it saves (3x to
+24x slower at every size in ``benchmarks/results/torch_threads.md``, a busy 2-core machine).
 """
 from __future__ import annotations
 
