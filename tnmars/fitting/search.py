@@ -1,8 +1,9 @@
 """Local search over ranks: from a proposal, add or remove one rank index at a time while the
 MAP criterion improves.
 
-Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`) and
-one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the caller's maximal
+Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`; a
+quarter of the rank fewer as well when the rank is large, so a generous start comes down in
+few steps) and one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the caller's maximal
 ranks), refits each candidate by a few ALS sweeps and moves to the best candidate if it lowers
 the objective. A short refit only over-estimates a candidate's error (ALS never increases it),
 so a candidate that already wins is a real improvement; when none wins after the short
@@ -25,11 +26,7 @@ from .graph import degrees_of_freedom, feasible_ranks
 from .moves import grow, shrink
 from .solvers import FitData, als
 
-__all__ = ["Candidate", "RankSearch", "MAX_DOF_SHARE"]
-
-#: no candidate may have more degrees of freedom than this share of the observations: near
-#: ``D = N`` a fit interpolates the data and the profile likelihood loses its meaning
-MAX_DOF_SHARE = 0.5
+__all__ = ["Candidate", "RankSearch"]
 #: the last removal pass runs when the best fit's mean squared error (data at unit mean
 #: square) is below this: nearly exact data, where refits must converge far
 PRUNE_BELOW = 1e-4
@@ -93,7 +90,7 @@ class RankSearch:
         trial.update(grown)
         if any(r > self.max_ranks.get(b, r) for b, r in grown.items()):
             return False
-        if degrees_of_freedom(net.spec, trial) > MAX_DOF_SHARE * self.criterion.n_obs:
+        if degrees_of_freedom(net.spec, trial) > self.criterion.max_dof:
             return False
         caps = feasible_ranks(net.spec, trial)
         return all(caps[b] >= r for b, r in grown.items())
@@ -107,6 +104,12 @@ class RankSearch:
         for bond, r in bonds.items():
             if r > self.min_rank:
                 out.append((f"-{bond}", shrink(net, bond)))
+            jump = (r - max(self.min_rank, 1)) // 4
+            if jump >= 2:  # far above where the data seem to be: also try a quarter of the way down
+                smaller = net
+                for _ in range(jump):
+                    smaller = shrink(smaller, bond)
+                out.append((f"-{jump}{bond}", smaller))
         residual = None
         for bond, r in bonds.items():
             if self._fits(net, {bond: r + 1}):
