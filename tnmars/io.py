@@ -59,6 +59,9 @@ KEY_ENV = "TNMARS_SIGNING_KEY"
 _MAGIC = "tnmars"
 _META_KEY = META_KEY
 _SUFFIXES = (".npz", ".safetensors")
+#: NumPy dtypes the safetensors format has a code for (no complex128, for one)
+_SAFETENSORS_DTYPES = frozenset({"bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+                                 "float16", "float32", "float64", "complex64"})
 _log = logging.getLogger(__name__)
 
 
@@ -305,6 +308,10 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
     text = json.dumps(meta)
     if path.suffix.lower() == ".safetensors":
         st_numpy = safetensors_module().numpy
+        for name, arr in arrays.items():
+            if arr.dtype.name not in _SAFETENSORS_DTYPES:
+                raise TypeError(f"array {name!r} has dtype {arr.dtype}, which .safetensors files cannot hold; "
+                                "save to a .npz path instead")
 
         def write(tmp: Path, fh) -> None:
             fh.write(st_numpy.save(arrays, metadata={_META_KEY: text}))
