@@ -50,7 +50,11 @@ def _clean_failure(err: BaseException) -> None:
 
 
 def _finite(x) -> bool:
-    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    if hasattr(x, "detach"):  # torch (bfloat16 has no NumPy dtype)
+        import torch
+
+        return bool(torch.isfinite(x.detach()).all()) if x.is_floating_point() or x.is_complex() else True
+    arr = np.asarray(x)
     return arr.dtype.kind not in "fc" or bool(np.isfinite(arr).all())
 
 
