@@ -188,6 +188,8 @@ def _npy_header(fh, where: str, member: str) -> tuple[np.dtype, tuple[int, ...]]
             shape, fortran, dtype = fmt.read_array_header_2_0(fh, max_header_size=10000)
         else:
             raise ValueError(f"unsupported .npy version {version}")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # the zip itself is damaged
+        raise _corrupted(where, err) from None
     except (*_BAD_ZIP, SyntaxError, TypeError) as err:
         raise FileFormatError(f"{where}: member {member!r} has an unreadable array header ({err})") from None
     if dtype.hasobject:
@@ -266,6 +268,8 @@ def _list_npz(zf: zipfile.ZipFile, where: str, limit: int, max_bytes: int | None
                     _read_into(s, arr, where, name, lambda b: None)
                     feed(memoryview(arr.astype(dtype.newbyteorder("<")).reshape(-1)).cast("B"))
                     return arr
+            except FileFormatError:
+                raise
             except _BAD_ZIP as err:
                 raise _corrupted(where, err) from None
 
@@ -286,6 +290,8 @@ def open_npz(path: Path, where: str, limit: int, max_bytes: int | None) -> Itera
                 raise FileFormatError(f"{where} lists {end[zipfile._ECD_ENTRIES_TOTAL]:,} members; not a tnmars file")
             zf = zipfile.ZipFile(fh)
             listing = _list_npz(zf, where, limit, max_bytes)
+        except FileFormatError:  # a ValueError too: not to be wrapped as "corrupted"
+            raise
         except _BAD_ZIP as err:
             raise _corrupted(where, err) from None
         with zf:
