@@ -1,7 +1,6 @@
 """Fuzzing ``tnmars.fit``: the reproducers of issue 14 and the laws they break.
 
-Skipped until issue 11 (the ``tnmars/fit/`` package) lands: ``fit`` is being rewritten and
-these are the checks its new version must pass. The laws are those of ``test_fuzz.py``:
+The laws are those of ``test_fuzz.py``:
 every failure is a ``ValueError`` / ``TypeError`` with a message, no result is silently NaN,
 and the selected ranks and the relative error do not depend on the data's scale.
 """
@@ -17,8 +16,6 @@ from hypothesis import strategies as st
 
 import tnmars
 from tnmars import Network
-
-pytestmark = pytest.mark.skip(reason="enabled when issue 11 lands (tnmars.fit is being rewritten)")
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = {"progress": False, "seed": 0}
