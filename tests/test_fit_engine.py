@@ -37,7 +37,7 @@ def test_every_core_update_is_the_exact_least_squares_solution(data):
     y = rng.standard_normal(net.shape)
     observed = rng.random(net.shape) < 0.7
     cores = [np.array(c) for c in net.cores]
-    for k, layout in enumerate(pieces_without(net.inputs, net.output)):
+    for layout in pieces_without(net.inputs, net.output):
         full = _CoreSolver(net.inputs, net.output, layout, FitData.from_arrays(y))
         E = _design_matrix(full, cores)
         best = np.sum((E @ np.linalg.lstsq(E, y.ravel(), rcond=None)[0] - y.ravel()) ** 2)

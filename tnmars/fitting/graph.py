@@ -13,7 +13,7 @@ topology: chains, rings, trees, grids and hyperedges (CP's shared rank).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
@@ -62,6 +62,22 @@ class CoreLayout:
     separable: bool
 
 
+def _components(nodes: list[int], groups) -> Callable[[int], int]:
+    """Union-find over ``nodes`` joined within every group; returns the root-of function."""
+    parent = {c: c for c in nodes}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for group in groups:
+        for c in group[1:]:
+            parent[find(c)] = find(group[0])
+    return find
+
+
 @lru_cache(maxsize=512)
 def pieces_without(inputs: tuple[str, ...], output: str) -> tuple[CoreLayout, ...]:
     """The :class:`CoreLayout` of every core of the einsum graph ``inputs -> output``."""
@@ -69,22 +85,11 @@ def pieces_without(inputs: tuple[str, ...], output: str) -> tuple[CoreLayout, ..
     all_indices = set("".join(inputs)) | set(output)
     for k, term in enumerate(inputs):
         others = [c for c in range(len(inputs)) if c != k]
-        # union-find over the other cores, joined by any index they share
-        parent = {c: c for c in others}
-
-        def find(c: int) -> int:
-            while parent[c] != c:
-                parent[c] = parent[parent[c]]
-                c = parent[c]
-            return c
-
         owners: dict[str, list[int]] = {}
         for c in others:
             for ch in inputs[c]:
                 owners.setdefault(ch, []).append(c)
-        for cs in owners.values():
-            for c in cs[1:]:
-                parent[find(c)] = find(cs[0])
+        find = _components(others, owners.values())
         open_axes = tuple(i for i, ch in enumerate(term) if ch in output)
         separable = all(not owners.get(term[i]) for i in open_axes)
         groups: dict[int, list[int]] = {}
@@ -184,18 +189,20 @@ def bond_degree(spec: str, bond: str) -> int:
     return len(parse_spec(spec).terms_with(bond))
 
 
-def _bridge_sides(inputs: tuple[str, ...], output: str, bond: str) -> tuple[set[int], set[int]] | None:
-    """The two sets of cores a 2-core bond separates, or ``None`` when the bond lies on a loop."""
+def _cut_sides(inputs: tuple[str, ...], bond: str, also: str | None = None) -> tuple[set[int], set[int]] | None:
+    """The two sets of cores that removing ``bond`` (and ``also``, if given) separates, or
+    ``None`` when the cores holding ``bond`` stay connected."""
     holders = [k for k, t in enumerate(inputs) if bond in t]
     if len(holders) != 2:
         return None
+    removed = {bond} if also is None else {bond, also}
     start, goal = holders
     seen = {start}
     stack = [start]
-    while stack:  # walk the graph without this bond: reaching the other end means a loop
+    while stack:  # walk the graph without the removed bonds: reaching the other end means a loop
         c = stack.pop()
         for k, t in enumerate(inputs):
-            if k not in seen and (set(t) & set(inputs[c])) - {bond}:
+            if k not in seen and (set(t) & set(inputs[c])) - removed:
                 seen.add(k)
                 stack.append(k)
     if goal in seen:
@@ -203,12 +210,30 @@ def _bridge_sides(inputs: tuple[str, ...], output: str, bond: str) -> tuple[set[
     return seen, set(range(len(inputs))) - seen
 
 
+@lru_cache(maxsize=512)
+def _cuts(inputs: tuple[str, ...], output: str, bond: str) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+    """The open modes on either side of every cut made of ``bond`` alone (a bridge) or of
+    ``bond`` and one other edge (``bond`` on a loop, e.g. two bonds of a ring)."""
+    out = []
+    edges = [c for c in dict.fromkeys("".join(inputs)) if c not in output
+             and sum(c in t for t in inputs) == 2]
+    for also in [None] + [c for c in edges if c != bond]:
+        sides = _cut_sides(inputs, bond, also)
+        if sides is not None:
+            out.append(tuple(frozenset(c for k in side for c in inputs[k] if c in output) for side in sides))
+            if also is None:
+                break  # a bridge: its own cut is the tightest
+    return tuple(out)
+
+
 def feasible_ranks(spec: str, dims: Mapping[str, int], max_rank: Mapping[str, int] | None = None) -> dict[str, int]:
     """The largest useful size of every bond, given the other sizes in ``dims``.
 
-    A bond larger than the product of a core's other indices, or (for a bond that splits
-    the network in two) than the product of the open modes on either side, adds parameters
-    but no expressive power: such ranks are clipped, repeatedly, until every bond fits.
+    A bond larger than the product of a core's other indices, or than the product of the
+    open modes on either side of a cut through it (the bond alone when it splits the network
+    in two; the bond and one other edge when it lies on a loop, as in a ring), adds
+    parameters but no expressive power: such ranks are clipped, repeatedly, until every bond
+    fits.
     Hyperedges (CP) are bounded by the volume of the tensor over its largest mode.
     """
     parsed = parse_spec(spec)
@@ -227,10 +252,8 @@ def feasible_ranks(spec: str, dims: Mapping[str, int], max_rank: Mapping[str, in
                 for k in holders:
                     term = parsed.inputs[k]
                     bound = min(bound, prod(sizes[c] for c in term if c != b))
-                sides = _bridge_sides(parsed.inputs, parsed.output, b)
-                if sides is not None:
-                    for side in sides:
-                        opens = {c for k in side for c in parsed.inputs[k] if c in parsed.output}
+                for sides in _cuts(parsed.inputs, parsed.output, b):
+                    for opens in sides:
                         bound = min(bound, prod(sizes[c] for c in opens))
             else:
                 largest = max((sizes[c] for c in parsed.output), default=1)
