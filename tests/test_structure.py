@@ -1,6 +1,7 @@
 """Structure search on a fully connected network: the spec, the naming of graphs, recovery of
 known topologies, the pruned network, budgets, backends and the drawing."""
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -162,6 +163,31 @@ def test_the_discovered_graph_is_drawn(tmp_path):
     assert texts[2:] == ["0 (5)", "1 (6)", "2 (5)"]
     assert ax.get_title() == "chain 0-1-2"
     assert (tmp_path / "graph.png").stat().st_size > 1000
+
+
+def _segments_cross(a, b, c, d) -> bool:
+    def side(p, q, r):
+        return np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+
+
+@pytest.mark.parametrize("edges, order", [
+    ({(0, 2): 2, (1, 2): 3, (1, 3): 2}, 4),                     # chain 0-2-1-3
+    ({(0, 3): 2, (3, 1): 2, (1, 4): 2, (4, 2): 2, (2, 0): 2}, 5),  # ring 0-3-1-4-2
+    ({(2, 5): 2, (5, 0): 3, (0, 4): 2, (4, 1): 2, (1, 3): 2}, 6),  # chain 2-5-0-4-1-3
+])
+def test_chains_and_rings_are_drawn_without_crossings(edges, order):
+    """Nodes placed in mode order drew the chain 0-2-1-3 as a cross, its two rank labels on
+    top of each other at the centre."""
+    from tnmars.plots import plot_topology
+
+    ax = plot_topology(edges, order).axes[0]
+    segments = [np.column_stack(line.get_data()) for line in ax.lines]
+    assert len(segments) == len(edges)
+    for s, t in itertools.combinations(segments, 2):
+        assert not _segments_cross(s[0], s[1], t[0], t[1])
+    labels = [t.get_position() for t in ax.texts[:len(edges)]]
+    assert min(math.dist(p, q) for p, q in itertools.combinations(labels, 2)) > 0.2
 
 
 @pytest.mark.parametrize("edges, order, match", [

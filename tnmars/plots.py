@@ -328,6 +328,34 @@ def plot_sweep(
     return _finish(fig, path, dpi)
 
 
+def _circle_order(order: int, pairs: Mapping[tuple[int, int], int]) -> list[int]:
+    """The cores in depth-first order, each part from its smallest end (a node of least
+    degree), neighbours by number; lone cores last.
+
+    >>> _circle_order(4, {(0, 2): 2, (1, 2): 3, (1, 3): 2})
+    [0, 2, 1, 3]
+    """
+    adj: dict[int, list[int]] = {k: [] for k in range(order)}
+    for i, j in pairs:
+        adj[i].append(j)
+        adj[j].append(i)
+    seen: set[int] = set()
+    out: list[int] = []
+    linked = [k for k in range(order) if adj[k]]
+    for root in sorted(linked, key=lambda k: (len(adj[k]), k)) + [k for k in range(order) if not adj[k]]:
+        if root in seen:
+            continue
+        stack = [root]
+        while stack:
+            k = stack.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            out.append(k)
+            stack.extend(sorted((m for m in adj[k] if m not in seen), reverse=True))
+    return out
+
+
 def plot_topology(
     edges: Mapping[tuple[int, int], int] | Any,
     order: int | None = None,
@@ -387,7 +415,11 @@ def plot_topology(
         raise ValueError(f"order={order} does not cover the cores the edges join")
     if names is not None and len(names) != order:
         raise ValueError(f"{len(names)} names for {order} cores")
-    angles = np.pi / 2 - 2 * np.pi * np.arange(order) / order
+    # nodes on a circle in depth-first order of the graph: a chain or a ring is drawn as
+    # one, whatever its mode order (modes in index order made a chain 0-2-1-3 a cross)
+    slot = np.empty(order, dtype=int)
+    slot[_circle_order(order, pairs)] = np.arange(order)
+    angles = np.pi / 2 - 2 * np.pi * slot / order
     xy = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     fig = _figure(4.2, 4.2)
     ax = fig.subplots()
