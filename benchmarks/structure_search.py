@@ -28,9 +28,16 @@ Three parts, each with rows saved to JSON and tables rebuilt by ``--report``:
    interpolation between the two measured points around it).
 
 Usage:
-  python benchmarks/structure_search.py --part all          # everything (hours on the shared 2-core machine)
+  python benchmarks/structure_search.py --part all          # everything (many hours on the shared 2-core machine)
   python benchmarks/structure_search.py --part recovery --quick
+  python benchmarks/structure_search.py --part budgets --methods tt,tr,tucker --seeds 0,1,100,101
+  python benchmarks/structure_search.py --part image --methods tt,tucker,fctn --fctn-budgets 250,500
+  python benchmarks/structure_search.py --rows-from run.log # add the JSON rows a run printed (an interrupted run)
   python benchmarks/structure_search.py --report            # rebuild the tables from the saved rows
+
+Every row is saved as soon as it is measured (a row with the same case replaces the old one),
+so a subset can be run, or a long run interrupted, and the tables rebuilt from what exists;
+each table says which cases of the full protocol it holds.
 
 Rows: benchmarks/results/structure_search_rows.json; tables: structure_search.md; the
 discovered graph of one case: structure_search_graph.png; the image sweep: structure_search_image.png.
@@ -38,6 +45,7 @@ discovered graph of one case: structure_search_graph.png; the image sweep: struc
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
 import json
 import math
@@ -45,6 +53,7 @@ import statistics
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +83,70 @@ FORMAT_MAX_RANK = 24
 FORMATS = ("tt", "tr", "tucker")
 CLASSICAL = ("tt-svd", "hosvd")
 IMAGE_TARGETS = (0.1, 0.05, 0.01)
+_KEY = ("part", "method", "order", "split", "seed", "snr", "budget", "target")
+
+
+def _key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in _KEY)
+
+
+@dataclass
+class Selection:
+    """Which cases of the full protocol to run (``None``: all)."""
+
+    quick: bool = False
+    orders: tuple[int, ...] | None = None
+    seed_list: tuple[int, ...] | None = None
+    snrs: tuple = SNRS
+    methods: tuple[str, ...] | None = None
+    image_budgets: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def order(self, order: int) -> bool:
+        return self.orders is None or order in self.orders
+
+    def method(self, name: str) -> bool:
+        return self.methods is None or name in self.methods
+
+    def seeds(self, splits: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        if self.quick:
+            return {"tune": splits["tune"][:1], "heldout": ()}
+        if self.seed_list is None:
+            return splits
+        return {k: tuple(s for s in v if s in self.seed_list) for k, v in splits.items()}
+
+
+def load_rows() -> list[dict]:
+    return json.loads(ROWS.read_text()) if ROWS.exists() else []
+
+
+def save_rows(new: list[dict]) -> None:
+    """Merge ``new`` into the saved rows (a row of the same case replaces the old one); re-read
+    first, since another part may run meanwhile."""
+    keys = {_key(r) for r in new}
+    rows = [r for r in load_rows() if _key(r) not in keys] + new
+    ROWS.parent.mkdir(parents=True, exist_ok=True)
+    ROWS.write_text(json.dumps(rows, indent=1))
+
+
+COMMAND = "python benchmarks/structure_search.py " + " ".join(sys.argv[1:])
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def emit(row: dict) -> None:
+    """Print a measured row (with the command, commit and date that made it) and save it at once."""
+    row.update(command=COMMAND, commit=_commit(), date=datetime.date.today().isoformat())
+    print(json.dumps(row), flush=True)
+    save_rows([row])
 
 
 # ------------------------------------------------------------------------------ data
@@ -109,16 +182,16 @@ def relative(a, b) -> float:
 
 
 # ------------------------------------------------------------------------------ part 1
-def recovery_rows(quick: bool) -> list[dict]:
+def recovery_rows(pick: Selection) -> list[dict]:
     rows = []
-    seeds = {"tune": (0,), "heldout": ()} if quick else SEEDS
-    snrs = (None,) if quick else SNRS
     for order, n in ORDERS.items():
-        for split, ss in seeds.items():
+        if not pick.order(order):
+            continue
+        for split, ss in pick.seeds(SEEDS).items():
             for seed in ss:
                 truth, edges = random_topology(order, n, seed)
                 x = np.asarray(truth.to_tensor())
-                for snr in snrs:
+                for snr in pick.snrs:
                     y = noisy(x, snr, seed)
                     base = {"part": "recovery", "order": order, "n": n, "split": split, "seed": seed, "snr": snr,
                             "true_edges": [[i, j, r] for (i, j), r in edges.items()], "true_params": truth.num_params}
@@ -130,7 +203,7 @@ def recovery_rows(quick: bool) -> list[dict]:
                            "truth_error": relative(found.network.to_tensor(), x), "refits": found.evaluations,
                            "topology_ok": set(found.edges) == set(edges), "ranks_ok": found.edges == edges}
                     rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    emit(row)
                     for fmt in FORMATS:
                         t0 = time.perf_counter()
                         with warnings.catch_warnings():
@@ -139,7 +212,7 @@ def recovery_rows(quick: bool) -> list[dict]:
                         rows.append({**base, "method": fmt, "seconds": time.perf_counter() - t0,
                                      "ranks": list(res.ranks), "params": res.num_params, "error": res.relative_error,
                                      "truth_error": relative(res.network.to_tensor(), x), "refits": res.evaluations})
-                        print(json.dumps(rows[-1]), flush=True)
+                        emit(rows[-1])
                     # the classical fixed-accuracy algorithms at the search's error: the smallest
                     # TT / Tucker their truncations give at that tolerance
                     eps = 1.05 * row["error"] + 1e-4
@@ -148,7 +221,7 @@ def recovery_rows(quick: bool) -> list[dict]:
                         params, err = make(y, eps)
                         rows.append({**base, "method": name, "seconds": time.perf_counter() - t0, "tolerance": eps,
                                      "params": params, "error": err})
-                        print(json.dumps(rows[-1]), flush=True)
+                        emit(rows[-1])
     return rows
 
 
@@ -286,18 +359,18 @@ def grid_error(y: np.ndarray, fmt: str, limit: int) -> tuple[float, int]:
     return math.sqrt(best / data.sq_norm), len(grid)
 
 
-def budget_rows(quick: bool) -> list[dict]:
+def budget_rows(pick: Selection) -> list[dict]:
     rows = []
-    seeds = {"tune": (0,), "heldout": ()} if quick else BUDGET_SEEDS
-    snrs = (None,) if quick else SNRS
     order, n = 4, ORDERS[4]
-    for split, ss in seeds.items():
+    for split, ss in pick.seeds(BUDGET_SEEDS).items():
         for seed in ss:
             truth, _ = random_topology(order, n, seed)
             x = np.asarray(truth.to_tensor())
-            for snr in snrs:
+            for snr in pick.snrs:
                 y = noisy(x, snr, seed)
                 for fmt in ("fctn", *FORMATS):
+                    if not pick.method(fmt):
+                        continue
                     for share in (0.5, 1.0):
                         limit = int(share * truth.num_params)
                         t0 = time.perf_counter()
@@ -315,7 +388,7 @@ def budget_rows(quick: bool) -> list[dict]:
                                "grid_error": grid, "grid_points": points, "seconds": seconds,
                                "grid_seconds": time.perf_counter() - t0}
                         rows.append(row)
-                        print(json.dumps(row), flush=True)
+                        emit(row)
     return rows
 
 
@@ -396,7 +469,7 @@ IMAGE_BUDGETS = {"tt": (250, 500, 1000, 2000, 4000, 8000, 16000),
                  "fctn": (250, 500, 1000, 2000)}
 
 
-def image_rows(quick: bool) -> list[dict]:
+def image_rows(pick: Selection) -> list[dict]:
     x = camera()
     rows = []
     for eps in IMAGE_TARGETS:
@@ -405,9 +478,11 @@ def image_rows(quick: bool) -> list[dict]:
             params, err = make(x, eps)
             rows.append({"part": "image", "method": name, "target": eps, "params": params, "error": err,
                          "seconds": time.perf_counter() - t0})
-            print(json.dumps(rows[-1]), flush=True)
+            emit(rows[-1])
     for fmt, budgets in IMAGE_BUDGETS.items():
-        budgets = budgets[:2] if quick else budgets
+        if not pick.method(fmt):
+            continue
+        budgets = pick.image_budgets.get(fmt) or (budgets[:2] if pick.quick else budgets)
         for b in budgets:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
@@ -420,7 +495,7 @@ def image_rows(quick: bool) -> list[dict]:
                     ranks = list(res.ranks)
             rows.append({"part": "image", "method": f"sweep {fmt}", "budget": b, "params": int(res.num_params),
                          "error": float(res.relative_error), "ranks": ranks, "seconds": time.perf_counter() - t0})
-            print(json.dumps(rows[-1]), flush=True)
+            emit(rows[-1])
     return rows
 
 
@@ -469,7 +544,7 @@ def image_tables(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------ figures
-def figures(rows: list[dict]) -> None:
+def figures(rows: list[dict], graph: bool = False) -> None:
     from tnmars.plots import plot_sweep
 
     image = [r for r in rows if r["part"] == "image" and r["method"].startswith("sweep")]
@@ -482,6 +557,8 @@ def figures(rows: list[dict]) -> None:
             series[label][1].append(r["error"])
         plot_sweep(series, title="camera 256x256 as 4^8: error vs parameters",
                    path=RESULTS / "structure_search_image.png")
+    if not graph:
+        return
     truth, _ = random_topology(5, ORDERS[5], 100)
     x = np.asarray(truth.to_tensor())
     found = tnmars.search(x, max_rank=SEARCH_MAX_RANK, seed=0, progress=False)
@@ -490,11 +567,50 @@ def figures(rows: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------ main
+def provenance(rows: list[dict]) -> str:
+    """One line per run that made the rows: command, commit, date, rows per part."""
+    runs: dict[tuple, dict[str, int]] = {}
+    for r in rows:
+        k = (r.get("command", "?"), r.get("commit", "?"), r.get("date", "?"))
+        runs.setdefault(k, {})
+        runs[k][r["part"]] = runs[k].get(r["part"], 0) + 1
+    lines = ["Runs that made these rows:", ""]
+    for (cmd, commit, date), parts in sorted(runs.items(), key=lambda kv: kv[0][2]):
+        counts = ", ".join(f"{n} {p} rows" for p, n in parts.items())
+        lines.append(f"- `{cmd}` at commit {commit}, {date}: {counts}")
+    return "\n".join(lines)
+
+
+def coverage(rows: list[dict]) -> str:
+    """What of the full protocol the tables hold, and what was not run."""
+    rec = {(r["order"], r["seed"], r["snr"]) for r in rows if r["part"] == "recovery" and r["method"] == "search"}
+    full_rec = {(o, s, n) for o in ORDERS for ss in SEEDS.values() for s in ss for n in SNRS}
+    bud = {(r["method"], r["seed"], r["snr"], r["budget"]) for r in rows if r["part"] == "budgets"}
+    full_bud = len(BUDGET_SEEDS["tune"] + BUDGET_SEEDS["heldout"]) * len(SNRS) * (1 + len(FORMATS)) * 2
+    missing_rec = sorted(full_rec - rec, key=lambda c: (c[0], c[1], c[2] or 0))
+    by_order: dict[int, int] = {}
+    for o, _, _ in missing_rec:
+        by_order[o] = by_order.get(o, 0) + 1
+    img = {(r["method"], r.get("budget")) for r in rows if r["part"] == "image"}
+    missing_img = [f"{fmt} {b}" for fmt, bs in IMAGE_BUDGETS.items() for b in bs if (f"sweep {fmt}", b) not in img]
+    per_method: dict[str, int] = {}
+    for m, *_ in bud:
+        per_method[m] = per_method.get(m, 0) + 1
+    return "\n".join([
+        "**Coverage.** "
+        f"Recovery: {len(rec & full_rec)} of the protocol's {len(full_rec)} cases"
+        + (f" (not run: {', '.join(f'{n} of order {o}' for o, n in sorted(by_order.items()))})" if missing_rec else "")
+        + f". Budgets: {len(bud)} of {full_bud} runs ("
+        + ", ".join(f"{'search (FCTN)' if m == 'fctn' else m.upper()} {n}" for m, n in sorted(per_method.items()))
+        + "). Image sweep points not run: " + (", ".join(missing_img) if missing_img else "none") + "."])
+
+
 def report(rows: list[dict], command: str) -> str:
     return "\n".join([
         "# Structure search and size budgets", "",
-        f"Command: `{command}`  ", f"Machine: {machine_line()}, OMP_NUM_THREADS=1. Timings are wall-clock seconds "
-        "on a machine shared with other jobs: compare them within a table only.", "",
+        f"Report built by: `{command}`  ", f"Machine: {machine_line()}, OMP_NUM_THREADS=1. Timings are wall-clock "
+        "seconds on a machine shared with other jobs: compare them within a table only.", "",
+        provenance(rows), "", coverage(rows), "",
         "## 1. Recovering random topologies", "",
         recovery_tables(rows), "",
         "## 2. Budgets against the grid search", "",
@@ -508,23 +624,56 @@ def report(rows: list[dict], command: str) -> str:
     ])
 
 
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    return None if text is None else tuple(int(v) for v in text.split(","))
+
+
+def rows_from_log(path: Path, commit: str) -> list[dict]:
+    """The JSON rows a run of this script printed, one a line (other lines skipped); rows
+    printed before rows carried their provenance get the log's date and the given commit."""
+    date = datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            if row.get("part") in ("recovery", "budgets", "image"):
+                row.setdefault("command", f"python benchmarks/structure_search.py --part {row['part']} "
+                                          "(interrupted; rows imported from its log)")
+                row.setdefault("commit", commit)
+                row.setdefault("date", date)
+                rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("recovery", "budgets", "image", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="one seed, no noise, two image budgets")
+    parser.add_argument("--orders", help="recovery: orders to run, e.g. 4,5 (default 4,5,6)")
+    parser.add_argument("--seeds", help="recovery/budgets: seeds to run, e.g. 0,100 (default all)")
+    parser.add_argument("--snrs", choices=("both", "none", "20"), default="both", help="noise levels to run")
+    parser.add_argument("--methods", help="budgets/image: networks to run among fctn,tt,tr,tucker (default all)")
+    parser.add_argument("--fctn-budgets", help="image: budgets of the structure-search sweep (default 250,...,2000)")
+    parser.add_argument("--rows-from", type=Path, help="add the JSON rows printed in this log")
+    parser.add_argument("--rows-commit", default="unknown", help="with --rows-from: the commit the log's run measured")
+    parser.add_argument("--graph", action="store_true", help="also draw the graph found on heldout seed 100, order 5")
     parser.add_argument("--report", action="store_true", help="rebuild the tables from the saved rows")
     args = parser.parse_args()
     command = "python benchmarks/structure_search.py " + " ".join(sys.argv[1:])
-    if not args.report:
+    if args.rows_from:
+        new = rows_from_log(args.rows_from, args.rows_commit)
+        save_rows(new)
+        print(f"{len(new)} rows added from {args.rows_from}")
+    elif not args.report:
+        pick = Selection(quick=args.quick, orders=_ints(args.orders), seed_list=_ints(args.seeds),
+                         snrs={"both": SNRS, "none": (None,), "20": (20,)}[args.snrs] if not args.quick else (None,),
+                         methods=tuple(args.methods.split(",")) if args.methods else None,
+                         image_budgets={"fctn": _ints(args.fctn_budgets)} if args.fctn_budgets else {})
         parts = ("recovery", "budgets", "image") if args.part == "all" else (args.part,)
         for part in parts:
-            new = {"recovery": recovery_rows, "budgets": budget_rows, "image": image_rows}[part](args.quick)
-            # re-read before writing: another part may have been run meanwhile
-            rows = json.loads(ROWS.read_text()) if ROWS.exists() else []
-            ROWS.write_text(json.dumps([r for r in rows if r["part"] != part] + new, indent=1))
-        rows = json.loads(ROWS.read_text())
-        figures(rows)
-    rows = json.loads(ROWS.read_text()) if ROWS.exists() else []
+            {"recovery": recovery_rows, "budgets": budget_rows, "image": image_rows}[part](pick)
+    rows = load_rows()
+    figures(rows, graph=args.graph)
     print(write_result("structure_search.md", report(rows, command)))
 
 
