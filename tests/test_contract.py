@@ -103,8 +103,8 @@ def test_paths_are_priced_with_their_transposes():
     plan = make_plan(inputs, output, shapes)
     sizes = {c: n for t, s in zip(inputs, shapes) for c, n in zip(t, s)}
     path, info = opt_einsum.contract_path(",".join(inputs) + "->" + output, *shapes, shapes=True)
-    _, _, oe_copy, oe_written = _build_steps([tuple(p) for p in path], list(inputs), output, sizes)
-    _, _, copy, written = _build_steps(plan.path, list(inputs), output, sizes)
+    _, _, oe_copy, oe_written, _, _ = _build_steps([tuple(p) for p in path], list(inputs), output, sizes)
+    _, _, copy, written, _, _ = _build_steps(plan.path, list(inputs), output, sizes)
     assert copy == plan.copy_cost
     assert plan.flops + COPY_FLOPS * (copy + written) < int(info.opt_cost) + COPY_FLOPS * (oe_copy + oe_written)
     assert plan.copy_cost < oe_copy and "tnmars chose path" in plan.info_text

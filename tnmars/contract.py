@@ -1,24 +1,40 @@
-"""Contraction planning (opt_einsum) and a pairwise executor that runs on any backend.
+"""Contraction plans, the pairwise executor, and :func:`contract` (a drop-in for opt_einsum's).
 
-A :class:`Plan` is made once per ``(inputs, output, shapes, optimize)`` and cached; it holds
-only integers and index strings, never arrays. Executing a plan is a fixed sequence of
-``transpose``/``reshape``/``matmul`` calls on the caller's backend, so results stay in the
-caller's framework, dtype and device, and torch autograd sees plain differentiable ops.
-Shared indices that must survive a pairwise step (CP's hyperedge, batch indices) become the
-batch dimension of a batched matmul.
+A :class:`Plan` is made once per ``(inputs, output, shapes, optimize, memory_limit)`` and
+cached; it holds only integers and index strings, never arrays. Executing a plan is a fixed
+sequence of ``reshape``/``sum``/``transpose``/``matmul`` calls on the caller's backend, so
+results stay in the caller's framework, dtype and device, and torch autograd sees plain
+differentiable ops. Shared indices that must survive a pairwise step (CP's hyperedge, batch
+indices) become the batch dimension of a batched matmul; a size-1 axis broadcast against a
+larger one is reshaped away and an index on one operand only is summed before the first step.
+:func:`contract` adds what is einsum but not a network around the same plans: the interleaved
+form, ``...``, traces, scalars and lists, mixed dtypes, booleans and ``out=``.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from math import prod
 from typing import Any
 
+import numpy as np
 import opt_einsum
 
-from .backends import Backend, infer_backend
-from .spec import parse_spec
+from .backends import Backend, backend_name_of, get_backend, infer_backend
+from .paths import (
+    MIN_TERMS_FOR_ESCALATION,
+    Optimize,
+    cheapest_paths,
+    find_path,
+    harder_search,
+    is_loopy,
+    normalize_memory_limit,
+    normalize_optimize,
+    pairwise_path,
+)
+from .spec import einsum_terms, labels_to_spec
 
 
 @dataclass(frozen=True)
@@ -42,20 +58,25 @@ class _Step:
 
 @dataclass(frozen=True)
 class Plan:
-    """A cached contraction plan: the pairwise path plus opt_einsum's cost figures."""
+    """A cached contraction plan: the pairwise path plus its cost figures."""
 
     inputs: tuple[str, ...]
     output: str
     shapes: tuple[tuple[int, ...], ...]
+    #: pairwise steps, in opt_einsum's linear form (the two operands leave, their product is appended)
     path: tuple[tuple[int, ...], ...]
-    #: per-operand pre-sums of indices that appear in that operand only (after parsing)
+    #: per operand: its shape once size-1 axes broadcast against larger ones are dropped (None: unchanged)
+    squeezes: tuple[tuple[int, ...] | None, ...]
+    #: per-operand sums over indices that appear in that operand only (axes after the squeeze)
     presums: tuple[tuple[int, ...], ...]
     steps: tuple[_Step, ...]
     final_perm: tuple[int, ...]
+    #: opt_einsum's FLOP count of the path
     flops: int
     largest_intermediate: int
-    optimize: str
-    info_text: str
+    optimize: Any
+    #: how the path was found, and why it departs from the first search when it does
+    note: str = ""
     #: the transposes' cost, in plain-copy entries (:func:`_permute_cost`): the memory traffic
     #: that ``flops`` leaves out, which decides between plans of similar FLOPs
     copy_cost: float = 0.0
@@ -76,9 +97,39 @@ class Plan:
     def spec(self) -> str:
         return ",".join(self.inputs) + "->" + self.output
 
+    @cached_property
+    def info_text(self) -> str:
+        """opt_einsum's report of the path (scaling, FLOPs, every step), then :attr:`note`."""
+        if not self.steps:
+            return f"single operand {self.spec}\n  {self.note}"
+        terms = [t for t in self._terms]
+        eq = ",".join(terms) + "->" + self.output
+        shapes = [tuple(_planning_size(self._sizes[c]) for c in t) for t in terms]
+        _, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize=[list(p) for p in self.path])
+        return f"{info}\n  {self.note}"
+
+    @cached_property
+    def _sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for term, shape in zip(self.inputs, self.shapes):
+            for c, n in zip(term, shape):
+                if sizes.get(c, 1) == 1:
+                    sizes[c] = n
+        return sizes
+
+    @cached_property
+    def _terms(self) -> list[str]:
+        """The terms the steps start from (after the squeezes and pre-sums)."""
+        out = []
+        for term, shape, axes in zip(self.inputs, self.shapes, self.presums):
+            kept = "".join(c for c, n in zip(term, shape) if not (n == 1 and self._sizes[c] != 1))
+            out.append("".join(c for k, c in enumerate(kept) if k not in axes))
+        return out
+
     def __repr__(self) -> str:
+        spec = self.spec if len(self.spec) <= 80 else self.spec[:60] + "…" + self.spec[-12:]
         return (
-            f"Plan({self.spec!r}, flops={self.flops:.3g}, largest_intermediate={self.largest_intermediate}, "
+            f"Plan({spec!r}, flops={self.flops:.3g}, largest_intermediate={self.largest_intermediate}, "
             f"steps={len(self.steps)})"
         )
 
@@ -86,81 +137,6 @@ class Plan:
 def _planning_size(n: int) -> int:
     # a pruned-away bond has size 0; plan as if 1 (costs only), execute with the real size
     return max(int(n), 1)
-
-
-@lru_cache(maxsize=4096)
-def make_plan(
-    inputs: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...], optimize: str = "auto"
-) -> Plan:
-    """Plan the contraction of terms ``inputs`` with ``shapes`` into ``output`` (cached)."""
-    if len(inputs) != len(shapes):
-        raise ValueError(f"{len(inputs)} terms but {len(shapes)} operands")
-    sizes: dict[str, int] = {}
-    for term, shape in zip(inputs, shapes):
-        if len(term) != len(shape):
-            raise ValueError(f"term {term!r} has {len(term)} indices but its operand has shape {tuple(shape)}")
-        for c, n in zip(term, shape):
-            if sizes.setdefault(c, n) != n:
-                raise ValueError(f"index {c!r} has inconsistent sizes {sizes[c]} and {n}")
-
-    # sum away indices that occur in one operand only and not in the output
-    counts: dict[str, int] = {}
-    for term in inputs:
-        for c in term:
-            counts[c] = counts.get(c, 0) + 1
-    terms = list(inputs)
-    presums = []
-    for k, term in enumerate(terms):
-        axes = tuple(i for i, c in enumerate(term) if counts[c] == 1 and c not in output)
-        presums.append(axes)
-        if axes:
-            terms[k] = "".join(c for c in term if not (counts[c] == 1 and c not in output))
-
-    if len(terms) == 1:
-        path: tuple[tuple[int, ...], ...] = ()
-        flops = prod(_planning_size(sizes[c]) for c in inputs[0])
-        largest = prod(_planning_size(sizes[c]) for c in output) if output else 1
-        info_text = f"single operand {inputs[0]}->{output}"
-    else:
-        plan_shapes = [tuple(_planning_size(sizes[c]) for c in t) for t in terms]
-        eq = ",".join(terms) + "->" + output
-        path_list, info = opt_einsum.contract_path(eq, *plan_shapes, shapes=True, optimize=optimize)
-        path = tuple(tuple(p) for p in path_list)
-        flops = int(info.opt_cost)
-        largest = int(info.largest_intermediate)
-        info_text = str(info)
-
-    steps, final_perm, copy_cost, written = _build_steps(path, terms, output, sizes)
-    if optimize == "auto" and 2 < len(terms) <= MAX_TERMS_FOR_COPY_AWARE_PATHS:
-        # price opt_einsum's path and the other cheap ones with their memory traffic too
-        best = (flops + COPY_FLOPS * (copy_cost + written), path, steps, final_perm, copy_cost, flops, written)
-        for cand_path, cand_flops in _cheap_paths(terms, output, sizes):
-            if cand_path == path or cand_flops >= best[0]:
-                continue
-            c_steps, c_final, c_copy, c_written = _build_steps(cand_path, terms, output, sizes)
-            total = cand_flops + COPY_FLOPS * (c_copy + c_written)
-            if total < best[0]:
-                best = (total, cand_path, c_steps, c_final, c_copy, cand_flops, c_written)
-        if best[1] != path:
-            info_text += (f"\n  tnmars chose path {list(best[1])} instead: {best[5]:.4g} FLOPs and transposes "
-                          f"worth {best[4]:.4g} copied entries, against {flops:.4g} FLOPs and {copy_cost:.4g}")
-            _, path, steps, final_perm, copy_cost, flops, written = best
-            largest = max(prod(_planning_size(n) for n in st.out_shape) for st in steps)
-    return Plan(
-        inputs=tuple(inputs),
-        output=output,
-        shapes=tuple(tuple(s) for s in shapes),
-        path=path,
-        presums=tuple(presums),
-        steps=steps,
-        final_perm=final_perm,
-        flops=flops,
-        largest_intermediate=largest,
-        optimize=optimize,
-        info_text=info_text,
-        copy_cost=copy_cost,
-        written=written,
-    )
 
 
 #: How many FLOPs one entry copied by a transpose or written by a step is worth when choosing
@@ -172,67 +148,154 @@ COPY_FLOPS = 100.0
 MAX_TERMS_FOR_COPY_AWARE_PATHS = 5
 
 
-def _cheap_paths(terms: Sequence[str], output: str, sizes: dict[str, int], keep: int = 4) -> list:
-    """Every pairwise contraction order with its FLOPs (opt_einsum's count), cheapest first,
-    the ``keep`` cheapest within 2x of the best: the candidates whose transposes are priced."""
-    found: list[tuple[int, tuple[tuple[int, int], ...]]] = []
+@lru_cache(maxsize=4096)
+def make_plan(
+    inputs: tuple[str, ...],
+    output: str,
+    shapes: tuple[tuple[int, ...], ...],
+    optimize: Optimize = "auto",
+    memory_limit: int | str | None = None,
+) -> Plan:
+    """Plan the contraction of terms ``inputs`` with ``shapes`` into ``output`` (cached).
+
+    No index may repeat inside a term (take diagonals first, as :func:`contract` does).
+    ``optimize`` is anything :func:`tnmars.paths.normalize_optimize` accepts, in its hashable
+    form (a path as a tuple of tuples).
+
+    >>> make_plan(("ij", "jk"), "ik", ((2, 3), (3, 4))).flops
+    48
+    """
+    optimize = normalize_optimize(optimize)
+    memory_limit = normalize_memory_limit(memory_limit)
+    if len(inputs) != len(shapes):
+        raise ValueError(f"{len(inputs)} terms but {len(shapes)} operands")
+    sizes: dict[str, int] = {}
+    for pos, (term, shape) in enumerate(zip(inputs, shapes)):
+        if len(term) != len(shape):
+            raise ValueError(f"term {term!r} has {len(term)} indices but operand {pos} has shape {tuple(shape)}")
+        if len(set(term)) != len(term):
+            raise ValueError(f"term {term!r} repeats an index: take the diagonal first (tnmars.contract does)")
+        for c, n in zip(term, shape):
+            before = sizes.get(c)
+            if before is None or before == 1:
+                sizes[c] = int(n)
+            elif n != 1 and n != before:
+                raise ValueError(f"index {c!r} has inconsistent sizes {before} and {n}")
+    if len(set(output)) != len(output) or any(c not in sizes for c in output):
+        raise ValueError(f"output {output!r} must name distinct indices of the inputs {inputs}")
+
+    # broadcasting: drop the size-1 axes of an index that is larger on another operand
+    terms: list[str] = []
+    squeezes: list[tuple[int, ...] | None] = []
+    for term, shape in zip(inputs, shapes):
+        kept = "".join(c for c, n in zip(term, shape) if not (n == 1 and sizes[c] != 1))
+        squeezes.append(tuple(sizes[c] for c in kept) if len(kept) < len(term) else None)
+        terms.append(kept)
+    # sum away indices that occur in one operand only and not in the output
+    counts: dict[str, int] = {}
+    for term in terms:
+        for c in term:
+            counts[c] = counts.get(c, 0) + 1
+    presums = []
+    for k, term in enumerate(terms):
+        axes = tuple(i for i, c in enumerate(term) if counts[c] == 1 and c not in output)
+        presums.append(axes)
+        if axes:
+            terms[k] = "".join(c for c in term if not (counts[c] == 1 and c not in output))
+
     plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
-    n_terms = len(terms)
-    # a merged operand is fixed by the set of original operands in it (a bitmask): its indices
-    # are computed once per set, the cost of a merge once per pair of sets
-    kept_of: dict[int, str] = {1 << k: t for k, t in enumerate(terms)}
-    step_cost: dict[tuple[int, int], int] = {}
+    raw, found_by = find_path(terms, output, plan_sizes, optimize, memory_limit)
+    path = pairwise_path(raw, len(terms))
+    best = _priced(path, terms, output, sizes)
+    note = f"path from {found_by}"
+    if optimize == "auto" and 2 < len(terms) <= MAX_TERMS_FOR_COPY_AWARE_PATHS:
+        # price opt_einsum's path and the other cheap ones with their memory traffic too
+        limit = _limit_entries(terms, output, plan_sizes, memory_limit)
+        first = best
+        for cand, cand_flops in cheapest_paths(terms, output, plan_sizes):
+            if cand == path or cand_flops >= best.cost:
+                continue
+            priced = _priced(cand, terms, output, sizes)
+            if priced.cost < best.cost and (limit is None or priced.largest <= limit):
+                best = priced
+        if best is not first:
+            note += (f"; tnmars chose path {list(best.path)} instead: {best.flops:.4g} FLOPs and transposes worth "
+                     f"{best.copy_cost:.4g} copied entries, against {first.flops:.4g} FLOPs and {first.copy_cost:.4g}")
+    elif optimize == "auto" and len(terms) >= MIN_TERMS_FOR_ESCALATION and is_loopy(terms):
+        alt, name = harder_search(terms, output, plan_sizes, memory_limit)
+        if alt is not None:
+            priced = _priced(pairwise_path(alt, len(terms)), terms, output, sizes)
+            if priced.cost < best.cost:
+                note += (f"; the graph has loops: {name} found {priced.flops:.4g} FLOPs against "
+                         f"{best.flops:.4g}, and its path is used")
+                best = priced
+            else:
+                note += f"; the graph has loops: {name} found nothing cheaper"
+    if len(terms) == 1:
+        best.flops = prod(plan_sizes[c] for c in inputs[0])
+        best.largest = prod(plan_sizes[c] for c in output) if output else 1
+    limit = _limit_entries(terms, output, plan_sizes, memory_limit)
+    if limit is not None and best.largest > limit:
+        warnings.warn(
+            f"no pairwise path of {','.join(inputs)}->{output} keeps intermediates within memory_limit={memory_limit} "
+            f"({limit} entries); the plan's largest holds {best.largest}", stacklevel=3)
+    return Plan(
+        inputs=tuple(inputs),
+        output=output,
+        shapes=tuple(tuple(int(n) for n in s) for s in shapes),
+        path=best.path,
+        squeezes=tuple(squeezes),
+        presums=tuple(presums),
+        steps=best.steps,
+        final_perm=best.final_perm,
+        flops=best.flops,
+        largest_intermediate=best.largest,
+        optimize=optimize,
+        note=note,
+        copy_cost=best.copy_cost,
+        written=best.written,
+    )
 
-    def merge(mask_a: int, mask_b: int) -> int:
-        got = step_cost.get((mask_a, mask_b))
-        if got is None:
-            union_mask = mask_a | mask_b
-            union = set(kept_of[mask_a]) | set(kept_of[mask_b])
-            if union_mask not in kept_of:
-                outside = set(output)
-                for k in range(n_terms):
-                    if not union_mask >> k & 1:
-                        outside.update(terms[k])
-                kept_of[union_mask] = "".join(sorted(c for c in union if c in outside))
-            inner = len(kept_of[union_mask]) < len(union)
-            got = step_cost[(mask_a, mask_b)] = opt_einsum.helpers.flop_count(union, inner, 2, plan_sizes)
-        return got
 
-    trees: set[frozenset] = set()  # orders of the same tree of merges cost the same: keep one
+def _limit_entries(terms, output, sizes, memory_limit) -> int | None:
+    if memory_limit == "max_input":
+        return max(prod(sizes[c] for c in t) for t in [*terms, output])
+    return memory_limit
 
-    def walk(live: list[int], path: tuple, cost: int, tree: frozenset) -> None:
-        if len(live) == 1:
-            if tree not in trees:
-                trees.add(tree)
-                found.append((cost, path))
-            return
-        for i in range(len(live)):
-            for j in range(i + 1, len(live)):
-                step = merge(live[i], live[j])
-                walk([t for k, t in enumerate(live) if k not in (i, j)] + [live[i] | live[j]], path + ((i, j),),
-                     cost + step, tree | {live[i] | live[j]})
 
-    walk([1 << k for k in range(n_terms)], (), 0, frozenset())
-    found.sort()
-    best = found[0][0]
-    return [(p, c) for c, p in found[:keep] if c <= 2 * best]
+class _Priced:
+    """A path with its executor steps and costs (see :func:`_build_steps`)."""
+
+    def __init__(self, path, steps, final_perm, copy_cost, written, flops, largest) -> None:
+        self.path, self.steps, self.final_perm = path, steps, final_perm
+        self.copy_cost, self.written, self.flops, self.largest = copy_cost, written, flops, largest
+
+    @property
+    def cost(self) -> float:
+        return self.flops + COPY_FLOPS * (self.copy_cost + self.written)
+
+
+def _priced(path, terms, output, sizes) -> _Priced:
+    return _Priced(tuple(path), *_build_steps(path, terms, output, sizes))
 
 
 def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: str, sizes: dict[str, int]):
-    """The executor's steps for ``path`` (layouts chosen by :func:`_layout`), the final
-    permutation, the total transpose cost in copied entries, and the entries the steps write."""
+    """The executor's steps for a pairwise ``path`` (layouts chosen by :func:`_layout`), the
+    final permutation, the total transpose cost in copied entries, the entries the steps
+    write, the path's FLOPs (opt_einsum's count) and its largest intermediate."""
     steps = []
     live = list(terms)
     copy_cost = 0.0
     written = 0
+    flops = 0
+    largest = 0
+    plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
     for pair in path:
-        if len(pair) != 2:  # pragma: no cover - lone indices are pre-summed, so opt_einsum pairs all
-            raise AssertionError(f"unexpected contraction step {pair} in plan for {terms}->{output}")
         i, j = sorted(pair)
         rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
         i, j, batch, a_free, contracted, b_free = _layout(i, j, live, rest, output, sizes, len(live) == 2)
         a, b = live[i], live[j]
-        # every live index is shared or needed later: lone ones were pre-summed above
+        # every live index is shared or needed later: lone ones were pre-summed
         perm_a = tuple(a.index(c) for c in batch + a_free + contracted)
         perm_b = tuple(b.index(c) for c in batch + contracted + b_free)
         nb = prod(sizes[c] for c in batch)
@@ -257,12 +320,15 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
             )
         )
         copy_cost += _permute_cost([sizes[c] for c in a], perm_a) + _permute_cost([sizes[c] for c in b], perm_b)
-        written += prod(_planning_size(sizes[c]) for c in result)
+        entries = prod(plan_sizes[c] for c in result)
+        written += entries
+        largest = max(largest, entries)
+        flops += opt_einsum.helpers.flop_count(set(a) | set(b), bool(contracted), 2, plan_sizes)
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
     final = live[0]
     final_perm = tuple(final.index(c) for c in output)
     copy_cost += _permute_cost([sizes[c] for c in final], final_perm)
-    return tuple(steps), final_perm, copy_cost, written
+    return tuple(steps), final_perm, copy_cost, written, flops, largest
 
 
 def _permute_cost(sizes: Sequence[int], perm: Sequence[int]) -> float:
@@ -335,9 +401,13 @@ def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict
 
 
 def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
-    """Run ``plan`` on ``operands`` with ``backend``'s transpose/reshape/matmul."""
+    """Run ``plan`` on ``operands`` with ``backend``'s reshape/sum/transpose/matmul. The
+    result may be a transposed view; :func:`contract` and ``Network.to_tensor`` make it
+    contiguous."""
     live = []
-    for x, axes in zip(operands, plan.presums):
+    for x, squeeze, axes in zip(operands, plan.squeezes, plan.presums):
+        if squeeze is not None:
+            x = backend.reshape(x, squeeze)
         live.append(backend.sum(x, axes) if axes else x)
     for step in plan.steps:
         a = live[step.first]
@@ -360,27 +430,192 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
     return out
 
 
-def contract(spec: str, *operands: Any, optimize: str = "auto", backend: Backend | str | None = None) -> Any:
-    """Contract ``operands`` according to ``spec`` with a cached plan.
+# ---------------------------------------------------------------------------- the einsum front end
+def contract(
+    *args: Any,
+    out: Any = None,
+    optimize: Optimize = "auto",
+    memory_limit: int | str | None = None,
+    backend: Backend | str | None = None,
+) -> Any:
+    """Einstein summation with a cached plan, on the operands' own backend: a drop-in for
+    ``opt_einsum.contract``.
 
-    Equivalent to ``numpy.einsum(spec, *operands)`` for specs without traces, but planned by
-    opt_einsum once per shape signature and executed on the operands' own backend.
+    Call it as ``contract("ij,jk->ik", a, b)`` or in the interleaved form
+    ``contract(a, [0, 1], b, [1, 2], [0, 2])`` (any hashable labels). Indices are any
+    characters but ``,->.``; ``...`` broadcasts, size-1 axes broadcast, a repeated index is
+    a trace or diagonal, an empty term is a scalar. Operands may be NumPy, CuPy or torch
+    arrays (one framework per call), numbers or nested lists; mixed dtypes are promoted
+    (torch rules on torch) and booleans give booleans. The result is contiguous, in the
+    operands' framework, dtype and device.
+
+    Parameters
+    ----------
+    out:
+        An array of the result's shape to write the result into (returned); the result's
+        dtype must cast to it safely.
+    optimize:
+        ``"auto"`` (default; searches harder on loopy graphs, see :mod:`tnmars.paths`),
+        ``True``/``None`` (the same), ``False`` (contract left to right), any opt_einsum
+        optimizer name (``"optimal"``, ``"dp"``, ``"greedy"``, ``"auto-hq"``, ...), a path
+        (``[(0, 1), (0, 1)]``, ``numpy.einsum_path``'s form too) or an optimizer object.
+    memory_limit:
+        Largest intermediate allowed to the path search, in entries; ``"max_input"``: the
+        largest operand; ``None`` or ``-1``: no limit.
+    backend:
+        ``"numpy"``, ``"torch"`` or ``"cupy"``: contract there (operands are converted) and
+        return that framework's array. Default: the operands' framework.
 
     >>> import numpy as np
     >>> a, b = np.ones((2, 3)), np.ones((3, 4))
     >>> contract("ij,jk->ik", a, b).shape
     (2, 4)
+    >>> contract(a, ["row", "k"], b, ["k", "col"], ["col", "row"]).shape
+    (4, 2)
+    >>> float(contract("ii", np.eye(3))), contract("...j,j->...", np.ones((2, 5, 3)), [1, 2, 3]).shape
+    (3.0, (2, 5))
     """
-    parsed = parse_spec(spec)
-    if len(parsed.inputs) != len(operands):
-        raise ValueError(f"spec {spec!r} has {len(parsed.inputs)} terms but {len(operands)} operands were given")
-    be = infer_backend(operands) if backend is None else _as_backend(backend)
+    if not args:
+        raise ValueError("contract needs a spec and operands, e.g. contract('ij,jk', a, b)")
+    if isinstance(args[0], str):
+        spec, operands = args[0], list(args[1:])
+    else:
+        spec, operands = _interleaved(args)
+    if not operands:
+        raise ValueError(f"spec {spec!r} was given no operands")
+    optimize = normalize_optimize(optimize)
+    memory_limit = normalize_memory_limit(memory_limit)
+    be, operands = _as_operands(operands, backend)
+    inputs, output = einsum_terms(spec, tuple(0 if isinstance(x, _SCALARS) else len(x.shape) for x in operands))
+    operands, boolean = _common_dtype(operands, be)
+    inputs = list(inputs)
+    for pos, term in enumerate(inputs):
+        if len(set(term)) < len(term):
+            inputs[pos], operands[pos] = _diagonal(term, operands[pos], pos, be)
     shapes = tuple(tuple(int(n) for n in x.shape) for x in operands)
-    plan = make_plan(parsed.inputs, parsed.output, shapes, optimize)
-    return execute(plan, operands, be)
+    try:
+        plan = make_plan(tuple(inputs), output, shapes, optimize, memory_limit)
+    except TypeError as err:  # an unhashable optimizer object: plan without the cache
+        if "unhashable" not in str(err):
+            raise
+        plan = make_plan.__wrapped__(tuple(inputs), output, shapes, optimize, memory_limit)
+    result = execute(plan, operands, be)
+    if boolean:
+        result = result != 0
+    result = be.contiguous(result)
+    if out is None:
+        return result
+    return _write_out(out, result, be)
 
 
-def _as_backend(backend: Backend | str) -> Backend:
-    from .backends import get_backend
+def _interleaved(args: Sequence[Any]) -> tuple[str, list[Any]]:
+    """``(a, labels_a, b, labels_b, ..., [output_labels])`` as a spec and operands."""
+    if len(args) < 2:
+        raise TypeError(
+            f"contract's first argument is a spec string, or an operand followed by its list of labels; "
+            f"got a lone {type(args[0]).__name__}"
+        )
+    pairs = len(args) // 2
+    operands = [args[2 * k] for k in range(pairs)]
+    labels = [args[2 * k + 1] for k in range(pairs)]
+    output = args[-1] if len(args) % 2 else None
+    spec, _ = labels_to_spec(labels, output)
+    return spec, operands
 
-    return backend if isinstance(backend, Backend) else get_backend(backend)
+
+_SCALARS = (bool, int, float, complex)
+
+
+def _as_operands(operands: list[Any], backend: Backend | str | None) -> tuple[Backend, list[Any]]:
+    """One backend for the call and every operand as its array. Nested lists and NumPy
+    scalars are read as NumPy reads them; Python numbers stay as they are until
+    :func:`_common_dtype` gives them the arrays' dtype. With an explicit ``backend``, arrays of
+    another framework are converted."""
+    arrays = []
+    for pos, x in enumerate(operands):
+        if isinstance(x, (*_SCALARS, np.generic, list, tuple)):
+            continue
+        if backend_name_of(x) is None:
+            raise TypeError(
+                f"operand {pos} is a {type(x).__name__}; expected a NumPy, CuPy or torch array, a number or a nested list"
+            )
+        arrays.append(x)
+    if backend is None or backend == "auto":
+        be = infer_backend(arrays)
+    elif isinstance(backend, (str, Backend)):
+        be = get_backend(backend)
+    else:
+        raise TypeError(f"backend must be 'numpy', 'torch', 'cupy' or None; got {backend!r}")
+    device = next((be.device_of(x) for x in arrays if be.is_array(x)), None)
+    out = []
+    for pos, x in enumerate(operands):
+        if isinstance(x, _SCALARS):
+            out.append(x)
+            continue
+        if not be.is_array(x):
+            try:
+                x = be.asarray(np.asarray(x) if isinstance(x, (list, tuple, np.generic)) else x, device=device)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise TypeError(f"operand {pos} cannot be read as a {be.name} array: {err}") from None
+        _check_numeric(be.dtype_name(x), pos)
+        out.append(x)
+    return be, out
+
+
+def _check_numeric(kind: str, pos: int) -> None:
+    if not kind.startswith(("float", "int", "uint", "complex", "bool", "bfloat")):
+        raise TypeError(f"operand {pos} has dtype {kind}; einsum needs numbers or booleans")
+
+
+def _common_dtype(operands: list[Any], be: Backend) -> tuple[list[Any], bool]:
+    """Operands as arrays of one dtype: the arrays' promoted dtype, Python numbers taking it
+    unless they need a wider kind (NumPy's and torch's "weak scalar" rule). Booleans are
+    summed as int64 (``True`` when any product is), which the caller turns back with ``!= 0``."""
+    arrays = [x for x in operands if not isinstance(x, _SCALARS)]
+    names = [be.dtype_name(x) for x in arrays]
+    if len(arrays) == len(operands) and len(set(names)) == 1:
+        common = names[0]
+    else:
+        common = be.result_dtype(operands)
+    boolean = common == "bool"
+    target = "int64" if boolean else common
+    device = next((be.device_of(x) for x in arrays), None)
+    out = []
+    for x in operands:
+        if isinstance(x, _SCALARS):
+            x = be.asarray(x, dtype=target, device=device)
+        elif be.dtype_name(x) != target:
+            x = be.asarray(x, dtype=target)
+        out.append(x)
+    return out, boolean
+
+
+def _diagonal(term: str, x: Any, pos: int, be: Backend) -> tuple[str, Any]:
+    """The diagonal over every index repeated inside ``term`` (opt_einsum's single-operand
+    einsum on the operand's own framework), and the term without the repeats."""
+    for c in set(term):
+        axes = [k for k, t in enumerate(term) if t == c]
+        sizes = {int(x.shape[k]) for k in axes}
+        if len(sizes) > 1:
+            raise ValueError(f"index {c!r} is repeated in term {term!r} but operand {pos} has sizes "
+                             f"{sorted(sizes)} along it; a diagonal needs equal sizes")
+    kept = "".join(dict.fromkeys(term))
+    return kept, opt_einsum.contract(term + "->" + kept, x, backend=be.name)
+
+
+def _write_out(out: Any, result: Any, be: Backend) -> Any:
+    if not be.is_array(out):
+        raise TypeError(f"out must be a {be.name} array like the result; got {type(out).__name__}")
+    if tuple(out.shape) != tuple(result.shape):
+        raise ValueError(f"out has shape {tuple(out.shape)} but the result has shape {tuple(result.shape)}")
+    have, want = be.dtype_name(result), be.dtype_name(out)
+    try:
+        ok = np.can_cast(np.dtype(have), np.dtype(want), "safe")
+    except TypeError:
+        ok = have == want
+    if not ok:
+        raise TypeError(f"cannot write a {have} result into out of dtype {want} (only safe casts are done)")
+    if getattr(out, "requires_grad", False):
+        raise ValueError("out= cannot be a tensor that requires grad; use the returned result instead")
+    out[...] = result
+    return out

@@ -63,6 +63,15 @@ class Backend:
         """Select ``indices`` (integers) along ``axis``; used by pruning."""
         raise NotImplementedError
 
+    def contiguous(self, x: Any) -> Any:
+        """``x`` in row-major memory order (``x`` itself when it already is)."""
+        raise NotImplementedError
+
+    def result_dtype(self, arrays: Sequence[Any]) -> str:
+        """The dtype name the framework promotes ``arrays`` to (mixed-dtype contractions);
+        Python numbers among them promote weakly, as in the framework's own arithmetic."""
+        raise NotImplementedError
+
     # -- elementwise maths used by MARS -------------------------------------------------
     def exp(self, x: Any) -> Any:
         raise NotImplementedError

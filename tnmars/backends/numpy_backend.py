@@ -61,6 +61,13 @@ class NumpyBackend(Backend):
     def take(self, x: Any, indices: Sequence[int], axis: int) -> Any:
         return self.xp.take(x, self.xp.asarray(indices, dtype=np.int64), axis=axis)
 
+    def contiguous(self, x: Any) -> Any:
+        # ascontiguousarray would turn a 0-d result into shape (1,)
+        return x if x.flags.c_contiguous else self.xp.ascontiguousarray(x)
+
+    def result_dtype(self, arrays: Sequence[Any]) -> str:
+        return str(self.xp.result_type(*arrays))
+
     def exp(self, x: Any) -> Any:
         return self.xp.exp(x)
 

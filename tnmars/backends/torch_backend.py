@@ -88,6 +88,21 @@ class TorchBackend(Backend):
         idx = self.torch.as_tensor(list(indices), dtype=self.torch.long, device=x.device)
         return self.torch.index_select(x, axis, idx)
 
+    def contiguous(self, x: Any) -> Any:
+        return x.contiguous()
+
+    def result_dtype(self, arrays: Sequence[Any]) -> str:
+        torch = self.torch
+        tensors = [x for x in arrays if isinstance(x, torch.Tensor)]
+        dtype = tensors[0].dtype if tensors else None
+        for x in tensors[1:]:
+            dtype = torch.promote_types(dtype, x.dtype)
+        for x in arrays:  # Python numbers promote weakly, as in torch's own arithmetic
+            if not isinstance(x, torch.Tensor):
+                dtype = torch.result_type(torch.empty(0, dtype=dtype), x) if dtype is not None else (
+                    torch.as_tensor(x).dtype)
+        return str(dtype).replace("torch.", "")
+
     def exp(self, x: Any) -> Any:
         return self.torch.exp(x)
 
