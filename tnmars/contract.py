@@ -222,8 +222,10 @@ def make_plan(
             note += (f"; tnmars chose path {list(best.path)} instead: {best.flops:.4g} FLOPs and transposes worth "
                      f"{best.copy_cost:.4g} copied entries, against {first.flops:.4g} FLOPs and {first.copy_cost:.4g}")
     elif optimize == "auto" and len(terms) >= MIN_TERMS_FOR_ESCALATION and is_loopy(terms):
-        alt, name = harder_search(terms, output, plan_sizes, memory_limit)
-        if alt is not None:
+        alt, name = harder_search(terms, output, plan_sizes, memory_limit, best.flops)
+        if alt is None:
+            note += f"; the graph has loops ({name})"
+        else:
             priced = _priced(pairwise_path(alt, len(terms)), terms, output, sizes)
             if priced.cost < best.cost:
                 note += (f"; the graph has loops: {name} found {priced.flops:.4g} FLOPs against "

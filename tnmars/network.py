@@ -591,10 +591,12 @@ class Network:
         lines = [
             f"Network {_short_spec(self.spec)}  ({self.num_cores} cores; {self.backend}, {self.dtype}, {self.device})",
             f"  shape {_short_tuple(self.shape)}, bonds {bond_text}",
-            f"  {self.num_params:,} parameters vs {self.dense_size:,} dense entries: compression {self.compression:.2f}x",
+            f"  {_count(self.num_params)} parameters vs {_count(self.dense_size)} dense entries: compression "
+            + (f"{self.compression:.2f}x" if self.compression < 1e6 else f"{self.compression:.3g}x"),
         ]
         plan = self.plan()
-        lines.append(f"  contraction: {plan.flops:,} FLOPs, largest intermediate {plan.largest_intermediate:,} entries")
+        lines.append(f"  contraction: {_count(plan.flops)} FLOPs, largest intermediate "
+                     f"{_count(plan.largest_intermediate)} entries")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -621,6 +623,11 @@ class Network:
 def _short_spec(spec: str, limit: int = 72) -> str:
     """The spec, or its start and end around an ellipsis when longer than ``limit``."""
     return spec if len(spec) <= limit else spec[: limit - 22] + "…" + spec[-20:]
+
+
+def _count(n: int) -> str:
+    """``1,234,567``; past 10**15 ``1.61e+60`` (the dense size of a 200-site train)."""
+    return f"{n:,}" if n < 10**15 else f"{n:.3g}"
 
 
 def _short_tuple(values: tuple[int, ...]) -> str:

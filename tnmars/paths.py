@@ -8,10 +8,12 @@ name, an explicit path, an opt_einsum ``PathOptimizer`` (cotengra's ``HyperOptim
 or a callable ``(inputs, output, size_dict, memory_limit) -> path``.
 
 ``"auto"`` is opt_einsum's ``"auto"`` (about a millisecond of search), plus, when the graph has
-a loop and more than five operands, a harder search whose path is kept if it is cheaper:
-dynamic programming up to 16 operands, beyond that cotengra's hyper-optimizer when installed
-(``pip install tnmars[cotengra]``), else 128 randomized greedy trials. Trees (chains, combs,
-stars) are left to ``"auto"``: its greedy order is already optimal there.
+a loop, six or more operands and a path worth at least ``MIN_FLOPS_FOR_ESCALATION``, a harder
+search whose path is kept if it is cheaper: dynamic programming up to 16 operands; beyond,
+128 randomized greedy trials, or from ``MIN_FLOPS_FOR_COTENGRA`` on cotengra's
+hyper-optimizer when it is installed (``pip install tnmars[cotengra]``). Trees (chains,
+combs, stars) are left to ``"auto"``: its greedy order is already optimal there. The search
+runs once per plan; plans are cached.
 
 >>> pairwise_path([(0, 1, 2)], 3)
 ((0, 1), (0, 1))
@@ -31,8 +33,14 @@ from opt_einsum.paths import _PATH_OPTIONS, PathOptimizer
 
 #: Operand counts up to which the harder search of a loopy graph is dynamic programming.
 MAX_TERMS_FOR_DP = 16
-#: Loopy graphs with more operands than this get the harder search (below, "auto" is exact).
+#: Loopy graphs with at least this many operands get the harder search (below, "auto" is exact).
 MIN_TERMS_FOR_ESCALATION = 6
+#: The harder search runs when "auto"'s path costs at least this many FLOPs: below, a
+#: contraction takes well under a millisecond and the search would cost more than it saves
+#: (dynamic programming on 9-16 operands: 10-300 ms; 128 greedy trials on 25: about 0.3 s).
+MIN_FLOPS_FOR_ESCALATION = 1e5
+#: cotengra (2-4 s on 25-70 operands) is used from this many FLOPs (a second of work) on.
+MIN_FLOPS_FOR_COTENGRA = 1e9
 
 Optimize = Any  # str | bool | None | path | PathOptimizer | callable
 
@@ -159,12 +167,16 @@ def find_path(
         optimize, "__name__", type(optimize).__name__)
 
 
-def harder_search(terms: Sequence[str], output: str, sizes: dict[str, int], memory_limit: int | str | None):
-    """The escalated search of a loopy graph (see the module notes): ``(path, name)``."""
+def harder_search(terms: Sequence[str], output: str, sizes: dict[str, int], memory_limit: int | str | None,
+                  flops: float):
+    """The escalated search of a loopy graph whose "auto" path costs ``flops`` (see the
+    module notes): ``(path, name)``, or ``(None, reason)`` when it is not worth running."""
+    if flops < MIN_FLOPS_FOR_ESCALATION:
+        return None, f"no harder search under {MIN_FLOPS_FOR_ESCALATION:.0e} FLOPs"
     if len(terms) <= MAX_TERMS_FOR_DP:
         optimizer: Any = opt_einsum.DynamicProgramming(minimize="flops")
         name = "dynamic programming"
-    elif cotengra_available():
+    elif cotengra_available() and flops >= MIN_FLOPS_FOR_COTENGRA:
         optimizer = _cotengra_optimizer()
         name = "cotengra"
     else:
@@ -173,7 +185,7 @@ def harder_search(terms: Sequence[str], output: str, sizes: dict[str, int], memo
     try:
         return _opt_einsum_path(terms, output, sizes, optimizer, memory_limit), name
     except RuntimeError:  # no path within memory_limit: the caller keeps its own
-        return None, name
+        return None, f"{name} found no path within memory_limit"
 
 
 @lru_cache(maxsize=1)
