@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import opt_einsum
 
-from .backends import Backend, backend_name_of, get_backend, infer_backend
+from .backends import Backend, _name_of_class, backend_name_of, get_backend, infer_backend
 from .paths import (
     MIN_TERMS_FOR_ESCALATION,
     Optimize,
     cheapest_paths,
     find_path,
+    greedy_variants,
     harder_search,
     is_loopy,
     normalize_memory_limit,
@@ -54,6 +55,16 @@ class _Step:
     batched: bool
     #: no index is summed: an outer product, done by broadcasting rather than a K=1 matmul
     outer: bool
+    #: where the operands and the result live in the executor's slot list (operand k in slot
+    #: k, the result of step s in slot n + s), so no list is rebuilt per step
+    slot_a: int = 0
+    slot_b: int = 0
+    slot_out: int = 0
+    #: the contracted axes of a and b, paired, when the step is one ``tensordot`` (no batch
+    #: index, free indices in their own order, not a tall-skinny product): backends with a
+    #: fused tensordot (torch) run it as one call instead of permute/reshape/matmul/reshape
+    axes_a: tuple[int, ...] | None = None
+    axes_b: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,12 +93,14 @@ class Plan:
     copy_cost: float = 0.0
     #: entries written by the pairwise steps (intermediates and result)
     written: int = 0
+    #: the copies and writes priced in FLOPs (:func:`_traffic_price`)
+    traffic: float = 0.0
 
     @property
     def cost(self) -> float:
-        """FLOPs plus memory traffic (``COPY_FLOPS`` per copied or written entry): what path
-        and evaluation-order choices compare."""
-        return self.flops + COPY_FLOPS * (self.copy_cost + self.written)
+        """FLOPs plus memory traffic (copied and written entries, priced by the size of the
+        array they belong to): what path and evaluation-order choices compare."""
+        return self.flops + self.traffic
 
     @property
     def identity_perm(self) -> tuple[int, ...]:
@@ -140,12 +153,23 @@ def _planning_size(n: int) -> int:
 
 
 #: How many FLOPs one entry copied by a transpose or written by a step is worth when choosing
-#: a path. Moving a large array is memory-bound (and its fresh output page-faults), so it is
-#: worth far more than its arithmetic: 100 reproduced the faster of the measured paths of a TT-matrix
-#: layer's weight and batch contractions (784x625, ranks 2-20, batch 1-512) on one CPU core.
+#: a path, for arrays larger than ``CACHED_ENTRIES``. Moving a large array is memory-bound (and
+#: its fresh output page-faults), so it is worth far more than its arithmetic: 100 reproduced
+#: the faster of the measured paths of a TT-matrix layer's weight and batch contractions
+#: (784x625, ranks 2-20, batch 1-512) on one CPU core.
 COPY_FLOPS = 100.0
-#: Up to this many operands every pairwise path is priced (180 paths for 5).
-MAX_TERMS_FOR_COPY_AWARE_PATHS = 5
+#: Arrays up to this many entries (1 MiB of float64) stay in cache, where an entry moved costs
+#: about what a few FLOPs do: pricing their copies at ``COPY_FLOPS`` made batch-1 TT-matrix
+#: products take paths with 1.6x the FLOPs that ran 1.1-1.2x slower.
+CACHED_ENTRIES = 2**17
+CACHED_COPY_FLOPS = 10.0
+
+
+def _traffic_price(entries: int) -> float:
+    """FLOPs one moved entry of an array of ``entries`` entries is worth."""
+    return COPY_FLOPS if entries > CACHED_ENTRIES else CACHED_COPY_FLOPS
+#: Up to this many operands every pairwise path is priced (945 trees for 6).
+MAX_TERMS_FOR_COPY_AWARE_PATHS = 6
 
 
 @lru_cache(maxsize=4096)
@@ -221,7 +245,15 @@ def make_plan(
         if best is not first:
             note += (f"; tnmars chose path {list(best.path)} instead: {best.flops:.4g} FLOPs and transposes worth "
                      f"{best.copy_cost:.4g} copied entries, against {first.flops:.4g} FLOPs and {first.copy_cost:.4g}")
-    elif optimize == "auto" and len(terms) >= MIN_TERMS_FOR_ESCALATION and is_loopy(terms):
+    elif optimize == "auto" and len(terms) > MAX_TERMS_FOR_COPY_AWARE_PATHS:
+        first = best
+        for alt, name in greedy_variants(terms, output, plan_sizes, memory_limit):
+            priced = _priced(pairwise_path(alt, len(terms)), terms, output, sizes)
+            if priced.cost < best.cost:
+                best, found_by = priced, name
+        if best is not first:
+            note += f"; {found_by} found {best.flops:.4g} FLOPs against {first.flops:.4g}, and its path is used"
+    if optimize == "auto" and len(terms) >= MIN_TERMS_FOR_ESCALATION and is_loopy(terms):
         alt, name = harder_search(terms, output, plan_sizes, memory_limit, best.flops)
         if alt is None:
             note += f"; the graph has loops ({name})"
@@ -256,6 +288,7 @@ def make_plan(
         note=note,
         copy_cost=best.copy_cost,
         written=best.written,
+        traffic=best.traffic,
     )
 
 
@@ -268,13 +301,14 @@ def _limit_entries(terms, output, sizes, memory_limit) -> int | None:
 class _Priced:
     """A path with its executor steps and costs (see :func:`_build_steps`)."""
 
-    def __init__(self, path, steps, final_perm, copy_cost, written, flops, largest) -> None:
+    def __init__(self, path, steps, final_perm, copy_cost, written, flops, largest, traffic) -> None:
         self.path, self.steps, self.final_perm = path, steps, final_perm
         self.copy_cost, self.written, self.flops, self.largest = copy_cost, written, flops, largest
+        self.traffic = traffic
 
     @property
     def cost(self) -> float:
-        return self.flops + COPY_FLOPS * (self.copy_cost + self.written)
+        return self.flops + self.traffic
 
 
 def _priced(path, terms, output, sizes) -> _Priced:
@@ -284,11 +318,14 @@ def _priced(path, terms, output, sizes) -> _Priced:
 def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: str, sizes: dict[str, int]):
     """The executor's steps for a pairwise ``path`` (layouts chosen by :func:`_layout`), the
     final permutation, the total transpose cost in copied entries, the entries the steps
-    write, the path's FLOPs (opt_einsum's count) and its largest intermediate."""
+    write, the path's FLOPs (opt_einsum's count), its largest intermediate, and the copies
+    and writes priced in FLOPs."""
     steps = []
     live = list(terms)
+    ids = list(range(len(terms)))  # the slot of each live operand
     copy_cost = 0.0
     written = 0
+    traffic = 0.0
     flops = 0
     largest = 0
     plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
@@ -305,6 +342,8 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
         kk = prod(sizes[c] for c in contracted)
         n = prod(sizes[c] for c in b_free)
         result = "".join(batch + a_free + b_free)
+        fused = (not batch and kk != 1 and m < 16 * n and a_free == [c for c in a if c in a_free]
+                 and b_free == [c for c in b if c in b_free])
         steps.append(
             _Step(
                 first=i,
@@ -319,18 +358,30 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
                 transpose_b=perm_b != tuple(range(len(perm_b))),
                 batched=nb != 1,
                 outer=kk == 1,
+                slot_a=ids[i],
+                slot_b=ids[j],
+                slot_out=len(terms) + len(steps),
+                axes_a=tuple(a.index(c) for c in contracted) if fused else None,
+                axes_b=tuple(b.index(c) for c in contracted) if fused else None,
             )
         )
-        copy_cost += _permute_cost([sizes[c] for c in a], perm_a) + _permute_cost([sizes[c] for c in b], perm_b)
+        ids = [t for k, t in enumerate(ids) if k not in (i, j)] + [len(terms) + len(steps) - 1]
+        for term, perm in ((a, perm_a), (b, perm_b)):
+            moved = _permute_cost([sizes[c] for c in term], perm)
+            copy_cost += moved
+            traffic += moved * _traffic_price(prod(plan_sizes[c] for c in term))
         entries = prod(plan_sizes[c] for c in result)
         written += entries
+        traffic += entries * _traffic_price(entries)
         largest = max(largest, entries)
         flops += opt_einsum.helpers.flop_count(set(a) | set(b), bool(contracted), 2, plan_sizes)
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
     final = live[0]
     final_perm = tuple(final.index(c) for c in output)
-    copy_cost += _permute_cost([sizes[c] for c in final], final_perm)
-    return tuple(steps), final_perm, copy_cost, written, flops, largest
+    moved = _permute_cost([sizes[c] for c in final], final_perm)
+    copy_cost += moved
+    traffic += moved * _traffic_price(prod(plan_sizes[c] for c in final))
+    return tuple(steps), final_perm, copy_cost, written, flops, largest, traffic
 
 
 def _permute_cost(sizes: Sequence[int], perm: Sequence[int]) -> float:
@@ -406,14 +457,19 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
     """Run ``plan`` on ``operands`` with ``backend``'s reshape/sum/transpose/matmul. The
     result may be a transposed view; :func:`contract` and ``Network.to_tensor`` make it
     contiguous."""
-    live = []
-    for x, squeeze, axes in zip(operands, plan.squeezes, plan.presums):
+    slots: list[Any] = [None] * (len(plan.inputs) + len(plan.steps))
+    for k, (x, squeeze, axes) in enumerate(zip(operands, plan.squeezes, plan.presums)):
         if squeeze is not None:
             x = backend.reshape(x, squeeze)
-        live.append(backend.sum(x, axes) if axes else x)
+        slots[k] = backend.sum(x, axes) if axes else x
+    fused = backend.fused_tensordot
     for step in plan.steps:
-        a = live[step.first]
-        b = live[step.second]
+        a = slots[step.slot_a]
+        b = slots[step.slot_b]
+        slots[step.slot_a] = slots[step.slot_b] = None  # intermediates are freed as soon as used
+        if fused and step.axes_a is not None:
+            slots[step.slot_out] = backend.tensordot(a, b, step.axes_a, step.axes_b)
+            continue
         if step.transpose_a:
             a = backend.transpose(a, step.perm_a)
         if step.transpose_b:
@@ -424,9 +480,8 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
             c = backend.matmul(backend.reshape(a, step.shape_a), backend.reshape(b, step.shape_b))
         else:  # a plain GEMM
             c = backend.matmul(backend.reshape(a, step.shape_a[1:]), backend.reshape(b, step.shape_b[1:]))
-        c = backend.reshape(c, step.out_shape)
-        live = [t for k, t in enumerate(live) if k not in (step.first, step.second)] + [c]
-    out = live[0]
+        slots[step.slot_out] = backend.reshape(c, step.out_shape)
+    out = slots[-1]
     if plan.final_perm != plan.identity_perm:
         out = backend.transpose(out, plan.final_perm)
     return out
@@ -487,20 +542,23 @@ def contract(
         raise ValueError(f"spec {spec!r} was given no operands")
     optimize = normalize_optimize(optimize)
     memory_limit = normalize_memory_limit(memory_limit)
-    be, operands = _as_operands(operands, backend)
-    inputs, output = einsum_terms(spec, tuple(0 if isinstance(x, _SCALARS) else len(x.shape) for x in operands))
-    operands, boolean = _common_dtype(operands, be)
-    inputs = list(inputs)
-    for pos, term in enumerate(inputs):
-        if len(set(term)) < len(term):
-            inputs[pos], operands[pos] = _diagonal(term, operands[pos], pos, be)
-    shapes = tuple(tuple(int(n) for n in x.shape) for x in operands)
+    be, operands, uniform = _as_operands(operands, backend)
+    boolean = False
+    if not uniform or be.dtype_name(operands[0]) == "bool":
+        operands, boolean = _common_dtype(operands, be)
+    shapes = tuple(x.shape for x in operands)
     try:
-        plan = make_plan(tuple(inputs), output, shapes, optimize, memory_limit)
-    except TypeError as err:  # an unhashable optimizer object: plan without the cache
+        inputs, output, traced, plan = _expression(spec, shapes, optimize, memory_limit)
+    except TypeError as err:  # an unhashable optimizer object: plan without the caches
         if "unhashable" not in str(err):
             raise
-        plan = make_plan.__wrapped__(tuple(inputs), output, shapes, optimize, memory_limit)
+        inputs, output, traced, plan = _expression.__wrapped__(spec, shapes, optimize, memory_limit, cache=False)
+    if traced:
+        inputs = list(inputs)
+        for pos in traced:
+            inputs[pos], operands[pos] = _diagonal(inputs[pos], operands[pos], pos, be)
+        shapes = tuple(tuple(x.shape) for x in operands)
+        plan = make_plan(tuple(inputs), output, shapes, optimize, memory_limit)
     result = execute(plan, operands, be)
     if boolean:
         result = result != 0
@@ -528,26 +586,43 @@ def _interleaved(args: Sequence[Any]) -> tuple[str, list[Any]]:
 _SCALARS = (bool, int, float, complex)
 
 
-def _as_operands(operands: list[Any], backend: Backend | str | None) -> tuple[Backend, list[Any]]:
-    """One backend for the call and every operand as its array. Nested lists and NumPy
-    scalars are read as NumPy reads them; Python numbers stay as they are until
-    :func:`_common_dtype` gives them the arrays' dtype. With an explicit ``backend``, arrays of
-    another framework are converted."""
+def _as_operands(operands: list[Any], backend: Backend | str | None) -> tuple[Backend, list[Any], bool]:
+    """One backend for the call, every operand as its array, and whether they already share
+    one dtype. Nested lists and NumPy scalars are read as NumPy reads them; Python numbers
+    stay as they are until :func:`_common_dtype` gives them the arrays' dtype. With an
+    explicit ``backend``, arrays of another framework are converted."""
+    if backend is None or backend == "auto":  # the usual call: arrays of one class and dtype
+        cls = type(operands[0])
+        be = _backend_of_type(cls)
+        if be is not None and all(type(x) is cls for x in operands):
+            first = operands[0].dtype
+            if all(x.dtype == first for x in operands):
+                _check_numeric(be.dtype_name(operands[0]), 0)
+                return be, list(operands), True
     arrays = []
+    loose = False
     for pos, x in enumerate(operands):
         if isinstance(x, (*_SCALARS, np.generic, list, tuple)):
-            continue
-        if backend_name_of(x) is None:
+            loose = True
+        elif backend_name_of(x) is None:
             raise TypeError(
                 f"operand {pos} is a {type(x).__name__}; expected a NumPy, CuPy or torch array, a number or a nested list"
             )
-        arrays.append(x)
+        else:
+            arrays.append(x)
     if backend is None or backend == "auto":
         be = infer_backend(arrays)
     elif isinstance(backend, (str, Backend)):
         be = get_backend(backend)
     else:
         raise TypeError(f"backend must be 'numpy', 'torch', 'cupy' or None; got {backend!r}")
+    if not loose and all(be.is_array(x) for x in operands):  # the usual call: arrays of one framework
+        first = operands[0].dtype
+        uniform = all(x.dtype == first for x in operands)
+        for pos, x in enumerate(operands):
+            if pos == 0 or x.dtype != first:
+                _check_numeric(be.dtype_name(x), pos)
+        return be, list(operands), uniform
     device = next((be.device_of(x) for x in arrays if be.is_array(x)), None)
     out = []
     for pos, x in enumerate(operands):
@@ -561,7 +636,30 @@ def _as_operands(operands: list[Any], backend: Backend | str | None) -> tuple[Ba
                 raise TypeError(f"operand {pos} cannot be read as a {be.name} array: {err}") from None
         _check_numeric(be.dtype_name(x), pos)
         out.append(x)
-    return be, out
+    return be, out, False
+
+
+@lru_cache(maxsize=4096)
+def _expression(spec: str, shapes: tuple, optimize: Optimize, memory_limit: Any, cache: bool = True):
+    """What one call of ``spec`` on arrays of ``shapes`` needs, cached: the resolved terms and
+    output, the terms that repeat an index (traced: their diagonals are taken first), and
+    the plan when no term is traced."""
+    inputs, output = einsum_terms(spec, tuple(len(s) for s in shapes))
+    traced = tuple(pos for pos, term in enumerate(inputs) if len(set(term)) < len(term))
+    if traced:
+        return inputs, output, traced, None
+    planner = make_plan if cache else make_plan.__wrapped__
+    return inputs, output, traced, planner(inputs, output, tuple(tuple(s) for s in shapes), optimize, memory_limit)
+
+
+@lru_cache(maxsize=64)
+def _backend_of_type(cls: type) -> Backend | None:
+    """The backend whose arrays are of class ``cls`` (None for anything else)."""
+    name = _name_of_class(cls)
+    if name is None or issubclass(cls, np.generic):
+        return None
+    be = get_backend(name)
+    return be if cls.__name__ in ("ndarray", "Tensor", "Parameter") else None
 
 
 def _check_numeric(kind: str, pos: int) -> None:

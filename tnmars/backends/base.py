@@ -63,6 +63,15 @@ class Backend:
         """Select ``indices`` (integers) along ``axis``; used by pruning."""
         raise NotImplementedError
 
+    #: whether :meth:`tensordot` is one fused native call, cheaper than the separate
+    #: transpose/reshape/matmul calls the executor makes otherwise (torch: yes)
+    fused_tensordot: bool = False
+
+    def tensordot(self, a: Any, b: Any, axes_a: Sequence[int], axes_b: Sequence[int]) -> Any:
+        """Contract ``a``'s ``axes_a`` with ``b``'s ``axes_b`` (paired); the result holds a's
+        other axes, then b's, each in their own order."""
+        raise NotImplementedError
+
     def contiguous(self, x: Any) -> Any:
         """``x`` in row-major memory order (``x`` itself when it already is)."""
         raise NotImplementedError

@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from .base import Backend
+
+
+@lru_cache(maxsize=64)
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def _import_torch():
@@ -36,7 +42,7 @@ class TorchBackend(Backend):
         return isinstance(x, self.torch.Tensor)
 
     def dtype_name(self, x: Any) -> str:
-        return str(x.dtype).replace("torch.", "")
+        return _dtype_name(x.dtype)
 
     def device_of(self, x: Any) -> str:
         return str(x.device)
@@ -87,6 +93,11 @@ class TorchBackend(Backend):
     def take(self, x: Any, indices: Sequence[int], axis: int) -> Any:
         idx = self.torch.as_tensor(list(indices), dtype=self.torch.long, device=x.device)
         return self.torch.index_select(x, axis, idx)
+
+    fused_tensordot = True
+
+    def tensordot(self, a: Any, b: Any, axes_a: Sequence[int], axes_b: Sequence[int]) -> Any:
+        return self.torch.tensordot(a, b, dims=(list(axes_a), list(axes_b)))
 
     def contiguous(self, x: Any) -> Any:
         return x.contiguous()
