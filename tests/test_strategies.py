@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, find, given, settings
 
 import tnmars
 from tnmars.spec import parse_spec
-from tnmars.testing.strategies import KINDS, is_connected, networks, specs
+from tnmars.testing.strategies import is_connected, networks, specs
 
 
 def _reference(spec, arrays):
@@ -36,9 +36,10 @@ def test_chains_loops_and_stars_are_connected_by_construction(spec):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(networks(min_cores=55, max_cores=70, kinds=[k for k in KINDS if k != "star"], max_dim=2, max_rank=2))
+@given(networks(min_cores=55, max_cores=70, kinds=["chain", "loop", "random"], max_dim=2, max_rank=2))
 def test_large_networks_pass_52_indices_and_contract_like_opt_einsum(net):
-    """(A star of 55 cores has a center with 54 bonds: 2**54 entries at rank 2, so stars stay small.)"""
+    """Connected graphs of 55+ cores without a hyperedge have 54+ bonds. (A star of 55 cores
+    has a center with 54 bonds, 2**54 entries at rank 2, so stars stay small.)"""
     parsed = parse_spec(net.spec)
     assert len(set("".join(parsed.inputs))) > 52
     assert is_connected(net.spec)
