@@ -61,7 +61,8 @@ class _Step:
     slot_b: int = 0
     slot_out: int = 0
     #: the contracted axes of a and b, paired, when the step is one ``tensordot`` (no batch
-    #: index, free indices in their own order, not a tall-skinny product): backends with a
+    #: index, free indices in their own order, not a tall-skinny matrix product, which
+    #: torch's backend runs transposed): backends with a
     #: fused tensordot (torch) run it as one call instead of permute/reshape/matmul/reshape
     axes_a: tuple[int, ...] | None = None
     axes_b: tuple[int, ...] | None = None
@@ -254,17 +255,20 @@ def make_plan(
         if best is not first:
             note += f"; {found_by} found {best.flops:.4g} FLOPs against {first.flops:.4g}, and its path is used"
     if optimize == "auto" and len(terms) >= MIN_TERMS_FOR_ESCALATION and is_loopy(terms):
-        alt, name = harder_search(terms, output, plan_sizes, memory_limit, best.flops)
-        if alt is None:
-            note += f"; the graph has loops ({name})"
+        found, searched = harder_search(terms, output, plan_sizes, memory_limit, best.flops)
+        if not found:
+            note += f"; the graph has loops ({searched})"
         else:
-            priced = _priced(pairwise_path(alt, len(terms)), terms, output, sizes)
-            if priced.cost < best.cost:
-                note += (f"; the graph has loops: {name} found {priced.flops:.4g} FLOPs against "
-                         f"{best.flops:.4g}, and its path is used")
-                best = priced
+            first = best
+            for alt, name in found:
+                priced = _priced(pairwise_path(alt, len(terms)), terms, output, sizes)
+                if priced.cost < best.cost:
+                    best, found_by = priced, name
+            if best is first:
+                note += f"; the graph has loops: {searched} found nothing cheaper"
             else:
-                note += f"; the graph has loops: {name} found nothing cheaper"
+                note += (f"; the graph has loops: {found_by} found {best.flops:.4g} FLOPs against "
+                         f"{first.flops:.4g} (and cheaper copies), and its path is used")
     if len(terms) == 1:
         best.flops = prod(plan_sizes[c] for c in inputs[0])
         best.largest = prod(plan_sizes[c] for c in output) if output else 1
@@ -342,7 +346,7 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
         kk = prod(sizes[c] for c in contracted)
         n = prod(sizes[c] for c in b_free)
         result = "".join(batch + a_free + b_free)
-        fused = (not batch and kk != 1 and m < 16 * n and a_free == [c for c in a if c in a_free]
+        fused = (not batch and kk != 1 and (m < 16 * n or n == 1) and a_free == [c for c in a if c in a_free]
                  and b_free == [c for c in b if c in b_free])
         steps.append(
             _Step(

@@ -169,24 +169,29 @@ def find_path(
 
 
 def harder_search(terms: Sequence[str], output: str, sizes: dict[str, int], memory_limit: int | str | None,
-                  flops: float):
+                  flops: float) -> tuple[list[tuple[tuple[tuple[int, ...], ...], str]], str]:
     """The escalated search of a loopy graph whose "auto" path costs ``flops`` (see the
-    module notes): ``(path, name)``, or ``(None, reason)`` when it is not worth running."""
+    module notes): ``([(path, name), ...], note)``; no paths when it is not worth running.
+    Dynamic programming runs twice, minimizing FLOPs and FLOPs plus writes: on an 11-tensor
+    MERA the second path has 1.3x the FLOPs, half the copies, and runs faster."""
     if flops < MIN_FLOPS_FOR_ESCALATION:
-        return None, f"no harder search under {MIN_FLOPS_FOR_ESCALATION:.0e} FLOPs"
+        return [], f"no harder search under {MIN_FLOPS_FOR_ESCALATION:.0e} FLOPs"
     if len(terms) <= MAX_TERMS_FOR_DP:
-        optimizer: Any = opt_einsum.DynamicProgramming(minimize="flops")
-        name = "dynamic programming"
+        optimizers: list[tuple[Any, str]] = [(opt_einsum.DynamicProgramming(minimize="flops"), "dynamic programming"),
+                                             (opt_einsum.DynamicProgramming(minimize="combo"),
+                                              "dynamic programming (FLOPs and writes)")]
     elif cotengra_available() and flops >= MIN_FLOPS_FOR_COTENGRA:
-        optimizer = _cotengra_optimizer()
-        name = "cotengra"
+        optimizers = [(_cotengra_optimizer(), "cotengra")]
     else:
-        optimizer = opt_einsum.RandomGreedy(max_repeats=128)  # run r is seeded with r: reproducible
-        name = "random-greedy-128"
-    try:
-        return _opt_einsum_path(terms, output, sizes, optimizer, memory_limit), name
-    except RuntimeError:  # no path within memory_limit: the caller keeps its own
-        return None, f"{name} found no path within memory_limit"
+        # run r is seeded with r: reproducible
+        optimizers = [(opt_einsum.RandomGreedy(max_repeats=128), "random-greedy-128")]
+    found = []
+    for optimizer, name in optimizers:
+        try:
+            found.append((_opt_einsum_path(terms, output, sizes, optimizer, memory_limit), name))
+        except RuntimeError:  # no path within memory_limit: the caller keeps its own
+            pass
+    return found, " and ".join(name for _, name in optimizers)
 
 
 def greedy_variants(terms: Sequence[str], output: str, sizes: dict[str, int], memory_limit: int | str | None):
