@@ -5,8 +5,9 @@ and tensorly, on NumPy and torch, over chains, combs, loops, PEPS, a MERA and a 
 
 Every method contracts the same arrays and returns a contiguous array (views are copied), so
 a transposed result costs what it costs the user. Timings are medians of interleaved repeats
-(round robin after a warm-up), each repeat a batch of calls lasting about 20 ms
-(:func:`time_batched`), so a busy machine slows every method alike. Contenders get
+(round robin after a warm-up), each repeat a batch of calls lasting about 20 ms of the
+process's CPU time (:func:`time_batched`: every method is single-threaded, and on a shared,
+oversubscribed machine the wall clock mostly measures waiting for a core). Contenders get
 their best settings: opt_einsum's expression is built once with ``optimize="auto-hq"`` and
 reused; cotengra's expression uses a path from its hyper-optimizer (128 trials, minimizing
 FLOPs plus writes) and is reused; quimb contracts a prebuilt network with the same cached
@@ -26,6 +27,14 @@ import statistics
 import sys
 import time
 import warnings
+
+# benchmarks/selectors.py would shadow the standard library's selectors (which subprocess
+# imports) for a script run from this folder: load the standard one first
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_saved_path = list(sys.path)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import selectors  # noqa: E402,F401
+sys.path[:] = _saved_path
 
 # one BLAS thread for every library: on a shared machine, multi-threaded BLAS makes
 # timings depend on whatever else runs; one thread keeps the comparison about the code
@@ -203,28 +212,29 @@ def cases(quick: bool) -> list[Case]:
 
 
 # ----------------------------------------------------------------------------- timing
-def time_batched(funcs: dict, repeats: int, sample_s: float = 0.02) -> dict[str, float]:
-    """Median seconds per call of each function, measured round-robin (so load from other
-    processes hits every method alike) in samples of about ``sample_s`` seconds: on a
-    shared, oversubscribed machine one sub-millisecond call is either untouched or
-    descheduled for a whole time slice, and its median flips between the two; a sample of
-    many calls averages the stolen time, which every method then shares."""
+def time_batched(funcs: dict, repeats: int, sample_s: float = 0.02, clock=time.process_time) -> dict[str, float]:
+    """Median seconds per call of each function, measured round-robin in samples of about
+    ``sample_s`` seconds. The clock is the process's CPU time: every method runs on one
+    thread, and on a shared machine with four times more runnable processes than cores the
+    wall clock mostly measures how long the process waited for a core (wall-clock medians of
+    the same row moved 3x between runs); CPU time still includes what sharing caches and
+    memory bandwidth costs, and interleaving spreads that over every method alike."""
     number = {}
     for name, f in funcs.items():
         f()  # warm-up
-        t0 = time.perf_counter()
+        t0 = clock()
         f()
-        once = max(time.perf_counter() - t0, 1e-6)
+        once = max(clock() - t0, 1e-6)
         number[name] = max(1, int(sample_s / once))
     samples: dict[str, list[float]] = {k: [] for k in funcs}
     names = list(funcs)
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
             f, n = funcs[name], number[name]
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(n):
                 f()
-            samples[name].append((time.perf_counter() - t0) / n)
+            samples[name].append((clock() - t0) / n)
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
@@ -373,7 +383,9 @@ def main(argv=None) -> None:
         f"Command: `python benchmarks/contraction.py --repeats {args.repeats}{' --quick' if args.quick else ''}`  \n"
         f"Measured: {machine_line()}; one BLAS/torch thread; {versions}.  \n"
         f"Median of {args.repeats} interleaved repeats after one warm-up, each repeat a batch of calls of about "
-        "20 ms (the time per call is reported), float64, every result made contiguous. "
+        "20 ms, timed with the process's CPU time (every method runs on one thread; the machine was shared and "
+        "oversubscribed, where wall-clock medians of one row moved 3x between runs); the time per call is "
+        "reported, float64, every result made contiguous. "
         "opt_einsum: a reused `contract_expression(optimize=\"auto-hq\")`; cotengra: a reused expression on its "
         "hyper-optimizer's path (128 trials, `minimize=\"combo\"`, methods greedy and labels: kahypar is not "
         "installed); quimb: a prebuilt TensorNetwork contracted on that same path; torch.einsum: letters only, so "
