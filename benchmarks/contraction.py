@@ -194,8 +194,14 @@ def cases(quick: bool) -> list[Case]:
         eq, arrays, net = tt_matrix_batch(batch, (7, 4, 7, 4), (5, 5, 5, 5), 20)
         out.append(Case(f"TT-matrix 784x625 rank 20, batch {batch}", eq, arrays, "tuning", net=net,
                         tensorly="tt_matrix"))
+    # the held-out row that showed narrow matrix products to be slow per FLOP (NARROW_GEMM was
+    # set from it), so it counts as tuning
+    eq, arrays, net = tt_matrix_batch(256 // s, (4, 8, 8, 4), (4, 4, 4, 4), 8, seed=1)
+    out.append(Case(f"TT-matrix 1024x256 rank 8, batch {256 // s}", eq, arrays, "tuning", net=net,
+                    tensorly="tt_matrix"))
     # held out: other shapes, ranks, batches and topologies, never looked at while tuning
     full("Tucker 16^5, ranks 6 (held out)", tnmars.Network.tucker((16,) * 5, 6, seed=1), "held-out", "tucker")
+    full("Tucker 12^6, ranks 4", tnmars.Network.tucker((12,) * 6, 4, seed=2), "held-out", "tucker")
     eq, arrays = with_vectors(_quiet(lambda: tnmars.Network.tt((3,) * 30, 24, seed=1)))
     out.append(Case("TT order 30 (3^30, rank 24) with vectors", eq, arrays, "held-out"))
     out.append(Case("PEPS 4x4, D=5, closed", *peps(4, 5, seed=1), "held-out"))
@@ -204,10 +210,16 @@ def cases(quick: bool) -> list[Case]:
     out.append(Case("MERA, 11 tensors, d=3, chi=12", *mera(3, 12, seed=1), "held-out"))
     eq, arrays = with_vectors(tnmars.Network.tr((3,) * 12, 16, seed=1))
     out.append(Case("ring of 12 (TR 3^12, rank 16) to a scalar", eq, arrays, "held-out"))
-    for batch in (8, 256 // s):
-        eq, arrays, net = tt_matrix_batch(batch, (4, 8, 8, 4), (4, 4, 4, 4), 8, seed=1)
-        out.append(Case(f"TT-matrix 1024x256 rank 8, batch {batch}", eq, arrays, "held-out", net=net,
+    eq, arrays, net = tt_matrix_batch(8, (4, 8, 8, 4), (4, 4, 4, 4), 8, seed=1)
+    out.append(Case("TT-matrix 1024x256 rank 8, batch 8", eq, arrays, "held-out", net=net, tensorly="tt_matrix"))
+    for batch in (64, 2048 // s):
+        eq, arrays, net = tt_matrix_batch(batch, (8, 8, 8), (8, 8, 8), 12, seed=2)
+        out.append(Case(f"TT-matrix 512x512 rank 12, batch {batch}", eq, arrays, "held-out", net=net,
                         tensorly="tt_matrix"))
+    eq, arrays = with_vectors(_quiet(lambda: tnmars.Network.tt((5,) * 20, 32, seed=2)))
+    out.append(Case("TT order 20 (5^20, rank 32) with vectors", eq, arrays, "held-out"))
+    out.append(Case("PEPS 4x4, D=3, open legs d=2", *peps(4, 3, 2, seed=2), "held-out"))
+    out.append(Case("MERA, 11 tensors, d=2, chi=16", *mera(2, 16, seed=2), "held-out"))
     return out
 
 

@@ -94,13 +94,15 @@ class Plan:
     copy_cost: float = 0.0
     #: entries written by the pairwise steps (intermediates and result)
     written: int = 0
-    #: the copies and writes priced in FLOPs (:func:`_traffic_price`)
+    #: the copies and writes priced in FLOPs (:func:`_traffic_price`), plus the extra time of
+    #: narrow matrix products (``NARROW_GEMM``)
     traffic: float = 0.0
 
     @property
     def cost(self) -> float:
         """FLOPs plus memory traffic (copied and written entries, priced by the size of the
-        array they belong to): what path and evaluation-order choices compare."""
+        array they belong to) and the slowness of narrow matrix products: what path and
+        evaluation-order choices compare."""
         return self.flops + self.traffic
 
     @property
@@ -164,6 +166,15 @@ COPY_FLOPS = 100.0
 #: products take paths with 1.6x the FLOPs that ran 1.1-1.2x slower.
 CACHED_ENTRIES = 2**17
 CACHED_COPY_FLOPS = 10.0
+
+
+#: A matrix product whose smallest side is ``s`` runs at about ``s / (s + NARROW_GEMM)`` of
+#: the speed of a wide one (one CPU core, OpenBLAS and torch: 5.6 GFLOP/s with a side of 32,
+#: 3 with 16, 10.5 at 256), so its FLOPs are charged ``NARROW_GEMM / s`` extra (sides below
+#: 4 count as 4: a vector product is memory-bound, not slower per FLOP without end). It
+#: decides, for example, between building a TT-matrix's weight for one wide product and two
+#: narrow products with fewer FLOPs (1024x256 layer, batch 256: 13 ms against 23 ms).
+NARROW_GEMM = 32.0
 
 
 def _traffic_price(entries: int) -> float:
@@ -378,7 +389,11 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
         written += entries
         traffic += entries * _traffic_price(entries)
         largest = max(largest, entries)
-        flops += opt_einsum.helpers.flop_count(set(a) | set(b), bool(contracted), 2, plan_sizes)
+        step_flops = opt_einsum.helpers.flop_count(set(a) | set(b), bool(contracted), 2, plan_sizes)
+        flops += step_flops
+        if not kk == 1:  # a narrow matrix product runs slower per FLOP than a wide one
+            narrowest = max(min(_planning_size(m), _planning_size(kk), _planning_size(n)), 4)
+            traffic += step_flops * NARROW_GEMM / narrowest
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
     final = live[0]
     final_perm = tuple(final.index(c) for c in output)

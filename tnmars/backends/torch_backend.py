@@ -27,6 +27,9 @@ class TorchBackend(Backend):
 
     def __init__(self) -> None:
         self.torch = _import_torch()
+        self._plain = (self.torch.Tensor, self.torch.nn.Parameter)
+        self._aten_tensordot = getattr(self.torch._C._VariableFunctions, "tensordot", None) or (
+            lambda a, b, x, y: self.torch.tensordot(a, b, dims=(x, y)))
 
     def _dtype(self, name: str | None):
         if name is None:
@@ -97,6 +100,12 @@ class TorchBackend(Backend):
     fused_tensordot = True
 
     def tensordot(self, a: Any, b: Any, axes_a: Sequence[int], axes_b: Sequence[int]) -> Any:
+        # torch.tensordot is a Python wrapper (argument forms, __torch_function__) around the
+        # ATen op, and the wrapper costs about as much as a small contraction: call the op
+        # itself for plain tensors and parameters (same op, same autograd), the wrapper for
+        # subclasses that may override torch functions
+        if type(a) in self._plain and type(b) in self._plain:
+            return self._aten_tensordot(a, b, list(axes_a), list(axes_b))
         return self.torch.tensordot(a, b, dims=(list(axes_a), list(axes_b)))
 
     def contiguous(self, x: Any) -> Any:
