@@ -382,3 +382,14 @@ def test_results_are_contiguous():
         B = tnmars.get_backend(be)
         got = tnmars.contract("ijk,kl->lji", B.asarray(a), B.asarray(b))
         assert got.flags.c_contiguous if be == "numpy" else got.is_contiguous()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_python_numbers_take_the_arrays_dtype_unless_they_need_a_wider_kind(backend):
+    be = tnmars.get_backend(backend)
+    x = be.asarray(np.ones((2, 3)), dtype="float32")
+    assert be.dtype_name(tnmars.contract("ij,->ij", x, 2.5)) == "float32"
+    assert be.dtype_name(tnmars.contract("ij,->ij", x, 2.5j)) == "complex64"
+    i = be.asarray(np.ones((2, 3)), dtype="int32")
+    assert be.dtype_name(tnmars.contract("ij,->ij", i, 3)) == "int32"
+    assert be.dtype_name(tnmars.contract("ij,->ij", i, 0.5)).startswith("float")

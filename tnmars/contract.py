@@ -62,7 +62,7 @@ class _Step:
     slot_out: int = 0
     #: the contracted axes of a and b, paired, when the step is one ``tensordot`` (no batch
     #: index, free indices in their own order, not a tall-skinny matrix product, which
-    #: torch's backend runs transposed): backends with a
+    #: torch's backend runs transposed, a result of at most ``MAX_FUSED_ENTRIES``): backends with a
     #: fused tensordot (torch) run it as one call instead of permute/reshape/matmul/reshape
     axes_a: tuple[int, ...] | None = None
     axes_b: tuple[int, ...] | None = None
@@ -156,25 +156,25 @@ def _planning_size(n: int) -> int:
 
 
 #: How many FLOPs one entry copied by a transpose or written by a step is worth when choosing
-#: a path, for arrays larger than ``CACHED_ENTRIES``. Moving a large array is memory-bound (and
-#: its fresh output page-faults), so it is worth far more than its arithmetic: 100 reproduced
-#: the faster of the measured paths of a TT-matrix layer's weight and batch contractions
-#: (784x625, ranks 2-20, batch 1-512) on one CPU core.
-COPY_FLOPS = 100.0
-#: Arrays up to this many entries (1 MiB of float64) stay in cache, where an entry moved costs
-#: about what a few FLOPs do: pricing their copies at ``COPY_FLOPS`` made batch-1 TT-matrix
-#: products take paths with 1.6x the FLOPs that ran 1.1-1.2x slower.
-CACHED_ENTRIES = 2**17
-CACHED_COPY_FLOPS = 10.0
+#: a path, for arrays larger than ``CACHED_ENTRIES`` (memory-bound copies whose fresh output
+#: page-faults) and for smaller ones, which stay in cache; and ``NARROW_GEMM``: a matrix
+#: product whose smallest side is ``s`` (at least 4; a vector product is memory-bound, not
+#: slower without end) is charged ``NARROW_GEMM / s`` of its FLOPs extra. Fitted on the
+#: benchmark's tuning rows of up to six operands (TT-matrix layers at batch 1-1024 and their
+#: weights, CP, Tucker, TR): every one of the 8 cheapest trees timed on NumPy and torch (one
+#: core, CPU time), these values minimise the worst slowdown of the chosen tree against the
+#: fastest one (1.19x; 100 / 10 / 32 with 2**17 entries gave 1.26x, FLOPs alone 1.52x).
+COPY_FLOPS = 50.0
+CACHED_COPY_FLOPS = 2.0
+CACHED_ENTRIES = 2**19
+NARROW_GEMM = 8.0
 
 
-#: A matrix product whose smallest side is ``s`` runs at about ``s / (s + NARROW_GEMM)`` of
-#: the speed of a wide one (one CPU core, OpenBLAS and torch: 5.6 GFLOP/s with a side of 32,
-#: 3 with 16, 10.5 at 256), so its FLOPs are charged ``NARROW_GEMM / s`` extra (sides below
-#: 4 count as 4: a vector product is memory-bound, not slower per FLOP without end). It
-#: decides, for example, between building a TT-matrix's weight for one wide product and two
-#: narrow products with fewer FLOPs (1024x256 layer, batch 256: 13 ms against 23 ms).
-NARROW_GEMM = 32.0
+#: Steps whose result has more entries than this run as transpose/reshape/matmul even where a
+#: fused tensordot exists: the fused call saves dispatch time, which only matters for small
+#: steps, and on large ones torch's tensordot ran 1.75x slower than the explicit steps (a
+#: Tucker 12^6 reconstruction: 81 ms against 46 ms).
+MAX_FUSED_ENTRIES = 2**16
 
 
 def _traffic_price(entries: int) -> float:
@@ -357,8 +357,8 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
         kk = prod(sizes[c] for c in contracted)
         n = prod(sizes[c] for c in b_free)
         result = "".join(batch + a_free + b_free)
-        fused = (not batch and kk != 1 and (m < 16 * n or n == 1) and a_free == [c for c in a if c in a_free]
-                 and b_free == [c for c in b if c in b_free])
+        fused = (not batch and kk != 1 and (m < 16 * n or n == 1) and nb * m * n <= MAX_FUSED_ENTRIES
+                 and a_free == [c for c in a if c in a_free] and b_free == [c for c in b if c in b_free])
         steps.append(
             _Step(
                 first=i,
