@@ -357,12 +357,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run; nothing is written)")
-    parser.add_argument("--only", default=None, help="run the rows whose name contains this text")
+    parser.add_argument("--only", default=None,
+                        help="run the rows whose name contains this text (several: separated by '|')")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows, plan_rows, verdicts = [], [], []
     for case in cases(args.quick):
-        if args.only and args.only not in case.name:
+        if args.only and not any(part in case.name for part in args.only.split("|")):
             continue
         planned, seconds = plan_everything(case)
         plan = planned["tnmars plan"]

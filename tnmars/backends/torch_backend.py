@@ -82,9 +82,13 @@ class TorchBackend(Backend):
         return x.reshape(tuple(shape))
 
     def matmul(self, a: Any, b: Any) -> Any:
-        if a.ndim == 2 and b.ndim == 2 and a.shape[0] >= 16 * b.shape[1] and a.device.type == "cpu":
+        if (a.ndim == 2 and b.ndim == 2 and a.shape[0] >= 16 * b.shape[1] and a.shape[1] >= max(64, 2 * b.shape[1])
+                and a.device.type == "cpu"):
             # torch's CPU GEMM is about 2x slower for tall-skinny products (M >> N) than for the
-            # transposed, wide one; the result is the same matrix, returned as a transposed view
+            # transposed, wide one; the result is the same matrix, returned as a transposed view.
+            # With a short inner side (K < 64 or K < 2N) the product is cheap and the copy that
+            # a transposed view costs later is not: the direct product is then faster (measured
+            # with a contiguous result: (65536 x 4) @ (4 x 16) 3.2 ms against 5.6 ms)
             return self.torch.matmul(b.mT, a.mT).mT
         return self.torch.matmul(a, b)
 
