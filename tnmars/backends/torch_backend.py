@@ -180,9 +180,14 @@ class TorchBackend(Backend):
         # ATen op, and the wrapper costs about as much as a small contraction: call the op
         # itself for plain tensors and parameters (same op, same autograd), the wrapper for
         # subclasses that may override torch functions
+        torch = self.torch
+        if a.dtype == torch.bool or b.dtype == torch.bool:  # no boolean GEMM: as in matmul
+            if a.dtype == b.dtype:
+                return self.tensordot(a.to(torch.float64), b.to(torch.float64), axes_a, axes_b) != 0
+            a, b = (a.to(b.dtype), b) if a.dtype == torch.bool else (a, b.to(a.dtype))
         if type(a) in self._plain and type(b) in self._plain:
             return self._aten_tensordot(a, b, list(axes_a), list(axes_b))
-        return self.torch.tensordot(a, b, dims=(list(axes_a), list(axes_b)))
+        return torch.tensordot(a, b, dims=(list(axes_a), list(axes_b)))
 
     def contiguous(self, x: Any) -> Any:
         return x.contiguous()
