@@ -35,6 +35,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _saved_path = list(sys.path)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 import selectors  # noqa: E402,F401
+
 sys.path[:] = _saved_path
 
 # one BLAS thread for every library: on a shared machine, multi-threaded BLAS makes

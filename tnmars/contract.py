@@ -240,6 +240,38 @@ def make_plan(
             terms[k] = "".join(c for c in term if not (counts[c] == 1 and c not in output))
 
     plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
+    best, note = _choose_path(terms, output, sizes, plan_sizes, optimize, memory_limit)
+    if len(terms) == 1:
+        best.flops = prod(plan_sizes[c] for c in inputs[0])
+        best.largest = prod(plan_sizes[c] for c in output) if output else 1
+    limit = _limit_entries(terms, output, plan_sizes, memory_limit)
+    if limit is not None and best.largest > limit:
+        warnings.warn(
+            f"no pairwise path of {','.join(inputs)}->{output} keeps intermediates within memory_limit={memory_limit} "
+            f"({limit} entries); the plan's largest holds {best.largest}", stacklevel=3)
+    return Plan(
+        inputs=tuple(inputs),
+        output=output,
+        shapes=tuple(tuple(int(n) for n in s) for s in shapes),
+        path=best.path,
+        squeezes=tuple(squeezes),
+        presums=tuple(presums),
+        steps=best.steps,
+        final_perm=best.final_perm,
+        flops=best.flops,
+        largest_intermediate=best.largest,
+        optimize=optimize,
+        note=note,
+        copy_cost=best.copy_cost,
+        written=best.written,
+        traffic=best.traffic,
+    )
+
+
+def _choose_path(terms: list[str], output: str, sizes: dict[str, int], plan_sizes: dict[str, int],
+                 optimize: Optimize, memory_limit: int | str | None) -> tuple[_Priced, str]:
+    """The path to run, priced, and a note on how it was found. ``optimize="auto"`` lets
+    several searches compete (see :mod:`tnmars.paths`); the cheapest by :attr:`Plan.cost` wins."""
     raw, found_by = find_path(terms, output, plan_sizes, optimize, memory_limit)
     path = pairwise_path(raw, len(terms))
     best = _priced(path, terms, output, sizes)
@@ -280,31 +312,7 @@ def make_plan(
             else:
                 note += (f"; the graph has loops: {found_by} found {best.flops:.4g} FLOPs against "
                          f"{first.flops:.4g} (and cheaper copies), and its path is used")
-    if len(terms) == 1:
-        best.flops = prod(plan_sizes[c] for c in inputs[0])
-        best.largest = prod(plan_sizes[c] for c in output) if output else 1
-    limit = _limit_entries(terms, output, plan_sizes, memory_limit)
-    if limit is not None and best.largest > limit:
-        warnings.warn(
-            f"no pairwise path of {','.join(inputs)}->{output} keeps intermediates within memory_limit={memory_limit} "
-            f"({limit} entries); the plan's largest holds {best.largest}", stacklevel=3)
-    return Plan(
-        inputs=tuple(inputs),
-        output=output,
-        shapes=tuple(tuple(int(n) for n in s) for s in shapes),
-        path=best.path,
-        squeezes=tuple(squeezes),
-        presums=tuple(presums),
-        steps=best.steps,
-        final_perm=best.final_perm,
-        flops=best.flops,
-        largest_intermediate=best.largest,
-        optimize=optimize,
-        note=note,
-        copy_cost=best.copy_cost,
-        written=best.written,
-        traffic=best.traffic,
-    )
+    return best, note
 
 
 def _limit_entries(terms, output, sizes, memory_limit) -> int | None:
