@@ -255,7 +255,6 @@ def test_masked_networks_equal_einsum_with_the_masks_folded_in(net, data):
     np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.skip(reason="enabled when issue 13 lands: tnmars.contract argument errors (issue 14 lists them)")
 @FUZZ
 @given(operand=HOSTILE, dtype_pair=st.sampled_from([("float32", "float64"), ("float64", "complex128")]))
 def test_contract_arguments_fail_cleanly(operand, dtype_pair):
