@@ -201,16 +201,19 @@ def recovery_rows(pick: Selection) -> list[dict]:
                     y = noisy(x, snr, seed)
                     base = {"part": "recovery", "order": order, "n": n, "split": split, "seed": seed, "snr": snr,
                             "true_edges": [[i, j, r] for (i, j), r in edges.items()], "true_params": truth.num_params}
-                    t0 = time.perf_counter()
-                    found = tnmars.search(y, max_rank=SEARCH_MAX_RANK, seed=0, progress=False)
-                    row = {**base, "method": "search", "seconds": time.perf_counter() - t0,
-                           "edges": [[i, j, r] for (i, j), r in found.edges.items()], "topology": found.topology,
-                           "params": found.num_params, "error": found.relative_error,
-                           "truth_error": relative(found.network.to_tensor(), x), "refits": found.evaluations,
-                           "topology_ok": set(found.edges) == set(edges), "ranks_ok": found.edges == edges}
-                    rows.append(row)
-                    emit(row)
+                    if pick.method("search"):
+                        t0 = time.perf_counter()
+                        found = tnmars.search(y, max_rank=SEARCH_MAX_RANK, seed=0, progress=False)
+                        row = {**base, "method": "search", "seconds": time.perf_counter() - t0,
+                               "edges": [[i, j, r] for (i, j), r in found.edges.items()], "topology": found.topology,
+                               "params": found.num_params, "error": found.relative_error,
+                               "truth_error": relative(found.network.to_tensor(), x), "refits": found.evaluations,
+                               "topology_ok": set(found.edges) == set(edges), "ranks_ok": found.edges == edges}
+                        rows.append(row)
+                        emit(row)
                     for fmt in FORMATS:
+                        if not pick.method(fmt):
+                            continue
                         t0 = time.perf_counter()
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
@@ -220,7 +223,9 @@ def recovery_rows(pick: Selection) -> list[dict]:
                                      "truth_error": relative(res.network.to_tensor(), x), "refits": res.evaluations})
                         emit(rows[-1])
                     # the classical fixed-accuracy algorithms at the search's error: the smallest
-                    # TT / Tucker their truncations give at that tolerance
+                    # TT / Tucker their truncations give at that tolerance (run with the search)
+                    if not pick.method("search"):
+                        continue
                     eps = 1.05 * row["error"] + 1e-4
                     for name, make in (("tt-svd", tt_svd_params), ("hosvd", hosvd_params)):
                         t0 = time.perf_counter()
@@ -679,7 +684,8 @@ def main() -> None:
     parser.add_argument("--orders", help="recovery: orders to run, e.g. 4,5 (default 4,5,6)")
     parser.add_argument("--seeds", help="recovery/budgets: seeds to run, e.g. 0,100 (default all)")
     parser.add_argument("--snrs", choices=("both", "none", "20"), default="both", help="noise levels to run")
-    parser.add_argument("--methods", help="budgets/image: networks to run among fctn,tt,tr,tucker (default all)")
+    parser.add_argument("--methods", help="networks to run (default all): budgets and image among fctn,tt,tr,tucker; "
+                                          "recovery among search,tt,tr,tucker (TT-SVD and HOSVD run with the search)")
     parser.add_argument("--fctn-budgets", help="image: budgets of the structure-search sweep (default 250,...,2000)")
     parser.add_argument("--rows-from", type=Path, help="add the JSON rows printed in this log")
     parser.add_argument("--rows-commit", default="unknown", help="with --rows-from: the commit the log's run measured")
