@@ -74,6 +74,7 @@ def spectral_start(fmt: str, template: Network, data: FitData, selector: str = "
         for k, b in enumerate(template.bonds):
             m = np.moveaxis(y, k, 0).reshape(y.shape[k], -1)
             w, q = np.linalg.eigh(m @ m.T)
+            del m  # before the next mode's copy: two unfoldings alive at once are a third data size
             factors.append(q[:, ::-1][:, : ranks[b]])
         core = y
         for k, u in enumerate(factors):
