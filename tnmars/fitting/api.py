@@ -136,7 +136,7 @@ def fit(
             # walking through steps that do not pay alone is for growing from rank 1; from a
             # spectral or relaxed proposal the neighbours of the start decide
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
-                                report=_search_reporter(reporter), fresh=fresh_start(fmt, template, prep.data),
+                                report=_search_reporter(reporter), fresh=fresh_start(fmt, template, prep.data, seed),
                                 patience=GREEDY_PATIENCE if proposal_used == "greedy" else 0)
             try:
                 best = search.run(start)
