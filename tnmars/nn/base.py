@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from math import prod
 from typing import Any
@@ -30,7 +32,7 @@ from torch import nn
 from ..backends import get_backend
 from ..contract import COPY_FLOPS, Plan, execute, make_plan
 from ..network import Network
-from .masks import BondMasks
+from .masks import BondMasks, resolve_preset
 
 _BE = get_backend("torch")
 #: at equal FLOPs "reconstruct + GEMM" measured about 1.5x faster (forward + backward) than
@@ -46,6 +48,14 @@ def _free_letter(terms: Sequence[str]) -> str:
         if c not in used:
             return c
     raise ValueError("the network uses all 52 index letters; no letter is left for the batch index")
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside tnmars and torch (the user's line)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("tnmars", "torch"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def torch_seed() -> int:
@@ -263,17 +273,24 @@ class TensorizedLayer(nn.Module):
     dims: dict[str, int]
     skip_closed: bool | None = None
 
-    def _setup(self, network: Network, *, mars: bool, pi: float, alpha: float, temperature: float,
-               mode: str) -> None:
+    def _setup(self, network: Network, *, mars: bool | str, pi: float | None, alpha: float | None,
+               temperature: float, min_rank: int, mode: str) -> None:
         self.mode = check_mode(mode)
         self.warmup = False
+        enabled, pi, alpha = resolve_preset(mars, pi, alpha)
         self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in network.cores])
         self._set_structure(network)
         bonds = network.bonds
-        if mars and bonds:
-            self.masks: BondMasks | None = BondMasks(bonds, pi=pi, alpha=alpha, temperature=temperature)
+        if enabled and bonds:
+            self.masks: BondMasks | None = BondMasks(bonds, pi=pi, alpha=alpha, temperature=temperature,
+                                                     min_rank=min_rank)
+            self.masks.owner = f"{type(self).__name__} {self.spec!r}"
         else:
             self.masks = None
+        if self.num_params > self.dense_size:
+            warn_user(f"{type(self).__name__} at ranks {self.max_ranks} has {self.num_params:,} parameters, more than "
+                      f"the dense layer's {self.dense_size:,}: lower the rank or choose other shapes (or keep the "
+                      "dense layer)")
 
     def _set_structure(self, network: Network) -> None:
         """Record the spec and sizes (structure only; arrays stay in ``self.cores``)."""

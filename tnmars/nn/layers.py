@@ -39,6 +39,7 @@ from .base import (
     check_mode,
     glorot_std,
     torch_seed,
+    warn_user,
 )
 
 FORMATS = ("tt", "tr", "cp", "tucker")
@@ -165,7 +166,12 @@ def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], 
     ins, outs = _LOW[:d], _LOW[d:2 * d]
     output = ins + outs
     if fmt == "tt":
-        return Network.tt_matrix(in_shape, out_shape, rank, **kw)
+        with warnings.catch_warnings(record=True) as caught:  # re-issued at the user's line
+            warnings.simplefilter("always")
+            network = Network.tt_matrix(in_shape, out_shape, rank, **kw)
+        for w in caught:
+            warn_user(str(w.message), w.category)
+        return network
     if fmt == "tr":
         if d < 2:
             raise ValueError("a tensor-ring matrix needs at least 2 factors")
@@ -185,12 +191,37 @@ def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], 
             others = prod(clipped[:k] + clipped[k + 1:]) if d > 1 else clipped[k]
             clipped[k] = min(clipped[k], others)
         if clipped != ranks:
-            warnings.warn(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}", stacklevel=3)
+            warn_user(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}")
         bonds = _UP[:d]
         terms = [bonds] + [ins[k] + outs[k] + bonds[k] for k in range(d)]
         return Network(",".join(terms) + "->" + output, shape=in_shape + out_shape,
                        ranks=dict(zip(bonds, clipped)), **kw)
     raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS} or pass a tnmars.Network")
+
+
+def matrix_params(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], rank: int) -> int:
+    """Parameters of :func:`matrix_network` ``(fmt, in_shape, out_shape, rank)`` with one rank on
+    every bond, after the same clipping, without building it.
+
+    >>> matrix_params("tt", (7, 4, 7, 4), (5, 5, 5, 5), 20), matrix_params("cp", (2, 3), (4, 5), 3)
+    (23100, 69)
+    """
+    sizes = [int(i) * int(o) for i, o in zip(in_shape, out_shape)]
+    d, r = len(sizes), int(rank)
+    if fmt == "tt":
+        ranks = [1] + [min(r, prod(sizes[:k + 1]), prod(sizes[k + 1:])) for k in range(d - 1)] + [1]
+        return sum(ranks[k] * sizes[k] * ranks[k + 1] for k in range(d))
+    if fmt == "tr":
+        return sum(r * n * r for n in sizes)
+    if fmt == "cp":
+        return r * sum(sizes)
+    if fmt == "tucker":
+        clipped = [min(r, n) for n in sizes]
+        for k in range(d):
+            others = prod(clipped[:k] + clipped[k + 1:]) if d > 1 else clipped[k]
+            clipped[k] = min(clipped[k], others)
+        return prod(clipped) + sum(n * c for n, c in zip(sizes, clipped))
+    raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
 
 
 def _split_point(network: Network, in_features: int, out_features: int) -> int:
@@ -216,8 +247,8 @@ class _MatrixLayer(TensorizedLayer):
     output modes (TensorizedLinear, TensorizedConv2d)."""
 
     def _init_matrix(self, format: str | Network, rank: Any, in_shape, out_shape, rows: tuple[int, str],
-                     cols: tuple[int, str], default_shapes, *, dtype: str, device, mars: bool, pi: float,
-                     alpha: float, temperature: float, mode: str) -> None:
+                     cols: tuple[int, str], default_shapes, *, dtype: str, device, mars: bool | str, pi: float | None,
+                     alpha: float | None, temperature: float, min_rank: int, mode: str) -> None:
         (n_rows, rows_name), (n_cols, cols_name) = rows, cols
         dev = None if device is None else str(device)
         if isinstance(format, Network):
@@ -236,7 +267,7 @@ class _MatrixLayer(TensorizedLayer):
             n_in = len(in_shape)
             self.format = format
         self._n_in = n_in
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._mm = NetworkMatmul(network, n_in)
 
     def _after_compress(self, network: Network) -> None:
@@ -287,8 +318,8 @@ class TensorizedLinear(_MatrixLayer):
 
     def __init__(self, in_features: int, out_features: int, format: str | Network = "tt", rank: Any = 8,
                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
-                 d: int | None = None, bias: bool = True, mars: bool = True, pi: float = 1e-2,
-                 alpha: float = -1.0, temperature: float = 0.1, mode: str = "auto",
+                 d: int | None = None, bias: bool = True, mars: bool | str = True, pi: float | None = None,
+                 alpha: float | None = None, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
@@ -300,11 +331,28 @@ class TensorizedLinear(_MatrixLayer):
 
         self._init_matrix(format, rank, in_shape, out_shape, (self.in_features, "in_features"),
                           (self.out_features, "out_features"), default_shapes, dtype=dt, device=device,
-                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         if bias:
             self.bias = nn.Parameter(1e-3 * torch.randn(self.out_features, dtype=getattr(torch, dt), device=device))
         else:
             self.register_parameter("bias", None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, format: str = "tt", rank: Any = None,
+                    in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
+                    d: int | None = None, **options: Any) -> TensorizedLinear:
+        """The layer whose weight is ``linear``'s trained weight decomposed in ``format`` (TT-SVD,
+        TR-SVD, HOSVD or CP-ALS through tensorly), with its bias.
+
+        ``rank``: ``None`` (default) the largest uniform rank with at most the dense layer's
+        parameter count, a float ``f`` in ``(0, 1]`` at most ``f`` times it, or the ranks.
+        ``options``: ``mars``, ``pi``, ``alpha``, ``temperature``, ``min_rank``, ``mode``.
+        Where the ranks suffice (TT, TR, Tucker) it computes ``linear``'s function to float
+        rounding; MARS fine-tuning then selects the ranks (see :mod:`tnmars.nn.convert`).
+        """
+        from .convert import from_linear
+
+        return from_linear(linear, format, rank, in_shape, out_shape, d=d, **options)
 
     @property
     def dense_size(self) -> int:
@@ -336,8 +384,8 @@ class LowRankLinear(TensorizedLayer):
     """
 
     def __init__(self, in_features: int, out_features: int, rank: int = 32, *, bias: bool = True,
-                 mars: bool = True, pi: float = 1e-2, alpha: float = -1.0, temperature: float = 0.1,
-                 mode: str = "auto", dtype: torch.dtype | None = None,
+                 mars: bool | str = True, pi: float | None = None, alpha: float | None = None, temperature: float = 0.1,
+                 min_rank: int = 1, mode: str = "auto", dtype: torch.dtype | None = None,
                  device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
@@ -348,7 +396,7 @@ class LowRankLinear(TensorizedLayer):
         u = torch.empty(self.in_features, int(rank), dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(self.in_features)
         v = torch.empty(int(rank), self.out_features, dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(rank)
         network = Network("aA,Ab->ab", cores=[u, v])
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._mm = NetworkMatmul(network, 1)
         if bias:
             bound = 1.0 / math.sqrt(self.in_features)
@@ -358,6 +406,15 @@ class LowRankLinear(TensorizedLayer):
 
     def _after_compress(self, network: Network) -> None:
         self._mm = NetworkMatmul(network, 1)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: Any = None, **options: Any) -> LowRankLinear:
+        """The layer with ``U V`` from the truncated SVD of ``linear``'s trained weight (singular
+        values split evenly) and its bias; exact at ``rank = min(in, out)``. ``rank=None``: the
+        largest rank with at most the dense parameter count (a float: that share of it)."""
+        from .convert import lowrank_from_linear
+
+        return lowrank_from_linear(linear, rank, **options)
 
     @property
     def rank(self) -> int:
@@ -409,9 +466,10 @@ class Tucker2Conv2d(TensorizedLayer):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 32, *,
-                 stride: Any = 1, padding: Any = 0, dilation: Any = 1, bias: bool = True, mars: bool = True,
-                 pi: float = 1e-2, alpha: float = -1.0, temperature: float = 0.1, mode: str = "auto",
-                 dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
+                 stride: Any = 1, padding: Any = 0, dilation: Any = 1, bias: bool = True,
+                 mars: bool | str = True, pi: float | None = None, alpha: float | None = None, temperature: float = 0.1,
+                 min_rank: int = 1, mode: str = "auto", dtype: torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -419,8 +477,7 @@ class Tucker2Conv2d(TensorizedLayer):
         _check_rank(rank)
         r1, r2 = _pair(rank, "rank")
         if r1 > in_channels or r2 > out_channels:
-            warnings.warn(f"Tucker-2 ranks ({r1}, {r2}) clipped to the channel counts ({in_channels}, {out_channels})",
-                          stacklevel=2)
+            warn_user(f"Tucker-2 ranks ({r1}, {r2}) clipped to the channel counts ({in_channels}, {out_channels})")
             r1, r2 = min(r1, in_channels), min(r2, out_channels)
         kh, kw = self.kernel_size
         tdt = getattr(torch, _dtype_name(dtype))
@@ -430,7 +487,7 @@ class Tucker2Conv2d(TensorizedLayer):
 
         cores = [unif((in_channels, r1), in_channels), unif((r1, r2, kh, kw), r1 * kh * kw), unif((out_channels, r2), r2)]
         network = Network("iA,ABhw,oB->oihw", cores=cores)
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._choice: dict[tuple, str] = {}
         if bias:
             bound = 1.0 / math.sqrt(in_channels * kh * kw)
@@ -440,6 +497,16 @@ class Tucker2Conv2d(TensorizedLayer):
 
     def _after_compress(self, network: Network) -> None:
         self._choice = {}
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tucker2Conv2d:
+        """The layer with the Tucker-2 (HOSVD) decomposition of ``conv``'s trained kernel over its
+        channel modes, with its bias, stride, padding and dilation; exact at ranks
+        ``(C_in, C_out)``. ``rank=None``: the largest equal ranks with at most the dense
+        parameter count (a float: that share of it)."""
+        from .convert import tucker2_from_conv
+
+        return tucker2_from_conv(conv, rank, **options)
 
     @property
     def dense_size(self) -> int:
@@ -514,9 +581,9 @@ class TensorizedConv2d(_MatrixLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 8,
                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
                  format: str | Network = "tt", d: int = 3, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 bias: bool = True, mars: bool = True, pi: float = 1e-2, alpha: float = -1.0,
-                 temperature: float = 0.1, mode: str = "auto", dtype: torch.dtype | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 bias: bool = True, mars: bool | str = True, pi: float | None = None,
+                 alpha: float | None = None, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
+                 dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -533,11 +600,21 @@ class TensorizedConv2d(_MatrixLayer):
 
         self._init_matrix(format, rank, in_shape, out_shape, (rows, "kh*kw*in_channels"),
                           (out_channels, "out_channels"), default_shapes, dtype=dt, device=device,
-                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         if bias:
             self.bias = nn.Parameter(torch.zeros(out_channels, dtype=getattr(torch, dt), device=device))
         else:
             self.register_parameter("bias", None)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, format: str = "tt", rank: Any = None,
+                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *, d: int = 3,
+                  **options: Any) -> TensorizedConv2d:
+        """The layer whose kernel matrix is ``conv``'s trained kernel decomposed in ``format``,
+        with its bias, stride, padding and dilation (see :meth:`TensorizedLinear.from_linear`)."""
+        from .convert import from_conv
+
+        return from_conv(conv, format, rank, in_shape, out_shape, d=d, **options)
 
     @property
     def dense_size(self) -> int:
@@ -596,9 +673,9 @@ class TensorizedEmbedding(TensorizedLayer):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, format: str | Network = "tt", rank: Any = 8,
                  voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
-                 padding_idx: int | None = None, mars: bool = True, pi: float = 1e-2, alpha: float = -1.0,
-                 temperature: float = 0.1, mode: str = "auto", dtype: torch.dtype | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 padding_idx: int | None = None, mars: bool | str = True, pi: float | None = None,
+                 alpha: float | None = None, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
+                 dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.num_embeddings = positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = positive_int(embedding_dim, "embedding_dim")
@@ -634,7 +711,7 @@ class TensorizedEmbedding(TensorizedLayer):
             n_in = len(voc_shape)
             self.format = format
         self._n_in = n_in
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._build(network)
 
     def _build(self, network: Network) -> None:
@@ -643,6 +720,16 @@ class TensorizedEmbedding(TensorizedLayer):
 
     def _after_compress(self, network: Network) -> None:
         self._build(network)
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding, format: str = "tt", rank: Any = None,
+                       voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
+                       **options: Any) -> TensorizedEmbedding:
+        """The layer whose table is ``embedding``'s trained table decomposed in ``format`` (rows
+        past ``num_embeddings`` are zero), with its ``padding_idx``."""
+        from .convert import from_embedding
+
+        return from_embedding(embedding, format, rank, voc_shape, emb_shape, d=d, **options)
 
     @property
     def voc_shape(self) -> tuple[int, ...]:
