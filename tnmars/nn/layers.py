@@ -36,8 +36,11 @@ from .base import (
     WEIGHT_PATH_ADVANTAGE,
     NetworkMatmul,
     TensorizedLayer,
+    check_dtype,
+    check_features,
     check_mode,
     glorot_std,
+    zero_anchor,
     torch_seed,
     warn_user,
 )
@@ -364,7 +367,14 @@ class TensorizedLinear(_MatrixLayer):
         return self._mm.weight(self.mars_cores()).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._mm(x, self.mars_cores(), None, self.mode)
+        cores = self.mars_cores()
+        if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
+            check_features(x, self.in_features, cores[0].dtype)
+            y = x.new_zeros(x.shape[:-1] + (self.out_features,))
+            anchor = zero_anchor([x, *cores])
+            y = y if anchor is None else y + anchor
+        else:
+            y = self._mm(x, cores, None, self.mode)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -429,7 +439,14 @@ class LowRankLinear(TensorizedLayer):
         return self._mm.weight(self.mars_cores()).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._mm(x, self.mars_cores(), None, self.mode)
+        cores = self.mars_cores()
+        if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
+            check_features(x, self.in_features, cores[0].dtype)
+            y = x.new_zeros(x.shape[:-1] + (self.out_features,))
+            anchor = zero_anchor([x, *cores])
+            y = y if anchor is None else y + anchor
+        else:
+            y = self._mm(x, cores, None, self.mode)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -448,6 +465,35 @@ def _pair(v: Any, name: str) -> tuple[int, int]:
 
 def _out_size(n: int, k: int, s: int, p: int, dil: int) -> int:
     return (n + 2 * p - dil * (k - 1) - 1) // s + 1
+
+
+def _conv_out_hw(x: torch.Tensor, conv: Any) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    ho, wo = _out_size(x.shape[2], kh, sh, ph, dh), _out_size(x.shape[3], kw, sw, pw, dw)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"input of spatial size {tuple(x.shape[2:])} is smaller than the kernel {conv.kernel_size} "
+                         f"(padding {conv.padding}, dilation {conv.dilation})")
+    return ho, wo
+
+
+def _check_image(x: Any, channels: int, dtype: torch.dtype) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of shape (B, {channels}, H, W); got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"expected input (B, {channels}, H, W); got {tuple(x.shape)}")
+    if 0 in x.shape[2:]:
+        raise ValueError(f"input images are empty: spatial size {tuple(x.shape[2:])}")
+    check_dtype(x, dtype)
+
+
+def _bias_only(x: torch.Tensor, channels: int, hw: tuple[int, int], bias: torch.Tensor | None,
+               cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The output of a convolution whose kernel is zero (a closed bond), without building it."""
+    y = x.new_zeros((x.shape[0], channels) + tuple(hw))
+    anchor = zero_anchor([x, *cores])
+    if anchor is not None:
+        y = y + anchor
+    return y if bias is None else y + bias[:, None, None]
 
 
 class Tucker2Conv2d(TensorizedLayer):
@@ -533,11 +579,13 @@ class Tucker2Conv2d(TensorizedLayer):
         return kernel, factored
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        _check_image(x, self.in_channels, self.cores[0].dtype)
+        hw = _conv_out_hw(x, self)
         cores = self.mars_cores()
         ranks = (cores[1].shape[0], cores[1].shape[1])  # the ranks in use (closed indices may be sliced out)
         closed = 0 in ranks
+        if closed:  # the kernel is zero: the output is the bias
+            return _bias_only(x, self.out_channels, hw, self.bias, cores)
         mode = self.mode
         if mode == "auto":
             key = (tuple(x.shape), ranks)
@@ -630,19 +678,21 @@ class TensorizedConv2d(_MatrixLayer):
         return self._kernel(self.mars_cores())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        _check_image(x, self.in_channels, self.cores[0].dtype)
         cores = self.mars_cores()
-        b, _, h, w = x.shape
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
-        ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+        b = x.shape[0]
+        kh, kw = self.kernel_size
+        ho, wo = _conv_out_hw(x, self)
+        if any(0 in c.shape for c in cores):  # a closed bond: the kernel is zero, the output is the bias
+            return _bias_only(x, self.out_channels, (ho, wo), self.bias, cores)
         mode = self.mode
         if mode == "auto":
             mode = self._mm.choose(tuple(tuple(c.shape) for c in cores), b * ho * wo)
-        if mode == "weight":
+        if mode == "weight" or b * ho * wo == 0:
             return F.conv2d(x, self._kernel(cores), self.bias, self.stride, self.padding, self.dilation)
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, C_in*kh*kw, L)
-        cols = cols.reshape(b, self.in_channels, kh * kw, ho * wo).permute(0, 3, 2, 1).reshape(b * ho * wo, -1)
+        cols = cols.reshape(b, self.in_channels, kh * kw, ho * wo).permute(0, 3, 2, 1)
+        cols = cols.reshape(b * ho * wo, kh * kw * self.in_channels)
         y = self._mm(cols, cores, None, "cores").reshape(b, ho * wo, self.out_channels)
         if self.bias is not None:
             y = y + self.bias
@@ -770,6 +820,8 @@ class TensorizedEmbedding(TensorizedLayer):
         return plan, perms, keys
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"embedding indices must be an integer torch.Tensor; got {type(idx).__name__}")
         if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise TypeError(f"embedding indices must be an integer tensor; got {idx.dtype}")
         flat = idx.reshape(-1).long()
@@ -778,6 +830,10 @@ class TensorizedEmbedding(TensorizedLayer):
         cores = self.mars_cores()
         shapes = tuple(tuple(c.shape) for c in cores)
         batch = flat.numel()
+        if any(0 in c for c in shapes):  # a closed bond: the table is zero
+            out = cores[0].new_zeros(tuple(idx.shape) + (self.embedding_dim,))
+            anchor = zero_anchor(cores)
+            return out if anchor is None else out + anchor
         mode = self.mode
         if mode == "auto":
             key = (shapes, batch)
@@ -793,7 +849,7 @@ class TensorizedEmbedding(TensorizedLayer):
                     self._choice.clear()
                 self._choice[key] = mode
         if mode == "weight":
-            table = execute(self._mm.weight_plan(shapes), cores, _BE).reshape(self._mm.in_features, -1)
+            table = self._mm.program(shapes, None)(cores).reshape(self._mm.in_features, -1)
             out = table.index_select(0, flat)
         else:
             digits = []

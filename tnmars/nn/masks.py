@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import masks as mars
+from .program import is_recording
 
 _STRETCH = mars.ZETA - mars.GAMMA
 
@@ -296,8 +297,22 @@ class BondMasks(nn.Module):
             flat = (self.logits.detach() > 0).to(self.logits.dtype)
         if not self.min_rank:
             return flat
+        if flat.device.type != "cpu" or is_recording():  # no host round trip: the same rule on the device
+            return self._top_up_on_device(flat)
         forced = self._top_up(flat.detach() != 0)
         return flat.index_fill(0, forced, 1.0) if forced.numel() else flat
+
+    def _top_up_on_device(self, flat: torch.Tensor) -> torch.Tensor:
+        """:meth:`_top_up` applied without reading values on the host (GPU, ``torch.compile``):
+        a few tensor ops per bond, the same result."""
+        logits = self.logits.detach()
+        pieces = []
+        for seg, lg, n in zip(torch.split(flat, self.sizes), torch.split(logits, self.sizes), self.sizes):
+            m = min(self.min_rank, n)
+            short = (seg != 0).sum() < m
+            top = torch.zeros(n, dtype=torch.bool, device=flat.device).index_fill(0, lg.topk(m).indices, True)
+            pieces.append(torch.where(top & short, torch.ones_like(seg), seg))
+        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
     def _top_up(self, nonzero: torch.Tensor | list) -> torch.Tensor | list[int]:
         """Positions to force to 1 so that every bond keeps :attr:`min_rank` entries: for each bond
