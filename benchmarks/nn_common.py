@@ -21,7 +21,6 @@ import tnmars.nn as tnn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS, markdown_table, time_interleaved, write_result  # noqa: E402,F401
 
-DATE = "2026-11-22"
 
 
 def header(title: str, command: str, notes: str = "", run_at: str | None = None) -> str:
@@ -29,7 +28,8 @@ def header(title: str, command: str, notes: str = "", run_at: str | None = None)
     machine = (f"{platform.machine()} {os.cpu_count()}-core CPU shared with other jobs (timings are noisy), "
                f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread")
     run_at = run_at or f"{datetime.datetime.now():%H:%M}"
-    text = f"# {title}\n\nCommand: `{command}`\n\nDate: {DATE} (run at {run_at} UTC)\n\nMachine: {machine}\n"
+    text = (f"# {title}\n\nCommand: `{command}`\n\nDate: {datetime.date.today().isoformat()} (run at {run_at} UTC)"
+            f"\n\nMachine: {machine}\n")
     if notes:
         text += "\n" + notes.strip() + "\n"
     return text

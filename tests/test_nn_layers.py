@@ -456,3 +456,44 @@ def test_training_masks_follow_the_hard_concrete_law():
     layer.eval()
     for b, m in layer.current_masks().items():
         torch.testing.assert_close(m, (layer.masks.bond_logits()[b].detach() > 0).float())
+
+
+# ------------------------------------------------------------------ the per-plan programs
+from tnmars.testing.strategies import networks as _networks  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(net=_networks(backend="torch"), batch=st.sampled_from([1, 2, 5]), grad=st.booleans())
+def test_programs_compute_what_the_generic_executor_computes(net, batch, grad):
+    """The dropped no-op reshapes and permutes, the flat output, the flat data operand and the
+    parameter-side values kept under no_grad change no entry and no gradient."""
+    from tnmars.backends import get_backend
+    from tnmars.contract import execute, make_plan
+    from tnmars.nn.program import Program
+
+    be = get_backend("torch")
+    cores = [c.detach().double().requires_grad_(grad) for c in net.cores]
+    letters = [c for c in net.output]
+    data_term = "Z" + "".join(letters[: max(1, len(letters) // 2)]) if "Z" not in net.spec else None
+    if data_term is None:
+        return
+    sizes = net.dims
+    x = torch.randn((batch,) + tuple(sizes[c] for c in data_term[1:]), dtype=torch.float64)
+    out = "Z" + "".join(c for c in letters if c not in data_term)
+    plan = make_plan(net.inputs + (data_term,), out, tuple(tuple(c.shape) for c in cores) + (tuple(x.shape),))
+    want = execute(plan, cores + [x], be)
+    program = Program(plan, constants=len(cores), flat_output=True)
+    data = x.reshape(batch, -1) if program.reshapes_data else x
+    for _ in range(2):  # twice: the second call under no_grad reuses the kept values
+        with torch.set_grad_enabled(grad):
+            got = program(cores + [data]).reshape(want.shape)
+        torch.testing.assert_close(got, want.detach() if not grad else want)
+    if grad:
+        g_want = torch.autograd.grad(want.sum(), cores)
+        got = program(cores + [data]).reshape(want.shape)
+        for a, b in zip(torch.autograd.grad(got.sum(), cores), g_want):
+            torch.testing.assert_close(a, b)
+    if not grad:  # a core changed in place invalidates the kept values
+        with torch.no_grad():
+            cores[0].add_(1.0)
+            torch.testing.assert_close(program(cores + [data]).reshape(want.shape), execute(plan, cores + [x], be))

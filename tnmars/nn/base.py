@@ -208,7 +208,7 @@ class NetworkMatmul:
             plan = self.weight_plan(core_shapes) if batch is None else self.cores_plan(core_shapes, batch)
             if len(self._programs) > 4096:  # ranks in use vary from step to step under MARS
                 self._programs.clear()
-            got = self._programs[key] = Program(plan, constants=len(core_shapes))
+            got = self._programs[key] = Program(plan, constants=len(core_shapes), flat_output=True)
         return got
 
     # -- plans --------------------------------------------------------------------------
@@ -268,8 +268,9 @@ class NetworkMatmul:
         if mode == "weight" or batch == 0:
             y = x2 @ self.program(shapes, None)(cores).reshape(self.in_features, self.out_features)
         else:
-            y = self.program(shapes, batch)(list(cores) + [x2.reshape((batch,) + self.in_shape)])
-            y = y.reshape(batch, self.out_features)
+            program = self.program(shapes, batch)
+            data = x2 if getattr(program, "reshapes_data", False) else x2.reshape((batch,) + self.in_shape)
+            y = program(list(cores) + [data]).reshape(batch, self.out_features)
         return y if x.ndim == 2 else y.reshape(*lead, self.out_features)
 
 

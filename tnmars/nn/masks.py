@@ -385,7 +385,8 @@ class BondMasks(nn.Module):
         with torch.no_grad():
             flat = (self.logits > 0).to(self.logits.dtype) if noise is None else \
                 hard_concrete_sample(self.logits, self.temperature, noise)
-            codes = ((flat > 0).to(torch.int8) + (flat >= 1).to(torch.int8)).tolist()  # 0, 1 inside, 2 one
+            values = flat.tolist()
+        codes = [0 if v <= 0.0 else 2 if v >= 1.0 else 1 for v in values]  # 0, 1 strictly inside, 2 one
         forced = self._top_up(codes)
         for i in forced:
             codes[i] = 2

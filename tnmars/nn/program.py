@@ -34,6 +34,11 @@ class Program:
     (M >= 16 N), computed on the CPU as ``(B^T A^T)^T`` (torch's GEMM is about 2x faster that
     way; the torch backend's rule).
 
+    ``flat_output``: the caller reshapes the result itself (only its entries' order matters), so
+    a final reshape is dropped. Operands are reshaped by the steps that use them; an operand
+    may be passed in any shape with the same entries in the same order when its first use
+    only reshapes it (:attr:`reshapes_data`).
+
     ``constants``: how many leading operands are parameters (the cores; the rest is data).
     When no gradient is recorded (``torch.no_grad``, inference), the values that depend on
     the parameters only (their permuted copies, products of two cores) are kept between calls
@@ -42,7 +47,7 @@ class Program:
     are core-sized, never the dense weight.
     """
 
-    def __init__(self, plan: Plan, constants: int = 0) -> None:
+    def __init__(self, plan: Plan, constants: int = 0, *, flat_output: bool = False) -> None:
         self.plan = plan
         self.constants = constants
         self._kept: tuple | None = None
@@ -58,6 +63,9 @@ class Program:
             perm_b = st.perm_b if st.transpose_b else None
             pa = tuple(sa[i] for i in perm_a) if perm_a else sa
             pb = tuple(sb[i] for i in perm_b) if perm_b else sb
+            # a permute that only moves axes of size 1 keeps the entries in order: a reshape does it
+            perm_a = None if perm_a and _moves_only_ones(sa, perm_a) else perm_a
+            perm_b = None if perm_b and _moves_only_ones(sb, perm_b) else perm_b
             if st.outer:
                 want_a, want_b = st.shape_a, (st.shape_b[0], 1, st.shape_b[2])
                 result = (st.shape_a[0], st.shape_a[1], st.shape_b[2])
@@ -68,16 +76,34 @@ class Program:
                 want_a, want_b = st.shape_a[1:], st.shape_b[1:]
                 result = (st.shape_a[1], st.shape_b[2])
             tall = not st.outer and not st.batched and want_a[0] >= 16 * want_b[1]
-            steps.append((st.first, st.second, perm_a, None if pa == want_a else tuple(want_a), perm_b,
-                          None if pb == want_b else tuple(want_b), None if result == st.out_shape else st.out_shape,
-                          st.outer, tall))
+            held_a = pa if perm_a else sa  # the shape of the operand after its (kept) permute
+            held_b = pb if perm_b else sb
+            steps.append((st.first, st.second, perm_a, None if held_a == tuple(want_a) else tuple(want_a),
+                          perm_b, None if held_b == tuple(want_b) else tuple(want_b),
+                          None if result == st.out_shape else st.out_shape, st.outer, tall))
             ca, cb = const[st.first], const[st.second]
             self._const_inputs.append((ca, cb))
             const = [c for k, c in enumerate(const) if k not in (st.first, st.second)] + [ca and cb]
             shapes = [s for k, s in enumerate(shapes) if k not in (st.first, st.second)] + [st.out_shape]
         final_perm = None if plan.final_perm == plan.identity_perm else plan.final_perm
+        if flat_output and final_perm is None and steps:  # the caller reshapes the result anyway
+            steps[-1] = steps[-1][:6] + (None,) + steps[-1][7:]
         self.code = (tuple(plan.presums), tuple(steps), final_perm)
         self.cacheable = constants > 0 and any(a or b for a, b in self._const_inputs)
+        self.reshapes_data = self._first_use_reshapes(len(plan.shapes) - 1)
+
+    def _first_use_reshapes(self, operand: int) -> bool:
+        """Whether ``operand`` is consumed (unsummed) by a step that reshapes it without permuting."""
+        presums, steps, _ = self.code
+        if presums[operand]:
+            return False
+        position = operand
+        for first, second, perm_a, shape_a, perm_b, shape_b, *_ in steps:
+            if position in (first, second):
+                perm, shape = (perm_a, shape_a) if position == first else (perm_b, shape_b)
+                return perm is None and shape is not None
+            position -= sum(1 for k in (first, second) if k < position)
+        return False
 
     def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         if self.cacheable and not torch.is_grad_enabled() and not is_recording():
@@ -123,6 +149,11 @@ def run(code: tuple, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         live.append(c)
     out = live[0]
     return out if final_perm is None else out.permute(final_perm)
+
+
+def _moves_only_ones(shape: Sequence[int], perm: Sequence[int]) -> bool:
+    kept = [axis for axis in perm if shape[axis] != 1]
+    return kept == sorted(kept)
 
 
 def is_recording() -> bool:
