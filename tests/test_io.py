@@ -246,7 +246,7 @@ def _fit_result_equal(a, b) -> bool:
 def test_fit_result_round_trip(tmp_path, suffix):
     data = Network.tucker((5, 6, 4), (2, 3, 2), seed=1).to_tensor()
     observed = np.random.default_rng(0).random(data.shape) < 0.8
-    result = tnmars.fit(data, "tucker", max_rank=4, observed=observed, steps=30, seed=0, progress=False)
+    result = tnmars.fit(data, "tucker", max_rank=4, observed=observed, seed=0, progress=False)
     path = tnmars.save(result, tmp_path / f"fit{suffix}")
     back = tnmars.load(path)
     assert type(back) is type(result)

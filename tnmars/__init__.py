@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "fit": ("tnmars.fitting", "fit"),
     "FitResult": ("tnmars.fitting", "FitResult"),
+    "Relaxation": ("tnmars.fitting", "Relaxation"),
     "save": ("tnmars.io", "save"),
     "load": ("tnmars.io", "load"),
 }

@@ -44,24 +44,17 @@ def _fit_defaults() -> dict[str, Any]:
     import inspect
     from importlib import import_module
 
-    fit_module = import_module("tnmars.fitting")
-
-    sig = inspect.signature(fit_module.fit).parameters
-    def show(value: Any, label: str = "with init ") -> str:
-        if isinstance(value, dict):  # defaults that depend on the start (or format): group equal values
-            groups: dict[str, list[str]] = {}
-            for key, v in value.items():
-                groups.setdefault(str(v), []).append(str(key))
-            return "; ".join(f"{v} {label}{' or '.join(keys)}" for v, keys in groups.items())
-        return str(value)
-
+    fitting = import_module("tnmars.fitting")
+    sig = inspect.signature(fitting.fit).parameters
+    relax = fitting.Relaxation()
     return {
-        "prior": show(sig["prior"].default),
-        "pi": show(sig["pi"].default),
-        "alpha": show(getattr(fit_module, "DEFAULT_ALPHA", sig["alpha"].default)),
-        "steps": show(getattr(fit_module, "DEFAULT_STEPS", sig["steps"].default)),
-        "lr": show(getattr(fit_module, "DEFAULT_LR", sig["lr"].default)),
-        "init": show(getattr(fit_module, "DEFAULT_INIT", "svd"), label="for "),
+        "prior": str(sig["prior"].default),
+        "proposal": str(sig["proposal"].default),
+        "prior_strength": str(sig["prior_strength"].default),
+        "pi": str(relax.pi),
+        "alpha": "0.5 (masks open: the relaxation starts from a least-squares fit)",
+        "steps": str(relax.steps),
+        "lr": "1e-3",
     }
 
 
@@ -121,22 +114,26 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", "-o", default=None, metavar="FILE",
                      help="where to save the fit result (.npz or .safetensors; default: DATA's name with "
                           "'.fit.npz'). Load it with tnmars.load(FILE)")
-    fit.add_argument("--steps", type=int, default=None, help=f"Adam steps (default: {dflt['steps']})")
+    fit.add_argument("--prior", choices=("bic", "bernoulli"), default=None,
+                     help="what decides the ranks: bic (the MAP objective under an Occam prior, (1/2) log N per "
+                          "degree of freedom, searched by adding and removing rank indices with exact refits) or "
+                          f"bernoulli (the paper's MARS relaxation alone) (default: {dflt['prior']})")
+    fit.add_argument("--prior-strength", type=float, default=None,
+                     help=f"Occam prior strength c; above 1 prunes more (default: {dflt['prior_strength']})")
+    fit.add_argument("--proposal", choices=("auto", "spectral", "greedy", "mars"), default=None,
+                     help="where the bic search starts: spectral (EVBMF on unfoldings; Tucker/TT/TR), greedy "
+                          "(rank 1 everywhere), mars (the relaxation's MAP ranks), auto: spectral for "
+                          f"complete Tucker/TT/TR data, greedy otherwise (default: {dflt['proposal']})")
+    fit.add_argument("--steps", type=int, default=None,
+                     help=f"Adam steps of the MARS relaxation (default: {dflt['steps']})")
     fit.add_argument("--pi", type=float, default=None,
-                     help="prior probability of keeping a rank index, in (0, 0.5]; smaller prunes harder "
-                          f"(default: {dflt['pi']})")
-    fit.add_argument("--prior", choices=("bernoulli", "bic", "bic-relaxed"), default=None,
-                     help="mask prior: bernoulli (the paper's, pi per kept rank index) or bic (Occam: "
-                          "(1/2) log N per parameter, with the noise variance estimated from the residual; "
-                          f"selects the true ranks under noise where bernoulli keeps extra ones) "
-                          f"(default: {dflt['prior']})")
+                     help="MARS relaxation: prior probability of keeping a rank index, in (0, 0.5]; smaller "
+                          f"prunes harder (default: {dflt['pi']})")
     fit.add_argument("--alpha", type=float, default=None,
-                     help="mean of the initial mask logits: phi = sigmoid(alpha) is each index's starting "
-                          f"keep-probability; negative starts with masks closed (default: {dflt['alpha']})")
-    fit.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default: {dflt['lr']})")
-    fit.add_argument("--init", choices=("svd", "random"), default=None,
-                     help="starting cores: svd (HOSVD/HOOI, TT-SVD, TR-SVD, CP-ALS; built-in formats only) or "
-                          f"random (default: {dflt['init']}; a spec starts from random cores)")
+                     help="MARS relaxation: mean of the initial mask logits, phi = sigmoid(alpha) "
+                          f"(default: {dflt['alpha']})")
+    fit.add_argument("--lr", type=float, default=None,
+                     help=f"MARS relaxation: Adam learning rate of the cores (default: {dflt['lr']})")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     fit.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
                      help="array library to train with (default: numpy)")
@@ -159,12 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="format of the synthetic tensor and of the fit (default: tucker)")
     demo.add_argument("--noise", type=float, default=0.01,
                       help="Gaussian noise, relative to the signal's RMS (default: 0.01)")
-    demo.add_argument("--steps", type=int, default=None, help=f"Adam steps (default: {dflt['steps']})")
-    demo.add_argument("--pi", type=float, default=None, help=f"MARS prior, as for 'tnmars fit' (default: {dflt['pi']})")
-    demo.add_argument("--prior", choices=("bernoulli", "bic", "bic-relaxed"), default=None,
-                      help=f"mask prior, as for 'tnmars fit' (default: {dflt['prior']})")
+    demo.add_argument("--prior", choices=("bic", "bernoulli"), default=None,
+                      help=f"what decides the ranks, as for 'tnmars fit' (default: {dflt['prior']})")
+    demo.add_argument("--proposal", choices=("auto", "spectral", "greedy", "mars"), default=None,
+                      help=f"where the bic search starts, as for 'tnmars fit' (default: {dflt['proposal']})")
+    demo.add_argument("--steps", type=int, default=None,
+                      help=f"Adam steps of the MARS relaxation (default: {dflt['steps']})")
+    demo.add_argument("--pi", type=float, default=None,
+                      help=f"MARS relaxation prior, as for 'tnmars fit' (default: {dflt['pi']})")
     demo.add_argument("--alpha", type=float, default=None,
-                      help=f"initial mask logit mean, as for 'tnmars fit' (default: {dflt['alpha']})")
+                      help="initial mask logit mean of the MARS relaxation, as for 'tnmars fit'")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and of the fit (default: 0)")
     demo.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
                       help="array library to train with (default: numpy)")
@@ -286,6 +287,16 @@ def _report(result: Any, out: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ commands
+def _fit_options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The fit keywords the user set (unset ones keep tnmars.fit's defaults); the MARS
+    relaxation's options travel together as one ``relaxation`` dict."""
+    options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    relax = {n: getattr(args, n) for n in ("pi", "alpha", "steps", "lr") if getattr(args, n, None) is not None}
+    if relax:
+        options["relaxation"] = relax
+    return options
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from . import save
     from .fitting import fit
@@ -308,11 +319,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise CLIError(f"--out folder does not exist: {out.parent}")
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
-    options = {name: getattr(args, name) for name in ("prior", "pi", "alpha", "steps", "lr", "init", "dtype", "device")}
-    options = {k: v for k, v in options.items() if v is not None}  # unset: tnmars.fit's own defaults
+    options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device"))
     result = fit(
         data, network, max_rank=max_rank if isinstance(network, str) else None, observed=observed,
-        seed=args.seed, backend=args.backend, progress=not args.quiet, **options,
+        seed=args.seed, backend=args.backend, progress=False if args.quiet else None, **options,
     )
     fmt = result.settings.get("format") if hasattr(result, "settings") else None
     print(f"  network         {result.network.spec}" + (f" ({fmt})" if fmt else ""))
@@ -358,15 +368,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  true ranks      {_fmt_ranks(truth.bonds, true_ranks)}, plus Gaussian noise at "
           f"{100 * args.noise:g}% of the signal's RMS")
     prior = args.prior or _fit_defaults()["prior"]
-    print(f"  MARS starts     from rank {max_rank} on every bond and learns which rank indices to keep "
-          f"(prior: {prior})")
+    how = ("adds and removes rank indices under the Occam (BIC) criterion" if prior == "bic"
+           else "learns MARS masks (the paper's relaxation)")
+    print(f"  selection       any rank up to {max_rank} per bond; tnmars {how}")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clipped maximal ranks are expected here
-        options = {k: v for k, v in (("steps", args.steps), ("prior", args.prior), ("pi", args.pi),
-                                     ("alpha", args.alpha)) if v is not None}
+        options = _fit_options(args, ("prior", "proposal"))
         result = fit(data, args.format, max_rank=max_rank, seed=args.seed, backend=args.backend,
-                     progress=not args.quiet, **options)
+                     progress=False if args.quiet else None, **options)
     seconds = time.perf_counter() - t0
     estimate = np.asarray(result.network.backend_impl.to_numpy(result.network.to_tensor()))
     truth_error = float(np.linalg.norm(estimate - clean) / np.linalg.norm(clean))
@@ -380,9 +390,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"{net.dense_size:,} entries)")
     if result.interrupted:
         print("  interrupted     yes: the best state reached before Ctrl-C was kept")
-    occam = result.settings.get("prior") == "bic"
-    print(f"  time            {seconds:.1f} s ({result.steps_run} MARS steps{', then Occam refits' if occam else ''}, "
-          f"{args.backend} backend)")
+    how = [f"{result.steps_run} MARS relaxation steps"] if result.steps_run else []
+    if result.evaluations:
+        how.append(f"{result.evaluations} least-squares refits of the {result.criterion} search "
+                   f"from the {result.proposal} proposal")
+    print(f"  time            {seconds:.1f} s ({', '.join(how) or 'no search'}, {args.backend} backend)")
     if args.out:
         print(f"  saved           {save(result, args.out)}")
     if args.plot:
@@ -390,8 +402,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         folder = Path(args.plot)
         folder.mkdir(parents=True, exist_ok=True)
-        plot_mask_probabilities(result, title="MARS mask probabilities", path=folder / "masks.png")
-        plot_training(result, title="training", path=folder / "training.png")
+        plot_mask_probabilities(result, title="selected masks", path=folder / "masks.png")
+        plot_training(result, title="relaxation and selection", path=folder / "training.png")
         print(f"  plots           {folder / 'masks.png'}, {folder / 'training.png'}")
     return 0
 
@@ -426,7 +438,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             line += f", {obj.heldout_error:.4g} held out"
         print(line)
         settings = getattr(obj, "settings", {}) or {}
-        shown = {k: settings[k] for k in ("format", "pi", "alpha", "steps", "lr", "init", "seed") if k in settings}
+        shown = {k: settings[k] for k in ("format", "prior", "proposal", "seed") if k in settings}
         if shown:
             print("  settings        " + ", ".join(f"{k}={v}" for k, v in shown.items()))
         if getattr(obj, "interrupted", False):

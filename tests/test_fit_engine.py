@@ -1,0 +1,202 @@
+"""The selection engine's parts: exact ALS solves, graph facts, spectral selectors, rank moves."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tnmars
+from tnmars.fitting.criterion import Occam
+from tnmars.fitting.graph import degrees_of_freedom, feasible_ranks, pieces_without
+from tnmars.fitting.moves import grow, shrink
+from tnmars.fitting.solvers import FitData, _CoreSolver, als, residual
+from tnmars.fitting.spectral import energy_rank, evbmf_rank, mdl_rank, singular_values, tt_proposal, tucker_proposal
+from tnmars.testing.strategies import networks
+
+
+def _design_matrix(solver, cores):
+    """The environment E of one core as an explicit matrix (column j: the network with core
+    k set to the j-th unit array)."""
+    k = solver.k
+    n = cores[k].size
+    cols = []
+    for j in range(n):
+        e = np.zeros(n)
+        e[j] = 1.0
+        cols.append(np.asarray(solver._forward(cores, e.reshape(cores[k].shape))).ravel())
+    return np.stack(cols, axis=1)
+
+
+# ------------------------------------------------------------------------------- solvers
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_every_core_update_is_the_exact_least_squares_solution(data):
+    """Full data (Kronecker eigen-solve) and missing data (preconditioned CG) both give the
+    least-squares minimiser for the core, on any topology, hyperedges and loops included."""
+    net = data.draw(networks(max_cores=5, max_dim=3, max_rank=3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    y = rng.standard_normal(net.shape)
+    observed = rng.random(net.shape) < 0.7
+    cores = [np.array(c) for c in net.cores]
+    for layout in pieces_without(net.inputs, net.output):
+        full = _CoreSolver(net.inputs, net.output, layout, FitData.from_arrays(y))
+        E = _design_matrix(full, cores)
+        best = np.sum((E @ np.linalg.lstsq(E, y.ravel(), rcond=None)[0] - y.ravel()) ** 2)
+        if layout.separable:
+            core, sse = full.solve_full(cores)
+            got = np.sum((E @ core.ravel() - y.ravel()) ** 2)
+            assert got == pytest.approx(best, rel=1e-7, abs=1e-9)
+            assert sse == pytest.approx(got, rel=1e-6, abs=1e-8)
+        if observed.any() and not observed.all():
+            masked = _CoreSolver(net.inputs, net.output, layout, FitData.from_arrays(y, observed))
+            w = observed.ravel()
+            best_w = np.sum((E[w] @ np.linalg.lstsq(E[w], y.ravel()[w], rcond=None)[0] - y.ravel()[w]) ** 2)
+            core, sse = masked.solve_cg(cores, iters=4 * E.shape[1] + 10, tol=1e-12)
+            got = np.sum((E[w] @ core.ravel() - y.ravel()[w]) ** 2)
+            assert got == pytest.approx(best_w, rel=1e-6, abs=1e-8)
+            assert sse == pytest.approx(got, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: tnmars.Network.tt((5, 6, 7, 4), (2, 3, 2), seed=s),
+    lambda s: tnmars.Network.tucker((6, 7, 5), (2, 3, 2), seed=s),
+    lambda s: tnmars.Network.cp((6, 7, 5), 3, seed=s),
+    lambda s: tnmars.Network.tr((5, 6, 5, 4), (2, 2, 3, 2), seed=s),
+    lambda s: tnmars.Network("aA,AbB,Bc,AdC,Ce->abcde", shape=(4, 5, 4, 3, 4), ranks=2, seed=s),
+], ids=["tt", "tucker", "cp", "tr", "tree"])
+def test_als_fits_an_exact_network_of_the_same_ranks_to_machine_precision(make):
+    """From a start at 30% of the truth's scale in relative distance (random starts can sit in
+    a genuine local minimum, e.g. CP's degenerate ones)."""
+    truth_net = make(1)
+    truth = truth_net.to_tensor()
+    rng = np.random.default_rng(0)
+    start = truth_net.with_cores([c + 0.3 * np.std(c) * rng.standard_normal(c.shape) for c in truth_net.cores])
+    fitted, sse = als(start, FitData.from_arrays(truth), sweeps=1000, tol=1e-12)
+    rel = np.linalg.norm(fitted.to_tensor() - truth) / np.linalg.norm(truth)
+    assert rel < 1e-6
+    assert sse == pytest.approx(residual(fitted, FitData.from_arrays(truth)), abs=1e-9 * np.sum(truth**2))
+
+
+def test_als_never_increases_the_error_and_leaves_frozen_cores_alone():
+    truth = tnmars.Network.tt((5, 6, 7), (3, 3), seed=1).to_tensor()
+    data = FitData.from_arrays(truth + 0.1 * np.random.default_rng(0).standard_normal(truth.shape))
+    net = tnmars.Network.tt((5, 6, 7), (2, 2), seed=3)
+    previous = residual(net, data)
+    for _ in range(5):
+        net, sse = als(net, data, sweeps=1)
+        assert sse <= previous * (1 + 1e-10)
+        previous = sse
+    frozen, _ = als(net, data, sweeps=3, frozen=(0,))
+    np.testing.assert_array_equal(frozen.cores[0], net.cores[0])
+
+
+# ------------------------------------------------------------------------------- graph facts
+def test_degrees_of_freedom_are_the_classical_manifold_dimensions():
+    tucker = tnmars.Network.tucker((6, 7, 8), (2, 3, 4))
+    assert degrees_of_freedom(tucker.spec, tucker.dims) == 2 * 3 * 4 + 6 * 2 + 7 * 3 + 8 * 4 - (4 + 9 + 16)
+    tt = tnmars.Network.tt((4, 5, 6, 7), (2, 3, 2))
+    assert degrees_of_freedom(tt.spec, tt.dims) == 4 * 2 + 2 * 5 * 3 + 3 * 6 * 2 + 2 * 7 - (4 + 9 + 4)
+    cp = tnmars.Network.cp((4, 5, 6), 3)
+    assert degrees_of_freedom(cp.spec, cp.dims) == 3 * (4 + 5 + 6 - 3 + 1)
+
+
+def test_feasible_ranks_clip_every_bond_to_what_its_cut_allows():
+    tt = tnmars.Network.tt((2, 3, 4, 5), 1)
+    caps = feasible_ranks(tt.spec, {**tt.dims, "A": 50, "B": 50, "C": 50})
+    assert caps == {"A": 2, "B": 6, "C": 5}
+    tucker = tnmars.Network.tucker((2, 3, 4), 1)
+    assert feasible_ranks(tucker.spec, {**tucker.dims, "A": 9, "B": 9, "C": 9}) == {"A": 2, "B": 3, "C": 4}
+    # a Tucker rank larger than the product of the others cannot be used
+    assert feasible_ranks(tucker.spec, {**tucker.dims, "A": 1, "B": 1, "C": 4})["C"] == 1
+    cp = tnmars.Network.cp((3, 4, 5), 1)
+    assert feasible_ranks(cp.spec, {**cp.dims, "A": 10**9}) == {"A": 12}
+    ring = tnmars.Network.tr((4, 6, 5), 1)
+    caps = feasible_ranks(ring.spec, {**ring.dims, "A": 100, "B": 2, "C": 3})
+    assert caps["A"] <= min(4 * 3, 6 * 2)
+
+
+def test_the_pieces_of_a_core_environment():
+    tt = tnmars.Network.tt((3, 4, 5, 6), 2)
+    layouts = pieces_without(tt.inputs, tt.output)
+    assert [len(layout.pieces) for layout in layouts] == [1, 2, 2, 1]  # a chain splits in two
+    ring = tnmars.Network.tr((3, 4, 5, 6), 2)
+    assert all(len(layout.pieces) == 1 for layout in pieces_without(ring.inputs, ring.output))  # a loop does not
+    cp = tnmars.Network.cp((3, 4, 5), 2)
+    assert all(len(layout.pieces[0].cores) == 2 for layout in pieces_without(cp.inputs, cp.output))
+
+
+# ------------------------------------------------------------------------------- criterion
+def test_the_occam_criterion_charges_log_n_per_degree_of_freedom_and_floors_the_error():
+    c = Occam(n_obs=10_000)
+    assert c.objective(1.0, 11) - c.objective(1.0, 10) == pytest.approx(0.5 * np.log(10_000))
+    # below the floor every fit counts as exact: only the degrees of freedom differ
+    assert c.objective(1e-20, 5) < c.objective(1e-30, 6)
+    assert Occam(100, strength=2.0).penalty_per_dof() == pytest.approx(np.log(100))
+
+
+# ------------------------------------------------------------------------------- spectral selectors
+@pytest.mark.parametrize("rank", [1, 3, 6])
+def test_evbmf_and_mdl_read_the_rank_of_a_noisy_low_rank_matrix(rank):
+    rng = np.random.default_rng(rank)
+    m = rng.standard_normal((50, rank)) @ rng.standard_normal((rank, 80)) + 0.05 * rng.standard_normal((50, 80))
+    s = singular_values(m)
+    np.testing.assert_allclose(s, np.linalg.svd(m, compute_uv=False), rtol=1e-8)
+    got, sigma2 = evbmf_rank(s, 50, 80)
+    assert got == rank and sigma2 == pytest.approx(0.05**2, rel=0.2)
+    assert mdl_rank(s**2, 80) == rank
+    assert energy_rank(s, budget=1.2 * 0.05**2 * m.size) == rank
+
+
+def test_spectral_proposals_read_tucker_and_tt_ranks_under_noise():
+    rng = np.random.default_rng(0)
+    x = tnmars.Network.tucker((12, 10, 9, 8), (2, 3, 4, 5), seed=1).to_tensor()
+    x = x + 0.1 * x.std() * rng.standard_normal(x.shape)
+    assert tucker_proposal(x) == (2, 3, 4, 5)
+    x = tnmars.Network.tt((6, 7, 8, 7, 6), (2, 3, 4, 3), seed=1).to_tensor()
+    x = x + 0.1 * x.std() * rng.standard_normal(x.shape)
+    ranks, cores = tt_proposal(x)
+    assert ranks == (2, 3, 4, 3)
+    rel = np.linalg.norm(tnmars.Network.tt(x.shape, ranks).with_cores(cores).to_tensor() - x) / np.linalg.norm(x)
+    assert rel < 0.15
+
+
+# ------------------------------------------------------------------------------- moves
+def test_shrinking_a_redundant_index_keeps_the_function():
+    """A bond with a dead index (zero slices on one side) loses exactly that index."""
+    net = tnmars.Network.tt((4, 5, 6), (3, 3), seed=0)
+    cores = [np.array(c) for c in net.cores]
+    cores[1][:, :, 2] = 0.0  # index 2 of bond B carries nothing
+    net = net.with_cores(cores)
+    smaller = shrink(net, "B")
+    assert smaller.ranks == (3, 2)
+    np.testing.assert_allclose(smaller.to_tensor(), net.to_tensor(), atol=1e-12)
+    cp = tnmars.Network.cp((4, 5, 6), 3, seed=0)
+    cores = [np.array(c) for c in cp.cores]
+    cores[0][:, 1] *= 1e-9  # the weakest component is dropped
+    cut = shrink(cp.with_cores(cores), "A")
+    np.testing.assert_allclose(cut.to_tensor(), cp.with_cores(cores).to_tensor(), atol=1e-6)
+
+
+def test_growing_a_bond_barely_changes_the_function_and_shrink_refuses_rank_one():
+    net = tnmars.Network.tucker((4, 5, 6), (2, 2, 2), seed=0)
+    bigger = grow(net, "A", seed=1)
+    assert bigger.ranks == (3, 2, 2)
+    rel = np.linalg.norm(bigger.to_tensor() - net.to_tensor()) / np.linalg.norm(net.to_tensor())
+    assert rel < 1e-2
+    with pytest.raises(ValueError, match="cannot shrink"):
+        shrink(tnmars.Network.tt((3, 4), 1), "A")
+
+
+def test_large_pieces_are_solved_by_cg_with_the_same_result(monkeypatch):
+    """A piece whose Gram would be too big to eigendecompose (a fully connected network of
+    high order) is solved by conjugate gradients: same fit, only contractions."""
+    import tnmars.fitting.solvers as solvers
+
+    spec = "aAB,AbC,BCc->abc"  # a triangle: every core's rest is one piece on two bonds
+    truth = tnmars.Network(spec, shape=(5, 6, 4), ranks=2, seed=1).to_tensor()
+    data = FitData.from_arrays(truth + 0.01 * np.random.default_rng(0).standard_normal(truth.shape))
+    start = tnmars.Network(spec, shape=(5, 6, 4), ranks=2, seed=2)
+    kron, sse_kron = als(start, data, sweeps=3, line_search=False)
+    monkeypatch.setattr(solvers, "MAX_GRAM", 1)
+    cg, sse_cg = als(start, data, sweeps=3, line_search=False, cg_iters=200, cg_tol=1e-12)
+    assert sse_cg == pytest.approx(sse_kron, rel=1e-6)
+    np.testing.assert_allclose(cg.to_tensor(), kron.to_tensor(), atol=1e-6)

@@ -1,0 +1,467 @@
+"""``tnmars.fit``: propose ranks, select them under one MAP criterion, polish, report.
+
+>>> import numpy as np, tnmars
+>>> rng = np.random.default_rng(1)
+>>> core, U = rng.standard_normal((2, 3, 4)), [rng.standard_normal((8, r)) for r in (2, 3, 4)]
+>>> x = np.einsum("abc,ia,jb,kc->ijk", core, *U)
+>>> res = tnmars.fit(x, "tucker", max_rank=6, seed=0, progress=False)
+>>> res.ranks
+(2, 3, 4)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._checks import positive_int
+from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
+from ..spec import parse_spec
+from .criterion import Occam
+from .data import Prepared, prepare
+from .graph import degrees_of_freedom, feasible_ranks
+from .progress import Reporter
+from .proposals import PROPOSALS, rank_one_start, ring_bonds, spectral_start
+from .relaxation import Relaxation, RelaxationResult, relax
+from .result import FitResult
+from .search import Candidate, RankSearch
+from .solvers import FitData, als, residual
+
+__all__ = ["fit", "FORMATS", "PRIORS"]
+
+FORMATS = ("cp", "tucker", "tt", "tr")
+PRIORS = ("bic", "bernoulli")
+#: ALS sweeps of the final polish (it stops earlier once a sweep gains less than 1e-7 of the error)
+POLISH_SWEEPS = 300
+#: steps the search may take without improvement when it grows from rank 1
+GREEDY_PATIENCE = 2
+#: problems up to this many entries run torch single-threaded (thread start-up dominates them)
+SMALL_PROBLEM = 1 << 16
+
+
+def fit(
+    data: Any,
+    network: str | Network = "tucker",
+    *,
+    max_rank: int | Sequence[int] | None = None,
+    observed: Any = None,
+    prior: str = "bic",
+    prior_strength: float = 1.0,
+    proposal: str = "auto",
+    relaxation: Relaxation | Mapping[str, Any] | None = None,
+    min_rank: int = 1,
+    seed: int | np.random.Generator | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    dtype: Any = None,
+    progress: bool | None = None,
+    callback: Callable[[int, dict], Any] | None = None,
+) -> FitResult:
+    """Fit ``data`` with a tensor network and select its ranks.
+
+    Parameters
+    ----------
+    data: the tensor (NumPy, torch or CuPy). NaN/Inf only where ``observed`` is False.
+    network: ``"tucker"``, ``"cp"``, ``"tt"``, ``"tr"`` (built at ``max_rank``), or any
+        :class:`~tnmars.Network` whose open modes match ``data.shape``: its bond sizes are
+        the maximal ranks.
+    max_rank: the largest rank of every bond of a format (int, or one per bond); default
+        ``max(data.shape)``. Ranks are clipped to what each bond's cut allows.
+    observed: boolean mask of observed entries (tensor completion); default all.
+    prior: what decides the ranks. ``"bic"`` (default): the MAP objective under an Occam
+        prior, ``(N/2) log(SSE/N) + (c/2) D log N`` with ``D`` the network's degrees of
+        freedom (:mod:`tnmars.fitting.criterion`), minimised by a local search that adds and
+        removes rank indices, each candidate refitted exactly by ALS. ``"bernoulli"``: the
+        paper's MARS objective alone (its relaxation's MAP masks), then an ALS polish.
+    prior_strength: ``c`` above; 1 is BIC, larger prunes more.
+    proposal: where the search starts: ``"spectral"`` (EVBMF on the unfolding spectra;
+        Tucker, TT, TR), ``"greedy"`` (rank 1 everywhere, then add), ``"mars"`` (the MARS
+        relaxation's MAP ranks), or ``"auto"``: spectral for Tucker/TT/TR, greedy otherwise.
+    relaxation: settings of the MARS relaxation (:class:`tnmars.Relaxation` or a dict of its
+        fields: ``pi``, ``alpha``, ``steps``, ``lr`` ...); used by ``prior="bernoulli"`` and
+        ``proposal="mars"``.
+    min_rank: smallest rank a bond may take (1). Rank 0 zeroes the whole network: pass 0 to
+        allow it.
+    seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
+    backend, device, dtype: where the result lives (and where the relaxation trains);
+        default: the data's. The selection's least-squares refits run in float64 on NumPy
+        (CuPy for CuPy data).
+    progress: a bar per phase (relaxation, selection, polish); ``None``: on unless
+        ``TQDM_DISABLE`` is set. callback: ``callback(step, info)`` for every record of every
+        phase (``info``: phase, ranks, loss or objective); returning True stops the fit and
+        returns the best state so far, as Ctrl-C does (``interrupted=True``).
+
+    Returns
+    -------
+    FitResult
+    """
+    t0 = time.perf_counter()
+    prior = _choice(prior, PRIORS, "prior")
+    proposal = _choice(proposal, PROPOSALS, "proposal")
+    strength = _positive_float(prior_strength, "prior_strength")
+    settings_relax = _relaxation(relaxation)
+    if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
+        raise ValueError(f"min_rank must be a non-negative integer; got {min_rank!r}")
+    seed = _seed(seed)
+    prep = prepare(data, observed, backend, dtype)
+    prep.backend.check_device(device)
+    template, fmt = _template(network, prep.shape, max_rank)
+    settings = {"format": fmt or template.spec, "prior": prior, "prior_strength": strength, "seed": seed,
+                "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds)}
+    if prep.scale == 0.0:
+        return _zero_result(template, prep, settings, t0)
+    if proposal == "spectral" and fmt not in ("tucker", "tt", "tr"):
+        raise ValueError("proposal='spectral' needs a Tucker, TT or TR network; use 'greedy' or 'mars'")
+    reporter = Reporter(progress, callback)
+    crit = Occam(prep.data.n_obs, strength)
+    relaxed: RelaxationResult | None = None
+    search: RankSearch | None = None
+    with _threads(prep), contextlib.closing(reporter):
+        # 1. proposal: where the selection starts
+        if prior == "bernoulli" or proposal == "mars":
+            relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
+            proposal_used = "mars"
+        elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
+            start, proposal_used = spectral_start(fmt, template, prep.data), "spectral"
+        else:
+            start, proposal_used = rank_one_start(template, prep.data, seed), "greedy"
+        interrupted = relaxed is not None and (relaxed.interrupted or reporter.stopped)
+        best = _evaluated(start, prep.data, crit, "proposal")
+        # 2. selection under the Occam criterion (the paper's objective stops at its relaxation)
+        if prior == "bic" and not interrupted:
+            reporter.start("selection", note=f"Occam criterion from the {proposal_used} proposal")
+            # walking through steps that do not pay alone is for growing from rank 1; from a
+            # spectral or relaxed proposal the neighbours of the start decide
+            search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
+                                report=_search_reporter(reporter),
+                                patience=GREEDY_PATIENCE if proposal_used == "greedy" else 0)
+            try:
+                best = search.run(start)
+            except KeyboardInterrupt:  # Ctrl-C: the best network seen so far
+                interrupted = True
+                best = min(search.path, key=lambda c: c.objective, default=best)
+            interrupted = interrupted or search.stopped
+        # 3. polish: ALS to convergence at the selected ranks
+        if not interrupted:
+            try:
+                best = _polish(best.network, prep.data, crit, reporter)
+            except KeyboardInterrupt:
+                interrupted = True
+            interrupted = interrupted or reporter.stopped
+    return _result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior, interrupted,
+                   device, t0)
+
+
+# ---------------------------------------------------------------------------------- phases
+def _run_relaxation(template: Network, fmt: str | None, prep: Prepared, settings: Relaxation, seed: int | None,
+                    device: str | None, reporter: Reporter, min_rank: int) -> tuple[RelaxationResult, Network]:
+    """The MARS relaxation from a fitted start at the maximal ranks; returns it and the
+    network pruned to its MAP masks (at least ``min_rank`` per bond)."""
+    data = prep.data
+    y = data.backend.to_numpy(data.y)
+    weights = None if data.weights is None else data.backend.to_numpy(data.weights)
+    if settings.start == "random":
+        cores = [np.asarray(c) for c in Network(template.spec, template.dims, seed=seed).cores]
+    elif fmt is not None:
+        from ..interop.init import svd_init
+
+        try:
+            ranks = {"cp": lambda: template.ranks[0],
+                     "tr": lambda: [template.dims[b] for b in ring_bonds(template)]}.get(fmt, lambda: template.ranks)()
+            start = svd_init(fmt, y, ranks, observed=weights, seed=seed)
+            cores = [np.asarray(c, dtype=np.float64) for c in start.cores]
+        except ValueError:
+            cores = None
+    else:
+        cores = None
+    if cores is None:  # any other network: least squares at the maximal ranks, from random values
+        net = Network(template.spec, template.dims, seed=seed, optimize=template.optimize)
+        net, _ = als(net, data, sweeps=20)
+        cores = [np.asarray(c) for c in net.cores]
+    reporter.start("relaxation", total=settings.steps, note=f"MARS, pi={settings.pi}")
+    state = {"last": 0}
+
+    def report(step: int, loss: float, ranks: tuple[int, ...], temp: float) -> bool:
+        advance = step + 1 - state["last"]
+        state["last"] = step + 1
+        return reporter.record({"loss": loss, "ranks": ranks, "temperature": temp}, advance=advance)
+
+    relaxed = relax(template, cores, y, weights, settings, fitted_start=settings.start == "fitted",
+                    backend=prep.backend, device=device,
+                    dtype=prep.dtype, seed=seed, report=report)
+    keep = relaxed.keep(max(min_rank, 1) if min_rank else 0)
+    pruned = Network(template.spec, cores=relaxed.cores, optimize=template.optimize).prune(keep)
+    return relaxed, pruned
+
+
+def _search_reporter(reporter: Reporter) -> Callable[[Candidate, str], bool]:
+    def report(cand: Candidate, phase: str) -> bool:
+        return reporter.record({"objective": cand.objective, "ranks": cand.ranks, "move": cand.move,
+                                "sse": cand.sse})
+    return report
+
+
+def _polish(net: Network, data: FitData, crit: Occam, reporter: Reporter) -> Candidate:
+    reporter.start("polish", note="ALS to convergence at the selected ranks")
+    fitted, sse = als(net, data, sweeps=POLISH_SWEEPS, tol=1e-7,
+                      should_stop=lambda: reporter.record({"ranks": net.ranks}))
+    dof = degrees_of_freedom(fitted.spec, fitted.dims)
+    return Candidate(fitted, sse, crit.objective(sse, dof), dof, "polish")
+
+
+def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate:
+    """``net`` as it stands, with its error and objective (no refit)."""
+    sse = residual(net, data)
+    dof = degrees_of_freedom(net.spec, net.dims)
+    return Candidate(net, sse, crit.objective(sse, dof), dof, move)
+
+
+# ---------------------------------------------------------------------------------- result
+def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, settings: dict,
+            relaxed: RelaxationResult | None, search: RankSearch | None, proposal: str, prior: str,
+            interrupted: bool, device: str | None, t0: float) -> FitResult:
+    net = best.network
+    # a ring's bonds in ring order (bond k joins cores k and k+1), any other graph's in spec order
+    bonds = tuple(ring_bonds(template)) if settings.get("format") == "tr" else tuple(template.bonds)
+    # errors in working units (data / scale): no overflow or underflow at any magnitude
+    be = net.backend_impl
+    work_cores = [np.asarray(be.to_numpy(c), dtype=np.float64) for c in net.cores]
+    est = np.asarray(prep.data.backend.to_numpy(Network(template.spec, cores=work_cores).to_tensor()))
+    obs = prep.observed
+    y = np.asarray(prep.data.backend.to_numpy(prep.data.y))  # data / scale, 0 where unobserved
+    heldout = None
+    if obs is not None:
+        held = ~obs & np.isfinite(prep.raw)
+        if held.any():
+            truth = prep.raw[held] / prep.scale
+            hd = float(np.linalg.norm(truth))
+            heldout = float(np.linalg.norm(est[held] - truth)) / hd if hd > 0 else None
+        est *= obs
+    est -= y  # the residual, in place: no second full-size array
+    mse = float(np.vdot(est, est)) / prep.data.n_obs
+    rel = math.sqrt(mse * prep.data.n_obs / prep.data.sq_norm)
+    del est
+    if not math.isfinite(rel):
+        raise FloatingPointError(f"the fit's relative error is {rel}: the data or the fit overflowed")
+    if rel >= 1.0 - 1e-9:
+        warnings.warn(f"tnmars.fit: the selected network fits the data no better than the zero tensor "
+                      f"(relative error {rel:.3g}); its ranks are {net.ranks}", RuntimeWarning, stacklevel=3)
+    unit = prep.scale ** (1.0 / net.num_cores)
+    data_net = Network(template.spec, cores=[c * unit for c in work_cores], optimize=template.optimize)
+    ranks = tuple(net.bonds[b] for b in bonds)
+    max_ranks = tuple(template.bonds[b] for b in bonds)
+    probabilities = {b: (np.arange(m) < r).astype(np.float64) for b, r, m in zip(bonds, ranks, max_ranks)}
+    history = _history(relaxed, search, best)
+    selection = [] if search is None else [
+        {"move": c.move, "ranks": list(c.ranks), "objective": c.objective,
+         "relative_error": math.sqrt(c.sse / max(prep.data.sq_norm, 1e-300))} for c in search.path]
+    n_obs = prep.data.n_obs
+    sigma2 = _in_data_units(crit.noise_variance(best.sse, best.dof), prep.scale)
+    full = None
+    if relaxed is not None:
+        full = Network(template.spec, cores=[c * unit for c in relaxed.cores], optimize=template.optimize)
+    out_net = _to_caller(data_net, prep, device)
+    return FitResult(
+        network=out_net,
+        bonds=bonds,
+        ranks=ranks,
+        max_ranks=max_ranks,
+        probabilities=probabilities,
+        relative_error=rel,
+        heldout_error=heldout,
+        log_likelihood=-_in_data_units(mse, prep.scale),
+        noise_variance=float(sigma2),
+        compression=data_net.dense_size / max(data_net.num_params, 1),
+        num_params=data_net.num_params,
+        criterion=prior,
+        objective=best.objective if prior == "bic" else float("nan"),
+        proposal=proposal,
+        selection=selection,
+        relaxation_probabilities={} if relaxed is None else relaxed.probabilities,
+        full_network=None if full is None else _to_caller(full, prep, device),
+        history=history,
+        interrupted=interrupted,
+        steps_run=0 if relaxed is None else relaxed.steps_run,
+        evaluations=0 if search is None else search.evaluations,
+        seconds=time.perf_counter() - t0,
+        settings={**settings, "proposal": proposal, "n_obs": n_obs},
+    )
+
+
+def _in_data_units(variance: float, scale: float) -> float:
+    """A variance in working units times ``scale**2``; ``inf`` where float64 cannot hold it
+    (data near 1e160 and above), never an OverflowError."""
+    with np.errstate(over="ignore"):
+        return float(np.float64(variance) * np.float64(scale) ** 2)
+
+
+def _history(relaxed: RelaxationResult | None, search: RankSearch | None, best: Candidate) -> dict[str, list]:
+    cols: dict[str, list] = {"step": [], "phase": [], "loss": [], "ranks": []}
+    step = 0
+    if relaxed is not None:
+        for s, loss, r in zip(relaxed.history["step"], relaxed.history["loss"], relaxed.history["ranks"]):
+            cols["step"].append(s)
+            cols["phase"].append("relaxation")
+            cols["loss"].append(float(loss))
+            cols["ranks"].append(tuple(r))
+        step = relaxed.steps_run
+    if search is not None:
+        n = search.criterion.n_obs
+        for k, cand in enumerate(search.path):
+            cols["step"].append(step + k)
+            cols["phase"].append("selection")
+            cols["loss"].append(cand.objective / n)
+            cols["ranks"].append(tuple(cand.ranks))
+        step += len(search.path)
+    n = max(getattr(search, "criterion", None).n_obs if search is not None else 1, 1)
+    cols["step"].append(step)
+    cols["phase"].append("polish")
+    cols["loss"].append(best.objective / n)
+    cols["ranks"].append(tuple(best.ranks))
+    return cols
+
+
+def _to_caller(net: Network, prep: Prepared, device: str | None) -> Network:
+    if prep.backend.name == "numpy":
+        return net if prep.dtype == "float64" else net.to("numpy", dtype=prep.dtype)
+    return net.to(prep.backend.name, device=device, dtype=prep.dtype)
+
+
+def _zero_result(template: Network, prep: Prepared, settings: dict, t0: float) -> FitResult:
+    warnings.warn("tnmars.fit: the data are all zero: every bond gets rank 0 (the zero network)",
+                  RuntimeWarning, stacklevel=3)
+    bonds = tuple(template.bonds)
+    zero = template.numpy().prune({b: [] for b in bonds})
+    return FitResult(network=_to_caller(zero, prep, None), bonds=bonds, ranks=(0,) * len(bonds),
+                     max_ranks=tuple(template.ranks), probabilities={b: np.zeros(m) for b, m in template.bonds.items()},
+                     relative_error=0.0, heldout_error=None, log_likelihood=0.0, noise_variance=0.0,
+                     compression=math.inf, num_params=0, criterion=settings["prior"], proposal="none",
+                     seconds=time.perf_counter() - t0, settings=settings)
+
+
+# ---------------------------------------------------------------------------------- arguments
+def _choice(value: Any, options: Sequence[str], name: str) -> str:
+    if not isinstance(value, str) or value.lower() not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+    return value.lower()
+
+
+def _positive_float(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive number; got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number; got {value!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number; got {value}")
+    return value
+
+
+def _relaxation(value: Relaxation | Mapping[str, Any] | None) -> Relaxation:
+    if value is None:
+        return Relaxation()
+    if isinstance(value, Relaxation):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return Relaxation(**value)
+        except TypeError as err:
+            raise TypeError(f"relaxation: {err}") from None
+    raise TypeError(f"relaxation must be a tnmars.Relaxation or a dict of its settings; got {type(value).__name__}")
+
+
+def _seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(2**31 - 1))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, a numpy Generator or None; got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative; got {seed}")
+    return int(seed)
+
+
+def _max_rank_value(value: Any, name: str = "max_rank") -> int:
+    return positive_int(value, name)
+
+
+def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any) -> tuple[Network, str | None]:
+    """The network at its maximal (feasible) ranks, and its built-in format if it has one."""
+    if isinstance(network, Network):
+        if network.shape != shape:
+            raise ValueError(f"data has shape {shape} but the network's open modes have shape {network.shape}")
+        if max_rank is not None:
+            raise ValueError("max_rank applies to format names; a Network's bond sizes are its maximal ranks")
+        spec, dims, fmt = network.spec, network.dims, _format_of(network)
+    elif isinstance(network, str):
+        fmt = network.lower()
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown network format {network!r}; choose one of {', '.join(FORMATS)} "
+                             "or pass a Network")
+        if len(shape) < 2:
+            raise ValueError(f"a {fmt} network needs data with at least 2 modes; got shape {shape}")
+        spec = {"cp": cp_spec, "tucker": tucker_spec, "tt": tt_spec, "tr": tr_spec}[fmt](len(shape))
+        parsed = parse_spec(spec)
+        bonds = parsed.bonds if fmt != "tr" else tuple(term[-1] for term in parsed.inputs)
+        if max_rank is None:
+            values = [max(shape)] * len(bonds)
+        elif isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool):
+            values = [_max_rank_value(max_rank)] * len(bonds)
+        else:
+            try:
+                values = [_max_rank_value(v) for v in max_rank]
+            except TypeError:
+                raise TypeError(f"max_rank must be a positive int or one per bond; got {max_rank!r}") from None
+            if len(values) != len(bonds):
+                raise ValueError(f"max_rank needs one value per bond ({len(bonds)} for {fmt}); got {len(values)}")
+        dims = dict(zip(parsed.output, shape))
+        dims.update(zip(bonds, values))
+    else:
+        raise TypeError(f"network must be a format name or a Network; got {type(network).__name__}")
+    caps = feasible_ranks(spec, dims)
+    dims = {**dims, **caps}
+    if isinstance(network, Network) and dict(network.bonds) != caps:
+        template = network.numpy().prune({b: list(range(caps[b])) for b in caps})
+    elif isinstance(network, Network):
+        template = network.numpy()
+    else:
+        template = Network(spec, dims, seed=0)
+    return template, fmt
+
+
+def _format_of(net: Network) -> str | None:
+    """The built-in format whose spec ``net`` has, if any (spectral proposals need it)."""
+    d = len(net.shape)
+    if d < 2:
+        return None
+    for fmt, make in (("cp", cp_spec), ("tucker", tucker_spec), ("tt", tt_spec), ("tr", tr_spec)):
+        try:
+            if make(d) == net.spec:
+                return fmt
+        except (ValueError, IndexError):
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def _threads(prep: Prepared):
+    """Small problems on torch run single-threaded: thread start-up would dominate them
+    (a 4x5x6 fit took 185 s with the default threads on a 2-core machine, 11 s with one)."""
+    be = prep.backend
+    if be.name != "torch" or prep.raw.size > SMALL_PROBLEM:
+        yield
+        return
+    torch = be.torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,124 @@
+"""Checking and scaling the data of a fit.
+
+Whatever the caller passes (NumPy, torch or CuPy; any float or integer dtype; values from
+1e-300 to 1e300), the fit works on float64 data divided by their root mean square over the
+observed entries, so ranks and errors never depend on the data's units or magnitude. The
+scale is computed without overflow (the data are divided by their largest magnitude
+first). Missing entries are marked by ``observed``; NaN/Inf elsewhere is an error.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backends import Backend, get_backend, infer_backend
+from .solvers import FitData
+
+__all__ = ["Prepared", "prepare"]
+
+
+@dataclass
+class Prepared:
+    """Validated data: working-unit :class:`FitData`, the scale back to data units, the
+    caller's backend and dtype, and the data in NumPy (for reporting errors)."""
+
+    data: FitData
+    scale: float
+    backend: Backend
+    dtype: str
+    raw: np.ndarray
+    observed: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.raw.shape)
+
+
+def _numpy_of(x: Any, what: str) -> tuple[np.ndarray, Backend | None]:
+    if x is None:
+        raise TypeError(f"{what} is None; pass an array (NumPy, torch or CuPy)")
+    if hasattr(x, "shape") and not isinstance(x, np.ndarray):
+        try:
+            src = infer_backend([x])
+        except (TypeError, ValueError):
+            src = None
+        if src is not None and src.is_array(x):
+            return np.asarray(src.to_numpy(x)), src
+    try:
+        return np.asarray(x), None
+    except Exception as err:  # pragma: no cover - exotic inputs
+        raise TypeError(f"{what} must be an array; got {type(x).__name__}") from err
+
+
+def _dtype_name(dtype: Any) -> str | None:
+    """Accept ``"float32"``, ``np.float32`` or ``torch.float32``; refuse what fits cannot use."""
+    if dtype is None:
+        return None
+    name = str(dtype).replace("torch.", "")
+    try:
+        np_dtype = np.dtype(name)
+    except TypeError:
+        raise TypeError(f"dtype must name a floating dtype such as 'float32' or 'float64'; got {dtype!r}") from None
+    if np_dtype not in (np.float32, np.float64):
+        raise ValueError(f"fits run in float32 or float64; got dtype {dtype!r} "
+                         "(float16 overflows the least-squares steps, integers cannot hold the cores)")
+    return np_dtype.name
+
+
+def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: Any = None) -> Prepared:
+    """Validate ``data`` and ``observed`` and scale the data to unit mean square."""
+    arr, src = _numpy_of(data, "data")
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"data must be a numeric array; got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError("complex data is not supported")
+    if arr.ndim < 1:
+        raise ValueError("data must have at least one mode")
+    if arr.size == 0:
+        raise ValueError(f"data is empty (shape {arr.shape})")
+    be = get_backend(backend) if backend is not None else (src or get_backend("numpy"))
+    dtype = _dtype_name(dtype) or (arr.dtype.name if arr.dtype in (np.float32, np.float64) else "float64")
+    arr = arr.astype(np.float64, copy=False)
+    if observed is None:
+        obs = None
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"data has {int(bad.sum())} NaN/Inf entries; mark missing entries with observed= "
+                             "(a boolean mask, True where observed) or clean the data")
+    else:
+        obs, _ = _numpy_of(observed, "observed")
+        if obs.shape != arr.shape:
+            raise ValueError(f"observed has shape {obs.shape} but data has shape {arr.shape}")
+        if obs.dtype != bool:
+            if not np.all(np.isin(obs, (0, 1))):
+                raise ValueError("observed must be a boolean mask (or 0/1 values)")
+            obs = obs.astype(bool)
+        if not obs.any():
+            raise ValueError("observed marks no entry as observed; there is nothing to fit")
+        bad = obs & ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"data has {int(bad.sum())} NaN/Inf entries at observed positions; "
+                             "set observed=False there or clean the data")
+        if obs.all():
+            obs = None
+    # scale without overflow: divide by the largest magnitude first, then by the RMS (in place)
+    y = np.array(arr, dtype=np.float64) if obs is None else np.where(obs, arr, 0.0)
+    peak = max(abs(float(y.max())), abs(float(y.min())))  # no |y| temporary: fits stay within ~2x the data
+    scale = 0.0
+    if peak > 0:
+        y /= peak
+        n_obs = y.size if obs is None else int(obs.sum())
+        rms = math.sqrt(float(np.vdot(y, y)) / n_obs)
+        y /= rms
+        scale = peak * rms
+    if not math.isfinite(scale):
+        raise ValueError("the data's scale overflows float64")
+    work = get_backend("cupy") if be.name == "cupy" else get_backend("numpy")
+    xp = work.xp
+    y = xp.asarray(y)
+    w = None if obs is None else xp.asarray(obs)
+    n = int(y.size if w is None else int(obs.sum()))
+    return Prepared(FitData(y, w, n, float(xp.vdot(y, y)), work), scale, be, dtype, arr, obs)

@@ -1,0 +1,266 @@
+"""What the selection engine needs to know about a network's graph: the pieces left when a
+core is removed, the ranks each bond can usefully take, and the degrees of freedom.
+
+Everything here works on the spec and the index sizes only (no arrays), so it serves every
+topology: chains, rings, trees, grids and hyperedges (CP's shared rank).
+
+>>> from tnmars import Network
+>>> net = Network.tucker((6, 7, 8), (2, 3, 4))
+>>> degrees_of_freedom(net.spec, net.dims)   # 2*3*4 + 6*2 + 7*3 + 8*4 - (4 + 9 + 16)
+60
+>>> feasible_ranks(Network.tucker((2, 3, 4), (2, 3, 4)).spec, {"a": 2, "b": 3, "c": 4, "A": 9, "B": 9, "C": 9})
+{'A': 2, 'B': 3, 'C': 4}
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from math import prod
+
+from opt_einsum import get_symbol
+
+from ..spec import parse_spec
+
+__all__ = ["Piece", "Branch", "tree_branches", "pieces_without", "feasible_ranks", "degrees_of_freedom", "fresh_symbols", "bond_degree"]
+
+
+def fresh_symbols(used: set[str] | frozenset[str], count: int) -> list[str]:
+    """``count`` index symbols that are not in ``used`` (opt_einsum's unbounded alphabet)."""
+    out: list[str] = []
+    i = 0
+    while len(out) < count:
+        s = get_symbol(i)
+        if s not in used:
+            out.append(s)
+        i += 1
+    return out
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A connected piece of the network without core ``core``: the cores in it and the axes
+    of ``core`` (its bond indices) that attach to it."""
+
+    cores: tuple[int, ...]
+    axes: tuple[int, ...]
+    #: the doubled spec whose contraction is this piece's Gram matrix (bond indices of the
+    #: second copy renamed), output = the attaching indices, then their renamed copies
+    gram_inputs: tuple[str, ...]
+    gram_output: str
+
+
+@dataclass(frozen=True)
+class CoreLayout:
+    """How core ``core``'s least-squares normal equations factor: the identity on its open
+    axes times one Gram matrix per piece. ``separable`` is False when an open index of the
+    core is shared with another core (then no Kronecker form exists)."""
+
+    core: int
+    open_axes: tuple[int, ...]
+    pieces: tuple[Piece, ...]
+    separable: bool
+
+
+def _components(nodes: list[int], groups) -> Callable[[int], int]:
+    """Union-find over ``nodes`` joined within every group; returns the root-of function."""
+    parent = {c: c for c in nodes}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for group in groups:
+        for c in group[1:]:
+            parent[find(c)] = find(group[0])
+    return find
+
+
+@lru_cache(maxsize=512)
+def pieces_without(inputs: tuple[str, ...], output: str) -> tuple[CoreLayout, ...]:
+    """The :class:`CoreLayout` of every core of the einsum graph ``inputs -> output``."""
+    layouts = []
+    all_indices = set("".join(inputs)) | set(output)
+    for k, term in enumerate(inputs):
+        others = [c for c in range(len(inputs)) if c != k]
+        owners: dict[str, list[int]] = {}
+        for c in others:
+            for ch in inputs[c]:
+                owners.setdefault(ch, []).append(c)
+        find = _components(others, owners.values())
+        open_axes = tuple(i for i, ch in enumerate(term) if ch in output)
+        separable = all(not owners.get(term[i]) for i in open_axes)
+        groups: dict[int, list[int]] = {}
+        for i, ch in enumerate(term):
+            if ch in output:
+                continue
+            holders = owners.get(ch, [])
+            root = find(holders[0]) if holders else -1 - i  # a dangling summed index: its own piece
+            groups.setdefault(root, []).append(i)
+        for c in others:  # a piece not attached to this core (a disconnected network) scales it
+            groups.setdefault(find(c), [])
+        pieces = []
+        for root, axes in groups.items():
+            cores = tuple(sorted(c for c in others if root >= 0 and find(c) == root))
+            attach = "".join(term[i] for i in axes)
+            piece_indices = set("".join(inputs[c] for c in cores))
+            bonds = sorted(ch for ch in piece_indices if ch not in output)
+            renamed = dict(zip(bonds, fresh_symbols(all_indices | piece_indices, len(bonds))))
+            first = tuple(inputs[c] for c in cores)
+            second = tuple("".join(renamed.get(ch, ch) for ch in inputs[c]) for c in cores)
+            if not cores:  # a dangling summed index: its Gram is the all-ones matrix
+                first, second = (), ()
+            pieces.append(Piece(cores, tuple(axes), first + second,
+                                attach + "".join(renamed.get(ch, ch) for ch in attach)))
+        layouts.append(CoreLayout(k, open_axes, tuple(pieces), separable))
+    return tuple(layouts)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """The part of a tree network hanging off ``bond`` on the side of core ``root``: the
+    Gram matrix of a piece attached by ``bond`` is built from ``root`` and the Grams of its
+    own branches (``children``), so a sweep can reuse the branches whose cores did not move."""
+
+    bond: str
+    root: int
+    children: tuple[Branch, ...]
+    cores: tuple[int, ...]
+    #: the contraction that makes the Gram: root, its renamed copy, each child's Gram
+    gram_inputs: tuple[str, ...]
+    gram_output: str
+
+
+@lru_cache(maxsize=512)
+def tree_branches(inputs: tuple[str, ...], output: str) -> dict[tuple[str, int], Branch] | None:
+    """Every ``(bond, root)`` branch of a tree network, or ``None`` when the network has a
+    loop, a hyperedge or an open mode shared by several cores (then Grams are contracted whole)."""
+    holders: dict[str, list[int]] = {}
+    for k, term in enumerate(inputs):
+        for c in term:
+            holders.setdefault(c, []).append(k)
+    if any(len(h) > 2 for h in holders.values()) or any(len(holders[c]) > 1 for c in output):
+        return None
+    bonds = [c for c, h in holders.items() if len(h) == 2 and c not in output]
+    if any(c not in output and len(h) == 1 for c, h in holders.items()):
+        return None  # a dangling summed index
+    # a tree: connected pieces have (cores - 1) bonds; a loop anywhere breaks that count
+    parent = list(range(len(inputs)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for b in bonds:
+        i, j = holders[b]
+        ri, rj = find(i), find(j)
+        if ri == rj:
+            return None
+        parent[ri] = rj
+    used = set("".join(inputs)) | set(output)
+    out: dict[tuple[str, int], Branch] = {}
+
+    def build(bond: str, root: int) -> Branch:
+        key = (bond, root)
+        if key in out:
+            return out[key]
+        term = inputs[root]
+        kids = tuple(build(c, next(h for h in holders[c] if h != root)) for c in term if c in bonds and c != bond)
+        own = [c for c in term if c in bonds]
+        renamed = dict(zip(own, fresh_symbols(used, len(own))))
+        gram_inputs = (term, "".join(renamed.get(c, c) for c in term)) + tuple(
+            kid.bond + renamed[kid.bond] for kid in kids)
+        cores = tuple(sorted({root, *(c for kid in kids for c in kid.cores)}))
+        out[key] = Branch(bond, root, kids, cores, gram_inputs, bond + renamed[bond])
+        return out[key]
+
+    for b in bonds:
+        for root in holders[b]:
+            build(b, root)
+    return out
+
+
+def bond_degree(spec: str, bond: str) -> int:
+    """How many cores carry ``bond`` (2 for an edge, 3 or more for a hyperedge)."""
+    return len(parse_spec(spec).terms_with(bond))
+
+
+def _bridge_sides(inputs: tuple[str, ...], output: str, bond: str) -> tuple[set[int], set[int]] | None:
+    """The two sets of cores a 2-core bond separates, or ``None`` when the bond lies on a loop."""
+    holders = [k for k, t in enumerate(inputs) if bond in t]
+    if len(holders) != 2:
+        return None
+    start, goal = holders
+    seen = {start}
+    stack = [start]
+    while stack:  # walk the graph without this bond: reaching the other end means a loop
+        c = stack.pop()
+        for k, t in enumerate(inputs):
+            if k not in seen and (set(t) & set(inputs[c])) - {bond}:
+                seen.add(k)
+                stack.append(k)
+    if goal in seen:
+        return None
+    return seen, set(range(len(inputs))) - seen
+
+
+def feasible_ranks(spec: str, dims: Mapping[str, int], max_rank: Mapping[str, int] | None = None) -> dict[str, int]:
+    """The largest useful size of every bond, given the other sizes in ``dims``.
+
+    A bond larger than the product of a core's other indices, or (for a bond that splits
+    the network in two) than the product of the open modes on either side, adds parameters
+    but no expressive power: such ranks are clipped, repeatedly, until every bond fits.
+    Hyperedges (CP) are bounded by the volume of the tensor over its largest mode.
+    """
+    parsed = parse_spec(spec)
+    sizes = {c: int(n) for c, n in dims.items()}
+    if max_rank is not None:
+        for b, r in max_rank.items():
+            sizes[b] = min(sizes[b], int(r))
+    out_volume = prod(sizes[c] for c in parsed.output)
+    changed = True
+    while changed:
+        changed = False
+        for b in parsed.bonds:
+            holders = parsed.terms_with(b)
+            bound = sizes[b]
+            if len(holders) == 2:
+                for k in holders:
+                    term = parsed.inputs[k]
+                    bound = min(bound, prod(sizes[c] for c in term if c != b))
+                sides = _bridge_sides(parsed.inputs, parsed.output, b)
+                if sides is not None:
+                    for side in sides:
+                        opens = {c for k in side for c in parsed.inputs[k] if c in parsed.output}
+                        bound = min(bound, prod(sizes[c] for c in opens))
+            else:
+                largest = max((sizes[c] for c in parsed.output), default=1)
+                bound = min(bound, max(1, out_volume // max(largest, 1)))
+            bound = max(bound, 1) if sizes[b] >= 1 else 0
+            if bound < sizes[b]:
+                sizes[b] = bound
+                changed = True
+    return {b: sizes[b] for b in parsed.bonds}
+
+
+def degrees_of_freedom(spec: str, dims: Mapping[str, int]) -> int:
+    """Parameters of the network at ``dims`` minus its gauge freedom.
+
+    An edge of size ``r`` can absorb any invertible ``r x r`` matrix and its inverse into its
+    two cores, so it removes ``r^2`` degrees of freedom; a hyperedge over ``m`` cores admits
+    only diagonal rescalings, ``(m - 1) r``. This gives the manifold dimensions of the
+    classical formats (Tucker ``prod r + sum n_k r_k - sum r_k^2``; TT ``sum r_{k-1} n_k r_k -
+    sum r_k^2``; CP ``R (sum n_k - d + 1)``) and is the count an Occam criterion charges.
+    """
+    parsed = parse_spec(spec)
+    params = sum(prod(int(dims[c]) for c in term) for term in parsed.inputs)
+    gauge = 0
+    for b in parsed.bonds:
+        m = len(parsed.terms_with(b))
+        r = int(dims[b])
+        gauge += r * r if m == 2 else (m - 1) * r
+    return max(params - gauge, 0)

@@ -1,0 +1,141 @@
+"""Changing one bond's rank by one, keeping the network's function as intact as possible.
+
+- :func:`shrink` removes the least important index of a bond: for an edge between two
+  cores, the smallest singular value of the bond's local product (QR of both sides, then an
+  SVD of the small ``r x r`` middle), which is the optimal truncation for trees in canonical
+  form and a good one elsewhere; for a hyperedge (CP), the component of smallest weight.
+- :func:`grow` adds an index to a bond with small random slices in every core that carries
+  it: the network's function barely changes, and the least-squares refit that follows moves
+  the new index onto whatever the residual still holds.
+
+>>> from tnmars import Network
+>>> net = Network.tt((4, 5, 6), (3, 3), seed=0)
+>>> shrink(net, "A").ranks, grow(net, "B", seed=0).ranks
+((2, 3), (3, 4))
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..network import Network
+
+__all__ = ["shrink", "grow", "GROW_SCALE"]
+
+#: size of a new index's slices relative to the RMS of the core they join
+GROW_SCALE = 1e-2
+
+
+def _host(net: Network) -> list[np.ndarray]:
+    be = net.backend_impl
+    return [np.asarray(be.to_numpy(c), dtype=np.float64) for c in net.cores]
+
+
+def shrink(net: Network, bond: str, drop: int | None = None) -> Network:
+    """``net`` with ``bond`` one index smaller (see the module notes). For a hyperedge,
+    ``drop`` names the component to remove (default: the one of smallest weight)."""
+    holders = net.terms_with(bond)
+    cores = _host(net)
+    r = net.dims[bond]
+    if r <= 1:
+        raise ValueError(f"bond {bond!r} has rank {r}; it cannot shrink further")
+    if len(holders) == 2:
+        i, j = holders
+        ai, aj = net.inputs[i].index(bond), net.inputs[j].index(bond)
+        a = np.moveaxis(cores[i], ai, -1)
+        b = np.moveaxis(cores[j], aj, 0)
+        qa, ra = np.linalg.qr(a.reshape(-1, r))
+        qb, rb = np.linalg.qr(b.reshape(r, -1).T)
+        u, s, vt = np.linalg.svd(ra @ rb.T)
+        keep = min(r - 1, len(s))
+        root = np.sqrt(s[:keep])
+        new_a = (qa @ (u[:, :keep] * root)).reshape(a.shape[:-1] + (keep,))
+        new_b = ((root[:, None] * vt[:keep]) @ qb.T).reshape((keep,) + b.shape[1:])
+        if keep < r - 1:  # the bond had more indices than its cores can use: pad with zeros
+            new_a = np.concatenate([new_a, np.zeros(a.shape[:-1] + (r - 1 - keep,))], axis=-1)
+            new_b = np.concatenate([new_b, np.zeros((r - 1 - keep,) + b.shape[1:])], axis=0)
+        cores[i] = np.moveaxis(new_a, -1, ai)
+        cores[j] = np.moveaxis(new_b, 0, aj)
+    else:
+        # hyperedge: drop the component with the smallest product of slice norms
+        weight = np.ones(r)
+        for t in holders:
+            ax = net.inputs[t].index(bond)
+            other = tuple(k for k in range(cores[t].ndim) if k != ax)
+            weight = weight * np.sqrt(np.sum(cores[t] ** 2, axis=other))
+        drop = int(np.argmin(weight)) if drop is None else int(drop)
+        keep_idx = [k for k in range(r) if k != drop]
+        for t in holders:
+            cores[t] = np.take(cores[t], keep_idx, axis=net.inputs[t].index(bond))
+    return Network(net.spec, cores=cores, optimize=net.optimize)
+
+
+def rank_one(tensor: np.ndarray, iters: int = 15) -> list[np.ndarray]:
+    """The leading rank-1 term of ``tensor`` (higher-order power iteration started from the
+    leading singular vectors of its unfoldings): vectors whose outer product approximates it."""
+    d = tensor.ndim
+    vecs = []
+    for k in range(d):
+        m = np.moveaxis(tensor, k, 0).reshape(tensor.shape[k], -1)
+        if m.shape[0] <= m.shape[1]:
+            vecs.append(np.linalg.eigh(m @ m.T)[1][:, -1])
+        else:  # the small side's Gram, then back to this side
+            u = m @ np.linalg.eigh(m.T @ m)[1][:, -1]
+            vecs.append(u / max(np.linalg.norm(u), 1e-300))
+    for _ in range(iters):
+        for k in range(d):
+            v = tensor
+            for j in reversed(range(d)):  # contract every other mode, last first (axes stay put)
+                if j != k:
+                    v = np.tensordot(v, vecs[j], axes=([j], [0]))
+            norm = np.linalg.norm(v)
+            vecs[k] = v / norm if norm > 0 else v
+    weight = tensor
+    for j in reversed(range(d)):
+        weight = np.tensordot(weight, vecs[j], axes=([j], [0]))
+    weight = float(weight)
+    scale = abs(weight) ** (1.0 / d)
+    if weight < 0:
+        vecs[0] = -vecs[0]
+    return [v * scale for v in vecs]
+
+
+def grow(net: Network, bond: str, seed: int | np.random.Generator | None = None,
+         residual: np.ndarray | None = None) -> Network:
+    """``net`` with ``bond`` one index larger. The new slices are small and random, except
+    for a hyperedge whose cores carry one open mode each (CP) when the ``residual`` tensor is
+    given: the new component is then the residual's leading rank-1 term (greedy CP)."""
+    rng = np.random.default_rng(seed)
+    cores = _host(net)
+    holders = net.terms_with(bond)
+    if residual is not None and len(holders) > 2 and _is_cp_like(net, bond):
+        vecs = rank_one(np.asarray(residual, dtype=np.float64))
+        for t in holders:
+            term = net.inputs[t]
+            mode = next(c for c in term if c in net.output)
+            new = vecs[net.output.index(mode)]
+            shape = [1] * len(term)
+            shape[term.index(mode)] = -1
+            cores[t] = np.concatenate([cores[t], new.reshape(shape)], axis=term.index(bond))
+        return Network(net.spec, cores=cores, optimize=net.optimize)
+    for t in net.terms_with(bond):
+        ax = net.inputs[t].index(bond)
+        c = cores[t]
+        shape = list(c.shape)
+        shape[ax] = 1
+        rms = float(np.sqrt(np.mean(c**2))) if c.size else 1.0
+        new = rng.standard_normal(shape) * GROW_SCALE * (rms if rms > 0 else 1.0)
+        cores[t] = np.concatenate([c, new], axis=ax)
+    return Network(net.spec, cores=cores, optimize=net.optimize)
+
+
+def _is_cp_like(net: Network, bond: str) -> bool:
+    """Every core carrying ``bond`` has exactly two indices, the bond and one open mode, and
+    together they carry every open mode (so a rank-1 term of the residual fits the new slices)."""
+    holders = net.terms_with(bond)
+    modes = []
+    for t in holders:
+        term = net.inputs[t]
+        if len(term) != 2:
+            return False
+        modes.append(term.replace(bond, ""))
+    return len(holders) == len(net.output) and sorted(modes) == sorted(net.output)

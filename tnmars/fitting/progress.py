@@ -1,0 +1,66 @@
+"""Progress of a fit: one bar per phase, named after it, the caller's callback, and a log.
+
+Every phase of :func:`tnmars.fit` (``relaxation``, ``selection``, ``polish``) reports through
+one :class:`Reporter`, so no phase runs silently. Bars follow tqdm's conventions and
+``TQDM_DISABLE=1`` turns them off; messages go to ``logging.getLogger("tnmars.fit")``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Reporter", "progress_enabled"]
+
+log = logging.getLogger("tnmars.fit")
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """``progress=None`` means on, unless the environment sets ``TQDM_DISABLE``."""
+    if progress is None:
+        return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
+    return bool(progress)
+
+
+class Reporter:
+    """Bars, callback and log for the phases of one fit.
+
+    ``callback(step, info)`` receives ``info`` with at least ``phase`` and ``ranks``; it may
+    return True to stop the fit (the best state so far is returned).
+    """
+
+    def __init__(self, progress: bool | None, callback: Callable[[int, dict], Any] | None = None) -> None:
+        self.enabled = progress_enabled(progress)
+        self.callback = callback
+        self.step = 0
+        self.stopped = False
+        self._bar = None
+        self.phase = ""
+
+    def start(self, phase: str, total: int | None = None, note: str = "") -> None:
+        self.close()
+        self.phase = phase
+        log.info("tnmars.fit: %s%s", phase, f" ({note})" if note else "")
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=f"tnmars.fit [{phase}]", leave=False, unit="step" if total else "fit")
+
+    def record(self, info: dict[str, Any], advance: int = 1) -> bool:
+        """Report one step (a relaxation record, a refitted candidate); True means stop."""
+        self.step += 1
+        info = {"phase": self.phase, **info}
+        if self._bar is not None:
+            self._bar.update(advance)
+            shown = {k: (f"{v:.4g}" if isinstance(v, float) else ",".join(map(str, v)) if isinstance(v, tuple) else v)
+                     for k, v in info.items() if k in ("loss", "objective", "ranks", "move")}
+            self._bar.set_postfix(shown, refresh=False)
+        if self.callback is not None and self.callback(self.step, info):
+            self.stopped = True
+        return self.stopped
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,93 @@
+"""What :func:`tnmars.fit` returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..network import Network
+
+__all__ = ["FitResult"]
+
+
+@dataclass
+class FitResult:
+    """The selected network and how it was selected.
+
+    Attributes
+    ----------
+    network: the **pruned** network at the selected ranks, in the data's units, backend and dtype.
+    bonds, ranks, max_ranks: bond names, the selected rank of each, the largest rank allowed.
+    probabilities: bond -> the selected binary mask over ``max_ranks`` (1.0 for the kept
+        indices, first, then 0.0): it always agrees with ``ranks``.
+    relaxation_probabilities: bond -> ``phi = sigmoid(logit)`` of the MARS relaxation when it
+        ran (``prior="bernoulli"`` or ``proposal="mars"``), else empty. With the default
+        Occam criterion the selection may differ from the relaxation's MAP masks.
+    full_network: the relaxation's trained network at the maximal ranks (masks not
+        applied), or ``None`` when no relaxation ran.
+    relative_error: ``||T - data|| / ||data||`` over the observed entries.
+    heldout_error: the same over the unobserved (finite) entries, or ``None``.
+    log_likelihood: ``-mean((T - data)^2)`` over the observed entries (data units).
+    noise_variance: the noise variance the selected fit implies, ``SSE / (N - D)`` (data units;
+        ``inf`` where float64 cannot hold it, for data of magnitude near 1e160 and above).
+    criterion: what decided the ranks (``"bic"`` or ``"bernoulli"``); objective: its value at
+        the selected ranks (nats; lower is better; ``nan`` for ``"bernoulli"``).
+    proposal: where the selection started (``"spectral"``, ``"greedy"``, ``"mars"``).
+    selection: the accepted steps of the search, ``{"move", "ranks", "objective",
+        "relative_error"}`` each (the first is the proposal).
+    compression, num_params: dense size / parameters, and parameters, of ``network``.
+    history: one record per evaluated network or relaxation record: columns ``step``,
+        ``phase`` (``"relaxation"``, ``"selection"``, ``"polish"``), ``loss`` (the phase's
+        objective per observation), ``ranks``.
+    interrupted: ``True`` when Ctrl-C (or a callback) stopped the fit: the best state so far
+        is returned. steps_run: Adam steps of the relaxation; evaluations: networks refitted by
+        the selection; seconds: wall time; settings: what was used.
+    """
+
+    network: Network
+    bonds: tuple[str, ...]
+    ranks: tuple[int, ...]
+    max_ranks: tuple[int, ...]
+    probabilities: dict[str, np.ndarray]
+    relative_error: float
+    heldout_error: float | None
+    log_likelihood: float
+    noise_variance: float
+    compression: float
+    num_params: int
+    criterion: str = "bic"
+    objective: float = float("nan")
+    proposal: str = "spectral"
+    selection: list[dict[str, Any]] = field(default_factory=list)
+    relaxation_probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    full_network: Network | None = None
+    history: dict[str, list] = field(default_factory=dict)
+    interrupted: bool = False
+    steps_run: int = 0
+    evaluations: int = 0
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ranks_by_bond(self) -> dict[str, int]:
+        return dict(zip(self.bonds, self.ranks))
+
+    def summary(self) -> str:
+        """A short human-readable report."""
+        how = f"{self.criterion} criterion from the {self.proposal} proposal"
+        lines = [
+            f"tnmars.fit: {self.network.spec}  ({self.settings.get('backend')}, {how}, "
+            f"{self.evaluations} refits, {self.seconds:.1f} s{', interrupted' if self.interrupted else ''})",
+            "  ranks     " + ", ".join(f"{b}={r}/{m}" for b, r, m in zip(self.bonds, self.ranks, self.max_ranks)),
+            f"  relative error {self.relative_error:.4g} on observed entries"
+            + (f", {self.heldout_error:.4g} held out" if self.heldout_error is not None else ""),
+            f"  noise variance {self.noise_variance:.4g} (data units)",
+            f"  {self.num_params:,} parameters for {self.network.dense_size:,} entries: "
+            f"compression {self.compression:.2f}x",
+        ]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"FitResult(ranks={self.ranks}, relative_error={self.relative_error:.4g}, "
+                f"compression={self.compression:.3g}, interrupted={self.interrupted})")

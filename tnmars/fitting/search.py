@@ -1,0 +1,218 @@
+"""Local search over ranks: from a proposal, add or remove one rank index at a time while the
+MAP criterion improves.
+
+Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`; a
+quarter of the rank fewer as well when the rank is large, so a generous start comes down in
+few steps) and one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the caller's maximal
+ranks), refits each candidate by a few ALS sweeps and moves to the best candidate if it lowers
+the objective. A short refit only over-estimates a candidate's error (ALS never increases it),
+so a candidate that already wins is a real improvement; when none wins after the short
+refits, the most promising ones are refitted fully before the search stops. Rank vectors
+already evaluated are not evaluated again. This is greedy rank adaptation for arbitrary
+networks (Hashemizadeh et al., "Adaptive Learning of Tensor Network Structures") with
+removals as well as additions, under one Bayesian criterion.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..network import Network
+from .criterion import Occam
+from .graph import degrees_of_freedom, feasible_ranks
+from .moves import grow, shrink
+from .solvers import FitData, als
+
+__all__ = ["Candidate", "RankSearch"]
+#: the last removal pass runs when the best fit's mean squared error (data at unit mean
+#: square) is below this: nearly exact data, where refits must converge far
+PRUNE_BELOW = 1e-4
+
+
+@dataclass
+class Candidate:
+    """A fitted network with its squared error and MAP objective."""
+
+    network: Network
+    sse: float
+    objective: float
+    dof: int
+    move: str = "start"
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.network.ranks
+
+
+@dataclass
+class RankSearch:
+    """Greedy +-1 rank search under ``criterion``; see the module notes.
+
+    ``max_ranks`` caps every bond; ``min_rank`` (1 by default) is the smallest rank a bond
+    may take: rank 0 zeroes the whole network. ``report(candidate, phase)`` is called after
+    every evaluation (progress bars, callbacks); it may return True to stop the search.
+    """
+
+    data: FitData
+    criterion: Occam
+    max_ranks: dict[str, int]
+    sweeps: int = 3
+    full_sweeps: int = 30
+    final_sweeps: int = 200
+    second_look: int = 2
+    patience: int = 2
+    min_rank: int = 1
+    seed: int | None = 0
+    report: Callable[[Candidate, str], Any] | None = None
+    evaluations: int = 0
+    path: list[Candidate] = field(default_factory=list)
+    trail: list[Candidate] = field(default_factory=list)
+    stopped: bool = False
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self, net: Network, sweeps: int, move: str) -> Candidate:
+        fitted, sse = als(net, self.data, sweeps=sweeps)
+        dof = degrees_of_freedom(fitted.spec, fitted.dims)
+        cand = Candidate(fitted, sse, self.criterion.objective(sse, dof), dof, move)
+        self.evaluations += 1
+        if self.report is not None and self.report(cand, "selection"):
+            self.stopped = True
+        return cand
+
+    def _fits(self, net: Network, grown: dict[str, int]) -> bool:
+        trial = dict(net.dims)
+        trial.update(grown)
+        if any(r > self.max_ranks.get(b, r) for b, r in grown.items()):
+            return False
+        if degrees_of_freedom(net.spec, trial) > self.criterion.max_dof:
+            return False
+        caps = feasible_ranks(net.spec, trial)
+        return all(caps[b] >= r for b, r in grown.items())
+
+    def _neighbours(self, net: Network) -> list[tuple[str, Network]]:
+        """One index fewer on each bond; one more on each bond, or, where one more is not
+        feasible alone (Tucker from rank 1: a core rank cannot exceed the product of the
+        others), one more on it and on one bond sharing a core with it."""
+        out = []
+        bonds = net.bonds
+        for bond, r in bonds.items():
+            if r > self.min_rank:
+                out.append((f"-{bond}", shrink(net, bond)))
+            jump = (r - max(self.min_rank, 1)) // 4
+            if jump >= 2:  # far above where the data seem to be: also try a quarter of the way down
+                smaller = net
+                for _ in range(jump):
+                    smaller = shrink(smaller, bond)
+                out.append((f"-{jump}{bond}", smaller))
+        residual = None
+        for bond, r in bonds.items():
+            if self._fits(net, {bond: r + 1}):
+                if residual is None and len(net.terms_with(bond)) > 2:
+                    residual = self._residual(net)
+                out.append((f"+{bond}", grow(net, bond, self._rng, residual=residual)))
+                continue
+            partners = {c for t in net.terms_with(bond) for c in net.inputs[t] if c in bonds and c != bond}
+            for other in sorted(partners):
+                if self._fits(net, {bond: r + 1, other: bonds[other] + 1}):
+                    out.append((f"+{bond}+{other}", grow(grow(net, bond, self._rng), other, self._rng)))
+        return out
+
+    def _residual(self, net: Network) -> np.ndarray:
+        """``y - T`` (with missing entries: over the observed ones, divided by the observed
+        fraction), where a new CP component starts from."""
+        data = self.data
+        be = data.backend
+        r = be.to_numpy(data.y) - np.asarray(net.to_tensor())
+        if data.weights is not None:
+            r = r * be.to_numpy(data.weights) / data.observed_fraction
+        return r
+
+    # -- the search ---------------------------------------------------------------------
+    def run(self, start: Network) -> Candidate:
+        """Search from ``start``; returns the best candidate seen (``path`` lists each
+        improvement on the way, ``trail`` every step taken)."""
+        current = self.evaluate(start, self.full_sweeps, "start")
+        best = current
+        self.path.append(best)
+        self.trail.append(current)
+        seen = {current.ranks}
+        uphill: list[str] = []
+        while not self.stopped:
+            tried = []
+            for move, net in self._neighbours(current.network):
+                if net.ranks in seen:
+                    continue
+                seen.add(net.ranks)
+                tried.append(self.evaluate(net, self.sweeps, move))
+                if self.stopped:
+                    break
+            if not tried:
+                break
+            tried.sort(key=lambda c: c.objective)
+            step = tried[0]
+            if self.stopped:  # asked to stop: keep what the short refits found, evaluate nothing more
+                if step.objective < best.objective:
+                    best = step
+                    self.path.append(best)
+                break
+            if step.objective < current.objective:
+                step = self.evaluate(step.network, self.full_sweeps, step.move)
+            else:
+                # short refits over-estimate the error: look again, fully, at the most promising
+                for cand in tried[: self.second_look]:
+                    again = self.evaluate(cand.network, self.full_sweeps, cand.move)
+                    if again.objective < step.objective:
+                        step = again
+            self.trail.append(step)
+            current = step
+            if step.objective < best.objective:
+                if uphill:  # reached through steps that did not pay alone: name them all
+                    step.move = ",".join(uphill + [step.move])
+                    uphill = []
+                best = step
+                self.path.append(best)
+            else:
+                # several indices may be needed before any pays (a component spread over bonds):
+                # walk on a little before giving up, then return the best network seen
+                uphill.append(step.move)
+                if len(uphill) > self.patience:
+                    break
+        return self._prune(best)
+
+    def _prune(self, best: Candidate) -> Candidate:
+        """A last look at every removal with a refit run to convergence: on clean data the
+        short refits of the search may not reach the precision at which a removal is free.
+        Under noise (a fit worse than ``PRUNE_BELOW`` mean squared error) the short refits'
+        over-estimate is small against what a removal costs, and the pass is skipped."""
+        if best.sse / self.criterion.n_obs > PRUNE_BELOW:
+            return best
+        improved = True
+        while improved and not self.stopped:
+            improved = False
+            for bond, r in best.network.bonds.items():
+                if r <= self.min_rank:
+                    continue
+                if len(best.network.terms_with(bond)) > 2:
+                    # a hyperedge's components are not ordered by a spectrum: on correlated data
+                    # the weakest one is not always the superfluous one, so try each (short refits)
+                    tried = [self.evaluate(shrink(best.network, bond, drop=j), self.full_sweeps, f"-{bond}")
+                             for j in range(r)]
+                    start = min(tried, key=lambda c: c.objective).network
+                else:
+                    start = shrink(best.network, bond)
+                cand = self.evaluate(start, self.final_sweeps, f"-{bond}")
+                if cand.objective < best.objective:
+                    best = cand
+                    self.path.append(best)
+                    self.trail.append(best)
+                    improved = True
+                    break
+                if self.stopped:
+                    break
+        return best

@@ -1,0 +1,398 @@
+"""Alternating least squares for any tensor network.
+
+A network is linear in each core: with the others fixed, ``T = E_k g_k``. Each ALS step
+solves for one core exactly. Invariants:
+
+- **Full data**: the normal equations ``(E_k^T E_k + lam) g = E_k^T y``. ``E_k^T E_k`` is the
+  identity on the core's open modes times one Gram matrix per connected piece of the network
+  left when core ``k`` is removed (for a chain: the left and right environments; for CP: the
+  Hadamard product of the other factors' Grams). Each Gram is the contraction of its piece with
+  a copy of itself; eigendecomposed, the system is solved exactly and the new residual
+  ``||y - T||^2 = ||y||^2 - 2 <g, E^T y> + <g, E^T E g>`` comes free, without forming ``T``.
+- **Missing data**: conjugate gradients on the masked normal equations
+  ``E^T (w * (E g)) + lam g = E^T (w * y)``, preconditioned by the full-data operator scaled by
+  the observed fraction (exact when entries are missing at random); the estimate ``E g`` is
+  updated along with the iterate, so the residual is again free.
+- Null directions of the Grams (gauge, unused indices) get the minimum-norm solution; the
+  masked problems add a tiny relative ridge (``RIDGE``). Core norms are balanced after
+  every sweep.
+
+Arrays are NumPy or CuPy (``backend.xp``); contractions use the cached plans of
+:mod:`tnmars.contract`.
+
+>>> import numpy as np
+>>> from tnmars import Network
+>>> from tnmars.fitting.solvers import FitData, als
+>>> truth = Network.tt((5, 6, 7), (2, 3), seed=1).to_tensor()
+>>> start = Network.tt((5, 6, 7), (2, 3), seed=2)
+>>> fitted, sse = als(start, FitData.from_arrays(truth), sweeps=50)
+>>> float(np.linalg.norm(fitted.to_tensor() - truth) / np.linalg.norm(truth)) < 1e-6
+True
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backends import Backend, get_backend
+from ..contract import execute, make_plan
+from ..network import Network
+from .graph import Branch, CoreLayout, pieces_without, tree_branches
+
+__all__ = ["FitData", "als", "residual"]
+
+#: eigenvalues of a Gram below this share of its largest are treated as null directions
+PINV_CUTOFF = 1e-13
+#: largest Gram matrix (side) the exact solves eigendecompose; larger pieces are solved by CG
+MAX_GRAM = 1024
+#: relative ridge of the masked normal equations (times the largest eigenvalue of their
+#: preconditioner): keeps CG's iterates bounded where few entries are observed
+RIDGE = 1e-12
+
+
+@dataclass
+class FitData:
+    """The data a network is fitted to, in working units.
+
+    ``y`` holds the data with unobserved entries set to 0; ``weights`` is the boolean mask of
+    observed entries, or ``None`` when every entry is observed (then no mask is stored).
+    """
+
+    y: Any
+    weights: Any | None
+    n_obs: int
+    sq_norm: float
+    backend: Backend
+
+    @classmethod
+    def from_arrays(cls, y: Any, observed: Any | None = None, backend: Backend | None = None) -> FitData:
+        be = backend or get_backend("numpy")
+        xp = be.xp
+        y = xp.asarray(y, dtype=xp.float64)
+        if observed is not None:
+            w = xp.asarray(observed, dtype=bool)
+            if bool(w.all()):
+                w = None
+            else:
+                y = xp.where(w, y, 0.0)
+        else:
+            w = None
+        n_obs = int(y.size if w is None else int(w.sum()))
+        return cls(y, w, n_obs, float(xp.vdot(y, y)), be)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.y.shape)
+
+    @property
+    def observed_fraction(self) -> float:
+        return self.n_obs / max(self.y.size, 1)
+
+
+def _plan(terms: Sequence[str], output: str, operands: Sequence[Any]):
+    shapes = tuple(tuple(int(n) for n in x.shape) for x in operands)
+    return make_plan(tuple(terms), output, shapes, "auto")
+
+
+def _contract(terms: Sequence[str], output: str, operands: Sequence[Any], be: Backend) -> Any:
+    return execute(_plan(terms, output, operands), list(operands), be)
+
+
+def residual(net: Network, data: FitData) -> float:
+    """``||w * (T - y)||^2``: the squared error over the observed entries."""
+    xp = data.backend.xp
+    return _sse(net.inputs, net.output, [xp.asarray(c) for c in net.cores], data)
+
+
+class _CoreSolver:
+    """One core's ALS update, for a fixed graph and fixed index sizes."""
+
+    def __init__(self, inputs: tuple[str, ...], output: str, layout: CoreLayout, data: FitData):
+        self.inputs, self.output, self.layout, self.data = inputs, output, layout, data
+        k = layout.core
+        self.k = k
+        self.term = inputs[k]
+        self.env_terms = tuple(t for c, t in enumerate(inputs) if c != k) + (output,)
+        # axis order of the Kronecker form: open axes first, then each piece's axes
+        self.order = tuple(layout.open_axes) + tuple(a for p in layout.pieces for a in p.axes)
+        self.inverse = tuple(np.argsort(self.order))
+
+    def small_grams(self, cores: list[Any]) -> bool:
+        """Whether the Kronecker form applies and every piece's Gram is small enough to
+        eigendecompose (a core of a fully connected network of order 8 at rank 4 would need
+        a 16384 x 16384 one): otherwise CG, which only contracts."""
+        if not self.layout.separable:
+            return False
+        shape = cores[self.k].shape
+        return all(int(np.prod([shape[a] for a in p.axes])) <= MAX_GRAM for p in self.layout.pieces)
+
+    # -- pieces of the normal equations ------------------------------------------------
+    def rhs(self, cores: list[Any]) -> Any:
+        """``E_k^T y``: the other cores contracted with the data."""
+        ops = [c for i, c in enumerate(cores) if i != self.k] + [self.data.y]
+        return _contract(self.env_terms, self.term, ops, self.data.backend)
+
+    def grams(self, cores: list[Any], memo: dict | None = None) -> list[tuple[Any, Any]]:
+        """Eigendecomposition ``(w, Q)`` of every piece's Gram matrix. With ``memo`` (a tree
+        network), branch Grams are built from their sub-branches and reused while their
+        cores are unchanged."""
+        xp = self.data.backend.xp
+        out = []
+        shape = cores[self.k].shape
+        branches = tree_branches(self.inputs, self.output) if memo is not None else None
+        for piece in self.layout.pieces:
+            p = int(np.prod([shape[a] for a in piece.axes]))
+            if branches is not None and len(piece.axes) == 1 and piece.cores:
+                bond = self.term[piece.axes[0]]
+                root = next(c for c in piece.cores if bond in self.inputs[c])
+                g = _branch_gram(branches[(bond, root)], cores, memo, self.data.backend)
+            elif piece.cores:
+                ops = [cores[c] for c in piece.cores] * 2
+                g = _contract(piece.gram_inputs, piece.gram_output, ops, self.data.backend)
+                g = xp.reshape(g, (p, p))
+            else:
+                g = xp.ones((p, p))
+            w, q = xp.linalg.eigh(0.5 * (g + g.T))
+            out.append((xp.maximum(w, 0.0), q))
+        return out
+
+    def _to_kron(self, x: Any, core_shape: tuple[int, ...]) -> Any:
+        xp = self.data.backend.xp
+        lay = self.layout
+        n_open = int(np.prod([core_shape[a] for a in lay.open_axes]))
+        dims = [n_open] + [int(np.prod([core_shape[a] for a in p.axes])) for p in lay.pieces]
+        return xp.reshape(xp.transpose(x, self.order), dims)
+
+    def _from_kron(self, x: Any, core_shape: tuple[int, ...]) -> Any:
+        xp = self.data.backend.xp
+        permuted = tuple(core_shape[a] for a in self.order)
+        return xp.transpose(xp.reshape(x, permuted), self.inverse)
+
+    def _rotate(self, x: Any, eigs: list[tuple[Any, Any]], transpose: bool) -> Any:
+        xp = self.data.backend.xp
+        for axis, (_, q) in enumerate(eigs, start=1):
+            m = q.T if transpose else q
+            x = xp.moveaxis(xp.tensordot(x, m, axes=([axis], [1])), -1, axis)
+        return x
+
+    def _spectrum(self, eigs: list[tuple[Any, Any]]) -> Any:
+        xp = self.data.backend.xp
+        spec = xp.ones((1,))
+        for w, _ in eigs:
+            spec = xp.multiply.outer(spec, w).reshape(-1)
+        return xp.reshape(spec, (1,) + tuple(int(w.shape[0]) for w, _ in eigs))
+
+    # -- the updates ----------------------------------------------------------------------
+    def solve_full(self, cores: list[Any], rhs: Any | None = None, memo: dict | None = None) -> tuple[Any, float]:
+        """Exact update with every entry observed; returns the new core and the new SSE.
+        ``rhs`` is ``E_k^T y`` when the caller has it already (from a sweep's cached prefix)."""
+        xp = self.data.backend.xp
+        shape = tuple(cores[self.k].shape)
+        eigs = self.grams(cores, memo)
+        spec = self._spectrum(eigs)
+        rhs = self.rhs(cores) if rhs is None else rhs
+        z = self._rotate(self._to_kron(rhs, shape), eigs, transpose=True)
+        g = z * _pinv(spec, xp)
+        sse = self.data.sq_norm - 2.0 * float(xp.vdot(g, z)) + float(xp.vdot(g * g, spec * xp.ones_like(g)))
+        core = self._from_kron(self._rotate(g, eigs, transpose=False), shape)
+        return core, max(sse, 0.0)
+
+    def _forward(self, cores: list[Any], core: Any) -> Any:
+        ops = list(cores)
+        ops[self.k] = core
+        return _contract(self.inputs, self.output, ops, self.data.backend)
+
+    def _env(self, cores: list[Any], t: Any) -> Any:
+        ops = [c for i, c in enumerate(cores) if i != self.k] + [t]
+        return _contract(self.env_terms, self.term, ops, self.data.backend)
+
+    def solve_cg(self, cores: list[Any], iters: int, tol: float) -> tuple[Any, float]:
+        """Preconditioned CG on the masked normal equations, warm-started at the current core."""
+        xp = self.data.backend.xp
+        w = self.data.weights
+        shape = tuple(cores[self.k].shape)
+        precond: Callable[[Any], Any]
+        if self.small_grams(cores):
+            eigs = self.grams(cores)
+            spec = self._spectrum(eigs) * self.data.observed_fraction
+            lam = RIDGE * max(float(xp.max(spec)), 1e-300)
+            inverse = 1.0 / (spec + lam)
+
+            def precond(r: Any) -> Any:
+                z = self._rotate(self._to_kron(r, shape), eigs, transpose=True) * inverse
+                return self._from_kron(self._rotate(z, eigs, transpose=False), shape)
+        else:
+            lam = 0.0
+
+            def precond(r: Any) -> Any:
+                return r
+
+        def mask(t: Any) -> Any:
+            return t if w is None else t * w
+
+        x = cores[self.k]
+        ex = self._forward(cores, x)  # E x, kept up to date with x
+        b = self.rhs(cores)
+        r = b - self._env(cores, mask(ex)) - lam * x
+        b_norm = math.sqrt(float(xp.vdot(b, b))) or 1.0
+        z = precond(r)
+        p = z
+        rz = float(xp.vdot(r, z))
+        for _ in range(iters):
+            if math.sqrt(float(xp.vdot(r, r))) <= tol * b_norm or rz <= 0:
+                break
+            ep = self._forward(cores, p)
+            ap = self._env(cores, mask(ep)) + lam * p
+            pap = float(xp.vdot(p, ap))
+            if not pap > 0:
+                break
+            alpha = rz / pap
+            x = x + alpha * p
+            ex = ex + alpha * ep
+            r = r - alpha * ap
+            z = precond(r)
+            rz_new = float(xp.vdot(r, z))
+            p = z + (rz_new / rz) * p
+            rz = rz_new
+        res = mask(ex - self.data.y)
+        return x, float(xp.vdot(res, res))
+
+
+def _branch_gram(branch: Branch, cores: list[Any], memo: dict, be: Backend) -> Any:
+    """The Gram matrix of a tree branch from its root core and its children's Grams, memoised
+    on the identity of the branch's cores (an updated core is a new array)."""
+    key = (branch.bond, branch.root, tuple(id(cores[c]) for c in branch.cores))
+    hit = memo.get(key)
+    if hit is not None:
+        return hit[0]
+    kids = [_branch_gram(kid, cores, memo, be) for kid in branch.children]
+    root = cores[branch.root]
+    g = _contract(branch.gram_inputs, branch.gram_output, [root, root, *kids], be)
+    memo[key] = (g, [cores[c] for c in branch.cores])  # keep the cores alive: their ids stay unique
+    return g
+
+
+def _sweep_order(inputs: tuple[str, ...], output: str) -> list[int]:
+    """Cores carrying open modes first (in spec order), then the others: absorbing the data's
+    modes early keeps the cached prefix of a sweep small (a Tucker core comes last)."""
+    return sorted(range(len(inputs)), key=lambda k: (not any(c in output for c in inputs[k]), k))
+
+
+def _exact_sweep(inputs, output, order, cores, solvers, data: FitData, frozen, sse: float) -> float:
+    """One full-data sweep in ``order``, updating ``cores`` in place. The data contracted with
+    the cores already visited is kept and grown one core at a time, so each core's right-hand
+    side ``E_k^T y`` contracts only that prefix with the cores not visited yet (a chain
+    costs about two passes over the data per sweep instead of one per core)."""
+    be = data.backend
+    prefix, prefix_term = data.y, output
+    visited: set[int] = set()
+    memo: dict = {}
+    for pos, k in enumerate(order):
+        rest = [c for c in order[pos + 1:]]
+        if k not in frozen:
+            rhs = _contract((prefix_term,) + tuple(inputs[c] for c in rest), inputs[k],
+                            [prefix] + [cores[c] for c in rest], be)
+            cores[k], sse = solvers[k].solve_full(cores, rhs, memo)
+        visited.add(k)
+        if rest:
+            needed = set("".join(inputs[c] for c in rest))
+            term = "".join(dict.fromkeys(c for c in prefix_term + inputs[k] if c in needed))
+            prefix = _contract((prefix_term, inputs[k]), term, [prefix, cores[k]], be)
+            prefix_term = term
+    return sse
+
+
+def _sse(inputs: tuple[str, ...], output: str, cores: list[Any], data: FitData) -> float:
+    xp = data.backend.xp
+    r = _contract(inputs, output, cores, data.backend)
+    if len(inputs) == 1:  # the result may be the core itself: never subtract in place into it
+        r = r.copy()
+    r -= data.y
+    if data.weights is not None:
+        r *= data.weights
+    return float(xp.vdot(r, r))
+
+
+def _pinv(spectrum: Any, xp: Any) -> Any:
+    """Inverse of the Gram spectrum with the null directions (gauge, unused indices) set to 0:
+    the minimum-norm least-squares solution, with no bias on the directions that matter."""
+    cut = PINV_CUTOFF * max(float(xp.max(spectrum)), 1e-300)
+    return xp.where(spectrum > cut, 1.0 / xp.maximum(spectrum, cut), 0.0)
+
+
+def _balance(cores: list[Any], xp: Any) -> list[Any]:
+    """Rescale the cores to equal Frobenius norms (their product, hence the network, unchanged)."""
+    norms = [float(xp.linalg.norm(c)) for c in cores]
+    if any(n == 0 or not math.isfinite(n) for n in norms) or len(cores) < 2:
+        return cores
+    geo = math.exp(sum(math.log(n) for n in norms) / len(norms))
+    return [c * (geo / n) for c, n in zip(cores, norms)]
+
+
+def als(
+    net: Network,
+    data: FitData,
+    *,
+    sweeps: int = 30,
+    tol: float = 1e-4,
+    cg_iters: int = 25,
+    cg_tol: float = 1e-6,
+    frozen: Sequence[int] = (),
+    floor: float = 1e-12,
+    line_search: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[Network, float]:
+    """Refit every core of ``net`` to ``data`` by alternating least squares.
+
+    Sweeps stop when a sweep improves the squared error by less than ``tol`` times itself
+    (or than ``floor`` times the data's squared norm), after ``sweeps`` sweeps, or when
+    ``should_stop()`` is true. Returns the
+    refitted network (NumPy/CuPy, float64) and its squared error over the observed entries.
+    Cores listed in ``frozen`` are left as they are.
+    """
+    be = data.backend
+    xp = be.xp
+    if 0 in net.ranks or net.num_params == 0:
+        return net, data.sq_norm
+    cores = [xp.asarray(c, dtype=xp.float64) for c in _host_cores(net)]
+    layouts = pieces_without(net.inputs, net.output)
+    solvers = [_CoreSolver(net.inputs, net.output, lay, data) for lay in layouts]
+    sse = math.inf
+    least = max(floor * data.sq_norm, 1e-300)
+    order = _sweep_order(net.inputs, net.output)
+    exact = data.weights is None and all(sv.small_grams(cores) for sv in solvers)
+    for sweep in range(1, max(int(sweeps), 1) + 1):
+        prev = sse
+        start = cores
+        cores = list(cores)
+        if exact:
+            sse = _exact_sweep(net.inputs, net.output, order, cores, solvers, data, frozen, sse)
+        else:
+            for k in order:
+                if k not in frozen:
+                    cores[k], sse = solvers[k].solve_cg(cores, cg_iters, cg_tol)
+        if not frozen:
+            cores = _balance(cores, xp)
+            if line_search and sweep > 2:
+                # extrapolate along the sweep's change (Bro's ALS line search): it carries the fit
+                # through the slow valleys ("swamps") where plain ALS crawls, as CP's often are
+                step = sweep ** (1.0 / 3.0)
+                trial = [a + step * (b - a) for a, b in zip(start, cores)]
+                trial_sse = _sse(net.inputs, net.output, trial, data)
+                if trial_sse < sse:
+                    cores, sse = trial, trial_sse
+        if prev - sse < tol * max(sse, least) or (should_stop is not None and should_stop()):
+            break
+    return Network(net.spec, cores=cores, optimize=net.optimize), float(sse)
+
+
+def _host_cores(net: Network) -> list[Any]:
+    """The network's cores as arrays of the solver's module (NumPy unless they are CuPy)."""
+    be = net.backend_impl
+    if be.name in ("numpy", "cupy"):
+        return net.cores
+    return [np.asarray(be.to_numpy(c), dtype=np.float64) for c in net.cores]

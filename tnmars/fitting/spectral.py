@@ -1,0 +1,232 @@
+"""Rank proposals from the spectra of unfoldings: fast, classical, and a strong start.
+
+A format's ranks are ranks of matrices made from the data: Tucker's are the ranks of the
+mode unfoldings, TT's those of the unfoldings of a TT-SVD sweep, a tensor ring's are
+square roots of products read from contiguous cuts. Under Gaussian noise a *rank selector*
+reads a matrix's rank off its singular values:
+
+- :func:`evbmf_rank`: empirical variational Bayes matrix factorisation (Nakajima et al.,
+  JMLR 2013), which also estimates the noise variance; the strongest classical choice;
+- :func:`mdl_rank`: minimum description length on the eigenvalues (Wax & Kailath, 1985);
+- :func:`energy_rank`: the smallest rank whose discarded energy stays under a known noise
+  budget (the truncation rule of TT-SVD / truncated HOSVD).
+
+:func:`tucker_proposal`, :func:`tt_proposal` and :func:`tr_proposal` apply a selector to a
+format and return its ranks (TT also its TT-SVD cores). :func:`tnmars.fit` uses them as the
+start of its selection; the final decision is the MAP criterion's
+(:mod:`tnmars.fitting.criterion`).
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> m = rng.standard_normal((40, 3)) @ rng.standard_normal((3, 60)) + 0.01 * rng.standard_normal((40, 60))
+>>> s = np.linalg.svd(m, compute_uv=False)
+>>> evbmf_rank(s, 40, 60)[0], mdl_rank(s**2, 60)
+(3, 3)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from math import prod
+
+import numpy as np
+
+__all__ = [
+    "SELECTORS",
+    "singular_values",
+    "evbmf_rank",
+    "mdl_rank",
+    "energy_rank",
+    "tucker_proposal",
+    "tt_proposal",
+    "tr_proposal",
+]
+
+Selector = Callable[[np.ndarray, int, int], int]
+
+
+def singular_values(matrix: np.ndarray) -> np.ndarray:
+    """Singular values (descending), to full relative precision (no singular vectors are
+    formed: LAPACK's values-only SVD; a Gram matrix would lose the small ones below
+    ``sqrt(eps)`` of the largest, which the selectors need on exact data)."""
+    return np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False)
+
+
+# ------------------------------------------------------------------------------------ selectors
+def _evb_objective(sigma2: float, L: int, M: int, s: np.ndarray, residual: float, xubar: float) -> float:
+    """The EVB free energy as a function of the noise variance (Nakajima et al. 2013, sec. 4)."""
+    alpha = L / M
+    x = s**2 / (M * sigma2)
+    z1 = x[x > xubar]
+    z2 = x[x <= xubar]
+    tau = 0.5 * (z1 - (1 + alpha) + np.sqrt(np.maximum((z1 - (1 + alpha)) ** 2 - 4 * alpha, 0.0)))
+    return float(np.sum(z2 - np.log(np.maximum(z2, 1e-300))) + np.sum(z1 - tau)
+                 + np.sum(np.log((tau + 1) / z1)) + alpha * np.sum(np.log(tau / alpha + 1))
+                 + residual / (M * sigma2) + (L - len(s)) * math.log(sigma2))
+
+
+def evbmf_rank(s: np.ndarray, L: int, M: int, residual: float = 0.0) -> tuple[int, float]:
+    """Rank and noise variance of an ``L x M`` matrix from its singular values ``s`` by
+    empirical variational Bayes (EVBMF, analytic global solution).
+
+    ``residual`` is the energy outside the given singular values (when only the leading
+    ones are passed). Returns ``(rank, noise_variance)``.
+    """
+    from scipy.optimize import minimize_scalar
+
+    if L > M:
+        L, M = M, L
+    s = np.sort(np.asarray(s, dtype=np.float64))[::-1][:L]
+    H = len(s)
+    if H == 0 or s[0] <= 0:
+        return 0, 0.0
+    alpha = L / M
+    tauubar = 2.5129 * math.sqrt(alpha)
+    xubar = (1 + tauubar) * (1 + alpha / tauubar)
+    upper = (float(np.sum(s**2)) + residual) / (L * M)
+    eh_ub = int(min(math.ceil(L / (1 + alpha)) - 1, H)) - 1
+    tail = s[eh_ub + 1:] if eh_ub + 1 < H else s[-1:]
+    lower = max(float(s[min(eh_ub + 1, H - 1)] ** 2) / (M * xubar), float(np.mean(tail**2)) / M)
+    lower = min(lower, upper)
+    if upper <= 0:
+        return 0, 0.0
+    if lower <= 0 or not lower < upper:
+        sigma2 = upper
+    else:
+        res = minimize_scalar(_evb_objective, bounds=(lower, upper), method="bounded",
+                              args=(L, M, s, residual, xubar), options={"xatol": 1e-10 * upper})
+        sigma2 = float(res.x)
+    threshold = math.sqrt(M * sigma2 * (1 + tauubar) * (1 + alpha / tauubar))
+    return int(np.sum(s > threshold)), sigma2
+
+
+def mdl_rank(eigenvalues: np.ndarray, n_samples: int) -> int:
+    """Minimum description length rank (Wax & Kailath) from the eigenvalues of a sample
+    covariance estimated from ``n_samples`` samples."""
+    lam = np.sort(np.asarray(eigenvalues, dtype=np.float64))[::-1]
+    p = len(lam)
+    lam = np.maximum(lam, 1e-300 * max(lam[0], 1e-300))
+    best, best_k = math.inf, 0
+    for k in range(p):
+        tail = lam[k:]
+        geo = float(np.exp(np.mean(np.log(tail))))
+        ari = float(np.mean(tail))
+        value = -n_samples * (p - k) * math.log(geo / ari) + 0.5 * k * (2 * p - k) * math.log(n_samples)
+        if value < best:
+            best, best_k = value, k
+    return best_k
+
+
+def energy_rank(s: np.ndarray, budget: float) -> int:
+    """The smallest rank whose discarded energy ``sum_{j > r} s_j^2`` is at most ``budget``."""
+    s2 = np.sort(np.asarray(s, dtype=np.float64) ** 2)[::-1]
+    tails = np.concatenate([np.cumsum(s2[::-1])[::-1], [0.0]])
+    return int(np.argmax(tails <= budget))
+
+
+def _evbmf_selector(s: np.ndarray, L: int, M: int) -> int:
+    return evbmf_rank(s, L, M)[0]
+
+
+def _mdl_selector(s: np.ndarray, L: int, M: int) -> int:
+    return mdl_rank(s**2, max(L, M))
+
+
+#: the selectors a proposal can use, by name
+SELECTORS: dict[str, Selector] = {"evbmf": _evbmf_selector, "mdl": _mdl_selector}
+
+
+def _selector(selector: str | Selector) -> Selector:
+    if callable(selector):
+        return selector
+    try:
+        return SELECTORS[selector]
+    except KeyError:
+        raise ValueError(f"unknown rank selector {selector!r}; choose one of {', '.join(SELECTORS)}") from None
+
+
+# ------------------------------------------------------------------------------------ formats
+def _unfold(y: np.ndarray, mode: int) -> np.ndarray:
+    return np.moveaxis(y, mode, 0).reshape(y.shape[mode], -1)
+
+
+def tucker_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Sequence[int] | None = None
+                    ) -> tuple[int, ...]:
+    """Per-mode ranks: the selector applied to every mode unfolding (at least 1 each)."""
+    pick = _selector(selector)
+    ranks = []
+    for k in range(y.ndim):
+        m = _unfold(y, k)
+        r = pick(singular_values(m), *m.shape)
+        cap = max_ranks[k] if max_ranks is not None else m.shape[0]
+        ranks.append(int(min(max(r, 1), cap)))
+    return tuple(ranks)
+
+
+def tt_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Sequence[int] | None = None
+                ) -> tuple[tuple[int, ...], list[np.ndarray]]:
+    """A TT-SVD sweep whose rank at every step is chosen by the selector on that step's
+    unfolding. Returns the internal ranks and the TT cores (the TT-SVD approximation)."""
+    pick = _selector(selector)
+    d = y.ndim
+    cores: list[np.ndarray] = []
+    ranks: list[int] = []
+    rest = np.asarray(y, dtype=np.float64)
+    left = 1
+    for k in range(d - 1):
+        m = rest.reshape(left * y.shape[k], -1)
+        if m.shape[0] <= m.shape[1]:  # left singular vectors from the small Gram: no full-size V^T
+            u = np.linalg.eigh(m @ m.T)[1][:, ::-1]
+            s = singular_values(m)
+        else:
+            u, s, _ = np.linalg.svd(m, full_matrices=False)
+        r = pick(s, *m.shape)
+        cap = max_ranks[k] if max_ranks is not None else len(s)
+        r = int(min(max(r, 1), cap, len(s)))
+        core = u[:, :r].reshape(left, y.shape[k], r)
+        cores.append(core[0] if k == 0 else core)
+        rest = u[:, :r].T @ m  # = S V^T truncated to r
+        ranks.append(r)
+        left = r
+    cores.append(rest.reshape(left, y.shape[-1]))
+    return tuple(ranks), cores
+
+
+def tr_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Sequence[int] | None = None
+                ) -> tuple[int, ...]:
+    """Ranks of a tensor ring read from its contiguous cuts.
+
+    The unfolding that separates modes ``i+1 .. j`` from the rest crosses bonds ``i`` and
+    ``j`` of the ring, so its rank is ``r_i r_j`` (when the matrix is large enough to show
+    it). The logarithms of the selected unfolding ranks are fitted by ``log r_i + log r_j``
+    in least squares over every unsaturated cut; the result is rounded (at least 1).
+    """
+    pick = _selector(selector)
+    d = y.ndim
+    rows, rhs = [], []
+    for i in range(d):
+        for length in range(1, d // 2 + 1):
+            modes = [(i + 1 + t) % d for t in range(length)]
+            if length * 2 == d and modes[0] > (modes[-1] + 1) % d:
+                continue  # the complementary half gives the same matrix
+            j = modes[-1]
+            inside = prod(y.shape[m] for m in modes)
+            outside = y.size // inside
+            perm = modes + [m for m in range(d) if m not in modes]
+            mat = np.transpose(y, perm).reshape(inside, outside)
+            r = pick(singular_values(mat), *mat.shape)
+            if r >= min(inside, outside):
+                continue  # saturated: says nothing about the product
+            row = np.zeros(d)
+            row[i] += 1
+            row[j] += 1
+            rows.append(row)
+            rhs.append(math.log(max(r, 1)))
+    if not rows:
+        ranks = [1] * d
+    else:
+        sol, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
+        ranks = [max(1, int(round(math.exp(v)))) for v in sol]
+    if max_ranks is not None:
+        ranks = [min(r, m) for r, m in zip(ranks, max_ranks)]
+    return tuple(ranks)
