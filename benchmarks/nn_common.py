@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS, markdown_table, time_interleaved, write_result  # noqa: E402,F401
 
 
-
 def header(title: str, command: str, notes: str = "", run_at: str | None = None) -> str:
     """Results-file header; ``run_at`` ("HH:MM") when the report is rendered after the run."""
     machine = (f"{platform.machine()} {os.cpu_count()}-core CPU shared with other jobs (timings are noisy), "

@@ -24,6 +24,7 @@ import sys
 import time
 import warnings
 
+import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import torch
 from torch import nn
 

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import numpy as np
 import torch
 from torch import nn

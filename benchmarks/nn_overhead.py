@@ -28,6 +28,7 @@ import argparse
 import os
 import sys
 
+import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import torch
 from torch import nn
 

@@ -30,6 +30,7 @@ import sys
 import warnings
 from collections import OrderedDict
 
+import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import numpy as np
 import torch
 from torch import nn
@@ -62,10 +63,13 @@ def parse_rank(text: str):
     return float(text) if "." in text else int(text)
 
 
-def converted_params(model: nn.Module) -> tuple[int, int]:
-    """(dense parameters, parameters at the selected ranks) of the converted layers, cores only."""
-    rows = [r for r in tnn.summary(model).layers if r.name in CONVERTED]
-    return sum(r.dense_size for r in rows), sum(r.params_selected for r in rows)
+def converted_params(model: nn.Module, at: str = "params_selected") -> tuple[int, int]:
+    """(dense parameters, parameters at the selected ranks, or ``at="params_initial"`` the
+    starting ranks) of the converted layers, cores only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = [r for r in tnn.summary(model).layers if r.name in CONVERTED]
+    return sum(r.dense_size for r in rows), sum(getattr(r, at) for r in rows)
 
 
 def run_seed(seed: int, data, args) -> dict:
@@ -89,7 +93,7 @@ def run_seed(seed: int, data, args) -> dict:
             fc1 = tnn.tensorize(dense, ["fc1"], linear=args.linear, rank=parse_rank(args.fc1_rank), **options).fc1
         model.fc1 = fc1
     rec["start_ranks"] = {r.name: list(r.max_ranks.values()) for r in tnn.summary(model).layers}
-    d0, p0 = converted_params(model)
+    d0, p0 = converted_params(model, "params_initial")
     rec["start_compression"] = d0 / p0
     model.eval()
     tnn.set_warmup(model, True)  # the decomposed layers as they are (no masks) ...
@@ -101,6 +105,14 @@ def run_seed(seed: int, data, args) -> dict:
                    lr_decay=args.finetune_decay, temp_decay=t_decay, seed=seed, num_train=len(x_tr))
     rec["finetune_seconds"] = hist["seconds"]
     rec["finetuned_acc"] = C.accuracy(model, x_ev, y_ev)
+    if args.occam is not None:  # BIC elimination of the indices that do not pay, then a short refit
+        rec["mars_ranks"] = {r.name: list(r.selected_ranks.values()) for r in tnn.summary(model).layers}
+        tnn.occam_prune(model, tnn.classification_nll(x_tr, y_tr), num_train=len(x_tr), strength=args.occam)
+        rec["occam_acc"] = C.accuracy(model, x_ev, y_ev)
+        hist = C.train(model, x_tr, y_tr, epochs=args.refine_epochs, batch=64, lr=args.finetune_lr, seed=seed,
+                       num_train=len(x_tr))
+        rec["finetune_seconds"] += hist["seconds"]
+        rec["finetuned_acc"] = C.accuracy(model, x_ev, y_ev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = tnn.summary(model)
@@ -150,6 +162,8 @@ def main() -> None:
     ap.add_argument("--finetune-lr", type=float, default=1e-3)
     ap.add_argument("--finetune-decay", type=float, default=1.0)
     ap.add_argument("--anneal", action="store_true", help="temperature 0.1 -> 0.01 over the fine-tuning")
+    ap.add_argument("--occam", type=float, default=None, help="occam_prune strength after the fine-tuning")
+    ap.add_argument("--refine-epochs", type=int, default=3, help="epochs after occam_prune")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--tag", default="")
     args = ap.parse_args()

@@ -107,6 +107,15 @@ def test_a_torch_network_pickles_deepcopies_and_saves():
     assert copy.deepcopy(net).backend_impl is net.backend_impl  # backends are per-process singletons
 
 
+def test_a_torch_fit_result_pickles_deepcopies_and_saves():
+    x = torch.tensor(np.random.default_rng(0).standard_normal((4, 5, 6)))
+    result = tnmars.fit(x, "tucker", max_rank=2, seed=0, progress=False)
+    assert result.network.backend == "torch"
+    for how, copied in _roundtrips(result):
+        assert copied.ranks == result.ranks, how
+        torch.testing.assert_close(copied.network.to_tensor(), result.network.to_tensor())
+
+
 def test_network_to_reads_torch_dtypes_and_devices():
     net = tnmars.Network.tt((3, 4), 2, seed=0)  # numpy
     assert net.to(torch.float32).dtype == "float32" and net.to(torch.float32).backend == "numpy"

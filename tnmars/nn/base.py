@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..backends import get_backend
-from ..contract import COPY_FLOPS, Plan, execute, make_plan
+from ..contract import COPY_FLOPS, Plan, make_plan
 from ..network import Network
 from .masks import BondMasks, resolve_preset
 from .program import Program, is_recording, run

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base import warn_user
 from .layers import (
     FORMATS,
     LowRankLinear,
@@ -47,7 +48,6 @@ from .layers import (
     Tucker2Conv2d,
     matrix_params,
 )
-from .base import warn_user
 
 __all__ = ["from_linear", "lowrank_from_linear", "tucker2_from_conv", "from_conv", "from_embedding", "tensorize",
            "decompose_matrix"]

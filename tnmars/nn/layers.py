@@ -40,9 +40,9 @@ from .base import (
     check_features,
     check_mode,
     glorot_std,
-    zero_anchor,
     torch_seed,
     warn_user,
+    zero_anchor,
 )
 
 FORMATS = ("tt", "tr", "cp", "tucker")
@@ -303,9 +303,14 @@ class TensorizedLinear(_MatrixLayer):
         :func:`factorize` d (default ``d = 3``, or ``len`` of the shape given).
     bias:
         Add a bias (initialised ``1e-3 * randn`` like the MARS reference).
-    mars, pi, alpha, temperature:
-        MARS masks on every bond and their prior / initial logit mean / hard-concrete
-        temperature. ``mars=False`` gives a fixed-rank tensorized layer.
+    mars, pi, alpha, temperature, min_rank:
+        MARS masks on every bond: ``mars`` is True (the defaults: ``pi=0.01``, ``alpha=3``,
+        masks open at the start), False (a fixed-rank layer) or a preset name
+        (:data:`tnmars.nn.masks.PRESETS`: ``"soft"`` is the paper's ``pi=0.1, alpha=-1.5``,
+        ``"hard"`` its ``pi=0.01, alpha=-1.75``); explicit ``pi`` / ``alpha`` win. ``pi`` is
+        the Bernoulli prior, ``alpha`` the initial logit mean, ``temperature`` the
+        hard-concrete temperature; every bond keeps at least ``min_rank`` indices (0: the
+        paper's objective, a bond may close whole).
     mode:
         ``"auto"`` picks per batch size the cheaper of "reconstruct W then GEMM" and
         "contract x through the cores"; ``"weight"`` / ``"cores"`` force one.

@@ -11,7 +11,6 @@ for a whole model, scalar-free ops).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -222,8 +221,11 @@ class BondMasks(nn.Module):
     ----------
     sizes: bond index -> length of its mask (the maximal rank).
     pi: Bernoulli prior probability that a rank index is kept, in (0, 0.5].
-    alpha: mean of the logits at initialisation (std 0.01). Negative values start with
-        closed MAP masks; the paper uses -1.5 ("soft") and -1.75 ("hard") for MNIST.
+    alpha: mean of the logits at initialisation (std 0.01). The default (:data:`DEFAULT_ALPHA`,
+        3) starts every mask open; negative values start with closed MAP masks, as the
+        paper's -1.5 ("soft") and -1.75 ("hard") for MNIST (:data:`PRESETS`).
+    min_rank: every bond keeps at least this many indices (its largest logits) in training
+        draws, MAP masks and compression; 0 lets a bond close whole (the paper's objective).
     temperature: hard-concrete temperature; a :class:`MarsTemperature` scheduler or the
         user updates :attr:`temperature` during training.
 
@@ -327,7 +329,7 @@ class BondMasks(nn.Module):
             codes = nonzero.tolist()
             return torch.tensor(self._top_up(codes), dtype=torch.long, device=nonzero.device)
         forced: list[int] = []
-        if not self.min_rank:
+        if not self.min_rank or (0 not in nonzero and False not in nonzero):  # every entry kept
             return forced
         logits = None
         start = 0

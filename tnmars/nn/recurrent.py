@@ -614,8 +614,9 @@ class LinearRNN(_ElmanRNN):
         every optimiser step, or use :func:`register_stability_hook`).
     projection: ``"power"`` (power iteration + rescale) or ``"svd"`` (exact singular-value clip).
     recurrent: ``"dense"``, ``"tt"`` (a :class:`TTRecurrentMatrix` built from ``tt_rank``,
-        ``tt_shape``, ``mars``, ``pi``, ``alpha``, ``temperature``) or a ready
-        :class:`TTRecurrentMatrix`.
+        ``tt_shape``, ``mars``, ``pi``, ``alpha``, ``temperature``, ``min_rank``, with the
+        layers' defaults and presets: masks open at the start, at least one index per bond)
+        or a ready :class:`TTRecurrentMatrix`.
     seed: reproducible initialisation (torch's default RNN init, ``U(-1/sqrt(H), 1/sqrt(H))``).
 
     >>> rnn = LinearRNN(2, 4, lam=0.5, seed=0).double()
