@@ -99,6 +99,20 @@ def test_load_state_dict_into_a_fresh_layer(name):
     fresh.load_state_dict(torch.load(buf, weights_only=True))  # nothing but tensors is unpickled
 
 
+def test_a_recurrent_model_with_a_tt_matrix_pickles_deepcopies_and_saves():
+    rnn = tnn.TanhRNN(3, 8, lam=0.9, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), seed=0).eval()
+    x = torch.randn(2, 6, 3)
+    with torch.no_grad():
+        want = rnn(x)
+    for how, copied in _roundtrips(rnn):
+        with torch.no_grad():
+            torch.testing.assert_close(copied(x), want, msg=how)
+    fresh = tnn.TanhRNN(3, 8, lam=0.9, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), seed=1).eval()
+    fresh.load_state_dict(rnn.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), want)
+
+
 def test_a_torch_network_pickles_deepcopies_and_saves():
     net = tnmars.Network.tt((3, 4, 5), 2, backend="torch", dtype="float32", seed=0)
     for how, copied in _roundtrips(net):

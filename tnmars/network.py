@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from math import prod
@@ -677,11 +678,7 @@ def _to_argument(arg: Any) -> tuple[str, Any]:
         head = arg.split(":")[0]
         if head in ("cpu", "cuda", "mps", "xpu", "meta", "hip") and (head == arg or arg[len(head) + 1:].isdigit()):
             return "device", arg
-        try:
-            np.dtype(arg.replace("torch.", ""))
-        except TypeError:
-            pass
-        else:
+        if _known_dtype_name(arg.replace("torch.", "")):
             return "dtype", arg
     raise ValueError(f"Network.to cannot read {arg!r}: give a backend name {_BACKEND_NAMES}, a dtype "
                      "(e.g. 'float32' or torch.float32), a device (e.g. 'cpu', 'cuda:0' or torch.device), "
@@ -698,11 +695,33 @@ def _device_name(device: Any) -> str:
     raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', or a torch.device; got {device!r}")
 
 
+def _known_dtype_name(name: str) -> bool:
+    """A NumPy dtype name, or a torch one when torch is loaded (``"bfloat16"``)."""
+    try:
+        np.dtype(name)
+        return True
+    except TypeError:
+        torch = sys.modules.get("torch")
+        return torch is not None and type(getattr(torch, name, None)).__name__ == "dtype"
+
+
 def _dtype_name(dtype: Any) -> str:
-    """A NumPy-style dtype name from a name, a NumPy dtype or type, or a torch dtype."""
+    """A NumPy-style dtype name from a name, a NumPy dtype or type, or a torch dtype (names
+    NumPy lacks, such as ``"bfloat16"``, are passed on for the backend to accept or refuse)."""
     if type(dtype).__module__.split(".")[0] == "torch":
         return str(dtype).replace("torch.", "")
+    if isinstance(dtype, str):
+        name = dtype.replace("torch.", "")
+        return np.dtype(name).name if _numpy_dtype(name) else name
     try:
-        return np.dtype(dtype.replace("torch.", "") if isinstance(dtype, str) else dtype).name
+        return np.dtype(dtype).name
     except TypeError:
         raise TypeError(f"unknown dtype {dtype!r}") from None
+
+
+def _numpy_dtype(name: str) -> bool:
+    try:
+        np.dtype(name)
+        return True
+    except TypeError:
+        return False
