@@ -235,6 +235,10 @@ def write_report(runs: list[dict], args, ap, run_at: str | None = None) -> None:
                f"(compression {min(r['compression_layers'] for r in runs):.1f}x at least; accuracy change "
                f"{min(100 * (r['compressed_acc'] - r['dense_acc']) for r in runs):+.1f} points at worst; "
                f"held-out seeds: {pm('compression_layers', fmt='{:.1f}') if held else '-'}x).")
+    closed = [r["seed"] for r in runs if r["ranks"] != r["start_ranks"]]
+    verdict += (f" MARS closed indices on seeds {closed}." if closed else
+                " MARS closed no index on any seed: the compression is that of the starting ranks "
+                "(`rank=` of `tensorize`), and the fine-tuning recovered the accuracy the truncation lost.")
     cmd = "python benchmarks/nn_pretrained.py" + "".join(
         f" --{k.replace('_', '-')} {v}" if not isinstance(v, bool) else (f" --{k.replace('_', '-')}" if v else "")
         for k, v in vars(args).items() if v != ap.get_default(k))
