@@ -1,16 +1,21 @@
-"""Local search over ranks: from a proposal, add or remove one rank index at a time while the
-MAP criterion improves.
+"""Local search over ranks: from a proposal, add or remove rank indices while the MAP
+criterion improves.
 
-Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`; a
-quarter of the rank fewer as well when the rank is large, so a generous start comes down in
-few steps) and one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the caller's maximal
-ranks), refits each candidate by a few ALS sweeps and moves to the best candidate if it lowers
-the objective. A short refit only over-estimates a candidate's error (ALS never increases it),
-so a candidate that already wins is a real improvement; when none wins after the short
-refits, the most promising ones are refitted fully before the search stops. Rank vectors
-already evaluated are not evaluated again. This is greedy rank adaptation for arbitrary
-networks (Hashemizadeh et al., "Adaptive Learning of Tensor Network Structures") with
-removals as well as additions, under one Bayesian criterion.
+Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`; also
+a quarter of the rank fewer when the rank is large, so a generous start comes down in few
+steps) and one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the
+caller's maximal ranks and the degrees of freedom the criterion trusts), refits each
+candidate by a few ALS sweeps and moves to the best one if it lowers the objective. A short
+refit only over-estimates a candidate's error (ALS never increases it), so a candidate that
+already wins is a real improvement. When none wins, the most promising ones are refitted
+fully; the search may then walk on through up to ``patience`` steps that do not pay alone
+(a weak component may need indices on several bonds before it pays). On nearly exact data a
+last pass tries every removal again with refits run to convergence. The best network seen
+is returned; rank vectors already evaluated are not evaluated again by the walk.
+
+This is greedy rank adaptation for arbitrary networks (Hashemizadeh et al., "Adaptive
+Learning of Tensor Network Structures") with removals as well as additions, under one
+Bayesian criterion.
 """
 from __future__ import annotations
 
@@ -27,9 +32,21 @@ from .moves import grow, shrink
 from .solvers import FitData, als
 
 __all__ = ["Candidate", "RankSearch"]
+
 #: the last removal pass runs when the best fit's mean squared error (data at unit mean
 #: square) is below this: nearly exact data, where refits must converge far
 PRUNE_BELOW = 1e-4
+
+
+def _feasible(net: Network) -> Network:
+    """Shrink every bond a smaller neighbour has made useless (a bond larger than the product
+    of a core's other indices), so no candidate carries an infeasible rank."""
+    while True:
+        caps = feasible_ranks(net.spec, net.dims)
+        over = [b for b, r in net.bonds.items() if r > caps[b]]
+        if not over:
+            return net
+        net = shrink(net, over[0])
 
 
 @dataclass
@@ -61,7 +78,7 @@ class RankSearch:
     max_ranks: dict[str, int]
     sweeps: int = 3
     full_sweeps: int = 30
-    final_sweeps: int = 200
+    final_sweeps: int = 1000
     second_look: int = 2
     patience: int = 2
     min_rank: int = 1
@@ -103,13 +120,13 @@ class RankSearch:
         bonds = net.bonds
         for bond, r in bonds.items():
             if r > self.min_rank:
-                out.append((f"-{bond}", shrink(net, bond)))
+                out.append((f"-{bond}", _feasible(shrink(net, bond))))
             jump = (r - max(self.min_rank, 1)) // 4
             if jump >= 2:  # far above where the data seem to be: also try a quarter of the way down
                 smaller = net
                 for _ in range(jump):
                     smaller = shrink(smaller, bond)
-                out.append((f"-{jump}{bond}", smaller))
+                out.append((f"-{jump}{bond}", _feasible(smaller)))
         residual = None
         for bond, r in bonds.items():
             if self._fits(net, {bond: r + 1}):
@@ -205,7 +222,7 @@ class RankSearch:
                              for j in range(r)]
                     start = min(tried, key=lambda c: c.objective).network
                 else:
-                    start = shrink(best.network, bond)
+                    start = _feasible(shrink(best.network, bond))
                 cand = self.evaluate(start, self.final_sweeps, f"-{bond}")
                 if cand.objective < best.objective:
                     best = cand
