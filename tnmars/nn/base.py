@@ -365,7 +365,7 @@ class TensorizedLayer(nn.Module):
     dims: dict[str, int]
     skip_closed: bool | None = None
 
-    def _setup(self, network: Network, *, mars: bool | str, pi: float | None, alpha: float | None,
+    def _setup(self, network: Network, *, mars: bool | str, pi: float, alpha: float,
                temperature: float, min_rank: int, mode: str) -> None:
         self.mode = check_mode(mode)
         self.warmup = False

@@ -250,8 +250,8 @@ class _MatrixLayer(TensorizedLayer):
     output modes (TensorizedLinear, TensorizedConv2d)."""
 
     def _init_matrix(self, format: str | Network, rank: Any, in_shape, out_shape, rows: tuple[int, str],
-                     cols: tuple[int, str], default_shapes, *, dtype: str, device, mars: bool | str, pi: float | None,
-                     alpha: float | None, temperature: float, min_rank: int, mode: str) -> None:
+                     cols: tuple[int, str], default_shapes, *, dtype: str, device, mars: bool | str, pi: float,
+                     alpha: float, temperature: float, min_rank: int, mode: str) -> None:
         (n_rows, rows_name), (n_cols, cols_name) = rows, cols
         dev = None if device is None else str(device)
         if isinstance(format, Network):
@@ -307,10 +307,10 @@ class TensorizedLinear(_MatrixLayer):
         MARS masks on every bond: ``mars`` is True (the defaults: ``pi=0.01``, ``alpha=3``,
         masks open at the start), False (a fixed-rank layer) or a preset name
         (:data:`tnmars.nn.masks.PRESETS`: ``"soft"`` is the paper's ``pi=0.1, alpha=-1.5``,
-        ``"hard"`` its ``pi=0.01, alpha=-1.75``); explicit ``pi`` / ``alpha`` win. ``pi`` is
-        the Bernoulli prior, ``alpha`` the initial logit mean, ``temperature`` the
-        hard-concrete temperature; every bond keeps at least ``min_rank`` indices (0: the
-        paper's objective, a bond may close whole).
+        ``"hard"`` its ``pi=0.01, alpha=-1.75``; it replaces ``pi`` / ``alpha`` left at their
+        defaults, other values win). ``pi`` is the Bernoulli prior, ``alpha`` the initial
+        logit mean, ``temperature`` the hard-concrete temperature; every bond keeps at least
+        ``min_rank`` indices (0: the paper's objective, a bond may close whole).
     mode:
         ``"auto"`` picks per batch size the cheaper of "reconstruct W then GEMM" and
         "contract x through the cores"; ``"weight"`` / ``"cores"`` force one.
@@ -326,8 +326,8 @@ class TensorizedLinear(_MatrixLayer):
 
     def __init__(self, in_features: int, out_features: int, format: str | Network = "tt", rank: Any = 8,
                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
-                 d: int | None = None, bias: bool = True, mars: bool | str = True, pi: float | None = None,
-                 alpha: float | None = None, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
+                 d: int | None = None, bias: bool = True, mars: bool | str = True, pi: float = 1e-2,
+                 alpha: float = 3.0, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
@@ -399,7 +399,7 @@ class LowRankLinear(TensorizedLayer):
     """
 
     def __init__(self, in_features: int, out_features: int, rank: int = 32, *, bias: bool = True,
-                 mars: bool | str = True, pi: float | None = None, alpha: float | None = None, temperature: float = 0.1,
+                 mars: bool | str = True, pi: float = 1e-2, alpha: float = 3.0, temperature: float = 0.1,
                  min_rank: int = 1, mode: str = "auto", dtype: torch.dtype | None = None,
                  device: str | torch.device | None = None) -> None:
         super().__init__()
@@ -518,7 +518,7 @@ class Tucker2Conv2d(TensorizedLayer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 32, *,
                  stride: Any = 1, padding: Any = 0, dilation: Any = 1, bias: bool = True,
-                 mars: bool | str = True, pi: float | None = None, alpha: float | None = None, temperature: float = 0.1,
+                 mars: bool | str = True, pi: float = 1e-2, alpha: float = 3.0, temperature: float = 0.1,
                  min_rank: int = 1, mode: str = "auto", dtype: torch.dtype | None = None,
                  device: str | torch.device | None = None) -> None:
         super().__init__()
@@ -634,8 +634,8 @@ class TensorizedConv2d(_MatrixLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 8,
                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
                  format: str | Network = "tt", d: int = 3, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 bias: bool = True, mars: bool | str = True, pi: float | None = None,
-                 alpha: float | None = None, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
+                 bias: bool = True, mars: bool | str = True, pi: float = 1e-2,
+                 alpha: float = 3.0, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
@@ -728,8 +728,8 @@ class TensorizedEmbedding(TensorizedLayer):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, format: str | Network = "tt", rank: Any = 8,
                  voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
-                 padding_idx: int | None = None, mars: bool | str = True, pi: float | None = None,
-                 alpha: float | None = None, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
+                 padding_idx: int | None = None, mars: bool | str = True, pi: float = 1e-2,
+                 alpha: float = 3.0, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.num_embeddings = positive_int(num_embeddings, "num_embeddings")

@@ -92,20 +92,20 @@ def check_min_rank(min_rank: int) -> int:
     return value
 
 
-def resolve_preset(mars: bool | str, pi: float | None, alpha: float | None) -> tuple[bool, float, float]:
+def resolve_preset(mars: bool | str, pi: float, alpha: float) -> tuple[bool, float, float]:
     """``(enabled, pi, alpha)`` from a layer's ``mars=`` (True, False or a :data:`PRESETS` name)
-    and its explicit ``pi`` / ``alpha`` (which win over the preset)."""
+    and its ``pi`` / ``alpha``: a preset replaces the values left at the layers' defaults
+    (``pi=0.01``, ``alpha=3``), values given otherwise win."""
     if isinstance(mars, str):
         if mars not in PRESETS:
             raise ValueError(f"unknown MARS preset {mars!r}; use one of {sorted(PRESETS)} (or True / False)")
         preset = PRESETS[mars]
-        enabled = True
-    elif isinstance(mars, (bool, int)) and not isinstance(mars, float):
-        preset = PRESETS["default"]
-        enabled = bool(mars)
-    else:
-        raise TypeError(f"mars must be True, False or a preset name {sorted(PRESETS)}; got {mars!r}")
-    return (enabled, preset["pi"] if pi is None else pi, preset["alpha"] if alpha is None else alpha)
+        default = PRESETS["default"]
+        return (True, preset["pi"] if pi == default["pi"] else pi,
+                preset["alpha"] if alpha == default["alpha"] else alpha)
+    if isinstance(mars, (bool, int)) and not isinstance(mars, float):
+        return bool(mars), pi, alpha
+    raise TypeError(f"mars must be True, False or a preset name {sorted(PRESETS)}; got {mars!r}")
 
 
 #: In training, the kept indices of a bond are padded to a multiple of this (with indices whose
