@@ -167,7 +167,7 @@ def small_batch_tables(args) -> tuple[str, dict]:
             return g
 
         run["tn fb"], run["dense fb"] = fb(layer), fb(dense)
-        t = C.time_interleaved(run, repeats=args.repeats, warmup=2)
+        t = C.cpu_time_interleaved(run, repeats=args.repeats, warmup=2)
         us = {k: v / (50 if "fb" not in k else 20) * 1e6 for k, v in t.items()}
         flops = _flops_linear(layer) if hasattr(layer, "_mm") else None
         if flops is None:
@@ -197,7 +197,7 @@ def small_batch_tables(args) -> tuple[str, dict]:
             funcs = {"plain": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps)}
             for label, opts in states:
                 funcs[label] = step_fn(mnist_2fc(True, pi=0.01, **opts), xb, yb, args.steps)
-            t = C.time_interleaved(funcs, repeats=args.repeats, warmup=2)
+            t = C.cpu_time_interleaved(funcs, repeats=args.repeats, warmup=2)
             for k, v in t.items():
                 per_round.setdefault(k, []).append(v / args.steps * 1e3)
         base = sorted(per_round["plain"])[len(per_round["plain"]) // 2]
@@ -227,6 +227,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    load_start = os.getloadavg()[0]
     table_0a, table_0b, verdict0 = small_batch_tables(args)
 
     # 1. MARS step vs plain step at three mask states, batch 128 (the paper's), then context rows.
@@ -243,7 +244,7 @@ def main() -> None:
         for i, state in enumerate(STATES):
             for skip in (None, False):
                 funcs[(i, skip)] = step_fn(mars_model(state, skip), xb, yb, args.steps)
-        t = C.time_interleaved(funcs, repeats=args.repeats, warmup=2)
+        t = C.cpu_time_interleaved(funcs, repeats=args.repeats, warmup=2)
         for k, v in t.items():
             per_round.setdefault(k, []).append(v / args.steps * 1e3)
 
@@ -273,7 +274,7 @@ def main() -> None:
         torch.manual_seed(0)
         pair = {"MARS": step_fn(mars_model(STATES[2], None), xc, yc, args.steps, **adam),
                 "no masks": step_fn(mnist_2fc(False), xc, yc, args.steps, **adam)}
-        tc = C.time_interleaved(pair, repeats=args.repeats, warmup=2)
+        tc = C.cpu_time_interleaved(pair, repeats=args.repeats, warmup=2)
         a, b = (tc[k] / args.steps * 1e3 for k in ("MARS", "no masks"))
         rows_ctx.append([STATES[2][0], f"batch {batch}, {label}", f"{a:.3f}", f"{b:.3f}", f"{a - b:+.3f}",
                          f"**{a / b:.3f}x**"])
@@ -318,7 +319,7 @@ def main() -> None:
                     for _ in range(n):
                         f()
                 return g
-            t = C.time_interleaved({k: rep(f) for k, f in funcs.items()}, repeats=args.repeats, warmup=1)
+            t = C.cpu_time_interleaved({k: rep(f) for k, f in funcs.items()}, repeats=args.repeats, warmup=1)
             hand_t = t["hand-ordered core-by-core"]
             for k, v in t.items():
                 rows2.append([label, batch, k, f"{v / inner * 1e6:.0f}", f"{hand_t / v:.2f}x"])
@@ -340,7 +341,7 @@ def main() -> None:
             hist = C.train(model, x_tr, y_tr, epochs=ep, batch=32, lr=1e-2, lr_decay=0.99 ** (300 / ep),
                            temp_decay=tnn.MarsTemperature.paper_decay(ep - warm), warmup_epochs=warm,
                            num_train=60000)
-            seconds[variant].append(hist["seconds"])
+            seconds[variant].append(hist["cpu_seconds"])
             finals[variant] = (C.accuracy(model, x_te, y_te), [list(layer.max_ranks.values()) if layer.masks is None
                                                                else list(layer.selected_ranks().values())
                                                                for _, layer in tnn.tensorized_layers(model)])
@@ -349,14 +350,18 @@ def main() -> None:
               "no masks": "the same TT model without masks (rank 20)"}
     rows3 = [[names3[k], f"{med[k]:.1f}", " ".join(f"{t:.1f}" for t in seconds[k]),
               f"{med[k] / med['no masks']:.3f}x", f"{100 * finals[k][0]:.1f}%", str(finals[k][1])] for k in variants]
-    table3 = C.markdown_table(["2FC-Net training", "seconds (median)", "seconds per run", "time / no-mask training",
+    table3 = C.markdown_table(["2FC-Net training", "CPU seconds (median)", "CPU seconds per run", "time / no-mask training",
                                "test acc", "ranks [L1] [L2]"], rows3)
     speedup3 = med[False] / med[None]
     whole_ratio = med[None] / med["no masks"]
 
     cmd = "python benchmarks/nn_overhead.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v != ap.get_default(k))
-    notes = (f"Step timings: {args.rounds} rounds, each building every model afresh and timing {args.repeats} "
+    notes = ("Every time below is CPU time of the benchmark's thread (`time.thread_time`; one torch thread, so every "
+             "op and its backward run on it): the machine is shared with other jobs (1-minute load average on "
+             f"cores: {load_start:.1f} at the start of this run, {os.getloadavg()[0]:.1f} at its end), and waiting for "
+             "a CPU they hold is not counted. "
+             f"Step timings: {args.rounds} rounds, each building every model afresh and timing {args.repeats} "
              f"interleaved repeats of {args.steps} steps (round-robin, so machine load hits every variant alike); "
              "the tables give the median over rounds of each round's median (the context rows: one round). "
              "PyTorch's default allocator. A step is forward, loss, backward and Adam over all "
@@ -376,9 +381,11 @@ def main() -> None:
              "Per call, interleaved medians (50 calls per sample; forward + backward: 20). Every layer here has "
              "fewer multiply-adds than its dense counterpart. Target: at most 1.3x the dense layer's time in "
              f"inference: met for {len(met_a)} of {len([k for k in small if verdict0[k][1]])} layers"
-             + (f"; not met: {', '.join(missed_a)}" if missed_a else "") + ". `torch.compile` (inductor, "
-             "`fullgraph=True`: no graph breaks) is the remedy where the eager per-call cost is the limit.\n\n"
-             + table_0a)
+             + (f"; not met: {', '.join(missed_a)}" if missed_a else "") + ". At batch 1 a layer's cost is its number "
+             "of torch calls (a TT-matrix of 4 cores makes 3 contraction steps, each a copy, a matmul and reshapes, "
+             "against one call for `nn.Linear`); with gradients the compressed layers' smaller products win more "
+             "often. The `torch.compile` column (inductor, `fullgraph=True`, compiled once before timing) is "
+             "reported as measured.\n\n" + table_0a)
     text += ("\n\n## Small batches: MARS training step with open masks\n\n"
              f"{args.rounds} rounds of {args.repeats} interleaved repeats of {args.steps} steps (median of the rounds' "
              "ratios). Both models use `pi=0.01`; the no-mask model is the same TT network with `mars=False`. "

@@ -458,6 +458,37 @@ def test_training_masks_follow_the_hard_concrete_law():
         torch.testing.assert_close(m, (layer.masks.bond_logits()[b].detach() > 0).float())
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("temperature", [0.01, 0.1, 2 / 3, 2.0])
+def test_host_draw_codes_match_the_tensor_draw(dtype, temperature):
+    """The training fold classifies each hard-concrete draw on the host from its uniform
+    (``_draw_codes``): for the same uniforms, code 0 is exactly the draws the tensor formula
+    clamps to 0, code 2 exactly those clamped to 1, code 1 those strictly inside (0, 1); and
+    uniforms at or past the ``1e-6`` noise clamp are treated as the tensor path treats them."""
+    from tnmars.nn.masks import _draw_codes, hard_concrete_sample, logistic_noise
+
+    g = torch.Generator().manual_seed(int(temperature * 100))
+    n = 20000
+    logits = (torch.rand(n, generator=g, dtype=torch.float64) * 16 - 8).to(dtype)
+    u = torch.rand(n, generator=g, dtype=torch.float64).to(dtype)
+    u[:6] = torch.tensor([0.0, 1e-9, 1e-6, 1 - 1e-6, 1 - 1e-9, 1.0], dtype=dtype)
+    sample = hard_concrete_sample(logits, temperature, torch.logit(u, eps=1e-6))
+    codes = torch.tensor(_draw_codes(u.tolist(), logits.tolist(), temperature))
+    expected = torch.where(sample == 0, 0, torch.where(sample == 1, 2, 1))
+    mismatch = (codes != expected).nonzero().flatten().tolist()
+    # float32 rounds near the clamp points; the host works in float64: allow a handful there
+    assert len(mismatch) <= (0 if dtype == torch.float64 else 3), [
+        (float(logits[i]), float(u[i]), float(sample[i])) for i in mismatch]
+    assert {0, 1, 2} <= set(codes.tolist()) or temperature <= 0.01  # every outcome occurs
+    # the same random stream: a layer's host draw consumes exactly what logistic_noise does
+    torch.manual_seed(5)
+    host = _draw_codes(torch.rand(n, dtype=dtype).tolist(), logits.tolist(), temperature)
+    torch.manual_seed(5)
+    tensor = hard_concrete_sample(logits, temperature, logistic_noise(logits))
+    same = torch.tensor(host) == torch.where(tensor == 0, 0, torch.where(tensor == 1, 2, 1))
+    assert int((~same).sum()) <= (0 if dtype == torch.float64 else 3)
+
+
 # ------------------------------------------------------------------ the per-plan programs
 from tnmars.testing.strategies import networks as _networks  # noqa: E402
 

@@ -37,6 +37,12 @@ def _const(value: float, like: torch.Tensor) -> torch.Tensor:
     return got
 
 
+_NOISE_EPS = 1e-6
+#: a draw is exactly 0 when (logit + noise) / T <= this, exactly 1 when >= _ONE (hard-concrete clamps)
+_ZERO = math.log(-mars.GAMMA / (mars.ZETA - mars.GAMMA) / (1.0 + mars.GAMMA / (mars.ZETA - mars.GAMMA)))
+_ONE = math.log((1.0 - mars.GAMMA) / (mars.ZETA - mars.GAMMA) / (1.0 - (1.0 - mars.GAMMA) / (mars.ZETA - mars.GAMMA)))
+
+
 def hard_concrete_sample(logits: torch.Tensor, temperature: float, noise: torch.Tensor | None = None) -> torch.Tensor:
     """A hard-concrete draw (:func:`tnmars.masks.hard_concrete`):
     ``clamp(gamma + (zeta - gamma) sigmoid((l + log u - log(1 - u)) / T), 0, 1)``, with fresh
@@ -49,7 +55,21 @@ def hard_concrete_sample(logits: torch.Tensor, temperature: float, noise: torch.
 
 def logistic_noise(like: torch.Tensor) -> torch.Tensor:
     """``log u - log(1 - u)`` for ``u ~ U(0, 1)`` (clamped to ``[1e-6, 1 - 1e-6]``), shaped like ``like``."""
-    return torch.logit(torch.rand(like.shape, dtype=like.dtype, device=like.device), eps=1e-6)
+    return torch.logit(torch.rand(like.shape, dtype=like.dtype, device=like.device), eps=_NOISE_EPS)
+
+
+def _draw_codes(uniforms: list[float], logits: list[float], temperature: float) -> list[int]:
+    """Per entry of a hard-concrete draw with these uniforms: 0 (exactly 0), 1 (strictly inside
+    (0, 1)) or 2 (exactly 1), from ``z = (logit + log u - log(1 - u)) / T`` against the clamp
+    points, on the host (a few Python operations per entry instead of six tensor ops)."""
+    lo, hi = _ZERO * temperature, _ONE * temperature
+    codes = []
+    log = math.log
+    for u, lg in zip(uniforms, logits):
+        u = min(max(u, _NOISE_EPS), 1.0 - _NOISE_EPS)
+        t = lg + log(u) - log(1.0 - u)
+        codes.append(0 if t <= lo else 2 if t >= hi else 1)
+    return codes
 
 
 #: Where the mask logits start by default: every mask open (``phi = sigmoid(3) = 0.95``), so a
@@ -383,18 +403,24 @@ class BondMasks(nn.Module):
         # draw without recording the graph, read which entries are 0, strictly inside (0, 1) or 1;
         # only a draw strictly inside sends gradient to its logit (clamped ends have none), so the
         # differentiable draw (same noise) is made only when there is one
-        noise = logistic_noise(self.logits) if self.training else None
-        with torch.no_grad():
-            flat = (self.logits > 0).to(self.logits.dtype) if noise is None else \
-                hard_concrete_sample(self.logits, self.temperature, noise)
-            values = flat.tolist()
-        codes = [0 if v <= 0.0 else 2 if v >= 1.0 else 1 for v in values]  # 0, 1 strictly inside, 2 one
+        logits = self.logits
+        if self.training:  # classify the draw on the host from its uniform noise (no tensor ops)
+            u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
+            if u.device.type == "cpu":
+                uniforms, values = u.tolist(), logits.detach().tolist()
+            else:  # one device-to-host transfer
+                uniforms, values = torch.stack((u, logits.detach())).tolist()
+            codes = _draw_codes(uniforms, values, float(self.temperature))
+        else:
+            codes = [2 if v > 0.0 else 0 for v in logits.detach().tolist()]
         forced = self._top_up(codes)
         for i in forced:
             codes[i] = 2
-        live = noise is not None and 1 in codes
-        if live:
-            flat = hard_concrete_sample(self.logits, float(self.temperature), noise)
+        live = self.training and 1 in codes
+        if live:  # the differentiable draw, with the same noise
+            flat = hard_concrete_sample(logits, float(self.temperature), torch.logit(u, eps=_NOISE_EPS))
+        else:
+            flat = torch.tensor([0.5 * c for c in codes], dtype=logits.dtype, device=logits.device)
         if forced:
             flat = flat.index_fill(0, torch.tensor(forced, dtype=torch.long, device=flat.device), 1.0)
         if flat.dtype != cores[0].dtype:
