@@ -96,19 +96,31 @@ def test_paths_are_priced_with_their_transposes():
     cost least, and still computes the same tensor."""
     import opt_einsum
 
-    from tnmars.contract import COPY_FLOPS, _build_steps
+    from tnmars.contract import _build_steps
 
     inputs, output = ("aeA", "AbfB", "BcgC", "Cdh"), "abcdefgh"
     shapes = ((7, 5, 7), (7, 4, 5, 9), (9, 7, 5, 5), (5, 4, 5))
     plan = make_plan(inputs, output, shapes)
     sizes = {c: n for t, s in zip(inputs, shapes) for c, n in zip(t, s)}
     path, info = opt_einsum.contract_path(",".join(inputs) + "->" + output, *shapes, shapes=True)
-    _, _, oe_copy, oe_written = _build_steps([tuple(p) for p in path], list(inputs), output, sizes)
-    _, _, copy, written = _build_steps(plan.path, list(inputs), output, sizes)
-    assert copy == plan.copy_cost
-    assert plan.flops + COPY_FLOPS * (copy + written) < int(info.opt_cost) + COPY_FLOPS * (oe_copy + oe_written)
+    *_, oe_copy, _, oe_flops, _, oe_traffic = _build_steps([tuple(p) for p in path], list(inputs), output, sizes)
+    *_, copy, _, flops, _, traffic = _build_steps(plan.path, list(inputs), output, sizes)
+    assert copy == plan.copy_cost and flops == plan.flops and oe_flops == int(info.opt_cost)
+    assert plan.cost == flops + traffic < oe_flops + oe_traffic
     assert plan.copy_cost < oe_copy and "tnmars chose path" in plan.info_text
     rng = np.random.default_rng(0)
     ops = [rng.standard_normal(s) for s in shapes]
     np.testing.assert_allclose(tnmars.contract(",".join(inputs) + "->" + output, *ops),
                                np.einsum(",".join(inputs) + "->" + output, *ops), rtol=1e-10, atol=1e-10)
+
+
+def test_small_copies_do_not_buy_extra_flops():
+    """A TT-matrix times one row: every array fits in cache, so the plan keeps opt_einsum's
+    FLOP-optimal path (pricing these copies like memory-bound ones took 1.6x the FLOPs)."""
+    import opt_einsum
+
+    shapes = ((7, 5, 20), (20, 4, 5, 20), (20, 7, 5, 20), (20, 4, 5), (1, 7, 4, 7, 4))
+    inputs, output = ("aeA", "AbfB", "BcgC", "Cdh", "zabcd"), "zefgh"
+    plan = make_plan(inputs, output, shapes)
+    _, info = opt_einsum.contract_path(",".join(inputs) + "->" + output, *shapes, shapes=True, optimize="optimal")
+    assert plan.flops == int(info.opt_cost)

@@ -1,24 +1,41 @@
-"""Contraction planning (opt_einsum) and a pairwise executor that runs on any backend.
+"""Contraction plans, the pairwise executor, and :func:`contract` (a drop-in for opt_einsum's).
 
-A :class:`Plan` is made once per ``(inputs, output, shapes, optimize)`` and cached; it holds
-only integers and index strings, never arrays. Executing a plan is a fixed sequence of
-``transpose``/``reshape``/``matmul`` calls on the caller's backend, so results stay in the
-caller's framework, dtype and device, and torch autograd sees plain differentiable ops.
-Shared indices that must survive a pairwise step (CP's hyperedge, batch indices) become the
-batch dimension of a batched matmul.
+A :class:`Plan` is made once per ``(inputs, output, shapes, optimize, memory_limit)`` and
+cached; it holds only integers and index strings, never arrays. Executing a plan is a fixed
+sequence of ``reshape``/``sum``/``transpose``/``matmul`` calls on the caller's backend, so
+results stay in the caller's framework, dtype and device, and torch autograd sees plain
+differentiable ops. Shared indices that must survive a pairwise step (CP's hyperedge, batch
+indices) become the batch dimension of a batched matmul; a size-1 axis broadcast against a
+larger one is reshaped away and an index on one operand only is summed before the first step.
+:func:`contract` adds what is einsum but not a network around the same plans: the interleaved
+form, ``...``, traces, scalars and lists, mixed dtypes, booleans and ``out=``.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from math import prod
 from typing import Any
 
+import numpy as np
 import opt_einsum
 
-from .backends import Backend, infer_backend
-from .spec import parse_spec
+from .backends import Backend, _name_of_class, backend_name_of, get_backend, infer_backend
+from .paths import (
+    MIN_TERMS_FOR_ESCALATION,
+    Optimize,
+    cheapest_paths,
+    find_path,
+    greedy_variants,
+    harder_search,
+    is_loopy,
+    normalize_memory_limit,
+    normalize_optimize,
+    pairwise_path,
+)
+from .spec import einsum_terms, labels_to_spec
 
 
 @dataclass(frozen=True)
@@ -38,35 +55,55 @@ class _Step:
     batched: bool
     #: no index is summed: an outer product, done by broadcasting rather than a K=1 matmul
     outer: bool
+    #: where the operands and the result live in the executor's slot list (operand k in slot
+    #: k, the result of step s in slot n + s), so no list is rebuilt per step
+    slot_a: int = 0
+    slot_b: int = 0
+    slot_out: int = 0
+    #: the contracted axes of a and b, paired, when the step is one ``tensordot`` (no batch
+    #: index, free indices in their own order, not a tall-skinny matrix product, which
+    #: torch's backend runs transposed, a result of at most ``MAX_FUSED_ENTRIES``): backends with a
+    #: fused tensordot (torch) run it as one call instead of permute/reshape/matmul/reshape
+    axes_a: tuple[int, ...] | None = None
+    axes_b: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A cached contraction plan: the pairwise path plus opt_einsum's cost figures."""
+    """A cached contraction plan: the pairwise path plus its cost figures."""
 
     inputs: tuple[str, ...]
     output: str
     shapes: tuple[tuple[int, ...], ...]
+    #: pairwise steps, in opt_einsum's linear form (the two operands leave, their product is appended)
     path: tuple[tuple[int, ...], ...]
-    #: per-operand pre-sums of indices that appear in that operand only (after parsing)
+    #: per operand: its shape once size-1 axes broadcast against larger ones are dropped (None: unchanged)
+    squeezes: tuple[tuple[int, ...] | None, ...]
+    #: per-operand sums over indices that appear in that operand only (axes after the squeeze)
     presums: tuple[tuple[int, ...], ...]
     steps: tuple[_Step, ...]
     final_perm: tuple[int, ...]
+    #: opt_einsum's FLOP count of the path
     flops: int
     largest_intermediate: int
-    optimize: str
-    info_text: str
+    optimize: Any
+    #: how the path was found, and why it departs from the first search when it does
+    note: str = ""
     #: the transposes' cost, in plain-copy entries (:func:`_permute_cost`): the memory traffic
     #: that ``flops`` leaves out, which decides between plans of similar FLOPs
     copy_cost: float = 0.0
     #: entries written by the pairwise steps (intermediates and result)
     written: int = 0
+    #: the copies and writes priced in FLOPs (:func:`_traffic_price`), plus the extra time of
+    #: narrow matrix products (``NARROW_GEMM``)
+    traffic: float = 0.0
 
     @property
     def cost(self) -> float:
-        """FLOPs plus memory traffic (``COPY_FLOPS`` per copied or written entry): what path
-        and evaluation-order choices compare."""
-        return self.flops + COPY_FLOPS * (self.copy_cost + self.written)
+        """FLOPs plus memory traffic (copied and written entries, priced by the size of the
+        array they belong to) and the slowness of narrow matrix products: what path and
+        evaluation-order choices compare."""
+        return self.flops + self.traffic
 
     @property
     def identity_perm(self) -> tuple[int, ...]:
@@ -76,9 +113,39 @@ class Plan:
     def spec(self) -> str:
         return ",".join(self.inputs) + "->" + self.output
 
+    @cached_property
+    def info_text(self) -> str:
+        """opt_einsum's report of the path (scaling, FLOPs, every step), then :attr:`note`."""
+        if not self.steps:
+            return f"single operand {self.spec}\n  {self.note}"
+        terms = [t for t in self._terms]
+        eq = ",".join(terms) + "->" + self.output
+        shapes = [tuple(_planning_size(self._sizes[c]) for c in t) for t in terms]
+        _, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize=[list(p) for p in self.path])
+        return f"{info}\n  {self.note}"
+
+    @cached_property
+    def _sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for term, shape in zip(self.inputs, self.shapes):
+            for c, n in zip(term, shape):
+                if sizes.get(c, 1) == 1:
+                    sizes[c] = n
+        return sizes
+
+    @cached_property
+    def _terms(self) -> list[str]:
+        """The terms the steps start from (after the squeezes and pre-sums)."""
+        out = []
+        for term, shape, axes in zip(self.inputs, self.shapes, self.presums):
+            kept = "".join(c for c, n in zip(term, shape) if not (n == 1 and self._sizes[c] != 1))
+            out.append("".join(c for k, c in enumerate(kept) if k not in axes))
+        return out
+
     def __repr__(self) -> str:
+        spec = self.spec if len(self.spec) <= 80 else self.spec[:60] + "…" + self.spec[-12:]
         return (
-            f"Plan({self.spec!r}, flops={self.flops:.3g}, largest_intermediate={self.largest_intermediate}, "
+            f"Plan({spec!r}, flops={self.flops:.3g}, largest_intermediate={self.largest_intermediate}, "
             f"steps={len(self.steps)})"
         )
 
@@ -88,27 +155,83 @@ def _planning_size(n: int) -> int:
     return max(int(n), 1)
 
 
+#: How many FLOPs one entry copied by a transpose or written by a step is worth when choosing
+#: a path, for arrays larger than ``CACHED_ENTRIES`` (memory-bound copies whose fresh output
+#: page-faults) and for smaller ones, which stay in cache; and ``NARROW_GEMM``: a matrix
+#: product whose smallest side is ``s`` (at least 4; a vector product is memory-bound, not
+#: slower without end) is charged ``NARROW_GEMM / s`` of its FLOPs extra. Fitted on the
+#: benchmark's tuning rows of up to six operands (TT-matrix layers at batch 1-1024 and their
+#: weights, CP, Tucker, TR): every one of the 8 cheapest trees timed on NumPy and torch (one
+#: core, CPU time), these values minimise the worst slowdown of the chosen tree against the
+#: fastest one (1.19x; 100 / 10 / 32 with 2**17 entries gave 1.26x, FLOPs alone 1.52x).
+COPY_FLOPS = 50.0
+CACHED_COPY_FLOPS = 2.0
+CACHED_ENTRIES = 2**19
+NARROW_GEMM = 8.0
+
+
+#: Steps whose result has more entries than this run as transpose/reshape/matmul even where a
+#: fused tensordot exists: the fused call saves dispatch time, which only matters for small
+#: steps, and on large ones torch's tensordot ran 1.75x slower than the explicit steps (a
+#: Tucker 12^6 reconstruction: 81 ms against 46 ms).
+MAX_FUSED_ENTRIES = 2**16
+
+
+def _traffic_price(entries: int) -> float:
+    """FLOPs one moved entry of an array of ``entries`` entries is worth."""
+    return COPY_FLOPS if entries > CACHED_ENTRIES else CACHED_COPY_FLOPS
+#: Up to this many operands every pairwise path is priced (945 trees for 6).
+MAX_TERMS_FOR_COPY_AWARE_PATHS = 6
+
+
 @lru_cache(maxsize=4096)
 def make_plan(
-    inputs: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...], optimize: str = "auto"
+    inputs: tuple[str, ...],
+    output: str,
+    shapes: tuple[tuple[int, ...], ...],
+    optimize: Optimize = "auto",
+    memory_limit: int | str | None = None,
 ) -> Plan:
-    """Plan the contraction of terms ``inputs`` with ``shapes`` into ``output`` (cached)."""
+    """Plan the contraction of terms ``inputs`` with ``shapes`` into ``output`` (cached).
+
+    No index may repeat inside a term (take diagonals first, as :func:`contract` does).
+    ``optimize`` is anything :func:`tnmars.paths.normalize_optimize` accepts, in its hashable
+    form (a path as a tuple of tuples).
+
+    >>> make_plan(("ij", "jk"), "ik", ((2, 3), (3, 4))).flops
+    48
+    """
+    optimize = normalize_optimize(optimize)
+    memory_limit = normalize_memory_limit(memory_limit)
     if len(inputs) != len(shapes):
         raise ValueError(f"{len(inputs)} terms but {len(shapes)} operands")
     sizes: dict[str, int] = {}
-    for term, shape in zip(inputs, shapes):
+    for pos, (term, shape) in enumerate(zip(inputs, shapes)):
         if len(term) != len(shape):
-            raise ValueError(f"term {term!r} has {len(term)} indices but its operand has shape {tuple(shape)}")
+            raise ValueError(f"term {term!r} has {len(term)} indices but operand {pos} has shape {tuple(shape)}")
+        if len(set(term)) != len(term):
+            raise ValueError(f"term {term!r} repeats an index: take the diagonal first (tnmars.contract does)")
         for c, n in zip(term, shape):
-            if sizes.setdefault(c, n) != n:
-                raise ValueError(f"index {c!r} has inconsistent sizes {sizes[c]} and {n}")
+            before = sizes.get(c)
+            if before is None or before == 1:
+                sizes[c] = int(n)
+            elif n != 1 and n != before:
+                raise ValueError(f"index {c!r} has inconsistent sizes {before} and {n}")
+    if len(set(output)) != len(output) or any(c not in sizes for c in output):
+        raise ValueError(f"output {output!r} must name distinct indices of the inputs {inputs}")
 
+    # broadcasting: drop the size-1 axes of an index that is larger on another operand
+    terms: list[str] = []
+    squeezes: list[tuple[int, ...] | None] = []
+    for term, shape in zip(inputs, shapes):
+        kept = "".join(c for c, n in zip(term, shape) if not (n == 1 and sizes[c] != 1))
+        squeezes.append(tuple(sizes[c] for c in kept) if len(kept) < len(term) else None)
+        terms.append(kept)
     # sum away indices that occur in one operand only and not in the output
     counts: dict[str, int] = {}
-    for term in inputs:
+    for term in terms:
         for c in term:
             counts[c] = counts.get(c, 0) + 1
-    terms = list(inputs)
     presums = []
     for k, term in enumerate(terms):
         axes = tuple(i for i, c in enumerate(term) if counts[c] == 1 and c not in output)
@@ -116,123 +239,125 @@ def make_plan(
         if axes:
             terms[k] = "".join(c for c in term if not (counts[c] == 1 and c not in output))
 
+    plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
+    best, note = _choose_path(terms, output, sizes, plan_sizes, optimize, memory_limit)
     if len(terms) == 1:
-        path: tuple[tuple[int, ...], ...] = ()
-        flops = prod(_planning_size(sizes[c]) for c in inputs[0])
-        largest = prod(_planning_size(sizes[c]) for c in output) if output else 1
-        info_text = f"single operand {inputs[0]}->{output}"
-    else:
-        plan_shapes = [tuple(_planning_size(sizes[c]) for c in t) for t in terms]
-        eq = ",".join(terms) + "->" + output
-        path_list, info = opt_einsum.contract_path(eq, *plan_shapes, shapes=True, optimize=optimize)
-        path = tuple(tuple(p) for p in path_list)
-        flops = int(info.opt_cost)
-        largest = int(info.largest_intermediate)
-        info_text = str(info)
-
-    steps, final_perm, copy_cost, written = _build_steps(path, terms, output, sizes)
-    if optimize == "auto" and 2 < len(terms) <= MAX_TERMS_FOR_COPY_AWARE_PATHS:
-        # price opt_einsum's path and the other cheap ones with their memory traffic too
-        best = (flops + COPY_FLOPS * (copy_cost + written), path, steps, final_perm, copy_cost, flops, written)
-        for cand_path, cand_flops in _cheap_paths(terms, output, sizes):
-            if cand_path == path or cand_flops >= best[0]:
-                continue
-            c_steps, c_final, c_copy, c_written = _build_steps(cand_path, terms, output, sizes)
-            total = cand_flops + COPY_FLOPS * (c_copy + c_written)
-            if total < best[0]:
-                best = (total, cand_path, c_steps, c_final, c_copy, cand_flops, c_written)
-        if best[1] != path:
-            info_text += (f"\n  tnmars chose path {list(best[1])} instead: {best[5]:.4g} FLOPs and transposes "
-                          f"worth {best[4]:.4g} copied entries, against {flops:.4g} FLOPs and {copy_cost:.4g}")
-            _, path, steps, final_perm, copy_cost, flops, written = best
-            largest = max(prod(_planning_size(n) for n in st.out_shape) for st in steps)
+        best.flops = prod(plan_sizes[c] for c in inputs[0])
+        best.largest = prod(plan_sizes[c] for c in output) if output else 1
+    limit = _limit_entries(terms, output, plan_sizes, memory_limit)
+    if limit is not None and best.largest > limit:
+        warnings.warn(
+            f"no pairwise path of {','.join(inputs)}->{output} keeps intermediates within memory_limit={memory_limit} "
+            f"({limit} entries); the plan's largest holds {best.largest}", stacklevel=3)
     return Plan(
         inputs=tuple(inputs),
         output=output,
-        shapes=tuple(tuple(s) for s in shapes),
-        path=path,
+        shapes=tuple(tuple(int(n) for n in s) for s in shapes),
+        path=best.path,
+        squeezes=tuple(squeezes),
         presums=tuple(presums),
-        steps=steps,
-        final_perm=final_perm,
-        flops=flops,
-        largest_intermediate=largest,
+        steps=best.steps,
+        final_perm=best.final_perm,
+        flops=best.flops,
+        largest_intermediate=best.largest,
         optimize=optimize,
-        info_text=info_text,
-        copy_cost=copy_cost,
-        written=written,
+        note=note,
+        copy_cost=best.copy_cost,
+        written=best.written,
+        traffic=best.traffic,
     )
 
 
-#: How many FLOPs one entry copied by a transpose or written by a step is worth when choosing
-#: a path. Moving a large array is memory-bound (and its fresh output page-faults), so it is
-#: worth far more than its arithmetic: 100 reproduced the faster of the measured paths of a TT-matrix
-#: layer's weight and batch contractions (784x625, ranks 2-20, batch 1-512) on one CPU core.
-COPY_FLOPS = 100.0
-#: Up to this many operands every pairwise path is priced (180 paths for 5).
-MAX_TERMS_FOR_COPY_AWARE_PATHS = 5
+def _choose_path(terms: list[str], output: str, sizes: dict[str, int], plan_sizes: dict[str, int],
+                 optimize: Optimize, memory_limit: int | str | None) -> tuple[_Priced, str]:
+    """The path to run, priced, and a note on how it was found. ``optimize="auto"`` lets
+    several searches compete (see :mod:`tnmars.paths`); the cheapest by :attr:`Plan.cost` wins."""
+    raw, found_by = find_path(terms, output, plan_sizes, optimize, memory_limit)
+    path = pairwise_path(raw, len(terms))
+    best = _priced(path, terms, output, sizes)
+    note = f"path from {found_by}"
+    if optimize == "auto" and 2 < len(terms) <= MAX_TERMS_FOR_COPY_AWARE_PATHS:
+        # price opt_einsum's path and the other cheap ones with their memory traffic too
+        limit = _limit_entries(terms, output, plan_sizes, memory_limit)
+        first = best
+        for cand, cand_flops in cheapest_paths(terms, output, plan_sizes):
+            if cand == path or cand_flops >= best.cost:
+                continue
+            priced = _priced(cand, terms, output, sizes)
+            if priced.cost < best.cost and (limit is None or priced.largest <= limit):
+                best = priced
+        if best is not first:
+            note += (f"; tnmars chose path {list(best.path)} instead: {best.flops:.4g} FLOPs and transposes worth "
+                     f"{best.copy_cost:.4g} copied entries, against {first.flops:.4g} FLOPs and {first.copy_cost:.4g}")
+    elif optimize == "auto" and len(terms) > MAX_TERMS_FOR_COPY_AWARE_PATHS:
+        first = best
+        for alt, name in greedy_variants(terms, output, plan_sizes, memory_limit):
+            priced = _priced(pairwise_path(alt, len(terms)), terms, output, sizes)
+            if priced.cost < best.cost:
+                best, found_by = priced, name
+        if best is not first:
+            note += f"; {found_by} found {best.flops:.4g} FLOPs against {first.flops:.4g}, and its path is used"
+    if optimize == "auto" and len(terms) >= MIN_TERMS_FOR_ESCALATION and is_loopy(terms):
+        found, searched = harder_search(terms, output, plan_sizes, memory_limit, best.flops)
+        if not found:
+            note += f"; the graph has loops ({searched})"
+        else:
+            first = best
+            for alt, name in found:
+                priced = _priced(pairwise_path(alt, len(terms)), terms, output, sizes)
+                if priced.cost < best.cost:
+                    best, found_by = priced, name
+            if best is first:
+                note += f"; the graph has loops: {searched} found nothing cheaper"
+            else:
+                note += (f"; the graph has loops: {found_by} found {best.flops:.4g} FLOPs against "
+                         f"{first.flops:.4g} (and cheaper copies), and its path is used")
+    return best, note
 
 
-def _cheap_paths(terms: Sequence[str], output: str, sizes: dict[str, int], keep: int = 4) -> list:
-    """Every pairwise contraction order with its FLOPs (opt_einsum's count), cheapest first,
-    the ``keep`` cheapest within 2x of the best: the candidates whose transposes are priced."""
-    found: list[tuple[int, tuple[tuple[int, int], ...]]] = []
-    plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
-    n_terms = len(terms)
-    # a merged operand is fixed by the set of original operands in it (a bitmask): its indices
-    # are computed once per set, the cost of a merge once per pair of sets
-    kept_of: dict[int, str] = {1 << k: t for k, t in enumerate(terms)}
-    step_cost: dict[tuple[int, int], int] = {}
+def _limit_entries(terms, output, sizes, memory_limit) -> int | None:
+    if memory_limit == "max_input":
+        return max(prod(sizes[c] for c in t) for t in [*terms, output])
+    return memory_limit
 
-    def merge(mask_a: int, mask_b: int) -> int:
-        got = step_cost.get((mask_a, mask_b))
-        if got is None:
-            union_mask = mask_a | mask_b
-            union = set(kept_of[mask_a]) | set(kept_of[mask_b])
-            if union_mask not in kept_of:
-                outside = set(output)
-                for k in range(n_terms):
-                    if not union_mask >> k & 1:
-                        outside.update(terms[k])
-                kept_of[union_mask] = "".join(sorted(c for c in union if c in outside))
-            inner = len(kept_of[union_mask]) < len(union)
-            got = step_cost[(mask_a, mask_b)] = opt_einsum.helpers.flop_count(union, inner, 2, plan_sizes)
-        return got
 
-    trees: set[frozenset] = set()  # orders of the same tree of merges cost the same: keep one
+class _Priced:
+    """A path with its executor steps and costs (see :func:`_build_steps`)."""
 
-    def walk(live: list[int], path: tuple, cost: int, tree: frozenset) -> None:
-        if len(live) == 1:
-            if tree not in trees:
-                trees.add(tree)
-                found.append((cost, path))
-            return
-        for i in range(len(live)):
-            for j in range(i + 1, len(live)):
-                step = merge(live[i], live[j])
-                walk([t for k, t in enumerate(live) if k not in (i, j)] + [live[i] | live[j]], path + ((i, j),),
-                     cost + step, tree | {live[i] | live[j]})
+    def __init__(self, path, steps, final_perm, copy_cost, written, flops, largest, traffic) -> None:
+        self.path, self.steps, self.final_perm = path, steps, final_perm
+        self.copy_cost, self.written, self.flops, self.largest = copy_cost, written, flops, largest
+        self.traffic = traffic
 
-    walk([1 << k for k in range(n_terms)], (), 0, frozenset())
-    found.sort()
-    best = found[0][0]
-    return [(p, c) for c, p in found[:keep] if c <= 2 * best]
+    @property
+    def cost(self) -> float:
+        return self.flops + self.traffic
+
+
+def _priced(path, terms, output, sizes) -> _Priced:
+    return _Priced(tuple(path), *_build_steps(path, terms, output, sizes))
 
 
 def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: str, sizes: dict[str, int]):
-    """The executor's steps for ``path`` (layouts chosen by :func:`_layout`), the final
-    permutation, the total transpose cost in copied entries, and the entries the steps write."""
+    """The executor's steps for a pairwise ``path`` (layouts chosen by :func:`_layout`), the
+    final permutation, the total transpose cost in copied entries, the entries the steps
+    write, the path's FLOPs (opt_einsum's count), its largest intermediate, and the copies
+    and writes priced in FLOPs."""
     steps = []
     live = list(terms)
+    ids = list(range(len(terms)))  # the slot of each live operand
     copy_cost = 0.0
     written = 0
+    traffic = 0.0
+    flops = 0
+    largest = 0
+    plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
     for pair in path:
-        if len(pair) != 2:  # pragma: no cover - lone indices are pre-summed, so opt_einsum pairs all
-            raise AssertionError(f"unexpected contraction step {pair} in plan for {terms}->{output}")
         i, j = sorted(pair)
         rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
         i, j, batch, a_free, contracted, b_free = _layout(i, j, live, rest, output, sizes, len(live) == 2)
         a, b = live[i], live[j]
-        # every live index is shared or needed later: lone ones were pre-summed above
+        # every live index is shared or needed later: lone ones were pre-summed
         perm_a = tuple(a.index(c) for c in batch + a_free + contracted)
         perm_b = tuple(b.index(c) for c in batch + contracted + b_free)
         nb = prod(sizes[c] for c in batch)
@@ -240,6 +365,8 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
         kk = prod(sizes[c] for c in contracted)
         n = prod(sizes[c] for c in b_free)
         result = "".join(batch + a_free + b_free)
+        fused = (not batch and kk != 1 and (m < 16 * n or n == 1) and nb * m * n <= MAX_FUSED_ENTRIES
+                 and a_free == [c for c in a if c in a_free] and b_free == [c for c in b if c in b_free])
         steps.append(
             _Step(
                 first=i,
@@ -254,15 +381,34 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
                 transpose_b=perm_b != tuple(range(len(perm_b))),
                 batched=nb != 1,
                 outer=kk == 1,
+                slot_a=ids[i],
+                slot_b=ids[j],
+                slot_out=len(terms) + len(steps),
+                axes_a=tuple(a.index(c) for c in contracted) if fused else None,
+                axes_b=tuple(b.index(c) for c in contracted) if fused else None,
             )
         )
-        copy_cost += _permute_cost([sizes[c] for c in a], perm_a) + _permute_cost([sizes[c] for c in b], perm_b)
-        written += prod(_planning_size(sizes[c]) for c in result)
+        ids = [t for k, t in enumerate(ids) if k not in (i, j)] + [len(terms) + len(steps) - 1]
+        for term, perm in ((a, perm_a), (b, perm_b)):
+            moved = _permute_cost([sizes[c] for c in term], perm)
+            copy_cost += moved
+            traffic += moved * _traffic_price(prod(plan_sizes[c] for c in term))
+        entries = prod(plan_sizes[c] for c in result)
+        written += entries
+        traffic += entries * _traffic_price(entries)
+        largest = max(largest, entries)
+        step_flops = opt_einsum.helpers.flop_count(set(a) | set(b), bool(contracted), 2, plan_sizes)
+        flops += step_flops
+        if not kk == 1:  # a narrow matrix product runs slower per FLOP than a wide one
+            narrowest = max(min(_planning_size(m), _planning_size(kk), _planning_size(n)), 4)
+            traffic += step_flops * NARROW_GEMM / narrowest
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
     final = live[0]
     final_perm = tuple(final.index(c) for c in output)
-    copy_cost += _permute_cost([sizes[c] for c in final], final_perm)
-    return tuple(steps), final_perm, copy_cost, written
+    moved = _permute_cost([sizes[c] for c in final], final_perm)
+    copy_cost += moved
+    traffic += moved * _traffic_price(prod(plan_sizes[c] for c in final))
+    return tuple(steps), final_perm, copy_cost, written, flops, largest, traffic
 
 
 def _permute_cost(sizes: Sequence[int], perm: Sequence[int]) -> float:
@@ -335,13 +481,22 @@ def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict
 
 
 def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
-    """Run ``plan`` on ``operands`` with ``backend``'s transpose/reshape/matmul."""
-    live = []
-    for x, axes in zip(operands, plan.presums):
-        live.append(backend.sum(x, axes) if axes else x)
+    """Run ``plan`` on ``operands`` with ``backend``'s reshape/sum/transpose/matmul. The
+    result may be a transposed view; :func:`contract` and ``Network.to_tensor`` make it
+    contiguous."""
+    slots: list[Any] = [None] * (len(plan.inputs) + len(plan.steps))
+    for k, (x, squeeze, axes) in enumerate(zip(operands, plan.squeezes, plan.presums)):
+        if squeeze is not None:
+            x = backend.reshape(x, squeeze)
+        slots[k] = backend.sum(x, axes) if axes else x
+    fused = backend.fused_tensordot
     for step in plan.steps:
-        a = live[step.first]
-        b = live[step.second]
+        a = slots[step.slot_a]
+        b = slots[step.slot_b]
+        slots[step.slot_a] = slots[step.slot_b] = None  # intermediates are freed as soon as used
+        if fused and step.axes_a is not None:
+            slots[step.slot_out] = backend.tensordot(a, b, step.axes_a, step.axes_b)
+            continue
         if step.transpose_a:
             a = backend.transpose(a, step.perm_a)
         if step.transpose_b:
@@ -352,35 +507,242 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
             c = backend.matmul(backend.reshape(a, step.shape_a), backend.reshape(b, step.shape_b))
         else:  # a plain GEMM
             c = backend.matmul(backend.reshape(a, step.shape_a[1:]), backend.reshape(b, step.shape_b[1:]))
-        c = backend.reshape(c, step.out_shape)
-        live = [t for k, t in enumerate(live) if k not in (step.first, step.second)] + [c]
-    out = live[0]
+        slots[step.slot_out] = backend.reshape(c, step.out_shape)
+    out = slots[-1]
     if plan.final_perm != plan.identity_perm:
         out = backend.transpose(out, plan.final_perm)
     return out
 
 
-def contract(spec: str, *operands: Any, optimize: str = "auto", backend: Backend | str | None = None) -> Any:
-    """Contract ``operands`` according to ``spec`` with a cached plan.
+# ---------------------------------------------------------------------------- the einsum front end
+def contract(
+    *args: Any,
+    out: Any = None,
+    optimize: Optimize = "auto",
+    memory_limit: int | str | None = None,
+    backend: Backend | str | None = None,
+) -> Any:
+    """Einstein summation with a cached plan, on the operands' own backend: a drop-in for
+    ``opt_einsum.contract``.
 
-    Equivalent to ``numpy.einsum(spec, *operands)`` for specs without traces, but planned by
-    opt_einsum once per shape signature and executed on the operands' own backend.
+    Call it as ``contract("ij,jk->ik", a, b)`` or in the interleaved form
+    ``contract(a, [0, 1], b, [1, 2], [0, 2])`` (any hashable labels). Indices are any
+    characters but ``,->.``; ``...`` broadcasts, size-1 axes broadcast, a repeated index is
+    a trace or diagonal, an empty term is a scalar. Operands may be NumPy, CuPy or torch
+    arrays (one framework per call), numbers or nested lists; mixed dtypes are promoted
+    (torch rules on torch) and booleans give booleans. The result is contiguous, in the
+    operands' framework, dtype and device.
+
+    Parameters
+    ----------
+    out:
+        An array of the result's shape to write the result into (returned); the result's
+        dtype must cast to it safely.
+    optimize:
+        ``"auto"`` (default; searches harder on loopy graphs, see :mod:`tnmars.paths`),
+        ``True``/``None`` (the same), ``False`` (contract left to right), any opt_einsum
+        optimizer name (``"optimal"``, ``"dp"``, ``"greedy"``, ``"auto-hq"``, ...), a path
+        (``[(0, 1), (0, 1)]``, ``numpy.einsum_path``'s form too) or an optimizer object.
+    memory_limit:
+        Largest intermediate allowed to the path search, in entries; ``"max_input"``: the
+        largest operand; ``None`` or ``-1``: no limit.
+    backend:
+        ``"numpy"``, ``"torch"`` or ``"cupy"``: contract there (operands are converted) and
+        return that framework's array. Default: the operands' framework.
 
     >>> import numpy as np
     >>> a, b = np.ones((2, 3)), np.ones((3, 4))
     >>> contract("ij,jk->ik", a, b).shape
     (2, 4)
+    >>> contract(a, ["row", "k"], b, ["k", "col"], ["col", "row"]).shape
+    (4, 2)
+    >>> float(contract("ii", np.eye(3))), contract("...j,j->...", np.ones((2, 5, 3)), [1, 2, 3]).shape
+    (3.0, (2, 5))
     """
-    parsed = parse_spec(spec)
-    if len(parsed.inputs) != len(operands):
-        raise ValueError(f"spec {spec!r} has {len(parsed.inputs)} terms but {len(operands)} operands were given")
-    be = infer_backend(operands) if backend is None else _as_backend(backend)
-    shapes = tuple(tuple(int(n) for n in x.shape) for x in operands)
-    plan = make_plan(parsed.inputs, parsed.output, shapes, optimize)
-    return execute(plan, operands, be)
+    if not args:
+        raise ValueError("contract needs a spec and operands, e.g. contract('ij,jk', a, b)")
+    if isinstance(args[0], str):
+        spec, operands = args[0], list(args[1:])
+    else:
+        spec, operands = _interleaved(args)
+    if not operands:
+        raise ValueError(f"spec {spec!r} was given no operands")
+    optimize = normalize_optimize(optimize)
+    memory_limit = normalize_memory_limit(memory_limit)
+    be, operands, uniform = _as_operands(operands, backend)
+    boolean = False
+    if not uniform or be.dtype_name(operands[0]) == "bool":
+        operands, boolean = _common_dtype(operands, be)
+    shapes = tuple(x.shape for x in operands)
+    try:
+        inputs, output, traced, plan = _expression(spec, shapes, optimize, memory_limit)
+    except TypeError as err:  # an unhashable optimizer object: plan without the caches
+        if "unhashable" not in str(err):
+            raise
+        inputs, output, traced, plan = _expression.__wrapped__(spec, shapes, optimize, memory_limit, cache=False)
+    if traced:
+        inputs = list(inputs)
+        for pos in traced:
+            inputs[pos], operands[pos] = _diagonal(inputs[pos], operands[pos], pos, be)
+        shapes = tuple(tuple(x.shape) for x in operands)
+        plan = make_plan(tuple(inputs), output, shapes, optimize, memory_limit)
+    result = execute(plan, operands, be)
+    if boolean:
+        result = result != 0
+    result = be.contiguous(result)
+    if out is None:
+        return result
+    return _write_out(out, result, be)
 
 
-def _as_backend(backend: Backend | str) -> Backend:
-    from .backends import get_backend
+def _interleaved(args: Sequence[Any]) -> tuple[str, list[Any]]:
+    """``(a, labels_a, b, labels_b, ..., [output_labels])`` as a spec and operands."""
+    if len(args) < 2:
+        raise TypeError(
+            f"contract's first argument is a spec string, or an operand followed by its list of labels; "
+            f"got a lone {type(args[0]).__name__}"
+        )
+    pairs = len(args) // 2
+    operands = [args[2 * k] for k in range(pairs)]
+    labels = [args[2 * k + 1] for k in range(pairs)]
+    output = args[-1] if len(args) % 2 else None
+    spec, _ = labels_to_spec(labels, output)
+    return spec, operands
 
-    return backend if isinstance(backend, Backend) else get_backend(backend)
+
+_SCALARS = (bool, int, float, complex)
+
+
+def _as_operands(operands: list[Any], backend: Backend | str | None) -> tuple[Backend, list[Any], bool]:
+    """One backend for the call, every operand as its array, and whether they already share
+    one dtype. Nested lists and NumPy scalars are read as NumPy reads them; Python numbers
+    stay as they are until :func:`_common_dtype` gives them the arrays' dtype. With an
+    explicit ``backend``, arrays of another framework are converted."""
+    if backend is None or backend == "auto":  # the usual call: arrays of one class and dtype
+        cls = type(operands[0])
+        be = _backend_of_type(cls)
+        if be is not None and all(type(x) is cls for x in operands):
+            first = operands[0].dtype
+            if all(x.dtype == first for x in operands):
+                _check_numeric(be.dtype_name(operands[0]), 0)
+                return be, list(operands), True
+    arrays = []
+    loose = False
+    for pos, x in enumerate(operands):
+        if isinstance(x, (*_SCALARS, np.generic, list, tuple)):
+            loose = True
+        elif backend_name_of(x) is None:
+            raise TypeError(
+                f"operand {pos} is a {type(x).__name__}; expected a NumPy, CuPy or torch array, a number or a nested list"
+            )
+        else:
+            arrays.append(x)
+    if backend is None or backend == "auto":
+        be = infer_backend(arrays)
+    elif isinstance(backend, (str, Backend)):
+        be = get_backend(backend)
+    else:
+        raise TypeError(f"backend must be 'numpy', 'torch', 'cupy' or None; got {backend!r}")
+    if not loose and all(be.is_array(x) for x in operands):  # the usual call: arrays of one framework
+        first = operands[0].dtype
+        uniform = all(x.dtype == first for x in operands)
+        for pos, x in enumerate(operands):
+            if pos == 0 or x.dtype != first:
+                _check_numeric(be.dtype_name(x), pos)
+        return be, list(operands), uniform
+    device = next((be.device_of(x) for x in arrays if be.is_array(x)), None)
+    out = []
+    for pos, x in enumerate(operands):
+        if isinstance(x, _SCALARS):
+            out.append(x)
+            continue
+        if not be.is_array(x):
+            try:
+                x = be.asarray(np.asarray(x) if isinstance(x, (list, tuple, np.generic)) else x, device=device)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise TypeError(f"operand {pos} cannot be read as a {be.name} array: {err}") from None
+        _check_numeric(be.dtype_name(x), pos)
+        out.append(x)
+    return be, out, False
+
+
+@lru_cache(maxsize=4096)
+def _expression(spec: str, shapes: tuple, optimize: Optimize, memory_limit: Any, cache: bool = True):
+    """What one call of ``spec`` on arrays of ``shapes`` needs, cached: the resolved terms and
+    output, the terms that repeat an index (traced: their diagonals are taken first), and
+    the plan when no term is traced."""
+    inputs, output = einsum_terms(spec, tuple(len(s) for s in shapes))
+    traced = tuple(pos for pos, term in enumerate(inputs) if len(set(term)) < len(term))
+    if traced:
+        return inputs, output, traced, None
+    planner = make_plan if cache else make_plan.__wrapped__
+    return inputs, output, traced, planner(inputs, output, tuple(tuple(s) for s in shapes), optimize, memory_limit)
+
+
+@lru_cache(maxsize=64)
+def _backend_of_type(cls: type) -> Backend | None:
+    """The backend whose arrays are of class ``cls`` (None for anything else)."""
+    name = _name_of_class(cls)
+    if name is None or issubclass(cls, np.generic):
+        return None
+    be = get_backend(name)
+    return be if cls.__name__ in ("ndarray", "Tensor", "Parameter") else None
+
+
+def _check_numeric(kind: str, pos: int) -> None:
+    if not kind.startswith(("float", "int", "uint", "complex", "bool", "bfloat")):
+        raise TypeError(f"operand {pos} has dtype {kind}; einsum needs numbers or booleans")
+
+
+def _common_dtype(operands: list[Any], be: Backend) -> tuple[list[Any], bool]:
+    """Operands as arrays of one dtype: the arrays' promoted dtype, Python numbers taking it
+    unless they need a wider kind (NumPy's and torch's "weak scalar" rule). Booleans are
+    summed as int64 (``True`` when any product is), which the caller turns back with ``!= 0``."""
+    arrays = [x for x in operands if not isinstance(x, _SCALARS)]
+    names = [be.dtype_name(x) for x in arrays]
+    if len(arrays) == len(operands) and len(set(names)) == 1:
+        common = names[0]
+    else:
+        common = be.result_dtype(operands)
+    boolean = common == "bool"
+    target = "int64" if boolean else common
+    device = next((be.device_of(x) for x in arrays), None)
+    out = []
+    for x in operands:
+        if isinstance(x, _SCALARS):
+            x = be.asarray(x, dtype=target, device=device)
+        elif be.dtype_name(x) != target:
+            x = be.asarray(x, dtype=target)
+        out.append(x)
+    return out, boolean
+
+
+def _diagonal(term: str, x: Any, pos: int, be: Backend) -> tuple[str, Any]:
+    """The diagonal over every index repeated inside ``term`` (opt_einsum's single-operand
+    einsum on the operand's own framework), and the term without the repeats."""
+    for c in set(term):
+        axes = [k for k, t in enumerate(term) if t == c]
+        sizes = {int(x.shape[k]) for k in axes}
+        if len(sizes) > 1:
+            raise ValueError(f"index {c!r} is repeated in term {term!r} but operand {pos} has sizes "
+                             f"{sorted(sizes)} along it; a diagonal needs equal sizes")
+    kept = "".join(dict.fromkeys(term))
+    return kept, opt_einsum.contract(term + "->" + kept, x, backend=be.name)
+
+
+def _write_out(out: Any, result: Any, be: Backend) -> Any:
+    if not be.is_array(out):
+        raise TypeError(f"out must be a {be.name} array like the result; got {type(out).__name__}")
+    if tuple(out.shape) != tuple(result.shape):
+        raise ValueError(f"out has shape {tuple(out.shape)} but the result has shape {tuple(result.shape)}")
+    have, want = be.dtype_name(result), be.dtype_name(out)
+    try:
+        ok = np.can_cast(np.dtype(have), np.dtype(want), "safe")
+    except TypeError:
+        ok = have == want
+    if not ok:
+        raise TypeError(f"cannot write a {have} result into out of dtype {want} (only safe casts are done)")
+    if getattr(out, "requires_grad", False):
+        raise ValueError("out= cannot be a tensor that requires grad; use the returned result instead")
+    out[...] = result
+    return out

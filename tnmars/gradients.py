@@ -68,7 +68,9 @@ def forward(plan: Plan, operands: list[Any], backend: Backend) -> tuple[Any, Tap
     and record what :func:`backward` needs."""
     be = backend
     live = []
-    for x, axes in zip(operands, plan.presums):
+    for x, squeeze, axes in zip(operands, plan.squeezes, plan.presums):
+        if squeeze is not None:
+            x = be.reshape(x, squeeze)
         live.append(be.sum(x, axes) if axes else x)
     saved = []
     for step in plan.steps:
@@ -120,11 +122,14 @@ def backward(tape: Tape, grad_out: Any) -> list[Any]:
     out = []
     for k in range(n):
         gk = grads[k]
+        shape = tape.operand_shapes[k]
+        squeezed = plan.squeezes[k] if plan.squeezes[k] is not None else shape
         axes = plan.presums[k]
         if axes:  # undo the pre-sum: broadcast back along the summed axes
-            shape = tape.operand_shapes[k]
-            view = [1 if i in axes else shape[i] for i in range(len(shape))]
-            gk = be.reshape(gk, view) + be.zeros(shape, be.dtype_name(gk), _device(gk, be))
+            view = [1 if i in axes else squeezed[i] for i in range(len(squeezed))]
+            gk = be.reshape(gk, view) + be.zeros(squeezed, be.dtype_name(gk), _device(gk, be))
+        if plan.squeezes[k] is not None:  # a broadcast size-1 axis gets the sum over the broadcast
+            gk = be.reshape(gk, shape)
         out.append(gk)
     return out
 

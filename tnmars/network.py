@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from math import prod
 from typing import Any
 
@@ -22,17 +22,21 @@ import numpy as np
 from ._checks import floating_dtype, integer, positive_finite, seed_generator, warn
 from .backends import Backend, get_backend, infer_backend
 from .contract import Plan, execute, make_plan
-from .spec import ParsedSpec, parse_spec
+from .paths import normalize_optimize
+from .spec import ParsedSpec, Symbols, labels_to_spec, parse_spec
 
-_OPEN = "abcdefghijklmnopqrstuvwxyz"
-_BOND = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# open modes a-z then every other Unicode letter of tnmars.spec.symbol, bonds A-Z then the others:
+# endless, so the built-in formats have no order limit, and identical to the letters up to 26
+_OPEN = Symbols("abcdefghijklmnopqrstuvwxyz", offset=52, step=2)
+_BOND = Symbols("ABCDEFGHIJKLMNOPQRSTUVWXYZ", offset=53, step=2)
 
 Masks = Mapping[str, Any] | Sequence[Any] | None
 
 
 # ------------------------------------------------------------------ specs of the built-in formats
-# Open modes are lowercase letters, bonds uppercase. The constructors below and the tensorly
-# interop build their graphs from these functions only, so the two can never disagree.
+# Open modes are lowercase letters, bonds uppercase (past 26: other Unicode letters). The
+# constructors below and the tensorly interop build their graphs from these functions only, so
+# the two can never disagree.
 def cp_spec(order: int) -> str:
     """``'aA,bA,cA->abc'`` for order 3: one factor per mode joined by the hyperedge ``A``."""
     return ",".join(_OPEN[k] + "A" for k in range(order)) + "->" + _OPEN[:order]
@@ -92,7 +96,11 @@ class Network:
     Parameters
     ----------
     spec:
-        One term per core, e.g. ``"ij,jkl,lm"`` or with an explicit output ``"ij,jkl,lm->mki"``.
+        One term per core, e.g. ``"ij,jkl,lm"`` or with an explicit output ``"ij,jkl,lm->mki"``
+        (an index is any character but ``,->.``). Or the interleaved form's label lists, one
+        per core, with any hashable labels: ``[("x", "bond"), ("bond", "y")]``; then ``dims``
+        and ``ranks`` are keyed by label, ``output`` lists the output labels (default: the
+        labels on one core, sorted) and :attr:`labels` maps each label to its index symbol.
     dims:
         Size of each index, ``{"i": 4, "j": 3, ...}``. May be partial when ``shape`` /
         ``ranks`` / ``cores`` supply the rest.
@@ -113,7 +121,10 @@ class Network:
         the contracted tensor then have standard deviation exactly ``scale`` whatever the
         topology and ranks (the terms of the sum over bond indices are uncorrelated).
     optimize:
-        opt_einsum path optimizer used by every plan of this network.
+        Path optimizer used by every plan of this network (anything
+        :func:`tnmars.contract` accepts).
+    output:
+        With label lists only: the output labels.
 
     Notes
     -----
@@ -124,11 +135,14 @@ class Network:
     ``TypeError``). Bonds sized by ``ranks=`` are clipped, with a warning, to what they can
     use: no more than the product of the other indices of a core they join, nor than the
     number of entries of the whole tensor (larger bonds cannot represent anything more).
+    An index on one core only and absent from the output (a *summed* leg) must have size 1,
+    as the boundary ranks of tntorch's TT cores do; its size defaults to 1. A trace (an index
+    repeated in one term) is not a network.
     """
 
     def __init__(
         self,
-        spec: str,
+        spec: str | Sequence[Sequence[Hashable]],
         dims: Mapping[str, int] | None = None,
         *,
         shape: Sequence[int] | None = None,
@@ -140,10 +154,17 @@ class Network:
         seed: int | np.random.Generator | None = None,
         scale: float = 1.0,
         optimize: str = "auto",
+        output: Sequence[Hashable] | None = None,
     ) -> None:
+        #: label -> index symbol when the network was declared with label lists, else None
+        self.labels: dict[Hashable, str] | None = None
+        if not isinstance(spec, str):
+            spec, self.labels, dims, ranks = _from_labels(spec, output, dims, ranks)
+        elif output is not None:
+            raise TypeError("output= goes with label lists; a spec string names its output after '->'")
         parsed = parse_spec(spec)
         self._parsed: ParsedSpec = parsed
-        self.optimize = optimize
+        self.optimize = normalize_optimize(optimize)
         sizes: dict[str, int] = {}
 
         def put(index: str, size: int, source: str) -> None:
@@ -219,11 +240,15 @@ class Network:
                 raise TypeError(f"cores have different dtypes {sorted(dtypes)}; convert them to one")
             if len(devices) > 1:
                 raise ValueError(f"cores live on different devices {sorted(devices)}; move them to one")
+            _check_summed(parsed, sizes)
             self._backend = be
             self._cores = cores
             self._sizes = sizes
             return
 
+        for index in parsed.summed:
+            sizes.setdefault(index, 1)
+        _check_summed(parsed, sizes)
         missing = [c for c in dict.fromkeys("".join(parsed.inputs)) if c not in sizes]
         if missing:
             raise ValueError(
@@ -242,8 +267,9 @@ class Network:
         dtype = floating_dtype(dtype if dtype is not None else "float64")
         rng = seed_generator(seed)
         _check_memory(sum(prod(self._sizes[c] for c in term) for term in self._parsed.inputs), self._parsed.spec)
-        bond_volume = prod(self._sizes[b] for b in self._parsed.bonds)
-        std = (scale / np.sqrt(bond_volume)) ** (1.0 / len(self._parsed.inputs))
+        # (scale / sqrt(bond volume)) ** (1 / cores), in logs: the volume of 200 bonds overflows a float
+        log_volume = sum(np.log(self._sizes[b]) for b in self._parsed.bonds)
+        std = float(np.exp((np.log(scale) - 0.5 * log_volume) / len(self._parsed.inputs)))
         cores = []
         for term in self._parsed.inputs:
             arr = rng.standard_normal(tuple(self._sizes[c] for c in term)) * std
@@ -257,7 +283,9 @@ class Network:
 
     def with_cores(self, cores: Sequence[Any]) -> Network:
         """The same graph over new cores (checked against the spec)."""
-        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+        net = type(self)(self.spec, cores=cores, optimize=self.optimize)
+        net.labels = self.labels
+        return net
 
     # ------------------------------------------------------------------------ constructors
     @classmethod
@@ -268,7 +296,7 @@ class Network:
         'aA,bA,cA->abc'
         """
         shape = _as_int_tuple(shape, "shape")
-        _check_ndim(shape, 26)
+        _check_ndim(shape)
         _check_positive(shape, "shape")
         rank = integer(rank, "rank")
         _check_positive([rank], "rank")
@@ -291,7 +319,7 @@ class Network:
         'ABC,aA,bB,cC->abc'
         """
         shape = _as_int_tuple(shape, "shape")
-        _check_ndim(shape, 26)
+        _check_ndim(shape)
         _check_positive(shape, "shape")
         d = len(shape)
         ranks = _per_bond(ranks, d, "ranks")
@@ -338,7 +366,7 @@ class Network:
 
     @classmethod
     def _chain(cls, shape, groups, ranks, **kwargs) -> Network:
-        _check_ndim(shape, 26)
+        _check_ndim(shape)
         _check_positive(shape, "shape")
         d = len(groups)
         if d == 0:
@@ -363,7 +391,7 @@ class Network:
         'CaA,AbB,BcC->abc'
         """
         shape = _as_int_tuple(shape, "shape")
-        _check_ndim(shape, 26)
+        _check_ndim(shape)
         _check_positive(shape, "shape")
         d = len(shape)
         if d < 2:
@@ -536,12 +564,16 @@ class Network:
             floating = True
         return be.asarray(mask, dtype=core_dtype if floating else None, device=self.device)
 
-    def to_tensor(self, masks: Masks = None) -> Any:
-        """The full tensor (open modes in output order), optionally with bond masks applied."""
+    def to_tensor(self, masks: Masks = None, *, contiguous: bool = True) -> Any:
+        """The full tensor (open modes in output order), optionally with bond masks applied.
+
+        It is contiguous in memory; ``contiguous=False`` may return a transposed view instead,
+        saving the copy when the next operation reads it once anyway."""
         plan = self.__dict__.get("_own_plan")
         if plan is None:  # shapes never change for a Network, so its own plan is kept
             plan = self._own_plan = self.plan()
-        return execute(plan, self.masked_cores(masks) if masks is not None else self._cores, self._backend)
+        out = execute(plan, self.masked_cores(masks) if masks is not None else self._cores, self._backend)
+        return self._backend.contiguous(out) if contiguous else out
 
     def contract(self, extra: str, *operands: Any, output: str, masks: Masks = None) -> Any:
         """Contract the network with extra operands through the same planning machinery.
@@ -644,17 +676,22 @@ class Network:
     # ------------------------------------------------------------------------ display
     def summary(self) -> str:
         """A short human-readable description."""
+        bonds = self.bonds
+        bond_text = str(bonds) if len(bonds) <= 8 else f"{len(bonds)} bonds of sizes {_short_tuple(self.ranks)}"
         lines = [
-            f"Network {self.spec}  ({self.backend}, {self.dtype}, {self.device})",
-            f"  shape {self.shape}, bonds {self.bonds}",
-            f"  {self.num_params:,} parameters vs {self.dense_size:,} dense entries: compression {self.compression:.2f}x",
+            f"Network {_short_spec(self.spec)}  ({self.num_cores} cores; {self.backend}, {self.dtype}, {self.device})",
+            f"  shape {_short_tuple(self.shape)}, bonds {bond_text}",
+            f"  {_count(self.num_params)} parameters vs {_count(self.dense_size)} dense entries: compression "
+            + (f"{self.compression:.2f}x" if self.compression < 1e6 else f"{self.compression:.3g}x"),
         ]
         plan = self.plan()
-        lines.append(f"  contraction: {plan.flops:,} FLOPs, largest intermediate {plan.largest_intermediate:,} entries")
+        lines.append(f"  contraction: {_count(plan.flops)} FLOPs, largest intermediate "
+                     f"{_count(plan.largest_intermediate)} entries")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"Network({self.spec!r}, shape={self.shape}, ranks={self.ranks}, backend={self.backend!r})"
+        return (f"Network({_short_spec(self.spec)!r}, shape={_short_tuple(self.shape)}, "
+                f"ranks={_short_tuple(self.ranks)}, backend={self.backend!r})")
 
     # ------------------------------------------------------------------------ tensorly interop
     @classmethod
@@ -671,6 +708,54 @@ class Network:
         from .interop.tensorly import to_tensorly
 
         return to_tensorly(self, kind)
+
+
+def _short_spec(spec: str, limit: int = 72) -> str:
+    """The spec, or its start and end around an ellipsis when longer than ``limit``."""
+    return spec if len(spec) <= limit else spec[: limit - 22] + "…" + spec[-20:]
+
+
+def _count(n: int) -> str:
+    """``1,234,567``; past 10**15 ``1.61e+60`` (the dense size of a 200-site train)."""
+    return f"{n:,}" if n < 10**15 else f"{n:.3g}"
+
+
+def _short_tuple(values: tuple[int, ...]) -> str:
+    """``(2, 2, 2)``; for long tuples ``(2,) * 200`` or ``(3, 4, 4, 4, …, 4, 3) [40 entries]``."""
+    if len(values) <= 8:
+        return str(values)
+    if len(set(values)) == 1:
+        return f"({values[0]},) * {len(values)}"
+    return "(" + ", ".join(map(str, values[:4])) + ", …, " + ", ".join(map(str, values[-2:])) + f") [{len(values)} entries]"
+
+
+def _check_summed(parsed: ParsedSpec, sizes: Mapping[str, int]) -> None:
+    for index in parsed.summed:
+        if sizes.get(index, 1) != 1:
+            raise ValueError(
+                f"index {index!r} of {parsed.spec!r} is in one core only and not in the output, so it is summed "
+                f"away; that is meaningful for a size-1 leg only, but it has size {sizes[index]} "
+                "(keep it in the output or share it with another core)"
+            )
+
+
+def _from_labels(subscripts: Any, output: Any, dims: Any, ranks: Any):
+    """A spec, the label map, and ``dims``/``ranks`` re-keyed by symbol, from label lists."""
+    if isinstance(subscripts, (bytes, Mapping)) or not isinstance(subscripts, Sequence):
+        raise TypeError(f"spec must be a string or a list of label lists (one per core); got {type(subscripts).__name__}")
+    if any(lab is Ellipsis for labels in subscripts if isinstance(labels, Sequence) for lab in labels):
+        raise ValueError("'...' broadcasting is einsum, not a tensor network (tnmars.contract accepts it)")
+    spec, labels = labels_to_spec(subscripts, output)
+
+    def rekey(mapping: Any, name: str) -> Any:
+        if not isinstance(mapping, Mapping):
+            return mapping
+        unknown = [k for k in mapping if k not in labels]
+        if unknown:
+            raise ValueError(f"{name} names label {unknown[0]!r}, which is on no core")
+        return {labels[k]: v for k, v in mapping.items()}
+
+    return spec, labels, rekey(dims, "dims"), rekey(ranks, "ranks")
 
 
 def _check_core_dtype(name: str, pos: int) -> None:
@@ -736,9 +821,7 @@ def _check_memory(entries: int, spec: str) -> None:
         )
 
 
-def _check_ndim(shape: Sequence[int], limit: int) -> None:
-    if len(shape) > limit:
-        raise ValueError(f"at most {limit} open modes are supported by the built-in constructors; got {len(shape)}")
+def _check_ndim(shape: Sequence[int]) -> None:
     if len(shape) == 0:
         raise ValueError("shape is empty")
 

@@ -63,6 +63,24 @@ class Backend:
         """Select ``indices`` (integers) along ``axis``; used by pruning."""
         raise NotImplementedError
 
+    #: whether :meth:`tensordot` is one fused native call, cheaper than the separate
+    #: transpose/reshape/matmul calls the executor makes otherwise (torch: yes)
+    fused_tensordot: bool = False
+
+    def tensordot(self, a: Any, b: Any, axes_a: Sequence[int], axes_b: Sequence[int]) -> Any:
+        """Contract ``a``'s ``axes_a`` with ``b``'s ``axes_b`` (paired); the result holds a's
+        other axes, then b's, each in their own order."""
+        raise NotImplementedError
+
+    def contiguous(self, x: Any) -> Any:
+        """``x`` in row-major memory order (``x`` itself when it already is)."""
+        raise NotImplementedError
+
+    def result_dtype(self, arrays: Sequence[Any]) -> str:
+        """The dtype name the framework promotes ``arrays`` to (mixed-dtype contractions);
+        Python numbers among them promote weakly, as in the framework's own arithmetic."""
+        raise NotImplementedError
+
     # -- elementwise maths used by MARS -------------------------------------------------
     def exp(self, x: Any) -> Any:
         raise NotImplementedError

@@ -11,9 +11,15 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 from .base import Backend
+
+
+@lru_cache(maxsize=64)
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def _import_torch():
@@ -86,6 +92,9 @@ class TorchBackend(Backend):
 
     def __init__(self) -> None:
         self.torch = _import_torch()
+        self._plain = (self.torch.Tensor, self.torch.nn.Parameter)
+        self._aten_tensordot = getattr(self.torch._C._VariableFunctions, "tensordot", None) or (
+            lambda a, b, x, y: self.torch.tensordot(a, b, dims=(x, y)))
 
     def _dtype(self, name: str | None):
         if name is None:
@@ -101,7 +110,7 @@ class TorchBackend(Backend):
         return isinstance(x, self.torch.Tensor)
 
     def dtype_name(self, x: Any) -> str:
-        return str(x.dtype).replace("torch.", "")
+        return _dtype_name(x.dtype)
 
     def device_of(self, x: Any) -> str:
         return str(x.device)
@@ -145,9 +154,13 @@ class TorchBackend(Backend):
             if a.dtype == b.dtype:
                 return self.torch.matmul(a.to(torch.float64), b.to(torch.float64)) != 0
             a, b = (a.to(b.dtype), b) if a.dtype == torch.bool else (a, b.to(a.dtype))
-        if a.ndim == 2 and b.ndim == 2 and a.shape[0] >= 16 * b.shape[1] and a.device.type == "cpu":
+        if (a.ndim == 2 and b.ndim == 2 and a.shape[0] >= 16 * b.shape[1] and a.shape[1] >= max(64, 2 * b.shape[1])
+                and a.device.type == "cpu"):
             # torch's CPU GEMM is about 2x slower for tall-skinny products (M >> N) than for the
-            # transposed, wide one; the result is the same matrix, returned as a transposed view
+            # transposed, wide one; the result is the same matrix, returned as a transposed view.
+            # With a short inner side (K < 64 or K < 2N) the product is cheap and the copy that
+            # a transposed view costs later is not: the direct product is then faster (measured
+            # with a contiguous result: (65536 x 4) @ (4 x 16) 3.2 ms against 5.6 ms)
             return self.torch.matmul(b.mT, a.mT).mT
         return self.torch.matmul(a, b)
 
@@ -159,6 +172,37 @@ class TorchBackend(Backend):
     def take(self, x: Any, indices: Sequence[int], axis: int) -> Any:
         idx = self.torch.as_tensor(list(indices), dtype=self.torch.long, device=x.device)
         return self.torch.index_select(x, axis, idx)
+
+    fused_tensordot = True
+
+    def tensordot(self, a: Any, b: Any, axes_a: Sequence[int], axes_b: Sequence[int]) -> Any:
+        # torch.tensordot is a Python wrapper (argument forms, __torch_function__) around the
+        # ATen op, and the wrapper costs about as much as a small contraction: call the op
+        # itself for plain tensors and parameters (same op, same autograd), the wrapper for
+        # subclasses that may override torch functions
+        torch = self.torch
+        if a.dtype == torch.bool or b.dtype == torch.bool:  # no boolean GEMM: as in matmul
+            if a.dtype == b.dtype:
+                return self.tensordot(a.to(torch.float64), b.to(torch.float64), axes_a, axes_b) != 0
+            a, b = (a.to(b.dtype), b) if a.dtype == torch.bool else (a, b.to(a.dtype))
+        if type(a) in self._plain and type(b) in self._plain:
+            return self._aten_tensordot(a, b, list(axes_a), list(axes_b))
+        return torch.tensordot(a, b, dims=(list(axes_a), list(axes_b)))
+
+    def contiguous(self, x: Any) -> Any:
+        return x.contiguous()
+
+    def result_dtype(self, arrays: Sequence[Any]) -> str:
+        torch = self.torch
+        tensors = [x for x in arrays if isinstance(x, torch.Tensor)]
+        dtype = tensors[0].dtype if tensors else None
+        for x in tensors[1:]:
+            dtype = torch.promote_types(dtype, x.dtype)
+        for x in arrays:  # Python numbers promote weakly, as in torch's own arithmetic
+            if not isinstance(x, torch.Tensor):
+                dtype = torch.result_type(torch.empty(0, dtype=dtype), x) if dtype is not None else (
+                    torch.as_tensor(x).dtype)
+        return str(dtype).replace("torch.", "")
 
     def exp(self, x: Any) -> Any:
         return self.torch.exp(x)

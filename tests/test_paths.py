@@ -1,0 +1,155 @@
+"""Path search: the forms of ``optimize``, and that ``"auto"`` does not keep a path with several
+times the FLOPs of a cheap better one (trains with vectors, PEPS, MERA-like loops)."""
+import warnings
+
+import numpy as np
+import opt_einsum
+import pytest
+from hypothesis import given, settings
+
+import tnmars
+from tnmars.contract import make_plan
+from tnmars.paths import (
+    cheapest_paths,
+    greedy_variants,
+    harder_search,
+    is_loopy,
+    normalize_memory_limit,
+    normalize_optimize,
+    pairwise_path,
+)
+from tnmars.spec import einsum_terms, parse_spec, symbol
+from tnmars.testing.strategies import dims, specs
+
+
+def test_normalize_optimize():
+    assert normalize_optimize(None) == normalize_optimize(True) == "auto"
+    assert normalize_optimize(False) is False
+    assert normalize_optimize("DP") == "dp"
+    assert normalize_optimize([[0, 1], (0, 1)]) == ((0, 1), (0, 1))
+    assert normalize_optimize(("einsum_path", (0, 1))) == ((0, 1),)
+    finder = lambda inputs, output, sizes, limit: [(0, 1)]  # noqa: E731
+    assert normalize_optimize(finder) is finder  # any callable is a path finder
+    with pytest.raises(ValueError, match="unknown optimize='nope'.*greedy"):
+        normalize_optimize("nope")
+    with pytest.raises(TypeError):
+        normalize_optimize([(0, True)])
+
+
+def test_normalize_memory_limit():
+    assert normalize_memory_limit(None) is None and normalize_memory_limit(-1) is None
+    assert normalize_memory_limit("max_input") == "max_input" and normalize_memory_limit(1e3) == 1000
+    for bad, error in ((0, ValueError), (-5, ValueError), (True, TypeError), ("big", TypeError), ([3], TypeError)):
+        with pytest.raises(error):
+            normalize_memory_limit(bad)
+
+
+def test_pairwise_path():
+    assert pairwise_path([(0, 1, 2, 3)], 4) == ((0, 1), (0, 2), (0, 1))  # ((a b) c) d
+    assert pairwise_path([(1,), (0, 1)], 2) == ((0, 1),)
+    assert pairwise_path([(2, 0), (0, 1)], 3) == ((0, 2), (0, 1))
+    with pytest.raises(ValueError, match="leaves 2 operands"):
+        pairwise_path([(0, 1)], 3)
+
+
+@pytest.mark.parametrize("terms, loopy", [
+    (["ab", "bc", "ca"], True),
+    (["ab", "bc", "cd"], False),
+    (["abc", "abd"], False),  # two indices between the same cores are one connection
+    (["aA", "bA", "cA", "dA"], False),  # a hyperedge is a star, not a loop
+    (["aAB", "bA", "cB", "dAB"], True),
+])
+def test_is_loopy(terms, loopy):
+    assert is_loopy(terms) == loopy
+
+
+def _tt_with_vectors(order, n, rank):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = tnmars.Network.tt((n,) * order, rank, seed=0)
+    inputs = net.inputs + tuple(net.output)
+    shapes = tuple(tuple(c.shape) for c in net.cores) + tuple((n,) for _ in range(order))
+    return inputs, shapes
+
+
+def test_a_train_with_vectors_is_swept_not_multiplied_into_matrices():
+    inputs, shapes = _tt_with_vectors(12, 4, 64)
+    plan = make_plan(inputs, "", shapes)
+    _, dp = opt_einsum.contract_path(",".join(inputs) + "->", *shapes, shapes=True, optimize="dp")
+    _, auto = opt_einsum.contract_path(",".join(inputs) + "->", *shapes, shapes=True, optimize="auto")
+    assert plan.flops <= 1.01 * int(dp.opt_cost) and int(auto.opt_cost) > 10 * plan.flops
+    assert "greedy (alpha=0)" in plan.note
+    sizes = {c: n for t, s in zip(inputs, shapes) for c, n in zip(t, s)}
+    assert [name for _, name in greedy_variants(inputs, "", sizes, None)] == ["greedy (alpha=0)", "greedy (alpha=2)"]
+
+
+def _peps(L, D, d):
+    sym = iter(symbol(i) for i in range(1000))
+    h = {(i, j): next(sym) for i in range(L) for j in range(L - 1)}
+    v = {(i, j): next(sym) for i in range(L - 1) for j in range(L)}
+    terms, shapes, out = [], [], ""
+    for i in range(L):
+        for j in range(L):
+            legs = [h.get((i, j - 1)), h.get((i, j)), v.get((i - 1, j)), v.get((i, j))]
+            legs = [x for x in legs if x]
+            p = next(sym)
+            terms.append("".join(legs) + p)
+            shapes.append((D,) * len(legs) + (d,))
+            out += p
+    return tuple(terms), out, tuple(shapes)
+
+
+def test_loopy_graphs_get_the_harder_search():
+    terms, out, shapes = _peps(3, 4, 2)
+    plan = make_plan(terms, out, shapes)
+    eq = ",".join(terms) + "->" + out
+    _, dp = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="dp")
+    _, auto = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="auto")
+    assert int(auto.opt_cost) > 1.5 * int(dp.opt_cost)
+    assert plan.flops <= 1.05 * int(dp.opt_cost)
+    assert "dynamic programming" in plan.note
+    small_terms, small_out, small_shapes = _peps(3, 2, 1)  # a few hundred FLOPs: not worth a search
+    assert "no harder search" in make_plan(small_terms, small_out, small_shapes).note
+
+
+def test_the_harder_search_of_large_loopy_graphs():
+    terms, out, shapes = _peps(5, 3, 1)
+    sizes = {c: n for t, s in zip(terms, shapes) for c, n in zip(t, s)}
+    assert harder_search(terms, out, sizes, None, flops=1e4) == ([], "no harder search under 1e+05 FLOPs")
+    [(path, name)], _ = harder_search(terms, out, sizes, None, flops=1e6)
+    assert name == "random-greedy-128" and len(pairwise_path(path, len(terms))) == len(terms) - 1
+    pytest.importorskip("cotengra")
+    [(path, name)], _ = harder_search(terms, out, sizes, None, flops=1e10)
+    assert name == "cotengra" and len(pairwise_path(path, len(terms))) == len(terms) - 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(specs(max_cores=6).flatmap(lambda s: dims(s, max_dim=4, max_rank=4).map(lambda d: (s, d))))
+def test_the_cheapest_tree_costs_what_opt_einsums_optimal_path_does(spec_and_dims):
+    spec, sizes = spec_and_dims
+    parsed = parse_spec(spec)
+    terms = list(parsed.inputs)
+    if len(terms) < 2:
+        return
+    found = cheapest_paths(terms, parsed.output, sizes, keep=3)
+    shapes = [tuple(sizes[c] for c in t) for t in terms]
+    _, info = opt_einsum.contract_path(parsed.spec, *shapes, shapes=True, optimize="optimal")
+    assert found[0][1] <= int(info.opt_cost)
+    costs = [cost for _, cost in found]
+    assert costs == sorted(costs)
+    for path, cost in found:
+        _, check = opt_einsum.contract_path(parsed.spec, *shapes, shapes=True, optimize=[list(p) for p in path])
+        assert int(check.opt_cost) == cost
+
+
+def test_auto_is_never_much_worse_than_dp_on_the_benchmark_shapes():
+    """PEPS shapes like the benchmark's held-out rows, smaller."""
+    rng = np.random.default_rng(0)
+    for terms, out, shapes in (_peps(4, 4, 1), _peps(3, 3, 3)):  # both worth more than 1e5 FLOPs
+        eq = ",".join(terms) + "->" + out
+        _, dp = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="dp")
+        plan = make_plan(terms, out, shapes)
+        assert plan.flops <= 1.3 * int(dp.opt_cost)
+        ops = [rng.standard_normal(s) for s in shapes]
+        np.testing.assert_allclose(tnmars.contract(eq, *ops), opt_einsum.contract(eq, *ops), rtol=1e-9)
+    assert einsum_terms("ab,bc", (2, 2))[1] == "ac"
