@@ -26,7 +26,7 @@ from .criterion import Occam
 from .data import Prepared, prepare
 from .graph import degrees_of_freedom, feasible_ranks
 from .progress import Reporter
-from .proposals import PROPOSALS, rank_one_start, ring_bonds, spectral_start
+from .proposals import PROPOSALS, fresh_start, rank_one_start, ring_bonds, spectral_start
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
 from .search import Candidate, RankSearch
@@ -136,7 +136,7 @@ def fit(
             # walking through steps that do not pay alone is for growing from rank 1; from a
             # spectral or relaxed proposal the neighbours of the start decide
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
-                                report=_search_reporter(reporter),
+                                report=_search_reporter(reporter), fresh=fresh_start(fmt, template, prep.data),
                                 patience=GREEDY_PATIENCE if proposal_used == "greedy" else 0)
             try:
                 best = search.run(start)

@@ -15,6 +15,7 @@ ranks, so the start is a generous one that the search prunes.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from .graph import degrees_of_freedom
 from .solvers import FitData, als
 from .spectral import tr_proposal, tt_proposal, tucker_proposal
 
-__all__ = ["PROPOSALS", "spectral_start", "rank_one_start", "filled", "ring_bonds"]
+__all__ = ["PROPOSALS", "spectral_start", "fresh_start", "rank_one_start", "filled", "ring_bonds"]
 
 PROPOSALS = ("auto", "spectral", "greedy", "mars")
 
@@ -88,15 +89,34 @@ def spectral_start(fmt: str, template: Network, data: FitData, selector: str = "
         order = ring_bonds(template)
         ranks = tr_proposal(y, selector, [template.dims[b] for b in order])
         ranks = {b: max(1, min(int(r), template.dims[b])) for b, r in zip(order, ranks)}
-        from ..interop.init import svd_init
-
-        try:  # TR-SVD when its first unfolding can hold r_0 r_1, else least squares from random values
-            cores = svd_init("tr", y, [ranks[b] for b in order]).cores
-            start = Network(template.spec, cores=cores, optimize=template.optimize)
-        except ValueError:
+        start = _tr_svd(template, y, ranks)
+        if start is None:  # least squares from random values
             start = Network(template.spec, {**template.dims, **ranks}, seed=0, optimize=template.optimize)
         return start
     raise ValueError(f"no spectral proposal for format {fmt!r}")
+
+
+def _tr_svd(template: Network, y: np.ndarray, ranks: dict[str, int]) -> Network | None:
+    """TR-SVD cores at ``ranks`` (by bond name), or None when its first unfolding cannot
+    hold ``r_0 r_1``."""
+    from ..interop.init import svd_init
+
+    try:
+        cores = svd_init("tr", y, [ranks[b] for b in ring_bonds(template)]).cores
+    except ValueError:
+        return None
+    return Network(template.spec, cores=cores, optimize=template.optimize)
+
+
+def fresh_start(fmt: str | None, template: Network, data: FitData) -> Callable[[dict[str, int]], Network | None] | None:
+    """A builder of fresh starts at given ranks for the search's last look at removals
+    (:meth:`RankSearch._fresh_removals`), where a format has a classical one that avoids
+    the local minima of its ALS: TR-SVD for rings. Tucker and TT need none (their
+    truncations are the classical starts already)."""
+    if fmt != "tr":
+        return None
+    y = filled(data)
+    return lambda ranks: _tr_svd(template, y, ranks)
 
 
 def ring_bonds(net: Network) -> list[str]:

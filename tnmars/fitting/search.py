@@ -71,6 +71,9 @@ class RankSearch:
     ``max_ranks`` caps every bond; ``min_rank`` (1 by default) is the smallest rank a bond
     may take: rank 0 zeroes the whole network. ``report(candidate, phase)`` is called after
     every evaluation (progress bars, callbacks); it may return True to stop the search.
+    ``fresh(ranks)``, when given, builds a new start at those ranks (or None): on loops the
+    ALS landscape has poor local minima, and a removal refitted from the current cores can
+    stay in one where a fresh start at the smaller ranks does not (see ``_fresh_removals``).
     """
 
     data: FitData
@@ -84,6 +87,7 @@ class RankSearch:
     min_rank: int = 1
     seed: int | None = 0
     report: Callable[[Candidate, str], Any] | None = None
+    fresh: Callable[[dict[str, int]], Network | None] | None = None
     evaluations: int = 0
     path: list[Candidate] = field(default_factory=list)
     trail: list[Candidate] = field(default_factory=list)
@@ -200,7 +204,35 @@ class RankSearch:
                 uphill.append(step.move)
                 if len(uphill) > self.patience:
                     break
-        return self._prune(best)
+        return self._prune(self._fresh_removals(best))
+
+    def _fresh_removals(self, best: Candidate) -> Candidate:
+        """Every removal again, each from a fresh start at the smaller ranks (``fresh``),
+        refitted fully; repeated while one wins. On a ring, the search can reach the true
+        ranks' neighbourhood from below, grow past them, and then every removal refitted
+        from those cores lands in a worse local minimum than a fresh TR-SVD start at the
+        true ranks (a 30 dB TR 7x8x9x8: (5,3,3,4) at 1.5x the oracle's error)."""
+        if self.fresh is None:
+            return best
+        improved = True
+        while improved and not self.stopped:
+            improved = False
+            for bond, r in best.network.bonds.items():
+                if r <= self.min_rank:
+                    continue
+                start = self.fresh({**best.network.bonds, bond: r - 1})
+                if start is None:
+                    continue
+                cand = self.evaluate(start, self.full_sweeps, f"-{bond} (fresh start)")
+                if cand.objective < best.objective:
+                    best = cand
+                    self.path.append(best)
+                    self.trail.append(best)
+                    improved = True
+                    break
+                if self.stopped:
+                    break
+        return best
 
     def _prune(self, best: Candidate) -> Candidate:
         """A last look at every removal with a refit run to convergence: on clean data the
