@@ -21,7 +21,25 @@ import tnmars.nn as tnn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS, markdown_table, time_interleaved, write_result  # noqa: E402,F401
 
-DATE = "2026-11-22"
+
+def cpu_time_interleaved(funcs: dict, repeats: int = 7, warmup: int = 1) -> dict[str, float]:
+    """Like ``time_interleaved`` (round-robin, medians), but each sample is the CPU time of the
+    calling thread (``time.thread_time``): with one torch thread every op and its backward run
+    on this thread, and time spent waiting for a CPU that other jobs hold is not counted. On a
+    machine shared with other jobs this is the cost of the code, not of the queue."""
+    import statistics
+
+    for _ in range(warmup):
+        for f in funcs.values():
+            f()
+    samples: dict = {k: [] for k in funcs}
+    names = list(funcs)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            t0 = time.thread_time()
+            funcs[name]()
+            samples[name].append(time.thread_time() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def header(title: str, command: str, notes: str = "", run_at: str | None = None) -> str:
@@ -29,7 +47,8 @@ def header(title: str, command: str, notes: str = "", run_at: str | None = None)
     machine = (f"{platform.machine()} {os.cpu_count()}-core CPU shared with other jobs (timings are noisy), "
                f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread")
     run_at = run_at or f"{datetime.datetime.now():%H:%M}"
-    text = f"# {title}\n\nCommand: `{command}`\n\nDate: {DATE} (run at {run_at} UTC)\n\nMachine: {machine}\n"
+    text = (f"# {title}\n\nCommand: `{command}`\n\nDate: {datetime.date.today().isoformat()} (run at {run_at} UTC)"
+            f"\n\nMachine: {machine}\n")
     if notes:
         text += "\n" + notes.strip() + "\n"
     return text
@@ -111,7 +130,7 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
         raise ValueError(f"lr_schedule must be 'exp' or 'cosine'; got {lr_schedule!r}")
     temp = tnn.MarsTemperature(model, 0.1, 0.01, decay=temp_decay) if has_mars and temp_decay else None
     history = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     try:
         for epoch in range(epochs):
             if has_mars:
@@ -136,4 +155,4 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
         print("interrupted: keeping the model trained so far", flush=True)
     if has_mars:
         tnn.set_warmup(model, False)
-    return {"loss": history, "seconds": time.perf_counter() - t0}
+    return {"loss": history, "seconds": time.perf_counter() - t0, "cpu_seconds": time.thread_time() - c0}

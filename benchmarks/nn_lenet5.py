@@ -17,6 +17,7 @@ import json
 import os
 import sys
 
+import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import numpy as np
 import torch
 from torch import nn
@@ -33,8 +34,8 @@ def lenet5(kind: str) -> nn.Module:
         fc1: nn.Module = nn.Linear(800, 500)
     else:
         mars = kind == "mars"
-        conv2 = tnn.Tucker2Conv2d(20, 50, 5, rank=(20, 20), mars=mars, pi=1e-2, alpha=0.0)
-        fc1 = tnn.LowRankLinear(800, 500, rank=100, mars=mars, pi=1e-2, alpha=0.0)
+        conv2 = tnn.Tucker2Conv2d(20, 50, 5, rank=(20, 20), mars=mars, pi=1e-2, alpha=0.0, min_rank=0)
+        fc1 = tnn.LowRankLinear(800, 500, rank=100, mars=mars, pi=1e-2, alpha=0.0, min_rank=0)
     return nn.Sequential(
         nn.Unflatten(1, (1, 28, 28)),
         nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),

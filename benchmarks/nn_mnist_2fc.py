@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import numpy as np
 import torch
 from torch import nn
@@ -35,9 +36,10 @@ def build(kind: str) -> nn.Module:
     pi, alpha = MODES.get(kind, (0.01, -1.0))
     return nn.Sequential(
         tnn.TensorizedLinear(784, 625, rank=20, in_shape=(7, 4, 7, 4), out_shape=(5, 5, 5, 5), mars=mars, pi=pi,
-                             alpha=alpha),
+                             alpha=alpha, min_rank=0),  # min_rank=0: the paper's objective exactly
         nn.ReLU(),
-        tnn.TensorizedLinear(625, 10, rank=20, in_shape=(25, 25), out_shape=(5, 2), mars=mars, pi=pi, alpha=alpha),
+        tnn.TensorizedLinear(625, 10, rank=20, in_shape=(25, 25), out_shape=(5, 2), mars=mars, pi=pi, alpha=alpha,
+                             min_rank=0),
     )
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import sys
 
+import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import numpy as np
 import torch
 from torch import nn
@@ -83,7 +84,7 @@ def train_mars(r: dict, r_star: int, alpha: float, x, y, run: int):
     """Train the MARS LowRankLinear with recipe ``r`` (initialisation from seed ``run``)."""
     temp_decay = 0.1 ** (1.0 / max(r["temp_frac"] * r["epochs"], 1.0))
     torch.manual_seed(run)
-    model = tnn.LowRankLinear(128, 32, rank=32, bias=False, pi=1e-2, alpha=alpha)
+    model = tnn.LowRankLinear(128, 32, rank=32, bias=False, pi=1e-2, alpha=alpha, min_rank=0)
     C.train(model, x, y, temp_decay=temp_decay, core_prior=r["core_prior"], **_common(r, run))
     return model
 

@@ -124,3 +124,25 @@ def test_small_copies_do_not_buy_extra_flops():
     plan = make_plan(inputs, output, shapes)
     _, info = opt_einsum.contract_path(",".join(inputs) + "->" + output, *shapes, shapes=True, optimize="optimal")
     assert plan.flops == int(info.opt_cost)
+
+
+def test_torch_runs_tall_skinny_products_transposed_with_the_same_values():
+    # rows >= TALL_SKINNY_RATIO x columns and a long inner side: computed as (b^T a^T)^T,
+    # a transposed view; below the ratio, or with a short inner side, the direct product
+    from tnmars.backends import get_backend
+    from tnmars.backends.torch_backend import TALL_SKINNY_RATIO
+
+    be = get_backend("torch")
+    rng = np.random.default_rng(0)
+    n = 8
+    for rows, inner, transposed in ((TALL_SKINNY_RATIO * n, 64, True), (TALL_SKINNY_RATIO * n - 1, 64, False),
+                                    (TALL_SKINNY_RATIO * n, 8, False)):
+        a, b = rng.standard_normal((rows, inner)), rng.standard_normal((inner, n))
+        out = be.matmul(torch.from_numpy(a), torch.from_numpy(b))
+        assert out.is_contiguous() is not transposed, (rows, inner)
+        np.testing.assert_allclose(out.numpy(), a @ b, rtol=1e-12, atol=1e-12)
+    layer = "aiAB,BjoC,Cko,xijk->xAo"  # a contraction whose last product is tall-skinny: still contiguous
+    ops = [rng.standard_normal(s) for s in ((9, 9, 10, 10), (10, 9, 9, 10), (10, 9, 9), (128, 9, 9, 9))]
+    got = tnmars.contract(layer, *map(torch.from_numpy, ops))
+    assert got.is_contiguous()
+    np.testing.assert_allclose(got.numpy(), np.einsum(layer, *ops, optimize=True), rtol=1e-10, atol=1e-10)

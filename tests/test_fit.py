@@ -349,3 +349,23 @@ def test_results_report_compression_and_summary():
     res = quiet_fit(tucker_tensor((8, 8, 8), (2, 3, 4), seed=1), "tucker", max_rank=6)
     assert res.compression == pytest.approx(512 / res.num_params)
     assert "A=2/6" in res.summary() and math.isfinite(res.objective)
+
+
+@pytest.mark.parametrize("fmt", ["tucker", "tt"])
+def test_peak_memory_of_a_fit_stays_within_three_times_the_data(fmt):
+    """tracemalloc sees NumPy's buffers: the fit's largest live allocation, over the data
+    size (the data themselves not counted), after a warm-up fit has done the imports."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    truth = (tnmars.Network.tucker((32,) * 4, (2, 3, 4, 3), seed=1) if fmt == "tucker"
+             else tnmars.Network.tt((8,) * 6, (2, 3, 3, 3, 2), seed=1)).to_tensor()  # 8 MiB, 2 MiB
+    x = truth + 0.05 * truth.std() * rng.standard_normal(truth.shape)
+    quiet_fit(x[(slice(0, 4),) * x.ndim], fmt, max_rank=3)
+    tracemalloc.start()
+    try:
+        quiet_fit(x, fmt, max_rank=6)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak / x.nbytes <= 3.0

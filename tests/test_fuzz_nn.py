@@ -1,7 +1,7 @@
 """Fuzzing the ``tnmars.nn`` layers with hostile inputs (the nn part of issue 14's suite).
 
-Skipped until issue 12 lands: it validates layer inputs (a list gave ``AttributeError``, a
-0-d tensor ``IndexError``). The law: a layer call returns a finite tensor of the right shape
+It validates layer inputs (a list gave ``AttributeError``, a 0-d tensor ``IndexError`` before
+issue 12). The law: a layer call returns a finite tensor of the right shape
 or raises ``ValueError`` / ``TypeError`` with a message.
 """
 from __future__ import annotations
@@ -15,8 +15,6 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 import tnmars.nn as tnn  # noqa: E402
-
-pytestmark = pytest.mark.skip(reason="enabled when issue 12 lands (nn layer input validation)")
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -151,13 +151,16 @@ def _forward_backward(layer, x, seed):
 @pytest.mark.parametrize("name", list(FACTORIES))
 @pytest.mark.parametrize("alpha", [-1.5, 0.5, 6.0])
 @pytest.mark.parametrize("bucket", [1, 4])
-def test_skipping_closed_indices_changes_nothing_but_the_shapes(name, alpha, bucket, monkeypatch):
+@pytest.mark.parametrize("min_rank", [0, 1])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_skipping_closed_indices_changes_nothing_but_the_shapes(name, alpha, bucket, min_rank, monkeypatch):
     """Slicing exactly-zero mask entries out of the cores gives the same outputs and the same
     gradients (cores and logits) in training mode, and the same eval outputs, whether or not
-    the kept indices are padded to a multiple of ``RANK_BUCKET`` with zero-mask ones."""
+    the kept indices are padded to a multiple of ``RANK_BUCKET`` with zero-mask ones, and
+    whether or not bonds are topped up to ``min_rank`` kept indices."""
     monkeypatch.setattr("tnmars.nn.masks.RANK_BUCKET", bucket)
     torch.manual_seed(0)
-    layer = FACTORIES[name](alpha=alpha, temperature=0.5)
+    layer = FACTORIES[name](alpha=alpha, temperature=0.5, min_rank=min_rank)
     x = _input(layer)
     layer.skip_closed = True
     torch.manual_seed(11)
@@ -178,8 +181,8 @@ def test_skipping_closed_indices_changes_nothing_but_the_shapes(name, alpha, buc
     if alpha < 0:  # closed logits: most draws are exactly 0, so the cores in use shrink
         if bucket == 1:
             assert sum(map(np.prod, sliced)) < sum(map(np.prod, full))
-        layer.eval()  # MAP masks all closed: every bond is sliced to size 0 (no padding in eval)
-        assert all(min(c.shape[a] for c, a in ((layer.mars_cores()[k], ax) for k, ax in axes)) == 0
+        layer.eval()  # MAP masks all closed: every bond is sliced to min_rank (no padding in eval)
+        assert all(min(c.shape[a] for c, a in ((layer.mars_cores()[k], ax) for k, ax in axes)) == min_rank
                    for axes in layer.bond_axes.values())
     if alpha > 5:  # every draw is exactly 1: nothing to slice
         assert sliced == full
@@ -199,9 +202,11 @@ def test_skip_closed_defaults_to_cpu_only_and_slices_hyperedges():
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_all_masks_closed_stays_finite(name):
+    """With ``min_rank=0`` a bond may close whole: nothing breaks, the weight is zero."""
     torch.manual_seed(0)
-    layer = FACTORIES[name]()
+    layer = FACTORIES[name](min_rank=0)
     with torch.no_grad():
         for p in layer.masks.bond_logits().values():
             p.fill_(-20.0)
@@ -222,6 +227,80 @@ def test_all_masks_closed_stays_finite(name):
     bias = getattr(layer, "bias", None)
     expected = torch.zeros_like(y) if bias is None else torch.zeros_like(y) + (bias if y.ndim != 4 else bias[:, None, None])
     torch.testing.assert_close(y, expected)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_closed_bonds_keep_min_rank_in_training_eval_and_compression(name):
+    """The default ``min_rank=1``: a bond whose every logit is closed still keeps its largest
+    logit's index, in training draws, in eval and in the compressed layer; eval warns naming it."""
+    torch.manual_seed(0)
+    layer = FACTORIES[name]()
+    assert layer.masks.min_rank == 1
+    with torch.no_grad():
+        layer.masks.logits.fill_(-20.0)
+        for lg in layer.masks.bond_logits().values():
+            lg[-1] = -5.0  # the largest logit of every bond
+    x = _input(layer)
+    for skip in (True, False):
+        layer.skip_closed = skip
+        layer.train()
+        draws = layer.masks()
+        assert all(float(m[-1]) == 1.0 and float(m[:-1].abs().sum()) == 0.0 for m in draws.values())
+        y = layer(x)
+        y.float().sum().backward()
+        assert all(torch.isfinite(c.grad).all() and c.grad.abs().sum() > 0 for c in layer.cores)
+        layer.zero_grad()
+    with pytest.warns(RuntimeWarning, match=r"MARS closed every index of bond.*min_rank=1"):
+        layer.eval()
+    assert layer.selected_ranks() == {b: 1 for b in layer.bond_names}
+    small = layer.compressed()
+    assert all(v == 1 for v in small.max_ranks.values())
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), layer(x))
+        bias = getattr(layer, "bias", None)
+        if bias is not None:  # not a bias-only layer
+            assert not torch.allclose(layer(x), torch.zeros_like(layer(x)) + (bias if layer(x).ndim != 4 else bias[:, None, None]))
+
+
+def test_min_rank_larger_than_one_and_validation():
+    layer = TensorizedLinear(12, 20, rank=4, in_shape=(3, 4), out_shape=(4, 5), min_rank=2, alpha=-20.0)
+    assert layer.masks.ranks() == {"A": 2}
+    layer.train()
+    assert int((layer.masks()["A"] > 0).sum()) >= 2
+    for bad, err in ((-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="min_rank"):
+            TensorizedLinear(12, 20, rank=4, in_shape=(3, 4), out_shape=(4, 5), min_rank=bad)
+    with pytest.raises(ValueError, match="alpha"):
+        TensorizedLinear(12, 20, rank=4, in_shape=(3, 4), out_shape=(4, 5), alpha=float("nan"))
+
+
+def test_presets_and_default_start_open():
+    """Default layers start with every mask open (the fixed-rank layer); the paper's settings
+    are the presets ``"soft"`` and ``"hard"``; explicit ``pi`` / ``alpha`` win."""
+    layer = TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5))
+    assert layer.masks.pi == 0.01 and layer.masks.alpha == 3.0
+    assert layer.selected_ranks() == layer.max_ranks
+    soft = TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5), mars="soft")
+    hard = LowRankLinear(12, 20, rank=3, mars="hard")
+    assert (soft.masks.pi, soft.masks.alpha) == (0.1, -1.5)
+    assert (hard.masks.pi, hard.masks.alpha) == (0.01, -1.75)
+    mixed = LowRankLinear(12, 20, rank=3, mars="hard", alpha=0.5)
+    assert (mixed.masks.pi, mixed.masks.alpha) == (0.01, 0.5)
+    with pytest.raises(ValueError, match="preset"):
+        LowRankLinear(12, 20, rank=3, mars="medium")
+    with pytest.raises(TypeError, match="mars"):
+        LowRankLinear(12, 20, rank=3, mars=0.5)
+
+
+def test_layers_larger_than_dense_warn():
+    with pytest.warns(UserWarning, match="more than the dense"):
+        TensorizedLinear(97, 10)  # 97 is prime: its only factorisation is (1, 1, 97)
+    with pytest.warns(UserWarning, match="more than the dense"):
+        LowRankLinear(10, 10, rank=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TensorizedLinear(64, 256)
+        LowRankLinear(100, 100, rank=8)
 
 
 def test_train_mode_samples_eval_mode_is_deterministic():
@@ -377,3 +456,75 @@ def test_training_masks_follow_the_hard_concrete_law():
     layer.eval()
     for b, m in layer.current_masks().items():
         torch.testing.assert_close(m, (layer.masks.bond_logits()[b].detach() > 0).float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("temperature", [0.01, 0.1, 2 / 3, 2.0])
+def test_host_draw_codes_match_the_tensor_draw(dtype, temperature):
+    """The training fold classifies each hard-concrete draw on the host from its uniform
+    (``_draw_codes``): for the same uniforms, code 0 is exactly the draws the tensor formula
+    clamps to 0, code 2 exactly those clamped to 1, code 1 those strictly inside (0, 1); and
+    uniforms at or past the ``1e-6`` noise clamp are treated as the tensor path treats them."""
+    from tnmars.nn.masks import _draw_codes, hard_concrete_sample, logistic_noise
+
+    g = torch.Generator().manual_seed(int(temperature * 100))
+    n = 20000
+    logits = (torch.rand(n, generator=g, dtype=torch.float64) * 16 - 8).to(dtype)
+    u = torch.rand(n, generator=g, dtype=torch.float64).to(dtype)
+    u[:6] = torch.tensor([0.0, 1e-9, 1e-6, 1 - 1e-6, 1 - 1e-9, 1.0], dtype=dtype)
+    sample = hard_concrete_sample(logits, temperature, torch.logit(u, eps=1e-6))
+    codes = torch.tensor(_draw_codes(u.tolist(), logits.tolist(), temperature))
+    expected = torch.where(sample == 0, 0, torch.where(sample == 1, 2, 1))
+    mismatch = (codes != expected).nonzero().flatten().tolist()
+    # float32 rounds near the clamp points; the host works in float64: allow a handful there
+    assert len(mismatch) <= (0 if dtype == torch.float64 else 3), [
+        (float(logits[i]), float(u[i]), float(sample[i])) for i in mismatch]
+    assert {0, 1, 2} <= set(codes.tolist()) or temperature <= 0.01  # every outcome occurs
+    # the same random stream: a layer's host draw consumes exactly what logistic_noise does
+    torch.manual_seed(5)
+    host = _draw_codes(torch.rand(n, dtype=dtype).tolist(), logits.tolist(), temperature)
+    torch.manual_seed(5)
+    tensor = hard_concrete_sample(logits, temperature, logistic_noise(logits))
+    same = torch.tensor(host) == torch.where(tensor == 0, 0, torch.where(tensor == 1, 2, 1))
+    assert int((~same).sum()) <= (0 if dtype == torch.float64 else 3)
+
+
+# ------------------------------------------------------------------ the per-plan programs
+from tnmars.testing.strategies import networks as _networks  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(net=_networks(backend="torch"), batch=st.sampled_from([1, 2, 5]), grad=st.booleans())
+def test_programs_compute_what_the_generic_executor_computes(net, batch, grad):
+    """The dropped no-op reshapes and permutes, the flat output, the flat data operand and the
+    parameter-side values kept under no_grad change no entry and no gradient."""
+    from tnmars.backends import get_backend
+    from tnmars.contract import execute, make_plan
+    from tnmars.nn.program import Program
+
+    be = get_backend("torch")
+    cores = [c.detach().double().requires_grad_(grad) for c in net.cores]
+    letters = [c for c in net.output]
+    data_term = "Z" + "".join(letters[: max(1, len(letters) // 2)]) if "Z" not in net.spec else None
+    if data_term is None:
+        return
+    sizes = net.dims
+    x = torch.randn((batch,) + tuple(sizes[c] for c in data_term[1:]), dtype=torch.float64)
+    out = "Z" + "".join(c for c in letters if c not in data_term)
+    plan = make_plan(net.inputs + (data_term,), out, tuple(tuple(c.shape) for c in cores) + (tuple(x.shape),))
+    want = execute(plan, cores + [x], be)
+    program = Program(plan, constants=len(cores), flat_output=True)
+    data = x.reshape(batch, -1) if program.reshapes_data else x
+    for _ in range(2):  # twice: the second call under no_grad reuses the kept values
+        with torch.set_grad_enabled(grad):
+            got = program(cores + [data]).reshape(want.shape)
+        torch.testing.assert_close(got, want.detach() if not grad else want)
+    if grad:
+        g_want = torch.autograd.grad(want.sum(), cores)
+        got = program(cores + [data]).reshape(want.shape)
+        for a, b in zip(torch.autograd.grad(got.sum(), cores), g_want):
+            torch.testing.assert_close(a, b)
+    if not grad:  # a core changed in place invalidates the kept values
+        with torch.no_grad():
+            cores[0].add_(1.0)
+            torch.testing.assert_close(program(cores + [data]).reshape(want.shape), execute(plan, cores + [x], be))

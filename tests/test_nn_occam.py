@@ -104,15 +104,21 @@ def test_strength_zero_closes_only_indices_whose_closure_does_not_raise_the_nll(
     assert all(closing_raises_nll(model, nll, layer, i) > 0 for i in kept)
 
 
-def test_larger_strength_prunes_at_least_as_much_and_may_close_a_bond_completely():
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("min_rank", [0, 1])
+def test_larger_strength_prunes_at_least_as_much_down_to_min_rank(min_rank):
     ranks = []
     for strength in (0.0, 1.0, 1e6):
         model, X, y = teacher_problem()
+        model[0].masks.min_rank = min_rank
         report = tnn.occam_prune(model, tnn.classification_nll(X, y), N, strength=strength)
         ranks.append(report.ranks_after["0"]["A"])
-    assert ranks == sorted(ranks, reverse=True) and ranks[0] == 5 and ranks[-1] == 0
+    assert ranks == sorted(ranks, reverse=True) and ranks[0] == 5 and ranks[-1] == min_rank
     model.eval()
-    assert torch.count_nonzero(model(X[:10])) == 0  # rank 0: the output is the (absent) bias
+    if min_rank == 0:
+        assert torch.count_nonzero(model(X[:10])) == 0  # rank 0: the output is the (absent) bias
+    else:
+        assert torch.count_nonzero(model(X[:10])) > 0
 
 
 def test_training_flags_are_restored():
@@ -174,7 +180,7 @@ def test_ctrl_c_keeps_what_was_closed():
 
 def test_report_text_names_layers_bonds_and_deltas():
     model, X, y = teacher_problem()
-    model = nn.Sequential(model[0], nn.Identity(), tnn.LowRankLinear(C, 3, rank=2, bias=True, alpha=-3.0))
+    model = nn.Sequential(model[0], nn.Identity(), tnn.LowRankLinear(C, 3, rank=2, bias=True, alpha=-3.0, min_rank=0))
     report = tnn.occam_prune(model, tnn.classification_nll(X, y % 3), N)
     assert report.ranks_before == {"0": {"A": 5}, "2": {"A": 0}}  # the closed second layer only gets rows
     text = str(report)

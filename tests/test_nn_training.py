@@ -356,3 +356,86 @@ def test_joint_prior_of_several_layers_matches_the_sum_of_their_formulas():
     # a non-unit upstream gradient scales both parts (the prior is one hand-written graph node)
     for a, b in zip(torch.autograd.grad(-2.5 * fused, leaves), torch.autograd.grad(-2.5 * manual, leaves)):
         torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------ defaults that never kill a model
+def _digits(seed: int = 0):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(X / 16.0, dtype=torch.float32)
+    y = torch.tensor(y)
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
+    return X[perm[:1400]], y[perm[:1400]], X[perm[1400:]], y[perm[1400:]]
+
+
+def _digits_model(kind: str, tensorized: bool) -> nn.Module:
+    """An MLP or a small CNN on 8x8 digits; ``tensorized``: every hidden layer a default tnmars layer."""
+    if kind == "mlp":
+        layer = TensorizedLinear if tensorized else nn.Linear
+        return nn.Sequential(layer(64, 256), nn.ReLU(), layer(256, 128), nn.ReLU(), layer(128, 10))
+    conv = tnn.TensorizedConv2d(16, 32, 3, padding=1) if tensorized else nn.Conv2d(16, 32, 3, padding=1)
+    head = TensorizedLinear(512, 10) if tensorized else nn.Linear(512, 10)
+    return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), conv, nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), head)
+
+
+def _train_digits(model: nn.Module, data, epochs: int = 15, lr: float = 3e-3) -> float:
+    x, y, x_test, y_test = data
+    mars = any(True for _ in tnn.mars_modules(model))
+    loss_fn = MarsLoss(model, len(x)) if mars else nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            loss_fn(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        return float((model(x_test).argmax(1) == y_test).float().mean())
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:TT ranks.*clipped")
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_default_layers_learn_like_the_dense_model_and_keep_every_layer(kind):
+    """Layers built with defaults, trained with MarsLoss + Adam, reach the dense model's test
+    accuracy within a few points; no layer ends at rank 0 or with a bond MARS closed whole."""
+    data = _digits()
+    torch.manual_seed(0)
+    dense_acc = _train_digits(_digits_model(kind, False), data)
+    torch.manual_seed(0)
+    model = _digits_model(kind, True)
+    acc = _train_digits(model, data)
+    report = summary(model)
+    assert acc >= dense_acc - 0.03, (acc, dense_acc)
+    assert not report.dead_layers and not report.closed_layers
+    assert all(r >= 1 for layer in report.layers for r in layer.selected_ranks.values())
+    assert math.isfinite(report.compression) and report.compression > 1
+    small = compress(model).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(small(data[2]), model(data[2]), rtol=1e-4, atol=1e-5)
+
+
+def test_summary_flags_closed_and_dead_layers_honestly():
+    model = nn.Sequential(TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5)), nn.ReLU(),
+                          LowRankLinear(20, 4, rank=3, min_rank=0))
+    with torch.no_grad():
+        model[0].masks.logits.fill_(-5.0)  # closed, held at min_rank=1
+        model[2].masks.logits.fill_(-5.0)  # closed, min_rank=0: rank 0
+    MarsLoss(model, 100)  # names the layers
+    with pytest.warns(RuntimeWarning) as record:
+        report = summary(model)
+    messages = " ".join(str(w.message) for w in record)
+    assert "['2']" in messages and "rank 0" in messages and "['0']" in messages
+    assert report.dead_layers == ["2"] and report.closed_layers == ["0", "2"]
+    assert math.isnan(report.compression) and math.isnan(report.layers[1].compression)
+    text = str(report)
+    assert "inf" not in text and "not a working model" in text and "weight is zero" in text
+    assert "1*" in text and "kept at `min_rank`" in text
+    with pytest.warns(RuntimeWarning, match="layer '2' .*outputs only its bias"):
+        compress(model)

@@ -308,13 +308,35 @@ def test_tt_apply_modes_agree_and_pruned_network_matches_map_masks():
     assert W.compression() == pytest.approx(27 * 27 / pruned.num_params)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_tt_all_masks_closed_is_finite():
-    rnn = TanhRNN(2, 8, lam=0.9, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), alpha=-5.0, seed=0).double().eval()
+    rnn = TanhRNN(2, 8, lam=0.9, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), alpha=-5.0, min_rank=0,
+                  seed=0).double().eval()
     out = rnn(torch.randn(1, 5, 2, dtype=D64))
     assert torch.isfinite(out).all()
     assert rnn.weight_tt.ranks() == {"A": 0, "B": 0}
-    assert rnn.weight_tt.compression() == math.inf
+    assert math.isnan(rnn.weight_tt.compression())  # a zero matrix is not a compressed one
     rnn.project_()
+
+
+def test_tt_recurrent_defaults_keep_memory_and_summary_lists_it():
+    """Default masks start open (W is the full-rank TT matrix, not 0); closed bonds keep rank 1
+    with a warning naming the matrix; ``summary`` lists the recurrent matrix."""
+    import tnmars.nn as tnn
+
+    rnn = TanhRNN(2, 8, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), seed=0).double().eval()
+    assert rnn.weight_tt.ranks() == {"A": 2, "B": 2}
+    assert float(rnn.recurrent_matrix().abs().sum()) > 0
+    s = tnn.summary(rnn)
+    assert [r.kind for r in s.layers] == ["TTRecurrentMatrix"]
+    assert s.layers[0].dense_size == 64 and s.layers[0].selected_ranks == {"A": 2, "B": 2}
+    assert "TTRecurrentMatrix" in str(s)
+    closed = TanhRNN(2, 8, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), alpha=-5.0, seed=0).double()
+    tnn.MarsLoss(closed, 100)  # names the matrix after its place in the model
+    with pytest.warns(RuntimeWarning, match="'weight_tt'.*min_rank=1"):
+        closed.eval()
+    assert closed.weight_tt.ranks() == {"A": 1, "B": 1}
+    assert float(closed.recurrent_matrix().abs().sum()) > 0
 
 
 # ------------------------------------------------------------------ bad arguments

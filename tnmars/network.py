@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Hashable, Mapping, Sequence
 from math import prod
 from typing import Any
@@ -597,10 +598,44 @@ class Network:
         return self.plan(terms, extra_shapes, output)
 
     # ------------------------------------------------------------------------ conversions
-    def to(self, backend: str | None = None, *, device: str | None = None, dtype: str | None = None) -> Network:
-        """The network on another backend, device and/or dtype. Like ``torch.Tensor.to``,
-        cores that need no conversion are shared with ``self``, not copied."""
+    def to(self, *args: Any, backend: str | None = None, device: Any = None, dtype: Any = None) -> Network:
+        """The network on another backend, device and/or dtype, read the way ``torch.Tensor.to``
+        reads its arguments: ``net.to("torch")``, ``net.to(torch.float32)``, ``net.to("cpu")``,
+        ``net.to("cuda", torch.float64)``, ``net.to(torch.device("cuda:0"))``, or
+        ``net.to(tensor_or_network)`` (its framework, device and dtype). Positional arguments
+        are recognised as a backend name (``"numpy"``, ``"torch"``, ``"cupy"``), a dtype (a
+        name, a NumPy or torch dtype), a device (a string or ``torch.device``), or an array or
+        network to match; keywords say the same explicitly. A dtype alone keeps the backend,
+        as ``Tensor.to`` keeps the framework. Like ``Tensor.to``, cores that need no
+        conversion are shared with ``self``, not copied.
+
+        >>> net = Network.tt((3, 4), 2, seed=0)
+        >>> net.to("float32").dtype, net.to("torch", dtype="float32").backend
+        ('float32', 'torch')
+        """
+        for arg in args:
+            kind, value = _to_argument(arg)
+            if kind == "like":
+                backend, device, dtype = value
+                continue
+            slot = {"backend": backend, "device": device, "dtype": dtype}[kind]
+            if slot is not None:
+                raise TypeError(f"Network.to got two {kind}s: {slot!r} and {arg!r}")
+            if kind == "backend":
+                backend = value
+            elif kind == "device":
+                device = value
+            else:
+                dtype = value
+        if device is not None:
+            device = _device_name(device)
+        if dtype is not None:
+            dtype = _dtype_name(dtype)
         target = get_backend(backend) if backend is not None else self._backend
+        if device is not None and backend is None and target.name == "numpy" and device != "cpu":
+            raise ValueError(f"a NumPy network cannot live on device {device!r}; name the framework too, e.g. "
+                             f"net.to('torch', device={device!r}) or net.to('cupy')")
+        target.check_device(device)
         dtype = dtype or self.dtype
         if target.name == self._backend.name:
             if device is None and self._backend.name != "numpy":
@@ -839,3 +874,76 @@ def _kept_indices(sel: Any, size: int, bond: str, be: Backend) -> np.ndarray:
     if len(np.unique(idx)) != len(idx):
         raise ValueError(f"kept indices for bond {bond!r} repeat: {idx.tolist()}")
     return idx
+
+
+_BACKEND_NAMES = ("numpy", "torch", "cupy")
+
+
+def _to_argument(arg: Any) -> tuple[str, Any]:
+    """Classify a positional argument of :meth:`Network.to` (without importing torch)."""
+    if isinstance(arg, Network):
+        return "like", (arg.backend, arg.device, arg.dtype)
+    module = type(arg).__module__.split(".")[0]
+    if module in ("torch", "cupy", "numpy") and hasattr(arg, "shape") and hasattr(arg, "dtype"):
+        be = get_backend("cupy" if module == "cupy" else module)
+        if be.is_array(arg):
+            return "like", (be.name, be.device_of(arg), be.dtype_name(arg))
+    if module == "torch" and type(arg).__name__ == "dtype":
+        return "dtype", arg
+    if module == "torch" and type(arg).__name__ == "device":
+        return "device", arg
+    if isinstance(arg, np.dtype) or isinstance(arg, type) and issubclass(arg, np.generic):
+        return "dtype", arg
+    if isinstance(arg, str):
+        if arg in _BACKEND_NAMES:
+            return "backend", arg
+        head = arg.split(":")[0]
+        if head in ("cpu", "cuda", "mps", "xpu", "meta", "hip") and (head == arg or arg[len(head) + 1:].isdigit()):
+            return "device", arg
+        if _known_dtype_name(arg.replace("torch.", "")):
+            return "dtype", arg
+    raise ValueError(f"Network.to cannot read {arg!r}: give a backend name {_BACKEND_NAMES}, a dtype "
+                     "(e.g. 'float32' or torch.float32), a device (e.g. 'cpu', 'cuda:0' or torch.device), "
+                     "or an array or Network to match")
+
+
+def _device_name(device: Any) -> str:
+    if type(device).__module__.split(".")[0] == "torch" and type(device).__name__ == "device":
+        return str(device)
+    if isinstance(device, str):
+        return device
+    if isinstance(device, int) and not isinstance(device, bool):
+        return f"cuda:{device}"
+    raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', or a torch.device; got {device!r}")
+
+
+def _known_dtype_name(name: str) -> bool:
+    """A NumPy dtype name, or a torch one when torch is loaded (``"bfloat16"``)."""
+    try:
+        np.dtype(name)
+        return True
+    except TypeError:
+        torch = sys.modules.get("torch")
+        return torch is not None and type(getattr(torch, name, None)).__name__ == "dtype"
+
+
+def _dtype_name(dtype: Any) -> str:
+    """A NumPy-style dtype name from a name, a NumPy dtype or type, or a torch dtype (names
+    NumPy lacks, such as ``"bfloat16"``, are passed on for the backend to accept or refuse)."""
+    if type(dtype).__module__.split(".")[0] == "torch":
+        return str(dtype).replace("torch.", "")
+    if isinstance(dtype, str):
+        name = dtype.replace("torch.", "")
+        return np.dtype(name).name if _numpy_dtype(name) else name
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        raise TypeError(f"unknown dtype {dtype!r}") from None
+
+
+def _numpy_dtype(name: str) -> bool:
+    try:
+        np.dtype(name)
+        return True
+    except TypeError:
+        return False

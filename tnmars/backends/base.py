@@ -110,3 +110,15 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<tnmars backend {self.name!r}>"
+
+    def __reduce__(self) -> tuple:
+        """Pickle (and ``copy.deepcopy``) by name: a backend holds its framework's module, which
+        cannot be pickled, and unpickling returns the process's singleton for that name, so a
+        ``Network`` or a module holding one pickles, deep-copies and ``torch.save`` s."""
+        return (_backend_named, (self.name,))
+
+
+def _backend_named(name: str) -> Backend:
+    from . import get_backend
+
+    return get_backend(name)

@@ -86,6 +86,13 @@ def cpu_threads_for(flops: float, device: Any = "cpu") -> Iterator[int]:
                 _threads_saved = None
 
 
+#: a CPU matrix product with at least this many times more rows than columns (and a long
+#: inner side, see :meth:`TorchBackend.matmul`) is run transposed. 16 missed products that are
+#: as slow: (1152 x 810) @ (810 x 81) took 6.5 ms direct and 4.6 ms transposed (a contiguous
+#: result; (1024 x 1024) @ (1024 x 128): 13.3 against 9.6 ms), so 8
+TALL_SKINNY_RATIO = 8
+
+
 class TorchBackend(Backend):
     name = "torch"
     autograd = True
@@ -154,8 +161,8 @@ class TorchBackend(Backend):
             if a.dtype == b.dtype:
                 return self.torch.matmul(a.to(torch.float64), b.to(torch.float64)) != 0
             a, b = (a.to(b.dtype), b) if a.dtype == torch.bool else (a, b.to(a.dtype))
-        if (a.ndim == 2 and b.ndim == 2 and a.shape[0] >= 16 * b.shape[1] and a.shape[1] >= max(64, 2 * b.shape[1])
-                and a.device.type == "cpu"):
+        if (a.ndim == 2 and b.ndim == 2 and a.shape[0] >= TALL_SKINNY_RATIO * b.shape[1]
+                and a.shape[1] >= max(64, 2 * b.shape[1]) and a.device.type == "cpu"):
             # torch's CPU GEMM is about 2x slower for tall-skinny products (M >> N) than for the
             # transposed, wide one; the result is the same matrix, returned as a transposed view.
             # With a short inner side (K < 64 or K < 2N) the product is cheap and the copy that

@@ -155,7 +155,7 @@ def fit(
                        "exchanges": limit is not None, **search_settings}
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
                                 report=_search_reporter(reporter), max_params=limit,
-                                fresh=fresh_start(fmt, template, prep.data), **options)
+                                fresh=fresh_start(fmt, template, prep.data, seed), **options)
             try:
                 best = search.run(start)
             except KeyboardInterrupt:  # Ctrl-C: the best network seen so far

@@ -74,6 +74,7 @@ def spectral_start(fmt: str, template: Network, data: FitData, selector: str = "
         for k, b in enumerate(template.bonds):
             m = np.moveaxis(y, k, 0).reshape(y.shape[k], -1)
             w, q = np.linalg.eigh(m @ m.T)
+            del m  # before the next mode's copy: two unfoldings alive at once are a third data size
             factors.append(q[:, ::-1][:, : ranks[b]])
         core = y
         for k, u in enumerate(factors):
@@ -108,15 +109,30 @@ def _tr_svd(template: Network, y: np.ndarray, ranks: dict[str, int]) -> Network 
     return Network(template.spec, cores=cores, optimize=template.optimize)
 
 
-def fresh_start(fmt: str | None, template: Network, data: FitData) -> Callable[[dict[str, int]], Network | None] | None:
+#: random starts per fresh look at a ring's removal, beside TR-SVD
+RANDOM_RESTARTS = 2
+
+
+def fresh_start(fmt: str | None, template: Network, data: FitData, seed: Any = None
+                ) -> Callable[[dict[str, int]], list[Network]] | None:
     """A builder of fresh starts at given ranks for the search's last look at removals
-    (:meth:`RankSearch._fresh_removals`), where a format has a classical one that avoids
-    the local minima of its ALS: TR-SVD for rings. Tucker and TT need none (their
-    truncations are the classical starts already)."""
+    (:meth:`RankSearch._fresh_removals`), where a format's ALS has poor local minima: for
+    rings, TR-SVD and ``RANDOM_RESTARTS`` random starts (each wins on some data: a 20 dB TR
+    9x7x8x6 at its true ranks is at 13x the oracle's error from TR-SVD, at the oracle's
+    from random values; one ring above them was at 5x from 2 of 3 random starts). Tucker and TT need none (their truncations are the classical starts already).
+    Every call draws new random values from ``seed``."""
     if fmt != "tr":
         return None
     y = filled(data)
-    return lambda ranks: _tr_svd(template, y, ranks)
+    rng = np.random.default_rng(seed)
+
+    def starts(ranks: dict[str, int]) -> list[Network]:
+        out = [] if (svd := _tr_svd(template, y, ranks)) is None else [svd]
+        out += [Network(template.spec, {**template.dims, **ranks}, seed=rng, optimize=template.optimize)
+                for _ in range(RANDOM_RESTARTS)]
+        return out
+
+    return starts
 
 
 def ring_bonds(net: Network) -> list[str]:

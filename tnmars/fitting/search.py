@@ -77,9 +77,9 @@ class RankSearch:
     from a bond to another bond of a shared core (:meth:`_rewire`; structure search).
     ``report(candidate, phase)`` is called after
     every evaluation (progress bars, callbacks); it may return True to stop the search.
-    ``fresh(ranks)``, when given, builds a new start at those ranks (or None): on loops the
-    ALS landscape has poor local minima, and a removal refitted from the current cores can
-    stay in one where a fresh start at the smaller ranks does not (see ``_fresh_removals``).
+    ``fresh(ranks)``, when given, builds new starts at those ranks: on loops the ALS
+    landscape has poor local minima, and a removal refitted from the current cores can stay
+    in one where a fresh start at the smaller ranks does not (see ``_fresh_removals``).
     """
 
     data: FitData
@@ -95,7 +95,7 @@ class RankSearch:
     exchanges: bool = False
     seed: int | None = 0
     report: Callable[[Candidate, str], Any] | None = None
-    fresh: Callable[[dict[str, int]], Network | None] | None = None
+    fresh: Callable[[dict[str, int]], list[Network]] | None = None
     evaluations: int = 0
     path: list[Candidate] = field(default_factory=list)
     trail: list[Candidate] = field(default_factory=list)
@@ -275,8 +275,8 @@ class RankSearch:
         return best
 
     def _fresh_removals(self, best: Candidate) -> Candidate:
-        """Every removal again, each from a fresh start at the smaller ranks (``fresh``),
-        refitted fully; repeated while one wins. On a ring, the search can reach the true
+        """Every removal again, each from fresh starts at the smaller ranks (``fresh``; the
+        best of them), refitted fully; repeated while one wins. On a ring, the search can reach the true
         ranks' neighbourhood from below, grow past them, and then every removal refitted
         from those cores lands in a worse local minimum than a fresh TR-SVD start at the
         true ranks (a 30 dB TR 7x8x9x8: (5,3,3,4) at 1.5x the oracle's error)."""
@@ -288,10 +288,11 @@ class RankSearch:
             for bond, r in best.network.bonds.items():
                 if r <= self.min_rank:
                     continue
-                start = self.fresh({**best.network.bonds, bond: r - 1})
-                if start is None:
+                starts = self.fresh({**best.network.bonds, bond: r - 1})
+                if not starts:
                     continue
-                cand = self.evaluate(start, self.full_sweeps, f"-{bond} (fresh start)")
+                cand = min((self.evaluate(start, self.full_sweeps, f"-{bond} (fresh start)") for start in starts),
+                           key=lambda c: c.objective)
                 if cand.objective < best.objective:
                     best = cand
                     self.path.append(best)

@@ -45,11 +45,30 @@ __all__ = [
 Selector = Callable[[np.ndarray, int, int], int]
 
 
-def singular_values(matrix: np.ndarray) -> np.ndarray:
+def singular_values(matrix: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Singular values (descending), to full relative precision (no singular vectors are
     formed: LAPACK's values-only SVD; a Gram matrix would lose the small ones below
-    ``sqrt(eps)`` of the largest, which the selectors need on exact data)."""
-    return np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False)
+    ``sqrt(eps)`` of the largest, which the selectors need on exact data).
+
+    ``overwrite=True`` lets LAPACK work in ``matrix``'s own memory (a private unfolding):
+    NumPy's SVD copies its input, a third data-sized array beside the data and the
+    unfolding. The transposed view is handed over, Fortran-ordered as LAPACK wants it,
+    with the same singular values."""
+    from scipy.linalg import svd
+
+    a = np.asarray(matrix, dtype=np.float64)
+    if a.size == 0:
+        return np.zeros(0)
+    view = a.T if a.flags.c_contiguous else a
+    return svd(view, compute_uv=False, overwrite_a=overwrite and view.flags.f_contiguous, check_finite=False)
+
+
+def _spectrum_of_unfolding(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """Singular values of an unfolding of ``whole`` with one data-sized array beside it: the
+    unfolding's own copy when it had to move axes, else a copy made here, worked on in place
+    (LAPACK's tall path on a view still allocates about 1.6 data sizes of its own)."""
+    private = part if not np.shares_memory(part, whole) else np.array(part, dtype=np.float64, order="C")
+    return singular_values(private, overwrite=True)
 
 
 # ------------------------------------------------------------------------------------ selectors
@@ -156,9 +175,9 @@ def tucker_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks
     pick = _selector(selector)
     ranks = []
     for k in range(y.ndim):
-        m = _unfold(y, k)
-        r = pick(singular_values(m), *m.shape)
-        cap = max_ranks[k] if max_ranks is not None else m.shape[0]
+        shape = (y.shape[k], y.size // max(y.shape[k], 1))
+        r = pick(_spectrum_of_unfolding(_unfold(y, k), y), *shape)
+        cap = max_ranks[k] if max_ranks is not None else shape[0]
         ranks.append(int(min(max(r, 1), cap)))
     return tuple(ranks)
 
@@ -213,8 +232,8 @@ def tr_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Se
             inside = prod(y.shape[m] for m in modes)
             outside = y.size // inside
             perm = modes + [m for m in range(d) if m not in modes]
-            mat = np.transpose(y, perm).reshape(inside, outside)
-            r = pick(singular_values(mat), *mat.shape)
+            mat = np.transpose(y, perm).reshape(inside, outside)  # a view or a copy of y
+            r = pick(_spectrum_of_unfolding(mat, y), inside, outside)
             if r >= min(inside, outside):
                 continue  # saturated: says nothing about the product
             row = np.zeros(d)

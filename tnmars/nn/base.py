@@ -19,7 +19,10 @@ masked forward runs the same plan as an unmasked one.
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from math import prod
 from typing import Any
@@ -28,15 +31,21 @@ import torch
 from torch import nn
 
 from ..backends import get_backend
-from ..contract import COPY_FLOPS, Plan, execute, make_plan
+from ..contract import COPY_FLOPS, Plan, make_plan
 from ..network import Network
-from .masks import BondMasks
+from .masks import BondMasks, resolve_preset
+from .program import Program, is_recording, run
 
 _BE = get_backend("torch")
 #: at equal FLOPs "reconstruct + GEMM" measured about 1.5x faster (forward + backward) than
 #: contracting through the cores (DESIGN.md), so the cores path must be this much cheaper
 WEIGHT_PATH_ADVANTAGE = 1.5
 _MODES = ("auto", "weight", "cores")
+JIT_TRACE_MESSAGE = (
+    "tnmars layers cannot be recorded by torch.jit.trace (deprecated by PyTorch): a layer chooses its "
+    "contraction order from the batch size and its current ranks, and a trace would freeze those choices "
+    "for every later input. Use torch.compile(model) instead (no graph breaks in eval mode, nor in a MARS "
+    "training forward), or torch.export.export(model, (x,)) for a graph to deploy")
 _SPARE = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba"
 
 
@@ -46,6 +55,64 @@ def _free_letter(terms: Sequence[str]) -> str:
         if c not in used:
             return c
     raise ValueError("the network uses all 52 index letters; no letter is left for the batch index")
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside tnmars and torch (the user's line)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("tnmars", "torch"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def core_list(cores: nn.ParameterList) -> list[torch.Tensor]:
+    """The parameters of a ``ParameterList`` as a list, without its per-item indexing (which costs
+    more than a small contraction step at batch 1)."""
+    params = cores._parameters
+    return list(params.values()) if len(params) == len(cores) else list(cores)
+
+
+def zero_anchor(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """A 0-d zero that depends on every tensor that requires grad (``None`` if none does, or
+    without grad mode): added to an output that short-circuits a closed bond, so that those
+    tensors still get (zero) gradients, as they would through a zero weight."""
+    if not torch.is_grad_enabled():
+        return None
+    parts = [t.reshape(-1)[:0].sum() for t in tensors if t.requires_grad]
+    if not parts:
+        return None
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
+def check_features(x: Any, features: int, dtype: torch.dtype | None = None) -> None:
+    """``x`` must be a floating tensor with ``features`` entries on its last axis, of the layer's
+    ``dtype`` (the checks ``nn.Linear`` leaves to a failing matmul, made into named errors)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of shape (..., {features}); got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError(f"input must have shape (..., {features}); got a 0-d tensor")
+    if x.shape[-1] != features:
+        raise ValueError(f"input has {x.shape[-1]} features on its last axis; expected {features}")
+    check_dtype(x, dtype)
+
+
+def check_dtype(x: torch.Tensor, dtype: torch.dtype | None) -> None:
+    """A floating input of the layer's dtype (any dtype under autocast, which casts itself)."""
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"input must be a floating-point tensor; got {x.dtype}")
+    if dtype is not None and x.dtype != dtype and not _autocast(x):
+        raise TypeError(f"input is {x.dtype} but the layer's parameters are {dtype}: convert one of them "
+                        "(x.to(dtype) or layer.to(dtype)), as torch.nn layers require")
+
+
+def _autocast(x: torch.Tensor) -> bool:
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # older PyTorch: no device argument
+        return torch.is_autocast_enabled()
 
 
 def torch_seed() -> int:
@@ -71,6 +138,18 @@ def fold_masks(cores: Sequence[torch.Tensor], masks: Mapping[str, torch.Tensor] 
         view[axis] = -1
         cores[core] = cores[core] * mask.to(cores[core].dtype).reshape(view)
     return cores
+
+
+@torch.compiler.assume_constant_result
+def _constant_code(mm: NetworkMatmul, core_shapes: tuple, batch: int | None) -> tuple:
+    """Under ``torch.compile`` the plan is looked up (or made) outside the traced graph: it
+    depends on shapes only, so the compiled graph holds its code (plain tuples) as a constant."""
+    return mm._program(core_shapes, batch).code
+
+
+@torch.compiler.assume_constant_result
+def _constant_choice(mm: NetworkMatmul, core_shapes: tuple, batch: int) -> str:
+    return mm._choose(core_shapes, batch)
 
 
 class NetworkMatmul:
@@ -113,6 +192,24 @@ class NetworkMatmul:
         self.batch_letter = _free_letter(self.inputs)
         self.optimize = network.optimize
         self._choice: dict[tuple, str] = {}
+        #: (core shapes, batch or None for the weight) -> Program: one dict lookup per call
+        self._programs: dict[tuple, Program] = {}
+
+    def program(self, core_shapes: tuple[tuple[int, ...], ...], batch: int | None) -> Program:
+        """The compiled plan of the weight (``batch=None``) or of ``x`` through the cores (cached)."""
+        if is_recording():
+            return functools.partial(run, _constant_code(self, core_shapes, batch))
+        return self._program(core_shapes, batch)
+
+    def _program(self, core_shapes: tuple[tuple[int, ...], ...], batch: int | None) -> Program:
+        key = (core_shapes, batch)
+        got = self._programs.get(key)
+        if got is None:
+            plan = self.weight_plan(core_shapes) if batch is None else self.cores_plan(core_shapes, batch)
+            if len(self._programs) > 4096:  # ranks in use vary from step to step under MARS
+                self._programs.clear()
+            got = self._programs[key] = Program(plan, constants=len(core_shapes), flat_output=True)
+        return got
 
     # -- plans --------------------------------------------------------------------------
     def weight_plan(self, core_shapes: tuple[tuple[int, ...], ...]) -> Plan:
@@ -131,6 +228,11 @@ class NetworkMatmul:
 
     def choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:
         """``"weight"`` or ``"cores"``: the cheaper path for this batch size (cached)."""
+        if is_recording():
+            return _constant_choice(self, core_shapes, batch)
+        return self._choose(core_shapes, batch)
+
+    def _choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:
         key = (core_shapes, batch)
         got = self._choice.get(key)
         if got is None:
@@ -148,28 +250,28 @@ class NetworkMatmul:
     def weight(self, cores: Sequence[torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The matrix ``W`` of shape ``(in_features, out_features)`` (masks applied)."""
         cores = fold_masks(cores, masks, self.sites)
-        plan = self.weight_plan(tuple(tuple(c.shape) for c in cores))
-        return execute(plan, cores, _BE).reshape(self.in_features, self.out_features)
+        return self.program(tuple(tuple(c.shape) for c in cores), None)(cores).reshape(self.in_features,
+                                                                                      self.out_features)
 
     def __call__(self, x: torch.Tensor, cores: Sequence[torch.Tensor],
                  masks: Mapping[str, torch.Tensor] | None = None, mode: str = "auto") -> torch.Tensor:
         """``x @ W`` for ``x`` of shape ``(..., in_features)``."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"input has {x.shape[-1]} features on its last axis; expected {self.in_features}")
+        check_features(x, self.in_features, cores[0].dtype if cores else None)
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        x2 = x.reshape(-1, self.in_features) if x.ndim != 2 else x
         batch = x2.shape[0]
-        cores = fold_masks(cores, masks, self.sites)
+        if masks:
+            cores = fold_masks(cores, masks, self.sites)
         shapes = tuple(tuple(c.shape) for c in cores)
         if mode == "auto":
             mode = self.choose(shapes, batch)
         if mode == "weight" or batch == 0:
-            w = execute(self.weight_plan(shapes), cores, _BE).reshape(self.in_features, self.out_features)
-            y = x2 @ w
+            y = x2 @ self.program(shapes, None)(cores).reshape(self.in_features, self.out_features)
         else:
-            plan = self.cores_plan(shapes, batch)
-            y = execute(plan, cores + [x2.reshape((batch,) + self.in_shape)], _BE).reshape(batch, self.out_features)
-        return y.reshape(*lead, self.out_features)
+            program = self.program(shapes, batch)
+            data = x2 if getattr(program, "reshapes_data", False) else x2.reshape((batch,) + self.in_shape)
+            y = program(list(cores) + [data]).reshape(batch, self.out_features)
+        return y if x.ndim == 2 else y.reshape(*lead, self.out_features)
 
 
 def tt_matmul(x: torch.Tensor, cores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None] | None = None,
@@ -263,17 +365,24 @@ class TensorizedLayer(nn.Module):
     dims: dict[str, int]
     skip_closed: bool | None = None
 
-    def _setup(self, network: Network, *, mars: bool, pi: float, alpha: float, temperature: float,
-               mode: str) -> None:
+    def _setup(self, network: Network, *, mars: bool | str, pi: float, alpha: float,
+               temperature: float, min_rank: int, mode: str) -> None:
         self.mode = check_mode(mode)
         self.warmup = False
+        enabled, pi, alpha = resolve_preset(mars, pi, alpha)
         self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in network.cores])
         self._set_structure(network)
         bonds = network.bonds
-        if mars and bonds:
-            self.masks: BondMasks | None = BondMasks(bonds, pi=pi, alpha=alpha, temperature=temperature)
+        if enabled and bonds:
+            self.masks: BondMasks | None = BondMasks(bonds, pi=pi, alpha=alpha, temperature=temperature,
+                                                     min_rank=min_rank)
+            self.masks.owner = f"{type(self).__name__} {self.spec!r}"
         else:
             self.masks = None
+        if self.num_params > self.dense_size:
+            warn_user(f"{type(self).__name__} at ranks {self.max_ranks} has {self.num_params:,} parameters, more than "
+                      f"the dense layer's {self.dense_size:,}: lower the rank or choose other shapes (or keep the "
+                      "dense layer)")
 
     def _set_structure(self, network: Network) -> None:
         """Record the spec and sizes (structure only; arrays stay in ``self.cores``)."""
@@ -304,12 +413,16 @@ class TensorizedLayer(nn.Module):
         with the MAP masks (eval), or as they are (no masks, or warm-up); see
         :meth:`BondMasks.fold`. With :attr:`skip_closed` on, indices whose mask is exactly 0
         are sliced out first (same outputs and gradients, smaller contractions)."""
+        if torch.jit.is_tracing():
+            raise RuntimeError(JIT_TRACE_MESSAGE)
+        cores = core_list(self.cores)
         if self.masks is None or self.warmup:
-            return list(self.cores)
-        cores = list(self.cores)
+            return cores
         skip = self.skip_closed
         if skip is None:
             skip = cores[0].device.type == "cpu"
+        if skip and is_recording():  # data-dependent shapes: not under torch.compile / jit.trace
+            skip = False
         return self.masks.fold(cores, self.sites, self.bond_axes if skip else None)
 
     def log_prior(self) -> torch.Tensor:

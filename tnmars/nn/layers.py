@@ -36,9 +36,13 @@ from .base import (
     WEIGHT_PATH_ADVANTAGE,
     NetworkMatmul,
     TensorizedLayer,
+    check_dtype,
+    check_features,
     check_mode,
     glorot_std,
     torch_seed,
+    warn_user,
+    zero_anchor,
 )
 
 FORMATS = ("tt", "tr", "cp", "tucker")
@@ -165,7 +169,12 @@ def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], 
     ins, outs = _LOW[:d], _LOW[d:2 * d]
     output = ins + outs
     if fmt == "tt":
-        return Network.tt_matrix(in_shape, out_shape, rank, **kw)
+        with warnings.catch_warnings(record=True) as caught:  # re-issued at the user's line
+            warnings.simplefilter("always")
+            network = Network.tt_matrix(in_shape, out_shape, rank, **kw)
+        for w in caught:
+            warn_user(str(w.message), w.category)
+        return network
     if fmt == "tr":
         if d < 2:
             raise ValueError("a tensor-ring matrix needs at least 2 factors")
@@ -185,12 +194,37 @@ def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], 
             others = prod(clipped[:k] + clipped[k + 1:]) if d > 1 else clipped[k]
             clipped[k] = min(clipped[k], others)
         if clipped != ranks:
-            warnings.warn(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}", stacklevel=3)
+            warn_user(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}")
         bonds = _UP[:d]
         terms = [bonds] + [ins[k] + outs[k] + bonds[k] for k in range(d)]
         return Network(",".join(terms) + "->" + output, shape=in_shape + out_shape,
                        ranks=dict(zip(bonds, clipped)), **kw)
     raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS} or pass a tnmars.Network")
+
+
+def matrix_params(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], rank: int) -> int:
+    """Parameters of :func:`matrix_network` ``(fmt, in_shape, out_shape, rank)`` with one rank on
+    every bond, after the same clipping, without building it.
+
+    >>> matrix_params("tt", (7, 4, 7, 4), (5, 5, 5, 5), 20), matrix_params("cp", (2, 3), (4, 5), 3)
+    (23100, 69)
+    """
+    sizes = [int(i) * int(o) for i, o in zip(in_shape, out_shape)]
+    d, r = len(sizes), int(rank)
+    if fmt == "tt":
+        ranks = [1] + [min(r, prod(sizes[:k + 1]), prod(sizes[k + 1:])) for k in range(d - 1)] + [1]
+        return sum(ranks[k] * sizes[k] * ranks[k + 1] for k in range(d))
+    if fmt == "tr":
+        return sum(r * n * r for n in sizes)
+    if fmt == "cp":
+        return r * sum(sizes)
+    if fmt == "tucker":
+        clipped = [min(r, n) for n in sizes]
+        for k in range(d):
+            others = prod(clipped[:k] + clipped[k + 1:]) if d > 1 else clipped[k]
+            clipped[k] = min(clipped[k], others)
+        return prod(clipped) + sum(n * c for n, c in zip(sizes, clipped))
+    raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
 
 
 def _split_point(network: Network, in_features: int, out_features: int) -> int:
@@ -216,8 +250,8 @@ class _MatrixLayer(TensorizedLayer):
     output modes (TensorizedLinear, TensorizedConv2d)."""
 
     def _init_matrix(self, format: str | Network, rank: Any, in_shape, out_shape, rows: tuple[int, str],
-                     cols: tuple[int, str], default_shapes, *, dtype: str, device, mars: bool, pi: float,
-                     alpha: float, temperature: float, mode: str) -> None:
+                     cols: tuple[int, str], default_shapes, *, dtype: str, device, mars: bool | str, pi: float,
+                     alpha: float, temperature: float, min_rank: int, mode: str) -> None:
         (n_rows, rows_name), (n_cols, cols_name) = rows, cols
         dev = None if device is None else str(device)
         if isinstance(format, Network):
@@ -236,7 +270,7 @@ class _MatrixLayer(TensorizedLayer):
             n_in = len(in_shape)
             self.format = format
         self._n_in = n_in
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._mm = NetworkMatmul(network, n_in)
 
     def _after_compress(self, network: Network) -> None:
@@ -269,9 +303,14 @@ class TensorizedLinear(_MatrixLayer):
         :func:`factorize` d (default ``d = 3``, or ``len`` of the shape given).
     bias:
         Add a bias (initialised ``1e-3 * randn`` like the MARS reference).
-    mars, pi, alpha, temperature:
-        MARS masks on every bond and their prior / initial logit mean / hard-concrete
-        temperature. ``mars=False`` gives a fixed-rank tensorized layer.
+    mars, pi, alpha, temperature, min_rank:
+        MARS masks on every bond: ``mars`` is True (the defaults: ``pi=0.01``, ``alpha=3``,
+        masks open at the start), False (a fixed-rank layer) or a preset name
+        (:data:`tnmars.nn.masks.PRESETS`: ``"soft"`` is the paper's ``pi=0.1, alpha=-1.5``,
+        ``"hard"`` its ``pi=0.01, alpha=-1.75``; it replaces ``pi`` / ``alpha`` left at their
+        defaults, other values win). ``pi`` is the Bernoulli prior, ``alpha`` the initial
+        logit mean, ``temperature`` the hard-concrete temperature; every bond keeps at least
+        ``min_rank`` indices (0: the paper's objective, a bond may close whole).
     mode:
         ``"auto"`` picks per batch size the cheaper of "reconstruct W then GEMM" and
         "contract x through the cores"; ``"weight"`` / ``"cores"`` force one.
@@ -287,8 +326,8 @@ class TensorizedLinear(_MatrixLayer):
 
     def __init__(self, in_features: int, out_features: int, format: str | Network = "tt", rank: Any = 8,
                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
-                 d: int | None = None, bias: bool = True, mars: bool = True, pi: float = 1e-2,
-                 alpha: float = -1.0, temperature: float = 0.1, mode: str = "auto",
+                 d: int | None = None, bias: bool = True, mars: bool | str = True, pi: float = 1e-2,
+                 alpha: float = 3.0, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
@@ -300,11 +339,28 @@ class TensorizedLinear(_MatrixLayer):
 
         self._init_matrix(format, rank, in_shape, out_shape, (self.in_features, "in_features"),
                           (self.out_features, "out_features"), default_shapes, dtype=dt, device=device,
-                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         if bias:
             self.bias = nn.Parameter(1e-3 * torch.randn(self.out_features, dtype=getattr(torch, dt), device=device))
         else:
             self.register_parameter("bias", None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, format: str = "tt", rank: Any = None,
+                    in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
+                    d: int | None = None, **options: Any) -> TensorizedLinear:
+        """The layer whose weight is ``linear``'s trained weight decomposed in ``format`` (TT-SVD,
+        TR-SVD, HOSVD or CP-ALS through tensorly), with its bias.
+
+        ``rank``: ``None`` (default) the largest uniform rank with at most the dense layer's
+        parameter count, a float ``f`` in ``(0, 1]`` at most ``f`` times it, or the ranks.
+        ``options``: ``mars``, ``pi``, ``alpha``, ``temperature``, ``min_rank``, ``mode``.
+        Where the ranks suffice (TT, TR, Tucker) it computes ``linear``'s function to float
+        rounding; MARS fine-tuning then selects the ranks (see :mod:`tnmars.nn.convert`).
+        """
+        from .convert import from_linear
+
+        return from_linear(linear, format, rank, in_shape, out_shape, d=d, **options)
 
     @property
     def dense_size(self) -> int:
@@ -316,7 +372,14 @@ class TensorizedLinear(_MatrixLayer):
         return self._mm.weight(self.mars_cores()).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._mm(x, self.mars_cores(), None, self.mode)
+        cores = self.mars_cores()
+        if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
+            check_features(x, self.in_features, cores[0].dtype)
+            y = x.new_zeros(x.shape[:-1] + (self.out_features,))
+            anchor = zero_anchor([x, *cores])
+            y = y if anchor is None else y + anchor
+        else:
+            y = self._mm(x, cores, None, self.mode)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -336,8 +399,8 @@ class LowRankLinear(TensorizedLayer):
     """
 
     def __init__(self, in_features: int, out_features: int, rank: int = 32, *, bias: bool = True,
-                 mars: bool = True, pi: float = 1e-2, alpha: float = -1.0, temperature: float = 0.1,
-                 mode: str = "auto", dtype: torch.dtype | None = None,
+                 mars: bool | str = True, pi: float = 1e-2, alpha: float = 3.0, temperature: float = 0.1,
+                 min_rank: int = 1, mode: str = "auto", dtype: torch.dtype | None = None,
                  device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
@@ -348,7 +411,7 @@ class LowRankLinear(TensorizedLayer):
         u = torch.empty(self.in_features, int(rank), dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(self.in_features)
         v = torch.empty(int(rank), self.out_features, dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(rank)
         network = Network("aA,Ab->ab", cores=[u, v])
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._mm = NetworkMatmul(network, 1)
         if bias:
             bound = 1.0 / math.sqrt(self.in_features)
@@ -358,6 +421,15 @@ class LowRankLinear(TensorizedLayer):
 
     def _after_compress(self, network: Network) -> None:
         self._mm = NetworkMatmul(network, 1)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: Any = None, **options: Any) -> LowRankLinear:
+        """The layer with ``U V`` from the truncated SVD of ``linear``'s trained weight (singular
+        values split evenly) and its bias; exact at ``rank = min(in, out)``. ``rank=None``: the
+        largest rank with at most the dense parameter count (a float: that share of it)."""
+        from .convert import lowrank_from_linear
+
+        return lowrank_from_linear(linear, rank, **options)
 
     @property
     def rank(self) -> int:
@@ -372,7 +444,14 @@ class LowRankLinear(TensorizedLayer):
         return self._mm.weight(self.mars_cores()).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._mm(x, self.mars_cores(), None, self.mode)
+        cores = self.mars_cores()
+        if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
+            check_features(x, self.in_features, cores[0].dtype)
+            y = x.new_zeros(x.shape[:-1] + (self.out_features,))
+            anchor = zero_anchor([x, *cores])
+            y = y if anchor is None else y + anchor
+        else:
+            y = self._mm(x, cores, None, self.mode)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -393,6 +472,35 @@ def _out_size(n: int, k: int, s: int, p: int, dil: int) -> int:
     return (n + 2 * p - dil * (k - 1) - 1) // s + 1
 
 
+def _conv_out_hw(x: torch.Tensor, conv: Any) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    ho, wo = _out_size(x.shape[2], kh, sh, ph, dh), _out_size(x.shape[3], kw, sw, pw, dw)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"input of spatial size {tuple(x.shape[2:])} is smaller than the kernel {conv.kernel_size} "
+                         f"(padding {conv.padding}, dilation {conv.dilation})")
+    return ho, wo
+
+
+def _check_image(x: Any, channels: int, dtype: torch.dtype) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of shape (B, {channels}, H, W); got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"expected input (B, {channels}, H, W); got {tuple(x.shape)}")
+    if 0 in x.shape[2:]:
+        raise ValueError(f"input images are empty: spatial size {tuple(x.shape[2:])}")
+    check_dtype(x, dtype)
+
+
+def _bias_only(x: torch.Tensor, channels: int, hw: tuple[int, int], bias: torch.Tensor | None,
+               cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The output of a convolution whose kernel is zero (a closed bond), without building it."""
+    y = x.new_zeros((x.shape[0], channels) + tuple(hw))
+    anchor = zero_anchor([x, *cores])
+    if anchor is not None:
+        y = y + anchor
+    return y if bias is None else y + bias[:, None, None]
+
+
 class Tucker2Conv2d(TensorizedLayer):
     """A convolution whose kernel is a Tucker-2 network over its channel modes.
 
@@ -409,9 +517,10 @@ class Tucker2Conv2d(TensorizedLayer):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 32, *,
-                 stride: Any = 1, padding: Any = 0, dilation: Any = 1, bias: bool = True, mars: bool = True,
-                 pi: float = 1e-2, alpha: float = -1.0, temperature: float = 0.1, mode: str = "auto",
-                 dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
+                 stride: Any = 1, padding: Any = 0, dilation: Any = 1, bias: bool = True,
+                 mars: bool | str = True, pi: float = 1e-2, alpha: float = 3.0, temperature: float = 0.1,
+                 min_rank: int = 1, mode: str = "auto", dtype: torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -419,8 +528,7 @@ class Tucker2Conv2d(TensorizedLayer):
         _check_rank(rank)
         r1, r2 = _pair(rank, "rank")
         if r1 > in_channels or r2 > out_channels:
-            warnings.warn(f"Tucker-2 ranks ({r1}, {r2}) clipped to the channel counts ({in_channels}, {out_channels})",
-                          stacklevel=2)
+            warn_user(f"Tucker-2 ranks ({r1}, {r2}) clipped to the channel counts ({in_channels}, {out_channels})")
             r1, r2 = min(r1, in_channels), min(r2, out_channels)
         kh, kw = self.kernel_size
         tdt = getattr(torch, _dtype_name(dtype))
@@ -430,7 +538,7 @@ class Tucker2Conv2d(TensorizedLayer):
 
         cores = [unif((in_channels, r1), in_channels), unif((r1, r2, kh, kw), r1 * kh * kw), unif((out_channels, r2), r2)]
         network = Network("iA,ABhw,oB->oihw", cores=cores)
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._choice: dict[tuple, str] = {}
         if bias:
             bound = 1.0 / math.sqrt(in_channels * kh * kw)
@@ -440,6 +548,16 @@ class Tucker2Conv2d(TensorizedLayer):
 
     def _after_compress(self, network: Network) -> None:
         self._choice = {}
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tucker2Conv2d:
+        """The layer with the Tucker-2 (HOSVD) decomposition of ``conv``'s trained kernel over its
+        channel modes, with its bias, stride, padding and dilation; exact at ranks
+        ``(C_in, C_out)``. ``rank=None``: the largest equal ranks with at most the dense
+        parameter count (a float: that share of it)."""
+        from .convert import tucker2_from_conv
+
+        return tucker2_from_conv(conv, rank, **options)
 
     @property
     def dense_size(self) -> int:
@@ -466,11 +584,13 @@ class Tucker2Conv2d(TensorizedLayer):
         return kernel, factored
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        _check_image(x, self.in_channels, self.cores[0].dtype)
+        hw = _conv_out_hw(x, self)
         cores = self.mars_cores()
         ranks = (cores[1].shape[0], cores[1].shape[1])  # the ranks in use (closed indices may be sliced out)
         closed = 0 in ranks
+        if closed:  # the kernel is zero: the output is the bias
+            return _bias_only(x, self.out_channels, hw, self.bias, cores)
         mode = self.mode
         if mode == "auto":
             key = (tuple(x.shape), ranks)
@@ -514,9 +634,9 @@ class TensorizedConv2d(_MatrixLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 8,
                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
                  format: str | Network = "tt", d: int = 3, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 bias: bool = True, mars: bool = True, pi: float = 1e-2, alpha: float = -1.0,
-                 temperature: float = 0.1, mode: str = "auto", dtype: torch.dtype | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 bias: bool = True, mars: bool | str = True, pi: float = 1e-2,
+                 alpha: float = 3.0, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
+                 dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -533,11 +653,21 @@ class TensorizedConv2d(_MatrixLayer):
 
         self._init_matrix(format, rank, in_shape, out_shape, (rows, "kh*kw*in_channels"),
                           (out_channels, "out_channels"), default_shapes, dtype=dt, device=device,
-                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+                          mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         if bias:
             self.bias = nn.Parameter(torch.zeros(out_channels, dtype=getattr(torch, dt), device=device))
         else:
             self.register_parameter("bias", None)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, format: str = "tt", rank: Any = None,
+                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *, d: int = 3,
+                  **options: Any) -> TensorizedConv2d:
+        """The layer whose kernel matrix is ``conv``'s trained kernel decomposed in ``format``,
+        with its bias, stride, padding and dilation (see :meth:`TensorizedLinear.from_linear`)."""
+        from .convert import from_conv
+
+        return from_conv(conv, format, rank, in_shape, out_shape, d=d, **options)
 
     @property
     def dense_size(self) -> int:
@@ -553,19 +683,21 @@ class TensorizedConv2d(_MatrixLayer):
         return self._kernel(self.mars_cores())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        _check_image(x, self.in_channels, self.cores[0].dtype)
         cores = self.mars_cores()
-        b, _, h, w = x.shape
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
-        ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+        b = x.shape[0]
+        kh, kw = self.kernel_size
+        ho, wo = _conv_out_hw(x, self)
+        if any(0 in c.shape for c in cores):  # a closed bond: the kernel is zero, the output is the bias
+            return _bias_only(x, self.out_channels, (ho, wo), self.bias, cores)
         mode = self.mode
         if mode == "auto":
             mode = self._mm.choose(tuple(tuple(c.shape) for c in cores), b * ho * wo)
-        if mode == "weight":
+        if mode == "weight" or b * ho * wo == 0:
             return F.conv2d(x, self._kernel(cores), self.bias, self.stride, self.padding, self.dilation)
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, C_in*kh*kw, L)
-        cols = cols.reshape(b, self.in_channels, kh * kw, ho * wo).permute(0, 3, 2, 1).reshape(b * ho * wo, -1)
+        cols = cols.reshape(b, self.in_channels, kh * kw, ho * wo).permute(0, 3, 2, 1)
+        cols = cols.reshape(b * ho * wo, kh * kw * self.in_channels)
         y = self._mm(cols, cores, None, "cores").reshape(b, ho * wo, self.out_channels)
         if self.bias is not None:
             y = y + self.bias
@@ -596,9 +728,9 @@ class TensorizedEmbedding(TensorizedLayer):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, format: str | Network = "tt", rank: Any = 8,
                  voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
-                 padding_idx: int | None = None, mars: bool = True, pi: float = 1e-2, alpha: float = -1.0,
-                 temperature: float = 0.1, mode: str = "auto", dtype: torch.dtype | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 padding_idx: int | None = None, mars: bool | str = True, pi: float = 1e-2,
+                 alpha: float = 3.0, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
+                 dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.num_embeddings = positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = positive_int(embedding_dim, "embedding_dim")
@@ -634,7 +766,7 @@ class TensorizedEmbedding(TensorizedLayer):
             n_in = len(voc_shape)
             self.format = format
         self._n_in = n_in
-        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, mode=mode)
+        self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._build(network)
 
     def _build(self, network: Network) -> None:
@@ -643,6 +775,16 @@ class TensorizedEmbedding(TensorizedLayer):
 
     def _after_compress(self, network: Network) -> None:
         self._build(network)
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding, format: str = "tt", rank: Any = None,
+                       voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
+                       **options: Any) -> TensorizedEmbedding:
+        """The layer whose table is ``embedding``'s trained table decomposed in ``format`` (rows
+        past ``num_embeddings`` are zero), with its ``padding_idx``."""
+        from .convert import from_embedding
+
+        return from_embedding(embedding, format, rank, voc_shape, emb_shape, d=d, **options)
 
     @property
     def voc_shape(self) -> tuple[int, ...]:
@@ -683,6 +825,8 @@ class TensorizedEmbedding(TensorizedLayer):
         return plan, perms, keys
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"embedding indices must be an integer torch.Tensor; got {type(idx).__name__}")
         if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise TypeError(f"embedding indices must be an integer tensor; got {idx.dtype}")
         flat = idx.reshape(-1).long()
@@ -691,6 +835,10 @@ class TensorizedEmbedding(TensorizedLayer):
         cores = self.mars_cores()
         shapes = tuple(tuple(c.shape) for c in cores)
         batch = flat.numel()
+        if any(0 in c for c in shapes):  # a closed bond: the table is zero
+            out = cores[0].new_zeros(tuple(idx.shape) + (self.embedding_dim,))
+            anchor = zero_anchor(cores)
+            return out if anchor is None else out + anchor
         mode = self.mode
         if mode == "auto":
             key = (shapes, batch)
@@ -706,7 +854,7 @@ class TensorizedEmbedding(TensorizedLayer):
                     self._choice.clear()
                 self._choice[key] = mode
         if mode == "weight":
-            table = execute(self._mm.weight_plan(shapes), cores, _BE).reshape(self._mm.in_features, -1)
+            table = self._mm.program(shapes, None)(cores).reshape(self._mm.in_features, -1)
             out = table.index_select(0, flat)
         else:
             digits = []

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .. import masks as mars
+from .program import is_recording
 
 _STRETCH = mars.ZETA - mars.GAMMA
 
@@ -36,6 +37,12 @@ def _const(value: float, like: torch.Tensor) -> torch.Tensor:
     return got
 
 
+_NOISE_EPS = 1e-6
+#: a draw is exactly 0 when (logit + noise) / T <= this, exactly 1 when >= _ONE (hard-concrete clamps)
+_ZERO = math.log(-mars.GAMMA / (mars.ZETA - mars.GAMMA) / (1.0 + mars.GAMMA / (mars.ZETA - mars.GAMMA)))
+_ONE = math.log((1.0 - mars.GAMMA) / (mars.ZETA - mars.GAMMA) / (1.0 - (1.0 - mars.GAMMA) / (mars.ZETA - mars.GAMMA)))
+
+
 def hard_concrete_sample(logits: torch.Tensor, temperature: float, noise: torch.Tensor | None = None) -> torch.Tensor:
     """A hard-concrete draw (:func:`tnmars.masks.hard_concrete`):
     ``clamp(gamma + (zeta - gamma) sigmoid((l + log u - log(1 - u)) / T), 0, 1)``, with fresh
@@ -48,7 +55,77 @@ def hard_concrete_sample(logits: torch.Tensor, temperature: float, noise: torch.
 
 def logistic_noise(like: torch.Tensor) -> torch.Tensor:
     """``log u - log(1 - u)`` for ``u ~ U(0, 1)`` (clamped to ``[1e-6, 1 - 1e-6]``), shaped like ``like``."""
-    return torch.logit(torch.rand(like.shape, dtype=like.dtype, device=like.device), eps=1e-6)
+    return torch.logit(torch.rand(like.shape, dtype=like.dtype, device=like.device), eps=_NOISE_EPS)
+
+
+def _draw_codes(uniforms: list[float], logits: list[float], temperature: float) -> list[int]:
+    """Per entry of a hard-concrete draw with these uniforms: 0 (exactly 0), 1 (strictly inside
+    (0, 1)) or 2 (exactly 1), from ``z = (logit + log u - log(1 - u)) / T`` against the clamp
+    points, on the host (a few Python operations per entry instead of six tensor ops)."""
+    lo, hi = _ZERO * temperature, _ONE * temperature
+    codes = []
+    log = math.log
+    for u, lg in zip(uniforms, logits):
+        u = min(max(u, _NOISE_EPS), 1.0 - _NOISE_EPS)
+        t = lg + log(u) - log(1.0 - u)
+        codes.append(0 if t <= lo else 2 if t >= hi else 1)
+    return codes
+
+
+#: Where the mask logits start by default: every mask open (``phi = sigmoid(3) = 0.95``), so a
+#: fresh layer is the full-rank layer and learns as one; the prior then closes the indices that
+#: do not pay for themselves (see the "presets" section of the compressing guide).
+DEFAULT_ALPHA = 3.0
+
+#: Named MARS settings. ``"default"`` starts open; ``"soft"`` and ``"hard"`` are the paper's
+#: MNIST settings (masks start closed at their MAP; train with the paper's warm-up).
+PRESETS: dict[str, dict[str, float]] = {
+    "default": {"pi": 1e-2, "alpha": DEFAULT_ALPHA},
+    "soft": {"pi": 0.1, "alpha": -1.5},
+    "hard": {"pi": 1e-2, "alpha": -1.75},
+}
+
+
+def _warn_user(message: str, category: type[Warning]) -> None:
+    from .base import warn_user  # base imports this module
+
+    warn_user(message, category)
+
+
+def check_alpha(alpha: float) -> float:
+    """``alpha`` as a finite float (a NaN would close every mask silently)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) and not hasattr(alpha, "__float__"):
+        raise TypeError(f"alpha must be a real number; got {alpha!r}")
+    value = float(alpha)
+    if not math.isfinite(value):
+        raise ValueError(f"alpha (the initial mean of the mask logits) must be finite; got {alpha}")
+    return value
+
+
+def check_min_rank(min_rank: int) -> int:
+    """``min_rank`` as an int >= 0."""
+    if isinstance(min_rank, bool) or not isinstance(min_rank, int) and not hasattr(min_rank, "__index__"):
+        raise TypeError(f"min_rank must be an int >= 0; got {min_rank!r}")
+    value = int(min_rank)
+    if value < 0:
+        raise ValueError(f"min_rank must be >= 0; got {min_rank}")
+    return value
+
+
+def resolve_preset(mars: bool | str, pi: float, alpha: float) -> tuple[bool, float, float]:
+    """``(enabled, pi, alpha)`` from a layer's ``mars=`` (True, False or a :data:`PRESETS` name)
+    and its ``pi`` / ``alpha``: a preset replaces the values left at the layers' defaults
+    (``pi=0.01``, ``alpha=3``), values given otherwise win."""
+    if isinstance(mars, str):
+        if mars not in PRESETS:
+            raise ValueError(f"unknown MARS preset {mars!r}; use one of {sorted(PRESETS)} (or True / False)")
+        preset = PRESETS[mars]
+        default = PRESETS["default"]
+        return (True, preset["pi"] if pi == default["pi"] else pi,
+                preset["alpha"] if alpha == default["alpha"] else alpha)
+    if isinstance(mars, (bool, int)) and not isinstance(mars, float):
+        return bool(mars), pi, alpha
+    raise TypeError(f"mars must be True, False or a preset name {sorted(PRESETS)}; got {mars!r}")
 
 
 #: In training, the kept indices of a bond are padded to a multiple of this (with indices whose
@@ -164,8 +241,11 @@ class BondMasks(nn.Module):
     ----------
     sizes: bond index -> length of its mask (the maximal rank).
     pi: Bernoulli prior probability that a rank index is kept, in (0, 0.5].
-    alpha: mean of the logits at initialisation (std 0.01). Negative values start with
-        closed MAP masks; the paper uses -1.5 ("soft") and -1.75 ("hard") for MNIST.
+    alpha: mean of the logits at initialisation (std 0.01). The default (:data:`DEFAULT_ALPHA`,
+        3) starts every mask open; negative values start with closed MAP masks, as the
+        paper's -1.5 ("soft") and -1.75 ("hard") for MNIST (:data:`PRESETS`).
+    min_rank: every bond keeps at least this many indices (its largest logits) in training
+        draws, MAP masks and compression; 0 lets a bond close whole (the paper's objective).
     temperature: hard-concrete temperature; a :class:`MarsTemperature` scheduler or the
         user updates :attr:`temperature` during training.
 
@@ -177,22 +257,49 @@ class BondMasks(nn.Module):
     (7,)
     """
 
-    def __init__(self, sizes: Mapping[str, int], pi: float = 1e-2, alpha: float = -1.0, temperature: float = 0.1,
-                 *, generator: torch.Generator | None = None) -> None:
+    def __init__(self, sizes: Mapping[str, int], pi: float = 1e-2, alpha: float = DEFAULT_ALPHA,
+                 temperature: float = 0.1, *, min_rank: int = 1, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.pi = mars.check_pi(pi)
-        self.alpha = float(alpha)
+        self.alpha = check_alpha(alpha)
         self.temperature = mars.check_temperature(temperature)
+        self.min_rank = check_min_rank(min_rank)
         self.bonds = tuple(sizes)
         self.sizes = tuple(int(n) for n in sizes.values())
         if any(n < 1 for n in self.sizes):
             raise ValueError(f"every mask needs at least one entry; got sizes {dict(sizes)}")
         self.logits = nn.Parameter(self.alpha + 0.01 * torch.randn(sum(self.sizes), generator=generator))
         self._views: dict[tuple, tuple] = {}
+        #: who owns these masks, for warnings (set by the layer; MarsLoss and summary put the model path in)
+        self.owner = "a MARS layer"
+
+    def train(self, mode: bool = True) -> BondMasks:
+        """Switch mode; switching to eval warns when MARS closed a whole bond (:meth:`warn_if_closed`)."""
+        was_training = self.training
+        super().train(mode)
+        if was_training and not mode:
+            self.warn_if_closed()
+        return self
+
+    def warn_if_closed(self) -> list[str]:
+        """Warn (``RuntimeWarning``, naming :attr:`owner`) if some bond has every ``phi <= 0.5``;
+        return those bonds. With ``min_rank=0`` the layer's weight is then exactly zero."""
+        closed = self.closed_bonds()
+        if closed:
+            if self.min_rank:
+                msg = (f"{self.owner}: MARS closed every index of bond(s) {closed} (phi <= 0.5 on all of them); "
+                       f"they are kept at rank {self.min_rank} only because min_rank={self.min_rank}. The prior "
+                       "may be too strong for this layer (pi, alpha, or the N given to MarsLoss) or it may not be "
+                       "needed")
+            else:
+                msg = (f"{self.owner}: every mask of bond(s) {closed} is closed, so the layer's weight is zero and it "
+                       "outputs only its bias (min_rank=0); use min_rank >= 1, a larger pi or alpha")
+            _warn_user(msg, RuntimeWarning)
+        return closed
 
     def extra_repr(self) -> str:
         return (f"sizes={dict(zip(self.bonds, self.sizes))}, pi={self.pi}, alpha={self.alpha}, "
-                f"temperature={self.temperature:.4g}")
+                f"temperature={self.temperature:.4g}, min_rank={self.min_rank}")
 
     def _split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         if len(self.sizes) == 1:
@@ -204,13 +311,61 @@ class BondMasks(nn.Module):
         return self._split(self.logits)
 
     def _flat_mask(self) -> torch.Tensor:
-        """All bonds' masks as one vector: a hard-concrete sample (train) or MAP 0/1 (eval)."""
+        """All bonds' masks as one vector: a hard-concrete sample (train) or MAP 0/1 (eval),
+        topped up to :attr:`min_rank` kept entries per bond (:meth:`_top_up`)."""
         if self.training:
-            return hard_concrete_sample(self.logits, float(self.temperature))
-        return (self.logits.detach() > 0).to(self.logits.dtype)
+            flat = hard_concrete_sample(self.logits, float(self.temperature))
+        else:
+            flat = (self.logits.detach() > 0).to(self.logits.dtype)
+        if not self.min_rank:
+            return flat
+        if flat.device.type != "cpu" or is_recording():  # no host round trip: the same rule on the device
+            return self._top_up_on_device(flat)
+        forced = self._top_up(flat.detach() != 0)
+        return flat.index_fill(0, forced, 1.0) if forced.numel() else flat
+
+    def _top_up_on_device(self, flat: torch.Tensor) -> torch.Tensor:
+        """:meth:`_top_up` applied without reading values on the host (GPU, ``torch.compile``):
+        a few tensor ops per bond, the same result."""
+        logits = self.logits.detach()
+        pieces = []
+        for seg, lg, n in zip(torch.split(flat, self.sizes), torch.split(logits, self.sizes), self.sizes):
+            m = min(self.min_rank, n)
+            short = (seg != 0).sum() < m
+            top = torch.zeros(n, dtype=torch.bool, device=flat.device).index_fill(0, lg.topk(m).indices, True)
+            pieces.append(torch.where(top & short, torch.ones_like(seg), seg))
+        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+    def _top_up(self, nonzero: torch.Tensor | list) -> torch.Tensor | list[int]:
+        """Positions to force to 1 so that every bond keeps :attr:`min_rank` entries: for each bond
+        with fewer non-zero entries than that, its ``min_rank`` largest logits.
+
+        ``nonzero`` is a boolean tensor (a tensor of positions comes back) or a host list of
+        truthy codes (a list comes back); the logits are read only for a bond that falls short.
+        """
+        if isinstance(nonzero, torch.Tensor):
+            if not self.min_rank:
+                return nonzero.new_zeros(0, dtype=torch.long)
+            codes = nonzero.tolist()
+            return torch.tensor(self._top_up(codes), dtype=torch.long, device=nonzero.device)
+        forced: list[int] = []
+        if not self.min_rank or (0 not in nonzero and False not in nonzero):  # every entry kept
+            return forced
+        logits = None
+        start = 0
+        for n in self.sizes:
+            m = min(self.min_rank, n)
+            if sum(1 for c in nonzero[start:start + n] if c) < m:
+                if logits is None:
+                    logits = self.logits.detach().tolist()
+                seg = logits[start:start + n]
+                forced.extend(start + i for i in sorted(range(n), key=seg.__getitem__, reverse=True)[:m])
+            start += n
+        return forced
 
     def forward(self) -> dict[str, torch.Tensor]:
-        """Masks per bond: a hard-concrete sample when training, the MAP mask otherwise."""
+        """Masks per bond: a hard-concrete sample when training, the MAP mask otherwise
+        (both with at least :attr:`min_rank` kept entries per bond)."""
         return self._split(self._flat_mask())
 
     def fold(self, cores: Sequence[torch.Tensor], sites: Mapping[str, tuple[int, int]],
@@ -229,7 +384,8 @@ class BondMasks(nn.Module):
         inside (0, 1) (late in training, at a low temperature), no data gradient can reach the
         logits, the draw is not recorded and entries left at exactly 1 are not multiplied: the
         logits then get gradient from the prior only (``MarsLoss``), ``None`` without it. It
-        needs the mask values on the host (one transfer per layer and forward).
+        needs the mask values on the host (one transfer per layer and forward). A bond whose
+        draw keeps fewer than :attr:`min_rank` entries gets its largest logits' entries set to 1.
         """
         cores = list(cores)
         views = self._views.get(tuple(sites[b] for b in self.bonds))
@@ -247,13 +403,26 @@ class BondMasks(nn.Module):
         # draw without recording the graph, read which entries are 0, strictly inside (0, 1) or 1;
         # only a draw strictly inside sends gradient to its logit (clamped ends have none), so the
         # differentiable draw (same noise) is made only when there is one
-        noise = logistic_noise(self.logits) if self.training else None
-        with torch.no_grad():
-            flat = self._flat_mask() if noise is None else hard_concrete_sample(self.logits, self.temperature, noise)
-            codes = ((flat > 0).to(torch.int8) + (flat >= 1).to(torch.int8)).tolist()  # 0, 1 inside, 2 one
-        live = noise is not None and 1 in codes
-        if live:
-            flat = hard_concrete_sample(self.logits, float(self.temperature), noise)
+        logits = self.logits
+        if self.training:  # classify the draw on the host from its uniform noise (no tensor ops)
+            u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
+            if u.device.type == "cpu":
+                uniforms, values = u.tolist(), logits.detach().tolist()
+            else:  # one device-to-host transfer
+                uniforms, values = torch.stack((u, logits.detach())).tolist()
+            codes = _draw_codes(uniforms, values, float(self.temperature))
+        else:
+            codes = [2 if v > 0.0 else 0 for v in logits.detach().tolist()]
+        forced = self._top_up(codes)
+        for i in forced:
+            codes[i] = 2
+        live = self.training and 1 in codes
+        if live:  # the differentiable draw, with the same noise
+            flat = hard_concrete_sample(logits, float(self.temperature), torch.logit(u, eps=_NOISE_EPS))
+        else:
+            flat = torch.tensor([0.5 * c for c in codes], dtype=logits.dtype, device=logits.device)
+        if forced:
+            flat = flat.index_fill(0, torch.tensor(forced, dtype=torch.long, device=flat.device), 1.0)
         if flat.dtype != cores[0].dtype:
             flat = flat.to(cores[0].dtype)
         start = 0
@@ -282,8 +451,16 @@ class BondMasks(nn.Module):
         return self._split(torch.sigmoid(self.logits.detach()))
 
     def keep(self) -> dict[str, torch.Tensor]:
-        """Boolean MAP masks per bond (``phi > 0.5``)."""
-        return self._split(self.logits.detach() > 0)
+        """Boolean MAP masks per bond: ``phi > 0.5``, topped up to :attr:`min_rank` entries
+        (the largest logits) on a bond that keeps fewer."""
+        flat = self.logits.detach() > 0
+        forced = self._top_up(flat)
+        return self._split(flat.index_fill(0, forced, True) if forced.numel() else flat)
+
+    def closed_bonds(self) -> list[str]:
+        """Bonds on which every entry has ``phi <= 0.5``: MARS closed them whole. Such a bond is
+        kept at :attr:`min_rank` (rank 0 with ``min_rank=0``: the network is then zero)."""
+        return [b for b, lg in self._split(self.logits.detach()).items() if not bool((lg > 0).any())]
 
     def ranks(self) -> dict[str, int]:
         """Selected rank per bond: the number of kept indices."""

@@ -215,8 +215,9 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     the rise of ``nll(model)`` when that index alone is closed and ``penalty = strength * 0.5
     * ln(num_train) * (parameters the index frees)``; it stops when no closure pays (a closure
     that does not raise the nll at all always pays). This is the criterion of
-    :func:`tnmars.fit`'s ``prior="bic"``, applied to a trained network. A bond may lose every
-    index (rank 0: the layer then outputs its bias only) if that pays too.
+    :func:`tnmars.fit`'s ``prior="bic"``, applied to a trained network. A bond keeps at least
+    its masks' ``min_rank`` indices (default 1); with ``min_rank=0`` it may lose every index
+    (rank 0: the layer then outputs its bias only) if that pays too.
 
     Parameters
     ----------
@@ -314,8 +315,11 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
                 for ui, u in enumerate(units):
                     views = u.masks.bond_logits()
                     pen = penalties(u, u.masks.ranks())
-                    for b in u.masks.bonds:
-                        for i in torch.nonzero(views[b] > 0).flatten().tolist():
+                    for b, n in zip(u.masks.bonds, u.masks.sizes):
+                        kept = torch.nonzero(views[b] > 0).flatten().tolist()
+                        if len(kept) <= min(u.masks.min_rank, n):
+                            continue  # at min_rank: the masks would keep another index in its place
+                        for i in kept:
                             candidates.append((ui, b, i, pen[b]))
                 bar.total += len(candidates)
                 bar.refresh()

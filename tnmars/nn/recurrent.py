@@ -54,7 +54,7 @@ from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
 from .layers import prime_factors
-from .masks import BondMasks
+from .masks import BondMasks, resolve_preset
 from .stability import check_k, check_lambda, power_iteration, project_spectral, rescale_columns_l1
 
 __all__ = [
@@ -127,7 +127,7 @@ class TTRecurrentMatrix(nn.Module):
 
     >>> W = TTRecurrentMatrix(64, rank=4, seed=0).double()
     >>> W.shape, W.ranks()
-    ((4, 4, 4), {'A': 0, 'B': 0})
+    ((4, 4, 4), {'A': 4, 'B': 4})
     >>> W.project_(0.9) >= 0.0
     True
     """
@@ -138,10 +138,11 @@ class TTRecurrentMatrix(nn.Module):
         rank: int | Sequence[int] = 8,
         *,
         shape: Sequence[int] | None = None,
-        mars: bool = True,
+        mars: bool | str = True,
         pi: float = 1e-2,
-        alpha: float = -1.0,
+        alpha: float = 3.0,
         temperature: float = 0.1,
+        min_rank: int = 1,
         scale: float | None = None,
         seed: int | None = None,
         apply: str = "auto",
@@ -167,7 +168,11 @@ class TTRecurrentMatrix(nn.Module):
         out = net.output
         self._in_letters, self._out_letters = out[:d], out[d:]
         self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in net.cores])
-        self.masks = BondMasks(net.bonds, pi=pi, alpha=alpha, temperature=temperature) if mars and net.bonds else None
+        enabled, pi, alpha = resolve_preset(mars, pi, alpha)
+        self.masks = (BondMasks(net.bonds, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank)
+                      if enabled and net.bonds else None)
+        if self.masks is not None:
+            self.masks.owner = f"TTRecurrentMatrix({size})"
         gen = torch.Generator().manual_seed(0 if seed is None else int(seed) + 1)
         start = torch.randn(size, generator=gen)
         self.register_buffer("_v_full", start / start.norm(), persistent=False)
@@ -208,6 +213,19 @@ class TTRecurrentMatrix(nn.Module):
         """Core parameters at the full ranks."""
         return self.network().num_params
 
+    @property
+    def max_ranks(self) -> dict[str, int]:
+        """Bond -> its full size (the accounting of :func:`tnmars.nn.summary`)."""
+        return self.bonds
+
+    def selected_ranks(self) -> dict[str, int]:
+        """Bond -> rank kept by the MAP masks (same as :meth:`ranks`)."""
+        return self.ranks()
+
+    def num_params_at(self, ranks: Mapping[str, int]) -> int:
+        """Core parameters if the bonds had ``ranks``."""
+        return self.network().num_params_at(dict(ranks))
+
     def num_params_selected(self) -> int:
         """Core parameters at the selected ranks (the paper's dof)."""
         return self.network().num_params_at(self.ranks())
@@ -217,9 +235,11 @@ class TTRecurrentMatrix(nn.Module):
         return self.size * self.size
 
     def compression(self) -> float:
-        """Dense size over core parameters at the selected ranks (inf if every bond closed)."""
-        n = self.num_params_selected()
-        return self.dense_size / n if n else math.inf
+        """Dense size over core parameters at the selected ranks (NaN if a bond has rank 0: the
+        matrix is then zero, which is not a compression)."""
+        if any(r == 0 for r in self.ranks().values()):
+            return math.nan
+        return self.dense_size / self.num_params_selected()
 
     def log_prior(self) -> torch.Tensor:
         """Log prior (to maximise): expected Bernoulli mask prior + Gaussian ``N(0, 100)`` core prior."""
@@ -470,10 +490,11 @@ class _ElmanRNN(_RecurrentModel):
         recurrent: str | TTRecurrentMatrix = "dense",
         tt_rank: int | Sequence[int] = 8,
         tt_shape: Sequence[int] | None = None,
-        mars: bool = True,
+        mars: bool | str = True,
         pi: float = 1e-2,
-        alpha: float = -1.0,
+        alpha: float = 3.0,
         temperature: float = 0.1,
+        min_rank: int = 1,
         seed: int | None = None,
         power_iters: int = 500,
         power_tol: float = 1e-9,
@@ -502,7 +523,8 @@ class _ElmanRNN(_RecurrentModel):
             self.weight = None
         elif recurrent == "tt":
             self.weight_tt = TTRecurrentMatrix(
-                self.hidden_size, tt_rank, shape=tt_shape, mars=mars, pi=pi, alpha=alpha, temperature=temperature, seed=seed
+                self.hidden_size, tt_rank, shape=tt_shape, mars=mars, pi=pi, alpha=alpha, temperature=temperature,
+                min_rank=min_rank, seed=seed,
             )
             self.weight = None
         elif recurrent == "dense":
@@ -592,8 +614,9 @@ class LinearRNN(_ElmanRNN):
         every optimiser step, or use :func:`register_stability_hook`).
     projection: ``"power"`` (power iteration + rescale) or ``"svd"`` (exact singular-value clip).
     recurrent: ``"dense"``, ``"tt"`` (a :class:`TTRecurrentMatrix` built from ``tt_rank``,
-        ``tt_shape``, ``mars``, ``pi``, ``alpha``, ``temperature``) or a ready
-        :class:`TTRecurrentMatrix`.
+        ``tt_shape``, ``mars``, ``pi``, ``alpha``, ``temperature``, ``min_rank``, with the
+        layers' defaults and presets: masks open at the start, at least one index per bond)
+        or a ready :class:`TTRecurrentMatrix`.
     seed: reproducible initialisation (torch's default RNN init, ``U(-1/sqrt(H), 1/sqrt(H))``).
 
     >>> rnn = LinearRNN(2, 4, lam=0.5, seed=0).double()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,7 @@ class MarsLoss(nn.Module):
         # the modules are listed once, as an optimizer lists its parameters: walking the module
         # tree every step costs more than the prior's arithmetic
         object.__setattr__(self, "_modules_seen", tuple(_unwrap(model).modules()))
+        name_owners(model)  # warnings about closed layers then name them by their path in the model
         self.num_train = int(num_train)
         self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
 
@@ -257,6 +259,9 @@ def compress(model: nn.Module) -> nn.Module:
     parameters and computes what ``model`` computes in eval mode. The input is not changed.
     """
     model = _unwrap(model)
+    name_owners(model)
+    for _, layer in mars_modules(model):
+        layer.masks.warn_if_closed()
     if isinstance(model, TensorizedLayer):
         return model.compressed()
     new = copy.deepcopy(model)
@@ -329,10 +334,19 @@ class LayerSummary:
     dense_size: int
     params_initial: int
     params_selected: int
+    #: bonds on which MARS closed every index (every ``phi <= 0.5``): kept at ``min_rank`` only
+    closed_bonds: list[str] = field(default_factory=list)
+
+    @property
+    def dead(self) -> bool:
+        """True when some bond has rank 0: the weight is exactly zero (the layer outputs its bias)."""
+        return any(r == 0 for r in self.selected_ranks.values())
 
     @property
     def compression(self) -> float:
-        return self.dense_size / self.params_selected if self.params_selected else math.inf
+        """Dense size over the parameters at the selected ranks; NaN for a dead layer (a zero weight
+        is not a compressed weight)."""
+        return math.nan if self.dead else self.dense_size / self.params_selected
 
 
 @dataclass
@@ -341,7 +355,8 @@ class ModelSummary:
 
     ``compression = (other + sum dense sizes) / (other + sum params at selected ranks)``,
     where ``other`` is every parameter outside the decomposed cores (biases, plain layers),
-    and mask logits count on neither side.
+    and mask logits count on neither side. A layer with a rank-0 bond (its weight is zero)
+    makes the model's compression meaningless: it is then NaN and the table says which layer.
     """
 
     layers: list[LayerSummary] = field(default_factory=list)
@@ -360,7 +375,19 @@ class ModelSummary:
         return self.other_params + sum(r.params_initial for r in self.layers)
 
     @property
+    def dead_layers(self) -> list[str]:
+        """Layers whose weight is exactly zero (a bond at rank 0)."""
+        return [r.name for r in self.layers if r.dead]
+
+    @property
+    def closed_layers(self) -> list[str]:
+        """Layers with a bond that MARS closed whole (kept at ``min_rank``, or dead)."""
+        return [r.name for r in self.layers if r.closed_bonds]
+
+    @property
     def compression(self) -> float:
+        if self.dead_layers:
+            return math.nan
         return mars.compression_ratio(self.other_params, [r.dense_size for r in self.layers],
                                       [r.params_selected for r in self.layers])
 
@@ -374,37 +401,81 @@ class ModelSummary:
                  "|---|---|---|---|---|---|---|"]
         for r in self.layers:
             start = ",".join(str(v) for v in r.max_ranks.values())
-            sel = ",".join(str(r.selected_ranks[b]) for b in r.max_ranks)
+            sel = ",".join(str(r.selected_ranks[b]) + ("*" if b in r.closed_bonds else "") for b in r.max_ranks)
+            comp = "none: weight is zero" if r.dead else f"{r.compression:.1f}x"
             lines.append(f"| {r.name} | {r.kind} | {start} | {sel} | {r.params_selected:,} | {r.dense_size:,} | "
-                         f"{r.compression:.1f}x |")
+                         f"{comp} |")
         lines.append(f"| other (biases, plain layers) | | | | {self.other_params:,} | {self.other_params:,} | |")
+        model = ("not a working model" if self.dead_layers else f"**{self.compression:.1f}x**")
         lines.append(f"| **model** | | | | {self.selected_params:,} | {self.dense_params:,} | "
-                     f"**{self.compression:.1f}x** (start {self.initial_compression:.1f}x) |")
+                     f"{model} (start {self.initial_compression:.1f}x) |")
+        if self.dead_layers:
+            lines.append(f"\nLayers {', '.join(self.dead_layers)}: a bond has rank 0, so the weight is zero and the "
+                         "layer outputs only its bias.")
+        if any(r.closed_bonds and not r.dead for r in self.layers):
+            lines.append("\n`*`: MARS closed every index of this bond; it is kept at `min_rank` only (the prior may "
+                         "be too strong for the layer, or the layer not needed).")
         return "\n".join(lines)
 
 
+def rank_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` for every module with selectable ranks: the tensorized layers and any
+    module exposing the same accounting (``max_ranks``, ``selected_ranks()``, ``num_params_at``,
+    ``dense_size``), such as the tensorized recurrent matrix."""
+    for name, mod in _unwrap(model).named_modules():
+        if isinstance(mod, TensorizedLayer) or all(hasattr(mod, a) for a in
+                                                   ("max_ranks", "selected_ranks", "num_params_at", "dense_size",
+                                                    "cores")):
+            yield name, mod
+
+
+def name_owners(model: nn.Module) -> None:
+    """Write each MARS module's model path into its masks' :attr:`BondMasks.owner` (for warnings)."""
+    for name, mod in mars_modules(model):
+        mod.masks.owner = f"layer {name or '(model)'!r} ({type(mod).__name__})"
+
+
 def summary(model: nn.Module) -> ModelSummary:
-    """Ranks, parameter counts and compression (the paper's rule) of every tensorized layer.
+    """Ranks, parameter counts and compression (the paper's rule) of every module with
+    selectable ranks (tensorized layers, tensorized recurrent matrices).
 
     ``print(summary(model))`` gives a markdown table. A model and its :func:`compress` ed
-    copy have the same summary compression.
+    copy have the same summary compression. A layer whose bond MARS closed whole is
+    flagged (``*``: held at ``min_rank``; rank 0: its weight is zero) and warned about.
     """
     model = _unwrap(model)
     rows = []
     core_ids: set[int] = set()
     logit_ids: set[int] = set()
-    for name, layer in tensorized_layers(model):
+    for name, layer in rank_modules(model):
         core_ids.update(id(p) for p in layer.cores)
-        if layer.masks is not None:
-            logit_ids.update(id(p) for p in layer.masks.parameters())
+        masks = getattr(layer, "masks", None)
+        closed: list[str] = []
+        if masks is not None:
+            logit_ids.update(id(p) for p in masks.parameters())
+            closed = masks.closed_bonds()
         sel = layer.selected_ranks()
         rows.append(LayerSummary(name=name or type(layer).__name__, kind=type(layer).__name__,
-                                 max_ranks=layer.max_ranks, selected_ranks=sel, dense_size=layer.dense_size,
-                                 params_initial=layer.num_params, params_selected=layer.num_params_at(sel)))
+                                 max_ranks=dict(layer.max_ranks), selected_ranks=sel, dense_size=layer.dense_size,
+                                 params_initial=layer.num_params_at(layer.max_ranks),
+                                 params_selected=layer.num_params_at(sel), closed_bonds=closed))
     other = sum(p.numel() for p in model.parameters() if id(p) not in core_ids and id(p) not in logit_ids)
-    return ModelSummary(layers=rows, other_params=int(other))
+    result = ModelSummary(layers=rows, other_params=int(other))
+    _warn_closed(result)
+    return result
+
+
+def _warn_closed(result: ModelSummary) -> None:
+    dead = result.dead_layers
+    if dead:
+        warnings.warn(f"layers {dead}: a bond has rank 0 (MARS closed every index and min_rank=0), so their weight is "
+                      "zero and they output only their bias", RuntimeWarning, stacklevel=3)
+    held = [r.name for r in result.layers if r.closed_bonds and not r.dead]
+    if held:
+        warnings.warn(f"layers {held}: MARS closed every index of a bond; it is kept at min_rank only (marked * in "
+                      "the summary)", RuntimeWarning, stacklevel=3)
 
 
 __all__ = ["MarsLoss", "MarsTemperature", "mars_penalty", "log_prior", "compress", "load_compressed", "summary", "ModelSummary",
            "LayerSummary", "set_temperature", "get_temperature", "set_pi", "set_alpha", "set_warmup",
-           "mars_layers", "mars_modules", "tensorized_layers"]
+           "mars_layers", "mars_modules", "tensorized_layers", "rank_modules"]

@@ -1,0 +1,236 @@
+"""Starting from a trained model: ``from_linear`` / ``from_conv`` / ``from_embedding`` and
+``tensorize`` compute the dense layer's function at full rank, keep biases and convolution
+settings, respect the parameter budget, and refuse what they cannot convert."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tnmars.nn as tnn
+from tnmars.nn import LowRankLinear, TensorizedConv2d, TensorizedEmbedding, TensorizedLinear, Tucker2Conv2d
+
+torch.set_num_threads(1)
+D64 = torch.float64
+
+
+def _numpy_init(module: nn.Module, seed: int) -> nn.Module:
+    """Weights drawn by NumPy (not torch's initialiser)."""
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.as_tensor(rng.standard_normal(tuple(p.shape)) / np.sqrt(p.shape[-1]), dtype=p.dtype))
+    return module
+
+
+def _trained(module: nn.Module, x: torch.Tensor, seed: int, steps: int = 30) -> nn.Module:
+    """A few Adam steps on a random regression target: weights with the structure training gives."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        target = torch.randn_like(module(x))
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((module(x) - target) ** 2).mean().backward()
+        opt.step()
+    return module
+
+
+def _weights(kind: str, module: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:
+    return _numpy_init(module, seed) if kind == "numpy" else _trained(module, x, seed)
+
+
+def _same_function(layer: nn.Module, dense: nn.Module, x: torch.Tensor, tol: float = 1e-9) -> None:
+    layer.eval()
+    with torch.no_grad():
+        want, got = dense(x), layer(x)
+    scale = float(want.abs().max())
+    assert float((got - want).abs().max()) <= tol * max(scale, 1.0), float((got - want).abs().max())
+
+
+CASES = {
+    "linear-tt": lambda: (nn.Linear(12, 20), lambda m: TensorizedLinear.from_linear(m, "tt", "full", (3, 4), (4, 5)),
+                          torch.randn(7, 12, dtype=D64)),
+    "linear-tt-3cores-default-shapes": lambda: (nn.Linear(24, 30), lambda m: TensorizedLinear.from_linear(m, "tt", "full"),
+                                                torch.randn(7, 24, dtype=D64)),
+    "linear-tr": lambda: (nn.Linear(12, 20), lambda m: TensorizedLinear.from_linear(m, "tr", "full", (3, 4), (4, 5)),
+                          torch.randn(7, 12, dtype=D64)),
+    "linear-tucker": lambda: (nn.Linear(12, 20), lambda m: TensorizedLinear.from_linear(m, "tucker", "full", (3, 4), (4, 5)),
+                              torch.randn(7, 12, dtype=D64)),
+    "linear-no-bias": lambda: (nn.Linear(12, 20, bias=False),
+                               lambda m: TensorizedLinear.from_linear(m, "tt", "full", (3, 4), (4, 5)),
+                               torch.randn(7, 12, dtype=D64)),
+    "lowrank": lambda: (nn.Linear(12, 20), lambda m: LowRankLinear.from_linear(m, "full"), torch.randn(7, 12, dtype=D64)),
+    "tucker2conv": lambda: (nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=1),
+                            lambda m: Tucker2Conv2d.from_conv(m, "full"), torch.randn(3, 4, 9, 9, dtype=D64)),
+    "tucker2conv-dilated": lambda: (nn.Conv2d(3, 5, (3, 2), padding=(2, 1), dilation=2, bias=False),
+                                    lambda m: Tucker2Conv2d.from_conv(m, "full"), torch.randn(2, 3, 8, 8, dtype=D64)),
+    "ttconv": lambda: (nn.Conv2d(4, 6, 3, padding=1), lambda m: TensorizedConv2d.from_conv(m, "tt", "full"),
+                       torch.randn(3, 4, 7, 7, dtype=D64)),
+    "tuckerconv": lambda: (nn.Conv2d(4, 6, 3, stride=2), lambda m: TensorizedConv2d.from_conv(m, "tucker", "full", d=2),
+                           torch.randn(3, 4, 7, 7, dtype=D64)),
+    "embedding": lambda: (nn.Embedding(30, 8, padding_idx=4),
+                          lambda m: TensorizedEmbedding.from_embedding(m, "tt", "full"),
+                          torch.tensor([[0, 4, 29, 7], [5, 5, 13, 1]])),
+    "embedding-tr": lambda: (nn.Embedding(30, 8), lambda m: TensorizedEmbedding.from_embedding(m, "tr", "full"),
+                             torch.tensor([[0, 4, 29, 7], [5, 5, 13, 1]])),
+}
+
+
+@pytest.mark.parametrize("kind", ["numpy", "trained"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.filterwarnings("ignore:.*more than the dense.*")
+def test_full_rank_round_trip_computes_the_dense_function(case, kind):
+    dense, convert, x = CASES[case]()
+    dense = dense.double()
+    if isinstance(dense, nn.Embedding):
+        if kind == "numpy":
+            _numpy_init(dense, 1)
+        else:  # "trained": fit rows of the table
+            _trained(dense, x, 1)
+        with torch.no_grad():
+            if dense.padding_idx is not None:
+                dense.weight[dense.padding_idx] = 0.0  # what nn.Embedding keeps at the padding row
+    else:
+        _weights(kind, dense, x, 1)
+    layer = convert(dense)
+    assert layer.masks is not None and layer.selected_ranks() == layer.max_ranks  # default masks start open
+    assert next(layer.parameters()).dtype == D64
+    _same_function(layer, dense, x)
+    if getattr(dense, "bias", None) is not None:
+        torch.testing.assert_close(layer.bias, dense.bias)
+    for attr in ("stride", "padding", "dilation", "padding_idx"):
+        if hasattr(dense, attr) and hasattr(layer, attr):
+            assert tuple(np.atleast_1d(getattr(layer, attr))) == tuple(np.atleast_1d(getattr(dense, attr)))
+
+
+def test_cp_round_trip_on_a_weight_of_low_cp_rank():
+    """CP-ALS recovers a weight that has an exact CP decomposition at the given rank."""
+    rng = np.random.default_rng(0)
+    factors = [rng.standard_normal((n, 2)) for n in (3 * 4, 4 * 5)]
+    merged = factors[0] @ factors[1].T  # (i1 o1, i2 o2)
+    w = merged.reshape(3, 4, 4, 5).transpose(0, 2, 1, 3).reshape(12, 20)  # (in, out)
+    dense = nn.Linear(12, 20).double()
+    with torch.no_grad():
+        dense.weight.copy_(torch.as_tensor(w.T))
+    layer = TensorizedLinear.from_linear(dense, "cp", 2, (3, 4), (4, 5))
+    _same_function(layer, dense, torch.randn(5, 12, dtype=D64), tol=1e-6)
+    with pytest.raises(ValueError, match="CP has no rank"):
+        TensorizedLinear.from_linear(dense, "cp", "full", (3, 4), (4, 5))
+
+
+def test_float32_layers_and_truncation_error_falls_with_rank():
+    torch.manual_seed(0)
+    dense = nn.Linear(64, 48)
+    x = torch.randn(50, 64)
+    errors = []
+    for rank in (2, 12, 48):  # 48 = min(8 * 6, 8 * 8): the exact TT rank
+        layer = TensorizedLinear.from_linear(dense, "tt", rank, (8, 8), (6, 8)).eval()
+        assert layer.cores[0].dtype == torch.float32
+        with torch.no_grad():
+            errors.append(float((layer(x) - dense(x)).norm() / dense(x).norm()))
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-5
+
+
+@pytest.mark.parametrize("fraction", [None, 1.0, 0.25])
+def test_default_ranks_stay_within_the_parameter_budget(fraction):
+    dense = nn.Linear(96, 80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "more than the dense" or rank-clipping warning
+        layers = [TensorizedLinear.from_linear(dense, fmt, fraction, (4, 4, 6), (4, 4, 5))
+                  for fmt in ("tt", "tr", "tucker", "cp")]
+        layers.append(LowRankLinear.from_linear(dense, fraction))
+        layers.append(Tucker2Conv2d.from_conv(nn.Conv2d(10, 20, 3), fraction))
+        layers.append(TensorizedConv2d.from_conv(nn.Conv2d(10, 20, 3), "tt", fraction))
+        layers.append(TensorizedEmbedding.from_embedding(nn.Embedding(200, 16), "tt", fraction))
+    share = 1.0 if fraction is None else fraction
+    for layer in layers:
+        assert layer.num_params <= share * layer.dense_size
+        assert layer.num_params > 0.25 * share * layer.dense_size / 4  # the largest rank that fits, not a tiny one
+
+
+def test_layer_options_reach_the_new_layer_and_unknown_ones_are_refused():
+    dense = nn.Linear(12, 20)
+    layer = TensorizedLinear.from_linear(dense, "tt", 3, (3, 4), (4, 5), mars="hard", min_rank=2, temperature=0.3)
+    assert (layer.masks.pi, layer.masks.alpha, layer.masks.min_rank, layer.masks.temperature) == (0.01, -1.75, 2, 0.3)
+    plain = LowRankLinear.from_linear(dense, 4, mars=False)
+    assert plain.masks is None
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        TensorizedLinear.from_linear(dense, "tt", 3, (3, 4), (4, 5), lr=0.1)
+
+
+def test_bad_inputs_are_refused_with_a_message():
+    with pytest.raises(TypeError, match="nn.Linear"):
+        TensorizedLinear.from_linear(nn.Conv2d(3, 4, 3))
+    with pytest.raises(TypeError, match="nn.Conv2d"):
+        Tucker2Conv2d.from_conv(nn.Linear(3, 4))
+    with pytest.raises(ValueError, match="grouped"):
+        Tucker2Conv2d.from_conv(nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(ValueError, match="padding_mode"):
+        TensorizedConv2d.from_conv(nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"))
+    with pytest.raises(ValueError, match="string"):
+        TensorizedConv2d.from_conv(nn.Conv2d(4, 4, 3, padding="same"))
+    with pytest.raises(ValueError, match="max_norm"):
+        TensorizedEmbedding.from_embedding(nn.Embedding(10, 4, max_norm=1.0))
+    with pytest.raises(ValueError, match="unknown format"):
+        TensorizedLinear.from_linear(nn.Linear(4, 4), "ttt")
+    with pytest.raises(ValueError, match="share"):
+        TensorizedLinear.from_linear(nn.Linear(4, 4), "tt", 1.5)
+    with pytest.raises(ValueError, match="rank must be"):
+        LowRankLinear.from_linear(nn.Linear(4, 4), "most")
+
+
+class _Mixed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 12)
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.grouped = nn.Conv2d(6, 6, 3, padding=1, groups=3)
+        self.norm = nn.BatchNorm2d(6)
+        self.body = nn.Sequential(nn.Linear(6 * 4 * 4 + 12, 24), nn.ReLU(), nn.Linear(24, 5))
+
+    def forward(self, image: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.grouped(torch.relu(self.conv(image)))).flatten(1)
+        return self.body(torch.cat([h, self.emb(token)], dim=1))
+
+
+def test_tensorize_a_model_with_mixed_layers():
+    torch.manual_seed(0)
+    model = _Mixed().double().eval()
+    image, token = torch.randn(3, 1, 4, 4, dtype=D64), torch.tensor([1, 7, 19])
+    with pytest.warns(UserWarning, match="grouped"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*more than the dense.*")
+            full = tnn.tensorize(model, rank="full", linear="tt", conv="tucker2", embedding="tt")
+    kinds = {name: type(m).__name__ for name, m in full.named_modules()}
+    assert kinds["emb"] == "TensorizedEmbedding" and kinds["conv"] == "Tucker2Conv2d"
+    assert kinds["grouped"] == "Conv2d" and kinds["norm"] == "BatchNorm2d"
+    assert kinds["body.0"] == kinds["body.2"] == "TensorizedLinear"
+    assert type(model.body[0]) is nn.Linear  # a copy: the input model is unchanged
+    full.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(full(image, token), model(image, token), rtol=1e-9, atol=1e-9)
+    # MARS trains the converted model; summary lists every converted layer
+    assert [r.name for r in tnn.summary(full).layers] == ["emb", "conv", "body.0", "body.2"]
+
+
+def test_tensorize_filters_and_formats():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10), nn.Linear(10, 10))
+    only = tnn.tensorize(model, ["2"], linear="lowrank", rank=4)
+    assert [type(m).__name__ for m in only] == ["Conv2d", "Flatten", "LowRankLinear", "Linear"]
+    by_rule = tnn.tensorize(model, lambda name, m: isinstance(m, nn.Conv2d), conv="tt", rank=3)
+    assert type(by_rule[0]) is TensorizedConv2d and type(by_rule[2]) is nn.Linear
+    same = tnn.tensorize(model, inplace=True, linear=None, conv=None)
+    assert same is model and type(model[2]) is nn.Linear
+    with pytest.raises(ValueError, match="no modules named"):
+        tnn.tensorize(model, ["9"])
+    with pytest.raises(TypeError, match="list, not a string"):
+        tnn.tensorize(model, "2")
+    with pytest.raises(ValueError, match="linear must be"):
+        tnn.tensorize(model, linear="svd")
+    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(ValueError, match="grouped"):  # named explicitly: refused, not skipped
+        tnn.tensorize(grouped, ["0"])

@@ -1,0 +1,306 @@
+"""PyTorch conventions: layers and networks pickle, deep-copy, ``torch.save`` and
+``load_state_dict`` like any module; ``Network.to`` reads torch dtypes and devices;
+``torch.compile(fullgraph=True)`` traces compressed and MARS models without graph breaks;
+``jit.trace`` fails with a message that says why; empty batches work; bad inputs are named
+(a hypothesis fuzz over every layer)."""
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import tnmars
+import tnmars.nn as tnn
+from tnmars.nn import LowRankLinear, TensorizedConv2d, TensorizedEmbedding, TensorizedLinear, Tucker2Conv2d
+
+torch.set_num_threads(1)
+
+FACTORIES = {
+    "tt": lambda: TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5)),
+    "tucker": lambda: TensorizedLinear(12, 20, format="tucker", rank=2, in_shape=(3, 4), out_shape=(4, 5)),
+    "lowrank": lambda: LowRankLinear(12, 20, rank=5),
+    "tucker2conv": lambda: Tucker2Conv2d(4, 6, 3, rank=(3, 4), padding=1, stride=2),
+    "ttconv": lambda: TensorizedConv2d(4, 6, 3, rank=3, padding=1),
+    "embedding": lambda: TensorizedEmbedding(30, 8, rank=3, padding_idx=4),
+}
+
+
+def _input(layer, batch=5):
+    if isinstance(layer, TensorizedEmbedding):
+        return torch.randint(0, 30, (batch, 3))
+    if isinstance(layer, (Tucker2Conv2d, TensorizedConv2d)):
+        return torch.randn(batch, 4, 7, 7)
+    return torch.randn(batch, layer.in_features)
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                         Tucker2Conv2d(8, 16, 3, rank=4, padding=1), nn.ReLU(),
+                         TensorizedConv2d(16, 16, 3, rank=4, padding=1), nn.Flatten(),
+                         TensorizedLinear(1024, 64, rank=4), nn.ReLU(), LowRankLinear(64, 10, rank=4))
+
+
+# ------------------------------------------------------------------ serialisation
+def _roundtrips(obj):
+    yield "pickle", pickle.loads(pickle.dumps(obj))
+    yield "deepcopy", copy.deepcopy(obj)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    yield "torch.save", torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+@pytest.mark.parametrize("state", ["mars", "compressed"])
+def test_layers_pickle_deepcopy_and_torch_save_whole(name, state):
+    torch.manual_seed(0)
+    layer = FACTORIES[name]()
+    if state == "compressed":
+        with torch.no_grad():
+            layer.masks.logits[::2] = -3.0
+        layer = tnn.compress(layer.eval())
+    layer.eval()
+    x = _input(layer)
+    with torch.no_grad():
+        want = layer(x)
+    for how, copied in _roundtrips(layer):
+        with torch.no_grad():
+            torch.testing.assert_close(copied(x), want, msg=how)
+        # an independent copy: training it leaves the original alone
+        copied.train()
+        with torch.no_grad():
+            copied.cores[0].add_(1.0)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), want)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_load_state_dict_into_a_fresh_layer(name):
+    torch.manual_seed(0)
+    layer = FACTORIES[name]().eval()
+    torch.manual_seed(1)
+    fresh = FACTORIES[name]().eval()
+    x = _input(layer)
+    fresh.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), layer(x))
+    buf = io.BytesIO()
+    torch.save(layer.state_dict(), buf)
+    buf.seek(0)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))  # nothing but tensors is unpickled
+
+
+def test_a_recurrent_model_with_a_tt_matrix_pickles_deepcopies_and_saves():
+    rnn = tnn.TanhRNN(3, 8, lam=0.9, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), seed=0).eval()
+    x = torch.randn(2, 6, 3)
+    with torch.no_grad():
+        want = rnn(x)
+    for how, copied in _roundtrips(rnn):
+        with torch.no_grad():
+            torch.testing.assert_close(copied(x), want, msg=how)
+    fresh = tnn.TanhRNN(3, 8, lam=0.9, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), seed=1).eval()
+    fresh.load_state_dict(rnn.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), want)
+
+
+def test_a_torch_network_pickles_deepcopies_and_saves():
+    net = tnmars.Network.tt((3, 4, 5), 2, backend="torch", dtype="float32", seed=0)
+    for how, copied in _roundtrips(net):
+        assert copied.backend == "torch" and copied.spec == net.spec, how
+        torch.testing.assert_close(copied.to_tensor(), net.to_tensor())
+    assert copy.deepcopy(net).backend_impl is net.backend_impl  # backends are per-process singletons
+
+
+def test_a_torch_fit_result_pickles_deepcopies_and_saves():
+    x = torch.tensor(np.random.default_rng(0).standard_normal((4, 5, 6)))
+    result = tnmars.fit(x, "tucker", max_rank=2, seed=0, progress=False)
+    assert result.network.backend == "torch"
+    for how, copied in _roundtrips(result):
+        assert copied.ranks == result.ranks, how
+        torch.testing.assert_close(copied.network.to_tensor(), result.network.to_tensor())
+
+
+def test_network_to_reads_torch_dtypes_and_devices():
+    net = tnmars.Network.tt((3, 4), 2, seed=0)  # numpy
+    assert net.to(torch.float32).dtype == "float32" and net.to(torch.float32).backend == "numpy"
+    t = net.to("torch")
+    assert (t.backend, t.dtype, t.device) == ("torch", "float64", "cpu")
+    assert t.to(torch.float32).dtype == "float32"
+    assert t.to("cpu").device == "cpu" and t.to(torch.device("cpu")).device == "cpu"
+    assert t.to("cpu", torch.float16).dtype == "float16"
+    assert t.to(np.float32).dtype == "float32"
+    assert t.to(np.zeros(2, np.float32)).backend == "numpy"  # match an array: framework, device, dtype
+    assert net.to(torch.zeros(1, dtype=torch.float32)).backend == "torch"
+    assert t.to(net).backend == "numpy"
+    np.testing.assert_allclose(t.to("numpy").to_tensor(), net.to_tensor())
+    with pytest.raises(ValueError, match="cannot read 'gpu'"):
+        t.to("gpu")
+    with pytest.raises(TypeError, match="two dtypes"):
+        t.to(torch.float32, torch.float64)
+    with pytest.raises(ValueError, match="NumPy network cannot live on device 'cuda'"):
+        net.to("cuda")
+
+
+def test_modules_keep_working_after_to_and_double():
+    model = _model().eval()
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        want = model(x)
+        got = model.double()(x.double())
+    torch.testing.assert_close(got.float(), want, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ compile and trace
+def _no_breaks(fn, *args):
+    explanation = torch._dynamo.explain(fn)(*args)
+    torch._dynamo.reset()
+    return explanation.graph_break_count
+
+
+def test_torch_compile_traces_compressed_and_mars_models_without_graph_breaks():
+    model = _model()
+    x, y = torch.randn(5, 64), torch.randint(0, 10, (5,))
+    small = tnn.compress(model.eval()).eval()
+    assert _no_breaks(small, x) == 0
+    assert _no_breaks(model.eval(), x) == 0
+    loss_fn = tnn.MarsLoss(model, 1000)
+    model.train()
+    assert _no_breaks(lambda a, b: loss_fn(model(a), b), x, y) == 0  # a MARS training forward + loss
+    compiled = torch.compile(small, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), small(x))
+        torch.testing.assert_close(compiled(torch.randn(2, 64)).shape, torch.Size([2, 10]))
+    torch._dynamo.reset()
+
+
+def test_compiled_training_step_matches_eager_gradients():
+    model = _model()
+    x, y = torch.randn(5, 64), torch.randint(0, 10, (5,))
+    for _, layer in tnn.mars_layers(model):
+        layer.skip_closed = False  # the compiled graph never slices; compare like with like
+    loss_fn = tnn.MarsLoss(model, 1000)
+    compiled = torch.compile(lambda a, b: loss_fn(model(a), b), backend="aot_eager", fullgraph=True)
+    grads = []
+    for fn in (lambda a, b: loss_fn(model(a), b), compiled):
+        model.zero_grad()
+        torch.manual_seed(3)
+        fn(x, y).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch._dynamo.reset()
+
+
+def test_jit_trace_fails_with_a_message_that_says_why():
+    small = tnn.compress(_model().eval()).eval()
+    with pytest.raises(RuntimeError, match="torch.jit.trace.*contraction order.*torch.compile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(small, torch.randn(2, 64))
+    exported = torch.export.export(small, (torch.randn(2, 64),))
+    x = torch.randn(2, 64)
+    torch.testing.assert_close(exported.module()(x), small(x))
+
+
+# ------------------------------------------------------------------ batches and inputs
+@pytest.mark.parametrize("name", list(FACTORIES))
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_empty_batches_work(name, mode):
+    layer = getattr(FACTORIES[name](), mode)()
+    x = _input(layer, batch=0)
+    y = layer(x)
+    assert y.shape[0] == 0
+    full = layer(_input(layer, batch=2))
+    assert y.shape[1:] == full.shape[1:]
+    if mode == "train":
+        (y.sum() + full.sum()).backward()
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_closed_layers_short_circuit_to_the_bias(name):
+    """A bond at rank 0 (``min_rank=0``): the output is the bias, without building a zero weight,
+    and the cores still get (zero) gradients as through the zero weight."""
+    layer = FACTORIES[name]()
+    layer.masks.min_rank = 0
+    with torch.no_grad():
+        layer.masks.logits.fill_(-20.0)
+    x = _input(layer)
+    layer.train()
+    y = layer(x)
+    bias = getattr(layer, "bias", None)
+    expected = torch.zeros_like(y) if bias is None else torch.zeros_like(y) + (bias if y.ndim != 4 else bias[:, None, None])
+    torch.testing.assert_close(y, expected)
+    y.sum().backward()
+    assert all(c.grad is not None and float(c.grad.abs().sum()) == 0.0 for c in layer.cores)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_list_and_zero_d_inputs_are_named_errors(name):
+    layer = FACTORIES[name]()
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        layer(_input(layer).tolist())
+    if not isinstance(layer, TensorizedEmbedding):  # a 0-d index is a valid embedding lookup
+        with pytest.raises(ValueError, match="0-d|expected input"):
+            layer(torch.tensor(1.0))
+    else:
+        assert layer(torch.tensor(3)).shape == (8,)
+
+
+_DTYPES = st.sampled_from([torch.float32, torch.float64, torch.int64, torch.bool, torch.float16])
+_VALUES = st.sampled_from([0.0, 1.0, -1e30, float("nan"), float("inf")])
+
+
+_TRAILING = {"tt": [(12,)], "tucker": [(12,)], "lowrank": [(12,)], "tucker2conv": [(4, 7, 7), (4, 1, 1), (4, 0, 5)],
+             "ttconv": [(4, 7, 7), (4, 2, 2), (4, 3, 0)], "embedding": [()]}
+
+
+@st.composite
+def _shapes(draw, name):
+    """Mostly shapes a layer accepts (so dtype and value checks are reached), sometimes not."""
+    lead = draw(st.lists(st.integers(0, 4), min_size=0 if name in ("tt", "tucker", "lowrank", "embedding") else 1,
+                         max_size=1 if name in ("tucker2conv", "ttconv") else 3))
+    if draw(st.booleans()):
+        return tuple(lead) + draw(st.sampled_from(_TRAILING[name]))
+    return tuple(draw(st.lists(st.integers(0, 13), min_size=0, max_size=5)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), name=st.sampled_from(list(FACTORIES)), dtype=_DTYPES, value=_VALUES, as_list=st.booleans(),
+       training=st.booleans())
+def test_fuzzed_inputs_give_an_output_or_a_named_error(data, name, dtype, value, as_list, training):
+    """Whatever the input, a layer returns a tensor of the right shape or raises a ValueError /
+    TypeError with a message (never an AttributeError, IndexError or a torch RuntimeError from
+    deep inside); finite inputs give finite outputs."""
+    shape = data.draw(_shapes(name))
+    layer = FACTORIES[name]().train(training)
+    if isinstance(layer, TensorizedEmbedding) and dtype == torch.int64:
+        x = torch.full(shape, int(value) if np.isfinite(value) and abs(value) < 1e9 else 40, dtype=dtype)
+    elif dtype == torch.bool:
+        x = torch.zeros(shape, dtype=dtype)
+    else:
+        x = torch.full(shape, value).to(dtype)
+    arg = x.tolist() if as_list else x
+    try:
+        y = layer(arg)
+    except (ValueError, TypeError) as err:
+        assert str(err)
+        return
+    assert isinstance(y, torch.Tensor)
+    if isinstance(layer, TensorizedEmbedding):
+        assert y.shape == tuple(shape) + (8,)
+    elif isinstance(layer, (Tucker2Conv2d, TensorizedConv2d)):
+        assert y.ndim == 4 and y.shape[:2] == (shape[0], 6)
+    else:
+        assert y.shape == tuple(shape[:-1]) + (20,)
+    if torch.isfinite(x).all() and x.abs().max() < 1e3 if x.numel() and x.is_floating_point() else True:
+        assert torch.isfinite(y).all()

@@ -1,0 +1,466 @@
+"""Start from a trained model: decompose its dense layers into tensorized MARS layers.
+
+Each ``from_*`` constructor reads a trained ``torch.nn`` layer, decomposes its weight at the
+maximal ranks (SVD for low-rank and Tucker-2, TT-SVD / HOSVD / CP-ALS through
+tensorly for the matrix formats) and returns the tensorized layer with
+those cores, its bias and its convolution settings. Where the ranks are large enough to
+represent the weight exactly, the new layer computes the same function (to float rounding);
+MARS fine-tuning then selects the ranks. :func:`tensorize` does it for every matching layer
+of a model.
+
+Weight layouts: ``nn.Linear`` stores ``(out, in)``, tnmars's matrix networks ``(in, out)``
+(``y = x @ W``); a convolution's kernel matrix has rows ``(kh, kw, C_in)`` row-major.
+
+``rank=None`` (default) picks the largest uniform rank whose layer has at most as many
+parameters as the dense one; a float ``f`` in ``(0, 1]`` the largest with at most ``f`` times
+as many (as tltorch's fractional ranks); ``"full"`` the ranks at which the decomposition is
+exact for any weight (often larger than the dense layer: a warning says so); an int or a
+sequence gives the ranks.
+
+>>> import torch
+>>> from torch import nn
+>>> from tnmars.nn import TensorizedLinear
+>>> dense = nn.Linear(12, 20)
+>>> layer = TensorizedLinear.from_linear(dense, in_shape=(3, 4), out_shape=(4, 5), rank=12)
+>>> x = torch.randn(5, 12)
+>>> bool(torch.allclose(layer.eval()(x), dense(x), atol=1e-5))
+True
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from math import prod
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import warn_user
+from .layers import (
+    FORMATS,
+    LowRankLinear,
+    TensorizedConv2d,
+    TensorizedEmbedding,
+    TensorizedLinear,
+    Tucker2Conv2d,
+    matrix_params,
+)
+
+__all__ = ["from_linear", "lowrank_from_linear", "tucker2_from_conv", "from_conv", "from_embedding", "tensorize",
+           "decompose_matrix"]
+
+#: keyword arguments a converted layer passes on to its constructor (MARS settings and mode)
+LAYER_OPTIONS = ("mars", "pi", "alpha", "temperature", "min_rank", "mode")
+_CP_ITERATIONS = 200
+
+
+# ------------------------------------------------------------------------------ ranks
+def full_matrix_ranks(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int]) -> list[int]:
+    """The bond sizes at which a :func:`matrix_network` of ``fmt`` represents every matrix
+    exactly (``rank="full"``): the TT ranks of the matricizations; for TR the same with a
+    closing bond of 1; for Tucker the mode sizes (clipped). CP has no such rank."""
+    sizes = [int(i) * int(o) for i, o in zip(in_shape, out_shape)]
+    d = len(sizes)
+    if fmt in ("tt", "tr"):
+        ranks = [min(prod(sizes[:k + 1]), prod(sizes[k + 1:])) for k in range(d - 1)]
+        return ranks + [1] if fmt == "tr" else ranks
+    if fmt == "tucker":
+        return [min(n, prod(sizes[:k] + sizes[k + 1:])) if d > 1 else n for k, n in enumerate(sizes)]
+    raise ValueError(f"rank='full' is not defined for format {fmt!r}: CP has no rank that is exact for every "
+                     "weight; give an int rank")
+
+
+def budget_rank(params_at: Callable[[int], int], dense: int, rank: Any, ceiling: int) -> Any:
+    """``rank`` unchanged if it is an int or a sequence; else the largest uniform rank ``r <=
+    ceiling`` with ``params_at(r) <= fraction * dense`` (``rank=None``: fraction 1), at least 1."""
+    if isinstance(rank, str):
+        raise ValueError(f"rank must be an int, a sequence of ints, a float share, None or 'full'; got {rank!r}")
+    if rank is None:
+        fraction = 1.0
+    elif isinstance(rank, float):
+        fraction = rank
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"a fractional rank is the share of the dense layer's parameters, in (0, 1]; got {rank}")
+    else:
+        return rank
+    best, lo, hi = 1, 1, max(int(ceiling), 1)
+    while lo <= hi:  # params_at grows with r
+        mid = (lo + hi) // 2
+        if params_at(mid) <= fraction * dense:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _matrix_rank(fmt: str, shapes: tuple[Sequence[int], Sequence[int]], rank: Any, dense: int) -> Any:
+    """The ranks for a matrix layer: as given, ``"full"``, or the budget's uniform rank clipped
+    per bond to what the format can use (so no clipping warning for a rank the user did not give)."""
+    if rank == "full":
+        return full_matrix_ranks(fmt, *shapes)
+    if rank is not None and not isinstance(rank, float):
+        return rank
+    r = budget_rank(lambda r: matrix_params(fmt, *shapes, r), dense, rank, ceiling=dense)
+    if fmt in ("tt", "tucker"):
+        return [min(r, n) for n in full_matrix_ranks(fmt, *shapes)]
+    return r
+
+
+# ------------------------------------------------------------------------------ decompositions
+def decompose_matrix(w: np.ndarray, fmt: str, in_shape: Sequence[int], out_shape: Sequence[int],
+                     core_shapes: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Cores (float64) of shapes ``core_shapes`` in the layout of
+    :func:`tnmars.nn.layers.matrix_network` ``(fmt, in_shape, out_shape)``, fitted to the matrix
+    ``w`` (``prod(in_shape) x prod(out_shape)``) by tensorly.
+
+    The matrix is reshaped to ``in_shape + out_shape`` and regrouped as ``(i_1 o_1, ..., i_d
+    o_d)``; its TT-SVD / HOSVD (+ HOOI) / CP-ALS gives the cores, and each merged mode is
+    split back into ``(i_k, o_k)``. A tensor ring starts as the TT-SVD chain closed through
+    index 0 of its closing bond. Rank slices the SVD cannot fill are zero (the function is
+    unchanged). TT, TR and Tucker are exact when the ranks are large enough; CP is an ALS fit
+    (exact only for a weight of low CP rank).
+    """
+    import tensorly as tl
+    from tensorly.decomposition import parafac, tucker
+
+    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+    d = len(in_shape)
+    t = np.asarray(w, dtype=np.float64).reshape(in_shape + out_shape)
+    merged = t.transpose([a for k in range(d) for a in (k, d + k)]).reshape([i * o for i, o in zip(in_shape, out_shape)])
+    shapes = [tuple(int(n) for n in s) for s in core_shapes]
+    with tl.backend_context("numpy"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Trying to compute SVD with n_eigenvecs")  # rank > a mode size
+        if fmt in ("tt", "tr"):
+            # TT-SVD; a ring gets the chain in index 0 of its closing bond (exact whenever the
+            # chain's ranks suffice; the other closing indices start at zero)
+            tt_ranks = [shapes[k][-1] for k in range(d - 1)]
+            cores = _tt_svd(merged, tt_ranks)
+            cores = [c.reshape(c.shape[0], i, o, c.shape[-1]) for c, i, o in zip(cores, in_shape, out_shape)]
+            if fmt == "tt":
+                cores[0] = cores[0][0]
+                cores[-1] = cores[-1][..., 0]
+        elif fmt == "tucker":
+            core, factors = tucker(merged, rank=list(shapes[0]), init="svd", n_iter_max=10)
+            cores = [np.asarray(core)] + [np.asarray(f).reshape(i, o, -1)
+                                          for f, i, o in zip(factors, in_shape, out_shape)]
+        elif fmt == "cp":
+            weights, factors = parafac(merged, rank=shapes[0][-1], init="svd", n_iter_max=_CP_ITERATIONS, tol=1e-12)
+            factors = [np.asarray(f) for f in factors]
+            factors[0] = factors[0] * np.asarray(weights)[None, :]
+            norms = [np.linalg.norm(f, axis=0) for f in factors]  # spread the scale evenly over the factors
+            geo = np.prod(norms, axis=0) ** (1.0 / d)
+            cores = [(f / np.where(nr > 0, nr, 1.0) * geo).reshape(i, o, -1)
+                     for f, nr, i, o in zip(factors, norms, in_shape, out_shape)]
+        else:
+            raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+    return [_zero_pad(c, s) for c, s in zip(cores, shapes)]
+
+
+def _tt_svd(x: np.ndarray, ranks: Sequence[int]) -> list[np.ndarray]:
+    """TT-SVD (Oseledets 2011) with economy SVDs: cores ``(r_{k-1}, n_k, r_k)``, each internal
+    rank at most ``ranks[k]`` (fewer where the unfolding's rank is lower)."""
+    shape = x.shape
+    cores, rest, r_prev = [], x.reshape(1, -1), 1
+    for k, n in enumerate(shape[:-1]):
+        u, sv, vt = np.linalg.svd(rest.reshape(r_prev * n, -1), full_matrices=False)
+        r = min(int(ranks[k]), len(sv))
+        cores.append(u[:, :r].reshape(r_prev, n, r))
+        rest, r_prev = sv[:r, None] * vt[:r], r
+    cores.append(rest.reshape(r_prev, shape[-1], 1))
+    return cores
+
+
+def _zero_pad(core: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if core.shape == shape:
+        return core
+    if len(core.shape) != len(shape) or any(a > b for a, b in zip(core.shape, shape)):
+        raise AssertionError(f"decomposed core of shape {core.shape} does not fit the layer's {shape}")
+    out = np.zeros(shape)
+    out[tuple(slice(0, n) for n in core.shape)] = core
+    return out
+
+
+def _core_shapes(layer: nn.Module) -> list[tuple[int, ...]]:
+    return [tuple(c.shape) for c in layer.cores]
+
+
+def _copy_into(layer: nn.Module, cores: Sequence[np.ndarray]) -> None:
+    with torch.no_grad():
+        for param, core in zip(layer.cores, cores):
+            if tuple(param.shape) != tuple(core.shape):
+                raise AssertionError(f"decomposed core has shape {core.shape}, the layer's {tuple(param.shape)}")
+            param.copy_(torch.as_tensor(core, dtype=param.dtype, device=param.device))
+
+
+def _copy_bias(layer: nn.Module, bias: torch.Tensor | None) -> None:
+    if bias is None:
+        return
+    with torch.no_grad():
+        layer.bias.copy_(bias.detach().to(layer.bias.dtype))
+
+
+def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - set(LAYER_OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; the layer options are {LAYER_OPTIONS}")
+    return kwargs
+
+
+def _quiet(build: Callable[[], nn.Module]) -> nn.Module:
+    """Build a layer whose size warning is issued by the caller (once, with the final ranks)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*more than the dense.*")
+        return build()
+
+
+def _check_type(module: Any, cls: type, what: str) -> None:
+    if not isinstance(module, cls):
+        raise TypeError(f"{what} needs a torch.nn.{cls.__name__}; got {type(module).__name__}")
+
+
+def _warn_size(layer: nn.Module) -> None:
+    if layer.num_params > layer.dense_size:
+        warn_user(f"{type(layer).__name__} at ranks {layer.max_ranks} has {layer.num_params:,} parameters, more "
+                  f"than the dense layer's {layer.dense_size:,}")
+
+
+# ------------------------------------------------------------------------------ linear
+def from_linear(linear: nn.Linear, format: str = "tt", rank: Any = None, in_shape: Sequence[int] | None = None,
+                out_shape: Sequence[int] | None = None, *, d: int | None = None, **options: Any) -> TensorizedLinear:
+    """:meth:`TensorizedLinear.from_linear`: ``linear``'s weight decomposed in ``format``."""
+    _check_type(linear, nn.Linear, "TensorizedLinear.from_linear")
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
+    options = _options(options)
+    w = linear.weight.detach()
+    n_in, n_out = linear.in_features, linear.out_features
+    probe = _quiet(lambda: TensorizedLinear(n_in, n_out, format, 1, in_shape, out_shape, d=d, mars=False,
+                                            dtype=w.dtype, device=w.device))
+    shapes = (probe.in_shape, probe.out_shape)
+    rank = _matrix_rank(format, shapes, rank, n_in * n_out)
+    layer = _quiet(lambda: TensorizedLinear(n_in, n_out, format, rank, *shapes, bias=linear.bias is not None,
+                                            dtype=w.dtype, device=w.device, **options))
+    _copy_into(layer, decompose_matrix(w.t().double().cpu().numpy(), format, *shapes, _core_shapes(layer)))
+    _copy_bias(layer, linear.bias)
+    _warn_size(layer)
+    return layer
+
+
+def lowrank_from_linear(linear: nn.Linear, rank: Any = None, **options: Any) -> LowRankLinear:
+    """:meth:`LowRankLinear.from_linear`: ``W = U V`` from the SVD of ``linear``'s weight, the
+    singular values split evenly between ``U`` and ``V``."""
+    _check_type(linear, nn.Linear, "LowRankLinear.from_linear")
+    options = _options(options)
+    n_in, n_out = linear.in_features, linear.out_features
+    rank = min(n_in, n_out) if rank == "full" else rank
+    rank = budget_rank(lambda r: r * (n_in + n_out), n_in * n_out, rank, ceiling=min(n_in, n_out))
+    if not isinstance(rank, (int, np.integer)):
+        raise TypeError(f"LowRankLinear has one bond: rank must be an int, a float share or None; got {rank!r}")
+    w = linear.weight.detach()
+    layer = _quiet(lambda: LowRankLinear(n_in, n_out, rank=int(rank), bias=linear.bias is not None, dtype=w.dtype,
+                                         device=w.device, **options))
+    u, s, vt = np.linalg.svd(w.t().double().cpu().numpy(), full_matrices=False)
+    r = min(int(rank), len(s))
+    root = np.sqrt(s[:r])
+    cu = np.zeros((n_in, int(rank)))
+    cv = np.zeros((int(rank), n_out))
+    cu[:, :r] = u[:, :r] * root
+    cv[:r] = root[:, None] * vt[:r]
+    _copy_into(layer, [cu, cv])
+    _copy_bias(layer, linear.bias)
+    _warn_size(layer)
+    return layer
+
+
+# ------------------------------------------------------------------------------ convolutions
+def _conv_settings(conv: nn.Conv2d, what: str) -> dict[str, Any]:
+    _check_type(conv, nn.Conv2d, what)
+    if conv.groups != 1:
+        raise ValueError(f"{what}: grouped convolutions (groups={conv.groups}) have no tensorized counterpart")
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"{what}: padding_mode={conv.padding_mode!r} is not supported (only 'zeros')")
+    if isinstance(conv.padding, str):
+        raise ValueError(f"{what}: padding={conv.padding!r} given as a string is not supported; give it in pixels")
+    return {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation, "bias": conv.bias is not None}
+
+
+def tucker2_from_conv(conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tucker2Conv2d:
+    """:meth:`Tucker2Conv2d.from_conv`: the kernel's Tucker-2 decomposition over its channel
+    modes (HOSVD: leading singular vectors of the two channel unfoldings, then the core)."""
+    settings = _conv_settings(conv, "Tucker2Conv2d.from_conv")
+    options = _options(options)
+    k = conv.weight.detach()
+    c_out, c_in, kh, kw = k.shape
+    if rank == "full":
+        rank = (c_in, c_out)
+    if rank is None or isinstance(rank, float):
+        r = budget_rank(lambda r: c_in * min(r, c_in) + min(r, c_in) * min(r, c_out) * kh * kw + c_out * min(r, c_out),
+                        c_out * c_in * kh * kw, rank, ceiling=max(c_in, c_out))
+        rank = (min(r, c_in), min(r, c_out))
+    layer = _quiet(lambda: Tucker2Conv2d(c_in, c_out, (kh, kw), rank=rank, dtype=k.dtype, device=k.device,
+                                         **settings, **options))
+    r1, r2 = layer.dims["A"], layer.dims["B"]
+    kernel = k.double().cpu().numpy()
+    u_out = _leading(kernel.reshape(c_out, -1), r2)                      # (C_out, r2)
+    u_in = _leading(kernel.transpose(1, 0, 2, 3).reshape(c_in, -1), r1)  # (C_in, r1)
+    core = np.einsum("oihw,oB,iA->ABhw", kernel, u_out, u_in)
+    _copy_into(layer, [u_in, core, u_out])
+    _copy_bias(layer, conv.bias)
+    _warn_size(layer)
+    return layer
+
+
+def _leading(m: np.ndarray, r: int) -> np.ndarray:
+    """The ``r`` leading left singular vectors of ``m`` (zero columns past its rank)."""
+    u, _, _ = np.linalg.svd(m, full_matrices=False)
+    out = np.zeros((m.shape[0], r))
+    out[:, :min(r, u.shape[1])] = u[:, :r]
+    return out
+
+
+def from_conv(conv: nn.Conv2d, format: str = "tt", rank: Any = None, in_shape: Sequence[int] | None = None,
+              out_shape: Sequence[int] | None = None, *, d: int = 3, **options: Any) -> TensorizedConv2d:
+    """:meth:`TensorizedConv2d.from_conv`: the ``(kh kw C_in) x C_out`` kernel matrix decomposed in ``format``."""
+    settings = _conv_settings(conv, "TensorizedConv2d.from_conv")
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
+    options = _options(options)
+    k = conv.weight.detach()
+    c_out, c_in, kh, kw = k.shape
+    probe = _quiet(lambda: TensorizedConv2d(c_in, c_out, (kh, kw), 1, in_shape, out_shape, format=format, d=d,
+                                            mars=False, dtype=k.dtype, device=k.device))
+    shapes = (probe.in_shape, probe.out_shape)
+    rank = _matrix_rank(format, shapes, rank, c_out * c_in * kh * kw)
+    layer = _quiet(lambda: TensorizedConv2d(c_in, c_out, (kh, kw), rank, *shapes, format=format, d=d, dtype=k.dtype,
+                                            device=k.device, **settings, **options))
+    matrix = k.double().cpu().numpy().transpose(2, 3, 1, 0).reshape(kh * kw * c_in, c_out)
+    _copy_into(layer, decompose_matrix(matrix, format, *shapes, _core_shapes(layer)))
+    _copy_bias(layer, conv.bias)
+    _warn_size(layer)
+    return layer
+
+
+# ------------------------------------------------------------------------------ embedding
+def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None,
+                   voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
+                   **options: Any) -> TensorizedEmbedding:
+    """:meth:`TensorizedEmbedding.from_embedding`: the table (zero-padded to ``prod(voc_shape)``
+    rows) decomposed in ``format``; ``padding_idx`` is kept."""
+    _check_type(embedding, nn.Embedding, "TensorizedEmbedding.from_embedding")
+    if embedding.max_norm is not None:
+        raise ValueError("TensorizedEmbedding.from_embedding: max_norm renormalises rows at lookup; a tensorized "
+                         "table has no rows to renormalise")
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
+    options = _options(options)
+    w = embedding.weight.detach()
+    n, dim = w.shape
+    probe = _quiet(lambda: TensorizedEmbedding(n, dim, format, 1, voc_shape, emb_shape, d=d, mars=False,
+                                               dtype=w.dtype, device=w.device))
+    shapes = (probe.voc_shape, probe.emb_shape)
+    rank = _matrix_rank(format, shapes, rank, n * dim)
+    layer = _quiet(lambda: TensorizedEmbedding(n, dim, format, rank, *shapes, d=d, padding_idx=embedding.padding_idx,
+                                               dtype=w.dtype, device=w.device, **options))
+    table = np.zeros((prod(shapes[0]), dim))
+    table[:n] = w.double().cpu().numpy()
+    _copy_into(layer, decompose_matrix(table, format, *shapes, _core_shapes(layer)))
+    _warn_size(layer)
+    return layer
+
+
+# ------------------------------------------------------------------------------ whole models
+def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Iterable[str] | None = None, *,
+              linear: str | None = "tt", conv: str | None = "tucker2", embedding: str | None = "tt",
+              rank: Any = None, inplace: bool = False, **options: Any) -> nn.Module:
+    """Replace the ``nn.Linear``, ``nn.Conv2d`` and ``nn.Embedding`` layers of ``model`` by their
+    decomposed tensorized counterparts (a copy unless ``inplace``).
+
+    Parameters
+    ----------
+    filter:
+        Which layers: a callable ``filter(name, module) -> bool`` or an iterable of module
+        names (``dict(model.named_modules())`` keys); default every layer of the three types
+        that can be converted (grouped convolutions and string paddings are skipped with a
+        warning; named layers that cannot be converted raise).
+    linear:
+        ``"tt"``, ``"tr"``, ``"cp"``, ``"tucker"`` (:meth:`TensorizedLinear.from_linear`),
+        ``"lowrank"`` (:meth:`LowRankLinear.from_linear`) or ``None`` (leave linears alone).
+    conv:
+        ``"tucker2"`` (:meth:`Tucker2Conv2d.from_conv`), a matrix format
+        (:meth:`TensorizedConv2d.from_conv`) or ``None``.
+    embedding:
+        A matrix format (:meth:`TensorizedEmbedding.from_embedding`) or ``None``.
+    rank:
+        Passed to every conversion (``None``: each layer at most as large as the dense one).
+    options:
+        MARS settings and mode for every new layer (``mars``, ``pi``, ``alpha``,
+        ``temperature``, ``min_rank``, ``mode``).
+
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    >>> small = tensorize(model, lambda name, m: isinstance(m, nn.Linear), rank=4)
+    >>> [type(m).__name__ for m in small]
+    ['Conv2d', 'Flatten', 'TensorizedLinear']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if linear not in (None, "lowrank", *FORMATS):
+        raise ValueError(f"linear must be one of {(*FORMATS, 'lowrank')} or None; got {linear!r}")
+    if conv not in (None, "tucker2", *FORMATS):
+        raise ValueError(f"conv must be one of {('tucker2', *FORMATS)} or None; got {conv!r}")
+    if embedding not in (None, *FORMATS):
+        raise ValueError(f"embedding must be one of {FORMATS} or None; got {embedding!r}")
+    options = _options(options)
+    named: set[str] | None = None
+    if filter is not None and not callable(filter):
+        if isinstance(filter, str):
+            raise TypeError("filter must be a callable or an iterable of module names (a list, not a string)")
+        named = set(filter)
+        known = {name for name, _ in model.named_modules()}
+        missing = named - known
+        if missing:
+            raise ValueError(f"no modules named {sorted(missing)} in the model")
+    new = model if inplace else copy.deepcopy(model)
+    skipped = []
+    for name, module in list(new.named_modules()):
+        if not name or not _wanted(name, module, filter, named):
+            continue
+        try:
+            replacement = _convert(module, linear, conv, embedding, rank, options)
+        except ValueError as err:
+            if named is not None:
+                raise
+            skipped.append(f"{name}: {err}")
+            continue
+        if replacement is None:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(new.get_submodule(parent_name) if parent_name else new, child, replacement)
+    if skipped:
+        warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
+    return new
+
+
+def _wanted(name: str, module: nn.Module, filter: Any, named: set[str] | None) -> bool:
+    if named is not None:
+        return name in named
+    if filter is not None:
+        return bool(filter(name, module))
+    return True
+
+
+def _convert(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None, rank: Any,
+             options: dict[str, Any]) -> nn.Module | None:
+    if type(module) is nn.Linear and linear is not None:
+        if linear == "lowrank":
+            return lowrank_from_linear(module, rank, **options)
+        return from_linear(module, linear, rank, **options)
+    if type(module) is nn.Conv2d and conv is not None:
+        if conv == "tucker2":
+            return tucker2_from_conv(module, rank, **options)
+        return from_conv(module, conv, rank, **options)
+    if type(module) is nn.Embedding and embedding is not None:
+        return from_embedding(module, embedding, rank, **options)
+    return None
