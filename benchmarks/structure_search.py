@@ -610,22 +610,26 @@ def provenance(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-#: rows measured before main was merged into issue-15 (bcfb54d: issue 13's contraction planner, fresh
-#: TR-SVD starts for TR removals); 5026c71 and 733ac0a hold the same tnmars/fitting code
-_PRE_MERGE = ("5026c71", "733ac0a")
+#: the merges of main that changed what this benchmark measures, oldest first: rows made by an
+#: earlier commit were measured by older code (5026c71 and 733ac0a hold the same tnmars/fitting)
+_MERGES = (("bcfb54d", ("5026c71", "733ac0a"), "contraction planner; TR removals retried from fresh TR-SVD starts"),
+           ("64e34d0", ("5026c71", "733ac0a", "6623739"),
+            "TR fresh removals also from random starts; Tucker spectral start in less memory"))
 
 
 def staleness(rows: list[dict]) -> str:
-    """What is known about rows measured by older code than the rest."""
-    old = [r for r in rows if r.get("commit") in _PRE_MERGE]
+    """What is known about rows measured by code older than the last merge of main."""
+    last, older, _ = _MERGES[-1]
+    old = [r for r in rows if r.get("commit") in older]
     if not old:
         return ""
-    parts = sorted({r["part"] for r in old})
-    return (f"**Older rows.** {len(old)} rows ({', '.join(parts)}) were measured at {' / '.join(_PRE_MERGE)}, "
-            "before the merge of main at bcfb54d (contraction planner; TR removals retried from fresh TR-SVD "
-            "starts). After the merge, every TR row was measured again, and the recovery cases tune 1 and "
-            "heldout 100 at both noise levels (24 rows) gave the same parameters and errors as before it (to "
-            "rounding): the other older rows were not rerun.")
+    changes = "; ".join(f"{m}: {what}" for m, _, what in _MERGES)
+    counts = ", ".join(f"{sum(r['part'] == part for r in old)} {part}" for part in sorted({r["part"] for r in old}))
+    return (f"**Older rows.** {len(old)} rows ({counts}) were measured before the merge of main at {last} "
+            f"(changes that reach this benchmark: {changes}). After that merge every TR row was measured again, "
+            "and the recovery cases tune 1 and heldout 100 at both noise levels (24 rows: search, TT, TR, Tucker, "
+            "TT-SVD, HOSVD) gave the same parameters and errors as before it, to rounding; the other older rows "
+            "were not rerun.")
 
 
 def coverage(rows: list[dict]) -> str:
