@@ -18,6 +18,15 @@ from tnmars.cli import build_parser, main
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
 
 
+
+def _default_sigint() -> None:
+    """In the child before it starts: Ctrl-C as from a terminal. A test run started in the
+    background (``pytest &``) ignores SIGINT, and its children would inherit that."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tnmars", *args], capture_output=True, text=True, env=ENV,
                           cwd=cwd, timeout=300)
@@ -182,7 +191,7 @@ def test_ctrl_c_keeps_the_best_state_and_saves(small, tmp_path):
         [sys.executable, "-m", "tnmars", "fit", str(folder / "small.npy"), "--max-rank", "3", "--prior", "bernoulli",
          "--steps", "1000000",
          "--out", str(tmp_path / "int.npz")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint,
     )
     seen = ""
     while not re.search(r"\d ?(it|step)/s", seen):  # the bar shows a rate: the relaxation is running
@@ -306,7 +315,8 @@ def test_ctrl_c_at_any_moment_is_one_line(small, tmp_path, delay):
     delay += time.perf_counter() - t0
     proc = subprocess.Popen([SCRIPT, "fit", str(folder / "small.npy"), "--max-rank", "3", "--prior", "bernoulli",
                              "--steps", "100000", "--quiet", "--out", str(tmp_path / "x.npz")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=_default_sigint)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
@@ -328,7 +338,7 @@ def test_repeated_ctrl_c_never_dies_silently_or_leaves_half_a_file(small, tmp_pa
         out_file = tmp_path / f"x{gap}.npz"
         proc = subprocess.Popen([SCRIPT, "fit", str(folder / "small.npy"), "--max-rank", "3", "--prior", "bernoulli",
                                  "--steps", "100000", "--out", str(out_file)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=_default_sigint)
         seen = b""
         while not re.search(rb"\d ?(it|step)/s", seen):  # the relaxation is running
             char = proc.stderr.read(1)

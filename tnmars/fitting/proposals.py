@@ -116,11 +116,12 @@ RANDOM_RESTARTS = 2
 def fresh_start(fmt: str | None, template: Network, data: FitData, seed: Any = None
                 ) -> Callable[[dict[str, int]], list[Network]] | None:
     """A builder of fresh starts at given ranks for the search's last look at removals
-    (:meth:`RankSearch._fresh_removals`), where a format's ALS has poor local minima: for
-    rings, TR-SVD and ``RANDOM_RESTARTS`` random starts (each wins on some data: a 20 dB TR
-    9x7x8x6 at its true ranks is at 13x the oracle's error from TR-SVD, at the oracle's
-    from random values; one ring above them was at 5x from 2 of 3 random starts). Tucker and TT need none (their truncations are the classical starts already).
-    Every call draws new random values from ``seed``."""
+    (:meth:`RankSearch._fresh_removals`), where a format's ALS has poor local minima. For
+    rings: TR-SVD and ``RANDOM_RESTARTS`` random starts, since each wins on some data (a
+    20 dB TR 9x7x8x6 at its true ranks: 13x the oracle's error from TR-SVD, the oracle's
+    from each of three random starts; at ranks one above on two bonds, two of three random
+    starts stopped at 5x). Tucker and TT need none: their truncations are the classical
+    starts already. Every call draws new random values from ``seed``."""
     if fmt != "tr":
         return None
     y = filled(data)

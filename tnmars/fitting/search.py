@@ -276,10 +276,10 @@ class RankSearch:
 
     def _fresh_removals(self, best: Candidate) -> Candidate:
         """Every removal again, each from fresh starts at the smaller ranks (``fresh``; the
-        best of them), refitted fully; repeated while one wins. On a ring, the search can reach the true
-        ranks' neighbourhood from below, grow past them, and then every removal refitted
-        from those cores lands in a worse local minimum than a fresh TR-SVD start at the
-        true ranks (a 30 dB TR 7x8x9x8: (5,3,3,4) at 1.5x the oracle's error)."""
+        best of them), refitted fully; repeated while one wins. On a ring the search can
+        reach the true ranks' neighbourhood from below and grow past them; every removal
+        refitted from those cores may then land in a worse local minimum than a fresh start
+        at the true ranks (a 30 dB TR 7x8x9x8 stopped at (5,3,3,4), 1.5x the oracle's error)."""
         if self.fresh is None:
             return best
         improved = True

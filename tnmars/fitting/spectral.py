@@ -232,8 +232,8 @@ def tr_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Se
             inside = prod(y.shape[m] for m in modes)
             outside = y.size // inside
             perm = modes + [m for m in range(d) if m not in modes]
-            mat = np.transpose(y, perm).reshape(inside, outside)  # a view or a copy of y
-            r = pick(_spectrum_of_unfolding(mat, y), inside, outside)
+            # unnamed: the unfolding (a view or a copy of y) dies before the next one is made
+            r = pick(_spectrum_of_unfolding(np.transpose(y, perm).reshape(inside, outside), y), inside, outside)
             if r >= min(inside, outside):
                 continue  # saturated: says nothing about the product
             row = np.zeros(d)
