@@ -26,6 +26,8 @@ _LAZY = {
     "fit": ("tnmars.fitting", "fit"),
     "FitResult": ("tnmars.fitting", "FitResult"),
     "Relaxation": ("tnmars.fitting", "Relaxation"),
+    "search": ("tnmars.fitting.structure", "search"),
+    "sweep": ("tnmars.fitting.sweep", "sweep"),
     "save": ("tnmars.io", "save"),
     "load": ("tnmars.io", "load"),
 }

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_mask_probabilities", "plot_training", "plot_sweep"]
+__all__ = ["plot_mask_probabilities", "plot_training", "plot_sweep", "plot_topology"]
 
 _KEPT = "#1f77b4"
 _PRUNED = "#c7c7c7"
@@ -323,6 +323,121 @@ def plot_sweep(
     ax.grid(True, alpha=0.3)
     if any(series):
         ax.legend(frameon=False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+def _circle_order(order: int, pairs: Mapping[tuple[int, int], int]) -> list[int]:
+    """The cores in depth-first order, each part from its smallest end (a node of least
+    degree), neighbours by number; lone cores last.
+
+    >>> _circle_order(4, {(0, 2): 2, (1, 2): 3, (1, 3): 2})
+    [0, 2, 1, 3]
+    """
+    adj: dict[int, list[int]] = {k: [] for k in range(order)}
+    for i, j in pairs:
+        adj[i].append(j)
+        adj[j].append(i)
+    seen: set[int] = set()
+    out: list[int] = []
+    linked = [k for k in range(order) if adj[k]]
+    for root in sorted(linked, key=lambda k: (len(adj[k]), k)) + [k for k in range(order) if not adj[k]]:
+        if root in seen:
+            continue
+        stack = [root]
+        while stack:
+            k = stack.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            out.append(k)
+            stack.extend(sorted((m for m in adj[k] if m not in seen), reverse=True))
+    return out
+
+
+def plot_topology(
+    edges: Mapping[tuple[int, int], int] | Any,
+    order: int | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    dpi: int = 120,
+):
+    """Draw a tensor network's graph: one node per core (its mode), one line per edge,
+    thicker for higher ranks and labelled with the rank.
+
+    Parameters
+    ----------
+    edges
+        ``{(i, j): rank}`` between cores ``i`` and ``j``, or a structure-search result
+        (:class:`tnmars.fitting.structure.StructureResult`, which also gives ``order`` and
+        the mode sizes).
+    order
+        Number of cores (default: the result's, or one more than the largest core named).
+    names
+        Node labels (default: ``"k"``, or ``"k (n)"`` with the mode size for a result).
+    title, path, dpi
+        Figure title; PNG destination and resolution.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_topology({(0, 1): 3, (1, 2): 2, (2, 3): 4, (0, 3): 2})
+    >>> len(fig.axes[0].lines), [t.get_text() for t in fig.axes[0].texts][:4]
+    (4, ['3', '2', '4', '2'])
+    """
+    if hasattr(edges, "edges") and hasattr(edges, "order"):
+        result = edges
+        edges, order = result.edges, order or result.order
+        if names is None:
+            names = [f"{k} ({n})" for k, n in enumerate(result.network.shape)]
+        if title is None:
+            title = result.topology
+    if not isinstance(edges, Mapping):
+        raise TypeError("edges must be a mapping {(i, j): rank} or a tnmars.search result")
+    pairs = {}
+    for key, rank in edges.items():
+        try:
+            i, j = (int(v) for v in key)
+        except (TypeError, ValueError):
+            raise ValueError(f"edge {key!r} must be a pair of core numbers (i, j)") from None
+        if i == j or min(i, j) < 0:
+            raise ValueError(f"edge {key!r} must join two different cores numbered from 0")
+        pairs[(min(i, j), max(i, j))] = int(rank)
+    if order is None:
+        order = 1 + max((max(e) for e in pairs), default=-1)
+    if order < 1 or any(max(e) >= order for e in pairs):
+        raise ValueError(f"order={order} does not cover the cores the edges join")
+    if names is not None and len(names) != order:
+        raise ValueError(f"{len(names)} names for {order} cores")
+    # nodes on a circle in depth-first order of the graph: a chain or a ring is drawn as
+    # one, whatever its mode order (modes in index order made a chain 0-2-1-3 a cross)
+    slot = np.empty(order, dtype=int)
+    slot[_circle_order(order, pairs)] = np.arange(order)
+    angles = np.pi / 2 - 2 * np.pi * slot / order
+    xy = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    fig = _figure(4.2, 4.2)
+    ax = fig.subplots()
+    top = max(pairs.values(), default=1)
+    for (i, j), rank in pairs.items():
+        (x0, y0), (x1, y1) = xy[i], xy[j]
+        ax.plot([x0, x1], [y0, y1], color=_KEPT, linewidth=1.0 + 4.0 * np.log(rank) / np.log(max(top, 2)),
+                solid_capstyle="round", zorder=1)
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, str(rank), ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"}, zorder=3)
+    ax.scatter(xy[:, 0], xy[:, 1], s=500, color="white", edgecolors="black", zorder=2)
+    for k in range(order):
+        label = names[k] if names is not None else str(k)
+        ax.annotate(label, xy[k], xytext=xy[k] * 1.28, ha="center", va="center", fontsize=9)
+    ax.set_xlim(-1.55, 1.55)
+    ax.set_ylim(-1.55, 1.55)
+    ax.set_aspect("equal")
+    ax.axis("off")
     if title:
         ax.set_title(title)
     return _finish(fig, path, dpi)

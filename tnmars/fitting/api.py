@@ -22,6 +22,7 @@ import numpy as np
 from .._checks import positive_int
 from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
 from ..spec import parse_spec
+from .budget import descend_to_params, describe, max_params, smallest_params
 from .criterion import Occam
 from .data import Prepared, prepare
 from .graph import degrees_of_freedom, feasible_ranks
@@ -29,7 +30,7 @@ from .progress import Reporter
 from .proposals import PROPOSALS, fresh_start, rank_one_start, ring_bonds, spectral_start
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
-from .search import Candidate, RankSearch
+from .search import SEARCH_SETTINGS, Candidate, RankSearch
 from .solvers import FitData, als, residual
 
 __all__ = ["fit", "FORMATS", "PRIORS"]
@@ -53,6 +54,8 @@ def fit(
     proposal: str = "auto",
     relaxation: Relaxation | Mapping[str, Any] | None = None,
     min_rank: int = 1,
+    budget: int | str | None = None,
+    selection: Mapping[str, Any] | None = None,
     seed: int | np.random.Generator | None = None,
     backend: str | None = None,
     device: str | None = None,
@@ -85,6 +88,13 @@ def fit(
         ``proposal="mars"``.
     min_rank: smallest rank a bond may take (1). Rank 0 zeroes the whole network: pass 0 to
         allow it.
+    budget: a size budget: a parameter count (``int``) or a compression ratio (``"20x"``).
+        The selection returns the best network by the same criterion among those within it
+        (never more parameters); see :mod:`tnmars.fitting.budget` and :func:`tnmars.sweep`.
+    selection: settings of the rank search, by name (fields of
+        :class:`~tnmars.fitting.search.RankSearch`: ``sweeps``, ``full_sweeps``,
+        ``final_sweeps``, ``second_look``, ``patience``, ``exchanges``); default: its own,
+        with ``exchanges`` on when there is a budget.
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
     backend, device, dtype: where the result lives (and where the relaxation trains);
         default: the data's. The selection's least-squares refits run in float64 on NumPy
@@ -103,14 +113,17 @@ def fit(
     proposal = _choice(proposal, PROPOSALS, "proposal")
     strength = _positive_float(prior_strength, "prior_strength")
     settings_relax = _relaxation(relaxation)
+    search_settings = _selection(selection)
     if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
         raise ValueError(f"min_rank must be a non-negative integer; got {min_rank!r}")
     seed = _seed(seed)
     prep = prepare(data, observed, backend, dtype)
     prep.backend.check_device(device)
     template, fmt = _template(network, prep.shape, max_rank)
+    limit = _budget(budget, template, min_rank)
     settings = {"format": fmt or template.spec, "prior": prior, "prior_strength": strength, "seed": seed,
-                "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds)}
+                "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds),
+                "budget": budget, "max_params": limit}
     if prep.scale == 0.0:
         return _zero_result(template, prep, settings, t0)
     if proposal == "spectral" and fmt not in ("tucker", "tt", "tr"):
@@ -129,15 +142,20 @@ def fit(
         else:
             start, proposal_used = rank_one_start(template, prep.data, seed), "greedy"
         interrupted = relaxed is not None and (relaxed.interrupted or reporter.stopped)
+        if limit is not None:  # a budget: the start brought within it by the data
+            start = descend_to_params(start, prep.data, crit, limit, min_rank)
         best = _evaluated(start, prep.data, crit, "proposal")
         # 2. selection under the Occam criterion (the paper's objective stops at its relaxation)
         if prior == "bic" and not interrupted:
             reporter.start("selection", note=f"Occam criterion from the {proposal_used} proposal")
             # walking through steps that do not pay alone is for growing from rank 1; from a
-            # spectral or relaxed proposal the neighbours of the start decide
+            # spectral or relaxed proposal the neighbours of the start decide; within a budget
+            # the search also trades indices between bonds (exchanges)
+            options = {"patience": GREEDY_PATIENCE if proposal_used == "greedy" else 0,
+                       "exchanges": limit is not None, **search_settings}
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
-                                report=_search_reporter(reporter), fresh=fresh_start(fmt, template, prep.data, seed),
-                                patience=GREEDY_PATIENCE if proposal_used == "greedy" else 0)
+                                report=_search_reporter(reporter), max_params=limit,
+                                fresh=fresh_start(fmt, template, prep.data, seed), **options)
             try:
                 best = search.run(start)
             except KeyboardInterrupt:  # Ctrl-C: the best network seen so far
@@ -210,6 +228,19 @@ def _polish(net: Network, data: FitData, crit: Occam, reporter: Reporter) -> Can
                       should_stop=lambda: reporter.record({"ranks": net.ranks}))
     dof = degrees_of_freedom(fitted.spec, fitted.dims)
     return Candidate(fitted, sse, crit.objective(sse, dof), dof, "polish")
+
+
+def _budget(budget: Any, template: Network, min_rank: int) -> int | None:
+    """The parameter limit of ``budget`` (``None``: no budget); refused before any work
+    when even the smallest network of the template exceeds it."""
+    if budget is None:
+        return None
+    limit = max_params(budget, template.dense_size)
+    smallest = smallest_params(template, min_rank)
+    if smallest > limit:
+        raise ValueError(f"budget {describe(budget)} ({limit:,} parameters) is below the smallest network of "
+                         f"this form: {smallest:,} parameters with every bond at rank {max(min_rank, 1)}")
+    return limit
 
 
 def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate:
@@ -361,6 +392,17 @@ def _positive_float(value: Any, name: str) -> float:
     return value
 
 
+def _selection(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"selection must be a dict of RankSearch settings; got {type(value).__name__}")
+    unknown = sorted(set(value) - set(SEARCH_SETTINGS))
+    if unknown:
+        raise TypeError(f"selection: unknown setting {unknown[0]!r}; choose from {', '.join(SEARCH_SETTINGS)}")
+    return dict(value)
+
+
 def _relaxation(value: Relaxation | Mapping[str, Any] | None) -> Relaxation:
     if value is None:
         return Relaxation()
@@ -428,7 +470,9 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any) -> 
     if isinstance(network, Network) and dict(network.bonds) != caps:
         template = network.numpy().prune({b: list(range(caps[b])) for b in caps})
     elif isinstance(network, Network):
-        template = network.numpy()
+        # only the graph and sizes are read: a NumPy network is not copied (tnmars.search
+        # passes a fully connected one whose cores take no memory)
+        template = network if network.backend == "numpy" else network.numpy()
     else:
         template = Network(spec, dims, seed=0)
     return template, fmt

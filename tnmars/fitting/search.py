@@ -31,11 +31,13 @@ from .graph import degrees_of_freedom, feasible_ranks
 from .moves import grow, shrink
 from .solvers import FitData, als
 
-__all__ = ["Candidate", "RankSearch"]
+__all__ = ["Candidate", "RankSearch", "SEARCH_SETTINGS"]
 
 #: the last removal pass runs when the best fit's mean squared error (data at unit mean
 #: square) is below this: nearly exact data, where refits must converge far
 PRUNE_BELOW = 1e-4
+#: the settings ``tnmars.fit(selection=...)`` may change
+SEARCH_SETTINGS = ("sweeps", "full_sweeps", "final_sweeps", "second_look", "patience", "exchanges")
 
 
 def _feasible(net: Network) -> Network:
@@ -69,7 +71,11 @@ class RankSearch:
     """Greedy +-1 rank search under ``criterion``; see the module notes.
 
     ``max_ranks`` caps every bond; ``min_rank`` (1 by default) is the smallest rank a bond
-    may take: rank 0 zeroes the whole network. ``report(candidate, phase)`` is called after
+    may take: rank 0 zeroes the whole network. ``max_params`` (a size budget, see
+    :mod:`~tnmars.fitting.budget`) excludes every candidate with more parameters; the start
+    must already be within it. ``exchanges``: after the search, also try moving one index
+    from a bond to another bond of a shared core (:meth:`_rewire`; structure search).
+    ``report(candidate, phase)`` is called after
     every evaluation (progress bars, callbacks); it may return True to stop the search.
     ``fresh(ranks)``, when given, builds new starts at those ranks: on loops the ALS
     landscape has poor local minima, and a removal refitted from the current cores can stay
@@ -85,6 +91,8 @@ class RankSearch:
     second_look: int = 2
     patience: int = 2
     min_rank: int = 1
+    max_params: int | None = None
+    exchanges: bool = False
     seed: int | None = 0
     report: Callable[[Candidate, str], Any] | None = None
     fresh: Callable[[dict[str, int]], list[Network]] | None = None
@@ -112,6 +120,8 @@ class RankSearch:
         if any(r > self.max_ranks.get(b, r) for b, r in grown.items()):
             return False
         if degrees_of_freedom(net.spec, trial) > self.criterion.max_dof:
+            return False
+        if self.max_params is not None and net.num_params_at(grown) > self.max_params:
             return False
         caps = feasible_ranks(net.spec, trial)
         return all(caps[b] >= r for b, r in grown.items())
@@ -158,6 +168,9 @@ class RankSearch:
     def run(self, start: Network) -> Candidate:
         """Search from ``start``; returns the best candidate seen (``path`` lists each
         improvement on the way, ``trail`` every step taken)."""
+        if self.max_params is not None and start.num_params > self.max_params:
+            raise ValueError(f"the start has {start.num_params:,} parameters, above the budget of "
+                             f"{self.max_params:,}: bring it within (tnmars.fitting.budget.descend_to_params)")
         current = self.evaluate(start, self.full_sweeps, "start")
         best = current
         self.path.append(best)
@@ -204,7 +217,62 @@ class RankSearch:
                 uphill.append(step.move)
                 if len(uphill) > self.patience:
                     break
-        return self._prune(self._fresh_removals(best))
+        best = self._prune(self._fresh_removals(best))
+        if self.exchanges and not self.stopped:
+            rewired = self._rewire(best)
+            if rewired is not best and not self.stopped:
+                return self.run(rewired.network)  # walk on from the rewired network
+            return rewired
+        return best
+
+    def _rewire(self, best: Candidate) -> Candidate:
+        """Exchanges: one index fewer on a bond and one more on another bond of a core it
+        touches, for every such pair that does not add degrees of freedom (with a budget: that
+        stays within it, where indices must be traded to be spent well). A greedy walk from
+        rank 1 may close a loop through the wrong edge first and pay for it with extra
+        indices elsewhere; no single +-1 step undoes that, one exchange does. Candidates get
+        short refits, the most promising full ones; the first that lowers the objective is
+        taken (then the removal pass again), until none does."""
+        net_seen = {best.ranks}
+        while not self.stopped:
+            net = best.network
+            bonds = net.bonds
+            tried = []
+            for a, ra in bonds.items():
+                if ra <= max(self.min_rank, 1):
+                    continue
+                near = {c for t in net.terms_with(a) for c in net.inputs[t] if c in bonds and c != a}
+                for b in sorted(near):
+                    dims = {**net.dims, a: ra - 1, b: bonds[b] + 1}
+                    key = tuple(dims[c] for c in bonds)
+                    # without a budget only exchanges that lower the degrees of freedom (loops
+                    # closed through the wrong edge); within a budget, any that fits in it
+                    if key in net_seen or (self.max_params is None and degrees_of_freedom(net.spec, dims) > best.dof):
+                        continue
+                    small = _feasible(shrink(net, a))
+                    if small.dims[b] != bonds[b] or not self._fits(small, {b: bonds[b] + 1}):
+                        continue
+                    cand = grow(small, b, self._rng)
+                    net_seen.add(key)
+                    tried.append(self.evaluate(cand, 3 * self.sweeps, f"{a}>{b}"))
+                    if self.stopped:
+                        return best
+            tried.sort(key=lambda c: c.objective)
+            improved = False
+            for cand in tried[: 2 * self.second_look]:
+                again = self.evaluate(cand.network, self.final_sweeps, cand.move)
+                if again.objective < best.objective:
+                    best = again
+                    self.path.append(best)
+                    self.trail.append(best)
+                    improved = True
+                    break
+                if self.stopped:
+                    return best
+            if not improved:
+                return best
+            best = self._prune(best)
+        return best
 
     def _fresh_removals(self, best: Candidate) -> Candidate:
         """Every removal again, each from fresh starts at the smaller ranks (``fresh``; the

@@ -1,0 +1,174 @@
+"""Size budgets: the selection never returns more parameters than allowed, the start is
+brought within the budget by removing the least important indices, and a sweep returns the
+error-vs-parameters curve."""
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tnmars
+from tnmars.fitting.budget import descend_to_params, max_params, shrink_to_params, smallest_params
+from tnmars.fitting.criterion import Occam
+from tnmars.fitting.search import RankSearch
+from tnmars.fitting.solvers import FitData
+
+
+def _tt_truth(shape=(6, 7, 8, 7), ranks=(2, 4, 3), seed=0):
+    return np.asarray(tnmars.Network.tt(shape, ranks, seed=seed).to_tensor())
+
+
+# ---------------------------------------------------------------------------- parsing
+def test_budgets_read_as_parameter_counts_or_compression_ratios():
+    assert max_params(500, 10_000) == 500
+    assert max_params(np.int64(7), 10_000) == 7
+    assert max_params("20x", 10_000) == 500
+    assert max_params(" 2.5X ", 1000) == 400
+    assert max_params("1x", 10) == 10
+
+
+@pytest.mark.parametrize("bad, error", [
+    (0, ValueError), (-3, ValueError), (True, TypeError), (12.5, TypeError), (None, TypeError),
+    ("abc", ValueError), ("0.5x", ValueError), ("x", ValueError), ("infx", ValueError), ([10], TypeError),
+])
+def test_bad_budgets_are_refused_with_a_clear_error(bad, error):
+    with pytest.raises(error, match="budget|compression"):
+        max_params(bad, 1000)
+
+
+# --------------------------------------------------------------------- start within budget
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_shrinking_to_a_budget_stays_within_it(data):
+    shape = tuple(data.draw(st.lists(st.integers(3, 6), min_size=3, max_size=4)))
+    fmt = data.draw(st.sampled_from(["tt", "tucker", "tr", "cp"]))
+    rank = data.draw(st.integers(2, 4))
+    make = {"tt": tnmars.Network.tt, "tucker": tnmars.Network.tucker, "tr": tnmars.Network.tr,
+            "cp": tnmars.Network.cp}[fmt]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ranks clipped to the feasible ones: fine here
+        net = make(shape, rank, seed=0)
+    floor = smallest_params(net, 1)
+    limit = data.draw(st.integers(floor, net.num_params))
+    small = shrink_to_params(net, limit)
+    assert small.num_params <= limit
+    assert small.spec == net.spec
+    assert all(1 <= r <= q for r, q in zip(small.ranks, net.ranks))
+
+
+def test_descending_to_a_budget_removes_the_padding_first_and_keeps_the_function():
+    """A TT at ranks (2, 3, 2) padded with zero slices to (4, 4, 4): brought within the budget
+    of the true ranks by the data, it gets those ranks back and fits exactly."""
+    truth = tnmars.Network.tt((5, 6, 6, 5), (2, 3, 2), seed=3)
+    cores = [np.asarray(c) for c in truth.cores]
+    # pad only the bond axes: first core (mode, A), middle (A, mode, B), (B, mode, C), last (C, mode)
+    padded = [np.pad(cores[0], [(0, 0), (0, 2)]), np.pad(cores[1], [(0, 2), (0, 0), (0, 1)]),
+              np.pad(cores[2], [(0, 1), (0, 0), (0, 2)]), np.pad(cores[3], [(0, 2), (0, 0)])]
+    net = tnmars.Network(truth.spec, cores=padded)
+    assert net.ranks == (4, 4, 4)
+    data = FitData.from_arrays(np.asarray(truth.to_tensor()))
+    small = descend_to_params(net, data, Occam(data.n_obs), truth.num_params)
+    assert small.ranks == (2, 3, 2)
+    np.testing.assert_allclose(small.to_tensor(), truth.to_tensor(), atol=1e-8)
+    with pytest.raises(ValueError, match="smallest"):
+        descend_to_params(net, data, Occam(data.n_obs), 10)
+
+
+def test_a_budget_below_the_smallest_network_is_refused():
+    net = tnmars.Network.tt((5, 6, 7), 3, seed=0)
+    with pytest.raises(ValueError, match="smallest"):
+        shrink_to_params(net, smallest_params(net, 1) - 1)
+    with pytest.raises(ValueError, match="smallest network"):
+        tnmars.fit(_tt_truth(), "tt", budget=10, progress=False)
+
+
+def test_the_search_refuses_a_start_above_its_budget():
+    net = tnmars.Network.tt((5, 6, 7), 3, seed=0)
+    data = FitData.from_arrays(np.asarray(net.to_tensor()))
+    search = RankSearch(data, Occam(data.n_obs), max_ranks=dict(net.bonds), max_params=net.num_params - 1)
+    with pytest.raises(ValueError, match="above the budget"):
+        search.run(net)
+
+
+# ------------------------------------------------------------------------------- fit
+@pytest.mark.parametrize("fmt", ["tt", "tucker", "tr", "cp"])
+def test_fit_never_exceeds_its_budget(fmt):
+    x = _tt_truth()
+    full = tnmars.fit(x, fmt, max_rank=6, seed=0, progress=False)
+    for budget in (full.num_params // 3, full.num_params // 2):
+        res = tnmars.fit(x, fmt, max_rank=6, budget=budget, seed=0, progress=False)
+        assert res.num_params <= budget
+        assert res.network.num_params == res.num_params
+        assert res.settings["max_params"] == budget
+        # a tighter budget cannot fit better than the unconstrained choice fits its own data
+        assert res.relative_error >= full.relative_error - 1e-9
+
+
+def test_a_budget_that_does_not_bind_changes_nothing():
+    x = _tt_truth()
+    free = tnmars.fit(x, "tt", seed=0, progress=False)
+    roomy = tnmars.fit(x, "tt", budget=10 * free.num_params, seed=0, progress=False)
+    assert roomy.ranks == free.ranks == (2, 4, 3)
+
+
+def test_a_compression_budget_is_met():
+    x = _tt_truth()
+    res = tnmars.fit(x, "tucker", budget="40x", seed=0, progress=False)
+    assert res.compression >= 40
+    assert res.settings["budget"] == "40x"
+
+
+def test_the_relaxation_path_respects_the_budget_too():
+    x = _tt_truth(shape=(5, 6, 5), ranks=(2, 3))
+    res = tnmars.fit(x, "tt", prior="bernoulli", budget=40, seed=0, progress=False,
+                     relaxation={"steps": 60})
+    assert res.num_params <= 40
+
+
+def test_budgets_work_on_torch_data():
+    torch = pytest.importorskip("torch")
+    x = torch.as_tensor(_tt_truth(), dtype=torch.float32)
+    res = tnmars.fit(x, "tt", budget=100, seed=0, progress=False)
+    assert res.num_params <= 100
+    assert isinstance(res.network.cores[0], torch.Tensor)
+
+
+def test_selection_settings_are_checked():
+    x = _tt_truth()
+    with pytest.raises(TypeError, match="unknown setting 'sweep'"):
+        tnmars.fit(x, "tt", selection={"sweep": 3}, progress=False)
+    with pytest.raises(TypeError, match="dict"):
+        tnmars.fit(x, "tt", selection=3, progress=False)
+
+
+# ------------------------------------------------------------------------------ sweep
+def test_sweep_returns_the_curve_within_every_budget():
+    x = _tt_truth()
+    curve = tnmars.sweep(x, "tt", budgets=["30x", 40, 120], seed=0, progress=False)
+    assert curve.limits == sorted(curve.limits)
+    assert curve.budgets == [40, "30x", 120]  # ascending allowance: 40 < 2352 // 30 = 78 < 120
+    assert all(p <= lim for p, lim in zip(curve.params, curve.limits))
+    assert curve.errors[-1] < curve.errors[0]
+    assert len(curve.results) == 3 and curve.ranks[-1] == curve.results[-1].ranks
+    assert "parameters" in curve.summary()
+    fig = curve.plot()
+    assert len(fig.axes[0].lines) == 1
+
+
+def test_sweep_over_structures():
+    x = np.asarray(tnmars.Network.tt((5, 6, 5, 6), (2, 3, 2), seed=1).to_tensor())
+    curve = tnmars.sweep(x, "fctn", budgets=[40, 200], max_rank=3, seed=0, starts=1, progress=False)
+    assert all(p <= lim for p, lim in zip(curve.params, curve.limits))
+    assert isinstance(curve.ranks[0], dict)
+
+
+@pytest.mark.parametrize("bad", [[], "20x", 100, None])
+def test_sweep_needs_a_list_of_budgets(bad):
+    with pytest.raises(ValueError, match="budgets"):
+        tnmars.sweep(_tt_truth(), "tt", budgets=bad)
+
+
+def test_sweep_takes_budgets_not_budget():
+    with pytest.raises(TypeError, match="budgets="):
+        tnmars.sweep(_tt_truth(), "tt", budgets=[10], budget=10)

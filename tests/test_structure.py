@@ -1,0 +1,202 @@
+"""Structure search on a fully connected network: the spec, the naming of graphs, recovery of
+known topologies, the pruned network, budgets, backends and the drawing."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tnmars
+from tnmars.fitting.structure import _without_vanished, fctn_spec, topology_name
+from tnmars.spec import parse_spec
+
+
+# ------------------------------------------------------------------------------ the spec
+@pytest.mark.parametrize("order", range(2, 10))
+def test_the_fully_connected_spec_joins_every_pair_once(order):
+    spec, pairs = fctn_spec(order)
+    parsed = parse_spec(spec)
+    assert len(parsed.inputs) == order and len(parsed.output) == order
+    assert sorted(pairs.values()) == list(itertools.combinations(range(order), 2))
+    assert set(parsed.bonds) == set(pairs)
+    for bond, (i, j) in pairs.items():
+        assert parsed.terms_with(bond) == (i, j)
+    for k, term in enumerate(parsed.inputs):
+        assert term[0] == parsed.output[k] and len(term) == order  # its mode, then d - 1 bonds
+
+
+@pytest.mark.parametrize("order", [0, 1, 10, 2.0, True])
+def test_orders_outside_2_to_9_are_refused(order):
+    with pytest.raises(ValueError, match="order|at least 2"):
+        fctn_spec(order)
+
+
+# ---------------------------------------------------------------------------- graph names
+@pytest.mark.parametrize("order, edges, name", [
+    (4, {}, "no edges (rank 1)"),
+    (4, {(0, 1): 2, (1, 2): 3, (2, 3): 2}, "chain 0-1-2-3"),
+    (4, {(0, 2): 2, (2, 1): 3, (1, 3): 2}, "chain 0-2-1-3"),
+    (5, {(0, 3): 2, (3, 1): 2, (1, 4): 2, (4, 2): 2, (2, 0): 2}, "ring 0-2-4-1-3"),
+    (5, {(2, 0): 2, (2, 1): 2, (2, 3): 2, (2, 4): 2}, "star around 2"),
+    (6, {(0, 1): 2, (1, 2): 2, (1, 3): 2, (3, 4): 2, (3, 5): 2}, "tree"),
+    (4, dict.fromkeys(itertools.combinations(range(4), 2), 2), "fully connected"),
+    (5, {(0, 1): 2, (1, 2): 2, (2, 0): 2, (2, 3): 2, (3, 4): 2}, "graph with loops"),
+    (5, {(0, 1): 2, (1, 2): 2}, "chain 0-1-2 (3 separate parts)"),
+    (4, {(0, 1): 2, (2, 3): 2}, "forest (2 separate parts)"),
+])
+def test_graphs_are_named(order, edges, name):
+    edges = {tuple(sorted(e)): r for e, r in edges.items()}
+    assert topology_name(order, edges) == name
+
+
+# ----------------------------------------------------------------------------- recovery
+def test_a_chain_is_found_in_its_own_mode_order():
+    """A TT over modes in the order 0-2-1-3: the search finds that chain and its ranks."""
+    truth = tnmars.Network("aA,bBC,cAB,dC->abcd", shape=(6, 5, 6, 5), ranks={"A": 2, "B": 3, "C": 2}, seed=4)
+    x = np.asarray(truth.to_tensor())
+    found = tnmars.search(x, max_rank=4, seed=0, progress=False)
+    assert found.edges == {(0, 2): 2, (1, 2): 3, (1, 3): 2}
+    assert found.topology == "chain 0-2-1-3"
+    assert found.relative_error < 1e-6
+    assert found.num_params == truth.num_params
+    np.testing.assert_allclose(np.asarray(found.network.to_tensor()), x, atol=1e-6 * np.abs(x).max())
+
+
+def test_a_noisy_star_keeps_its_edges_and_stops_at_the_noise():
+    rng = np.random.default_rng(5)
+    truth = tnmars.Network("aABC,bA,cB,dC", shape=(7, 6, 6, 6), ranks={"A": 2, "B": 3, "C": 2}, seed=5)
+    x = np.asarray(truth.to_tensor())
+    noisy = x + 0.05 * np.sqrt(np.mean(x**2)) * rng.standard_normal(x.shape)
+    found = tnmars.search(noisy, max_rank=4, seed=0, progress=False)
+    assert set(found.edges) == {(0, 1), (0, 2), (0, 3)}
+    assert found.topology == "star around 0"
+    assert 0.04 < found.relative_error < 0.06  # the noise level: neither under- nor over-fitted
+
+
+def test_the_pruned_network_is_the_fitted_function_without_its_vanished_edges():
+    x = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor())
+    found = tnmars.search(x, max_rank=3, seed=0, starts=1, progress=False)
+    full = found.fit.network
+    assert len(full.bonds) == 3 and sorted(full.bonds.values()) == [1, 2, 3]  # one edge vanished
+    assert len(found.network.bonds) == 2 and 1 not in found.network.bonds.values()
+    np.testing.assert_allclose(found.network.to_tensor(), full.to_tensor(), rtol=1e-12, atol=1e-12)
+    assert found.num_params == full.num_params  # a size-1 bond adds no parameters
+    assert "chain" in found.summary() and "StructureResult" in repr(found)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_removing_size_one_bonds_keeps_the_function(data):
+    order = data.draw(st.integers(2, 5))
+    spec, pairs = fctn_spec(order)
+    ranks = {b: data.draw(st.integers(1, 3)) for b in pairs}
+    shape = data.draw(st.lists(st.integers(1, 3), min_size=order, max_size=order))
+    net = tnmars.Network(spec, {**dict(zip(spec.split("->")[1], shape)), **ranks}, seed=0)
+    pruned = _without_vanished(net)
+    assert all(r > 1 for r in pruned.bonds.values())
+    assert pruned.num_params == net.num_params
+    np.testing.assert_allclose(pruned.to_tensor(), net.to_tensor(), rtol=1e-12, atol=1e-12)
+
+
+def test_a_budget_caps_the_discovered_network():
+    x = np.asarray(tnmars.Network("aAD,AbB,BcC,CdD->abcd", shape=(5, 6, 5, 6), ranks=3, seed=1).to_tensor())
+    found = tnmars.search(x, max_rank=3, budget=120, seed=0, starts=1, progress=False)
+    assert found.num_params <= 120
+    assert found.fit.settings["max_params"] == 120
+
+
+def test_completion_from_half_the_entries():
+    truth = tnmars.Network.tt((5, 6, 6, 5), (2, 2, 2), seed=3)
+    x = np.asarray(truth.to_tensor())
+    observed = np.random.default_rng(0).random(x.shape) < 0.5
+    found = tnmars.search(x, observed=observed, max_rank=3, seed=0, starts=1, progress=False)
+    assert found.edges == {(0, 1): 2, (1, 2): 2, (2, 3): 2}
+    assert found.fit.heldout_error < 1e-3
+
+
+def test_torch_data_give_a_torch_network():
+    torch = pytest.importorskip("torch")
+    x = torch.as_tensor(np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor()), dtype=torch.float32)
+    found = tnmars.search(x, max_rank=3, seed=0, starts=1, progress=False)
+    assert found.edges == {(0, 1): 2, (1, 2): 3}
+    assert all(isinstance(c, torch.Tensor) and c.dtype == torch.float32 for c in found.network.cores)
+
+
+def test_the_best_of_several_starts_is_kept():
+    x = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor())
+    found = tnmars.search(x, max_rank=3, seed=0, starts=3, progress=False)
+    runs = found.fit.settings["starts"]
+    assert len(runs) == 3
+    assert found.fit.objective == min(r["objective"] for r in runs)
+    assert found.evaluations == sum(r["evaluations"] for r in runs)
+
+
+# ------------------------------------------------------------------------------ arguments
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"max_rank": 0}, ValueError, "max_rank"),
+    ({"max_rank": 2.5}, TypeError, "max_rank"),
+    ({"starts": 0}, ValueError, "starts"),
+    ({"budget": 3}, ValueError, "smallest network"),
+])
+def test_bad_arguments_are_refused(kwargs, error, match):
+    x = np.random.default_rng(0).standard_normal((6, 6, 6, 6, 6))
+    with pytest.raises(error, match=match):
+        tnmars.search(x, progress=False, **kwargs)
+
+
+def test_a_vector_is_not_a_network():
+    with pytest.raises(ValueError, match="at least 2"):
+        tnmars.search(np.ones(5), progress=False)
+
+
+# -------------------------------------------------------------------------------- drawing
+def test_the_discovered_graph_is_drawn(tmp_path):
+    x = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor())
+    found = tnmars.search(x, max_rank=3, seed=0, starts=1, progress=False)
+    fig = found.plot(path=tmp_path / "graph.png")
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2  # two edges
+    texts = [t.get_text() for t in ax.texts]
+    assert sorted(texts[:2]) == ["2", "3"]  # the ranks, then the modes with their sizes
+    assert texts[2:] == ["0 (5)", "1 (6)", "2 (5)"]
+    assert ax.get_title() == "chain 0-1-2"
+    assert (tmp_path / "graph.png").stat().st_size > 1000
+
+
+def _segments_cross(a, b, c, d) -> bool:
+    def side(p, q, r):
+        return np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+
+
+@pytest.mark.parametrize("edges, order", [
+    ({(0, 2): 2, (1, 2): 3, (1, 3): 2}, 4),                     # chain 0-2-1-3
+    ({(0, 3): 2, (3, 1): 2, (1, 4): 2, (4, 2): 2, (2, 0): 2}, 5),  # ring 0-3-1-4-2
+    ({(2, 5): 2, (5, 0): 3, (0, 4): 2, (4, 1): 2, (1, 3): 2}, 6),  # chain 2-5-0-4-1-3
+])
+def test_chains_and_rings_are_drawn_without_crossings(edges, order):
+    """Nodes placed in mode order drew the chain 0-2-1-3 as a cross, its two rank labels on
+    top of each other at the centre."""
+    from tnmars.plots import plot_topology
+
+    ax = plot_topology(edges, order).axes[0]
+    segments = [np.column_stack(line.get_data()) for line in ax.lines]
+    assert len(segments) == len(edges)
+    for s, t in itertools.combinations(segments, 2):
+        assert not _segments_cross(s[0], s[1], t[0], t[1])
+    labels = [t.get_position() for t in ax.texts[:len(edges)]]
+    assert min(math.dist(p, q) for p, q in itertools.combinations(labels, 2)) > 0.2
+
+
+@pytest.mark.parametrize("edges, order, match", [
+    ({(0, 0): 2}, None, "different cores"),
+    ({(0, 1, 2): 2}, None, "pair"),
+    ({(0, 5): 2}, 3, "order"),
+])
+def test_bad_graphs_are_refused(edges, order, match):
+    from tnmars.plots import plot_topology
+
+    with pytest.raises(ValueError, match=match):
+        plot_topology(edges, order)

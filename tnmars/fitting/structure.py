@@ -1,0 +1,298 @@
+"""Structure search: let the data choose the network's topology, not only its ranks.
+
+:func:`search` fits a **fully connected** tensor network (FCTN: one core per mode, a bond
+between every pair of cores) with the same engine and criterion as :func:`tnmars.fit`:
+every bond starts at rank 1 and the greedy search adds and removes rank indices while the
+MAP objective improves. A bond left at rank 1 carries nothing (its two cores multiply as an
+outer product): the **edge vanishes**. What survives is the structure the data ask for (a
+chain, a ring, a star, a tree, or something in between), reported by
+:class:`StructureResult` and drawn by :func:`tnmars.plots.plot_topology`.
+
+Which mode sits on which core does not matter here: every pair of cores is joined, so all
+assignments of modes to cores are the same graph (the permutation search of TNLS is only
+needed for a fixed topology such as a ring); a discovered chain or ring reports its own
+mode order.
+
+>>> import numpy as np, tnmars
+>>> ring = tnmars.Network("aAD,AbB,BcC,CdD->abcd", shape=(6, 7, 6, 7), ranks=2, seed=0)
+>>> found = tnmars.search(ring.to_tensor(), max_rank=3, seed=0, progress=False)
+>>> found.edges
+{(0, 1): 2, (0, 3): 2, (1, 2): 2, (2, 3): 2}
+>>> found.topology
+'ring 0-1-2-3'
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._checks import positive_int
+from ..network import Network
+from .api import fit
+from .graph import feasible_ranks
+from .result import FitResult
+
+__all__ = ["search", "StructureResult", "fctn_spec", "topology_name"]
+#: the rank search's settings here: loops make ALS slow to settle, so refits run longer than
+#: :func:`tnmars.fit`'s, and exchanges rewire a loop closed through the wrong edge
+SELECTION = {"sweeps": 6, "full_sweeps": 100, "exchanges": True}
+
+
+def fctn_spec(order: int) -> tuple[str, dict[str, tuple[int, int]]]:
+    """The fully connected spec of ``order`` cores (core ``k`` carries open mode ``k``) and
+    the pair of cores each bond joins.
+
+    >>> fctn_spec(3)
+    ('aAB,bAC,cBC->abc', {'A': (0, 1), 'B': (0, 2), 'C': (1, 2)})
+    """
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 2:
+        raise ValueError(f"a fully connected network needs at least 2 modes; got {order!r}")
+    opens = "abcdefghijklmnopqrstuvwxyz"[:order] if order <= 26 else ""
+    pairs = list(itertools.combinations(range(order), 2))
+    pool = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in opens]
+    # specs stay in ASCII letters (52): order 9 uses 45; beyond, every core has order 10 or more
+    # and each search step refits 90 or more neighbours
+    if not opens or len(pairs) > len(pool):
+        raise ValueError(f"a fully connected network of order {order} needs {order + len(pairs)} index letters "
+                         f"({len(pairs)} bonds); its spec uses the 52 ASCII letters: orders up to 9 are supported")
+    names = dict(zip(pool, pairs))
+    terms = [opens[k] + "".join(b for b, (i, j) in names.items() if k in (i, j)) for k in range(order)]
+    return ",".join(terms) + "->" + opens, names
+
+
+@dataclass
+class StructureResult:
+    """The discovered structure.
+
+    Attributes
+    ----------
+    network: the pruned network: vanished edges (rank 1) removed from the spec, the surviving
+        bonds at their selected ranks (data units, the data's backend and dtype).
+    edges: ``{(i, j): rank}`` for every surviving edge (cores ``i < j``; core ``k`` carries
+        mode ``k``).
+    topology: the graph's name: ``"chain 0-1-2-3"`` (a tensor train in that mode order),
+        ``"ring ..."``, ``"star around k"``, ``"tree"``, ``"graph with loops"``, ``"fully
+        connected"``, ``"no edges (rank 1)"``; disconnected parts are counted.
+    fit: the :class:`~tnmars.FitResult` of the selection on the fully connected network
+        (its bonds include the vanished ones at rank 1; history, selection path, settings).
+    order: number of modes.
+    """
+
+    network: Network
+    edges: dict[tuple[int, int], int]
+    topology: str
+    fit: FitResult
+    order: int
+    bond_pairs: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        return self.network.spec
+
+    @property
+    def relative_error(self) -> float:
+        return self.fit.relative_error
+
+    @property
+    def num_params(self) -> int:
+        return self.network.num_params
+
+    @property
+    def compression(self) -> float:
+        return self.network.dense_size / max(self.network.num_params, 1)
+
+    @property
+    def seconds(self) -> float:
+        return self.fit.seconds
+
+    @property
+    def evaluations(self) -> int:
+        return self.fit.evaluations
+
+    def summary(self) -> str:
+        edges = ", ".join(f"{i}-{j}:{r}" for (i, j), r in self.edges.items()) or "none"
+        return "\n".join([
+            f"tnmars.search: {self.topology}  ({self.fit.evaluations} refits, {self.fit.seconds:.1f} s)",
+            f"  edges (rank)   {edges}",
+            f"  spec           {self.spec}",
+            f"  relative error {self.relative_error:.4g}; {self.num_params:,} parameters for "
+            f"{self.network.dense_size:,} entries: compression {self.compression:.2f}x",
+        ])
+
+    def plot(self, **kwargs: Any):
+        """Draw the discovered graph (:func:`tnmars.plots.plot_topology`)."""
+        from ..plots import plot_topology
+
+        return plot_topology(self, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"StructureResult(topology={self.topology!r}, edges={self.edges}, "
+                f"relative_error={self.relative_error:.4g}, compression={self.compression:.3g})")
+
+
+def search(
+    data: Any,
+    *,
+    max_rank: int | None = None,
+    observed: Any = None,
+    budget: int | str | None = None,
+    prior_strength: float = 1.0,
+    starts: int = 2,
+    seed: int | np.random.Generator | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    dtype: Any = None,
+    progress: bool | None = None,
+    callback: Callable[[int, dict], Any] | None = None,
+) -> StructureResult:
+    """Find the network structure of ``data``: which pairs of modes are joined, at what ranks.
+
+    Parameters
+    ----------
+    data: the tensor (NumPy, torch or CuPy), order 2 to 9.
+    max_rank: the largest rank of any edge (default ``max(data.shape)``); every edge is also
+        capped at what it can use (:func:`~tnmars.fitting.graph.feasible_ranks`). The fully
+        connected network at these ranks is never built: the search grows from rank 1.
+    observed: boolean mask of observed entries (tensor completion); default all.
+    budget: at most this many parameters (``int``) or at least this compression (``"20x"``).
+    prior_strength: ``c`` of the Occam criterion (1: BIC; larger prunes more).
+    starts: independent searches from different random starts; the one with the lowest MAP
+        objective wins. Least squares on networks with loops has poor local minima (on
+        random topologies of order 4, ALS and Levenberg-Marquardt from random values missed
+        the exact fit at the true structure 5 times out of 5); the greedy walk from rank 1
+        avoids most of them, a second walk most of the rest.
+    seed, backend, device, dtype, progress, callback: as in :func:`tnmars.fit`.
+
+    Returns
+    -------
+    StructureResult
+
+    Cost: a core of the fully connected network has order ``d`` (its mode and ``d - 1``
+    bonds), so a core at ranks ``r`` holds ``n r^(d-1)`` numbers; each step of the search
+    refits ``d(d-1)`` neighbours (one index more or fewer on every edge). Starting from rank
+    1, most edges stay at 1 and the cores stay small; the exact core solves switch to CG when a
+    core's environment exceeds 1024 per side (:mod:`tnmars.fitting.solvers`).
+    """
+    shape = tuple(int(n) for n in getattr(data, "shape", np.shape(data)))
+    order = len(shape)
+    spec, pairs = fctn_spec(order)
+    opens = spec.split("->")[1]
+    caps = _max_rank(max_rank, spec, opens, shape)
+    dims = {**dict(zip(opens, shape)), **caps}
+    # the template only carries the graph and the maximal sizes: cores of zero strides, no memory
+    template = Network(spec, cores=[np.broadcast_to(np.zeros(()), tuple(dims[c] for c in term))
+                                    for term in spec.split("->")[0].split(",")])
+    starts = positive_int(starts, "starts")
+    rng = np.random.default_rng(seed)
+    runs = []
+    for _ in range(starts):
+        run_seed = int(rng.integers(2**31 - 1))
+        runs.append(fit(data, template, observed=observed, prior="bic", prior_strength=prior_strength,
+                        proposal="greedy", budget=budget, selection=SELECTION, seed=run_seed, backend=backend,
+                        device=device, dtype=dtype, progress=progress, callback=callback))
+        if runs[-1].interrupted:
+            break
+    res = min(runs, key=lambda r: r.objective)
+    res.settings["starts"] = [{"seed": r.settings["seed"], "objective": r.objective, "ranks": r.ranks,
+                               "evaluations": r.evaluations, "seconds": r.seconds} for r in runs]
+    res.evaluations = sum(r.evaluations for r in runs)
+    res.seconds = sum(r.seconds for r in runs)
+    ranks = res.ranks_by_bond
+    edges = {pairs[b]: r for b, r in ranks.items() if r > 1}
+    edges = dict(sorted(edges.items()))
+    res.settings["search"] = {"order": order, "max_rank": max(caps.values())}
+    name = "zero network (all-zero data)" if 0 in res.ranks else topology_name(order, edges)
+    return StructureResult(network=_without_vanished(res.network), edges=edges, topology=name, fit=res, order=order,
+                           bond_pairs=pairs)
+
+
+def _max_rank(max_rank: Any, spec: str, opens: str, shape: tuple[int, ...]) -> dict[str, int]:
+    """Every bond's cap: ``max_rank`` (default ``max(shape)``), clipped to what each bond can use."""
+    r = max(shape) if max_rank is None else positive_int(max_rank, "max_rank")
+    bonds = list(dict.fromkeys(c for c in spec.split("->")[0] if c not in opens and c != ","))
+    return feasible_ranks(spec, {**dict(zip(opens, shape)), **{b: r for b in bonds}})
+
+
+def _without_vanished(net: Network) -> Network:
+    """``net`` with its size-1 bonds removed from the spec and squeezed out of the cores."""
+    gone = {b for b, r in net.bonds.items() if r == 1}
+    if not gone:
+        return net
+    terms = ["".join(c for c in term if c not in gone) for term in net.inputs]
+    cores = [c.reshape(tuple(int(n) for n, ch in zip(c.shape, term) if ch not in gone))
+             for c, term in zip(net.cores, net.inputs)]
+    return Network(",".join(terms) + "->" + net.output, cores=cores, optimize=net.optimize)
+
+
+def topology_name(order: int, edges: dict[tuple[int, int], int]) -> str:
+    """A name for the graph of ``order`` nodes with ``edges`` (see :class:`StructureResult`).
+
+    >>> topology_name(4, {(0, 2): 3, (1, 2): 2, (1, 3): 2})
+    'chain 0-2-1-3'
+    >>> topology_name(4, {(0, 1): 2, (0, 2): 2, (0, 3): 2})
+    'star around 0'
+    """
+    if not edges:
+        return "no edges (rank 1)"
+    adj: dict[int, set[int]] = {k: set() for k in range(order)}
+    for i, j in edges:
+        adj[i].add(j)
+        adj[j].add(i)
+    parts = _components(adj)
+    touched = [p for p in parts if len(p) > 1]
+    note = ""
+    if len(parts) > 1:
+        note = f" ({len(parts)} separate parts)"
+    if len(touched) > 1:
+        return "forest" + note
+    part = touched[0]
+    n_edges = sum(len(adj[k]) for k in part) // 2
+    degrees = sorted(len(adj[k]) for k in part)
+    if n_edges == len(part) * (len(part) - 1) // 2 and len(part) > 3:
+        return "fully connected" + note
+    if n_edges == len(part) - 1:  # a tree
+        if degrees[-1] <= 2:
+            return "chain " + "-".join(map(str, _walk(adj, part))) + note
+        if degrees[-1] == len(part) - 1 and len(part) > 3:
+            hub = next(k for k in part if len(adj[k]) == len(part) - 1)
+            return f"star around {hub}" + note
+        return "tree" + note
+    if n_edges == len(part) and degrees[0] == degrees[-1] == 2:
+        return "ring " + "-".join(map(str, _walk(adj, part))) + note
+    return "graph with loops" + note
+
+
+def _components(adj: dict[int, set[int]]) -> list[list[int]]:
+    seen: set[int] = set()
+    parts = []
+    for k in adj:
+        if k in seen:
+            continue
+        stack, part = [k], []
+        seen.add(k)
+        while stack:
+            c = stack.pop()
+            part.append(c)
+            for m in adj[c] - seen:
+                seen.add(m)
+                stack.append(m)
+        parts.append(sorted(part))
+    return parts
+
+
+def _walk(adj: dict[int, set[int]], part: list[int]) -> list[int]:
+    """The nodes of a chain from its smaller end, or of a ring from its smallest node."""
+    ends = [k for k in part if len(adj[k]) == 1]
+    start = min(ends) if ends else min(part)
+    path, prev = [start], None
+    while True:
+        nxt = sorted(adj[path[-1]] - ({prev} if prev is not None else set()))
+        if not nxt or nxt[0] == start or len(path) == len(part):
+            break
+        prev = path[-1]
+        path.append(nxt[0])
+    return path
