@@ -37,7 +37,7 @@ def test_every_core_update_is_the_exact_least_squares_solution(data):
     y = rng.standard_normal(net.shape)
     observed = rng.random(net.shape) < 0.7
     cores = [np.array(c) for c in net.cores]
-    for k, layout in enumerate(pieces_without(net.inputs, net.output)):
+    for layout in pieces_without(net.inputs, net.output):
         full = _CoreSolver(net.inputs, net.output, layout, FitData.from_arrays(y))
         E = _design_matrix(full, cores)
         best = np.sum((E @ np.linalg.lstsq(E, y.ravel(), rcond=None)[0] - y.ravel()) ** 2)
@@ -184,3 +184,19 @@ def test_growing_a_bond_barely_changes_the_function_and_shrink_refuses_rank_one(
     assert rel < 1e-2
     with pytest.raises(ValueError, match="cannot shrink"):
         shrink(tnmars.Network.tt((3, 4), 1), "A")
+
+
+def test_large_pieces_are_solved_by_cg_with_the_same_result(monkeypatch):
+    """A piece whose Gram would be too big to eigendecompose (a fully connected network of
+    high order) is solved by conjugate gradients: same fit, only contractions."""
+    import tnmars.fitting.solvers as solvers
+
+    spec = "aAB,AbC,BCc->abc"  # a triangle: every core's rest is one piece on two bonds
+    truth = tnmars.Network(spec, shape=(5, 6, 4), ranks=2, seed=1).to_tensor()
+    data = FitData.from_arrays(truth + 0.01 * np.random.default_rng(0).standard_normal(truth.shape))
+    start = tnmars.Network(spec, shape=(5, 6, 4), ranks=2, seed=2)
+    kron, sse_kron = als(start, data, sweeps=3, line_search=False)
+    monkeypatch.setattr(solvers, "MAX_GRAM", 1)
+    cg, sse_cg = als(start, data, sweeps=3, line_search=False, cg_iters=200, cg_tol=1e-12)
+    assert sse_cg == pytest.approx(sse_kron, rel=1e-6)
+    np.testing.assert_allclose(cg.to_tensor(), kron.to_tensor(), atol=1e-6)

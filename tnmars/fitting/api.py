@@ -25,7 +25,7 @@ from ..spec import parse_spec
 from .criterion import Occam
 from .data import Prepared, prepare
 from .graph import degrees_of_freedom, feasible_ranks
-from .progress import Reporter, log
+from .progress import Reporter
 from .proposals import PROPOSALS, rank_one_start, ring_bonds, spectral_start
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
@@ -115,54 +115,46 @@ def fit(
                 "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds)}
     if prep.scale == 0.0:
         return _zero_result(template, prep, settings, t0)
+    if proposal == "spectral" and fmt not in ("tucker", "tt", "tr"):
+        raise ValueError("proposal='spectral' needs a Tucker, TT or TR network; use 'greedy' or 'mars'")
     reporter = Reporter(progress, callback)
-    relaxed: RelaxationResult | None = None
-    interrupted = False
     crit = Occam(prep.data.n_obs, strength)
-    search = None
-    with _threads(prep):
-        try:
-            if prior == "bernoulli" or proposal == "mars":
-                relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
-                interrupted = relaxed.interrupted or reporter.stopped
-                proposal_used = "mars"
-            elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
-                if fmt not in ("tucker", "tt", "tr"):
-                    raise ValueError("proposal='spectral' needs a Tucker, TT or TR network; use 'greedy' or 'mars'")
-                start, proposal_used = spectral_start(fmt, template, prep.data), "spectral"
-            else:
-                start, proposal_used = rank_one_start(template, prep.data, seed), "greedy"
-            start = _at_least(start, min_rank)
-            if interrupted:  # stopped during the relaxation: its best state as it stands, no polish
-                sse = residual(start, prep.data)
-                dof = degrees_of_freedom(start.spec, start.dims)
-                best = Candidate(start, sse, crit.objective(sse, dof), dof, "interrupted")
-            elif prior == "bernoulli":
-                best = _polish(start, prep.data, crit, reporter)
-            else:
-                reporter.start("selection", note=f"Occam criterion from the {proposal_used} proposal")
-                # a walk through steps that do not pay alone is for growing from rank 1; from a
-                # spectral or relaxed proposal the neighbours of the start decide
-                search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=max(min_rank, 1)
-                                    if min_rank else 0, seed=seed, report=_search_reporter(reporter),
-                                    patience=GREEDY_PATIENCE if proposal_used == "greedy" else 0)
-                try:
-                    best = search.run(start)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    best = min(search.path, key=lambda c: c.objective) if search.path else None
-                    if best is None:
-                        raise
-                interrupted = interrupted or search.stopped
-                if not interrupted:
-                    best = _polish(best.network, prep.data, crit, reporter)
-        except KeyboardInterrupt:
-            reporter.close()
-            raise
-        finally:
-            reporter.close()
-    return _result(best, template, prep, crit, settings, reporter, relaxed, search, proposal_used,
-                   prior, interrupted, device, t0)
+    relaxed: RelaxationResult | None = None
+    search: RankSearch | None = None
+    with _threads(prep), contextlib.closing(reporter):
+        # 1. proposal: where the selection starts
+        if prior == "bernoulli" or proposal == "mars":
+            relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
+            proposal_used = "mars"
+        elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
+            start, proposal_used = spectral_start(fmt, template, prep.data), "spectral"
+        else:
+            start, proposal_used = rank_one_start(template, prep.data, seed), "greedy"
+        interrupted = relaxed is not None and (relaxed.interrupted or reporter.stopped)
+        best = _evaluated(start, prep.data, crit, "proposal")
+        # 2. selection under the Occam criterion (the paper's objective stops at its relaxation)
+        if prior == "bic" and not interrupted:
+            reporter.start("selection", note=f"Occam criterion from the {proposal_used} proposal")
+            # walking through steps that do not pay alone is for growing from rank 1; from a
+            # spectral or relaxed proposal the neighbours of the start decide
+            search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
+                                report=_search_reporter(reporter),
+                                patience=GREEDY_PATIENCE if proposal_used == "greedy" else 0)
+            try:
+                best = search.run(start)
+            except KeyboardInterrupt:  # Ctrl-C: the best network seen so far
+                interrupted = True
+                best = min(search.path, key=lambda c: c.objective, default=best)
+            interrupted = interrupted or search.stopped
+        # 3. polish: ALS to convergence at the selected ranks
+        if not interrupted:
+            try:
+                best = _polish(best.network, prep.data, crit, reporter)
+            except KeyboardInterrupt:
+                interrupted = True
+            interrupted = interrupted or reporter.stopped
+    return _result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior, interrupted,
+                   device, t0)
 
 
 # ---------------------------------------------------------------------------------- phases
@@ -222,15 +214,15 @@ def _polish(net: Network, data: FitData, crit: Occam, reporter: Reporter) -> Can
     return Candidate(fitted, sse, crit.objective(sse, dof), dof, "polish")
 
 
-def _at_least(net: Network, min_rank: int) -> Network:
-    """Never start the selection from a closed bond (rank 0 zeroes the network)."""
-    if min_rank >= 1 and 0 in net.ranks:  # pragma: no cover - proposals keep >= 1 already
-        raise AssertionError(f"a proposal closed a bond: {net.bonds}")
-    return net
+def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate:
+    """``net`` as it stands, with its error and objective (no refit)."""
+    sse = residual(net, data)
+    dof = degrees_of_freedom(net.spec, net.dims)
+    return Candidate(net, sse, crit.objective(sse, dof), dof, move)
 
 
 # ---------------------------------------------------------------------------------- result
-def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, settings: dict, reporter: Reporter,
+def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, settings: dict,
             relaxed: RelaxationResult | None, search: RankSearch | None, proposal: str, prior: str,
             interrupted: bool, device: str | None, t0: float) -> FitResult:
     net = best.network

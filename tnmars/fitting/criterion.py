@@ -23,10 +23,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Occam", "MSE_FLOOR"]
+__all__ = ["Occam", "MSE_FLOOR", "MAX_DOF_SHARE"]
 
 #: smallest mean squared error the criterion distinguishes (data scaled to unit mean square)
 MSE_FLOOR = 1e-8
+#: the criterion is trusted for networks with at most this share of the observations as degrees
+#: of freedom: near ``D = N`` a fit interpolates the data and the profile likelihood loses its meaning
+MAX_DOF_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class Occam:
     def penalty_per_dof(self) -> float:
         """What one degree of freedom costs, in nats."""
         return 0.5 * self.strength * math.log(self.n_obs)
+
+    @property
+    def max_dof(self) -> float:
+        """The most degrees of freedom a candidate may have (``MAX_DOF_SHARE`` of ``N``)."""
+        return MAX_DOF_SHARE * self.n_obs
 
     def noise_variance(self, sse: float, dof: int) -> float:
         """Noise variance implied by a fit: ``SSE / (N - D)`` (at least a tenth of ``N`` in the

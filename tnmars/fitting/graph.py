@@ -13,7 +13,7 @@ topology: chains, rings, trees, grids and hyperedges (CP's shared rank).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
@@ -62,6 +62,22 @@ class CoreLayout:
     separable: bool
 
 
+def _components(nodes: list[int], groups) -> Callable[[int], int]:
+    """Union-find over ``nodes`` joined within every group; returns the root-of function."""
+    parent = {c: c for c in nodes}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for group in groups:
+        for c in group[1:]:
+            parent[find(c)] = find(group[0])
+    return find
+
+
 @lru_cache(maxsize=512)
 def pieces_without(inputs: tuple[str, ...], output: str) -> tuple[CoreLayout, ...]:
     """The :class:`CoreLayout` of every core of the einsum graph ``inputs -> output``."""
@@ -69,22 +85,11 @@ def pieces_without(inputs: tuple[str, ...], output: str) -> tuple[CoreLayout, ..
     all_indices = set("".join(inputs)) | set(output)
     for k, term in enumerate(inputs):
         others = [c for c in range(len(inputs)) if c != k]
-        # union-find over the other cores, joined by any index they share
-        parent = {c: c for c in others}
-
-        def find(c: int) -> int:
-            while parent[c] != c:
-                parent[c] = parent[parent[c]]
-                c = parent[c]
-            return c
-
         owners: dict[str, list[int]] = {}
         for c in others:
             for ch in inputs[c]:
                 owners.setdefault(ch, []).append(c)
-        for cs in owners.values():
-            for c in cs[1:]:
-                parent[find(c)] = find(cs[0])
+        find = _components(others, owners.values())
         open_axes = tuple(i for i, ch in enumerate(term) if ch in output)
         separable = all(not owners.get(term[i]) for i in open_axes)
         groups: dict[int, list[int]] = {}

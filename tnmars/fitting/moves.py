@@ -70,26 +70,32 @@ def shrink(net: Network, bond: str, drop: int | None = None) -> Network:
 
 
 def rank_one(tensor: np.ndarray, iters: int = 15) -> list[np.ndarray]:
-    """The leading rank-1 term of ``tensor`` (higher-order power iteration from the leading
-    singular vectors of its unfoldings): vectors whose outer product approximates it."""
+    """The leading rank-1 term of ``tensor`` (higher-order power iteration started from the
+    leading singular vectors of its unfoldings): vectors whose outer product approximates it."""
     d = tensor.ndim
     vecs = []
     for k in range(d):
         m = np.moveaxis(tensor, k, 0).reshape(tensor.shape[k], -1)
-        w, q = np.linalg.eigh(m @ m.T)
-        vecs.append(q[:, -1])
-    letters = "abcdefghijklmnopqrstuvwxyz"[:d]
+        if m.shape[0] <= m.shape[1]:
+            vecs.append(np.linalg.eigh(m @ m.T)[1][:, -1])
+        else:  # the small side's Gram, then back to this side
+            u = m @ np.linalg.eigh(m.T @ m)[1][:, -1]
+            vecs.append(u / max(np.linalg.norm(u), 1e-300))
     for _ in range(iters):
         for k in range(d):
-            others = [vecs[j] for j in range(d) if j != k]
-            spec = letters + "," + ",".join(letters[j] for j in range(d) if j != k) + "->" + letters[k]
-            v = np.einsum(spec, tensor, *others, optimize=True)
+            v = tensor
+            for j in reversed(range(d)):  # contract every other mode, last first (axes stay put)
+                if j != k:
+                    v = np.tensordot(v, vecs[j], axes=([j], [0]))
             norm = np.linalg.norm(v)
             vecs[k] = v / norm if norm > 0 else v
-    spec = letters + "," + ",".join(letters) + "->"
-    weight = float(np.einsum(spec, tensor, *vecs, optimize=True))
+    weight = tensor
+    for j in reversed(range(d)):
+        weight = np.tensordot(weight, vecs[j], axes=([j], [0]))
+    weight = float(weight)
     scale = abs(weight) ** (1.0 / d)
-    vecs[0] = vecs[0] * np.sign(weight) if weight else vecs[0]
+    if weight < 0:
+        vecs[0] = -vecs[0]
     return [v * scale for v in vecs]
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..network import Network
+from .criterion import MAX_DOF_SHARE
 from .graph import degrees_of_freedom
 from .solvers import FitData, als
 from .spectral import tr_proposal, tt_proposal, tucker_proposal
@@ -27,8 +28,7 @@ from .spectral import tr_proposal, tt_proposal, tucker_proposal
 __all__ = ["PROPOSALS", "spectral_start", "rank_one_start", "filled", "ring_bonds"]
 
 PROPOSALS = ("auto", "spectral", "greedy", "mars")
-#: with missing entries a spectral start keeps at most this share of the observations as degrees of freedom
-START_DOF_SHARE = 0.5
+
 
 
 def filled(data: FitData) -> np.ndarray:
@@ -59,14 +59,13 @@ def within_budget(template: Network, max_dof: float) -> Network:
 
 def spectral_start(fmt: str, template: Network, data: FitData, selector: str = "evbmf") -> Network:
     """A network of format ``fmt`` at the ranks the selector reads off the spectra, with
-    the classical SVD cores at those ranks (never above ``template``'s ranks).
+    the classical SVD cores at those ranks (never above ``template``'s ranks), within the
+    degrees of freedom the criterion trusts (``MAX_DOF_SHARE`` of the observations).
 
     With missing entries the spectra over-state the ranks (the zero filling adds
-    heteroscedastic noise): the proposal is then an upper start the search prunes from, kept
-    within half as many degrees of freedom as observations."""
+    heteroscedastic noise): the proposal is then an upper start that the search prunes."""
     y = filled(data)
-    if data.weights is not None:
-        template = within_budget(template, START_DOF_SHARE * data.n_obs)
+    template = within_budget(template, MAX_DOF_SHARE * data.n_obs)
     caps = list(template.ranks)
     if fmt == "tucker":
         ranks = _capped(tucker_proposal(y, selector, caps), template)

@@ -1,15 +1,21 @@
-"""Local search over ranks: from a proposal, add or remove one rank index at a time while the
-MAP criterion improves.
+"""Local search over ranks: from a proposal, add or remove rank indices while the MAP
+criterion improves.
 
-Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`) and
-one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the caller's maximal
-ranks), refits each candidate by a few ALS sweeps and moves to the best candidate if it lowers
-the objective. A short refit only over-estimates a candidate's error (ALS never increases it),
-so a candidate that already wins is a real improvement; when none wins after the short
-refits, the most promising ones are refitted fully before the search stops. Rank vectors
-already evaluated are not evaluated again. This is greedy rank adaptation for arbitrary
-networks (Hashemizadeh et al., "Adaptive Learning of Tensor Network Structures") with
-removals as well as additions, under one Bayesian criterion.
+Every step tries, on every bond, one index fewer (:func:`~tnmars.fitting.moves.shrink`; also
+a quarter of the rank fewer when the rank is large, so a generous start comes down in few
+steps) and one more (:func:`~tnmars.fitting.moves.grow`, within the feasible and the
+caller's maximal ranks and the degrees of freedom the criterion trusts), refits each
+candidate by a few ALS sweeps and moves to the best one if it lowers the objective. A short
+refit only over-estimates a candidate's error (ALS never increases it), so a candidate that
+already wins is a real improvement. When none wins, the most promising ones are refitted
+fully; the search may then walk on through up to ``patience`` steps that do not pay alone
+(a weak component may need indices on several bonds before it pays). On nearly exact data a
+last pass tries every removal again with refits run to convergence. The best network seen
+is returned; rank vectors already evaluated are not evaluated again by the walk.
+
+This is greedy rank adaptation for arbitrary networks (Hashemizadeh et al., "Adaptive
+Learning of Tensor Network Structures") with removals as well as additions, under one
+Bayesian criterion.
 """
 from __future__ import annotations
 
@@ -25,14 +31,22 @@ from .graph import degrees_of_freedom, feasible_ranks
 from .moves import grow, shrink
 from .solvers import FitData, als
 
-__all__ = ["Candidate", "RankSearch", "MAX_DOF_SHARE"]
+__all__ = ["Candidate", "RankSearch"]
 
-#: no candidate may have more degrees of freedom than this share of the observations: near
-#: ``D = N`` a fit interpolates the data and the profile likelihood loses its meaning
-MAX_DOF_SHARE = 0.5
 #: the last removal pass runs when the best fit's mean squared error (data at unit mean
 #: square) is below this: nearly exact data, where refits must converge far
 PRUNE_BELOW = 1e-4
+
+
+def _feasible(net: Network) -> Network:
+    """Shrink every bond a smaller neighbour has made useless (a bond larger than the product
+    of a core's other indices), so no candidate carries an infeasible rank."""
+    while True:
+        caps = feasible_ranks(net.spec, net.dims)
+        over = [b for b, r in net.bonds.items() if r > caps[b]]
+        if not over:
+            return net
+        net = shrink(net, over[0])
 
 
 @dataclass
@@ -93,7 +107,7 @@ class RankSearch:
         trial.update(grown)
         if any(r > self.max_ranks.get(b, r) for b, r in grown.items()):
             return False
-        if degrees_of_freedom(net.spec, trial) > MAX_DOF_SHARE * self.criterion.n_obs:
+        if degrees_of_freedom(net.spec, trial) > self.criterion.max_dof:
             return False
         caps = feasible_ranks(net.spec, trial)
         return all(caps[b] >= r for b, r in grown.items())
@@ -106,7 +120,13 @@ class RankSearch:
         bonds = net.bonds
         for bond, r in bonds.items():
             if r > self.min_rank:
-                out.append((f"-{bond}", shrink(net, bond)))
+                out.append((f"-{bond}", _feasible(shrink(net, bond))))
+            jump = (r - max(self.min_rank, 1)) // 4
+            if jump >= 2:  # far above where the data seem to be: also try a quarter of the way down
+                smaller = net
+                for _ in range(jump):
+                    smaller = shrink(smaller, bond)
+                out.append((f"-{jump}{bond}", _feasible(smaller)))
         residual = None
         for bond, r in bonds.items():
             if self._fits(net, {bond: r + 1}):
@@ -202,7 +222,7 @@ class RankSearch:
                              for j in range(r)]
                     start = min(tried, key=lambda c: c.objective).network
                 else:
-                    start = shrink(best.network, bond)
+                    start = _feasible(shrink(best.network, bond))
                 cand = self.evaluate(start, self.final_sweeps, f"-{bond}")
                 if cand.objective < best.objective:
                     best = cand

@@ -47,6 +47,8 @@ __all__ = ["FitData", "als", "residual"]
 
 #: eigenvalues of a Gram below this share of its largest are treated as null directions
 PINV_CUTOFF = 1e-13
+#: largest Gram matrix (side) the exact solves eigendecompose; larger pieces are solved by CG
+MAX_GRAM = 1024
 #: relative ridge of the masked normal equations (times the largest eigenvalue of their
 #: preconditioner): keeps CG's iterates bounded where few entries are observed
 RIDGE = 1e-12
@@ -118,6 +120,15 @@ class _CoreSolver:
         # axis order of the Kronecker form: open axes first, then each piece's axes
         self.order = tuple(layout.open_axes) + tuple(a for p in layout.pieces for a in p.axes)
         self.inverse = tuple(np.argsort(self.order))
+
+    def small_grams(self, cores: list[Any]) -> bool:
+        """Whether the Kronecker form applies and every piece's Gram is small enough to
+        eigendecompose (a core of a fully connected network of order 8 at rank 4 would need
+        a 16384 x 16384 one): otherwise CG, which only contracts."""
+        if not self.layout.separable:
+            return False
+        shape = cores[self.k].shape
+        return all(int(np.prod([shape[a] for a in p.axes])) <= MAX_GRAM for p in self.layout.pieces)
 
     # -- pieces of the normal equations ------------------------------------------------
     def rhs(self, cores: list[Any]) -> Any:
@@ -205,7 +216,7 @@ class _CoreSolver:
         w = self.data.weights
         shape = tuple(cores[self.k].shape)
         precond: Callable[[Any], Any]
-        if self.layout.separable:
+        if self.small_grams(cores):
             eigs = self.grams(cores)
             spec = self._spectrum(eigs) * self.data.observed_fraction
             lam = RIDGE * max(float(xp.max(spec)), 1e-300)
@@ -353,7 +364,7 @@ def als(
     sse = math.inf
     least = max(floor * data.sq_norm, 1e-300)
     order = _sweep_order(net.inputs, net.output)
-    exact = data.weights is None and all(sv.layout.separable for sv in solvers)
+    exact = data.weights is None and all(sv.small_grams(cores) for sv in solvers)
     for sweep in range(1, max(int(sweeps), 1) + 1):
         prev = sse
         start = cores

@@ -117,7 +117,7 @@ def svd_init(
             cores = [np.asarray(tt[0]).reshape(-1)]
     else:  # tr
         d = x.ndim
-        want = list(tmpl.ranks)  # want[k] joins core k and k+1; want[d-1] closes the ring
+        want = [tmpl.dims[term[-1]] for term in tmpl.inputs]  # want[k] joins core k and k+1; want[d-1] closes
         tl_ranks = [want[d - 1], *want[: d - 1], want[d - 1]]
         while True:
             try:
