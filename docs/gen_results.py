@@ -36,11 +36,33 @@ def result_files() -> tuple[list[Path], list[Path]]:
     return pages, assets
 
 
-def _title(path: Path) -> str:
+_ISSUE_LABEL = re.compile(r"\s*\((?:[^()]*\s)?issue \d+[^()]*\)", re.IGNORECASE)
+
+
+def _raw_title(path: Path) -> str:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
             return line.lstrip("#").strip()
     return path.stem.replace("_", " ")
+
+
+def clean_title(title: str) -> str:
+    """A heading without the project's internal labels ("(issue 3)", "(issue 2 benchmark)")."""
+    return _ISSUE_LABEL.sub("", title).strip()
+
+
+def titles(pages: list[Path]) -> dict[Path, str]:
+    """The title of every results page: its first heading, cleaned, made unique by the file
+    name where several pages share one (three runs of one experiment, say)."""
+    cleaned = {p: clean_title(_raw_title(p)) for p in pages}
+    counts: dict[str, int] = {}
+    for t in cleaned.values():
+        counts[t] = counts.get(t, 0) + 1
+    return {p: (f"{t} ({p.stem})" if counts[t] > 1 else t) for p, t in cleaned.items()}
+
+
+def _title(path: Path) -> str:
+    return titles(result_files()[0]).get(path) or clean_title(_raw_title(path))
 
 
 def rewrite_links(text: str, published: set[str]) -> str:
@@ -96,7 +118,8 @@ def index_markdown(pages: list[Path]) -> str:
         lines.append("No benchmark results have been recorded yet.")
     else:
         lines += ["| page | source file |", "|---|---|"]
-        lines += [f"| [{_title(p)}]({p.name}) | `benchmarks/results/{p.name}` |" for p in pages]
+        named = titles(pages)
+        lines += [f"| [{named[p]}]({p.name}) | `benchmarks/results/{p.name}` |" for p in pages]
     return "\n".join(lines) + "\n"
 
 
@@ -134,7 +157,8 @@ def on_config(config):
             if isinstance(item, dict):
                 ((title, value),) = item.items()
                 if value == f"{PREFIX}/index.md":
-                    section = [{"Overview": value}] + [{_title(p): f"{PREFIX}/{p.name}"} for p in pages]
+                    named = titles(pages)
+                    section = [{"Overview": value}] + [{named[p]: f"{PREFIX}/{p.name}"} for p in pages]
                     out.append({title: section})
                 elif isinstance(value, list):
                     out.append({title: expand(value)})
@@ -157,10 +181,13 @@ def on_files(files, config):
     pages, assets = result_files()
     published = {p.name for p in pages} | {a.name for a in assets}
     files.append(File.generated(config, f"{PREFIX}/index.md", content=index_markdown(pages)))
+    named = titles(pages)
     for page in pages:
         text = escape_brackets(rewrite_links(page.read_text(encoding="utf-8"), published))
-        if not text.lstrip().startswith("#"):
-            text = f"# {_title(page)}\n\n" + text
+        body = text.lstrip()
+        if body.startswith("# "):  # the page's own heading, as the navigation shows it
+            body = body.split("\n", 1)[1] if "\n" in body else ""
+        text = f"# {named[page]}\n\n" + body
         files.append(File.generated(config, f"{PREFIX}/{page.name}", content=text))
     for asset in assets:
         files.append(File.generated(config, f"{PREFIX}/{asset.name}", abs_src_path=str(asset)))

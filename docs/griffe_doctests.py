@@ -6,7 +6,9 @@ the numpy parser reads those lines as more parameters (and Markdown renders ``>>
 nested quotes, ``[...]`` in an output line as a link). This extension inserts an
 ``Examples`` heading before the first doctest line and a ``Notes`` heading before a prose
 paragraph that follows a parameter list, moves ``name: a sentence`` descriptions onto their
-own line (numpy style reads text after the colon as a type), and turns Sphinx roles into
+own line (numpy style reads text after the colon as a type), gives each name of a grouped
+item (``xlabel, ylabel, logx``) its own entry (griffe would show the first name's type and
+default for all of them: ``logx`` as ``str = 'parameters'``), and turns Sphinx roles into
 code spans, so everything renders as written. Source files are not modified.
 
 Registered in ``mkdocs.yml`` under ``plugins > mkdocstrings > handlers > python > options >
@@ -91,13 +93,51 @@ def add_notes_heading(text: str) -> str:
     return "\n".join(out)
 
 
+def split_grouped_parameters(text: str) -> str:
+    """Give each name of a grouped parameter item (``a, b : int`` or ``a, b``) its own item
+    with the shared description, so each shows its own type and default from the signature."""
+    lines = text.splitlines()
+    out: list[str] = []
+    section_indent: str | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if nxt.strip() and set(nxt.strip()) == {"-"} and line.strip():
+            name = line.strip().lower()
+            section_indent = line[: len(line) - len(line.lstrip())] if name in _SECTIONS else None
+            out += [line, nxt]
+            i += 2
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        head, _, kind = line.strip().partition(" : ")
+        head = head.rstrip(":")
+        if section_indent is not None and indent == section_indent and ", " in head and _is_item(line):
+            body = []
+            j = i + 1
+            while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > len(indent)):
+                body.append(lines[j])
+                j += 1
+            while body and not body[-1].strip():  # the blank lines after the item stay where they were
+                body.pop()
+                j -= 1
+            for name in (n.strip() for n in head.split(",")):
+                out.append(f"{indent}{name}" + (f" : {kind}" if kind else ""))
+                out += body
+            i = j
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
 class DoctestExamples(griffe.Extension):
     """Apply :func:`add_examples_heading` to every docstring griffe loads."""
 
     def _fix(self, obj: Any) -> None:
         doc = getattr(obj, "docstring", None)
         if doc is not None and doc.value:
-            doc.value = plain_roles(add_examples_heading(add_notes_heading(doc.value)))
+            doc.value = plain_roles(add_examples_heading(split_grouped_parameters(add_notes_heading(doc.value))))
 
     def on_instance(self, *, obj: Any, **kwargs: Any) -> None:
         self._fix(obj)

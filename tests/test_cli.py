@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -72,8 +73,13 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
     holey = data.copy()
     holey[0, 0, :] = np.nan
     np.savez(folder / "several.npz", X=holey, other=np.ones(3))
-    proc = run("fit", str(folder / "several.npz"), "--key", "X", "--format", "aA,AbB,Bc->abc", "--max-rank", "3,2",
-               "--quiet")
+    args = ("fit", str(folder / "several.npz"), "--key", "X", "--format", "aA,AbB,Bc->abc", "--max-rank", "3,2",
+            "--quiet")
+    # one rule with tnmars.fit: NaN is refused unless it is declared missing
+    one_line_error(run(*args), "4 NaN/Inf entries; mark them missing with --nan-as-missing")
+    with pytest.raises(ValueError, match="NaN"):
+        tnmars.fit(holey, Network("aA,AbB,Bc->abc", shape=holey.shape, ranks={"A": 3, "B": 2}), progress=False)
+    proc = run(*args, "--nan-as-missing")
     assert proc.returncode == 0, proc.stderr
     assert f"{data.size - 4:,} observed" in proc.stdout
     saved = tnmars.load(folder / "several.fit.npz")
@@ -195,4 +201,145 @@ def test_console_script_points_to_main():
     from importlib.metadata import entry_points
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("tnmars") == "tnmars.cli:main"
+    assert scripts.get("tnmars") == "_tnmars_cli:main"
+    import _tnmars_cli
+
+    assert "numpy" not in open(_tnmars_cli.__file__).read()  # the launcher imports the standard library only
+
+
+# ----------------------------------------------------------------------------- hostile use
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "tnmars")
+
+
+def test_nan_fit_result_fails_with_status_1_and_saves_nothing(small, tmp_path, monkeypatch, capsys):
+    """A fit whose error is NaN (e.g. data at 1e160) must not print "relative error nan" and exit 0."""
+    import dataclasses
+    import functools
+    from importlib import import_module
+
+    folder, _, _ = small
+    fit_module = import_module("tnmars.fitting")  # where the command imports fit from
+    real_fit = fit_module.fit
+
+    @functools.wraps(real_fit)  # the parser reads fit's signature for its --help defaults
+    def nan_fit(*args, **kwargs):
+        return dataclasses.replace(real_fit(*args, **kwargs), relative_error=float("nan"))
+
+    monkeypatch.setattr(fit_module, "fit", nan_fit)
+    code = main(["fit", str(folder / "small.npy"), "--max-rank", "2", "--steps", "5", "--quiet",
+                     "--out", str(tmp_path / "nan.npz")])
+    err = capsys.readouterr().err
+    assert code == 1 and "relative error is nan" in err and "Traceback" not in err
+    assert not (tmp_path / "nan.npz").exists()
+
+
+def test_broken_pipe_is_silent(small, tmp_path):
+    good = tnmars.save(Network.tt((4, 5, 6, 7), 3, seed=0), tmp_path / "net.npz")
+    proc = subprocess.run(f"'{sys.executable}' -m tnmars info --json '{good}' | head -n 2", shell=True,
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.stdout.count("\n") == 2
+    assert proc.stderr == "", proc.stderr  # no "Broken pipe", no traceback
+    pipe = subprocess.Popen([sys.executable, "-m", "tnmars", "info", "--json", str(good)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=ENV)
+    pipe.stdout.close()  # the reader goes away before anything is written
+    assert pipe.wait(timeout=120) == 141
+    assert b"Traceback" not in pipe.stderr.read()
+
+
+def test_info_on_hostile_files_is_one_line_and_bounded(tmp_path):
+    """The zip bomb and deep JSON of the file-safety tests, through ``tnmars info``."""
+    import test_io
+
+    bomb = test_io._zip_bomb(tmp_path, 1.0)
+    proc = run("info", str(bomb))
+    one_line_error(proc, "declares 1,073,741,952 bytes of arrays")
+    path = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "n.npz")
+    arrays = test_io._members(path)
+    meta = json.loads(arrays.pop("__tnmars_metadata__").tobytes())
+    text = json.dumps(meta)[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    np.savez(tmp_path / "deep.npz", __tnmars_metadata__=np.frombuffer(text.encode(), np.uint8), **arrays)
+    one_line_error(run("info", str(tmp_path / "deep.npz")), "nested 100001 levels deep")
+    one_line_error(run("info", "--json", str(tmp_path / "deep.npz")), "nested 100001 levels deep")
+
+
+def test_info_says_what_the_digest_guarantees(tmp_path, monkeypatch):
+    net = Network.cp((3, 4), 2, seed=0)
+    plain = tnmars.save(net, tmp_path / "plain.npz")
+    assert "detects corruption, not deliberate changes" in run("info", str(plain)).stdout
+    signed = tnmars.save(net, tmp_path / "signed.npz", key="k" * 16)
+    assert "signed, but not authenticated" in run("info", str(signed)).stdout
+    env = {**ENV, "TNMARS_SIGNING_KEY": "k" * 16}
+    proc = subprocess.run([sys.executable, "-m", "tnmars", "info", str(signed)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert "HMAC-SHA256 verified" in proc.stdout, proc.stderr
+    wrong = subprocess.run([sys.executable, "-m", "tnmars", "info", str(signed)], capture_output=True, text=True,
+                           env={**env, "TNMARS_SIGNING_KEY": "wrong key"}, timeout=120)
+    one_line_error(wrong, "HMAC mismatch")
+
+
+def test_huge_max_rank_is_clipped_not_a_memory_error(small):
+    folder, _, _ = small
+    proc = run("fit", str(folder / "small.npy"), "--format", "aA,AbB,Bc->abc", "--max-rank", str(10**12),
+               "--steps", "5", "--quiet", "--out", str(folder / "huge.npz"))
+    assert proc.returncode == 0, proc.stderr
+    assert tnmars.load(folder / "huge.npz").max_ranks == (6, 4)
+
+
+def test_verbose_shows_the_log(small, tmp_path):
+    good = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "net.npz")
+    assert "tnmars.io: loaded" in run("--verbose", "info", str(good)).stderr
+    assert run("info", str(good)).stderr == ""
+
+
+@pytest.mark.skipif(sys.platform == "win32" or not os.path.exists(SCRIPT), reason="needs the console script")
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.6, 1.2])
+def test_ctrl_c_at_any_moment_is_one_line(small, tmp_path, delay):
+    """Ctrl-C while tnmars is still importing (the first ~0.3 s) printed a traceback. The
+    delays count from the end of Python's own start-up (measured here, as the machine may be
+    busy): before that no Python code of any program can handle a signal."""
+    import signal
+    import time
+
+    folder, _, _ = small
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True, env=ENV, timeout=120)
+    delay += time.perf_counter() - t0
+    proc = subprocess.Popen([SCRIPT, "fit", str(folder / "small.npy"), "--max-rank", "3", "--prior", "bernoulli",
+                             "--steps", "100000", "--quiet", "--out", str(tmp_path / "x.npz")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err, err
+    assert proc.returncode in (0, 130), (proc.returncode, err)  # 0: the fit stopped early and saved
+    assert ("interrupted" in err) or ("interrupted     yes" in out)
+
+
+@pytest.mark.skipif(sys.platform == "win32" or not os.path.exists(SCRIPT), reason="needs the console script")
+def test_repeated_ctrl_c_never_dies_silently_or_leaves_half_a_file(small, tmp_path):
+    """Several quick Ctrl-C's during the fit and the save: a message and status 0/130, and
+    the output file is either absent or complete (the process died by the signal before)."""
+    import signal
+    import time
+
+    folder, _, _ = small
+    env = {k: v for k, v in ENV.items() if k != "TQDM_DISABLE"}
+    for gap in (0.02, 0.1, 0.3):
+        out_file = tmp_path / f"x{gap}.npz"
+        proc = subprocess.Popen([SCRIPT, "fit", str(folder / "small.npy"), "--max-rank", "3", "--prior", "bernoulli",
+                                 "--steps", "100000", "--out", str(out_file)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        seen = b""
+        while not re.search(rb"\d ?(it|step)/s", seen):  # the relaxation is running
+            char = proc.stderr.read(1)
+            assert char, "the fit ended before it could be interrupted"
+            seen += char
+        for _ in range(4):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(gap)
+        out, err = proc.communicate(timeout=300)
+        text = out.decode() + err.decode()
+        assert proc.returncode in (0, 130), (gap, proc.returncode, text[-2000:])
+        assert "Traceback" not in text and "interrupted" in text
+        if out_file.exists():
+            tnmars.load(out_file)

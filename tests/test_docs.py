@@ -114,3 +114,72 @@ def test_docstring_headings_extension():
     assert ext.plain_roles("see :class:`~tnmars.Network` and :func:`tnmars.fit`") == "see `Network` and `tnmars.fit`"
     untouched = "Summary.\n\nParameters\n----------\na, b : int\n    Sizes.\n\nExamples\n--------\n>>> 1\n1"
     assert ext.add_examples_heading(ext.add_notes_heading(untouched)) == untouched
+
+
+def _pages(site: Path) -> dict[str, str]:
+    return {str(p.relative_to(site)): p.read_text(encoding="utf-8") for p in site.rglob("*.html")}
+
+
+def test_maths_is_rendered_at_build_time_and_needs_no_network(site):
+    """Maths came from a CDN and showed raw LaTeX offline; now it is MathML in the page."""
+    pages = _pages(site)
+    assert "<math" in pages["mars/index.html"]
+    for name, html in pages.items():
+        assert "cdn.jsdelivr" not in html and "mathjax" not in html.lower(), name
+        assert 'class="arithmatex"' not in html, name  # every formula was converted
+    hook = _load("offline_math")
+    assert hook.render('<span class="arithmatex">\\(\\frac{1}{N}\\)</span>').startswith("<math")
+    for bad in ("\\foo{x}", "{"):
+        with pytest.raises(ValueError, match="cannot render"):
+            hook.render(f'<span class="arithmatex">\\({bad}\\)</span>', "x.md")
+
+
+def test_navigation_and_titles_are_for_readers(site):
+    """No internal labels ("(issue 3)"), no two pages with one title, no DESIGN.md."""
+    import re
+
+    pages = _pages(site)
+    titles = {}
+    for name, html in pages.items():
+        if name in ("404.html",):
+            continue
+        title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+        titles.setdefault(title, []).append(name)
+        labels = re.findall(r'class="md-ellipsis">\s*([^<]*?)\s*</span>', html)
+        assert not [t for t in labels if re.search(r"\(issue \d", t)], (name, labels)
+        assert "DESIGN.md" not in html, name  # an internal document, not part of the project
+    duplicates = {t: n for t, n in titles.items() if len(n) > 1}
+    assert not duplicates, duplicates
+
+
+def test_api_reference_shows_each_parameters_own_type_and_default(site):
+    """Grouped docstring items (``xlabel, ylabel, logx``) showed the first one's type and
+    default for all: ``logx`` as ``str = 'parameters'``, ``pi`` as ``bool = True``."""
+    import html as html_lib
+    import re
+
+    def row(page: str, name: str) -> str:
+        text = _page(site, page)
+        for r in re.findall(r"<tr[^>]*>(.*?)</tr>", text, re.S):
+            cells = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", r)).split())
+            if cells.startswith(name + " "):
+                return cells
+        raise AssertionError(f"no parameter row {name!r} on {page}")
+
+    assert row("api/plots", "logx").startswith("logx bool") and row("api/plots", "logx").endswith("True")
+    assert row("api/network", "scale").startswith("scale float") and row("api/network", "scale").endswith("1.0")
+    assert row("api/nn-layers", "pi").startswith("pi float") and row("api/nn-layers", "pi").endswith("0.01")
+    ext = _load("griffe_doctests")
+    doc = "Parameters\n----------\na, b : int\n    Sizes.\nc\n    C."
+    assert ext.split_grouped_parameters(doc) == "Parameters\n----------\na : int\n    Sizes.\nb : int\n    Sizes.\nc\n    C."
+
+
+def test_results_titles_are_cleaned_and_unique(tmp_path):
+    hook = _load("gen_results")
+    assert hook.clean_title("Full-tensor reconstruction (issue 2 benchmark)") == "Full-tensor reconstruction"
+    assert hook.clean_title("Rank recovery (issue 3): summary") == "Rank recovery: summary"
+    pages = []
+    for name, head in [("a_one.md", "# Experiment 4: speed"), ("a_two.md", "# Experiment 4: speed"), ("b.md", "# B")]:
+        (tmp_path / name).write_text(head + "\n\ntext\n")
+        pages.append(tmp_path / name)
+    assert list(hook.titles(pages).values()) == ["Experiment 4: speed (a_one)", "Experiment 4: speed (a_two)", "B"]

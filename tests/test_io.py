@@ -37,7 +37,7 @@ def test_round_trip_every_backend(tmp_path, backend, suffix, dtype):
     for net in (
         Network.tucker((3, 4, 5), (2, 3, 2), seed=0, backend=backend, dtype=dtype, device=device),
         Network.tt_matrix((2, 3), (4, 2), 3, seed=1, backend=backend, dtype=dtype, device=device),
-        Network("ab,bc,cd,da->", ranks=2, seed=2, backend=backend, dtype=dtype, device=device),
+        Network("ab,bc,cd,da->", dims=dict.fromkeys("abcd", 2), seed=2, backend=backend, dtype=dtype, device=device),
     ):
         path = tnmars.save(net, tmp_path / f"net{suffix}")
         back = tnmars.load(path)
@@ -152,6 +152,11 @@ def test_metadata_changed_after_saving_is_detected(tmp_path):
     meta["spec"] = "bA,aA->ab"  # transposes the result: silently wrong if undetected
     arrays["__tnmars_metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(tmp_path / "forged.npz", **arrays)
+    with pytest.raises(tio.FileFormatError, match="invalid metadata"):  # shapes disagree with dims
+        tnmars.load(tmp_path / "forged.npz")
+    meta["spec"], meta["dims"] = "bA,aA->ab", {"a": 4, "b": 3, "A": 2}  # consistent, but not what was signed
+    arrays["__tnmars_metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "forged.npz", **arrays)
     with pytest.raises(tio.FileFormatError, match="integrity"):
         tnmars.load(tmp_path / "forged.npz")
 
@@ -255,3 +260,371 @@ def test_fit_result_round_trip(tmp_path, suffix):
     assert meta["kind"] == "fit_result"
     assert meta["fit"]["ranks"] == list(result.ranks)
     assert meta["fit"]["fields"]["relative_error"] == result.relative_error
+
+
+# ----------------------------------------------------------------------------- hostile files
+def _members(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _resign(arrays: dict[str, np.ndarray], meta: dict, out) -> None:
+    """Write ``arrays`` and ``meta`` as a tnmars file whose SHA-256 is valid again (what
+    anyone can do: the digest has no key)."""
+    arrays = {k: v for k, v in arrays.items() if k != "__tnmars_metadata__"}
+    meta = {k: v for k, v in meta.items() if k != "sha256"}
+    meta["sha256"] = tio._digest(meta, arrays)
+    blob = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(out, __tnmars_metadata__=blob, **arrays)
+
+
+def _write_zip(path, members) -> None:
+    """A zip written by hand from ``(name, method, payload, crc, uncompressed size)``: the
+    payload is stored as given, so a deflate stream of 1 GiB of zeros costs 1 MiB to write."""
+    import struct
+
+    local, central = bytearray(), bytearray()
+    for name, method, payload, crc, size in members:
+        encoded = name.encode()
+        offset = len(local)
+        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(payload), size,
+                             len(encoded), 0) + encoded + payload
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc, len(payload),
+                               size, len(encoded), 0, 0, 0, 0, 0, offset) + encoded
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(local), 0)
+    path.write_bytes(bytes(local + central + end))
+
+
+def _zip_bomb(tmp_path, gib: float = 1.0):
+    """A real tnmars-looking .npz whose core inflates to ``gib`` GiB of zeros (CRC included)."""
+    import io
+    import zlib
+
+    good = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "good.npz")
+    meta_blob = _members(good)["__tnmars_metadata__"]
+    meta_npy = io.BytesIO()
+    np.save(meta_npy, meta_blob)
+    meta_bytes = meta_npy.getvalue()
+    chunks = int(gib * 1024)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (chunks * 2**17,)})
+    head = header.getvalue()
+    zeros = bytes(2**20)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = comp.compress(head) + comp.flush(zlib.Z_FULL_FLUSH)
+    block = comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)  # the same bytes for every MiB
+    payload = first + block * chunks + comp.flush()
+    crc = zlib.crc32(head)
+    for _ in range(chunks):
+        crc = zlib.crc32(zeros, crc)
+    bomb = tmp_path / "bomb.npz"
+    _write_zip(bomb, [
+        ("__tnmars_metadata__.npy", 0, meta_bytes, zlib.crc32(meta_bytes), len(meta_bytes)),
+        ("core_0.npy", 8, payload, crc, len(head) + chunks * 2**20),
+    ])
+    return bomb
+
+
+def test_zip_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    """1 MiB on disk, 1 GiB inflated: refused from the declared sizes, with no member data
+    read and a small memory peak (it took 2 GiB and 10-26 s before)."""
+    import tracemalloc
+    import zipfile
+
+    bomb = _zip_bomb(tmp_path, 1.0)
+    assert bomb.stat().st_size < 2 * 2**20
+    inflated = []
+    real_read = zipfile.ZipExtFile.read
+
+    def counting_read(self, n=-1):
+        data = real_read(self, n)
+        if self.name == "core_0.npy":
+            inflated.append(len(data))
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", counting_read)
+    tracemalloc.start()
+    try:
+        with pytest.raises(tio.FileFormatError, match="^'[^']*' declares 1,073,741,952 bytes of arrays"):
+            tnmars.load(bomb)  # the message says what is wrong, not "truncated or corrupted"
+        with pytest.raises(tio.FileFormatError, match="max_bytes"):
+            tio.read_metadata(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"refusing the bomb took {peak / 2**20:.0f} MiB"
+    assert sum(inflated) == 0, "the bomb's member was read"
+
+
+def test_a_genuine_large_array_within_the_limit_loads_in_one_copy(tmp_path):
+    """The limit is a choice: max_bytes raises it, and the arrays are read straight into
+    their final buffers (peak memory about one copy, not two)."""
+    import tracemalloc
+
+    net = Network("ab,bc->ac", cores=[np.zeros((2048, 1024)), np.zeros((1024, 2))])  # 16 MiB of zeros
+    path = tnmars.save(net, tmp_path / "zeros.npz")
+    assert path.stat().st_size < 200_000  # compresses about 1000x
+    with pytest.raises(tio.FileFormatError, match="max_bytes"):
+        tnmars.load(path, max_bytes=2**20)
+    tracemalloc.start()
+    back = tnmars.load(path, max_bytes=2**25)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert back.dims == net.dims
+    assert peak < 1.5 * 16 * 2**20, f"loading 16 MiB of arrays peaked at {peak / 2**20:.1f} MiB"
+
+
+def test_deeply_nested_metadata_is_refused(tmp_path):
+    path = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "n.npz")
+    arrays = _members(path)
+    meta = json.loads(arrays.pop("__tnmars_metadata__").tobytes())
+    text = json.dumps(meta)[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    blob = np.frombuffer(text.encode(), dtype=np.uint8)
+    np.savez(tmp_path / "deep.npz", __tnmars_metadata__=blob, **arrays)
+    for read in (tnmars.load, tio.read_metadata):
+        with pytest.raises(tio.FileFormatError, match="nested 100001 levels deep"):
+            read(tmp_path / "deep.npz")
+    # huge integers (Python refuses to parse more than 4300 digits) are a format error too
+    text = json.dumps(meta)[:-1] + ', "x": ' + "9" * 5000 + "}"
+    np.savez(tmp_path / "digits.npz", __tnmars_metadata__=np.frombuffer(text.encode(), np.uint8), **arrays)
+    with pytest.raises(tio.FileFormatError, match="corrupted metadata"):
+        tnmars.load(tmp_path / "digits.npz")
+
+
+def _paths(value, prefix=()):
+    """Every place in a JSON document: (path, value), lists visited at their first entry."""
+    yield prefix, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value[:1]):
+            yield from _paths(v, prefix + (i,))
+
+
+def _mutated(meta, path, new):
+    out = json.loads(json.dumps(meta))
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    if new is _DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = new
+    return out
+
+
+_DELETE = object()
+_REPLACEMENTS = [_DELETE, None, True, 0, -1, 2.5, 10**30, "x", "float64", [], [1, 2], {}, {"__float__": "nan"},
+                 {"__tuple__": [1]}, "core_0"]
+
+
+def _check_types(obj, cls) -> None:
+    """A loaded object has the declared types everywhere (what the schema promises)."""
+    import typing
+
+    from tnmars import _schema
+
+    if isinstance(obj, Network):
+        assert all(isinstance(c, np.ndarray) for c in obj.cores)
+        obj.to_tensor()
+        return
+    assert type(obj) is cls
+    hints = typing.get_type_hints(cls)
+    for name, tp in hints.items():
+        value = getattr(obj, name)
+        if isinstance(value, Network):
+            continue
+        if name == "probabilities":
+            assert all(isinstance(v, np.ndarray) and v.ndim == 1 for v in value.values())
+            continue
+        again = _schema._conform(value, tp, name)
+        if name not in ("history", "relaxation_probabilities", "selection"):
+            assert again == value or (again != again and value != value), name  # NaN equals NaN here
+
+
+@pytest.fixture(scope="module")
+def fit_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fit")
+    data = Network.tucker((5, 6, 4), (2, 3, 2), seed=1).to_tensor()
+    result = tnmars.fit(data, "tucker", max_rank=3, seed=0, progress=False)
+    return tnmars.save(result, folder / "fit.npz")
+
+
+def test_resigned_files_with_any_metadata_field_changed_fail_cleanly_or_load_typed(tmp_path, fit_file):
+    """Every entry of a fit result's metadata, deleted or replaced by values of every JSON
+    type, then re-signed: load raises FileFormatError or returns correctly typed objects
+    (before: KeyError, AttributeError, a network replaced by a string, int8 cores...)."""
+    arrays = _members(fit_file)
+    meta = json.loads(arrays["__tnmars_metadata__"].tobytes())
+    cls = type(tnmars.load(fit_file))
+    out = tmp_path / "m.npz"
+    outcomes = {"refused": 0, "loaded": 0}
+    for path, _ in _paths(meta):
+        if not path or path[-1] == "sha256":
+            continue
+        if path[:3] in (("fit", "fields", "settings"), ("fit", "fields", "history")) and len(path) > 4:
+            continue  # free-form values (declared Any): every replacement is legal there
+        for new in _REPLACEMENTS:
+            mutated = _mutated(meta, path, new)
+            if mutated == meta:
+                continue
+            _resign(arrays, mutated, out)
+            try:
+                obj = tnmars.load(out)
+            except tio.FileFormatError as err:
+                assert str(err)
+                outcomes["refused"] += 1
+                continue
+            _check_types(obj, cls if mutated.get("kind") == "fit_result" else Network)
+            outcomes["loaded"] += 1
+    assert outcomes["refused"] > 500 and outcomes["loaded"] > 0, outcomes
+
+
+def test_known_resigned_forgeries_are_refused(tmp_path, fit_file):
+    arrays = _members(fit_file)
+    meta = json.loads(arrays["__tnmars_metadata__"].tobytes())
+    cases = {
+        "kind fit_result without fit": (lambda m: m.pop("fit"), "fit"),
+        "dims as a list": (lambda m: m.__setitem__("dims", list(m["dims"].values())), "dims must be a JSON object"),
+        "network replaced by a string": (lambda m: m["fit"]["fields"].__setitem__("network", "x"), "'network'"),
+        "int8 dtype over float64 arrays": (lambda m: m.__setitem__("dtype", "int8"), "holds float64"),
+        "an array named twice": (lambda m: m["cores"].__setitem__(1, m["cores"][0]), "named twice"),
+        "ranks that disagree": (lambda m: m["fit"].__setitem__("ranks", [9] * len(m["fit"]["ranks"])), "rank 9"),
+        "unknown optimizer": (lambda m: m.__setitem__("optimize", "__import__('os')"), "optimizer"),
+    }
+    for label, (change, message) in cases.items():
+        forged = json.loads(json.dumps(meta))
+        change(forged)
+        _resign(arrays, forged, tmp_path / "f.npz")
+        with pytest.raises(tio.FileFormatError, match=message):
+            tnmars.load(tmp_path / "f.npz")
+        print(label, "refused")
+
+
+def test_resigned_cores_load_without_a_key_and_are_refused_with_one(tmp_path, monkeypatch):
+    """The unkeyed SHA-256 detects corruption only; a keyed HMAC detects tampering."""
+    monkeypatch.delenv(tio.KEY_ENV, raising=False)
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    signed = tnmars.save(net, tmp_path / "s.npz", key=b"0123456789abcdef")
+    assert tnmars.load(signed, key=b"0123456789abcdef").spec == net.spec
+    assert tio.read_metadata(signed, key="0123456789abcdef")["integrity"] == "hmac-sha256"
+    assert tio.read_metadata(signed)["integrity"] == "sha256"  # no key: the digest only
+    arrays = _members(signed)
+    meta = json.loads(arrays["__tnmars_metadata__"].tobytes())
+    arrays["core_0"] = arrays["core_0"] * 10
+    _resign(arrays, meta, tmp_path / "x10.npz")
+    np.testing.assert_allclose(tnmars.load(tmp_path / "x10.npz").cores[0], 10 * net.cores[0])  # unkeyed: loads
+    with pytest.raises(tio.FileFormatError, match="HMAC mismatch"):
+        tnmars.load(tmp_path / "x10.npz", key=b"0123456789abcdef")
+    with pytest.raises(tio.FileFormatError, match="HMAC mismatch"):
+        tnmars.load(signed, key=b"another key")
+    unsigned = tnmars.save(net, tmp_path / "u.safetensors")
+    with pytest.raises(tio.FileFormatError, match="not signed"):
+        tnmars.load(unsigned, key=b"0123456789abcdef")
+    monkeypatch.setenv(tio.KEY_ENV, "from the environment")
+    env_signed = tnmars.save(net, tmp_path / "e.safetensors")
+    assert tio.read_metadata(env_signed)["integrity"] == "hmac-sha256"
+    with pytest.raises(tio.FileFormatError, match="not signed"):
+        tnmars.load(unsigned)  # the environment's key applies to loading too
+    with pytest.raises(ValueError, match="empty"):
+        tnmars.save(net, tmp_path / "k.npz", key="")
+    with pytest.raises(TypeError, match="key must be bytes"):
+        tnmars.save(net, tmp_path / "k.npz", key=123)
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "net.npz"
+    for name in ("net.npz.tmp", ".net.npz.tmp", "net.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    tnmars.save(Network.cp((3, 4), 2, seed=0), target)
+    assert victim.read_text() == "precious"
+    # a link at the destination itself is replaced by the file, not written through
+    link = tmp_path / "linked.npz"
+    link.symlink_to(victim)
+    tnmars.save(Network.cp((3, 4), 2, seed=0), link)
+    assert victim.read_text() == "precious"
+    assert not link.is_symlink() and tnmars.load(link).ranks == (2,)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+    assert leftovers == []
+
+
+def test_concurrent_saves_to_one_path_always_leave_a_whole_file(tmp_path):
+    import threading
+
+    nets = [Network.tt((4, 5, 6), r, seed=r) for r in (1, 2, 3, 4)]
+    path = tmp_path / "shared.npz"
+    tnmars.save(nets[0], path)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(k: int) -> None:
+        try:
+            for _ in range(15):
+                tnmars.save(nets[k], path)
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                back = tnmars.load(path)
+                assert any(_equal(back, n) for n in nets)
+            except BaseException as err:  # pragma: no cover - reported below
+                errors.append(err)
+                return
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert errors == []
+    assert any(_equal(tnmars.load(path), n) for n in nets)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.npz"]
+
+
+def test_extensions_are_honoured_or_refused(tmp_path):
+    net = Network.cp((3, 4), 2, seed=0)
+    for bad in ("x.pt", "x.pth", "model.v1", "x.npy"):
+        with pytest.raises(ValueError, match="npz or .safetensors"):
+            tnmars.save(net, tmp_path / bad)
+    assert not any(tmp_path.iterdir())  # nothing was written
+    assert tnmars.save(net, tmp_path / "UPPER.NPZ").name == "UPPER.NPZ"
+    assert tnmars.load(tmp_path / "UPPER.NPZ").ranks == (2,)
+    with pytest.raises(TypeError, match="path must be"):
+        tnmars.save(net, 3)
+
+
+def test_nan_cores_are_refused_on_save_and_on_load(tmp_path):
+    cores = Network.cp((3, 4), 2, seed=0).cores
+    cores[0] = cores[0].copy()
+    cores[0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        tnmars.save(Network("aA,bA->ab", cores=cores), tmp_path / "nan.npz")
+    good = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "good.npz")
+    arrays = _members(good)
+    meta = json.loads(arrays["__tnmars_metadata__"].tobytes())
+    arrays["core_1"] = arrays["core_1"].copy()
+    arrays["core_1"][0, 0] = np.inf
+    _resign(arrays, meta, tmp_path / "inf.npz")
+    with pytest.raises(tio.FileFormatError, match="NaN or Inf"):
+        tnmars.load(tmp_path / "inf.npz")
+
+
+def test_a_dtype_the_container_cannot_hold_is_a_type_error(tmp_path):
+    """complex128 cores in a .safetensors file raised safetensors' own error type (found by
+    the fuzz suite); .npz holds them."""
+    net = Network("ij,jk", cores=[np.ones((2, 2), complex), np.ones((2, 3), complex)])
+    with pytest.raises(TypeError, match="cannot hold; save to a .npz path"):
+        tnmars.save(net, tmp_path / "c.safetensors")
+    assert not any(tmp_path.iterdir())
+    back = tnmars.load(tnmars.save(net, tmp_path / "c.npz"))
+    assert back.dtype == "complex128"
+    np.testing.assert_array_equal(back.to_tensor(), net.to_tensor())

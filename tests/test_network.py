@@ -278,3 +278,129 @@ def test_masks_are_folded_into_the_smallest_adjacent_core():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert prod(net.shape) == net.dense_size
+
+
+# ----------------------------------------------------------------------------- hostile arguments (issue 14)
+def test_float_keep_values_are_masks_never_indices():
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    assert net.prune({"A": np.array([1.0, 0.0])}).ranks == (1, 2)  # read as indices [1, 0] it pruned nothing
+    np.testing.assert_allclose(net.prune({"A": np.array([1.0, 0.0])}).to_tensor(),
+                               net.to_tensor({"A": np.array([1.0, 0.0])}))
+    with pytest.raises(ValueError, match="read as a mask"):
+        net.prune({"A": [0.5]})  # kept index 0
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        net.prune({"A": [0.5, 1.0]})
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        net.prune({"A": [np.nan, 1.0]})
+    with pytest.raises(TypeError, match="integer indices or a mask"):
+        net.prune({"A": ["0"]})
+    with pytest.raises(TypeError, match="mapping"):
+        net.prune([0, 1])
+    assert net.prune({"A": []}).ranks == (0, 2) and net.prune({"A": np.array([1])}).ranks == (1, 2)
+
+
+def test_ranks_are_clipped_to_what_each_bond_can_use():
+    """ranks=10**12, a tensor ring of 100000 and CP of 10**9 raised MemoryError."""
+    with pytest.warns(UserWarning, match=r"clipped to the feasible \{'j': 2\}"):
+        assert Network("ij,jk", shape=(2, 3), ranks=10**12).ranks == (2,)
+    with pytest.warns(UserWarning, match="clipped"):
+        assert Network.tr((1, 1, 1), 100000).ranks == (1, 1, 1)
+    with pytest.warns(UserWarning, match="CP rank 1000000000 clipped to the feasible 12"):
+        assert Network.cp((3, 4, 5), 10**9).ranks == (12,)
+    with pytest.warns(UserWarning, match="clipped"):
+        ring = Network.tr((4, 5, 6), 1000, seed=0)
+    assert ring.ranks == (120, 120, 120) and np.isfinite(ring.to_tensor()).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # feasible ranks are left alone, silently
+        assert Network.tr((4, 5, 6), 3).ranks == (3, 3, 3)
+        assert Network("ij,jk", dims={"i": 2, "j": 9, "k": 3}).ranks == (9,)  # explicit dims: as given
+
+
+def test_clipping_keeps_the_network_expressive():
+    """The bounds are exact: a bond joining two cores needs at most the product of the other
+    indices of either core, so a random tensor of that shape is still representable."""
+    with pytest.warns(UserWarning):
+        net = Network("ij,jkl,lm->ikm", shape=(2, 3, 4), ranks=50)
+    assert net.bonds == {"j": 2, "l": 4}
+    assert net.num_params == 2 * 2 + 2 * 3 * 4 + 4 * 4
+
+
+def test_impossible_sizes_are_a_value_error_not_a_memory_error():
+    with pytest.raises(ValueError, match="more than this machine's"):
+        Network("ij,jk", dims={"i": 2, "j": 10**12, "k": 3})
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"ranks": True}, TypeError, "not a bool"),
+    ({"ranks": 2.5}, TypeError, "must be an integer"),
+    ({"ranks": 2.0}, TypeError, "must be an integer"),
+    ({"shape": (float("inf"), 3)}, TypeError, "shape must hold integers"),  # was OverflowError
+    ({"shape": (2, True)}, TypeError, "shape must hold integers"),
+    ({"shape": "23"}, TypeError, "shape must be"),
+    ({"dims": {"i": 2.0}}, TypeError, "integer"),
+    ({"dtype": "int64"}, TypeError, "floating type"),  # cores were 93% zeros
+    ({"dtype": "bool"}, TypeError, "floating type"),
+    ({"dtype": "nope"}, TypeError, "not a data type"),
+    ({"scale": float("inf")}, ValueError, "finite number > 0"),
+    ({"scale": float("nan")}, ValueError, "finite number > 0"),
+    ({"scale": -1.0}, ValueError, "finite number > 0"),
+    ({"scale": "1"}, TypeError, "real number"),
+    ({"seed": True}, TypeError, "seed must be an integer"),
+    ({"seed": -1}, ValueError, "seed must be >= 0"),
+])
+def test_constructor_refuses_what_it_used_to_accept(kwargs, error, message):
+    base = {"shape": (2, 3), "ranks": 2}
+    with pytest.raises(error, match=message):
+        Network("ij,jk", **{**base, **kwargs})
+
+
+def test_accepted_alternatives_are_honoured():
+    a = Network("ij,jk", shape=(2, 3), ranks=np.int64(2), dtype=np.float32, seed=np.random.default_rng(0))
+    b = Network("ij,jk", shape=(2, 3), ranks=2, dtype="float32", seed=0)
+    assert a.dtype == "float32" and a.ranks == (2,)
+    np.testing.assert_array_equal(a.to_tensor(), b.to_tensor())  # a Generator seeds like its int
+    assert Network("ij,jk", shape=(2, 3), ranks=2, dtype="float16", seed=0).dtype == "float16"
+    torch = pytest.importorskip("torch")
+    t = Network("ij,jk", shape=(2, 3), ranks=2, dtype=torch.float32, backend="torch", seed=0)
+    assert t.dtype == "float32"
+
+
+def test_cores_must_hold_numbers():
+    with pytest.raises(TypeError, match="cores must hold numbers"):
+        Network("ij,jk", cores=[np.array([["a"]]), np.array([["b"]])])
+    ints = Network("ij,jk", cores=[np.ones((2, 2), int), np.ones((2, 3), int)])
+    np.testing.assert_array_equal(ints.to_tensor(), np.full((2, 3), 2))
+
+
+def test_masks_from_any_source_on_torch_cores_that_need_gradients():
+    """A NumPy mask on torch cores that require grad was a RuntimeError; bool tensors a
+    NotImplementedError (the NumPy path handles both)."""
+    torch = pytest.importorskip("torch")
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    tnet = net.to("torch").with_cores([c.clone().requires_grad_() for c in net.to("torch").cores])
+    mask = np.array([1.0, 0.0])
+    out = tnet.to_tensor({"A": mask})
+    out.sum().backward()
+    np.testing.assert_allclose(out.detach().numpy(), net.to_tensor({"A": mask}))
+    assert tnet.to_tensor({"A": [1, 0]}).dtype == torch.float64
+    assert tnet.to_tensor({"A": torch.tensor([True, False])}).shape == (3, 4, 5)
+    assert tnet.prune({"A": torch.tensor([True, False])}).ranks == (1, 2)
+    f32 = net.to("torch", dtype="float32")
+    assert f32.to_tensor({"A": mask}).dtype == torch.float32  # a float64 NumPy mask keeps float32 cores float32
+    bools = Network("ij,jk", cores=[torch.ones(2, 2, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)])
+    ref = np.einsum("ij,jk->ik", np.ones((2, 2), bool), np.ones((2, 3), bool))
+    np.testing.assert_array_equal(bools.to_tensor().numpy(), ref)
+    with pytest.raises(TypeError, match="must hold numbers"):
+        net.to_tensor({"A": np.array(["a", "b"])})
+
+
+def test_warnings_point_at_the_callers_line():
+    """Clipping warnings name the user's file and line, not network.py."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Network.tucker((2, 6, 7), 4)
+        Network.tt((2, 2, 2, 2), 8)
+        Network.cp((2, 3), 9)
+        Network("ij,jk", shape=(2, 3), ranks=9)
+    assert len(caught) == 4
+    assert {w.filename for w in caught} == {__file__}

@@ -88,3 +88,25 @@ def test_sweep_png(tmp_path):
         plot_sweep([1, 2], [0.1])
     with pytest.raises(ValueError, match="errors are missing"):
         plot_sweep([1, 2])
+
+
+def test_the_extension_picks_the_format(tmp_path):
+    """``path="fig.pdf"`` writes a real PDF (it wrote PNG bytes before); no extension: PNG."""
+    probs = {"A": [0.9, 0.2]}
+    plot_mask_probabilities(probs, path=tmp_path / "fig.pdf")
+    assert (tmp_path / "fig.pdf").read_bytes()[:5] == b"%PDF-"
+    plot_sweep([1, 2], [0.5, 0.2], path=tmp_path / "sweep.svg")
+    assert b"<svg" in (tmp_path / "sweep.svg").read_bytes()[:2000]
+    plot_training({"loss": [3.0, 1.0]}, path=tmp_path / "curve")
+    assert _is_png(tmp_path / "curve")
+    with pytest.raises(ValueError, match="cannot write a figure as"):
+        plot_mask_probabilities(probs, path=tmp_path / "fig.docx")
+    with pytest.raises(TypeError, match="path must be"):
+        plot_mask_probabilities(probs, path=3)
+
+
+def test_nan_is_refused_not_drawn():
+    with pytest.raises(ValueError, match="NaN"):
+        plot_mask_probabilities({"A": [0.9, float("nan")]})
+    with pytest.raises(ValueError, match="finite"):
+        plot_sweep([1, 2], [0.5, float("nan")])

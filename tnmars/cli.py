@@ -6,17 +6,26 @@ Examples
 ``tnmars fit data.npy --format tucker --max-rank 10`` fits your own tensor and saves the
 result to ``data.fit.npz``; ``tnmars info data.fit.npz`` describes it.
 
-Every error is one line on stderr and exit status 2 (``--traceback`` shows the full
-Python traceback instead, for bug reports).
+Exit status: 0 success; 1 a failed fit (a non-finite error) or an internal error; 2 a
+usage or input error, reported as one line on stderr (``--traceback`` shows the full
+Python traceback instead, for bug reports); 130 Ctrl-C (outside the training loop, where
+Ctrl-C stops training and the best state so far is reported and saved); 141 when the
+reader of the output went away (``tnmars info --json | head``), silently.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import math
+import os
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,10 @@ _FORMAT_NAMES = {"tucker": "Tucker", "cp": "CP", "tt": "tensor-train", "tr": "te
 
 class CLIError(Exception):
     """A user error: reported as one line, exit status 2."""
+
+
+class FitFailed(Exception):
+    """The computation ran but its result is not usable (NaN): one line, exit status 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tnmars {_version()}")
     parser.add_argument("--traceback", action="store_true",
                         help="on error, show the full Python traceback instead of one line (for bug reports)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show tnmars's log messages (the 'tnmars' logger, level INFO) on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
                                 help="what to do (each has its own --help)")
 
@@ -94,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  tnmars fit data.npy --format tucker --max-rank 10\n"
             "  tnmars fit data.npz --key X --format tt --max-rank 8 --observed mask.npy --out model.npz\n"
             "  tnmars fit data.npy --format 'aA,AbB,BcC,Cd->abcd' --max-rank 6   # any einsum graph\n"
-            "Entries that are NaN are treated as missing (completion) when --observed is not given."
+            "NaN or Inf entries are refused (as tnmars.fit refuses them) unless they are marked missing:\n"
+            "with --observed, or with --nan-as-missing."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -109,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--observed", metavar="MASK", default=None,
                      help="a .npy/.npz boolean (or 0/1) array of DATA's shape, True where an entry is observed: "
                           "fit only those (tensor completion) and report the error on the others too")
+    fit.add_argument("--nan-as-missing", action="store_true",
+                     help="treat NaN/Inf entries of DATA as missing (tensor completion on the finite entries) "
+                          "instead of refusing them")
     fit.add_argument("--key", default=None,
                      help="array name inside a .npz DATA (or MASK) file holding several arrays")
     fit.add_argument("--out", "-o", default=None, metavar="FILE",
@@ -306,10 +325,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if data.dtype.kind not in "biuf":
         raise CLIError(f"DATA must hold real numbers; got dtype {data.dtype}")
     observed = None
+    bad = int(data.size - np.isfinite(data).sum()) if data.dtype.kind == "f" else 0
     if args.observed is not None:
         observed = _load_array(args.observed, args.key, "--observed")
-    elif data.dtype.kind == "f" and np.isnan(data).any():
-        observed = ~np.isnan(data)
+    elif bad and args.nan_as_missing:
+        observed = np.isfinite(data)
+    elif bad:
+        raise CLIError(f"DATA has {bad:,} NaN/Inf entries; mark them missing with --nan-as-missing, or give "
+                       "--observed MASK (True where an entry is observed)")
     max_rank = _parse_ranks(args.max_rank)
     network = _network_arg(args.format, tuple(data.shape), max_rank, args.backend, args.device)
     out = Path(args.out) if args.out else Path(args.data).with_suffix("").with_name(Path(args.data).stem + ".fit.npz")
@@ -326,10 +349,39 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     )
     fmt = result.settings.get("format") if hasattr(result, "settings") else None
     print(f"  network         {result.network.spec}" + (f" ({fmt})" if fmt else ""))
+    _check_finite(result)
     _report(result, sys.stdout)
-    path = save(result, out)
-    print(f"  saved           {path}")
+    with _deferred_interrupts() as pending:  # a Ctrl-C now must not leave half a file
+        path = save(result, out)
+        print(f"  saved           {path}")
+    if pending:
+        print("tnmars fit: interrupted (after the result was saved)", file=sys.stderr)
+        return 130
     return 0
+
+
+def _check_finite(result: Any) -> None:
+    """A fit whose error is NaN or Inf is a failure, never a result to print and save."""
+    for name in ("relative_error", "heldout_error"):
+        value = getattr(result, name, None)
+        if value is not None and not math.isfinite(value):
+            raise FitFailed(f"the fit failed: its {name.replace('_', ' ')} is {value}; nothing was saved "
+                            "(check the data's scale and finiteness, or rerun with --traceback and report it)")
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[list[int]]:
+    """Hold Ctrl-C back for the body (e.g. while a file is written); the list says whether
+    one arrived. Only the main thread can own signal handlers: elsewhere nothing is held."""
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield pending
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _demo_truth(fmt: str, seed: int):
@@ -378,6 +430,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         result = fit(data, args.format, max_rank=max_rank, seed=args.seed, backend=args.backend,
                      progress=False if args.quiet else None, **options)
     seconds = time.perf_counter() - t0
+    _check_finite(result)
     estimate = np.asarray(result.network.backend_impl.to_numpy(result.network.to_tensor()))
     truth_error = float(np.linalg.norm(estimate - clean) / np.linalg.norm(clean))
     exact = tuple(result.ranks) == tuple(true_ranks)
@@ -396,7 +449,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                    f"from the {result.proposal} proposal")
     print(f"  time            {seconds:.1f} s ({', '.join(how) or 'no search'}, {args.backend} backend)")
     if args.out:
-        print(f"  saved           {save(result, args.out)}")
+        with _deferred_interrupts() as pending:
+            print(f"  saved           {save(result, args.out)}")
+        if pending:
+            raise KeyboardInterrupt
     if args.plot:
         from .plots import plot_mask_probabilities, plot_training
 
@@ -409,22 +465,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .io import load, read_metadata
+    from .io import KEY_ENV, _load
 
     path = Path(args.file)
     if not path.exists():
         raise CLIError(f"file not found: {args.file}")
-    meta = read_metadata(path)
+    obj, meta = _load(path, "numpy", None, None, None, None)  # one bounded, verified read
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True))
         return 0
-    obj = load(path, backend="numpy")
-    kind = meta.get("kind")
+    kind = meta["kind"]
     net = obj if kind == "network" else obj.network
+    if meta["integrity"] == "hmac-sha256":
+        check = f"HMAC-SHA256 verified with the key in {KEY_ENV}"
+    elif "hmac_sha256" in meta:
+        check = f"SHA-256 verified; signed, but not authenticated: set {KEY_ENV} to check the signature"
+    else:
+        check = "SHA-256 verified: detects corruption, not deliberate changes (the file is not signed)"
     print(f"{path}: tnmars {kind.replace('_', ' ')} (file format {meta['format_version']}, "
-          f"written by tnmars {meta.get('tnmars_version')}, SHA-256 verified)")
+          f"written by tnmars {meta['tnmars_version']})")
+    print(f"  integrity       {check}")
     print(f"  network         {net.spec}")
-    print(f"  saved from      {meta.get('backend')} backend, {meta.get('dtype')}, device {meta.get('device')}")
+    print(f"  saved from      {meta['backend']} backend, {meta['dtype']}, device {meta['device']}")
     print(f"  shape           {_shape_text(net.shape)}")
     print(f"  bonds           {_fmt_ranks(list(net.bonds), net.ranks) or '(none)'}")
     print(f"  parameters      {net.num_params:,} for {net.dense_size:,} dense entries "
@@ -449,35 +511,73 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _COMMANDS = {"fit": _cmd_fit, "demo": _cmd_demo, "info": _cmd_info}
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _interrupted() -> int:
+    """Ctrl-C outside a fit: one line, status 130, and no second Ctrl-C can raise a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(Exception):
+        print("tnmars: interrupted", file=sys.stderr)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tnmars`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
-    ``main(["demo", "--quiet"])`` is what ``tnmars demo --quiet`` runs: 0 on success, 2 for a
-    usage or input error (reported as one line on stderr), 130 on Ctrl-C outside a fit.
+    ``main(["demo", "--quiet"])`` is what ``tnmars demo --quiet`` runs: 0 on success, 1 for a
+    failed fit or an internal error, 2 for a usage or input error (reported as one line on
+    stderr), 130 on Ctrl-C outside a fit, 141 when stdout was closed early (a broken pipe).
     """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        return _interrupted()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger = logging.getLogger("tnmars")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
+        return code
     except KeyboardInterrupt:
-        print("tnmars: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
     except Exception as err:  # every failure becomes one readable line
         if args.traceback:
             raise
         if isinstance(err, CLIError):
-            message = str(err)
+            message, code = str(err), 2
+        elif isinstance(err, FitFailed):
+            message, code = str(err), 1
+        elif isinstance(err, MemoryError):
+            message, code = f"out of memory ({err or 'MemoryError'}); use smaller ranks or data", 1
         elif isinstance(err, (ValueError, TypeError, OSError, ImportError)):
-            message = str(err) or type(err).__name__
+            message, code = str(err) or type(err).__name__, 2
         else:
             print(f"tnmars {args.command}: internal error: {type(err).__name__}: {err} "
                   "(rerun with --traceback and report it)", file=sys.stderr)
             return 1
         print(f"tnmars {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
-        return 2
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,8 +24,8 @@ True
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import logging
 import math
 import os
 import warnings
@@ -35,22 +35,34 @@ from typing import Any
 
 import numpy as np
 
+from . import _schema
+from ._container import (
+    ALLOWED_KINDS,
+    META_KEY,
+    Digest,
+    FileFormatError,
+    open_container,
+    parse_json,
+    safetensors_module,
+    signatures,
+    write_atomic,
+)
 from .backends import get_backend
 from .network import Network
 
-__all__ = ["save", "load", "read_metadata", "FileFormatError", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_metadata", "FileFormatError", "FORMAT_VERSION", "KEY_ENV"]
 
 #: version of the on-disk layout; bumped when the layout changes incompatibly
 FORMAT_VERSION = 1
+#: environment variable holding the signing key used when ``key=`` is not given
+KEY_ENV = "TNMARS_SIGNING_KEY"
 _MAGIC = "tnmars"
-_META_KEY = "__tnmars_metadata__"
+_META_KEY = META_KEY
 _SUFFIXES = (".npz", ".safetensors")
-#: dtypes a file may hold (anything else, notably ``object``, is refused)
-_ALLOWED_KINDS = frozenset("biuf")
-
-
-class FileFormatError(ValueError):
-    """A file is not a readable tnmars file: missing, truncated, tampered or of a newer format."""
+#: NumPy dtypes the safetensors format has a code for (no complex128, for one)
+_SAFETENSORS_DTYPES = frozenset({"bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+                                 "float16", "float32", "float64", "complex64"})
+_log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -58,6 +70,22 @@ def _tnmars_version() -> str:
     from . import __version__
 
     return __version__
+
+
+def _signing_key(key: Any) -> bytes | None:
+    """The HMAC key: ``key`` (bytes or text), else the environment variable, else None."""
+    if key is None:
+        key = os.environ.get(KEY_ENV) or None
+        if key is None:
+            return None
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise TypeError(f"key must be bytes or a string; got {type(key).__name__}")
+    key = bytes(key)
+    if not key:
+        raise ValueError("key is empty; give a secret of at least 16 bytes")
+    return key
 
 
 def _jsonable(value: Any, tuples: bool = False) -> Any:
@@ -84,10 +112,13 @@ def _jsonable(value: Any, tuples: bool = False) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} in tnmars metadata; use numbers, strings, lists or dicts")
 
 
+_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
 def _unjson(value: Any) -> Any:
     if isinstance(value, dict):
-        if set(value) == {"__float__"}:
-            return float(value["__float__"])
+        if set(value) == {"__float__"} and value["__float__"] in _FLOATS:
+            return _FLOATS[value["__float__"]]
         if set(value) == {"__tuple__"} and isinstance(value["__tuple__"], list):
             return tuple(_unjson(v) for v in value["__tuple__"])
         return {k: _unjson(v) for k, v in value.items()}
@@ -109,34 +140,21 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _canonical(meta: Mapping[str, Any]) -> bytes:
-    return json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
 def _digest(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
     """SHA-256 over the metadata (without the digest itself) and every array's name, dtype,
-    shape and bytes, in sorted name order."""
-    h = hashlib.sha256()
-    h.update(_canonical({k: v for k, v in meta.items() if k != "sha256"}))
-    for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        h.update(name.encode("utf-8") + b"\0" + arr.dtype.str.encode() + b"\0" + repr(arr.shape).encode() + b"\0")
-        h.update(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
-    return h.hexdigest()
-
-
-def _safetensors():
-    try:
-        import safetensors
-        import safetensors.numpy  # noqa: F401
-    except ImportError as err:
-        raise ImportError(".safetensors files need the safetensors package: pip install safetensors "
-                          "(or use a .npz path)") from err
-    return safetensors
+    shape and little-endian bytes, in sorted name order: what a file's ``sha256`` holds."""
+    return signatures(meta, arrays, None)[0]
 
 
 def _is_fit_result(obj: Any) -> bool:
     return isinstance(getattr(obj, "network", None), Network) and hasattr(obj, "ranks")
+
+
+def _fit_result_class() -> type:
+    """The one class a fit result is rebuilt as (no class name is ever imported from a file)."""
+    import tnmars
+
+    return tnmars.FitResult
 
 
 # ------------------------------------------------------------------------------ encoding
@@ -202,26 +220,57 @@ def _fit_payload(result: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return meta, arrays
 
 
-# ------------------------------------------------------------------------------ public API
-def save(obj: Any, path: str | os.PathLike) -> Path:
+# ------------------------------------------------------------------------------ saving
+def _save_path(path: Any) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a string or a path; got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix == "":
+        return path.with_name(path.name + ".npz")
+    if path.suffix.lower() not in _SUFFIXES:
+        raise ValueError(
+            f"tnmars saves .npz or .safetensors files; {str(path)!r} ends in {path.suffix!r}"
+            + (" (tnmars never writes pickle-based .pt files)" if path.suffix.lower() in (".pt", ".pth", ".pkl") else "")
+            + f"; use {path.stem + '.npz'!r} or {path.stem + '.safetensors'!r}"
+        )
+    return path
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray]) -> None:
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in ALLOWED_KINDS:
+            raise TypeError(f"array {name!r} has dtype {arr.dtype}, which tnmars files do not store")
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            raise ValueError(f"array {name!r} holds NaN or Inf entries; tnmars does not save a broken network")
+
+
+def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -> Path:
     """Save a :class:`~tnmars.Network` or a fit result (from :func:`tnmars.fit`) to ``path``.
 
-    The extension picks the container: ``.npz`` (default when there is none) or
-    ``.safetensors``. Cores on any backend or device are copied to host memory; the
-    metadata remembers where they came from so :func:`load` can put them back.
+    The extension picks the container: ``.npz`` (added when the name has no extension) or
+    ``.safetensors``; any other extension is a ``ValueError`` (tnmars never writes pickle
+    files such as ``.pt``). Cores on any backend or device are copied to host memory; the
+    metadata remembers where they came from so :func:`load` can put them back. The file is
+    written to a new temporary file in the same folder and then renamed over ``path``, so
+    readers see the old file or the complete new one, never a mix.
 
     Parameters
     ----------
     obj
         A ``Network``, or an object with ``.network`` (a ``Network``) and ``.ranks`` such as
-        :class:`tnmars.FitResult`.
+        :class:`tnmars.FitResult`. Cores holding NaN or Inf are refused.
     path
         Destination file. Parent folders must exist.
+    key
+        A secret (bytes or text) to sign the file with HMAC-SHA256, so that :func:`load`
+        with the same key detects any change made by someone without it. Defaults to the
+        ``TNMARS_SIGNING_KEY`` environment variable; without either the file carries only
+        the unkeyed SHA-256, which detects corruption but not deliberate tampering.
 
     Returns
     -------
     Path
-        The path written (with ``.npz`` appended when no known extension was given).
+        The path written (with ``.npz`` appended when no extension was given).
 
     Examples
     --------
@@ -230,9 +279,8 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
     >>> path.suffix
     '.npz'
     """
-    path = Path(path)
-    if path.suffix not in _SUFFIXES:
-        path = path.with_name(path.name + ".npz")
+    path = _save_path(path)
+    secret = _signing_key(key)
     if isinstance(obj, Network):
         kind = "network"
         meta, arrays = _network_payload(obj)
@@ -241,116 +289,115 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
         meta, arrays = _fit_payload(obj)
     else:
         raise TypeError(f"tnmars.save stores a Network or a fit result; got {type(obj).__name__}")
-    for name, arr in arrays.items():
-        if arr.dtype.kind not in _ALLOWED_KINDS:
-            raise TypeError(f"array {name!r} has dtype {arr.dtype}, which tnmars files do not store")
-    meta = {
+    _check_arrays(arrays)
+    meta = _jsonable({
         "format": _MAGIC,
         "format_version": FORMAT_VERSION,
         "tnmars_version": _tnmars_version(),
         "kind": kind,
         **meta,
-    }
-    meta = _jsonable(meta)
-    meta["sha256"] = _digest(meta, arrays)
-    if not path.parent.exists():
+    })
+    sha, mac = signatures(meta, arrays, secret)
+    if mac is not None:
+        meta["hmac_sha256"] = mac
+    meta["sha256"] = sha
+    if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".safetensors":
-        st_save = _safetensors().numpy.save_file
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {str(path)!r}: it is a folder")
+    text = json.dumps(meta)
+    if path.suffix.lower() == ".safetensors":
+        st_numpy = safetensors_module().numpy
+        for name, arr in arrays.items():
+            if arr.dtype.name not in _SAFETENSORS_DTYPES:
+                raise TypeError(f"array {name!r} has dtype {arr.dtype}, which .safetensors files cannot hold; "
+                                "save to a .npz path instead")
 
-        st_save(arrays, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+        def write(tmp: Path, fh) -> None:
+            fh.write(st_numpy.save(arrays, metadata={_META_KEY: text}))
     else:
-        blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        with open(tmp, "wb") as fh:
+        blob = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+        def write(tmp: Path, fh) -> None:
             np.savez_compressed(fh, **{_META_KEY: blob}, **arrays)
-    os.replace(tmp, path)  # never leave a half-written file under the real name
+
+    write_atomic(path, write)
+    _log.info("saved %s %s (%d arrays%s)", kind, path, len(arrays), ", HMAC-signed" if mac else "")
     return path
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify a file: metadata and arrays, or a FileFormatError."""
+# ------------------------------------------------------------------------------ loading
+def _read(path: Any, key: Any = None, max_bytes: int | None = None):
+    """Read, validate and verify a file: ``(metadata, arrays, decoded fit fields)``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a string or a path; got {type(path).__name__}")
+    path = Path(path)
+    secret = _signing_key(key)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
     if path.is_dir():
         raise FileFormatError(f"{str(path)!r} is a folder, not a tnmars file")
     where = f"{str(path)!r}"
-    arrays: dict[str, np.ndarray] = {}
-    if path.suffix == ".safetensors":
-        safe_open = _safetensors().safe_open
-        try:
-            with safe_open(str(path), framework="numpy") as fh:
-                header = fh.metadata() or {}
-                for name in fh.keys():
-                    arrays[name] = fh.get_tensor(name)
-        except Exception as err:  # safetensors raises its own error types
-            raise FileFormatError(f"{where} is not a readable safetensors file ({err})") from None
-        raw = header.get(_META_KEY)
-        if raw is None:
-            raise FileFormatError(f"{where} is a safetensors file without tnmars metadata")
-    else:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-        if head != b"PK\x03\x04":
+    with open_container(path, where, max_bytes) as (raw, entries):
+        meta = parse_json(raw, where)
+        if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
+            raise FileFormatError(f"{where} is not a tnmars file")
+        version = meta.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
             raise FileFormatError(
-                f"{where} is not a tnmars file: tnmars files are .npz (zip) or .safetensors"
-                + (" and this one is empty" if not head else "")
+                f"{where} uses file-format version {version!r}, newer than this tnmars understands "
+                f"({FORMAT_VERSION}); upgrade tnmars (file written by tnmars {str(meta.get('tnmars_version'))[:50]})"
             )
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                for name in data.files:
-                    arrays[name] = np.asarray(data[name])
-        except Exception as err:  # zipfile, zlib, numpy and OS errors of every kind
-            msg = str(err)
-            if "pickle" in msg.lower():
-                raise FileFormatError(f"{where} holds pickled objects, which tnmars never loads") from None
-            raise FileFormatError(f"{where} is truncated or corrupted ({type(err).__name__}: {msg})") from None
-        blob = arrays.pop(_META_KEY, None)
-        if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
-            raise FileFormatError(f"{where} is not a tnmars file (no tnmars metadata)")
-        raw = blob.tobytes()
-    try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FileFormatError(f"{where} has corrupted metadata ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
-        raise FileFormatError(f"{where} is not a tnmars file")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise FileFormatError(
-            f"{where} uses file-format version {version!r}, newer than this tnmars understands "
-            f"({FORMAT_VERSION}); upgrade tnmars (file written by tnmars {meta.get('tnmars_version')})"
-        )
-    for name, arr in arrays.items():
-        if arr.dtype.kind not in _ALLOWED_KINDS:
-            raise FileFormatError(f"{where}: array {name!r} has dtype {arr.dtype}, which tnmars files never hold")
-    expected = meta.get("sha256")
-    if not isinstance(expected, str) or _digest(meta, arrays) != expected:
+        fit_class = _fit_result_class() if meta.get("kind") == "fit_result" else None
+        fields = _schema.validate(meta, entries, where, fit_class, _unjson)
+        if secret is not None and "hmac_sha256" not in meta:
+            raise FileFormatError(f"{where} is not signed, but a key was given: it cannot be authenticated")
+        digest = Digest(meta, secret)
+        arrays: dict[str, np.ndarray] = {}
+        for name in sorted(entries):
+            entry = entries[name]
+            digest.header(name, entry.dtype, entry.shape)
+            arrays[name] = entry.read(digest.update)
+    if digest.sha.hexdigest() != meta["sha256"]:
         raise FileFormatError(
             f"{where} failed its integrity check (SHA-256 mismatch): the file was modified or corrupted"
         )
-    return meta, arrays
+    if digest.mac is not None and not hmac_equal(digest.mac.hexdigest(), meta["hmac_sha256"]):
+        raise FileFormatError(
+            f"{where} failed its authenticity check (HMAC mismatch): it was modified, or signed with another key"
+        )
+    for name, arr in arrays.items():
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            raise FileFormatError(f"{where}: array {name!r} holds NaN or Inf entries")
+        if name in meta.get("fit", {}).get("probabilities", {}).values() and ((arr < 0) | (arr > 1)).any():
+            raise FileFormatError(f"{where}: mask probabilities {name!r} lie outside [0, 1]")
+    meta["integrity"] = "hmac-sha256" if digest.mac is not None else "sha256"
+    return meta, arrays, fields
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+def hmac_equal(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a, b)
+
+
+def read_metadata(path: str | os.PathLike, *, key: bytes | str | None = None,
+                  max_bytes: int | None = None) -> dict[str, Any]:
     """The verified JSON metadata of a tnmars file (no arrays are converted to a backend).
 
-    Raises :class:`FileFormatError` if the file is corrupted, as :func:`load` would.
+    Raises :class:`FileFormatError` if the file is corrupted, as :func:`load` would. Adds
+    ``array_shapes`` and ``integrity`` (``"sha256"``, or ``"hmac-sha256"`` when a key
+    verified it) to what the file stores. ``key`` and ``max_bytes`` are as for :func:`load`.
     """
-    meta, arrays = _read(Path(path))
+    meta, arrays, _ = _read(path, key, max_bytes)
     meta = dict(meta)
     meta["array_shapes"] = {name: list(arr.shape) for name, arr in arrays.items()}
     return meta
 
 
 def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], backend, device, dtype, where) -> Network:
-    try:
-        spec = meta["spec"]
-        names = meta["cores"]
-        cores = [arrays[n] for n in names]
-    except KeyError as err:
-        raise FileFormatError(f"{where} is missing {err} in its network data") from None
-    saved_backend = meta.get("backend", "numpy")
+    cores = [arrays[n] for n in meta["cores"]]
+    saved_backend = meta["backend"]
     target = backend or saved_backend
     try:
         be = get_backend(target)
@@ -358,103 +405,108 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
         if backend is not None:
             raise
         warnings.warn(f"{where} was saved from the {saved_backend} backend, which is not installed; loading into numpy",
-                      stacklevel=3)
+                      stacklevel=4)
         be, target = get_backend("numpy"), "numpy"
     if dtype is None:
-        dtype = meta.get("dtype")
-        if be.name in ("numpy", "cupy"):
-            try:
-                np.dtype(dtype)
-            except TypeError:  # e.g. a torch bfloat16 file read into NumPy: keep the stored float32
-                dtype = None
+        dtype = meta["dtype"]
+        if be.name in ("numpy", "cupy") and dtype == "bfloat16":
+            dtype = None  # a torch bfloat16 file read into NumPy: keep the stored float32
     if device is None and backend is None and target != "numpy":
-        device = meta.get("device")
+        device = meta["device"]
         try:
             be.check_device(device)
         except ValueError:
             warnings.warn(f"{where} was saved on device {device!r}, which is not available; loading on the CPU",
-                          stacklevel=3)
+                          stacklevel=4)
             device = None
-    converted = [be.asarray(np.array(c), dtype=dtype, device=device) for c in cores]
+    converted = [be.asarray(c, dtype=dtype, device=device) for c in cores]
     try:
-        net = Network(spec, cores=converted, optimize=meta.get("optimize", "auto"))
+        return Network(meta["spec"], cores=converted, optimize=meta["optimize"])
     except (ValueError, TypeError) as err:
         raise FileFormatError(f"{where} holds an inconsistent network: {err}") from None
-    if meta.get("dims") and {k: int(v) for k, v in meta["dims"].items()} != net.dims:
-        raise FileFormatError(f"{where}: the stored index sizes {meta['dims']} do not match its cores {net.dims}")
-    return net
+
+
+def _load(path: Any, backend: str | None, device: str | None, dtype: Any, key: Any,
+          max_bytes: int | None) -> tuple[Any, dict[str, Any]]:
+    meta, arrays, fields = _read(path, key, max_bytes)
+    where = f"{str(Path(path))!r}"
+    net = _build_network(meta, arrays, backend, device, dtype, where)
+    if meta["kind"] == "network":
+        obj: Any = net
+    else:
+        obj = _build_fit_result(meta["fit"], arrays, net, fields, where, backend, device, dtype)
+    _log.info("loaded %s %s (%s verified)", meta["kind"], path, meta["integrity"])
+    return obj, meta
 
 
 def load(path: str | os.PathLike, *, backend: str | None = None, device: str | None = None,
-         dtype: str | None = None) -> Any:
+         dtype: str | None = None, key: bytes | str | None = None, max_bytes: int | None = None) -> Any:
     """Load what :func:`save` wrote: a :class:`~tnmars.Network` or a fit result.
 
     The arrays go back to the backend, device and dtype they were saved from unless
     ``backend`` / ``device`` / ``dtype`` say otherwise (a CUDA file opens on the CPU with a
     warning when no GPU is present). Nothing in the file is ever executed: arrays are read
-    with ``allow_pickle=False`` (or by safetensors) and must be numeric.
+    with their declared dtype and shape (numbers only, never pickles), and the metadata must
+    match a strict schema (types, shapes, and agreement with the arrays).
+
+    What the checks guarantee: the SHA-256 stored in every file detects accidental damage
+    (truncation, flipped bits, an edited entry) but not a deliberate change, since anyone
+    can recompute it. A file signed with a ``key`` (see :func:`save`) and loaded with the
+    same key is authenticated: a change by anyone without the key is refused. Either way no
+    file can run code, crash ``load`` or give objects of the wrong type.
+
+    Parameters
+    ----------
+    path
+        A file written by :func:`save`.
+    backend, device, dtype
+        Where to put the arrays (default: where they were saved from).
+    key
+        The signing key (bytes or text); defaults to the ``TNMARS_SIGNING_KEY`` environment
+        variable. With a key, an unsigned file or a wrong signature is refused.
+    max_bytes
+        The most bytes of array data to accept, checked against the sizes the file declares
+        before anything is decompressed. Default: 100 times the file's size or 256 MiB,
+        whichever is larger (tnmars cores compress by about 1.1x; a "zip bomb" by 1000x).
 
     Raises
     ------
     FileNotFoundError
         The path does not exist.
     FileFormatError
-        The file is not a tnmars file, is truncated or was modified after saving.
+        The file is not a tnmars file, is truncated, was modified after saving, declares
+        more data than ``max_bytes``, or fails the schema.
 
     Examples
     --------
     >>> import tempfile, os, tnmars
     >>> net = tnmars.Network.tucker((3, 4, 5), 2, seed=0)
-    >>> p = tnmars.save(net, os.path.join(tempfile.mkdtemp(), "t.safetensors"))
-    >>> tnmars.load(p).ranks
+    >>> p = tnmars.save(net, os.path.join(tempfile.mkdtemp(), "t.safetensors"), key="a secret")
+    >>> tnmars.load(p, key="a secret").ranks
     (2, 2, 2)
     """
-    path = Path(path)
-    meta, arrays = _read(path)
-    where = f"{str(path)!r}"
-    net = _build_network(meta, arrays, backend, device, dtype, where)
-    kind = meta.get("kind")
-    if kind == "network":
-        return net
-    if kind == "fit_result":
-        return _build_fit_result(meta["fit"], arrays, net, where, backend, device, dtype)
-    raise FileFormatError(f"{where} holds an unknown kind of object {kind!r}")
+    return _load(path, backend, device, dtype, key, max_bytes)[0]
 
 
-def _build_fit_result(fit: Mapping[str, Any], arrays: Mapping[str, np.ndarray], net: Network, where: str,
-                      backend, device, dtype) -> Any:
-    try:
-        probabilities = {bond: np.array(arrays[name]) for bond, name in fit["probabilities"].items()}
-        ranks = fit["ranks"]
-        ranks = {k: int(v) for k, v in ranks.items()} if fit.get("ranks_type") == "dict" else tuple(int(r) for r in ranks)
-        fields = _unjson(fit.get("fields", {}))
-        networks = {name: _build_network(sub, arrays, backend, device, dtype, where)
-                    for name, sub in fit.get("networks", {}).items()}
-    except (KeyError, AttributeError, TypeError) as err:
-        raise FileFormatError(f"{where} has malformed fit-result metadata ({err})") from None
-    from .fitting import FitResult  # the only class a fit result is rebuilt as: no class name is imported from the file
-
-    values = {"network": net, "ranks": ranks, "probabilities": probabilities, **fields, **networks}
-    if dataclasses.is_dataclass(FitResult):
-        kwargs = {}
-        for f in dataclasses.fields(FitResult):
-            if f.init and f.name in values:
-                kwargs[f.name] = _retuple(values[f.name], str(f.type))
+def _build_fit_result(fit: Mapping[str, Any], arrays: Mapping[str, np.ndarray], net: Network,
+                      fields: Mapping[str, Any], where: str, backend, device, dtype) -> Any:
+    probabilities = {bond: arrays[name] for bond, name in fit["probabilities"].items()}
+    ranks = fit["ranks"]
+    ranks = dict(ranks) if fit["ranks_type"] == "dict" else tuple(ranks)
+    networks = {name: _build_network(sub, arrays, backend, device, dtype, where)
+                for name, sub in fit["networks"].items()}
+    cls = _fit_result_class()
+    values = {**fields, **networks, "network": net, "ranks": ranks, "probabilities": probabilities}
+    if dataclasses.is_dataclass(cls):
+        kwargs = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.init and f.name in values}
         try:
-            return FitResult(**kwargs)
-        except TypeError as err:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:
             raise FileFormatError(f"{where} holds a fit result this tnmars cannot rebuild ({err})") from None
-    obj = FitResult.__new__(FitResult)
-    for key, value in values.items():
+    obj = cls.__new__(cls)
+    for name, value in values.items():
         try:
-            setattr(obj, key, value)
+            setattr(obj, name, value)
         except AttributeError:  # read-only property computed from other fields
             pass
     return obj
-
-
-def _retuple(value: Any, annotation: str) -> Any:
-    """JSON has no tuples: give back tuples where the field is declared as one."""
-    if isinstance(value, list) and annotation.replace("typing.", "").lower().startswith("tuple"):
-        return tuple(value)
-    return value

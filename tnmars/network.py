@@ -11,13 +11,14 @@
 """
 from __future__ import annotations
 
-import warnings
+import os
 from collections.abc import Mapping, Sequence
 from math import prod
 from typing import Any
 
 import numpy as np
 
+from ._checks import floating_dtype, integer, positive_finite, seed_generator, warn
 from .backends import Backend, get_backend, infer_backend
 from .contract import Plan, execute, make_plan
 from .spec import ParsedSpec, parse_spec
@@ -62,16 +63,20 @@ def tr_spec(order: int) -> str:
 
 
 def _as_int_tuple(values: Any, name: str) -> tuple[int, ...]:
-    if isinstance(values, (int, np.integer)):
-        return (int(values),)
+    """One integer or a sequence of them, as a tuple of Python ints (bools, floats such as
+    ``2.0`` or ``inf``, and strings are a ``TypeError`` naming ``name``)."""
+    if isinstance(values, (str, bytes, Mapping)) or values is None:
+        raise TypeError(f"{name} must be an int or a sequence of ints; got {values!r}")
+    if hasattr(values, "__index__") or isinstance(values, (bool, np.bool_)):
+        return (integer(values, name),)
     try:
-        out = tuple(int(v) for v in values)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a sequence of ints; got {values!r}") from None
-    for v, raw in zip(out, values):
-        if v != raw:
-            raise TypeError(f"{name} must hold integers; got {raw!r}")
-    return out
+        items = list(values)
+    except TypeError:  # not a sequence: say why it is not an integer either
+        return (integer(values, name),)
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not hasattr(v, "__index__"):
+            raise TypeError(f"{name} must hold integers; got {v!r} ({type(v).__name__}) in {values!r}")
+    return tuple(int(v.__index__()) for v in items)
 
 
 def _check_positive(values: Sequence[int], name: str) -> None:
@@ -97,10 +102,12 @@ class Network:
     cores:
         Arrays to use as cores (otherwise they are drawn at random, see below).
     backend, dtype, device:
-        Where new random cores live (``"numpy"``, ``"torch"`` or ``"cupy"``). With ``cores``
-        given, the backend is read from them.
+        Where new random cores live (``"numpy"``, ``"torch"`` or ``"cupy"``); ``dtype`` is a
+        floating type, named or given as a NumPy or torch dtype. With ``cores`` given, the
+        backend is read from them, and cores may hold any numbers (bool, int, float, complex).
     seed, scale:
-        Random initialisation: every core is i.i.d. ``N(0, s^2)`` with
+        Random initialisation (``seed``: an int or a NumPy ``Generator``; ``scale``: a finite
+        number > 0): every core is i.i.d. ``N(0, s^2)`` with
         ``s = (scale / sqrt(prod of all bond sizes)) ** (1 / number of cores)``. Entries of
         the contracted tensor then have standard deviation exactly ``scale`` whatever the
         topology and ranks (the terms of the sum over bond indices are uncorrelated).
@@ -112,7 +119,10 @@ class Network:
     A *bond* is an index carried by two or more cores and absent from the output (three or
     more: a hyperedge such as CP's rank). ``ranks`` lists the bond sizes in the order of
     :attr:`bonds`. Bonds of size 0 are legal (a pruned network whose mask closed); the
-    network is then identically zero.
+    network is then identically zero. Sizes are integers (bools, floats and strings are a
+    ``TypeError``). Bonds sized by ``ranks=`` are clipped, with a warning, to what they can
+    use: no more than the product of the other indices of a core they join, nor than the
+    number of entries of the whole tensor (larger bonds cannot represent anything more).
     """
 
     def __init__(
@@ -126,7 +136,7 @@ class Network:
         backend: str | None = None,
         dtype: str = "float64",
         device: str | None = None,
-        seed: int | None = None,
+        seed: int | np.random.Generator | None = None,
         scale: float = 1.0,
         optimize: str = "auto",
     ) -> None:
@@ -159,19 +169,23 @@ class Network:
             _check_positive(shape, "shape")
             for index, size in zip(parsed.output, shape):
                 put(index, size, "shape")
+        from_ranks: list[str] = []  # bonds sized by ranks= (clipped below to what they can use)
         if ranks is not None:
             if isinstance(ranks, Mapping):
                 for index, size in ranks.items():
                     if index not in parsed.bonds:
                         raise ValueError(f"ranks names {index!r}, which is not a bond of {parsed.spec!r}")
-                    (size,) = _as_int_tuple(size, f"ranks[{index!r}]")
+                    size = integer(size, f"ranks[{index!r}]")
                     _check_positive([size], f"ranks[{index!r}]")
                     put(index, size, "ranks")
+                    from_ranks.append(index)
             else:
-                (size,) = _as_int_tuple(ranks, "ranks")
+                size = integer(ranks, "ranks")
                 _check_positive([size], "ranks")
                 for index in parsed.bonds:
                     put(index, size, "ranks")
+                    from_ranks.append(index)
+            from_ranks = [b for b in from_ranks if dims is None or b not in dims]
 
         if cores is not None:
             cores = list(cores)
@@ -183,6 +197,7 @@ class Network:
             for pos, (term, core) in enumerate(zip(parsed.inputs, cores)):
                 if not be.is_array(core):
                     raise TypeError(f"core {pos} is a {type(core).__name__}, not a {be.name} array")
+                _check_core_dtype(be.dtype_name(core), pos)
                 if len(core.shape) != len(term):
                     raise ValueError(
                         f"core {pos} has shape {tuple(core.shape)} but its term {term!r} has {len(term)} indices"
@@ -217,14 +232,15 @@ class Network:
         be = get_backend(backend or "numpy")
         be.check_device(device)
         self._backend = be
-        self._sizes = sizes
+        self._sizes = _clip_ranks(parsed, sizes, from_ranks)
         self._cores = self._random_cores(be, dtype, device, seed, scale)
 
     # ---------------------------------------------------------------- construction helpers
-    def _random_cores(self, be: Backend, dtype: str, device: str | None, seed: int | None, scale: float):
-        if not scale > 0:
-            raise ValueError(f"scale must be positive; got {scale}")
-        rng = np.random.default_rng(seed)
+    def _random_cores(self, be: Backend, dtype: str, device: str | None, seed: Any, scale: float):
+        scale = positive_finite(scale, "scale")
+        dtype = floating_dtype(dtype if dtype is not None else "float64")
+        rng = seed_generator(seed)
+        _check_memory(sum(prod(self._sizes[c] for c in term) for term in self._parsed.inputs), self._parsed.spec)
         bond_volume = prod(self._sizes[b] for b in self._parsed.bonds)
         std = (scale / np.sqrt(bond_volume)) ** (1.0 / len(self._parsed.inputs))
         cores = []
@@ -253,10 +269,14 @@ class Network:
         shape = _as_int_tuple(shape, "shape")
         _check_ndim(shape, 26)
         _check_positive(shape, "shape")
-        (rank,) = _as_int_tuple(rank, "rank")
+        rank = integer(rank, "rank")
         _check_positive([rank], "rank")
         if len(shape) < 2:
             raise ValueError("a CP network needs at least 2 modes")
+        most = prod(shape) // max(shape)  # every tensor of this shape has CP rank <= most
+        if rank > most:
+            warn(f"CP rank {rank} clipped to the feasible {most}: every tensor of shape {shape} has CP rank <= {most}")
+            rank = most
         return cls(cp_spec(len(shape)), shape=shape, ranks=rank, **kwargs)
 
     @classmethod
@@ -279,7 +299,7 @@ class Network:
             others = prod(clipped[:k] + clipped[k + 1 :]) if d > 1 else clipped[k]
             clipped[k] = min(clipped[k], others)
         if tuple(clipped) != tuple(ranks):
-            warnings.warn(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}", stacklevel=2)
+            warn(f"Tucker ranks {tuple(ranks)} clipped to the feasible {tuple(clipped)}")
         return cls(tucker_spec(d), shape=shape, ranks=dict(zip(_BOND, clipped)), **kwargs)
 
     @classmethod
@@ -328,7 +348,7 @@ class Network:
             min(r, prod(sizes[: k + 1]), prod(sizes[k + 1 :])) for k, r in enumerate(ranks)
         )
         if clipped != tuple(ranks):
-            warnings.warn(f"TT ranks {tuple(ranks)} clipped to the feasible {clipped}", stacklevel=3)
+            warn(f"TT ranks {tuple(ranks)} clipped to the feasible {clipped}")
         spec = tt_spec(d, width=len(groups[0]))
         return cls(spec, shape=shape, ranks=dict(zip(_BOND, clipped)), **kwargs)
 
@@ -475,6 +495,7 @@ class Network:
             if mask is None:
                 continue
             core, axis = self.mask_site(bond)
+            mask = self._mask_array(mask, cores[core], bond)
             if tuple(mask.shape) != (self._sizes[bond],):
                 raise ValueError(
                     f"mask for bond {bond!r} has shape {tuple(mask.shape)}, expected ({self._sizes[bond]},)"
@@ -483,6 +504,36 @@ class Network:
             view[axis] = -1
             cores[core] = cores[core] * self._backend.reshape(mask, view)
         return cores
+
+    def _mask_array(self, mask: Any, core: Any, bond: str) -> Any:
+        """``mask`` as an array of this network's backend, on the core's device (a NumPy mask
+        on torch cores that require grad, or a list, would otherwise fail inside the product);
+        floats and bools take the core's floating dtype, so a float32 network stays float32."""
+        be = self._backend
+        if be.is_array(mask):
+            try:
+                numeric = np.dtype(be.dtype_name(mask)).kind in "biufc"
+            except TypeError:  # a framework-only float such as torch's bfloat16
+                numeric = True
+            if not numeric:
+                raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {be.dtype_name(mask)}")
+            return mask
+        if not hasattr(mask, "shape"):
+            try:
+                mask = np.asarray(mask)
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"mask for bond {bond!r} must be an array; got {type(mask).__name__} ({err})") from None
+        elif type(mask).__module__.split(".")[0] != "numpy":
+            mask = infer_backend([mask]).to_numpy(mask)
+        mask = np.asarray(mask)
+        if mask.dtype.kind not in "biuf":
+            raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {mask.dtype}")
+        core_dtype = be.dtype_name(core)
+        try:
+            floating = np.dtype(core_dtype).kind in "fc"
+        except TypeError:  # a framework-only float such as torch's bfloat16
+            floating = True
+        return be.asarray(mask, dtype=core_dtype if floating else None, device=self.device)
 
     def to_tensor(self, masks: Masks = None) -> Any:
         """The full tensor (open modes in output order), optionally with bond masks applied."""
@@ -536,11 +587,14 @@ class Network:
     def prune(self, keep: Mapping[str, Any]) -> Network:
         """Slice every core along each bond's kept indices and return the smaller network.
 
-        ``keep`` maps a bond to integer indices or to a boolean vector (a binary mask);
-        bonds not named are kept whole. With binary masks the pruned network computes the
+        ``keep`` maps a bond to integer indices or to a binary mask of the bond's length
+        (booleans, or floats that are all 0 or 1 such as a MAP mask; a float is never read as
+        an index); bonds not named are kept whole. With binary masks the pruned network computes the
         same tensor as ``to_tensor(masks)``. Keeping nothing is legal: the bond gets size 0
         and the network is zero.
         """
+        if not isinstance(keep, Mapping):
+            raise TypeError(f"keep must be a mapping {{bond: indices or mask}}; got {type(keep).__name__}")
         cores = list(self._cores)
         for bond, sel in keep.items():
             if bond not in self._parsed.bonds:
@@ -584,6 +638,69 @@ class Network:
         return to_tensorly(self, kind)
 
 
+def _check_core_dtype(name: str, pos: int) -> None:
+    """Cores hold numbers (bool, int, float, complex); strings and objects are refused."""
+    try:
+        kind = np.dtype(name).kind
+    except TypeError:  # a framework-only dtype such as torch's bfloat16: numeric
+        return
+    if kind not in "biufc":
+        raise TypeError(f"core {pos} has dtype {name}; cores must hold numbers (float, int, complex or bool)")
+
+
+def _clip_ranks(parsed: ParsedSpec, sizes: dict[str, int], clip: Sequence[str]) -> dict[str, int]:
+    """Sizes with each bond in ``clip`` reduced to what it can use, with a warning.
+
+    Two bounds, both exact (the clipped network can represent everything the larger one can):
+    a bond joining two cores needs no more than the product of the other indices of either
+    core (a QR of that core moves the rest into its neighbour), and no bond needs more than
+    the number of entries of the whole tensor (the terms of the sum over the bond span at
+    most that many dimensions). Applied until nothing changes, since one clip lowers the
+    bounds of the bonds around it.
+    """
+    clip = [b for b in dict.fromkeys(clip) if b in sizes]
+    if not clip:
+        return sizes
+    out = dict(sizes)
+    dense = prod(out[c] for c in parsed.output)
+    changed = True
+    while changed:
+        changed = False
+        for bond in clip:
+            bound = dense
+            terms = parsed.terms_with(bond)
+            if len(terms) == 2:
+                for t in terms:
+                    bound = min(bound, prod(out[c] for c in parsed.inputs[t] if c != bond))
+            if out[bond] > bound:
+                out[bond], changed = max(bound, 1), True
+    if out != sizes:
+        before = {b: sizes[b] for b in clip if out[b] != sizes[b]}
+        after = {b: out[b] for b in before}
+        warn(f"ranks {before} clipped to the feasible {after} for {parsed.spec!r}: a larger bond cannot "
+             "represent anything more")
+    return out
+
+
+def _host_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(entries: int, spec: str) -> None:
+    """Refuse random cores that cannot fit in memory (drawn in float64) before allocating."""
+    need = 8 * entries
+    total = _host_memory()
+    if total is not None and need > total:
+        raise ValueError(
+            f"the cores of {spec!r} would hold {entries:,} entries ({need / 2**30:,.1f} GiB as float64), more "
+            f"than this machine's {total / 2**30:,.1f} GiB of memory; use smaller sizes or ranks"
+        )
+
+
 def _check_ndim(shape: Sequence[int], limit: int) -> None:
     if len(shape) > limit:
         raise ValueError(f"at most {limit} open modes are supported by the built-in constructors; got {len(shape)}")
@@ -604,15 +721,37 @@ def _per_bond(ranks: Any, count: int, name: str, boundary: bool = False) -> tupl
 
 
 def _kept_indices(sel: Any, size: int, bond: str, be: Backend) -> np.ndarray:
-    if be.is_array(sel) or hasattr(sel, "shape"):
-        sel = np.asarray(be.to_numpy(sel) if be.is_array(sel) else sel)
-    sel = np.asarray(sel)
-    if sel.dtype == bool:
+    """The kept positions of one bond from what :meth:`Network.prune` was given: integer
+    indices, or a mask of the bond's length (bool, or floats that are all 0 or 1). Floats are
+    never read as indices (``[1.0, 0.0]`` keeps index 0), and a non-binary float mask such as
+    ``[0.5, ...]`` is refused rather than guessed."""
+    if be.is_array(sel):
+        sel = be.to_numpy(sel)
+    elif hasattr(sel, "shape") and hasattr(sel, "dtype") and not isinstance(sel, np.ndarray):
+        sel = infer_backend([sel]).to_numpy(sel)  # another framework's array
+    try:
+        sel = np.asarray(sel)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"keep for bond {bond!r} must be integer indices or a mask; got {sel!r} ({err})") from None
+    if sel.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if sel.ndim != 1:
+        raise ValueError(f"keep for bond {bond!r} must be 1-D (indices or a mask); got shape {sel.shape}")
+    kind = sel.dtype.kind
+    if kind in "bf":
         if sel.shape != (size,):
-            raise ValueError(f"boolean keep-mask for bond {bond!r} has shape {sel.shape}, expected ({size},)")
+            what = "boolean" if kind == "b" else "float (read as a mask, never as indices)"
+            raise ValueError(f"{what} keep-mask for bond {bond!r} has shape {sel.shape}, expected ({size},)")
+        if kind == "f" and not np.all((sel == 0) | (sel == 1)):
+            raise ValueError(
+                f"float keep-mask for bond {bond!r} must hold only 0 and 1; got {sel.tolist()} "
+                "(pass integer indices, a boolean mask, or threshold probabilities first, e.g. phi > 0.5)"
+            )
         return np.flatnonzero(sel)
-    idx = sel.astype(np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= size):
+    if kind not in "iu":
+        raise TypeError(f"keep for bond {bond!r} must be integer indices or a mask; got dtype {sel.dtype}")
+    idx = sel.astype(np.int64)
+    if idx.min() < 0 or idx.max() >= size:
         raise ValueError(f"kept indices for bond {bond!r} must lie in [0, {size}); got {idx.tolist()}")
     if len(np.unique(idx)) != len(idx):
         raise ValueError(f"kept indices for bond {bond!r} repeat: {idx.tolist()}")

@@ -2,8 +2,9 @@
 
 matplotlib is an optional dependency (``pip install 'tnmars[plot]'``), imported only when a
 function here is called. Every function builds a :class:`matplotlib.figure.Figure` without
-pyplot (so nothing opens a window or touches global state), returns it, and also writes a
-PNG when ``path`` is given.
+pyplot (so nothing opens a window or touches global state), returns it, and also writes it
+to ``path`` when given, in the format the extension names (``fig.pdf`` is a PDF, ``fig.svg``
+an SVG, no extension a PNG).
 
 >>> import numpy as np
 >>> from tnmars.plots import plot_mask_probabilities
@@ -40,8 +41,19 @@ def _integer_ticks():
 
 
 def _finish(fig, path: str | os.PathLike | None, dpi: int):
+    """Write ``fig`` to ``path`` in the format its extension names (``.png``, ``.pdf``,
+    ``.svg``, ...; PNG when there is none); an unknown extension is a ``ValueError``."""
     if path is not None:
-        fig.savefig(os.fspath(path), dpi=dpi, format="png")
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a string or a path; got {type(path).__name__}")
+        path = os.fspath(path)
+        extension = os.path.splitext(path)[1].lstrip(".").lower()
+        if extension and extension not in fig.canvas.get_supported_filetypes():
+            raise ValueError(
+                f"cannot write a figure as {path!r}: matplotlib writes "
+                + ", ".join(sorted(fig.canvas.get_supported_filetypes()))
+            )
+        fig.savefig(path, dpi=dpi, format=extension or "png")
     return fig
 
 
@@ -78,11 +90,11 @@ def plot_mask_probabilities(
     title
         Figure title.
     path
-        If given, the PNG is written there.
+        If given, the figure is written there (format from the extension; PNG without one).
     ncols
         Panels per row.
     dpi
-        Resolution of the saved PNG.
+        Resolution of raster formats such as PNG.
 
     Returns
     -------
@@ -105,7 +117,9 @@ def plot_mask_probabilities(
     for k, bond in enumerate(bonds):
         ax = axes[k // ncols][k % ncols]
         phi = _as_numpy(probs[bond])
-        if phi.size and (np.nanmin(phi) < 0 or np.nanmax(phi) > 1):
+        if not np.isfinite(phi).all():
+            raise ValueError(f"probabilities of bond {bond!r} hold NaN or Inf")
+        if phi.size and (phi.min() < 0 or phi.max() > 1):
             raise ValueError(f"probabilities of bond {bond!r} must lie in [0, 1]")
         kept = phi > threshold
         ax.bar(np.arange(phi.size), phi, color=np.where(kept, _KEPT, _PRUNED), width=0.8)
@@ -171,7 +185,7 @@ def plot_training(
     loss_keys
         Which columns to draw on the loss panel.
     title, path, dpi
-        Figure title; PNG destination; PNG resolution.
+        Figure title; destination file (format from its extension); resolution of raster formats.
 
     Returns
     -------
@@ -256,7 +270,7 @@ def plot_sweep(
     xlabel, ylabel, logx, logy, title
         Axis labels and scales; figure title.
     path, dpi
-        PNG destination and resolution.
+        Destination file (format from its extension) and resolution of raster formats.
 
     Returns
     -------
@@ -288,6 +302,11 @@ def plot_sweep(
         xs, ys = _as_numpy(xs), _as_numpy(ys)
         if xs.shape != ys.shape or xs.size == 0:
             raise ValueError(f"series {name!r}: params and errors must be non-empty and of equal length")
+        if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+            raise ValueError(f"series {name!r}: params and errors must be finite numbers (no NaN or Inf)")
+        if (logx and (xs <= 0).any()) or (logy and (ys <= 0).any()):
+            axis = "params" if logx and (xs <= 0).any() else "errors"
+            raise ValueError(f"series {name!r}: {axis} must be positive on a log scale (pass logx=False / logy=False)")
         order = np.argsort(xs)
         ax.plot(xs[order], ys[order], marker="o", label=name or None)
         if labels is not None and len(series) == 1:

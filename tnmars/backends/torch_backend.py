@@ -1,7 +1,16 @@
-"""PyTorch backend: CPU and CUDA, gradients by autograd."""
+"""PyTorch backend: CPU and CUDA, gradients by autograd.
+
+:func:`cpu_threads_for` is the one place that decides how many intra-op threads torch may
+use on the CPU: small contractions, and any contraction on a machine already busier than
+its cores, run on one thread, because there a thread pool costs more than it saves (3x to
+24x slower at every size in ``benchmarks/results/torch_threads.md``, a busy 2-core machine).
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .base import Backend
@@ -13,6 +22,62 @@ def _import_torch():
     except ImportError as err:  # pragma: no cover - depends on the machine
         raise ImportError("the torch backend needs PyTorch: pip install 'tnmars[torch]'") from err
     return torch
+
+
+#: contractions below this many FLOPs (per call) run on one CPU thread. In
+#: ``benchmarks/results/torch_threads.md`` (a shared 2-core machine) one thread was faster at
+#: every size up to 8e7 FLOPs, so this bound is conservative: it only keeps the thread pool
+#: away from problems far too small to feed it
+SMALL_WORK_FLOPS = 2**24
+
+
+def machine_busy() -> bool:
+    """Whether the last minute's load average already fills every CPU this process may use
+    (then extra threads only queue behind other work). False where the system cannot say."""
+    try:
+        load = os.getloadavg()[0]
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    except (AttributeError, OSError):
+        return False
+    return load >= cpus
+
+_threads_lock = threading.Lock()
+_threads_depth = 0
+_threads_saved: int | None = None
+
+
+@contextlib.contextmanager
+def cpu_threads_for(flops: float, device: Any = "cpu") -> Iterator[int]:
+    """Run the body with as many torch CPU threads as work of ``flops`` FLOPs per
+    contraction pays for: one below :data:`SMALL_WORK_FLOPS` or when :func:`machine_busy`,
+    torch's setting otherwise.
+
+    Yields the thread count in force. Nested uses keep the outermost choice; CUDA devices
+    are left alone. ``torch.set_num_threads`` is process-wide, so the body should be the
+    training loop of one problem, not code that runs beside other torch work.
+
+    >>> with cpu_threads_for(1e3) as n:
+    ...     n
+    1
+    """
+    global _threads_depth, _threads_saved
+    torch = _import_torch()
+    if str(device).startswith("cuda") or (flops >= SMALL_WORK_FLOPS and not machine_busy()):
+        yield torch.get_num_threads()
+        return
+    with _threads_lock:
+        if _threads_depth == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_depth += 1
+    try:
+        yield 1
+    finally:
+        with _threads_lock:
+            _threads_depth -= 1
+            if _threads_depth == 0 and _threads_saved is not None:
+                torch.set_num_threads(_threads_saved)
+                _threads_saved = None
 
 
 class TorchBackend(Backend):
@@ -73,6 +138,13 @@ class TorchBackend(Backend):
         return x.reshape(tuple(shape))
 
     def matmul(self, a: Any, b: Any) -> Any:
+        torch = self.torch
+        if a.dtype == torch.bool or b.dtype == torch.bool:
+            # torch has no boolean GEMM; NumPy's boolean matmul is an OR of ANDs, which is a
+            # count > 0 (counted in float64: exact up to 2**53 terms, and available on CUDA)
+            if a.dtype == b.dtype:
+                return self.torch.matmul(a.to(torch.float64), b.to(torch.float64)) != 0
+            a, b = (a.to(b.dtype), b) if a.dtype == torch.bool else (a, b.to(a.dtype))
         if a.ndim == 2 and b.ndim == 2 and a.shape[0] >= 16 * b.shape[1] and a.device.type == "cpu":
             # torch's CPU GEMM is about 2x slower for tall-skinny products (M >> N) than for the
             # transposed, wide one; the result is the same matrix, returned as a transposed view

@@ -40,8 +40,6 @@ PRIORS = ("bic", "bernoulli")
 POLISH_SWEEPS = 300
 #: steps the search may take without improvement when it grows from rank 1
 GREEDY_PATIENCE = 2
-#: problems up to this many entries run torch single-threaded (thread start-up dominates them)
-SMALL_PROBLEM = 1 << 16
 
 
 def fit(
@@ -121,7 +119,7 @@ def fit(
     crit = Occam(prep.data.n_obs, strength)
     relaxed: RelaxationResult | None = None
     search: RankSearch | None = None
-    with _threads(prep), contextlib.closing(reporter):
+    with _threads(prep, template, device), contextlib.closing(reporter):
         # 1. proposal: where the selection starts
         if prior == "bernoulli" or proposal == "mars":
             relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
@@ -450,18 +448,12 @@ def _format_of(net: Network) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _threads(prep: Prepared):
-    """Small problems on torch run single-threaded: thread start-up would dominate them
-    (a 4x5x6 fit took 185 s with the default threads on a 2-core machine, 11 s with one)."""
-    be = prep.backend
-    if be.name != "torch" or prep.raw.size > SMALL_PROBLEM:
-        yield
-        return
-    torch = be.torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _threads(prep: Prepared, template: Network, device: str | None):
+    """The torch relaxation runs with the CPU threads its contraction pays for (one for small
+    problems: thread start-up dominated them, a 4x5x6 fit took 185 s with the default
+    threads on a 2-core machine); other backends are left alone."""
+    if prep.backend.name != "torch":
+        return contextlib.nullcontext()
+    from ..backends.torch_backend import cpu_threads_for
+
+    return cpu_threads_for(template.path_info().flops, device or "cpu")

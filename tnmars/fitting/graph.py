@@ -189,18 +189,20 @@ def bond_degree(spec: str, bond: str) -> int:
     return len(parse_spec(spec).terms_with(bond))
 
 
-def _bridge_sides(inputs: tuple[str, ...], output: str, bond: str) -> tuple[set[int], set[int]] | None:
-    """The two sets of cores a 2-core bond separates, or ``None`` when the bond lies on a loop."""
+def _cut_sides(inputs: tuple[str, ...], bond: str, also: str | None = None) -> tuple[set[int], set[int]] | None:
+    """The two sets of cores that removing ``bond`` (and ``also``, if given) separates, or
+    ``None`` when the cores holding ``bond`` stay connected."""
     holders = [k for k, t in enumerate(inputs) if bond in t]
     if len(holders) != 2:
         return None
+    removed = {bond} if also is None else {bond, also}
     start, goal = holders
     seen = {start}
     stack = [start]
-    while stack:  # walk the graph without this bond: reaching the other end means a loop
+    while stack:  # walk the graph without the removed bonds: reaching the other end means a loop
         c = stack.pop()
         for k, t in enumerate(inputs):
-            if k not in seen and (set(t) & set(inputs[c])) - {bond}:
+            if k not in seen and (set(t) & set(inputs[c])) - removed:
                 seen.add(k)
                 stack.append(k)
     if goal in seen:
@@ -208,12 +210,30 @@ def _bridge_sides(inputs: tuple[str, ...], output: str, bond: str) -> tuple[set[
     return seen, set(range(len(inputs))) - seen
 
 
+@lru_cache(maxsize=512)
+def _cuts(inputs: tuple[str, ...], output: str, bond: str) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+    """The open modes on either side of every cut made of ``bond`` alone (a bridge) or of
+    ``bond`` and one other edge (``bond`` on a loop, e.g. two bonds of a ring)."""
+    out = []
+    edges = [c for c in dict.fromkeys("".join(inputs)) if c not in output
+             and sum(c in t for t in inputs) == 2]
+    for also in [None] + [c for c in edges if c != bond]:
+        sides = _cut_sides(inputs, bond, also)
+        if sides is not None:
+            out.append(tuple(frozenset(c for k in side for c in inputs[k] if c in output) for side in sides))
+            if also is None:
+                break  # a bridge: its own cut is the tightest
+    return tuple(out)
+
+
 def feasible_ranks(spec: str, dims: Mapping[str, int], max_rank: Mapping[str, int] | None = None) -> dict[str, int]:
     """The largest useful size of every bond, given the other sizes in ``dims``.
 
-    A bond larger than the product of a core's other indices, or (for a bond that splits
-    the network in two) than the product of the open modes on either side, adds parameters
-    but no expressive power: such ranks are clipped, repeatedly, until every bond fits.
+    A bond larger than the product of a core's other indices, or than the product of the
+    open modes on either side of a cut through it (the bond alone when it splits the network
+    in two; the bond and one other edge when it lies on a loop, as in a ring), adds
+    parameters but no expressive power: such ranks are clipped, repeatedly, until every bond
+    fits.
     Hyperedges (CP) are bounded by the volume of the tensor over its largest mode.
     """
     parsed = parse_spec(spec)
@@ -232,10 +252,8 @@ def feasible_ranks(spec: str, dims: Mapping[str, int], max_rank: Mapping[str, in
                 for k in holders:
                     term = parsed.inputs[k]
                     bound = min(bound, prod(sizes[c] for c in term if c != b))
-                sides = _bridge_sides(parsed.inputs, parsed.output, b)
-                if sides is not None:
-                    for side in sides:
-                        opens = {c for k in side for c in parsed.inputs[k] if c in parsed.output}
+                for sides in _cuts(parsed.inputs, parsed.output, b):
+                    for opens in sides:
                         bound = min(bound, prod(sizes[c] for c in opens))
             else:
                 largest = max((sizes[c] for c in parsed.output), default=1)

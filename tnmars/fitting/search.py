@@ -78,7 +78,7 @@ class RankSearch:
     max_ranks: dict[str, int]
     sweeps: int = 3
     full_sweeps: int = 30
-    final_sweeps: int = 200
+    final_sweeps: int = 1000
     second_look: int = 2
     patience: int = 2
     min_rank: int = 1

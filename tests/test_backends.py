@@ -1,0 +1,83 @@
+"""Backend pieces added for hostile inputs: torch boolean contractions and CPU threads."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tnmars.backends.torch_backend as tb  # noqa: E402
+from tnmars.backends import get_backend  # noqa: E402
+from tnmars.backends.torch_backend import SMALL_WORK_FLOPS, cpu_threads_for  # noqa: E402
+
+
+def test_boolean_matmul_matches_numpy():
+    be = get_backend("torch")
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 4, 5)) < 0.3, rng.random((3, 5, 2)) < 0.3
+    out = be.matmul(torch.as_tensor(a), torch.as_tensor(b))
+    assert out.dtype == torch.bool
+    np.testing.assert_array_equal(out.numpy(), np.matmul(a, b))
+    mixed = be.matmul(torch.as_tensor(a[0]), torch.ones(5, 2, dtype=torch.float64))
+    np.testing.assert_array_equal(mixed.numpy(), np.matmul(a[0], np.ones((5, 2))))
+
+
+def test_small_work_runs_on_one_thread_and_restores_the_setting(monkeypatch):
+    monkeypatch.setattr(tb, "machine_busy", lambda: False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu_threads_for(1e3) as n:
+            assert n == 1 and torch.get_num_threads() == 1
+            with cpu_threads_for(10) as inner:  # nesting keeps the outer choice
+                assert inner == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_threads_for(SMALL_WORK_FLOPS) as n:
+            assert n == 2 and torch.get_num_threads() == 2
+        with cpu_threads_for(1e3, device="cuda:0") as n:  # CUDA work is left alone
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), cpu_threads_for(1e3):
+            raise RuntimeError("the setting comes back after an error too")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_busy_machine_gets_one_thread_at_any_size(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(tb, "machine_busy", lambda: True)
+        with cpu_threads_for(10 * SMALL_WORK_FLOPS) as n:
+            assert n == 1
+        monkeypatch.setattr(tb, "machine_busy", lambda: False)
+        with cpu_threads_for(10 * SMALL_WORK_FLOPS) as n:
+            assert n == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_helper_from_several_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    barrier = threading.Barrier(3)
+    seen = []
+
+    def work():
+        with cpu_threads_for(100):
+            barrier.wait(timeout=30)
+            seen.append(torch.get_num_threads())
+            barrier.wait(timeout=30)
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
