@@ -26,8 +26,9 @@ Selectors (the rank-selection methods compared):
   (variational Bayes CP with automatic relevance determination, Zhao, Zhang & Cichocki 2015),
   written here for complete data;
 - completion (Tucker): cross-validated greedy rank increments (10% of the observed entries
-  held out; from rank 1, raise the mode whose increment lowers the held-out error most,
-  stop when none does), then masked HOOI on every observed entry at the chosen ranks.
+  held out; from rank 1, raise the mode, or where one alone is infeasible the pair of
+  modes, whose increment lowers the held-out error most; stop when none does), then masked
+  HOOI on every observed entry at the chosen ranks.
 """
 from __future__ import annotations
 
@@ -85,11 +86,14 @@ def fit_cp(y, rank, observed=None, starts=4, iters=3000):
     mask = None if observed is None else observed.astype(float)
     data = y if observed is None else np.where(observed, y, 0.0)
     for init in ["svd"] + list(range(starts)):
+        kwargs = dict(init="svd" if init == "svd" else "random", random_state=None if init == "svd" else init,
+                      n_iter_max=iters, tol=1e-12, linesearch=observed is None, mask=mask)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cp = parafac(data, rank, init="svd" if init == "svd" else "random",
-                         random_state=None if init == "svd" else init, n_iter_max=iters, tol=1e-12,
-                         linesearch=observed is None, mask=mask)
+            try:
+                cp = parafac(data, rank, **kwargs)
+            except np.linalg.LinAlgError:  # more components than the data hold: a tiny ridge
+                cp = parafac(data, rank, l2_reg=1e-10, **kwargs)
         est = tl.cp_to_tensor(cp)
         r = est - y if observed is None else (est - y)[observed]
         err = float(np.linalg.norm(r))
@@ -246,15 +250,29 @@ def tucker_cv_greedy(y, observed, max_rank, holdout=0.1, seed=0):
         est = fit_tucker(y, ranks, observed=train)
         return float(np.linalg.norm((est - y)[held]))
 
+    def feasible(trial):
+        return all(r <= min(max_rank, n) and r <= math.prod(trial[:k] + trial[k + 1:])
+                   for k, (r, n) in enumerate(zip(trial, y.shape)))
+
     ranks = [1] * y.ndim
     current = score(ranks)
     while True:
-        best = None
+        # one mode up; where that is infeasible (a Tucker rank cannot exceed the product of
+        # the others: from rank 1 nothing is), two modes up together
+        trials = []
         for k in range(y.ndim):
-            trial = list(ranks)
-            trial[k] += 1
-            if trial[k] > min(max_rank, y.shape[k]) or trial[k] > math.prod(trial[:k] + trial[k + 1:]):
+            one = list(ranks)
+            one[k] += 1
+            if feasible(one):
+                trials.append(one)
                 continue
+            for j in range(y.ndim):
+                two = list(one)
+                two[j] += j != k
+                if j != k and feasible(two) and two not in trials:
+                    trials.append(two)
+        best = None
+        for trial in trials:
             s = score(trial)
             if best is None or s < best[0]:
                 best = (s, trial)

@@ -104,8 +104,8 @@ CASES = [
          bonds=("A", "B", "C")),
     Case("custom", "tune", "loop aAD,AbB,BcC,CdD", (6, 7, 5, 6), (2, 3, 2, 3), 5, spec="aAD,AbB,BcC,CdD->abcd",
          bonds=("A", "B", "C", "D")),
-    Case("custom", "heldout", "tree aA,AbB,BcC,BdD,De", (5, 6, 7, 5, 6), (2, 3, 2, 3), 5,
-         spec="aA,AbB,BcC,BdD,De->abcde", bonds=("A", "B", "C", "D")),
+    Case("custom", "heldout", "tree aA,AbBC,Bc,CdD,De", (5, 6, 7, 5, 6), (2, 3, 2, 3), 5,
+         spec="aA,AbBC,Bc,CdD,De->abcde", bonds=("A", "B", "C", "D")),
     Case("custom", "heldout", "2x3 grid (PEPS-like)", (4, 5, 4, 4, 5, 4), (2, 3, 2, 2, 2, 3, 2), 4,
          spec="aAC,AbBD,BcE,CdF,DFeG,EGf->abcdef", bonds=("A", "B", "C", "D", "E", "F", "G")),
 ]
@@ -290,6 +290,7 @@ def report(rows: list[dict], command: str, speed: str | None) -> str:
         "# Rank selection against the classical selectors",
         "",
         f"Command: `{command}`  ",
+        f"Code: tnmars at commit {_commit()}  ",
         f"Machine: {machine_line()}",
         "",
         __doc__.split("Usage:")[0].strip(),
@@ -305,6 +306,19 @@ def report(rows: list[dict], command: str, speed: str | None) -> str:
     if speed:
         text += ["", speed]
     return "\n".join(text)
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "tnmars"],
+                               capture_output=True, text=True, cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 # ------------------------------------------------------------------------------ speed and memory

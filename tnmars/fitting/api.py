@@ -206,7 +206,7 @@ def _search_reporter(reporter: Reporter) -> Callable[[Candidate, str], bool]:
 
 def _polish(net: Network, data: FitData, crit: Occam, reporter: Reporter) -> Candidate:
     reporter.start("polish", note="ALS to convergence at the selected ranks")
-    fitted, sse = als(net, data, sweeps=POLISH_SWEEPS, tol=1e-7,
+    fitted, sse = als(net, data, sweeps=POLISH_SWEEPS, tol=1e-7, cg_iters=100, cg_tol=1e-10,
                       should_stop=lambda: reporter.record({"ranks": net.ranks}))
     dof = degrees_of_freedom(fitted.spec, fitted.dims)
     return Candidate(fitted, sse, crit.objective(sse, dof), dof, "polish")
