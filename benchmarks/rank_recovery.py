@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import tnmars  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATE = "2026-11-22"  # the project's fixed date for results files
+DATE = datetime.date.today().isoformat()  # the day the results file was written
 MACHINE = "2-core CPU shared with other engineers' jobs (timings are noisy; compare within one file)"
 
 
