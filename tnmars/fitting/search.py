@@ -282,26 +282,15 @@ class RankSearch:
         at the true ranks (a 30 dB TR 7x8x9x8 stopped at (5,3,3,4), 1.5x the oracle's error)."""
         if self.fresh is None:
             return best
-        improved = True
-        while improved and not self.stopped:
-            improved = False
-            for bond, r in best.network.bonds.items():
-                if r <= self.min_rank:
-                    continue
-                starts = self.fresh({**best.network.bonds, bond: r - 1})
-                if not starts:
-                    continue
-                cand = min((self.evaluate(start, self.full_sweeps, f"-{bond} (fresh start)") for start in starts),
-                           key=lambda c: c.objective)
-                if cand.objective < best.objective:
-                    best = cand
-                    self.path.append(best)
-                    self.trail.append(best)
-                    improved = True
-                    break
-                if self.stopped:
-                    break
-        return best
+
+        def from_fresh_starts(net: Network, bond: str, rank: int) -> Candidate | None:
+            starts = self.fresh({**net.bonds, bond: rank - 1})
+            if not starts:
+                return None
+            return min((self.evaluate(start, self.full_sweeps, f"-{bond} (fresh start)") for start in starts),
+                       key=lambda c: c.objective)
+
+        return self._removal_passes(best, from_fresh_starts)
 
     def _prune(self, best: Candidate) -> Candidate:
         """A last look at every removal with a refit run to convergence: on clean data the
@@ -310,22 +299,32 @@ class RankSearch:
         over-estimate is small against what a removal costs, and the pass is skipped."""
         if best.sse / self.criterion.n_obs > PRUNE_BELOW:
             return best
+
+        def refitted_to_convergence(net: Network, bond: str, rank: int) -> Candidate:
+            if len(net.terms_with(bond)) > 2:
+                # a hyperedge's components are not ordered by a spectrum: on correlated data
+                # the weakest one is not always the superfluous one, so try each (short refits)
+                tried = [self.evaluate(shrink(net, bond, drop=j), self.full_sweeps, f"-{bond}") for j in range(rank)]
+                start = min(tried, key=lambda c: c.objective).network
+            else:
+                start = _feasible(shrink(net, bond))
+            return self.evaluate(start, self.final_sweeps, f"-{bond}")
+
+        return self._removal_passes(best, refitted_to_convergence)
+
+    def _removal_passes(self, best: Candidate,
+                        removal: Callable[[Network, str, int], Candidate | None]) -> Candidate:
+        """Passes over the bonds: ``removal(network, bond, rank)`` fits the network with one
+        index of ``bond`` fewer (or gives None); the first that lowers the objective is taken
+        and the pass starts again, until none does."""
         improved = True
         while improved and not self.stopped:
             improved = False
             for bond, r in best.network.bonds.items():
                 if r <= self.min_rank:
                     continue
-                if len(best.network.terms_with(bond)) > 2:
-                    # a hyperedge's components are not ordered by a spectrum: on correlated data
-                    # the weakest one is not always the superfluous one, so try each (short refits)
-                    tried = [self.evaluate(shrink(best.network, bond, drop=j), self.full_sweeps, f"-{bond}")
-                             for j in range(r)]
-                    start = min(tried, key=lambda c: c.objective).network
-                else:
-                    start = _feasible(shrink(best.network, bond))
-                cand = self.evaluate(start, self.final_sweeps, f"-{bond}")
-                if cand.objective < best.objective:
+                cand = removal(best.network, bond, r)
+                if cand is not None and cand.objective < best.objective:
                     best = cand
                     self.path.append(best)
                     self.trail.append(best)
