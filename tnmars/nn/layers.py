@@ -285,7 +285,23 @@ class _MatrixLayer(TensorizedLayer):
         return self._mm.out_shape
 
 
-class TensorizedLinear(_MatrixLayer):
+class _LinearForward:
+    """The ``forward`` of the linear layers whose weight is a matrix network behind
+    ``self._mm`` (TensorizedLinear, LowRankLinear); a closed bond short-circuits to the bias."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cores = self.mars_cores()
+        if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
+            check_features(x, self.in_features, cores[0].dtype)
+            y = x.new_zeros(x.shape[:-1] + (self.out_features,))
+            anchor = zero_anchor([x, *cores])
+            y = y if anchor is None else y + anchor
+        else:
+            y = self._mm(x, cores, None, self.mode)
+        return y if self.bias is None else y + self.bias
+
+
+class TensorizedLinear(_LinearForward, _MatrixLayer):
     """``y = x @ W + b`` with ``W`` (``in_features x out_features``) stored as a tensor network.
 
     Parameters
@@ -371,23 +387,12 @@ class TensorizedLinear(_MatrixLayer):
         (MAP masks in eval mode), so ``F.linear(x, layer.dense_weight(), layer.bias)``."""
         return self._mm.weight(self.mars_cores()).t()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cores = self.mars_cores()
-        if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
-            check_features(x, self.in_features, cores[0].dtype)
-            y = x.new_zeros(x.shape[:-1] + (self.out_features,))
-            anchor = zero_anchor([x, *cores])
-            y = y if anchor is None else y + anchor
-        else:
-            y = self._mm(x, cores, None, self.mode)
-        return y if self.bias is None else y + self.bias
-
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, format={self.format!r}, in_shape={self.in_shape}, "
                 f"out_shape={self.out_shape}, {self.extra_mars_repr()}, bias={self.bias is not None}")
 
 
-class LowRankLinear(TensorizedLayer):
+class LowRankLinear(_LinearForward, TensorizedLayer):
     """``y = x @ U @ V + b`` with ``U`` (``in x r``) and ``V`` (``r x out``): one bond, one mask.
 
     Initialised like the MARS reference ``FactorizedLinear`` (PyTorch's default
@@ -442,17 +447,6 @@ class LowRankLinear(TensorizedLayer):
     def dense_weight(self) -> torch.Tensor:
         """``(out_features, in_features)`` weight with the current masks (``nn.Linear`` layout)."""
         return self._mm.weight(self.mars_cores()).t()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cores = self.mars_cores()
-        if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
-            check_features(x, self.in_features, cores[0].dtype)
-            y = x.new_zeros(x.shape[:-1] + (self.out_features,))
-            anchor = zero_anchor([x, *cores])
-            y = y if anchor is None else y + anchor
-        else:
-            y = self._mm(x, cores, None, self.mode)
-        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, {self.extra_mars_repr()}, bias={self.bias is not None}"
