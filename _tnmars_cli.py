@@ -11,12 +11,29 @@ import signal
 import sys
 
 
+def _import_run():
+    """Import tnmars with Ctrl-C held back: a KeyboardInterrupt raised inside the import
+    machinery (a module lock's weakref callback) is printed by the interpreter as "Exception
+    ignored ... Traceback" and lost. A Ctrl-C that arrives here is acted on once the import
+    is done. (An inherited SIG_IGN, as in background jobs, is left alone.)"""
+    pending: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:
+        signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        from tnmars.cli import main as run
+    finally:
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+    return run
+
+
 def main() -> int:
     """Run ``tnmars`` with ``sys.argv``; returns the exit status (see :mod:`tnmars.cli`)."""
     try:
-        from tnmars.cli import main as run
-
-        code = run()
+        code = _import_run()()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot raise a traceback
         try:
