@@ -65,6 +65,17 @@ def smallest_params(net: Network, min_rank: int) -> int:
     return net.num_params_at({b: max(min_rank, 1) for b in net.bonds})
 
 
+def _floor_within(net: Network, limit: int, min_rank: int) -> int:
+    """The smallest rank a bond may take (at least 1); ``ValueError`` when even every bond at
+    it exceeds ``limit`` parameters."""
+    floor = max(min_rank, 1)
+    smallest = smallest_params(net, floor)
+    if smallest > limit:
+        raise ValueError(f"the budget allows {limit:,} parameters but the smallest {net.spec} network "
+                         f"(every bond at rank {floor}) has {smallest:,}")
+    return floor
+
+
 def shrink_to_params(net: Network, limit: int, min_rank: int = 1) -> Network:
     """``net`` with rank indices removed until it has at most ``limit`` parameters.
 
@@ -76,11 +87,7 @@ def shrink_to_params(net: Network, limit: int, min_rank: int = 1) -> Network:
     lost its whole middle bond.) Raises ``ValueError`` when even every bond at ``min_rank``
     exceeds ``limit``.
     """
-    floor = max(min_rank, 1)
-    smallest = smallest_params(net, floor)
-    if smallest > limit:
-        raise ValueError(f"the budget allows {limit:,} parameters but the smallest {net.spec} network "
-                         f"(every bond at rank {floor}) has {smallest:,}")
+    floor = _floor_within(net, limit, min_rank)
     while net.num_params > limit:
         bonds = net.bonds
         saving = {b: net.num_params - net.num_params_at({b: r - 1}) for b, r in bonds.items() if r > floor}
@@ -95,11 +102,7 @@ def descend_to_params(net: Network, data: FitData, criterion: Occam, limit: int,
     keeps the candidate with the lowest MAP objective, until the network fits. Slower than
     :func:`shrink_to_params` (a refit per bond per step), but it asks the data which bond
     can best spare an index; :func:`tnmars.fit` starts its search within a budget this way."""
-    floor = max(min_rank, 1)
-    smallest = smallest_params(net, floor)
-    if smallest > limit:
-        raise ValueError(f"the budget allows {limit:,} parameters but the smallest {net.spec} network "
-                         f"(every bond at rank {floor}) has {smallest:,}")
+    floor = _floor_within(net, limit, min_rank)
     while net.num_params > limit:
         best = None
         for bond, r in net.bonds.items():
