@@ -143,6 +143,15 @@ def test_initialisation_gives_entries_of_the_chosen_scale(make):
     assert np.sqrt(np.mean(np.square(stds))) == pytest.approx(2.0, rel=0.15)
 
 
+@pytest.mark.parametrize("scale, dtype", [(1e12, "float16"), (1e-9, "float16"), (1e40, "float32"), (1e307, "float64")])
+def test_a_scale_the_dtype_cannot_hold_is_refused_not_turned_into_infinities(scale, dtype):
+    with pytest.raises(ValueError, match=f"does not fit {dtype}"):
+        Network("ij,jk", shape=(2, 2), ranks=2, scale=scale, dtype=dtype)
+    # inside the range the network is finite and nonzero, even in half precision
+    small = Network("ij,jk", shape=(2, 2), ranks=2, scale=100.0, dtype="float16").to_tensor()
+    assert np.isfinite(small).all() and np.abs(small).max() > 0
+
+
 def test_seeded_initialisation_is_reproducible_across_backends():
     a = Network.tt((3, 4, 5), 2, seed=7)
     b = Network.tt((3, 4, 5), 2, seed=7, backend="torch")

@@ -270,6 +270,7 @@ class Network:
         # (scale / sqrt(bond volume)) ** (1 / cores), in logs: the volume of 200 bonds overflows a float
         log_volume = sum(np.log(self._sizes[b]) for b in self._parsed.bonds)
         std = float(np.exp((np.log(scale) - 0.5 * log_volume) / len(self._parsed.inputs)))
+        _check_representable(scale, std, dtype)
         cores = []
         for term in self._parsed.inputs:
             arr = rng.standard_normal(tuple(self._sizes[c] for c in term)) * std
@@ -808,6 +809,24 @@ def _host_memory() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def _check_representable(scale: float, std: float, dtype: str) -> None:
+    """Refuse a ``scale`` whose cores or contraction overflow or underflow ``dtype``.
+
+    Entries reach a few standard deviations and partial contractions lie between the core
+    scale ``std`` and the output ``scale``; a margin of 100 on both keeps every one finite and
+    nonzero instead of handing back a network of infinities or zeros.
+    """
+    # bfloat16 shares float32's exponent range (NumPy has no bfloat16)
+    info = np.finfo("float32" if dtype == "bfloat16" else dtype)
+    low, high = float(info.tiny) * 100, float(info.max) / 100
+    for value, what in ((scale, "scale"), (std, "the cores' standard deviation")):
+        if not low <= value <= high:
+            raise ValueError(
+                f"scale={scale:g} does not fit {dtype}: {what} would be {value:.3g}, outside the "
+                f"safe range [{low:.3g}, {high:.3g}] of {dtype}; choose a scale nearer 1 or a wider dtype"
+            )
 
 
 def _check_memory(entries: int, spec: str) -> None:
