@@ -33,6 +33,7 @@ from torch import nn
 from ..backends import get_backend
 from ..contract import COPY_FLOPS, Plan, make_plan
 from ..network import Network
+from .fastpath import TwoBlockCut, best_cut
 from .masks import BondMasks, resolve_preset
 from .program import Program, is_recording, run
 
@@ -40,6 +41,11 @@ _BE = get_backend("torch")
 #: at equal FLOPs "reconstruct + GEMM" measured about 1.5x faster (forward + backward) than
 #: contracting through the cores (DESIGN.md), so the cores path must be this much cheaper
 WEIGHT_PATH_ADVANTAGE = 1.5
+#: without gradients, two GEMMs through cached blocks beat the usual path's several calls at
+#: batch 1 up to this many times its FLOPs; at larger batches their transposing copies count,
+#: and they win only below the second factor (measured at batch 1 to 128, TT 784x625)
+CUT_ADVANTAGE = 1.25
+CUT_ADVANTAGE_BATCHED = 0.75
 _MODES = ("auto", "weight", "cores")
 JIT_TRACE_MESSAGE = (
     "tnmars layers cannot be recorded by torch.jit.trace (deprecated by PyTorch): a layer chooses its "
@@ -194,6 +200,15 @@ class NetworkMatmul:
         self._choice: dict[tuple, str] = {}
         #: (core shapes, batch or None for the weight) -> Program: one dict lookup per call
         self._programs: dict[tuple, Program] = {}
+        #: core shapes -> the two-block cut used without gradients (None: none pays)
+        self._cuts: dict[tuple, TwoBlockCut | None] = {}
+        #: (parameter key, cut, blocks, batch -> use the blocks) of the last no-grad call
+        self._frozen: tuple | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_frozen"] = None  # derived from the parameters: rebuilt on the first no-grad call
+        return state
 
     def program(self, core_shapes: tuple[tuple[int, ...], ...], batch: int | None) -> Program:
         """The compiled plan of the weight (``batch=None``) or of ``x`` through the cores (cached)."""
@@ -245,6 +260,46 @@ class NetworkMatmul:
                 self._choice.clear()
             self._choice[key] = got
         return got
+
+    # -- inference without gradients ---------------------------------------------------
+    def frozen(self, x: torch.Tensor, key: tuple, cores_fn) -> torch.Tensor | None:
+        """``x @ W`` through two cached blocks (:mod:`tnmars.nn.fastpath`), or ``None`` when no
+        cut is cheaper than the usual path at this batch size (the caller then runs that).
+
+        Only for calls without gradients: ``key`` identifies the parameters' current values
+        (ids and version counters) and ``cores_fn()`` gives the cores to merge when it changes.
+        """
+        frozen = self._frozen
+        if frozen is None or frozen[0] != key:
+            cores = cores_fn()
+            shapes = tuple(tuple(c.shape) for c in cores)
+            if any(0 in s for s in shapes):  # a closed bond: the caller short-circuits to the bias
+                cut = None
+            else:
+                cut = self._cuts.get(shapes, False)
+                if cut is False:
+                    cut = self._cuts[shapes] = best_cut(self.inputs, self.in_letters, self.out_letters, shapes)
+            frozen = self._frozen = (key, shapes, cut, None if cut is None else cut.blocks(cores), {})
+        _, shapes, cut, blocks, use_at = frozen
+        if cut is None:
+            return None
+        check_features(x, self.in_features, blocks[0].dtype)
+        x2 = x.reshape(-1, self.in_features) if x.ndim != 2 else x
+        batch = x2.shape[0]
+        use = use_at.get(batch)
+        if use is None:
+            margin = CUT_ADVANTAGE if batch == 1 else CUT_ADVANTAGE_BATCHED
+            use = use_at[batch] = batch > 0 and cut.flops(batch) <= margin * self._path_flops(shapes, batch)
+        if not use:
+            return None
+        y = cut(x2, *blocks)
+        return y if x.ndim == 2 else y.reshape(*x.shape[:-1], self.out_features)
+
+    def _path_flops(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> int:
+        """FLOPs of the path :meth:`choose` takes at ``batch`` rows."""
+        if self._choose(core_shapes, batch) == "cores":
+            return self.cores_plan(core_shapes, batch).flops
+        return self.weight_plan(core_shapes).flops + 2 * batch * self.in_features * self.out_features
 
     # -- evaluation ---------------------------------------------------------------------
     def weight(self, cores: Sequence[torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -424,6 +479,23 @@ class TensorizedLayer(nn.Module):
         if skip and is_recording():  # data-dependent shapes: not under torch.compile / jit.trace
             skip = False
         return self.masks.fold(cores, self.sites, self.bond_axes if skip else None)
+
+    def inference_key(self, x: torch.Tensor) -> tuple | None:
+        """A key of everything this forward's cores depend on, when they can be kept between
+        calls: no gradient recorded, not tracing or compiling, not autocasting, ``mode="auto"``
+        and no mask draw (eval mode, warm-up or no masks). ``None`` otherwise."""
+        if torch.is_grad_enabled() or self.mode != "auto" or is_recording() or not isinstance(x, torch.Tensor):
+            return None
+        masks = self.masks
+        if masks is not None and masks.training and not self.warmup:
+            return None
+        if _autocast(x):
+            return None
+        key = [(id(p), p._version, p.data_ptr(), p.dtype) for p in core_list(self.cores)]
+        if masks is not None:
+            lg = masks.logits
+            key.append((id(lg), lg._version, lg.data_ptr(), masks.min_rank, self.warmup, self.skip_closed))
+        return tuple(key)
 
     def log_prior(self) -> torch.Tensor:
         """Bernoulli prior of the masks plus the Gaussian N(0, 100) prior of the cores (to maximise).
