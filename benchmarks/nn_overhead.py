@@ -109,7 +109,11 @@ def hand_tt(x: torch.Tensor, cores: list[torch.Tensor], in_shape, out_features: 
 
 
 def _flops_linear(layer) -> int:
-    """Multiply-adds of one forward at batch 1 on the path the layer takes."""
+    """Multiply-adds of one ``no_grad`` forward at batch 1 on the path the layer takes (the two
+    cached blocks of :mod:`tnmars.nn.fastpath` when they were used, else the auto path)."""
+    frozen = layer._mm._frozen
+    if frozen is not None and frozen[2] is not None and frozen[4].get(1):
+        return frozen[2].flops(1) // 2
     shapes = tuple(tuple(c.shape) for c in layer.cores)
     mode = layer._mm.choose(shapes, 1)
     plan = layer._mm.cores_plan(shapes, 1) if mode == "cores" else layer._mm.weight_plan(shapes)
@@ -383,10 +387,14 @@ def main() -> None:
              "fewer multiply-adds than its dense counterpart. Target: at most 1.3x the dense layer's time in "
              f"inference: met for {len(met_a)} of {len([k for k in small if verdict0[k][1]])} layers"
              + (f"; not met: {', '.join(missed_a)}" if missed_a else "") + ". At batch 1 a layer's cost is its number "
-             "of torch calls (a TT-matrix of 4 cores makes 3 contraction steps, each a copy, a matmul and reshapes, "
-             "against one call for `nn.Linear`); with gradients the compressed layers' smaller products win more "
-             "often. The `torch.compile` column (inductor, `fullgraph=True`, compiled once before timing) is "
-             "reported as measured.\n\n" + table_0a)
+             "of torch calls, not its arithmetic: the usual path of a TT-matrix of 4 cores makes 3 contraction steps, "
+             "each a copy, a matmul and reshapes, against one call for `nn.Linear`. Without gradients "
+             "(`torch.no_grad`, inference) a matrix layer merges its cores once per parameter version into two "
+             "core-sized blocks and computes `x @ W` as two matmuls of transposed views (`tnmars/nn/fastpath.py`; "
+             "the multiply-adds column counts that path), and `Tucker2Conv2d` keeps its three factored kernels "
+             "contiguous. With gradients the usual path runs (nothing is kept). The `torch.compile` column "
+             "(inductor, `fullgraph=True`, compiled once before timing) traces the usual path (no Python-side "
+             "caches under compile) and is reported as measured.\n\n" + table_0a)
     text += ("\n\n## Small batches: MARS training step with open masks\n\n"
              f"{args.rounds} rounds of {args.repeats} interleaved repeats of {args.steps} steps (median of the rounds' "
              "ratios). Both models use `pi=0.01`; the no-mask model is the same TT network with `mars=False`. "

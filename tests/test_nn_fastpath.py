@@ -171,3 +171,25 @@ def test_the_cut_of_a_tt_matrix_computes_x_times_w(d, data):
     x = torch.randn(batch, int(torch.tensor(ins).prod()), dtype=torch.float64)
     w = net.to_tensor().reshape(x.shape[1], -1)
     torch.testing.assert_close(cut(x, *cut.blocks(net.cores)), x @ w)
+
+
+@pytest.mark.parametrize("mars", [False, True])
+def test_tucker2_conv_keeps_its_factored_kernels_without_gradients(mars):
+    from tnmars.nn import Tucker2Conv2d
+
+    torch.manual_seed(6)
+    layer = Tucker2Conv2d(6, 8, 3, rank=(3, 4), stride=2, padding=1, mars=mars)
+    if mars:
+        with torch.no_grad():
+            layer.masks.logits.copy_(torch.linspace(-1, 2, layer.masks.logits.numel()))
+    layer.eval()
+    x = torch.randn(2, 6, 9, 9)
+    with torch.no_grad():
+        got = layer(x)
+    assert layer._frozen is not None
+    torch.testing.assert_close(got, _reference(layer, x), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        layer.cores[1].mul_(-1.5)
+        changed = layer(x)
+    torch.testing.assert_close(changed, _reference(layer, x), atol=1e-5, rtol=1e-4)
+    assert copy.deepcopy(layer)._frozen is None

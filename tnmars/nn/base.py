@@ -269,16 +269,17 @@ class NetworkMatmul:
         Only for calls without gradients: ``key`` identifies the parameters' current values
         (ids and version counters) and ``cores_fn()`` gives the cores to merge when it changes.
         """
-        frozen = self._frozen
+        frozen = getattr(self, "_frozen", None)  # None too in an object pickled before it existed
         if frozen is None or frozen[0] != key:
             cores = cores_fn()
             shapes = tuple(tuple(c.shape) for c in cores)
             if any(0 in s for s in shapes):  # a closed bond: the caller short-circuits to the bias
                 cut = None
             else:
-                cut = self._cuts.get(shapes, False)
+                cuts = self.__dict__.setdefault("_cuts", {})
+                cut = cuts.get(shapes, False)
                 if cut is False:
-                    cut = self._cuts[shapes] = best_cut(self.inputs, self.in_letters, self.out_letters, shapes)
+                    cut = cuts[shapes] = best_cut(self.inputs, self.in_letters, self.out_letters, shapes)
             frozen = self._frozen = (key, shapes, cut, None if cut is None else cut.blocks(cores), {})
         _, shapes, cut, blocks, use_at = frozen
         if cut is None:

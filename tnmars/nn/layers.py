@@ -539,6 +539,8 @@ class Tucker2Conv2d(TensorizedLayer):
         network = Network("iA,ABhw,oB->oihw", cores=cores)
         self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._choice: dict[tuple, str] = {}
+        #: (parameter key, cores in use, factored kernels) of the last no-grad call
+        self._frozen: tuple | None = None
         if bias:
             bound = 1.0 / math.sqrt(in_channels * kh * kw)
             self.bias = nn.Parameter(torch.empty(out_channels, dtype=tdt, device=device).uniform_(-bound, bound))
@@ -547,6 +549,7 @@ class Tucker2Conv2d(TensorizedLayer):
 
     def _after_compress(self, network: Network) -> None:
         self._choice = {}
+        self._frozen = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tucker2Conv2d:
@@ -582,10 +585,30 @@ class Tucker2Conv2d(TensorizedLayer):
         factored = 2 * b * (h * w * cin * r1 + out_hw * r1 * r2 * kh * kw + out_hw * r2 * cout)
         return kernel, factored
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else dict(self.__dict__)
+        state = dict(state)
+        state["_frozen"] = None  # derived from the parameters: rebuilt on the first no-grad call
+        return state
+
+    def _factors(self, cores: Sequence[torch.Tensor], contiguous: bool) -> tuple[torch.Tensor, ...]:
+        """The three kernels of the factored path: 1x1 in, the ``kh x kw`` core, 1x1 out."""
+        u_in, g, u_out = cores
+        kernels = (u_in.t()[:, :, None, None], g.permute(1, 0, 2, 3), u_out[:, :, None, None])
+        return tuple(k.contiguous() for k in kernels) if contiguous else kernels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.in_channels, self.cores[0].dtype)
         hw = _conv_out_hw(x, self)
-        cores = self.mars_cores()
+        frozen_key = self.inference_key(x)
+        if frozen_key is None:
+            cores = self.mars_cores()
+        else:  # no gradients: the cores in use and the factored kernels are kept while the parameters stay
+            frozen = getattr(self, "_frozen", None)  # None too in a module pickled before it existed
+            if frozen is None or frozen[0] != frozen_key:
+                cores = self.mars_cores()
+                frozen = self._frozen = (frozen_key, cores, self._factors(cores, contiguous=True))
+            cores = frozen[1]
         ranks = (cores[1].shape[0], cores[1].shape[1])  # the ranks in use (closed indices may be sliced out)
         closed = 0 in ranks
         if closed:  # the kernel is zero: the output is the bias
@@ -605,10 +628,10 @@ class Tucker2Conv2d(TensorizedLayer):
                 self._choice[key] = mode
         if mode == "weight" or closed:
             return F.conv2d(x, self._kernel(cores), self.bias, self.stride, self.padding, self.dilation)
-        u_in, g, u_out = cores
-        h = F.conv2d(x, u_in.t()[:, :, None, None])
-        h = F.conv2d(h, g.permute(1, 0, 2, 3), None, self.stride, self.padding, self.dilation)
-        return F.conv2d(h, u_out[:, :, None, None], self.bias)
+        k_in, k_core, k_out = self._factors(cores, contiguous=False) if frozen_key is None else frozen[2]
+        h = F.conv2d(x, k_in)
+        h = F.conv2d(h, k_core, None, self.stride, self.padding, self.dilation)
+        return F.conv2d(h, k_out, self.bias)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -63,11 +63,11 @@ def _draw_codes(uniforms: list[float], logits: list[float], temperature: float) 
     (0, 1)) or 2 (exactly 1), from ``z = (logit + log u - log(1 - u)) / T`` against the clamp
     points, on the host (a few Python operations per entry instead of six tensor ops)."""
     lo, hi = _ZERO * temperature, _ONE * temperature
+    log, low, high = math.log, _NOISE_EPS, 1.0 - _NOISE_EPS
     codes = []
-    log = math.log
     for u, lg in zip(uniforms, logits):
-        u = min(max(u, _NOISE_EPS), 1.0 - _NOISE_EPS)
-        t = lg + log(u) - log(1.0 - u)
+        u = low if u < low else high if u > high else u
+        t = lg + log(u / (1.0 - u))
         codes.append(0 if t <= lo else 2 if t >= hi else 1)
     return codes
 
@@ -417,6 +417,8 @@ class BondMasks(nn.Module):
         for i in forced:
             codes[i] = 2
         live = self.training and 1 in codes
+        if not live and 0 not in codes:  # every entry exactly 1: nothing to slice, nothing to multiply
+            return cores
         if live:  # the differentiable draw, with the same noise
             flat = hard_concrete_sample(logits, float(self.temperature), torch.logit(u, eps=_NOISE_EPS))
         else:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .. import masks as mars
-from .base import TensorizedLayer
+from .base import TensorizedLayer, core_list
 from .masks import BondMasks, joint_log_prior
 
 
@@ -93,7 +93,7 @@ def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float) 
             continue
         cores = getattr(mod, "cores", None)
         if cores is not None:
-            fused.append((mod.masks, list(cores)))
+            fused.append((mod.masks, core_list(cores) if isinstance(cores, nn.ParameterList) else list(cores)))
         else:
             others.append(mod.log_prior() * scale)
     if not fused and not others:
