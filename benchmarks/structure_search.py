@@ -498,8 +498,8 @@ def hosvd_params(x: np.ndarray, eps: float) -> tuple[int, float]:
     return core.size + sum(u.size for u in factors), relative(est, x)
 
 
-IMAGE_BUDGETS = {"tt": (250, 500, 1000, 2000, 4000, 8000, 16000),
-                 "tucker": (250, 500, 1000, 2000, 4000, 8000, 16000),
+IMAGE_BUDGETS = {"tt": (250, 500, 1000, 2000, 4000, 8000, 16000, 32000),
+                 "tucker": (250, 500, 1000, 2000, 4000, 8000, 16000, 32000),
                  "fctn": (250, 500, 1000, 2000)}
 
 
