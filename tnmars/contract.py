@@ -160,15 +160,18 @@ def _planning_size(n: int) -> int:
 
 
 #: How many FLOPs one entry copied by a transpose or written by a step is worth when choosing
-#: a path, for arrays larger than ``CACHED_ENTRIES`` (memory-bound copies whose fresh output
-#: page-faults) and for smaller ones, which stay in cache; and ``NARROW_GEMM``: a matrix
-#: product whose smallest side is ``s`` (at least 4; a vector product is memory-bound, not
-#: slower without end) is charged ``NARROW_GEMM / s`` of its FLOPs extra. Fitted on the
-#: benchmark's tuning rows of up to six operands (TT-matrix layers at batch 1-1024 and their
-#: weights, CP, Tucker, TR): every one of the 8 cheapest trees timed on NumPy and torch (one
-#: core, CPU time), these values minimise the worst slowdown of the chosen tree against the
-#: fastest one (1.19x; 100 / 10 / 32 with 2**17 entries gave 1.26x, FLOPs alone 1.52x).
-COPY_FLOPS = 50.0
+#: a path, for arrays larger than ``CACHED_ENTRIES`` (memory-bound copies) and for smaller
+#: ones, which stay in cache; and ``NARROW_GEMM``: a matrix product whose smallest side is
+#: ``s`` (at least 4; a vector product is memory-bound, not slower without end) is charged
+#: ``NARROW_GEMM / s`` of its FLOPs extra. Fitted by ``benchmarks/contraction_prices.py``
+#: (results in ``benchmarks/results/contraction_prices.md``): every candidate path of the
+#: benchmark's tuning rows of up to eight operands timed on NumPy and torch (one core, CPU
+#: time); these values minimise the worst slowdown of the chosen path against the fastest
+#: candidate, then the mean, then the change from the values before (50 / 2 / 8, fitted when
+#: transposed views were still charged as copies, which over-priced the copy of a 729x729
+#: TT-matrix weight and chose a path 1.57x slower on NumPy). A plain copy of a large array
+#: measured about 13 FLOPs of a single-threaded GEMM per entry on the benchmark machine.
+COPY_FLOPS = 10.0
 CACHED_COPY_FLOPS = 2.0
 CACHED_ENTRIES = 2**19
 NARROW_GEMM = 8.0
