@@ -113,7 +113,8 @@ def main(argv=None) -> None:
         for backend in ("numpy", "torch"):
             be = get_backend(backend)
             ops = case.arrays if backend == "numpy" else [torch.from_numpy(a) for a in case.arrays]
-            funcs = {name: (lambda p=plan: be.contiguous(_contract.execute(p, ops, be))) for name, plan in plans.items()}
+            funcs = {name: (lambda p=plan, ops=ops, be=be: be.contiguous(_contract.execute(p, ops, be)))
+                     for name, plan in plans.items()}
             times = time_batched(funcs, repeats=args.repeats)
             measured.append((case.split, case.name, backend, times, choice))
             print(case.split, case.name, backend, {k: f"{v * 1e3:.3g}" for k, v in times.items()}, flush=True)
