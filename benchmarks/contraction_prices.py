@@ -1,5 +1,6 @@
 """Fit the planner's memory-traffic prices (``tnmars.contract``'s ``COPY_FLOPS``,
-``CACHED_COPY_FLOPS``, ``NARROW_GEMM``) on measured contractions, and judge them on held-out ones.
+``CACHED_COPY_FLOPS``, ``NARROW_GEMM``, ``TALL_GEMM``) on measured contractions, and judge them
+on held-out ones.
 
     python benchmarks/contraction_prices.py [--repeats 7]
 
@@ -50,10 +51,11 @@ GRID = {
     "COPY_FLOPS": (5.0, 10.0, 15.0, 20.0, 30.0, 50.0),
     "CACHED_COPY_FLOPS": (1.0, 2.0, 4.0),
     "NARROW_GEMM": (4.0, 8.0, 16.0),
+    "TALL_GEMM": (0.0, 0.25, 0.5, 1.0),
 }
 MAX_TERMS = 8
 #: the prices before this fit (fitted with the old copy model, which charged transposed views)
-BEFORE = {"COPY_FLOPS": 50.0, "CACHED_COPY_FLOPS": 2.0, "NARROW_GEMM": 8.0}
+BEFORE = {"COPY_FLOPS": 50.0, "CACHED_COPY_FLOPS": 2.0, "NARROW_GEMM": 8.0, "TALL_GEMM": 0.0}
 
 
 def candidates(terms: list[str], output: str, sizes: dict[str, int]) -> dict[str, tuple]:
