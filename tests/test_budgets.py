@@ -1,6 +1,7 @@
 """Size budgets: the selection never returns more parameters than allowed, the start is
 brought within the budget by removing the least important indices, and a sweep returns the
 error-vs-parameters curve."""
+import itertools
 import warnings
 
 import numpy as np
@@ -103,6 +104,96 @@ def test_fit_never_exceeds_its_budget(fmt):
         assert res.settings["max_params"] == budget
         # a tighter budget cannot fit better than the unconstrained choice fits its own data
         assert res.relative_error >= full.relative_error - 1e-9
+
+
+def _noisy_ring(seed=3):
+    x = np.asarray(tnmars.Network.tr((6, 6, 6, 6), (3, 2, 3, 2), seed=seed).to_tensor())
+    noise = np.random.default_rng(seed).standard_normal(x.shape)
+    return x + noise * 0.1 * np.linalg.norm(x) / np.linalg.norm(noise)  # 20 dB
+
+
+def test_a_budget_is_filled_and_an_explicit_prior_strength_gives_the_map_network_within_it():
+    """``budget=`` asks for the best network of that size: without ``prior_strength`` the
+    selection spends the budget where the error falls most; with it, the MAP network within
+    the budget, which stops where the Occam prior says more parameters only fit noise."""
+    y = _noisy_ring()
+    map_free = tnmars.fit(y, "tt", seed=0, progress=False)
+    budget = 2 * map_free.num_params
+    filled = tnmars.fit(y, "tt", budget=budget, seed=0, progress=False)
+    map_within = tnmars.fit(y, "tt", budget=budget, prior_strength=1.0, seed=0, progress=False)
+    assert filled.settings["prior_strength"] == 0.0 and map_within.settings["prior_strength"] == 1.0
+    assert map_free.num_params < filled.num_params <= budget
+    assert filled.relative_error < map_free.relative_error
+    assert map_within.ranks == map_free.ranks
+
+
+def _maximal_grid_error(y, fmt, budget, cap=6):
+    """Brute force: every rank vector within ``budget`` that no single +1 keeps within it,
+    ALS from the SVD start and from a random one; the smallest relative error."""
+    from tnmars.fitting.solvers import als
+    from tnmars.interop.init import svd_init
+
+    make = {"tt": tnmars.Network.tt, "tucker": tnmars.Network.tucker}[fmt]
+    n_bonds = y.ndim - 1 if fmt == "tt" else y.ndim
+
+    def params(ranks):
+        net = make(y.shape, list(ranks))
+        return net.num_params if tuple(net.ranks) == tuple(ranks) else np.inf  # infeasible: clipped
+
+    data = FitData.from_arrays(y)
+    best = np.inf
+    for ranks in itertools.product(range(1, cap + 1), repeat=n_bonds):
+        if params(ranks) > budget or any(
+                r < cap and params(ranks[:k] + (r + 1,) + ranks[k + 1:]) <= budget for k, r in enumerate(ranks)):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            svd = svd_init(fmt, y, list(ranks))
+        spec = make(y.shape, list(ranks)).spec
+        for start in (tnmars.Network(spec, cores=[np.asarray(c) for c in svd.cores]),
+                      make(y.shape, list(ranks), seed=1)):
+            best = min(best, als(start, data, sweeps=60)[1])
+    return float(np.sqrt(best / data.sq_norm))
+
+
+def _fully_connected_truth(edges, seed, n=6):
+    """An order-4 tensor from a fully connected network whose other edges have rank 1."""
+    from tnmars.fitting.structure import fctn_spec
+
+    spec, pairs = fctn_spec(4)
+    bond = {pair: b for b, pair in pairs.items()}
+    dims = {**dict(zip(spec.split("->")[1], [n] * 4)), **dict.fromkeys(pairs, 1)}
+    dims.update({bond[e]: r for e, r in edges.items()})
+    return np.asarray(tnmars.Network(spec, dims, seed=seed).to_tensor())
+
+
+@pytest.mark.parametrize("fmt, budget, case", [
+    ("tt", 90, "ring"), ("tt", 150, "ring"),
+    # the budget's best Tucker is two steps away from where +-1 steps and exchanges stop
+    # (an exchange that loses first, then a refill): 1.08x the grid's error before refills
+    ("tucker", 306, "fctn"),
+])
+def test_the_network_returned_for_a_budget_fits_within_five_percent_of_the_grid_search(fmt, budget, case):
+    y = _noisy_ring() if case == "ring" else _fully_connected_truth({(0, 1): 4, (0, 2): 4, (1, 2): 2, (2, 3): 3}, 2)
+    res = tnmars.fit(y, fmt, max_rank=6, budget=budget, seed=0, progress=False)
+    assert res.num_params <= budget
+    assert res.relative_error <= 1.05 * _maximal_grid_error(y, fmt, budget)
+
+
+def test_removals_with_refills_stay_within_the_budget_and_leave_no_room():
+    """Every candidate of the budget's removal-and-refill moves fits the budget and no
+    single index more would."""
+    y = _noisy_ring()
+    budget = 198
+    search = RankSearch(FitData.from_arrays(y), Occam(y.size, 0.0), max_ranks=dict.fromkeys("ABCD", 6),
+                        max_params=budget, seed=0)
+    start = tnmars.Network.tr(y.shape, [6, 2, 2, 2], seed=0)
+    cands = search._removed_and_refilled(start, {start.ranks})
+    assert cands
+    for cand in cands:
+        net = cand.network
+        assert net.num_params <= budget and cand.ranks != start.ranks
+        assert not any(search._fits(net, {b: r + 1}) for b, r in net.bonds.items())
 
 
 def test_a_budget_that_does_not_bind_changes_nothing():

@@ -59,7 +59,7 @@ GOOD = tucker_tensor((4, 5, 6), 2)
         (dict(data=GOOD, prior="occam"), ValueError, "prior must be one of"),
         (dict(data=GOOD, prior=None), ValueError, "prior must be one of"),
         (dict(data=GOOD, proposal="magic"), ValueError, "proposal must be one of"),
-        (dict(data=GOOD, prior_strength=0.0), ValueError, "prior_strength"),
+        (dict(data=GOOD, prior_strength=-1.0), ValueError, "prior_strength"),
         (dict(data=GOOD, max_rank=2.5), TypeError, "max_rank"),
         (dict(data=GOOD, max_rank=True), TypeError, "max_rank"),
         (dict(data=GOOD, max_rank=0), ValueError, "max_rank"),

@@ -63,7 +63,7 @@ def _fit_defaults() -> dict[str, Any]:
     return {
         "prior": str(sig["prior"].default),
         "proposal": str(sig["proposal"].default),
-        "prior_strength": str(sig["prior_strength"].default),
+        "prior_strength": f"{fitting.api.DEFAULT_STRENGTH:g}",
         "pi": str(relax.pi),
         "alpha": "0.5 (masks open: the relaxation starts from a least-squares fit)",
         "steps": str(relax.steps),

@@ -41,6 +41,8 @@ PRIORS = ("bic", "bernoulli")
 POLISH_SWEEPS = 300
 #: steps the search may take without improvement when it grows from rank 1
 GREEDY_PATIENCE = 2
+#: the Occam prior's strength without a budget (1: BIC)
+DEFAULT_STRENGTH = 1.0
 
 
 def fit(
@@ -50,7 +52,7 @@ def fit(
     max_rank: int | Sequence[int] | None = None,
     observed: Any = None,
     prior: str = "bic",
-    prior_strength: float = 1.0,
+    prior_strength: float | None = None,
     proposal: str = "auto",
     relaxation: Relaxation | Mapping[str, Any] | None = None,
     min_rank: int = 1,
@@ -79,7 +81,8 @@ def fit(
         freedom (:mod:`tnmars.fitting.criterion`), minimised by a local search that adds and
         removes rank indices, each candidate refitted exactly by ALS. ``"bernoulli"``: the
         paper's MARS objective alone (its relaxation's MAP masks), then an ALS polish.
-    prior_strength: ``c`` above; 1 is BIC, larger prunes more.
+    prior_strength: ``c`` above; 1 is BIC, larger prunes more, 0 keeps every index that
+        lowers the error at all. Default: 1, or 0 within a ``budget`` (below).
     proposal: where the search starts: ``"spectral"`` (EVBMF on the unfolding spectra;
         Tucker, TT, TR), ``"greedy"`` (rank 1 everywhere, then add), ``"mars"`` (the MARS
         relaxation's MAP ranks), or ``"auto"``: spectral for Tucker/TT/TR, greedy otherwise.
@@ -89,8 +92,10 @@ def fit(
     min_rank: smallest rank a bond may take (1). Rank 0 zeroes the whole network: pass 0 to
         allow it.
     budget: a size budget: a parameter count (``int``) or a compression ratio (``"20x"``).
-        The selection returns the best network by the same criterion among those within it
-        (never more parameters); see :mod:`tnmars.fitting.budget` and :func:`tnmars.sweep`.
+        The selection returns the network that fits the data best among those within it
+        (never more parameters): a budget is the size the caller chose, so the Occam prior
+        is off unless ``prior_strength`` is given (then: the MAP network within the
+        budget, which may be smaller). See :mod:`tnmars.fitting.budget` and :func:`tnmars.sweep`.
     selection: settings of the rank search, by name (fields of
         :class:`~tnmars.fitting.search.RankSearch`: ``sweeps``, ``full_sweeps``,
         ``final_sweeps``, ``second_look``, ``patience``, ``exchanges``); default: its own,
@@ -111,7 +116,10 @@ def fit(
     t0 = time.perf_counter()
     prior = _choice(prior, PRIORS, "prior")
     proposal = _choice(proposal, PROPOSALS, "proposal")
-    strength = _positive_float(prior_strength, "prior_strength")
+    if prior_strength is None:
+        strength = DEFAULT_STRENGTH if budget is None else 0.0
+    else:
+        strength = _non_negative_float(prior_strength, "prior_strength")
     settings_relax = _relaxation(relaxation)
     search_settings = _selection(selection)
     if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
@@ -380,15 +388,15 @@ def _choice(value: Any, options: Sequence[str], name: str) -> str:
     return value.lower()
 
 
-def _positive_float(value: Any, name: str) -> float:
+def _non_negative_float(value: Any, name: str) -> float:
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive number; got {value!r}")
+        raise TypeError(f"{name} must be a number >= 0; got {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number; got {value!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive finite number; got {value}")
+        raise TypeError(f"{name} must be a number >= 0; got {value!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value}")
     return value
 
 

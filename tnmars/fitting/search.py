@@ -36,6 +36,9 @@ __all__ = ["Candidate", "RankSearch", "SEARCH_SETTINGS"]
 #: the last removal pass runs when the best fit's mean squared error (data at unit mean
 #: square) is below this: nearly exact data, where refits must converge far
 PRUNE_BELOW = 1e-4
+#: within a budget, networks of at most this many bonds also try removals followed by a
+#: greedy refill (``RankSearch._removed_and_refilled``); more bonds make it too costly
+REFILL_MAX_BONDS = 8
 #: the settings ``tnmars.fit(selection=...)`` may change
 SEARCH_SETTINGS = ("sweeps", "full_sweeps", "final_sweeps", "second_look", "patience", "exchanges")
 
@@ -217,7 +220,7 @@ class RankSearch:
                 uphill.append(step.move)
                 if len(uphill) > self.patience:
                     break
-        best = self._prune(self._fresh_removals(best))
+        best = self._restarted(self._prune(self._fresh_removals(best)))
         if self.exchanges and not self.stopped:
             rewired = self._rewire(best)
             if rewired is not best and not self.stopped:
@@ -257,6 +260,12 @@ class RankSearch:
                     tried.append(self.evaluate(cand, 3 * self.sweeps, f"{a}>{b}"))
                     if self.stopped:
                         return best
+                    tried.extend(self._refills(cand, f"{a}>{b}", net_seen))
+                    if self.stopped:
+                        return best
+            tried.extend(self._removed_and_refilled(net, net_seen))
+            if self.stopped:
+                return best
             tried.sort(key=lambda c: c.objective)
             improved = False
             for cand in tried[: 2 * self.second_look]:
@@ -272,6 +281,80 @@ class RankSearch:
             if not improved:
                 return best
             best = self._prune(best)
+        return best
+
+    def _refills(self, exchanged: Network, move: str, seen: set) -> list[Candidate]:
+        """Within a budget, an exchange may free parameters (the bond losing an index costs
+        more per index than the one gaining it): each way of spending them on one more index
+        somewhere, short refits. Near the ceiling no single step reaches the best network of
+        the budget from a worse one of the same size; an exchange followed by a refill does
+        (Tucker 6^4 within 306 parameters: (4,3,5,3) -> (5,3,5,2) -> (5,4,5,2), error 0.42 -> 0.37)."""
+        if self.max_params is None or exchanged.num_params >= self.max_params:
+            return []
+        out = []
+        for c, rc in exchanged.bonds.items():
+            if not self._fits(exchanged, {c: rc + 1}):
+                continue
+            key = tuple(rc + 1 if d == c else r for d, r in exchanged.bonds.items())
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(self.evaluate(grow(exchanged, c, self._rng), 3 * self.sweeps, f"{move}+{c}"))
+            if self.stopped:
+                break
+        return out
+
+    def _removed_and_refilled(self, net: Network, seen: set) -> list[Candidate]:
+        """Within a budget (networks of at most ``REFILL_MAX_BONDS`` bonds): one or two
+        indices fewer on a bond, then the freed parameters spent again greedily, one index at
+        a time where the short refit is best, until no index fits. This reaches the budget's
+        best network across bonds that share no core and through "two for one" trades, which
+        +-1 steps and exchanges cannot: TR 6^4 within 198 parameters, (6,2,2,2) -> (4,2,2,2) ->
+        (4,3,2,2), relative error 0.15 -> 0.11."""
+        if self.max_params is None or len(net.bonds) > REFILL_MAX_BONDS:
+            return []
+        out = []
+        for a, ra in net.bonds.items():
+            smaller = net
+            for k in (1, 2):
+                if ra - k < max(self.min_rank, 1):
+                    break
+                smaller = _feasible(shrink(smaller, a))
+                filled = self._fill(smaller, f"-{k}{a}")
+                if filled is not None and filled.ranks not in seen:
+                    seen.add(filled.ranks)
+                    out.append(filled)
+                if self.stopped:
+                    return out
+        return out
+
+    def _fill(self, net: Network, move: str) -> Candidate | None:
+        """``net`` grown one index at a time (the best short refit each time) while an index
+        fits in the budget; None when none fits."""
+        filled = None
+        while not self.stopped:
+            grown = [(c, r) for c, r in net.bonds.items() if self._fits(net, {c: r + 1})]
+            if not grown:
+                break
+            filled = min((self.evaluate(grow(net, c, self._rng), self.sweeps, f"{move}+{c}") for c, _ in grown),
+                         key=lambda cand: cand.objective)
+            net, move = filled.network, filled.move
+        return filled
+
+    def _restarted(self, best: Candidate) -> Candidate:
+        """The best network refitted from fresh starts at its own ranks (``fresh``), when one
+        fits better: the walk's cores can sit in a poor ALS minimum at the right ranks (TR 6^4
+        at (4,3,2,2): relative error 0.13 from the walk, 0.11 from a fresh start)."""
+        if self.fresh is None or self.stopped:
+            return best
+        for start in self.fresh(dict(best.network.bonds)):
+            cand = self.evaluate(start, self.full_sweeps, "restart")
+            if cand.objective < best.objective:
+                best = cand
+                self.path.append(best)
+                self.trail.append(best)
+            if self.stopped:
+                break
         return best
 
     def _fresh_removals(self, best: Candidate) -> Candidate:

@@ -140,7 +140,7 @@ def search(
     max_rank: int | None = None,
     observed: Any = None,
     budget: int | str | None = None,
-    prior_strength: float = 1.0,
+    prior_strength: float | None = None,
     starts: int = 2,
     seed: int | np.random.Generator | None = None,
     backend: str | None = None,
@@ -159,7 +159,8 @@ def search(
         connected network at these ranks is never built: the search grows from rank 1.
     observed: boolean mask of observed entries (tensor completion); default all.
     budget: at most this many parameters (``int``) or at least this compression (``"20x"``).
-    prior_strength: ``c`` of the Occam criterion (1: BIC; larger prunes more).
+    prior_strength: ``c`` of the Occam criterion (1: BIC; larger prunes more). Default: 1,
+        or 0 within a budget (the best fit the budget allows), as in :func:`tnmars.fit`.
     starts: independent searches from different random starts; the one with the lowest MAP
         objective wins. Least squares on networks with loops has poor local minima (on
         random topologies of order 4, ALS and Levenberg-Marquardt from random values missed
