@@ -397,7 +397,7 @@ def budget_rows(pick: Selection) -> list[dict]:
                         seconds = time.perf_counter() - t0
                         row = {"part": "budgets", "split": split, "seed": seed, "snr": snr, "method": fmt,
                                "budget": limit, "params": int(res.num_params), "error": float(res.relative_error),
-                               "ranks": [int(r) for r in res.ranks], "seconds": seconds}
+                               "ranks": [int(r) for r in (res.fit if fmt == "fctn" else res).ranks], "seconds": seconds}
                         old = saved.get(_key(row)) if pick.reuse_grid else None
                         if old is not None and "grid_error" in old:
                             # the grid fits fixed ranks with ALS: it does not depend on the selection
@@ -498,8 +498,8 @@ def hosvd_params(x: np.ndarray, eps: float) -> tuple[int, float]:
     return core.size + sum(u.size for u in factors), relative(est, x)
 
 
-IMAGE_BUDGETS = {"tt": (250, 500, 1000, 2000, 4000, 8000, 16000),
-                 "tucker": (250, 500, 1000, 2000, 4000, 8000, 16000),
+IMAGE_BUDGETS = {"tt": (250, 500, 1000, 2000, 4000, 8000, 16000, 32000),
+                 "tucker": (250, 500, 1000, 2000, 4000, 8000, 16000, 32000),
                  "fctn": (250, 500, 1000, 2000)}
 
 

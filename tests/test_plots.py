@@ -90,6 +90,25 @@ def test_sweep_png(tmp_path):
         plot_sweep([1, 2])
 
 
+@pytest.mark.parametrize("xs", [[210, 260, 560, 1_000, 2_400, 6_000], [250, 500], [30, 45, 80], [1_200, 90_000]])
+def test_sweep_tick_labels_do_not_overlap(xs):
+    """A log axis spanning less than a decade or two labelled its minor ticks too, in
+    overlapping ``2x10^3``-style labels (the structure-search image figure)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plot_sweep(xs, np.linspace(0.3, 0.1, len(xs)))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    labels = [t for t in ax.xaxis.get_ticklabels(which="both") if t.get_text() and lo <= t.get_position()[0] <= hi]
+    assert len(labels) >= 2
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in labels]
+    assert not any("times" in t.get_text() or "^" in t.get_text() for t in labels)
+
+
 def test_the_extension_picks_the_format(tmp_path):
     """``path="fig.pdf"`` writes a real PDF (it wrote PNG bytes before); no extension: PNG."""
     probs = {"A": [0.9, 0.2]}

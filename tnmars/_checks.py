@@ -126,3 +126,38 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level - 1 if frame is None else level)
+
+
+def max_params(budget: Any, dense_size: int) -> int:
+    """The largest parameter count ``budget`` allows for a tensor (or layers) of ``dense_size``
+    entries: an ``int`` is a parameter count, a string ``"20x"`` a compression ratio.
+
+    >>> max_params("20x", dense_size=8000), max_params(350, dense_size=8000)
+    (400, 350)
+    """
+    if isinstance(budget, bool):
+        raise TypeError(f"budget must be a parameter count (int) or a compression ratio such as '20x'; got {budget!r}")
+    if isinstance(budget, (int, np.integer)):
+        if budget < 1:
+            raise ValueError(f"budget must be a positive parameter count; got {budget}")
+        return int(budget)
+    if isinstance(budget, str):
+        text = budget.strip().lower()
+        if text.endswith("x"):
+            try:
+                ratio = float(text[:-1])
+            except ValueError:
+                ratio = math.nan
+            if not (ratio >= 1 and math.isfinite(ratio)):
+                raise ValueError(f"a compression-ratio budget is a number >= 1 followed by 'x', such as '20x'; "
+                                 f"got {budget!r}")
+            return max(int(dense_size // ratio), 1)
+        raise ValueError(f"budget string {budget!r} is not a compression ratio; write it as '20x' "
+                         "(or pass an int parameter count)")
+    raise TypeError(f"budget must be a parameter count (int) or a compression ratio such as '20x'; "
+                    f"got {type(budget).__name__} {budget!r}")
+
+
+def describe_budget(budget: Any) -> str:
+    """How a budget reads in messages and result settings."""
+    return f"{budget} compression" if isinstance(budget, str) else f"{int(budget):,} parameters"

@@ -23,6 +23,7 @@ import numpy as np
 import opt_einsum
 
 from .backends import Backend, _name_of_class, backend_name_of, get_backend, infer_backend
+from .backends.torch_backend import TALL_SKINNY_RATIO
 from .paths import (
     MIN_TERMS_FOR_ESCALATION,
     Optimize,
@@ -34,6 +35,7 @@ from .paths import (
     normalize_memory_limit,
     normalize_optimize,
     pairwise_path,
+    star_paths,
 )
 from .spec import einsum_terms, labels_to_spec
 
@@ -66,6 +68,9 @@ class _Step:
     #: fused tensordot (torch) run it as one call instead of permute/reshape/matmul/reshape
     axes_a: tuple[int, ...] | None = None
     axes_b: tuple[int, ...] | None = None
+    #: 1 or 2: make operand a or b contiguous before a plain GEMM in which both are transposed
+    #: views (torch's GEMM ran about 2x slower with two transposed operands); 0: neither
+    copy_first: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,18 +161,28 @@ def _planning_size(n: int) -> int:
 
 
 #: How many FLOPs one entry copied by a transpose or written by a step is worth when choosing
-#: a path, for arrays larger than ``CACHED_ENTRIES`` (memory-bound copies whose fresh output
-#: page-faults) and for smaller ones, which stay in cache; and ``NARROW_GEMM``: a matrix
-#: product whose smallest side is ``s`` (at least 4; a vector product is memory-bound, not
-#: slower without end) is charged ``NARROW_GEMM / s`` of its FLOPs extra. Fitted on the
-#: benchmark's tuning rows of up to six operands (TT-matrix layers at batch 1-1024 and their
-#: weights, CP, Tucker, TR): every one of the 8 cheapest trees timed on NumPy and torch (one
-#: core, CPU time), these values minimise the worst slowdown of the chosen tree against the
-#: fastest one (1.19x; 100 / 10 / 32 with 2**17 entries gave 1.26x, FLOPs alone 1.52x).
-COPY_FLOPS = 50.0
+#: a path, for arrays larger than ``CACHED_ENTRIES`` (memory-bound copies) and for smaller
+#: ones, which stay in cache; and ``NARROW_GEMM``: a matrix product whose smallest side is
+#: ``s`` (at least 4; a vector product is memory-bound, not slower without end) is charged
+#: ``NARROW_GEMM / s`` of its FLOPs extra. Fitted by ``benchmarks/contraction_prices.py``
+#: (results in ``benchmarks/results/contraction_prices.md``): every candidate path of the
+#: benchmark's tuning rows of up to eight operands timed on NumPy and torch (one core, CPU
+#: time); these values minimise the worst slowdown of the chosen path against the fastest
+#: candidate, then the mean, then the change from the values before (50 / 2 / 8, fitted when
+#: transposed views were still charged as copies, which over-priced the copy of a 729x729
+#: TT-matrix weight and chose a path 1.57x slower on NumPy). A plain copy of a large array
+#: measured about 13 FLOPs of a single-threaded GEMM per entry on the benchmark machine.
+COPY_FLOPS = 10.0
 CACHED_COPY_FLOPS = 2.0
 CACHED_ENTRIES = 2**19
 NARROW_GEMM = 8.0
+#: A plain matrix product at least ``TALL_SKINNY_RATIO`` times taller than wide with a short
+#: inner side (which torch's backend runs as it is, not transposed) is charged this fraction
+#: of its FLOPs extra: torch ran (6561 x 10) @ (10 x 81) in 1.39 ms and (81 x 10) @ (10 x 6561),
+#: the same FLOPs and result entries, in 0.73 ms (NumPy: 0.59 and 0.63). Fitted with the
+#: prices above (worst slowdown of the chosen path over the tuning rows 1.20x, mean 1.014x;
+#: held out: 1.29x, 1.053x; before this fit 1.36x, 1.046x and 1.29x, 1.062x).
+TALL_GEMM = 0.25
 
 
 #: Steps whose result has more entries than this run as transpose/reshape/matmul even where a
@@ -297,6 +312,17 @@ def _choose_path(terms: list[str], output: str, sizes: dict[str, int], plan_size
                 best, found_by = priced, name
         if best is not first:
             note += f"; {found_by} found {best.flops:.4g} FLOPs against {first.flops:.4g}, and its path is used"
+    if optimize == "auto":
+        limit = _limit_entries(terms, output, plan_sizes, memory_limit)
+        first = best
+        for alt, name in star_paths(terms, output):
+            priced = _priced(alt, terms, output, sizes)
+            if priced.cost < best.cost and (limit is None or priced.largest <= limit):
+                best, found_by = priced, name
+        if best is not first:
+            note += (f"; the network is a star: the leaves taken into the centre ({found_by}) cost "
+                     f"{best.flops:.4g} FLOPs and transposes worth {best.copy_cost:.4g} copied entries, against "
+                     f"{first.flops:.4g} and {first.copy_cost:.4g}")
     if optimize == "auto" and len(terms) >= MIN_TERMS_FOR_ESCALATION and is_loopy(terms):
         found, searched = harder_search(terms, output, plan_sizes, memory_limit, best.flops)
         if not found:
@@ -342,7 +368,22 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
     """The executor's steps for a pairwise ``path`` (layouts chosen by :func:`_layout`), the
     final permutation, the total transpose cost in copied entries, the entries the steps
     write, the path's FLOPs (opt_einsum's count), its largest intermediate, and the copies
-    and writes priced in FLOPs."""
+    and writes priced in FLOPs.
+
+    A step's layout is chosen for that step alone; where both operands could be the left
+    side at the same price, the choice decides which later steps can read their operand as
+    a transposed view (a Tucker core taking its factors last index first: the factor must be
+    on the left every time), so the steps are built a second time with ties going the other
+    way, and the cheaper of the two is kept."""
+    first = _build_steps_once(path, terms, output, sizes, swap=False)
+    if not first[-1] or first[2] == 0:  # no tie, or nothing copied: nothing to gain
+        return first[:-1]
+    second = _build_steps_once(path, terms, output, sizes, swap=True)
+    # compare flops + traffic
+    return (second if second[4] + second[6] < first[4] + first[6] else first)[:-1]
+
+
+def _build_steps_once(path, terms, output, sizes, swap: bool):
     steps = []
     live = list(terms)
     ids = list(range(len(terms)))  # the slot of each live operand
@@ -351,11 +392,14 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
     traffic = 0.0
     flops = 0
     largest = 0
+    tied = False
     plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
     for pair in path:
         i, j = sorted(pair)
         rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
-        i, j, batch, a_free, contracted, b_free = _layout(i, j, live, rest, output, sizes, len(live) == 2)
+        (i, j, batch, a_free, contracted, b_free), step_tied = _layout(i, j, live, rest, output, sizes,
+                                                                      len(live) == 2, swap)
+        tied = tied or step_tied
         a, b = live[i], live[j]
         # every live index is shared or needed later: lone ones were pre-summed
         perm_a = tuple(a.index(c) for c in batch + a_free + contracted)
@@ -365,8 +409,12 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
         kk = prod(sizes[c] for c in contracted)
         n = prod(sizes[c] for c in b_free)
         result = "".join(batch + a_free + b_free)
+        plain = nb == 1 and kk != 1
+        cost_a, cost_b, copy_first = _gemm_copies([sizes[c] for c in a], perm_a, len(batch) + len(a_free),
+                                                  [sizes[c] for c in b], perm_b, len(batch) + len(contracted), plain)
         fused = (not batch and kk != 1 and (m < 16 * n or n == 1) and nb * m * n <= MAX_FUSED_ENTRIES
-                 and a_free == [c for c in a if c in a_free] and b_free == [c for c in b if c in b_free])
+                 and a_free == [c for c in a if c in a_free] and b_free == [c for c in b if c in b_free]
+                 and not copy_first)
         steps.append(
             _Step(
                 first=i,
@@ -386,11 +434,11 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
                 slot_out=len(terms) + len(steps),
                 axes_a=tuple(a.index(c) for c in contracted) if fused else None,
                 axes_b=tuple(b.index(c) for c in contracted) if fused else None,
+                copy_first=copy_first,
             )
         )
         ids = [t for k, t in enumerate(ids) if k not in (i, j)] + [len(terms) + len(steps) - 1]
-        for term, perm in ((a, perm_a), (b, perm_b)):
-            moved = _permute_cost([sizes[c] for c in term], perm)
+        for term, moved in ((a, cost_a), (b, cost_b)):
             copy_cost += moved
             traffic += moved * _traffic_price(prod(plan_sizes[c] for c in term))
         entries = prod(plan_sizes[c] for c in result)
@@ -402,13 +450,15 @@ def _build_steps(path: Sequence[Sequence[int]], terms: Sequence[str], output: st
         if not kk == 1:  # a narrow matrix product runs slower per FLOP than a wide one
             narrowest = max(min(_planning_size(m), _planning_size(kk), _planning_size(n)), 4)
             traffic += step_flops * NARROW_GEMM / narrowest
+            if nb == 1 and m >= TALL_SKINNY_RATIO * n and kk < max(64, 2 * n):
+                traffic += step_flops * TALL_GEMM  # torch runs it directly, and slowly
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
     final = live[0]
     final_perm = tuple(final.index(c) for c in output)
     moved = _permute_cost([sizes[c] for c in final], final_perm)
     copy_cost += moved
     traffic += moved * _traffic_price(prod(plan_sizes[c] for c in final))
-    return tuple(steps), final_perm, copy_cost, written, flops, largest, traffic
+    return tuple(steps), final_perm, copy_cost, written, flops, largest, traffic, tied
 
 
 def _permute_cost(sizes: Sequence[int], perm: Sequence[int]) -> float:
@@ -446,14 +496,50 @@ def _permute_cost(sizes: Sequence[int], perm: Sequence[int]) -> float:
     return entries * per_entry
 
 
-def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict[str, int], last: bool):
+def _is_transposed_view(sizes: Sequence[int], perm: Sequence[int], rows: int) -> bool:
+    """Whether an array of ``sizes`` permuted by ``perm`` and read as a matrix (rows: the first
+    ``rows`` axes of ``perm``, columns: the rest) is the transpose of a contiguous matrix: the
+    reshape keeps it a view and BLAS reads it with its transpose flag, so nothing is copied.
+
+    >>> _is_transposed_view((5, 5, 5), (2, 0, 1), 1), _is_transposed_view((5, 5, 5), (2, 1, 0), 1)
+    (True, False)
+    """
+    r = [ax for ax in perm[:rows] if sizes[ax] != 1]
+    c = [ax for ax in perm[rows:] if sizes[ax] != 1]
+    return c + r == [ax for ax in range(len(sizes)) if sizes[ax] != 1]
+
+
+def _gemm_copies(sizes_a, perm_a, rows_a, sizes_b, perm_b, rows_b, plain: bool) -> tuple[float, float, int]:
+    """The copy costs (:func:`_permute_cost`) of a step's operands ``a`` (a matrix of
+    ``rows_a`` row axes after ``perm_a``) and ``b``, and which one the executor copies first
+    (:attr:`_Step.copy_first`). In a plain GEMM (``plain``: no batch index, something summed) an
+    operand that is a transposed view costs nothing; when both are, the smaller is copied.
+    Tucker 10^6 rank 5 as such products, the core's last index first (the factor times the
+    core read as a transposed matrix, no copy): 2.6 ms on NumPy and 4.9 ms on torch, against
+    7.2 and 14.3 ms with the copies the plan made before (one run, shared machine)."""
+    cost_a, cost_b = _permute_cost(sizes_a, perm_a), _permute_cost(sizes_b, perm_b)
+    if not plain:
+        return cost_a, cost_b, 0
+    view_a = cost_a > 0 and _is_transposed_view(sizes_a, perm_a, rows_a)
+    view_b = cost_b > 0 and _is_transposed_view(sizes_b, perm_b, rows_b)
+    if view_a and view_b:
+        return (cost_a, 0.0, 1) if prod(sizes_a) <= prod(sizes_b) else (0.0, cost_b, 2)
+    return (0.0 if view_a else cost_a), (0.0 if view_b else cost_b), 0
+
+
+def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict[str, int], last: bool,
+            swap: bool = False):
     """Choose which operand is the matmul's left side and the order of the batch, free and
-    contracted indices, so that the transposes (copies) cost least by :func:`_permute_cost`.
+    contracted indices, so that the transposes (copies) cost least by :func:`_gemm_copies`;
+    also say whether the other choice of left side cost as much (ties put operand ``i`` on
+    the left, or with ``swap`` the smaller operand: :func:`_build_steps` tries both).
     At the last step the result's own transpose to the output order is counted too: a few
     small operand transposes can turn a shredded permutation of a large result into a cheap
     block swap (measured 10x cheaper for a TT-matrix weight)."""
     rank = {c: output.index(c) for c in output}
     best = None
+    tied = False
+    small = j if prod(sizes[c] for c in live[j]) < prod(sizes[c] for c in live[i]) else i
     for first, second in ((i, j), (j, i)):
         a, b = live[first], live[second]
         shared = [c for c in a if c in b]
@@ -461,6 +547,7 @@ def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict
         contr_sets = {tuple(c for c in a if c in shared and c not in rest), tuple(c for c in b if c in shared and c not in rest)}
         free_a = [c for c in a if c not in shared]
         free_b = [c for c in b if c not in shared]
+        kk = prod(sizes[c] for c in shared if c not in rest)
         free_options = [(free_a, free_b)]
         if last:
             free_options.append((sorted(free_a, key=rank.__getitem__), sorted(free_b, key=rank.__getitem__)))
@@ -469,15 +556,20 @@ def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict
                 for fa, fb in free_options:
                     order_a = list(batch) + fa + list(contracted)
                     order_b = list(batch) + list(contracted) + fb
-                    cost = _permute_cost([sizes[c] for c in a], [a.index(c) for c in order_a]) + _permute_cost(
-                        [sizes[c] for c in b], [b.index(c) for c in order_b])
+                    plain = kk != 1 and prod(sizes[c] for c in batch) == 1
+                    cost_a, cost_b, _ = _gemm_copies(
+                        [sizes[c] for c in a], [a.index(c) for c in order_a], len(batch) + len(fa),
+                        [sizes[c] for c in b], [b.index(c) for c in order_b], len(batch) + len(contracted), plain)
+                    cost = cost_a + cost_b
                     if last:
                         result = list(batch) + fa + fb
                         cost += _permute_cost([sizes[c] for c in result], [result.index(c) for c in output])
-                    key = (cost, first != i)
+                    key = (cost, (first != small) if swap else (first != i))
+                    if best is not None and cost == best[0][0] and first != best[1][0]:
+                        tied = True
                     if best is None or key < best[0]:
                         best = (key, (first, second, list(batch), list(fa), list(contracted), list(fb)))
-    return best[1]
+    return best[1], tied
 
 
 def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
@@ -506,7 +598,11 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
         elif step.batched:
             c = backend.matmul(backend.reshape(a, step.shape_a), backend.reshape(b, step.shape_b))
         else:  # a plain GEMM
-            c = backend.matmul(backend.reshape(a, step.shape_a[1:]), backend.reshape(b, step.shape_b[1:]))
+            a = backend.reshape(a, step.shape_a[1:])
+            b = backend.reshape(b, step.shape_b[1:])
+            if step.copy_first:
+                a, b = (backend.contiguous(a), b) if step.copy_first == 1 else (a, backend.contiguous(b))
+            c = backend.matmul(a, b)
         slots[step.slot_out] = backend.reshape(c, step.out_shape)
     out = slots[-1]
     if plan.final_perm != plan.identity_perm:

@@ -239,6 +239,42 @@ def _memory_arg(terms, output, sizes, memory_limit) -> int | None:
     return max(prod(sizes[c] for c in t) for t in [*terms, output])
 
 
+def star_paths(terms: Sequence[str], output: str) -> list[tuple[tuple[tuple[int, int], ...], str]]:
+    """For a star (one centre sharing an index with every other operand, the leaves sharing
+    none among themselves: a Tucker network), the leaves contracted into the centre one at a
+    time in the order of the centre's indices, last first and first first: ``(path, name)``
+    each; none for other graphs. All orders can tie in FLOPs while their copies differ:
+    taking the centre's last index first, every step is a factor times the centre read as a
+    transposed matrix, and nothing is copied (see ``tnmars.contract._gemm_copies``).
+
+    >>> star_paths(["abc", "xa", "yb", "zc"], "xyz")[0]
+    (((0, 3), (1, 2), (0, 1)), 'star, last index first')
+    """
+    n = len(terms)
+    if n < 3:
+        return []
+    for centre, core in enumerate(terms):
+        leaves = [k for k in range(n) if k != centre]
+        owners: dict[str, set[int]] = {}
+        for k in leaves:
+            for c in terms[k]:
+                owners.setdefault(c, set()).add(k)
+        if any(len(ks) > 1 for ks in owners.values()):
+            continue
+        if not all(set(terms[k]) & set(core) for k in leaves):
+            continue
+        first_index = {k: min(core.index(c) for c in terms[k] if c in core) for k in leaves}
+        found = []
+        for reverse, name in ((True, "star, last index first"), (False, "star, first index first")):
+            order = sorted(leaves, key=first_index.__getitem__, reverse=reverse)
+            tree: Any = centre
+            for k in order:
+                tree = (tree, k)
+            found.append((_tree_path(tree, n), name))
+        return found
+    return []
+
+
 def cheapest_paths(terms: Sequence[str], output: str, sizes: dict[str, int], keep: int = 8,
                    within: float = 2.0) -> list[tuple[tuple[tuple[int, int], ...], int]]:
     """The ``keep`` cheapest contraction trees by FLOPs (opt_einsum's count), each as a

@@ -40,6 +40,17 @@ def _integer_ticks():
     return MaxNLocator(integer=True)
 
 
+def _plain_log_ticks(axis) -> None:
+    """Ticks at 1, 2 and 5 per decade, written as plain numbers (``2,000``, not ``2x10^3``),
+    no minor labels: matplotlib's default labels minor ticks of a short log axis too, and
+    they collide."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _finish(fig, path: str | os.PathLike | None, dpi: int):
     """Write ``fig`` to ``path`` in the format its extension names (``.png``, ``.pdf``,
     ``.svg``, ...; PNG when there is none); an unknown extension is a ``ValueError``."""
@@ -316,6 +327,7 @@ def plot_sweep(
                 ax.annotate(str(text), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if logx:
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)

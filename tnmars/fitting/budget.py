@@ -15,11 +15,8 @@ returned network never exceeds the budget.
 """
 from __future__ import annotations
 
-import math
-from typing import Any
-
-import numpy as np
-
+from .._checks import describe_budget as describe
+from .._checks import max_params
 from ..network import Network
 from .criterion import Occam
 from .graph import degrees_of_freedom
@@ -27,36 +24,6 @@ from .moves import shrink
 from .solvers import FitData, als
 
 __all__ = ["max_params", "describe", "shrink_to_params", "descend_to_params", "smallest_params"]
-
-
-def max_params(budget: Any, dense_size: int) -> int:
-    """The largest parameter count ``budget`` allows for a tensor of ``dense_size`` entries."""
-    if isinstance(budget, bool):
-        raise TypeError(f"budget must be a parameter count (int) or a compression ratio such as '20x'; got {budget!r}")
-    if isinstance(budget, (int, np.integer)):
-        if budget < 1:
-            raise ValueError(f"budget must be a positive parameter count; got {budget}")
-        return int(budget)
-    if isinstance(budget, str):
-        text = budget.strip().lower()
-        if text.endswith("x"):
-            try:
-                ratio = float(text[:-1])
-            except ValueError:
-                ratio = math.nan
-            if not (ratio >= 1 and math.isfinite(ratio)):
-                raise ValueError(f"a compression-ratio budget is a number >= 1 followed by 'x', such as '20x'; "
-                                 f"got {budget!r}")
-            return max(int(dense_size // ratio), 1)
-        raise ValueError(f"budget string {budget!r} is not a compression ratio; write it as '20x' "
-                         "(or pass an int parameter count)")
-    raise TypeError(f"budget must be a parameter count (int) or a compression ratio such as '20x'; "
-                    f"got {type(budget).__name__} {budget!r}")
-
-
-def describe(budget: Any) -> str:
-    """How a budget reads in messages and result settings."""
-    return f"{budget} compression" if isinstance(budget, str) else f"{int(budget):,} parameters"
 
 
 def smallest_params(net: Network, min_rank: int) -> int:

@@ -306,39 +306,49 @@ class RankSearch:
 
     def _removed_and_refilled(self, net: Network, seen: set) -> list[Candidate]:
         """Within a budget (networks of at most ``REFILL_MAX_BONDS`` bonds): one or two
-        indices fewer on a bond, then the freed parameters spent again greedily, one index at
-        a time where the short refit is best, until no index fits. This reaches the budget's
-        best network across bonds that share no core and through "two for one" trades, which
-        +-1 steps and exchanges cannot: TR 6^4 within 198 parameters, (6,2,2,2) -> (4,2,2,2) ->
-        (4,3,2,2), relative error 0.15 -> 0.11."""
+        indices fewer on a bond, or one fewer on each of two bonds, then the freed parameters
+        spent again greedily, one index at a time where the short refit is best, until no
+        index fits. This reaches the budget's best network across bonds that share no core
+        and through "two for one" trades, which +-1 steps and exchanges cannot: TR 6^4 within
+        198 parameters, (6,2,2,2) -> (4,2,2,2) -> (4,3,2,2), relative error 0.15 -> 0.11."""
         if self.max_params is None or len(net.bonds) > REFILL_MAX_BONDS:
             return []
+        floor = max(self.min_rank, 1)
+        bonds = [b for b, r in net.bonds.items() if r > floor]
+        removals = [(b,) for b in bonds] + [(b, b) for b in bonds if net.bonds[b] - 2 >= floor]
+        removals += [(a, b) for k, a in enumerate(bonds) for b in bonds[k + 1:]]
         out = []
-        for a, ra in net.bonds.items():
+        for removal in removals:
             smaller = net
-            for k in (1, 2):
-                if ra - k < max(self.min_rank, 1):
-                    break
-                smaller = _feasible(shrink(smaller, a))
-                filled = self._fill(smaller, f"-{k}{a}")
-                if filled is not None and filled.ranks not in seen:
-                    seen.add(filled.ranks)
-                    out.append(filled)
-                if self.stopped:
-                    return out
+            for b in removal:
+                smaller = _feasible(shrink(smaller, b))
+            filled = self._fill(smaller, "-" + "-".join(removal))
+            if filled is not None and filled.ranks not in seen:
+                seen.add(filled.ranks)
+                out.append(filled)
+            if self.stopped:
+                break
         return out
 
     def _fill(self, net: Network, move: str) -> Candidate | None:
-        """``net`` grown one index at a time (the best short refit each time) while an index
-        fits in the budget; None when none fits."""
+        """``net`` grown one index at a time while an index fits in the budget, each time the
+        one whose short refit gains most per parameter it adds (the index that gains most
+        outright can take the room of two that gain more together); None when none fits."""
         filled = None
+        base = None
         while not self.stopped:
             grown = [(c, r) for c, r in net.bonds.items() if self._fits(net, {c: r + 1})]
             if not grown:
                 break
-            filled = min((self.evaluate(grow(net, c, self._rng), self.sweeps, f"{move}+{c}") for c, _ in grown),
-                         key=lambda cand: cand.objective)
-            net, move = filled.network, filled.move
+            if base is None:
+                base = self.evaluate(net, self.sweeps, move)
+            options = []
+            for c, _ in grown:
+                cand = self.evaluate(grow(net, c, self._rng), self.sweeps, f"{move}+{c}")
+                added = cand.network.num_params - net.num_params
+                options.append(((base.objective - cand.objective) / max(added, 1), cand))
+            filled = max(options, key=lambda o: o[0])[1]
+            base, net, move = filled, filled.network, filled.move
         return filled
 
     def _restarted(self, best: Candidate) -> Candidate:

@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import max_params
 from .base import warn_user
+from .budget import allocate_ranks
 from .layers import (
     FORMATS,
     LowRankLinear,
@@ -374,7 +376,8 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
 # ------------------------------------------------------------------------------ whole models
 def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Iterable[str] | None = None, *,
               linear: str | None = "tt", conv: str | None = "tucker2", embedding: str | None = "tt",
-              rank: Any = None, inplace: bool = False, **options: Any) -> nn.Module:
+              rank: Any = None, budget: int | str | None = None, inplace: bool = False,
+              **options: Any) -> nn.Module:
     """Replace the ``nn.Linear``, ``nn.Conv2d`` and ``nn.Embedding`` layers of ``model`` by their
     decomposed tensorized counterparts (a copy unless ``inplace``).
 
@@ -395,6 +398,12 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         A matrix format (:meth:`TensorizedEmbedding.from_embedding`) or ``None``.
     rank:
         Passed to every conversion (``None``: each layer at most as large as the dense one).
+    budget:
+        Instead of ``rank``: the converted layers together get at most this many parameters
+        (``int``, cores only) or at least this compression of their dense weights (``"10x"``);
+        each layer's rank is chosen where its weight's error falls most per parameter
+        (:mod:`tnmars.nn.budget`). MARS fine-tuning only closes indices, so the model stays
+        within it.
     options:
         MARS settings and mode for every new layer (``mars``, ``pi``, ``alpha``,
         ``temperature``, ``min_rank``, ``mode``).
@@ -403,6 +412,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     >>> small = tensorize(model, lambda name, m: isinstance(m, nn.Linear), rank=4)
     >>> [type(m).__name__ for m in small]
     ['Conv2d', 'Flatten', 'TensorizedLinear']
+    >>> within = tensorize(model, budget="8x")
+    >>> sum(m.num_params for m in within.modules() if hasattr(m, "dense_size")) <= (8 * 3 * 9 + 128 * 10) // 8
+    True
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -422,13 +434,19 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         missing = named - known
         if missing:
             raise ValueError(f"no modules named {sorted(missing)} in the model")
+    if budget is not None and rank is not None:
+        raise ValueError("give rank= or budget=, not both: a budget chooses every layer's rank")
     new = model if inplace else copy.deepcopy(model)
+    targets = [(name, module) for name, module in list(new.named_modules())
+               if name and _wanted(name, module, filter, named)]
     skipped = []
-    for name, module in list(new.named_modules()):
-        if not name or not _wanted(name, module, filter, named):
-            continue
+    ranks = {}
+    if budget is not None:
+        ranks = _budget_ranks(targets, budget, lambda m, r: _convert(m, linear, conv, embedding, r, options),
+                              strict=named is not None)
+    for name, module in targets:
         try:
-            replacement = _convert(module, linear, conv, embedding, rank, options)
+            replacement = _convert(module, linear, conv, embedding, ranks.get(name, rank), options)
         except ValueError as err:
             if named is not None:
                 raise
@@ -441,6 +459,29 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
     return new
+
+
+def _budget_ranks(targets: list[tuple[str, nn.Module]], budget: Any, build: Callable[[nn.Module, int], Any],
+                  strict: bool) -> dict[str, int]:
+    """Every convertible target's rank within ``budget`` (:func:`tnmars.nn.budget.allocate_ranks`);
+    layers that cannot be converted are left to the conversion loop (which skips or raises)."""
+    convertible = {}
+    dense = 0
+    for name, module in targets:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                smallest = build(module, 1)
+        except ValueError:
+            if strict:
+                raise
+            continue
+        if smallest is not None:
+            convertible[name] = module
+            dense += smallest.dense_size
+    if not convertible:
+        raise ValueError("budget= given but no layer of the model can be converted")
+    return allocate_ranks(convertible, build, max_params(budget, dense))
 
 
 def _wanted(name: str, module: nn.Module, filter: Any, named: set[str] | None) -> bool:

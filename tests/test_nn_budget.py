@@ -1,0 +1,96 @@
+"""Budgets for tensorized models: ``tensorize(model, budget=...)`` never exceeds the budget and
+spends it where the weights need it."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tnmars.nn import tensorize
+from tnmars.nn.budget import allocate_ranks, weight_error
+from tnmars.nn.convert import from_linear
+
+
+def _core_params(model: nn.Module) -> int:
+    return sum(m.num_params for m in model.modules() if hasattr(m, "dense_size") and hasattr(m, "num_params"))
+
+
+def _model(seed: int = 0) -> nn.Sequential:
+    """Two linears: one whose weight has rank 2 (cheap to represent), one full rank."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    with torch.no_grad():
+        u, v = torch.randn(64, 2), torch.randn(2, 64)
+        model[0].weight.copy_(u @ v / 8)
+    return model
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("budget", [600, 1500, "5x"])
+@pytest.mark.parametrize("linear", ["tt", "lowrank"])
+def test_a_tensorized_model_never_exceeds_its_budget(budget, linear):
+    model = _model()
+    small = _quiet(tensorize, model, linear=linear, budget=budget)
+    limit = budget if isinstance(budget, int) else (2 * 64 * 64) // 5
+    assert 0 < _core_params(small) <= limit
+    x = torch.randn(3, 64)
+    assert small(x).shape == (3, 64) and torch.isfinite(small(x)).all()
+
+
+def test_the_budget_goes_where_the_weights_need_it():
+    """Against a uniform share of the same size, the allocation gives the rank-2 layer about
+    rank 2 and the rest to the full-rank layer: a smaller total weight error."""
+    model = _model()
+    limit = 1100
+    allocated = _quiet(tensorize, model, linear="lowrank", budget=limit)
+    uniform = _quiet(tensorize, model, linear="lowrank", rank=limit / (2 * 64 * 64))
+    assert _core_params(uniform) <= limit and _core_params(allocated) <= limit
+
+    def total_error(m):
+        return weight_error(model[0], m[0]) + weight_error(model[2], m[2])
+
+    assert allocated[0].max_ranks["A"] == 2  # exact at rank 2: no more parameters there
+    assert allocated[2].max_ranks["A"] > uniform[2].max_ranks["A"]
+    assert total_error(allocated) < 0.9 * total_error(uniform)
+    assert weight_error(model[0], allocated[0]) < 1e-10
+
+
+def test_allocation_is_greedy_by_error_per_parameter_and_stays_within_the_limit():
+    torch.manual_seed(1)
+    layers = {"a": nn.Linear(32, 48), "b": nn.Linear(48, 16), "c": nn.Linear(16, 16)}
+    for limit in (300, 700, 1500):
+        ranks = _quiet(allocate_ranks, layers, lambda m, r: from_linear(m, "tt", rank=r), limit)
+        built = {n: _quiet(from_linear, layers[n], "tt", rank=r) for n, r in ranks.items()}
+        assert sum(layer.num_params for layer in built.values()) <= limit
+    with pytest.raises(ValueError, match="rank 1"):
+        _quiet(allocate_ranks, layers, lambda m, r: from_linear(m, "tt", rank=r), 10)
+
+
+def test_bad_budgets_are_refused_before_any_work():
+    model = _model()
+    with pytest.raises(ValueError, match="not both"):
+        tensorize(model, rank=4, budget=500)
+    with pytest.raises(ValueError, match="compression"):
+        tensorize(model, budget="ten times")
+    with pytest.raises(TypeError, match="budget"):
+        tensorize(model, budget=2.5)
+    with pytest.raises(ValueError, match="no layer"):
+        tensorize(nn.Sequential(nn.ReLU()), budget=100)
+    with pytest.raises(ValueError, match="rank 1"):
+        _quiet(tensorize, model, budget=10)
+
+
+def test_weight_error_is_zero_at_full_rank_and_one_for_a_zero_approximation():
+    layer = nn.Linear(12, 10)
+    full = _quiet(from_linear, layer, "tt", rank="full")
+    assert weight_error(layer, full) < 1e-10
+    with torch.no_grad():
+        for core in full.cores:
+            core.zero_()
+    assert np.isclose(weight_error(layer, full), 1.0)
