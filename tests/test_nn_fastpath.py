@@ -134,6 +134,21 @@ def test_copies_and_pickles_leave_the_blocks_behind():
         torch.testing.assert_close(clone(x), y)
 
 
+def test_values_kept_without_gradients_are_not_mixed_across_autocast():
+    """The usual path keeps core products between no-grad calls; one made under autocast
+    (bfloat16) must not be reused by a float32 call after it (it was: a dtype error)."""
+    torch.manual_seed(5)
+    layer = LAYERS["tt"](mars=False).eval()
+    layer.mode = "cores"
+    x = torch.randn(1, layer.in_features)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)  # its core products are made in bfloat16
+    with torch.no_grad():
+        got = layer(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, _reference(layer, x), atol=1e-5, rtol=1e-4)
+
+
 def test_autocast_and_forced_modes_take_the_usual_path():
     torch.manual_seed(5)
     layer = LAYERS["tt"](mars=False).eval()

@@ -40,7 +40,7 @@ class Program:
     only reshapes it (:attr:`reshapes_data`).
 
     ``constants``: how many leading operands are parameters (the cores; the rest is data).
-    When no gradient is recorded (``torch.no_grad``, inference), the values that depend on
+    When no gradient is recorded (``torch.no_grad``, inference) and autocast is off, the values that depend on
     the parameters only (their permuted copies, products of two cores) are kept between calls
     and reused while the parameters are unchanged (same tensors, same version counters): a
     compressed layer at batch 1 then copies only the data's intermediates. The kept values
@@ -106,7 +106,7 @@ class Program:
         return False
 
     def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
-        if self.cacheable and not torch.is_grad_enabled() and not is_recording():
+        if self.cacheable and not torch.is_grad_enabled() and not is_recording() and not _autocasting(operands[0]):
             return self._run_kept(operands)
         return run(self.code, operands)
 
@@ -149,6 +149,15 @@ def run(code: tuple, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         live.append(c)
     out = live[0]
     return out if final_perm is None else out.permute(final_perm)
+
+
+def _autocasting(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device: kept values made under it have its dtype and
+    must not be reused outside it (nor kept ones inside it)."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # older PyTorch: no device argument
+        return torch.is_autocast_enabled()
 
 
 def _moves_only_ones(shape: Sequence[int], perm: Sequence[int]) -> bool:
