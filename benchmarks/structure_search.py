@@ -631,19 +631,36 @@ _MERGES = (("bcfb54d", ("5026c71", "733ac0a"), "contraction planner; TR removals
             "TR fresh removals also from random starts; Tucker spectral start in less memory"))
 
 
+#: commits before 0938baf, where a budget was a ceiling for the MAP criterion (since then: the
+#: best fit within the budget, and removals with refills near the ceiling)
+_BEFORE_FILLED_BUDGETS = ("5026c71", "733ac0a", "6623739", "64e34d0")
+
+
 def staleness(rows: list[dict]) -> str:
-    """What is known about rows measured by code older than the last merge of main."""
+    """What is known about rows measured by code older than the last merge of main, and about
+    budget rows measured before budgets were filled."""
+    ceiling = [r for r in rows if r["part"] in ("budgets", "image") and str(r["method"]).startswith(("sweep", "fctn"))
+               and r.get("commit") in _BEFORE_FILLED_BUDGETS or (r["part"] == "budgets" and r.get("commit")
+                                                                 in _BEFORE_FILLED_BUDGETS)]
+    note = ""
+    if ceiling:
+        filled = min(r["params"] / r["budget"] for r in ceiling)
+        note = ("\n\n**Budget rows before 0938baf.** " + "; ".join(
+            " ".join(str(v) for v in (r["method"], r.get("split"), r.get("seed")) if v not in (None, ""))
+            + f" at {r['budget']} ({r['commit']})" for r in ceiling)
+            + " were measured when a budget was a ceiling for the MAP criterion, before budgets were filled "
+            f"(0938baf), and were not rerun; they used at least {filled:.0%} of their budgets.")
     last, older, _ = _MERGES[-1]
     old = [r for r in rows if r.get("commit") in older]
     if not old:
-        return ""
+        return note.strip()
     changes = "; ".join(f"{m}: {what}" for m, _, what in _MERGES)
     counts = ", ".join(f"{sum(r['part'] == part for r in old)} {part}" for part in sorted({r["part"] for r in old}))
     return (f"**Older rows.** {len(old)} rows ({counts}) were measured before the merge of main at {last} "
             f"(changes that reach this benchmark: {changes}). After that merge every TR row was measured again, "
             "and the recovery cases tune 1 and heldout 100 at both noise levels (24 rows: search, TT, TR, Tucker, "
             "TT-SVD, HOSVD) gave the same parameters and errors as before it, to rounding; the other older rows "
-            "were not rerun.")
+            "were not rerun." + note)
 
 
 def coverage(rows: list[dict]) -> str:
