@@ -307,8 +307,8 @@ class RankSearch:
     def _removed_and_refilled(self, net: Network, seen: set) -> list[Candidate]:
         """Within a budget (networks of at most ``REFILL_MAX_BONDS`` bonds): one or two
         indices fewer on a bond, or one fewer on each of two bonds, then the freed parameters
-        spent again greedily, one index at a time where the short refit is best, until no
-        index fits. This reaches the budget's best network across bonds that share no core
+        spent again greedily (:meth:`_fill`: one index at a time, where the short refit gains
+        most per parameter) until no index fits. This reaches the budget's best network across bonds that share no core
         and through "two for one" trades, which +-1 steps and exchanges cannot: TR 6^4 within
         198 parameters, (6,2,2,2) -> (4,2,2,2) -> (4,3,2,2), relative error 0.15 -> 0.11."""
         if self.max_params is None or len(net.bonds) > REFILL_MAX_BONDS:
