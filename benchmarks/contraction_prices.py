@@ -25,21 +25,16 @@ import statistics
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_saved_path = list(sys.path)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-import selectors  # noqa: E402,F401  (the standard one, before benchmarks/selectors.py can shadow it)
+sys.path.insert(0, _HERE)
+# first: benchmarks/contraction.py loads the standard `selectors` (benchmarks/selectors.py would
+# shadow it) and pins one BLAS thread before NumPy loads
+from contraction import cases, time_batched  # noqa: E402
 
-sys.path[:] = _saved_path
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
+# isort: split
 import numpy as np  # noqa: E402
 import opt_einsum  # noqa: E402
 import torch  # noqa: E402
-
-sys.path.insert(0, _HERE)
 from _common import machine_line, markdown_table, write_result  # noqa: E402
-from contraction import cases, time_batched  # noqa: E402
 
 from tnmars.backends import get_backend  # noqa: E402
 from tnmars.contract import make_plan  # noqa: E402

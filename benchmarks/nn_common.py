@@ -6,6 +6,7 @@ class, 28x28). We use one fixed stratified split, 4,000 train / 1,000 test.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import platform
@@ -51,6 +52,18 @@ def header(title: str, command: str, notes: str = "", run_at: str | None = None)
             f"\n\nMachine: {machine}\n")
     if notes:
         text += "\n" + notes.strip() + "\n"
+    return text
+
+
+def publish(stem: str, title: str, command: str, notes: str, table: str, records: list | None = None) -> str:
+    """Print and write ``results/<stem>.md`` (header, notes, table) and, with ``records``, the
+    rows as ``results/<stem>.json``."""
+    text = header(title, command, notes) + "\n" + table + "\n"
+    print(text)
+    write_result(f"{stem}.md", text)
+    if records is not None:
+        with open(os.path.join(RESULTS, f"{stem}.json"), "w") as fh:
+            json.dump(records, fh)
     return text
 
 

@@ -162,12 +162,7 @@ def main() -> None:
              "8 rows of a digit, hidden size 64, recurrent matrix `TTRecurrentMatrix(64, rank=8)`, dense head. "
              "Every tnmars layer at its constructor defaults (`pi=0.01`, `alpha=3`, `min_rank=1`, temperature "
              "0.1); 'old defaults': `alpha=-1, min_rank=0`. " + summary)
-    text = C.header("Default MARS layers in models they were not tuned on", cmd, notes)
-    text += "\n" + table + "\n"
-    print(text)
-    C.write_result("nn_defaults.md", text)
-    with open(os.path.join(C.RESULTS, "nn_defaults.json"), "w") as fh:
-        json.dump(records, fh)
+    C.publish("nn_defaults", "Default MARS layers in models they were not tuned on", cmd, notes, table, records)
 
 
 if __name__ == "__main__":

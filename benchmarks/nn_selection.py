@@ -129,12 +129,7 @@ def main() -> None:
              "mask logits in their own Adam parameter group at 10x the learning rate; 'prior x10': "
              "`MarsLoss(model, N / 10)`. One run per row (data split seed 0, torch seed 0); the CNN rows are held "
              "out (run once, after the MLP rows).")
-    text = C.header("Why default MARS layers select nothing within a short training", cmd, notes)
-    text += "\n" + table + "\n"
-    print(text)
-    C.write_result("nn_selection.md", text)
-    with open(os.path.join(C.RESULTS, "nn_selection.json"), "w") as fh:
-        json.dump(records, fh)
+    C.publish("nn_selection", "Why default MARS layers select nothing within a short training", cmd, notes, table, records)
 
 
 if __name__ == "__main__":
