@@ -127,6 +127,8 @@ def fit(
     seed = _seed(seed)
     prep = prepare(data, observed, backend, dtype)
     prep.backend.check_device(device)
+    if device is None:
+        device = prep.device  # GPU data: the relaxation trains there and the result goes back there
     template, fmt = _template(network, prep.shape, max_rank)
     limit = _budget(budget, template, min_rank)
     settings = {"format": fmt or template.spec, "prior": prior, "prior_strength": strength, "seed": seed,
