@@ -27,7 +27,7 @@ from .criterion import Occam
 from .data import Prepared, prepare
 from .graph import degrees_of_freedom, feasible_ranks
 from .progress import Reporter
-from .proposals import PROPOSALS, fresh_start, rank_one_start, ring_bonds, spectral_start
+from .proposals import PROPOSALS, fresh_start, loop_restarts, rank_one_start, ring_bonds, spectral_start
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
 from .search import SEARCH_SETTINGS, Candidate, RankSearch
@@ -165,7 +165,8 @@ def fit(
                        "exchanges": limit is not None, **search_settings}
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
                                 report=_search_reporter(reporter), max_params=limit,
-                                fresh=fresh_start(fmt, template, prep.data, seed), **options)
+                                fresh=fresh_start(fmt, template, prep.data, seed),
+                                restarts=loop_restarts(fmt, template, seed), **options)
             try:
                 best = search.run(start)
             except KeyboardInterrupt:  # Ctrl-C: the best network seen so far
