@@ -85,6 +85,9 @@ class RankSearch:
     ``fresh(ranks)``, when given, builds new starts at those ranks: on loops the ALS
     landscape has poor local minima, and a removal refitted from the current cores can stay
     in one where a fresh start at the smaller ranks does not (see ``_fresh_removals``).
+    ``restarts(ranks)``, when given, builds the starts of the final refit at the selected
+    ranks instead (``_restarted`` only: networks with loops other than rings, where fresh
+    starts for every removal would cost too much).
     """
 
     data: FitData
@@ -101,6 +104,7 @@ class RankSearch:
     seed: int | None = 0
     report: Callable[[Candidate, str], Any] | None = None
     fresh: Callable[[dict[str, int]], list[Network]] | None = None
+    restarts: Callable[[dict[str, int]], list[Network]] | None = None
     evaluations: int = 0
     path: list[Candidate] = field(default_factory=list)
     trail: list[Candidate] = field(default_factory=list)
@@ -367,12 +371,15 @@ class RankSearch:
         return filled
 
     def _restarted(self, best: Candidate) -> Candidate:
-        """The best network refitted from fresh starts at its own ranks (``fresh``), when one
-        fits better: the walk's cores can sit in a poor ALS minimum at the right ranks (TR 6^4
-        at (4,3,2,2): relative error 0.13 from the walk, 0.11 from a fresh start)."""
-        if self.fresh is None or self.stopped:
+        """The best network refitted from fresh starts at its own ranks (``restarts``, else
+        ``fresh``), when one fits better: the walk's cores can sit in a poor ALS minimum at the
+        right ranks (TR 6^4 at (4,3,2,2): relative error 0.13 from the walk, 0.11 from a fresh
+        start; a fully connected order-4 network at 20 dB: 0.126 from the walk, 0.088 from 4 of
+        12 random starts)."""
+        builder = self.restarts or self.fresh
+        if builder is None or self.stopped:
             return best
-        for start in self.fresh(dict(best.network.bonds)):
+        for start in builder(dict(best.network.bonds)):
             cand = self.evaluate(start, self.full_sweeps, "restart")
             if cand.objective < best.objective:
                 best = cand
