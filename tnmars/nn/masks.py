@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -59,38 +58,36 @@ def logistic_noise(like: torch.Tensor) -> torch.Tensor:
     return torch.logit(torch.rand(like.shape, dtype=like.dtype, device=like.device), eps=_NOISE_EPS)
 
 
-def _draw_codes(uniforms: Sequence[float] | np.ndarray, logits: Sequence[float] | np.ndarray,
-                temperature: float) -> np.ndarray:
+def _draw_codes(uniforms: list[float], logits: list[float], temperature: float) -> list[int]:
     """Per entry of a hard-concrete draw with these uniforms: 0 (exactly 0), 1 (strictly inside
     (0, 1)) or 2 (exactly 1), from ``z = (logit + log u - log(1 - u)) / T`` against the clamp
-    points, on the host in float64 (a few NumPy calls on the whole vector instead of six tensor
-    ops, whose per-call cost is most of a mask's).
+    points, on the host (a few Python operations per entry instead of six tensor ops).
 
-    >>> _draw_codes([0.5, 0.5, 0.5], [-5.0, 0.0, 5.0], 0.1).tolist()
+    >>> _draw_codes([0.5, 0.5, 0.5], [-5.0, 0.0, 5.0], 0.1)
     [0, 1, 2]
     """
-    u = np.clip(np.asarray(uniforms, dtype=np.float64), _NOISE_EPS, 1.0 - _NOISE_EPS)
-    z = np.log(u / (1.0 - u))
-    z += np.asarray(logits, dtype=np.float64)
-    codes = (z > _ZERO * temperature).astype(np.int8)
-    codes += z >= _ONE * temperature
+    lo, hi = _ZERO * temperature, _ONE * temperature
+    log, low, high = math.log, _NOISE_EPS, 1.0 - _NOISE_EPS
+    codes = []
+    for u, lg in zip(uniforms, logits):
+        u = low if u < low else high if u > high else u
+        t = lg + log(u / (1.0 - u))
+        codes.append(0 if t <= lo else 2 if t >= hi else 1)
     return codes
 
 
-def _all_ones(uniforms: np.ndarray, logits: np.ndarray, temperature: float) -> bool:
+def _all_ones(uniforms: list[float], logits: list[float], temperature: float) -> bool:
     """A sufficient test that every entry of the draw is exactly 1 (:func:`_draw_codes` all 2):
-    the smallest logit plus the smallest noise already reaches the upper clamp point. Two
-    reductions instead of the per-entry classification, for the usual state of open masks."""
-    u = min(max(float(uniforms.min()), _NOISE_EPS), 1.0 - _NOISE_EPS)
-    return float(logits.min()) + math.log(u / (1.0 - u)) >= _ONE * temperature
+    the smallest logit plus the noise of the smallest uniform already reaches the upper clamp
+    point. Two ``min`` calls instead of the per-entry classification, for the usual state of
+    open masks.
 
-
-def _on_host(*tensors: torch.Tensor) -> list[np.ndarray]:
-    """``tensors`` (same shape) as NumPy arrays: views of CPU tensors, else one transfer."""
-    if all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors):
-        return [t.numpy() for t in tensors]
-    both = torch.stack([t.to(torch.float64) for t in tensors]).cpu().numpy()
-    return list(both)
+    >>> _all_ones([0.3, 0.9], [8.0, 9.0], 0.1), _all_ones([1e-4, 0.9], [8.0, 9.0], 0.1)
+    (True, False)
+    """
+    u = min(uniforms)
+    u = _NOISE_EPS if u < _NOISE_EPS else 1.0 - _NOISE_EPS if u > 1.0 - _NOISE_EPS else u
+    return min(logits) + math.log(u / (1.0 - u)) >= _ONE * temperature
 
 
 #: Where the mask logits start by default: every mask open (``phi = sigmoid(3) = 0.95``), so a
@@ -386,16 +383,20 @@ class BondMasks(nn.Module):
         u = None
         if self.training:  # classify the draw on the host from its uniform noise (no tensor ops)
             u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
-            uniforms, values = _on_host(u, logits.detach())
+            # plain Python on lists: in a training step, NumPy's or more torch's code paths cost
+            # more (cold caches between the step's GEMMs) than these few list operations
+            if u.device.type == "cpu":
+                uniforms, values = u.tolist(), logits.detach().tolist()
+            else:  # one device-to-host transfer
+                uniforms, values = torch.stack((u, logits.detach())).tolist()
             temperature = float(self.temperature)
-            if _all_ones(uniforms, values, temperature):
+            if _all_ones(uniforms, values, temperature):  # the usual case with open masks
                 return cores
-            host = _draw_codes(uniforms, values, temperature)
+            codes = _draw_codes(uniforms, values, temperature)
         else:
-            host = (_on_host(logits.detach())[0] > 0).astype(np.int8) * 2
-        if host.min() == 2:  # every entry exactly 1: nothing to slice, nothing to multiply (the common
-            return cores     # case with open masks; no logit can receive gradient from the data)
-        codes = host.tolist()
+            codes = [2 if v > 0.0 else 0 for v in logits.detach().tolist()]
+        if 0 not in codes and 1 not in codes:  # every entry exactly 1: nothing to slice, nothing
+            return cores                        # to multiply, no logit can get gradient from the data
         forced = self._top_up(codes)
         for i in forced:
             codes[i] = 2
