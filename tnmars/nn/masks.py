@@ -66,14 +66,21 @@ def _draw_codes(uniforms: list[float], logits: list[float], temperature: float) 
     >>> _draw_codes([0.5, 0.5, 0.5], [-5.0, 0.0, 5.0], 0.1)
     [0, 1, 2]
     """
+    return _classify(uniforms, logits, temperature)[0]
+
+
+def _classify(uniforms: list[float], logits: list[float], temperature: float) -> tuple[list[int], list[float]]:
+    """:func:`_draw_codes` and the noise ``(log u - log(1 - u)) / T`` of every entry (float64)."""
     lo, hi = _ZERO * temperature, _ONE * temperature
-    log, low, high = math.log, _NOISE_EPS, 1.0 - _NOISE_EPS
-    codes = []
+    log, low, high, inv = math.log, _NOISE_EPS, 1.0 - _NOISE_EPS, 1.0 / temperature
+    codes, noise = [], []
     for u, lg in zip(uniforms, logits):
         u = low if u < low else high if u > high else u
-        t = lg + log(u / (1.0 - u))
+        n = log(u / (1.0 - u))
+        t = lg + n
         codes.append(0 if t <= lo else 2 if t >= hi else 1)
-    return codes
+        noise.append(n * inv)
+    return codes, noise
 
 
 def _all_ones(uniforms: list[float], logits: list[float], temperature: float) -> bool:
@@ -380,7 +387,7 @@ class BondMasks(nn.Module):
         # only a draw strictly inside sends gradient to its logit (clamped ends have none), so the
         # differentiable draw (same noise) is made only when there is one
         logits = self.logits
-        u = None
+        noise = None
         if self.training:  # classify the draw on the host from its uniform noise (no tensor ops)
             u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
             # plain Python on lists: in a training step, NumPy's or more torch's code paths cost
@@ -392,7 +399,7 @@ class BondMasks(nn.Module):
             temperature = float(self.temperature)
             if _all_ones(uniforms, values, temperature):  # the usual case with open masks
                 return cores
-            codes = _draw_codes(uniforms, values, temperature)
+            codes, noise = _classify(uniforms, values, temperature)
         else:
             codes = [2 if v > 0.0 else 0 for v in logits.detach().tolist()]
         if 0 not in codes and 1 not in codes:  # every entry exactly 1: nothing to slice, nothing
@@ -421,7 +428,7 @@ class BondMasks(nn.Module):
             # clamped to 1 sends no gradient to its logits, even when another bond's draw is live
             if any(state[i] != 2 for i in keep):
                 if flat is None:
-                    flat = self._fold_values(codes, forced, live, u)
+                    flat = self._fold_values(codes, forced, live, noise)
                     if flat.dtype != cores[0].dtype:
                         flat = flat.to(cores[0].dtype)
                 mask = flat[start:start + n] if len(self.sizes) > 1 else flat
@@ -431,12 +438,15 @@ class BondMasks(nn.Module):
             start += n
         return cores
 
-    def _fold_values(self, codes: list[int], forced: list[int], live: bool, u: torch.Tensor | None) -> torch.Tensor:
-        """The mask values :meth:`fold` multiplies in: the differentiable draw (same noise ``u``)
-        when some entry is strictly inside (0, 1), else the exact 0/1 values; forced entries 1."""
+    def _fold_values(self, codes: list[int], forced: list[int], live: bool, noise: list[float] | None) -> torch.Tensor:
+        """The mask values :meth:`fold` multiplies in: the differentiable draw (with the host's
+        noise, already divided by T) when some entry is strictly inside (0, 1), else the exact
+        0/1 values; forced entries 1."""
         logits = self.logits
         if live:
-            flat = hard_concrete_sample(logits, float(self.temperature), torch.logit(u, eps=_NOISE_EPS))
+            scaled = torch.tensor(noise, dtype=logits.dtype, device=logits.device)
+            z = torch.sigmoid(torch.add(scaled, logits, alpha=1.0 / float(self.temperature)))
+            flat = torch.addcmul(_const(mars.GAMMA, z), z, _const(_STRETCH, z)).clamp(0.0, 1.0)
         else:
             flat = torch.tensor([0.5 * c for c in codes], dtype=logits.dtype, device=logits.device)
         if forced:
