@@ -408,9 +408,9 @@ class BondMasks(nn.Module):
         for i in forced:
             codes[i] = 2
         live = self.training and 1 in codes
-        flat = None
+        pieces = None
         start = 0
-        for bond, view, n in zip(self.bonds, views, self.sizes):
+        for j, (bond, view, n) in enumerate(zip(self.bonds, views, self.sizes)):
             state = codes[start:start + n]
             k = sites[bond][0]
             keep = [i for i, c in enumerate(state) if c]
@@ -427,11 +427,12 @@ class BondMasks(nn.Module):
             # multiply unless every entry left is exactly 1: a bond whose kept draws are all
             # clamped to 1 sends no gradient to its logits, even when another bond's draw is live
             if any(state[i] != 2 for i in keep):
-                if flat is None:
+                if pieces is None:  # one split for all bonds: one backward node (a slice each would be more)
                     flat = self._fold_values(codes, forced, live, noise)
                     if flat.dtype != cores[0].dtype:
                         flat = flat.to(cores[0].dtype)
-                mask = flat[start:start + n] if len(self.sizes) > 1 else flat
+                    pieces = torch.split(flat, self.sizes) if len(self.sizes) > 1 else (flat,)
+                mask = pieces[j]
                 if idx is not None:
                     mask = mask.index_select(0, idx)
                 cores[k] = cores[k] * mask.view(view)
