@@ -334,9 +334,9 @@ def _best_fit(ranks: dict[str, int], data: FitData, starts: list) -> float:
     return best
 
 
-def grid_error(y: np.ndarray, fmt: str, limit: int) -> tuple[float, int]:
-    """The grid search's best relative error within ``limit`` parameters, and how many rank
-    vectors it fitted."""
+def grid_error(y: np.ndarray, fmt: str, limit: int) -> tuple[float, int, list[int]]:
+    """The grid search's best relative error within ``limit`` parameters, how many rank
+    vectors it fitted, and the ranks of the best."""
     from tnmars.interop.init import svd_init
     from tnmars.network import tr_spec, tt_spec, tucker_spec
 
@@ -368,8 +368,8 @@ def grid_error(y: np.ndarray, fmt: str, limit: int) -> tuple[float, int]:
     bonds = list(probe.bonds)
     caps = feasible_ranks(spec, {**dict(zip(opens, y.shape)), **{b: cap for b in bonds}})
     grid = _maximal_grid(bonds, caps, probe.num_params_at, limit)
-    best = min(_best_fit(r, data, starts) for r in grid)
-    return math.sqrt(best / data.sq_norm), len(grid)
+    best, ranks = min(((_best_fit(r, data, starts), r) for r in grid), key=lambda pair: pair[0])
+    return math.sqrt(best / data.sq_norm), len(grid), [int(ranks[b]) for b in bonds]
 
 
 def budget_rows(pick: Selection) -> list[dict]:
@@ -401,13 +401,14 @@ def budget_rows(pick: Selection) -> list[dict]:
                         old = saved.get(_key(row)) if pick.reuse_grid else None
                         if old is not None and "grid_error" in old:
                             # the grid fits fixed ranks with ALS: it does not depend on the selection
-                            row.update({k: old[k] for k in ("grid_error", "grid_points", "grid_seconds")},
+                            row.update({k: old[k] for k in ("grid_error", "grid_points", "grid_seconds", "grid_ranks")
+                                        if k in old},
                                        grid_from=old.get("grid_from", old.get("commit", "unknown")))
                         else:
                             t0 = time.perf_counter()
-                            grid, points = grid_error(y, fmt, limit)
+                            grid, points, grid_ranks = grid_error(y, fmt, limit)
                             row.update(grid_error=grid, grid_points=points, grid_seconds=time.perf_counter() - t0,
-                                       grid_from=COMMIT)
+                                       grid_ranks=grid_ranks, grid_from=COMMIT)
                         rows.append(row)
                         emit(row)
     return rows
@@ -415,13 +416,15 @@ def budget_rows(pick: Selection) -> list[dict]:
 
 def budget_tables(rows: list[dict]) -> str:
     rows = [r for r in rows if r["part"] == "budgets"]
-    head = ["network", "split", "noise", "budget", "parameters", "relative error", "grid best error",
-            "error / grid", "grid points", "time s", "grid time s"]
+    head = ["network", "split", "noise", "budget", "parameters", "ranks", "relative error", "grid best error",
+            "grid best ranks", "error / grid", "grid points", "time s", "grid time s"]
     body = []
     for r in sorted(rows, key=lambda r: (r["method"], r["split"] != "tune", r["seed"], r["snr"] or 0, r["budget"])):
         body.append([r["method"] if r["method"] != "fctn" else "search (FCTN)", f"{r['split']} {r['seed']}",
                      "none" if r["snr"] is None else f"{r['snr']} dB", r["budget"], r["params"],
-                     f"{r['error']:.3g}", f"{r['grid_error']:.3g}", f"{_ratio(r['error'], r['grid_error']):.3f}",
+                     ",".join(map(str, r.get("ranks", []))) or "-", f"{r['error']:.3g}", f"{r['grid_error']:.3g}",
+                     ",".join(map(str, r.get("grid_ranks", []))) or "(not recorded)",
+                     f"{_ratio(r['error'], r['grid_error']):.3f}",
                      r["grid_points"], f"{r['seconds']:.0f}", f"{r['grid_seconds']:.0f}"])
     within = sum(r["params"] <= r["budget"] for r in rows)
     close = sum(_ratio(r["error"], r["grid_error"]) <= 1.05 for r in rows)

@@ -1,7 +1,16 @@
-"""GPU checks: torch on CUDA and CuPy. They skip cleanly on machines without a GPU."""
+"""GPU checks: torch on CUDA and CuPy, end to end. They skip cleanly on machines without a GPU.
+
+Each test runs the same work on the CPU and on the GPU and compares: a contraction, a pruned
+network, a rank selection (``tnmars.fit`` / ``tnmars.search``), saving and loading, and the
+PyTorch layers' forward, backward, MARS training step, compression and inference fast path.
+"""
+import io
+import warnings
+
 import numpy as np
 import pytest
 
+import tnmars
 from tnmars import Network
 
 torch = pytest.importorskip("torch")
@@ -9,6 +18,25 @@ torch = pytest.importorskip("torch")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
 
+def _cupy():
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("cupy is installed but sees no GPU")
+    except Exception:  # pragma: no cover - cupy without a driver
+        pytest.skip("cupy is installed but no GPU is usable")
+    return cupy
+
+
+def _tucker_data(seed: int = 0, shape=(12, 11, 10), ranks=(2, 3, 4), noise: float = 1e-3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    core = rng.standard_normal(ranks)
+    factors = [np.linalg.qr(rng.standard_normal((n, r)))[0] for n, r in zip(shape, ranks)]
+    x = np.einsum("abc,ia,jb,kc->ijk", core, *factors)
+    return x + noise * np.linalg.norm(x) / np.sqrt(x.size) * rng.standard_normal(shape)
+
+
+# ------------------------------------------------------------------------------ torch on CUDA
 @pytest.mark.cuda
 @needs_cuda
 def test_torch_cuda_contraction_stays_on_the_device():
@@ -18,17 +46,203 @@ def test_torch_cuda_contraction_stays_on_the_device():
     np.testing.assert_allclose(out.cpu().numpy(), Network.tt((4, 5, 6), 3, seed=0).to_tensor(), atol=1e-10)
     pruned = net.prune({"A": torch.tensor([True, False, True], device="cuda")})
     assert pruned.ranks == (2, 3) and pruned.device.startswith("cuda")
+    # torch's own spelling of a device moves a network too
+    assert Network.tr((3, 4, 5), 2, seed=0).to("torch").to(torch.device("cuda")).device.startswith("cuda")
 
 
 @pytest.mark.cuda
+@needs_cuda
+def test_torch_cuda_fit_selects_the_cpu_ranks_and_returns_cuda_tensors():
+    x = _tucker_data()
+    cpu = tnmars.fit(x, "tucker", max_rank=6, seed=0, progress=False)
+    gpu = tnmars.fit(torch.as_tensor(x, device="cuda"), "tucker", max_rank=6, seed=0, progress=False)
+    assert gpu.ranks == cpu.ranks == (2, 3, 4)
+    assert gpu.network.device.startswith("cuda")
+    est = gpu.network.to_tensor()
+    assert est.is_cuda
+    assert abs(gpu.relative_error - cpu.relative_error) < 1e-6
+    np.testing.assert_allclose(est.cpu().numpy(), cpu.network.to_tensor(), atol=1e-6 * np.abs(x).max())
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_torch_cuda_completion_and_search():
+    x = _tucker_data(seed=1)
+    observed = np.random.default_rng(1).random(x.shape) < 0.6
+    xt = torch.as_tensor(np.where(observed, x, 0.0), device="cuda")
+    res = tnmars.fit(xt, "tt", max_rank=5, observed=torch.as_tensor(observed, device="cuda"), seed=0,
+                     progress=False)
+    assert res.network.device.startswith("cuda")
+    full = res.network.to_tensor().cpu().numpy()
+    assert np.linalg.norm(full - x) / np.linalg.norm(x) < 0.05  # the unobserved 40% too
+    found = tnmars.search(torch.as_tensor(x, device="cuda"), max_rank=4, seed=0, progress=False)
+    assert found.network.device.startswith("cuda") and found.relative_error < 0.05
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_torch_cuda_network_saves_and_loads(tmp_path):
+    net = Network.tt((4, 5, 6), 3, seed=0).to("torch", device="cuda")
+    path = tnmars.save(net, tmp_path / "net.npz")
+    back = tnmars.load(path, backend="torch", device="cuda")
+    assert back.device.startswith("cuda")
+    torch.testing.assert_close(back.to_tensor(), net.to_tensor())
+
+
+# ------------------------------------------------------------------------------ tnmars.nn on CUDA
+def _layers():
+    from tnmars import nn as tnn
+
+    return [
+        lambda: tnn.TensorizedLinear(64, 48, rank=6),
+        lambda: tnn.LowRankLinear(64, 48, rank=6),
+        lambda: torch.nn.Sequential(tnn.Tucker2Conv2d(4, 8, 3, rank=3, padding=1), torch.nn.Flatten()),
+        lambda: torch.nn.Sequential(tnn.TensorizedConv2d(4, 8, 3, rank=3, padding=1), torch.nn.Flatten()),
+        lambda: tnn.TensorizedEmbedding(60, 16, rank=4),
+    ]
+
+
+def _input(i: int, device: str) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(i)
+    if i in (2, 3):
+        return torch.randn(5, 4, 6, 6, generator=gen).to(device)
+    if i == 4:
+        return torch.randint(0, 60, (5, 7), generator=gen).to(device)
+    return torch.randn(5, 64, generator=gen).to(device)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("i", range(5), ids=["tt-linear", "low-rank", "tucker2-conv", "tt-conv", "tt-embedding"])
+def test_layers_on_cuda_match_the_cpu(i):
+    torch.manual_seed(0)
+    cpu = _layers()[i]().double()
+    gpu = _layers()[i]().double()
+    gpu.load_state_dict(cpu.state_dict())
+    gpu = gpu.to("cuda")
+    x_cpu, x_gpu = _input(i, "cpu"), _input(i, "cuda")
+    if x_cpu.is_floating_point():
+        x_cpu, x_gpu = x_cpu.double(), x_gpu.double()
+    for mode in ("eval", "train"):
+        getattr(cpu, mode)(), getattr(gpu, mode)()
+        torch.manual_seed(1)
+        if mode == "eval":
+            with torch.no_grad():  # the inference fast path
+                torch.testing.assert_close(gpu(x_gpu).cpu(), cpu(x_cpu))
+            out_cpu, out_gpu = cpu(x_cpu), gpu(x_gpu)
+            torch.testing.assert_close(out_gpu.cpu(), out_cpu)
+            out_cpu.square().sum().backward()
+            out_gpu.square().sum().backward()
+            for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+                if p.grad is not None:
+                    torch.testing.assert_close(q.grad.cpu(), p.grad, msg=name)
+        else:  # a training draw: finite, on the device, gradients everywhere they should be
+            out = gpu(x_gpu)
+            assert out.is_cuda and torch.isfinite(out).all()
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_mars_training_on_cuda_compresses_and_stays_on_the_device():
+    from tnmars import nn as tnn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(tnn.TensorizedLinear(64, 64, rank=8), torch.nn.ReLU(),
+                                tnn.TensorizedLinear(64, 4, rank=4)).to("cuda")
+    x = torch.randn(256, 64, device="cuda")
+    y = (x[:, :4].argmax(1))  # a task a low-rank model can learn
+    loss_fn = tnn.MarsLoss(model, num_train=256)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        first = loss.item() if first is None else first
+    assert loss.item() < first and torch.isfinite(loss)
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean().item()
+    small = tnn.compress(model)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), atol=1e-4, rtol=1e-4)
+    assert all(p.is_cuda for p in small.parameters())
+    assert accuracy > 0.5
+    buf = io.BytesIO()
+    torch.save(small, buf)  # the whole module, as users do
+    buf.seek(0)
+    again = torch.load(buf, weights_only=False)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), small(x))
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_from_linear_on_cuda_is_exact_at_full_rank():
+    from tnmars import nn as tnn
+
+    dense = torch.nn.Linear(24, 20).double().to("cuda")
+    with warnings.catch_warnings():  # at full rank a TT layer of this size is larger than the dense one
+        warnings.simplefilter("ignore")
+        layer = tnn.TensorizedLinear.from_linear(dense, format="tt", rank="full")
+    x = torch.randn(3, 24, dtype=torch.float64, device="cuda")
+    layer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), dense(x))
+    assert next(layer.parameters()).is_cuda
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_compiled_eval_model_on_cuda():
+    from tnmars import nn as tnn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(tnn.TensorizedLinear(64, 32, rank=4, mars=False), torch.nn.ReLU(),
+                                tnn.LowRankLinear(32, 10, rank=4, mars=False)).to("cuda").eval()
+    x = torch.randn(8, 64, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = torch.compile(model, fullgraph=True)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ CuPy
+@pytest.mark.cuda
 def test_cupy_contraction_matches_numpy():
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # pragma: no cover - cupy without a driver
-        pytest.skip("cupy is installed but no GPU is usable")
+    cupy = _cupy()
     ref = Network.tr((4, 5, 6), 2, seed=0)
     net = ref.to("cupy")
     out = net.to_tensor()
     assert isinstance(out, cupy.ndarray)
     np.testing.assert_allclose(cupy.asnumpy(out), ref.to_tensor(), atol=1e-10)
+    pruned = net.prune({"A": cupy.asarray([True, False])})
+    assert pruned.backend == "cupy" and pruned.bonds["A"] == 1
+
+
+@pytest.mark.cuda
+def test_cupy_fit_selects_the_numpy_ranks_and_returns_cupy_arrays(tmp_path):
+    cupy = _cupy()
+    x = _tucker_data(seed=2)
+    cpu = tnmars.fit(x, "tucker", max_rank=6, seed=0, progress=False)
+    gpu = tnmars.fit(cupy.asarray(x), "tucker", max_rank=6, seed=0, progress=False)
+    assert gpu.ranks == cpu.ranks == (2, 3, 4)
+    assert gpu.network.backend == "cupy" and isinstance(gpu.network.to_tensor(), cupy.ndarray)
+    assert abs(gpu.relative_error - cpu.relative_error) < 1e-6
+    path = tnmars.save(gpu, tmp_path / "fit.safetensors")
+    back = tnmars.load(path, backend="cupy")
+    np.testing.assert_allclose(cupy.asnumpy(back.network.to_tensor()), cupy.asnumpy(gpu.network.to_tensor()))
+
+
+@pytest.mark.cuda
+def test_cupy_completion_and_tr():
+    cupy = _cupy()
+    x = _tucker_data(seed=3)
+    observed = np.random.default_rng(3).random(x.shape) < 0.6
+    res = tnmars.fit(cupy.asarray(np.where(observed, x, 0.0)), "tr", max_rank=4, observed=cupy.asarray(observed),
+                     seed=0, progress=False)
+    assert res.network.backend == "cupy"
+    full = cupy.asnumpy(res.network.to_tensor())
+    assert np.linalg.norm(full - x) / np.linalg.norm(x) < 0.1

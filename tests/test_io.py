@@ -628,3 +628,17 @@ def test_a_dtype_the_container_cannot_hold_is_a_type_error(tmp_path):
     back = tnmars.load(tnmars.save(net, tmp_path / "c.npz"))
     assert back.dtype == "complex128"
     np.testing.assert_array_equal(back.to_tensor(), net.to_tensor())
+
+
+def test_bfloat16_cores_when_ml_dtypes_registers_bfloat16_with_numpy(tmp_path):
+    """JAX (and others) import ml_dtypes, after which ``np.dtype("bfloat16")`` is a NumPy type
+    of kind "V": a bfloat16 network must still be accepted, saved and loaded."""
+    torch = pytest.importorskip("torch")
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    assert np.dtype(ml_dtypes.bfloat16).name == "bfloat16"
+    half = Network.tt((3, 4, 5), 2, seed=0, backend="torch").to(dtype="bfloat16")
+    back = tnmars.load(tnmars.save(half, tmp_path / "h.safetensors"))
+    assert back.dtype == "bfloat16"
+    assert all(torch.equal(x, y) for x, y in zip(half.cores, back.cores))
+    with pytest.raises(TypeError, match="cores must hold numbers"):
+        Network("ab", cores=[np.array([["x"]])])

@@ -200,3 +200,40 @@ def test_bad_graphs_are_refused(edges, order, match):
 
     with pytest.raises(ValueError, match=match):
         plot_topology(edges, order)
+
+
+def test_loop_restarts_only_where_the_bonds_in_use_close_a_loop():
+    from tnmars.fitting.proposals import LOOP_RESTARTS, loop_restarts
+
+    spec, _ = fctn_spec(4)
+    template = tnmars.Network(spec, {**dict(zip("abcd", (3, 4, 5, 6))), **dict.fromkeys("ABCDEF", 3)}, seed=0)
+    starts = loop_restarts(None, template, seed=0)
+    loop = {"A": 2, "B": 2, "C": 1, "D": 2, "E": 1, "F": 1}  # cores 0-1-2 joined in a triangle
+    tree = {"A": 2, "B": 2, "C": 2, "D": 1, "E": 1, "F": 1}  # a star around core 0
+    made = starts(loop)
+    assert len(made) == LOOP_RESTARTS and all(n.bonds == loop for n in made)
+    assert not np.allclose(made[0].cores[0], made[1].cores[0])  # each start is a new draw
+    assert starts(tree) == []
+    assert loop_restarts("tr", template) is None  # the TR format has its own fresh starts
+    tt = tnmars.Network.tt((3, 4, 5), 2, seed=0)
+    assert loop_restarts(None, tt) is None  # a tree: no loop at any ranks
+
+
+def test_final_refit_of_a_loop_leaves_a_poor_als_minimum():
+    """A triangle of cores at its true ranks: ALS from a random start stops at 13% error,
+    the final refit from :func:`loop_restarts` finds the exact network."""
+    from tnmars.fitting.criterion import Occam
+    from tnmars.fitting.proposals import loop_restarts
+    from tnmars.fitting.search import RankSearch
+    from tnmars.fitting.solvers import FitData
+
+    truth = tnmars.Network("aAB,bBC,cCA->abc", {"a": 5, "b": 6, "c": 7, "A": 3, "B": 2, "C": 3}, seed=3)
+    data = FitData.from_arrays(np.asarray(truth.to_tensor()))
+    search = RankSearch(data, Occam(data.n_obs), max_ranks=dict(truth.bonds), seed=0,
+                        restarts=loop_restarts(None, truth, seed=0))
+    stuck = search.evaluate(tnmars.Network(truth.spec, truth.dims, seed=0), 30, "start")
+    assert math.sqrt(stuck.sse / data.sq_norm) > 0.1
+    refit = search._restarted(stuck)
+    assert refit.ranks == stuck.ranks and math.sqrt(refit.sse / data.sq_norm) < 1e-3
+    without = RankSearch(data, Occam(data.n_obs), max_ranks=dict(truth.bonds), seed=0)
+    assert without._restarted(stuck) is stuck  # no builder, no restarts

@@ -765,7 +765,8 @@ def _check_core_dtype(name: str, pos: int) -> None:
         kind = np.dtype(name).kind
     except TypeError:  # a framework-only dtype such as torch's bfloat16: numeric
         return
-    if kind not in "biufc":
+    # ml_dtypes (imported by JAX, among others) registers bfloat16 and float8 types with NumPy as kind "V"
+    if kind not in "biufc" and not name.startswith(("bfloat", "float")):
         raise TypeError(f"core {pos} has dtype {name}; cores must hold numbers (float, int, complex or bool)")
 
 

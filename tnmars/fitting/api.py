@@ -27,7 +27,7 @@ from .criterion import Occam
 from .data import Prepared, prepare
 from .graph import degrees_of_freedom, feasible_ranks
 from .progress import Reporter
-from .proposals import PROPOSALS, fresh_start, rank_one_start, ring_bonds, spectral_start
+from .proposals import PROPOSALS, fresh_start, loop_restarts, rank_one_start, ring_bonds, spectral_start
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
 from .search import SEARCH_SETTINGS, Candidate, RankSearch
@@ -127,6 +127,8 @@ def fit(
     seed = _seed(seed)
     prep = prepare(data, observed, backend, dtype)
     prep.backend.check_device(device)
+    if device is None:
+        device = prep.device  # GPU data: the relaxation trains there and the result goes back there
     template, fmt = _template(network, prep.shape, max_rank)
     limit = _budget(budget, template, min_rank)
     settings = {"format": fmt or template.spec, "prior": prior, "prior_strength": strength, "seed": seed,
@@ -163,7 +165,8 @@ def fit(
                        "exchanges": limit is not None, **search_settings}
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
                                 report=_search_reporter(reporter), max_params=limit,
-                                fresh=fresh_start(fmt, template, prep.data, seed), **options)
+                                fresh=fresh_start(fmt, template, prep.data, seed),
+                                restarts=loop_restarts(fmt, template, seed), **options)
             try:
                 best = search.run(start)
             except KeyboardInterrupt:  # Ctrl-C: the best network seen so far

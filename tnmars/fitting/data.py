@@ -23,7 +23,8 @@ __all__ = ["Prepared", "prepare"]
 @dataclass
 class Prepared:
     """Validated data: working-unit :class:`FitData`, the scale back to data units, the
-    caller's backend and dtype, and the data in NumPy (for reporting errors)."""
+    caller's backend, dtype and device (the data's, where the result goes back to), and the
+    data in NumPy (for reporting errors)."""
 
     data: FitData
     scale: float
@@ -31,6 +32,8 @@ class Prepared:
     dtype: str
     raw: np.ndarray
     observed: np.ndarray | None
+    #: the data's device when the result stays on the data's backend (``None``: the backend's default)
+    device: str | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -121,4 +124,5 @@ def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: 
     y = xp.asarray(y)
     w = None if obs is None else xp.asarray(obs)
     n = int(y.size if w is None else int(obs.sum()))
-    return Prepared(FitData(y, w, n, float(xp.vdot(y, y)), work), scale, be, dtype, arr, obs)
+    device = src.device_of(data) if src is not None and src.name == be.name and be.name != "numpy" else None
+    return Prepared(FitData(y, w, n, float(xp.vdot(y, y)), work), scale, be, dtype, arr, obs, device)

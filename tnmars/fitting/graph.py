@@ -13,7 +13,7 @@ topology: chains, rings, trees, grids and hyperedges (CP's shared rank).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
@@ -182,6 +182,32 @@ def tree_branches(inputs: tuple[str, ...], output: str) -> dict[tuple[str, int],
         for root in holders[b]:
             build(b, root)
     return out
+
+
+def has_loop(inputs: Sequence[str], bonds: Iterable[str]) -> bool:
+    """Whether ``bonds`` (each joining two of the cores ``inputs``) close a loop: at ranks where
+    they are the bonds in use, ALS minima depend on the start (rings, fully connected networks).
+
+    >>> has_loop(("aAB", "bBC", "cCA"), "ABC"), has_loop(("aAB", "bBC", "cCA"), "AB")
+    (True, False)
+    """
+    parent = list(range(len(inputs)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for b in bonds:
+        ends = [k for k, term in enumerate(inputs) if b in term]
+        if len(ends) != 2:
+            continue
+        i, j = find(ends[0]), find(ends[1])
+        if i == j:
+            return True
+        parent[i] = j
+    return False
 
 
 def bond_degree(spec: str, bond: str) -> int:

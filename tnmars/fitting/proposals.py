@@ -22,11 +22,11 @@ import numpy as np
 
 from ..network import Network
 from .criterion import MAX_DOF_SHARE
-from .graph import degrees_of_freedom
+from .graph import degrees_of_freedom, has_loop
 from .solvers import FitData, als
 from .spectral import tr_proposal, tt_proposal, tucker_proposal
 
-__all__ = ["PROPOSALS", "spectral_start", "fresh_start", "rank_one_start", "filled", "ring_bonds"]
+__all__ = ["PROPOSALS", "spectral_start", "fresh_start", "loop_restarts", "rank_one_start", "filled", "ring_bonds"]
 
 PROPOSALS = ("auto", "spectral", "greedy", "mars")
 
@@ -132,6 +132,34 @@ def fresh_start(fmt: str | None, template: Network, data: FitData, seed: Any = N
         out += [Network(template.spec, {**template.dims, **ranks}, seed=rng, optimize=template.optimize)
                 for _ in range(RANDOM_RESTARTS)]
         return out
+
+    return starts
+
+
+#: random starts of the final refit of a network with loops (other than the TR format)
+LOOP_RESTARTS = 12
+
+
+def loop_restarts(fmt: str | None, template: Network, seed: Any = None
+                  ) -> Callable[[dict[str, int]], list[Network]] | None:
+    """A builder of random starts for the final refit at the selected ranks
+    (:meth:`RankSearch._restarted`) of a network whose bonds close a loop (a fully connected
+    or other user network; the TR format has :func:`fresh_start`). ALS on loops lands in
+    start-dependent minima: a fully connected order-4 network at 20 dB at its true ranks
+    reached the best error (0.088) from 4 of 12 random starts, 0.13-0.17 from the others,
+    and the search's own cores stopped at 0.126; without noise 2 of 16 random starts reached
+    the exact network (error 0), the others 0.09-0.14. At ranks where the bonds above 1 form a tree
+    it returns no starts (the walk's truncations do as well there). Every call draws new
+    random values from ``seed``."""
+    if fmt is not None or not has_loop(template.inputs, template.bonds):
+        return None
+    rng = np.random.default_rng(seed)
+
+    def starts(ranks: dict[str, int]) -> list[Network]:
+        if not has_loop(template.inputs, [b for b, r in ranks.items() if r > 1]):
+            return []
+        return [Network(template.spec, {**template.dims, **ranks}, seed=rng, optimize=template.optimize)
+                for _ in range(LOOP_RESTARTS)]
 
     return starts
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import math
 import sys
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from math import prod
 from typing import Any
@@ -146,16 +148,27 @@ def fold_masks(cores: Sequence[torch.Tensor], masks: Mapping[str, torch.Tensor] 
     return cores
 
 
+#: every live NetworkMatmul by an int key: under ``torch.compile`` the functions below get the
+#: key, not the object (older PyTorch, e.g. 2.11, accepts only constants as their arguments)
+_MATMULS: weakref.WeakValueDictionary[int, NetworkMatmul] = weakref.WeakValueDictionary()
+_MATMUL_KEYS = itertools.count()
+
+
+def _register(mm: NetworkMatmul) -> None:
+    mm._compile_key = next(_MATMUL_KEYS)
+    _MATMULS[mm._compile_key] = mm
+
+
 @torch.compiler.assume_constant_result
-def _constant_code(mm: NetworkMatmul, core_shapes: tuple, batch: int | None) -> tuple:
+def _constant_code(key: int, core_shapes: tuple, batch: int | None) -> tuple:
     """Under ``torch.compile`` the plan is looked up (or made) outside the traced graph: it
     depends on shapes only, so the compiled graph holds its code (plain tuples) as a constant."""
-    return mm._program(core_shapes, batch).code
+    return _MATMULS[key]._program(core_shapes, batch).code
 
 
 @torch.compiler.assume_constant_result
-def _constant_choice(mm: NetworkMatmul, core_shapes: tuple, batch: int) -> str:
-    return mm._choose(core_shapes, batch)
+def _constant_choice(key: int, core_shapes: tuple, batch: int) -> str:
+    return _MATMULS[key]._choose(core_shapes, batch)
 
 
 class NetworkMatmul:
@@ -204,16 +217,22 @@ class NetworkMatmul:
         self._cuts: dict[tuple, TwoBlockCut | None] = {}
         #: (parameter key, cut, blocks, batch -> use the blocks) of the last no-grad call
         self._frozen: tuple | None = None
+        _register(self)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_frozen"] = None  # derived from the parameters: rebuilt on the first no-grad call
+        state.pop("_compile_key", None)
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        _register(self)  # a copy (pickle, deepcopy) is a new object: its own key
 
     def program(self, core_shapes: tuple[tuple[int, ...], ...], batch: int | None) -> Program:
         """The compiled plan of the weight (``batch=None``) or of ``x`` through the cores (cached)."""
         if is_recording():
-            return functools.partial(run, _constant_code(self, core_shapes, batch))
+            return functools.partial(run, _constant_code(self._compile_key, core_shapes, batch))
         return self._program(core_shapes, batch)
 
     def _program(self, core_shapes: tuple[tuple[int, ...], ...], batch: int | None) -> Program:
@@ -244,7 +263,7 @@ class NetworkMatmul:
     def choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:
         """``"weight"`` or ``"cores"``: the cheaper path for this batch size (cached)."""
         if is_recording():
-            return _constant_choice(self, core_shapes, batch)
+            return _constant_choice(self._compile_key, core_shapes, batch)
         return self._choose(core_shapes, batch)
 
     def _choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:
@@ -431,7 +450,7 @@ class TensorizedLayer(nn.Module):
         bonds = network.bonds
         if enabled and bonds:
             self.masks: BondMasks | None = BondMasks(bonds, pi=pi, alpha=alpha, temperature=temperature,
-                                                     min_rank=min_rank)
+                                                     min_rank=min_rank, device=self.cores[0].device)
             self.masks.owner = f"{type(self).__name__} {self.spec!r}"
         else:
             self.masks = None

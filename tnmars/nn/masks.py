@@ -231,6 +231,7 @@ class BondMasks(nn.Module):
         draws, MAP masks and compression; 0 lets a bond close whole (the paper's objective).
     temperature: hard-concrete temperature; a :class:`MarsTemperature` scheduler or the
         user updates :attr:`temperature` during training.
+    device: where the logits live (a layer passes its cores' device).
 
     >>> m = BondMasks({"A": 4, "B": 3}, pi=0.01, alpha=0.5)
     >>> _ = m.eval()
@@ -241,7 +242,8 @@ class BondMasks(nn.Module):
     """
 
     def __init__(self, sizes: Mapping[str, int], pi: float = 1e-2, alpha: float = DEFAULT_ALPHA,
-                 temperature: float = 0.1, *, min_rank: int = 1, generator: torch.Generator | None = None) -> None:
+                 temperature: float = 0.1, *, min_rank: int = 1, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         self.pi = mars.check_pi(pi)
         self.alpha = check_alpha(alpha)
@@ -251,7 +253,9 @@ class BondMasks(nn.Module):
         self.sizes = tuple(int(n) for n in sizes.values())
         if any(n < 1 for n in self.sizes):
             raise ValueError(f"every mask needs at least one entry; got sizes {dict(sizes)}")
-        self.logits = nn.Parameter(self.alpha + 0.01 * torch.randn(sum(self.sizes), generator=generator))
+        # drawn on the CPU (the generator's device), so a seed gives the same logits on every device
+        start = self.alpha + 0.01 * torch.randn(sum(self.sizes), generator=generator)
+        self.logits = nn.Parameter(start if device is None else start.to(device))
         self._views: dict[tuple, tuple] = {}
         #: who owns these masks, for warnings (set by the layer; MarsLoss and summary put the model path in)
         self.owner = "a MARS layer"
