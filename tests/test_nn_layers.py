@@ -188,6 +188,61 @@ def test_skipping_closed_indices_changes_nothing_but_the_shapes(name, alpha, buc
         assert sliced == full
 
 
+@pytest.mark.parametrize("name", ["tr", "tucker", "tt-auto-shape", "tucker2conv", "embedding"])  # two bonds or more
+@pytest.mark.parametrize("open_first", [True, False])
+def test_bonds_whose_draws_are_all_one_are_not_multiplied_and_nothing_else_changes(name, open_first):
+    """One bond open (every draw exactly 1) next to a live bond (draws strictly inside (0, 1)):
+    the sliced fold leaves the open bond's cores untouched and multiplies only the live bond,
+    with the same outputs and gradients (cores and logits) as sampling every mask and
+    multiplying every bond (``skip_closed=False``, the straightforward expression)."""
+    torch.manual_seed(0)
+    layer = FACTORIES[name](temperature=1.0)
+    sizes = layer.masks.sizes
+    with torch.no_grad():
+        for k, lg in enumerate(layer.masks.bond_logits().values()):
+            lg.fill_(30.0 if (k == 0) == open_first else 0.0)  # 30: clamped to 1 whatever the noise
+    x = _input(layer)
+    results = {}
+    for skip in (False, True):
+        layer.skip_closed = skip
+        results[skip] = [_forward_backward(layer, x, seed) for seed in (3, 4, 5)]
+    for (y0, g0), (y1, g1) in zip(results[False], results[True]):
+        torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
+        for a, b in zip(g1, g0):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    open_bond = layer.masks.bonds[0 if open_first else -1]
+    total = sum(g[-1].abs() for _, g in results[True])  # logit gradients over the three draws
+    logit_grad = dict(zip(layer.masks.bonds, torch.split(total, sizes)))
+    assert float(logit_grad[open_bond].abs().sum()) == 0.0  # a clamped draw sends no gradient
+    assert any(float(g.abs().sum()) > 0 for b, g in logit_grad.items() if b != open_bond)
+    # which cores the fold multiplied: every bond live -> a new tensor at each mask site; the
+    # open bond alone -> its site core is the parameter itself unless a live bond shares it
+    layer.skip_closed = True
+    torch.manual_seed(3)
+    cores = layer.mars_cores()
+    live_sites = {layer.sites[b][0] for b in layer.masks.bonds if b != open_bond}
+    site = layer.sites[open_bond][0]
+    if site not in live_sites:
+        assert cores[site] is list(layer.cores)[site]
+
+
+@settings(max_examples=200, deadline=None)
+@given(logits=st.lists(st.floats(-40.0, 40.0), min_size=1, max_size=50),
+       temperature=st.sampled_from([0.01, 0.1, 0.5, 2.0]), seed=st.integers(0, 2**31 - 1))
+def test_all_ones_shortcut_never_claims_a_draw_that_is_not_exactly_one(logits, temperature, seed):
+    """``_all_ones`` (two reductions) is a sufficient test: when it holds, the per-entry
+    classification ``_draw_codes`` finds every draw exactly 1; and it holds for logits far
+    above the clamp point whatever the noise."""
+    from tnmars.nn.masks import _all_ones, _draw_codes
+
+    u = np.random.default_rng(seed).random(len(logits)).astype(np.float32)
+    u[0] = min(u[0], 1e-3)  # a small uniform in every example: the test must look at the minimum
+    uniforms, values = u.tolist(), np.asarray(logits, dtype=np.float32).tolist()
+    if _all_ones(uniforms, values, temperature):
+        assert set(_draw_codes(uniforms, values, temperature)) == {2}
+    assert _all_ones(uniforms, [20.0 + 3.0 * temperature] * len(values), temperature)
+
+
 def test_skip_closed_defaults_to_cpu_only_and_slices_hyperedges():
     torch.manual_seed(0)
     layer = TensorizedLinear(12, 20, format="cp", rank=6, in_shape=(3, 4), out_shape=(4, 5))

@@ -353,9 +353,47 @@ def test_joint_prior_of_several_layers_matches_the_sum_of_their_formulas():
     for a, b in zip(torch.autograd.grad(fused, leaves, retain_graph=True), torch.autograd.grad(manual, leaves,
                                                                                                 retain_graph=True)):
         torch.testing.assert_close(a, b)
-    # a non-unit upstream gradient scales both parts (the prior is one hand-written graph node)
+    # a non-unit upstream gradient scales both parts
     for a, b in zip(torch.autograd.grad(-2.5 * fused, leaves), torch.autograd.grad(-2.5 * manual, leaves)):
         torch.testing.assert_close(a, b)
+
+
+def test_joint_prior_with_cores_of_mixed_dtypes_matches_the_formulas():
+    """Cores of different dtypes (no single concatenation): per-core norms, same value and gradients."""
+    from tnmars import masks as mars
+    from tnmars.backends import get_backend
+    from tnmars.nn.masks import BondMasks, joint_log_prior
+
+    be = get_backend("torch")
+    torch.manual_seed(2)
+    masks = BondMasks({"A": 3}, pi=0.05, alpha=0.5)
+    cores = [torch.randn(3, 4, requires_grad=True), torch.randn(4, 3, dtype=torch.float64, requires_grad=True)]
+    fused = joint_log_prior([(masks, cores)], scale=-0.5)
+    manual = mars.bernoulli_log_prior(masks.logits, masks.pi, be)
+    manual = -0.5 * (manual + mars.gaussian_log_prior([cores[0], cores[1].float()], be))
+    torch.testing.assert_close(fused, manual)
+    leaves = [masks.logits, *cores]
+    for a, b in zip(torch.autograd.grad(fused, leaves), torch.autograd.grad(manual, leaves)):
+        torch.testing.assert_close(a, b.to(a.dtype))
+
+
+def test_mars_loss_follows_layers_switched_off_and_on():
+    """MarsLoss lists the modules once; a layer whose masks are removed leaves the penalty, and
+    put back, re-enters it (the list holds every layer that can carry masks)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(tnn.TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5)), nn.ReLU(),
+                          tnn.TensorizedLinear(20, 6, rank=3, in_shape=(4, 5), out_shape=(2, 3)))
+    loss_fn = tnn.MarsLoss(model, num_train=100)
+    x, y = torch.randn(4, 12), torch.randint(0, 6, (4,))
+    out = model(x)
+    both = loss_fn(out, y) - loss_fn.criterion(out, y)
+    masks = model[2].masks
+    model[2].masks = None
+    one = loss_fn(out, y) - loss_fn.criterion(out, y)
+    torch.testing.assert_close(one, tnn.mars_penalty(model, 100))
+    model[2].masks = masks
+    torch.testing.assert_close(loss_fn(out, y) - loss_fn.criterion(out, y), both)
+    assert float((both - one).abs()) > 0
 
 
 # ------------------------------------------------------------------ defaults that never kill a model

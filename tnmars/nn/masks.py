@@ -61,15 +61,40 @@ def logistic_noise(like: torch.Tensor) -> torch.Tensor:
 def _draw_codes(uniforms: list[float], logits: list[float], temperature: float) -> list[int]:
     """Per entry of a hard-concrete draw with these uniforms: 0 (exactly 0), 1 (strictly inside
     (0, 1)) or 2 (exactly 1), from ``z = (logit + log u - log(1 - u)) / T`` against the clamp
-    points, on the host (a few Python operations per entry instead of six tensor ops)."""
+    points, on the host (a few Python operations per entry instead of six tensor ops).
+
+    >>> _draw_codes([0.5, 0.5, 0.5], [-5.0, 0.0, 5.0], 0.1)
+    [0, 1, 2]
+    """
+    return _classify(uniforms, logits, temperature)[0]
+
+
+def _classify(uniforms: list[float], logits: list[float], temperature: float) -> tuple[list[int], list[float]]:
+    """:func:`_draw_codes` and the noise ``(log u - log(1 - u)) / T`` of every entry (float64)."""
     lo, hi = _ZERO * temperature, _ONE * temperature
-    log, low, high = math.log, _NOISE_EPS, 1.0 - _NOISE_EPS
-    codes = []
+    log, low, high, inv = math.log, _NOISE_EPS, 1.0 - _NOISE_EPS, 1.0 / temperature
+    codes, noise = [], []
     for u, lg in zip(uniforms, logits):
         u = low if u < low else high if u > high else u
-        t = lg + log(u / (1.0 - u))
+        n = log(u / (1.0 - u))
+        t = lg + n
         codes.append(0 if t <= lo else 2 if t >= hi else 1)
-    return codes
+        noise.append(n * inv)
+    return codes, noise
+
+
+def _all_ones(uniforms: list[float], logits: list[float], temperature: float) -> bool:
+    """A sufficient test that every entry of the draw is exactly 1 (:func:`_draw_codes` all 2):
+    the smallest logit plus the noise of the smallest uniform already reaches the upper clamp
+    point. Two ``min`` calls instead of the per-entry classification, for the usual state of
+    open masks.
+
+    >>> _all_ones([0.3, 0.9], [8.0, 9.0], 0.1), _all_ones([1e-4, 0.9], [8.0, 9.0], 0.1)
+    (True, False)
+    """
+    u = min(uniforms)
+    u = _NOISE_EPS if u < _NOISE_EPS else 1.0 - _NOISE_EPS if u > 1.0 - _NOISE_EPS else u
+    return min(logits) + math.log(u / (1.0 - u)) >= _ONE * temperature
 
 
 #: Where the mask logits start by default: every mask open (``phi = sigmoid(3) = 0.95``), so a
@@ -151,65 +176,18 @@ def _prior_constants(meta: tuple, like: torch.Tensor) -> tuple[torch.Tensor, tor
     return got
 
 
-def _norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The Frobenius norms as one vector (one fused call where PyTorch offers it)."""
-    foreach = getattr(torch, "_foreach_norm", None)
-    if foreach is not None and len({(t.device, t.dtype) for t in tensors}) == 1:
-        return torch.stack(foreach(list(tensors)))
-    return torch.stack([torch.linalg.vector_norm(t).to(tensors[0].dtype) for t in tensors])
-
-
-def _scaled(tensors: Sequence[torch.Tensor], factor: torch.Tensor) -> list[torch.Tensor]:
-    """``[t * factor for t in tensors]`` in one fused call where PyTorch offers it."""
-    foreach = getattr(torch, "_foreach_mul", None)
-    if foreach is not None and len({(t.device, t.dtype) for t in tensors}) == 1:
-        try:
-            return list(foreach(list(tensors), factor))
-        except (RuntimeError, TypeError):  # older PyTorch: no tensor-scalar overload
-            pass
-    return [t * factor.to(t.dtype) for t in tensors]
-
-
-class _MarsPrior(torch.autograd.Function):
-    """The MARS log prior of several layers as one graph node with its closed-form gradient.
-
-    Value: ``const + sum_j sigmoid(l_j) * log_odds_j + core_coef * sum ||G||^2``; gradient:
-    ``sigmoid'(l) * log_odds`` for the logits and ``2 * core_coef * G`` for the cores. Written
-    by hand because the autograd graph of the same expression is ~20 small nodes per step
-    (concatenation, norms, stacks, dots and their backward), which at the size of a mask
-    vector cost far more than the arithmetic. Not twice differentiable.
-    """
-
-    @staticmethod
-    def forward(ctx, log_odds: torch.Tensor, constant: torch.Tensor, core_coef: float, n_logits: int,
-                *tensors: torch.Tensor) -> torch.Tensor:
-        logits, cores = tensors[:n_logits], tensors[n_logits:]
-        flat = torch.cat(logits) if n_logits > 1 else logits[0]
-        s = torch.sigmoid(flat)
-        total = torch.add(constant, torch.dot(s, log_odds))
-        if cores:
-            norms = _norms(cores).to(total.dtype)
-            total = torch.add(total, torch.dot(norms, norms), alpha=core_coef)
-        # d/dl sigmoid(l) * log_odds = sigmoid(l) (1 - sigmoid(l)) log_odds, kept for backward
-        ctx.save_for_backward(torch.addcmul(s, s, s, value=-1.0).mul_(log_odds), *cores)
-        ctx.sizes = [lg.numel() for lg in logits]
-        ctx.core_coef = core_coef
-        return total
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        dlogits, *cores = ctx.saved_tensors
-        n = len(ctx.sizes)
-        needs = ctx.needs_input_grad[4:]
-        logit_grads: list[torch.Tensor | None] = [None] * n
-        if any(needs[:n]):
-            g = dlogits * grad
-            logit_grads = list(torch.split(g, ctx.sizes)) if n > 1 else [g]
-        core_grads: list[torch.Tensor | None] = [None] * len(cores)
-        if cores and any(needs[n:]):
-            core_grads = _scaled(cores, grad * (2.0 * ctx.core_coef))
-        return (None, None, None, None, *logit_grads, *core_grads)
+def _sum_of_squares(tensors: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """``sum_k ||t_k||^2`` in ``like``'s dtype, differentiable: one concatenation and one dot
+    product when the tensors share a dtype and device (two graph nodes and one gradient
+    product whatever their number), else one norm per tensor."""
+    if len({(t.device, t.dtype) for t in tensors}) == 1:
+        flat = torch.cat([t.reshape(-1) for t in tensors]) if len(tensors) > 1 else tensors[0].reshape(-1)
+        return torch.dot(flat, flat).to(like.dtype)
+    total = None
+    for t in tensors:
+        sq = torch.linalg.vector_norm(t).square().to(device=like.device, dtype=like.dtype)
+        total = sq if total is None else total + sq
+    return total
 
 
 def joint_log_prior(items: Sequence[tuple[BondMasks, Sequence[torch.Tensor]]], scale: float = 1.0) -> torch.Tensor:
@@ -217,17 +195,22 @@ def joint_log_prior(items: Sequence[tuple[BondMasks, Sequence[torch.Tensor]]], s
 
     ``sum_sets [ sum_j phi_j log pi + (1 - phi_j) log(1 - pi) ] - sum_cores ||G||^2 / (2 * 100)``.
 
-    One autograd node whatever the number of layers (:class:`_MarsPrior`: all logits at
-    once, all core norms in one call, the gradient in closed form); ``scale = -1/N`` gives
-    the MARS penalty directly.
+    A few torch calls whatever the number of layers: all logits in one sigmoid and one dot
+    product with their per-entry log odds, all cores in one sum of squares. Plain autograd
+    ops (no hand-written graph node): at the size of a mask vector, a Python autograd
+    ``Function`` costs more per step than the few small nodes it would replace. ``scale =
+    -1/N`` gives the MARS penalty directly.
     """
     logits = [m.logits for m, _ in items]
     cores = [c for _, group in items for c in group]
+    flat = torch.cat(logits) if len(logits) > 1 else logits[0]
     # sum_j phi_j log(pi) + (1 - phi_j) log(1 - pi) = sum_j log(1 - pi) + phi_j log(pi / (1 - pi))
     log_odds, constant = _prior_constants((tuple(lg.numel() for lg in logits), tuple(m.pi for m, _ in items),
-                                           float(scale)), logits[0])
-    return _MarsPrior.apply(log_odds, constant, -0.5 * float(scale) / mars.CORE_PRIOR_VARIANCE, len(logits),
-                            *logits, *cores)
+                                           float(scale)), flat)
+    total = torch.add(constant, torch.dot(torch.sigmoid(flat), log_odds))
+    if cores:
+        total = torch.add(total, _sum_of_squares(cores, total), alpha=-0.5 * float(scale) / mars.CORE_PRIOR_VARIANCE)
+    return total
 
 
 class BondMasks(nn.Module):
@@ -408,33 +391,31 @@ class BondMasks(nn.Module):
         # only a draw strictly inside sends gradient to its logit (clamped ends have none), so the
         # differentiable draw (same noise) is made only when there is one
         logits = self.logits
+        noise = None
         if self.training:  # classify the draw on the host from its uniform noise (no tensor ops)
             u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
+            # plain Python on lists: in a training step, NumPy's or more torch's code paths cost
+            # more (cold caches between the step's GEMMs) than these few list operations
             if u.device.type == "cpu":
                 uniforms, values = u.tolist(), logits.detach().tolist()
             else:  # one device-to-host transfer
                 uniforms, values = torch.stack((u, logits.detach())).tolist()
-            codes = _draw_codes(uniforms, values, float(self.temperature))
+            temperature = float(self.temperature)
+            if _all_ones(uniforms, values, temperature):  # the usual case with open masks
+                return cores
+            codes, noise = _classify(uniforms, values, temperature)
         else:
             codes = [2 if v > 0.0 else 0 for v in logits.detach().tolist()]
+        if 0 not in codes and 1 not in codes:  # every entry exactly 1: nothing to slice, nothing
+            return cores                        # to multiply, no logit can get gradient from the data
         forced = self._top_up(codes)
         for i in forced:
             codes[i] = 2
         live = self.training and 1 in codes
-        if not live and 0 not in codes:  # every entry exactly 1: nothing to slice, nothing to multiply
-            return cores
-        if live:  # the differentiable draw, with the same noise
-            flat = hard_concrete_sample(logits, float(self.temperature), torch.logit(u, eps=_NOISE_EPS))
-        else:
-            flat = torch.tensor([0.5 * c for c in codes], dtype=logits.dtype, device=logits.device)
-        if forced:
-            flat = flat.index_fill(0, torch.tensor(forced, dtype=torch.long, device=flat.device), 1.0)
-        if flat.dtype != cores[0].dtype:
-            flat = flat.to(cores[0].dtype)
+        pieces = None
         start = 0
-        for (bond, mask), view, n in zip(self._split(flat).items(), views, self.sizes):
+        for j, (bond, view, n) in enumerate(zip(self.bonds, views, self.sizes)):
             state = codes[start:start + n]
-            start += n
             k = sites[bond][0]
             keep = [i for i, c in enumerate(state) if c]
             if self.training and len(keep) % RANK_BUCKET and len(keep) < n:
@@ -442,15 +423,40 @@ class BondMasks(nn.Module):
                 # multiplied by their 0), so that few distinct shapes need a contraction plan
                 pad = min(n, len(keep) + RANK_BUCKET - len(keep) % RANK_BUCKET) - len(keep)
                 keep = sorted(keep + [i for i, c in enumerate(state) if not c][:pad])
+            idx = None
             if len(keep) < n:
-                idx = torch.tensor(keep, dtype=torch.long, device=flat.device)
+                idx = torch.tensor(keep, dtype=torch.long, device=logits.device)
                 for core, axis in bond_axes[bond]:
                     cores[core] = cores[core].index_select(axis, idx)
-                mask = mask.index_select(0, idx)
-            # multiply unless every entry left is exactly 1 (and no logit can receive gradient)
-            if live or any(state[i] != 2 for i in keep):
+            # multiply unless every entry left is exactly 1: a bond whose kept draws are all
+            # clamped to 1 sends no gradient to its logits, even when another bond's draw is live
+            if any(state[i] != 2 for i in keep):
+                if pieces is None:  # one split for all bonds: one backward node (a slice each would be more)
+                    flat = self._fold_values(codes, forced, live, noise)
+                    if flat.dtype != cores[0].dtype:
+                        flat = flat.to(cores[0].dtype)
+                    pieces = torch.split(flat, self.sizes) if len(self.sizes) > 1 else (flat,)
+                mask = pieces[j]
+                if idx is not None:
+                    mask = mask.index_select(0, idx)
                 cores[k] = cores[k] * mask.view(view)
+            start += n
         return cores
+
+    def _fold_values(self, codes: list[int], forced: list[int], live: bool, noise: list[float] | None) -> torch.Tensor:
+        """The mask values :meth:`fold` multiplies in: the differentiable draw (with the host's
+        noise, already divided by T) when some entry is strictly inside (0, 1), else the exact
+        0/1 values; forced entries 1."""
+        logits = self.logits
+        if live:
+            scaled = torch.tensor(noise, dtype=logits.dtype, device=logits.device)
+            z = torch.sigmoid(torch.add(scaled, logits, alpha=1.0 / float(self.temperature)))
+            flat = torch.addcmul(_const(mars.GAMMA, z), z, _const(_STRETCH, z)).clamp(0.0, 1.0)
+        else:
+            flat = torch.tensor([0.5 * c for c in codes], dtype=logits.dtype, device=logits.device)
+        if forced:
+            flat = flat.index_fill(0, torch.tensor(forced, dtype=torch.long, device=flat.device), 1.0)
+        return flat
 
     def probabilities(self) -> dict[str, torch.Tensor]:
         """``phi = sigmoid(logit)`` per bond (detached)."""

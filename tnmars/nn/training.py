@@ -67,6 +67,11 @@ def mars_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, mod
 
 
+def _may_carry_masks(mod: nn.Module) -> bool:
+    """Whether ``mod`` is, or by setting its ``masks`` can become, a MARS module."""
+    return isinstance(mod, TensorizedLayer) or (hasattr(mod, "masks") and callable(getattr(mod, "log_prior", None)))
+
+
 def _is_mars_module(mod: nn.Module) -> bool:
     if isinstance(mod, TensorizedLayer):
         return mod.masks is not None
@@ -133,8 +138,9 @@ class MarsLoss(nn.Module):
             raise ValueError(f"num_train (the number of training examples N) must be >= 1; got {num_train}")
         object.__setattr__(self, "_model", model)  # a reference, not a submodule (no duplicated state)
         # the modules are listed once, as an optimizer lists its parameters: walking the module
-        # tree every step costs more than the prior's arithmetic
-        object.__setattr__(self, "_modules_seen", tuple(_unwrap(model).modules()))
+        # tree every step costs more than the prior's arithmetic. Kept: those that are or can
+        # become MARS modules (a layer switched to ``masks = None`` or back is still followed)
+        object.__setattr__(self, "_modules_seen", tuple(m for m in _unwrap(model).modules() if _may_carry_masks(m)))
         name_owners(model)  # warnings about closed layers then name them by their path in the model
         self.num_train = int(num_train)
         self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
