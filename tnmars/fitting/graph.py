@@ -146,21 +146,8 @@ def tree_branches(inputs: tuple[str, ...], output: str) -> dict[tuple[str, int],
     bonds = [c for c, h in holders.items() if len(h) == 2 and c not in output]
     if any(c not in output and len(h) == 1 for c, h in holders.items()):
         return None  # a dangling summed index
-    # a tree: connected pieces have (cores - 1) bonds; a loop anywhere breaks that count
-    parent = list(range(len(inputs)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for b in bonds:
-        i, j = holders[b]
-        ri, rj = find(i), find(j)
-        if ri == rj:
-            return None
-        parent[ri] = rj
+    if has_loop(inputs, bonds):
+        return None
     used = set("".join(inputs)) | set(output)
     out: dict[tuple[str, int], Branch] = {}
 
