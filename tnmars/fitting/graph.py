@@ -178,23 +178,10 @@ def has_loop(inputs: Sequence[str], bonds: Iterable[str]) -> bool:
     >>> has_loop(("aAB", "bBC", "cCA"), "ABC"), has_loop(("aAB", "bBC", "cCA"), "AB")
     (True, False)
     """
-    parent = list(range(len(inputs)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for b in bonds:
-        ends = [k for k, term in enumerate(inputs) if b in term]
-        if len(ends) != 2:
-            continue
-        i, j = find(ends[0]), find(ends[1])
-        if i == j:
-            return True
-        parent[i] = j
-    return False
+    edges = [ends for b in bonds if len(ends := [k for k, term in enumerate(inputs) if b in term]) == 2]
+    find = _components(list(range(len(inputs))), edges)
+    pieces = len({find(k) for k in range(len(inputs))})
+    return len(edges) > len(inputs) - pieces  # a forest has (cores - pieces) edges, a loop more
 
 
 def bond_degree(spec: str, bond: str) -> int:
