@@ -491,14 +491,15 @@ class TensorizedLayer(nn.Module):
         if torch.jit.is_tracing():
             raise RuntimeError(JIT_TRACE_MESSAGE)
         cores = core_list(self.cores)
-        if self.masks is None or self.warmup:
+        masks = self.masks
+        if masks is None or self.warmup:
             return cores
         skip = self.skip_closed
         if skip is None:
             skip = cores[0].device.type == "cpu"
         if skip and is_recording():  # data-dependent shapes: not under torch.compile / jit.trace
             skip = False
-        return self.masks.fold(cores, self.sites, self.bond_axes if skip else None)
+        return masks.fold(cores, self.sites, self.bond_axes if skip else None)
 
     def inference_key(self, x: torch.Tensor) -> tuple | None:
         """A key of everything this forward's cores depend on, when they can be kept between

@@ -182,7 +182,8 @@ def _sum_of_squares(tensors: Sequence[torch.Tensor], like: torch.Tensor) -> torc
     product whatever their number), else one norm per tensor."""
     if len({(t.device, t.dtype) for t in tensors}) == 1:
         flat = torch.cat([t.reshape(-1) for t in tensors]) if len(tensors) > 1 else tensors[0].reshape(-1)
-        return torch.dot(flat, flat).to(like.dtype)
+        total = torch.dot(flat, flat)
+        return total if total.dtype == like.dtype else total.to(like.dtype)  # (a no-op .to costs a call)
     total = None
     for t in tensors:
         sq = torch.linalg.vector_norm(t).square().to(device=like.device, dtype=like.dtype)
@@ -201,11 +202,11 @@ def joint_log_prior(items: Sequence[tuple[BondMasks, Sequence[torch.Tensor]]], s
     ``Function`` costs more per step than the few small nodes it would replace. ``scale =
     -1/N`` gives the MARS penalty directly.
     """
-    logits = [m.logits for m, _ in items]
+    logits = [m._parameters["logits"] for m, _ in items]  # (Module.__getattr__ costs more, every step)
     cores = [c for _, group in items for c in group]
     flat = torch.cat(logits) if len(logits) > 1 else logits[0]
     # sum_j phi_j log(pi) + (1 - phi_j) log(1 - pi) = sum_j log(1 - pi) + phi_j log(pi / (1 - pi))
-    log_odds, constant = _prior_constants((tuple(lg.numel() for lg in logits), tuple(m.pi for m, _ in items),
+    log_odds, constant = _prior_constants((tuple([lg.numel() for lg in logits]), tuple([m.pi for m, _ in items]),
                                            float(scale)), flat)
     total = torch.add(constant, torch.dot(torch.sigmoid(flat), log_odds))
     if cores:
@@ -375,11 +376,8 @@ class BondMasks(nn.Module):
         draw keeps fewer than :attr:`min_rank` entries gets its largest logits' entries set to 1.
         """
         cores = list(cores)
-        views = self._views.get(tuple(sites[b] for b in self.bonds))
-        if views is None:
-            views = self._views[tuple(sites[b] for b in self.bonds)] = tuple(
-                tuple(-1 if d == sites[b][1] else 1 for d in range(cores[sites[b][0]].ndim)) for b in self.bonds)
         if bond_axes is None:
+            views = self._mask_views(cores, sites)
             flat = self._flat_mask()
             if flat.dtype != cores[0].dtype:
                 flat = flat.to(cores[0].dtype)
@@ -390,14 +388,16 @@ class BondMasks(nn.Module):
         # draw without recording the graph, read which entries are 0, strictly inside (0, 1) or 1;
         # only a draw strictly inside sends gradient to its logit (clamped ends have none), so the
         # differentiable draw (same noise) is made only when there is one
-        logits = self.logits
+        logits = self._parameters["logits"]  # (not through Module.__getattr__: this runs every step)
         noise = None
         if self.training:  # classify the draw on the host from its uniform noise (no tensor ops)
-            u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
+            # rand_like: the same numbers as torch.rand(shape, dtype=, device=) for this 1-D vector, in
+            # half the time of parsing the keyword arguments
+            u = torch.rand_like(logits)
             # plain Python on lists: in a training step, NumPy's or more torch's code paths cost
             # more (cold caches between the step's GEMMs) than these few list operations
             if u.device.type == "cpu":
-                uniforms, values = u.tolist(), logits.detach().tolist()
+                uniforms, values = u.tolist(), logits.tolist()
             else:  # one device-to-host transfer
                 uniforms, values = torch.stack((u, logits.detach())).tolist()
             temperature = float(self.temperature)
@@ -411,6 +411,7 @@ class BondMasks(nn.Module):
         forced = self._top_up(codes)
         for i in forced:
             codes[i] = 2
+        views = self._mask_views(cores, sites)
         live = self.training and 1 in codes
         pieces = None
         start = 0
@@ -442,6 +443,15 @@ class BondMasks(nn.Module):
                 cores[k] = cores[k] * mask.view(view)
             start += n
         return cores
+
+    def _mask_views(self, cores: Sequence[torch.Tensor], sites: Mapping[str, tuple[int, int]]) -> tuple:
+        """Per bond, the shape that broadcasts its mask along its axis of the core it multiplies."""
+        key = tuple(sites[b] for b in self.bonds)
+        views = self._views.get(key)
+        if views is None:
+            views = self._views[key] = tuple(
+                tuple(-1 if d == sites[b][1] else 1 for d in range(cores[sites[b][0]].ndim)) for b in self.bonds)
+        return views
 
     def _fold_values(self, codes: list[int], forced: list[int], live: bool, noise: list[float] | None) -> torch.Tensor:
         """The mask values :meth:`fold` multiplies in: the differentiable draw (with the host's

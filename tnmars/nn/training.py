@@ -94,11 +94,12 @@ def log_prior(model: nn.Module, *, scale: float = 1.0) -> torch.Tensor:
 def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float) -> torch.Tensor:
     fused, others = [], []
     for mod in modules:
-        if not _is_mars_module(mod):
+        masks = getattr(mod, "masks", None)  # (each Module attribute lookup costs; this runs every step)
+        if masks is None or not (isinstance(mod, TensorizedLayer) or _is_mars_module(mod)):
             continue
         cores = getattr(mod, "cores", None)
         if cores is not None:
-            fused.append((mod.masks, core_list(cores) if isinstance(cores, nn.ParameterList) else list(cores)))
+            fused.append((masks, core_list(cores) if isinstance(cores, nn.ParameterList) else list(cores)))
         else:
             others.append(mod.log_prior() * scale)
     if not fused and not others:
