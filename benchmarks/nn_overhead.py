@@ -25,7 +25,9 @@ Usage: python benchmarks/nn_overhead.py [--repeats 15] [--rounds 5] [--train-epo
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import resource
 import sys
 
 import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
@@ -51,12 +53,29 @@ def mnist_2fc(mars: bool, ranks=(20, 20, 20), rank2=20, **options) -> nn.Sequent
 NUM_TRAIN = 4000
 
 
-def step_fn(model: nn.Module, x, y, steps: int, core_decay: bool = False, **adam):
+def steady_malloc() -> bool:
+    """glibc's allocator without returning memory to the kernel between steps: every allocation
+    from its heap (``M_MMAP_THRESHOLD`` 1 GiB, one arena) and no trimming. With glibc's defaults a
+    step's large buffers (the 784x625 weight and its permuted copies, 2 MB each) are mapped and
+    unmapped anew depending on what was freed before, so one model may take hundreds of page faults
+    a step and another none, for a whole round. Set once, before any model exists, so it applies to
+    every variant alike. False where glibc is not there (the timings then use the default)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 2**31 - 1)
+                and libc.mallopt(m_arena_max, 1))
+
+
+def step_fn(model: nn.Module, x, y, steps: int, core_decay: bool = False, criterion_only: bool = False, **adam):
     """``steps`` training steps. lr = 0 keeps every timed step at the same mask state (Adam
     does the same work whatever the lr). ``core_decay`` (no-mask models): the cores get Adam's
-    ``weight_decay = 1 / (100 N)``, the gradient of MARS's Gaussian core prior."""
+    ``weight_decay = 1 / (100 N)``, the gradient of MARS's Gaussian core prior.
+    ``criterion_only``: cross-entropy without the MARS prior even for a MARS model (context rows)."""
     has_mars = any(True for _ in tnn.mars_layers(model))
-    loss_fn = tnn.MarsLoss(model, NUM_TRAIN) if has_mars else nn.CrossEntropyLoss()
+    loss_fn = tnn.MarsLoss(model, NUM_TRAIN) if has_mars and not criterion_only else nn.CrossEntropyLoss()
     params = model.parameters()
     if core_decay:
         cores = [p for _, layer in tnn.tensorized_layers(model) for p in layer.cores]
@@ -127,6 +146,13 @@ def _flops_linear(layer) -> int:
     mode = layer._mm.choose(shapes, 1)
     plan = layer._mm.cores_plan(shapes, 1) if mode == "cores" else layer._mm.weight_plan(shapes)
     return plan.flops // 2 + (layer.in_features * layer.out_features if mode == "weight" else 0)
+
+
+def _faults_per_step(run, steps: int) -> float:
+    """Minor page faults of this thread per step over one call of ``run`` (``steps`` steps)."""
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    run()
+    return (resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before) / steps
 
 
 def small_batch_tables(args) -> tuple[str, dict]:
@@ -200,20 +226,33 @@ def small_batch_tables(args) -> tuple[str, dict]:
                                 "us fwd+bwd", "dense us fwd+bwd", "ratio fwd+bwd"], rows)
     # (b) MARS steps with open masks, (c) every bond closed
     rows_b = []
+    faults = verdict["faults"] = {}
     states = [("every mask open (alpha = 6)", {"alpha": 6.0}), ("default start (alpha = 3)", {"alpha": 3.0}),
               ("every bond closed, min_rank=0 (short-circuit to the bias)", {"alpha": -20.0, "min_rank": 0})]
+    # where the open-mask overhead goes: the same MARS model (alpha = 6) without parts of the step
+    contexts = [("context, every mask open, cross-entropy only: the mask draws and nothing else (no prior; the logits "
+                 "get no gradient and Adam skips them)", {"alpha": 6.0, "criterion_only": True}),
+                ("context, every mask open, `MarsLoss` with the logits frozen: the draws and the prior, whose gradient "
+                 "reaches the cores only (Adam skips the logits)", {"alpha": 6.0, "frozen_logits": True})]
     for batch in (1, 64, 128):
         xb, yb = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
         per_round: dict = {}
-        for _ in range(args.rounds):
+        for _ in range(args.step_rounds if batch in (1, 64) else args.rounds):
             torch.manual_seed(0)
             funcs = {"plain": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps),
                      "plain + decay": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps, core_decay=True)}
-            for label, opts in states:
-                funcs[label] = step_fn(mnist_2fc(True, pi=0.01, **opts), xb, yb, args.steps)
+            for label, opts in states + contexts:
+                opts = dict(opts)
+                criterion_only, frozen = opts.pop("criterion_only", False), opts.pop("frozen_logits", False)
+                model = mnist_2fc(True, pi=0.01, **opts)
+                if frozen:
+                    for _, layer in tnn.mars_layers(model):
+                        layer.masks.logits.requires_grad_(False)
+                funcs[label] = step_fn(model, xb, yb, args.steps, criterion_only=criterion_only)
             t = C.cpu_time_interleaved(funcs, repeats=args.repeats, warmup=2)
             for k, v in t.items():
                 per_round.setdefault(k, []).append(v / args.steps * 1e3)
+        faults[batch] = tuple(_faults_per_step(funcs[k], args.steps) for k in ("plain", states[0][0]))
         base = sorted(per_round["plain"])[len(per_round["plain"]) // 2]
         for label, _ in states:
             ratios = sorted(a / b for a, b in zip(per_round[label], per_round["plain"]))
@@ -225,6 +264,11 @@ def small_batch_tables(args) -> tuple[str, dict]:
             rows_b.append([label, batch, f"{ms:.3f}", f"{base:.3f}", f"**{ratio:.3f}x**",
                            f"{ratios[0]:.3f}-{ratios[-1]:.3f}x",
                            f"<= {target}x: {'met' if ratio <= target else 'NOT met'}" if label.startswith("every mask open") else "-"])
+        for label, _ in contexts:
+            ratios = sorted(a / b for a, b in zip(per_round[label], per_round["plain"]))
+            ms = sorted(per_round[label])[len(per_round[label]) // 2]
+            rows_b.append([label, batch, f"{ms:.3f}", f"{base:.3f}", f"**{ratios[len(ratios) // 2]:.3f}x**",
+                           f"{ratios[0]:.3f}-{ratios[-1]:.3f}x", "-"])
         decay = sorted(a / b for a, b in zip(per_round["plain + decay"], per_round["plain"]))
         open_vs_decay = sorted(a / b for a, b in zip(per_round[states[0][0]], per_round["plain + decay"]))
         ms_decay = sorted(per_round["plain + decay"])[len(per_round["plain + decay"]) // 2]
@@ -242,15 +286,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=5, help="fresh models per round; medians over rounds")
+    ap.add_argument("--step-rounds", type=int, default=15,
+                    help="rounds of the small-batch MARS step table at batches 1 and 64 (the targets)")
     ap.add_argument("--steps", type=int, default=10, help="training steps per timing sample")
+    ap.add_argument("--default-malloc", dest="steady_malloc", action="store_false",
+                    help="keep glibc's default allocator settings (see steady_malloc)")
     ap.add_argument("--train-epochs", type=int, default=60, help="epochs of the whole-training comparison")
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
     args = ap.parse_args()
+    steady = args.steady_malloc and steady_malloc()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     load_start = os.getloadavg()[0]
     table_0a, table_0b, verdict0 = small_batch_tables(args)
+    faults = verdict0.pop("faults")
 
     # 1. MARS step vs plain step at three mask states, batch 128 (the paper's), then context rows.
     # Each round builds every model afresh: where the allocator puts a model's tensors (and
@@ -378,16 +428,27 @@ def main() -> None:
     whole_ratio = med[None] / med["no masks"]
     trained_alike = min(finals[None][0], finals[False][0]) >= finals["no masks"][0] - 0.05
 
+    flags = {"compile": "--no-compile", "steady_malloc": "--default-malloc"}  # store_false options
     cmd = "python benchmarks/nn_overhead.py" + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v != ap.get_default(k))
+        f" {flags[k]}" if k in flags else f" --{k.replace('_', '-')} {v}"
+        for k, v in vars(args).items() if v != ap.get_default(k))
     notes = ("Every time below is CPU time of the benchmark's thread (`time.thread_time`; one torch thread, so every "
              "op and its backward run on it): the machine is shared with other jobs (1-minute load average on "
              f"cores: {load_start:.1f} at the start of this run, {os.getloadavg()[0]:.1f} at its end), and waiting for "
              "a CPU they hold is not counted. "
-             f"Step timings: {args.rounds} rounds, each building every model afresh and timing {args.repeats} "
+             f"Step timings: {args.rounds} rounds ({args.step_rounds} for the small-batch step table at batches 1 "
+             f"and 64), each building every model afresh and timing {args.repeats} "
              f"interleaved repeats of {args.steps} steps (round-robin, so machine load hits every variant alike); "
              "the tables give the median over rounds of each round's median (the context rows: one round). "
-             "PyTorch's default allocator. A step is forward, loss, backward and Adam over all "
+             + ("Allocator: glibc's malloc set at start (`steady_malloc`: every allocation from one heap, nothing "
+                "returned to the kernel), for every variant alike, so that steady-state steps take no page faults; with "
+                "glibc's defaults the 2 MB buffers of the 784x625 weight are mapped anew in some rounds and not others "
+                "(hundreds of faults a step, depending on the allocation history of each model), which made the batch "
+                "64 and 128 figures of earlier runs swing by up to 30% between rounds. " if steady else
+                "glibc's default allocator settings (`--default-malloc`). ")
+             + f"Minor page faults per step measured after the timing (batch: no-mask, MARS with every mask open): "
+             + ", ".join(f"{b}: {p:.1f}, {m:.1f}" for b, (p, m) in faults.items()) + ". "
+             + "A step is forward, loss, backward and Adam over all "
              "parameters, at batch 128 (the reference's) unless said; lr = 0 so that every timed step sees the same "
              "mask state (Adam's work does not depend on the lr). The MARS step also samples hard-concrete masks, "
              "folds them into the cores and adds the prior term; with `skip_closed` (the CPU default) the indices "
@@ -414,8 +475,8 @@ def main() -> None:
              "(inductor, `fullgraph=True`, compiled once before timing) traces the usual path (no Python-side "
              "caches under compile) and is reported as measured.\n\n" + table_0a)
     text += ("\n\n## Small batches: MARS training step with open masks\n\n"
-             f"{args.rounds} rounds of {args.repeats} interleaved repeats of {args.steps} steps (median of the rounds' "
-             "ratios). Both models use `pi=0.01`; the no-mask model is the same TT network with `mars=False`, "
+             f"{args.step_rounds} rounds at batches 1 and 64, {args.rounds} at batch 128, of {args.repeats} "
+             f"interleaved repeats of {args.steps} steps (median of the rounds' ratios). Both models use `pi=0.01`; the no-mask model is the same TT network with `mars=False`, "
              "trained with its usual loss (cross-entropy: tnmars puts the Gaussian core prior on MARS layers only), "
              "the MARS model with `MarsLoss` (cross-entropy plus the prior of the masks and the cores). With every "
              "mask open and T = 0.1 a mask draw is exactly 1 most of the time: the layer then draws its uniforms, "
@@ -423,9 +484,14 @@ def main() -> None:
              "they are; about one step in five has a draw strictly inside (0, 1) and multiplies that bond's mask "
              "in. What the MARS step adds is then the draws, the prior (one sigmoid and dot product for all "
              "logits, one concatenation and dot product for all cores, and their backward) and Adam's update of "
-             "one logit vector per layer. The context rows give the no-mask step with the Gaussian prior's "
-             "gradient on its cores (Adam's `weight_decay`), to show how much of the overhead is that L2 term; "
-             "the targets are judged against the plain no-mask step. "
+             "one logit vector per layer. The context rows split that up: the open-mask MARS model trained with "
+             "cross-entropy alone (the draws only), the same with `MarsLoss` but its logits frozen (draws and prior, "
+             "no logit gradient), so that what the full row adds to the second is the logits' gradient and Adam's "
+             "update of them: one more parameter tensor per MARS layer in the user's optimiser (PyTorch's default "
+             "Adam on the CPU loops over its parameters, about ten small ops each), which tnmars cannot take away "
+             "(one logit vector per layer is already the fewest); and the no-mask step with the Gaussian prior's "
+             "gradient on its cores (Adam's `weight_decay`), to show how much of the overhead is that L2 term. "
+             "The targets are judged against the plain no-mask step. "
              "Targets: " + "; ".join(f"batch {b}: {r:.3f}x (<= {tgt}x: {'met' if r <= tgt else 'NOT met'})"
                                      for b, (r, tgt) in steps.items()) + ".\n\n" + table_0b)
     text += "\n\n## MARS training step vs the same model without masks\n\n"

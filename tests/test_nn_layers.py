@@ -256,6 +256,28 @@ def test_skip_closed_defaults_to_cpu_only_and_slices_hyperedges():
     assert all(c.shape[-1] == 6 for c in layer.mars_cores())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sliced_fold_draws_the_uniforms_of_the_straightforward_sample(dtype):
+    """The sliced fold draws its uniforms with ``rand_like`` on the logits and the straightforward
+    path with ``torch.rand(shape, dtype=, device=)``: the same numbers from the same seed in either
+    dtype, so both paths fold the same mask values into the cores (rank 2: a bond's kept indices are
+    padded back to its full size, nothing is sliced and the cores compare entry by entry)."""
+    torch.manual_seed(0)
+    layer = TensorizedLinear(12, 20, format="tr", rank=2, in_shape=(3, 4), out_shape=(4, 5), temperature=1.0).to(dtype)
+    with torch.no_grad():
+        layer.masks.logits.copy_(torch.tensor([-1.0, 0.2, 0.5, 1.0], dtype=dtype))
+    layer.train()
+    for seed in range(5):
+        got = {}
+        for skip in (False, True):
+            layer.skip_closed = skip
+            torch.manual_seed(seed)
+            got[skip] = [c.detach() for c in layer.mars_cores()]
+        for a, b in zip(got[True], got[False]):
+            assert a.dtype == dtype
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=0.0)
+
+
 @pytest.mark.parametrize("name", list(FACTORIES))
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_all_masks_closed_stays_finite(name):
