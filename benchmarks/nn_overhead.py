@@ -446,7 +446,7 @@ def main() -> None:
                 "(hundreds of faults a step, depending on the allocation history of each model), which made the batch "
                 "64 and 128 figures of earlier runs swing by up to 30% between rounds. " if steady else
                 "glibc's default allocator settings (`--default-malloc`). ")
-             + f"Minor page faults per step measured after the timing (batch: no-mask, MARS with every mask open): "
+             + "Minor page faults per step measured after the timing (batch: no-mask, MARS with every mask open): "
              + ", ".join(f"{b}: {p:.1f}, {m:.1f}" for b, (p, m) in faults.items()) + ". "
              + "A step is forward, loss, backward and Adam over all "
              "parameters, at batch 128 (the reference's) unless said; lr = 0 so that every timed step sees the same "

@@ -5,10 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnmars
+from tnmars.backends import get_backend
 from tnmars.fitting.criterion import Occam
 from tnmars.fitting.graph import degrees_of_freedom, feasible_ranks, pieces_without
 from tnmars.fitting.moves import grow, shrink
-from tnmars.fitting.solvers import RIDGE, FitData, _CoreSolver, als, residual
+from tnmars.fitting.solvers import RIDGE, FitData, _contract, _CoreSolver, als, residual
 from tnmars.fitting.spectral import energy_rank, evbmf_rank, mdl_rank, singular_values, tt_proposal, tucker_proposal
 from tnmars.testing.strategies import networks
 
@@ -27,6 +28,29 @@ def _design_matrix(solver, cores):
 
 
 # ------------------------------------------------------------------------------- solvers
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_contractions_without_size_one_indices_equal_einsum(data):
+    """The solvers plan without the indices of size 1 (the rank-1 bonds of a structure
+    search) and put them back in the result: every contraction an ALS sweep makes (the
+    network, each core's right-hand side) equals numpy.einsum's, shape included."""
+    net = data.draw(networks(max_cores=5, max_dim=2, max_rank=2))
+    cores = [np.array(c) for c in net.cores]
+    be = get_backend("numpy")
+    got = _contract(net.inputs, net.output, cores, be)
+    want = np.einsum(net.spec, *cores)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    y = np.random.default_rng(0).standard_normal(net.shape)
+    for k, term in enumerate(net.inputs):
+        others = [c for i, c in enumerate(cores) if i != k] + [y]
+        terms = [t for i, t in enumerate(net.inputs) if i != k] + [net.output]
+        got = _contract(terms, term, others, be)
+        want = np.einsum(",".join(terms) + "->" + term, *others)
+        assert got.shape == want.shape == cores[k].shape
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.data())
 def test_every_core_update_is_the_exact_least_squares_solution(data):

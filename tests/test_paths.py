@@ -110,6 +110,9 @@ def test_loopy_graphs_get_the_harder_search():
     assert "dynamic programming" in plan.note
     small_terms, small_out, small_shapes = _peps(3, 2, 1)  # a few hundred FLOPs: not worth a search
     assert "no harder search" in make_plan(small_terms, small_out, small_shapes).note
+    # a caller that runs each plan only a few times (the ALS solvers) raises the threshold
+    few_uses = make_plan(terms, out, shapes, escalate_from=10 * plan.flops + 1e12)
+    assert "no harder search" in few_uses.note and "dynamic programming" not in few_uses.note
 
 
 def test_the_harder_search_of_large_loopy_graphs():

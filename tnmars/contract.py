@@ -206,12 +206,16 @@ def make_plan(
     shapes: tuple[tuple[int, ...], ...],
     optimize: Optimize = "auto",
     memory_limit: int | str | None = None,
+    escalate_from: float | None = None,
 ) -> Plan:
     """Plan the contraction of terms ``inputs`` with ``shapes`` into ``output`` (cached).
 
     No index may repeat inside a term (take diagonals first, as :func:`contract` does).
     ``optimize`` is anything :func:`tnmars.paths.normalize_optimize` accepts, in its hashable
-    form (a path as a tuple of tuples).
+    form (a path as a tuple of tuples). ``escalate_from``: the FLOPs from which ``"auto"``
+    runs its harder search on a loopy graph (default
+    :data:`tnmars.paths.MIN_FLOPS_FOR_ESCALATION`); a caller that runs each plan only a few
+    times sets it higher, since the search costs 10-300 ms.
 
     >>> make_plan(("ij", "jk"), "ik", ((2, 3), (3, 4))).flops
     48
@@ -255,7 +259,7 @@ def make_plan(
             terms[k] = "".join(c for c in term if not (counts[c] == 1 and c not in output))
 
     plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
-    best, note = _choose_path(terms, output, sizes, plan_sizes, optimize, memory_limit)
+    best, note = _choose_path(terms, output, sizes, plan_sizes, optimize, memory_limit, escalate_from)
     if len(terms) == 1:
         best.flops = prod(plan_sizes[c] for c in inputs[0])
         best.largest = prod(plan_sizes[c] for c in output) if output else 1
@@ -284,7 +288,8 @@ def make_plan(
 
 
 def _choose_path(terms: list[str], output: str, sizes: dict[str, int], plan_sizes: dict[str, int],
-                 optimize: Optimize, memory_limit: int | str | None) -> tuple[_Priced, str]:
+                 optimize: Optimize, memory_limit: int | str | None,
+                 escalate_from: float | None = None) -> tuple[_Priced, str]:
     """The path to run, priced, and a note on how it was found. ``optimize="auto"`` lets
     several searches compete (see :mod:`tnmars.paths`); the cheapest by :attr:`Plan.cost` wins."""
     raw, found_by = find_path(terms, output, plan_sizes, optimize, memory_limit)
@@ -324,7 +329,7 @@ def _choose_path(terms: list[str], output: str, sizes: dict[str, int], plan_size
                      f"{best.flops:.4g} FLOPs and transposes worth {best.copy_cost:.4g} copied entries, against "
                      f"{first.flops:.4g} and {first.copy_cost:.4g}")
     if optimize == "auto" and len(terms) >= MIN_TERMS_FOR_ESCALATION and is_loopy(terms):
-        found, searched = harder_search(terms, output, plan_sizes, memory_limit, best.flops)
+        found, searched = harder_search(terms, output, plan_sizes, memory_limit, best.flops, escalate_from)
         if not found:
             note += f"; the graph has loops ({searched})"
         else:

@@ -169,13 +169,16 @@ def find_path(
 
 
 def harder_search(terms: Sequence[str], output: str, sizes: dict[str, int], memory_limit: int | str | None,
-                  flops: float) -> tuple[list[tuple[tuple[tuple[int, ...], ...], str]], str]:
+                  flops: float, min_flops: float | None = None
+                  ) -> tuple[list[tuple[tuple[tuple[int, ...], ...], str]], str]:
     """The escalated search of a loopy graph whose "auto" path costs ``flops`` (see the
-    module notes): ``([(path, name), ...], note)``; no paths when it is not worth running.
+    module notes): ``([(path, name), ...], note)``; no paths when it is not worth running
+    (under ``min_flops``, default ``MIN_FLOPS_FOR_ESCALATION``).
     Dynamic programming runs twice, minimizing FLOPs and FLOPs plus writes: on an 11-tensor
     MERA the second path has 1.3x the FLOPs, half the copies, and runs faster."""
-    if flops < MIN_FLOPS_FOR_ESCALATION:
-        return [], f"no harder search under {MIN_FLOPS_FOR_ESCALATION:.0e} FLOPs"
+    floor = MIN_FLOPS_FOR_ESCALATION if min_flops is None else min_flops
+    if flops < floor:
+        return [], f"no harder search under {floor:.0e} FLOPs"
     if len(terms) <= MAX_TERMS_FOR_DP:
         optimizers: list[tuple[Any, str]] = [(opt_einsum.DynamicProgramming(minimize="flops"), "dynamic programming"),
                                              (opt_einsum.DynamicProgramming(minimize="combo"),
