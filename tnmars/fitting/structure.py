@@ -175,8 +175,9 @@ def search(
     Cost: a core of the fully connected network has order ``d`` (its mode and ``d - 1``
     bonds), so a core at ranks ``r`` holds ``n r^(d-1)`` numbers; each step of the search
     refits ``d(d-1)`` neighbours (one index more or fewer on every edge). Starting from rank
-    1, most edges stay at 1 and the cores stay small; the exact core solves switch to CG when a
-    core's environment exceeds 1024 per side (:mod:`tnmars.fitting.solvers`).
+    1, most edges stay at 1 and the cores stay small; the solvers plan their contractions
+    without the rank-1 edges (a sparse graph, not a complete one), and the exact core solves
+    switch to CG when a core's environment exceeds 1024 per side (:mod:`tnmars.fitting.solvers`).
     """
     shape = tuple(int(n) for n in getattr(data, "shape", np.shape(data)))
     order = len(shape)
