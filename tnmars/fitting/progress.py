@@ -45,7 +45,10 @@ class Reporter:
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=f"tnmars.fit [{phase}]", leave=False, unit="step" if total else "fit")
+            # disable=False: the caller decided (``progress=True`` wins over TQDM_DISABLE, which
+            # tqdm reads once, at its import, as the default of every bar)
+            self._bar = tqdm(total=total, desc=f"tnmars.fit [{phase}]", leave=False, disable=False,
+                             unit="step" if total else "fit")
 
     def record(self, info: dict[str, Any], advance: int = 1) -> bool:
         """Report one step (a relaxation record, a refitted candidate); True means stop."""
