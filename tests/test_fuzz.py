@@ -101,7 +101,8 @@ def test_network_constructor_with_hostile_arguments(data):
         given = kwargs.get(name)
         values = list(given.values()) if isinstance(given, dict) else given
         for v in np.ravel(np.asarray(values, dtype=object)) if values is not None else ():
-            assert isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)), (name, v)
+            # (a 0-d integer array is an integer, as operator.index reads it)
+            assert np.asarray(v).ndim == 0 and np.asarray(v).dtype.kind in "iu" and not isinstance(v, bool), (name, v)
     # ... a scale is a finite positive number, and sizes are what was asked or clipped down
     if "scale" in kwargs:
         assert positive_finite(kwargs["scale"], "scale") > 0
