@@ -120,10 +120,11 @@ def _contract(terms: Sequence[str], output: str, operands: Sequence[Any], be: Ba
         plan = make_plan(tuple(terms), output, tuple(shapes), "auto", escalate_from=ESCALATE_FROM)
         return execute(plan, list(operands), be)
     kept = tuple("".join(c for c in term if sizes[c] != 1) for term in terms)
-    ops = [x if len(k) == len(t) else be.reshape(x, tuple(sizes[c] for c in k))
-           for x, t, k in zip(operands, terms, kept)]
+    # each operand keeps its own axis sizes (a broadcast size-1 axis stays as it is)
+    kept_shapes = tuple(tuple(n for c, n in zip(t, shape) if sizes[c] != 1) for t, shape in zip(terms, shapes))
+    ops = [x if len(k) == len(t) else be.reshape(x, ks) for x, t, k, ks in zip(operands, terms, kept, kept_shapes)]
     out = "".join(c for c in output if sizes[c] != 1)
-    plan = make_plan(kept, out, tuple(tuple(sizes[c] for c in k) for k in kept), "auto", escalate_from=ESCALATE_FROM)
+    plan = make_plan(kept, out, kept_shapes, "auto", escalate_from=ESCALATE_FROM)
     result = execute(plan, ops, be)
     return result if len(out) == len(output) else be.reshape(result, tuple(sizes[c] for c in output))
 
