@@ -15,6 +15,7 @@ The laws, for every input hypothesis can build:
 from __future__ import annotations
 
 import math
+import operator
 import os
 import warnings
 
@@ -59,6 +60,18 @@ def _finite(x) -> bool:
     return arr.dtype.kind not in "fc" or bool(np.isfinite(arr).all())
 
 
+def _is_integer(value) -> bool:
+    """An integer as ``operator.index`` reads it: ints of any size, numpy integers and 0-d
+    integer arrays; never a bool, a float, a string or a longer array."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- Network()
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
@@ -101,8 +114,7 @@ def test_network_constructor_with_hostile_arguments(data):
         given = kwargs.get(name)
         values = list(given.values()) if isinstance(given, dict) else given
         for v in np.ravel(np.asarray(values, dtype=object)) if values is not None else ():
-            # (a 0-d integer array is an integer, as operator.index reads it)
-            assert np.asarray(v).ndim == 0 and np.asarray(v).dtype.kind in "iu" and not isinstance(v, bool), (name, v)
+            assert _is_integer(v), (name, v)
     # ... a scale is a finite positive number, and sizes are what was asked or clipped down
     if "scale" in kwargs:
         assert positive_finite(kwargs["scale"], "scale") > 0
