@@ -53,7 +53,7 @@ def fit(
     observed: Any = None,
     prior: str = "bic",
     prior_strength: float | None = None,
-    proposal: str = "auto",
+    proposal: str | Network = "auto",
     relaxation: Relaxation | Mapping[str, Any] | None = None,
     min_rank: int = 1,
     budget: int | str | None = None,
@@ -86,6 +86,10 @@ def fit(
     proposal: where the search starts: ``"spectral"`` (EVBMF on the unfolding spectra;
         Tucker, TT, TR), ``"greedy"`` (rank 1 everywhere, then add), ``"mars"`` (the MARS
         relaxation's MAP ranks), or ``"auto"``: spectral for Tucker/TT/TR, greedy otherwise.
+        A :class:`~tnmars.Network` with ``network``'s spec and bond sizes within its maximal
+        ranks is a warm start: the search starts from its ranks and cores (a previous
+        result's ``network``; :func:`tnmars.sweep` starts each structure-search budget from
+        the previous one).
     relaxation: settings of the MARS relaxation (:class:`tnmars.Relaxation` or a dict of its
         fields: ``pi``, ``alpha``, ``steps``, ``lr`` ...); used by ``prior="bernoulli"`` and
         ``proposal="mars"``.
@@ -115,7 +119,11 @@ def fit(
     """
     t0 = time.perf_counter()
     prior = _choice(prior, PRIORS, "prior")
-    proposal = _choice(proposal, PROPOSALS, "proposal")
+    warm = proposal if isinstance(proposal, Network) else None
+    if warm is None and not isinstance(proposal, str):
+        raise TypeError(f"proposal must be one of {', '.join(map(repr, PROPOSALS))} or a Network (a warm start); "
+                        f"got {type(proposal).__name__}")
+    proposal = "start" if warm is not None else _choice(proposal, PROPOSALS, "proposal")
     if prior_strength is None:
         strength = DEFAULT_STRENGTH if budget is None else 0.0
     else:
@@ -138,13 +146,19 @@ def fit(
         return _zero_result(template, prep, settings, t0)
     if proposal == "spectral" and fmt not in ("tucker", "tt", "tr"):
         raise ValueError("proposal='spectral' needs a Tucker, TT or TR network; use 'greedy' or 'mars'")
+    if warm is not None:
+        if prior == "bernoulli":
+            raise ValueError("prior='bernoulli' starts from its own relaxation; a Network proposal needs prior='bic'")
+        warm = _warm_start(warm, template, prep.scale)
     reporter = Reporter(progress, callback)
     crit = Occam(prep.data.n_obs, strength)
     relaxed: RelaxationResult | None = None
     search: RankSearch | None = None
     with _threads(prep, template, device), contextlib.closing(reporter):
         # 1. proposal: where the selection starts
-        if prior == "bernoulli" or proposal == "mars":
+        if warm is not None:
+            start, proposal_used = warm, "start"
+        elif prior == "bernoulli" or proposal == "mars":
             relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
             proposal_used = "mars"
         elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
@@ -161,7 +175,7 @@ def fit(
             # walking through steps that do not pay alone is for growing from rank 1; from a
             # spectral or relaxed proposal the neighbours of the start decide; within a budget
             # the search also trades indices between bonds (exchanges)
-            options = {"patience": GREEDY_PATIENCE if proposal_used == "greedy" else 0,
+            options = {"patience": GREEDY_PATIENCE if proposal_used in ("greedy", "start") else 0,
                        "exchanges": limit is not None, **search_settings}
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
                                 report=_search_reporter(reporter), max_params=limit,
@@ -385,6 +399,27 @@ def _zero_result(template: Network, prep: Prepared, settings: dict, t0: float) -
 
 
 # ---------------------------------------------------------------------------------- arguments
+def _warm_start(start: Network, template: Network, scale: float) -> Network:
+    """``start`` in working units (the data divided by ``scale``) on NumPy float64, after
+    checking that it is a network the selection may return: ``template``'s graph, bonds
+    within its maximal ranks."""
+    if start.spec != template.spec:
+        raise ValueError(f"a Network proposal must have the fitted network's spec {template.spec!r}; "
+                         f"got {start.spec!r}")
+    over = {b: r for b, r in start.bonds.items() if r > template.bonds[b]}
+    if over:
+        raise ValueError(f"the proposal's bonds {over} exceed the maximal ranks "
+                         f"{ {b: template.bonds[b] for b in over} }")
+    if 0 in start.ranks:
+        raise ValueError("the proposal has a bond of rank 0 (a zero network); it cannot start a search")
+    be = start.backend_impl
+    unit = scale ** (1.0 / start.num_cores)
+    cores = [np.asarray(be.to_numpy(c), dtype=np.float64) / unit for c in start.cores]
+    if not all(np.isfinite(c).all() for c in cores):
+        raise ValueError("the proposal's cores are not finite")
+    return Network(template.spec, cores=cores, optimize=template.optimize)
+
+
 def _choice(value: Any, options: Sequence[str], name: str) -> str:
     if not isinstance(value, str) or value.lower() not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")

@@ -33,7 +33,8 @@ class FitResult:
         ``inf`` where float64 cannot hold it, for data of magnitude near 1e160 and above).
     criterion: what decided the ranks (``"bic"`` or ``"bernoulli"``); objective: its value at
         the selected ranks (nats; lower is better; ``nan`` for ``"bernoulli"``).
-    proposal: where the selection started (``"spectral"``, ``"greedy"``, ``"mars"``).
+    proposal: where the selection started (``"spectral"``, ``"greedy"``, ``"mars"``, or
+        ``"start"``: a network given as the proposal).
     selection: the accepted steps of the search, ``{"move", "ranks", "objective",
         "relative_error"}`` each (the first is the proposal).
     compression, num_params: dense size / parameters, and parameters, of ``network``.

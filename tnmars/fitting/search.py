@@ -37,7 +37,10 @@ __all__ = ["Candidate", "RankSearch", "SEARCH_SETTINGS"]
 #: square) is below this: nearly exact data, where refits must converge far
 PRUNE_BELOW = 1e-4
 #: within a budget, networks of at most this many bonds also try removals followed by a
-#: greedy refill (``RankSearch._removed_and_refilled``); more bonds make it too costly
+#: greedy refill (``RankSearch._removed_and_refilled``), and refill after every exchange;
+#: with more bonds only the most promising exchanges are refilled (``RankSearch._rewire``):
+#: every exchange times every bond is too costly (order 8, 28 bonds: an image search within
+#: 1,000 parameters spent more than 40 minutes in one round of exchanges)
 REFILL_MAX_BONDS = 8
 #: the settings ``tnmars.fit(selection=...)`` may change
 SEARCH_SETTINGS = ("sweeps", "full_sweeps", "final_sweeps", "second_look", "patience", "exchanges")
@@ -244,12 +247,15 @@ class RankSearch:
         indices elsewhere; no single +-1 step undoes that, one exchange does. Candidates get
         short refits, the most promising ``final_sweeps`` ones; the first that lowers the
         objective of ``best`` (refitted alike: :meth:`_converged`) is taken (then the removal
-        pass again), until none does."""
+        pass again), until none does. Within a budget, exchanges are refilled
+        (:meth:`_refills`): every one on networks of at most ``REFILL_MAX_BONDS`` bonds, the
+        ``2 * second_look`` best after their short refits on larger ones."""
         net_seen = {best.ranks}
         while not self.stopped:
             net = best.network
             bonds = net.bonds
             tried = []
+            every_refill = len(bonds) <= REFILL_MAX_BONDS
             for a, ra in bonds.items():
                 if ra <= max(self.min_rank, 1):
                     continue
@@ -269,7 +275,13 @@ class RankSearch:
                     tried.append(self.evaluate(cand, 3 * self.sweeps, f"{a}>{b}"))
                     if self.stopped:
                         return best
-                    tried.extend(self._refills(cand, f"{a}>{b}", net_seen))
+                    if every_refill:
+                        tried.extend(self._refills(cand, f"{a}>{b}", net_seen))
+                        if self.stopped:
+                            return best
+            if not every_refill:  # many bonds: refill only the most promising exchanges
+                for exchange in sorted(tried, key=lambda c: c.objective)[: 2 * self.second_look]:
+                    tried.extend(self._refills(exchange.network, exchange.move, net_seen))
                     if self.stopped:
                         return best
             tried.extend(self._removed_and_refilled(net, net_seen))

@@ -141,7 +141,8 @@ def search(
     observed: Any = None,
     budget: int | str | None = None,
     prior_strength: float | None = None,
-    starts: int = 2,
+    start: StructureResult | Network | None = None,
+    starts: int | None = None,
     seed: int | np.random.Generator | None = None,
     backend: str | None = None,
     device: str | None = None,
@@ -161,8 +162,14 @@ def search(
     budget: at most this many parameters (``int``) or at least this compression (``"20x"``).
     prior_strength: ``c`` of the Occam criterion (1: BIC; larger prunes more). Default: 1,
         or 0 within a budget (the best fit the budget allows), as in :func:`tnmars.fit`.
-    starts: independent searches from different random starts; the one with the lowest MAP
-        objective wins. Least squares on networks with loops has poor local minima (on
+    start: a warm start: a previous :class:`StructureResult` of the same data shape (or its
+        ``fit.network``, the fully connected network with vanished edges at rank 1). The
+        search walks on from its edges and cores instead of from rank 1: :func:`tnmars.sweep`
+        starts each budget from the one below, so a larger budget never ends worse than a
+        smaller one and never regrows the smaller one's network. A start above ``budget`` is
+        first brought within it; one above ``max_rank`` raises ``ValueError``.
+    starts: independent searches from different random starts (default 2; 1 from a
+        ``start``, which is not random); the one with the lowest MAP objective wins. Least squares on networks with loops has poor local minima (on
         random topologies of order 4, ALS and Levenberg-Marquardt from random values missed
         the exact fit at the true structure 5 times out of 5); the greedy walk from rank 1
         avoids most of them, a second walk most of the rest.
@@ -188,13 +195,14 @@ def search(
     # the template only carries the graph and the maximal sizes: cores of zero strides, no memory
     template = Network(spec, cores=[np.broadcast_to(np.zeros(()), tuple(dims[c] for c in term))
                                     for term in spec.split("->")[0].split(",")])
-    starts = positive_int(starts, "starts")
+    proposal = "greedy" if start is None else _start_network(start, spec, shape)
+    starts = positive_int(1 if starts is None and start is not None else 2 if starts is None else starts, "starts")
     rng = np.random.default_rng(seed)
     runs = []
     for _ in range(starts):
         run_seed = int(rng.integers(2**31 - 1))
         runs.append(fit(data, template, observed=observed, prior="bic", prior_strength=prior_strength,
-                        proposal="greedy", budget=budget, selection=SELECTION, seed=run_seed, backend=backend,
+                        proposal=proposal, budget=budget, selection=SELECTION, seed=run_seed, backend=backend,
                         device=device, dtype=dtype, progress=progress, callback=callback))
         if runs[-1].interrupted:
             break
@@ -210,6 +218,19 @@ def search(
     name = "zero network (all-zero data)" if 0 in res.ranks else topology_name(order, edges)
     return StructureResult(network=_without_vanished(res.network), edges=edges, topology=name, fit=res, order=order,
                            bond_pairs=pairs)
+
+
+def _start_network(start: Any, spec: str, shape: tuple[int, ...]) -> Network:
+    """The fully connected network of a warm ``start`` (see :func:`search`)."""
+    net = start.fit.network if isinstance(start, StructureResult) else start
+    if not isinstance(net, Network):
+        raise TypeError(f"start must be a StructureResult or a Network; got {type(start).__name__}")
+    if net.shape != shape:
+        raise ValueError(f"the start has shape {net.shape} but the data have shape {shape}")
+    if net.spec != spec:
+        raise ValueError(f"the start must be the fully connected network {spec!r} (a StructureResult's "
+                         f"fit.network); got {net.spec!r}")
+    return net
 
 
 def _max_rank(max_rank: Any, spec: str, opens: str, shape: tuple[int, ...]) -> dict[str, int]:

@@ -5,7 +5,10 @@
 :class:`SweepResult` (parameters, relative errors, every result), which
 :func:`tnmars.plots.plot_sweep` draws. Each point is the best network by the MAP criterion
 within its budget: where the data need fewer parameters than a budget allows, the point
-stays at the size the criterion chose (the curve flattens there).
+stays at the size the criterion chose (the curve flattens there). The structure search
+starts each budget from the network of the budget below (``tnmars.search(start=)``): it
+walks on from there instead of regrowing it from rank 1, and (at the default
+``prior_strength`` 0) its error never rises with the budget.
 
 >>> import numpy as np, tnmars
 >>> x = tnmars.Network.tt((6, 7, 8, 7), (2, 4, 3), seed=0).to_tensor()
@@ -79,7 +82,9 @@ def sweep(data: Any, network: str | Network = "tucker", *, budgets: Sequence[Any
         ``"fctn"``: structure search (:func:`tnmars.search`) within each budget.
     budgets: parameter counts (``int``) and/or compression ratios (``"20x"``); they are
         run from the smallest allowance to the largest.
-    kwargs: passed to :func:`tnmars.fit` (or :func:`tnmars.search`) for every budget.
+    kwargs: passed to :func:`tnmars.fit` (or :func:`tnmars.search`) for every budget. For
+        ``"fctn"``, a ``start`` starts the smallest budget; each larger one starts from the
+        result below it.
 
     Returns
     -------
@@ -96,11 +101,13 @@ def sweep(data: Any, network: str | Network = "tucker", *, budgets: Sequence[Any
     order = sorted(range(len(budgets)), key=lambda k: limits[k])
     structure = isinstance(network, str) and network.lower() == "fctn"
     out = SweepResult([], [], [], [], [], [])
+    start = kwargs.pop("start", None) if structure else None
     for k in order:
         if structure:
             from .structure import search
 
-            res = search(data, budget=budgets[k], **kwargs)
+            res = search(data, budget=budgets[k], start=start, **kwargs)
+            start = res
             ranks = res.edges
         else:
             from .api import fit
