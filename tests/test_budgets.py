@@ -292,3 +292,79 @@ def test_sweep_needs_a_list_of_budgets(bad):
 def test_sweep_takes_budgets_not_budget():
     with pytest.raises(TypeError, match="budgets="):
         tnmars.sweep(_tt_truth(), "tt", budgets=[10], budget=10)
+
+
+def test_a_structure_sweep_starts_each_budget_from_the_one_below():
+    """Each budget walks on from the network of the budget below (``search(start=)``): the
+    error never rises with the budget, and the larger budget's search begins at the smaller
+    one's edges instead of regrowing them from rank 1."""
+    x = _noisy_ring()
+    curve = tnmars.sweep(x, "fctn", budgets=[60, 120, 200], max_rank=3, seed=0, progress=False)
+    fits = [r.fit for r in curve.results]
+    assert [f.proposal for f in fits] == ["greedy", "start", "start"]
+    assert [len(f.settings["starts"]) for f in fits] == [2, 1, 1]  # a warm start is not random: one walk
+    for below, above in zip(fits, fits[1:]):
+        assert tuple(above.selection[0]["ranks"]) == below.ranks
+    assert all(e1 <= e0 * (1 + 1e-9) for e0, e1 in zip(curve.errors, curve.errors[1:]))
+    assert all(p <= lim for p, lim in zip(curve.params, curve.limits))
+
+
+def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
+    """Order 5 (10 bonds, above ``REFILL_MAX_BONDS``): each round of exchanges refills at most
+    ``2 * second_look`` of them, each from its refitted exchange, instead of every one."""
+    from tnmars.fitting import search as search_module
+
+    x = np.asarray(tnmars.Network.tr((3, 4, 3, 4, 3), (3, 2, 3, 2, 2), seed=0).to_tensor())
+    noise = np.random.default_rng(0).standard_normal(x.shape)
+    x = x + noise * 0.1 * np.linalg.norm(x) / np.linalg.norm(noise)
+    refilled, rounds = [], []
+    refills, removed = RankSearch._refills, RankSearch._removed_and_refilled
+
+    def spy_refills(self, exchanged, move, seen):
+        refilled.append((move, exchanged.ranks))
+        return refills(self, exchanged, move, seen)
+
+    def spy_rounds(self, net, seen):
+        rounds.append(net.ranks)
+        return removed(self, net, seen)
+
+    monkeypatch.setattr(RankSearch, "_refills", spy_refills)
+    monkeypatch.setattr(RankSearch, "_removed_and_refilled", spy_rounds)
+    found = tnmars.search(x, max_rank=3, budget=90, seed=0, starts=1, progress=False)
+    assert found.num_params <= 90
+    assert len(found.fit.ranks) > search_module.REFILL_MAX_BONDS
+    assert rounds, "the exchanges never ran"
+    assert 0 < len(refilled) <= 2 * 2 * len(rounds)  # second_look is 2
+    assert all(">" in move for move, _ in refilled)
+
+
+def test_a_fit_starts_from_a_given_network():
+    x = _tt_truth()
+    first = tnmars.fit(x, "tt", max_rank=5, budget=80, seed=0, progress=False)
+    again = tnmars.fit(x, "tt", max_rank=5, budget=160, proposal=first.network, seed=0, progress=False)
+    assert again.proposal == "start" and tuple(again.selection[0]["ranks"]) == first.ranks
+    assert again.relative_error <= first.relative_error and again.num_params <= 160
+    # a start above the budget is brought within it first
+    small = tnmars.fit(x, "tt", max_rank=5, budget=40, proposal=again.network, seed=0, progress=False)
+    assert small.num_params <= 40
+
+
+@pytest.mark.parametrize("proposal, kwargs, error, match", [
+    (tnmars.Network.tr((6, 7, 8, 7), (2, 2, 2, 2), seed=0), {}, ValueError, "spec"),
+    (tnmars.Network.tt((6, 7, 8, 7), (2, 6, 2), seed=0), {}, ValueError, "exceed the maximal ranks"),
+    (tnmars.Network.tt((6, 7, 8, 7), (2, 2, 2), seed=0), {"prior": "bernoulli"}, ValueError, "bernoulli"),
+    (3, {}, TypeError, "warm start"),
+])
+def test_bad_start_networks_are_refused(proposal, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tnmars.fit(_tt_truth(), "tt", max_rank=5, proposal=proposal, progress=False, **kwargs)
+
+
+def test_a_structure_search_refuses_a_start_of_another_shape_or_graph():
+    x = _tt_truth()
+    with pytest.raises(ValueError, match="shape"):
+        tnmars.search(x, start=tnmars.Network.tt((6, 7, 8), (2, 2), seed=0), progress=False)
+    with pytest.raises(ValueError, match="fully connected"):
+        tnmars.search(x, start=tnmars.Network.tt((6, 7, 8, 7), (2, 2, 2), seed=0), progress=False)
+    with pytest.raises(TypeError, match="StructureResult"):
+        tnmars.search(x, start="tt", progress=False)
