@@ -746,7 +746,10 @@ def main() -> None:
     parser.add_argument("--snrs", choices=("both", "none", "20"), default="both", help="noise levels to run")
     parser.add_argument("--methods", help="networks to run (default all): budgets and image among fctn,tt,tr,tucker; "
                                           "recovery among search,tt,tr,tucker (TT-SVD and HOSVD run with the search)")
-    parser.add_argument("--fctn-budgets", help="image: budgets of the structure-search sweep (default 250,...,2000)")
+    parser.add_argument("--fctn-budgets", help="image: budgets of the structure-search sweep (default 250,...,4000; "
+                                               "each starts from the one below, the smallest from rank 1)")
+    parser.add_argument("--image-budgets", nargs="*", default=[], metavar="METHOD=B1,B2",
+                        help="image: budgets of one method's sweep, e.g. tucker=16000,32000")
     parser.add_argument("--rows-from", type=Path, help="add the JSON rows printed in this log")
     parser.add_argument("--rows-commit", default="unknown", help="with --rows-from: the commit the log's run measured")
     parser.add_argument("--graph", action="store_true", help="also draw the graph found on heldout seed 100, order 5")
@@ -764,7 +767,8 @@ def main() -> None:
         pick = Selection(quick=args.quick, orders=_ints(args.orders), seed_list=_ints(args.seeds),
                          snrs={"both": SNRS, "none": (None,), "20": (20,)}[args.snrs] if not args.quick else (None,),
                          methods=tuple(args.methods.split(",")) if args.methods else None,
-                         image_budgets={"fctn": _ints(args.fctn_budgets)} if args.fctn_budgets else {},
+                         image_budgets={**{m: _ints(b) for m, b in (a.split("=", 1) for a in args.image_budgets)},
+                                        **({"fctn": _ints(args.fctn_budgets)} if args.fctn_budgets else {})},
                          reuse_grid=args.reuse_grid)
         parts = ("recovery", "budgets", "image") if args.part == "all" else (args.part,)
         for part in parts:
