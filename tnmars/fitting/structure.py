@@ -169,10 +169,11 @@ def search(
         smaller one and never regrows the smaller one's network. A start above ``budget`` is
         first brought within it; one above ``max_rank`` raises ``ValueError``.
     starts: independent searches from different random starts (default 2; 1 from a
-        ``start``, which is not random); the one with the lowest MAP objective wins. Least squares on networks with loops has poor local minima (on
-        random topologies of order 4, ALS and Levenberg-Marquardt from random values missed
-        the exact fit at the true structure 5 times out of 5); the greedy walk from rank 1
-        avoids most of them, a second walk most of the rest.
+        ``start``, which is not random); the one with the lowest MAP objective wins. Least
+        squares on networks with loops has poor local minima (on random topologies of order
+        4, ALS and Levenberg-Marquardt from random values missed the exact fit at the true
+        structure 5 times out of 5); the greedy walk from rank 1 avoids most of them, a
+        second walk most of the rest.
     seed, backend, device, dtype, progress, callback: as in :func:`tnmars.fit`.
 
     Returns
