@@ -310,7 +310,8 @@ def test_a_structure_sweep_starts_each_budget_from_the_one_below():
 
 
 def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
-    """Order 5 (10 bonds, above ``REFILL_MAX_BONDS``): each round of exchanges refills at most
+    """Above ``EXCHANGE_REFILL_MAX_BONDS`` bonds (lowered here so that order 5, 10 bonds, is
+    above it: order 8 is too slow for a test), each round of exchanges refills at most
     ``2 * second_look`` of them, each from its refitted exchange, instead of every one."""
     from tnmars.fitting import search as search_module
 
@@ -328,11 +329,12 @@ def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
         rounds.append(net.ranks)
         return removed(self, net, seen)
 
+    monkeypatch.setattr(search_module, "EXCHANGE_REFILL_MAX_BONDS", 8)
     monkeypatch.setattr(RankSearch, "_refills", spy_refills)
     monkeypatch.setattr(RankSearch, "_removed_and_refilled", spy_rounds)
     found = tnmars.search(x, max_rank=3, budget=90, seed=0, starts=1, progress=False)
     assert found.num_params <= 90
-    assert len(found.fit.ranks) > search_module.REFILL_MAX_BONDS
+    assert len(found.fit.ranks) > search_module.EXCHANGE_REFILL_MAX_BONDS
     assert rounds, "the exchanges never ran"
     assert 0 < len(refilled) <= 2 * 2 * len(rounds)  # second_look is 2
     assert all(">" in move for move, _ in refilled)
