@@ -197,7 +197,9 @@ def search(
     template = Network(spec, cores=[np.broadcast_to(np.zeros(()), tuple(dims[c] for c in term))
                                     for term in spec.split("->")[0].split(",")])
     proposal = "greedy" if start is None else _start_network(start, spec, shape)
-    starts = positive_int(1 if starts is None and start is not None else 2 if starts is None else starts, "starts")
+    if starts is None:  # a warm start is not random: one walk
+        starts = 2 if start is None else 1
+    starts = positive_int(starts, "starts")
     rng = np.random.default_rng(seed)
     runs = []
     for _ in range(starts):
