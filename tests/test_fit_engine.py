@@ -11,6 +11,7 @@ from tnmars.fitting.graph import degrees_of_freedom, feasible_ranks, pieces_with
 from tnmars.fitting.moves import grow, shrink
 from tnmars.fitting.solvers import RIDGE, FitData, _contract, _CoreSolver, als, residual
 from tnmars.fitting.spectral import energy_rank, evbmf_rank, mdl_rank, singular_values, tt_proposal, tucker_proposal
+from tnmars.fitting.structure import fctn_spec
 from tnmars.testing.strategies import networks
 
 
@@ -234,6 +235,36 @@ def test_large_pieces_are_solved_by_cg_with_the_same_result(monkeypatch):
     cg, sse_cg = als(start, data, sweeps=3, line_search=False, cg_iters=200, cg_tol=1e-12)
     assert sse_cg == pytest.approx(sse_kron, rel=1e-6)
     np.testing.assert_allclose(cg.to_tensor(), kron.to_tensor(), atol=1e-6)
+
+
+@pytest.mark.parametrize("make, prefixed", [
+    (lambda s: tnmars.Network.tt((4, 5, 6, 5), (3, 4, 3), seed=s), True),
+    (lambda s: tnmars.Network.tucker((6, 7, 5), (2, 3, 2), seed=s), True),
+    # fully connected, order 7, half the edges at rank 3: prefixes of 81x the data
+    (lambda s: tnmars.Network(fctn_spec(7)[0], {**dict(zip("abcdefg", (3,) * 7)),
+                                                **{b: 3 if k % 2 else 1 for k, b in enumerate(fctn_spec(7)[1])}},
+                              seed=s), False),
+], ids=["tt", "tucker", "fctn7"])
+def test_a_sweep_gives_the_same_cores_by_the_prefix_or_from_the_data(make, prefixed):
+    """The right-hand sides of a sweep go through the growing prefix on chains and trees and
+    straight from the data where the prefix would carry many bonds (graphs with loops); both
+    routes are the same least-squares updates."""
+    from tnmars.fitting import solvers
+
+    net = make(2)
+    data = FitData.from_arrays(make(1).to_tensor())
+    cores = [np.asarray(c) for c in net.cores]
+    order = solvers._sweep_order(net.inputs, net.output)
+    assert solvers._prefix_pays(net.inputs, net.output, order, [c.shape for c in cores], data.shape) is prefixed
+    swept = {}
+    for route in (True, False):
+        pieces = [_CoreSolver(net.inputs, net.output, lay, data) for lay in pieces_without(net.inputs, net.output)]
+        updated = list(cores)
+        sse = solvers._exact_sweep(net.inputs, net.output, order, updated, pieces, data, (), np.inf, route)
+        swept[route] = (updated, sse)
+    for a, b in zip(swept[True][0], swept[False][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10 * float(np.abs(a).max()))
+    assert swept[True][1] == pytest.approx(swept[False][1], rel=1e-9)
 
 
 def test_a_ring_grown_past_its_ranks_comes_back_through_fresh_starts():
