@@ -100,6 +100,23 @@ class FitData:
 #: (the Grams of a fully connected network of order 6 at ranks 1-4: 1 s of search per rank
 #: vector for sweeps of 8 ms).
 ESCALATE_FROM = 1e8
+#: plans whose greedy path costs (:attr:`tnmars.contract.Plan.cost`) less than this keep it;
+#: larger ones are planned again with ``"auto"``, which prices several paths (see
+#: :func:`_plan_of`)
+CAREFUL_PLAN_FROM = 1e7
+
+
+def _plan_of(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
+    """The plan the solvers run: opt_einsum's greedy path, or ``"auto"``'s choice when the
+    greedy path costs ``CAREFUL_PLAN_FROM`` or more. Every rank vector a search tries is a
+    new set of shapes, so most plans run only for the few sweeps of one refit: ``"auto"``
+    took 10-12 ms to plan a right-hand side of an order-8 fully connected network that runs
+    in 0.3-1.5 ms, the greedy path 2-3 ms (and planning was half of a structure search's
+    time within 150 parameters of the camera image)."""
+    plan = make_plan(terms, output, shapes, "greedy")
+    if plan.cost < CAREFUL_PLAN_FROM:
+        return plan
+    return make_plan(terms, output, shapes, "auto", escalate_from=ESCALATE_FROM)
 
 
 def _planned(terms: Sequence[str], output: str, shapes: Sequence[tuple[int, ...]]) -> tuple[Any, tuple | None]:
@@ -112,13 +129,12 @@ def _planned(terms: Sequence[str], output: str, shapes: Sequence[tuple[int, ...]
             if sizes.get(c, 1) == 1:  # (a size-1 axis may broadcast against a larger one)
                 sizes[c] = int(n)
     if all(n != 1 for n in sizes.values()):
-        return make_plan(tuple(terms), output, tuple(tuple(s) for s in shapes), "auto",
-                         escalate_from=ESCALATE_FROM), None
+        return _plan_of(tuple(terms), output, tuple(tuple(int(n) for n in s) for s in shapes)), None
     kept = tuple("".join(c for c in term if sizes[c] != 1) for term in terms)
     # each operand keeps its own axis sizes (a broadcast size-1 axis stays as it is)
     kept_shapes = tuple(tuple(int(n) for c, n in zip(t, shape) if sizes[c] != 1) for t, shape in zip(terms, shapes))
     out = "".join(c for c in output if sizes[c] != 1)
-    plan = make_plan(kept, out, kept_shapes, "auto", escalate_from=ESCALATE_FROM)
+    plan = _plan_of(kept, out, kept_shapes)
     return plan, (kept_shapes, tuple(sizes[c] for c in output))
 
 
