@@ -110,9 +110,10 @@ def _plan_of(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...],
     """The plan the solvers run: opt_einsum's greedy path, or ``"auto"``'s choice when the
     greedy path costs ``CAREFUL_PLAN_FROM`` or more. Every rank vector a search tries is a
     new set of shapes, so most plans run only for the few sweeps of one refit: ``"auto"``
-    took 10-12 ms to plan a right-hand side of an order-8 fully connected network that runs
-    in 0.3-1.5 ms, the greedy path 2-3 ms (and planning was half of a structure search's
-    time within 150 parameters of the camera image)."""
+    took 13-28 ms to plan the right-hand sides and Grams of the camera image's structure-search
+    networks, which run in 0.1-0.9 ms, the greedy path 4-17 ms for plans that run as fast
+    (``benchmarks/als_sweeps.py``); planning was half of a structure search's time within 150
+    parameters of that image, a quarter after this change (35 of 71 s, then 11 of 47 s)."""
     plan = make_plan(terms, output, shapes, "greedy")
     if plan.cost < CAREFUL_PLAN_FROM:
         return plan
@@ -380,14 +381,15 @@ def _prefix_pays(inputs: tuple[str, ...], output: str, order: Sequence[int],
     :func:`_exact_sweep`: while no prefix exceeds ``PREFIX_MAX_GROWTH`` times the data.
 
     The prefix carries every bond cut between the visited and the unvisited cores. On a chain
-    or a tree that is one or a few bonds, and neither route wins everywhere (TT, TR, Tucker
-    and CP networks of 10^4-10^6 entries: sweeps from the data took 0.65-1.9x the time of
-    sweeps by the prefix). On a fully connected network it carries many: the camera image as
-    4^8 within 2,000 parameters had prefixes of up to 8 million entries (120x the data), and
-    its sweeps took 0.43 s by the prefix against 0.02 s from the data; random fully connected
-    networks of order 6-7 with prefixes of 48-144x the data: 0.29-0.63x. Counting entries
-    costs nothing; comparing the two routes' planned costs would plan every contraction twice
-    (10-200 ms per rank vector, more than the few sweeps a search gives each)."""
+    or a tree that is one or a few bonds, and neither route wins everywhere: sweeps from the
+    data took 0.5-0.7x the time of sweeps by the prefix on TT networks, 2x on Tucker and CP
+    ones (``benchmarks/als_sweeps.py``). On a fully connected network it can carry many: the
+    camera image as 4^8 within 2,000 parameters has prefixes of 360x the data, and its sweep
+    takes 0.62 s by the prefix against 0.03 s from the data. The rule is a guard against that
+    case, not a cost model: on random fully connected networks of orders 5-7 with prefixes
+    of 0.7-144x the data, the faster route was the other one in half the cases (0.54-1.31x).
+    Counting entries costs nothing; comparing the two routes' planned costs would plan every
+    contraction twice, and the plans' costs did not predict the faster route either."""
     sizes: dict[str, int] = {}
     for term, shape in zip(inputs, core_shapes):
         for c, n in zip(term, shape):
