@@ -237,6 +237,31 @@ def test_large_pieces_are_solved_by_cg_with_the_same_result(monkeypatch):
     np.testing.assert_allclose(cg.to_tensor(), kron.to_tensor(), atol=1e-6)
 
 
+def test_the_solvers_plan_cheap_contractions_greedily_and_costly_ones_carefully():
+    """A search plans every rank vector anew: cheap contractions keep opt_einsum's greedy path
+    (planning them carefully costs more than running them); costly ones get ``"auto"``'s,
+    which is never costlier (the Gram of a fully connected order-7 network below: greedy's
+    path costs 10x more)."""
+    from tnmars.contract import make_plan
+    from tnmars.fitting import solvers
+
+    spec, pairs = fctn_spec(7)
+    rng = np.random.default_rng(3)
+    ranks = {b: int(rng.integers(2, 5)) if rng.random() < 0.5 else 1 for b in pairs}
+    net = tnmars.Network(spec, {**dict(zip("abcdefg", (4,) * 7)), **ranks})
+    piece = pieces_without(net.inputs, net.output)[3].pieces[0]
+    shapes = [tuple(net.cores[c].shape) for c in piece.cores] * 2
+    kept = tuple("".join(ch for ch, n in zip(t, s) if n != 1) for t, s in zip(piece.gram_inputs, shapes))
+    kept_shapes = tuple(tuple(n for n in s if n != 1) for s in shapes)
+    kept_output = "".join(ch for ch in piece.gram_output if any(ch in t for t in kept))
+    greedy = make_plan(kept, kept_output, kept_shapes, "greedy")
+    assert greedy.cost >= solvers.CAREFUL_PLAN_FROM
+    careful, _ = solvers._planned(piece.gram_inputs, piece.gram_output, shapes)
+    assert careful.cost < greedy.cost
+    small = (("ab", "bc", "cd"), "ad", ((4, 5), (5, 6), (6, 3)))
+    assert solvers._planned(*small)[0] is make_plan(*small, "greedy")
+
+
 @pytest.mark.parametrize("make, prefixed", [
     (lambda s: tnmars.Network.tt((4, 5, 6, 5), (3, 4, 3), seed=s), True),
     (lambda s: tnmars.Network.tucker((6, 7, 5), (2, 3, 2), seed=s), True),
