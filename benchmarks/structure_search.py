@@ -33,6 +33,8 @@ Usage:
   python benchmarks/structure_search.py --part budgets --methods tt,tr,tucker --seeds 0,1,100,101
   python benchmarks/structure_search.py --part budgets --reuse-grid  # new selections, saved grid errors
   python benchmarks/structure_search.py --part image --methods tt,tucker,fctn --fctn-budgets 250,500
+  python benchmarks/structure_search.py --part image --methods fctn --fctn-budgets 8000 --fctn-resume
+                                                            # the search's sweep goes on from the saved 4,000
   python benchmarks/structure_search.py --rows-from run.log # add the JSON rows a run printed (an interrupted run)
   python benchmarks/structure_search.py --report            # rebuild the tables from the saved rows
 
@@ -102,6 +104,8 @@ class Selection:
     methods: tuple[str, ...] | None = None
     image_budgets: dict[str, tuple[int, ...]] = field(default_factory=dict)
     reuse_grid: bool = False
+    #: image: start the smallest structure-search budget from the saved network below it
+    resume: bool = False
 
     def order(self, order: int) -> bool:
         return self.orders is None or order in self.orders
@@ -520,14 +524,20 @@ def image_rows(pick: Selection) -> list[dict]:
         if not pick.method(fmt):
             continue
         budgets = pick.image_budgets.get(fmt) or (budgets[:2] if pick.quick else budgets)
-        previous = None  # the structure search starts each budget from the one below, as tnmars.sweep does
+        # the structure search starts each budget from the one below, as tnmars.sweep does; with
+        # --fctn-resume, the smallest budget starts from the saved network of the budget below it
+        previous, started = None, "rank 1"
+        if fmt == "fctn" and pick.resume:
+            below = [b for b in saved_image_budgets() if b < min(budgets)]
+            if below:
+                previous, started = tnmars.load(image_network_path(max(below))), f"budget {max(below)} (saved)"
         for b in sorted(budgets):
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if fmt == "fctn":
                     res = tnmars.search(x, budget=b, start=previous, seed=0, progress=False)
-                    started = "rank 1" if previous is None else f"budget {previous.fit.settings['max_params']}"
+                    tnmars.save(res.fit.network, image_network_path(b))
                     previous = res
                     ranks = [[i, j, r] for (i, j), r in res.edges.items()]
                 else:
@@ -537,7 +547,21 @@ def image_rows(pick: Selection) -> list[dict]:
                          "error": float(res.relative_error), "ranks": ranks, "seconds": time.perf_counter() - t0,
                          **({"start": started} if fmt == "fctn" else {})})
             emit(rows[-1])
+            started = f"budget {b}"
     return rows
+
+
+IMAGE_NETWORKS = RESULTS / "structure_search_image"
+
+
+def image_network_path(budget: int) -> Path:
+    """Where the image's structure search within ``budget`` saves its fully connected network
+    (vanished edges at rank 1): the warm start of a later, larger budget (``--fctn-resume``)."""
+    return IMAGE_NETWORKS / f"fctn_{budget}.npz"
+
+
+def saved_image_budgets() -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in IMAGE_NETWORKS.glob("fctn_*.npz")) if IMAGE_NETWORKS.exists() else []
 
 
 def _at_target(points: list[tuple[int, float]], eps: float) -> float | None:
@@ -748,6 +772,10 @@ def main() -> None:
                                           "recovery among search,tt,tr,tucker (TT-SVD and HOSVD run with the search)")
     parser.add_argument("--fctn-budgets", help="image: budgets of the structure-search sweep (default 250,...,4000; "
                                                "each starts from the one below, the smallest from rank 1)")
+    parser.add_argument("--fctn-resume", action="store_true",
+                        help="image: start the smallest --fctn-budgets budget from the saved network of the largest "
+                             "budget below it (results/structure_search_image/; every structure-search budget saves "
+                             "its network there)")
     parser.add_argument("--image-budgets", nargs="*", default=[], metavar="METHOD=B1,B2",
                         help="image: budgets of one method's sweep, e.g. tucker=16000,32000")
     parser.add_argument("--rows-from", type=Path, help="add the JSON rows printed in this log")
@@ -769,7 +797,7 @@ def main() -> None:
                          methods=tuple(args.methods.split(",")) if args.methods else None,
                          image_budgets={**{m: _ints(b) for m, b in (a.split("=", 1) for a in args.image_budgets)},
                                         **({"fctn": _ints(args.fctn_budgets)} if args.fctn_budgets else {})},
-                         reuse_grid=args.reuse_grid)
+                         reuse_grid=args.reuse_grid, resume=args.fctn_resume)
         parts = ("recovery", "budgets", "image") if args.part == "all" else (args.part,)
         for part in parts:
             {"recovery": recovery_rows, "budgets": budget_rows, "image": image_rows}[part](pick)
