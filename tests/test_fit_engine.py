@@ -262,6 +262,42 @@ def test_the_solvers_plan_cheap_contractions_greedily_and_costly_ones_carefully(
     assert solvers._planned(*small)[0] is make_plan(*small, "greedy")
 
 
+def test_a_gram_from_the_environment_matrix_equals_the_doubled_contraction(monkeypatch):
+    """On a graph with loops a piece's Gram is ``E^T E`` from its environment matrix when that
+    is cheaper than the doubled contraction: the same matrix."""
+    from tnmars.fitting import solvers
+
+    spec, pairs = fctn_spec(7)
+    rng = np.random.default_rng(3)
+    ranks = {b: int(rng.integers(2, 5)) if rng.random() < 0.5 else 1 for b in pairs}
+    net = tnmars.Network(spec, {**dict(zip("abcdefg", (4,) * 7)), **ranks}, seed=0)
+    data = FitData.from_arrays(tnmars.Network(spec, net.dims, seed=1).to_tensor())
+    cores = [np.asarray(c) for c in net.cores]
+    used = []
+    shipped = solvers._CoreSolver._piece_gram
+
+    def spy(self, piece, cores, p):
+        before = solvers._contract
+        calls = []
+        monkeypatch.setattr(solvers, "_contract", lambda t, o, *a: calls.append(len(t)) or before(t, o, *a))
+        try:
+            return shipped(self, piece, cores, p)
+        finally:
+            monkeypatch.setattr(solvers, "_contract", before)
+            used.append(calls[-1] == len(piece.cores))  # the environment: the piece's cores once
+
+    monkeypatch.setattr(solvers._CoreSolver, "_piece_gram", spy)
+    grams = {}
+    for limit in (0, solvers.ENV_MAX_ENTRIES):
+        monkeypatch.setattr(solvers, "ENV_MAX_ENTRIES", limit)
+        grams[limit] = [[q * w @ q.T for w, q in _CoreSolver(net.inputs, net.output, lay, data).grams(cores)]
+                        for lay in pieces_without(net.inputs, net.output)]
+    assert any(used) and not any(used[:len(used) // 2])  # the environment only when allowed, and then somewhere
+    for a, b in zip(grams[0], grams[solvers.ENV_MAX_ENTRIES]):
+        for ga, gb in zip(a, b):
+            np.testing.assert_allclose(gb, ga, rtol=1e-9, atol=1e-9 * float(np.abs(ga).max()))
+
+
 @pytest.mark.parametrize("make, prefixed", [
     (lambda s: tnmars.Network.tt((4, 5, 6, 5), (3, 4, 3), seed=s), True),
     (lambda s: tnmars.Network.tucker((6, 7, 5), (2, 3, 2), seed=s), True),
