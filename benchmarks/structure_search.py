@@ -537,6 +537,7 @@ def image_rows(pick: Selection) -> list[dict]:
                 warnings.simplefilter("ignore")
                 if fmt == "fctn":
                     res = tnmars.search(x, budget=b, start=previous, seed=0, progress=False)
+                    IMAGE_NETWORKS.mkdir(parents=True, exist_ok=True)
                     tnmars.save(res.fit.network, image_network_path(b))
                     previous = res
                     ranks = [[i, j, r] for (i, j), r in res.edges.items()]
