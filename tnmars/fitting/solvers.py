@@ -114,9 +114,9 @@ def _plan_of(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...],
     """The plan the solvers run: opt_einsum's greedy path, or ``"auto"``'s choice when the
     greedy path costs ``CAREFUL_PLAN_FROM`` or more. Every rank vector a search tries is a
     new set of shapes, so most plans run only for the few sweeps of one refit: ``"auto"``
-    took 13-28 ms to plan the right-hand sides and Grams of the camera image's structure-search
-    networks, which run in 0.1-0.9 ms, the greedy path 4-17 ms for plans that run as fast
-    (``benchmarks/als_sweeps.py``); planning was half of a structure search's time within 150
+    took 7-28 ms (two runs) to plan the right-hand sides and Grams of the camera image's
+    structure-search networks, which run in 0.1-0.9 ms, the greedy path 2-17 ms for plans that
+    run about as fast (``benchmarks/als_sweeps.py``); planning was half of a structure search's time within 150
     parameters of that image, a quarter after this change (35 of 71 s, then 11 of 47 s)."""
     plan = make_plan(terms, output, shapes, "greedy")
     if plan.cost < CAREFUL_PLAN_FROM:
@@ -225,10 +225,11 @@ class _CoreSolver:
         piece's cores contracted into its open modes times the attaching bonds) as ``E^T E``
         when that costs fewer FLOPs than the doubled contraction by its greedy path and ``E``
         has at most ``ENV_MAX_ENTRIES`` entries; else by the doubled contraction. On graphs with
-        loops the doubled contraction is a hard one (an order-8 fully connected network
-        within 6,000 parameters: 14 cores, 1e10-1e11 FLOPs by the greedy path; dynamic
-        programming finds paths of 3e8-1e10 but takes 1-6 s to plan each, and ran in
-        0.07-0.67 s per Gram; ``E^T E`` took 0.05-0.36 s with nothing to plan beyond ``E``)."""
+        loops the doubled contraction is a hard one: for an order-8 fully connected network of
+        6,000 parameters (the camera image as 4^8), 14 cores and 1e10-1e11 FLOPs by the greedy
+        path; dynamic programming finds paths of 3e8-1e10 but takes 1-6 s to plan each. A
+        sweep's Grams then took 2.0 s (22 s with the planning) by the doubled contraction and
+        0.9 s (1.5 s) from ``E`` (``benchmarks/als_sweeps.py``)."""
         be = self.data.backend
         ops = [cores[c] for c in piece.cores]
         first = piece.gram_inputs[:len(piece.cores)]
