@@ -103,8 +103,8 @@ class FitData:
 ESCALATE_FROM = 1e8
 #: largest environment matrix (entries) from which a piece's Gram is built as ``E^T E``
 #: (``_CoreSolver._piece_gram``): 128 MB in float64, enough for every Gram the exact solves
-#: take (``MAX_GRAM``) on data of 2^24 / 1024 entries per core mode, such as the camera image
-#: as 4^8. At 2^23 a network of 10,848 parameters on that image (one core's Gram of side 864)
+#: take (side at most ``MAX_GRAM``) when the piece's modes hold at most 16,384 entries, as on
+#: the camera image as 4^8. At 2^23 a network of 10,848 parameters on that image (one core's Gram of side 864)
 #: had its sweep's Grams take 9.1 s (17.6 s with planning) against 7.4 s (7.4 s) at 2^24
 ENV_MAX_ENTRIES = 2**24
 #: plans whose greedy path costs (:attr:`tnmars.contract.Plan.cost`) less than this keep it;
