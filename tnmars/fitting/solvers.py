@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -104,8 +103,8 @@ ESCALATE_FROM = 1e8
 #: largest environment matrix (entries) from which a piece's Gram is built as ``E^T E``
 #: (``_CoreSolver._piece_gram``): 128 MB in float64, enough for every Gram the exact solves
 #: take (side at most ``MAX_GRAM``) when the piece's modes hold at most 16,384 entries, as on
-#: the camera image as 4^8. At 2^23 a network of 10,848 parameters on that image (one core's Gram of side 864)
-#: had its sweep's Grams take 9.1 s (17.6 s with planning) against 7.4 s (7.4 s) at 2^24
+#: the camera image as 4^8. At 2^23 a network of 10,848 parameters on that image (one core's
+#: Gram of side 864) had its sweep's Grams take 9.1 s (17.6 s with planning), at 2^24 7.4 s
 ENV_MAX_ENTRIES = 2**24
 #: plans whose greedy path costs (:attr:`tnmars.contract.Plan.cost`) less than this keep it;
 #: larger ones are planned again with ``"auto"``, which prices several paths (see
@@ -119,8 +118,9 @@ def _plan_of(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...],
     new set of shapes, so most plans run only for the few sweeps of one refit: ``"auto"``
     took 7-28 ms (two runs) to plan the right-hand sides and Grams of the camera image's
     structure-search networks, which run in 0.1-0.9 ms, the greedy path 2-17 ms for plans that
-    run about as fast (``benchmarks/als_sweeps.py``); planning was half of a structure search's time within 150
-    parameters of that image, a quarter after this change (35 of 71 s, then 11 of 47 s)."""
+    run about as fast (``benchmarks/als_sweeps.py``); planning was half of a structure search's
+    time within 150 parameters of that image, a quarter after this change (35 of 71 s, then 11
+    of 47 s)."""
     plan = make_plan(terms, output, shapes, "greedy")
     if plan.cost < CAREFUL_PLAN_FROM:
         return plan
@@ -139,8 +139,8 @@ def _planned(terms: Sequence[str], output: str, shapes: Sequence[tuple[int, ...]
             if sizes.get(c, 1) == 1:  # (a size-1 axis may broadcast against a larger one)
                 sizes[c] = int(n)
     if all(n != 1 for n in sizes.values()):
-        plan_of = _plan_of if careful else partial(make_plan, optimize="greedy")
-        return plan_of(tuple(terms), output, tuple(tuple(int(n) for n in s) for s in shapes)), None
+        full = tuple(tuple(int(n) for n in s) for s in shapes)
+        return (_plan_of(tuple(terms), output, full) if careful else make_plan(tuple(terms), output, full, "greedy")), None
     kept = tuple("".join(c for c in term if sizes[c] != 1) for term in terms)
     # each operand keeps its own axis sizes (a broadcast size-1 axis stays as it is)
     kept_shapes = tuple(tuple(int(n) for c, n in zip(t, shape) if sizes[c] != 1) for t, shape in zip(terms, shapes))
