@@ -273,18 +273,20 @@ def test_a_gram_from_the_environment_matrix_equals_the_doubled_contraction(monke
     net = tnmars.Network(spec, {**dict(zip("abcdefg", (4,) * 7)), **ranks}, seed=0)
     data = FitData.from_arrays(tnmars.Network(spec, net.dims, seed=1).to_tensor())
     cores = [np.asarray(c) for c in net.cores]
-    used = []
+    used, carefully = [], []
     shipped = solvers._CoreSolver._piece_gram
 
     def spy(self, piece, cores, p):
         before = solvers._contract
         calls = []
-        monkeypatch.setattr(solvers, "_contract", lambda t, o, *a: calls.append(len(t)) or before(t, o, *a))
+        monkeypatch.setattr(solvers, "_contract",
+                            lambda t, o, *a, **kw: calls.append((len(t), kw.get("careful", True))) or before(t, o, *a, **kw))
         try:
             return shipped(self, piece, cores, p)
         finally:
             monkeypatch.setattr(solvers, "_contract", before)
-            used.append(calls[-1] == len(piece.cores))  # the environment: the piece's cores once
+            used.append(calls[-1][0] == len(piece.cores))  # the environment: the piece's cores once
+            carefully.append(calls[-1][1])
 
     monkeypatch.setattr(solvers._CoreSolver, "_piece_gram", spy)
     grams = {}
@@ -293,6 +295,11 @@ def test_a_gram_from_the_environment_matrix_equals_the_doubled_contraction(monke
         grams[limit] = [[q * w @ q.T for w, q in _CoreSolver(net.inputs, net.output, lay, data).grams(cores)]
                         for lay in pieces_without(net.inputs, net.output)]
     assert any(used) and not any(used[:len(used) // 2])  # the environment only when allowed, and then somewhere
+    # where E^T E was allowed but the doubled contraction's greedy path was cheaper, no costlier
+    # plan is searched for; without the environment route the doubled one is planned carefully
+    allowed = list(zip(used, carefully))[len(used) // 2:]
+    assert any(not u for u, _ in allowed) and not any(c for u, c in allowed if not u)
+    assert all(carefully[:len(used) // 2])
     for a, b in zip(grams[0], grams[solvers.ENV_MAX_ENTRIES]):
         for ga, gb in zip(a, b):
             np.testing.assert_allclose(gb, ga, rtol=1e-9, atol=1e-9 * float(np.abs(ga).max()))

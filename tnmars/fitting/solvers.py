@@ -149,16 +149,18 @@ def _planned(terms: Sequence[str], output: str, shapes: Sequence[tuple[int, ...]
     return plan, (kept_shapes, tuple(sizes[c] for c in output))
 
 
-def _contract(terms: Sequence[str], output: str, operands: Sequence[Any], be: Backend) -> Any:
+def _contract(terms: Sequence[str], output: str, operands: Sequence[Any], be: Backend,
+              careful: bool = True) -> Any:
     """``einsum(terms -> output)`` through a cached plan, with the indices of size 1 left out.
 
     An index of size 1 everywhere multiplies by one. A structure search keeps most bonds of
     its fully connected network at rank 1; planned with them, every Gram and right-hand side
     is a contraction of a complete graph, and finding its path costs 10-100 times the ALS
     sweeps that use it (a fully connected network of order 6 at ranks 1-4: 1.5 s to plan
-    three sweeps that run in 0.03 s). Without them the plan is that of the sparse graph."""
+    three sweeps that run in 0.03 s). Without them the plan is that of the sparse graph.
+    ``careful=False``: the greedy plan only (see :func:`_planned`)."""
     shapes = [tuple(int(n) for n in x.shape) for x in operands]
-    plan, squeezed = _planned(terms, output, shapes)
+    plan, squeezed = _planned(terms, output, shapes, careful)
     if squeezed is None:
         return execute(plan, list(operands), be)
     kept_shapes, out_shape = squeezed
@@ -232,7 +234,9 @@ class _CoreSolver:
         6,000 parameters (the camera image as 4^8), 14 cores and 1e10-1e11 FLOPs by the greedy
         path; dynamic programming finds paths of 3e8-1e10 but takes 1-6 s to plan each. A
         sweep's Grams then took 2.0 s (22 s with the planning) by the doubled contraction and
-        0.9 s (1.5 s) from ``E`` (``benchmarks/als_sweeps.py``)."""
+        0.9 s (1.5 s) from ``E`` (``benchmarks/als_sweeps.py``). Where ``E`` fits but the greedy
+        doubled path is cheaper, that path runs as it is: searching a better one by dynamic
+        programming took 60% of a search's time within 4,000 parameters of that image."""
         be = self.data.backend
         ops = [cores[c] for c in piece.cores]
         first = piece.gram_inputs[:len(piece.cores)]
@@ -240,13 +244,16 @@ class _CoreSolver:
         opens = "".join(ch for ch in self.output if any(ch in t for t in first))
         sizes = {ch: int(n) for t, c in zip(first, ops) for ch, n in zip(t, c.shape)}
         m = math.prod(sizes[ch] for ch in opens)
+        careful = True
         if opens and m * p <= ENV_MAX_ENTRIES:
             doubled, _ = _planned(piece.gram_inputs, piece.gram_output, [tuple(c.shape) for c in ops] * 2,
                                   careful=False)
             if 2 * m * p * p < doubled.flops:
                 env = be.xp.reshape(_contract(first, opens + attach, ops, be), (m, p))
                 return env.T @ env
-        g = _contract(piece.gram_inputs, piece.gram_output, ops * 2, be)
+            # the greedy path already beats E^T E: no costlier search for a better one
+            careful = False
+        g = _contract(piece.gram_inputs, piece.gram_output, ops * 2, be, careful=careful)
         return be.xp.reshape(g, (p, p))
 
     def _to_kron(self, x: Any, core_shape: tuple[int, ...]) -> Any:
