@@ -546,7 +546,10 @@ def image_rows(pick: Selection) -> list[dict]:
                     ranks = list(res.ranks)
             rows.append({"part": "image", "method": f"sweep {fmt}", "budget": b, "params": int(res.num_params),
                          "error": float(res.relative_error), "ranks": ranks, "seconds": time.perf_counter() - t0,
-                         **({"start": started} if fmt == "fctn" else {})})
+                         **({"start": started, "evaluations": int(res.fit.evaluations),
+                             # whether a random restart of the final refit beat the walk's own network
+                             "restart_won": any(str(step["move"]).startswith("restart") for step in res.fit.selection)}
+                            if fmt == "fctn" else {})})
             emit(rows[-1])
             started = f"budget {b}"
     return rows
