@@ -536,7 +536,8 @@ def image_rows(pick: Selection) -> list[dict]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if fmt == "fctn":
-                    res = tnmars.search(x, budget=b, start=previous, seed=0, progress=False)
+                    # progress bars on stderr: a budget of 4,000 runs for an hour or more
+                    res = tnmars.search(x, budget=b, start=previous, seed=0, progress=True)
                     IMAGE_NETWORKS.mkdir(parents=True, exist_ok=True)
                     tnmars.save(res.fit.network, image_network_path(b))
                     previous = res
