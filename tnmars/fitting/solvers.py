@@ -236,7 +236,7 @@ class _CoreSolver:
         sweep's Grams then took 2.0 s (22 s with the planning) by the doubled contraction and
         0.9 s (1.5 s) from ``E`` (``benchmarks/als_sweeps.py``). Where ``E`` fits but the greedy
         doubled path is cheaper, that path runs as it is: searching a better one by dynamic
-        programming took 60% of a search's time within 4,000 parameters of that image."""
+        programming took 60% of a 30 s profile of a search within 4,000 parameters of that image."""
         be = self.data.backend
         ops = [cores[c] for c in piece.cores]
         first = piece.gram_inputs[:len(piece.cores)]
