@@ -112,7 +112,7 @@ ENV_MAX_ENTRIES = 2**24
 CAREFUL_PLAN_FROM = 1e7
 
 
-def _plan_of(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
+def _plan_of(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...], careful: bool = True) -> Any:
     """The plan the solvers run: opt_einsum's greedy path, or ``"auto"``'s choice when the
     greedy path costs ``CAREFUL_PLAN_FROM`` or more. Every rank vector a search tries is a
     new set of shapes, so most plans run only for the few sweeps of one refit: ``"auto"``
@@ -120,9 +120,9 @@ def _plan_of(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...],
     structure-search networks, which run in 0.1-0.9 ms, the greedy path 2-17 ms for plans that
     run about as fast (``benchmarks/als_sweeps.py``); planning was half of a structure search's
     time within 150 parameters of that image, a quarter after this change (35 of 71 s, then 11
-    of 47 s)."""
+    of 47 s). ``careful=False``: the greedy plan whatever its cost."""
     plan = make_plan(terms, output, shapes, "greedy")
-    if plan.cost < CAREFUL_PLAN_FROM:
+    if not careful or plan.cost < CAREFUL_PLAN_FROM:
         return plan
     return make_plan(terms, output, shapes, "auto", escalate_from=ESCALATE_FROM)
 
@@ -139,13 +139,12 @@ def _planned(terms: Sequence[str], output: str, shapes: Sequence[tuple[int, ...]
             if sizes.get(c, 1) == 1:  # (a size-1 axis may broadcast against a larger one)
                 sizes[c] = int(n)
     if all(n != 1 for n in sizes.values()):
-        full = tuple(tuple(int(n) for n in s) for s in shapes)
-        return (_plan_of(tuple(terms), output, full) if careful else make_plan(tuple(terms), output, full, "greedy")), None
+        return _plan_of(tuple(terms), output, tuple(tuple(int(n) for n in s) for s in shapes), careful), None
     kept = tuple("".join(c for c in term if sizes[c] != 1) for term in terms)
     # each operand keeps its own axis sizes (a broadcast size-1 axis stays as it is)
     kept_shapes = tuple(tuple(int(n) for c, n in zip(t, shape) if sizes[c] != 1) for t, shape in zip(terms, shapes))
     out = "".join(c for c in output if sizes[c] != 1)
-    plan = _plan_of(kept, out, kept_shapes) if careful else make_plan(kept, out, kept_shapes, "greedy")
+    plan = _plan_of(kept, out, kept_shapes, careful)
     return plan, (kept_shapes, tuple(sizes[c] for c in output))
 
 
