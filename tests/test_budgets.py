@@ -310,10 +310,27 @@ def test_a_structure_sweep_starts_each_budget_from_the_one_below():
 
 
 def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
-    """Above ``EXCHANGE_REFILL_MAX_BONDS`` bonds (lowered here so that order 5, 10 bonds, is
-    above it: order 8 is too slow for a test), each round of exchanges refills at most
-    ``2 * second_look`` of them, each from its refitted exchange, instead of every one."""
+    """Above ``MANY_BONDS`` bonds (lowered here so that order 5, 10 bonds, is
+    above it: order 8 is too slow for a test), each round of exchanges refits at most one
+    exchange per bond (the screen's first), refills at most ``2 * second_look`` of them, each
+    from its refitted exchange, instead of every one, and the random restarts run once."""
+    from tnmars.fitting import api as api_module
     from tnmars.fitting import search as search_module
+
+    restart_calls = []
+    loop_restarts = api_module.loop_restarts
+
+    def spy_loop_restarts(*args, **kwargs):
+        starts = loop_restarts(*args, **kwargs)
+        if starts is None:
+            return None
+
+        def spy(ranks):
+            restart_calls.append(dict(ranks))
+            return starts(ranks)
+        return spy
+
+    moves = []
 
     x = np.asarray(tnmars.Network.tr((3, 4, 3, 4, 3), (3, 2, 3, 2, 2), seed=0).to_tensor())
     noise = np.random.default_rng(0).standard_normal(x.shape)
@@ -329,15 +346,23 @@ def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
         rounds.append(net.ranks)
         return removed(self, net, seen)
 
-    monkeypatch.setattr(search_module, "EXCHANGE_REFILL_MAX_BONDS", 8)
+    monkeypatch.setattr(search_module, "MANY_BONDS", 8)
     monkeypatch.setattr(RankSearch, "_refills", spy_refills)
     monkeypatch.setattr(RankSearch, "_removed_and_refilled", spy_rounds)
-    found = tnmars.search(x, max_rank=3, budget=90, seed=0, starts=1, progress=False)
+    monkeypatch.setattr(api_module, "loop_restarts", spy_loop_restarts)
+    found = tnmars.search(x, max_rank=3, budget=90, seed=0, starts=1, progress=False,
+                          callback=lambda step, info: moves.append(info.get("move")))
     assert found.num_params <= 90
-    assert len(found.fit.ranks) > search_module.EXCHANGE_REFILL_MAX_BONDS
+    assert len(found.fit.ranks) > search_module.MANY_BONDS
     assert rounds, "the exchanges never ran"
     assert 0 < len(refilled) <= 2 * 2 * len(rounds)  # second_look is 2
     assert all(">" in move for move, _ in refilled)
+    exchanges = [m for m in moves if m and ">" in m and "+" not in m]
+    # per round: one screened exchange per bond at most, then 2 * second_look finalists refitted by
+    # full_sweeps and second_look of them by final_sweeps; without the screen, 24 exchanges a round
+    assert 0 < len(exchanges) <= (len(found.fit.ranks) + 3 * 2) * len(rounds) + 1
+    assert any(m and m.endswith("(exchange screen)") for m in moves)
+    assert len(restart_calls) <= 1
 
 
 def test_a_fit_starts_from_a_given_network():

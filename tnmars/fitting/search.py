@@ -39,13 +39,16 @@ PRUNE_BELOW = 1e-4
 #: within a budget, networks of at most this many bonds also try removals followed by a
 #: greedy refill (``RankSearch._removed_and_refilled``); more bonds make it too costly
 REFILL_MAX_BONDS = 8
-#: within a budget, networks of at most this many bonds (fully connected up to order 6)
-#: refill after every exchange; with more, only the most promising exchanges are refilled
-#: (``RankSearch._rewire``). Every exchange times every bond is too costly at order 8 (28
-#: bonds: an image search within 1,000 parameters spent more than 40 minutes in one round of
-#: exchanges), but worth its cost at order 6: a 20 dB order-6 truth within 300 parameters
-#: reached relative error 0.16 with every refill (517 s) and 0.24 with the best four (79 s)
-EXCHANGE_REFILL_MAX_BONDS = 15
+#: networks of at most this many bonds (fully connected up to order 6) are searched as the
+#: module notes say; with more (order 7 and up: 21 bonds at order 7, 28 at order 8) every
+#: step evaluates twice as many neighbours, each refit costs more, and the search economises
+#: where a count grows with the bonds (``RankSearch`` notes "Many bonds"). The order-6 and
+#: smaller networks of the validated benchmarks never take those paths. Within a budget, all
+#: exchanges times all bonds is too costly at order 8 (28 bonds: an image search within 1,000
+#: parameters spent more than 40 minutes in one round of exchanges) but worth its cost at
+#: order 6: a 20 dB order-6 truth within 300 parameters reached relative error 0.16 with
+#: every refill (517 s) and 0.24 with the best four (79 s)
+MANY_BONDS = 15
 #: the settings ``tnmars.fit(selection=...)`` may change
 SEARCH_SETTINGS = ("sweeps", "full_sweeps", "final_sweeps", "second_look", "patience", "exchanges")
 
@@ -95,6 +98,13 @@ class RankSearch:
     ``restarts(ranks)``, when given, builds the starts of the final refit at the selected
     ranks instead (``_restarted`` only: networks with loops other than rings, where fresh
     starts for every removal would cost too much).
+
+    Many bonds (more than :data:`MANY_BONDS`): the exchanges are screened
+    (:meth:`_exchange_pairs`) and their finalists refitted in two stages, and the random
+    restarts of the final refit run once per search, not again after every improving
+    exchange. (Growing several indices in one walk step was tried and not kept: from rank 1
+    on an exact order-5 network with the threshold lowered, it grew spurious edges and
+    stopped at error 3e-5 and 2.0x compression, against the exact ring at 7.3x.)
     """
 
     data: FitData
@@ -243,6 +253,30 @@ class RankSearch:
             return rewired
         return best
 
+    def _exchange_pairs(self, best: Candidate, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Many bonds: the exchanges worth a refit, at most one per bond. Each donor's removal
+        and each receiver's addition is refitted alone (short refits; an addition beyond
+        the budget is only measured, never taken), and the exchanges are ranked by the sum of
+        their two objectives, a first-order estimate of the exchange's own. At order 8 every
+        pair is about 300 exchanges against about 60 single moves."""
+        net = best.network
+        donors = sorted({a for a, _ in pairs})
+        receivers = sorted({b for _, b in pairs})
+        if len(pairs) <= len(donors) + len(receivers):
+            return pairs
+        removed = {}
+        for a in donors:
+            removed[a] = self.evaluate(_feasible(shrink(net, a)), self.sweeps, f"-{a} (exchange screen)").objective
+            if self.stopped:
+                return []
+        added = {}
+        for b in receivers:
+            added[b] = self.evaluate(grow(net, b, self._rng), self.sweeps, f"+{b} (exchange screen)").objective
+            if self.stopped:
+                return []
+        pairs = sorted(pairs, key=lambda ab: removed[ab[0]] + added[ab[1]])
+        return pairs[:len(net.bonds)]
+
     def _rewire(self, best: Candidate) -> Candidate:
         """Exchanges: one index fewer on a bond and one more on another bond of a core it
         touches, for every such pair that does not add degrees of freedom (with a budget: that
@@ -252,14 +286,22 @@ class RankSearch:
         short refits, the most promising ``final_sweeps`` ones; the first that lowers the
         objective of ``best`` (refitted alike: :meth:`_converged`) is taken (then the removal
         pass again), until none does. Within a budget, exchanges are refilled
-        (:meth:`_refills`): every one on networks of at most ``EXCHANGE_REFILL_MAX_BONDS``
-        bonds, the ``2 * second_look`` best after their short refits on larger ones."""
+        (:meth:`_refills`): every one on networks of at most :data:`MANY_BONDS` bonds, the
+        ``2 * second_look`` best after their short refits on larger ones.
+
+        On more than :data:`MANY_BONDS` bonds a round costs what a walk step does, not
+        five times more: only the exchanges :meth:`_exchange_pairs` ranks first are refitted,
+        by ``sweeps`` sweeps (three times as many on fewer bonds), and the ``2 * second_look``
+        finalists get ``full_sweeps`` sweeps before the best ``second_look`` of them get
+        ``final_sweeps``. At order 8 within 4,000 parameters (image search, one thread) a
+        round of every exchange refitted by 18 sweeps took about 40 minutes."""
         net_seen = {best.ranks}
         while not self.stopped:
             net = best.network
             bonds = net.bonds
             tried = []
-            every_refill = len(bonds) <= EXCHANGE_REFILL_MAX_BONDS
+            many = len(bonds) > MANY_BONDS
+            pairs, keys = [], {}
             for a, ra in bonds.items():
                 if ra <= max(self.min_rank, 1):
                     continue
@@ -274,16 +316,23 @@ class RankSearch:
                     small = _feasible(shrink(net, a))
                     if small.dims[b] != bonds[b] or not self._fits(small, {b: bonds[b] + 1}):
                         continue
-                    cand = grow(small, b, self._rng)
-                    net_seen.add(key)
-                    tried.append(self.evaluate(cand, 3 * self.sweeps, f"{a}>{b}"))
+                    pairs.append((a, b))
+                    keys[a, b] = key
+            if many:
+                pairs = self._exchange_pairs(best, pairs)
+                if self.stopped:
+                    return best
+            for a, b in pairs:
+                cand = grow(_feasible(shrink(net, a)), b, self._rng)
+                net_seen.add(keys[a, b])
+                tried.append(self.evaluate(cand, self.sweeps if many else 3 * self.sweeps, f"{a}>{b}"))
+                if self.stopped:
+                    return best
+                if not many:
+                    tried.extend(self._refills(cand, f"{a}>{b}", net_seen))
                     if self.stopped:
                         return best
-                    if every_refill:
-                        tried.extend(self._refills(cand, f"{a}>{b}", net_seen))
-                        if self.stopped:
-                            return best
-            if not every_refill:  # many bonds: refill only the most promising exchanges
+            if many:  # refill only the most promising exchanges
                 for exchange in sorted(tried, key=lambda c: c.objective)[: 2 * self.second_look]:
                     tried.extend(self._refills(exchange.network, exchange.move, net_seen))
                     if self.stopped:
@@ -292,8 +341,14 @@ class RankSearch:
             if self.stopped:
                 return best
             tried.sort(key=lambda c: c.objective)
+            finalists = tried[: 2 * self.second_look]
+            if many:  # two stages: full_sweeps for the finalists, final_sweeps for the best of them
+                finalists = [self.evaluate(c.network, self.full_sweeps, c.move) for c in finalists]
+                if self.stopped:
+                    return best
+                finalists = sorted(finalists, key=lambda c: c.objective)[: self.second_look]
             improved = False
-            for cand in tried[: 2 * self.second_look]:
+            for cand in finalists:
                 again = self.evaluate(cand.network, self.final_sweeps, cand.move)
                 if again.objective < best.objective:
                     best = again
@@ -394,11 +449,16 @@ class RankSearch:
         their starts by ``full_sweeps``. Other loops (``restarts``) refit theirs, and the
         incumbent, by ``final_sweeps``: on a fully connected order-4 network at its true ranks
         3 of 16 random starts reached the exact fit after 1,000 sweeps, and none of them was
-        among the best after 30."""
+        among the best after 30. On more than :data:`MANY_BONDS` bonds the restarts run once
+        per search."""
         if self.stopped:
             return best
         if self.restarts is not None:
             if best.ranks in self._restarted_at:  # the walk came back to ranks already restarted
+                return best
+            if self._restarted_at and len(best.network.bonds) > MANY_BONDS:
+                # many bonds: once per search. At order 8 within 4,000 parameters the 12
+                # restarts took about 18 minutes, and each improving exchange starts a new walk
                 return best
             self._restarted_at.add(best.ranks)
             starts, sweeps = self.restarts(dict(best.network.bonds)), self.final_sweeps
