@@ -507,7 +507,7 @@ def hosvd_params(x: np.ndarray, eps: float) -> tuple[int, float]:
 
 IMAGE_BUDGETS = {"tt": (250, 500, 1000, 2000, 4000, 8000, 16000, 32000),
                  "tucker": (250, 500, 1000, 2000, 4000, 8000, 16000, 32000),
-                 "fctn": (250, 500, 1000, 2000, 4000)}
+                 "fctn": (250, 500, 1000, 2000, 4000, 8000)}
 
 
 def image_rows(pick: Selection) -> list[dict]:
@@ -655,7 +655,7 @@ def provenance(rows: list[dict]) -> str:
         runs[k][r["part"]] = runs[k].get(r["part"], 0) + 1
     lines = ["Runs that made these rows:", ""]
     for (cmd, commit, date), parts in sorted(runs.items(), key=lambda kv: kv[0][2]):
-        counts = ", ".join(f"{n} {p} rows" for p, n in parts.items())
+        counts = ", ".join(f"{n} {p} row{'' if n == 1 else 's'}" for p, n in parts.items())
         lines.append(f"- `{cmd}` at commit {commit}, {date}: {counts}")
     return "\n".join(lines)
 
