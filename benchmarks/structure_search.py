@@ -548,6 +548,9 @@ def image_rows(pick: Selection) -> list[dict]:
             rows.append({"part": "image", "method": f"sweep {fmt}", "budget": b, "params": int(res.num_params),
                          "error": float(res.relative_error), "ranks": ranks, "seconds": time.perf_counter() - t0,
                          **({"start": started, "evaluations": int(res.fit.evaluations),
+                             # Ctrl-C stops a search with the best network seen so far: a real fit
+                             # within the budget, not the search's finished answer
+                             "interrupted": bool(res.fit.interrupted),
                              # whether a random restart of the final refit beat the walk's own network
                              "restart_won": any(str(step["move"]).startswith("restart") for step in res.fit.selection)}
                             if fmt == "fctn" else {})})
@@ -607,15 +610,16 @@ def image_tables(rows: list[dict]) -> str:
     sweep_head = ["method", "budget", "parameters", "relative error", "ranks / edges", "time s"]
     sweep_body = [[r["method"], r["budget"], r["params"], f"{r['error']:.4f}",
                    " ".join(f"{i}{j}:{q}" for i, j, q in r["ranks"]) if r["method"] == "sweep fctn"
-                   else ",".join(map(str, r["ranks"])), f"{r['seconds']:.0f}"]
+                   else ",".join(map(str, r["ranks"])),
+                   f"{r['seconds']:.0f}" + (" (stopped unfinished: the best network so far)" if r.get("interrupted") else "")]
                   for r in rows if r["method"].startswith("sweep")]
     # the same budget for every network: what each reaches with at most that many parameters
     at = {(r["method"].split()[1], r["budget"]): r for r in rows if r["method"].startswith("sweep")}
     shared = sorted(b for (m, b) in at if m == "fctn")
     same_head = ["budget", *[f"{'structure search' if m == 'fctn' else m.upper()}: parameters, error"
                              for m in IMAGE_BUDGETS]]
-    same_body = [[b, *[f"{at[m, b]['params']}, {at[m, b]['error']:.4f}" if (m, b) in at else "-"
-                       for m in IMAGE_BUDGETS]] for b in shared]
+    same_body = [[b, *[f"{at[m, b]['params']}, {at[m, b]['error']:.4f}" + (" (unfinished)" if at[m, b].get("interrupted") else "")
+                       if (m, b) in at else "-" for m in IMAGE_BUDGETS]] for b in shared]
     return "\n".join([markdown_table(head, body), "",
                       "At the same budgets (the structure search's points):", "",
                       markdown_table(same_head, same_body) if same_body else "(no structure-search point)", "",
@@ -711,6 +715,7 @@ def coverage(rows: list[dict]) -> str:
         by_order[o] = by_order.get(o, 0) + 1
     img = {(r["method"], r.get("budget")) for r in rows if r["part"] == "image"}
     missing_img = [f"{fmt} {b}" for fmt, bs in IMAGE_BUDGETS.items() for b in bs if (f"sweep {fmt}", b) not in img]
+    unfinished = [f"{r['method'].split()[1]} {r['budget']}" for r in rows if r["part"] == "image" and r.get("interrupted")]
     per_method: dict[str, int] = {}
     for m, *_ in bud:
         per_method[m] = per_method.get(m, 0) + 1
@@ -720,7 +725,9 @@ def coverage(rows: list[dict]) -> str:
         + (f" (not run: {', '.join(f'{n} of order {o}' for o, n in sorted(by_order.items()))})" if missing_rec else "")
         + f". Budgets: {len(bud)} of {full_bud} runs ("
         + ", ".join(f"{'search (FCTN)' if m == 'fctn' else m.upper()} {n}" for m, n in sorted(per_method.items()))
-        + "). Image sweep points not run: " + (", ".join(missing_img) if missing_img else "none") + "."])
+        + "). Image sweep points not run: " + (", ".join(missing_img) if missing_img else "none")
+        + (f"; stopped unfinished (the best network seen so far, not the search's answer): {', '.join(unfinished)}"
+           if unfinished else "") + "."])
 
 
 def report(rows: list[dict], command: str) -> str:
