@@ -365,6 +365,35 @@ def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
     assert len(restart_calls) <= 1
 
 
+def test_on_many_bonds_the_final_refits_restarts_run_once_per_search(monkeypatch):
+    """The random restarts of the final refit (12 refits to convergence: 11 minutes at order 8
+    within 4,000 parameters) run again at new ranks on at most ``MANY_BONDS`` bonds, and once
+    per search above it (lowered here to 4 so that an order-4 network, 6 bonds, is above)."""
+    from tnmars.fitting import search as search_module
+    from tnmars.fitting.structure import fctn_spec
+
+    y = _noisy_ring()
+    spec, pairs = fctn_spec(4)
+    calls = []
+
+    def restarts(ranks):
+        calls.append(dict(ranks))
+        return []
+
+    def restarted_twice():
+        search = RankSearch(FitData.from_arrays(y), Occam(y.size, 0.0), max_ranks={}, restarts=restarts, seed=0)
+        for ranks in ((2, 2, 1, 1, 2, 2), (2, 3, 1, 1, 2, 2)):
+            net = tnmars.Network(spec, shape=y.shape, ranks=dict(zip(pairs, ranks)), seed=0)
+            search._restarted(search.evaluate(net, 2, "start"))
+
+    restarted_twice()
+    assert len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(search_module, "MANY_BONDS", 4)
+    restarted_twice()
+    assert len(calls) == 1
+
+
 def test_a_fit_starts_from_a_given_network():
     x = _tt_truth()
     first = tnmars.fit(x, "tt", max_rank=5, budget=80, seed=0, progress=False)
