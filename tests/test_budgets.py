@@ -313,22 +313,8 @@ def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
     """Above ``MANY_BONDS`` bonds (lowered here so that order 5, 10 bonds, is
     above it: order 8 is too slow for a test), each round of exchanges refits at most one
     exchange per bond (the screen's first), refills at most ``2 * second_look`` of them, each
-    from its refitted exchange, instead of every one, and the random restarts run once."""
-    from tnmars.fitting import api as api_module
+    from its refitted exchange, instead of every one."""
     from tnmars.fitting import search as search_module
-
-    restart_calls = []
-    loop_restarts = api_module.loop_restarts
-
-    def spy_loop_restarts(*args, **kwargs):
-        starts = loop_restarts(*args, **kwargs)
-        if starts is None:
-            return None
-
-        def spy(ranks):
-            restart_calls.append(dict(ranks))
-            return starts(ranks)
-        return spy
 
     moves = []
 
@@ -349,7 +335,6 @@ def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
     monkeypatch.setattr(search_module, "MANY_BONDS", 8)
     monkeypatch.setattr(RankSearch, "_refills", spy_refills)
     monkeypatch.setattr(RankSearch, "_removed_and_refilled", spy_rounds)
-    monkeypatch.setattr(api_module, "loop_restarts", spy_loop_restarts)
     found = tnmars.search(x, max_rank=3, budget=90, seed=0, starts=1, progress=False,
                           callback=lambda step, info: moves.append(info.get("move")))
     assert found.num_params <= 90
@@ -362,7 +347,6 @@ def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
     # full_sweeps and second_look of them by final_sweeps; without the screen, 24 exchanges a round
     assert 0 < len(exchanges) <= (len(found.fit.ranks) + 3 * 2) * len(rounds) + 1
     assert any(m and m.endswith("(exchange screen)") for m in moves)
-    assert len(restart_calls) <= 1
 
 
 def test_on_many_bonds_the_final_refits_restarts_run_once_per_search(monkeypatch):
