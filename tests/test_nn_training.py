@@ -477,3 +477,57 @@ def test_summary_flags_closed_and_dead_layers_honestly():
     assert "1*" in text and "kept at `min_rank`" in text
     with pytest.warns(RuntimeWarning, match="layer '2' .*outputs only its bias"):
         compress(model)
+
+
+def _mixed_model():
+    torch.manual_seed(3)
+    return nn.Sequential(TensorizedLinear(16, 12, rank=3, in_shape=(4, 4), out_shape=(3, 4), alpha=1.0),
+                         nn.ReLU(), LowRankLinear(12, 6, rank=4, alpha=1.0), nn.Linear(6, 5)).double()
+
+
+@pytest.mark.parametrize("cls, options", [(torch.optim.Adam, {"lr": 1e-2}),
+                                          (torch.optim.SGD, {"lr": 1e-1, "momentum": 0.9})], ids=["adam", "sgd-momentum"])
+def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_the_loss(cls, options):
+    x, y = torch.randn(32, 16, dtype=torch.float64), torch.randint(0, 5, (32,))
+    in_loss, in_opt = _mixed_model(), _mixed_model()
+    loss_a, loss_b = MarsLoss(in_loss, 50), MarsLoss(in_opt, 50)
+    opt_a = cls(in_loss.parameters(), weight_decay=1e-3, **options)  # a user's decay on everything, as well
+    opt_b = loss_b.optimizer(cls, weight_decay=1e-3, **options)
+    for step in range(6):
+        for model, loss_fn, opt in ((in_loss, loss_a, opt_a), (in_opt, loss_b, opt_b)):
+            torch.manual_seed(step)  # the same mask draws in both
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+    moved = 0
+    for (name, a), b, c in zip(in_loss.named_parameters(), in_opt.parameters(), _mixed_model().parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+        moved += not torch.equal(a, c)
+    assert moved == len(list(in_loss.parameters()))  # every parameter was trained, logits included
+
+
+def test_loss_value_leaves_out_exactly_the_cores_term_when_the_optimizer_carries_it():
+    model = _mixed_model().eval()
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    full, fast = MarsLoss(model, 50), MarsLoss(model, 50)
+    fast.optimizer(lr=1e-3)
+    cores = [c for _, layer in tnn.mars_layers(model) for c in layer.cores]
+    expected = sum(float((c.detach() ** 2).sum()) for c in cores) / (200 * 50)
+    assert float(full(model(x), y)) - float(fast(model(x), y)) == pytest.approx(expected, rel=1e-9)
+    assert expected > 0
+
+
+def test_optimizer_carrying_the_core_prior_refuses_what_would_lose_or_double_it():
+    model = _mixed_model()
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    with pytest.raises(TypeError, match="AdamW"):
+        MarsLoss(model, 50).optimizer(torch.optim.AdamW, lr=1e-3)
+    with pytest.raises(ValueError, match="decoupled"):
+        MarsLoss(model, 50).optimizer(lr=1e-3, decoupled_weight_decay=True)
+    loss_fn = MarsLoss(model, 50)
+    loss_fn.optimizer(lr=1e-3)
+    with pytest.raises(RuntimeError, match="already"):
+        loss_fn.optimizer(lr=1e-3)
+    model[2].masks = None  # a layer's masks switched off: its cores would keep a decay it no longer has
+    with pytest.raises(RuntimeError, match="changed since"):
+        loss_fn(model(x), y)
