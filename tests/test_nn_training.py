@@ -531,3 +531,15 @@ def test_optimizer_carrying_the_core_prior_refuses_what_would_lose_or_double_it(
     model[2].masks = None  # a layer's masks switched off: its cores would keep a decay it no longer has
     with pytest.raises(RuntimeError, match="changed since"):
         loss_fn(model(x), y)
+
+
+def test_optimizer_carrying_the_core_prior_on_a_model_without_masks_trains_everything_plainly():
+    torch.manual_seed(0)
+    model = nn.Sequential(TensorizedLinear(16, 12, rank=3, in_shape=(4, 4), out_shape=(3, 4), mars=False),
+                          nn.Linear(12, 5))
+    loss_fn = MarsLoss(model, 50)
+    opt = loss_fn.optimizer(lr=1e-2)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0]  # no MARS cores: no prior to carry
+    assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+    x, y = torch.randn(8, 16), torch.randint(0, 5, (8,))
+    torch.testing.assert_close(loss_fn(model(x), y), nn.functional.cross_entropy(model(x), y))

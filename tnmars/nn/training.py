@@ -225,9 +225,11 @@ class MarsLoss(nn.Module):
         ids = {id(c) for c in cores}
         user_decay = float(options.pop("weight_decay", 0.0))
         rest = [p for p in _unwrap(self._model).parameters() if id(p) not in ids]
-        groups = [{"params": cores, "weight_decay": user_decay + 1.0 / (mars.CORE_PRIOR_VARIANCE * self.num_train)}]
-        if rest:
-            groups.append({"params": rest, "weight_decay": user_decay})
+        groups = [{"params": cores, "weight_decay": user_decay + 1.0 / (mars.CORE_PRIOR_VARIANCE * self.num_train)},
+                  {"params": rest, "weight_decay": user_decay}]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError("MarsLoss.optimizer: the model has no parameters")
         opt = optimizer_class(groups, **options)
         self._cores_in_optimizer = tuple(cores)
         return opt
