@@ -185,9 +185,10 @@ class MarsLoss(nn.Module):
         ``weight_decay = 1 / (100 N)`` (plus any ``weight_decay`` in ``options``, which the other
         parameters get alone), which the optimizer adds inside its own fused update, instead of
         a concatenation, a dot product and their backward through every core in the loss. On
-        the 2FC-Net's training step with open masks (benchmarks/nn_overhead.py) that took the
-        MARS step from 1.36x to 1.27x the no-mask step at batch 1 and from 1.14x to 1.10x at
-        batch 64. Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``.
+        the 2FC-Net's training step with open masks (``benchmarks/results/nn_overhead.md``,
+        2026-11-29) the MARS step took 1.26x the no-mask step at batch 1 instead of 1.32x,
+        1.08x at batch 128 instead of 1.12x (at batch 64 1.115x and 1.120x: within the noise).
+        Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``.
 
         Only optimizers whose ``weight_decay`` adds ``weight_decay * G`` to the gradient (Adam,
         SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) can carry the prior; AdamW's decoupled
