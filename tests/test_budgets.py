@@ -378,6 +378,39 @@ def test_on_many_bonds_the_final_refits_restarts_run_once_per_search(monkeypatch
     assert len(calls) == 1
 
 
+def test_on_many_bonds_the_restarts_are_screened_and_only_the_best_refitted_fully(monkeypatch):
+    """Above ``MANY_BONDS`` (lowered to 4: an order-4 network has 6 bonds) every restart gets
+    ``RESTART_SCREEN_SWEEPS`` sweeps and only the best ``RESTART_FINALISTS`` ``final_sweeps``;
+    at or below it every restart gets ``final_sweeps``."""
+    from tnmars.fitting import search as search_module
+    from tnmars.fitting.structure import fctn_spec
+
+    y = _noisy_ring()
+    spec, pairs = fctn_spec(4)
+    ranks = dict(zip(pairs, (2, 2, 1, 1, 2, 2)))
+
+    def restarts(r):
+        return [tnmars.Network(spec, shape=y.shape, ranks=r, seed=s) for s in range(6)]
+
+    def refits():
+        seen = []
+        search = RankSearch(FitData.from_arrays(y), Occam(y.size, 0.0), max_ranks={}, restarts=restarts, seed=0,
+                            final_sweeps=40, report=lambda cand, phase: seen.append((cand.move, cand.sweeps)))
+        start = search.evaluate(tnmars.Network(spec, shape=y.shape, ranks=ranks, seed=0), 2, "start")
+        seen.clear()
+        best = search._restarted(start)
+        return [s for s in seen if s[0].startswith("restart")], best, search
+
+    below, _, _ = refits()
+    assert below == [("restart", 40)] * 6
+    monkeypatch.setattr(search_module, "MANY_BONDS", 4)
+    monkeypatch.setattr(search_module, "RESTART_SCREEN_SWEEPS", 5)
+    monkeypatch.setattr(search_module, "RESTART_FINALISTS", 2)
+    above, best, search = refits()
+    assert above == [("restart (screen)", 5)] * 6 + [("restart", 40)] * 2
+    assert best.move != "restart (screen)"  # a screened start is refitted before it can win
+
+
 def test_a_fit_starts_from_a_given_network():
     x = _tt_truth()
     first = tnmars.fit(x, "tt", max_rank=5, budget=80, seed=0, progress=False)
