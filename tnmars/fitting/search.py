@@ -465,7 +465,8 @@ class RankSearch:
         and only the best :data:`RESTART_FINALISTS` then get ``final_sweeps``. Order 7
         (21 bonds, mode size 4, sparse random truths, no noise and 20 dB; restarts' objectives
         recorded after 30, 100, 300 and 1,000 sweeps): on seeds 0-5, in the 9 rounds where a
-        restart beat the walk (all at 20 dB, by up to 1.2% of the objective), 100 sweeps
+        restart beat the walk (at 20 dB by up to 1.2% of the objective; without noise by
+        less than 0.001%), 100 sweeps
         keeping 3 kept the whole gain in 8 (30 keeping 2 missed 3); on seeds 10-12 it missed one
         of 6 (a start 8th after 100 sweeps and best after 300; a gain of 0.24%). 300 sweeps
         keeping 2 kept every gain in all 15, at about half the cost of refitting all 12.
