@@ -91,31 +91,36 @@ def log_prior(model: nn.Module, *, scale: float = 1.0) -> torch.Tensor:
     return _log_prior_of(_unwrap(model).modules(), model, scale)
 
 
-def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
-                  cores_in_optimizer: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer applies it as
-    weight decay, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else
-    some core would lose its prior or get it twice."""
-    fused, others, found = [], [], []
+def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, list[torch.Tensor]]], list[nn.Module]]:
+    """The MARS modules among ``modules``: ``(masks, cores)`` of those with cores (their prior
+    is summed in one expression), and the others (each has its own ``log_prior()``)."""
+    fused, others = [], []
     for mod in modules:
         masks = getattr(mod, "masks", None)  # (each Module attribute lookup costs; this runs every step)
         if masks is None or not (isinstance(mod, TensorizedLayer) or _is_mars_module(mod)):
             continue
         cores = getattr(mod, "cores", None)
         if cores is not None:
-            group = core_list(cores) if isinstance(cores, nn.ParameterList) else list(cores)
-            if cores_in_optimizer is None:
-                fused.append((masks, group))
-            else:
-                fused.append((masks, ()))
-                found.extend(group)
+            fused.append((masks, core_list(cores) if isinstance(cores, nn.ParameterList) else list(cores)))
         else:
-            others.append(mod.log_prior() * scale)
-    if cores_in_optimizer is not None and (len(found) != len(cores_in_optimizer)
-                                           or any(a is not b for a, b in zip(found, cores_in_optimizer))):
-        raise RuntimeError("the model's MARS cores changed since MarsLoss.optimizer() built its optimizer (a layer "
-                           "was replaced, compressed, or its masks switched on or off): the optimizer's weight decay "
-                           "no longer matches the core prior. Build the loss and the optimizer again.")
+            others.append(mod)
+    return fused, others
+
+
+def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
+                  cores_in_optimizer: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer applies it as
+    weight decay, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else
+    some core would lose its prior or get it twice."""
+    fused, other_modules = _prior_parts(modules)
+    others = [mod.log_prior() * scale for mod in other_modules]
+    if cores_in_optimizer is not None:
+        found = [c for _, group in fused for c in group]
+        fused = [(masks, ()) for masks, _ in fused]
+        if len(found) != len(cores_in_optimizer) or any(a is not b for a, b in zip(found, cores_in_optimizer)):
+                raise RuntimeError("the model's MARS cores changed since MarsLoss.optimizer() built its optimizer (a "
+                               "layer was replaced, compressed, or its masks switched on or off): the optimizer's "
+                               "weight decay no longer matches the core prior. Build the loss and the optimizer again.")
     if not fused and not others:
         p = next(_unwrap(model).parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
@@ -214,13 +219,7 @@ class MarsLoss(nn.Module):
         if self._cores_in_optimizer is not None:
             raise RuntimeError("MarsLoss.optimizer was already called for this loss: build a new MarsLoss for a "
                                "second optimizer")
-        cores: list[torch.Tensor] = []
-        for mod in self._modules_seen:
-            if getattr(mod, "masks", None) is None or not (isinstance(mod, TensorizedLayer) or _is_mars_module(mod)):
-                continue
-            group = getattr(mod, "cores", None)
-            if group is not None:
-                cores.extend(core_list(group) if isinstance(group, nn.ParameterList) else list(group))
+        cores = [c for _, group in _prior_parts(self._modules_seen)[0] for c in group]
         if not all(isinstance(c, nn.Parameter) for c in cores):
             raise TypeError("MarsLoss.optimizer: a MARS module's cores are not parameters; keep the prior in the loss")
         ids = {id(c) for c in cores}
