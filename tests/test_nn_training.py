@@ -543,3 +543,25 @@ def test_optimizer_carrying_the_core_prior_on_a_model_without_masks_trains_every
     assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
     x, y = torch.randn(8, 16), torch.randint(0, 5, (8,))
     torch.testing.assert_close(loss_fn(model(x), y), nn.functional.cross_entropy(model(x), y))
+
+
+def test_optimizer_uses_the_fused_kernel_unless_the_user_chose_an_implementation_or_it_has_none():
+    # the fused kernel updates a parameter group in one call: the MARS step's extra parameters
+    # (a logit vector per layer) and the core prior's decay then cost almost nothing
+    for cls in (torch.optim.Adam, torch.optim.SGD, torch.optim.Adagrad):
+        opt = MarsLoss(_mixed_model(), 50).optimizer(cls, lr=1e-2)
+        assert opt.defaults["fused"] is True, cls
+    assert MarsLoss(_mixed_model(), 50).optimizer(lr=1e-2, foreach=True).defaults["fused"] is None
+    assert MarsLoss(_mixed_model(), 50).optimizer(lr=1e-2, fused=False).defaults["fused"] is False
+    assert MarsLoss(_mixed_model(), 50).optimizer(lr=1e-2, differentiable=True).defaults["fused"] is None
+    assert "fused" not in MarsLoss(_mixed_model(), 50).optimizer(torch.optim.RMSprop, lr=1e-2).defaults
+    # a parameter the fused kernel cannot take (complex): the optimizer would fail at its first
+    # step, so the default stays the per-parameter loop, and the step works
+    model = nn.ModuleDict({"net": _mixed_model(), "phase": nn.Linear(5, 5, dtype=torch.complex128)})
+    opt = MarsLoss(model, 50).optimizer(lr=1e-2)
+    assert opt.defaults["fused"] is None
+    model["net"](torch.randn(4, 16, dtype=torch.float64)).sum().backward()
+    model["phase"].weight.grad = torch.ones_like(model["phase"].weight)
+    before = model["phase"].weight.detach().clone()
+    opt.step()
+    assert not torch.equal(model["phase"].weight, before)

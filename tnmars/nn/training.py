@@ -25,9 +25,10 @@ True
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,9 +231,30 @@ class MarsLoss(nn.Module):
         groups = [g for g in groups if g["params"]]
         if not groups:
             raise ValueError("MarsLoss.optimizer: the model has no parameters")
+        if _fused_by_default(optimizer_class, options, [p for g in groups for p in g["params"]]):
+            options["fused"] = True
         opt = optimizer_class(groups, **options)
         self._cores_in_optimizer = tuple(cores)
         return opt
+
+
+#: devices whose fused optimizer kernels PyTorch ships for every floating dtype (checked when
+#: the optimizer steps, not when it is built: an unsupported parameter would fail later)
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def _fused_by_default(optimizer_class: type, options: Mapping[str, Any], params: Sequence[torch.Tensor]) -> bool:
+    """Whether :meth:`MarsLoss.optimizer` turns on ``fused=True``: the optimizer has a fused
+    kernel, the user chose no implementation (``fused`` / ``foreach``) and nothing it cannot do
+    (``differentiable``), and every parameter is a real floating tensor on a device with the
+    kernel. One kernel call updates a whole parameter group, instead of about ten small ops per
+    parameter: the MARS step's extra parameters (one logit vector per layer) and the core
+    prior's decay then cost almost nothing."""
+    if "fused" not in inspect.signature(optimizer_class).parameters:
+        return False
+    if any(options.get(k) is not None for k in ("fused", "foreach")) or options.get("differentiable"):
+        return False
+    return all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in params)
 
 
 # ------------------------------------------------------------------------------ setters
