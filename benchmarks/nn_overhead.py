@@ -170,6 +170,17 @@ OPEN_FAST = "every mask open (alpha = 6), `opt = loss_fn.optimizer()` (Adam, fus
 BASELINES = ("plain", "plain fused")
 
 
+def ratio_cells(per_round: dict, label: str) -> tuple[list[str], list[float]]:
+    """Table cells and values: the median over rounds of ``label``'s time over each baseline's
+    (:data:`BASELINES`), with its range."""
+    cells, medians = [], []
+    for k in BASELINES:
+        ratios = sorted(a / b for a, b in zip(per_round[label], per_round[k]))
+        medians.append(ratios[len(ratios) // 2])
+        cells.append(f"**{medians[-1]:.3f}x** ({ratios[0]:.3f}-{ratios[-1]:.3f})")
+    return cells, medians
+
+
 def small_batch_tables(args) -> tuple[str, dict]:
     """Section 0: compressed layers at batch 1 against dense layers, and MARS steps with open masks."""
     verdict: dict = {}
@@ -275,17 +286,8 @@ def small_batch_tables(args) -> tuple[str, dict]:
         faults[batch] = tuple(_faults_per_step(funcs[k], args.steps) for k in ("plain", states[0][0]))
         base = {k: sorted(per_round[k])[len(per_round[k]) // 2] for k in BASELINES}
 
-        def ratio_cells(label):
-            """Median over rounds of the ratio to each baseline, and its range."""
-            cells, medians = [], []
-            for k in BASELINES:
-                ratios = sorted(a / b for a, b in zip(per_round[label], per_round[k]))
-                medians.append(ratios[len(ratios) // 2])
-                cells.append(f"**{medians[-1]:.3f}x** ({ratios[0]:.3f}-{ratios[-1]:.3f})")
-            return cells, medians
-
         for label, _ in states:
-            cells, medians = ratio_cells(label)
+            cells, medians = ratio_cells(per_round, label)
             ms = sorted(per_round[label])[len(per_round[label]) // 2]
             target = 1.3 if batch == 1 else 1.05
             judged = label.startswith("every mask open")
@@ -295,7 +297,7 @@ def small_batch_tables(args) -> tuple[str, dict]:
                            f"<= {target}x against {'fused' if label == OPEN_FAST else 'default'} Adam: "
                            f"{'met' if medians[label == OPEN_FAST] <= target else 'NOT met'}" if judged else "-"])
         for label, _ in contexts:
-            cells, _ = ratio_cells(label)
+            cells, _ = ratio_cells(per_round, label)
             ms = sorted(per_round[label])[len(per_round[label]) // 2]
             rows_b.append([label, batch, f"{ms:.3f}", f"{base['plain']:.3f}", f"{base['plain fused']:.3f}", *cells, "-"])
         open_vs_decay = sorted(a / b for a, b in zip(per_round[states[0][0]], per_round["plain + decay"]))
@@ -304,7 +306,7 @@ def small_batch_tables(args) -> tuple[str, dict]:
                        "MARS's Gaussian core prior (its time in the MARS column; every mask open against it: "
                        f"{open_vs_decay[len(open_vs_decay) // 2]:.3f}x, rounds {open_vs_decay[0]:.3f}-{open_vs_decay[-1]:.3f}x)",
                        batch, f"{ms_decay:.3f}", f"{base['plain']:.3f}", f"{base['plain fused']:.3f}",
-                       *ratio_cells("plain + decay")[0], "-"])
+                       *ratio_cells(per_round, "plain + decay")[0], "-"])
     table_b = C.markdown_table(["MNIST 2FC-Net (TT rank 20) training step, MARS state", "batch", "MARS ms / step",
                                 "no-mask ms / step, default Adam", "no-mask ms / step, fused Adam",
                                 "ratio to no-mask, default Adam (median of rounds; range)",
