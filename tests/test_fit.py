@@ -318,6 +318,83 @@ def test_ctrl_c_in_the_relaxation_keeps_the_best_record():
     assert res.interrupted and res.steps_run < 1000
 
 
+def test_long_refits_report_their_sweeps_between_steps_and_every_step_shows_the_best_error(monkeypatch, capsys):
+    # a refit of final_sweeps ALS sweeps on a large network runs for many minutes between two
+    # evaluations: its sweeps go to the bar (not to the callback: they are not steps), and every
+    # step shows the relative error of the best candidate so far, not only the last probe's
+    from tnmars.fitting import progress as progress_module
+    from tnmars.fitting.search import RankSearch
+
+    refits = []
+    original = RankSearch.evaluate
+
+    def spy(self, net, sweeps, move):
+        on_refit = self.on_refit
+        self.on_refit = lambda *args: (refits.append((args, sweeps, self.full_sweeps)), on_refit(*args))
+        try:
+            return original(self, net, sweeps, move)
+        finally:
+            self.on_refit = on_refit
+
+    monkeypatch.setattr(RankSearch, "evaluate", spy)
+    monkeypatch.setattr(progress_module, "NOTE_INTERVAL", 0.0)  # redraw at every sweep
+    x = with_noise(tucker_tensor((8, 8, 8), (2, 3, 4), seed=1), 30)
+    seen = []
+    res = tnmars.fit(x, "tucker", max_rank=6, budget=300, seed=0, progress=True,  # exchanges: long refits
+                     callback=lambda step, info: seen.append(info))
+    err = capsys.readouterr().err
+    assert refits, "no long refit reported its sweeps"
+    assert all(sweeps > full for _, sweeps, full in refits)
+    sweeps_seen = [args[1] for args, _, _ in refits]
+    assert sweeps_seen[0] == 1 and all(1 <= s <= total for (_, s, total, _), _, _ in refits)
+    assert "refit=" in err and "sweep 1/" in err
+    # the callback saw evaluations only (one per candidate), each with the error of the candidate
+    # of lowest objective so far (in the data's units: the first candidate gives the norm)
+    selection = [info for info in seen if info["phase"] == "selection"]
+    assert len(selection) == res.evaluations
+    sq_norm = selection[0]["sse"] / selection[0]["best_error"] ** 2
+    lowest = selection[0]
+    for info in selection:
+        lowest = info if info["objective"] < lowest["objective"] else lowest
+        assert info["best_error"] == pytest.approx(math.sqrt(lowest["sse"] / sq_norm), rel=1e-9)
+    assert len({info["best_error"] for info in selection}) > 1  # it moved with the search
+    assert "best_error=" in err
+
+
+def test_reporter_notes_are_rate_limited_and_are_not_steps(monkeypatch):
+    from tnmars.fitting import progress as progress_module
+
+    calls = []
+    reporter = progress_module.Reporter(progress=False, callback=lambda step, info: calls.append(step))
+    reporter.start("selection")
+    reporter.note({"refit": "x"})  # no bar: only the log
+    assert calls == [] and reporter.step == 0
+
+    class Bar:
+        def __init__(self):
+            self.drawn = []
+
+        def set_postfix(self, shown, refresh):
+            self.drawn.append((dict(shown), refresh))
+
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    bar = reporter._bar = Bar()
+    clock = iter([100.0, 100.5, 101.2])
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    reporter.record({"objective": 2.0, "ranks": (1, 2), "move": "+A", "sse": 3.0})
+    for sweep in (1, 2, 3):
+        reporter.note({"refit": f"sweep {sweep}"})
+    assert calls == [1] and reporter.step == 1
+    notes = [shown for shown, refresh in bar.drawn if refresh]
+    assert [n["refit"] for n in notes] == ["sweep 1", "sweep 3"]  # sweep 2 came within a second
+    assert notes[0]["ranks"] == "1,2" and notes[0]["move"] == "+A" and "sse" not in notes[0]
+
+
 def test_tqdm_disable_turns_the_bars_off(monkeypatch, capsys):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     tnmars.fit(GOOD, "tucker", max_rank=3, seed=0)

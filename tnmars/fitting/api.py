@@ -177,8 +177,9 @@ def fit(
             # the search also trades indices between bonds (exchanges)
             options = {"patience": GREEDY_PATIENCE if proposal_used in ("greedy", "start") else 0,
                        "exchanges": limit is not None, **search_settings}
+            report, on_refit = _search_reporters(reporter, prep.data)
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
-                                report=_search_reporter(reporter), max_params=limit,
+                                report=report, on_refit=on_refit, max_params=limit,
                                 fresh=fresh_start(fmt, template, prep.data, seed),
                                 restarts=loop_restarts(fmt, template, seed), **options)
             try:
@@ -240,11 +241,26 @@ def _run_relaxation(template: Network, fmt: str | None, prep: Prepared, settings
     return relaxed, pruned
 
 
-def _search_reporter(reporter: Reporter) -> Callable[[Candidate, str], bool]:
+def _search_reporters(reporter: Reporter, data: FitData) -> tuple[Callable[[Candidate, str], bool],
+                                                                  Callable[[str, int, int, float], None]]:
+    """The search's ``report`` (one step per evaluated candidate) and ``on_refit`` (a long
+    refit's sweeps, shown between two steps). Both show ``best_error``, the relative error of the
+    best candidate so far (lowest objective): the last candidate is often a 3-sweep probe, far
+    from what the search holds."""
+    def error(sse: float) -> float:  # as FitResult.relative_error
+        return math.sqrt(max(sse, 0.0) / max(data.sq_norm, 1e-300))
+
+    best: dict[str, float] = {}
+
     def report(cand: Candidate, phase: str) -> bool:
+        if not best or cand.objective < best["objective"]:
+            best.update(objective=cand.objective, error=error(cand.sse))
         return reporter.record({"objective": cand.objective, "ranks": cand.ranks, "move": cand.move,
-                                "sse": cand.sse})
-    return report
+                                "sse": cand.sse, "best_error": best["error"]})
+
+    def on_refit(move: str, sweep: int, sweeps: int, sse: float) -> None:
+        reporter.note({"refit": f"{move}: sweep {sweep}/{sweeps}, error {error(sse):.4g}"})
+    return report, on_refit
 
 
 def _polish(net: Network, data: FitData, crit: Occam, reporter: Reporter) -> Candidate:

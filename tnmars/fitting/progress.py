@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Reporter", "progress_enabled"]
 
 log = logging.getLogger("tnmars.fit")
+
+#: what a bar shows of a step's information, in this order
+SHOWN = ("loss", "objective", "ranks", "move", "best_error", "refit")
+#: seconds between two redraws of a bar from :meth:`Reporter.note`
+NOTE_INTERVAL = 1.0
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -37,6 +43,8 @@ class Reporter:
         self.stopped = False
         self._bar = None
         self.phase = ""
+        self._shown: dict[str, str] = {}
+        self._noted = 0.0
 
     def start(self, phase: str, total: int | None = None, note: str = "") -> None:
         self.close()
@@ -55,15 +63,34 @@ class Reporter:
         self.step += 1
         info = {"phase": self.phase, **info}
         if self._bar is not None:
+            self._shown = _shown(info)
+            self._bar.set_postfix(self._shown, refresh=False)
             self._bar.update(advance)
-            shown = {k: (f"{v:.4g}" if isinstance(v, float) else ",".join(map(str, v)) if isinstance(v, tuple) else v)
-                     for k, v in info.items() if k in ("loss", "objective", "ranks", "move")}
-            self._bar.set_postfix(shown, refresh=False)
         if self.callback is not None and self.callback(self.step, info):
             self.stopped = True
         return self.stopped
+
+    def note(self, info: dict[str, Any]) -> None:
+        """Show work in progress between two steps (a long refit's sweeps) on the bar, redrawn
+        at most once per :data:`NOTE_INTERVAL` seconds; not a step (no callback, no count)."""
+        log.debug("tnmars.fit: %s %s", self.phase, info)
+        if self._bar is None:
+            return
+        now = time.monotonic()
+        if now - self._noted < NOTE_INTERVAL:
+            return
+        self._noted = now
+        self._bar.set_postfix({**self._shown, **_shown(info)}, refresh=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _shown(info: dict[str, Any]) -> dict[str, str]:
+    """The bar's postfix: the :data:`SHOWN` entries of ``info``, floats to 4 digits, rank tuples
+    joined by commas."""
+    return {k: (f"{info[k]:.4g}" if isinstance(info[k], float) else
+                ",".join(map(str, info[k])) if isinstance(info[k], tuple) else str(info[k]))
+            for k in SHOWN if k in info}

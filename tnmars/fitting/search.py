@@ -97,6 +97,9 @@ class RankSearch:
     from a bond to another bond of a shared core (:meth:`_rewire`; structure search).
     ``report(candidate, phase)`` is called after
     every evaluation (progress bars, callbacks); it may return True to stop the search.
+    ``on_refit(move, sweep, sweeps, sse)``, when given, is called after every ALS sweep of the
+    long refits (more than ``full_sweeps`` sweeps: the final refit, restarts), which on a large
+    network run for many minutes between two reports.
     ``fresh(ranks)``, when given, builds new starts at those ranks: on loops the ALS
     landscape has poor local minima, and a removal refitted from the current cores can stay
     in one where a fresh start at the smaller ranks does not (see ``_fresh_removals``).
@@ -125,6 +128,7 @@ class RankSearch:
     exchanges: bool = False
     seed: int | None = 0
     report: Callable[[Candidate, str], Any] | None = None
+    on_refit: Callable[[str, int, int, float], Any] | None = None
     fresh: Callable[[dict[str, int]], list[Network]] | None = None
     restarts: Callable[[dict[str, int]], list[Network]] | None = None
     evaluations: int = 0
@@ -138,7 +142,11 @@ class RankSearch:
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, net: Network, sweeps: int, move: str) -> Candidate:
-        fitted, sse = als(net, self.data, sweeps=sweeps)
+        on_sweep = None
+        if self.on_refit is not None and sweeps > self.full_sweeps:
+            def on_sweep(sweep: int, sse: float) -> None:
+                self.on_refit(move, sweep, sweeps, sse)
+        fitted, sse = als(net, self.data, sweeps=sweeps, on_sweep=on_sweep)
         dof = degrees_of_freedom(fitted.spec, fitted.dims)
         cand = Candidate(fitted, sse, self.criterion.objective(sse, dof), dof, move, sweeps)
         self.evaluations += 1

@@ -483,12 +483,14 @@ def als(
     floor: float = 1e-12,
     line_search: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    on_sweep: Callable[[int, float], Any] | None = None,
 ) -> tuple[Network, float]:
     """Refit every core of ``net`` to ``data`` by alternating least squares.
 
     Sweeps stop when a sweep improves the squared error by less than ``tol`` times itself
     (or than ``floor`` times the data's squared norm), after ``sweeps`` sweeps, or when
-    ``should_stop()`` is true. Returns the
+    ``should_stop()`` is true. ``on_sweep(sweep, sse)`` is called after every sweep (progress
+    of long refits). Returns the
     refitted network (NumPy/CuPy, float64) and its squared error over the observed entries.
     Cores listed in ``frozen`` are left as they are.
     """
@@ -524,6 +526,8 @@ def als(
                 trial_sse = _sse(net.inputs, net.output, trial, data)
                 if trial_sse < sse:
                     cores, sse = trial, trial_sse
+        if on_sweep is not None:
+            on_sweep(sweep, float(sse))
         if prev - sse < tol * max(sse, least) or (should_stop is not None and should_stop()):
             break
     return Network(net.spec, cores=cores, optimize=net.optimize), float(sse)
