@@ -176,6 +176,9 @@ def test_torch_compile_traces_compressed_and_mars_models_without_graph_breaks():
     loss_fn = tnn.MarsLoss(model, 1000)
     model.train()
     assert _no_breaks(lambda a, b: loss_fn(model(a), b), x, y) == 0  # a MARS training forward + loss
+    fast = tnn.MarsLoss(model, 1000)
+    fast.optimizer(lr=1e-3)  # the core prior in the optimizer: the loss checks the cores are still the same
+    assert _no_breaks(lambda a, b: fast(model(a), b), x, y) == 0
     compiled = torch.compile(small, backend="aot_eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), small(x))
