@@ -1,22 +1,24 @@
-"""Does screening the restarts keep what the restarts win? (the rule of ``RankSearch._restarted``)
+"""Does screening the restarts keep what the restarts win? (``RankSearch._screened``)
 
 On networks with more than ``MANY_BONDS`` bonds the structure search refits its 12 random
-restarts by ``RESTART_SCREEN_SWEEPS`` ALS sweeps each and only the best ``RESTART_FINALISTS``
-by ``final_sweeps`` (1,000). This script measures what that screen loses. It runs
+restarts by ``RESTART_SCREEN_SWEEPS`` (300) ALS sweeps each, and only some of them, the
+finalists, by ``final_sweeps`` (1,000). This script measures what a screen loses. It runs
 ``tnmars.search`` on order-7 tensors (21 bonds, mode size 4) made by sparse random
 fully connected networks (a random spanning tree plus each other edge with probability 0.1,
 ranks 2 or 3, Gaussian cores), with the restarts **not** screened: every restart is refitted
 by the full 1,000 sweeps and its objective recorded after 30, 100, 300 and 1,000 sweeps (a
 refit that stalls keeps its last value). A *round* is one restart phase of a search; a round
 is *won* when some restart ends below the incumbent (itself refitted by 1,000 sweeps). For
-every screen (sweeps S, finalists K) the table gives the won rounds in which the best K
-starts after S sweeps include the start that won most, and the share of the gain the screen
-keeps.
+each screen the table gives the won rounds in which its finalists include the start that
+wins most, and the share of the gain it keeps where they do not. Any screen can be judged on
+the saved rows, since every restart's trajectory is recorded.
 
-The searches behind the rule (seeds 0-5 tuned it, 10-12 checked it; see the docstring of
-``_restarted``) are not rerun here by default; ``--seeds`` picks which seeds to run.
+Seeds 13-25 (20 dB) showed that the first rule (the best 2 after 300 sweeps) misses starts
+still crossing a slow valley, and chose the trend rule; seeds 26-40 were run after that choice
+(held out).
 
-    python benchmarks/restart_screen.py --seeds 13,14,15 --snr 20      # fresh held-out
+    python benchmarks/restart_screen.py --seeds 13,14,15,16,17,18,19,20,21,22,23,24,25   # tuning
+    python benchmarks/restart_screen.py --seeds 26,27,28,29,30,31,32,33,34,35,36,37,38,39,40  # held out
     python benchmarks/restart_screen.py --report                       # tables from saved rows
 
 Every round is saved as soon as its search ends (``results/restart_screen_rows.json``); the
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -46,8 +47,41 @@ ORDER, MODE_SIZE = 7, 4
 EDGE_PROBABILITY, RANKS = 0.1, (2, 3)
 MAX_RANK = 4
 CHECKPOINTS = (30, 100, 300, 1000)
-SCREENS = ((30, 2), (100, 2), (100, 3), (300, 2), (300, 3))
+
+
+def best_by_objective(sweeps: int, keep: int):
+    """The screen that keeps the ``keep`` starts of lowest objective after ``sweeps`` sweeps."""
+    at = CHECKPOINTS.index(sweeps)
+
+    def pick(restarts: list[list[float]]) -> list[int]:
+        return sorted(range(len(restarts)), key=lambda i: restarts[i][at])[:keep]
+    return pick
+
+
+def best_and_trend(keep: int, trend: int):
+    """The screen of ``RankSearch._screened``: after 300 sweeps the ``keep`` best by objective,
+    then the ``trend`` best others by ``objective(300) - (objective(100) - objective(300))``."""
+    def pick(restarts: list[list[float]]) -> list[int]:
+        kept = sorted(range(len(restarts)), key=lambda i: restarts[i][2])[:keep]
+        by_trend = sorted(range(len(restarts)), key=lambda i: 2 * restarts[i][2] - restarts[i][1])
+        return kept + [i for i in by_trend if i not in kept][:trend]
+    return pick
+
+
+#: (label, the screen's choice of finalists, whether it is the rule of ``RankSearch._screened``),
+#: and the ALS sweeps it spends on 12 starts (screen sweeps each, then 1,000 per finalist)
+SCREENS = (("30 sweeps, best 2", best_by_objective(30, 2), False, 12 * 30 + 2 * 1000),
+           ("100 sweeps, best 2", best_by_objective(100, 2), False, 12 * 100 + 2 * 1000),
+           ("100 sweeps, best 3", best_by_objective(100, 3), False, 12 * 100 + 3 * 1000),
+           ("300 sweeps, best 2 (the rule until 2026-11-29)", best_by_objective(300, 2), False, 12 * 300 + 2 * 1000),
+           ("300 sweeps, best 4", best_by_objective(300, 4), False, 12 * 300 + 4 * 1000),
+           ("300 sweeps, best 2 + 2 by trend", best_and_trend(2, 2), True, 12 * 300 + 4 * 1000))
+# the rule's row reads the checkpoints above: it must be the search's own settings
+assert (search_module.RESTART_SCREEN_SWEEPS, search_module.RESTART_TREND_FROM, search_module.RESTART_FINALISTS,
+        search_module.RESTART_TREND_FINALISTS) == (300, 100, 2, 2), "update SCREENS to the search's rule"
 ROWS = Path(_HERE) / "results" / "restart_screen_rows.json"
+#: seeds looked at when the rule was chosen, and seeds run only after
+SPLITS = {"tune": range(13, 26), "held out": range(26, 41)}
 
 
 def _trajectory(search: RankSearch, start: tnmars.Network, sweeps: int) -> tuple[object, list[float]]:
@@ -93,17 +127,14 @@ def recording_restarts(rounds: list[dict]):
     return restarted
 
 
-def screen_outcome(record: dict, sweeps: int, keep: int) -> tuple[bool, float] | None:
-    """For a won round: whether the screen's finalists include the best start, and the share of
-    the gain they keep. ``None`` when no restart beat the incumbent."""
+def screen_outcome(record: dict, pick) -> tuple[bool, float] | None:
+    """For a won round: whether the finalists ``pick`` chooses include the start that wins most,
+    and the share of the gain they keep. ``None`` when no restart beat the incumbent."""
     final = [r[-1] for r in record["restarts"]]
-    best = min(final)
-    gain = record["incumbent"] - best
+    gain = record["incumbent"] - min(final)
     if gain <= 0:
         return None
-    at = CHECKPOINTS.index(sweeps)
-    finalists = sorted(range(len(final)), key=lambda i: record["restarts"][i][at])[:keep]
-    kept = max(record["incumbent"] - min(final[i] for i in finalists), 0.0)
+    kept = max(record["incumbent"] - min(final[i] for i in pick(record["restarts"])), 0.0)
     return kept >= gain * (1 - 1e-9), kept / gain
 
 
@@ -139,16 +170,20 @@ def save(row: dict) -> None:
 
 def report(rows: list[dict], command: str) -> str:
     rounds = [(r["seed"], r["snr"], rec) for r in rows for rec in r["rounds"]]
-    won = [(seed, snr, rec) for seed, snr, rec in rounds if screen_outcome(rec, *SCREENS[0]) is not None]
+    won = [(seed, snr, rec) for seed, snr, rec in rounds if screen_outcome(rec, SCREENS[0][1]) is not None]
     lines = [f"# Restart screen on many bonds (order {ORDER}, {ORDER * (ORDER - 1) // 2} bonds)", "",
              f"Command: `{command}`", "", f"Date: {datetime.date.today().isoformat()}", "", machine_line(), "",
              f"Cases: seeds {sorted({r['seed'] for r in rows})}, SNR {sorted({str(r['snr']) for r in rows})} dB "
              "(None: no noise); "
              f"mode size {MODE_SIZE}, edge probability {EDGE_PROBABILITY}, ranks {RANKS}, `max_rank={MAX_RANK}`; "
              f"commits {sorted({r['commit'] for r in rows})}. {len(rounds)} restart rounds, {len(won)} won by a "
-             "restart (some restart ended below the incumbent after 1,000 sweeps).", ""]
+             "restart (some restart ended below the incumbent after 1,000 sweeps). Rows measured by "
+             + ", ".join(f"`python benchmarks/restart_screen.py --seeds {','.join(map(str, seeds))} --snr 20` ({split})"
+                         for split, seeds in SPLITS.items())
+             + "; the searches ran with every restart refitted fully (no screen), so the search's error below is "
+             "the unscreened search's.", ""]
     per_case = [[r["seed"], r["snr"], r["true_edges"], len(r["rounds"]),
-                 sum(screen_outcome(rec, *SCREENS[0]) is not None for rec in r["rounds"]),
+                 sum(screen_outcome(rec, SCREENS[0][1]) is not None for rec in r["rounds"]),
                  ", ".join(f"{100 * (rec['incumbent'] - min(x[-1] for x in rec['restarts'])) / abs(rec['incumbent']):.3g}%"
                            for rec in r["rounds"]) or "-",
                  f"{r['error']:.4g}", f"{r['seconds'] / 60:.0f}"] for r in rows]
@@ -156,14 +191,17 @@ def report(rows: list[dict], command: str) -> str:
                               "(% of the incumbent's objective; negative: none won)", "search's error", "minutes"],
                              per_case), ""]
     table = []
-    for sweeps, keep in SCREENS:
-        outcomes = [screen_outcome(rec, sweeps, keep) for _, _, rec in won]
-        misses = [f"seed {seed} ({snr} dB): kept {100 * o[1]:.0f}%" for (seed, snr, _), o in zip(won, outcomes)
-                  if not o[0]]
-        table.append([f"{sweeps} sweeps, keep {keep}" + (" (the rule)" if (sweeps, keep) == (
-            search_module.RESTART_SCREEN_SWEEPS, search_module.RESTART_FINALISTS) else ""),
-            f"{sum(o[0] for o in outcomes)} of {len(won)}", "; ".join(misses) or "-"])
-    lines += [markdown_table(["screen", "won rounds whose best start it keeps", "misses"], table), ""]
+    for split, seeds in SPLITS.items():
+        cases = [(seed, snr, rec) for seed, snr, rec in won if seed in seeds]
+        for label, pick, rule, cost in SCREENS:
+            outcomes = [screen_outcome(rec, pick) for _, _, rec in cases]
+            misses = [f"seed {seed} ({snr} dB): kept {100 * o[1]:.0f}%" for (seed, snr, _), o in zip(cases, outcomes)
+                      if not o[0]]
+            table.append([f"{split} (seeds {seeds.start}-{seeds.stop - 1})", label + (" (the rule)" if rule else ""),
+                          f"{cost:,} ({100 * cost / 12000:.0f}%)", f"{sum(o[0] for o in outcomes)} of {len(cases)}",
+                          "; ".join(misses) or "-"])
+    lines += [markdown_table(["split", "screen", "sweeps for 12 starts (share of refitting all by 1,000)",
+                              "won rounds whose best start it keeps", "misses"], table), ""]
     return "\n".join(lines)
 
 

@@ -406,9 +406,40 @@ def test_on_many_bonds_the_restarts_are_screened_and_only_the_best_refitted_full
     monkeypatch.setattr(search_module, "MANY_BONDS", 4)
     monkeypatch.setattr(search_module, "RESTART_SCREEN_SWEEPS", 5)
     monkeypatch.setattr(search_module, "RESTART_FINALISTS", 2)
+    monkeypatch.setattr(search_module, "RESTART_TREND_FINALISTS", 1)
+    monkeypatch.setattr(search_module, "RESTART_TREND_FROM", 2)
     above, best, search = refits()
-    assert above == [("restart (screen)", 5)] * 6 + [("restart", 40)] * 2
+    assert above == [("restart (screen)", 5)] * 6 + [("restart", 40)] * 3
     assert best.move != "restart (screen)"  # a screened start is refitted before it can win
+
+
+def test_the_restart_screen_also_keeps_the_start_still_gaining_most(monkeypatch):
+    """A start crossing a slow valley ranks low after the screen's sweeps but gains the most
+    since ``RESTART_TREND_FROM``: it goes on to ``final_sweeps`` with the best by objective."""
+    from tnmars.fitting import search as search_module
+    from tnmars.fitting.search import Candidate
+
+    monkeypatch.setattr(search_module, "RESTART_FINALISTS", 2)
+    monkeypatch.setattr(search_module, "RESTART_TREND_FINALISTS", 1)
+    y = _noisy_ring()
+    search = RankSearch(FitData.from_arrays(y), Occam(y.size, 0.0), max_ranks={}, seed=0)
+    # squared errors (at RESTART_TREND_FROM sweeps, at RESTART_SCREEN_SWEEPS) of five starts
+    errors = {"a": (10.0, 5.0), "b": (11.0, 6.0), "swamp": (400.0, 20.0), "flat": (9.0, 8.9), "poor": (30.0, 25.0)}
+    starts = {name: tnmars.Network("ab,bc->ac", shape=(3, 3), ranks=1, seed=k) for k, name in enumerate(errors)}
+    names = {id(net): name for name, net in starts.items()}
+
+    def evaluate(net, sweeps, move, on_sweep=None):
+        early, final = errors[names[id(net)]]
+        if on_sweep is not None:
+            for sweep in range(1, sweeps + 1):
+                on_sweep(sweep, early if sweep <= search_module.RESTART_TREND_FROM else final)
+        return Candidate(net, final, search.criterion.objective(final, 4), 4, move, sweeps)
+
+    monkeypatch.setattr(search, "evaluate", evaluate)
+    kept = [names[id(net)] for net in search._screened(list(starts.values()))]
+    assert kept == ["a", "b", "swamp"]  # "swamp" is 4th by objective, first by its gain
+    monkeypatch.setattr(search_module, "RESTART_TREND_FINALISTS", 0)
+    assert [names[id(net)] for net in search._screened(list(starts.values()))] == ["a", "b"]
 
 
 def test_a_fit_starts_from_a_given_network():
