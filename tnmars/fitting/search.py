@@ -509,7 +509,8 @@ class RankSearch:
             starts, sweeps = self.fresh(dict(best.network.bonds)), self.full_sweeps
         else:
             return best
-        if self.restarts is not None and len(best.network.bonds) > MANY_BONDS and len(starts) > RESTART_FINALISTS:
+        finalists = RESTART_FINALISTS + RESTART_TREND_FINALISTS
+        if self.restarts is not None and len(best.network.bonds) > MANY_BONDS and len(starts) > finalists:
             starts = self._screened(starts)
             if self.stopped:
                 return best
