@@ -384,14 +384,15 @@ def test_reporter_notes_are_rate_limited_and_are_not_steps(monkeypatch):
             pass
 
     bar = reporter._bar = Bar()
-    clock = iter([100.0, 100.5, 101.2])
+    clock = iter([100.0, 100.5, 101.2, 101.7, 102.3])  # the step, then four sweeps of a refit
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
     reporter.record({"objective": 2.0, "ranks": (1, 2), "move": "+A", "sse": 3.0})
-    for sweep in (1, 2, 3):
+    for sweep in (1, 2, 3, 4):
         reporter.note({"refit": f"sweep {sweep}"})
     assert calls == [1] and reporter.step == 1
     notes = [shown for shown, refresh in bar.drawn if refresh]
-    assert [n["refit"] for n in notes] == ["sweep 1", "sweep 3"]  # sweep 2 came within a second
+    # nothing within a second of the step (a short refit never shows), then once a second
+    assert [n["refit"] for n in notes] == ["sweep 2", "sweep 4"]
     assert notes[0]["ranks"] == "1,2" and notes[0]["move"] == "+A" and "sse" not in notes[0]
 
 

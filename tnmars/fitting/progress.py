@@ -66,13 +66,15 @@ class Reporter:
             self._shown = _shown(info)
             self._bar.set_postfix(self._shown, refresh=False)
             self._bar.update(advance)
+            self._noted = time.monotonic()  # a refit shows its sweeps once it has run a while
         if self.callback is not None and self.callback(self.step, info):
             self.stopped = True
         return self.stopped
 
     def note(self, info: dict[str, Any]) -> None:
-        """Show work in progress between two steps (a long refit's sweeps) on the bar, redrawn
-        at most once per :data:`NOTE_INTERVAL` seconds; not a step (no callback, no count)."""
+        """Show work in progress between two steps (a long refit's sweeps) on the bar, from
+        :data:`NOTE_INTERVAL` seconds after the last step and at most once per that interval;
+        not a step (no callback, no count)."""
         log.debug("tnmars.fit: %s %s", self.phase, info)
         if self._bar is None:
             return
