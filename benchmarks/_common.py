@@ -34,10 +34,24 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(out)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere). Recorded with the
+    instruction set torch's kernels use: float results, not only timings, differ between hosts
+    (vector widths change the order of summation)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine_line() -> str:
     return (
         f"{datetime.date.today().isoformat()}, {platform.machine()} {os.cpu_count()}-core CPU "
-        f"(shared machine), Python {platform.python_version()}"
+        f"({cpu_model()}; shared machine), Python {platform.python_version()}"
     )
 
 

@@ -29,15 +29,6 @@ import sys
 import time
 import warnings
 
-# benchmarks/selectors.py would shadow the standard library's selectors (which subprocess
-# imports) for a script run from this folder: load the standard one first
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_saved_path = list(sys.path)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-import selectors  # noqa: E402,F401
-
-sys.path[:] = _saved_path
-
 # one BLAS thread for every library: on a shared machine, multi-threaded BLAS makes
 # timings depend on whatever else runs; one thread keeps the comparison about the code
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -61,7 +52,7 @@ import tnmars  # noqa: E402
 from tnmars.contract import make_plan  # noqa: E402
 from tnmars.spec import einsum_terms, symbol  # noqa: E402
 
-try:  # noqa: SIM105
+try:
     import cotengra as ctg
     import quimb
     import quimb.tensor as qtn

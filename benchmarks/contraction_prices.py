@@ -26,8 +26,7 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
-# first: benchmarks/contraction.py loads the standard `selectors` (benchmarks/selectors.py would
-# shadow it) and pins one BLAS thread before NumPy loads
+# first: benchmarks/contraction.py pins one BLAS thread before NumPy loads
 from contraction import cases, time_batched  # noqa: E402
 
 # isort: split

@@ -20,7 +20,7 @@ from torch import nn
 import tnmars.nn as tnn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, markdown_table, time_interleaved, write_result  # noqa: E402,F401
+from _common import RESULTS, cpu_model, markdown_table, time_interleaved, write_result  # noqa: F401
 
 
 def cpu_time_interleaved(funcs: dict, repeats: int = 7, warmup: int = 1) -> dict[str, float]:
@@ -45,7 +45,8 @@ def cpu_time_interleaved(funcs: dict, repeats: int = 7, warmup: int = 1) -> dict
 
 def header(title: str, command: str, notes: str = "", run_at: str | None = None) -> str:
     """Results-file header; ``run_at`` ("HH:MM") when the report is rendered after the run."""
-    machine = (f"{platform.machine()} {os.cpu_count()}-core CPU shared with other jobs (timings are noisy), "
+    machine = (f"{platform.machine()} {os.cpu_count()}-core CPU ({cpu_model()}, torch kernels "
+               f"{torch.backends.cpu.get_cpu_capability()}) shared with other jobs (timings are noisy), "
                f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread")
     run_at = run_at or f"{datetime.datetime.now():%H:%M}"
     text = (f"# {title}\n\nCommand: `{command}`\n\nDate: {datetime.date.today().isoformat()} (run at {run_at} UTC)"

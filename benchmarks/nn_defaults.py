@@ -24,14 +24,13 @@ import sys
 import time
 import warnings
 
-import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import nn_common as C  # noqa: E402
+import nn_common as C
 
-import tnmars.nn as tnn  # noqa: E402
+import tnmars.nn as tnn
 
 OLD_DEFAULTS = {"alpha": -1.0, "min_rank": 0}
 

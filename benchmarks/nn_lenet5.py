@@ -17,15 +17,14 @@ import json
 import os
 import sys
 
-import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import nn_common as C  # noqa: E402
+import nn_common as C
 
-import tnmars.nn as tnn  # noqa: E402
+import tnmars.nn as tnn
 
 
 def lenet5(kind: str) -> nn.Module:

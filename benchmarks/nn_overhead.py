@@ -30,14 +30,13 @@ import os
 import resource
 import sys
 
-import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import nn_common as C  # noqa: E402
+import nn_common as C
 
-import tnmars.nn as tnn  # noqa: E402
+import tnmars.nn as tnn
 
 
 def mnist_2fc(mars: bool, ranks=(20, 20, 20), rank2=20, **options) -> nn.Sequential:

@@ -27,15 +27,14 @@ import sys
 import time
 import warnings
 
-import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import nn_common as C  # noqa: E402
-import nn_defaults as D  # noqa: E402
+import nn_common as C
+import nn_defaults as D
 
-import tnmars.nn as tnn  # noqa: E402
+import tnmars.nn as tnn
 
 #: (label, mask_lr_mult, prior_mult)
 VARIANTS = (("defaults", 1.0, 1.0), ("logits lr x10", 10.0, 1.0), ("prior x10 (N / 10)", 1.0, 10.0),

@@ -30,15 +30,14 @@ import json
 import os
 import sys
 
-import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import nn_common as C  # noqa: E402
+import nn_common as C
 
-import tnmars.nn as tnn  # noqa: E402
+import tnmars.nn as tnn
 
 PAPER = {8: (-4.0, "8.4 ± 0.5", "91.8 ± 0.6", "87.3"), 12: (-3.5, "12.6 ± 0.7", "89.5 ± 0.7", "85"),
          16: (-3.0, "18 ± 1.3", "85.4 ± 0.7", "82.8")}

@@ -12,7 +12,7 @@ Experiments (issue 3, re-run on the selection engine of issue 11):
             HOOI grid search over every feasible rank tuple up to the max rank (6), keeping the smallest
             model whose residual is within the true noise norm
 
-Experiment 2 of the first rounds (noisy Tucker / TT / TR) is superseded by benchmarks/selectors.py,
+Experiment 2 of the first rounds (noisy Tucker / TT / TR) is superseded by benchmarks/rank_selectors.py,
 which compares every family against the classical selectors.
 
 Usage:
@@ -36,14 +36,9 @@ import time
 import warnings
 from pathlib import Path
 
-# this script's folder holds benchmarks/selectors.py, which would shadow the standard library's
-# `selectors` (imported by subprocess, hence by torch): keep the folder off the import path
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import tnmars  # noqa: E402
+import tnmars
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATE = datetime.date.today().isoformat()  # the day the results file was written

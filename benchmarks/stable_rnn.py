@@ -42,22 +42,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, markdown_table, time_interleaved, write_result  # noqa: E402
+from _common import RESULTS, cpu_model, markdown_table, time_interleaved, write_result  # noqa: E402
 
 from tnmars.nn import LSTM, LinearRNN, TanhRNN, effective_stability, register_stability_hook  # noqa: E402
 
 D64 = torch.float64
-DATE = "2026-11-22"
 PARTS = ("outputs", "gradients", "weights", "music", "tt")
 
 
 def header(title: str, command: str, notes: str = "") -> str:
     machine = (
-        f"{platform.machine()} {os.cpu_count()}-core CPU shared with other jobs (timings are noisy), "
+        f"{platform.machine()} {os.cpu_count()}-core CPU ({cpu_model()}) shared with other jobs (timings are noisy), "
         f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread"
     )
     text = (
-        f"# {title}\n\nCommand: `{command}`\n\nDate: {DATE} (run at {datetime.datetime.now():%H:%M} UTC)\n\n"
+        f"# {title}\n\nCommand: `{command}`\n\nDate: {datetime.date.today().isoformat()} (run at {datetime.datetime.now():%H:%M} UTC)\n\n"
         f"Machine: {machine}\n"
     )
     if notes:

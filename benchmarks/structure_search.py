@@ -60,18 +60,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _common import machine_line, markdown_table, write_result
 
-# benchmarks/selectors.py shadows the standard library's `selectors` (used by subprocess): keep
-# this folder off the front of the import path, and reach the helpers beside it from the back
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(_HERE)] + [_HERE]
-from _common import machine_line, markdown_table, write_result  # noqa: E402
-
-import tnmars  # noqa: E402
-from tnmars.fitting.graph import feasible_ranks  # noqa: E402
-from tnmars.fitting.solvers import FitData, als  # noqa: E402
-from tnmars.fitting.structure import fctn_spec  # noqa: E402
-from tnmars.spec import parse_spec  # noqa: E402
+import tnmars
+from tnmars.fitting.graph import feasible_ranks
+from tnmars.fitting.solvers import FitData, als
+from tnmars.fitting.structure import fctn_spec
+from tnmars.spec import parse_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROWS = RESULTS / "structure_search_rows.json"

@@ -21,14 +21,13 @@ import time
 import warnings
 from pathlib import Path
 
-import nn_stdlib_first  # noqa: F401  (before anything that imports subprocess)
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import structure_search as ss  # noqa: E402  (the suite's cases: random topologies, noise)
+import structure_search as ss
 
-import tnmars  # noqa: E402
-from tnmars.fitting.search import RankSearch  # noqa: E402
+import tnmars
+from tnmars.fitting.search import RankSearch
 
 OUT = Path(__file__).resolve().parent / "results" / "structure_search_refit_cost.md"
 

@@ -18,16 +18,12 @@ import statistics
 import sys
 import time
 
-# this folder last on the path: benchmarks/selectors.py must not shadow the standard library's
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
+import numpy as np
+import torch
+from _common import machine_line, markdown_table, write_result
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from _common import machine_line, markdown_table, write_result  # noqa: E402
-
-import tnmars  # noqa: E402
-from tnmars.backends.torch_backend import SMALL_WORK_FLOPS, cpu_threads_for, machine_busy  # noqa: E402
+import tnmars
+from tnmars.backends.torch_backend import SMALL_WORK_FLOPS, cpu_threads_for, machine_busy
 
 CASES = [((4, 5, 6), 3), ((8, 8, 8), 4), ((16, 16, 16), 8), ((32, 32, 32), 12), ((48, 48, 48), 16),
          ((64, 64, 64), 24), ((96, 96, 96), 32)]

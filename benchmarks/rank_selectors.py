@@ -16,12 +16,12 @@ entry, the missing ones included); the ratio to the oracle's error floors both a
 (noiseless fits are exact to rounding). Times include selection and fit.
 
 Usage:
-  python benchmarks/selectors.py --family all            # the whole suite (about an hour here)
-  python benchmarks/selectors.py --family tucker --quick # one seed, two noise levels
-  python benchmarks/selectors.py --report                # rebuild the tables from the saved rows
-  python benchmarks/selectors.py --speed                 # the time and memory section
+  python benchmarks/rank_selectors.py --family all            # the whole suite (about an hour here)
+  python benchmarks/rank_selectors.py --family tucker --quick # one seed, two noise levels
+  python benchmarks/rank_selectors.py --report                # rebuild the tables from the saved rows
+  python benchmarks/rank_selectors.py --speed                 # the time and memory section
 
-Rows are saved to benchmarks/results/selectors_rows.json; the tables to selectors.md.
+Rows are saved to benchmarks/results/rank_selectors_rows.json; the tables to rank_selectors.md.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ from _common import machine_line, markdown_table, time_interleaved, write_result
 import tnmars  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ROWS = RESULTS / "selectors_rows.json"
+ROWS = RESULTS / "rank_selectors_rows.json"
 SNRS = (None, 30, 20, 10)
 SEEDS = {"tune": (0, 1, 2), "heldout": (100, 101, 102)}
 FAMILIES = ("tucker", "tt", "tr", "cp", "completion", "custom")
@@ -291,13 +291,13 @@ def per_noise(rows: list[dict]) -> str:
     return markdown_table(header, body)
 
 
-def report(rows: list[dict], command: str, speed: str | None) -> str:
+def report(rows: list[dict], command: str, speed: str | None, machine: str) -> str:
     text = [
         "# Rank selection against the classical selectors",
         "",
         f"Command: `{command}`  ",
         f"Code: {_code_line(rows)}  ",
-        f"Machine: {machine_line()}",
+        f"Machine: {machine}",
         "",
         __doc__.split("Usage:")[0].strip(),
         "",
@@ -398,7 +398,7 @@ def main(argv=None) -> None:
     families = FAMILIES if args.family == "all" else tuple(args.family.split(","))
     saved = json.loads(ROWS.read_text()) if ROWS.exists() else {"rows": [], "speed": None, "commands": []}
     rows = saved["rows"]
-    command = "python benchmarks/selectors.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/rank_selectors.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.report:
         warnings.simplefilter("ignore")
         for case in CASES:
@@ -419,10 +419,13 @@ def main(argv=None) -> None:
         saved["commands"] = sorted(set(saved.get("commands", [])) | {command})
     if args.speed:
         saved["speed"] = speed_section()
+    if not args.report or args.speed:  # the machine of the last measurement, not of a --report
+        saved["machine"] = machine_line()
         ROWS.write_text(json.dumps(saved, indent=0))
-    text = report(rows, "; ".join(saved.get("commands", [command])), saved.get("speed"))
+    text = report(rows, "; ".join(saved.get("commands", [command])), saved.get("speed"),
+                  saved.get("machine", "(not recorded)"))
     print(text)
-    write_result("selectors.md", text)
+    write_result("rank_selectors.md", text)
 
 
 if __name__ == "__main__":
