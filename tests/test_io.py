@@ -211,6 +211,23 @@ def test_save_refuses_other_objects(tmp_path):
         tnmars.save(Network.cp((3, 4), 2), tmp_path / "no" / "such" / "x.npz")
 
 
+def test_search_and_sweep_results_are_refused_with_what_to_save_instead(tmp_path):
+    """A StructureResult or SweepResult got only "stores a Network or a fit result": the
+    error now names the attribute to pass, and that attribute saves and loads."""
+    x = np.asarray(Network.tt((4, 5, 6), (2, 2), seed=0).to_tensor())
+    found = tnmars.search(x, max_rank=3, starts=1, seed=0, progress=False)
+    with pytest.raises(TypeError, match=r"StructureResult: save its pruned network, "
+                                        r"tnmars.save\(result.network, path\).*tnmars.save\(result.fit, path\)"):
+        tnmars.save(found, tmp_path / "s.npz")
+    curve = tnmars.sweep(x, "tt", budgets=[40, 80], max_rank=3, seed=0, progress=False)
+    with pytest.raises(TypeError, match=r"SweepResult: .*tnmars.save\(result.results\[k\], path\) \(k from 0 to 1\)"):
+        tnmars.save(curve, tmp_path / "w.npz")
+    assert not any(tmp_path.iterdir())
+    assert tnmars.load(tnmars.save(found.network, tmp_path / "n.npz")).spec == found.network.spec
+    assert tnmars.load(tnmars.save(found.fit, tmp_path / "f.npz")).ranks == found.fit.ranks
+    assert tnmars.load(tnmars.save(curve.results[1], tmp_path / "r.npz")).ranks == curve.results[1].ranks
+
+
 def test_missing_gpu_falls_back_to_cpu_with_warning(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

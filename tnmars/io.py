@@ -150,6 +150,26 @@ def _is_fit_result(obj: Any) -> bool:
     return isinstance(getattr(obj, "network", None), Network) and hasattr(obj, "ranks")
 
 
+def _not_saved(obj: Any) -> str:
+    """Why ``save`` refuses ``obj``, and for the results that hold networks what to pass
+    instead: a structure search's result (``tnmars.search``) holds a pruned network and a fit,
+    a sweep's (``tnmars.sweep``) one result per budget. Neither is saved whole under another
+    type's name, since ``load`` could only give back a Network or a FitResult."""
+    base = f"tnmars.save stores a Network or a fit result; got {type(obj).__name__}"
+    if isinstance(getattr(obj, "network", None), Network) and _is_fit_result(getattr(obj, "fit", None)):
+        return (f"{base}: save its pruned network, tnmars.save(result.network, path), or the fit of its "
+                "selection, tnmars.save(result.fit, path)")
+    results = getattr(obj, "results", None)
+    if isinstance(results, list) and results:
+        k = f"k from 0 to {len(results) - 1}" if len(results) > 1 else "k = 0"
+        if all(_is_fit_result(r) for r in results):
+            return f"{base}: it holds one fit result per budget; save one, tnmars.save(result.results[k], path) ({k})"
+        if all(isinstance(getattr(r, "network", None), Network) for r in results):
+            return (f"{base}: it holds one result per budget; save one's network, "
+                    f"tnmars.save(result.results[k].network, path) ({k})")
+    return base
+
+
 def _fit_result_class() -> type:
     """The one class a fit result is rebuilt as (no class name is ever imported from a file)."""
     import tnmars
@@ -258,7 +278,10 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
     ----------
     obj
         A ``Network``, or an object with ``.network`` (a ``Network``) and ``.ranks`` such as
-        :class:`tnmars.FitResult`. Cores holding NaN or Inf are refused.
+        :class:`tnmars.FitResult`. Cores holding NaN or Inf are refused. The results of
+        :func:`tnmars.search` and :func:`tnmars.sweep` are not saved whole (``load`` could not
+        give them back): the ``TypeError`` names what to save instead, such as
+        ``result.network`` or ``result.fit`` of a search, ``result.results[k]`` of a sweep.
     path
         Destination file. Parent folders must exist.
     key
@@ -288,7 +311,7 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
         kind = "fit_result"
         meta, arrays = _fit_payload(obj)
     else:
-        raise TypeError(f"tnmars.save stores a Network or a fit result; got {type(obj).__name__}")
+        raise TypeError(_not_saved(obj))
     _check_arrays(arrays)
     meta = _jsonable({
         "format": _MAGIC,

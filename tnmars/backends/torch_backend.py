@@ -102,6 +102,11 @@ class TorchBackend(Backend):
         self._plain = (self.torch.Tensor, self.torch.nn.Parameter)
         self._aten_tensordot = getattr(self.torch._C._VariableFunctions, "tensordot", None) or (
             lambda a, b, x, y: self.torch.tensordot(a, b, dims=(x, y)))
+        torch = self.torch
+        narrow = ["bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu"]
+        self._widened = {getattr(torch, n): torch.float32 for n in narrow if hasattr(torch, n)}
+        if hasattr(torch, "complex32"):
+            self._widened[torch.complex32] = torch.complex64
 
     def _dtype(self, name: str | None):
         if name is None:
@@ -142,7 +147,14 @@ class TorchBackend(Backend):
         return torch.as_tensor(x, dtype=self._dtype(dtype), device=device)
 
     def to_numpy(self, x: Any):
-        return x.detach().cpu().numpy()
+        """``x`` as a NumPy array. Dtypes NumPy has no type for (bfloat16, the float8 types,
+        complex32) are widened to the narrowest one that holds every value exactly (float32,
+        complex64): ``.numpy()`` would raise torch's own "Got unsupported ScalarType" instead."""
+        x = x.detach()
+        wider = self._widened.get(x.dtype)
+        if wider is not None:
+            x = x.to(wider)
+        return x.cpu().numpy()
 
     def zeros(self, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
         return self.torch.zeros(tuple(shape), dtype=self._dtype(dtype), device=device)

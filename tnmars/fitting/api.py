@@ -19,15 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import positive_int
+from .._checks import dtype_name, positive_int, warn
 from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
 from ..spec import parse_spec
-from .budget import descend_to_params, describe, max_params, smallest_params
-from .criterion import Occam
+from .budget import descend_to_params, describe, describe_floors, max_params, smallest_params
+from .criterion import MAX_DOF_SHARE, Occam
 from .data import Prepared, prepare
+from .diagnostics import EXACT_FIT_ERROR, capped_by_observations, capped_message, completion_diagnostics
 from .graph import degrees_of_freedom, feasible_ranks
 from .progress import Reporter
-from .proposals import PROPOSALS, fresh_start, loop_restarts, rank_one_start, ring_bonds, spectral_start
+from .proposals import PROPOSALS, fresh_start, loop_restarts, raised_to, rank_one_start, ring_bonds, spectral_start
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
 from .search import SEARCH_SETTINGS, Candidate, RankSearch
@@ -37,6 +38,10 @@ __all__ = ["fit", "FORMATS", "PRIORS"]
 
 FORMATS = ("cp", "tucker", "tt", "tr")
 PRIORS = ("bic", "bernoulli")
+#: the dtypes a fit can return; half precision data are fitted and returned in float32
+FIT_DTYPES = ("float32", "float64")
+#: data dtypes too narrow for the least-squares steps (float16 overflows at 65504)
+HALF_DTYPES = ("float16", "bfloat16")
 #: ALS sweeps of the final polish (it stops earlier once a sweep gains less than 1e-7 of the error)
 POLISH_SWEEPS = 300
 #: steps the search may take without improvement when it grows from rank 1
@@ -93,8 +98,15 @@ def fit(
     relaxation: settings of the MARS relaxation (:class:`tnmars.Relaxation` or a dict of its
         fields: ``pi``, ``alpha``, ``steps``, ``lr`` ...); used by ``prior="bernoulli"`` and
         ``proposal="mars"``.
-    min_rank: smallest rank a bond may take (1). Rank 0 zeroes the whole network: pass 0 to
-        allow it.
+    min_rank: smallest rank every returned bond takes (1): the proposal is raised to it and
+        the search removes no index below it. ``min_rank`` above ``max_rank`` (or a Network's
+        bond size) is a ``ValueError``. A bond that cannot use that many indices (its rank is
+        capped by the data's dimensions: a TT bond next to a mode of size 2 is useful up to
+        rank 2) stays at its cap, with a warning naming it; a network at ``min_rank`` with
+        more degrees of freedom than half the observed entries is fitted as asked, with a
+        warning (the criterion cannot judge ranks there). Rank 0 zeroes the whole network:
+        ``min_rank=0`` lets the relaxation of ``prior="bernoulli"`` close a bond; the Occam
+        search never removes a bond's last index.
     budget: a size budget: a parameter count (``int``) or a compression ratio (``"20x"``).
         The selection returns the network that fits the data best among those within it
         (never more parameters): a budget is the size the caller chose, so the Occam prior
@@ -106,8 +118,12 @@ def fit(
         with ``exchanges`` on when there is a budget.
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
     backend, device, dtype: where the result lives (and where the relaxation trains);
-        default: the data's. The selection's least-squares refits run in float64 on NumPy
-        (CuPy for CuPy data).
+        default: the data's. ``dtype`` is float32 or float64, named by a string, a NumPy dtype
+        or scalar type (``np.float32``), Python's ``float`` or a ``torch.dtype``. By default
+        float32 data give a float32 result, half precision data (float16, bfloat16) are
+        fitted and returned in float32 (half precision would overflow the least-squares
+        steps; float32 holds their values exactly), and any other data float64. The
+        selection's least-squares refits run in float64 on NumPy (CuPy for CuPy data).
     progress: a bar per phase (relaxation, selection, polish); ``None``: on unless
         ``TQDM_DISABLE`` is set. callback: ``callback(step, info)`` for every record of every
         phase (``info``: phase, ranks, loss or objective); returning True stops the fit and
@@ -132,16 +148,19 @@ def fit(
     search_settings = _selection(selection)
     if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
         raise ValueError(f"min_rank must be a non-negative integer; got {min_rank!r}")
+    min_rank = int(min_rank)
     seed = _seed(seed)
-    prep = prepare(data, observed, backend, dtype)
+    prep = prepare(data, observed, backend, _fit_dtype(dtype, data))
     prep.backend.check_device(device)
     if device is None:
         device = prep.device  # GPU data: the relaxation trains there and the result goes back there
-    template, fmt = _template(network, prep.shape, max_rank)
-    limit = _budget(budget, template, min_rank)
+    template, fmt, asked = _template(network, prep.shape, max_rank)
+    floors = _rank_floors(template, asked, min_rank, prep.data.n_obs, uniform=isinstance(network, str),
+                          default=max_rank is None)
+    limit = _budget(budget, template, floors)
     settings = {"format": fmt or template.spec, "prior": prior, "prior_strength": strength, "seed": seed,
                 "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds),
-                "budget": budget, "max_params": limit}
+                "min_rank": min_rank, "budget": budget, "max_params": limit}
     if prep.scale == 0.0:
         return _zero_result(template, prep, settings, t0)
     if proposal == "spectral" and fmt not in ("tucker", "tt", "tr"):
@@ -164,10 +183,13 @@ def fit(
         elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
             start, proposal_used = spectral_start(fmt, template, prep.data), "spectral"
         else:
-            start, proposal_used = rank_one_start(template, prep.data, seed), "greedy"
+            start, proposal_used = rank_one_start(template, prep.data, seed, floors), "greedy"
         interrupted = relaxed is not None and (relaxed.interrupted or reporter.stopped)
+        # the search removes no index below min_rank but never adds one to reach it: the start
+        # is raised first (the Occam search cannot start from a closed bond: at least 1 there)
+        start = raised_to(start, floors if prior == "bernoulli" else {b: max(f, 1) for b, f in floors.items()}, seed)
         if limit is not None:  # a budget: the start brought within it by the data
-            start = descend_to_params(start, prep.data, crit, limit, min_rank)
+            start = descend_to_params(start, prep.data, crit, limit, floors)
         best = _evaluated(start, prep.data, crit, "proposal")
         # 2. selection under the Occam criterion (the paper's objective stops at its relaxation)
         if prior == "bic" and not interrupted:
@@ -178,7 +200,7 @@ def fit(
             options = {"patience": GREEDY_PATIENCE if proposal_used in ("greedy", "start") else 0,
                        "exchanges": limit is not None, **search_settings}
             report, on_refit = _search_reporters(reporter, prep.data)
-            search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=int(min_rank), seed=seed,
+            search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=floors, seed=seed,
                                 report=report, on_refit=on_refit, max_params=limit,
                                 fresh=fresh_start(fmt, template, prep.data, seed),
                                 restarts=loop_restarts(fmt, template, seed), **options)
@@ -271,17 +293,53 @@ def _polish(net: Network, data: FitData, crit: Occam, reporter: Reporter) -> Can
     return Candidate(fitted, sse, crit.objective(sse, dof), dof, "polish")
 
 
-def _budget(budget: Any, template: Network, min_rank: int) -> int | None:
+def _budget(budget: Any, template: Network, floors: Mapping[str, int]) -> int | None:
     """The parameter limit of ``budget`` (``None``: no budget); refused before any work
-    when even the smallest network of the template exceeds it."""
+    when even the smallest network of the template (every bond at its floor) exceeds it."""
     if budget is None:
         return None
     limit = max_params(budget, template.dense_size)
-    smallest = smallest_params(template, min_rank)
+    smallest = smallest_params(template, floors)
     if smallest > limit:
+        lowest = {b: max(f, 1) for b, f in floors.items()}
         raise ValueError(f"budget {describe(budget)} ({limit:,} parameters) is below the smallest network of "
-                         f"this form: {smallest:,} parameters with every bond at rank {max(min_rank, 1)}")
+                         f"this form: {smallest:,} parameters with {describe_floors(lowest)}")
     return limit
+
+
+def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int, n_obs: int, *,
+                 uniform: bool, default: bool) -> dict[str, int]:
+    """The smallest rank of every bond: ``min_rank``, or the bond's cap where it cannot use
+    that many indices. ``asked``: the maximal ranks as the caller gave them (before they were
+    clipped to what each bond can use); ``uniform``: they came from one ``max_rank`` value
+    (``default``: its default). The search only refuses to remove indices below a floor, so
+    a floor the bond cannot reach would silently return less: such bonds are named in a
+    warning instead."""
+    over = {b: m for b, m in asked.items() if m < min_rank}
+    if over:
+        if uniform and len(set(asked.values())) == 1:
+            where = f"max_rank={next(iter(asked.values()))}" + (" (the default: the largest mode size)"
+                                                                 if default else "")
+        else:
+            where = f"the maximal rank of bond{'s' if len(over) > 1 else ''} " + ", ".join(
+                f"{b!r} ({m})" for b, m in over.items())
+        raise ValueError(f"min_rank={min_rank} is above {where}: lower min_rank or raise the maximal ranks")
+    wanted = {b: min(min_rank, r) for b, r in template.bonds.items()}
+    # jointly: what a bond can use depends on its neighbours' ranks, here at their floors
+    floors = feasible_ranks(template.spec, {**template.dims, **wanted})
+    short = {b: f for b, f in floors.items() if f < min_rank}
+    if short:
+        names = ", ".join(f"{b!r} (at most {f})" for b, f in short.items())
+        warn(f"tnmars.fit: min_rank={min_rank} cannot hold for bond{'s' if len(short) > 1 else ''} {names}: "
+             f"for data of shape {template.shape} a larger rank there adds parameters but no expressive "
+             "power, so the fit keeps it at that cap", UserWarning)
+    if min_rank > 1:
+        dof = degrees_of_freedom(template.spec, {**template.dims, **floors})
+        if dof > MAX_DOF_SHARE * n_obs:
+            warn(f"tnmars.fit: at min_rank={min_rank} the network has {dof:,} degrees of freedom, more than "
+                 f"{MAX_DOF_SHARE:.0%} of the {n_obs:,} observed entries: the data cannot determine it and the "
+                 "criterion cannot judge its ranks; it is fitted as asked, but expect it to fit noise", UserWarning)
+    return floors
 
 
 def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate:
@@ -311,7 +369,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             truth = prep.raw[held] / prep.scale
             hd = float(np.linalg.norm(truth))
             heldout = float(np.linalg.norm(est[held] - truth)) / hd if hd > 0 else None
+        diagnostics = completion_diagnostics(net, obs, est, y)
         est *= obs
+    else:
+        diagnostics = []
     est -= y  # the residual, in place: no second full-size array
     mse = float(np.vdot(est, est)) / prep.data.n_obs
     rel = math.sqrt(mse * prep.data.n_obs / prep.data.sq_norm)
@@ -321,6 +382,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     if rel >= 1.0 - 1e-9:
         warnings.warn(f"tnmars.fit: the selected network fits the data no better than the zero tensor "
                       f"(relative error {rel:.3g}); its ranks are {net.ranks}", RuntimeWarning, stacklevel=3)
+    if search is not None and rel > EXACT_FIT_ERROR and capped_by_observations(net, template.bonds, crit.max_dof):
+        diagnostics.append(capped_message(prep.data.n_obs, crit.max_dof, rel))
+    for message in diagnostics:
+        warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)
     unit = prep.scale ** (1.0 / net.num_cores)
     data_net = Network(template.spec, cores=[c * unit for c in work_cores], optimize=template.optimize)
     ranks = tuple(net.bonds[b] for b in bonds)
@@ -360,6 +425,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         evaluations=0 if search is None else search.evaluations,
         seconds=time.perf_counter() - t0,
         settings={**settings, "proposal": proposal, "n_obs": n_obs},
+        diagnostics=diagnostics,
     )
 
 
@@ -478,6 +544,27 @@ def _relaxation(value: Relaxation | Mapping[str, Any] | None) -> Relaxation:
     raise TypeError(f"relaxation must be a tnmars.Relaxation or a dict of its settings; got {type(value).__name__}")
 
 
+def _fit_dtype(dtype: Any, data: Any) -> str | None:
+    """The result's dtype as a name: ``dtype`` when given (float32 or float64, in any form
+    :func:`~tnmars._checks.dtype_name` reads: ``"float32"``, ``np.float32``,
+    ``np.dtype("float32")``, ``float``, ``torch.float32``); by default float32 for half
+    precision data, whose values float32 holds exactly (the least-squares steps need more
+    range than float16's 65504), and ``None`` for any other data: :func:`prepare` keeps
+    float32 and float64 and gives everything else float64."""
+    if dtype is not None:
+        name = dtype_name(dtype, "dtype")
+        if name not in FIT_DTYPES:
+            why = ("half precision overflows the least-squares steps; half precision data are fitted in "
+                   "float32 by default" if name in HALF_DTYPES else "the cores need a real floating type")
+            raise ValueError(f"fits run in float32 or float64; got dtype {name!r} ({why})")
+        return name
+    try:
+        data_dtype = dtype_name(data.dtype)
+    except (AttributeError, TypeError):  # lists, or a dtype NumPy cannot name: prepare decides
+        return None
+    return "float32" if data_dtype in HALF_DTYPES else None
+
+
 def _seed(seed: Any) -> int | None:
     if seed is None:
         return None
@@ -494,8 +581,10 @@ def _max_rank_value(value: Any, name: str = "max_rank") -> int:
     return positive_int(value, name)
 
 
-def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any) -> tuple[Network, str | None]:
-    """The network at its maximal (feasible) ranks, and its built-in format if it has one."""
+def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
+              ) -> tuple[Network, str | None, dict[str, int]]:
+    """The network at its maximal (feasible) ranks, its built-in format if it has one, and the
+    maximal ranks as asked (before the clipping to what each bond can use)."""
     if isinstance(network, Network):
         if network.shape != shape:
             raise ValueError(f"data has shape {shape} but the network's open modes have shape {network.shape}")
@@ -527,6 +616,7 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any) -> 
         dims.update(zip(bonds, values))
     else:
         raise TypeError(f"network must be a format name or a Network; got {type(network).__name__}")
+    asked = {b: int(dims[b]) for b in parse_spec(spec).bonds}
     caps = feasible_ranks(spec, dims)
     dims = {**dims, **caps}
     if isinstance(network, Network) and dict(network.bonds) != caps:
@@ -537,7 +627,7 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any) -> 
         template = network if network.backend == "numpy" else network.numpy()
     else:
         template = Network(spec, dims, seed=0)
-    return template, fmt
+    return template, fmt, asked
 
 
 def _format_of(net: Network) -> str | None:

@@ -2,8 +2,8 @@
 
 - ``"spectral"`` (Tucker, TT, TR): ranks read off the unfolding spectra by EVBMF
   (:mod:`tnmars.fitting.spectral`), cores from HOSVD / TT-SVD / TR-SVD at those ranks;
-- ``"greedy"`` (any network): every bond at rank 1; the search then adds what the data ask
-  for, one index at a time (greedy rank increments);
+- ``"greedy"`` (any network): every bond at rank 1 (at ``min_rank``); the search then adds
+  what the data ask for, one index at a time (greedy rank increments);
 - ``"mars"`` (any network): the MARS relaxation (:mod:`tnmars.fitting.relaxation`) from a
   least-squares fit at the maximal ranks, masks open; its MAP masks (at least one index
   per bond) give the ranks.
@@ -11,11 +11,14 @@
 With missing entries, the spectral proposals read the zero-filled data divided by the
 observed fraction (an unbiased estimate of the full tensor); its spectra over-state the
 ranks, so the start is a generous one that the search prunes.
+
+Every proposal is then brought up to the caller's ``min_rank`` (:func:`raised_to`): the
+search only refuses to remove indices below it, so a start below it would stay below.
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,10 +26,12 @@ import numpy as np
 from ..network import Network
 from .criterion import MAX_DOF_SHARE
 from .graph import degrees_of_freedom, has_loop
+from .moves import grow
 from .solvers import FitData, als
 from .spectral import tr_proposal, tt_proposal, tucker_proposal
 
-__all__ = ["PROPOSALS", "spectral_start", "fresh_start", "loop_restarts", "rank_one_start", "filled", "ring_bonds"]
+__all__ = ["PROPOSALS", "spectral_start", "fresh_start", "loop_restarts", "rank_one_start", "raised_to", "filled",
+           "ring_bonds"]
 
 PROPOSALS = ("auto", "spectral", "greedy", "mars")
 
@@ -170,12 +175,31 @@ def ring_bonds(net: Network) -> list[str]:
     return [term[-1] for term in net.inputs]
 
 
-def rank_one_start(template: Network, data: FitData, seed: Any = None) -> Network:
-    """Every bond at rank 1, cores fitted by least squares (from random values; with
-    missing entries, first to the zero-filled estimate, which keeps completion away from the
-    poor local minima of a random start)."""
-    ranks = {b: 1 for b in template.bonds}
+def rank_one_start(template: Network, data: FitData, seed: Any = None,
+                   floors: Mapping[str, int] | None = None) -> Network:
+    """Every bond at rank 1 (or at its entry of ``floors``, the caller's ``min_rank``, when
+    above 1), cores fitted by least squares (from random values; with missing entries, first
+    to the zero-filled estimate, which keeps completion away from the poor local minima of a
+    random start)."""
+    ranks = {b: max(1, min(int((floors or {}).get(b, 1)), r)) for b, r in template.bonds.items()}
     net = Network(template.spec, {**template.dims, **ranks}, seed=seed, optimize=template.optimize)
     if data.weights is not None:
         net, _ = als(net, FitData.from_arrays(filled(data), backend=data.backend), sweeps=10)
+    return net
+
+
+def raised_to(net: Network, floors: Mapping[str, int], seed: Any = None) -> Network:
+    """``net`` with every bond below its entry of ``floors`` grown to it, one index at a time
+    by :func:`~tnmars.fitting.moves.grow` (small random slices: the function barely changes,
+    and the search's first refit fills them). The search never adds indices to reach
+    ``min_rank``, it only refuses to remove them below it, so a proposal below ``min_rank``
+    (spectral ranks of low-rank data, the greedy rank 1, a warm start) must be raised before
+    it starts. ``floors`` must be feasible together (:func:`tnmars.fit` makes them so)."""
+    low = {b: int(floors[b]) - r for b, r in net.bonds.items() if r < int(floors.get(b, 0))}
+    if not low:
+        return net
+    rng = np.random.default_rng(seed)
+    for bond, missing in low.items():
+        for _ in range(missing):
+            net = grow(net, bond, rng)
     return net

@@ -44,6 +44,10 @@ class FitResult:
     interrupted: ``True`` when Ctrl-C (or a callback) stopped the fit: the best state so far
         is returned. steps_run: Adam steps of the relaxation; evaluations: networks refitted by
         the selection; seconds: wall time; settings: what was used.
+    diagnostics: what the fit found wrong with its own answer, one message each (a completion
+        whose unobserved values the observed entries do not determine:
+        :mod:`tnmars.fitting.diagnostics`); the fit also warned with each. Empty when nothing
+        was found, which does not prove the answer right.
     """
 
     network: Network
@@ -69,6 +73,7 @@ class FitResult:
     evaluations: int = 0
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    diagnostics: list[str] = field(default_factory=list)
 
     @property
     def ranks_by_bond(self) -> dict[str, int]:
@@ -87,6 +92,7 @@ class FitResult:
             f"  {self.num_params:,} parameters for {self.network.dense_size:,} entries: "
             f"compression {self.compression:.2f}x",
         ]
+        lines += [f"  WARNING   {message}" for message in self.diagnostics]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -19,7 +19,7 @@ Bayesian criterion.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from .graph import degrees_of_freedom, feasible_ranks
 from .moves import grow, shrink
 from .solvers import FitData, als
 
-__all__ = ["Candidate", "RankSearch", "SEARCH_SETTINGS"]
+__all__ = ["Candidate", "RankSearch", "SEARCH_SETTINGS", "rank_floor"]
 
 #: the last removal pass runs when the best fit's mean squared error (data at unit mean
 #: square) is below this: nearly exact data, where refits must converge far
@@ -59,6 +59,19 @@ RESTART_TREND_FINALISTS = 2
 RESTART_TREND_FROM = 100
 #: the settings ``tnmars.fit(selection=...)`` may change
 SEARCH_SETTINGS = ("sweeps", "full_sweeps", "final_sweeps", "second_look", "patience", "exchanges")
+
+
+def rank_floor(min_rank: int | Mapping[str, int], bond: str) -> int:
+    """The smallest rank the search may leave ``bond`` at: ``min_rank`` (one floor for every
+    bond) or its entry (a floor per bond, 1 for a bond it does not name), and never below 1:
+    a shrink cannot remove a bond's last index (rank 0 zeroes the whole network, which the
+    search has no move to reach).
+
+    >>> rank_floor(3, "A"), rank_floor({"A": 2}, "A"), rank_floor({"A": 2}, "B"), rank_floor(0, "A")
+    (3, 2, 1, 1)
+    """
+    floor = min_rank.get(bond, 1) if isinstance(min_rank, Mapping) else min_rank
+    return max(int(floor), 1)
 
 
 def _feasible(net: Network) -> Network:
@@ -93,8 +106,11 @@ class Candidate:
 class RankSearch:
     """Greedy +-1 rank search under ``criterion``; see the module notes.
 
-    ``max_ranks`` caps every bond; ``min_rank`` (1 by default) is the smallest rank a bond
-    may take: rank 0 zeroes the whole network. ``max_params`` (a size budget, see
+    ``max_ranks`` caps every bond; ``min_rank`` (1 by default; one for every bond or a dict
+    by bond, :func:`rank_floor`) is the smallest rank the search removes indices down to. It
+    never adds indices to reach it: the start must already be at or above it
+    (:func:`tnmars.fit` raises its proposal first), and bonds the start holds below it are
+    left there rather than refused. ``max_params`` (a size budget, see
     :mod:`~tnmars.fitting.budget`) excludes every candidate with more parameters; the start
     must already be within it. ``exchanges``: after the search, also try moving one index
     from a bond to another bond of a shared core (:meth:`_rewire`; structure search).
@@ -126,7 +142,7 @@ class RankSearch:
     final_sweeps: int = 1000
     second_look: int = 2
     patience: int = 2
-    min_rank: int = 1
+    min_rank: int | Mapping[str, int] = 1
     max_params: int | None = None
     exchanges: bool = False
     seed: int | None = 0
@@ -181,9 +197,10 @@ class RankSearch:
         out = []
         bonds = net.bonds
         for bond, r in bonds.items():
-            if r > self.min_rank:
+            floor = rank_floor(self.min_rank, bond)
+            if r > floor:
                 out.append((f"-{bond}", _feasible(shrink(net, bond))))
-            jump = (r - max(self.min_rank, 1)) // 4
+            jump = (r - floor) // 4
             if jump >= 2:  # far above where the data seem to be: also try a quarter of the way down
                 smaller = net
                 for _ in range(jump):
@@ -328,7 +345,7 @@ class RankSearch:
             many = len(bonds) > MANY_BONDS
             pairs, keys, smaller = [], {}, {}
             for a, ra in bonds.items():
-                if ra <= max(self.min_rank, 1):
+                if ra <= rank_floor(self.min_rank, a):
                     continue
                 small = None  # one index fewer on a: the same for every receiver
                 near = {c for t in net.terms_with(a) for c in net.inputs[t] if c in bonds and c != a}
@@ -431,9 +448,8 @@ class RankSearch:
         198 parameters, (6,2,2,2) -> (4,2,2,2) -> (4,3,2,2), relative error 0.15 -> 0.11."""
         if self.max_params is None or len(net.bonds) > REFILL_MAX_BONDS:
             return []
-        floor = max(self.min_rank, 1)
-        bonds = [b for b, r in net.bonds.items() if r > floor]
-        removals = [(b,) for b in bonds] + [(b, b) for b in bonds if net.bonds[b] - 2 >= floor]
+        bonds = [b for b, r in net.bonds.items() if r > rank_floor(self.min_rank, b)]
+        removals = [(b,) for b in bonds] + [(b, b) for b in bonds if net.bonds[b] - 2 >= rank_floor(self.min_rank, b)]
         removals += [(a, b) for k, a in enumerate(bonds) for b in bonds[k + 1:]]
         out = []
         for removal in removals:
@@ -600,7 +616,7 @@ class RankSearch:
         while improved and not self.stopped:
             improved = False
             for bond, r in best.network.bonds.items():
-                if r <= self.min_rank:
+                if r <= rank_floor(self.min_rank, bond):
                     continue
                 cand = removal(best.network, bond, r)
                 if cand is not None and cand.objective < best.objective:

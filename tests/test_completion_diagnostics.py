@@ -1,0 +1,135 @@
+"""A completion the observed entries do not determine is reported, never returned silently."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import tnmars
+from tnmars.fitting.diagnostics import (
+    EXTRAPOLATION_LIMIT,
+    capped_by_observations,
+    completion_diagnostics,
+    extrapolation_ratio,
+    underdetermined_slices,
+)
+from tnmars.fitting.graph import degrees_of_freedom
+
+
+def test_a_slice_with_fewer_observations_than_parameters_is_found():
+    net = tnmars.Network.tucker((6, 7, 8), (2, 3, 2), seed=0)
+    observed = np.ones((6, 7, 8), dtype=bool)
+    observed[:, 4, :] = False
+    observed[:, 4, :2] = True  # 12 observed entries in slice 4 of mode 1, but the factor row has 3 parameters: fine
+    assert underdetermined_slices(net, observed) == []
+    observed[:, 4, :] = False
+    observed[0, 4, :2] = True  # 2 observed entries for 3 parameters
+    found = underdetermined_slices(net, observed)
+    assert len(found) == 1
+    assert found[0]["indices"] == net.output[1]  # the factor of mode 1
+    assert (found[0]["slices"], found[0]["of"], found[0]["fewest"], found[0]["needed"]) == (1, 7, 2, 3)
+
+
+def test_slices_of_a_tt_core_and_the_slice_size_cap():
+    # the middle TT core: 4 parameters per slice (ranks 2 x 2)
+    net = tnmars.Network("ib,bjc,ck", shape=(3, 4, 5), ranks=2, seed=0)
+    observed = np.ones((3, 4, 5), dtype=bool)
+    observed[1, 2, :] = False  # the middle core's slice (j=2) still has 10 observed entries for 4 parameters
+    assert underdetermined_slices(net, observed) == []
+    observed[:, 2, :] = False
+    observed[0, 2, 0] = True
+    (found,) = underdetermined_slices(net, observed)
+    assert (found["core"], found["fewest"], found["needed"]) == (1, 1, 4)
+    # a core with two open indices (as a TT-matrix core) has one slice per pair of their values
+    pair = tnmars.Network("ijb,bk", shape=(3, 4, 5), ranks=2, seed=0)
+    observed = np.ones((3, 4, 5), dtype=bool)
+    observed[1, 2, 1:] = False
+    (found,) = underdetermined_slices(pair, observed)
+    assert (found["core"], found["indices"], found["slices"], found["of"], found["fewest"], found["needed"]) == (
+        0, "ij", 1, 12, 1, 2)
+    # a first core of rank 2: a fully observed slice of 2 entries is determined whatever its parameters
+    small = tnmars.Network("ib,bj", shape=(6, 2), ranks=2, seed=0)
+    assert underdetermined_slices(small, np.ones((6, 2), dtype=bool)) == []
+
+
+def test_extrapolation_ratio():
+    observed = np.array([True, True, False, False])
+    data = np.array([1.0, -2.0, 0.0, 0.0])
+    assert extrapolation_ratio(np.array([1.0, -2.0, 30.0, 1.0]), data, observed) == pytest.approx(15.0)
+    assert extrapolation_ratio(np.zeros(4), data, np.ones(4, dtype=bool)) == 0.0
+    assert extrapolation_ratio(np.array([0.0, 0.0, 1.0, 0.0]), np.zeros(4), observed) == float("inf")
+
+
+def test_messages_name_the_failure():
+    net = tnmars.Network.tucker((6, 7, 8), (2, 2, 2), seed=0)
+    est = net.to_tensor()
+    observed = np.ones(est.shape, dtype=bool)
+    assert completion_diagnostics(net, observed, est, est) == []
+    observed[3, :3] = False  # slice 3 of mode 0 keeps 32 observed entries
+    wild = est.copy()
+    wild[3, :3] *= 100 * EXTRAPOLATION_LIMIT
+    (message,) = completion_diagnostics(net, observed, wild, est)
+    assert message.startswith("extrapolation:") and "max_rank" in message
+    observed[3] = False  # nothing observed in slice 3: its factor row is free as well
+    assert [m.split(":")[0] for m in completion_diagnostics(net, observed, wild, est)] == [
+        "under-determined slices", "extrapolation"]
+
+
+def _tucker_completion(fraction: float, seed: int):
+    truth = tnmars.Network.tucker((15, 16, 17), (2, 3, 2), seed=1).to_tensor()
+    observed = np.random.default_rng(seed).random(truth.shape) < fraction
+    return truth, observed, np.where(observed, truth, np.nan)
+
+
+@pytest.mark.slow
+def test_an_undetermined_completion_warns_and_keeps_the_diagnosis():
+    # 5% of a 15x16x17 Tucker (2, 3, 2) tensor: the observed entries fit, the rest reaches
+    # thousands of times the data's range (the outside report's reproducer)
+    truth, observed, data = _tucker_completion(0.05, seed=1)
+    with pytest.warns(RuntimeWarning, match="extrapolation") as record:
+        result = tnmars.fit(data, "tucker", max_rank=6, observed=observed, seed=0, progress=False)
+    assert any("tnmars.fit" in str(w.message) for w in record)
+    assert any(d.startswith("extrapolation:") for d in result.diagnostics)
+    assert "extrapolation" in result.summary()
+    estimate = result.network.to_tensor()
+    assert np.abs(estimate[~observed]).max() > EXTRAPOLATION_LIMIT * np.abs(truth[observed]).max()
+
+
+@pytest.mark.slow
+def test_a_determined_completion_is_silent(tmp_path):
+    truth, observed, data = _tucker_completion(0.2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = tnmars.fit(data, "tucker", max_rank=6, observed=observed, seed=0, progress=False)
+    assert result.diagnostics == []
+    assert "extrapolation" not in result.summary()
+    estimate = result.network.to_tensor()
+    assert np.linalg.norm(estimate - truth) / np.linalg.norm(truth) < 1e-6
+
+
+@pytest.mark.slow
+def test_the_diagnosis_survives_save_and_load(tmp_path):
+    _, observed, data = _tucker_completion(0.05, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = tnmars.fit(data, "tucker", max_rank=6, observed=observed, seed=0, progress=False)
+    path = tmp_path / "fit.npz"
+    tnmars.save(result, path)
+    assert tnmars.load(path).diagnostics == result.diagnostics != []
+
+
+def test_ranks_capped_by_the_number_of_observations():
+    # CP on 3x3x3 has 7 degrees of freedom per rank: 27 entries determine at most 13.5
+    net = tnmars.Network.cp((3, 3, 3), 1, seed=0)
+    (bond,) = net.bonds
+    assert capped_by_observations(net, {bond: 8}, max_dof=13.5)
+    assert not capped_by_observations(net, {bond: 8}, max_dof=4000.0)
+    assert not capped_by_observations(net, {bond: 1}, max_dof=13.5)  # at its maximal rank: nothing capped
+    # one bond that can still grow is enough to say the criterion chose
+    tt = tnmars.Network.tt((4, 5, 6), (2, 2), seed=0)
+    a, b = tt.bonds
+    limit = degrees_of_freedom(tt.spec, {**tt.dims, a: 3})
+    assert degrees_of_freedom(tt.spec, {**tt.dims, b: 3}) > limit  # growing b costs more than growing a
+    assert not capped_by_observations(tt, {a: 5, b: 5}, max_dof=limit)
+    assert capped_by_observations(tt, {a: 5, b: 5}, max_dof=limit - 1)

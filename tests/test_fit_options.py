@@ -1,0 +1,159 @@
+"""tnmars.fit's ``min_rank`` and ``dtype`` options: every returned bond at least ``min_rank``
+where the data allow it (a loud warning naming the bond where they do not), and one rule
+for the result's dtype whatever form ``dtype`` or the data's precision takes."""
+import warnings
+
+import numpy as np
+import pytest
+
+import tnmars
+from tnmars.fitting.graph import feasible_ranks
+
+TT_DATA = np.asarray(tnmars.Network.tt((6, 7, 8), (2, 3), seed=0).to_tensor())
+CP_DATA = np.asarray(tnmars.Network.cp((6, 7, 8), 2, seed=0).to_tensor())
+
+
+def quiet_fit(*args, **kwargs):
+    return tnmars.fit(*args, progress=False, **{"seed": 0, **kwargs})
+
+
+# ---------------------------------------------------------------------------- min_rank
+@pytest.mark.parametrize("fmt, max_rank", [("tt", 5), ("tucker", 6), ("cp", 4), ("tr", 4)])
+@pytest.mark.parametrize("proposal", ["auto", "greedy"])
+def test_every_returned_bond_is_at_least_min_rank(fmt, max_rank, proposal):
+    """The data have TT ranks (2, 3) (CP rank 2 for CP): the criterion alone returns bonds
+    below 3, so every bond of the result at 3 or more shows that the floor held (before: the
+    starting proposal was never raised to it, and TT came back at (2, 3), TR greedy at
+    (2, 3, 1))."""
+    x = CP_DATA if fmt == "cp" else TT_DATA
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every bond can take rank 3 here: no warning
+        res = quiet_fit(x, fmt, max_rank=max_rank, min_rank=3, proposal=proposal)
+    assert min(res.ranks) >= 3, res.ranks
+    assert all(res.network.bonds[b] == r for b, r in zip(res.bonds, res.ranks))  # physically there
+    assert res.relative_error < 1e-4  # the extra indices cost nothing on exact data
+    assert res.settings["min_rank"] == 3
+
+
+def test_min_rank_also_raises_a_warm_start_and_the_mars_proposal():
+    low = quiet_fit(TT_DATA, "tt", max_rank=5)
+    assert low.ranks == (2, 3)
+    warm = quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=4, proposal=low.network)
+    assert min(warm.ranks) >= 4 and warm.proposal == "start"
+    mars = quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=4, proposal="mars", relaxation=dict(steps=30))
+    assert min(mars.ranks) >= 4 and mars.proposal == "mars"
+
+
+def test_min_rank_holds_within_a_budget():
+    res = quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=3, budget=200)
+    assert min(res.ranks) >= 3 and res.num_params <= 200
+
+
+@pytest.mark.parametrize("max_rank, words", [
+    (2, r"min_rank=4 is above max_rank=2"),
+    ((5, 3), r"min_rank=4 is above the maximal rank of bond 'B' \(3\)"),
+])
+def test_min_rank_above_max_rank_is_refused_at_the_call(max_rank, words):
+    with pytest.raises(ValueError, match=words):
+        quiet_fit(TT_DATA, "tt", max_rank=max_rank, min_rank=4)
+
+
+def test_min_rank_above_a_networks_bond_size_is_refused():
+    net = tnmars.Network.tt((6, 7, 8), (4, 2), seed=0)
+    with pytest.raises(ValueError, match=r"bond 'B' \(2\)"):
+        quiet_fit(TT_DATA, net, min_rank=3)
+
+
+def test_min_rank_a_bond_cannot_take_is_a_warning_naming_the_bond():
+    """A TT bond next to a mode of size 2 can use at most rank 2: min_rank=3 cannot hold
+    there, and the fit says so instead of returning less silently; the other bond keeps 3."""
+    x = np.asarray(tnmars.Network.tt((2, 8, 9), (1, 2), seed=0).to_tensor())
+    assert feasible_ranks("aA,AbB,Bc->abc", {"a": 2, "b": 8, "c": 9, "A": 5, "B": 5}) == {"A": 2, "B": 5}
+    with pytest.warns(UserWarning, match=r"min_rank=3.*bond 'A'.*at most 2") as seen:
+        res = quiet_fit(x, "tt", max_rank=5, min_rank=3)
+    assert not any("'B'" in str(w.message) for w in seen)
+    assert res.ranks == (2, 3)
+
+
+def test_min_rank_above_what_the_data_can_determine_is_a_warning():
+    """A network at min_rank with more degrees of freedom than half the observations: the
+    criterion cannot judge it; the floor holds, with a warning."""
+    x = np.random.default_rng(0).standard_normal((4, 4, 4))
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        res = quiet_fit(x, "tucker", max_rank=4, min_rank=4)
+    assert res.ranks == (4, 4, 4)
+
+
+def test_min_rank_zero_with_the_occam_search_does_not_crash():
+    """min_rank=0 let the search try to remove a bond's last index, which raised
+    'cannot shrink further' as soon as a bond reached rank 1."""
+    x = np.asarray(tnmars.Network.tt((5, 6, 7), (1, 3), seed=0).to_tensor())
+    for proposal in ("auto", "greedy"):
+        res = quiet_fit(x, "tt", max_rank=4, min_rank=0, proposal=proposal)
+        assert res.ranks == (1, 3) and res.relative_error < 1e-8
+
+
+# ---------------------------------------------------------------------------- dtype
+TUCKER = np.asarray(tnmars.Network.tucker((8, 9, 10), (2, 3, 4), seed=1).to_tensor())
+
+
+def _dtype_forms():
+    forms = [(np.float32, "float32"), (np.dtype("float32"), "float32"), ("float32", "float32"),
+             (np.float64, "float64"), (float, "float64"), ("float64", "float64")]
+    try:
+        import torch
+    except ImportError:
+        return forms
+    return forms + [(torch.float32, "float32"), (torch.float64, "float64")]
+
+
+@pytest.mark.parametrize("dtype, name", _dtype_forms())
+def test_dtype_may_be_a_string_a_numpy_dtype_or_scalar_type_float_or_a_torch_dtype(dtype, name):
+    res = quiet_fit(TUCKER, "tucker", max_rank=5, dtype=dtype)
+    assert res.network.dtype == name and res.settings["dtype"] == name
+    assert res.ranks == (2, 3, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, "float16", "bfloat16", np.int64, "int32"])
+def test_a_dtype_fits_cannot_run_in_is_refused(dtype):
+    with pytest.raises(ValueError, match="float32 or float64"):
+        quiet_fit(TUCKER, "tucker", max_rank=5, dtype=dtype)
+
+
+def test_a_dtype_that_is_not_a_type_is_a_type_error():
+    with pytest.raises(TypeError, match="dtype"):
+        quiet_fit(TUCKER, "tucker", max_rank=5, dtype="floaty")
+
+
+def test_half_precision_numpy_data_are_fitted_in_float32():
+    """float16 data gave float64 results while float32 data stay float32: half precision
+    data now give float32, as the fit's docstring says."""
+    half = TUCKER.astype(np.float16)
+    res = quiet_fit(half, "tucker", max_rank=5)
+    assert res.network.dtype == "float32" and res.settings["dtype"] == "float32"
+    ref = quiet_fit(half.astype(np.float32), "tucker", max_rank=5)
+    assert res.ranks == ref.ranks
+    assert res.relative_error == pytest.approx(ref.relative_error, rel=1e-6)
+    assert quiet_fit(half, "tucker", max_rank=5, dtype="float64").network.dtype == "float64"
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float16"])
+def test_half_precision_torch_data_are_fitted_in_float32(name):
+    """A bfloat16 tensor crashed in torch's .numpy() ('Got unsupported ScalarType BFloat16')."""
+    torch = pytest.importorskip("torch")
+    x = torch.tensor(TUCKER, dtype=getattr(torch, name))
+    res = quiet_fit(x, "tucker", max_rank=5)
+    assert res.network.backend == "torch" and res.network.dtype == "float32"
+    assert res.settings["dtype"] == "float32" and res.relative_error < 1e-2  # bfloat16 keeps ~3 digits
+    ref = quiet_fit(x.float(), "tucker", max_rank=5)  # the same values, given in float32
+    assert res.ranks == ref.ranks
+    assert res.relative_error == pytest.approx(ref.relative_error, rel=1e-6)
+
+
+def test_the_torch_backend_widens_dtypes_numpy_lacks():
+    torch = pytest.importorskip("torch")
+    from tnmars.backends import get_backend
+
+    x = torch.tensor([1.5, -2.25], dtype=torch.bfloat16)
+    out = get_backend("torch").to_numpy(x)
+    assert out.dtype == np.float32 and out.tolist() == [1.5, -2.25]

@@ -1,0 +1,137 @@
+"""Checks of a finished fit that its error on the observed entries cannot show.
+
+:func:`capped_by_observations`: a fit may not have more degrees of freedom than a share of
+its observed entries can determine (``criterion.MAX_DOF_SHARE``); on small data that limit,
+not the criterion, can set the ranks, and the fit then says so.
+
+The rest concerns completions.
+
+A completion is judged by its error on the observed entries, but what a user wants are the
+values at the others, where nothing measures it. Two failures leave the observed error looking
+fine:
+
+- **under-determined slices.** With the other cores fixed, the entries of a core that carry
+  one value of its open indices (a factor's row, a TT core's slice) only reach the data
+  entries with that value. When fewer of those are observed than such a slice has
+  parameters, the data leave part of it free, and the completion's values on the slice's
+  unobserved entries are whatever the solver left there.
+- **extrapolation.** With few observations the least-squares landscape has directions in
+  which huge, cancelling components fit the observed entries and not the rest: a completion
+  can match the observed entries and reach values thousands of times larger anywhere else.
+
+:func:`completion_diagnostics` returns a message for each (the fit warns with them and the
+result keeps them). Both are necessary conditions only: a completion that passes can still
+be wrong, and ``heldout_error`` (with known values at the unobserved entries) is the real test.
+
+>>> import numpy as np
+>>> from tnmars import Network
+>>> net = Network.tucker((6, 7, 8), (2, 2, 2), seed=0)
+>>> observed = np.ones((6, 7, 8), dtype=bool); observed[3, :, :] = False; observed[3, 0, 0] = True
+>>> est = net.to_tensor()
+>>> [m.split(":")[0] for m in completion_diagnostics(net, observed, est, est * observed)]
+['under-determined slices']
+"""
+from __future__ import annotations
+
+from math import prod
+from typing import Any
+
+import numpy as np
+
+from ..network import Network
+from .graph import degrees_of_freedom
+
+__all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "capped_by_observations", "capped_message", "completion_diagnostics",
+           "extrapolation_ratio", "underdetermined_slices"]
+
+#: relative error below which a fit reproduces its data: no larger rank has anything left to
+#: explain, so a cap on the ranks is not worth a warning
+EXACT_FIT_ERROR = 1e-6
+
+#: largest ratio of the completion's largest magnitude at unobserved entries to the largest
+#: observed magnitude that passes without a warning: a low-rank completion of values of one
+#: scale stays within a few times the observed range (Gaussian-like values: under 2)
+EXTRAPOLATION_LIMIT = 10.0
+
+
+def underdetermined_slices(network: Network, observed: np.ndarray) -> list[dict[str, Any]]:
+    """Per core with open indices: the slices (one value of its open indices) that have fewer
+    observed entries than parameters, capped by the slice's number of entries (a fully
+    observed slice is determined). Each record: ``core``, ``indices`` (the core's open
+    letters), ``slices`` (how many are under-determined, of ``of``), ``fewest`` (the smallest
+    observed count among them) and ``needed`` (the slice's parameters)."""
+    observed = np.asarray(observed, dtype=bool)
+    output = network.output
+    dims = network.dims
+    found = []
+    for k, term in enumerate(network.inputs):
+        open_letters = [c for c in term if c in output]
+        if not open_letters:
+            continue
+        axes_kept = [output.index(c) for c in open_letters]
+        others = tuple(a for a in range(len(output)) if a not in axes_kept)
+        counts = observed.sum(axis=others) if others else observed.astype(np.int64)  # one count per slice
+        per_slice = prod(dims[c] for c in term if c not in output)
+        slice_size = prod(dims[c] for c in output if c not in open_letters)
+        needed = min(per_slice, slice_size)
+        short = counts < needed
+        if short.any():
+            found.append({"core": k, "indices": "".join(open_letters), "slices": int(short.sum()),
+                          "of": int(short.size), "fewest": int(counts[short].min()), "needed": int(needed)})
+    return found
+
+
+def extrapolation_ratio(estimate: np.ndarray, data: np.ndarray, observed: np.ndarray) -> float:
+    """Largest magnitude of ``estimate`` at the unobserved entries over the largest magnitude of
+    ``data`` at the observed ones (0 when every entry is observed; ``inf`` for zero data)."""
+    observed = np.asarray(observed, dtype=bool)
+    if observed.all():
+        return 0.0
+    unseen = float(np.max(np.abs(estimate), where=~observed, initial=0.0))
+    seen = float(np.max(np.abs(data), where=observed, initial=0.0))
+    if seen == 0.0:
+        return 0.0 if unseen == 0.0 else float("inf")
+    return unseen / seen
+
+
+def completion_diagnostics(network: Network, observed: np.ndarray, estimate: np.ndarray,
+                           data: np.ndarray) -> list[str]:
+    """Messages about a completion the observed entries do not determine (see the module).
+    ``network``: the fitted network (its ranks and structure); ``estimate``: its dense tensor,
+    ``data``: the data (any values at unobserved entries), both in the same units."""
+    messages = []
+    n_obs = int(np.count_nonzero(observed))
+    short = underdetermined_slices(network, observed)
+    if short:
+        parts = [f"core {s['core']} ({s['indices']}): {s['slices']} of {s['of']} slices, the sparsest with "
+                 f"{s['fewest']} observed entries for {s['needed']} parameters" for s in short]
+        messages.append(
+            "under-determined slices: " + "; ".join(parts) + ". With the other cores fixed, such a slice is not "
+            "determined by the data, nor are the completion's values on its unobserved entries. Observe more "
+            "entries there, or lower the ranks (max_rank).")
+    ratio = extrapolation_ratio(estimate, data, observed)
+    if ratio > EXTRAPOLATION_LIMIT:
+        messages.append(
+            f"extrapolation: at unobserved entries the completion reaches {ratio:.3g} times the largest observed "
+            f"magnitude. The {n_obs:,} observed entries do not pin the network down: its values away from them "
+            f"are not to be trusted. Observe more entries, or lower the ranks (max_rank).")
+    return messages
+
+
+def capped_by_observations(network: Network, max_ranks: dict[str, int], max_dof: float) -> bool:
+    """Whether no bond below its maximal rank can grow by one index without the network
+    exceeding ``max_dof`` degrees of freedom: the ranks were then set by the number of
+    observations, not chosen by the criterion. ``False`` when every bond is at its maximum."""
+    ranks = network.bonds
+    growable = [b for b, r in ranks.items() if r < max_ranks.get(b, r)]
+    if not growable:
+        return False
+    dims = network.dims
+    return all(degrees_of_freedom(network.spec, {**dims, b: dims[b] + 1}) > max_dof for b in growable)
+
+
+def capped_message(n_obs: int, max_dof: float, relative_error: float) -> str:
+    return (f"ranks capped by the number of observations: no bond can grow by one index without the network "
+            f"having more than {max_dof:g} degrees of freedom, the most a fit lets {n_obs:,} observed entries "
+            f"determine. The ranks were set by that limit, not chosen; the fit's relative error is "
+            f"{relative_error:.3g}. Larger ranks need more data.")
