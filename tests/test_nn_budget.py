@@ -94,3 +94,16 @@ def test_weight_error_is_zero_at_full_rank_and_one_for_a_zero_approximation():
         for core in full.cores:
             core.zero_()
     assert np.isclose(weight_error(layer, full), 1.0)
+
+
+def test_weight_error_reads_the_map_weight_not_a_training_draw():
+    # open masks near the clamp: most training draws differ from the MAP masks
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 32)
+    layer = _quiet(from_linear, linear, "tt", 4, alpha=0.3)
+    assert layer.training
+    errors = {weight_error(linear, layer) for _ in range(5)}
+    assert len(errors) == 1
+    assert layer.training  # the mode is restored
+    layer.eval()
+    assert errors == {weight_error(linear, layer)}

@@ -60,6 +60,8 @@ CASES = {
                           torch.randn(7, 12, dtype=D64)),
     "linear-tucker": lambda: (nn.Linear(12, 20), lambda m: TensorizedLinear.from_linear(m, "tucker", "full", (3, 4), (4, 5)),
                               torch.randn(7, 12, dtype=D64)),
+    "linear-cp": lambda: (nn.Linear(24, 30), lambda m: TensorizedLinear.from_linear(m, "cp", "full"),
+                          torch.randn(7, 24, dtype=D64)),
     "linear-no-bias": lambda: (nn.Linear(12, 20, bias=False),
                                lambda m: TensorizedLinear.from_linear(m, "tt", "full", (3, 4), (4, 5)),
                                torch.randn(7, 12, dtype=D64)),
@@ -76,6 +78,10 @@ CASES = {
                           lambda m: TensorizedEmbedding.from_embedding(m, "tt", "full"),
                           torch.tensor([[0, 4, 29, 7], [5, 5, 13, 1]])),
     "embedding-tr": lambda: (nn.Embedding(30, 8), lambda m: TensorizedEmbedding.from_embedding(m, "tr", "full"),
+                             torch.tensor([[0, 4, 29, 7], [5, 5, 13, 1]])),
+    "cpconv": lambda: (nn.Conv2d(4, 6, 3, padding=1), lambda m: TensorizedConv2d.from_conv(m, "cp", "full"),
+                       torch.randn(3, 4, 7, 7, dtype=D64)),
+    "embedding-cp": lambda: (nn.Embedding(30, 8), lambda m: TensorizedEmbedding.from_embedding(m, "cp", "full"),
                              torch.tensor([[0, 4, 29, 7], [5, 5, 13, 1]])),
 }
 
@@ -108,7 +114,8 @@ def test_full_rank_round_trip_computes_the_dense_function(case, kind):
 
 
 def test_cp_round_trip_on_a_weight_of_low_cp_rank():
-    """CP-ALS recovers a weight that has an exact CP decomposition at the given rank."""
+    """A weight with an exact CP decomposition at the given rank is recovered, and ``"full"``
+    is the rank at which every weight of those shapes is exact (``min(12, 20)`` for two merged modes)."""
     rng = np.random.default_rng(0)
     factors = [rng.standard_normal((n, 2)) for n in (3 * 4, 4 * 5)]
     merged = factors[0] @ factors[1].T  # (i1 o1, i2 o2)
@@ -118,8 +125,10 @@ def test_cp_round_trip_on_a_weight_of_low_cp_rank():
         dense.weight.copy_(torch.as_tensor(w.T))
     layer = TensorizedLinear.from_linear(dense, "cp", 2, (3, 4), (4, 5))
     _same_function(layer, dense, torch.randn(5, 12, dtype=D64), tol=1e-6)
-    with pytest.raises(ValueError, match="CP has no rank"):
-        TensorizedLinear.from_linear(dense, "cp", "full", (3, 4), (4, 5))
+    with pytest.warns(UserWarning, match="more than the dense"):
+        full = TensorizedLinear.from_linear(dense, "cp", "full", (3, 4), (4, 5))
+    assert full.max_ranks == {"A": 12}
+    _same_function(full, dense, torch.randn(5, 12, dtype=D64))
 
 
 def test_float32_layers_and_truncation_error_falls_with_rank():

@@ -32,10 +32,18 @@ RANK_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 
 
 def weight_error(source: nn.Module, layer: nn.Module) -> float:
     """``||W_layer - W||^2 / ||W||^2`` for a decomposed ``layer`` of ``source``'s weight (0 for
-    a zero weight that the layer reproduces)."""
+    a zero weight that the layer reproduces). The layer's weight at its MAP masks (eval mode),
+    not a training draw: the same layer always gets the same error."""
+    was_training = layer.training
+    layer.eval()
+    try:
+        with torch.no_grad():
+            approx = layer.dense_weight().detach().to(torch.float64)
+    finally:
+        layer.train(was_training)
     with torch.no_grad():
         w = source.weight.detach().to(torch.float64)
-        approx = layer.dense_weight().detach().to(torch.float64).reshape(w.shape)
+        approx = approx.reshape(w.shape)
         total = float(w.pow(2).sum())
         return float((approx - w).pow(2).sum()) / total if total > 0 else float(approx.abs().max() > 0)
 

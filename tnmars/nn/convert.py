@@ -1,12 +1,11 @@
 """Start from a trained model: decompose its dense layers into tensorized MARS layers.
 
 Each ``from_*`` constructor reads a trained ``torch.nn`` layer, decomposes its weight at the
-maximal ranks (SVD for low-rank and Tucker-2, TT-SVD / HOSVD / CP-ALS through
-tensorly for the matrix formats) and returns the tensorized layer with
-those cores, its bias and its convolution settings. Where the ranks are large enough to
-represent the weight exactly, the new layer computes the same function (to float rounding);
-MARS fine-tuning then selects the ranks. :func:`tensorize` does it for every matching layer
-of a model.
+maximal ranks (SVD for low-rank and Tucker-2; TT-SVD, HOSVD through tensorly, and a
+hierarchical SVD refined by CP-ALS for the matrix formats) and returns the tensorized layer
+with those cores, its bias and its convolution settings. At ``rank="full"`` the new layer
+computes the same function (to float rounding), for every format; MARS fine-tuning then
+selects the ranks. :func:`tensorize` does it for every matching layer of a model.
 
 Weight layouts: ``nn.Linear`` stores ``(out, in)``, tnmars's matrix networks ``(in, out)``
 (``y = x @ W``); a convolution's kernel matrix has rows ``(kh, kw, C_in)`` row-major.
@@ -15,7 +14,16 @@ Weight layouts: ``nn.Linear`` stores ``(out, in)``, tnmars's matrix networks ``(
 parameters as the dense one; a float ``f`` in ``(0, 1]`` the largest with at most ``f`` times
 as many (as tltorch's fractional ranks); ``"full"`` the ranks at which the decomposition is
 exact for any weight (often larger than the dense layer: a warning says so); an int or a
-sequence gives the ranks.
+sequence gives the ranks. For CP, ``None`` and a float never exceed the number of terms of
+the weight's exact hierarchical-SVD decomposition (a larger CP rank cannot fit it better).
+
+A CP fit below full rank is iterative, and at the default rank slow: a CP layer as large as
+the dense one sits just below the generic CP rank of the reshaped weight, where alternating
+least squares creeps (a
+512 x 512 layer at rank 1365 took 83 s for 200 tensorly sweeps). So the fit starts from the
+truncated hierarchical SVD, which already fits, and ALS gets as many sweeps as
+:data:`CP_WORK` affords (a few seconds on one core); a bar shows sweeps that run past a
+second, and a warning says when not one sweep fits the budget.
 
 >>> import torch
 >>> from torch import nn
@@ -52,18 +60,34 @@ from .layers import (
 )
 
 __all__ = ["from_linear", "lowrank_from_linear", "tucker2_from_conv", "from_conv", "from_embedding", "tensorize",
-           "decompose_matrix"]
+           "decompose_matrix", "merge_modes", "cp_terms", "cp_als", "cp_sweep_cost", "CP_WORK", "CP_MAX_SWEEPS",
+           "CP_MAX_ELEMENTS"]
 
 #: keyword arguments a converted layer passes on to its constructor (MARS settings and mode)
 LAYER_OPTIONS = ("mars", "pi", "alpha", "temperature", "min_rank", "mode")
-_CP_ITERATIONS = 200
+#: CP-ALS stops after at most this many sweeps (earlier when it has converged or stalled)
+CP_MAX_SWEEPS = 200
+#: the arithmetic CP-ALS may spend on one weight, in estimated floating-point operations (about
+#: 2-5 s on one CPU core): the sweeps are ``min(CP_MAX_SWEEPS, CP_WORK // cost of one sweep)``,
+#: a count that depends on the shapes only, so a conversion gives the same layer on any machine
+CP_WORK = 5e10
+#: no ALS sweep whose intermediates would hold more than this many float64 numbers (memory)
+CP_MAX_ELEMENTS = 2e8
+#: seconds a CP fit (or :func:`tensorize`) runs before its progress bar shows: short ones stay quiet
+PROGRESS_DELAY = 1.0
 
 
 # ------------------------------------------------------------------------------ ranks
 def full_matrix_ranks(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int]) -> list[int]:
     """The bond sizes at which a :func:`matrix_network` of ``fmt`` represents every matrix
     exactly (``rank="full"``): the TT ranks of the matricizations; for TR the same with a
-    closing bond of 1; for Tucker the mode sizes (clipped). CP has no such rank."""
+    closing bond of 1; for Tucker the mode sizes (clipped); for CP the product of the merged
+    mode sizes ``i_k o_k`` but the largest (every tensor has a CP decomposition with that many
+    terms: the hierarchical SVD of :func:`cp_terms`).
+
+    >>> full_matrix_ranks("cp", (8, 8, 8), (8, 8, 8)), full_matrix_ranks("tt", (8, 8, 8), (8, 8, 8))
+    ([4096], [64, 64])
+    """
     sizes = [int(i) * int(o) for i, o in zip(in_shape, out_shape)]
     d = len(sizes)
     if fmt in ("tt", "tr"):
@@ -71,8 +95,9 @@ def full_matrix_ranks(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int
         return ranks + [1] if fmt == "tr" else ranks
     if fmt == "tucker":
         return [min(n, prod(sizes[:k] + sizes[k + 1:])) if d > 1 else n for k, n in enumerate(sizes)]
-    raise ValueError(f"rank='full' is not defined for format {fmt!r}: CP has no rank that is exact for every "
-                     "weight; give an int rank")
+    if fmt == "cp":
+        return [prod(sizes) // max(sizes)]
+    raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
 
 
 def budget_rank(params_at: Callable[[int], int], dense: int, rank: Any, ceiling: int) -> Any:
@@ -98,9 +123,13 @@ def budget_rank(params_at: Callable[[int], int], dense: int, rank: Any, ceiling:
     return best
 
 
-def _matrix_rank(fmt: str, shapes: tuple[Sequence[int], Sequence[int]], rank: Any, dense: int) -> Any:
+def _matrix_rank(fmt: str, shapes: tuple[Sequence[int], Sequence[int]], rank: Any, dense: int,
+                 cp_count: int | None = None) -> Any:
     """The ranks for a matrix layer: as given, ``"full"``, or the budget's uniform rank clipped
-    per bond to what the format can use (so no clipping warning for a rank the user did not give)."""
+    per bond to what the format can use (so no clipping warning for a rank the user did not give).
+    For CP the budget's rank is also clipped to ``cp_count``, the number of terms of the
+    weight's exact hierarchical SVD (:func:`cp_terms`): past it, more indices are zero
+    columns that cost parameters and fit nothing better."""
     if rank == "full":
         return full_matrix_ranks(fmt, *shapes)
     if rank is not None and not isinstance(rank, float):
@@ -108,31 +137,65 @@ def _matrix_rank(fmt: str, shapes: tuple[Sequence[int], Sequence[int]], rank: An
     r = budget_rank(lambda r: matrix_params(fmt, *shapes, r), dense, rank, ceiling=dense)
     if fmt in ("tt", "tucker"):
         return [min(r, n) for n in full_matrix_ranks(fmt, *shapes)]
+    if fmt == "cp" and cp_count is not None:
+        return max(1, min(r, cp_count))
     return r
 
 
+def _fit_matrix(fmt: str, shapes: tuple[Sequence[int], Sequence[int]], rank: Any, dense: int, matrix: np.ndarray,
+                weight: torch.Tensor, build: Callable[[Any], nn.Module], progress: bool | None) -> nn.Module:
+    """The layer ``build(ranks)`` at the ranks :func:`_matrix_rank` picks, its cores fitted to
+    ``matrix`` (the weight in the layer's ``(in, out)`` layout; ``weight`` gives the dtype's
+    rounding). For CP the hierarchical SVD is computed once, for the rank and for the fit."""
+    eps = float(torch.finfo(weight.dtype).eps) if weight.dtype.is_floating_point else float(np.finfo(np.float64).eps)
+    terms = cp_terms(merge_modes(matrix, *shapes), eps) if fmt == "cp" else None
+    layer = build(_matrix_rank(fmt, shapes, rank, dense, None if terms is None else len(terms[0])))
+    _copy_into(layer, decompose_matrix(matrix, fmt, *shapes, _core_shapes(layer), eps=eps, progress=progress,
+                                       terms=terms))
+    return layer
+
+
 # ------------------------------------------------------------------------------ decompositions
-def decompose_matrix(w: np.ndarray, fmt: str, in_shape: Sequence[int], out_shape: Sequence[int],
-                     core_shapes: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """Cores (float64) of shapes ``core_shapes`` in the layout of
-    :func:`tnmars.nn.layers.matrix_network` ``(fmt, in_shape, out_shape)``, fitted to the matrix
-    ``w`` (``prod(in_shape) x prod(out_shape)``) by tensorly.
-
-    The matrix is reshaped to ``in_shape + out_shape`` and regrouped as ``(i_1 o_1, ..., i_d
-    o_d)``; its TT-SVD / HOSVD (+ HOOI) / CP-ALS gives the cores, and each merged mode is
-    split back into ``(i_k, o_k)``. A tensor ring starts as the TT-SVD chain closed through
-    index 0 of its closing bond. Rank slices the SVD cannot fill are zero (the function is
-    unchanged). TT, TR and Tucker are exact when the ranks are large enough; CP is an ALS fit
-    (exact only for a weight of low CP rank).
-    """
-    import tensorly as tl
-    from tensorly.decomposition import parafac, tucker
-
+def merge_modes(w: np.ndarray, in_shape: Sequence[int], out_shape: Sequence[int]) -> np.ndarray:
+    """The matrix ``w`` (``prod(in_shape) x prod(out_shape)``) as the tensor ``(i_1 o_1, ...,
+    i_d o_d)`` (float64) whose decompositions give a :func:`matrix_network`'s cores."""
     in_shape, out_shape = tuple(in_shape), tuple(out_shape)
     d = len(in_shape)
     t = np.asarray(w, dtype=np.float64).reshape(in_shape + out_shape)
-    merged = t.transpose([a for k in range(d) for a in (k, d + k)]).reshape([i * o for i, o in zip(in_shape, out_shape)])
+    return t.transpose([a for k in range(d) for a in (k, d + k)]).reshape([i * o for i, o in zip(in_shape, out_shape)])
+
+
+def decompose_matrix(w: np.ndarray, fmt: str, in_shape: Sequence[int], out_shape: Sequence[int],
+                     core_shapes: Sequence[Sequence[int]], *, eps: float = float(np.finfo(np.float64).eps),
+                     progress: bool | None = None,
+                     terms: tuple[np.ndarray, list[np.ndarray]] | None = None) -> list[np.ndarray]:
+    """Cores (float64) of shapes ``core_shapes`` in the layout of
+    :func:`tnmars.nn.layers.matrix_network` ``(fmt, in_shape, out_shape)``, fitted to the matrix
+    ``w`` (``prod(in_shape) x prod(out_shape)``).
+
+    The matrix is reshaped to ``in_shape + out_shape`` and regrouped as ``(i_1 o_1, ..., i_d
+    o_d)`` (:func:`merge_modes`); its TT-SVD / HOSVD (+ HOOI, tensorly) / CP fit gives the
+    cores, and each merged mode is split back into ``(i_k, o_k)``. A tensor ring starts as the
+    TT-SVD chain closed through index 0 of its closing bond. Rank slices the SVD cannot fill are
+    zero (the function is unchanged). TT, TR and Tucker are exact when the ranks are large
+    enough. CP is exact when its rank is at least the number of terms of the exact hierarchical
+    SVD (:func:`cp_terms`; terms below ``eps`` times the weight's norm, scaled by the largest
+    mode, are rounding and dropped), always at ``rank="full"``; below it, the largest terms are
+    refined by CP-ALS (:func:`cp_als`) within :data:`CP_WORK`. ``progress``: a bar for ALS
+    sweeps that run past a second (``None``: unless ``TQDM_DISABLE`` is set). ``terms``: the
+    :func:`cp_terms` of the merged matrix when the caller has them already (not recomputed).
+    """
+    import tensorly as tl
+    from tensorly.decomposition import tucker
+
+    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+    d = len(in_shape)
+    merged = merge_modes(w, in_shape, out_shape)
     shapes = [tuple(int(n) for n in s) for s in core_shapes]
+    if fmt == "cp":
+        factors = _cp_factors(merged, shapes[0][-1], cp_terms(merged, eps) if terms is None else terms, progress)
+        cores = [f.reshape(i, o, f.shape[1]) for f, i, o in zip(factors, in_shape, out_shape)]
+        return [_zero_pad(c, s) for c, s in zip(cores, shapes)]
     with tl.backend_context("numpy"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Trying to compute SVD with n_eigenvecs")  # rank > a mode size
         if fmt in ("tt", "tr"):
@@ -148,17 +211,188 @@ def decompose_matrix(w: np.ndarray, fmt: str, in_shape: Sequence[int], out_shape
             core, factors = tucker(merged, rank=list(shapes[0]), init="svd", n_iter_max=10)
             cores = [np.asarray(core)] + [np.asarray(f).reshape(i, o, -1)
                                           for f, i, o in zip(factors, in_shape, out_shape)]
-        elif fmt == "cp":
-            weights, factors = parafac(merged, rank=shapes[0][-1], init="svd", n_iter_max=_CP_ITERATIONS, tol=1e-12)
-            factors = [np.asarray(f) for f in factors]
-            factors[0] = factors[0] * np.asarray(weights)[None, :]
-            norms = [np.linalg.norm(f, axis=0) for f in factors]  # spread the scale evenly over the factors
-            geo = np.prod(norms, axis=0) ** (1.0 / d)
-            cores = [(f / np.where(nr > 0, nr, 1.0) * geo).reshape(i, o, -1)
-                     for f, nr, i, o in zip(factors, norms, in_shape, out_shape)]
         else:
             raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
     return [_zero_pad(c, s) for c, s in zip(cores, shapes)]
+
+
+# ------------------------------------------------------------------------------ CP
+def cp_terms(x: np.ndarray, eps: float = float(np.finfo(np.float64).eps)) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An exact CP decomposition of ``x``: weights (descending) and unit-column factors
+    ``(n_k, T)``, ``x = sum_t weights[t] * outer(factors[0][:, t], ..., factors[-1][:, t])``.
+
+    Hierarchical SVD: the smallest mode is split off by an SVD, each right singular vector
+    (a tensor of the remaining modes) is split the same way, down to the last two modes. So
+    ``T`` is at most the product of the mode sizes but the largest, and the terms are
+    mutually orthogonal: keeping the ``R`` largest leaves an error of exactly the norm of the
+    others, which makes them the starting point of a rank-``R`` fit. Terms whose weight is at
+    most ``eps * max(x.shape) * ||x||`` (rounding, as ``numpy.linalg.matrix_rank`` judges it)
+    are dropped: ``T`` is the CP rank past which a layer cannot fit ``x`` any better.
+
+    >>> rng = np.random.default_rng(0)
+    >>> a, b, c = rng.standard_normal((3, 5, 2))
+    >>> x = np.einsum("ir,jr,kr->ijk", a, b, c)     # CP rank 2
+    >>> weights, factors = cp_terms(x)
+    >>> len(weights) <= 4, bool(np.allclose(np.einsum("r,ir,jr,kr->ijk", weights, *factors), x))
+    (True, True)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    d = x.ndim
+    tol = eps * max(x.shape) * float(np.linalg.norm(x))
+    if tol == 0.0:  # x == 0: no terms
+        return np.zeros(0), [np.zeros((n, 0)) for n in x.shape]
+    order = sorted(range(d), key=lambda k: x.shape[k])  # smallest first: at most prod / max terms
+    rest = x.transpose(order).reshape((1,) + tuple(x.shape[k] for k in order))
+    weights = np.ones(1)
+    vectors: dict[int, np.ndarray] = {}  # mode -> (terms, n_mode)
+    for k in order[:-1]:
+        terms, n = rest.shape[0], rest.shape[1]
+        u, s, vt = np.linalg.svd(rest.reshape(terms, n, -1), full_matrices=False)
+        m = s.shape[1]
+        split = (weights[:, None] * s).ravel()
+        keep = split > tol  # a dropped term's subtree weighs at most its own weight
+        weights = split[keep]
+        vectors = {j: np.repeat(v, m, axis=0)[keep] for j, v in vectors.items()}
+        vectors[k] = u.transpose(0, 2, 1).reshape(terms * m, n)[keep]
+        rest = vt.reshape((terms * m,) + rest.shape[2:])[keep]
+    last = rest.reshape(rest.shape[0], -1)
+    norms = np.linalg.norm(last, axis=1)  # 1 after an SVD; the norm of x when d == 1
+    weights = weights * norms
+    keep = weights > tol
+    vectors[order[-1]] = last / np.where(norms > 0, norms, 1.0)[:, None]
+    rank = np.argsort(-weights[keep], kind="stable")
+    return weights[keep][rank], [vectors[k][keep][rank].T.copy() for k in range(d)]
+
+
+def cp_als(x: np.ndarray, factors: list[np.ndarray], sweeps: int, *, bar: Any = None) -> tuple[list[np.ndarray], float]:
+    """Alternating least squares for ``x ~ sum_r outer(factors[0][:, r], ...)`` from
+    ``factors`` (``(n_k, R)``, updated in place): at most ``sweeps`` sweeps, fewer once the
+    relative error stops falling (by less than ``1e-10`` of itself) or reaches rounding.
+    Returns the factors and the relative error ``||x - fit|| / ||x||``.
+
+    Each mode's product of the unfolding with the other factors' Khatri-Rao product is
+    contracted mode by mode, the largest first by a GEMM, so the Khatri-Rao matrix (as large
+    as ``x`` times ``R / n_k``) is never formed; the normal equations are solved by Cholesky;
+    the error comes from the Gram matrices without rebuilding the tensor (rebuilt only near
+    rounding, where the short formula cancels). ``bar`` (tqdm) advances once per sweep.
+    """
+    d = x.ndim
+    norm2 = float(np.vdot(x, x))
+    grams = [f.T @ f for f in factors]
+    error = np.inf
+    for _ in range(sweeps):
+        for k in range(d):
+            mttkrp = _mttkrp(x, factors, k)
+            v = np.ones_like(grams[0])
+            for j in range(d):
+                if j != k:
+                    v *= grams[j]
+            factors[k] = _spd_solve(v, mttkrp.T).T
+            grams[k] = factors[k].T @ factors[k]
+        residual2 = norm2 - 2.0 * float(np.vdot(mttkrp, factors[-1])) + float(np.vdot(v, grams[-1]))
+        new = np.sqrt(max(residual2, 0.0) / norm2) if norm2 > 0 else 0.0
+        if new < 1e-6:  # the short formula has lost its digits: measure
+            new = float(np.linalg.norm(x - _cp_full(factors))) / np.sqrt(norm2)
+        if bar is not None:
+            bar.set_postfix_str(f"error {new:.4g}", refresh=False)
+            bar.update()
+        stalled = np.isfinite(error) and error - new <= 1e-10 * error
+        error = new
+        if stalled or error <= 1e-13:
+            break
+    if not np.isfinite(error):  # no sweep run
+        error = float(np.linalg.norm(x - _cp_full(factors)) / np.sqrt(norm2)) if norm2 > 0 else 0.0
+    return factors, float(error)
+
+
+def cp_sweep_cost(shape: Sequence[int], rank: int) -> tuple[float, float]:
+    """Estimated floating-point operations of one :func:`cp_als` sweep on a tensor of
+    ``shape`` at ``rank`` (per mode: the GEMM ``2 N R``, the Cholesky ``R^3 / 3``, its solve
+    and the Gram matrix ``4 n_k R^2``, and a fixed ``2e7`` for the calls around them), and
+    the float64 numbers its largest intermediates hold."""
+    n, r = prod(shape), int(rank)
+    flops = sum(2.0 * n * r + r ** 3 / 3.0 + 4.0 * nk * r * r + 2e7 for nk in shape)
+    second = sorted(shape)[-2] if len(shape) > 1 else shape[0]  # the mode contracted first for the largest
+    return flops, n / second * r + 4.0 * r * r
+
+
+def _cp_factors(x: np.ndarray, rank: int, terms: tuple[np.ndarray, list[np.ndarray]],
+                progress: bool | None) -> list[np.ndarray]:
+    """``(n_k, R')`` factors with ``R' <= rank`` (the caller pads): the exact hierarchical SVD
+    ``terms`` of ``x`` when it has at most ``rank`` terms, else its ``rank`` largest terms
+    refined by ALS within :data:`CP_WORK`; the scale is spread evenly over the factors."""
+    weights, factors = terms
+    if len(weights) == 0:  # a zero weight: unit vectors and one zero factor, so the cores still train
+        factors = [np.eye(n, 1) for n in x.shape]
+        factors[0][:] = 0.0
+        return factors
+    if len(weights) <= rank:
+        return _balanced(weights, factors)
+    weights, factors = weights[:rank], [f[:, :rank].copy() for f in factors]
+    flops, elements = cp_sweep_cost(x.shape, rank)
+    sweeps = 0 if elements > CP_MAX_ELEMENTS else int(min(CP_MAX_SWEEPS, CP_WORK // flops))
+    if sweeps == 0:
+        # the terms are orthogonal: the dropped ones' weights are the error
+        start_error = float(np.sqrt(max(1.0 - np.sum(weights ** 2) / max(float(np.vdot(x, x)), 1e-300), 0.0)))
+        limit = (f"hold {elements:.1e} float64 numbers, more than tnmars.nn.convert.CP_MAX_ELEMENTS = "
+                 f"{CP_MAX_ELEMENTS:.0e}" if elements > CP_MAX_ELEMENTS else
+                 f"take about {flops:.1e} floating-point operations, more than tnmars.nn.convert.CP_WORK = "
+                 f"{CP_WORK:.0e}")
+        warn_user(f"CP rank {rank} on the {x.shape} tensor of the weight: one ALS sweep would {limit}; the layer "
+                  f"starts from the {rank} largest terms of the weight's hierarchical SVD (relative weight error "
+                  f"{start_error:.3g}). Give a smaller rank for an ALS fit, or raise that limit")
+        return _balanced(weights, factors)
+    from tqdm.auto import tqdm
+
+    from ..fitting.progress import progress_enabled
+
+    factors[0] = factors[0] * weights[None, :]
+    with tqdm(total=sweeps, desc=f"CP-ALS rank {rank}", unit="sweep", delay=PROGRESS_DELAY, leave=False,
+              disable=not progress_enabled(progress)) as bar:
+        factors, _ = cp_als(x, factors, sweeps, bar=bar)
+    return _balanced(np.ones(rank), factors)
+
+
+def _balanced(weights: np.ndarray, factors: list[np.ndarray]) -> list[np.ndarray]:
+    """The factors with ``weights`` multiplied in and every column's scale spread evenly over
+    the modes (geometric mean of the column norms), so no core starts orders larger than another."""
+    norms = [np.linalg.norm(f, axis=0) for f in factors]
+    scale = (np.abs(weights) * np.prod(norms, axis=0)) ** (1.0 / len(factors))
+    out = [f / np.where(nr > 0, nr, 1.0) * scale for f, nr in zip(factors, norms)]
+    out[0] = out[0] * np.sign(weights)
+    return out
+
+
+def _mttkrp(x: np.ndarray, factors: list[np.ndarray], k: int) -> np.ndarray:
+    """``x``'s mode-``k`` unfolding times the Khatri-Rao product of the other factors,
+    ``(n_k, R)``: the largest other mode contracted by a GEMM, the rest elementwise."""
+    others = sorted((j for j in range(x.ndim) if j != k), key=lambda j: -x.shape[j])
+    y = np.tensordot(x, factors[others[0]], axes=([others[0]], [0]))  # modes but others[0], then R
+    labels = [j for j in range(x.ndim) if j != others[0]]
+    for j in others[1:]:
+        a = labels.index(j)
+        y = np.einsum(y, list(range(y.ndim)), factors[j], [a, y.ndim - 1],
+                      [b for b in range(y.ndim) if b != a])
+        labels.pop(a)
+    return y
+
+
+def _spd_solve(v: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``v^{-1} b`` for the positive semi-definite ``v`` (Cholesky, with a ridge of ``1e-12``
+    of its mean diagonal; least squares if even that fails)."""
+    import scipy.linalg
+
+    ridge = 1e-12 * float(np.trace(v)) / len(v) + np.finfo(np.float64).tiny
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(v + ridge * np.eye(len(v)), check_finite=False), b,
+                                      check_finite=False)
+    except np.linalg.LinAlgError:
+        return scipy.linalg.lstsq(v, b, check_finite=False)[0]
+
+
+def _cp_full(factors: list[np.ndarray]) -> np.ndarray:
+    letters = "abcdefghijklm"[:len(factors)]
+    return np.einsum(",".join(c + "z" for c in letters) + "->" + letters, *factors, optimize="greedy")
 
 
 def _tt_svd(x: np.ndarray, ranks: Sequence[int]) -> list[np.ndarray]:
@@ -231,8 +465,10 @@ def _warn_size(layer: nn.Module) -> None:
 
 # ------------------------------------------------------------------------------ linear
 def from_linear(linear: nn.Linear, format: str = "tt", rank: Any = None, in_shape: Sequence[int] | None = None,
-                out_shape: Sequence[int] | None = None, *, d: int | None = None, **options: Any) -> TensorizedLinear:
-    """:meth:`TensorizedLinear.from_linear`: ``linear``'s weight decomposed in ``format``."""
+                out_shape: Sequence[int] | None = None, *, d: int | None = None, progress: bool | None = None,
+                **options: Any) -> TensorizedLinear:
+    """:meth:`TensorizedLinear.from_linear`: ``linear``'s weight decomposed in ``format``
+    (``progress``: a bar for a CP fit that runs past a second, see :func:`decompose_matrix`)."""
     _check_type(linear, nn.Linear, "TensorizedLinear.from_linear")
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
@@ -242,10 +478,12 @@ def from_linear(linear: nn.Linear, format: str = "tt", rank: Any = None, in_shap
     probe = _quiet(lambda: TensorizedLinear(n_in, n_out, format, 1, in_shape, out_shape, d=d, mars=False,
                                             dtype=w.dtype, device=w.device))
     shapes = (probe.in_shape, probe.out_shape)
-    rank = _matrix_rank(format, shapes, rank, n_in * n_out)
-    layer = _quiet(lambda: TensorizedLinear(n_in, n_out, format, rank, *shapes, bias=linear.bias is not None,
-                                            dtype=w.dtype, device=w.device, **options))
-    _copy_into(layer, decompose_matrix(w.t().double().cpu().numpy(), format, *shapes, _core_shapes(layer)))
+
+    def build(ranks: Any) -> TensorizedLinear:
+        return _quiet(lambda: TensorizedLinear(n_in, n_out, format, ranks, *shapes, bias=linear.bias is not None,
+                                               dtype=w.dtype, device=w.device, **options))
+
+    layer = _fit_matrix(format, shapes, rank, n_in * n_out, w.t().double().cpu().numpy(), w, build, progress)
     _copy_bias(layer, linear.bias)
     _warn_size(layer)
     return layer
@@ -324,7 +562,8 @@ def _leading(m: np.ndarray, r: int) -> np.ndarray:
 
 
 def from_conv(conv: nn.Conv2d, format: str = "tt", rank: Any = None, in_shape: Sequence[int] | None = None,
-              out_shape: Sequence[int] | None = None, *, d: int = 3, **options: Any) -> TensorizedConv2d:
+              out_shape: Sequence[int] | None = None, *, d: int = 3, progress: bool | None = None,
+              **options: Any) -> TensorizedConv2d:
     """:meth:`TensorizedConv2d.from_conv`: the ``(kh kw C_in) x C_out`` kernel matrix decomposed in ``format``."""
     settings = _conv_settings(conv, "TensorizedConv2d.from_conv")
     if format not in FORMATS:
@@ -335,11 +574,13 @@ def from_conv(conv: nn.Conv2d, format: str = "tt", rank: Any = None, in_shape: S
     probe = _quiet(lambda: TensorizedConv2d(c_in, c_out, (kh, kw), 1, in_shape, out_shape, format=format, d=d,
                                             mars=False, dtype=k.dtype, device=k.device))
     shapes = (probe.in_shape, probe.out_shape)
-    rank = _matrix_rank(format, shapes, rank, c_out * c_in * kh * kw)
-    layer = _quiet(lambda: TensorizedConv2d(c_in, c_out, (kh, kw), rank, *shapes, format=format, d=d, dtype=k.dtype,
-                                            device=k.device, **settings, **options))
     matrix = k.double().cpu().numpy().transpose(2, 3, 1, 0).reshape(kh * kw * c_in, c_out)
-    _copy_into(layer, decompose_matrix(matrix, format, *shapes, _core_shapes(layer)))
+
+    def build(ranks: Any) -> TensorizedConv2d:
+        return _quiet(lambda: TensorizedConv2d(c_in, c_out, (kh, kw), ranks, *shapes, format=format, d=d,
+                                               dtype=k.dtype, device=k.device, **settings, **options))
+
+    layer = _fit_matrix(format, shapes, rank, c_out * c_in * kh * kw, matrix, k, build, progress)
     _copy_bias(layer, conv.bias)
     _warn_size(layer)
     return layer
@@ -348,7 +589,7 @@ def from_conv(conv: nn.Conv2d, format: str = "tt", rank: Any = None, in_shape: S
 # ------------------------------------------------------------------------------ embedding
 def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None,
                    voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
-                   **options: Any) -> TensorizedEmbedding:
+                   progress: bool | None = None, **options: Any) -> TensorizedEmbedding:
     """:meth:`TensorizedEmbedding.from_embedding`: the table (zero-padded to ``prod(voc_shape)``
     rows) decomposed in ``format``; ``padding_idx`` is kept."""
     _check_type(embedding, nn.Embedding, "TensorizedEmbedding.from_embedding")
@@ -363,12 +604,15 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
     probe = _quiet(lambda: TensorizedEmbedding(n, dim, format, 1, voc_shape, emb_shape, d=d, mars=False,
                                                dtype=w.dtype, device=w.device))
     shapes = (probe.voc_shape, probe.emb_shape)
-    rank = _matrix_rank(format, shapes, rank, n * dim)
-    layer = _quiet(lambda: TensorizedEmbedding(n, dim, format, rank, *shapes, d=d, padding_idx=embedding.padding_idx,
-                                               dtype=w.dtype, device=w.device, **options))
     table = np.zeros((prod(shapes[0]), dim))
     table[:n] = w.double().cpu().numpy()
-    _copy_into(layer, decompose_matrix(table, format, *shapes, _core_shapes(layer)))
+
+    def build(ranks: Any) -> TensorizedEmbedding:
+        return _quiet(lambda: TensorizedEmbedding(n, dim, format, ranks, *shapes, d=d,
+                                                  padding_idx=embedding.padding_idx, dtype=w.dtype, device=w.device,
+                                                  **options))
+
+    layer = _fit_matrix(format, shapes, rank, n * dim, table, w, build, progress)
     _warn_size(layer)
     return layer
 
@@ -377,7 +621,7 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
 def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Iterable[str] | None = None, *,
               linear: str | None = "tt", conv: str | None = "tucker2", embedding: str | None = "tt",
               rank: Any = None, budget: int | str | None = None, inplace: bool = False,
-              **options: Any) -> nn.Module:
+              progress: bool | None = None, **options: Any) -> nn.Module:
     """Replace the ``nn.Linear``, ``nn.Conv2d`` and ``nn.Embedding`` layers of ``model`` by their
     decomposed tensorized counterparts (a copy unless ``inplace``).
 
@@ -404,6 +648,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         each layer's rank is chosen where its weight's error falls most per parameter
         (:mod:`tnmars.nn.budget`). MARS fine-tuning only closes indices, so the model stays
         within it.
+    progress:
+        A bar over the layers, and one per CP fit, shown once one runs past a second (a CP
+        conversion of a large layer takes seconds); ``None``: on unless ``TQDM_DISABLE`` is set.
     options:
         MARS settings and mode for every new layer (``mars``, ``pi``, ``alpha``,
         ``temperature``, ``min_rank``, ``mode``).
@@ -442,20 +689,27 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     skipped = []
     ranks = {}
     if budget is not None:
-        ranks = _budget_ranks(targets, budget, lambda m, r: _convert(m, linear, conv, embedding, r, options),
+        ranks = _budget_ranks(targets, budget, lambda m, r: _convert(m, linear, conv, embedding, r, options, progress),
                               strict=named is not None)
-    for name, module in targets:
-        try:
-            replacement = _convert(module, linear, conv, embedding, ranks.get(name, rank), options)
-        except ValueError as err:
-            if named is not None:
-                raise
-            skipped.append(f"{name}: {err}")
-            continue
-        if replacement is None:
-            continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(new.get_submodule(parent_name) if parent_name else new, child, replacement)
+    from tqdm.auto import tqdm
+
+    from ..fitting.progress import progress_enabled
+
+    with tqdm(targets, desc="tensorize", unit="layer", delay=PROGRESS_DELAY, leave=False,
+              disable=not progress_enabled(progress)) as bar:
+        for name, module in bar:
+            bar.set_postfix_str(name, refresh=False)
+            try:
+                replacement = _convert(module, linear, conv, embedding, ranks.get(name, rank), options, progress)
+            except ValueError as err:
+                if named is not None:
+                    raise
+                skipped.append(f"{name}: {err}")
+                continue
+            if replacement is None:
+                continue
+            parent_name, _, child = name.rpartition(".")
+            setattr(new.get_submodule(parent_name) if parent_name else new, child, replacement)
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
     return new
@@ -493,15 +747,15 @@ def _wanted(name: str, module: nn.Module, filter: Any, named: set[str] | None) -
 
 
 def _convert(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None, rank: Any,
-             options: dict[str, Any]) -> nn.Module | None:
+             options: dict[str, Any], progress: bool | None = None) -> nn.Module | None:
     if type(module) is nn.Linear and linear is not None:
         if linear == "lowrank":
             return lowrank_from_linear(module, rank, **options)
-        return from_linear(module, linear, rank, **options)
+        return from_linear(module, linear, rank, progress=progress, **options)
     if type(module) is nn.Conv2d and conv is not None:
         if conv == "tucker2":
             return tucker2_from_conv(module, rank, **options)
-        return from_conv(module, conv, rank, **options)
+        return from_conv(module, conv, rank, progress=progress, **options)
     if type(module) is nn.Embedding and embedding is not None:
-        return from_embedding(module, embedding, rank, **options)
+        return from_embedding(module, embedding, rank, progress=progress, **options)
     return None

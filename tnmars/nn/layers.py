@@ -371,13 +371,16 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
                     in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
                     d: int | None = None, **options: Any) -> TensorizedLinear:
         """The layer whose weight is ``linear``'s trained weight decomposed in ``format`` (TT-SVD,
-        TR-SVD, HOSVD or CP-ALS through tensorly), with its bias.
+        TR-SVD, HOSVD, or a hierarchical SVD refined by CP-ALS), with its bias.
 
         ``rank``: ``None`` (default) the largest uniform rank with at most the dense layer's
-        parameter count, a float ``f`` in ``(0, 1]`` at most ``f`` times it, or the ranks.
-        ``options``: ``mars``, ``pi``, ``alpha``, ``temperature``, ``min_rank``, ``mode``.
-        Where the ranks suffice (TT, TR, Tucker) it computes ``linear``'s function to float
-        rounding; MARS fine-tuning then selects the ranks (see :mod:`tnmars.nn.convert`).
+        parameter count, a float ``f`` in ``(0, 1]`` at most ``f`` times it, ``"full"``, or
+        the ranks. ``options``: ``mars``, ``pi``, ``alpha``, ``temperature``, ``min_rank``,
+        ``mode``, and ``progress`` (a bar for a CP fit that runs past a second).
+        At ``rank="full"`` (every format), or where the ranks suffice (TT, TR, Tucker; for CP
+        at least the number of terms of the weight's hierarchical SVD), it computes
+        ``linear``'s function to float rounding; below that CP is an ALS fit within a work
+        budget. MARS fine-tuning then selects the ranks (see :mod:`tnmars.nn.convert`).
         """
         from .convert import from_linear
 
