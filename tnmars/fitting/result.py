@@ -27,7 +27,8 @@ class FitResult:
     full_network: the relaxation's trained network at the maximal ranks (masks not
         applied), or ``None`` when no relaxation ran.
     relative_error: ``||T - data|| / ||data||`` over the observed entries.
-    heldout_error: the same over the unobserved (finite) entries, or ``None``.
+    heldout_error: the same over the unobserved entries that hold finite values; ``None`` when
+        there are none, or when they are all zero (no relative error against a zero reference).
     log_likelihood: ``-mean((T - data)^2)`` over the observed entries (data units).
     noise_variance: the noise variance the selected fit implies, ``SSE / (N - D)`` (data units;
         ``inf`` where float64 cannot hold it, for data of magnitude near 1e160 and above).
