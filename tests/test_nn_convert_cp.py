@@ -43,6 +43,12 @@ def _weight_of_cp_rank(in_shape, out_shape, rank: int, seed: int = 0) -> np.ndar
     return t.reshape(int(np.prod(in_shape)), int(np.prod(out_shape)))
 
 
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the size warning of a rank above the dense count
+        return fn(*args, **kwargs)
+
+
 def _same_function(layer: nn.Module, dense: nn.Module, n_in: int, tol: float = 1e-9) -> None:
     x = torch.randn(6, n_in, dtype=D64)
     with torch.no_grad():
@@ -218,3 +224,30 @@ def test_a_zero_weight_gives_a_zero_layer_whose_cores_still_train():
     assert torch.equal(layer.eval()(x), dense(x).detach())
     layer(x).sum().backward()
     assert float(layer.cores[0].grad.abs().max()) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_keep_every_term(dtype):
+    # the terms are cut at float64 rounding: at bfloat16's the cut dropped 250 of 256 real terms
+    torch.manual_seed(0)
+    dense = nn.Linear(64, 64)
+    half = nn.Linear(64, 64).to(dtype)
+    with torch.no_grad():
+        half.weight.copy_(dense.weight)
+        dense.weight.copy_(half.weight.float())  # the same values in both layers
+    shapes = {"in_shape": (4, 4, 4), "out_shape": (4, 4, 4)}
+    reference = _quiet(TensorizedLinear.from_linear, dense, format="cp", **shapes)
+    layer = _quiet(TensorizedLinear.from_linear, half, format="cp", **shapes)
+    assert layer.max_ranks == reference.max_ranks  # the default rank is not clipped by a rounding cut
+    full = _quiet(TensorizedLinear.from_linear, half, format="cp", rank="full", **shapes)
+    assert full.max_ranks == {next(iter(full.max_ranks)): 256}
+    # exact up to the cores' own rounding in that dtype
+    assert weight_error(half, full) < 30 * float(torch.finfo(dtype).eps) ** 2 * 64
+
+
+def test_cp_als_of_a_zero_tensor_stops_at_once_without_nan():
+    factors = [np.ones((n, 2)) for n in (3, 4, 5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, error = cp_als(np.zeros((3, 4, 5)), factors, 50)
+    assert error == 0.0

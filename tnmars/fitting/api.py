@@ -382,8 +382,11 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     if rel >= 1.0 - 1e-9:
         warnings.warn(f"tnmars.fit: the selected network fits the data no better than the zero tensor "
                       f"(relative error {rel:.3g}); its ranks are {net.ranks}", RuntimeWarning, stacklevel=3)
-    if search is not None and rel > EXACT_FIT_ERROR and capped_by_observations(net, template.bonds, crit.max_dof):
-        diagnostics.append(capped_message(prep.data.n_obs, crit.max_dof, rel))
+    if search is not None and rel > EXACT_FIT_ERROR:
+        capped = capped_by_observations(net, template.bonds, crit.max_dof, prep.data, crit, best.objective,
+                                        settings.get("seed"))
+        if capped:
+            diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel))
     for message in diagnostics:
         warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)
     unit = prep.scale ** (1.0 / net.num_cores)

@@ -2,7 +2,8 @@
 
 :func:`capped_by_observations`: a fit may not have more degrees of freedom than a share of
 its observed entries can determine (``criterion.MAX_DOF_SHARE``); on small data that limit,
-not the criterion, can set the ranks, and the fit then says so.
+not the criterion, can set the ranks (a growth the cap refused would have lowered the
+criterion's objective), and the fit then says so.
 
 The rest concerns completions.
 
@@ -33,16 +34,23 @@ be wrong, and ``heldout_error`` (with known values at the unobserved entries) is
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from math import prod
 from typing import Any
 
 import numpy as np
 
 from ..network import Network
+from .criterion import Occam
 from .graph import degrees_of_freedom
+from .moves import grow
+from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "capped_by_observations", "capped_message", "completion_diagnostics",
            "extrapolation_ratio", "underdetermined_slices"]
+
+#: ALS sweeps of the refit that tells whether a growth the cap refused would have paid
+CAP_CHECK_SWEEPS = 100
 
 #: relative error below which a fit reproduces its data: no larger rank has anything left to
 #: explain, so a cap on the ranks is not worth a warning
@@ -118,20 +126,31 @@ def completion_diagnostics(network: Network, observed: np.ndarray, estimate: np.
     return messages
 
 
-def capped_by_observations(network: Network, max_ranks: dict[str, int], max_dof: float) -> bool:
-    """Whether no bond below its maximal rank can grow by one index without the network
-    exceeding ``max_dof`` degrees of freedom: the ranks were then set by the number of
-    observations, not chosen by the criterion. ``False`` when every bond is at its maximum."""
+def capped_by_observations(network: Network, max_ranks: Mapping[str, int], max_dof: float, data: FitData,
+                           criterion: Occam, objective: float, seed: int | None = 0) -> list[str]:
+    """The bonds whose growth by one index the degrees-of-freedom cap refused although the
+    criterion would have taken it: ``network`` (its objective ``objective``) is at a bond
+    below its maximal rank whose growth exceeds ``max_dof``, and that grown network, refitted
+    (:data:`CAP_CHECK_SWEEPS` ALS sweeps from ``network`` plus a small random slice), has a
+    lower ``criterion`` objective. Empty when every growth fits within the cap (the criterion
+    stopped the ranks) or none the cap refused would pay: a fit whose true ranks sit just
+    below the cap is not reported."""
     ranks = network.bonds
-    growable = [b for b, r in ranks.items() if r < max_ranks.get(b, r)]
-    if not growable:
-        return False
     dims = network.dims
-    return all(degrees_of_freedom(network.spec, {**dims, b: dims[b] + 1}) > max_dof for b in growable)
+    blocked = [b for b, r in ranks.items() if r < max_ranks.get(b, r)
+               and degrees_of_freedom(network.spec, {**dims, b: dims[b] + 1}) > max_dof]
+    paying = []
+    for bond in blocked:
+        fitted, sse = als(grow(network, bond, seed), data, sweeps=CAP_CHECK_SWEEPS)
+        if criterion.objective(sse, degrees_of_freedom(fitted.spec, fitted.dims)) < objective:
+            paying.append(bond)
+    return paying
 
 
-def capped_message(n_obs: int, max_dof: float, relative_error: float) -> str:
-    return (f"ranks capped by the number of observations: no bond can grow by one index without the network "
-            f"having more than {max_dof:g} degrees of freedom, the most a fit lets {n_obs:,} observed entries "
-            f"determine. The ranks were set by that limit, not chosen; the fit's relative error is "
-            f"{relative_error:.3g}. Larger ranks need more data.")
+def capped_message(bonds: Sequence[str], n_obs: int, max_dof: float, relative_error: float) -> str:
+    names = ", ".join(repr(b) for b in bonds)
+    return (f"ranks capped by the number of observations: one more index on bond{'s' if len(bonds) > 1 else ''} "
+            f"{names} would fit the data better by the criterion, but would give the network more than "
+            f"{max_dof:g} degrees of freedom, the most a fit lets {n_obs:,} observed entries determine. The ranks "
+            f"were set by that limit, not chosen; the fit's relative error is {relative_error:.3g}. Larger ranks "
+            f"need more data.")
