@@ -243,3 +243,24 @@ def test_tensorize_filters_and_formats():
     grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))
     with pytest.raises(ValueError, match="grouped"):  # named explicitly: refused, not skipped
         tnn.tensorize(grouped, ["0"])
+
+
+def test_tensorize_says_when_the_conversion_changes_the_function():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 64), nn.ReLU(),
+                          nn.Linear(64, 10))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = tnn.tensorize(model)  # random weights at most dense size: far from exact
+    changed = [str(w.message) for w in caught if "changed the weights" in str(w.message)]
+    assert len(changed) == 1 and "'3' by" in changed[0] and "rank='full'" in changed[0]
+    from tnmars.nn.budget import weight_error
+    for name in ("0", "3", "5"):
+        layer = small.get_submodule(name)
+        assert layer.conversion_error == pytest.approx(weight_error(model.get_submodule(name), layer) ** 0.5)
+        assert layer.conversion_error > 0.1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exact = tnn.tensorize(model, rank="full")
+    assert not [w for w in caught if "changed the weights" in str(w.message)]
+    assert all(exact.get_submodule(n).conversion_error < 1e-5 for n in ("0", "3", "5"))

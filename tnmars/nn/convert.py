@@ -37,6 +37,7 @@ True
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from math import prod
@@ -48,7 +49,7 @@ from torch import nn
 
 from .._checks import max_params
 from .base import warn_user
-from .budget import allocate_ranks
+from .budget import allocate_ranks, weight_error
 from .layers import (
     FORMATS,
     LowRankLinear,
@@ -73,6 +74,9 @@ CP_MAX_SWEEPS = 200
 CP_WORK = 5e10
 #: no ALS sweep whose intermediates would hold more than this many float64 numbers (memory)
 CP_MAX_ELEMENTS = 2e8
+#: relative weight error of a converted layer above which :func:`tensorize` warns that the model
+#: now computes another function (fine-tuning is then needed, not optional)
+CONVERSION_WARNING = 0.1
 #: seconds a CP fit (or :func:`tensorize`) runs before its progress bar shows: short ones stay quiet
 PROGRESS_DELAY = 1.0
 
@@ -687,6 +691,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     targets = [(name, module) for name, module in list(new.named_modules())
                if name and _wanted(name, module, filter, named)]
     skipped = []
+    errors: dict[str, float] = {}
     ranks = {}
     if budget is not None:
         ranks = _budget_ranks(targets, budget, lambda m, r: _convert(m, linear, conv, embedding, r, options, progress),
@@ -708,10 +713,18 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                 continue
             if replacement is None:
                 continue
+            errors[name] = replacement.conversion_error = math.sqrt(weight_error(module, replacement))
             parent_name, _, child = name.rpartition(".")
             setattr(new.get_submodule(parent_name) if parent_name else new, child, replacement)
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
+    changed = {name: e for name, e in errors.items() if e > CONVERSION_WARNING}
+    if changed:
+        warnings.warn(
+            "tensorize changed the weights of " + ", ".join(f"{n!r} by {e:.0%}" for n, e in changed.items())
+            + " (relative error of each layer's weight at its new ranks): the model no longer computes the same "
+            "function. Fine-tune it (MarsLoss) to recover, or give rank='full' for an exact conversion; each new "
+            "layer's error is in its conversion_error attribute", UserWarning, stacklevel=2)
     return new
 
 
