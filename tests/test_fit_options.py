@@ -157,3 +157,21 @@ def test_the_torch_backend_widens_dtypes_numpy_lacks():
     x = torch.tensor([1.5, -2.25], dtype=torch.bfloat16)
     out = get_backend("torch").to_numpy(x)
     assert out.dtype == np.float32 and out.tolist() == [1.5, -2.25]
+
+
+def test_a_ring_on_a_matrix_does_not_repeat_tensorlys_warning():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 3)) @ rng.standard_normal((3, 12))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tnmars.fit(x, "tr", seed=0, progress=False)
+    assert sorted(result.ranks) == [1, 3]
+    assert not [w for w in caught if "trivial case" in str(w.message)]
+
+
+def test_a_structure_search_of_zero_data_warns_once():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tnmars.search(np.zeros((4, 5, 6)), progress=False)
+    assert result.num_params == 0
+    assert len([w for w in caught if "all zero" in str(w.message)]) == 1

@@ -207,7 +207,7 @@ def search(
         runs.append(fit(data, template, observed=observed, prior="bic", prior_strength=prior_strength,
                         proposal=proposal, budget=budget, selection=SELECTION, seed=run_seed, backend=backend,
                         device=device, dtype=dtype, progress=progress, callback=callback))
-        if runs[-1].interrupted:
+        if runs[-1].interrupted or runs[-1].num_params == 0:  # zero data: another start gives the same zero
             break
     res = min(runs, key=lambda r: r.objective)
     res.settings["starts"] = [{"seed": r.settings["seed"], "objective": r.objective, "ranks": r.ranks,
