@@ -13,8 +13,8 @@ contracted ahead of time into two blocks, one per side of a cut through the netw
 Then ``y = ((x.view(b, I_L, I_R)^T @ A).view(b, I_R * S, O_L))^T @ B``: two matmuls of
 transposed views (no copy at batch 1) and one reshape. The blocks are core-sized (the cut is
 chosen by FLOPs and the blocks must stay far smaller than the dense weight); the layer
-rebuilds them when a parameter changes (version counters, as :class:`~tnmars.nn.program.Program`
-keeps its core products).
+rebuilds them when a parameter changes (version counters and the step count of
+:mod:`~tnmars.nn.kept`, as :class:`~tnmars.nn.program.Program` keeps its core products).
 
 >>> import torch, tnmars
 >>> net = tnmars.Network.tt_matrix((4, 7), (5, 5), 3, backend="torch", dtype="float32", seed=0)

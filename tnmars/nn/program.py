@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from ..contract import Plan
+from .kept import generation
 
 
 class Program:
@@ -112,7 +113,8 @@ class Program:
 
     def _run_kept(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         params = operands[:self.constants]
-        key = tuple((id(p), p._version, p.data_ptr(), p.dtype) for p in params)
+        # generation(): fused optimizer steps move no _version counter (:mod:`.kept`)
+        key = (generation(), *((id(p), p._version, p.data_ptr(), p.dtype) for p in params))
         kept = self._kept
         if kept is None or kept[0] != key:
             kept = self._kept = (key, {})

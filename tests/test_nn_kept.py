@@ -1,0 +1,75 @@
+"""What a layer keeps between inference calls is recomputed whenever its parameters change,
+including the changes PyTorch's version counter does not see (fused optimizer steps)."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import tnmars.nn as tnn
+from tnmars.nn.kept import generation
+
+LAYERS = {
+    "tt-linear": (lambda: tnn.TensorizedLinear(64, 64, rank=4), lambda: torch.randn(2, 64)),
+    "lowrank": (lambda: tnn.LowRankLinear(64, 64, rank=4), lambda: torch.randn(2, 64)),
+    "tucker2-conv": (lambda: tnn.Tucker2Conv2d(8, 16, 3, rank=4), lambda: torch.randn(2, 8, 6, 6)),
+    "tt-conv": (lambda: tnn.TensorizedConv2d(8, 16, 3, rank=4), lambda: torch.randn(2, 8, 6, 6)),
+    "embedding": (lambda: tnn.TensorizedEmbedding(100, 16, rank=4), lambda: torch.randint(0, 100, (2, 5))),
+}
+
+
+def _layer(kind):
+    make, data = LAYERS[kind]
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make(), data()
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("optimizer", ["mars-default", "fused-sgd", "default-adam"])
+def test_inference_after_training_steps_uses_the_new_parameters(kind, optimizer):
+    layer, x = _layer(kind)
+    layer.eval()
+    with torch.inference_mode():
+        layer(x)  # an evaluation before training fills what the layer keeps
+    loss_fn = tnn.MarsLoss(layer, num_train=100, criterion=lambda out, target: out.pow(2).mean())
+    if optimizer == "mars-default":  # fused Adam: moves no parameter's _version
+        opt = loss_fn.optimizer(lr=0.1)
+    elif optimizer == "fused-sgd":
+        opt = loss_fn.optimizer(torch.optim.SGD, lr=0.1, fused=True)
+    else:
+        opt = loss_fn.optimizer(lr=0.1, fused=False)
+    layer.train()
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(layer(x), None).backward()
+        opt.step()
+    layer.eval()
+    with torch.no_grad():
+        kept = layer(x)
+    fresh = layer(x).detach()  # with gradients nothing is kept
+    assert torch.equal(kept, fresh)
+
+
+def test_writes_through_data_need_invalidate_caches():
+    layer, x = _layer("tt-linear")
+    layer.eval()
+    with torch.no_grad():
+        before = layer(x)
+    for core in layer.cores:
+        core.data.mul_(2.0)  # hidden from the version counter
+    tnn.invalidate_caches()
+    with torch.no_grad():
+        after = layer(x)
+    assert torch.allclose(after - layer.bias, (before - layer.bias) * 2.0 ** len(layer.cores), rtol=1e-4, atol=1e-5)
+
+
+def test_every_optimizer_step_moves_the_generation():
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    for opt in (torch.optim.Adam([p], fused=True), torch.optim.SGD([p], lr=0.1), torch.optim.Adagrad([p])):
+        before = generation()
+        opt.step()
+        assert generation() == before + 1
