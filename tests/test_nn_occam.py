@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -294,3 +295,33 @@ def test_tt_layer_penalties_follow_the_structure_and_no_kept_index_pays_at_the_e
         assert b.rank_after == b.rank_before - len(b.closures) == layer.selected_ranks()[b.bond]
     # the bonds of a TT-matrix touch cores of different sizes: their indices cost different amounts
     assert len({round(b.penalty_before, 6) for b in report.bonds}) == 2
+
+
+def test_a_prune_that_costs_much_of_the_fit_warns():
+    # N = 60 and 74 parameters per index: the BIC charges 151 nats an index, more than the fit
+    # each index carries, and closes indices that hold most of the fit
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(tnn.LowRankLinear(64, 10, rank=6, bias=False, alpha=3.0))
+    X = torch.randn(60, 64)
+    with torch.no_grad():
+        model[0].cores[0].mul_(3.0)
+        y = model(X).argmax(1)
+    with pytest.warns(UserWarning, match="occam_prune raised the training nll"):
+        report = tnn.occam_prune(model, tnn.classification_nll(X, y), num_train=60)
+    assert (report.nll_after - report.nll_before) / 60 > 0.05
+
+
+def test_a_prune_that_keeps_the_fit_is_quiet():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(tnn.LowRankLinear(8, 3, rank=4, bias=False))
+    layer = model[0]
+    with torch.no_grad():
+        layer.masks.logits.fill_(3.0)
+        layer.cores[0][:, 1:] = 0.0  # only index 0 carries the weight
+        layer.cores[0].mul_(20.0)
+    X = torch.randn(500, 8)
+    y = (X @ layer.cores[0] @ layer.cores[1]).argmax(1).detach()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = tnn.occam_prune(model, tnn.classification_nll(X, y), num_train=500)
+    assert report.ranks_after == {"0": {"A": 1}}

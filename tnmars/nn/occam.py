@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..network import Network
-from .base import TensorizedLayer
+from .base import TensorizedLayer, warn_user
 from .masks import BondMasks
 from .training import mars_modules
 
@@ -204,6 +204,11 @@ def _call_nll(nll: Callable[[nn.Module], float], model: nn.Module) -> float:
         raise ValueError(f"nll(model) returned a non-finite value ({value}); occam_prune needs the finite summed "
                          "negative log-likelihood of the training set")
     return value
+
+
+#: rise of the summed training nll per example (nats) past which :func:`occam_prune` warns:
+#: 0.05 nats of cross-entropy per example is a visible loss of accuracy for a classifier
+LOUD_NLL_RISE = 0.05
 
 
 def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: float, *, strength: float = 1.0,
@@ -376,6 +381,14 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
             bonds.append(OccamBond(u.name, b, start_ranks[ui][b], ranks[b], start_pen[ui][b], pen_after[b],
                                    [c for c in closures if c.layer == u.name and c.bond == b],
                                    dict(last_deltas.get((ui, b), {})), dict((first_deltas or {}).get((ui, b), {}))))
+    rise = (nll_now - nll_before) / num_train
+    if rise > LOUD_NLL_RISE:
+        warn_user(f"occam_prune raised the training nll from {nll_before:.4g} to {nll_now:.4g} ({rise:.3g} nats per "
+                  f"example) by closing {len(closures)} indices: the BIC's penalty ({strength:g} x ln(N)/2 = "
+                  f"{bic_unit:.3g} nats per parameter, N = {num_train:g}) outweighed that much of the fit. A network's "
+                  "parameters are rarely all effective degrees of freedom, so on small data the BIC can cost a "
+                  "model most of its accuracy: check it, and use strength < 1 (or more data) if it fell. The "
+                  "closed indices' logits can be restored from a copy of the model taken before.")
     return OccamReport(num_train=num_train, strength=strength, nll_before=nll_before, nll_after=nll_now,
                        bic_before=bic_before, bic_after=nll_now + bic_unit * total_params(), evaluations=evaluations,
                        bonds=bonds, closures=closures, skipped=skipped, interrupted=interrupted)
