@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnmars
-from tnmars.nn import LowRankLinear, TensorizedLinear, base, fastpath
+from tnmars.nn import LowRankLinear, TensorizedLinear, Tucker2Conv2d, base, fastpath
 from tnmars.nn.fastpath import best_cut
 
 torch.set_num_threads(1)
@@ -208,3 +208,15 @@ def test_tucker2_conv_keeps_its_factored_kernels_without_gradients(mars):
         changed = layer(x)
     torch.testing.assert_close(changed, _reference(layer, x), atol=1e-5, rtol=1e-4)
     assert copy.deepcopy(layer)._frozen is None
+
+
+@pytest.mark.parametrize("mode", ["weight", "cores", "auto"])
+def test_tucker2_conv_runs_under_cpu_autocast_on_every_path(mode):
+    torch.manual_seed(0)
+    conv = Tucker2Conv2d(16, 32, 3, padding=1, rank=4, mode=mode)
+    x = torch.randn(2, 16, 8, 8)
+    want = conv(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = conv(x)  # the weight path mixed bfloat16 and float32 in its kernel's contraction
+    assert got.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), want, rtol=0.05, atol=0.05 * float(want.abs().max()))

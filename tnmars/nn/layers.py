@@ -36,6 +36,7 @@ from .base import (
     WEIGHT_PATH_ADVANTAGE,
     NetworkMatmul,
     TensorizedLayer,
+    _autocast,
     check_dtype,
     check_features,
     check_mode,
@@ -570,6 +571,10 @@ class Tucker2Conv2d(TensorizedLayer):
 
     def _kernel(self, cores: list[torch.Tensor]) -> torch.Tensor:
         plan = make_plan(tuple(self.spec.split("->")[0].split(",")), "oihw", tuple(tuple(c.shape) for c in cores))
+        if _autocast(cores[0]):  # the plan's tensordots would mix autocast's dtype with the cores'; the
+            # kernel is core-sized: built in the cores' dtype, and the convolution casts it as autocast says
+            with torch.autocast(cores[0].device.type, enabled=False):
+                return execute(plan, cores, _BE)
         return execute(plan, cores, _BE)
 
     def dense_weight(self) -> torch.Tensor:
