@@ -565,3 +565,32 @@ def test_optimizer_uses_the_fused_kernel_unless_the_user_chose_an_implementation
     before = model["phase"].weight.detach().clone()
     opt.step()
     assert not torch.equal(model["phase"].weight, before)
+
+
+class _Tied(nn.Module):
+    """One tensorized layer used twice (weight tying)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        shared = tnn.TensorizedLinear(64, 64, rank=4, alpha=0.5)
+        self.a, self.b = shared, shared
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.b(torch.relu(self.a(x))))
+
+
+def test_compress_and_load_compressed_keep_a_shared_layer_shared():
+    torch.manual_seed(0)
+    model = _Tied().eval()
+    with torch.no_grad():
+        model.a.masks.logits[:3] = -2.0  # close a few indices so that compression changes the shapes
+    small = tnn.compress(model)
+    assert small.a is small.b
+    x = torch.randn(5, 64)
+    assert torch.allclose(small(x), model(x), atol=1e-6)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    assert [row.name for row in tnn.summary(small).layers] == ["a"]
+    loaded = tnn.load_compressed(_Tied(), small.state_dict()).eval()
+    assert loaded.a is loaded.b
+    assert torch.allclose(loaded(x), small(x), atol=1e-6)
