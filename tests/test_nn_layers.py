@@ -605,3 +605,15 @@ def test_programs_compute_what_the_generic_executor_computes(net, batch, grad):
         with torch.no_grad():
             cores[0].add_(1.0)
             torch.testing.assert_close(program(cores + [data]).reshape(want.shape), execute(plan, cores + [x], be))
+
+
+@pytest.mark.parametrize("shape", [(512, 10), (10, 512), (64, 64), (3, 2), (800, 500)])
+def test_a_default_low_rank_layer_is_never_larger_than_the_dense_one(shape):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the size warning would be an error
+        layer = LowRankLinear(*shape)
+    (rank,) = layer.max_ranks.values()
+    assert layer.num_params <= layer.dense_size
+    assert rank == min(32, max(1, shape[0] * shape[1] // (shape[0] + shape[1])))
+    with pytest.warns(UserWarning, match="more than the dense"):
+        LowRankLinear(512, 10, rank=32)  # a rank the caller gives is kept, with the warning

@@ -401,23 +401,35 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
                 f"out_shape={self.out_shape}, {self.extra_mars_repr()}, bias={self.bias is not None}")
 
 
+#: the default rank of a :class:`LowRankLinear` whose dense layer can afford it
+DEFAULT_LOWRANK = 32
+
+
 class LowRankLinear(_LinearForward, TensorizedLayer):
     """``y = x @ U @ V + b`` with ``U`` (``in x r``) and ``V`` (``r x out``): one bond, one mask.
 
     Initialised like the MARS reference ``FactorizedLinear`` (PyTorch's default
-    kaiming-uniform bounds ``1/sqrt(fan_in)`` on both factors and the bias).
+    kaiming-uniform bounds ``1/sqrt(fan_in)`` on both factors and the bias). ``rank=None``
+    (default): :data:`DEFAULT_LOWRANK` or, where that would make the layer larger than the
+    dense one, the largest rank that does not (9 for 512 x 10); a rank given larger than
+    that is kept, with a warning.
 
     >>> layer = LowRankLinear(800, 500, rank=100)
     >>> layer.num_params, layer.dense_size
     (130000, 400000)
+    >>> LowRankLinear(512, 10).max_ranks, LowRankLinear(256, 256).max_ranks
+    ({'A': 9}, {'A': 32})
     """
 
-    def __init__(self, in_features: int, out_features: int, rank: int = 32, *, bias: bool = True,
+    def __init__(self, in_features: int, out_features: int, rank: int | None = None, *, bias: bool = True,
                  mars: bool | str = True, pi: float = 1e-2, alpha: float = 3.0, temperature: float = 0.1,
                  min_rank: int = 1, mode: str = "auto", dtype: torch.dtype | None = None,
                  device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
+        if rank is None:  # at most the dense layer's parameters: in * out >= r * (in + out)
+            n_in, n_out = self.in_features, self.out_features
+            rank = max(1, min(DEFAULT_LOWRANK, n_in * n_out // (n_in + n_out)))
         _check_rank(rank)
         if not isinstance(rank, (int, np.integer)):
             raise TypeError(f"LowRankLinear has one bond: rank must be an int; got {rank!r}")
