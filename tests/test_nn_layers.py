@@ -617,3 +617,14 @@ def test_a_default_low_rank_layer_is_never_larger_than_the_dense_one(shape):
     assert rank == min(32, max(1, shape[0] * shape[1] // (shape[0] + shape[1])))
     with pytest.warns(UserWarning, match="more than the dense"):
         LowRankLinear(512, 10, rank=32)  # a rank the caller gives is kept, with the warning
+
+
+def test_default_ranks_are_clipped_quietly_and_given_ranks_loudly():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer = TensorizedLinear(128, 10)  # the default rank 8 does not fit every bond: not the caller's doing
+        TensorizedConv2d(16, 32, 3)
+        TensorizedEmbedding(1000, 64)
+    with pytest.warns(UserWarning, match="clipped to the feasible"):
+        given = TensorizedLinear(128, 10, rank=8)
+    assert layer.max_ranks == given.max_ranks

@@ -142,6 +142,22 @@ def _per(rank: Any, count: int) -> tuple[int, ...]:
     return rank
 
 
+#: the starting rank of every bond of a matrix layer built without ``rank`` (clipped without a
+#: warning to what each bond can use: the caller did not ask for it)
+DEFAULT_MATRIX_RANK = 8
+
+
+def _default_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], rank: Any, **kwargs: Any
+                     ) -> Network:
+    """:func:`matrix_network` at ``rank``, or at :data:`DEFAULT_MATRIX_RANK` for ``rank=None``,
+    whose clipping to the feasible ranks is then silent."""
+    if rank is not None:
+        return matrix_network(fmt, in_shape, out_shape, rank, **kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*clipped to the feasible")
+        return matrix_network(fmt, in_shape, out_shape, DEFAULT_MATRIX_RANK, **kwargs)
+
+
 def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], rank: Any, *,
                    scale: float = 1.0, seed: int | None = None, dtype: str = "float32",
                    device: str | None = None) -> Network:
@@ -262,12 +278,13 @@ class _MatrixLayer(TensorizedLayer):
         else:
             if format not in FORMATS:
                 raise ValueError(f"unknown format {format!r}; use one of {FORMATS} or pass a tnmars.Network")
-            _check_rank(rank)
+            if rank is not None:
+                _check_rank(rank)
             in_shape = _check_shape(in_shape, n_rows, "in_shape", rows_name)
             out_shape = _check_shape(out_shape, n_cols, "out_shape", cols_name)
             in_shape, out_shape = default_shapes(in_shape, out_shape)
-            network = matrix_network(format, in_shape, out_shape, rank, scale=glorot_std(n_rows, n_cols),
-                                     seed=torch_seed(), dtype=dtype, device=dev)
+            network = _default_network(format, in_shape, out_shape, rank, scale=glorot_std(n_rows, n_cols),
+                                       seed=torch_seed(), dtype=dtype, device=dev)
             n_in = len(in_shape)
             self.format = format
         self._n_in = n_in
@@ -319,7 +336,9 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
         :func:`matrix_network`), or a :class:`tnmars.Network` whose open modes are input
         modes followed by output modes (its cores are used as the initial values).
     rank:
-        An int (every bond) or one value per bond.
+        An int (every bond) or one value per bond. ``None`` (default): :data:`DEFAULT_MATRIX_RANK`
+        on every bond, clipped without a warning to what each bond can use (a rank you give
+        and the layer cannot use is clipped with one).
     in_shape, out_shape:
         Factorizations of the feature sizes (same length ``d``). When missing, both are
         :func:`factorize` d (default ``d = 3``, or ``len`` of the shape given).
@@ -346,7 +365,7 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
     (240, 128)
     """
 
-    def __init__(self, in_features: int, out_features: int, format: str | Network = "tt", rank: Any = 8,
+    def __init__(self, in_features: int, out_features: int, format: str | Network = "tt", rank: Any = None,
                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
                  d: int | None = None, bias: bool = True, mars: bool | str = True, pi: float = 1e-2,
                  alpha: float = 3.0, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
@@ -673,7 +692,7 @@ class TensorizedConv2d(_MatrixLayer):
     ((9, 4, 4), (1, 4, 8))
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 8,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = None,
                  in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
                  format: str | Network = "tt", d: int = 3, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                  bias: bool = True, mars: bool | str = True, pi: float = 1e-2,
@@ -768,7 +787,7 @@ class TensorizedEmbedding(TensorizedLayer):
     torch.Size([2, 2, 64])
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, format: str | Network = "tt", rank: Any = 8,
+    def __init__(self, num_embeddings: int, embedding_dim: int, format: str | Network = "tt", rank: Any = None,
                  voc_shape: Sequence[int] | None = None, emb_shape: Sequence[int] | None = None, *, d: int = 3,
                  padding_idx: int | None = None, mars: bool | str = True, pi: float = 1e-2,
                  alpha: float = 3.0, temperature: float = 0.1, min_rank: int = 1, mode: str = "auto",
@@ -793,7 +812,8 @@ class TensorizedEmbedding(TensorizedLayer):
         else:
             if format not in FORMATS:
                 raise ValueError(f"unknown format {format!r}; use one of {FORMATS} or pass a tnmars.Network")
-            _check_rank(rank)
+            if rank is not None:
+                _check_rank(rank)
             if voc_shape is not None:
                 voc_shape = tuple(int(v) for v in voc_shape)
                 if any(v < 1 for v in voc_shape) or prod(voc_shape) < num_embeddings:
@@ -803,8 +823,9 @@ class TensorizedEmbedding(TensorizedLayer):
             nd = len(voc_shape) if voc_shape else len(emb_shape) if emb_shape else d
             voc_shape = voc_shape or suggest_shape(num_embeddings, nd)
             emb_shape = emb_shape or factorize(embedding_dim, nd)
-            network = matrix_network(format, voc_shape, emb_shape, rank, scale=glorot_std(num_embeddings, embedding_dim),
-                                     seed=torch_seed(), dtype=dt, device=dev)
+            network = _default_network(format, voc_shape, emb_shape, rank,
+                                       scale=glorot_std(num_embeddings, embedding_dim), seed=torch_seed(), dtype=dt,
+                                       device=dev)
             n_in = len(voc_shape)
             self.format = format
         self._n_in = n_in
