@@ -142,8 +142,12 @@ def test_temperature_schedules_and_setters():
         set_pi(model, 0.0)
     with pytest.raises(ValueError, match="temperature"):
         set_temperature(model, -1.0)
-    with pytest.raises(ValueError, match="num_train"):
-        MarsLoss(model, 0)
+    for bad in (0, 2.5, float("nan"), True, "100"):  # a fraction or NaN would silently rescale the prior
+        with pytest.raises(ValueError, match="num_train"):
+            MarsLoss(model, bad)
+        with pytest.raises(ValueError, match="num_train"):
+            tnn.mars_penalty(model, bad)
+    assert MarsLoss(model, 100.0).num_train == 100
 
 
 def test_compress_a_mixed_model_keeps_eval_outputs():

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,12 +132,19 @@ def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
     return total
 
 
+def check_num_train(num_train: Any) -> int:
+    """``N``, the number of training examples, as an int >= 1: a whole number (``60000`` or
+    ``60000.0``), not a fraction, NaN or a bool, which would silently rescale the prior."""
+    if isinstance(num_train, bool) or not isinstance(num_train, numbers.Real) or not math.isfinite(num_train) \
+            or num_train != int(num_train) or num_train < 1:
+        raise ValueError(f"num_train (the number of training examples N) must be a whole number >= 1; "
+                         f"got {num_train!r}")
+    return int(num_train)
+
+
 def mars_penalty(model: nn.Module, num_train: int) -> torch.Tensor:
     """``-log_prior(model) / num_train``: the term MARS adds to a mean data loss."""
-    num_train = int(num_train)
-    if num_train < 1:
-        raise ValueError(f"num_train (the number of training examples N) must be >= 1; got {num_train}")
-    return log_prior(model, scale=-1.0 / num_train)
+    return log_prior(model, scale=-1.0 / check_num_train(num_train))
 
 
 #: optimizers whose ``weight_decay`` adds ``weight_decay * p`` to the gradient (the gradient of
@@ -164,8 +172,7 @@ class MarsLoss(nn.Module):
 
     def __init__(self, model: nn.Module, num_train: int, criterion: Callable[..., torch.Tensor] | None = None) -> None:
         super().__init__()
-        if int(num_train) < 1:
-            raise ValueError(f"num_train (the number of training examples N) must be >= 1; got {num_train}")
+        num_train = check_num_train(num_train)
         object.__setattr__(self, "_model", model)  # a reference, not a submodule (no duplicated state)
         # the modules are listed once, as an optimizer lists its parameters: walking the module
         # tree every step costs more than the prior's arithmetic. Kept: those that are or can
