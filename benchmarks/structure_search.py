@@ -607,7 +607,8 @@ def image_tables(rows: list[dict]) -> str:
                    " ".join(f"{i}{j}:{q}" for i, j, q in r["ranks"]) if r["method"] == "sweep fctn"
                    else ",".join(map(str, r["ranks"])),
                    f"{r['seconds']:.0f}" + (" (stopped unfinished: the best network so far)" if r.get("interrupted") else "")]
-                  for r in rows if r["method"].startswith("sweep")]
+                  for r in sorted((r for r in rows if r["method"].startswith("sweep")),
+                                  key=lambda r: (list(IMAGE_BUDGETS).index(r["method"].split()[1]), r["budget"]))]
     # the same budget for every network: what each reaches with at most that many parameters
     at = {(r["method"].split()[1], r["budget"]): r for r in rows if r["method"].startswith("sweep")}
     shared = sorted(b for (m, b) in at if m == "fctn")
