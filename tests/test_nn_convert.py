@@ -264,3 +264,24 @@ def test_tensorize_says_when_the_conversion_changes_the_function():
         exact = tnn.tensorize(model, rank="full")
     assert not [w for w in caught if "changed the weights" in str(w.message)]
     assert all(exact.get_submodule(n).conversion_error < 1e-5 for n in ("0", "3", "5"))
+
+
+def test_tensorize_keeps_a_shared_layer_shared():
+    torch.manual_seed(0)
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            shared = nn.Linear(64, 64)
+            self.a, self.b = shared, shared
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.a(x)))
+
+    model = Tied()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank='full' is larger than the dense layer
+        small = tnn.tensorize(model, rank="full").eval()
+    assert isinstance(small.b, TensorizedLinear) and small.a is small.b
+    x = torch.randn(3, 64)
+    assert torch.allclose(small(x), model(x), atol=1e-5)

@@ -25,7 +25,7 @@ import math
 import sys
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from math import prod
 from typing import Any
 
@@ -64,6 +64,25 @@ def _free_letter(terms: Sequence[str]) -> str:
         if c not in used:
             return c
     raise ValueError("the network uses all 52 index letters; no letter is left for the batch index")
+
+
+def replace_modules(model: nn.Module, replace: Callable[[str, nn.Module], nn.Module | None]) -> None:
+    """Put ``replace(name, module)`` in place of the submodules of ``model`` it returns a module
+    for (``None``: keep it). ``replace`` is asked once per module object, under its first name; a
+    module held under several names (weight tying) gets the one new module under all of them, so
+    the model stays tied (``named_modules()`` lists a shared module once, and replacing only that
+    name would leave the other holding the old module)."""
+    done: dict[int, nn.Module | None] = {}
+    replaced: list[str] = []  # names whose module was replaced: their submodules are gone with it
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        if not name or any(name.startswith(r + ".") for r in replaced):
+            continue
+        if id(module) not in done:
+            done[id(module)] = replace(name, module)
+        if done[id(module)] is not None:
+            replaced.append(name)
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, done[id(module)])
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from .._checks import max_params
-from .base import warn_user
+from .base import replace_modules, warn_user
 from .budget import allocate_ranks, weight_error
 from .layers import (
     FORMATS,
@@ -692,6 +692,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                if name and _wanted(name, module, filter, named)]
     skipped = []
     errors: dict[str, float] = {}
+    converted: dict[int, nn.Module] = {}
     ranks = {}
     if budget is not None:
         ranks = _budget_ranks(targets, budget, lambda m, r: _convert(m, linear, conv, embedding, r, options, progress),
@@ -714,8 +715,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             if replacement is None:
                 continue
             errors[name] = replacement.conversion_error = math.sqrt(weight_error(module, replacement))
-            parent_name, _, child = name.rpartition(".")
-            setattr(new.get_submodule(parent_name) if parent_name else new, child, replacement)
+            converted[id(module)] = replacement
+    # under every name of each converted module: a layer shared by two names stays shared
+    replace_modules(new, lambda name, m: converted.get(id(m)))
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
     changed = {name: e for name, e in errors.items() if e > CONVERSION_WARNING}

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .. import masks as mars
-from .base import TensorizedLayer, core_list
+from .base import TensorizedLayer, core_list, replace_modules
 from .masks import BondMasks, joint_log_prior
 
 
@@ -389,23 +389,9 @@ def compress(model: nn.Module) -> nn.Module:
     if isinstance(model, TensorizedLayer):
         return model.compressed()
     new = copy.deepcopy(model)
-    _replace_layers(new, lambda name, layer: layer.compressed() if layer.masks is not None else None)
+    replace_modules(new, lambda name, m: m.compressed() if isinstance(m, TensorizedLayer) and m.masks is not None
+                    else None)
     return new
-
-
-def _replace_layers(model: nn.Module, replace: Callable[[str, TensorizedLayer], nn.Module | None]) -> None:
-    """Put ``replace(name, layer)`` in place of every tensorized layer of ``model`` (``None``:
-    keep it). A layer held under several names (weight tying) is replaced once, by one new
-    module under all of them, so the copy stays tied."""
-    done: dict[int, nn.Module | None] = {}
-    for name, layer in list(model.named_modules(remove_duplicate=False)):
-        if not name or not isinstance(layer, TensorizedLayer):
-            continue
-        if id(layer) not in done:
-            done[id(layer)] = replace(name, layer)
-        if done[id(layer)] is not None:
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, done[id(layer)])
 
 
 def load_compressed(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True) -> nn.Module:
@@ -428,7 +414,7 @@ def load_compressed(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     if isinstance(model, TensorizedLayer):
         return _loaded(_recut(copy.deepcopy(model), "", state_dict), state_dict, strict)
     new = copy.deepcopy(model)
-    _replace_layers(new, lambda name, layer: _recut(layer, name + ".", state_dict))
+    replace_modules(new, lambda name, m: _recut(m, name + ".", state_dict) if isinstance(m, TensorizedLayer) else None)
     return _loaded(new, state_dict, strict)
 
 
