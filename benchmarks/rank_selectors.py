@@ -20,6 +20,7 @@ Usage:
   python benchmarks/rank_selectors.py --family tucker --quick # one seed, two noise levels
   python benchmarks/rank_selectors.py --report                # rebuild the tables from the saved rows
   python benchmarks/rank_selectors.py --speed                 # the time and memory section
+  python benchmarks/rank_selectors.py --family tt --snr none  # only the noiseless cases
 
 Rows are saved to benchmarks/results/rank_selectors_rows.json; the tables to rank_selectors.md.
 """
@@ -386,6 +387,14 @@ def speed_section(repeats: int = 3) -> str:
 
 
 # ------------------------------------------------------------------------------ main
+def _snr_value(text: str) -> int | None:
+    """A ``--snr`` entry: ``none`` (noiseless) or one of the suite's dB values."""
+    value = None if text.strip().lower() == "none" else int(text)
+    if value not in SNRS:
+        raise SystemExit(f"--snr: {text!r} is not one of the suite's levels {['none' if v is None else v for v in SNRS]}")
+    return value
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", default="all", help="a family name, a comma list, or all")
@@ -394,7 +403,10 @@ def main(argv=None) -> None:
     ap.add_argument("--report", action="store_true", help="rebuild the tables from the saved rows")
     ap.add_argument("--speed", action="store_true", help="run the time and memory section too")
     ap.add_argument("--no-paper", action="store_true", help="skip the prior='bernoulli' rows")
+    ap.add_argument("--snr", default=None, help="noise levels to run, a comma list of dB values and 'none' "
+                    "(noiseless); default all")
     args = ap.parse_args(argv)
+    chosen_snrs = None if args.snr is None else tuple(_snr_value(v) for v in args.snr.split(","))
     families = FAMILIES if args.family == "all" else tuple(args.family.split(","))
     saved = json.loads(ROWS.read_text()) if ROWS.exists() else {"rows": [], "speed": None, "commands": []}
     rows = saved["rows"]
@@ -406,6 +418,8 @@ def main(argv=None) -> None:
                 continue
             seeds = SEEDS[case.split][:1] if args.quick else SEEDS[case.split]
             snrs = (None, 20) if args.quick else SNRS
+            if chosen_snrs is not None:
+                snrs = tuple(v for v in snrs if v in chosen_snrs)
             rows = [r for r in rows if not (r["case"] == case.name and r["seed"] in seeds and r["snr"] in snrs)]
             for seed in seeds:
                 for snr in snrs:

@@ -70,10 +70,7 @@ def test_every_core_update_is_the_exact_least_squares_solution(data):
             core, sse = full.solve_full(cores)
             got = np.sum((E @ core.ravel() - y.ravel()) ** 2)
             assert got == pytest.approx(best, rel=1e-7, abs=1e-9)
-            # the SSE from the normal equations, ||y||^2 - 2 <g, E^T y> + <g, E^T E g>, cancels to its
-            # rounding near an exact fit: up to about 1e-8 of ||y||^2 on an ill-conditioned Gram (a
-            # drawn case: 3.6e-8 where the fit's error is 3e-16, ||y||^2 = 24)
-            assert sse == pytest.approx(got, rel=1e-6, abs=1e-7 * max(1.0, float(np.sum(y**2))))
+            assert sse == pytest.approx(got, rel=1e-6, abs=1e-9)
         if observed.any() and not observed.all():
             masked = _CoreSolver(net.inputs, net.output, layout, FitData.from_arrays(y, observed))
             w = observed.ravel()
@@ -92,6 +89,27 @@ def test_every_core_update_is_the_exact_least_squares_solution(data):
                 lam = 0.0
             assert best_w - 1e-8 <= got <= best_w * (1 + 1e-6) + 1e-8 + lam * float(x_star @ x_star)
             assert sse == pytest.approx(got, rel=1e-6, abs=1e-8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_exact_solve_reports_the_sse_of_an_exact_fit_as_rounding(data):
+    """On data the network represents exactly, every exact core update's SSE is rounding. The
+    normal-equation formula ``||y||^2 - 2 <g, E^T y> + <g, E^T E g>`` cancels only to about 1e-8
+    of ``||y||^2`` (a drawn case gave 3.6e-8 at ``||y||^2 = 24`` for a fit exact to 3e-16), as
+    large as the criterion's MSE floor; the solver measures the residual there instead."""
+    net = data.draw(networks(max_cores=5, max_dim=3, max_rank=3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    truth = [rng.standard_normal(np.shape(c)) for c in net.cores]
+    y = np.einsum(net.spec, *truth)
+    sq_norm = float(np.sum(y**2))
+    for layout in pieces_without(net.inputs, net.output):
+        if not layout.separable:
+            continue
+        cores = list(truth)
+        cores[layout.core] = rng.standard_normal(np.shape(truth[layout.core]))
+        _, sse = _CoreSolver(net.inputs, net.output, layout, FitData.from_arrays(y)).solve_full(cores)
+        assert sse <= 1e-20 * sq_norm + 1e-24
 
 
 @pytest.mark.parametrize("make", [

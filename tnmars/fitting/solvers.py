@@ -52,6 +52,9 @@ MAX_GRAM = 1024
 #: relative ridge of the masked normal equations (times the largest eigenvalue of their
 #: preconditioner): keeps CG's iterates bounded where few entries are observed
 RIDGE = 1e-12
+#: below this share of ``||y||^2`` the exact solve measures its SSE from the residual instead of
+#: ``||y||^2 - 2 <g, E^T y> + <g, E^T E g>``, whose cancellation leaves about 1e-8 of ``||y||^2``
+NEAR_EXACT = 1e-6
 
 
 @dataclass
@@ -294,6 +297,11 @@ class _CoreSolver:
         g = z * _pinv(spec, xp)
         sse = self.data.sq_norm - 2.0 * float(xp.vdot(g, z)) + float(xp.vdot(g * g, spec * xp.ones_like(g)))
         core = self._from_kron(self._rotate(g, eigs, transpose=False), shape)
+        if sse < NEAR_EXACT * self.data.sq_norm:
+            # the formula cancels to its rounding (about 1e-8 of ||y||^2) near an exact fit, where the
+            # criterion compares candidates by log(SSE): measure the residual instead (one contraction)
+            residual = self.data.y - self._forward(cores, core)
+            sse = float(xp.vdot(residual, residual))
         return core, max(sse, 0.0)
 
     def _forward(self, cores: list[Any], core: Any) -> Any:
