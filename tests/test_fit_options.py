@@ -131,10 +131,20 @@ def test_half_precision_numpy_data_are_fitted_in_float32():
     half = TUCKER.astype(np.float16)
     res = quiet_fit(half, "tucker", max_rank=5)
     assert res.network.dtype == "float32" and res.settings["dtype"] == "float32"
-    ref = quiet_fit(half.astype(np.float32), "tucker", max_rank=5)
-    assert res.ranks == ref.ranks
-    assert res.relative_error == pytest.approx(ref.relative_error, rel=1e-6)
+    assert res.ranks == (2, 3, 4) and res.relative_error < 1e-3
     assert quiet_fit(half, "tucker", max_rank=5, dtype="float64").network.dtype == "float64"
+
+
+@pytest.mark.parametrize("fmt, ranks, expected", [("tucker", (1, 1, 1), (1, 1, 1)), ("tucker", (2, 3, 4), (2, 3, 4)),
+                                                  ("cp", 3, (3,))])
+def test_half_precision_rounding_is_not_taken_for_structure(fmt, ranks, expected):
+    """Rounding to float16 leaves an error of about 1e-4 of the values, above the criterion's
+    1e-8 MSE floor and shaped by the values: a rank-1 Tucker tensor of 12x10x9 stored in float16
+    selected (4, 4, 4), and every case here selected larger ranks. The floor is now the storage's
+    unit roundoff squared; the same values handed over in float32 keep the 1e-8 floor."""
+    truth = np.asarray(getattr(tnmars.Network, fmt)((8, 9, 10), ranks, seed=1).to_tensor())
+    res = quiet_fit(truth.astype(np.float16), fmt, max_rank=5)
+    assert res.ranks == expected and res.relative_error < 1e-3
 
 
 @pytest.mark.parametrize("name", ["bfloat16", "float16"])
@@ -145,9 +155,7 @@ def test_half_precision_torch_data_are_fitted_in_float32(name):
     res = quiet_fit(x, "tucker", max_rank=5)
     assert res.network.backend == "torch" and res.network.dtype == "float32"
     assert res.settings["dtype"] == "float32" and res.relative_error < 1e-2  # bfloat16 keeps ~3 digits
-    ref = quiet_fit(x.float(), "tucker", max_rank=5)  # the same values, given in float32
-    assert res.ranks == ref.ranks
-    assert res.relative_error == pytest.approx(ref.relative_error, rel=1e-6)
+    assert res.ranks == (2, 3, 4)  # its rounding is not fitted as structure (the storage floor)
 
 
 def test_the_torch_backend_widens_dtypes_numpy_lacks():

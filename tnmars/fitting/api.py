@@ -23,7 +23,7 @@ from .._checks import dtype_name, positive_int, warn
 from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
 from ..spec import parse_spec
 from .budget import descend_to_params, describe, describe_floors, max_params, smallest_params
-from .criterion import MAX_DOF_SHARE, Occam
+from .criterion import MAX_DOF_SHARE, MSE_FLOOR, Occam
 from .data import Prepared, prepare
 from .diagnostics import EXACT_FIT_ERROR, capped_by_observations, capped_message, completion_diagnostics
 from .graph import degrees_of_freedom, feasible_ranks
@@ -124,6 +124,8 @@ def fit(
         fitted and returned in float32 (half precision would overflow the least-squares
         steps; float32 holds their values exactly), and any other data float64. The
         selection's least-squares refits run in float64 on NumPy (CuPy for CuPy data).
+        For half precision data the criterion counts every fit within the storage's
+        rounding (:func:`storage_floor`) as exact: the rounding is not structure to select.
     progress: a bar per phase (relaxation, selection, polish); ``None``: on unless
         ``TQDM_DISABLE`` is set. callback: ``callback(step, info)`` for every record of every
         phase (``info``: phase, ranks, loss or objective); returning True stops the fit and
@@ -170,7 +172,7 @@ def fit(
             raise ValueError("prior='bernoulli' starts from its own relaxation; a Network proposal needs prior='bic'")
         warm = _warm_start(warm, template, prep.scale)
     reporter = Reporter(progress, callback)
-    crit = Occam(prep.data.n_obs, strength)
+    crit = Occam(prep.data.n_obs, strength, storage_floor(data))
     relaxed: RelaxationResult | None = None
     search: RankSearch | None = None
     with _threads(prep, template, device), contextlib.closing(reporter):
@@ -566,6 +568,28 @@ def _fit_dtype(dtype: Any, data: Any) -> str | None:
     except (AttributeError, TypeError):  # lists, or a dtype NumPy cannot name: prepare decides
         return None
     return "float32" if data_dtype in HALF_DTYPES else None
+
+
+#: unit roundoff (half the machine epsilon) of the half precision storage types
+_HALF_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+def storage_floor(data: Any) -> float:
+    """The criterion's MSE floor (data at unit mean square) for data stored as ``data`` is:
+    :data:`~tnmars.fitting.criterion.MSE_FLOOR`, or the square of a half precision type's unit
+    roundoff (2.4e-7 for float16, 1.5e-5 for bfloat16). Rounding to half precision leaves an
+    error of about 1e-4 of the values, structured by the values themselves, which larger
+    networks fit ever better: under the 1e-8 floor a rank-1 tensor stored in float16 selected
+    ranks (4, 4, 4). Nothing below the storage's precision is signal.
+
+    >>> storage_floor(np.zeros(3, dtype=np.float16)) > storage_floor(np.zeros(3))
+    True
+    """
+    try:
+        name = dtype_name(data.dtype)
+    except (AttributeError, TypeError):
+        return MSE_FLOOR
+    return max(MSE_FLOOR, _HALF_ROUNDOFF.get(name, 0.0) ** 2)
 
 
 def _seed(seed: Any) -> int | None:
