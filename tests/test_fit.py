@@ -447,3 +447,14 @@ def test_peak_memory_of_a_fit_stays_within_three_times_the_data(fmt):
     finally:
         tracemalloc.stop()
     assert peak / x.nbytes <= 3.0
+
+
+def test_a_structure_search_names_itself_and_its_start_on_the_bars(capsys):
+    """tnmars.search ran its starts through tnmars.fit, whose bars said 'tnmars.fit'."""
+    ring = tnmars.Network.tr((4, 5, 3), (2, 2, 2), seed=0).to_tensor()
+    tnmars.search(ring, max_rank=2, starts=2, seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert "tnmars.search, start 1/2 [selection]" in err and "tnmars.search, start 2/2" in err
+    assert "tnmars.fit [" not in err
+    tnmars.fit(GOOD, "tucker", max_rank=3, seed=0, progress=True)  # the label does not outlive the search
+    assert "tnmars.fit [selection]" in capsys.readouterr().err

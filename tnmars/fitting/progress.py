@@ -6,15 +6,32 @@ one :class:`Reporter`, so no phase runs silently. Bars follow tqdm's conventions
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Reporter", "progress_enabled"]
+__all__ = ["Reporter", "labelled", "progress_enabled"]
 
 log = logging.getLogger("tnmars.fit")
+
+#: the name bars and log lines give the running call: a function that runs fits (``tnmars.search``,
+#: once per start) names them after itself through :func:`labelled`
+_label: contextvars.ContextVar[str] = contextvars.ContextVar("tnmars_progress_label", default="tnmars.fit")
+
+
+@contextlib.contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """Within the block, fits report as ``label`` (``"tnmars.search, start 2/3"``) instead of
+    ``tnmars.fit``: the bar a user sees names the function they called."""
+    token = _label.set(label)
+    try:
+        yield
+    finally:
+        _label.reset(token)
 
 #: what a bar shows of a step's information, in this order
 SHOWN = ("loss", "objective", "ranks", "move", "best_error", "refit")
@@ -43,19 +60,20 @@ class Reporter:
         self.stopped = False
         self._bar = None
         self.phase = ""
+        self.label = _label.get()
         self._shown: dict[str, str] = {}
         self._noted = 0.0
 
     def start(self, phase: str, total: int | None = None, note: str = "") -> None:
         self.close()
         self.phase = phase
-        log.info("tnmars.fit: %s%s", phase, f" ({note})" if note else "")
+        log.info("%s: %s%s", self.label, phase, f" ({note})" if note else "")
         if self.enabled:
             from tqdm.auto import tqdm
 
             # disable=False: the caller decided (``progress=True`` wins over TQDM_DISABLE, which
             # tqdm reads once, at its import, as the default of every bar)
-            self._bar = tqdm(total=total, desc=f"tnmars.fit [{phase}]", leave=False, disable=False,
+            self._bar = tqdm(total=total, desc=f"{self.label} [{phase}]", leave=False, disable=False,
                              unit="step" if total else "fit")
 
     def record(self, info: dict[str, Any], advance: int = 1) -> bool:
@@ -75,7 +93,7 @@ class Reporter:
         """Show work in progress between two steps (a long refit's sweeps) on the bar, from
         :data:`NOTE_INTERVAL` seconds after the last step and at most once per that interval;
         not a step (no callback, no count)."""
-        log.debug("tnmars.fit: %s %s", self.phase, info)
+        log.debug("%s: %s %s", self.label, self.phase, info)
         if self._bar is None:
             return
         now = time.monotonic()

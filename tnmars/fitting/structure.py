@@ -34,6 +34,7 @@ from .._checks import positive_int
 from ..network import Network
 from .api import fit
 from .graph import feasible_ranks
+from .progress import labelled
 from .result import FitResult
 
 __all__ = ["search", "StructureResult", "fctn_spec", "topology_name"]
@@ -202,11 +203,12 @@ def search(
     starts = positive_int(starts, "starts")
     rng = np.random.default_rng(seed)
     runs = []
-    for _ in range(starts):
+    for i in range(starts):
         run_seed = int(rng.integers(2**31 - 1))
-        runs.append(fit(data, template, observed=observed, prior="bic", prior_strength=prior_strength,
-                        proposal=proposal, budget=budget, selection=SELECTION, seed=run_seed, backend=backend,
-                        device=device, dtype=dtype, progress=progress, callback=callback))
+        with labelled(f"tnmars.search, start {i + 1}/{starts}"):
+            runs.append(fit(data, template, observed=observed, prior="bic", prior_strength=prior_strength,
+                            proposal=proposal, budget=budget, selection=SELECTION, seed=run_seed, backend=backend,
+                            device=device, dtype=dtype, progress=progress, callback=callback))
         if runs[-1].interrupted or runs[-1].num_params == 0:  # zero data: another start gives the same zero
             break
     res = min(runs, key=lambda r: r.objective)
