@@ -78,7 +78,7 @@ def test_eval_output_equals_compressed_copy(name):
     small = layer.compressed()
     x = _input(layer)
     assert small.masks is None and not small.mars
-    assert small.max_ranks == layer.selected_ranks()
+    assert small.max_ranks == layer.selected_ranks() == layer.ranks == small.ranks
     assert small.num_params == layer.num_params_at(layer.selected_ranks()) <= layer.num_params
     torch.testing.assert_close(small(x), layer(x), rtol=1e-5, atol=1e-5)
     # the original is untouched

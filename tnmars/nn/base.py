@@ -561,6 +561,13 @@ class TensorizedLayer(nn.Module):
         return self.masks.ranks()
 
     @property
+    def ranks(self) -> dict[str, int]:
+        """Bond -> the rank the layer computes with: the MAP masks' (what eval mode uses and
+        ``compress`` keeps), the bond's size without masks; :meth:`selected_ranks` as an attribute,
+        next to :attr:`max_ranks`."""
+        return self.selected_ranks()
+
+    @property
     def network(self) -> Network:
         """A :class:`tnmars.Network` over the current (unmasked) cores, for inspection."""
         return Network.from_cores(self.spec, [c.detach() for c in self.cores])
