@@ -151,3 +151,28 @@ def test_effective_stability_of_lstm_runs_on_the_full_state():
     assert rep.max_jacobian >= 0.99 and torch.isfinite(rep.norms).all()
     r = trajectory_ratios(lstm, x)
     assert r.shape == (2, 5)
+
+
+def test_effective_stability_measures_a_train_mode_mars_model_in_eval_mode():
+    # a 0.9-stable TT RNN whose masks draw hard-concrete samples in train mode: every call of
+    # the state map used to draw new masks, so the two trajectories ran under different
+    # matrices (ratios up to 8.6 for a 0.9-contractive model, and different on every call)
+    model = TanhRNN(3, 16, lam=0.9, recurrent="tt", tt_rank=4, alpha=0.0, seed=0).double()
+    x = torch.randn(2, 20, 3, dtype=D64, generator=torch.Generator().manual_seed(0))
+    assert model.training
+    first = effective_stability(model, x)
+    assert model.training  # the mode is restored
+    again = effective_stability(model, x)
+    reference = effective_stability(model.eval(), x)
+    for rep in (first, again):
+        assert rep.max_jacobian == reference.max_jacobian
+        assert rep.max_trajectory_ratio == reference.max_trajectory_ratio
+        assert rep.max_jacobian <= 0.9 * (1 + 1e-6) and rep.max_trajectory_ratio <= 0.9 * (1 + 1e-6)
+
+
+def test_effective_stability_refuses_empty_data():
+    model = TanhRNN(3, 4, lam=0.9, seed=0)
+    with pytest.raises(ValueError, match="no steps"):
+        effective_stability(model, torch.randn(0, 5, 3))
+    with pytest.raises(ValueError, match="no steps"):
+        trajectory_ratios(model, torch.randn(2, 0, 3))

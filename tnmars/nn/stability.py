@@ -28,7 +28,8 @@ This module holds the pieces that do not depend on a particular cell:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
@@ -241,6 +242,34 @@ def _check_model(model: Any) -> None:
             )
 
 
+def _check_data(x: Any) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 3:
+        raise ValueError(f"x must have shape (batch, time, features); got {tuple(getattr(x, 'shape', ()))}")
+    if x.shape[0] * x.shape[1] == 0:
+        raise ValueError(f"x has no steps to measure (shape {tuple(x.shape)})")
+
+
+@contextmanager
+def _measured_in_eval_mode(model: Any) -> Iterator[None]:
+    """Evaluate ``model`` in eval mode and restore every submodule's mode afterwards.
+
+    The measures below call the state map many times (the trajectory, then one call per
+    chunk or per step for each of two trajectories). In train mode a MARS recurrent matrix
+    draws new hard-concrete masks at every call, so those calls would see different matrices
+    and the measures would mix them (a 0.9-contractive TT RNN gave trajectory ratios up to
+    8.6, different on every run). The deterministic eval-mode model (MAP masks) is measured.
+    """
+    modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.training = mode
+
+
 def _trajectory(model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """States entering each step, ``s_{t-1}`` (N, S), and the inputs ``x_t`` (N, D)."""
     with torch.no_grad():
@@ -257,11 +286,16 @@ def state_jacobian_norms(model: Any, x: torch.Tensor, *, chunk: int = 1024) -> t
     (from a zero initial state). Its largest value over the data is the model's *effective*
     contraction factor: below 1 means the model is contractive where it is used, whatever
     its weights' worst case. Computed exactly (one vector-Jacobian product per state
-    coordinate, batched over all steps) and then an exact matrix 2-norm.
+    coordinate, batched over all steps) and then an exact matrix 2-norm. The model is
+    evaluated in eval mode (MAP masks for a MARS recurrent matrix; its modes are restored).
     """
     _check_model(model)
-    if x.ndim != 3:
-        raise ValueError(f"x must have shape (batch, time, features); got {tuple(x.shape)}")
+    _check_data(x)
+    with _measured_in_eval_mode(model):
+        return _state_jacobian_norms(model, x, chunk)
+
+
+def _state_jacobian_norms(model: Any, x: torch.Tensor, chunk: int) -> torch.Tensor:
     B, T = x.shape[:2]
     prev, inputs = _trajectory(model, x)
     S = prev.shape[1]
@@ -287,11 +321,15 @@ def trajectory_ratios(model: Any, x: torch.Tensor, *, scale: float = 1.0, seed: 
     One trajectory starts from zero, the other from a random state of norm ``scale`` per
     coordinate; both see the same inputs. A ratio above 1 is a step where the state map
     expanded a (finite) difference. Ratios are ``NaN`` once the difference underflows to 0.
-    Shape ``(B, T)``.
+    Shape ``(B, T)``. The model is evaluated in eval mode (its modes are restored).
     """
     _check_model(model)
-    if x.ndim != 3:
-        raise ValueError(f"x must have shape (batch, time, features); got {tuple(x.shape)}")
+    _check_data(x)
+    with _measured_in_eval_mode(model):
+        return _trajectory_ratios(model, x, scale, seed)
+
+
+def _trajectory_ratios(model: Any, x: torch.Tensor, scale: float, seed: int) -> torch.Tensor:
     B, T = x.shape[:2]
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
@@ -339,7 +377,8 @@ def effective_stability(model: Any, x: torch.Tensor, *, chunk: int = 1024, seed:
     Returns the largest, mean and quantiles of the state-map Jacobian's spectral norm along
     the data trajectory, plus finite-difference ratios of two trajectories started apart
     (:func:`trajectory_ratios`). Miller & Hardt claim trained, unconstrained RNNs are
-    "effectively stable": this measures it.
+    "effectively stable": this measures it, on the eval-mode model (MAP masks for a MARS
+    recurrent matrix, whose train-mode samples change at every call; the modes are restored).
 
     >>> from tnmars.nn import TanhRNN
     >>> m = TanhRNN(3, 5, lam=0.8).double()
