@@ -39,6 +39,7 @@ import torch
 __all__ = [
     "check_lambda",
     "check_k",
+    "working_dtype",
     "PowerIterationResult",
     "power_iteration",
     "spectral_norm",
@@ -74,6 +75,17 @@ def check_k(k: Any, name: str = "k") -> int:
     if value < 1:
         raise ValueError(f"{name} (the truncation length) must be >= 1; got {value}")
     return value
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype norms are computed in for weights stored in ``dtype``: float32 for the half
+    types, else ``dtype`` itself.
+
+    In bfloat16 a power iteration cannot settle below a few ulps (3%) and each product rounds
+    at 2^-8, so its estimate of ``||W||_2`` is off by percents; torch's SVD and matrix norms do
+    not accept half types at all.
+    """
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 # ---------------------------------------------------------------------------- power iteration
@@ -159,9 +171,10 @@ def _check_matrix(W: torch.Tensor, name: str = "W") -> None:
 def spectral_norm(
     W: torch.Tensor, method: str = "power", *, v0: torch.Tensor | None = None, iters: int = 500, tol: float = 1e-9
 ) -> float:
-    """``||W||_2`` by power iteration (``method="power"``) or an exact SVD (``"svd"``)."""
+    """``||W||_2`` by power iteration (``method="power"``) or an exact SVD (``"svd"``), in
+    :func:`working_dtype` (float32 for half-precision ``W``)."""
     _check_matrix(W)
-    W = W.detach()
+    W = W.detach().to(working_dtype(W.dtype))
     if method == "svd":
         return float(torch.linalg.matrix_norm(W, 2))
     if method != "power":
@@ -190,7 +203,10 @@ def project_spectral(
       ``W * lam / sigma`` when ``sigma > lam`` (the faster variant they suggest). ``W'`` lies
       on the ball up to the iteration's relative tolerance; the direction of ``W`` is kept.
 
-    Matrices already inside the ball are returned unchanged (the same tensor object).
+    Matrices already inside the ball are returned unchanged (the same tensor object). Half-
+    precision matrices are measured and clipped in float32 and returned in their dtype, whose
+    rounding can leave ``||W'||_2`` a few units of 2^-8 above ``lam`` (the recurrent modules
+    re-measure and shrink them).
 
     >>> W = torch.eye(3, dtype=torch.float64) * 0.5
     >>> project_spectral(W, 0.9)[0] is W
@@ -200,11 +216,11 @@ def project_spectral(
     _check_matrix(W)
     with torch.no_grad():
         if method == "svd":
-            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+            U, S, Vh = torch.linalg.svd(W.to(working_dtype(W.dtype)), full_matrices=False)
             sigma = float(S.max()) if S.numel() else 0.0
             if sigma <= lam:
                 return W, sigma
-            return (U * S.clamp(max=lam)) @ Vh, sigma
+            return ((U * S.clamp(max=lam)) @ Vh).to(W.dtype), sigma
         if method != "power":
             raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
         sigma = spectral_norm(W, "power", v0=v0, iters=iters, tol=tol)
