@@ -432,3 +432,15 @@ def test_low_precision_models_stay_inside_the_ball_under_training(dtype, recurre
             opt.step()
             assert _norm64(model) <= lam * (1 + 1e-4)
     assert model.spectral_norm("svd") == pytest.approx(_norm64(model), rel=1e-5)
+
+
+# ------------------------------------------------------------------ silent degenerate TT shapes
+@pytest.mark.parametrize("hidden", [7, 13, 97])
+def test_tt_recurrent_matrix_of_a_prime_size_warns_that_it_is_dense(hidden):
+    # a prime hidden size gave a TT "matrix" of one core: the dense matrix, no bonds, no masks,
+    # compression 1.0, and tt_rank ignored, without a word
+    with pytest.warns(UserWarning, match="single factor"):
+        model = TanhRNN(3, hidden, lam=0.9, recurrent="tt", tt_rank=4)
+    assert model.weight_tt.shape == (hidden,) and not model.weight_tt.mars
+    with pytest.warns(UserWarning, match="single factor"):
+        TTRecurrentMatrix(64, rank=4, shape=(64,))

@@ -53,6 +53,7 @@ from .._checks import positive_int
 from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
+from .base import warn_user
 from .layers import prime_factors
 from .masks import BondMasks, resolve_preset
 from .stability import (
@@ -114,7 +115,8 @@ def _shrink_into_ball(
 def balanced_factors(n: int, d: int | None = None) -> tuple[int, ...]:
     """Split ``n`` into ``d`` factors as equal as possible (largest first).
 
-    With ``d=None`` three factors are used when every factor can be at least 2, else two.
+    With ``d=None`` three factors are used when every factor can be at least 2, else two,
+    and one for a prime ``n`` (a TT-matrix of that shape is the dense matrix).
     Used for the TT-matrix shape of a hidden size: ``64 -> (4, 4, 4)``, ``48 -> (4, 4, 3)``.
 
     >>> balanced_factors(64), balanced_factors(48), balanced_factors(10)
@@ -183,6 +185,13 @@ class TTRecurrentMatrix(nn.Module):
             raise ValueError(f"apply must be 'auto', 'dense' or 'contract'; got {apply!r}")
         if len(shape) > 12:
             raise ValueError(f"at most 12 TT factors are supported; got {len(shape)}")
+        if len(shape) == 1:
+            warn_user(
+                f"TTRecurrentMatrix({size}): the TT shape {shape} has a single factor, so W is one dense "
+                f"core: no bonds, no MARS masks, rank {rank} ignored, no compression"
+                + (f" ({size} is prime)" if size > 1 else "")
+                + "; pass tt_shape= with two or more factors, or choose a hidden size that factorizes"
+            )
         dtype = str(torch.get_default_dtype()).replace("torch.", "")
         # entries of W have std `scale`; default matches torch's U(-1/sqrt(n), 1/sqrt(n)) init
         scale = 1.0 / math.sqrt(3.0 * size) if scale is None else float(scale)
