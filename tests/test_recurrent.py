@@ -444,3 +444,24 @@ def test_tt_recurrent_matrix_of_a_prime_size_warns_that_it_is_dense(hidden):
     assert model.weight_tt.shape == (hidden,) and not model.weight_tt.mars
     with pytest.warns(UserWarning, match="single factor"):
         TTRecurrentMatrix(64, rank=4, shape=(64,))
+
+
+# ------------------------------------------------------------------ LSTM: non-finite values
+def test_lstm_projection_refuses_non_finite_weights_like_the_rnns():
+    # the RNNs raise on NaN weights; the LSTM returned a ratio <= 1 ("inside") and kept the NaN
+    lstm = LSTM(3, 4, stable=True, seed=0)
+    with torch.no_grad():
+        lstm.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        lstm.project_()
+    lstm = LSTM(3, 4, stable=True, seed=0)
+    with torch.no_grad():
+        lstm.input.weight[5, 0] = float("inf")  # a forget unit's input weight
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        lstm.project_()
+
+
+@pytest.mark.parametrize("bias", [float("nan"), float("inf"), -float("inf")])
+def test_lstm_refuses_a_non_finite_forget_bias(bias):
+    with pytest.raises(ValueError, match="forget_bias"):
+        LSTM(3, 4, forget_bias=bias)

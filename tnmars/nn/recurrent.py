@@ -736,6 +736,8 @@ class LSTM(_RecurrentModel):
         self.l1_bounds = bounds
         self.input_forget_l1 = float(input_forget_l1)
         self.forget_bias = (LSTM_FORGET_BIAS if self.stable else 1.0) if forget_bias is None else float(forget_bias)
+        if not math.isfinite(self.forget_bias):
+            raise ValueError(f"forget_bias must be finite; got {self.forget_bias}")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         bound = 1.0 / math.sqrt(H)
         self.input = nn.Linear(self.input_size, 4 * H)
@@ -777,6 +779,10 @@ class LSTM(_RecurrentModel):
         H = self.hidden_size
         worst = 0.0
         with torch.no_grad():
+            # max() below would skip a NaN ratio and report the weights as inside their bounds
+            for name, w in (("weight", self.weight), ("input.weight", self.input.weight)):
+                if not torch.isfinite(w).all():
+                    raise ValueError(f"the LSTM's {name} has NaN or infinite entries")
             for n, g in enumerate("ifzo"):
                 block = self.weight[:, n * H : (n + 1) * H]
                 worst = max(worst, float(block.abs().sum(0).max()) / self.l1_bounds[g])
