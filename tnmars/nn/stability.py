@@ -116,9 +116,13 @@ def power_iteration(
 
     Iterates ``v <- normalise(W (v W))`` (power iteration on ``W W^T``) from ``v0`` until the
     estimate changes by less than ``tol`` relative (at least a few ulps of the dtype), or
-    ``iters`` rounds. Warm-starting with
-    the previous call's ``v`` (as the recurrent modules do after each optimiser step) makes
-    one or two rounds enough. Runs without autograd.
+    ``iters`` rounds. The recurrent modules warm-start it with the previous call's ``v`` after
+    each optimiser step; measured (hidden 64, Adam at lr 1e-3 and 1e-2, dense and TT, float32
+    and float64) that takes a median of 5 to 59 rounds per call, and up to the 500-round cap.
+    A small change per round is not a bound on the error: when the two largest singular
+    values cross during training, the warm start lies near the second one and the iteration
+    can stop below ``||W||_2`` (float32 TT RNN trained with SGD at lr 2: up to 0.9% above
+    ``lam`` after the projection in 7 of 120 runs). Runs without autograd.
 
     >>> W = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     >>> r = power_iteration(lambda v: v @ W, lambda u: W @ u, torch.ones(2, dtype=torch.float64))
