@@ -1,6 +1,7 @@
 """Recurrent models: truncation laws, stability projection, TT-matrix recurrent weights."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -397,3 +398,70 @@ def test_balanced_factors():
     assert balanced_factors(7) == (7,)
     assert math.prod(balanced_factors(360)) == 360
     assert balanced_factors(16, 2) == (4, 4)
+
+
+# ------------------------------------------------------------------ low-precision projection
+def _norm64(model) -> float:
+    """||W||_2 of the stored weights, computed in float64 (the TT matrix from its cores)."""
+    if model.weight_tt is None:
+        return float(torch.linalg.matrix_norm(model.weight.detach().double(), 2))
+    tt = copy.deepcopy(model.weight_tt).double()
+    return max(tt.spectral_norm(None, method="svd"), tt.spectral_norm(tt.map_masks(), method="svd"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("recurrent", ["dense", "tt"])
+@pytest.mark.parametrize("projection", ["power", "svd"])
+def test_low_precision_models_stay_inside_the_ball_under_training(dtype, recurrent, projection):
+    # bfloat16 used to run the power iteration in bfloat16 (a stopping tolerance of 3%) and
+    # round the rescaled entries: ||W||_2 reached 1.107 with lam = 0.9 (TT) and 0.928 (dense);
+    # projection="svd" raised torch's NotImplementedError for half types
+    # (float32 weights reach 3e-5 above lam in the same loop: the power iteration's tolerance)
+    lam = 0.9
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the masks' hard-concrete draws
+        model = TanhRNN(3, 64, lam=lam, recurrent=recurrent, tt_rank=16, projection=projection, seed=0).to(dtype)
+        opt = torch.optim.SGD(model.parameters(), lr=2.0)  # (Adam's eps underflows in float16)
+        register_stability_hook(opt, model)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(8, 20, 3, generator=gen).to(dtype)
+        y = (3 * torch.randn(8, 20, 64, generator=gen)).to(dtype)
+        for _ in range(30):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+            assert _norm64(model) <= lam * (1 + 1e-4)
+    assert model.spectral_norm("svd") == pytest.approx(_norm64(model), rel=1e-5)
+
+
+# ------------------------------------------------------------------ silent degenerate TT shapes
+@pytest.mark.parametrize("hidden", [7, 13, 97])
+def test_tt_recurrent_matrix_of_a_prime_size_warns_that_it_is_dense(hidden):
+    # a prime hidden size gave a TT "matrix" of one core: the dense matrix, no bonds, no masks,
+    # compression 1.0, and tt_rank ignored, without a word
+    with pytest.warns(UserWarning, match="single factor"):
+        model = TanhRNN(3, hidden, lam=0.9, recurrent="tt", tt_rank=4)
+    assert model.weight_tt.shape == (hidden,) and not model.weight_tt.mars
+    with pytest.warns(UserWarning, match="single factor"):
+        TTRecurrentMatrix(64, rank=4, shape=(64,))
+
+
+# ------------------------------------------------------------------ LSTM: non-finite values
+def test_lstm_projection_refuses_non_finite_weights_like_the_rnns():
+    # the RNNs raise on NaN weights; the LSTM returned a ratio <= 1 ("inside") and kept the NaN
+    lstm = LSTM(3, 4, stable=True, seed=0)
+    with torch.no_grad():
+        lstm.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        lstm.project_()
+    lstm = LSTM(3, 4, stable=True, seed=0)
+    with torch.no_grad():
+        lstm.input.weight[5, 0] = float("inf")  # a forget unit's input weight
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        lstm.project_()
+
+
+@pytest.mark.parametrize("bias", [float("nan"), float("inf"), -float("inf")])
+def test_lstm_refuses_a_non_finite_forget_bias(bias):
+    with pytest.raises(ValueError, match="forget_bias"):
+        LSTM(3, 4, forget_bias=bias)
