@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tnmars.nn import LSTM, LinearRNN, TanhRNN, effective_stability, power_iteration, project_spectral, spectral_norm
-from tnmars.nn.stability import check_k, check_lambda, rescale_columns_l1, state_jacobian_norms, trajectory_ratios
+from tnmars.nn.stability import (
+    check_k,
+    check_lambda,
+    rescale_columns_l1,
+    state_jacobian_norms,
+    subspace_iteration,
+    trajectory_ratios,
+)
 
 D64 = torch.float64
 
@@ -25,6 +32,35 @@ def test_power_iteration_matches_svd(seed, n, m, scale):
     assert r.sigma == pytest.approx(exact, rel=1e-6)
     assert r.sigma <= exact * (1 + 1e-12)  # a Rayleigh quotient: never above the true norm
     torch.testing.assert_close(r.v @ W, r.sigma * r.u, rtol=1e-4, atol=1e-6 * exact)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 12), m=st.integers(1, 12), b=st.integers(1, 4),
+       scale=st.floats(0.01, 5.0))
+def test_subspace_iteration_matches_svd_and_returns_the_top_singular_pair(seed, n, m, b, scale):
+    W = _matrix(seed, n, m, scale)
+    exact = torch.linalg.svdvals(W)
+    start = torch.randn(b, n, dtype=D64, generator=torch.Generator().manual_seed(seed + 1))
+    r = subspace_iteration(lambda V: V @ W, lambda U: U @ W.T, start, iters=5000, tol=1e-13)
+    assert r.sigma == pytest.approx(float(exact[0]), rel=1e-6)
+    assert r.sigma <= float(exact[0]) * (1 + 1e-12)  # a Ritz value: never above the true norm
+    k = r.vectors.shape[0]
+    assert r.vectors.shape[1] == n and k == min(b, n, m)  # the warm start of the next call: orthonormal rows
+    torch.testing.assert_close(r.vectors @ r.vectors.T, torch.eye(k, dtype=D64), atol=1e-10, rtol=0)
+    torch.testing.assert_close(r.v @ W, r.sigma * r.u, rtol=1e-4, atol=1e-6 * float(exact[0]))
+
+
+def test_subspace_iteration_finds_the_top_value_a_warm_vector_sits_beside():
+    """A single vector started on the second singular direction, with the top one a hair
+    away (0.1% larger), moves off it slowly: each round changes the estimate by little, and the
+    change test stops below the norm. The block's Rayleigh-Ritz step sees both at once."""
+    W = torch.diag(torch.tensor([1.001, 1.0, 0.2], dtype=D64))
+    near_second = torch.tensor([1e-3, 1.0, 0.0], dtype=D64)
+    single = power_iteration(lambda v: v @ W, lambda u: W @ u, near_second, tol=1e-6)
+    assert single.sigma < 1.0005  # stopped next to the second value
+    block = torch.stack([near_second, torch.tensor([0.0, 0.3, 1.0], dtype=D64)])
+    r = subspace_iteration(lambda V: V @ W, lambda U: U @ W.T, block, tol=1e-6)
+    assert r.sigma == pytest.approx(1.001, rel=1e-9)
 
 
 @settings(max_examples=30, deadline=None)
@@ -87,6 +123,12 @@ def test_bad_arguments():
         power_iteration(lambda v: v, lambda u: u, torch.zeros(3))
     with pytest.raises(ValueError, match="non-finite"):
         power_iteration(lambda v: v * float("inf"), lambda u: u, torch.ones(3))
+    with pytest.raises(ValueError, match="not all zero"):
+        subspace_iteration(lambda v: v, lambda u: u, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="non-finite"):
+        subspace_iteration(lambda v: v * float("inf"), lambda u: u, torch.ones(2, 3))
+    with pytest.raises(ValueError, match="block"):
+        subspace_iteration(lambda v: v, lambda u: u, torch.ones(3))
     with pytest.raises(ValueError, match="positive"):
         rescale_columns_l1(W, 0.0)
     with pytest.raises(TypeError, match="recurrent model"):

@@ -18,9 +18,9 @@ Stability (the state map is ``lambda``-contractive) is an optional constraint en
 each optimiser step by :meth:`~_RecurrentModel.project_`, :func:`enforce_stability` or the
 optimiser hook from :func:`register_stability_hook`:
 
-- RNNs: ``||W||_2 <= lam`` by power iteration (warm-started; a median of 5 to 59 rounds per
-  step measured, see :func:`~tnmars.nn.stability.power_iteration` for when it stops early)
-  and rescaling, or by an exact SVD clip of the singular values (``projection="svd"``; for a
+- RNNs: ``||W||_2 <= lam`` by subspace iteration on the top
+  :data:`~tnmars.nn.stability.SUBSPACE_BLOCK` directions (warm-started from the previous
+  step's, :func:`~tnmars.nn.stability.subspace_iteration`) and rescaling, or by an exact SVD clip of the singular values (``projection="svd"``; for a
   TT matrix: the exact norm, then the same rescaling of the cores). Half-precision weights
   are measured in float32 and re-measured after the rescale rounds them;
 - LSTM: the authors' l1 condition — every column of each gate's recurrent matrix is shrunk
@@ -63,11 +63,13 @@ from .base import warn_user
 from .layers import prime_factors
 from .masks import BondMasks, resolve_preset
 from .stability import (
+    SUBSPACE_BLOCK,
     check_k,
     check_lambda,
-    power_iteration,
+    fixed_block,
     project_spectral,
     rescale_columns_l1,
+    subspace_iteration,
     working_dtype,
 )
 
@@ -96,6 +98,15 @@ _BATCH = "Z"  # batch letter for contractions with a TT-matrix (its bonds use A,
 
 def _torch_backend():
     return get_backend("torch")
+
+
+def _usable_block(block: torch.Tensor) -> torch.Tensor:
+    """A warm-start block for :func:`subspace_iteration`, or fixed start vectors where it holds
+    a non-finite value or nothing (set by hand: the iteration only stores finite, orthonormal
+    blocks)."""
+    if torch.isfinite(block).all() and bool(block.any()):
+        return block
+    return fixed_block(block.shape[0], block.shape[1], block.dtype, block.device)
 
 
 def _shrink_into_ball(
@@ -157,8 +168,8 @@ class TTRecurrentMatrix(nn.Module):
     ``h @ W`` is applied either by reconstructing ``W`` once per sequence and multiplying, or
     by contracting ``h`` through the cores at every step, whichever costs fewer FLOPs for the
     batch and length at hand (:meth:`operator`). The spectral norm, however, is always
-    computed through contractions (:meth:`spectral_norm`): power iteration with
-    ``v -> v @ W`` and ``u -> W @ u`` as two network contractions with a vector.
+    computed through contractions (:meth:`spectral_norm`): subspace iteration with
+    ``V -> V @ W`` and ``U -> U @ W^T`` as two network contractions with a few vectors.
 
     >>> W = TTRecurrentMatrix(64, rank=4, seed=0).double()
     >>> W.shape, W.ranks()
@@ -216,9 +227,10 @@ class TTRecurrentMatrix(nn.Module):
         if self.masks is not None:
             self.masks.owner = f"TTRecurrentMatrix({size})"
         gen = torch.Generator().manual_seed(0 if seed is None else int(seed) + 1)
-        start = torch.randn(size, generator=gen)
-        self.register_buffer("_v_full", start / start.norm(), persistent=False)
-        self.register_buffer("_v_map", start.clone() / start.norm(), persistent=False)
+        start = torch.randn(min(SUBSPACE_BLOCK, size), size, generator=gen)
+        # warm starts of the spectral norm's subspace iteration, of the full and of the MAP-masked matrix
+        self.register_buffer("_v_full", start, persistent=False)
+        self.register_buffer("_v_map", start.clone(), persistent=False)
 
     # -------------------------------------------------------------- structure
     def network(self) -> Network:
@@ -334,9 +346,9 @@ class TTRecurrentMatrix(nn.Module):
     ) -> float:
         """``||W||_2`` (of the masked matrix when ``masks`` are given).
 
-        ``method="power"``: power iteration through two network contractions per round
-        (``v @ W`` and ``W @ u``), warm-started from the previous call; the dense matrix is
-        never formed. ``method="svd"``: exact, through the dense matrix (a check).
+        ``method="power"``: subspace iteration (:func:`~tnmars.nn.stability.subspace_iteration`)
+        through two network contractions per round (``V @ W`` and ``U @ W^T`` for a block of
+        vectors), warm-started from the previous call's; the dense matrix is never formed. ``method="svd"``: exact, through the dense matrix (a check).
         """
         with torch.no_grad():
             dtype = working_dtype(self.cores[0].dtype)  # float32 for half-precision cores
@@ -347,16 +359,15 @@ class TTRecurrentMatrix(nn.Module):
             if method != "power":
                 raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
             buf = self._v_full if masks is None else self._v_map
-            v0 = buf if torch.isfinite(buf).all() and buf.norm() > 0 else torch.ones_like(buf)
-            res = power_iteration(
-                lambda v: self._contract(cores, v[None])[0],
-                lambda u: self._contract(cores, u[None], transpose=True)[0],
-                v0.to(cores[0]),
+            res = subspace_iteration(
+                lambda V: self._contract(cores, V),
+                lambda U: self._contract(cores, U, transpose=True),
+                _usable_block(buf).to(cores[0]),
                 iters=iters,
                 tol=tol,
             )
             if res.sigma > 0:
-                buf.copy_(res.v)
+                buf.copy_(res.vectors)
             return res.sigma
 
     def scale_(self, factor: float) -> None:
@@ -585,8 +596,8 @@ class _ElmanRNN(_RecurrentModel):
             self.weight = nn.Parameter(W)
         else:
             raise ValueError(f"recurrent must be 'dense', 'tt' or a TTRecurrentMatrix; got {recurrent!r}")
-        start = torch.randn(self.hidden_size, generator=gen)
-        self.register_buffer("_power_v", start / start.norm(), persistent=False)
+        start = torch.randn(min(SUBSPACE_BLOCK, self.hidden_size), self.hidden_size, generator=gen)
+        self.register_buffer("_power_v", start, persistent=False)  # the spectral norm's warm start
         if self.lam is not None:
             self.project_()
 
@@ -628,11 +639,12 @@ class _ElmanRNN(_RecurrentModel):
             return float(torch.linalg.matrix_norm(W, 2))
         if method != "power":
             raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
-        res = power_iteration(
-            lambda v: v @ W, lambda u: W @ u, self._power_v.to(W.dtype), iters=self.power_iters, tol=self.power_tol
+        res = subspace_iteration(
+            lambda V: V @ W, lambda U: U @ W.T, _usable_block(self._power_v).to(W.dtype), iters=self.power_iters,
+            tol=self.power_tol,
         )
         if res.sigma > 0:
-            self._power_v.copy_(res.v)
+            self._power_v.copy_(res.vectors)
         return res.sigma
 
     def project_(self) -> float | None:
