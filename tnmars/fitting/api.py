@@ -28,7 +28,16 @@ from .data import Prepared, prepare
 from .diagnostics import EXACT_FIT_ERROR, capped_by_observations, capped_message, completion_diagnostics
 from .graph import degrees_of_freedom, feasible_ranks
 from .progress import Reporter
-from .proposals import PROPOSALS, fresh_start, loop_restarts, raised_to, rank_one_start, ring_bonds, spectral_start
+from .proposals import (
+    PROPOSALS,
+    em_starts,
+    fresh_start,
+    loop_restarts,
+    raised_to,
+    rank_one_start,
+    ring_bonds,
+    spectral_start,
+)
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
 from .search import SEARCH_SETTINGS, Candidate, RankSearch
@@ -205,7 +214,8 @@ def fit(
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=floors, seed=seed,
                                 report=report, on_refit=on_refit, max_params=limit,
                                 fresh=fresh_start(fmt, template, prep.data, seed),
-                                restarts=loop_restarts(fmt, template, seed), **options)
+                                restarts=loop_restarts(fmt, template, seed),
+                                imputed=em_starts(fmt, template, prep.data), **options)
             try:
                 best = search.run(start)
             except KeyboardInterrupt:  # Ctrl-C: the best network seen so far

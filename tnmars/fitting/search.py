@@ -122,6 +122,8 @@ class RankSearch:
     ``fresh(ranks)``, when given, builds new starts at those ranks: on loops the ALS
     landscape has poor local minima, and a removal refitted from the current cores can stay
     in one where a fresh start at the smaller ranks does not (see ``_fresh_removals``).
+    ``imputed(ranks)``, when given (completion with few observations), builds EM starts:
+    the start's ranks are refitted from them once the walk ends (:meth:`_revisited`).
     ``restarts(ranks)``, when given, builds the starts of the final refit at the selected
     ranks instead (``_restarted`` only: networks with loops other than rings, where fresh
     starts for every removal would cost too much).
@@ -150,6 +152,7 @@ class RankSearch:
     on_refit: Callable[[str, int, int, float], Any] | None = None
     fresh: Callable[[dict[str, int]], list[Network]] | None = None
     restarts: Callable[[dict[str, int]], list[Network]] | None = None
+    imputed: Callable[[dict[str, int]], list[Network]] | None = None
     evaluations: int = 0
     path: list[Candidate] = field(default_factory=list)
     trail: list[Candidate] = field(default_factory=list)
@@ -282,7 +285,7 @@ class RankSearch:
                 uphill.append(step.move)
                 if len(uphill) > self.patience:
                     break
-        best = self._restarted(self._prune(self._fresh_removals(best)))
+        best = self._restarted(self._prune(self._fresh_removals(self._revisited(best))))
         if self.exchanges and not self.stopped:
             best = self._converged(best)  # refitted as the exchanges' candidates will be
             rewired = self._rewire(best)
@@ -522,8 +525,8 @@ class RankSearch:
             starts, sweeps = self.restarts(dict(best.network.bonds)), self.final_sweeps
             if starts:
                 best = self._converged(best)
-        elif self.fresh is not None:
-            starts, sweeps = self.fresh(dict(best.network.bonds)), self.full_sweeps
+        elif self.fresh is not None or self.imputed is not None:
+            starts, sweeps = self._fresh_and_imputed(dict(best.network.bonds)), self.full_sweeps
         else:
             return best
         finalists = RESTART_FINALISTS + RESTART_TREND_FINALISTS
@@ -568,6 +571,30 @@ class RankSearch:
         kept = by_objective[:RESTART_FINALISTS]
         kept += [i for i in by_trend if i not in kept][:RESTART_TREND_FINALISTS]
         return [screened[i][0].network for i in kept]
+
+    def _fresh_and_imputed(self, ranks: dict[str, int]) -> list[Network]:
+        """The ``fresh`` and ``imputed`` starts at ``ranks``, each start once (the EM start of
+        a Tucker or TT completion is both)."""
+        starts = self.fresh(ranks) if self.fresh is not None else []
+        extra = self.imputed(ranks) if self.imputed is not None else []
+        return [*starts, *(s for s in extra if all(s is not t for t in starts))]
+
+    def _revisited(self, best: Candidate) -> Candidate:
+        """The start's ranks refitted from the ``imputed`` starts (EM imputation, completion
+        with few observations), when that fits better than ``best``. The walk leaves a
+        rank vector whose refit sits in a poor minimum, and at few observations the spectral
+        start at the true ranks often does: a TT (2,3) 15x16x17 at 10% observed ended at
+        (1,2), relative error 0.42, after the spectral start's 0.24 at (2,3); from the EM
+        start (2,3) is exact."""
+        if self.imputed is None or not self.path:
+            return best
+        for start in self.imputed(dict(self.path[0].network.bonds)):
+            cand = self.evaluate(start, self.full_sweeps, "start (EM)")
+            if cand.objective < best.objective:
+                best = cand
+                self.path.append(best)
+                self.trail.append(best)
+        return best
 
     def _fresh_removals(self, best: Candidate) -> Candidate:
         """Every removal again, each from fresh starts at the smaller ranks (``fresh``; the
