@@ -119,13 +119,13 @@ def truncated(fmt: str, template: Network, y: np.ndarray, ranks: Mapping[str, in
 
 #: EM iterations of :func:`em_start`: on the tuning cases (TT (2,3) and Tucker (2,3,2)
 #: 15x16x17 at 5-10% observed, masks of seeds 0-2) 100, 300, 1,000 and 3,000 iterations
-#: followed by ALS recovered the same masks (2026-11-30, /tmp/exp-em/emvar.py)
+#: followed by ALS recovered the same masks (2026-11-29, /tmp/exp-em/emvar.py)
 EM_ITERATIONS = 100
 #: observations per degree of freedom (at the ranks of a start) below which completion also
 #: tries EM starts (:func:`em_pays`). At the true ranks EM then ALS recovered masks that every
 #: other start missed at 1.9 (Tucker (2,3,2), 5% observed) and 2.5 (TT (2,3), 10%); from 3.8
 #: up (Tucker 10-20%, TT 20%) the spectral start already recovered them in the fit and the EM
-#: starts only cost time (measured 2026-11-30 on the tuning cases of ``EM_ITERATIONS``)
+#: starts only cost time (measured 2026-11-29 on the tuning cases of ``EM_ITERATIONS``)
 EM_BELOW = 4.0
 
 
