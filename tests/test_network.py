@@ -413,3 +413,30 @@ def test_warnings_point_at_the_callers_line():
         Network("ij,jk", shape=(2, 3), ranks=9)
     assert len(caught) == 4
     assert {w.filename for w in caught} == {__file__}
+
+
+def test_masks_already_on_the_backend_keep_the_cores_dtype():
+    """A float64 NumPy mask, e.g. ``(phi > 0.5).astype(float)``, made a float16/float32 network's
+    tensor and environment gradients float64 without a word; a float64 torch mask on float32
+    cores failed inside the pairwise products ("both inputs should have same dtype")."""
+    from tnmars.gradients import vjp
+
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    mask = np.array([1.0, 0.0])
+    for dtype in ("float16", "float32"):
+        low = net.to(dtype)
+        out = low.to_tensor({"A": mask})
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, low.to_tensor({"A": mask.astype(dtype)}))
+        out, grads, mask_grads = vjp(low, lambda t: t, {"A": mask})
+        assert out.dtype == dtype and {g.dtype.name for g in grads} == {dtype}
+        assert mask_grads["A"].dtype == dtype
+    torch = pytest.importorskip("torch")
+    f32 = net.to("torch", dtype="float32")
+    cores = [c.clone().requires_grad_() for c in f32.cores]
+    logits = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+    out = f32.with_cores(cores).to_tensor({"A": logits})
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert logits.grad is not None and cores[0].grad.dtype == torch.float32
+    assert net.to("torch", dtype="bfloat16").to_tensor({"A": torch.ones(2)}).dtype == torch.bfloat16

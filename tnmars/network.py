@@ -538,15 +538,23 @@ class Network:
     def _mask_array(self, mask: Any, core: Any, bond: str) -> Any:
         """``mask`` as an array of this network's backend, on the core's device (a NumPy mask
         on torch cores that require grad, or a list, would otherwise fail inside the product);
-        floats and bools take the core's floating dtype, so a float32 network stays float32."""
+        real masks (bool, int, float) take the core's floating dtype, so a float32 network stays
+        float32. That holds for masks already on the backend too: a float64 NumPy mask such as
+        ``(phi > 0.5).astype(float)`` silently made a float16/float32 network's tensor float64,
+        and a float64 torch mask on float32 cores failed inside the pairwise products with
+        torch's "both inputs should have same dtype". The cast keeps autograd (``Tensor.to``)."""
         be = self._backend
+        core_dtype = be.dtype_name(core)
         if be.is_array(mask):
+            mask_dtype = be.dtype_name(mask)
             try:
-                numeric = np.dtype(be.dtype_name(mask)).kind in "biufc"
+                kind = np.dtype(mask_dtype).kind
             except TypeError:  # a framework-only float such as torch's bfloat16
-                numeric = True
-            if not numeric:
-                raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {be.dtype_name(mask)}")
+                kind = "f"
+            if kind not in "biufc":
+                raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {mask_dtype}")
+            if kind != "c" and mask_dtype != core_dtype and _is_floating(core_dtype):
+                mask = be.asarray(mask, dtype=core_dtype)
             return mask
         if not hasattr(mask, "shape"):
             try:
@@ -558,12 +566,7 @@ class Network:
         mask = np.asarray(mask)
         if mask.dtype.kind not in "biuf":
             raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {mask.dtype}")
-        core_dtype = be.dtype_name(core)
-        try:
-            floating = np.dtype(core_dtype).kind in "fc"
-        except TypeError:  # a framework-only float such as torch's bfloat16
-            floating = True
-        return be.asarray(mask, dtype=core_dtype if floating else None, device=self.device)
+        return be.asarray(mask, dtype=core_dtype if _is_floating(core_dtype) else None, device=self.device)
 
     def to_tensor(self, masks: Masks = None, *, contiguous: bool = True) -> Any:
         """The full tensor (open modes in output order), optionally with bond masks applied.
@@ -757,6 +760,15 @@ def _from_labels(subscripts: Any, output: Any, dims: Any, ranks: Any):
         return {labels[k]: v for k, v in mapping.items()}
 
     return spec, labels, rekey(dims, "dims"), rekey(ranks, "ranks")
+
+
+def _is_floating(dtype_name: str) -> bool:
+    """Whether a core of this dtype is floating or complex (framework-only names such as
+    torch's ``bfloat16`` are floating)."""
+    try:
+        return np.dtype(dtype_name).kind in "fc"
+    except TypeError:
+        return True
 
 
 def _check_core_dtype(name: str, pos: int) -> None:
