@@ -440,3 +440,15 @@ def test_masks_already_on_the_backend_keep_the_cores_dtype():
     out.sum().backward()
     assert logits.grad is not None and cores[0].grad.dtype == torch.float32
     assert net.to("torch", dtype="bfloat16").to_tensor({"A": torch.ones(2)}).dtype == torch.bfloat16
+
+
+def test_label_networks_keep_their_labels_through_prune_to_and_numpy():
+    """prune, to and numpy built their results without .labels (None), so a network declared
+    with label lists lost the map from its labels to index symbols after any of them."""
+    net = Network([["x", "bond"], ["bond", "y"]], dims={"x": 2, "bond": 3, "y": 4}, seed=0)
+    assert net.labels == {"bond": "a", "x": "b", "y": "c"}
+    assert net.prune({net.labels["bond"]: [0, 2]}).labels == net.labels
+    assert net.to("float32").labels == net.labels
+    assert net.numpy().labels == net.labels
+    torch = pytest.importorskip("torch")
+    assert net.to(torch.float32).to("numpy").labels == net.labels

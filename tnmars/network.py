@@ -283,7 +283,9 @@ class Network:
         return cls(spec, cores=cores, optimize=optimize)
 
     def with_cores(self, cores: Sequence[Any]) -> Network:
-        """The same graph over new cores (checked against the spec)."""
+        """The same graph over new cores (checked against the spec), with the same
+        :attr:`labels`; :meth:`prune`, :meth:`to` and :meth:`numpy` build their results here,
+        so a network declared with label lists keeps them."""
         net = type(self)(self.spec, cores=cores, optimize=self.optimize)
         net.labels = self.labels
         return net
@@ -647,12 +649,12 @@ class Network:
             cores = [target.asarray(c, dtype=dtype, device=device) for c in self._cores]
         else:
             cores = [target.asarray(self._backend.to_numpy(c), dtype=dtype, device=device) for c in self._cores]
-        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+        return self.with_cores(cores)  # keeps .labels
 
     def numpy(self) -> Network:
         """A NumPy copy (detached from any autograd graph)."""
         cores = [np.array(self._backend.to_numpy(c)) for c in self._cores]
-        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+        return self.with_cores(cores)  # keeps .labels
 
     # ------------------------------------------------------------------------ pruning
     def prune(self, keep: Mapping[str, Any]) -> Network:
@@ -675,7 +677,7 @@ class Network:
                 continue
             for t in self._parsed.terms_with(bond):
                 cores[t] = self._backend.take(cores[t], idx, self._parsed.inputs[t].index(bond))
-        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+        return self.with_cores(cores)  # keeps .labels
 
     # ------------------------------------------------------------------------ display
     def summary(self) -> str:
