@@ -440,6 +440,11 @@ def test_masks_already_on_the_backend_keep_the_cores_dtype():
     out.sum().backward()
     assert logits.grad is not None and cores[0].grad.dtype == torch.float32
     assert net.to("torch", dtype="bfloat16").to_tensor({"A": torch.ones(2)}).dtype == torch.bfloat16
+    # ml_dtypes (imported by JAX and others) makes NumPy know "bfloat16" as an opaque kind "V"
+    pytest.importorskip("ml_dtypes")
+    for mask in (torch.ones(2, dtype=torch.float64), [1.0, 0.0]):
+        assert net.to("torch", dtype="bfloat16").to_tensor({"A": mask}).dtype == torch.bfloat16
+    assert net.to("torch").to_tensor({"A": torch.ones(2, dtype=torch.bfloat16)}).dtype == torch.float64
 
 
 def test_label_networks_keep_their_labels_through_prune_to_and_numpy():
@@ -452,3 +457,62 @@ def test_label_networks_keep_their_labels_through_prune_to_and_numpy():
     assert net.numpy().labels == net.labels
     torch = pytest.importorskip("torch")
     assert net.to(torch.float32).to("numpy").labels == net.labels
+
+
+def test_num_params_at_refuses_what_is_not_a_rank():
+    """An unknown key was ignored (the full count came back), an open mode's key changed its
+    size, and a negative rank gave a negative count, all without an error."""
+    net = Network.tt((3, 4, 5), 2)
+    assert net.num_params_at({"A": 1}) == 3 + 8 + 10 and net.num_params_at({"A": 0, "B": 0}) == 0
+    assert net.num_params_at(np.array([1, 1])) == 3 + 4 + 5
+    with pytest.raises(ValueError, match="'Z' is not a bond"):
+        net.num_params_at({"Z": 1})
+    with pytest.raises(ValueError, match="'a' is not a bond"):
+        net.num_params_at({"a": 10})
+    with pytest.raises(ValueError, match=">= 0"):
+        net.num_params_at({"A": -1})
+    with pytest.raises(TypeError, match="integer"):
+        net.num_params_at([1.5, 2])
+
+
+def test_shapes_and_ranks_as_numpy_arrays():
+    """np.array([2, 3, 4]) was a TypeError "shape must be an integer" (its __index__ refuses)."""
+    assert Network.tt(np.array([2, 3, 4]), np.array([2, 2])).shape == (2, 3, 4)
+    assert Network.tucker(np.arange(2, 5), 2).shape == (2, 3, 4)
+    with pytest.raises(TypeError, match="integers"):
+        Network.tt(np.array([2.5, 3.0]), 2)
+
+
+def test_bfloat16_and_numpy_say_what_to_do():
+    """NumPy has no bfloat16: .to("numpy") of a torch bfloat16 network and a NumPy network of
+    dtype "bfloat16" raised NumPy's bare "data type 'bfloat16' not understood"."""
+    with pytest.raises(TypeError, match="numpy has no bfloat16"):
+        Network.tt((3, 4), 2, dtype="bfloat16")
+    torch = pytest.importorskip("torch")
+    net = Network.tt((3, 4, 5), 2, backend="torch", dtype=torch.bfloat16, seed=0)
+    host = net.to("numpy")
+    assert host.dtype == "float32"  # every bfloat16 value exactly, as numpy() and load give
+    np.testing.assert_array_equal(host.cores[0], net.cores[0].float().numpy())
+    with pytest.raises(TypeError, match="numpy has no bfloat16"):
+        net.to("numpy", dtype="bfloat16")
+
+
+def test_network_contract_reads_operands_as_tnmars_contract_does():
+    """A float64 batch on a float32 torch network failed inside a product ("both inputs should
+    have same dtype"); a list operand was an AttributeError ('list' object has no attribute
+    'shape'). Both now follow tnmars.contract: promotion by the framework's rules, lists read."""
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    vec = [1.0, 2.0, 3.0]
+    np.testing.assert_allclose(net.contract("a", vec, output="bc"), np.einsum("abc,a->bc", net.to_tensor(), vec))
+    bools = Network("ij,jk", cores=[np.ones((2, 3), bool), np.ones((3, 2), bool)])
+    assert bools.contract("k", np.array([True, False]), output="i").dtype == bool
+    torch = pytest.importorskip("torch")
+    layer = Network.tt_matrix((2, 3), (4, 5), 2, seed=0).to("torch", dtype="float32")
+    x = torch.randn(7, 2, 3, dtype=torch.float64)
+    y = layer.contract("Zab", x, output="Zcd")
+    assert y.dtype == torch.float64
+    ref = torch.einsum("zab,abcd->zcd", x, layer.to_tensor().double())
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    assert layer.contract("Zab", x.float(), output="Zcd").dtype == torch.float32
+    with pytest.raises(TypeError, match="mixed"):
+        layer.contract("Zab", x.numpy(), output="Zcd")
