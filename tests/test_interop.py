@@ -201,3 +201,40 @@ def test_tr_svd_start_keeps_uneven_ring_ranks_on_their_bonds():
     x = Network.tr((6, 7, 6, 7, 6), want, seed=102).to_tensor()
     start = svd_init("tr", x, list(want))
     assert tuple(start.dims[term[-1]] for term in start.inputs) == want
+
+
+def test_tensorly_objects_of_more_than_26_modes_convert_both_ways():
+    """from_tensorly refused more than 26 modes ("exceeds the 26 open-mode letters") though the
+    built-in specs go past 'z' and to_tensorly already converted such networks. Values are
+    compared through a contraction with one vector per mode (the dense tensors have 2**30
+    entries) against the tensorly factors swept by hand."""
+    import tensorly as tl
+
+    x = [np.linspace(0.5, 1.5, 2) + 0.1 * k for k in range(30)]
+
+    def tt_value(factors):
+        v = np.ones(1)
+        for k, g in enumerate(factors):
+            v = np.einsum("r,rns,n->s", v, g, x[k])
+        return v.item()
+
+    def cp_value(cp):
+        weights, factors = cp
+        return float(np.sum(weights * np.prod([f.T @ x[k] for k, f in enumerate(factors)], axis=0)))
+
+    def ttm_value(factors):
+        v, d = np.ones(1), len(factors)
+        for k, g in enumerate(factors):
+            v = np.einsum("r,rios,i,o->s", v, g, x[k], x[d + k])
+        return v.item()
+
+    for obj, value in ((tl.random.random_tt((2,) * 30, rank=2, random_state=0), tt_value),
+                       (tl.random.random_cp((2,) * 30, rank=2, random_state=0), cp_value),
+                       (tl.random.random_tt_matrix((2,) * 30, rank=2, random_state=0), ttm_value)):
+        net = Network.from_tensorly(obj)
+        assert net.shape == (2,) * 30
+        got = net.contract(",".join(net.output), *x, output="")
+        np.testing.assert_allclose(got, value(obj), rtol=1e-10)
+        back = net.to_tensorly()
+        assert type(back) is type(obj)
+        np.testing.assert_allclose(value(back), value(obj), rtol=1e-10)

@@ -659,3 +659,14 @@ def test_bfloat16_cores_when_ml_dtypes_registers_bfloat16_with_numpy(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(half.cores, back.cores))
     with pytest.raises(TypeError, match="cores must hold numbers"):
         Network("ab", cores=[np.array([["x"]])])
+
+
+def test_saving_a_label_network_says_the_labels_are_not_kept(tmp_path):
+    """The file has no place for labels: load gave back .labels None without a word."""
+    net = Network([["x", "bond"], ["bond", "y"]], dims={"x": 2, "bond": 3, "y": 4}, seed=0)
+    with pytest.warns(UserWarning, match="labels .* are not saved"):
+        path = tnmars.save(net, tmp_path / "labels.npz")
+    assert tnmars.load(path).labels is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tnmars.save(Network.tt((3, 4), 2, seed=0), tmp_path / "plain.npz")

@@ -413,3 +413,106 @@ def test_warnings_point_at_the_callers_line():
         Network("ij,jk", shape=(2, 3), ranks=9)
     assert len(caught) == 4
     assert {w.filename for w in caught} == {__file__}
+
+
+def test_masks_already_on_the_backend_keep_the_cores_dtype():
+    """A float64 NumPy mask, e.g. ``(phi > 0.5).astype(float)``, made a float16/float32 network's
+    tensor and environment gradients float64 without a word; a float64 torch mask on float32
+    cores failed inside the pairwise products ("both inputs should have same dtype")."""
+    from tnmars.gradients import vjp
+
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    mask = np.array([1.0, 0.0])
+    for dtype in ("float16", "float32"):
+        low = net.to(dtype)
+        out = low.to_tensor({"A": mask})
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, low.to_tensor({"A": mask.astype(dtype)}))
+        out, grads, mask_grads = vjp(low, lambda t: t, {"A": mask})
+        assert out.dtype == dtype and {g.dtype.name for g in grads} == {dtype}
+        assert mask_grads["A"].dtype == dtype
+    torch = pytest.importorskip("torch")
+    f32 = net.to("torch", dtype="float32")
+    cores = [c.clone().requires_grad_() for c in f32.cores]
+    logits = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+    out = f32.with_cores(cores).to_tensor({"A": logits})
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert logits.grad is not None and cores[0].grad.dtype == torch.float32
+    assert net.to("torch", dtype="bfloat16").to_tensor({"A": torch.ones(2)}).dtype == torch.bfloat16
+    # ml_dtypes (imported by JAX and others) makes NumPy know "bfloat16" as an opaque kind "V"
+    pytest.importorskip("ml_dtypes")
+    for mask in (torch.ones(2, dtype=torch.float64), [1.0, 0.0]):
+        assert net.to("torch", dtype="bfloat16").to_tensor({"A": mask}).dtype == torch.bfloat16
+    assert net.to("torch").to_tensor({"A": torch.ones(2, dtype=torch.bfloat16)}).dtype == torch.float64
+
+
+def test_label_networks_keep_their_labels_through_prune_to_and_numpy():
+    """prune, to and numpy built their results without .labels (None), so a network declared
+    with label lists lost the map from its labels to index symbols after any of them."""
+    net = Network([["x", "bond"], ["bond", "y"]], dims={"x": 2, "bond": 3, "y": 4}, seed=0)
+    assert net.labels == {"bond": "a", "x": "b", "y": "c"}
+    assert net.prune({net.labels["bond"]: [0, 2]}).labels == net.labels
+    assert net.to("float32").labels == net.labels
+    assert net.numpy().labels == net.labels
+    torch = pytest.importorskip("torch")
+    assert net.to(torch.float32).to("numpy").labels == net.labels
+
+
+def test_num_params_at_refuses_what_is_not_a_rank():
+    """An unknown key was ignored (the full count came back), an open mode's key changed its
+    size, and a negative rank gave a negative count, all without an error."""
+    net = Network.tt((3, 4, 5), 2)
+    assert net.num_params_at({"A": 1}) == 3 + 8 + 10 and net.num_params_at({"A": 0, "B": 0}) == 0
+    assert net.num_params_at(np.array([1, 1])) == 3 + 4 + 5
+    with pytest.raises(ValueError, match="'Z' is not a bond"):
+        net.num_params_at({"Z": 1})
+    with pytest.raises(ValueError, match="'a' is not a bond"):
+        net.num_params_at({"a": 10})
+    with pytest.raises(ValueError, match=">= 0"):
+        net.num_params_at({"A": -1})
+    with pytest.raises(TypeError, match="integer"):
+        net.num_params_at([1.5, 2])
+
+
+def test_shapes_and_ranks_as_numpy_arrays():
+    """np.array([2, 3, 4]) was a TypeError "shape must be an integer" (its __index__ refuses)."""
+    assert Network.tt(np.array([2, 3, 4]), np.array([2, 2])).shape == (2, 3, 4)
+    assert Network.tucker(np.arange(2, 5), 2).shape == (2, 3, 4)
+    with pytest.raises(TypeError, match="integers"):
+        Network.tt(np.array([2.5, 3.0]), 2)
+
+
+def test_bfloat16_and_numpy_say_what_to_do():
+    """NumPy has no bfloat16: .to("numpy") of a torch bfloat16 network and a NumPy network of
+    dtype "bfloat16" raised NumPy's bare "data type 'bfloat16' not understood"."""
+    with pytest.raises(TypeError, match="numpy has no bfloat16"):
+        Network.tt((3, 4), 2, dtype="bfloat16")
+    torch = pytest.importorskip("torch")
+    net = Network.tt((3, 4, 5), 2, backend="torch", dtype=torch.bfloat16, seed=0)
+    host = net.to("numpy")
+    assert host.dtype == "float32"  # every bfloat16 value exactly, as numpy() and load give
+    np.testing.assert_array_equal(host.cores[0], net.cores[0].float().numpy())
+    with pytest.raises(TypeError, match="numpy has no bfloat16"):
+        net.to("numpy", dtype="bfloat16")
+
+
+def test_network_contract_reads_operands_as_tnmars_contract_does():
+    """A float64 batch on a float32 torch network failed inside a product ("both inputs should
+    have same dtype"); a list operand was an AttributeError ('list' object has no attribute
+    'shape'). Both now follow tnmars.contract: promotion by the framework's rules, lists read."""
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    vec = [1.0, 2.0, 3.0]
+    np.testing.assert_allclose(net.contract("a", vec, output="bc"), np.einsum("abc,a->bc", net.to_tensor(), vec))
+    bools = Network("ij,jk", cores=[np.ones((2, 3), bool), np.ones((3, 2), bool)])
+    assert bools.contract("k", np.array([True, False]), output="i").dtype == bool
+    torch = pytest.importorskip("torch")
+    layer = Network.tt_matrix((2, 3), (4, 5), 2, seed=0).to("torch", dtype="float32")
+    x = torch.randn(7, 2, 3, dtype=torch.float64)
+    y = layer.contract("Zab", x, output="Zcd")
+    assert y.dtype == torch.float64
+    ref = torch.einsum("zab,abcd->zcd", x, layer.to_tensor().double())
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    assert layer.contract("Zab", x.float(), output="Zcd").dtype == torch.float32
+    with pytest.raises(TypeError, match="mixed"):
+        layer.contract("Zab", x.numpy(), output="Zcd")

@@ -129,3 +129,13 @@ def test_nan_is_refused_not_drawn():
         plot_mask_probabilities({"A": [0.9, float("nan")]})
     with pytest.raises(ValueError, match="finite"):
         plot_sweep([1, 2], [0.5, float("nan")])
+
+
+def test_torch_probabilities_of_any_float_dtype():
+    """bfloat16 mask probabilities (a bfloat16 layer's) raised torch's "Got unsupported
+    ScalarType BFloat16" from .numpy()."""
+    torch = pytest.importorskip("torch")
+    phi = {"A": torch.tensor([0.9, 0.1, 0.7], dtype=torch.bfloat16, requires_grad=True),
+           "B": torch.tensor([0.2, 0.8], dtype=torch.float16)}
+    fig = plot_mask_probabilities(phi)
+    assert [ax.get_title() for ax in fig.axes] == ["bond A: rank 2/3", "bond B: rank 1/2"]

@@ -47,3 +47,42 @@ def test_large_networks_pass_52_indices_and_contract_like_opt_einsum(net):
     np.testing.assert_allclose(net.to_tensor(), expected, rtol=1e-9, atol=1e-12 * max(1.0, np.abs(expected).max()))
     np.testing.assert_allclose(tnmars.contract(net.spec, *net.cores), expected, rtol=1e-9,
                                atol=1e-12 * max(1.0, np.abs(expected).max()))
+
+
+def test_small_core_counts_draw_the_kinds_that_fit():
+    """specs(max_cores=2) failed inside hypothesis ("Cannot have max_value=2 < min_value=3")
+    whenever it drew a star or a hyperedge; a single core could not be asked for at all."""
+    import pytest
+
+    @settings(max_examples=40, deadline=None, database=None)
+    @given(specs(max_cores=2))
+    def two(spec):
+        assert len(parse_spec(spec).inputs) == 2
+
+    @settings(max_examples=20, deadline=None, database=None)
+    @given(networks(min_cores=1, max_cores=1))
+    def one(net):
+        assert net.num_cores == 1 and not net.bonds
+        np.testing.assert_allclose(net.to_tensor(), np.einsum(net.spec, *net.cores))
+
+    two()
+    one()
+    from hypothesis.errors import InvalidArgument
+
+    from tnmars.testing.strategies import dims
+
+    for kwargs in ({"min_cores": 5, "max_cores": 3}, {"kinds": ["ring"]}, {"kinds": []},
+                   {"max_cores": 2, "kinds": ["star"]}, {"min_cores": 0}):
+        with pytest.raises(InvalidArgument):
+            specs(**kwargs)
+    with pytest.raises(InvalidArgument, match="min_rank"):
+        dims("ab,bc", min_rank=0)  # Network refuses size-0 dims; it drew specs it could not build
+
+
+@settings(max_examples=15, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(networks(min_cores=30, max_cores=40))
+def test_many_cores_give_networks_that_fit_in_memory(net):
+    """A star or random graph of 30+ cores put 29-38 bonds on one core (3**38 entries at rank
+    3): Network refused to allocate it, or built a core of millions of entries."""
+    assert max(int(np.prod(c.shape)) for c in net.cores) <= 2**16

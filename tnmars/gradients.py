@@ -146,7 +146,10 @@ def _as_mask_dict(net: Network, masks: Any) -> dict[str, Any]:
         if len(masks) != len(net.bonds):
             raise ValueError(f"{len(masks)} masks given for {len(net.bonds)} bonds")
         masks = dict(zip(net.bonds, masks))
-    return {b: m for b, m in masks.items() if m is not None}
+    # the arrays masked_cores multiplies in (backend, device, the core's floating dtype), so the
+    # chain rule below uses the same values and a float64 mask gives float32 cores float32 gradients
+    cores = net.cores
+    return {b: net._mask_array(m, cores[net.mask_site(b)[0]], b) for b, m in masks.items() if m is not None}
 
 
 def vjp(

@@ -179,6 +179,12 @@ def _fit_result_class() -> type:
 
 # ------------------------------------------------------------------------------ encoding
 def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if net.labels is not None:
+        # the file format has no entry for labels (any hashable objects, not JSON); say so
+        # rather than hand back, after load, a network whose .labels is silently None
+        warnings.warn(
+            f"the labels of {net.spec!r} are not saved (tnmars files store the index symbols only): after "
+            "load, .labels is None; save the label -> symbol map yourself if you need it", stacklevel=4)
     arrays = {}
     for k, core in enumerate(net.cores):
         arrays[f"{prefix}_{k}"] = np.ascontiguousarray(_to_numpy(core))

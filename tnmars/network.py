@@ -21,7 +21,7 @@ import numpy as np
 
 from ._checks import floating_dtype, integer, positive_finite, seed_generator, warn
 from .backends import Backend, get_backend, infer_backend
-from .contract import Plan, execute, make_plan
+from .contract import Plan, _as_operands, _common_dtype, execute, make_plan
 from .paths import normalize_optimize
 from .spec import ParsedSpec, Symbols, labels_to_spec, parse_spec
 
@@ -72,6 +72,8 @@ def _as_int_tuple(values: Any, name: str) -> tuple[int, ...]:
     ``2.0`` or ``inf``, and strings are a ``TypeError`` naming ``name``)."""
     if isinstance(values, (str, bytes, Mapping)) or values is None:
         raise TypeError(f"{name} must be an int or a sequence of ints; got {values!r}")
+    if isinstance(values, np.ndarray) and values.ndim == 1:  # np.array([2, 3, 4]): its __index__ refuses
+        values = values.tolist()
     if hasattr(values, "__index__") or isinstance(values, (bool, np.bool_)):
         return (integer(values, name),)
     try:
@@ -257,6 +259,8 @@ class Network:
             )
         be = get_backend(backend or "numpy")
         be.check_device(device)
+        if be.name in ("numpy", "cupy") and dtype is not None and _dtype_name(dtype) == "bfloat16":
+            raise TypeError(f"{be.name} has no bfloat16; use backend='torch' for bfloat16 cores, or float16/float32")
         self._backend = be
         self._sizes = _clip_ranks(parsed, sizes, from_ranks)
         self._cores = self._random_cores(be, dtype, device, seed, scale)
@@ -283,7 +287,9 @@ class Network:
         return cls(spec, cores=cores, optimize=optimize)
 
     def with_cores(self, cores: Sequence[Any]) -> Network:
-        """The same graph over new cores (checked against the spec)."""
+        """The same graph over new cores (checked against the spec), with the same
+        :attr:`labels`; :meth:`prune`, :meth:`to` and :meth:`numpy` build their results here,
+        so a network declared with label lists keeps them."""
         net = type(self)(self.spec, cores=cores, optimize=self.optimize)
         net.labels = self.labels
         return net
@@ -447,15 +453,27 @@ class Network:
         return sum(prod(self._sizes[c] for c in term) for term in self._parsed.inputs)
 
     def num_params_at(self, ranks: Mapping[str, int] | Sequence[int]) -> int:
-        """Parameter count if the bonds had ``ranks`` (the paper's dof at selected ranks)."""
+        """Parameter count if the bonds had ``ranks`` (the paper's dof at selected ranks):
+        ``{bond: rank}`` for some bonds or one rank per bond in the order of :attr:`bonds`.
+        Ranks are integers >= 0; a key that is not a bond is a ``ValueError`` (it was ignored,
+        or changed an open mode's size, and the count came back silently wrong)."""
         sizes = dict(self._sizes)
+        bonds = self._parsed.bonds
         if isinstance(ranks, Mapping):
-            sizes.update(ranks)
+            unknown = [b for b in ranks if b not in bonds]
+            if unknown:
+                raise ValueError(f"{unknown[0]!r} is not a bond of {self.spec!r}; bonds are {list(bonds)}")
+            items = list(ranks.items())
         else:
             ranks = tuple(ranks)
-            if len(ranks) != len(self._parsed.bonds):
-                raise ValueError(f"{len(ranks)} ranks given for {len(self._parsed.bonds)} bonds")
-            sizes.update(zip(self._parsed.bonds, ranks))
+            if len(ranks) != len(bonds):
+                raise ValueError(f"{len(ranks)} ranks given for {len(bonds)} bonds")
+            items = list(zip(bonds, ranks))
+        for bond, rank in items:
+            rank = integer(rank, f"the rank of bond {bond!r}")
+            if rank < 0:
+                raise ValueError(f"the rank of bond {bond!r} must be >= 0; got {rank}")
+            sizes[bond] = rank
         return sum(prod(sizes[c] for c in term) for term in self._parsed.inputs)
 
     @property
@@ -538,15 +556,20 @@ class Network:
     def _mask_array(self, mask: Any, core: Any, bond: str) -> Any:
         """``mask`` as an array of this network's backend, on the core's device (a NumPy mask
         on torch cores that require grad, or a list, would otherwise fail inside the product);
-        floats and bools take the core's floating dtype, so a float32 network stays float32."""
+        real masks (bool, int, float) take the core's floating dtype, so a float32 network stays
+        float32. That holds for masks already on the backend too: a float64 NumPy mask such as
+        ``(phi > 0.5).astype(float)`` silently made a float16/float32 network's tensor float64,
+        and a float64 torch mask on float32 cores failed inside the pairwise products with
+        torch's "both inputs should have same dtype". The cast keeps autograd (``Tensor.to``)."""
         be = self._backend
+        core_dtype = be.dtype_name(core)
         if be.is_array(mask):
-            try:
-                numeric = np.dtype(be.dtype_name(mask)).kind in "biufc"
-            except TypeError:  # a framework-only float such as torch's bfloat16
-                numeric = True
-            if not numeric:
-                raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {be.dtype_name(mask)}")
+            mask_dtype = be.dtype_name(mask)
+            kind = _dtype_kind(mask_dtype)
+            if kind not in "biufc":
+                raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {mask_dtype}")
+            if kind != "c" and mask_dtype != core_dtype and _is_floating(core_dtype):
+                mask = be.asarray(mask, dtype=core_dtype)
             return mask
         if not hasattr(mask, "shape"):
             try:
@@ -558,12 +581,7 @@ class Network:
         mask = np.asarray(mask)
         if mask.dtype.kind not in "biuf":
             raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {mask.dtype}")
-        core_dtype = be.dtype_name(core)
-        try:
-            floating = np.dtype(core_dtype).kind in "fc"
-        except TypeError:  # a framework-only float such as torch's bfloat16
-            floating = True
-        return be.asarray(mask, dtype=core_dtype if floating else None, device=self.device)
+        return be.asarray(mask, dtype=core_dtype if _is_floating(core_dtype) else None, device=self.device)
 
     def to_tensor(self, masks: Masks = None, *, contiguous: bool = True) -> Any:
         """The full tensor (open modes in output order), optionally with bond masks applied.
@@ -582,13 +600,25 @@ class Network:
         ``extra`` holds one comma-separated term per operand, using the network's letters for
         shared modes. For a TT-matrix ``'acA,Abd->abcd'`` and a batch ``x`` of shape
         ``(B, 2, 3)``: ``net.contract("Zab", x, output="Zcd")``.
+
+        Operands are read as :func:`tnmars.contract` reads them: arrays of the network's
+        framework (another framework is refused), numbers or nested lists; mixed dtypes are
+        promoted by the framework's rules (a float64 batch on float32 torch cores gives a
+        float64 result, as on NumPy, instead of failing inside a product with "both inputs
+        should have same dtype"), and booleans give booleans.
         """
         terms = tuple(extra.replace(" ", "").split(",")) if extra else ()
         if len(terms) != len(operands):
             raise ValueError(f"{len(terms)} extra terms but {len(operands)} operands")
-        infer_backend(list(self._cores[:1]) + list(operands))  # refuse mixed frameworks
-        plan = self.plan(terms, [x.shape for x in operands], output)
-        return execute(plan, self.masked_cores(masks) + list(operands), self._backend)
+        cores = self.masked_cores(masks)
+        be, arrays, uniform = _as_operands(cores[:1] + list(operands), None)  # refuses mixed frameworks
+        arrays = cores + arrays[1:]
+        boolean = False
+        if not uniform or be.dtype_name(arrays[0]) == "bool" or len({be.dtype_name(c) for c in cores}) > 1:
+            arrays, boolean = _common_dtype(arrays, be)
+        plan = self.plan(terms, [x.shape for x in arrays[len(cores):]], output)
+        out = execute(plan, arrays, be)
+        return out != 0 if boolean else out
 
     def path_info(self, extra: str = "", extra_shapes: Sequence[Sequence[int]] = (), output: str | None = None) -> Plan:
         """The plan with its cost figures: ``.flops``, ``.largest_intermediate``, ``.path``.
@@ -637,6 +667,11 @@ class Network:
             raise ValueError(f"a NumPy network cannot live on device {device!r}; name the framework too, e.g. "
                              f"net.to('torch', device={device!r}) or net.to('cupy')")
         target.check_device(device)
+        if target.name in ("numpy", "cupy"):
+            if dtype == "bfloat16":
+                raise TypeError(f"{target.name} has no bfloat16; keep the network on torch or choose float32")
+            if dtype is None and self.dtype == "bfloat16":
+                dtype = "float32"  # holds every bfloat16 value exactly, as numpy() and load do
         dtype = dtype or self.dtype
         if target.name == self._backend.name:
             if device is None and self._backend.name != "numpy":
@@ -644,12 +679,12 @@ class Network:
             cores = [target.asarray(c, dtype=dtype, device=device) for c in self._cores]
         else:
             cores = [target.asarray(self._backend.to_numpy(c), dtype=dtype, device=device) for c in self._cores]
-        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+        return self.with_cores(cores)  # keeps .labels
 
     def numpy(self) -> Network:
         """A NumPy copy (detached from any autograd graph)."""
         cores = [np.array(self._backend.to_numpy(c)) for c in self._cores]
-        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+        return self.with_cores(cores)  # keeps .labels
 
     # ------------------------------------------------------------------------ pruning
     def prune(self, keep: Mapping[str, Any]) -> Network:
@@ -672,7 +707,7 @@ class Network:
                 continue
             for t in self._parsed.terms_with(bond):
                 cores[t] = self._backend.take(cores[t], idx, self._parsed.inputs[t].index(bond))
-        return type(self)(self.spec, cores=cores, optimize=self.optimize)
+        return self.with_cores(cores)  # keeps .labels
 
     # ------------------------------------------------------------------------ display
     def summary(self) -> str:
@@ -757,6 +792,23 @@ def _from_labels(subscripts: Any, output: Any, dims: Any, ranks: Any):
         return {labels[k]: v for k, v in mapping.items()}
 
     return spec, labels, rekey(dims, "dims"), rekey(ranks, "ranks")
+
+
+def _dtype_kind(dtype_name: str) -> str:
+    """NumPy's kind letter of a dtype name; ``"f"`` for floats NumPy lacks or knows only as
+    opaque ``"V"`` types (torch's ``bfloat16``; ml_dtypes, imported by JAX among others,
+    registers ``bfloat16`` and the float8 types with NumPy as kind ``"V"``)."""
+    if dtype_name.startswith(("bfloat", "float")):
+        return "f"
+    try:
+        return np.dtype(dtype_name).kind
+    except TypeError:
+        return "V"
+
+
+def _is_floating(dtype_name: str) -> bool:
+    """Whether a core of this dtype is floating or complex."""
+    return _dtype_kind(dtype_name) in "fc"
 
 
 def _check_core_dtype(name: str, pos: int) -> None:

@@ -45,10 +45,10 @@ def _tensorly_classes():
 
 
 def _check_order(d: int, what: str, minimum: int = 1) -> None:
+    # no upper limit: the built-in specs continue past 'z' / 'Z' with other Unicode letters
+    # (a 30-site TT used to be refused here while Network.tt built it)
     if d < minimum:
         raise ValueError(f"a {what} with {d} factor(s) cannot be a tnmars network (needs at least {minimum})")
-    if d > 26:
-        raise ValueError(f"a {what} with {d} modes exceeds the 26 open-mode letters of the built-in specs")
 
 
 def _shape(x: Any) -> tuple[int, ...]:
