@@ -661,12 +661,52 @@ def test_bfloat16_cores_when_ml_dtypes_registers_bfloat16_with_numpy(tmp_path):
         Network("ab", cores=[np.array([["x"]])])
 
 
-def test_saving_a_label_network_says_the_labels_are_not_kept(tmp_path):
-    """The file has no place for labels: load gave back .labels None without a word."""
-    net = Network([["x", "bond"], ["bond", "y"]], dims={"x": 2, "bond": 3, "y": 4}, seed=0)
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_a_label_network_keeps_its_str_and_int_labels_through_save_and_load(tmp_path, suffix):
+    """Files had no place for labels: load gave back .labels None (later with a warning)."""
+    pytest.importorskip("safetensors") if suffix == ".safetensors" else None
+    net = Network([["x", "bond"], ["bond", 7]], dims={"x": 2, "bond": 3, 7: 4}, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = tnmars.save(net, tmp_path / f"labels{suffix}")
+    back = tnmars.load(path)
+    assert back.labels == net.labels and back.spec == net.spec
+    assert {type(k) for k in back.labels} == {str, int}  # 7 stays an int, "x" a str
+    np.testing.assert_array_equal(back.to_tensor(), net.to_tensor())
+
+
+def test_labels_a_file_cannot_hold_are_a_warning_not_a_silent_loss(tmp_path):
+    net = Network([[("site", 0), "bond"], ["bond", ("site", 1)]], dims={("site", 0): 2, "bond": 3, ("site", 1): 4},
+                  seed=0)
     with pytest.warns(UserWarning, match="labels .* are not saved"):
         path = tnmars.save(net, tmp_path / "labels.npz")
     assert tnmars.load(path).labels is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tnmars.save(Network.tt((3, 4), 2, seed=0), tmp_path / "plain.npz")
+
+
+def test_resigned_files_with_labels_changed_fail_cleanly_or_load_a_consistent_network(tmp_path):
+    """The labels entry, every part deleted or replaced, then re-signed: load raises
+    FileFormatError or gives a network whose labels name each index of its spec once."""
+    net = Network([["x", "bond"], ["bond", 7]], dims={"x": 2, "bond": 3, 7: 4}, seed=0)
+    path = tnmars.save(net, tmp_path / "labels.npz")
+    arrays = _members(path)
+    meta = json.loads(arrays["__tnmars_metadata__"].tobytes())
+    out = tmp_path / "m.npz"
+    refused = 0
+    for where, _ in _paths(meta["labels"], ("labels",)):
+        for new in _REPLACEMENTS + [["str", "x", "zz"], ["int", 7, meta["labels"][0][2]], ["float", 1.5, "a"]]:
+            mutated = _mutated(meta, where, new)
+            if mutated == meta:
+                continue
+            _resign(arrays, mutated, out)
+            try:
+                back = tnmars.load(out)
+            except tio.FileFormatError as err:
+                assert str(err)
+                refused += 1
+                continue
+            indices = set("".join(back.spec.split("->")[0].split(",")))
+            assert back.labels is None or sorted(back.labels.values()) == sorted(indices)
+    assert refused > 20

@@ -21,7 +21,11 @@ import numpy as np
 from ._container import ArrayEntry, FileFormatError
 
 NETWORK_KEYS = frozenset({"spec", "dims", "backend", "dtype", "device", "optimize", "cores"})
-TOP_KEYS = frozenset({"format", "format_version", "tnmars_version", "kind", "sha256", "hmac_sha256", "fit"}) | NETWORK_KEYS
+#: entries a network's metadata may add: ``labels``, ``[[kind, label, symbol], ...]`` with kind
+#: "str" or "int" (the label -> index symbol map of a network declared with labels)
+OPTIONAL_NETWORK_KEYS = frozenset({"labels"})
+TOP_KEYS = (frozenset({"format", "format_version", "tnmars_version", "kind", "sha256", "hmac_sha256", "fit"})
+            | NETWORK_KEYS | OPTIONAL_NETWORK_KEYS)
 FIT_KEYS = frozenset({"probabilities", "ranks", "ranks_type", "fields", "networks", "class"})
 #: fields of a fit result that are rebuilt from arrays and networks, never from ``fields``
 RESERVED_FIELDS = frozenset({"network", "ranks", "probabilities"})
@@ -111,7 +115,8 @@ def network(meta: Any, claims: _Claims, what: str = "the network") -> dict:
     from .spec import parse_spec
 
     meta = _mapping(meta, what)
-    _keys(meta, NETWORK_KEYS, NETWORK_KEYS | (TOP_KEYS if what == "the network" else frozenset()), what)
+    _keys(meta, NETWORK_KEYS, NETWORK_KEYS | OPTIONAL_NETWORK_KEYS | (TOP_KEYS if what == "the network" else frozenset()),
+          what)
     spec = _text(meta["spec"], f"{what}'s spec")
     try:
         parsed = parse_spec(spec)
@@ -146,7 +151,34 @@ def network(meta: Any, claims: _Claims, what: str = "the network") -> dict:
             _fail(f"{what}'s core {k} ({name!r}) has shape {entry.shape}, but dims say {expected}")
         if entry.dtype.newbyteorder("=") != stored:
             _fail(f"{what}'s core {k} ({name!r}) holds {entry.dtype.name}, but the metadata says {dtype}")
+    if "labels" in meta:
+        _labels(meta["labels"], indices, what)
     return {"bonds": {b: dims[b] for b in parsed.bonds}, "spec": parsed.spec}
+
+
+def _labels(value: Any, indices: set, what: str) -> None:
+    """``[[kind, label, symbol], ...]``: kind "str" or "int", distinct labels, each symbol an
+    index of the spec, each index named once."""
+    if not isinstance(value, list) or len(value) != len(indices):
+        _fail(f"{what}'s labels must list one [kind, label, symbol] per index ({len(indices)})")
+    seen_labels, seen_symbols = set(), set()
+    for item in value:
+        if not isinstance(item, list) or len(item) != 3:
+            _fail(f"{what}'s labels must be [kind, label, symbol] triples; got {str(item)[:80]}")
+        kind, label, symbol = item
+        if kind == "str":
+            _text(label, f"{what}'s label", 1000)
+        elif kind == "int":
+            if isinstance(label, bool) or not isinstance(label, int):
+                _fail(f"{what}'s label {str(label)[:80]} is not an int")
+        else:
+            _fail(f"{what}'s label kind must be 'str' or 'int'; got {str(kind)[:20]!r}")
+        if not isinstance(symbol, str) or symbol not in indices:
+            _fail(f"{what}'s label {str(label)[:80]!r} names {str(symbol)[:20]!r}, not an index of its spec")
+        if (kind, label) in seen_labels or symbol in seen_symbols:
+            _fail(f"{what}'s labels name a label or an index twice")
+        seen_labels.add((kind, label))
+        seen_symbols.add(symbol)
 
 
 # ------------------------------------------------------------------------------ fit results

@@ -179,12 +179,13 @@ def _fit_result_class() -> type:
 
 # ------------------------------------------------------------------------------ encoding
 def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    if net.labels is not None:
-        # the file format has no entry for labels (any hashable objects, not JSON); say so
-        # rather than hand back, after load, a network whose .labels is silently None
+    labels = _labels_payload(net.labels)
+    if net.labels is not None and labels is None:
+        # labels other than str and int (tuples, objects) are not JSON: say so rather than hand
+        # back, after load, a network whose .labels is silently None
         warnings.warn(
-            f"the labels of {net.spec!r} are not saved (tnmars files store the index symbols only): after "
-            "load, .labels is None; save the label -> symbol map yourself if you need it", stacklevel=4)
+            f"the labels of {net.spec!r} are not saved (files keep str and int labels only): after load, "
+            ".labels is None; save the label -> symbol map yourself if you need it", stacklevel=4)
     arrays = {}
     for k, core in enumerate(net.cores):
         arrays[f"{prefix}_{k}"] = np.ascontiguousarray(_to_numpy(core))
@@ -197,7 +198,25 @@ def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any]
         "optimize": net.optimize if isinstance(net.optimize, str) else "auto",
         "cores": [f"{prefix}_{k}" for k in range(net.num_cores)],
     }
+    if labels is not None:
+        meta["labels"] = labels
     return meta, arrays
+
+
+def _labels_payload(labels: Mapping[Any, str] | None) -> list[list[Any]] | None:
+    """A network's label -> symbol map as ``[[kind, label, symbol], ...]`` (kind "str" or
+    "int", so that 1 and "1" stay apart); None without labels or with any other kind of label."""
+    if labels is None:
+        return None
+    out = []
+    for label, symbol in labels.items():
+        if isinstance(label, str):
+            out.append(["str", label, symbol])
+        elif isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_)):
+            out.append(["int", int(label), symbol])
+        else:
+            return None
+    return out
 
 
 def _fit_payload(result: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -450,9 +469,12 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
             device = None
     converted = [be.asarray(c, dtype=dtype, device=device) for c in cores]
     try:
-        return Network(meta["spec"], cores=converted, optimize=meta["optimize"])
+        net = Network(meta["spec"], cores=converted, optimize=meta["optimize"])
     except (ValueError, TypeError) as err:
         raise FileFormatError(f"{where} holds an inconsistent network: {err}") from None
+    if "labels" in meta:  # checked by the schema: str or int labels, one per index
+        net.labels = {label: symbol for _, label, symbol in meta["labels"]}
+    return net
 
 
 def _load(path: Any, backend: str | None, device: str | None, dtype: Any, key: Any,
