@@ -516,3 +516,16 @@ def test_network_contract_reads_operands_as_tnmars_contract_does():
     assert layer.contract("Zab", x.float(), output="Zcd").dtype == torch.float32
     with pytest.raises(TypeError, match="mixed"):
         layer.contract("Zab", x.numpy(), output="Zcd")
+
+
+def test_a_float_mask_on_integer_torch_cores_gives_the_promoted_tensor_as_numpy_does():
+    """The masked core became float and the next product refused ('both inputs should have
+    same dtype'); NumPy promoted."""
+    torch = pytest.importorskip("torch")
+    cores = [np.arange(6).reshape(2, 3), np.arange(6).reshape(3, 2)]
+    mask = np.array([1.0, 0.0, 1.0])
+    want = tnmars.Network("ij,jk", cores=cores).to_tensor({"j": mask})
+    net = tnmars.Network("ij,jk", cores=[torch.tensor(c) for c in cores])
+    got = net.to_tensor({"j": torch.tensor(mask, dtype=torch.float32)})
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), want)

@@ -591,7 +591,12 @@ class Network:
         plan = self.__dict__.get("_own_plan")
         if plan is None:  # shapes never change for a Network, so its own plan is kept
             plan = self._own_plan = self.plan()
-        out = execute(plan, self.masked_cores(masks) if masks is not None else self._cores, self._backend)
+        cores = self._cores
+        if masks is not None:
+            cores = self.masked_cores(masks)
+            if len({self._backend.dtype_name(c) for c in cores}) > 1:  # integer cores, one times a float mask:
+                cores, _ = _common_dtype(cores, self._backend)        # promoted as NumPy does (torch refused)
+        out = execute(plan, cores, self._backend)
         return self._backend.contiguous(out) if contiguous else out
 
     def contract(self, extra: str, *operands: Any, output: str, masks: Masks = None) -> Any:
