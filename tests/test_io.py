@@ -710,3 +710,12 @@ def test_resigned_files_with_labels_changed_fail_cleanly_or_load_a_consistent_ne
             indices = set("".join(back.spec.split("->")[0].split(",")))
             assert back.labels is None or sorted(back.labels.values()) == sorted(indices)
     assert refused > 20
+
+
+def test_an_optimizer_object_or_explicit_path_is_a_warning_not_a_silent_auto(tmp_path):
+    net = Network("ij,jk,kl", dims={"i": 2, "j": 3, "k": 4, "l": 5}, seed=0, optimize=[(0, 1), (0, 1)])
+    with pytest.warns(UserWarning, match="optimizer .* is not saved"):
+        path = tnmars.save(net, tmp_path / "path.npz")
+    back = tnmars.load(path)
+    assert back.optimize == "auto"
+    np.testing.assert_allclose(back.to_tensor(), net.to_tensor())

@@ -186,6 +186,10 @@ def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any]
         warnings.warn(
             f"the labels of {net.spec!r} are not saved (files keep str and int labels only): after load, "
             ".labels is None; save the label -> symbol map yourself if you need it", stacklevel=4)
+    if not isinstance(net.optimize, str):
+        warnings.warn(
+            f"the contraction optimizer of {net.spec!r} ({type(net.optimize).__name__}) is not saved: after load "
+            "it is 'auto' (the values are the same; pass optimize= again if the path matters)", stacklevel=4)
     arrays = {}
     for k, core in enumerate(net.cores):
         arrays[f"{prefix}_{k}"] = np.ascontiguousarray(_to_numpy(core))
