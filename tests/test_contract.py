@@ -194,3 +194,39 @@ def test_a_product_of_two_transposed_views_copies_the_smaller_first():
     torch.einsum(spec, *ref).sum().backward()
     for mine, theirs in zip(tops, ref):
         np.testing.assert_allclose(mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_opt_einsums_dtype_order_casting_and_use_blas_arguments_act_as_there():
+    """contract was called a drop-in for opt_einsum.contract but refused these keywords; they
+    act as in numpy.einsum (which opt_einsum hands them to; its own BLAS path then fails on
+    dtype=, 'unexpected keyword argument')."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 5))
+    with pytest.raises(TypeError, match="cannot be cast"):
+        tnmars.contract("ij,jk->ik", a, b, dtype="float32")
+    with pytest.raises(TypeError):
+        np.einsum("ij,jk->ik", a, b, dtype="float32")  # the same refusal there
+    got = tnmars.contract("ij,jk->ik", a, b, dtype="float32", casting="same_kind")
+    want = np.einsum("ij,jk->ik", a, b, dtype="float32", casting="same_kind")
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    ints = np.arange(12).reshape(3, 4)
+    assert tnmars.contract("ij,jk->ik", ints, ints.T, dtype="float64").dtype == np.float64
+    fortran = tnmars.contract("ij,jk->ik", a, b, order="F")
+    assert fortran.flags.f_contiguous and not fortran.flags.c_contiguous
+    np.testing.assert_allclose(fortran, a @ b)
+    assert tnmars.contract("ij,jk->ik", a, b, order="A").flags.c_contiguous
+    assert tnmars.contract("ij,jk->ik", np.asfortranarray(a), np.asfortranarray(b), order="A").flags.f_contiguous
+    np.testing.assert_allclose(tnmars.contract("ij,jk->ik", a, b, use_blas=False), a @ b)
+    with pytest.raises(ValueError, match="order"):
+        tnmars.contract("ij,jk->ik", a, b, order="X")
+    with pytest.raises(ValueError, match="casting"):
+        tnmars.contract("ij,jk->ik", a, b, dtype="float64", casting="loose")
+
+
+def test_dtype_and_order_on_torch_say_what_to_do_instead():
+    torch = pytest.importorskip("torch")
+    a = torch.ones(2, 3)
+    with pytest.raises(TypeError, match="NumPy and CuPy"):
+        tnmars.contract("ij,jk->ik", a, a.T, dtype="float64")
+    assert tnmars.contract("ij,jk->ik", a, a.T, use_blas=False).shape == (2, 2)

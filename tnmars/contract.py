@@ -622,6 +622,10 @@ def contract(
     optimize: Optimize = "auto",
     memory_limit: int | str | None = None,
     backend: Backend | str | None = None,
+    dtype: Any = None,
+    order: str = "K",
+    casting: str = "safe",
+    use_blas: bool = True,
 ) -> Any:
     """Einstein summation with a cached plan, on the operands' own backend: a drop-in for
     ``opt_einsum.contract``.
@@ -650,6 +654,16 @@ def contract(
     backend:
         ``"numpy"``, ``"torch"`` or ``"cupy"``: contract there (operands are converted) and
         return that framework's array. Default: the operands' framework.
+    dtype, casting:
+        As in opt_einsum (and ``numpy.einsum``): contract in ``dtype``, each operand cast to it
+        under the ``casting`` rule (``"safe"`` by default: ``float64`` operands in ``float32``
+        are a ``TypeError``; ``"same_kind"`` or ``"unsafe"`` allow it). NumPy and CuPy only.
+    order:
+        Memory layout of the result, ``"K"`` (default), ``"C"``, ``"F"`` or ``"A"``, as in
+        opt_einsum (NumPy and CuPy; ``"K"`` only on torch).
+    use_blas:
+        Accepted for opt_einsum's signature: every pairwise step here is a matrix product
+        (BLAS) already, so ``False`` changes nothing but the rounding order opt_einsum would use.
 
     >>> import numpy as np
     >>> a, b = np.ones((2, 3)), np.ones((3, 4))
@@ -670,7 +684,16 @@ def contract(
         raise ValueError(f"spec {spec!r} was given no operands")
     optimize = normalize_optimize(optimize)
     memory_limit = normalize_memory_limit(memory_limit)
+    if not isinstance(use_blas, (bool, np.bool_)):
+        raise TypeError(f"use_blas must be True or False; got {use_blas!r}")
+    if order not in ("K", "C", "F", "A"):
+        raise ValueError(f"order must be 'K', 'C', 'F' or 'A'; got {order!r}")
     be, operands, uniform = _as_operands(operands, backend)
+    if (dtype is not None or order != "K") and be.name == "torch":
+        raise TypeError("contract: dtype= and order= follow numpy.einsum and apply to NumPy and CuPy arrays; on "
+                        "torch convert the operands (x.to(dtype)) and the result (.contiguous()) yourself")
+    if dtype is not None:
+        operands, uniform = _cast_operands(operands, dtype, casting, be), True
     boolean = False
     if not uniform or be.dtype_name(operands[0]) == "bool":
         operands, boolean = _common_dtype(operands, be)
@@ -691,9 +714,31 @@ def contract(
     if boolean:
         result = result != 0
     result = be.contiguous(result)
+    if order in ("F", "A") and not (order == "A" and not all(_fortran(x) for x in operands)):
+        result = be.xp.asfortranarray(result)
     if out is None:
         return result
     return _write_out(out, result, be)
+
+
+def _fortran(x: Any) -> bool:
+    flags = getattr(x, "flags", None)
+    return bool(flags is not None and flags.f_contiguous and not flags.c_contiguous)
+
+
+def _cast_operands(operands: list[Any], dtype: Any, casting: str, be: Backend) -> list[Any]:
+    """Every operand in ``dtype`` under NumPy's ``casting`` rule (opt_einsum's ``dtype=``)."""
+    if casting not in ("no", "equiv", "safe", "same_kind", "unsafe"):
+        raise ValueError(f"casting must be 'no', 'equiv', 'safe', 'same_kind' or 'unsafe'; got {casting!r}")
+    target = np.dtype(dtype)
+    out = []
+    for k, x in enumerate(operands):
+        source = np.dtype(be.dtype_name(x))
+        if not np.can_cast(source, target, casting=casting):
+            raise TypeError(f"contract: operand {k} ({source}) cannot be cast to {target} under casting={casting!r}; "
+                            "pass casting='same_kind' or 'unsafe' to allow it")
+        out.append(x if source == target else be.asarray(x, dtype=target.name))
+    return out
 
 
 def _interleaved(args: Sequence[Any]) -> tuple[str, list[Any]]:
