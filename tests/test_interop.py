@@ -238,3 +238,8 @@ def test_tensorly_objects_of_more_than_26_modes_convert_both_ways():
         back = net.to_tensorly()
         assert type(back) is type(obj)
         np.testing.assert_allclose(value(back), value(obj), rtol=1e-10)
+
+
+def test_an_order_one_tucker_to_tensorly_says_what_it_is():
+    with pytest.raises(ValueError, match="at least two modes"):
+        Network.tucker((5,), 1, seed=0).to_tensorly()

@@ -329,6 +329,9 @@ def to_tensorly(net: Network, kind: str | None = None) -> Any:
         c, factors, bond_order = _find_tucker(net)
         core = _permuted(be, cores[c], inputs[c], "".join(bond_order))
         mats = [_permuted(be, cores[k], inputs[k], out[i] + bond_order[i]) for i, k in enumerate(factors)]
+        if len(mats) < 2:  # tensorly's own message speaks of factors, not of the network given
+            raise ValueError(f"tensorly's TuckerTensor needs at least two modes; {net.spec!r} has {len(mats)} "
+                             "(an order-1 Tucker is a matrix product: use net.to_tensor())")
         return TuckerTensor((core, mats))
     d = net.num_cores
     cls, width, ring = {"tt": (TTTensor, 1, False), "tr": (TRTensor, 1, True), "tt_matrix": (TTMatrix, 2, False)}[kind]
