@@ -109,6 +109,16 @@ class PowerIterationResult:
     vectors: torch.Tensor | None = None
 
 
+def _settle_tolerance(iters: int, tol: float, start: torch.Tensor) -> float:
+    """The relative change below which an iteration stops: ``tol``, but at least a few ulps of
+    the start's dtype (below that the estimate cannot settle); ``iters`` and ``tol`` checked."""
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1; got {iters}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    return max(tol, 4 * torch.finfo(start.dtype).eps) if start.is_floating_point() else tol
+
+
 def power_iteration(
     matvec: Callable[[torch.Tensor], torch.Tensor],
     rmatvec: Callable[[torch.Tensor], torch.Tensor],
@@ -136,12 +146,7 @@ def power_iteration(
     >>> round(r.sigma, 6)
     2.0
     """
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1; got {iters}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive; got {tol}")
-    if v0.is_floating_point():  # below a few ulps the estimate cannot settle
-        tol = max(tol, 4 * torch.finfo(v0.dtype).eps)
+    tol = _settle_tolerance(iters, tol, v0)
     with torch.no_grad():
         v = v0.detach().clone()
         norm = torch.linalg.vector_norm(v)
@@ -214,14 +219,9 @@ def subspace_iteration(
     >>> round(r.sigma, 6), tuple(r.vectors.shape)
     (2.0, (2, 3))
     """
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1; got {iters}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive; got {tol}")
     if block.ndim != 2 or block.shape[0] < 1:
         raise ValueError(f"block must be a (b, n) matrix of start vectors; got shape {tuple(block.shape)}")
-    if block.is_floating_point():
-        tol = max(tol, 4 * torch.finfo(block.dtype).eps)
+    tol = _settle_tolerance(iters, tol, block)
     with torch.no_grad():
         if not torch.isfinite(block).all() or not bool(block.any()):
             raise ValueError("subspace iteration needs finite start vectors, not all zero")
