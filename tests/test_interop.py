@@ -243,3 +243,19 @@ def test_tensorly_objects_of_more_than_26_modes_convert_both_ways():
 def test_an_order_one_tucker_to_tensorly_says_what_it_is():
     with pytest.raises(ValueError, match="at least two modes"):
         Network.tucker((5,), 1, seed=0).to_tensorly()
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_a_tt_written_with_boundary_legs_converts_to_tensorly(backend):
+    """concepts.md writes a TT with summed boundary legs of size 1, 'xaA,AbB,Bcy->abc';
+    to_tensorly refused it ('not a CP, Tucker, TT, TR or TT-matrix graph')."""
+    if backend == "cupy":
+        pytest.skip("tensorly's numpy backend")
+    net = Network("xaA,AbB,Bcy->abc", shape=(2, 3, 4), ranks=2, seed=0, backend=backend)
+    assert topology(net) == "tt"
+    tt = net.to_tensorly()
+    assert type(tt).__name__ == "TTTensor"
+    want = np.asarray(Network("xaA,AbB,Bcy->abc", shape=(2, 3, 4), ranks=2, seed=0).to_tensor())
+    got = tl.tt_to_tensor(tt)
+    np.testing.assert_allclose(got.detach().cpu().numpy() if hasattr(got, "detach") else got, want, rtol=1e-6,
+                               atol=1e-12)

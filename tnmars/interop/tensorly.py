@@ -130,6 +130,7 @@ def topology(net: Network) -> str | None:
     """The tensorly format a network's graph matches: ``"cp"``, ``"tucker"``, ``"tt"``,
     ``"tr"``, ``"tt_matrix"``, or ``None`` for any other graph.
 
+    Summed legs of size 1 (a TT's boundary legs in ``'xaA,AbB,Bcy->abc'``) are left out first.
     A two-core chain is both a CP and a TT graph; it counts as TT when its second term
     lists the bond first (as :meth:`Network.tt` writes ``'aA,Ab'``) and as CP otherwise
     (``'aA,bA'``, as :meth:`Network.cp` writes it).
@@ -141,6 +142,7 @@ def topology(net: Network) -> str | None:
     >>> topology(Network("ab,bc,ca->", ranks=2)) is None
     True
     """
+    net = _without_unit_legs(net)
     names = _matches(net)
     if not names:
         return None
@@ -148,6 +150,19 @@ def topology(net: Network) -> str | None:
         second = net.inputs[1]
         return "tt" if second and second[0] in net.bonds else "cp"
     return names[0]
+
+
+def _without_unit_legs(net: Network) -> Network:
+    """``net`` without its summed legs of size 1 (indices on one core only and not in the
+    output, such as the boundary legs of a TT written ``'xaA,AbB,Bcy->abc'``): they change
+    nothing, and tensorly's classes have no place for them."""
+    legs = {c for t in net.inputs for c in t if c not in net.output and c not in net.bonds}
+    if not legs:  # (a Network refuses summed legs of other sizes)
+        return net
+    be = net.backend_impl
+    inputs = ["".join(c for c in t if c not in legs) for t in net.inputs]
+    cores = [be.reshape(core, tuple(net.dims[c] for c in t)) for core, t in zip(net.cores, inputs)]
+    return Network(",".join(inputs) + "->" + net.output, cores=cores, optimize=net.optimize)
 
 
 def _matches(net: Network) -> list[str]:
@@ -307,6 +322,7 @@ def to_tensorly(net: Network, kind: str | None = None) -> Any:
     'TuckerTensor'
     """
     CPTensor, TuckerTensor, TTTensor, TRTensor, TTMatrix = _tensorly_classes()
+    net = _without_unit_legs(net)
     if kind is None:
         kind = topology(net)
         if kind is None:
