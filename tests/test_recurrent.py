@@ -486,3 +486,20 @@ def test_the_projection_holds_when_the_top_singular_values_cross():
         opt.step()
         worst = max(worst, m.weight_tt.spectral_norm(None, method="svd"))
     assert worst <= 0.9 * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("mars", [True, False])
+def test_a_tt_rnn_compiles_with_fullgraph_in_eval_and_in_training(mars):
+    """TTRecurrentMatrix.operator built a Network (spec parsing in Python) at every call, so
+    torch.compile(fullgraph=True) failed ('Unsupported: str.split')."""
+    torch.manual_seed(0)
+    model = TanhRNN(3, 16, lam=0.9, recurrent="tt", tt_rank=4, mars=mars).eval()
+    x = torch.randn(2, 12, 3)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(compiled(x, k=4), model(x, k=4), rtol=1e-5, atol=1e-6)
+    model.train()
+    out = torch.compile(model, fullgraph=True)(x)
+    out.sum().backward()
+    assert all(c.grad is not None and torch.isfinite(c.grad).all() for c in model.weight_tt.cores)

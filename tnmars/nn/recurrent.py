@@ -59,9 +59,10 @@ from .._checks import positive_int
 from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
-from .base import warn_user
+from .base import NetworkMatmul, fold_masks, warn_user
 from .layers import prime_factors
 from .masks import BondMasks, resolve_preset
+from .program import is_recording
 from .stability import (
     SUBSPACE_BLOCK,
     check_k,
@@ -221,6 +222,9 @@ class TTRecurrentMatrix(nn.Module):
         out = net.output
         self._in_letters, self._out_letters = out[:d], out[d:]
         self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in net.cores])
+        # h @ W without building a Network at every call: the path under torch.compile / jit.trace,
+        # where a Network's spec parsing is Python the tracer cannot follow
+        self._mm = NetworkMatmul(net, d)
         enabled, pi, alpha = resolve_preset(mars, pi, alpha)
         self.masks = (BondMasks(net.bonds, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank)
                       if enabled and net.bonds else None)
@@ -324,6 +328,10 @@ class TTRecurrentMatrix(nn.Module):
         Chooses "reconstruct then multiply" when ``reconstruct FLOPs + steps * batch * size^2``
         is below ``steps`` contractions through the cores (``apply=`` forces one).
         """
+        if is_recording():  # torch.compile(fullgraph=True) broke on the spec parsing of self.network()
+            cores = fold_masks(list(self.cores), masks, self._mm.sites)
+            mode = {"dense": "weight", "contract": "cores"}.get(self.apply_mode, "auto")
+            return lambda h: self._mm(h, cores, None, mode)
         net = self.network()
         cores = net.masked_cores(masks)
         mode = self.apply_mode
