@@ -482,20 +482,30 @@ def test_resigned_files_with_any_metadata_field_changed_fail_cleanly_or_load_typ
             continue
         if path[:3] in (("fit", "fields", "settings"), ("fit", "fields", "history")) and len(path) > 4:
             continue  # free-form values (declared Any): every replacement is legal there
-        for new in _REPLACEMENTS:
-            mutated = _mutated(meta, path, new)
-            if mutated == meta:
-                continue
-            _resign(arrays, mutated, out)
-            try:
-                obj = tnmars.load(out)
-            except tio.FileFormatError as err:
-                assert str(err)
+        for mutated, obj in _loaded_mutations(arrays, meta, path, _REPLACEMENTS, out):
+            if obj is None:
                 outcomes["refused"] += 1
                 continue
             _check_types(obj, cls if mutated.get("kind") == "fit_result" else Network)
             outcomes["loaded"] += 1
     assert outcomes["refused"] > 500 and outcomes["loaded"] > 0, outcomes
+
+
+def _loaded_mutations(arrays, meta, path, replacements, out):
+    """``(mutated metadata, loaded object or None if refused)`` for every replacement of the
+    entry at ``path`` that changes the metadata, each file re-signed; a refusal must be a
+    FileFormatError with a message."""
+    for new in replacements:
+        mutated = _mutated(meta, path, new)
+        if mutated == meta:
+            continue
+        _resign(arrays, mutated, out)
+        try:
+            obj = tnmars.load(out)
+        except tio.FileFormatError as err:
+            assert str(err)
+            obj = None
+        yield mutated, obj
 
 
 def test_known_resigned_forgeries_are_refused(tmp_path, fit_file):
@@ -696,15 +706,9 @@ def test_resigned_files_with_labels_changed_fail_cleanly_or_load_a_consistent_ne
     out = tmp_path / "m.npz"
     refused = 0
     for where, _ in _paths(meta["labels"], ("labels",)):
-        for new in _REPLACEMENTS + [["str", "x", "zz"], ["int", 7, meta["labels"][0][2]], ["float", 1.5, "a"]]:
-            mutated = _mutated(meta, where, new)
-            if mutated == meta:
-                continue
-            _resign(arrays, mutated, out)
-            try:
-                back = tnmars.load(out)
-            except tio.FileFormatError as err:
-                assert str(err)
+        extra = [["str", "x", "zz"], ["int", 7, meta["labels"][0][2]], ["float", 1.5, "a"]]
+        for _, back in _loaded_mutations(arrays, meta, where, _REPLACEMENTS + extra, out):
+            if back is None:
                 refused += 1
                 continue
             indices = set("".join(back.spec.split("->")[0].split(",")))
