@@ -3,6 +3,7 @@ gradients flow, closed masks stay finite, bad arguments are refused."""
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -190,17 +191,22 @@ def test_skipping_closed_indices_changes_nothing_but_the_shapes(name, alpha, buc
 
 @pytest.mark.parametrize("name", ["tr", "tucker", "tt-auto-shape", "tucker2conv", "embedding"])  # two bonds or more
 @pytest.mark.parametrize("open_first", [True, False])
-def test_bonds_whose_draws_are_all_one_are_not_multiplied_and_nothing_else_changes(name, open_first):
+@pytest.mark.parametrize("open_logit", [30.0, math.inf], ids=["30", "inf"])
+def test_bonds_whose_draws_are_all_one_are_not_multiplied_and_nothing_else_changes(name, open_first, open_logit):
     """One bond open (every draw exactly 1) next to a live bond (draws strictly inside (0, 1)):
     the sliced fold leaves the open bond's cores untouched and multiplies only the live bond,
     with the same outputs and gradients (cores and logits) as sampling every mask and
-    multiplying every bond (``skip_closed=False``, the straightforward expression)."""
+    multiplying every bond (``skip_closed=False``, the straightforward expression). The live
+    draw's value and gradient are computed on the host (``_fold_values``); an infinite logit
+    (a user forcing an index open) must not make them NaN."""
     torch.manual_seed(0)
     layer = FACTORIES[name](temperature=1.0)
     sizes = layer.masks.sizes
     with torch.no_grad():
         for k, lg in enumerate(layer.masks.bond_logits().values()):
-            lg.fill_(30.0 if (k == 0) == open_first else 0.0)  # 30: clamped to 1 whatever the noise
+            lg.fill_(open_logit if (k == 0) == open_first else 0.0)  # 30: clamped to 1 whatever the noise
+            if math.isinf(open_logit) and (k == 0) != open_first:
+                lg[0] = open_logit  # an infinite logit on the live bond as well, multiplied with it
     x = _input(layer)
     results = {}
     for skip in (False, True):

@@ -405,7 +405,8 @@ class BondMasks(nn.Module):
                 return cores
             codes, noise = _classify(uniforms, values, temperature)
         else:
-            codes = [2 if v > 0.0 else 0 for v in logits.detach().tolist()]
+            values = logits.detach().tolist()
+            codes = [2 if v > 0.0 else 0 for v in values]
         if 0 not in codes and 1 not in codes:  # every entry exactly 1: nothing to slice, nothing
             return cores                        # to multiply, no logit can get gradient from the data
         forced = self._top_up(codes)
@@ -433,7 +434,7 @@ class BondMasks(nn.Module):
             # clamped to 1 sends no gradient to its logits, even when another bond's draw is live
             if any(state[i] != 2 for i in keep):
                 if pieces is None:  # one split for all bonds: one backward node (a slice each would be more)
-                    flat = self._fold_values(codes, forced, live, noise)
+                    flat = self._fold_values(codes, values, noise if live else None, forced)
                     if flat.dtype != cores[0].dtype:
                         flat = flat.to(cores[0].dtype)
                     pieces = torch.split(flat, self.sizes) if len(self.sizes) > 1 else (flat,)
@@ -453,20 +454,41 @@ class BondMasks(nn.Module):
                 tuple(-1 if d == sites[b][1] else 1 for d in range(cores[sites[b][0]].ndim)) for b in self.bonds)
         return views
 
-    def _fold_values(self, codes: list[int], forced: list[int], live: bool, noise: list[float] | None) -> torch.Tensor:
-        """The mask values :meth:`fold` multiplies in: the differentiable draw (with the host's
-        noise, already divided by T) when some entry is strictly inside (0, 1), else the exact
-        0/1 values; forced entries 1."""
+    def _fold_values(self, codes: list[int], values: list[float], noise: list[float] | None,
+                     forced: list[int]) -> torch.Tensor:
+        """The mask values :meth:`fold` multiplies in, from the host's classification ``codes``
+        (``forced`` entries already 2). Entries at a clamp point are exactly 0 or 1; an entry
+        strictly inside (0, 1) (only in training, with ``noise``, already divided by T) gets its
+        hard-concrete value ``m = gamma + (zeta - gamma) s``, ``s = sigmoid(l / T + noise)``, and
+        the gradient ``dm/dl = (zeta - gamma) s (1 - s) / T``, both computed here in float64, as
+        ``m + (l - l) * dm/dl``: the value is exactly ``m`` and the logits get exactly the
+        hard-concrete gradient through two graph nodes (one subtraction, one ``addcmul``),
+        instead of the sigmoid, stretch and clamp chain and its backward (about ten kernel calls).
+        An infinite logit (``l - l`` would be NaN) takes that chain."""
         logits = self.logits
-        if live:
+        if noise is None or 1 not in codes:
+            return torch.tensor([0.5 * c for c in codes], dtype=logits.dtype, device=logits.device)
+        if not -math.inf < min(values) <= max(values) < math.inf:
             scaled = torch.tensor(noise, dtype=logits.dtype, device=logits.device)
             z = torch.sigmoid(torch.add(scaled, logits, alpha=1.0 / float(self.temperature)))
             flat = torch.addcmul(_const(mars.GAMMA, z), z, _const(_STRETCH, z)).clamp(0.0, 1.0)
-        else:
-            flat = torch.tensor([0.5 * c for c in codes], dtype=logits.dtype, device=logits.device)
-        if forced:
-            flat = flat.index_fill(0, torch.tensor(forced, dtype=torch.long, device=flat.device), 1.0)
-        return flat
+            if forced:
+                flat = flat.index_fill(0, torch.tensor(forced, dtype=torch.long, device=flat.device), 1.0)
+            return flat
+        inv, exp = 1.0 / float(self.temperature), math.exp
+        masks, slopes = [], []
+        for c, lg, n in zip(codes, values, noise):
+            if c == 1:
+                e = exp(-abs(lg * inv + n))
+                s = 1.0 / (1.0 + e) if lg * inv + n >= 0 else e / (1.0 + e)
+                m = mars.GAMMA + _STRETCH * s
+                masks.append(0.0 if m < 0.0 else 1.0 if m > 1.0 else m)
+                slopes.append(_STRETCH * s * (1.0 - s) * inv)
+            else:
+                masks.append(0.5 * c)
+                slopes.append(0.0)
+        both = torch.tensor((masks, slopes), dtype=logits.dtype, device=logits.device)
+        return torch.addcmul(both[0], logits - logits.detach(), both[1])
 
     def probabilities(self) -> dict[str, torch.Tensor]:
         """``phi = sigmoid(logit)`` per bond (detached)."""
