@@ -2,7 +2,8 @@
 
 Each test runs the same work on the CPU and on the GPU and compares: a contraction, a pruned
 network, a rank selection (``tnmars.fit`` / ``tnmars.search``), saving and loading, and the
-PyTorch layers' forward, backward, MARS training step, compression and inference fast path.
+PyTorch layers' forward, backward, MARS training step, compression and inference fast path,
+and the stable recurrent models (projection, stability hook, compiled TT path).
 """
 import io
 import warnings
@@ -207,6 +208,61 @@ def test_compiled_eval_model_on_cuda():
         compiled = torch.compile(model, fullgraph=True)
         with torch.no_grad():
             torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def _stable_rnns_on(device: str) -> None:
+    """The recurrent models' device work on ``device``: the subspace iteration and projection
+    (small ``torch.linalg.qr`` / ``svd`` blocks), a training run that keeps ``||W||_2 <= lam``
+    through the stability hook, and the traced TT path (``torch.compile(fullgraph=True)``) in
+    eval and in a training step. Run on the CPU by ``test_recurrent.py``'s own tests; here on the
+    GPU, against the CPU copy of the same model."""
+    from tnmars.nn import LSTM, TanhRNN, register_stability_hook
+    from tnmars.nn.stability import spectral_norm
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 20, 3, generator=g), 3 * torch.randn(8, 20, 64, generator=g)
+    for recurrent in ("tt", "dense"):
+        cpu = TanhRNN(3, 64, lam=0.9, recurrent=recurrent, tt_rank=16, seed=0)
+        model = TanhRNN(3, 64, lam=0.9, recurrent=recurrent, tt_rank=16, seed=0).to(device)
+        model.load_state_dict(cpu.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(x.to(device)).cpu(), cpu.eval()(x), rtol=1e-4, atol=1e-5)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=2.0)
+        register_stability_hook(opt, model)
+        worst = 0.0
+        for _ in range(20):  # SGD at lr 2 swaps the top singular directions between steps
+            opt.zero_grad()
+            ((model(x.to(device)) - y.to(device)) ** 2).mean().backward()
+            opt.step()
+            W = model.weight_tt.matrix() if recurrent == "tt" else model.weight
+            assert W.device.type == torch.device(device).type
+            worst = max(worst, float(torch.linalg.matrix_norm(W.detach().double(), 2)))
+        assert worst <= 0.9 * (1 + 1e-5), (recurrent, worst)
+        W = torch.randn(48, 40, generator=g, dtype=torch.float64)
+        assert spectral_norm(W.to(device), iters=3000, tol=1e-13) == pytest.approx(
+            float(torch.linalg.matrix_norm(W, 2)), rel=1e-6)
+    lstm = LSTM(3, 16, stable=True, seed=0).to(device)
+    lstm(x.to(device)).sum().backward()
+    lstm.project_()
+    assert all(p.device.type == torch.device(device).type for p in lstm.parameters())
+    torch.manual_seed(0)
+    model = TanhRNN(3, 16, lam=0.9, recurrent="tt", tt_rank=4).to(device).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = torch.compile(model, fullgraph=True)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x.to(device)), model(x.to(device)), rtol=1e-5, atol=1e-6)
+        model.train()
+        out = torch.compile(model, fullgraph=True)(x.to(device))
+    out.sum().backward()
+    assert all(c.grad is not None and bool(torch.isfinite(c.grad).all()) for c in model.weight_tt.cores)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_stable_recurrent_models_on_cuda():
+    _stable_rnns_on("cuda")
 
 
 # ------------------------------------------------------------------------------ CuPy
