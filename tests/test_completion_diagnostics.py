@@ -11,8 +11,11 @@ from tnmars.fitting.diagnostics import (
     EXTRAPOLATION_LIMIT,
     completion_diagnostics,
     extrapolation_ratio,
+    generalization_message,
+    held_out_errors,
     underdetermined_slices,
 )
+from tnmars.fitting.solvers import FitData
 
 
 def test_a_slice_with_fewer_observations_than_parameters_is_found():
@@ -154,3 +157,54 @@ def test_true_ranks_just_below_the_cap_are_not_reported(case):
         assert result.ranks == (2,)
     else:
         assert result.ranks == (3, 3) and result.heldout_error < 0.2
+
+
+def _tt_completion_20db(fraction: float, mask_seed: int):
+    """A TT (2, 3) 15x16x17 tensor at 20 dB, ``fraction`` of it observed (the EM-start study's cases)."""
+    truth = tnmars.Network.tt((15, 16, 17), (2, 3), seed=1).to_tensor()
+    observed = np.random.default_rng(mask_seed).random(truth.shape) < fraction
+    noise = np.random.default_rng(1000 + mask_seed).standard_normal(truth.shape)
+    noisy = truth + noise * (0.1 * np.linalg.norm(truth) / np.linalg.norm(noise))
+    return truth, observed, np.where(observed, noisy, np.nan)
+
+
+def test_held_out_errors_of_a_good_completion_are_its_noise_level():
+    truth, observed, data = _tt_completion_20db(0.3, 0)
+    net = tnmars.Network.tt((15, 16, 17), (2, 3), seed=1)  # the truth itself: the best any refit can start from
+    fit_data = FitData.from_arrays(np.nan_to_num(data), observed)
+    errors = held_out_errors(net, fit_data, seed=0)
+    assert len(errors) == 3 and all(0.05 < e < 0.2 for e in errors)  # about the noise (0.1 of the data)
+    assert held_out_errors(net, FitData.from_arrays(truth), seed=0) == []  # fully observed: nothing to hold out
+    assert held_out_errors(net, fit_data, seed=0) == errors  # seeded folds
+
+
+def test_the_generalization_message_needs_a_median_worse_than_zero():
+    assert generalization_message([], 0.1) is None
+    assert generalization_message([0.2, 0.3, 40.0], 0.1) is None  # one bad fold is not the median
+    assert generalization_message([0.9, 1.0, 0.99], 0.1) is None
+    message = generalization_message([1.2, 0.6, 1.4], 0.25)
+    assert message.startswith("poor generalization:") and "1.2" in message and "0.25" in message
+
+
+@pytest.mark.slow
+def test_a_completion_that_predicts_left_out_entries_worse_than_zero_warns():
+    """TT (2, 3) at 10% observed and 20 dB, mask seed 0: the fit selects (2, 2), fits the observed
+    entries to 0.25 and misses the unobserved ones by 2.1 (relative), with no other diagnosis.
+    Refitted without a tenth of its observed entries it predicts them worse than zero."""
+    truth, observed, data = _tt_completion_20db(0.1, 0)
+    with pytest.warns(RuntimeWarning, match="poor generalization"):
+        result = tnmars.fit(data, "tt", observed=observed, seed=0, progress=False)
+    assert [d.split(":")[0] for d in result.diagnostics] == ["poor generalization"]
+    estimate = result.network.to_tensor()
+    assert np.linalg.norm((estimate - truth)[~observed]) > np.linalg.norm(truth[~observed])  # it is that bad
+
+
+@pytest.mark.slow
+def test_a_good_noisy_completion_does_not_warn():
+    truth, observed, data = _tt_completion_20db(0.2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = tnmars.fit(data, "tt", observed=observed, seed=0, progress=False)
+    assert result.diagnostics == [] and result.ranks == (2, 3)
+    estimate = result.network.to_tensor()
+    assert np.linalg.norm((estimate - truth)[~observed]) < 0.1 * np.linalg.norm(truth[~observed])

@@ -25,7 +25,14 @@ from ..spec import parse_spec
 from .budget import descend_to_params, describe, describe_floors, max_params, smallest_params
 from .criterion import MAX_DOF_SHARE, MSE_FLOOR, Occam
 from .data import Prepared, prepare
-from .diagnostics import EXACT_FIT_ERROR, capped_by_observations, capped_message, completion_diagnostics
+from .diagnostics import (
+    EXACT_FIT_ERROR,
+    capped_by_observations,
+    capped_message,
+    completion_diagnostics,
+    generalization_message,
+    held_out_errors,
+)
 from .graph import degrees_of_freedom, feasible_ranks
 from .progress import Reporter
 from .proposals import (
@@ -399,6 +406,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                                         settings.get("seed"))
         if capped:
             diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel))
+    if obs is not None and rel > EXACT_FIT_ERROR:
+        message = generalization_message(held_out_errors(net, prep.data, settings.get("seed")), rel)
+        if message:
+            diagnostics.append(message)
     for message in diagnostics:
         warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)
     unit = prep.scale ** (1.0 / net.num_cores)
