@@ -208,3 +208,19 @@ def test_a_good_noisy_completion_does_not_warn():
     assert result.diagnostics == [] and result.ranks == (2, 3)
     estimate = result.network.to_tensor()
     assert np.linalg.norm((estimate - truth)[~observed]) < 0.1 * np.linalg.norm(truth[~observed])
+
+
+@pytest.mark.slow
+def test_the_refits_report_progress_and_a_callback_stop_skips_only_them():
+    _, observed, data = _tt_completion_20db(0.1, 0)
+    phases = []
+
+    def stop_in_checks(step, info):
+        phases.append(info["phase"])
+        return info["phase"] == "checks"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the poor-generalization warning is skipped too
+        result = tnmars.fit(data, "tt", observed=observed, seed=0, progress=False, callback=stop_in_checks)
+    assert phases.count("checks") == 1 and phases.index("checks") == len(phases) - 1
+    assert result.diagnostics == [] and not result.interrupted and result.ranks == (2, 2)  # the fit itself is whole

@@ -142,10 +142,12 @@ def fit(
         selection's least-squares refits run in float64 on NumPy (CuPy for CuPy data).
         For half precision data the criterion counts every fit within the storage's
         rounding (:func:`storage_floor`) as exact: the rounding is not structure to select.
-    progress: a bar per phase (relaxation, selection, polish); ``None``: on unless
+    progress: a bar per phase (relaxation, selection, polish, and for a completion the
+        "checks" of its refits without a tenth of the observed entries); ``None``: on unless
         ``TQDM_DISABLE`` is set. callback: ``callback(step, info)`` for every record of every
         phase (``info``: phase, ranks, loss or objective); returning True stops the fit and
-        returns the best state so far, as Ctrl-C does (``interrupted=True``).
+        returns the best state so far, as Ctrl-C does (``interrupted=True``); in the checks
+        it skips them (the fit is final by then).
 
     Returns
     -------
@@ -236,8 +238,17 @@ def fit(
             except KeyboardInterrupt:
                 interrupted = True
             interrupted = interrupted or reporter.stopped
+        # 4. a completion's cross-validation refits (the "poor generalization" diagnostic)
+        held_out: list[float] = []
+        if prep.observed is not None and not interrupted and best.sse > EXACT_FIT_ERROR**2 * prep.data.sq_norm:
+            reporter.start("checks", note="completion refitted without a tenth of its observed entries")
+            try:
+                held_out = held_out_errors(best.network, prep.data, seed,
+                                           should_stop=lambda: reporter.record({"ranks": best.network.ranks}))
+            except KeyboardInterrupt:  # the fit is done: Ctrl-C skips only its check
+                held_out = []
     return _result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior, interrupted,
-                   device, t0)
+                   device, t0, held_out)
 
 
 # ---------------------------------------------------------------------------------- phases
@@ -371,7 +382,7 @@ def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate
 # ---------------------------------------------------------------------------------- result
 def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, settings: dict,
             relaxed: RelaxationResult | None, search: RankSearch | None, proposal: str, prior: str,
-            interrupted: bool, device: str | None, t0: float) -> FitResult:
+            interrupted: bool, device: str | None, t0: float, held_out: Sequence[float] = ()) -> FitResult:
     net = best.network
     # a ring's bonds in ring order (bond k joins cores k and k+1), any other graph's in spec order
     bonds = tuple(ring_bonds(template)) if settings.get("format") == "tr" else tuple(template.bonds)
@@ -406,10 +417,9 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                                         settings.get("seed"))
         if capped:
             diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel))
-    if obs is not None and rel > EXACT_FIT_ERROR:
-        message = generalization_message(held_out_errors(net, prep.data, settings.get("seed")), rel)
-        if message:
-            diagnostics.append(message)
+    message = generalization_message(held_out, rel) if rel > EXACT_FIT_ERROR else None
+    if message:
+        diagnostics.append(message)
     for message in diagnostics:
         warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)
     unit = prep.scale ** (1.0 / net.num_cores)

@@ -42,7 +42,7 @@ known values at the unobserved entries) is the real test.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from math import prod
 from typing import Any
 
@@ -144,14 +144,15 @@ HOLDOUT_SWEEPS = 100
 
 
 def held_out_errors(network: Network, data: FitData, seed: int | np.random.Generator | None = 0,
-                    folds: int = HOLDOUT_FOLDS, share: float = HOLDOUT_SHARE,
-                    sweeps: int = HOLDOUT_SWEEPS) -> list[float]:
+                    folds: int = HOLDOUT_FOLDS, share: float = HOLDOUT_SHARE, sweeps: int = HOLDOUT_SWEEPS,
+                    should_stop: Callable[[], bool] | None = None) -> list[float]:
     """Cross-validation of a completion at its ranks: ``folds`` times, leave a random ``share``
     of the observed entries out, refit ``network`` to the rest (ALS from ``network``) and
     measure its relative error on the entries left out, ``||T - y|| / ||y||`` there. The
     refits start from a fit that saw those entries, so the errors lean optimistic: a large
     one is a finding, a small one proves nothing. Empty when ``data`` is fully observed or
-    has fewer than ``2 / share`` observed entries."""
+    has fewer than ``2 / share`` observed entries, or when ``should_stop()`` (asked after
+    every ALS sweep: the fit's progress bar and callback) turns true."""
     if data.weights is None or data.n_obs * share < 2:
         return []
     be = data.backend
@@ -160,12 +161,21 @@ def held_out_errors(network: Network, data: FitData, seed: int | np.random.Gener
     where = np.flatnonzero(observed)
     y = np.asarray(be.to_numpy(data.y))
     rng = np.random.default_rng(seed)
+    stopped = False
+
+    def stop() -> bool:  # asked once per sweep, remembered: a stop ends every refit
+        nonlocal stopped
+        stopped = stopped or bool(should_stop is not None and should_stop())
+        return stopped
+
     errors = []
     for _ in range(folds):
         left_out = np.zeros(observed.shape, dtype=bool)
         left_out.flat[rng.choice(where, int(share * where.size), replace=False)] = True
         kept = FitData.from_arrays(data.y, xp.asarray(observed & ~left_out), be)
-        refit, _ = als(network, kept, sweeps=sweeps)
+        refit, _ = als(network, kept, sweeps=sweeps, should_stop=stop)
+        if stopped:
+            return []
         estimate = np.asarray(be.to_numpy(refit.to_tensor()))
         truth = y[left_out]
         norm = float(np.linalg.norm(truth))
