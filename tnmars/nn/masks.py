@@ -479,8 +479,9 @@ class BondMasks(nn.Module):
         masks, slopes = [], []
         for c, lg, n in zip(codes, values, noise):
             if c == 1:
-                e = exp(-abs(lg * inv + n))
-                s = 1.0 / (1.0 + e) if lg * inv + n >= 0 else e / (1.0 + e)
+                z = lg * inv + n
+                e = exp(-abs(z))  # the logistic function without overflow on either side
+                s = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
                 m = mars.GAMMA + _STRETCH * s
                 masks.append(0.0 if m < 0.0 else 1.0 if m > 1.0 else m)
                 slopes.append(_STRETCH * s * (1.0 - s) * inv)
