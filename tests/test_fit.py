@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import tnmars
 from tnmars.fitting import Adam, FitResult, Relaxation
 from tnmars.fitting.graph import feasible_ranks
+from tnmars.spec import parse_spec
 from tnmars.testing.strategies import networks
 
 
@@ -134,6 +135,35 @@ def test_custom_networks_select_their_ranks_instead_of_collapsing(spec, shape, t
     res = quiet_fit(x, tnmars.Network(spec, shape=shape, ranks=5, seed=0))
     assert res.ranks_by_bond == true
     assert res.relative_error < 0.05 and 0 not in res.ranks
+
+
+def test_an_einsum_spec_is_fitted_like_the_network_it_declares():
+    spec, true = "aAD,AbB,BcC,CdD->abcd", {"A": 2, "B": 3, "C": 2, "D": 3}
+    x = with_noise(tnmars.Network(spec, shape=(6, 7, 5, 6), ranks=true, seed=1).to_tensor(), 30)
+    by_spec = quiet_fit(x, spec, max_rank=5, seed=0)
+    by_network = quiet_fit(x, tnmars.Network(spec, shape=(6, 7, 5, 6), ranks=5, seed=0), seed=0)
+    assert by_spec.ranks_by_bond == by_network.ranks_by_bond == true
+    assert by_spec.network.spec == parse_spec(spec).spec
+    per_bond = quiet_fit(x, spec, max_rank={"A": 2, "B": 2, "C": 2, "D": 2}, seed=0)
+    assert per_bond.ranks_by_bond == {"A": 2, "B": 2, "C": 2, "D": 2}  # capped where asked
+
+
+@pytest.mark.parametrize("spec, max_rank, words", [
+    ("ia,ab,bj", 3, "open modes"),                          # 2 open modes for 3-mode data
+    ("ia,ab,bjk", {"a": 2}, "no rank for bond"),
+    ("ia,ab,bjk", {"a": 2, "b": 2, "z": 2}, "not a bond"),
+    ("ia,ab,bjk", (2, 2, 2), "one value per bond"),
+    ("i,j,k", 3, "no bond"),
+    ("ia,ab,bjk", 0, "max_rank"),
+])
+def test_a_spec_that_does_not_fit_the_data_is_refused_with_the_reason(spec, max_rank, words):
+    with pytest.raises(ValueError, match=words):
+        tnmars.fit(np.ones((3, 4, 5)), spec, max_rank=max_rank, progress=False)
+
+
+def test_an_unknown_format_name_lists_the_formats_and_the_spec_form():
+    with pytest.raises(ValueError, match="einsum spec"):
+        tnmars.fit(np.ones((3, 4, 5)), "mps", progress=False)
 
 
 def test_tr_works_for_any_max_rank_even_above_the_mode_sizes():

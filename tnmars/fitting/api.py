@@ -91,11 +91,13 @@ def fit(
     Parameters
     ----------
     data: the tensor (NumPy, torch or CuPy). NaN/Inf only where ``observed`` is False.
-    network: ``"tucker"``, ``"cp"``, ``"tt"``, ``"tr"`` (built at ``max_rank``), or any
-        :class:`~tnmars.Network` whose open modes match ``data.shape``: its bond sizes are
-        the maximal ranks.
-    max_rank: the largest rank of every bond of a format (int, or one per bond); default
-        ``max(data.shape)``. Ranks are clipped to what each bond's cut allows.
+    network: ``"tucker"``, ``"cp"``, ``"tt"``, ``"tr"`` (built at ``max_rank``), an einsum
+        spec of any graph such as ``"iab,jbc,kcd,lda"`` (open modes in ``data.shape``'s order,
+        every bond at ``max_rank``), or any :class:`~tnmars.Network` whose open modes match
+        ``data.shape``: its bond sizes are the maximal ranks.
+    max_rank: the largest rank of every bond of a format or spec (int, one per bond, or for a
+        spec a mapping bond -> rank); default ``max(data.shape)``. Ranks are clipped to what
+        each bond's cut allows.
     observed: boolean mask of observed entries (tensor completion); default all.
     prior: what decides the ranks. ``"bic"`` (default): the MAP objective under an Occam
         prior, ``(N/2) log(SSE/N) + (c/2) D log N`` with ``D`` the network's degrees of
@@ -649,11 +651,14 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
         if max_rank is not None:
             raise ValueError("max_rank applies to format names; a Network's bond sizes are its maximal ranks")
         spec, dims, fmt = network.spec, network.dims, _format_of(network)
+    elif isinstance(network, str) and network.strip().lower() not in FORMATS and _looks_like_spec(network):
+        spec, dims = _spec_template(network, shape, max_rank)
+        fmt = None
     elif isinstance(network, str):
-        fmt = network.lower()
+        fmt = network.strip().lower()
         if fmt not in FORMATS:
-            raise ValueError(f"unknown network format {network!r}; choose one of {', '.join(FORMATS)} "
-                             "or pass a Network")
+            raise ValueError(f"unknown network format {network!r}; choose one of {', '.join(FORMATS)}, an einsum "
+                             "spec such as 'ia,ab,bj' or pass a Network")
         if len(shape) < 2:
             raise ValueError(f"a {fmt} network needs data with at least 2 modes; got shape {shape}")
         spec = {"cp": cp_spec, "tucker": tucker_spec, "tt": tt_spec, "tr": tr_spec}[fmt](len(shape))
@@ -673,7 +678,7 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
         dims = dict(zip(parsed.output, shape))
         dims.update(zip(bonds, values))
     else:
-        raise TypeError(f"network must be a format name or a Network; got {type(network).__name__}")
+        raise TypeError(f"network must be a format name, an einsum spec or a Network; got {type(network).__name__}")
     asked = {b: int(dims[b]) for b in parse_spec(spec).bonds}
     caps = feasible_ranks(spec, dims)
     dims = {**dims, **caps}
@@ -686,6 +691,51 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
     else:
         template = Network(spec, dims, seed=0)
     return template, fmt, asked
+
+
+def _looks_like_spec(text: str) -> bool:
+    """An einsum spec, not a format name: it has several terms or an output."""
+    return "," in text or "->" in text
+
+
+def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any) -> tuple[str, dict[str, int]]:
+    """Sizes of an einsum spec given as ``network``: open modes from the data's shape, every
+    bond at ``max_rank`` (an int, one per bond in :attr:`Network.bonds` order, or a mapping
+    bond -> rank; default ``max(shape)``, clipped later to what each bond's cut allows)."""
+    parsed = parse_spec(spec)
+    if len(parsed.output) != len(shape):
+        raise ValueError(f"spec {parsed.spec!r} has {len(parsed.output)} open modes ({''.join(parsed.output)!r}) "
+                         f"but the data has {len(shape)} (shape {shape})")
+    bonds = parsed.bonds
+    if not bonds:
+        raise ValueError(f"spec {parsed.spec!r} has no bond (an index shared by two cores): there is no rank to select")
+    if max_rank is None:
+        values = {b: max(shape) for b in bonds}
+    elif isinstance(max_rank, Mapping):
+        unknown = sorted(set(max_rank) - set(bonds))
+        if unknown:
+            raise ValueError(f"max_rank names {unknown[0]!r}, which is not a bond of {parsed.spec!r} "
+                             f"(bonds: {', '.join(bonds)})")
+        missing = [b for b in bonds if b not in max_rank]
+        if missing:
+            raise ValueError(f"max_rank gives no rank for bond(s) {', '.join(map(repr, missing))} of {parsed.spec!r}")
+        values = {b: _max_rank_value(max_rank[b], f"max_rank[{b!r}]") for b in bonds}
+    elif isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool):
+        values = {b: _max_rank_value(max_rank) for b in bonds}
+    else:
+        try:
+            given = [_max_rank_value(v) for v in max_rank]
+        except TypeError:
+            raise TypeError(f"max_rank must be a positive int, one per bond or a mapping bond -> rank; "
+                            f"got {max_rank!r}") from None
+        if len(given) != len(bonds):
+            raise ValueError(f"max_rank needs one value per bond of {parsed.spec!r} ({len(bonds)}: "
+                             f"{', '.join(bonds)}); got {len(given)}")
+        values = dict(zip(bonds, given))
+    dims = dict(zip(parsed.output, shape))
+    dims.update({index: 1 for index in parsed.summed})  # size-1 dangling legs, as Network builds them
+    dims.update(values)
+    return parsed.spec, dims
 
 
 def _format_of(net: Network) -> str | None:
