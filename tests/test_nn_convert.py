@@ -285,3 +285,29 @@ def test_tensorize_keeps_a_shared_layer_shared():
     assert isinstance(small.b, TensorizedLinear) and small.a is small.b
     x = torch.randn(3, 64)
     assert torch.allclose(small(x), model(x), atol=1e-5)
+
+
+def _tied_language_model() -> nn.Module:
+    """Tied input and output embeddings: the output layer's weight is the embedding's tensor."""
+    model = nn.ModuleDict({"emb": nn.Embedding(100, 32), "hidden": nn.Linear(32, 32),
+                           "head": nn.Linear(32, 100, bias=False)})
+    model["head"].weight = model["emb"].weight
+    return model
+
+
+def test_tensorize_leaves_tied_weights_dense_and_says_why():
+    torch.manual_seed(0)
+    model = _tied_language_model()
+    with pytest.warns(UserWarning, match=r"emb: its weight is also 'head.weight' \(tied weights\)"):
+        small = tnn.tensorize(model)
+    assert isinstance(small["emb"], nn.Embedding) and isinstance(small["head"], nn.Linear)
+    assert small["head"].weight is small["emb"].weight              # still one tensor
+    assert isinstance(small["hidden"], TensorizedLinear)             # the untied layer is converted
+    with pytest.warns(UserWarning, match="tied weights"):            # a filter picking one side is no way round
+        one_side = tnn.tensorize(model, lambda name, m: name == "head")
+    assert one_side["head"].weight is one_side["emb"].weight
+
+
+def test_tensorize_refuses_a_named_tied_layer():
+    with pytest.raises(ValueError, match=r"'head' \(its weight is also 'emb.weight'\)"):
+        tnn.tensorize(_tied_language_model(), ["head"])

@@ -634,7 +634,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     filter:
         Which layers: a callable ``filter(name, module) -> bool`` or an iterable of module
         names (``dict(model.named_modules())`` keys); default every layer of the three types
-        that can be converted (grouped convolutions and string paddings are skipped with a
+        that can be converted (grouped convolutions, string paddings and layers whose weight
+        another layer shares, such as tied input and output embeddings, are skipped with a
         warning; named layers that cannot be converted raise).
     linear:
         ``"tt"``, ``"tr"``, ``"cp"``, ``"tucker"`` (:meth:`TensorizedLinear.from_linear`),
@@ -691,6 +692,15 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     targets = [(name, module) for name, module in list(new.named_modules())
                if name and _wanted(name, module, filter, named)]
     skipped = []
+    tied = _tied_weights(new, targets)
+    if tied and named is not None:
+        raise ValueError("tensorize cannot convert " + "; ".join(f"{n!r} (its weight is also {o})" for n, o in
+                                                                 tied.items())
+                         + ": a tied weight is one tensor that several layers share, and a decomposed layer would "
+                         "untie it. Leave these layers out (or untie them yourself first)")
+    for name, others in tied.items():
+        skipped.append(f"{name}: its weight is also {others} (tied weights); converting it would untie them")
+    targets = [(name, module) for name, module in targets if name not in tied]
     errors: dict[str, float] = {}
     converted: dict[int, nn.Module] = {}
     ranks = {}
@@ -728,6 +738,26 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             "function. Fine-tune it (MarsLoss) to recover, or give rank='full' for an exact conversion; each new "
             "layer's error is in its conversion_error attribute", UserWarning, stacklevel=2)
     return new
+
+
+def _tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, str]:
+    """Target name -> where else its ``weight`` is held, for targets whose weight parameter another
+    module shares (tied input and output embeddings, say). The same module under two names is
+    not a tie: it is replaced once, under both."""
+    holders: dict[int, list[tuple[str, int]]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for key, param in module._parameters.items():
+            if param is not None:
+                holders.setdefault(id(param), []).append((f"{name}.{key}" if name else key, id(module)))
+    tied = {}
+    for name, module in targets:
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            continue
+        others = sorted({where for where, owner in holders.get(id(weight), ()) if owner != id(module)})
+        if others:
+            tied[name] = ", ".join(repr(o) for o in others)
+    return tied
 
 
 def _budget_ranks(targets: list[tuple[str, nn.Module]], budget: Any, build: Callable[[nn.Module, int], Any],
