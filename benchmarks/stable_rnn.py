@@ -639,7 +639,7 @@ def part_tt(args) -> str:
         if tt is None:
             ranks, rec_params, rec_comp = "-", H * H, 1.0
         else:
-            sel = tuple(tt.ranks().values())
+            sel = tuple(tt.ranks.values())
             ranks = str(sel)
             rec_params = tt.num_params_selected()
             rec_comp = tt.compression()

@@ -274,7 +274,7 @@ def test_tt_recurrent_matrix_is_pruned_with_its_network_parameter_count():
     assert sorted(report.bonds[0].closed) == [2, 3]
     params = W.network().num_params_at
     assert report.bonds[0].penalty_before == pytest.approx(0.5 * math.log(256) * (params({"A": 4}) - params({"A": 3})))
-    assert W.ranks() == {"A": 2}
+    assert W.ranks == {"A": 2}
 
 
 def test_tt_layer_penalties_follow_the_structure_and_no_kept_index_pays_at_the_end():

@@ -309,7 +309,7 @@ def test_tt_apply_modes_agree_and_pruned_network_matches_map_masks():
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(a, h @ W.matrix(W.map_masks()))
     pruned = W.pruned()
-    assert pruned.ranks == tuple(W.ranks().values())
+    assert pruned.ranks == tuple(W.ranks.values())
     torch.testing.assert_close(pruned.to_tensor().reshape(27, 27), W.matrix(W.map_masks()))
     assert W.num_params_selected() == pruned.num_params
     assert W.compression() == pytest.approx(27 * 27 / pruned.num_params)
@@ -321,7 +321,7 @@ def test_tt_all_masks_closed_is_finite():
                   seed=0).double().eval()
     out = rnn(torch.randn(1, 5, 2, dtype=D64))
     assert torch.isfinite(out).all()
-    assert rnn.weight_tt.ranks() == {"A": 0, "B": 0}
+    assert rnn.weight_tt.ranks == {"A": 0, "B": 0}
     assert math.isnan(rnn.weight_tt.compression())  # a zero matrix is not a compressed one
     rnn.project_()
 
@@ -332,7 +332,7 @@ def test_tt_recurrent_defaults_keep_memory_and_summary_lists_it():
     import tnmars.nn as tnn
 
     rnn = TanhRNN(2, 8, recurrent="tt", tt_rank=2, tt_shape=(2, 2, 2), seed=0).double().eval()
-    assert rnn.weight_tt.ranks() == {"A": 2, "B": 2}
+    assert rnn.weight_tt.ranks == {"A": 2, "B": 2}
     assert float(rnn.recurrent_matrix().abs().sum()) > 0
     s = tnn.summary(rnn)
     assert [r.kind for r in s.layers] == ["TTRecurrentMatrix"]
@@ -342,7 +342,7 @@ def test_tt_recurrent_defaults_keep_memory_and_summary_lists_it():
     tnn.MarsLoss(closed, 100)  # names the matrix after its place in the model
     with pytest.warns(RuntimeWarning, match="'weight_tt'.*min_rank=1"):
         closed.eval()
-    assert closed.weight_tt.ranks() == {"A": 1, "B": 1}
+    assert closed.weight_tt.ranks == {"A": 1, "B": 1}
     assert float(closed.recurrent_matrix().abs().sum()) > 0
 
 

@@ -173,7 +173,7 @@ class TTRecurrentMatrix(nn.Module):
     ``V -> V @ W`` and ``U -> U @ W^T`` as two network contractions with a few vectors.
 
     >>> W = TTRecurrentMatrix(64, rank=4, seed=0).double()
-    >>> W.shape, W.ranks()
+    >>> W.shape, W.ranks
     ((4, 4, 4), {'A': 4, 'B': 4})
     >>> W.project_(0.9) >= 0.0
     True
@@ -260,8 +260,10 @@ class TTRecurrentMatrix(nn.Module):
         dtype = self.cores[0].dtype
         return {b: k.to(dtype) for b, k in self.masks.keep().items()}
 
+    @property
     def ranks(self) -> dict[str, int]:
-        """Selected rank per bond (MAP masks); the full ranks without MARS."""
+        """Selected rank per bond (MAP masks); the full ranks without MARS. An attribute, as
+        :attr:`TensorizedLinear.ranks <tnmars.nn.TensorizedLinear.ranks>` is."""
         if self.masks is None:
             return self.bonds
         return self.masks.ranks()
@@ -278,7 +280,7 @@ class TTRecurrentMatrix(nn.Module):
 
     def selected_ranks(self) -> dict[str, int]:
         """Bond -> rank kept by the MAP masks (same as :meth:`ranks`)."""
-        return self.ranks()
+        return self.ranks
 
     def num_params_at(self, ranks: Mapping[str, int]) -> int:
         """Core parameters if the bonds had ``ranks``."""
@@ -286,7 +288,7 @@ class TTRecurrentMatrix(nn.Module):
 
     def num_params_selected(self) -> int:
         """Core parameters at the selected ranks (the paper's dof)."""
-        return self.network().num_params_at(self.ranks())
+        return self.network().num_params_at(self.ranks)
 
     @property
     def dense_size(self) -> int:
@@ -295,7 +297,7 @@ class TTRecurrentMatrix(nn.Module):
     def compression(self) -> float:
         """Dense size over core parameters at the selected ranks (NaN if a bond has rank 0: the
         matrix is then zero, which is not a compression)."""
-        if any(r == 0 for r in self.ranks().values()):
+        if any(r == 0 for r in self.ranks.values()):
             return math.nan
         return self.dense_size / self.num_params_selected()
 
