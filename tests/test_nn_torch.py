@@ -229,6 +229,32 @@ def test_empty_batches_work(name, mode):
         (y.sum() + full.sum()).backward()
 
 
+_DENSE_TWINS = {"tt": lambda: nn.Linear(12, 20), "tucker": lambda: nn.Linear(12, 20), "lowrank": lambda: nn.Linear(12, 20),
+                "tucker2conv": lambda: nn.Conv2d(4, 6, 3), "ttconv": lambda: nn.Conv2d(4, 6, 3)}
+
+
+@pytest.mark.parametrize("name", list(_DENSE_TWINS))
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_autocast_gives_the_dense_layers_output_dtype_and_a_training_step_runs(name, mode):
+    """Under ``torch.autocast`` (bfloat16 on the CPU) a layer's output has the dtype its dense
+    counterpart's has: a float32 bias added to the low-precision product must not promote it back."""
+    torch.manual_seed(0)
+    layer = getattr(FACTORIES[name](), mode)()
+    x = _input(layer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        with torch.no_grad():
+            y_frozen = layer(x)
+        expected = _DENSE_TWINS[name]()(x).dtype
+    assert expected == torch.bfloat16 and y.dtype == y_frozen.dtype == expected
+    if mode == "eval":  # (training draws new masks at every call)
+        exact = layer(x)
+        assert float((y.float() - exact).norm() / exact.norm()) < 0.02  # bfloat16 keeps about 3 digits
+    else:
+        y.float().square().mean().backward()
+        assert all(torch.isfinite(c.grad).all() for c in layer.cores)
+
+
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_closed_layers_short_circuit_to_the_bias(name):
     """A bond at rank 0 (``min_rank=0``): the output is the bias, without building a zero weight,

@@ -312,7 +312,7 @@ class _LinearForward:
         if key is not None:  # no gradients: the cores merged into two cached blocks, when that pays
             y = self._mm.frozen(x, key, self.mars_cores)
             if y is not None:
-                return y if self.bias is None else y + self.bias
+                return _add_bias(y, self.bias)
         cores = self.mars_cores()
         if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
             check_features(x, self.in_features, cores[0].dtype)
@@ -321,7 +321,15 @@ class _LinearForward:
             y = y if anchor is None else y + anchor
         else:
             y = self._mm(x, cores, None, self.mode)
-        return y if self.bias is None else y + self.bias
+        return _add_bias(y, self.bias)
+
+
+def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``y + bias`` in ``y``'s dtype: under autocast the product comes out in the lower precision,
+    as ``nn.Linear``'s output does, and a float32 bias would promote it back."""
+    if bias is None:
+        return y
+    return y + (bias if bias.dtype == y.dtype else bias.to(y.dtype))
 
 
 class TensorizedLinear(_LinearForward, _MatrixLayer):
@@ -760,8 +768,7 @@ class TensorizedConv2d(_MatrixLayer):
         cols = cols.reshape(b, self.in_channels, kh * kw, ho * wo).permute(0, 3, 2, 1)
         cols = cols.reshape(b * ho * wo, kh * kw * self.in_channels)
         y = self._mm(cols, cores, None, "cores").reshape(b, ho * wo, self.out_channels)
-        if self.bias is not None:
-            y = y + self.bias
+        y = _add_bias(y, self.bias)
         return y.permute(0, 2, 1).reshape(b, self.out_channels, ho, wo)
 
     def extra_repr(self) -> str:
