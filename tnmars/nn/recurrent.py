@@ -279,7 +279,7 @@ class TTRecurrentMatrix(nn.Module):
         return self.bonds
 
     def selected_ranks(self) -> dict[str, int]:
-        """Bond -> rank kept by the MAP masks (same as :meth:`ranks`)."""
+        """Bond -> rank kept by the MAP masks (same as :attr:`ranks`)."""
         return self.ranks
 
     def num_params_at(self, ranks: Mapping[str, int]) -> int:
