@@ -148,6 +148,27 @@ def test_an_einsum_spec_is_fitted_like_the_network_it_declares():
     assert per_bond.ranks_by_bond == {"A": 2, "B": 2, "C": 2, "D": 2}  # capped where asked
 
 
+def test_a_spec_of_a_built_in_format_is_that_format():
+    """The same ranks in the format's order, and its spectral proposal, as the format name gives."""
+    x = with_noise(tnmars.Network.tr((5, 6, 7), (2, 3, 2), seed=1).to_tensor(), 40)
+    spec = tnmars.Network.tr((5, 6, 7), 2).spec
+    assert quiet_fit(x, spec, max_rank=4, seed=0).ranks == quiet_fit(x, "tr", max_rank=4, seed=0).ranks == (2, 3, 2)
+    t = tucker_tensor((6, 7, 8), (2, 3, 2))
+    assert quiet_fit(t, tnmars.Network.tucker((6, 7, 8), 4).spec, max_rank=4, proposal="spectral").ranks == (2, 3, 2)
+
+
+@pytest.mark.parametrize("observed", [False, True])
+def test_size_1_dangling_legs_are_fitted(observed):
+    """A chain with boundary legs of size 1 (``xaA,...,Cdy``): the solver plans each core's
+    right-hand side with the leg that no other operand carries."""
+    spec = "xaA,AbB,BcC,Cdy->abcd"
+    x = tnmars.Network(spec, shape=(5, 6, 5, 6), ranks=2, seed=2).to_tensor()
+    mask = np.random.default_rng(1).random(x.shape) < 0.3 if observed else None
+    res = quiet_fit(x, spec, max_rank=4, observed=mask, seed=0)
+    assert res.ranks_by_bond == {"A": 2, "B": 2, "C": 2} and res.relative_error < 1e-4
+    assert quiet_fit(x, tnmars.Network(spec, shape=x.shape, ranks=4, seed=0)).ranks_by_bond == res.ranks_by_bond
+
+
 @pytest.mark.parametrize("spec, max_rank, words", [
     ("ia,ab,bj", 3, "open modes"),                          # 2 open modes for 3-mode data
     ("ia,ab,bjk", {"a": 2}, "no rank for bond"),

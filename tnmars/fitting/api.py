@@ -92,12 +92,15 @@ def fit(
     ----------
     data: the tensor (NumPy, torch or CuPy). NaN/Inf only where ``observed`` is False.
     network: ``"tucker"``, ``"cp"``, ``"tt"``, ``"tr"`` (built at ``max_rank``), an einsum
-        spec of any graph such as ``"iab,jbc,kcd,lda"`` (open modes in ``data.shape``'s order,
-        every bond at ``max_rank``), or any :class:`~tnmars.Network` whose open modes match
-        ``data.shape``: its bond sizes are the maximal ranks.
-    max_rank: the largest rank of every bond of a format or spec (int, one per bond, or for a
-        spec a mapping bond -> rank); default ``max(data.shape)``. Ranks are clipped to what
-        each bond's cut allows.
+        spec of any graph such as ``"iab,jbc,kca"`` (every bond at ``max_rank``; the open
+        modes take ``data.shape`` in the spec's output order, which without ``->`` is
+        einsum's: the indices on one core, alphabetically, here ``ijk``), or any
+        :class:`~tnmars.Network` whose open modes match ``data.shape``: its bond sizes are
+        the maximal ranks.
+    max_rank: the largest rank of every bond of a format or spec: an int, one per bond (a
+        spec's bonds in order of first appearance, as :attr:`Network.bonds <tnmars.Network.bonds>`
+        lists them), or for a spec a mapping bond -> rank; default ``max(data.shape)``. Ranks
+        are clipped to what each bond's cut allows.
     observed: boolean mask of observed entries (tensor completion); default all.
     prior: what decides the ranks. ``"bic"`` (default): the MAP objective under an Occam
         prior, ``(N/2) log(SSE/N) + (c/2) D log N`` with ``D`` the network's degrees of
@@ -649,16 +652,18 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
         if network.shape != shape:
             raise ValueError(f"data has shape {shape} but the network's open modes have shape {network.shape}")
         if max_rank is not None:
-            raise ValueError("max_rank applies to format names; a Network's bond sizes are its maximal ranks")
+            raise ValueError("max_rank applies to format names and specs; a Network's bond sizes are its maximal "
+                             "ranks")
         spec, dims, fmt = network.spec, network.dims, _format_of(network)
     elif isinstance(network, str) and network.strip().lower() not in FORMATS and _looks_like_spec(network):
         spec, dims = _spec_template(network, shape, max_rank)
-        fmt = None
+        fmt = _format_of(spec, len(shape))  # a format's own spec is that format (its proposals, its rank order)
     elif isinstance(network, str):
         fmt = network.strip().lower()
         if fmt not in FORMATS:
             raise ValueError(f"unknown network format {network!r}; choose one of {', '.join(FORMATS)}, an einsum "
-                             "spec such as 'ia,ab,bj' or pass a Network")
+                             "spec of several cores such as 'ia,ab,bj' (a single core has no bond, no rank to "
+                             "select) or pass a Network")
         if len(shape) < 2:
             raise ValueError(f"a {fmt} network needs data with at least 2 modes; got shape {shape}")
         spec = {"cp": cp_spec, "tucker": tucker_spec, "tt": tt_spec, "tr": tr_spec}[fmt](len(shape))
@@ -738,14 +743,15 @@ def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any) -> tuple[st
     return parsed.spec, dims
 
 
-def _format_of(net: Network) -> str | None:
-    """The built-in format whose spec ``net`` has, if any (spectral proposals need it)."""
-    d = len(net.shape)
+def _format_of(net: Network | str, order: int | None = None) -> str | None:
+    """The built-in format whose spec ``net`` (a Network, or a parsed spec with ``order`` open
+    modes) has, if any (spectral proposals and the formats' rank order need it)."""
+    spec, d = (net.spec, len(net.shape)) if isinstance(net, Network) else (net, order)
     if d < 2:
         return None
     for fmt, make in (("cp", cp_spec), ("tucker", tucker_spec), ("tt", tt_spec), ("tr", tr_spec)):
         try:
-            if make(d) == net.spec:
+            if make(d) == spec:
                 return fmt
         except (ValueError, IndexError):
             continue

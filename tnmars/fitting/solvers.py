@@ -141,6 +141,8 @@ def _planned(terms: Sequence[str], output: str, shapes: Sequence[tuple[int, ...]
         for c, n in zip(term, shape):
             if sizes.get(c, 1) == 1:  # (a size-1 axis may broadcast against a larger one)
                 sizes[c] = int(n)
+    for c in output:  # on no operand: a size-1 dangling leg of the core being solved for
+        sizes.setdefault(c, 1)
     if all(n != 1 for n in sizes.values()):
         return _plan_of(tuple(terms), output, tuple(tuple(int(n) for n in s) for s in shapes), careful), None
     kept = tuple("".join(c for c in term if sizes[c] != 1) for term in terms)
