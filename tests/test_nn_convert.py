@@ -298,12 +298,12 @@ def _tied_language_model() -> nn.Module:
 def test_tensorize_leaves_tied_weights_dense_and_says_why():
     torch.manual_seed(0)
     model = _tied_language_model()
-    with pytest.warns(UserWarning, match=r"emb: its weight is also 'head.weight' \(tied weights\)"):
+    with pytest.warns(UserWarning, match=r"emb: its weight is also 'head.weight' \(tied parameters\)"):
         small = tnn.tensorize(model)
     assert isinstance(small["emb"], nn.Embedding) and isinstance(small["head"], nn.Linear)
     assert small["head"].weight is small["emb"].weight              # still one tensor
     assert isinstance(small["hidden"], TensorizedLinear)             # the untied layer is converted
-    with pytest.warns(UserWarning, match="tied weights"):            # a filter picking one side is no way round
+    with pytest.warns(UserWarning, match="tied parameters"):         # a filter picking one side is no way round
         one_side = tnn.tensorize(model, lambda name, m: name == "head")
     assert one_side["head"].weight is one_side["emb"].weight
 
@@ -311,3 +311,20 @@ def test_tensorize_leaves_tied_weights_dense_and_says_why():
 def test_tensorize_refuses_a_named_tied_layer():
     with pytest.raises(ValueError, match=r"'head' \(its weight is also 'emb.weight'\)"):
         tnn.tensorize(_tied_language_model(), ["head"])
+
+
+def test_only_layers_tensorize_would_convert_are_checked_for_ties_and_a_shared_bias_is_a_tie():
+    torch.manual_seed(0)
+    model = _tied_language_model()
+    model["ln1"], model["ln2"] = nn.LayerNorm(32), nn.LayerNorm(32)
+    model["ln2"].weight = model["ln1"].weight                      # never converted: no warning about it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = tnn.tensorize(model, ["hidden", "ln1"], embedding=None)  # naming ln1 is no error: not converted
+    assert not [w for w in caught if "tied" in str(w.message)]
+    assert isinstance(kept["hidden"], TensorizedLinear) and kept["head"].weight is kept["emb"].weight
+    pair = nn.ModuleDict({"a": nn.Linear(16, 16), "b": nn.Linear(16, 16)})
+    pair["b"].bias = pair["a"].bias
+    with pytest.warns(UserWarning, match=r"a: its bias is also 'b.bias'"):
+        out = tnn.tensorize(pair)
+    assert out["a"].bias is out["b"].bias and isinstance(out["a"], nn.Linear)

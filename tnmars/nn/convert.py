@@ -635,8 +635,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         Which layers: a callable ``filter(name, module) -> bool`` or an iterable of module
         names (``dict(model.named_modules())`` keys); default every layer of the three types
         that can be converted (grouped convolutions, string paddings and layers whose weight
-        another layer shares, such as tied input and output embeddings, are skipped with a
-        warning; named layers that cannot be converted raise).
+        or bias another module shares, such as tied input and output embeddings, are skipped
+        with a warning; named layers that cannot be converted raise).
     linear:
         ``"tt"``, ``"tr"``, ``"cp"``, ``"tucker"`` (:meth:`TensorizedLinear.from_linear`),
         ``"lowrank"`` (:meth:`LowRankLinear.from_linear`) or ``None`` (leave linears alone).
@@ -692,14 +692,13 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     targets = [(name, module) for name, module in list(new.named_modules())
                if name and _wanted(name, module, filter, named)]
     skipped = []
-    tied = _tied_weights(new, targets)
+    tied = _tied_parameters(new, [(n, m) for n, m in targets if _would_convert(m, linear, conv, embedding)])
     if tied and named is not None:
-        raise ValueError("tensorize cannot convert " + "; ".join(f"{n!r} (its weight is also {o})" for n, o in
-                                                                 tied.items())
-                         + ": a tied weight is one tensor that several layers share, and a decomposed layer would "
-                         "untie it. Leave these layers out (or untie them yourself first)")
+        raise ValueError("tensorize cannot convert " + "; ".join(f"{n!r} ({o})" for n, o in tied.items())
+                         + ": a tied parameter is one tensor that several layers share, and a decomposed layer "
+                         "would untie it. Leave these layers out (or untie them yourself first)")
     for name, others in tied.items():
-        skipped.append(f"{name}: its weight is also {others} (tied weights); converting it would untie them")
+        skipped.append(f"{name}: {others} (tied parameters); converting it would untie them")
     targets = [(name, module) for name, module in targets if name not in tied]
     errors: dict[str, float] = {}
     converted: dict[int, nn.Module] = {}
@@ -740,10 +739,10 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     return new
 
 
-def _tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, str]:
-    """Target name -> where else its ``weight`` is held, for targets whose weight parameter another
-    module shares (tied input and output embeddings, say). The same module under two names is
-    not a tie: it is replaced once, under both."""
+def _tied_parameters(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, str]:
+    """Target name -> which of its parameters another module also holds, and where (tied input
+    and output embeddings, a shared bias). The same module under two names is not a tie: it is
+    replaced once, under both."""
     holders: dict[int, list[tuple[str, int]]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         for key, param in module._parameters.items():
@@ -751,13 +750,20 @@ def _tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dic
                 holders.setdefault(id(param), []).append((f"{name}.{key}" if name else key, id(module)))
     tied = {}
     for name, module in targets:
-        weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor):
-            continue
-        others = sorted({where for where, owner in holders.get(id(weight), ()) if owner != id(module)})
-        if others:
-            tied[name] = ", ".join(repr(o) for o in others)
+        shared = []
+        for key, param in module._parameters.items():
+            others = sorted({where for where, owner in holders.get(id(param), ()) if owner != id(module)})
+            if param is not None and others:
+                shared.append(f"its {key} is also {', '.join(map(repr, others))}")
+        if shared:
+            tied[name] = "; ".join(shared)
     return tied
+
+
+def _would_convert(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> bool:
+    """Whether :func:`_convert` replaces ``module`` (its type, and that type's format not None)."""
+    return ((type(module) is nn.Linear and linear is not None) or (type(module) is nn.Conv2d and conv is not None)
+            or (type(module) is nn.Embedding and embedding is not None))
 
 
 def _budget_ranks(targets: list[tuple[str, nn.Module]], budget: Any, build: Callable[[nn.Module, int], Any],
@@ -793,6 +799,8 @@ def _wanted(name: str, module: nn.Module, filter: Any, named: set[str] | None) -
 
 def _convert(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None, rank: Any,
              options: dict[str, Any], progress: bool | None = None) -> nn.Module | None:
+    """The tensorized replacement of ``module``, or None when it is not converted
+    (:func:`_would_convert` says which)."""
     if type(module) is nn.Linear and linear is not None:
         if linear == "lowrank":
             return lowrank_from_linear(module, rank, **options)
