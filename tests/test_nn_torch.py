@@ -246,13 +246,30 @@ def test_autocast_gives_the_dense_layers_output_dtype_and_a_training_step_runs(n
         with torch.no_grad():
             y_frozen = layer(x)
         expected = _DENSE_TWINS[name]()(x).dtype
-    assert expected == torch.bfloat16 and y.dtype == y_frozen.dtype == expected
+    assert expected == torch.bfloat16 and y.dtype == y_frozen.dtype == expected  # (no cached blocks under autocast)
     if mode == "eval":  # (training draws new masks at every call)
         exact = layer(x)
         assert float((y.float() - exact).norm() / exact.norm()) < 0.02  # bfloat16 keeps about 3 digits
     else:
         y.float().square().mean().backward()
         assert all(torch.isfinite(c.grad).all() for c in layer.cores)
+
+
+@pytest.mark.parametrize("name", list(_DENSE_TWINS))
+def test_a_closed_layer_under_autocast_gives_the_dense_layers_dtype(name):
+    """The short-circuit to the bias builds its zeros without a matmul: it asks autocast for the dtype."""
+    layer = FACTORIES[name]()
+    layer.masks.min_rank = 0
+    with torch.no_grad():
+        layer.masks.logits.fill_(-20.0)
+    x = _input(layer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer.train()(x)
+        expected = _DENSE_TWINS[name]()(x).dtype
+    assert y.dtype == expected == torch.bfloat16
+    y.float().sum().backward()
+    assert all(c.grad is not None for c in layer.cores)
+    assert layer(x).dtype == torch.float32  # outside autocast: the input's dtype
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))

@@ -143,6 +143,18 @@ def _autocast(x: torch.Tensor) -> bool:
         return torch.is_autocast_enabled()
 
 
+def autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of a dense layer's output for input ``x``: autocast's lower precision where it is
+    on for ``x``'s device type, else ``x``'s dtype. For outputs built without a matmul (a closed
+    bond's zeros), which autocast does not see."""
+    if not _autocast(x):
+        return x.dtype
+    try:
+        return torch.get_autocast_dtype(x.device.type)
+    except AttributeError:  # torch < 2.4: per-device functions
+        return torch.get_autocast_cpu_dtype() if x.device.type == "cpu" else torch.get_autocast_gpu_dtype()
+
+
 def torch_seed() -> int:
     """A seed drawn from torch's global generator, so ``torch.manual_seed`` fixes layer inits."""
     return int(torch.randint(0, 2**31 - 1, (1,)).item())

@@ -37,6 +37,7 @@ from .base import (
     NetworkMatmul,
     TensorizedLayer,
     _autocast,
+    autocast_dtype,
     check_dtype,
     check_features,
     check_mode,
@@ -316,9 +317,9 @@ class _LinearForward:
         cores = self.mars_cores()
         if any(0 in c.shape for c in cores):  # a closed bond: W is zero, the output is the bias
             check_features(x, self.in_features, cores[0].dtype)
-            y = x.new_zeros(x.shape[:-1] + (self.out_features,))
+            y = x.new_zeros(x.shape[:-1] + (self.out_features,), dtype=autocast_dtype(x))
             anchor = zero_anchor([x, *cores])
-            y = y if anchor is None else y + anchor
+            y = y if anchor is None else y + anchor.to(y.dtype)
         else:
             y = self._mm(x, cores, None, self.mode)
         return _add_bias(y, self.bias)
@@ -536,11 +537,11 @@ def _check_image(x: Any, channels: int, dtype: torch.dtype) -> None:
 def _bias_only(x: torch.Tensor, channels: int, hw: tuple[int, int], bias: torch.Tensor | None,
                cores: Sequence[torch.Tensor]) -> torch.Tensor:
     """The output of a convolution whose kernel is zero (a closed bond), without building it."""
-    y = x.new_zeros((x.shape[0], channels) + tuple(hw))
+    y = x.new_zeros((x.shape[0], channels) + tuple(hw), dtype=autocast_dtype(x))
     anchor = zero_anchor([x, *cores])
     if anchor is not None:
-        y = y + anchor
-    return y if bias is None else y + bias[:, None, None]
+        y = y + anchor.to(y.dtype)
+    return y if bias is None else y + bias[:, None, None].to(y.dtype)
 
 
 class Tucker2Conv2d(TensorizedLayer):
