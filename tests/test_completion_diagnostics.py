@@ -13,6 +13,7 @@ from tnmars.fitting.diagnostics import (
     extrapolation_ratio,
     generalization_message,
     held_out_errors,
+    series_bonds,
     underdetermined_slices,
 )
 from tnmars.fitting.solvers import FitData
@@ -133,6 +134,25 @@ def test_ranks_the_cap_refused_and_the_criterion_wanted_are_reported():
         result = tnmars.fit(x, "cp", max_rank=8, seed=0, progress=False)
     assert result.ranks == (1,) and _capped(result)
     assert "'A'" in next(d for d in result.diagnostics if d.startswith("ranks capped"))
+
+
+def test_bonds_in_series_that_only_pay_grown_together_are_reported():
+    # a rank-2 5x6 matrix as i - a - b - j: a and b cut the same modes, so neither alone adds
+    # anything, and (2, 2) has 18 degrees of freedom where 30 entries determine 15
+    x = tnmars.Network("ia,ab,bj", shape=(5, 6), ranks=2, seed=1).to_tensor()
+    with pytest.warns(RuntimeWarning, match=r"one more index on each of bonds 'a', 'b' together"):
+        result = tnmars.fit(x, "ia,ab,bj", max_rank=4, seed=0, progress=False)
+    assert result.ranks_by_bond == {"a": 1, "b": 1} and _capped(result)
+    chain = tnmars.Network("aA,AbB,BcC,Cd->abcd", shape=(3, 4, 5, 6), ranks=2)
+    assert series_bonds(chain, list(chain.bonds)) == []  # a TT's bonds cut different modes
+    ring = tnmars.Network("aAD,AbB,BcC,CdD->abcd", shape=(3, 4, 5, 6), ranks=2)
+    assert series_bonds(ring, list(ring.bonds)) == []  # no bridges on a loop
+    twice = tnmars.Network("aA,AB,BbC,Cc->abc", shape=(3, 4, 5), ranks=2)
+    assert series_bonds(twice, list(twice.bonds)) == [["A", "B"]]
+    bigger = tnmars.Network("ia,ab,bj", shape=(30, 40), ranks=2, seed=1).to_tensor()  # enough data: no cap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert tnmars.fit(bigger, "ia,ab,bj", max_rank=4, seed=0, progress=False).ranks_by_bond == {"a": 2, "b": 2}
 
 
 @pytest.mark.parametrize("case", ["matrix", "tt-completion"])

@@ -418,10 +418,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         warnings.warn(f"tnmars.fit: the selected network fits the data no better than the zero tensor "
                       f"(relative error {rel:.3g}); its ranks are {net.ranks}", RuntimeWarning, stacklevel=3)
     if search is not None and rel > EXACT_FIT_ERROR:
-        capped = capped_by_observations(net, template.bonds, crit.max_dof, prep.data, crit, best.objective,
-                                        settings.get("seed"))
+        capped, together = capped_by_observations(net, template.bonds, crit.max_dof, prep.data, crit,
+                                                  best.objective, settings.get("seed"))
         if capped:
-            diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel))
+            diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel, together))
     message = generalization_message(held_out, rel) if rel > EXACT_FIT_ERROR else None
     if message:
         diagnostics.append(message)

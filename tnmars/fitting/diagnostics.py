@@ -56,7 +56,7 @@ from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
-           "underdetermined_slices"]
+           "series_bonds", "underdetermined_slices"]
 
 #: ALS sweeps of the refit that tells whether a growth the cap refused would have paid
 CAP_CHECK_SWEEPS = 100
@@ -200,30 +200,76 @@ def generalization_message(errors: Sequence[float], relative_error: float) -> st
 
 
 def capped_by_observations(network: Network, max_ranks: Mapping[str, int], max_dof: float, data: FitData,
-                           criterion: Occam, objective: float, seed: int | None = 0) -> list[str]:
+                           criterion: Occam, objective: float, seed: int | None = 0) -> tuple[list[str], bool]:
     """The bonds whose growth by one index the degrees-of-freedom cap refused although the
     criterion would have taken it: ``network`` (its objective ``objective``) is at a bond
     below its maximal rank whose growth exceeds ``max_dof``, and that grown network, refitted
     (:data:`CAP_CHECK_SWEEPS` ALS sweeps from ``network`` plus a small random slice), has a
     lower ``criterion`` objective. Empty when every growth fits within the cap (the criterion
     stopped the ranks) or none the cap refused would pay: a fit whose true ranks sit just
-    below the cap is not reported."""
+    below the cap is not reported.
+
+    When no single growth is refused and pays, bonds in series (bridges of the graph that cut
+    the same open modes, as ``a`` and ``b`` of ``ia,ab,bj``) are grown together the same way:
+    one at a time they add nothing, so the search stops at a rank the data could not raise;
+    such a group is returned, and the flag is True."""
     ranks = network.bonds
     dims = network.dims
-    blocked = [b for b, r in ranks.items() if r < max_ranks.get(b, r)
-               and degrees_of_freedom(network.spec, {**dims, b: dims[b] + 1}) > max_dof]
+    growable = [b for b, r in ranks.items() if r < max_ranks.get(b, r)]
+    blocked = [b for b in growable if degrees_of_freedom(network.spec, {**dims, b: dims[b] + 1}) > max_dof]
     paying = []
     for bond in blocked:
         fitted, sse = als(grow(network, bond, seed), data, sweeps=CAP_CHECK_SWEEPS)
         if criterion.objective(sse, degrees_of_freedom(fitted.spec, fitted.dims)) < objective:
             paying.append(bond)
-    return paying
+    if paying:
+        return paying, False
+    for group in series_bonds(network, growable):
+        if degrees_of_freedom(network.spec, {**dims, **{b: dims[b] + 1 for b in group}}) <= max_dof:
+            continue
+        together = network
+        for bond in group:
+            together = grow(together, bond, seed)
+        fitted, sse = als(together, data, sweeps=CAP_CHECK_SWEEPS)
+        if criterion.objective(sse, degrees_of_freedom(fitted.spec, fitted.dims)) < objective:
+            return group, True
+    return [], False
 
 
-def capped_message(bonds: Sequence[str], n_obs: int, max_dof: float, relative_error: float) -> str:
+def series_bonds(network: Network, bonds: Sequence[str]) -> list[list[str]]:
+    """Groups of two or more of ``bonds`` in series: bridges of the core graph (a bond between
+    two cores whose removal disconnects it) that split the open modes the same way. Only all
+    of a group together can raise the rank across that cut."""
+    terms, output = network.inputs, set(network.output)
+    groups: dict[frozenset, list[str]] = {}
+    for bond in bonds:
+        holders = [k for k, term in enumerate(terms) if bond in term]
+        if len(holders) != 2:
+            continue  # a hyperedge
+        seen, stack = {holders[0]}, [holders[0]]
+        while stack:
+            for index in terms[stack.pop()]:
+                if index == bond or index in output:
+                    continue
+                for k, term in enumerate(terms):
+                    if k not in seen and index in term:
+                        seen.add(k)
+                        stack.append(k)
+        if holders[1] in seen:
+            continue  # on a loop: not a bridge
+        side = frozenset(c for k in seen for c in terms[k] if c in output)
+        key = min(side, frozenset(output) - side, key=sorted)
+        groups.setdefault(key, []).append(bond)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def capped_message(bonds: Sequence[str], n_obs: int, max_dof: float, relative_error: float,
+                   together: bool = False) -> str:
     names = ", ".join(repr(b) for b in bonds)
-    return (f"ranks capped by the number of observations: one more index on bond{'s' if len(bonds) > 1 else ''} "
-            f"{names} would fit the data better by the criterion, but would give the network more than "
+    where = (f"one more index on each of bonds {names} together (none alone helps)" if together else
+             f"one more index on bond{'s' if len(bonds) > 1 else ''} {names}")
+    return (f"ranks capped by the number of observations: {where} "
+            f"would fit the data better by the criterion, but would give the network more than "
             f"{max_dof:g} degrees of freedom, the most a fit lets {n_obs:,} observed entries determine. The ranks "
             f"were set by that limit, not chosen; the fit's relative error is {relative_error:.3g}. Larger ranks "
             f"need more data.")
