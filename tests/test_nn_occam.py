@@ -1,6 +1,7 @@
 """tnmars.nn.occam_prune: BIC backward elimination of MARS-kept rank indices after training."""
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -112,7 +113,7 @@ def test_larger_strength_prunes_at_least_as_much_down_to_min_rank(min_rank):
     for strength in (0.0, 1.0, 1e6):
         model, X, y = teacher_problem()
         model[0].masks.min_rank = min_rank
-        report = tnn.occam_prune(model, tnn.classification_nll(X, y), N, strength=strength)
+        report = tnn.occam_prune(model, tnn.classification_nll(X, y), N, strength=strength, max_nll_rise=None)
         ranks.append(report.ranks_after["0"]["A"])
     assert ranks == sorted(ranks, reverse=True) and ranks[0] == 5 and ranks[-1] == min_rank
     model.eval()
@@ -297,7 +298,7 @@ def test_tt_layer_penalties_follow_the_structure_and_no_kept_index_pays_at_the_e
     assert len({round(b.penalty_before, 6) for b in report.bonds}) == 2
 
 
-def test_a_prune_that_costs_much_of_the_fit_warns():
+def _costly_prune_problem():
     # N = 60 and 74 parameters per index: the BIC charges 151 nats an index, more than the fit
     # each index carries, and closes indices that hold most of the fit
     torch.manual_seed(0)
@@ -306,9 +307,38 @@ def test_a_prune_that_costs_much_of_the_fit_warns():
     with torch.no_grad():
         model[0].cores[0].mul_(3.0)
         y = model(X).argmax(1)
+    return model, tnn.classification_nll(X, y)
+
+
+def test_a_prune_that_costs_much_of_the_fit_warns():
+    model, nll = _costly_prune_problem()
     with pytest.warns(UserWarning, match="occam_prune raised the training nll"):
-        report = tnn.occam_prune(model, tnn.classification_nll(X, y), num_train=60)
-    assert (report.nll_after - report.nll_before) / 60 > 0.05
+        report = tnn.occam_prune(model, nll, num_train=60, max_nll_rise=None)
+    assert (report.nll_after - report.nll_before) / 60 > 0.05 and not report.limited
+
+
+@pytest.mark.parametrize("limit", [0.05, 0.5])
+def test_max_nll_rise_stops_the_bic_before_it_costs_the_fit_and_says_so(limit):
+    model, nll = _costly_prune_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bic_alone = tnn.occam_prune(copy.deepcopy(model), nll, num_train=60, max_nll_rise=None)
+    with pytest.warns(UserWarning, match=f"stopped at max_nll_rise={limit:g} nats per example") as caught:
+        report = tnn.occam_prune(model, nll, num_train=60, max_nll_rise=limit)
+    loud = [w for w in caught if "raised the training nll" in str(w.message)]
+    assert bool(loud) == ((report.nll_after - report.nll_before) / 60 > 0.05)  # the default limit: never loud
+    assert report.limited and "(stopped by max_nll_rise)" in str(report)
+    assert (report.nll_after - report.nll_before) / 60 <= limit
+    assert len(report.closures) < len(bic_alone.closures)
+    assert report.ranks_after["0"]["A"] > bic_alone.ranks_after["0"]["A"]
+
+
+@pytest.mark.parametrize("bad, error", [(-0.1, ValueError), (float("nan"), ValueError), ("0.1", TypeError),
+                                        (True, TypeError)])
+def test_a_bad_max_nll_rise_is_refused(bad, error):
+    model, nll = _costly_prune_problem()
+    with pytest.raises(error, match="max_nll_rise"):
+        tnn.occam_prune(model, nll, num_train=60, max_nll_rise=bad)
 
 
 def test_a_prune_that_keeps_the_fit_is_quiet():

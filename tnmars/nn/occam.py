@@ -102,7 +102,9 @@ class OccamReport:
     nll; ``bic_before`` / ``bic_after``: ``nll + strength (1/2) ln N * (parameters of the
     considered layers at their ranks)``; ``evaluations``: calls of ``nll`` (the cost);
     ``skipped``: MARS modules whose parameter count is unknown, left as they were;
-    ``interrupted``: Ctrl-C stopped the search (the closures so far are kept).
+    ``interrupted``: Ctrl-C stopped the search (the closures so far are kept);
+    ``limited``: ``max_nll_rise`` refused a closure the BIC would have taken (the search
+    stopped short of the BIC's answer, with the fit kept within the limit).
     """
 
     num_train: float
@@ -116,6 +118,7 @@ class OccamReport:
     closures: list[OccamClosure]
     skipped: list[str] = field(default_factory=list)
     interrupted: bool = False
+    limited: bool = False
 
     @property
     def ranks_before(self) -> dict[str, dict[str, int]]:
@@ -150,7 +153,8 @@ class OccamReport:
         head = (f"Occam pruning (BIC, strength {self.strength:g}, N = {self.num_train:g}): "
                 f"{len(self.closures)} indices closed, nll {self.nll_before:.1f} -> {self.nll_after:.1f}, "
                 f"nll + penalty {self.bic_before:.1f} -> {self.bic_after:.1f}, {self.evaluations} nll evaluations")
-        lines = [head + (" (interrupted)" if self.interrupted else ""), "", self.table()]
+        tail = " (interrupted)" if self.interrupted else " (stopped by max_nll_rise)" if self.limited else ""
+        lines = [head + tail, "", self.table()]
         if self.skipped:
             lines += ["", "skipped (no parameter count): " + ", ".join(self.skipped)]
         return "\n".join(lines)
@@ -212,7 +216,7 @@ LOUD_NLL_RISE = 0.05
 
 
 def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: float, *, strength: float = 1.0,
-                progress: bool = False) -> OccamReport:
+                max_nll_rise: float | None = LOUD_NLL_RISE, progress: bool = False) -> OccamReport:
     """Close MARS-kept rank indices that do not pay for their parameters under the BIC.
 
     Greedy backward elimination on the MAP masks (see the module docstring for why): each
@@ -241,6 +245,13 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     strength:
         Multiplies the penalty (>= 0): 1 is the BIC, larger prunes more, 0 closes only the
         indices whose closure does not raise the nll.
+    max_nll_rise:
+        The most the summed training nll may rise over the whole prune, in nats per example
+        (default :data:`LOUD_NLL_RISE`, 0.05): a closure past it is not taken, and when the BIC
+        would have taken one, a warning says so and ``report.limited`` is True. The BIC counts
+        every parameter as a degree of freedom, which a network's are not, so on small data
+        it can close most of a classifier's indices (1,400 digits: 91.9% test accuracy to
+        9.8% with the limit off); ``None`` is the BIC alone.
     progress:
         A tqdm bar over ``nll`` evaluations.
 
@@ -267,6 +278,11 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     ({'A': 1}, 34.18)
     """
     num_train, strength = _check_args(num_train, strength)
+    if max_nll_rise is not None:
+        if isinstance(max_nll_rise, bool) or not isinstance(max_nll_rise, numbers.Real):
+            raise TypeError(f"max_nll_rise must be a number (nats per example) or None; got {max_nll_rise!r}")
+        if not math.isfinite(max_nll_rise) or max_nll_rise < 0:
+            raise ValueError(f"max_nll_rise must be finite and >= 0 (or None for the BIC alone); got {max_nll_rise}")
     if not callable(nll):
         raise TypeError(f"nll must be a callable nll(model) -> float; got {nll!r}")
     if not isinstance(model, nn.Module):
@@ -305,6 +321,7 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     first_deltas: dict[tuple[int, str], dict[int, float]] | None = None
     evaluations = 0
     interrupted = False
+    refused = None  # the best closure max_nll_rise refused in the last round: (unit, bond, index, nll)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=0, disable=not progress, desc="occam_prune", unit="eval", leave=False)
@@ -314,6 +331,7 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
             nll_now = nll_before = _call_nll(nll, model)
             evaluations += 1
             bic_before = nll_before + bic_unit * total_params()
+            ceiling = math.inf if max_nll_rise is None else nll_before + max_nll_rise * num_train
             while True:
                 # every kept index of every bond: (unit, bond, index, penalty of closing it)
                 candidates = []
@@ -329,7 +347,7 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
                 bar.total += len(candidates)
                 bar.refresh()
                 round_deltas: dict[tuple[int, str], dict[int, float]] = {}
-                best = None
+                best = over = None
                 for ui, b, i, pen in candidates:
                     view = units[ui].masks.bond_logits()[b]
                     old = view[i].item()
@@ -343,16 +361,20 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
                     delta = value - nll_now
                     round_deltas.setdefault((ui, b), {})[i] = delta
                     key = (delta - pen, delta)
-                    if best is None or key < best[0]:
+                    if value > ceiling:  # past max_nll_rise: not a candidate
+                        if over is None or key < over[0]:
+                            over = (key, ui, b, i, value)
+                    elif best is None or key < best[0]:
                         best = (key, ui, b, i, pen, value)
                 last_deltas = round_deltas
                 if first_deltas is None:
                     first_deltas = round_deltas
-                if best is None:
+                pays = best is not None and (best[0][0] < 0 or best[0][1] <= 0)
+                if not pays:
+                    if over is not None and (over[0][0] < 0 or over[0][1] <= 0):
+                        refused = over[1:]
                     break
                 (score, delta), ui, b, i, pen, value = best
-                if not (score < 0 or delta <= 0):
-                    break
                 units[ui].masks.bond_logits()[b][i] = CLOSED_LOGIT
                 nll_now = value
                 closures.append(OccamClosure(units[ui].name, b, i, delta, pen, value))
@@ -382,6 +404,14 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
                                    [c for c in closures if c.layer == u.name and c.bond == b],
                                    dict(last_deltas.get((ui, b), {})), dict((first_deltas or {}).get((ui, b), {}))))
     rise = (nll_now - nll_before) / num_train
+    if refused is not None and not interrupted:
+        ui, b, i, value = refused
+        warn_user(f"occam_prune stopped at max_nll_rise={max_nll_rise:g} nats per example (training nll "
+                  f"{nll_before:.4g} -> {nll_now:.4g}, {len(closures)} indices closed): the BIC would close more, "
+                  f"next index {i} of bond {b!r} of layer {units[ui].name or '(model)'!r}, which would take the nll "
+                  f"to {value:.4g} ({(value - nll_before) / num_train:.3g} nats per example over the start). A "
+                  "network's parameters are rarely all effective degrees of freedom, so on small data the BIC "
+                  "alone can cost a model most of its accuracy; pass max_nll_rise=None for it, or a larger limit.")
     if rise > LOUD_NLL_RISE:
         warn_user(f"occam_prune raised the training nll from {nll_before:.4g} to {nll_now:.4g} ({rise:.3g} nats per "
                   f"example) by closing {len(closures)} indices: the BIC's penalty ({strength:g} x ln(N)/2 = "
@@ -391,7 +421,8 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
                   "closed indices' logits can be restored from a copy of the model taken before.")
     return OccamReport(num_train=num_train, strength=strength, nll_before=nll_before, nll_after=nll_now,
                        bic_before=bic_before, bic_after=nll_now + bic_unit * total_params(), evaluations=evaluations,
-                       bonds=bonds, closures=closures, skipped=skipped, interrupted=interrupted)
+                       bonds=bonds, closures=closures, skipped=skipped, interrupted=interrupted,
+                       limited=refused is not None and not interrupted)
 
 
 def classification_nll(X: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> Callable[[nn.Module], float]:
