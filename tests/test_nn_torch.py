@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -270,6 +271,44 @@ def test_a_closed_layer_under_autocast_gives_the_dense_layers_dtype(name):
     y.float().sum().backward()
     assert all(c.grad is not None for c in layer.cores)
     assert layer(x).dtype == torch.float32  # outside autocast: the input's dtype
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_weight_is_the_dense_weight_the_torch_function_takes(name):
+    """``layer.weight`` in the replaced torch layer's layout: the functional form of that layer
+    with it computes what the layer computes (eval: MAP masks)."""
+    torch.manual_seed(0)
+    layer = FACTORIES[name]().double().eval()
+    x = _input(layer)
+    x = x if not x.is_floating_point() else x.double()
+    w = layer.weight
+    if isinstance(layer, (Tucker2Conv2d, TensorizedConv2d)):
+        expected = F.conv2d(x, w, layer.bias, layer.stride, layer.padding, layer.dilation)
+    elif isinstance(layer, TensorizedEmbedding):
+        expected = F.embedding(x, w, layer.padding_idx)
+    else:
+        expected = F.linear(x, w, layer.bias)
+    torch.testing.assert_close(layer(x), expected)
+    assert w.requires_grad and "weight" not in dict(layer.named_parameters())
+
+
+def test_a_tensorized_transformer_runs_the_dense_function_including_the_inference_fast_path():
+    """``nn.TransformerEncoderLayer`` reads ``linear1.weight`` (and feeds it to a fused kernel)
+    in eval mode without gradients; tensorized at full rank it computes the dense function."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+    dense = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(3, 5, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank="full" is larger than the dense layers
+        small = tnn.tensorize(dense, rank="full").eval()
+    assert isinstance(small.layers[0].linear1, TensorizedLinear)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), dense(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(small(x), dense(x), atol=1e-5, rtol=1e-5)
+    small.train()
+    small(x).square().mean().backward()
+    assert small.layers[0].linear1.cores[0].grad is not None
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))

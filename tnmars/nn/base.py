@@ -580,6 +580,16 @@ class TensorizedLayer(nn.Module):
         return self.selected_ranks()
 
     @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight in the layout of the torch layer this one stands for (``nn.Linear``'s
+        ``(out, in)``, ``nn.Conv2d``'s ``(out, in, kh, kw)``, ``nn.Embedding``'s table): the
+        subclass's ``dense_weight()``, built from the cores at each access, differentiable, with
+        the masks a forward would use (MAP in eval mode, a fresh sample in training). For code
+        that reads ``layer.weight``, such as ``nn.TransformerEncoderLayer``'s inference fast
+        path; it is not a parameter (no assignment, not in the ``state_dict``)."""
+        return self.dense_weight()
+
+    @property
     def network(self) -> Network:
         """A :class:`tnmars.Network` over the current (unmasked) cores, for inspection."""
         return Network.from_cores(self.spec, [c.detach() for c in self.cores])
