@@ -82,6 +82,17 @@ def test_loss_is_data_loss_minus_log_prior_over_n():
     torch.testing.assert_close(mars_penalty(model, n), -manual / n)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_a_criterion_that_does_not_average_is_refused(reduction):
+    """The prior is divided by N for a per-example (mean) data term; a summed loss would make
+    it N times too weak, silently."""
+    model = nn.Sequential(LowRankLinear(6, 4, rank=2))
+    with pytest.raises(ValueError, match=f"reduction={reduction!r}"):
+        MarsLoss(model, 100, criterion=nn.MSELoss(reduction=reduction))
+    MarsLoss(model, 100, criterion=nn.MSELoss())                   # the mean: fine
+    MarsLoss(model, 100, criterion=lambda out, y: (out - y).abs().mean())  # a plain function: trusted
+
+
 def test_mars_loss_follows_layers_whose_masks_are_removed_after_it_is_built():
     torch.manual_seed(0)
     model = nn.Sequential(TensorizedLinear(12, 6, rank=3, in_shape=(3, 4), out_shape=(2, 3)), nn.ReLU(),

@@ -160,7 +160,8 @@ class MarsLoss(nn.Module):
     ----------
     model: the model whose MARS layers are regularised (not registered as a submodule).
     num_train: number of training examples ``N``.
-    criterion: the mean data loss (default ``nn.CrossEntropyLoss()``).
+    criterion: the mean data loss (default ``nn.CrossEntropyLoss()``); a torch loss with
+        ``reduction`` other than ``"mean"`` is refused (the prior is scaled for a mean).
 
     Like an optimizer with its parameters, the loss lists the model's modules when it is
     built: build a new one after adding or replacing layers (a layer switched to
@@ -181,6 +182,11 @@ class MarsLoss(nn.Module):
         name_owners(model)  # warnings about closed layers then name them by their path in the model
         self.num_train = int(num_train)
         self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
+        reduction = getattr(self.criterion, "reduction", "mean")
+        if reduction != "mean":
+            raise ValueError(f"MarsLoss needs a criterion that averages over the batch (reduction='mean'); got "
+                             f"reduction={reduction!r}. The prior is divided by num_train to match a per-example "
+                             "data term: with a summed loss it would weigh num_train times too little")
         #: the cores whose prior an optimizer applies (:meth:`optimizer`); None: all in the loss
         self._cores_in_optimizer: tuple[torch.Tensor, ...] | None = None
 
