@@ -355,3 +355,49 @@ def test_a_prune_that_keeps_the_fit_is_quiet():
         warnings.simplefilter("error")
         report = tnn.occam_prune(model, tnn.classification_nll(X, y), num_train=500)
     assert report.ranks_after == {"0": {"A": 1}}
+
+
+def _regression_teacher(scale: float = 1.0):
+    """y = X W + noise with W of rank 2, fitted by a rank-5 layer whose surplus indices carry a
+    little noise-fitting weight."""
+    torch.manual_seed(0)
+    layer = tnn.LowRankLinear(16, 8, rank=5, bias=False, alpha=3.0)
+    X = torch.randn(2000, 16)
+    with torch.no_grad():
+        layer.cores[0][:, 2:] *= 0.01  # the surplus indices: almost no weight
+        y = X @ layer.cores[0][:, :2] @ layer.cores[1][:2] + 0.1 * torch.randn(2000, 8)
+    return torch.nn.Sequential(layer).eval(), X, y * scale
+
+
+def test_regression_nll_is_the_gaussian_nll_at_the_mle_variance_and_prunes_to_the_true_rank():
+    model, X, y = _regression_teacher()
+    nll = tnn.regression_nll(X, y, batch_size=300)
+    sse = float(((model(X) - y) ** 2).sum())
+    n = y.numel()
+    sigma2 = sse / n
+    expected = float(-torch.distributions.Normal(model(X).detach(), math.sqrt(sigma2)).log_prob(y).sum())
+    assert nll(model) == pytest.approx(expected, rel=1e-5)
+    report = tnn.occam_prune(model, nll, num_train=len(X))
+    assert report.ranks_after == {"0": {"A": 2}} and not report.limited
+
+
+def test_regression_nll_judges_closures_whatever_the_targets_units():
+    closed = []
+    for scale in (1.0, 1000.0):
+        model, X, y = _regression_teacher(scale)
+        with torch.no_grad():
+            model[0].cores[1].mul_(scale)
+        closed.append([(c.index) for c in tnn.occam_prune(model, tnn.regression_nll(X, y), len(X)).closures])
+    assert closed[0] == closed[1] and len(closed[0]) == 3
+
+
+def test_regression_nll_refuses_what_it_cannot_judge():
+    model, X, y = _regression_teacher()
+    with pytest.raises(TypeError, match="floating point"):
+        tnn.regression_nll(X, torch.zeros(2000, dtype=torch.long))
+    with pytest.raises(ValueError, match="shape"):
+        tnn.regression_nll(X, y[:, :3])(model)
+    with torch.no_grad():
+        exact = model(X)
+    with pytest.raises(ValueError, match="exactly"):
+        tnn.regression_nll(X, exact)(model)

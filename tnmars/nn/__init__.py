@@ -60,6 +60,7 @@ _LAZY: dict[str, str] = {
     "occam_prune": ".occam",
     "OccamReport": ".occam",
     "classification_nll": ".occam",
+    "regression_nll": ".occam",
 }
 
 __all__ = ["BondMasks", *_LAZY]

@@ -241,7 +241,8 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     nll:
         ``nll(model) -> float``: the summed (not mean) negative log-likelihood of the training
         set under the model as it is. It is called in eval mode (MAP masks) under
-        ``torch.no_grad``; :func:`classification_nll` builds one for a classifier.
+        ``torch.no_grad``; :func:`classification_nll` builds one for a classifier,
+        :func:`regression_nll` for a regression.
     num_train:
         ``N``, the number of training observations behind ``nll`` (>= 1).
     strength:
@@ -443,25 +444,73 @@ def classification_nll(X: torch.Tensor, y: torch.Tensor, batch_size: int = 4096)
     >>> abs(nll(model) - expected) < 1e-4
     True
     """
-    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(f"X and y must be torch tensors; got {type(X).__name__} and {type(y).__name__}")
-    if X.ndim < 1 or y.ndim != 1 or len(X) != len(y):
-        raise ValueError(f"X (rows first) and y (1-D labels) must have the same number of rows; got shapes "
-                         f"{tuple(X.shape)} and {tuple(y.shape)}")
-    if len(X) == 0:
-        raise ValueError("X and y are empty: the nll of no data carries no evidence")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = _check_data(X, y, batch_size, labels=True)
 
     def nll(model: nn.Module) -> float:
-        param = next(model.parameters(), None)
-        device = X.device if param is None else param.device
         total = 0.0
-        with torch.no_grad():
-            for s in range(0, len(X), batch_size):
-                out = model(X[s:s + batch_size].to(device))
-                total += F.cross_entropy(out, y[s:s + batch_size].to(device), reduction="sum").item()
+        for out, target in _batches(model, X, y, batch_size):
+            total += F.cross_entropy(out, target, reduction="sum").item()
         return total
 
     return nll
+
+
+def regression_nll(X: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> Callable[[nn.Module], float]:
+    """``nll(model)`` for :func:`occam_prune` on a regression: the summed Gaussian negative
+    log-likelihood of the targets ``y`` around ``model(X)`` with the noise variance at its
+    maximum-likelihood value, ``SSE / n``: ``(n / 2) (ln(2 pi SSE / n) + 1)`` over the ``n``
+    target values. A closure is then judged as ``tnmars.fit``'s ``prior="bic"`` judges a
+    rank: by the log of the residual sum of squares it leaves, whatever the targets' units.
+
+    Batches of ``batch_size`` rows, without gradients, on the device of the model's first
+    parameter. An exact fit (``SSE = 0``) is refused: its nll is minus infinity.
+
+    >>> import math, torch
+    >>> X, y = torch.randn(10, 4), torch.randn(10, 2)
+    >>> model = torch.nn.Linear(4, 2)
+    >>> sse = ((model(X) - y) ** 2).sum().item()
+    >>> abs(regression_nll(X, y, batch_size=3)(model) - 10 * (math.log(2 * math.pi * sse / 20) + 1)) < 1e-4
+    True
+    """
+    batch_size = _check_data(X, y, batch_size, labels=False)
+    count = y.numel()
+
+    def nll(model: nn.Module) -> float:
+        sse = 0.0
+        for out, target in _batches(model, X, y, batch_size):
+            if out.shape != target.shape:
+                raise ValueError(f"model(X) has shape {tuple(out.shape)} per batch but y has {tuple(target.shape)}: "
+                                 "regression_nll compares them entry by entry")
+            sse += float(((out - target.to(out.dtype)) ** 2).sum())
+        if not sse > 0.0:
+            raise ValueError(f"the model fits the targets exactly (residual sum of squares {sse}): a Gaussian nll at "
+                             "zero noise is minus infinity, and no rank index can be judged by it")
+        return 0.5 * count * (math.log(2.0 * math.pi * sse / count) + 1.0)
+
+    return nll
+
+
+def _check_data(X: torch.Tensor, y: torch.Tensor, batch_size: int, labels: bool) -> int:
+    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(f"X and y must be torch tensors; got {type(X).__name__} and {type(y).__name__}")
+    if X.ndim < 1 or (labels and y.ndim != 1) or (not labels and y.ndim < 1) or len(X) != len(y):
+        what = "y (1-D labels)" if labels else "y (targets, rows first)"
+        raise ValueError(f"X (rows first) and {what} must have the same number of rows; got shapes "
+                         f"{tuple(X.shape)} and {tuple(y.shape)}")
+    if len(X) == 0:
+        raise ValueError("X and y are empty: the nll of no data carries no evidence")
+    if not labels and not y.is_floating_point():
+        raise TypeError(f"regression targets must be floating point; got {y.dtype} (class labels? use "
+                        "classification_nll)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    return int(batch_size)
+
+
+def _batches(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int):
+    """``(model(X_batch), y_batch)`` pairs without gradients, on the model's device."""
+    param = next(model.parameters(), None)
+    device = X.device if param is None else param.device
+    with torch.no_grad():
+        for s in range(0, len(X), batch_size):
+            yield model(X[s:s + batch_size].to(device)), y[s:s + batch_size].to(device)
