@@ -387,8 +387,8 @@ def test_regression_nll_judges_closures_whatever_the_targets_units():
         model, X, y = _regression_teacher(scale)
         with torch.no_grad():
             model[0].cores[1].mul_(scale)
-        closed.append([(c.index) for c in tnn.occam_prune(model, tnn.regression_nll(X, y), len(X)).closures])
-    assert closed[0] == closed[1] and len(closed[0]) == 3
+        closed.append(sorted(c.index for c in tnn.occam_prune(model, tnn.regression_nll(X, y), len(X)).closures))
+    assert closed[0] == closed[1] == [2, 3, 4]  # (their order may differ: the surplus indices' deltas nearly tie)
 
 
 def test_regression_nll_refuses_what_it_cannot_judge():
