@@ -208,9 +208,9 @@ class MarsLoss(nn.Module):
         fused kernel where PyTorch has one (Adam, SGD, Adagrad; real floating parameters on CPU
         or CUDA): one call per parameter group instead of about ten small ops per parameter.
         On the 2FC-Net's training step with open masks (``benchmarks/results/nn_overhead.md``,
-        2026-11-29 19:35 UTC) the MARS step took 1.24x, 1.09x and 1.07x the no-mask step under
+        2026-11-29 22:19 UTC) the MARS step took 1.27x, 1.056x and 1.042x the no-mask step under
         fused Adam at batch 1, 64 and 128, where the prior in the loss with PyTorch's default
-        Adam took 1.33x, 1.12x and 1.09x the no-mask step under default Adam.
+        Adam took 1.35x, 1.12x and 1.09x the no-mask step under default Adam.
         Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``.
 
         Only optimizers whose ``weight_decay`` adds ``weight_decay * G`` to the gradient (Adam,
