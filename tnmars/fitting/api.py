@@ -669,19 +669,8 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
         spec = {"cp": cp_spec, "tucker": tucker_spec, "tt": tt_spec, "tr": tr_spec}[fmt](len(shape))
         parsed = parse_spec(spec)
         bonds = parsed.bonds if fmt != "tr" else tuple(term[-1] for term in parsed.inputs)
-        if max_rank is None:
-            values = [max(shape)] * len(bonds)
-        elif isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool):
-            values = [_max_rank_value(max_rank)] * len(bonds)
-        else:
-            try:
-                values = [_max_rank_value(v) for v in max_rank]
-            except TypeError:
-                raise TypeError(f"max_rank must be a positive int or one per bond; got {max_rank!r}") from None
-            if len(values) != len(bonds):
-                raise ValueError(f"max_rank needs one value per bond ({len(bonds)} for {fmt}); got {len(values)}")
         dims = dict(zip(parsed.output, shape))
-        dims.update(zip(bonds, values))
+        dims.update(_bond_ranks(max_rank, bonds, shape, fmt, mapping=False))
     else:
         raise TypeError(f"network must be a format name, an einsum spec or a Network; got {type(network).__name__}")
     asked = {b: int(dims[b]) for b in parse_spec(spec).bonds}
@@ -714,33 +703,38 @@ def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any) -> tuple[st
     bonds = parsed.bonds
     if not bonds:
         raise ValueError(f"spec {parsed.spec!r} has no bond (an index shared by two cores): there is no rank to select")
-    if max_rank is None:
-        values = {b: max(shape) for b in bonds}
-    elif isinstance(max_rank, Mapping):
-        unknown = sorted(set(max_rank) - set(bonds))
-        if unknown:
-            raise ValueError(f"max_rank names {unknown[0]!r}, which is not a bond of {parsed.spec!r} "
-                             f"(bonds: {', '.join(bonds)})")
-        missing = [b for b in bonds if b not in max_rank]
-        if missing:
-            raise ValueError(f"max_rank gives no rank for bond(s) {', '.join(map(repr, missing))} of {parsed.spec!r}")
-        values = {b: _max_rank_value(max_rank[b], f"max_rank[{b!r}]") for b in bonds}
-    elif isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool):
-        values = {b: _max_rank_value(max_rank) for b in bonds}
-    else:
-        try:
-            given = [_max_rank_value(v) for v in max_rank]
-        except TypeError:
-            raise TypeError(f"max_rank must be a positive int, one per bond or a mapping bond -> rank; "
-                            f"got {max_rank!r}") from None
-        if len(given) != len(bonds):
-            raise ValueError(f"max_rank needs one value per bond of {parsed.spec!r} ({len(bonds)}: "
-                             f"{', '.join(bonds)}); got {len(given)}")
-        values = dict(zip(bonds, given))
+    values = _bond_ranks(max_rank, bonds, shape, repr(parsed.spec), mapping=True)
     dims = dict(zip(parsed.output, shape))
     dims.update({index: 1 for index in parsed.summed})  # size-1 dangling legs, as Network builds them
     dims.update(values)
     return parsed.spec, dims
+
+
+def _bond_ranks(max_rank: Any, bonds: Sequence[str], shape: tuple[int, ...], what: str,
+                mapping: bool) -> dict[str, int]:
+    """Bond -> maximal rank from ``max_rank``: None (``max(shape)``), an int, one per bond in
+    ``bonds``' order, or (``mapping``: a spec) a mapping bond -> rank naming every bond."""
+    if max_rank is None:
+        return {b: max(shape) for b in bonds}
+    if isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool):
+        return {b: _max_rank_value(max_rank) for b in bonds}
+    if mapping and isinstance(max_rank, Mapping):
+        unknown = sorted(set(max_rank) - set(bonds))
+        if unknown:
+            raise ValueError(f"max_rank names {unknown[0]!r}, which is not a bond of {what} (bonds: {', '.join(bonds)})")
+        missing = [b for b in bonds if b not in max_rank]
+        if missing:
+            raise ValueError(f"max_rank gives no rank for bond(s) {', '.join(map(repr, missing))} of {what}")
+        return {b: _max_rank_value(max_rank[b], f"max_rank[{b!r}]") for b in bonds}
+    try:
+        values = [_max_rank_value(v) for v in max_rank]
+    except TypeError:
+        kinds = "a positive int, one per bond" + (" or a mapping bond -> rank" if mapping else "")
+        raise TypeError(f"max_rank must be {kinds}; got {max_rank!r}") from None
+    if len(values) != len(bonds):
+        raise ValueError(f"max_rank needs one value per bond of {what} ({len(bonds)}: {', '.join(bonds)}); "
+                         f"got {len(values)}")
+    return dict(zip(bonds, values))
 
 
 def _format_of(net: Network | str, order: int | None = None) -> str | None:

@@ -762,8 +762,12 @@ def _tied_parameters(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> 
 
 def _would_convert(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> bool:
     """Whether :func:`_convert` replaces ``module`` (its type, and that type's format not None)."""
-    return ((type(module) is nn.Linear and linear is not None) or (type(module) is nn.Conv2d and conv is not None)
-            or (type(module) is nn.Embedding and embedding is not None))
+    return _format_for(module, linear, conv, embedding) is not None
+
+
+def _format_for(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> str | None:
+    """The format ``module``'s exact type is converted to (None: left alone; subclasses too)."""
+    return {nn.Linear: linear, nn.Conv2d: conv, nn.Embedding: embedding}.get(type(module))
 
 
 def _budget_ranks(targets: list[tuple[str, nn.Module]], budget: Any, build: Callable[[nn.Module, int], Any],
@@ -801,14 +805,15 @@ def _convert(module: nn.Module, linear: str | None, conv: str | None, embedding:
              options: dict[str, Any], progress: bool | None = None) -> nn.Module | None:
     """The tensorized replacement of ``module``, or None when it is not converted
     (:func:`_would_convert` says which)."""
-    if type(module) is nn.Linear and linear is not None:
-        if linear == "lowrank":
+    fmt = _format_for(module, linear, conv, embedding)
+    if fmt is None:
+        return None
+    if type(module) is nn.Linear:
+        if fmt == "lowrank":
             return lowrank_from_linear(module, rank, **options)
-        return from_linear(module, linear, rank, progress=progress, **options)
-    if type(module) is nn.Conv2d and conv is not None:
-        if conv == "tucker2":
+        return from_linear(module, fmt, rank, progress=progress, **options)
+    if type(module) is nn.Conv2d:
+        if fmt == "tucker2":
             return tucker2_from_conv(module, rank, **options)
-        return from_conv(module, conv, rank, progress=progress, **options)
-    if type(module) is nn.Embedding and embedding is not None:
-        return from_embedding(module, embedding, rank, progress=progress, **options)
-    return None
+        return from_conv(module, fmt, rank, progress=progress, **options)
+    return from_embedding(module, fmt, rank, progress=progress, **options)
