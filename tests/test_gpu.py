@@ -6,6 +6,7 @@ PyTorch layers' forward, backward, MARS training step, compression and inference
 and the stable recurrent models (projection, stability hook, compiled TT path).
 """
 import io
+import math
 import warnings
 
 import numpy as np
@@ -210,6 +211,151 @@ def test_compiled_eval_model_on_cuda():
             torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+_DENSE_TWINS = [lambda: torch.nn.Linear(64, 48), lambda: torch.nn.Linear(64, 48),
+                lambda: torch.nn.Conv2d(4, 8, 3, padding=1), lambda: torch.nn.Conv2d(4, 8, 3, padding=1)]
+
+
+def _autocast_on(device: str, dtype: torch.dtype) -> None:
+    """Under autocast each linear and conv layer returns the dtype its dense twin returns, close
+    to its float32 output in eval, with finite gradients in training; a closed layer (rank 0,
+    the short-circuit to the bias) gives that dtype too."""
+    tolerance = {torch.bfloat16: 0.02, torch.float16: 0.004}[dtype]  # (about 3 and 4 digits)
+    for i in range(4):
+        torch.manual_seed(0)
+        layer = _layers()[i]().to(device)
+        x = _input(i, device)
+        with torch.autocast(device, dtype=dtype):
+            expected = _DENSE_TWINS[i]().to(device)(x).dtype
+            layer.eval()
+            y = layer(x)
+            with torch.no_grad():
+                y_frozen = layer(x)
+            layer.train()
+            y_train = layer(x)
+        assert expected == dtype and y.dtype == y_frozen.dtype == y_train.dtype == dtype, i
+        with torch.no_grad():
+            exact = layer.eval()(x)
+        assert float((y.float() - exact).norm() / exact.norm()) < tolerance, i
+        y_train.float().square().mean().backward()
+        inner = layer if hasattr(layer, "cores") else layer[0]
+        assert all(bool(torch.isfinite(c.grad).all()) for c in inner.cores), i
+        inner.masks.min_rank = 0
+        with torch.no_grad():
+            inner.masks.logits.fill_(-20.0)
+        with torch.autocast(device, dtype=dtype):
+            closed = layer.train()(x)
+        assert closed.dtype == dtype and closed.device.type == device, i
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_layers_under_cuda_autocast_give_the_dense_layers_dtype(dtype):
+    _autocast_on("cuda", getattr(torch, dtype))
+
+
+def _transformer_on(device: str) -> None:
+    """A tensorized ``nn.TransformerEncoder`` at full rank computes the dense one's function,
+    in eval without gradients too, where PyTorch's fused fast path reads ``linear1.weight``."""
+    from tnmars import nn as tnn
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+    dense = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).to(device).eval()
+    x = torch.randn(3, 5, 16, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank="full" is larger than the dense layers
+        small = tnn.tensorize(dense, rank="full").eval()
+    assert isinstance(small.layers[0].linear1, tnn.TensorizedLinear)
+    assert small.layers[0].linear1.weight.device.type == device
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), dense(x), atol=1e-5, rtol=1e-5)
+    small.train()
+    small(x).square().mean().backward()
+    assert small.layers[0].linear1.cores[0].grad.device.type == device
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_tensorized_transformer_on_cuda_runs_the_dense_function():
+    _transformer_on("cuda")
+
+
+def _optimizer_prior_on(device: str) -> None:
+    """``MarsLoss.optimizer()`` (fused Adam, the prior applied by the optimizer: the cores' as
+    weight decay, the masks' by a step pre-hook of ``_foreach`` calls) takes the steps that
+    Adam takes with the whole prior in the loss."""
+    from tnmars import nn as tnn
+
+    def model():
+        torch.manual_seed(3)
+        return torch.nn.Sequential(tnn.TensorizedLinear(16, 12, rank=3, in_shape=(4, 4), out_shape=(3, 4), alpha=1.0),
+                                   torch.nn.ReLU(), tnn.LowRankLinear(12, 5, rank=3, alpha=8.0)).double().to(device)
+
+    x = torch.randn(32, 16, dtype=torch.float64, device=device)
+    y = torch.randint(0, 5, (32,), device=device)
+    in_loss, in_opt = model(), model()
+    loss_a, loss_b = tnn.MarsLoss(in_loss, 50), tnn.MarsLoss(in_opt, 50)
+    opt_a = torch.optim.Adam(in_loss.parameters(), lr=1e-2)
+    opt_b = loss_b.optimizer(lr=1e-2)
+    assert opt_b.defaults["fused"] is True
+    for step in range(5):
+        for net, loss_fn, opt in ((in_loss, loss_a, opt_a), (in_opt, loss_b, opt_b)):
+            torch.manual_seed(step)  # the same mask draws in both
+            opt.zero_grad()
+            loss_fn(net(x), y).backward()
+            opt.step()
+    for (name, a), b in zip(in_loss.named_parameters(), in_opt.parameters()):
+        assert b.device.type == device
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10, msg=name)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_mars_optimizer_on_cuda_takes_the_steps_of_the_prior_in_the_loss():
+    _optimizer_prior_on("cuda")
+
+
+def _occam_on(device: str) -> None:
+    """``occam_prune`` with both nll helpers on a model and data on ``device``: it closes the
+    surplus indices of a rank-2 teacher fitted at rank 5, and the model stays there."""
+    from tnmars import nn as tnn
+
+    torch.manual_seed(0)
+    layer = tnn.LowRankLinear(16, 8, rank=5, bias=False, alpha=3.0)
+    X = torch.randn(2000, 16)
+    with torch.no_grad():
+        layer.cores[0][:, 2:] *= 0.01
+        y = X @ layer.cores[0][:, :2] @ layer.cores[1][:2] + 0.1 * torch.randn(2000, 8)
+    model = torch.nn.Sequential(layer).to(device).eval()
+    report = tnn.occam_prune(model, tnn.regression_nll(X.to(device), y.to(device), batch_size=700), len(X))
+    assert report.ranks_after == {"0": {"A": 2}}
+    labels = y.argmax(1)
+    report = tnn.occam_prune(model, tnn.classification_nll(X.to(device), labels.to(device)), len(X),
+                             max_nll_rise=None)
+    assert all(p.device.type == device for p in model.parameters())
+    assert all(math.isfinite(v) for v in (report.nll_before, report.nll_after))
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_occam_prune_on_cuda():
+    _occam_on("cuda")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_an_einsum_spec_is_fitted_on_cuda_as_on_the_cpu():
+    spec, true = "aAD,AbB,BcC,CdD->abcd", {"A": 2, "B": 3, "C": 2, "D": 3}
+    clean = Network(spec, shape=(6, 7, 5, 6), ranks=true, seed=1).to_tensor()
+    x = clean + 0.03 * np.linalg.norm(clean) / np.sqrt(clean.size) * np.random.default_rng(1).standard_normal(clean.shape)
+    cpu = tnmars.fit(x, spec, max_rank=5, seed=0, progress=False)
+    gpu = tnmars.fit(torch.as_tensor(x, device="cuda"), spec, max_rank=5, seed=0, progress=False)
+    assert gpu.ranks_by_bond == cpu.ranks_by_bond == true
+    assert gpu.network.device.startswith("cuda")
+    assert abs(gpu.relative_error - cpu.relative_error) < 1e-6
+
+
 def _stable_rnns_on(device: str) -> None:
     """The recurrent models' device work on ``device``: the subspace iteration and projection
     (small ``torch.linalg.qr`` / ``svd`` blocks), a training run that keeps ``||W||_2 <= lam``
@@ -302,3 +448,13 @@ def test_cupy_completion_and_tr():
     assert res.network.backend == "cupy"
     full = cupy.asnumpy(res.network.to_tensor())
     assert np.linalg.norm(full - x) / np.linalg.norm(x) < 0.1
+
+
+@pytest.mark.cuda
+def test_cupy_fits_an_einsum_spec():
+    cupy = _cupy()
+    spec, true = "aA,AbB,BcC,Cd->abcd", {"A": 2, "B": 3, "C": 2}
+    x = Network(spec, shape=(6, 7, 5, 6), ranks=true, seed=1).to_tensor()
+    res = tnmars.fit(cupy.asarray(x), spec, max_rank=5, seed=0, progress=False)
+    assert res.network.backend == "cupy" and res.ranks_by_bond == true
+    assert res.relative_error < 1e-6
