@@ -220,3 +220,38 @@ def test_tucker2_conv_runs_under_cpu_autocast_on_every_path(mode):
         got = conv(x)  # the weight path mixed bfloat16 and float32 in its kernel's contraction
     assert got.dtype == torch.bfloat16
     assert torch.allclose(got.float(), want, rtol=0.05, atol=0.05 * float(want.abs().max()))
+
+
+def test_kept_products_follow_a_new_operand_at_a_freed_operands_address():
+    """A fresh tensor may get a freed operand's id and address back with the same version count
+    (CPython and CUDA's caching allocator reuse both): it must get its own products, not the
+    kept ones. Here the reuse is forced: each operand is a new tensor over one NumPy buffer,
+    refilled between calls (a masked or sliced core is such a fresh tensor on every call)."""
+    import numpy as np
+
+    layer = LowRankLinear(16, 5, rank=4, mars=False)
+    program = layer._mm.program(((16, 4), (4, 5)), None)
+    rng = np.random.default_rng(0)
+    buffer = np.zeros((16, 4), dtype=np.float32)
+    b = torch.randn(4, 5)
+    with torch.no_grad():
+        for _ in range(4):
+            buffer[:] = rng.standard_normal((16, 4))
+            a = torch.from_numpy(buffer)  # a new tensor at the same address, version 0
+            torch.testing.assert_close(program([a, b]).reshape(16, 5), a @ b)
+            del a
+
+
+def test_kept_values_are_left_out_of_pickles():
+    layer = LowRankLinear(16, 5, rank=4, mars=False).eval()
+    with torch.no_grad():
+        layer(torch.randn(3, 16))
+    kept = [p for p in layer._mm._programs.values() if p._kept is not None]
+    assert kept
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    assert all(p._kept is None for p in again._mm._programs.values())
+    with torch.no_grad():
+        torch.testing.assert_close(again(torch.ones(2, 16)), layer(torch.ones(2, 16)))

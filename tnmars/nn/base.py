@@ -36,7 +36,7 @@ from ..backends import get_backend
 from ..contract import COPY_FLOPS, Plan, make_plan
 from ..network import Network
 from .fastpath import TwoBlockCut, best_cut
-from .kept import generation
+from .kept import Same, generation
 from .masks import BondMasks, resolve_preset
 from .program import Program, is_recording, run
 
@@ -318,7 +318,8 @@ class NetworkMatmul:
         cut is cheaper than the usual path at this batch size (the caller then runs that).
 
         Only for calls without gradients: ``key`` identifies the parameters' current values
-        (ids, version counters and :func:`~tnmars.nn.kept.generation`) and ``cores_fn()`` gives the cores to merge when it changes.
+        (the parameters themselves, their version counters and :func:`~tnmars.nn.kept.generation`) and
+        ``cores_fn()`` gives the cores to merge when it changes.
         """
         frozen = getattr(self, "_frozen", None)  # None too in an object pickled before it existed
         if frozen is None or frozen[0] != key:
@@ -545,10 +546,10 @@ class TensorizedLayer(nn.Module):
         if _autocast(x):
             return None
         key: list[Any] = [generation()]  # fused optimizer steps move no _version counter (:mod:`.kept`)
-        key += [(id(p), p._version, p.data_ptr(), p.dtype) for p in core_list(self.cores)]
+        key += [(Same(p), p._version, p.data_ptr(), p.dtype) for p in core_list(self.cores)]
         if masks is not None:
             lg = masks.logits
-            key.append((id(lg), lg._version, lg.data_ptr(), masks.min_rank, self.warmup, self.skip_closed))
+            key.append((Same(lg), lg._version, lg.data_ptr(), masks.min_rank, self.warmup, self.skip_closed))
         return tuple(key)
 
     def log_prior(self) -> torch.Tensor:

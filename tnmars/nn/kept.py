@@ -23,7 +23,7 @@ from typing import Any
 
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-__all__ = ["generation", "invalidate_caches"]
+__all__ = ["generation", "invalidate_caches", "Same"]
 
 _generation = 0
 
@@ -41,6 +41,27 @@ def invalidate_caches() -> None:
     and in-place changes of the parameters themselves are noticed without it."""
     global _generation
     _generation += 1
+
+
+class Same:
+    """A key part that holds a tensor and equals only a part holding that same object.
+
+    Keys built from ``id(t)`` and ``t.data_ptr()`` alone go wrong once ``t`` is freed: a new
+    tensor can get its id and address back (CPython and the caching allocators reuse both at
+    once), with the same version count, and a kept result of the old values would be served
+    for the new ones. Holding the tensor in the key keeps both in use while the key lives.
+    """
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
 
 
 def _after_step(optimizer: Any, args: Any, kwargs: Any) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from ..contract import Plan
-from .kept import generation
+from .kept import Same, generation
 
 
 class Program:
@@ -43,7 +43,8 @@ class Program:
     ``constants``: how many leading operands are parameters (the cores; the rest is data).
     When no gradient is recorded (``torch.no_grad``, inference) and autocast is off, the values that depend on
     the parameters only (their permuted copies, products of two cores) are kept between calls
-    and reused while the parameters are unchanged (same tensors, same version counters): a
+    and reused while the parameters are unchanged (the same tensor objects, which the kept
+    entry holds, and the same version counters): a
     compressed layer at batch 1 then copies only the data's intermediates. The kept values
     are core-sized, never the dense weight.
     """
@@ -93,6 +94,11 @@ class Program:
         self.cacheable = constants > 0 and any(a or b for a, b in self._const_inputs)
         self.reshapes_data = self._first_use_reshapes(len(plan.shapes) - 1)
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_kept"] = None  # products of the operands of the last call: rebuilt on the next one
+        return state
+
     def _first_use_reshapes(self, operand: int) -> bool:
         """Whether ``operand`` is consumed (unsummed) by a step that reshapes it without permuting."""
         presums, steps, _ = self.code
@@ -114,7 +120,9 @@ class Program:
     def _run_kept(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         params = operands[:self.constants]
         # generation(): fused optimizer steps move no _version counter (:mod:`.kept`)
-        key = (generation(), *((id(p), p._version, p.data_ptr(), p.dtype) for p in params))
+        # Same(p): the key holds the operands (often fresh slices of the cores), so no new tensor can
+        # take their id and address while their kept products are served (:class:`~.kept.Same`)
+        key = (generation(), *((Same(p), p._version, p.data_ptr(), p.dtype) for p in params))
         kept = self._kept
         if kept is None or kept[0] != key:
             kept = self._kept = (key, {})
