@@ -634,3 +634,22 @@ def test_default_ranks_are_clipped_quietly_and_given_ranks_loudly():
     with pytest.warns(UserWarning, match="clipped to the feasible"):
         given = TensorizedLinear(128, 10, rank=8)
     assert layer.max_ranks == given.max_ranks
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=4), min_rank=st.integers(1, 3),
+       equal=st.booleans(), data=st.data())
+def test_min_rank_top_up_on_the_device_equals_the_hosts(sizes, min_rank, equal, data):
+    """The top-up a GPU (or ``torch.compile``) applies without reading values on the host, in
+    one batched pass for bonds of one length, forces the same entries to 1 as the host's."""
+    from tnmars.nn.masks import BondMasks
+
+    if equal:
+        sizes = [sizes[0]] * len(sizes)
+    masks = BondMasks({chr(65 + k): n for k, n in enumerate(sizes)}, min_rank=min_rank,
+                      generator=torch.Generator().manual_seed(data.draw(st.integers(0, 10**6))))
+    total = sum(sizes)
+    values = data.draw(st.lists(st.sampled_from([0.0, 0.3, 1.0]), min_size=total, max_size=total))
+    flat = torch.tensor(values, dtype=masks.logits.dtype)
+    expected = flat.index_fill(0, masks._top_up(flat != 0), 1.0)
+    assert torch.equal(masks._top_up_on_device(flat), expected)

@@ -112,9 +112,9 @@ def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, li
 def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
                   cores_in_optimizer: tuple[torch.Tensor, ...] | None = None,
                   logits_in_optimizer: bool = False) -> torch.Tensor | None:
-    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer applies it as
-    weight decay, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else
-    some core would lose its prior or get it twice. ``logits_in_optimizer``: the masks' prior
+    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer's step applies
+    it, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else some core
+    would lose its prior or get it twice. ``logits_in_optimizer``: the masks' prior
     of those modules is left out too (the optimizer's step adds its gradient,
     :class:`_PriorStep`); None when nothing is left."""
     fused, other_modules = _prior_parts(modules)
@@ -125,7 +125,8 @@ def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
         if len(found) != len(cores_in_optimizer) or any(a is not b for a, b in zip(found, cores_in_optimizer)):
             raise RuntimeError("the model's MARS cores changed since MarsLoss.optimizer() built its optimizer (a "
                                "layer was replaced, compressed, or its masks switched on or off): the optimizer's "
-                               "weight decay no longer matches the core prior. Build the loss and the optimizer again.")
+                               "step no longer applies the prior to the model's cores. Build the loss and the optimizer "
+                               "again.")
         if not fused and not others:
             return None
     if not fused and not others:
@@ -381,9 +382,9 @@ def _fused_by_default(optimizer_class: type, options: Mapping[str, Any], params:
     """Whether :meth:`MarsLoss.optimizer` turns on ``fused=True``: the optimizer has a fused
     kernel, the user chose no implementation (``fused`` / ``foreach``) and nothing it cannot do
     (``differentiable``), and every parameter is a real floating tensor on a device with the
-    kernel. One kernel call updates a whole parameter group, instead of about ten small ops per
-    parameter, and the decay is applied inside it: what the MARS step adds to the optimizer (a
-    logit vector per layer, the cores' decay) becomes a second kernel call."""
+    kernel. One kernel call updates the whole parameter group, instead of about ten small ops per
+    parameter: the logit vector per layer that the MARS step adds to the optimizer then costs
+    almost nothing."""
     if "fused" not in inspect.signature(optimizer_class).parameters:
         return False
     if any(options.get(k) is not None for k in ("fused", "foreach")) or options.get("differentiable"):
@@ -430,7 +431,8 @@ def set_warmup(model: nn.Module, warmup: bool, *, freeze_logits: bool = True) ->
     """Switch mask application off (``True``) or back on for every MARS layer: the paper's
     warm-up ("we do not apply masks multiplication at the first epochs").
 
-    The prior stays in the loss, as in the reference code. With ``freeze_logits`` (default)
+    The prior stays on (in the loss, as in the reference code, or in the step of
+    :meth:`MarsLoss.optimizer`'s optimizer). With ``freeze_logits`` (default)
     the logits also stop training during the warm-up: their only gradient there is the
     prior's constant push, which Adam turns into a step of about ``lr`` per step, so a long
     warm-up would otherwise close every mask before the masks are ever applied.
