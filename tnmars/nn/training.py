@@ -276,8 +276,9 @@ class MarsLoss(nn.Module):
         an implementation (``fused``, ``foreach``), the optimizer runs its fused kernel where
         PyTorch has one (Adam, AdamW, SGD, Adagrad; real floating parameters on CPU or CUDA).
         On the 2FC-Net's training step with open masks (``benchmarks/results/nn_overhead.md``,
-        2026-11-29 22:19 UTC, before the masks' prior moved into the step) the MARS step took
-        1.27x, 1.056x and 1.042x the no-mask step under fused Adam at batch 1, 64 and 128.
+        2026-11-29 23:19 UTC) the MARS step took 1.26x, 1.055x and 1.056x the no-mask step
+        under fused Adam at batch 1, 64 and 128 (the prior in the loss under PyTorch's default
+        Adam: 1.33x, 1.13x and 1.11x the no-mask step under that Adam).
 
         Under DistributedDataParallel (the model wrapped, or a process group set up) the masks'
         term stays in the loss: DDP expects a gradient for every logit from each backward, and a
