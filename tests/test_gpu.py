@@ -245,6 +245,14 @@ def _autocast_on(device: str, dtype: torch.dtype) -> None:
         with torch.autocast(device, dtype=dtype):
             closed = layer.train()(x)
         assert closed.dtype == dtype and closed.device.type == device, i
+    torch.manual_seed(0)
+    embedding = _layers()[4]().to(device).eval()  # a lookup is not cast: nn.Embedding's dtype
+    x = _input(4, device)
+    with torch.autocast(device, dtype=dtype):
+        y = embedding(x)
+        expected = torch.nn.Embedding(60, 16).to(device)(x).dtype
+    assert y.dtype == expected == torch.float32
+    torch.testing.assert_close(y, embedding(x))
 
 
 @pytest.mark.cuda

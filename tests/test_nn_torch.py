@@ -256,6 +256,27 @@ def test_autocast_gives_the_dense_layers_output_dtype_and_a_training_step_runs(n
         assert all(torch.isfinite(c.grad).all() for c in layer.cores)
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_an_embedding_under_autocast_returns_its_tables_dtype_as_nn_embedding_does(mode):
+    """A lookup is not cast by autocast: ``nn.Embedding`` returns float32 under bfloat16
+    autocast, and so does the tensorized table (its contraction runs in the cores' dtype)."""
+    torch.manual_seed(0)
+    layer = getattr(FACTORIES["embedding"](), mode)()
+    x = _input(layer)
+    torch.manual_seed(1)
+    plain = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(1)  # (the same mask draw in training)
+        y = layer(x)
+        expected = nn.Embedding(30, 8)(x).dtype
+        assert torch.is_autocast_enabled("cpu")  # (left on for the rest of the model)
+    assert expected == y.dtype == torch.float32
+    torch.testing.assert_close(y, plain)
+    if mode == "train":
+        y.square().mean().backward()
+        assert all(torch.isfinite(c.grad).all() for c in layer.cores)
+
+
 @pytest.mark.parametrize("name", list(_DENSE_TWINS))
 def test_a_closed_layer_under_autocast_gives_the_dense_layers_dtype(name):
     """The short-circuit to the bias builds its zeros without a matmul: it asks autocast for the dtype."""

@@ -903,6 +903,15 @@ class TensorizedEmbedding(TensorizedLayer):
         flat = idx.reshape(-1).long()
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
             raise ValueError(f"embedding index out of range [0, {self.num_embeddings})")
+        first = self.cores[0]
+        if _autocast(first):
+            # nn.Embedding returns its weight's dtype under autocast (a lookup is not cast):
+            # the table's contraction runs in the cores' dtype, not autocast's lower precision
+            with torch.autocast(first.device.type, enabled=False):
+                return self._embed(idx, flat)
+        return self._embed(idx, flat)
+
+    def _embed(self, idx: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         cores = self.mars_cores()
         shapes = tuple(tuple(c.shape) for c in cores)
         batch = flat.numel()
