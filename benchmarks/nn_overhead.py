@@ -74,9 +74,9 @@ def step_fn(model: nn.Module, x, y, steps: int, core_decay: bool = False, criter
     does the same work whatever the lr). ``core_decay`` (no-mask models): the cores get Adam's
     ``weight_decay = 1 / (100 N)``, the gradient of MARS's Gaussian core prior.
     ``criterion_only``: cross-entropy without the MARS prior even for a MARS model (context rows).
-    ``prior_in_optimizer`` (MARS models): Adam from ``MarsLoss.optimizer``, whose step applies
-    the prior's gradient (with its fused kernel unless ``adam`` says otherwise), and the loss
-    without the prior."""
+    ``prior_in_optimizer`` (MARS models): Adam from ``MarsLoss.optimizer``, which applies the
+    core prior as that weight decay (with its fused kernel unless ``adam`` says otherwise), and
+    the loss without the core term."""
     has_mars = any(True for _ in tnn.mars_layers(model))
     loss_fn = tnn.MarsLoss(model, NUM_TRAIN) if has_mars and not criterion_only else nn.CrossEntropyLoss()
     params = model.parameters()
@@ -162,7 +162,7 @@ def _faults_per_step(run, steps: int) -> float:
 
 
 #: the open-mask MARS step with the core prior in the optimizer (``MarsLoss.optimizer``)
-OPEN_FAST = "every mask open (alpha = 6), `opt = loss_fn.optimizer()` (Adam, fused kernel, the prior in its step)"
+OPEN_FAST = "every mask open (alpha = 6), `opt = loss_fn.optimizer()` (Adam, fused kernel, core prior as its decay)"
 #: each small-batch step is compared with the no-mask step under PyTorch's default Adam (what
 #: ``torch.optim.Adam(model.parameters())`` gives on the CPU: a loop over parameters) and under
 #: fused Adam (``fused=True``, one kernel per parameter group: the no-mask model's best setting)
@@ -524,12 +524,10 @@ def main() -> None:
              "Adam on the CPU loops over its parameters, about ten small ops each), which tnmars cannot take away "
              "(one logit vector per layer is already the fewest); and the no-mask step with the Gaussian prior's "
              "gradient on its cores (Adam's `weight_decay`), to show how much of the overhead is that L2 term. "
-             "`MarsLoss.optimizer()` builds that optimizer for a MARS model: Adam over every parameter in one "
-             "group with its fused kernel (one call instead of about ten small ops per parameter; on by default "
-             "where PyTorch has it), a step pre-hook that adds the prior's gradient to `.grad` (the cores' "
-             "`G / (100 N)` and the logits' prior slope, a few `_foreach` calls, no autograd graph; the same "
-             "gradients, tested) and the loss without the prior; its row is the MARS step as a user who calls "
-             "it trains. "
+             "`MarsLoss.optimizer()` builds that optimizer for a MARS model: Adam with the cores' prior as its "
+             "coupled weight decay (the same gradients, tested), its fused kernel (one call per parameter group "
+             "instead of about ten small ops per parameter; on by default where PyTorch has it) and the loss "
+             "without the core term; its row is the MARS step as a user who calls it trains. "
              "Every row is given against two no-mask steps: under PyTorch's default Adam (on the CPU a loop over "
              "the parameters), and under fused Adam, the no-mask model's best setting. Each judged row is judged "
              "against the no-mask step under the same kind of Adam: the prior in the loss "

@@ -290,9 +290,9 @@ def test_tensorized_transformer_on_cuda_runs_the_dense_function():
 
 
 def _optimizer_prior_on(device: str) -> None:
-    """``MarsLoss.optimizer()`` (fused Adam, the prior applied by the optimizer: the cores' as
-    weight decay, the masks' by a step pre-hook of ``_foreach`` calls) takes the steps that
-    Adam takes with the whole prior in the loss."""
+    """``MarsLoss.optimizer()`` (fused Adam, the cores' prior as its weight decay) takes the
+    steps that Adam takes with the whole prior in the loss, open masks included (every draw
+    exactly 1: the logits' only gradient is the prior's)."""
     from tnmars import nn as tnn
 
     def model():

@@ -110,25 +110,19 @@ def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, li
 
 
 def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
-                  cores_in_optimizer: tuple[torch.Tensor, ...] | None = None,
-                  logits_in_optimizer: bool = False) -> torch.Tensor | None:
-    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer's step applies
-    it, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else some core
-    would lose its prior or get it twice. ``logits_in_optimizer``: the masks' prior
-    of those modules is left out too (the optimizer's step adds its gradient,
-    :class:`_PriorStep`); None when nothing is left."""
+                  cores_in_optimizer: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer applies it as
+    weight decay, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else
+    some core would lose its prior or get it twice."""
     fused, other_modules = _prior_parts(modules)
     others = [mod.log_prior() * scale for mod in other_modules]
     if cores_in_optimizer is not None:
         found = [c for _, group in fused for c in group]
-        fused = [] if logits_in_optimizer else [(masks, ()) for masks, _ in fused]
+        fused = [(masks, ()) for masks, _ in fused]
         if len(found) != len(cores_in_optimizer) or any(a is not b for a, b in zip(found, cores_in_optimizer)):
             raise RuntimeError("the model's MARS cores changed since MarsLoss.optimizer() built its optimizer (a "
                                "layer was replaced, compressed, or its masks switched on or off): the optimizer's "
-                               "step no longer applies the prior to the model's cores. Build the loss and the optimizer "
-                               "again.")
-        if not fused and not others:
-            return None
+                               "weight decay no longer matches the core prior. Build the loss and the optimizer again.")
     if not fused and not others:
         p = next(_unwrap(model).parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
@@ -153,16 +147,10 @@ def mars_penalty(model: nn.Module, num_train: int) -> torch.Tensor:
     return log_prior(model, scale=-1.0 / check_num_train(num_train))
 
 
-#: optimizers whose step reads the gradients alone (no closure values), so that a prior
-#: gradient added to ``.grad`` before the step is the same as the prior in the loss
-#: (:meth:`MarsLoss.optimizer`); LBFGS, which line-searches on the closure's value, is not one
-_GRADIENT_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adagrad,
-                        torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam)
-
-#: training losses (gradients on) in a row with no step of :meth:`MarsLoss.optimizer`'s
-#: optimizer before the loss warns that the prior is not being applied (a copied or unpickled
-#: optimizer has lost its step hook; longer gradient accumulation is not expected)
-STEPLESS_LOSSES = 64
+#: optimizers whose ``weight_decay`` adds ``weight_decay * p`` to the gradient (the gradient of
+#: an L2 term), so that they can apply the Gaussian core prior (:meth:`MarsLoss.optimizer`)
+_COUPLED_DECAY = (torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adamax,
+                  torch.optim.NAdam, torch.optim.RAdam)
 
 
 class MarsLoss(nn.Module):
@@ -179,9 +167,8 @@ class MarsLoss(nn.Module):
     built: build a new one after adding or replacing layers (a layer switched to
     ``masks = None`` or warm-up is still followed).
 
-    :meth:`optimizer` builds an optimizer whose step applies the prior's gradient itself (the
-    same gradients, a cheaper step), and the loss then returns the data term alone:
-    ``opt = loss_fn.optimizer(lr=1e-3)``.
+    :meth:`optimizer` builds an optimizer that applies the cores' Gaussian prior as weight
+    decay (the same gradients, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``.
     """
 
     def __init__(self, model: nn.Module, num_train: int, criterion: Callable[..., torch.Tensor] | None = None) -> None:
@@ -200,103 +187,36 @@ class MarsLoss(nn.Module):
             raise ValueError(f"MarsLoss needs a criterion that averages over the batch (reduction='mean'); got "
                              f"reduction={reduction!r}. The prior is divided by num_train to match a per-example "
                              "data term: with a summed loss it would weigh num_train times too little")
-        self._in_optimizer_state(None, False)
-
-    def _in_optimizer_state(self, cores: tuple[torch.Tensor, ...] | None, logits: bool) -> None:
-        #: the cores whose prior an optimizer's step applies (:meth:`optimizer`); None: all in the loss
-        self._cores_in_optimizer = cores
-        #: whether that step also applies the masks' prior (not under DDP)
-        self._logits_in_optimizer = logits
-        #: training losses since that step last ran (:data:`STEPLESS_LOSSES`)
-        self._losses_since_step = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        # an optimizer's step hooks are not copied or pickled with it: a copy of this loss keeps
-        # the whole prior in the loss, which is right with or without that optimizer's copy
-        state = dict(super().__getstate__())
-        state.update(_cores_in_optimizer=None, _logits_in_optimizer=False, _losses_since_step=0)
-        return state
+        #: the cores whose prior an optimizer applies (:meth:`optimizer`); None: all in the loss
+        self._cores_in_optimizer: tuple[torch.Tensor, ...] | None = None
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        penalty = _log_prior_of(self._modules_seen, self._model, -1.0 / self.num_train, self._cores_in_optimizer,
-                                self._logits_in_optimizer)
-        data = self.criterion(output, target)
-        if self._cores_in_optimizer is not None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            self._count_stepless_loss()
-        return data if penalty is None else data + penalty
-
-    def _count_stepless_loss(self) -> None:
-        self._losses_since_step += 1
-        if self._losses_since_step == STEPLESS_LOSSES:
-            warnings.warn(
-                f"MarsLoss: {STEPLESS_LOSSES} training losses in a row without a step of the optimizer that "
-                "loss_fn.optimizer() built. That optimizer's step applies the MARS prior, which this loss leaves "
-                "out; a copy of it (copy.deepcopy, pickle, torch.load of a saved optimizer) does not. Step that "
-                "optimizer, or build a new one with loss_fn.optimizer() (load the old one's state_dict into it).",
-                RuntimeWarning, stacklevel=3)
-
-    def _add_prior_gradient(self) -> None:
-        """Add the prior's gradient to ``.grad`` (setting it where the backward left none):
-        ``G / (100 N)`` on each core ``G`` and, unless the masks' prior stays in the loss,
-        ``-(1/N) log(pi / (1 - pi)) s (1 - s)`` on the logits, ``s = sigmoid(logits)``. What
-        autograd computes through the terms in the loss, in a few ``_foreach`` calls and no
-        graph; frozen parameters (warm-up) get none, as there."""
-        self._losses_since_step = 0
-        cores = [c for c in self._cores_in_optimizer if c.requires_grad]
-        logits, coefs = [], []
-        if self._logits_in_optimizer:
-            for masks, _ in _prior_parts(self._modules_seen)[0]:
-                lg = masks._parameters["logits"]
-                if lg.requires_grad:
-                    logits.append(lg)
-                    coefs.append((math.log1p(-masks.pi) - math.log(masks.pi)) / self.num_train)
-        with torch.no_grad():
-            if logits:
-                slopes = torch._foreach_sigmoid(logits)
-                torch._foreach_sub_(slopes, torch._foreach_mul(slopes, slopes))  # s - s^2 = s (1 - s)
-                torch._foreach_mul_(slopes, coefs)
-            else:
-                slopes = []
-            _add_to_grads(cores, cores, 1.0 / (mars.CORE_PRIOR_VARIANCE * self.num_train))
-            _add_to_grads(logits, slopes, 1.0)
+        penalty = _log_prior_of(self._modules_seen, self._model, -1.0 / self.num_train, self._cores_in_optimizer)
+        return self.criterion(output, target) + penalty
 
     def optimizer(self, optimizer_class: type[torch.optim.Optimizer] | None = None, **options: Any
                   ) -> torch.optim.Optimizer:
-        """An optimizer over all the model's parameters (Adam by default) whose step applies
-        the MARS prior's gradient itself, and this loss without the prior: the same gradients,
-        a cheaper step.
+        """An optimizer over all the model's parameters (Adam by default) that applies the
+        Gaussian core prior itself, and this loss without that term: the same gradients, a
+        cheaper step.
 
-        Before each update a step pre-hook adds the prior's gradient to ``.grad``: ``G / (100 N)``
-        on each core ``G`` and ``-(1/N) log(pi / (1 - pi)) s (1 - s)`` on the mask logits,
-        ``s = sigmoid(logits)``, in a few ``_foreach`` calls (with ``step(closure)``, right
-        after the closure). The term in the loss costs a concatenation, a sigmoid and two dot
-        products with their backward through every core, every step. All parameters are in one
-        group (a fused optimizer runs one kernel call), with the ``options`` given (a
-        ``weight_decay`` there is the user's own, on every parameter). Unless ``options`` choose
-        an implementation (``fused``, ``foreach``), the optimizer runs its fused kernel where
-        PyTorch has one (Adam, AdamW, SGD, Adagrad; real floating parameters on CPU or CUDA).
+        The prior's gradient on a core ``G`` is ``G / (100 N)``: the cores get coupled
+        ``weight_decay = 1 / (100 N)`` (plus any ``weight_decay`` in ``options``, which the other
+        parameters get alone), which the optimizer adds inside its own update, instead of a
+        concatenation, a dot product and their backward through every core in the loss. Unless
+        ``options`` choose an implementation (``fused``, ``foreach``), the optimizer runs its
+        fused kernel where PyTorch has one (Adam, SGD, Adagrad; real floating parameters on CPU
+        or CUDA): one call per parameter group instead of about ten small ops per parameter.
         On the 2FC-Net's training step with open masks (``benchmarks/results/nn_overhead.md``,
-        2026-11-29 23:19 UTC) the MARS step took 1.26x, 1.055x and 1.056x the no-mask step
-        under fused Adam at batch 1, 64 and 128 (the prior in the loss under PyTorch's default
-        Adam: 1.33x, 1.13x and 1.11x the no-mask step under that Adam).
+        2026-11-29 22:19 UTC) the MARS step took 1.27x, 1.056x and 1.042x the no-mask step under
+        fused Adam at batch 1, 64 and 128, where the prior in the loss with PyTorch's default
+        Adam took 1.35x, 1.12x and 1.09x the no-mask step under default Adam.
+        Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``.
 
-        Under DistributedDataParallel (the model wrapped, or a process group set up) the masks'
-        term stays in the loss: DDP expects a gradient for every logit from each backward, and a
-        step whose mask draws are all exactly 0 or 1 gives the logits none but the prior's.
-
-        Afterwards the loss's value is the data term alone (plus the prior of MARS modules
-        other than tensorized layers and recurrent matrices, which keep their own
-        ``log_prior()``); :func:`mars_penalty` gives the prior's value. Gradient clipping and
-        ``torch.autograd.grad`` see the data term's gradient only, as with weight decay.
-        The step hook is not copied or pickled with the optimizer: build the optimizer again
-        with this method and load the old one's ``state_dict`` (a copy of the loss keeps the
-        prior in the loss; :data:`STEPLESS_LOSSES` training losses with no step of this
-        optimizer warn).
-
-        Optimizers whose step reads only the gradients can carry the prior (Adam, AdamW, SGD,
-        RMSprop, Adagrad, Adamax, NAdam, RAdam); LBFGS line-searches on the closure's value,
-        which would leave the prior out. Call once, after the model is final; replacing or
-        compressing a layer afterwards is an error at the next loss call (build both again).
+        Only optimizers whose ``weight_decay`` adds ``weight_decay * G`` to the gradient (Adam,
+        SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) can carry the prior; AdamW's decoupled
+        decay is not its gradient. Call once, after the model is final; replacing or compressing
+        a layer afterwards is an error at the next loss call (build both again).
 
         >>> import torch
         >>> from torch import nn
@@ -307,71 +227,32 @@ class MarsLoss(nn.Module):
         >>> opt.zero_grad(); loss_fn(model(torch.randn(5, 16)), torch.randint(0, 8, (5,))).backward(); opt.step()
         """
         optimizer_class = torch.optim.Adam if optimizer_class is None else optimizer_class
-        if not (isinstance(optimizer_class, type) and optimizer_class in _GRADIENT_OPTIMIZERS):
-            raise TypeError(f"MarsLoss.optimizer needs an optimizer whose step reads only the gradients "
-                            f"({', '.join(c.__name__ for c in _GRADIENT_OPTIMIZERS)}); got {optimizer_class!r}. With "
-                            f"another optimizer keep the prior in the loss: pass the model's parameters to it yourself.")
-        if options.get("params") is not None:
-            raise ValueError("MarsLoss.optimizer: the parameters are the model's (params= is not accepted)")
+        if not (isinstance(optimizer_class, type) and optimizer_class in _COUPLED_DECAY):
+            raise TypeError(f"MarsLoss.optimizer needs an optimizer whose weight_decay is the gradient of an L2 term "
+                            f"({', '.join(c.__name__ for c in _COUPLED_DECAY)}); got {optimizer_class!r}. With another "
+                            f"optimizer keep the prior in the loss: pass the model's parameters to it yourself.")
+        if options.get("decoupled_weight_decay") or options.get("params") is not None:
+            raise ValueError("MarsLoss.optimizer: decoupled_weight_decay=True is not the prior's gradient, and the "
+                             "parameters are the model's (params= is not accepted)")
         if self._cores_in_optimizer is not None:
             raise RuntimeError("MarsLoss.optimizer was already called for this loss: build a new MarsLoss for a "
                                "second optimizer")
         cores = [c for _, group in _prior_parts(self._modules_seen)[0] for c in group]
         if not all(isinstance(c, nn.Parameter) for c in cores):
             raise TypeError("MarsLoss.optimizer: a MARS module's cores are not parameters; keep the prior in the loss")
-        params = list(_unwrap(self._model).parameters())
-        if not params:
+        ids = {id(c) for c in cores}
+        user_decay = float(options.pop("weight_decay", 0.0))
+        rest = [p for p in _unwrap(self._model).parameters() if id(p) not in ids]
+        groups = [{"params": cores, "weight_decay": user_decay + 1.0 / (mars.CORE_PRIOR_VARIANCE * self.num_train)},
+                  {"params": rest, "weight_decay": user_decay}]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
             raise ValueError("MarsLoss.optimizer: the model has no parameters")
-        if _fused_by_default(optimizer_class, options, params):
+        if _fused_by_default(optimizer_class, options, [p for g in groups for p in g["params"]]):
             options["fused"] = True
-        opt = optimizer_class(params, **options)
-        opt.register_step_pre_hook(_PriorStep(self))
-        self._in_optimizer_state(tuple(cores), not _distributed(self._model))
+        opt = optimizer_class(groups, **options)
+        self._cores_in_optimizer = tuple(cores)
         return opt
-
-
-def _add_to_grads(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor], alpha: float) -> None:
-    """``p.grad += alpha * value`` for each pair; ``p.grad = alpha * value`` where it is None."""
-    have = [(p.grad, v) for p, v in zip(params, values) if p.grad is not None]
-    for p, v in zip(params, values):
-        if p.grad is None:
-            p.grad = v * alpha if alpha != 1.0 else v
-    if have:
-        torch._foreach_add_([g for g, _ in have], [v for _, v in have], alpha=alpha)
-
-
-def _distributed(model: nn.Module) -> bool:
-    """Whether gradients may be reduced across processes (a DDP-wrapped model, or a process
-    group already set up): there the masks' prior stays in the loss, since DDP expects every
-    trainable parameter to get a gradient from each backward."""
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        return True
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-class _PriorStep:
-    """Step pre-hook of :meth:`MarsLoss.optimizer`: adds the prior's gradient before the
-    update, or right after the closure when ``step(closure)`` is given one (a closure usually
-    zeroes and recomputes the gradients). A class, not a closure, so that the optimizer still
-    pickles (without its hooks, as PyTorch pickles optimizers)."""
-
-    def __init__(self, loss: MarsLoss) -> None:
-        self.loss = loss
-
-    def __call__(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        # ``args`` are step's positional arguments, the optimizer itself first
-        closure = args[1] if len(args) > 1 else kwargs.get("closure")
-        if closure is None:
-            self.loss._add_prior_gradient()
-            return None
-
-        def closure_then_prior():
-            value = closure()
-            self.loss._add_prior_gradient()
-            return value
-        if len(args) > 1:
-            return (args[0], closure_then_prior, *args[2:]), kwargs
-        return args, {**kwargs, "closure": closure_then_prior}
 
 
 #: devices whose fused optimizer kernels PyTorch ships for every floating dtype (checked when
@@ -383,9 +264,9 @@ def _fused_by_default(optimizer_class: type, options: Mapping[str, Any], params:
     """Whether :meth:`MarsLoss.optimizer` turns on ``fused=True``: the optimizer has a fused
     kernel, the user chose no implementation (``fused`` / ``foreach``) and nothing it cannot do
     (``differentiable``), and every parameter is a real floating tensor on a device with the
-    kernel. One kernel call updates the whole parameter group, instead of about ten small ops per
-    parameter: the logit vector per layer that the MARS step adds to the optimizer then costs
-    almost nothing."""
+    kernel. One kernel call updates a whole parameter group, instead of about ten small ops per
+    parameter, and the decay is applied inside it: what the MARS step adds to the optimizer (a
+    logit vector per layer, the cores' decay) becomes a second kernel call."""
     if "fused" not in inspect.signature(optimizer_class).parameters:
         return False
     if any(options.get(k) is not None for k in ("fused", "foreach")) or options.get("differentiable"):
@@ -432,8 +313,7 @@ def set_warmup(model: nn.Module, warmup: bool, *, freeze_logits: bool = True) ->
     """Switch mask application off (``True``) or back on for every MARS layer: the paper's
     warm-up ("we do not apply masks multiplication at the first epochs").
 
-    The prior stays on (in the loss, as in the reference code, or in the step of
-    :meth:`MarsLoss.optimizer`'s optimizer). With ``freeze_logits`` (default)
+    The prior stays in the loss, as in the reference code. With ``freeze_logits`` (default)
     the logits also stop training during the warm-up: their only gradient there is the
     prior's constant push, which Adam turns into a step of about ``lr`` per step, so a long
     warm-up would otherwise close every mask before the masks are ever applied.
