@@ -255,3 +255,26 @@ def test_kept_values_are_left_out_of_pickles():
     assert all(p._kept is None for p in again._mm._programs.values())
     with torch.no_grad():
         torch.testing.assert_close(again(torch.ones(2, 16)), layer(torch.ones(2, 16)))
+
+
+@pytest.mark.parametrize("name", ["tt", "lowrank"])
+def test_blocks_follow_a_new_core_parameter_at_the_old_ones_address(name, always_cut):
+    """A core swapped for a new parameter that gets the old one's id and address back, at the
+    same version count (forced here: both are views of one NumPy buffer, refilled in between),
+    gets its own blocks, not the old parameter's."""
+    import numpy as np
+
+    torch.manual_seed(3)
+    layer = LAYERS[name](mars=False).eval()
+    buffer = layer.cores[0].detach().numpy().copy()
+    rng = np.random.default_rng(0)
+    x = torch.randn(1, layer.in_features)
+    placeholder = torch.nn.Parameter(torch.zeros(buffer.shape))
+    for _ in range(3):
+        buffer[:] = rng.standard_normal(buffer.shape)
+        data = torch.from_numpy(buffer)
+        layer.cores[0] = placeholder  # the old parameter is let go first: its id is free to be reused
+        layer.cores[0] = torch.nn.Parameter(data)
+        with torch.no_grad():
+            got = layer(x)
+        torch.testing.assert_close(got, _reference(layer, x), atol=1e-5, rtol=1e-4)
