@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -693,3 +694,21 @@ def test_compress_and_load_compressed_keep_a_shared_layer_shared():
     loaded = tnn.load_compressed(_Tied(), small.state_dict()).eval()
     assert loaded.a is loaded.b
     assert torch.allclose(loaded(x), small(x), atol=1e-6)
+
+
+def test_a_second_loss_that_would_count_the_core_prior_twice_warns_once():
+    model = _mixed_model()
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    first = MarsLoss(model, 50)
+    first.optimizer(lr=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first(model(x), y)  # the optimizer's own loss: the core term is left out
+        with torch.no_grad():
+            MarsLoss(model, 50)(model(x), y)  # a full-prior value for logging: fine
+    second = MarsLoss(model, 50)
+    with pytest.warns(RuntimeWarning, match="counts it twice"):
+        second(model(x), y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second(model(x), y)  # once

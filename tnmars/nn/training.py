@@ -29,6 +29,7 @@ import inspect
 import math
 import numbers
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,8 +192,22 @@ class MarsLoss(nn.Module):
         self._cores_in_optimizer: tuple[torch.Tensor, ...] | None = None
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self._cores_in_optimizer is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            self._check_no_optimizer_carries_the_prior()
         penalty = _log_prior_of(self._modules_seen, self._model, -1.0 / self.num_train, self._cores_in_optimizer)
         return self.criterion(output, target) + penalty
+
+    def _check_no_optimizer_carries_the_prior(self) -> None:
+        """Warn (once) when another loss's :meth:`optimizer` already applies this model's core
+        prior as weight decay: training with this loss as well would count it twice."""
+        owner = _CORE_PRIOR_OWNERS.get(_unwrap(self._model))
+        owner = owner() if owner is not None else None
+        if owner is not None and owner is not self and not self.__dict__.get("_warned_twice"):
+            self.__dict__["_warned_twice"] = True
+            warnings.warn("MarsLoss: this model's core prior is already applied as weight decay by the optimizer "
+                          "that another MarsLoss's .optimizer() built; this loss adds it again, so training with "
+                          "both counts it twice. Compute the training loss with that MarsLoss (its value leaves "
+                          "the core term out), or build the optimizer from this one.", RuntimeWarning, stacklevel=3)
 
     def optimizer(self, optimizer_class: type[torch.optim.Optimizer] | None = None, **options: Any
                   ) -> torch.optim.Optimizer:
@@ -211,7 +226,9 @@ class MarsLoss(nn.Module):
         2026-11-29 22:19 UTC) the MARS step took 1.27x, 1.056x and 1.042x the no-mask step under
         fused Adam at batch 1, 64 and 128, where the prior in the loss with PyTorch's default
         Adam took 1.35x, 1.12x and 1.09x the no-mask step under default Adam.
-        Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``.
+        Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``; another
+        ``MarsLoss`` of the same model would put it back into its own value, counting it twice
+        in training, and warns when it is used with gradients.
 
         Only optimizers whose ``weight_decay`` adds ``weight_decay * G`` to the gradient (Adam,
         SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) can carry the prior; AdamW's decoupled
@@ -252,7 +269,13 @@ class MarsLoss(nn.Module):
             options["fused"] = True
         opt = optimizer_class(groups, **options)
         self._cores_in_optimizer = tuple(cores)
+        _CORE_PRIOR_OWNERS[_unwrap(self._model)] = weakref.ref(self)
         return opt
+
+
+#: model -> (a weak reference to) the MarsLoss whose :meth:`~MarsLoss.optimizer` applies the
+#: model's core prior, so that a second loss computing that prior again can say so
+_CORE_PRIOR_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 #: devices whose fused optimizer kernels PyTorch ships for every floating dtype (checked when
