@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -230,3 +232,28 @@ def test_dtype_and_order_on_torch_say_what_to_do_instead():
     with pytest.raises(TypeError, match="NumPy and CuPy"):
         tnmars.contract("ij,jk->ik", a, a.T, dtype="float64")
     assert tnmars.contract("ij,jk->ik", a, a.T, use_blas=False).shape == (2, 2)
+
+
+def test_plans_do_not_depend_on_the_processs_string_hash_seed():
+    """Index orders that cost the same (the contracted indices in either operand's order) are
+    tried in a fixed order: with a set of tuples of index letters, Python's per-process hash
+    seed chose between them, so the same contraction summed in another order (and rounded
+    differently) from one process to the next, and noiseless structure searches ended on
+    different networks."""
+    import subprocess
+    import sys
+
+    script = (
+        "from tnmars.contract import make_plan\n"
+        "for a, b in [('abcd', 'cdbe'), ('ijkl', 'lkjm'), ('xyz', 'zyx'), ('pqrs', 'srqt')]:\n"
+        "    free = ''.join(c for c in a + b if (a + b).count(c) == 1)\n"
+        "    plan = make_plan((a, b), free, ((3,) * len(a), (3,) * len(b)), 'auto')\n"
+        "    print(repr((plan.steps, plan.final_perm)))\n"
+    )
+    outputs = set()
+    for seed in range(6):
+        env = dict(os.environ, PYTHONHASHSEED=str(seed))
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout)
+    assert len(outputs) == 1

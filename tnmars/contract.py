@@ -548,8 +548,14 @@ def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict
     for first, second in ((i, j), (j, i)):
         a, b = live[first], live[second]
         shared = [c for c in a if c in b]
-        batch_sets = {tuple(c for c in a if c in shared and c in rest), tuple(c for c in b if c in shared and c in rest)}
-        contr_sets = {tuple(c for c in a if c in shared and c not in rest), tuple(c for c in b if c in shared and c not in rest)}
+        # the two operands' orders, once each, in a fixed order: a set of tuples of index letters
+        # iterates in an order that Python's per-process string hashing decides, and on a cost
+        # tie the first candidate wins, so plans (and the rounding of their sums) changed from
+        # one process to the next
+        batch_sets = dict.fromkeys((tuple(c for c in a if c in shared and c in rest),
+                                    tuple(c for c in b if c in shared and c in rest)))
+        contr_sets = dict.fromkeys((tuple(c for c in a if c in shared and c not in rest),
+                                    tuple(c for c in b if c in shared and c not in rest)))
         free_a = [c for c in a if c not in shared]
         free_b = [c for c in b if c not in shared]
         kk = prod(sizes[c] for c in shared if c not in rest)
