@@ -315,7 +315,7 @@ class BondMasks(nn.Module):
     def _top_up_on_device(self, flat: torch.Tensor) -> torch.Tensor:
         """:meth:`_top_up` applied without reading values on the host (GPU, ``torch.compile``),
         the same result. Bonds of one length (a TT or Tucker layer at one rank) go through
-        together as the rows of a matrix: seven kernel calls for the layer instead of about
+        together as the rows of a matrix: eight kernel calls for the layer instead of about
         nine per bond (on a GPU a small model's step is bound by kernel launches)."""
         logits = self.logits.detach()
         sizes = self.sizes
