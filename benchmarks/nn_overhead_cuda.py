@@ -6,7 +6,7 @@ The MNIST 2FC-Net of ``nn_overhead.py`` (TT 784->625 and 625->10, rank 20), ever
 loss, backward, optimizer step. Rows:
 
 - no masks, ``torch.optim.Adam(model.parameters(), fused=True)`` (the baseline);
-- MARS with ``opt = loss_fn.optimizer()`` (fused Adam, the prior applied in its step);
+- MARS with ``opt = loss_fn.optimizer()`` (fused Adam, the cores' prior as its weight decay);
 - MARS with the prior in the loss and ``torch.optim.Adam(model.parameters(), fused=True)``;
 - MARS with ``loss_fn.optimizer()`` and ``skip_closed=True``: the draws classified on the host
   (the CPU's default path) instead of sampled on the device.
@@ -45,23 +45,14 @@ BATCHES = (1, 64, 128, 1024, 8192)
 
 
 def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, mode: str):
-    """``steps`` training steps at lr 0 (the same mask state every step; the optimizer does the
-    same work whatever the lr)."""
+    """``steps`` training steps at lr 0 (``nn_overhead.step_fn``: the same mask state every
+    step; the optimizer does the same work whatever the lr), fused Adam in every mode."""
     if mode == "host":
         for _, layer in tnn.mars_layers(model):
             layer.skip_closed = True
-    if mode == "plain":
-        loss_fn, opt = nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=0.0, fused=True)
-    else:
-        loss_fn = tnn.MarsLoss(model, O.NUM_TRAIN)
-        opt = loss_fn.optimizer(lr=0.0) if mode != "loss" else torch.optim.Adam(model.parameters(), lr=0.0, fused=True)
-
-    def run():
-        for _ in range(steps):
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
-    return run
+    if mode in ("optimizer", "host"):
+        return O.step_fn(model, x, y, steps, prior_in_optimizer=True)
+    return O.step_fn(model, x, y, steps, fused=True)  # no masks: cross-entropy; MARS: the prior in the loss
 
 
 def _timed(run, sync) -> float:
@@ -73,7 +64,7 @@ def _timed(run, sync) -> float:
 
 
 MODES = {"plain": "no masks, fused Adam (baseline)",
-         "optimizer": "MARS, every mask open, `loss_fn.optimizer()` (fused Adam, the prior in its step)",
+         "optimizer": "MARS, every mask open, `loss_fn.optimizer()` (fused Adam, the cores' prior as its decay)",
          "loss": "MARS, every mask open, the prior in the loss, fused Adam",
          "host": "MARS, every mask open, `loss_fn.optimizer()`, `skip_closed=True` (draws classified on the host)"}
 
