@@ -502,6 +502,16 @@ def _mixed_model():
                          nn.ReLU(), LowRankLinear(12, 6, rank=4, alpha=1.0), nn.Linear(6, 5)).double()
 
 
+def _train(model, loss_fn, opt, x, y, steps: int) -> None:
+    """``steps`` optimizer steps, the mask draws of step ``k`` seeded with ``k`` (so that two
+    models trained this way draw the same masks)."""
+    for step in range(steps):
+        torch.manual_seed(step)
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+
 @pytest.mark.parametrize("cls, options", [(torch.optim.Adam, {"lr": 1e-2}),
                                           (torch.optim.SGD, {"lr": 1e-1, "momentum": 0.9})], ids=["adam", "sgd-momentum"])
 def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_the_loss(cls, options):
@@ -510,12 +520,8 @@ def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_
     loss_a, loss_b = MarsLoss(in_loss, 50), MarsLoss(in_opt, 50)
     opt_a = cls(in_loss.parameters(), weight_decay=1e-3, **options)  # a user's decay on everything, as well
     opt_b = loss_b.optimizer(cls, weight_decay=1e-3, **options)
-    for step in range(6):
-        for model, loss_fn, opt in ((in_loss, loss_a, opt_a), (in_opt, loss_b, opt_b)):
-            torch.manual_seed(step)  # the same mask draws in both
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
+    _train(in_loss, loss_a, opt_a, x, y, 6)
+    _train(in_opt, loss_b, opt_b, x, y, 6)
     moved = 0
     for (name, a), b, c in zip(in_loss.named_parameters(), in_opt.parameters(), _mixed_model().parameters()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
@@ -548,12 +554,8 @@ def test_optimizer_carrying_the_core_prior_trains_logits_whose_draws_are_all_exa
     in_loss, in_opt = _open_model(), _open_model()
     loss_a, loss_b = MarsLoss(in_loss, 50), MarsLoss(in_opt, 50)
     opt_a, opt_b = torch.optim.Adam(in_loss.parameters(), lr=1e-2), loss_b.optimizer(lr=1e-2)
-    for model, loss_fn, opt in ((in_loss, loss_a, opt_a), (in_opt, loss_b, opt_b)):
-        for step in range(3):
-            torch.manual_seed(step)
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
+    _train(in_loss, loss_a, opt_a, x, y, 3)
+    _train(in_opt, loss_b, opt_b, x, y, 3)
     for (_, a), (_, b) in zip(tnn.mars_layers(in_loss), tnn.mars_layers(in_opt)):
         torch.testing.assert_close(a.masks.logits, b.masks.logits, rtol=1e-9, atol=1e-12)
         assert bool((b.masks.logits < 8.0 - 5e-3).all())  # moved down by the prior (Adam: about lr a step)
@@ -608,11 +610,8 @@ def test_optimizer_carrying_the_core_prior_pickles_with_its_loss():
     opt = loss_fn.optimizer(lr=1e-2)
     model2, loss2, opt2 = pickle.loads(pickle.dumps((model, loss_fn, opt)))
     x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
-    for m, f, o in ((model, loss_fn, opt), (model2, loss2, opt2)):
-        torch.manual_seed(0)
-        o.zero_grad()
-        f(m(x), y).backward()
-        o.step()
+    _train(model, loss_fn, opt, x, y, 1)
+    _train(model2, loss2, opt2, x, y, 1)
     for a, b in zip(model.parameters(), model2.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
