@@ -328,3 +328,47 @@ def test_only_layers_tensorize_would_convert_are_checked_for_ties_and_a_shared_b
     with pytest.warns(UserWarning, match=r"a: its bias is also 'b.bias'"):
         out = tnn.tensorize(pair)
     assert out["a"].bias is out["b"].bias and isinstance(out["a"], nn.Linear)
+
+
+def _poisoned(module: nn.Module, value: float) -> nn.Module:
+    with torch.no_grad():
+        module.weight.view(-1)[3] = value
+    return module
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("module, convert", [
+    (lambda: nn.Linear(20, 12), lambda m: TensorizedLinear.from_linear(m, in_shape=(4, 5), out_shape=(3, 4))),
+    (lambda: nn.Linear(20, 12), LowRankLinear.from_linear),
+    (lambda: nn.Conv2d(4, 6, 3), Tucker2Conv2d.from_conv),
+    (lambda: nn.Conv2d(4, 6, 3), lambda m: TensorizedConv2d.from_conv(m, in_shape=(2, 2), out_shape=(2, 3))),
+    (lambda: nn.Embedding(20, 12), lambda m: TensorizedEmbedding.from_embedding(m, voc_shape=(4, 5),
+                                                                                emb_shape=(3, 4))),
+], ids=["tt-linear", "low-rank", "tucker2-conv", "tt-conv", "embedding"])
+def test_a_weight_with_nan_or_inf_is_refused_by_name(module, convert, bad):
+    with pytest.raises(ValueError, match=r"weight has 1 NaN or infinite entry"):
+        convert(_poisoned(module(), bad))
+
+
+def test_a_nan_bias_is_refused_and_tensorize_leaves_that_layer_dense_with_a_warning():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
+    with torch.no_grad():
+        model[2].bias[0] = float("nan")
+    with pytest.raises(ValueError, match="bias has 1 NaN"):
+        TensorizedLinear.from_linear(model[2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = tnn.tensorize(model)  # (it also says how much layer 0's weights changed)
+    assert any("left these layers dense: 2: " in str(w.message) and "bias has 1 NaN" in str(w.message)
+               for w in caught)
+    assert isinstance(out[0], TensorizedLinear) and type(out[2]) is nn.Linear
+
+
+def test_a_network_with_non_finite_cores_is_refused_as_a_layer_format():
+    import tnmars
+    net = tnmars.Network.tt_matrix((4, 5), (3, 4), 3, backend="torch", dtype="float32", seed=0)
+    cores = [c.clone() for c in net.cores]
+    cores[1].view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match=r"core\(s\) \[1\] .* NaN or infinite"):
+        TensorizedLinear(20, 12, format=tnmars.Network.from_cores(net.spec, cores))

@@ -479,6 +479,10 @@ class TensorizedLayer(nn.Module):
         self.warmup = False
         enabled, pi, alpha = resolve_preset(mars, pi, alpha)
         self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in network.cores])
+        bad = [k for k, c in enumerate(self.cores) if not bool(torch.isfinite(c.detach()).all())]
+        if bad:  # a layer over them would output NaN from its first call on
+            raise ValueError(f"{type(self).__name__}: core(s) {bad} of the network {network.spec!r} have NaN or "
+                             "infinite entries")
         self._set_structure(network)
         bonds = network.bonds
         if enabled and bonds:

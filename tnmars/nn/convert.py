@@ -461,6 +461,19 @@ def _check_type(module: Any, cls: type, what: str) -> None:
         raise TypeError(f"{what} needs a torch.nn.{cls.__name__}; got {type(module).__name__}")
 
 
+def _finite_weight(module: nn.Module, what: str) -> torch.Tensor:
+    """``module.weight`` (detached), after checking that it and the bias are finite: a NaN or
+    an infinity would otherwise surface as "SVD did not converge" from the decomposition, or
+    as a layer that outputs NaN."""
+    for name in ("weight", "bias"):
+        t = getattr(module, name, None)
+        if t is not None and not bool(torch.isfinite(t.detach()).all()):
+            bad = int((~torch.isfinite(t.detach())).sum())
+            raise ValueError(f"{what}: the {type(module).__name__}'s {name} has {bad} NaN or infinite "
+                             f"entr{'y' if bad == 1 else 'ies'}; a decomposition of it would be meaningless")
+    return module.weight.detach()
+
+
 def _warn_size(layer: nn.Module) -> None:
     if layer.num_params > layer.dense_size:
         warn_user(f"{type(layer).__name__} at ranks {layer.max_ranks} has {layer.num_params:,} parameters, more "
@@ -477,7 +490,7 @@ def from_linear(linear: nn.Linear, format: str = "tt", rank: Any = None, in_shap
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
     options = _options(options)
-    w = linear.weight.detach()
+    w = _finite_weight(linear, "TensorizedLinear.from_linear")
     n_in, n_out = linear.in_features, linear.out_features
     probe = _quiet(lambda: TensorizedLinear(n_in, n_out, format, 1, in_shape, out_shape, d=d, mars=False,
                                             dtype=w.dtype, device=w.device))
@@ -503,7 +516,7 @@ def lowrank_from_linear(linear: nn.Linear, rank: Any = None, **options: Any) -> 
     rank = budget_rank(lambda r: r * (n_in + n_out), n_in * n_out, rank, ceiling=min(n_in, n_out))
     if not isinstance(rank, (int, np.integer)):
         raise TypeError(f"LowRankLinear has one bond: rank must be an int, a float share or None; got {rank!r}")
-    w = linear.weight.detach()
+    w = _finite_weight(linear, "LowRankLinear.from_linear")
     layer = _quiet(lambda: LowRankLinear(n_in, n_out, rank=int(rank), bias=linear.bias is not None, dtype=w.dtype,
                                          device=w.device, **options))
     u, s, vt = np.linalg.svd(w.t().double().cpu().numpy(), full_matrices=False)
@@ -536,7 +549,7 @@ def tucker2_from_conv(conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tuck
     modes (HOSVD: leading singular vectors of the two channel unfoldings, then the core)."""
     settings = _conv_settings(conv, "Tucker2Conv2d.from_conv")
     options = _options(options)
-    k = conv.weight.detach()
+    k = _finite_weight(conv, "Tucker2Conv2d.from_conv")
     c_out, c_in, kh, kw = k.shape
     if rank == "full":
         rank = (c_in, c_out)
@@ -573,7 +586,7 @@ def from_conv(conv: nn.Conv2d, format: str = "tt", rank: Any = None, in_shape: S
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
     options = _options(options)
-    k = conv.weight.detach()
+    k = _finite_weight(conv, "TensorizedConv2d.from_conv")
     c_out, c_in, kh, kw = k.shape
     probe = _quiet(lambda: TensorizedConv2d(c_in, c_out, (kh, kw), 1, in_shape, out_shape, format=format, d=d,
                                             mars=False, dtype=k.dtype, device=k.device))
@@ -603,7 +616,7 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
     options = _options(options)
-    w = embedding.weight.detach()
+    w = _finite_weight(embedding, "TensorizedEmbedding.from_embedding")
     n, dim = w.shape
     probe = _quiet(lambda: TensorizedEmbedding(n, dim, format, 1, voc_shape, emb_shape, d=d, mars=False,
                                                dtype=w.dtype, device=w.device))
