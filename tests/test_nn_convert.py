@@ -372,3 +372,20 @@ def test_a_network_with_non_finite_cores_is_refused_as_a_layer_format():
     cores[1].view(-1)[0] = float("nan")
     with pytest.raises(ValueError, match=r"core\(s\) \[1\] .* NaN or infinite"):
         TensorizedLinear(20, 12, format=tnmars.Network.from_cores(net.spec, cores))
+
+
+def test_tensorize_leaves_a_layer_dense_when_even_rank_1_is_larger_and_converts_it_when_named():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(7, 13), nn.ReLU(), nn.Linear(64, 64))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = tnn.tensorize(model)
+    messages = [str(w.message) for w in caught]
+    assert type(out[0]) is nn.Linear and isinstance(out[2], TensorizedLinear)
+    assert any("left these layers dense: 0: even at ranks" in m and "more than the dense layer's 91" in m
+               for m in messages)
+    assert not any(m.startswith("TensorizedLinear at ranks") for m in messages)  # no warning about a layer not built
+    assert out[2].num_params <= out[2].dense_size
+    with pytest.warns(UserWarning, match="more than the dense layer's 91"):  # named: converted, with the size warning
+        named = tnn.tensorize(model, ["0"])
+    assert isinstance(named[0], TensorizedLinear) and named[0].num_params > named[0].dense_size

@@ -659,7 +659,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     embedding:
         A matrix format (:meth:`TensorizedEmbedding.from_embedding`) or ``None``.
     rank:
-        Passed to every conversion (``None``: each layer at most as large as the dense one).
+        Passed to every conversion (``None``: each layer at most as large as the dense one; a
+        layer whose tensorized form is larger even at rank 1, such as a small or prime-sized
+        one, is left dense with a warning, unless ``filter`` names it).
     budget:
         Instead of ``rank``: the converted layers together get at most this many parameters
         (``int``, cores only) or at least this compression of their dense weights (``"10x"``);
@@ -727,12 +729,26 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
               disable=not progress_enabled(progress)) as bar:
         for name, module in bar:
             bar.set_postfix_str(name, refresh=False)
-            try:
-                replacement = _convert(module, linear, conv, embedding, ranks.get(name, rank), options, progress)
-            except ValueError as err:
-                if named is not None:
-                    raise
-                skipped.append(f"{name}: {err}")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    replacement = _convert(module, linear, conv, embedding, ranks.get(name, rank), options, progress)
+                except ValueError as err:
+                    if named is not None:
+                        raise
+                    skipped.append(f"{name}: {err}")
+                    replacement = None
+            # default ranks promise a layer no larger than the dense one: where even the smallest
+            # ranks cannot keep it (a small or prime-sized layer), the walk leaves the layer dense
+            larger = (replacement is not None and rank is None and budget is None and named is None
+                      and replacement.num_params > replacement.dense_size)
+            for w in caught:
+                if not (larger and issubclass(w.category, UserWarning) and "more than" in str(w.message)):
+                    warnings.warn(w.message, w.category, stacklevel=2)
+            if larger:
+                skipped.append(f"{name}: even at ranks {dict(replacement.max_ranks)} its {type(replacement).__name__} "
+                               f"has {replacement.num_params:,} parameters, more than the dense layer's "
+                               f"{replacement.dense_size:,} (name it or give rank= to convert it anyway)")
                 continue
             if replacement is None:
                 continue
