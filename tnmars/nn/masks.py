@@ -522,8 +522,11 @@ class BondMasks(nn.Module):
             else:
                 masks.append(0.5 * c)
                 slopes.append(0.0)
-        return torch.addcmul(_host_tensor(masks, logits.dtype, logits.device), logits - logits.detach(),
-                             _host_tensor(slopes, logits.dtype, logits.device))
+        if logits.device.type == "cpu":
+            return torch.addcmul(_host_tensor(masks, logits.dtype, logits.device), logits - logits.detach(),
+                                 _host_tensor(slopes, logits.dtype, logits.device))
+        both = _host_tensor(masks + slopes, logits.dtype, logits.device).view(2, -1)  # one transfer
+        return torch.addcmul(both[0], logits - logits.detach(), both[1])
 
     def probabilities(self) -> dict[str, torch.Tensor]:
         """``phi = sigmoid(logit)`` per bond (detached)."""
