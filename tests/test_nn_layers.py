@@ -541,6 +541,39 @@ def test_training_masks_follow_the_hard_concrete_law():
         torch.testing.assert_close(m, (layer.masks.bond_logits()[b].detach() > 0).float())
 
 
+def _kernels(run) -> list[str]:
+    """The aten ops ``run`` dispatches at the top level (what a GPU would launch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    return [e.name for e in prof.events()
+            if e.name.startswith("aten::") and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+
+
+def test_device_draw_clamps_in_one_backward_kernel_with_the_gradient_of_the_host_draws():
+    """The device-side hard-concrete draw (GPU, torch.compile) is bound by kernel launches on a
+    GPU: its clamp to [0, 1] must backpropagate in one kernel (``clamp``'s takes four), and a
+    draw clamped to exactly 0 or 1 sends its logit no gradient, as the host-classified draws."""
+    from tnmars.nn.masks import hard_concrete_sample, logistic_noise
+
+    logits = torch.nn.Parameter(torch.tensor([-30.0, -0.3, 0.0, 0.4, 30.0]))
+    torch.manual_seed(0)
+    noise = logistic_noise(logits)
+    sample = hard_concrete_sample(logits, 2.0, noise)
+    seed = torch.ones_like(sample)
+    backward = _kernels(lambda: sample.backward(seed))
+    assert not {"aten::le", "aten::ge", "aten::logical_and", "aten::where"} & set(backward), backward
+    assert len(backward) <= 6, backward  # 6 on torch 2.13; clamp's backward would make it 9
+    assert sample[0] == 0 and sample[-1] == 1 and logits.grad[0] == 0 and logits.grad[-1] == 0
+    # strictly inside (0, 1): the chain rule of the formula
+    z = torch.sigmoid((logits.detach() + noise) / 2.0)
+    inside = (sample > 0) & (sample < 1)
+    expected = (1.1 - -0.1) * z * (1 - z) / 2.0
+    torch.testing.assert_close(logits.grad[inside], expected[inside])
+    assert inside.sum() >= 2
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("temperature", [0.01, 0.1, 2 / 3, 2.0])
 def test_host_draw_codes_match_the_tensor_draw(dtype, temperature):
