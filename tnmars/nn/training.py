@@ -223,9 +223,9 @@ class MarsLoss(nn.Module):
         fused kernel where PyTorch has one (Adam, SGD, Adagrad; real floating parameters on CPU
         or CUDA): one call per parameter group instead of about ten small ops per parameter.
         On the 2FC-Net's training step with open masks (``benchmarks/results/nn_overhead.md``,
-        2026-11-30 02:36 UTC) the MARS step took 1.24x, 1.074x and 1.079x the no-mask step under
+        2026-11-30 03:21 UTC) the MARS step took 1.24x, 1.068x and 1.053x the no-mask step under
         fused Adam at batch 1, 64 and 128, where the prior in the loss with PyTorch's default
-        Adam took 1.32x, 1.12x and 1.11x the no-mask step under default Adam.
+        Adam took 1.34x, 1.12x and 1.09x the no-mask step under default Adam.
         Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``; another
         ``MarsLoss`` of the same model would put it back into its own value, counting it twice
         in training, and warns when it is used with gradients.
