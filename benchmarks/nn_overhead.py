@@ -37,7 +37,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nn_common as C
 
 import tnmars.nn as tnn
-import tnmars.nn.training as training
 
 
 def mnist_2fc(mars: bool, ranks=(20, 20, 20), rank2=20, **options) -> nn.Sequential:
@@ -70,15 +69,14 @@ def steady_malloc() -> bool:
 
 
 def step_fn(model: nn.Module, x, y, steps: int, core_decay: bool = False, criterion_only: bool = False,
-            prior_in_optimizer: bool = False, mask_prior_in_graph: bool = False, **adam):
+            prior_in_optimizer: bool = False, **adam):
     """``steps`` training steps. lr = 0 keeps every timed step at the same mask state (Adam
     does the same work whatever the lr). ``core_decay`` (no-mask models): the cores get Adam's
     ``weight_decay = 1 / (100 N)``, the gradient of MARS's Gaussian core prior.
     ``criterion_only``: cross-entropy without the MARS prior even for a MARS model (context rows).
     ``prior_in_optimizer`` (MARS models): Adam from ``MarsLoss.optimizer``, which applies the
     core prior as that weight decay (with its fused kernel unless ``adam`` says otherwise), and
-    the loss adding the masks' prior gradient by a hook; with ``mask_prior_in_graph`` through
-    the autograd graph instead, the route it takes under DDP or ``torch.compile`` (context)."""
+    the loss without the core term."""
     has_mars = any(True for _ in tnn.mars_layers(model))
     loss_fn = tnn.MarsLoss(model, NUM_TRAIN) if has_mars and not criterion_only else nn.CrossEntropyLoss()
     params = model.parameters()
@@ -96,17 +94,7 @@ def step_fn(model: nn.Module, x, y, steps: int, core_decay: bool = False, criter
             opt.zero_grad()
             loss_fn(model(x), y).backward()
             opt.step()
-    if not mask_prior_in_graph:
-        return run
-
-    def run_through_graph():
-        hook_or_graph = training._mask_prior_through_graph
-        training._mask_prior_through_graph = lambda: True
-        try:
-            run()
-        finally:
-            training._mask_prior_through_graph = hook_or_graph
-    return run_through_graph
+    return run
 
 
 # Mask states the MARS step is timed at: (label, logits setter, temperature).
@@ -272,10 +260,7 @@ def small_batch_tables(args) -> tuple[str, dict]:
     contexts = [("context, every mask open, cross-entropy only: the mask draws and nothing else (no prior; the logits "
                  "get no gradient and Adam skips them)", {"alpha": 6.0, "criterion_only": True}),
                 ("context, every mask open, `MarsLoss` with the logits frozen: the draws and the prior, whose gradient "
-                 "reaches the cores only (Adam skips the logits)", {"alpha": 6.0, "frozen_logits": True}),
-                ("context, every mask open, `loss_fn.optimizer()` with the masks' prior through the autograd graph "
-                 "(its route under DDP or `torch.compile`) instead of the hook", {"alpha": 6.0, "prior_in_optimizer": True,
-                                                                                  "mask_prior_in_graph": True})]
+                 "reaches the cores only (Adam skips the logits)", {"alpha": 6.0, "frozen_logits": True})]
     for batch in (1, 64, 128):
         xb, yb = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
         per_round: dict = {}
@@ -288,13 +273,12 @@ def small_batch_tables(args) -> tuple[str, dict]:
                 opts = dict(opts)
                 criterion_only, frozen = opts.pop("criterion_only", False), opts.pop("frozen_logits", False)
                 fast = opts.pop("prior_in_optimizer", False)
-                in_graph = opts.pop("mask_prior_in_graph", False)
                 model = mnist_2fc(True, pi=0.01, **opts)
                 if frozen:
                     for _, layer in tnn.mars_layers(model):
                         layer.masks.logits.requires_grad_(False)
                 funcs[label] = step_fn(model, xb, yb, args.steps, criterion_only=criterion_only,
-                                       prior_in_optimizer=fast, mask_prior_in_graph=in_graph)
+                                       prior_in_optimizer=fast)
             t = C.cpu_time_interleaved(funcs, repeats=args.repeats, warmup=2)
             for k, v in t.items():
                 per_round.setdefault(k, []).append(v / args.steps * 1e3)
@@ -542,11 +526,8 @@ def main() -> None:
              "gradient on its cores (Adam's `weight_decay`), to show how much of the overhead is that L2 term. "
              "`MarsLoss.optimizer()` builds that optimizer for a MARS model: Adam with the cores' prior as its "
              "coupled weight decay (the same gradients, tested), its fused kernel (one call per parameter group "
-             "instead of about ten small ops per parameter; on by default where PyTorch has it) and a loss whose "
-             "value is the data term: the masks' prior reaches the logits as a gradient that a hook on the loss adds "
-             "during backward (two kernel calls a layer instead of about fifteen autograd calls; the last context "
-             "row sends it through the graph instead, as under DDP or `torch.compile`); its row is the MARS step as "
-             "a user who calls it trains. "
+             "instead of about ten small ops per parameter; on by default where PyTorch has it) and the loss "
+             "without the core term; its row is the MARS step as a user who calls it trains. "
              "Every row is given against two no-mask steps: under PyTorch's default Adam (on the CPU a loop over "
              "the parameters), and under fused Adam, the no-mask model's best setting. Each judged row is judged "
              "against the no-mask step under the same kind of Adam: the prior in the loss "

@@ -247,45 +247,6 @@ def joint_log_prior(items: Sequence[tuple[BondMasks, Sequence[torch.Tensor]]], s
     return total
 
 
-#: ``sigmoid_backward(g, s) = g s (1 - s)`` in one kernel (a 0-d ``g`` broadcasts)
-_SIGMOID_BACKWARD = torch.ops.aten.sigmoid_backward.default
-
-
-def add_mask_prior_gradient(masks: Sequence[BondMasks], scale: float, upstream: torch.Tensor) -> None:
-    """Add ``upstream`` times the gradient of ``scale`` times the masks' Bernoulli log prior
-    (:func:`joint_log_prior` without cores) to the ``.grad`` of every trainable logit vector:
-    ``upstream * scale * log(pi / (1 - pi)) * sigmoid(l) * (1 - sigmoid(l))`` per entry.
-
-    What backpropagating the prior term would accumulate, without putting it in the graph:
-    two kernel calls per layer (a third when ``upstream`` is not 1), where the concatenation,
-    sigmoid and dot product cost about fifteen calls forward and backward. Between a training
-    step's large matrix products every small call is slow (cold caches), so their number is
-    what counts. :meth:`MarsLoss.optimizer <tnmars.nn.MarsLoss.optimizer>` calls it from a hook
-    on the loss, ``upstream`` being the loss's incoming gradient (loss scaling, a weighted sum
-    of losses).
-
-    >>> m = BondMasks({"A": 2}, pi=0.01, alpha=0.0)
-    >>> add_mask_prior_gradient([m], -1.0, torch.tensor(1.0))
-    >>> expected = -math.log(0.01 / 0.99) * torch.sigmoid(m.logits) * torch.sigmoid(-m.logits)
-    >>> bool(torch.allclose(m.logits.grad, expected.detach()))
-    True
-    """
-    with torch.no_grad():
-        # on the host the check is free; on a device it would wait for the backward: multiply
-        unit = upstream.device.type == "cpu" and upstream.numel() == 1 and float(upstream) == 1.0
-        for m in masks:
-            lg = m._parameters["logits"]
-            if not lg.requires_grad:
-                continue
-            g = _SIGMOID_BACKWARD(_const(float(scale) * (math.log(m.pi) - math.log1p(-m.pi)), lg), torch.sigmoid(lg))
-            if not unit:
-                g = g * upstream.to(g.dtype)
-            if lg.grad is None:
-                lg.grad = g
-            else:
-                lg.grad.add_(g)
-
-
 class BondMasks(nn.Module):
     """Mask logits for the bonds named in ``sizes`` (bond -> maximal rank).
 

@@ -25,7 +25,6 @@ True
 from __future__ import annotations
 
 import copy
-import functools
 import inspect
 import math
 import numbers
@@ -40,7 +39,7 @@ from torch import nn
 
 from .. import masks as mars
 from .base import TensorizedLayer, core_list, replace_modules
-from .masks import BondMasks, add_mask_prior_gradient, joint_log_prior
+from .masks import BondMasks, joint_log_prior
 
 
 # ------------------------------------------------------------------------------ discovery
@@ -111,9 +110,20 @@ def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, li
     return fused, others
 
 
-def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float) -> torch.Tensor:
+def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
+                  cores_in_optimizer: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer applies it as
+    weight decay, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else
+    some core would lose its prior or get it twice."""
     fused, other_modules = _prior_parts(modules)
     others = [mod.log_prior() * scale for mod in other_modules]
+    if cores_in_optimizer is not None:
+        found = [c for _, group in fused for c in group]
+        fused = [(masks, ()) for masks, _ in fused]
+        if len(found) != len(cores_in_optimizer) or any(a is not b for a, b in zip(found, cores_in_optimizer)):
+            raise RuntimeError("the model's MARS cores changed since MarsLoss.optimizer() built its optimizer (a "
+                               "layer was replaced, compressed, or its masks switched on or off): the optimizer's "
+                               "weight decay no longer matches the core prior. Build the loss and the optimizer again.")
     if not fused and not others:
         p = next(_unwrap(model).parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
@@ -121,27 +131,6 @@ def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float) 
     for t in others:
         total = total + t
     return total
-
-
-def _check_cores_unchanged(fused: Sequence[tuple[BondMasks, Sequence[torch.Tensor]]],
-                           cores_in_optimizer: tuple[torch.Tensor, ...]) -> None:
-    """The cores found now must be exactly those whose prior the optimizer applies as weight
-    decay (:meth:`MarsLoss.optimizer`), else some core would lose its prior or get it twice."""
-    found = [c for _, group in fused for c in group]
-    if len(found) != len(cores_in_optimizer) or any(a is not b for a, b in zip(found, cores_in_optimizer)):
-        raise RuntimeError("the model's MARS cores changed since MarsLoss.optimizer() built its optimizer (a "
-                           "layer was replaced, compressed, or its masks switched on or off): the optimizer's "
-                           "weight decay no longer matches the core prior. Build the loss and the optimizer again.")
-
-
-def _mask_prior_through_graph() -> bool:
-    """Whether the masks' prior gradient must go through the autograd graph rather than a hook
-    on the loss: under distributed training (DDP needs every trainable parameter to get its
-    gradient from the backward itself; a logit vector whose draws were all exactly 1 would get
-    none) and while ``torch.compile`` traces the loss."""
-    if torch.compiler.is_compiling():
-        return True
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def check_num_train(num_train: Any) -> int:
@@ -180,9 +169,7 @@ class MarsLoss(nn.Module):
     ``masks = None`` or warm-up is still followed).
 
     :meth:`optimizer` builds an optimizer that applies the cores' Gaussian prior as weight
-    decay, and turns the masks' prior into a gradient added in ``backward`` (the same
-    gradients, a cheaper step; the loss's value is then the data term):
-    ``opt = loss_fn.optimizer(lr=1e-3)``.
+    decay (the same gradients, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``.
     """
 
     def __init__(self, model: nn.Module, num_train: int, criterion: Callable[..., torch.Tensor] | None = None) -> None:
@@ -205,30 +192,10 @@ class MarsLoss(nn.Module):
         self._cores_in_optimizer: tuple[torch.Tensor, ...] | None = None
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        scale = -1.0 / self.num_train
-        if self._cores_in_optimizer is None:
-            if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-                self._check_no_optimizer_carries_the_prior()
-            return self.criterion(output, target) + _log_prior_of(self._modules_seen, self._model, scale)
-        # optimizer mode (:meth:`optimizer`): the value is the data term (and the prior of any
-        # MARS module without cores); the cores' prior is the optimizer's decay, the masks' a
-        # gradient added in backward, by a hook on this loss where it can be, else through the
-        # graph as ``prior - prior.detach()`` (zero, with the prior's gradient)
-        fused, others = _prior_parts(self._modules_seen)
-        _check_cores_unchanged(fused, self._cores_in_optimizer)
-        total = self.criterion(output, target)
-        for mod in others:
-            total = total + mod.log_prior() * scale
-        if not fused or not torch.is_grad_enabled():
-            return total
-        masks = [m for m, _ in fused]
-        if _mask_prior_through_graph():
-            prior = joint_log_prior([(m, ()) for m in masks], scale)
-            return total + (prior - prior.detach())
-        if total.requires_grad:
-            # the hook gets the gradient reaching the loss: AMP's loss scale, a weight in a sum of losses
-            total.register_hook(functools.partial(add_mask_prior_gradient, masks, scale))
-        return total
+        if self._cores_in_optimizer is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            self._check_no_optimizer_carries_the_prior()
+        penalty = _log_prior_of(self._modules_seen, self._model, -1.0 / self.num_train, self._cores_in_optimizer)
+        return self.criterion(output, target) + penalty
 
     def _check_no_optimizer_carries_the_prior(self) -> None:
         """Warn (once) when another loss's :meth:`optimizer` already applies this model's core
@@ -239,14 +206,14 @@ class MarsLoss(nn.Module):
             self.__dict__["_warned_twice"] = True
             warnings.warn("MarsLoss: this model's core prior is already applied as weight decay by the optimizer "
                           "that another MarsLoss's .optimizer() built; this loss adds it again, so training with "
-                          "both counts it twice. Compute the training loss with that MarsLoss (its value is the "
-                          "data term; mars_penalty(model, N) gives the prior's), or build the optimizer from this one.", RuntimeWarning, stacklevel=3)
+                          "both counts it twice. Compute the training loss with that MarsLoss (its value leaves "
+                          "the core term out), or build the optimizer from this one.", RuntimeWarning, stacklevel=3)
 
     def optimizer(self, optimizer_class: type[torch.optim.Optimizer] | None = None, **options: Any
                   ) -> torch.optim.Optimizer:
         """An optimizer over all the model's parameters (Adam by default) that applies the
-        Gaussian core prior itself, and this loss with the masks' prior as a gradient only:
-        the same gradients, a cheaper step.
+        Gaussian core prior itself, and this loss without that term: the same gradients, a
+        cheaper step.
 
         The prior's gradient on a core ``G`` is ``G / (100 N)``: the cores get coupled
         ``weight_decay = 1 / (100 N)`` (plus any ``weight_decay`` in ``options``, which the other
@@ -259,19 +226,9 @@ class MarsLoss(nn.Module):
         2026-11-30 03:21 UTC) the MARS step took 1.24x, 1.068x and 1.053x the no-mask step under
         fused Adam at batch 1, 64 and 128, where the prior in the loss with PyTorch's default
         Adam took 1.34x, 1.12x and 1.09x the no-mask step under default Adam.
-        The masks' prior then leaves the autograd graph as well: a hook on the loss adds its
-        gradient to the logits' ``.grad`` during ``backward``, times the gradient reaching the
-        loss (so loss scaling, weighted sums of losses and accumulation over several backward
-        calls get exactly what the prior in the graph would give; tested), in two kernel calls
-        per layer instead of about fifteen small autograd calls. Under distributed training
-        (DDP needs every parameter's gradient from the backward itself) and inside
-        ``torch.compile`` it goes through the graph as ``prior - prior.detach()``. Either way
-        the loss's value is the data term alone (with the whole prior of any MARS module that
-        has no cores), the same in training and evaluation; add
-        ``mars_penalty(model, N)`` to log the whole objective. The gradient goes to ``.grad``,
-        as ``backward`` puts it there: ``torch.autograd.grad`` of this loss does not include
-        it. Another ``MarsLoss`` of the same model would put the core prior back into its
-        own value, counting it twice in training, and warns when it is used with gradients.
+        Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``; another
+        ``MarsLoss`` of the same model would put it back into its own value, counting it twice
+        in training, and warns when it is used with gradients.
 
         Only optimizers whose ``weight_decay`` adds ``weight_decay * G`` to the gradient (Adam,
         SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) can carry the prior; AdamW's decoupled
