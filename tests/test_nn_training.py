@@ -540,6 +540,33 @@ def test_loss_value_leaves_out_exactly_the_cores_term_when_the_optimizer_carries
     assert expected > 0
 
 
+def _gradients(model):
+    return {name: (p.grad.clone() if p.grad is not None else None) for name, p in model.named_parameters()}
+
+
+def test_optimizer_mode_backward_gives_the_full_objectives_gradient_under_any_weighting():
+    """The law of optimizer mode: after ``backward`` every gradient is the full MARS loss's,
+    except the cores' prior (the optimizer's decay ``G / (100 N)`` adds it), whatever weight the
+    loss has in what is backpropagated (two weighted losses, two accumulated backward calls)."""
+    x, y = torch.randn(12, 16, dtype=torch.float64), torch.randint(0, 5, (12,))
+    a, b = _mixed_model(), _mixed_model()
+    full, fast = MarsLoss(a, 50), MarsLoss(b, 50)
+    fast.optimizer(lr=1e-3)
+    cores = {name for name, p in b.named_parameters() if any(p is c for _, layer in tnn.mars_layers(b)
+                                                             for c in layer.cores)}
+    for model, loss_fn in ((a, full), (b, fast)):
+        for step in range(2):  # gradient accumulation: two backward calls into the same .grad
+            torch.manual_seed(step)
+            out = model(x)
+            (0.5 * loss_fn(out[:6], y[:6]) - 2.0 * loss_fn(out[6:], y[6:])).backward()
+    got, want = _gradients(b), _gradients(a)
+    params = dict(b.named_parameters())
+    for name, g in want.items():
+        expected = g - 2 * (0.5 - 2.0) * params[name].detach() / (100 * 50) if name in cores else g
+        torch.testing.assert_close(got[name], expected, rtol=1e-9, atol=1e-12, msg=name)
+    assert cores and any("logits" in name for name in got) and all(got[n] is not None for n in got)
+
+
 def _open_model():
     """Every mask open far past the hard-concrete stretch: every training draw is exactly 1, so
     the backward gives the logits no gradient, and only the prior moves them."""
