@@ -75,6 +75,22 @@ def test_a_noisy_star_keeps_its_edges_and_stops_at_the_noise():
     assert 0.04 < found.relative_error < 0.06  # the noise level: neither under- nor over-fitted
 
 
+def test_a_search_that_explains_little_of_the_data_warns(recwarn):
+    """Noise (or a walk stopped far from a dense truth): the result explains under three
+    quarters of the energy, and the search says so instead of returning it silently; within a
+    budget (a large error is what was asked for) and on structured data it does not."""
+    noise = np.random.default_rng(0).standard_normal((5, 5, 5))
+    with pytest.warns(RuntimeWarning, match=r"leaves relative error 0\.88: it explains 22% .*mostly noise"):
+        found = tnmars.search(noise, seed=0, progress=False)
+    assert 0.5 < found.relative_error < 1
+    recwarn.clear()
+    tnmars.search(noise, seed=0, progress=False, budget=20)
+    x = np.asarray(tnmars.Network("aABC,bA,cB,dC", shape=(7, 6, 6, 6), ranks=2, seed=5).to_tensor())
+    noisy = x + 0.05 * np.sqrt(np.mean(x**2)) * np.random.default_rng(5).standard_normal(x.shape)
+    tnmars.search(noisy, max_rank=3, seed=0, starts=1, progress=False)
+    assert not [w for w in recwarn if "explains" in str(w.message)]
+
+
 def test_the_pruned_network_is_the_fitted_function_without_its_vanished_edges():
     x = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor())
     found = tnmars.search(x, max_rank=3, seed=0, starts=1, progress=False)

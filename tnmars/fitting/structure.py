@@ -24,6 +24,7 @@ mode order.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,11 @@ __all__ = ["search", "StructureResult", "fctn_spec", "topology_name"]
 #: the rank search's settings here: loops make ALS slow to settle, so refits run longer than
 #: :func:`tnmars.fit`'s, and exchanges rewire a loop closed through the wrong edge
 SELECTION = {"sweeps": 6, "full_sweeps": 100, "exchanges": True}
+#: a search without a budget that ends at this relative error or above warns: the network
+#: explains at most three quarters of the data's energy, which is either mostly-noise data or a
+#: walk stopped far from the truth (dense random graphs: docs/guides/structure.md, Limits); the
+#: residual cannot tell them apart (its unfolding spectra look like noise in both)
+POOR_FIT_ERROR = 0.5
 
 
 def fctn_spec(order: int) -> tuple[str, dict[str, tuple[int, int]]]:
@@ -221,8 +227,26 @@ def search(
     edges = dict(sorted(edges.items()))
     res.settings["search"] = {"order": order, "max_rank": max(caps.values())}
     name = "zero network (all-zero data)" if 0 in res.ranks else topology_name(order, edges)
-    return StructureResult(network=_without_vanished(res.network), edges=edges, topology=name, fit=res, order=order,
-                           bond_pairs=pairs)
+    result = StructureResult(network=_without_vanished(res.network), edges=edges, topology=name, fit=res,
+                             order=order, bond_pairs=pairs)
+    _warn_if_poor(result, budget)
+    return result
+
+
+def _warn_if_poor(result: StructureResult, budget: Any) -> None:
+    """Warn when a search left to the criterion (no ``budget``: there a large error is what the
+    user asked for) ends at :data:`POOR_FIT_ERROR` or above. At relative error 1 and above
+    :func:`tnmars.fit` has warned already; an interrupted search says so itself."""
+    rel = result.relative_error
+    if budget is not None or result.fit.interrupted or 0 in result.fit.ranks or not POOR_FIT_ERROR <= rel < 1.0 - 1e-9:
+        return
+    warnings.warn(f"tnmars.search: the structure found ({result.topology}, {result.num_params:,} parameters for "
+                  f"{result.network.dense_size:,} entries) leaves relative error {rel:.2g}: it explains "
+                  f"{100 * (1 - rel ** 2):.0f}% "
+                  "of the data's energy. Either the data are mostly noise at this size, or the search stopped "
+                  "far from the truth, as it does on dense random graphs (docs/guides/structure.md, Limits). "
+                  "Compare with tnmars.fit(data, 'tt') and 'tucker', or search within a budget "
+                  "(budget=...: the best fit it finds at that size).", RuntimeWarning, stacklevel=3)
 
 
 def _start_network(start: Any, spec: str, shape: tuple[int, ...]) -> Network:
