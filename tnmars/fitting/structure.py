@@ -185,7 +185,9 @@ def search(
 
     Returns
     -------
-    StructureResult
+    StructureResult. Without a ``budget``, a result that leaves a relative error of
+    :data:`POOR_FIT_ERROR` (0.5) or more comes with a ``RuntimeWarning``: the data are mostly
+    noise, or the walk stopped far from a dense truth, and the search cannot tell which.
 
     Cost: a core of the fully connected network has order ``d`` (its mode and ``d - 1``
     bonds), so a core at ranks ``r`` holds ``n r^(d-1)`` numbers; each step of the search
