@@ -320,14 +320,39 @@ def test_only_layers_tensorize_would_convert_are_checked_for_ties_and_a_shared_b
     model["ln2"].weight = model["ln1"].weight                      # never converted: no warning about it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        kept = tnn.tensorize(model, ["hidden", "ln1"], embedding=None)  # naming ln1 is no error: not converted
+        kept = tnn.tensorize(model, ["hidden"], embedding=None)
     assert not [w for w in caught if "tied" in str(w.message)]
     assert isinstance(kept["hidden"], TensorizedLinear) and kept["head"].weight is kept["emb"].weight
+    with pytest.raises(ValueError, match="'ln1': a LayerNorm; tensorize converts"):
+        tnn.tensorize(model, ["hidden", "ln1"], embedding=None)  # named, never converted: said, not skipped
     pair = nn.ModuleDict({"a": nn.Linear(16, 16), "b": nn.Linear(16, 16)})
     pair["b"].bias = pair["a"].bias
     with pytest.warns(UserWarning, match=r"a: its bias is also 'b.bias'"):
         out = tnn.tensorize(pair)
     assert out["a"].bias is out["b"].bias and isinstance(out["a"], nn.Linear)
+
+
+def test_a_named_layer_tensorize_does_not_convert_is_an_error_and_a_subclass_met_on_the_walk_is_reported():
+    """``MultiheadAttention`` reads ``out_proj.weight`` itself, so its ``out_proj`` (a subclass of
+    ``nn.Linear``) is never replaced: naming it, its owner, or a type whose format is ``None``
+    raises before anything changes; the default walk converts the feed-forward layers and names
+    ``out_proj`` among the layers left dense."""
+    torch.manual_seed(0)
+    block = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, batch_first=True)
+    before = {k: v.clone() for k, v in block.state_dict().items()}
+    for names, match in ((["self_attn.out_proj"], "a NonDynamicallyQuantizableLinear, a subclass of nn.Linear"),
+                         (["linear1", "self_attn"], "'self_attn': a MultiheadAttention")):
+        with pytest.raises(ValueError, match=match):
+            tnn.tensorize(block, names, inplace=True)
+    with pytest.raises(ValueError, match="linear=None leaves nn.Linear layers alone"):
+        tnn.tensorize(block, ["linear1"], linear=None, inplace=True)
+    assert all(torch.equal(v, before[k]) for k, v in block.state_dict().items())  # nothing was replaced
+    assert type(block.linear1) is nn.Linear
+    with pytest.warns(UserWarning, match=r"left these layers dense: self_attn.out_proj: a NonDynamically"):
+        small = tnn.tensorize(block, rank="full")
+    assert isinstance(small.linear1, TensorizedLinear) and type(small.self_attn.out_proj) is not TensorizedLinear
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(small.eval()(x), block.eval()(x), rtol=1e-4, atol=1e-5)
 
 
 def _poisoned(module: nn.Module, value: float) -> nn.Module:

@@ -647,9 +647,11 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     filter:
         Which layers: a callable ``filter(name, module) -> bool`` or an iterable of module
         names (``dict(model.named_modules())`` keys); default every layer of the three types
-        that can be converted (grouped convolutions, string paddings and layers whose weight
-        or bias another module shares, such as tied input and output embeddings, are skipped
-        with a warning; named layers that cannot be converted raise).
+        that can be converted (grouped convolutions, string paddings, subclasses such as
+        ``MultiheadAttention``'s ``out_proj``, and layers whose weight or bias another module
+        shares, such as tied input and output embeddings, are skipped with a warning; named
+        layers that cannot be converted, including modules of other types, raise before
+        anything changes).
     linear:
         ``"tt"``, ``"tr"``, ``"cp"``, ``"tucker"`` (:meth:`TensorizedLinear.from_linear`),
         ``"lowrank"`` (:meth:`LowRankLinear.from_linear`) or ``None`` (leave linears alone).
@@ -706,7 +708,13 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     new = model if inplace else copy.deepcopy(model)
     targets = [(name, module) for name, module in list(new.named_modules())
                if name and _wanted(name, module, filter, named)]
-    skipped = []
+    refused = [(name, module) for name, module in targets if not _would_convert(module, linear, conv, embedding)]
+    if named is not None and refused:
+        raise ValueError("tensorize cannot convert " + "; ".join(
+            f"{name!r}: {_why_not(module, linear, conv, embedding)}" for name, module in refused))
+    # a subclass of a converted type that the walk (or a callable filter) met: said, not silent
+    skipped = [f"{name}: {_why_not(module, linear, conv, embedding)}" for name, module in refused
+               if isinstance(module, _CONVERTIBLE)]
     tied = _tied_parameters(new, [(n, m) for n, m in targets if _would_convert(m, linear, conv, embedding)])
     if tied and named is not None:
         raise ValueError("tensorize cannot convert " + "; ".join(f"{n!r} ({o})" for n, o in tied.items())
@@ -792,6 +800,23 @@ def _tied_parameters(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> 
 def _would_convert(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> bool:
     """Whether :func:`_convert` replaces ``module`` (its type, and that type's format not None)."""
     return _format_for(module, linear, conv, embedding) is not None
+
+
+#: the layer types :func:`tensorize` converts (exactly these types, not their subclasses)
+_CONVERTIBLE = (nn.Linear, nn.Conv2d, nn.Embedding)
+
+
+def _why_not(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> str:
+    """Why :func:`tensorize` leaves ``module`` as it is (it does not convert it)."""
+    kind = type(module).__name__
+    base = next((t for t in _CONVERTIBLE if isinstance(module, t)), None)
+    if base is None:
+        return f"a {kind}; tensorize converts nn.Linear, nn.Conv2d and nn.Embedding layers"
+    if type(module) is not base:
+        return (f"a {kind}, a subclass of nn.{base.__name__}: only the exact type is converted, since the module "
+                f"that owns a subclass may use its weight directly (MultiheadAttention reads out_proj.weight)")
+    option = {nn.Linear: "linear", nn.Conv2d: "conv", nn.Embedding: "embedding"}[base]
+    return f"{option}=None leaves nn.{base.__name__} layers alone"
 
 
 def _format_for(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> str | None:
