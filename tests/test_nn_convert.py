@@ -355,6 +355,23 @@ def test_a_named_layer_tensorize_does_not_convert_is_an_error_and_a_subclass_met
     torch.testing.assert_close(small.eval()(x), block.eval()(x), rtol=1e-4, atol=1e-5)
 
 
+def test_tensorize_that_converts_nothing_says_so():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU())
+    with pytest.warns(UserWarning, match="converted no layer: the model has no nn.Linear / nn.Conv2d / nn.Embedding "
+                                         "layer that the filter selects; the model is returned unchanged"):
+        same = tnn.tensorize(model, lambda name, m: isinstance(m, nn.Conv2d))
+    assert type(same[0]) is nn.Linear
+    with pytest.warns(UserWarning, match="converted no layer: the model has no nn.Conv2d / nn.Embedding layer;"):
+        tnn.tensorize(model, linear=None)
+    with pytest.warns(UserWarning, match="converted no layer: every layer it would convert was left dense"):
+        tnn.tensorize(nn.Sequential(nn.Linear(7, 13)))  # larger than dense even at rank 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = tnn.tensorize(model)  # converts: no such warning
+    assert isinstance(converted[0], TensorizedLinear)
+    assert not [w for w in caught if "converted no layer" in str(w.message)]
+
+
 def _poisoned(module: nn.Module, value: float) -> nn.Module:
     with torch.no_grad():
         module.weight.view(-1)[3] = value

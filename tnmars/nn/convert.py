@@ -714,7 +714,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             f"{name!r}: {_why_not(module, linear, conv, embedding)}" for name, module in refused))
     # a subclass of a converted type that the walk (or a callable filter) met: said, not silent
     skipped = [f"{name}: {_why_not(module, linear, conv, embedding)}" for name, module in refused
-               if isinstance(module, _CONVERTIBLE)]
+               if isinstance(module, _CONVERTIBLE) and type(module) not in _CONVERTIBLE]
     tied = _tied_parameters(new, [(n, m) for n, m in targets if _would_convert(m, linear, conv, embedding)])
     if tied and named is not None:
         raise ValueError("tensorize cannot convert " + "; ".join(f"{n!r} ({o})" for n, o in tied.items())
@@ -766,6 +766,13 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     replace_modules(new, lambda name, m: converted.get(id(m)))
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
+    if not converted:  # the model comes back unchanged: not silently
+        kinds = [f"nn.{t.__name__}" for t, fmt in zip(_CONVERTIBLE, (linear, conv, embedding)) if fmt is not None]
+        why = ("every layer it would convert was left dense (see the warning above)" if skipped else
+               f"the model has no {' / '.join(kinds) or 'layer type with a format'} layer"
+               + (" that the filter selects" if filter is not None else ""))
+        warnings.warn(f"tensorize converted no layer: {why}; the model is returned unchanged", UserWarning,
+                      stacklevel=2)
     changed = {name: e for name, e in errors.items() if e > CONVERSION_WARNING}
     if changed:
         warnings.warn(
