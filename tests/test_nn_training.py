@@ -738,3 +738,20 @@ def test_a_second_loss_that_would_count_the_core_prior_twice_warns_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         second(model(x), y)  # once
+
+
+def test_mars_tools_given_a_model_without_tensorized_layers_say_so():
+    """The dense model passed by mistake (``tensorize`` returns a copy): MarsLoss would train it
+    as a plain model and the temperature schedule would set nothing, without a word."""
+    dense = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.warns(UserWarning, match="MarsLoss: the model has no tensorized layer.*selects no rank"):
+        MarsLoss(dense, 50)
+    with pytest.warns(UserWarning, match="MarsTemperature: the model has no tensorized layer.*nothing to set"):
+        tnn.MarsTemperature(dense)
+    small = tnn.tensorize(dense, rank="full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MarsLoss(small, 50)
+        tnn.MarsTemperature(small)
+        fixed = nn.Sequential(TensorizedLinear(16, 8, rank=2, in_shape=(4, 4), out_shape=(2, 4), mars=False))
+        MarsLoss(fixed, 50)  # a tensorized layer without masks: the core prior is still MARS's business

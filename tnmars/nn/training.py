@@ -75,6 +75,15 @@ def _may_carry_masks(mod: nn.Module) -> bool:
     return isinstance(mod, TensorizedLayer) or (hasattr(mod, "masks") and callable(getattr(mod, "log_prior", None)))
 
 
+def _warn_no_mars_modules(who: str, consequence: str) -> None:
+    """A MARS tool given a model with no tensorized layer (nor any module that can carry masks):
+    most likely the dense model instead of its tensorized copy, which would train as a plain
+    model without a word."""
+    warnings.warn(f"{who}: the model has no tensorized layer (nor any module with MARS masks), so {consequence}. "
+                  "Pass the tensorized model (tnmars.nn.tensorize returns a copy unless inplace=True) or build its "
+                  "layers from tnmars.nn", UserWarning, stacklevel=3)
+
+
 def _is_mars_module(mod: nn.Module) -> bool:
     if isinstance(mod, TensorizedLayer):
         return mod.masks is not None
@@ -181,6 +190,8 @@ class MarsLoss(nn.Module):
         # become MARS modules (a layer switched to ``masks = None`` or back is still followed)
         object.__setattr__(self, "_modules_seen", tuple(m for m in _unwrap(model).modules() if _may_carry_masks(m)))
         name_owners(model)  # warnings about closed layers then name them by their path in the model
+        if not self._modules_seen:
+            _warn_no_mars_modules("MarsLoss", "the loss is the criterion alone and selects no rank")
         self.num_train = int(num_train)
         self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
         reduction = getattr(self.criterion, "reduction", "mean")
@@ -377,6 +388,8 @@ class MarsTemperature:
         self.count = 0
         self.temperature = self.start
         set_temperature(model, self.temperature)
+        if not any(_may_carry_masks(m) for m in _unwrap(model).modules()):
+            _warn_no_mars_modules("MarsTemperature", "the schedule has nothing to set")
 
     @staticmethod
     def paper_decay(epochs: int, start: float = 0.1, end: float = 0.01) -> float:
