@@ -768,7 +768,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
     if not converted:  # the model comes back unchanged: not silently
         kinds = [f"nn.{t.__name__}" for t, fmt in zip(_CONVERTIBLE, (linear, conv, embedding)) if fmt is not None]
-        why = ("every layer it would convert was left dense (see the warning above)" if skipped else
+        why = ("every layer it met was left dense (see the warning above)" if skipped else
                f"the model has no {' / '.join(kinds) or 'layer type with a format'} layer"
                + (" that the filter selects" if filter is not None else ""))
         warnings.warn(f"tensorize converted no layer: {why}; the model is returned unchanged", UserWarning,
@@ -818,7 +818,8 @@ def _why_not(module: nn.Module, linear: str | None, conv: str | None, embedding:
     kind = type(module).__name__
     base = next((t for t in _CONVERTIBLE if isinstance(module, t)), None)
     if base is None:
-        return f"a {kind}; tensorize converts nn.Linear, nn.Conv2d and nn.Embedding layers"
+        inside = "; name the layers inside it" if next(module.children(), None) is not None else ""
+        return f"a {kind}; tensorize converts nn.Linear, nn.Conv2d and nn.Embedding layers{inside}"
     if type(module) is not base:
         return (f"a {kind}, a subclass of nn.{base.__name__}: only the exact type is converted, since the module "
                 f"that owns a subclass may use its weight directly (MultiheadAttention reads out_proj.weight)")
