@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 WORKER = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     from datetime import timedelta
     import torch
     import torch.distributed as dist
@@ -49,7 +49,14 @@ WORKER = textwrap.dedent(
         json.dump({"state": state, "masks": masks, "loss": float(loss),
                    "logits_moved": bool((model[2].masks.logits < start - 1e-3).all())}, fh)
     dist.barrier()
+    del ddp, opt, loss
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the result is written: skip interpreter finalization, where gloo's worker threads can
+    # still abort the process (SIGABRT, "terminate called without an active exception": seen
+    # once in CI on 2026-11-30; pytorch/pytorch#179291 describes that teardown race)
+    os._exit(0)
     """
 )
 
