@@ -809,8 +809,10 @@ def _would_convert(module: nn.Module, linear: str | None, conv: str | None, embe
     return _format_for(module, linear, conv, embedding) is not None
 
 
-#: the layer types :func:`tensorize` converts (exactly these types, not their subclasses)
-_CONVERTIBLE = (nn.Linear, nn.Conv2d, nn.Embedding)
+#: the layer types :func:`tensorize` converts (exactly these types, not their subclasses) and
+#: the keyword that gives each one's format
+_OPTION_OF = {nn.Linear: "linear", nn.Conv2d: "conv", nn.Embedding: "embedding"}
+_CONVERTIBLE = tuple(_OPTION_OF)
 
 
 def _why_not(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> str:
@@ -823,13 +825,13 @@ def _why_not(module: nn.Module, linear: str | None, conv: str | None, embedding:
     if type(module) is not base:
         return (f"a {kind}, a subclass of nn.{base.__name__}: only the exact type is converted, since the module "
                 f"that owns a subclass may use its weight directly (MultiheadAttention reads out_proj.weight)")
-    option = {nn.Linear: "linear", nn.Conv2d: "conv", nn.Embedding: "embedding"}[base]
-    return f"{option}=None leaves nn.{base.__name__} layers alone"
+    return f"{_OPTION_OF[base]}=None leaves nn.{base.__name__} layers alone"
 
 
 def _format_for(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> str | None:
     """The format ``module``'s exact type is converted to (None: left alone; subclasses too)."""
-    return {nn.Linear: linear, nn.Conv2d: conv, nn.Embedding: embedding}.get(type(module))
+    option = _OPTION_OF.get(type(module))
+    return None if option is None else {"linear": linear, "conv": conv, "embedding": embedding}[option]
 
 
 def _budget_ranks(targets: list[tuple[str, nn.Module]], budget: Any, build: Callable[[nn.Module, int], Any],
