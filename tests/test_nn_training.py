@@ -529,56 +529,42 @@ def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_
     assert moved == len(list(in_loss.parameters()))  # every parameter was trained, logits included
 
 
-def test_loss_value_is_the_criterion_alone_when_the_optimizer_carries_the_prior():
+def test_loss_value_leaves_out_exactly_the_cores_term_when_the_optimizer_carries_it():
     model = _mixed_model().eval()
     x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
     full, fast = MarsLoss(model, 50), MarsLoss(model, 50)
     fast.optimizer(lr=1e-3)
-    with torch.no_grad():
-        out = model(x)
-        assert float(fast(out, y)) == float(nn.functional.cross_entropy(out, y))
-        penalty = float(tnn.mars_penalty(model, 50))
-        assert float(full(out, y)) - float(fast(out, y)) == pytest.approx(penalty, rel=1e-9)
-    assert penalty != 0
+    cores = [c for _, layer in tnn.mars_layers(model) for c in layer.cores]
+    expected = sum(float((c.detach() ** 2).sum()) for c in cores) / (200 * 50)
+    assert float(full(model(x), y)) - float(fast(model(x), y)) == pytest.approx(expected, rel=1e-9)
+    assert expected > 0
 
 
 def _gradients(model):
     return {name: (p.grad.clone() if p.grad is not None else None) for name, p in model.named_parameters()}
 
 
-def _prior_gradients(model, num_train):
-    """The gradient of ``mars_penalty`` (the prior's share of the MARS loss), by autograd."""
-    params = dict(model.named_parameters())
-    grads = torch.autograd.grad(tnn.mars_penalty(model, num_train), list(params.values()), allow_unused=True)
-    return {name: (g if g is not None else torch.zeros_like(p)) for (name, p), g in zip(params.items(), grads)}
-
-
-def test_optimizer_mode_backward_gives_the_data_gradient_and_the_step_adds_the_prior_once():
-    """The law of optimizer mode: after ``backward`` every gradient is the full MARS loss's minus
-    the prior's share (with whatever weight the loss had: two weighted losses, two accumulated
-    backward calls), and the optimizer's step adds the prior's gradient exactly once: SGD
-    without momentum moves every parameter by ``-lr * (data gradient + prior gradient)``."""
+def test_optimizer_mode_backward_gives_the_full_objectives_gradient_under_any_weighting():
+    """The law of optimizer mode: after ``backward`` every gradient is the full MARS loss's,
+    except the cores' prior (the optimizer's decay ``G / (100 N)`` adds it), whatever weight the
+    loss has in what is backpropagated (two weighted losses, two accumulated backward calls)."""
     x, y = torch.randn(12, 16, dtype=torch.float64), torch.randint(0, 5, (12,))
     a, b = _mixed_model(), _mixed_model()
     full, fast = MarsLoss(a, 50), MarsLoss(b, 50)
-    opt = fast.optimizer(torch.optim.SGD, lr=0.25)
+    fast.optimizer(lr=1e-3)
+    cores = {name for name, p in b.named_parameters() if any(p is c for _, layer in tnn.mars_layers(b)
+                                                             for c in layer.cores)}
     for model, loss_fn in ((a, full), (b, fast)):
         for step in range(2):  # gradient accumulation: two backward calls into the same .grad
             torch.manual_seed(step)
             out = model(x)
             (0.5 * loss_fn(out[:6], y[:6]) - 2.0 * loss_fn(out[6:], y[6:])).backward()
-    got, want, prior = _gradients(b), _gradients(a), _prior_gradients(b, 50)
-    # (a logit vector whose draws were all clamped has no data gradient: None, i.e. zero)
-    got = {name: g if g is not None else torch.zeros_like(prior[name]) for name, g in got.items()}
-    weight = 2 * (0.5 - 2.0)  # the prior's total weight in what the full loss backpropagated
+    got, want = _gradients(b), _gradients(a)
+    params = dict(b.named_parameters())
     for name, g in want.items():
-        torch.testing.assert_close(got[name], g - weight * prior[name], rtol=1e-9, atol=1e-12, msg=name)
-    assert any("logits" in name and bool(prior[name].abs().sum() > 0) for name in prior)
-    before = {name: p.detach().clone() for name, p in b.named_parameters()}
-    opt.step()
-    for name, p in b.named_parameters():
-        torch.testing.assert_close(p, before[name] - 0.25 * (got[name] + prior[name]), rtol=1e-9, atol=1e-12,
-                                   msg=name)
+        expected = g - 2 * (0.5 - 2.0) * params[name].detach() / (100 * 50) if name in cores else g
+        torch.testing.assert_close(got[name], expected, rtol=1e-9, atol=1e-12, msg=name)
+    assert cores and any("logits" in name for name in got) and all(got[n] is not None for n in got)
 
 
 def _open_model():

@@ -25,11 +25,12 @@ True
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import numbers
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,6 @@ from torch import nn
 from .. import masks as mars
 from .base import TensorizedLayer, core_list, replace_modules
 from .masks import BondMasks, joint_log_prior
-from .optimizers import CARRYING, COUPLED_DECAY, PriorGradient, fused_by_default
 
 
 # ------------------------------------------------------------------------------ discovery
@@ -100,11 +100,7 @@ def log_prior(model: nn.Module, *, scale: float = 1.0) -> torch.Tensor:
     a few torch calls however many layers); anything else that
     :func:`mars_modules` finds contributes its own ``log_prior()``.
     """
-    total = _log_prior_of(_unwrap(model).modules(), scale)
-    if total is None:
-        p = next(_unwrap(model).parameters(), None)
-        return torch.zeros((), device=None if p is None else p.device)
-    return total
+    return _log_prior_of(_unwrap(model).modules(), model, scale)
 
 
 def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, list[torch.Tensor]]], list[nn.Module]]:
@@ -123,26 +119,23 @@ def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, li
     return fused, others
 
 
-def _log_prior_of(modules: Iterable[nn.Module], scale: float,
-                  carried: tuple[tuple[torch.Tensor, ...], tuple[BondMasks, ...] | None] | None = None,
-                  ) -> torch.Tensor | None:
-    """``carried``: ``(cores, masks)`` whose prior an optimizer applies in its step
-    (:meth:`MarsLoss.optimizer`; ``masks`` None: the masks' prior stays here); they must be
-    exactly those found, else some core or mask would lose its prior or get it twice. None when
-    nothing is left to compute."""
+def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
+                  cores_in_optimizer: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer applies it as
+    weight decay, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else
+    some core would lose its prior or get it twice."""
     fused, other_modules = _prior_parts(modules)
     others = [mod.log_prior() * scale for mod in other_modules]
-    if carried is not None:
-        cores, masks = carried
+    if cores_in_optimizer is not None:
         found = [c for _, group in fused for c in group]
-        if len(found) != len(cores) or any(a is not b for a, b in zip(found, cores)) or (
-                masks is not None and (len(fused) != len(masks) or any(a is not b for (a, _), b in zip(fused, masks)))):
-            raise RuntimeError("the model's MARS layers changed since MarsLoss.optimizer() built its optimizer (a "
-                               "layer was replaced, compressed, or its masks switched on, off or replaced): the "
-                               "optimizer no longer applies the right prior. Build the loss and the optimizer again.")
-        fused = [] if masks is not None else [(m, ()) for m, _ in fused]
+        fused = [(masks, ()) for masks, _ in fused]
+        if len(found) != len(cores_in_optimizer) or any(a is not b for a, b in zip(found, cores_in_optimizer)):
+            raise RuntimeError("the model's MARS cores changed since MarsLoss.optimizer() built its optimizer (a "
+                               "layer was replaced, compressed, or its masks switched on or off): the optimizer's "
+                               "weight decay no longer matches the core prior. Build the loss and the optimizer again.")
     if not fused and not others:
-        return None
+        p = next(_unwrap(model).parameters(), None)
+        return torch.zeros((), device=None if p is None else p.device)
     total = joint_log_prior(fused, scale) if fused else others.pop(0)
     for t in others:
         total = total + t
@@ -164,6 +157,10 @@ def mars_penalty(model: nn.Module, num_train: int) -> torch.Tensor:
     return log_prior(model, scale=-1.0 / check_num_train(num_train))
 
 
+#: optimizers whose ``weight_decay`` adds ``weight_decay * p`` to the gradient (the gradient of
+#: an L2 term), so that they can apply the Gaussian core prior (:meth:`MarsLoss.optimizer`)
+_COUPLED_DECAY = (torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adamax,
+                  torch.optim.NAdam, torch.optim.RAdam)
 
 
 class MarsLoss(nn.Module):
@@ -180,9 +177,8 @@ class MarsLoss(nn.Module):
     built: build a new one after adding or replacing layers (a layer switched to
     ``masks = None`` or warm-up is still followed).
 
-    :meth:`optimizer` builds an optimizer that applies the prior in its step (the same
-    updates, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``; the loss is then the
-    criterion alone.
+    :meth:`optimizer` builds an optimizer that applies the cores' Gaussian prior as weight
+    decay (the same gradients, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``.
     """
 
     def __init__(self, model: nn.Module, num_train: int, criterion: Callable[..., torch.Tensor] | None = None) -> None:
@@ -203,66 +199,52 @@ class MarsLoss(nn.Module):
             raise ValueError(f"MarsLoss needs a criterion that averages over the batch (reduction='mean'); got "
                              f"reduction={reduction!r}. The prior is divided by num_train to match a per-example "
                              "data term: with a summed loss it would weigh num_train times too little")
-        #: ``(cores, masks)`` whose prior the optimizer of :meth:`optimizer` applies (``masks``
-        #: None: the masks' prior stays in the loss, under DDP); None: the whole prior is here
-        self._carried: tuple[tuple[torch.Tensor, ...], tuple[BondMasks, ...] | None] | None = None
+        #: the cores whose prior an optimizer applies (:meth:`optimizer`); None: all in the loss
+        self._cores_in_optimizer: tuple[torch.Tensor, ...] | None = None
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        carried = self._carried
-        if carried is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if self._cores_in_optimizer is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._check_no_optimizer_carries_the_prior()
-        penalty = _log_prior_of(self._modules_seen, -1.0 / self.num_train, carried)
-        loss = self.criterion(output, target)
-        return loss if penalty is None else loss + penalty
+        penalty = _log_prior_of(self._modules_seen, self._model, -1.0 / self.num_train, self._cores_in_optimizer)
+        return self.criterion(output, target) + penalty
 
     def _check_no_optimizer_carries_the_prior(self) -> None:
-        """Warn (once) when another loss's :meth:`optimizer` already applies this model's
-        prior in its step: training with this loss as well would count it twice."""
+        """Warn (once) when another loss's :meth:`optimizer` already applies this model's core
+        prior as weight decay: training with this loss as well would count it twice."""
         owner = _CORE_PRIOR_OWNERS.get(_unwrap(self._model))
         owner = owner() if owner is not None else None
         if owner is not None and owner is not self and not self.__dict__.get("_warned_twice"):
             self.__dict__["_warned_twice"] = True
-            warnings.warn("MarsLoss: this model's MARS prior is already applied by the optimizer that another "
-                          "MarsLoss's .optimizer() built; this loss adds it again, so training with both counts it "
-                          "twice. Compute the training loss with that MarsLoss (its value is the criterion alone), "
-                          "or build the optimizer from this one.", RuntimeWarning, stacklevel=3)
+            warnings.warn("MarsLoss: this model's core prior is already applied as weight decay by the optimizer "
+                          "that another MarsLoss's .optimizer() built; this loss adds it again, so training with "
+                          "both counts it twice. Compute the training loss with that MarsLoss (its value leaves "
+                          "the core term out), or build the optimizer from this one.", RuntimeWarning, stacklevel=3)
 
     def optimizer(self, optimizer_class: type[torch.optim.Optimizer] | None = None, **options: Any
                   ) -> torch.optim.Optimizer:
-        """An optimizer over all the model's parameters (Adam by default) that applies the MARS
-        prior in its step, and this loss without the prior: the same updates, a cheaper step.
+        """An optimizer over all the model's parameters (Adam by default) that applies the
+        Gaussian core prior itself, and this loss without that term: the same gradients, a
+        cheaper step.
 
-        The prior's gradient has a closed form: ``G / (100 N)`` on a core ``G`` (coupled weight
-        decay) and ``-(1 / N) log(pi / (1 - pi)) s (1 - s)``, ``s = sigmoid(l)``, on a mask logit
-        ``l``. The optimizer (a subclass of ``optimizer_class``, e.g. ``MarsAdam``) adds it to the
-        gradients just before each update, in a few ``torch._foreach_*`` calls for the whole
-        model, instead of the loss building the prior in its graph and backpropagating through
-        it; every parameter is then in one parameter group, and unless ``options`` choose an
-        implementation (``fused``, ``foreach``) the optimizer runs its fused kernel where PyTorch
-        has one (Adam, SGD, Adagrad; real floating parameters on CPU or CUDA): one call updates
-        the whole model instead of about ten small ops per parameter. On the 2FC-Net's training
-        step with open masks (``benchmarks/results/nn_overhead.md``) the MARS step then costs
-        about 1.05x the no-mask step under fused Adam at batch 64 and 128 (see that file).
-
-        What changes for the caller:
-
-        * the loss's value is the criterion alone (log ``tnn.mars_penalty(model, N)`` under
-          ``torch.no_grad()`` for the prior's value); another ``MarsLoss`` of the same model would
-          add the prior again, counting it twice in training, and warns when used with gradients;
-        * the prior is applied once per ``step()``, however many ``backward`` calls accumulated
-          the gradients and whatever weight the loss had in them (with the prior in the loss, each
-          backward adds it with the loss's weight); with a ``closure`` it is added after the
-          closure's backward; under ``GradScaler`` it is scaled like the gradients;
-        * under ``DistributedDataParallel`` the masks' prior stays in the loss (DDP needs every
-          parameter's gradient from the backward, and a logit whose draws were all clamped gets
-          none from the data); the cores' decay is still the optimizer's;
-        * ``weight_decay`` in ``options`` is a decay on every parameter, on top of the cores' prior.
+        The prior's gradient on a core ``G`` is ``G / (100 N)``: the cores get coupled
+        ``weight_decay = 1 / (100 N)`` (plus any ``weight_decay`` in ``options``, which the other
+        parameters get alone), which the optimizer adds inside its own update, instead of a
+        concatenation, a dot product and their backward through every core in the loss. Unless
+        ``options`` choose an implementation (``fused``, ``foreach``), the optimizer runs its
+        fused kernel where PyTorch has one (Adam, SGD, Adagrad; real floating parameters on CPU
+        or CUDA): one call per parameter group instead of about ten small ops per parameter.
+        On the 2FC-Net's training step with open masks (``benchmarks/results/nn_overhead.md``,
+        2026-11-30 03:21 UTC) the MARS step took 1.24x, 1.068x and 1.053x the no-mask step under
+        fused Adam at batch 1, 64 and 128, where the prior in the loss with PyTorch's default
+        Adam took 1.34x, 1.12x and 1.09x the no-mask step under default Adam.
+        Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``; another
+        ``MarsLoss`` of the same model would put it back into its own value, counting it twice
+        in training, and warns when it is used with gradients.
 
         Only optimizers whose ``weight_decay`` adds ``weight_decay * G`` to the gradient (Adam,
-        SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) are accepted: with them the cores' prior is
-        exactly such a decay; AdamW's decoupled decay is not its gradient. Call once, after the
-        model is final; replacing or compressing a layer afterwards is an error at the next loss
-        call (build both again). The optimizer pickles (``torch.save``) with its prior.
+        SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) can carry the prior; AdamW's decoupled
+        decay is not its gradient. Call once, after the model is final; replacing or compressing
+        a layer afterwards is an error at the next loss call (build both again).
 
         >>> import torch
         >>> from torch import nn
@@ -270,43 +252,60 @@ class MarsLoss(nn.Module):
         >>> model = nn.Sequential(tnn.TensorizedLinear(16, 8, rank=4, in_shape=(4, 4), out_shape=(2, 4)))
         >>> loss_fn = tnn.MarsLoss(model, num_train=1000)
         >>> opt = loss_fn.optimizer(lr=1e-3)
-        >>> type(opt).__name__, isinstance(opt, torch.optim.Adam)
-        ('MarsAdam', True)
         >>> opt.zero_grad(); loss_fn(model(torch.randn(5, 16)), torch.randint(0, 8, (5,))).backward(); opt.step()
         """
         optimizer_class = torch.optim.Adam if optimizer_class is None else optimizer_class
-        if not (isinstance(optimizer_class, type) and optimizer_class in COUPLED_DECAY):
+        if not (isinstance(optimizer_class, type) and optimizer_class in _COUPLED_DECAY):
             raise TypeError(f"MarsLoss.optimizer needs an optimizer whose weight_decay is the gradient of an L2 term "
-                            f"({', '.join(c.__name__ for c in COUPLED_DECAY)}); got {optimizer_class!r}. With another "
+                            f"({', '.join(c.__name__ for c in _COUPLED_DECAY)}); got {optimizer_class!r}. With another "
                             f"optimizer keep the prior in the loss: pass the model's parameters to it yourself.")
         if options.get("decoupled_weight_decay") or options.get("params") is not None:
             raise ValueError("MarsLoss.optimizer: decoupled_weight_decay=True is not the prior's gradient, and the "
                              "parameters are the model's (params= is not accepted)")
-        if self._carried is not None:
+        if self._cores_in_optimizer is not None:
             raise RuntimeError("MarsLoss.optimizer was already called for this loss: build a new MarsLoss for a "
                                "second optimizer")
-        fused = _prior_parts(self._modules_seen)[0]
-        cores = [c for _, group in fused for c in group]
+        cores = [c for _, group in _prior_parts(self._modules_seen)[0] for c in group]
         if not all(isinstance(c, nn.Parameter) for c in cores):
             raise TypeError("MarsLoss.optimizer: a MARS module's cores are not parameters; keep the prior in the loss")
-        # under DDP the masks' prior stays in the loss: DDP needs a gradient for every parameter
-        # from each backward, and an open mask's logits get none from the data
-        masks = None if isinstance(self._model, nn.parallel.DistributedDataParallel) else tuple(m for m, _ in fused)
-        params = list(_unwrap(self._model).parameters())
-        if not params:
+        ids = {id(c) for c in cores}
+        user_decay = float(options.pop("weight_decay", 0.0))
+        rest = [p for p in _unwrap(self._model).parameters() if id(p) not in ids]
+        groups = [{"params": cores, "weight_decay": user_decay + 1.0 / (mars.CORE_PRIOR_VARIANCE * self.num_train)},
+                  {"params": rest, "weight_decay": user_decay}]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
             raise ValueError("MarsLoss.optimizer: the model has no parameters")
-        if fused_by_default(optimizer_class, options, params):
+        if _fused_by_default(optimizer_class, options, [p for g in groups for p in g["params"]]):
             options["fused"] = True
-        opt = CARRYING[optimizer_class](params, **options)
-        opt.mars_prior = PriorGradient(cores, masks or (), self.num_train, mars.CORE_PRIOR_VARIANCE)
-        self._carried = (tuple(cores), masks)
+        opt = optimizer_class(groups, **options)
+        self._cores_in_optimizer = tuple(cores)
         _CORE_PRIOR_OWNERS[_unwrap(self._model)] = weakref.ref(self)
         return opt
 
 
 #: model -> (a weak reference to) the MarsLoss whose :meth:`~MarsLoss.optimizer` applies the
-#: model's prior, so that a second loss computing that prior again can say so
+#: model's core prior, so that a second loss computing that prior again can say so
 _CORE_PRIOR_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+#: devices whose fused optimizer kernels PyTorch ships for every floating dtype (checked when
+#: the optimizer steps, not when it is built: an unsupported parameter would fail later)
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def _fused_by_default(optimizer_class: type, options: Mapping[str, Any], params: Sequence[torch.Tensor]) -> bool:
+    """Whether :meth:`MarsLoss.optimizer` turns on ``fused=True``: the optimizer has a fused
+    kernel, the user chose no implementation (``fused`` / ``foreach``) and nothing it cannot do
+    (``differentiable``), and every parameter is a real floating tensor on a device with the
+    kernel. One kernel call updates a whole parameter group, instead of about ten small ops per
+    parameter, and the decay is applied inside it: what the MARS step adds to the optimizer (a
+    logit vector per layer, the cores' decay) becomes a second kernel call."""
+    if "fused" not in inspect.signature(optimizer_class).parameters:
+        return False
+    if any(options.get(k) is not None for k in ("fused", "foreach")) or options.get("differentiable"):
+        return False
+    return all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in params)
 
 
 # ------------------------------------------------------------------------------ setters
