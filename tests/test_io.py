@@ -211,6 +211,18 @@ def test_save_refuses_other_objects(tmp_path):
         tnmars.save(Network.cp((3, 4), 2), tmp_path / "no" / "such" / "x.npz")
 
 
+def test_a_torch_layer_is_refused_with_how_to_save_it(tmp_path):
+    """A tnmars.nn layer has ``.network`` and ``.ranks`` like a fit result: save used to write
+    it as one, and load then failed on its unknown fields."""
+    tnn = pytest.importorskip("tnmars.nn")
+    layer = tnn.TensorizedLinear(8, 8, rank=2)
+    with pytest.raises(TypeError, match=r"torch module: .*torch.save\(model.state_dict\(\), path\).*"
+                                        r"tnmars.save\(layer.network, path\)"):
+        tnmars.save(layer, tmp_path / "layer.npz")
+    assert not any(tmp_path.iterdir())
+    assert tnmars.load(tnmars.save(layer.network, tmp_path / "n.npz")).spec == layer.network.spec
+
+
 def test_search_and_sweep_results_are_refused_with_what_to_save_instead(tmp_path):
     """A StructureResult or SweepResult got only "stores a Network or a fit result": the
     error now names the attribute to pass, and that attribute saves and loads."""

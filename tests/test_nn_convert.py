@@ -226,6 +226,33 @@ def test_tensorize_a_model_with_mixed_layers():
     assert [r.name for r in tnn.summary(full).layers] == ["emb", "conv", "body.0", "body.2"]
 
 
+def test_replacements_keep_the_eval_mode_and_the_frozen_parameters_of_the_layers_they_replace():
+    """A model loaded for evaluation (``eval()``) and tensorized gave layers in training mode
+    (random mask draws at every call), and a frozen backbone came back trainable."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    small = tnn.tensorize(model, rank="full", progress=False)
+    assert not any(m.training for m in small.modules())
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        assert torch.equal(small(x), small(x))
+        torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-5)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    model[0].requires_grad_(False)
+    small = tnn.tensorize(model, rank=8, progress=False)
+    frozen = {name for name, p in small.named_parameters() if not p.requires_grad}
+    assert frozen == {name for name, _ in small[0].named_parameters(prefix="0")}
+    assert "0.masks.logits" in frozen and small[0].training and small[2].training
+    conv = nn.Conv2d(4, 8, 3).eval()
+    conv.bias.requires_grad_(False)
+    for layer in (Tucker2Conv2d.from_conv(conv, rank="full"), TensorizedConv2d.from_conv(conv, rank="full")):
+        assert not layer.training
+        assert [n for n, p in layer.named_parameters() if not p.requires_grad] == ["bias"]
+    table = nn.Embedding(30, 8).requires_grad_(False)
+    layer = TensorizedEmbedding.from_embedding(table, rank="full")
+    assert layer.training and not any(p.requires_grad for p in layer.parameters())
+
+
 def test_tensorize_filters_and_formats():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10), nn.Linear(10, 10))
     only = tnn.tensorize(model, ["2"], linear="lowrank", rank=4)

@@ -146,8 +146,14 @@ def _digest(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
     return signatures(meta, arrays, None)[0]
 
 
+def _is_torch_module(obj: Any) -> bool:
+    """A ``torch.nn.Module`` (such as a ``tnmars.nn`` layer, which has ``.network`` and
+    ``.ranks`` too), recognised without importing torch."""
+    return any(c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module" for c in type(obj).__mro__)
+
+
 def _is_fit_result(obj: Any) -> bool:
-    return isinstance(getattr(obj, "network", None), Network) and hasattr(obj, "ranks")
+    return isinstance(getattr(obj, "network", None), Network) and hasattr(obj, "ranks") and not _is_torch_module(obj)
 
 
 def _not_saved(obj: Any) -> str:
@@ -156,6 +162,11 @@ def _not_saved(obj: Any) -> str:
     a sweep's (``tnmars.sweep``) one result per budget. Neither is saved whole under another
     type's name, since ``load`` could only give back a Network or a FitResult."""
     base = f"tnmars.save stores a Network or a fit result; got {type(obj).__name__}"
+    if _is_torch_module(obj):
+        network = " (its tensor network alone: tnmars.save(layer.network, path))" \
+            if isinstance(getattr(obj, "network", None), Network) else ""
+        return (f"{base}, a torch module: save its parameters with torch, torch.save(model.state_dict(), path) "
+                "(for a MARS model, after tnmars.nn.compress; read back with tnmars.nn.load_compressed)" + network)
     if isinstance(getattr(obj, "network", None), Network) and _is_fit_result(getattr(obj, "fit", None)):
         return (f"{base}: save its pruned network, tnmars.save(result.network, path), or the fit of its "
                 "selection, tnmars.save(result.fit, path)")

@@ -474,6 +474,23 @@ def _finite_weight(module: nn.Module, what: str) -> torch.Tensor:
     return module.weight.detach()
 
 
+def _inherit_modes(layer: nn.Module, source: nn.Module) -> None:
+    """What the user set on the layer being replaced carries over: its train or eval mode (a
+    replacement left in training mode would draw random masks under a model in ``eval()``) and
+    which of its parameters are frozen (a frozen weight freezes the cores and the mask logits,
+    so MARS selects no rank there; a frozen bias stays frozen)."""
+    layer.train(source.training)
+    weight = getattr(source, "weight", None)
+    if isinstance(weight, torch.Tensor) and not weight.requires_grad:
+        for p in layer.cores:
+            p.requires_grad_(False)
+        if layer.masks is not None:
+            layer.masks.requires_grad_(False)
+    bias = getattr(source, "bias", None)
+    if isinstance(bias, torch.Tensor) and not bias.requires_grad and getattr(layer, "bias", None) is not None:
+        layer.bias.requires_grad_(False)
+
+
 def _warn_size(layer: nn.Module) -> None:
     if layer.num_params > layer.dense_size:
         warn_user(f"{type(layer).__name__} at ranks {layer.max_ranks} has {layer.num_params:,} parameters, more "
@@ -502,6 +519,7 @@ def from_linear(linear: nn.Linear, format: str = "tt", rank: Any = None, in_shap
 
     layer = _fit_matrix(format, shapes, rank, n_in * n_out, w.t().double().cpu().numpy(), build, progress)
     _copy_bias(layer, linear.bias)
+    _inherit_modes(layer, linear)
     _warn_size(layer)
     return layer
 
@@ -528,6 +546,7 @@ def lowrank_from_linear(linear: nn.Linear, rank: Any = None, **options: Any) -> 
     cv[:r] = root[:, None] * vt[:r]
     _copy_into(layer, [cu, cv])
     _copy_bias(layer, linear.bias)
+    _inherit_modes(layer, linear)
     _warn_size(layer)
     return layer
 
@@ -566,6 +585,7 @@ def tucker2_from_conv(conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tuck
     core = np.einsum("oihw,oB,iA->ABhw", kernel, u_out, u_in)
     _copy_into(layer, [u_in, core, u_out])
     _copy_bias(layer, conv.bias)
+    _inherit_modes(layer, conv)
     _warn_size(layer)
     return layer
 
@@ -599,6 +619,7 @@ def from_conv(conv: nn.Conv2d, format: str = "tt", rank: Any = None, in_shape: S
 
     layer = _fit_matrix(format, shapes, rank, c_out * c_in * kh * kw, matrix, build, progress)
     _copy_bias(layer, conv.bias)
+    _inherit_modes(layer, conv)
     _warn_size(layer)
     return layer
 
@@ -630,6 +651,7 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
                                                   **options))
 
     layer = _fit_matrix(format, shapes, rank, n * dim, table, build, progress)
+    _inherit_modes(layer, embedding)
     _warn_size(layer)
     return layer
 
@@ -676,6 +698,10 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     options:
         MARS settings and mode for every new layer (``mars``, ``pi``, ``alpha``,
         ``temperature``, ``min_rank``, ``mode``).
+
+    Each new layer keeps the train or eval mode of the layer it replaces, and its frozen
+    parameters: a frozen weight freezes the new cores and mask logits (MARS then selects no
+    rank in that layer), a frozen bias the new bias.
 
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
     >>> small = tensorize(model, lambda name, m: isinstance(m, nn.Linear), rank=4)
