@@ -94,6 +94,22 @@ def test_nan_outside_the_observed_entries_is_allowed_and_inside_is_not():
         quiet_fit(x, "tucker", observed=observed)
 
 
+def test_a_masked_arrays_masked_entries_are_missing_not_data():
+    """``np.ma`` input: the masked entries (here a -999 sentinel) were fitted as data, silently
+    (CP rank 1 at 83% error for an exact rank-2 tensor)."""
+    rng = np.random.default_rng(0)
+    x = np.einsum("ir,jr,kr->ijk", *(rng.standard_normal((n, 2)) for n in (6, 7, 8)))
+    missing = rng.random(x.shape) < 0.3
+    sentinel = np.where(missing, -999.0, x)
+    res = quiet_fit(np.ma.masked_equal(sentinel, -999.0), "cp", max_rank=5, seed=0)
+    assert res.ranks == (2,) and res.relative_error < 1e-6
+    also = rng.random(x.shape) < 0.9  # observed= as well: the entries observed in both
+    both = quiet_fit(np.ma.masked_equal(sentinel, -999.0), "cp", max_rank=5, seed=0, observed=also)
+    assert both.ranks == (2,) and both.relative_error < 1e-6
+    with pytest.raises(ValueError, match="NaN"):  # a NaN left unmasked is still data
+        quiet_fit(np.ma.masked_array(np.where(missing, np.nan, x), mask=np.zeros(x.shape, bool)), "cp")
+
+
 # ------------------------------------------------------------------------- small clean problems
 def test_an_exact_tucker_tensor_is_recovered_to_machine_precision():
     x = tucker_tensor((8, 8, 8), (2, 3, 4), seed=1)

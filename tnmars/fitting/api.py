@@ -101,7 +101,8 @@ def fit(
         spec's bonds in order of first appearance, as :attr:`Network.bonds <tnmars.Network.bonds>`
         lists them), or for a spec a mapping bond -> rank; default ``max(data.shape)``. Ranks
         are clipped to what each bond's cut allows.
-    observed: boolean mask of observed entries (tensor completion); default all.
+    observed: boolean mask of observed entries (tensor completion); default all (for a NumPy
+        masked array, its unmasked entries; both given: entries observed in both).
     prior: what decides the ranks. ``"bic"`` (default): the MAP objective under an Occam
         prior, ``(N/2) log(SSE/N) + (c/2) D log N`` with ``D`` the network's degrees of
         freedom (:mod:`tnmars.fitting.criterion`), minimised by a local search that adds and

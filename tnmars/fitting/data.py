@@ -72,7 +72,17 @@ def _dtype_name(dtype: Any) -> str | None:
 
 
 def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: Any = None) -> Prepared:
-    """Validate ``data`` and ``observed`` and scale the data to unit mean square."""
+    """Validate ``data`` and ``observed`` and scale the data to unit mean square. A NumPy masked
+    array's masked entries are missing (combined with ``observed`` when both are given): fitted
+    as data, a sentinel such as -999 would silently ruin the fit."""
+    masked = None
+    if isinstance(data, np.ma.MaskedArray):
+        masked = np.ma.getmaskarray(data)
+        data = np.ma.getdata(data)
+        if not masked.any():
+            masked = None
+        elif observed is None:
+            observed, masked = ~masked, None
     arr, src = _numpy_of(data, "data")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"data must be a numeric array; got dtype {arr.dtype}")
@@ -99,6 +109,8 @@ def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: 
             if not np.all(np.isin(obs, (0, 1))):
                 raise ValueError("observed must be a boolean mask (or 0/1 values)")
             obs = obs.astype(bool)
+        if masked is not None:
+            obs = obs & ~masked
         if not obs.any():
             raise ValueError("observed marks no entry as observed; there is nothing to fit")
         bad = obs & ~np.isfinite(arr)
