@@ -180,8 +180,8 @@ def test_bad_inputs_are_refused_with_a_message():
         Tucker2Conv2d.from_conv(nn.Conv2d(4, 4, 3, groups=2))
     with pytest.raises(ValueError, match="padding_mode"):
         TensorizedConv2d.from_conv(nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"))
-    with pytest.raises(ValueError, match="string"):
-        TensorizedConv2d.from_conv(nn.Conv2d(4, 4, 3, padding="same"))
+    with pytest.raises(ValueError, match="padding='same' needs"):  # (an odd kernel's "same" works)
+        TensorizedConv2d.from_conv(nn.Conv2d(4, 4, 2, padding="same"))
     with pytest.raises(ValueError, match="max_norm"):
         TensorizedEmbedding.from_embedding(nn.Embedding(10, 4, max_norm=1.0))
     with pytest.raises(ValueError, match="unknown format"):
@@ -251,6 +251,18 @@ def test_replacements_keep_the_eval_mode_and_the_frozen_parameters_of_the_layers
     table = nn.Embedding(30, 8).requires_grad_(False)
     layer = TensorizedEmbedding.from_embedding(table, rank="full")
     assert layer.training and not any(p.requires_grad for p in layer.parameters())
+
+
+@pytest.mark.parametrize("padding, dilation", [("same", 1), ("valid", 1), ("same", 2)])
+def test_from_conv_takes_padding_given_as_a_string(padding, dilation):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=padding, dilation=dilation).eval()
+    x = torch.randn(2, 8, 9, 9)
+    for convert in (Tucker2Conv2d.from_conv, TensorizedConv2d.from_conv):
+        layer = convert(conv, rank="full")
+        torch.testing.assert_close(layer(x), conv(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="Tucker2Conv2d.from_conv: padding='same' needs"):
+        Tucker2Conv2d.from_conv(nn.Conv2d(8, 16, 4, padding="same"))
 
 
 def test_tensorize_filters_and_formats():

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 import tnmars
 from tnmars.nn import (
@@ -475,6 +476,31 @@ def test_factorize_law(n, d):
     assert len(f) == d and int(np.prod(f)) == n and list(f) == sorted(f)
     s = suggest_shape(n, d)
     assert len(s) == d and int(np.prod(s)) >= n
+
+
+@pytest.mark.parametrize("cls", [Tucker2Conv2d, TensorizedConv2d])
+def test_conv_geometry_is_checked_like_torchs_and_padding_strings_work(cls):
+    """``padding="same"`` raised "invalid literal for int() with base 10: 's'", ``stride=0`` a
+    ZeroDivisionError, ``padding=-1`` failed only at the first forward and ``padding=1.5`` was
+    truncated to 1."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 9)
+    for padding, dilation in (("same", 1), ("same", (2, 1)), ("valid", 1)):
+        layer = cls(4, 6, 3, rank=4, padding=padding, dilation=dilation).eval()
+        dense = nn.Conv2d(4, 6, 3, padding=padding, dilation=dilation)
+        assert layer(x).shape == dense(x).shape
+    for options, error, words in ((dict(stride=0), ValueError, "stride must be at least 1"),
+                                  (dict(padding=-1), ValueError, "padding must be at least 0"),
+                                  (dict(padding=1.5), TypeError, "padding must be an int or a pair"),
+                                  (dict(padding="full"), ValueError, "'valid', 'same'"),
+                                  (dict(padding="same", stride=2), ValueError, "needs stride 1"),
+                                  (dict(dilation=(1, 0)), ValueError, "dilation must be at least 1")):
+        with pytest.raises(error, match=words):
+            cls(4, 6, 3, rank=4, **options)
+    with pytest.raises(ValueError, match="kernel_size must be at least 1"):
+        cls(4, 6, 0, rank=4)
+    with pytest.raises(ValueError, match="even dilation"):  # an even kernel would need uneven padding
+        cls(4, 6, 4, rank=4, padding="same")
 
 
 def test_bad_arguments_raise_clear_errors():

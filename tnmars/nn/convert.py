@@ -57,6 +57,7 @@ from .layers import (
     TensorizedEmbedding,
     TensorizedLinear,
     Tucker2Conv2d,
+    _conv_geometry,
     matrix_params,
 )
 
@@ -558,9 +559,11 @@ def _conv_settings(conv: nn.Conv2d, what: str) -> dict[str, Any]:
         raise ValueError(f"{what}: grouped convolutions (groups={conv.groups}) have no tensorized counterpart")
     if conv.padding_mode != "zeros":
         raise ValueError(f"{what}: padding_mode={conv.padding_mode!r} is not supported (only 'zeros')")
-    if isinstance(conv.padding, str):
-        raise ValueError(f"{what}: padding={conv.padding!r} given as a string is not supported; give it in pixels")
-    return {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation, "bias": conv.bias is not None}
+    try:  # padding="same" / "valid" in whole pixels, checked before any decomposition runs
+        _, stride, padding, dilation = _conv_geometry(conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+    return {"stride": stride, "padding": padding, "dilation": dilation, "bias": conv.bias is not None}
 
 
 def tucker2_from_conv(conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tucker2Conv2d:

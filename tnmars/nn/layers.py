@@ -18,6 +18,7 @@ torch.Size([3, 625])
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from collections.abc import Sequence
 from math import prod
@@ -503,12 +504,39 @@ class LowRankLinear(_LinearForward, TensorizedLayer):
 
 # ------------------------------------------------------------------------------ convolutions
 def _pair(v: Any, name: str) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)):
-        v = (int(v), int(v))
-    v = tuple(int(t) for t in v)
-    if len(v) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints; got {v}")
-    return v
+    """``v`` as two ints; a float (``1.5``), a string or a third entry is an error, not truncated."""
+    try:
+        pair = (operator.index(v),) * 2 if isinstance(v, (int, np.integer)) else tuple(operator.index(t) for t in v)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints; got {v!r}") from None
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints; got {v!r}")
+    return pair
+
+
+def _conv_geometry(kernel_size: Any, stride: Any, padding: Any, dilation: Any) -> tuple[tuple[int, int], ...]:
+    """Checked ``(kernel_size, stride, padding, dilation)`` pairs, as ``nn.Conv2d`` takes them:
+    ``padding`` may be ``"valid"`` (none) or ``"same"`` (stride 1; the layer pads in whole
+    pixels on both sides, so each ``dilation * (kernel - 1)`` must be even)."""
+    kernel, stride_, dilation_ = _pair(kernel_size, "kernel_size"), _pair(stride, "stride"), _pair(dilation, "dilation")
+    for name, pair in (("kernel_size", kernel), ("stride", stride_), ("dilation", dilation_)):
+        if min(pair) < 1:
+            raise ValueError(f"{name} must be at least 1; got {pair}")
+    if isinstance(padding, str):
+        if padding == "valid":
+            return kernel, stride_, (0, 0), dilation_
+        if padding != "same":
+            raise ValueError(f"padding must be 'valid', 'same', an int or a pair of ints; got {padding!r}")
+        spans = tuple(d * (k - 1) for k, d in zip(kernel, dilation_))
+        if stride_ != (1, 1) or any(span % 2 for span in spans):
+            raise ValueError(f"padding='same' needs stride 1 and an even dilation * (kernel_size - 1) on both axes "
+                             f"here (stride {stride_}, kernel_size {kernel}, dilation {dilation_}): the layer pads "
+                             "the same whole number of pixels on both sides. Give the padding in pixels.")
+        return kernel, stride_, (spans[0] // 2, spans[1] // 2), dilation_
+    padding_ = _pair(padding, "padding")
+    if min(padding_) < 0:
+        raise ValueError(f"padding must be at least 0; got {padding_}")
+    return kernel, stride_, padding_, dilation_
 
 
 def _out_size(n: int, k: int, s: int, p: int, dil: int) -> int:
@@ -566,8 +594,7 @@ class Tucker2Conv2d(TensorizedLayer):
                  device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride, self.padding, self.dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+        self.kernel_size, self.stride, self.padding, self.dilation = _conv_geometry(kernel_size, stride, padding, dilation)
         _check_rank(rank)
         r1, r2 = _pair(rank, "rank")
         if r1 > in_channels or r2 > out_channels:
@@ -709,8 +736,7 @@ class TensorizedConv2d(_MatrixLayer):
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride, self.padding, self.dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+        self.kernel_size, self.stride, self.padding, self.dilation = _conv_geometry(kernel_size, stride, padding, dilation)
         kh, kw = self.kernel_size
         rows = kh * kw * in_channels
         dt = _dtype_name(dtype)
