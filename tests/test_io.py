@@ -657,6 +657,20 @@ def test_nan_cores_are_refused_on_save_and_on_load(tmp_path):
         tnmars.load(tmp_path / "inf.npz")
 
 
+def test_an_integer_or_bool_dtype_is_refused_instead_of_truncating_the_cores(tmp_path):
+    """``load(path, dtype="int32")`` and ``Network.to(dtype="int32")`` truncated float cores
+    (to all zeros for cores below 1 in magnitude)."""
+    net = Network.cp((3, 4), 2, seed=0)
+    path = tnmars.save(net, tmp_path / "n.npz")
+    for bad in ("int32", np.int64, bool, "uint8"):
+        with pytest.raises(TypeError, match="would truncate"):
+            net.to(dtype=bad)
+        with pytest.raises(TypeError, match="would truncate"):
+            tnmars.load(path, dtype=bad)
+    assert tnmars.load(path, dtype="float32").dtype == "float32"
+    assert net.to(dtype="complex128").dtype == "complex128"
+
+
 def test_a_dtype_the_container_cannot_hold_is_a_type_error(tmp_path):
     """complex128 cores in a .safetensors file raised safetensors' own error type (found by
     the fuzz suite); .npz holds them."""

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import _schema
+from ._checks import core_dtype
 from ._container import (
     ALLOWED_KINDS,
     META_KEY,
@@ -551,6 +552,7 @@ def load(path: str | os.PathLike, *, backend: str | None = None, device: str | N
     >>> tnmars.load(p, key="a secret").ranks
     (2, 2, 2)
     """
+    dtype = None if dtype is None else core_dtype(dtype)
     return _load(path, backend, device, dtype, key, max_bytes)[0]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import floating_dtype, integer, positive_finite, seed_generator, warn
+from ._checks import core_dtype, floating_dtype, integer, positive_finite, seed_generator, warn
 from .backends import Backend, get_backend, infer_backend
 from .contract import Plan, _as_operands, _common_dtype, execute, make_plan
 from .paths import normalize_optimize
@@ -666,7 +666,7 @@ class Network:
         if device is not None:
             device = _device_name(device)
         if dtype is not None:
-            dtype = _dtype_name(dtype)
+            dtype = core_dtype(dtype)
         target = get_backend(backend) if backend is not None else self._backend
         if device is not None and backend is None and target.name == "numpy" and device != "cpu":
             raise ValueError(f"a NumPy network cannot live on device {device!r}; name the framework too, e.g. "
