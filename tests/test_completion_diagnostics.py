@@ -155,6 +155,21 @@ def test_bonds_in_series_that_only_pay_grown_together_are_reported():
         assert tnmars.fit(bigger, "ia,ab,bj", max_rank=4, seed=0, progress=False).ranks_by_bond == {"a": 2, "b": 2}
 
 
+@pytest.mark.parametrize("fmt, shape", [("tucker", (6, 6)), ("tucker", (1, 6, 6)), ("tucker", (6, 1, 6)),
+                                        ("tt", (6, 1, 6)), ("tr", (1, 6, 6)), ("cp", (1, 1, 6, 6))])
+def test_size_1_modes_do_not_hide_the_cap(fmt, shape):
+    """A rank-2 6x6 matrix given as (1, 6, 6): fitted at rank 1 (43% error) like the matrix, but
+    without the matrix's warning: the Tucker / TT bonds of the two 6-modes were not seen as
+    cutting the same modes, and the check of CP's growth from small random slices never left
+    rank 1 with two size-1 modes."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((6, 2)) @ rng.standard_normal((2, 6))).reshape(shape)
+    with pytest.warns(RuntimeWarning, match="ranks capped by the number of observations"):
+        result = tnmars.fit(x, fmt, seed=0, progress=False)
+    assert _capped(result) and result.relative_error > 0.4
+    assert series_bonds(tnmars.Network("aA,bB,cC,ABC->abc", shape=(1, 6, 6), ranks=1), ["A", "B", "C"]) == [["B", "C"]]
+
+
 @pytest.mark.parametrize("case", ["matrix", "tt-completion"])
 def test_true_ranks_just_below_the_cap_are_not_reported(case):
     # the reviewer's false alarms: a growth the cap refuses, which the criterion would not take

@@ -219,7 +219,10 @@ def capped_by_observations(network: Network, max_ranks: Mapping[str, int], max_d
     blocked = [b for b in growable if degrees_of_freedom(network.spec, {**dims, b: dims[b] + 1}) > max_dof]
     paying = []
     for bond in blocked:
-        fitted, sse = als(grow(network, bond, seed), data, sweeps=CAP_CHECK_SWEEPS)
+        # a CP component starts from the residual's leading rank-1 term, as in the search: from
+        # small random slices, ALS can fail to raise it at all (size-1 modes multiply them)
+        residual = data.residual(network) if len(network.terms_with(bond)) > 2 else None
+        fitted, sse = als(grow(network, bond, seed, residual=residual), data, sweeps=CAP_CHECK_SWEEPS)
         if criterion.objective(sse, degrees_of_freedom(fitted.spec, fitted.dims)) < objective:
             paying.append(bond)
     if paying:
@@ -239,8 +242,10 @@ def capped_by_observations(network: Network, max_ranks: Mapping[str, int], max_d
 def series_bonds(network: Network, bonds: Sequence[str]) -> list[list[str]]:
     """Groups of two or more of ``bonds`` in series: bridges of the core graph (a bond between
     two cores whose removal disconnects it) that split the open modes the same way. Only all
-    of a group together can raise the rank across that cut."""
+    of a group together can raise the rank across that cut. Open modes of size 1 do not count:
+    on data of shape (1, 6, 6) the Tucker bonds of the two 6-modes cut the same matrix."""
     terms, output = network.inputs, set(network.output)
+    sized = frozenset(c for c in output if network.dims[c] > 1)
     groups: dict[frozenset, list[str]] = {}
     for bond in bonds:
         holders = [k for k, term in enumerate(terms) if bond in term]
@@ -257,8 +262,10 @@ def series_bonds(network: Network, bonds: Sequence[str]) -> list[list[str]]:
                         stack.append(k)
         if holders[1] in seen:
             continue  # on a loop: not a bridge
-        side = frozenset(c for k in seen for c in terms[k] if c in output)
-        key = min(side, frozenset(output) - side, key=sorted)
+        side = frozenset(c for k in seen for c in terms[k] if c in sized)
+        if not side or side == sized:
+            continue  # it cuts off only size-1 modes: no rank across it but 1
+        key = min(side, sized - side, key=sorted)
         groups.setdefault(key, []).append(bond)
     return [group for group in groups.values() if len(group) > 1]
 

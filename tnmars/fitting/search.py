@@ -213,7 +213,7 @@ class RankSearch:
         for bond, r in bonds.items():
             if self._fits(net, {bond: r + 1}):
                 if residual is None and len(net.terms_with(bond)) > 2:
-                    residual = self._residual(net)
+                    residual = self.data.residual(net)
                 out.append((f"+{bond}", grow(net, bond, self._rng, residual=residual)))
                 continue
             partners = {c for t in net.terms_with(bond) for c in net.inputs[t] if c in bonds and c != bond}
@@ -221,16 +221,6 @@ class RankSearch:
                 if self._fits(net, {bond: r + 1, other: bonds[other] + 1}):
                     out.append((f"+{bond}+{other}", grow(grow(net, bond, self._rng), other, self._rng)))
         return out
-
-    def _residual(self, net: Network) -> np.ndarray:
-        """``y - T`` (with missing entries: over the observed ones, divided by the observed
-        fraction), where a new CP component starts from."""
-        data = self.data
-        be = data.backend
-        r = be.to_numpy(data.y) - np.asarray(net.to_tensor())
-        if data.weights is not None:
-            r = r * be.to_numpy(data.weights) / data.observed_fraction
-        return r
 
     # -- the search ---------------------------------------------------------------------
     def run(self, start: Network) -> Candidate:

@@ -95,6 +95,14 @@ class FitData:
     def observed_fraction(self) -> float:
         return self.n_obs / max(self.y.size, 1)
 
+    def residual(self, net: Network) -> np.ndarray:
+        """``y - T`` on the host (with missing entries: over the observed ones, divided by the
+        observed fraction), where a new CP component starts from (:func:`~.moves.grow`)."""
+        r = self.backend.to_numpy(self.y) - np.asarray(net.to_tensor())
+        if self.weights is not None:
+            r = r * self.backend.to_numpy(self.weights) / self.observed_fraction
+        return r
+
 
 #: FLOPs from which the solvers' plans run the harder path search on loopy graphs
 #: (:func:`tnmars.paths.harder_search`, 10-300 ms of dynamic programming). A search refits
