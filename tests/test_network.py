@@ -529,3 +529,17 @@ def test_a_float_mask_on_integer_torch_cores_gives_the_promoted_tensor_as_numpy_
     got = net.to_tensor({"j": torch.tensor(mask, dtype=torch.float32)})
     assert got.dtype == torch.float32
     np.testing.assert_allclose(got.numpy(), want)
+
+
+def test_ranks_given_one_per_bond_in_the_order_of_bonds():
+    """``ranks=[2, 3]`` was "ranks must be an integer", while ``Network.tt`` and ``fit(max_rank=)``
+    take one rank per bond."""
+    net = Network("ia,abj,bk", shape=(3, 4, 5), ranks=[2, 3])
+    assert net.bonds == {"a": 2, "b": 3}
+    assert Network("ia,abj,bk", shape=(3, 4, 5), ranks=np.array([2, 3])).bonds == net.bonds
+    with pytest.raises(ValueError, match=r"ranks has 1 entries but .* has 2 bonds \['a', 'b'\]"):
+        Network("ia,abj,bk", shape=(3, 4, 5), ranks=[2])
+    with pytest.raises(TypeError, match="integers"):
+        Network("ia,abj,bk", shape=(3, 4, 5), ranks=[2.5, 3])
+    with pytest.raises(ValueError, match="positive"):
+        Network("ia,abj,bk", shape=(3, 4, 5), ranks=(2, 0))

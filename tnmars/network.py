@@ -109,7 +109,8 @@ class Network:
     shape:
         Sizes of the open modes, in output order.
     ranks:
-        An int for every bond, or ``{bond_index: size}``.
+        An int for every bond, one int per bond in the order of :attr:`bonds` (first
+        appearance in the spec), or ``{bond_index: size}``.
     cores:
         Arrays to use as cores (otherwise they are drawn at random, see below).
     backend, dtype, device:
@@ -148,7 +149,7 @@ class Network:
         dims: Mapping[str, int] | None = None,
         *,
         shape: Sequence[int] | None = None,
-        ranks: int | Mapping[str, int] | None = None,
+        ranks: int | Sequence[int] | Mapping[str, int] | None = None,
         cores: Sequence[Any] | None = None,
         backend: str | None = None,
         dtype: str = "float64",
@@ -201,6 +202,16 @@ class Network:
                         raise ValueError(f"ranks names {index!r}, which is not a bond of {parsed.spec!r}")
                     size = integer(size, f"ranks[{index!r}]")
                     _check_positive([size], f"ranks[{index!r}]")
+                    put(index, size, "ranks")
+                    from_ranks.append(index)
+            elif isinstance(ranks, (list, tuple)) or (isinstance(ranks, np.ndarray) and ranks.ndim == 1):
+                per_bond = _as_int_tuple(ranks, "ranks")
+                if len(per_bond) != len(parsed.bonds):
+                    raise ValueError(f"ranks has {len(per_bond)} entries but spec {parsed.spec!r} has "
+                                     f"{len(parsed.bonds)} bonds {list(parsed.bonds)} (one rank each, in that order, "
+                                     "or a mapping bond -> rank)")
+                _check_positive(per_bond, "ranks")
+                for index, size in zip(parsed.bonds, per_bond):
                     put(index, size, "ranks")
                     from_ranks.append(index)
             else:
