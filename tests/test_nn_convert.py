@@ -470,3 +470,13 @@ def test_tensorize_leaves_a_layer_dense_when_even_rank_1_is_larger_and_converts_
     with pytest.warns(UserWarning, match="more than the dense layer's 91"):  # named: converted, with the size warning
         named = tnn.tensorize(model, ["0"])
     assert isinstance(named[0], TensorizedLinear) and named[0].num_params > named[0].dense_size
+
+
+def test_from_embedding_says_which_lookup_options_it_cannot_carry_over():
+    """``sparse=True`` and ``scale_grad_by_freq=True`` were dropped silently."""
+    with pytest.warns(UserWarning, match="sparse=True and scale_grad_by_freq=True not carried over"):
+        TensorizedEmbedding.from_embedding(nn.Embedding(30, 8, sparse=True, scale_grad_by_freq=True), rank="full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*more than the dense")  # (rank "full": not the point)
+        TensorizedEmbedding.from_embedding(nn.Embedding(30, 8), rank="full")

@@ -712,3 +712,15 @@ def test_min_rank_top_up_on_the_device_equals_the_hosts(sizes, min_rank, equal, 
     flat = torch.tensor(values, dtype=masks.logits.dtype)
     expected = flat.index_fill(0, masks._top_up(flat != 0), 1.0)
     assert torch.equal(masks._top_up_on_device(flat), expected)
+
+
+def test_a_network_given_as_format_sets_the_layers_dtype_unless_dtype_says_otherwise():
+    """A float64 network gave a float32 layer, silently rounding its cores."""
+    net = tnmars.Network.tt_matrix((3, 4), (4, 5), 2, seed=0)
+    assert net.dtype == "float64"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (larger than the dense layer: not the point here)
+        layer = TensorizedLinear(12, 20, format=net)
+        assert all(c.dtype == torch.float64 for c in layer.cores) and layer.bias.dtype == torch.float64
+        assert layer.cores[0].dtype == TensorizedLinear(12, 20, format=net.to("torch")).cores[0].dtype
+        assert TensorizedLinear(12, 20, format=net, dtype=torch.float32).cores[0].dtype == torch.float32

@@ -639,6 +639,11 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
                          "table has no rows to renormalise")
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
+    dropped = [name for name in ("sparse", "scale_grad_by_freq") if getattr(embedding, name, False)]
+    if dropped:
+        warn_user(f"TensorizedEmbedding.from_embedding: {' and '.join(f'{n}=True' for n in dropped)} not carried over: "
+                  "the cores are shared by every row, so their gradients are dense and not scaled by how often a "
+                  "row is looked up")
     options = _options(options)
     w = _finite_weight(embedding, "TensorizedEmbedding.from_embedding")
     n, dim = w.shape

@@ -118,7 +118,11 @@ def _check_rank(rank: Any) -> None:
             raise ValueError(f"rank must be >= 1; got {v} (in {rank!r})")
 
 
-def _dtype_name(dtype: torch.dtype | None) -> str:
+def _dtype_name(dtype: torch.dtype | None, format: Any = None) -> str:
+    """The layer's dtype: ``dtype``; else a ``format`` network's real floating dtype (a
+    float64 network gave a float32 layer); else torch's default."""
+    if dtype is None and isinstance(format, Network) and format.dtype in ("float16", "bfloat16", "float32", "float64"):
+        return format.dtype
     return str(dtype or torch.get_default_dtype()).replace("torch.", "")
 
 
@@ -382,7 +386,7 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
-        dt = _dtype_name(dtype)
+        dt = _dtype_name(dtype, format)
 
         def default_shapes(in_shape, out_shape):
             nd = d or (len(in_shape) if in_shape else len(out_shape) if out_shape else 3)
@@ -739,7 +743,7 @@ class TensorizedConv2d(_MatrixLayer):
         self.kernel_size, self.stride, self.padding, self.dilation = _conv_geometry(kernel_size, stride, padding, dilation)
         kh, kw = self.kernel_size
         rows = kh * kw * in_channels
-        dt = _dtype_name(dtype)
+        dt = _dtype_name(dtype, format)
         if not isinstance(format, Network) and int(d) < 2:
             raise ValueError(f"d (number of cores) must be >= 2 for a convolution; got {d}")
 
@@ -832,7 +836,7 @@ class TensorizedEmbedding(TensorizedLayer):
         if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
             raise ValueError(f"padding_idx {padding_idx} is outside [0, {num_embeddings})")
         self.padding_idx = None if padding_idx is None else int(padding_idx) % num_embeddings
-        dt = _dtype_name(dtype)
+        dt = _dtype_name(dtype, format)
         dev = None if device is None else str(device)
         if isinstance(format, Network):
             network = _user_network(format, dt, dev)
