@@ -667,8 +667,13 @@ def test_an_integer_or_bool_dtype_is_refused_instead_of_truncating_the_cores(tmp
             net.to(dtype=bad)
         with pytest.raises(TypeError, match="would truncate"):
             tnmars.load(path, dtype=bad)
+    with pytest.raises(TypeError, match="holds no numbers"):  # the caller's argument, not a broken file
+        tnmars.load(path, dtype="object")
     assert tnmars.load(path, dtype="float32").dtype == "float32"
     assert net.to(dtype="complex128").dtype == "complex128"
+    assert net.to("torch.float32").dtype == net.to(dtype="torch.float32").dtype == "float32"
+    ints = Network("ij,jk", cores=[np.ones((2, 2), int), np.ones((2, 3), int)])  # integer cores stay possible
+    assert ints.to(dtype="int64").dtype == tnmars.load(tnmars.save(ints, tmp_path / "i.npz"), dtype="int64").dtype
 
 
 def test_a_dtype_the_container_cannot_hold_is_a_type_error(tmp_path):

@@ -241,8 +241,14 @@ def test_replacements_keep_the_eval_mode_and_the_frozen_parameters_of_the_layers
     model[0].requires_grad_(False)
     small = tnn.tensorize(model, rank=8, progress=False)
     frozen = {name for name, p in small.named_parameters() if not p.requires_grad}
-    assert frozen == {name for name, _ in small[0].named_parameters(prefix="0")}
-    assert "0.masks.logits" in frozen and small[0].training and small[2].training
+    assert frozen == {name for name, _ in small[0].named_parameters(prefix="0")} and "0.bias" in frozen
+    assert small[0].masks is None and small[2].masks is not None  # no rank selection in a frozen layer
+    assert small[0].training and small[2].training
+    assert {n for n, p in tnn.compress(small.eval()).named_parameters() if not p.requires_grad} == frozen
+    # masks that start closed (a negative alpha, as the presets) would have cut a frozen layer to min_rank
+    closed = tnn.tensorize(model, rank="full", alpha=-1.5, progress=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(closed[0](x), model[0](x), rtol=1e-4, atol=1e-5)
     conv = nn.Conv2d(4, 8, 3).eval()
     conv.bias.requires_grad_(False)
     for layer in (Tucker2Conv2d.from_conv(conv, rank="full"), TensorizedConv2d.from_conv(conv, rank="full")):
@@ -480,3 +486,7 @@ def test_from_embedding_says_which_lookup_options_it_cannot_carry_over():
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", message=".*more than the dense")  # (rank "full": not the point)
         TensorizedEmbedding.from_embedding(nn.Embedding(30, 8), rank="full")
+    with warnings.catch_warnings(record=True) as caught:  # a small embedding the walk leaves dense keeps both
+        warnings.simplefilter("always")
+        tnn.tensorize(nn.Sequential(nn.Embedding(7, 3, sparse=True), nn.Linear(3, 3)), progress=False)
+    assert not any("not carried over" in str(w.message) for w in caught)

@@ -724,3 +724,9 @@ def test_a_network_given_as_format_sets_the_layers_dtype_unless_dtype_says_other
         assert all(c.dtype == torch.float64 for c in layer.cores) and layer.bias.dtype == torch.float64
         assert layer.cores[0].dtype == TensorizedLinear(12, 20, format=net.to("torch")).cores[0].dtype
         assert TensorizedLinear(12, 20, format=net, dtype=torch.float32).cores[0].dtype == torch.float32
+
+
+def test_a_complex_network_as_format_is_refused():
+    net = tnmars.Network.tt_matrix((3, 4), (4, 5), 2, seed=0).to(dtype="complex128")
+    with pytest.raises(TypeError, match="imaginary part"):
+        TensorizedLinear(12, 20, format=net)

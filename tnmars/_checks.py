@@ -102,24 +102,6 @@ def floating_dtype(dtype: Any, name: str = "dtype") -> str:
     return canonical
 
 
-def core_dtype(dtype: Any, name: str = "dtype") -> str:
-    """:func:`dtype_name` for converting existing cores: a floating or complex type; an integer
-    or bool type would truncate them (``TypeError``).
-
-    >>> core_dtype("complex64")
-    'complex64'
-    >>> core_dtype("int32")
-    Traceback (most recent call last):
-    ...
-    TypeError: dtype must be a floating or complex type (an integer or bool one would truncate the cores); got 'int32'
-    """
-    canonical = dtype_name(dtype, name)
-    if canonical != "bfloat16" and np.dtype(canonical).kind in "biu":
-        raise TypeError(f"{name} must be a floating or complex type (an integer or bool one would truncate the "
-                        f"cores); got {canonical!r}")
-    return canonical
-
-
 def seed_generator(seed: Any, name: str = "seed") -> np.random.Generator:
     """A NumPy ``Generator`` from ``None``, a non-negative int, a ``Generator`` (used as is) or
     a ``SeedSequence``; anything else is a ``TypeError`` naming ``name``.

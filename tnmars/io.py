@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from . import _schema
-from ._checks import core_dtype
 from ._container import (
     ALLOWED_KINDS,
     META_KEY,
@@ -49,7 +48,7 @@ from ._container import (
     write_atomic,
 )
 from .backends import get_backend
-from .network import Network
+from .network import Network, _dtype_name, check_dtype_conversion
 
 __all__ = ["save", "load", "read_metadata", "FileFormatError", "FORMAT_VERSION", "KEY_ENV"]
 
@@ -475,6 +474,8 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
         dtype = meta["dtype"]
         if be.name in ("numpy", "cupy") and dtype == "bfloat16":
             dtype = None  # a torch bfloat16 file read into NumPy: keep the stored float32
+    else:  # the caller's choice: refused here as theirs, not reported as a broken file below
+        check_dtype_conversion(_dtype_name(dtype), meta["dtype"])
     if device is None and backend is None and target != "numpy":
         device = meta["device"]
         try:
@@ -552,7 +553,6 @@ def load(path: str | os.PathLike, *, backend: str | None = None, device: str | N
     >>> tnmars.load(p, key="a secret").ranks
     (2, 2, 2)
     """
-    dtype = None if dtype is None else core_dtype(dtype)
     return _load(path, backend, device, dtype, key, max_bytes)[0]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import core_dtype, floating_dtype, integer, positive_finite, seed_generator, warn
+from ._checks import floating_dtype, integer, positive_finite, seed_generator, warn
 from .backends import Backend, get_backend, infer_backend
 from .contract import Plan, _as_operands, _common_dtype, execute, make_plan
 from .paths import normalize_optimize
@@ -677,7 +677,7 @@ class Network:
         if device is not None:
             device = _device_name(device)
         if dtype is not None:
-            dtype = core_dtype(dtype)
+            dtype = _dtype_name(dtype)
         target = get_backend(backend) if backend is not None else self._backend
         if device is not None and backend is None and target.name == "numpy" and device != "cpu":
             raise ValueError(f"a NumPy network cannot live on device {device!r}; name the framework too, e.g. "
@@ -689,6 +689,7 @@ class Network:
             if dtype is None and self.dtype == "bfloat16":
                 dtype = "float32"  # holds every bfloat16 value exactly, as numpy() and load do
         dtype = dtype or self.dtype
+        check_dtype_conversion(dtype, self.dtype)
         if target.name == self._backend.name:
             if device is None and self._backend.name != "numpy":
                 device = self.device
@@ -1027,6 +1028,20 @@ def _dtype_name(dtype: Any) -> str:
         return np.dtype(dtype).name
     except TypeError:
         raise TypeError(f"unknown dtype {dtype!r}") from None
+
+
+def check_dtype_conversion(target: str, source: str) -> None:
+    """Refuse converting cores of dtype ``source`` to ``target`` where that loses them silently:
+    floating or complex cores to an integer or bool dtype (truncated, to zeros below 1), or any
+    cores to a dtype that holds no numbers (``object``, dates, strings). Names only torch knows
+    (``float8_e4m3fn``) are left for the backend to accept or refuse."""
+    def kind(name: str) -> str:
+        return "f" if name == "bfloat16" else np.dtype(name).kind if _numpy_dtype(name) else "?"
+    if kind(target) in "OMmSUV":
+        raise TypeError(f"dtype {target!r} holds no numbers: tensor cores need a floating, complex or integer dtype")
+    if kind(target) in "biu" and kind(source) in "fc":
+        raise TypeError(f"dtype {target!r} would truncate the {source} cores (to zeros where below 1 in magnitude); "
+                        "choose a floating type such as 'float32' or 'float64'")
 
 
 def _numpy_dtype(name: str) -> bool:

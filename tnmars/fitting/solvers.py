@@ -98,7 +98,7 @@ class FitData:
     def residual(self, net: Network) -> np.ndarray:
         """``y - T`` on the host (with missing entries: over the observed ones, divided by the
         observed fraction), where a new CP component starts from (:func:`~.moves.grow`)."""
-        r = self.backend.to_numpy(self.y) - np.asarray(net.to_tensor())
+        r = self.backend.to_numpy(self.y) - np.asarray(net.numpy().to_tensor())  # (a CuPy network too)
         if self.weights is not None:
             r = r * self.backend.to_numpy(self.weights) / self.observed_fraction
         return r

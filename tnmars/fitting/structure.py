@@ -165,7 +165,8 @@ def search(
     max_rank: the largest rank of any edge (default ``max(data.shape)``); every edge is also
         capped at what it can use (:func:`~tnmars.fitting.graph.feasible_ranks`). The fully
         connected network at these ranks is never built: the search grows from rank 1.
-    observed: boolean mask of observed entries (tensor completion); default all.
+    observed: boolean mask of observed entries (tensor completion); default all (for a NumPy
+        masked array, its unmasked entries; both given: entries observed in both).
     budget: at most this many parameters (``int``) or at least this compression (``"20x"``).
     prior_strength: ``c`` of the Occam criterion (1: BIC; larger prunes more). Default: 1,
         or 0 within a budget (the best fit the budget allows), as in :func:`tnmars.fit`.

@@ -645,7 +645,9 @@ class TensorizedLayer(nn.Module):
     def _sliced(self, keep: Mapping[str, Any]) -> TensorizedLayer:
         new = copy.deepcopy(self)
         net = Network.from_cores(self.spec, [c.detach() for c in self.cores]).prune(keep)
-        new.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in net.cores])
+        # (a frozen core stays frozen: fine-tuning the compressed model must not unfreeze it)
+        new.cores = nn.ParameterList([nn.Parameter(c.detach().clone(), requires_grad=old.requires_grad)
+                                      for c, old in zip(net.cores, self.cores)])
         new.masks = None
         new.warmup = False
         new._set_structure(net)

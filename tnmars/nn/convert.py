@@ -478,15 +478,16 @@ def _finite_weight(module: nn.Module, what: str) -> torch.Tensor:
 def _inherit_modes(layer: nn.Module, source: nn.Module) -> None:
     """What the user set on the layer being replaced carries over: its train or eval mode (a
     replacement left in training mode would draw random masks under a model in ``eval()``) and
-    which of its parameters are frozen (a frozen weight freezes the cores and the mask logits,
-    so MARS selects no rank there; a frozen bias stays frozen)."""
+    which of its parameters are frozen. A frozen weight freezes the cores and removes the
+    masks (frozen logits that start closed, as a negative ``alpha`` starts them, would cut the
+    layer to ``min_rank`` for good): the layer keeps the ranks it was decomposed at. A frozen
+    bias stays frozen."""
     layer.train(source.training)
     weight = getattr(source, "weight", None)
     if isinstance(weight, torch.Tensor) and not weight.requires_grad:
         for p in layer.cores:
             p.requires_grad_(False)
-        if layer.masks is not None:
-            layer.masks.requires_grad_(False)
+        layer.masks = None
     bias = getattr(source, "bias", None)
     if isinstance(bias, torch.Tensor) and not bias.requires_grad and getattr(layer, "bias", None) is not None:
         layer.bias.requires_grad_(False)
@@ -708,8 +709,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         ``temperature``, ``min_rank``, ``mode``).
 
     Each new layer keeps the train or eval mode of the layer it replaces, and its frozen
-    parameters: a frozen weight freezes the new cores and mask logits (MARS then selects no
-    rank in that layer), a frozen bias the new bias.
+    parameters: a frozen weight gives frozen cores and no masks (the layer keeps the ranks it
+    is decomposed at; MARS selects none there), a frozen bias a frozen bias.
 
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
     >>> small = tensorize(model, lambda name, m: isinstance(m, nn.Linear), rank=4)
@@ -784,8 +785,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             # ranks cannot keep it (a small or prime-sized layer), the walk leaves the layer dense
             larger = (replacement is not None and rank is None and budget is None and named is None
                       and replacement.num_params > replacement.dense_size)
-            for w in caught:
-                if not (larger and issubclass(w.category, UserWarning) and "more than" in str(w.message)):
+            for w in caught:  # (a layer left dense: what its conversion would have lost does not apply)
+                if not (larger and issubclass(w.category, UserWarning)
+                        and ("more than" in str(w.message) or "not carried over" in str(w.message))):
                     warnings.warn(w.message, w.category, stacklevel=2)
             if larger:
                 skipped.append(f"{name}: even at ranks {dict(replacement.max_ranks)} its {type(replacement).__name__} "

@@ -262,6 +262,9 @@ def _split_point(network: Network, in_features: int, out_features: int) -> int:
 
 
 def _user_network(network: Network, dtype: str, device: str | None) -> Network:
+    if network.dtype.startswith("complex"):
+        raise TypeError(f"a tensorized layer's cores are real: the {network.dtype} network given as format would lose "
+                        "its imaginary part")
     if network.backend != "torch" or network.dtype != dtype or (device is not None and network.device != str(device)):
         return network.to("torch", dtype=dtype, device=device)
     return network
