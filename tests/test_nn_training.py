@@ -755,3 +755,30 @@ def test_mars_tools_given_a_model_without_tensorized_layers_say_so():
         tnn.MarsTemperature(small)
         fixed = nn.Sequential(TensorizedLinear(16, 8, rank=2, in_shape=(4, 4), out_shape=(2, 4), mars=False))
         MarsLoss(fixed, 50)  # a tensorized layer without masks: the core prior is still MARS's business
+
+
+def test_setters_warn_on_a_model_with_nothing_to_set_and_reach_the_recurrent_tt_matrix():
+    """On the dense model (``tensorize`` returns a copy) the setters changed nothing silently;
+    ``set_alpha`` and ``set_warmup`` skipped the TT recurrent matrix that ``set_pi`` reached."""
+    for setter, value in ((tnn.set_alpha, 2.0), (tnn.set_pi, 0.1), (tnn.set_temperature, 0.5),
+                          (tnn.set_warmup, True)):
+        with pytest.warns(UserWarning, match=f"{setter.__name__}: the model has no tensorized layer"):
+            setter(nn.Sequential(nn.Linear(3, 3)), value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tensorized layers without masks can get them later: no warning
+        tnn.set_temperature(nn.Sequential(TensorizedLinear(16, 12, rank=3, mars=False)), 0.5)
+    rnn = tnn.TanhRNN(3, 64, lam=0.9, recurrent="tt")
+    tnn.set_alpha(rnn, 5.0)
+    assert abs(float(rnn.weight_tt.masks.logits.detach().mean()) - 5.0) < 0.01
+    tnn.set_warmup(rnn, True)
+    assert rnn.weight_tt.current_masks() is None and not rnn.weight_tt.masks.logits.requires_grad
+    tnn.set_warmup(rnn, False)
+    assert rnn.weight_tt.current_masks() is not None and rnn.weight_tt.masks.logits.requires_grad
+
+
+def test_a_loss_class_or_a_checkpoint_path_is_refused_with_what_to_pass():
+    model = _mixed_model()
+    with pytest.raises(TypeError, match=r"such as CrossEntropyLoss\(\); got the class"):
+        MarsLoss(model, 50, nn.CrossEntropyLoss)
+    with pytest.raises(TypeError, match=r"torch.load\(path\)"):
+        tnn.load_compressed(model, "model.pt")

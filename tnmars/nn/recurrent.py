@@ -250,8 +250,11 @@ class TTRecurrentMatrix(nn.Module):
         return self.masks is not None
 
     def current_masks(self) -> dict[str, torch.Tensor] | None:
-        """Masks for one forward pass: a hard-concrete sample in train mode, MAP in eval mode."""
-        return None if self.masks is None else self.masks()
+        """Masks for one forward pass: a hard-concrete sample in train mode, MAP in eval mode;
+        none during a warm-up (:func:`tnmars.nn.set_warmup`)."""
+        if self.masks is None or self.__dict__.get("warmup", False):
+            return None
+        return self.masks()
 
     def map_masks(self) -> dict[str, torch.Tensor] | None:
         """The MAP (0/1) masks, whatever the mode."""

@@ -28,6 +28,7 @@ import copy
 import inspect
 import math
 import numbers
+import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -68,6 +69,20 @@ def mars_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     for name, mod in _unwrap(model).named_modules():
         if _is_mars_module(mod):
             yield name, mod
+
+
+def _mars_modules_or_warn(model: nn.Module, who: str) -> list[tuple[str, nn.Module]]:
+    """:func:`mars_modules` for a setter, which warns when there is none: most likely the dense
+    model was passed instead of its tensorized copy, and the call would change nothing."""
+    found = list(mars_modules(model))
+    if not found and not any(_may_carry_masks(m) for m in _unwrap(model).modules()):
+        _warn_no_mars_modules(who, "nothing was changed")
+    return found
+
+
+def _apply_temperature(model: nn.Module, temperature: float) -> None:
+    for _, layer in mars_modules(model):
+        layer.masks.temperature = temperature
 
 
 def _may_carry_masks(mod: nn.Module) -> bool:
@@ -193,6 +208,9 @@ class MarsLoss(nn.Module):
         if not self._modules_seen:
             _warn_no_mars_modules("MarsLoss", "the loss is the criterion alone and selects no rank")
         self.num_train = int(num_train)
+        if isinstance(criterion, type):
+            raise TypeError(f"MarsLoss: criterion must be a loss function or module instance, such as "
+                            f"{criterion.__name__}(); got the class {criterion.__name__}")
         self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
         reduction = getattr(self.criterion, "reduction", "mean")
         if reduction != "mean":
@@ -312,7 +330,7 @@ def _fused_by_default(optimizer_class: type, options: Mapping[str, Any], params:
 def set_temperature(model: nn.Module, temperature: float) -> None:
     """Set the hard-concrete temperature of every MARS layer."""
     t = mars.check_temperature(temperature)
-    for _, layer in mars_modules(model):
+    for _, layer in _mars_modules_or_warn(model, "set_temperature"):
         layer.masks.temperature = t
 
 
@@ -326,7 +344,7 @@ def get_temperature(model: nn.Module) -> float | None:
 def set_pi(model: nn.Module, pi: float) -> None:
     """Set the Bernoulli prior ``pi`` (in (0, 0.5]) of every MARS layer."""
     p = mars.check_pi(pi)
-    for _, layer in mars_modules(model):
+    for _, layer in _mars_modules_or_warn(model, "set_pi"):
         layer.masks.pi = p
 
 
@@ -336,7 +354,7 @@ def set_alpha(model: nn.Module, alpha: float, *, generator: torch.Generator | No
     if not math.isfinite(alpha):
         raise ValueError(f"alpha must be finite; got {alpha}")
     with torch.no_grad():
-        for _, layer in mars_layers(model):
+        for _, layer in _mars_modules_or_warn(model, "set_alpha"):
             layer.masks.alpha = alpha
             p = layer.masks.logits
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
@@ -352,7 +370,7 @@ def set_warmup(model: nn.Module, warmup: bool, *, freeze_logits: bool = True) ->
     prior's constant push, which Adam turns into a step of about ``lr`` per step, so a long
     warm-up would otherwise close every mask before the masks are ever applied.
     """
-    for _, layer in mars_layers(model):
+    for _, layer in _mars_modules_or_warn(model, "set_warmup"):
         layer.warmup = bool(warmup)
         if freeze_logits or not warmup:
             for p in layer.masks.parameters():
@@ -387,7 +405,7 @@ class MarsTemperature:
             self.decay = float(decay)
         self.count = 0
         self.temperature = self.start
-        set_temperature(model, self.temperature)
+        _apply_temperature(model, self.temperature)
         if not any(_may_carry_masks(m) for m in _unwrap(model).modules()):
             _warn_no_mars_modules("MarsTemperature", "the schedule has nothing to set")
 
@@ -405,7 +423,7 @@ class MarsTemperature:
             self.temperature = self.schedule(self.count)
         else:
             self.temperature = max(self.end, self.decay * self.temperature)
-        set_temperature(self.model, self.temperature)
+        _apply_temperature(self.model, self.temperature)
         return self.temperature
 
     def state_dict(self) -> dict[str, Any]:
@@ -414,7 +432,7 @@ class MarsTemperature:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.count = int(state["count"])
         self.temperature = float(state["temperature"])
-        set_temperature(self.model, self.temperature)
+        _apply_temperature(self.model, self.temperature)
 
 
 # ------------------------------------------------------------------------------ compression
@@ -452,6 +470,11 @@ def load_compressed(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     >>> bool(torch.allclose(loaded(torch.ones(1, 6)), model(torch.ones(1, 6))))
     True
     """
+    if not isinstance(state_dict, Mapping):
+        hint = " (read the file first: tnn.load_compressed(model, torch.load(path)))" \
+            if isinstance(state_dict, (str, os.PathLike)) else ""
+        raise TypeError(f"load_compressed needs a state dict (a mapping of names to tensors); got "
+                        f"{type(state_dict).__name__}{hint}")
     model = _unwrap(model)
     if isinstance(model, TensorizedLayer):
         return _loaded(_recut(copy.deepcopy(model), "", state_dict), state_dict, strict)
