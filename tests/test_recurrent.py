@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -503,3 +504,31 @@ def test_a_tt_rnn_compiles_with_fullgraph_in_eval_and_in_training(mars):
     out = torch.compile(model, fullgraph=True)(x)
     out.sum().backward()
     assert all(c.grad is not None and torch.isfinite(c.grad).all() for c in model.weight_tt.cores)
+
+
+def test_compress_slices_the_tt_recurrent_matrix_and_load_compressed_reads_it_back():
+    """``compress`` left the TT recurrent matrix at its full ranks with its masks (1,552
+    parameters where ``summary`` counted 304 selected)."""
+    import tnmars.nn as tnn
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rnn = tnn.TanhRNN(3, 64, lam=0.9, recurrent="tt")
+    full = [tuple(c.shape) for c in rnn.weight_tt.cores]
+    with torch.no_grad():
+        rnn.weight_tt.masks.logits[::2] = -5.0  # close every other index
+    rnn.eval()
+    x = torch.randn(5, 7, 3)
+    small = tnn.compress(rnn)
+    assert small.weight_tt.masks is None
+    assert [tuple(c.shape) for c in small.weight_tt.cores] != full
+    report = tnn.summary(small)
+    assert sum(p.numel() for p in small.parameters()) == report.layers[0].params_selected + report.other_params
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in rnn.parameters())
+    torch.testing.assert_close(small(x), rnn(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = tnn.TanhRNN(3, 64, lam=0.9, recurrent="tt")
+    loaded = tnn.load_compressed(fresh, small.state_dict()).eval()
+    torch.testing.assert_close(loaded(x), small(x))

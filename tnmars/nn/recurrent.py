@@ -46,6 +46,7 @@ projection rescales the cores.
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from math import prod
@@ -235,6 +236,39 @@ class TTRecurrentMatrix(nn.Module):
         # warm starts of the spectral norm's subspace iteration, of the full and of the MAP-masked matrix
         self.register_buffer("_v_full", start, persistent=False)
         self.register_buffer("_v_map", start.clone(), persistent=False)
+
+    # -------------------------------------------------------------- compression
+    @property
+    def bond_names(self) -> tuple[str, ...]:
+        return tuple(self.bonds)
+
+    def compressed(self) -> TTRecurrentMatrix:
+        """A copy with every core sliced to the MAP-kept indices and no masks: in eval mode it
+        computes what this matrix computes (:func:`tnmars.nn.compress` calls it)."""
+        if self.masks is None:
+            return copy.deepcopy(self)
+        return self._sliced({b: k.cpu().numpy() for b, k in self.masks.keep().items()})
+
+    def at_ranks(self, ranks: Mapping[str, int]) -> TTRecurrentMatrix:
+        """A mask-free copy with the first ``ranks[b]`` indices of each bond: the skeleton a
+        compressed state loads into (:func:`tnmars.nn.load_compressed`)."""
+        keep = {}
+        for b, n in self.bonds.items():
+            r = int(ranks.get(b, n))
+            if not 0 <= r <= n:
+                raise ValueError(f"rank {r} for bond {b!r} is outside [0, {n}] (its size in this matrix)")
+            keep[b] = list(range(r))
+        return self._sliced(keep)
+
+    def _sliced(self, keep: Mapping[str, Any]) -> TTRecurrentMatrix:
+        new = copy.deepcopy(self)
+        net = Network(self.spec, cores=[c.detach() for c in self.cores]).prune(keep)
+        new.cores = nn.ParameterList([nn.Parameter(c.detach().clone(), requires_grad=old.requires_grad)
+                                      for c, old in zip(net.cores, self.cores)])
+        new.masks = None
+        new.warmup = False
+        new._mm = NetworkMatmul(net, len(self.shape))
+        return new
 
     # -------------------------------------------------------------- structure
     def network(self) -> Network:

@@ -41,6 +41,7 @@ from torch import nn
 from .. import masks as mars
 from .base import TensorizedLayer, core_list, replace_modules
 from .masks import BondMasks, joint_log_prior
+from .recurrent import TTRecurrentMatrix
 
 
 # ------------------------------------------------------------------------------ discovery
@@ -437,7 +438,8 @@ class MarsTemperature:
 
 # ------------------------------------------------------------------------------ compression
 def compress(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` in which every MARS layer is physically at its selected ranks.
+    """A deep copy of ``model`` in which every MARS layer (and TT recurrent matrix) is
+    physically at its selected ranks.
 
     Cores are sliced to the MAP-kept indices and the masks removed, so the copy has fewer
     parameters and computes what ``model`` computes in eval mode. The input is not changed.
@@ -446,10 +448,10 @@ def compress(model: nn.Module) -> nn.Module:
     name_owners(model)
     for _, layer in mars_modules(model):
         layer.masks.warn_if_closed()
-    if isinstance(model, TensorizedLayer):
+    if isinstance(model, _COMPRESSIBLE):
         return model.compressed()
     new = copy.deepcopy(model)
-    replace_modules(new, lambda name, m: m.compressed() if isinstance(m, TensorizedLayer) and m.masks is not None
+    replace_modules(new, lambda name, m: m.compressed() if isinstance(m, _COMPRESSIBLE) and m.masks is not None
                     else None)
     return new
 
@@ -476,10 +478,10 @@ def load_compressed(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
         raise TypeError(f"load_compressed needs a state dict (a mapping of names to tensors); got "
                         f"{type(state_dict).__name__}{hint}")
     model = _unwrap(model)
-    if isinstance(model, TensorizedLayer):
+    if isinstance(model, _COMPRESSIBLE):
         return _loaded(_recut(copy.deepcopy(model), "", state_dict), state_dict, strict)
     new = copy.deepcopy(model)
-    replace_modules(new, lambda name, m: _recut(m, name + ".", state_dict) if isinstance(m, TensorizedLayer) else None)
+    replace_modules(new, lambda name, m: _recut(m, name + ".", state_dict) if isinstance(m, _COMPRESSIBLE) else None)
     return _loaded(new, state_dict, strict)
 
 
@@ -488,7 +490,11 @@ def _loaded(module: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: b
     return module
 
 
-def _recut(layer: TensorizedLayer, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> TensorizedLayer:
+#: modules :func:`compress` slices to their MAP ranks and :func:`load_compressed` re-cuts
+_COMPRESSIBLE = (TensorizedLayer, TTRecurrentMatrix)
+
+
+def _recut(layer: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """``layer`` cut to the bond sizes that its cores have in ``state_dict`` (unchanged if the
     state still has mask logits or the layer's cores are missing from it)."""
     if any(key.startswith(prefix + "masks.") for key in state_dict):
