@@ -782,3 +782,20 @@ def test_a_loss_class_or_a_checkpoint_path_is_refused_with_what_to_pass():
         MarsLoss(model, 50, nn.CrossEntropyLoss)
     with pytest.raises(TypeError, match=r"torch.load\(path\)"):
         tnn.load_compressed(model, "model.pt")
+
+
+def test_temperature_schedules_refuse_what_they_would_silently_bend():
+    """``start < end`` raised the temperature, ``paper_decay(30, 0.01, 0.1)`` returned 10,
+    ``end=0`` was a math domain error, ``steps=2.7`` ran 2 steps, ``load_state_dict({})`` a KeyError."""
+    model = nn.Sequential(TensorizedLinear(16, 12, rank=3, in_shape=(4, 4), out_shape=(3, 4)))
+    with pytest.raises(ValueError, match="anneals from start down to end"):
+        MarsTemperature(model, 0.01, 0.1)
+    with pytest.raises(ValueError, match="anneals from start down to end"):
+        MarsTemperature.paper_decay(30, 0.01, 0.1)
+    with pytest.raises(ValueError, match="positive"):
+        MarsTemperature.paper_decay(30, 0.1, 0)
+    with pytest.raises(TypeError, match="steps must be an integer"):
+        MarsTemperature(model, steps=2.7)
+    with pytest.raises(ValueError, match=r"lacks \['count', 'temperature'\]"):
+        MarsTemperature(model).load_state_dict({})
+    assert MarsTemperature.paper_decay(30, 0.1, 0.1) == 1.0  # a constant temperature

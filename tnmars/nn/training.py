@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .. import masks as mars
+from .._checks import integer
 from .base import TensorizedLayer, core_list, replace_modules
 from .masks import BondMasks, joint_log_prior
 from .recurrent import TTRecurrentMatrix
@@ -378,6 +379,14 @@ def set_warmup(model: nn.Module, warmup: bool, *, freeze_logits: bool = True) ->
                 p.requires_grad_(not warmup)
 
 
+def _annealing(start: float, end: float) -> tuple[float, float]:
+    """Checked ``(start, end)`` temperatures of a schedule, which lowers T (or keeps it)."""
+    start, end = mars.check_temperature(start), mars.check_temperature(end)
+    if end > start:
+        raise ValueError(f"the temperature schedule anneals from start down to end; got start={start} < end={end}")
+    return start, end
+
+
 class MarsTemperature:
     """Temperature schedule for every MARS layer of a model; call :meth:`step` once per epoch
     (or per step, for ``steps=`` schedules).
@@ -395,9 +404,10 @@ class MarsTemperature:
     def __init__(self, model: nn.Module, start: float = 0.1, end: float = 0.01, *, decay: float | None = 0.99,
                  steps: int | None = None) -> None:
         self.model = model
-        self.start, self.end = mars.check_temperature(start), mars.check_temperature(end)
+        self.start, self.end = _annealing(start, end)
         if steps is not None:
-            self.schedule: mars.TemperatureSchedule | None = mars.TemperatureSchedule(self.start, self.end, int(steps))
+            self.schedule: mars.TemperatureSchedule | None = mars.TemperatureSchedule(self.start, self.end,
+                                                                                     integer(steps, "steps"))
             self.decay = None
         else:
             if decay is None or not 0 < decay <= 1:
@@ -413,8 +423,11 @@ class MarsTemperature:
     @staticmethod
     def paper_decay(epochs: int, start: float = 0.1, end: float = 0.01) -> float:
         """Per-epoch factor reaching ``end`` after ``log(end/start)/log(0.99)`` / 300 of ``epochs``."""
-        if int(epochs) < 1:
+        if integer(epochs, "epochs") < 1:
             raise ValueError(f"epochs must be >= 1; got {epochs}")
+        start, end = _annealing(start, end)
+        if end == start:
+            return 1.0
         frac = math.log(end / start) / math.log(0.99) / 300.0  # 229.1 / 300 for 0.1 -> 0.01
         return (end / start) ** (1.0 / max(frac * int(epochs), 1.0))
 
@@ -431,6 +444,10 @@ class MarsTemperature:
         return {"count": self.count, "temperature": self.temperature}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = {"count", "temperature"} - set(state)
+        if missing:
+            raise ValueError(f"MarsTemperature.load_state_dict: the state lacks {sorted(missing)} (it takes what "
+                             "state_dict() returned)")
         self.count = int(state["count"])
         self.temperature = float(state["temperature"])
         _apply_temperature(self.model, self.temperature)
