@@ -100,6 +100,7 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
     [
         (["fit", "{d}/missing.npy"], "not found"),
         (["fit", "{d}/small.npy", "--format", "aA,Ab!"], "neither tucker.*valid einsum spec"),
+        (["fit", "{d}/small.npy", "--format", "tuckr"], r"unknown format 'tuckr' \(did you mean 'tucker'\?\)"),
         (["fit", "{d}/small.npy", "--format", "aA,AbB,Bcd->abcd", "--max-rank", "2"], "4 open modes.*3"),
         (["fit", "{d}/small.npy", "--format", "aA,AbB,Bc->abc"], "--max-rank is required"),
         (["fit", "{d}/small.npy", "--max-rank", "x"], "--max-rank must be an integer"),
@@ -133,7 +134,7 @@ def test_bad_input_is_one_line_with_exit_code_2(small, args, pattern, capsys):
     "args, pattern",
     [
         (["fit", "{d}/missing.npy"], "not found"),
-        (["fit", "{d}/small.npy", "--format", "wrong-format"], "neither tucker.*valid einsum spec"),
+        (["fit", "{d}/small.npy", "--format", "wrong-format"], "unknown format 'wrong-format'; use one of tucker"),
         (["fit", "{d}/small.npy", "--format", "aA,AbB->abc", "--max-rank", "2"], "valid einsum spec"),
     ],
 )

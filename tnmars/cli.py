@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import logging
 import math
@@ -259,6 +260,11 @@ def _network_arg(fmt: str, shape: tuple[int, ...], max_rank: Any, backend: str, 
 
     if fmt.lower() in FORMATS:
         return fmt.lower()
+    if "," not in fmt and "->" not in fmt:  # one term is one core, no bond: a misspelt name
+        close = difflib.get_close_matches(fmt.lower(), FORMATS, n=1)
+        raise CLIError(f"unknown format {fmt!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                       + f"; use one of {', '.join(FORMATS)} or an einsum spec with one term per core, "
+                       "such as 'aA,AbB,Bc'")
     try:
         parsed = parse_spec(fmt)
     except (ValueError, TypeError) as err:
