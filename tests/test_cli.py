@@ -111,6 +111,10 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
         (["fit", "{d}/small.npy", "--bogus"], "unrecognized arguments"),
         (["fit", "{d}/small.npy", "--format"], "expected one argument"),
         (["fit", "{d}/small.npy", "--out", "{d}/nowhere/x.npz"], "folder does not exist"),
+        (["fit", "{d}/small.npy", "--out", "{d}/folder.npz"], "is a folder; give a file name"),
+        (["fit", "{d}/data.npz", "--out", "{d}/data.npz"], "is an input file of this run"),
+        (["demo", "--out", "{d}/folder.npz"], "is a folder; give a file name"),
+        (["demo", "--out", "{d}/demo.txt"], r"--out must end in \.npz"),
         (["info", "{d}/small.npy"], "not a tnmars file"),
         (["info", "{d}/missing.npz"], "not found"),
         (["frobnicate"], "invalid choice"),
@@ -122,12 +126,16 @@ def test_bad_input_is_one_line_with_exit_code_2(small, args, pattern, capsys):
     (folder / "notes.txt").write_text("not data")
     (folder / "text.npy").write_text("not data either")
     np.save(folder / "bad_mask.npy", np.ones((2, 2), dtype=bool))
+    (folder / "folder.npz").mkdir(exist_ok=True)
+    np.savez(folder / "data.npz", x=np.ones((3, 4, 5)))
+    before = (folder / "data.npz").read_bytes()
     try:
         code = main([a.format(d=folder) for a in args])
     except SystemExit as exc:  # argparse errors
         code = exc.code
     err = capsys.readouterr().err
     one_line_error(subprocess.CompletedProcess(args, code, "", err), pattern)
+    assert (folder / "data.npz").read_bytes() == before  # an input is never overwritten
 
 
 @pytest.mark.parametrize(

@@ -253,6 +253,18 @@ def _parse_ranks(text: str | None) -> int | tuple[int, ...] | None:
     return values[0] if len(values) == 1 else values
 
 
+def _check_out(out: Path, inputs: list[str | None]) -> None:
+    """Refuse an output path before the fit runs, not after it: a missing folder, a folder
+    where a file name was meant, or one of the input files (which the result would overwrite)."""
+    if not out.parent.exists():
+        raise CLIError(f"--out folder does not exist: {out.parent}")
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give a file name in it ending in .npz or .safetensors")
+    for given in inputs:
+        if given is not None and out.exists() and out.resolve() == Path(given).resolve():
+            raise CLIError(f"--out {out} is an input file of this run; the result would overwrite it")
+
+
 def _network_arg(fmt: str, shape: tuple[int, ...], max_rank: Any, backend: str, device: str | None):
     """A format name stays a name; anything else must be a spec matching the data."""
     from .network import Network
@@ -344,8 +356,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.data).with_suffix("").with_name(Path(args.data).stem + ".fit.npz")
     if out.suffix not in (".npz", ".safetensors"):
         raise CLIError(f"--out must end in .npz or .safetensors; got {out.name!r}")
-    if not out.parent.exists():
-        raise CLIError(f"--out folder does not exist: {out.parent}")
+    _check_out(out, [args.data, args.observed])
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
     options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device"))
@@ -415,6 +426,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if not args.noise >= 0:
         raise CLIError(f"--noise must be >= 0; got {args.noise}")
+    if args.out:  # checked before the fit, not after it
+        out = Path(args.out)
+        if out.suffix not in (".npz", ".safetensors"):
+            raise CLIError(f"--out must end in .npz or .safetensors; got {out.name!r}")
+        _check_out(out, [])
     truth, true_ranks, max_rank = _demo_truth(args.format, args.seed)
     clean = truth.to_tensor()
     rng = np.random.default_rng(args.seed + 1000)
