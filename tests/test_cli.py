@@ -366,3 +366,16 @@ def test_repeated_ctrl_c_never_dies_silently_or_leaves_half_a_file(small, tmp_pa
         assert "Traceback" not in text and "interrupted" in text
         if out_file.exists():
             tnmars.load(out_file)
+
+
+def test_warnings_are_one_line_without_library_source(tmp_path):
+    """A fit's warnings printed the library's file, line and source line (``result = fit(``)."""
+    np.save(tmp_path / "wide.npy", np.random.default_rng(0).standard_normal((2, 300)))
+    run = subprocess.run([sys.executable, "-m", "tnmars", "fit", str(tmp_path / "wide.npy"), "--format", "tt",
+                          "--max-rank", "2", "--quiet"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    err = run.stderr
+    lines = [line for line in err.splitlines() if "Warning" in line]
+    assert lines and all(line.startswith("tnmars: RuntimeWarning: ") for line in lines)
+    assert ".py:" not in err and "result = fit(" not in err

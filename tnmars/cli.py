@@ -562,6 +562,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted()
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings as one line each, ``tnmars: RuntimeWarning: ...``: Python's default format adds
+    the file and line of library code and that line's source, which mean nothing to a command
+    line user."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_, **__: f"tnmars: {category.__name__}: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -575,7 +588,8 @@ def _run(argv: Sequence[str] | None) -> int:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     try:
-        code = _COMMANDS[args.command](args)
+        with _one_line_warnings():
+            code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
         return code
     except KeyboardInterrupt:
