@@ -532,3 +532,20 @@ def test_compress_slices_the_tt_recurrent_matrix_and_load_compressed_reads_it_ba
         fresh = tnn.TanhRNN(3, 64, lam=0.9, recurrent="tt")
     loaded = tnn.load_compressed(fresh, small.state_dict()).eval()
     torch.testing.assert_close(loaded(x), small(x))
+
+
+def test_an_lstm_state_pair_and_a_hook_with_nothing_to_project_are_said_plainly():
+    """``state=(h0, c0)`` (torch's convention) gave "'tuple' object has no attribute 'shape'";
+    a stability hook on an unconstrained model projected nothing, silently."""
+    lstm = LSTM(3, 8)
+    x = torch.randn(2, 5, 3)
+    zeros = torch.zeros(2, 8)
+    with pytest.raises(TypeError, match=r"torch.cat\(\[c0, h0\], dim=-1\)"):
+        lstm(x, state=(zeros, zeros))
+    assert lstm(x, state=torch.cat([zeros, zeros], dim=-1)).shape == (2, 5, 8)
+    opt = torch.optim.SGD(lstm.parameters(), lr=0.1)
+    with pytest.warns(UserWarning, match="no constrained recurrent module"):
+        register_stability_hook(opt, TanhRNN(3, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        register_stability_hook(opt, TanhRNN(3, 8, lam=0.9))

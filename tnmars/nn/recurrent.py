@@ -525,6 +525,9 @@ class _RecurrentModel(nn.Module):
         B, T, _ = x.shape
         if state is None:
             state = self.initial_state(B)
+        elif not isinstance(state, torch.Tensor):  # e.g. torch.nn.LSTM's (h0, c0)
+            raise TypeError(f"state must be one tensor of shape ({B}, {self.state_size}) (an LSTM's cell and hidden "
+                            f"states concatenated in that order: torch.cat([c0, h0], dim=-1)); got {type(state).__name__}")
         elif tuple(state.shape) != (B, self.state_size):
             raise ValueError(f"state must have shape ({B}, {self.state_size}); got {tuple(state.shape)}")
         xin = self._input_proj(x)
@@ -889,6 +892,10 @@ def register_stability_hook(optimizer: torch.optim.Optimizer, model: nn.Module):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if not any(isinstance(m, _RecurrentModel) and m.constrained for m in model.modules()):
+        warn_user("register_stability_hook: the model has no constrained recurrent module (a tnmars.nn RNN built "
+                  "with lam=..., or an LSTM with stable=True), so the hook projects nothing; build the model with "
+                  "a stability constraint")
 
     def hook(opt, args, kwargs):
         enforce_stability(model)
