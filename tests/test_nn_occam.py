@@ -401,3 +401,18 @@ def test_regression_nll_refuses_what_it_cannot_judge():
         exact = model(X)
     with pytest.raises(ValueError, match="exactly"):
         tnn.regression_nll(X, exact)(model)
+
+
+def test_classification_nll_of_a_one_logit_binary_classifier():
+    """A one-logit model (BCEWithLogitsLoss) gave a raw "Target 1 is out of bounds", or with all
+    labels 0 an nll of exactly 0, so that occam_prune pruned every bond to rank 1 silently."""
+    torch.manual_seed(0)
+    X, y = torch.randn(20, 4), torch.tensor([0, 1] * 10)
+    model = torch.nn.Linear(4, 1)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(model(X).reshape(-1), y.float(), reduction="sum")
+    assert tnn.classification_nll(X, y, batch_size=7)(model) == pytest.approx(float(expected), rel=1e-5)
+    assert tnn.classification_nll(X, torch.zeros(20, dtype=torch.long))(model) > 0
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        tnn.classification_nll(X, torch.tensor([0, 2] * 10))(model)
+    with pytest.raises(ValueError, match="label 3 but the model gives 3 class scores"):
+        tnn.classification_nll(X, torch.tensor([0, 3] * 10))(torch.nn.Linear(4, 3))

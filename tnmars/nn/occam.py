@@ -431,7 +431,9 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
 
 def classification_nll(X: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> Callable[[nn.Module], float]:
     """``nll(model)`` for :func:`occam_prune`: the summed cross-entropy of ``model(X)`` against
-    the class labels ``y``, in batches of ``batch_size`` rows, without gradients.
+    the class labels ``y``, in batches of ``batch_size`` rows, without gradients. A model with
+    one logit per example is a binary classifier (labels 0 or 1, the loss of
+    ``BCEWithLogitsLoss``); with one score per class, ``F.cross_entropy``.
 
     Batches are moved to the device of the model's first parameter. The sum (not the mean) is
     what the BIC compares with ``(1/2) ln N`` per parameter.
@@ -449,6 +451,16 @@ def classification_nll(X: torch.Tensor, y: torch.Tensor, batch_size: int = 4096)
     def nll(model: nn.Module) -> float:
         total = 0.0
         for out, target in _batches(model, X, y, batch_size):
+            if out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1):  # one logit: a binary classifier
+                if bool(((target != 0) & (target != 1)).any()):
+                    raise ValueError("classification_nll: the model gives one logit per example (a binary "
+                                     "classifier, as for BCEWithLogitsLoss), so the labels must be 0 or 1")
+                logits = out.reshape(-1)
+                total += F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="sum").item()
+                continue
+            top = int(target.max()) if target.numel() else -1
+            if top >= out.shape[-1]:
+                raise ValueError(f"classification_nll: label {top} but the model gives {out.shape[-1]} class scores")
             total += F.cross_entropy(out, target, reduction="sum").item()
         return total
 
