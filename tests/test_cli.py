@@ -115,6 +115,7 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
         (["fit", "{d}/data.npz", "--out", "{d}/data.npz"], "is an input file of this run"),
         (["demo", "--out", "{d}/folder.npz"], "is a folder; give a file name"),
         (["demo", "--out", "{d}/demo.txt"], r"--out must end in \.npz"),
+        (["demo", "--plot", "{d}/small.npy"], r"--plot .* is a file; give a folder"),
         (["info", "{d}/small.npy"], "not a tnmars file"),
         (["info", "{d}/missing.npz"], "not found"),
         (["frobnicate"], "invalid choice"),

@@ -431,6 +431,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if out.suffix not in (".npz", ".safetensors"):
             raise CLIError(f"--out must end in .npz or .safetensors; got {out.name!r}")
         _check_out(out, [])
+    if args.plot and Path(args.plot).exists() and not Path(args.plot).is_dir():
+        raise CLIError(f"--plot {args.plot} is a file; give a folder (it gets masks.png and training.png)")
     truth, true_ranks, max_rank = _demo_truth(args.format, args.seed)
     clean = truth.to_tensor()
     rng = np.random.default_rng(args.seed + 1000)
