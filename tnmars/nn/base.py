@@ -66,6 +66,30 @@ def _free_letter(terms: Sequence[str]) -> str:
     raise ValueError("the network uses all 52 index letters; no letter is left for the batch index")
 
 
+def first_indices(sizes: Mapping[str, int], ranks: Mapping[str, int], owner: str) -> dict[str, list[int]]:
+    """Per bond, its first ``ranks[b]`` indices (a bond not named keeps its size): what an
+    ``at_ranks`` skeleton keeps. ``owner`` names the module in the errors."""
+    unknown = set(ranks) - set(sizes)
+    if unknown:
+        raise ValueError(f"unknown bonds {sorted(unknown)}; this {owner}'s bonds are {list(sizes)}")
+    keep = {}
+    for b, n in sizes.items():
+        r = int(ranks.get(b, n))
+        if not 0 <= r <= n:
+            raise ValueError(f"rank {r} for bond {b!r} is outside [0, {n}] (its size in this {owner})")
+        keep[b] = list(range(r))
+    return keep
+
+
+def pruned_parameters(spec: str, cores: Sequence[torch.Tensor], keep: Mapping[str, Any]
+                      ) -> tuple[Network, nn.ParameterList]:
+    """The network of ``cores`` sliced to ``keep`` and its cores as new parameters; a frozen
+    core stays frozen (fine-tuning a compressed model must not unfreeze it)."""
+    net = Network.from_cores(spec, [c.detach() for c in cores]).prune(keep)
+    return net, nn.ParameterList([nn.Parameter(c.detach().clone(), requires_grad=old.requires_grad)
+                                  for c, old in zip(net.cores, cores)])
+
+
 def replace_modules(model: nn.Module, replace: Callable[[str, nn.Module], nn.Module | None]) -> None:
     """Put ``replace(name, module)`` in place of the submodules of ``model`` it returns a module
     for (``None``: keep it). ``replace`` is asked once per module object, under its first name; a
@@ -631,23 +655,11 @@ class TensorizedLayer(nn.Module):
         This is the skeleton a compressed layer's ``state_dict`` loads into
         (:func:`tnmars.nn.load_compressed`); the values are then overwritten.
         """
-        keep = {}
-        for b in self.bond_names:
-            r = int(ranks.get(b, self.dims[b]))
-            if not 0 <= r <= self.dims[b]:
-                raise ValueError(f"rank {r} for bond {b!r} is outside [0, {self.dims[b]}] (its size in this layer)")
-            keep[b] = list(range(r))
-        unknown = set(ranks) - set(self.bond_names)
-        if unknown:
-            raise ValueError(f"unknown bonds {sorted(unknown)}; this layer's bonds are {list(self.bond_names)}")
-        return self._sliced(keep)
+        return self._sliced(first_indices({b: self.dims[b] for b in self.bond_names}, ranks, "layer"))
 
     def _sliced(self, keep: Mapping[str, Any]) -> TensorizedLayer:
         new = copy.deepcopy(self)
-        net = Network.from_cores(self.spec, [c.detach() for c in self.cores]).prune(keep)
-        # (a frozen core stays frozen: fine-tuning the compressed model must not unfreeze it)
-        new.cores = nn.ParameterList([nn.Parameter(c.detach().clone(), requires_grad=old.requires_grad)
-                                      for c, old in zip(net.cores, self.cores)])
+        net, new.cores = pruned_parameters(self.spec, self.cores, keep)
         new.masks = None
         new.warmup = False
         new._set_structure(net)

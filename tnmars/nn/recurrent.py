@@ -60,7 +60,7 @@ from .._checks import positive_int
 from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
-from .base import NetworkMatmul, fold_masks, warn_user
+from .base import NetworkMatmul, first_indices, fold_masks, pruned_parameters, warn_user
 from .layers import prime_factors
 from .masks import BondMasks, resolve_preset
 from .program import is_recording
@@ -252,19 +252,11 @@ class TTRecurrentMatrix(nn.Module):
     def at_ranks(self, ranks: Mapping[str, int]) -> TTRecurrentMatrix:
         """A mask-free copy with the first ``ranks[b]`` indices of each bond: the skeleton a
         compressed state loads into (:func:`tnmars.nn.load_compressed`)."""
-        keep = {}
-        for b, n in self.bonds.items():
-            r = int(ranks.get(b, n))
-            if not 0 <= r <= n:
-                raise ValueError(f"rank {r} for bond {b!r} is outside [0, {n}] (its size in this matrix)")
-            keep[b] = list(range(r))
-        return self._sliced(keep)
+        return self._sliced(first_indices(self.bonds, ranks, "matrix"))
 
     def _sliced(self, keep: Mapping[str, Any]) -> TTRecurrentMatrix:
         new = copy.deepcopy(self)
-        net = Network(self.spec, cores=[c.detach() for c in self.cores]).prune(keep)
-        new.cores = nn.ParameterList([nn.Parameter(c.detach().clone(), requires_grad=old.requires_grad)
-                                      for c, old in zip(net.cores, self.cores)])
+        net, new.cores = pruned_parameters(self.spec, self.cores, keep)
         new.masks = None
         new.warmup = False
         new._mm = NetworkMatmul(net, len(self.shape))
