@@ -250,6 +250,43 @@ def test_all_ones_shortcut_never_claims_a_draw_that_is_not_exactly_one(logits, t
     assert _all_ones(uniforms, [20.0 + 3.0 * temperature] * len(values), temperature)
 
 
+def _classify_every_entry(uniforms, logits, temperature):
+    """The per-entry classification of a hard-concrete draw, written out (the reference)."""
+    from tnmars.nn.masks import _NOISE_EPS, _ONE, _ZERO
+
+    codes, noise = [], []
+    for u, lg in zip(uniforms, logits):
+        u = min(max(u, _NOISE_EPS), 1.0 - _NOISE_EPS)
+        n = math.log(u / (1.0 - u))
+        codes.append(0 if lg + n <= _ZERO * temperature else 2 if lg + n >= _ONE * temperature else 1)
+        noise.append(n * (1.0 / temperature))
+    return codes, noise
+
+
+@settings(max_examples=300, deadline=None)
+@given(logits=st.lists(st.one_of(st.floats(-40.0, 40.0), st.sampled_from([6.0, 8.0, -math.inf, math.inf, math.nan])),
+                       min_size=1, max_size=80),
+       temperature=st.sampled_from([0.01, 0.1, 0.5, 2.0]), seed=st.integers(0, 2**31 - 1),
+       small=st.integers(0, 3))
+def test_classification_of_a_draw_matches_the_per_entry_rule(logits, temperature, seed, small):
+    """``_classify`` scans the uniforms for those that can fall short of 1 and classifies only
+    them: the codes must be the per-entry rule's, and so must the noise of every entry that is
+    not exactly 1 (the only noise the fold reads, or all of it when a logit is not finite)."""
+    from tnmars.nn.masks import _classify
+
+    rng = np.random.default_rng(seed)
+    u = rng.random(len(logits)).astype(np.float32)
+    u[rng.integers(0, len(logits), small)] = rng.choice([0.0, 1e-7, 1e-3, 3e-3, 1.0 - 1e-7, 1.0], small)
+    uniforms, values = u.tolist(), np.asarray(logits, dtype=np.float32).tolist()
+    codes, noise = _classify(uniforms, values, temperature)
+    want_codes, want_noise = _classify_every_entry(uniforms, values, temperature)
+    assert codes == want_codes
+    finite = all(math.isfinite(v) for v in values)
+    for c, got, want in zip(codes, noise, want_noise):
+        if c != 2 or not finite:
+            assert got == want
+
+
 def test_skip_closed_defaults_to_cpu_only_and_slices_hyperedges():
     torch.manual_seed(0)
     layer = TensorizedLinear(12, 20, format="cp", rank=6, in_shape=(3, 4), out_shape=(4, 5))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import array
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,16 +103,45 @@ def _draw_codes(uniforms: list[float], logits: list[float], temperature: float) 
 
 
 def _classify(uniforms: list[float], logits: list[float], temperature: float) -> tuple[list[int], list[float]]:
-    """:func:`_draw_codes` and the noise ``(log u - log(1 - u)) / T`` of every entry (float64)."""
+    """:func:`_draw_codes` and the noise ``(log u - log(1 - u)) / T`` of every entry (float64).
+
+    An entry is exactly 1 when ``u >= sigmoid(hi - logit)``: every uniform at or above that bound
+    for the smallest logit (widened by a margin far above rounding) is such an entry, and only the
+    others are classified one by one, so that a draw of open masks with one entry below 1 (the
+    usual non-trivial draw late in training) costs a scan of the uniforms, not a logarithm per
+    entry. Such entries get noise 0, which no caller reads: the noise is used for entries strictly
+    inside (0, 1), and for every entry only when a logit is not finite (every entry is then
+    classified, as is every entry of a draw with a uniform above the clamp ``1 - 1e-6``).
+    """
     lo, hi = _ZERO * temperature, _ONE * temperature
     log, low, high, inv = math.log, _NOISE_EPS, 1.0 - _NOISE_EPS, 1.0 / temperature
-    codes, noise = [], []
-    for u, lg in zip(uniforms, logits):
+    n_entries = len(logits)
+    candidates: Iterable[int] = range(n_entries)
+    if math.isfinite(sum(logits)):  # no NaN or infinite logit (nor a sum past the float range)
+        b = hi - min(logits)
+        b += 1e-6 * (1.0 + abs(b))
+        bound = 1.0 / (1.0 + math.exp(-b)) if b > -700.0 else 0.0
+        if bound <= high:  # a uniform clamped to ``high`` is then at or above the bound as well
+            candidates = [i for i, u in enumerate(uniforms) if u < bound]
+            if 4 * len(candidates) > n_entries:
+                candidates = range(n_entries)
+    if isinstance(candidates, range):
+        codes, noise = [], []
+        for u, lg in zip(uniforms, logits):
+            u = low if u < low else high if u > high else u
+            n = log(u / (1.0 - u))
+            t = lg + n
+            codes.append(0 if t <= lo else 2 if t >= hi else 1)
+            noise.append(n * inv)
+        return codes, noise
+    codes, noise = [2] * n_entries, [0.0] * n_entries
+    for i in candidates:
+        u = uniforms[i]
         u = low if u < low else high if u > high else u
         n = log(u / (1.0 - u))
-        t = lg + n
-        codes.append(0 if t <= lo else 2 if t >= hi else 1)
-        noise.append(n * inv)
+        t = logits[i] + n
+        codes[i] = 0 if t <= lo else 2 if t >= hi else 1
+        noise[i] = n * inv
     return codes, noise
 
 
@@ -387,7 +416,7 @@ class BondMasks(nn.Module):
         start = 0
         for n in self.sizes:
             m = min(self.min_rank, n)
-            if sum(1 for c in nonzero[start:start + n] if c) < m:
+            if n - nonzero[start:start + n].count(0) < m:  # (False == 0: booleans count alike)
                 if logits is None:
                     logits = self.logits.detach().tolist()
                 seg = logits[start:start + n]
@@ -463,28 +492,36 @@ class BondMasks(nn.Module):
         for j, (bond, view, n) in enumerate(zip(self.bonds, views, self.sizes)):
             state = codes[start:start + n]
             k = sites[bond][0]
-            keep = [i for i, c in enumerate(state) if c]
-            if self.training and len(keep) % RANK_BUCKET and len(keep) < n:
-                # pad with zero-mask indices to a multiple of RANK_BUCKET (still exact: they are
-                # multiplied by their 0), so that few distinct shapes need a contraction plan
-                pad = min(n, len(keep) + RANK_BUCKET - len(keep) % RANK_BUCKET) - len(keep)
-                keep = sorted(keep + [i for i, c in enumerate(state) if not c][:pad])
             idx = None
-            if len(keep) < n:
-                idx = _host_tensor(keep, torch.long, logits.device)
-                for core, axis in bond_axes[bond]:
-                    cores[core] = cores[core].index_select(axis, idx)
-            # multiply unless every entry left is exactly 1: a bond whose kept draws are all
-            # clamped to 1 sends no gradient to its logits, even when another bond's draw is live
-            if any(state[i] != 2 for i in keep):
-                if pieces is None:  # one split for all bonds: one backward node (a slice each would be more)
-                    flat = self._fold_values(codes, values, noise if live else None, forced)
-                    if flat.dtype != cores[0].dtype:
-                        flat = flat.to(cores[0].dtype)
-                    pieces = torch.split(flat, self.sizes) if len(self.sizes) > 1 else (flat,)
-                mask = pieces[j]
-                if idx is not None:
-                    mask = mask.index_select(0, idx)
+            if 0 not in state:  # nothing to slice; multiply unless every entry is exactly 1
+                multiply = 1 in state
+            else:
+                keep = [i for i, c in enumerate(state) if c]
+                if self.training and len(keep) % RANK_BUCKET and len(keep) < n:
+                    # pad with zero-mask indices to a multiple of RANK_BUCKET (still exact: they are
+                    # multiplied by their 0), so that few distinct shapes need a contraction plan
+                    pad = min(n, len(keep) + RANK_BUCKET - len(keep) % RANK_BUCKET) - len(keep)
+                    keep = sorted(keep + [i for i, c in enumerate(state) if not c][:pad])
+                if len(keep) < n:
+                    idx = _host_tensor(keep, torch.long, logits.device)
+                    for core, axis in bond_axes[bond]:
+                        cores[core] = cores[core].index_select(axis, idx)
+                # multiply unless every entry left is exactly 1: a bond whose kept draws are all
+                # clamped to 1 sends no gradient to its logits, even when another bond's draw is live
+                multiply = any(state[i] != 2 for i in keep)
+            if multiply:
+                if not live:  # values 0 and 1 only, no gradient: this bond's kept entries, built on the host
+                    mask = _host_tensor([0.5 * c for c in state] if idx is None else [0.5 * state[i] for i in keep],
+                                        cores[0].dtype, logits.device)
+                else:
+                    if pieces is None:  # one split for all bonds: one backward node (a slice each would be more)
+                        flat = self._fold_values(codes, values, noise, forced)
+                        if flat.dtype != cores[0].dtype:
+                            flat = flat.to(cores[0].dtype)
+                        pieces = torch.split(flat, self.sizes) if len(self.sizes) > 1 else (flat,)
+                    mask = pieces[j]
+                    if idx is not None:
+                        mask = mask.index_select(0, idx)
                 cores[k] = cores[k] * mask.view(view)
             start += n
         return cores
@@ -520,18 +557,19 @@ class BondMasks(nn.Module):
                 flat = flat.index_fill(0, torch.tensor(forced, dtype=torch.long, device=flat.device), 1.0)
             return flat
         inv, exp = 1.0 / float(self.temperature), math.exp
-        masks, slopes = [], []
-        for c, lg, n in zip(codes, values, noise):
-            if c == 1:
-                z = lg * inv + n
-                e = exp(-abs(z))  # the logistic function without overflow on either side
-                s = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
-                m = mars.GAMMA + _STRETCH * s
-                masks.append(0.0 if m < 0.0 else 1.0 if m > 1.0 else m)
-                slopes.append(_STRETCH * s * (1.0 - s) * inv)
-            else:
-                masks.append(0.5 * c)
-                slopes.append(0.0)
+        masks, slopes = [0.5 * c for c in codes], [0.0] * len(codes)
+        i = codes.index(1)  # the live entries, found by list.index (few, late in training)
+        while True:
+            z = values[i] * inv + noise[i]
+            e = exp(-abs(z))  # the logistic function without overflow on either side
+            s = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+            m = mars.GAMMA + _STRETCH * s
+            masks[i] = 0.0 if m < 0.0 else 1.0 if m > 1.0 else m
+            slopes[i] = _STRETCH * s * (1.0 - s) * inv
+            try:
+                i = codes.index(1, i + 1)
+            except ValueError:
+                break
         if logits.device.type == "cpu":
             return torch.addcmul(_host_tensor(masks, logits.dtype, logits.device), logits - logits.detach(),
                                  _host_tensor(slopes, logits.dtype, logits.device))
