@@ -75,8 +75,8 @@ def step_fn(model: nn.Module, x, y, steps: int, core_decay: bool = False, criter
     ``weight_decay = 1 / (100 N)``, the gradient of MARS's Gaussian core prior.
     ``criterion_only``: cross-entropy without the MARS prior even for a MARS model (context rows).
     ``prior_in_optimizer`` (MARS models): Adam from ``MarsLoss.optimizer``, which applies the
-    core prior as that weight decay (with its fused kernel unless ``adam`` says otherwise), and
-    the loss without the core term."""
+    prior's gradient in its step (with its fused kernel unless ``adam`` says otherwise), and
+    the loss without the prior."""
     has_mars = any(True for _ in tnn.mars_layers(model))
     loss_fn = tnn.MarsLoss(model, NUM_TRAIN) if has_mars and not criterion_only else nn.CrossEntropyLoss()
     params = model.parameters()
@@ -162,7 +162,7 @@ def _faults_per_step(run, steps: int) -> float:
 
 
 #: the open-mask MARS step with the core prior in the optimizer (``MarsLoss.optimizer``)
-OPEN_FAST = "every mask open (alpha = 6), `opt = loss_fn.optimizer()` (Adam, fused kernel, core prior as its decay)"
+OPEN_FAST = "every mask open (alpha = 6), `opt = loss_fn.optimizer()` (fused Adam, the prior applied in its step)"
 #: each small-batch step is compared with the no-mask step under PyTorch's default Adam (what
 #: ``torch.optim.Adam(model.parameters())`` gives on the CPU: a loop over parameters) and under
 #: fused Adam (``fused=True``, one kernel per parameter group: the no-mask model's best setting)
@@ -524,10 +524,14 @@ def main() -> None:
              "Adam on the CPU loops over its parameters, about ten small ops each), which tnmars cannot take away "
              "(one logit vector per layer is already the fewest); and the no-mask step with the Gaussian prior's "
              "gradient on its cores (Adam's `weight_decay`), to show how much of the overhead is that L2 term. "
-             "`MarsLoss.optimizer()` builds that optimizer for a MARS model: Adam with the cores' prior as its "
-             "coupled weight decay (the same gradients, tested), its fused kernel (one call per parameter group "
-             "instead of about ten small ops per parameter; on by default where PyTorch has it) and the loss "
-             "without the core term; its row is the MARS step as a user who calls it trains. "
+             "`MarsLoss.optimizer()` builds that optimizer for a MARS model: Adam (`MarsAdam`) that adds the "
+             "prior's closed-form gradient (the cores' decay `G / (100 N)` and the logits' push) to the gradients "
+             "just before its update, a few `torch._foreach_*` calls for the whole model, times the weight the "
+             "loss had in the backward (the gradient of a zero scalar the loss adds: k for k accumulated losses, "
+             "GradScaler's scale), so the updates are those of the prior in the loss (tested), with every "
+             "parameter in one group under its fused kernel (one call for the whole model instead of about ten "
+             "small ops per parameter; on by default where PyTorch has it), and the loss without the prior's "
+             "graph (its value the criterion alone); its row is the MARS step as a user who calls it trains. "
              "Every row is given against two no-mask steps: under PyTorch's default Adam (on the CPU a loop over "
              "the parameters), and under fused Adam, the no-mask model's best setting. Each judged row is judged "
              "against the no-mask step under the same kind of Adam: the prior in the loss "

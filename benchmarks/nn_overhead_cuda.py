@@ -6,7 +6,7 @@ The MNIST 2FC-Net of ``nn_overhead.py`` (TT 784->625 and 625->10, rank 20), ever
 loss, backward, optimizer step. Rows:
 
 - no masks, ``torch.optim.Adam(model.parameters(), fused=True)`` (the baseline);
-- MARS with ``opt = loss_fn.optimizer()`` (fused Adam, the cores' prior as its weight decay);
+- MARS with ``opt = loss_fn.optimizer()`` (fused Adam that applies the prior in its step);
 - MARS with the prior in the loss and ``torch.optim.Adam(model.parameters(), fused=True)``;
 - MARS with ``loss_fn.optimizer()`` and ``skip_closed=True``: the draws classified on the host
   (the CPU's default path) instead of sampled on the device.
@@ -64,7 +64,7 @@ def _timed(run, sync) -> float:
 
 
 MODES = {"plain": "no masks, fused Adam (baseline)",
-         "optimizer": "MARS, every mask open, `loss_fn.optimizer()` (fused Adam, the cores' prior as its decay)",
+         "optimizer": "MARS, every mask open, `loss_fn.optimizer()` (fused Adam, the prior applied in its step)",
          "loss": "MARS, every mask open, the prior in the loss, fused Adam",
          "host": "MARS, every mask open, `loss_fn.optimizer()`, `skip_closed=True` (draws classified on the host)"}
 

@@ -529,42 +529,68 @@ def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_
     assert moved == len(list(in_loss.parameters()))  # every parameter was trained, logits included
 
 
-def test_loss_value_leaves_out_exactly_the_cores_term_when_the_optimizer_carries_it():
+def test_loss_value_is_the_criterion_alone_when_the_optimizer_carries_the_prior():
     model = _mixed_model().eval()
     x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
     full, fast = MarsLoss(model, 50), MarsLoss(model, 50)
     fast.optimizer(lr=1e-3)
-    cores = [c for _, layer in tnn.mars_layers(model) for c in layer.cores]
-    expected = sum(float((c.detach() ** 2).sum()) for c in cores) / (200 * 50)
-    assert float(full(model(x), y)) - float(fast(model(x), y)) == pytest.approx(expected, rel=1e-9)
-    assert expected > 0
+    with torch.no_grad():
+        out = model(x)
+        assert float(fast(out, y)) == float(nn.functional.cross_entropy(out, y))
+        penalty = float(tnn.mars_penalty(model, 50))
+        assert float(full(out, y)) - float(fast(out, y)) == pytest.approx(penalty, rel=1e-9)
+    assert penalty != 0
 
 
 def _gradients(model):
     return {name: (p.grad.clone() if p.grad is not None else None) for name, p in model.named_parameters()}
 
 
-def test_optimizer_mode_backward_gives_the_full_objectives_gradient_under_any_weighting():
-    """The law of optimizer mode: after ``backward`` every gradient is the full MARS loss's,
-    except the cores' prior (the optimizer's decay ``G / (100 N)`` adds it), whatever weight the
-    loss has in what is backpropagated (two weighted losses, two accumulated backward calls)."""
+def _prior_gradients(model, num_train):
+    """The gradient of ``mars_penalty`` (the prior's share of the MARS loss), by autograd."""
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(tnn.mars_penalty(model, num_train), list(params.values()), allow_unused=True)
+    return {name: (g if g is not None else torch.zeros_like(p)) for (name, p), g in zip(params.items(), grads)}
+
+
+@pytest.mark.parametrize("weights, accumulate", [((1.0,), 1), ((1.0,), 3), ((0.5, -2.0), 2)],
+                         ids=["one-loss", "three-accumulated", "weighted-accumulated"])
+def test_optimizer_mode_step_adds_the_prior_with_the_weight_the_loss_had(weights, accumulate):
+    """The law of optimizer mode: after ``backward`` every gradient is the full MARS loss's minus
+    the prior's share (with whatever weight the loss had: weighted losses, accumulated backward
+    calls without dividing by their number), and the step adds the prior's gradient with that
+    same weight: SGD without momentum takes exactly the full loss's step."""
     x, y = torch.randn(12, 16, dtype=torch.float64), torch.randint(0, 5, (12,))
     a, b = _mixed_model(), _mixed_model()
     full, fast = MarsLoss(a, 50), MarsLoss(b, 50)
-    fast.optimizer(lr=1e-3)
-    cores = {name for name, p in b.named_parameters() if any(p is c for _, layer in tnn.mars_layers(b)
-                                                             for c in layer.cores)}
+    opt = fast.optimizer(torch.optim.SGD, lr=0.25)
+    parts = torch.arange(12).chunk(len(weights))
     for model, loss_fn in ((a, full), (b, fast)):
-        for step in range(2):  # gradient accumulation: two backward calls into the same .grad
+        for step in range(accumulate):  # gradient accumulation: backward calls into the same .grad
             torch.manual_seed(step)
             out = model(x)
-            (0.5 * loss_fn(out[:6], y[:6]) - 2.0 * loss_fn(out[6:], y[6:])).backward()
-    got, want = _gradients(b), _gradients(a)
-    params = dict(b.named_parameters())
+            sum(w * loss_fn(out[i], y[i]) for w, i in zip(weights, parts)).backward()
+    got, want, prior = _gradients(b), _gradients(a), _prior_gradients(b, 50)
+    # (a logit vector whose draws were all clamped has no data gradient: None, i.e. zero)
+    got = {name: g if g is not None else torch.zeros_like(prior[name]) for name, g in got.items()}
+    weight = accumulate * sum(weights)  # the prior's total weight in what the full loss backpropagated
     for name, g in want.items():
-        expected = g - 2 * (0.5 - 2.0) * params[name].detach() / (100 * 50) if name in cores else g
-        torch.testing.assert_close(got[name], expected, rtol=1e-9, atol=1e-12, msg=name)
-    assert cores and any("logits" in name for name in got) and all(got[n] is not None for n in got)
+        torch.testing.assert_close(got[name], g - weight * prior[name], rtol=1e-9, atol=1e-12, msg=name)
+    assert any("logits" in name and bool(prior[name].abs().sum() > 0) for name in prior)
+    before = {name: p.detach().clone() for name, p in b.named_parameters()}
+    opt.step()
+    for name, p in b.named_parameters():
+        torch.testing.assert_close(p, before[name] - 0.25 * want[name], rtol=1e-9, atol=1e-12, msg=name)
+    # the weight is read once: a step after a backward of something else adds no prior
+    opt.zero_grad()
+    before = {name: p.detach().clone() for name, p in b.named_parameters()}
+    torch.manual_seed(0)
+    nn.functional.cross_entropy(b(x), y).backward()
+    data = _gradients(b)
+    opt.step()
+    for name, p in b.named_parameters():
+        expected = before[name] if data[name] is None else before[name] - 0.25 * data[name]
+        torch.testing.assert_close(p, expected, rtol=1e-9, atol=1e-12, msg=name)
 
 
 def _open_model():
@@ -588,9 +614,11 @@ def test_optimizer_carrying_the_core_prior_trains_logits_whose_draws_are_all_exa
         assert bool((b.masks.logits < 8.0 - 5e-3).all())  # moved down by the prior (Adam: about lr a step)
 
 
-def test_optimizer_carrying_the_core_prior_under_a_grad_scaler_takes_the_unscaled_steps():
-    """AMP's loss scaling: the fused kernel unscales the gradients itself and applies the cores'
-    decay after that, so the steps are those of the prior in the loss under the same scaler."""
+@pytest.mark.parametrize("unscale_first", [False, True], ids=["kernel-unscales", "unscale_-then-step"])
+def test_optimizer_carrying_the_core_prior_under_a_grad_scaler_takes_the_unscaled_steps(unscale_first):
+    """AMP's loss scaling: the loss's weight the step reads carries the scale, so the prior is
+    scaled like the gradients whether the fused kernel unscales them or ``scaler.unscale_`` did
+    first (as before gradient clipping): the steps are those of the prior in the loss."""
     x, y = torch.randn(32, 16), torch.randint(0, 5, (32,))
     in_loss, in_opt = _mixed_model().float(), _mixed_model().float()
     loss_a, loss_b = MarsLoss(in_loss, 50), MarsLoss(in_opt, 50)
@@ -603,6 +631,8 @@ def test_optimizer_carrying_the_core_prior_under_a_grad_scaler_takes_the_unscale
             torch.manual_seed(step)
             opt.zero_grad()
             scaler.scale(loss_fn(model(x), y)).backward()
+            if unscale_first:
+                scaler.unscale_(opt)
             scaler.step(opt)
             scaler.update()
     for (name, a), b in zip(in_loss.named_parameters(), in_opt.parameters()):
@@ -666,7 +696,7 @@ def test_optimizer_carrying_the_core_prior_on_a_model_without_masks_trains_every
     loss_fn = MarsLoss(model, 50)
     opt = loss_fn.optimizer(lr=1e-2)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.0]  # no MARS cores: no prior to carry
-    assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+    assert len(opt.param_groups[0]["params"]) == len(list(model.parameters())) + 1  # and the loss's weight probe
     x, y = torch.randn(8, 16), torch.randint(0, 5, (8,))
     torch.testing.assert_close(loss_fn(model(x), y), nn.functional.cross_entropy(model(x), y))
 

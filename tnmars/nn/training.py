@@ -25,13 +25,12 @@ True
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import numbers
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +41,7 @@ from .. import masks as mars
 from .._checks import integer
 from .base import TensorizedLayer, core_list, replace_modules
 from .masks import BondMasks, joint_log_prior
+from .optimizers import CARRYING, COUPLED_DECAY, PriorGradient, fused_by_default
 from .recurrent import TTRecurrentMatrix
 
 
@@ -117,7 +117,11 @@ def log_prior(model: nn.Module, *, scale: float = 1.0) -> torch.Tensor:
     a few torch calls however many layers); anything else that
     :func:`mars_modules` finds contributes its own ``log_prior()``.
     """
-    return _log_prior_of(_unwrap(model).modules(), model, scale)
+    total = _log_prior_of(_unwrap(model).modules(), scale)
+    if total is None:
+        p = next(_unwrap(model).parameters(), None)
+        return torch.zeros((), device=None if p is None else p.device)
+    return total
 
 
 def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, list[torch.Tensor]]], list[nn.Module]]:
@@ -136,23 +140,26 @@ def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, li
     return fused, others
 
 
-def _log_prior_of(modules: Iterable[nn.Module], model: nn.Module, scale: float,
-                  cores_in_optimizer: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-    """``cores_in_optimizer``: the Gaussian core prior is left out (an optimizer applies it as
-    weight decay, :meth:`MarsLoss.optimizer`); these must be exactly the cores found, else
-    some core would lose its prior or get it twice."""
+def _log_prior_of(modules: Iterable[nn.Module], scale: float,
+                  carried: tuple[tuple[torch.Tensor, ...], tuple[BondMasks, ...] | None] | None = None,
+                  ) -> torch.Tensor | None:
+    """``carried``: ``(cores, masks)`` whose prior an optimizer applies in its step
+    (:meth:`MarsLoss.optimizer`; ``masks`` None: the masks' prior stays here); they must be
+    exactly those found, else some core or mask would lose its prior or get it twice. None when
+    nothing is left to compute."""
     fused, other_modules = _prior_parts(modules)
     others = [mod.log_prior() * scale for mod in other_modules]
-    if cores_in_optimizer is not None:
+    if carried is not None:
+        cores, masks = carried
         found = [c for _, group in fused for c in group]
-        fused = [(masks, ()) for masks, _ in fused]
-        if len(found) != len(cores_in_optimizer) or any(a is not b for a, b in zip(found, cores_in_optimizer)):
-            raise RuntimeError("the model's MARS cores changed since MarsLoss.optimizer() built its optimizer (a "
-                               "layer was replaced, compressed, or its masks switched on or off): the optimizer's "
-                               "weight decay no longer matches the core prior. Build the loss and the optimizer again.")
+        if len(found) != len(cores) or any(a is not b for a, b in zip(found, cores)) or (
+                masks is not None and (len(fused) != len(masks) or any(a is not b for (a, _), b in zip(fused, masks)))):
+            raise RuntimeError("the model's MARS layers changed since MarsLoss.optimizer() built its optimizer (a "
+                               "layer was replaced, compressed, or its masks switched on, off or replaced): the "
+                               "optimizer no longer applies the right prior. Build the loss and the optimizer again.")
+        fused = [] if masks is not None else [(m, ()) for m, _ in fused]
     if not fused and not others:
-        p = next(_unwrap(model).parameters(), None)
-        return torch.zeros((), device=None if p is None else p.device)
+        return None
     total = joint_log_prior(fused, scale) if fused else others.pop(0)
     for t in others:
         total = total + t
@@ -174,10 +181,6 @@ def mars_penalty(model: nn.Module, num_train: int) -> torch.Tensor:
     return log_prior(model, scale=-1.0 / check_num_train(num_train))
 
 
-#: optimizers whose ``weight_decay`` adds ``weight_decay * p`` to the gradient (the gradient of
-#: an L2 term), so that they can apply the Gaussian core prior (:meth:`MarsLoss.optimizer`)
-_COUPLED_DECAY = (torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adamax,
-                  torch.optim.NAdam, torch.optim.RAdam)
 
 
 class MarsLoss(nn.Module):
@@ -194,8 +197,9 @@ class MarsLoss(nn.Module):
     built: build a new one after adding or replacing layers (a layer switched to
     ``masks = None`` or warm-up is still followed).
 
-    :meth:`optimizer` builds an optimizer that applies the cores' Gaussian prior as weight
-    decay (the same gradients, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``.
+    :meth:`optimizer` builds an optimizer that applies the prior in its step (the same
+    updates, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``; the loss's value is then
+    the criterion alone.
     """
 
     def __init__(self, model: nn.Module, num_train: int, criterion: Callable[..., torch.Tensor] | None = None) -> None:
@@ -219,52 +223,79 @@ class MarsLoss(nn.Module):
             raise ValueError(f"MarsLoss needs a criterion that averages over the batch (reduction='mean'); got "
                              f"reduction={reduction!r}. The prior is divided by num_train to match a per-example "
                              "data term: with a summed loss it would weigh num_train times too little")
-        #: the cores whose prior an optimizer applies (:meth:`optimizer`); None: all in the loss
-        self._cores_in_optimizer: tuple[torch.Tensor, ...] | None = None
+        #: ``(cores, masks)`` whose prior the optimizer of :meth:`optimizer` applies (``masks``
+        #: None: the masks' prior stays in the loss, under DDP); None: the whole prior is here
+        self._carried: tuple[tuple[torch.Tensor, ...], tuple[BondMasks, ...] | None] | None = None
+        #: the zero scalar added to the loss when an optimizer carries the prior: its gradient is the
+        #: loss's total weight in what was backpropagated, by which the step scales the prior
+        object.__setattr__(self, "_probe", None)  # (not registered: the optimizer holds it)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self._cores_in_optimizer is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        carried = self._carried
+        if carried is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._check_no_optimizer_carries_the_prior()
-        penalty = _log_prior_of(self._modules_seen, self._model, -1.0 / self.num_train, self._cores_in_optimizer)
-        return self.criterion(output, target) + penalty
+        penalty = _log_prior_of(self._modules_seen, -1.0 / self.num_train, carried)
+        loss = self.criterion(output, target)
+        if carried is not None:
+            loss = loss + self._probe  # (value 0: the step reads its gradient, see PriorGradient)
+        return loss if penalty is None else loss + penalty
 
     def _check_no_optimizer_carries_the_prior(self) -> None:
-        """Warn (once) when another loss's :meth:`optimizer` already applies this model's core
-        prior as weight decay: training with this loss as well would count it twice."""
+        """Warn (once) when another loss's :meth:`optimizer` already applies this model's
+        prior in its step: training with this loss as well would count it twice."""
         owner = _CORE_PRIOR_OWNERS.get(_unwrap(self._model))
         owner = owner() if owner is not None else None
         if owner is not None and owner is not self and not self.__dict__.get("_warned_twice"):
             self.__dict__["_warned_twice"] = True
-            warnings.warn("MarsLoss: this model's core prior is already applied as weight decay by the optimizer "
-                          "that another MarsLoss's .optimizer() built; this loss adds it again, so training with "
-                          "both counts it twice. Compute the training loss with that MarsLoss (its value leaves "
-                          "the core term out), or build the optimizer from this one.", RuntimeWarning, stacklevel=3)
+            warnings.warn("MarsLoss: this model's MARS prior is already applied by the optimizer that another "
+                          "MarsLoss's .optimizer() built; this loss adds it again, so training with both counts it "
+                          "twice. Compute the training loss with that MarsLoss (its value is the criterion alone), "
+                          "or build the optimizer from this one.", RuntimeWarning, stacklevel=3)
 
     def optimizer(self, optimizer_class: type[torch.optim.Optimizer] | None = None, **options: Any
                   ) -> torch.optim.Optimizer:
-        """An optimizer over all the model's parameters (Adam by default) that applies the
-        Gaussian core prior itself, and this loss without that term: the same gradients, a
-        cheaper step.
+        """An optimizer over all the model's parameters (Adam by default) that applies the MARS
+        prior in its step, and this loss without the prior's graph: the same updates, a cheaper step.
 
-        The prior's gradient on a core ``G`` is ``G / (100 N)``: the cores get coupled
-        ``weight_decay = 1 / (100 N)`` (plus any ``weight_decay`` in ``options``, which the other
-        parameters get alone), which the optimizer adds inside its own update, instead of a
-        concatenation, a dot product and their backward through every core in the loss. Unless
-        ``options`` choose an implementation (``fused``, ``foreach``), the optimizer runs its
-        fused kernel where PyTorch has one (Adam, SGD, Adagrad; real floating parameters on CPU
-        or CUDA): one call per parameter group instead of about ten small ops per parameter.
-        On the 2FC-Net's training step with open masks (``benchmarks/results/nn_overhead.md``,
-        2026-11-30 03:21 UTC) the MARS step took 1.24x, 1.068x and 1.053x the no-mask step under
-        fused Adam at batch 1, 64 and 128, where the prior in the loss with PyTorch's default
-        Adam took 1.34x, 1.12x and 1.09x the no-mask step under default Adam.
-        Afterwards the loss's value leaves out the cores' ``||G||^2 / (200 N)``; another
-        ``MarsLoss`` of the same model would put it back into its own value, counting it twice
-        in training, and warns when it is used with gradients.
+        The prior's gradient has a closed form: ``G / (100 N)`` on a core ``G`` (coupled weight
+        decay) and ``-(1 / N) log(pi / (1 - pi)) s (1 - s)``, ``s = sigmoid(l)``, on a mask logit
+        ``l``. The optimizer (a subclass of ``optimizer_class``, e.g. ``MarsAdam``) adds it to the
+        gradients just before each update, in a few ``torch._foreach_*`` calls for the whole
+        model, instead of the loss building the prior in its graph and backpropagating through
+        it; every parameter is then in one parameter group, and unless ``options`` choose an
+        implementation (``fused``, ``foreach``) the optimizer runs its fused kernel where PyTorch
+        has one (Adam, SGD, Adagrad; real floating parameters on CPU or CUDA): one call updates
+        the whole model instead of about ten small ops per parameter.
+
+        The prior keeps the weight it would have in the loss. The loss adds a zero scalar that
+        the optimizer holds; its gradient after the backward calls is the loss's total weight in
+        them (k for k accumulated losses, a loss's factor, GradScaler's scale), and the step
+        multiplies the prior's gradient by it: accumulating k losses without dividing by k adds
+        the prior k times, as the prior in the loss would; a step after no backward of this loss
+        adds none. The updates equal those of the prior in the loss (tested, with weighted and
+        accumulated losses and under ``GradScaler``).
+
+        What changes for the caller:
+
+        * the loss's value is the criterion alone (log ``tnn.mars_penalty(model, N)`` under
+          ``torch.no_grad()`` for the prior's value); another ``MarsLoss`` of the same model would
+          add the prior again, counting it twice in training, and warns when used with gradients;
+        * the prior's gradient is not in ``.grad`` between ``backward`` and ``step``: gradient
+          clipping there sees the data's gradient alone (the prior's is ``1/N`` of the data's
+          scale); with a ``closure`` it is added after the closure's backward;
+        * under ``DistributedDataParallel`` the masks' prior stays in the loss (DDP needs every
+          parameter's gradient from the backward, and a logit whose draws were all clamped gets
+          none from the data); the cores' decay is still the optimizer's;
+        * ``weight_decay`` in ``options`` is a decay on every parameter, on top of the cores' prior;
+        * the optimizer's parameter group holds the zero scalar after the model's parameters (it
+          is never updated).
 
         Only optimizers whose ``weight_decay`` adds ``weight_decay * G`` to the gradient (Adam,
-        SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) can carry the prior; AdamW's decoupled
-        decay is not its gradient. Call once, after the model is final; replacing or compressing
-        a layer afterwards is an error at the next loss call (build both again).
+        SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) are accepted: their other options keep their
+        meaning with the prior's gradient added; AdamW's decoupled decay is not a gradient. Call
+        once, after the model is final; replacing or compressing a layer afterwards is an error at
+        the next loss call (build both again). The optimizer pickles (``torch.save``) with its
+        prior.
 
         >>> import torch
         >>> from torch import nn
@@ -272,60 +303,46 @@ class MarsLoss(nn.Module):
         >>> model = nn.Sequential(tnn.TensorizedLinear(16, 8, rank=4, in_shape=(4, 4), out_shape=(2, 4)))
         >>> loss_fn = tnn.MarsLoss(model, num_train=1000)
         >>> opt = loss_fn.optimizer(lr=1e-3)
+        >>> type(opt).__name__, isinstance(opt, torch.optim.Adam)
+        ('MarsAdam', True)
         >>> opt.zero_grad(); loss_fn(model(torch.randn(5, 16)), torch.randint(0, 8, (5,))).backward(); opt.step()
         """
         optimizer_class = torch.optim.Adam if optimizer_class is None else optimizer_class
-        if not (isinstance(optimizer_class, type) and optimizer_class in _COUPLED_DECAY):
+        if not (isinstance(optimizer_class, type) and optimizer_class in COUPLED_DECAY):
             raise TypeError(f"MarsLoss.optimizer needs an optimizer whose weight_decay is the gradient of an L2 term "
-                            f"({', '.join(c.__name__ for c in _COUPLED_DECAY)}); got {optimizer_class!r}. With another "
+                            f"({', '.join(c.__name__ for c in COUPLED_DECAY)}); got {optimizer_class!r}. With another "
                             f"optimizer keep the prior in the loss: pass the model's parameters to it yourself.")
         if options.get("decoupled_weight_decay") or options.get("params") is not None:
             raise ValueError("MarsLoss.optimizer: decoupled_weight_decay=True is not the prior's gradient, and the "
                              "parameters are the model's (params= is not accepted)")
-        if self._cores_in_optimizer is not None:
+        if self._carried is not None:
             raise RuntimeError("MarsLoss.optimizer was already called for this loss: build a new MarsLoss for a "
                                "second optimizer")
-        cores = [c for _, group in _prior_parts(self._modules_seen)[0] for c in group]
+        fused = _prior_parts(self._modules_seen)[0]
+        cores = [c for _, group in fused for c in group]
         if not all(isinstance(c, nn.Parameter) for c in cores):
             raise TypeError("MarsLoss.optimizer: a MARS module's cores are not parameters; keep the prior in the loss")
-        ids = {id(c) for c in cores}
-        user_decay = float(options.pop("weight_decay", 0.0))
-        rest = [p for p in _unwrap(self._model).parameters() if id(p) not in ids]
-        groups = [{"params": cores, "weight_decay": user_decay + 1.0 / (mars.CORE_PRIOR_VARIANCE * self.num_train)},
-                  {"params": rest, "weight_decay": user_decay}]
-        groups = [g for g in groups if g["params"]]
-        if not groups:
+        # under DDP the masks' prior stays in the loss: DDP needs a gradient for every parameter
+        # from each backward, and an open mask's logits get none from the data
+        masks = None if isinstance(self._model, nn.parallel.DistributedDataParallel) else tuple(m for m, _ in fused)
+        params = list(_unwrap(self._model).parameters())
+        if not params:
             raise ValueError("MarsLoss.optimizer: the model has no parameters")
-        if _fused_by_default(optimizer_class, options, [p for g in groups for p in g["params"]]):
+        if fused_by_default(optimizer_class, options, params):
             options["fused"] = True
-        opt = optimizer_class(groups, **options)
-        self._cores_in_optimizer = tuple(cores)
+        probe = nn.Parameter(torch.zeros((), dtype=params[0].dtype if params[0].is_floating_point() else None,
+                                         device=params[0].device))
+        opt = CARRYING[optimizer_class]([*params, probe], **options)
+        opt.mars_prior = PriorGradient(cores, masks or (), self.num_train, mars.CORE_PRIOR_VARIANCE, probe)
+        self._carried = (tuple(cores), masks)
+        object.__setattr__(self, "_probe", probe)
         _CORE_PRIOR_OWNERS[_unwrap(self._model)] = weakref.ref(self)
         return opt
 
 
 #: model -> (a weak reference to) the MarsLoss whose :meth:`~MarsLoss.optimizer` applies the
-#: model's core prior, so that a second loss computing that prior again can say so
+#: model's prior, so that a second loss computing that prior again can say so
 _CORE_PRIOR_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-#: devices whose fused optimizer kernels PyTorch ships for every floating dtype (checked when
-#: the optimizer steps, not when it is built: an unsupported parameter would fail later)
-_FUSED_DEVICES = ("cpu", "cuda")
-
-
-def _fused_by_default(optimizer_class: type, options: Mapping[str, Any], params: Sequence[torch.Tensor]) -> bool:
-    """Whether :meth:`MarsLoss.optimizer` turns on ``fused=True``: the optimizer has a fused
-    kernel, the user chose no implementation (``fused`` / ``foreach``) and nothing it cannot do
-    (``differentiable``), and every parameter is a real floating tensor on a device with the
-    kernel. One kernel call updates a whole parameter group, instead of about ten small ops per
-    parameter, and the decay is applied inside it: what the MARS step adds to the optimizer (a
-    logit vector per layer, the cores' decay) becomes a second kernel call."""
-    if "fused" not in inspect.signature(optimizer_class).parameters:
-        return False
-    if any(options.get(k) is not None for k in ("fused", "foreach")) or options.get("differentiable"):
-        return False
-    return all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in params)
 
 
 # ------------------------------------------------------------------------------ setters

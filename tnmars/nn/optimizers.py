@@ -1,0 +1,167 @@
+"""Optimizers that apply MARS's prior in their step (what :meth:`MarsLoss.optimizer` builds).
+
+The prior's gradient has a closed form: ``G / (100 N)`` on a core ``G`` (coupled weight decay)
+and ``-(1 / N) log(pi / (1 - pi)) s (1 - s)``, ``s = sigmoid(l)``, on a mask logit ``l``. Adding
+it to ``.grad`` just before the update (a few ``torch._foreach_*`` calls for the whole model)
+costs less than building the prior in the loss's graph and backpropagating through it, and lets
+every parameter share one parameter group, so that a fused optimizer updates the whole model in
+one kernel call (a second group for the cores' decay was a second call, and its Python). The
+loss adds a zero scalar whose gradient tells the step the weight the loss had in the backward
+calls (accumulation, factors, AMP's scale), so that the prior keeps the weight it would have in
+the loss (:class:`PriorGradient`).
+
+Each optimizer class of :data:`COUPLED_DECAY` has a subclass here (``MarsAdam``, ``MarsSGD``,
+...), created at import so that a pickled optimizer finds its class again.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .masks import BondMasks
+
+#: optimizers whose ``weight_decay`` adds ``weight_decay * p`` to the gradient (the gradient of
+#: an L2 term): what the prior's decay of the cores is, so their other options keep their meaning
+COUPLED_DECAY = (torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adamax,
+                 torch.optim.NAdam, torch.optim.RAdam)
+
+
+class PriorGradient:
+    """The gradient of the MARS prior (divided by ``N``, as in :class:`MarsLoss`) on the given
+    cores and mask logits, added to their ``.grad`` by :meth:`add_to` at each optimizer step,
+    times the weight the loss had in what was backpropagated.
+
+    That weight is the gradient of ``probe``, a zero scalar the loss adds to its value: ``k``
+    after k accumulated backward calls of the loss, ``c`` for ``c * loss``, and GradScaler's
+    scale under AMP (then unscaled with the other gradients by ``unscale_``, or divided out by a
+    fused kernel with them), so the prior gets exactly the weight it has in the loss. The probe's
+    gradient is cleared once read; a step after no backward of the loss adds no prior.
+
+    A core that does not require gradients (frozen) gets no decay; one that does but has no
+    gradient gets the decay alone, as from the loss. A logit vector that does not require
+    gradients (frozen during a warm-up) gets no push; one whose draws were all clamped (no data
+    gradient) gets the prior's alone. ``pi`` is read from the masks at every step."""
+
+    def __init__(self, cores: Sequence[torch.Tensor], masks: Sequence[BondMasks], num_train: int,
+                 core_variance: float, probe: torch.Tensor) -> None:
+        self.cores = tuple(c for c in cores if c.requires_grad)
+        self.masks = tuple(masks)
+        self.num_train = int(num_train)
+        self.decay = 1.0 / (core_variance * self.num_train)
+        self.probe = probe
+
+    def add_to(self, optimizer: torch.optim.Optimizer) -> None:
+        weight = self.probe.grad
+        if weight is None:  # no backward of the loss since the last step
+            return
+        self.probe.grad = None  # read once; and the optimizer skips the probe
+        with torch.no_grad():
+            # on the host the weight is a number (no kernel); on a device it stays a tensor (no sync)
+            w = float(weight) if weight.device.type == "cpu" else weight.reshape(())
+            if self.cores:
+                _add_to_grads(self.cores, self.cores, w * self.decay)
+            live = [m for m in self.masks if m._parameters["logits"].requires_grad]
+            if not live:
+                return
+            logits = [m._parameters["logits"] for m in live]
+            push = torch._foreach_sigmoid(logits)
+            torch._foreach_addcmul_(push, push, push, value=-1.0)  # s (1 - s)
+            n = float(self.num_train)
+            scales = [(math.log1p(-m.pi) - math.log(m.pi)) / n for m in live]
+            if isinstance(w, float):
+                torch._foreach_mul_(push, [w * c for c in scales])
+                _add_to_grads(logits, push, None)
+            else:
+                torch._foreach_mul_(push, scales)
+                _add_to_grads(logits, push, w)
+
+
+def _add_to_grads(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
+                  weight: float | torch.Tensor | None) -> None:
+    """``p.grad += weight * v`` for each parameter, ``p.grad = weight * v`` where it has none.
+    ``weight`` None: the values are fresh tensors, already weighted (taken as the gradient)."""
+    if isinstance(weight, torch.Tensor):
+        values, weight = torch._foreach_mul(list(values), weight.to(values[0].dtype)), None
+    held, add = [], []
+    for p, v in zip(params, values):
+        if p.grad is None:
+            p.grad = v if weight is None else torch.mul(v, weight)
+        else:
+            held.append(p.grad)
+            add.append(v)
+    if held:
+        if weight is None:
+            torch._foreach_add_(held, add)
+        else:
+            torch._foreach_add_(held, add, alpha=weight)
+
+
+def _unhooked(step: Callable) -> Callable:
+    """``step`` without the hook runner torch's ``Optimizer`` wraps around a class's ``step``
+    (the subclass's own ``step`` is wrapped, so hooks run once, not twice)."""
+    while getattr(step, "hooked", False) and hasattr(step, "__wrapped__"):
+        step = step.__wrapped__
+    return step
+
+
+class CarriesMarsPrior:
+    """Mixin: the optimizer's step first adds :attr:`mars_prior`'s gradient (after a
+    ``closure``'s backward, when given one), with the weight the loss had in the backward calls
+    since the last step, then runs the parent class's update."""
+
+    mars_prior: PriorGradient | None = None
+    _mars_parent: type
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        prior = self.mars_prior
+        parent = _unhooked(self._mars_parent.step)
+        if prior is None:
+            return parent(self, closure)
+        if closure is None:
+            prior.add_to(self)  # type: ignore[arg-type]
+            return parent(self)
+
+        def closure_with_prior() -> Any:
+            loss = closure()
+            prior.add_to(self)  # type: ignore[arg-type]
+            return loss
+        return parent(self, closure_with_prior)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]
+        state["mars_prior"] = self.mars_prior
+        return state
+
+
+def _subclass(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    name = f"Mars{cls.__name__}"
+    sub = type(name, (CarriesMarsPrior, cls), {"__module__": __name__, "__qualname__": name, "_mars_parent": cls,
+                                                "__doc__": f":class:`torch.optim.{cls.__name__}` that applies the "
+                                                           "MARS prior in its step (:class:`CarriesMarsPrior`)."})
+    globals()[name] = sub  # pickle finds the class by its module and name
+    return sub
+
+
+#: optimizer class -> its subclass that applies the prior
+CARRYING: dict[type, type] = {cls: _subclass(cls) for cls in COUPLED_DECAY}
+
+#: devices whose fused optimizer kernels PyTorch ships for every floating dtype (checked when
+#: the optimizer steps, not when it is built: an unsupported parameter would fail later)
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def fused_by_default(optimizer_class: type, options: dict[str, Any], params: Sequence[torch.Tensor]) -> bool:
+    """Whether :meth:`MarsLoss.optimizer` turns on ``fused=True``: the optimizer has a fused
+    kernel, the user chose no implementation (``fused`` / ``foreach``) and nothing it cannot do
+    (``differentiable``), and every parameter is a real floating tensor on a device with the
+    kernel. One kernel call then updates the whole model (one parameter group), instead of about
+    ten small ops per parameter."""
+    if "fused" not in inspect.signature(optimizer_class).parameters:
+        return False
+    if any(options.get(k) is not None for k in ("fused", "foreach")) or options.get("differentiable"):
+        return False
+    return all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in params)
