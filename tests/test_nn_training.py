@@ -513,7 +513,9 @@ def _train(model, loss_fn, opt, x, y, steps: int) -> None:
 
 
 @pytest.mark.parametrize("cls, options", [(torch.optim.Adam, {"lr": 1e-2}),
-                                          (torch.optim.SGD, {"lr": 1e-1, "momentum": 0.9})], ids=["adam", "sgd-momentum"])
+                                          (torch.optim.AdamW, {"lr": 1e-2}),
+                                          (torch.optim.SGD, {"lr": 1e-1, "momentum": 0.9})],
+                         ids=["adam", "adamw-decoupled-decay", "sgd-momentum"])
 def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_the_loss(cls, options):
     x, y = torch.randn(32, 16, dtype=torch.float64), torch.randint(0, 5, (32,))
     in_loss, in_opt = _mixed_model(), _mixed_model()
@@ -676,10 +678,10 @@ def test_optimizer_carrying_the_core_prior_pickles_with_its_loss():
 def test_optimizer_carrying_the_core_prior_refuses_what_would_lose_or_double_it():
     model = _mixed_model()
     x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
-    with pytest.raises(TypeError, match="AdamW"):
-        MarsLoss(model, 50).optimizer(torch.optim.AdamW, lr=1e-3)
-    with pytest.raises(ValueError, match="decoupled"):
-        MarsLoss(model, 50).optimizer(lr=1e-3, decoupled_weight_decay=True)
+    with pytest.raises(TypeError, match="LBFGS.*keep the prior in the loss"):
+        MarsLoss(model, 50).optimizer(torch.optim.LBFGS, lr=1e-3)
+    with pytest.raises(ValueError, match="params="):
+        MarsLoss(model, 50).optimizer(lr=1e-3, params=model.parameters())
     loss_fn = MarsLoss(model, 50)
     loss_fn.optimizer(lr=1e-3)
     with pytest.raises(RuntimeError, match="already"):

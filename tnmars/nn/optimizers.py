@@ -10,8 +10,8 @@ loss adds a zero scalar whose gradient tells the step the weight the loss had in
 calls (accumulation, factors, AMP's scale), so that the prior keeps the weight it would have in
 the loss (:class:`PriorGradient`).
 
-Each optimizer class of :data:`COUPLED_DECAY` has a subclass here (``MarsAdam``, ``MarsSGD``,
-...), created at import so that a pickled optimizer finds its class again.
+Each optimizer class of :data:`SUPPORTED` has a subclass here (``MarsAdam``, ``MarsAdamW``,
+``MarsSGD``, ...), created at import so that a pickled optimizer finds its class again.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import torch
 
 from .masks import BondMasks
 
-#: optimizers whose ``weight_decay`` adds ``weight_decay * p`` to the gradient (the gradient of
-#: an L2 term): what the prior's decay of the cores is, so their other options keep their meaning
-COUPLED_DECAY = (torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adamax,
-                 torch.optim.NAdam, torch.optim.RAdam)
+#: the optimizers :meth:`MarsLoss.optimizer` builds: the prior's gradient is added to ``.grad``
+#: before their update, so each keeps its own options (a decoupled ``weight_decay`` included)
+SUPPORTED = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adagrad,
+             torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam)
 
 
 class PriorGradient:
@@ -147,7 +147,7 @@ def _subclass(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
 
 
 #: optimizer class -> its subclass that applies the prior
-CARRYING: dict[type, type] = {cls: _subclass(cls) for cls in COUPLED_DECAY}
+CARRYING: dict[type, type] = {cls: _subclass(cls) for cls in SUPPORTED}
 
 #: devices whose fused optimizer kernels PyTorch ships for every floating dtype (checked when
 #: the optimizer steps, not when it is built: an unsupported parameter would fail later)

@@ -41,7 +41,7 @@ from .. import masks as mars
 from .._checks import integer
 from .base import TensorizedLayer, core_list, replace_modules
 from .masks import BondMasks, joint_log_prior
-from .optimizers import CARRYING, COUPLED_DECAY, PriorGradient, fused_by_default
+from .optimizers import CARRYING, SUPPORTED, PriorGradient, fused_by_default
 from .recurrent import TTRecurrentMatrix
 
 
@@ -290,12 +290,11 @@ class MarsLoss(nn.Module):
         * the optimizer's parameter group holds the zero scalar after the model's parameters (it
           is never updated).
 
-        Only optimizers whose ``weight_decay`` adds ``weight_decay * G`` to the gradient (Adam,
-        SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam) are accepted: their other options keep their
-        meaning with the prior's gradient added; AdamW's decoupled decay is not a gradient. Call
-        once, after the model is final; replacing or compressing a layer afterwards is an error at
-        the next loss call (build both again). The optimizer pickles (``torch.save``) with its
-        prior.
+        ``optimizer_class``: Adam, AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam or RAdam (from
+        ``torch.optim``); each keeps its own options, a ``weight_decay`` (coupled or, for AdamW,
+        decoupled) acting on every parameter on top of the prior. Call once, after the model is
+        final; replacing or compressing a layer afterwards is an error at the next loss call
+        (build both again). The optimizer pickles (``torch.save``) with its prior.
 
         >>> import torch
         >>> from torch import nn
@@ -308,13 +307,12 @@ class MarsLoss(nn.Module):
         >>> opt.zero_grad(); loss_fn(model(torch.randn(5, 16)), torch.randint(0, 8, (5,))).backward(); opt.step()
         """
         optimizer_class = torch.optim.Adam if optimizer_class is None else optimizer_class
-        if not (isinstance(optimizer_class, type) and optimizer_class in COUPLED_DECAY):
-            raise TypeError(f"MarsLoss.optimizer needs an optimizer whose weight_decay is the gradient of an L2 term "
-                            f"({', '.join(c.__name__ for c in COUPLED_DECAY)}); got {optimizer_class!r}. With another "
-                            f"optimizer keep the prior in the loss: pass the model's parameters to it yourself.")
-        if options.get("decoupled_weight_decay") or options.get("params") is not None:
-            raise ValueError("MarsLoss.optimizer: decoupled_weight_decay=True is not the prior's gradient, and the "
-                             "parameters are the model's (params= is not accepted)")
+        if not (isinstance(optimizer_class, type) and optimizer_class in SUPPORTED):
+            raise TypeError(f"MarsLoss.optimizer builds one of {', '.join(c.__name__ for c in SUPPORTED)} "
+                            f"(torch.optim); got {optimizer_class!r}. With another optimizer keep the prior in the "
+                            f"loss: build it over model.parameters() yourself.")
+        if options.get("params") is not None:
+            raise ValueError("MarsLoss.optimizer: the parameters are the model's (params= is not accepted)")
         if self._carried is not None:
             raise RuntimeError("MarsLoss.optimizer was already called for this loss: build a new MarsLoss for a "
                                "second optimizer")
