@@ -689,6 +689,13 @@ def test_optimizer_carrying_the_core_prior_refuses_what_would_lose_or_double_it(
     model[2].masks = None  # a layer's masks switched off: its cores would keep a decay it no longer has
     with pytest.raises(RuntimeError, match="changed since"):
         loss_fn(model(x), y)
+    model = _mixed_model()
+    loss_fn = MarsLoss(model, 50)
+    loss_fn.optimizer(lr=1e-3)
+    loss_fn(model(x), y)
+    model[0].cores[1] = nn.Parameter(model[0].cores[1].detach().clone())  # a core replaced: the optimizer has the old
+    with pytest.raises(RuntimeError, match="changed since"):
+        loss_fn(model(x), y)
 
 
 def test_optimizer_carrying_the_core_prior_on_a_model_without_masks_trains_everything_plainly():

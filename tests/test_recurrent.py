@@ -194,8 +194,12 @@ def test_unconstrained_model_is_left_alone():
     model = TanhRNN(3, 5, seed=0)
     W = model.weight.detach().clone()
     assert model.project_() is None
-    assert enforce_stability(model) == {}
+    with pytest.warns(UserWarning, match="enforce_stability: .*no constrained recurrent module.*nothing was projected"):
+        assert enforce_stability(model) == {}
     torch.testing.assert_close(model.weight.detach(), W)
+    with warnings.catch_warnings():  # a constrained model: projected, without a word
+        warnings.simplefilter("error")
+        assert list(enforce_stability(TanhRNN(3, 5, lam=0.9, seed=0))) == [""]
 
 
 # ------------------------------------------------------------------ LSTM condition
@@ -549,3 +553,22 @@ def test_an_lstm_state_pair_and_a_hook_with_nothing_to_project_are_said_plainly(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         register_stability_hook(opt, TanhRNN(3, 8, lam=0.9))
+
+
+def test_tt_options_given_to_a_dense_rnn_are_named_as_ignored():
+    """``mars=``, ``pi=``, ``tt_rank=``... configure the TT recurrent matrix; with a dense one (or
+    a ready TTRecurrentMatrix) they do nothing, which a user who passed them is told."""
+    import inspect
+
+    from tnmars.nn.recurrent import _TT_OPTION_DEFAULTS, _ElmanRNN
+
+    signature = inspect.signature(_ElmanRNN.__init__).parameters
+    assert {k: signature[k].default for k in _TT_OPTION_DEFAULTS} == _TT_OPTION_DEFAULTS
+    with pytest.warns(UserWarning, match=r"TanhRNN: mars, pi configure the TT recurrent matrix .*recurrent='dense'"):
+        TanhRNN(3, 8, mars="bogus", pi=0.9)
+    with pytest.warns(UserWarning, match=r"LinearRNN: tt_rank .*a ready TTRecurrentMatrix"):
+        LinearRNN(3, 8, recurrent=TTRecurrentMatrix(8, 2), tt_rank=[4, 4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TanhRNN(3, 8, pi=1e-2, alpha=3, tt_rank=8.0)  # the defaults, spelt otherwise
+        TanhRNN(3, 8, recurrent="tt", tt_rank=2, pi=0.5, alpha=1.0)

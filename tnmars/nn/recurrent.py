@@ -579,6 +579,21 @@ class _RecurrentModel(nn.Module):
         return register_stability_hook(optimizer, self)
 
 
+#: the defaults of the options of :class:`_ElmanRNN` that only ``recurrent="tt"`` uses
+_TT_OPTION_DEFAULTS = {"tt_rank": 8, "tt_shape": None, "mars": True, "pi": 1e-2, "alpha": 3.0, "temperature": 0.1,
+                       "min_rank": 1}
+
+
+def _same_value(given: Any, default: Any) -> bool:
+    """Whether an option was left at its default (``8`` and ``8.0`` alike; ``True`` is not ``1``)."""
+    if isinstance(given, bool) or isinstance(default, bool) or given is None or default is None:
+        return given is default
+    try:
+        return bool(given == default)
+    except (TypeError, ValueError):  # an array or a list compared elementwise
+        return False
+
+
 class _ElmanRNN(_RecurrentModel):
     """``h_t = rho(h_{t-1} W + x_t U^T + b)`` with a dense or TT-matrix ``W``."""
 
@@ -621,6 +636,13 @@ class _ElmanRNN(_RecurrentModel):
             self.input.weight.uniform_(-bound, bound, generator=gen)
             if bias:
                 self.input.bias.uniform_(-bound, bound, generator=gen)
+        given = {"tt_rank": tt_rank, "tt_shape": tt_shape, "mars": mars, "pi": pi, "alpha": alpha,
+                 "temperature": temperature, "min_rank": min_rank}
+        ignored = [k for k, v in given.items() if not _same_value(v, _TT_OPTION_DEFAULTS[k])]
+        if ignored and not (isinstance(recurrent, str) and recurrent == "tt"):
+            kind = "a ready TTRecurrentMatrix" if isinstance(recurrent, TTRecurrentMatrix) else f"recurrent={recurrent!r}"
+            warn_user(f"{type(self).__name__}: {', '.join(ignored)} configure the TT recurrent matrix that "
+                      f"recurrent='tt' builds; with {kind} they are ignored")
         if isinstance(recurrent, TTRecurrentMatrix):
             if recurrent.size != self.hidden_size:
                 raise ValueError(f"the TT recurrent matrix has size {recurrent.size}, not hidden_size={self.hidden_size}")
@@ -867,6 +889,19 @@ def enforce_stability(model: nn.Module) -> dict[str, float]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    out = _project_constrained(model)
+    if not out:
+        warn_user(f"enforce_stability: {_NOTHING_CONSTRAINED.format(what='nothing was projected')}")
+    return out
+
+
+#: why a stability call on a model without constraints does nothing (``what`` says what it did not do)
+_NOTHING_CONSTRAINED = ("the model has no constrained recurrent module (a tnmars.nn RNN built with lam=..., or an "
+                        "LSTM with stable=True), so {what}; build the model with a stability constraint")
+
+
+def _project_constrained(model: nn.Module) -> dict[str, float]:
+    """:func:`enforce_stability` without its check (the hook's per-step call)."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, _RecurrentModel) and m.constrained:
@@ -885,11 +920,9 @@ def register_stability_hook(optimizer: torch.optim.Optimizer, model: nn.Module):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if not any(isinstance(m, _RecurrentModel) and m.constrained for m in model.modules()):
-        warn_user("register_stability_hook: the model has no constrained recurrent module (a tnmars.nn RNN built "
-                  "with lam=..., or an LSTM with stable=True), so the hook projects nothing; build the model with "
-                  "a stability constraint")
+        warn_user(f"register_stability_hook: {_NOTHING_CONSTRAINED.format(what='the hook projects nothing')}")
 
     def hook(opt, args, kwargs):
-        enforce_stability(model)
+        _project_constrained(model)
 
     return optimizer.register_step_post_hook(hook)

@@ -30,7 +30,7 @@ import numbers
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,39 @@ def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, li
     return fused, others
 
 
+def _structure_key(modules: Sequence[nn.Module]) -> tuple[int, ...]:
+    """The identities of what each module's prior depends on: its masks and each of its cores,
+    read from its ``_modules`` (dictionary reads: this runs at every training step). Any change
+    of them (masks switched on, off or replaced, a core replaced) changes the key; the objects
+    keyed stay referenced by the optimizer, so their ids are not reused."""
+    key: list[int] = []
+    for mod in modules:
+        sub = mod._modules
+        key.append(id(sub.get("masks")))
+        cores = sub.get("cores")
+        if isinstance(cores, nn.ParameterList):
+            key.extend(map(id, cores._parameters.values()))
+    return tuple(key)
+
+
+def _owners(modules: Sequence[nn.Module], fused: Sequence[tuple[BondMasks, Any]]) -> list[tuple[nn.Module, BondMasks]]:
+    """The modules whose ``(masks, cores)`` are in ``fused`` (from :func:`_prior_parts`)."""
+    by_masks = {id(masks) for masks, _ in fused}
+    return [(m, m._modules.get("masks")) for m in modules if id(m._modules.get("masks")) in by_masks]
+
+
+def _rest_of_prior(modules: Sequence[nn.Module], scale: float) -> torch.Tensor:
+    """``scale`` times the prior an optimizer carrying the cores' prior leaves in the loss: the
+    masks' prior of the modules with cores (under DDP), the whole prior of those without."""
+    fused, others = _prior_parts(modules)
+    parts = [joint_log_prior([(m, ()) for m, _ in fused], scale)] if fused else []
+    parts += [mod.log_prior() * scale for mod in others]
+    total = parts[0]
+    for t in parts[1:]:
+        total = total + t
+    return total
+
+
 def _log_prior_of(modules: Iterable[nn.Module], scale: float,
                   carried: tuple[tuple[torch.Tensor, ...], tuple[BondMasks, ...] | None] | None = None,
                   ) -> torch.Tensor | None:
@@ -229,11 +262,20 @@ class MarsLoss(nn.Module):
         #: the zero scalar added to the loss when an optimizer carries the prior: its gradient is the
         #: loss's total weight in what was backpropagated, by which the step scales the prior
         object.__setattr__(self, "_probe", None)  # (not registered: the optimizer holds it)
+        #: with an optimizer carrying the prior: (:func:`_structure_key` of the modules then, the
+        #: modules whose prior stays in the loss or None), or None where the key cannot see a change
+        self._layout: tuple[tuple, tuple[nn.Module, ...] | None] | None = None
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         carried = self._carried
         if carried is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._check_no_optimizer_carries_the_prior()
+        if carried is not None and self._layout is not None and _structure_key(self._modules_seen) == self._layout[0]:
+            # the layers are those the optimizer was built for (checked by identity, a few dict reads):
+            # the criterion, the probe, and what stays in the loss (nothing, outside DDP and custom modules)
+            loss = self.criterion(output, target) + self._probe
+            rest = self._layout[1]
+            return loss if rest is None else loss + _rest_of_prior(rest, -1.0 / self.num_train)
         penalty = _log_prior_of(self._modules_seen, -1.0 / self.num_train, carried)
         loss = self.criterion(output, target)
         if carried is not None:
@@ -334,6 +376,10 @@ class MarsLoss(nn.Module):
         opt.mars_prior = PriorGradient(cores, masks or (), self.num_train, mars.CORE_PRIOR_VARIANCE, probe)
         self._carried = (tuple(cores), masks)
         object.__setattr__(self, "_probe", probe)
+        if all(isinstance(m._modules.get("cores"), nn.ParameterList) for m, _ in _owners(self._modules_seen, fused)):
+            rest = tuple(m for m in self._modules_seen if _is_mars_module(m) and (
+                masks is None or getattr(m, "cores", None) is None))
+            self._layout = (_structure_key(self._modules_seen), rest or None)
         _CORE_PRIOR_OWNERS[_unwrap(self._model)] = weakref.ref(self)
         return opt
 
