@@ -838,3 +838,20 @@ def test_temperature_schedules_refuse_what_they_would_silently_bend():
     with pytest.raises(ValueError, match=r"lacks \['count', 'temperature'\]"):
         MarsTemperature(model).load_state_dict({})
     assert MarsTemperature.paper_decay(30, 0.1, 0.1) == 1.0  # a constant temperature
+
+
+def test_optimizer_carrying_the_prior_leaves_a_core_frozen_after_it_was_built_alone():
+    """A core frozen after ``optimizer()`` gets no gradient from the backward: the step must not
+    give it the prior's decay as a gradient (the update would then move a frozen parameter);
+    the other cores, still trained, get it."""
+    model = _mixed_model()
+    loss_fn = MarsLoss(model, 50)
+    opt = loss_fn.optimizer(torch.optim.SGD, lr=0.5)
+    frozen = model[0].cores[0]
+    frozen.requires_grad_(False)
+    before, other = frozen.detach().clone(), model[0].cores[1].detach().clone()
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    loss_fn(model(x), y).backward()
+    opt.step()
+    assert frozen.grad is None and torch.equal(frozen, before)
+    assert not torch.equal(model[0].cores[1], other)

@@ -83,6 +83,8 @@ class PriorGradient:
                     torch._foreach_add_(grads, torch._foreach_mul(cores, w * self.decay))
             except TypeError:  # a core without a gradient (not used this step): the decay alone
                 for c, g in zip(cores, grads):
+                    if not c.requires_grad:  # frozen since: no gradient, no decay (the loss would give none)
+                        continue
                     decay = torch.mul(c, w * self.decay)
                     if g is None:
                         c.grad = decay

@@ -276,10 +276,12 @@ class MarsLoss(nn.Module):
             loss = self.criterion(output, target) + self._probe
             rest = self._layout[1]
             return loss if rest is None else loss + _rest_of_prior(rest, -1.0 / self.num_train)
-        penalty = _log_prior_of(self._modules_seen, -1.0 / self.num_train, carried)
+        penalty = _log_prior_of(self._modules_seen, -1.0 / self.num_train, carried)  # (raises on a change)
         loss = self.criterion(output, target)
         if carried is not None:
             loss = loss + self._probe  # (value 0: the step reads its gradient, see PriorGradient)
+            if self._layout is not None:  # the same layers in new objects (a copy, an unpickled loss): re-key
+                self._layout = (_structure_key(self._modules_seen), self._layout[1])
         return loss if penalty is None else loss + penalty
 
     def _check_no_optimizer_carries_the_prior(self) -> None:
