@@ -855,3 +855,23 @@ def test_optimizer_carrying_the_prior_leaves_a_core_frozen_after_it_was_built_al
     opt.step()
     assert frozen.grad is None and torch.equal(frozen, before)
     assert not torch.equal(model[0].cores[1], other)
+
+
+def test_prior_gradient_with_a_device_weight_adds_what_the_host_weight_adds():
+    """On a GPU the loss's weight stays a tensor (no synchronisation): that path, run here on
+    CPU tensors, adds the same gradients as the host path, with and without existing grads."""
+    results = []
+    for as_tensor in (False, True):
+        model = _mixed_model()
+        loss_fn = MarsLoss(model, 50)
+        opt = loss_fn.optimizer(lr=1e-3)
+        torch.manual_seed(0)
+        loss_fn(model(torch.randn(8, 16, dtype=torch.float64)), torch.randint(0, 5, (8,))).backward()
+        model[2].masks.logits.grad = None  # one logit vector without a data gradient, one with
+        w = 2.5
+        with torch.no_grad():
+            opt.mars_prior._add(torch.tensor(w, dtype=torch.float64) if as_tensor else w)
+        results.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert results[0].keys() == results[1].keys() and any("logits" in k for k in results[0])
+    for name in results[0]:
+        torch.testing.assert_close(results[1][name], results[0][name], rtol=1e-12, atol=0, msg=name)

@@ -111,7 +111,8 @@ def _classify(uniforms: list[float], logits: list[float], temperature: float) ->
     usual non-trivial draw late in training) costs a scan of the uniforms, not a logarithm per
     entry. Such entries get noise 0, which no caller reads: the noise is used for entries strictly
     inside (0, 1), and for every entry only when a logit is not finite (every entry is then
-    classified, as is every entry of a draw with a uniform above the clamp ``1 - 1e-6``).
+    classified). Where the bound passes 1/4 (low logits: most entries are not exactly 1), or a
+    quarter of the uniforms fall below it, every entry is classified too.
     """
     lo, hi = _ZERO * temperature, _ONE * temperature
     log, low, high, inv = math.log, _NOISE_EPS, 1.0 - _NOISE_EPS, 1.0 / temperature
@@ -121,7 +122,9 @@ def _classify(uniforms: list[float], logits: list[float], temperature: float) ->
         b = hi - min(logits)
         b += 1e-6 * (1.0 + abs(b))
         bound = 1.0 / (1.0 + math.exp(-b)) if b > -700.0 else 0.0
-        if bound <= high:  # a uniform clamped to ``high`` is then at or above the bound as well
+        # (a uniform clamped to ``high`` is at or above a bound <= high as well; above 1/4, about
+        # that share of the entries would be candidates: the per-entry loop, without the scan)
+        if bound <= 0.25:
             candidates = [i for i, u in enumerate(uniforms) if u < bound]
             if 4 * len(candidates) > n_entries:
                 candidates = range(n_entries)
