@@ -875,3 +875,79 @@ def test_prior_gradient_with_a_device_weight_adds_what_the_host_weight_adds():
     assert results[0].keys() == results[1].keys() and any("logits" in k for k in results[0])
     for name in results[0]:
         torch.testing.assert_close(results[1][name], results[0][name], rtol=1e-12, atol=0, msg=name)
+
+
+class _Gate(nn.Module):
+    """A custom MARS module: masks and its own ``log_prior()``, no cores (its prior stays in the loss)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.masks = None
+        self.scale = nn.Parameter(torch.ones(6, dtype=torch.float64))
+
+    def log_prior(self) -> torch.Tensor:
+        return self.masks.log_prior()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def test_optimizer_mode_loss_follows_a_module_without_cores_switched_on_and_off():
+    """Found by review: the loss's per-step identity key, re-made after the full check, kept the
+    modules of build time (a module switched on later lost its prior after one call; switched
+    off, the loss raised)."""
+    from tnmars.nn.masks import BondMasks
+
+    torch.manual_seed(3)
+    model = nn.Sequential(TensorizedLinear(16, 6, rank=3, in_shape=(4, 4), out_shape=(2, 3), alpha=1.0), _Gate(),
+                          nn.Linear(6, 5)).double()
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    loss_fn = MarsLoss(model, 50)
+    loss_fn.optimizer(lr=1e-3)
+    model.eval()
+    model[1].masks = BondMasks({"a": 6}, pi=0.01, alpha=1.0).double()
+    with torch.no_grad():
+        out = model(x)
+        ce = float(nn.functional.cross_entropy(out, y))
+        expected = float(-model[1].log_prior() / 50)
+        assert expected != 0
+        for _ in range(3):
+            assert float(loss_fn(out, y)) - ce == pytest.approx(expected, rel=1e-9)
+        model[1].masks = None
+        for _ in range(3):
+            assert float(loss_fn(out, y)) == pytest.approx(ce, rel=1e-12)
+
+
+def test_optimizer_mode_follows_cores_frozen_or_unfrozen_after_it_was_built():
+    """Found by review: a core frozen later moved under ``zero_grad(set_to_none=False)`` (its zero
+    gradient got the decay); a core frozen when the optimizer was built never got the decay
+    after being unfrozen. Both now match the prior in the loss."""
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    for freeze_first in (False, True):
+        models = [_mixed_model(), _mixed_model()]
+        if freeze_first:
+            for m in models:
+                m[0].cores[0].requires_grad_(False)
+        opt_a = torch.optim.SGD(models[0].parameters(), lr=0.5)
+        loss_a = MarsLoss(models[0], 50)
+        loss_b = MarsLoss(models[1], 50)
+        opt_b = loss_b.optimizer(torch.optim.SGD, lr=0.5)
+        for m in models:
+            m[0].cores[0].requires_grad_(freeze_first)  # unfrozen if it was frozen, frozen if not
+        for step in range(2):
+            for model, loss_fn, opt in ((models[0], loss_a, opt_a), (models[1], loss_b, opt_b)):
+                torch.manual_seed(step)
+                opt.zero_grad(set_to_none=False)
+                loss_fn(model(x), y).backward()
+                opt.step()
+        for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=f"{name} (frozen first: {freeze_first})")
+
+
+def test_optimizer_mode_probe_is_float32_at_least_and_float64_for_a_float64_model():
+    """Found by review: the loss's weight scalar took the first parameter's dtype; a float16 one
+    overflowed under GradScaler (its gradient is the scale)."""
+    model = _mixed_model()
+    assert MarsLoss(model, 50).optimizer(lr=1e-3).mars_prior.probe.dtype == torch.float64
+    model = nn.Sequential(nn.Linear(16, 16).half().requires_grad_(False), _mixed_model().float())
+    assert MarsLoss(model, 50).optimizer(lr=1e-3).mars_prior.probe.dtype == torch.float32

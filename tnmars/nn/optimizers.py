@@ -41,14 +41,14 @@ class PriorGradient:
     fused kernel with them), so the prior gets exactly the weight it has in the loss. The probe's
     gradient is cleared once read; a step after no backward of the loss adds no prior.
 
-    A core that does not require gradients (frozen) gets no decay; one that does but has no
+    A core that does not require gradients (frozen, now) gets no decay; one that does but has no
     gradient gets the decay alone, as from the loss. A logit vector that does not require
     gradients (frozen during a warm-up) gets no push; one whose draws were all clamped (no data
     gradient) gets the prior's alone. ``pi`` is read from the masks at every step."""
 
     def __init__(self, cores: Sequence[torch.Tensor], masks: Sequence[BondMasks], num_train: int,
                  core_variance: float, probe: torch.Tensor) -> None:
-        self.cores = [c for c in cores if c.requires_grad]
+        self.cores = list(cores)  # (filtered by requires_grad at each step: freezing may come later)
         self.masks = tuple(masks)
         self.logits = [m._parameters["logits"] for m in self.masks]
         self.num_train = int(num_train)
@@ -73,7 +73,7 @@ class PriorGradient:
 
     def _add(self, w: float | torch.Tensor) -> None:
         number = isinstance(w, float)
-        cores = self.cores
+        cores = [c for c in self.cores if c.requires_grad]  # a frozen core gets no decay, like no gradient
         if cores:
             grads = [c.grad for c in cores]
             try:  # (the arguments are checked before anything is added)
@@ -83,8 +83,6 @@ class PriorGradient:
                     torch._foreach_add_(grads, torch._foreach_mul(cores, w * self.decay))
             except TypeError:  # a core without a gradient (not used this step): the decay alone
                 for c, g in zip(cores, grads):
-                    if not c.requires_grad:  # frozen since: no gradient, no decay (the loss would give none)
-                        continue
                     decay = torch.mul(c, w * self.decay)
                     if g is None:
                         c.grad = decay

@@ -143,8 +143,9 @@ def _prior_parts(modules: Iterable[nn.Module]) -> tuple[list[tuple[BondMasks, li
 def _structure_key(modules: Sequence[nn.Module]) -> tuple[int, ...]:
     """The identities of what each module's prior depends on: its masks and each of its cores,
     read from its ``_modules`` (dictionary reads: this runs at every training step). Any change
-    of them (masks switched on, off or replaced, a core replaced) changes the key; the objects
-    keyed stay referenced by the optimizer, so their ids are not reused."""
+    of them (masks switched on, off or replaced, a core replaced) changes the key; those the
+    optimizer uses stay referenced by it, so their ids are not reused (the others' prior is
+    computed from the modules as they are, in the loss)."""
     key: list[int] = []
     for mod in modules:
         sub = mod._modules
@@ -161,16 +162,25 @@ def _owners(modules: Sequence[nn.Module], fused: Sequence[tuple[BondMasks, Any]]
     return [(m, m._modules.get("masks")) for m in modules if id(m._modules.get("masks")) in by_masks]
 
 
-def _rest_of_prior(modules: Sequence[nn.Module], scale: float) -> torch.Tensor:
+def _rest_of_prior(modules: Sequence[nn.Module], scale: float) -> torch.Tensor | None:
     """``scale`` times the prior an optimizer carrying the cores' prior leaves in the loss: the
     masks' prior of the modules with cores (under DDP), the whole prior of those without."""
     fused, others = _prior_parts(modules)
     parts = [joint_log_prior([(m, ()) for m, _ in fused], scale)] if fused else []
     parts += [mod.log_prior() * scale for mod in others]
+    if not parts:  # (their masks were switched off since)
+        return None
     total = parts[0]
     for t in parts[1:]:
         total = total + t
     return total
+
+
+def _modules_left_in_loss(modules: Sequence[nn.Module], masks_carried: bool) -> tuple[nn.Module, ...] | None:
+    """The MARS modules whose prior stays in the loss when an optimizer carries the rest: those
+    without cores, and under DDP (``masks_carried`` False) every one (their masks' prior)."""
+    rest = tuple(m for m in modules if _is_mars_module(m) and (not masks_carried or getattr(m, "cores", None) is None))
+    return rest or None
 
 
 def _log_prior_of(modules: Iterable[nn.Module], scale: float,
@@ -275,13 +285,16 @@ class MarsLoss(nn.Module):
             # the criterion, the probe, and what stays in the loss (nothing, outside DDP and custom modules)
             loss = self.criterion(output, target) + self._probe
             rest = self._layout[1]
-            return loss if rest is None else loss + _rest_of_prior(rest, -1.0 / self.num_train)
+            penalty = None if rest is None else _rest_of_prior(rest, -1.0 / self.num_train)
+            return loss if penalty is None else loss + penalty
         penalty = _log_prior_of(self._modules_seen, -1.0 / self.num_train, carried)  # (raises on a change)
         loss = self.criterion(output, target)
         if carried is not None:
             loss = loss + self._probe  # (value 0: the step reads its gradient, see PriorGradient)
-            if self._layout is not None:  # the same layers in new objects (a copy, an unpickled loss): re-key
-                self._layout = (_structure_key(self._modules_seen), self._layout[1])
+            if self._layout is not None:  # the carried layers as built (a copy, an unpickled loss, a module
+                # without cores switched on or off since): re-key, and list again what stays in the loss
+                self._layout = (_structure_key(self._modules_seen),
+                                _modules_left_in_loss(self._modules_seen, carried[1] is not None))
         return loss if penalty is None else loss + penalty
 
     def _check_no_optimizer_carries_the_prior(self) -> None:
@@ -332,7 +345,10 @@ class MarsLoss(nn.Module):
           none from the data); the cores' decay is still the optimizer's;
         * ``weight_decay`` in ``options`` is a decay on every parameter, on top of the cores' prior;
         * the optimizer's parameter group holds the zero scalar after the model's parameters (it
-          is never updated).
+          is never updated), so clear gradients with the optimizer's ``zero_grad()``: the model's
+          ``zero_grad()`` does not reach the scalar, and a backward whose step was skipped would
+          then add its weight to the next step's prior (the optimizer's ``zero_grad``, or its next
+          step, clears it).
 
         ``optimizer_class``: Adam, AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam or RAdam (from
         ``torch.optim``); each keeps its own options, a ``weight_decay`` (coupled or, for AdamW,
@@ -372,16 +388,16 @@ class MarsLoss(nn.Module):
             raise ValueError("MarsLoss.optimizer: the model has no parameters")
         if fused_by_default(optimizer_class, options, params):
             options["fused"] = True
-        probe = nn.Parameter(torch.zeros((), dtype=params[0].dtype if params[0].is_floating_point() else None,
-                                         device=params[0].device))
+        # the loss's weight in float32 at least, in float64 for a float64 model (a float16 probe would
+        # overflow under GradScaler); a 0-d tensor, it does not change the loss's dtype
+        dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+        probe = nn.Parameter(torch.zeros((), dtype=dtype, device=params[0].device))
         opt = CARRYING[optimizer_class]([*params, probe], **options)
         opt.mars_prior = PriorGradient(cores, masks or (), self.num_train, mars.CORE_PRIOR_VARIANCE, probe)
         self._carried = (tuple(cores), masks)
         object.__setattr__(self, "_probe", probe)
         if all(isinstance(m._modules.get("cores"), nn.ParameterList) for m, _ in _owners(self._modules_seen, fused)):
-            rest = tuple(m for m in self._modules_seen if _is_mars_module(m) and (
-                masks is None or getattr(m, "cores", None) is None))
-            self._layout = (_structure_key(self._modules_seen), rest or None)
+            self._layout = (_structure_key(self._modules_seen), _modules_left_in_loss(self._modules_seen, masks is not None))
         _CORE_PRIOR_OWNERS[_unwrap(self._model)] = weakref.ref(self)
         return opt
 
