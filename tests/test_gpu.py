@@ -321,8 +321,8 @@ def test_tensorized_transformer_on_cuda_runs_the_dense_function():
 
 
 def _optimizer_prior_on(device: str) -> None:
-    """``MarsLoss.optimizer()`` (fused Adam, the cores' prior as its weight decay) takes the
-    steps that Adam takes with the whole prior in the loss, open masks included (every draw
+    """``MarsLoss.optimizer()`` (fused Adam that adds the prior's gradient in its step, weighted
+    by a device scalar's gradient) takes the steps that Adam takes with the whole prior in the loss, open masks included (every draw
     exactly 1: the logits' only gradient is the prior's)."""
     from tnmars import nn as tnn
 
