@@ -7,6 +7,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import tnmars.nn as tnn
@@ -875,6 +877,35 @@ def test_prior_gradient_with_a_device_weight_adds_what_the_host_weight_adds():
     assert results[0].keys() == results[1].keys() and any("logits" in k for k in results[0])
     for name in results[0]:
         torch.testing.assert_close(results[1][name], results[0][name], rtol=1e-12, atol=0, msg=name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.floats(-1e4, 1e4), st.sampled_from([math.inf, -math.inf, 0.0, 36.0, -745.0])),
+                       min_size=1, max_size=12),
+       pi=st.floats(1e-6, 0.5), dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16]),
+       with_grad=st.booleans())
+def test_the_logits_push_computed_on_the_host_is_the_prior_gradient(values, pi, dtype, with_grad):
+    """On CPU tensors the step computes the logits' prior gradient ``-(1/N) log(pi/(1-pi)) s(1-s)``
+    in Python floats; it is that formula (in float64, then rounded to the logits' dtype), with
+    no overflow at either end and no cancellation in ``1 - s``, added to an existing gradient or
+    set as the gradient."""
+    from tnmars.nn.masks import BondMasks
+    from tnmars.nn.optimizers import PriorGradient
+    masks = BondMasks({"A": len(values)}, pi=pi)
+    logits = masks.logits
+    with torch.no_grad():
+        logits.data = torch.tensor(values, dtype=torch.float64).to(dtype)
+    before = torch.linspace(-1, 1, len(values), dtype=torch.float64).to(dtype) if with_grad else None
+    logits.grad = None if before is None else before.clone()
+    PriorGradient._push_on_host([logits], [masks], 2.0 / 7.0)
+    e = torch.exp(-torch.tensor(values, dtype=torch.float64).to(dtype).double().abs())
+    want = (2.0 / 7.0) * (math.log1p(-pi) - math.log(pi)) * e / (1 + e) ** 2  # s (1 - s) without 1 - s's cancellation
+    assert logits.grad.dtype == dtype and logits.grad.shape == logits.shape and torch.isfinite(logits.grad).all()
+    eps = torch.finfo(dtype).eps
+    atol = 4 * eps * float(want.abs().max()) + 1e-300
+    if before is not None:
+        want = want.to(dtype).double() + before.double()
+    torch.testing.assert_close(logits.grad.double(), want.to(dtype).double(), rtol=4 * eps, atol=atol)
 
 
 class _Gate(nn.Module):

@@ -117,6 +117,10 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
+#: ``torch.compiler.is_compiling`` (PyTorch >= 2.3; earlier versions have no compiler to ask)
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+
+
 def core_list(cores: nn.ParameterList) -> list[torch.Tensor]:
     """The parameters of a ``ParameterList`` as a list, without its per-item indexing (which costs
     more than a small contraction step at batch 1)."""
@@ -560,8 +564,8 @@ class TensorizedLayer(nn.Module):
             return cores
         skip = self.skip_closed
         if skip is None:
-            skip = cores[0].device.type == "cpu"
-        if skip and is_recording():  # data-dependent shapes: not under torch.compile / jit.trace
+            skip = cores[0].is_cpu  # (not .device.type: a device object built every step)
+        if skip and _is_compiling():  # data-dependent shapes (jit.trace was refused above)
             skip = False
         return masks.fold(cores, self.sites, self.bond_axes if skip else None)
 
