@@ -355,6 +355,37 @@ def test_mars_optimizer_on_cuda_takes_the_steps_of_the_prior_in_the_loss():
     _optimizer_prior_on("cuda")
 
 
+@pytest.mark.cuda
+@needs_cuda
+def test_mars_optimizer_built_on_cuda_keeps_training_a_model_moved_to_the_cpu():
+    """``loss_fn.optimizer()`` built for a model on the GPU, then ``model.cpu()``: the loss's
+    probe follows the model (a CUDA scalar cannot join a CPU loss) and the steps are those of a
+    twin trained on the CPU throughout."""
+    from tnmars import nn as tnn
+
+    def model():
+        torch.manual_seed(3)
+        return torch.nn.Sequential(tnn.TensorizedLinear(16, 12, rank=3, in_shape=(4, 4), out_shape=(3, 4), alpha=1.0),
+                                   torch.nn.ReLU(), tnn.LowRankLinear(12, 5, rank=3, alpha=1.0)).double()
+
+    x = torch.randn(32, 16, dtype=torch.float64)
+    y = torch.randint(0, 5, (32,))
+    moved, twin = model().to("cuda"), model()
+    loss_m, loss_t = tnn.MarsLoss(moved, 50), tnn.MarsLoss(twin, 50)
+    opt_m, opt_t = loss_m.optimizer(lr=1e-2), loss_t.optimizer(lr=1e-2)
+    moved.cpu()
+    for step in range(3):
+        for net, loss_fn, opt in ((moved, loss_m, opt_m), (twin, loss_t, opt_t)):
+            torch.manual_seed(step)
+            opt.zero_grad()
+            loss_fn(net(x), y).backward()
+            opt.step()
+    assert loss_m._probe.device.type == "cpu"
+    for a, b in zip(moved.parameters(), twin.parameters()):
+        assert a.device.type == "cpu"
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 def _occam_on(device: str) -> None:
     """``occam_prune`` with both nll helpers on a model and data on ``device``: it closes the
     surplus indices of a rank-2 teacher fitted at rank 5, and the model stays there."""

@@ -677,6 +677,43 @@ def test_optimizer_carrying_the_core_prior_pickles_with_its_loss():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 
+def test_optimizer_mode_resumes_from_the_state_dict_of_the_plain_optimizer():
+    """A model trained with the prior in the loss and Adam over ``model.parameters()`` resumes
+    under ``loss_fn.optimizer()`` from Adam's state dict (its group is those parameters plus the
+    probe, which has no state): the same steps as going on with the plain setup. A state dict
+    that fits neither raises, saying what the group holds."""
+    import copy
+    x, y = torch.randn(32, 16, dtype=torch.float64), torch.randint(0, 5, (32,))
+    model = _mixed_model()
+    loss_a = MarsLoss(model, 50)
+    opt_a = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
+    _train(model, loss_a, opt_a, x, y, 3)
+    resumed = copy.deepcopy(model)
+    loss_b = MarsLoss(resumed, 50)
+    opt_b = loss_b.optimizer(lr=1e-2)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    assert len(opt_b.state) == len(list(model.parameters()))  # every moment estimate came across
+    _train(model, loss_a, opt_a, x, y, 3)
+    _train(resumed, loss_b, opt_b, x, y, 3)
+    for (name, a), b in zip(model.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+    opt_b.load_state_dict(opt_b.state_dict())  # its own
+    smaller = torch.optim.Adam(list(model.parameters())[1:], lr=1e-2).state_dict()
+    with pytest.raises(ValueError, match=r"model.parameters\(\) order, then the prior's probe"):
+        opt_b.load_state_dict(smaller)
+
+
+def test_optimizer_mode_probe_moves_only_for_a_device_change():
+    """When ``loss + probe`` fails, the probe follows the loss's device only if that differs
+    (the model moved after ``loss_fn.optimizer()``: ``tests/test_gpu.py`` checks CUDA to CPU);
+    any other error of the addition propagates unchanged."""
+    loss_fn = MarsLoss(_mixed_model(), 50)
+    loss_fn.optimizer(lr=1e-2)
+    error = RuntimeError("some other failure")
+    with pytest.raises(RuntimeError, match="some other failure"):
+        loss_fn._probe_followed(torch.zeros((), dtype=torch.float64), error)
+
+
 def test_optimizer_carrying_the_core_prior_refuses_what_would_lose_or_double_it():
     model = _mixed_model()
     x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))

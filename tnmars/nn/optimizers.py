@@ -172,6 +172,25 @@ class CarriesMarsPrior:
             return loss
         return parent(self, closure_with_prior)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As the parent's, and also a state dict of the plain optimizer over
+        ``model.parameters()`` (a model trained with the prior in the loss): this optimizer's one
+        group holds those parameters in that order, then the prior's probe, which has no state."""
+        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        prior = self.mars_prior
+        mine = self.param_groups  # type: ignore[attr-defined]
+        if (prior is not None and isinstance(groups, list) and len(groups) == 1 == len(mine)
+                and isinstance(groups[0], dict) and len(groups[0].get("params", ())) == len(mine[0]["params"]) - 1
+                and mine[0]["params"][-1] is prior.probe):
+            ids = list(groups[0]["params"])
+            state_dict = {**state_dict, "param_groups": [{**groups[0], "params": [*ids, max(ids, default=-1) + 1]}]}
+        try:
+            super().load_state_dict(state_dict)  # type: ignore[misc]
+        except ValueError as err:
+            raise ValueError(f"{err}. (The optimizer of MarsLoss.optimizer() has one group: the model's parameters "
+                             "in model.parameters() order, then the prior's probe; it loads its own state dicts "
+                             "and those of the plain optimizer over model.parameters().)") from err
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()  # type: ignore[misc]
         state["mars_prior"] = self.mars_prior

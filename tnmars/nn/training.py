@@ -283,19 +283,37 @@ class MarsLoss(nn.Module):
         if carried is not None and self._layout is not None and _structure_key(self._modules_seen) == self._layout[0]:
             # the layers are those the optimizer was built for (checked by identity, a few dict reads):
             # the criterion, the probe, and what stays in the loss (nothing, outside DDP and custom modules)
-            loss = self.criterion(output, target) + self._probe
+            loss = self.criterion(output, target)
+            try:
+                loss = loss + self._probe
+            except RuntimeError as err:
+                loss = self._probe_followed(loss, err)
             rest = self._layout[1]
             penalty = None if rest is None else _rest_of_prior(rest, -1.0 / self.num_train)
             return loss if penalty is None else loss + penalty
         penalty = _log_prior_of(self._modules_seen, -1.0 / self.num_train, carried)  # (raises on a change)
         loss = self.criterion(output, target)
         if carried is not None:
-            loss = loss + self._probe  # (value 0: the step reads its gradient, see PriorGradient)
+            try:
+                loss = loss + self._probe  # (value 0: the step reads its gradient, see PriorGradient)
+            except RuntimeError as err:
+                loss = self._probe_followed(loss, err)
             if self._layout is not None:  # the carried layers as built (a copy, an unpickled loss, a module
                 # without cores switched on or off since): re-key, and list again what stays in the loss
                 self._layout = (_structure_key(self._modules_seen),
                                 _modules_left_in_loss(self._modules_seen, carried[1] is not None))
         return loss if penalty is None else loss + penalty
+
+    def _probe_followed(self, loss: torch.Tensor, error: RuntimeError) -> torch.Tensor:
+        """``loss + probe`` after the model moved to another device since :meth:`optimizer` (a
+        0-d tensor on a GPU cannot join a CPU loss): the probe follows the loss's device, in
+        place, so that the optimizer's parameter group keeps it. Other errors propagate."""
+        probe = self._probe
+        if probe.device == loss.device:
+            raise error
+        with torch.no_grad():
+            probe.data = probe.data.to(loss.device)
+        return loss + probe
 
     def _check_no_optimizer_carries_the_prior(self) -> None:
         """Warn (once) when another loss's :meth:`optimizer` already applies this model's
@@ -348,7 +366,9 @@ class MarsLoss(nn.Module):
           is never updated), so clear gradients with the optimizer's ``zero_grad()``: the model's
           ``zero_grad()`` does not reach the scalar, and a backward whose step was skipped would
           then add its weight to the next step's prior (the optimizer's ``zero_grad``, or its next
-          step, clears it).
+          step, clears it). Its ``load_state_dict`` also takes the state dict of the plain
+          optimizer over ``model.parameters()`` (to resume a run that had the prior in the loss);
+          when the model moves to another device afterwards, the scalar follows it.
 
         ``optimizer_class``: Adam, AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam or RAdam (from
         ``torch.optim``); each keeps its own options, a ``weight_decay`` (coupled or, for AdamW,
