@@ -80,8 +80,13 @@ def test_a_budget_below_the_smallest_network_is_refused():
     net = tnmars.Network.tt((5, 6, 7), 3, seed=0)
     with pytest.raises(ValueError, match="smallest"):
         shrink_to_params(net, smallest_params(net, 1) - 1)
-    with pytest.raises(ValueError, match="smallest network"):
+    with pytest.raises(ValueError, match="smallest network") as refused:
         tnmars.fit(_tt_truth(), "tt", budget=10, progress=False)
+    assert str(refused.value).startswith("budget 10 parameters is below")  # the count once, not twice
+    with pytest.raises(ValueError, match=r"^budget 1 parameter is below"):
+        tnmars.fit(_tt_truth(), "tt", budget=1, progress=False)
+    with pytest.raises(ValueError, match=r"^budget 1000x compression \([\d,]+ parameters\) is below"):
+        tnmars.fit(_tt_truth(), "tt", budget="1000x", progress=False)
 
 
 def test_the_search_refuses_a_start_above_its_budget():

@@ -160,4 +160,6 @@ def max_params(budget: Any, dense_size: int) -> int:
 
 def describe_budget(budget: Any) -> str:
     """How a budget reads in messages and result settings."""
-    return f"{budget} compression" if isinstance(budget, str) else f"{int(budget):,} parameters"
+    if isinstance(budget, str):
+        return f"{budget} compression"
+    return f"{int(budget):,} parameter" + ("" if int(budget) == 1 else "s")

@@ -338,7 +338,8 @@ def _budget(budget: Any, template: Network, floors: Mapping[str, int]) -> int | 
     smallest = smallest_params(template, floors)
     if smallest > limit:
         lowest = {b: max(f, 1) for b, f in floors.items()}
-        raise ValueError(f"budget {describe(budget)} ({limit:,} parameters) is below the smallest network of "
+        allows = "" if not isinstance(budget, str) else f" ({limit:,} parameters)"  # (a count says it already)
+        raise ValueError(f"budget {describe(budget)}{allows} is below the smallest network of "
                          f"this form: {smallest:,} parameters with {describe_floors(lowest)}")
     return limit
 
