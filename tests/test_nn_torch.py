@@ -216,6 +216,30 @@ def test_jit_trace_fails_with_a_message_that_says_why():
     torch.testing.assert_close(exported.module()(x), small(x))
 
 
+@pytest.mark.parametrize("name", list(FACTORIES))
+@pytest.mark.parametrize("made_inside", [False, True])
+def test_inference_mode_gives_the_no_grad_outputs_with_closed_indices(name, made_inside):
+    """A trained, uncompressed MARS layer (some indices closed) runs under
+    ``torch.inference_mode`` as under ``torch.no_grad``, also when the layer itself was built
+    inside inference mode (its parameters then have no version counter to key caches on)."""
+    torch.manual_seed(0)
+    if made_inside:
+        with torch.inference_mode():
+            layer = FACTORIES[name]().eval()
+    else:
+        layer = FACTORIES[name]().eval()
+    with torch.inference_mode() if made_inside else torch.no_grad():
+        layer.masks.logits[::2] = -3.0  # every other index closed (at least one kept per bond)
+    x = _input(layer)
+    with torch.no_grad():
+        want = layer(x)
+        weight = layer.weight
+    for _ in range(2):  # the second call may be served from kept products
+        with torch.inference_mode():
+            torch.testing.assert_close(layer(x), want)
+            torch.testing.assert_close(layer.weight, weight)
+
+
 # ------------------------------------------------------------------ batches and inputs
 @pytest.mark.parametrize("name", list(FACTORIES))
 @pytest.mark.parametrize("mode", ["train", "eval"])

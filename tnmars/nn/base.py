@@ -581,10 +581,13 @@ class TensorizedLayer(nn.Module):
         if _autocast(x):
             return None
         key: list[Any] = [generation()]  # fused optimizer steps move no _version counter (:mod:`.kept`)
-        key += [(Same(p), p._version, p.data_ptr(), p.dtype) for p in core_list(self.cores)]
-        if masks is not None:
-            lg = masks.logits
-            key.append((Same(lg), lg._version, lg.data_ptr(), masks.min_rank, self.warmup, self.skip_closed))
+        try:
+            key += [(Same(p), p._version, p.data_ptr(), p.dtype) for p in core_list(self.cores)]
+            if masks is not None:
+                lg = masks.logits
+                key.append((Same(lg), lg._version, lg.data_ptr(), masks.min_rank, self.warmup, self.skip_closed))
+        except RuntimeError:  # parameters made under torch.inference_mode have no version counter: no key
+            return None
         return tuple(key)
 
     def log_prior(self) -> torch.Tensor:

@@ -122,7 +122,10 @@ class Program:
         # generation(): fused optimizer steps move no _version counter (:mod:`.kept`)
         # Same(p): the key holds the operands (often fresh slices of the cores), so no new tensor can
         # take their id and address while their kept products are served (:class:`~.kept.Same`)
-        key = (generation(), *((Same(p), p._version, p.data_ptr(), p.dtype) for p in params))
+        try:
+            key = (generation(), *((Same(p), p._version, p.data_ptr(), p.dtype) for p in params))
+        except RuntimeError:  # an inference tensor (made under torch.inference_mode) has no version
+            return run(self.code, operands)  # counter to key on: computed afresh, as with gradients
         kept = self._kept
         if kept is None or kept[0] != key:
             kept = self._kept = (key, {})
