@@ -217,6 +217,30 @@ def test_invalid_arguments_are_named():
         tnn.occam_prune(model, nll, N)
 
 
+def test_occam_refuses_a_tensorized_recurrent_matrix_in_warm_up():
+    """In warm-up the recurrent matrix's masks are not applied: closing an index would leave the
+    nll unchanged and every index would close; refused, as for layers."""
+    torch.manual_seed(0)
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = tnn.TanhRNN(3, 16, recurrent="tt", tt_rank=4, seed=0)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[:, -1])
+
+    model = Classifier()
+    X = torch.randn(50, 5, 3)
+    y = (X.sum((1, 2)) > 0).long()
+    tnn.set_warmup(model, True)
+    before = dict(model.rnn.weight_tt.ranks)
+    with pytest.raises(ValueError, match="'rnn.weight_tt' is in warm-up"):
+        tnn.occam_prune(model, tnn.classification_nll(X, y), 50)
+    assert dict(model.rnn.weight_tt.ranks) == before
+
+
 def test_classification_nll_sums_cross_entropy_in_batches():
     torch.manual_seed(1)
     X, y = torch.randn(37, 6), torch.randint(0, 4, (37,))

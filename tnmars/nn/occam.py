@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..network import Network
-from .base import TensorizedLayer, warn_user
+from .base import warn_user
 from .masks import BondMasks
 from .training import mars_modules
 
@@ -294,8 +294,8 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     units: list[_Unit] = []
     skipped: list[str] = []
     for name, mod in mars_modules(model):
-        if isinstance(mod, TensorizedLayer) and mod.warmup:
-            raise ValueError(f"MARS layer {name or '(model)'!r} is in warm-up (its masks are not applied, so closing "
+        if getattr(mod, "warmup", False):  # (a layer, or a tensorized recurrent matrix: set_warmup sets both)
+            raise ValueError(f"MARS module {name or '(model)'!r} is in warm-up (its masks are not applied, so closing "
                              "an index would not change the output); call tnmars.nn.set_warmup(model, False) first")
         counter = _param_counter(mod)
         if counter is None:
