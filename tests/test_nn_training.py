@@ -677,6 +677,49 @@ def test_optimizer_carrying_the_core_prior_pickles_with_its_loss():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 
+def test_compress_warns_about_a_layer_in_warm_up_whose_masks_close_indices():
+    """In warm-up a layer computes its full-rank function; compressing it keeps only the MAP
+    indices, another function: a warning naming the layer, none when nothing closes."""
+    layer = TensorizedLinear(16, 12, rank=4, in_shape=(4, 4), out_shape=(3, 4))
+    model = nn.Sequential(layer, nn.ReLU())
+    tnn.set_warmup(model, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tnn.compress(model.eval())  # every mask open: the same function
+    with torch.no_grad():
+        layer.masks.logits.copy_(torch.tensor([2.0, -2.0, 2.0, -2.0]))
+    with pytest.warns(RuntimeWarning, match=r"compress: '0' \(ranks \{'A': 2\}\) in warm-up"):
+        small = tnn.compress(model.eval())
+    x = torch.randn(3, 16)
+    assert not torch.allclose(small(x), model(x))  # what the warning is about
+    tnn.set_warmup(model, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small = tnn.compress(model.eval())
+    torch.testing.assert_close(small(x), model(x))
+
+
+def test_optimizer_mode_follows_a_new_num_train():
+    """``loss_fn.num_train`` set after ``loss_fn.optimizer()``: the step's prior uses the new N,
+    as the prior in the loss does; a bad value is refused."""
+    x, y = torch.randn(16, 16, dtype=torch.float64), torch.randint(0, 5, (16,))
+    in_loss, in_opt = _mixed_model(), _mixed_model()
+    loss_a, loss_b = MarsLoss(in_loss, 50), MarsLoss(in_opt, 50)
+    opt_a = torch.optim.SGD(in_loss.parameters(), lr=0.5)
+    opt_b = loss_b.optimizer(torch.optim.SGD, lr=0.5)
+    _train(in_loss, loss_a, opt_a, x, y, 1)
+    _train(in_opt, loss_b, opt_b, x, y, 1)
+    loss_a.num_train = loss_b.num_train = 5
+    assert loss_b.num_train == 5 and opt_b.mars_prior.num_train == 5
+    _train(in_loss, loss_a, opt_a, x, y, 2)
+    _train(in_opt, loss_b, opt_b, x, y, 2)
+    for (name, a), b in zip(in_loss.named_parameters(), in_opt.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+    with pytest.raises(ValueError, match="num_train"):
+        loss_b.num_train = 0
+    assert opt_b.mars_prior.num_train == 5
+
+
 def test_optimizer_mode_resumes_from_the_state_dict_of_the_plain_optimizer():
     """A model trained with the prior in the loss and Adam over ``model.parameters()`` resumes
     under ``loss_fn.optimizer()`` from Adam's state dict (its group is those parameters plus the

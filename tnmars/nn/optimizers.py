@@ -54,12 +54,17 @@ class PriorGradient:
         self.cores = list(cores)  # (filtered by requires_grad at each step: freezing may come later)
         self.masks = tuple(masks)
         self.logits = [m._parameters["logits"] for m in self.masks]
-        self.num_train = int(num_train)
-        self.decay = 1.0 / (core_variance * self.num_train)
+        self.core_variance = float(core_variance)
+        self.set_num_train(num_train)
         self.probe = probe
         # the logits' push in Python floats (CPU) only for the usual tens to hundreds of logits: a
         # loop over thousands would cost more than torch's few ops
         self.push_on_host = sum(lg.numel() for lg in self.logits) <= 1024
+
+    def set_num_train(self, num_train: int) -> None:
+        """A new ``N`` (:attr:`MarsLoss.num_train` set after the optimizer was built)."""
+        self.num_train = int(num_train)
+        self.decay = 1.0 / (self.core_variance * self.num_train)
 
     def add_to(self, optimizer: torch.optim.Optimizer) -> None:
         # This runs every training step between the backward's and the update's large kernels,

@@ -276,6 +276,21 @@ class MarsLoss(nn.Module):
         #: modules whose prior stays in the loss or None), or None where the key cannot see a change
         self._layout: tuple[tuple, tuple[nn.Module, ...] | None] | None = None
 
+    @property
+    def num_train(self) -> int:
+        """``N``, the number of training examples the prior is divided by; settable (checked), and
+        the optimizer of :meth:`optimizer` follows a new value."""
+        state = self.__dict__
+        return state["_num_train"] if "_num_train" in state else state["num_train"]  # (a loss pickled before)
+
+    @num_train.setter
+    def num_train(self, value: int) -> None:
+        n = check_num_train(value)
+        self.__dict__["_num_train"] = n
+        prior = self.__dict__.get("_prior_gradient")
+        if prior is not None:
+            prior.set_num_train(n)
+
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         carried = self._carried
         if carried is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
@@ -414,6 +429,7 @@ class MarsLoss(nn.Module):
         probe = nn.Parameter(torch.zeros((), dtype=dtype, device=params[0].device))
         opt = CARRYING[optimizer_class]([*params, probe], **options)
         opt.mars_prior = PriorGradient(cores, masks or (), self.num_train, mars.CORE_PRIOR_VARIANCE, probe)
+        object.__setattr__(self, "_prior_gradient", opt.mars_prior)  # (a new num_train reaches it)
         self._carried = (tuple(cores), masks)
         object.__setattr__(self, "_probe", probe)
         if all(isinstance(m._modules.get("cores"), nn.ParameterList) for m, _ in _owners(self._modules_seen, fused)):
@@ -562,8 +578,17 @@ def compress(model: nn.Module) -> nn.Module:
     """
     model = _unwrap(model)
     name_owners(model)
-    for _, layer in mars_modules(model):
+    in_warmup = []
+    for name, layer in mars_modules(model):
         layer.masks.warn_if_closed()
+        ranks = layer.masks.ranks()
+        if getattr(layer, "warmup", False) and any(ranks[b] < n for b, n in zip(layer.masks.bonds, layer.masks.sizes)):
+            in_warmup.append(f"{name or '(model)'!r} (ranks {ranks})")
+    if in_warmup:
+        warnings.warn(f"compress: {', '.join(in_warmup)} in warm-up: its masks are not applied, so it computes its "
+                      "full-rank function, while the compressed copy keeps only the indices its masks select and "
+                      "computes something else. End the warm-up (tnmars.nn.set_warmup(model, False)) and train "
+                      "with the masks before compressing.", RuntimeWarning, stacklevel=2)
     if isinstance(model, _COMPRESSIBLE):
         return model.compressed()
     new = copy.deepcopy(model)
