@@ -21,6 +21,30 @@ def test_to_tensor_equals_numpy_einsum(net):
     np.testing.assert_allclose(net.to_tensor(), expected, rtol=1e-10, atol=1e-12)
 
 
+@given(networks(), st.sampled_from(["numpy", "torch"]))
+def test_to_tensor_shares_no_memory_with_the_cores(net, backend):
+    """Changing the returned tensor in place leaves the network alone, a single core included
+    (its "contraction" is the core itself, or a view of it)."""
+    net = net.to(backend)
+    before = [np.array(c, copy=True) for c in net.to("numpy").cores]
+    out = net.to_tensor()
+    out *= 0
+    for c, b in zip(net.to("numpy").cores, before):
+        np.testing.assert_array_equal(c, b)
+
+
+@pytest.mark.parametrize("spec", ["ij", "ij->ji", "ijk->kij"])
+def test_fitting_a_single_core_network_returns_the_data(spec):
+    """A network of one core (no bond) is the data itself; fit used to compute its residual in
+    place on the core and return zeros with a relative error of 0."""
+    rng = np.random.default_rng(0)
+    template = Network(spec, shape=tuple(range(3, 3 + len(spec.split("->")[-1]))))
+    x = rng.standard_normal(template.shape)
+    result = tnmars.fit(x, template, progress=False)
+    np.testing.assert_allclose(result.network.to_tensor(), x, rtol=1e-12, atol=1e-12)
+    assert result.relative_error < 1e-12
+
+
 @given(networks(backend="torch"))
 def test_to_tensor_equals_numpy_einsum_torch(net):
     out = net.to_tensor()

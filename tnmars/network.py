@@ -608,6 +608,8 @@ class Network:
             if len({self._backend.dtype_name(c) for c in cores}) > 1:  # integer cores, one times a float mask:
                 cores, _ = _common_dtype(cores, self._backend)        # promoted as NumPy does (torch refused)
         out = execute(plan, cores, self._backend)
+        if len(cores) == 1:  # no contraction: ``out`` is the core or a view of it, which the caller
+            return self._backend.copy(out)  # could then change in place (fit's residual did)
         return self._backend.contiguous(out) if contiguous else out
 
     def contract(self, extra: str, *operands: Any, output: str, masks: Masks = None) -> Any:

@@ -76,6 +76,10 @@ class Backend:
         """``x`` in row-major memory order (``x`` itself when it already is)."""
         raise NotImplementedError
 
+    def copy(self, x: Any) -> Any:
+        """A row-major copy of ``x`` that shares no memory with it."""
+        raise NotImplementedError
+
     def result_dtype(self, arrays: Sequence[Any]) -> str:
         """The dtype name the framework promotes ``arrays`` to (mixed-dtype contractions);
         Python numbers among them promote weakly, as in the framework's own arithmetic."""

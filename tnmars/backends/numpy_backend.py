@@ -74,6 +74,9 @@ class NumpyBackend(Backend):
         # ascontiguousarray would turn a 0-d result into shape (1,)
         return x if x.flags.c_contiguous else self.xp.ascontiguousarray(x)
 
+    def copy(self, x: Any) -> Any:
+        return self.xp.array(x, copy=True, order="C")
+
     def result_dtype(self, arrays: Sequence[Any]) -> str:
         return str(self.xp.result_type(*arrays))
 

@@ -211,6 +211,9 @@ class TorchBackend(Backend):
     def contiguous(self, x: Any) -> Any:
         return x.contiguous()
 
+    def copy(self, x: Any) -> Any:
+        return x.clone(memory_format=self.torch.contiguous_format)
+
     def result_dtype(self, arrays: Sequence[Any]) -> str:
         torch = self.torch
         tensors = [x for x in arrays if isinstance(x, torch.Tensor)]
