@@ -291,6 +291,20 @@ def test_fit_result_round_trip(tmp_path, suffix):
     assert meta["fit"]["fields"]["relative_error"] == result.relative_error
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_tensor_ring_result_with_unequal_ranks_round_trips(tmp_path, suffix):
+    """A TR result lists its bonds around the ring (A, B, C), its network in another order
+    (C, A, B); its ranks were checked against the network's order, so the file saved and then
+    failed to load."""
+    rng = np.random.default_rng(0)
+    data = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((6, 2)) for _ in range(3)])
+    result = tnmars.fit(data, "tr", max_rank=4, progress=False, seed=0)
+    assert len(set(result.ranks)) > 1 and tuple(result.bonds) != tuple(result.network.bonds)
+    back = tnmars.load(tnmars.save(result, tmp_path / f"tr{suffix}"))
+    assert back.ranks == result.ranks and back.ranks_by_bond == result.ranks_by_bond == dict(result.network.bonds)
+    assert _fit_result_equal(result, back)
+
+
 # ----------------------------------------------------------------------------- hostile files
 def _members(path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:

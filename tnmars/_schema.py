@@ -277,6 +277,22 @@ def _is_network_type(tp: Any) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType) and Network in typing.get_args(tp)
 
 
+def _rank_order(fit: dict, bonds: Mapping[str, int], unjson) -> list[str]:
+    """The bonds a fit result's tuple of ranks follows: its own ``bonds`` field when that names
+    the network's bonds (a TR result lists them around the ring, not in the network's order),
+    else the network's order."""
+    fields = fit.get("fields")
+    raw = fields.get("bonds") if isinstance(fields, dict) else None
+    try:
+        order = unjson(raw) if raw is not None else None
+    except Exception:  # a malformed field is reported where the fields are checked
+        return list(bonds)
+    if isinstance(order, (list, tuple)) and all(isinstance(b, str) for b in order) \
+            and len(order) == len(bonds) and set(order) == set(bonds):
+        return list(order)
+    return list(bonds)
+
+
 def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict[str, Any]:
     """Check a fit result's metadata; returns the decoded ``fields`` (typed as the class says)."""
     fit = _mapping(fit, "the fit result")
@@ -299,7 +315,7 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
     if ranks_type == "tuple":
         if not isinstance(ranks, list) or len(ranks) != len(bonds):
             _fail(f"the fit result's ranks must list {len(bonds)} integers (one per bond)")
-        values = dict(zip(bonds, ranks))
+        values = dict(zip(_rank_order(fit, bonds, unjson), ranks))
     elif ranks_type == "dict":
         values = _mapping(ranks, "the fit result's ranks")
         if set(values) != set(bonds):
@@ -341,7 +357,7 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
     missing = sorted(required - RESERVED_FIELDS - set(decoded) - set(networks))
     if missing:
         _fail(f"the fit result lacks {', '.join(map(repr, missing))}")
-    if "bonds" in decoded and tuple(decoded["bonds"]) != tuple(bonds):
+    if "bonds" in decoded and sorted(decoded["bonds"]) != sorted(bonds):  # (the order may differ: TR's ring)
         _fail(f"the fit result's bonds {decoded['bonds']} differ from its network's {tuple(bonds)}")
     return decoded
 
