@@ -89,6 +89,18 @@ def test_a_budget_below_the_smallest_network_is_refused():
         tnmars.fit(_tt_truth(), "tt", budget="1000x", progress=False)
 
 
+@pytest.mark.parametrize("shape, budget", [((2, 2, 9), 22), ((2, 2, 9), 50), ((2, 2, 9), 118), ((6, 6, 6), 34),
+                                           ((6, 6, 6), 42), ((2, 3, 4, 5), 26), ((2, 3, 4, 5), 30)])
+def test_tucker_budgets_whose_removals_clip_a_bond_to_its_floor_work(shape, budget):
+    """Shrinking one Tucker bond can clip another to rank 1 (feasibility); the search then
+    tried to shrink that one too and raised "cannot shrink further" out of fit."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = tnmars.fit(x, "tucker", budget=budget, progress=False)
+    assert result.num_params <= budget
+
+
 def test_the_search_refuses_a_start_above_its_budget():
     net = tnmars.Network.tt((5, 6, 7), 3, seed=0)
     data = FitData.from_arrays(np.asarray(net.to_tensor()))

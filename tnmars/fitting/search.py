@@ -448,7 +448,12 @@ class RankSearch:
         for removal in removals:
             smaller = net
             for b in removal:
+                if smaller.bonds[b] <= rank_floor(self.min_rank, b):  # the first shrink's feasibility
+                    smaller = None                                   # clipping took this bond down already
+                    break
                 smaller = _feasible(shrink(smaller, b))
+            if smaller is None:
+                continue
             filled = self._fill(smaller, "-" + "-".join(removal))
             if filled is not None and filled.ranks not in seen:
                 seen.add(filled.ranks)
