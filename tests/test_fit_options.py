@@ -120,6 +120,16 @@ def test_a_dtype_fits_cannot_run_in_is_refused(dtype):
         quiet_fit(TUCKER, "tucker", max_rank=5, dtype=dtype)
 
 
+@pytest.mark.parametrize("scale", [1e-50, 1e50])
+def test_a_result_dtype_narrower_than_the_data_s_range_is_refused(scale):
+    """float64 data near 1e50 (or 1e-50) fitted into float32: the network came back full of
+    infinities (or zeros) with a relative error of 1e-16; refused now, and in range it works."""
+    with pytest.raises(ValueError, match="does not fit float32"):
+        quiet_fit(TUCKER * scale, "tucker", max_rank=5, dtype="float32")
+    res = quiet_fit(TUCKER * 1e30, "tucker", max_rank=5, dtype="float32")
+    assert np.isfinite(res.network.to_tensor()).all() and res.ranks == (2, 3, 4)
+
+
 def test_a_dtype_that_is_not_a_type_is_a_type_error():
     with pytest.raises(TypeError, match="dtype"):
         quiet_fit(TUCKER, "tucker", max_rank=5, dtype="floaty")

@@ -45,6 +45,23 @@ def test_fitting_a_single_core_network_returns_the_data(spec):
     assert result.relative_error < 1e-12
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_narrowing_conversion_that_overflows_is_refused(tmp_path, backend):
+    """float64 cores past float16's range became infinities without a word (torch) or with
+    NumPy's cast warning only; ``to`` and ``load`` now refuse, and a conversion that fits works."""
+    net = Network.tucker((3, 4, 5), 2, seed=0, scale=1e30)
+    path = tnmars.save(net, tmp_path / "big.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPy's own cast warning
+        with pytest.raises(ValueError, match="to float16 overflows"):
+            net.to(backend, dtype="float16")
+        with pytest.raises(ValueError, match="to float16 overflows"):
+            tnmars.load(path, backend=backend, dtype="float16")
+    small = net.to(backend, dtype="float32")
+    assert small.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(small.to("numpy").to_tensor(), dtype=np.float64), net.to_tensor(), rtol=1e-5)
+
+
 @given(networks(backend="torch"))
 def test_to_tensor_equals_numpy_einsum_torch(net):
     out = net.to_tensor()

@@ -698,6 +698,8 @@ class Network:
             cores = [target.asarray(c, dtype=dtype, device=device) for c in self._cores]
         else:
             cores = [target.asarray(self._backend.to_numpy(c), dtype=dtype, device=device) for c in self._cores]
+        if dtype != self.dtype:
+            check_cast_finite(self._cores, self._backend, cores, target, dtype)
         return self.with_cores(cores)  # keeps .labels
 
     def numpy(self) -> Network:
@@ -1044,6 +1046,15 @@ def check_dtype_conversion(target: str, source: str) -> None:
     if kind(target) in "biu" and kind(source) in "fc":
         raise TypeError(f"dtype {target!r} would truncate the {source} cores (to zeros where below 1 in magnitude); "
                         "choose a floating type such as 'float32' or 'float64'")
+
+
+def check_cast_finite(before: Sequence[Any], source: Any, after: Sequence[Any], target: Any, dtype: str) -> None:
+    """Refuse a conversion to ``dtype`` that turned finite cores into infinities (float64 cores
+    past float32's range, float32 past float16's 65504): a network of infinities, not a result."""
+    for k, (old, new) in enumerate(zip(before, after)):
+        if not target.isfinite_all(new) and source.isfinite_all(old):
+            raise ValueError(f"converting core {k} to {dtype} overflows: its entries exceed {dtype}'s range, and the "
+                             f"network would hold infinities; choose a wider dtype or rescale the network")
 
 
 def _numpy_dtype(name: str) -> bool:

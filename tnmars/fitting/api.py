@@ -177,6 +177,7 @@ def fit(
     min_rank = int(min_rank)
     seed = _seed(seed)
     prep = prepare(data, observed, backend, _fit_dtype(dtype, data))
+    _check_representable_in(prep)
     prep.backend.check_device(device)
     if device is None:
         device = prep.device  # GPU data: the relaxation trains there and the result goes back there
@@ -503,6 +504,21 @@ def _history(relaxed: RelaxationResult | None, search: RankSearch | None, best: 
     cols["loss"].append(best.objective / n)
     cols["ranks"].append(tuple(best.ranks))
     return cols
+
+
+def _check_representable_in(prep: Prepared) -> None:
+    """Refuse a result dtype narrower than the data's range (``dtype="float32"`` for float64 data
+    near 1e50 or 1e-50): the returned network would hold infinities or zeros while the error,
+    computed in working units, looked perfect."""
+    if prep.dtype == "float64" or prep.scale == 0.0:
+        return
+    info = np.finfo(prep.dtype)
+    low, high = float(info.tiny) * 100, float(info.max) / 100
+    peak = prep.scale * float(np.max(np.abs(prep.data.backend.to_numpy(prep.data.y)), initial=0.0))
+    if not (low <= prep.scale and peak <= high):
+        raise ValueError(f"the data's scale does not fit {prep.dtype}: root mean square {prep.scale:.3g}, largest "
+                         f"magnitude {peak:.3g}, outside the safe range [{low:.3g}, {high:.3g}]; the network would "
+                         f"hold infinities or zeros. Fit in float64 (dtype='float64') or rescale the data.")
 
 
 def _to_caller(net: Network, prep: Prepared, device: str | None) -> Network:
