@@ -365,6 +365,19 @@ def test_a_callback_returning_true_stops_and_keeps_the_best_state():
     assert 0 not in res.ranks and res.relative_error < 1.0
 
 
+def test_progress_and_callback_are_checked():
+    """``progress="no"`` showed bars (a truthy string), a callback returning ``"no"`` stopped
+    the fit, and ``callback=5`` failed deep inside with "'int' object is not callable"."""
+    with pytest.raises(TypeError, match="progress must be True, False or None"):
+        tnmars.fit(GOOD, "tucker", max_rank=3, progress="no")
+    with pytest.raises(TypeError, match="callback must be a function"):
+        quiet_fit(GOOD, "tucker", max_rank=3, callback=5)
+    with pytest.raises(TypeError, match="return True to stop"):
+        quiet_fit(GOOD, "tucker", max_rank=3, callback=lambda step, info: "no")
+    res = quiet_fit(GOOD, "tucker", max_rank=3, callback=lambda step, info: np.bool_(step >= 2))
+    assert res.interrupted
+
+
 def test_ctrl_c_in_the_search_returns_the_best_state_flagged_interrupted():
     x = with_noise(tucker_tensor((8, 8, 8), (2, 3, 4), seed=1), 30)
 

@@ -587,7 +587,19 @@ def _selection(value: Mapping[str, Any] | None) -> dict[str, Any]:
     unknown = sorted(set(value) - set(SEARCH_SETTINGS))
     if unknown:
         raise TypeError(f"selection: unknown setting {unknown[0]!r}; choose from {', '.join(SEARCH_SETTINGS)}")
-    return dict(value)
+    out = dict(value)
+    for name in ("sweeps", "full_sweeps", "final_sweeps"):  # refits of at least one sweep
+        if name in out:
+            out[name] = positive_int(out[name], f"selection[{name!r}]")
+    for name in ("second_look", "patience"):  # counts that may be 0
+        if name in out:
+            v = out[name]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"selection[{name!r}] must be a whole number >= 0; got {v!r}")
+            out[name] = int(v)
+    if "exchanges" in out and not isinstance(out["exchanges"], (bool, np.bool_)):
+        raise TypeError(f"selection['exchanges'] must be True or False; got {out['exchanges']!r}")
+    return out
 
 
 def _relaxation(value: Relaxation | Mapping[str, Any] | None) -> Relaxation:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Reporter", "labelled", "progress_enabled"]
 
 log = logging.getLogger("tnmars.fit")
@@ -43,6 +45,8 @@ def progress_enabled(progress: bool | None) -> bool:
     """``progress=None`` means on, unless the environment sets ``TQDM_DISABLE``."""
     if progress is None:
         return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
+    if not isinstance(progress, (bool, int, np.bool_, np.integer)) or progress not in (0, 1):  # bools and 0 / 1
+        raise TypeError(f"progress must be True, False or None; got {progress!r}")
     return bool(progress)
 
 
@@ -55,6 +59,8 @@ class Reporter:
 
     def __init__(self, progress: bool | None, callback: Callable[[int, dict], Any] | None = None) -> None:
         self.enabled = progress_enabled(progress)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be a function callback(step, info) (or None); got {callback!r}")
         self.callback = callback
         self.step = 0
         self.stopped = False
@@ -85,8 +91,13 @@ class Reporter:
             self._bar.set_postfix(self._shown, refresh=False)
             self._bar.update(advance)
             self._noted = time.monotonic()  # a refit shows its sweeps once it has run a while
-        if self.callback is not None and self.callback(self.step, info):
-            self.stopped = True
+        if self.callback is not None:
+            answer = self.callback(self.step, info)
+            if answer is not None and not isinstance(answer, (bool, int, np.bool_, np.integer)):
+                raise TypeError(f"the callback returned {answer!r}: return True to stop the fit, or None / False "
+                                "to go on")
+            if answer:
+                self.stopped = True
         return self.stopped
 
     def note(self, info: dict[str, Any]) -> None:
