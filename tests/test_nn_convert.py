@@ -184,6 +184,15 @@ def test_bad_inputs_are_refused_with_a_message():
         TensorizedConv2d.from_conv(nn.Conv2d(4, 4, 2, padding="same"))
     with pytest.raises(ValueError, match="max_norm"):
         TensorizedEmbedding.from_embedding(nn.Embedding(10, 4, max_norm=1.0))
+    pretrained = nn.Embedding.from_pretrained(torch.randn(12, 4), freeze=False, padding_idx=0)  # row 0 not zero
+    with pytest.warns(UserWarning, match="row padding_idx=0 of the table is not zero"):
+        TensorizedEmbedding.from_embedding(pretrained, rank="full")
+    with torch.no_grad():
+        pretrained.weight[0] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*more than the dense layer")  # (full rank of a small table)
+        TensorizedEmbedding.from_embedding(pretrained, rank="full")
     with pytest.raises(ValueError, match="unknown format"):
         TensorizedLinear.from_linear(nn.Linear(4, 4), "ttt")
     with pytest.raises(ValueError, match="share"):

@@ -648,6 +648,12 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
     options = _options(options)
     w = _finite_weight(embedding, "TensorizedEmbedding.from_embedding")
     n, dim = w.shape
+    pad = embedding.padding_idx
+    if pad is not None and bool(w[pad].detach().abs().max() > 0):
+        warn_user(f"TensorizedEmbedding.from_embedding: row padding_idx={pad} of the table is not zero (largest "
+                  f"magnitude {float(w[pad].detach().abs().max()):.3g}), but a TensorizedEmbedding outputs zeros "
+                  "there, as nn.Embedding's padding row starts: lookups of that index change. Zero the row first, or "
+                  "convert without padding_idx")
     probe = _quiet(lambda: TensorizedEmbedding(n, dim, format, 1, voc_shape, emb_shape, d=d, mars=False,
                                                dtype=w.dtype, device=w.device))
     shapes = (probe.voc_shape, probe.emb_shape)
