@@ -767,3 +767,13 @@ def test_a_complex_network_as_format_is_refused():
     net = tnmars.Network.tt_matrix((3, 4), (4, 5), 2, seed=0).to(dtype="complex128")
     with pytest.raises(TypeError, match="imaginary part"):
         TensorizedLinear(12, 20, format=net)
+
+
+@pytest.mark.parametrize("make", [
+    lambda dtype: tnmars.nn.TensorizedLinear(16, 12, rank=3, in_shape=(4, 4), out_shape=(3, 4), dtype=dtype),
+    lambda dtype: tnmars.nn.LowRankLinear(6, 4, rank=2, dtype=dtype),
+    lambda dtype: tnmars.nn.Tucker2Conv2d(3, 4, 3, rank=(2, 2), dtype=dtype)])
+def test_a_layer_built_in_float64_has_float64_logits_as_double_gives(make):
+    built, converted = make(torch.float64), make(torch.float32).double()
+    assert built.masks.logits.dtype == converted.masks.logits.dtype == torch.float64
+    assert make(torch.float32).masks.logits.dtype == torch.float32

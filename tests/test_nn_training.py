@@ -988,6 +988,26 @@ def test_the_logits_push_computed_on_the_host_is_the_prior_gradient(values, pi, 
     torch.testing.assert_close(logits.grad.double(), want.to(dtype).double(), rtol=4 * eps, atol=atol)
 
 
+def test_both_ways_of_computing_the_logits_push_agree_at_saturated_logits():
+    """Up to 1,024 logits the push is computed in Python floats, above that by torch's foreach
+    ops; both without cancellation in ``1 - s`` (float32 logits past about 16.6 saturate
+    ``sigmoid``; ``s - s * s`` gave 0 there), so a model's size does not change its steps."""
+    from tnmars.nn.masks import BondMasks
+    from tnmars.nn.optimizers import PriorGradient
+    values = [5.0, 10.0, 15.0, 16.0, 17.0, 20.0, 40.0, 80.0, -30.0]
+    grads = []
+    for on_host in (True, False):
+        masks = BondMasks({"A": len(values)}, pi=0.01)
+        with torch.no_grad():
+            masks.logits.copy_(torch.tensor(values))
+        prior = PriorGradient([], [masks], 50, 100.0, torch.zeros(()))
+        prior.push_on_host = on_host
+        prior._add(1.0)
+        grads.append(masks.logits.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=0)
+    assert (grads[0] != 0).all()
+
+
 class _Gate(nn.Module):
     """A custom MARS module: masks and its own ``log_prior()``, no cores (its prior stays in the loss)."""
 

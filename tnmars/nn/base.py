@@ -520,6 +520,8 @@ class TensorizedLayer(nn.Module):
             self.masks: BondMasks | None = BondMasks(bonds, pi=pi, alpha=alpha, temperature=temperature,
                                                      min_rank=min_rank, device=self.cores[0].device)
             self.masks.owner = f"{type(self).__name__} {self.spec!r}"
+            if self.cores[0].dtype == torch.float64:  # as layer.double() would make them
+                self.masks.double()
         else:
             self.masks = None
         if self.num_params > self.dense_size:

@@ -112,8 +112,8 @@ class PriorGradient:
         if number and self.push_on_host and logits[0].is_cpu:
             self._push_on_host(logits, masks, w / n)
             return
-        push = torch._foreach_sigmoid(logits)
-        torch._foreach_addcmul_(push, push, push, value=-1.0)  # s (1 - s)
+        push = torch._foreach_sigmoid(logits)  # s (1 - s) as sigmoid(l) sigmoid(-l): no cancellation in 1 - s,
+        torch._foreach_mul_(push, torch._foreach_sigmoid(torch._foreach_neg(logits)))  # as on the host
         if not number:  # a device tensor: its factor stays on the device
             torch._foreach_mul_(push, w)
             w = 1.0

@@ -424,7 +424,7 @@ class MarsLoss(nn.Module):
         if fused_by_default(optimizer_class, options, params):
             options["fused"] = True
         # the loss's weight in float32 at least, in float64 for a float64 model (a float16 probe would
-        # overflow under GradScaler); a 0-d tensor, it does not change the loss's dtype
+        # overflow under GradScaler); a float16 or bfloat16 loss value comes out in float32
         dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
         probe = nn.Parameter(torch.zeros((), dtype=dtype, device=params[0].device))
         opt = CARRYING[optimizer_class]([*params, probe], **options)
