@@ -38,12 +38,14 @@ from .progress import Reporter
 from .proposals import (
     PROPOSALS,
     em_starts,
+    filled,
     fresh_start,
     loop_restarts,
     raised_to,
     rank_one_start,
     ring_bonds,
     spectral_start,
+    truncated,
 )
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
@@ -214,7 +216,13 @@ def fit(
         interrupted = relaxed is not None and (relaxed.interrupted or reporter.stopped)
         # the search removes no index below min_rank but never adds one to reach it: the start
         # is raised first (the Occam search cannot start from a closed bond: at least 1 there)
-        start = raised_to(start, floors if prior == "bernoulli" else {b: max(f, 1) for b, f in floors.items()}, seed)
+        raised = raised_to(start, floors if prior == "bernoulli" else {b: max(f, 1) for b, f in floors.items()}, seed)
+        if proposal_used == "spectral" and raised.ranks != start.ranks:
+            # the SVD truncation at the raised ranks, not the smaller one grown by small random
+            # slices: ALS from there sat near a saddle (Tucker (4,5,6) at its full ranks, where
+            # HOSVD is exact, ended at 11-27% error)
+            raised = truncated(fmt, template, filled(prep.data), dict(raised.bonds)) or raised
+        start = raised
         if limit is not None:  # a budget: the start brought within it by the data
             start = descend_to_params(start, prep.data, crit, limit, floors)
         best = _evaluated(start, prep.data, crit, "proposal")
