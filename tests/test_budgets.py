@@ -480,6 +480,10 @@ def test_a_fit_starts_from_a_given_network():
     (tnmars.Network.tt((6, 7, 8, 7), (2, 6, 2), seed=0), {}, ValueError, "exceed the maximal ranks"),
     (tnmars.Network.tt((6, 7, 8, 7), (2, 2, 2), seed=0), {"prior": "bernoulli"}, ValueError, "bernoulli"),
     (3, {}, TypeError, "warm start"),
+    (tnmars.Network.tt((6, 7, 8, 6), (2, 2, 2), seed=0), {}, ValueError, r"data's shape \(6, 7, 8, 7\)"),
+    (tnmars.Network.tt((6, 7, 8, 7), (2, 2, 2), seed=0).with_cores(
+        [np.zeros((6, 2)), *tnmars.Network.tt((6, 7, 8, 7), (2, 2, 2), seed=0).cores[1:]]), {}, ValueError,
+     "core of zeros"),
 ])
 def test_bad_start_networks_are_refused(proposal, kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -561,11 +561,16 @@ def _warm_start(start: Network, template: Network, scale: float) -> Network:
                          f"{ {b: template.bonds[b] for b in over} }")
     if 0 in start.ranks:
         raise ValueError("the proposal has a bond of rank 0 (a zero network); it cannot start a search")
+    if tuple(start.shape) != tuple(template.shape):
+        raise ValueError(f"a Network proposal must have the data's shape {tuple(template.shape)}; got "
+                         f"{tuple(start.shape)}")
     be = start.backend_impl
     unit = scale ** (1.0 / start.num_cores)
     cores = [np.asarray(be.to_numpy(c), dtype=np.float64) / unit for c in start.cores]
     if not all(np.isfinite(c).all() for c in cores):
         raise ValueError("the proposal's cores are not finite")
+    if not all(np.any(c) for c in cores):  # ALS from a zero core divides by zero, then stays at zero
+        raise ValueError("the proposal has a core of zeros (a zero network); it cannot start a search")
     return Network(template.spec, cores=cores, optimize=template.optimize)
 
 
