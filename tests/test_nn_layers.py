@@ -732,12 +732,13 @@ def test_default_ranks_are_clipped_quietly_and_given_ranks_loudly():
     assert layer.max_ranks == given.max_ranks
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=4), min_rank=st.integers(1, 3),
-       equal=st.booleans(), data=st.data())
-def test_min_rank_top_up_on_the_device_equals_the_hosts(sizes, min_rank, equal, data):
+       equal=st.booleans(), tied=st.booleans(), data=st.data())
+def test_min_rank_top_up_on_the_device_equals_the_hosts(sizes, min_rank, equal, tied, data):
     """The top-up a GPU (or ``torch.compile``) applies without reading values on the host, in
-    one batched pass for bonds of one length, forces the same entries to 1 as the host's."""
+    one batched pass for bonds of one length, forces the same entries to 1 as the host's, tied
+    logits included (the first indices of a tie: topk chose others)."""
     from tnmars.nn.masks import BondMasks
 
     if equal:
@@ -745,6 +746,10 @@ def test_min_rank_top_up_on_the_device_equals_the_hosts(sizes, min_rank, equal, 
     masks = BondMasks({chr(65 + k): n for k, n in enumerate(sizes)}, min_rank=min_rank,
                       generator=torch.Generator().manual_seed(data.draw(st.integers(0, 10**6))))
     total = sum(sizes)
+    if tied:
+        ties = data.draw(st.lists(st.sampled_from([-2.0, 0.5]), min_size=total, max_size=total))
+        with torch.no_grad():
+            masks.logits.copy_(torch.tensor(ties))
     values = data.draw(st.lists(st.sampled_from([0.0, 0.3, 1.0]), min_size=total, max_size=total))
     flat = torch.tensor(values, dtype=masks.logits.dtype)
     expected = flat.index_fill(0, masks._top_up(flat != 0), 1.0)

@@ -389,14 +389,16 @@ class BondMasks(nn.Module):
             m = min(self.min_rank, n)
             rows = flat.view(len(sizes), n)
             short = (rows != 0).sum(1, keepdim=True) < m
-            top = torch.zeros_like(rows, dtype=torch.bool).scatter_(1, logits.view(len(sizes), n).topk(m, 1).indices,
-                                                                     True)
+            # (a stable sort, not topk: tied logits keep their first indices, as the host's top-up does)
+            order = logits.view(len(sizes), n).sort(dim=1, descending=True, stable=True).indices[:, :m]
+            top = torch.zeros_like(rows, dtype=torch.bool).scatter_(1, order, True)
             return torch.where(top & short, 1.0, rows).view(-1)
         pieces = []
         for seg, lg, n in zip(torch.split(flat, sizes), torch.split(logits, sizes), sizes):
             m = min(self.min_rank, n)
             short = (seg != 0).sum() < m
-            top = torch.zeros(n, dtype=torch.bool, device=flat.device).index_fill(0, lg.topk(m).indices, True)
+            order = lg.sort(descending=True, stable=True).indices[:m]
+            top = torch.zeros(n, dtype=torch.bool, device=flat.device).index_fill(0, order, True)
             pieces.append(torch.where(top & short, 1.0, seg))
         return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
