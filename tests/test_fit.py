@@ -355,6 +355,17 @@ def test_tucker_forced_to_its_full_ranks_is_exact(seed):
     assert res.ranks == (4, 5, 6) and res.relative_error < 1e-8
 
 
+def test_fitting_a_labelled_network_keeps_its_labels():
+    """A Network declared with labels came back without them (``labels`` None): the caller
+    could no longer find their bond by its name."""
+    net = tnmars.Network([("x", "bond"), ("bond", "y")], dims={"x": 20, "y": 30, "bond": 4})
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 2)) @ rng.standard_normal((2, 30))
+    res = quiet_fit(x, net)
+    assert res.network.labels == net.labels
+    assert res.ranks_by_bond[res.network.labels["bond"]] == 2
+
+
 # ------------------------------------------------------------------------- progress, callback, Ctrl-C
 def test_every_phase_reports_to_the_callback():
     seen = []

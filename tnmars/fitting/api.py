@@ -191,7 +191,7 @@ def fit(
                 "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds),
                 "min_rank": min_rank, "budget": budget, "max_params": limit}
     if prep.scale == 0.0:
-        return _zero_result(template, prep, settings, t0)
+        return _labelled(_zero_result(template, prep, settings, t0), network)
     if proposal == "spectral" and fmt not in ("tucker", "tt", "tr"):
         raise ValueError("proposal='spectral' needs a Tucker, TT or TR network; use 'greedy' or 'mars'")
     if warm is not None:
@@ -262,8 +262,19 @@ def fit(
                                            should_stop=lambda: reporter.record({"ranks": best.network.ranks}))
             except KeyboardInterrupt:  # the fit is done: Ctrl-C skips only its check
                 held_out = []
-    return _result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior, interrupted,
-                   device, t0, held_out)
+    return _labelled(_result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior,
+                             interrupted, device, t0, held_out), network)
+
+
+def _labelled(result: FitResult, network: Any) -> FitResult:
+    """The result's networks with the labels of a labelled :class:`Network` the caller fitted
+    (their bonds keep their index symbols: ``result.network.labels`` maps labels to them)."""
+    labels = getattr(network, "labels", None) if isinstance(network, Network) else None
+    if labels:
+        for net in (result.network, result.full_network):
+            if net is not None:
+                net.labels = dict(labels)
+    return result
 
 
 # ---------------------------------------------------------------------------------- phases
