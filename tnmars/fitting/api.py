@@ -146,7 +146,8 @@ def fit(
         or scalar type (``np.float32``), Python's ``float`` or a ``torch.dtype``. By default
         float32 data give a float32 result, half precision data (float16, bfloat16) are
         fitted and returned in float32 (half precision would overflow the least-squares
-        steps; float32 holds their values exactly), and any other data float64. The
+        steps; float32 holds their values exactly), and any other data float64. float32
+        for data beyond its range (magnitudes near 1e38 or 1e-38) is refused. The
         selection's least-squares refits run in float64 on NumPy (CuPy for CuPy data).
         For half precision data the criterion counts every fit within the storage's
         rounding (:func:`storage_floor`) as exact: the rounding is not structure to select.
