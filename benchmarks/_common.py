@@ -11,9 +11,12 @@ from collections.abc import Callable, Sequence
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def time_interleaved(funcs: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1) -> dict[str, float]:
+def time_interleaved(funcs: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1,
+                     sync: Callable[[], object] | None = None) -> dict[str, float]:
     """Median seconds per call for each function, measured round-robin so that load from
-    other processes hits every method alike."""
+    other processes hits every method alike. ``sync`` (``torch.cuda.synchronize``) runs before
+    and after each timed call: the wall time then covers the device's work."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         for f in funcs.values():
             f()
@@ -22,10 +25,25 @@ def time_interleaved(funcs: dict[str, Callable[[], object]], repeats: int = 7, w
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
+            sync()
             t0 = time.perf_counter()
             funcs[name]()
+            sync()
             samples[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def torch_device_header(title: str, script: str, device) -> str:
+    """The opening lines of a GPU benchmark's results file: title, command, date, machine."""
+    import sys
+
+    import torch
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    command = " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
+    return (f"# {title}\n\nCommand: `{command}`\n\n"
+            f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
+            f"Machine: {name}, Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

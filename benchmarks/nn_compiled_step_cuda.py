@@ -24,9 +24,7 @@ Writes ``benchmarks/results/nn_compiled_step_cuda.md`` (``nn_compiled_step_<devi
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +34,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nn_overhead as O
-from _common import markdown_table, write_result
+from _common import markdown_table, time_interleaved, torch_device_header, write_result
 
 import tnmars.nn as tnn
 
@@ -81,14 +79,6 @@ def _step(mode: str, x: torch.Tensor, y: torch.Tensor, steps: int, device, backe
     return run
 
 
-def _timed(run, sync) -> float:
-    sync()
-    t0 = time.perf_counter()
-    run()
-    sync()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -117,12 +107,8 @@ def main() -> None:
                 sync()
                 if "compiled" in mode:
                     compile_s.append(time.perf_counter() - t0)
-            samples: dict = {k: [] for k in funcs}
-            names = list(funcs)
-            for r in range(args.repeats):
-                for name in names[r % len(names):] + names[:r % len(names)]:
-                    samples[name].append(_timed(funcs[name], sync) / args.steps * 1e3)
-            med = {k: statistics.median(v) for k, v in samples.items()}
+            med = {k: v / args.steps * 1e3 for k, v in
+                   time_interleaved(funcs, repeats=args.repeats, warmup=0, sync=sync).items()}
             for k in MODES:
                 ms[k].append(med[k])
                 ratios[k].append(med[k] / med[BASELINE[k]])
@@ -134,13 +120,8 @@ def main() -> None:
         print(rows[-len(MODES):], f"first call incl. compile: {max(compile_s):.1f} s at most", flush=True)
     table = markdown_table(["training step, MNIST 2FC-Net (TT rank 20)", "batch", "ms / step (median of rounds)",
                             "ratio (median of rounds; range)", "against"], rows)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
-    command = " ".join(["python", "benchmarks/nn_compiled_step_cuda.py", *sys.argv[1:]])
-    text = (f"# The MARS training step under torch.compile on {device.type.upper()}\n\n"
-            f"Command: `{command}`\n\n"
-            f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-            f"Machine: {name}, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"backend {args.backend}\n\n"
+    text = (torch_device_header(f"The MARS training step under torch.compile on {device.type.upper()}",
+                                "nn_compiled_step_cuda.py", device) + f", backend {args.backend}\n\n"
             f"{args.rounds} rounds (fresh models, dynamo reset, compiled before timing) of {args.repeats} "
             f"interleaved samples of {args.steps} steps, wall time between device synchronisations; "
             "backward and the fused Adam step eager in every row; lr = 0.\n\n" + table + "\n")

@@ -25,19 +25,16 @@ Writes ``benchmarks/results/nn_overhead_cuda.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
-import time
 
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nn_overhead as O
-from _common import markdown_table, write_result
+from _common import markdown_table, time_interleaved, torch_device_header, write_result
 
 import tnmars.nn as tnn
 
@@ -53,14 +50,6 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, mode: 
     if mode in ("optimizer", "host"):
         return O.step_fn(model, x, y, steps, prior_in_optimizer=True)
     return O.step_fn(model, x, y, steps, fused=True)  # no masks: cross-entropy; MARS: the prior in the loss
-
-
-def _timed(run, sync) -> float:
-    sync()
-    t0 = time.perf_counter()
-    run()
-    sync()
-    return time.perf_counter() - t0
 
 
 MODES = {"plain": "no masks, fused Adam (baseline)",
@@ -89,14 +78,9 @@ def main() -> None:
                 torch.manual_seed(0)
                 model = O.mnist_2fc(mode != "plain", pi=0.01, alpha=6.0).to(device)
                 funcs[mode] = _step(model, x, y, args.steps, mode)
-            for f in funcs.values():  # warm-up: kernels, plans, allocator
-                f()
-            samples: dict = {k: [] for k in funcs}
-            names = list(funcs)
-            for r in range(args.repeats):
-                for name in names[r % len(names):] + names[:r % len(names)]:
-                    samples[name].append(_timed(funcs[name], sync) / args.steps * 1e3)
-            med = {k: statistics.median(v) for k, v in samples.items()}
+            # warm-up (kernels, plans, allocator), then interleaved samples between synchronisations
+            med = {k: v / args.steps * 1e3 for k, v in
+                   time_interleaved(funcs, repeats=args.repeats, warmup=1, sync=sync).items()}
             for k in MODES:
                 ms.setdefault((batch, k), []).append(med[k])
                 ratios.setdefault((batch, k), []).append(med[k] / med["plain"])
@@ -111,12 +95,8 @@ def main() -> None:
                          "1" if k == "plain" else f"**{ratio:.3f}x** ({r[0]:.3f}-{r[-1]:.3f})", verdict])
     table = markdown_table(["training step, MNIST 2FC-Net (TT rank 20)", "batch", "ms / step (median of rounds)",
                             "ratio to no masks (median of rounds; range)", "target"], rows)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
-    command = " ".join(["python", "benchmarks/nn_overhead_cuda.py", *sys.argv[1:]])
-    text = (f"# MARS training-step overhead on {device.type.upper()}\n\nCommand: `{command}`\n\n"
-            f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-            f"Machine: {name}, Python {platform.python_version()}, torch {torch.__version__}\n\n"
-            f"{args.rounds} rounds (fresh models) of {args.repeats} interleaved samples of {args.steps} steps, "
+    text = (torch_device_header(f"MARS training-step overhead on {device.type.upper()}", "nn_overhead_cuda.py", device)
+            + f"\n\n{args.rounds} rounds (fresh models) of {args.repeats} interleaved samples of {args.steps} steps, "
             "wall time between device synchronisations. Every mask open (alpha = 6, T = 0.1), lr = 0.\n\n"
             + table + "\n")
     print(text)

@@ -30,20 +30,17 @@ Writes ``benchmarks/results/nn_skip_closed_cuda.md`` (``nn_skip_closed_<device>.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
-import platform
 import statistics
 import sys
-import time
 
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nn_overhead as O
-from _common import markdown_table, write_result
+from _common import markdown_table, time_interleaved, torch_device_header, write_result
 
 import tnmars.nn as tnn
 
@@ -95,14 +92,6 @@ def _build(model_name: str, mode: str, state: str, args, device) -> nn.Module:
     return model
 
 
-def _timed(run, sync) -> float:
-    sync()
-    t0 = time.perf_counter()
-    run()
-    sync()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -132,14 +121,9 @@ def main() -> None:
                     model = _build(model_name, mode, state, args, device)
                     funcs[mode] = O.step_fn(model, x, y, args.steps, prior_in_optimizer=mode != "plain",
                                             **({"fused": True} if mode == "plain" else {}))
-                for f in funcs.values():  # warm-up: kernels, plans, allocator
-                    f()
-                samples: dict = {k: [] for k in funcs}
-                names = list(funcs)
-                for r in range(args.repeats):
-                    for name in names[r % len(names):] + names[:r % len(names)]:
-                        samples[name].append(_timed(funcs[name], sync) / args.steps * 1e3)
-                med = {k: statistics.median(v) for k, v in samples.items()}
+                # warm-up (kernels, plans, allocator), then interleaved samples between synchronisations
+                med = {k: v / args.steps * 1e3 for k, v in
+                       time_interleaved(funcs, repeats=args.repeats, warmup=1, sync=sync).items()}
                 for k in MODES:
                     ms[k].append(med[k])
                     ratios[k].append(med[k] / med["plain"])
@@ -153,13 +137,9 @@ def main() -> None:
             print(rows[-3:], flush=True)
     table = markdown_table(["model", "batch", "masks", "training step", "ms / step (median of rounds)",
                             "ratio to no masks (median of rounds; range)"], rows)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
-    command = " ".join(["python", "benchmarks/nn_skip_closed_cuda.py", *sys.argv[1:]])
-    text = (f"# Device draws or host-classified draws: a MARS training step on {device.type.upper()}\n\n"
-            f"Command: `{command}`\n\n"
-            f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-            f"Machine: {name}, Python {platform.python_version()}, torch {torch.__version__}\n\n"
-            f"{args.rounds} rounds (fresh models) of {args.repeats} interleaved samples of {args.steps} steps, "
+    text = (torch_device_header(f"Device draws or host-classified draws: a MARS training step on "
+                                f"{device.type.upper()}", "nn_skip_closed_cuda.py", device)
+            + f"\n\n{args.rounds} rounds (fresh models) of {args.repeats} interleaved samples of {args.steps} steps, "
             "wall time between device synchronisations; `MarsLoss.optimizer()` (fused Adam where available) "
             "for MARS, fused Adam without masks; lr = 0; T = 0.1. 'Half closed': logits +6 on the first half "
             "of each bond's indices and -6 on the rest (the no-mask baseline keeps the maximal ranks).\n\n"
