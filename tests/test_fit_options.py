@@ -130,6 +130,16 @@ def test_a_result_dtype_narrower_than_the_data_s_range_is_refused(scale):
     assert np.isfinite(res.network.to_tensor()).all() and res.ranks == (2, 3, 4)
 
 
+def test_a_float32_result_reports_the_error_of_the_float32_network():
+    """The error was computed on the float64 working cores: 1e-16 for a float32 result whose
+    own error is about 1e-7."""
+    rng = np.random.default_rng(0)
+    x = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((6, 2)) for _ in range(3)])
+    res = quiet_fit(x, "tucker", dtype="float32")
+    actual = np.linalg.norm(res.network.to_tensor().astype(np.float64) - x) / np.linalg.norm(x)
+    assert 1e-9 < res.relative_error and actual / 10 < res.relative_error < actual * 10
+
+
 def test_a_dtype_that_is_not_a_type_is_a_type_error():
     with pytest.raises(TypeError, match="dtype"):
         quiet_fit(TUCKER, "tucker", max_rank=5, dtype="floaty")

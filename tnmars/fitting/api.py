@@ -417,6 +417,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     # errors in working units (data / scale): no overflow or underflow at any magnitude
     be = net.backend_impl
     work_cores = [np.asarray(be.to_numpy(c), dtype=np.float64) for c in net.cores]
+    if prep.dtype != "float64":  # the errors of the network returned, its cores rounded to its dtype (a float32
+        work_cores = [c.astype(prep.dtype).astype(np.float64) for c in work_cores]  # result: ~1e-7, not 1e-16)
     est = np.asarray(prep.data.backend.to_numpy(Network(template.spec, cores=work_cores).to_tensor()))
     obs = prep.observed
     y = np.asarray(prep.data.backend.to_numpy(prep.data.y))  # data / scale, 0 where unobserved
