@@ -679,7 +679,8 @@ def test_optimizer_carrying_the_core_prior_pickles_with_its_loss():
 
 def test_compress_warns_about_a_layer_in_warm_up_whose_masks_close_indices():
     """In warm-up a layer computes its full-rank function; compressing it keeps only the MAP
-    indices, another function: a warning naming the layer, none when nothing closes."""
+    indices, another function: a warning naming the layer (and from summary, whose ranks are
+    those compress would keep), none when nothing closes."""
     layer = TensorizedLinear(16, 12, rank=4, in_shape=(4, 4), out_shape=(3, 4))
     model = nn.Sequential(layer, nn.ReLU())
     tnn.set_warmup(model, True)
@@ -690,6 +691,8 @@ def test_compress_warns_about_a_layer_in_warm_up_whose_masks_close_indices():
         layer.masks.logits.copy_(torch.tensor([2.0, -2.0, 2.0, -2.0]))
     with pytest.warns(RuntimeWarning, match=r"compress: '0' \(ranks \{'A': 2\}\) in warm-up"):
         small = tnn.compress(model.eval())
+    with pytest.warns(RuntimeWarning, match=r"layers \['0'\] are in warm-up"):
+        assert tnn.summary(model).layers[0].selected_ranks == {"A": 2}
     x = torch.randn(3, 16)
     assert not torch.allclose(small(x), model(x))  # what the warning is about
     tnn.set_warmup(model, False)

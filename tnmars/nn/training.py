@@ -778,6 +778,7 @@ def summary(model: nn.Module) -> ModelSummary:
     rows = []
     core_ids: set[int] = set()
     logit_ids: set[int] = set()
+    in_warmup = []
     for name, layer in rank_modules(model):
         core_ids.update(id(p) for p in layer.cores)
         masks = getattr(layer, "masks", None)
@@ -786,6 +787,8 @@ def summary(model: nn.Module) -> ModelSummary:
             logit_ids.update(id(p) for p in masks.parameters())
             closed = masks.closed_bonds()
         sel = layer.selected_ranks()
+        if getattr(layer, "warmup", False) and sel != dict(layer.max_ranks):
+            in_warmup.append(name or type(layer).__name__)
         rows.append(LayerSummary(name=name or type(layer).__name__, kind=type(layer).__name__,
                                  max_ranks=dict(layer.max_ranks), selected_ranks=sel, dense_size=layer.dense_size,
                                  params_initial=layer.num_params_at(layer.max_ranks),
@@ -793,6 +796,10 @@ def summary(model: nn.Module) -> ModelSummary:
     other = sum(p.numel() for p in model.parameters() if id(p) not in core_ids and id(p) not in logit_ids)
     result = ModelSummary(layers=rows, other_params=int(other))
     _warn_closed(result)
+    if in_warmup:
+        warnings.warn(f"layers {in_warmup} are in warm-up: their masks are not applied, so they run at their maximal "
+                      "ranks; the selected ranks and compression shown are what compress would keep",
+                      RuntimeWarning, stacklevel=2)
     return result
 
 
