@@ -44,6 +44,17 @@ def test_min_rank_also_raises_a_warm_start_and_the_mars_proposal():
     assert min(mars.ranks) >= 4 and mars.proposal == "mars"
 
 
+@pytest.mark.parametrize("size", [1e200, 1e-200])
+def test_a_warm_start_of_the_wrong_size_is_scaled_to_the_data(size):
+    """A Network proposal 1e200 times too large raised 'SVD did not converge' from the refits:
+    a start more than 1,000 times off the data's size is scaled to it first."""
+    first = quiet_fit(TUCKER, "tucker", max_rank=5)
+    net = first.network
+    start = net.with_cores([net.cores[0] * size, *net.cores[1:]])
+    again = quiet_fit(TUCKER, "tucker", max_rank=5, proposal=start)
+    assert again.ranks == first.ranks and again.relative_error < 2 * first.relative_error + 1e-12
+
+
 def test_min_rank_holds_within_a_budget():
     res = quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=3, budget=200)
     assert min(res.ranks) >= 3 and res.num_params <= 200

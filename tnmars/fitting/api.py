@@ -198,7 +198,7 @@ def fit(
     if warm is not None:
         if prior == "bernoulli":
             raise ValueError("prior='bernoulli' starts from its own relaxation; a Network proposal needs prior='bic'")
-        warm = _warm_start(warm, template, prep.scale)
+        warm = _warm_start(warm, template, prep.scale, prep.data)
     reporter = Reporter(progress, callback)
     crit = Occam(prep.data.n_obs, strength, storage_floor(data))
     relaxed: RelaxationResult | None = None
@@ -562,10 +562,11 @@ def _zero_result(template: Network, prep: Prepared, settings: dict, t0: float) -
 
 
 # ---------------------------------------------------------------------------------- arguments
-def _warm_start(start: Network, template: Network, scale: float) -> Network:
+def _warm_start(start: Network, template: Network, scale: float, data: FitData) -> Network:
     """``start`` in working units (the data divided by ``scale``) on NumPy float64, after
     checking that it is a network the selection may return: ``template``'s graph, bonds
-    within its maximal ranks."""
+    within its maximal ranks. A start whose size is far from the data's (more than 1,000
+    times off) is scaled to it: least squares from cores 1e200 times too large overflow."""
     if start.spec != template.spec:
         raise ValueError(f"a Network proposal must have the fitted network's spec {template.spec!r}; "
                          f"got {start.spec!r}")
@@ -585,7 +586,17 @@ def _warm_start(start: Network, template: Network, scale: float) -> Network:
         raise ValueError("the proposal's cores are not finite")
     if not all(np.any(c) for c in cores):  # ALS from a zero core divides by zero, then stays at zero
         raise ValueError("the proposal has a core of zeros (a zero network); it cannot start a search")
-    return Network(template.spec, cores=cores, optimize=template.optimize)
+    net = Network(template.spec, cores=cores, optimize=template.optimize)
+    full = np.asarray(net.to_tensor())
+    peak = float(np.abs(full).max())
+    if peak > 0 and np.isfinite(peak):
+        obs = data.backend.to_numpy(data.weights) if data.weights is not None else None
+        size = peak * float(np.linalg.norm((full if obs is None else full * obs) / peak))
+        ratio = math.sqrt(data.sq_norm) / size if size > 0 else 1.0
+        if not 1e-3 <= ratio <= 1e3:
+            factor = ratio ** (1.0 / len(cores))
+            net = net.with_cores([c * factor for c in cores])
+    return net
 
 
 def _choice(value: Any, options: Sequence[str], name: str) -> str:
