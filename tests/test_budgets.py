@@ -278,8 +278,8 @@ def test_selection_settings_are_checked():
     with pytest.raises(TypeError, match="dict"):
         tnmars.fit(x, "tt", selection=3, progress=False)
     for bad, error in (({"sweeps": 0}, ValueError), ({"sweeps": -1}, ValueError), ({"final_sweeps": 2.5}, TypeError),
-                       ({"patience": "a"}, ValueError), ({"patience": -1}, ValueError),
-                       ({"second_look": True}, ValueError), ({"exchanges": "yes"}, TypeError)):
+                       ({"patience": "a"}, TypeError), ({"patience": -1}, ValueError),
+                       ({"second_look": True}, TypeError), ({"exchanges": "yes"}, TypeError)):
         with pytest.raises(error, match=f"selection\\[{next(iter(bad))!r}\\]"):
             tnmars.fit(x, "tt", selection=bad, progress=False)
 

@@ -139,6 +139,10 @@ def test_a_result_dtype_narrower_than_the_data_s_range_is_refused(scale):
         quiet_fit(TUCKER * scale, "tucker", max_rank=5, dtype="float32")
     res = quiet_fit(TUCKER * 1e30, "tucker", max_rank=5, dtype="float32")
     assert np.isfinite(res.network.to_tensor()).all() and res.ranks == (2, 3, 4)
+    small = quiet_fit((TUCKER * (1e-37 if scale < 1 else 1e36)).astype(np.float32), "tucker",
+                      max_rank=5)  # data already float32 near its limits: fitted as they are
+    assert small.network.dtype == "float32" and np.isfinite(small.network.to_tensor()).all()
+    assert small.relative_error < 1e-5 and small.ranks == (2, 3, 4)
 
 
 def test_a_float32_result_reports_the_error_of_the_float32_network():

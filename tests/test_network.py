@@ -21,13 +21,14 @@ def test_to_tensor_equals_numpy_einsum(net):
     np.testing.assert_allclose(net.to_tensor(), expected, rtol=1e-10, atol=1e-12)
 
 
-@given(networks(), st.sampled_from(["numpy", "torch"]))
-def test_to_tensor_shares_no_memory_with_the_cores(net, backend):
+@given(st.one_of(networks(min_cores=1, max_cores=1), networks(max_cores=3)), st.sampled_from(["numpy", "torch"]),
+       st.booleans())
+def test_to_tensor_shares_no_memory_with_the_cores(net, backend, contiguous):
     """Changing the returned tensor in place leaves the network alone, a single core included
-    (its "contraction" is the core itself, or a view of it)."""
+    (its "contraction" is the core itself, or a view of it), with or without ``contiguous``."""
     net = net.to(backend)
     before = [np.array(c, copy=True) for c in net.to("numpy").cores]
-    out = net.to_tensor()
+    out = net.to_tensor(contiguous=contiguous)
     out *= 0
     for c, b in zip(net.to("numpy").cores, before):
         np.testing.assert_array_equal(c, b)

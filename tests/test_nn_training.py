@@ -721,6 +721,8 @@ def test_optimizer_mode_follows_a_new_num_train():
     with pytest.raises(ValueError, match="num_train"):
         loss_b.num_train = 0
     assert opt_b.mars_prior.num_train == 5
+    opt_b.mars_prior.num_train = 20  # set on the prior itself: the cores' decay follows
+    assert opt_b.mars_prior.decay == pytest.approx(1.0 / (100.0 * 20))
 
 
 def test_optimizer_mode_resumes_from_the_state_dict_of_the_plain_optimizer():
@@ -732,13 +734,14 @@ def test_optimizer_mode_resumes_from_the_state_dict_of_the_plain_optimizer():
     x, y = torch.randn(32, 16, dtype=torch.float64), torch.randint(0, 5, (32,))
     model = _mixed_model()
     loss_a = MarsLoss(model, 50)
-    opt_a = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
+    opt_a = torch.optim.Adam(model.parameters(), lr=1e-2)  # PyTorch's default implementation
     _train(model, loss_a, opt_a, x, y, 3)
     resumed = copy.deepcopy(model)
     loss_b = MarsLoss(resumed, 50)
     opt_b = loss_b.optimizer(lr=1e-2)
     opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
     assert len(opt_b.state) == len(list(model.parameters()))  # every moment estimate came across
+    assert opt_b.param_groups[0]["fused"] is True  # its own implementation stays (the plain one's was None)
     _train(model, loss_a, opt_a, x, y, 3)
     _train(resumed, loss_b, opt_b, x, y, 3)
     for (name, a), b in zip(model.named_parameters(), resumed.parameters()):

@@ -698,7 +698,7 @@ class Network:
             cores = [target.asarray(c, dtype=dtype, device=device) for c in self._cores]
         else:
             cores = [target.asarray(self._backend.to_numpy(c), dtype=dtype, device=device) for c in self._cores]
-        if dtype != self.dtype:
+        if narrows(dtype, self.dtype):
             check_cast_finite(self._cores, self._backend, cores, target, dtype)
         return self.with_cores(cores)  # keeps .labels
 
@@ -1046,6 +1046,27 @@ def check_dtype_conversion(target: str, source: str) -> None:
     if kind(target) in "biu" and kind(source) in "fc":
         raise TypeError(f"dtype {target!r} would truncate the {source} cores (to zeros where below 1 in magnitude); "
                         "choose a floating type such as 'float32' or 'float64'")
+
+
+def _largest(name: str) -> float | None:
+    """The largest finite value of a numeric dtype (None for a name NumPy does not know)."""
+    if name == "bfloat16":  # float32's exponent range
+        return float(np.finfo(np.float32).max)
+    if not _numpy_dtype(name):
+        return None
+    dt = np.dtype(name)
+    if dt.kind in "fc":
+        return float(np.finfo(dt).max)
+    if dt.kind in "iu":
+        return float(np.iinfo(dt).max)
+    return 1.0 if dt.kind == "b" else None
+
+
+def narrows(target: str, source: str) -> bool:
+    """Whether converting ``source`` values to ``target`` can overflow (a smaller largest value:
+    float64 to float32 or float16, int32 to float16), so that finite cores may become infinite."""
+    high, low = _largest(source), _largest(target)
+    return high is not None and low is not None and low < high
 
 
 def check_cast_finite(before: Sequence[Any], source: Any, after: Sequence[Any], target: Any, dtype: str) -> None:

@@ -38,14 +38,12 @@ from .progress import Reporter
 from .proposals import (
     PROPOSALS,
     em_starts,
-    filled,
     fresh_start,
     loop_restarts,
     raised_to,
     rank_one_start,
     ring_bonds,
     spectral_start,
-    truncated,
 )
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
@@ -180,7 +178,7 @@ def fit(
     min_rank = int(min_rank)
     seed = _seed(seed)
     prep = prepare(data, observed, backend, _fit_dtype(dtype, data))
-    _check_representable_in(prep)
+    _check_representable_in(prep, data)
     prep.backend.check_device(device)
     if device is None:
         device = prep.device  # GPU data: the relaxation trains there and the result goes back there
@@ -211,19 +209,14 @@ def fit(
             relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
             proposal_used = "mars"
         elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
-            start, proposal_used = spectral_start(fmt, template, prep.data), "spectral"
+            start = spectral_start(fmt, template, prep.data, floors={b: max(f, 1) for b, f in floors.items()})
+            proposal_used = "spectral"
         else:
             start, proposal_used = rank_one_start(template, prep.data, seed, floors), "greedy"
         interrupted = relaxed is not None and (relaxed.interrupted or reporter.stopped)
         # the search removes no index below min_rank but never adds one to reach it: the start
         # is raised first (the Occam search cannot start from a closed bond: at least 1 there)
-        raised = raised_to(start, floors if prior == "bernoulli" else {b: max(f, 1) for b, f in floors.items()}, seed)
-        if proposal_used == "spectral" and raised.ranks != start.ranks:
-            # the SVD truncation at the raised ranks, not the smaller one grown by small random
-            # slices: ALS from there sat near a saddle (Tucker (4,5,6) at its full ranks, where
-            # HOSVD is exact, ended at 11-27% error)
-            raised = truncated(fmt, template, filled(prep.data), dict(raised.bonds)) or raised
-        start = raised
+        start = raised_to(start, floors if prior == "bernoulli" else {b: max(f, 1) for b, f in floors.items()}, seed)
         if limit is not None:  # a budget: the start brought within it by the data
             start = descend_to_params(start, prep.data, crit, limit, floors)
         best = _evaluated(start, prep.data, crit, "proposal")
@@ -528,15 +521,22 @@ def _history(relaxed: RelaxationResult | None, search: RankSearch | None, best: 
     return cols
 
 
-def _check_representable_in(prep: Prepared) -> None:
-    """Refuse a result dtype narrower than the data's range (``dtype="float32"`` for float64 data
-    near 1e50 or 1e-50): the returned network would hold infinities or zeros while the error,
-    computed in working units, looked perfect."""
+def _check_representable_in(prep: Prepared, data: Any) -> None:
+    """Refuse a result dtype narrower than the data's own whose range the data exceed
+    (``dtype="float32"`` for float64 data near 1e50 or 1e-50): the returned network would hold
+    infinities or zeros while the error, computed in working units, looked perfect. Data
+    already in float32 (or half precision) are fitted as they are, however near its limits."""
     if prep.dtype == "float64" or prep.scale == 0.0:
+        return
+    try:
+        own = dtype_name(data.dtype)
+    except (AttributeError, TypeError):  # lists of Python numbers: float64
+        own = "float64"
+    if own in ("float32", *HALF_DTYPES):  # no wider than the result
         return
     info = np.finfo(prep.dtype)
     low, high = float(info.tiny) * 100, float(info.max) / 100
-    peak = prep.scale * float(np.max(np.abs(prep.data.backend.to_numpy(prep.data.y)), initial=0.0))
+    peak = prep.peak
     if not (low <= prep.scale and peak <= high):
         raise ValueError(f"the data's scale does not fit {prep.dtype}: root mean square {prep.scale:.3g}, largest "
                          f"magnitude {peak:.3g}, outside the safe range [{low:.3g}, {high:.3g}]; the network would "
@@ -632,7 +632,9 @@ def _selection(value: Mapping[str, Any] | None) -> dict[str, Any]:
     for name in ("second_look", "patience"):  # counts that may be 0
         if name in out:
             v = out[name]
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"selection[{name!r}] must be a whole number >= 0; got {v!r}")
+            if v < 0:
                 raise ValueError(f"selection[{name!r}] must be a whole number >= 0; got {v!r}")
             out[name] = int(v)
     if "exchanges" in out and not isinstance(out["exchanges"], (bool, np.bool_)):

@@ -34,6 +34,8 @@ class Prepared:
     observed: np.ndarray | None
     #: the data's device when the result stays on the data's backend (``None``: the backend's default)
     device: str | None = None
+    #: the largest magnitude of the observed data (data units)
+    peak: float = 0.0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -137,4 +139,4 @@ def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: 
     w = None if obs is None else xp.asarray(obs)
     n = int(y.size if w is None else int(obs.sum()))
     device = src.device_of(data) if src is not None and src.name == be.name and be.name != "numpy" else None
-    return Prepared(FitData(y, w, n, float(xp.vdot(y, y)), work), scale, be, dtype, arr, obs, device)
+    return Prepared(FitData(y, w, n, float(xp.vdot(y, y)), work), scale, be, dtype, arr, obs, device, peak)

@@ -64,7 +64,16 @@ class PriorGradient:
     def set_num_train(self, num_train: int) -> None:
         """A new ``N`` (:attr:`MarsLoss.num_train` set after the optimizer was built)."""
         self.num_train = int(num_train)
-        self.decay = 1.0 / (self.core_variance * self.num_train)
+
+    @property
+    def num_train(self) -> int:
+        state = self.__dict__
+        return state["_num_train"] if "_num_train" in state else state["num_train"]  # (pickled before)
+
+    @num_train.setter
+    def num_train(self, value: int) -> None:  # the cores' decay follows N
+        self._num_train = int(value)
+        self.decay = 1.0 / (self.core_variance * self._num_train)
 
     def add_to(self, optimizer: torch.optim.Optimizer) -> None:
         # This runs every training step between the backward's and the update's large kernels,
@@ -109,7 +118,7 @@ class PriorGradient:
         masks = self.masks if len(logits) == len(self.logits) else [
             m for m, lg in zip(self.masks, self.logits) if lg.requires_grad]
         n = float(self.num_train)
-        if number and self.push_on_host and logits[0].is_cpu:
+        if number and self.push_on_host and all(lg.is_cpu for lg in logits):
             self._push_on_host(logits, masks, w / n)
             return
         push = torch._foreach_sigmoid(logits)  # s (1 - s) as sigmoid(l) sigmoid(-l): no cancellation in 1 - s,
@@ -188,7 +197,11 @@ class CarriesMarsPrior:
                 and isinstance(groups[0], dict) and len(groups[0].get("params", ())) == len(mine[0]["params"]) - 1
                 and mine[0]["params"][-1] is prior.probe):
             ids = list(groups[0]["params"])
-            state_dict = {**state_dict, "param_groups": [{**groups[0], "params": [*ids, max(ids, default=-1) + 1]}]}
+            # this optimizer's implementation (fused, chosen by MarsLoss.optimizer) stays: the plain
+            # optimizer's choice was made for another setup
+            kept = {k: mine[0][k] for k in ("fused", "foreach", "capturable", "differentiable") if k in mine[0]}
+            state_dict = {**state_dict,
+                          "param_groups": [{**groups[0], **kept, "params": [*ids, max(ids, default=-1) + 1]}]}
         try:
             super().load_state_dict(state_dict)  # type: ignore[misc]
         except ValueError as err:
