@@ -279,7 +279,8 @@ class MarsLoss(nn.Module):
     @property
     def num_train(self) -> int:
         """``N``, the number of training examples the prior is divided by; settable (checked), and
-        the optimizer of :meth:`optimizer` follows a new value."""
+        the optimizer of :meth:`optimizer` follows a new value (when loss and optimizer were
+        pickled, only if pickled together: ``torch.save((loss_fn, opt), path)``)."""
         state = self.__dict__
         return state["_num_train"] if "_num_train" in state else state["num_train"]  # (a loss pickled before)
 
