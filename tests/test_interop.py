@@ -14,6 +14,7 @@ from tensorly.tucker_tensor import TuckerTensor
 
 from tnmars import Network, available_backends
 from tnmars.interop.tensorly import from_tensorly, to_tensorly, topology
+from tnmars.testing.strategies import networks
 
 shapes = st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple)
 small_rank = st.integers(1, 3)
@@ -259,3 +260,25 @@ def test_a_tt_written_with_boundary_legs_converts_to_tensorly(backend):
     got = tl.tt_to_tensor(tt)
     np.testing.assert_allclose(got.detach().cpu().numpy() if hasattr(got, "detach") else got, want, rtol=1e-6,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("spec, dims", [("aA,bA,aA->ab", dict(a=3, b=4, A=2)), ("aA,aA->a", dict(a=3, A=2)),
+                                        ("AB,aA,bB,bB->ab", dict(a=3, b=4, A=2, B=2))])
+def test_graphs_with_an_open_mode_on_two_cores_are_refused(spec, dims):
+    """A mode shared by two cores (a Hadamard product) looked CP or Tucker: to_tensorly dropped
+    one of the cores and returned another tensor."""
+    net = Network(spec, dims=dims, seed=0)
+    with pytest.raises(ValueError, match="tensorly has no class"):
+        net.to_tensorly()
+
+
+@settings(max_examples=60, deadline=None)
+@given(networks(max_cores=4))
+def test_to_tensorly_is_exact_or_refused(net):
+    """Whatever the graph: the tensorly object equals the network, or a ValueError says why."""
+    try:
+        obj = net.to_tensorly()
+    except ValueError:
+        return
+    want = np.asarray(net.to_tensor())
+    np.testing.assert_allclose(np.asarray(_dense(obj)).reshape(want.shape), want, rtol=1e-9, atol=1e-12)

@@ -183,7 +183,10 @@ def _find_cp(net: Network):
     for k, (opens, bonds) in enumerate(_terms(net)):
         if bonds != {bond} or len(opens) != 1 or len(net.inputs[k]) != 2:
             return None
-        owner[next(iter(opens))] = k
+        mode = next(iter(opens))
+        if mode in owner:  # an open index on two cores (a Hadamard product): not CP
+            return None
+        owner[mode] = k
     return [owner[c] for c in net.output], bond
 
 
@@ -202,7 +205,10 @@ def _find_tucker(net: Network):
             continue
         if len(opens) != 1 or len(bonds) != 1 or len(net.inputs[k]) != 2:
             return None
-        factor_of[next(iter(opens))] = k
+        mode = next(iter(opens))
+        if mode in factor_of:  # two factors on one mode: not Tucker
+            return None
+        factor_of[mode] = k
     factors = [factor_of[m] for m in net.output]
     bond_order = [next(iter(terms[k][1])) for k in factors]
     if len(set(bond_order)) != len(bond_order):
