@@ -204,6 +204,32 @@ def test_newer_format_is_refused(tmp_path, monkeypatch):
         tnmars.load(path)
 
 
+def test_save_refuses_a_dtype_load_would_refuse(tmp_path):
+    """``save`` wrote long-double cores that ``load`` then refused: refused at save now."""
+    net = Network.tt((3, 4), 2, seed=0).to(np.longdouble)
+    if net.dtype == "float64":  # (platforms whose long double is a double)
+        pytest.skip("long double is float64 here")
+    with pytest.raises(TypeError, match=f"cannot save {net.dtype} cores"):
+        tnmars.save(net, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.skipif("torch" not in available_backends(), reason="needs torch")
+@pytest.mark.parametrize("device", ["meta", "mps", "xla"])
+def test_a_file_saying_it_lives_on_an_unusable_device_loads_on_the_cpu(tmp_path, device):
+    """A re-signed file claiming device 'meta' loaded a network without values; 'mps' or 'xla'
+    raised PyTorch's own RuntimeError. Both load on the CPU now, with a warning."""
+    path = tnmars.save(Network.tt((3, 4), 2, seed=0).to("torch"), tmp_path / "t.npz")
+    members = _members(path)
+    meta = json.loads(bytes(members["__tnmars_metadata__"]).decode())
+    meta["device"] = device
+    _resign(members, meta, tmp_path / "forged.npz")
+    with pytest.warns(UserWarning, match=f"saved on device '{device}', which is not available"):
+        net = tnmars.load(tmp_path / "forged.npz")
+    assert net.device == "cpu"
+    np.testing.assert_allclose(np.asarray(net.to("numpy").to_tensor()), Network.tt((3, 4), 2, seed=0).to_tensor())
+
+
 def test_save_refuses_other_objects(tmp_path):
     with pytest.raises(TypeError, match="Network"):
         tnmars.save(np.ones(3), tmp_path / "x.npz")

@@ -190,6 +190,9 @@ def _fit_result_class() -> type:
 
 # ------------------------------------------------------------------------------ encoding
 def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if net.dtype not in _schema.DTYPES:  # (load would refuse the file: refused here, before writing it)
+        raise TypeError(f"cannot save {net.dtype} cores: tnmars files hold {', '.join(sorted(_schema.DTYPES))}; "
+                        "convert first, e.g. net.to('float64')")
     labels = _labels_payload(net.labels)
     if net.labels is not None and labels is None:
         # labels other than str and int (tuples, objects) are not JSON: say so rather than hand
@@ -479,6 +482,8 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
     if device is None and backend is None and target != "numpy":
         device = meta["device"]
         try:
+            if str(device).split(":")[0] == "meta":  # tensors without values: nothing to load into
+                raise ValueError("the meta device holds no values")
             be.check_device(device)
         except ValueError:
             warnings.warn(f"{where} was saved on device {device!r}, which is not available; loading on the CPU",

@@ -136,6 +136,11 @@ class TorchBackend(Backend):
             raise ValueError(f"unknown torch device {device!r}") from err
         if dev.type == "cuda" and not self.torch.cuda.is_available():
             raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
+        if dev.type not in ("cpu", "cuda", "meta"):  # mps, xla, xpu...: usable only where built and present
+            try:
+                self.torch.empty(0, device=dev)
+            except (RuntimeError, AssertionError) as err:
+                raise ValueError(f"device {device!r} is not available here ({err})") from err
 
     def asarray(self, x: Any, dtype: str | None = None, device: str | None = None) -> Any:
         self.check_device(device)
