@@ -63,6 +63,20 @@ def test_a_narrowing_conversion_that_overflows_is_refused(tmp_path, backend):
     np.testing.assert_allclose(np.asarray(small.to("numpy").to_tensor(), dtype=np.float64), net.to_tensor(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_narrowing_integer_conversion_that_wraps_is_refused(backend):
+    """Integer cores of 1000 became -24 as int8 (and -2 became 254 as uint8) without a word."""
+    big = Network.tt((3, 4), 2).with_cores([np.full((3, 2), 1000, dtype=np.int64), np.ones((2, 4), dtype=np.int64)])
+    negative = big.with_cores([np.full((3, 2), -2, dtype=np.int64), np.ones((2, 4), dtype=np.int64)])
+    big, negative = big.to(backend), negative.to(backend)
+    for net, dtype in ((big, "int8"), (negative, "uint8"), (negative, "uint64")):
+        if backend == "torch" and dtype == "uint64":
+            continue  # (torch's uint64 has few ops)
+        with pytest.raises(ValueError, match=f"to {dtype} changes its values"):
+            net.to(dtype)
+    assert np.asarray(big.to("int16").to("numpy").to_tensor())[0, 0] == 2000  # in range: converted
+
+
 @given(networks(backend="torch"))
 def test_to_tensor_equals_numpy_einsum_torch(net):
     out = net.to_tensor()

@@ -48,7 +48,7 @@ from ._container import (
     write_atomic,
 )
 from .backends import get_backend
-from .network import Network, _dtype_name, check_cast_finite, check_dtype_conversion, narrows
+from .network import Network, _dtype_name, check_dtype_conversion, check_narrowing, narrows
 
 __all__ = ["save", "load", "read_metadata", "FileFormatError", "FORMAT_VERSION", "KEY_ENV"]
 
@@ -491,7 +491,7 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
             device = None
     converted = [be.asarray(c, dtype=dtype, device=device) for c in cores]
     if dtype is not None and narrows(_dtype_name(dtype), meta["dtype"]):  # a narrower dtype may not hold the
-        check_cast_finite(cores, get_backend("numpy"), converted, be, _dtype_name(dtype))  # saved (finite) cores
+        check_narrowing(cores, get_backend("numpy"), converted, be, _dtype_name(dtype))  # saved (finite) cores
     try:
         net = Network(meta["spec"], cores=converted, optimize=meta["optimize"])
     except (ValueError, TypeError) as err:

@@ -699,7 +699,7 @@ class Network:
         else:
             cores = [target.asarray(self._backend.to_numpy(c), dtype=dtype, device=device) for c in self._cores]
         if narrows(dtype, self.dtype):
-            check_cast_finite(self._cores, self._backend, cores, target, dtype)
+            check_narrowing(self._cores, self._backend, cores, target, dtype)
         return self.with_cores(cores)  # keeps .labels
 
     def numpy(self) -> Network:
@@ -1066,14 +1066,28 @@ def narrows(target: str, source: str) -> bool:
     """Whether converting ``source`` values to ``target`` can overflow (a smaller largest value:
     float64 to float32 or float16, int32 to float16), so that finite cores may become infinite."""
     high, low = _largest(source), _largest(target)
-    return high is not None and low is not None and low < high
+    if high is None or low is None:
+        return False
+    def kind(name: str) -> str:
+        return "f" if name == "bfloat16" else np.dtype(name).kind
+    return low < high or (kind(source) in "if" and kind(target) == "u")  # (-2 as uint64 wraps too)
 
 
-def check_cast_finite(before: Sequence[Any], source: Any, after: Sequence[Any], target: Any, dtype: str) -> None:
-    """Refuse a conversion to ``dtype`` that turned finite cores into infinities (float64 cores
-    past float32's range, float32 past float16's 65504): a network of infinities, not a result."""
+def check_narrowing(before: Sequence[Any], source: Any, after: Sequence[Any], target: Any, dtype: str) -> None:
+    """Refuse a narrowing conversion to ``dtype`` that lost values: finite cores turned into
+    infinities (float64 past float32's range, float32 past float16's 65504), or integers
+    wrapped around (1000 as int8 is -24): a network of other values, not a result."""
+    integer = _numpy_dtype(dtype) and np.dtype(dtype).kind in "iub"
     for k, (old, new) in enumerate(zip(before, after)):
-        if not target.isfinite_all(new) and source.isfinite_all(old):
+        if integer:
+            a = np.asarray(source.to_numpy(old))
+            wrapped = np.dtype(dtype).kind == "u" and bool((a < 0).any())
+            if wrapped or not np.array_equal(np.asarray(target.to_numpy(new)).astype(a.dtype), a):
+                info = np.iinfo(dtype) if np.dtype(dtype).kind != "b" else None
+                span = f"[{info.min}, {info.max}]" if info is not None else "{0, 1}"
+                raise ValueError(f"converting core {k} to {dtype} changes its values: they leave {dtype}'s range "
+                                 f"{span}; choose a wider dtype")
+        elif not target.isfinite_all(new) and source.isfinite_all(old):
             raise ValueError(f"converting core {k} to {dtype} overflows: its entries exceed {dtype}'s range, and the "
                              f"network would hold infinities; choose a wider dtype or rescale the network")
 
