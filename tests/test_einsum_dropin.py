@@ -393,3 +393,14 @@ def test_python_numbers_take_the_arrays_dtype_unless_they_need_a_wider_kind(back
     i = be.asarray(np.ones((2, 3)), dtype="int32")
     assert be.dtype_name(tnmars.contract("ij,->ij", i, 3)) == "int32"
     assert be.dtype_name(tnmars.contract("ij,->ij", i, 0.5)).startswith("float")
+
+
+@pytest.mark.parametrize("make", [lambda a: np.matrix(a), lambda a: np.ma.masked_array(a, mask=a > 1.5)])
+@pytest.mark.parametrize("spec", ["ij,j->i", "ij,ij->i", "ij->", "ij->ji"])
+def test_matrix_and_masked_array_operands_are_refused(make, spec):
+    """np.matrix gave (1, 3) results or crashed; a masked array's mask was honoured by some
+    specs and ignored by others. Both are refused, with what to pass instead."""
+    a = np.arange(6.0).reshape(3, 2) / 3
+    operands = [make(a), np.ones(2)] if spec == "ij,j->i" else [make(a), a] if spec == "ij,ij->i" else [make(a)]
+    with pytest.raises(TypeError, match="np.asarray"):
+        tnmars.contract(spec, *operands)

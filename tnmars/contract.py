@@ -783,6 +783,10 @@ def _as_operands(operands: list[Any], backend: Backend | str | None) -> tuple[Ba
     for pos, x in enumerate(operands):
         if isinstance(x, (*_SCALARS, np.generic, list, tuple)):
             loose = True
+        elif isinstance(x, (np.matrix, np.ma.MaskedArray)):
+            raise TypeError(f"operand {pos} is a {type(x).__name__}, whose products differ from an array's (a matrix "
+                            "stays 2-D, a masked array's mask is dropped by some steps and not others); pass "
+                            "np.asarray(x), or x.filled(0) for masked data")
         elif backend_name_of(x) is None:
             raise TypeError(
                 f"operand {pos} is a {type(x).__name__}; expected a NumPy, CuPy or torch array, a number or a nested list"
