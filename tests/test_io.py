@@ -520,6 +520,21 @@ def fit_file(tmp_path_factory):
     return tnmars.save(result, folder / "fit.npz")
 
 
+@pytest.mark.parametrize("field, value, match", [
+    ("num_params", 7, "says 7 parameters"), ("num_params", -5, "says -5 parameters"),
+    ("max_ranks", {"__tuple__": [1]}, "must list 3 integers"),
+    ("max_ranks", {"__tuple__": [1, 3, 3]}, "below its rank")])
+def test_a_fit_result_whose_fields_contradict_its_network_is_refused(tmp_path, fit_file, field, value, match):
+    """Re-signed files whose num_params or max_ranks disagree with the network they hold
+    loaded, and summaries printed ranks above their caps or dropped bonds."""
+    members = _members(fit_file)
+    meta = json.loads(bytes(members["__tnmars_metadata__"]).decode())
+    meta["fit"]["fields"][field] = value
+    _resign(members, meta, tmp_path / "lie.npz")
+    with pytest.raises(tio.FileFormatError, match=match):
+        tnmars.load(tmp_path / "lie.npz")
+
+
 def test_resigned_files_with_any_metadata_field_changed_fail_cleanly_or_load_typed(tmp_path, fit_file):
     """Every entry of a fit result's metadata, deleted or replaced by values of every JSON
     type, then re-signed: load raises FileFormatError or returns correctly typed objects

@@ -10,6 +10,7 @@ The schema cannot tell whether numbers were changed deliberately: that is what k
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -153,7 +154,8 @@ def network(meta: Any, claims: _Claims, what: str = "the network") -> dict:
             _fail(f"{what}'s core {k} ({name!r}) holds {entry.dtype.name}, but the metadata says {dtype}")
     if "labels" in meta:
         _labels(meta["labels"], indices, what)
-    return {"bonds": {b: dims[b] for b in parsed.bonds}, "spec": parsed.spec}
+    num_params = sum(math.prod(dims[c] for c in term) for term in parsed.inputs)
+    return {"bonds": {b: dims[b] for b in parsed.bonds}, "spec": parsed.spec, "num_params": num_params}
 
 
 def _labels(value: Any, indices: set, what: str) -> None:
@@ -359,6 +361,16 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
         _fail(f"the fit result lacks {', '.join(map(repr, missing))}")
     if "bonds" in decoded and sorted(decoded["bonds"]) != sorted(bonds):  # (the order may differ: TR's ring)
         _fail(f"the fit result's bonds {decoded['bonds']} differ from its network's {tuple(bonds)}")
+    if "num_params" in decoded and decoded["num_params"] != main["num_params"]:
+        _fail(f"the fit result says {decoded['num_params']} parameters, but its network has {main['num_params']}")
+    if "max_ranks" in decoded:  # one per bond, in the ranks' order, none below its bond's rank
+        caps = decoded["max_ranks"]
+        order = _rank_order(fit, bonds, unjson)
+        if not isinstance(caps, (list, tuple)) or len(caps) != len(order):
+            _fail(f"the fit result's max_ranks must list {len(order)} integers (one per bond)")
+        for bond, cap in zip(order, caps):
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < bonds[bond]:
+                _fail(f"the fit result's max_ranks give bond {bond!r} {cap!r}, below its rank {bonds[bond]}")
     return decoded
 
 
