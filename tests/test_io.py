@@ -230,6 +230,12 @@ def test_a_file_saying_it_lives_on_an_unusable_device_loads_on_the_cpu(tmp_path,
     np.testing.assert_allclose(np.asarray(net.to("numpy").to_tensor()), Network.tt((3, 4), 2, seed=0).to_tensor())
 
 
+def test_loading_into_numpy_as_bfloat16_says_numpy_has_none(tmp_path):
+    path = tnmars.save(Network.tt((3, 4), 2, seed=0), tmp_path / "n.npz")
+    with pytest.raises(TypeError, match="numpy has no bfloat16"):  # (was "data type 'bfloat16' not understood")
+        tnmars.load(path, dtype="bfloat16")
+
+
 def test_save_refuses_other_objects(tmp_path):
     with pytest.raises(TypeError, match="Network"):
         tnmars.save(np.ones(3), tmp_path / "x.npz")

@@ -38,8 +38,10 @@ def test_normalize_optimize():
 
 def test_normalize_memory_limit():
     assert normalize_memory_limit(None) is None and normalize_memory_limit(-1) is None
+    assert normalize_memory_limit(float("inf")) is None  # (raised a bare OverflowError)
     assert normalize_memory_limit("max_input") == "max_input" and normalize_memory_limit(1e3) == 1000
-    for bad, error in ((0, ValueError), (-5, ValueError), (True, TypeError), ("big", TypeError), ([3], TypeError)):
+    for bad, error in ((0, ValueError), (-5, ValueError), (True, TypeError), ("big", TypeError), ([3], TypeError),
+                       (float("nan"), ValueError), (float("-inf"), ValueError)):
         with pytest.raises(error):
             normalize_memory_limit(bad)
 

@@ -479,6 +479,8 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
             dtype = None  # a torch bfloat16 file read into NumPy: keep the stored float32
     else:  # the caller's choice: refused here as theirs, not reported as a broken file below
         check_dtype_conversion(_dtype_name(dtype), meta["dtype"])
+        if be.name in ("numpy", "cupy") and _dtype_name(dtype) == "bfloat16":
+            raise TypeError(f"{be.name} has no bfloat16; load into torch (backend='torch') or choose float32")
     if device is None and backend is None and target != "numpy":
         device = meta["device"]
         try:

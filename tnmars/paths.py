@@ -92,7 +92,7 @@ def normalize_memory_limit(memory_limit: Any) -> int | str | None:
         return memory_limit
     if isinstance(memory_limit, bool) or not isinstance(memory_limit, (int, float)) and not hasattr(memory_limit, "__index__"):
         raise TypeError(f"memory_limit must be None, 'max_input' or a number of entries; got {memory_limit!r}")
-    if memory_limit == -1:
+    if memory_limit == -1 or memory_limit == float("inf"):  # (no limit, said either way)
         return None
     if not memory_limit >= 1:
         raise ValueError(f"memory_limit must be at least 1 entry (or -1 / None: no limit); got {memory_limit!r}")
