@@ -109,6 +109,7 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
         (["fit", "{d}/notes.txt"], r"\.npy or \.npz"),
         (["fit", "{d}/text.npy"], "not a NumPy array file"),
         (["fit", "{d}/small.npy", "--bogus"], "unrecognized arguments"),
+        (["fit", "{d}/small.npy", "--key", "a"], "is a .npy file \\(one array\\); drop --key"),
         (["fit", "{d}/small.npy", "--format"], "expected one argument"),
         (["fit", "{d}/small.npy", "--out", "{d}/nowhere/x.npz"], "folder does not exist"),
         (["fit", "{d}/small.npy", "--out", "{d}/folder.npz"], "is a folder; give a file name"),

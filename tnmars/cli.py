@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------ helpers
-def _load_array(path_text: str, key: str | None, what: str) -> np.ndarray:
+def _load_array(path_text: str, key: str | None, what: str, key_for_npy_is_an_error: bool = True) -> np.ndarray:
     path = Path(path_text)
     if not path.exists():
         raise CLIError(f"{what} file not found: {path_text}")
@@ -226,6 +226,9 @@ def _load_array(path_text: str, key: str | None, what: str) -> np.ndarray:
     except Exception as err:  # zip, header and OS errors of every kind
         raise CLIError(f"cannot read {what} file {path_text}: {err}") from None
     if isinstance(loaded, np.ndarray):
+        if key is not None and key_for_npy_is_an_error:  # a .npy file holds one array: no name to choose
+            raise CLIError(f"--key {key!r} names an array of a .npz file, but {path_text} is a .npy file (one array); "
+                           "drop --key")
         return loaded
     with loaded:
         names = list(loaded.files)
@@ -345,7 +348,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     observed = None
     bad = int(data.size - np.isfinite(data).sum()) if data.dtype.kind == "f" else 0
     if args.observed is not None:
-        observed = _load_array(args.observed, args.key, "--observed")
+        observed = _load_array(args.observed, args.key, "--observed", key_for_npy_is_an_error=False)
     elif bad and args.nan_as_missing:
         observed = np.isfinite(data)
     elif bad:
