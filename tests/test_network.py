@@ -599,3 +599,12 @@ def test_ranks_given_one_per_bond_in_the_order_of_bonds():
         Network("ia,abj,bk", shape=(3, 4, 5), ranks=[2.5, 3])
     with pytest.raises(ValueError, match="positive"):
         Network("ia,abj,bk", shape=(3, 4, 5), ranks=(2, 0))
+
+
+@pytest.mark.parametrize("option", [{"dtype": "float32"}, {"device": "cpu"}, {"seed": 3}, {"scale": 2.0}])
+def test_random_core_options_with_given_cores_are_refused(option):
+    """dtype=, device=, seed= and scale= shape the random cores; with cores= they were ignored."""
+    cores = Network.tt((3, 4), 2, seed=0).cores
+    with pytest.raises(TypeError, match="apply to the random cores"):
+        Network("aA,Ab->ab", cores=cores, **option)
+    assert Network("aA,Ab->ab", cores=cores).dtype == "float64"

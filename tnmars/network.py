@@ -224,6 +224,11 @@ class Network:
 
         if cores is not None:
             cores = list(cores)
+            ignored = [name for name, given in (("dtype", dtype != "float64"), ("device", device is not None),
+                                                ("seed", seed is not None), ("scale", scale != 1.0)) if given]
+            if ignored:  # they shape the random cores drawn without cores=; here they did nothing, silently
+                raise TypeError(f"{' and '.join(ignored)} apply to the random cores a Network draws, not to given "
+                                "cores: convert the arrays first, or call .to(...) on the network")
             if len(cores) != len(parsed.inputs):
                 raise ValueError(
                     f"spec {parsed.spec!r} has {len(parsed.inputs)} cores but {len(cores)} arrays were given"
