@@ -608,3 +608,4 @@ def test_random_core_options_with_given_cores_are_refused(option):
     with pytest.raises(TypeError, match="apply to the random cores"):
         Network("aA,Ab->ab", cores=cores, **option)
     assert Network("aA,Ab->ab", cores=cores).dtype == "float64"
+    assert Network("aA,Ab->ab", cores=cores, dtype=np.float64).dtype == "float64"  # the default, spelled otherwise

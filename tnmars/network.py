@@ -224,7 +224,7 @@ class Network:
 
         if cores is not None:
             cores = list(cores)
-            ignored = [name for name, given in (("dtype", dtype != "float64"), ("device", device is not None),
+            ignored = [name for name, given in (("dtype", _dtype_name(dtype) != "float64"), ("device", device is not None),
                                                 ("seed", seed is not None), ("scale", scale != 1.0)) if given]
             if ignored:  # they shape the random cores drawn without cores=; here they did nothing, silently
                 raise TypeError(f"{' and '.join(ignored)} apply to the random cores a Network draws, not to given "
@@ -1068,8 +1068,9 @@ def _largest(name: str) -> float | None:
 
 
 def narrows(target: str, source: str) -> bool:
-    """Whether converting ``source`` values to ``target`` can overflow (a smaller largest value:
-    float64 to float32 or float16, int32 to float16), so that finite cores may become infinite."""
+    """Whether converting ``source`` values to ``target`` can lose them: a smaller largest value
+    (float64 to float32 or float16, int32 to float16 or int8: overflow to infinity, or integers
+    wrapping around), or signed values into an unsigned dtype (-2 as uint64)."""
     high, low = _largest(source), _largest(target)
     if high is None or low is None:
         return False
