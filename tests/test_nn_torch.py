@@ -205,6 +205,33 @@ def test_compiled_training_step_matches_eager_gradients():
     torch._dynamo.reset()
 
 
+def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call():
+    """The mask code's caches (constants, mask views) were filled while tracing, which changed
+    what dynamo guards on and made it compile the step a second time."""
+    from tnmars.nn import masks as mask_module
+    mask_module._CONSTANTS.clear()
+    model = _model()
+    for _, layer in tnn.mars_layers(model):
+        layer.skip_closed = False
+        layer.masks._views.clear()
+    loss_fn = tnn.MarsLoss(model, 1000)
+    opt = loss_fn.optimizer(lr=1e-3)
+    x, y = torch.randn(5, 64), torch.randint(0, 10, (5,))
+    step = torch.compile(lambda a, b: loss_fn(model(a), b), backend="aot_eager", fullgraph=True, dynamic=False)
+    opt.zero_grad()
+    step(x, y).backward()
+    opt.step()
+    try:
+        torch._dynamo.config.error_on_recompile = True
+        for _ in range(2):
+            opt.zero_grad()
+            step(x, y).backward()
+            opt.step()
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+        torch._dynamo.reset()
+
+
 def test_jit_trace_fails_with_a_message_that_says_why():
     small = tnn.compress(_model().eval()).eval()
     with pytest.raises(RuntimeError, match="torch.jit.trace.*contraction order.*torch.compile"):

@@ -37,7 +37,7 @@ from ..contract import COPY_FLOPS, Plan, make_plan
 from ..network import Network
 from .fastpath import TwoBlockCut, best_cut
 from .kept import Same, generation
-from .masks import BondMasks, resolve_preset
+from .masks import BondMasks, _is_compiling, resolve_preset
 from .program import Program, is_recording, run
 
 _BE = get_backend("torch")
@@ -115,10 +115,6 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("tnmars", "torch"):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
-
-
-#: ``torch.compiler.is_compiling`` (PyTorch >= 2.3; earlier versions have no compiler to ask)
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
 
 def core_list(cores: nn.ParameterList) -> list[torch.Tensor]:

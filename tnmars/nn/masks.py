@@ -27,9 +27,13 @@ _STRETCH = mars.ZETA - mars.GAMMA
 # calls), which at the size of a mask is most of the op's cost; the code below uses cached
 # 0-d constants and scalar-free ops (addcmul, add with alpha) instead.
 _CONSTANTS: dict[tuple, torch.Tensor] = {}
+#: ``torch.compiler.is_compiling`` (PyTorch >= 2.3; earlier versions have no compiler to ask)
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
 
 def _const(value: float, like: torch.Tensor) -> torch.Tensor:
+    if _is_compiling():  # traced: a constant of the graph (filling the cache there made torch.compile
+        return torch.tensor(value, dtype=like.dtype, device=like.device)  # recompile after the first call)
     key = (value, like.dtype, like.device)
     got = _CONSTANTS.get(key)
     if got is None:
@@ -534,10 +538,13 @@ class BondMasks(nn.Module):
     def _mask_views(self, cores: Sequence[torch.Tensor], sites: Mapping[str, tuple[int, int]]) -> tuple:
         """Per bond, the shape that broadcasts its mask along its axis of the core it multiplies."""
         key = tuple(sites[b] for b in self.bonds)
-        views = self._views.get(key)
+        recording = _is_compiling()  # (traced: no cache to read or fill, see _const)
+        views = None if recording else self._views.get(key)
         if views is None:
-            views = self._views[key] = tuple(
+            views = tuple(
                 tuple(-1 if d == sites[b][1] else 1 for d in range(cores[sites[b][0]].ndim)) for b in self.bonds)
+            if not recording:
+                self._views[key] = views
         return views
 
     def _fold_values(self, codes: list[int], values: list[float], noise: list[float] | None,
