@@ -47,7 +47,6 @@ from .base import (
     warn_user,
     zero_anchor,
 )
-from .masks import _is_compiling
 
 FORMATS = ("tt", "tr", "cp", "tucker")
 _LOW = "abcdefghijklmnopqrstuvwxyz"
@@ -699,8 +698,7 @@ class Tucker2Conv2d(TensorizedLayer):
         mode = self.mode
         if mode == "auto":
             key = (tuple(x.shape), ranks)
-            compiling = _is_compiling()  # (traced: no cache to read or fill, which dynamo would guard on)
-            mode = None if compiling else self._choice.get(key)
+            mode = self._choice.get(key)
             if mode is None:
                 if closed:
                     mode = "weight"
@@ -709,8 +707,7 @@ class Tucker2Conv2d(TensorizedLayer):
                     mode = "cores" if f * WEIGHT_PATH_ADVANTAGE < k else "weight"
                 if len(self._choice) > 4096:
                     self._choice.clear()
-                if not compiling:
-                    self._choice[key] = mode
+                self._choice[key] = mode
         if mode == "weight" or closed:
             return F.conv2d(x, self._kernel(cores), self.bias, self.stride, self.padding, self.dilation)
         k_in, k_core, k_out = self._factors(cores, contiguous=False) if frozen_key is None else frozen[2]
@@ -958,8 +955,7 @@ class TensorizedEmbedding(TensorizedLayer):
         mode = self.mode
         if mode == "auto":
             key = (shapes, batch)
-            compiling = _is_compiling()  # (traced: no cache to read or fill, which dynamo would guard on)
-            mode = None if compiling else self._choice.get(key)
+            mode = self._choice.get(key)
             if mode is None:
                 if any(n == 0 for s in shapes for n in s) or batch == 0:
                     mode = "weight"
@@ -969,8 +965,7 @@ class TensorizedEmbedding(TensorizedLayer):
                     mode = "cores" if gflops * WEIGHT_PATH_ADVANTAGE < wflops else "weight"
                 if len(self._choice) > 4096:
                     self._choice.clear()
-                if not compiling:
-                    self._choice[key] = mode
+                self._choice[key] = mode
         if mode == "weight":
             table = self._mm.program(shapes, None)(cores).reshape(self._mm.in_features, -1)
             out = table.index_select(0, flat)
