@@ -587,11 +587,13 @@ def _warm_start(start: Network, template: Network, scale: float, data: FitData) 
     if not all(np.any(c) for c in cores):  # ALS from a zero core divides by zero, then stays at zero
         raise ValueError("the proposal has a core of zeros (a zero network); it cannot start a search")
     net = Network(template.spec, cores=cores, optimize=template.optimize)
-    full = np.asarray(net.to_tensor())
-    peak = float(np.abs(full).max())
+    full = np.array(net.to_tensor(), dtype=np.float64)  # (one data-sized array, changed in place below)
+    peak = max(abs(float(full.max())), abs(float(full.min())))
     if peak > 0 and np.isfinite(peak):
-        obs = data.backend.to_numpy(data.weights) if data.weights is not None else None
-        size = peak * float(np.linalg.norm((full if obs is None else full * obs) / peak))
+        full /= peak  # (no overflow in the norm)
+        if data.weights is not None:
+            full *= data.backend.to_numpy(data.weights)
+        size = peak * float(np.linalg.norm(full))
         ratio = math.sqrt(data.sq_norm) / size if size > 0 else 1.0
         if not 1e-3 <= ratio <= 1e3:
             factor = ratio ** (1.0 / len(cores))
