@@ -115,8 +115,8 @@ def test_a_dangling_leg_larger_than_one_is_refused():
 
 def test_label_lists_declare_a_network():
     net = Network([("x", "bond"), ("bond", "y")], dims={"x": 4, "bond": 3, "y": 5}, seed=0)
-    assert net.labels == {"bond": "a", "x": "b", "y": "c"}
-    assert net.spec == "ba,ac->bc" and net.bonds == {"a": 3} and net.shape == (4, 5)
+    assert net.labels == {"bond": "a", "x": "x", "y": "y"}  # one-letter labels are their own symbols
+    assert net.spec == "xa,ay->xy" and net.bonds == {"a": 3} and net.shape == (4, 5)
     np.testing.assert_allclose(net.to_tensor(), net.cores[0] @ net.cores[1])
     flipped = Network([("x", "bond"), ("bond", "y")], output=["y", "x"], shape=(5, 4), ranks={"bond": 2})
     assert flipped.shape == (5, 4) and flipped.ranks == (2,)
@@ -124,6 +124,37 @@ def test_label_lists_declare_a_network():
     sites = Network([[("s", k), ("b", k), ("b", k + 1)] for k in range(60)], output=[("s", k) for k in range(60)],
                     dims={**{("s", k): 1 for k in range(60)}, **{("b", k): 1 for k in range(61)}}, seed=0)
     assert len(sites.bonds) == 59 and sites.shape == (1,) * 60 and len(sites.dims) == 121
+
+
+def test_a_labelled_network_reads_bond_keys_as_labels_or_symbols_and_never_as_another_bond():
+    """``prune``, masks, ``num_params_at``, ``mask_site`` and ``terms_with`` of a network
+    declared with label lists take its labels as well as the symbols :attr:`bonds` lists. A key
+    once named another bond: ``prune({"b": [0]})`` with labels ``b`` and ``c`` pruned the bond
+    whose *symbol* was ``b`` (label ``c``)."""
+    net = Network([("x", "b"), ("b", "c"), ("c", "y")], dims={"x": 3, "y": 4}, ranks={"b": 3, "c": 3}, seed=0)
+    assert net.labels == {"b": "b", "c": "c", "x": "x", "y": "y"}
+    assert net.prune({"b": [0]}).bonds == {"b": 1, "c": 3}
+    long = Network([("left", "bond"), ("bond", "mid"), ("mid", "right")], dims={"left": 3, "right": 4},
+                   ranks={"bond": 3, "mid": 3}, seed=0)
+    bond, mid = long.labels["bond"], long.labels["mid"]
+    for key in ("mid", mid):
+        pruned = long.prune({key: [0, 2]})
+        assert pruned.bonds == {bond: 3, mid: 2} and pruned.labels == long.labels
+        assert long.num_params_at({key: 1}) == 3 * 3 + 3 * 1 + 1 * 4
+        assert long.mask_site(key) == long.mask_site(mid) and long.terms_with(key) == (1, 2)
+        mask = np.array([1.0, 0.0, 1.0])
+        np.testing.assert_allclose(long.to_tensor({key: mask}), pruned.to_tensor(), atol=1e-12)
+    with pytest.raises(ValueError, match="named twice"):
+        long.prune({"mid": [0], mid: [1]})
+    with pytest.raises(ValueError, match=r"'left' is not a bond.*'bond' \('a'\)"):
+        long.prune({"left": [0]})
+    # a file saved before one-letter labels were their own symbols: label 'b' on symbol 'a', label
+    # 'c' on symbol 'b'. A key that is a label of one index and the symbol of another is refused
+    old = Network("ca,ab,bd->cd", dims={"c": 3, "d": 4, "a": 2, "b": 3}, seed=0)
+    old.labels = {"b": "a", "c": "b", "x": "c", "y": "d"}
+    with pytest.raises(ValueError, match="ambiguous"):
+        old.prune({"b": [0]})
+    assert old.prune({"a": [0]}).bonds == {"a": 1, "b": 3}
 
 
 def test_label_list_errors():

@@ -468,18 +468,28 @@ class Network:
     def num_params(self) -> int:
         return sum(prod(self._sizes[c] for c in term) for term in self._parsed.inputs)
 
+    def _bond_items(self, mapping: Mapping[Any, Any]) -> list[tuple[str, Any]]:
+        """``(bond symbol, value)`` pairs of a mapping keyed by bond (labels or symbols); a key
+        that names no bond, or two keys naming the same bond, is a ``ValueError``."""
+        items: dict[str, Any] = {}
+        for key, value in mapping.items():
+            bond = self._symbol(key)
+            if bond not in self._parsed.bonds:
+                raise self._not_a_bond(key)
+            if bond in items:
+                raise ValueError(f"bond {bond!r} is named twice (by its label and by its symbol)")
+            items[bond] = value
+        return list(items.items())
+
     def num_params_at(self, ranks: Mapping[str, int] | Sequence[int]) -> int:
         """Parameter count if the bonds had ``ranks`` (the paper's dof at selected ranks):
-        ``{bond: rank}`` for some bonds or one rank per bond in the order of :attr:`bonds`.
+        ``{bond: rank}`` for some bonds (symbols or labels) or one rank per bond in the order of :attr:`bonds`.
         Ranks are integers >= 0; a key that is not a bond is a ``ValueError`` (it was ignored,
         or changed an open mode's size, and the count came back silently wrong)."""
         sizes = dict(self._sizes)
         bonds = self._parsed.bonds
         if isinstance(ranks, Mapping):
-            unknown = [b for b in ranks if b not in bonds]
-            if unknown:
-                raise ValueError(f"{unknown[0]!r} is not a bond of {self.spec!r}; bonds are {list(bonds)}")
-            items = list(ranks.items())
+            items = self._bond_items(ranks)
         else:
             ranks = tuple(ranks)
             if len(ranks) != len(bonds):
@@ -518,15 +528,47 @@ class Network:
     def device(self) -> str:
         return self._backend.device_of(self._cores[0])
 
+    def _symbol(self, key: Hashable) -> Any:
+        """The index symbol ``key`` names: a label of a network declared with label lists, or
+        a symbol (what :attr:`bonds` lists). A key that is a label of one index and the symbol
+        of another (a file saved before one-letter labels became their own symbols) is refused,
+        not guessed."""
+        labels = self.labels
+        if not labels:
+            return key
+        try:
+            symbol = labels.get(key)
+        except TypeError:  # unhashable: no label, and no symbol either
+            return key
+        if symbol is None:
+            return key
+        if symbol != key and isinstance(key, str) and key in self._sizes:
+            owner = next((lab for lab, sym in labels.items() if sym == key), key)
+            raise ValueError(f"{key!r} is ambiguous in {self.spec!r}: the label of index {symbol!r} and the "
+                             f"symbol of the index labelled {owner!r}; name that index by its label")
+        return symbol
+
+    def _not_a_bond(self, key: Hashable) -> ValueError:
+        bonds = list(self._parsed.bonds)
+        if self.labels:
+            by_symbol = {sym: lab for lab, sym in self.labels.items()}
+            named = ", ".join(f"{by_symbol.get(b, b)!r} ({b!r})" for b in bonds)
+            return ValueError(f"{key!r} is not a bond of {self.spec!r}; bonds are, by label (symbol): {named}")
+        return ValueError(f"{key!r} is not a bond of {self.spec!r}; bonds are {bonds}")
+
     def terms_with(self, index: str) -> tuple[int, ...]:
-        """Positions of the cores that carry ``index``."""
-        return self._parsed.terms_with(index)
+        """Positions of the cores that carry ``index`` (a symbol, or a label)."""
+        return self._parsed.terms_with(self._symbol(index))
 
     def mask_site(self, bond: str) -> tuple[int, int]:
         """``(core, axis)`` where the MARS mask of ``bond`` is applied: the smallest adjacent
         core (first on ties), so a mask multiplies the fewest entries."""
+        key, bond = bond, self._symbol(bond)
         if bond not in self._parsed.bonds:
-            raise ValueError(f"{bond!r} is not a bond of {self.spec!r}; bonds are {list(self._parsed.bonds)}")
+            raise self._not_a_bond(key)
+        return self._site(bond)
+
+    def _site(self, bond: str) -> tuple[int, int]:
         adjacent = self._parsed.terms_with(bond)
         sizes = [prod(self._sizes[c] for c in self._parsed.inputs[t]) for t in adjacent]
         core = adjacent[int(np.argmin(sizes))]
@@ -555,10 +597,10 @@ class Network:
                 raise ValueError(f"{len(masks)} masks given for {len(self._parsed.bonds)} bonds")
             masks = dict(zip(self._parsed.bonds, masks))
         cores = list(self._cores)
-        for bond, mask in masks.items():
+        for bond, mask in self._bond_items(masks):
             if mask is None:
                 continue
-            core, axis = self.mask_site(bond)
+            core, axis = self._site(bond)
             mask = self._mask_array(mask, cores[core], bond)
             if tuple(mask.shape) != (self._sizes[bond],):
                 raise ValueError(
@@ -716,7 +758,8 @@ class Network:
     def prune(self, keep: Mapping[str, Any]) -> Network:
         """Slice every core along each bond's kept indices and return the smaller network.
 
-        ``keep`` maps a bond to integer indices or to a binary mask of the bond's length
+        ``keep`` maps a bond (its symbol, or its label in a network declared with label lists)
+        to integer indices or to a binary mask of the bond's length
         (booleans, or floats that are all 0 or 1 such as a MAP mask; a float is never read as
         an index); bonds not named are kept whole. With binary masks the pruned network computes the
         same tensor as ``to_tensor(masks)``. Keeping nothing is legal: the bond gets size 0
@@ -725,9 +768,7 @@ class Network:
         if not isinstance(keep, Mapping):
             raise TypeError(f"keep must be a mapping {{bond: indices or mask}}; got {type(keep).__name__}")
         cores = list(self._cores)
-        for bond, sel in keep.items():
-            if bond not in self._parsed.bonds:
-                raise ValueError(f"{bond!r} is not a bond of {self.spec!r}; bonds are {list(self._parsed.bonds)}")
+        for bond, sel in self._bond_items(keep):
             idx = _kept_indices(sel, self._sizes[bond], bond, self._backend)
             if len(idx) == self._sizes[bond] and np.array_equal(idx, np.arange(len(idx))):
                 continue

@@ -250,13 +250,18 @@ def labels_to_spec(
 ) -> tuple[str, dict[Hashable, str]]:
     """A spec (with explicit output) for label lists of the interleaved form, and the map
     from each label to its symbol. Labels are any hashable objects (``Ellipsis`` means
-    ``...``); sortable labels get symbols in sorted order, others in order of appearance.
-    Without ``output``, the labels that occur once, in that same order, as NumPy does.
+    ``...``). A one-letter string label is its own symbol, so that a key such as ``"b"``
+    names the same index whether read as a label or as a symbol (a network's ``bonds`` are
+    symbols, its ``prune`` / masks accept labels); the other labels get the remaining
+    symbols, in sorted order when sortable, else in order of appearance. Without ``output``,
+    the labels that occur once, in that same order, as NumPy does.
 
     >>> labels_to_spec([[0, 1], [1, 2]])
     ('ab,bc->ac', {0: 'a', 1: 'b', 2: 'c'})
     >>> labels_to_spec([["left", "bond"], ["bond", "right"]], ["right", "left"])[0]
     'ba,ac->cb'
+    >>> labels_to_spec([["x", "b"], ["b", "c"], ["c", "y"]])
+    ('xb,bc,cy->xy', {'b': 'b', 'c': 'c', 'x': 'x', 'y': 'y'})
     """
     lists = [_label_list(s, f"the labels of operand {pos}") for pos, s in enumerate(subscripts)]
     out = None if output is None else _label_list(output, "the output labels")
@@ -269,7 +274,17 @@ def labels_to_spec(
         order = sorted(seen)
     except TypeError:
         order = list(seen)
-    mapping = {lab: symbol(k) for k, lab in enumerate(order)}
+    own = {lab for lab in order if isinstance(lab, str) and len(lab) == 1 and lab.isalpha()}
+    mapping: dict[Hashable, str] = {}
+    k = 0
+    for lab in order:
+        if lab in own:
+            mapping[lab] = lab
+            continue
+        while symbol(k) in own:
+            k += 1
+        mapping[lab] = symbol(k)
+        k += 1
     if out is not None:
         for lab in out:
             if lab is not Ellipsis and lab not in mapping:
