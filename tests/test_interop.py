@@ -282,3 +282,22 @@ def test_to_tensorly_is_exact_or_refused(net):
         return
     want = np.asarray(net.to_tensor())
     np.testing.assert_allclose(np.asarray(_dense(obj)).reshape(want.shape), want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("weights", [np.array([1 + 2j, 0.5 - 1j, -1j]), np.array([1.0, -2.0, 0.5]), np.array([2, 1, 3])],
+                         ids=["complex", "float", "int"])
+def test_cp_weights_are_folded_in_exactly_complex_ones_included(weights):
+    """Complex weights on real factors were cast to the factors' dtype: the imaginary parts
+    were dropped (NumPy's ComplexWarning only) and the network was another tensor. The network
+    now takes the complex dtype; real weights keep the factors' dtype."""
+    rng = np.random.default_rng(1)
+    factors = [rng.standard_normal((n, 3)) for n in (2, 4, 3)]
+    net = Network.from_tensorly(CPTensor((weights, factors)))
+    want = np.einsum("ar,br,cr,r->abc", *factors, weights)
+    assert net.dtype == ("complex128" if np.iscomplexobj(weights) else "float64")
+    np.testing.assert_allclose(net.to_tensor(), want, rtol=1e-12, atol=1e-12)
+    torch = pytest.importorskip("torch")
+    w = torch.tensor(weights, dtype=torch.complex64) if np.iscomplexobj(weights) else torch.tensor(weights)
+    cores = Network.from_tensorly(CPTensor((w, [torch.tensor(f, dtype=torch.float32) for f in factors])))
+    assert cores.dtype == ("complex64" if np.iscomplexobj(weights) else "float32")
+    np.testing.assert_allclose(cores.to_tensor().numpy(), want, rtol=1e-5, atol=1e-5)

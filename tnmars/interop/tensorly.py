@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import Backend, infer_backend
+from ..contract import _common_dtype
 from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
 
 __all__ = ["from_tensorly", "to_tensorly", "topology"]
@@ -88,6 +89,12 @@ def from_tensorly(obj: Any) -> Network:
         be = infer_backend(factors)
         if weights is not None:
             rank = _shape(factors[0])[1]
+            weights = be.asarray(weights)
+            if _is_complex(be.dtype_name(weights)) and not _is_complex(be.dtype_name(factors[0])):
+                # complex weights on real factors: every factor takes the complex dtype (a cast of the
+                # weights to the factors' dtype dropped their imaginary parts, with only NumPy's warning)
+                factors, _ = _common_dtype([*factors, weights], be)
+                weights = factors.pop()
             factors[0] = factors[0] * be.reshape(be.asarray(weights, dtype=be.dtype_name(factors[0])), (1, rank))
         return Network(cp_spec(d), cores=factors)
     if isinstance(obj, TuckerTensor):
@@ -109,6 +116,10 @@ def from_tensorly(obj: Any) -> Network:
         f"from_tensorly expects a tensorly CPTensor, TuckerTensor, TTTensor, TRTensor or TTMatrix; "
         f"got {type(obj).__name__}"
     )
+
+
+def _is_complex(dtype_name: str) -> bool:
+    return dtype_name.startswith("complex")
 
 
 def _from_chain(factors: list[Any], width: int, what: str) -> Network:
