@@ -404,3 +404,21 @@ def test_matrix_and_masked_array_operands_are_refused(make, spec):
     operands = [make(a), np.ones(2)] if spec == "ij,j->i" else [make(a), a] if spec == "ij,ij->i" else [make(a)]
     with pytest.raises(TypeError, match="np.asarray"):
         tnmars.contract(spec, *operands)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32])
+@pytest.mark.parametrize("spec, shapes", [("ij->i", [(3, 4)]), ("ij->", [(3, 4)]), ("ijk->k", [(2, 3, 4)]),
+                                          ("ij,jk->ik", [(3, 4), (4, 2)]), ("ij,k->i", [(3, 4), (5,)]),
+                                          ("ij,jk->", [(3, 4), (4, 2)])])
+def test_integer_contractions_keep_numpy_einsum_dtype_and_values(spec, shapes, dtype):
+    """A spec that sums an operand alone (``ij->i``) widened small integers to int64 while a
+    product (``ij,jk->ik``) kept them: the result's dtype depended on the spec. numpy.einsum
+    keeps the operands' dtype (wrapping on overflow) for every spec; so does contract."""
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype)
+    ops = [rng.integers(max(info.min, -100), min(info.max, 100), size=s, endpoint=True).astype(dtype) for s in shapes]
+    with np.errstate(over="ignore"):
+        want = np.einsum(spec, *ops)
+    got = tnmars.contract(spec, *ops)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

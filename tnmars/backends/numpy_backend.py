@@ -62,7 +62,10 @@ class NumpyBackend(Backend):
         return self.xp.matmul(a, b)
 
     def sum(self, x: Any, axis=None) -> Any:
-        return self.xp.sum(x, axis=tuple(axis) if isinstance(axis, (list, tuple)) else axis)
+        # integers keep their dtype, as in numpy.einsum ('ij->i' on int8 is int8; np.sum widens to
+        # int64, so a contraction's dtype depended on whether its spec summed an operand alone)
+        dtype = x.dtype if x.dtype.kind in "iu" else None
+        return self.xp.sum(x, axis=tuple(axis) if isinstance(axis, (list, tuple)) else axis, dtype=dtype)
 
     def take(self, x: Any, indices: Sequence[int], axis: int) -> Any:
         return self.xp.take(x, self.xp.asarray(indices, dtype=np.int64), axis=axis)
