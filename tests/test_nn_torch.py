@@ -207,8 +207,8 @@ def test_compiled_training_step_matches_eager_gradients():
 
 def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call():
     """The mask code's caches (constants, mask views) were filled while tracing, which changed
-    what dynamo guards on and made it compile the step a second time. (Layers of matrices; the
-    conv and embedding layers' path choices are still cached while tracing: one recompile.)"""
+    what dynamo guards on and made it compile the step a second time. (Layers of matrices and
+    embeddings; the conv layers' path choices are still cached while tracing: one recompile.)"""
     from tnmars.nn import masks as mask_module
     mask_module._CONSTANTS.clear()
     torch.manual_seed(0)
@@ -232,6 +232,49 @@ def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call()
             opt.step()
     finally:
         torch._dynamo.config.error_on_recompile = False
+        torch._dynamo.reset()
+
+
+class _Mixed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = TensorizedEmbedding(50, 16, rank=3)
+        self.conv = TensorizedConv2d(1, 8, 3, rank=3, padding=1)
+        self.tucker = Tucker2Conv2d(8, 8, 3, rank=(3, 3), padding=1)
+        self.out = LowRankLinear(8 * 16 + 16, 10, rank=3)
+
+    def forward(self, img: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        h = self.tucker(torch.relu(self.conv(img))).flatten(1)
+        return self.out(torch.cat([h, self.emb(idx)], 1))
+
+
+def test_fullgraph_compile_takes_changing_batch_sizes_with_pytorchs_default_dynamic():
+    """With ``dynamic=None`` (PyTorch's default) dynamo makes the batch symbolic at the second
+    batch size; the layers' per-size path choice could not take it (``fullgraph`` failed at the
+    second size), and the embedding's host-side index check could not be traced at all. The
+    batch is now specialised while tracing (one graph per size, as with ``dynamic=False``), and
+    a traced embedding checks its indices in the compiled code."""
+    torch.manual_seed(0)
+    model = _Mixed()
+    loss_fn = tnn.MarsLoss(model, 1000)
+    step = torch.compile(lambda a, b, y: loss_fn(model(a, b), y), backend="aot_eager", fullgraph=True)
+    try:
+        for batch in (6, 5, 3, 1):
+            a, b, y = torch.randn(batch, 1, 4, 4), torch.randint(0, 50, (batch,)), torch.randint(0, 10, (batch,))
+            torch.manual_seed(batch)
+            got = step(a, b, y)
+            torch.manual_seed(batch)
+            want = loss_fn(model(a, b), y)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        model.eval()
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        with torch.no_grad():
+            for batch in (4, 7, 2, 0):
+                a, b = torch.randn(batch, 1, 4, 4), torch.randint(0, 50, (batch,))
+                torch.testing.assert_close(compiled(a, b), model(a, b), rtol=1e-5, atol=1e-6)
+            with pytest.raises(RuntimeError, match="embedding index out of range"):
+                compiled(torch.randn(2, 1, 4, 4), torch.tensor([3, 50]))
+    finally:
         torch._dynamo.reset()
 
 

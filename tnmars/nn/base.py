@@ -215,6 +215,20 @@ def _register(mm: NetworkMatmul) -> None:
     _MATMULS[mm._compile_key] = mm
 
 
+try:  # dynamo specialises a symbolic size passed to it (a guard on its value)
+    from torch.fx.experimental.symbolic_shapes import guard_scalar as _guard_scalar
+except ImportError:  # pragma: no cover - older PyTorch
+    _guard_scalar = None
+
+
+def _static(batch: int) -> int:
+    """``batch`` as a constant while ``torch.compile`` traces: after a second batch size dynamo
+    makes the batch symbolic (``dynamic=None``, PyTorch's default), which the per-size choice of
+    path and its program below cannot take (a ``fullgraph`` failure). Specialising it, with a
+    guard on its value, recompiles per batch size, as ``dynamic=False`` does."""
+    return batch if _guard_scalar is None else _guard_scalar(batch)
+
+
 @torch.compiler.assume_constant_result
 def _constant_code(key: int, core_shapes: tuple, batch: int | None) -> tuple:
     """Under ``torch.compile`` the plan is looked up (or made) outside the traced graph: it
@@ -288,6 +302,7 @@ class NetworkMatmul:
     def program(self, core_shapes: tuple[tuple[int, ...], ...], batch: int | None) -> Program:
         """The compiled plan of the weight (``batch=None``) or of ``x`` through the cores (cached)."""
         if is_recording():
+            batch = None if batch is None else _static(batch)
             return functools.partial(run, _constant_code(self._compile_key, core_shapes, batch))
         return self._program(core_shapes, batch)
 
@@ -319,7 +334,7 @@ class NetworkMatmul:
     def choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:
         """``"weight"`` or ``"cores"``: the cheaper path for this batch size (cached)."""
         if is_recording():
-            return _constant_choice(self._compile_key, core_shapes, batch)
+            return _constant_choice(self._compile_key, core_shapes, _static(batch))
         return self._choose(core_shapes, batch)
 
     def _choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:

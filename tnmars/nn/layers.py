@@ -34,10 +34,12 @@ from ..contract import execute, make_plan
 from ..network import Network
 from .base import (
     _BE,
+    _MATMULS,
     WEIGHT_PATH_ADVANTAGE,
     NetworkMatmul,
     TensorizedLayer,
     _autocast,
+    _static,
     autocast_dtype,
     check_dtype,
     check_features,
@@ -47,6 +49,7 @@ from .base import (
     warn_user,
     zero_anchor,
 )
+from .program import Program, is_recording, run
 
 FORMATS = ("tt", "tr", "cp", "tucker")
 _LOW = "abcdefghijklmnopqrstuvwxyz"
@@ -697,7 +700,8 @@ class Tucker2Conv2d(TensorizedLayer):
             return _bias_only(x, self.out_channels, hw, self.bias, cores)
         mode = self.mode
         if mode == "auto":
-            key = (tuple(x.shape), ranks)
+            # (traced: sizes dynamo made symbolic are specialised, see base._static)
+            key = (tuple(_static(n) for n in x.shape) if is_recording() else tuple(x.shape), ranks)
             mode = self._choice.get(key)
             if mode is None:
                 if closed:
@@ -912,21 +916,7 @@ class TensorizedEmbedding(TensorizedLayer):
         return w
 
     def _gather_plan(self, shapes, batch: int):
-        mm = self._mm
-        z = mm.batch_letter
-        terms, perms, keys = [], [], []
-        for term in mm.inputs:
-            here = [c for c in term if c in mm.in_letters]
-            rest = [c for c in term if c not in mm.in_letters]
-            perms.append(tuple(term.index(c) for c in here + rest))
-            keys.append(tuple(mm.in_letters.index(c) for c in here))
-            terms.append((z if here else "") + "".join(rest))
-        gshapes = []
-        for orig, gterm, shape, key in zip(mm.inputs, terms, shapes, keys):
-            sizes = dict(zip(orig, shape))
-            gshapes.append(((batch,) if key else ()) + tuple(sizes[c] for c in gterm if c != z))
-        plan = make_plan(tuple(terms), z + mm.out_letters, tuple(gshapes), mm.optimize)
-        return plan, perms, keys
+        return gather_plan(self._mm, shapes, batch)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if not isinstance(idx, torch.Tensor):
@@ -934,7 +924,10 @@ class TensorizedEmbedding(TensorizedLayer):
         if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise TypeError(f"embedding indices must be an integer tensor; got {idx.dtype}")
         flat = idx.reshape(-1).long()
-        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
+        if is_recording():  # traced: the values are not known here, the compiled code checks them
+            torch._assert_async(((flat >= 0) & (flat < self.num_embeddings)).all(),
+                                f"embedding index out of range [0, {self.num_embeddings})")
+        elif flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
             raise ValueError(f"embedding index out of range [0, {self.num_embeddings})")
         first = self.cores[0]
         if _autocast(first):
@@ -948,21 +941,21 @@ class TensorizedEmbedding(TensorizedLayer):
         cores = self.mars_cores()
         shapes = tuple(tuple(c.shape) for c in cores)
         batch = flat.numel()
+        if is_recording():  # the choice and the gather plan depend on the batch (see base._static)
+            batch = _static(batch)
         if any(0 in c for c in shapes):  # a closed bond: the table is zero
             out = cores[0].new_zeros(tuple(idx.shape) + (self.embedding_dim,))
             anchor = zero_anchor(cores)
             return out if anchor is None else out + anchor
         mode = self.mode
-        if mode == "auto":
+        traced = None
+        if is_recording():  # the plans are made outside the traced graph
+            mode, *traced = _constant_gather(self._mm._compile_key, shapes, batch, mode)
+        elif mode == "auto":
             key = (shapes, batch)
             mode = self._choice.get(key)
             if mode is None:
-                if any(n == 0 for s in shapes for n in s) or batch == 0:
-                    mode = "weight"
-                else:
-                    wflops = self._mm.weight_plan(shapes).flops
-                    gflops = self._gather_plan(shapes, batch)[0].flops
-                    mode = "cores" if gflops * WEIGHT_PATH_ADVANTAGE < wflops else "weight"
+                mode = embedding_choice(self._mm, shapes, batch)
                 if len(self._choice) > 4096:
                     self._choice.clear()
                 self._choice[key] = mode
@@ -976,13 +969,14 @@ class TensorizedEmbedding(TensorizedLayer):
                 digits.append(rem % v)
                 rem = rem // v
             digits = digits[::-1]
-            plan, perms, keys = self._gather_plan(shapes, batch)
+            plan, perms, keys = traced if traced else self._gather_plan(shapes, batch)  # (traced: program code)
             ops = []
             for core, perm, key in zip(cores, perms, keys):
                 if key:
                     core = core.permute(*perm)[tuple(digits[k] for k in key)]
                 ops.append(core)
-            out = execute(plan, ops, _BE).reshape(batch, self.embedding_dim)
+            out = run(plan, ops) if traced else execute(plan, ops, _BE)
+            out = out.reshape(batch, self.embedding_dim)
         if self.padding_idx is not None:
             out = out * (flat != self.padding_idx).unsqueeze(-1).to(out.dtype)
         return out.reshape(*idx.shape, self.embedding_dim)
@@ -990,6 +984,49 @@ class TensorizedEmbedding(TensorizedLayer):
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, {self.embedding_dim}, voc_shape={self.voc_shape}, "
                 f"emb_shape={self.emb_shape}, {self.extra_mars_repr()}, padding_idx={self.padding_idx}")
+
+
+def gather_plan(mm: NetworkMatmul, shapes: tuple, batch: int) -> tuple:
+    """The plan of :class:`TensorizedEmbedding`'s lookup through the cores (each core carrying
+    vocabulary indices gathered at the ``batch`` indices' digits), and per core the permutation
+    that puts those indices first and which digits index it."""
+    z = mm.batch_letter
+    terms, perms, keys = [], [], []
+    for term in mm.inputs:
+        here = [c for c in term if c in mm.in_letters]
+        rest = [c for c in term if c not in mm.in_letters]
+        perms.append(tuple(term.index(c) for c in here + rest))
+        keys.append(tuple(mm.in_letters.index(c) for c in here))
+        terms.append((z if here else "") + "".join(rest))
+    gshapes = []
+    for orig, gterm, shape, key in zip(mm.inputs, terms, shapes, keys):
+        sizes = dict(zip(orig, shape))
+        gshapes.append(((batch,) if key else ()) + tuple(sizes[c] for c in gterm if c != z))
+    plan = make_plan(tuple(terms), z + mm.out_letters, tuple(gshapes), mm.optimize)
+    return plan, perms, keys
+
+
+def embedding_choice(mm: NetworkMatmul, shapes: tuple, batch: int) -> str:
+    """``"cores"`` (gather through the cores) or ``"weight"`` (build the table, then index it)."""
+    if any(n == 0 for s in shapes for n in s) or batch == 0:
+        return "weight"
+    wflops = mm.weight_plan(shapes).flops
+    gflops = gather_plan(mm, shapes, batch)[0].flops
+    return "cores" if gflops * WEIGHT_PATH_ADVANTAGE < wflops else "weight"
+
+
+@torch.compiler.assume_constant_result
+def _constant_gather(key: int, shapes: tuple, batch: int, mode: str) -> tuple:
+    """Under ``torch.compile``: the embedding's path for ``mode`` and, for the cores path, the
+    program code and per-core permutations and digit keys (plain tuples), computed outside the
+    traced graph as the matrix layers' plans are (opt_einsum cannot be traced)."""
+    mm = _MATMULS[key]
+    if mode == "auto":
+        mode = embedding_choice(mm, shapes, batch)
+    if mode == "weight":
+        return mode, None, None, None
+    plan, perms, keys = gather_plan(mm, shapes, batch)
+    return mode, Program(plan).code, tuple(perms), tuple(keys)
 
 
 __all__ = ["TensorizedLinear", "LowRankLinear", "Tucker2Conv2d", "TensorizedConv2d", "TensorizedEmbedding",
