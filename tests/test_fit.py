@@ -103,9 +103,16 @@ def test_a_masked_arrays_masked_entries_are_missing_not_data():
     sentinel = np.where(missing, -999.0, x)
     res = quiet_fit(np.ma.masked_equal(sentinel, -999.0), "cp", max_rank=5, seed=0)
     assert res.ranks == (2,) and res.relative_error < 1e-6
+    # the masked entries are not held out either: their sentinels made a perfect completion report
+    # heldout_error=1 ("1 held out")
+    assert res.heldout_error is None and "held out" not in res.summary()
     also = rng.random(x.shape) < 0.9  # observed= as well: the entries observed in both
     both = quiet_fit(np.ma.masked_equal(sentinel, -999.0), "cp", max_rank=5, seed=0, observed=also)
     assert both.ranks == (2,) and both.relative_error < 1e-6
+    held = ~also & ~missing  # held out by observed=, with known values: measured there only
+    est = both.network.to_tensor()
+    want = np.linalg.norm(est[held] - x[held]) / np.linalg.norm(x[held])
+    assert both.heldout_error == pytest.approx(want, rel=1e-6, abs=1e-12) and both.heldout_error < 1e-6
     with pytest.raises(ValueError, match="NaN"):  # a NaN left unmasked is still data
         quiet_fit(np.ma.masked_array(np.where(missing, np.nan, x), mask=np.zeros(x.shape, bool)), "cp")
 
@@ -270,10 +277,24 @@ def test_no_fit_of_nonzero_data_returns_a_zero_network_or_an_infeasible_rank(dat
 
 
 def test_zero_data_is_the_only_way_to_rank_zero_and_it_says_so():
-    with pytest.warns(RuntimeWarning, match="all zero"):
+    with pytest.warns(RuntimeWarning, match="the data are all zero"):
         res = quiet_fit(np.zeros((4, 5, 6)), "tucker", max_rank=3)
     assert res.ranks == (0, 0, 0) and res.num_params == 0
     np.testing.assert_array_equal(res.network.to_tensor(), 0.0)
+    assert res.compression == 4 * 5 * 6 and res.heldout_error is None  # as any fit reports it: dense / max(params, 1)
+
+
+def test_a_completion_whose_observed_entries_are_all_zero_says_so_and_reports_its_heldout_error():
+    """It warned "the data are all zero" and reported heldout_error=None, hiding that the
+    held-out entries (finite, nonzero) are not predicted at all."""
+    x = tucker_tensor((6, 7, 8), (2, 2, 2), seed=1)
+    observed = np.zeros(x.shape, bool)
+    observed[0] = True
+    data = x.copy()
+    data[0] = 0.0
+    with pytest.warns(RuntimeWarning, match="the observed entries are all zero.*heldout_error=1"):
+        res = quiet_fit(data, "tucker", observed=observed)
+    assert res.ranks == (0, 0, 0) and res.heldout_error == 1.0 and res.compression == 6 * 7 * 8
 
 
 def test_probabilities_and_history_agree_with_the_selected_ranks():
@@ -379,10 +400,23 @@ def test_every_phase_reports_to_the_callback():
 
 def test_a_callback_returning_true_stops_and_keeps_the_best_state():
     x = with_noise(tucker_tensor((8, 8, 8), (2, 3, 4), seed=1), 30)
-    res = quiet_fit(x, "tucker", max_rank=6, callback=lambda step, info: step >= 3)
+    with pytest.warns(UserWarning, match="callback returned True at step 3"):
+        res = quiet_fit(x, "tucker", max_rank=6, callback=lambda step, info: step >= 3)
     assert res.interrupted
     assert res.evaluations == 3
     assert 0 not in res.ranks and res.relative_error < 1.0
+
+
+def test_a_logging_callback_that_returns_a_count_does_not_stop_the_fit():
+    """``callback=lambda s, i: log.write(...)`` returns the number of characters written: a
+    truthy int stopped the fit after its first step, silently (only ``interrupted=True``)."""
+    import io
+    x = tucker_tensor((8, 8, 8), (2, 3, 2), seed=1)
+    log = io.StringIO()
+    with pytest.warns(UserWarning, match="returned 7, an int: only True stops"):
+        res = quiet_fit(x, "tucker", max_rank=5, callback=lambda step, info: log.write("a step\n"))
+    assert not res.interrupted and res.ranks == quiet_fit(x, "tucker", max_rank=5).ranks == (2, 3, 2)
+    assert log.getvalue().count("\n") >= res.evaluations > 1  # (every step was logged)
 
 
 def test_progress_and_callback_are_checked():
@@ -394,7 +428,8 @@ def test_progress_and_callback_are_checked():
         quiet_fit(GOOD, "tucker", max_rank=3, callback=5)
     with pytest.raises(TypeError, match="return True to stop"):
         quiet_fit(GOOD, "tucker", max_rank=3, callback=lambda step, info: "no")
-    res = quiet_fit(GOOD, "tucker", max_rank=3, callback=lambda step, info: np.bool_(step >= 2))
+    with pytest.warns(UserWarning, match="callback returned True"):
+        res = quiet_fit(GOOD, "tucker", max_rank=3, callback=lambda step, info: np.bool_(step >= 2))
     assert res.interrupted
 
 

@@ -737,6 +737,22 @@ def test_an_integer_or_bool_dtype_is_refused_instead_of_truncating_the_cores(tmp
     assert ints.to(dtype="int64").dtype == tnmars.load(tnmars.save(ints, tmp_path / "i.npz"), dtype="int64").dtype
 
 
+def test_a_real_dtype_is_refused_for_complex_cores_instead_of_dropping_their_imaginary_parts(tmp_path):
+    """``Network.to(dtype="float64")`` of complex cores kept their real parts only (NumPy's
+    ComplexWarning; torch warns once per process), as ``load(path, dtype=...)`` did."""
+    net = Network("ij,jk->ik", cores=[np.full((2, 3), 1 + 2j), np.ones((3, 2), complex)])
+    path = tnmars.save(net, tmp_path / "c.npz")
+    for bad in ("float64", np.float32, "float16"):
+        with pytest.raises(TypeError, match="would drop the imaginary parts"):
+            net.to(dtype=bad)
+        with pytest.raises(TypeError, match="would drop the imaginary parts"):
+            tnmars.load(path, dtype=bad)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="would drop the imaginary parts"):
+        net.to("torch").to(torch.float64)
+    assert net.to(dtype="complex64").to_tensor()[0, 0] == 3 + 6j
+
+
 def test_a_dtype_the_container_cannot_hold_is_a_type_error(tmp_path):
     """complex128 cores in a .safetensors file raised safetensors' own error type (found by
     the fuzz suite); .npz holds them."""

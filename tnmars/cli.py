@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--proposal", choices=("auto", "spectral", "greedy", "mars"), default=None,
                      help="where the bic search starts: spectral (EVBMF on unfoldings; Tucker/TT/TR), greedy "
                           "(rank 1 everywhere), mars (the relaxation's MAP ranks), auto: spectral for "
-                          f"complete Tucker/TT/TR data, greedy otherwise (default: {dflt['proposal']})")
+                          f"Tucker/TT/TR (completions too), greedy otherwise (default: {dflt['proposal']})")
     fit.add_argument("--steps", type=int, default=None,
                      help=f"Adam steps of the MARS relaxation (default: {dflt['steps']})")
     fit.add_argument("--pi", type=float, default=None,

@@ -1082,7 +1082,8 @@ def _dtype_name(dtype: Any) -> str:
 
 def check_dtype_conversion(target: str, source: str) -> None:
     """Refuse converting cores of dtype ``source`` to ``target`` where that loses them silently:
-    floating or complex cores to an integer or bool dtype (truncated, to zeros below 1), or any
+    floating or complex cores to an integer or bool dtype (truncated, to zeros below 1), complex
+    cores to a real floating dtype (imaginary parts dropped), or any
     cores to a dtype that holds no numbers (``object``, dates, strings). Names only torch knows
     (``float8_e4m3fn``) are left for the backend to accept or refuse."""
     def kind(name: str) -> str:
@@ -1092,6 +1093,9 @@ def check_dtype_conversion(target: str, source: str) -> None:
     if kind(target) in "biu" and kind(source) in "fc":
         raise TypeError(f"dtype {target!r} would truncate the {source} cores (to zeros where below 1 in magnitude); "
                         "choose a floating type such as 'float32' or 'float64'")
+    if kind(target) == "f" and kind(source) == "c":
+        raise TypeError(f"dtype {target!r} would drop the imaginary parts of the {source} cores (NumPy only warns, "
+                        "torch warns once); choose a complex dtype, or build a network from the cores' real parts")
 
 
 def _largest(name: str) -> float | None:

@@ -152,9 +152,10 @@ def fit(
     progress: a bar per phase (relaxation, selection, polish, and for a completion the
         "checks" of its refits without a tenth of the observed entries); ``None``: on unless
         ``TQDM_DISABLE`` is set. callback: ``callback(step, info)`` for every record of every
-        phase (``info``: phase, ranks, loss or objective); returning True stops the fit and
-        returns the best state so far, as Ctrl-C does (``interrupted=True``); in the checks
-        it skips them (the fit is final by then).
+        phase (``info``: phase, ranks, loss or objective); returning ``True`` stops the fit,
+        with a warning, and returns the best state so far, as Ctrl-C does
+        (``interrupted=True``); in the checks it skips them (the fit is final by then). Any
+        other return value goes on (an int, such as ``file.write``'s count, with a warning).
 
     Returns
     -------
@@ -417,8 +418,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     y = np.asarray(prep.data.backend.to_numpy(prep.data.y))  # data / scale, 0 where unobserved
     heldout = None
     if obs is not None:
-        held = ~obs & np.isfinite(prep.raw)
-        if held.any():
+        held = prep.heldout  # (not the entries a masked array hides: their values are sentinels, not data)
+        if held is not None and held.any():
             truth = prep.raw[held] / prep.scale
             hd = float(np.linalg.norm(truth))
             heldout = float(np.linalg.norm(est[held] - truth)) / hd if hd > 0 else None
@@ -550,15 +551,20 @@ def _to_caller(net: Network, prep: Prepared, device: str | None) -> Network:
 
 
 def _zero_result(template: Network, prep: Prepared, settings: dict, t0: float) -> FitResult:
-    warnings.warn("tnmars.fit: the data are all zero: every bond gets rank 0 (the zero network)",
-                  RuntimeWarning, stacklevel=3)
+    held, heldout = prep.heldout, None
+    if held is not None and held.any():  # the zero network's error on what was held out
+        heldout = 1.0 if np.any(prep.raw[held] != 0) else None
+    what = "the data are all zero" if prep.observed is None else "the observed entries are all zero"
+    if heldout:
+        what += " (held-out entries are not: the completion cannot predict them, heldout_error=1)"
+    warnings.warn(f"tnmars.fit: {what}: every bond gets rank 0 (the zero network)", RuntimeWarning, stacklevel=3)
     bonds = tuple(template.bonds)
     zero = template.numpy().prune({b: [] for b in bonds})
     return FitResult(network=_to_caller(zero, prep, None), bonds=bonds, ranks=(0,) * len(bonds),
                      max_ranks=tuple(template.ranks), probabilities={b: np.zeros(m) for b, m in template.bonds.items()},
-                     relative_error=0.0, heldout_error=None, log_likelihood=0.0, noise_variance=0.0,
-                     compression=math.inf, num_params=0, criterion=settings["prior"], proposal="none",
-                     seconds=time.perf_counter() - t0, settings=settings)
+                     relative_error=0.0, heldout_error=heldout, log_likelihood=0.0, noise_variance=0.0,
+                     compression=zero.dense_size / max(zero.num_params, 1), num_params=0, criterion=settings["prior"],
+                     proposal="none", seconds=time.perf_counter() - t0, settings=settings)
 
 
 # ---------------------------------------------------------------------------------- arguments

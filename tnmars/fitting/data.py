@@ -36,6 +36,9 @@ class Prepared:
     device: str | None = None
     #: the largest magnitude of the observed data (data units)
     peak: float = 0.0
+    #: entries held out of a completion whose value is known (finite, not masked by a NumPy
+    #: masked array): where the held-out error is measured. ``None`` when every entry is fitted
+    heldout: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -77,9 +80,9 @@ def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: 
     """Validate ``data`` and ``observed`` and scale the data to unit mean square. A NumPy masked
     array's masked entries are missing (combined with ``observed`` when both are given): fitted
     as data, a sentinel such as -999 would silently ruin the fit."""
-    masked = None
+    masked = hidden = None
     if isinstance(data, np.ma.MaskedArray):
-        masked = np.ma.getmaskarray(data)
+        masked = hidden = np.ma.getmaskarray(data)  # (hidden: not data, not even held out)
         data = np.ma.getdata(data)
         if not masked.any():
             masked = None
@@ -139,4 +142,10 @@ def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: 
     w = None if obs is None else xp.asarray(obs)
     n = int(y.size if w is None else int(obs.sum()))
     device = src.device_of(data) if src is not None and src.name == be.name and be.name != "numpy" else None
-    return Prepared(FitData(y, w, n, float(xp.vdot(y, y)), work), scale, be, dtype, arr, obs, device, peak)
+    heldout = None
+    if obs is not None:
+        heldout = ~obs & np.isfinite(arr)
+        if hidden is not None:
+            heldout &= ~hidden
+    return Prepared(FitData(y, w, n, float(xp.vdot(y, y)), work), scale, be, dtype, arr, obs, device, peak,
+                    heldout)

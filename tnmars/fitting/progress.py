@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import warn
+
 __all__ = ["Reporter", "labelled", "progress_enabled"]
 
 log = logging.getLogger("tnmars.fit")
@@ -93,11 +95,21 @@ class Reporter:
             self._noted = time.monotonic()  # a refit shows its sweeps once it has run a while
         if self.callback is not None:
             answer = self.callback(self.step, info)
-            if answer is not None and not isinstance(answer, (bool, int, np.bool_, np.integer)):
+            if isinstance(answer, (bool, np.bool_)):
+                if answer:
+                    # loud: a logging callback can return True by accident (tqdm's update() does)
+                    warn(f"tnmars.fit: the callback returned True at step {self.step} ({self.phase}): the fit "
+                         "stops there and returns the best state so far (interrupted=True)", UserWarning)
+                    self.stopped = True
+            elif isinstance(answer, (int, np.integer)):
+                # a logging callback's last call returns a count (file.write): not a request to stop
+                if not getattr(self, "_warned_int", False):
+                    self._warned_int = True
+                    warn(f"tnmars.fit: the callback returned {answer!r}, an int: only True stops the fit, so "
+                         "it goes on (return None to silence this)", UserWarning)
+            elif answer is not None:
                 raise TypeError(f"the callback returned {answer!r}: return True to stop the fit, or None / False "
                                 "to go on")
-            if answer:
-                self.stopped = True
         return self.stopped
 
     def note(self, info: dict[str, Any]) -> None:
