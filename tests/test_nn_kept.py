@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tnmars.nn as tnn
+from tnmars.nn import LowRankLinear, TensorizedConv2d, TensorizedEmbedding, TensorizedLinear, Tucker2Conv2d
 from tnmars.nn.kept import generation
 
 LAYERS = {
@@ -73,3 +74,28 @@ def test_every_optimizer_step_moves_the_generation():
         before = generation()
         opt.step()
         assert generation() == before + 1
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: TensorizedConv2d(8, 8, 3, rank=3, padding=1), lambda: torch.randn(2, 8, 6, 6)),
+    (lambda: LowRankLinear(64, 64, rank=32), lambda: torch.randn(512, 64)),
+    (lambda: TensorizedLinear(64, 32, rank=4), lambda: torch.randn(8, 64)),
+    (lambda: TensorizedEmbedding(50, 16, rank=3), lambda: torch.randint(0, 50, (7,))),
+    (lambda: Tucker2Conv2d(8, 8, 3, rank=(3, 3), padding=1), lambda: torch.randn(2, 8, 6, 6))],
+    ids=["tt-conv", "low-rank", "tt-linear", "embedding", "tucker2-conv"])
+def test_a_dense_weight_taken_without_gradients_is_the_callers_to_change(make, x):
+    """Without gradients ``layer.weight`` / ``dense_weight()`` of a TT conv or a low-rank
+    linear layer was the product the layer keeps between calls (or a view of it): scaling the
+    "copy" in place (decompressing into a dense layer, then training it) changed every later
+    output of the tensorized layer, silently."""
+    torch.manual_seed(0)
+    layer, x = make().eval(), x()
+    with torch.no_grad():
+        ref = layer(x)
+        layer.weight.mul_(0.5)
+        layer.dense_weight().mul_(0.5)
+        torch.testing.assert_close(layer(x), ref, rtol=0, atol=0)
+    with torch.inference_mode():
+        layer.dense_weight().mul_(0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), ref, rtol=0, atol=0)

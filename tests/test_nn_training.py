@@ -1088,3 +1088,30 @@ def test_optimizer_mode_probe_is_float32_at_least_and_float64_for_a_float64_mode
     assert MarsLoss(model, 50).optimizer(lr=1e-3).mars_prior.probe.dtype == torch.float64
     model = nn.Sequential(nn.Linear(16, 16).half().requires_grad_(False), _mixed_model().float())
     assert MarsLoss(model, 50).optimizer(lr=1e-3).mars_prior.probe.dtype == torch.float32
+
+
+def test_training_with_the_masks_in_eval_mode_warns_once():
+    """``model.eval()`` left over from a validation pass: the MAP masks send no gradient to the
+    logits, so the prior alone moved them and a full-rank low-rank layer ended at rank 1 without
+    a word. The loss now warns (once) when it is computed with gradients in that state, and not
+    under ``torch.no_grad()`` (validation) nor in training mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(LowRankLinear(16, 16, rank=8, bias=False))
+    loss_fn = MarsLoss(model, num_train=100, criterion=nn.MSELoss())
+    x = torch.randn(32, 16)
+    y = x @ torch.randn(16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss_fn(model(x), y).backward()  # training mode
+        model.eval()
+        with torch.no_grad():
+            loss_fn(model(x), y)  # a validation loss
+    with pytest.warns(RuntimeWarning, match=r"masks of layer '0' \(LowRankLinear\) are in eval mode.*model.train\(\)"):
+        loss_fn(model(x), y).backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss_fn(model(x), y).backward()  # once
+    opt_loss = MarsLoss(model, num_train=100, criterion=nn.MSELoss())
+    opt_loss.optimizer(lr=1e-2)
+    with pytest.warns(RuntimeWarning, match="in eval mode"):  # the optimizer-carried prior as well
+        opt_loss(model(x), y).backward()

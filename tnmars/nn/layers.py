@@ -57,6 +57,14 @@ _UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 # ------------------------------------------------------------------------------ helpers
+def _owned(w: torch.Tensor) -> torch.Tensor:
+    """``w`` for the caller to keep or change in place: without gradients a layer's contraction
+    may return the product it keeps between calls (:class:`~tnmars.nn.program.Program`), or a
+    view of it, and changing that changed the layer's later outputs. (Only the ``dense_weight``
+    accessors copy; the forward reads the kept product.)"""
+    return w if torch.is_grad_enabled() else w.clone()
+
+
 def prime_factors(n: int) -> list[int]:
     """Prime factors of ``n`` with multiplicity, ascending: ``prime_factors(12) == [2, 2, 3]``."""
     primes = []
@@ -433,7 +441,7 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
     def dense_weight(self) -> torch.Tensor:
         """The weight in ``nn.Linear`` layout ``(out_features, in_features)`` with the current masks
         (MAP masks in eval mode), so ``F.linear(x, layer.dense_weight(), layer.bias)``."""
-        return self._mm.weight(self.mars_cores()).t()
+        return _owned(self._mm.weight(self.mars_cores()).t())
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, format={self.format!r}, in_shape={self.in_shape}, "
@@ -498,6 +506,9 @@ class LowRankLinear(_LinearForward, TensorizedLayer):
 
     @property
     def rank(self) -> int:
+        """The size of the factors' shared index: the maximal rank while MARS masks are on (the
+        rank MARS selected is ``ranks["A"]``, what ``compress`` keeps); the rank itself without
+        masks or after ``compress``."""
         return self.dims["A"]
 
     @property
@@ -506,7 +517,7 @@ class LowRankLinear(_LinearForward, TensorizedLayer):
 
     def dense_weight(self) -> torch.Tensor:
         """``(out_features, in_features)`` weight with the current masks (``nn.Linear`` layout)."""
-        return self._mm.weight(self.mars_cores()).t()
+        return _owned(self._mm.weight(self.mars_cores()).t())
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, {self.extra_mars_repr()}, bias={self.bias is not None}"
@@ -787,7 +798,7 @@ class TensorizedConv2d(_MatrixLayer):
 
     def dense_weight(self) -> torch.Tensor:
         """The ``(C_out, C_in, kh, kw)`` kernel with the current masks."""
-        return self._kernel(self.mars_cores())
+        return _owned(self._kernel(self.mars_cores()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.in_channels, self.cores[0].dtype)
@@ -913,7 +924,7 @@ class TensorizedEmbedding(TensorizedLayer):
             keep = torch.ones(self.num_embeddings, 1, dtype=w.dtype, device=w.device)
             keep[self.padding_idx] = 0
             w = w * keep
-        return w
+        return _owned(w)
 
     def _gather_plan(self, shapes, batch: int):
         return gather_plan(self._mm, shapes, batch)

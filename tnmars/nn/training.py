@@ -293,6 +293,10 @@ class MarsLoss(nn.Module):
             prior.set_num_train(n)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        state = self.__dict__
+        if not state["_model"].training and "_modes_checked" not in state and torch.is_grad_enabled() \
+                and not torch.compiler.is_compiling():  # (one attribute read in a training step)
+            self._check_training_modes()
         carried = self._carried
         if carried is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._check_no_optimizer_carries_the_prior()
@@ -319,6 +323,25 @@ class MarsLoss(nn.Module):
                 self._layout = (_structure_key(self._modules_seen),
                                 _modules_left_in_loss(self._modules_seen, carried[1] is not None))
         return loss if penalty is None else loss + penalty
+
+    def _check_training_modes(self) -> None:
+        """Warn, once, when the loss is computed with gradients while MARS masks whose logits
+        train are in eval mode (``model.train()`` forgotten after a validation pass): their MAP
+        masks send no gradient to the logits, so the prior alone moves them and closes every
+        index down to ``min_rank``, silently."""
+        stuck = []
+        for mod in self._modules_seen:
+            masks = mod._modules.get("masks")
+            if (isinstance(masks, BondMasks) and not masks.training and not getattr(mod, "warmup", False)
+                    and masks._parameters["logits"].requires_grad):
+                stuck.append(masks.owner)
+        if stuck:
+            self.__dict__["_modes_checked"] = True
+            warnings.warn(f"MarsLoss: computed with gradients while the masks of {', '.join(stuck[:3])}"
+                          f"{' and others' if len(stuck) > 3 else ''} are in eval mode: their MAP masks send no "
+                          "gradient to the mask logits, so training now would let the prior alone close every "
+                          "index (down to min_rank). Call model.train() before training steps (or compute "
+                          "validation losses under torch.no_grad()).", RuntimeWarning, stacklevel=3)
 
     def _probe_followed(self, loss: torch.Tensor, error: RuntimeError) -> torch.Tensor:
         """``loss + probe`` after the model moved to another device since :meth:`optimizer` (a
