@@ -62,10 +62,9 @@ def fit_tt(y, ranks):
 
 
 def fit_tr(y, ranks):
-    """``ranks[k]`` joins cores k and k+1 (tnmars's ring order); tensorly's rank list starts
-    with the closing bond."""
-    d = y.ndim
-    tl_ranks = [ranks[d - 1], *ranks[: d - 1], ranks[d - 1]]
+    """``ranks[k]`` is core k's left rank, as ``Network.tr`` and TR fits order them (tensorly's
+    order; its rank list repeats the closing bond at the end)."""
+    tl_ranks = [*ranks, ranks[0]]
     best = None
     for make in (lambda: tensor_ring(y, rank=tl_ranks), lambda: tensor_ring_als(y, rank=tl_ranks, n_iter_max=300,
                                                                               random_state=0)):
@@ -163,12 +162,18 @@ def tt_noise_truncation(y, max_rank, sigma2):
     return tuple(min(r, max_rank) for r in tt_proposal(y, lambda s, L, M: edge_rank(s, L, M, sigma2))[0])
 
 
+def _left_ranks(around):
+    """Ranks around the ring (``tr_proposal``: bond k joins cores k and k+1) as core k's left
+    ranks (``Network.tr``'s order)."""
+    return (around[-1], *around[:-1])
+
+
 def tr_evbmf(y, max_rank):
-    return tuple(min(r, max_rank) for r in tr_proposal(y, "evbmf"))
+    return tuple(min(r, max_rank) for r in _left_ranks(tr_proposal(y, "evbmf")))
 
 
 def tr_mdl(y, max_rank):
-    return tuple(min(r, max_rank) for r in tr_proposal(y, "mdl"))
+    return tuple(min(r, max_rank) for r in _left_ranks(tr_proposal(y, "mdl")))
 
 
 def cp_cv_grid(y, max_rank, folds=3, holdout=0.1, seed=0, observed=None):

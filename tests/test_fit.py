@@ -213,8 +213,23 @@ def test_an_unknown_format_name_lists_the_formats_and_the_spec_form():
 def test_tr_works_for_any_max_rank_even_above_the_mode_sizes():
     x = with_noise(tnmars.Network.tr((4, 6, 5, 6), (2, 3, 2, 3), seed=2).to_tensor(), 40)
     res = quiet_fit(x, "tr", max_rank=8)
-    assert res.ranks == (2, 3, 2, 3)  # bond k joins cores k and k + 1
-    assert res.bonds == ("A", "B", "C", "D")
+    assert res.ranks == (2, 3, 2, 3)  # ranks[k]: core k's left rank (tensorly's r_k)
+    assert res.bonds == ("D", "A", "B", "C") == tuple(res.network.bonds) and res.network.ranks == res.ranks
+
+
+def test_a_tr_networks_ranks_are_those_it_was_built_with_and_refit_with():
+    """``Network.tr(shape, r).ranks`` was ``r`` rotated by one (ranks were taken around the ring,
+    bond k joining cores k and k + 1, and listed in spec order, core k's left rank first); a TR
+    fit's ``ranks`` and its network's ``ranks`` disagreed, and refitting at the network's ranks
+    (``max_rank=result.network.ranks``) turned an exact fit into a 44% error."""
+    net = tnmars.Network.tr((6, 7, 8, 5), (1, 2, 3, 4), seed=0)
+    assert net.ranks == (1, 2, 3, 4) and [c.shape for c in net.cores] == [(1, 6, 2), (2, 7, 3), (3, 8, 4), (4, 5, 1)]
+    assert net.num_params_at(net.ranks) == net.num_params
+    x = net.to_tensor()
+    res = quiet_fit(x, "tr", max_rank=6)
+    assert res.ranks == res.network.ranks == (1, 2, 3, 4) and res.relative_error < 1e-9
+    again = quiet_fit(x, "tr", max_rank=res.network.ranks)
+    assert again.ranks == (1, 2, 3, 4) and again.relative_error < 1e-9
 
 
 # ------------------------------------------------------------------------- noise and completion

@@ -194,14 +194,15 @@ def test_torch_arrays_stay_torch():
 
 
 def test_tr_svd_start_keeps_uneven_ring_ranks_on_their_bonds():
-    """Bond k of a ring joins cores k and k+1; uneven ranks must land on the right bonds (a
-    mix-up made TR-SVD refuse the start and the fit fall back to a random one)."""
+    """``ranks[k]`` is core k's left rank, as ``Network.tr`` reads them; uneven ranks must land
+    on the right bonds (a mix-up made TR-SVD refuse the start and the fit fall back to a
+    random one)."""
     from tnmars.interop import svd_init
 
     want = (2, 3, 2, 3, 4)
     x = Network.tr((6, 7, 6, 7, 6), want, seed=102).to_tensor()
     start = svd_init("tr", x, list(want))
-    assert tuple(start.dims[term[-1]] for term in start.inputs) == want
+    assert start.ranks == want and tuple(start.dims[term[0]] for term in start.inputs) == want
 
 
 def test_tensorly_objects_of_more_than_26_modes_convert_both_ways():

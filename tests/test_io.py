@@ -1,6 +1,7 @@
 """Saving and loading: round trips on every backend, refusal of damaged files, no pickle."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import warnings
@@ -325,16 +326,21 @@ def test_fit_result_round_trip(tmp_path, suffix):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_tensor_ring_result_with_unequal_ranks_round_trips(tmp_path, suffix):
-    """A TR result lists its bonds around the ring (A, B, C), its network in another order
-    (C, A, B); its ranks were checked against the network's order, so the file saved and then
-    failed to load."""
+    """A TR result's ranks were checked against the network's bond order while the result listed
+    its bonds around the ring, so the file saved and then failed to load. (A result now lists
+    them in the network's order; a file that lists them around the ring still loads.)"""
     rng = np.random.default_rng(0)
     data = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((6, 2)) for _ in range(3)])
     result = tnmars.fit(data, "tr", max_rank=4, progress=False, seed=0)
-    assert len(set(result.ranks)) > 1 and tuple(result.bonds) != tuple(result.network.bonds)
+    assert len(set(result.ranks)) > 1 and tuple(result.bonds) == tuple(result.network.bonds)
     back = tnmars.load(tnmars.save(result, tmp_path / f"tr{suffix}"))
     assert back.ranks == result.ranks and back.ranks_by_bond == result.ranks_by_bond == dict(result.network.bonds)
     assert _fit_result_equal(result, back)
+    ring = dataclasses.replace(result, bonds=("A", "B", "C"),  # as results listed them before
+                               ranks=tuple(result.ranks_by_bond[b] for b in "ABC"))
+    assert len(set(ring.ranks)) > 1 and ring.ranks != result.ranks
+    again = tnmars.load(tnmars.save(ring, tmp_path / f"ring{suffix}"))
+    assert again.ranks == ring.ranks and again.ranks_by_bond == result.ranks_by_bond
 
 
 # ----------------------------------------------------------------------------- hostile files

@@ -151,9 +151,9 @@ def test_tt_closed_forms_and_clipping():
 
 
 def test_tr_closed_forms():
-    net = Network.tr((4, 5, 6), (2, 3, 4), seed=0)
-    assert [tuple(c.shape) for c in net.cores] == [(4, 4, 2), (2, 5, 3), (3, 6, 4)]
-    assert net.num_params == 4 * 4 * 2 + 2 * 5 * 3 + 3 * 6 * 4
+    net = Network.tr((4, 5, 6), (2, 3, 4), seed=0)  # ranks[k]: core k's left rank (tensorly's r_k)
+    assert [tuple(c.shape) for c in net.cores] == [(2, 4, 3), (3, 5, 4), (4, 6, 2)] and net.ranks == (2, 3, 4)
+    assert net.num_params == 2 * 4 * 3 + 3 * 5 * 4 + 4 * 6 * 2
     a, b, c = net.cores
     np.testing.assert_allclose(net.to_tensor(), np.einsum("xiy,yjz,zkx->ijk", a, b, c))
 

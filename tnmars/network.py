@@ -62,7 +62,8 @@ def tt_spec(num_cores: int, width: int = 1) -> str:
 
 
 def tr_spec(order: int) -> str:
-    """``'CaA,AbB,BcC->abc'`` for order 3: bond ``k`` joins core ``k`` to core ``k+1``."""
+    """``'CaA,AbB,BcC->abc'`` for order 3: bond ``_BOND[k]`` joins core ``k`` to core ``k+1``; the
+    bonds' first appearances (:attr:`Network.bonds`) are ``C, A, B``: core ``k``'s left rank first."""
     terms = [_BOND[(k - 1) % order] + _OPEN[k] + _BOND[k] for k in range(order)]
     return ",".join(terms) + "->" + _OPEN[:order]
 
@@ -406,12 +407,17 @@ class Network:
 
     @classmethod
     def tr(cls, shape: Sequence[int], ranks: int | Sequence[int], **kwargs: Any) -> Network:
-        """Tensor ring: cores ``(r_{k-1}, n_k, r_k)`` with ``r_0 = r_d`` closing the loop.
+        """Tensor ring: core ``k`` is ``(r_k, n_k, r_{k+1})``, ``r_d = r_0`` closing the loop
+        (tensorly's ``TRTensor`` layout).
 
-        ``ranks`` is an int or ``d`` values, ``ranks[k]`` joining core ``k`` to core ``k+1``.
+        ``ranks`` is an int or ``d`` values ``(r_0, ..., r_{d-1})``: ``ranks[k]`` is core ``k``'s
+        left rank, joining core ``k - 1`` to core ``k`` (``ranks[0]`` closes the ring). That is
+        the order of :attr:`bonds`, so ``Network.tr(shape, r).ranks == r``, and the order of a
+        TR fit's ``ranks``.
 
-        >>> Network.tr((4, 5, 6), 2).spec
-        'CaA,AbB,BcC->abc'
+        >>> net = Network.tr((4, 5, 6), (1, 2, 3))
+        >>> net.spec, net.ranks
+        ('CaA,AbB,BcC->abc', (1, 2, 3))
         """
         shape = _as_int_tuple(shape, "shape")
         _check_ndim(shape)
@@ -420,7 +426,8 @@ class Network:
         if d < 2:
             raise ValueError("a tensor ring needs at least 2 cores")
         ranks = _per_bond(ranks, d, "ranks")
-        return cls(tr_spec(d), shape=shape, ranks=dict(zip(_BOND, ranks)), **kwargs)
+        # core k's left bond is _BOND[k - 1] (the last one for core 0): the spec's first appearances
+        return cls(tr_spec(d), shape=shape, ranks={_BOND[(k - 1) % d]: r for k, r in enumerate(ranks)}, **kwargs)
 
     # ------------------------------------------------------------------------ attributes
     @property

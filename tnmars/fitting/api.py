@@ -42,7 +42,6 @@ from .proposals import (
     loop_restarts,
     raised_to,
     rank_one_start,
-    ring_bonds,
     spectral_start,
 )
 from .relaxation import Relaxation, RelaxationResult, relax
@@ -286,8 +285,7 @@ def _run_relaxation(template: Network, fmt: str | None, prep: Prepared, settings
         from ..interop.init import svd_init
 
         try:
-            ranks = {"cp": lambda: template.ranks[0],
-                     "tr": lambda: [template.dims[b] for b in ring_bonds(template)]}.get(fmt, lambda: template.ranks)()
+            ranks = template.ranks[0] if fmt == "cp" else template.ranks  # (the constructors' order)
             start = svd_init(fmt, y, ranks, observed=weights, seed=seed)
             cores = [np.asarray(c, dtype=np.float64) for c in start.cores]
         except ValueError:
@@ -406,8 +404,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             relaxed: RelaxationResult | None, search: RankSearch | None, proposal: str, prior: str,
             interrupted: bool, device: str | None, t0: float, held_out: Sequence[float] = ()) -> FitResult:
     net = best.network
-    # a ring's bonds in ring order (bond k joins cores k and k+1), any other graph's in spec order
-    bonds = tuple(ring_bonds(template)) if settings.get("format") == "tr" else tuple(template.bonds)
+    bonds = tuple(template.bonds)  # (a ring's: core k's left rank first, as Network.tr and tensorly order them)
     # errors in working units (data / scale): no overflow or underflow at any magnitude
     be = net.backend_impl
     work_cores = [np.asarray(be.to_numpy(c), dtype=np.float64) for c in net.cores]
@@ -746,7 +743,7 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
             raise ValueError(f"a {fmt} network needs data with at least 2 modes; got shape {shape}")
         spec = {"cp": cp_spec, "tucker": tucker_spec, "tt": tt_spec, "tr": tr_spec}[fmt](len(shape))
         parsed = parse_spec(spec)
-        bonds = parsed.bonds if fmt != "tr" else tuple(term[-1] for term in parsed.inputs)
+        bonds = parsed.bonds
         dims = dict(zip(parsed.output, shape))
         dims.update(_bond_ranks(max_rank, bonds, shape, fmt, mapping=False))
     else:

@@ -196,7 +196,7 @@ def _tr_svd(template: Network, y: np.ndarray, ranks: dict[str, int]) -> Network 
     try:
         with warnings.catch_warnings():  # an order-2 ring is a matrix: tensorly says so at every call
             warnings.filterwarnings("ignore", message="Determining the TR-rank for the trivial case")
-            cores = svd_init("tr", y, [ranks[b] for b in ring_bonds(template)]).cores
+            cores = svd_init("tr", y, [ranks[b] for b in template.bonds]).cores  # (Network.tr's order)
     except ValueError:
         return None
     return Network(template.spec, cores=cores, optimize=template.optimize)
