@@ -782,3 +782,11 @@ def test_a_layer_built_in_float64_has_float64_logits_as_double_gives(make):
     built, converted = make(torch.float64), make(torch.float32).double()
     assert built.masks.logits.dtype == converted.masks.logits.dtype == torch.float64
     assert make(torch.float32).masks.logits.dtype == torch.float32
+
+
+def test_a_tensor_ring_layer_reads_its_ranks_as_network_tr_does():
+    """``rank[k]`` is core k's left rank (the order of the bonds, as :meth:`Network.tr` and TR fits
+    read them); a ring layer took them around the ring, so ``max_ranks`` listed ``rank`` rotated."""
+    layer = TensorizedLinear(12, 20, format="tr", rank=[1, 2, 3], in_shape=(2, 2, 3), out_shape=(2, 2, 5))
+    assert tuple(layer.max_ranks.values()) == (1, 2, 3)
+    assert [c.shape[0] for c in layer.cores] == [1, 2, 3] and [c.shape[-1] for c in layer.cores] == [2, 3, 1]

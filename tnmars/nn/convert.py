@@ -85,8 +85,8 @@ PROGRESS_DELAY = 1.0
 # ------------------------------------------------------------------------------ ranks
 def full_matrix_ranks(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int]) -> list[int]:
     """The bond sizes at which a :func:`matrix_network` of ``fmt`` represents every matrix
-    exactly (``rank="full"``): the TT ranks of the matricizations; for TR the same with a
-    closing bond of 1; for Tucker the mode sizes (clipped); for CP the product of the merged
+    exactly (``rank="full"``): the TT ranks of the matricizations; for TR the same after a
+    closing bond of 1 (core ``k``'s left rank first, as :func:`matrix_network` reads them); for Tucker the mode sizes (clipped); for CP the product of the merged
     mode sizes ``i_k o_k`` but the largest (every tensor has a CP decomposition with that many
     terms: the hierarchical SVD of :func:`cp_terms`).
 
@@ -97,7 +97,7 @@ def full_matrix_ranks(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int
     d = len(sizes)
     if fmt in ("tt", "tr"):
         ranks = [min(prod(sizes[:k + 1]), prod(sizes[k + 1:])) for k in range(d - 1)]
-        return ranks + [1] if fmt == "tr" else ranks
+        return [1] + ranks if fmt == "tr" else ranks
     if fmt == "tucker":
         return [min(n, prod(sizes[:k] + sizes[k + 1:])) if d > 1 else n for k, n in enumerate(sizes)]
     if fmt == "cp":

@@ -185,7 +185,8 @@ def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], 
     (Tucker). Entries of ``W`` start with standard deviation ``scale``.
 
     * ``tt``: TT-matrix, cores ``(r_{k-1}, i_k, o_k, r_k)``, ``d - 1`` bonds;
-    * ``tr``: tensor ring, like TT with ``r_0 = r_d`` (``d`` bonds, all masked);
+    * ``tr``: tensor ring, like TT with ``r_0 = r_d`` (``d`` bonds, all masked; ``rank[k]``
+      is core ``k``'s left rank, ``rank[0]`` closing the ring);
     * ``cp``: factors ``(i_k, o_k, R)`` sharing one hyperedge ``R``;
     * ``tucker``: a core ``(R_1..R_d)`` and factors ``(i_k, o_k, R_k)``.
 
@@ -214,8 +215,9 @@ def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], 
             raise ValueError("a tensor-ring matrix needs at least 2 factors")
         ranks = _per(rank, d)
         terms = [_UP[(k - 1) % d] + ins[k] + outs[k] + _UP[k] for k in range(d)]
+        # ranks[k]: core k's left rank, the order of the bonds' first appearances (as Network.tr)
         return Network(",".join(terms) + "->" + output, shape=in_shape + out_shape,
-                       ranks=dict(zip(_UP, ranks)), **kw)
+                       ranks={_UP[(k - 1) % d]: r for k, r in enumerate(ranks)}, **kw)
     if fmt == "cp":
         (r,) = _per(rank, 1)
         terms = [ins[k] + outs[k] + "A" for k in range(d)]
