@@ -205,30 +205,37 @@ def test_compiled_training_step_matches_eager_gradients():
     torch._dynamo.reset()
 
 
-def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call():
-    """The mask code's caches (constants, mask views) were filled while tracing, which changed
-    what dynamo guards on and made it compile the step a second time. (Layers of matrices and
-    embeddings; the conv layers' path choices are still cached while tracing: one recompile.)"""
+@pytest.mark.parametrize("mixed", [False, True], ids=["matrices", "convs-and-embedding"])
+def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call(mixed):
+    """The mask code's caches (constants, mask views) and the conv and embedding layers'
+    path-choice caches were filled while tracing, which changed what dynamo guards on and made
+    it compile the step a second time."""
     from tnmars.nn import masks as mask_module
     mask_module._CONSTANTS.clear()
     torch.manual_seed(0)
-    model = nn.Sequential(TensorizedLinear(64, 20, rank=3, in_shape=(8, 8), out_shape=(4, 5)), nn.ReLU(),
-                          LowRankLinear(20, 10, rank=4))
+    if mixed:
+        model = _Mixed()
+        args = (torch.randn(5, 1, 4, 4), torch.randint(0, 50, (5,)))
+    else:
+        model = nn.Sequential(TensorizedLinear(64, 20, rank=3, in_shape=(8, 8), out_shape=(4, 5)), nn.ReLU(),
+                              LowRankLinear(20, 10, rank=4))
+        args = (torch.randn(5, 64),)
     for _, layer in tnn.mars_layers(model):
         layer.skip_closed = False
         layer.masks._views.clear()
     loss_fn = tnn.MarsLoss(model, 1000)
     opt = loss_fn.optimizer(lr=1e-3)
-    x, y = torch.randn(5, 64), torch.randint(0, 10, (5,))
-    step = torch.compile(lambda a, b: loss_fn(model(a), b), backend="aot_eager", fullgraph=True, dynamic=False)
+    y = torch.randint(0, 10, (5,))
+    step = torch.compile(lambda *a: loss_fn(model(*a[:-1]), a[-1]), backend="aot_eager", fullgraph=True,
+                         dynamic=False)
     opt.zero_grad()
-    step(x, y).backward()
+    step(*args, y).backward()
     opt.step()
     try:
         torch._dynamo.config.error_on_recompile = True
         for _ in range(2):
             opt.zero_grad()
-            step(x, y).backward()
+            step(*args, y).backward()
             opt.step()
     finally:
         torch._dynamo.config.error_on_recompile = False

@@ -713,19 +713,19 @@ class Tucker2Conv2d(TensorizedLayer):
             return _bias_only(x, self.out_channels, hw, self.bias, cores)
         mode = self.mode
         if mode == "auto":
-            # (traced: sizes dynamo made symbolic are specialised, see base._static)
-            key = (tuple(_static(n) for n in x.shape) if is_recording() else tuple(x.shape), ranks)
-            mode = self._choice.get(key)
-            if mode is None:
-                if closed:
-                    mode = "weight"
-                else:
+            if is_recording():  # traced: plain arithmetic on the (specialised, see base._static) sizes, and
+                k, f = self.costs(tuple(_static(n) for n in x.shape), ranks)  # no cache (dynamo guards on one)
+                mode = "cores" if f * WEIGHT_PATH_ADVANTAGE < k else "weight"
+            else:
+                key = (tuple(x.shape), ranks)
+                mode = self._choice.get(key)
+                if mode is None:
                     k, f = self.costs(x.shape, ranks)
                     mode = "cores" if f * WEIGHT_PATH_ADVANTAGE < k else "weight"
-                if len(self._choice) > 4096:
-                    self._choice.clear()
-                self._choice[key] = mode
-        if mode == "weight" or closed:
+                    if len(self._choice) > 4096:
+                        self._choice.clear()
+                    self._choice[key] = mode
+        if mode == "weight":
             return F.conv2d(x, self._kernel(cores), self.bias, self.stride, self.padding, self.dilation)
         k_in, k_core, k_out = self._factors(cores, contiguous=False) if frozen_key is None else frozen[2]
         h = F.conv2d(x, k_in)
