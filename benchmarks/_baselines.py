@@ -1,7 +1,7 @@
 """Honest baselines for rank selection: what a practitioner would use instead of tnmars.fit.
 
 Each selector returns ranks in tnmars's bond order (Tucker: one per mode; TT: the internal
-ranks; TR: bond k joins cores k and k+1; CP: one). Each *fitter* fits a format at given
+ranks; TR: core k's left rank first, as Network.tr; CP: one). Each *fitter* fits a format at given
 ranks with tensorly at its best settings (the "oracle" is the fitter at the true ranks):
 
 - Tucker: HOOI (``tensorly.decomposition.tucker``, SVD start, 200 iterations, tol 1e-10);

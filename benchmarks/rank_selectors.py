@@ -86,7 +86,8 @@ CASES = [
     Case("tt", "heldout", "5x6x5x6x5x6 (2,3,3,4,2)", (5, 6, 5, 6, 5, 6), (2, 3, 3, 4, 2), 8),
     Case("tt", "heldout", "4x5x4x5x4x5x4 (2,3,4,4,3,2)", (4, 5, 4, 5, 4, 5, 4), (2, 3, 4, 4, 3, 2), 8),
     Case("tt", "heldout", "9x8x7x8 (3,5,2)", (9, 8, 7, 8), (3, 5, 2), 8),
-    # ---- TR (bond k joins cores k and k+1)
+    # ---- TR (ranks[k]: core k's left rank, as Network.tr reads them since a78eee4; before, the same tuples
+    # were read around the ring, bond k joining cores k and k+1: the tune cases' data changed with it)
     Case("tr", "tune", "6x7x8x7 (2,3,4,3)", (6, 7, 8, 7), (2, 3, 4, 3), 6),
     Case("tr", "tune", "8x8x8x8 (2,3,4,3)", (8, 8, 8, 8), (2, 3, 4, 3), 6),
     Case("tr", "heldout", "6x7x6x7x6 (2,3,2,3,2)", (6, 7, 6, 7, 6), (2, 3, 2, 3, 2), 6),

@@ -351,7 +351,7 @@ def grid_error(y: np.ndarray, fmt: str, limit: int) -> tuple[float, int, list[in
         cap = 8
 
         def from_svd(r, spec=spec):
-            order = [t[-1] for t in spec.split("->")[0].split(",")] if fmt == "tr" else list(r)
+            order = parse_spec(spec).bonds  # the constructors' order, which svd_init reads (a ring: left ranks)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

@@ -124,7 +124,7 @@ def test_fit_never_exceeds_its_budget(fmt):
 
 
 def _noisy_ring(seed=3):
-    x = np.asarray(tnmars.Network.tr((6, 6, 6, 6), (3, 2, 3, 2), seed=seed).to_tensor())
+    x = np.asarray(tnmars.Network.tr((6, 6, 6, 6), (2, 3, 2, 3), seed=seed).to_tensor())  # (left ranks)
     noise = np.random.default_rng(seed).standard_normal(x.shape)
     return x + noise * 0.1 * np.linalg.norm(x) / np.linalg.norm(noise)  # 20 dB
 
@@ -340,7 +340,7 @@ def test_exchanges_on_many_bonds_refill_only_the_most_promising(monkeypatch):
 
     moves = []
 
-    x = np.asarray(tnmars.Network.tr((3, 4, 3, 4, 3), (3, 2, 3, 2, 2), seed=0).to_tensor())
+    x = np.asarray(tnmars.Network.tr((3, 4, 3, 4, 3), (2, 3, 2, 3, 2), seed=0).to_tensor())  # (left ranks)
     noise = np.random.default_rng(0).standard_normal(x.shape)
     x = x + noise * 0.1 * np.linalg.norm(x) / np.linalg.norm(noise)
     refilled, rounds = [], []

@@ -254,7 +254,7 @@ def test_the_refits_report_progress_and_a_callback_stop_skips_only_them():
         phases.append(info["phase"])
         return info["phase"] == "checks"
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), pytest.warns(UserWarning, match=r"\(checks\): the held-out checks are skipped"):
         warnings.simplefilter("error", RuntimeWarning)  # the poor-generalization warning is skipped too
         result = tnmars.fit(data, "tt", observed=observed, seed=0, progress=False, callback=stop_in_checks)
     assert phases.count("checks") == 1 and phases.index("checks") == len(phases) - 1

@@ -281,7 +281,7 @@ def _is_network_type(tp: Any) -> bool:
 
 def _rank_order(fit: dict, bonds: Mapping[str, int], unjson) -> list[str]:
     """The bonds a fit result's tuple of ranks follows: its own ``bonds`` field when that names
-    the network's bonds (a TR result lists them around the ring, not in the network's order),
+    the network's bonds (TR results saved before a78eee4 list them around the ring, not in the network's order),
     else the network's order."""
     fields = fit.get("fields")
     raw = fields.get("bonds") if isinstance(fields, dict) else None

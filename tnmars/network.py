@@ -552,7 +552,8 @@ class Network:
         if symbol != key and isinstance(key, str) and key in self._sizes:
             owner = next((lab for lab, sym in labels.items() if sym == key), key)
             raise ValueError(f"{key!r} is ambiguous in {self.spec!r}: the label of index {symbol!r} and the "
-                             f"symbol of the index labelled {owner!r}; name that index by its label")
+                             f"symbol of the index labelled {owner!r}: name the first by its symbol {symbol!r}, "
+                             f"the second by its label {owner!r}")
         return symbol
 
     def _not_a_bond(self, key: Hashable) -> ValueError:
@@ -1100,7 +1101,7 @@ def check_dtype_conversion(target: str, source: str) -> None:
     if kind(target) in "biu" and kind(source) in "fc":
         raise TypeError(f"dtype {target!r} would truncate the {source} cores (to zeros where below 1 in magnitude); "
                         "choose a floating type such as 'float32' or 'float64'")
-    if kind(target) == "f" and kind(source) == "c":
+    if kind(source) == "c" and (kind(target) == "f" or target.startswith("float")):  # (float8 names too)
         raise TypeError(f"dtype {target!r} would drop the imaginary parts of the {source} cores (NumPy only warns, "
                         "torch warns once); choose a complex dtype, or build a network from the cores' real parts")
 

@@ -98,8 +98,10 @@ class Reporter:
             if isinstance(answer, (bool, np.bool_)):
                 if answer:
                     # loud: a logging callback can return True by accident (tqdm's update() does)
-                    warn(f"tnmars.fit: the callback returned True at step {self.step} ({self.phase}): the fit "
-                         "stops there and returns the best state so far (interrupted=True)", UserWarning)
+                    what = ("the held-out checks are skipped (the fit is final)" if self.phase == "checks" else
+                            "the fit stops there and returns the best state so far (interrupted=True)")
+                    warn(f"tnmars.fit: the callback returned True at step {self.step} ({self.phase}): {what}",
+                         UserWarning)
                     self.stopped = True
             elif isinstance(answer, (int, np.integer)):
                 # a logging callback's last call returns a count (file.write): not a request to stop

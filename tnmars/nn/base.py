@@ -394,11 +394,25 @@ class NetworkMatmul:
         return self.weight_plan(core_shapes).flops + 2 * batch * self.in_features * self.out_features
 
     # -- evaluation ---------------------------------------------------------------------
-    def weight(self, cores: Sequence[torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """The matrix ``W`` of shape ``(in_features, out_features)`` (masks applied)."""
+    def weight(self, cores: Sequence[torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None, *,
+               owned: bool = False) -> torch.Tensor:
+        """The matrix ``W`` of shape ``(in_features, out_features)`` (masks applied). Without
+        gradients it may be (a view of) the product the program keeps between calls; ``owned``:
+        a copy then, for a caller that may keep or change it (``dense_weight``)."""
         cores = fold_masks(cores, masks, self.sites)
-        return self.program(tuple(tuple(c.shape) for c in cores), None)(cores).reshape(self.in_features,
-                                                                                      self.out_features)
+        shapes = tuple(tuple(c.shape) for c in cores)
+        w = self.program(shapes, None)(cores).reshape(self.in_features, self.out_features)
+        if owned and not torch.is_grad_enabled() and self._keeps(shapes, w):
+            w = w.clone()
+        return w
+
+    def _keeps(self, shapes: tuple, w: torch.Tensor) -> bool:
+        """Whether ``w`` shares memory with a product the weight program of ``shapes`` keeps."""
+        kept = getattr(self._programs.get((shapes, None)), "_kept", None)
+        if not kept:
+            return False
+        ptr = w.untyped_storage().data_ptr()
+        return any(v.untyped_storage().data_ptr() == ptr for v in kept[1].values())
 
     def __call__(self, x: torch.Tensor, cores: Sequence[torch.Tensor],
                  masks: Mapping[str, torch.Tensor] | None = None, mode: str = "auto") -> torch.Tensor:

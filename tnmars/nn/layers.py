@@ -57,14 +57,6 @@ _UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 # ------------------------------------------------------------------------------ helpers
-def _owned(w: torch.Tensor) -> torch.Tensor:
-    """``w`` for the caller to keep or change in place: without gradients a layer's contraction
-    may return the product it keeps between calls (:class:`~tnmars.nn.program.Program`), or a
-    view of it, and changing that changed the layer's later outputs. (Only the ``dense_weight``
-    accessors copy; the forward reads the kept product.)"""
-    return w if torch.is_grad_enabled() else w.clone()
-
-
 def prime_factors(n: int) -> list[int]:
     """Prime factors of ``n`` with multiplicity, ascending: ``prime_factors(12) == [2, 2, 3]``."""
     primes = []
@@ -443,7 +435,7 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
     def dense_weight(self) -> torch.Tensor:
         """The weight in ``nn.Linear`` layout ``(out_features, in_features)`` with the current masks
         (MAP masks in eval mode), so ``F.linear(x, layer.dense_weight(), layer.bias)``."""
-        return _owned(self._mm.weight(self.mars_cores()).t())
+        return self._mm.weight(self.mars_cores(), owned=True).t()
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, format={self.format!r}, in_shape={self.in_shape}, "
@@ -519,7 +511,7 @@ class LowRankLinear(_LinearForward, TensorizedLayer):
 
     def dense_weight(self) -> torch.Tensor:
         """``(out_features, in_features)`` weight with the current masks (``nn.Linear`` layout)."""
-        return _owned(self._mm.weight(self.mars_cores()).t())
+        return self._mm.weight(self.mars_cores(), owned=True).t()
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, {self.extra_mars_repr()}, bias={self.bias is not None}"
@@ -795,12 +787,16 @@ class TensorizedConv2d(_MatrixLayer):
 
     def _kernel(self, cores: list[torch.Tensor]) -> torch.Tensor:
         kh, kw = self.kernel_size
-        w = self._mm.weight(cores)
+        return self._dense_kernel(cores)
+
+    def _dense_kernel(self, cores: list[torch.Tensor], owned: bool = False) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        w = self._mm.weight(cores, owned=owned)
         return w.reshape(kh, kw, self.in_channels, self.out_channels).permute(3, 2, 0, 1)
 
     def dense_weight(self) -> torch.Tensor:
         """The ``(C_out, C_in, kh, kw)`` kernel with the current masks."""
-        return _owned(self._kernel(self.mars_cores()))
+        return self._dense_kernel(self.mars_cores(), owned=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.in_channels, self.cores[0].dtype)
@@ -921,12 +917,12 @@ class TensorizedEmbedding(TensorizedLayer):
 
     def dense_weight(self) -> torch.Tensor:
         """The ``(num_embeddings, embedding_dim)`` table with the current masks."""
-        w = self._mm.weight(self.mars_cores())[: self.num_embeddings]
+        w = self._mm.weight(self.mars_cores(), owned=True)[: self.num_embeddings]
         if self.padding_idx is not None:
             keep = torch.ones(self.num_embeddings, 1, dtype=w.dtype, device=w.device)
             keep[self.padding_idx] = 0
             w = w * keep
-        return _owned(w)
+        return w
 
     def _gather_plan(self, shapes, batch: int):
         return gather_plan(self._mm, shapes, batch)

@@ -39,7 +39,7 @@ from torch import nn
 
 from .. import masks as mars
 from .._checks import integer
-from .base import TensorizedLayer, core_list, replace_modules
+from .base import TensorizedLayer, core_list, replace_modules, warn_user
 from .masks import BondMasks, joint_log_prior
 from .optimizers import CARRYING, SUPPORTED, PriorGradient, fused_by_default
 from .recurrent import TTRecurrentMatrix
@@ -337,11 +337,11 @@ class MarsLoss(nn.Module):
                 stuck.append(masks.owner)
         if stuck:
             self.__dict__["_modes_checked"] = True
-            warnings.warn(f"MarsLoss: computed with gradients while the masks of {', '.join(stuck[:3])}"
-                          f"{' and others' if len(stuck) > 3 else ''} are in eval mode: their MAP masks send no "
-                          "gradient to the mask logits, so training now would let the prior alone close every "
-                          "index (down to min_rank). Call model.train() before training steps (or compute "
-                          "validation losses under torch.no_grad()).", RuntimeWarning, stacklevel=3)
+            warn_user(f"MarsLoss: computed with gradients while the masks of {', '.join(stuck[:3])}"
+                      f"{' and others' if len(stuck) > 3 else ''} are in eval mode: their MAP masks send no "
+                      "gradient to the mask logits, so training now would let the prior alone close every "
+                      "index (down to min_rank). Call model.train() before training steps (or compute "
+                      "validation losses under torch.no_grad()).", RuntimeWarning)
 
     def _probe_followed(self, loss: torch.Tensor, error: RuntimeError) -> torch.Tensor:
         """``loss + probe`` after the model moved to another device since :meth:`optimizer` (a
