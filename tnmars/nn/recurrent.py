@@ -227,8 +227,11 @@ class TTRecurrentMatrix(nn.Module):
         # where a Network's spec parsing is Python the tracer cannot follow
         self._mm = NetworkMatmul(net, d)
         enabled, pi, alpha = resolve_preset(mars, pi, alpha)
-        self.masks = (BondMasks(net.bonds, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank)
-                      if enabled and net.bonds else None)
+        # seed= covers the logits' initial noise too (it came from the global RNG: two models built
+        # with one seed kept different indices at the paper's negative alpha)
+        mask_gen = None if seed is None else torch.Generator().manual_seed(int(seed) + 2)
+        self.masks = (BondMasks(net.bonds, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank,
+                                generator=mask_gen) if enabled and net.bonds else None)
         if self.masks is not None:
             self.masks.owner = f"TTRecurrentMatrix({size})"
         gen = torch.Generator().manual_seed(0 if seed is None else int(seed) + 1)

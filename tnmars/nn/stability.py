@@ -423,9 +423,14 @@ def trajectory_ratios(model: Any, x: torch.Tensor, *, scale: float = 1.0, seed: 
     """Per-step ratios ``||s_t - s'_t|| / ||s_{t-1} - s'_{t-1}||`` of two trajectories on ``x``.
 
     One trajectory starts from zero, the other from a random state of norm ``scale`` per
-    coordinate; both see the same inputs. A ratio above 1 is a step where the state map
-    expanded a (finite) difference. Ratios are ``NaN`` once the difference underflows to 0.
-    Shape ``(B, T)``. The model is evaluated in eval mode (its modes are restored).
+    coordinate; both see the same inputs. After each step the second state is moved back to
+    the first one's initial distance along their difference (Benettin's renormalisation, as
+    for Lyapunov exponents), so the difference stays far above rounding on any length: left to
+    shrink at a contractive model's rate it reached float32's resolution within about 25 steps,
+    and ratios of rounding noise reported a 0.9-contractive RNN expanding by up to 5.7. A ratio
+    above 1 is a step where the state map expanded a finite difference of that size. Ratios
+    are ``NaN`` after the difference vanishes exactly (the map merged the two states). Shape
+    ``(B, T)``. The model is evaluated in eval mode (its modes are restored).
     """
     _check_model(model)
     _check_data(x)
@@ -440,13 +445,17 @@ def _trajectory_ratios(model: Any, x: torch.Tensor, scale: float, seed: int) -> 
         s = model.initial_state(B).to(x)
         s2 = s + scale * torch.randn(s.shape, generator=gen, dtype=s.dtype).to(s.device)
         ratios = torch.empty(B, T, dtype=x.dtype, device=x.device)
-        d_prev = torch.linalg.vector_norm(s - s2, dim=-1)
+        d0 = torch.linalg.vector_norm(s - s2, dim=-1)  # the distance kept (per sequence)
+        d_prev = d0
         for t in range(T):
             s = model.step(s, x[:, t])
             s2 = model.step(s2, x[:, t])
-            d = torch.linalg.vector_norm(s - s2, dim=-1)
+            diff = s2 - s
+            d = torch.linalg.vector_norm(diff, dim=-1)
             ratios[:, t] = torch.where(d_prev > 0, d / d_prev.clamp_min(1e-300), torch.full_like(d, float("nan")))
-            d_prev = d
+            live = d > 0  # renormalised; a difference that vanished stays 0 (NaN ratios from then on)
+            s2 = torch.where(live[:, None], s + diff * (d0 / d.clamp_min(1e-300))[:, None], s)
+            d_prev = torch.where(live, d0, d)
     return ratios
 
 
