@@ -95,6 +95,28 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
     assert saved.network.spec == "aA,AbB,Bc->abc" and saved.max_ranks == (3, 2)
 
 
+def test_fit_with_a_mask_and_nan_as_missing_combines_them(small):
+    """With --observed, --nan-as-missing was ignored: the run failed with the library's advice
+    ("set observed=False there"), and a 0/2 mask printed "270 observed" for 210 entries before
+    its error."""
+    folder, data, observed = small
+    holey = data.copy()
+    holey[1, 1, :] = np.nan
+    np.save(folder / "holey.npy", holey)
+    args = ("fit", str(folder / "holey.npy"), "--observed", str(folder / "mask.npy"), "--max-rank", "3", "--quiet",
+            "--out", str(folder / "holey.fit.npz"))
+    if observed[1, 1, :].any():
+        one_line_error(run(*args), "NaN/Inf entries where --observed marks them observed; add --nan-as-missing")
+    proc = run(*args, "--nan-as-missing")
+    assert proc.returncode == 0, proc.stderr
+    both = observed & np.isfinite(holey)
+    assert f"{int(both.sum()):,} observed" in proc.stdout
+    np.save(folder / "twos.npy", observed.astype(np.int64) * 2)
+    bad = run("fit", str(folder / "small.npy"), "--observed", str(folder / "twos.npy"), "--quiet")
+    one_line_error(bad, "--observed must be a boolean mask")
+    assert "observed)" not in bad.stdout
+
+
 @pytest.mark.parametrize(
     "args, pattern",
     [

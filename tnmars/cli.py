@@ -349,6 +349,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     bad = int(data.size - np.isfinite(data).sum()) if data.dtype.kind == "f" else 0
     if args.observed is not None:
         observed = _load_array(args.observed, args.key, "--observed", key_for_npy_is_an_error=False)
+        if observed.shape != data.shape:
+            raise CLIError(f"--observed has shape {_shape_text(observed.shape)} but DATA has {_shape_text(data.shape)}")
+        if observed.dtype != bool:
+            if not np.isin(observed, (0, 1)).all():
+                raise CLIError("--observed must be a boolean mask (True / 1 where an entry is observed)")
+            observed = observed.astype(bool)
+        if bad and args.nan_as_missing:  # both: the entries observed in the mask and finite
+            observed = observed & np.isfinite(data)
+        elif bad and not (~np.isfinite(data) <= ~observed).all():
+            raise CLIError("DATA has NaN/Inf entries where --observed marks them observed; add --nan-as-missing "
+                           "to treat them as missing, or fix the mask")
     elif bad and args.nan_as_missing:
         observed = np.isfinite(data)
     elif bad:
