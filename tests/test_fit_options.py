@@ -218,3 +218,20 @@ def test_a_structure_search_of_zero_data_warns_once():
         result = tnmars.search(np.zeros((4, 5, 6)), progress=False)
     assert result.num_params == 0
     assert len([w for w in caught if "all zero" in str(w.message)]) == 1
+
+
+def test_options_a_fit_never_reads_are_named_in_a_warning():
+    """``relaxation=`` with the default prior (no relaxation runs), or ``proposal=`` /
+    ``prior_strength=`` / ``selection=`` with ``prior="bernoulli"`` (no search runs), changed
+    nothing and said nothing: a user tuning them saw the same result whatever the values."""
+    x = tnmars.Network.tucker((5, 6, 7), (2, 2, 3), seed=0).to_tensor()
+    with pytest.warns(UserWarning, match=r"no effect here and are ignored: relaxation="):
+        plain = quiet_fit(x, "tucker", relaxation={"pi": 0.001, "steps": 7})
+    assert plain.ranks == quiet_fit(x, "tucker").ranks
+    with pytest.warns(UserWarning, match=r"proposal='greedy'.*prior_strength=.*selection="):
+        quiet_fit(x, "tucker", prior="bernoulli", relaxation={"steps": 30}, proposal="greedy", prior_strength=5.0,
+                  selection={"exchanges": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet_fit(x, "tucker", prior="bernoulli", relaxation={"steps": 30})
+        quiet_fit(x, "tucker", proposal="mars", relaxation={"steps": 30})

@@ -173,6 +173,7 @@ def fit(
         strength = _non_negative_float(prior_strength, "prior_strength")
     settings_relax = _relaxation(relaxation)
     search_settings = _selection(selection)
+    _warn_unused(relaxation, prior, proposal, prior_strength, selection)
     if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
         raise ValueError(f"min_rank must be a non-negative integer; got {min_rank!r}")
     min_rank = int(min_rank)
@@ -645,6 +646,25 @@ def _selection(value: Mapping[str, Any] | None) -> dict[str, Any]:
     if "exchanges" in out and not isinstance(out["exchanges"], (bool, np.bool_)):
         raise TypeError(f"selection['exchanges'] must be True or False; got {out['exchanges']!r}")
     return out
+
+
+def _warn_unused(relaxation: Any, prior: str, proposal: str, prior_strength: Any, selection: Any) -> None:
+    """Options that this combination of ``prior`` and ``proposal`` never reads: a warning, not a
+    silent no-op (a user tuning ``relaxation={"pi": ...}`` with the default prior saw the same
+    result whatever the values)."""
+    unused = []
+    if relaxation is not None and prior != "bernoulli" and proposal != "mars":
+        unused.append("relaxation= (the MARS relaxation runs only with prior='bernoulli' or proposal='mars')")
+    if prior == "bernoulli":
+        if proposal not in ("auto", "mars", "start"):  # (a Network start is refused with prior="bernoulli")
+            unused.append(f"proposal={proposal!r} (prior='bernoulli' starts from its relaxation)")
+        if prior_strength is not None:
+            unused.append("prior_strength= (the Occam prior of the rank search; prior='bernoulli' runs no search)")
+        if selection is not None:
+            unused.append("selection= (settings of the rank search; prior='bernoulli' runs no search)")
+    if unused:
+        warnings.warn("tnmars.fit: these options have no effect here and are ignored: " + "; ".join(unused),
+                      UserWarning, stacklevel=3)
 
 
 def _relaxation(value: Relaxation | Mapping[str, Any] | None) -> Relaxation:
