@@ -139,3 +139,22 @@ def test_torch_probabilities_of_any_float_dtype():
            "B": torch.tensor([0.2, 0.8], dtype=torch.float16)}
     fig = plot_mask_probabilities(phi)
     assert [ax.get_title() for ax in fig.axes] == ["bond A: rank 2/3", "bond B: rank 1/2"]
+
+
+def test_training_plot_takes_records_with_and_without_ranks():
+    """A list of records from one's own loop where only some carry ranks raised "'NoneType'
+    object is not iterable"; the rank curves now have gaps there."""
+    from tnmars.plots import plot_training
+    fig = plot_training([{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5, "ranks": (2, 2)},
+                         {"step": 2, "loss": 0.4, "ranks": (2, 1)}])
+    line = fig.axes[1].get_lines()[0]
+    assert np.isnan(line.get_ydata()[0]) and list(line.get_ydata()[1:]) == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("rank", [0, -2, 2.7, True])
+def test_topology_plot_refuses_a_rank_that_is_not_a_whole_number_of_at_least_one(rank):
+    """Ranks 0 and -2 drew edges with -inf / NaN widths labelled "0" and "-2" (NumPy's divide
+    warning only); 2.7 was labelled "2"."""
+    from tnmars.plots import plot_topology
+    with pytest.raises(ValueError, match="a rank is a whole number >= 1"):
+        plot_topology({(0, 1): rank, (1, 2): 2})

@@ -253,3 +253,18 @@ def test_final_refit_of_a_loop_leaves_a_poor_als_minimum():
     assert refit.ranks == stuck.ranks and math.sqrt(refit.sse / data.sq_norm) < 1e-3
     without = RankSearch(data, Occam(data.n_obs), max_ranks=dict(truth.bonds), seed=0)
     assert without._restarted(stuck) is stuck  # no builder, no restarts
+
+
+def test_separate_parts_with_loops_are_not_called_a_forest():
+    """Two triangles were named "forest", a word for graphs without loops."""
+    assert topology_name(6, {(0, 1): 2, (1, 2): 2, (0, 2): 2, (3, 4): 2, (4, 5): 2, (3, 5): 2}).startswith(
+        "separate parts, some with loops")
+    assert topology_name(4, {(0, 1): 2, (2, 3): 2}) == "forest (2 separate parts)"
+
+
+def test_a_poor_search_under_a_binding_max_rank_blames_the_cap():
+    """The poor-fit warning said "the data are mostly noise ... or the search stopped far from
+    the truth" when the caller's own max_rank=1 held every edge."""
+    x = tnmars.Network.tucker((5, 6, 7), (2, 2, 3), seed=0).to_tensor()
+    with pytest.warns(RuntimeWarning, match=r"edges at max_rank=1: the cap you set limits the fit"):
+        tnmars.search(x, max_rank=1, seed=0, progress=False)

@@ -237,12 +237,17 @@ def plot_training(
         ax.legend(frameon=False)
     if has_ranks:
         ax = axes[1]
-        rows = cols["ranks"]
-        if isinstance(rows[0], Mapping):
-            names = list(dict.fromkeys(k for r in rows for k in r))
-            table = np.array([[r.get(n, np.nan) for n in names] for r in rows], dtype=float)
+        rows = cols["ranks"]  # (None where a record has no ranks: a gap in the curves)
+        known = [r for r in rows if r is not None]
+        if isinstance(known[0], Mapping):
+            names = list(dict.fromkeys(k for r in known for k in r))
+            table = np.array([[np.nan] * len(names) if r is None else [r.get(n, np.nan) for n in names]
+                              for r in rows], dtype=float)
         else:
-            table = np.array([list(r) for r in rows], dtype=float).reshape(len(rows), -1)
+            width = len(list(known[0]))
+            if any(len(list(r)) != width for r in known):
+                raise ValueError("every record's ranks must list the same bonds")
+            table = np.array([[np.nan] * width if r is None else list(r) for r in rows], dtype=float)
             names = list(bonds) if bonds is not None else [str(k) for k in range(table.shape[1])]
             if len(names) != table.shape[1]:
                 raise ValueError(f"{len(names)} bond names given for {table.shape[1]} rank columns")
@@ -421,6 +426,10 @@ def plot_topology(
             raise ValueError(f"edge {key!r} must be a pair of core numbers (i, j)") from None
         if i == j or min(i, j) < 0:
             raise ValueError(f"edge {key!r} must join two different cores numbered from 0")
+        if isinstance(rank, (bool, np.bool_)) or not isinstance(rank, (int, np.integer, float, np.floating)) \
+                or not float(rank).is_integer() or rank < 1:
+            raise ValueError(f"edge {key!r} has rank {rank!r}: a rank is a whole number >= 1 (an edge of rank 0 "
+                             "is no edge; leave it out)")
         pairs[(min(i, j), max(i, j))] = int(rank)
     if order is None:
         order = 1 + max((max(e) for e in pairs), default=-1)

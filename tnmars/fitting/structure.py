@@ -232,16 +232,24 @@ def search(
     name = "zero network (all-zero data)" if 0 in res.ranks else topology_name(order, edges)
     result = StructureResult(network=_without_vanished(res.network), edges=edges, topology=name, fit=res,
                              order=order, bond_pairs=pairs)
-    _warn_if_poor(result, budget)
+    _warn_if_poor(result, budget, max_rank, caps)
     return result
 
 
-def _warn_if_poor(result: StructureResult, budget: Any) -> None:
+def _warn_if_poor(result: StructureResult, budget: Any, max_rank: Any = None, caps: dict | None = None) -> None:
     """Warn when a search left to the criterion (no ``budget``: there a large error is what the
     user asked for) ends at :data:`POOR_FIT_ERROR` or above. At relative error 1 and above
-    :func:`tnmars.fit` has warned already; an interrupted search says so itself."""
+    :func:`tnmars.fit` has warned already; an interrupted search says so itself. Where the
+    caller's ``max_rank`` holds some edge at its cap, the warning says so: that cap, not noise
+    or a poor landscape, is the first suspect."""
     rel = result.relative_error
     if budget is not None or result.fit.interrupted or 0 in result.fit.ranks or not POOR_FIT_ERROR <= rel < 1.0 - 1e-9:
+        return
+    at_cap = [b for b, r in result.fit.ranks_by_bond.items() if caps and r >= caps.get(b, r + 1)]
+    if max_rank is not None and at_cap:
+        warnings.warn(f"tnmars.search: the structure found ({result.topology}) leaves relative error {rel:.2g}, "
+                      f"with {len(at_cap)} of its edges at max_rank={max_rank}: the cap you set limits the fit; "
+                      "raise max_rank (or set a budget= to search within a size)", RuntimeWarning, stacklevel=3)
         return
     warnings.warn(f"tnmars.search: the structure found ({result.topology}, {result.num_params:,} parameters for "
                   f"{result.network.dense_size:,} entries) leaves relative error {rel:.2g}: it explains "
@@ -302,8 +310,9 @@ def topology_name(order: int, edges: dict[tuple[int, int], int]) -> str:
     note = ""
     if len(parts) > 1:
         note = f" ({len(parts)} separate parts)"
-    if len(touched) > 1:
-        return "forest" + note
+    if len(touched) > 1:  # a forest only when no part has a loop (two triangles are two rings)
+        loops = any(sum(len(adj[k]) for k in part) // 2 >= len(part) for part in touched)
+        return ("separate parts, some with loops" if loops else "forest") + note
     part = touched[0]
     n_edges = sum(len(adj[k]) for k in part) // 2
     degrees = sorted(len(adj[k]) for k in part)
