@@ -478,7 +478,7 @@ class BondMasks(nn.Module):
             u = torch.rand_like(logits)
             # plain Python on lists: in a training step, NumPy's or more torch's code paths cost
             # more (cold caches between the step's GEMMs) than these few list operations
-            if u.device.type == "cpu":
+            if u.is_cpu:  # (not .device.type: a device object built every step)
                 uniforms, values = u.tolist(), logits.tolist()
             else:  # one device-to-host transfer
                 uniforms, values = torch.stack((u, logits.detach())).tolist()
