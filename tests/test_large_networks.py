@@ -155,6 +155,8 @@ def test_a_labelled_network_reads_bond_keys_as_labels_or_symbols_and_never_as_an
     with pytest.raises(ValueError, match="ambiguous"):
         old.prune({"b": [0]})
     assert old.prune({"a": [0]}).bonds == {"a": 1, "b": 3}
+    masks = [np.array([1.0, 0.0]), np.ones(3)]  # one mask per bond, in bond order: nothing to resolve
+    np.testing.assert_allclose(old.to_tensor(masks), old.prune({"a": [0]}).to_tensor(), atol=1e-12)
 
 
 def test_label_list_errors():

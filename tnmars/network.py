@@ -603,9 +603,11 @@ class Network:
             masks = list(masks)
             if len(masks) != len(self._parsed.bonds):
                 raise ValueError(f"{len(masks)} masks given for {len(self._parsed.bonds)} bonds")
-            masks = dict(zip(self._parsed.bonds, masks))
+            items = list(zip(self._parsed.bonds, masks))  # (symbols already: nothing to resolve)
+        else:
+            items = self._bond_items(masks)
         cores = list(self._cores)
-        for bond, mask in self._bond_items(masks):
+        for bond, mask in items:
             if mask is None:
                 continue
             core, axis = self._site(bond)
