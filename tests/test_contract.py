@@ -257,3 +257,19 @@ def test_plans_do_not_depend_on_the_processs_string_hash_seed():
         assert done.returncode == 0, done.stderr
         outputs.add(done.stdout)
     assert len(outputs) == 1
+
+
+@pytest.mark.parametrize("dtype", ["bool", "int8", "int32"])
+def test_size_one_legs_keep_the_cores_dtype_on_torch(dtype):
+    """A tntorch-style TT (boundary legs of size 1) of bool cores gave int64 counts (4 for True)
+    and of int8 / int32 cores failed with "both inputs should have same dtype": the size-1 legs
+    were summed, and torch's sum widens bool and small integers to int64."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    shapes = [(1, 2, 2), (2, 2, 2), (2, 2, 1)]
+    cores = [(rng.random(s) < 0.6) if dtype == "bool" else rng.integers(-3, 4, s).astype(dtype) for s in shapes]
+    want = np.einsum("xaA,AbB,Bcy->abc", *cores)
+    net = tnmars.Network.from_cores("xaA,AbB,Bcy->abc", [torch.from_numpy(np.ascontiguousarray(c)) for c in cores])
+    got = net.to_tensor()
+    assert str(got.dtype).replace("torch.", "") == str(want.dtype)
+    np.testing.assert_array_equal(got.numpy(), want)

@@ -838,3 +838,16 @@ def test_an_optimizer_object_or_explicit_path_is_a_warning_not_a_silent_auto(tmp
     back = tnmars.load(path)
     assert back.optimize == "auto"
     np.testing.assert_allclose(back.to_tensor(), net.to_tensor())
+
+
+def test_load_reads_a_dtype_as_tnmars_names_it_on_every_backend(tmp_path):
+    """``load(path, dtype="float")`` on torch meant float32 (torch's reading) and skipped the
+    overflow check, which read it as float64: cores of 1e39 came back as inf. NumPy dtype objects
+    were refused by the torch backend ("unknown dtype")."""
+    torch = pytest.importorskip("torch")
+    big = Network.from_cores("ij,jk->ik", [torch.full((2, 2), 1e39, dtype=torch.float64)] * 2)
+    path = tnmars.save(big, tmp_path / "big.npz")
+    assert tnmars.load(path, dtype="float").dtype == "float64" == tnmars.load(path, dtype="float", backend="numpy").dtype
+    for narrow in ("float32", np.float32, torch.float32):
+        with pytest.raises(ValueError, match="overflows"):
+            tnmars.load(path, dtype=narrow)

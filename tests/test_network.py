@@ -609,3 +609,24 @@ def test_random_core_options_with_given_cores_are_refused(option):
         Network("aA,Ab->ab", cores=cores, **option)
     assert Network("aA,Ab->ab", cores=cores).dtype == "float64"
     assert Network("aA,Ab->ab", cores=cores, dtype=np.float64).dtype == "float64"  # the default, spelled otherwise
+
+
+def test_to_another_framework_copies_the_cores():
+    """``net.to("torch")`` of a NumPy network (and ``to("numpy")`` of a torch one) shared memory
+    (``torch.as_tensor`` / ``Tensor.numpy``): training the torch copy rewrote the NumPy fit
+    result, and a NumPy snapshot of a torch network followed later steps. A negative-stride
+    NumPy core could not move to torch at all."""
+    torch = pytest.importorskip("torch")
+    n = Network.tt((3, 4, 5), 2, seed=0)
+    ref = n.to_tensor().copy()
+    t = n.to("torch")
+    with torch.no_grad():
+        t.cores[0].mul_(2.0)
+    np.testing.assert_array_equal(n.to_tensor(), ref)
+    snap = t.to("numpy")
+    before = snap.to_tensor().copy()
+    with torch.no_grad():
+        t.cores[1].mul_(3.0)
+    np.testing.assert_array_equal(snap.to_tensor(), before)
+    flipped = Network.from_cores("ij,jk->ik", [np.arange(6.0).reshape(3, 2)[::-1], np.ones((2, 4))])
+    np.testing.assert_array_equal(flipped.to("torch").to_tensor().numpy(), flipped.to_tensor())

@@ -591,7 +591,10 @@ def execute(plan: Plan, operands: Sequence[Any], backend: Backend) -> Any:
     for k, (x, squeeze, axes) in enumerate(zip(operands, plan.squeezes, plan.presums)):
         if squeeze is not None:
             x = backend.reshape(x, squeeze)
-        slots[k] = backend.sum(x, axes) if axes else x
+        if axes and all(x.shape[a] == 1 for a in axes):  # size-1 legs (TT boundary ranks): a reshape, exact
+            slots[k] = backend.reshape(x, [n for a, n in enumerate(x.shape) if a not in axes])  # in every dtype
+        else:  # (torch's sum makes bool and small integers int64)
+            slots[k] = backend.sum(x, axes) if axes else x
     fused = backend.fused_tensordot
     for step in plan.steps:
         a = slots[step.slot_a]

@@ -491,7 +491,9 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
             warnings.warn(f"{where} was saved on device {device!r}, which is not available; loading on the CPU",
                           stacklevel=4)
             device = None
-    converted = [be.asarray(c, dtype=dtype, device=device) for c in cores]
+    # the dtype as tnmars names it everywhere ("float" is float64: torch alone reads it as float32, and the
+    # narrowing check below then never ran; numpy / torch dtype objects for the other backend were refused)
+    converted = [be.asarray(c, dtype=None if dtype is None else _dtype_name(dtype), device=device) for c in cores]
     if dtype is not None and narrows(_dtype_name(dtype), meta["dtype"]):  # a narrower dtype may not hold the
         check_narrowing(cores, get_backend("numpy"), converted, be, _dtype_name(dtype))  # saved (finite) cores
     try:

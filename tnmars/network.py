@@ -753,8 +753,10 @@ class Network:
             if device is None and self._backend.name != "numpy":
                 device = self.device
             cores = [target.asarray(c, dtype=dtype, device=device) for c in self._cores]
-        else:
-            cores = [target.asarray(self._backend.to_numpy(c), dtype=dtype, device=device) for c in self._cores]
+        else:  # another framework: a copy (NumPy <-> torch CPU conversions share memory, and then a training
+            # step on one side rewrote the other; np.array also makes negative-stride views contiguous)
+            cores = [target.asarray(np.array(self._backend.to_numpy(c), copy=True), dtype=dtype, device=device)
+                     for c in self._cores]
         if narrows(dtype, self.dtype):
             check_narrowing(self._cores, self._backend, cores, target, dtype)
         return self.with_cores(cores)  # keeps .labels
@@ -1097,7 +1099,9 @@ def check_dtype_conversion(target: str, source: str) -> None:
     cores to a dtype that holds no numbers (``object``, dates, strings). Names only torch knows
     (``float8_e4m3fn``) are left for the backend to accept or refuse."""
     def kind(name: str) -> str:
-        return "f" if name == "bfloat16" else np.dtype(name).kind if _numpy_dtype(name) else "?"
+        if name.startswith(("bfloat", "float")):  # (ml_dtypes registers float8 types with NumPy as kind "V")
+            return "f"
+        return np.dtype(name).kind if _numpy_dtype(name) else "?"
     if kind(target) in "OMmSUV":
         raise TypeError(f"dtype {target!r} holds no numbers: tensor cores need a floating, complex or integer dtype")
     if kind(target) in "biu" and kind(source) in "fc":
