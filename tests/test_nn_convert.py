@@ -499,3 +499,36 @@ def test_from_embedding_says_which_lookup_options_it_cannot_carry_over():
         warnings.simplefilter("always")
         tnn.tensorize(nn.Sequential(nn.Embedding(7, 3, sparse=True), nn.Linear(3, 3)), progress=False)
     assert not any("not carried over" in str(w.message) for w in caught)
+
+
+def test_tensorize_moves_a_layers_hooks_to_its_replacement():
+    """Forward hooks (feature capture) and pre-hooks (input scaling) of converted layers were
+    dropped silently: outputs changed even at full rank and captured features stopped."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    feats = []
+    model[0].register_forward_hook(lambda m, i, o: feats.append(o))
+    model[2].register_forward_pre_hook(lambda m, i: (i[0] * 0.5,))
+    x = torch.randn(3, 16)
+    ref = model(x)
+    with pytest.warns(UserWarning, match=r"moved the forward / backward hooks of '0', '2'"):
+        small = tnn.tensorize(model, rank="full", progress=False)
+    seen = len(feats)
+    torch.testing.assert_close(small(x), ref, rtol=1e-5, atol=1e-6)
+    assert len(feats) == seen + 1 and feats[-1].shape == (3, 16)
+
+
+def test_tensorize_refuses_layers_with_old_style_reparametrisation_hooks():
+    """``nn.utils.spectral_norm`` recomputes ``weight`` in a pre-hook: after ``load_state_dict``
+    the stored weight is stale, and converting it gave a wrong model at full rank; copying such
+    a model raised torch's deepcopy error, which did not say why."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.utils.spectral_norm(nn.Linear(16, 16)), nn.ReLU(), nn.Linear(16, 4))
+    model(torch.randn(2, 16))
+    with pytest.raises(ValueError, match=r"'0' \(spectral_norm\).*remove_spectral_norm"):
+        tnn.tensorize(model, rank="full", progress=False)
+    with pytest.warns(UserWarning, match=r"left these layers dense: 0: its weight is recomputed .* spectral_norm"):
+        small = tnn.tensorize(model, rank="full", progress=False, inplace=True)
+    assert isinstance(small[0], nn.Linear) and isinstance(small[2], TensorizedLinear)
+    with pytest.raises(ValueError, match="cannot convert '0'.*spectral_norm"):
+        tnn.tensorize(nn.Sequential(nn.utils.spectral_norm(nn.Linear(8, 8))), ["0"], rank="full", inplace=True)

@@ -790,3 +790,13 @@ def test_a_tensor_ring_layer_reads_its_ranks_as_network_tr_does():
     layer = TensorizedLinear(12, 20, format="tr", rank=[1, 2, 3], in_shape=(2, 2, 3), out_shape=(2, 2, 5))
     assert tuple(layer.max_ranks.values()) == (1, 2, 3)
     assert [c.shape[0] for c in layer.cores] == [1, 2, 3] and [c.shape[-1] for c in layer.cores] == [2, 3, 1]
+
+
+def test_a_min_rank_that_covers_a_bond_says_that_mars_cannot_select_there():
+    """``min_rank`` at least a bond's size kept every index there whatever the masks learnt:
+    MARS was on and could remove nothing, silently."""
+    with pytest.warns(UserWarning, match=r"min_rank=8 is at least the size of bond\(s\) \['A'\] \(4\).*cannot remove"):
+        TensorizedLinear(64, 64, rank=4, min_rank=8, in_shape=(8, 8), out_shape=(8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TensorizedLinear(64, 64, rank=4, min_rank=2, in_shape=(8, 8), out_shape=(8, 8))

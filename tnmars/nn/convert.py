@@ -746,7 +746,16 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             raise ValueError(f"no modules named {sorted(missing)} in the model")
     if budget is not None and rank is not None:
         raise ValueError("give rank= or budget=, not both: a budget chooses every layer's rank")
-    new = model if inplace else copy.deepcopy(model)
+    try:
+        new = model if inplace else copy.deepcopy(model)
+    except RuntimeError as err:  # torch cannot deep-copy the computed weights of old-style reparametrisations
+        hooked = [f"{name!r} ({kind})" for name, m in model.named_modules() if (kind := _reparametrised(m))]
+        if not hooked:
+            raise
+        raise ValueError(f"tensorize copies the model (inplace=False), and torch cannot deep-copy the layers "
+                         f"{', '.join(hooked)}, whose weight an old-style torch.nn.utils hook recomputes: remove those "
+                         "hooks first (torch.nn.utils.remove_spectral_norm / remove_weight_norm / prune.remove), or "
+                         "use torch.nn.utils.parametrizations") from err
     targets = [(name, module) for name, module in list(new.named_modules())
                if name and _wanted(name, module, filter, named)]
     refused = [(name, module) for name, module in targets if not _would_convert(module, linear, conv, embedding)]
@@ -766,6 +775,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     targets = [(name, module) for name, module in targets if name not in tied]
     errors: dict[str, float] = {}
     converted: dict[int, nn.Module] = {}
+    hooked: list[str] = []
     ranks = {}
     if budget is not None:
         ranks = _budget_ranks(targets, budget, lambda m, r: _convert(m, linear, conv, embedding, r, options, progress),
@@ -778,6 +788,15 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
               disable=not progress_enabled(progress)) as bar:
         for name, module in bar:
             bar.set_postfix_str(name, refresh=False)
+            reparam = _reparametrised(module)
+            if reparam:  # its weight is recomputed by a hook from other tensors: the stored one may be stale
+                why = (f"its weight is recomputed at each forward by a {reparam} hook (torch.nn.utils' old-style "
+                       "reparametrisation), so the stored weight may be stale and the hook would be lost; remove "
+                       f"it first (torch.nn.utils.remove_{reparam}) to convert the layer")
+                if named is not None:
+                    raise ValueError(f"tensorize cannot convert {name!r}: {why}")
+                skipped.append(f"{name}: {why}")
+                continue
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
@@ -804,10 +823,16 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                 continue
             errors[name] = replacement.conversion_error = math.sqrt(weight_error(module, replacement))
             converted[id(module)] = replacement
+            if _carry_hooks(module, replacement):
+                hooked.append(name)
     # under every name of each converted module: a layer shared by two names stays shared
     replace_modules(new, lambda name, m: converted.get(id(m)))
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
+    if hooked:
+        warnings.warn("tensorize moved the forward / backward hooks of " + ", ".join(map(repr, hooked))
+                      + " to their tensorized layers (they were dropped before); a hook that reads attributes of "
+                      "the dense layer other than weight / bias may not find them there", UserWarning, stacklevel=2)
     if not converted:  # the model comes back unchanged: not silently
         kinds = [f"nn.{t.__name__}" for t, fmt in zip(_CONVERTIBLE, (linear, conv, embedding)) if fmt is not None]
         why = ("every layer it met was left dense (see the warning above)" if skipped else
@@ -823,6 +848,40 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             "function. Fine-tune it (MarsLoss) to recover, or give rank='full' for an exact conversion; each new "
             "layer's error is in its conversion_error attribute", UserWarning, stacklevel=2)
     return new
+
+
+#: the hook tables of ``nn.Module`` that :func:`tensorize` moves to a layer's replacement
+_HOOK_TABLES = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+                "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _carry_hooks(old: nn.Module, new: nn.Module) -> bool:
+    """Give ``new`` the hooks registered on ``old`` (feature capture, input scaling, gradient
+    hooks): without them a converted model silently computed something else, or stopped
+    reporting, even at full rank. Whether any hook was there."""
+    moved = False
+    for table in _HOOK_TABLES:
+        hooks = getattr(old, table, None)
+        if hooks:
+            getattr(new, table).update(hooks)
+            moved = True
+    if moved and getattr(old, "_is_full_backward_hook", None) is not None:
+        new._is_full_backward_hook = old._is_full_backward_hook
+    return moved
+
+
+def _reparametrised(module: nn.Module) -> str | None:
+    """The old-style ``torch.nn.utils`` reparametrisation whose forward pre-hook recomputes
+    ``module.weight`` (``spectral_norm``, ``weight_norm``, ``prune``), or None."""
+    for hook in getattr(module, "_forward_pre_hooks", {}).values():
+        kind = type(hook).__name__
+        if kind == "SpectralNorm":
+            return "spectral_norm"
+        if kind == "WeightNorm":
+            return "weight_norm"
+        if "Pruning" in kind or "PruningContainer" in kind:
+            return "prune"
+    return None
 
 
 def _tied_parameters(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, str]:

@@ -323,6 +323,11 @@ class BondMasks(nn.Module):
         self.sizes = tuple(int(n) for n in sizes.values())
         if any(n < 1 for n in self.sizes):
             raise ValueError(f"every mask needs at least one entry; got sizes {dict(sizes)}")
+        fixed = [b for b, n in zip(self.bonds, self.sizes) if 1 < n <= self.min_rank]
+        if fixed:  # MARS would be on and select nothing there, silently
+            _warn_user(f"min_rank={self.min_rank} is at least the size of bond(s) {fixed} "
+                       f"({', '.join(str(n) for b, n in zip(self.bonds, self.sizes) if b in fixed)}): MARS cannot "
+                       "remove any index there; lower min_rank or start from larger ranks", UserWarning)
         # drawn on the CPU (the generator's device), so a seed gives the same logits on every device
         start = self.alpha + 0.01 * torch.randn(sum(self.sizes), generator=generator)
         self.logits = nn.Parameter(start if device is None else start.to(device))
