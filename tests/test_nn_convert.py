@@ -532,3 +532,15 @@ def test_tensorize_refuses_layers_with_old_style_reparametrisation_hooks():
     assert isinstance(small[0], nn.Linear) and isinstance(small[2], TensorizedLinear)
     with pytest.raises(ValueError, match="cannot convert '0'.*spectral_norm"):
         tnn.tensorize(nn.Sequential(nn.utils.spectral_norm(nn.Linear(8, 8))), ["0"], rank="full", inplace=True)
+
+
+def test_a_layer_shared_under_two_names_is_converted_when_either_is_named():
+    """``m[2] is m[4]``: naming ``"4"`` raised "no modules named ['4']" and a filter selecting
+    ``"4"`` converted nothing (the walk saw each module under its first name only)."""
+    shared = nn.Linear(16, 16)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), shared, nn.ReLU(), shared)
+    for chosen in (["4"], lambda name, module: name == "4"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = tnn.tensorize(model, chosen, rank=4, progress=False)
+        assert isinstance(out[2], TensorizedLinear) and out[2] is out[4] and isinstance(out[0], nn.Linear)

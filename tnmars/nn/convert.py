@@ -740,7 +740,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         if isinstance(filter, str):
             raise TypeError("filter must be a callable or an iterable of module names (a list, not a string)")
         named = set(filter)
-        known = {name for name, _ in model.named_modules()}
+        known = {name for name, _ in model.named_modules(remove_duplicate=False)}  # (every name of a shared layer)
         missing = named - known
         if missing:
             raise ValueError(f"no modules named {sorted(missing)} in the model")
@@ -756,8 +756,11 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                          f"{', '.join(hooked)}, whose weight an old-style torch.nn.utils hook recomputes: remove those "
                          "hooks first (torch.nn.utils.remove_spectral_norm / remove_weight_norm / prune.remove), or "
                          "use torch.nn.utils.parametrizations") from err
+    aliases: dict[int, list[str]] = {}  # a layer shared under several names: wanted under any of them
+    for alias, module in new.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(module), []).append(alias)
     targets = [(name, module) for name, module in list(new.named_modules())
-               if name and _wanted(name, module, filter, named)]
+               if name and any(_wanted(a, module, filter, named) for a in aliases.get(id(module), [name]) if a)]
     refused = [(name, module) for name, module in targets if not _would_convert(module, linear, conv, embedding)]
     if named is not None and refused:
         raise ValueError("tensorize cannot convert " + "; ".join(
