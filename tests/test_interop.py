@@ -302,3 +302,12 @@ def test_cp_weights_are_folded_in_exactly_complex_ones_included(weights):
     cores = Network.from_tensorly(CPTensor((w, [torch.tensor(f, dtype=torch.float32) for f in factors])))
     assert cores.dtype == ("complex64" if np.iscomplexobj(weights) else "float32")
     np.testing.assert_allclose(cores.to_tensor().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_cp_float_weights_on_integer_factors_give_a_float_network():
+    """Float weights were cast to integer factors' dtype: 0.5 became 0 and 2.5 became 2, silently."""
+    factors = [np.array([[1, 0], [0, 1], [1, 1]]), np.array([[1, 2], [3, 4]])]
+    weights = np.array([0.5, 2.5])
+    net = Network.from_tensorly(CPTensor((weights, factors)))
+    assert net.dtype == "float64"
+    np.testing.assert_allclose(net.to_tensor(), np.einsum("ar,br,r->ab", *factors, weights))

@@ -1115,3 +1115,25 @@ def test_training_with_the_masks_in_eval_mode_warns_once():
     opt_loss.optimizer(lr=1e-2)
     with pytest.warns(RuntimeWarning, match="in eval mode"):  # the optimizer-carried prior as well
         opt_loss(model(x), y).backward()
+
+
+def test_sgd_with_momentum_is_not_fused_by_default_so_a_skipped_first_step_is_harmless():
+    """``MarsLoss.optimizer(torch.optim.SGD, momentum=0.9)`` turned on PyTorch's fused SGD, whose
+    momentum buffer stays uninitialised when GradScaler skips the first step: the next step wrote
+    ~1e34 into the weights and the loss became NaN, silently."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 16), torch.randint(0, 8, (64,))
+    model = nn.Sequential(TensorizedLinear(16, 8, rank=4, in_shape=(4, 4), out_shape=(2, 4)))
+    loss_fn = MarsLoss(model, num_train=64)
+    opt = loss_fn.optimizer(torch.optim.SGD, lr=1e-2, momentum=0.9)
+    assert not opt.param_groups[0].get("fused")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 24)  # the first steps overflow in float16 and are skipped
+    for _ in range(10):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    assert torch.isfinite(loss) and max(float(p.abs().max()) for p in model.parameters()) < 100
+    assert MarsLoss(model, 64).optimizer(torch.optim.SGD, lr=1e-2).param_groups[0].get("fused")  # no momentum: fused

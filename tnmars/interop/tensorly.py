@@ -90,9 +90,10 @@ def from_tensorly(obj: Any) -> Network:
         if weights is not None:
             rank = _shape(factors[0])[1]
             weights = be.asarray(weights)
-            if _is_complex(be.dtype_name(weights)) and not _is_complex(be.dtype_name(factors[0])):
-                # complex weights on real factors: every factor takes the complex dtype (a cast of the
-                # weights to the factors' dtype dropped their imaginary parts, with only NumPy's warning)
+            if _kind_rank(be.dtype_name(weights)) > _kind_rank(be.dtype_name(factors[0])):
+                # weights of a wider kind (complex on real factors, floats on integer ones): every factor
+                # takes the common dtype (a cast of the weights to the factors' dtype dropped imaginary
+                # parts with only NumPy's warning, and truncated 0.5 to 0 without one)
                 factors, _ = _common_dtype([*factors, weights], be)
                 weights = factors.pop()
             factors[0] = factors[0] * be.reshape(be.asarray(weights, dtype=be.dtype_name(factors[0])), (1, rank))
@@ -118,8 +119,13 @@ def from_tensorly(obj: Any) -> Network:
     )
 
 
-def _is_complex(dtype_name: str) -> bool:
-    return dtype_name.startswith("complex")
+def _kind_rank(dtype_name: str) -> int:
+    """0 bool, 1 integer, 2 real floating, 3 complex: which kind can hold which."""
+    if dtype_name.startswith("complex"):
+        return 3
+    if dtype_name.startswith(("float", "bfloat")):
+        return 2
+    return 0 if dtype_name == "bool" else 1
 
 
 def _from_chain(factors: list[Any], width: int, what: str) -> Network:

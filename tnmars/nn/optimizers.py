@@ -242,4 +242,8 @@ def fused_by_default(optimizer_class: type, options: dict[str, Any], params: Seq
         return False
     if any(options.get(k) is not None for k in ("fused", "foreach")) or options.get("differentiable"):
         return False
+    if issubclass(optimizer_class, torch.optim.SGD) and options.get("momentum", 0):
+        # PyTorch's fused SGD leaves the momentum buffer uninitialised when the first step is skipped
+        # (GradScaler found an inf): the next step wrote ~1e34 into the weights (torch 2.13, CPU)
+        return False
     return all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in params)

@@ -379,7 +379,8 @@ class MarsLoss(nn.Module):
         it; every parameter is then in one parameter group, and unless ``options`` choose an
         implementation (``fused``, ``foreach``) the optimizer runs its fused kernel where PyTorch
         has one (Adam, SGD, Adagrad; real floating parameters on CPU or CUDA): one call updates
-        the whole model instead of about ten small ops per parameter.
+        the whole model instead of about ten small ops per parameter. Not SGD with momentum:
+        PyTorch's fused SGD corrupts the weights after a first step that ``GradScaler`` skips.
 
         The prior keeps the weight it would have in the loss. The loss adds a zero scalar that
         the optimizer holds; its gradient after the backward calls is the loss's total weight in
