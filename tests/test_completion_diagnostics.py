@@ -259,3 +259,20 @@ def test_the_refits_report_progress_and_a_callback_stop_skips_only_them():
         result = tnmars.fit(data, "tt", observed=observed, seed=0, progress=False, callback=stop_in_checks)
     assert phases.count("checks") == 1 and phases.index("checks") == len(phases) - 1
     assert result.diagnostics == [] and not result.interrupted and result.ranks == (2, 2)  # the fit itself is whole
+
+
+@pytest.mark.parametrize("fmt, truth", [("tucker", lambda: tnmars.Network.tucker((12, 10, 12), (2, 2, 2), seed=3)),
+                                        ("tt", lambda: tnmars.Network.tt((12, 10, 12), (2, 2), seed=3))])
+def test_observations_in_unconnected_blocks_are_flagged(fmt, truth):
+    """Sensors 0-5 observed in one period, 6-11 in another: half the entries observed, every
+    slice well covered, the observed entries fitted exactly, and the completion between the
+    blocks about zero (held-out error 1) without any diagnostic or warning."""
+    x = truth().to_tensor()
+    m = np.zeros(x.shape, bool)
+    m[:6, :, :6] = True
+    m[6:, :, 6:] = True
+    with pytest.warns(RuntimeWarning, match=r"unconnected observations: .*modes 0 and 2 \(2 blocks\)"):
+        res = tnmars.fit(x, fmt, max_rank=4, observed=m, seed=0, progress=False)
+    assert any(d.startswith("unconnected observations") for d in res.diagnostics)
+    m[0, :, 11] = True  # one column of entries across the blocks: connected
+    assert tnmars.fitting.diagnostics.disconnected_modes(m) == []

@@ -111,6 +111,40 @@ def extrapolation_ratio(estimate: np.ndarray, data: np.ndarray, observed: np.nda
     return unseen / seen
 
 
+def disconnected_modes(observed: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(p, q, blocks)`` for every pair of modes whose observed index pairs ``(i_p, i_q)`` split
+    into ``blocks`` > 1 groups that share no index (e.g. sensors 0-5 observed in one period only,
+    6-11 in another). Every entry of a tensor network is a product in which the slices of modes
+    ``p`` and ``q`` enter once each, so scaling one group's slices of mode ``p`` by ``s`` and its
+    partners' of mode ``q`` by ``1 / s`` leaves every observed entry unchanged and moves the
+    entries between the groups: the data do not determine them, whatever the slice counts.
+
+    >>> m = np.zeros((4, 3, 4), bool); m[:2, :, :2] = True; m[2:, :, 2:] = True
+    >>> disconnected_modes(m)
+    [(0, 2, 2)]
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    observed = np.asarray(observed, dtype=bool)
+    d = observed.ndim
+    found = []
+    for p in range(d):
+        for q in range(p + 1, d):
+            pairs = observed.any(axis=tuple(k for k in range(d) if k not in (p, q)))  # (n_p, n_q)
+            rows, cols = np.nonzero(pairs)
+            if rows.size == 0:
+                continue
+            used_r, r = np.unique(rows, return_inverse=True)  # (indices never observed: the slice check's)
+            used_c, c = np.unique(cols, return_inverse=True)
+            n = len(used_r) + len(used_c)
+            graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c + len(used_r))), shape=(n, n))
+            blocks, _ = connected_components(graph, directed=False)
+            if blocks > 1:
+                found.append((p, q, int(blocks)))
+    return found
+
+
 def completion_diagnostics(network: Network, observed: np.ndarray, estimate: np.ndarray,
                            data: np.ndarray) -> list[str]:
     """Messages about a completion the observed entries do not determine (see the module).
@@ -126,6 +160,14 @@ def completion_diagnostics(network: Network, observed: np.ndarray, estimate: np.
             "under-determined slices: " + "; ".join(parts) + ". With the other cores fixed, such a slice is not "
             "determined by the data, nor are the completion's values on its unobserved entries. Observe more "
             "entries there, or lower the ranks (max_rank).")
+    split = disconnected_modes(observed)
+    if split:
+        parts = [f"modes {p} and {q} ({k} blocks)" for p, q, k in split]
+        messages.append(
+            "unconnected observations: the observed entries of " + ", ".join(parts) + " split into blocks of "
+            "indices that are never observed together, so the completion's values between the blocks are not "
+            "determined by the data (a scale can move between them without changing any observed entry), "
+            "however many entries each slice has. Observe some entries across the blocks.")
     ratio = extrapolation_ratio(estimate, data, observed)
     if ratio > EXTRAPOLATION_LIMIT:
         messages.append(
