@@ -1137,3 +1137,24 @@ def test_sgd_with_momentum_is_not_fused_by_default_so_a_skipped_first_step_is_ha
         scaler.update()
     assert torch.isfinite(loss) and max(float(p.abs().max()) for p in model.parameters()) < 100
     assert MarsLoss(model, 64).optimizer(torch.optim.SGD, lr=1e-2).param_groups[0].get("fused")  # no momentum: fused
+
+
+def test_a_warmup_set_directly_freezes_the_logits_as_set_warmup_does():
+    """``layer.warmup = True`` (documented as the warm-up switch) left the logits training on the
+    prior's push alone: 200 Adam steps took them from +3 to -3 and every bond ended at min_rank."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 16), torch.randint(0, 8, (64,))
+    model = nn.Sequential(TensorizedLinear(16, 8, rank=4, in_shape=(4, 4), out_shape=(2, 4)))
+    loss_fn = MarsLoss(model, num_train=1000)
+    opt = loss_fn.optimizer(lr=3e-2)
+    start = model[0].masks.logits.detach().clone()
+    model[0].warmup = True
+    assert not model[0].masks.logits.requires_grad
+    for _ in range(50):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    model[0].warmup = False
+    assert model[0].masks.logits.requires_grad and torch.equal(model[0].masks.logits.detach(), start)
+    tnn.set_warmup(model, True, freeze_logits=False)  # the option to keep them training stays
+    assert model[0].warmup and model[0].masks.logits.requires_grad

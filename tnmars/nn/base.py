@@ -117,6 +117,27 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
+def _get_warmup(module: nn.Module) -> bool:
+    state = module.__dict__
+    return state["_warmup"] if "_warmup" in state else state.get("warmup", False)  # (pickled before: "warmup")
+
+
+def _set_warmup(module: nn.Module, value: bool) -> None:
+    value = bool(value)
+    module.__dict__["_warmup"] = value
+    module.__dict__.pop("warmup", None)
+    masks = module._modules.get("masks")
+    if masks is not None:  # frozen in warm-up: their only gradient there is the prior's push, which would close
+        for p in masks.parameters():  # every mask before the masks are ever applied
+            p.requires_grad_(not value)
+
+
+#: ``module.warmup``: True while the masks are not applied (the paper's optional warm-up). Setting
+#: it freezes the mask logits (and unfreezes them when it ends), however it is set: set directly,
+#: the prior alone moved them, closing every mask during a warm-up
+WARMUP = property(_get_warmup, _set_warmup)
+
+
 def core_list(cores: nn.ParameterList) -> list[torch.Tensor]:
     """The parameters of a ``ParameterList`` as a list, without its per-item indexing (which costs
     more than a small contraction step at batch 1)."""
@@ -514,7 +535,8 @@ class TensorizedLayer(nn.Module):
     * ``cores``: ``nn.ParameterList`` of the network's cores (the Gaussian prior's target);
     * ``masks``: a :class:`BondMasks` (``None`` with ``mars=False``);
     * ``mode``: ``"auto"`` (cheaper path per batch shape), ``"weight"`` or ``"cores"``;
-    * ``warmup``: when True the masks are not applied (the paper's optional warm-up);
+    * ``warmup``: when True the masks are not applied (the paper's optional warm-up), and their
+      logits are frozen (:func:`~tnmars.nn.set_warmup` can leave them training);
     * ``skip_closed``: slice the indices whose mask is exactly 0 out of the cores before each
       forward (:meth:`BondMasks.fold`): the same function and gradients at the ranks in use,
       so a MARS layer trains and infers at about the cost of its current ranks rather than
@@ -528,6 +550,7 @@ class TensorizedLayer(nn.Module):
     spec: str
     dims: dict[str, int]
     skip_closed: bool | None = None
+    warmup = WARMUP
 
     def _setup(self, network: Network, *, mars: bool | str, pi: float, alpha: float,
                temperature: float, min_rank: int, mode: str) -> None:

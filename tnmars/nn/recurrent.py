@@ -60,7 +60,7 @@ from .._checks import positive_int
 from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
-from .base import NetworkMatmul, first_indices, fold_masks, pruned_parameters, warn_user
+from .base import WARMUP, NetworkMatmul, first_indices, fold_masks, pruned_parameters, warn_user
 from .layers import prime_factors
 from .masks import BondMasks, resolve_preset
 from .program import is_recording
@@ -180,6 +180,8 @@ class TTRecurrentMatrix(nn.Module):
     True
     """
 
+    warmup = WARMUP  # (see tnmars.nn.base.WARMUP)
+
     def __init__(
         self,
         size: int,
@@ -281,7 +283,7 @@ class TTRecurrentMatrix(nn.Module):
     def current_masks(self) -> dict[str, torch.Tensor] | None:
         """Masks for one forward pass: a hard-concrete sample in train mode, MAP in eval mode;
         none during a warm-up (:func:`tnmars.nn.set_warmup`)."""
-        if self.masks is None or self.__dict__.get("warmup", False):
+        if self.masks is None or self.warmup:
             return None
         return self.masks()
 

@@ -513,10 +513,10 @@ def set_warmup(model: nn.Module, warmup: bool, *, freeze_logits: bool = True) ->
     warm-up would otherwise close every mask before the masks are ever applied.
     """
     for _, layer in _mars_modules_or_warn(model, "set_warmup"):
-        layer.warmup = bool(warmup)
-        if freeze_logits or not warmup:
+        layer.warmup = bool(warmup)  # (freezes the logits in warm-up, unfreezes them after)
+        if warmup and not freeze_logits:
             for p in layer.masks.parameters():
-                p.requires_grad_(not warmup)
+                p.requires_grad_(True)
 
 
 def _annealing(start: float, end: float) -> tuple[float, float]:
