@@ -891,8 +891,9 @@ def test_setters_warn_on_a_model_with_nothing_to_set_and_reach_the_recurrent_tt_
                           (tnn.set_warmup, True)):
         with pytest.warns(UserWarning, match=f"{setter.__name__}: the model has no tensorized layer"):
             setter(nn.Sequential(nn.Linear(3, 3)), value)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # tensorized layers without masks can get them later: no warning
+    # tensorized layers without masks: nothing is set either (masks switched on later get their own
+    # temperature), which is said too
+    with pytest.warns(UserWarning, match="set_temperature: no layer of the model has MARS masks now"):
         tnn.set_temperature(nn.Sequential(TensorizedLinear(16, 12, rank=3, mars=False)), 0.5)
     rnn = tnn.TanhRNN(3, 64, lam=0.9, recurrent="tt")
     tnn.set_alpha(rnn, 5.0)
@@ -1158,3 +1159,14 @@ def test_a_warmup_set_directly_freezes_the_logits_as_set_warmup_does():
     assert model[0].masks.logits.requires_grad and torch.equal(model[0].masks.logits.detach(), start)
     tnn.set_warmup(model, True, freeze_logits=False)  # the option to keep them training stays
     assert model[0].warmup and model[0].masks.logits.requires_grad
+
+
+def test_setters_on_a_tensorized_model_without_masks_say_that_nothing_changed():
+    """A model of ``mars=False`` (or compressed) layers counted as "could carry masks": the
+    setters and the temperature schedule changed nothing, silently."""
+    model = nn.Sequential(TensorizedLinear(16, 8, rank=4, in_shape=(4, 4), out_shape=(2, 4), mars=False))
+    for setter, value in ((tnn.set_alpha, -1.5), (tnn.set_temperature, 0.05), (tnn.set_warmup, True), (tnn.set_pi, 0.1)):
+        with pytest.warns(UserWarning, match="no layer of the model has MARS masks now.*nothing was changed"):
+            setter(model, value)
+    with pytest.warns(UserWarning, match="MarsTemperature: no layer of the model has MARS masks now"):
+        tnn.MarsTemperature(model)

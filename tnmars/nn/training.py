@@ -77,8 +77,12 @@ def _mars_modules_or_warn(model: nn.Module, who: str) -> list[tuple[str, nn.Modu
     """:func:`mars_modules` for a setter, which warns when there is none: most likely the dense
     model was passed instead of its tensorized copy, and the call would change nothing."""
     found = list(mars_modules(model))
-    if not found and not any(_may_carry_masks(m) for m in _unwrap(model).modules()):
-        _warn_no_mars_modules(who, "nothing was changed")
+    if not found:
+        if any(_may_carry_masks(m) for m in _unwrap(model).modules()):  # tensorized, but no masks now
+            warnings.warn(f"{who}: no layer of the model has MARS masks now (built with mars=False, compressed, or "
+                          "loaded with load_compressed), so nothing was changed", UserWarning, stacklevel=3)
+        else:
+            _warn_no_mars_modules(who, "nothing was changed")
     return found
 
 
@@ -559,6 +563,10 @@ class MarsTemperature:
         _apply_temperature(model, self.temperature)
         if not any(_may_carry_masks(m) for m in _unwrap(model).modules()):
             _warn_no_mars_modules("MarsTemperature", "the schedule has nothing to set")
+        elif not any(True for _ in mars_modules(model)):
+            warnings.warn("MarsTemperature: no layer of the model has MARS masks now (built with mars=False, "
+                          "compressed, or loaded with load_compressed): the schedule sets nothing until masks are "
+                          "switched on", UserWarning, stacklevel=2)
 
     @staticmethod
     def paper_decay(epochs: int, start: float = 0.1, end: float = 0.01) -> float:
