@@ -311,3 +311,21 @@ def test_cp_float_weights_on_integer_factors_give_a_float_network():
     net = Network.from_tensorly(CPTensor((weights, factors)))
     assert net.dtype == "float64"
     np.testing.assert_allclose(net.to_tensor(), np.einsum("ar,br,r->ab", *factors, weights))
+
+
+@pytest.mark.parametrize("rank", [4, 10])
+def test_tr_svd_start_takes_ranks_above_the_first_mode(rank):
+    """TR-SVD needs r_0 r_1 <= n_1; a rank above n_1 raised "rank[0] * rank[1] ... is larger than
+    first matricization dimension" although ranks are documented as clipped and padded (inside
+    fit the start silently fell back to a random one)."""
+    import warnings
+
+    from tnmars.interop import svd_init
+    x = np.random.default_rng(0).standard_normal((3, 4, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = svd_init("tr", x, rank)
+        smaller = svd_init("tr", x, 2)
+    assert net.ranks == (rank,) * 3
+    err = lambda n: np.linalg.norm(n.to_tensor() - x) / np.linalg.norm(x)  # noqa: E731
+    assert err(net) < err(smaller)

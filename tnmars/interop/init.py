@@ -119,6 +119,9 @@ def svd_init(
         d = x.ndim
         want = [tmpl.dims[term[-1]] for term in tmpl.inputs]  # want[k] joins core k and k+1; want[d-1] closes
         tl_ranks = [want[d - 1], *want[: d - 1], want[d - 1]]
+        # TR-SVD needs r_0 r_1 <= n_1: r_1 no larger than n_1 first, then r_0 lowered below (the
+        # slices it cannot fill are padded with small random values, as the docstring says)
+        tl_ranks[1] = min(tl_ranks[1], x.shape[0])
         while True:
             try:
                 tr = tensor_ring(x, rank=tl_ranks)
