@@ -507,15 +507,18 @@ def test_tensorize_moves_a_layers_hooks_to_its_replacement():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
     feats = []
-    model[0].register_forward_hook(lambda m, i, o: feats.append(o))
+    handle = model[0].register_forward_hook(lambda m, i, o: feats.append(o))
     model[2].register_forward_pre_hook(lambda m, i: (i[0] * 0.5,))
     x = torch.randn(3, 16)
     ref = model(x)
     with pytest.warns(UserWarning, match=r"moved the forward / backward hooks of '0', '2'"):
-        small = tnn.tensorize(model, rank="full", progress=False)
+        small = tnn.tensorize(model, rank="full", progress=False, inplace=True)
     seen = len(feats)
     torch.testing.assert_close(small(x), ref, rtol=1e-5, atol=1e-6)
     assert len(feats) == seen + 1 and feats[-1].shape == (3, 16)
+    handle.remove()  # the handle the user kept still removes the hook, now on the tensorized layer
+    small(x)
+    assert len(feats) == seen + 1
 
 
 def test_tensorize_refuses_layers_with_old_style_reparametrisation_hooks():

@@ -866,7 +866,11 @@ def _carry_hooks(old: nn.Module, new: nn.Module) -> bool:
     for table in _HOOK_TABLES:
         hooks = getattr(old, table, None)
         if hooks:
-            getattr(new, table).update(hooks)
+            mine = getattr(new, table)
+            if mine:
+                mine.update(hooks)
+            else:  # the same table object: the hooks' RemovableHandles (weak references to it) still remove them
+                object.__setattr__(new, table, hooks)
             moved = True
     if moved and getattr(old, "_is_full_backward_hook", None) is not None:
         new._is_full_backward_hook = old._is_full_backward_hook
