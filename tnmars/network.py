@@ -1098,16 +1098,14 @@ def check_dtype_conversion(target: str, source: str) -> None:
     cores to a real floating dtype (imaginary parts dropped), or any
     cores to a dtype that holds no numbers (``object``, dates, strings). Names only torch knows
     (``float8_e4m3fn``) are left for the backend to accept or refuse."""
-    def kind(name: str) -> str:
-        if name.startswith(("bfloat", "float")):  # (ml_dtypes registers float8 types with NumPy as kind "V")
-            return "f"
-        return np.dtype(name).kind if _numpy_dtype(name) else "?"
+    def kind(name: str) -> str:  # (float names NumPy does not know are floats; other unknown names "?")
+        return _dtype_kind(name) if name.startswith(("bfloat", "float")) or _numpy_dtype(name) else "?"
     if kind(target) in "OMmSUV":
         raise TypeError(f"dtype {target!r} holds no numbers: tensor cores need a floating, complex or integer dtype")
     if kind(target) in "biu" and kind(source) in "fc":
         raise TypeError(f"dtype {target!r} would truncate the {source} cores (to zeros where below 1 in magnitude); "
                         "choose a floating type such as 'float32' or 'float64'")
-    if kind(source) == "c" and (kind(target) == "f" or target.startswith("float")):  # (float8 names too)
+    if kind(source) == "c" and kind(target) == "f":  # (float8 names too)
         raise TypeError(f"dtype {target!r} would drop the imaginary parts of the {source} cores (NumPy only warns, "
                         "torch warns once); choose a complex dtype, or build a network from the cores' real parts")
 

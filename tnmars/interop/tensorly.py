@@ -28,7 +28,7 @@ from typing import Any
 
 from ..backends import Backend, infer_backend
 from ..contract import _common_dtype
-from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
+from ..network import Network, _dtype_kind, cp_spec, tr_spec, tt_spec, tucker_spec
 
 __all__ = ["from_tensorly", "to_tensorly", "topology"]
 
@@ -121,11 +121,7 @@ def from_tensorly(obj: Any) -> Network:
 
 def _kind_rank(dtype_name: str) -> int:
     """0 bool, 1 integer, 2 real floating, 3 complex: which kind can hold which."""
-    if dtype_name.startswith("complex"):
-        return 3
-    if dtype_name.startswith(("float", "bfloat")):
-        return 2
-    return 0 if dtype_name == "bool" else 1
+    return {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}.get(_dtype_kind(dtype_name), 2)
 
 
 def _from_chain(factors: list[Any], width: int, what: str) -> Network:
