@@ -313,6 +313,23 @@ def test_cp_float_weights_on_integer_factors_give_a_float_network():
     np.testing.assert_allclose(net.to_tensor(), np.einsum("ar,br,r->ab", *factors, weights))
 
 
+def test_factored_tensors_of_mixed_dtypes_give_the_tensor_tensorly_reconstructs():
+    """An integer Tucker core with float factors (or a float32 TT core next to float64 ones)
+    raised "cores have different dtypes": the network now takes their common dtype."""
+    import tensorly as tl
+    from tensorly.tt_tensor import TTTensor
+    from tensorly.tucker_tensor import TuckerTensor
+    rng = np.random.default_rng(2)
+    core, factors = np.arange(8).reshape(2, 2, 2), [rng.standard_normal((n, 2)) for n in (3, 4, 2)]
+    net = Network.from_tensorly(TuckerTensor((core, factors)))
+    assert net.dtype == "float64"
+    np.testing.assert_allclose(net.to_tensor(), tl.tucker_to_tensor((core, factors)), rtol=1e-12)
+    tt = [rng.standard_normal((1, 3, 2)).astype(np.float32), rng.standard_normal((2, 4, 1))]
+    net = Network.from_tensorly(TTTensor(tt))
+    assert net.dtype == "float64"
+    np.testing.assert_allclose(net.to_tensor(), tl.tt_to_tensor(tt), rtol=1e-6)
+
+
 @pytest.mark.parametrize("rank", [4, 10])
 def test_tr_svd_start_takes_ranks_above_the_first_mode(rank):
     """TR-SVD needs r_0 r_1 <= n_1; a rank above n_1 raised "rank[0] * rank[1] ... is larger than

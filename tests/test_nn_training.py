@@ -146,6 +146,10 @@ def test_temperature_schedules_and_setters():
     # the compressed paper schedule reaches the floor after 229/300 of the epochs
     decay = MarsTemperature.paper_decay(100)
     assert 0.1 * decay ** math.ceil(0.7637 * 100) <= 0.01 + 1e-12 < 0.1 * decay ** (0.7637 * 100 - 2)
+    # the default schedule is the reference's decay of 0.99 per call; decay= and steps= together are refused
+    assert MarsTemperature(model, 0.1, 0.01).step() == pytest.approx(0.099)
+    with pytest.raises(ValueError, match="not both"):
+        MarsTemperature(model, 0.1, 0.01, decay=0.5, steps=10)
     set_temperature(model, 0.3)
     set_pi(model, 0.2)
     assert {(m.masks.temperature, m.masks.pi) for _, m in tnn.mars_layers(model)} == {(0.3, 0.2)}

@@ -97,13 +97,13 @@ def from_tensorly(obj: Any) -> Network:
                 factors, _ = _common_dtype([*factors, weights], be)
                 weights = factors.pop()
             factors[0] = factors[0] * be.reshape(be.asarray(weights, dtype=be.dtype_name(factors[0])), (1, rank))
-        return Network(cp_spec(d), cores=factors)
+        return Network(cp_spec(d), cores=_one_dtype(factors))
     if isinstance(obj, TuckerTensor):
         core, factors = obj
         factors = list(factors)
         d = len(factors)
         _check_order(d, "Tucker tensor")
-        return Network(tucker_spec(d), cores=[core, *factors])
+        return Network(tucker_spec(d), cores=_one_dtype([core, *factors]))
     if isinstance(obj, TTMatrix):
         return _from_chain(list(obj), width=2, what="TT-matrix")
     if isinstance(obj, TTTensor):
@@ -112,7 +112,7 @@ def from_tensorly(obj: Any) -> Network:
         factors = list(obj)
         d = len(factors)
         _check_order(d, "TR tensor", 2)
-        return Network(tr_spec(d), cores=factors)
+        return Network(tr_spec(d), cores=_one_dtype(factors))
     raise TypeError(
         f"from_tensorly expects a tensorly CPTensor, TuckerTensor, TTTensor, TRTensor or TTMatrix; "
         f"got {type(obj).__name__}"
@@ -135,7 +135,17 @@ def _from_chain(factors: list[Any], width: int, what: str) -> Network:
     cores[0] = be.reshape(cores[0], first[1:] if d > 1 else first[1:-1])
     if d > 1:
         cores[-1] = be.reshape(cores[-1], last[:-1])
-    return Network(tt_spec(d, width), cores=cores)
+    return Network(tt_spec(d, width), cores=_one_dtype(cores))
+
+
+def _one_dtype(cores: list[Any]) -> list[Any]:
+    """The cores in their common dtype (an integer Tucker core with float factors, float32 and
+    float64 factors): the tensor tensorly reconstructs from them, which a Network of mixed
+    dtypes would refuse."""
+    be = infer_backend(cores)
+    if len({be.dtype_name(c) for c in cores}) > 1:
+        cores, _ = _common_dtype(cores, be)
+    return cores
 
 
 # -------------------------------------------------------------------------- tnmars -> tensorly

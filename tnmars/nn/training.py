@@ -535,8 +535,11 @@ class MarsTemperature:
     """Temperature schedule for every MARS layer of a model; call :meth:`step` once per epoch
     (or per step, for ``steps=`` schedules).
 
-    * ``decay=`` (the reference): ``T <- max(end, decay * T)`` per call, from ``start``;
+    * ``decay=`` (the reference; 0.99 unless given): ``T <- max(end, decay * T)`` per call,
+      from ``start``;
     * ``steps=``: exponential from ``start`` to ``end`` over ``steps`` calls, then ``end``.
+
+    Give one of the two: both at once is an error (one would be ignored).
 
     With fewer epochs than the paper's 300, :meth:`paper_decay` gives the per-epoch factor
     that reaches the floor at the same fraction of training (epoch 229 of 300).
@@ -545,16 +548,21 @@ class MarsTemperature:
     (0.99, 0.9044)
     """
 
-    def __init__(self, model: nn.Module, start: float = 0.1, end: float = 0.01, *, decay: float | None = 0.99,
+    def __init__(self, model: nn.Module, start: float = 0.1, end: float = 0.01, *, decay: float | None = None,
                  steps: int | None = None) -> None:
         self.model = model
         self.start, self.end = _annealing(start, end)
+        if steps is not None and decay is not None:
+            raise ValueError(f"MarsTemperature: give decay= (per call) or steps= (over a number of calls), not both; "
+                             f"got decay={decay!r} and steps={steps!r}, and one would be ignored")
         if steps is not None:
             self.schedule: mars.TemperatureSchedule | None = mars.TemperatureSchedule(self.start, self.end,
                                                                                      integer(steps, "steps"))
             self.decay = None
         else:
-            if decay is None or not 0 < decay <= 1:
+            if decay is None:
+                decay = 0.99
+            if not 0 < decay <= 1:
                 raise ValueError(f"decay must lie in (0, 1]; got {decay}")
             self.schedule = None
             self.decay = float(decay)
