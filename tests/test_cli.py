@@ -323,6 +323,30 @@ def test_info_says_what_the_digest_guarantees(tmp_path, monkeypatch):
     one_line_error(wrong, "HMAC mismatch")
 
 
+def test_info_prints_a_fit_results_diagnostics_and_names_a_zero_network(tmp_path, capsys):
+    """``info`` left out the warnings a fit saved with its result (only ``--json`` had them), and
+    a network with a bond of rank 0 (the zero tensor) printed "compression 11.20x"."""
+    import warnings
+
+    from tnmars.fitting import fit
+    x = Network.tucker((6, 7, 8), (2, 2, 2), seed=0).to_tensor()
+    observed = np.random.default_rng(0).random(x.shape) < 0.03
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit(x, "tucker", max_rank=4, observed=observed, progress=False)
+    assert result.diagnostics
+    assert main(["info", str(tnmars.save(result, tmp_path / "r.npz"))]) == 0
+    printed = capsys.readouterr().out
+    for message in result.diagnostics:
+        assert f"WARNING         {message}" in printed
+    zero = Network.tucker((6, 7, 8), (2, 2, 2), seed=0).prune({"A": [False, False]})
+    assert main(["info", str(tnmars.save(zero, tmp_path / "zero.npz"))]) == 0
+    printed = capsys.readouterr().out
+    assert "the zero tensor (bond A of rank 0)" in printed and "compression" not in printed.replace(
+        "not a compression", "")
+    assert "the zero tensor (bond A of rank 0), not a compression" in zero.summary()
+
+
 def test_huge_max_rank_is_clipped_not_a_memory_error(small):
     folder, _, _ = small
     proc = run("fit", str(folder / "small.npy"), "--format", "aA,AbB,Bc->abc", "--max-rank", str(10**12),

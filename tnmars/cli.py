@@ -320,8 +320,7 @@ def _report(result: Any, out: Any) -> None:
         line += f", {result.heldout_error:.4g} on held-out entries"
     print(line, file=out)
     net = result.network
-    print(f"  compression     {result.compression:.1f}x ({net.num_params:,} parameters for "
-          f"{net.dense_size:,} entries)", file=out)
+    print(f"  compression     {_compression(net)}", file=out)
     if result.interrupted:
         print("  interrupted     yes: the best state reached before Ctrl-C was kept", file=out)
 
@@ -477,8 +476,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  relative error  {result.relative_error:.4f} against the noisy data (the noise alone: {noise_floor:.4f})")
     print(f"  error vs truth  {truth_error:.4f} against the noiseless tensor")
     net = result.network
-    print(f"  compression     {result.compression:.1f}x ({net.num_params:,} parameters for "
-          f"{net.dense_size:,} entries)")
+    print(f"  compression     {_compression(net)}")
     if result.interrupted:
         print("  interrupted     yes: the best state reached before Ctrl-C was kept")
     how = [f"{result.steps_run} MARS relaxation steps"] if result.steps_run else []
@@ -502,8 +500,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compression(net: Any) -> str:
+    """``12.5x (432 parameters for 5,400 entries)``; a zero network says so."""
+    from .network import compression_text
+
+    text = compression_text(net)
+    if not text.startswith("compression "):
+        return f"none: {text}"
+    return f"{net.compression:.1f}x ({net.num_params:,} parameters for {net.dense_size:,} entries)"
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .io import KEY_ENV, _load
+    from .network import compression_text
 
     path = Path(args.file)
     if not path.exists():
@@ -528,7 +537,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"  shape           {_shape_text(net.shape)}")
     print(f"  bonds           {_fmt_ranks(list(net.bonds), net.ranks) or '(none)'}")
     print(f"  parameters      {net.num_params:,} for {net.dense_size:,} dense entries "
-          f"(compression {net.compression:.2f}x)")
+          f"({compression_text(net)})")
     if kind == "fit_result":
         bonds = getattr(obj, "bonds", tuple(net.bonds))
         max_ranks = getattr(obj, "max_ranks", None)
@@ -543,6 +552,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print("  settings        " + ", ".join(f"{k}={v}" for k, v in shown.items()))
         if getattr(obj, "interrupted", False):
             print("  interrupted     yes (Ctrl-C; the best state so far was kept)")
+        for message in getattr(obj, "diagnostics", None) or ():
+            print(f"  WARNING         {message}")
     return 0
 
 

@@ -796,8 +796,8 @@ class Network:
         lines = [
             f"Network {_short_spec(self.spec)}  ({self.num_cores} cores; {self.backend}, {self.dtype}, {self.device})",
             f"  shape {_short_tuple(self.shape)}, bonds {bond_text}",
-            f"  {_count(self.num_params)} parameters vs {_count(self.dense_size)} dense entries: compression "
-            + (f"{self.compression:.2f}x" if self.compression < 1e6 else f"{self.compression:.3g}x"),
+            f"  {_count(self.num_params)} parameters vs {_count(self.dense_size)} dense entries: "
+            + compression_text(self),
         ]
         plan = self.plan()
         lines.append(f"  contraction: {_count(plan.flops)} FLOPs, largest intermediate "
@@ -828,6 +828,17 @@ class Network:
 def _short_spec(spec: str, limit: int = 72) -> str:
     """The spec, or its start and end around an ellipsis when longer than ``limit``."""
     return spec if len(spec) <= limit else spec[: limit - 22] + "…" + spec[-20:]
+
+
+def compression_text(net: Network) -> str:
+    """``compression 12.50x``, or, for a network with a bond of rank 0, what it is: the zero
+    tensor (an empty sum; its ratio of dense size to parameters would read as a compression)."""
+    closed = [b for b, r in zip(net.bonds, net.ranks) if r == 0]
+    if closed or net.num_params == 0:
+        return (f"the zero tensor (bond{'s' if len(closed) > 1 else ''} {', '.join(closed)} of rank 0), "
+                "not a compression" if closed else "the zero tensor (no parameters), not a compression")
+    c = net.compression
+    return f"compression {c:.2f}x" if c < 1e6 else f"compression {c:.3g}x"
 
 
 def _count(n: int) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..network import Network
+from ..network import Network, compression_text
 
 __all__ = ["FitResult"]
 
@@ -91,7 +91,7 @@ class FitResult:
             + (f", {self.heldout_error:.4g} held out" if self.heldout_error is not None else ""),
             f"  noise variance {self.noise_variance:.4g} (data units)",
             f"  {self.num_params:,} parameters for {self.network.dense_size:,} entries: "
-            f"compression {self.compression:.2f}x",
+            + compression_text(self.network),
         ]
         lines += [f"  WARNING   {message}" for message in self.diagnostics]
         return "\n".join(lines)
