@@ -95,6 +95,27 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
     assert saved.network.spec == "aA,AbB,Bc->abc" and saved.max_ranks == (3, 2)
 
 
+def test_mask_npz_array_is_chosen_by_observed_key_or_the_data_key_or_alone(small, capsys):
+    """--key named the array in both DATA and MASK .npz files: a mask file whose array had another
+    name than the data's could not be used ("has no array 'X'")."""
+    folder, data, observed = small
+    np.savez(folder / "named.npz", X=data, other=np.ones(3))
+    np.savez(folder / "one_mask.npz", mask=observed)
+    np.savez(folder / "two_masks.npz", M=observed, N=~observed)
+    np.savez(folder / "same_name.npz", X=observed, N=~observed)
+    common = ["fit", str(folder / "named.npz"), "--key", "X", "--format", "tucker", "--max-rank", "3", "--quiet",
+              "--out", str(folder / "named.fit.npz")]
+    counts = {}
+    for mask, extra in (("one_mask", []), ("two_masks", ["--observed-key", "N"]), ("same_name", [])):
+        assert main([*common, "--observed", str(folder / f"{mask}.npz"), *extra]) == 0
+        counts[mask] = int(re.search(r"([\d,]+) observed", capsys.readouterr().out).group(1).replace(",", ""))
+    assert counts == {"one_mask": int(observed.sum()), "two_masks": int((~observed).sum()),
+                      "same_name": int(observed.sum())}
+    one_line_error(run(*common, "--observed", str(folder / "two_masks.npz")), "choose one with --observed-key")
+    one_line_error(run(*common, "--observed", str(folder / "mask.npy"), "--observed-key", "M"),
+                   "--observed-key 'M' names an array of a .npz file")
+
+
 def test_fit_with_a_mask_and_nan_as_missing_combines_them(small):
     """With --observed, --nan-as-missing was ignored: the run failed with the library's advice
     ("set observed=False there"), and a 0/2 mask printed "270 observed" for 210 entries before

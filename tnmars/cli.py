@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="treat NaN/Inf entries of DATA as missing (tensor completion on the finite entries) "
                           "instead of refusing them")
     fit.add_argument("--key", default=None,
-                     help="array name inside a .npz DATA (or MASK) file holding several arrays")
+                     help="array name inside a .npz DATA file holding several arrays (also read from a MASK .npz "
+                          "that has an array of that name)")
+    fit.add_argument("--observed-key", default=None, metavar="KEY",
+                     help="array name inside a .npz MASK file holding several arrays (default: --key's name when "
+                          "MASK has it, else MASK's only array)")
     fit.add_argument("--out", "-o", default=None, metavar="FILE",
                      help="where to save the fit result (.npz or .safetensors; default: DATA's name with "
                           "'.fit.npz'). Load it with tnmars.load(FILE)")
@@ -207,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------ helpers
-def _load_array(path_text: str, key: str | None, what: str, key_for_npy_is_an_error: bool = True) -> np.ndarray:
+def _load_array(path_text: str, key: str | None, what: str, option: str = "--key",
+                fallback: str | None = None) -> np.ndarray:
+    """The array of a .npy file, or the one named ``key`` (``option`` on the command line) in a
+    .npz file; without ``key``, ``fallback`` when the file has it, else the file's only array."""
     path = Path(path_text)
     if not path.exists():
         raise CLIError(f"{what} file not found: {path_text}")
@@ -226,16 +233,19 @@ def _load_array(path_text: str, key: str | None, what: str, key_for_npy_is_an_er
     except Exception as err:  # zip, header and OS errors of every kind
         raise CLIError(f"cannot read {what} file {path_text}: {err}") from None
     if isinstance(loaded, np.ndarray):
-        if key is not None and key_for_npy_is_an_error:  # a .npy file holds one array: no name to choose
-            raise CLIError(f"--key {key!r} names an array of a .npz file, but {path_text} is a .npy file (one array); "
-                           "drop --key")
+        if key is not None:  # a .npy file holds one array: no name to choose
+            raise CLIError(f"{option} {key!r} names an array of a .npz file, but {path_text} is a .npy file (one "
+                           f"array); drop {option}")
         return loaded
     with loaded:
         names = list(loaded.files)
         if key is None:
-            if len(names) != 1:
-                raise CLIError(f"{what} file {path_text} holds several arrays {names}; choose one with --key")
-            key = names[0]
+            if fallback is not None and fallback in names:
+                key = fallback
+            elif len(names) != 1:
+                raise CLIError(f"{what} file {path_text} holds several arrays {names}; choose one with {option}")
+            else:
+                key = names[0]
         if key not in names:
             raise CLIError(f"{what} file {path_text} has no array {key!r}; it has {names}")
         try:
@@ -347,7 +357,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     observed = None
     bad = int(data.size - np.isfinite(data).sum()) if data.dtype.kind == "f" else 0
     if args.observed is not None:
-        observed = _load_array(args.observed, args.key, "--observed", key_for_npy_is_an_error=False)
+        observed = _load_array(args.observed, args.observed_key, "--observed", option="--observed-key",
+                               fallback=args.key)
         if observed.shape != data.shape:
             raise CLIError(f"--observed has shape {_shape_text(observed.shape)} but DATA has {_shape_text(data.shape)}")
         if observed.dtype != bool:
