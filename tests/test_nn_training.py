@@ -537,6 +537,37 @@ def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_
     assert moved == len(list(in_loss.parameters()))  # every parameter was trained, logits included
 
 
+def test_loss_follows_a_replaced_layer_and_an_optimizer_that_cannot_is_an_error():
+    """Found by review: replacing a layer after the loss was built (``model[0] = compress(...)``,
+    a new layer) was seen by neither the loss nor its optimizer: the new layer got no prior, and
+    under ``loss_fn.optimizer()`` it did not train at all, silently (the guide promised an error)."""
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    model = _mixed_model()
+    loss_fn = MarsLoss(model, 50)
+    model[2] = LowRankLinear(12, 6, rank=3, alpha=2.0).double()  # a new MARS layer after the loss was built
+    out = model(x)
+    want = nn.functional.cross_entropy(out, y) + tnn.mars_penalty(model, 50)
+    torch.testing.assert_close(loss_fn(out, y), want)
+    # with the optimizer applying the prior: unrelated modules built elsewhere change nothing
+    loss_fn = MarsLoss(model, 50)
+    opt = loss_fn.optimizer(lr=1e-2)
+    nn.Linear(3, 3)
+    opt.zero_grad()
+    loss_fn(model(x), y).backward()
+    opt.step()
+    model[0] = tnn.compress(model[0].eval()).train()
+    with pytest.raises(RuntimeError, match=r"changed since MarsLoss.optimizer\(\).*new \['0'\]"):
+        loss_fn(model(x), y)
+    # a dense layer tensorized in place after the optimizer was built: a new MARS layer, the same error
+    model = _mixed_model()
+    loss_fn = MarsLoss(model, 50)
+    loss_fn.optimizer(lr=1e-2)
+    with pytest.warns(UserWarning):
+        tnn.tensorize(model, ["3"], rank="full", inplace=True)
+    with pytest.raises(RuntimeError, match=r"new \['3'\]"):
+        loss_fn(model(x), y)
+
+
 def test_loss_value_is_the_criterion_alone_when_the_optimizer_carries_the_prior():
     model = _mixed_model().eval()
     x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_module_registration_hook
 
 from .. import masks as mars
 from .._checks import integer
@@ -44,8 +45,21 @@ from .masks import BondMasks, joint_log_prior
 from .optimizers import CARRYING, SUPPORTED, PriorGradient, fused_by_default
 from .recurrent import TTRecurrentMatrix
 
-
 # ------------------------------------------------------------------------------ discovery
+#: how many times a submodule was registered anywhere (``module.name = layer``, ``model[0] = ...``,
+#: ``add_module``), counted by a global registration hook: a :class:`MarsLoss` walks its model's
+#: module tree again only when this moved since its last walk
+_module_registrations = 0
+
+
+def _count_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    global _module_registrations
+    _module_registrations += 1
+
+
+register_module_module_registration_hook(_count_registration)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -240,9 +254,10 @@ class MarsLoss(nn.Module):
     criterion: the mean data loss (default ``nn.CrossEntropyLoss()``); a torch loss with
         ``reduction`` other than ``"mean"`` is refused (the prior is scaled for a mean).
 
-    Like an optimizer with its parameters, the loss lists the model's modules when it is
-    built: build a new one after adding or replacing layers (a layer switched to
-    ``masks = None`` or warm-up is still followed).
+    The loss follows the model: a layer added or replaced later (``model[0] = compress(model[0])``,
+    ``tensorize(model, inplace=True)``) gets its prior at the next call, and a layer switched to
+    ``masks = None`` or warm-up is followed too. An optimizer from :meth:`optimizer` cannot
+    follow (it does not hold the new layer's parameters): the next loss call then raises.
 
     :meth:`optimizer` builds an optimizer that applies the prior in its step (the same
     updates, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``; the loss's value is then
@@ -257,6 +272,7 @@ class MarsLoss(nn.Module):
         # tree every step costs more than the prior's arithmetic. Kept: those that are or can
         # become MARS modules (a layer switched to ``masks = None`` or back is still followed)
         object.__setattr__(self, "_modules_seen", tuple(m for m in _unwrap(model).modules() if _may_carry_masks(m)))
+        self.__dict__["_registrations_seen"] = _module_registrations
         name_owners(model)  # warnings about closed layers then name them by their path in the model
         if not self._modules_seen:
             _warn_no_mars_modules("MarsLoss", "the loss is the criterion alone and selects no rank")
@@ -298,6 +314,8 @@ class MarsLoss(nn.Module):
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         state = self.__dict__
+        if state.get("_registrations_seen") != _module_registrations:  # a module was set somewhere
+            self._follow_model()
         if not state["_model"].training and "_modes_checked" not in state and torch.is_grad_enabled() \
                 and not torch.compiler.is_compiling():  # (one attribute read in a training step)
             self._check_training_modes()
@@ -327,6 +345,27 @@ class MarsLoss(nn.Module):
                 self._layout = (_structure_key(self._modules_seen),
                                 _modules_left_in_loss(self._modules_seen, carried[1] is not None))
         return loss if penalty is None else loss + penalty
+
+    def _follow_model(self) -> None:
+        """List the model's MARS-capable modules again (after a module was registered anywhere):
+        the loss follows added or replaced layers; with an optimizer from :meth:`optimizer`,
+        which holds the old layers' parameters, a change is an error."""
+        model = _unwrap(self._model)
+        now = tuple(m for m in model.modules() if _may_carry_masks(m))
+        seen = self._modules_seen
+        if len(now) != len(seen) or any(a is not b for a, b in zip(now, seen)):
+            if self._carried is not None:
+                names = {id(m): name or "(the model itself)" for name, m in model.named_modules()}
+                added = [names[id(m)] for m in now if all(m is not s for s in seen)]
+                gone = sum(all(m is not n for n in now) for m in seen)
+                raise RuntimeError(
+                    "the model's MARS layers changed since MarsLoss.optimizer() built its optimizer (a layer was "
+                    f"replaced, compressed or added: new {added or 'none'}, {gone} no longer in the model): the "
+                    "optimizer does not hold the new layers' parameters nor apply their prior. Build the loss and "
+                    "the optimizer again.")
+            object.__setattr__(self, "_modules_seen", now)
+            name_owners(self._model)
+        self.__dict__["_registrations_seen"] = _module_registrations
 
     def _check_training_modes(self) -> None:
         """Warn, once, when the loss is computed with gradients while MARS masks whose logits
@@ -440,6 +479,7 @@ class MarsLoss(nn.Module):
         if self._carried is not None:
             raise RuntimeError("MarsLoss.optimizer was already called for this loss: build a new MarsLoss for a "
                                "second optimizer")
+        self._follow_model()  # the model as it is now
         fused = _prior_parts(self._modules_seen)[0]
         cores = [c for _, group in fused for c in group]
         if not all(isinstance(c, nn.Parameter) for c in cores):
