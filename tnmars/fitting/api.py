@@ -43,6 +43,7 @@ from .proposals import (
     raised_to,
     rank_one_start,
     spectral_start,
+    truncation_start,
 )
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
@@ -234,7 +235,8 @@ def fit(
                                 report=report, on_refit=on_refit, max_params=limit,
                                 fresh=fresh_start(fmt, template, prep.data, seed),
                                 restarts=loop_restarts(fmt, template, seed),
-                                imputed=em_starts(fmt, template, prep.data), **options)
+                                imputed=em_starts(fmt, template, prep.data),
+                                classical=truncation_start(fmt, template, prep.data), **options)
             try:
                 best = search.run(start)
             except KeyboardInterrupt:  # Ctrl-C: the best network seen so far
