@@ -238,3 +238,91 @@ def test_trajectory_ratios_stay_within_the_contraction_on_long_sequences(dtype):
         assert torch.isfinite(ratios).all() and float(ratios.max()) <= 0.9 * (1 + 1e-4)
         report = effective_stability(model, x)
         assert report.max_trajectory_ratio <= 0.9 * (1 + 1e-4) and report.effectively_stable
+
+
+def _clustered_top(n: int = 256) -> torch.Tensor:
+    """A matrix whose top singular values are 2.0 ... 1.98: subspace iteration converges slowly."""
+    g = torch.Generator().manual_seed(0)
+    U = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    V = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    return (U * torch.linspace(2.0, 1.98, n, dtype=torch.float64)) @ V.T
+
+
+def test_an_iteration_that_does_not_converge_gives_way_to_the_exact_norm():
+    """Found by review: with clustered top singular values the subspace iteration stopped at its
+    round limit at 1.99939 for 2.0 and said so (converged=False), but the projections trusted
+    it: the projected matrix stayed 3e-4 above its bound, silently."""
+    W = _clustered_top()
+    P, sigma = project_spectral(W, 0.9)
+    assert sigma == pytest.approx(2.0, rel=1e-12)
+    assert torch.linalg.matrix_norm(P, 2) <= 0.9 * (1 + 1e-12)
+    rnn = LinearRNN(3, 256, lam=0.9).double()
+    with torch.no_grad():
+        rnn.weight.copy_(W)
+    rnn.project_()
+    assert torch.linalg.matrix_norm(rnn.weight, 2) <= 0.9 * (1 + 1e-12)
+
+
+def test_attributes_set_after_construction_are_checked_when_projecting():
+    """``lam = 0`` wiped a dense RNN's W and ``lam = 5`` bounded it at 5 (the TT RNN refused
+    both); ``projection = "SVD"`` fell back to the power method."""
+    for lam in (0.0, 5.0):
+        rnn = LinearRNN(3, 8, lam=0.9)
+        rnn.lam = lam
+        with pytest.raises(ValueError, match="lam"):
+            rnn.project_()
+    rnn = LinearRNN(3, 8, lam=0.9)
+    rnn.projection = "SVD"
+    with pytest.raises(ValueError, match="projection must be 'power' or 'svd'"):
+        rnn.project_()
+
+
+def test_a_half_precision_stable_lstm_ends_inside_its_column_bounds():
+    """The l1 rescaling summed and scaled in bfloat16: columns ended up to 0.8% above their bounds."""
+    from tnmars.nn import LSTM_L1_BOUNDS
+    for seed in range(5):
+        lstm = LSTM(3, 16, stable=True, seed=seed).bfloat16()
+        with torch.no_grad():
+            lstm.weight.mul_(5)
+        lstm.project_()
+        for n, gate in enumerate("ifzo"):
+            mass = lstm.weight[:, n * 16:(n + 1) * 16].float().abs().sum(0)
+            assert float(mass.max()) <= LSTM_L1_BOUNDS[gate] * (1 + 1e-6)
+
+
+def test_stability_measures_of_a_model_that_forgets_at_once_and_of_half_precision_models():
+    """W = 0 merges the two trajectories: their ratios are 0, which were dropped, leaving NaN
+    statistics; a bfloat16 model failed in the Jacobians' norms (no half-precision SVD)."""
+    rnn = LinearRNN(3, 8)
+    torch.nn.init.zeros_(rnn.weight)
+    report = effective_stability(rnn, torch.randn(2, 4, 3))
+    assert report.max_jacobian == 0 and report.max_trajectory_ratio == 0 and report.mean_trajectory_rate == 0
+    report = effective_stability(TanhRNN(3, 8, lam=0.9).bfloat16(), torch.randn(2, 5, 3).bfloat16())
+    assert 0 < report.max_jacobian <= 0.9 * 1.02
+
+
+def test_bad_arguments_of_the_stability_tools_are_clear_errors():
+    from tnmars.nn.stability import rescale_columns_l1, trajectory_ratios
+    rnn = TanhRNN(3, 8, lam=0.9)
+    x = torch.randn(2, 4, 3)
+    for scale in (0.0, float("nan"), -1.0):
+        with pytest.raises(ValueError, match="scale"):
+            trajectory_ratios(rnn, x, scale=scale)
+    for chunk in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="chunk"):
+            effective_stability(rnn, x, chunk=chunk)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        effective_stability(rnn, x)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [4, 3], batch_first=True)
+    with pytest.raises(TypeError, match="PackedSequence"):
+        effective_stability(rnn, packed)
+    assert spectral_norm(torch.zeros(3, 0)) == spectral_norm(torch.zeros(0, 3)) == 0.0
+    with pytest.raises(TypeError, match="floating"):
+        spectral_norm(torch.ones(3, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        rescale_columns_l1(torch.tensor([[float("inf"), 1.0]]), 1.0)
+    tt = TanhRNN(3, 16, lam=0.9, recurrent="tt", tt_rank=4, projection="svd")
+    with torch.no_grad():
+        tt.weight_tt.cores[0].view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        tt.project_()

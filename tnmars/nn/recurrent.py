@@ -66,8 +66,10 @@ from .masks import BondMasks, resolve_preset
 from .program import is_recording
 from .stability import (
     SUBSPACE_BLOCK,
+    _check_matrix,
     check_k,
     check_lambda,
+    exact_unless_converged,
     fixed_block,
     project_spectral,
     rescale_columns_l1,
@@ -210,7 +212,7 @@ class TTRecurrentMatrix(nn.Module):
             warn_user(
                 f"TTRecurrentMatrix({size}): the TT shape {shape} has a single factor, so W is one dense "
                 f"core: no bonds, no MARS masks, rank {rank} ignored, no compression"
-                + (f" ({size} is prime)" if size > 1 else "")
+                + (f" ({size} is prime)" if size > 1 and len(prime_factors(size)) == 1 else "")
                 + "; pass tt_shape= with two or more factors, or choose a hidden size that factorizes"
             )
         dtype = str(torch.get_default_dtype()).replace("torch.", "")
@@ -397,11 +399,17 @@ class TTRecurrentMatrix(nn.Module):
         with torch.no_grad():
             dtype = working_dtype(self.cores[0].dtype)  # float32 for half-precision cores
             cores = [c.to(dtype) for c in self.network().masked_cores(masks)]
-            if method == "svd":
-                W = execute(self.network().plan(), cores, _torch_backend()).reshape(self.size, self.size)
-                return float(torch.linalg.matrix_norm(W, 2))
-            if method != "power":
+            if method not in ("power", "svd"):
                 raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
+
+            def dense() -> torch.Tensor:
+                W = execute(self.network().plan(), cores, _torch_backend()).reshape(self.size, self.size)
+                if not torch.isfinite(W).all():
+                    raise ValueError("the recurrent matrix has NaN or infinite entries")
+                return W
+
+            if method == "svd":
+                return float(torch.linalg.matrix_norm(dense(), 2))
             buf = self._v_full if masks is None else self._v_map
             res = subspace_iteration(
                 lambda V: self._contract(cores, V),
@@ -412,7 +420,7 @@ class TTRecurrentMatrix(nn.Module):
             )
             if res.sigma > 0:
                 buf.copy_(res.vectors)
-            return res.sigma
+            return exact_unless_converged(res, dense)
 
     def scale_(self, factor: float) -> None:
         """Multiply ``W`` by ``factor`` by scaling every core by ``factor ** (1/d)`` (in place)."""
@@ -512,7 +520,11 @@ class _RecurrentModel(nn.Module):
         return x
 
     def step(self, state: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
-        """One application of the state map ``s_t = phi(s_{t-1}, x_t)`` on ``(N, S)`` / ``(N, D)``."""
+        """One application of the state map ``s_t = phi(s_{t-1}, x_t)`` on ``(N, S)`` / ``(N, D)``.
+
+        With a MARS recurrent matrix in training mode each call draws new masks, where
+        :meth:`states` and ``forward`` draw once per sequence: a loop of ``step`` calls computes
+        what ``states`` computes in eval mode (MAP masks), not in training mode."""
         return self._cell(self._prepare(state.shape[0], 1), state, self._input_proj(x_t))
 
     # -- evaluation
@@ -632,7 +644,7 @@ class _ElmanRNN(_RecurrentModel):
         if projection not in ("power", "svd"):
             raise ValueError(f"projection must be 'power' or 'svd'; got {projection!r}")
         self.projection = projection
-        self.power_iters = int(power_iters)
+        self.power_iters = positive_int(power_iters, "power_iters")
         self.power_tol = float(power_tol)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         bound = 1.0 / math.sqrt(self.hidden_size)
@@ -699,42 +711,46 @@ class _ElmanRNN(_RecurrentModel):
         return self.lam is not None
 
     def spectral_norm(self, method: str = "power") -> float:
-        """``||W||_2`` of the recurrent matrix (through contractions for a TT matrix)."""
+        """``||W||_2`` of the recurrent matrix (through contractions for a TT matrix): for a MARS
+        TT matrix the unmasked one (:meth:`project_` bounds it and the MAP-masked one, which
+        eval mode uses: ``recurrent_matrix()``)."""
         if self.weight_tt is not None:
             return self.weight_tt.spectral_norm(None, method=method, iters=self.power_iters, tol=self.power_tol)
+        if method not in ("power", "svd"):
+            raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
         W = self.weight.detach()
+        _check_matrix(W, "the recurrent matrix")
         W = W.to(working_dtype(W.dtype))  # float32 for half-precision weights
         if method == "svd":
             return float(torch.linalg.matrix_norm(W, 2))
-        if method != "power":
-            raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
         res = subspace_iteration(
             lambda V: V @ W, lambda U: U @ W.T, _usable_block(self._power_v).to(W.dtype), iters=self.power_iters,
             tol=self.power_tol,
         )
         if res.sigma > 0:
             self._power_v.copy_(res.vectors)
-        return res.sigma
+        return exact_unless_converged(res, lambda: W)
 
     def project_(self) -> float | None:
         """Enforce ``||W||_2 <= lam`` now (no-op without ``lam``); return the norm before."""
         if self.lam is None:
             return None
+        lam = check_lambda(self.lam)  # (an attribute: a value set after construction is checked here)
+        if self.projection not in ("power", "svd"):
+            raise ValueError(f"projection must be 'power' or 'svd'; got {self.projection!r}")
         if self.weight_tt is not None:
-            return self.weight_tt.project_(self.lam, self.projection, iters=self.power_iters, tol=self.power_tol)
+            return self.weight_tt.project_(lam, self.projection, iters=self.power_iters, tol=self.power_tol)
         with torch.no_grad():
             if self.projection == "svd":
-                P, sigma = project_spectral(self.weight, self.lam, "svd")
+                P, sigma = project_spectral(self.weight, lam, "svd")
                 if P is not self.weight:
                     self.weight.copy_(P)
             else:
                 sigma = self.spectral_norm("power")
-                if sigma > self.lam:
-                    self.weight.mul_(self.lam / sigma)
-            if sigma > self.lam:
-                _shrink_into_ball(
-                    lambda: self.spectral_norm(self.projection), self.weight.mul_, self.lam, self.weight.dtype
-                )
+                if sigma > lam:
+                    self.weight.mul_(lam / sigma)
+            if sigma > lam:
+                _shrink_into_ball(lambda: self.spectral_norm(self.projection), self.weight.mul_, lam, self.weight.dtype)
             return sigma
 
     def extra_repr(self) -> str:

@@ -253,8 +253,20 @@ def _check_matrix(W: torch.Tensor, name: str = "W") -> None:
         raise TypeError(f"{name} must be a torch.Tensor; got {type(W).__name__}")
     if W.ndim != 2:
         raise ValueError(f"{name} must be a matrix (2-D); got shape {tuple(W.shape)}")
+    if not W.is_floating_point():
+        raise TypeError(f"{name} must hold real floating-point numbers; got {W.dtype}")
     if not torch.isfinite(W).all():
         raise ValueError(f"{name} has NaN or infinite entries")
+
+
+def exact_unless_converged(result: PowerIterationResult, dense: Callable[[], torch.Tensor]) -> float:
+    """``result.sigma``, or the exact norm of ``dense()`` when the iteration stopped at its round
+    limit without converging: with several singular values close to the top the estimate is
+    low (a 256 x 256 matrix with singular values 2.0 ... 1.98: 1.99939 after 500 rounds), and a
+    projection that trusted it left the matrix above its bound."""
+    if result.converged:
+        return result.sigma
+    return float(torch.linalg.matrix_norm(dense(), 2))
 
 
 def spectral_norm(
@@ -263,15 +275,18 @@ def spectral_norm(
     """``||W||_2`` by subspace iteration (``method="power"``, from ``v0`` and fixed vectors) or
     an exact SVD (``"svd"``), in :func:`working_dtype` (float32 for half-precision ``W``)."""
     _check_matrix(W)
+    if method not in ("power", "svd"):
+        raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
     W = W.detach().to(working_dtype(W.dtype))
+    if W.numel() == 0:  # an empty map: norm 0
+        return 0.0
     if method == "svd":
         return float(torch.linalg.matrix_norm(W, 2))
-    if method != "power":
-        raise ValueError(f"method must be 'power' or 'svd'; got {method!r}")
     block = fixed_block(min(SUBSPACE_BLOCK, W.shape[0]), W.shape[0], W.dtype, W.device)
     if v0 is not None:
         block[0] = v0.to(W)
-    return subspace_iteration(lambda V: V @ W, lambda U: U @ W.T, block, iters=iters, tol=tol).sigma
+    result = subspace_iteration(lambda V: V @ W, lambda U: U @ W.T, block, iters=iters, tol=tol)
+    return exact_unless_converged(result, lambda: W)
 
 
 def project_spectral(
@@ -289,7 +304,9 @@ def project_spectral(
       at ``lam`` (what the authors' public code does after each step).
     - ``method="power"``: estimate ``sigma = ||W||_2`` by subspace iteration and rescale
       ``W * lam / sigma`` when ``sigma > lam`` (the faster variant they suggest). ``W'`` lies
-      on the ball up to the iteration's relative tolerance; the direction of ``W`` is kept.
+      on the ball up to the iteration's relative tolerance (an iteration that does not
+      converge within ``iters`` rounds is replaced by the exact norm); the direction of ``W``
+      is kept.
 
     Matrices already inside the ball are returned unchanged (the same tensor object). Half-
     precision matrices are measured and clipped in float32 and returned in their dtype, whose
@@ -303,6 +320,8 @@ def project_spectral(
     lam = check_lambda(lam)
     _check_matrix(W)
     with torch.no_grad():
+        if W.numel() == 0:
+            return W, 0.0
         if method == "svd":
             U, S, Vh = torch.linalg.svd(W.to(working_dtype(W.dtype)), full_matrices=False)
             sigma = float(S.max()) if S.numel() else 0.0
@@ -329,12 +348,23 @@ def rescale_columns_l1(W: torch.Tensor, bound: float) -> torch.Tensor:
     tensor([[0.7500, 0.1000],
             [0.2500, 0.1000]])
     """
-    if not bound > 0:
-        raise ValueError(f"the l1 bound must be positive; got {bound}")
+    if not 0 < bound < math.inf:
+        raise ValueError(f"the l1 bound must be positive and finite; got {bound}")
+    _check_matrix(W)
     with torch.no_grad():
-        mass = W.abs().sum(dim=0, keepdim=True)
+        work = W.to(working_dtype(W.dtype))  # half-precision sums and factors in float32
+        mass = work.abs().sum(dim=0, keepdim=True)
         factor = torch.where(mass > bound, bound / mass.clamp_min(1e-30), torch.ones_like(mass))
-        return W * factor
+        out = (work * factor).to(W.dtype)
+        if out.dtype != work.dtype:  # the rounding to the storage type can leave a column above: shrink it
+            eps = torch.finfo(out.dtype).eps
+            for attempt in range(1, 9):
+                mass = out.to(work.dtype).abs().sum(dim=0, keepdim=True)
+                if not bool((mass > bound).any()):
+                    break
+                shrink = torch.where(mass > bound, bound / mass * (1.0 - attempt * eps), torch.ones_like(mass))
+                out = (out.to(work.dtype) * shrink).to(W.dtype)
+        return out
 
 
 # ---------------------------------------------------------------------------- effective stability
@@ -347,10 +377,23 @@ def _check_model(model: Any) -> None:
 
 
 def _check_data(x: Any) -> None:
+    if isinstance(x, torch.nn.utils.rnn.PackedSequence):
+        raise TypeError("x is a PackedSequence: pass a padded (batch, time, features) tensor of sequences of one "
+                        "length (torch.nn.utils.rnn.pad_packed_sequence; padding would be measured as data, so "
+                        "measure sequences of equal length together)")
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
         raise ValueError(f"x must have shape (batch, time, features); got {tuple(getattr(x, 'shape', ()))}")
     if x.shape[0] * x.shape[1] == 0:
         raise ValueError(f"x has no steps to measure (shape {tuple(x.shape)})")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("the Jacobians are computed by autograd, which torch.inference_mode() turns off: "
+                           "call this outside inference_mode (torch.no_grad() is fine)")
+
+
+def _check_chunk(chunk: Any) -> int:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk (steps per batch of Jacobians) must be an int >= 1; got {chunk!r}")
+    return chunk
 
 
 @contextmanager
@@ -395,6 +438,7 @@ def state_jacobian_norms(model: Any, x: torch.Tensor, *, chunk: int = 1024) -> t
     """
     _check_model(model)
     _check_data(x)
+    chunk = _check_chunk(chunk)
     with _measured_in_eval_mode(model):
         return _state_jacobian_norms(model, x, chunk)
 
@@ -415,7 +459,7 @@ def _state_jacobian_norms(model: Any, x: torch.Tensor, chunk: int) -> torch.Tens
             for i in range(S):
                 (g,) = torch.autograd.grad(new, s, grad_outputs=eye[i].expand(n, S), retain_graph=i < S - 1)
                 J[:, i, :] = g
-            out.append(torch.linalg.matrix_norm(J, 2))
+            out.append(torch.linalg.matrix_norm(J.to(working_dtype(J.dtype)), 2))  # (no half-precision SVD)
     return torch.cat(out).reshape(B, T).detach()
 
 
@@ -434,6 +478,9 @@ def trajectory_ratios(model: Any, x: torch.Tensor, *, scale: float = 1.0, seed: 
     """
     _check_model(model)
     _check_data(x)
+    if isinstance(scale, bool) or not isinstance(scale, Real) or not 0 < scale < math.inf:
+        raise ValueError(f"scale (the second trajectory's start distance per coordinate) must be a positive finite "
+                         f"number; got {scale!r}")
     with _measured_in_eval_mode(model):
         return _trajectory_ratios(model, x, scale, seed)
 
@@ -503,9 +550,11 @@ def effective_stability(model: Any, x: torch.Tensor, *, chunk: int = 1024, seed:
     flat = norms.reshape(-1)
     q = torch.quantile(flat, torch.tensor([0.5, 0.9, 0.99], dtype=flat.dtype, device=flat.device))
     ratios = trajectory_ratios(model, x, seed=seed).reshape(-1)
-    finite = ratios[torch.isfinite(ratios) & (ratios > 0)]
+    # a ratio of 0 is a step that merged the two states (a model that forgets at once, W = 0):
+    # it counts, and makes the geometric-mean rate 0; NaN ratios follow such a merge
+    finite = ratios[torch.isfinite(ratios)]
     max_ratio = float(finite.max()) if finite.numel() else float("nan")
-    rate = float(torch.exp(torch.log(finite).mean())) if finite.numel() else float("nan")
+    rate = float(torch.exp(torch.log(finite.double()).mean())) if finite.numel() else float("nan")
     return StabilityReport(
         max_jacobian=float(flat.max()),
         mean_jacobian=float(flat.mean()),
