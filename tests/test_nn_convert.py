@@ -547,3 +547,65 @@ def test_a_layer_shared_under_two_names_is_converted_when_either_is_named():
             warnings.simplefilter("ignore")
             out = tnn.tensorize(model, chosen, rank=4, progress=False)
         assert isinstance(out[2], TensorizedLinear) and out[2] is out[4] and isinstance(out[0], nn.Linear)
+
+
+def test_rank_shares_that_cannot_be_met_warn_and_bool_or_numpy_ranks_are_read_as_meant():
+    """Found by review: ``rank=0.1`` built rank 1 with 266 parameters for a 2,560-entry layer's
+    256 without a word; ``rank=True`` became rank 1; ``rank=np.float32(0.5)`` was refused."""
+    with pytest.warns(UserWarning, match="a rank share of 0.1 cannot be met"):
+        layer = LowRankLinear.from_linear(nn.Linear(256, 10), rank=0.1)
+    assert layer.max_ranks == {"A": 1}
+    with pytest.warns(UserWarning, match="a rank share of 0.1 cannot be met"):
+        TensorizedConv2d.from_conv(nn.Conv2d(5, 7, 3), "tt", rank=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        half = LowRankLinear.from_linear(nn.Linear(64, 64), rank=np.float32(0.5))
+    assert half.max_ranks == LowRankLinear.from_linear(nn.Linear(64, 64), rank=0.5).max_ranks == {"A": 16}
+    with pytest.raises(TypeError, match="got True"):
+        LowRankLinear.from_linear(nn.Linear(16, 8), rank=True)
+
+
+def test_tensorize_says_how_to_convert_a_parametrized_layer():
+    """The advice for old-style weight_norm hooks was "use torch.nn.utils.parametrizations",
+    whose layers tensorize then refused with a reason about MultiheadAttention."""
+    from torch.nn.utils import parametrizations
+    hooked = nn.Sequential(nn.Linear(8, 8))
+    nn.utils.weight_norm(hooked[0])
+    with pytest.raises(ValueError, match="remove_weight_norm") as err:
+        tnn.tensorize(hooked, rank="full")
+    assert "use torch.nn.utils.parametrizations" not in str(err.value)
+    model = nn.Sequential(nn.Linear(8, 8))
+    parametrizations.weight_norm(model[0])
+    with pytest.raises(ValueError, match="remove_parametrizations") as err:
+        tnn.tensorize(model, ["0"], rank="full")
+    assert "MultiheadAttention" not in str(err.value)
+
+
+def test_embedding_options_not_carried_over_are_named_with_their_own_reason():
+    with pytest.warns(UserWarning) as record:
+        TensorizedEmbedding.from_embedding(nn.Embedding(20, 8, sparse=True))
+    text = " ".join(str(w.message) for w in record)
+    assert "sparse=True" in text and "dense" in text and "looked up" not in text
+
+
+def test_conv_layer_reprs_show_their_geometry():
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for layer in (TensorizedConv2d.from_conv(conv), Tucker2Conv2d.from_conv(conv)):
+            assert "stride=(2, 2), padding=(2, 2), dilation=(2, 2)" in repr(layer)
+
+
+def test_vmap_drawing_masks_per_example_is_a_clear_error_and_one_draw_works():
+    from torch.func import functional_call, grad, vmap
+    layer = TensorizedLinear(12, 20, rank=4)
+    x = torch.randn(7, 12)
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+
+    def loss(p, xi):
+        return functional_call(layer, p, (xi,)).sum()
+
+    with pytest.raises(RuntimeError, match="randomness='same'"):
+        vmap(grad(loss), in_dims=(None, 0), randomness="different")(params, x)
+    per_example = vmap(grad(loss), in_dims=(None, 0), randomness="same")(params, x)
+    assert per_example["bias"].shape == (7, 20)

@@ -1205,3 +1205,17 @@ def test_setters_on_a_tensorized_model_without_masks_say_that_nothing_changed():
             setter(model, value)
     with pytest.warns(UserWarning, match="MarsTemperature: no layer of the model has MARS masks now"):
         tnn.MarsTemperature(model)
+
+
+def test_kl_divergence_averaged_per_example_is_accepted():
+    """``KLDivLoss(reduction="batchmean")`` is the per-example mean the prior's 1/N scaling
+    needs; it was refused as "not averaging over the batch"."""
+    model = _mixed_model()
+    loss_fn = MarsLoss(model, 50, nn.KLDivLoss(reduction="batchmean"))
+    x = torch.randn(4, 16, dtype=torch.float64)
+    target = torch.softmax(torch.randn(4, 5, dtype=torch.float64), -1)
+    out = torch.log_softmax(model(x), -1)
+    want = nn.functional.kl_div(out, target, reduction="batchmean") + tnn.mars_penalty(model, 50)
+    torch.testing.assert_close(loss_fn(out, target), want)
+    with pytest.raises(ValueError, match="averages over the batch"):
+        MarsLoss(model, 50, nn.KLDivLoss(reduction="sum"))

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .._checks import max_params
 from .base import replace_modules, warn_user
@@ -110,10 +111,12 @@ def budget_rank(params_at: Callable[[int], int], dense: int, rank: Any, ceiling:
     ceiling`` with ``params_at(r) <= fraction * dense`` (``rank=None``: fraction 1), at least 1."""
     if isinstance(rank, str):
         raise ValueError(f"rank must be an int, a sequence of ints, a float share, None or 'full'; got {rank!r}")
+    if isinstance(rank, (bool, np.bool_)):
+        raise TypeError(f"rank must be an int, a sequence of ints, a float share, None or 'full'; got {rank!r}")
     if rank is None:
         fraction = 1.0
-    elif isinstance(rank, float):
-        fraction = rank
+    elif is_share(rank):
+        fraction = float(rank)
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"a fractional rank is the share of the dense layer's parameters, in (0, 1]; got {rank}")
     else:
@@ -125,7 +128,15 @@ def budget_rank(params_at: Callable[[int], int], dense: int, rank: Any, ceiling:
             best, lo = mid, mid + 1
         else:
             hi = mid - 1
+    if rank is not None and params_at(best) > fraction * dense:
+        warn_user(f"a rank share of {fraction:g} cannot be met: rank 1 already has {params_at(best):,} parameters, "
+                  f"more than {fraction:g} x {dense:,} of the dense layer; the layer is built at rank 1")
     return best
+
+
+def is_share(rank: Any) -> bool:
+    """Whether ``rank`` is a fractional rank (a Python or NumPy float), not an int or ranks."""
+    return isinstance(rank, (float, np.floating))
 
 
 def _matrix_rank(fmt: str, shapes: tuple[Sequence[int], Sequence[int]], rank: Any, dense: int,
@@ -137,7 +148,7 @@ def _matrix_rank(fmt: str, shapes: tuple[Sequence[int], Sequence[int]], rank: An
     columns that cost parameters and fit nothing better."""
     if rank == "full":
         return full_matrix_ranks(fmt, *shapes)
-    if rank is not None and not isinstance(rank, float):
+    if rank is not None and not is_share(rank):
         return rank
     r = budget_rank(lambda r: matrix_params(fmt, *shapes, r), dense, rank, ceiling=dense)
     if fmt in ("tt", "tucker"):
@@ -576,7 +587,7 @@ def tucker2_from_conv(conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tuck
     c_out, c_in, kh, kw = k.shape
     if rank == "full":
         rank = (c_in, c_out)
-    if rank is None or isinstance(rank, float):
+    if rank is None or is_share(rank):
         r = budget_rank(lambda r: c_in * min(r, c_in) + min(r, c_in) * min(r, c_out) * kh * kw + c_out * min(r, c_out),
                         c_out * c_in * kh * kw, rank, ceiling=max(c_in, c_out))
         rank = (min(r, c_in), min(r, c_out))
@@ -642,9 +653,10 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
         raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
     dropped = [name for name in ("sparse", "scale_grad_by_freq") if getattr(embedding, name, False)]
     if dropped:
+        why = {"sparse": "the cores are shared by every row, so their gradients are dense",
+               "scale_grad_by_freq": "the cores' gradients are not scaled by how often a row is looked up"}
         warn_user(f"TensorizedEmbedding.from_embedding: {' and '.join(f'{n}=True' for n in dropped)} not carried over: "
-                  "the cores are shared by every row, so their gradients are dense and not scaled by how often a "
-                  "row is looked up")
+                  + "; ".join(why[n] for n in dropped))
     options = _options(options)
     w = _finite_weight(embedding, "TensorizedEmbedding.from_embedding")
     n, dim = w.shape
@@ -754,8 +766,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             raise
         raise ValueError(f"tensorize copies the model (inplace=False), and torch cannot deep-copy the layers "
                          f"{', '.join(hooked)}, whose weight an old-style torch.nn.utils hook recomputes: remove those "
-                         "hooks first (torch.nn.utils.remove_spectral_norm / remove_weight_norm / prune.remove), or "
-                         "use torch.nn.utils.parametrizations") from err
+                         "hooks first (torch.nn.utils.remove_spectral_norm / remove_weight_norm / prune.remove; the "
+                         "layers then hold their current weight), or pass inplace=True. (Layers under the newer "
+                         "torch.nn.utils.parametrizations are left dense too: remove the parametrization first.)") from err
     aliases: dict[int, list[str]] = {}  # a layer shared under several names: wanted under any of them
     for alias, module in new.named_modules(remove_duplicate=False):
         aliases.setdefault(id(module), []).append(alias)
@@ -930,6 +943,10 @@ def _why_not(module: nn.Module, linear: str | None, conv: str | None, embedding:
     if base is None:
         inside = "; name the layers inside it" if next(module.children(), None) is not None else ""
         return f"a {kind}; tensorize converts nn.Linear, nn.Conv2d and nn.Embedding layers{inside}"
+    if parametrize.is_parametrized(module):
+        return (f"a {kind}: its weight is computed by a torch.nn.utils.parametrize parametrization, which a tensorized "
+                "layer cannot carry; remove it first (torch.nn.utils.parametrize.remove_parametrizations(layer, "
+                "'weight'), which keeps the current weight)")
     if type(module) is not base:
         return (f"a {kind}, a subclass of nn.{base.__name__}: only the exact type is converted, since the module "
                 f"that owns a subclass may use its weight directly (MultiheadAttention reads out_proj.weight)")

@@ -726,7 +726,8 @@ class Tucker2Conv2d(TensorizedLayer):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, {self.extra_mars_repr()}, bias={self.bias is not None}")
+                f"padding={self.padding}, dilation={self.dilation}, {self.extra_mars_repr()}, "
+                f"bias={self.bias is not None}")
 
 
 class TensorizedConv2d(_MatrixLayer):
@@ -819,7 +820,8 @@ class TensorizedConv2d(_MatrixLayer):
         return y.permute(0, 2, 1).reshape(b, self.out_channels, ho, wo)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, in_shape={self.in_shape}, "
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, in_shape={self.in_shape}, "
                 f"out_shape={self.out_shape}, {self.extra_mars_repr()}, bias={self.bias is not None}")
 
 

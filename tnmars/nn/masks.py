@@ -180,6 +180,17 @@ PRESETS: dict[str, dict[str, float]] = {
 }
 
 
+def _batched_draw_error(u: torch.Tensor) -> RuntimeError | None:
+    """The error for a mask draw that cannot be read on the host because ``torch.func.vmap``
+    with ``randomness="different"`` draws one per example (None for another cause)."""
+    wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    if wrapped is None or not wrapped(u):  # (inside vmap, possibly under grad: a functorch wrapper)
+        return None
+    return RuntimeError("a MARS layer in training mode under torch.func.vmap(randomness='different') would draw its "
+                        "masks once per example, and its draws are read on the host: use randomness='same' (one "
+                        "draw for the batch, as in a plain forward) or eval mode (MAP masks)")
+
+
 def _warn_user(message: str, category: type[Warning]) -> None:
     from .base import warn_user  # base imports this module
 
@@ -483,10 +494,16 @@ class BondMasks(nn.Module):
             u = torch.rand_like(logits)
             # plain Python on lists: in a training step, NumPy's or more torch's code paths cost
             # more (cold caches between the step's GEMMs) than these few list operations
-            if u.is_cpu:  # (not .device.type: a device object built every step)
-                uniforms, values = u.tolist(), logits.tolist()
-            else:  # one device-to-host transfer
-                uniforms, values = torch.stack((u, logits.detach())).tolist()
+            try:
+                if u.is_cpu:  # (not .device.type: a device object built every step)
+                    uniforms, values = u.tolist(), logits.tolist()
+                else:  # one device-to-host transfer
+                    uniforms, values = torch.stack((u, logits.detach())).tolist()
+            except RuntimeError as err:
+                batched = _batched_draw_error(u)
+                if batched is None:
+                    raise
+                raise batched from err
             temperature = float(self.temperature)
             if _all_ones(uniforms, values, temperature):  # the usual case with open masks
                 return cores

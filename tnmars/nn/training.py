@@ -251,8 +251,13 @@ class MarsLoss(nn.Module):
     ----------
     model: the model whose MARS layers are regularised (not registered as a submodule).
     num_train: number of training examples ``N``.
-    criterion: the mean data loss (default ``nn.CrossEntropyLoss()``); a torch loss with
-        ``reduction`` other than ``"mean"`` is refused (the prior is scaled for a mean).
+    criterion: the mean data loss per example (default ``nn.CrossEntropyLoss()``); a torch loss
+        with ``reduction`` other than ``"mean"`` (or ``KLDivLoss``'s ``"batchmean"``) is refused
+        (the prior is scaled for a mean over examples). A multi-output criterion's ``"mean"``
+        (``MSELoss``, ``BCELoss`` on ``D`` outputs) also averages over the outputs, which divides
+        the data term by ``D`` and so weighs the prior ``D`` times more than the per-example
+        likelihood would; for that reading sum over outputs and average over examples
+        (``lambda y, t: F.mse_loss(y, t, reduction="none").sum(-1).mean()``).
 
     The loss follows the model: a layer added or replaced later (``model[0] = compress(model[0])``,
     ``tensorize(model, inplace=True)``) gets its prior at the next call, and a layer switched to
@@ -282,7 +287,7 @@ class MarsLoss(nn.Module):
                             f"{criterion.__name__}(); got the class {criterion.__name__}")
         self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
         reduction = getattr(self.criterion, "reduction", "mean")
-        if reduction != "mean":
+        if reduction not in ("mean", "batchmean"):  # (KLDivLoss's batchmean is the mean over examples)
             raise ValueError(f"MarsLoss needs a criterion that averages over the batch (reduction='mean'); got "
                              f"reduction={reduction!r}. The prior is divided by num_train to match a per-example "
                              "data term: with a summed loss it would weigh num_train times too little")
