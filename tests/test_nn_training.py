@@ -498,7 +498,7 @@ def test_summary_flags_closed_and_dead_layers_honestly():
     text = str(report)
     assert "inf" not in text and "not a working model" in text and "weight is zero" in text
     assert "1*" in text and "kept at `min_rank`" in text
-    with pytest.warns(RuntimeWarning, match="layer '2' .*outputs only its bias"):
+    with pytest.warns(RuntimeWarning, match="layer '2' .*weight is zero .*a layer outputs only its bias"):
         compress(model)
 
 

@@ -365,8 +365,9 @@ class BondMasks(nn.Module):
                        "may be too strong for this layer (pi, alpha, or the N given to MarsLoss) or it may not be "
                        "needed")
             else:
-                msg = (f"{self.owner}: every mask of bond(s) {closed} is closed, so the layer's weight is zero and it "
-                       "outputs only its bias (min_rank=0); use min_rank >= 1, a larger pi or alpha")
+                msg = (f"{self.owner}: every mask of bond(s) {closed} is closed, so its weight is zero (min_rank=0): "
+                       "a layer outputs only its bias, a recurrent matrix keeps no memory of past steps; use "
+                       "min_rank >= 1, a larger pi or alpha")
             _warn_user(msg, RuntimeWarning)
         return closed
 

@@ -827,8 +827,8 @@ class ModelSummary:
         lines.append(f"| **model** | | | | {self.selected_params:,} | {self.dense_params:,} | "
                      f"{model} (start {self.initial_compression:.1f}x) |")
         if self.dead_layers:
-            lines.append(f"\nLayers {', '.join(self.dead_layers)}: a bond has rank 0, so the weight is zero and the "
-                         "layer outputs only its bias.")
+            lines.append(f"\nLayers {', '.join(self.dead_layers)}: a bond has rank 0, so the weight is zero: a layer "
+                         "outputs only its bias, a recurrent matrix keeps no memory of past steps.")
         if any(r.closed_bonds and not r.dead for r in self.layers):
             lines.append("\n`*`: MARS closed every index of this bond; it is kept at `min_rank` only (the prior may "
                          "be too strong for the layer, or the layer not needed).")
