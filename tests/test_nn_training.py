@@ -496,7 +496,7 @@ def test_summary_flags_closed_and_dead_layers_honestly():
     assert report.dead_layers == ["2"] and report.closed_layers == ["0", "2"]
     assert math.isnan(report.compression) and math.isnan(report.layers[1].compression)
     text = str(report)
-    assert "inf" not in text and "not a working model" in text and "weight is zero" in text
+    assert "inf" not in text and "none: a zero weight (below)" in text and "weight is zero" in text
     assert "1*" in text and "kept at `min_rank`" in text
     with pytest.warns(RuntimeWarning, match="layer '2' .*weight is zero .*a layer outputs only its bias"):
         compress(model)

@@ -823,7 +823,7 @@ class ModelSummary:
             lines.append(f"| {r.name} | {r.kind} | {start} | {sel} | {r.params_selected:,} | {r.dense_size:,} | "
                          f"{comp} |")
         lines.append(f"| other (biases, plain layers) | | | | {self.other_params:,} | {self.other_params:,} | |")
-        model = ("not a working model" if self.dead_layers else f"**{self.compression:.1f}x**")
+        model = ("none: a zero weight (below)" if self.dead_layers else f"**{self.compression:.1f}x**")
         lines.append(f"| **model** | | | | {self.selected_params:,} | {self.dense_params:,} | "
                      f"{model} (start {self.initial_compression:.1f}x) |")
         if self.dead_layers:
