@@ -608,3 +608,48 @@ def test_a_structure_search_names_itself_and_its_start_on_the_bars(capsys):
     assert "tnmars.fit [" not in err
     tnmars.fit(GOOD, "tucker", max_rank=3, seed=0, progress=True)  # the label does not outlive the search
     assert "tnmars.fit [selection]" in capsys.readouterr().err
+
+
+def test_a_budget_under_the_bernoulli_prior_says_it_only_caps_the_ranks():
+    """Found by review: with prior="bernoulli" no search runs, so a budget only shrinks an
+    over-budget relaxation; under it the result was the one without a budget (error 0.081 where
+    the default prior found 0.064 within the same budget), silently."""
+    with pytest.warns(UserWarning, match="budget= only caps the relaxation's ranks"):
+        res = tnmars.fit(GOOD, "tt", prior="bernoulli", budget=60, seed=0, progress=False,
+                         relaxation={"steps": 50})
+    assert res.num_params <= 60
+
+
+def test_data_or_a_device_without_values_is_refused():
+    torch = pytest.importorskip("torch")
+    for call in (lambda: tnmars.fit(torch.empty((6, 7, 8), device="meta"), "tucker", max_rank=3, progress=False),
+                 lambda: tnmars.search(torch.empty((6, 7, 8), device="meta"), progress=False)):
+        with pytest.raises(ValueError, match="'meta' device"):
+            call()
+    with pytest.raises(ValueError, match="device='meta' holds no values"):
+        tnmars.fit(torch.tensor(GOOD), "tucker", max_rank=3, progress=False, device="meta")
+
+
+def test_ratio_budgets_are_read_exactly():
+    """``"1.1x"`` of 110 entries allowed 99 parameters (float division), not 100."""
+    from tnmars._checks import max_params
+    assert (max_params("1.1x", 110), max_params("4.9x", 49), max_params("20x", 8000)) == (100, 10, 400)
+    for bad in ("infx", "nanx", "0.5x", "x", "1/0x"):
+        with pytest.raises(ValueError, match="compression-ratio budget"):
+            max_params(bad, 10)
+
+
+def test_an_interrupted_fit_history_ends_with_its_result_not_a_polish():
+    res = quiet_fit(GOOD, "tucker", seed=0, callback=lambda step, info: step >= 2)
+    assert res.interrupted and res.history["phase"][-1] == "result" and "polish" not in res.history["phase"]
+    assert quiet_fit(GOOD, "tucker", seed=0).history["phase"][-1] == "polish"
+
+
+def test_a_zero_network_is_named_in_reprs_and_refused_by_tensorly():
+    from tnmars.interop import to_tensorly
+    res = quiet_fit(np.zeros((4, 5, 6)), "tucker")
+    assert "compression='zero tensor'" in repr(res)
+    found = tnmars.search(np.zeros((3, 4, 5)), progress=False)
+    assert "compression='zero tensor'" in repr(found) and "the zero tensor" in found.summary()
+    with pytest.raises(ValueError, match="zero tensor"):
+        to_tensorly(res.network)

@@ -11,6 +11,7 @@ import operator
 import os
 import sys
 import warnings
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -144,11 +145,11 @@ def max_params(budget: Any, dense_size: int) -> int:
     if isinstance(budget, str):
         text = budget.strip().lower()
         if text.endswith("x"):
-            try:
-                ratio = float(text[:-1])
-            except ValueError:
-                ratio = math.nan
-            if not (ratio >= 1 and math.isfinite(ratio)):
+            try:  # exactly as written: "1.1x" of 110 entries allows 100 parameters (float division gave 99)
+                ratio = Fraction(text[:-1])
+            except (ValueError, ZeroDivisionError):
+                ratio = Fraction(0)
+            if not ratio >= 1:
                 raise ValueError(f"a compression-ratio budget is a number >= 1 followed by 'x', such as '20x'; "
                                  f"got {budget!r}")
             return max(int(dense_size // ratio), 1)

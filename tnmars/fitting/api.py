@@ -133,7 +133,9 @@ def fit(
         The selection returns the network that fits the data best among those within it
         (never more parameters): a budget is the size the caller chose, so the Occam prior
         is off unless ``prior_strength`` is given (then: the MAP network within the
-        budget, which may be smaller). See :mod:`tnmars.fitting.budget` and :func:`tnmars.sweep`.
+        budget, which may be smaller). With ``prior="bernoulli"`` (no search) the budget only
+        caps the relaxation's ranks (indices are removed until it fits), with a warning.
+        See :mod:`tnmars.fitting.budget` and :func:`tnmars.sweep`.
     selection: settings of the rank search, by name (fields of
         :class:`~tnmars.fitting.search.RankSearch`: ``sweeps``, ``full_sweeps``,
         ``final_sweeps``, ``second_look``, ``patience``, ``exchanges``); default: its own,
@@ -174,7 +176,7 @@ def fit(
         strength = _non_negative_float(prior_strength, "prior_strength")
     settings_relax = _relaxation(relaxation)
     search_settings = _selection(selection)
-    _warn_unused(relaxation, prior, proposal, prior_strength, selection)
+    _warn_unused(relaxation, prior, proposal, prior_strength, selection, budget)
     if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
         raise ValueError(f"min_rank must be a non-negative integer; got {min_rank!r}")
     min_rank = int(min_rank)
@@ -182,6 +184,9 @@ def fit(
     prep = prepare(data, observed, backend, _fit_dtype(dtype, data))
     _check_representable_in(prep, data)
     prep.backend.check_device(device)
+    if device is not None and str(device).startswith("meta"):
+        raise ValueError("device='meta' holds no values: a fit's result would be cores without numbers; fit on the "
+                         "CPU or a GPU (a network can be moved to 'meta' afterwards with .to('meta'))")
     if device is None:
         device = prep.device  # GPU data: the relaxation trains there and the result goes back there
     template, fmt, asked = _template(network, prep.shape, max_rank)
@@ -244,7 +249,8 @@ def fit(
                 best = min(search.path, key=lambda c: c.objective, default=best)
             interrupted = interrupted or search.stopped
         # 3. polish: ALS to convergence at the selected ranks
-        if not interrupted:
+        polished = not interrupted  # (its record in the history: "result" when it never ran)
+        if polished:
             try:
                 best = _polish(best.network, prep.data, crit, reporter)
             except KeyboardInterrupt:
@@ -260,7 +266,7 @@ def fit(
             except KeyboardInterrupt:  # the fit is done: Ctrl-C skips only its check
                 held_out = []
     return _labelled(_result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior,
-                             interrupted, device, t0, held_out), network)
+                             interrupted, device, t0, held_out, polished), network)
 
 
 def _labelled(result: FitResult, network: Any) -> FitResult:
@@ -405,7 +411,8 @@ def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate
 # ---------------------------------------------------------------------------------- result
 def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, settings: dict,
             relaxed: RelaxationResult | None, search: RankSearch | None, proposal: str, prior: str,
-            interrupted: bool, device: str | None, t0: float, held_out: Sequence[float] = ()) -> FitResult:
+            interrupted: bool, device: str | None, t0: float, held_out: Sequence[float] = (),
+            polished: bool = True) -> FitResult:
     net = best.network
     bonds = tuple(template.bonds)  # (a ring's: core k's left rank first, as Network.tr and tensorly order them)
     # errors in working units (data / scale): no overflow or underflow at any magnitude
@@ -451,7 +458,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     ranks = tuple(net.bonds[b] for b in bonds)
     max_ranks = tuple(template.bonds[b] for b in bonds)
     probabilities = {b: (np.arange(m) < r).astype(np.float64) for b, r, m in zip(bonds, ranks, max_ranks)}
-    history = _history(relaxed, search, best)
+    history = _history(relaxed, search, best, polished)
     selection = [] if search is None else [
         {"move": c.move, "ranks": list(c.ranks), "objective": c.objective,
          "relative_error": math.sqrt(c.sse / max(prep.data.sq_norm, 1e-300))} for c in search.path]
@@ -496,7 +503,10 @@ def _in_data_units(variance: float, scale: float) -> float:
         return float(np.float64(variance) * np.float64(scale) ** 2)
 
 
-def _history(relaxed: RelaxationResult | None, search: RankSearch | None, best: Candidate) -> dict[str, list]:
+def _history(relaxed: RelaxationResult | None, search: RankSearch | None, best: Candidate,
+             polished: bool = True) -> dict[str, list]:
+    """The fit's records by phase; the last is the result, ``"polish"`` when the polish ran and
+    ``"result"`` after an interruption (which skips it)."""
     cols: dict[str, list] = {"step": [], "phase": [], "loss": [], "ranks": []}
     step = 0
     if relaxed is not None:
@@ -516,7 +526,7 @@ def _history(relaxed: RelaxationResult | None, search: RankSearch | None, best: 
         step += len(search.path)
     n = max(getattr(search, "criterion", None).n_obs if search is not None else 1, 1)
     cols["step"].append(step)
-    cols["phase"].append("polish")
+    cols["phase"].append("polish" if polished else "result")
     cols["loss"].append(best.objective / n)
     cols["ranks"].append(tuple(best.ranks))
     return cols
@@ -650,7 +660,8 @@ def _selection(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _warn_unused(relaxation: Any, prior: str, proposal: str, prior_strength: Any, selection: Any) -> None:
+def _warn_unused(relaxation: Any, prior: str, proposal: str, prior_strength: Any, selection: Any,
+                 budget: Any = None) -> None:
     """Options that this combination of ``prior`` and ``proposal`` never reads: a warning, not a
     silent no-op (a user tuning ``relaxation={"pi": ...}`` with the default prior saw the same
     result whatever the values)."""
@@ -664,6 +675,10 @@ def _warn_unused(relaxation: Any, prior: str, proposal: str, prior_strength: Any
             unused.append("prior_strength= (the Occam prior of the rank search; prior='bernoulli' runs no search)")
         if selection is not None:
             unused.append("selection= (settings of the rank search; prior='bernoulli' runs no search)")
+        if budget is not None:
+            warnings.warn("tnmars.fit: with prior='bernoulli' budget= only caps the relaxation's ranks (indices are "
+                          "removed until the network fits it); no search for the network that fits best within the "
+                          "budget runs, which the default prior does", UserWarning, stacklevel=3)
     if unused:
         warnings.warn("tnmars.fit: these options have no effect here and are ignored: " + "; ".join(unused),
                       UserWarning, stacklevel=3)

@@ -54,6 +54,9 @@ def _numpy_of(x: Any, what: str) -> tuple[np.ndarray, Backend | None]:
         except (TypeError, ValueError):
             src = None
         if src is not None and src.is_array(x):
+            if "meta" in str(getattr(x, "device", "")):
+                raise ValueError(f"{what} is on the 'meta' device, which holds shapes but no values: there is "
+                                 "nothing to fit; pass the tensor with its values (on the CPU or a GPU)")
             return np.asarray(src.to_numpy(x)), src
     try:
         return np.asarray(x), None

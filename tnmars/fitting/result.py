@@ -40,7 +40,8 @@ class FitResult:
         "relative_error"}`` each (the first is the proposal).
     compression, num_params: dense size / parameters, and parameters, of ``network``.
     history: one record per evaluated network or relaxation record: columns ``step``,
-        ``phase`` (``"relaxation"``, ``"selection"``, ``"polish"``), ``loss`` (the phase's
+        ``phase`` (``"relaxation"``, ``"selection"``, ``"polish"``; ``"result"`` for the last
+        record of an interrupted fit, which skips the polish), ``loss`` (the phase's
         objective per observation), ``ranks``.
     interrupted: ``True`` when Ctrl-C (or a callback) stopped the fit: the best state so far
         is returned. steps_run: Adam steps of the relaxation; evaluations: networks refitted by
@@ -98,4 +99,12 @@ class FitResult:
 
     def __repr__(self) -> str:
         return (f"FitResult(ranks={self.ranks}, relative_error={self.relative_error:.4g}, "
-                f"compression={self.compression:.3g}, interrupted={self.interrupted})")
+                f"compression={_compression_repr(self.network)}, interrupted={self.interrupted})")
+
+
+def _compression_repr(network: Network) -> str:
+    """``12.5`` for a repr, or ``'zero tensor'`` for a network with a bond of rank 0 (whose
+    ratio of dense size to parameters would read as a compression)."""
+    if not compression_text(network).startswith("compression "):
+        return "'zero tensor'"
+    return f"{network.compression:.3g}"

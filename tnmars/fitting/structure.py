@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from .._checks import positive_int
-from ..network import Network
+from ..network import Network, compression_text
 from .api import fit
 from .graph import feasible_ranks
 from .progress import labelled
-from .result import FitResult
+from .result import FitResult, _compression_repr
 
 __all__ = ["search", "StructureResult", "fctn_spec", "topology_name"]
 #: the rank search's settings here: loops make ALS slow to settle, so refits run longer than
@@ -127,7 +127,7 @@ class StructureResult:
             f"  edges (rank)   {edges}",
             f"  spec           {self.spec}",
             f"  relative error {self.relative_error:.4g}; {self.num_params:,} parameters for "
-            f"{self.network.dense_size:,} entries: compression {self.compression:.2f}x",
+            f"{self.network.dense_size:,} entries: {compression_text(self.network)}",
         ])
 
     def plot(self, **kwargs: Any):
@@ -138,7 +138,7 @@ class StructureResult:
 
     def __repr__(self) -> str:
         return (f"StructureResult(topology={self.topology!r}, edges={self.edges}, "
-                f"relative_error={self.relative_error:.4g}, compression={self.compression:.3g})")
+                f"relative_error={self.relative_error:.4g}, compression={_compression_repr(self.network)})")
 
 
 def search(

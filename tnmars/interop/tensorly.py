@@ -351,6 +351,10 @@ def to_tensorly(net: Network, kind: str | None = None) -> Any:
     'TuckerTensor'
     """
     CPTensor, TuckerTensor, TTTensor, TRTensor, TTMatrix = _tensorly_classes()
+    closed = [b for b, r in net.bonds.items() if r == 0]
+    if closed:  # tensorly's reconstructions fail on rank-0 factors ("cannot reshape array of size 0")
+        raise ValueError(f"the network is the zero tensor (bond{'s' if len(closed) > 1 else ''} {', '.join(closed)} of "
+                         "rank 0): tensorly's classes cannot hold it; use net.to_tensor(), or refit with min_rank=1")
     net = _without_unit_legs(net)
     if kind is None:
         kind = topology(net)
