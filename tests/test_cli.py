@@ -114,6 +114,7 @@ def test_mask_npz_array_is_chosen_by_observed_key_or_the_data_key_or_alone(small
     one_line_error(run(*common, "--observed", str(folder / "two_masks.npz")), "choose one with --observed-key")
     one_line_error(run(*common, "--observed", str(folder / "mask.npy"), "--observed-key", "M"),
                    "--observed-key 'M' names an array of a .npz file")
+    one_line_error(run(*common, "--observed-key", "M"), "there is no --observed")
 
 
 def test_fit_with_a_mask_and_nan_as_missing_combines_them(small):

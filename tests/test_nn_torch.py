@@ -209,7 +209,9 @@ def test_compiled_training_step_matches_eager_gradients():
 def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call(mixed):
     """The mask code's caches (constants, mask views) and the conv and embedding layers'
     path-choice caches were filled while tracing, which changed what dynamo guards on and made
-    it compile the step a second time."""
+    it compile the step a second time. A MARS layer registered into another module anywhere
+    (``compress`` of a copy, a new model) moved a count the loss read: a recompile each time,
+    and past the recompile limit a fullgraph step failed."""
     from tnmars.nn import masks as mask_module
     mask_module._CONSTANTS.clear()
     torch.manual_seed(0)
@@ -234,6 +236,7 @@ def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call(m
     try:
         torch._dynamo.config.error_on_recompile = True
         for _ in range(2):
+            nn.Sequential(LowRankLinear(4, 4, rank=2))  # registered elsewhere: the loss walks its model, eagerly
             opt.zero_grad()
             step(*args, y).backward()
             opt.step()

@@ -548,10 +548,15 @@ def test_loss_follows_a_replaced_layer_and_an_optimizer_that_cannot_is_an_error(
     out = model(x)
     want = nn.functional.cross_entropy(out, y) + tnn.mars_penalty(model, 50)
     torch.testing.assert_close(loss_fn(out, y), want)
-    # with the optimizer applying the prior: unrelated modules built elsewhere change nothing
+    # with the optimizer applying the prior: MARS layers registered into other modules change nothing here
     loss_fn = MarsLoss(model, 50)
     opt = loss_fn.optimizer(lr=1e-2)
-    nn.Linear(3, 3)
+    from tnmars.nn import training as training_module
+    count = training_module._module_registrations
+    nn.Sequential(LowRankLinear(3, 3, rank=2))
+    assert training_module._module_registrations == count + 1  # (the walk below happens)
+    nn.Sequential(nn.Linear(3, 3))  # plain modules are not counted
+    assert training_module._module_registrations == count + 1
     opt.zero_grad()
     loss_fn(model(x), y).backward()
     opt.step()
@@ -566,6 +571,19 @@ def test_loss_follows_a_replaced_layer_and_an_optimizer_that_cannot_is_an_error(
         tnn.tensorize(model, ["3"], rank="full", inplace=True)
     with pytest.raises(RuntimeError, match=r"new \['3'\]"):
         loss_fn(model(x), y)
+
+
+def test_a_loss_loaded_in_another_process_follows_a_layer_replaced_after_loading(tmp_path):
+    """Found by review: the loss pickled its count of module registrations, which a new process
+    could match by chance; the reloaded loss then kept the replaced layer."""
+    model = _mixed_model()
+    torch.save((model, MarsLoss(model, 50)), tmp_path / "both.pt")
+    model, loss_fn = torch.load(tmp_path / "both.pt", weights_only=False)
+    assert "_registrations_seen" not in loss_fn.__dict__
+    model[2] = LowRankLinear(12, 6, rank=3, alpha=2.0).double()
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    out = model(x)
+    torch.testing.assert_close(loss_fn(out, y), nn.functional.cross_entropy(out, y) + tnn.mars_penalty(model, 50))
 
 
 def test_loss_value_is_the_criterion_alone_when_the_optimizer_carries_the_prior():

@@ -309,7 +309,7 @@ def test_bad_arguments_of_the_stability_tools_are_clear_errors():
         with pytest.raises(ValueError, match="scale"):
             trajectory_ratios(rnn, x, scale=scale)
     for chunk in (0, -1, 2.5):
-        with pytest.raises(ValueError, match="chunk"):
+        with pytest.raises((ValueError, TypeError), match="chunk"):
             effective_stability(rnn, x, chunk=chunk)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         effective_stability(rnn, x)
@@ -326,3 +326,24 @@ def test_bad_arguments_of_the_stability_tools_are_clear_errors():
         tt.weight_tt.cores[0].view(-1)[0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         tt.project_()
+
+
+def test_a_small_round_limit_keeps_its_estimate_instead_of_an_exact_norm_every_step():
+    """Found by review: with the exact fallback at any round limit, power_iters=2 (a cheap
+    per-step projection) did one or two full SVDs per step (25-120x slower at hidden 1024)."""
+    from tnmars.nn.stability import EXACT_FALLBACK_ROUNDS, exact_unless_converged, fixed_block, subspace_iteration
+    W = _clustered_top(64)
+
+    def exact():
+        raise AssertionError("no exact norm below the fallback's round limit")
+
+    quick = subspace_iteration(lambda V: V @ W, lambda U: U @ W.T, fixed_block(3, 64, torch.float64), iters=2)
+    assert not quick.converged and exact_unless_converged(quick, exact, 2) == quick.sigma
+    slow = subspace_iteration(lambda V: V @ W, lambda U: U @ W.T, fixed_block(3, 64, torch.float64),
+                              iters=EXACT_FALLBACK_ROUNDS)
+    if not slow.converged:
+        assert exact_unless_converged(slow, lambda: W, EXACT_FALLBACK_ROUNDS) == pytest.approx(2.0, rel=1e-12)
+    rnn = LinearRNN(3, 64, lam=0.9, power_iters=2).double()
+    with torch.no_grad():
+        rnn.weight.copy_(W)
+    assert rnn.project_() <= 2.0  # a lower bound, no exact norm

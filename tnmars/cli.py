@@ -351,6 +351,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .fitting import fit
 
 
+    if args.observed_key is not None and args.observed is None:
+        raise CLIError("--observed-key names the array of an --observed MASK file; there is no --observed")
     data = _load_array(args.data, args.key, "DATA")
     if data.dtype.kind not in "biuf":
         raise CLIError(f"DATA must hold real numbers; got dtype {data.dtype}")

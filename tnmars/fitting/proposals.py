@@ -18,7 +18,7 @@ search only refuses to remove indices below it, so a start below it would stay b
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,19 +101,7 @@ def truncated(fmt: str, template: Network, y: np.ndarray, ranks: Mapping[str, in
     """The classical SVD truncation of ``y`` at ``ranks`` (by bond name): HOSVD (Tucker),
     TT-SVD (TT) or TR-SVD (TR; None when its first unfolding cannot hold ``r_0 r_1``)."""
     if fmt == "tucker":
-        factors = []
-        for k, b in enumerate(template.bonds):
-            m = np.moveaxis(y, k, 0).reshape(y.shape[k], -1)
-            w, q = np.linalg.eigh(m @ m.T)
-            del m  # before the next mode's copy: two unfoldings alive at once are a third data size
-            factors.append(q[:, ::-1][:, : ranks[b]])
-        core = y
-        for k, u in enumerate(factors):
-            core = np.moveaxis(np.tensordot(core, u, axes=([k], [0])), -1, k)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            net = Network.tucker(y.shape, [ranks[b] for b in template.bonds])
-        return net.with_cores([core, *factors])
+        return tucker_truncation(template, y, tucker_bases(y), ranks)
     if fmt == "tt":
         caps = [ranks[b] for b in template.bonds]
         _, cores = tt_proposal(y, lambda s, rows, cols: len(s), caps)
@@ -121,6 +109,31 @@ def truncated(fmt: str, template: Network, y: np.ndarray, ranks: Mapping[str, in
     if fmt == "tr":
         return _tr_svd(template, y, dict(ranks))
     raise ValueError(f"no SVD truncation for format {fmt!r}")
+
+
+def tucker_bases(y: np.ndarray) -> list[np.ndarray]:
+    """Every mode's left singular vectors of ``y``'s unfolding, largest first (from the Gram
+    matrix of each unfolding, one unfolding alive at a time)."""
+    bases = []
+    for k in range(y.ndim):
+        m = np.moveaxis(y, k, 0).reshape(y.shape[k], -1)
+        q = np.linalg.eigh(m @ m.T)[1]
+        del m  # before the next mode's copy: two unfoldings alive at once are a third data size
+        bases.append(q[:, ::-1])
+    return bases
+
+
+def tucker_truncation(template: Network, y: np.ndarray, bases: Sequence[np.ndarray],
+                      ranks: Mapping[str, int]) -> Network:
+    """HOSVD of ``y`` at ``ranks`` (by bond name) from :func:`tucker_bases`."""
+    factors = [q[:, : ranks[b]] for q, b in zip(bases, template.bonds)]
+    core = y
+    for k, u in enumerate(factors):
+        core = np.moveaxis(np.tensordot(core, u, axes=([k], [0])), -1, k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = Network.tucker(y.shape, [ranks[b] for b in template.bonds])
+    return net.with_cores([core, *factors])
 
 
 #: EM iterations of :func:`em_start`: on the tuning cases (TT (2,3) and Tucker (2,3,2)
@@ -234,18 +247,24 @@ def fresh_start(fmt: str | None, template: Network, data: FitData, seed: Any = N
 def truncation_start(fmt: str | None, template: Network, data: FitData
                      ) -> Callable[[dict[str, int]], list[Network]] | None:
     """A builder of the classical start at given ranks, for the final refit at the selected
-    ranks (:meth:`RankSearch._restarted`) of a Tucker (HOSVD / HOOI) or TT (TT-SVD) fit of
+    ranks (:meth:`RankSearch._restarted`) and the last look at growing moves
+    (:meth:`RankSearch._classical_additions`) of a Tucker (HOSVD) or TT (TT-SVD) fit of
     complete data: the search's own cores can sit in a poor ALS minimum at the right ranks,
     where the truncation is close to optimal (a noiseless Tucker 2^6 at (2,1,2,1,2,2): 0.049
     from the walk, 6e-16 from HOSVD). None for other formats and for completion (its EM
     starts, :func:`em_starts`, play that part)."""
     if fmt not in ("tucker", "tt") or data.weights is not None:
         return None
-    y = filled(data)
+    kept: dict[str, Any] = {}  # the data on the host and HOSVD's bases, made at the first call
 
     def starts(ranks: dict[str, int]) -> list[Network]:
-        net = truncated(fmt, template, y, ranks)
-        return [] if net is None else [net]
+        if "y" not in kept:
+            kept["y"] = filled(data)
+        if fmt == "tucker":
+            if "bases" not in kept:  # every mode's singular vectors, whatever the ranks: computed once
+                kept["bases"] = tucker_bases(kept["y"])
+            return [tucker_truncation(template, kept["y"], kept["bases"], ranks)]
+        return [truncated(fmt, template, kept["y"], ranks)]
 
     return starts
 

@@ -127,9 +127,11 @@ class RankSearch:
     ``restarts(ranks)``, when given, builds the starts of the final refit at the selected
     ranks instead (``_restarted`` only: networks with loops other than rings, where fresh
     starts for every removal would cost too much). ``classical(ranks)``, when given, builds
-    the format's truncation start (HOSVD, TT-SVD) at the selected ranks for that final refit
-    too: the walk's cores can sit in a poor ALS minimum at the right ranks (noiseless Tucker
-    2^6 at (2,1,2,1,2,2): relative error 0.049 from the walk, 6e-16 from HOSVD).
+    the format's truncation start (HOSVD, TT-SVD) at given ranks: for the final refit at the
+    selected ranks (the walk's cores can sit in a poor ALS minimum at the right ranks:
+    noiseless Tucker 2^6 at (2,1,2,1,2,2), relative error 0.049 from the walk, 6e-16 from
+    HOSVD), and for every growing move once the walk ends (:meth:`_classical_additions`).
+    The start is first made feasible (:func:`_feasible`).
 
     Many bonds (more than :data:`MANY_BONDS`): the exchanges are screened
     (:meth:`_exchange_pairs`) and their finalists refitted in two stages, and the random
@@ -593,8 +595,8 @@ class RankSearch:
         """The ``fresh``, ``imputed`` and ``classical`` starts at ``ranks``, each start once (the
         EM start of a Tucker or TT completion is both fresh and imputed)."""
         starts = self.fresh(ranks) if self.fresh is not None else []
-        extra = self.imputed(ranks) if self.imputed is not None else []
-        extra += self.classical(ranks) if self.classical is not None else []
+        extra = [*(self.imputed(ranks) if self.imputed is not None else []),  # (a new list: the builders
+                 *(self.classical(ranks) if self.classical is not None else [])]  # may keep theirs)
         return [*starts, *(s for s in extra if all(s is not t for t in starts))]
 
     def _revisited(self, best: Candidate) -> Candidate:

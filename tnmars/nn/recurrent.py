@@ -420,7 +420,7 @@ class TTRecurrentMatrix(nn.Module):
             )
             if res.sigma > 0:
                 buf.copy_(res.vectors)
-            return exact_unless_converged(res, dense)
+            return exact_unless_converged(res, dense, iters)
 
     def scale_(self, factor: float) -> None:
         """Multiply ``W`` by ``factor`` by scaling every core by ``factor ** (1/d)`` (in place)."""
@@ -729,7 +729,7 @@ class _ElmanRNN(_RecurrentModel):
         )
         if res.sigma > 0:
             self._power_v.copy_(res.vectors)
-        return exact_unless_converged(res, lambda: W)
+        return exact_unless_converged(res, lambda: W, self.power_iters)
 
     def project_(self) -> float | None:
         """Enforce ``||W||_2 <= lam`` now (no-op without ``lam``); return the norm before."""
@@ -772,6 +772,12 @@ class LinearRNN(_ElmanRNN):
         every optimiser step, or use :func:`register_stability_hook`).
     projection: ``"power"`` (power iteration + rescale) or ``"svd"`` (exact singular-value clip;
         for a TT matrix the exact norm and the same rescale of the cores).
+    power_iters, power_tol: the power projection's round limit and relative tolerance (its
+        subspace iteration is warm-started from the previous call's vectors, so a few rounds a
+        step converge over the steps). With fewer than
+        :data:`~tnmars.nn.stability.EXACT_FALLBACK_ROUNDS` rounds an estimate that has not
+        converged is used as it is (a lower bound: the projection is approximate); from there
+        up, such an estimate gives way to the exact norm.
     recurrent: ``"dense"``, ``"tt"`` (a :class:`TTRecurrentMatrix` built from ``tt_rank``,
         ``tt_shape``, ``mars``, ``pi``, ``alpha``, ``temperature``, ``min_rank``, with the
         layers' defaults and presets: masks open at the start, at least one index per bond)

@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from .._checks import positive_int
+
 __all__ = [
     "check_lambda",
     "check_k",
@@ -259,12 +261,19 @@ def _check_matrix(W: torch.Tensor, name: str = "W") -> None:
         raise ValueError(f"{name} has NaN or infinite entries")
 
 
-def exact_unless_converged(result: PowerIterationResult, dense: Callable[[], torch.Tensor]) -> float:
+#: round limits from which a subspace iteration that stops without converging gives way to the
+#: exact norm; a smaller limit (a cheap per-step projection, the power method's point: warm starts
+#: converge over the steps) keeps its estimate, a lower bound of the norm
+EXACT_FALLBACK_ROUNDS = 100
+
+
+def exact_unless_converged(result: PowerIterationResult, dense: Callable[[], torch.Tensor], iters: int) -> float:
     """``result.sigma``, or the exact norm of ``dense()`` when the iteration stopped at its round
-    limit without converging: with several singular values close to the top the estimate is
-    low (a 256 x 256 matrix with singular values 2.0 ... 1.98: 1.99939 after 500 rounds), and a
-    projection that trusted it left the matrix above its bound."""
-    if result.converged:
+    limit ``iters`` (at least :data:`EXACT_FALLBACK_ROUNDS`) without converging: with several
+    singular values close to the top the estimate is low (a 256 x 256 matrix with singular
+    values 2.0 ... 1.98: 1.99939 after 500 rounds), and a projection that trusted it left the
+    matrix above its bound."""
+    if result.converged or iters < EXACT_FALLBACK_ROUNDS:
         return result.sigma
     return float(torch.linalg.matrix_norm(dense(), 2))
 
@@ -286,7 +295,7 @@ def spectral_norm(
     if v0 is not None:
         block[0] = v0.to(W)
     result = subspace_iteration(lambda V: V @ W, lambda U: U @ W.T, block, iters=iters, tol=tol)
-    return exact_unless_converged(result, lambda: W)
+    return exact_unless_converged(result, lambda: W, iters)
 
 
 def project_spectral(
@@ -305,7 +314,8 @@ def project_spectral(
     - ``method="power"``: estimate ``sigma = ||W||_2`` by subspace iteration and rescale
       ``W * lam / sigma`` when ``sigma > lam`` (the faster variant they suggest). ``W'`` lies
       on the ball up to the iteration's relative tolerance (an iteration that does not
-      converge within ``iters`` rounds is replaced by the exact norm); the direction of ``W``
+      converge within ``iters`` rounds, from :data:`EXACT_FALLBACK_ROUNDS` up, is replaced by
+      the exact norm; with fewer rounds the estimate is a lower bound); the direction of ``W``
       is kept.
 
     Matrices already inside the ball are returned unchanged (the same tensor object). Half-
@@ -390,10 +400,6 @@ def _check_data(x: Any) -> None:
                            "call this outside inference_mode (torch.no_grad() is fine)")
 
 
-def _check_chunk(chunk: Any) -> int:
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk (steps per batch of Jacobians) must be an int >= 1; got {chunk!r}")
-    return chunk
 
 
 @contextmanager
@@ -438,7 +444,7 @@ def state_jacobian_norms(model: Any, x: torch.Tensor, *, chunk: int = 1024) -> t
     """
     _check_model(model)
     _check_data(x)
-    chunk = _check_chunk(chunk)
+    chunk = positive_int(chunk, "chunk (steps per batch of Jacobians)")
     with _measured_in_eval_mode(model):
         return _state_jacobian_norms(model, x, chunk)
 
@@ -554,7 +560,7 @@ def effective_stability(model: Any, x: torch.Tensor, *, chunk: int = 1024, seed:
     # it counts, and makes the geometric-mean rate 0; NaN ratios follow such a merge
     finite = ratios[torch.isfinite(ratios)]
     max_ratio = float(finite.max()) if finite.numel() else float("nan")
-    rate = float(torch.exp(torch.log(finite.double()).mean())) if finite.numel() else float("nan")
+    rate = float(torch.exp(torch.log(finite.cpu().double()).mean())) if finite.numel() else float("nan")
     return StabilityReport(
         max_jacobian=float(flat.max()),
         mean_jacobian=float(flat.mean()),

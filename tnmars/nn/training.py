@@ -46,15 +46,32 @@ from .optimizers import CARRYING, SUPPORTED, PriorGradient, fused_by_default
 from .recurrent import TTRecurrentMatrix
 
 # ------------------------------------------------------------------------------ discovery
-#: how many times a submodule was registered anywhere (``module.name = layer``, ``model[0] = ...``,
+#: how many times a module that is or holds a MARS-capable module (:func:`_may_carry_masks`) was
+#: registered into another or replaced there, anywhere (``module.name = layer``, ``model[0] = ...``,
 #: ``add_module``), counted by a global registration hook: a :class:`MarsLoss` walks its model's
-#: module tree again only when this moved since its last walk
+#: module tree again only when this moved since its last walk. Registrations of plain modules
+#: (a module built per batch, a metric) and into ``nn.DataParallel``'s per-forward replicas do not
+#: count, so they cost an eager step nothing and never invalidate a compiled one.
 _module_registrations = 0
 
 
 def _count_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    # (it runs inside every module's __setattr__ in the process, on modules half built: plain
+    # dictionary reads, and any surprise counts as a change rather than escaping into torch)
     global _module_registrations
-    _module_registrations += 1
+    if module.__dict__.get("_is_replica", False):  # nn.DataParallel's replicas, made at every forward
+        return
+    try:
+        old = module.__dict__.get("_modules", {}).get(name)  # (the hook runs before the assignment)
+        counts = any(m is not None and _holds_mars_capable(m) for m in (submodule, old))
+    except Exception:  # noqa: BLE001 - a module whose attribute lookups fail while it is built
+        counts = True
+    if counts:
+        _module_registrations += 1
+
+
+def _holds_mars_capable(module: nn.Module) -> bool:
+    return any(_may_carry_masks(m) for m in module.modules())
 
 
 register_module_module_registration_hook(_count_registration)
@@ -319,7 +336,9 @@ class MarsLoss(nn.Module):
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         state = self.__dict__
-        if state.get("_registrations_seen") != _module_registrations:  # a module was set somewhere
+        # a MARS-capable module was set somewhere since the last walk (not read while compiling: dynamo
+        # would guard on both counts and recompile at every registration in the process)
+        if not torch.compiler.is_compiling() and state.get("_registrations_seen") != _module_registrations:
             self._follow_model()
         if not state["_model"].training and "_modes_checked" not in state and torch.is_grad_enabled() \
                 and not torch.compiler.is_compiling():  # (one attribute read in a training step)
@@ -350,6 +369,11 @@ class MarsLoss(nn.Module):
                 self._layout = (_structure_key(self._modules_seen),
                                 _modules_left_in_loss(self._modules_seen, carried[1] is not None))
         return loss if penalty is None else loss + penalty
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_registrations_seen", None)  # another process's count: the loaded loss walks its model once
+        return state
 
     def _follow_model(self) -> None:
         """List the model's MARS-capable modules again (after a module was registered anywhere):
