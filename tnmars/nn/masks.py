@@ -357,6 +357,10 @@ class BondMasks(nn.Module):
     def warn_if_closed(self) -> list[str]:
         """Warn (``RuntimeWarning``, naming :attr:`owner`) if some bond has every ``phi <= 0.5``;
         return those bonds. With ``min_rank=0`` the layer's weight is then exactly zero."""
+        if not bool(torch.isfinite(self.logits.detach()).all()):
+            _warn_user(f"{self.owner}: its mask logits hold NaN or infinity (the training diverged: look for a NaN "
+                       "loss), and NaN logits read as closed masks: its ranks mean nothing", RuntimeWarning)
+            return []
         closed = self.closed_bonds()
         if closed:
             if self.min_rank:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .masks import BondMasks, _host_tensor
+from .masks import BondMasks, _host_tensor, _warn_user
 
 #: the optimizers :meth:`MarsLoss.optimizer` builds: the prior's gradient is added to ``.grad``
 #: before their update, so each keeps its own options (a decoupled ``weight_decay`` included)
@@ -82,8 +82,13 @@ class PriorGradient:
         # 6 us more in a loop): the usual case is written out, the rare ones have fallbacks.
         probe = self.probe
         weight = probe.grad
+        state = self.__dict__
         if weight is None:  # no backward of the loss since the last step
+            if "_applied" not in state:
+                self._never_applied()
             return
+        if "_applied" not in state:
+            state["_applied"] = True
         probe.grad = None  # read once; and the optimizer skips the probe
         enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad() without its object (about 8 us in the step)
@@ -94,6 +99,22 @@ class PriorGradient:
                 self._add(weight.reshape(()))
         finally:
             torch._C._set_grad_enabled(enabled)
+
+    #: steps without any backward of the loss, from the start, after which the step warns
+    MISSED_STEPS = 3
+
+    def _never_applied(self) -> None:
+        """Count a step that found no gradient on the probe, before any step found one; warn once
+        at :attr:`MISSED_STEPS`: the loss backpropagated is not the MarsLoss that built this
+        optimizer (a criterion called directly, say with label smoothing), so no prior is
+        applied and MARS selects nothing."""
+        missed = self.__dict__.get("_missed", 0) + 1
+        self.__dict__["_missed"] = missed
+        if missed == self.MISSED_STEPS:
+            _warn_user(f"the optimizer of MarsLoss.optimizer() has stepped {missed} times without a backward of that "
+                       "MarsLoss, so it applied no prior: MARS selects nothing. Backpropagate the MarsLoss's value "
+                       "(give your criterion to MarsLoss(model, N, criterion=...)), not the criterion alone.",
+                       RuntimeWarning)
 
     def _add(self, w: float | torch.Tensor) -> None:
         number = isinstance(w, float)

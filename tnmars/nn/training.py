@@ -274,7 +274,10 @@ class MarsLoss(nn.Module):
         (``MSELoss``, ``BCELoss`` on ``D`` outputs) also averages over the outputs, which divides
         the data term by ``D`` and so weighs the prior ``D`` times more than the per-example
         likelihood would; for that reading sum over outputs and average over examples
-        (``lambda y, t: F.mse_loss(y, t, reduction="none").sum(-1).mean()``).
+        (``lambda y, t: F.mse_loss(y, t, reduction="none").sum(-1).mean()``). A squared or
+        absolute error is the log-likelihood of unit-size noise in the targets' units, so the
+        targets' scale sets the prior's weight too: standardize them (the first call warns when
+        their variance is far from 1).
 
     The loss follows the model: a layer added or replaced later (``model[0] = compress(model[0])``,
     ``tensorize(model, inplace=True)``) gets its prior at the next call, and a layer switched to
@@ -340,6 +343,8 @@ class MarsLoss(nn.Module):
         # would guard on both counts and recompile at every registration in the process)
         if not torch.compiler.is_compiling() and state.get("_registrations_seen") != _module_registrations:
             self._follow_model()
+        if "_scale_checked" not in state and not torch.compiler.is_compiling():
+            self._check_target_scale(target)
         if not state["_model"].training and "_modes_checked" not in state and torch.is_grad_enabled() \
                 and not torch.compiler.is_compiling():  # (one attribute read in a training step)
             self._check_training_modes()
@@ -374,6 +379,25 @@ class MarsLoss(nn.Module):
         state = super().__getstate__()
         state.pop("_registrations_seen", None)  # another process's count: the loaded loss walks its model once
         return state
+
+    def _check_target_scale(self, target: Any) -> None:
+        """Warn, once, when a regression criterion (squared or absolute error) sees targets whose
+        variance is far from 1: the criterion is then the log-likelihood of noise of unit size in
+        the targets' units, so their scale sets the prior's weight (targets 100x smaller: a data
+        term 10^4 weaker, and MARS closed most indices of a layer that needed them, silently)."""
+        self.__dict__["_scale_checked"] = True
+        regression = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+        if not isinstance(self.criterion, regression) or not isinstance(target, torch.Tensor) \
+                or not target.is_floating_point() or target.numel() < 2:
+            return
+        variance = float(target.detach().float().var())
+        if math.isfinite(variance) and not 1e-2 <= variance <= 1e2:
+            effect = ("weaker: MARS closes indices the model needs" if variance < 1 else
+                      "stronger: the prior barely acts and MARS selects little")
+            warn_user(f"MarsLoss: the targets' variance is {variance:.3g}; {type(self.criterion).__name__} treats the "
+                      "residuals as noise of unit size in the targets' units, so against the prior the data term is "
+                      f"{max(variance, 1 / variance):.3g}x {effect}. Standardize the targets (zero mean, unit "
+                      "variance), or scale the loss knowingly.", RuntimeWarning)
 
     def _follow_model(self) -> None:
         """List the model's MARS-capable modules again (after a module was registered anywhere):
@@ -608,7 +632,9 @@ class MarsTemperature:
       from ``start``;
     * ``steps=``: exponential from ``start`` to ``end`` over ``steps`` calls, then ``end``.
 
-    Give one of the two: both at once is an error (one would be ignored).
+    Give one of the two: both at once is an error (one would be ignored). Building the
+    schedule sets every MARS layer's temperature to ``start`` (a ``temperature=`` given to a
+    layer is replaced).
 
     With fewer epochs than the paper's 300, :meth:`paper_decay` gives the per-epoch factor
     that reaches the floor at the same fraction of training (epoch 229 of 300).
@@ -688,6 +714,10 @@ def compress(model: nn.Module) -> nn.Module:
     """
     model = _unwrap(model)
     name_owners(model)
+    diverged = [name or "(model)" for name, layer in rank_modules(model) if not _all_finite(layer.parameters())]
+    if diverged:
+        raise ValueError(f"compress: layers {diverged} hold NaN or infinite cores or mask logits (the training "
+                         "diverged): their MAP ranks are not a selection, and the compressed model would output NaN")
     in_warmup = []
     for name, layer in mars_modules(model):
         layer.masks.warn_if_closed()
@@ -777,6 +807,9 @@ class LayerSummary:
     params_selected: int
     #: bonds on which MARS closed every index (every ``phi <= 0.5``): kept at ``min_rank`` only
     closed_bonds: list[str] = field(default_factory=list)
+    #: True when a core or mask logit holds NaN or infinity (training diverged): ranks read from
+    #: NaN logits (``NaN > 0`` is false) mean nothing
+    non_finite: bool = False
 
     @property
     def dead(self) -> bool:
@@ -786,8 +819,8 @@ class LayerSummary:
     @property
     def compression(self) -> float:
         """Dense size over the parameters at the selected ranks; NaN for a dead layer (a zero weight
-        is not a compressed weight)."""
-        return math.nan if self.dead else self.dense_size / self.params_selected
+        is not a compressed weight) and for one with non-finite parameters."""
+        return math.nan if self.dead or self.non_finite else self.dense_size / self.params_selected
 
 
 @dataclass
@@ -826,8 +859,13 @@ class ModelSummary:
         return [r.name for r in self.layers if r.closed_bonds]
 
     @property
+    def non_finite_layers(self) -> list[str]:
+        """Layers holding NaN or infinite cores or logits (a diverged training)."""
+        return [r.name for r in self.layers if r.non_finite]
+
+    @property
     def compression(self) -> float:
-        if self.dead_layers:
+        if self.dead_layers or self.non_finite_layers:
             return math.nan
         return mars.compression_ratio(self.other_params, [r.dense_size for r in self.layers],
                                       [r.params_selected for r in self.layers])
@@ -843,13 +881,18 @@ class ModelSummary:
         for r in self.layers:
             start = ",".join(str(v) for v in r.max_ranks.values())
             sel = ",".join(str(r.selected_ranks[b]) + ("*" if b in r.closed_bonds else "") for b in r.max_ranks)
-            comp = "none: weight is zero" if r.dead else f"{r.compression:.1f}x"
+            comp = ("none: NaN/inf parameters" if r.non_finite else "none: weight is zero" if r.dead
+                    else f"{r.compression:.1f}x")
             lines.append(f"| {r.name} | {r.kind} | {start} | {sel} | {r.params_selected:,} | {r.dense_size:,} | "
                          f"{comp} |")
         lines.append(f"| other (biases, plain layers) | | | | {self.other_params:,} | {self.other_params:,} | |")
-        model = ("none: a zero weight (below)" if self.dead_layers else f"**{self.compression:.1f}x**")
+        model = ("none: NaN/inf parameters (below)" if self.non_finite_layers else
+                 "none: a zero weight (below)" if self.dead_layers else f"**{self.compression:.1f}x**")
         lines.append(f"| **model** | | | | {self.selected_params:,} | {self.dense_params:,} | "
                      f"{model} (start {self.initial_compression:.1f}x) |")
+        if self.non_finite_layers:
+            lines.append(f"\nLayers {', '.join(self.non_finite_layers)}: NaN or infinite cores or mask logits (the "
+                         "training diverged): their ranks and compression mean nothing.")
         if self.dead_layers:
             lines.append(f"\nLayers {', '.join(self.dead_layers)}: a bond has rank 0, so the weight is zero: a layer "
                          "outputs only its bias, a recurrent matrix keeps no memory of past steps.")
@@ -893,16 +936,18 @@ def summary(model: nn.Module) -> ModelSummary:
         core_ids.update(id(p) for p in layer.cores)
         masks = getattr(layer, "masks", None)
         closed: list[str] = []
+        finite = _all_finite(layer.parameters())
         if masks is not None:
             logit_ids.update(id(p) for p in masks.parameters())
-            closed = masks.closed_bonds()
+            closed = masks.closed_bonds() if finite else []
         sel = layer.selected_ranks()
         if getattr(layer, "warmup", False) and sel != dict(layer.max_ranks):
             in_warmup.append(name or type(layer).__name__)
         rows.append(LayerSummary(name=name or type(layer).__name__, kind=type(layer).__name__,
                                  max_ranks=dict(layer.max_ranks), selected_ranks=sel, dense_size=layer.dense_size,
                                  params_initial=layer.num_params_at(layer.max_ranks),
-                                 params_selected=layer.num_params_at(sel), closed_bonds=closed))
+                                 params_selected=layer.num_params_at(sel), closed_bonds=closed,
+                                 non_finite=not finite))
     other = sum(p.numel() for p in model.parameters() if id(p) not in core_ids and id(p) not in logit_ids)
     result = ModelSummary(layers=rows, other_params=int(other))
     _warn_closed(result)
@@ -913,8 +958,18 @@ def summary(model: nn.Module) -> ModelSummary:
     return result
 
 
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    with torch.no_grad():
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point() or t.is_complex())
+
+
 def _warn_closed(result: ModelSummary) -> None:
-    dead = result.dead_layers
+    diverged = result.non_finite_layers
+    if diverged:
+        warnings.warn(f"layers {diverged} hold NaN or infinite cores or mask logits (the training diverged: look for "
+                      "a NaN loss; a lower learning rate or gradient clipping); their ranks and compression mean "
+                      "nothing", RuntimeWarning, stacklevel=3)
+    dead = [r.name for r in result.layers if r.dead and not r.non_finite]
     if dead:
         warnings.warn(f"layers {dead}: a bond has rank 0 (MARS closed every index and min_rank=0), so their weight is "
                       "zero and they output only their bias", RuntimeWarning, stacklevel=3)
