@@ -101,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit a tensor stored in a .npy/.npz file and select the ranks",
         description=(
-            "Fit DATA with a tensor network whose bonds start at --max-rank, and let MARS masks\n"
-            "select the ranks. Prints the selected ranks, the relative error and the compression,\n"
-            "and saves the fit result (pruned network, mask probabilities, history) to --out."
+            "Fit DATA with a tensor network of ranks at most --max-rank and select the ranks: a\n"
+            "proposal from the data's spectra, then a search that adds and removes rank indices\n"
+            "under an Occam (BIC) criterion (--prior bernoulli: the MARS paper's learned masks).\n"
+            "Prints the selected ranks, the relative error and the compression, and saves the\n"
+            "fit result (network at the selected ranks, history) to --out."
         ),
         epilog=(
             "examples:\n"
