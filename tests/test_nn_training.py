@@ -1271,6 +1271,7 @@ def test_regression_targets_far_from_unit_variance_warn_once():
         loss_fn(model(x), 0.01 * torch.randn(32, 1))  # once
         MarsLoss(model, 100, nn.MSELoss())(model(x), torch.randn(32, 1))  # standardized: no warning
         MarsLoss(model, 100)(model(x), torch.randint(0, 1, (32,)))  # classification: not checked
+        MarsLoss(model, 100, nn.MSELoss())(model(x), torch.zeros(32, 1))  # a constant batch tells nothing
 
 
 def test_the_mars_optimizer_says_when_the_marsloss_is_never_backpropagated():

@@ -391,12 +391,16 @@ class MarsLoss(nn.Module):
                 or not target.is_floating_point() or target.numel() < 2:
             return
         variance = float(target.detach().float().var())
-        if math.isfinite(variance) and not 1e-2 <= variance <= 1e2:
+        if not math.isfinite(variance) or variance == 0.0:  # (a constant batch tells nothing)
+            return
+        if not 1e-2 <= variance <= 1e2:
+            # a squared error scales with the variance, an absolute one with the standard deviation
+            scale = variance if not isinstance(self.criterion, nn.L1Loss) else math.sqrt(variance)
             effect = ("weaker: MARS closes indices the model needs" if variance < 1 else
                       "stronger: the prior barely acts and MARS selects little")
             warn_user(f"MarsLoss: the targets' variance is {variance:.3g}; {type(self.criterion).__name__} treats the "
                       "residuals as noise of unit size in the targets' units, so against the prior the data term is "
-                      f"{max(variance, 1 / variance):.3g}x {effect}. Standardize the targets (zero mean, unit "
+                      f"about {max(scale, 1 / scale):.3g}x {effect}. Standardize the targets (zero mean, unit "
                       "variance), or scale the loss knowingly.", RuntimeWarning)
 
     def _follow_model(self) -> None:
