@@ -702,7 +702,9 @@ class TensorizedLayer(nn.Module):
     def compressed(self) -> TensorizedLayer:
         """A copy with every core physically sliced to the MAP-kept indices and no masks.
 
-        In eval mode it computes exactly what this layer computes (up to float rounding).
+        In eval mode it computes exactly what this layer computes (up to float rounding),
+        except in warm-up, where this layer applies no masks and the copy keeps only the
+        selected indices (:func:`tnmars.nn.compress` warns then).
         """
         if self.masks is None:
             return copy.deepcopy(self)

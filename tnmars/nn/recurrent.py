@@ -251,7 +251,9 @@ class TTRecurrentMatrix(nn.Module):
 
     def compressed(self) -> TTRecurrentMatrix:
         """A copy with every core sliced to the MAP-kept indices and no masks: in eval mode it
-        computes what this matrix computes (:func:`tnmars.nn.compress` calls it)."""
+        computes what this matrix computes (:func:`tnmars.nn.compress` calls it), except in
+        warm-up, where this matrix applies no masks and the copy keeps only the selected
+        indices (:func:`tnmars.nn.compress` warns then)."""
         if self.masks is None:
             return copy.deepcopy(self)
         return self._sliced({b: k.cpu().numpy() for b, k in self.masks.keep().items()})
