@@ -273,3 +273,18 @@ def test_size_one_legs_keep_the_cores_dtype_on_torch(dtype):
     got = net.to_tensor()
     assert str(got.dtype).replace("torch.", "") == str(want.dtype)
     np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_python_numbers_promote_as_numpy_einsum_promotes_them_on_numpy():
+    """Found by a fuzzer: a Python float took a float16 array's dtype (``contract(",i->i", 1e5,
+    float16)`` was inf where numpy.einsum and opt_einsum give 1e5 in float64). On NumPy a number
+    counts as numpy.einsum counts it; on torch it promotes weakly, as torch's arithmetic does."""
+    import opt_einsum
+    cases = [(1e5, np.ones(3, np.float16)), (0.1, np.ones(2, np.float32)), (2, np.ones(3, np.int8)),
+             (True, np.ones(3, np.int8)), (0.5, np.ones(3, np.int8)), (1j, np.ones(2, np.float32))]
+    for number, array in cases:
+        got, want = tnmars.contract(",i->i", number, array), np.einsum(",i->i", number, array)
+        assert got.dtype == want.dtype == opt_einsum.contract(",i->i", number, array).dtype
+        np.testing.assert_array_equal(got, want)
+    torch = pytest.importorskip("torch")
+    assert tnmars.contract(",i->i", 0.5, torch.ones(2)).dtype == torch.float32

@@ -136,3 +136,18 @@ def test_environment_rejects_a_bad_core_index():
     net = tnmars.Network.cp((3, 4), 2, seed=0)
     with pytest.raises(ValueError, match="core"):
         environment(net, 5, np.ones(net.shape))
+
+
+def test_environment_of_a_core_with_a_leg_summed_in_it_alone_is_broadcast_along_it():
+    """Found by a fuzzer: a core carrying a summed size-1 leg (tntorch's TT boundary ranks,
+    ``'xaA,AbB,Bcy->abc'``) made ``environment`` fail inside the planner ("output 'xaA' must
+    name distinct indices"); the environment is constant along such a leg."""
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal(s) for s in [(1, 3, 2), (2, 4, 2), (2, 5, 1)]]
+    net = tnmars.Network("xaA,AbB,Bcy->abc", cores=cores)
+    g = rng.standard_normal(net.shape)
+    leaves = [torch.tensor(c, requires_grad=True) for c in cores]
+    (torch.einsum("xaA,AbB,Bcy->abc", *leaves) * torch.tensor(g)).sum().backward()
+    for k, leaf in enumerate(leaves):
+        np.testing.assert_allclose(environment(net, k, g), leaf.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert environment(net.to("torch"), 0, torch.tensor(g)).shape == (1, 3, 2)

@@ -630,3 +630,15 @@ def test_to_another_framework_copies_the_cores():
     np.testing.assert_array_equal(snap.to_tensor(), before)
     flipped = Network.from_cores("ij,jk->ik", [np.arange(6.0).reshape(3, 2)[::-1], np.ones((2, 4))])
     np.testing.assert_array_equal(flipped.to("torch").to_tensor().numpy(), flipped.to_tensor())
+
+
+def test_a_complex_mask_is_taken_alike_as_a_list_a_numpy_array_or_on_torch():
+    """A complex NumPy mask worked on a NumPy network, but the same values as a list, or on a
+    torch network, were refused as "must hold numbers"."""
+    net = Network.tt((3, 4), 2, seed=0)
+    mask = np.array([1 + 1j, 1.0])
+    want = net.to_tensor({"A": mask})
+    assert want.dtype == np.complex128
+    np.testing.assert_array_equal(net.to_tensor({"A": [1 + 1j, 1.0]}), want)
+    pytest.importorskip("torch")
+    np.testing.assert_allclose(net.to("torch").to_tensor({"A": mask}).numpy(), want, rtol=1e-12)

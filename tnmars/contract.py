@@ -644,7 +644,9 @@ def contract(
     characters but ``,->.``; ``...`` broadcasts, size-1 axes broadcast, a repeated index is
     a trace or diagonal, an empty term is a scalar. Operands may be NumPy, CuPy or torch
     arrays (one framework per call), numbers or nested lists; mixed dtypes are promoted
-    (torch rules on torch) and booleans give booleans. The result is contiguous, in the
+    as ``numpy.einsum`` promotes them (a Python float among float16 arrays gives float64),
+    by torch's rules on torch (numbers weakly, as in its arithmetic), and booleans give
+    booleans. The result is contiguous, in the
     operands' framework, dtype and device.
 
     Parameters
@@ -854,13 +856,18 @@ def _check_numeric(kind: str, pos: int) -> None:
 
 
 def _common_dtype(operands: list[Any], be: Backend) -> tuple[list[Any], bool]:
-    """Operands as arrays of one dtype: the arrays' promoted dtype, Python numbers taking it
-    unless they need a wider kind (NumPy's and torch's "weak scalar" rule). Booleans are
-    summed as int64 (``True`` when any product is), which the caller turns back with ``!= 0``."""
+    """Operands as arrays of one dtype: the arrays' promoted dtype. Python numbers count as
+    ``numpy.einsum`` counts them on NumPy and CuPy (arrays of their default dtype: a float is
+    float64, so ``contract(",i->i", 1e5, float16_array)`` is float64, not an overflow to inf),
+    and promote weakly on torch, as in torch's own arithmetic (``torch.einsum`` takes no
+    numbers). Booleans are summed as int64 (``True`` when any product is), which the caller
+    turns back with ``!= 0``."""
     arrays = [x for x in operands if not isinstance(x, _SCALARS)]
     names = [be.dtype_name(x) for x in arrays]
     if len(arrays) == len(operands) and len(set(names)) == 1:
         common = names[0]
+    elif be.name in ("numpy", "cupy"):
+        common = be.result_dtype([_as_default_array(x) for x in operands])
     else:
         common = be.result_dtype(operands)
     boolean = common == "bool"
@@ -874,6 +881,15 @@ def _common_dtype(operands: list[Any], be: Backend) -> tuple[list[Any], bool]:
             x = be.asarray(x, dtype=target)
         out.append(x)
     return out, boolean
+
+
+def _as_default_array(x: Any) -> Any:
+    """A Python number as the NumPy array ``numpy.einsum`` makes of it (its default dtype), for
+    the promotion only; an int past int64 stays a number (promoted weakly)."""
+    if not isinstance(x, _SCALARS):
+        return x
+    arr = np.asarray(x)
+    return x if arr.dtype == object else arr
 
 
 def _diagonal(term: str, x: Any, pos: int, be: Backend) -> tuple[str, Any]:

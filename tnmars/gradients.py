@@ -220,9 +220,23 @@ def environment(net: Network, core: int, grad_out: Any, masks: Mapping[str, Any]
     operands = [c for k, c in enumerate(masked) if k != core] + [grad_out]
     from .contract import make_plan
 
+    own = net.inputs[core]
+    if len(set(own)) != len(own):
+        raise ValueError(f"core {core}'s term {own!r} repeats an index (a diagonal): its environment is not one "
+                         "array of the core's shape; use vjp for its gradient")
+    # an index summed in this core alone (a size-1 boundary leg such as tntorch's 'xaA,...'):
+    # nothing else carries it, so the environment is constant along it, broadcast at the end
+    elsewhere = set("".join(terms))
+    kept = "".join(c for c in own if c in elsewhere)
     shapes = tuple(tuple(int(n) for n in x.shape) for x in operands)
-    plan = make_plan(tuple(terms), net.inputs[core], shapes, net.optimize)
-    return execute(plan, operands, net.backend_impl)
+    plan = make_plan(tuple(terms), kept, shapes, net.optimize)
+    env = execute(plan, operands, net.backend_impl)
+    if kept == own:
+        return env
+    be = net.backend_impl
+    core_shape = tuple(int(n) for n in masked[core].shape)
+    env = be.reshape(env, [n if c in elsewhere else 1 for c, n in zip(own, core_shape)])
+    return be.zeros(core_shape, be.dtype_name(env), be.device_of(env)) + env
 
 
 def logit_gradients(mask_grads: Mapping[str, Any], dsample: Mapping[str, Any]) -> dict[str, Any]:

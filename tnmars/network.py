@@ -647,9 +647,11 @@ class Network:
         elif type(mask).__module__.split(".")[0] != "numpy":
             mask = infer_backend([mask]).to_numpy(mask)
         mask = np.asarray(mask)
-        if mask.dtype.kind not in "biuf":
+        if mask.dtype.kind not in "biufc":
             raise TypeError(f"mask for bond {bond!r} must hold numbers; got dtype {mask.dtype}")
-        return be.asarray(mask, dtype=core_dtype if _is_floating(core_dtype) else None, device=self.device)
+        # real masks take a floating core's dtype; a complex one keeps its own (as a native array does)
+        cast = _is_floating(core_dtype) and mask.dtype.kind != "c"
+        return be.asarray(mask, dtype=core_dtype if cast else None, device=self.device)
 
     def to_tensor(self, masks: Masks = None, *, contiguous: bool = True) -> Any:
         """The full tensor (open modes in output order), optionally with bond masks applied.
