@@ -235,13 +235,56 @@ def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call(m
     opt.step()
     try:
         torch._dynamo.config.error_on_recompile = True
-        for _ in range(2):
+        for temperature in (0.09, 0.08):
             nn.Sequential(LowRankLinear(4, 4, rank=2))  # registered elsewhere: the loss walks its model, eagerly
+            tnn.set_temperature(model, temperature)  # a schedule's step: read from a tensor, not a graph constant
             opt.zero_grad()
             step(*args, y).backward()
             opt.step()
     finally:
         torch._dynamo.config.error_on_recompile = False
+        torch._dynamo.reset()
+
+
+def test_a_compiled_step_with_the_prior_in_the_loss_compiles_once_and_draws_at_the_set_temperature():
+    """Found by review: the prior's constants were cached while tracing (a guard on the cache:
+    a second compile), and the temperature was a constant of the graph (a schedule recompiled
+    the step at every change; past the limit a fullgraph step failed)."""
+    from tnmars.nn.masks import BondMasks
+    torch.manual_seed(0)
+    model = nn.Sequential(TensorizedLinear(16, 16, rank=3, in_shape=(4, 4), out_shape=(4, 4)), nn.ReLU(),
+                          LowRankLinear(16, 8, rank=3))
+    for _, layer in tnn.mars_layers(model):
+        layer.skip_closed = False
+    loss_fn = tnn.MarsLoss(model, 1000)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.randn(5, 16), torch.randint(0, 8, (5,))
+    step = torch.compile(lambda a, b: loss_fn(model(a), b), backend="aot_eager", fullgraph=True, dynamic=False)
+    opt.zero_grad()
+    step(x, y).backward()
+    opt.step()
+    try:
+        torch._dynamo.config.error_on_recompile = True
+        for temperature in (0.09, 0.05):
+            tnn.set_temperature(model, temperature)
+            opt.zero_grad()
+            step(x, y).backward()
+            opt.step()
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+        torch._dynamo.reset()
+    masks = BondMasks({"A": 6, "B": 5}, alpha=0.0, min_rank=0).train()
+    draw = torch.compile(lambda: masks._flat_mask(), backend="aot_eager", fullgraph=True)
+    try:
+        torch.manual_seed(0)
+        first = draw()
+        masks.temperature = 2.0
+        torch.manual_seed(0)
+        second = draw()
+        torch.manual_seed(0)
+        torch.testing.assert_close(second, masks._flat_mask())
+        assert not torch.equal(first, second)
+    finally:
         torch._dynamo.reset()
 
 

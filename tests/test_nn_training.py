@@ -1249,7 +1249,7 @@ def test_a_diverged_model_is_named_as_such_by_summary_eval_and_compress():
             p.fill_(float("nan"))
     with pytest.warns(RuntimeWarning, match="NaN or infinity"):
         model.eval()
-    with pytest.warns(RuntimeWarning, match="hold NaN or infinite cores or mask logits"):
+    with pytest.warns(RuntimeWarning, match="hold NaN or infinite parameters"):
         report = tnn.summary(model)
     assert math.isnan(report.compression) and report.non_finite_layers == ["0", "2"]
     assert "none: NaN/inf parameters" in str(report) and "prior may be too strong" not in str(report)
@@ -1272,6 +1272,18 @@ def test_regression_targets_far_from_unit_variance_warn_once():
         MarsLoss(model, 100, nn.MSELoss())(model(x), torch.randn(32, 1))  # standardized: no warning
         MarsLoss(model, 100)(model(x), torch.randint(0, 1, (32,)))  # classification: not checked
         MarsLoss(model, 100, nn.MSELoss())(model(x), torch.zeros(32, 1))  # a constant batch tells nothing
+        wide = nn.Sequential(TensorizedLinear(16, 16, rank=4), nn.Tanh(), nn.Linear(16, 128))
+        one_hot = nn.functional.one_hot(torch.randint(0, 128, (32,)), 128).float()
+        MarsLoss(wide, 100, nn.MSELoss())(wide(x), one_hot)  # one-hot targets: no unit to judge
+        offsets = torch.randn(32, 2) + torch.tensor([50.0, -50.0])  # unit variance per output, far-apart means
+        two = nn.Sequential(TensorizedLinear(16, 16, rank=4), nn.Tanh(), nn.Linear(16, 2))
+        MarsLoss(two, 100, nn.MSELoss())(two(x), offsets)
+    small = MarsLoss(model, 100, nn.MSELoss())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small(model(x[:2]), 0.01 * torch.randn(2, 1))  # two examples: not judged yet
+    with pytest.warns(RuntimeWarning, match="targets' variance"):
+        small(model(x), 0.01 * torch.randn(32, 1))
 
 
 def test_the_mars_optimizer_says_when_the_marsloss_is_never_backpropagated():

@@ -71,13 +71,18 @@ _ZERO = math.log(-mars.GAMMA / (mars.ZETA - mars.GAMMA) / (1.0 + mars.GAMMA / (m
 _ONE = math.log((1.0 - mars.GAMMA) / (mars.ZETA - mars.GAMMA) / (1.0 - (1.0 - mars.GAMMA) / (mars.ZETA - mars.GAMMA)))
 
 
-def hard_concrete_sample(logits: torch.Tensor, temperature: float, noise: torch.Tensor | None = None) -> torch.Tensor:
+def hard_concrete_sample(logits: torch.Tensor, temperature: float | torch.Tensor,
+                         noise: torch.Tensor | None = None) -> torch.Tensor:
     """A hard-concrete draw (:func:`tnmars.masks.hard_concrete`):
     ``clamp(gamma + (zeta - gamma) sigmoid((l + log u - log(1 - u)) / T), 0, 1)``, with fresh
-    noise unless ``noise`` (``log u - log(1 - u)``, see :func:`logistic_noise`) is given."""
+    noise unless ``noise`` (``log u - log(1 - u)``, see :func:`logistic_noise`) is given. ``T``
+    a 0-d tensor: read when the graph runs (a compiled step's input, not a constant of it)."""
     if noise is None:
         noise = logistic_noise(logits)
-    z = torch.sigmoid(torch.add(noise, logits) * _const(1.0 / temperature, logits))
+    if isinstance(temperature, torch.Tensor):
+        z = torch.sigmoid(torch.add(noise, logits) / temperature.to(logits))
+    else:
+        z = torch.sigmoid(torch.add(noise, logits) * _const(1.0 / temperature, logits))
     return _clamp01(torch.addcmul(_const(mars.GAMMA, z), z, _const(_STRETCH, z)))
 
 
@@ -243,16 +248,19 @@ _PRIOR_CONSTANTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 def _prior_constants(meta: tuple, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-entry ``scale * log(pi / (1 - pi))`` and the constant ``scale * sum log(1 - pi)``."""
     key = (meta, like.dtype, like.device)
-    got = _PRIOR_CONSTANTS.get(key)
+    recording = _is_compiling()  # traced: constants of the graph (filling the cache while tracing made
+    got = None if recording else _PRIOR_CONSTANTS.get(key)  # dynamo guard on it: a second compile)
     if got is None:
         sizes, pis, scale = meta
-        if len(_PRIOR_CONSTANTS) > 256:
+        if len(_PRIOR_CONSTANTS) > 256 and not recording:
             _PRIOR_CONSTANTS.clear()
         odds = torch.cat([torch.full((n,), scale * (math.log(pi) - math.log1p(-pi)), dtype=like.dtype)
                           for n, pi in zip(sizes, pis)]).to(like.device)
         constant = torch.tensor(scale * sum(n * math.log1p(-pi) for n, pi in zip(sizes, pis)), dtype=like.dtype,
                                 device=like.device)
-        got = _PRIOR_CONSTANTS[key] = (odds, constant)
+        got = (odds, constant)
+        if not recording:
+            _PRIOR_CONSTANTS[key] = got
     return got
 
 
@@ -346,6 +354,34 @@ class BondMasks(nn.Module):
         #: who owns these masks, for warnings (set by the layer; MarsLoss and summary put the model path in)
         self.owner = "a MARS layer"
 
+    @property
+    def temperature(self) -> float:
+        """The hard-concrete temperature (settable; checked). A compiled step reads it from a
+        0-d tensor kept alongside, filled in place at every change: dynamo guarded on the float,
+        and a temperature schedule recompiled the step at every change (a fullgraph step failed
+        at the recompile limit)."""
+        state = self.__dict__
+        return state["_temperature"] if "_temperature" in state else state["temperature"]  # (pickled before)
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        value = mars.check_temperature(value)
+        state = self.__dict__
+        state["_temperature"] = value
+        kept = state.get("_temperature_t")
+        if kept is None:
+            state["_temperature_t"] = torch.tensor(value, dtype=torch.float64)
+        else:
+            with torch.no_grad():
+                kept.fill_(value)
+
+    @property
+    def _temperature_tensor(self) -> torch.Tensor:
+        kept = self.__dict__.get("_temperature_t")
+        if kept is None:  # a module pickled before it existed
+            kept = self.__dict__["_temperature_t"] = torch.tensor(self.temperature, dtype=torch.float64)
+        return kept
+
     def train(self, mode: bool = True) -> BondMasks:
         """Switch mode; switching to eval warns when MARS closed a whole bond (:meth:`warn_if_closed`)."""
         was_training = self.training
@@ -391,8 +427,8 @@ class BondMasks(nn.Module):
     def _flat_mask(self) -> torch.Tensor:
         """All bonds' masks as one vector: a hard-concrete sample (train) or MAP 0/1 (eval),
         topped up to :attr:`min_rank` kept entries per bond (:meth:`_top_up`)."""
-        if self.training:
-            flat = hard_concrete_sample(self.logits, float(self.temperature))
+        if self.training:  # (traced: the temperature as a tensor, so a schedule does not recompile the step)
+            flat = hard_concrete_sample(self.logits, self._temperature_tensor if _is_compiling() else self.temperature)
         else:
             flat = (self.logits.detach() > 0).to(self.logits.dtype)
         if not self.min_rank:

@@ -113,8 +113,9 @@ class PriorGradient:
         if missed == self.MISSED_STEPS:
             _warn_user(f"the optimizer of MarsLoss.optimizer() has stepped {missed} times without a backward of that "
                        "MarsLoss, so it applied no prior: MARS selects nothing. Backpropagate the MarsLoss's value "
-                       "(give your criterion to MarsLoss(model, N, criterion=...)), not the criterion alone.",
-                       RuntimeWarning)
+                       "(give your criterion to MarsLoss(model, N, criterion=...)), not the criterion alone, and "
+                       "without backward(inputs=...) (the loss's weight is read from a scalar outside the model's "
+                       "parameters).", RuntimeWarning)
 
     def _add(self, w: float | torch.Tensor) -> None:
         number = isinstance(w, float)

@@ -385,12 +385,19 @@ class MarsLoss(nn.Module):
         variance is far from 1: the criterion is then the log-likelihood of noise of unit size in
         the targets' units, so their scale sets the prior's weight (targets 100x smaller: a data
         term 10^4 weaker, and MARS closed most indices of a layer that needed them, silently)."""
-        self.__dict__["_scale_checked"] = True
         regression = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
         if not isinstance(self.criterion, regression) or not isinstance(target, torch.Tensor) \
-                or not target.is_floating_point() or target.numel() < 2:
+                or not target.is_floating_point():
+            self.__dict__["_scale_checked"] = True
             return
-        variance = float(target.detach().float().var())
+        if target.ndim == 0 or target.shape[0] < 16:  # too few examples to judge: a later batch may tell
+            return
+        self.__dict__["_scale_checked"] = True
+        t = target.detach().float().reshape(target.shape[0], -1)
+        if bool(((t == 0) | (t == 1)).all()):  # 0/1 targets (one-hot, binary): their spread is not a unit
+            return
+        # per output, over the examples (outputs with different means would inflate a pooled variance)
+        variance = float(t.var(dim=0).median())
         if not math.isfinite(variance) or variance == 0.0:  # (a constant batch tells nothing)
             return
         if not 1e-2 <= variance <= 1e2:
@@ -720,8 +727,8 @@ def compress(model: nn.Module) -> nn.Module:
     name_owners(model)
     diverged = [name or "(model)" for name, layer in rank_modules(model) if not _all_finite(layer.parameters())]
     if diverged:
-        raise ValueError(f"compress: layers {diverged} hold NaN or infinite cores or mask logits (the training "
-                         "diverged): their MAP ranks are not a selection, and the compressed model would output NaN")
+        raise ValueError(f"compress: layers {diverged} hold NaN or infinite parameters (the training diverged): "
+                         "their MAP ranks are not a selection, and the compressed model would output NaN")
     in_warmup = []
     for name, layer in mars_modules(model):
         layer.masks.warn_if_closed()
@@ -895,8 +902,8 @@ class ModelSummary:
         lines.append(f"| **model** | | | | {self.selected_params:,} | {self.dense_params:,} | "
                      f"{model} (start {self.initial_compression:.1f}x) |")
         if self.non_finite_layers:
-            lines.append(f"\nLayers {', '.join(self.non_finite_layers)}: NaN or infinite cores or mask logits (the "
-                         "training diverged): their ranks and compression mean nothing.")
+            lines.append(f"\nLayers {', '.join(self.non_finite_layers)}: NaN or infinite parameters (the training "
+                         "diverged): their ranks and compression mean nothing.")
         if self.dead_layers:
             lines.append(f"\nLayers {', '.join(self.dead_layers)}: a bond has rank 0, so the weight is zero: a layer "
                          "outputs only its bias, a recurrent matrix keeps no memory of past steps.")
@@ -970,9 +977,9 @@ def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
 def _warn_closed(result: ModelSummary) -> None:
     diverged = result.non_finite_layers
     if diverged:
-        warnings.warn(f"layers {diverged} hold NaN or infinite cores or mask logits (the training diverged: look for "
-                      "a NaN loss; a lower learning rate or gradient clipping); their ranks and compression mean "
-                      "nothing", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"layers {diverged} hold NaN or infinite parameters (the training diverged: look for a NaN "
+                      "loss; a lower learning rate or gradient clipping); their ranks and compression mean nothing",
+                      RuntimeWarning, stacklevel=3)
     dead = [r.name for r in result.layers if r.dead and not r.non_finite]
     if dead:
         warnings.warn(f"layers {dead}: a bond has rank 0 (MARS closed every index and min_rank=0), so their weight is "
