@@ -283,6 +283,12 @@ class MarsLoss(nn.Module):
     ``tensorize(model, inplace=True)``) gets its prior at the next call, and a layer switched to
     ``masks = None`` or warm-up is followed too. An optimizer from :meth:`optimizer` cannot
     follow (it does not hold the new layer's parameters): the next loss call then raises.
+    What it sees is a module set by assignment (``model.x = ...``, ``model[i] = ...``,
+    ``add_module``, ``append``), checked when the loss is called outside ``torch.compile``.
+    It does not see layers removed or inserted without an assignment (``del model[i]``,
+    ``pop``, ``insert``), nor a change between two calls of a compiled loss (the compiled loss
+    keeps the layers it was traced with until a call outside the compiled code): after those,
+    build a new loss (and optimizer).
 
     :meth:`optimizer` builds an optimizer that applies the prior in its step (the same
     updates, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``; the loss's value is then
