@@ -560,3 +560,39 @@ def test_fuzzed_inputs_give_an_output_or_a_named_error(data, name, dtype, value,
         assert y.shape == tuple(shape[:-1]) + (20,)
     if torch.isfinite(x).all() and x.abs().max() < 1e3 if x.numel() and x.is_floating_point() else True:
         assert torch.isfinite(y).all()
+
+
+def test_a_layer_replaced_between_calls_of_a_compiled_loss_makes_the_mars_optimizer_raise():
+    """Found by review: a compiled loss skips the check that follows replaced layers (it would
+    recompile at every registration), so a layer replaced between compiled calls kept its old
+    prior and, under loss_fn.optimizer(), did not train, silently. The optimizer's (eager) step
+    checks the layers now."""
+    torch.manual_seed(0)
+    model = nn.Sequential(TensorizedLinear(16, 16, rank=3, in_shape=(4, 4), out_shape=(4, 4)), nn.ReLU(),
+                          LowRankLinear(16, 8, rank=3))
+    for _, layer in tnn.mars_layers(model):
+        layer.skip_closed = False
+    loss_fn = tnn.MarsLoss(model, 1000)
+    opt = loss_fn.optimizer(lr=1e-3)
+    x, y = torch.randn(5, 16), torch.randint(0, 8, (5,))
+    step = torch.compile(lambda a, b: loss_fn(model(a), b), backend="aot_eager", fullgraph=True, dynamic=False)
+    try:
+        opt.zero_grad()
+        step(x, y).backward()
+        opt.step()
+        model[2] = LowRankLinear(16, 8, rank=2)
+        for _, layer in tnn.mars_layers(model):
+            layer.skip_closed = False
+        opt.zero_grad()
+        step(x, y).backward()
+        with pytest.raises(RuntimeError, match="changed since MarsLoss.optimizer"):
+            opt.step()
+    finally:
+        torch._dynamo.reset()
+    # pickled together, the loss and its optimizer keep the check
+    import pickle
+    small = nn.Sequential(LowRankLinear(6, 4, rank=2))
+    small_loss = tnn.MarsLoss(small, 100)
+    small_opt = small_loss.optimizer(lr=1e-3)
+    small, small_loss, small_opt = pickle.loads(pickle.dumps((small, small_loss, small_opt)))
+    assert small_opt.mars_prior.loss_ref() is small_loss

@@ -61,6 +61,11 @@ class PriorGradient:
         # loop over thousands would cost more than torch's few ops
         self.push_on_host = sum(lg.numel() for lg in self.logits) <= 1024
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("loss_ref", None)  # (a weak reference: the MarsLoss unpickled with it sets it again)
+        return state
+
     def set_num_train(self, num_train: int) -> None:
         """A new ``N`` (:attr:`MarsLoss.num_train` set after the optimizer was built)."""
         self.num_train = int(num_train)
@@ -80,9 +85,14 @@ class PriorGradient:
         # where each Python operation costs several times its microbenchmark (measured: a version
         # with two helper calls and generator checks took 40 us more a step than this one, for
         # 6 us more in a loop): the usual case is written out, the rare ones have fallbacks.
+        state = self.__dict__
+        ref = state.get("loss_ref")
+        if ref is not None and not torch.compiler.is_compiling():
+            loss = ref()
+            if loss is not None:  # layers replaced between calls of a compiled loss: raises here
+                loss.check_layers()
         probe = self.probe
         weight = probe.grad
-        state = self.__dict__
         if weight is None:  # no backward of the loss since the last step
             if "_applied" not in state:
                 self._never_applied()

@@ -287,8 +287,9 @@ class MarsLoss(nn.Module):
     ``add_module``, ``append``), checked when the loss is called outside ``torch.compile``.
     It does not see layers removed or inserted without an assignment (``del model[i]``,
     ``pop``, ``insert``), nor a change between two calls of a compiled loss (the compiled loss
-    keeps the layers it was traced with until a call outside the compiled code): after those,
-    build a new loss (and optimizer).
+    keeps the layers it was traced with until a call outside the compiled code; with
+    :meth:`optimizer`'s optimizer its next step raises): after those, build a new loss (and
+    optimizer).
 
     :meth:`optimizer` builds an optimizer that applies the prior in its step (the same
     updates, a cheaper step): ``opt = loss_fn.optimizer(lr=1e-3)``; the loss's value is then
@@ -385,6 +386,19 @@ class MarsLoss(nn.Module):
         state = super().__getstate__()
         state.pop("_registrations_seen", None)  # another process's count: the loaded loss walks its model once
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        prior = state.get("_prior_gradient")
+        if prior is not None:  # (the optimizer's step checks the layers through it)
+            prior.loss_ref = weakref.ref(self)
+
+    def check_layers(self) -> None:
+        """Walk the model again if a MARS-capable module was set anywhere since the last walk
+        (what each call outside ``torch.compile`` does; the step of :meth:`optimizer`'s
+        optimizer calls it too, so that a change between calls of a compiled loss raises there)."""
+        if self.__dict__.get("_registrations_seen") != _module_registrations:
+            self._follow_model()
 
     def _check_target_scale(self, target: Any) -> None:
         """Warn, once, when a regression criterion (squared or absolute error) sees targets whose
@@ -568,6 +582,7 @@ class MarsLoss(nn.Module):
         probe = nn.Parameter(torch.zeros((), dtype=dtype, device=params[0].device))
         opt = CARRYING[optimizer_class]([*params, probe], **options)
         opt.mars_prior = PriorGradient(cores, masks or (), self.num_train, mars.CORE_PRIOR_VARIANCE, probe)
+        opt.mars_prior.loss_ref = weakref.ref(self)  # (its step checks the layers: a compiled loss cannot)
         object.__setattr__(self, "_prior_gradient", opt.mars_prior)  # (a new num_train reaches it)
         self._carried = (tuple(cores), masks)
         object.__setattr__(self, "_probe", probe)
