@@ -246,20 +246,26 @@ def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call(m
         torch._dynamo.reset()
 
 
-def test_a_compiled_step_with_the_prior_in_the_loss_compiles_once_and_draws_at_the_set_temperature():
-    """Found by review: the prior's constants were cached while tracing (a guard on the cache:
-    a second compile), and the temperature was a constant of the graph (a schedule recompiled
-    the step at every change; past the limit a fullgraph step failed)."""
-    from tnmars.nn.masks import BondMasks
+def _compiled_mars_step():
+    """A small MARS model (no host-side slicing, which compile turns off anyway), its loss, the
+    loss's compiled step (aot_eager, fullgraph, static shapes) and a batch."""
     torch.manual_seed(0)
     model = nn.Sequential(TensorizedLinear(16, 16, rank=3, in_shape=(4, 4), out_shape=(4, 4)), nn.ReLU(),
                           LowRankLinear(16, 8, rank=3))
     for _, layer in tnn.mars_layers(model):
         layer.skip_closed = False
     loss_fn = tnn.MarsLoss(model, 1000)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = torch.randn(5, 16), torch.randint(0, 8, (5,))
     step = torch.compile(lambda a, b: loss_fn(model(a), b), backend="aot_eager", fullgraph=True, dynamic=False)
+    return model, loss_fn, step, torch.randn(5, 16), torch.randint(0, 8, (5,))
+
+
+def test_a_compiled_step_with_the_prior_in_the_loss_compiles_once_and_draws_at_the_set_temperature():
+    """Found by review: the prior's constants were cached while tracing (a guard on the cache:
+    a second compile), and the temperature was a constant of the graph (a schedule recompiled
+    the step at every change; past the limit a fullgraph step failed)."""
+    from tnmars.nn.masks import BondMasks
+    model, loss_fn, step, x, y = _compiled_mars_step()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     opt.zero_grad()
     step(x, y).backward()
     opt.step()
@@ -567,15 +573,8 @@ def test_a_layer_replaced_between_calls_of_a_compiled_loss_makes_the_mars_optimi
     recompile at every registration), so a layer replaced between compiled calls kept its old
     prior and, under loss_fn.optimizer(), did not train, silently. The optimizer's (eager) step
     checks the layers now."""
-    torch.manual_seed(0)
-    model = nn.Sequential(TensorizedLinear(16, 16, rank=3, in_shape=(4, 4), out_shape=(4, 4)), nn.ReLU(),
-                          LowRankLinear(16, 8, rank=3))
-    for _, layer in tnn.mars_layers(model):
-        layer.skip_closed = False
-    loss_fn = tnn.MarsLoss(model, 1000)
+    model, loss_fn, step, x, y = _compiled_mars_step()
     opt = loss_fn.optimizer(lr=1e-3)
-    x, y = torch.randn(5, 16), torch.randint(0, 8, (5,))
-    step = torch.compile(lambda a, b: loss_fn(model(a), b), backend="aot_eager", fullgraph=True, dynamic=False)
     try:
         opt.zero_grad()
         step(x, y).backward()
