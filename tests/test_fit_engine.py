@@ -408,3 +408,57 @@ def test_a_component_spread_over_every_bond_is_found_from_rank_one():
     with pytest.warns(RuntimeWarning, match="ranks capped by the number of observations"):
         res = tnmars.fit(x, "tt", max_rank=8, seed=0, progress=False)
     assert min(res.ranks) >= 2 and res.relative_error < 0.1
+
+
+def _orthogonal_tucker(shape, ranks, seed=0):
+    """A Tucker tensor with a Gaussian core and orthonormal factors: flat unfolding spectra."""
+    rng = np.random.default_rng(seed)
+    core = rng.standard_normal(ranks)
+    factors = [np.linalg.qr(rng.standard_normal((n, r)))[0] for n, r in zip(shape, ranks)]
+    return np.einsum("abc,ia,jb,kc->ijk", core, *factors)
+
+
+@pytest.mark.parametrize("snr_db", [None, 30])
+def test_ranks_near_the_mode_sizes_are_read_from_the_selector_the_criterion_prefers(snr_db):
+    """Found by a held-out evaluation: a Tucker 8x8x8 at (6, 6, 6) with flat spectra (noiseless or
+    30 dB) came back at (1, 1, 1) with 93% error and no warning. EVBMF reads the unfoldings as
+    (6, 1, 1) (it takes the top singular values for noise when the rank nears the unfolding's
+    size); made feasible that is (1, 1, 1), where no single index pays. MDL reads (6, 6, 6): the
+    fit starts from the selector its criterion prefers."""
+    x = _orthogonal_tucker((8, 8, 8), (6, 6, 6))
+    if snr_db is not None:
+        noise = np.random.default_rng(1).standard_normal(x.shape)
+        x = x + np.linalg.norm(x) / np.linalg.norm(noise) / 10 ** (snr_db / 20) * noise
+    assert tucker_proposal(x, "evbmf") == (6, 1, 1)  # the misreading this guards against
+    res = tnmars.fit(x, "tucker", max_rank=8, seed=0, progress=False)
+    assert res.ranks == (6, 6, 6)
+    assert res.settings["spectral_selector"] == "mdl"
+    assert res.settings["spectral_ranks"]["evbmf"] == (6, 1, 1)
+    assert res.relative_error < (1e-10 if snr_db is None else 0.04)
+
+
+def test_spectra_beyond_what_the_observations_determine_are_a_warning():
+    """Found by a held-out evaluation: a noiseless Tucker 10x10x10 at (8, 8, 8) (560 degrees of
+    freedom for 1,000 entries, above the 500 the criterion judges) came back at (1, 1, 1) with 95%
+    error and no diagnostic: the spectra's reading is now named in a warning."""
+    x = _orthogonal_tucker((10, 10, 10), (8, 8, 8))
+    with pytest.warns(RuntimeWarning, match=r"unfolding spectra read ranks \(8, 8, 9\) \(MDL\)"):
+        res = tnmars.fit(x, "tucker", max_rank=10, seed=0, progress=False)
+    assert any("more than the 500" in d for d in res.diagnostics)
+
+
+def test_a_mean_far_above_the_spread_does_not_hide_the_structure():
+    """Found by a held-out evaluation: with a mean 1e4 times the data's spread, the spread is 1e-4
+    of the RMS, under the criterion's exactness floor, and a Tucker fit kept the mean alone
+    (ranks (1, 1, 1), "relative error 1e-4", 0.997 of the signal lost). The floor is a share of
+    the spread about the mean now; the fit reads (4, 5, 3) (the mean adds an index per mode),
+    as EVBMF and MDL do."""
+    x = _orthogonal_tucker((20, 18, 16), (3, 4, 2))
+    rng = np.random.default_rng(0)
+    y = x + 0.03 * x.std() * rng.standard_normal(x.shape) + 1e4 * x.std()
+    res = tnmars.fit(y, "tucker", max_rank=8, seed=0, progress=False)
+    assert res.ranks == (4, 5, 3)
+    signal = x + 1e4 * x.std()
+    assert np.linalg.norm(res.network.to_tensor() - signal) / np.linalg.norm(x) < 0.01
+    # and zero-mean data keep the floor of before
+    assert tnmars.fit(x, "tucker", max_rank=8, seed=0, progress=False).ranks == (3, 4, 2)

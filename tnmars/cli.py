@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--prior-strength", type=float, default=None,
                      help=f"Occam prior strength c; above 1 prunes more (default: {dflt['prior_strength']})")
     fit.add_argument("--proposal", choices=("auto", "spectral", "greedy", "mars"), default=None,
-                     help="where the bic search starts: spectral (EVBMF on unfoldings; Tucker/TT/TR), greedy "
+                     help="where the bic search starts: spectral (EVBMF or MDL on unfoldings; Tucker/TT/TR), greedy "
                           "(rank 1 everywhere), mars (the relaxation's MAP ranks), auto: spectral for "
                           f"Tucker/TT/TR (completions too), greedy otherwise (default: {dflt['proposal']})")
     fit.add_argument("--steps", type=int, default=None,

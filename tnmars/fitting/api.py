@@ -32,22 +32,25 @@ from .diagnostics import (
     completion_diagnostics,
     generalization_message,
     held_out_errors,
+    spectra_beyond_cap,
+    spectra_capped_message,
 )
 from .graph import degrees_of_freedom, feasible_ranks
 from .progress import Reporter
 from .proposals import (
     PROPOSALS,
+    SpectralStart,
     em_starts,
     fresh_start,
     loop_restarts,
     raised_to,
     rank_one_start,
-    spectral_start,
+    spectral_starts,
     truncation_start,
 )
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
-from .search import SEARCH_SETTINGS, Candidate, RankSearch
+from .search import SEARCH_SETTINGS, Candidate, RankSearch, feasible
 from .solvers import FitData, als, residual
 
 __all__ = ["fit", "FORMATS", "PRIORS"]
@@ -110,8 +113,8 @@ def fit(
         paper's MARS objective alone (its relaxation's MAP masks), then an ALS polish.
     prior_strength: ``c`` above; 1 is BIC, larger prunes more, 0 keeps every index that
         lowers the error at all. Default: 1, or 0 within a ``budget`` (below).
-    proposal: where the search starts: ``"spectral"`` (EVBMF on the unfolding spectra;
-        Tucker, TT, TR), ``"greedy"`` (rank 1 everywhere, then add), ``"mars"`` (the MARS
+    proposal: where the search starts: ``"spectral"`` (EVBMF's or MDL's reading of the
+        unfolding spectra, whichever the criterion prefers; Tucker, TT, TR), ``"greedy"`` (rank 1 everywhere, then add), ``"mars"`` (the MARS
         relaxation's MAP ranks), or ``"auto"``: spectral for Tucker/TT/TR, greedy otherwise.
         A :class:`~tnmars.Network` with ``network``'s spec and bond sizes within its maximal
         ranks is a warm start: the search starts from its ranks and cores (a previous
@@ -205,7 +208,7 @@ def fit(
             raise ValueError("prior='bernoulli' starts from its own relaxation; a Network proposal needs prior='bic'")
         warm = _warm_start(warm, template, prep.scale, prep.data)
     reporter = Reporter(progress, callback)
-    crit = Occam(prep.data.n_obs, strength, storage_floor(data))
+    crit = Occam(prep.data.n_obs, strength, criterion_floor(data, prep.data))
     relaxed: RelaxationResult | None = None
     search: RankSearch | None = None
     with _threads(prep, template, device), contextlib.closing(reporter):
@@ -216,7 +219,9 @@ def fit(
             relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
             proposal_used = "mars"
         elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
-            start = spectral_start(fmt, template, prep.data, floors={b: max(f, 1) for b, f in floors.items()})
+            starts = spectral_starts(fmt, template, prep.data, floors={b: max(f, 1) for b, f in floors.items()})
+            start, settings["spectral_selector"] = _preferred_start(starts, prep.data, crit)
+            settings["spectral_ranks"] = {s.selector: tuple(s.ranks[b] for b in template.bonds) for s in starts}
             proposal_used = "spectral"
         else:
             start, proposal_used = rank_one_start(template, prep.data, seed, floors), "greedy"
@@ -401,6 +406,17 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int, n_o
     return floors
 
 
+def _preferred_start(starts: Sequence[SpectralStart], data: FitData, crit: Occam) -> tuple[Network, str]:
+    """The start (and its selector's name) with the lowest objective, each made feasible first
+    and judged as it stands (its truncation's error, no refit). A selector that misreads the
+    spectra can leave the search where no single index pays (see
+    :data:`~tnmars.fitting.proposals.SPECTRAL_SELECTORS`); under the fit's own criterion the
+    other selector's start then wins."""
+    judged = [(_evaluated(feasible(s.network), data, crit, "proposal"), s.selector) for s in starts]
+    best, selector = min(judged, key=lambda pair: pair[0].objective)
+    return best.network, selector
+
+
 def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate:
     """``net`` as it stands, with its error and objective (no refit)."""
     sse = residual(net, data)
@@ -448,6 +464,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                                                   best.objective, settings.get("seed"))
         if capped:
             diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel, together))
+        elif obs is None:  # (with missing entries the zero-filled spectra over-state the ranks)
+            beyond = spectra_beyond_cap(settings.get("spectral_ranks"), template, crit.max_dof)
+            if beyond is not None:
+                diagnostics.append(spectra_capped_message(*beyond, prep.data.n_obs, crit.max_dof, rel))
     message = generalization_message(held_out, rel) if rel > EXACT_FIT_ERROR else None
     if message:
         diagnostics.append(message)
@@ -718,17 +738,20 @@ def _fit_dtype(dtype: Any, data: Any) -> str | None:
     return "float32" if data_dtype in HALF_DTYPES else None
 
 
-#: unit roundoff (half the machine epsilon) of the half precision storage types
-_HALF_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8}
+#: unit roundoff (half the machine epsilon) of the storage types narrower than float64
+_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24}
+#: the lowest floor (data at unit mean square) whatever the data: float64 least squares do not
+#: resolve squared errors much below this share of the data's mean square
+PRECISION_FLOOR = 1e-20
 
 
 def storage_floor(data: Any) -> float:
-    """The criterion's MSE floor (data at unit mean square) for data stored as ``data`` is:
-    :data:`~tnmars.fitting.criterion.MSE_FLOOR`, or the square of a half precision type's unit
-    roundoff (2.4e-7 for float16, 1.5e-5 for bfloat16). Rounding to half precision leaves an
-    error of about 1e-4 of the values, structured by the values themselves, which larger
-    networks fit ever better: under the 1e-8 floor a rank-1 tensor stored in float16 selected
-    ranks (4, 4, 4). Nothing below the storage's precision is signal.
+    """The squared unit roundoff of the type ``data`` is stored in (0 for float64 and integers),
+    a share of the data's mean square: 2.4e-7 for float16, 1.5e-5 for bfloat16, 3.6e-15 for
+    float32. Rounding to half precision leaves an error of about 1e-4 of the values, structured
+    by the values themselves, which larger networks fit ever better: under the 1e-8 floor a
+    rank-1 tensor stored in float16 selected ranks (4, 4, 4). Nothing below the storage's
+    precision is signal.
 
     >>> storage_floor(np.zeros(3, dtype=np.float16)) > storage_floor(np.zeros(3))
     True
@@ -736,8 +759,30 @@ def storage_floor(data: Any) -> float:
     try:
         name = dtype_name(data.dtype)
     except (AttributeError, TypeError):
-        return MSE_FLOOR
-    return max(MSE_FLOOR, _HALF_ROUNDOFF.get(name, 0.0) ** 2)
+        return 0.0
+    return _ROUNDOFF.get(name, 0.0) ** 2
+
+
+def criterion_floor(data: Any, fit_data: FitData) -> float:
+    """The criterion's MSE floor (:class:`~tnmars.fitting.criterion.Occam`; data at unit mean
+    square): :data:`~tnmars.fitting.criterion.MSE_FLOOR` times the share of the mean square
+    that is spread about the mean (1 for zero-mean data), and at least the storage's rounding
+    (:func:`storage_floor`) and :data:`PRECISION_FLOOR`. A floor on the mean square alone
+    counted the whole structure of a non-centred tensor as exact: with a mean 1e4 times the
+    spread, the spread is 1e-4 of the RMS, and a Tucker fit kept only the mean (ranks
+    (1, 1, 1), "relative error 1e-4") where EVBMF reads the ranks right.
+
+    >>> y = np.random.default_rng(0).standard_normal(1000)
+    >>> centred = FitData.from_arrays(y / np.sqrt(np.mean(y**2)))
+    >>> offset = FitData.from_arrays((y + 1e4) / np.sqrt(np.mean((y + 1e4)**2)))
+    >>> f"{criterion_floor(y, centred):.2g}", f"{criterion_floor(y, offset):.2g}"
+    ('1e-08', '9.5e-17')
+    """
+    n = max(fit_data.n_obs, 1)
+    mean = float(fit_data.backend.xp.sum(fit_data.y)) / n  # (unobserved entries are 0 in y)
+    mean_square = fit_data.sq_norm / n
+    spread = 1.0 if mean_square <= 0 else min(1.0, max(0.0, 1.0 - mean * mean / mean_square))
+    return max(MSE_FLOOR * spread, storage_floor(data), PRECISION_FLOOR)
 
 
 def _seed(seed: Any) -> int | None:

@@ -10,9 +10,11 @@ negative log posterior with the noise variance profiled out and the Occam (BIC) 
 An index that only fits noise lowers ``SSE`` by about ``D_index`` noise variances, i.e. gains
 about ``D_index / 2`` nats, and pays ``(c/2) D_index log N``; a real component gains its energy
 over the noise variance. ``c`` (``strength``) is 1 for BIC; larger values prune more.
-``SSE / N`` is floored at ``MSE_FLOOR`` (data scaled to unit mean square): below a relative
-error of 1e-4 every fit counts as exact, so on noiseless data the smallest exact network wins
-instead of the one whose rounding error happens to be lowest.
+``SSE / N`` is floored at ``floor`` (data scaled to unit mean square; :func:`tnmars.fit` gives
+``MSE_FLOOR`` times the share of the mean square spread about the mean, see
+:func:`~tnmars.fitting.api.criterion_floor`): below a relative error of 1e-4 of the spread every
+fit counts as exact, so on noiseless data the smallest exact network wins instead of the one
+whose rounding error happens to be lowest.
 
 >>> c = Occam(n_obs=1000)
 >>> c.objective(sse=10.0, dof=20) < c.objective(sse=9.9, dof=30)   # 10 more dof for 1% of SSE: no
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 __all__ = ["Occam", "MSE_FLOOR", "MAX_DOF_SHARE"]
 
-#: smallest mean squared error the criterion distinguishes (data scaled to unit mean square)
+#: smallest mean squared error the criterion distinguishes, as a share of the data's spread about their mean
 MSE_FLOOR = 1e-8
 #: the criterion is trusted for networks with at most this share of the observations as degrees
 #: of freedom: near ``D = N`` a fit interpolates the data and the profile likelihood loses its meaning

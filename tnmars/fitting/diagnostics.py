@@ -55,6 +55,7 @@ from .moves import grow
 from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
+           "spectra_beyond_cap", "spectra_capped_message",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
            "series_bonds", "underdetermined_slices"]
 
@@ -322,3 +323,26 @@ def capped_message(bonds: Sequence[str], n_obs: int, max_dof: float, relative_er
             f"{max_dof:g} degrees of freedom, the most a fit lets {n_obs:,} observed entries determine. The ranks "
             f"were set by that limit, not chosen; the fit's relative error is {relative_error:.3g}. Larger ranks "
             f"need more data.")
+
+
+def spectra_beyond_cap(spectral_ranks: Mapping[str, Sequence[int]] | None, template: Network,
+                       max_dof: float) -> tuple[str, tuple[int, ...], int] | None:
+    """The first spectral proposal (selector, ranks, degrees of freedom) whose network has more
+    degrees of freedom than ``max_dof``, or None: the unfolding spectra then show more structure
+    than the observations let the criterion judge, and the selection, made below the cap, may
+    leave it out (a noiseless Tucker 10x10x10 at (8, 8, 8): 560 degrees of freedom for 1,000
+    entries; the search stopped at (1, 1, 1) with relative error 0.95, without a word)."""
+    for selector, ranks in (spectral_ranks or {}).items():
+        dof = degrees_of_freedom(template.spec, {**template.dims, **dict(zip(template.bonds, ranks))})
+        if dof > max_dof:
+            return selector, tuple(ranks), dof
+    return None
+
+
+def spectra_capped_message(selector: str, ranks: Sequence[int], dof: int, n_obs: int, max_dof: float,
+                           relative_error: float) -> str:
+    return (f"the unfolding spectra read ranks {tuple(ranks)} ({selector.upper()}), a network of {dof:,} degrees "
+            f"of freedom, more than the {max_dof:g} that {n_obs:,} observed entries let the criterion judge; the "
+            f"ranks were selected below that limit and the fit's relative error is {relative_error:.3g}. The data "
+            "may hold structure this many entries cannot determine: larger ranks need more data (or give them "
+            "yourself, as max_rank=... with min_rank=..., and judge the fit on held-out data).")

@@ -1,7 +1,8 @@
 """Where the selection starts: a network at proposed ranks, with cores that already fit.
 
-- ``"spectral"`` (Tucker, TT, TR): ranks read off the unfolding spectra by EVBMF
-  (:mod:`tnmars.fitting.spectral`), cores from HOSVD / TT-SVD / TR-SVD at those ranks;
+- ``"spectral"`` (Tucker, TT, TR): ranks read off the unfolding spectra by EVBMF and by MDL
+  (:mod:`tnmars.fitting.spectral`), cores from HOSVD / TT-SVD / TR-SVD at those ranks; the
+  fit starts from the one its criterion prefers (:data:`SPECTRAL_SELECTORS`);
 - ``"greedy"`` (any network): every bond at rank 1 (at ``min_rank``); the search then adds
   what the data ask for, one index at a time (greedy rank increments);
 - ``"mars"`` (any network): the MARS relaxation (:mod:`tnmars.fitting.relaxation`) from a
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,9 +29,9 @@ from .criterion import MAX_DOF_SHARE
 from .graph import degrees_of_freedom, has_loop
 from .moves import grow
 from .solvers import FitData, als
-from .spectral import tr_proposal, tt_proposal, tucker_proposal
+from .spectral import tr_proposals, tt_proposal, tucker_proposals
 
-__all__ = ["PROPOSALS", "spectral_start", "fresh_start", "loop_restarts", "rank_one_start", "raised_to", "filled",
+__all__ = ["PROPOSALS", "SPECTRAL_SELECTORS", "spectral_start", "spectral_starts", "SpectralStart", "fresh_start", "loop_restarts", "rank_one_start", "raised_to", "filled",
            "ring_bonds", "truncated", "em_start", "em_starts", "em_pays", "EM_BELOW", "EM_ITERATIONS"]
 
 PROPOSALS = ("auto", "spectral", "greedy", "mars")
@@ -66,35 +67,81 @@ def within_budget(template: Network, max_dof: float) -> Network:
 def spectral_start(fmt: str, template: Network, data: FitData, selector: str = "evbmf",
                    floors: Mapping[str, int] | None = None) -> Network:
     """A network of format ``fmt`` at the ranks the selector reads off the spectra, with
-    the classical SVD cores at those ranks (never above ``template``'s ranks), within the
-    degrees of freedom the criterion trusts (``MAX_DOF_SHARE`` of the observations). A bond
-    below its entry of ``floors`` (``min_rank``, feasible) is raised to it before the SVD
-    truncation, whose cores there are exact where the data allow (a start grown by small
-    random slices left ALS near a saddle: Tucker (4,5,6) at its full ranks ended at 11-27%).
+    the classical SVD cores at those ranks (:func:`spectral_starts` for one selector)."""
+    return spectral_starts(fmt, template, data, floors, selectors=(selector,))[0].network
+
+
+#: the classical rank selectors whose proposals :func:`tnmars.fit` starts from, each judged by its
+#: criterion: EVBMF is the stronger on most spectra; MDL holds where the ranks come near the
+#: unfoldings' sizes, where EVBMF takes the top singular values for noise (a Tucker 8x8x8 at
+#: (6, 6, 6), noiseless or at 30 dB: EVBMF (6, 1, 1), MDL (6, 6, 6); the search from EVBMF's
+#: feasible (1, 1, 1) ended there at 93% error: no single index paid)
+SPECTRAL_SELECTORS = ("evbmf", "mdl")
+
+
+class SpectralStart(NamedTuple):
+    """A start read off the spectra: the selector's name, the network (classical SVD cores) and
+    the ranks the selector read before the observations' cap (:data:`MAX_DOF_SHARE`) lowered
+    them, when it did (by bond)."""
+
+    selector: str
+    network: Network
+    ranks: dict[str, int]
+
+
+def _proposals(fmt: str, template: Network, y: np.ndarray, selectors: Sequence[str]) -> list[dict[str, int]]:
+    """Each selector's ranks (by bond) for format ``fmt``, within ``template``'s ranks."""
+    caps = list(template.ranks)
+    if fmt == "tucker":
+        return [_capped(r, template) for r in tucker_proposals(y, selectors, caps)]
+    if fmt == "tt":
+        return [_capped(tt_proposal(y, selector, caps)[0], template) for selector in selectors]
+    if fmt == "tr":
+        order = ring_bonds(template)
+        return [{b: max(1, min(int(r), template.dims[b])) for b, r in zip(order, picked)}
+                for picked in tr_proposals(y, selectors, [template.dims[b] for b in order])]
+    raise ValueError(f"no spectral proposal for format {fmt!r}")
+
+
+def spectral_starts(fmt: str, template: Network, data: FitData, floors: Mapping[str, int] | None = None,
+                    selectors: Sequence[str] = SPECTRAL_SELECTORS) -> list[SpectralStart]:
+    """A start for each selector with distinct ranks: a network of format ``fmt`` at the ranks
+    the selector reads off the spectra (each unfolding's spectrum computed once for all
+    selectors), with the classical SVD cores at those ranks (never above ``template``'s ranks),
+    within the degrees of freedom the criterion trusts (``MAX_DOF_SHARE`` of the
+    observations). A bond below its entry of ``floors`` (``min_rank``, feasible) is raised to
+    it before the SVD truncation, whose cores there are exact where the data allow (a start
+    grown by small random slices left ALS near a saddle: Tucker (4,5,6) at its full ranks ended
+    at 11-27%).
 
     With missing entries the spectra over-state the ranks (the zero filling adds
     heteroscedastic noise): the proposal is then an upper start that the search prunes.
     With few observations the search also refits these ranks from the EM start
     (:func:`em_starts`)."""
     y = filled(data)
-    template = within_budget(template, MAX_DOF_SHARE * data.n_obs)
-    caps = list(template.ranks)
-    if fmt == "tucker":
-        ranks = _capped(tucker_proposal(y, selector, caps), template)
-    elif fmt == "tt":
-        ranks = _capped(tt_proposal(y, selector, caps)[0], template)
-    elif fmt == "tr":
-        order = ring_bonds(template)
-        picked = tr_proposal(y, selector, [template.dims[b] for b in order])
-        ranks = {b: max(1, min(int(r), template.dims[b])) for b, r in zip(order, picked)}
-    else:
-        raise ValueError(f"no spectral proposal for format {fmt!r}")
-    if floors:
-        ranks = {b: max(r, int(floors.get(b, 0))) for b, r in ranks.items()}
-    start = truncated(fmt, template, y, ranks)
-    if start is None:  # TR-SVD cannot hold these ranks: least squares from random values
-        start = Network(template.spec, {**template.dims, **ranks}, seed=0, optimize=template.optimize)
-    return start
+    budgeted = within_budget(template, MAX_DOF_SHARE * data.n_obs)
+    proposed = _proposals(fmt, budgeted, y, selectors)
+    # where the observations cap the ranks, what the spectra read without the cap (for the
+    # fit's diagnostics: a selection made under it may leave most of the data unexplained)
+    uncapped = proposed if budgeted.dims == template.dims else _proposals(fmt, template, y, selectors)
+    starts: list[SpectralStart] = []
+    seen: list[dict[str, int]] = []
+    bases = None
+    for selector, ranks, read in zip(selectors, proposed, uncapped):
+        if floors:
+            ranks = {b: max(r, int(floors.get(b, 0))) for b, r in ranks.items()}
+        if ranks in seen:
+            continue
+        seen.append(ranks)
+        if fmt == "tucker":
+            bases = tucker_bases(y) if bases is None else bases  # every mode's basis, for all ranks: once
+            start = tucker_truncation(budgeted, y, bases, ranks)
+        else:
+            start = truncated(fmt, budgeted, y, ranks)
+        if start is None:  # TR-SVD cannot hold these ranks: least squares from random values
+            start = Network(budgeted.spec, {**budgeted.dims, **ranks}, seed=0, optimize=budgeted.optimize)
+        starts.append(SpectralStart(selector, start, read))
+    return starts
 
 
 def truncated(fmt: str, template: Network, y: np.ndarray, ranks: Mapping[str, int]) -> Network | None:

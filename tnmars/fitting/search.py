@@ -74,7 +74,7 @@ def rank_floor(min_rank: int | Mapping[str, int], bond: str) -> int:
     return max(int(floor), 1)
 
 
-def _feasible(net: Network) -> Network:
+def feasible(net: Network) -> Network:
     """Shrink every bond a smaller neighbour has made useless (a bond larger than the product
     of a core's other indices), so no candidate carries an infeasible rank."""
     while True:
@@ -131,7 +131,7 @@ class RankSearch:
     selected ranks (the walk's cores can sit in a poor ALS minimum at the right ranks:
     noiseless Tucker 2^6 at (2,1,2,1,2,2), relative error 0.049 from the walk, 6e-16 from
     HOSVD), and for every growing move once the walk ends (:meth:`_classical_additions`).
-    The start is first made feasible (:func:`_feasible`).
+    The start is first made feasible (:func:`feasible`).
 
     Many bonds (more than :data:`MANY_BONDS`): the exchanges are screened
     (:meth:`_exchange_pairs`) and their finalists refitted in two stages, and the random
@@ -208,13 +208,13 @@ class RankSearch:
         for bond, r in bonds.items():
             floor = rank_floor(self.min_rank, bond)
             if r > floor:
-                out.append((f"-{bond}", _feasible(shrink(net, bond))))
+                out.append((f"-{bond}", feasible(shrink(net, bond))))
             jump = (r - floor) // 4
             if jump >= 2:  # far above where the data seem to be: also try a quarter of the way down
                 smaller = net
                 for _ in range(jump):
                     smaller = shrink(smaller, bond)
-                out.append((f"-{jump}{bond}", _feasible(smaller)))
+                out.append((f"-{jump}{bond}", feasible(smaller)))
         residual = None
         for move, grown in self._additions(net):
             if len(grown) == 1:
@@ -253,7 +253,7 @@ class RankSearch:
         # a start with a rank no network of this graph can use (a proposal's Tucker ranks (1, 2, 3):
         # 3 > 1 * 2) carries dead indices that ALS keeps at zero, and a move from it can mark the
         # right ranks as seen while stuck at the dead state's error
-        current = self.evaluate(_feasible(start), self.full_sweeps, "start")
+        current = self.evaluate(feasible(start), self.full_sweeps, "start")
         best = current
         self.path.append(best)
         self.trail.append(current)
@@ -374,7 +374,7 @@ class RankSearch:
                     if key in net_seen or (self.max_params is None and degrees_of_freedom(net.spec, dims) > best.dof):
                         continue
                     if small is None:
-                        small = smaller[a] = _feasible(shrink(net, a))
+                        small = smaller[a] = feasible(shrink(net, a))
                     if small.dims[b] != bonds[b] or not self._fits(small, {b: bonds[b] + 1}):
                         continue
                     pairs.append((a, b))
@@ -475,7 +475,7 @@ class RankSearch:
                 if smaller.bonds[b] <= rank_floor(self.min_rank, b):  # the first shrink's feasibility
                     smaller = None                                   # clipping took this bond down already
                     break
-                smaller = _feasible(shrink(smaller, b))
+                smaller = feasible(shrink(smaller, b))
             if smaller is None:
                 continue
             filled = self._fill(smaller, "-" + "-".join(removal))
@@ -689,7 +689,7 @@ class RankSearch:
                 tried = [self.evaluate(shrink(net, bond, drop=j), self.full_sweeps, f"-{bond}") for j in range(rank)]
                 start = min(tried, key=lambda c: c.objective).network
             else:
-                start = _feasible(shrink(net, bond))
+                start = feasible(shrink(net, bond))
             return self.evaluate(start, self.final_sweeps, f"-{bond}")
 
         return self._removal_passes(best, refitted_to_convergence)

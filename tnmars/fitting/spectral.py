@@ -38,8 +38,10 @@ __all__ = [
     "mdl_rank",
     "energy_rank",
     "tucker_proposal",
+    "tucker_proposals",
     "tt_proposal",
     "tr_proposal",
+    "tr_proposals",
 ]
 
 Selector = Callable[[np.ndarray, int, int], int]
@@ -172,14 +174,21 @@ def _unfold(y: np.ndarray, mode: int) -> np.ndarray:
 def tucker_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Sequence[int] | None = None
                     ) -> tuple[int, ...]:
     """Per-mode ranks: the selector applied to every mode unfolding (at least 1 each)."""
-    pick = _selector(selector)
-    ranks = []
+    return tucker_proposals(y, (selector,), max_ranks)[0]
+
+
+def tucker_proposals(y: np.ndarray, selectors: Sequence[str | Selector], max_ranks: Sequence[int] | None = None
+                     ) -> list[tuple[int, ...]]:
+    """:func:`tucker_proposal` for each of ``selectors``, every unfolding's spectrum computed once."""
+    picks = [_selector(s) for s in selectors]
+    ranks: list[list[int]] = [[] for _ in picks]
     for k in range(y.ndim):
         shape = (y.shape[k], y.size // max(y.shape[k], 1))
-        r = pick(_spectrum_of_unfolding(_unfold(y, k), y), *shape)
+        s = _spectrum_of_unfolding(_unfold(y, k), y)
         cap = max_ranks[k] if max_ranks is not None else shape[0]
-        ranks.append(int(min(max(r, 1), cap)))
-    return tuple(ranks)
+        for out, pick in zip(ranks, picks):
+            out.append(int(min(max(pick(s, *shape), 1), cap)))
+    return [tuple(r) for r in ranks]
 
 
 def tt_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Sequence[int] | None = None
@@ -220,9 +229,16 @@ def tr_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Se
     it). The logarithms of the selected unfolding ranks are fitted by ``log r_i + log r_j``
     in least squares over every unsaturated cut; the result is rounded (at least 1).
     """
-    pick = _selector(selector)
+    return tr_proposals(y, (selector,), max_ranks)[0]
+
+
+def tr_proposals(y: np.ndarray, selectors: Sequence[str | Selector], max_ranks: Sequence[int] | None = None
+                 ) -> list[tuple[int, ...]]:
+    """:func:`tr_proposal` for each of ``selectors``, every cut's spectrum computed once."""
+    picks = [_selector(s) for s in selectors]
     d = y.ndim
-    rows, rhs = [], []
+    rows: list[list[np.ndarray]] = [[] for _ in picks]
+    rhs: list[list[float]] = [[] for _ in picks]
     for i in range(d):
         for length in range(1, d // 2 + 1):
             modes = [(i + 1 + t) % d for t in range(length)]
@@ -233,19 +249,24 @@ def tr_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Se
             outside = y.size // inside
             perm = modes + [m for m in range(d) if m not in modes]
             # unnamed: the unfolding (a view or a copy of y) dies before the next one is made
-            r = pick(_spectrum_of_unfolding(np.transpose(y, perm).reshape(inside, outside), y), inside, outside)
-            if r >= min(inside, outside):
-                continue  # saturated: says nothing about the product
-            row = np.zeros(d)
-            row[i] += 1
-            row[j] += 1
-            rows.append(row)
-            rhs.append(math.log(max(r, 1)))
-    if not rows:
-        ranks = [1] * d
-    else:
-        sol, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
-        ranks = [max(1, int(round(math.exp(v)))) for v in sol]
-    if max_ranks is not None:
-        ranks = [min(r, m) for r, m in zip(ranks, max_ranks)]
-    return tuple(ranks)
+            s = _spectrum_of_unfolding(np.transpose(y, perm).reshape(inside, outside), y)
+            for pick, out_rows, out_rhs in zip(picks, rows, rhs):
+                r = pick(s, inside, outside)
+                if r >= min(inside, outside):
+                    continue  # saturated: says nothing about the product
+                row = np.zeros(d)
+                row[i] += 1
+                row[j] += 1
+                out_rows.append(row)
+                out_rhs.append(math.log(max(r, 1)))
+    proposals = []
+    for out_rows, out_rhs in zip(rows, rhs):
+        if not out_rows:
+            ranks = [1] * d
+        else:
+            sol, *_ = np.linalg.lstsq(np.array(out_rows), np.array(out_rhs), rcond=None)
+            ranks = [max(1, int(round(math.exp(v)))) for v in sol]
+        if max_ranks is not None:
+            ranks = [min(r, m) for r, m in zip(ranks, max_ranks)]
+        proposals.append(tuple(ranks))
+    return proposals
