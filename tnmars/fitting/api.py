@@ -31,6 +31,8 @@ from .diagnostics import (
     capped_message,
     completion_diagnostics,
     generalization_message,
+    heavy_tail_message,
+    heavy_tailed,
     held_out_errors,
     spectra_beyond_cap,
     spectra_capped_message,
@@ -453,6 +455,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     est -= y  # the residual, in place: no second full-size array
     mse = float(np.vdot(est, est)) / prep.data.n_obs
     rel = math.sqrt(mse * prep.data.n_obs / prep.data.sq_norm)
+    est *= est  # its squares, in place (the residual is not needed after this)
+    kurtosis = float(np.vdot(est, est)) / prep.data.n_obs / mse**2 - 3.0 if mse > 0 else 0.0
     del est
     if not math.isfinite(rel):
         raise FloatingPointError(f"the fit's relative error is {rel}: the data or the fit overflowed")
@@ -471,6 +475,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     message = generalization_message(held_out, rel) if rel > EXACT_FIT_ERROR else None
     if message:
         diagnostics.append(message)
+    if rel > EXACT_FIT_ERROR and heavy_tailed(kurtosis, prep.data.n_obs):
+        diagnostics.append(heavy_tail_message(kurtosis))
     for message in diagnostics:
         warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)
     unit = prep.scale ** (1.0 / net.num_cores)
