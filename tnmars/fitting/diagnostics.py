@@ -57,6 +57,7 @@ from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
            "spectra_beyond_cap", "spectra_capped_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message",
+           "WEAK_GENERALIZATION", "WEAK_GAP",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
            "series_bonds", "underdetermined_slices"]
 
@@ -227,20 +228,37 @@ def held_out_errors(network: Network, data: FitData, seed: int | np.random.Gener
     return errors
 
 
+#: held-out error (median of :func:`held_out_errors`) above which, at more than
+#: :data:`WEAK_GAP` times the error on the fitted entries, a completion is said to explain little
+#: of what it did not see (a Tucker (3, 4, 2) at 5% observed, 20 dB: 0.92 held out against 0.28
+#: fitted, no warning before; an over-fit at half the observations as degrees of freedom stays
+#: near 1.7x, a good completion near 1x; on 72 held-out completions with true held-out errors
+#: below 0.5 the check's medians reached 0.77, which stays below this)
+WEAK_GENERALIZATION = 0.8
+#: see :data:`WEAK_GENERALIZATION`
+WEAK_GAP = 2.0
+
+
 def generalization_message(errors: Sequence[float], relative_error: float) -> str | None:
-    """A warning when the median of :func:`held_out_errors` exceeds 1: the refitted
-    completion predicts observed entries it did not see worse than zero would (a good fit's
-    held-out error is about its noise level, under 1 at any signal-to-noise ratio). ``None``
-    otherwise."""
+    """A warning when the median of :func:`held_out_errors` exceeds 1 (the refitted completion
+    predicts observed entries it did not see worse than zero would; a good fit's held-out error
+    is about its noise level, under 1 at any signal-to-noise ratio), or exceeds
+    :data:`WEAK_GENERALIZATION` and :data:`WEAK_GAP` times ``relative_error`` (it explains
+    little of them while fitting the others well). ``None`` otherwise."""
     if not errors:
         return None
     median = float(np.median(errors))
-    if not median > 1.0:
-        return None
-    return (f"poor generalization: refitted {len(errors)} times without a random {HOLDOUT_SHARE:.0%} of the observed "
-            f"entries, the network predicts those entries with a median relative error of {median:.3g}, worse than "
-            f"predicting zero, against {relative_error:.3g} on the entries it fits. Its values at the unobserved "
-            f"entries are not to be trusted: observe more entries, or lower the ranks (max_rank).")
+    refitted = (f"refitted {len(errors)} times without a random {HOLDOUT_SHARE:.0%} of the observed entries, the "
+                f"network predicts those entries with a median relative error of {median:.3g}")
+    if median > 1.0:
+        return (f"poor generalization: {refitted}, worse than predicting zero, against {relative_error:.3g} on the "
+                "entries it fits. Its values at the unobserved entries are not to be trusted: observe more entries, "
+                "or lower the ranks (max_rank).")
+    if median > WEAK_GENERALIZATION and median > WEAK_GAP * relative_error:
+        return (f"weak generalization: {refitted}, against {relative_error:.3g} on the entries it fits: it explains "
+                f"little of what it did not see (about {max(0.0, 1.0 - median**2):.0%} of their energy). Its values at "
+                "the unobserved entries are rough at best: observe more entries, or lower the ranks (max_rank).")
+    return None
 
 
 def capped_by_observations(network: Network, max_ranks: Mapping[str, int], max_dof: float, data: FitData,
