@@ -34,8 +34,10 @@ from .diagnostics import (
     heavy_tail_message,
     heavy_tailed,
     held_out_errors,
+    max_rank_message,
     spectra_beyond_cap,
     spectra_capped_message,
+    stopped_by_max_rank,
 )
 from .graph import degrees_of_freedom, feasible_ranks
 from .progress import Reporter
@@ -472,6 +474,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             beyond = spectra_beyond_cap(settings.get("spectral_ranks"), template, crit.max_dof)
             if beyond is not None:
                 diagnostics.append(spectra_capped_message(*beyond, prep.data.n_obs, crit.max_dof, rel))
+        at_max = stopped_by_max_rank(net, template.bonds, crit.max_dof, prep.data, crit, best.objective,
+                                     settings.get("seed"))
+        if at_max:
+            diagnostics.append(max_rank_message(at_max, template.bonds, rel))
     message = generalization_message(held_out, rel) if rel > EXACT_FIT_ERROR else None
     if message:
         diagnostics.append(message)
