@@ -81,3 +81,14 @@ def test_threads_helper_from_several_threads():
         assert seen == [1, 1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("device", ["hpu", "privateuseone"])
+def test_a_device_whose_torch_module_is_missing_is_unavailable_not_an_import_error(device):
+    """torch.empty(device='hpu') raises ModuleNotFoundError('torch.hpu'), which escaped."""
+    import tnmars
+
+    with pytest.raises(ValueError, match=f"device '{device}' is not available here"):
+        get_backend("torch").check_device(device)
+    with pytest.raises(ValueError, match="not available"):
+        tnmars.Network.tt((3, 4), 2, backend="torch", device=device)

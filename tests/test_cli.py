@@ -161,6 +161,15 @@ def test_fit_with_a_mask_and_nan_as_missing_combines_them(small):
         (["demo", "--out", "{d}/folder.npz"], "is a folder; give a file name"),
         (["demo", "--out", "{d}/demo.txt"], r"--out must end in \.npz"),
         (["demo", "--plot", "{d}/small.npy"], r"--plot .* is a file; give a folder"),
+        (["demo", "--plot", "{d}/small.npy/sub"], r"--plot .*small.npy is a file, so the folder cannot be created"),
+        (["demo", "--noise", "inf"], r"--noise must be a finite number >= 0"),
+        (["demo", "--noise", "1e308"], r"--noise 1e\+308 is too large"),
+        (["fit", "{d}/small.npy", "--out", ""], "--out is empty"),
+        (["demo", "--out", ""], "--out is empty"),
+        (["demo", "--plot", " "], "--plot is empty"),
+        (["fit", "{d}/dm.npz", "--key", "x", "--observed", "{d}/dm.npz"],
+         r"array 'x' of .*dm.npz holds other values \(read by --key's name 'x'; name the mask's array with "
+         "--observed-key"),
         (["info", "{d}/small.npy"], "not a tnmars file"),
         (["info", "{d}/missing.npz"], "not found"),
         (["frobnicate"], "invalid choice"),
@@ -174,6 +183,7 @@ def test_bad_input_is_one_line_with_exit_code_2(small, args, pattern, capsys):
     np.save(folder / "bad_mask.npy", np.ones((2, 2), dtype=bool))
     (folder / "folder.npz").mkdir(exist_ok=True)
     np.savez(folder / "data.npz", x=np.ones((3, 4, 5)))
+    np.savez(folder / "dm.npz", x=np.full((6, 5, 4), 2.0), m=np.ones((6, 5, 4), bool))  # data and mask
     before = (folder / "data.npz").read_bytes()
     try:
         code = main([a.format(d=folder) for a in args])
@@ -449,3 +459,56 @@ def test_warnings_are_one_line_without_library_source(tmp_path):
     lines = [line for line in err.splitlines() if "Warning" in line]
     assert lines and all(line.startswith("tnmars: RuntimeWarning: ") for line in lines)
     assert ".py:" not in err and "result = fit(" not in err
+
+
+@pytest.mark.parametrize("args, what", [
+    (["fit", "{d}/small.npy", "--out", "{d}/out.npz"], "--out {d}/out.npz"),
+    (["fit", "{d}/small.npy"], "the output file {d}/small.fit.npz"),
+    (["demo", "--out", "{d}/out.npz"], "--out {d}/out.npz"),
+    (["demo", "--plot", "{d}/plots"], "--plot {d}/plots"),
+])
+def test_an_unwritable_output_folder_is_refused_before_the_fit(small, args, what, monkeypatch, capsys):
+    """The fit ran to the end, then failed to save ("Permission denied: '.x.npz.XXXX.tmp'").
+    A trial file is the test (os.access says yes to root), so it is the one refused here."""
+    import functools
+    import tempfile
+
+    import tnmars.fitting
+
+    folder, _, _ = small
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    @functools.wraps(tnmars.fitting.fit)  # (its signature gives --help's defaults)
+    def no_fit(*a, **k):
+        raise AssertionError("the fit ran")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    monkeypatch.setattr(tnmars.fitting, "fit", no_fit)
+    code = main([a.format(d=folder) for a in args])
+    err = capsys.readouterr().err
+    one_line_error(subprocess.CompletedProcess(args, code, "", err),
+                   re.escape(what.format(d=folder)) + r".*cannot write in folder .*Permission denied")
+
+
+def test_an_upper_case_suffix_is_accepted_as_save_accepts_it(small, tmp_path):
+    folder, _, _ = small
+    proc = run("fit", str(folder / "small.npy"), "--out", str(tmp_path / "o.NPZ"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert tnmars.load(tmp_path / "o.NPZ").network.shape == (6, 5, 4)
+
+
+def test_info_names_the_environment_variable_whose_key_an_unsigned_file_lacks(tmp_path):
+    plain = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "plain.npz")
+    proc = subprocess.run([sys.executable, "-m", "tnmars", "info", str(plain)], capture_output=True, text=True,
+                          env={**ENV, "TNMARS_SIGNING_KEY": "k" * 16}, timeout=120)
+    one_line_error(proc, r"not signed, but a key was given \(in the TNMARS_SIGNING_KEY environment variable\)")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_info_and_fit_refuse_a_pipe_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    one_line_error(run("info", str(fifo)), "is not a regular file")
+    one_line_error(run("fit", str(fifo)), "DATA is not a regular file")

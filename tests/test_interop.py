@@ -346,3 +346,26 @@ def test_tr_svd_start_takes_ranks_above_the_first_mode(rank):
     assert net.ranks == (rank,) * 3
     err = lambda n: np.linalg.norm(n.to_tensor() - x) / np.linalg.norm(x)  # noqa: E731
     assert err(net) < err(smaller)
+
+
+def test_svd_init_refuses_what_it_would_silently_damage_or_fail_on_deep_inside():
+    """Complex data lost its imaginary part (a NumPy warning only), 1-D data gave tensorly's
+    "not enough values to unpack", a mask with nothing observed a LinAlgError."""
+    from tnmars.interop import svd_init
+
+    x = np.random.default_rng(0).standard_normal((4, 5, 6))
+    with pytest.raises(TypeError, match="svd_init needs real data; got complex128"):
+        svd_init("tucker", x + 1j * x, 2)
+    for fmt in ("tt", "tr", "cp", "tucker"):
+        with pytest.raises(ValueError, match="at least 2 modes; got shape \\(5,\\)"):
+            svd_init(fmt, np.ones(5), 2)
+        with pytest.raises(ValueError, match="observed marks no entry as observed"):
+            svd_init(fmt, x, 2, observed=np.zeros(x.shape, bool))
+    with pytest.raises(ValueError, match="observed has shape"):
+        svd_init("cp", x, 2, observed=np.ones((4, 5), bool))
+    assert svd_init("tt", x, 2, observed=x > 0).ranks == (2, 2)
+
+
+def test_to_tensorly_of_something_else_than_a_network_is_a_type_error():
+    with pytest.raises(TypeError, match="to_tensorly expects a tnmars Network; got ndarray \\(a dense array"):
+        to_tensorly(np.ones(3))

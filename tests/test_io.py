@@ -216,7 +216,7 @@ def test_save_refuses_a_dtype_load_would_refuse(tmp_path):
 
 
 @pytest.mark.skipif("torch" not in available_backends(), reason="needs torch")
-@pytest.mark.parametrize("device", ["meta", "mps", "xla"])
+@pytest.mark.parametrize("device", ["meta", "mps", "xla", "hpu", "privateuseone"])
 def test_a_file_saying_it_lives_on_an_unusable_device_loads_on_the_cpu(tmp_path, device):
     """A re-signed file claiming device 'meta' loaded a network without values; 'mps' or 'xla'
     raised PyTorch's own RuntimeError. Both load on the CPU now, with a warning."""
@@ -647,7 +647,7 @@ def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path):
         (tmp_path / name).symlink_to(victim)
     tnmars.save(Network.cp((3, 4), 2, seed=0), target)
     assert victim.read_text() == "precious"
-    # a link at the destination itself is replaced by the file, not written through
+    # a link at the destination to a file of another kind is replaced, not written through
     link = tmp_path / "linked.npz"
     link.symlink_to(victim)
     tnmars.save(Network.cp((3, 4), 2, seed=0), link)
@@ -851,3 +851,125 @@ def test_load_reads_a_dtype_as_tnmars_names_it_on_every_backend(tmp_path):
     for narrow in ("float32", np.float32, torch.float32):
         with pytest.raises(ValueError, match="overflows"):
             tnmars.load(path, dtype=narrow)
+
+
+# ----------------------------------------------------------------------------- fuzzed paths and messages
+def test_an_unwritable_folder_or_full_disk_names_the_target_not_the_temporary_file(tmp_path, monkeypatch):
+    """The error named '.x.npz.XXXX.tmp', a file the user never heard of."""
+    import tempfile
+
+    from tnmars import _container
+
+    net = Network.cp((3, 4), 2, seed=0)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".x.npz.abc123.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError, match=r"cannot save to '.*x\.npz'.*Permission denied") as info:
+        tnmars.save(net, tmp_path / "x.npz")
+    assert ".tmp" not in str(info.value) and isinstance(info.value.__cause__, PermissionError)
+    assert info.value.errno == 13
+    monkeypatch.undo()
+
+    def full(tmp, fh):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match=r"cannot save to '.*y\.npz'.*No space left") as info:
+        _container.write_atomic(tmp_path / "y.npz", full)
+    assert info.value.errno == 28 and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "symlink"), reason="needs symbolic links")
+def test_overwriting_keeps_the_permission_bits_and_a_link_to_a_tnmars_file(tmp_path):
+    import os
+    import stat
+
+    path = tnmars.save(Network.tt((3, 4, 5), 2, seed=0), tmp_path / "private.npz")
+    os.chmod(path, 0o600)
+    tnmars.save(Network.tt((3, 4, 5), 2, seed=1), path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    link = tmp_path / "link.npz"
+    link.symlink_to(path)
+    tnmars.save(Network.tt((3, 4, 5), 2, seed=2), link)
+    assert link.is_symlink() and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert _equal(tnmars.load(path), Network.tt((3, 4, 5), 2, seed=2))
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_json_numbers_are_a_file_format_error_naming_the_file(tmp_path, literal):
+    """Python's json reads them; the digest (strict JSON) then raised a bare ValueError."""
+    path = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "n.npz")
+    arrays = _members(path)
+    text = bytes(arrays.pop("__tnmars_metadata__")).decode()[:-1] + f', "x": {literal}}}'
+    np.savez(tmp_path / "bad.npz", __tnmars_metadata__=np.frombuffer(text.encode(), np.uint8), **arrays)
+    with pytest.raises(tio.FileFormatError, match=f"bad.npz.*{re_escape(literal)} is not a finite"):
+        tnmars.load(tmp_path / "bad.npz")
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs named pipes")
+def test_a_pipe_is_refused_before_it_is_opened(tmp_path):
+    """load on a FIFO without a writer blocked in open() forever."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    caught: list[BaseException] = []
+
+    def read():
+        try:
+            tnmars.load(fifo)
+        except BaseException as err:  # noqa: BLE001 - handed to the test thread
+            caught.append(err)
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # release the blocked open() before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("tnmars.load blocked on a FIFO")
+    assert len(caught) == 1 and isinstance(caught[0], tio.FileFormatError)
+    assert "not a regular file" in str(caught[0])
+
+
+@pytest.mark.parametrize("version", [0, -1, "1", 1.0, True, None])
+def test_an_invalid_format_version_is_not_called_newer(tmp_path, version):
+    path = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "v.npz")
+    arrays = _members(path)
+    meta = json.loads(arrays["__tnmars_metadata__"].tobytes())
+    meta["format_version"] = version
+    _resign(arrays, meta, tmp_path / "bad.npz")
+    with pytest.raises(tio.FileFormatError, match="invalid file-format version") as info:
+        tnmars.load(tmp_path / "bad.npz")
+    assert "newer" not in str(info.value)
+
+
+def test_a_safetensors_file_cut_inside_its_header_is_called_truncated(tmp_path):
+    raw = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "n.safetensors").read_bytes()
+    header = int.from_bytes(raw[:8], "little")
+    for n in (8, 9, 50, 8 + header - 1):
+        cut = tmp_path / f"cut{n}.safetensors"
+        cut.write_bytes(raw[:n])
+        with pytest.raises(tio.FileFormatError, match="truncated or corrupted: its safetensors header declares"):
+            tnmars.load(cut)
+
+
+def test_an_empty_path_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="path is empty"):
+        tnmars.save(Network.cp((3, 4), 2, seed=0), "")
+
+
+def test_an_unsigned_file_names_where_the_key_came_from(tmp_path, monkeypatch):
+    path = tnmars.save(Network.cp((3, 4), 2, seed=0), tmp_path / "u.npz")
+    with pytest.raises(tio.FileFormatError, match=r"a key was given \(key=\)"):
+        tnmars.load(path, key="k" * 16)
+    monkeypatch.setenv(tio.KEY_ENV, "k" * 16)
+    with pytest.raises(tio.FileFormatError, match=f"a key was given \\(in the {tio.KEY_ENV} environment variable"):
+        tnmars.load(path)

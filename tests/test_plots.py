@@ -158,3 +158,40 @@ def test_topology_plot_refuses_a_rank_that_is_not_a_whole_number_of_at_least_one
     from tnmars.plots import plot_topology
     with pytest.raises(ValueError, match="a rank is a whole number >= 1"):
         plot_topology({(0, 1): rank, (1, 2): 2})
+
+
+def test_a_sweep_result_is_plotted_as_given_and_a_zero_sweep_on_a_linear_scale(tmp_path):
+    import warnings
+
+    import tnmars
+
+    x = tnmars.Network.tucker((6, 7, 8), (2, 3, 2), seed=0).to_tensor()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the fits' notes on the data, not the subject here)
+        curve = tnmars.sweep(x, "tucker", budgets=[40, 120], max_rank=3, progress=False)
+    fig = plot_sweep(curve, path=tmp_path / "s.png")
+    assert _is_png(tmp_path / "s.png") and fig.axes[0].get_xscale() == "log"
+    assert len(fig.axes[0].texts) == 2  # each point labelled with its ranks, as curve.plot() does
+    with pytest.raises(ValueError, match="give a sweep result alone"):
+        plot_sweep(curve, [0.1, 0.2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (all-zero data: the zero network, said by fit)
+        zero = tnmars.sweep(np.zeros((4, 5, 6)), "tucker", budgets=[40, 80], max_rank=3, progress=False)
+    fig = zero.plot(path=tmp_path / "z.png")  # 0 parameters: no place on a log scale
+    assert _is_png(tmp_path / "z.png") and fig.axes[0].get_xscale() == "linear"
+    with pytest.raises(ValueError, match="must be positive on a log scale"):
+        plot_sweep([0, 10], [0.0, 0.1], logx=True)
+
+
+def test_training_plot_of_a_fit_that_trained_nothing_says_why():
+    import warnings
+
+    import tnmars
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zero = tnmars.fit(np.zeros((4, 5, 6)), "tt", max_rank=2, progress=False)
+    with pytest.raises(ValueError, match="ran no relaxation step and no search evaluation.*zero tensor"):
+        plot_training(zero)
+    with pytest.raises(ValueError, match="history is empty"):
+        plot_training({"loss": []})

@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
+import stat
 import struct
 import tempfile
 import zipfile
@@ -41,6 +43,8 @@ DEFAULT_RATIO = 100
 #: array element kinds a file may hold: bool, signed/unsigned int, float, complex
 ALLOWED_KINDS = frozenset("biufc")
 _CHUNK = 1 << 20
+#: a safetensors header longer than this is not one tnmars wrote (metadata plus array entries)
+_MAX_ST_HEADER = 2 * MAX_METADATA_BYTES
 _ST_DTYPES = {
     "BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32",
     "I32": "int32", "U64": "uint64", "I64": "int64", "F16": "float16", "F32": "float32", "F64": "float64",
@@ -117,9 +121,30 @@ def parse_json(raw: bytes, where: str) -> Any:
     if depth > MAX_DEPTH:
         raise FileFormatError(f"{where} has metadata nested {depth} levels deep (at most {MAX_DEPTH} allowed)")
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), parse_constant=_non_finite, parse_float=_finite_float)
+    except _NonFinite as err:
+        raise FileFormatError(
+            f"{where} has corrupted metadata: {err} is not a finite JSON number (tnmars never writes one; "
+            "it stores NaN and Inf as text)"
+        ) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise FileFormatError(f"{where} has corrupted metadata ({type(err).__name__}: {err})") from None
+
+
+class _NonFinite(Exception):
+    """A NaN / Infinity literal or an overflowing number in the metadata: Python's ``json``
+    accepts them, but the digest (strict JSON) cannot be computed over them."""
+
+
+def _non_finite(literal: str) -> float:
+    raise _NonFinite(literal)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e400
+        raise _NonFinite(text[:40])
+    return value
 
 
 # ------------------------------------------------------------------------------ digests
@@ -359,12 +384,20 @@ def open_safetensors(path: Path, where: str, limit: int, max_bytes: int | None) 
 def open_container(path: Path, where: str, max_bytes: int | None):
     """:func:`open_npz` or :func:`open_safetensors`, chosen by the file's first bytes."""
     with open(path, "rb") as fh:
-        head = fh.read(8)
+        head = fh.read(9)
     limit = memory_limit(path, max_bytes)
     if head[:4] == b"PK\x03\x04":
         return open_npz(path, where, limit, max_bytes)
-    if len(head) == 8 and struct.unpack("<Q", head)[0] < path.stat().st_size:
-        return open_safetensors(path, where, limit, max_bytes)
+    size = path.stat().st_size
+    if len(head) >= 8:
+        declared = struct.unpack("<Q", head[:8])[0]
+        if 8 + declared <= size:
+            return open_safetensors(path, where, limit, max_bytes)
+        if declared <= _MAX_ST_HEADER and head[8:9] in (b"", b"{"):  # a header cut short
+            raise FileFormatError(
+                f"{where} is truncated or corrupted: its safetensors header declares {declared:,} bytes, "
+                f"but only {size - 8:,} follow"
+            )
     raise FileFormatError(
         f"{where} is not a tnmars file: tnmars files are .npz (zip) or .safetensors"
         + (" and this one is empty" if not head else "")
@@ -384,23 +417,51 @@ def _umask() -> int:
     return 0o022
 
 
-def write_atomic(path: Path, write: Callable[[Path, Any], None]) -> None:
+def _mode_for(path: Path) -> int:
+    """The permission bits the written file gets: those of the file it replaces (a private
+    0600 file stays private), else what a new file gets under the umask."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        info = None
+    if info is None or stat.S_ISLNK(info.st_mode):  # a link is replaced by a new file
+        return 0o666 & ~_umask()
+    return stat.S_IMODE(info.st_mode)
+
+
+def write_atomic(path: Path, write: Callable[[Path, Any], None], shown: Path | None = None) -> None:
     """Write ``path`` through a new temporary file in the same folder, then ``os.replace``.
 
     The temporary name is unique and created exclusively (``mkstemp``), so a link planted at
     a predictable name is never followed, two writers never share a file, and readers see
-    either the old file or the complete new one.
+    either the old file or the complete new one. The file keeps the permission bits of the
+    one it replaces. An ``OSError`` names ``shown`` (default ``path``: the name the user gave;
+    the temporary name would mean nothing to them), the original error chained.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    shown = shown or path
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(shown, err, f"cannot create a file in folder {str(path.parent)!r}") from err
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(tmp, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError):
+            raise _write_error(shown, err, "writing it failed") from err
         raise
+
+
+def _write_error(path: Path, err: OSError, what: str) -> OSError:
+    """``err`` (same class and errno) with a message that names the destination."""
+    cls = type(OSError(err.errno, "")) if err.errno else OSError  # PermissionError for EACCES, ...
+    new = cls(f"cannot save to {str(path)!r}: {what} ({err.strerror or err})")
+    new.errno = err.errno
+    return new

@@ -23,6 +23,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -214,14 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------ helpers
 def _load_array(path_text: str, key: str | None, what: str, option: str = "--key",
-                fallback: str | None = None) -> np.ndarray:
+                fallback: str | None = None) -> tuple[np.ndarray, str]:
     """The array of a .npy file, or the one named ``key`` (``option`` on the command line) in a
-    .npz file; without ``key``, ``fallback`` when the file has it, else the file's only array."""
+    .npz file; without ``key``, ``fallback`` when the file has it, else the file's only array.
+    Returns it with the words for where it came from (``array 'x' of data.npz``), for messages."""
     path = Path(path_text)
     if not path.exists():
         raise CLIError(f"{what} file not found: {path_text}")
     if path.is_dir():
         raise CLIError(f"{what} path is a folder, not a .npy/.npz file: {path_text}")
+    if not path.is_file():  # checked before opening: a FIFO without a writer blocks open() forever
+        raise CLIError(f"{what} is not a regular file (a pipe, socket or device): {path_text}; save the array "
+                       "to a .npy file first")
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise CLIError(f"{what} must be a .npy or .npz file; got {path.name!r}")
@@ -238,7 +243,7 @@ def _load_array(path_text: str, key: str | None, what: str, option: str = "--key
         if key is not None:  # a .npy file holds one array: no name to choose
             raise CLIError(f"{option} {key!r} names an array of a .npz file, but {path_text} is a .npy file (one "
                            f"array); drop {option}")
-        return loaded
+        return loaded, path_text
     with loaded:
         names = list(loaded.files)
         if key is None:
@@ -251,7 +256,7 @@ def _load_array(path_text: str, key: str | None, what: str, option: str = "--key
         if key not in names:
             raise CLIError(f"{what} file {path_text} has no array {key!r}; it has {names}")
         try:
-            return loaded[key]
+            return loaded[key], f"array {key!r} of {path_text}"
         except Exception as err:
             raise CLIError(f"cannot read array {key!r} of {path_text}: {err}") from None
 
@@ -268,16 +273,60 @@ def _parse_ranks(text: str | None) -> int | tuple[int, ...] | None:
     return values[0] if len(values) == 1 else values
 
 
-def _check_out(out: Path, inputs: list[str | None]) -> None:
-    """Refuse an output path before the fit runs, not after it: a missing folder, a folder
-    where a file name was meant, or one of the input files (which the result would overwrite)."""
+def _nonempty(text: str | None, option: str, what: str) -> str | None:
+    """``text``, unless the user gave an empty one (``-o ''``): refused, not read as unset."""
+    if text is not None and not text.strip():
+        raise CLIError(f"{option} is empty; give {what}")
+    return text
+
+
+def _check_suffix(out: Path, option: str = "--out") -> None:
+    """The suffixes tnmars.save writes, in any case (``o.NPZ`` too, as save accepts it)."""
+    if out.suffix.lower() not in (".npz", ".safetensors"):
+        raise CLIError(f"{option} must end in .npz or .safetensors; got {out.name!r}")
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Create and remove a trial file in ``folder``: the one reliable test (``os.access``
+    says yes to root on a read-only mount or in /proc), run before the fit, not after it."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".tnmars-write-test.", dir=folder)
+    except OSError as err:
+        raise CLIError(f"{what}: cannot write in folder {folder} ({err.strerror or err}); choose a folder "
+                       "you can write to") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+
+
+def _check_out(out: Path, inputs: list[str | None], what: str | None = None) -> None:
+    """Refuse an output path before the fit runs, not after it: a missing or unwritable
+    folder, a folder where a file name was meant, or one of the input files (which the result
+    would overwrite). ``what`` names the path in messages (default: ``--out PATH``)."""
+    from .io import write_target
+
+    what = what or f"--out {out}"
     if not out.parent.exists():
-        raise CLIError(f"--out folder does not exist: {out.parent}")
+        raise CLIError(f"{what}: folder does not exist: {out.parent}")
     if out.is_dir():
-        raise CLIError(f"--out {out} is a folder; give a file name in it ending in .npz or .safetensors")
+        raise CLIError(f"{what} is a folder; give a file name in it ending in .npz or .safetensors")
     for given in inputs:
         if given is not None and out.exists() and out.resolve() == Path(given).resolve():
-            raise CLIError(f"--out {out} is an input file of this run; the result would overwrite it")
+            raise CLIError(f"{what} is an input file of this run; the result would overwrite it")
+    _check_writable(write_target(out).parent, what)  # (save may write through a link to its target)
+
+
+def _check_plot_folder(text: str) -> None:
+    """``--plot DIR``: a folder, or one that can be created, where files can be written."""
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"--plot {text} is a file; give a folder (it gets masks.png and training.png)")
+    existing = folder
+    while not existing.exists():  # the folder is created later: its nearest existing parent must allow it
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(f"--plot {text}: {existing} is a file, so the folder cannot be created")
+    _check_writable(existing, f"--plot {text}")
 
 
 def _network_arg(fmt: str, shape: tuple[int, ...], max_rank: Any, backend: str, device: str | None):
@@ -355,19 +404,22 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     if args.observed_key is not None and args.observed is None:
         raise CLIError("--observed-key names the array of an --observed MASK file; there is no --observed")
-    data = _load_array(args.data, args.key, "DATA")
+    data, _ = _load_array(args.data, args.key, "DATA")
     if data.dtype.kind not in "biuf":
         raise CLIError(f"DATA must hold real numbers; got dtype {data.dtype}")
     observed = None
     bad = int(data.size - np.isfinite(data).sum()) if data.dtype.kind == "f" else 0
     if args.observed is not None:
-        observed = _load_array(args.observed, args.observed_key, "--observed", option="--observed-key",
-                               fallback=args.key)
+        observed, source = _load_array(args.observed, args.observed_key, "--observed", option="--observed-key",
+                                       fallback=args.key)
         if observed.shape != data.shape:
             raise CLIError(f"--observed has shape {_shape_text(observed.shape)} but DATA has {_shape_text(data.shape)}")
         if observed.dtype != bool:
             if not np.isin(observed, (0, 1)).all():
-                raise CLIError("--observed must be a boolean mask (True / 1 where an entry is observed)")
+                hint = (f" (read by --key's name {args.key!r}; name the mask's array with --observed-key)"
+                        if args.observed_key is None and source.startswith(f"array {args.key!r} of") else "")
+                raise CLIError(f"--observed must be a boolean mask (True / 1 where an entry is observed); {source} "
+                               f"holds other values{hint}")
             observed = observed.astype(bool)
         if bad and args.nan_as_missing:  # both: the entries observed in the mask and finite
             observed = observed & np.isfinite(data)
@@ -381,10 +433,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                        "--observed MASK (True where an entry is observed)")
     max_rank = _parse_ranks(args.max_rank)
     network = _network_arg(args.format, tuple(data.shape), max_rank, args.backend, args.device)
-    out = Path(args.out) if args.out else Path(args.data).with_suffix("").with_name(Path(args.data).stem + ".fit.npz")
-    if out.suffix not in (".npz", ".safetensors"):
-        raise CLIError(f"--out must end in .npz or .safetensors; got {out.name!r}")
-    _check_out(out, [args.data, args.observed])
+    if _nonempty(args.out, "--out", "a file name ending in .npz or .safetensors") is not None:
+        out, what = Path(args.out), None
+        _check_suffix(out)
+    else:
+        out = Path(args.data).with_suffix("").with_name(Path(args.data).stem + ".fit.npz")
+        what = f"the output file {out} (DATA's name with .fit.npz; choose another with --out)"
+    _check_out(out, [args.data, args.observed], what)
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
     options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device"))
@@ -452,20 +507,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from . import save
     from .fitting import fit
 
-    if not args.noise >= 0:
-        raise CLIError(f"--noise must be >= 0; got {args.noise}")
-    if args.out:  # checked before the fit, not after it
-        out = Path(args.out)
-        if out.suffix not in (".npz", ".safetensors"):
-            raise CLIError(f"--out must end in .npz or .safetensors; got {out.name!r}")
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise CLIError(f"--noise must be a finite number >= 0 (relative to the signal: 0.01 is 1%); got {args.noise}")
+    if _nonempty(args.out, "--out", "a file name ending in .npz or .safetensors") is not None:
+        out = Path(args.out)  # checked before the fit, not after it
+        _check_suffix(out)
         _check_out(out, [])
-    if args.plot and Path(args.plot).exists() and not Path(args.plot).is_dir():
-        raise CLIError(f"--plot {args.plot} is a file; give a folder (it gets masks.png and training.png)")
+    if _nonempty(args.plot, "--plot", "a folder (it gets masks.png and training.png)") is not None:
+        _check_plot_folder(args.plot)
     truth, true_ranks, max_rank = _demo_truth(args.format, args.seed)
     clean = truth.to_tensor()
     rng = np.random.default_rng(args.seed + 1000)
     rms = float(np.sqrt(np.mean(clean**2)))
-    data = clean + args.noise * rms * rng.standard_normal(clean.shape)
+    with np.errstate(over="ignore"):
+        data = clean + args.noise * rms * rng.standard_normal(clean.shape)
+    if not np.isfinite(data).all():
+        raise CLIError(f"--noise {args.noise:g} is too large: the noisy data overflow to Inf; give a level "
+                       "relative to the signal, such as 0.01 (1: noise as strong as the signal)")
     noise_floor = float(np.linalg.norm(data - clean) / np.linalg.norm(data))
     print(f"tnmars demo: {_FORMAT_NAMES[args.format]} fit of a synthetic {_shape_text(truth.shape)} tensor "
           f"({truth.dense_size:,} entries)")
@@ -499,12 +557,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         how.append(f"{result.evaluations} least-squares refits of the {result.criterion} search "
                    f"from the {result.proposal} proposal")
     print(f"  time            {seconds:.1f} s ({', '.join(how) or 'no search'}, {args.backend} backend)")
-    if args.out:
+    if args.out is not None:
         with _deferred_interrupts() as pending:
             print(f"  saved           {save(result, args.out)}")
         if pending:
             raise KeyboardInterrupt
-    if args.plot:
+    if args.plot is not None:
         from .plots import plot_mask_probabilities, plot_training
 
         folder = Path(args.plot)

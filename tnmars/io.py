@@ -287,6 +287,8 @@ def _fit_payload(result: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 def _save_path(path: Any) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a string or a path; got {type(path).__name__}")
+    if not os.fspath(path):  # Path("") is the current folder, "." (which would become ".npz")
+        raise ValueError("path is empty; give a file name such as 'net.npz'")
     path = Path(path)
     if path.suffix == "":
         return path.with_name(path.name + ".npz")
@@ -315,7 +317,10 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
     files such as ``.pt``). Cores on any backend or device are copied to host memory; the
     metadata remembers where they came from so :func:`load` can put them back. The file is
     written to a new temporary file in the same folder and then renamed over ``path``, so
-    readers see the old file or the complete new one, never a mix.
+    readers see the old file or the complete new one, never a mix. A file replaced keeps its
+    permission bits; a symbolic link at ``path`` to a file of the same extension stays a link
+    (the file it points to is replaced), a link to anything else is replaced by the new file,
+    never written through. An ``OSError`` (an unwritable folder, a full disk) names ``path``.
 
     Parameters
     ----------
@@ -387,9 +392,20 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
         def write(tmp: Path, fh) -> None:
             np.savez_compressed(fh, **{_META_KEY: blob}, **arrays)
 
-    write_atomic(path, write)
+    write_atomic(write_target(path), write, shown=path)
     _log.info("saved %s %s (%d arrays%s)", kind, path, len(arrays), ", HMAC-signed" if mac else "")
     return path
+
+
+def write_target(path: Path) -> Path:
+    """The file ``save`` replaces: through a symbolic link, the file it points to when that
+    has the same tnmars suffix (the link stays, as the user set it up). Any other link is
+    replaced, not written through: a link planted at the destination cannot make ``save``
+    overwrite a file it would refuse to write by its own name (such as ``~/.bashrc``)."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    return target if target.suffix.lower() == path.suffix.lower() else path
 
 
 # ------------------------------------------------------------------------------ loading
@@ -403,21 +419,22 @@ def _read(path: Any, key: Any = None, max_bytes: int | None = None):
         raise FileNotFoundError(f"no such file: {str(path)!r}")
     if path.is_dir():
         raise FileFormatError(f"{str(path)!r} is a folder, not a tnmars file")
+    if not path.is_file():  # checked before opening: a FIFO without a writer blocks open() forever
+        raise FileFormatError(f"{str(path)!r} is not a regular file (a pipe, socket or device): tnmars reads "
+                              "files written by tnmars.save; copy the data to a file first")
     where = f"{str(path)!r}"
     with open_container(path, where, max_bytes) as (raw, entries):
         meta = parse_json(raw, where)
         if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
             raise FileFormatError(f"{where} is not a tnmars file")
-        version = meta.get("format_version")
-        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-            raise FileFormatError(
-                f"{where} uses file-format version {version!r}, newer than this tnmars understands "
-                f"({FORMAT_VERSION}); upgrade tnmars (file written by tnmars {str(meta.get('tnmars_version'))[:50]})"
-            )
+        _check_version(meta, where)
         fit_class = _fit_result_class() if meta.get("kind") == "fit_result" else None
         fields = _schema.validate(meta, entries, where, fit_class, _unjson)
         if secret is not None and "hmac_sha256" not in meta:
-            raise FileFormatError(f"{where} is not signed, but a key was given: it cannot be authenticated")
+            given, drop = ("key=", "without key=") if key is not None else \
+                (f"in the {KEY_ENV} environment variable", f"with {KEY_ENV} unset")
+            raise FileFormatError(f"{where} is not signed, but a key was given ({given}): it cannot be "
+                                  f"authenticated; read it {drop} only if you trust where it came from")
         digest = Digest(meta, secret)
         arrays: dict[str, np.ndarray] = {}
         for name in sorted(entries):
@@ -439,6 +456,20 @@ def _read(path: Any, key: Any = None, max_bytes: int | None = None):
             raise FileFormatError(f"{where}: mask probabilities {name!r} lie outside [0, 1]")
     meta["integrity"] = "hmac-sha256" if digest.mac is not None else "sha256"
     return meta, arrays, fields
+
+
+def _check_version(meta: Mapping[str, Any], where: str) -> None:
+    """Only an integer above :data:`FORMAT_VERSION` is a newer format (upgrading helps); any
+    other value (0, "1", 1.0, true, missing) is a broken file."""
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FileFormatError(f"{where} has an invalid file-format version {repr(version)[:50]} (tnmars writes a "
+                              "positive integer): the file is corrupted or was not written by tnmars")
+    if version > FORMAT_VERSION:
+        raise FileFormatError(
+            f"{where} uses file-format version {version}, newer than this tnmars understands "
+            f"({FORMAT_VERSION}); upgrade tnmars (file written by tnmars {str(meta.get('tnmars_version'))[:50]})"
+        )
 
 
 def hmac_equal(a: str, b: str) -> bool:

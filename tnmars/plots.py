@@ -152,7 +152,7 @@ def plot_mask_probabilities(
 
 def _history_columns(history: Any) -> dict[str, list]:
     """Accept ``{"step": [...], "loss": [...], ...}`` or ``[{"step": .., "loss": ..}, ...]``."""
-    history = getattr(history, "history", history)
+    owner, history = history, getattr(history, "history", history)
     if isinstance(history, Mapping):
         cols = {k: list(v) for k, v in history.items()}
     elif isinstance(history, Sequence) and history and all(isinstance(h, Mapping) for h in history):
@@ -162,12 +162,24 @@ def _history_columns(history: Any) -> dict[str, list]:
         raise ValueError("history must be a dict of lists, a list of dicts, or a fit result with .history")
     lengths = {len(v) for v in cols.values()}
     if not cols or lengths == {0}:
-        raise ValueError("history is empty: nothing to plot")
+        raise ValueError(_empty_history(owner))
     if len(lengths) != 1:
         raise ValueError(f"history columns have different lengths {sorted(lengths)}")
     if "step" not in cols:
         cols["step"] = list(range(lengths.pop()))
     return cols
+
+
+def _empty_history(owner: Any) -> str:
+    """Why there is nothing to plot: for a fit result, that it trained nothing (and why, when
+    its network says so) rather than a bare "empty"."""
+    if not hasattr(owner, "history") or not hasattr(owner, "network"):
+        return "history is empty: nothing to plot"
+    ranks = getattr(owner, "ranks", None)
+    ranks = list(ranks.values()) if isinstance(ranks, Mapping) else list(ranks or ())
+    why = " (its network is the zero tensor: the data were all zero)" if ranks and not any(ranks) else ""
+    return (f"the fit result's history is empty: the fit ran no relaxation step and no search evaluation{why}, "
+            "so there is no training curve to plot")
 
 
 def plot_training(
@@ -262,14 +274,46 @@ def plot_training(
     return _finish(fig, path, dpi)
 
 
+def _is_sweep_result(obj: Any) -> bool:
+    """A :class:`tnmars.fitting.sweep.SweepResult` (or anything shaped like one)."""
+    return all(hasattr(obj, name) for name in ("params", "errors", "ranks", "limits"))
+
+
+def _sweep_series(params: Any, errors: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (params, errors)}`` as checked float arrays, from either calling form."""
+    if isinstance(params, Mapping):
+        if errors is not None:
+            raise ValueError("give either a mapping {name: (params, errors)} or two sequences, not both")
+        series = {str(k): v for k, v in params.items()}
+    else:
+        if errors is None:
+            raise ValueError("errors are missing: plot_sweep(params, errors), or plot_sweep(sweep_result)")
+        series = {"": (params, errors)}
+    if not series:
+        raise ValueError("nothing to plot: the sweep is empty")
+    out = {}
+    for name, pair in series.items():
+        try:
+            xs, ys = pair
+        except (TypeError, ValueError):
+            raise ValueError(f"series {name!r} must be a pair (params, errors)") from None
+        xs, ys = _as_numpy(xs), _as_numpy(ys)
+        if xs.shape != ys.shape or xs.size == 0:
+            raise ValueError(f"series {name!r}: params and errors must be non-empty and of equal length")
+        if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+            raise ValueError(f"series {name!r}: params and errors must be finite numbers (no NaN or Inf)")
+        out[name] = (xs, ys)
+    return out
+
+
 def plot_sweep(
-    params: Sequence[float] | Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    params: Sequence[float] | Mapping[str, tuple[Sequence[float], Sequence[float]]] | Any,
     errors: Sequence[float] | None = None,
     *,
     labels: Sequence[str] | None = None,
     xlabel: str = "parameters",
     ylabel: str = "relative error",
-    logx: bool = True,
+    logx: bool | None = None,
     logy: bool = False,
     title: str | None = None,
     path: str | os.PathLike | None = None,
@@ -281,11 +325,15 @@ def plot_sweep(
     ----------
     params, errors
         Either two equal-length sequences (one series), or ``params`` a mapping
-        ``{series name: (params, errors)}`` with ``errors`` left out.
+        ``{series name: (params, errors)}`` with ``errors`` left out, or ``params`` the
+        :class:`~tnmars.fitting.sweep.SweepResult` of :func:`tnmars.sweep` (its points are
+        labelled with their ranks, as ``result.plot()`` does).
     labels
         Text next to each point of a single series (e.g. the ranks).
     xlabel, ylabel, logx, logy, title
-        Axis labels and scales; figure title.
+        Axis labels and scales; figure title. ``logx`` defaults to a log scale unless a
+        point has 0 parameters (a zero network, as the sweep of all-zero data gives), where
+        a log scale has no place for it: then the scale is linear.
     path, dpi
         Destination file (format from its extension) and resolution of raster formats.
 
@@ -299,28 +347,20 @@ def plot_sweep(
     >>> sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts())
     ['MARS', 'fixed rank']
     """
-    if isinstance(params, Mapping):
+    if _is_sweep_result(params) and not isinstance(params, Mapping):
         if errors is not None:
-            raise ValueError("give either a mapping {name: (params, errors)} or two sequences, not both")
-        series = {str(k): v for k, v in params.items()}
-    else:
-        if errors is None:
-            raise ValueError("errors are missing: plot_sweep(params, errors)")
-        series = {"": (params, errors)}
-    if not series:
-        raise ValueError("nothing to plot: the sweep is empty")
+            raise ValueError("give a sweep result alone: plot_sweep(result), or result.plot()")
+        from .fitting.sweep import _label
+
+        if labels is None:
+            labels = [_label(r) for r in params.ranks]
+        params, errors = params.params, params.errors
+    series = _sweep_series(params, errors)
+    if logx is None:
+        logx = all((xs > 0).all() for xs, _ in series.values())
     fig = _figure(5.5, 3.8)
     ax = fig.subplots()
-    for name, pair in series.items():
-        try:
-            xs, ys = pair
-        except (TypeError, ValueError):
-            raise ValueError(f"series {name!r} must be a pair (params, errors)") from None
-        xs, ys = _as_numpy(xs), _as_numpy(ys)
-        if xs.shape != ys.shape or xs.size == 0:
-            raise ValueError(f"series {name!r}: params and errors must be non-empty and of equal length")
-        if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
-            raise ValueError(f"series {name!r}: params and errors must be finite numbers (no NaN or Inf)")
+    for name, (xs, ys) in series.items():
         if (logx and (xs <= 0).any()) or (logy and (ys <= 0).any()):
             axis = "params" if logx and (xs <= 0).any() else "errors"
             raise ValueError(f"series {name!r}: {axis} must be positive on a log scale (pass logx=False / logy=False)")

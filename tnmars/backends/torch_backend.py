@@ -139,8 +139,9 @@ class TorchBackend(Backend):
         if dev.type not in ("cpu", "cuda", "meta"):  # mps, xla, xpu...: usable only where built and present
             try:
                 self.torch.empty(0, device=dev)
-            except (RuntimeError, AssertionError) as err:
-                raise ValueError(f"device {device!r} is not available here ({err})") from err
+            except (RuntimeError, AssertionError, ImportError) as err:  # hpu, privateuseone: no torch.<type>
+                reason = (str(err).splitlines() or [""])[0][:200]  # (torch's dispatcher errors run to pages)
+                raise ValueError(f"device {device!r} is not available here ({type(err).__name__}: {reason})") from err
 
     def asarray(self, x: Any, dtype: str | None = None, device: str | None = None) -> Any:
         self.check_device(device)

@@ -60,6 +60,33 @@ def _pad(core: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator, pad
     return out
 
 
+def _real_data(data: Any) -> np.ndarray:
+    """``data`` as a float array, refusing what the real SVD solvers would silently damage
+    (complex values: NumPy drops the imaginary part with only a warning) or fail on deep
+    inside tensorly (fewer than two modes: no bond, and TT-SVD unfolds a matrix)."""
+    if hasattr(data, "detach"):  # torch: through the CPU
+        data = data.detach().cpu()
+    x = np.asarray(data)
+    if np.iscomplexobj(x):
+        raise TypeError(f"svd_init needs real data; got {x.dtype} (its real SVDs would drop the imaginary part): "
+                        "pass data.real, or stack the real and imaginary parts as an extra mode of size 2")
+    if x.ndim < 2:
+        raise ValueError(f"svd_init needs data with at least 2 modes; got shape {x.shape} (a vector has no bond "
+                         "to initialise)")
+    return x.astype(float, copy=False)
+
+
+def _observed_mask(observed: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """The boolean mask, of the data's shape and marking at least one entry: with none
+    observed the masked solvers divide by zero (CP-ALS: a singular matrix)."""
+    observed = np.asarray(observed, dtype=bool)
+    if observed.shape != shape:
+        raise ValueError(f"observed has shape {observed.shape} but the data have {shape}")
+    if not observed.any():
+        raise ValueError("observed marks no entry as observed: there is nothing to initialise from")
+    return observed
+
+
 def svd_init(
     fmt: str,
     data: Any,
@@ -80,9 +107,9 @@ def svd_init(
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    x = np.asarray(data, dtype=float)
+    x = _real_data(data)
     if observed is not None:
-        observed = np.asarray(observed, dtype=bool)
+        observed = _observed_mask(observed, x.shape)
         x = np.where(observed, x, 0.0)
     if not np.all(np.isfinite(x)):
         raise ValueError("svd_init needs finite data (mark missing entries with observed=)")
@@ -107,14 +134,11 @@ def svd_init(
         geo = np.prod(norms, axis=0) ** (1.0 / len(factors))
         cores = [f / np.where(nr > 0, nr, 1.0) * geo for f, nr in zip(factors, norms)]
     elif fmt == "tt":
-        d = x.ndim
         full = [1, *tmpl.ranks, 1]
         tt = tensor_train(x, rank=full)
         cores = [np.asarray(f) for f in tt]
         cores[0] = cores[0][0]
         cores[-1] = cores[-1][..., 0]
-        if d == 1:
-            cores = [np.asarray(tt[0]).reshape(-1)]
     else:  # tr
         d = x.ndim
         want = [tmpl.dims[term[-1]] for term in tmpl.inputs]  # want[k] joins core k and k+1; want[d-1] closes

@@ -340,6 +340,8 @@ def to_tensorly(net: Network, kind: str | None = None) -> Any:
 
     Raises
     ------
+    TypeError
+        If ``net`` is not a :class:`~tnmars.Network` (such as a dense array).
     ValueError
         If the graph is none of those (say a tree, a PEPS grid or several bonds between
         two cores): tensorly has no class for it.
@@ -350,6 +352,10 @@ def to_tensorly(net: Network, kind: str | None = None) -> Any:
     >>> type(to_tensorly(net)).__name__
     'TuckerTensor'
     """
+    if not isinstance(net, Network):
+        dense = " (a dense array: decompose it first, e.g. tnmars.fit(data, ...).network)" \
+            if hasattr(net, "shape") else ""
+        raise TypeError(f"to_tensorly expects a tnmars Network; got {type(net).__name__}{dense}")
     CPTensor, TuckerTensor, TTTensor, TRTensor, TTMatrix = _tensorly_classes()
     closed = [b for b, r in net.bonds.items() if r == 0]
     if closed:  # tensorly's reconstructions fail on rank-0 factors ("cannot reshape array of size 0")
