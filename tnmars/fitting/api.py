@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from .diagnostics import (
     heavy_tailed,
     held_out_errors,
     max_rank_message,
+    residual_is_white,
     spectra_beyond_cap,
     spectra_capped_message,
     stopped_by_max_rank,
@@ -410,6 +412,42 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int, n_o
     return floors
 
 
+#: whether :func:`fit` runs its costlier final checks (a refit past ``max_rank``, the residuals'
+#: tails, the spectra against the observations' limit): off for the fits a structure search runs
+#: (:func:`internal_fits`), whose results it judges itself (and whose bonds a user does not know)
+_FINAL_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("tnmars_fit_final_checks", default=True)
+#: relative error below which residuals are not judged for heavy tails: a fit this close (60 dB)
+#: is an approximation of structure, not a fit of noise (noiseless smooth functions warned)
+HEAVY_TAILS_FROM = 1e-3
+#: relative error below which a fit does not warn that the spectra read more than the observations
+#: determine: 1/(1 + x + y + z) on 20^3 (MDL: ranks (16, 18, 19)) was fitted to 2e-5 at (3, 4, 4)
+SPECTRA_CHECK_FROM = 0.1
+
+
+@contextlib.contextmanager
+def internal_fits() -> Iterator[None]:
+    """Within the block, :func:`fit` skips the final checks of :data:`_FINAL_CHECKS`."""
+    token = _FINAL_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _FINAL_CHECKS.reset(token)
+
+
+def _excess_kurtosis(residual: np.ndarray, n_obs: int, mse: float) -> float:
+    """Excess kurtosis of the residual's ``n_obs`` observed entries (0 elsewhere), by chunks:
+    no full-size temporary beside the residual."""
+    if not mse > 0:
+        return 0.0
+    flat = residual.reshape(-1)
+    fourth = 0.0
+    for start in range(0, flat.size, 1 << 16):  # (512 KB temporaries)
+        chunk = flat[start:start + (1 << 16)]
+        chunk = chunk * chunk
+        fourth += float(np.vdot(chunk, chunk))
+    return fourth / n_obs / mse**2 - 3.0
+
+
 def _preferred_start(starts: Sequence[SpectralStart], data: FitData, crit: Occam) -> tuple[Network, str]:
     """The start (and its selector's name) with the lowest objective, each made feasible first
     and judged as it stands (its truncation's error, no refit). A selector that misreads the
@@ -434,6 +472,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             interrupted: bool, device: str | None, t0: float, held_out: Sequence[float] = (),
             polished: bool = True) -> FitResult:
     net = best.network
+    checks = _FINAL_CHECKS.get()
     bonds = tuple(template.bonds)  # (a ring's: core k's left rank first, as Network.tr and tensorly order them)
     # errors in working units (data / scale): no overflow or underflow at any magnitude
     be = net.backend_impl
@@ -457,8 +496,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     est -= y  # the residual, in place: no second full-size array
     mse = float(np.vdot(est, est)) / prep.data.n_obs
     rel = math.sqrt(mse * prep.data.n_obs / prep.data.sq_norm)
-    est *= est  # its squares, in place (the residual is not needed after this)
-    kurtosis = float(np.vdot(est, est)) / prep.data.n_obs / mse**2 - 3.0 if mse > 0 else 0.0
+    # judged now, the residual freed before the checks below refit anything (peak memory)
+    kurtosis = _excess_kurtosis(est, prep.data.n_obs, mse)
+    heavy_tails = (checks and rel > HEAVY_TAILS_FROM and heavy_tailed(kurtosis, prep.data.n_obs)
+                   and residual_is_white(est, obs, settings.get("seed")))
     del est
     if not math.isfinite(rel):
         raise FloatingPointError(f"the fit's relative error is {rel}: the data or the fit overflowed")
@@ -470,18 +511,20 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                                                   best.objective, settings.get("seed"))
         if capped:
             diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel, together))
-        elif obs is None:  # (with missing entries the zero-filled spectra over-state the ranks)
+        elif obs is None and checks and rel > SPECTRA_CHECK_FROM:  # (with missing entries the zero-filled
+            # spectra over-state the ranks; a close fit of a smooth function has spectra that never end)
             beyond = spectra_beyond_cap(settings.get("spectral_ranks"), template, crit.max_dof)
             if beyond is not None:
                 diagnostics.append(spectra_capped_message(*beyond, prep.data.n_obs, crit.max_dof, rel))
         at_max = stopped_by_max_rank(net, template.bonds, crit.max_dof, prep.data, crit, best.objective,
-                                     settings.get("seed"))
+                                     settings.get("seed")) if checks else []
         if at_max:
             diagnostics.append(max_rank_message(at_max, template.bonds, rel))
+    under_fitted = bool(diagnostics) or settings.get("max_params") is not None  # (a budget asks for a smaller fit)
     message = generalization_message(held_out, rel) if rel > EXACT_FIT_ERROR else None
     if message:
         diagnostics.append(message)
-    if rel > EXACT_FIT_ERROR and heavy_tailed(kurtosis, prep.data.n_obs):
+    if heavy_tails and not under_fitted:
         diagnostics.append(heavy_tail_message(kurtosis))
     for message in diagnostics:
         warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)

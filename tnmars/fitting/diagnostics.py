@@ -56,7 +56,7 @@ from .moves import grow
 from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
-           "spectra_beyond_cap", "spectra_capped_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message",
+           "spectra_beyond_cap", "spectra_capped_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "residual_is_white",
            "WEAK_GENERALIZATION", "WEAK_GAP", "stopped_by_max_rank", "max_rank_message",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
            "series_bonds", "underdetermined_slices"]
@@ -422,3 +422,37 @@ def max_rank_message(bonds: Sequence[str], max_ranks: Mapping[str, int], relativ
     return (f"ranks stopped by max_rank: one more index on bond{'s' if len(bonds) > 1 else ''} {where} would fit the "
             f"data better by the criterion; those ranks were set by max_rank, not chosen, and the fit's relative error "
             f"is {relative_error:.3g}. Raise max_rank to let the data choose.")
+
+
+#: how far the top singular value of a residual's unfolding may exceed that of the same values
+#: shuffled before :func:`residual_is_white` calls the residual structured
+STRUCTURE_RATIO = 1.5
+
+
+def residual_is_white(residual: np.ndarray, observed: np.ndarray | None = None, seed: Any = 0) -> bool:
+    """Whether a fit's residual looks like noise rather than structure the network left out:
+    the largest singular value of each mode's unfolding stays within :data:`STRUCTURE_RATIO`
+    of that of the same values shuffled over the (observed) entries, which keeps their
+    distribution, heavy tails included, and destroys any structure. A missed component, a
+    local minimum or an approximation's smooth error is far above; independent noise of any
+    distribution is not (heavy tails alone were blamed for local minima of trees and for the
+    smooth error of noiseless functions)."""
+    rng = np.random.default_rng(seed)
+    shuffled = np.array(residual, dtype=np.float64)
+    if observed is None:
+        rng.shuffle(shuffled.reshape(-1))
+    else:
+        shuffled[observed] = rng.permutation(shuffled[observed])
+    for k in range(residual.ndim):
+        if residual.shape[k] < 2 or residual.size // residual.shape[k] < 2:
+            continue
+        top = [_top_singular_value(np.moveaxis(r, k, 0).reshape(r.shape[k], -1)) for r in (residual, shuffled)]
+        if top[0] > STRUCTURE_RATIO * top[1]:
+            return False
+    return True
+
+
+def _top_singular_value(m: np.ndarray) -> float:
+    """The largest singular value, from the smaller Gram matrix."""
+    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    return math.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0))

@@ -211,16 +211,17 @@ def _cut_sides(inputs: tuple[str, ...], bond: str, also: str | None = None) -> t
 
 
 @lru_cache(maxsize=512)
-def _cuts(inputs: tuple[str, ...], output: str, bond: str) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
-    """The open modes on either side of every cut made of ``bond`` alone (a bridge) or of
-    ``bond`` and one other edge (``bond`` on a loop, e.g. two bonds of a ring)."""
+def _cuts(inputs: tuple[str, ...], output: str, bond: str
+          ) -> tuple[tuple[str | None, tuple[frozenset[str], frozenset[str]]], ...]:
+    """Every cut made of ``bond`` alone (a bridge; ``None``) or of ``bond`` and one other edge
+    (``bond`` on a loop, e.g. two bonds of a ring), with the open modes on either side."""
     out = []
     edges = [c for c in dict.fromkeys("".join(inputs)) if c not in output
              and sum(c in t for t in inputs) == 2]
     for also in [None] + [c for c in edges if c != bond]:
         sides = _cut_sides(inputs, bond, also)
         if sides is not None:
-            out.append(tuple(frozenset(c for k in side for c in inputs[k] if c in output) for side in sides))
+            out.append((also, tuple(frozenset(c for k in side for c in inputs[k] if c in output) for side in sides)))
             if also is None:
                 break  # a bridge: its own cut is the tightest
     return tuple(out)
@@ -231,9 +232,12 @@ def feasible_ranks(spec: str, dims: Mapping[str, int], max_rank: Mapping[str, in
 
     A bond larger than the product of a core's other indices, or than the product of the
     open modes on either side of a cut through it (the bond alone when it splits the network
-    in two; the bond and one other edge when it lies on a loop, as in a ring), adds
-    parameters but no expressive power: such ranks are clipped, repeatedly, until every bond
-    fits.
+    in two), adds parameters but no expressive power: such ranks are clipped, repeatedly,
+    until every bond fits. A bond on a loop, cut together with one other edge ``e`` (two
+    bonds of a ring), is bounded by the product of a side's open modes times ``e``'s size: the
+    side's subnetwork, as a matrix from the bond to its open modes and ``e``, has no larger
+    rank. (Bounding it by the open modes alone capped a ring's ranks at its mode sizes: a
+    noiseless ring 4^5 at ranks (3, 5, 4, 3, 5) came back at (3, 4, 4, 3, 4) with 20% error.)
     Hyperedges (CP) are bounded by the volume of the tensor over its largest mode.
     """
     parsed = parse_spec(spec)
@@ -252,9 +256,10 @@ def feasible_ranks(spec: str, dims: Mapping[str, int], max_rank: Mapping[str, in
                 for k in holders:
                     term = parsed.inputs[k]
                     bound = min(bound, prod(sizes[c] for c in term if c != b))
-                for sides in _cuts(parsed.inputs, parsed.output, b):
+                for also, sides in _cuts(parsed.inputs, parsed.output, b):
+                    across = 1 if also is None else sizes[also]
                     for opens in sides:
-                        bound = min(bound, prod(sizes[c] for c in opens))
+                        bound = min(bound, prod(sizes[c] for c in opens) * across)
             else:
                 largest = max((sizes[c] for c in parsed.output), default=1)
                 bound = min(bound, max(1, out_volume // max(largest, 1)))

@@ -33,7 +33,7 @@ import numpy as np
 
 from .._checks import positive_int
 from ..network import Network, compression_text
-from .api import fit
+from .api import fit, internal_fits
 from .graph import feasible_ranks
 from .progress import labelled
 from .result import FitResult, _compression_repr
@@ -214,7 +214,7 @@ def search(
     runs = []
     for i in range(starts):
         run_seed = int(rng.integers(2**31 - 1))
-        with labelled(f"tnmars.search, start {i + 1}/{starts}"):
+        with labelled(f"tnmars.search, start {i + 1}/{starts}"), internal_fits():
             runs.append(fit(data, template, observed=observed, prior="bic", prior_strength=prior_strength,
                             proposal=proposal, budget=budget, selection=SELECTION, seed=run_seed, backend=backend,
                             device=device, dtype=dtype, progress=progress, callback=callback))
