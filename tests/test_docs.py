@@ -166,7 +166,7 @@ def test_api_reference_shows_each_parameters_own_type_and_default(site):
                 return cells
         raise AssertionError(f"no parameter row {name!r} on {page}")
 
-    assert row("api/plots", "logx").startswith("logx bool") and row("api/plots", "logx").endswith("True")
+    assert row("api/plots", "logx").startswith("logx bool | None") and row("api/plots", "logx").endswith("None")
     assert row("api/network", "scale").startswith("scale float") and row("api/network", "scale").endswith("1.0")
     assert row("api/nn-layers", "pi").startswith("pi float") and row("api/nn-layers", "pi").endswith("0.01")
     ext = _load("griffe_doctests")
