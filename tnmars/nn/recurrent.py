@@ -62,7 +62,7 @@ from ..contract import execute
 from ..network import Network
 from .base import WARMUP, NetworkMatmul, first_indices, fold_masks, pruned_parameters, warn_user
 from .layers import prime_factors
-from .masks import BondMasks, resolve_preset
+from .masks import DEFAULT_ALPHA, BondMasks, resolve_preset
 from .program import is_recording
 from .stability import (
     SUBSPACE_BLOCK,
@@ -192,7 +192,7 @@ class TTRecurrentMatrix(nn.Module):
         shape: Sequence[int] | None = None,
         mars: bool | str = True,
         pi: float = 1e-2,
-        alpha: float = 3.0,
+        alpha: float = DEFAULT_ALPHA,
         temperature: float = 0.1,
         min_rank: int = 1,
         scale: float | None = None,
@@ -599,7 +599,7 @@ class _RecurrentModel(nn.Module):
 
 
 #: the defaults of the options of :class:`_ElmanRNN` that only ``recurrent="tt"`` uses
-_TT_OPTION_DEFAULTS = {"tt_rank": 8, "tt_shape": None, "mars": True, "pi": 1e-2, "alpha": 3.0, "temperature": 0.1,
+_TT_OPTION_DEFAULTS = {"tt_rank": 8, "tt_shape": None, "mars": True, "pi": 1e-2, "alpha": DEFAULT_ALPHA, "temperature": 0.1,
                        "min_rank": 1}
 
 
@@ -631,7 +631,7 @@ class _ElmanRNN(_RecurrentModel):
         tt_shape: Sequence[int] | None = None,
         mars: bool | str = True,
         pi: float = 1e-2,
-        alpha: float = 3.0,
+        alpha: float = DEFAULT_ALPHA,
         temperature: float = 0.1,
         min_rank: int = 1,
         seed: int | None = None,
