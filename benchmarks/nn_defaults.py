@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nn_common as C
 
 import tnmars.nn as tnn
+from tnmars.nn.masks import DEFAULT_ALPHA
 
 OLD_DEFAULTS = {"alpha": -1.0, "min_rank": 0}
 
@@ -159,8 +160,8 @@ def main() -> None:
              "`tucker-cnn`: the same with `Tucker2Conv2d(16, 32, 3, padding=1)` and `LowRankLinear(512, 10)` (their "
              "default ranks are larger than the dense layers: a warning says so); `tt-rnn`: a tanh RNN over the "
              "8 rows of a digit, hidden size 64, recurrent matrix `TTRecurrentMatrix(64, rank=8)`, dense head. "
-             "Every tnmars layer at its constructor defaults (`pi=0.01`, `alpha=3`, `min_rank=1`, temperature "
-             "0.1); 'old defaults': `alpha=-1, min_rank=0`. " + summary)
+             f"Every tnmars layer at its constructor defaults (`pi=0.01`, `alpha={DEFAULT_ALPHA:g}`, `min_rank=1`, "
+             "temperature 0.1); 'old defaults': `alpha=-1, min_rank=0`. " + summary)
     C.publish("nn_defaults", "Default MARS layers in models they were not tuned on", cmd, notes, table, records)
 
 
