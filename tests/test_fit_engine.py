@@ -529,3 +529,29 @@ def test_a_structured_residual_is_not_blamed_on_heavy_tailed_noise():
     smooth = 1.0 / (1.0 + x + y + z)
     approx = np.asarray(tnmars.fit(smooth, "tucker", max_rank=2, seed=0, progress=False).network.to_tensor())
     assert not residual_is_white(approx - smooth)
+
+
+def test_the_max_rank_check_skips_budgets_fixed_ranks_and_stopped_fits():
+    """Found by review: the max_rank warning said "raise max_rank" for a fit within a budget (whose
+    growth the budget forbids), for ranks fixed on purpose (min_rank == max_rank), and it ran its
+    refits after a callback had asked the fit to stop."""
+    rng = np.random.default_rng(0)
+    x = tnmars.Network.tucker((6, 6, 6), (3, 3, 3), seed=0).to_tensor()
+    x = x + 0.01 * x.std() * rng.standard_normal(x.shape)
+    with pytest.warns(RuntimeWarning, match="ranks stopped by max_rank"):
+        tnmars.fit(x, "tucker", max_rank=2, seed=0, progress=False)
+    for options in (dict(budget=45), dict(min_rank=2)):
+        res = tnmars.fit(x, "tucker", max_rank=2, seed=0, progress=False, **options)
+        assert not any("max_rank" in d for d in res.diagnostics)
+    with pytest.warns(UserWarning, match="callback returned True"):
+        res = tnmars.fit(x, "tucker", max_rank=2, seed=0, progress=False, callback=lambda step, info: True)
+    assert res.interrupted and not any("max_rank" in d for d in res.diagnostics)
+
+
+def test_the_kurtosis_of_tiny_residuals_does_not_underflow():
+    """Found by review: mse**2 underflows to 0 below about 1e-162, and the division raised."""
+    from tnmars.fitting.api import _excess_kurtosis
+
+    r = np.zeros(216)
+    r[0] = 1.47e-157
+    assert _excess_kurtosis(r, 216, float(np.vdot(r, r)) / 216) == pytest.approx(216 - 3.0)

@@ -56,7 +56,7 @@ from .proposals import (
 )
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
-from .search import SEARCH_SETTINGS, Candidate, RankSearch, feasible
+from .search import SEARCH_SETTINGS, Candidate, RankSearch, feasible, rank_floor
 from .solvers import FitData, als, residual
 
 __all__ = ["fit", "FORMATS", "PRIORS"]
@@ -225,9 +225,10 @@ def fit(
             relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
             proposal_used = "mars"
         elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
-            starts = spectral_starts(fmt, template, prep.data, floors={b: max(f, 1) for b, f in floors.items()})
+            starts, readings = spectral_starts(fmt, template, prep.data,
+                                               floors={b: max(f, 1) for b, f in floors.items()})
             start, settings["spectral_selector"] = _preferred_start(starts, prep.data, crit)
-            settings["spectral_ranks"] = {s.selector: tuple(s.ranks[b] for b in template.bonds) for s in starts}
+            settings["spectral_ranks"] = {name: tuple(r[b] for b in template.bonds) for name, r in readings.items()}
             proposal_used = "spectral"
         else:
             start, proposal_used = rank_one_start(template, prep.data, seed, floors), "greedy"
@@ -440,12 +441,13 @@ def _excess_kurtosis(residual: np.ndarray, n_obs: int, mse: float) -> float:
     if not mse > 0:
         return 0.0
     flat = residual.reshape(-1)
+    scale = 1.0 / math.sqrt(mse)  # (in units of the RMS: mse**2 underflows below 1e-162)
     fourth = 0.0
     for start in range(0, flat.size, 1 << 16):  # (512 KB temporaries)
-        chunk = flat[start:start + (1 << 16)]
-        chunk = chunk * chunk
+        chunk = flat[start:start + (1 << 16)] * scale
+        chunk *= chunk
         fourth += float(np.vdot(chunk, chunk))
-    return fourth / n_obs / mse**2 - 3.0
+    return fourth / n_obs - 3.0
 
 
 def _preferred_start(starts: Sequence[SpectralStart], data: FitData, crit: Occam) -> tuple[Network, str]:
@@ -473,6 +475,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             polished: bool = True) -> FitResult:
     net = best.network
     checks = _FINAL_CHECKS.get()
+    seed = settings.get("seed")
+    check_seed = 0 if seed is None else seed  # (the checks' outcome does not change from run to run)
     bonds = tuple(template.bonds)  # (a ring's: core k's left rank first, as Network.tr and tensorly order them)
     # errors in working units (data / scale): no overflow or underflow at any magnitude
     be = net.backend_impl
@@ -497,9 +501,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     mse = float(np.vdot(est, est)) / prep.data.n_obs
     rel = math.sqrt(mse * prep.data.n_obs / prep.data.sq_norm)
     # judged now, the residual freed before the checks below refit anything (peak memory)
-    kurtosis = _excess_kurtosis(est, prep.data.n_obs, mse)
+    checks = checks and not interrupted  # (Ctrl-C or a callback asked to stop: no more refits or checks)
+    kurtosis = _excess_kurtosis(est, prep.data.n_obs, mse) if checks else 0.0
     heavy_tails = (checks and rel > HEAVY_TAILS_FROM and heavy_tailed(kurtosis, prep.data.n_obs)
-                   and residual_is_white(est, obs, settings.get("seed")))
+                   and residual_is_white(est, obs, check_seed))
     del est
     if not math.isfinite(rel):
         raise FloatingPointError(f"the fit's relative error is {rel}: the data or the fit overflowed")
@@ -516,8 +521,14 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             beyond = spectra_beyond_cap(settings.get("spectral_ranks"), template, crit.max_dof)
             if beyond is not None:
                 diagnostics.append(spectra_capped_message(*beyond, prep.data.n_obs, crit.max_dof, rel))
-        at_max = stopped_by_max_rank(net, template.bonds, crit.max_dof, prep.data, crit, best.objective,
-                                     settings.get("seed")) if checks else []
+        at_max: list[str] = []
+        if checks and settings.get("max_params") is None:  # (within a budget the cap is the budget's)
+            floors = {b: rank_floor(settings.get("min_rank", 1), b) for b in template.bonds}
+            try:
+                at_max = stopped_by_max_rank(net, template.bonds, crit.max_dof, prep.data, crit, best.objective,
+                                             check_seed, floors)
+            except KeyboardInterrupt:  # the fit is done: Ctrl-C skips only its check
+                at_max = []
         if at_max:
             diagnostics.append(max_rank_message(at_max, template.bonds, rel))
     under_fitted = bool(diagnostics) or settings.get("max_params") is not None  # (a budget asks for a smaller fit)

@@ -395,26 +395,42 @@ MAX_RANK_CHECK_SWEEPS = 30
 
 
 def stopped_by_max_rank(network: Network, max_ranks: Mapping[str, int], max_dof: float, data: FitData,
-                        criterion: Occam, objective: float, seed: int | None = 0) -> list[str]:
+                        criterion: Occam, objective: float, seed: int | None = 0,
+                        floors: Mapping[str, int] | None = None) -> list[str]:
     """The bonds selected at their maximal rank (``max_rank``) whose growth by one index past
     it, refitted as in :func:`capped_by_observations`, has a lower ``criterion`` objective
     (within ``max_dof`` and the bond's feasible size): the ranks there were set by ``max_rank``,
     not chosen (a Tucker 12^3 at (9, 9, 9) with ``max_rank=8`` came back at (8, 8, 8) with
-    relative error 0.38, without a word). Refitted by :data:`MAX_RANK_CHECK_SWEEPS` sweeps."""
+    relative error 0.38, without a word). Bonds whose ``floors`` entry (``min_rank``) equals
+    their maximal rank were fixed on purpose and are not checked. All candidate bonds are first
+    grown together in one refit, and one by one only when that pays (one refit, not one per
+    bond, in the usual case). Refitted by :data:`MAX_RANK_CHECK_SWEEPS` sweeps."""
     dims = network.dims
-    paying = []
+    candidates = []
     for bond, rank in network.bonds.items():
-        if rank != max_ranks.get(bond):
+        if rank != max_ranks.get(bond) or (floors or {}).get(bond, 0) >= rank:
             continue
         grown_dims = {**dims, bond: rank + 1}
         if feasible_ranks(network.spec, grown_dims)[bond] <= rank or \
                 degrees_of_freedom(network.spec, grown_dims) > max_dof:
             continue
-        residual = data.residual(network) if len(network.terms_with(bond)) > 2 else None
-        fitted, sse = als(grow(network, bond, seed, residual=residual), data, sweeps=MAX_RANK_CHECK_SWEEPS)
-        if criterion.objective(sse, degrees_of_freedom(fitted.spec, fitted.dims)) < objective:
-            paying.append(bond)
-    return paying
+        candidates.append(bond)
+
+    def pays(bonds: Sequence[str]) -> bool:
+        grown = network
+        for bond in bonds:
+            residual = data.residual(grown) if len(grown.terms_with(bond)) > 2 else None
+            grown = grow(grown, bond, seed, residual=residual)
+        if degrees_of_freedom(grown.spec, grown.dims) > max_dof:
+            return False
+        fitted, sse = als(grown, data, sweeps=MAX_RANK_CHECK_SWEEPS)
+        return criterion.objective(sse, degrees_of_freedom(fitted.spec, fitted.dims)) < objective
+
+    if not candidates or not pays(candidates):
+        return []
+    if len(candidates) == 1:
+        return candidates
+    return [bond for bond in candidates if pays([bond])] or candidates  # (else they pay only together)
 
 
 def max_rank_message(bonds: Sequence[str], max_ranks: Mapping[str, int], relative_error: float) -> str:

@@ -68,7 +68,7 @@ def spectral_start(fmt: str, template: Network, data: FitData, selector: str = "
                    floors: Mapping[str, int] | None = None) -> Network:
     """A network of format ``fmt`` at the ranks the selector reads off the spectra, with
     the classical SVD cores at those ranks (:func:`spectral_starts` for one selector)."""
-    return spectral_starts(fmt, template, data, floors, selectors=(selector,))[0].network
+    return spectral_starts(fmt, template, data, floors, selectors=(selector,))[0][0].network
 
 
 #: the classical rank selectors whose proposals :func:`tnmars.fit` starts from, each judged by its
@@ -80,13 +80,10 @@ SPECTRAL_SELECTORS = ("evbmf", "mdl")
 
 
 class SpectralStart(NamedTuple):
-    """A start read off the spectra: the selector's name, the network (classical SVD cores) and
-    the ranks the selector read before the observations' cap (:data:`MAX_DOF_SHARE`) lowered
-    them, when it did (by bond)."""
+    """A start read off the spectra: the selector's name and the network (classical SVD cores)."""
 
     selector: str
     network: Network
-    ranks: dict[str, int]
 
 
 def _proposals(fmt: str, template: Network, y: np.ndarray, selectors: Sequence[str]) -> list[dict[str, int]]:
@@ -104,8 +101,10 @@ def _proposals(fmt: str, template: Network, y: np.ndarray, selectors: Sequence[s
 
 
 def spectral_starts(fmt: str, template: Network, data: FitData, floors: Mapping[str, int] | None = None,
-                    selectors: Sequence[str] = SPECTRAL_SELECTORS) -> list[SpectralStart]:
-    """A start for each selector with distinct ranks: a network of format ``fmt`` at the ranks
+                    selectors: Sequence[str] = SPECTRAL_SELECTORS
+                    ) -> tuple[list[SpectralStart], dict[str, dict[str, int]]]:
+    """A start for each selector with distinct ranks, and every selector's reading (by bond,
+    within ``template``'s ranks but not the observations' cap): a network of format ``fmt`` at the ranks
     the selector reads off the spectra (each unfolding's spectrum computed once for all
     selectors), with the classical SVD cores at those ranks (never above ``template``'s ranks),
     within the degrees of freedom the criterion trusts (``MAX_DOF_SHARE`` of the
@@ -120,14 +119,15 @@ def spectral_starts(fmt: str, template: Network, data: FitData, floors: Mapping[
     (:func:`em_starts`)."""
     y = filled(data)
     budgeted = within_budget(template, MAX_DOF_SHARE * data.n_obs)
-    proposed = _proposals(fmt, budgeted, y, selectors)
-    # where the observations cap the ranks, what the spectra read without the cap (for the
-    # fit's diagnostics: a selection made under it may leave most of the data unexplained)
-    uncapped = proposed if budgeted.dims == template.dims else _proposals(fmt, template, y, selectors)
+    # each selector's reading within the maximal ranks, every spectrum computed once; the starts
+    # take it within the observations' cap (what it read beyond is for the fit's diagnostics: a
+    # selection made under the cap may leave most of the data unexplained)
+    readings = dict(zip(selectors, _proposals(fmt, template, y, selectors)))
     starts: list[SpectralStart] = []
     seen: list[dict[str, int]] = []
     bases = None
-    for selector, ranks, read in zip(selectors, proposed, uncapped):
+    for selector, read in readings.items():
+        ranks = {b: max(1, min(r, budgeted.dims[b])) for b, r in read.items()}
         if floors:
             ranks = {b: max(r, int(floors.get(b, 0))) for b, r in ranks.items()}
         if ranks in seen:
@@ -140,8 +140,8 @@ def spectral_starts(fmt: str, template: Network, data: FitData, floors: Mapping[
             start = truncated(fmt, budgeted, y, ranks)
         if start is None:  # TR-SVD cannot hold these ranks: least squares from random values
             start = Network(budgeted.spec, {**budgeted.dims, **ranks}, seed=0, optimize=budgeted.optimize)
-        starts.append(SpectralStart(selector, start, read))
-    return starts
+        starts.append(SpectralStart(selector, start))
+    return starts, readings
 
 
 def truncated(fmt: str, template: Network, y: np.ndarray, ranks: Mapping[str, int]) -> Network | None:
