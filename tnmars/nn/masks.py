@@ -178,7 +178,8 @@ def _all_ones(uniforms: list[float], logits: list[float], temperature: float) ->
 #: default 3, random rank dropout that the eval-mode MAP masks do not have. Measured 2026-11-30
 #: (held-out models, default layers, 15 or 6 epochs): a 2-layer TransformerEncoder classifier
 #: converted by ``tensorize`` stalled at 60% accuracy on 5 of 6 seeds at alpha 3 (1.0 without
-#: masks, 1.0 at alpha 5 and 8 on the two seeds tried), and a conv autoencoder of four
+#: masks on all 6; at alpha 6, 1.0 on 5 of the 6 seeds, the sixth still stalled after 15
+#: epochs; at alpha 8, 1.0 on the two seeds tried), and a conv autoencoder of four
 #: ``Tucker2Conv2d`` reconstructed at MSE 0.36 (alpha 3), 0.11 (alpha 6), 0.10 (alpha 8) against
 #: 0.105 without masks. Closing an index from 6 takes about twice the steps it took from 3
 #: (Adam moves a logit about ``lr`` per step).
