@@ -219,7 +219,7 @@ def test_bad_graphs_are_refused(edges, order, match):
 
 
 def test_loop_restarts_only_where_the_bonds_in_use_close_a_loop():
-    from tnmars.fitting.proposals import LOOP_RESTARTS, loop_restarts
+    from tnmars.fitting.proposals import LOOP_RESTARTS, TREE_RESTARTS, loop_restarts
 
     spec, _ = fctn_spec(4)
     template = tnmars.Network(spec, {**dict(zip("abcd", (3, 4, 5, 6))), **dict.fromkeys("ABCDEF", 3)}, seed=0)
@@ -232,7 +232,8 @@ def test_loop_restarts_only_where_the_bonds_in_use_close_a_loop():
     assert starts(tree) == []
     assert loop_restarts("tr", template) is None  # the TR format has its own fresh starts
     tt = tnmars.Network.tt((3, 4, 5), 2, seed=0)
-    assert loop_restarts(None, tt) is None  # a tree: no loop at any ranks
+    tree_starts = loop_restarts(None, tt, seed=0)  # a user's tree (given as a custom network): a few starts
+    assert len(tree_starts({"A": 2, "B": 2})) == TREE_RESTARTS and tree_starts({"A": 2, "B": 1}) == []
 
 
 def test_final_refit_of_a_loop_leaves_a_poor_als_minimum():
