@@ -125,8 +125,8 @@ class RankSearch:
     ``imputed(ranks)``, when given (completion with few observations), builds EM starts:
     the start's ranks are refitted from them once the walk ends (:meth:`_revisited`).
     ``restarts(ranks)``, when given, builds the starts of the final refit at the selected
-    ranks instead (``_restarted`` only: networks with loops other than rings, where fresh
-    starts for every removal would cost too much). ``classical(ranks)``, when given, builds
+    ranks instead (``_restarted`` only: networks with loops other than rings, and a user's
+    tree networks, where fresh starts for every removal would cost too much). ``classical(ranks)``, when given, builds
     the format's truncation start (HOSVD, TT-SVD) at given ranks: for the final refit at the
     selected ranks (the walk's cores can sit in a poor ALS minimum at the right ranks:
     noiseless Tucker 2^6 at (2,1,2,1,2,2), relative error 0.049 from the walk, 6e-16 from
