@@ -172,13 +172,14 @@ class PriorGradient:
         less as a list than as torch's four or five ops and their dispatch, which between a step's
         large kernels cost several times their microbenchmark (measured in the 2FC-Net's step:
         about 8 us less than the foreach ops, and 40 us less than NumPy's)."""
-        exp = math.exp
+        cosh = math.cosh
         for lg, m in zip(logits, masks):
-            c = factor * (math.log1p(-m.pi) - math.log(m.pi))  # (pi is read at every step)
-            push = []
-            for v in lg.tolist():
-                e = exp(-abs(v))  # s (1 - s) = e / (1 + e)^2: no overflow, no cancellation in 1 - s
-                push.append(c * e / ((1.0 + e) * (1.0 + e)))
+            h = 0.5 * factor * (math.log1p(-m.pi) - math.log(m.pi))  # (pi is read at every step)
+            values = lg.tolist()
+            try:  # s (1 - s) = 1 / (2 + 2 cosh(l)): one call per entry, no cancellation in 1 - s
+                push = [h / (1.0 + cosh(v)) for v in values]
+            except OverflowError:  # |l| > 710: e^-|l| / (1 + e^-|l|)^2 without overflow
+                push = [2.0 * h * e / ((1.0 + e) * (1.0 + e)) for e in (math.exp(-abs(v)) for v in values)]
             p = _host_tensor(push, lg.dtype, lg.device).view_as(lg)
             g = lg.grad
             if g is None:
