@@ -149,7 +149,7 @@ def fit(
     selection: settings of the rank search, by name (fields of
         :class:`~tnmars.fitting.search.RankSearch`: ``sweeps``, ``full_sweeps``,
         ``final_sweeps``, ``second_look``, ``patience``, ``exchanges``); default: its own,
-        with ``exchanges`` on when there is a budget.
+        with ``exchanges`` on when there is a budget and for a tensor ring.
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
     backend, device, dtype: where the result lives (and where the relaxation trains);
         default: the data's. ``dtype`` is float32 or float64, named by a string, a NumPy dtype
@@ -244,10 +244,14 @@ def fit(
         if prior == "bic" and not interrupted:
             reporter.start("selection", note=f"Occam criterion from the {proposal_used} proposal")
             # walking through steps that do not pay alone is for growing from rank 1; from a
-            # spectral or relaxed proposal the neighbours of the start decide; within a budget
-            # the search also trades indices between bonds (exchanges)
+            # spectral or relaxed proposal the neighbours of the start decide; within a budget,
+            # and on rings, the search also trades indices between bonds (exchanges): a ring's
+            # ranks act through their neighbours' products, and its walk stopped at (4, 4, 3) or
+            # (3, 4, 3) for a true (3, 5, 2) (8x9x10, 20 and 40 dB: 0.079 and 0.076 relative error
+            # to the truth, 0.057 and 0.006 with exchanges; held out, 2026-11-30: 5 of 36 rings
+            # better, none worse, 1.5x the time)
             options = {"patience": GREEDY_PATIENCE if proposal_used in ("greedy", "start") else 0,
-                       "exchanges": limit is not None, **search_settings}
+                       "exchanges": limit is not None or fmt == "tr", **search_settings}
             report, on_refit = _search_reporters(reporter, prep.data)
             search = RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=floors, seed=seed,
                                 report=report, on_refit=on_refit, max_params=limit,

@@ -295,18 +295,23 @@ def truncation_start(fmt: str | None, template: Network, data: FitData
                      ) -> Callable[[dict[str, int]], list[Network]] | None:
     """A builder of the classical start at given ranks, for the final refit at the selected
     ranks (:meth:`RankSearch._restarted`) and the last look at growing moves
-    (:meth:`RankSearch._classical_additions`) of a Tucker (HOSVD) or TT (TT-SVD) fit of
-    complete data: the search's own cores can sit in a poor ALS minimum at the right ranks,
-    where the truncation is close to optimal (a noiseless Tucker 2^6 at (2,1,2,1,2,2): 0.049
-    from the walk, 6e-16 from HOSVD). None for other formats and for completion (its EM
-    starts, :func:`em_starts`, play that part)."""
-    if fmt not in ("tucker", "tt") or data.weights is not None:
+    (:meth:`RankSearch._classical_additions`) of a Tucker (HOSVD), TT (TT-SVD) or TR (TR-SVD)
+    fit of complete data: the search's own cores can sit in a poor ALS minimum at the right
+    ranks, where the truncation is close to optimal (a noiseless Tucker 2^6 at (2,1,2,1,2,2):
+    0.049 from the walk, 6e-16 from HOSVD), and on a ring no single index may pay from the
+    walk's cores (a 10^3 ring at (2, 6, 3), 30 dB, with those ranks as ``max_rank``: (1, 2, 2)
+    at relative error 0.76 from the spectral start (2, 2, 2); (2, 6, 3) from TR-SVD starts).
+    None for other formats and for completion (its EM starts, :func:`em_starts`, play that
+    part)."""
+    if fmt not in ("tucker", "tt", "tr") or data.weights is not None:
         return None
     kept: dict[str, Any] = {}  # the data on the host and HOSVD's bases, made at the first call
 
     def starts(ranks: dict[str, int]) -> list[Network]:
         if "y" not in kept:
             kept["y"] = filled(data)
+        if fmt == "tr":
+            return [] if (svd := _tr_svd(template, kept["y"], ranks)) is None else [svd]
         if fmt == "tucker":
             if "bases" not in kept:  # every mode's singular vectors, whatever the ranks: computed once
                 kept["bases"] = tucker_bases(kept["y"])
