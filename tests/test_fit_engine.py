@@ -1,7 +1,7 @@
 """The selection engine's parts: exact ALS solves, graph facts, spectral selectors, rank moves."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import tnmars
@@ -546,6 +546,54 @@ def test_the_max_rank_check_skips_budgets_fixed_ranks_and_stopped_fits():
     with pytest.warns(UserWarning, match="callback returned True"):
         res = tnmars.fit(x, "tucker", max_rank=2, seed=0, progress=False, callback=lambda step, info: True)
     assert res.interrupted and not any("max_rank" in d for d in res.diagnostics)
+
+
+def test_the_default_max_rank_does_not_cripple_small_modes():
+    """Found by a held-out evaluation: the default ``max_rank = max(shape)`` capped a TT of a
+    2^10 tensor (a quantized tensor) at rank 2, where its middle bonds can use 32: a TT at ranks
+    4 with 1% noise came back at (2, ..., 2, 1) with relative error 0.59 (with a warning). The
+    Occam search's default reaches the ranks the observations determine; the relaxation, which
+    trains at the caps, keeps ``max(shape)``."""
+    rng = np.random.default_rng(0)
+    x = tnmars.Network.tt((2,) * 10, (2, 4, 4, 4, 4, 4, 4, 4, 2), seed=0).to_tensor()
+    x = x + 0.01 * np.sqrt(np.mean(x**2)) * rng.standard_normal(x.shape)
+    res = tnmars.fit(x, "tt", seed=0, progress=False)
+    assert res.ranks[1:7] == (4,) * 6 and res.relative_error < 0.011
+    assert res.settings["max_ranks"] == dict(zip(res.network.bonds, (2, 4, 8, 11, 11, 11, 8, 4, 2)))
+    assert not any("max_rank" in d for d in res.diagnostics)
+    spec = tnmars.Network.tt((2,) * 10, 1).spec  # the same for a spec given as a string
+    assert tnmars.fit(x, spec, seed=0, progress=False).settings["max_ranks"] == res.settings["max_ranks"]
+    relaxed = tnmars.fit(x, "tt", proposal="mars", seed=0, progress=False,
+                         relaxation={"steps": 20})
+    assert max(relaxed.settings["max_ranks"].values()) == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(net=networks(max_cores=4, max_dim=5, max_rank=3), share=st.floats(0.05, 0.9))
+def test_the_judged_rank_is_the_largest_within_the_degrees_of_freedom(net, share):
+    """The default cap: every bond at it (clipped to what the cuts allow) stays within the
+    degrees of freedom; one more would not, unless nothing grows past it or it reached the
+    tensor's size."""
+    from math import prod
+
+    from tnmars.fitting.graph import judged_rank
+
+    assume(net.shape)
+    bonds = set(net.bonds)
+    other = {c: n for c, n in net.dims.items() if c not in bonds}
+    limit = share * prod(net.shape)
+    least = max(net.shape)
+    r = judged_rank(net.spec, other, limit, least)
+
+    def dof(rank):
+        dims = {**other, **dict.fromkeys(bonds, rank)}
+        return degrees_of_freedom(net.spec, {**dims, **feasible_ranks(net.spec, dims)}), feasible_ranks(net.spec, dims)
+
+    assert r >= least
+    if r > least:
+        assert dof(r)[0] <= limit
+    # (no rank past the tensor's size is useful: the search stops there)
+    assert dof(r + 1)[0] > limit or dof(r + 1)[1] == dof(r)[1] or dof(least)[0] > limit or r >= prod(net.shape)
 
 
 def test_a_ring_grows_from_tr_svd_starts_when_single_indices_do_not_pay():

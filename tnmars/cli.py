@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "such as 'aA,AbB,Bc->abc' whose open modes match the data's modes (default: tucker)")
     fit.add_argument("--max-rank", "-r", default=None, metavar="R",
                      help="starting (maximal) rank of every bond, or one per bond separated by commas "
-                          "(e.g. 8 or 4,8,8). Default: the largest mode size (clipped to what the format allows); "
-                          "required with a spec")
+                          "(e.g. 8 or 4,8,8). Default: the largest mode size, or more where the observations determine "
+                          "more (clipped to what the format allows); required with a spec")
     fit.add_argument("--observed", metavar="MASK", default=None,
                      help="a .npy/.npz boolean (or 0/1) array of DATA's shape, True where an entry is observed: "
                           "fit only those (tensor completion) and report the error on the others too")

@@ -41,7 +41,7 @@ from .diagnostics import (
     spectra_capped_message,
     stopped_by_max_rank,
 )
-from .graph import degrees_of_freedom, feasible_ranks
+from .graph import degrees_of_freedom, feasible_ranks, judged_rank
 from .progress import Reporter
 from .proposals import (
     PROPOSALS,
@@ -108,8 +108,12 @@ def fit(
         the maximal ranks.
     max_rank: the largest rank of every bond of a format or spec: an int, one per bond (a
         spec's bonds in order of first appearance, as :attr:`Network.bonds <tnmars.Network.bonds>`
-        lists them), or for a spec a mapping bond -> rank; default ``max(data.shape)``. Ranks
-        are clipped to what each bond's cut allows.
+        lists them), or for a spec a mapping bond -> rank. Ranks are clipped to what each
+        bond's cut allows. Default: ``max(data.shape)``, raised for the Occam search to the
+        largest rank at which the network (every bond there) has at most half as many degrees
+        of freedom as observed entries, the most the criterion judges (a TT of a 2^10 tensor:
+        11, clipped to 2, 4, 8, 11, ... by the cuts); the MARS relaxation (``prior="bernoulli"``
+        or ``proposal="mars"``), which trains at these ranks, keeps ``max(data.shape)``.
     observed: boolean mask of observed entries (tensor completion); default all (for a NumPy
         masked array, its unmasked entries; both given: entries observed in both).
     prior: what decides the ranks. ``"bic"`` (default): the MAP objective under an Occam
@@ -199,7 +203,11 @@ def fit(
                          "CPU or a GPU (a network can be moved to 'meta' afterwards with .to('meta'))")
     if device is None:
         device = prep.device  # GPU data: the relaxation trains there and the result goes back there
-    template, fmt, asked = _template(network, prep.shape, max_rank)
+    # the Occam search's default caps reach what the observations can determine; the relaxation
+    # trains at the caps, whose cost grows with their square: it keeps max(shape)
+    judged = prior == "bic" and proposal != "mars"
+    template, fmt, asked = _template(network, prep.shape, max_rank,
+                                     MAX_DOF_SHARE * prep.data.n_obs if judged else None)
     floors = _rank_floors(template, asked, min_rank, prep.data.n_obs, uniform=isinstance(network, str),
                           default=max_rank is None)
     limit = _budget(budget, template, floors)
@@ -394,7 +402,8 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int, n_o
     over = {b: m for b, m in asked.items() if m < min_rank}
     if over:
         if uniform and len(set(asked.values())) == 1:
-            where = f"max_rank={next(iter(asked.values()))}" + (" (the default: the largest mode size)"
+            where = f"max_rank={next(iter(asked.values()))}" + (" (the default: the largest mode size, or the "
+                                                                 "largest rank the observations determine)"
                                                                  if default else "")
         else:
             where = f"the maximal rank of bond{'s' if len(over) > 1 else ''} " + ", ".join(
@@ -872,10 +881,13 @@ def _max_rank_value(value: Any, name: str = "max_rank") -> int:
     return positive_int(value, name)
 
 
-def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
+def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None
               ) -> tuple[Network, str | None, dict[str, int]]:
     """The network at its maximal (feasible) ranks, its built-in format if it has one, and the
-    maximal ranks as asked (before the clipping to what each bond can use)."""
+    maximal ranks as asked (before the clipping to what each bond can use). Without
+    ``max_rank``: every bond at ``max(shape)``, or with ``max_dof`` at the largest rank whose
+    network has at most that many degrees of freedom when that is more
+    (:func:`~tnmars.fitting.graph.judged_rank`)."""
     if isinstance(network, Network):
         if network.shape != shape:
             raise ValueError(f"data has shape {shape} but the network's open modes have shape {network.shape}")
@@ -884,7 +896,7 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
                              "ranks")
         spec, dims, fmt = network.spec, network.dims, _format_of(network)
     elif isinstance(network, str) and network.strip().lower() not in FORMATS and _looks_like_spec(network):
-        spec, dims = _spec_template(network, shape, max_rank)
+        spec, dims = _spec_template(network, shape, max_rank, max_dof)
         fmt = _format_of(spec, len(shape))  # a format's own spec is that format (its proposals, its rank order)
     elif isinstance(network, str):
         fmt = network.strip().lower()
@@ -898,7 +910,8 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any
         parsed = parse_spec(spec)
         bonds = parsed.bonds
         dims = dict(zip(parsed.output, shape))
-        dims.update(_bond_ranks(max_rank, bonds, shape, fmt, mapping=False))
+        dims.update(_bond_ranks(_default_rank(spec, dims, shape, max_dof) if max_rank is None else max_rank,
+                                bonds, shape, fmt, mapping=False))
     else:
         raise TypeError(f"network must be a format name, an einsum spec or a Network; got {type(network).__name__}")
     asked = {b: int(dims[b]) for b in parse_spec(spec).bonds}
@@ -920,10 +933,11 @@ def _looks_like_spec(text: str) -> bool:
     return "," in text or "->" in text
 
 
-def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any) -> tuple[str, dict[str, int]]:
+def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None
+                   ) -> tuple[str, dict[str, int]]:
     """Sizes of an einsum spec given as ``network``: open modes from the data's shape, every
     bond at ``max_rank`` (an int, one per bond in :attr:`Network.bonds` order, or a mapping
-    bond -> rank; default ``max(shape)``, clipped later to what each bond's cut allows)."""
+    bond -> rank; default :func:`_default_rank`), clipped later to what each bond's cut allows."""
     parsed = parse_spec(spec)
     if len(parsed.output) != len(shape):
         raise ValueError(f"spec {parsed.spec!r} has {len(parsed.output)} open modes ({''.join(parsed.output)!r}) "
@@ -931,11 +945,22 @@ def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any) -> tuple[st
     bonds = parsed.bonds
     if not bonds:
         raise ValueError(f"spec {parsed.spec!r} has no bond (an index shared by two cores): there is no rank to select")
-    values = _bond_ranks(max_rank, bonds, shape, repr(parsed.spec), mapping=True)
     dims = dict(zip(parsed.output, shape))
     dims.update({index: 1 for index in parsed.summed})  # size-1 dangling legs, as Network builds them
-    dims.update(values)
+    if max_rank is None:
+        max_rank = _default_rank(parsed.spec, dims, shape, max_dof)
+    dims.update(_bond_ranks(max_rank, bonds, shape, repr(parsed.spec), mapping=True))
     return parsed.spec, dims
+
+
+def _default_rank(spec: str, open_dims: Mapping[str, int], shape: tuple[int, ...], max_dof: float | None) -> int:
+    """The default ``max_rank``: ``max(shape)``, raised for the Occam search (``max_dof``
+    given) to the largest rank at which the whole network still has at most ``max_dof``
+    degrees of freedom (the most the criterion judges, :func:`~tnmars.fitting.graph.judged_rank`),
+    so that the cap never binds before the data's own limit: ``max(shape)`` alone capped a TT of
+    a 2^10 tensor at rank 2 (relative error 0.59 where rank 4 fitted to the noise)."""
+    least = max(shape)
+    return least if max_dof is None else judged_rank(spec, open_dims, max_dof, least)
 
 
 def _bond_ranks(max_rank: Any, bonds: Sequence[str], shape: tuple[int, ...], what: str,

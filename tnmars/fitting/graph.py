@@ -22,7 +22,8 @@ from opt_einsum import get_symbol
 
 from ..spec import parse_spec
 
-__all__ = ["Piece", "Branch", "tree_branches", "pieces_without", "feasible_ranks", "degrees_of_freedom", "fresh_symbols", "bond_degree"]
+__all__ = ["Piece", "Branch", "tree_branches", "pieces_without", "feasible_ranks", "degrees_of_freedom",
+           "judged_rank", "fresh_symbols", "bond_degree"]
 
 
 def fresh_symbols(used: set[str] | frozenset[str], count: int) -> list[str]:
@@ -287,3 +288,40 @@ def degrees_of_freedom(spec: str, dims: Mapping[str, int]) -> int:
         r = int(dims[b])
         gauge += r * r if m == 2 else (m - 1) * r
     return max(params - gauge, 0)
+
+
+def judged_rank(spec: str, open_dims: Mapping[str, int], max_dof: float, least: int) -> int:
+    """The largest rank ``r >= least`` at which the network, every bond at ``r`` (or the
+    feasible size below it, :func:`feasible_ranks`), has at most ``max_dof`` degrees of
+    freedom; ``least`` when it already has more there, and the largest useful rank when no
+    rank reaches ``max_dof``. A default cap for rank selection that never binds before the
+    criterion's own limit on what the observations determine: ``max(shape)`` alone capped a
+    TT of 2^10 (a quantized tensor) at rank 2 where its middle bonds can use 32.
+
+    >>> from tnmars import Network
+    >>> net = Network.tt((2,) * 10, 1)
+    >>> judged_rank(net.spec, dict(zip(net.output, net.shape)), 512, 2)
+    11
+    >>> judged_rank(Network.tucker((6, 7, 8), 1).spec, {"a": 6, "b": 7, "c": 8}, 168, 8)  # capped by the modes
+    8
+    """
+    parsed = parse_spec(spec)
+
+    def dof_at(rank: int) -> tuple[int, dict[str, int]]:
+        dims = {**open_dims, **{b: rank for b in parsed.bonds}}
+        caps = feasible_ranks(spec, dims)
+        return degrees_of_freedom(spec, {**dims, **caps}), caps
+
+    if not parsed.bonds or dof_at(least)[0] > max_dof:
+        return least
+    top = max(dof_at(max(prod(open_dims.values()), least))[1].values())  # the largest rank any bond can use
+    if dof_at(top)[0] <= max_dof:
+        return max(top, least)
+    low, high = least, top  # dof(low) <= max_dof < dof(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if dof_at(mid)[0] <= max_dof:
+            low = mid
+        else:
+            high = mid
+    return low
