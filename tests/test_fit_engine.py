@@ -668,6 +668,18 @@ def test_a_residual_left_by_a_quantized_tensor_is_structure_not_noise():
         assert residual_is_white(rng.standard_t(2, shape)) and residual_is_white(rng.standard_normal(shape))
 
 
+def test_bonds_held_at_the_default_cap_warn_even_when_growing_all_of_them_would_not_fit():
+    """Found by a held-out evaluation: a noiseless TT 2^8 at ranks 6 sat at its default caps
+    (2, 4, 5, 5, 5, 4, 2) with error 0.040 and no warning: the check grew every capped bond at
+    once, which passes the degrees of freedom the observations determine, and then tried none
+    alone, where one more index on a single bond paid. Each is now tried alone then."""
+    with pytest.warns(UserWarning, match="clipped to the feasible"):
+        x = tnmars.Network.tt((2,) * 8, 6, seed=0).to_tensor()
+    with pytest.warns(RuntimeWarning, match="ranks stopped by max_rank"):
+        res = tnmars.fit(x, "tt", seed=0, progress=False)
+    assert res.ranks == tuple(res.settings["max_ranks"].values()) and res.relative_error > 0.01
+
+
 def test_the_kurtosis_of_tiny_residuals_does_not_underflow():
     """Found by review: mse**2 underflows to 0 below about 1e-162, and the division raised."""
     from tnmars.fitting.api import _excess_kurtosis

@@ -956,9 +956,9 @@ def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: fl
 def _default_rank(spec: str, open_dims: Mapping[str, int], shape: tuple[int, ...], max_dof: float | None) -> int:
     """The default ``max_rank``: ``max(shape)``, raised for the Occam search (``max_dof``
     given) to the largest rank at which the whole network still has at most ``max_dof``
-    degrees of freedom (the most the criterion judges, :func:`~tnmars.fitting.graph.judged_rank`),
-    so that the cap never binds before the data's own limit: ``max(shape)`` alone capped a TT of
-    a 2^10 tensor at rank 2 (relative error 0.59 where rank 4 fitted to the noise)."""
+    degrees of freedom (the most the criterion judges, :func:`~tnmars.fitting.graph.judged_rank`):
+    ``max(shape)`` alone capped a TT of a 2^10 tensor at rank 2 (relative error 0.59 where rank 4
+    fitted to the noise). A bond the cap still stops warns (:func:`stopped_by_max_rank`)."""
     least = max(shape)
     return least if max_dof is None else judged_rank(spec, open_dims, max_dof, least)
 

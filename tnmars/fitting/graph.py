@@ -294,9 +294,11 @@ def judged_rank(spec: str, open_dims: Mapping[str, int], max_dof: float, least: 
     """The largest rank ``r >= least`` at which the network, every bond at ``r`` (or the
     feasible size below it, :func:`feasible_ranks`), has at most ``max_dof`` degrees of
     freedom; ``least`` when it already has more there, and the largest useful rank when no
-    rank reaches ``max_dof``. A default cap for rank selection that never binds before the
-    criterion's own limit on what the observations determine: ``max(shape)`` alone capped a
-    TT of 2^10 (a quantized tensor) at rank 2 where its middle bonds can use 32.
+    rank reaches ``max_dof``. A default cap for rank selection near the criterion's own limit
+    on what the observations determine: ``max(shape)`` alone capped a TT of 2^10 (a quantized
+    tensor) at rank 2 where its middle bonds can use 32. It is one rank for every bond: a
+    single bond may still pay past it within that limit while the others stay small (the fit
+    then warns that ``max_rank`` stopped it).
 
     >>> from tnmars import Network
     >>> net = Network.tt((2,) * 10, 1)
