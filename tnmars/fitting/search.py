@@ -137,7 +137,7 @@ class RankSearch:
     ``restarts(ranks)``, when given, builds the starts of the final refit at the selected
     ranks instead (``_restarted`` only: networks with loops other than rings, and a user's
     tree networks, where fresh starts for every removal would cost too much). ``classical(ranks)``, when given, builds
-    the format's truncation start (HOSVD, TT-SVD) at given ranks: for the final refit at the
+    the format's truncation start (HOSVD, TT-SVD, TR-SVD) at given ranks: for the final refit at the
     selected ranks (the walk's cores can sit in a poor ALS minimum at the right ranks:
     noiseless Tucker 2^6 at (2,1,2,1,2,2), relative error 0.049 from the walk, 6e-16 from
     HOSVD), and for every growing move once the walk ends (:meth:`_classical_additions`).
@@ -653,7 +653,7 @@ class RankSearch:
 
     def _classical_additions(self, best: Candidate) -> Candidate:
         """Every growing move again, each refitted from the format's truncation start at the
-        larger ranks (``classical``: HOSVD, TT-SVD) rather than from the walk's cores; the best
+        larger ranks (``classical``: HOSVD, TT-SVD, TR-SVD) rather than from the walk's cores; the best
         is taken while one lowers the objective. The walk judges a move by a few sweeps from its
         current cores and looks again only at the best two: on a noiseless TT 2^8 at ranks
         (2,3,4,4,4,3,2) it judged the move to the true ranks poorly and stopped one index short
