@@ -568,6 +568,16 @@ def test_the_default_max_rank_does_not_cripple_small_modes():
     assert max(relaxed.settings["max_ranks"].values()) == 2
 
 
+def test_the_raised_default_max_rank_does_not_fit_pure_noise():
+    """The default caps above max(shape) (up to 11 on a TT 2^10, 7 on a ring 2^10) leave room to
+    fit noise; the criterion must not use it: pure Gaussian noise stays at rank 1."""
+    rng = np.random.default_rng(0)
+    for shape, fmt in (((2,) * 10, "tt"), ((2,) * 10, "tr"), ((4,) * 5, "tt")):
+        res = tnmars.fit(rng.standard_normal(shape), fmt, seed=0, progress=False)
+        assert max(res.settings["max_ranks"].values()) > max(shape)
+        assert set(res.ranks) == {1}, (shape, fmt, res.ranks)
+
+
 @settings(max_examples=40, deadline=None)
 @given(net=networks(max_cores=4, max_dim=5, max_rank=3), share=st.floats(0.05, 0.9))
 def test_the_judged_rank_is_the_largest_within_the_degrees_of_freedom(net, share):
