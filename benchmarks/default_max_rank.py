@@ -17,6 +17,7 @@ Usage: python benchmarks/default_max_rank.py
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -66,6 +67,14 @@ def cases():
     return out
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def fit(data, fmt, **kw):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -97,6 +106,7 @@ def main() -> None:
         "# The default max_rank against max(shape)",
         "",
         "Command: `python benchmarks/default_max_rank.py`  ",
+        f"Code: tnmars at commit {_commit()}, run at {time.strftime('%H:%M', time.gmtime())} UTC  ",
         f"Machine: {machine_line()}",
         "",
         __doc__.split("Usage:")[0].strip(),
