@@ -519,9 +519,17 @@ def _train(model, loss_fn, opt, x, y, steps: int) -> None:
 
 
 @pytest.mark.parametrize("cls, options", [(torch.optim.Adam, {"lr": 1e-2}),
+                                          (torch.optim.Adam, {"lr": 1e-2, "foreach": False}),
                                           (torch.optim.AdamW, {"lr": 1e-2}),
-                                          (torch.optim.SGD, {"lr": 1e-1, "momentum": 0.9})],
-                         ids=["adam", "adamw-decoupled-decay", "sgd-momentum"])
+                                          (torch.optim.SGD, {"lr": 1e-1, "momentum": 0.9}),
+                                          (torch.optim.RMSprop, {"lr": 1e-3}),
+                                          (torch.optim.Adagrad, {"lr": 1e-2}),
+                                          (torch.optim.Adamax, {"lr": 1e-2}),
+                                          (torch.optim.NAdam, {"lr": 1e-2}),
+                                          (torch.optim.NAdam, {"lr": 1e-2, "decoupled_weight_decay": True}),
+                                          (torch.optim.RAdam, {"lr": 1e-2, "decoupled_weight_decay": True})],
+                         ids=["adam", "adam-for-loop", "adamw-decoupled-decay", "sgd-momentum", "rmsprop", "adagrad",
+                              "adamax", "nadam", "nadam-decoupled-decay", "radam-decoupled-decay"])
 def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_the_loss(cls, options):
     x, y = torch.randn(32, 16, dtype=torch.float64), torch.randint(0, 5, (32,))
     in_loss, in_opt = _mixed_model(), _mixed_model()
@@ -535,6 +543,43 @@ def test_optimizer_carrying_the_core_prior_takes_the_same_steps_as_the_prior_in_
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
         moved += not torch.equal(a, c)
     assert moved == len(list(in_loss.parameters()))  # every parameter was trained, logits included
+    assert len(opt_b.param_groups) == 1 and opt_b.param_groups[0]["weight_decay"] == 1e-3  # the user's, unchanged
+
+
+class _TwoBranches(nn.Module):
+    """Two MARS layers of which the forward uses only the first: the second's cores get no
+    gradient at all (``None``), only the prior's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = LowRankLinear(12, 5, rank=3, alpha=1.0)
+        self.unused = LowRankLinear(12, 5, rank=3, alpha=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+def test_optimizer_carrying_the_core_prior_decays_cores_without_a_gradient():
+    """A layer the forward does not use: its cores get no gradient from the data; the prior in
+    the loss still decays them, and so does the optimizer's step (the decay as their gradient),
+    under coupled and decoupled weight decay alike."""
+    x, y = torch.randn(8, 12, dtype=torch.float64), torch.randint(0, 5, (8,))
+    for cls in (torch.optim.SGD, torch.optim.AdamW):
+        models = []
+        for _ in range(2):
+            torch.manual_seed(5)
+            models.append(_TwoBranches().double())
+        in_loss, in_opt = models
+        loss_a, loss_b = MarsLoss(in_loss, 20), MarsLoss(in_opt, 20)
+        opt_a = cls(in_loss.parameters(), lr=1e-3)
+        opt_b = loss_b.optimizer(cls, lr=1e-3)
+        before = [c.detach().clone() for c in in_opt.unused.cores]
+        _train(in_loss, loss_a, opt_a, x, y, 3)
+        _train(in_opt, loss_b, opt_b, x, y, 3)
+        for (name, a), b in zip(in_loss.named_parameters(), in_opt.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=f"{cls.__name__}: {name}")
+        for c, c0 in zip(in_opt.unused.cores, before):
+            assert 0 < float(c.norm()) < float(c0.norm())  # shrunk by the decay alone
 
 
 def test_loss_follows_a_replaced_layer_and_an_optimizer_that_cannot_is_an_error():
