@@ -402,19 +402,29 @@ def stopped_by_max_rank(network: Network, max_ranks: Mapping[str, int], max_dof:
     (within ``max_dof`` and the bond's feasible size): the ranks there were set by ``max_rank``,
     not chosen (a Tucker 12^3 at (9, 9, 9) with ``max_rank=8`` came back at (8, 8, 8) with
     relative error 0.38, without a word). Bonds whose ``floors`` entry (``min_rank``) equals
-    their maximal rank were fixed on purpose and are not checked. All candidate bonds are first
+    their maximal rank above 1 were fixed on purpose and are not checked (every bond's floor is
+    at least 1, so ``max_rank=1`` is checked: a TT at (3, 4) fitted at (1, 1) with error 0.82
+    said nothing, where ``max_rank=2`` warned). All candidate bonds are first
     grown together in one refit, and one by one only when that pays (one refit, not one per
     bond, in the usual case). Refitted by :data:`MAX_RANK_CHECK_SWEEPS` sweeps."""
     dims = network.dims
     candidates = []
+    paired = []  # at the cap, but one more index there is useless alone (Tucker from rank 1)
     for bond, rank in network.bonds.items():
-        if rank != max_ranks.get(bond) or (floors or {}).get(bond, 0) >= rank:
+        if rank != max_ranks.get(bond) or (rank > 1 and (floors or {}).get(bond, 0) >= rank):
             continue
         grown_dims = {**dims, bond: rank + 1}
-        if feasible_ranks(network.spec, grown_dims)[bond] <= rank or \
-                degrees_of_freedom(network.spec, grown_dims) > max_dof:
+        if degrees_of_freedom(network.spec, grown_dims) > max_dof:
+            continue
+        if feasible_ranks(network.spec, grown_dims)[bond] <= rank:
+            paired.append(bond)
             continue
         candidates.append(bond)
+    if not candidates and len(paired) > 1:
+        grown_dims = {**dims, **{b: dims[b] + 1 for b in paired}}
+        caps = feasible_ranks(network.spec, grown_dims)
+        if all(caps[b] > dims[b] for b in paired):  # together they can grow (a Tucker core from (1, 1, 1))
+            candidates = paired
 
     def pays(bonds: Sequence[str]) -> bool:
         grown = network
