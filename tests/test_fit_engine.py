@@ -773,3 +773,19 @@ def test_a_completion_of_data_with_an_offset_keeps_its_structure(fmt, ranks, obs
     res = tnmars.fit(x, fmt, observed=mask, seed=0, progress=False)
     assert res.ranks == tuple(r + 1 for r in ranks)  # the structure and the constant
     assert np.linalg.norm(np.asarray(res.network.to_tensor()) - 100.0 - truth) < 0.05
+
+
+def test_a_cp_fit_below_the_observations_limit_says_what_the_spectra_read():
+    """Found by a held-out sweep: a CP matrix 30x25 of rank 12 at 30 dB (516 degrees of freedom for
+    750 entries, above the half the criterion judges) came back at rank 1 with error 0.85 and no
+    word; Tucker, TT and TR fits compared their spectra with that limit, CP (no spectral start)
+    did not. Its unfoldings' ranks bound the CP rank from below."""
+    rng = np.random.default_rng(319)
+    x = rng.standard_normal((30, 12)) @ rng.standard_normal((12, 25))
+    x = x / np.linalg.norm(x) + 10 ** -1.5 * rng.standard_normal(x.shape) / np.sqrt(x.size)
+    with pytest.warns(RuntimeWarning, match=r"the unfolding spectra read ranks \(1[12],\)"):
+        tnmars.fit(x, "cp", seed=0, progress=False)
+    small = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 3)) for n in (12, 10, 8)])
+    small = small / np.linalg.norm(small) + 10 ** -0.5 * rng.standard_normal(small.shape) / np.sqrt(small.size)
+    res = tnmars.fit(small, "cp", seed=0, progress=False)  # 10 dB, rank 3: within the limit, no word
+    assert not any("spectra" in d for d in res.diagnostics)
