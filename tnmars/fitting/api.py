@@ -45,7 +45,6 @@ from .graph import degrees_of_freedom, feasible_ranks, judged_rank
 from .progress import Reporter
 from .proposals import (
     PROPOSALS,
-    SMALL_CUTS_READ,
     SPECTRAL_SELECTORS,
     SpectralStart,
     em_starts,
@@ -243,8 +242,8 @@ def fit(
             # search runs from the preferred start of each, and the criterion keeps the better end
             # (judged as they stand, TR-SVD starts are far from their refits: the one picked that
             # way walked to (1, 1, 1) on a 20x3x20 ring at (3, 3, 6), or missed an exact fit)
-            second = [s for s in starts if s.selector.endswith(SMALL_CUTS_READ)]
-            starts = [s for s in starts if not s.selector.endswith(SMALL_CUTS_READ)]
+            second = [s for s in starts if s.second_reading]
+            starts = [s for s in starts if not s.second_reading]
             start, settings["spectral_selector"] = _preferred_start(starts, prep.data, crit)
             alternative = _preferred_start(second, prep.data, crit)[0] if second else None
             settings["spectral_ranks"] = {name: tuple(r[b] for b in template.bonds) for name, r in readings.items()}
@@ -495,7 +494,7 @@ def _excess_kurtosis(residual: np.ndarray, n_obs: int, mse: float) -> float:
 def cp_spectral_ranks(y: np.ndarray) -> dict[str, tuple[int]]:
     """Each spectral selector's lower bound on ``y``'s CP rank: the largest rank it reads off a
     mode unfolding (a CP network of rank R has every unfolding's rank at most R). For the final
-    check against the observations' limit: a CP matrix 30x25 of rank 12, 30 dB (648 degrees of
+    check against the observations' limit: a CP matrix 30x25 of rank 12, 30 dB (516 degrees of
     freedom, 750 entries), came back at rank 1 with error 0.85 and no word."""
     return {name: (max(ranks),) for name, ranks in zip(SPECTRAL_SELECTORS, tucker_proposals(y, SPECTRAL_SELECTORS))}
 

@@ -92,16 +92,15 @@ def spectral_start(fmt: str, template: Network, data: FitData, selector: str = "
 SPECTRAL_SELECTORS = ("evbmf", "mdl")
 
 
-#: the suffix of a start's selector name where a ring's small cuts are read as the selector reads
-#: them (:func:`spectral_starts`; :func:`tnmars.fit` runs a second search from the best of these)
-SMALL_CUTS_READ = " (small cuts as read)"
-
-
 class SpectralStart(NamedTuple):
-    """A start read off the spectra: the selector's name and the network (classical SVD cores)."""
+    """A start read off the spectra: the selector's name and the network (classical SVD cores).
+    ``second_reading``: a ring's small cuts read as the selector reads them, where they decide
+    the proposal (:func:`spectral_starts`; :func:`tnmars.fit` runs a second search from the
+    best of these)."""
 
     selector: str
     network: Network
+    second_reading: bool = False
 
 
 def _proposals(fmt: str, template: Network, y: np.ndarray, selectors: Sequence[str]) -> list[dict[str, int]]:
@@ -176,7 +175,7 @@ def spectral_starts(fmt: str, template: Network, data: FitData, floors: Mapping[
             start = truncated(fmt, budgeted, y, ranks)
             if start is None:
                 start = Network(budgeted.spec, {**budgeted.dims, **ranks}, seed=0, optimize=budgeted.optimize)
-            starts.append(SpectralStart(f"{selector}{SMALL_CUTS_READ}", start))
+            starts.append(SpectralStart(selector, start, second_reading=True))
     return starts, readings
 
 
