@@ -52,6 +52,8 @@ from .proposals import (
     loop_restarts,
     raised_to,
     rank_one_start,
+    ring_layout,
+    ring_spectral_starts,
     spectral_starts,
     truncation_start,
 )
@@ -218,8 +220,10 @@ def fit(
                 "min_rank": min_rank, "budget": budget, "max_params": limit}
     if prep.scale == 0.0:
         return _labelled(_zero_result(template, prep, settings, t0), network)
-    if proposal == "spectral" and fmt not in ("tucker", "tt", "tr"):
-        raise ValueError("proposal='spectral' needs a Tucker, TT or TR network; use 'greedy' or 'mars'")
+    ring = ring_layout(template) if fmt is None else None  # a user's spec that is a tensor ring
+    if proposal == "spectral" and fmt not in ("tucker", "tt", "tr") and ring is None:
+        raise ValueError("proposal='spectral' needs a Tucker, TT or TR network (or a ring spec such as "
+                         "'iab,jbc,kca'); use 'greedy' or 'mars'")
     if warm is not None:
         if prior == "bernoulli":
             raise ValueError("prior='bernoulli' starts from its own relaxation; a Network proposal needs prior='bic'")
@@ -235,9 +239,10 @@ def fit(
         elif prior == "bernoulli" or proposal == "mars":
             relaxed, start = _run_relaxation(template, fmt, prep, settings_relax, seed, device, reporter, min_rank)
             proposal_used = "mars"
-        elif proposal == "spectral" or (proposal == "auto" and fmt in ("tucker", "tt", "tr")):
-            starts, readings = spectral_starts(fmt, template, prep.data,
-                                               floors={b: max(f, 1) for b, f in floors.items()})
+        elif proposal == "spectral" or (proposal == "auto" and (fmt in ("tucker", "tt", "tr") or ring is not None)):
+            lowest = {b: max(f, 1) for b, f in floors.items()}
+            starts, readings = (spectral_starts(fmt, template, prep.data, floors=lowest) if ring is None else
+                                ring_spectral_starts(template, prep.data, ring, floors=lowest))
             # a ring with a small mode has two readings of its small cuts (spectral_starts): the
             # search runs from the preferred start of each, and the criterion keeps the better end
             # (judged as they stand, TR-SVD starts are far from their refits: the one picked that
@@ -270,7 +275,7 @@ def fit(
             # to the truth, 0.057 and 0.006 with exchanges; held out, 2026-11-30: 5 of 36 rings
             # better, none worse, 1.5x the time)
             options = {"patience": GREEDY_PATIENCE if proposal_used in ("greedy", "start") else 0,
-                       "exchanges": limit is not None or fmt == "tr", **search_settings}
+                       "exchanges": limit is not None or fmt == "tr" or ring is not None, **search_settings}
             report, on_refit = _search_reporters(reporter, prep.data)
 
             def new_search() -> RankSearch:

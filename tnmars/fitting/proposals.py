@@ -31,7 +31,7 @@ from .moves import grow
 from .solvers import FitData, als
 from .spectral import ring_small_cuts_decide, tr_proposals, tt_proposal, tucker_proposals
 
-__all__ = ["PROPOSALS", "SPECTRAL_SELECTORS", "spectral_start", "spectral_starts", "SpectralStart", "fresh_start", "loop_restarts", "rank_one_start", "raised_to", "filled",
+__all__ = ["PROPOSALS", "SPECTRAL_SELECTORS", "spectral_start", "spectral_starts", "ring_layout", "ring_spectral_starts", "SpectralStart", "fresh_start", "loop_restarts", "rank_one_start", "raised_to", "filled",
            "ring_bonds", "truncated", "em_start", "em_starts", "em_pays", "EM_BELOW", "EM_ITERATIONS"]
 
 PROPOSALS = ("auto", "spectral", "greedy", "mars")
@@ -177,6 +177,64 @@ def spectral_starts(fmt: str, template: Network, data: FitData, floors: Mapping[
                 start = Network(budgeted.spec, {**budgeted.dims, **ranks}, seed=0, optimize=budgeted.optimize)
             starts.append(SpectralStart(selector, start, second_reading=True))
     return starts, readings
+
+
+def ring_layout(template: Network) -> list[tuple[int, str, str, str]] | None:
+    """A user's spec that is a tensor ring in its modes' order (each core one open mode and two
+    bonds; the cores of modes ``k`` and ``k + 1`` share a bond, cyclically; order 3 or more),
+    as ``(term, previous bond, open index, next bond)`` per mode, or None. Such a spec
+    (``"iab,jbc,kca"``) is the TR format up to names and axis order: it gets the TR format's
+    spectral starts (:func:`ring_spectral_starts`) instead of growing from rank 1, where no
+    single index of a ring pays (a 20x3x20 ring at (3, 3, 6) stayed at (1, 1, 1), error 0.89)."""
+    terms, output = template.inputs, template.output
+    d = len(output)
+    if d < 3 or len(terms) != d:
+        return None
+    bonds = set(template.bonds)
+    holder = {}
+    for k, term in enumerate(terms):
+        opened = [c for c in term if c in output]
+        if len(opened) != 1 or len(term) != 3 or sum(c in bonds for c in term) != 2 or len(set(term)) != 3:
+            return None
+        holder[opened[0]] = k
+    if sorted(holder.values()) != list(range(d)) or any(len(template.terms_with(b)) != 2 for b in bonds):
+        return None
+    layout = []
+    for k, mode in enumerate(output):
+        here, after = terms[holder[mode]], terms[holder[output[(k + 1) % d]]]
+        shared = [c for c in here if c in bonds and c in after]
+        if len(shared) != 1:
+            return None
+        layout.append((holder[mode], "", mode, shared[0]))
+    return [(t, layout[k - 1][3], mode, nxt) for k, (t, _, mode, nxt) in enumerate(layout)]
+
+
+def ring_spectral_starts(template: Network, data: FitData, layout: Sequence[tuple[int, str, str, str]],
+                         floors: Mapping[str, int] | None = None
+                         ) -> tuple[list[SpectralStart], dict[str, dict[str, int]]]:
+    """:func:`spectral_starts` of the TR format for a user's ring spec (:func:`ring_layout`):
+    read and truncated as ``"tr"``, each start's cores then put in the spec's axis order, and
+    the readings named by the spec's bonds."""
+    from ..network import tr_spec
+
+    canonical = tr_spec(len(layout))
+    canon_terms = canonical.split("->")[0].split(",")
+    to_user = {canon_terms[k][-1]: nxt for k, (_, _, _, nxt) in enumerate(layout)}  # canonical bond k -> user's
+    to_canon = {u: c for c, u in to_user.items()}
+    dims = {**dict(zip(canonical.split("->")[1], template.shape)),
+            **{c: template.dims[u] for c, u in to_user.items()}}
+    ring = Network(canonical, dims, seed=0, optimize=template.optimize)
+    starts, readings = spectral_starts("tr", ring, data, None if floors is None else
+                                       {to_canon[b]: f for b, f in floors.items() if b in to_canon})
+    out = []
+    for start in starts:
+        cores = [None] * len(layout)
+        for k, (term, prev, mode, nxt) in enumerate(layout):
+            letters = {prev: 0, mode: 1, nxt: 2}  # the canonical core's axes: left bond, mode, right bond
+            cores[term] = np.transpose(np.asarray(start.network.cores[k]),
+                                       [letters[c] for c in template.inputs[term]])
+        out.append(start._replace(network=Network(template.spec, cores=cores, optimize=template.optimize)))
+    return out, {name: {to_user[c]: r for c, r in read.items()} for name, read in readings.items()}
 
 
 def truncated(fmt: str, template: Network, y: np.ndarray, ranks: Mapping[str, int]) -> Network | None:
