@@ -128,9 +128,10 @@ def fit(
     prior_strength: ``c`` above; 1 is BIC, larger prunes more, 0 keeps every index that
         lowers the error at all. Default: 1, or 0 within a ``budget`` (below).
     proposal: where the search starts: ``"spectral"`` (EVBMF's or MDL's reading of the
-        unfolding spectra, whichever the criterion prefers; Tucker, TT, TR), ``"greedy"``
+        unfolding spectra, whichever the criterion prefers; Tucker, TT, TR, and a spec that is
+        a ring in its modes' order such as ``"iab,jbc,kca"``), ``"greedy"``
         (rank 1 everywhere, then add), ``"mars"`` (the MARS relaxation's MAP ranks), or
-        ``"auto"``: spectral for Tucker/TT/TR, greedy otherwise.
+        ``"auto"``: spectral where it applies, greedy otherwise.
         A :class:`~tnmars.Network` with ``network``'s spec and bond sizes within its maximal
         ranks is a warm start: the search starts from its ranks and cores (a previous
         result's ``network``; :func:`tnmars.sweep` starts each structure-search budget from
