@@ -837,3 +837,20 @@ def test_the_spectra_warning_names_the_most_modest_reading_past_the_limit():
     selector, ranks, dof = spectra_beyond_cap(readings, template, 400)
     assert (selector, ranks) == ("other", (8, 8, 8)) and dof > 400
     assert spectra_beyond_cap({"evbmf": (2, 2, 2)}, template, 400) is None
+
+
+def test_a_fit_that_leaves_most_of_the_structure_out_says_so():
+    """Found by a held-out check: a ring 22x3x18 at (6, 2, 4), 30 dB, came back at (2, 1, 1) with
+    error 0.76 and no word, where (5, 2, 4), within the observations' limit, scores far better by
+    the criterion (the walk's short ring refits made every removal look better). A fit above half
+    the data's norm in error whose residual is structure warns; pure noise (a white residual) and
+    a close fit do not."""
+    truth, x, _ = _held_out_network("tr", (22, 3, 18), (6, 2, 4), 30, 3081)
+    with pytest.warns(RuntimeWarning, match="leaves most of the data unexplained"):
+        res = tnmars.fit(x, "tr", seed=0, progress=False)
+    assert res.relative_error > 0.5
+    noise = np.random.default_rng(0).standard_normal((10, 12, 14))
+    _, close, _ = _held_out_network("tr", (20, 3, 20), (3, 3, 6), 40, 137)
+    for data, fmt in ((noise, "tucker"), (noise, "tr"), (close, "tr")):
+        res = tnmars.fit(data, fmt, seed=0, progress=False)
+        assert not any("unexplained" in d for d in res.diagnostics)

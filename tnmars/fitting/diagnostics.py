@@ -56,7 +56,7 @@ from .moves import grow
 from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
-           "spectra_beyond_cap", "spectra_capped_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "residual_is_white",
+           "spectra_beyond_cap", "spectra_capped_message", "POOR_FIT_FROM", "poor_fit_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "residual_is_white",
            "WEAK_GENERALIZATION", "WEAK_GAP", "stopped_by_max_rank", "max_rank_message",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
            "series_bonds", "underdetermined_slices"]
@@ -465,6 +465,21 @@ def max_rank_message(bonds: Sequence[str], max_ranks: Mapping[str, int], relativ
     return (f"ranks stopped by max_rank: one more index on bond{'s' if len(bonds) > 1 else ''} {where} would fit the "
             f"data better by the criterion; those ranks were set by max_rank, not chosen, and the fit's relative error "
             f"is {relative_error:.3g}. Raise max_rank to let the data choose.")
+
+
+#: relative error from which a fit whose residual is structure, not noise, warns that it leaves
+#: most of the data's structure out (as :func:`tnmars.search` does from the same error)
+POOR_FIT_FROM = 0.5
+
+
+def poor_fit_message(relative_error: float) -> str:
+    return (f"the selected network leaves most of the data unexplained (relative error {relative_error:.3g}: it "
+            f"holds about {max(0.0, 1.0 - relative_error**2):.0%} of the data's energy), and what it leaves is "
+            "structure, not noise (the residual's unfoldings stand above the same values shuffled). The search may "
+            "have stopped far from the data's network (a poor start; on rings, short refits that make removals look "
+            "better: try selection={'sweeps': 20}), or the structure may need more degrees of freedom than the "
+            "observations determine. Compare fits at candidate ranks (max_rank=... with min_rank=...) by their "
+            "objective, or another network.")
 
 
 #: how far the top singular value of a residual's unfolding may exceed that of the same values
