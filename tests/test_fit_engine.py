@@ -854,3 +854,29 @@ def test_a_fit_that_leaves_most_of_the_structure_out_says_so():
     for data, fmt in ((noise, "tucker"), (noise, "tr"), (close, "tr")):
         res = tnmars.fit(data, fmt, seed=0, progress=False)
         assert not any("unexplained" in d for d in res.diagnostics)
+
+
+def test_a_ring_spec_searches_with_the_tr_formats_starts_in_its_own_axis_order():
+    """Found by a check of the ring-spec fix: with the TR format's spectral start alone, a ring
+    spec drawn as a spec (bonds a, b, c at 3, 3, 6 on 20x3x20, 30 dB) still walked to (1, 1, 1)
+    with error 0.89, where ``"tr"`` found (3, 3, 7) at 0.036: the search's TR-SVD fresh and
+    truncation starts were the format's only. They are built for the spec now (TR-SVD, then each
+    core in its term's axis order), the same networks as the format's."""
+    from tnmars.fitting.proposals import _tr_svd, ring_layout
+
+    rng = np.random.default_rng(325)
+    net = tnmars.Network("iab,jbc,kca", shape=(20, 3, 20), ranks={"a": 3, "b": 3, "c": 6})
+    net = tnmars.Network(net.spec, cores=[rng.standard_normal(c.shape) for c in net.cores])
+    truth = np.asarray(net.to_tensor())
+    truth = truth / np.linalg.norm(truth)
+    x = truth + 10 ** -1.5 * rng.standard_normal(truth.shape) / np.sqrt(truth.size)
+    template = tnmars.Network("iba,jcb,kac->ijk", shape=(20, 3, 20), ranks=6)
+    layout = ring_layout(template)
+    canonical = tnmars.Network.tr((20, 3, 20), 6)
+    names = dict(zip([layout[k - 1][3] for k in range(3)], canonical.bonds))  # the spec's bond -> the format's
+    mine = _tr_svd(template, truth, {"a": 3, "b": 4, "c": 5})
+    theirs = _tr_svd(canonical, truth, {names[b]: r for b, r in {"a": 3, "b": 4, "c": 5}.items()})
+    np.testing.assert_allclose(np.asarray(mine.to_tensor()), np.asarray(theirs.to_tensor()), rtol=1e-10, atol=1e-12)
+    for spec in ("iab,jbc,kca", "iba,jcb,kac"):
+        res = tnmars.fit(x, spec, seed=0, progress=False)
+        assert np.linalg.norm(np.asarray(res.network.to_tensor()) - truth) < 0.06, (spec, res.ranks)

@@ -281,13 +281,16 @@ def fit(
                        "exchanges": limit is not None or fmt == "tr" or ring is not None, **search_settings}
             report, on_refit = _search_reporters(reporter, prep.data)
 
+            # a ring spec gets the TR format's fresh, EM and truncation starts (TR-SVD in its axis order)
+            kind = "tr" if ring is not None else fmt
+
             def new_search() -> RankSearch:
                 return RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=floors, seed=seed,
                                   report=report, on_refit=on_refit, max_params=limit,
-                                  fresh=fresh_start(fmt, template, prep.data, seed),
-                                  restarts=loop_restarts(fmt, template, seed),
-                                  imputed=em_starts(fmt, template, prep.data),
-                                  classical=truncation_start(fmt, template, prep.data), **options)
+                                  fresh=fresh_start(kind, template, prep.data, seed),
+                                  restarts=loop_restarts(kind, template, seed),
+                                  imputed=em_starts(kind, template, prep.data),
+                                  classical=truncation_start(kind, template, prep.data), **options)
             search = new_search()
             try:
                 best = search.run(start)

@@ -226,15 +226,18 @@ def ring_spectral_starts(template: Network, data: FitData, layout: Sequence[tupl
     ring = Network(canonical, dims, seed=0, optimize=template.optimize)
     starts, readings = spectral_starts("tr", ring, data, None if floors is None else
                                        {to_canon[b]: f for b, f in floors.items() if b in to_canon})
-    out = []
-    for start in starts:
-        cores = [None] * len(layout)
-        for k, (term, prev, mode, nxt) in enumerate(layout):
-            letters = {prev: 0, mode: 1, nxt: 2}  # the canonical core's axes: left bond, mode, right bond
-            cores[term] = np.transpose(np.asarray(start.network.cores[k]),
-                                       [letters[c] for c in template.inputs[term]])
-        out.append(start._replace(network=Network(template.spec, cores=cores, optimize=template.optimize)))
+    out = [start._replace(network=_in_layout(template, layout, start.network.cores)) for start in starts]
     return out, {name: {to_user[c]: r for c, r in read.items()} for name, read in readings.items()}
+
+
+def _in_layout(template: Network, layout: Sequence[tuple[int, str, str, str]], cores: Sequence[Any]) -> Network:
+    """A ring spec's network from TR cores in :meth:`Network.tr`'s layout (core ``k``: left
+    bond, mode ``k``, right bond), each put in its term's axis order."""
+    placed: list[Any] = [None] * len(layout)
+    for k, (term, prev, mode, nxt) in enumerate(layout):
+        axes = {prev: 0, mode: 1, nxt: 2}
+        placed[term] = np.transpose(np.asarray(cores[k]), [axes[c] for c in template.inputs[term]])
+    return Network(template.spec, cores=placed, optimize=template.optimize)
 
 
 def truncated(fmt: str, template: Network, y: np.ndarray, ranks: Mapping[str, int]) -> Network | None:
@@ -343,15 +346,22 @@ def em_starts(fmt: str | None, template: Network, data: FitData
 
 def _tr_svd(template: Network, y: np.ndarray, ranks: dict[str, int]) -> Network | None:
     """TR-SVD cores at ``ranks`` (by bond name), or None when its first unfolding cannot
-    hold ``r_0 r_1``."""
+    hold ``r_0 r_1``. ``template`` is the TR format's, or a spec that is a ring in its modes'
+    order (:func:`ring_layout`; the cores then put in its axis order)."""
     from ..interop.init import svd_init
+    from ..network import tr_spec
 
+    layout = None if template.spec == tr_spec(len(template.shape)) else ring_layout(template)
+    # Network.tr's rank order: bond d-1 (core 0's left), then bonds 0 .. d-2
+    order = list(template.bonds) if layout is None else [layout[k - 1][3] for k in range(len(layout))]
     try:
         with warnings.catch_warnings():  # an order-2 ring is a matrix: tensorly says so at every call
             warnings.filterwarnings("ignore", message="Determining the TR-rank for the trivial case")
-            cores = svd_init("tr", y, [ranks[b] for b in template.bonds]).cores  # (Network.tr's order)
+            cores = svd_init("tr", y, [ranks[b] for b in order]).cores  # (Network.tr's order)
     except ValueError:
         return None
+    if layout is not None:
+        return _in_layout(template, layout, cores)
     return Network(template.spec, cores=cores, optimize=template.optimize)
 
 
