@@ -38,6 +38,7 @@ from .diagnostics import (
     held_out_errors,
     max_rank_message,
     poor_fit_message,
+    residual_has_structure,
     residual_is_white,
     spectra_beyond_cap,
     spectra_capped_message,
@@ -567,9 +568,11 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                    and residual_is_white(est, obs, check_seed))
     # most of the data left out, and what is left is structure: a search stopped far from the data's
     # network (a ring 22x3x18 at (6, 2, 4), 30 dB: (2, 1, 1) at error 0.76, where (5, 2, 4) scores
-    # far better by the criterion), said nothing
+    # far better by the criterion), said nothing; the residual's structure can be spread over several
+    # components (a ring completion at (1, 2, 3) for (2, 4, 5), error 0.50: no top singular value far
+    # above noise's), which residual_has_structure also reads
     poor = (checks and search is not None and POOR_FIT_FROM < rel < 1.0 - 1e-9
-            and not residual_is_white(est, obs, check_seed))
+            and residual_has_structure(est, obs, check_seed))
     del est
     if not math.isfinite(rel):
         raise FloatingPointError(f"the fit's relative error is {rel}: the data or the fit overflowed")

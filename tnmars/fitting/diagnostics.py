@@ -57,6 +57,7 @@ from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
            "spectra_beyond_cap", "spectra_capped_message", "POOR_FIT_FROM", "poor_fit_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "residual_is_white",
+           "residual_has_structure",
            "WEAK_GENERALIZATION", "WEAK_GAP", "stopped_by_max_rank", "max_rank_message",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
            "series_bonds", "underdetermined_slices"]
@@ -501,19 +502,72 @@ def residual_is_white(residual: np.ndarray, observed: np.ndarray | None = None, 
         rng.shuffle(shuffled.reshape(-1))
     else:
         shuffled[observed] = rng.permutation(shuffled[observed])
-    shape = residual.shape
-    unfoldings = [(lambda r, k=k: np.moveaxis(r, k, 0).reshape(shape[k], -1)) for k in range(residual.ndim)]
-    # and the chain's cuts (the first modes against the rest): a mode of size 2 unfolds into two
+    # the chain's cuts too (the first modes against the rest): a mode of size 2 unfolds into two
     # rows, whose top singular value hardly tells structure from noise (a TT 2^8 stuck one index
     # short, residual structure at relative error 0.02, was called heavy-tailed noise)
-    unfoldings += [(lambda r, k=k: r.reshape(int(np.prod(shape[:k])), -1)) for k in range(2, residual.ndim - 1)]
-    for unfold in unfoldings:
+    for unfold in _unfoldings(residual.shape):
         m = unfold(residual)
         if min(m.shape) < 2:
             continue
         if _top_singular_value(m) > STRUCTURE_RATIO * _top_singular_value(unfold(shuffled)):
             return False
     return True
+
+
+#: how far the share of a residual unfolding's energy in its top ``k`` singular values
+#: (``k`` a quarter of its smaller side, at least 2) may exceed the largest share among
+#: :data:`STRUCTURE_SHUFFLES` shufflings of the same values before :func:`residual_has_structure`
+#: calls it structure. Under the null (independent noise: Gaussian, uniform, Laplace, Student t
+#: with 1-3 degrees of freedom, 1% outliers of 10x, heteroscedastic; orders 2-8, sizes 2-60, full
+#: and 30% / 70% observed; 216 residuals per distribution, 2026-12-01) the ratio reached 1.29;
+#: a ring completion stopped at (1, 2, 3) for (2, 4, 5), error 0.50, read 1.58 (its top singular
+#: values only 1.24-1.42 above the shuffled ones: spread over several components)
+STRUCTURE_ENERGY_RATIO = 1.4
+STRUCTURE_SHUFFLES = 4
+
+
+def residual_has_structure(residual: np.ndarray, observed: np.ndarray | None = None, seed: Any = 0) -> bool:
+    """Whether a fit's residual holds structure: :func:`residual_is_white` says it is not
+    white, or some unfolding's top singular values hold a clearly larger share of its energy
+    than they do in any of a few shufflings of the same values. The second test catches what
+    the first misses, structure spread over several components (the residual of a network far
+    below the data's ranks), at the cost of a few more eigen-decompositions; it is what the
+    warning about poor fits asks."""
+    if not residual_is_white(residual, observed, seed):
+        return True
+    rng = np.random.default_rng(seed)
+    values = np.asarray(residual, dtype=np.float64)
+    shuffles = []
+    for _ in range(STRUCTURE_SHUFFLES):
+        shuffled = values.copy()
+        if observed is None:
+            rng.shuffle(shuffled.reshape(-1))
+        else:
+            shuffled[observed] = rng.permutation(shuffled[observed])
+        shuffles.append(shuffled)
+    for unfold in _unfoldings(values.shape):
+        m = unfold(values)
+        if min(m.shape) < 4:
+            continue
+        k = max(2, min(m.shape) // 4)
+        share = _top_share(m, k)
+        if share > STRUCTURE_ENERGY_RATIO * max(_top_share(unfold(s), k) for s in shuffles):
+            return True
+    return False
+
+
+def _unfoldings(shape: Sequence[int]) -> list[Callable[[np.ndarray], np.ndarray]]:
+    """Each mode's unfolding, and the chain's cuts (the first modes against the rest)."""
+    out = [(lambda r, k=k: np.moveaxis(r, k, 0).reshape(shape[k], -1)) for k in range(len(shape))]
+    return out + [(lambda r, k=k: r.reshape(int(np.prod(shape[:k])), -1)) for k in range(2, len(shape) - 1)]
+
+
+def _top_share(m: np.ndarray, k: int) -> float:
+    """The share of ``m``'s squared Frobenius norm in its top ``k`` singular values."""
+    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    eig = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+    total = float(eig.sum())
+    return float(eig[-k:].sum()) / total if total > 0 else 0.0
 
 
 def _top_singular_value(m: np.ndarray) -> float:
