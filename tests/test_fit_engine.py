@@ -576,6 +576,25 @@ def test_a_growth_that_pays_only_after_more_sweeps_is_refitted(seed):
     assert res.relative_error < 1e-4
 
 
+@pytest.mark.parametrize("shape, rank", [((6, 7, 8), 10), ((10, 10, 10), 20)])
+def test_a_cp_rank_past_the_observations_limit_says_so(shape, rank):
+    """Found by a held-out check: a noiseless CP of rank 10 on 6x7x8 (190 degrees of freedom for
+    336 entries, the limit 168) came back at rank 8 with error 0.076, silently: without
+    ``max_rank`` the caps are the observations' limit itself (8), so no bond counted as stopped
+    by the limit, and the unfoldings (6, 7 and 8 rows) cannot show rank 10 either. A default cap
+    is now no reason to skip the check (a search stopped far below, as for 10^3 at rank 20 here,
+    error 0.72, says so too); a CP within the limit says nothing."""
+    rng = np.random.default_rng(0)
+    factors = [rng.standard_normal((n, rank)) for n in shape]
+    x = np.einsum("ir,jr,kr->ijk", *factors)
+    with pytest.warns(RuntimeWarning, match="ranks capped by the number of observations|leaves most of the data"):
+        tnmars.fit(x, "cp", seed=0, progress=False)
+    small = np.einsum("ir,jr,kr->ijk", *[f[:, :3] for f in factors])
+    small = small / np.linalg.norm(small) + 1e-3 * rng.standard_normal(shape) / np.sqrt(small.size)
+    res = tnmars.fit(small, "cp", seed=0, progress=False)
+    assert res.ranks == (3,) and not res.diagnostics
+
+
 def test_max_rank_one_that_stops_the_ranks_is_a_warning_too():
     """Found by a held-out sweep: ``max_rank=2`` warned that it set the ranks, ``max_rank=1`` never
     did (every bond's floor is 1, which the check took for ranks fixed on purpose): a TT at (3, 4),

@@ -329,8 +329,12 @@ def fit(
                                            should_stop=lambda: reporter.record({"ranks": best.network.ranks}))
             except KeyboardInterrupt:  # the fit is done: Ctrl-C skips only its check
                 held_out = []
+    # without max_rank a format's or spec's caps are the observations' limit (judged_rank), not a choice:
+    # the check of what that limit refused may grow a bond past them
+    growth_caps = (feasible_ranks(template.spec, {**template.dims, **dict.fromkeys(template.bonds, prep.data.n_obs)})
+                   if max_rank is None and isinstance(network, str) else dict(template.bonds))
     return _labelled(_result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior,
-                             interrupted, device, t0, held_out, polished), network)
+                             interrupted, device, t0, held_out, polished, growth_caps), network)
 
 
 def _labelled(result: FitResult, network: Any) -> FitResult:
@@ -533,7 +537,7 @@ def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate
 def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, settings: dict,
             relaxed: RelaxationResult | None, search: RankSearch | None, proposal: str, prior: str,
             interrupted: bool, device: str | None, t0: float, held_out: Sequence[float] = (),
-            polished: bool = True) -> FitResult:
+            polished: bool = True, growth_caps: Mapping[str, int] | None = None) -> FitResult:
     net = best.network
     checks = _FINAL_CHECKS.get()
     seed = settings.get("seed")
@@ -580,7 +584,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         warnings.warn(f"tnmars.fit: the selected network fits the data no better than the zero tensor "
                       f"(relative error {rel:.3g}); its ranks are {net.ranks}", RuntimeWarning, stacklevel=3)
     if search is not None and rel > EXACT_FIT_ERROR:
-        capped, together = capped_by_observations(net, template.bonds, crit.max_dof, prep.data, crit,
+        capped, together = capped_by_observations(net, growth_caps or template.bonds, crit.max_dof, prep.data, crit,
                                                   best.objective, settings.get("seed"))
         if capped:
             diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel, together))
