@@ -8,7 +8,9 @@ caller's maximal ranks and the degrees of freedom the criterion trusts), refits 
 candidate by a few ALS sweeps and moves to the best one if it lowers the objective. A short
 refit only over-estimates a candidate's error (ALS never increases it), so a candidate that
 already wins is a real improvement. When none wins, the most promising ones are refitted
-fully; the search may then walk on through up to ``patience`` steps that do not pay alone
+fully, ``second_look`` of them by objective and as many again among those whose error was
+still falling fastest when their short refit ended (a new index grows from small slices over
+several sweeps: :attr:`Candidate.trend`); the search may then walk on through up to ``patience`` steps that do not pay alone
 (a weak component may need indices on several bonds before it pays). On nearly exact data a
 last pass tries every removal again with refits run to convergence. The best network seen
 is returned; rank vectors already evaluated are not evaluated again by the walk.
