@@ -923,6 +923,44 @@ def test_a_fit_that_leaves_most_of_the_structure_out_says_so():
         assert not any("unexplained" in d for d in res.diagnostics)
 
 
+def _fresh_ring(shape, ranks, snr, observed, offset, seed):
+    """The held-out check's construction: a random ring of unit norm, noise at ``snr`` dB (none
+    for None), ``offset`` over the square root of the size added, a mask keeping ``observed``."""
+    rng = np.random.default_rng(seed)
+    net = tnmars.Network.tr(shape, list(ranks))
+    net = tnmars.Network(net.spec, cores=[rng.standard_normal(c.shape) for c in net.cores])
+    truth = np.asarray(net.to_tensor())
+    truth = truth / np.linalg.norm(truth)
+    x = truth if snr is None else truth + 10 ** (-snr / 20) * rng.standard_normal(shape) / np.sqrt(truth.size)
+    return truth, x + offset / np.sqrt(truth.size), rng.random(shape) < observed
+
+
+def test_a_completion_that_leaves_most_of_the_data_out_says_so_even_when_its_residual_looks_white():
+    """Found by a held-out check: ring completions whose truth needs more degrees of freedom
+    than the observations determine came back at (1, 1, 1) with 67-91% of the observed data
+    unexplained, silently: a completion's residual, zero at the missing entries, passed the
+    shuffle tests for noise. A completion above half the data's norm in error now says that it
+    cannot tell; a close completion stays quiet."""
+    _, x, observed = _fresh_ring((4, 13, 7), (4, 3, 3), None, 0.6, 0.0, 7012)
+    with pytest.warns(RuntimeWarning, match="observed data unexplained"):
+        res = tnmars.fit(x, "tr", observed=observed, seed=0, progress=False)
+    assert res.relative_error > 0.5
+    _, close, observed = _fresh_ring((10, 12, 11), (2, 3, 2), 40, 0.6, 0.0, 7100)
+    res = tnmars.fit(close, "tr", observed=observed, seed=0, progress=False)
+    assert res.relative_error < 0.1 and not any("unexplained" in d for d in res.diagnostics)
+
+
+def test_a_fit_that_finds_only_the_offset_is_a_poor_fit():
+    """Found by a held-out check: a ring completion plus a constant of 20 times its norm came back
+    at (1, 1, 1, 1), the constant alone, with relative error 0.049 (the structure is 1/400 of the
+    energy) and no word. The poor-fit checks read the error against the data's deviations from
+    their mean."""
+    _, x, observed = _fresh_ring((6, 7, 6, 8), (4, 3, 4, 4), 40, 0.4, 20.0, 7005)
+    with pytest.warns(RuntimeWarning, match="against the data's deviations from their mean"):
+        res = tnmars.fit(x, "tr", observed=observed, seed=0, progress=False)
+    assert res.relative_error < 0.1
+
+
 def test_a_ring_spec_searches_with_the_tr_formats_starts_in_its_own_axis_order():
     """Found by a check of the ring-spec fix: with the TR format's spectral start alone, a ring
     spec drawn as a spec (bonds a, b, c at 3, 3, 6 on 20x3x20, 30 dB) still walked to (1, 1, 1)

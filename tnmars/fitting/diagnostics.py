@@ -56,7 +56,7 @@ from .moves import grow
 from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
-           "spectra_beyond_cap", "spectra_capped_message", "POOR_FIT_FROM", "poor_fit_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "residual_is_white",
+           "spectra_beyond_cap", "spectra_capped_message", "POOR_FIT_FROM", "poor_fit_message", "poor_completion_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "residual_is_white",
            "residual_has_structure",
            "WEAK_GENERALIZATION", "WEAK_GAP", "stopped_by_max_rank", "max_rank_message",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
@@ -473,14 +473,33 @@ def max_rank_message(bonds: Sequence[str], max_ranks: Mapping[str, int], relativ
 POOR_FIT_FROM = 0.5
 
 
-def poor_fit_message(relative_error: float) -> str:
-    return (f"the selected network leaves most of the data unexplained (relative error {relative_error:.3g}: it "
-            f"holds about {max(0.0, 1.0 - relative_error**2):.0%} of the data's energy), and what it leaves is "
+def _error_words(relative_error: float, spread_error: float) -> str:
+    """The relative error, and the one against the data's deviations from their mean where an
+    offset makes them differ."""
+    if spread_error <= 1.5 * relative_error:
+        return (f"relative error {relative_error:.3g}: it holds about {max(0.0, 1.0 - relative_error**2):.0%} of "
+                "the data's energy")
+    return (f"relative error {relative_error:.3g}, but {spread_error:.3g} against the data's deviations from their "
+            f"mean: it holds about {max(0.0, 1.0 - spread_error**2):.0%} of what varies, little more than the mean")
+
+
+def poor_fit_message(relative_error: float, spread_error: float | None = None) -> str:
+    words = _error_words(relative_error, relative_error if spread_error is None else spread_error)
+    return (f"the selected network leaves most of the data unexplained ({words}), and what it leaves is "
             "structure, not noise (the residual's unfoldings stand above the same values shuffled). The search may "
             "have stopped far from the data's network (a poor start; on rings, short refits that make removals look "
             "better: try selection={'sweeps': 20}), or the structure may need more degrees of freedom than the "
             "observations determine. Compare fits at candidate ranks (max_rank=... with min_rank=...) by their "
             "objective, or another network.")
+
+
+def poor_completion_message(relative_error: float, spread_error: float, n_obs: int, max_dof: float) -> str:
+    return (f"the selected network leaves most of the observed data unexplained (on the {n_obs:,} observed entries, "
+            f"{_error_words(relative_error, spread_error)}), and with this many entries its residual "
+            "cannot be told from noise: the data may be mostly noise, or hold structure that needs more than the "
+            f"{max_dof:g} degrees of freedom this many observations determine (ring completions whose truth needed "
+            "more came back at rank 1, with 67-91% of the observed data unexplained). Observe more entries, or give "
+            "larger ranks yourself (max_rank=... with min_rank=...) and judge them on held-out entries.")
 
 
 #: how far the top singular value of a residual's unfolding may exceed that of the same values
