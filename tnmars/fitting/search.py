@@ -10,8 +10,9 @@ refit only over-estimates a candidate's error (ALS never increases it), so a can
 already wins is a real improvement. When none wins, the most promising ones are refitted
 fully, ``second_look`` of them by objective and as many again among those whose error was
 still falling fastest when their short refit ended (a new index grows from small slices over
-several sweeps: :attr:`Candidate.trend`); the search may then walk on through up to ``patience`` steps that do not pay alone
-(a weak component may need indices on several bonds before it pays). On nearly exact data a
+several sweeps: :attr:`Candidate.trend`); the search may then walk on through up to
+``patience`` steps that do not pay alone (a weak component may need indices on several bonds
+before it pays). On nearly exact data a
 last pass tries every removal again with refits run to convergence. The best network seen
 is returned; rank vectors already evaluated are not evaluated again by the walk.
 
@@ -131,8 +132,9 @@ class Candidate:
     move: str = "start"
     #: ALS sweeps of the refit that gave ``sse`` (at most: a refit stops when it stalls)
     sweeps: int = 0
-    #: for a short refit still improving at its end, the objective where its last sweeps'
-    #: geometric trend of the squared error leads (:func:`trend_sse`); else ``objective``
+    #: for a short refit (three sweeps or more), the objective where its last sweeps' geometric
+    #: trend of the squared error leads (:func:`trend_sse`; ``objective`` when it had converged);
+    #: None for a long refit
     trend: float | None = None
 
     @property
@@ -661,8 +663,8 @@ class RankSearch:
     def _revisited(self, best: Candidate) -> tuple[Candidate, Candidate | None]:
         """The start's ranks refitted from the ``imputed`` starts (EM imputation, completion
         with few observations), when that fits better than ``best``; with the best EM start
-        that did not, at other ranks than ``best``'s (or None), for :meth:`_descended_too`. The walk leaves a
-        rank vector whose refit sits in a poor minimum, and at few observations the spectral
+        that did not, at other ranks than ``best``'s (or None), for :meth:`_descended_too`. The
+        walk leaves a rank vector whose refit sits in a poor minimum, and at few observations the spectral
         start at the true ranks often does: a TT (2,3) 15x16x17 at 10% observed ended at
         (1,2), relative error 0.42, after the spectral start's 0.24 at (2,3); from the EM
         start (2,3) is exact."""
