@@ -309,7 +309,9 @@ class RankSearch:
         # (following them, a Tucker (4, 2, 3) completion 18x16x14 at 10% observed, 10 dB, walked on
         # to a poorer minimum at (4, 2, 3) that the EM start (4, 4, 4) did not beat, and ended at
         # (3, 2, 2), error 1.08 against 0.39)
-        follow_trends = self.imputed is None or not self.imputed(dict(current.network.bonds))
+        # (at the first start's ranks, as _revisited asks: a walk on from a rewired network builds no other)
+        first = self.path[0] if self.path else current
+        follow_trends = self.imputed is None or not self.imputed(dict(first.network.bonds))
         best = current
         self.path.append(best)
         self.trail.append(current)
