@@ -279,7 +279,8 @@ def test_selection_settings_are_checked():
         tnmars.fit(x, "tt", selection=3, progress=False)
     for bad, error in (({"sweeps": 0}, ValueError), ({"sweeps": -1}, ValueError), ({"final_sweeps": 2.5}, TypeError),
                        ({"patience": "a"}, TypeError), ({"patience": -1}, ValueError),
-                       ({"second_look": True}, TypeError), ({"exchanges": "yes"}, TypeError)):
+                       ({"second_look": True}, TypeError), ({"exchanges": "yes"}, TypeError),
+                       ({"random_restart": 1}, TypeError)):
         with pytest.raises(error, match=f"selection\\[{next(iter(bad))!r}\\]"):
             tnmars.fit(x, "tt", selection=bad, progress=False)
 
