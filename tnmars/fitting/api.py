@@ -39,13 +39,13 @@ from .diagnostics import (
     heavy_tailed,
     held_out_errors,
     max_rank_message,
-    poor_completion_message,
     poor_fit_message,
     residual_has_structure,
     residual_is_white,
     spectra_beyond_cap,
     spectra_capped_message,
     stopped_by_max_rank,
+    unexplained_message,
 )
 from .graph import degrees_of_freedom, feasible_ranks, judged_rank
 from .progress import Reporter
@@ -648,8 +648,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             and residual_has_structure(est, obs, check_seed))
     # a completion's residual, zero at the missing entries, often cannot show its structure: ring
     # completions whose truth needed more degrees of freedom than the observations determine came
-    # back at (1, 1, 1), 67-91% of the observed data unexplained, with a residual that passed for noise
-    unclear = (checks and search is not None and obs is not None and not poor
+    # back at (1, 1, 1), 67-91% of the observed data unexplained, with a residual that passed for
+    # noise; so did small complete rings beyond that limit (a noiseless 5x6x5 at (1, 1, 1), error
+    # 0.83): most of the data unexplained is said whatever the residual looks like
+    unclear = (checks and search is not None and not poor
                and POOR_FIT_FROM < rel_spread and rel < 1.0 - 1e-9)
     del est
     if not math.isfinite(rel):
@@ -689,7 +691,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     if poor and not under_fitted:
         diagnostics.append(poor_fit_message(rel, rel_spread))
     elif unclear and not under_fitted:
-        diagnostics.append(poor_completion_message(rel, rel_spread, prep.data.n_obs, crit.max_dof))
+        diagnostics.append(unexplained_message(rel, rel_spread, prep.data.n_obs, crit.max_dof, obs is not None))
     for message in diagnostics:
         warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)
     unit = prep.scale ** (1.0 / net.num_cores)

@@ -56,7 +56,7 @@ from .moves import grow
 from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
-           "spectra_beyond_cap", "spectra_capped_message", "POOR_FIT_FROM", "poor_fit_message", "poor_completion_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "residual_is_white",
+           "spectra_beyond_cap", "spectra_capped_message", "POOR_FIT_FROM", "poor_fit_message", "unexplained_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "residual_is_white",
            "residual_has_structure",
            "WEAK_GENERALIZATION", "WEAK_GAP", "stopped_by_max_rank", "max_rank_message",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
@@ -493,12 +493,19 @@ def poor_fit_message(relative_error: float, spread_error: float | None = None) -
             "objective, or another network.")
 
 
-def poor_completion_message(relative_error: float, spread_error: float, n_obs: int, max_dof: float) -> str:
-    return (f"the selected network leaves most of the observed data unexplained (on the {n_obs:,} observed entries, "
-            f"{_error_words(relative_error, spread_error)}), and with this many entries its residual "
+def unexplained_message(relative_error: float, spread_error: float, n_obs: int, max_dof: float,
+                        completion: bool = True) -> str:
+    """A fit that leaves most of the data unexplained where its residual does not show structure
+    (a completion's, zero at the missing entries, rarely can; a small tensor's unfoldings have
+    few singular values to compare)."""
+    entries = f"on the {n_obs:,} observed entries, " if completion else ""
+    data = "observed data" if completion else "data"
+    more = "Observe more entries, or give" if completion else "Give"
+    return (f"the selected network leaves most of the {data} unexplained ({entries}"
+            f"{_error_words(relative_error, spread_error)}), and its residual "
             "cannot be told from noise: the data may be mostly noise, or hold structure that needs more than the "
-            f"{max_dof:g} degrees of freedom this many observations determine (ring completions whose truth needed "
-            "more came back at rank 1, with 67-91% of the observed data unexplained). Observe more entries, or give "
+            f"{max_dof:g} degrees of freedom {n_obs:,} entries determine (ring completions whose truth needed "
+            f"more came back at rank 1, with 67-91% of the observed data unexplained). {more} "
             "larger ranks yourself (max_rank=... with min_rank=...) and judge them on held-out entries.")
 
 
