@@ -30,12 +30,49 @@ def _import_run():
     return run
 
 
+#: seconds between looks, while an import is under way, at whether a held-back Ctrl-C can be raised
+IMPORT_RETRY = 0.02
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` or a caller of it runs in the import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C during the run: KeyboardInterrupt, as Python's default handler raises it, except
+    while a module is being imported. A fit imports hundreds of modules lazily (its backends,
+    tensorly, tqdm); a KeyboardInterrupt raised in a module lock's weakref callback there is
+    printed as "Exception ignored ... Traceback" and lost, and the fit went on. There the
+    interrupt is held back and looked at again every :data:`IMPORT_RETRY` seconds (SIGALRM)
+    until the import is done, then raised again as SIGINT, so that whoever handles SIGINT by then
+    (the save's deferral) gets it."""
+    if _importing(frame):
+        signal.signal(signal.SIGALRM, _interrupt)
+        signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY)
+        return
+    if signum != signal.SIGINT:  # the retry, the import done: SIGINT to its handler now
+        signal.raise_signal(signal.SIGINT)
+        return
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     """Run ``tnmars`` with ``sys.argv``; returns the exit status (see :mod:`tnmars.cli`)."""
+    hold = hasattr(signal, "setitimer") and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     try:
-        code = _import_run()()
+        run = _import_run()
+        if hold:
+            signal.signal(signal.SIGINT, _interrupt)
+        code = run()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot raise a traceback
+        if hold:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         try:
             print("tnmars: interrupted", file=sys.stderr)
         except Exception:  # stderr closed: nothing left to tell
@@ -44,6 +81,8 @@ def main() -> int:
     # the work is done: a Ctrl-C from here to the exit (interpreter shutdown included) would
     # otherwise end the process by the signal, silently, after a successful run
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hold:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     return code
 
 
