@@ -500,12 +500,15 @@ def unexplained_message(relative_error: float, spread_error: float, n_obs: int, 
     few singular values to compare)."""
     entries = f"on the {n_obs:,} observed entries, " if completion else ""
     data = "observed data" if completion else "data"
+    seen = ("ring completions whose truth needed more came back at rank 1, with 67-91% of the observed data "
+            "unexplained" if completion else
+            "a noiseless ring (3, 4, 5) on 5x6x5, 205 degrees of freedom for 150 entries, came back at rank 1 with "
+            "relative error 0.83")
     more = "Observe more entries, or give" if completion else "Give"
     return (f"the selected network leaves most of the {data} unexplained ({entries}"
             f"{_error_words(relative_error, spread_error)}), and its residual "
             "cannot be told from noise: the data may be mostly noise, or hold structure that needs more than the "
-            f"{max_dof:g} degrees of freedom {n_obs:,} entries determine (ring completions whose truth needed "
-            f"more came back at rank 1, with 67-91% of the observed data unexplained). {more} "
+            f"{max_dof:g} degrees of freedom {n_obs:,} entries determine ({seen}). {more} "
             "larger ranks yourself (max_rank=... with min_rank=...) and judge them on held-out entries.")
 
 
