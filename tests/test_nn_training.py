@@ -618,6 +618,41 @@ def test_loss_follows_a_replaced_layer_and_an_optimizer_that_cannot_is_an_error(
         loss_fn(model(x), y)
 
 
+def test_loss_follows_layers_deleted_or_inserted_without_a_registration(monkeypatch):
+    """Found by review: ``del model[i]``, ``Sequential.insert`` and ``pop`` change the module tree
+    without registering anything, and the loss went on with the removed layer's prior in its value,
+    or without the inserted layer's (which then never compressed), silently. The loss walks its
+    model again every ``REWALK_EVERY`` calls; under ``loss_fn.optimizer()`` the change is the
+    error a replaced layer gives."""
+    from tnmars.nn import training as training_module
+
+    monkeypatch.setattr(training_module, "REWALK_EVERY", 4)
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    for change in ("delete", "insert", "pop"):
+        model = _mixed_model()
+        loss_fn = MarsLoss(model, 50)
+        loss_fn(model(x), y)
+        if change == "delete":
+            del model[2]
+            model.insert(2, nn.Linear(12, 6).double())  # (a plain layer in its place: the model still runs)
+        elif change == "insert":
+            model.insert(1, LowRankLinear(12, 12, rank=3, alpha=2.0).double())
+        else:
+            model.pop(2)
+            model.insert(2, nn.Linear(12, 6).double())
+        for _ in range(4):
+            out = model(x)
+            value = loss_fn(out, y)
+        torch.testing.assert_close(value, nn.functional.cross_entropy(out, y) + tnn.mars_penalty(model, 50))
+        loss_fn = MarsLoss(model, 50)
+        loss_fn.optimizer(lr=1e-2)
+        model.insert(0, nn.Identity())
+        model.insert(1, LowRankLinear(16, 16, rank=3, alpha=2.0).double())
+        with pytest.raises(RuntimeError, match=r"changed since MarsLoss.optimizer\(\)"):
+            for _ in range(4):
+                loss_fn(model(x), y)
+
+
 def test_a_loss_loaded_in_another_process_follows_a_layer_replaced_after_loading(tmp_path):
     """Found by review: the loss pickled its count of module registrations, which a new process
     could match by chance; the reloaded loss then kept the replaced layer."""

@@ -55,6 +55,13 @@ from .recurrent import TTRecurrentMatrix
 _module_registrations = 0
 
 
+#: calls of a :class:`MarsLoss` after which it walks its model again whatever the registration
+#: count says: ``del model[i]``, ``Sequential.insert`` and ``pop`` change the module tree without
+#: registering anything (torch has no hook for them), and the loss went on with a removed layer's
+#: prior, or without an inserted layer's (which then never compressed), silently
+REWALK_EVERY = 256
+
+
 def _count_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
     # (it runs inside every module's __setattr__ in the process, on modules half built: plain
     # dictionary reads, and any surprise counts as a change rather than escaping into torch)
@@ -346,10 +353,13 @@ class MarsLoss(nn.Module):
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         state = self.__dict__
-        # a MARS-capable module was set somewhere since the last walk (not read while compiling: dynamo
-        # would guard on both counts and recompile at every registration in the process)
-        if not torch.compiler.is_compiling() and state.get("_registrations_seen") != _module_registrations:
-            self._follow_model()
+        # a MARS-capable module was set somewhere since the last walk, or REWALK_EVERY calls went by
+        # (not read while compiling: dynamo would guard on both counts and recompile at every
+        # registration in the process)
+        if not torch.compiler.is_compiling():
+            calls = state["_calls"] = state.get("_calls", 0) + 1
+            if state.get("_registrations_seen") != _module_registrations or calls % REWALK_EVERY == 0:
+                self._follow_model()
         if "_scale_checked" not in state and not torch.compiler.is_compiling():
             self._check_target_scale(target)
         if not state["_model"].training and "_modes_checked" not in state and torch.is_grad_enabled() \
