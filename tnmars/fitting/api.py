@@ -341,6 +341,8 @@ def fit(
                 # on 9x10x12, 80% observed: (1, 1, 1) at error 0.70, where (3, 4, 4) fits to 0.05);
                 # a second walk from random cores at the largest ranks the observations determine,
                 # its end kept where the criterion prefers it and it does not extrapolate
+                reporter.start("selection", note="a second walk from random cores at the largest ranks the "
+                               "observations determine: the first left most of the data unexplained")
                 walk_again(_random_start(template, crit.max_dof, floors, prep.data, seed),
                            accept=lambda c: not _extrapolates(c.network, prep),
                            **({} if "patience" in search_settings else {"patience": GREEDY_PATIENCE}))
