@@ -1022,6 +1022,18 @@ def test_a_ring_that_leaves_most_of_its_data_unexplained_is_searched_again_from_
     assert np.linalg.norm(estimate - truth) < 0.3 and res.relative_error < 0.2
 
 
+def test_the_same_data_give_the_same_fit_without_a_seed():
+    """The ring's second walk starts from random cores: with fresh randomness at every call
+    (the default was ``seed=None``), the ring above came back at (4, 4, 3), (3, 5, 3),
+    (4, 5, 2) and (5, 3, 4) in four calls. The default seed is 0; ``None`` still draws anew."""
+    _, x, _ = _fresh_ring((14, 16, 4), (4, 4, 3), None, 1.0, 0.0, 6034)
+    first, second = (tnmars.fit(x, "tr", progress=False) for _ in range(2))
+    assert first.ranks == second.ranks and first.objective == second.objective
+    assert first.settings["seed"] == 0
+    fresh = {tnmars.fit(x, "tr", seed=None, progress=False).objective for _ in range(3)}
+    assert len(fresh) > 1  # (the walk's end depends on the random start: one value would mean no randomness)
+
+
 def test_a_second_walk_is_kept_only_where_it_does_not_extrapolate():
     """The random start's walk is judged on the observed entries only: a completion that fits
     them by huge values elsewhere (a ring at (2, 2, 2, 2) on 8x2x4x8, 40% observed, reached 57

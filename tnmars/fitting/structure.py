@@ -150,7 +150,7 @@ def search(
     prior_strength: float | None = None,
     start: StructureResult | Network | None = None,
     starts: int | None = None,
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.Generator | None = 0,
     backend: str | None = None,
     device: str | None = None,
     dtype: Any = None,
