@@ -1,5 +1,6 @@
 """Path search: the forms of ``optimize``, and that ``"auto"`` does not keep a path with several
 times the FLOPs of a cheap better one (trains with vectors, PEPS, MERA-like loops)."""
+import sys
 import warnings
 
 import numpy as np
@@ -158,3 +159,49 @@ def test_auto_is_never_much_worse_than_dp_on_the_benchmark_shapes():
         ops = [rng.standard_normal(s) for s in shapes]
         np.testing.assert_allclose(tnmars.contract(eq, *ops), opt_einsum.contract(eq, *ops), rtol=1e-9)
     assert einsum_terms("ab,bc", (2, 2))[1] == "ac"
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs(max_cores=7).flatmap(lambda s: dims(s, max_dim=5, max_rank=5).map(lambda d: (s, d))))
+def test_the_path_taken_from_opt_einsum_is_the_one_contract_path_returns(spec_and_dims):
+    """``_opt_einsum_path`` calls opt_einsum's path functions without ``contract_path``'s
+    report; the path must be the same, for each optimizer and memory limit."""
+    from tnmars.paths import _contract_path, _opt_einsum_path
+
+    spec, sizes = spec_and_dims
+    parsed = parse_spec(spec)
+    terms = list(parsed.inputs)
+    for optimize in ("greedy", "auto", "optimal", "branch-2", "random-greedy", opt_einsum.DynamicProgramming()):
+        for limit in (None, "max_input", 64, -1):
+            expected = ([], [])
+            for out, fn in zip(expected, (_opt_einsum_path, _contract_path)):
+                if isinstance(optimize, str) and optimize.startswith("random"):
+                    np.random.seed(0)
+                    import random
+                    random.seed(0)
+                try:
+                    out.append(fn(terms, parsed.output, dict(sizes), optimize, limit))
+                except Exception as err:  # (both must fail alike)
+                    out.append(type(err))
+            assert expected[0] == expected[1], (optimize, limit)
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs(max_cores=7).flatmap(lambda s: dims(s, max_dim=5, max_rank=5).map(lambda d: (s, d))))
+def test_plans_are_the_same_with_the_layout_choices_remembered(spec_and_dims):
+    """``_layout`` remembers ``_choose_layout``'s choices by what they read; a plan made with
+    the remembered choices (the second time: all read back) equals one made without them."""
+    contract_module = sys.modules["tnmars.contract"]  # (tnmars.contract is also the function)
+    spec, sizes = spec_and_dims
+    parsed = parse_spec(spec)
+    shapes = tuple(tuple(sizes[c] for c in t) for t in parsed.inputs)
+    plan = contract_module.make_plan.__wrapped__
+    remembered = [plan(tuple(parsed.inputs), parsed.output, shapes, optimize) for optimize in ("auto", "greedy")]
+    again = [plan(tuple(parsed.inputs), parsed.output, shapes, optimize) for optimize in ("auto", "greedy")]
+    chosen = contract_module._layout
+    contract_module._layout = contract_module._choose_layout
+    try:
+        fresh = [plan(tuple(parsed.inputs), parsed.output, shapes, optimize) for optimize in ("auto", "greedy")]
+    finally:
+        contract_module._layout = chosen
+    assert remembered == again == fresh

@@ -532,8 +532,32 @@ def _gemm_copies(sizes_a, perm_a, rows_a, sizes_b, perm_b, rows_b, plain: bool) 
     return (0.0 if view_a else cost_a), (0.0 if view_b else cost_b), 0
 
 
+#: :func:`_layout`'s choices by what they depend on; cleared when it holds more than this
+LAYOUT_CACHE_SIZE = 2**16
+_LAYOUTS: dict[tuple, tuple] = {}
+
+
 def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict[str, int], last: bool,
             swap: bool = False):
+    """:func:`_choose_layout`, remembered by everything it reads: the two operands' indices,
+    their sizes, which of them later terms need, and (at the last step) the output's order. A
+    fit plans thousands of contractions that differ in a few bond sizes (a ring's Grams: about
+    11 calls per distinct step), and the choice was most of their planning time."""
+    a, b = live[i], live[j]
+    key = (a, b, tuple(c in rest for c in a + b), output if last else None, tuple(sizes[c] for c in a + b), swap)
+    got = _LAYOUTS.get(key)
+    if got is None:
+        (first, second, batch, fa, contracted, fb), tied = _choose_layout(0, 1, [a, b], rest, output, sizes, last,
+                                                                          swap)
+        if len(_LAYOUTS) >= LAYOUT_CACHE_SIZE:
+            _LAYOUTS.clear()
+        got = _LAYOUTS[key] = (first == 0, tuple(batch), tuple(fa), tuple(contracted), tuple(fb), tied)
+    i_first, batch, fa, contracted, fb, tied = got
+    return ((i, j) if i_first else (j, i)) + (list(batch), list(fa), list(contracted), list(fb)), tied
+
+
+def _choose_layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict[str, int], last: bool,
+                   swap: bool = False):
     """Choose which operand is the matmul's left side and the order of the batch, free and
     contracted indices, so that the transposes (copies) cost least by :func:`_gemm_copies`;
     also say whether the other choice of left side cost as much (ties put operand ``i`` on

@@ -52,11 +52,20 @@ class NumpyBackend(Backend):
     def zeros(self, shape: Sequence[int], dtype: str, device: str | None = None) -> Any:
         return self.xp.zeros(tuple(shape), dtype=dtype)
 
+    # the arrays' own methods (NumPy's and CuPy's alike): the module functions wrap them in a
+    # Python layer that cost as much as a small array's reshape itself, millions of times in a
+    # ring fit's contractions
     def transpose(self, x: Any, axes: Sequence[int]) -> Any:
-        return self.xp.transpose(x, tuple(axes))
+        try:
+            return x.transpose(tuple(axes))
+        except AttributeError:  # (a Python number or list)
+            return self.xp.transpose(x, tuple(axes))
 
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
-        return self.xp.reshape(x, tuple(shape))
+        try:
+            return x.reshape(tuple(shape))
+        except AttributeError:
+            return self.xp.reshape(x, tuple(shape))
 
     def matmul(self, a: Any, b: Any) -> Any:
         return self.xp.matmul(a, b)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -144,6 +145,14 @@ def _planned(terms: Sequence[str], output: str, shapes: Sequence[tuple[int, ...]
     what :func:`_contract` needs to run it: ``None`` when no index has size 1, else the kept
     shapes of the operands and the output's full shape. ``careful=False``: the greedy plan
     only (what :func:`_plan_of` starts from), never the costly searches."""
+    # (cached as a whole: every contraction of a sweep asks, about ten times per plan, and
+    # finding the sizes again cost more than a small ring's contraction itself)
+    return _planned_for(tuple(terms), output, tuple(map(tuple, shapes)), careful)
+
+
+@lru_cache(maxsize=4096)
+def _planned_for(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...],
+                 careful: bool) -> tuple[Any, tuple | None]:
     sizes: dict[str, int] = {}
     for term, shape in zip(terms, shapes):
         for c, n in zip(term, shape):
