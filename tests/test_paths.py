@@ -188,20 +188,25 @@ def test_the_path_taken_from_opt_einsum_is_the_one_contract_path_returns(spec_an
 
 @settings(max_examples=60, deadline=None)
 @given(specs(max_cores=7).flatmap(lambda s: dims(s, max_dim=5, max_rank=5).map(lambda d: (s, d))))
-def test_plans_are_the_same_with_the_layout_choices_remembered(spec_and_dims):
-    """``_layout`` remembers ``_choose_layout``'s choices by what they read; a plan made with
-    the remembered choices (the second time: all read back) equals one made without them."""
+def test_plans_are_the_same_with_their_steps_remembered(spec_and_dims):
+    """``_build_steps_once`` remembers each step (``_step_parts``) by what it reads; a plan made
+    with remembered steps (the second time: all read back) equals one made from scratch."""
     contract_module = sys.modules["tnmars.contract"]  # (tnmars.contract is also the function)
+
+    class Forgetful(dict):
+        def __setitem__(self, key, value):
+            pass
+
     spec, sizes = spec_and_dims
     parsed = parse_spec(spec)
     shapes = tuple(tuple(sizes[c] for c in t) for t in parsed.inputs)
     plan = contract_module.make_plan.__wrapped__
     remembered = [plan(tuple(parsed.inputs), parsed.output, shapes, optimize) for optimize in ("auto", "greedy")]
     again = [plan(tuple(parsed.inputs), parsed.output, shapes, optimize) for optimize in ("auto", "greedy")]
-    chosen = contract_module._layout
-    contract_module._layout = contract_module._choose_layout
+    kept = contract_module._STEPS
+    contract_module._STEPS = Forgetful()
     try:
         fresh = [plan(tuple(parsed.inputs), parsed.output, shapes, optimize) for optimize in ("auto", "greedy")]
     finally:
-        contract_module._layout = chosen
+        contract_module._STEPS = kept
     assert remembered == again == fresh

@@ -402,61 +402,31 @@ def _build_steps_once(path, terms, output, sizes, swap: bool):
     for pair in path:
         i, j = sorted(pair)
         rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
-        (i, j, batch, a_free, contracted, b_free), step_tied = _layout(i, j, live, rest, output, sizes,
-                                                                      len(live) == 2, swap)
-        tied = tied or step_tied
         a, b = live[i], live[j]
-        # every live index is shared or needed later: lone ones were pre-summed
-        perm_a = tuple(a.index(c) for c in batch + a_free + contracted)
-        perm_b = tuple(b.index(c) for c in batch + contracted + b_free)
-        nb = prod(sizes[c] for c in batch)
-        m = prod(sizes[c] for c in a_free)
-        kk = prod(sizes[c] for c in contracted)
-        n = prod(sizes[c] for c in b_free)
-        result = "".join(batch + a_free + b_free)
-        plain = nb == 1 and kk != 1
-        cost_a, cost_b, copy_first = _gemm_copies([sizes[c] for c in a], perm_a, len(batch) + len(a_free),
-                                                  [sizes[c] for c in b], perm_b, len(batch) + len(contracted), plain)
-        fused = (not batch and kk != 1 and (m < 16 * n or n == 1) and nb * m * n <= MAX_FUSED_ENTRIES
-                 and a_free == [c for c in a if c in a_free] and b_free == [c for c in b if c in b_free]
-                 and not copy_first)
-        steps.append(
-            _Step(
-                first=i,
-                second=j,
-                perm_a=perm_a,
-                shape_a=(nb, m, kk),
-                perm_b=perm_b,
-                shape_b=(nb, kk, n),
-                out_shape=tuple(sizes[c] for c in result),
-                result=result,
-                transpose_a=perm_a != tuple(range(len(perm_a))),
-                transpose_b=perm_b != tuple(range(len(perm_b))),
-                batched=nb != 1,
-                outer=kk == 1,
-                slot_a=ids[i],
-                slot_b=ids[j],
-                slot_out=len(terms) + len(steps),
-                axes_a=tuple(a.index(c) for c in contracted) if fused else None,
-                axes_b=tuple(b.index(c) for c in contracted) if fused else None,
-                copy_first=copy_first,
-            )
-        )
+        last = len(live) == 2
+        key = (a, b, tuple(c in rest for c in a + b), output if last else None, tuple(sizes[c] for c in a + b), swap)
+        part = _STEPS.get(key)
+        if part is None:
+            part = _step_parts(a, b, rest, output, sizes, plan_sizes, last, swap)
+            if len(_STEPS) >= STEP_CACHE_SIZE:
+                _STEPS.clear()
+            _STEPS[key] = part
+        i_first, fields, result, moved, entries, written_price, step_flops, extra, step_tied = part
+        if not i_first:
+            i, j = j, i
+        tied = tied or step_tied
+        steps.append(_Step(first=i, second=j, slot_a=ids[i], slot_b=ids[j], slot_out=len(terms) + len(steps),
+                           **fields))
         ids = [t for k, t in enumerate(ids) if k not in (i, j)] + [len(terms) + len(steps) - 1]
-        for term, moved in ((a, cost_a), (b, cost_b)):
-            copy_cost += moved
-            traffic += moved * _traffic_price(prod(plan_sizes[c] for c in term))
-        entries = prod(plan_sizes[c] for c in result)
+        for cost, price in moved:  # (in the order the sums always took: the same rounding)
+            copy_cost += cost
+            traffic += price
         written += entries
-        traffic += entries * _traffic_price(entries)
+        traffic += written_price
         largest = max(largest, entries)
-        step_flops = opt_einsum.helpers.flop_count(set(a) | set(b), bool(contracted), 2, plan_sizes)
         flops += step_flops
-        if not kk == 1:  # a narrow matrix product runs slower per FLOP than a wide one
-            narrowest = max(min(_planning_size(m), _planning_size(kk), _planning_size(n)), 4)
-            traffic += step_flops * NARROW_GEMM / narrowest
-            if nb == 1 and m >= TALL_SKINNY_RATIO * n and kk < max(64, 2 * n):
-                traffic += step_flops * TALL_GEMM  # torch runs it directly, and slowly
+        for price in extra:
+            traffic += price
         live = [t for k, t in enumerate(live) if k not in (i, j)] + [result]
     final = live[0]
     final_perm = tuple(final.index(c) for c in output)
@@ -464,6 +434,68 @@ def _build_steps_once(path, terms, output, sizes, swap: bool):
     copy_cost += moved
     traffic += moved * _traffic_price(prod(plan_sizes[c] for c in final))
     return tuple(steps), final_perm, copy_cost, written, flops, largest, traffic, tied
+
+
+#: :func:`_step_parts` by everything it reads (see there); cleared when it holds more than this
+STEP_CACHE_SIZE = 2**16
+_STEPS: dict[tuple, tuple] = {}
+
+
+def _step_parts(a0: str, b0: str, rest: str, output: str, sizes: dict[str, int], plan_sizes: dict[str, int],
+                last: bool, swap: bool) -> tuple:
+    """One step of :func:`_build_steps_once`, contracting operands ``a0`` and ``b0`` (in the
+    order they are live): whether ``a0`` is the matmul's left side, the :class:`_Step` fields
+    that do not depend on the operands' slots, the result's indices, the copies and their
+    prices, the entries written and their price, the FLOPs, the narrow and tall products'
+    prices, and whether the layout was tied (see :func:`_layout`). It reads only the two
+    operands' indices and sizes, which of their indices ``rest`` (the later terms and the
+    output) holds, and at the last step the output's order, by which it is remembered: a fit
+    plans thousands of contractions that differ in a few bond sizes (a ring's Grams ask for
+    each step about 11 times), and building the steps was most of their planning time."""
+    (first, _, batch, a_free, contracted, b_free), step_tied = _layout(0, 1, [a0, b0], rest, output, sizes, last,
+                                                                      swap)
+    a, b = (a0, b0) if first == 0 else (b0, a0)
+    # every live index is shared or needed later: lone ones were pre-summed
+    perm_a = tuple(a.index(c) for c in batch + a_free + contracted)
+    perm_b = tuple(b.index(c) for c in batch + contracted + b_free)
+    nb = prod(sizes[c] for c in batch)
+    m = prod(sizes[c] for c in a_free)
+    kk = prod(sizes[c] for c in contracted)
+    n = prod(sizes[c] for c in b_free)
+    result = "".join(batch + a_free + b_free)
+    plain = nb == 1 and kk != 1
+    cost_a, cost_b, copy_first = _gemm_copies([sizes[c] for c in a], perm_a, len(batch) + len(a_free),
+                                              [sizes[c] for c in b], perm_b, len(batch) + len(contracted), plain)
+    fused = (not batch and kk != 1 and (m < 16 * n or n == 1) and nb * m * n <= MAX_FUSED_ENTRIES
+             and a_free == [c for c in a if c in a_free] and b_free == [c for c in b if c in b_free]
+             and not copy_first)
+    fields = {
+        "perm_a": perm_a,
+        "shape_a": (nb, m, kk),
+        "perm_b": perm_b,
+        "shape_b": (nb, kk, n),
+        "out_shape": tuple(sizes[c] for c in result),
+        "result": result,
+        "transpose_a": perm_a != tuple(range(len(perm_a))),
+        "transpose_b": perm_b != tuple(range(len(perm_b))),
+        "batched": nb != 1,
+        "outer": kk == 1,
+        "axes_a": tuple(a.index(c) for c in contracted) if fused else None,
+        "axes_b": tuple(b.index(c) for c in contracted) if fused else None,
+        "copy_first": copy_first,
+    }
+    moved = tuple((cost, cost * _traffic_price(prod(plan_sizes[c] for c in term)))
+                  for term, cost in ((a, cost_a), (b, cost_b)))
+    entries = prod(plan_sizes[c] for c in result)
+    step_flops = opt_einsum.helpers.flop_count(set(a) | set(b), bool(contracted), 2, plan_sizes)
+    extra = []
+    if not kk == 1:  # a narrow matrix product runs slower per FLOP than a wide one
+        narrowest = max(min(_planning_size(m), _planning_size(kk), _planning_size(n)), 4)
+        extra.append(step_flops * NARROW_GEMM / narrowest)
+        if nb == 1 and m >= TALL_SKINNY_RATIO * n and kk < max(64, 2 * n):
+            extra.append(step_flops * TALL_GEMM)  # torch runs it directly, and slowly
+    return (first == 0, fields, result, moved, entries, entries * _traffic_price(entries), step_flops, tuple(extra),
+            step_tied)
 
 
 def _permute_cost(sizes: Sequence[int], perm: Sequence[int]) -> float:
@@ -532,32 +564,8 @@ def _gemm_copies(sizes_a, perm_a, rows_a, sizes_b, perm_b, rows_b, plain: bool) 
     return (0.0 if view_a else cost_a), (0.0 if view_b else cost_b), 0
 
 
-#: :func:`_layout`'s choices by what they depend on; cleared when it holds more than this
-LAYOUT_CACHE_SIZE = 2**16
-_LAYOUTS: dict[tuple, tuple] = {}
-
-
 def _layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict[str, int], last: bool,
             swap: bool = False):
-    """:func:`_choose_layout`, remembered by everything it reads: the two operands' indices,
-    their sizes, which of them later terms need, and (at the last step) the output's order. A
-    fit plans thousands of contractions that differ in a few bond sizes (a ring's Grams: about
-    11 calls per distinct step), and the choice was most of their planning time."""
-    a, b = live[i], live[j]
-    key = (a, b, tuple(c in rest for c in a + b), output if last else None, tuple(sizes[c] for c in a + b), swap)
-    got = _LAYOUTS.get(key)
-    if got is None:
-        (first, second, batch, fa, contracted, fb), tied = _choose_layout(0, 1, [a, b], rest, output, sizes, last,
-                                                                          swap)
-        if len(_LAYOUTS) >= LAYOUT_CACHE_SIZE:
-            _LAYOUTS.clear()
-        got = _LAYOUTS[key] = (first == 0, tuple(batch), tuple(fa), tuple(contracted), tuple(fb), tied)
-    i_first, batch, fa, contracted, fb, tied = got
-    return ((i, j) if i_first else (j, i)) + (list(batch), list(fa), list(contracted), list(fb)), tied
-
-
-def _choose_layout(i: int, j: int, live: list[str], rest: str, output: str, sizes: dict[str, int], last: bool,
-                   swap: bool = False):
     """Choose which operand is the matmul's left side and the order of the batch, free and
     contracted indices, so that the transposes (copies) cost least by :func:`_gemm_copies`;
     also say whether the other choice of left side cost as much (ties put operand ``i`` on
