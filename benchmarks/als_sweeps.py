@@ -147,6 +147,7 @@ def planning_rows(repeats: int) -> list[list[object]]:
                 for _ in range(repeats):
                     contract_module.make_plan.cache_clear()
                     solvers._planned_for.cache_clear()
+                    contract_module._STEPS.clear()  # (cold: no step remembered from an earlier run)
                     t0 = time.perf_counter()
                     plan = contract_module.make_plan(kept, kept_out, kept_shapes, optimize,
                                                      escalate_from=solvers.ESCALATE_FROM)
@@ -204,6 +205,7 @@ def gram_rows(repeats: int) -> list[list[object]]:
             try:
                 contract_module.make_plan.cache_clear()
                 solvers._planned_for.cache_clear()
+                contract_module._STEPS.clear()  # (cold: no step remembered from an earlier run)
                 t0 = time.perf_counter()
                 _grams(net, data, cores)
                 first[route] = time.perf_counter() - t0

@@ -180,7 +180,7 @@ def _contract(terms: Sequence[str], output: str, operands: Sequence[Any], be: Ba
     sweeps that use it (a fully connected network of order 6 at ranks 1-4: 1.5 s to plan
     three sweeps that run in 0.03 s). Without them the plan is that of the sparse graph.
     ``careful=False``: the greedy plan only (see :func:`_planned`)."""
-    shapes = [tuple(int(n) for n in x.shape) for x in operands]
+    shapes = [tuple(x.shape) for x in operands]  # (Python ints on every backend: NumPy, CuPy, torch.Size)
     plan, squeezed = _planned(terms, output, shapes, careful)
     if squeezed is None:
         return execute(plan, list(operands), be)
