@@ -210,3 +210,26 @@ def test_plans_are_the_same_with_their_steps_remembered(spec_and_dims):
     finally:
         contract_module._STEPS = kept
     assert remembered == again == fresh
+
+
+def test_a_plans_price_follows_the_modules_prices_with_its_steps_remembered():
+    """benchmarks/contraction_prices.py fits the copy and GEMM prices by setting them on the
+    module and pricing paths: a step remembered at other prices must not be read back (found by
+    review: every grid point was priced at the default prices)."""
+    contract_module = sys.modules["tnmars.contract"]
+    terms, output, sizes, path = ["ab", "bc", "cd"], "ad", {"a": 2000, "b": 30, "c": 30, "d": 2000}, ((0, 1), (0, 1))
+
+    def priced(**prices):
+        saved = {k: getattr(contract_module, k) for k in prices}
+        try:
+            for k, v in prices.items():
+                setattr(contract_module, k, v)
+            return contract_module._priced(path, terms, output, sizes).cost
+        finally:
+            for k, v in saved.items():
+                setattr(contract_module, k, v)
+
+    default = priced()
+    changed = priced(COPY_FLOPS=50.0, NARROW_GEMM=16.0)
+    contract_module._STEPS.clear()
+    assert changed == priced(COPY_FLOPS=50.0, NARROW_GEMM=16.0) != default

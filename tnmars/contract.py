@@ -399,12 +399,16 @@ def _build_steps_once(path, terms, output, sizes, swap: bool):
     largest = 0
     tied = False
     plan_sizes = {c: _planning_size(n) for c, n in sizes.items()}
+    # the prices are read here, not fixed: benchmarks/contraction_prices.py fits them by setting them
+    prices = (COPY_FLOPS, CACHED_COPY_FLOPS, CACHED_ENTRIES, NARROW_GEMM, TALL_GEMM, TALL_SKINNY_RATIO,
+              MAX_FUSED_ENTRIES)
     for pair in path:
         i, j = sorted(pair)
         rest = "".join(t for k, t in enumerate(live) if k not in (i, j)) + output
         a, b = live[i], live[j]
         last = len(live) == 2
-        key = (a, b, tuple(c in rest for c in a + b), output if last else None, tuple(sizes[c] for c in a + b), swap)
+        key = (a, b, tuple(c in rest for c in a + b), output if last else None, tuple(sizes[c] for c in a + b), swap,
+               prices)
         part = _STEPS.get(key)
         if part is None:
             part = _step_parts(a, b, rest, output, sizes, plan_sizes, last, swap)
@@ -436,8 +440,9 @@ def _build_steps_once(path, terms, output, sizes, swap: bool):
     return tuple(steps), final_perm, copy_cost, written, flops, largest, traffic, tied
 
 
-#: :func:`_step_parts` by everything it reads (see there); cleared when it holds more than this
-STEP_CACHE_SIZE = 2**16
+#: :func:`_step_parts` by everything it reads (see there), the module's prices included; cleared
+#: when it holds more than this (an entry takes about 2 KB: at most about 30 MB)
+STEP_CACHE_SIZE = 2**14
 _STEPS: dict[tuple, tuple] = {}
 
 
@@ -449,7 +454,8 @@ def _step_parts(a0: str, b0: str, rest: str, output: str, sizes: dict[str, int],
     prices, the entries written and their price, the FLOPs, the narrow and tall products'
     prices, and whether the layout was tied (see :func:`_layout`). It reads only the two
     operands' indices and sizes, which of their indices ``rest`` (the later terms and the
-    output) holds, and at the last step the output's order, by which it is remembered: a fit
+    output) holds, at the last step the output's order, and the module's prices (``COPY_FLOPS``
+    and the others), by which it is remembered: a fit
     plans thousands of contractions that differ in a few bond sizes (a ring's Grams ask for
     each step about 11 times), and building the steps was most of their planning time."""
     (first, _, batch, a_free, contracted, b_free), step_tied = _layout(0, 1, [a0, b0], rest, output, sizes, last,

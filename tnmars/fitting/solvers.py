@@ -147,12 +147,13 @@ def _planned(terms: Sequence[str], output: str, shapes: Sequence[tuple[int, ...]
     only (what :func:`_plan_of` starts from), never the costly searches."""
     # (cached as a whole: every contraction of a sweep asks, about ten times per plan, and
     # finding the sizes again cost more than a small ring's contraction itself)
-    return _planned_for(tuple(terms), output, tuple(map(tuple, shapes)), careful)
+    # (with the thresholds _plan_of reads: a benchmark or test that sets them gets plans of them)
+    return _planned_for(tuple(terms), output, tuple(map(tuple, shapes)), careful, CAREFUL_PLAN_FROM, ESCALATE_FROM)
 
 
 @lru_cache(maxsize=4096)
 def _planned_for(terms: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...],
-                 careful: bool) -> tuple[Any, tuple | None]:
+                 careful: bool, *thresholds: float) -> tuple[Any, tuple | None]:
     sizes: dict[str, int] = {}
     for term, shape in zip(terms, shapes):
         for c, n in zip(term, shape):
