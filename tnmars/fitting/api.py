@@ -82,6 +82,8 @@ HALF_DTYPES = ("float16", "bfloat16")
 POLISH_SWEEPS = 300
 #: steps the search may take without improvement when it grows from rank 1
 GREEDY_PATIENCE = 2
+#: random starts tried, one after the other, for a ring fit that leaves most of its data unexplained
+RING_RANDOM_STARTS = 2
 #: ``selection`` settings: the rank search's, and ``random_restart`` (the fit's second walk from
 #: random cores for a ring that leaves most of its data unexplained; on by default)
 SELECTION_SETTINGS = (*SEARCH_SETTINGS, "random_restart")
@@ -173,8 +175,10 @@ def fit(
         without a budget whose result leaves most of the data's deviations from their mean
         unexplained is searched again from random cores at the largest ranks the observations
         determine; the criterion keeps the better end (a completion's only where it does not
-        extrapolate). ALS on a ring from the spectral start's low ranks can stop in minima no
-        single index leaves.
+        extrapolate), and a fit still leaving most of the data unexplained tries one more random
+        start (``RING_RANDOM_STARTS`` in all). ALS on a ring from the spectral start's low ranks
+        can stop in minima no single index leaves, and where a random start's walk ends depends on
+        the start.
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
         Default 0, so that the same data give the same ranks from one call to the next (a
         ring's second walk starts from random cores, and the search grows bonds by random
@@ -345,11 +349,16 @@ def fit(
                 # on 9x10x12, 80% observed: (1, 1, 1) at error 0.70, where (3, 4, 4) fits to 0.05);
                 # a second walk from random cores at the largest ranks the observations determine,
                 # its end kept where the criterion prefers it and it does not extrapolate
-                reporter.start("selection", note="a second walk from random cores at the largest ranks the "
-                               "observations determine: the first left most of the data unexplained")
-                walk_again(_random_start(template, crit.max_dof, floors, prep.data, seed),
-                           accept=lambda c: not _extrapolates(c.network, prep),
-                           **({} if "patience" in search_settings else {"patience": GREEDY_PATIENCE}))
+                for attempt in range(RING_RANDOM_STARTS):
+                    if attempt and (interrupted or not _unexplained(best, prep.data)):
+                        break
+                    reporter.start("selection", note="a walk from random cores at the largest ranks the observations "
+                                   f"determine ({attempt + 1} of at most {RING_RANDOM_STARTS}): the fit so far "
+                                   "leaves most of the data unexplained")
+                    start_seed = seed if attempt == 0 or seed is None else np.random.default_rng([seed, attempt])
+                    walk_again(_random_start(template, crit.max_dof, floors, prep.data, start_seed),
+                               accept=lambda c: not _extrapolates(c.network, prep),
+                               **({} if "patience" in search_settings else {"patience": GREEDY_PATIENCE}))
         # 3. polish: ALS to convergence at the selected ranks
         polished = not interrupted  # (its record in the history: "result" when it never ran)
         if polished:
@@ -575,7 +584,7 @@ def _unexplained(best: Candidate, data: FitData) -> bool:
 
 
 def _random_start(template: Network, max_dof: float, floors: Mapping[str, int], data: FitData,
-                  seed: int | None) -> Network:
+                  seed: int | np.random.Generator | None) -> Network:
     """Random cores at the largest ranks (as even as the graph allows) whose degrees of freedom
     the observations still determine, raised to the rank floors, scaled to the data."""
     ranks = dict(within_budget(template, max_dof).bonds)
