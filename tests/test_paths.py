@@ -212,24 +212,15 @@ def test_plans_are_the_same_with_their_steps_remembered(spec_and_dims):
     assert remembered == again == fresh
 
 
-def test_a_plans_price_follows_the_modules_prices_with_its_steps_remembered():
+def test_a_plans_price_follows_the_modules_prices_with_its_steps_remembered(monkeypatch):
     """benchmarks/contraction_prices.py fits the copy and GEMM prices by setting them on the
     module and pricing paths: a step remembered at other prices must not be read back (found by
     review: every grid point was priced at the default prices)."""
     contract_module = sys.modules["tnmars.contract"]
-    terms, output, sizes, path = ["ab", "bc", "cd"], "ad", {"a": 2000, "b": 30, "c": 30, "d": 2000}, ((0, 1), (0, 1))
-
-    def priced(**prices):
-        saved = {k: getattr(contract_module, k) for k in prices}
-        try:
-            for k, v in prices.items():
-                setattr(contract_module, k, v)
-            return contract_module._priced(path, terms, output, sizes).cost
-        finally:
-            for k, v in saved.items():
-                setattr(contract_module, k, v)
-
-    default = priced()
-    changed = priced(COPY_FLOPS=50.0, NARROW_GEMM=16.0)
+    chain = (((0, 1), (0, 1)), ["ab", "bc", "cd"], "ad", {"a": 2000, "b": 30, "c": 30, "d": 2000})
+    default = contract_module._priced(*chain).cost
+    monkeypatch.setattr(contract_module, "COPY_FLOPS", 50.0)
+    monkeypatch.setattr(contract_module, "NARROW_GEMM", 16.0)
+    changed = contract_module._priced(*chain).cost
     contract_module._STEPS.clear()
-    assert changed == priced(COPY_FLOPS=50.0, NARROW_GEMM=16.0) != default
+    assert changed == contract_module._priced(*chain).cost != default
