@@ -968,11 +968,15 @@ def test_a_completion_that_leaves_most_of_the_data_out_says_so_even_when_its_res
     assert res.relative_error < 0.1 and not any("unexplained" in d for d in res.diagnostics)
 
 
-def test_a_fit_that_finds_only_the_offset_is_a_poor_fit():
+def test_a_fit_that_finds_only_the_offset_is_a_poor_fit(monkeypatch):
     """Found by a held-out check: a ring completion plus a constant of 20 times its norm came back
     at (1, 1, 1, 1), the constant alone, with relative error 0.049 (the structure is 1/400 of the
     energy) and no word. The poor-fit checks read the error against the data's deviations from
-    their mean."""
+    their mean. (With one random start, as when this was found; the second start now finds
+    (5, 3, 5, 3), 0.44 from the truth instead of 1.0, which explains most of the deviations.)"""
+    from tnmars.fitting import api
+
+    monkeypatch.setattr(api, "RING_RANDOM_STARTS", 1)
     _, x, observed = _fresh_ring((6, 7, 6, 8), (4, 3, 4, 4), 40, 0.4, 20.0, 7005)
     with pytest.warns(RuntimeWarning, match="against the data's deviations from their mean"):
         res = tnmars.fit(x, "tr", observed=observed, seed=0, progress=False)
