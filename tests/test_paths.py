@@ -1,5 +1,6 @@
 """Path search: the forms of ``optimize``, and that ``"auto"`` does not keep a path with several
 times the FLOPs of a cheap better one (trains with vectors, PEPS, MERA-like loops)."""
+import os
 import sys
 import warnings
 
@@ -171,14 +172,10 @@ def test_the_path_taken_from_opt_einsum_is_the_one_contract_path_returns(spec_an
     spec, sizes = spec_and_dims
     parsed = parse_spec(spec)
     terms = list(parsed.inputs)
-    for optimize in ("greedy", "auto", "optimal", "branch-2", "random-greedy", opt_einsum.DynamicProgramming()):
+    for optimize in ("greedy", "auto", "optimal", "branch-2", opt_einsum.DynamicProgramming()):
         for limit in (None, "max_input", 64, -1):
             expected = ([], [])
             for out, fn in zip(expected, (_opt_einsum_path, _contract_path)):
-                if isinstance(optimize, str) and optimize.startswith("random"):
-                    np.random.seed(0)
-                    import random
-                    random.seed(0)
                 try:
                     out.append(fn(terms, parsed.output, dict(sizes), optimize, limit))
                 except Exception as err:  # (both must fail alike)
@@ -224,3 +221,28 @@ def test_a_plans_price_follows_the_modules_prices_with_its_steps_remembered(monk
     changed = contract_module._priced(*chain).cost
     contract_module._STEPS.clear()
     assert changed == contract_module._priced(*chain).cost != default
+
+
+def test_a_randomized_path_search_finds_the_same_path_in_every_process():
+    """opt_einsum's randomized greedy search followed the iteration order of sets of index
+    letters, which Python's string hashing sets anew in every process: a 4x4 grid got four
+    different paths under four values of PYTHONHASHSEED (found by review). Its letters are
+    numbers now."""
+    import subprocess
+
+    script = ("import opt_einsum, string\n"
+              "from tnmars.paths import _opt_einsum_path\n"
+              "g = [(i, j) for i in range(4) for j in range(4)]\n"
+              "bonds = [(p, q) for p in g for q in g if p < q and abs(p[0] - q[0]) + abs(p[1] - q[1]) == 1]\n"
+              "letter = dict(zip(bonds, string.ascii_letters))\n"
+              "terms = [''.join(letter[b] for b in bonds if p in b) for p in g]\n"
+              "sizes = {c: 3 for t in terms for c in t}\n"
+              "print([_opt_einsum_path(terms, '', sizes, o, None) for o in "
+              "('random-greedy', opt_einsum.RandomGreedy(max_repeats=16))])\n")
+    paths = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        paths.add(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                 env=env).stdout)
+    assert len(paths) == 1
+

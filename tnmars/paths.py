@@ -233,7 +233,9 @@ def _opt_einsum_path(terms, output, sizes, optimize, memory_limit) -> tuple[tupl
     ``PathOptimizer``), from the path function it calls, without the contraction list and
     ``PathInfo`` it builds around it: a fit plans thousands of small contractions (every rank
     vector a search visits is new shapes), and that report was half of the call's time. Tested
-    equal to ``contract_path``'s path."""
+    equal to ``contract_path``'s path, except for the randomized searches, which get their
+    letters as numbers here: the same path in every process, where ``contract_path``'s changed
+    with ``PYTHONHASHSEED``."""
     if len(terms) <= 2:  # (what contract_path returns: nothing to optimize)
         return (tuple(range(len(terms))),)
     used = {c: sizes[c] for t in terms for c in t}
@@ -246,11 +248,28 @@ def _opt_einsum_path(terms, output, sizes, optimize, memory_limit) -> tuple[tupl
     else:
         memory = int(memory_limit)
     inputs = [frozenset(t) for t in terms]
+    out = frozenset(output)
+    if _randomized(optimize):
+        # numbers for letters, in the letters' order: a set of strings iterates in the order that
+        # Python's per-process string hashing decides, and the randomized greedy search's choices
+        # followed it, so the same contraction got another path in every process (PYTHONHASHSEED)
+        number = {c: k for k, c in enumerate(sorted(used))}
+        inputs = [frozenset(number[c] for c in t) for t in terms]
+        out = frozenset(number[c] for c in output)
+        used = {number[c]: n for c, n in used.items()}
     if isinstance(optimize, PathOptimizer):
-        path = optimize(inputs, frozenset(output), used, memory)
+        path = optimize(inputs, out, used, memory)
     else:
-        path = opt_einsum.paths.get_path_fn(optimize)(inputs, frozenset(output), used, memory)
+        path = opt_einsum.paths.get_path_fn(optimize)(inputs, out, used, memory)
     return tuple(tuple(int(p) for p in step) for step in path)
+
+
+def _randomized(optimize: Any) -> bool:
+    """Whether ``optimize`` runs opt_einsum's randomized greedy search (``"auto-hq"`` does on
+    more than 16 operands), whose choices follow the iteration order of the index sets."""
+    if isinstance(optimize, str):
+        return optimize.startswith("random") or optimize == "auto-hq"
+    return isinstance(optimize, opt_einsum.path_random.RandomOptimizer)
 
 
 def _contract_path(terms, output, sizes, optimize, memory_limit) -> tuple[tuple[int, ...], ...]:
