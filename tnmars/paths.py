@@ -14,7 +14,8 @@ search whose path is kept if it is cheaper: dynamic programming up to 16 operand
 128 randomized greedy trials, or from ``MIN_FLOPS_FOR_COTENGRA`` on cotengra's
 hyper-optimizer when it is installed (``pip install tnmars[cotengra]``). Trees (chains,
 combs, stars) are left to ``"auto"``: its greedy order is already optimal there. The search
-runs once per plan; plans are cached.
+runs once per plan; plans are cached. The randomized trials are seeded, and get the index
+letters as numbers, so a contraction gets the same path in every process.
 
 >>> pairwise_path([(0, 1, 2)], 3)
 ((0, 1), (0, 1))
