@@ -1101,6 +1101,33 @@ def test_a_walk_from_random_cores_also_tries_one_index_fewer_on_every_bond(monke
     assert res.evaluations < one_by_one.evaluations
 
 
+def test_a_ring_the_walk_opened_into_a_train_is_searched_again_closed():
+    """Found on quantized rings: a noiseless TR (2, 2, 2, 2, 2, 2) on 4^6 came back at
+    (4, 4, 1, 4, 4, 4), exact but with 288 parameters for the truth's 96: the walk opened the
+    ring at one bond, and the train's ranks are products of two ring ranks, where no single
+    index leads back. Such a fit walks again from the ring's TR-SVD at every bond at
+    ``ceil(sqrt(4)) = 2``; the criterion keeps the better end."""
+    from tnmars.fitting.api import _closed_ring_start
+
+    truth = tnmars.Network.tr((4,) * 6, 2, seed=0)
+    res = tnmars.fit(np.asarray(truth.to_tensor()), "tr", seed=0, progress=False)
+    assert res.ranks == (2,) * 6 and res.num_params == truth.num_params and res.relative_error < 1e-10
+    spec = tnmars.Network("iab,jbc,kca->ijk", shape=(4, 5, 6), ranks=4)
+    starts = []
+
+    def fresh(ranks):
+        starts.append(ranks)
+        return [tnmars.Network(spec.spec, {**spec.dims, **ranks}, seed=0)]
+
+    floors = dict.fromkeys(spec.bonds, 1)
+    assert _closed_ring_start(spec, spec, floors, fresh) is None  # a closed ring
+    opened = tnmars.Network(spec.spec, {**spec.dims, "a": 1, "b": 4, "c": 4}, seed=0)
+    start = _closed_ring_start(opened, spec, floors, fresh)
+    assert dict(start.bonds) == starts[-1] == {"a": 2, "b": 2, "c": 2}
+    low = tnmars.Network(spec.spec, {**spec.dims, "a": 1, "b": 3, "c": 2}, seed=0)
+    assert _closed_ring_start(low, spec, floors, fresh) is None  # no product of two ring ranks above 1
+
+
 def test_the_same_data_give_the_same_fit_without_a_seed():
     """The ring's second walk starts from random cores: with fresh randomness at every call
     (the default was ``seed=None``), the ring above came back at (4, 4, 3), (3, 5, 3),

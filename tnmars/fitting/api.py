@@ -361,6 +361,15 @@ def fit(
                     walk_again(_random_start(template, crit.max_dof, floors, prep.data, start_seed),
                                accept=lambda c: not _extrapolates(c.network, prep), descend_together=True,
                                **({} if "patience" in search_settings else {"patience": GREEDY_PATIENCE}))
+            closed = (_closed_ring_start(best.network, template, floors, fresh_start(kind, template, prep.data, seed))
+                      if kind == "tr" and not interrupted and limit is None else None)
+            if closed is not None:
+                # a ring the walk opened into a train (one bond at rank 1, the others near the
+                # products of two ring ranks): a TR (2, ..., 2) on 2^12 came back at (1, 2, 4, ..., 4, 2),
+                # exact but with 3x the truth's parameters, and no single index leads back
+                reporter.start("selection", note="a walk from the ring closed again: the fit so far opened it into a "
+                               "train")
+                walk_again(closed, accept=lambda c: not _extrapolates(c.network, prep))
         # 3. polish: ALS to convergence at the selected ranks
         polished = not interrupted  # (its record in the history: "result" when it never ran)
         if polished:
@@ -594,6 +603,24 @@ def _random_start(template: Network, max_dof: float, floors: Mapping[str, int], 
                   optimize=template.optimize)
     net = raised_to(net, {b: max(f, 1) for b, f in floors.items()}, seed)
     return _warm_start(net, template, 1.0, data)
+
+
+def _closed_ring_start(net: Network, template: Network, floors: Mapping[str, int],
+                       fresh: Callable[[dict[str, int]], list[Network]] | None) -> Network | None:
+    """A start for a ring that the walk opened into a train, or None: ``net`` has a bond at
+    rank 1 and a rank of at least 4 elsewhere. A ring of ranks ``r`` opened at one bond is a
+    train whose ranks are products of two of them, up to ``r^2``: the start puts every bond at
+    ``ceil(sqrt(max rank))`` (within the floors and caps), the ring's TR-SVD there (``fresh``'s
+    first start: random cores where there is none), if that ring has fewer degrees of freedom."""
+    ranks = dict(net.bonds)
+    if fresh is None or min(ranks.values()) > 1 or max(ranks.values()) < 4:
+        return None
+    side = math.isqrt(max(ranks.values()) - 1) + 1
+    target = {b: min(max(side, floors.get(b, 0), 1), template.bonds[b]) for b in ranks}
+    if degrees_of_freedom(template.spec, {**template.dims, **target}) >= degrees_of_freedom(net.spec, net.dims):
+        return None
+    starts = fresh(target)
+    return starts[0] if starts else None
 
 
 def _extrapolates(net: Network, prep: Prepared) -> bool:
