@@ -188,8 +188,11 @@ def harder_search(terms: Sequence[str], output: str, sizes: dict[str, int], memo
     elif cotengra_available() and flops >= MIN_FLOPS_FOR_COTENGRA:
         optimizers = [(_cotengra_optimizer(), "cotengra")]
     else:
-        # run r is seeded with r: reproducible
-        optimizers = [(opt_einsum.RandomGreedy(max_repeats=128), "random-greedy-128")]
+        # run r is seeded with r: reproducible. Twice, minimizing FLOPs and the largest intermediate:
+        # on a 5x5 PEPS with open legs (D=4, d=2) the second path has 1.05x the FLOPs, half the
+        # largest intermediate, and runs 2.7x faster (NumPy and torch); the prices choose
+        optimizers = [(opt_einsum.RandomGreedy(max_repeats=128), "random-greedy-128"),
+                      (opt_einsum.RandomGreedy(max_repeats=128, minimize="size"), "random-greedy-128 (size)")]
     found = []
     for optimizer, name in optimizers:
         try:
