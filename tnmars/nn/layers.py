@@ -595,8 +595,10 @@ class Tucker2Conv2d(TensorizedLayer):
     ``"iA,ABhw,oB->oihw"``): evaluated either as one ``k x k`` convolution with the
     reconstructed kernel or as ``1x1 (C_in -> r1)``, ``k x k (r1 -> r2)``, ``1x1 (r2 -> C_out)``,
     whichever costs fewer FLOPs for the input size. Two bonds, two masks.
-    Initialised with PyTorch's conv defaults on the three factor convolutions (as the
-    MARS reference ``TuckerConv2d``).
+    Initialised so that the kernel's entries have ``nn.Conv2d``'s default variance, whatever
+    the ranks. (The MARS reference ``TuckerConv2d`` gives each of the three factor convolutions
+    PyTorch's conv default, a ninth of that variance: divide ``cores[0]`` and ``cores[2]`` by
+    ``sqrt(3)`` to reproduce it, as ``benchmarks/nn_lenet5.py`` does.)
 
     >>> conv = Tucker2Conv2d(20, 50, 5, rank=(20, 20))
     >>> conv.num_params, conv.dense_size
