@@ -11,9 +11,10 @@ or a callable ``(inputs, output, size_dict, memory_limit) -> path``.
 two variants of its greedy search (:func:`greedy_variants`) compete with it; and when the graph
 has a loop, six or more operands and a path worth at least ``MIN_FLOPS_FOR_ESCALATION``, a harder
 search whose path is kept if it is cheaper: dynamic programming up to 16 operands; beyond,
-128 randomized greedy trials, or from ``MIN_FLOPS_FOR_COTENGRA`` on cotengra's
-hyper-optimizer when it is installed (``pip install tnmars[cotengra]``). Trees (chains,
-combs, stars) are left to ``"auto"``: its greedy order is already optimal there. The search
+128 randomized greedy trials for the fewest FLOPs and 128 for the smallest intermediate, or
+from ``MIN_FLOPS_FOR_COTENGRA`` on cotengra's hyper-optimizer when it is installed
+(``pip install tnmars[cotengra]``). Trees (chains, combs, stars) are left to ``"auto"``: its
+greedy order is already optimal there. The search
 runs once per plan; plans are cached. The randomized trials are seeded, and get the index
 letters as numbers, so a contraction gets the same path in every process.
 

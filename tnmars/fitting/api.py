@@ -350,7 +350,7 @@ def fit(
                 # a second walk from random cores at the largest ranks the observations determine,
                 # its end kept where the criterion prefers it and it does not extrapolate; it also
                 # tries every bond one index fewer at once (from those ranks a walk on noise came
-                # down one index per step: a TR of 2^10 noise took 1,418 refits, 567 with the move)
+                # down one index per step: a TR of 2^10 noise took 1,418 refits, 646 with the move)
                 for attempt in range(RING_RANDOM_STARTS):
                     if attempt and (interrupted or not _unexplained(best, prep.data)):
                         break

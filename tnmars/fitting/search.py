@@ -155,11 +155,12 @@ class Candidate:
 class RankSearch:
     """Greedy +-1 rank search under ``criterion``; see the module notes.
 
-    ``descend_together``: every step also tries every bond above its floor one index fewer at
-    once (move ``"-all"``). For walks from generous random starts on data they may not explain:
-    a ring of 2^10 pure noise from rank 7 came down one index per step (the whole fit: 1,418
-    refits, 40 s); with the move, 567 refits and 8 s, to the same end. Off elsewhere: from a spectral start the walk is
-    near its end and the move would only add a refit per step.
+    ``descend_together``: after :data:`DESCENT_BEFORE_ALL` removals in a row, every step also
+    tries every bond above its floor one index fewer at once (move ``"-all"``). For walks from
+    generous random starts on data they may not explain: a ring of 2^10 pure noise from rank 7
+    came down one index per step (the whole fit: 1,418 refits, 40 s); with the move, 646
+    refits and 15 s, to the same end. Off elsewhere: from a spectral start the walk is near its
+    end and the move would only add a refit per step.
     ``max_ranks`` caps every bond; ``min_rank`` (1 by default; one for every bond or a dict
     by bond, :func:`rank_floor`) is the smallest rank the search removes indices down to. It
     never adds indices to reach it: the start must already be at or above it
