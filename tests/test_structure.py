@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnmars
-from tnmars.fitting.structure import _without_vanished, fctn_spec, topology_name
+from tnmars.fitting.structure import _without_vanished, fctn_spec, largest_unfolding_rank, topology_name
 from tnmars.spec import parse_spec
 
 
@@ -269,3 +269,48 @@ def test_a_poor_search_under_a_binding_max_rank_blames_the_cap():
     x = tnmars.Network.tucker((5, 6, 7), (2, 2, 3), seed=0).to_tensor()
     with pytest.warns(RuntimeWarning, match=r"edges at max_rank=1: the cap you set limits the fit"):
         tnmars.search(x, max_rank=1, seed=0, progress=False)
+
+
+# ------------------------------------------------------------------------------ the default cap
+@pytest.mark.parametrize("shape, rank", [((4,) * 6, 64), ((2,) * 8, 16), ((3,) * 5, 9), ((30, 40, 50), 50),
+                                         ((7, 3), 7), ((2, 3, 5, 7), 14)])
+def test_the_wider_cap_is_the_largest_rank_of_any_unfolding(shape, rank):
+    assert largest_unfolding_rank(shape) == rank
+
+
+def test_the_wider_cap_keeps_the_template_describable():
+    """Order 9 of mode 10: the largest unfolding rank (10^4) would give the template's cores
+    10 * (10^4)^8 entries, past what NumPy can view; the cap comes down until they fit."""
+    r = largest_unfolding_rank((10,) * 9)
+    assert 10 * r**8 <= 2**60 < 10 * (r + 1) ** 8
+
+
+def test_an_edge_held_at_the_default_cap_is_searched_again_wider():
+    """A TT of 3^5 at ranks (3, 4, 4, 3): with every edge capped at the largest mode (3, the
+    only default before) the walks end in loopy graphs of more parameters than the truth. Where
+    the result has an edge at that cap the search walks again with edges up to the largest
+    unfolding rank (9) and keeps the lowest objective of all its walks: here the chain itself
+    (the walk at cap 3 took 17 s to end at 153 parameters, the wider one 2 s)."""
+    truth = tnmars.Network.tt((3,) * 5, (3, 4, 4, 3), seed=0)
+    x = np.asarray(truth.to_tensor())
+    found = tnmars.search(x, seed=0, starts=1, progress=False)
+    assert found.fit.settings["search"]["max_ranks_tried"] == [3, 9]
+    starts = found.fit.settings["starts"]
+    assert [s["max_rank"] for s in starts] == [3, 9]
+    assert found.fit.objective == min(s["objective"] for s in starts)
+    assert found.fit.objective < min(s["objective"] for s in starts if s["max_rank"] == 3)
+    assert found.edges == {(0, 1): 3, (1, 2): 4, (2, 3): 4, (3, 4): 3}
+    assert found.topology == "chain 0-1-2-3-4"
+    assert found.num_params == truth.num_params
+    assert found.relative_error < 1e-6
+
+
+def test_a_cap_that_does_not_bind_or_that_the_caller_set_is_searched_once():
+    truth = tnmars.Network("aA,bAB,cBC,dC->abcd", shape=(6, 5, 6, 5), ranks={"A": 2, "B": 3, "C": 2}, seed=4)
+    x = np.asarray(truth.to_tensor())
+    found = tnmars.search(x, seed=0, starts=1, progress=False)  # edges at 2 and 3, the cap 6
+    assert found.fit.settings["search"]["max_ranks_tried"] == [6]
+    assert found.edges == {(0, 1): 2, (1, 2): 3, (2, 3): 2}
+    with pytest.warns(RuntimeWarning, match="the cap you set limits the fit"):  # the caller's cap: kept
+        capped = tnmars.search(x, max_rank=1, seed=0, starts=1, progress=False)
+    assert capped.fit.settings["search"]["max_ranks_tried"] == [1]
