@@ -142,8 +142,8 @@ def report() -> str:
              "searches at a time: compare them within this report only.", "",
              "What is compared: `tnmars.search(y, seed=0)` with every edge capped at the largest mode size (`cap`, "
              "the only default before 2026-12-01), with every edge capped at the largest unfolding rank from the start "
-             "(`wider`), and the default since (the `cap` walks, then, where the network found has an edge at that cap, "
-             "the `wider` walks; the lowest objective of all wins). Where a case has no measured `default` row, the "
+             "(`wider`), and the default since (the `cap` walks, then, where the network found has an edge at that "
+             "cap, the `wider` walks; the lowest objective of all wins). Where a case has no measured `default` row, the "
              "default's result is read off the two others (the better objective where `cap` binds); measured "
              "`default` rows are compared with that reading in the last table.", ""]
     made = sorted({(r.get("command", ""), r.get("commit", ""), r.get("date", "")) for r in rows.values()})
@@ -187,7 +187,6 @@ def report() -> str:
         lines += [f"## {group} ({n} cases)", "",
                   markdown_table(["case", "truth's parameters", "caps (mode size / unfolding)", "cap",
                                   "cap binds", "wider", "default takes"], table), ""]
-    lines[len(lines):len(lines)] = []
     head = ["## Summary", "",
             "Closer / farther: error to the noiseless truth below 0.9x / above 1.1x that of `cap`. Exact: error to the "
             "truth below 1e-4. Lower / higher: how often `wider` alone ends at a lower / higher objective than `cap` "

@@ -164,14 +164,14 @@ def search(
     Parameters
     ----------
     data: the tensor (NumPy, torch or CuPy), order 2 to 9.
-    max_rank: the largest rank of any edge. Default: ``max(data.shape)`` (at least the largest
-        edge of a ``start``), then, where the network found has an edge at that cap, a second
-        search with every edge allowed up to :func:`largest_unfolding_rank` (64 for a 4^6
-        tensor, 16 for 2^8); the lower MAP objective wins, so the default never ends worse
-        than the small cap alone and costs a second search only where that cap binds. Every
-        edge is also
-        capped at what it can use (:func:`~tnmars.fitting.graph.feasible_ranks`). The fully
-        connected network at these ranks is never built: the search grows from rank 1.
+    max_rank: the largest rank of any edge; every edge is also capped at what it can use
+        (:func:`~tnmars.fitting.graph.feasible_ranks`). The fully connected network at these
+        ranks is never built: the search grows from rank 1. Default: ``max(data.shape)`` (at
+        least the largest edge of a ``start``), then, where the network found has an edge at
+        that cap, the walks again with every edge allowed up to :func:`largest_unfolding_rank`
+        (64 for a 4^6 tensor, 16 for 2^8), the lowest MAP objective of all the walks winning:
+        never worse than the small cap alone, and a second search only where that cap binds
+        (``benchmarks/results/search_default_cap.md``). A given ``max_rank`` is the one cap.
     observed: boolean mask of observed entries (tensor completion); default all (for a NumPy
         masked array, its unmasked entries; both given: entries observed in both).
     budget: at most this many parameters (``int``) or at least this compression (``"20x"``).
@@ -221,8 +221,8 @@ def search(
     rng = np.random.default_rng(seed)
     run_seeds = [int(rng.integers(2**31 - 1)) for _ in range(starts)]
     walk = functools.partial(_walks, data, spec, opens, shape, run_seeds, observed=observed,
-                             prior_strength=prior_strength, proposal=proposal, budget=budget, backend=backend, device=device, dtype=dtype,
-                             progress=progress, callback=callback)
+                             prior_strength=prior_strength, proposal=proposal, budget=budget, backend=backend,
+                             device=device, dtype=dtype, progress=progress, callback=callback)
     runs = walk(caps, "tnmars.search")
     best = min(runs, key=lambda r: r.objective)
     tried = [max(caps.values())]
