@@ -143,8 +143,8 @@ def report() -> str:
              "What is compared: `tnmars.search(y, seed=0)` with every edge capped at the largest mode size (`cap`, "
              "the only default before 2026-12-01), with every edge capped at the largest unfolding rank from the start "
              "(`wider`), and the default since (the `cap` walks, then, where the network found has an edge at that "
-             "cap, the `wider` walks; the lowest objective of all wins). Where a case has no measured `default` row, the "
-             "default's result is read off the two others (the better objective where `cap` binds); measured "
+             "cap, the `wider` walks; the lowest objective of all wins). Where a case has no measured `default` row, "
+             "the default's result is read off the two others (the better objective where `cap` binds); measured "
              "`default` rows are compared with that reading in the last table.", ""]
     made = sorted({(r.get("command", ""), r.get("commit", ""), r.get("date", "")) for r in rows.values()})
     lines += ["Rows made by:", ""] + [f"- `{c}` at {m}, {d}" for c, m, d in made] + [""]
