@@ -106,9 +106,10 @@ def test_an_em_start_that_loses_at_its_start_is_walked_down_and_compared_at_its_
     data = FitData.from_arrays(np.where(observed, y, 0.0), observed)
     template = tnmars.Network.tucker(shape, (4, 4, 4))
 
-    def search() -> RankSearch:
+    def search(**options) -> RankSearch:
         return RankSearch(data, Occam(data.n_obs), max_ranks=dict.fromkeys(template.bonds, 10),
-                          fresh=fresh_start("tucker", template, data, 0), imputed=em_starts("tucker", template, data))
+                          fresh=fresh_start("tucker", template, data, 0), imputed=em_starts("tucker", template, data),
+                          **options)
 
     walk = search()
     start = walk.evaluate(spectral_start("tucker", template, data), walk.full_sweeps, "start")
@@ -122,6 +123,14 @@ def test_an_em_start_that_loses_at_its_start_is_walked_down_and_compared_at_its_
     assert walk.path[-1] is found
     estimate = np.asarray(found.network.to_tensor())
     assert np.linalg.norm(estimate - truth) / np.linalg.norm(truth) < 0.5
+
+    # where the walk's end is not in doubt (tnmars.fit: it neither extrapolates nor leaves most of
+    # the data unexplained), the EM start is not walked down
+    walk = search(doubtful=lambda c: False)
+    walk.path = [start, walked]
+    before = walk.evaluations
+    assert walk._revisited(walked) is walked and walk.path == [start, walked]
+    assert walk.evaluations == before + 1  # the EM start alone
 
     # where the walk's end stays ahead of every step down from the EM start, it is kept as it was
     ahead = replace(start, objective=found.objective - 1.0, move="+C")

@@ -313,6 +313,7 @@ def fit(
                                   fresh=fresh_start(kind, template, prep.data, seed),
                                   restarts=loop_restarts(kind, template, seed),
                                   imputed=em_starts(kind, template, prep.data),
+                                  doubtful=lambda c: _unexplained(c, prep.data) or _extrapolates(c.network, prep),
                                   classical=truncation_start(kind, template, prep.data), **{**options, **overrides})
 
             def walk_again(start: Network, accept: Callable[[Candidate], bool] = lambda c: True,

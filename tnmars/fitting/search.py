@@ -178,7 +178,9 @@ class RankSearch:
     landscape has poor local minima, and a removal refitted from the current cores can stay
     in one where a fresh start at the smaller ranks does not (see ``_fresh_removals``).
     ``imputed(ranks)``, when given (completion with few observations), builds EM starts:
-    the start's ranks are refitted from them once the walk ends (:meth:`_revisited`).
+    the start's ranks are refitted from them once the walk ends (:meth:`_revisited`), and an
+    EM start that does not beat the walk's end is walked down where ``doubtful(end)`` (None:
+    always) says the end is worth it (:meth:`_descended`).
     ``restarts(ranks)``, when given, builds the starts of the final refit at the selected
     ranks instead (``_restarted`` only: networks with loops other than rings, and a user's
     tree networks, where fresh starts for every removal would cost too much). ``classical(ranks)``, when given, builds
@@ -214,6 +216,7 @@ class RankSearch:
     fresh: Callable[[dict[str, int]], list[Network]] | None = None
     restarts: Callable[[dict[str, int]], list[Network]] | None = None
     imputed: Callable[[dict[str, int]], list[Network]] | None = None
+    doubtful: Callable[[Candidate], bool] | None = None
     classical: Callable[[dict[str, int]], list[Network]] | None = None
     evaluations: int = 0
     path: list[Candidate] = field(default_factory=list)
@@ -704,7 +707,7 @@ class RankSearch:
                 best = cand
                 self.path.append(best)
                 self.trail.append(best)
-            elif not self.stopped:
+            elif not self.stopped and (self.doubtful is None or self.doubtful(best)):
                 best = self._descended(cand, best)
         return best
 
@@ -716,7 +719,11 @@ class RankSearch:
         -88 (and 49 times the truth's norm away from it off the observed entries), under OpenBLAS's
         Haswell kernels; the EM start at (4, 4, 4) had -60, and its removals reach (4, 2, 3) at
         -142, error 0.39 against the truth, which the walk and the EM start found under its
-        SkylakeX kernels."""
+        SkylakeX kernels. Walked after every walk, the descent changed no other selection of the
+        72 completions of ``benchmarks/rank_selectors.py`` and cost 1.35-1.59x their time (median
+        by observed share); :func:`tnmars.fit` asks for it only where the walk's end extrapolates
+        or leaves most of the data's deviations from their mean unexplained (``doubtful``), as
+        both rescued fits did."""
         kept = len(self.path)
         self.path.append(start)
         self.trail.append(start)
