@@ -62,6 +62,19 @@ def test_em_starts_only_for_completion_with_few_observations():
     assert builder(dict(template.bonds)) is builder(dict(template.bonds))  # computed once per rank vector
 
 
+def _tucker_case():
+    """The rank_selectors completion Tucker (4, 2, 3) 18x16x14 at 10% observed, 10 dB (held out,
+    seed 102): its ranks, truth, noisy data and mask."""
+    shape, ranks, seed = (18, 16, 14), (4, 2, 3), 102
+    rng = np.random.default_rng(seed)
+    cores = [rng.standard_normal(ranks)] + [rng.standard_normal((n, r)) for n, r in zip(shape, ranks)]
+    truth = np.asarray(tnmars.Network.tucker(shape, ranks).with_cores(cores).to_tensor())
+    rng = np.random.default_rng(seed + 7919)
+    noise = rng.standard_normal(shape)
+    y = truth + np.linalg.norm(truth) / np.linalg.norm(noise) / 10 ** 0.5 * noise
+    return ranks, truth, y, rng.random(shape) < 0.1
+
+
 def test_with_few_observations_the_walk_leaves_poor_minima_to_the_em_start():
     """Found by the rank_selectors benchmark after the walk's second looks were widened to the
     moves still improving fastest: a Tucker (4, 2, 3) 18x16x14 at 10% observed, 10 dB, walked on
@@ -72,14 +85,7 @@ def test_with_few_observations_the_walk_leaves_poor_minima_to_the_em_start():
     Haswell kernels (an AMD machine) the walk went on to (3, 3, 5), -88, beating the EM start's
     -60, and the fit returned it (49 times the truth's norm off the truth): the EM start's removals
     are now walked, and compared at their end."""
-    shape, ranks, seed = (18, 16, 14), (4, 2, 3), 102
-    rng = np.random.default_rng(seed)
-    cores = [rng.standard_normal(ranks)] + [rng.standard_normal((n, r)) for n, r in zip(shape, ranks)]
-    truth = np.asarray(tnmars.Network.tucker(shape, ranks).with_cores(cores).to_tensor())
-    rng = np.random.default_rng(seed + 7919)
-    noise = rng.standard_normal(shape)
-    y = truth + np.linalg.norm(truth) / np.linalg.norm(noise) / 10 ** 0.5 * noise
-    observed = rng.random(shape) < 0.1
+    ranks, truth, y, observed = _tucker_case()
     res = tnmars.fit(y, "tucker", max_rank=10, observed=observed, seed=0, progress=False)
     assert res.ranks == ranks
     assert np.linalg.norm(np.asarray(res.network.to_tensor()) - truth) / np.linalg.norm(truth) < 0.5
@@ -95,16 +101,9 @@ def test_an_em_start_that_loses_at_its_start_is_walked_down_and_compared_at_its_
     from tnmars.fitting.proposals import fresh_start
     from tnmars.fitting.search import RankSearch
 
-    shape, ranks, seed = (18, 16, 14), (4, 2, 3), 102
-    rng = np.random.default_rng(seed)
-    cores = [rng.standard_normal(ranks)] + [rng.standard_normal((n, r)) for n, r in zip(shape, ranks)]
-    truth = np.asarray(tnmars.Network.tucker(shape, ranks).with_cores(cores).to_tensor())
-    rng = np.random.default_rng(seed + 7919)
-    noise = rng.standard_normal(shape)
-    y = truth + np.linalg.norm(truth) / np.linalg.norm(noise) / 10 ** 0.5 * noise
-    observed = rng.random(shape) < 0.1
+    ranks, truth, y, observed = _tucker_case()
     data = FitData.from_arrays(np.where(observed, y, 0.0), observed)
-    template = tnmars.Network.tucker(shape, (4, 4, 4))
+    template = tnmars.Network.tucker(truth.shape, (4, 4, 4))
 
     def search(**options) -> RankSearch:
         return RankSearch(data, Occam(data.n_obs), max_ranks=dict.fromkeys(template.bonds, 10),
