@@ -57,9 +57,10 @@ PINV_CUTOFF = 1e-13
 #: 13 decades (its one eigenvalue under the cutoff, at 0.98 times it, was dropped: relative error
 #: 0.301 to 0.425 in one update, 0.390 after the sweep); a TT chain of order 10 in a walk's
 #: refit, at its second sweep (0.0165 to 0.0676 in one update, 0.0295 after the sweep, where the
-#: first sweep had ended at 0.0180); a three-core ring (0.036 to 0.076). Cutting
-#: each Kronecker piece's spectrum at its own largest value, or damping the dropped directions
-#: instead of zeroing them, raised the SSE in more refits of the fit tests, not fewer
+#: first sweep had ended at 0.0180); a three-core ring (0.036 to 0.076). Cutting each
+#: Kronecker piece's spectrum at its own largest value, or damping the dropped directions instead
+#: of zeroing them, set this check off in more refits of the fit tests, not fewer. The cause is
+#: the cores' gauge (:func:`_balance` evens their norms only)
 RISE = 1e-6
 RISE_FLOOR = 1e-8
 #: largest Gram matrix (side) the exact solves eigendecompose; larger pieces are solved by CG
