@@ -48,21 +48,6 @@ __all__ = ["FitData", "als", "residual"]
 
 #: eigenvalues of a Gram below this share of its largest are treated as null directions
 PINV_CUTOFF = 1e-13
-#: a sweep that raises the SSE by more than this share of it (plus :data:`RISE_FLOOR` times
-#: ``||y||^2``, the rounding of the exact solve's SSE formula) ends :func:`als` at the state before
-#: it; such a sweep ended it before as well (no improvement), but with the raised error. Least
-#: squares updates should not raise it, but on an ill-conditioned Gram the pseudo-inverse's cutoff
-#: can drop a direction the data determine. Seen: a ring of ranks (4, 5, 3, 2) in its polish,
-#: after 192 sweeps whose line-search extrapolations had spread the first core's Gram spectrum over
-#: 13 decades (its one eigenvalue under the cutoff, at 0.98 times it, was dropped: relative error
-#: 0.301 to 0.425 in one update, 0.390 after the sweep); a TT chain of order 10 in a walk's
-#: refit, at its second sweep (0.0165 to 0.0676 in one update, 0.0295 after the sweep, where the
-#: first sweep had ended at 0.0180); a three-core ring (0.036 to 0.076). Cutting each
-#: Kronecker piece's spectrum at its own largest value, or damping the dropped directions instead
-#: of zeroing them, set this check off in more refits of the fit tests, not fewer. The cause is
-#: the cores' gauge (:func:`_balance` evens their norms only)
-RISE = 1e-6
-RISE_FLOOR = 1e-8
 #: largest Gram matrix (side) the exact solves eigendecompose; larger pieces are solved by CG
 MAX_GRAM = 1024
 #: relative ridge of the masked normal equations (times the largest eigenvalue of their
@@ -535,8 +520,7 @@ def als(
     ``should_stop()`` is true. ``on_sweep(sweep, sse)`` is called after every sweep (progress
     of long refits). Returns the
     refitted network (NumPy/CuPy, float64) and its squared error over the observed entries.
-    Cores listed in ``frozen`` are left as they are. A sweep that raises the error (:data:`RISE`)
-    ends the refit at the state before it.
+    Cores listed in ``frozen`` are left as they are.
     """
     be = data.backend
     xp = be.xp
@@ -570,10 +554,6 @@ def als(
                 trial_sse = _sse(net.inputs, net.output, trial, data)
                 if trial_sse < sse:
                     cores, sse = trial, trial_sse
-        if sse > prev * (1.0 + RISE) + RISE_FLOOR * data.sq_norm:
-            # a sweep raised the error (:data:`RISE`): the state before it is the best seen
-            cores, sse = start, prev
-            break
         if on_sweep is not None:
             on_sweep(sweep, float(sse))
         if prev - sse < tol * max(sse, least) or (should_stop is not None and should_stop()):
