@@ -332,8 +332,9 @@ def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "tnmars"],
-                               capture_output=True, text=True, cwd=Path(__file__).resolve().parent, timeout=10)
+        # (from the repository's root: run from benchmarks/, the path "tnmars" matched nothing)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "tnmars"],
+                               capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, timeout=10)
         return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
