@@ -726,11 +726,23 @@ def coverage(rows: list[dict]) -> str:
            if unfinished else "") + "."])
 
 
+#: which machine measured which rows (their BLAS kernels round differently, and ring walks follow that)
+MACHINES = ("Machines: the rows of commits up to 79336c7 (2026-11-28 to 2026-11-30) were measured on an Intel Xeon "
+            "machine (OpenBLAS's SkylakeX kernels); the TT / TR / Tucker recovery and budget rows of 2b073d0 "
+            "(2026-12-01) on an AMD EPYC machine (its Haswell kernels). Ring walks take other paths from rounding "
+            "alone: the code before 2b073d0 (7c54f98), run on the AMD machine, gave 9 of those 138 rows otherwise "
+            "than the Intel rows of aacf74e, all TR, 4 closer to the truth and 5 farther; 2b073d0 against 7c54f98, "
+            "both on the AMD machine: 132 the same, 5 closer (noiseless rings of orders 5 and 6 now exact: "
+            "3.4e-5 -> 4.2e-11, 8.2e-6 -> 4.6e-10; the TR budget heldout 101 at 306: 0.303 -> 0.301), one noiseless "
+            "ring 3.1e-7 -> 1.2e-6; its TR recovery rows under OPENBLAS_CORETYPE=SkylakeX on the same machine, "
+            "against 7c54f98's there: 24 of 30 the same, 3 closer, 3 farther (the largest 0.074 -> 0.082).")
+
+
 def report(rows: list[dict], command: str) -> str:
     return "\n".join([
         "# Structure search and size budgets", "",
-        f"Report built by: `{command}`  ", f"Machine: {machine_line()}, OMP_NUM_THREADS=1. Timings are wall-clock "
-        "seconds on a machine shared with other jobs: compare them within a table only.", "",
+        f"Report built by: `{command}`  ", f"Machine of this build: {machine_line()}, OMP_NUM_THREADS=1. Timings are "
+        "wall-clock seconds on a machine shared with other jobs: compare them within a table only.", "", MACHINES, "",
         provenance(rows), "", coverage(rows), "", staleness(rows), "",
         "## 1. Recovering random topologies", "",
         recovery_tables(rows), "",
