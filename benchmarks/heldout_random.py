@@ -1,0 +1,185 @@
+"""Held-out random truths: the default ``tnmars.fit`` on TR, TT and Tucker networks drawn at
+random (orders, mode sizes and ranks), noiseless and at 20 dB, none of them used for tuning.
+
+What it is for: a change to the fit engine (ALS, the walk, restarts) is judged on many cases it
+was not made on. Every fit's ranks and error against the noiseless truth are saved, so that two
+codes (or two machines) can be compared fit by fit with ``--compare``::
+
+    python benchmarks/heldout_random.py                            # all formats, default seeds
+    python benchmarks/heldout_random.py --formats tr --seeds 0-30  # a subset
+    python benchmarks/heldout_random.py --report --compare other_rows.json
+
+The truths: TR of order 3-5, modes 4-7, ranks 2-5; TT of order 4-8, modes 2-5, ranks 2-5
+(clipped to what each bond can use); Tucker of order 3-5, modes 5-11, ranks 2-5. Noise at
+20 dB is Gaussian with that signal-to-noise ratio per entry.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, machine_line, markdown_table, write_result  # noqa: E402
+
+import tnmars  # noqa: E402
+
+ROWS = Path(RESULTS) / "heldout_random_rows.json"
+FORMATS = ("tr", "tt", "tucker")
+DEFAULT_SEEDS = {"tr": range(0, 130), "tt": range(0, 100), "tucker": range(0, 100)}
+SNRS = (None, 20)
+#: two fits are the same when their ranks agree and their errors differ by less than this share
+SAME = 1e-3
+
+
+def truth_of(fmt: str, seed: int) -> tnmars.Network:
+    rng = np.random.default_rng({"tr": 10_000, "tt": 20_000, "tucker": 30_000}[fmt] + seed)
+    if fmt == "tr":
+        order = int(rng.integers(3, 6))
+        shape = tuple(int(n) for n in rng.integers(4, 8, size=order))
+        return tnmars.Network.tr(shape, tuple(int(r) for r in rng.integers(2, 6, size=order)), seed=seed)
+    if fmt == "tt":
+        order = int(rng.integers(4, 9))
+        shape = tuple(int(n) for n in rng.integers(2, 6, size=order))
+        ranks = tuple(int(r) for r in rng.integers(2, 6, size=order - 1))
+    else:
+        order = int(rng.integers(3, 6))
+        shape = tuple(int(n) for n in rng.integers(5, 12, size=order))
+        ranks = tuple(int(r) for r in rng.integers(2, 6, size=order))
+    with warnings.catch_warnings():  # ranks past what a bond can use are clipped (the truth is not padded)
+        warnings.simplefilter("ignore")
+        return (tnmars.Network.tt if fmt == "tt" else tnmars.Network.tucker)(shape, ranks, seed=seed)
+
+
+def noisy(x: np.ndarray, snr: float | None, seed: int) -> np.ndarray:
+    if snr is None:
+        return x
+    noise = np.random.default_rng(seed + 7).standard_normal(x.shape)
+    return x + noise * (np.linalg.norm(x) / math.sqrt(x.size) / 10 ** (snr / 20))
+
+
+def _commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "tnmars"],
+                               capture_output=True, text=True, cwd=root, check=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(fmt: str, seed: int, snr: float | None) -> dict:
+    truth = truth_of(fmt, seed)
+    x = np.asarray(truth.to_tensor())
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = tnmars.fit(noisy(x, snr, seed), fmt, seed=0, progress=False)
+    seconds = time.perf_counter() - t0
+    est = np.asarray(res.network.to_tensor())
+    return {"format": fmt, "seed": seed, "snr": snr, "shape": list(truth.shape), "true": list(truth.ranks),
+            "ranks": list(res.ranks), "truth_error": float(np.linalg.norm(est - x) / np.linalg.norm(x)),
+            "error": float(res.relative_error), "params": int(res.num_params), "true_params": int(truth.num_params),
+            "warnings": len(caught), "seconds": seconds, "commit": _commit()}
+
+
+def _key(r: dict) -> tuple:
+    return r["format"], r["seed"], r["snr"]
+
+
+def compare(rows: list[dict], other: list[dict]) -> str:
+    """Fit by fit: the same (ranks equal, errors within 0.1%), closer to the truth, or farther."""
+    theirs = {_key(r): r for r in other}
+    counts: dict[tuple, list[int]] = {}
+    moved = []
+    for r in rows:
+        o = theirs.get(_key(r))
+        if o is None:
+            continue
+        a, b = o["truth_error"], r["truth_error"]
+        same = o["ranks"] == r["ranks"] and abs(a - b) <= SAME * a + 1e-12
+        verdict = 0 if same else 1 if b < a else 2
+        counts.setdefault((r["format"], r["snr"]), [0, 0, 0])[verdict] += 1
+        if not same:
+            moved.append([r["format"], r["seed"], "none" if r["snr"] is None else f"{r['snr']} dB",
+                          ",".join(map(str, r["true"])), ",".join(map(str, o["ranks"])), f"{a:.3g}",
+                          ",".join(map(str, r["ranks"])), f"{b:.3g}", "closer" if verdict == 1 else "farther"])
+    table = markdown_table(["format", "noise", "fits", "same", "closer to the truth", "farther"],
+                           [[f, "none" if s is None else f"{s} dB", sum(c), *c]
+                            for (f, s), c in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0))])
+    parts = [table]
+    if moved:
+        parts += ["", markdown_table(["format", "seed", "noise", "true ranks", "other ranks", "other error",
+                                      "ranks", "error", ""], moved)]
+    return "\n".join(parts)
+
+
+def report(rows: list[dict], command: str, other: list[dict] | None, other_name: str) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["format"], r["snr"]), []).append(r)
+    body = []
+    for (fmt, snr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        errors = [r["truth_error"] for r in rs]
+        body.append([fmt, "none" if snr is None else f"{snr} dB", len(rs),
+                     sum(r["ranks"] == r["true"] for r in rs), sum(r["params"] > r["true_params"] for r in rs),
+                     sum(r["params"] < r["true_params"] for r in rs), f"{statistics.median(errors):.3g}",
+                     f"{max(errors):.3g}", sum(r["warnings"] > 0 for r in rs),
+                     f"{statistics.median(r['seconds'] for r in rs):.2f}"])
+    commits = sorted({r["commit"] for r in rows})
+    text = ["# Held-out random truths", "",
+            f"Command: `{command}`  ", f"Code: tnmars at commit {', '.join(commits)}  ", f"Machine: {machine_line()}", "",
+            (__doc__ or "").split("\n\n")[0].replace("\n", " "), "",
+            markdown_table(["format", "noise", "fits", "true ranks", "larger than the truth", "smaller",
+                            "median error to the truth", "worst", "fits that warned", "median seconds"], body)]
+    if other is not None:
+        text += ["", f"## Fit by fit against `{other_name}`", "",
+                 f"Code there: {', '.join(sorted({r['commit'] for r in other}))}.", "", compare(rows, other)]
+    return "\n".join(text) + "\n"
+
+
+def _seeds(text: str | None, fmt: str) -> range:
+    if not text:
+        return DEFAULT_SEEDS[fmt]
+    lo, _, hi = text.partition("-")
+    return range(int(lo), int(hi) if hi else int(lo) + 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--seeds", help="a range such as 0-30 (default: TR 0-130, TT and Tucker 0-100)")
+    ap.add_argument("--report", action="store_true", help="rebuild the report from the saved rows")
+    ap.add_argument("--compare", type=Path, help="rows of another run (another code or machine) to compare with")
+    args = ap.parse_args()
+    command = "python benchmarks/heldout_random.py " + " ".join(sys.argv[1:])
+    saved = json.loads(ROWS.read_text()) if ROWS.exists() else []
+    if not args.report:
+        fresh = []
+        for fmt in args.formats.split(","):
+            if fmt not in FORMATS:
+                raise SystemExit(f"unknown format {fmt!r}; choose among {FORMATS}")
+            for seed in _seeds(args.seeds, fmt):
+                for snr in SNRS:
+                    row = run(fmt, seed, snr)
+                    print(json.dumps(row), flush=True)
+                    fresh.append(row)
+        keys = {_key(r) for r in fresh}
+        saved = [r for r in saved if _key(r) not in keys] + fresh
+        ROWS.write_text(json.dumps(saved, indent=1))
+    other = json.loads(args.compare.read_text()) if args.compare else None
+    print(write_result("heldout_random.md", report(saved, command, other, args.compare.name if args.compare else "")))
+
+
+if __name__ == "__main__":
+    main()
