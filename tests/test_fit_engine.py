@@ -785,7 +785,10 @@ def test_a_ring_search_trades_indices_between_bonds():
     res = tnmars.fit(y, "tr", seed=0, progress=False)
     assert res.ranks == (3, 5, 2)
     assert np.linalg.norm(np.asarray(res.network.to_tensor()) - x) / np.linalg.norm(x) < 0.01
-    assert tnmars.fit(y, "tr", seed=0, progress=False, selection={"exchanges": False}).ranks != (3, 5, 2)
+    # (without exchanges the walk stops at (3, 4, 3); the second walk from random cores, which a
+    # residual with structure asks for, finds (3, 5, 2) too, so it is off here)
+    without = tnmars.fit(y, "tr", seed=0, progress=False, selection={"exchanges": False, "random_restart": False})
+    assert without.ranks != (3, 5, 2)
 
 
 def test_one_more_index_everywhere_skips_bonds_at_their_cap():
@@ -1100,6 +1103,33 @@ def test_a_ring_that_leaves_most_of_its_data_unexplained_is_searched_again_from_
     res = tnmars.fit(x, "tr", observed=observed, seed=0, progress=False)
     estimate = np.asarray(res.network.to_tensor()) - 1.0 / np.sqrt(truth.size)
     assert np.linalg.norm(estimate - truth) < 0.3 and res.relative_error < 0.2
+
+
+def test_a_ring_whose_residual_is_structure_is_searched_again_from_random_cores():
+    """Found by ``benchmarks/heldout_random.py``: noiseless rings that the walk left in a poor
+    minimum with most of the data explained, where the restart did not run (it ran only above
+    half the data unexplained): TR (3, 2, 2) on 5x6x7 came back at (2, 3, 3), error 0.029, as
+    did 8 others of 130 held-out rings (errors 1e-4 to 0.31). A residual that is structure, not
+    noise, now asks for the walk from random cores too; a fit whose residual is noise does not
+    (the same ring at 20 dB keeps its walk's end)."""
+    truth = tnmars.Network.tr((5, 6, 7), (3, 2, 2), seed=40)
+    x = np.asarray(truth.to_tensor())
+    res = tnmars.fit(x, "tr", seed=0, progress=False)
+    assert res.ranks == (3, 2, 2) and res.relative_error < 1e-6
+    calls = []
+    import tnmars.fitting.api as api_module
+
+    real = api_module._random_start
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    noisy = x + 0.1 * np.linalg.norm(x) / np.sqrt(x.size) * np.random.default_rng(0).standard_normal(x.shape)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(api_module, "_random_start", counting)
+        res = tnmars.fit(noisy, "tr", seed=0, progress=False)
+    assert res.ranks == (3, 2, 2) and not calls
 
 
 def test_a_ring_still_unexplained_after_its_first_random_start_gets_a_second(monkeypatch):
