@@ -10,8 +10,10 @@ codes (or two machines) can be compared fit by fit with ``--compare``::
     python benchmarks/heldout_random.py --report --compare other_rows.json
 
 The truths: TR of order 3-5, modes 4-7, ranks 2-5; TT of order 4-8, modes 2-5, ranks 2-5
-(clipped to what each bond can use); Tucker of order 3-5, modes 5-11, ranks 2-5. Noise at
-20 dB is Gaussian with that signal-to-noise ratio per entry.
+(clipped to what each bond can use); Tucker of order 3-5, modes 5-11, ranks 2-5; ``trc``: TR
+completions, TR truths of order 3-4, modes 6-11 and ranks 2-4 with 30-90% of their entries observed
+(the error is against the truth over every entry). Noise at 20 dB is Gaussian with that
+signal-to-noise ratio per entry.
 """
 from __future__ import annotations
 
@@ -33,15 +35,19 @@ from _common import RESULTS, machine_line, markdown_table, write_result  # noqa:
 import tnmars  # noqa: E402
 
 ROWS = Path(RESULTS) / "heldout_random_rows.json"
-FORMATS = ("tr", "tt", "tucker")
-DEFAULT_SEEDS = {"tr": range(0, 130), "tt": range(0, 100), "tucker": range(0, 100)}
+FORMATS = ("tr", "tt", "tucker", "trc")
+DEFAULT_SEEDS = {"tr": range(0, 130), "tt": range(0, 100), "tucker": range(0, 100), "trc": range(0, 60)}
 SNRS = (None, 20)
 #: two fits are the same when their ranks agree and their errors differ by less than this share
 SAME = 1e-3
 
 
 def truth_of(fmt: str, seed: int) -> tnmars.Network:
-    rng = np.random.default_rng({"tr": 10_000, "tt": 20_000, "tucker": 30_000}[fmt] + seed)
+    rng = np.random.default_rng({"tr": 10_000, "tt": 20_000, "tucker": 30_000, "trc": 40_000}[fmt] + seed)
+    if fmt == "trc":
+        order = int(rng.integers(3, 5))
+        shape = tuple(int(n) for n in rng.integers(6, 12, size=order))
+        return tnmars.Network.tr(shape, tuple(int(r) for r in rng.integers(2, 5, size=order)), seed=seed)
     if fmt == "tr":
         order = int(rng.integers(3, 6))
         shape = tuple(int(n) for n in rng.integers(4, 8, size=order))
@@ -78,13 +84,23 @@ def _commit() -> str:
         return "unknown"
 
 
+def observed_of(fmt: str, seed: int, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The observed entries of a completion (``trc``): a share drawn in [0.3, 0.9]."""
+    if fmt != "trc":
+        return None
+    rng = np.random.default_rng(50_000 + seed)
+    return rng.random(shape) < rng.uniform(0.3, 0.9)
+
+
 def run(fmt: str, seed: int, snr: float | None) -> dict:
     truth = truth_of(fmt, seed)
     x = np.asarray(truth.to_tensor())
+    observed = observed_of(fmt, seed, x.shape)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = tnmars.fit(noisy(x, snr, seed), fmt, seed=0, progress=False)
+        res = tnmars.fit(noisy(x, snr, seed), "tr" if fmt == "trc" else fmt, observed=observed, seed=0,
+                         progress=False)
     seconds = time.perf_counter() - t0
     est = np.asarray(res.network.to_tensor())
     return {"format": fmt, "seed": seed, "snr": snr, "shape": list(truth.shape), "true": list(truth.ranks),
