@@ -140,7 +140,7 @@ def compare(rows: list[dict], other: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def report(rows: list[dict], command: str, other: list[dict] | None, other_name: str) -> str:
+def report(rows: list[dict], command: str, other: list[dict] | None, other_name: str, note: str = "") -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["format"], r["snr"]), []).append(r)
@@ -155,7 +155,7 @@ def report(rows: list[dict], command: str, other: list[dict] | None, other_name:
     commits = sorted({r["commit"] for r in rows})
     text = ["# Held-out random truths", "",
             f"Command: `{command}`  ", f"Code: tnmars at commit {', '.join(commits)}  ", f"Machine: {machine_line()}", "",
-            (__doc__ or "").split("\n\n")[0].replace("\n", " "), "",
+            (__doc__ or "").split("\n\n")[0].replace("\n", " "), "", *([note, ""] if note else []),
             markdown_table(["format", "noise", "fits", "true ranks", "larger than the truth", "smaller",
                             "median error to the truth", "worst", "fits that warned", "median seconds"], body)]
     if other is not None:
@@ -177,8 +177,11 @@ def main() -> None:
     ap.add_argument("--seeds", help="a range such as 0-30 (default: TR 0-130, TT and Tucker 0-100)")
     ap.add_argument("--report", action="store_true", help="rebuild the report from the saved rows")
     ap.add_argument("--compare", type=Path, help="rows of another run (another code or machine) to compare with")
+    ap.add_argument("--note", default="", help="a paragraph for the report: how the rows were made")
     args = ap.parse_args()
-    command = "python benchmarks/heldout_random.py " + " ".join(sys.argv[1:])
+    given = sys.argv[1:]
+    shown = ["..." if k and given[k - 1] == "--note" else a for k, a in enumerate(given)]  # (the note is below)
+    command = "python benchmarks/heldout_random.py " + " ".join(shown)
     saved = json.loads(ROWS.read_text()) if ROWS.exists() else []
     if not args.report:
         fresh = []
@@ -194,7 +197,8 @@ def main() -> None:
         saved = [r for r in saved if _key(r) not in keys] + fresh
         ROWS.write_text(json.dumps(saved, indent=1))
     other = json.loads(args.compare.read_text()) if args.compare else None
-    print(write_result("heldout_random.md", report(saved, command, other, args.compare.name if args.compare else "")))
+    print(write_result("heldout_random.md", report(saved, command, other, args.compare.name if args.compare else "",
+                                                   args.note)))
 
 
 if __name__ == "__main__":
