@@ -735,7 +735,11 @@ MACHINES = ("Machines: the rows of commits up to 79336c7 (2026-11-28 to 2026-11-
             "both on the AMD machine: 132 the same, 5 closer (noiseless rings of orders 5 and 6 now exact: "
             "3.4e-5 -> 4.2e-11, 8.2e-6 -> 4.6e-10; the TR budget heldout 101 at 306: 0.303 -> 0.301), one noiseless "
             "ring 3.1e-7 -> 1.2e-6; its TR recovery rows under OPENBLAS_CORETYPE=SkylakeX on the same machine, "
-            "against 7c54f98's there: 24 of 30 the same, 3 closer, 3 farther (the largest 0.074 -> 0.082).")
+            "against 7c54f98's there: 24 of 30 the same, 3 closer, 3 farther (the largest 0.074 -> 0.082). The TR "
+            "recovery rows of 330b855 (a ring whose residual is structure walks again from random cores), same "
+            "machine, against 2b073d0's: 28 of 30 the same, 2 closer (noiseless order 4 tune 2: 0.0156 -> 1.9e-9; "
+            "heldout 101: 0.032 -> 0.021), none farther; those two took 22-24 s for 4 s (the second walk), the other 28 "
+            "the same refits (no second walk ran; their times moved with the machine's load, beside a CI run).")
 
 
 def report(rows: list[dict], command: str) -> str:
