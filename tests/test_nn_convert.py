@@ -388,22 +388,24 @@ def test_only_layers_tensorize_would_convert_are_checked_for_ties_and_a_shared_b
 
 def test_a_named_layer_tensorize_does_not_convert_is_an_error_and_a_subclass_met_on_the_walk_is_reported():
     """``MultiheadAttention`` reads ``out_proj.weight`` itself, so its ``out_proj`` (a subclass of
-    ``nn.Linear``) is never replaced: naming it, its owner, or a type whose format is ``None``
-    raises before anything changes; the default walk converts the feed-forward layers and names
-    ``out_proj`` among the layers left dense."""
+    ``nn.Linear``) is never replaced on its own: naming it, a module of another type, or a type
+    whose format is ``None`` raises before anything changes; with ``attention=None`` the walk
+    converts the feed-forward layers and names ``out_proj`` among the layers left dense (with
+    a format, the attention is converted as a whole: ``tests/test_nn_attention.py``)."""
     torch.manual_seed(0)
     block = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, batch_first=True)
     before = {k: v.clone() for k, v in block.state_dict().items()}
     for names, match in ((["self_attn.out_proj"], "a NonDynamicallyQuantizableLinear, a subclass of nn.Linear"),
-                         (["linear1", "self_attn"], "'self_attn': a MultiheadAttention; .* name the layers inside")):
+                         (["linear1", "norm1"], "'norm1': a LayerNorm; tensorize converts nn.Linear"),
+                         (["linear1", "self_attn"], "'self_attn': attention=None leaves nn.MultiheadAttention")):
         with pytest.raises(ValueError, match=match):
-            tnn.tensorize(block, names, inplace=True)
+            tnn.tensorize(block, names, inplace=True, attention=None if "self_attn" in names else "tt")
     with pytest.raises(ValueError, match="linear=None leaves nn.Linear layers alone"):
         tnn.tensorize(block, ["linear1"], linear=None, inplace=True)
     assert all(torch.equal(v, before[k]) for k, v in block.state_dict().items())  # nothing was replaced
     assert type(block.linear1) is nn.Linear
     with pytest.warns(UserWarning, match=r"left these layers dense: self_attn.out_proj: a NonDynamically"):
-        small = tnn.tensorize(block, rank="full")
+        small = tnn.tensorize(block, rank="full", attention=None)
     assert isinstance(small.linear1, TensorizedLinear) and type(small.self_attn.out_proj) is not TensorizedLinear
     x = torch.randn(2, 5, 32)
     torch.testing.assert_close(small.eval()(x), block.eval()(x), rtol=1e-4, atol=1e-5)
@@ -411,12 +413,13 @@ def test_a_named_layer_tensorize_does_not_convert_is_an_error_and_a_subclass_met
 
 def test_tensorize_that_converts_nothing_says_so():
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU())
-    with pytest.warns(UserWarning, match="converted no layer: the model has no nn.Linear / nn.Conv2d / nn.Embedding "
-                                         "layer that the filter selects; the model is returned unchanged"):
+    with pytest.warns(UserWarning, match="converted no layer: the model has no nn.Linear / nn.Conv2d / nn.Embedding / "
+                                         "nn.MultiheadAttention layer that the filter selects; the model is returned "
+                                         "unchanged"):
         same = tnn.tensorize(model, lambda name, m: isinstance(m, nn.Conv2d))
     assert type(same[0]) is nn.Linear
     with pytest.warns(UserWarning, match="converted no layer: the model has no nn.Conv2d / nn.Embedding layer;"):
-        tnn.tensorize(model, linear=None)
+        tnn.tensorize(model, linear=None, attention=None)
     with pytest.warns(UserWarning, match="converted no layer: every layer it met was left dense"):
         tnn.tensorize(nn.Sequential(nn.Linear(7, 13)))  # larger than dense even at rank 1
     with warnings.catch_warnings(record=True) as caught:

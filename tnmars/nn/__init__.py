@@ -21,6 +21,7 @@ _LAZY: dict[str, str] = {
     "matrix_network": ".layers",
     "matrix_params": ".layers",
     "tensorize": ".convert",
+    "TensorizedMultiheadAttention": ".attention",
     "invalidate_caches": ".kept",
     "PRESETS": ".masks",
     "rank_modules": ".training",

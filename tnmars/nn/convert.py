@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .._checks import max_params
+from .attention import PROJECTIONS, TensorizedMultiheadAttention
 from .base import replace_modules, warn_user
 from .budget import allocate_ranks, weight_error
 from .layers import (
@@ -686,21 +687,22 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
 # ------------------------------------------------------------------------------ whole models
 def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Iterable[str] | None = None, *,
               linear: str | None = "tt", conv: str | None = "tucker2", embedding: str | None = "tt",
-              rank: Any = None, budget: int | str | None = None, inplace: bool = False,
+              attention: str | None = "tt", rank: Any = None, budget: int | str | None = None, inplace: bool = False,
               progress: bool | None = None, **options: Any) -> nn.Module:
-    """Replace the ``nn.Linear``, ``nn.Conv2d`` and ``nn.Embedding`` layers of ``model`` by their
-    decomposed tensorized counterparts (a copy unless ``inplace``).
+    """Replace the ``nn.Linear``, ``nn.Conv2d``, ``nn.Embedding`` and ``nn.MultiheadAttention``
+    layers of ``model`` by their decomposed tensorized counterparts (a copy unless ``inplace``).
 
     Parameters
     ----------
     filter:
         Which layers: a callable ``filter(name, module) -> bool`` or an iterable of module
-        names (``dict(model.named_modules())`` keys); default every layer of the three types
-        that can be converted (grouped convolutions, string paddings, subclasses such as
-        ``MultiheadAttention``'s ``out_proj``, and layers whose weight or bias another module
-        shares, such as tied input and output embeddings, are skipped with a warning; named
-        layers that cannot be converted, including modules of other types, raise before
-        anything changes).
+        names (``dict(model.named_modules())`` keys); default every layer of the four types
+        that can be converted (grouped convolutions, string paddings, subclasses such as a
+        ``MultiheadAttention``'s ``out_proj`` when the attention itself is not selected, and
+        layers whose weight or bias another module shares, such as tied input and output
+        embeddings, are skipped with a warning; named layers that cannot be converted,
+        including modules of other types, raise before anything changes). A selected
+        ``MultiheadAttention`` has all four of its projections converted.
     linear:
         ``"tt"``, ``"tr"``, ``"cp"``, ``"tucker"`` (:meth:`TensorizedLinear.from_linear`),
         ``"lowrank"`` (:meth:`LowRankLinear.from_linear`) or ``None`` (leave linears alone).
@@ -709,6 +711,13 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         (:meth:`TensorizedConv2d.from_conv`) or ``None``.
     embedding:
         A matrix format (:meth:`TensorizedEmbedding.from_embedding`) or ``None``.
+    attention:
+        The format of the query, key, value and output projections of each
+        ``nn.MultiheadAttention``, which becomes a
+        :class:`~tnmars.nn.TensorizedMultiheadAttention` (as ``linear``; ``None`` leaves
+        attention dense). Its projections are converted like linear layers (``rank``,
+        ``budget``, the warnings), under the names ``<attention>.q_proj``, ``k_proj``,
+        ``v_proj`` and ``out_proj``.
     rank:
         Passed to every conversion (``None``: each layer at most as large as the dense one; a
         layer whose tensorized form is larger even at rank 1, such as a small or prime-sized
@@ -746,6 +755,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         raise ValueError(f"conv must be one of {('tucker2', *FORMATS)} or None; got {conv!r}")
     if embedding not in (None, *FORMATS):
         raise ValueError(f"embedding must be one of {FORMATS} or None; got {embedding!r}")
+    if attention not in (None, "lowrank", *FORMATS):
+        raise ValueError(f"attention must be one of {(*FORMATS, 'lowrank')} or None; got {attention!r}")
     options = _options(options)
     named: set[str] | None = None
     if filter is not None and not callable(filter):
@@ -769,19 +780,35 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                          "hooks first (torch.nn.utils.remove_spectral_norm / remove_weight_norm / prune.remove; the "
                          "layers then hold their current weight), or pass inplace=True. (Layers under the newer "
                          "torch.nn.utils.parametrizations are left dense too: remove the parametrization first.)") from err
-    aliases: dict[int, list[str]] = {}  # a layer shared under several names: wanted under any of them
-    for alias, module in new.named_modules(remove_duplicate=False):
-        aliases.setdefault(id(module), []).append(alias)
-    targets = [(name, module) for name, module in list(new.named_modules())
-               if name and any(_wanted(a, module, filter, named) for a in aliases.get(id(module), [name]) if a)]
-    refused = [(name, module) for name, module in targets if not _would_convert(module, linear, conv, embedding)]
+    aliases = _aliases(new)  # a layer shared under several names: wanted under any of them
+    skipped: list[str] = []
+    hooked: list[str] = []
+    opened: dict[int, TensorizedMultiheadAttention] = {}
+    if attention is not None:  # attention with its projections as nn.Linear, converted below as linears
+        opened = _open_attention(new, aliases, filter, named, skipped, hooked)
+        aliases = _aliases(new)
+    projections = {id(getattr(m, p)) for m in opened.values() for p in (*PROJECTIONS, "out_proj")}
+
+    def linear_format(module: nn.Module) -> str | None:  # a projection's format is attention's
+        return attention if id(module) in projections else linear
+
+    def would_convert(module: nn.Module) -> bool:
+        return _would_convert(module, linear_format(module), conv, embedding)
+
+    def why_not(module: nn.Module) -> str:
+        return _why_not(module, linear_format(module), conv, embedding, attention)
+
+    targets = [(name, module) for name, module in list(new.named_modules()) if name and id(module) not in opened
+               and (id(module) in projections
+                    or any(_wanted(a, module, filter, named) for a in aliases.get(id(module), [name]) if a))]
+    refused = [(name, module) for name, module in targets if not would_convert(module)]
     if named is not None and refused:
         raise ValueError("tensorize cannot convert " + "; ".join(
-            f"{name!r}: {_why_not(module, linear, conv, embedding)}" for name, module in refused))
+            f"{name!r}: {why_not(module)}" for name, module in refused))
     # a subclass of a converted type that the walk (or a callable filter) met: said, not silent
-    skipped = [f"{name}: {_why_not(module, linear, conv, embedding)}" for name, module in refused
-               if isinstance(module, _CONVERTIBLE) and type(module) not in _CONVERTIBLE]
-    tied = _tied_parameters(new, [(n, m) for n, m in targets if _would_convert(m, linear, conv, embedding)])
+    skipped += [f"{name}: {why_not(module)}" for name, module in refused
+                if isinstance(module, _CONVERTIBLE) and type(module) not in _CONVERTIBLE]
+    tied = _tied_parameters(new, [(n, m) for n, m in targets if would_convert(m)])
     if tied and named is not None:
         raise ValueError("tensorize cannot convert " + "; ".join(f"{n!r} ({o})" for n, o in tied.items())
                          + ": a tied parameter is one tensor that several layers share, and a decomposed layer "
@@ -791,10 +818,10 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     targets = [(name, module) for name, module in targets if name not in tied]
     errors: dict[str, float] = {}
     converted: dict[int, nn.Module] = {}
-    hooked: list[str] = []
     ranks = {}
     if budget is not None:
-        ranks = _budget_ranks(targets, budget, lambda m, r: _convert(m, linear, conv, embedding, r, options, progress),
+        ranks = _budget_ranks(targets, budget,
+                              lambda m, r: _convert(m, linear_format(m), conv, embedding, r, options, progress),
                               strict=named is not None)
     from tqdm.auto import tqdm
 
@@ -816,7 +843,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    replacement = _convert(module, linear, conv, embedding, ranks.get(name, rank), options, progress)
+                    replacement = _convert(module, linear_format(module), conv, embedding, ranks.get(name, rank),
+                                           options, progress)
                 except ValueError as err:
                     if named is not None:
                         raise
@@ -850,7 +878,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                       + " to their tensorized layers (they were dropped before); a hook that reads attributes of "
                       "the dense layer other than weight / bias may not find them there", UserWarning, stacklevel=2)
     if not converted:  # the model comes back unchanged: not silently
-        kinds = [f"nn.{t.__name__}" for t, fmt in zip(_CONVERTIBLE, (linear, conv, embedding)) if fmt is not None]
+        kinds = [f"nn.{t.__name__}" for t, fmt in zip((*_CONVERTIBLE, nn.MultiheadAttention),
+                                                      (linear, conv, embedding, attention)) if fmt is not None]
         why = ("every layer it met was left dense (see the warning above)" if skipped else
                f"the model has no {' / '.join(kinds) or 'layer type with a format'} layer"
                + (" that the filter selects" if filter is not None else ""))
@@ -925,6 +954,53 @@ def _tied_parameters(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> 
     return tied
 
 
+def _aliases(model: nn.Module) -> dict[int, list[str]]:
+    """Module id -> every name it has in ``model`` (a layer shared under several names)."""
+    aliases: dict[int, list[str]] = {}
+    for alias, module in model.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(module), []).append(alias)
+    return aliases
+
+
+def _open_attention(model: nn.Module, aliases: dict[int, list[str]], filter: Any, named: set[str] | None,
+                    skipped: list[str], hooked: list[str]) -> dict[int, TensorizedMultiheadAttention]:
+    """Replace every selected ``nn.MultiheadAttention`` of ``model`` by a
+    :class:`TensorizedMultiheadAttention` whose projections are ``nn.Linear`` copies of its
+    weights (the same function), for the walk to convert like other linears. One whose
+    parameters another module shares, or that an old-style ``torch.nn.utils`` hook
+    reparametrises, stays (a reason in ``skipped``; an error if ``named``); hooks move with it
+    (its name in ``hooked``). Returns the new modules by id."""
+    chosen = [(name, m) for name, m in model.named_modules() if name and type(m) is nn.MultiheadAttention
+              and any(_wanted(a, m, filter, named) for a in aliases.get(id(m), [name]) if a)]
+    replaced: dict[int, TensorizedMultiheadAttention] = {}
+    for name, module in chosen:
+        reparam = _reparametrised(module)
+        tied = _shared_outside(model, module)
+        why = (f"{tied} (tied parameters); converting it would untie them" if tied else
+               f"its weights are recomputed at each forward by a {reparam} hook; remove it first" if reparam else None)
+        if why is not None:
+            if named is not None:
+                raise ValueError(f"tensorize cannot convert {name!r}: {why}")
+            skipped.append(f"{name}: {why}")
+            continue
+        replaced[id(module)] = new = TensorizedMultiheadAttention.with_dense_projections(module)
+        if _carry_hooks(module, new):
+            hooked.append(name)
+    replace_modules(model, lambda name, m: replaced.get(id(m)))
+    return {id(m): m for m in replaced.values()}
+
+
+def _shared_outside(model: nn.Module, module: nn.Module) -> str | None:
+    """Which parameters of ``module`` (its submodules' included) a module outside it also holds,
+    and where; None when none is."""
+    inside = {id(m) for m in module.modules()}
+    own = {id(p): n for n, p in module.named_parameters()}
+    shared = [f"its {own[id(p)]} is also {(f'{name}.{key}' if name else key)!r}"
+              for name, m in model.named_modules(remove_duplicate=False) if id(m) not in inside
+              for key, p in m._parameters.items() if p is not None and id(p) in own]
+    return "; ".join(shared) or None
+
+
 def _would_convert(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> bool:
     """Whether :func:`_convert` replaces ``module`` (its type, and that type's format not None)."""
     return _format_for(module, linear, conv, embedding) is not None
@@ -936,20 +1012,25 @@ _OPTION_OF = {nn.Linear: "linear", nn.Conv2d: "conv", nn.Embedding: "embedding"}
 _CONVERTIBLE = tuple(_OPTION_OF)
 
 
-def _why_not(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> str:
+def _why_not(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None,
+             attention: str | None = None) -> str:
     """Why :func:`tensorize` leaves ``module`` as it is (it does not convert it)."""
     kind = type(module).__name__
+    if type(module) is nn.MultiheadAttention and attention is None:
+        return "attention=None leaves nn.MultiheadAttention layers alone"
     base = next((t for t in _CONVERTIBLE if isinstance(module, t)), None)
     if base is None:
         inside = "; name the layers inside it" if next(module.children(), None) is not None else ""
-        return f"a {kind}; tensorize converts nn.Linear, nn.Conv2d and nn.Embedding layers{inside}"
+        return (f"a {kind}; tensorize converts nn.Linear, nn.Conv2d, nn.Embedding and nn.MultiheadAttention "
+                f"layers{inside}")
     if parametrize.is_parametrized(module):
         return (f"a {kind}: its weight is computed by a torch.nn.utils.parametrize parametrization, which a tensorized "
                 "layer cannot carry; remove it first (torch.nn.utils.parametrize.remove_parametrizations(layer, "
                 "'weight'), which keeps the current weight)")
     if type(module) is not base:
         return (f"a {kind}, a subclass of nn.{base.__name__}: only the exact type is converted, since the module "
-                f"that owns a subclass may use its weight directly (MultiheadAttention reads out_proj.weight)")
+                f"that owns a subclass may use its weight directly (a MultiheadAttention reads out_proj.weight: "
+                f"select the MultiheadAttention itself, with attention= a format, to convert its projections)")
     return f"{_OPTION_OF[base]}=None leaves nn.{base.__name__} layers alone"
 
 
