@@ -70,6 +70,12 @@ def test_dense_projections_are_the_torch_module_exactly(options, kdim, vdim):
         got, got_w = opened(q, k, v, **call)
         assert torch.equal(got, want)
         assert (got_w is None) == (want_w is None) and (got_w is None or torch.equal(got_w, want_w))
+    single = [t[0] if options.get("batch_first", False) else t[:, 0] for t in (q, k, v)]  # unbatched input
+    assert torch.equal(opened(*single)[0], mha(*single)[0])
+    if kdim == vdim == 16:  # self-attention under a causal mask
+        causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+        assert torch.equal(opened(q, q, q, attn_mask=causal, is_causal=True)[0],
+                           mha(q, q, q, attn_mask=causal, is_causal=True)[0])
     assert not opened.training and isinstance(opened, nn.MultiheadAttention)
     for name in ("embed_dim", "num_heads", "kdim", "vdim", "batch_first", "_qkv_same_embed_dim", "head_dim"):
         assert getattr(opened, name) == getattr(mha, name)
