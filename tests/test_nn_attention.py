@@ -191,6 +191,8 @@ def test_tensorize_attention_options_filters_and_errors():
         tnn.tensorize(dense, ["layers.0.self_attn.out_proj"], inplace=True)
     with pytest.raises(ValueError, match="attention must be one of"):
         tnn.tensorize(dense, attention="bogus")
+    with pytest.raises(ValueError, match="'layers.0.norm1': a LayerNorm"):  # refused before the attention changes
+        tnn.tensorize(dense, ["layers.0.self_attn", "layers.0.norm1"], inplace=True)
     assert all(torch.equal(v, before[k]) for k, v in dense.state_dict().items())
     assert type(layer.self_attn) is nn.MultiheadAttention
     # naming the attention converts its four projections, in the attention's format, and nothing else
@@ -226,6 +228,9 @@ def test_tensorize_moves_hooks_of_attention_and_skips_tied_attention():
     with pytest.warns(UserWarning, match=r"attn: its out_proj.weight is also 'head.weight'.*untie"):
         out = tnn.tensorize(model, rank=2)
     assert type(out["attn"]) is nn.MultiheadAttention
+    with pytest.raises(ValueError, match=r"cannot convert 'attn' \(its out_proj.weight is also 'head.weight'\)"):
+        tnn.tensorize(model, ["attn"], inplace=True)
+    assert type(model["attn"]) is nn.MultiheadAttention
     # the same attention under two names: converted once, still shared
     shared = nn.MultiheadAttention(16, 2)
     pair = nn.ModuleDict({"a": shared, "b": shared})

@@ -781,34 +781,21 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                          "layers then hold their current weight), or pass inplace=True. (Layers under the newer "
                          "torch.nn.utils.parametrizations are left dense too: remove the parametrization first.)") from err
     aliases = _aliases(new)  # a layer shared under several names: wanted under any of them
-    skipped: list[str] = []
-    hooked: list[str] = []
-    opened: dict[int, TensorizedMultiheadAttention] = {}
-    if attention is not None:  # attention with its projections as nn.Linear, converted below as linears
-        opened = _open_attention(new, aliases, filter, named, skipped, hooked)
-        aliases = _aliases(new)
-    projections = {id(getattr(m, p)) for m in opened.values() for p in (*PROJECTIONS, "out_proj")}
-
-    def linear_format(module: nn.Module) -> str | None:  # a projection's format is attention's
-        return attention if id(module) in projections else linear
-
-    def would_convert(module: nn.Module) -> bool:
-        return _would_convert(module, linear_format(module), conv, embedding)
-
-    def why_not(module: nn.Module) -> str:
-        return _why_not(module, linear_format(module), conv, embedding, attention)
-
-    targets = [(name, module) for name, module in list(new.named_modules()) if name and id(module) not in opened
-               and (id(module) in projections
-                    or any(_wanted(a, module, filter, named) for a in aliases.get(id(module), [name]) if a))]
-    refused = [(name, module) for name, module in targets if not would_convert(module)]
+    chosen = [(name, module) for name, module in list(new.named_modules())
+              if name and any(_wanted(a, module, filter, named) for a in aliases.get(id(module), [name]) if a)]
+    # attentions are converted whole (their projections, below); what is inside them is not a target
+    attentions = [(n, m) for n, m in chosen if type(m) is nn.MultiheadAttention and attention is not None]
+    inside = {id(sub) for _, m in attentions for sub in m.modules() if sub is not m}
+    targets = [(n, m) for n, m in chosen if id(m) not in inside and not any(m is a for _, a in attentions)]
+    refused = [(name, module) for name, module in targets if not _would_convert(module, linear, conv, embedding)]
     if named is not None and refused:
         raise ValueError("tensorize cannot convert " + "; ".join(
-            f"{name!r}: {why_not(module)}" for name, module in refused))
+            f"{name!r}: {_why_not(module, linear, conv, embedding, attention)}" for name, module in refused))
     # a subclass of a converted type that the walk (or a callable filter) met: said, not silent
-    skipped += [f"{name}: {why_not(module)}" for name, module in refused
-                if isinstance(module, _CONVERTIBLE) and type(module) not in _CONVERTIBLE]
-    tied = _tied_parameters(new, [(n, m) for n, m in targets if would_convert(m)])
+    skipped = [f"{name}: {_why_not(module, linear, conv, embedding, attention)}" for name, module in refused
+               if isinstance(module, _CONVERTIBLE) and type(module) not in _CONVERTIBLE]
+    tied = _tied_parameters(new, [(n, m) for n, m in targets if _would_convert(m, linear, conv, embedding)])
+    tied.update((n, why) for n, m in attentions if (why := _shared_outside(new, m)))
     if tied and named is not None:
         raise ValueError("tensorize cannot convert " + "; ".join(f"{n!r} ({o})" for n, o in tied.items())
                          + ": a tied parameter is one tensor that several layers share, and a decomposed layer "
@@ -816,6 +803,26 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     for name, others in tied.items():
         skipped.append(f"{name}: {others} (tied parameters); converting it would untie them")
     targets = [(name, module) for name, module in targets if name not in tied]
+    for name, module in attentions:
+        reparam = _reparametrised(module)
+        if reparam:
+            why = f"its weights are recomputed at each forward by a {reparam} hook; remove it first"
+            if named is not None:
+                raise ValueError(f"tensorize cannot convert {name!r}: {why}")
+            skipped.append(f"{name}: {why}")
+            tied[name] = why
+    # checked: now each attention with its projections as nn.Linear (the same function), to convert as linears
+    hooked: list[str] = []
+    opened = _open_attention(new, [m for n, m in attentions if n not in tied], hooked)
+    projections = {id(getattr(m, p)) for m in opened for p in (*PROJECTIONS, "out_proj")}
+    if opened:
+        kept = {id(m) for _, m in targets}
+        targets = [(name, module) for name, module in new.named_modules()
+                   if name and (id(module) in kept or id(module) in projections)]
+
+    def linear_format(module: nn.Module) -> str | None:  # a projection's format is attention's
+        return attention if id(module) in projections else linear
+
     errors: dict[str, float] = {}
     converted: dict[int, nn.Module] = {}
     ranks = {}
@@ -962,32 +969,17 @@ def _aliases(model: nn.Module) -> dict[int, list[str]]:
     return aliases
 
 
-def _open_attention(model: nn.Module, aliases: dict[int, list[str]], filter: Any, named: set[str] | None,
-                    skipped: list[str], hooked: list[str]) -> dict[int, TensorizedMultiheadAttention]:
-    """Replace every selected ``nn.MultiheadAttention`` of ``model`` by a
-    :class:`TensorizedMultiheadAttention` whose projections are ``nn.Linear`` copies of its
-    weights (the same function), for the walk to convert like other linears. One whose
-    parameters another module shares, or that an old-style ``torch.nn.utils`` hook
-    reparametrises, stays (a reason in ``skipped``; an error if ``named``); hooks move with it
-    (its name in ``hooked``). Returns the new modules by id."""
-    chosen = [(name, m) for name, m in model.named_modules() if name and type(m) is nn.MultiheadAttention
-              and any(_wanted(a, m, filter, named) for a in aliases.get(id(m), [name]) if a)]
+def _open_attention(model: nn.Module, chosen: list[nn.Module], hooked: list[str]) -> list[TensorizedMultiheadAttention]:
+    """Replace each ``nn.MultiheadAttention`` in ``chosen`` by a :class:`TensorizedMultiheadAttention`
+    whose projections are ``nn.Linear`` copies of its weights (the same function), for the walk
+    to convert like other linears. Hooks move to the new module (its names in ``hooked``)."""
     replaced: dict[int, TensorizedMultiheadAttention] = {}
-    for name, module in chosen:
-        reparam = _reparametrised(module)
-        tied = _shared_outside(model, module)
-        why = (f"{tied} (tied parameters); converting it would untie them" if tied else
-               f"its weights are recomputed at each forward by a {reparam} hook; remove it first" if reparam else None)
-        if why is not None:
-            if named is not None:
-                raise ValueError(f"tensorize cannot convert {name!r}: {why}")
-            skipped.append(f"{name}: {why}")
-            continue
+    for module in chosen:
         replaced[id(module)] = new = TensorizedMultiheadAttention.with_dense_projections(module)
         if _carry_hooks(module, new):
-            hooked.append(name)
+            hooked.append(next(name for name, m in model.named_modules() if m is module))
     replace_modules(model, lambda name, m: replaced.get(id(m)))
-    return {id(m): m for m in replaced.values()}
+    return list(replaced.values())
 
 
 def _shared_outside(model: nn.Module, module: nn.Module) -> str | None:
