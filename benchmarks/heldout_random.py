@@ -140,6 +140,35 @@ def compare(rows: list[dict], other: list[dict]) -> str:
     return "\n".join(parts)
 
 
+#: a fit "far from the truth": its error against the truth above this, noiseless / at 20 dB (twice the noise)
+FAR = {None: 0.01, 20: 0.2}
+
+
+def determined(r: dict) -> bool:
+    """Whether the truth has at most half as many degrees of freedom (parameters less each bond's
+    ``r^2`` gauge) as there are observed entries: what the fit's criterion allows at most."""
+    observed = observed_of(r["format"], r["seed"], tuple(r["shape"]))
+    entries = math.prod(r["shape"]) if observed is None else int(observed.sum())
+    return r["true_params"] - sum(k * k for k in r["true"]) <= entries / 2
+
+
+def determined_table(rows: list[dict]) -> str:
+    """The truths the data determine, alone: how many fits end far from them, and how many of those warned."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["format"], r["snr"]), []).append(r)
+    body = []
+    for (fmt, snr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        sure = [r for r in rs if determined(r)]
+        far = [r for r in sure if r["truth_error"] > FAR.get(snr, 0.2)]
+        body.append([fmt, "none" if snr is None else f"{snr} dB", f"{len(sure)} of {len(rs)}",
+                     sum(r["ranks"] == r["true"] for r in sure), len(far), sum(r["warnings"] == 0 for r in far),
+                     ", ".join(f"{r['seed']} ({r['truth_error']:.2g})" for r in far) or "-"])
+    return markdown_table(["format", "noise", "determined truths", "at the true ranks",
+                           "far from the truth (error > 0.01 noiseless, > 0.2 at 20 dB)", "of them silent (no warning)",
+                           "far: seed (error)"], body)
+
+
 def report(rows: list[dict], command: str, other: list[dict] | None, other_name: str, note: str = "") -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -157,7 +186,10 @@ def report(rows: list[dict], command: str, other: list[dict] | None, other_name:
             f"Command: `{command}`  ", f"Code: tnmars at commit {', '.join(commits)}  ", f"Machine: {machine_line()}", "",
             (__doc__ or "").split("\n\n")[0].replace("\n", " "), "", *([note, ""] if note else []),
             markdown_table(["format", "noise", "fits", "true ranks", "larger than the truth", "smaller",
-                            "median error to the truth", "worst", "fits that warned", "median seconds"], body)]
+                            "median error to the truth", "worst", "fits that warned", "median seconds"], body),
+            "", "### Truths the data determine", "",
+            "Many drawn truths have more degrees of freedom than half their (observed) entries, the most the "
+            "criterion allows, so no selector can be asked for them; among the others:", "", determined_table(rows)]
     if other is not None:
         text += ["", f"## Fit by fit against `{other_name}`", "",
                  f"Code there: {', '.join(sorted({r['commit'] for r in other}))}.", "", compare(rows, other)]
