@@ -23,6 +23,32 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS, cpu_model, markdown_table, time_interleaved, write_result  # noqa: F401
 
 
+def train_classifier(model: nn.Module, data, epochs: int, lr: float, prior_in_optimizer: bool = False,
+                     batch: int = 64) -> float:
+    """``epochs`` of Adam at ``lr`` on ``data = (x, y, x_test, y_test)`` (a fixed shuffle), the
+    MARS loss for a model with masks (its prior in the optimizer's step with
+    ``prior_in_optimizer``: ``MarsLoss.optimizer``), cross-entropy otherwise; the test accuracy
+    in eval mode."""
+    x, y, x_test, y_test = data
+    if any(True for _ in tnn.mars_modules(model)):
+        loss_fn = tnn.MarsLoss(model, len(x))
+        opt = loss_fn.optimizer(lr=lr) if prior_in_optimizer else torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        loss_fn, opt = nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            loss_fn(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        return float((model(x_test).argmax(1) == y_test).float().mean())
+
+
 def cpu_time_interleaved(funcs: dict, repeats: int = 7, warmup: int = 1) -> dict[str, float]:
     """Like ``time_interleaved`` (round-robin, medians), but each sample is the CPU time of the
     calling thread (``time.thread_time``): with one torch thread every op and its backward run

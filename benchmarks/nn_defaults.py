@@ -88,22 +88,7 @@ def build(model: str, kind: str) -> nn.Module:
 
 
 def train(model: nn.Module, data, epochs: int, lr: float = 3e-3) -> float:
-    x, y, x_test, y_test = data
-    mars = any(True for _ in tnn.mars_modules(model))
-    loss_fn = tnn.MarsLoss(model, len(x)) if mars else nn.CrossEntropyLoss()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        return float((model(x_test).argmax(1) == y_test).float().mean())
+    return C.train_classifier(model, data, epochs, lr)
 
 
 def main() -> None:

@@ -53,25 +53,7 @@ class DigitRows(nn.Module):
 
 
 def train(model: nn.Module, data, epochs: int, lr: float = 1e-3) -> float:
-    x, y, x_test, y_test = data
-    mars = any(True for _ in tnn.mars_modules(model))
-    if mars:
-        loss_fn = tnn.MarsLoss(model, len(x))
-        opt = loss_fn.optimizer(lr=lr)
-    else:
-        loss_fn, opt = nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        return float((model(x_test).argmax(1) == y_test).float().mean())
+    return C.train_classifier(model, data, epochs, lr, prior_in_optimizer=True)
 
 
 def sizes(dense: nn.Module, model: nn.Module) -> dict:

@@ -9,9 +9,9 @@ import io
 import pickle
 import warnings
 
-import numpy as np
 import pytest
 import torch
+from test_nn_convert import _numpy_init  # (NumPy-drawn weights, as for the other layers' round trips)
 from torch import nn
 
 import tnmars.nn as tnn
@@ -36,14 +36,6 @@ def _inputs(options: dict, kdim: int, vdim: int, seed: int = 0):
     if not options.get("batch_first", False):
         q, k, v = (t.transpose(0, 1) for t in (q, k, v))
     return q, k, v
-
-
-def _numpy_init(module: nn.Module, seed: int) -> nn.Module:
-    rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.as_tensor(rng.standard_normal(tuple(p.shape)) / np.sqrt(p.shape[-1]), dtype=p.dtype))
-    return module
 
 
 def _trained(mha: nn.MultiheadAttention, q, k, v, seed: int, steps: int = 25) -> nn.MultiheadAttention:
