@@ -183,8 +183,9 @@ def fit(
         ``final_sweeps``, ``second_look``, ``patience``, ``exchanges``); default: its own,
         with ``exchanges`` on when there is a budget and for a tensor ring. And
         ``random_restart`` (default True): a tensor ring (``"tr"`` or a ring spec) fitted
-        without a budget whose result leaves most of the data's deviations from their mean
-        unexplained, or a residual that holds structure rather than noise, is searched again
+        without a budget whose relative error against the data's deviations from their mean
+        is above ``RING_RESTART_FROM`` (0.3), or whose residual holds structure rather than
+        noise, is searched again
         from random cores at the largest ranks the observations determine; the criterion keeps
         the better end (a completion's only where it does not extrapolate), and a fit still
         leaving either tries one more random start (``RING_RANDOM_STARTS`` in all). ALS on a
