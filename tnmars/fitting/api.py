@@ -185,12 +185,12 @@ def fit(
         ``random_restart`` (default True): a tensor ring (``"tr"`` or a ring spec) fitted
         without a budget whose relative error against the data's deviations from their mean
         is above ``RING_RESTART_FROM`` (0.3), or whose residual holds structure rather than
-        noise, is searched again
-        from random cores at the largest ranks the observations determine; the criterion keeps
-        the better end (a completion's only where it does not extrapolate), and a fit still
-        leaving either tries one more random start (``RING_RANDOM_STARTS`` in all). ALS on a
-        ring from the spectral start's low ranks can stop in minima no single index leaves, and
-        where a random start's walk ends depends on the start.
+        noise, is searched again from random cores at the largest ranks the observations
+        determine; the criterion keeps the better end (a completion's only where it does not
+        extrapolate), and a fit still above either tries one more random start
+        (``RING_RANDOM_STARTS`` in all). ALS on a ring from the spectral start's low ranks can
+        stop in minima no single index leaves, and where a random start's walk ends depends on
+        the start.
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
         Default 0, so that the same data give the same ranks from one call to the next (a
         ring's second walk starts from random cores, and the search grows bonds by random
