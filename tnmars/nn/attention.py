@@ -149,6 +149,12 @@ class TensorizedMultiheadAttention(nn.MultiheadAttention):
     def v_proj_weight(self) -> torch.Tensor | None:  # type: ignore[override]
         return None if self._qkv_same_embed_dim else self.v_proj.weight
 
+    def extra_repr(self) -> str:
+        dims = "" if self._qkv_same_embed_dim else f", kdim={self.kdim}, vdim={self.vdim}"
+        extras = "".join(f", {name}=True" for name in ("add_zero_attn",) if getattr(self, name))
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}{dims}, dropout={self.dropout}, "
+                f"batch_first={self.batch_first}, bias_kv={self.bias_k is not None}{extras}")
+
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
                 attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
