@@ -93,7 +93,8 @@ RING_RANDOM_STARTS = 2
 #: preferred the second walk's fewer parameters); held out on seeds 130-199 (280 fits, TR and TR
 #: completions, noiseless and 20 dB): 5 closer to the truth (the first ring exact, and at its true
 #: ranks at 20 dB), none farther, 1.06-1.10x the time. Noise at about 10 dB or more also starts the
-#: walk (its error is about 0.3), which costs time, not accuracy: the criterion keeps the better end.
+#: walk (its error is about 0.3): on 40 of those TR truths at 10 dB, 2 closer, none farther, 1.11x
+#: the time (``benchmarks/ring_restart_threshold.py``).
 RING_RESTART_FROM = 0.3
 #: ``selection`` settings: the rank search's, and ``random_restart`` (the fit's second walk from
 #: random cores for a ring that leaves most of its data unexplained; on by default)
