@@ -739,7 +739,10 @@ MACHINES = ("Machines: the rows of commits up to 79336c7 (2026-11-28 to 2026-11-
             "recovery rows of 330b855 (a ring whose residual is structure walks again from random cores), same "
             "machine, against 2b073d0's: 28 of 30 the same, 2 closer (noiseless order 4 tune 2: 0.0156 -> 1.9e-9; "
             "heldout 101: 0.032 -> 0.021), none farther; those two took 22-24 s for 4 s (the second walk), the other 28 "
-            "the same refits (no second walk ran; their times moved with the machine's load, beside a CI run).")
+            "the same refits (no second walk ran; their times moved with the machine's load, beside a CI run). The TR "
+            "recovery rows of bb4b1af (a ring fit above relative error 0.3 walks again from random cores), same "
+            "machine, against 330b855's: all 30 the same, with the same refits (the rings above 0.3 walked again "
+            "before too: their errors are above 0.5).")
 
 
 def report(rows: list[dict], command: str) -> str:
