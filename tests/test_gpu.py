@@ -306,12 +306,15 @@ def _transformer_on(device: str) -> None:
         warnings.simplefilter("ignore")  # rank="full" is larger than the dense layers
         small = tnn.tensorize(dense, rank="full").eval()
     assert isinstance(small.layers[0].linear1, tnn.TensorizedLinear)
+    assert isinstance(small.layers[0].self_attn, tnn.TensorizedMultiheadAttention)
     assert small.layers[0].linear1.weight.device.type == device
+    assert small.layers[0].self_attn.in_proj_weight.device.type == device
     with torch.no_grad():
         torch.testing.assert_close(small(x), dense(x), atol=1e-5, rtol=1e-5)
     small.train()
     small(x).square().mean().backward()
     assert small.layers[0].linear1.cores[0].grad.device.type == device
+    assert small.layers[0].self_attn.q_proj.cores[0].grad.device.type == device
 
 
 @pytest.mark.cuda

@@ -480,6 +480,7 @@ def test_a_tensorized_transformer_runs_the_dense_function_including_the_inferenc
         warnings.simplefilter("ignore")  # rank="full" is larger than the dense layers
         small = tnn.tensorize(dense, rank="full").eval()
     assert isinstance(small.layers[0].linear1, TensorizedLinear)
+    assert isinstance(small.layers[0].self_attn, tnn.TensorizedMultiheadAttention)
     with torch.no_grad():
         torch.testing.assert_close(small(x), dense(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(small(x), dense(x), atol=1e-5, rtol=1e-5)
