@@ -113,6 +113,72 @@ def test_full_rank_round_trip_computes_the_dense_function(case, kind):
             assert tuple(np.atleast_1d(getattr(layer, attr))) == tuple(np.atleast_1d(getattr(dense, attr)))
 
 
+def _saddle_indices(layer: nn.Module) -> list[tuple[str, int]]:
+    """Bond indices whose slice is zero in every core on the bond: no core there gets a gradient."""
+    found = []
+    for bond, places in layer.bond_axes.items():
+        if len(places) < 2:
+            continue
+        for i in range(layer.dims[bond]):
+            if all(not bool(layer.cores[k].detach().select(axis, i).any()) for k, axis in places):
+                found.append((bond, i))
+    return found
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.filterwarnings("ignore:.*more than the dense.*")
+def test_a_zero_weight_converts_to_the_same_function_with_every_index_trainable(case):
+    """Found by an outside probe: a zero-initialised ``nn.Linear`` (adapters, zero-init output
+    layers) made a ``LowRankLinear`` with both factors zero, a saddle point it never left
+    (loss flat over 200 Adam steps, no warning), and a rank-1 CP layer. Slices the weight
+    cannot fill now take the fresh layer's initialisation in all but one core."""
+    dense, convert, x = CASES[case]()
+    dense = dense.double()
+    with torch.no_grad():
+        dense.weight.zero_()
+    layer = convert(dense)
+    _same_function(layer, dense, x, tol=0.0)
+    assert _saddle_indices(layer) == []
+    assert any(bool(c.detach().any()) for c in layer.cores)
+
+
+def test_a_layer_converted_from_a_zero_weight_trains():
+    torch.manual_seed(0)
+    x = torch.randn(256, 32)
+    target = x @ torch.randn(32, 32) / 6
+    for convert in (LowRankLinear.from_linear, lambda m: TensorizedLinear.from_linear(m, "cp")):
+        dense = nn.Linear(32, 32)
+        with torch.no_grad():
+            dense.weight.zero_()
+        layer = convert(dense)
+        assert layer.max_ranks["A"] > 1  # (CP took rank 1 from a zero weight's terms)
+        opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+        first = None
+        for _ in range(100):
+            opt.zero_grad()
+            loss = ((layer(x) - target) ** 2).mean()
+            first = float(loss.detach()) if first is None else first
+            loss.backward()
+            opt.step()
+        assert float(loss.detach()) < 0.5 * first, (convert, first, float(loss.detach()))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "trained"])
+def test_slices_the_decomposition_leaves_empty_are_trainable_and_change_nothing(kind):
+    """A ring starts as the TT-SVD chain in index 0 of its closing bond; the closing bond's other
+    indices were zero in both cores they join, on any weight: a saddle that fine-tuning never
+    left (a ring converted from a zero weight reached loss 0.47 where it now reaches 0.06)."""
+    x = torch.randn(5, 12, dtype=D64)
+    dense = _weights(kind, nn.Linear(12, 20).double(), x, 2)
+    for fmt, rank in (("tr", 4), ("tr", None), ("cp", "full")):
+        layer = TensorizedLinear.from_linear(dense, fmt, rank, (3, 4), (4, 5))
+        if rank == "full":
+            _same_function(layer, dense, x)
+        else:  # the same function as the decomposition's chain alone
+            _same_function(layer, TensorizedLinear.from_linear(dense, fmt, rank, (3, 4), (4, 5), mars=False), x)
+        assert _saddle_indices(layer) == [], (fmt, rank)
+
+
 def test_cp_round_trip_on_a_weight_of_low_cp_rank():
     """A weight with an exact CP decomposition at the given rank is recovered, and ``"full"``
     is the rank at which every weight of those shapes is exact (``min(12, 20)`` for two merged modes)."""

@@ -154,7 +154,7 @@ def _matrix_rank(fmt: str, shapes: tuple[Sequence[int], Sequence[int]], rank: An
     r = budget_rank(lambda r: matrix_params(fmt, *shapes, r), dense, rank, ceiling=dense)
     if fmt in ("tt", "tucker"):
         return [min(r, n) for n in full_matrix_ranks(fmt, *shapes)]
-    if fmt == "cp" and cp_count is not None:
+    if fmt == "cp" and cp_count:  # (a zero weight has no terms: the budget's rank, all of it trainable)
         return max(1, min(r, cp_count))
     return r
 
@@ -194,7 +194,7 @@ def decompose_matrix(w: np.ndarray, fmt: str, in_shape: Sequence[int], out_shape
     o_d)`` (:func:`merge_modes`); its TT-SVD / HOSVD (+ HOOI, tensorly) / CP fit gives the
     cores, and each merged mode is split back into ``(i_k, o_k)``. A tensor ring starts as the
     TT-SVD chain closed through index 0 of its closing bond. Rank slices the SVD cannot fill are
-    zero (the function is unchanged). TT, TR and Tucker are exact when the ranks are large
+    zero (the function is unchanged; the layer's copy makes them trainable, :func:`_trainable`). TT, TR and Tucker are exact when the ranks are large
     enough. CP is exact when its rank is at least the number of terms of the exact hierarchical
     SVD (:func:`cp_terms`; terms below ``eps`` times the weight's norm, scaled by the largest
     mode, are rounding and dropped), always at ``rank="full"``; below it, the largest terms are
@@ -225,6 +225,8 @@ def decompose_matrix(w: np.ndarray, fmt: str, in_shape: Sequence[int], out_shape
                 cores[0] = cores[0][0]
                 cores[-1] = cores[-1][..., 0]
         elif fmt == "tucker":
+            if not merged.any():  # (HOOI's error ratios divide by the zero norm: ten numpy warnings)
+                warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
             core, factors = tucker(merged, rank=list(shapes[0]), init="svd", n_iter_max=10)
             cores = [np.asarray(core)] + [np.asarray(f).reshape(i, o, -1)
                                           for f, i, o in zip(factors, in_shape, out_shape)]
@@ -441,11 +443,60 @@ def _core_shapes(layer: nn.Module) -> list[tuple[int, ...]]:
 
 
 def _copy_into(layer: nn.Module, cores: Sequence[np.ndarray]) -> None:
+    cores = _trainable(layer, cores)
     with torch.no_grad():
         for param, core in zip(layer.cores, cores):
             if tuple(param.shape) != tuple(core.shape):
                 raise AssertionError(f"decomposed core has shape {core.shape}, the layer's {tuple(param.shape)}")
             param.copy_(torch.as_tensor(core, dtype=param.dtype, device=param.device))
+
+
+def _trainable(layer: nn.Module, cores: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``cores`` with every bond index that is zero in all the cores it joins made trainable,
+    computing the same function exactly.
+
+    Such an index (a rank slice the weight's decomposition cannot fill: a zero or exactly
+    low-rank weight, a rank above the weight's) is a saddle point: each core's slice is
+    multiplied by the others' zeros, so neither gets a gradient and fine-tuning can never use
+    it (a zero-initialised ``nn.Linear`` made a ``LowRankLinear`` that stayed zero for good).
+    Its slices take the layer's fresh random initialisation in every core but the last on the
+    bond, which stays zero: every term through the index still has a zero factor, and that last
+    slice now gets a gradient. When a whole bond is such indices the weight is zero: the cores
+    are then the layer's fresh initialisation with the last core zero."""
+    bond_axes = getattr(layer, "bond_axes", None)
+    if not bond_axes:
+        return list(cores)
+    dead: dict[str, np.ndarray] = {}
+    for bond, places in bond_axes.items():
+        if len(places) < 2:
+            continue
+        zero = None
+        for k, axis in places:
+            c = np.asarray(cores[k])
+            empty = ~np.any(np.moveaxis(c, axis, 0).reshape(c.shape[axis], -1) != 0, axis=1)
+            zero = empty if zero is None else zero & empty
+        if zero is not None and zero.any():
+            dead[bond] = zero
+    if not dead:
+        return list(cores)
+    fresh = [p.detach().double().cpu().numpy() for p in layer.cores]
+    if any(zero.all() for zero in dead.values()):  # a zero weight: nothing of the decomposition to keep
+        return fresh[:-1] + [np.zeros_like(fresh[-1])]
+    out = [np.array(c, dtype=np.float64) for c in cores]
+
+    def where(k: int, axis: int, zero: np.ndarray) -> tuple:
+        index: list[Any] = [slice(None)] * out[k].ndim
+        index[axis] = zero
+        return tuple(index)
+
+    for bond, zero in dead.items():
+        for k, axis in bond_axes[bond][:-1]:
+            at = where(k, axis, zero)
+            out[k][at] = np.where(out[k][at] == 0, fresh[k][at], out[k][at])
+    for bond, zero in dead.items():  # (after every fill: a slice filled for another bond is zeroed again)
+        k, axis = bond_axes[bond][-1]
+        out[k][where(k, axis, zero)] = 0.0
+    return out
 
 
 def _copy_bias(layer: nn.Module, bias: torch.Tensor | None) -> None:
