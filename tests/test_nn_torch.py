@@ -372,6 +372,23 @@ def test_inference_mode_gives_the_no_grad_outputs_with_closed_indices(name, made
             torch.testing.assert_close(layer.weight, weight)
 
 
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_layers_build_on_the_meta_device_and_load_weights_after_to_empty(name):
+    """``with torch.device("meta")`` (building a large model without memory, then
+    ``to_empty`` and ``load_state_dict``): found by an outside probe, every layer failed while
+    drawing its seed and checking its cores' values there."""
+    torch.manual_seed(0)
+    real = FACTORIES[name]().eval()
+    with torch.device("meta"):
+        torch.manual_seed(0)
+        empty = FACTORIES[name]()
+    assert all(p.is_meta for p in empty.parameters())
+    empty = empty.to_empty(device="cpu")
+    empty.load_state_dict(real.state_dict())
+    x = _input(real, batch=3)
+    torch.testing.assert_close(empty.eval()(x), real(x))
+
+
 # ------------------------------------------------------------------ batches and inputs
 @pytest.mark.parametrize("name", list(FACTORIES))
 @pytest.mark.parametrize("mode", ["train", "eval"])

@@ -202,7 +202,7 @@ def autocast_dtype(x: torch.Tensor) -> torch.dtype:
 
 def torch_seed() -> int:
     """A seed drawn from torch's global generator, so ``torch.manual_seed`` fixes layer inits."""
-    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+    return int(torch.randint(0, 2**31 - 1, (1,), device="cpu").item())  # (the CPU generator under a device context too)
 
 
 def check_mode(mode: str) -> str:
@@ -558,7 +558,8 @@ class TensorizedLayer(nn.Module):
         self.warmup = False
         enabled, pi, alpha = resolve_preset(mars, pi, alpha)
         self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in network.cores])
-        bad = [k for k, c in enumerate(self.cores) if not bool(torch.isfinite(c.detach()).all())]
+        # (meta tensors, under ``with torch.device("meta")``, have no values to check)
+        bad = [k for k, c in enumerate(self.cores) if not c.is_meta and not bool(torch.isfinite(c.detach()).all())]
         if bad:  # a layer over them would output NaN from its first call on
             raise ValueError(f"{type(self).__name__}: core(s) {bad} of the network {network.spec!r} have NaN or "
                              "infinite entries")
