@@ -348,6 +348,20 @@ def test_tr_svd_start_takes_ranks_above_the_first_mode(rank):
     assert err(net) < err(smaller)
 
 
+def test_a_cp_start_above_a_mode_size_says_nothing():
+    """tensorly's SVD start warns twice ("Trying to compute SVD with n_eigenvecs=12 ...") when the
+    CP rank passes a mode size and fills the rest at random, as documented; the warnings reached
+    users of fit(prior="bernoulli") (found by an outside probe)."""
+    import warnings
+
+    from tnmars.interop import svd_init
+    x = Network.cp((10, 11, 12), 3, seed=0).to_tensor()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net = svd_init("cp", x, 12)
+    assert net.ranks == (12,)
+
+
 def test_svd_init_refuses_what_it_would_silently_damage_or_fail_on_deep_inside():
     """Complex data lost its imaginary part (a NumPy warning only), 1-D data gave tensorly's
     "not enough values to unpack", a mask with nothing observed a LinAlgError."""

@@ -99,6 +99,12 @@ def test_extension_added_and_metadata(tmp_path):
     assert meta["format_version"] == tio.FORMAT_VERSION
     assert meta["tnmars_version"] == tnmars.__version__
     assert len(meta["sha256"]) == 64
+    # load mirrors save: the name without the extension reads the file save wrote (an outside probe
+    # found load("ring") refused after save(net, "ring"))
+    assert tnmars.load(tmp_path / "ring").ranks == net.ranks
+    assert tnmars.load(str(tmp_path / "ring")).ranks == net.ranks
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        tnmars.load(tmp_path / "other")
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)

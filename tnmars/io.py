@@ -409,11 +409,21 @@ def write_target(path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ loading
+def _as_saved(path: Path) -> Path:
+    """``path``, or the ``.npz`` file :func:`save` wrote for it when it has no extension and does
+    not exist itself (``save(r, "fit")`` writes ``fit.npz``; ``load("fit")`` reads it back)."""
+    if path.suffix == "" and not path.exists() and os.fspath(path):
+        saved = path.with_name(path.name + ".npz")
+        if saved.exists():
+            return saved
+    return path
+
+
 def _read(path: Any, key: Any = None, max_bytes: int | None = None):
     """Read, validate and verify a file: ``(metadata, arrays, decoded fit fields)``."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a string or a path; got {type(path).__name__}")
-    path = Path(path)
+    path = _as_saved(Path(path))
     secret = _signing_key(key)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
@@ -539,7 +549,7 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
 def _load(path: Any, backend: str | None, device: str | None, dtype: Any, key: Any,
           max_bytes: int | None) -> tuple[Any, dict[str, Any]]:
     meta, arrays, fields = _read(path, key, max_bytes)
-    where = f"{str(Path(path))!r}"
+    where = f"{str(_as_saved(Path(path)))!r}"
     net = _build_network(meta, arrays, backend, device, dtype, where)
     if meta["kind"] == "network":
         obj: Any = net
@@ -568,7 +578,8 @@ def load(path: str | os.PathLike, *, backend: str | None = None, device: str | N
     Parameters
     ----------
     path
-        A file written by :func:`save`.
+        A file written by :func:`save` (a name without an extension reads the ``.npz`` file
+        :func:`save` wrote for it when no file has that exact name).
     backend, device, dtype
         Where to put the arrays (default: where they were saved from).
     key

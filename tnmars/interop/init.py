@@ -25,6 +25,7 @@ within ``pad_scale`` of the SVD fit.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,8 +37,6 @@ FORMATS = ("cp", "tucker", "tt", "tr")
 
 
 def _template(fmt: str, shape: Sequence[int], ranks: Any) -> Network:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clipping is reported by fit, not here
         if fmt == "cp":
@@ -125,8 +124,10 @@ def svd_init(
         cores = [np.asarray(core)] + [np.asarray(f) for f in factors]
     elif fmt == "cp":
         mask = None if observed is None else observed.astype(float)
-        weights, factors = parafac(x, rank=tmpl.ranks[0], n_iter_max=n_iter_max, init="svd", mask=mask,
-                                   random_state=seed)
+        with warnings.catch_warnings():  # a rank above a mode size: tensorly's SVD start fills the rest at random
+            warnings.filterwarnings("ignore", message="Trying to compute SVD with n_eigenvecs")
+            weights, factors = parafac(x, rank=tmpl.ranks[0], n_iter_max=n_iter_max, init="svd", mask=mask,
+                                       random_state=seed)
         factors = [np.asarray(f) for f in factors]
         factors[0] = factors[0] * np.asarray(weights)[None, :]
         # spread the scale evenly over the factors (the Gaussian core prior is per entry)
