@@ -150,7 +150,9 @@ def fit(
         removes rank indices, each candidate refitted exactly by ALS. ``"bernoulli"``: the
         paper's MARS objective alone (its relaxation's MAP masks), then an ALS polish.
     prior_strength: ``c`` above; 1 is BIC, larger prunes more, 0 keeps every index that
-        lowers the error at all. Default: 1, or 0 within a ``budget`` (below).
+        lowers the error at all, down to the criterion's floor: fits closer than a relative
+        error of about 1e-4 of the data's spread count as exact and tie (no index is added to
+        lower the error further). Default: 1, or 0 within a ``budget`` (below).
     proposal: where the search starts: ``"spectral"`` (EVBMF's or MDL's reading of the
         unfolding spectra, whichever the criterion prefers; Tucker, TT, TR, and a spec that is
         a ring in its modes' order such as ``"iab,jbc,kca"``), ``"greedy"``
@@ -174,7 +176,9 @@ def fit(
         search never removes a bond's last index.
     budget: a size budget: a parameter count (``int``) or a compression ratio (``"20x"``).
         The selection returns the network that fits the data best among those within it
-        (never more parameters): a budget is the size the caller chose, so the Occam prior
+        (never more parameters; fits under the criterion's floor tie, as above, so a budget
+        larger than the data's exact network returns that network): a budget is the size the
+        caller chose, so the Occam prior
         is off unless ``prior_strength`` is given (then: the MAP network within the
         budget, which may be smaller). With ``prior="bernoulli"`` (no search) the budget only
         caps the relaxation's ranks (indices are removed until it fits), with a warning.
