@@ -634,6 +634,24 @@ def test_rank_shares_that_cannot_be_met_warn_and_bool_or_numpy_ranks_are_read_as
         LowRankLinear.from_linear(nn.Linear(16, 8), rank=True)
 
 
+def test_a_rank_no_layer_can_take_is_refused_before_anything_is_converted():
+    """Found by an outside probe: ``tensorize(model, rank="Full")`` said "rank must hold integers;
+    got 'F'", ``rank=1.5`` or ``0.0`` left every layer dense with a warning and returned the model
+    unchanged, and a layer given ``rank={"A": 2, "B": 3}`` (the form of ``layer.ranks``) said
+    "got 'A'"."""
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    for bad, error, match in (("Full", ValueError, "got 'Full'"), (1.5, ValueError, r"in \(0, 1\]; got 1.5"),
+                              (0.0, ValueError, r"in \(0, 1\]; got 0.0"), ({"A": 2}, TypeError, "got a mapping"),
+                              (True, TypeError, "got True")):
+        with pytest.raises(error, match=match):
+            tnn.tensorize(model, rank=bad, inplace=True)
+        assert isinstance(model[0], nn.Linear)  # nothing converted
+    for bad, match in (("Full", "got .Full."), ({"A": 2, "B": 3}, r"got a mapping .* \(layer.ranks\)")):
+        with pytest.raises(TypeError, match=match):
+            TensorizedLinear(64, 32, rank=bad)
+    assert isinstance(tnn.tensorize(model, rank="full")[0], TensorizedLinear)
+
+
 def test_tensorize_says_how_to_convert_a_parametrized_layer():
     """The advice for old-style weight_norm hooks was "use torch.nn.utils.parametrizations",
     whose layers tensorize then refused with a reason about MultiheadAttention."""

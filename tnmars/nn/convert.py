@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from math import prod
 from typing import Any
 
@@ -133,6 +133,26 @@ def budget_rank(params_at: Callable[[int], int], dense: int, rank: Any, ceiling:
         warn_user(f"a rank share of {fraction:g} cannot be met: rank 1 already has {params_at(best):,} parameters, "
                   f"more than {fraction:g} x {dense:,} of the dense layer; the layer is built at rank 1")
     return best
+
+
+RANK_FORMS = "an int, a sequence of ints (one per bond), a float share in (0, 1], None or 'full'"
+
+
+def check_rank_argument(rank: Any, who: str) -> None:
+    """Refuse a ``rank`` no layer can take before any layer is converted: checked per layer, a
+    typo (``rank="Full"``) or a share above 1 made every layer "left dense" with a warning, and
+    the model came back unchanged."""
+    if rank is None or (isinstance(rank, str) and rank == "full"):
+        return
+    if isinstance(rank, str):
+        raise ValueError(f"{who}: rank must be {RANK_FORMS}; got {rank!r}")
+    if isinstance(rank, (bool, np.bool_)):
+        raise TypeError(f"{who}: rank must be {RANK_FORMS}; got {rank!r}")
+    if isinstance(rank, Mapping):
+        raise TypeError(f"{who}: rank must be {RANK_FORMS}; got a mapping {dict(rank)!r} (ranks by bond name belong "
+                        "to one layer: give them as a list in the order of that layer's .ranks)")
+    if is_share(rank) and not 0.0 < float(rank) <= 1.0:
+        raise ValueError(f"{who}: a fractional rank is the share of each dense layer's parameters, in (0, 1]; got {rank}")
 
 
 def is_share(rank: Any) -> bool:
@@ -820,6 +840,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             raise ValueError(f"no modules named {sorted(missing)} in the model")
     if budget is not None and rank is not None:
         raise ValueError("give rank= or budget=, not both: a budget chooses every layer's rank")
+    check_rank_argument(rank, "tensorize")
     try:
         new = model if inplace else copy.deepcopy(model)
     except RuntimeError as err:  # torch cannot deep-copy the computed weights of old-style reparametrisations

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from math import prod
 from typing import Any
 
@@ -110,6 +110,11 @@ def suggest_shape(n: int, d: int) -> tuple[int, ...]:
 
 
 def _check_rank(rank: Any) -> None:
+    if isinstance(rank, str):  # (iterated, "Full" gave "rank must hold integers; got 'F'")
+        raise TypeError(f"rank must be an int or a sequence of ints (one per bond); got {rank!r}")
+    if isinstance(rank, Mapping):
+        raise TypeError(f"rank must be an int or a sequence of ints (one per bond); got a mapping {dict(rank)!r}: give "
+                        "its values as a list, in the order of the layer's bonds (layer.ranks)")
     values = [rank] if isinstance(rank, (int, np.integer)) else rank
     try:
         values = list(values)
