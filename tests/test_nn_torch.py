@@ -524,6 +524,25 @@ def test_closed_layers_short_circuit_to_the_bias(name):
     assert all(c.grad is not None and float(c.grad.abs().sum()) == 0.0 for c in layer.cores)
 
 
+@pytest.mark.parametrize("name", ["tucker2conv", "ttconv"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_convolutions_take_an_unbatched_image_as_nn_conv2d_does(name, mode):
+    """``nn.Conv2d`` maps (C, H, W) to (C_out, H', W'); the tensorized convolutions refused it
+    (found by an outside probe: a model relying on it broke after tensorize)."""
+    layer = getattr(FACTORIES[name](), mode)()
+    image = torch.randn(4, 7, 7, requires_grad=True)
+    torch.manual_seed(0)
+    one = layer(image)
+    torch.manual_seed(0)
+    batched = layer(image.unsqueeze(0))
+    assert one.shape == batched.shape[1:]
+    torch.testing.assert_close(one, batched[0])
+    one.sum().backward()
+    assert image.grad is not None
+    with pytest.raises(ValueError, match=r"\(B, 4, H, W\) or \(4, H, W\)"):
+        layer(torch.randn(5, 7, 7))
+
+
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_list_and_zero_d_inputs_are_named_errors(name):
     layer = FACTORIES[name]()

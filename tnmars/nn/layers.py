@@ -573,11 +573,16 @@ def _conv_out_hw(x: torch.Tensor, conv: Any) -> tuple[int, int]:
     return ho, wo
 
 
+def _unbatched(x: Any) -> bool:
+    """A single image ``(C, H, W)``, which ``nn.Conv2d`` takes as a batch of one."""
+    return isinstance(x, torch.Tensor) and x.ndim == 3
+
+
 def _check_image(x: Any, channels: int, dtype: torch.dtype) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor of shape (B, {channels}, H, W); got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"expected input (B, {channels}, H, W); got {tuple(x.shape)}")
+        raise ValueError(f"expected input (B, {channels}, H, W) or ({channels}, H, W); got {tuple(x.shape)}")
     if 0 in x.shape[2:]:
         raise ValueError(f"input images are empty: spatial size {tuple(x.shape[2:])}")
     check_dtype(x, dtype)
@@ -701,6 +706,8 @@ class Tucker2Conv2d(TensorizedLayer):
         return tuple(k.contiguous() for k in kernels) if contiguous else kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _unbatched(x):
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         _check_image(x, self.in_channels, self.cores[0].dtype)
         hw = _conv_out_hw(x, self)
         frozen_key = self.inference_key(x)
@@ -813,6 +820,8 @@ class TensorizedConv2d(_MatrixLayer):
         return self._dense_kernel(self.mars_cores(), owned=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _unbatched(x):
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         _check_image(x, self.in_channels, self.cores[0].dtype)
         cores = self.mars_cores()
         b = x.shape[0]
