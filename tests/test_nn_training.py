@@ -966,6 +966,21 @@ class _Tied(nn.Module):
         return self.head(self.b(torch.relu(self.a(x))))
 
 
+def test_load_compressed_into_the_wrong_template_says_which_layer_and_what_to_build():
+    """Found by an outside probe: a template at smaller ranks raised "rank 10 for bond 'A' is
+    outside [0, 6]" without naming the layer, and a dense template torch's bare missing and
+    unexpected keys."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    state = compress(tnn.tensorize(model, rank=10)).state_dict()
+    with pytest.raises(ValueError, match=r"load_compressed: '0': .* saved ranks .* larger than this layer's"):
+        tnn.load_compressed(tnn.tensorize(model, rank=6), state)
+    with pytest.raises(RuntimeError, match=r"tensorized layers where the model has dense ones \(0, 2\)"):
+        tnn.load_compressed(model, state)
+    loaded = tnn.load_compressed(tnn.tensorize(model, rank=10), state)
+    assert loaded[0].max_ranks == compress(tnn.tensorize(model, rank=10))[0].max_ranks
+
+
 def test_compress_and_load_compressed_keep_a_shared_layer_shared():
     torch.manual_seed(0)
     model = _Tied().eval()

@@ -809,8 +809,27 @@ def load_compressed(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
 
 
 def _loaded(module: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool) -> nn.Module:
-    module.load_state_dict(state_dict, strict=strict)
+    try:
+        module.load_state_dict(state_dict, strict=strict)
+    except RuntimeError as err:
+        owners = {"" if key.startswith("cores.") else key.rsplit(".cores.", 1)[0]
+                  for key in state_dict if key.startswith("cores.") or ".cores." in key}
+        dense = sorted(name or "the model" for name in owners
+                       if isinstance(_submodule(module, name), (nn.Linear, nn.Conv2d, nn.Embedding)))
+        if not dense:
+            raise
+        raise RuntimeError(f"{err}\n\nload_compressed: the state dict holds tensorized layers where the model has dense "
+                           f"ones ({', '.join(dense[:3])}{' ...' if len(dense) > 3 else ''}): build the model as it was "
+                           "trained, tensorized (tnmars.nn.tensorize with the same options, or the same layer classes), "
+                           "then load_compressed re-cuts its layers to the saved ranks") from None
     return module
+
+
+def _submodule(module: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(name)  # ("": the module itself)
+    except AttributeError:
+        return None
 
 
 #: modules :func:`compress` slices to their MAP ranks and :func:`load_compressed` re-cuts
@@ -824,6 +843,7 @@ def _recut(layer: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]
         return layer
     terms = layer.spec.split("->")[0].split(",")
     ranks: dict[str, int] = {}
+    where = repr(prefix[:-1]) if prefix else "the layer"
     for k, term in enumerate(terms):
         tensor = state_dict.get(f"{prefix}cores.{k}")
         if tensor is None:
@@ -834,8 +854,13 @@ def _recut(layer: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]
         for letter, n in zip(term, tensor.shape):
             if letter in layer.bond_names:
                 if ranks.setdefault(letter, int(n)) != int(n):
-                    raise ValueError(f"the cores of {prefix or 'the layer'} disagree on the size of bond {letter!r}")
-    return layer.at_ranks(ranks)
+                    raise ValueError(f"the cores of {where} disagree on the size of bond {letter!r}")
+    try:
+        return layer.at_ranks(ranks)
+    except ValueError as err:
+        raise ValueError(f"load_compressed: {where}: {err}. The saved ranks {ranks} are larger than this layer's "
+                         f"{dict(layer.max_ranks)}: build the model at the ranks it was trained with (the same rank= "
+                         "or budget=), then load") from None
 
 
 @dataclass
