@@ -652,6 +652,24 @@ def test_a_rank_no_layer_can_take_is_refused_before_anything_is_converted():
     assert isinstance(tnn.tensorize(model, rank="full")[0], TensorizedLinear)
 
 
+def test_masks_that_start_closed_are_said_to_start_closed_not_closed_by_mars():
+    """Found by an outside probe: ``tensorize(model, mars="soft")`` on a model in eval mode warned
+    "MARS closed every index ... the prior may be too strong (... the N given to MarsLoss)" before
+    any training, naming each layer by its einsum string."""
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tnn.tensorize(model, mars="soft")
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "MARS closed" in m or "->" in m]
+    assert [m for m in messages if m.startswith("tensorize: the masks of '0', '2' start closed")]
+    with pytest.warns(RuntimeWarning, match=r"TensorizedLinear: its masks start closed \(alpha=-1.75\)"):
+        TensorizedLinear.from_linear(nn.Linear(64, 64).eval(), mars="hard")
+    with warnings.catch_warnings():  # in training mode nothing computes at the closed MAP ranks yet
+        warnings.simplefilter("error")
+        TensorizedLinear.from_linear(nn.Linear(64, 64), mars="soft")
+
+
 def test_tensorize_says_how_to_convert_a_parametrized_layer():
     """The advice for old-style weight_norm hooks was "use torch.nn.utils.parametrizations",
     whose layers tensorize then refused with a reason about MultiheadAttention."""

@@ -558,14 +558,27 @@ def _finite_weight(module: nn.Module, what: str) -> torch.Tensor:
     return module.weight.detach()
 
 
+#: how a conversion says that a layer's masks start closed (tensorize gathers these by layer name)
+START_CLOSED = "its masks start closed"
+
+
 def _inherit_modes(layer: nn.Module, source: nn.Module) -> None:
     """What the user set on the layer being replaced carries over: its train or eval mode (a
     replacement left in training mode would draw random masks under a model in ``eval()``) and
     which of its parameters are frozen. A frozen weight freezes the cores and removes the
     masks (frozen logits that start closed, as a negative ``alpha`` starts them, would cut the
     layer to ``min_rank`` for good): the layer keeps the ranks it was decomposed at. A frozen
-    bias stays frozen."""
-    layer.train(source.training)
+    bias stays frozen. A layer in eval mode whose masks start closed (a negative ``alpha``: the
+    paper's presets) is said to compute at ``min_rank`` until trained (not that MARS closed it)."""
+    with warnings.catch_warnings():  # (nothing was trained: the closed start is said below)
+        warnings.filterwarnings("ignore", message=".*(MARS closed every index|every mask of bond)")
+        layer.train(source.training)
+    masks = getattr(layer, "masks", None)
+    closed = masks.closed_bonds() if masks is not None and not layer.training else []
+    if closed:
+        warn_user(f"{type(layer).__name__}: {START_CLOSED} (alpha={masks.alpha:g}): in eval mode, until trained, it "
+                  f"computes at rank {masks.min_rank} on bond(s) {closed} (the paper's 'soft' and 'hard' presets start "
+                  "closed and train with a warm-up, see set_warmup; the default mars=True starts open)", RuntimeWarning)
     weight = getattr(source, "weight", None)
     if isinstance(weight, torch.Tensor) and not weight.requires_grad:
         for p in layer.cores:
@@ -885,6 +898,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             tied[name] = why
     # checked: now each attention with its projections as nn.Linear (the same function), to convert as linears
     hooked: list[str] = []
+    start_closed: list[str] = []
     opened = _open_attention(new, [m for n, m in attentions if n not in tied], hooked)
     projections = {id(getattr(m, p)) for m in opened for p in (*PROJECTIONS, "out_proj")}
     if opened:
@@ -934,8 +948,11 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             larger = (replacement is not None and rank is None and budget is None and named is None
                       and replacement.num_params > replacement.dense_size)
             for w in caught:  # (a layer left dense: what its conversion would have lost does not apply)
-                if not (larger and issubclass(w.category, UserWarning)
-                        and ("more than" in str(w.message) or "not carried over" in str(w.message))):
+                if START_CLOSED in str(w.message):
+                    if not larger:
+                        start_closed.append(name)
+                elif not (larger and issubclass(w.category, UserWarning)
+                          and ("more than" in str(w.message) or "not carried over" in str(w.message))):
                     warnings.warn(w.message, w.category, stacklevel=2)
             if larger:
                 skipped.append(f"{name}: even at ranks {dict(replacement.max_ranks)} its {type(replacement).__name__} "
@@ -952,6 +969,11 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     replace_modules(new, lambda name, m: converted.get(id(m)))
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
+    if start_closed:
+        warnings.warn(f"tensorize: the masks of {', '.join(map(repr, start_closed))} start closed (a negative alpha, as "
+                      "the paper's 'soft' and 'hard' presets): in eval mode, until trained, those layers compute at "
+                      "min_rank (train them with MarsLoss, with the presets' warm-up, see set_warmup; the default "
+                      "mars=True starts open)", RuntimeWarning, stacklevel=2)
     if hooked:
         warnings.warn("tensorize moved the forward / backward hooks of " + ", ".join(map(repr, hooked))
                       + " to their tensorized layers (they were dropped before); a hook that reads attributes of "
