@@ -337,6 +337,20 @@ def test_ranks_and_errors_do_not_depend_on_the_data_scale(factor):
         assert res.noise_variance / factor**2 == pytest.approx(ref.noise_variance, rel=1e-6)
 
 
+def test_a_relaxation_that_keeps_more_than_the_data_determine_says_so():
+    """Found by an outside probe: ``prior="bernoulli"`` on a Tucker (2, 3, 4) at 10 dB kept
+    (7, 9, 10), 919 parameters for 1,320 entries, and a short relaxation every index (1,685
+    parameters), both with empty diagnostics. Within half the entries it stays quiet."""
+    rng = np.random.default_rng(0)
+    x = tucker_tensor((10, 11, 12), (2, 3, 4), seed=0)
+    noisy = x + 10 ** (-10 / 20) * x.std() * rng.standard_normal(x.shape)
+    with pytest.warns(RuntimeWarning, match=r"no criterion judged them"):
+        res = tnmars.fit(noisy, "tucker", prior="bernoulli", relaxation=dict(steps=10), progress=False)
+    assert res.num_params > noisy.size // 2 and any("no criterion judged" in d for d in res.diagnostics)
+    small = quiet_fit(noisy, "tucker", max_rank=3, prior="bernoulli", relaxation=dict(steps=10))
+    assert not any("no criterion judged" in d for d in small.diagnostics)
+
+
 # ------------------------------------------------------------------------- backends, seeds, dtypes
 def test_torch_data_come_back_as_torch_networks_and_the_relaxation_trains_by_autograd():
     torch = pytest.importorskip("torch")

@@ -779,6 +779,13 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                 at_max = []
         if at_max:
             diagnostics.append(max_rank_message(at_max, template.bonds, rel))
+    if search is None and prior == "bernoulli" and best.dof > crit.max_dof:
+        # the relaxation's MAP masks are judged by no criterion: open masks on noise kept a Tucker
+        # (2, 3, 4) at 10 dB as (7, 9, 10), 919 parameters for 1,320 entries, silently (an outside probe)
+        diagnostics.append(f"the MARS relaxation kept ranks {net.ranks} with {best.dof:,} degrees of freedom, more "
+                           f"than {crit.max_dof:g}, half the {prep.data.n_obs:,} observed entries: no criterion judged "
+                           "them, and a network that large fits the noise with the structure. The default prior='bic' "
+                           "selects the ranks by the criterion (or lower max_rank, or train the relaxation longer)")
     under_fitted = bool(diagnostics) or settings.get("max_params") is not None  # (a budget asks for a smaller fit)
     message = generalization_message(held_out, rel) if rel > EXACT_FIT_ERROR else None
     if message:
