@@ -493,6 +493,8 @@ def test_tensorize_that_converts_nothing_says_so():
         converted = tnn.tensorize(model)  # converts: no such warning
     assert isinstance(converted[0], TensorizedLinear)
     assert not [w for w in caught if "converted no layer" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"layer \(its layers '0' are tensorized already\)"):  # (an outside probe)
+        tnn.tensorize(converted)
 
 
 def _poisoned(module: nn.Module, value: float) -> nn.Module:
@@ -668,6 +670,18 @@ def test_masks_that_start_closed_are_said_to_start_closed_not_closed_by_mars():
     with warnings.catch_warnings():  # in training mode nothing computes at the closed MAP ranks yet
         warnings.simplefilter("error")
         TensorizedLinear.from_linear(nn.Linear(64, 64), mars="soft")
+
+
+def test_a_budget_does_not_warn_about_ranks_the_user_never_gave():
+    """Found by an outside probe: ``budget="10x"`` warned "Tucker-2 ranks (4, 4) clipped to the
+    channel counts (1, 8)" about the allocator's ranks."""
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.Flatten(), nn.Linear(256, 10))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tnn.tensorize(model, budget="10x")
+    assert not [w for w in caught if "clipped" in str(w.message)]
+    with pytest.warns(UserWarning, match="clipped to the channel counts"):  # a rank the user gave still warns
+        tnn.tensorize(model, rank=(4, 4), filter=["0"])
 
 
 def test_tensorize_says_how_to_convert_a_parametrized_layer():

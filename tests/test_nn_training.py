@@ -1379,6 +1379,17 @@ def test_regression_targets_far_from_unit_variance_warn_once():
         small(model(x[:2]), 0.01 * torch.randn(2, 1))  # two examples: not judged yet
     with pytest.warns(RuntimeWarning, match="targets' variance"):
         small(model(x), 0.01 * torch.randn(32, 1))
+    # the same losses as functions (an outside probe: F.mse_loss said nothing where nn.MSELoss warned)
+    for function, name in ((nn.functional.mse_loss, "mse_loss"), (nn.functional.l1_loss, "l1_loss")):
+        with pytest.warns(RuntimeWarning, match=f"targets' variance is .*; {name} treats"):
+            MarsLoss(model, 100, function)(model(x), 0.01 * torch.randn(32, 1))
+
+
+def test_num_train_may_be_a_one_element_tensor():
+    model = nn.Sequential(TensorizedLinear(16, 8, rank=4))
+    assert MarsLoss(model, torch.tensor(100)).num_train == 100
+    with pytest.raises(ValueError, match="whole number"):
+        MarsLoss(model, torch.tensor(2.5))
 
 
 def test_the_mars_optimizer_says_when_the_marsloss_is_never_backpropagated():

@@ -50,7 +50,7 @@ from torch.nn.utils import parametrize
 
 from .._checks import max_params
 from .attention import PROJECTIONS, TensorizedMultiheadAttention
-from .base import replace_modules, warn_user
+from .base import TensorizedLayer, replace_modules, warn_user
 from .budget import allocate_ranks, weight_error
 from .layers import (
     FORMATS,
@@ -951,6 +951,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                 if START_CLOSED in str(w.message):
                     if not larger:
                         start_closed.append(name)
+                elif budget is not None and "clipped to the" in str(w.message):
+                    pass  # (the budget's uniform ranks, not the user's: each layer takes what it can use)
                 elif not (larger and issubclass(w.category, UserWarning)
                           and ("more than" in str(w.message) or "not carried over" in str(w.message))):
                     warnings.warn(w.message, w.category, stacklevel=2)
@@ -981,9 +983,12 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     if not converted:  # the model comes back unchanged: not silently
         kinds = [f"nn.{t.__name__}" for t, fmt in zip((*_CONVERTIBLE, nn.MultiheadAttention),
                                                       (linear, conv, embedding, attention)) if fmt is not None]
+        already = [name for name, m in new.named_modules() if isinstance(m, TensorizedLayer)]
         why = ("every layer it met was left dense (see the warning above)" if skipped else
                f"the model has no {' / '.join(kinds) or 'layer type with a format'} layer"
-               + (" that the filter selects" if filter is not None else ""))
+               + (" that the filter selects" if filter is not None else "")
+               + (f" (its layers {', '.join(map(repr, already[:3]))}{' ...' if len(already) > 3 else ''} are "
+                  "tensorized already)" if already else ""))
         warnings.warn(f"tensorize converted no layer: {why}; the model is returned unchanged", UserWarning,
                       stacklevel=2)
     changed = {name: e for name, e in errors.items() if e > CONVERSION_WARNING}

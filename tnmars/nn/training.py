@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import register_module_module_registration_hook
 
@@ -253,7 +254,10 @@ def _log_prior_of(modules: Iterable[nn.Module], scale: float,
 
 def check_num_train(num_train: Any) -> int:
     """``N``, the number of training examples, as an int >= 1: a whole number (``60000`` or
-    ``60000.0``), not a fraction, NaN or a bool, which would silently rescale the prior."""
+    ``60000.0``, a one-element tensor such as ``torch.tensor(60000)``), not a fraction, NaN or a
+    bool, which would silently rescale the prior."""
+    if isinstance(num_train, torch.Tensor) and num_train.numel() == 1 and not num_train.dtype == torch.bool:
+        num_train = num_train.item()
     if isinstance(num_train, bool) or not isinstance(num_train, numbers.Real) or not math.isfinite(num_train) \
             or num_train != int(num_train) or num_train < 1:
         raise ValueError(f"num_train (the number of training examples N) must be a whole number >= 1; "
@@ -416,8 +420,10 @@ class MarsLoss(nn.Module):
         the targets' units, so their scale sets the prior's weight (targets 100x smaller: a data
         term 10^4 weaker, and MARS closed most indices of a layer that needed them, silently)."""
         regression = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
-        if not isinstance(self.criterion, regression) or not isinstance(target, torch.Tensor) \
-                or not target.is_floating_point():
+        functions = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)  # (the same losses as functions)
+        criterion = self.criterion
+        if not (isinstance(criterion, regression) or any(criterion is f for f in functions)) \
+                or not isinstance(target, torch.Tensor) or not target.is_floating_point():
             self.__dict__["_scale_checked"] = True
             return
         if target.ndim == 0 or target.shape[0] < 16:  # too few examples to judge: a later batch may tell
@@ -432,10 +438,12 @@ class MarsLoss(nn.Module):
             return
         if not 1e-2 <= variance <= 1e2:
             # a squared error scales with the variance, an absolute one with the standard deviation
-            scale = variance if not isinstance(self.criterion, nn.L1Loss) else math.sqrt(variance)
+            absolute = isinstance(criterion, nn.L1Loss) or criterion is F.l1_loss
+            scale = math.sqrt(variance) if absolute else variance
             effect = ("weaker: MARS closes indices the model needs" if variance < 1 else
                       "stronger: the prior barely acts and MARS selects little")
-            warn_user(f"MarsLoss: the targets' variance is {variance:.3g}; {type(self.criterion).__name__} treats the "
+            name = criterion.__name__ if any(criterion is f for f in functions) else type(criterion).__name__
+            warn_user(f"MarsLoss: the targets' variance is {variance:.3g}; {name} treats the "
                       "residuals as noise of unit size in the targets' units, so against the prior the data term is "
                       f"about {max(scale, 1 / scale):.3g}x {effect}. Standardize the targets (zero mean, unit "
                       "variance), or scale the loss knowingly.", RuntimeWarning)
