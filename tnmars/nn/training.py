@@ -761,6 +761,9 @@ def compress(model: nn.Module) -> nn.Module:
 
     Cores are sliced to the MAP-kept indices and the masks removed, so the copy has fewer
     parameters and computes what ``model`` computes in eval mode. The input is not changed.
+    A ``DistributedDataParallel`` model gives its compressed ``module`` (a DDP wrapper holds a
+    process group and cannot be copied: wrap the copy again to train it on); other wrappers,
+    such as ``DataParallel``, are copied with it.
     """
     model = _unwrap(model)
     name_owners(model)
