@@ -69,6 +69,16 @@ def test_min_rank_above_max_rank_is_refused_at_the_call(max_rank, words):
         quiet_fit(TT_DATA, "tt", max_rank=max_rank, min_rank=4)
 
 
+def test_min_rank_above_the_default_max_rank_raises_the_default():
+    """Found by an outside probe: on a 3^5 TT, ``min_rank=6`` raised "min_rank=6 is above
+    max_rank=5 (the default ...)" although the middle bonds can hold 9 and the user asked for no
+    max_rank; the default cap now rises to min_rank (with the warnings a fit at min_rank gives)."""
+    x = np.asarray(tnmars.Network.tt((3,) * 5, (3, 6, 6, 3), seed=0).to_tensor())
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        res = quiet_fit(x, "tt", min_rank=6)
+    assert res.ranks == (3, 6, 6, 3) and res.relative_error < 1e-6
+
+
 def test_min_rank_above_a_networks_bond_size_is_refused():
     net = tnmars.Network.tt((6, 7, 8), (4, 2), seed=0)
     with pytest.raises(ValueError, match=r"bond 'B' \(2\)"):

@@ -166,8 +166,9 @@ def fit(
         fields: ``pi``, ``alpha``, ``steps``, ``lr`` ...); used by ``prior="bernoulli"`` and
         ``proposal="mars"``.
     min_rank: smallest rank every returned bond takes (1): the proposal is raised to it and
-        the search removes no index below it. ``min_rank`` above ``max_rank`` (or a Network's
-        bond size) is a ``ValueError``. A bond that cannot use that many indices (its rank is
+        the search removes no index below it. ``min_rank`` above a given ``max_rank`` (or a
+        Network's bond size) is a ``ValueError``; above the default ``max_rank``, the default
+        rises to it. A bond that cannot use that many indices (its rank is
         capped by the data's dimensions: a TT bond next to a mode of size 2 is useful up to
         rank 2) stays at its cap, with a warning naming it; a network at ``min_rank`` with
         more degrees of freedom than half the observed entries is fitted as asked, with a
@@ -254,7 +255,7 @@ def fit(
     # trains at the caps, whose cost grows with their square: it keeps max(shape)
     judged = prior == "bic" and proposal != "mars"
     template, fmt, asked = _template(network, prep.shape, max_rank,
-                                     MAX_DOF_SHARE * prep.data.n_obs if judged else None)
+                                     MAX_DOF_SHARE * prep.data.n_obs if judged else None, at_least=min_rank)
     floors = _rank_floors(template, asked, min_rank, prep.data.n_obs, uniform=isinstance(network, str),
                           default=max_rank is None)
     limit = _budget(budget, template, floors)
@@ -1127,13 +1128,14 @@ def _max_rank_value(value: Any, name: str = "max_rank") -> int:
     return positive_int(value, name)
 
 
-def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None
-              ) -> tuple[Network, str | None, dict[str, int]]:
+def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None,
+              at_least: int = 1) -> tuple[Network, str | None, dict[str, int]]:
     """The network at its maximal (feasible) ranks, its built-in format if it has one, and the
     maximal ranks as asked (before the clipping to what each bond can use). Without
     ``max_rank``: every bond at ``max(shape)``, or with ``max_dof`` at the largest rank whose
     network has at most that many degrees of freedom when that is more
-    (:func:`~tnmars.fitting.graph.judged_rank`)."""
+    (:func:`~tnmars.fitting.graph.judged_rank`), and at least ``at_least`` (a ``min_rank``
+    above the default is the caller's: the default rises to it)."""
     if isinstance(network, Network):
         if network.shape != shape:
             raise ValueError(f"data has shape {shape} but the network's open modes have shape {network.shape}")
@@ -1142,7 +1144,7 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max
                              "ranks")
         spec, dims, fmt = network.spec, network.dims, _format_of(network)
     elif isinstance(network, str) and network.strip().lower() not in FORMATS and _looks_like_spec(network):
-        spec, dims = _spec_template(network, shape, max_rank, max_dof)
+        spec, dims = _spec_template(network, shape, max_rank, max_dof, at_least)
         fmt = _format_of(spec, len(shape))  # a format's own spec is that format (its proposals, its rank order)
     elif isinstance(network, str):
         fmt = network.strip().lower()
@@ -1156,7 +1158,7 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max
         parsed = parse_spec(spec)
         bonds = parsed.bonds
         dims = dict(zip(parsed.output, shape))
-        dims.update(_bond_ranks(_default_rank(spec, dims, shape, max_dof) if max_rank is None else max_rank,
+        dims.update(_bond_ranks(_default_rank(spec, dims, shape, max_dof, at_least) if max_rank is None else max_rank,
                                 bonds, shape, fmt, mapping=False))
     else:
         raise TypeError(f"network must be a format name, an einsum spec or a Network; got {type(network).__name__}")
@@ -1179,8 +1181,8 @@ def _looks_like_spec(text: str) -> bool:
     return "," in text or "->" in text
 
 
-def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None
-                   ) -> tuple[str, dict[str, int]]:
+def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None,
+                   at_least: int = 1) -> tuple[str, dict[str, int]]:
     """Sizes of an einsum spec given as ``network``: open modes from the data's shape, every
     bond at ``max_rank`` (an int, one per bond in :attr:`Network.bonds` order, or a mapping
     bond -> rank; default :func:`_default_rank`), clipped later to what each bond's cut allows."""
@@ -1194,19 +1196,20 @@ def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: fl
     dims = dict(zip(parsed.output, shape))
     dims.update({index: 1 for index in parsed.summed})  # size-1 dangling legs, as Network builds them
     if max_rank is None:
-        max_rank = _default_rank(parsed.spec, dims, shape, max_dof)
+        max_rank = _default_rank(parsed.spec, dims, shape, max_dof, at_least)
     dims.update(_bond_ranks(max_rank, bonds, shape, repr(parsed.spec), mapping=True))
     return parsed.spec, dims
 
 
-def _default_rank(spec: str, open_dims: Mapping[str, int], shape: tuple[int, ...], max_dof: float | None) -> int:
+def _default_rank(spec: str, open_dims: Mapping[str, int], shape: tuple[int, ...], max_dof: float | None,
+                  at_least: int = 1) -> int:
     """The default ``max_rank``: ``max(shape)``, raised for the Occam search (``max_dof``
     given) to the largest rank at which the whole network still has at most ``max_dof``
     degrees of freedom (the most the criterion judges, :func:`~tnmars.fitting.graph.judged_rank`):
     ``max(shape)`` alone capped a TT of a 2^10 tensor at rank 2 (relative error 0.59 where rank 4
     fitted to the noise). A bond the cap still stops warns (:func:`stopped_by_max_rank`)."""
     least = max(shape)
-    return least if max_dof is None else judged_rank(spec, open_dims, max_dof, least)
+    return max(least if max_dof is None else judged_rank(spec, open_dims, max_dof, least), at_least)
 
 
 def _bond_ranks(max_rank: Any, bonds: Sequence[str], shape: tuple[int, ...], what: str,
