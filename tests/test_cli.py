@@ -324,6 +324,35 @@ def test_broken_pipe_is_silent(small, tmp_path):
     assert b"Traceback" not in pipe.stderr.read()
 
 
+@pytest.mark.parametrize("command", ["fit", "demo"])
+def test_a_reader_that_closes_stdout_early_does_not_lose_the_result(small, tmp_path, command):
+    """Found by an outside probe: ``tnmars fit a.npy --quiet --out r.npz | head -3`` exited 141 and
+    wrote no file (the report was printed before the save, and the closed pipe ended the command
+    at the next print); ``demo --out`` the same."""
+    folder, _, _ = small
+    out = tmp_path / "r.npz"
+    args = (["fit", str(folder / "small.npy")] if command == "fit" else ["demo"]) + ["--quiet", "--out", str(out)]
+    quoted = " ".join(f"'{a}'" for a in args)
+    proc = subprocess.run(f"'{sys.executable}' -m tnmars {quoted} | head -n 1", shell=True, capture_output=True,
+                          text=True, env=ENV, timeout=300)
+    assert proc.stdout.count("\n") == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert tnmars.load(out).ranks  # the whole result, saved
+
+
+def test_traceback_keeps_the_exit_status_and_no_command_is_a_usage_error_on_stderr(small, capsys):
+    """``--traceback`` showed the traceback by re-raising, so an input error exited 1, not 2."""
+    folder, _, _ = small
+    assert main(["fit", str(folder / "missing.npy")]) == 2
+    capsys.readouterr()
+    assert main(["--traceback", "fit", str(folder / "missing.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "DATA file not found" in err
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "usage: tnmars" in err
+
+
 def test_info_on_hostile_files_is_one_line_and_bounded(tmp_path):
     """The zip bomb and deep JSON of the file-safety tests, through ``tnmars info``."""
     import test_io

@@ -8,9 +8,10 @@ result to ``data.fit.npz``; ``tnmars info data.fit.npz`` describes it.
 
 Exit status: 0 success; 1 a failed fit (a non-finite error) or an internal error; 2 a
 usage or input error, reported as one line on stderr (``--traceback`` shows the full
-Python traceback instead, for bug reports); 130 Ctrl-C (outside the training loop, where
-Ctrl-C stops training and the best state so far is reported and saved); 141 when the
-reader of the output went away (``tnmars info --json | head``), silently.
+Python traceback instead, for bug reports, with the same status); 130 Ctrl-C (outside the
+training loop, where Ctrl-C stops training and the best state so far is reported and saved);
+141 when the reader of the output went away (``tnmars info --json | head``), silently, after
+the command finished its work (``tnmars fit ... | head`` still saves the fit).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -447,13 +449,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         data, network, max_rank=max_rank if isinstance(network, str) else None, observed=observed,
         seed=args.seed, backend=args.backend, progress=False if args.quiet else None, **options,
     )
-    fmt = result.settings.get("format") if hasattr(result, "settings") else None
-    print(f"  network         {result.network.spec}" + (f" ({fmt})" if fmt else ""))
     _check_finite(result)
-    _report(result, sys.stdout)
+    # saved before anything is printed: a reader that closes stdout early (``| head``) ends the
+    # command at the next print, which must not throw the finished fit away
     with _deferred_interrupts() as pending:  # a Ctrl-C now must not leave half a file
         path = save(result, out)
-        print(f"  saved           {path}")
+    fmt = result.settings.get("format") if hasattr(result, "settings") else None
+    print(f"  network         {result.network.spec}" + (f" ({fmt})" if fmt else ""))
+    _report(result, sys.stdout)
+    print(f"  saved           {path}")
     if pending:
         print("tnmars fit: interrupted (after the result was saved)", file=sys.stderr)
         return 130
@@ -541,6 +545,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                      progress=False if args.quiet else None, **options)
     seconds = time.perf_counter() - t0
     _check_finite(result)
+    saved = None
+    if args.out is not None:  # (before printing: a closed stdout must not lose the file)
+        with _deferred_interrupts() as pending:
+            saved = save(result, args.out)
+        if pending:
+            raise KeyboardInterrupt
     estimate = np.asarray(result.network.backend_impl.to_numpy(result.network.to_tensor()))
     truth_error = float(np.linalg.norm(estimate - clean) / np.linalg.norm(clean))
     exact = tuple(result.ranks) == tuple(true_ranks)
@@ -557,11 +567,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         how.append(f"{result.evaluations} least-squares refits of the {result.criterion} search "
                    f"from the {result.proposal} proposal")
     print(f"  time            {seconds:.1f} s ({', '.join(how) or 'no search'}, {args.backend} backend)")
-    if args.out is not None:
-        with _deferred_interrupts() as pending:
-            print(f"  saved           {save(result, args.out)}")
-        if pending:
-            raise KeyboardInterrupt
+    if saved is not None:
+        print(f"  saved           {saved}")
     if args.plot is not None:
         from .plots import plot_mask_probabilities, plot_training
 
@@ -633,6 +640,39 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _COMMANDS = {"fit": _cmd_fit, "demo": _cmd_demo, "info": _cmd_info}
 
 
+class _ClosedPipeGuard:
+    """stdout for a command: when the reader closes it early (``tnmars fit ... | head``), the
+    rest of the output goes nowhere and the command finishes its work (a fit is still saved);
+    the exit status is then 141. Without it the next ``print`` raised, and a finished fit was
+    lost before its save."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._close()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._close()
+
+    def _close(self) -> None:
+        self.broken = True
+        _quiet_stdout()
+
+    def __getattr__(self, name: str) -> Any:  # (isatty, fileno, encoding ... of the real stream)
+        return getattr(self.stream, name)
+
+
 def _quiet_stdout() -> None:
     """After a broken pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -678,8 +718,8 @@ def _one_line_warnings():
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    if args.command is None:  # a usage error: the help goes to stderr
+        parser.print_help(sys.stderr)
         return 2
     if args.verbose:
         handler = logging.StreamHandler(sys.stderr)
@@ -687,19 +727,19 @@ def _run(argv: Sequence[str] | None) -> int:
         logger = logging.getLogger("tnmars")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+    stdout = sys.stdout
+    guard = sys.stdout = _ClosedPipeGuard(stdout)
     try:
         with _one_line_warnings():
             code = _COMMANDS[args.command](args)
-        sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
-        return code
+        sys.stdout.flush()  # a closed pipe shows up here at the latest
+        return 141 if guard.broken else code
     except KeyboardInterrupt:
         return _interrupted()
     except BrokenPipeError:
         _quiet_stdout()
         return 141
-    except Exception as err:  # every failure becomes one readable line
-        if args.traceback:
-            raise
+    except Exception as err:  # every failure becomes one readable line (or, --traceback, the traceback)
         if isinstance(err, CLIError):
             message, code = str(err), 2
         elif isinstance(err, FitFailed):
@@ -709,11 +749,18 @@ def _run(argv: Sequence[str] | None) -> int:
         elif isinstance(err, (ValueError, TypeError, OSError, ImportError)):
             message, code = str(err) or type(err).__name__, 2
         else:
+            message, code = None, 1
+        if args.traceback:  # the same exit status as without it
+            traceback.print_exc(file=sys.stderr)
+            return code
+        if message is None:
             print(f"tnmars {args.command}: internal error: {type(err).__name__}: {err} "
                   "(rerun with --traceback and report it)", file=sys.stderr)
             return 1
         print(f"tnmars {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return code
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover
