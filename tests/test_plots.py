@@ -195,3 +195,31 @@ def test_training_plot_of_a_fit_that_trained_nothing_says_why():
         plot_training(zero)
     with pytest.raises(ValueError, match="history is empty"):
         plot_training({"loss": []})
+
+
+def test_mask_probabilities_of_a_layer_or_its_masks():
+    """Found by an outside probe: a ``BondMasks`` (whose ``probabilities`` is a method) or a
+    layer was refused with "must be a non-empty mapping"."""
+    tnn = pytest.importorskip("tnmars.nn")
+    layer = tnn.TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5))
+    want = [ax.get_title() for ax in plot_mask_probabilities(layer.masks.probabilities()).axes if ax.get_visible()]
+    for source in (layer, layer.masks):
+        got = [ax.get_title() for ax in plot_mask_probabilities(source).axes if ax.get_visible()]
+        assert got == want == ["bond A: rank 3/3"]
+    with pytest.raises(ValueError, match="no MARS masks"):
+        plot_mask_probabilities(tnn.TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5), mars=False))
+
+
+def test_training_plot_draws_each_phase_of_a_fit_on_its_own_panel():
+    """Found by an outside probe: a ``prior="bernoulli"`` fit's history holds the relaxation's
+    loss (about 1) and the polish's criterion (-18,000) in one column, drawn as one line: the
+    relaxation's curve was flat at 0."""
+    hist = {"step": list(range(6)), "loss": [1.2, 1.0, 0.9, 0.8, 0.78, -18260.5],
+            "phase": ["relaxation"] * 5 + ["polish"], "ranks": [(4, 4)] * 5 + [(2, 3)]}
+    fig = plot_training(hist, bonds=["A", "B"])
+    assert [ax.get_title() for ax in fig.axes] == ["relaxation", "polish", ""]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "loss", "selected rank"]
+    relaxation, polish = fig.axes[0].lines[0], fig.axes[1].lines[0]
+    np.testing.assert_allclose(relaxation.get_ydata(), [1.2, 1.0, 0.9, 0.8, 0.78])
+    np.testing.assert_allclose(polish.get_ydata(), [-18260.5])
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "linear"

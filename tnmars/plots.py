@@ -95,8 +95,9 @@ def plot_mask_probabilities(
     Parameters
     ----------
     probabilities
-        ``{bond: phi}`` with one 1-D array per bond, or any object with a
-        ``.probabilities`` attribute such as :class:`tnmars.FitResult`.
+        ``{bond: phi}`` with one 1-D array per bond, any object with a ``.probabilities``
+        attribute such as :class:`tnmars.FitResult`, a :class:`tnmars.nn` layer with masks or
+        its ``BondMasks``.
     threshold
         The MAP threshold (0.5: keep where ``phi > 0.5``).
     title
@@ -118,9 +119,10 @@ def plot_mask_probabilities(
     >>> [ax.get_title() for ax in fig.axes]
     ['bond A: rank 1/2', 'bond B: rank 2/3']
     """
-    probs = getattr(probabilities, "probabilities", probabilities)
+    probs = _keep_probabilities(probabilities)
     if not isinstance(probs, Mapping) or not probs:
-        raise ValueError("probabilities must be a non-empty mapping {bond: array of phi} or a fit result")
+        raise ValueError("probabilities must be a non-empty mapping {bond: array of phi}, a fit result, a "
+                         "tnmars.nn layer with masks or its BondMasks")
     bonds = list(probs)
     ncols = max(1, min(int(ncols), len(bonds)))
     nrows = -(-len(bonds) // ncols)
@@ -148,6 +150,18 @@ def plot_mask_probabilities(
     if title:
         fig.suptitle(title)
     return _finish(fig, path, dpi)
+
+
+def _keep_probabilities(source: Any) -> Any:
+    """``{bond: phi}`` from a mapping, a fit result (``.probabilities``), a ``BondMasks``
+    (``.probabilities()``) or a layer holding one (``.masks``)."""
+    masks = getattr(source, "masks", None)
+    if masks is not None and not isinstance(source, Mapping) and hasattr(masks, "probabilities"):
+        source = masks
+    elif hasattr(source, "masks") and masks is None and not hasattr(source, "probabilities"):
+        raise ValueError(f"this {type(source).__name__} has no MARS masks (masks is None): no keep probabilities")
+    probs = getattr(source, "probabilities", source)
+    return probs() if callable(probs) and not isinstance(probs, Mapping) else probs
 
 
 def _history_columns(history: Any) -> dict[str, list]:
@@ -193,9 +207,10 @@ def plot_training(
 ):
     """Loss and selected ranks over training, from a fit or training history.
 
-    Left panel: every loss-like column present (``loss``, ``nll``, ``map_loss``,
-    ``val_loss`` ..., or ``loss_keys``) against ``step``, on a log scale when positive.
-    Right panel: the MAP rank of each bond against ``step``.
+    Left: every loss-like column present (``loss``, ``nll``, ``map_loss``, ``val_loss`` ...,
+    or ``loss_keys``) against ``step``, on a log scale when positive; one panel per ``phase``
+    when the history has several (a fit's relaxation loss and its search's criterion are
+    different quantities). Right panel: the MAP rank of each bond against ``step``.
 
     Parameters
     ----------
@@ -233,22 +248,30 @@ def plot_training(
         if key not in cols:
             raise ValueError(f"history has no column {key!r}; it has {sorted(cols)}")
     has_ranks = "ranks" in cols and any(r is not None for r in cols["ranks"])
-    fig = _figure(10 if has_ranks else 5.5, 3.6)
-    axes = fig.subplots(1, 2 if has_ranks else 1, squeeze=False)[0]
-    ax = axes[0]
-    positive = True
-    for key in loss_keys:
-        values = np.asarray([np.nan if v is None else float(v) for v in cols[key]])
-        ax.plot(steps, values, label=key)
-        positive &= bool(np.all(values[np.isfinite(values)] > 0))
-    if loss_keys and positive:
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    if loss_keys:
-        ax.legend(frameon=False)
+    # a fit's phases log different quantities as "loss" (the relaxation's objective, about 1; the
+    # criterion, -18,000 on the same fit): one panel each, or the relaxation reads as a flat line
+    phases = [p for p in dict.fromkeys(cols.get("phase", ())) if p is not None]
+    groups = ([(p, np.array([q == p for q in cols["phase"]])) for p in phases] if len(phases) > 1 else
+              [(None, np.ones(len(steps), dtype=bool))])
+    fig = _figure(4.6 * len(groups) + (4.6 if has_ranks else 0.9), 3.6)
+    axes = fig.subplots(1, len(groups) + has_ranks, squeeze=False)[0]
+    for ax, (phase, rows) in zip(axes, groups):
+        positive = True
+        for key in loss_keys:
+            values = np.asarray([np.nan if v is None else float(v) for v in cols[key]])[rows]
+            ax.plot(steps[rows], values, label=key, marker="o" if rows.sum() < 3 else None)
+            positive &= bool(np.all(values[np.isfinite(values)] > 0))
+        if loss_keys and positive:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.set_ylabel("loss")
+        if phase is not None:
+            ax.set_title(str(phase))
+        if loss_keys:
+            ax.legend(frameon=False)
     if has_ranks:
-        ax = axes[1]
+        ax = axes[-1]
         rows = cols["ranks"]  # (None where a record has no ranks: a gap in the curves)
         known = [r for r in rows if r is not None]
         if isinstance(known[0], Mapping):
