@@ -282,3 +282,16 @@ def test_observations_in_unconnected_blocks_are_flagged(fmt, truth):
     assert any(d.startswith("unconnected observations") for d in res.diagnostics)
     m[0, :, 11] = True  # one column of entries across the blocks: connected
     assert tnmars.fitting.diagnostics.disconnected_modes(m) == []
+
+
+def test_an_offset_does_not_hide_a_completion_that_does_not_generalize():
+    """A TT (2, 3) at 10% observed and 20 dB (mask seed 1) plus 50 times its spread: the fit misses
+    the unobserved entries by 7.2 times their spread, yet said nothing, because the
+    cross-validation measured its errors against the values, which the offset dominates. They
+    are measured against the entries' deviations from the mean now."""
+    truth, observed, data = _tt_completion_20db(0.1, 1)
+    with pytest.warns(RuntimeWarning, match="poor generalization"):
+        result = tnmars.fit(data + 50 * truth.std(), "tt", observed=observed, seed=0, progress=False)
+    assert "poor generalization" in [d.split(":")[0] for d in result.diagnostics]
+    estimate = result.network.to_tensor() - 50 * truth.std()
+    assert np.linalg.norm((estimate - truth)[~observed]) > 2 * np.linalg.norm((truth - truth.mean())[~observed])

@@ -1,5 +1,6 @@
 """The selection engine's parts: exact ALS solves, graph facts, spectral selectors, rank moves."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -1066,13 +1067,15 @@ def test_the_offset_ring_completion_is_found_by_the_descent_from_the_em_start():
     0.44 from the truth (4, 3, 4, 4), with one the constant alone (1.0). The walk still ends at
     (1, 1, 1, 1) at -2477; the EM start (4, 4, 4, 5) lost to it at its start (-2191), but its
     removals from fresh starts reach (3, 3, 4, 5) at -2478, and the search on from there ends at
-    (4, 3, 5, 5), -3116, 0.16 from the truth.
-    The observations cap the ranks there, which the fit says."""
+    (4, 3, 5, 5), -3116, 0.16 from the truth (the observations capping the ranks there, which the
+    fit said). With a completion's moves refitted by ``COMPLETION_SWEEPS`` (10) ALS sweeps, not
+    3, the search ends at (4, 3, 5, 5) 0.009 from the truth (2026-12-01)."""
     truth, x, observed = _fresh_ring((6, 7, 6, 8), (4, 3, 4, 4), 40, 0.4, 20.0, 7005)
-    with pytest.warns(RuntimeWarning, match="ranks capped by the number of observations"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         res = tnmars.fit(x, "tr", observed=observed, seed=0, progress=False)
     estimate = np.asarray(res.network.to_tensor()) - 20.0 / np.sqrt(truth.size)
-    assert np.linalg.norm(estimate - truth) / np.linalg.norm(truth) < 0.25
+    assert np.linalg.norm(estimate - truth) / np.linalg.norm(truth) < 0.05
     assert all(r >= t for r, t in zip(res.ranks, (4, 3, 4, 4)))
 
 
