@@ -214,8 +214,8 @@ def decompose_matrix(w: np.ndarray, fmt: str, in_shape: Sequence[int], out_shape
     o_d)`` (:func:`merge_modes`); its TT-SVD / HOSVD (+ HOOI, tensorly) / CP fit gives the
     cores, and each merged mode is split back into ``(i_k, o_k)``. A tensor ring starts as the
     TT-SVD chain closed through index 0 of its closing bond. Rank slices the SVD cannot fill are
-    zero (the function is unchanged; the layer's copy makes them trainable, :func:`_trainable`). TT, TR and Tucker are exact when the ranks are large
-    enough. CP is exact when its rank is at least the number of terms of the exact hierarchical
+    zero (the function is unchanged; the copy into a layer makes them trainable,
+    :func:`_trainable`). TT, TR and Tucker are exact when the ranks are large enough. CP is exact when its rank is at least the number of terms of the exact hierarchical
     SVD (:func:`cp_terms`; terms below ``eps`` times the weight's norm, scaled by the largest
     mode, are rounding and dropped), always at ``rank="full"``; below it, the largest terms are
     refined by CP-ALS (:func:`cp_als`) within :data:`CP_WORK`. ``progress``: a bar for ALS
