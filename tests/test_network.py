@@ -642,3 +642,42 @@ def test_a_complex_mask_is_taken_alike_as_a_list_a_numpy_array_or_on_torch():
     np.testing.assert_array_equal(net.to_tensor({"A": [1 + 1j, 1.0]}), want)
     pytest.importorskip("torch")
     np.testing.assert_allclose(net.to("torch").to_tensor({"A": mask}).numpy(), want, rtol=1e-12)
+
+
+def test_to_tensor_refuses_a_full_tensor_larger_than_memory_before_contracting():
+    """Found by an outside probe: a TT of 2^64 entries failed inside NumPy ("Unable to allocate
+    48.0 GiB for an array with shape (12, 536870912)"); the output is refused in words now, and
+    the network can still be contracted with vectors."""
+    net = Network.tt((2,) * 64, 3, seed=0)
+    with pytest.raises(ValueError, match=r"to_tensor: the full tensor .* more than this machine's .*Network.contract"):
+        net.to_tensor()
+    ones = [np.ones(2)] * 64
+    letters = net.output
+    value = net.contract(",".join(letters), *ones, output="")
+    assert np.isfinite(value)
+
+
+def test_an_int_rank_for_a_spec_without_bonds_is_refused():
+    """Found by an outside probe: ``Network("ij,Jk->ik", shape=(2, 3), ranks=5)`` (a case typo)
+    made two size-1 summed legs and dropped the rank, silently."""
+    with pytest.raises(ValueError, match=r"ranks=5 sizes the bonds, but spec 'ij,Jk->ik' has no bond.*'j', 'J'"):
+        Network("ij,Jk->ik", shape=(2, 3), ranks=5)
+    assert Network("ij,jk->ik", shape=(2, 3), ranks=2).bonds == {"j": 2}
+
+
+def test_vjp_names_a_gradient_of_the_wrong_shape_and_the_submodule_is_reachable():
+    """``tnmars.gradients`` was not an attribute after ``import tnmars`` (only after importing the
+    submodule), and a wrong-shaped dL/dT failed in a reshape deep in the backward."""
+    net = Network.tt((3, 4, 5), (2, 3), seed=0)
+    with pytest.raises(ValueError, match=r"vjp: grad_fn returned a gradient of shape \(2, 2\).*\(3, 4, 5\)"):
+        tnmars.gradients.vjp(net, lambda t: np.ones((2, 2)))
+    out, grads, _ = tnmars.gradients.vjp(net, np.ones_like)
+    assert out.shape == (3, 4, 5) and len(grads) == 3
+
+
+def test_narrowing_to_float16_says_only_its_own_error():
+    net = Network("ia,aj", cores=[np.full((3, 4), 1e6), np.ones((4, 5))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (NumPy's "overflow encountered in cast" came first)
+        with pytest.raises(ValueError, match="overflows"):
+            net.to(dtype="float16")

@@ -38,7 +38,13 @@ __all__ = ["Network", "Plan", "contract", "get_backend", "available_backends", "
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
+#: submodules ``tnmars.<name>`` reaches without importing them first (``tnmars.gradients.vjp``)
+_SUBMODULES = ("gradients", "interop", "plots", "io", "fitting", "nn", "masks")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return import_module(f"tnmars.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(import_module(module), attr)
@@ -49,4 +55,4 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     """Lazy names are listed before their first use, so completion and ``dir()`` find them."""
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -165,7 +165,12 @@ def vjp(
     masks = _as_mask_dict(net, masks)
     masked = net.masked_cores(masks)
     out, tape = forward(net.plan(), masked, be)
-    grads = backward(tape, grad_fn(out))
+    grad_out = grad_fn(out)
+    shape = tuple(getattr(grad_out, "shape", ()))
+    if shape != tuple(net.shape):  # (a reshape deep in the backward said "cannot reshape array of size 4")
+        raise ValueError(f"vjp: grad_fn returned a gradient of shape {shape}; dL/dT has the network's shape "
+                         f"{tuple(net.shape)}")
+    grads = backward(tape, grad_out)
     return (out, *_chain_masks(net, masks, grads))
 
 

@@ -218,6 +218,11 @@ class Network:
             else:
                 size = integer(ranks, "ranks")
                 _check_positive([size], "ranks")
+                if not parsed.bonds:  # (a case typo, "ij,Jk": two size-1 summed legs, and the rank was dropped)
+                    summed = f" (its summed indices {', '.join(map(repr, parsed.summed))} join one core each)" \
+                        if parsed.summed else ""
+                    raise ValueError(f"ranks={size} sizes the bonds, but spec {parsed.spec!r} has no bond: no index "
+                                     f"is shared by two cores{summed}")
                 for index in parsed.bonds:
                     put(index, size, "ranks")
                     from_ranks.append(index)
@@ -659,8 +664,11 @@ class Network:
         It is contiguous in memory; ``contiguous=False`` may return a transposed view instead,
         saving the copy when the next operation reads it once anyway."""
         plan = self.__dict__.get("_own_plan")
-        if plan is None:  # shapes never change for a Network, so its own plan is kept
-            plan = self._own_plan = self.plan()
+        if plan is None:  # shapes never change for a Network, so its own plan is kept (checked once)
+            plan = self.plan()
+            if str(self.device).startswith("cpu"):
+                _check_dense_memory(max(self.dense_size, plan.largest_intermediate), self.dtype, self.spec)
+            self._own_plan = plan
         cores = self._cores
         if masks is not None:
             cores = self.masked_cores(masks)
@@ -751,14 +759,15 @@ class Network:
                 dtype = "float32"  # holds every bfloat16 value exactly, as numpy() and load do
         dtype = dtype or self.dtype
         check_dtype_conversion(dtype, self.dtype)
-        if target.name == self._backend.name:
-            if device is None and self._backend.name != "numpy":
-                device = self.device
-            cores = [target.asarray(c, dtype=dtype, device=device) for c in self._cores]
-        else:  # another framework: a copy (NumPy <-> torch CPU conversions share memory, and then a training
-            # step on one side rewrote the other; np.array also makes negative-stride views contiguous)
-            cores = [target.asarray(np.array(self._backend.to_numpy(c), copy=True), dtype=dtype, device=device)
-                     for c in self._cores]
+        with np.errstate(over="ignore", invalid="ignore"):  # (an overflowing cast is refused below, in words)
+            if target.name == self._backend.name:
+                if device is None and self._backend.name != "numpy":
+                    device = self.device
+                cores = [target.asarray(c, dtype=dtype, device=device) for c in self._cores]
+            else:  # another framework: a copy (NumPy <-> torch CPU conversions share memory, and then a training
+                # step on one side rewrote the other; np.array also makes negative-stride views contiguous)
+                cores = [target.asarray(np.array(self._backend.to_numpy(c), copy=True), dtype=dtype, device=device)
+                         for c in self._cores]
         if narrows(dtype, self.dtype):
             check_narrowing(self._cores, self._backend, cores, target, dtype)
         return self.with_cores(cores)  # keeps .labels
@@ -983,6 +992,20 @@ def _check_memory(entries: int, spec: str) -> None:
             f"the cores of {spec!r} would hold {entries:,} entries ({need / 2**30:,.1f} GiB as float64), more "
             f"than this machine's {total / 2**30:,.1f} GiB of memory; use smaller sizes or ranks"
         )
+
+
+def _check_dense_memory(entries: int, dtype: str, spec: str) -> None:
+    """Refuse a contraction to the full tensor that cannot fit in host memory, before it starts:
+    a TT of 2^64 entries failed deep inside NumPy ("Unable to allocate 48.0 GiB for an array with
+    shape (12, 536870912)"), and one of 2^30 entries took 15.6 GB of a 23 GB machine."""
+    total = _host_memory()
+    size = {"float16": 2, "bfloat16": 2, "float32": 4, "complex64": 8, "complex128": 16}.get(dtype, 8)
+    if total is not None and entries * size > total:
+        raise ValueError(
+            f"to_tensor: the full tensor of {_short_spec(spec)!r} (or a step of its contraction) holds "
+            f"{entries:,} entries ({entries * size / 2**30:,.1f} GiB as {dtype}), more than this machine's "
+            f"{total / 2**30:,.1f} GiB of memory; contract the network with the vectors or matrices you need "
+            "instead (Network.contract), or work with its cores")
 
 
 def _check_ndim(shape: Sequence[int]) -> None:
