@@ -218,7 +218,8 @@ class Network:
             else:
                 size = integer(ranks, "ranks")
                 _check_positive([size], "ranks")
-                if not parsed.bonds:  # (a case typo, "ij,Jk": two size-1 summed legs, and the rank was dropped)
+                if not parsed.bonds and len(parsed.inputs) > 1:  # (a case typo, "ij,Jk": two size-1 summed
+                    # legs, and the rank was dropped; a single core, as a CP layer of one mode, has nothing to size)
                     summed = f" (its summed indices {', '.join(map(repr, parsed.summed))} join one core each)" \
                         if parsed.summed else ""
                     raise ValueError(f"ranks={size} sizes the bonds, but spec {parsed.spec!r} has no bond: no index "
