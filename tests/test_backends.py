@@ -24,6 +24,41 @@ def test_boolean_matmul_matches_numpy():
     np.testing.assert_array_equal(mixed.numpy(), np.matmul(a[0], np.ones((5, 2))))
 
 
+def test_tensors_with_a_lazy_conjugate_or_negative_bit_reach_numpy():
+    """``z.conj().imag`` (a real tensor with the negative bit) crashed fit, save and
+    ``Network.numpy()`` in torch's ``.numpy()`` ("Can't call numpy() on Tensor that has
+    negative bit set"), and ``fit(z.conj())`` said so instead of tnmars's own complex error."""
+    import tnmars
+    from tnmars.interop.init import svd_init
+
+    z = torch.randn(4, 5, 6, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+    im = z.conj().imag
+    assert im.is_neg()
+    expected = -z.imag.numpy()
+    for backend in ("torch", "numpy"):
+        np.testing.assert_array_equal(get_backend(backend).asarray(im) if backend == "numpy"
+                                      else get_backend(backend).to_numpy(im), expected)
+    np.testing.assert_array_equal(get_backend("torch").to_numpy(z.conj()), z.numpy().conj())
+    net = tnmars.Network("ij,jk", cores=[im[0], im[1].T])
+    np.testing.assert_array_equal(net.numpy().cores[0], expected[0])
+    assert svd_init("tucker", im, [2, 2, 2]).ranks == (2, 2, 2)
+    assert tnmars.fit(im, "tucker", max_rank=2, progress=False).network.backend == "torch"
+    with pytest.raises(TypeError, match="complex data is not supported"):
+        tnmars.fit(z.conj(), progress=False)
+
+
+def test_numpy_data_accept_a_torch_cpu_device():
+    """``device=torch.device("cpu")`` was refused for NumPy data: "the numpy backend runs on
+    the CPU only; got device=device(type='cpu')"."""
+    import tnmars
+
+    get_backend("numpy").check_device(torch.device("cpu"))
+    x = np.asarray(tnmars.Network.tucker((4, 5, 6), 2, seed=0).to_tensor())
+    assert tnmars.fit(x, max_rank=3, device=torch.device("cpu"), progress=False).network.device == "cpu"
+    with pytest.raises(ValueError, match="CPU only"):
+        get_backend("numpy").check_device(torch.device("meta"))
+
+
 def test_small_work_runs_on_one_thread_and_restores_the_setting(monkeypatch):
     monkeypatch.setattr(tb, "machine_busy", lambda: False)
     before = torch.get_num_threads()

@@ -365,6 +365,20 @@ def test_torch_data_come_back_as_torch_networks_and_the_relaxation_trains_by_aut
     assert paper.steps_run == 300
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_the_torch_relaxation_trains_under_a_callers_no_grad_or_inference_mode(mode):
+    """A fit called in an evaluation block failed at the relaxation's first backward
+    ("element 0 of tensors does not require grad"), while NumPy data fitted there fine."""
+    torch = pytest.importorskip("torch")
+    x = torch.tensor(tucker_tensor((6, 7, 8), (2, 2, 2), seed=1))
+    with getattr(torch, mode)():
+        paper = quiet_fit(x.clone(), "tucker", max_rank=4, prior="bernoulli", relaxation=dict(steps=50))
+        proposed = quiet_fit(x.clone(), "tucker", max_rank=4, proposal="mars", relaxation=dict(steps=50))
+        assert not torch.is_grad_enabled()  # the caller's mode is left as it was
+    assert paper.steps_run == 50 and paper.network.backend == "torch"
+    assert proposed.ranks == (2, 2, 2) and proposed.relative_error < 1e-6
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_the_papers_recipe_is_available_on_every_backend(backend):
     pytest.importorskip("torch")

@@ -243,6 +243,15 @@ def test_loading_into_numpy_as_bfloat16_says_numpy_has_none(tmp_path):
         tnmars.load(path, dtype="bfloat16")
 
 
+def test_a_meta_device_network_is_refused_in_words(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = Network.tt((3, 4, 5), 2, seed=0, backend="torch").to("meta")
+    assert torch.is_tensor(net.cores[0])
+    with pytest.raises(ValueError, match="'meta' device: it holds shapes but no values"):
+        tnmars.save(net, tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_save_refuses_other_objects(tmp_path):
     with pytest.raises(TypeError, match="Network"):
         tnmars.save(np.ones(3), tmp_path / "x.npz")
@@ -553,6 +562,20 @@ def test_a_fit_result_whose_fields_contradict_its_network_is_refused(tmp_path, f
         tnmars.load(tmp_path / "lie.npz")
 
 
+def test_save_refuses_a_fit_result_whose_fields_no_longer_describe_its_network(tmp_path, fit_file):
+    """A result whose network was replaced by a pruned one saved without complaint, and the
+    file was then refused by load: the work was lost at the next session."""
+    result = tnmars.load(fit_file)
+    pruned = result.network.prune({result.bonds[1]: [0, 1]})
+    stale = dataclasses.replace(result, network=pruned)
+    with pytest.raises(ValueError, match="load would refuse the file .*has rank 3, but its network has 2"):
+        tnmars.save(stale, tmp_path / "stale.npz")
+    assert not (tmp_path / "stale.npz").exists()
+    ranks = tuple(pruned.bonds[b] for b in result.bonds)
+    fixed = dataclasses.replace(result, network=pruned, ranks=ranks, num_params=pruned.num_params)
+    assert tnmars.load(tnmars.save(fixed, tmp_path / "fixed.npz")).ranks == ranks
+
+
 def test_resigned_files_with_any_metadata_field_changed_fail_cleanly_or_load_typed(tmp_path, fit_file):
     """Every entry of a fit result's metadata, deleted or replaced by values of every JSON
     type, then re-signed: load raises FileFormatError or returns correctly typed objects
@@ -604,6 +627,11 @@ def test_known_resigned_forgeries_are_refused(tmp_path, fit_file):
         "an array named twice": (lambda m: m["cores"].__setitem__(1, m["cores"][0]), "named twice"),
         "ranks that disagree": (lambda m: m["fit"].__setitem__("ranks", [9] * len(m["fit"]["ranks"])), "rank 9"),
         "unknown optimizer": (lambda m: m.__setitem__("optimize", "__import__('os')"), "optimizer"),
+        # (an OverflowError escaped load and read_metadata; a dict loaded as a FitResult's ranks)
+        "a number beyond a float's range": (lambda m: m["fit"]["fields"].__setitem__("seconds", 10**400),
+                                             "seconds is out of a float's range"),
+        "ranks as a mapping": (lambda m: m["fit"].update(ranks=dict(zip("ABC", m["fit"]["ranks"])),
+                                                          ranks_type="dict"), "ranks must be a tuple"),
     }
     for label, (change, message) in cases.items():
         forged = json.loads(json.dumps(meta))

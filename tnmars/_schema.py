@@ -212,7 +212,10 @@ def _conform(value: Any, tp: Any, what: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(f"{what} must be a number; got {type(value).__name__}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int of hundreds of digits: no float holds it
+            _fail(f"{what} is out of a float's range")
     if tp is str:
         return _text(value, what)
     if tp is np.ndarray or origin is np.ndarray:
@@ -319,6 +322,9 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
             _fail(f"the fit result's ranks must list {len(bonds)} integers (one per bond)")
         values = dict(zip(_rank_order(fit, bonds, unjson), ranks))
     elif ranks_type == "dict":
+        declared = field_types.get("ranks")
+        if declared is not None and (typing.get_origin(declared) or declared) is tuple:
+            _fail(f"the fit result's ranks must be a tuple for {cls.__name__}; got ranks_type 'dict'")
         values = _mapping(ranks, "the fit result's ranks")
         if set(values) != set(bonds):
             _fail(f"the fit result's ranks name {sorted(values)}, but the bonds are {sorted(bonds)}")

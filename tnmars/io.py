@@ -39,6 +39,7 @@ from . import _schema
 from ._container import (
     ALLOWED_KINDS,
     META_KEY,
+    ArrayEntry,
     Digest,
     FileFormatError,
     open_container,
@@ -190,6 +191,9 @@ def _fit_result_class() -> type:
 
 # ------------------------------------------------------------------------------ encoding
 def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if str(net.device).startswith("meta"):  # (torch said only "Cannot copy out of meta tensor")
+        raise ValueError("cannot save a network on the 'meta' device: it holds shapes but no values; "
+                         "build it on the CPU or a GPU (or give it cores with values: net.with_cores(...)) before saving")
     if net.dtype not in _schema.DTYPES:  # (load would refuse the file: refused here, before writing it)
         raise TypeError(f"cannot save {net.dtype} cores: tnmars files hold {', '.join(sorted(_schema.DTYPES))}; "
                         "convert first, e.g. net.to('float64')")
@@ -372,6 +376,7 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
     if mac is not None:
         meta["hmac_sha256"] = mac
     meta["sha256"] = sha
+    _check_loadable(meta, arrays, path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: folder {str(path.parent)!r} does not exist")
     if path.is_dir():
@@ -395,6 +400,23 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
     write_atomic(write_target(path), write, shown=path)
     _log.info("saved %s %s (%d arrays%s)", kind, path, len(arrays), ", HMAC-signed" if mac else "")
     return path
+
+
+def _check_loadable(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], path: Path) -> None:
+    """Refuse, before writing, what :func:`load` would refuse: a fit result whose fields no
+    longer describe its network (``result.network`` replaced by a pruned one, ``ranks`` and
+    ``num_params`` left as they were) was written, and the file then never loaded."""
+    entries = {name: ArrayEntry(name, arr.dtype, arr.shape, None) for name, arr in arrays.items()}
+    fit_class = _fit_result_class() if meta["kind"] == "fit_result" else None
+    where = f"{str(path)!r}"
+    try:
+        _schema.validate(meta, entries, where, fit_class, _unjson)
+    except FileFormatError as err:
+        detail = str(err).removeprefix(f"{where} has invalid metadata: ")
+        hint = (" After replacing a fit result's network, update its other fields to match "
+                "(dataclasses.replace(result, network=net, ranks=net.ranks, num_params=net.num_params, ...)), "
+                "or save the network alone." if meta["kind"] == "fit_result" else "")
+        raise ValueError(f"cannot save to {str(path)!r}: load would refuse the file ({detail}).{hint}") from None
 
 
 def write_target(path: Path) -> Path:

@@ -70,7 +70,7 @@ def _finish(fig, path: str | os.PathLike | None, dpi: int):
 
 def _as_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):  # torch; float() first: NumPy has no bfloat16 (.numpy() raised for it)
-        x = x.detach().cpu()
+        x = x.detach().resolve_conj().resolve_neg().cpu()
         x = (x.float() if x.is_floating_point() else x).numpy()
     elif hasattr(x, "get"):  # cupy
         x = x.get()

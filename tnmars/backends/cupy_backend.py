@@ -45,7 +45,9 @@ class CupyBackend(NumpyBackend):
         self.check_device(device)
         cp = self._cupy
         if hasattr(x, "detach") and hasattr(x, "cpu"):
-            x = x.detach().cpu().numpy()
+            from . import get_backend  # (its to_numpy: bfloat16, lazy conjugate and negative bits)
+
+            x = get_backend("torch").to_numpy(x)
         if device is not None and ":" in str(device):
             with cp.cuda.Device(int(str(device).split(":")[1])):
                 return cp.asarray(x, dtype=dtype)

@@ -35,13 +35,15 @@ class NumpyBackend(Backend):
         return "cpu"
 
     def check_device(self, device: str | None) -> None:
-        if device not in (None, "cpu"):
+        if device is not None and str(device) != "cpu":  # (also torch.device("cpu"))
             raise ValueError(f"the numpy backend runs on the CPU only; got device={device!r}")
 
     def asarray(self, x: Any, dtype: str | None = None, device: str | None = None) -> Any:
         self.check_device(device)
         if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
-            x = x.detach().cpu().numpy()
+            from . import get_backend  # (its to_numpy: bfloat16, lazy conjugate and negative bits)
+
+            x = get_backend("torch").to_numpy(x)
         elif hasattr(x, "get") and type(x).__module__.startswith("cupy"):
             x = x.get()
         return np.asarray(x, dtype=dtype)

@@ -155,8 +155,10 @@ class TorchBackend(Backend):
     def to_numpy(self, x: Any):
         """``x`` as a NumPy array. Dtypes NumPy has no type for (bfloat16, the float8 types,
         complex32) are widened to the narrowest one that holds every value exactly (float32,
-        complex64): ``.numpy()`` would raise torch's own "Got unsupported ScalarType" instead."""
-        x = x.detach()
+        complex64): ``.numpy()`` would raise torch's own "Got unsupported ScalarType" instead.
+        A tensor with a lazy conjugate or negative bit (``z.conj()``, ``z.conj().imag``) is
+        materialised first: ``.numpy()`` refuses those."""
+        x = x.detach().resolve_conj().resolve_neg()
         wider = self._widened.get(x.dtype)
         if wider is not None:
             x = x.to(wider)

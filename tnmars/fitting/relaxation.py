@@ -234,17 +234,33 @@ class _ArrayTrainer:
 
 class _TorchTrainer:
     """PyTorch: autograd and ``torch.optim.Adam`` (reached through the backend object, so this
-    module never imports torch itself)."""
+    module never imports torch itself). Gradients are on whatever the caller's mode: a fit
+    called under ``torch.no_grad()`` or ``torch.inference_mode()`` (an evaluation block)
+    failed at its first backward ("element 0 of tensors does not require grad")."""
 
     def __init__(self, be: Backend, spec: str, cores, logits, y, weights, dtype, device, lr, seed, mask_lr_ratio):
+        with self._grad_on(be):
+            self._build(be, spec, cores, logits, y, weights, dtype, device, lr, seed, mask_lr_ratio)
+
+    @staticmethod
+    def _grad_on(be: Backend):
+        from contextlib import ExitStack
+
+        stack = ExitStack()
+        stack.enter_context(be.torch.inference_mode(False))
+        stack.enter_context(be.torch.enable_grad())
+        return stack
+
+    def _build(self, be: Backend, spec: str, cores, logits, y, weights, dtype, device, lr, seed, mask_lr_ratio):
         torch = be.torch
         self.be, self.spec = be, spec
         self.bonds = tuple(logits)
         self.cores = [be.asarray(c, dtype=dtype, device=device).clone().requires_grad_(True) for c in cores]
         self.logits = [be.asarray(logits[b], dtype=dtype, device=device).clone().requires_grad_(True)
                        for b in self.bonds]
-        self.y = be.asarray(y, dtype=dtype, device=device)
-        self.w = None if weights is None else be.asarray(weights, device=device)
+        # (copies: a caller's inference tensors cannot enter autograd)
+        self.y = be.asarray(y, dtype=dtype, device=device).clone()
+        self.w = None if weights is None else be.asarray(weights, device=device).clone()
         self.rng = be.rng(seed, device)
         self.dtype, self.device = dtype, device
         groups = [{"params": self.cores, "lr": lr}]
@@ -258,6 +274,10 @@ class _TorchTrainer:
                 {b: np.array(v.detach().cpu().numpy(), dtype=np.float64) for b, v in zip(self.bonds, self.logits)})
 
     def step(self, temp: float, sigma2: float, pi: float, n_obs: int, lr: float) -> float:
+        with self._grad_on(self.be):
+            return self._step(temp, sigma2, pi, n_obs, lr)
+
+    def _step(self, temp: float, sigma2: float, pi: float, n_obs: int, lr: float) -> float:
         be = self.be
         for k, group in enumerate(self.opt.param_groups):
             group["lr"] = lr if k == 0 else lr * self.mask_lr_ratio

@@ -63,8 +63,8 @@ def _real_data(data: Any) -> np.ndarray:
     """``data`` as a float array, refusing what the real SVD solvers would silently damage
     (complex values: NumPy drops the imaginary part with only a warning) or fail on deep
     inside tensorly (fewer than two modes: no bond, and TT-SVD unfolds a matrix)."""
-    if hasattr(data, "detach"):  # torch: through the CPU
-        data = data.detach().cpu()
+    if hasattr(data, "detach"):  # torch: through the CPU (lazy conjugate and negative bits resolved)
+        data = data.detach().resolve_conj().resolve_neg().cpu()
     x = np.asarray(data)
     if np.iscomplexobj(x):
         raise TypeError(f"svd_init needs real data; got {x.dtype} (its real SVDs would drop the imaginary part): "
