@@ -365,6 +365,26 @@ def test_torch_data_come_back_as_torch_networks_and_the_relaxation_trains_by_aut
     assert paper.steps_run == 300
 
 
+def test_a_torch_masked_tensor_is_a_completion_of_its_specified_entries():
+    """Its unspecified entries are missing, as a NumPy masked array's masked ones (it failed
+    in torch's .numpy(): "not supported for tensor subclasses")."""
+    torch = pytest.importorskip("torch")
+    masked_tensor = pytest.importorskip("torch.masked").masked_tensor
+    x = torch.tensor(tucker_tensor((8, 9, 10), (2, 3, 2), seed=1))
+    specified = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (torch: "the masked API is in prototype stage")
+        data = masked_tensor(x.clone(), specified)
+    res = quiet_fit(data, "tucker", max_rank=4)
+    same = quiet_fit(x, "tucker", max_rank=4, observed=specified)
+    assert res.ranks == same.ranks == (2, 3, 2) and res.network.backend == "torch"
+    assert res.relative_error == pytest.approx(same.relative_error)
+    fewer = specified & (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.8)
+    both = quiet_fit(data, "tucker", max_rank=4, observed=fewer)  # (entries observed in both)
+    assert res.heldout_error is None  # unspecified entries are not data, not even held out
+    assert both.heldout_error < 1e-6  # the specified entries observed= leaves out are
+
+
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_the_torch_relaxation_trains_under_a_callers_no_grad_or_inference_mode(mode):
     """A fit called in an evaluation block failed at the relaxation's first backward

@@ -148,7 +148,8 @@ def fit(
         11, clipped to 2, 4, 8, 11, ... by the cuts); the MARS relaxation (``prior="bernoulli"``
         or ``proposal="mars"``), which trains at these ranks, keeps ``max(data.shape)``.
     observed: boolean mask of observed entries (tensor completion); default all (for a NumPy
-        masked array, its unmasked entries; both given: entries observed in both).
+        masked array, its unmasked entries, for a ``torch.masked.MaskedTensor`` its specified
+        ones; both given: entries observed in both).
     prior: what decides the ranks. ``"bic"`` (default): the MAP objective under an Occam
         prior, ``(N/2) log(SSE/N) + (c/2) D log N`` with ``D`` the network's degrees of
         freedom (:mod:`tnmars.fitting.criterion`), minimised by a local search that adds and
@@ -685,7 +686,8 @@ def _closed_ring_start(net: Network, template: Network, floors: Mapping[str, int
 
 def _extrapolates(net: Network, prep: Prepared) -> bool:
     """Whether a completion reaches, at an unobserved entry, more than
-    :data:`~tnmars.fitting.diagnostics.EXTRAPOLATION_LIMIT` times the largest observed magnitude."""
+    :data:`~tnmars.fitting.diagnostics.EXTRAPOLATION_LIMIT` times the largest observed deviation
+    from their mean (:func:`~tnmars.fitting.diagnostics.extrapolation_ratio`)."""
     if prep.observed is None:
         return False
     estimate = np.asarray(net.backend_impl.to_numpy(net.to_tensor()))

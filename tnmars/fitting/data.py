@@ -81,12 +81,18 @@ def _dtype_name(dtype: Any) -> str | None:
 
 def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: Any = None) -> Prepared:
     """Validate ``data`` and ``observed`` and scale the data to unit mean square. A NumPy masked
-    array's masked entries are missing (combined with ``observed`` when both are given): fitted
-    as data, a sentinel such as -999 would silently ruin the fit."""
-    masked = hidden = None
+    array's masked entries (a ``torch.masked.MaskedTensor``'s unspecified ones) are missing
+    (combined with ``observed`` when both are given): fitted as data, a sentinel such as -999
+    would silently ruin the fit."""
+    masked = hidden = None  # (hidden: not data, not even held out)
     if isinstance(data, np.ma.MaskedArray):
-        masked = hidden = np.ma.getmaskarray(data)  # (hidden: not data, not even held out)
+        hidden = np.ma.getmaskarray(data)
         data = np.ma.getdata(data)
+    elif type(data).__name__ == "MaskedTensor" and hasattr(data, "get_mask"):  # (torch refused its .numpy())
+        hidden = ~np.asarray(get_backend("torch").to_numpy(data.get_mask()), dtype=bool)
+        data = data.get_data()
+    if hidden is not None:
+        masked = hidden
         if not masked.any():
             masked = None
         elif observed is None:
