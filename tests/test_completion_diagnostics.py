@@ -56,11 +56,32 @@ def test_slices_of_a_tt_core_and_the_slice_size_cap():
 
 
 def test_extrapolation_ratio():
+    """Deviations from the observed entries' mean (-0.5 here; the largest observed one 1.5)."""
     observed = np.array([True, True, False, False])
     data = np.array([1.0, -2.0, 0.0, 0.0])
-    assert extrapolation_ratio(np.array([1.0, -2.0, 30.0, 1.0]), data, observed) == pytest.approx(15.0)
+    assert extrapolation_ratio(np.array([1.0, -2.0, 29.5, 1.0]), data, observed) == pytest.approx(20.0)
     assert extrapolation_ratio(np.zeros(4), data, np.ones(4, dtype=bool)) == 0.0
     assert extrapolation_ratio(np.array([0.0, 0.0, 1.0, 0.0]), np.zeros(4), observed) == float("inf")
+    # constant data: a completion equal to them up to rounding does not extrapolate
+    assert extrapolation_ratio(np.full(4, 50.0 + 1e-13), np.full(4, 50.0), observed) < 1.0
+
+
+def test_an_offset_does_not_hide_an_extrapolating_completion():
+    """Measured from zero, an offset of 50 made a completion 20 times the observed range away
+    read as 1.2 times the largest observed magnitude, under the limit."""
+    observed = np.array([True, True, False, False])
+    data = np.array([1.0, -2.0, 0.0, 0.0]) + 50.0
+    estimate = np.array([1.0, -2.0, 29.5, 1.0]) + 50.0
+    assert extrapolation_ratio(estimate, data, observed) == pytest.approx(20.0)
+    net = tnmars.Network.tucker((6, 7, 8), (2, 2, 2), seed=0)
+    est = net.to_tensor() + 50 * net.to_tensor().std()
+    observed = np.ones(est.shape, dtype=bool)
+    observed[3, :3] = False
+    wild = est.copy()
+    wild[3, :3] += 2 * EXTRAPOLATION_LIMIT * np.abs(est - est.mean()).max()
+    assert np.abs(wild).max() < EXTRAPOLATION_LIMIT * np.abs(est).max()  # (from zero: no warning)
+    (message,) = completion_diagnostics(net, observed, wild, est)
+    assert message.startswith("extrapolation:")
 
 
 def test_messages_name_the_failure():

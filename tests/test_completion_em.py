@@ -149,3 +149,20 @@ def test_a_completion_search_refits_its_moves_long_enough_to_see_a_removal_pay()
     res = tnmars.fit(x, "tt", observed=observed, seed=0, progress=False)
     assert res.ranks == (3, 4, 3)
     assert res.relative_error < 1e-6
+
+
+def test_a_growth_the_walk_never_tried_is_tried_from_em_starts_after_it():
+    """A noiseless Tucker (3, 2, 2) plus an offset (so ranks (4, 3, 3)), 30% observed: from the
+    spectral start (3, 4, 4) the first bond's growth exceeded the degrees-of-freedom cap, the
+    walk never tried it, and the fit stopped at (3, 3, 4), 0.89 of the spread from the truth at
+    the missing entries, silently. The growing moves are now tried from EM starts once the walk
+    ends, as complete data try them from HOSVD."""
+    shape = (11, 7, 9)
+    truth = np.asarray(tnmars.Network.tucker(shape, ranks=(3, 2, 2), seed=1013).to_tensor())
+    truth = truth + 50 * truth.std()
+    observed = np.random.default_rng(1013).random(shape) < 0.3
+    result = tnmars.fit(truth, "tucker", observed=observed, seed=0, progress=False)
+    assert result.ranks == (4, 3, 3)
+    assert any("(EM start)" in step["move"] for step in result.selection)
+    missing = result.network.to_tensor()[~observed] - truth[~observed]
+    assert np.linalg.norm(missing) / np.linalg.norm(truth[~observed] - truth[observed].mean()) < 1e-4

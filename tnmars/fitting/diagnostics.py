@@ -74,9 +74,10 @@ CAP_CHECK_STARTS = 3
 #: explain, so a cap on the ranks is not worth a warning
 EXACT_FIT_ERROR = 1e-6
 
-#: largest ratio of the completion's largest magnitude at unobserved entries to the largest
-#: observed magnitude that passes without a warning: a low-rank completion of values of one
-#: scale stays within a few times the observed range (Gaussian-like values: under 2)
+#: largest ratio of the completion's largest deviation from the observed mean at unobserved
+#: entries to the largest observed deviation that passes without a warning
+#: (:func:`extrapolation_ratio`): a low-rank completion of values of one scale stays within a
+#: few times the observed range (Gaussian-like values: under 2)
 EXTRAPOLATION_LIMIT = 10.0
 
 
@@ -108,13 +109,21 @@ def underdetermined_slices(network: Network, observed: np.ndarray) -> list[dict[
 
 
 def extrapolation_ratio(estimate: np.ndarray, data: np.ndarray, observed: np.ndarray) -> float:
-    """Largest magnitude of ``estimate`` at the unobserved entries over the largest magnitude of
-    ``data`` at the observed ones (0 when every entry is observed; ``inf`` for zero data)."""
+    """Largest deviation of ``estimate`` at the unobserved entries from the observed entries'
+    mean, over the largest deviation of ``data`` from it at the observed ones (0 when every
+    entry is observed; ``inf`` for constant data the estimate leaves). Measured from the mean,
+    not from zero, which an offset dominates: a Tucker (3, 3, 3) completion of 10x7x7 at 20 dB
+    plus 50 times its spread, 30% observed, 5.8 times the spread from its truth, reached 36 times
+    the largest observed deviation and 1.5 times the largest observed magnitude."""
     observed = np.asarray(observed, dtype=bool)
-    if observed.all():
+    if observed.all() or not observed.any():
         return 0.0
-    unseen = float(np.max(np.abs(estimate), where=~observed, initial=0.0))
-    seen = float(np.max(np.abs(data), where=observed, initial=0.0))
+    values = np.asarray(data)[observed]
+    center = float(np.mean(values))
+    unseen = float(np.max(np.abs(np.asarray(estimate) - center), where=~observed, initial=0.0))
+    seen = float(np.max(np.abs(values - center)))
+    # constant data: deviations of the estimate at the rounding of the values are not extrapolation
+    seen = max(seen, 1e-12 * float(np.max(np.abs(values))))
     if seen == 0.0:
         return 0.0 if unseen == 0.0 else float("inf")
     return unseen / seen
@@ -180,8 +189,8 @@ def completion_diagnostics(network: Network, observed: np.ndarray, estimate: np.
     ratio = extrapolation_ratio(estimate, data, observed)
     if ratio > EXTRAPOLATION_LIMIT:
         messages.append(
-            f"extrapolation: at unobserved entries the completion reaches {ratio:.3g} times the largest observed "
-            f"magnitude. The {n_obs:,} observed entries do not pin the network down: its values away from them "
+            f"extrapolation: at unobserved entries the completion departs from the observed entries' mean by up "
+            f"to {ratio:.3g} times as far as any observed entry does. The {n_obs:,} observed entries do not pin the network down: its values away from them "
             f"are not to be trusted. Observe more entries, or lower the ranks (max_rank).")
     return messages
 

@@ -405,7 +405,7 @@ def truncation_start(fmt: str | None, template: Network, data: FitData
     walk's cores (a 10^3 ring at (2, 6, 3), 30 dB, with those ranks as ``max_rank``: (1, 2, 2)
     at relative error 0.76 from the spectral start (2, 2, 2); (2, 6, 3) from TR-SVD starts).
     None for other formats and for completion (its EM starts, :func:`em_starts`, play that
-    part)."""
+    part, in both places)."""
     if fmt not in ("tucker", "tt", "tr") or data.weights is not None:
         return None
     kept: dict[str, Any] = {}  # the data on the host and HOSVD's bases, made at the first call

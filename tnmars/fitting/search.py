@@ -187,8 +187,8 @@ class RankSearch:
     the format's truncation start (HOSVD, TT-SVD, TR-SVD) at given ranks: for the final refit at the
     selected ranks (the walk's cores can sit in a poor ALS minimum at the right ranks:
     noiseless Tucker 2^6 at (2,1,2,1,2,2), relative error 0.049 from the walk, 6e-16 from
-    HOSVD), and for every growing move once the walk ends (:meth:`_classical_additions`).
-    The start is first made feasible (:func:`feasible`).
+    HOSVD), and for every growing move once the walk ends (:meth:`_classical_additions`;
+    a completion's EM starts there instead). The start is first made feasible (:func:`feasible`).
 
     Many bonds (more than :data:`MANY_BONDS`): the exchanges are screened
     (:meth:`_exchange_pairs`) and their finalists refitted in two stages, and the random
@@ -776,8 +776,16 @@ class RankSearch:
         (relative error 0.0038; TT-SVD at the true ranks is exact). One more move is tried here:
         an index more on every bond at once, for a component spread over all bonds, which no
         single index captures: from TT ranks all 1 on a noiseless 2^6 at (2,3,3,3,2) no single
-        move paid (error 0.73, 0.72 after one), TT-SVD at ranks all 2 has error 0.19."""
-        if self.classical is None:
+        move paid (error 0.73, 0.72 after one), TT-SVD at ranks all 2 has error 0.19.
+
+        A completion has no truncation of its data: its EM starts (``imputed``, where they pay)
+        take that part. The walk of a noiseless Tucker (3, 2, 2) completion 11x7x9 plus an
+        offset (true ranks (4, 3, 3)), 30% observed, never tried the index that reached them
+        (from its spectral start (3, 4, 4) the first bond's growth broke the degrees-of-freedom
+        cap) and stopped at (3, 3, 4), 0.89 of the spread from the truth at the missing entries,
+        silently; the EM start at (4, 3, 4) leads to the exact (4, 3, 3)."""
+        starts, label = (self.classical, "truncation start") if self.classical is not None else (self.imputed, "EM start")
+        if starts is None:
             return best
         tried: set[tuple[int, ...]] = set()
         improved = True
@@ -794,8 +802,8 @@ class RankSearch:
                 if key in tried:
                     continue
                 tried.add(key)
-                for start in self.classical(ranks):
-                    found.append(self.evaluate(start, self.full_sweeps, f"{move} (truncation start)"))
+                for start in starts(ranks):
+                    found.append(self.evaluate(start, self.full_sweeps, f"{move} ({label})"))
                 if self.stopped:
                     break
             if found:
