@@ -2,6 +2,7 @@
 known topologies, the pruned network, budgets, backends and the drawing."""
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -267,7 +268,7 @@ def test_a_poor_search_under_a_binding_max_rank_blames_the_cap():
     """The poor-fit warning said "the data are mostly noise ... or the search stopped far from
     the truth" when the caller's own max_rank=1 held every edge."""
     x = tnmars.Network.tucker((5, 6, 7), (2, 2, 3), seed=0).to_tensor()
-    with pytest.warns(RuntimeWarning, match=r"edges at max_rank=1: the cap you set limits the fit"):
+    with pytest.warns(RuntimeWarning, match=r"3 of the 3 edges stand at max_rank=1, the cap you set"):
         tnmars.search(x, max_rank=1, seed=0, progress=False)
 
 
@@ -311,6 +312,149 @@ def test_a_cap_that_does_not_bind_or_that_the_caller_set_is_searched_once():
     found = tnmars.search(x, seed=0, starts=1, progress=False)  # edges at 2 and 3, the cap 6
     assert found.fit.settings["search"]["max_ranks_tried"] == [6]
     assert found.edges == {(0, 1): 2, (1, 2): 3, (2, 3): 2}
-    with pytest.warns(RuntimeWarning, match="the cap you set limits the fit"):  # the caller's cap: kept
+    with pytest.warns(RuntimeWarning, match="max_rank=1, the cap you set"):  # the caller's cap: kept
         capped = tnmars.search(x, max_rank=1, seed=0, starts=1, progress=False)
     assert capped.fit.settings["search"]["max_ranks_tried"] == [1]
+
+
+# ------------------------------------------------------------------ what the search says of its result
+def test_edges_held_at_the_callers_max_rank_are_named():
+    """A TT 5x6x5 at (2, 3) searched with max_rank=2 came back as a ring at the cap (64
+    parameters, relative error 0.14; max_rank=3 finds the exact chain of 61), without a word:
+    the poor-fit warning starts at 0.5, and the fits' own max_rank check is off in a search.
+    The edges at the cap are named, in a warning and in the result's diagnostics; the exact
+    chain at max_rank=3, its middle edge at the cap, says nothing (no cap changes a tree that
+    fits exactly)."""
+    x = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor())
+    with pytest.warns(RuntimeWarning, match=r"3 of the 3 edges stand at max_rank=2, the cap you set \(0-1, 0-2, "
+                      r"1-2\): a larger cap may change the structure found \(ring 0-1-2, 64 parameters"):
+        capped = tnmars.search(x, max_rank=2, seed=0, starts=1, progress=False)
+    assert capped.topology == "ring 0-1-2" and capped.relative_error > 0.1
+    assert len(capped.fit.diagnostics) == 1 and "Raise max_rank" in capped.fit.diagnostics[0]
+    assert "WARNING   3 of the 3 edges stand at max_rank=2" in capped.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chain = tnmars.search(x, max_rank=3, seed=0, starts=1, progress=False)
+    assert chain.edges == {(0, 1): 2, (1, 2): 3} and chain.fit.diagnostics == []
+
+
+def test_an_offset_does_not_hide_a_poor_search():
+    """3 plus unit noise: the rank-1 network is the mean, relative error 0.31 but 0.99 against
+    the data's deviations from their mean, and the search said nothing (without the offset it
+    warned at 0.97); so is a completion, judged against its observed entries' mean."""
+    y = 3.0 + np.random.default_rng(0).standard_normal((5, 6, 5, 6))
+    with pytest.warns(RuntimeWarning, match=r"leaves relative error 0\.3\d, but 0\.9\d against the data's deviations"):
+        found = tnmars.search(y, seed=0, starts=1, progress=False)
+    assert found.relative_error < 0.5 and "what varies" in found.fit.diagnostics[0]
+    observed = np.random.default_rng(1).random(y.shape) < 0.7
+    with pytest.warns(RuntimeWarning, match=r"but 0\.9\d against the data's deviations"):
+        tnmars.search(y, observed=observed, seed=0, starts=1, progress=False)
+
+
+def test_only_the_winning_walks_warnings_are_shown(monkeypatch):
+    """A losing walk's warning ("ranks capped by the number of observations ... relative error
+    0.000217", from a walk of a 2^7 TT at cap 2) reached the user beside the exact result of
+    the wider walk, whose diagnostics were empty. Here the first walk is made to warn and to
+    lose; only the winner's warning is shown, its bond letters named as edges."""
+    from tnmars.fitting import structure
+
+    real_fit = structure.fit
+    calls = []
+
+    def fit(*args, **kwargs):
+        calls.append(1)
+        result = real_fit(*args, **kwargs)
+        if len(calls) == 1:
+            warnings.warn("tnmars.fit: a stale word from the losing walk", RuntimeWarning, stacklevel=2)
+            result.objective = math.inf
+        else:
+            message = "one more index on bonds 'A', 'F' would fit better"
+            warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=2)
+            result.diagnostics.append(message)
+        return result
+
+    monkeypatch.setattr(structure, "fit", fit)
+    x = np.asarray(tnmars.Network.tt((4, 5, 4, 5), (2, 2, 2), seed=1).to_tensor())
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        found = tnmars.search(x, max_rank=3, seed=0, starts=2, progress=False)
+    said = [str(w.message) for w in heard]
+    assert len(calls) == 2 and found.fit.objective < math.inf
+    assert not [m for m in said if "stale" in m]
+    assert said == ["tnmars.fit: one more index on edges 0-1, 2-3 would fit better"]
+    assert found.fit.diagnostics == ["one more index on edges 0-1, 2-3 would fit better"]
+
+
+def test_ctrl_c_in_a_later_walk_marks_the_search_interrupted(monkeypatch):
+    """Ctrl-C in the second walk: the first walk's finished result won, and the search returned
+    it as if nothing had happened (a sweep then went on to its next budget)."""
+    from tnmars.fitting import structure
+
+    real_fit = structure.fit
+    calls = []
+
+    def stop(step, info):
+        raise KeyboardInterrupt
+
+    def fit(*args, **kwargs):
+        calls.append(1)
+        return real_fit(*args, **{**kwargs, "callback": stop if len(calls) == 2 else None})
+
+    monkeypatch.setattr(structure, "fit", fit)
+    x = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor())
+    found = tnmars.search(x, seed=0, starts=2, progress=False)
+    assert len(calls) == 2 and found.fit.interrupted
+    assert [s["max_rank"] for s in found.fit.settings["starts"]] == [6, 6]  # no wider walk after Ctrl-C
+
+
+@pytest.mark.parametrize("network", ["tt", "fctn"])
+def test_ctrl_c_stops_a_sweep_at_the_budget_it_interrupts(network):
+    """A KeyboardInterrupt from the callback (Ctrl-C's stand-in) was absorbed once per budget:
+    the sweep ran every budget and showed the interrupted points as ordinary ones."""
+    x = np.asarray(tnmars.Network.tt((4, 5, 4, 5), (2, 3, 2), seed=1).to_tensor())
+
+    def stop(step, info):
+        raise KeyboardInterrupt
+
+    with pytest.warns(RuntimeWarning, match=r"interrupted within budget 40 parameters: the sweep stops there.*"
+                                            r"not run: 60 parameters, 80 parameters"):
+        curve = tnmars.sweep(x, network, budgets=[80, 40, 60], seed=0, progress=False, callback=stop)
+    assert curve.budgets == [40] and len(curve.results) == 1
+    assert curve.interrupted == [True]
+    assert curve.summary().splitlines()[1].endswith("(interrupted)")
+    assert curve.labels()[0].endswith("(interrupted)")
+
+
+@pytest.mark.filterwarnings("ignore:tnmars.fit:RuntimeWarning")  # (80 entries: the fits' words on their limits)
+def test_a_sweep_takes_its_budgets_in_any_iterable():
+    """A NumPy array of budgets was refused as "not a non-empty list"."""
+    x = np.asarray(tnmars.Network.tt((4, 5, 4), (2, 3), seed=0).to_tensor())
+    curves = [tnmars.sweep(x, "tt", budgets=budgets, seed=0, progress=False)
+              for budgets in (np.array([40, 30]), (40, 30), (b for b in (40, 30)))]
+    for curve in curves:
+        assert curve.budgets == [30, 40] and curve.limits == [30, 40]
+        assert all(type(b) is int for b in curve.budgets)
+    assert curves[0].params == curves[1].params == curves[2].params
+    for empty in ([], np.array([]), 40, "40x", np.array(40)):
+        with pytest.raises(ValueError, match="non-empty list"):
+            tnmars.sweep(x, "tt", budgets=empty, progress=False)
+
+
+def test_a_sweep_names_the_zero_network_as_the_search_does():
+    """All-zero data: the sweep labelled its 0-parameter points "rank 1", the search "zero
+    network"."""
+    with pytest.warns(RuntimeWarning, match="all zero"):
+        curve = tnmars.sweep(np.zeros((4, 5, 4)), "fctn", budgets=[30], seed=0, progress=False)
+    assert curve.params == [0] and curve.results[0].topology.startswith("zero network")
+    assert curve.labels() == ["zero network"] and curve.summary().endswith("zero network")
+    assert tnmars.fitting.sweep._label({}, 13) == "no edges (rank 1)"  # a rank-1 network is not the zero one
+
+
+def test_a_start_above_max_rank_is_refused_by_its_edges():
+    """The error named a bond letter of the fully connected network and a "proposal", neither
+    of which the caller passed."""
+    x = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor())
+    chain = tnmars.search(x, max_rank=3, seed=0, starts=1, progress=False)
+    with pytest.raises(ValueError, match=r"the start has edge 1-2 at rank 3, above max_rank=2: raise max_rank to "
+                                         r"at least 3"):
+        tnmars.search(x, max_rank=2, start=chain, progress=False)

@@ -375,8 +375,8 @@ def plot_sweep(
             raise ValueError("give a sweep result alone: plot_sweep(result), or result.plot()")
         from .fitting.sweep import _label
 
-        if labels is None:
-            labels = [_label(r) for r in params.ranks]
+        if labels is None:  # (its own where it has them: "zero network", "(interrupted)")
+            labels = params.labels() if hasattr(params, "labels") else [_label(r) for r in params.ranks]
         params, errors = params.params, params.errors
     series = _sweep_series(params, errors)
     if logx is None:

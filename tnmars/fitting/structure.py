@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ import numpy as np
 from .._checks import positive_int
 from ..network import Network, compression_text
 from .api import fit, internal_fits
+from .criterion import MSE_FLOOR
+from .data import prepare
 from .graph import feasible_ranks
 from .progress import labelled
 from .result import FitResult, _compression_repr
@@ -130,6 +134,7 @@ class StructureResult:
             f"  spec           {self.spec}",
             f"  relative error {self.relative_error:.4g}; {self.num_params:,} parameters for "
             f"{self.network.dense_size:,} entries: {compression_text(self.network)}",
+            *(f"  WARNING   {message}" for message in self.fit.diagnostics),
         ])
 
     def plot(self, **kwargs: Any):
@@ -171,7 +176,8 @@ def search(
         that cap, the walks again with every edge allowed up to :func:`largest_unfolding_rank`
         (64 for a 4^6 tensor, 16 for 2^8), the lowest MAP objective of all the walks winning:
         never worse than the small cap alone, and a second search only where that cap binds
-        (``benchmarks/results/search_default_cap.md``). A given ``max_rank`` is the one cap.
+        (``benchmarks/results/search_default_cap.md``). A given ``max_rank`` is the one cap;
+        where edges of the result stand at it, the search warns (below).
     observed: boolean mask of observed entries (tensor completion); default all (for a NumPy
         masked array, its unmasked entries; both given: entries observed in both).
     budget: at most this many parameters (``int``) or at least this compression (``"20x"``).
@@ -193,9 +199,22 @@ def search(
 
     Returns
     -------
-    StructureResult. Without a ``budget``, a result that leaves a relative error of
-    :data:`POOR_FIT_ERROR` (0.5) or more comes with a ``RuntimeWarning``: the data are mostly
-    noise, or the walk stopped far from a dense truth, and the search cannot tell which.
+    StructureResult. Without a ``budget``, a result comes with a ``RuntimeWarning``, also kept
+    in ``result.fit.diagnostics``, where
+
+    - edges stand at the ``max_rank`` you gave (it names them): a larger cap may give another
+      structure, not only larger ranks (a TT 5x6x5x6 at (2, 3, 2) with ``max_rank=2`` comes
+      back fully connected, twice the parameters of the chain ``max_rank=3`` finds). A tree
+      that fits exactly does not warn: no cap changes its edges;
+    - or it leaves a relative error of :data:`POOR_FIT_ERROR` (0.5) or more against the
+      data's deviations from their mean (of the observed entries, for a completion: an offset
+      does not hide a poor fit): the data are mostly noise, or the walk stopped far from a
+      dense truth, and the search cannot tell which.
+
+    Warnings of the walks' fits are the winning walk's only (a losing walk's described a
+    network that is not returned), with the fully connected network's bond letters named as
+    edges (``edges 0-3, 1-2``). Ctrl-C (or a callback's stop) in any walk ends the search with
+    ``result.fit.interrupted`` set.
 
     Cost: a core of the fully connected network has order ``d`` (its mode and ``d - 1``
     bonds), so a core at ranks ``r`` holds ``n r^(d-1)`` numbers; each step of the search
@@ -215,6 +234,8 @@ def search(
         wider = _max_rank(max(largest_unfolding_rank(shape), largest_start), spec, opens, shape)
     else:
         caps = wider = _max_rank(max_rank, spec, opens, shape)
+        if isinstance(proposal, Network):
+            _check_start_within(proposal, caps, pairs, max_rank)
     if starts is None:  # a warm start is not random: one walk
         starts = 2 if start is None else 1
     starts = positive_int(starts, "starts")
@@ -223,15 +244,20 @@ def search(
     walk = functools.partial(_walks, data, spec, opens, shape, run_seeds, observed=observed,
                              prior_strength=prior_strength, proposal=proposal, budget=budget, backend=backend,
                              device=device, dtype=dtype, progress=progress, callback=callback)
-    runs = walk(caps, "tnmars.search")
+    walked = walk(caps, "tnmars.search")
+    runs = [run for run, _ in walked]
     best = min(runs, key=lambda r: r.objective)
     tried = [max(caps.values())]
-    if wider != caps and not best.interrupted and best.num_params and _at_cap(best, caps, wider):
-        runs += walk(wider, f"tnmars.search, edges up to {max(wider.values())}")
+    if wider != caps and not _stopped(runs) and best.num_params and _at_cap(best, caps, wider):
+        walked += walk(wider, f"tnmars.search, edges up to {max(wider.values())}")
+        runs = [run for run, _ in walked]
         tried.append(max(wider.values()))
         if min(runs, key=lambda r: r.objective) is not best:
             best, caps = min(runs, key=lambda r: r.objective), wider
     res = best
+    # Ctrl-C (or a callback's stop) in any walk stops the search: the result is not final, even
+    # where an earlier, finished walk won (a sweep stops at it)
+    res.interrupted = _stopped(runs)
     res.settings["starts"] = [{"seed": r.settings["seed"], "max_rank": r.settings["search_max_rank"],
                                "objective": r.objective, "ranks": r.ranks, "evaluations": r.evaluations,
                                "seconds": r.seconds} for r in runs]
@@ -244,55 +270,148 @@ def search(
     name = "zero network (all-zero data)" if 0 in res.ranks else topology_name(order, edges)
     result = StructureResult(network=_without_vanished(res.network), edges=edges, topology=name, fit=res,
                              order=order, bond_pairs=pairs)
-    _warn_if_poor(result, budget, max_rank, caps)
+    # only the winner's warnings: a losing walk's (the observations' limit on a 2^7 TT at error
+    # 2e-4) described a network that is not returned, beside an exact result without diagnostics
+    res.diagnostics = [_named_by_edges(message, pairs) for message in res.diagnostics]
+    for heard in next(caught for run, caught in walked if run is res):
+        warnings.warn(_named_by_edges(str(heard.message), pairs), heard.category, stacklevel=2)
+    held = _held_by_cap(res, caps, _max_rank(max_rank + 1, spec, opens, shape)) if max_rank is not None else []
+    _judge(result, budget, held, pairs, max_rank, lambda: _error_against_spread(result, data, observed))
     return result
 
 
 def _walks(data: Any, spec: str, opens: str, shape: tuple[int, ...], seeds: list[int], caps: dict[str, int],
-           label: str, **options: Any) -> list[FitResult]:
+           label: str, **options: Any) -> list[tuple[FitResult, list[warnings.WarningMessage]]]:
     """One greedy walk per seed on the fully connected network with every edge capped at ``caps``
-    (stopping early on Ctrl-C or all-zero data)."""
+    (stopping early on Ctrl-C or all-zero data), each with the warnings its fit gave: recorded,
+    not shown, for :func:`search` shows only the winner's."""
     dims = {**dict(zip(opens, shape)), **caps}
     # the template only carries the graph and the maximal sizes: cores of zero strides, no memory
     template = Network(spec, cores=[np.broadcast_to(np.zeros(()), tuple(dims[c] for c in term))
                                     for term in spec.split("->")[0].split(",")])
-    runs = []
+    runs: list[tuple[FitResult, list[warnings.WarningMessage]]] = []
     for i, run_seed in enumerate(seeds):
-        with labelled(f"{label}, start {i + 1}/{len(seeds)}"), internal_fits():
-            runs.append(fit(data, template, prior="bic", selection=SELECTION, seed=run_seed, **options))
-        runs[-1].settings["search_max_rank"] = max(caps.values())
-        if runs[-1].interrupted or runs[-1].num_params == 0:  # zero data: another start gives the same zero
+        with labelled(f"{label}, start {i + 1}/{len(seeds)}"), internal_fits(), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # (all of them: shown again through the caller's filters)
+            run = fit(data, template, prior="bic", selection=SELECTION, seed=run_seed, **options)
+        run.settings["search_max_rank"] = max(caps.values())
+        runs.append((run, caught))
+        if run.interrupted or run.num_params == 0:  # zero data: another start gives the same zero
             break
     return runs
 
 
+def _stopped(runs: Sequence[FitResult]) -> bool:
+    return any(r.interrupted for r in runs)
+
+
 def _at_cap(res: FitResult, caps: dict[str, int], wider: dict[str, int]) -> bool:
     """Whether some edge of ``res`` stands at its cap where the wider caps would let it grow."""
-    return any(r >= caps[b] and wider[b] > caps[b] for b, r in res.ranks_by_bond.items())
+    return bool(_held_by_cap(res, caps, wider))
 
 
-def _warn_if_poor(result: StructureResult, budget: Any, max_rank: Any = None, caps: dict | None = None) -> None:
-    """Warn when a search left to the criterion (no ``budget``: there a large error is what the
-    user asked for) ends at :data:`POOR_FIT_ERROR` or above. At relative error 1 and above
-    :func:`tnmars.fit` has warned already; an interrupted search says so itself. Where the
-    caller's ``max_rank`` holds some edge at its cap, the warning says so: that cap, not noise
-    or a poor landscape, is the first suspect."""
+def _held_by_cap(res: FitResult, caps: dict[str, int], wider: dict[str, int]) -> list[str]:
+    """The bonds of ``res`` standing at their cap where the wider caps would let them grow."""
+    return [b for b, r in res.ranks_by_bond.items() if r >= caps[b] and wider[b] > caps[b]]
+
+
+def _named_by_edges(message: str, pairs: dict[str, tuple[int, int]]) -> str:
+    """``message`` with the fully connected network's bond letters (``bonds 'C', 'F'``), which
+    a caller of :func:`search` never sees, named by the edges they are (``edges 0-3, 1-2``)."""
+    def edges(match: re.Match) -> str:
+        return f"edge{match.group(1)} '" if match.group(2) in pairs else match.group(0)
+
+    def edge(match: re.Match) -> str:
+        return "{}-{}".format(*pairs[match.group(1)]) if match.group(1) in pairs else match.group(0)
+
+    message = re.sub(r"\bbond(s?) '(?=([A-Za-z])')", edges, message)
+    return re.sub(r"'([A-Za-z])'", edge, message)
+
+
+def _error_against_spread(result: StructureResult, data: Any, observed: Any) -> float:
+    """The result's relative error against the data's deviations from their mean (the observed
+    entries' mean in a completion), as :func:`tnmars.fit` judges its fits: an offset makes the
+    plain relative error small whatever the fit (3 plus unit noise on 5x6x5x6: 0.32 at rank 1,
+    0.98 against the deviations)."""
+    fitted = prepare(data, observed).data
+    total = float(fitted.backend.to_numpy(fitted.y).sum())  # (0 at the missing entries)
+    spread = fitted.sq_norm - total * total / fitted.n_obs
     rel = result.relative_error
-    if budget is not None or result.fit.interrupted or 0 in result.fit.ranks or not POOR_FIT_ERROR <= rel < 1.0 - 1e-9:
+    return rel * math.sqrt(fitted.sq_norm / spread) if spread > 1e-12 * fitted.sq_norm else rel
+
+
+def _judge(result: StructureResult, budget: Any, held: Sequence[str], pairs: dict[str, tuple[int, int]],
+           max_rank: Any, error_against_spread: Callable[[], float]) -> None:
+    """Warn (and add to ``result.fit.diagnostics``) when a search left to the criterion (no
+    ``budget``: there a large error, or edges held small, is what the user asked for) ends
+
+    - with edges ``held`` at the caller's ``max_rank``: a larger cap may give another structure,
+      not only larger ranks (a TT 5x6x5x6 at (2, 3, 2) with ``max_rank=2`` came back fully
+      connected at the cap, 176 parameters, where ``max_rank=3`` finds the chain of 88, both
+      exact; a ring 5^4 at rank 3 came back fully connected at relative error 0.29, silently).
+      Whether it would is known only by searching again, which the caller's cap rules out: the
+      edges at the cap are named instead, at no cost. Not for a tree that fits exactly (as far as
+      the criterion tells, :data:`~tnmars.fitting.criterion.MSE_FLOOR`): each of its edges then
+      carries its unfolding's rank, which no cap changes (that chain with ``max_rank=3``, its
+      middle edge at 3, said nothing before and says nothing now). A truth with loops, or noisy
+      data, whose ranks equal the cap still warns: only a second search could tell;
+    - or else at relative error :data:`POOR_FIT_ERROR` or above against the data's deviations
+      from their mean (an offset hides a poor fit from the plain relative error, as in
+      :func:`tnmars.fit`). At relative error 1 and above :func:`tnmars.fit` has warned already.
+
+    An interrupted search says so itself; the zero network of all-zero data is exact."""
+    if budget is not None or result.fit.interrupted or 0 in result.fit.ranks:
         return
-    at_cap = [b for b, r in result.fit.ranks_by_bond.items() if caps and r >= caps.get(b, r + 1)]
-    if max_rank is not None and at_cap:
-        warnings.warn(f"tnmars.search: the structure found ({result.topology}) leaves relative error {rel:.2g}, "
-                      f"with {len(at_cap)} of its edges at max_rank={max_rank}: the cap you set limits the fit; "
-                      "raise max_rank (or set a budget= to search within a size)", RuntimeWarning, stacklevel=3)
+    rel = result.relative_error
+    against_spread = error_against_spread()
+    exact_tree = against_spread <= math.sqrt(MSE_FLOOR) and not _has_loops(result.order, result.edges)
+    if held and not exact_tree:
+        names = ["{}-{}".format(*pairs[b]) for b in held]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        message = (f"{len(held)} of the {len(pairs)} edges stand at max_rank={max_rank}, the cap you set "
+                   f"({shown}): a larger cap may change the structure found ({result.topology}, "
+                   f"{result.num_params:,} parameters at relative error {rel:.2g}), not only its ranks. Raise "
+                   "max_rank (or leave it out) to let the data choose.")
+    elif POOR_FIT_ERROR <= against_spread and rel < 1.0 - 1e-9:
+        if against_spread <= 1.5 * rel:
+            words = f"leaves relative error {rel:.2g}: it explains {100 * (1 - rel ** 2):.0f}% of the data's energy"
+        else:
+            words = (f"leaves relative error {rel:.2g}, but {against_spread:.2g} against the data's deviations "
+                     f"from their mean: it explains {100 * max(0.0, 1 - against_spread ** 2):.0f}% of what "
+                     "varies, little more than the mean")
+        message = (f"the structure found ({result.topology}, {result.num_params:,} parameters for "
+                   f"{result.network.dense_size:,} entries) {words}. Either the data are mostly noise at this "
+                   "size, or the search stopped far from the truth, as it does on dense random graphs "
+                   "(docs/guides/structure.md, Limits). Compare with tnmars.fit(data, 'tt') and 'tucker', or "
+                   "search within a budget (budget=...: the best fit it finds at that size).")
+    else:
         return
-    warnings.warn(f"tnmars.search: the structure found ({result.topology}, {result.num_params:,} parameters for "
-                  f"{result.network.dense_size:,} entries) leaves relative error {rel:.2g}: it explains "
-                  f"{100 * (1 - rel ** 2):.0f}% "
-                  "of the data's energy. Either the data are mostly noise at this size, or the search stopped "
-                  "far from the truth, as it does on dense random graphs (docs/guides/structure.md, Limits). "
-                  "Compare with tnmars.fit(data, 'tt') and 'tucker', or search within a budget "
-                  "(budget=...: the best fit it finds at that size).", RuntimeWarning, stacklevel=3)
+    result.fit.diagnostics.append(message)
+    warnings.warn(f"tnmars.search: {message}", RuntimeWarning, stacklevel=3)
+
+
+def _has_loops(order: int, edges: dict[tuple[int, int], int]) -> bool:
+    """Whether the graph of ``order`` nodes and ``edges`` has a cycle (a forest has one edge
+    fewer than nodes in each part)."""
+    adj: dict[int, set[int]] = {k: set() for k in range(order)}
+    for i, j in edges:
+        adj[i].add(j)
+        adj[j].add(i)
+    return len(edges) > order - len(_components(adj))
+
+
+def _check_start_within(start: Network, caps: dict[str, int], pairs: dict[str, tuple[int, int]],
+                        max_rank: Any) -> None:
+    """Refuse a warm ``start`` with edges above the caller's ``max_rank``, naming them as edges
+    (the fit below named a bond letter of the fully connected network and its "proposal")."""
+    over = {pairs[b]: (r, caps[b]) for b, r in start.bonds.items() if r > caps[b]}
+    if over:
+        where = ", ".join(f"{i}-{j} at rank {r}" + (f" (at most {cap} there)" if cap < max_rank else "")
+                          for (i, j), (r, cap) in sorted(over.items()))
+        raise ValueError(f"the start has edge{'s' if len(over) > 1 else ''} {where}, above max_rank={max_rank}: "
+                         f"raise max_rank to at least {max(r for r, _ in over.values())}, or leave it out (the "
+                         "default cap admits the start's edges)")
 
 
 def _start_network(start: Any, spec: str, shape: tuple[int, ...]) -> Network:

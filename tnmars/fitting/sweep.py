@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,9 @@ class SweepResult:
     params, errors: parameters and relative error of the network selected within each.
     ranks: its ranks (for ``"fctn"``: the surviving edges ``{(i, j): rank}``).
     results: the :class:`~tnmars.FitResult` (or :class:`~tnmars.fitting.structure.StructureResult`) of each budget.
+    interrupted: whether each point's selection was interrupted (Ctrl-C, or a callback that
+        asked to stop): its network is where the selection stood, not its choice. A sweep stops
+        at the first such budget, so only the last point can be.
     """
 
     budgets: list[Any]
@@ -56,23 +60,44 @@ class SweepResult:
         labelled with its ranks."""
         from ..plots import plot_sweep
 
-        labels = [_label(r) for r in self.ranks]
-        return plot_sweep(self.params, self.errors, labels=labels, path=path, title=title, **kwargs)
+        return plot_sweep(self.params, self.errors, labels=self.labels(), path=path, title=title, **kwargs)
+
+    @property
+    def interrupted(self) -> list[bool]:
+        stopped = [bool(_fit_of(res).interrupted) for res in self.results]
+        return stopped + [False] * (len(self.params) - len(stopped))  # (a curve built without its results)
+
+    def labels(self) -> list[str]:
+        """Each point's label in the summary and the plot: its ranks (its edges for ``"fctn"``),
+        ``"zero network"`` at 0 parameters, ``"(interrupted)"`` after an interrupted point's."""
+        return [_label(r, p, stopped) for r, p, stopped in zip(self.ranks, self.params, self.interrupted)]
 
     def summary(self) -> str:
         lines = ["budget                 parameters  relative error  ranks"]
-        for b, p, e, r in zip(self.budgets, self.params, self.errors, self.ranks):
-            lines.append(f"{describe(b):<22} {p:>10,}  {e:>14.4g}  {_label(r)}")
+        for b, p, e, label in zip(self.budgets, self.params, self.errors, self.labels()):
+            lines.append(f"{describe(b):<22} {p:>10,}  {e:>14.4g}  {label}")
         return "\n".join(lines)
 
 
-def _label(ranks: Any) -> str:
-    if isinstance(ranks, dict):
-        return " ".join(f"{i}-{j}:{r}" for (i, j), r in ranks.items()) or "rank 1"
-    return ",".join(map(str, ranks))
+def _fit_of(result: Any) -> Any:
+    """The :class:`~tnmars.FitResult` of a budget's result (a structure search's ``fit``)."""
+    return getattr(result, "fit", result)
 
 
-def sweep(data: Any, network: str | Network = "tucker", *, budgets: Sequence[Any], **kwargs: Any) -> SweepResult:
+def _label(ranks: Any, params: int | None = None, interrupted: bool = False) -> str:
+    """A point's ranks, named as :func:`tnmars.search` names them where they have no edges (the
+    0-parameter point of all-zero data read "rank 1" in a sweep and "zero network" in the
+    search); an interrupted point says so (it looked like any other)."""
+    if params == 0:
+        text = "zero network"
+    elif isinstance(ranks, dict):
+        text = " ".join(f"{i}-{j}:{r}" for (i, j), r in ranks.items()) or "no edges (rank 1)"
+    else:
+        text = ",".join(map(str, ranks))
+    return text + " (interrupted)" if interrupted else text
+
+
+def sweep(data: Any, network: str | Network = "tucker", *, budgets: Iterable[Any], **kwargs: Any) -> SweepResult:
     """Select the best network within each budget of ``budgets``.
 
     Parameters
@@ -80,21 +105,33 @@ def sweep(data: Any, network: str | Network = "tucker", *, budgets: Sequence[Any
     data: the tensor.
     network: a format name or a :class:`~tnmars.Network`, as for :func:`tnmars.fit`, or
         ``"fctn"``: structure search (:func:`tnmars.search`) within each budget.
-    budgets: parameter counts (``int``) and/or compression ratios (``"20x"``); they are
-        run from the smallest allowance to the largest.
+    budgets: parameter counts (``int``) and/or compression ratios (``"20x"``), in any
+        iterable (a list, a tuple, a NumPy array, a generator); they are run from the smallest
+        allowance to the largest.
     kwargs: passed to :func:`tnmars.fit` (or :func:`tnmars.search`) for every budget. For
         ``"fctn"``, a ``start`` starts the smallest budget; each larger one starts from the
         result below it.
 
     Returns
     -------
-    SweepResult
+    SweepResult. Ctrl-C (or a callback that asks to stop) stops the sweep, not only the budget
+    it interrupts: the budgets done so far come back, with the interrupted one last (marked in
+    :attr:`SweepResult.interrupted`, the summary and the plot), and a ``RuntimeWarning`` says
+    which budgets did not run. (Each fit takes Ctrl-C as "stop here and return what you have";
+    the sweep went on to the next budget, so Ctrl-C had to be pressed once per budget.)
     """
     if "budget" in kwargs:
         raise TypeError("sweep takes budgets=[...]; a single budget= belongs to tnmars.fit or tnmars.search")
-    if isinstance(budgets, (str, int)) or not isinstance(budgets, Sequence) or len(budgets) == 0:
+    given = budgets
+    if isinstance(budgets, (str, bytes, Mapping)) or not isinstance(budgets, Iterable):
+        budgets = []
+    try:  # (an array, a tuple, a generator: any iterable, consumed once; NumPy scalars as Python's)
+        budgets = [b.item() if isinstance(b, np.generic) else b for b in budgets]
+    except TypeError:  # (a 0-d array is Iterable but cannot be iterated)
+        budgets = []
+    if not budgets:
         raise ValueError(f"budgets must be a non-empty list of parameter counts or ratios such as '20x'; "
-                         f"got {budgets!r}")
+                         f"got {given!r}")
     shape = tuple(int(n) for n in getattr(data, "shape", None) or np.shape(data))
     dense = math.prod(shape)
     limits = [max_params(b, dense) for b in budgets]
@@ -120,4 +157,12 @@ def sweep(data: Any, network: str | Network = "tucker", *, budgets: Sequence[Any
         out.errors.append(float(res.relative_error))
         out.ranks.append(ranks)
         out.results.append(res)
+        if _fit_of(res).interrupted:  # (the fit took Ctrl-C as "stop and return what you have": so does the sweep)
+            left = [describe(budgets[j]) for j in order[len(out.results):]]
+            done = len(out.results)
+            warnings.warn(f"tnmars.sweep: interrupted within budget {describe(budgets[k])}: the sweep stops there, "
+                          f"with {done} point{'s' if done > 1 else ''}, the last one where its selection stood when "
+                          "interrupted (SweepResult.interrupted)" + (f"; not run: {', '.join(left)}" if left else ""),
+                          RuntimeWarning, stacklevel=2)
+            break
     return out
