@@ -246,6 +246,27 @@ def test_the_generalization_message_needs_a_median_worse_than_zero_or_far_above_
     assert generalization_message([0.9, 1.0, 0.99], 0.6) is None  # low SNR: the fit misses as much
     assert generalization_message([0.6, 0.55, 0.7], 0.4) is None  # an over-fit's gap (about 1.7x at most)
     assert generalization_message([0.3, 0.35, 0.32], 0.1) is None  # well under the noise-free scale
+    # silent before 2026-12-01 (the threshold was 0.8): an offset ring 1.15 of the spread from its
+    # truth at the missing entries, held out 0.80 against 0.36 fitted
+    message = generalization_message([1.546, 0.797, 0.524], 0.361)
+    assert message.startswith("weak generalization:") and "36%" in message
+
+
+def test_an_offset_tucker_completion_far_from_its_truth_warns_of_weak_generalization():
+    """A noiseless Tucker (2, 2, 3) on 11x8x7 plus 50 times its spread, 20% observed, came back at
+    (2, 2, 2), 0.34 of the spread from the observed entries and 0.68 from the truth at the
+    missing ones, without a word (held out 0.72: under the old threshold 0.8)."""
+    shape = (11, 8, 7)
+    truth = tnmars.Network.tucker(shape, (2, 2, 3), seed=4007).to_tensor()
+    truth = truth + 50 * truth.std()
+    observed = np.random.default_rng(4007).random(shape) < 0.2
+    with pytest.warns(RuntimeWarning, match="weak generalization") as record:
+        result = tnmars.fit(truth, "tucker", observed=observed, seed=0, progress=False)
+    assert result.ranks == (2, 2, 2) and any(d.startswith("weak generalization") for d in result.diagnostics)
+    estimate = result.network.to_tensor()
+    deviations = truth[~observed] - truth[observed].mean()
+    assert np.linalg.norm(estimate[~observed] - truth[~observed]) / np.linalg.norm(deviations) > 0.5
+    assert len(record) >= 1
 
 
 @pytest.mark.slow

@@ -166,3 +166,20 @@ def test_a_growth_the_walk_never_tried_is_tried_from_em_starts_after_it():
     assert any("(EM start)" in step["move"] for step in result.selection)
     missing = result.network.to_tensor()[~observed] - truth[~observed]
     assert np.linalg.norm(missing) / np.linalg.norm(truth[~observed] - truth[observed].mean()) < 1e-4
+
+
+def test_a_completion_with_a_large_offset_is_also_searched_without_its_mean():
+    """A noiseless TT (3, 2, 2) on 9x11x9x8 plus 50 times its spread (TT ranks (4, 3, 3)), 10%
+    observed: masked ALS on the data as they are stopped at (3, 3, 3), 0.36 of the spread from
+    the truth at the missing entries, silently, from every start at (4, 3, 3) too. The same
+    search without the mean finds the structure; that fit plus the mean starts a second walk."""
+    shape = (9, 11, 9, 8)
+    truth = np.asarray(tnmars.Network.tt(shape, (3, 2, 2), seed=3012).to_tensor())
+    truth = truth + 50 * truth.std()
+    observed = np.random.default_rng(3012).random(shape) < 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an exact completion warns of nothing
+        result = tnmars.fit(truth, "tt", observed=observed, seed=0, progress=False)
+    assert result.ranks == (4, 3, 3)
+    missing = result.network.to_tensor()[~observed] - truth[~observed]
+    assert np.linalg.norm(missing) / np.linalg.norm(truth[~observed] - truth[observed].mean()) < 1e-6

@@ -251,9 +251,13 @@ def held_out_errors(network: Network, data: FitData, seed: int | np.random.Gener
 #: :data:`WEAK_GAP` times the error on the fitted entries, a completion is said to explain little
 #: of what it did not see (a Tucker (3, 4, 2) at 5% observed, 20 dB: 0.92 held out against 0.28
 #: fitted, no warning before; an over-fit at half the observations as degrees of freedom stays
-#: near 1.7x, a good completion near 1x; on 72 held-out completions with true held-out errors
-#: below 0.5 the check's medians reached 0.77, which stays below this)
-WEAK_GENERALIZATION = 0.8
+#: near 1.7x, a good completion near 1x). 0.8 until 2026-12-01: two offset completions at 10-20%
+#: observed, 0.68 and 1.15 of the spread from the truth at their missing entries, read 0.72 and
+#: 0.80 against 0.34 and 0.36 fitted, silently. At 0.6, of the 72 completions of
+#: ``benchmarks/rank_selectors.py`` one more warns (a Tucker at 10% observed and 10 dB, 0.40
+#: from the truth, 0.745 held out against 0.26), of 64 mixed completions at 20-50% observed
+#: three more, all 0.35-0.81 from the truth and warned already for another reason
+WEAK_GENERALIZATION = 0.6
 #: see :data:`WEAK_GENERALIZATION`
 WEAK_GAP = 2.0
 
@@ -263,7 +267,7 @@ def generalization_message(errors: Sequence[float], relative_error: float) -> st
     predicts observed entries it did not see worse than their mean would; a good fit's held-out
     error is about its noise level, under 1 at any signal-to-noise ratio), or exceeds
     :data:`WEAK_GENERALIZATION` and :data:`WEAK_GAP` times ``relative_error`` (the fit's error
-    against the data's deviations from their mean: it explains little of the entries it did not
+    against the data's deviations from their mean: it explains much less of the entries it did not
     see while fitting the others well). ``None`` otherwise."""
     if not errors:
         return None
@@ -277,8 +281,8 @@ def generalization_message(errors: Sequence[float], relative_error: float) -> st
                 "or lower the ranks (max_rank).")
     if median > WEAK_GENERALIZATION and median > WEAK_GAP * relative_error:
         return (f"weak generalization: {refitted} (against their deviations from the mean), against "
-                f"{relative_error:.3g} on the entries it fits: it explains little of what it did not see (about "
-                f"{max(0.0, 1.0 - median**2):.0%} of their variation). Its values at "
+                f"{relative_error:.3g} on the entries it fits: it explains only about "
+                f"{max(0.0, 1.0 - median**2):.0%} of the variation of what it did not see. Its values at "
                 "the unobserved entries are rough at best: observe more entries, or lower the ranks (max_rank).")
     return None
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..network import Network
 
-__all__ = ["shrink", "grow", "GROW_SCALE"]
+__all__ = ["shrink", "grow", "plus_constant", "GROW_SCALE"]
 
 #: size of a new index's slices relative to the RMS of the core they join
 GROW_SCALE = 1e-2
@@ -139,3 +139,27 @@ def _is_cp_like(net: Network, bond: str) -> bool:
             return False
         modes.append(term.replace(bond, ""))
     return len(holders) == len(net.output) and sorted(modes) == sorted(net.output)
+
+
+def plus_constant(net: Network, value: float) -> Network:
+    """``net`` plus the constant ``value`` at every entry, exactly, with one index more on every
+    bond: the direct sum of ``net`` and the rank-one constant network. Every core keeps its
+    entries where all its bonds take their old indices and holds ones (one core ``value``)
+    where all take the new one, zeros elsewhere; in a connected network every term of the
+    contraction has all its bonds in one block or all in the other, so the sum has no cross
+    terms (a hyperedge such as CP's rank too).
+
+    >>> net = Network.tt((3, 4, 5), (2, 2), seed=0)
+    >>> both = plus_constant(net, 7.0)
+    >>> both.ranks, bool(np.allclose(both.to_tensor(), net.to_tensor() + 7.0))
+    ((3, 3), True)
+    """
+    bonds = net.bonds
+    cores = []
+    for k, (term, core) in enumerate(zip(net.inputs, _host(net))):
+        shape = [net.dims[c] + (c in bonds) for c in term]
+        grown = np.zeros(shape)
+        grown[tuple(slice(0, net.dims[c]) for c in term)] = core
+        grown[tuple(net.dims[c] if c in bonds else slice(None) for c in term)] = value if k == 0 else 1.0
+        cores.append(grown)
+    return Network(net.spec, cores=cores, optimize=net.optimize)
