@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 
 import tnmars
 from tnmars.fitting.proposals import em_pays, em_start, em_starts, spectral_start
@@ -183,3 +184,33 @@ def test_a_completion_with_a_large_offset_is_also_searched_without_its_mean():
     assert result.ranks == (4, 3, 3)
     missing = result.network.to_tensor()[~observed] - truth[~observed]
     assert np.linalg.norm(missing) / np.linalg.norm(truth[~observed] - truth[observed].mean()) < 1e-6
+
+
+def test_a_callback_that_stops_the_fit_without_the_mean_stops_the_whole_fit(monkeypatch):
+    """The fit of the data without their mean reports its steps as the fit's own: the user's
+    callback hears them, and its stop ends the whole fit, with one warning."""
+    from tnmars.fitting import api
+
+    shape = (9, 11, 9, 8)
+    truth = np.asarray(tnmars.Network.tt(shape, (3, 2, 2), seed=3012).to_tensor())
+    truth = truth + 50 * truth.std()
+    observed = np.random.default_rng(3012).random(shape) < 0.1
+    inside = [False]
+    original = api._centred_start
+
+    def watched(*args, **kwargs):
+        inside[0] = True
+        try:
+            return original(*args, **kwargs)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(api, "_centred_start", watched)
+    heard = []
+    tnmars.fit(truth, "tt", observed=observed, seed=0, progress=False, callback=lambda s, i: heard.append(inside[0]))
+    assert any(heard)  # its steps reach the callback
+    first = heard.index(True) + 1
+    with pytest.warns(UserWarning, match="callback returned True") as record:
+        stopped = tnmars.fit(truth, "tt", observed=observed, seed=0, progress=False, callback=lambda s, i: s >= first)
+    assert stopped.interrupted
+    assert sum("callback returned True" in str(w.message) for w in record) == 1

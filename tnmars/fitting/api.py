@@ -406,24 +406,29 @@ def fit(
                 refitted = new_search().evaluate(closed, search.full_sweeps, "closed ring")
                 if refitted.objective < best.objective:
                     walk_again(refitted.network, accept=lambda c: not _extrapolates(c.network, prep))
-            centred = (_centred_start(network, max_rank, min_rank, prior_strength, selection, seed, prep, template,
-                                      crit.max_dof, floors)
-                       if prep.observed is not None and not interrupted and limit is None and warm is None
-                       and _offset(prep.data) and (_unexplained(best, prep.data) or _structured(best, prep, seed)
-                                                   or _extrapolates(best.network, prep)) else None)
-            if centred is not None:
+            if (prep.observed is not None and not interrupted and limit is None and warm is None
+                    and _offset(prep.data) and (_unexplained(best, prep.data) or _structured(best, prep, seed)
+                                                or _extrapolates(best.network, prep))):
                 # a completion whose mean dwarfs its deviations: masked ALS on the data as they are
-                # stalls at the ranks that hold both (a noiseless ring (2, 2, 3, 3) on 7x9x9x8 plus
-                # 50 times its spread, 10% observed: (3, 3, 2, 2), 1.1 times the spread from the
-                # truth, silently; a TT (3, 2, 2) plus an offset: (3, 3, 3) at 0.34, where
-                # (4, 3, 3) is exact), while the same search on the data without their mean found
-                # both (0.024 and exact). That fit plus the mean (one index more on every bond,
-                # exactly) starts a second walk on the data; the criterion keeps the better end
-                # (centred fits alone were farther from the truth on 6 of 18 offset completions).
-                # Only for a fit in doubt (most of the data or structure left unexplained, or
-                # extrapolating): run after every offset completion, it cost 2-6x their time
-                reporter.start("selection", note="a walk from the fit of the data without their mean, plus the mean")
-                walk_again(centred, accept=lambda c: not _extrapolates(c.network, prep))
+                # stalls at ranks the same search on the data without their mean leaves (a noiseless
+                # TT (3, 2, 2) on 9x11x9x8 plus 50 times its spread, 10% observed: (3, 3, 3) at 0.34
+                # of the spread from the truth, silently, where (4, 3, 3) is exact and found
+                # without the mean). That fit plus the mean (one index more on every bond, exactly)
+                # starts a second walk on the data; the criterion keeps the better end (centred
+                # fits alone were farther from the truth on 6 of 18 offset completions). Only for a
+                # fit in doubt (most of the data or structure left unexplained, or extrapolating):
+                # run after every offset completion, it cost 2-6x their time
+                reporter.start("selection", note="fitting the data without their mean, for a walk from that fit "
+                               "plus the mean")
+                try:
+                    centred = _centred_start(network, max_rank, min_rank, prior_strength, selection, seed, prep,
+                                             template, crit.max_dof, floors, reporter)
+                except KeyboardInterrupt:  # (Ctrl-C, or a callback's stop, in that fit: the fit so far)
+                    interrupted, centred = True, None
+                if centred is not None:
+                    reporter.start("selection", note="a walk from the fit of the data without their mean, plus "
+                                   "the mean")
+                    walk_again(centred, accept=lambda c: not _extrapolates(c.network, prep))
         # 3. polish: ALS to convergence at the selected ranks
         polished = not interrupted  # (its record in the history: "result" when it never ran)
         if polished:
@@ -689,20 +694,40 @@ def _offset(data: FitData) -> bool:
 
 def _centred_start(network: Any, max_rank: Any, min_rank: int, prior_strength: float | None,
                    selection: Mapping[str, Any] | None, seed: Any, prep: Prepared, template: Network,
-                   max_dof: float, floors: Mapping[str, int]) -> Network | None:
+                   max_dof: float, floors: Mapping[str, int], reporter: Reporter) -> Network | None:
     """The rank selection of the observed entries minus their mean, plus that mean
     (:func:`~tnmars.fitting.moves.plus_constant`): a start on the data in working units,
     within ``template``'s maximal ranks (a bond the constant's index would take past its cap
     drops its least important index instead) and ``max_dof`` (the largest bonds shrunk, down
-    to ``floors``). None when that fit is the zero network or no such start exists."""
+    to ``floors``). None when that fit is the zero network or no such start exists. Its steps
+    are ``reporter``'s (the bar moves, the callback hears them and may stop it: then
+    ``KeyboardInterrupt``, as Ctrl-C in it)."""
     y = np.asarray(prep.data.backend.to_numpy(prep.data.y), dtype=np.float64)
     mean = float(y.sum()) / prep.data.n_obs
     centred = np.where(prep.observed, y - mean, 0.0)
+    relayed: list[warnings.WarningMessage] = []
+
+    def relay(step: int, info: dict[str, Any]) -> bool:
+        """The inner fit's steps as the outer fit's (its warnings, such as "the callback returned
+        True", the user's: kept apart from the inner fit's own, which are dropped); once the
+        user's callback has stopped the fit, the inner fit's last steps are not reported again."""
+        if reporter.stopped:
+            return True
+        with warnings.catch_warnings(record=True) as heard:
+            warnings.simplefilter("always")
+            stop = reporter.record({k: info[k] for k in ("ranks", "objective") if k in info})
+        relayed.extend(heard)
+        return stop
+
     with internal_fits(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # (its own warnings concern a fit the user never sees)
+        warnings.simplefilter("ignore")  # (the inner fit's warnings concern a fit the user never sees)
         inner = fit(centred, network, observed=prep.observed, max_rank=max_rank, min_rank=min_rank,
                     prior_strength=prior_strength, selection=selection, seed=seed, progress=False,
-                    backend="numpy", dtype="float64")
+                    backend="numpy", dtype="float64", callback=relay)
+    for message in relayed:
+        warnings.warn(message.message, message.category, stacklevel=3)
+    if inner.interrupted:
+        raise KeyboardInterrupt
     if 0 in inner.network.ranks or inner.network.spec != template.spec:
         return None
     start = plus_constant(Network(template.spec, cores=[np.asarray(c) for c in inner.network.cores],
