@@ -172,6 +172,10 @@ def test_a_sweep_result_is_plotted_as_given_and_a_zero_sweep_on_a_linear_scale(t
     fig = plot_sweep(curve, path=tmp_path / "s.png")
     assert _is_png(tmp_path / "s.png") and fig.axes[0].get_xscale() == "log"
     assert len(fig.axes[0].texts) == 2  # each point labelled with its ranks, as curve.plot() does
+    # the result's own labels, as curve.plot() shows them: an interrupted point says so
+    curve.results[-1].interrupted = True
+    texts = [t.get_text() for t in plot_sweep(curve).axes[0].texts]
+    assert texts[-1].endswith("(interrupted)") and not texts[0].endswith("(interrupted)")
     with pytest.raises(ValueError, match="give a sweep result alone"):
         plot_sweep(curve, [0.1, 0.2])
     with warnings.catch_warnings():
