@@ -337,3 +337,20 @@ def test_an_offset_does_not_hide_a_completion_that_does_not_generalize():
     assert "poor generalization" in [d.split(":")[0] for d in result.diagnostics]
     estimate = result.network.to_tensor() - 50 * truth.std()
     assert np.linalg.norm((estimate - truth)[~observed]) > 2 * np.linalg.norm((truth - truth.mean())[~observed])
+
+
+def test_a_warm_start_above_the_degrees_of_freedom_limit_is_not_judged_silently():
+    """A Tucker completion of 49 entries started at (5, 5, 5) came back at (3, 3, 3), 63 degrees
+    of freedom, exact on the observed entries and 1.13 of the truth's norm off at the others,
+    and no check said a word (an exact fit skips them all)."""
+    shape = (6, 7, 8)
+    truth = tnmars.Network.tucker(shape, (2, 2, 2), seed=0).to_tensor()
+    observed = np.random.default_rng(0).random(shape) < 0.15
+    start = tnmars.Network.tucker(shape, (5, 5, 5), seed=1)
+    with pytest.warns(RuntimeWarning, match="degrees of freedom, more than 24.5, half the 49 observed entries"):
+        result = tnmars.fit(truth, "tucker", observed=observed, proposal=start, seed=0, progress=False)
+    assert any("cannot judge its ranks" in d for d in result.diagnostics)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same data from the fit's own start: within the limit
+        own = tnmars.fit(truth, "tucker", observed=observed, max_rank=3, seed=0, progress=False)
+    assert own.num_params < result.num_params

@@ -168,7 +168,8 @@ def fit(
         A :class:`~tnmars.Network` with ``network``'s spec and bond sizes within its maximal
         ranks is a warm start: the search starts from its ranks and cores (a previous
         result's ``network``; :func:`tnmars.sweep` starts each structure-search budget from
-        the previous one).
+        the previous one). The search never grows past half as many degrees of freedom as
+        observed entries, but a start above that stays above it, with a warning.
     relaxation: settings of the MARS relaxation (:class:`tnmars.Relaxation` or a dict of its
         fields: ``pi``, ``alpha``, ``steps``, ``lr`` ...); used by ``prior="bernoulli"`` and
         ``proposal="mars"``.
@@ -879,6 +880,16 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                 at_max = []
         if at_max:
             diagnostics.append(max_rank_message(at_max, template.bonds, rel))
+    if (search is not None and best.dof > crit.max_dof and settings.get("min_rank", 1) <= 1
+            and settings.get("max_params") is None):
+        # the selection never grows past the limit, but a warm start above it stays there: a Tucker
+        # completion of 49 entries started at (5, 5, 5) came back at (3, 3, 3), exact on the observed
+        # entries, 1.13 of the truth's norm off at the others, and no check said a word
+        diagnostics.append(f"the selected network has {best.dof:,} degrees of freedom, more than {crit.max_dof:g}, half "
+                           f"the {prep.data.n_obs:,} observed entries: the data cannot determine it and the criterion "
+                           "cannot judge its ranks, so a close fit of the observed entries says nothing of the others. "
+                           "A warm start (proposal=) above that limit stays above it: start lower, or let the fit "
+                           "choose its start")
     if search is None and prior == "bernoulli" and best.dof > crit.max_dof:
         # the relaxation's MAP masks are judged by no criterion: open masks on noise kept a Tucker
         # (2, 3, 4) at 10 dB as (7, 9, 10), 919 parameters for 1,320 entries, silently (an outside probe)
