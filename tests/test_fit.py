@@ -43,6 +43,7 @@ GOOD = tucker_tensor((4, 5, 6), 2)
         (dict(data=np.zeros((0, 3))), ValueError, "empty"),
         (dict(data=np.where(np.eye(4, dtype=bool)[:, :, None], np.nan, np.ones((4, 4, 2)))), ValueError, "NaN"),
         (dict(data=np.full((3, 3), np.inf)), ValueError, "NaN/Inf"),
+        (dict(data=np.full((3, 3), np.nan)), ValueError, r"np\.ma\.masked_invalid\(data\)"),  # (a way to say so)
         (dict(data=GOOD, network=tnmars.Network.tucker((4, 5, 7), 2)), ValueError, "shape"),
         (dict(data=GOOD, relaxation=dict(pi=0.0)), ValueError, "pi"),
         (dict(data=GOOD, relaxation=dict(pi=0.6)), ValueError, "pi"),

@@ -114,7 +114,8 @@ def prepare(data: Any, observed: Any = None, backend: str | None = None, dtype: 
         bad = ~np.isfinite(arr)
         if bad.any():
             raise ValueError(f"data has {int(bad.sum())} NaN/Inf entries; mark missing entries with observed= "
-                             "(a boolean mask, True where observed) or clean the data")
+                             "(a boolean mask, True where observed; np.isfinite(data) if those are the missing ones), "
+                             "pass np.ma.masked_invalid(data), or clean the data")
     else:
         obs, _ = _numpy_of(observed, "observed")
         if obs.shape != arr.shape:
