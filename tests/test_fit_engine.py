@@ -1348,3 +1348,17 @@ def test_a_restart_that_ties_under_the_criterions_floor_wins_by_its_error():
     res = tnmars.fit(x, "tt", seed=0, progress=False)
     assert res.ranks == truth.ranks
     assert res.relative_error < 1e-12  # (TT-SVD's restart: 1e-15)
+
+
+@given(st.integers(0, 2**32 - 1), st.floats(-1e3, 1e3, allow_nan=False), st.floats(0.05, 1.0))
+@settings(max_examples=40, deadline=None)
+def test_fit_data_spread_is_the_observed_entries_squared_deviations_from_their_mean(seed, offset, share):
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal((4, 5, 3)) + offset
+    observed = rng.random(y.shape) < share
+    observed.flat[0] = True
+    data = FitData.from_arrays(y, observed)
+    seen = y[observed]
+    assert data.observed_mean == pytest.approx(seen.mean(), rel=1e-9, abs=1e-9)
+    expected = float(((seen - seen.mean()) ** 2).sum())
+    assert data.spread == pytest.approx(expected, rel=1e-6, abs=1e-6 * max(1.0, offset**2 * seen.size))

@@ -689,8 +689,7 @@ def _unexplained(best: Candidate, data: FitData, level: float = POOR_FIT_FROM) -
     """Whether ``best`` leaves most of the data's deviations from their mean unexplained (the
     poor-fit checks' measure: relative error against that spread above ``level``, by default
     :data:`POOR_FIT_FROM`)."""
-    total = float(data.backend.to_numpy(data.y).sum())  # (0 at the missing entries)
-    spread = data.sq_norm - total * total / data.n_obs
+    spread = data.spread
     if spread <= 1e-12 * data.sq_norm:
         return best.sse > level**2 * data.sq_norm
     return best.sse > level**2 * spread
@@ -703,9 +702,7 @@ OFFSET_FROM = 1.0
 
 def _offset(data: FitData) -> bool:
     """Whether the observed entries' mean exceeds :data:`OFFSET_FROM` times their spread."""
-    mean = float(data.backend.to_numpy(data.y).sum()) / data.n_obs  # (0 at the missing entries)
-    variance = max(data.sq_norm / data.n_obs - mean * mean, 0.0)
-    return abs(mean) > OFFSET_FROM * math.sqrt(variance)
+    return abs(data.observed_mean) > OFFSET_FROM * math.sqrt(data.spread / data.n_obs)
 
 
 def _centred_start(network: Any, max_rank: Any, min_rank: int, prior_strength: float | None,
@@ -719,7 +716,7 @@ def _centred_start(network: Any, max_rank: Any, min_rank: int, prior_strength: f
     are ``reporter``'s (the bar moves, the callback hears them and may stop it: then
     ``KeyboardInterrupt``, as Ctrl-C in it)."""
     y = np.asarray(prep.data.backend.to_numpy(prep.data.y), dtype=np.float64)
-    mean = float(y.sum()) / prep.data.n_obs
+    mean = prep.data.observed_mean
     centred = np.where(prep.observed, y - mean, 0.0)
     relayed: list[warnings.WarningMessage] = []
 
@@ -844,8 +841,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     # the error against the data's deviations from their mean: a fit that found only an offset
     # (a ring completion plus 20x its norm in a constant: relative error 0.049, the structure
     # entirely missed) is a poor fit of what varies
-    total = float(y.sum())  # (0 at the missing entries)
-    spread = prep.data.sq_norm - total * total / prep.data.n_obs
+    spread = prep.data.spread
     rel_spread = math.sqrt(mse * prep.data.n_obs / spread) if spread > 1e-12 * prep.data.sq_norm else rel
     # judged now, the residual freed before the checks below refit anything (peak memory)
     checks = checks and not interrupted  # (Ctrl-C or a callback asked to stop: no more refits or checks)

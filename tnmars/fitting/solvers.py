@@ -96,6 +96,18 @@ class FitData:
     def observed_fraction(self) -> float:
         return self.n_obs / max(self.y.size, 1)
 
+    @property
+    def observed_mean(self) -> float:
+        """Mean of the observed entries (the missing ones are 0 in ``y``)."""
+        return float(self.y.sum()) / max(self.n_obs, 1)
+
+    @property
+    def spread(self) -> float:
+        """Sum of the squared deviations of the observed entries from their mean: what the
+        checks judge a fit's error against, since an offset makes the plain relative error
+        small whatever the fit."""
+        return max(self.sq_norm - self.n_obs * self.observed_mean**2, 0.0)
+
     def residual(self, net: Network) -> np.ndarray:
         """``y - T`` on the host (with missing entries: over the observed ones, divided by the
         observed fraction), where a new CP component starts from (:func:`~.moves.grow`)."""

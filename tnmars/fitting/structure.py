@@ -335,8 +335,7 @@ def _error_against_spread(result: StructureResult, data: Any, observed: Any) -> 
     plain relative error small whatever the fit (3 plus unit noise on 5x6x5x6: 0.32 at rank 1,
     0.98 against the deviations)."""
     fitted = prepare(data, observed).data
-    total = float(fitted.backend.to_numpy(fitted.y).sum())  # (0 at the missing entries)
-    spread = fitted.sq_norm - total * total / fitted.n_obs
+    spread = fitted.spread
     rel = result.relative_error
     return rel * math.sqrt(fitted.sq_norm / spread) if spread > 1e-12 * fitted.sq_norm else rel
 
