@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tnmars.nn import LSTM, LinearRNN, TanhRNN, effective_stability, power_iteration, project_spectral, spectral_norm
+from tnmars.nn.recurrent import LSTM_FORGET_BIAS
 from tnmars.nn.stability import (
     check_k,
     check_lambda,
@@ -184,14 +185,16 @@ def test_stable_models_are_measured_contractive_and_unstable_ones_are_not():
 
 
 def test_effective_stability_of_lstm_runs_on_the_full_state():
-    lstm = LSTM(3, 4, stable=True, seed=0).double()
+    lstm = LSTM(3, 4, stable=True, forget_bias=LSTM_FORGET_BIAS, seed=0).double()
     x = torch.randn(2, 5, 3, dtype=D64, generator=torch.Generator().manual_seed(0))
     rep = effective_stability(lstm, x)
     assert rep.norms.shape == (2, 5)
-    # the c -> c block of the Jacobian is diag(f) with f = sigmoid(~10), so its 2-norm is at
-    # least max f ~ 0.9999, and the c <-> h coupling adds to it: the authors' l1 bounds do not
-    # make the LSTM contractive (the docs say so)
+    # with the authors' forget bias the c -> c block of the Jacobian is diag(f) with
+    # f = sigmoid(~10), so its 2-norm is at least max f ~ 0.9999, and the c <-> h coupling adds
+    # to it: their l1 bounds do not make the LSTM contractive (the docs say so)
     assert rep.max_jacobian > 1.0 and not rep.effectively_stable and torch.isfinite(rep.norms).all()
+    # the default bias 1 leaves forget gates near sigmoid(1) = 0.73: contractive on these data
+    assert effective_stability(LSTM(3, 4, stable=True, seed=0).double(), x).max_jacobian < 1.0
     r = trajectory_ratios(lstm, x)
     assert r.shape == (2, 5)
 
