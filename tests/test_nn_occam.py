@@ -61,7 +61,7 @@ def test_removes_the_surplus_and_keeps_the_true_indices():
     layer = model[0]
     before = layer.masks.logits.detach().clone()
     nll = tnn.classification_nll(X, y)
-    report = tnn.occam_prune(model, nll, N)
+    report = tnn.occam_prune(model, nll, N, gauge="as trained")  # (the indices as the teacher placed them)
     assert isinstance(report, OccamReport)
     assert report.ranks_before == {"0": {"A": 5}} and report.ranks_after == {"0": {"A": 2}}
     assert sorted(report.bonds[0].closed) == list(SURPLUS)
@@ -294,7 +294,7 @@ def test_tt_recurrent_matrix_is_pruned_with_its_network_parameter_count():
         return float(((m["rec"].matrix(m["rec"].current_masks()) - target) ** 2).sum() / (2 * 1e-4))
 
     # W's indices 2, 3 add error: closing them lowers the nll, so they go; 0 and 1 carry the target
-    report = tnn.occam_prune(model, nll, num_train=256)
+    report = tnn.occam_prune(model, nll, num_train=256, gauge="as trained")
     assert report.ranks_before == {"rec": {"A": 4}} and report.ranks_after == {"rec": {"A": 2}}
     assert sorted(report.bonds[0].closed) == [2, 3]
     params = W.network().num_params_at
@@ -440,3 +440,108 @@ def test_classification_nll_of_a_one_logit_binary_classifier():
         tnn.classification_nll(X, torch.tensor([0, 2] * 10))(model)
     with pytest.raises(ValueError, match="label 3 but the model gives 3 class scores"):
         tnn.classification_nll(X, torch.tensor([0, 3] * 10))(torch.nn.Linear(4, 3))
+
+
+# ------------------------------------------------------------------ the SVD gauge
+def _tree_or_ring(kind: str, seed: int):
+    from tnmars import Network
+
+    if kind == "tt_matrix":
+        return Network.tt_matrix((2, 3, 2), (3, 2, 2), 4, backend="torch", dtype="float64", seed=seed)
+    if kind == "tucker":
+        return Network.tucker((4, 5, 6), (3, 2, 4), backend="torch", dtype="float64", seed=seed)
+    if kind == "tt":
+        return Network.tt((3, 4, 5, 3), (3, 4, 3), backend="torch", dtype="float64", seed=seed)
+    return Network.tr((4, 5, 6), 3, backend="torch", dtype="float64", seed=seed)
+
+
+def _masked_tensor(spec, cores, keep, sites):
+    from tnmars import Network
+
+    cores = list(cores)
+    for b, m in keep.items():
+        k, axis = sites[b]
+        shape = [1] * cores[k].ndim
+        shape[axis] = -1
+        cores[k] = cores[k] * m.double().view(shape)
+    return Network(spec, cores=cores).to_tensor()
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(["tt_matrix", "tucker", "tt", "tr"]), seed=st.integers(0, 10_000))
+def test_the_svd_gauge_keeps_the_function_and_orders_each_bond_by_its_singular_values(kind, seed):
+    """The laws of :func:`tnmars.nn.gauge.svd_gauge_`: the network with its MAP masks is unchanged;
+    on a tree each bond's kept indices carry its singular values, largest first, and closing
+    the last one removes exactly the smallest one's square from the squared norm (the best
+    one-index cut); a ring is left as it was."""
+    from tnmars.nn.gauge import svd_gauge_, tree_bonds
+
+    net = _tree_or_ring(kind, seed)
+    spec, cores = net.spec, [c.clone() for c in net.cores]
+    sites = {b: net.mask_site(b) for b in net.bonds}
+    gen = torch.Generator().manual_seed(seed)
+    keep = {b: torch.rand(r, generator=gen) > 0.3 for b, r in net.bonds.items()}
+    for mask in keep.values():
+        mask[0] = True
+    before = _masked_tensor(spec, cores, keep, sites)
+    start = [c.clone() for c in cores]
+    values = svd_gauge_(spec, cores, keep, sites)
+    after = _masked_tensor(spec, cores, keep, sites)
+    assert torch.allclose(before, after, atol=1e-10 * float(before.abs().max()))
+    if kind == "tr":
+        assert tree_bonds(spec) == [] and values == {}
+        assert all(torch.equal(a, b) for a, b in zip(start, cores))
+        return
+    assert sorted(values) == sorted(net.bonds)
+    for bond, sigma in values.items():
+        assert torch.all(sigma[:-1] >= sigma[1:] - 1e-12)
+        last = int(torch.nonzero(keep[bond]).flatten()[-1])
+        cut = dict(keep)
+        cut[bond] = keep[bond].clone()
+        cut[bond][last] = False
+        removed = float(((_masked_tensor(spec, cores, cut, sites) - after) ** 2).sum())
+        assert removed == pytest.approx(float(sigma[-1] ** 2), rel=1e-6, abs=1e-9)
+
+
+def _spread_rank_one(seed: int = 0):
+    """A LowRankLinear (rank 4) whose weight is rank one, spread over all four indices (the
+    gauge training leaves), and its regression data."""
+    g = torch.Generator().manual_seed(seed)
+    layer = tnn.LowRankLinear(12, 10, rank=4, bias=False)
+    u, v = torch.randn(12, 1, generator=g), torch.randn(1, 10, generator=g)
+    mix = torch.linalg.qr(torch.randn(4, 4, generator=g))[0]  # an orthogonal change of the bond basis
+    with torch.no_grad():
+        layer.masks.logits.fill_(6.0)
+        layer.cores[0].copy_(torch.cat([u, 0.5 * torch.randn(12, 3, generator=g)], 1) @ mix)
+        layer.cores[1].copy_(mix.T @ torch.cat([v, torch.zeros(3, 10)], 0))
+    X = torch.randn(400, 12, generator=g)
+    y = X @ (u @ v) + 0.05 * torch.randn(400, 10, generator=g)
+    return nn.Sequential(layer), X, y.detach()
+
+
+def test_a_rank_one_weight_spread_over_the_indices_is_pruned_to_rank_one_in_the_svd_gauge():
+    """Closures judged one index at a time in the trained gauge cannot reach a low rank spread
+    over every index (a TT recurrent matrix trained to a rank-one W kept 5-8 of 8 indices); in
+    the SVD gauge each kept index is one singular direction."""
+    model, X, y = _spread_rank_one()
+    nll = tnn.regression_nll(X, y)
+    trained = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the trained gauge's closures cost the fit: it warns)
+        as_trained = tnn.occam_prune(trained, nll, 400, gauge="as trained")
+    assert as_trained.ranks_after["0"]["A"] > 1
+    report = tnn.occam_prune(model, nll, 400)
+    assert report.ranks_after == {"0": {"A": 1}} and report.gauge == "svd"
+    assert report.bic_after < as_trained.bic_after
+    assert report.evaluations > as_trained.evaluations  # both searches ran
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_both_gauges_end_no_worse_than_either_alone(seed):
+    model, X, y = teacher_problem(seed=seed)
+    nll = tnn.classification_nll(X, y)
+    alone = {g: tnn.occam_prune(copy.deepcopy(model), nll, N, gauge=g).bic_after for g in ("as trained", "svd")}
+    both = tnn.occam_prune(model, nll, N)
+    assert both.bic_after <= min(alone.values()) + 1e-6 * abs(both.bic_after)
+    model.eval()
+    assert both.nll_after == pytest.approx(nll(model), rel=1e-6)  # the model is the chosen search's
