@@ -706,3 +706,22 @@ def test_a_zero_network_is_named_in_reprs_and_refused_by_tensorly():
     assert "compression='zero tensor'" in repr(found) and "the zero tensor" in found.summary()
     with pytest.raises(ValueError, match="zero tensor"):
         to_tensorly(res.network)
+
+
+@pytest.mark.parametrize("fmt, stop_at", [("cp", 3), ("cp", 6), ("tucker", 4), ("tucker", 9)])
+def test_ctrl_c_keeps_the_best_candidate_evaluated_even_one_the_walk_had_not_taken(fmt, stop_at):
+    """Ctrl-C in a CP fit's walk kept rank 11 (objective -1.491e6) after the progress line had
+    shown rank 12 at -1.579e6: the neighbours a walk evaluates are not its path until it takes
+    one. What the bar showed before the interrupt is what the result keeps."""
+    x = with_noise(tucker_tensor((8, 8, 8), (2, 3, 4), seed=1), 30)
+    seen = []
+
+    def callback(step, info):
+        if info["phase"] == "selection":
+            seen.append(info["objective"])
+        if step >= stop_at:
+            raise KeyboardInterrupt
+
+    res = quiet_fit(x, fmt, max_rank=6, callback=callback)
+    assert res.interrupted and seen
+    assert res.objective == pytest.approx(min(seen), rel=1e-12)

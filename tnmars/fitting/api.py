@@ -355,7 +355,7 @@ def fit(
                     found = other.run(start)
                 except KeyboardInterrupt:
                     interrupted = True
-                    found = min(other.path, key=lambda c: c.objective, default=best)
+                    found = other.interrupted_best(best)
                 interrupted = interrupted or other.stopped
                 other.evaluations += search.evaluations
                 if found.objective < best.objective and accept(found):
@@ -368,7 +368,7 @@ def fit(
                 best = search.run(start)
             except KeyboardInterrupt:  # Ctrl-C: the best network seen so far
                 interrupted = True
-                best = min(search.path, key=lambda c: c.objective, default=best)
+                best = search.interrupted_best(best)
             interrupted = interrupted or search.stopped
             if alternative is not None and not interrupted and limit is None:
                 walk_again(raised_to(alternative, {b: max(f, 1) for b, f in floors.items()}, seed))
