@@ -279,14 +279,24 @@ def degrees_of_freedom(spec: str, dims: Mapping[str, int]) -> int:
     only diagonal rescalings, ``(m - 1) r``. This gives the manifold dimensions of the
     classical formats (Tucker ``prod r + sum n_k r_k - sum r_k^2``; TT ``sum r_{k-1} n_k r_k -
     sum r_k^2``; CP ``R (sum n_k - d + 1)``) and is the count an Occam criterion charges.
+    A hyperedge on which only two cores hold more than the bond (a CP of a tensor with all
+    but two modes of size 1: a rank-``R`` matrix times scalars) also admits any invertible
+    ``r x r`` matrix between those two: ``r^2 + (m - 2) r``, the matrix manifold's
+    ``R (m + n - R)`` (a CP 10x1x12 at rank 3 was charged 63 for 57, and the
+    degrees-of-freedom cap refused its exact rank).
     """
     parsed = parse_spec(spec)
     params = sum(prod(int(dims[c]) for c in term) for term in parsed.inputs)
     gauge = 0
     for b in parsed.bonds:
-        m = len(parsed.terms_with(b))
+        holders = parsed.terms_with(b)
+        m = len(holders)
         r = int(dims[b])
-        gauge += r * r if m == 2 else (m - 1) * r
+        if m == 2:
+            gauge += r * r
+            continue
+        carrying = sum(prod(int(dims[c]) for c in parsed.inputs[k] if c != b) > 1 for k in holders)
+        gauge += r * r + (m - 2) * r if carrying == 2 else (m - 1) * r
     return max(params - gauge, 0)
 
 
