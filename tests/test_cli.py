@@ -570,3 +570,9 @@ def test_ctrl_c_inside_an_import_is_held_until_the_import_is_done():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_empty_npz_archive_is_named_as_such(tmp_path):
+    """It read "holds several arrays []; choose one with --key"."""
+    np.savez(tmp_path / "empty.npz")
+    one_line_error(run("fit", str(tmp_path / "empty.npz"), "--quiet"), r"holds no arrays \(an empty .npz archive\)")

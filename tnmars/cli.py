@@ -251,6 +251,8 @@ def _load_array(path_text: str, key: str | None, what: str, option: str = "--key
         if key is None:
             if fallback is not None and fallback in names:
                 key = fallback
+            elif not names:
+                raise CLIError(f"{what} file {path_text} holds no arrays (an empty .npz archive)")
             elif len(names) != 1:
                 raise CLIError(f"{what} file {path_text} holds several arrays {names}; choose one with {option}")
             else:
