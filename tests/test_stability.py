@@ -120,6 +120,11 @@ def test_bad_arguments():
         check_k(0)
     with pytest.raises(TypeError, match="truncation"):
         check_k(1.0)
+    with pytest.raises(TypeError, match="truncation"):
+        check_k(torch.tensor(5.0))
+    with pytest.raises(ValueError, match="truncation"):
+        check_k(torch.tensor(0))
+    assert check_k(torch.tensor(5)) == 5 and check_k(torch.tensor([7], dtype=torch.int32)) == 7  # (refused before)
     with pytest.raises(ValueError, match="non-zero"):
         power_iteration(lambda v: v, lambda u: u, torch.zeros(3))
     with pytest.raises(ValueError, match="non-finite"):

@@ -73,8 +73,14 @@ def check_lambda(lam: Any, name: str = "lam") -> float:
     return value
 
 
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
 def check_k(k: Any, name: str = "k") -> int:
-    """Return the truncation length ``k`` as an int ``>= 1`` or raise a clear error."""
+    """Return the truncation length ``k`` as an int ``>= 1`` or raise a clear error (a
+    one-element integer tensor counts as its value, as NumPy's integers do)."""
+    if isinstance(k, torch.Tensor) and k.numel() == 1 and k.dtype in _INTEGER_DTYPES:
+        k = int(k.item())
     if isinstance(k, bool) or not isinstance(k, Integral):
         raise TypeError(f"{name} (the truncation length) must be an integer >= 1; got {k!r}")
     value = int(k)
