@@ -667,3 +667,12 @@ def test_a_fresh_stable_lstm_forgets_its_distant_past(hidden):
     with torch.no_grad():
         gap = (lstm(x, k=50) - lstm(x))[:, 50:].abs().max()
     assert gap < 1e-4
+
+
+def test_eval_of_a_constrained_model_with_nan_weights_warns_and_does_not_raise():
+    model = TanhRNN(3, 8, lam=0.9, seed=0)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match=r"eval\(\).*NaN"):
+        model.eval()
+    assert not model.training

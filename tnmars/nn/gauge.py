@@ -26,7 +26,9 @@ tree, bringing one bond to this gauge leaves every other bond's singular directi
 they were (a gauge change inside one side cancels within it), so one pass over the bonds
 puts all of them in their SVD gauge. Only the MAP-kept indices are transformed (the network
 with its MAP masks is unchanged; closed indices stay closed); bonds on a loop or shared by
-more than two cores (CP) are left as they are.
+more than two cores (CP) are left as they are. The gauge is that of the network with its MAP
+masks: where another bond has closed indices, the cores' entries there are transformed too,
+so the network *without* masks (which a training draw may reopen) can change.
 """
 from __future__ import annotations
 

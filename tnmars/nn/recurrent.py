@@ -546,7 +546,11 @@ class _RecurrentModel(nn.Module):
         model trained without it, or loaded from weights that break it, computes an
         unconstrained model under its ``lam`` / ``stable`` label. Run at ``eval()`` and after
         ``load_state_dict``."""
-        ratio = self.constraint_ratio()
+        try:
+            ratio = self.constraint_ratio()
+        except ValueError as err:  # NaN or infinite weights: said, not raised (eval() must not fail)
+            warn_user(f"{type(self).__name__} ({when}): {err}: the model computes NaN", RuntimeWarning)
+            return None
         if ratio is not None and ratio > 1.0 + CONSTRAINT_SLACK:
             what = self._constraint_words(ratio)
             warn_user(f"{type(self).__name__} ({when}): {what}: the weights are outside the stability constraint "
