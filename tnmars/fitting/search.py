@@ -145,6 +145,9 @@ class Candidate:
     #: trend of the squared error leads (:func:`trend_sse`; ``objective`` when it had converged);
     #: None for a long refit
     trend: float | None = None
+    #: the final polish's estimate of the error's share still to gain when it stopped at its
+    #: sweep limit still improving (0: it converged, or no polish)
+    unconverged: float = 0.0
 
     @property
     def ranks(self) -> tuple[int, ...]:
