@@ -545,3 +545,15 @@ def test_both_gauges_end_no_worse_than_either_alone(seed):
     assert both.bic_after <= min(alone.values()) + 1e-6 * abs(both.bic_after)
     model.eval()
     assert both.nll_after == pytest.approx(nll(model), rel=1e-6)  # the model is the chosen search's
+
+
+@pytest.mark.parametrize("spec, bonds", [
+    ("aA,AbB,BcC,Cd", ["A", "B", "C"]), ("aA,AbB,BcC,Cd->abcd", ["A", "B", "C"]), ("ABC,iA,jB,kC", ["A", "B", "C"]),
+    ("CaA,AbB,BcC->abc", []),  # a ring
+    ("iAB,jAB", []),           # two bonds between the same cores: cutting one splits nothing
+    ("ia,ja,ka", []),          # CP's bond on three cores
+])
+def test_only_bonds_that_split_the_network_get_an_svd_gauge(spec, bonds):
+    from tnmars.nn.gauge import tree_bonds
+
+    assert tree_bonds(spec) == bonds

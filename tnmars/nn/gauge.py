@@ -37,12 +37,20 @@ from collections.abc import Mapping, Sequence
 import opt_einsum as oe
 import torch
 
+from ..paths import is_loopy
+
 __all__ = ["tree_bonds", "svd_gauge_"]
 
 
 def _terms(spec: str) -> tuple[list[str], str]:
-    inputs, _, output = spec.partition("->")
-    return inputs.split(","), output
+    """The input terms and the output of ``spec`` (without ``->``: einsum's, the letters that
+    appear once, alphabetically)."""
+    inputs, arrow, output = spec.partition("->")
+    terms = inputs.split(",")
+    if not arrow:
+        joined = "".join(terms)
+        output = "".join(sorted(c for c in set(joined) if joined.count(c) == 1))
+    return terms, output
 
 
 def tree_bonds(spec: str) -> list[str]:
@@ -50,22 +58,13 @@ def tree_bonds(spec: str) -> list[str]:
     none of them on a loop. Empty for a network with a loop or a bond on three cores."""
     terms, output = _terms(spec)
     letters = {c for t in terms for c in t} - set(output)
-    owners = {b: [k for k, t in enumerate(terms) if b in t] for b in sorted(letters)}
+    owners = {b: frozenset(k for k, t in enumerate(terms) if b in t) for b in sorted(letters)}
     if any(len(ks) != 2 for ks in owners.values()):
         return []
-    parent = list(range(len(terms)))
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for p, q in owners.values():
-        rp, rq = root(p), root(q)
-        if rp == rq:  # a loop: no bond on it splits the network
-            return []
-        parent[rp] = rq
+    # two bonds between the same two cores are a loop here (cutting one splits nothing), which
+    # is_loopy counts as one connection
+    if len(set(owners.values())) < len(owners) or is_loopy(terms):
+        return []
     return list(owners)
 
 
