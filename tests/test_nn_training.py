@@ -1,6 +1,7 @@
 """MARS training helpers: the loss, temperature schedules, compress and summary."""
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 import warnings
@@ -1412,3 +1413,35 @@ def test_the_mars_optimizer_says_when_the_marsloss_is_never_backpropagated():
         loss_fn(model(x), y).backward()
         for _ in range(4):  # steps without a backward after one with it: a choice, not a mistake
             opt.step()
+
+
+def test_clipping_over_the_optimizers_parameters_sees_the_models_gradients_and_keeps_the_prior():
+    """PyTorch Lightning clips every parameter of the optimizer's groups, the prior's weight
+    scalar included: with its gradient at the loss's weight (1) every gradient norm was at
+    least 1, and a value clip at 0.01 cut the prior applied in the step a hundredfold."""
+    torch.manual_seed(0)
+    model = _mixed_model()
+    loss_fn = MarsLoss(model, 50)
+    opt = loss_fn.optimizer(torch.optim.SGD, lr=0.1)
+    x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+    loss_fn(model(x), y).backward()
+    in_groups = [p for group in opt.param_groups for p in group["params"]]
+    of_model = list(model.parameters())
+    norm_groups = torch.nn.utils.get_total_norm([p.grad for p in in_groups if p.grad is not None])
+    norm_model = torch.nn.utils.get_total_norm([p.grad for p in of_model if p.grad is not None])
+    assert float(norm_groups) == pytest.approx(float(norm_model), rel=1e-9)
+    # a value clip over the optimizer's parameters leaves the prior's weight whole: the step
+    # is the one without clipping (SGD), the clip above every model gradient and below 1
+    largest = max(float(p.grad.abs().max()) for p in of_model if p.grad is not None)
+    assert largest < 0.9
+    clipped, free = copy.deepcopy(model), copy.deepcopy(model)
+    for net, clip in ((clipped, True), (free, False)):
+        fn = MarsLoss(net, 50)
+        o = fn.optimizer(torch.optim.SGD, lr=0.1)
+        torch.manual_seed(1)  # (the same mask draws)
+        fn(net(x), y).backward()
+        if clip:
+            torch.nn.utils.clip_grad_value_([p for g in o.param_groups for p in g["params"]], 0.9)
+        o.step()
+    for a, b in zip(clipped.parameters(), free.parameters()):
+        torch.testing.assert_close(a, b)

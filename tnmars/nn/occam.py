@@ -239,7 +239,7 @@ LOUD_NLL_RISE = 0.05
 
 
 def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: float, *, strength: float = 1.0,
-                max_nll_rise: float | None = LOUD_NLL_RISE, gauge: str = "svd", progress: bool = False) -> OccamReport:
+                max_nll_rise: float | None = LOUD_NLL_RISE, gauge: str = "both", progress: bool = False) -> OccamReport:
     """Close MARS-kept rank indices that do not pay for their parameters under the BIC.
 
     Greedy backward elimination on the MAP masks (see the module docstring for why): each

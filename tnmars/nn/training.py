@@ -43,7 +43,7 @@ from .. import masks as mars
 from .._checks import integer
 from .base import TensorizedLayer, core_list, replace_modules, warn_user
 from .masks import BondMasks, joint_log_prior
-from .optimizers import CARRYING, SUPPORTED, PriorGradient, fused_by_default
+from .optimizers import CARRYING, PROBE_SCALE, SUPPORTED, PriorGradient, fused_by_default
 from .recurrent import TTRecurrentMatrix
 
 # ------------------------------------------------------------------------------ discovery
@@ -377,7 +377,7 @@ class MarsLoss(nn.Module):
             # the criterion, the probe, and what stays in the loss (nothing, outside DDP and custom modules)
             loss = self.criterion(output, target)
             try:
-                loss = loss + self._probe
+                loss = torch.add(loss, self._probe, alpha=PROBE_SCALE)
             except RuntimeError as err:
                 loss = self._probe_followed(loss, err)
             rest = self._layout[1]
@@ -387,7 +387,7 @@ class MarsLoss(nn.Module):
         loss = self.criterion(output, target)
         if carried is not None:
             try:
-                loss = loss + self._probe  # (value 0: the step reads its gradient, see PriorGradient)
+                loss = torch.add(loss, self._probe, alpha=PROBE_SCALE)  # (value 0: the step reads its gradient, see PriorGradient)
             except RuntimeError as err:
                 loss = self._probe_followed(loss, err)
             if self._layout is not None:  # the carried layers as built (a copy, an unpickled loss, a module
@@ -497,7 +497,7 @@ class MarsLoss(nn.Module):
             raise error
         with torch.no_grad():
             probe.data = probe.data.to(loss.device)
-        return loss + probe
+        return torch.add(loss, probe, alpha=PROBE_SCALE)
 
     def _check_no_optimizer_carries_the_prior(self) -> None:
         """Warn (once) when another loss's :meth:`optimizer` already applies this model's
