@@ -389,6 +389,20 @@ def test_layers_build_on_the_meta_device_and_load_weights_after_to_empty(name):
     torch.testing.assert_close(empty.eval()(x), real(x))
 
 
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_deferred_initialisation_by_reset_parameters_is_refused_in_words(name):
+    """Deferred initialisation (meta, ``to_empty``, then every module's ``reset_parameters``, as
+    FSDP does) left a tensorized layer's uninitialised memory as its weights, silently (cores of
+    1e14, logits of 0; ``nn.Linear`` was re-initialised): an outside probe."""
+    with torch.device("meta"):
+        model = nn.Sequential(FACTORIES[name]())
+    model = model.to_empty(device="cpu")
+    with pytest.raises(NotImplementedError, match="cannot re-initialise its cores in place"):
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
 # ------------------------------------------------------------------ batches and inputs
 @pytest.mark.parametrize("name", list(FACTORIES))
 @pytest.mark.parametrize("mode", ["train", "eval"])

@@ -587,6 +587,18 @@ class TensorizedLayer(nn.Module):
         self.bond_axes = {b: tuple((k, term.index(b)) for k, term in enumerate(network.inputs) if b in term)
                           for b in network.bonds}
 
+    def reset_parameters(self) -> None:
+        """Refused in words: a tensorized layer's cores are initialised when it is built (by its
+        decomposition, or from a dense layer's weights), and cannot be drawn again in place. So
+        deferred initialisation (built under ``torch.device("meta")``, then ``to_empty`` and
+        every module's ``reset_parameters()``, as FSDP does) would otherwise leave the layer's
+        uninitialised memory as its weights, silently: cores of 1e14 and mask logits of 0 were
+        measured after ``to_empty``, where ``nn.Linear`` was re-initialised."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot re-initialise its cores in place (they come from its decomposition when "
+            "it is built): build the layer on its device instead of under torch.device('meta'), or copy a built "
+            "layer's state_dict into it (load_state_dict), or build it from a dense layer (from_linear, from_conv)")
+
     # -- MARS ---------------------------------------------------------------------------
     @property
     def mars(self) -> bool:
