@@ -54,7 +54,8 @@ JIT_TRACE_MESSAGE = (
     "tnmars layers cannot be recorded by torch.jit.trace (deprecated by PyTorch): a layer chooses its "
     "contraction order from the batch size and its current ranks, and a trace would freeze those choices "
     "for every later input. Use torch.compile(model) instead (no graph breaks in eval mode, nor in a MARS "
-    "training forward), or torch.export.export(model, (x,)) for a graph to deploy")
+    "training forward), or torch.export.export(model, (x,), dynamic_shapes=...) for a graph to deploy (a "
+    "dynamic batch dimension keeps the graph valid for every batch size)")
 _SPARE = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba"
 
 
@@ -353,7 +354,12 @@ class NetworkMatmul:
         return self.weight_plan(core_shapes).cost + gemm, self.cores_plan(core_shapes, batch).cost
 
     def choose(self, core_shapes: tuple[tuple[int, ...], ...], batch: int) -> str:
-        """``"weight"`` or ``"cores"``: the cheaper path for this batch size (cached)."""
+        """``"weight"`` or ``"cores"``: the cheaper path for this batch size (cached). A symbolic
+        batch size (``torch.export`` with a dynamic batch dimension, ``torch.compile(dynamic=True)``)
+        takes the weight path, which holds for every batch size: choosing by its value
+        specialised the exported graph to the example's batch."""
+        if isinstance(batch, torch.SymInt):
+            return "weight"
         if is_recording():
             return _constant_choice(self._compile_key, core_shapes, _static(batch))
         return self._choose(core_shapes, batch)

@@ -726,7 +726,9 @@ class Tucker2Conv2d(TensorizedLayer):
         mode = self.mode
         if mode == "auto":
             if is_recording():  # traced: plain arithmetic on the (specialised, see base._static) sizes, and
-                k, f = self.costs(tuple(_static(n) for n in x.shape), ranks)  # no cache (dynamo guards on one)
+                # no cache (dynamo guards on one); both costs grow with the batch alike, so it is left out (a
+                # dynamic batch dimension of torch.export stays dynamic)
+                k, f = self.costs((1, *(_static(n) for n in x.shape[1:])), ranks)
                 mode = "cores" if f * WEIGHT_PATH_ADVANTAGE < k else "weight"
             else:
                 key = (tuple(x.shape), ranks)
@@ -974,7 +976,8 @@ class TensorizedEmbedding(TensorizedLayer):
         cores = self.mars_cores()
         shapes = tuple(tuple(c.shape) for c in cores)
         batch = flat.numel()
-        if is_recording():  # the choice and the gather plan depend on the batch (see base._static)
+        symbolic = isinstance(batch, torch.SymInt)  # (torch.export's dynamic batch: the table holds for any)
+        if is_recording() and not symbolic:  # the choice and the gather plan depend on the batch (see base._static)
             batch = _static(batch)
         if any(0 in c for c in shapes):  # a closed bond: the table is zero
             out = cores[0].new_zeros(tuple(idx.shape) + (self.embedding_dim,))
@@ -982,7 +985,9 @@ class TensorizedEmbedding(TensorizedLayer):
             return out if anchor is None else out + anchor
         mode = self.mode
         traced = None
-        if is_recording():  # the plans are made outside the traced graph
+        if symbolic:
+            mode = "weight"
+        elif is_recording():  # the plans are made outside the traced graph
             mode, *traced = _constant_gather(self._mm._compile_key, shapes, batch, mode)
         elif mode == "auto":
             key = (shapes, batch)
