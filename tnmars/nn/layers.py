@@ -726,9 +726,10 @@ class Tucker2Conv2d(TensorizedLayer):
         mode = self.mode
         if mode == "auto":
             if is_recording():  # traced: plain arithmetic on the (specialised, see base._static) sizes, and
-                # no cache (dynamo guards on one); both costs grow with the batch alike, so it is left out (a
-                # dynamic batch dimension of torch.export stays dynamic)
-                k, f = self.costs((1, *(_static(n) for n in x.shape[1:])), ranks)
+                # no cache (dynamo guards on one); a symbolic batch (torch.export's dynamic batch dimension) is
+                # judged at batch 1 rather than specialised: both paths hold for any batch
+                batch = 1 if isinstance(x.shape[0], torch.SymInt) else _static(x.shape[0])
+                k, f = self.costs((batch, *(_static(n) for n in x.shape[1:])), ranks)
                 mode = "cores" if f * WEIGHT_PATH_ADVANTAGE < k else "weight"
             else:
                 key = (tuple(x.shape), ranks)
