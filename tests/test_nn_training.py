@@ -1029,8 +1029,10 @@ def test_mars_tools_given_a_model_without_tensorized_layers_say_so():
         warnings.simplefilter("error")
         MarsLoss(small, 50)
         tnn.MarsTemperature(small)
-        fixed = nn.Sequential(TensorizedLinear(16, 8, rank=2, in_shape=(4, 4), out_shape=(2, 4), mars=False))
-        MarsLoss(fixed, 50)  # a tensorized layer without masks: the core prior is still MARS's business
+    fixed = nn.Sequential(TensorizedLinear(16, 8, rank=2, in_shape=(4, 4), out_shape=(2, 4), mars=False))
+    with pytest.warns(UserWarning, match="MarsLoss: no layer of the model has MARS masks now"):
+        MarsLoss(fixed, 50)  # a tensorized layer without masks: no prior at all (mars_penalty is 0)
+    assert float(tnn.mars_penalty(fixed, 50)) == 0.0
 
 
 def test_setters_warn_on_a_model_with_nothing_to_set_and_reach_the_recurrent_tt_matrix():
@@ -1445,3 +1447,11 @@ def test_clipping_over_the_optimizers_parameters_sees_the_models_gradients_and_k
         o.step()
     for a, b in zip(clipped.parameters(), free.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_a_mars_loss_over_a_compressed_model_says_it_is_the_criterion_alone():
+    """MarsTemperature warned on a compressed model and MarsLoss did not: the loss was the plain
+    criterion, the cores got no prior (an outside probe)."""
+    model = tnn.compress(_mixed_model().eval())
+    with pytest.warns(UserWarning, match="MarsLoss: no layer of the model has MARS masks now"):
+        MarsLoss(model, 50)

@@ -319,6 +319,11 @@ class MarsLoss(nn.Module):
         name_owners(model)  # warnings about closed layers then name them by their path in the model
         if not self._modules_seen:
             _warn_no_mars_modules("MarsLoss", "the loss is the criterion alone and selects no rank")
+        elif not any(True for _ in mars_modules(model)):  # tensorized, but compressed (the setters say so too)
+            warnings.warn("MarsLoss: no layer of the model has MARS masks now (built with mars=False, compressed, or "
+                          "loaded with load_compressed): the loss is the criterion alone, its cores get no prior and "
+                          "no rank is selected. Train the model with masks (before compress) for MARS", UserWarning,
+                          stacklevel=2)
         self.num_train = int(num_train)
         if isinstance(criterion, type):
             raise TypeError(f"MarsLoss: criterion must be a loss function or module instance, such as "
