@@ -644,7 +644,8 @@ def test_a_rank_no_layer_can_take_is_refused_before_anything_is_converted():
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     for bad, error, match in (("Full", ValueError, "got 'Full'"), (1.5, ValueError, r"in \(0, 1\]; got 1.5"),
                               (0.0, ValueError, r"in \(0, 1\]; got 0.0"), ({"A": 2}, TypeError, "got a mapping"),
-                              (True, TypeError, "got True")):
+                              (True, TypeError, "got True"), (0, ValueError, r">= 1 on every bond; got 0"),
+                              (-3, ValueError, "got -3"), ([4, 0], ValueError, r"got \[4, 0\]")):
         with pytest.raises(error, match=match):
             tnn.tensorize(model, rank=bad, inplace=True)
         assert isinstance(model[0], nn.Linear)  # nothing converted

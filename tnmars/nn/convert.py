@@ -153,6 +153,12 @@ def check_rank_argument(rank: Any, who: str) -> None:
                         "to one layer: give them as a list in the order of that layer's .ranks)")
     if is_share(rank) and not 0.0 < float(rank) <= 1.0:
         raise ValueError(f"{who}: a fractional rank is the share of each dense layer's parameters, in (0, 1]; got {rank}")
+    # an int, or ranks per bond: below 1 no layer can take it (checked per layer, rank=0 left every
+    # layer dense with a warning each, and the model came back unchanged)
+    values = [rank] if isinstance(rank, (int, np.integer)) else (
+        list(rank) if isinstance(rank, (list, tuple)) and all(isinstance(r, (int, np.integer)) for r in rank) else [])
+    if any(int(r) < 1 and not isinstance(r, (bool, np.bool_)) for r in values):
+        raise ValueError(f"{who}: rank must be >= 1 on every bond; got {rank!r}")
 
 
 def is_share(rank: Any) -> bool:
