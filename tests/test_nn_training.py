@@ -1455,3 +1455,17 @@ def test_a_mars_loss_over_a_compressed_model_says_it_is_the_criterion_alone():
     model = tnn.compress(_mixed_model().eval())
     with pytest.warns(UserWarning, match="MarsLoss: no layer of the model has MARS masks now"):
         MarsLoss(model, 50)
+
+
+def test_summary_says_when_mask_entries_have_not_settled():
+    """A TT recurrent matrix trained with mars="soft" showed ranks 6-7 as "selected" from keep
+    probabilities of 0.29-0.87, and they moved on with more training: nothing said so (a probe)."""
+    model = nn.Sequential(TensorizedLinear(16, 8, rank=4, in_shape=(4, 4), out_shape=(2, 4)))
+    settled = summary(model)
+    assert settled.layers[0].undecided == 0 and "not settled" not in str(settled)
+    with torch.no_grad():
+        model[0].masks.logits[:2] = 0.3
+        model[0].masks.logits[2] = -0.5
+    table = summary(model)
+    assert table.layers[0].undecided == 3
+    assert "Mask entries not settled" in str(table) and "0 (3)" in str(table)

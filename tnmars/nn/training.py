@@ -879,6 +879,12 @@ def _recut(layer: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]
                          "or budget=), then load") from None
 
 
+#: a mask entry with ``UNDECIDED < phi < 1 - UNDECIDED`` has not settled (:func:`summary` says so):
+#: a TT recurrent matrix trained with ``mars="soft"`` showed ranks 6-7 "selected" from phis of
+#: 0.29-0.87, and they moved on with more training
+UNDECIDED = 0.2
+
+
 @dataclass
 class LayerSummary:
     name: str
@@ -893,6 +899,9 @@ class LayerSummary:
     #: True when a core or mask logit holds NaN or infinity (training diverged): ranks read from
     #: NaN logits (``NaN > 0`` is false) mean nothing
     non_finite: bool = False
+    #: mask entries whose keep probability is still between :data:`UNDECIDED` and one minus
+    #: it: the selected ranks may change with more training
+    undecided: int = 0
 
     @property
     def dead(self) -> bool:
@@ -979,6 +988,11 @@ class ModelSummary:
         if self.dead_layers:
             lines.append(f"\nLayers {', '.join(self.dead_layers)}: a bond has rank 0, so the weight is zero: a layer "
                          "outputs only its bias, a recurrent matrix keeps no memory of past steps.")
+        unsettled = [f"{r.name} ({r.undecided})" for r in self.layers if r.undecided]
+        if unsettled:
+            lines.append(f"\nMask entries not settled (keep probability between {UNDECIDED:g} and {1 - UNDECIDED:g}), "
+                         f"per layer: {', '.join(unsettled)}. The selected ranks read them at 0.5 and may change with "
+                         "more training (or a lower temperature).")
         if any(r.closed_bonds and not r.dead for r in self.layers):
             lines.append("\n`*`: MARS closed every index of this bond; it is kept at `min_rank` only (the prior may "
                          "be too strong for the layer, or the layer not needed).")
@@ -1019,10 +1033,13 @@ def summary(model: nn.Module) -> ModelSummary:
         core_ids.update(id(p) for p in layer.cores)
         masks = getattr(layer, "masks", None)
         closed: list[str] = []
+        undecided = 0
         finite = _all_finite(layer.parameters())
         if masks is not None:
             logit_ids.update(id(p) for p in masks.parameters())
             closed = masks.closed_bonds() if finite else []
+            phi = torch.sigmoid(masks.logits.detach().float())
+            undecided = int(((phi > UNDECIDED) & (phi < 1.0 - UNDECIDED)).sum()) if finite else 0
         sel = layer.selected_ranks()
         if getattr(layer, "warmup", False) and sel != dict(layer.max_ranks):
             in_warmup.append(name or type(layer).__name__)
@@ -1030,7 +1047,7 @@ def summary(model: nn.Module) -> ModelSummary:
                                  max_ranks=dict(layer.max_ranks), selected_ranks=sel, dense_size=layer.dense_size,
                                  params_initial=layer.num_params_at(layer.max_ranks),
                                  params_selected=layer.num_params_at(sel), closed_bonds=closed,
-                                 non_finite=not finite))
+                                 non_finite=not finite, undecided=undecided))
     other = sum(p.numel() for p in model.parameters() if id(p) not in core_ids and id(p) not in logit_ids)
     result = ModelSummary(layers=rows, other_params=int(other))
     _warn_closed(result)
