@@ -145,8 +145,8 @@ class Candidate:
     #: trend of the squared error leads (:func:`trend_sse`; ``objective`` when it had converged);
     #: None for a long refit
     trend: float | None = None
-    #: the final polish's estimate of the error's share still to gain when it stopped at its
-    #: sweep limit still improving (0: it converged, or no polish)
+    #: the share of the squared error a CP's final polish gained in its last sweeps when it
+    #: stopped at its sweep limit still improving (0: it converged, or no such polish)
     unconverged: float = 0.0
 
     @property
