@@ -48,6 +48,7 @@ from .diagnostics import (
     unexplained_message,
 )
 from .graph import degrees_of_freedom, feasible_ranks, judged_rank
+from .layout import FormatLayout, format_layout
 from .moves import plus_constant, shrink
 from .progress import Reporter
 from .proposals import (
@@ -152,7 +153,10 @@ def fit(
         modes take ``data.shape`` in the spec's output order, which without ``->`` is
         einsum's: the indices on one core, alphabetically, here ``ijk``), or any
         :class:`~tnmars.Network` whose open modes match ``data.shape``: its bond sizes are
-        the maximal ranks.
+        the maximal ranks. A spec or network that is a built-in format under other letters,
+        term order or axis order (``"iA,jAB,kBC,lC"``: a TT; ``"ia,jb,kc,abc"``: a Tucker) is
+        fitted as that format and returned in its own spec
+        (:func:`~tnmars.fitting.layout.format_layout`).
     max_rank: the largest rank of every bond of a format or spec: an int, one per bond (a
         spec's bonds in order of first appearance, as :attr:`Network.bonds <tnmars.Network.bonds>`
         lists them), or for a spec a mapping bond -> rank. Ranks are clipped to what each
@@ -275,7 +279,7 @@ def fit(
     # the Occam search's default caps reach what the observations can determine; the relaxation
     # trains at the caps, whose cost grows with their square: it keeps max(shape)
     judged = prior == "bic" and proposal != "mars"
-    template, fmt, asked = _template(network, prep.shape, max_rank,
+    template, fmt, asked, layout = _template(network, prep.shape, max_rank,
                                      MAX_DOF_SHARE * prep.data.n_obs if judged else None, at_least=min_rank)
     floors = _rank_floors(template, asked, min_rank, prep.data.n_obs, uniform=isinstance(network, str),
                           default=max_rank is None)
@@ -284,7 +288,7 @@ def fit(
                 "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds),
                 "min_rank": min_rank, "budget": budget, "max_params": limit}
     if prep.scale == 0.0:
-        return _labelled(_zero_result(template, prep, settings, t0), network)
+        return _labelled(_in_user_layout(_zero_result(template, prep, settings, t0), layout), network)
     ring = ring_layout(template) if fmt is None else None  # a user's spec that is a tensor ring
     if proposal == "spectral" and fmt not in ("tucker", "tt", "tr") and ring is None:
         raise ValueError("proposal='spectral' needs a Tucker, TT or TR network (or a ring spec such as "
@@ -292,6 +296,8 @@ def fit(
     if warm is not None:
         if prior == "bernoulli":
             raise ValueError("prior='bernoulli' starts from its own relaxation; a Network proposal needs prior='bic'")
+        if layout is not None and warm.spec == layout.user_spec:  # (the user's layout: the fit's)
+            warm = layout.to_format(warm)
         warm = _warm_start(warm, template, prep.scale, prep.data)
     reporter = Reporter(progress, callback)
     crit = Occam(prep.data.n_obs, strength, criterion_floor(data, prep.data))
@@ -478,8 +484,19 @@ def fit(
     # the check of what that limit refused may grow a bond past them
     growth_caps = (feasible_ranks(template.spec, {**template.dims, **dict.fromkeys(template.bonds, prep.data.n_obs)})
                    if max_rank is None and isinstance(network, str) else dict(template.bonds))
-    return _labelled(_result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior,
-                             interrupted, device, t0, held_out, polished, growth_caps), network)
+    return _labelled(_in_user_layout(_result(best, template, prep, crit, settings, relaxed, search, proposal_used,
+                                             prior, interrupted, device, t0, held_out, polished, growth_caps),
+                                     layout), network)
+
+
+def _in_user_layout(result: FitResult, layout: FormatLayout | None) -> FitResult:
+    """The result's networks in the user's spec when it is a format in another layout."""
+    if layout is None or layout.renamed_only:
+        return result
+    result.network = layout.to_user(result.network)
+    if result.full_network is not None:
+        result.full_network = layout.to_user(result.full_network)
+    return result
 
 
 def _labelled(result: FitResult, network: Any) -> FitResult:
@@ -1316,9 +1333,11 @@ def _max_rank_value(value: Any, name: str = "max_rank") -> int:
 
 
 def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None,
-              at_least: int = 1) -> tuple[Network, str | None, dict[str, int]]:
-    """The network at its maximal (feasible) ranks, its built-in format if it has one, and the
-    maximal ranks as asked (before the clipping to what each bond can use). Without
+              at_least: int = 1) -> tuple[Network, str | None, dict[str, int], FormatLayout | None]:
+    """The network at its maximal (feasible) ranks, its built-in format if it has one, the
+    maximal ranks as asked (before the clipping to what each bond can use), and the layout of
+    a user's spec that is a format (:func:`~tnmars.fitting.layout.format_layout`; the template
+    is then in the format's layout). Without
     ``max_rank``: every bond at ``max(shape)``, or with ``max_dof`` at the largest rank whose
     network has at most that many degrees of freedom when that is more
     (:func:`~tnmars.fitting.graph.judged_rank`), and at least ``at_least`` (a ``min_rank``
@@ -1329,10 +1348,10 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max
         if max_rank is not None:
             raise ValueError("max_rank applies to format names and specs; a Network's bond sizes are its maximal "
                              "ranks")
-        spec, dims, fmt = network.spec, network.dims, _format_of(network)
+        spec, dims, fmt = network.spec, network.dims, None
     elif isinstance(network, str) and network.strip().lower() not in FORMATS and _looks_like_spec(network):
         spec, dims = _spec_template(network, shape, max_rank, max_dof, at_least)
-        fmt = _format_of(spec, len(shape))  # a format's own spec is that format (its proposals, its rank order)
+        fmt = None
     elif isinstance(network, str):
         fmt = network.strip().lower()
         if fmt not in FORMATS:
@@ -1360,7 +1379,14 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max
         template = network if network.backend == "numpy" else network.numpy()
     else:
         template = Network(spec, dims, seed=0)
-    return template, fmt, asked
+    # a format under the user's letters, term and axis order is that format: the fit runs in the
+    # format's layout (its proposals build cores there), and the result goes back (fit's end)
+    layout = format_layout(spec) if fmt is None else None
+    if layout is not None:
+        fmt = layout.fmt
+        if not layout.renamed_only:
+            template = layout.to_format(template) if isinstance(network, Network) else Network(layout.spec, dims, seed=0)
+    return template, fmt, asked, layout
 
 
 def _looks_like_spec(text: str) -> bool:
@@ -1424,21 +1450,6 @@ def _bond_ranks(max_rank: Any, bonds: Sequence[str], shape: tuple[int, ...], wha
         raise ValueError(f"max_rank needs one value per bond of {what} ({len(bonds)}: {', '.join(bonds)}); "
                          f"got {len(values)}")
     return dict(zip(bonds, values))
-
-
-def _format_of(net: Network | str, order: int | None = None) -> str | None:
-    """The built-in format whose spec ``net`` (a Network, or a parsed spec with ``order`` open
-    modes) has, if any (spectral proposals and the formats' rank order need it)."""
-    spec, d = (net.spec, len(net.shape)) if isinstance(net, Network) else (net, order)
-    if d < 2:
-        return None
-    for fmt, make in (("cp", cp_spec), ("tucker", tucker_spec), ("tt", tt_spec), ("tr", tr_spec)):
-        try:
-            if make(d) == spec:
-                return fmt
-        except (ValueError, IndexError):
-            continue
-    return None
 
 
 def _threads(prep: Prepared, template: Network, device: str | None):

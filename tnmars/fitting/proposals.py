@@ -294,9 +294,9 @@ def tucker_truncation(template: Network, y: np.ndarray, bases: Sequence[np.ndarr
     for k, u in enumerate(factors):
         core = np.moveaxis(np.tensordot(core, u, axes=([k], [0])), -1, k)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = Network.tucker(y.shape, [ranks[b] for b in template.bonds])
-    return net.with_cores([core, *factors])
+        warnings.simplefilter("ignore")  # (ranks above a mode's size, widened)
+        # the template's own spec: a Tucker written with other letters keeps its names
+        return Network(template.spec, cores=[core, *factors], optimize=template.optimize)
 
 
 #: EM iterations of :func:`em_start`: on the tuning cases (TT (2,3) and Tucker (2,3,2)
