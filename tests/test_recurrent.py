@@ -676,3 +676,37 @@ def test_eval_of_a_constrained_model_with_nan_weights_warns_and_does_not_raise()
     with pytest.warns(RuntimeWarning, match=r"eval\(\).*NaN"):
         model.eval()
     assert not model.training
+
+
+# ------------------------------------------------------------------ time-first layout
+@pytest.mark.parametrize("kind", ["linear", "tanh", "lstm", "tt"])
+def test_a_time_first_model_computes_the_batch_first_model_on_transposed_sequences(kind):
+    """``batch_first=False`` reads ``(time, batch, features)``, torch.nn.RNN's default layout, and
+    answers in it: the same numbers as the batch-first model on the transposed input, for every
+    entry point (states, sequential, truncated, an initial state) and the stability measures.
+    Before it, a time-first tensor was read as batch-first, silently (an outside probe)."""
+    from tnmars.nn.stability import effective_stability, state_jacobian_norms, trajectory_ratios
+
+    first = _model(kind, 5)
+    timed = copy.deepcopy(first)
+    timed.batch_first = False
+    fresh = type(first)(first.input_size, first.hidden_size, batch_first=False)
+    assert fresh.batch_first is False
+    x = torch.randn(2, 7, first.input_size, dtype=D64, generator=torch.Generator().manual_seed(1))
+    xt = x.transpose(0, 1).contiguous()  # (time, batch, features)
+
+    def same(a, b):  # (up to the rounding of another memory layout)
+        torch.testing.assert_close(a, b.transpose(0, 1), rtol=1e-12, atol=1e-14)
+
+    same(timed(xt), first(x))
+    same(timed(xt, k=3), first(x, k=3))
+    same(timed.states(xt), first.states(x))
+    s0 = torch.randn(2, first.state_size, dtype=D64)
+    same(timed(xt, state=s0), first(x, state=s0))
+    torch.testing.assert_close(state_jacobian_norms(timed, xt), state_jacobian_norms(first, x).T)
+    torch.testing.assert_close(trajectory_ratios(timed, xt), trajectory_ratios(first, x).T, equal_nan=True)
+    assert effective_stability(timed, xt).max_jacobian == pytest.approx(effective_stability(first, x).max_jacobian)
+    with pytest.raises(ValueError, match=r"\(time, batch, features\)"):
+        timed(xt[0])
+    with pytest.raises(TypeError, match="batch_first must be True or False"):
+        type(first)(first.input_size, first.hidden_size, batch_first=0)

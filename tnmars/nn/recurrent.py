@@ -5,7 +5,8 @@ Three cells share one interface: :class:`LinearRNN` (``h_t = h_{t-1} W + x_t U +
 throughout, as in ``torch.nn.Linear`` and :meth:`tnmars.Network.tt_matrix` (``y = x @ W``);
 the talk's ``W h`` is our ``h @ W`` with ``W`` transposed, which changes no norm.
 
-Each model evaluates a sequence ``x`` of shape ``(batch, time, features)`` two ways:
+Each model evaluates a sequence ``x`` of shape ``(batch, time, features)`` (``(time, batch,
+features)``, ``torch.nn.RNN``'s default, with ``batch_first=False``) two ways:
 
 - ``model(x)`` / :meth:`~_RecurrentModel.sequential`: the ordinary recurrence from a zero state;
 - ``model(x, k=k)`` / :meth:`~_RecurrentModel.truncated`: the *truncated* model ``h_t^k``, whose
@@ -25,10 +26,11 @@ optimiser hook from :func:`register_stability_hook`:
   are measured in float32 and re-measured after the rescale rounds them;
 - LSTM: the authors' l1 condition — every column of each gate's recurrent matrix is shrunk
   to l1 mass at most ``i 0.395, f 0.155, z 0.099, o 0.395`` and the input-to-forget weights
-  to ``0.25``; the forget-gate bias starts at 10. This is the authors' recipe, not a
-  contraction: with the forget gate near 1 the state map of a fresh stable LSTM measured
-  Jacobian 2-norms of 1.17 to 1.25 (hidden 4 to 64) and an inf-norm of 1.08
-  (:func:`~tnmars.nn.stability.effective_stability` measures a model).
+  to ``0.25``, and the authors' forget-gate bias of 10 (:data:`LSTM_FORGET_BIAS`). This is
+  not a contraction: with the forget gate near 1 the state map of a fresh stable LSTM
+  measured Jacobian 2-norms of 1.17 to 1.25 (hidden 4 to 64) and an inf-norm of 1.08, so
+  tnmars's LSTM starts its forget bias at 1 unless asked (:class:`LSTM`;
+  :func:`~tnmars.nn.stability.effective_stability` measures a model).
 
 The RNN's recurrent matrix may be a TT-matrix :class:`tnmars.Network` with MARS masks
 (``recurrent="tt"``, :class:`TTRecurrentMatrix`): its spectral norm is estimated by power
@@ -508,10 +510,24 @@ class _RecurrentModel(nn.Module):
     input_size: int
     hidden_size: int
     state_size: int
+    #: sequences are ``(batch, time, features)`` (True, the default) or ``(time, batch,
+    #: features)`` (False: ``torch.nn.RNN``'s default layout), inputs and outputs alike
+    batch_first: bool = True
 
-    def __init__(self) -> None:
+    def __init__(self, batch_first: bool = True) -> None:
         super().__init__()
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first must be True or False; got {batch_first!r}")
+        self.batch_first = batch_first
         self.register_load_state_dict_post_hook(_check_after_load)
+
+    @property
+    def _layout(self) -> str:
+        return "(batch, time, features)" if self.batch_first else "(time, batch, features)"
+
+    def _in_user_layout(self, y: torch.Tensor) -> torch.Tensor:
+        """A ``(batch, time, ...)`` result in the model's layout (:attr:`batch_first`)."""
+        return y if self.batch_first else y.transpose(0, 1)
 
     # -- to be provided by subclasses
     def _input_proj(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -580,12 +596,17 @@ class _RecurrentModel(nn.Module):
         return torch.zeros(batch, self.state_size, dtype=p.dtype, device=p.device)
 
     def _check_x(self, x: Any) -> torch.Tensor:
+        """``x`` checked, as ``(batch, time, features)`` whatever the model's layout."""
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor of shape (batch, time, {self.input_size}); got {type(x).__name__}")
+            raise TypeError(f"x must be a torch.Tensor of shape {self._layout[:-9]}{self.input_size}); got "
+                            f"{type(x).__name__}")
         if x.ndim != 3:
-            raise ValueError(f"x must have shape (batch, time, features); got {tuple(x.shape)}")
+            raise ValueError(f"x must have shape {self._layout} (batch_first={self.batch_first}); got "
+                             f"{tuple(x.shape)}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"x has {x.shape[-1]} features but the model expects input_size={self.input_size}")
+        if not self.batch_first:
+            x = x.transpose(0, 1)
         if x.shape[1] < 1:
             raise ValueError("x has no time steps")
         if x.is_floating_point() and not torch.compiler.is_compiling():
@@ -610,8 +631,12 @@ class _RecurrentModel(nn.Module):
 
     # -- evaluation
     def states(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
-        """Full states ``s_1..s_T`` of the recurrence, ``(B, T, state_size)`` (zero start by default)."""
-        x = self._check_x(x)
+        """Full states ``s_1..s_T`` of the recurrence, ``(B, T, state_size)`` (``(T, B, ...)`` with
+        ``batch_first=False``; zero start by default)."""
+        return self._in_user_layout(self._states(self._check_x(x), state))
+
+    def _states(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`states` of a checked ``(batch, time, features)`` ``x``, ``(B, T, state_size)``."""
         B, T, _ = x.shape
         if state is None:
             state = self.initial_state(B)
@@ -629,16 +654,19 @@ class _RecurrentModel(nn.Module):
         return torch.stack(out, dim=1)
 
     def truncated_states(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Full states of the truncated model ``s_t^k`` for every ``t``, ``(B, T, state_size)``.
+        """Full states of the truncated model ``s_t^k`` for every ``t``, ``(B, T, state_size)``
+        (``(T, B, ...)`` with ``batch_first=False``).
 
         ``k`` cell applications on ``B*T`` windows at once: at round ``j`` window ``t`` reads
         ``x_{t-k+1+j}``; rounds before the sequence start leave its state at zero.
         """
         k = check_k(k)
-        x = self._check_x(x)
+        return self._in_user_layout(self._truncated_states(self._check_x(x), k))
+
+    def _truncated_states(self, x: torch.Tensor, k: int) -> torch.Tensor:
         B, T, _ = x.shape
         if k >= T:  # every window reaches the start: the truncated model is the full one
-            return self.states(x)
+            return self._states(x)
         xin = self._input_proj(x)
         G = xin.shape[-1]
         pad = xin.new_zeros(B, k - 1, G)
@@ -657,7 +685,8 @@ class _RecurrentModel(nn.Module):
         return state.reshape(B, T, self.state_size)
 
     def sequential(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden outputs ``h_1..h_T`` of the ordinary recurrence, ``(B, T, hidden_size)``."""
+        """Hidden outputs ``h_1..h_T`` of the ordinary recurrence, ``(B, T, hidden_size)``
+        (``(T, B, hidden_size)`` with ``batch_first=False``)."""
         return self.hidden(self.states(x, state))
 
     def truncated(self, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -665,7 +694,8 @@ class _RecurrentModel(nn.Module):
         return self.hidden(self.truncated_states(x, k))
 
     def forward(self, x: torch.Tensor, k: int | None = None, state: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T, hidden_size)``: sequential without ``k``, truncated ``h_t^k`` with it."""
+        """``(B, T, hidden_size)`` (``(T, B, ...)`` with ``batch_first=False``): sequential
+        without ``k``, truncated ``h_t^k`` with it."""
         if k is None:
             return self.sequential(x, state)
         if state is not None:
@@ -716,8 +746,9 @@ class _ElmanRNN(_RecurrentModel):
         seed: int | None = None,
         power_iters: int = 500,
         power_tol: float = 1e-9,
+        batch_first: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_first)
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.state_size = self.hidden_size
@@ -874,6 +905,8 @@ class LinearRNN(_ElmanRNN):
         layers' defaults and presets: masks open at the start, at least one index per bond)
         or a ready :class:`TTRecurrentMatrix`.
     seed: reproducible initialisation (torch's default RNN init, ``U(-1/sqrt(H), 1/sqrt(H))``).
+    batch_first: sequences ``(batch, time, features)`` (default) or, False, ``(time, batch,
+        features)`` as ``torch.nn.RNN`` reads them by default; outputs follow.
 
     >>> rnn = LinearRNN(2, 4, lam=0.5, seed=0).double()
     >>> round(rnn.spectral_norm("svd"), 6) <= 0.5
@@ -909,7 +942,7 @@ class LSTM(_RecurrentModel):
     truncated outputs stayed 0.3-1.3 away from the full ones 50 steps back; with bias 1,
     norms of 0.94-1.04 and truncation errors of about 1e-7. The bias is trained like any
     weight and not bounded: measure a trained model with
-    :func:`~tnmars.nn.stability.effective_stability`.
+    :func:`~tnmars.nn.stability.effective_stability`. ``batch_first`` as in :class:`LinearRNN`.
 
     >>> lstm = LSTM(3, 4, stable=True, seed=0)
     >>> lstm(torch.randn(2, 7, 3), k=3).shape
@@ -926,8 +959,9 @@ class LSTM(_RecurrentModel):
         l1_bounds: Mapping[str, float] | None = None,
         input_forget_l1: float = LSTM_INPUT_FORGET_L1,
         seed: int | None = None,
+        batch_first: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_first)
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = H = positive_int(hidden_size, "hidden_size")
         self.state_size = 2 * H

@@ -392,18 +392,28 @@ def _check_model(model: Any) -> None:
             )
 
 
-def _check_data(x: Any) -> None:
+def _check_data(x: Any, model: Any) -> torch.Tensor:
+    """``x`` checked, as ``(batch, time, features)`` whatever the model's layout (its
+    ``batch_first``; the measures' ``(B, T)`` results go back through :func:`_in_layout`)."""
+    first = getattr(model, "batch_first", True)
+    layout = "(batch, time, features)" if first else "(time, batch, features)"
     if isinstance(x, torch.nn.utils.rnn.PackedSequence):
-        raise TypeError("x is a PackedSequence: pass a padded (batch, time, features) tensor of sequences of one "
+        raise TypeError(f"x is a PackedSequence: pass a padded {layout} tensor of sequences of one "
                         "length (torch.nn.utils.rnn.pad_packed_sequence; padding would be measured as data, so "
                         "measure sequences of equal length together)")
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
-        raise ValueError(f"x must have shape (batch, time, features); got {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(f"x must have shape {layout}; got {tuple(getattr(x, 'shape', ()))}")
     if x.shape[0] * x.shape[1] == 0:
         raise ValueError(f"x has no steps to measure (shape {tuple(x.shape)})")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("the Jacobians are computed by autograd, which torch.inference_mode() turns off: "
                            "call this outside inference_mode (torch.no_grad() is fine)")
+    return x if first else x.transpose(0, 1)
+
+
+def _in_layout(y: torch.Tensor, model: Any) -> torch.Tensor:
+    """A ``(B, T)`` measure in the model's layout: ``(T, B)`` for ``batch_first=False``."""
+    return y if getattr(model, "batch_first", True) else y.transpose(0, 1)
 
 
 
@@ -431,15 +441,16 @@ def _measured_in_eval_mode(model: Any) -> Iterator[None]:
 
 def _trajectory(model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """States entering each step, ``s_{t-1}`` (N, S), and the inputs ``x_t`` (N, D)."""
-    with torch.no_grad():
-        states = model.states(x)  # (B, T, S)
+    with torch.no_grad():  # (x is batch-major here: a tnmars model's own states of it)
+        states = model._states(x) if hasattr(model, "_states") else model.states(x)  # (B, T, S)
     B, T, S = states.shape
     prev = torch.cat([model.initial_state(B).to(states)[:, None, :], states[:, :-1]], dim=1)
     return prev.reshape(B * T, S), x.reshape(B * T, x.shape[-1])
 
 
 def state_jacobian_norms(model: Any, x: torch.Tensor, *, chunk: int = 1024) -> torch.Tensor:
-    """``||d s_t / d s_{t-1}||_2`` at every step of the data trajectory, shape ``(B, T)``.
+    """``||d s_t / d s_{t-1}||_2`` at every step of the data trajectory, shape ``(B, T)``
+    (``(T, B)`` for a model with ``batch_first=False``).
 
     The state map's Jacobian is evaluated at the states the model actually visits on ``x``
     (from a zero initial state). Its largest value over the data is the model's *effective*
@@ -449,10 +460,10 @@ def state_jacobian_norms(model: Any, x: torch.Tensor, *, chunk: int = 1024) -> t
     evaluated in eval mode (MAP masks for a MARS recurrent matrix; its modes are restored).
     """
     _check_model(model)
-    _check_data(x)
+    x = _check_data(x, model)
     chunk = positive_int(chunk, "chunk (steps per batch of Jacobians)")
     with _measured_in_eval_mode(model):
-        return _state_jacobian_norms(model, x, chunk)
+        return _in_layout(_state_jacobian_norms(model, x, chunk), model)
 
 
 def _state_jacobian_norms(model: Any, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -486,15 +497,16 @@ def trajectory_ratios(model: Any, x: torch.Tensor, *, scale: float = 1.0, seed: 
     and ratios of rounding noise reported a 0.9-contractive RNN expanding by up to 5.7. A ratio
     above 1 is a step where the state map expanded a finite difference of that size. Ratios
     are ``NaN`` after the difference vanishes exactly (the map merged the two states). Shape
-    ``(B, T)``. The model is evaluated in eval mode (its modes are restored).
+    ``(B, T)`` (``(T, B)`` with ``batch_first=False``). The model is evaluated in eval mode (its
+    modes are restored).
     """
     _check_model(model)
-    _check_data(x)
+    x = _check_data(x, model)
     if isinstance(scale, bool) or not isinstance(scale, Real) or not 0 < scale < math.inf:
         raise ValueError(f"scale (the second trajectory's start distance per coordinate) must be a positive finite "
                          f"number; got {scale!r}")
     with _measured_in_eval_mode(model):
-        return _trajectory_ratios(model, x, scale, seed)
+        return _in_layout(_trajectory_ratios(model, x, scale, seed), model)
 
 
 def _trajectory_ratios(model: Any, x: torch.Tensor, scale: float, seed: int) -> torch.Tensor:
@@ -544,7 +556,8 @@ class StabilityReport:
 
 
 def effective_stability(model: Any, x: torch.Tensor, *, chunk: int = 1024, seed: int = 0) -> StabilityReport:
-    """Measure how contractive a (trained) recurrent model is on data ``x`` ``(B, T, D)``.
+    """Measure how contractive a (trained) recurrent model is on data ``x`` ``(B, T, D)``
+    (``(T, B, D)`` for a model with ``batch_first=False``).
 
     Returns the largest, mean and quantiles of the state-map Jacobian's spectral norm along
     the data trajectory, plus finite-difference ratios of two trajectories started apart
