@@ -383,3 +383,31 @@ def test_svd_init_refuses_what_it_would_silently_damage_or_fail_on_deep_inside()
 def test_to_tensorly_of_something_else_than_a_network_is_a_type_error():
     with pytest.raises(TypeError, match="to_tensorly expects a tnmars Network; got ndarray \\(a dense array"):
         to_tensorly(np.ones(3))
+
+
+def test_svd_init_leaves_tensorlys_backend_as_the_caller_set_it():
+    """Found by an outside probe: svd_init (and so fit's TR starts and prior="bernoulli") set
+    tensorly's global backend to numpy and left it there: a caller on the pytorch backend got
+    ndarrays from tl.tensor afterwards, silently."""
+    import tnmars
+    from tnmars.interop.init import svd_init
+
+    pytest.importorskip("torch")
+    x = np.asarray(Network.tr((4, 5, 6), 2, seed=0).to_tensor())
+    before = tl.get_backend()
+    try:
+        tl.set_backend("pytorch")
+        for fmt in ("cp", "tucker", "tt", "tr"):
+            svd_init(fmt, x, 2, seed=0)
+            assert tl.get_backend() == "pytorch", fmt
+        tnmars.fit(x, "tr", max_rank=3, seed=0, progress=False)
+        assert tl.get_backend() == "pytorch"
+    finally:
+        tl.set_backend(before)
+
+
+def test_svd_init_of_cp_on_zero_data_says_why_it_cannot():
+    from tnmars.interop.init import svd_init
+
+    with pytest.raises(ValueError, match="singular system"):
+        svd_init("cp", np.zeros((3, 4, 5)), 2)

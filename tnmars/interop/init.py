@@ -115,46 +115,51 @@ def svd_init(
     rng = np.random.default_rng(seed)
     tmpl = _template(fmt, x.shape, ranks)
     shapes = [tuple(c.shape) for c in tmpl.cores]
-    tl.set_backend("numpy")
-    if fmt == "tucker":
-        mask = None if observed is None else observed.astype(float)
-        feasible = [min(r, n) for r, n in zip(tmpl.ranks, x.shape)]
-        core, factors = tucker(x, rank=feasible, n_iter_max=n_iter_max, init="svd", mask=mask,
-                               random_state=seed)
-        cores = [np.asarray(core)] + [np.asarray(f) for f in factors]
-    elif fmt == "cp":
-        mask = None if observed is None else observed.astype(float)
-        with warnings.catch_warnings():  # a rank above a mode size: tensorly's SVD start fills the rest at random
-            warnings.filterwarnings("ignore", message="Trying to compute SVD with n_eigenvecs")
-            weights, factors = parafac(x, rank=tmpl.ranks[0], n_iter_max=n_iter_max, init="svd", mask=mask,
-                                       random_state=seed)
-        factors = [np.asarray(f) for f in factors]
-        factors[0] = factors[0] * np.asarray(weights)[None, :]
-        # spread the scale evenly over the factors (the Gaussian core prior is per entry)
-        norms = [np.linalg.norm(f, axis=0) for f in factors]
-        geo = np.prod(norms, axis=0) ** (1.0 / len(factors))
-        cores = [f / np.where(nr > 0, nr, 1.0) * geo for f, nr in zip(factors, norms)]
-    elif fmt == "tt":
-        full = [1, *tmpl.ranks, 1]
-        tt = tensor_train(x, rank=full)
-        cores = [np.asarray(f) for f in tt]
-        cores[0] = cores[0][0]
-        cores[-1] = cores[-1][..., 0]
-    else:  # tr
-        d = x.ndim
-        want = [tmpl.dims[term[-1]] for term in tmpl.inputs]  # want[k] joins core k and k+1; want[d-1] closes
-        tl_ranks = [want[d - 1], *want[: d - 1], want[d - 1]]
-        # TR-SVD needs r_0 r_1 <= n_1: r_1 no larger than n_1 first, then r_0 lowered below (the
-        # slices it cannot fill are padded with small random values, as the docstring says)
-        tl_ranks[1] = min(tl_ranks[1], x.shape[0])
-        while True:
-            try:
-                tr = tensor_ring(x, rank=tl_ranks)
-                break
-            except ValueError:
-                if tl_ranks[0] <= 1:
-                    raise
-                tl_ranks[0] = tl_ranks[-1] = max(1, min(tl_ranks[0] - 1, x.shape[0] // max(tl_ranks[1], 1)))
-        cores = [np.asarray(f) for f in tr]
+    # (a context: tensorly's global backend is the caller's, e.g. "pytorch", and stays so)
+    with tl.backend_context("numpy"):
+        if fmt == "tucker":
+            mask = None if observed is None else observed.astype(float)
+            feasible = [min(r, n) for r, n in zip(tmpl.ranks, x.shape)]
+            core, factors = tucker(x, rank=feasible, n_iter_max=n_iter_max, init="svd", mask=mask,
+                                   random_state=seed)
+            cores = [np.asarray(core)] + [np.asarray(f) for f in factors]
+        elif fmt == "cp":
+            mask = None if observed is None else observed.astype(float)
+            with warnings.catch_warnings():  # a rank above a mode size: tensorly's SVD start fills the rest at random
+                warnings.filterwarnings("ignore", message="Trying to compute SVD with n_eigenvecs")
+                try:
+                    weights, factors = parafac(x, rank=tmpl.ranks[0], n_iter_max=n_iter_max, init="svd", mask=mask,
+                                               random_state=seed)
+                except np.linalg.LinAlgError as err:  # (tensorly's ALS solve on zero or degenerate data)
+                    raise ValueError(f"svd_init: CP-ALS met a singular system at rank {tmpl.ranks[0]} ({err}): the "
+                                     "data are zero or too degenerate for that rank") from err
+            factors = [np.asarray(f) for f in factors]
+            factors[0] = factors[0] * np.asarray(weights)[None, :]
+            # spread the scale evenly over the factors (the Gaussian core prior is per entry)
+            norms = [np.linalg.norm(f, axis=0) for f in factors]
+            geo = np.prod(norms, axis=0) ** (1.0 / len(factors))
+            cores = [f / np.where(nr > 0, nr, 1.0) * geo for f, nr in zip(factors, norms)]
+        elif fmt == "tt":
+            full = [1, *tmpl.ranks, 1]
+            tt = tensor_train(x, rank=full)
+            cores = [np.asarray(f) for f in tt]
+            cores[0] = cores[0][0]
+            cores[-1] = cores[-1][..., 0]
+        else:  # tr
+            d = x.ndim
+            want = [tmpl.dims[term[-1]] for term in tmpl.inputs]  # want[k] joins core k and k+1; want[d-1] closes
+            tl_ranks = [want[d - 1], *want[: d - 1], want[d - 1]]
+            # TR-SVD needs r_0 r_1 <= n_1: r_1 no larger than n_1 first, then r_0 lowered below (the
+            # slices it cannot fill are padded with small random values, as the docstring says)
+            tl_ranks[1] = min(tl_ranks[1], x.shape[0])
+            while True:
+                try:
+                    tr = tensor_ring(x, rank=tl_ranks)
+                    break
+                except ValueError:
+                    if tl_ranks[0] <= 1:
+                        raise
+                    tl_ranks[0] = tl_ranks[-1] = max(1, min(tl_ranks[0] - 1, x.shape[0] // max(tl_ranks[1], 1)))
+            cores = [np.asarray(f) for f in tr]
     cores = [_pad(c, s, rng, pad_scale) for c, s in zip(cores, shapes)]
     return tmpl.with_cores(cores)
