@@ -87,7 +87,8 @@ def test_to_tensor_equals_numpy_einsum_torch(net):
 
 @given(networks())
 def test_prune_keeping_everything_is_identity(net):
-    pruned = net.prune({b: np.arange(n) for b, n in net.bonds.items()})
+    # (index lists: an integer array of a bond of size 1 or 2, [0] or [0, 1], would read as a mask too)
+    pruned = net.prune({b: list(range(n)) for b, n in net.bonds.items()})
     assert pruned.ranks == net.ranks
     for a, b in zip(pruned.cores, net.cores):
         np.testing.assert_array_equal(a, b)
@@ -279,6 +280,21 @@ def test_prune_rejects_bad_selections():
         net.prune({"A": [2]})
     with pytest.raises(ValueError, match="expected \\(2,\\)"):
         net.prune({"A": np.ones(3, dtype=bool)})
+
+
+def test_prune_refuses_an_integer_zero_one_array_that_reads_differently_as_a_mask():
+    """Found by an outside probe: ``(phi > 0.5).long()`` is a mask to ``to_tensor`` but indices to
+    ``prune``: ``[1, 0]`` kept both indices (a mask keeps index 0), ``[0]`` kept a rank-1 bond (a
+    mask closes it), silently. Such an array is refused; booleans and index lists work."""
+    torch = pytest.importorskip("torch")
+    net = Network("aA,AbB,Bc->abc", shape=(3, 4, 5), ranks={"A": 2, "B": 1}, seed=0)
+    for keep in ({"A": np.array([1, 0])}, {"B": np.array([0])}, {"A": torch.tensor([1, 0])}, {"A": [1, 1]}):
+        with pytest.raises(ValueError, match="integer array of the bond's length holding only 0 and 1"):
+            net.prune(keep)
+    mask = np.array([1, 0])
+    np.testing.assert_allclose(net.prune({"A": mask.astype(bool)}).to_tensor(), net.to_tensor({"A": mask}))
+    assert net.prune({"A": [1, 0]}).ranks == (2, 1) and net.prune({"B": [0]}).ranks == (2, 1)
+    assert net.prune({"A": np.array([1])}).ranks == (1, 1)  # (shorter than the bond: indices)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -785,7 +785,8 @@ class Network:
         ``keep`` maps a bond (its symbol, or its label in a network declared with label lists)
         to integer indices or to a binary mask of the bond's length
         (booleans, or floats that are all 0 or 1 such as a MAP mask; a float is never read as
-        an index); bonds not named are kept whole. With binary masks the pruned network computes the
+        an index; an integer array of the bond's length holding only 0 and 1, such as
+        ``(phi > 0.5).long()``, is refused as ambiguous); bonds not named are kept whole. With binary masks the pruned network computes the
         same tensor as ``to_tensor(masks)``. Keeping nothing is legal: the bond gets size 0
         and the network is zero.
         """
@@ -1031,6 +1032,7 @@ def _kept_indices(sel: Any, size: int, bond: str, be: Backend) -> np.ndarray:
     indices, or a mask of the bond's length (bool, or floats that are all 0 or 1). Floats are
     never read as indices (``[1.0, 0.0]`` keeps index 0), and a non-binary float mask such as
     ``[0.5, ...]`` is refused rather than guessed."""
+    array = isinstance(sel, np.ndarray) or (hasattr(sel, "shape") and hasattr(sel, "dtype"))
     if be.is_array(sel):
         sel = be.to_numpy(sel)
     elif hasattr(sel, "shape") and hasattr(sel, "dtype") and not isinstance(sel, np.ndarray):
@@ -1057,6 +1059,13 @@ def _kept_indices(sel: Any, size: int, bond: str, be: Backend) -> np.ndarray:
     if kind not in "iu":
         raise TypeError(f"keep for bond {bond!r} must be integer indices or a mask; got dtype {sel.dtype}")
     idx = sel.astype(np.int64)
+    if sel.shape == (size,) and np.all((idx == 0) | (idx == 1)) and (array or len(np.unique(idx)) != size):
+        # an integer 0/1 array of the bond's length ((phi > 0.5).long()): as indices it keeps other
+        # entries than as a mask ([1, 0] keeps both, [0] on a rank-1 bond keeps it), silently
+        raise ValueError(f"keep for bond {bond!r} is an integer array of the bond's length holding only 0 and 1 "
+                         f"({idx.tolist()}): integers are read as indices, so a 0/1 mask in an integer dtype would "
+                         "keep other entries than it means. Pass a mask as booleans (mask.bool(), "
+                         "mask.astype(bool)) and indices as a list")
     if idx.min() < 0 or idx.max() >= size:
         raise ValueError(f"kept indices for bond {bond!r} must lie in [0, {size}); got {idx.tolist()}")
     if len(np.unique(idx)) != len(idx):
