@@ -697,3 +697,29 @@ def test_narrowing_to_float16_says_only_its_own_error():
         warnings.simplefilter("error")  # (NumPy's "overflow encountered in cast" came first)
         with pytest.raises(ValueError, match="overflows"):
             net.to(dtype="float16")
+
+
+@pytest.mark.parametrize("kind", ["masked", "matrix"])
+def test_a_masked_array_or_matrix_core_is_refused_as_contract_refuses_it(kind):
+    """Found by an outside probe: ``tnmars.contract`` refused them, ``Network(cores=)`` took them and
+    then dropped a masked array's mask silently, or failed inside NumPy's matrix product."""
+    a, b = np.arange(6.0).reshape(3, 2), np.ones((2, 4))
+    core = np.ma.array(a, mask=a > 3) if kind == "masked" else np.matrix(a)
+    with pytest.raises(TypeError, match="products differ from an array's"):
+        Network("ab,bc->ca", cores=[core, b])
+
+
+def test_a_network_of_non_leaf_torch_cores_deep_copies_as_it_pickles():
+    """Found by an outside probe: ``copy.deepcopy`` of a pruned or converted network of trainable
+    torch cores raised torch's "Only Tensors created explicitly by the user (graph leaves)
+    support the deepcopy protocol" while pickling worked."""
+    import copy
+    import pickle
+
+    torch = pytest.importorskip("torch")
+    net = Network("aA,Ab", cores=[torch.randn(3, 2, requires_grad=True), torch.randn(2, 4, requires_grad=True)])
+    for derived in (net.prune({"A": [0]}), net.to(torch.float64), net):
+        copied, pickled = copy.deepcopy(derived), pickle.loads(pickle.dumps(derived))
+        for c, p, o in zip(copied.cores, pickled.cores, derived.cores):
+            assert c.is_leaf and c.requires_grad == p.requires_grad == o.requires_grad
+            assert torch.equal(c, o.detach()) and c.data_ptr() != o.data_ptr()

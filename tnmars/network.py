@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Hashable, Mapping, Sequence
@@ -242,6 +243,10 @@ class Network:
                 )
             be = infer_backend(cores) if backend is None else get_backend(backend)
             for pos, (term, core) in enumerate(zip(parsed.inputs, cores)):
+                if isinstance(core, (np.matrix, np.ma.MaskedArray)):  # (as tnmars.contract refuses them)
+                    raise TypeError(f"core {pos} is a {type(core).__name__}, whose products differ from an array's (a "
+                                    "matrix stays 2-D, a masked array's mask is dropped by some steps and not "
+                                    "others); pass np.asarray(core), or core.filled(0) for masked values")
                 if not be.is_array(core):
                     raise TypeError(f"core {pos} is a {type(core).__name__}, not a {be.name} array")
                 _check_core_dtype(be.dtype_name(core), pos)
@@ -817,6 +822,20 @@ class Network:
                      f"{_count(plan.largest_intermediate)} entries")
         return "\n".join(lines)
 
+    def __deepcopy__(self, memo: dict) -> Network:
+        """A deep copy, as pickling gives one: a torch core that is not a leaf of autograd (a
+        pruned or converted network of trainable cores) is copied as a leaf with the same
+        ``requires_grad`` (torch's own deepcopy refuses non-leaf tensors)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for name, value in self.__dict__.items():
+            if name == "_cores":
+                value = [_leaf_copy(c, memo) for c in value]
+            else:
+                value = copy.deepcopy(value, memo)
+            new.__dict__[name] = value
+        return new
+
     def __repr__(self) -> str:
         return (f"Network({_short_spec(self.spec)!r}, shape={_short_tuple(self.shape)}, "
                 f"ranks={_short_tuple(self.ranks)}, backend={self.backend!r})")
@@ -1025,6 +1044,16 @@ def _per_bond(ranks: Any, count: int, name: str, boundary: bool = False) -> tupl
         raise ValueError(f"{name} needs {count} values (or one int); got {len(values)}: {values}")
     _check_positive(values, name)
     return values
+
+
+def _leaf_copy(core: Any, memo: dict) -> Any:
+    """``copy.deepcopy(core)``, and for a non-leaf torch tensor a detached copy that requires
+    gradients as it did (what pickling a non-leaf tensor gives)."""
+    if getattr(core, "grad_fn", None) is not None:
+        if id(core) not in memo:
+            memo[id(core)] = core.detach().clone().requires_grad_(core.requires_grad)
+        return memo[id(core)]
+    return copy.deepcopy(core, memo)
 
 
 def _kept_indices(sel: Any, size: int, bond: str, be: Backend) -> np.ndarray:
