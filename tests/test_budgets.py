@@ -499,3 +499,33 @@ def test_a_structure_search_refuses_a_start_of_another_shape_or_graph():
         tnmars.search(x, start=tnmars.Network.tt((6, 7, 8, 7), (2, 2, 2), seed=0), progress=False)
     with pytest.raises(TypeError, match="StructureResult"):
         tnmars.search(x, start="tt", progress=False)
+
+
+def test_a_budget_above_the_exact_network_returns_the_smallest_exact_one():
+    """Found by an outside probe: on exact data a budget fit (the prior's strength 0) kept
+    whichever exact network the walk reached first: TT (3, 3), 84 parameters, for the exact
+    (2, 3), 61, with budget=100; a Tucker at 984 parameters for the exact 370; ``search`` a
+    graph with loops of 238 for the exact chain of 61. The documented rule is that exact fits
+    tie under the criterion's floor and the smallest wins; within a budget the fewer degrees
+    of freedom now break that tie."""
+    t = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=1).to_tensor())
+    res = tnmars.fit(t, "tt", budget=100, seed=0, progress=False)
+    assert res.ranks == (2, 3) and res.num_params == 61 and res.relative_error < 1e-10
+    t2 = np.asarray(tnmars.Network.tt((6, 7, 6, 7), (2, 4, 3), seed=5).to_tensor())
+    unbudgeted = tnmars.fit(t2, "tucker", seed=0, progress=False)
+    res = tnmars.fit(t2, "tucker", budget=1000, seed=0, progress=False)
+    assert res.ranks == unbudgeted.ranks == (2, 7, 6, 3) and res.num_params == 370
+    found = tnmars.search(t, budget=400, seed=0, progress=False)
+    assert found.num_params == 61 and found.topology.startswith("chain")
+
+
+def test_the_tie_break_of_exact_fits_moves_nothing_above_the_floor():
+    from tnmars.fitting.criterion import EXACT_TIE_BREAK, Occam
+
+    crit = Occam(1000, strength=0.0, floor=1e-8)
+    assert crit.objective(1e-3, 10) == crit.objective(1e-3, 500)  # not exact: the fit alone
+    assert crit.objective(1e-9, 10) < crit.objective(1e-9, 11)  # exact: fewer degrees of freedom
+    assert crit.objective(1e-9, 11) - crit.objective(1e-9, 10) == pytest.approx(EXACT_TIE_BREAK)
+    assert crit.objective(1e-9, 10**6) < crit.objective(2e-5, 1)  # any exact fit beats any inexact one
+    bic = Occam(1000, strength=1.0, floor=1e-8)
+    assert bic.objective(1e-9, 10) == bic.objective(1e-12, 10)  # with the prior: unchanged

@@ -32,6 +32,9 @@ MSE_FLOOR = 1e-8
 #: the criterion is trusted for networks with at most this share of the observations as degrees
 #: of freedom: near ``D = N`` a fit interpolates the data and the profile likelihood loses its meaning
 MAX_DOF_SHARE = 0.5
+#: nats per degree of freedom that order exact fits (at the floor) when the prior's strength is 0
+#: (a budget fit): far below any difference of fit the criterion resolves, so only ties move
+EXACT_TIE_BREAK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,13 @@ class Occam:
     floor: float = MSE_FLOOR
 
     def objective(self, sse: float, dof: int) -> float:
-        mse = max(float(sse) / self.n_obs, self.floor)
-        return 0.5 * self.n_obs * math.log(mse) + 0.5 * self.strength * dof * math.log(self.n_obs)
+        mse = float(sse) / self.n_obs
+        if mse <= self.floor and self.strength == 0.0:
+            # exact fits tie at the floor; without the prior's penalty (a budget fit) the fewer
+            # degrees of freedom win, as the floor's purpose asks: a budget above the data's exact
+            # network returned a larger exact one (TT (3, 3), 84 parameters, for the exact (2, 3), 61)
+            return 0.5 * self.n_obs * math.log(self.floor) + EXACT_TIE_BREAK * dof
+        return 0.5 * self.n_obs * math.log(max(mse, self.floor)) + 0.5 * self.strength * dof * math.log(self.n_obs)
 
     def penalty_per_dof(self) -> float:
         """What one degree of freedom costs, in nats."""
