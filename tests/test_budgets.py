@@ -529,3 +529,15 @@ def test_the_tie_break_of_exact_fits_moves_nothing_above_the_floor():
     assert crit.objective(1e-9, 10**6) < crit.objective(2e-5, 1)  # any exact fit beats any inexact one
     bic = Occam(1000, strength=1.0, floor=1e-8)
     assert bic.objective(1e-9, 10) == bic.objective(1e-12, 10)  # with the prior: unchanged
+
+
+def test_a_budget_fit_does_not_blame_the_observations_for_the_budgets_ranks():
+    """Found by an outside probe: an exact Tucker (2, 3, 2) of 6x7x8 fitted with budget=40 warned
+    that the spectra read more structure than the 336 observed entries let the criterion judge
+    ("larger ranks need more data"): the budget, not the observations, limited the ranks."""
+    x = np.asarray(tnmars.Network.tucker((6, 7, 8), (2, 3, 2), seed=0).to_tensor())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = tnmars.fit(x, "tucker", budget=40, seed=0, progress=False)
+    assert res.num_params <= 40
+    assert not any("spectra" in str(w.message) or "more data" in str(w.message) for w in caught)

@@ -939,8 +939,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                                                   best.objective, settings.get("seed"))
         if capped:
             diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel, together))
-        elif obs is None and checks and rel > SPECTRA_CHECK_FROM:  # (with missing entries the zero-filled
-            # spectra over-state the ranks; a close fit of a smooth function has spectra that never end)
+        elif obs is None and checks and rel > SPECTRA_CHECK_FROM and settings.get("max_params") is None:
+            # (with missing entries the zero-filled spectra over-state the ranks; a close fit of a smooth
+            # function has spectra that never end; within a budget the budget set the ranks, and the warning
+            # blamed the observations for it, an outside probe)
             readings = settings.get("spectral_ranks")
             if readings is None and settings.get("format") == "cp":  # (a CP start has no spectra: read them)
                 readings = cp_spectral_ranks(np.asarray(prep.data.backend.to_numpy(prep.data.y)))
