@@ -458,3 +458,41 @@ def test_a_start_above_max_rank_is_refused_by_its_edges():
     with pytest.raises(ValueError, match=r"the start has edge 1-2 at rank 3, above max_rank=2: raise max_rank to "
                                          r"at least 3"):
         tnmars.search(x, max_rank=2, start=chain, progress=False)
+
+
+def test_what_a_callback_warns_reaches_the_caller_as_it_said_it_from_every_walk():
+    """Found by an outside probe: the search rewrote every quoted letter of a callback's own
+    warnings as an edge ("my grid cell 0-2 and edge 1-2") and dropped those of the losing walk
+    (97 of 193 shown)."""
+    x = np.asarray(tnmars.Network.tt((4, 5, 4), (2, 2), seed=0).to_tensor())
+    calls = []
+
+    def callback(step, info):
+        calls.append(step)
+        warnings.warn("my grid cell 'B' and bond 'C' look odd", UserWarning, stacklevel=2)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tnmars.search(x, seed=0, callback=callback, progress=False)
+    mine = [w for w in caught if "grid cell" in str(w.message)]
+    assert len(mine) == len(calls) > 0
+    assert all(str(w.message) == "my grid cell 'B' and bond 'C' look odd" for w in mine)
+
+
+def test_an_interrupted_search_says_so_in_its_summary_repr_and_plot():
+    """Found by an outside probe: a search stopped by its callback (or Ctrl-C) read as a finished
+    one in its summary, repr and plot title; only ``result.fit.interrupted`` told."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    x = np.asarray(tnmars.Network.tr((4, 5, 6), (2, 2, 2), seed=0).to_tensor())
+
+    def stop(step, info):
+        if step >= 3:
+            raise KeyboardInterrupt
+
+    found = tnmars.search(x, seed=0, callback=stop, progress=False)
+    assert found.fit.interrupted
+    assert "INTERRUPTED" in found.summary() and "interrupted=True" in repr(found)
+    assert "interrupted" in found.plot().axes[0].get_title()

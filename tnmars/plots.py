@@ -478,7 +478,7 @@ def plot_topology(
         if names is None:
             names = [f"{k} ({n})" for k, n in enumerate(result.network.shape)]
         if title is None:
-            title = result.topology
+            title = result.topology + (" (interrupted: not final)" if result.fit.interrupted else "")
     if not isinstance(edges, Mapping):
         raise TypeError("edges must be a mapping {(i, j): rank} or a tnmars.search result")
     pairs = {}

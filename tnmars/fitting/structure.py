@@ -128,8 +128,9 @@ class StructureResult:
 
     def summary(self) -> str:
         edges = ", ".join(f"{i}-{j}:{r}" for (i, j), r in self.edges.items()) or "none"
+        stopped = "  INTERRUPTED: the best structure so far, not a finished search" if self.fit.interrupted else ""
         return "\n".join([
-            f"tnmars.search: {self.topology}  ({self.fit.evaluations} refits, {self.fit.seconds:.1f} s)",
+            f"tnmars.search: {self.topology}  ({self.fit.evaluations} refits, {self.fit.seconds:.1f} s){stopped}",
             f"  edges (rank)   {edges}",
             f"  spec           {self.spec}",
             f"  relative error {self.relative_error:.4g}; {self.num_params:,} parameters for "
@@ -145,7 +146,8 @@ class StructureResult:
 
     def __repr__(self) -> str:
         return (f"StructureResult(topology={self.topology!r}, edges={self.edges}, "
-                f"relative_error={self.relative_error:.4g}, compression={_compression_repr(self.network)})")
+                f"relative_error={self.relative_error:.4g}, compression={_compression_repr(self.network)}"
+                + (", interrupted=True)" if self.fit.interrupted else ")"))
 
 
 def search(
@@ -213,7 +215,8 @@ def search(
 
     Warnings of the walks' fits are the winning walk's only (a losing walk's described a
     network that is not returned), with the fully connected network's bond letters named as
-    edges (``edges 0-3, 1-2``). Ctrl-C (or a callback's stop) in any walk ends the search with
+    edges (``edges 0-3, 1-2``); what ``callback`` itself warns is shown as it said it, from
+    every walk. Ctrl-C (or a callback's stop) in any walk ends the search with
     ``result.fit.interrupted`` set.
 
     Cost: a core of the fully connected network has order ``d`` (its mode and ``d - 1``
@@ -286,6 +289,19 @@ def _walks(data: Any, spec: str, opens: str, shape: tuple[int, ...], seeds: list
     (stopping early on Ctrl-C or all-zero data), each with the warnings its fit gave: recorded,
     not shown, for :func:`search` shows only the winner's."""
     dims = {**dict(zip(opens, shape)), **caps}
+    # the caller's callback speaks for itself: what it warns is shown as it was said, from every
+    # walk (recorded apart from the fits' own warnings, which only the winner's reach the caller)
+    own = options.get("callback")
+    said: list[warnings.WarningMessage] = []
+    if callable(own):
+        def callback(step: int, info: dict) -> Any:
+            with warnings.catch_warnings(record=True) as heard:
+                warnings.simplefilter("always")
+                try:
+                    return own(step, info)
+                finally:
+                    said.extend(heard)
+        options = {**options, "callback": callback}
     # the template only carries the graph and the maximal sizes: cores of zero strides, no memory
     template = Network(spec, cores=[np.broadcast_to(np.zeros(()), tuple(dims[c] for c in term))
                                     for term in spec.split("->")[0].split(",")])
@@ -297,6 +313,9 @@ def _walks(data: Any, spec: str, opens: str, shape: tuple[int, ...], seeds: list
             run = fit(data, template, prior="bic", selection=SELECTION, seed=run_seed, **options)
         run.settings["search_max_rank"] = max(caps.values())
         runs.append((run, caught))
+        for heard in said:  # (outside the record: to the caller's filters, at the callback's own line)
+            warnings.warn_explicit(heard.message, heard.category, heard.filename, heard.lineno)
+        said.clear()
         if run.interrupted or run.num_params == 0:  # zero data: another start gives the same zero
             break
     return runs
