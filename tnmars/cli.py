@@ -577,7 +577,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         folder = Path(args.plot)
         folder.mkdir(parents=True, exist_ok=True)
         plot_mask_probabilities(result, title="selected masks", path=folder / "masks.png")
-        plot_training(result, title="relaxation and selection", path=folder / "training.png")
+        phases = " and ".join(dict.fromkeys(p for p in result.history.get("phase", ()) if p in ("relaxation", "selection")))
+        plot_training(result, title=phases or "the fit", path=folder / "training.png")
         print(f"  plots           {folder / 'masks.png'}, {folder / 'training.png'}")
     return 0
 

@@ -39,10 +39,12 @@ class FitResult:
     selection: the accepted steps of the search, ``{"move", "ranks", "objective",
         "relative_error"}`` each (the first is the proposal).
     compression, num_params: dense size / parameters, and parameters, of ``network``.
-    history: one record per evaluated network or relaxation record: columns ``step``,
-        ``phase`` (``"relaxation"``, ``"selection"``, ``"polish"``; ``"result"`` for the last
-        record of an interrupted fit, which skips the polish), ``loss`` (the phase's
-        objective per observation), ``ranks``.
+    history: one record per relaxation record (``"relaxation"``), per accepted step of the
+        selection (``"selection"``: the proposal, then each move the search took; the networks
+        it evaluated and rejected are counted in ``evaluations``, not recorded), and the polish
+        (``"polish"``; ``"result"`` for the last record of an interrupted fit, which skips it):
+        columns ``step`` (the record's position), ``phase``, ``loss`` (the phase's objective per
+        observation), ``ranks``. ``callback`` sees every evaluation, numbered apart.
     interrupted: ``True`` when Ctrl-C (or a callback) stopped the fit: the best state so far
         is returned. steps_run: Adam steps of the relaxation; evaluations: networks refitted by
         the selection; seconds: wall time; settings: what was used.
