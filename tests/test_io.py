@@ -1007,3 +1007,18 @@ def test_an_unsigned_file_names_where_the_key_came_from(tmp_path, monkeypatch):
     monkeypatch.setenv(tio.KEY_ENV, "k" * 16)
     with pytest.raises(tio.FileFormatError, match=f"a key was given \\(in the {tio.KEY_ENV} environment variable"):
         tnmars.load(path)
+
+
+def test_a_network_of_thousands_of_cores_and_a_long_label_save(tmp_path):
+    """Found by an outside probe: a TT of 2,100 cores (16,792 parameters; its spec 10,499
+    characters) could not be saved ("load would refuse the file"), and a string label longer than
+    1,000 characters refused the whole network, where other unsupported labels are left out
+    with a warning."""
+    net = tnmars.Network.tt((2,) * 2100, 2, seed=0)
+    tnmars.save(net, tmp_path / "long.npz")
+    back = tnmars.load(tmp_path / "long.npz")
+    assert back.spec == net.spec and all(np.array_equal(a, b) for a, b in zip(back.cores, net.cores))
+    labelled = tnmars.Network([["x" * 2000, "b"], ["b", "c"]], shape=(2, 3), ranks=2, seed=0)
+    with pytest.warns(UserWarning, match="labels .* are not saved"):
+        tnmars.save(labelled, tmp_path / "label.npz")
+    assert tnmars.load(tmp_path / "label.npz").labels is None

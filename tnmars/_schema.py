@@ -37,6 +37,11 @@ DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16"
                     "float16", "float32", "float64", "bfloat16", "complex64", "complex128"})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_TEXT = 10_000
+#: the longest spec a file may hold: a network of up to ``_container.MAX_MEMBERS`` cores (a TT of
+#: 2,100 cores has a spec of 10,499 characters, and was refused at the general text limit)
+MAX_SPEC = 4_000_000
+#: the longest string label a file may hold (a longer one is left out by save, with a warning)
+MAX_LABEL = 1000
 
 
 class SchemaError(Exception):
@@ -118,7 +123,7 @@ def network(meta: Any, claims: _Claims, what: str = "the network") -> dict:
     meta = _mapping(meta, what)
     _keys(meta, NETWORK_KEYS, NETWORK_KEYS | OPTIONAL_NETWORK_KEYS | (TOP_KEYS if what == "the network" else frozenset()),
           what)
-    spec = _text(meta["spec"], f"{what}'s spec")
+    spec = _text(meta["spec"], f"{what}'s spec", MAX_SPEC)
     try:
         parsed = parse_spec(spec)
     except (ValueError, TypeError) as err:
@@ -169,7 +174,7 @@ def _labels(value: Any, indices: set, what: str) -> None:
             _fail(f"{what}'s labels must be [kind, label, symbol] triples; got {str(item)[:80]}")
         kind, label, symbol = item
         if kind == "str":
-            _text(label, f"{what}'s label", 1000)
+            _text(label, f"{what}'s label", MAX_LABEL)
         elif kind == "int":
             if isinstance(label, bool) or not isinstance(label, int):
                 _fail(f"{what}'s label {str(label)[:80]} is not an int")

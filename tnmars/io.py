@@ -202,7 +202,8 @@ def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any]
         # labels other than str and int (tuples, objects) are not JSON: say so rather than hand
         # back, after load, a network whose .labels is silently None
         warnings.warn(
-            f"the labels of {net.spec!r} are not saved (files keep str and int labels only): after load, "
+            f"the labels of {net.spec!r} are not saved (files keep int labels and str labels of at most "
+            f"{_schema.MAX_LABEL} characters only): after load, "
             ".labels is None; save the label -> symbol map yourself if you need it", stacklevel=4)
     if not isinstance(net.optimize, str):
         warnings.warn(
@@ -227,12 +228,13 @@ def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any]
 
 def _labels_payload(labels: Mapping[Any, str] | None) -> list[list[Any]] | None:
     """A network's label -> symbol map as ``[[kind, label, symbol], ...]`` (kind "str" or
-    "int", so that 1 and "1" stay apart); None without labels or with any other kind of label."""
+    "int", so that 1 and "1" stay apart); None without labels or with any other kind of label
+    (or a string longer than the schema keeps)."""
     if labels is None:
         return None
     out = []
     for label, symbol in labels.items():
-        if isinstance(label, str):
+        if isinstance(label, str) and len(label) <= _schema.MAX_LABEL:
             out.append(["str", label, symbol])
         elif isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_)):
             out.append(["int", int(label), symbol])
