@@ -550,7 +550,12 @@ def fit_file(tmp_path_factory):
 @pytest.mark.parametrize("field, value, match", [
     ("num_params", 7, "says 7 parameters"), ("num_params", -5, "says -5 parameters"),
     ("max_ranks", {"__tuple__": [1]}, "must list 3 integers"),
-    ("max_ranks", {"__tuple__": [1, 3, 3]}, "below its rank")])
+    ("max_ranks", {"__tuple__": [1, 3, 3]}, "below its rank"),
+    # (found by an outside probe: NaN, values outside [0, 1], unknown bonds and 2-D values loaded)
+    ("relaxation_probabilities", {"A": [{"__float__": "nan"}, 0.5, 0.5]}, "must lie in"),
+    ("relaxation_probabilities", {"A": [2.0, 0.5, 0.5]}, "must lie in"),
+    ("relaxation_probabilities", {"Q": [0.5]}, "not a bond"),
+    ("relaxation_probabilities", {"A": [[0.5]]}, "1-D array")])
 def test_a_fit_result_whose_fields_contradict_its_network_is_refused(tmp_path, fit_file, field, value, match):
     """Re-signed files whose num_params or max_ranks disagree with the network they hold
     loaded, and summaries printed ranks above their caps or dropped bonds."""

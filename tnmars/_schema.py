@@ -374,6 +374,15 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
         _fail(f"the fit result's bonds {decoded['bonds']} differ from its network's {tuple(bonds)}")
     if "num_params" in decoded and decoded["num_params"] != main["num_params"]:
         _fail(f"the fit result says {decoded['num_params']} parameters, but its network has {main['num_params']}")
+    for bond, phi in (decoded.get("relaxation_probabilities") or {}).items():  # keep probabilities per bond
+        if bond not in bonds:
+            _fail(f"the fit result has relaxation probabilities for {bond!r}, which is not a bond")
+        phi = np.asarray(phi)
+        if phi.ndim != 1 or phi.shape[0] < bonds[bond]:
+            _fail(f"the relaxation probabilities of bond {bond!r} must be a 1-D array of at least its rank "
+                  f"({bonds[bond]}) entries; got shape {phi.shape}")
+        if not np.all((phi >= 0) & (phi <= 1)):  # (NaN fails too)
+            _fail(f"the relaxation probabilities of bond {bond!r} must lie in [0, 1]")
     if "max_ranks" in decoded:  # one per bond, in the ranks' order, none below its bond's rank
         caps = decoded["max_ranks"]
         order = _rank_order(fit, bonds, unjson)
