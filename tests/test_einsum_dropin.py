@@ -153,6 +153,9 @@ def test_interleaved_forms():
     a, b, c = (np.random.default_rng(k).standard_normal((2, 2)) for k in range(3))
     np.testing.assert_allclose(tnmars.contract(a, [0, 1], b, [1, 2], c, [2, 3], [3, 0]),
                                np.einsum(a, [0, 1], b, [1, 2], c, [2, 3], [3, 0]))
+    # labels as NumPy arrays, as np.einsum, torch.einsum and opt_einsum take them (an outside probe)
+    np.testing.assert_allclose(tnmars.contract(a, np.array([0, 1]), b, np.array([1, 2]), np.array([2, 0])),
+                               np.einsum(a, [0, 1], b, [1, 2], [2, 0]))
 
 
 def test_interleaved_form_with_more_than_52_labels():

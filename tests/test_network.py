@@ -723,3 +723,25 @@ def test_a_network_of_non_leaf_torch_cores_deep_copies_as_it_pickles():
         for c, p, o in zip(copied.cores, pickled.cores, derived.cores):
             assert c.is_leaf and c.requires_grad == p.requires_grad == o.requires_grad
             assert torch.equal(c, o.detach()) and c.data_ptr() != o.data_ptr()
+
+
+def test_a_network_plans_with_an_unhashable_optimizer_and_with_an_explicit_path_plus_extra_operands():
+    """Found by an outside probe: a PathOptimizer dataclass (unhashable), which tnmars.contract
+    takes, failed in the Network's plan cache ("unhashable type"); a Network with an explicit
+    path failed in ``contract`` with extra operands ("the optimize path leaves 2 operands
+    uncontracted": the path covers the cores alone)."""
+    import dataclasses
+
+    import opt_einsum as oe
+
+    @dataclasses.dataclass
+    class Pairwise(oe.paths.PathOptimizer):
+        def __call__(self, inputs, output, size_dict, memory_limit=None):
+            return [(0, 1)] * (len(inputs) - 1)
+
+    reference = Network.tt((3, 4, 5), 2, seed=0)
+    custom = Network.tt((3, 4, 5), 2, seed=0, optimize=Pairwise())
+    np.testing.assert_allclose(custom.to_tensor(), reference.to_tensor())
+    assert "FLOPs" in custom.summary()
+    pathed = Network.tt((3, 4, 5), 2, seed=0, optimize=[(0, 1), (0, 1)])
+    np.testing.assert_allclose(pathed.contract("a", np.ones(3), output="bc"), reference.to_tensor().sum(0))

@@ -799,10 +799,16 @@ def _interleaved(args: Sequence[Any]) -> tuple[str, list[Any]]:
         )
     pairs = len(args) // 2
     operands = [args[2 * k] for k in range(pairs)]
-    labels = [args[2 * k + 1] for k in range(pairs)]
-    output = args[-1] if len(args) % 2 else None
+    labels = [_label_list(args[2 * k + 1]) for k in range(pairs)]
+    output = _label_list(args[-1]) if len(args) % 2 else None
     spec, _ = labels_to_spec(labels, output)
     return spec, operands
+
+
+def _label_list(labels: Any) -> Any:
+    """A 1-D NumPy array of labels as the list it holds (``np.einsum`` and opt_einsum take
+    ``a, np.array([0, 1])``)."""
+    return labels.tolist() if isinstance(labels, np.ndarray) and labels.ndim == 1 else labels
 
 
 _SCALARS = (bool, int, float, complex)

@@ -604,7 +604,15 @@ class Network:
         shapes = tuple(tuple(self._sizes[c] for c in t) for t in self._parsed.inputs) + tuple(
             tuple(int(n) for n in s) for s in extra_shapes
         )
-        return make_plan(inputs, out, shapes, self.optimize)
+        optimize = self.optimize
+        if extra_terms and isinstance(optimize, tuple):  # an explicit path plans the cores alone: with
+            optimize = "auto"                              # more operands, opt_einsum plans them all
+        try:
+            return make_plan(inputs, out, shapes, optimize)
+        except TypeError as err:  # an unhashable optimizer object: planned without the cache, as contract does
+            if "unhashable" not in str(err):
+                raise
+            return make_plan.__wrapped__(inputs, out, shapes, optimize)
 
     def masked_cores(self, masks: Masks) -> list[Any]:
         """Cores with each bond's mask folded into its :meth:`mask_site` core."""
