@@ -297,7 +297,7 @@ def test_zero_data_is_the_only_way_to_rank_zero_and_it_says_so():
         res = quiet_fit(np.zeros((4, 5, 6)), "tucker", max_rank=3)
     assert res.ranks == (0, 0, 0) and res.num_params == 0
     np.testing.assert_array_equal(res.network.to_tensor(), 0.0)
-    assert res.compression == 4 * 5 * 6 and res.heldout_error is None  # as any fit reports it: dense / max(params, 1)
+    assert math.isnan(res.compression) and res.heldout_error is None  # the zero tensor is not a compression
 
 
 def test_a_completion_whose_observed_entries_are_all_zero_says_so_and_reports_its_heldout_error():
@@ -310,7 +310,7 @@ def test_a_completion_whose_observed_entries_are_all_zero_says_so_and_reports_it
     data[0] = 0.0
     with pytest.warns(RuntimeWarning, match="the observed entries are all zero.*heldout_error=1"):
         res = quiet_fit(data, "tucker", observed=observed)
-    assert res.ranks == (0, 0, 0) and res.heldout_error == 1.0 and res.compression == 6 * 7 * 8
+    assert res.ranks == (0, 0, 0) and res.heldout_error == 1.0 and math.isnan(res.compression)  # (not a compression)
 
 
 def test_probabilities_and_history_agree_with_the_selected_ranks():
@@ -716,6 +716,9 @@ def test_a_zero_network_is_named_in_reprs_and_refused_by_tensorly():
     assert "compression='zero tensor'" in repr(res)
     found = tnmars.search(np.zeros((3, 4, 5)), progress=False)
     assert "compression='zero tensor'" in repr(found) and "the zero tensor" in found.summary()
+    # the number says so too (an outside probe: 60.0 for the 3x4x5 zero network, 0 parameters)
+    assert math.isnan(res.compression) and math.isnan(found.compression) and math.isnan(res.network.compression)
+    assert math.isnan(tnmars.Network.tt((3, 4, 5), 2, seed=0).prune({"A": []}).compression)
     with pytest.raises(ValueError, match="zero tensor"):
         to_tensorly(res.network)
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 from collections.abc import Hashable, Mapping, Sequence
@@ -527,8 +528,13 @@ class Network:
 
     @property
     def compression(self) -> float:
-        """Dense size divided by parameter count (above 1 means smaller than dense)."""
-        return self.dense_size / max(self.num_params, 1)
+        """Dense size divided by parameter count (above 1 means smaller than dense); ``nan`` for
+        the zero tensor by structure (a bond of rank 0, or no parameters): it is not a
+        compression, and a ratio of its remaining entries read as one (60x for the zero
+        network of a 3x4x5 fit; :func:`compression_text` says "the zero tensor")."""
+        if self.num_params == 0 or 0 in self._sizes.values():
+            return math.nan
+        return self.dense_size / self.num_params
 
     @property
     def backend(self) -> str:

@@ -1030,7 +1030,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         heldout_error=heldout,
         log_likelihood=-_in_data_units(mse, prep.scale),
         noise_variance=float(sigma2),
-        compression=data_net.dense_size / max(data_net.num_params, 1),
+        compression=data_net.compression,
         num_params=data_net.num_params,
         criterion=prior,
         objective=best.objective if prior == "bic" else float("nan"),
@@ -1125,7 +1125,7 @@ def _zero_result(template: Network, prep: Prepared, settings: dict, t0: float) -
     return FitResult(network=_to_caller(zero, prep, None), bonds=bonds, ranks=(0,) * len(bonds),
                      max_ranks=tuple(template.ranks), probabilities={b: np.zeros(m) for b, m in template.bonds.items()},
                      relative_error=0.0, heldout_error=heldout, log_likelihood=0.0, noise_variance=0.0,
-                     compression=zero.dense_size / max(zero.num_params, 1), num_params=0, criterion=settings["prior"],
+                     compression=zero.compression, num_params=0, criterion=settings["prior"],
                      proposal="none", seconds=time.perf_counter() - t0, settings=settings)
 
 

@@ -38,7 +38,8 @@ class FitResult:
         ``"start"``: a network given as the proposal).
     selection: the accepted steps of the search, ``{"move", "ranks", "objective",
         "relative_error"}`` each (the first is the proposal).
-    compression, num_params: dense size / parameters, and parameters, of ``network``.
+    compression, num_params: dense size / parameters, and parameters, of ``network``
+        (``compression`` is ``nan`` for the zero network: see :attr:`Network.compression`).
     history: one record per relaxation record (``"relaxation"``), per accepted step of the
         selection (``"selection"``: the proposal, then each move the search took; the networks
         it evaluated and rejected are counted in ``evaluations``, not recorded), and the polish

@@ -116,7 +116,7 @@ class StructureResult:
 
     @property
     def compression(self) -> float:
-        return self.network.dense_size / max(self.network.num_params, 1)
+        return self.network.compression
 
     @property
     def seconds(self) -> float:
