@@ -185,6 +185,23 @@ def test_a_sweep_result_is_plotted_as_given_and_a_zero_sweep_on_a_linear_scale(t
     assert _is_png(tmp_path / "z.png") and fig.axes[0].get_xscale() == "linear"
     with pytest.raises(ValueError, match="must be positive on a log scale"):
         plot_sweep([0, 10], [0.0, 0.1], logx=True)
+    # (found by an outside probe: labels= crashed with "multiple values for keyword argument";
+    # a negative relative error was drawn on linear axes)
+    fig = curve.plot(labels=["small", "large"])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["small", "large"]
+    with pytest.raises(ValueError, match="relative errors cannot be negative"):
+        plot_sweep([10, 20], [-0.5, 0.2], logy=False)
+
+
+def test_topology_plot_refuses_an_edge_given_twice_with_two_ranks_and_says_what_an_empty_plot_needs():
+    """Found by an outside probe: ``{(0, 1): 2, (1, 0): 3}`` drew rank 3 silently; ``{}`` said
+    "order=0 does not cover the cores the edges join"."""
+    from tnmars.plots import plot_topology
+    with pytest.raises(ValueError, match=r"edge \(0, 1\) is given twice, with ranks 2 and 3"):
+        plot_topology({(0, 1): 2, (1, 0): 3})
+    with pytest.raises(ValueError, match="give order="):
+        plot_topology({})
+    assert len(plot_topology({}, order=3).axes[0].get_lines()) == 0
 
 
 def test_training_plot_of_a_fit_that_trained_nothing_says_why():
@@ -227,3 +244,18 @@ def test_training_plot_draws_each_phase_of_a_fit_on_its_own_panel():
     np.testing.assert_allclose(relaxation.get_ydata(), [1.2, 1.0, 0.9, 0.8, 0.78])
     np.testing.assert_allclose(polish.get_ydata(), [-18260.5])
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "linear"
+
+
+def test_a_search_result_plots_its_training_and_masks_by_edges():
+    """Found by an outside probe: ``plot_training(found)`` and ``plot_mask_probabilities(found)``
+    refused a search result without saying to pass ``found.fit``, and on ``found.fit`` named the
+    fully connected network's internal bond letters ("bond A" ... "bond O"), with panels for
+    the vanished edges."""
+    import tnmars
+
+    t = np.asarray(tnmars.Network.tt((4, 5, 4, 3), (2, 3, 2), seed=0).to_tensor())
+    found = tnmars.search(t, seed=0, progress=False)
+    titles = [ax.get_title() for ax in plot_mask_probabilities(found).axes if ax.get_visible()]
+    assert titles == [f"edge {i}-{j}: rank {r}/{len(found.fit.probabilities['A'])}" for (i, j), r in found.edges.items()]
+    labels = [line.get_label() for line in plot_training(found).axes[-1].get_lines()]
+    assert labels == ["edge 0-1", "edge 0-2", "edge 0-3", "edge 1-2", "edge 1-3", "edge 2-3"]

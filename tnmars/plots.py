@@ -141,7 +141,8 @@ def plot_mask_probabilities(
         ax.set_ylim(0, 1.02)
         ax.set_xlim(-0.7, max(phi.size, 1) - 0.3)
         ax.xaxis.set_major_locator(_integer_ticks())
-        ax.set_title(f"bond {bond}: rank {int(kept.sum())}/{phi.size}")
+        name = bond if str(bond).startswith("edge ") else f"bond {bond}"
+        ax.set_title(f"{name}: rank {int(kept.sum())}/{phi.size}")
         ax.set_xlabel("rank index")
         if k % ncols == 0:
             ax.set_ylabel(r"$\phi$ (keep probability)")
@@ -154,7 +155,12 @@ def plot_mask_probabilities(
 
 def _keep_probabilities(source: Any) -> Any:
     """``{bond: phi}`` from a mapping, a fit result (``.probabilities``), a ``BondMasks``
-    (``.probabilities()``) or a layer holding one (``.masks``)."""
+    (``.probabilities()``), a layer holding one (``.masks``), or a :func:`tnmars.search` result
+    (``{"edge i-j": phi}`` for its edges)."""
+    pairs = getattr(source, "bond_pairs", None)
+    if pairs and hasattr(source, "fit"):  # a tnmars.search result: its edges, not the fully connected bonds' letters
+        return {"edge {}-{}".format(*pairs[b]): phi for b, phi in source.fit.probabilities.items()
+                if pairs.get(b) in source.edges}
     masks = getattr(source, "masks", None)
     if masks is not None and not isinstance(source, Mapping) and hasattr(masks, "probabilities"):
         source = masks
@@ -237,6 +243,11 @@ def plot_training(
     >>> [ax.get_ylabel() for ax in fig.axes]
     ['loss', 'selected rank']
     """
+    pairs = getattr(history, "bond_pairs", None)
+    if pairs and hasattr(history, "fit"):  # a tnmars.search result: its fit's history, bonds named as edges
+        history = history.fit
+        if bonds is None:
+            bonds = ["edge {}-{}".format(*pairs[b]) if b in pairs else b for b in history.bonds]
     if bonds is None:
         names = getattr(history, "bonds", None)
         bonds = list(names) if names is not None else None
@@ -287,7 +298,7 @@ def plot_training(
             if len(names) != table.shape[1]:
                 raise ValueError(f"{len(names)} bond names given for {table.shape[1]} rank columns")
         for j, name in enumerate(names):
-            ax.step(steps, table[:, j], where="post", label=f"bond {name}")
+            ax.step(steps, table[:, j], where="post", label=name if str(name).startswith("edge ") else f"bond {name}")
         ax.set_xlabel("step")
         ax.set_ylabel("selected rank")
         ax.yaxis.set_major_locator(_integer_ticks())
@@ -384,6 +395,9 @@ def plot_sweep(
     fig = _figure(5.5, 3.8)
     ax = fig.subplots()
     for name, (xs, ys) in series.items():
+        if (ys < 0).any() or (xs < 0).any():  # (on linear axes too: no relative error or size is negative)
+            axis = "params" if (xs < 0).any() else "relative errors"
+            raise ValueError(f"series {name!r}: {axis} cannot be negative; got {(xs if axis == 'params' else ys).min():g}")
         if (logx and (xs <= 0).any()) or (logy and (ys <= 0).any()):
             axis = "params" if logx and (xs <= 0).any() else "errors"
             raise ValueError(f"series {name!r}: {axis} must be positive on a log scale (pass logx=False / logy=False)")
@@ -493,9 +507,14 @@ def plot_topology(
                 or not float(rank).is_integer() or rank < 1:
             raise ValueError(f"edge {key!r} has rank {rank!r}: a rank is a whole number >= 1 (an edge of rank 0 "
                              "is no edge; leave it out)")
-        pairs[(min(i, j), max(i, j))] = int(rank)
+        edge = (min(i, j), max(i, j))
+        if edge in pairs and pairs[edge] != int(rank):  # ((0, 1) and (1, 0): one edge, two ranks)
+            raise ValueError(f"edge {edge} is given twice, with ranks {pairs[edge]} and {int(rank)}")
+        pairs[edge] = int(rank)
     if order is None:
-        order = 1 + max((max(e) for e in pairs), default=-1)
+        if not pairs:
+            raise ValueError("no edges and no order: give order= (the number of cores) to draw cores without edges")
+        order = 1 + max(max(e) for e in pairs)
     if order < 1 or any(max(e) >= order for e in pairs):
         raise ValueError(f"order={order} does not cover the cores the edges join")
     if names is not None and len(names) != order:

@@ -57,10 +57,12 @@ class SweepResult:
 
     def plot(self, *, path: str | os.PathLike | None = None, title: str | None = None, **kwargs: Any):
         """Relative error against parameters (:func:`tnmars.plots.plot_sweep`), each point
-        labelled with its ranks."""
+        labelled with its ranks (or with ``labels=``, one per point)."""
         from ..plots import plot_sweep
 
-        return plot_sweep(self.params, self.errors, labels=self.labels(), path=path, title=title, **kwargs)
+        labels = kwargs.pop("labels", None)
+        return plot_sweep(self.params, self.errors, labels=self.labels() if labels is None else labels, path=path,
+                          title=title, **kwargs)
 
     @property
     def interrupted(self) -> list[bool]:
