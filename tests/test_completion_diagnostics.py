@@ -273,11 +273,13 @@ def test_an_offset_tucker_completion_far_from_its_truth_warns_of_weak_generaliza
 def test_a_completion_that_predicts_left_out_entries_worse_than_zero_warns():
     """TT (2, 3) at 10% observed and 20 dB, mask seed 0: the fit selects (2, 2), fits the observed
     entries to 0.25 and misses the unobserved ones by 2.1 (relative), with no other diagnosis.
-    Refitted without a tenth of its observed entries it predicts them worse than zero."""
+    Refitted without a tenth of its observed entries it predicts them about as badly as their
+    mean (three refits: median above 1, "poor"; since 2026-12-02 eight, as few entries are
+    observed: 0.978, "weak", explaining 4% of their variation: warned either way)."""
     truth, observed, data = _tt_completion_20db(0.1, 0)
-    with pytest.warns(RuntimeWarning, match="poor generalization"):
+    with pytest.warns(RuntimeWarning, match="(poor|weak) generalization"):
         result = tnmars.fit(data, "tt", observed=observed, seed=0, progress=False)
-    assert [d.split(":")[0] for d in result.diagnostics] == ["poor generalization"]
+    assert [d.split(":")[0] for d in result.diagnostics] in (["poor generalization"], ["weak generalization"])
     estimate = result.network.to_tensor()
     assert np.linalg.norm((estimate - truth)[~observed]) > np.linalg.norm(truth[~observed])  # it is that bad
 
@@ -372,3 +374,23 @@ def test_an_extrapolating_walk_end_is_walked_again_from_the_filled_datas_truncat
     estimate = result.network.to_tensor()
     deviations = x[~observed] - x[observed].mean()
     assert np.linalg.norm(estimate[~observed] - x[~observed]) / np.linalg.norm(deviations) < 1.0
+
+
+def test_a_small_completion_is_cross_validated_over_enough_refits_to_see_it_is_poor():
+    """Found by a held-out check (2026-12-02): a Tucker (2, 1, 4) of 12x8x7, 10% observed (67
+    entries), noiseless, came back at (1, 1, 1) 0.97 of the spread off at its missing entries;
+    three refits leaving out 6 entries each read a median of 0.60, under both thresholds, and
+    the fit said nothing. With few observed entries the check now refits until 300 entries were
+    left out in all (ten refits here): median 1.01, "poor generalization"."""
+    from tnmars.fitting.diagnostics import holdout_folds
+
+    rng = np.random.default_rng([True, 24, 77])  # (the held-out sweep's draws for this case)
+    rng.integers(3, 5), rng.integers(6, 16, size=3), rng.integers(1, 5, size=3), rng.choice([0.05, 0.1, 0.2, 0.3, 0.5])
+    rng.integers(0, 4), rng.choice([0.0, 0.0, 1.0, 3.0])
+    net = tnmars.Network.tucker((12, 8, 7), (2, 1, 4), seed=int(rng.integers(1 << 30)))
+    truth = np.asarray(net.to_tensor())
+    truth = truth / np.std(truth)
+    observed = rng.random(truth.shape) < 0.1
+    assert observed.sum() == 67 and holdout_folds(67) == 10
+    with pytest.warns(RuntimeWarning, match="poor generalization: refitted 10 times"):
+        tnmars.fit(truth, "tucker", observed=observed, seed=0, progress=False)
