@@ -85,7 +85,7 @@ def _signing_key(key: Any) -> bytes | None:
         raise TypeError(f"key must be bytes or a string; got {type(key).__name__}")
     key = bytes(key)
     if not key:
-        raise ValueError("key is empty; give a secret of at least 16 bytes")
+        raise ValueError("key is empty; give a secret (16 random bytes or more, e.g. os.urandom(32))")
     return key
 
 
