@@ -637,7 +637,8 @@ def _budget(budget: Any, template: Network, floors: Mapping[str, int]) -> int | 
     smallest = smallest_params(template, floors)
     if smallest > limit:
         lowest = {b: max(f, 1) for b, f in floors.items()}
-        allows = "" if not isinstance(budget, str) else f" ({limit:,} parameters)"  # (a count says it already)
+        allows = "" if not isinstance(budget, str) else \
+            f" ({limit:,} parameter{'s' if limit != 1 else ''})"  # (a count says it already)
         raise ValueError(f"budget {describe(budget)}{allows} is below the smallest network of "
                          f"this form: {smallest:,} parameters with {describe_floors(lowest)}")
     return limit

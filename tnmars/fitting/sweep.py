@@ -150,8 +150,11 @@ def sweep(data: Any, network: str | Network = "tucker", *, budgets: Iterable[Any
             ranks = res.edges
         else:
             from .api import fit
+            from .progress import labelled
 
-            res = fit(data, network, budget=budgets[k], **kwargs)
+            # (each budget's bar names the sweep and the budget: "tnmars.fit" alone told them apart by nothing)
+            with labelled(f"tnmars.sweep, budget {describe(budgets[k])} ({len(out.results) + 1}/{len(order)})"):
+                res = fit(data, network, budget=budgets[k], **kwargs)
             ranks = res.ranks
         out.budgets.append(budgets[k])
         out.limits.append(limits[k])
