@@ -729,3 +729,97 @@ def test_vmap_drawing_masks_per_example_is_a_clear_error_and_one_draw_works():
         vmap(grad(loss), in_dims=(None, 0), randomness="different")(params, x)
     per_example = vmap(grad(loss), in_dims=(None, 0), randomness="same")(params, x)
     assert per_example["bias"].shape == (7, 20)
+
+
+# ------------------------------------------------------------------ found by an outside probe (2026-12-02)
+def test_a_failed_inplace_tensorize_leaves_the_model_as_it_was():
+    """A budget too small for the layers raised, but in place the MultiheadAttention had already
+    been swapped for a TensorizedMultiheadAttention of four new Linears: the optimizer held the
+    orphaned in_proj_weight and the old state dict no longer loaded."""
+    class WithAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.att = nn.MultiheadAttention(16, 4, batch_first=True)
+            self.fc = nn.Linear(16, 4)
+
+    model = WithAttention()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attention = model.att
+    with pytest.raises(ValueError, match="budget"):
+        tnn.tensorize(model, budget=10, inplace=True)
+    assert model.att is attention and type(model.att) is nn.MultiheadAttention
+    after = model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_a_layer_under_any_prune_method_is_recognised():
+    """A single ``torch.nn.utils.prune`` call leaves an L1Unstructured (etc.) hook, which the check
+    missed (only a second call's PruningContainer was caught): a copy failed with torch's
+    deep-copy error, and in place the layer was converted and every forward then raised
+    "'TensorizedLinear' object has no attribute 'weight_mask'"."""
+    from torch.nn.utils import prune
+
+    for method in (lambda m: prune.l1_unstructured(m, "weight", 0.5), lambda m: prune.random_unstructured(m, "weight", 0.3),
+                   lambda m: prune.ln_structured(m, "weight", 0.5, n=2, dim=0)):
+        model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+        method(model[0])
+        with pytest.raises(ValueError, match="cannot deep-copy the layers '0' \\(prune\\)"):
+            tnn.tensorize(model)
+        with pytest.warns(UserWarning, match=r"left these layers dense: 0: .*prune\.remove"):
+            out = tnn.tensorize(model, rank="full", inplace=True)
+        assert isinstance(out[0], nn.Linear) and out(torch.randn(2, 16)).shape == (2, 8)
+        with pytest.raises(ValueError, match="prune"):
+            tnn.tensorize(model, ["0"], inplace=True)
+
+
+@pytest.mark.parametrize("options", [{"mars": "Soft"}, {"pi": 0}, {"pi": 0.5001}, {"min_rank": -1},
+                                     {"temperature": 0}, {"mode": "weights"}, {"alpha": float("nan")}])
+def test_a_bad_model_wide_option_is_refused_before_anything_converts(options):
+    """They were turned into "left these layers dense" warnings per layer, and the model came back
+    dense: a script filtering warnings fine-tuned a model it believed compressed."""
+    with pytest.raises((ValueError, TypeError)):
+        tnn.tensorize(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)), **options)
+
+
+def test_a_layer_given_as_the_model_comes_back_converted():
+    """``tensorize(nn.Linear(64, 64))`` warned "the model has no nn.Linear ... layer"."""
+    layer = nn.Linear(64, 64)
+    out = tnn.tensorize(layer, rank="full")
+    assert isinstance(out, tnn.TensorizedLinear)
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(out(x), layer(x), rtol=1e-4, atol=1e-5)
+    assert isinstance(tnn.tensorize(nn.MultiheadAttention(16, 4)), tnn.TensorizedMultiheadAttention)
+    with pytest.raises(ValueError, match="cannot replace the Linear it was given in place"):
+        tnn.tensorize(layer, inplace=True)
+    with pytest.raises(ValueError, match="names '' \\(the model itself\\)"):
+        tnn.tensorize(nn.Sequential(layer), [""])
+
+
+def test_conversion_arguments_are_checked_in_words():
+    with pytest.raises(ValueError, match="a Tucker matrix needs at least 2 factors"):
+        tnn.TensorizedLinear.from_linear(nn.Linear(24, 30), "tucker", d=1)
+    for d in (0, 2.5, "3"):
+        with pytest.raises((ValueError, TypeError), match="d \\(the number of factors\\)"):
+            tnn.TensorizedLinear.from_linear(nn.Linear(24, 30), d=d)
+    with torch.device("meta"):
+        meta = nn.Linear(16, 16)
+    with pytest.raises(ValueError, match="meta device"):
+        tnn.TensorizedLinear.from_linear(meta)
+
+
+def test_a_rank_share_that_would_enlarge_a_layer_leaves_it_dense_as_the_default_does():
+    with pytest.warns(UserWarning, match="left these layers dense: 0: even at ranks"):
+        out = tnn.tensorize(nn.Sequential(nn.Linear(97, 101)), rank=0.5)
+    assert isinstance(out[0], nn.Linear)
+
+
+def test_masks_that_start_closed_do_not_read_as_closed_by_mars_or_as_a_conversion_error():
+    """A train-mode model converted with mars="soft" warned twice "MARS closed every index ... the
+    prior may be too strong" (nothing was trained; the weight's error is measured in eval mode)
+    and, once that was quiet, that tensorize changed its weights by 100% (the eval-mode weight of
+    closed masks is cut to min_rank until trained): the preset's start, not a conversion."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tnn.tensorize(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32)), mars="soft")
+    said = [str(w.message) for w in caught]
+    assert not any("MARS closed every index" in m or "changed the weights" in m for m in said)

@@ -35,7 +35,9 @@ def weight_error(source: nn.Module, layer: nn.Module) -> float:
     a zero weight that the layer reproduces). The layer's weight at its MAP masks (eval mode),
     not a training draw: the same layer always gets the same error."""
     was_training = layer.training
-    layer.eval()
+    with warnings.catch_warnings():  # (eval() of fresh masks that start closed warns of a training that never ran)
+        warnings.filterwarnings("ignore", message=".*MARS closed every index")
+        layer.eval()
     try:
         with torch.no_grad():
             approx = layer.dense_weight().detach().to(torch.float64)

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune
 
 from .._checks import max_params
 from .attention import PROJECTIONS, TensorizedMultiheadAttention
@@ -555,6 +555,10 @@ def _finite_weight(module: nn.Module, what: str) -> torch.Tensor:
     """``module.weight`` (detached), after checking that it and the bias are finite: a NaN or
     an infinity would otherwise surface as "SVD did not converge" from the decomposition, or
     as a layer that outputs NaN."""
+    if getattr(module.weight, "is_meta", False):
+        raise ValueError(f"{what}: the {type(module).__name__} is on the meta device, which holds shapes but no "
+                         "values, and a decomposition needs its weight: load the weights first (to_empty, then "
+                         "load_state_dict), or build the tensorized layer itself under the meta device")
     for name in ("weight", "bias"):
         t = getattr(module, name, None)
         if t is not None and not bool(torch.isfinite(t.detach()).all()):
@@ -809,9 +813,10 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         ``budget``, the warnings), under the names ``<attention>.q_proj``, ``k_proj``,
         ``v_proj`` and ``out_proj``.
     rank:
-        Passed to every conversion (``None``: each layer at most as large as the dense one; a
-        layer whose tensorized form is larger even at rank 1, such as a small or prime-sized
-        one, is left dense with a warning, unless ``filter`` names it).
+        Passed to every conversion (``None``: each layer at most as large as the dense one; with
+        ``None`` or a share such as ``0.5``, a layer whose tensorized form is larger even at rank
+        1, such as a small or prime-sized one, is left dense with a warning, unless ``filter``
+        names it). A layer given as ``model`` (an ``nn.Linear`` itself) comes back converted.
     budget:
         Instead of ``rank``: the converted layers together get at most this many parameters
         (``int``, cores only) or at least this compression of their dense weights (``"10x"``);
@@ -839,6 +844,18 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if type(model) in (*_CONVERTIBLE, nn.MultiheadAttention):  # a layer itself, not a model holding it
+        if inplace:
+            raise ValueError(f"tensorize replaces layers inside a model, and cannot replace the {type(model).__name__} "
+                             "it was given in place: pass inplace=False (the tensorized copy is returned), or use the "
+                             "layer's converter (TensorizedLinear.from_linear and the like)")
+        if filter is not None and not callable(filter) and not isinstance(filter, str):
+            filter = ["0" + ("." + name if name else "") for name in filter]  # (names within the layer, now in '0')
+        elif callable(filter):
+            given = filter
+            filter = lambda name, module: given(name[2:] if name.startswith("0.") else "", module)  # noqa: E731
+        return tensorize(nn.Sequential(model), filter, linear=linear, conv=conv, embedding=embedding,
+                         attention=attention, rank=rank, budget=budget, progress=progress, **options)[0]
     if linear not in (None, "lowrank", *FORMATS):
         raise ValueError(f"linear must be one of {(*FORMATS, 'lowrank')} or None; got {linear!r}")
     if conv not in (None, "tucker2", *FORMATS):
@@ -848,11 +865,18 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     if attention not in (None, "lowrank", *FORMATS):
         raise ValueError(f"attention must be one of {(*FORMATS, 'lowrank')} or None; got {attention!r}")
     options = _options(options)
+    if options:  # checked once, as every layer would check them: a typo ('Soft', pi=0) left every layer dense
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            TensorizedLinear(4, 4, rank=1, in_shape=(2, 2), out_shape=(2, 2), **options)
     named: set[str] | None = None
     if filter is not None and not callable(filter):
         if isinstance(filter, str):
             raise TypeError("filter must be a callable or an iterable of module names (a list, not a string)")
         named = set(filter)
+        if "" in named:
+            raise ValueError("the filter names '' (the model itself): tensorize replaces layers inside the model; name "
+                             "its layers (dict(model.named_modules()) keys other than '')")
         known = {name for name, _ in model.named_modules(remove_duplicate=False)}  # (every name of a shared layer)
         missing = named - known
         if missing:
@@ -905,76 +929,84 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     # checked: now each attention with its projections as nn.Linear (the same function), to convert as linears
     hooked: list[str] = []
     start_closed: list[str] = []
-    opened = _open_attention(new, [m for n, m in attentions if n not in tied], hooked)
-    projections = {id(getattr(m, p)) for m in opened for p in (*PROJECTIONS, "out_proj")}
-    if opened:
-        kept = {id(m) for _, m in targets}
-        targets = [(name, module) for name, module in new.named_modules()
-                   if name and (id(module) in kept or id(module) in projections)]
+    opened, originals = _open_attention(new, [m for n, m in attentions if n not in tied], hooked)
+    try:  # (from here the model holds the opened attentions: a failure puts the originals back)
+        projections = {id(getattr(m, p)) for m in opened for p in (*PROJECTIONS, "out_proj")}
+        if opened:
+            kept = {id(m) for _, m in targets}
+            targets = [(name, module) for name, module in new.named_modules()
+                       if name and (id(module) in kept or id(module) in projections)]
 
-    def linear_format(module: nn.Module) -> str | None:  # a projection's format is attention's
-        return attention if id(module) in projections else linear
+        def linear_format(module: nn.Module) -> str | None:  # a projection's format is attention's
+            return attention if id(module) in projections else linear
 
-    errors: dict[str, float] = {}
-    converted: dict[int, nn.Module] = {}
-    ranks = {}
-    if budget is not None:
-        ranks = _budget_ranks(targets, budget,
-                              lambda m, r: _convert(m, linear_format(m), conv, embedding, r, options, progress),
-                              strict=named is not None)
-    from tqdm.auto import tqdm
+        errors: dict[str, float] = {}
+        closed_at_start: set[str] = set()
+        converted: dict[int, nn.Module] = {}
+        ranks = {}
+        if budget is not None:
+            ranks = _budget_ranks(targets, budget,
+                                  lambda m, r: _convert(m, linear_format(m), conv, embedding, r, options, progress),
+                                  strict=named is not None)
+        from tqdm.auto import tqdm
 
-    from ..fitting.progress import progress_enabled
+        from ..fitting.progress import progress_enabled
 
-    with tqdm(targets, desc="tensorize", unit="layer", delay=PROGRESS_DELAY, leave=False,
-              disable=not progress_enabled(progress)) as bar:
-        for name, module in bar:
-            bar.set_postfix_str(name, refresh=False)
-            reparam = _reparametrised(module)
-            if reparam:  # its weight is recomputed by a hook from other tensors: the stored one may be stale
-                why = (f"its weight is recomputed at each forward by a {reparam} hook (torch.nn.utils' old-style "
-                       "reparametrisation), so the stored weight may be stale and the hook would be lost; remove "
-                       f"it first (torch.nn.utils.remove_{reparam}) to convert the layer")
-                if named is not None:
-                    raise ValueError(f"tensorize cannot convert {name!r}: {why}")
-                skipped.append(f"{name}: {why}")
-                continue
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    replacement = _convert(module, linear_format(module), conv, embedding, ranks.get(name, rank),
-                                           options, progress)
-                except ValueError as err:
+        with tqdm(targets, desc="tensorize", unit="layer", delay=PROGRESS_DELAY, leave=False,
+                  disable=not progress_enabled(progress)) as bar:
+            for name, module in bar:
+                bar.set_postfix_str(name, refresh=False)
+                reparam = _reparametrised(module)
+                if reparam:  # its weight is recomputed by a hook from other tensors: the stored one may be stale
+                    why = (f"its weight is recomputed at each forward by a {reparam} hook (torch.nn.utils' old-style "
+                           "reparametrisation), so the stored weight may be stale and the hook would be lost; remove "
+                           f"it first ({_REMOVE[reparam]}) to convert the layer")
                     if named is not None:
-                        raise
-                    skipped.append(f"{name}: {err}")
-                    replacement = None
-            # default ranks promise a layer no larger than the dense one: where even the smallest
-            # ranks cannot keep it (a small or prime-sized layer), the walk leaves the layer dense
-            larger = (replacement is not None and rank is None and budget is None and named is None
-                      and replacement.num_params > replacement.dense_size)
-            for w in caught:  # (a layer left dense: what its conversion would have lost does not apply)
-                if START_CLOSED in str(w.message):
-                    if not larger:
-                        start_closed.append(name)
-                elif budget is not None and "clipped to the" in str(w.message):
-                    pass  # (the budget's uniform ranks, not the user's: each layer takes what it can use)
-                elif not (larger and issubclass(w.category, UserWarning)
-                          and ("more than" in str(w.message) or "not carried over" in str(w.message))):
-                    warnings.warn(w.message, w.category, stacklevel=2)
-            if larger:
-                skipped.append(f"{name}: even at ranks {dict(replacement.max_ranks)} its {type(replacement).__name__} "
-                               f"has {replacement.num_params:,} parameters, more than the dense layer's "
-                               f"{replacement.dense_size:,} (name it or give rank= to convert it anyway)")
-                continue
-            if replacement is None:
-                continue
-            errors[name] = replacement.conversion_error = math.sqrt(weight_error(module, replacement))
-            converted[id(module)] = replacement
-            if _carry_hooks(module, replacement):
-                hooked.append(name)
-    # under every name of each converted module: a layer shared by two names stays shared
-    replace_modules(new, lambda name, m: converted.get(id(m)))
+                        raise ValueError(f"tensorize cannot convert {name!r}: {why}")
+                    skipped.append(f"{name}: {why}")
+                    continue
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        replacement = _convert(module, linear_format(module), conv, embedding, ranks.get(name, rank),
+                                               options, progress)
+                    except ValueError as err:
+                        if named is not None:
+                            raise
+                        skipped.append(f"{name}: {err}")
+                        replacement = None
+                # default ranks promise a layer no larger than the dense one: where even the smallest
+                # ranks cannot keep it (a small or prime-sized layer), the walk leaves the layer dense
+                # (a share of the dense size, rank=0.5, promises it too: a Linear(97, 101) came back larger)
+                larger = (replacement is not None and (rank is None or is_share(rank)) and budget is None
+                          and named is None and replacement.num_params > replacement.dense_size)
+                for w in caught:  # (a layer left dense: what its conversion would have lost does not apply)
+                    if START_CLOSED in str(w.message):
+                        if not larger:
+                            start_closed.append(name)
+                    elif budget is not None and "clipped to the" in str(w.message):
+                        pass  # (the budget's uniform ranks, not the user's: each layer takes what it can use)
+                    elif not (larger and issubclass(w.category, UserWarning)
+                              and ("more than" in str(w.message) or "not carried over" in str(w.message))):
+                        warnings.warn(w.message, w.category, stacklevel=2)
+                if larger:
+                    skipped.append(f"{name}: even at ranks {dict(replacement.max_ranks)} its {type(replacement).__name__} "
+                                   f"has {replacement.num_params:,} parameters, more than the dense layer's "
+                                   f"{replacement.dense_size:,} (name it, or give an integer rank=, to convert it anyway)")
+                    continue
+                if replacement is None:
+                    continue
+                errors[name] = replacement.conversion_error = math.sqrt(weight_error(module, replacement))
+                if getattr(replacement, "masks", None) is not None and replacement.masks.closed_bonds():
+                    closed_at_start.add(name)  # (its MAP weight is cut to min_rank until trained: not a conversion error)
+                converted[id(module)] = replacement
+                if _carry_hooks(module, replacement):
+                    hooked.append(name)
+        # under every name of each converted module: a layer shared by two names stays shared
+        replace_modules(new, lambda name, m: converted.get(id(m)))
+    except BaseException:
+        replace_modules(new, lambda name, m: originals.get(id(m)))
+        raise
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
     if start_closed:
@@ -997,7 +1029,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                   "tensorized already)" if already else ""))
         warnings.warn(f"tensorize converted no layer: {why}; the model is returned unchanged", UserWarning,
                       stacklevel=2)
-    changed = {name: e for name, e in errors.items() if e > CONVERSION_WARNING}
+    # (a layer whose masks start closed computes at min_rank until trained: not a conversion error)
+    changed = {name: e for name, e in errors.items() if e > CONVERSION_WARNING and name not in closed_at_start}
     if changed:
         warnings.warn(
             "tensorize changed the weights of " + ", ".join(f"{n!r} by {e:.0%}" for n, e in changed.items())
@@ -1006,6 +1039,11 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             "layer's error is in its conversion_error attribute", UserWarning, stacklevel=2)
     return new
 
+
+#: how to remove each old-style reparametrisation :func:`_reparametrised` names
+_REMOVE = {"spectral_norm": "torch.nn.utils.remove_spectral_norm(layer)",
+           "weight_norm": "torch.nn.utils.remove_weight_norm(layer)",
+           "prune": "torch.nn.utils.prune.remove(layer, 'weight')"}
 
 #: the hook tables of ``nn.Module`` that :func:`tensorize` moves to a layer's replacement
 _HOOK_TABLES = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
@@ -1040,7 +1078,7 @@ def _reparametrised(module: nn.Module) -> str | None:
             return "spectral_norm"
         if kind == "WeightNorm":
             return "weight_norm"
-        if "Pruning" in kind or "PruningContainer" in kind:
+        if isinstance(hook, prune.BasePruningMethod):  # (L1Unstructured etc. and a PruningContainer alike)
             return "prune"
     return None
 
@@ -1074,17 +1112,19 @@ def _aliases(model: nn.Module) -> dict[int, list[str]]:
     return aliases
 
 
-def _open_attention(model: nn.Module, chosen: list[nn.Module], hooked: list[str]) -> list[TensorizedMultiheadAttention]:
+def _open_attention(model: nn.Module, chosen: list[nn.Module], hooked: list[str]
+                    ) -> tuple[list[TensorizedMultiheadAttention], dict[int, nn.Module]]:
     """Replace each ``nn.MultiheadAttention`` in ``chosen`` by a :class:`TensorizedMultiheadAttention`
     whose projections are ``nn.Linear`` copies of its weights (the same function), for the walk
-    to convert like other linears. Hooks move to the new module (its names in ``hooked``)."""
+    to convert like other linears. Hooks move to the new module (its names in ``hooked``).
+    Returns the new modules and, by the id of each, the module it replaced (to put back)."""
     replaced: dict[int, TensorizedMultiheadAttention] = {}
     for module in chosen:
         replaced[id(module)] = new = TensorizedMultiheadAttention.with_dense_projections(module)
         if _carry_hooks(module, new):
             hooked.append(next(name for name, m in model.named_modules() if m is module))
     replace_modules(model, lambda name, m: replaced.get(id(m)))
-    return list(replaced.values())
+    return list(replaced.values()), {id(new): old for old in chosen for new in [replaced[id(old)]]}
 
 
 def _shared_outside(model: nn.Module, module: nn.Module) -> str | None:

@@ -221,6 +221,8 @@ def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], 
         terms = [ins[k] + outs[k] + "A" for k in range(d)]
         return Network(",".join(terms) + "->" + output, shape=in_shape + out_shape, ranks=r, **kw)
     if fmt == "tucker":
+        if d < 2:  # (one factor and a core: a low-rank matrix, which LowRankLinear is)
+            raise ValueError("a Tucker matrix needs at least 2 factors (for one, use LowRankLinear)")
         ranks = list(_per(rank, d))
         sizes = [i * o for i, o in zip(in_shape, out_shape)]
         clipped = [min(r, n) for r, n in zip(ranks, sizes)]
@@ -401,6 +403,8 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
         super().__init__()
         self.in_features, self.out_features = positive_int(in_features, "in_features"), positive_int(out_features, "out_features")
         dt = _dtype_name(dtype, format)
+        if d is not None:  # (d=0 read as "not given", d=2.5 as 2, d="3" as 3)
+            d = positive_int(d, "d (the number of factors)")
 
         def default_shapes(in_shape, out_shape):
             nd = d or (len(in_shape) if in_shape else len(out_shape) if out_shape else 3)
@@ -780,7 +784,7 @@ class TensorizedConv2d(_MatrixLayer):
         kh, kw = self.kernel_size
         rows = kh * kw * in_channels
         dt = _dtype_name(dtype, format)
-        if not isinstance(format, Network) and int(d) < 2:
+        if not isinstance(format, Network) and positive_int(d, "d (the number of cores)") < 2:
             raise ValueError(f"d (number of cores) must be >= 2 for a convolution; got {d}")
 
         def default_shapes(in_shape, out_shape):
@@ -901,7 +905,7 @@ class TensorizedEmbedding(TensorizedLayer):
                     raise ValueError(f"voc_shape {voc_shape} multiplies to {prod(voc_shape)}, fewer than "
                                      f"num_embeddings = {num_embeddings}")
             emb_shape = _check_shape(emb_shape, embedding_dim, "emb_shape", "embedding_dim")
-            nd = len(voc_shape) if voc_shape else len(emb_shape) if emb_shape else d
+            nd = len(voc_shape) if voc_shape else len(emb_shape) if emb_shape else positive_int(d, "d (the number of cores)")
             voc_shape = voc_shape or suggest_shape(num_embeddings, nd)
             emb_shape = emb_shape or factorize(embedding_dim, nd)
             network = _default_network(format, voc_shape, emb_shape, rank,
