@@ -988,7 +988,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                         pass  # (the budget's uniform ranks, not the user's: each layer takes what it can use)
                     elif not (larger and issubclass(w.category, UserWarning)
                               and ("more than" in str(w.message) or "not carried over" in str(w.message))):
-                        warnings.warn(w.message, w.category, stacklevel=2)
+                        # (named: "TT ranks (4, 4) clipped ..." said nothing of which layer)
+                        warnings.warn(f"tensorize, layer {name!r}: {w.message}", w.category, stacklevel=2)
                 if larger:
                     skipped.append(f"{name}: even at ranks {dict(replacement.max_ranks)} its {type(replacement).__name__} "
                                    f"has {replacement.num_params:,} parameters, more than the dense layer's "
