@@ -494,5 +494,7 @@ def test_an_interrupted_search_says_so_in_its_summary_repr_and_plot():
 
     found = tnmars.search(x, seed=0, callback=stop, progress=False)
     assert found.fit.interrupted
+    with pytest.warns(UserWarning, match=r"^tnmars\.search, start 1/2: the callback returned True"):
+        tnmars.search(x, seed=0, callback=lambda step, info: step >= 3, progress=False)  # (it said "tnmars.fit")
     assert "INTERRUPTED" in found.summary() and "interrupted=True" in repr(found)
     assert "interrupted" in found.plot().axes[0].get_title()

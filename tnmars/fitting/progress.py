@@ -100,14 +100,14 @@ class Reporter:
                     # loud: a logging callback can return True by accident (tqdm's update() does)
                     what = ("the held-out checks are skipped (the fit is final)" if self.phase == "checks" else
                             "the fit stops there and returns the best state so far (interrupted=True)")
-                    warn(f"tnmars.fit: the callback returned True at step {self.step} ({self.phase}): {what}",
+                    warn(f"{self.label}: the callback returned True at step {self.step} ({self.phase}): {what}",
                          UserWarning)
                     self.stopped = True
             elif isinstance(answer, (int, np.integer)):
                 # a logging callback's last call returns a count (file.write): not a request to stop
                 if not getattr(self, "_warned_int", False):
                     self._warned_int = True
-                    warn(f"tnmars.fit: the callback returned {answer!r}, an int: only True stops the fit, so "
+                    warn(f"{self.label}: the callback returned {answer!r}, an int: only True stops the fit, so "
                          "it goes on (return None to silence this)", UserWarning)
             elif answer is not None:
                 raise TypeError(f"the callback returned {answer!r}: return True to stop the fit, or None / False "
