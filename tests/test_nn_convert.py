@@ -790,6 +790,9 @@ def test_a_layer_given_as_the_model_comes_back_converted():
     x = torch.randn(3, 64)
     torch.testing.assert_close(out(x), layer(x), rtol=1e-4, atol=1e-5)
     assert isinstance(tnn.tensorize(nn.MultiheadAttention(16, 4)), tnn.TensorizedMultiheadAttention)
+    with pytest.warns(UserWarning, match="changed the weights of 'Linear'") as caught:  # named by its type, at this line
+        tnn.tensorize(layer, rank=2)
+    assert any(w.filename == __file__ for w in caught)
     with pytest.raises(ValueError, match="cannot replace the Linear it was given in place"):
         tnn.tensorize(layer, inplace=True)
     with pytest.raises(ValueError, match="names '' \\(the model itself\\)"):

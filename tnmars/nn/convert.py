@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from math import prod
 from typing import Any
@@ -849,13 +850,20 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             raise ValueError(f"tensorize replaces layers inside a model, and cannot replace the {type(model).__name__} "
                              "it was given in place: pass inplace=False (the tensorized copy is returned), or use the "
                              "layer's converter (TensorizedLinear.from_linear and the like)")
+        key = type(model).__name__  # (the warnings name the layer by it)
         if filter is not None and not callable(filter) and not isinstance(filter, str):
-            filter = ["0" + ("." + name if name else "") for name in filter]  # (names within the layer, now in '0')
+            filter = [key + ("." + name if name else "") for name in filter]  # (names within the layer)
         elif callable(filter):
             given = filter
-            filter = lambda name, module: given(name[2:] if name.startswith("0.") else "", module)  # noqa: E731
-        return tensorize(nn.Sequential(model), filter, linear=linear, conv=conv, embedding=embedding,
-                         attention=attention, rank=rank, budget=budget, progress=progress, **options)[0]
+            filter = lambda name, module: given(name[len(key) + 1:] if name.startswith(key + ".") else "", module)  # noqa: E731
+        with warnings.catch_warnings(record=True) as caught:  # (said again at the caller's line)
+            warnings.simplefilter("always")
+            out = tensorize(nn.Sequential(OrderedDict([(key, model)])), filter, linear=linear, conv=conv,
+                            embedding=embedding, attention=attention, rank=rank, budget=budget, progress=progress,
+                            **options)[0]
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=2)
+        return out
     if linear not in (None, "lowrank", *FORMATS):
         raise ValueError(f"linear must be one of {(*FORMATS, 'lowrank')} or None; got {linear!r}")
     if conv not in (None, "tucker2", *FORMATS):
