@@ -541,3 +541,10 @@ def test_a_budget_fit_does_not_blame_the_observations_for_the_budgets_ranks():
         res = tnmars.fit(x, "tucker", budget=40, seed=0, progress=False)
     assert res.num_params <= 40
     assert not any("spectra" in str(w.message) or "more data" in str(w.message) for w in caught)
+
+
+def test_a_sweeps_warnings_point_at_the_callers_line():
+    """Found by an outside probe: the fits' warnings inside ``sweep`` pointed at sweep.py."""
+    with pytest.warns(RuntimeWarning, match="the data are all zero") as caught:
+        tnmars.sweep(np.zeros((4, 5, 6)), "tucker", budgets=[40, 80], max_rank=3, progress=False)
+    assert caught and all(w.filename == __file__ for w in caught if "all zero" in str(w.message))

@@ -142,20 +142,24 @@ def sweep(data: Any, network: str | Network = "tucker", *, budgets: Iterable[Any
     out = SweepResult([], [], [], [], [], [])
     start = kwargs.pop("start", None) if structure else None
     for k in order:
-        if structure:
-            from .structure import search
+        with warnings.catch_warnings(record=True) as caught:  # (said again below, at the caller's line)
+            warnings.simplefilter("always")
+            if structure:
+                from .structure import search
 
-            res = search(data, budget=budgets[k], start=start, **kwargs)
-            start = res
-            ranks = res.edges
-        else:
-            from .api import fit
-            from .progress import labelled
+                res = search(data, budget=budgets[k], start=start, **kwargs)
+                start = res
+                ranks = res.edges
+            else:
+                from .api import fit
+                from .progress import labelled
 
-            # (each budget's bar names the sweep and the budget: "tnmars.fit" alone told them apart by nothing)
-            with labelled(f"tnmars.sweep, budget {describe(budgets[k])} ({len(out.results) + 1}/{len(order)})"):
-                res = fit(data, network, budget=budgets[k], **kwargs)
-            ranks = res.ranks
+                # (each budget's bar names the sweep and the budget: "tnmars.fit" alone told them apart by nothing)
+                with labelled(f"tnmars.sweep, budget {describe(budgets[k])} ({len(out.results) + 1}/{len(order)})"):
+                    res = fit(data, network, budget=budgets[k], **kwargs)
+                ranks = res.ranks
+        for w in caught:  # (they pointed at this module's line)
+            warnings.warn(w.message, w.category, stacklevel=2)
         out.budgets.append(budgets[k])
         out.limits.append(limits[k])
         out.params.append(int(res.num_params))
