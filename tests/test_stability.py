@@ -355,3 +355,28 @@ def test_a_small_round_limit_keeps_its_estimate_instead_of_an_exact_norm_every_s
     with torch.no_grad():
         rnn.weight.copy_(W)
     assert rnn.project_() <= 2.0  # a lower bound, no exact norm
+
+
+def test_effective_stability_counts_only_the_steps_within_each_sequences_length():
+    """A padded batch was measured padding and all (the PackedSequence message said to measure
+    sequences of one length together); ``lengths=`` counts each sequence's own steps only: the
+    same figures as its steps measured alone (the state map is causal)."""
+    from tnmars.nn import TanhRNN
+    from tnmars.nn.stability import effective_stability, state_jacobian_norms
+
+    model = TanhRNN(3, 5, seed=0).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 3, dtype=torch.float64, generator=g)
+    x[1, 4:] = 50.0  # padding far from the data: it would change the statistics if measured
+    report = effective_stability(model, x, lengths=[7, 4])
+    alone = torch.cat([state_jacobian_norms(model, x[:1, :7]).reshape(-1),
+                       state_jacobian_norms(model, x[1:, :4]).reshape(-1)])
+    assert report.steps == 11
+    assert report.max_jacobian == pytest.approx(float(alone.max()))
+    assert report.mean_jacobian == pytest.approx(float(alone.mean()))
+    timed = TanhRNN(3, 5, seed=0, batch_first=False).double()
+    assert effective_stability(timed, x.transpose(0, 1), lengths=[7, 4]).mean_jacobian == pytest.approx(
+        report.mean_jacobian)
+    for bad in ([7], [0, 4], [8, 4], [7.0, 4.0]):
+        with pytest.raises(ValueError, match="lengths must"):
+            effective_stability(model, x, lengths=bad)

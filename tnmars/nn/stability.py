@@ -398,9 +398,9 @@ def _check_data(x: Any, model: Any) -> torch.Tensor:
     first = getattr(model, "batch_first", True)
     layout = "(batch, time, features)" if first else "(time, batch, features)"
     if isinstance(x, torch.nn.utils.rnn.PackedSequence):
-        raise TypeError(f"x is a PackedSequence: pass a padded {layout} tensor of sequences of one "
-                        "length (torch.nn.utils.rnn.pad_packed_sequence; padding would be measured as data, so "
-                        "measure sequences of equal length together)")
+        raise TypeError(f"x is a PackedSequence: pass the padded {layout} tensor "
+                        "(torch.nn.utils.rnn.pad_packed_sequence) and, to effective_stability, lengths= (the "
+                        "padded steps are then not measured)")
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
         raise ValueError(f"x must have shape {layout}; got {tuple(getattr(x, 'shape', ()))}")
     if x.shape[0] * x.shape[1] == 0:
@@ -530,6 +530,20 @@ def _trajectory_ratios(model: Any, x: torch.Tensor, scale: float, seed: int) -> 
     return ratios
 
 
+def _counted_steps(norms: torch.Tensor, lengths: Any, batch_first: bool) -> torch.Tensor:
+    """Which entries of a ``(B, T)`` (``(T, B)``) measure fall within each sequence's length."""
+    if lengths is None:
+        return torch.ones_like(norms, dtype=torch.bool)
+    batch, steps = norms.shape if batch_first else norms.shape[::-1]
+    lengths = torch.as_tensor(lengths).reshape(-1)
+    if lengths.is_floating_point() or lengths.dtype == torch.bool or lengths.numel() != batch:
+        raise ValueError(f"lengths must hold one integer per sequence ({batch}); got {lengths.tolist()}")
+    if bool((lengths < 1).any()) or bool((lengths > steps).any()):
+        raise ValueError(f"lengths must lie in [1, {steps}] (the padded length); got {lengths.tolist()}")
+    valid = torch.arange(steps)[None, :] < lengths.cpu()[:, None]  # (B, T)
+    return (valid if batch_first else valid.T).to(norms.device)
+
+
 @dataclass
 class StabilityReport:
     """Summary of a model's effective contraction on data (see :func:`effective_stability`)."""
@@ -555,9 +569,12 @@ class StabilityReport:
         return self.max_jacobian < 1.0
 
 
-def effective_stability(model: Any, x: torch.Tensor, *, chunk: int = 1024, seed: int = 0) -> StabilityReport:
+def effective_stability(model: Any, x: torch.Tensor, *, chunk: int = 1024, seed: int = 0,
+                        lengths: Any = None) -> StabilityReport:
     """Measure how contractive a (trained) recurrent model is on data ``x`` ``(B, T, D)``
-    (``(T, B, D)`` for a model with ``batch_first=False``).
+    (``(T, B, D)`` for a model with ``batch_first=False``). ``lengths``: each sequence's true
+    length (padded batches, as ``pack_padded_sequence`` takes them): the steps past it are run
+    but not counted (padding measured as data changed the statistics).
 
     Returns the largest, mean and quantiles of the state-map Jacobian's spectral norm along
     the data trajectory, plus finite-difference ratios of two trajectories started apart
@@ -572,9 +589,10 @@ def effective_stability(model: Any, x: torch.Tensor, *, chunk: int = 1024, seed:
     True
     """
     norms = state_jacobian_norms(model, x, chunk=chunk)
-    flat = norms.reshape(-1)
+    counted = _counted_steps(norms, lengths, getattr(model, "batch_first", True))
+    flat = norms[counted]
     q = torch.quantile(flat, torch.tensor([0.5, 0.9, 0.99], dtype=flat.dtype, device=flat.device))
-    ratios = trajectory_ratios(model, x, seed=seed).reshape(-1)
+    ratios = trajectory_ratios(model, x, seed=seed)[counted]
     # a ratio of 0 is a step that merged the two states (a model that forgets at once, W = 0):
     # it counts, and makes the geometric-mean rate 0; NaN ratios follow such a merge
     finite = ratios[torch.isfinite(ratios)]
