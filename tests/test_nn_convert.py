@@ -827,3 +827,14 @@ def test_masks_that_start_closed_do_not_read_as_closed_by_mars_or_as_a_conversio
         tnn.tensorize(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32)), mars="soft")
     said = [str(w.message) for w in caught]
     assert not any("MARS closed every index" in m or "changed the weights" in m for m in said)
+
+
+def test_a_low_rank_conversion_clips_its_rank_to_what_the_weight_can_have():
+    """Found by an outside probe: rank=1000 built 54,000 parameters for a 24x30 weight (only the
+    size warning); the matrix formats clip their ranks."""
+    linear = nn.Linear(24, 30)
+    with pytest.warns(UserWarning, match="rank 1000 clipped to 24"):
+        layer = LowRankLinear.from_linear(linear, rank=1000)
+    assert layer.num_params == 24 * (24 + 30)
+    x = torch.randn(4, 24)
+    torch.testing.assert_close(layer(x), linear(x), rtol=1e-4, atol=1e-5)

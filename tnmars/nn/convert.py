@@ -643,6 +643,9 @@ def lowrank_from_linear(linear: nn.Linear, rank: Any = None, **options: Any) -> 
     rank = budget_rank(lambda r: r * (n_in + n_out), n_in * n_out, rank, ceiling=min(n_in, n_out))
     if not isinstance(rank, (int, np.integer)):
         raise TypeError(f"LowRankLinear has one bond: rank must be an int, a float share or None; got {rank!r}")
+    if rank > min(n_in, n_out):  # (as the matrix formats clip theirs: rank 1000 of a 24x30 weight built 54,000 parameters)
+        warn_user(f"LowRankLinear rank {rank} clipped to {min(n_in, n_out)}, the rank a {n_in}x{n_out} weight can have")
+        rank = min(n_in, n_out)
     w = _finite_weight(linear, "LowRankLinear.from_linear")
     layer = _quiet(lambda: LowRankLinear(n_in, n_out, rank=int(rank), bias=linear.bias is not None, dtype=w.dtype,
                                          device=w.device, **options))
