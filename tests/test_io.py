@@ -1027,3 +1027,39 @@ def test_a_network_of_thousands_of_cores_and_a_long_label_save(tmp_path):
     with pytest.warns(UserWarning, match="labels .* are not saved"):
         tnmars.save(labelled, tmp_path / "label.npz")
     assert tnmars.load(tmp_path / "label.npz").labels is None
+
+
+def test_a_narrowing_load_that_overflows_says_so_in_words_only(tmp_path):
+    """Outside probe: loading as float16 a network past its range raised the clear error, but
+    NumPy's "overflow encountered in cast" warning came first."""
+    big = Network.tt((3, 4, 5), 2, seed=0)
+    big.cores[0][...] = 1e6
+    path = tnmars.save(big, tmp_path / "big.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning before the error fails here
+        with pytest.raises(ValueError, match="overflows"):
+            tnmars.load(path, dtype="float16")
+
+
+def test_load_reads_a_device_as_network_to_does(tmp_path):
+    """Outside probe: ``load(device=0)`` said "unknown torch device 0" where ``Network.to(device=0)``
+    reads cuda:0; a torch.device is read by its name."""
+    torch = pytest.importorskip("torch")
+    path = tnmars.save(Network.tt((3, 4), 2, seed=0).to("torch"), tmp_path / "t.npz")
+    assert tnmars.load(path, device=torch.device("cpu")).device == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:0'.*CUDA is not available"):
+            tnmars.load(path, device=0)
+    else:
+        assert tnmars.load(path, device=0).device == "cuda:0"
+    with pytest.raises(TypeError, match="device must be"):
+        tnmars.load(path, device=1.5)
+
+
+@pytest.mark.parametrize("name", [".npz", ".safetensors", ".NPZ"])
+def test_a_path_that_is_only_an_extension_is_refused(tmp_path, name):
+    """Outside probe: ``save(net, "dir/.npz")`` wrote ``dir/.npz.npz`` (Path reads ".npz" as a
+    hidden file's name without a suffix)."""
+    with pytest.raises(ValueError, match="has an extension but no file name"):
+        tnmars.save(Network.tt((3, 4), 2, seed=0), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []

@@ -49,7 +49,7 @@ from ._container import (
     write_atomic,
 )
 from .backends import get_backend
-from .network import Network, _dtype_name, check_dtype_conversion, check_narrowing, narrows
+from .network import Network, _device_name, _dtype_name, check_dtype_conversion, check_narrowing, narrows
 
 __all__ = ["save", "load", "read_metadata", "FileFormatError", "FORMAT_VERSION", "KEY_ENV"]
 
@@ -296,6 +296,10 @@ def _save_path(path: Any) -> Path:
     if not os.fspath(path):  # Path("") is the current folder, "." (which would become ".npz")
         raise ValueError("path is empty; give a file name such as 'net.npz'")
     path = Path(path)
+    if path.name.lower() in _SUFFIXES:  # "dir/.npz": an extension without a name (Path reads it as a hidden
+        # file without a suffix, and ".npz.npz" was written)
+        raise ValueError(f"{str(path)!r} has an extension but no file name; give one, e.g. "
+                         f"{str(path.with_name('net' + path.name))!r}")
     if path.suffix == "":
         return path.with_name(path.name + ".npz")
     if path.suffix.lower() not in _SUFFIXES:
@@ -546,6 +550,8 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
         check_dtype_conversion(_dtype_name(dtype), meta["dtype"])
         if be.name in ("numpy", "cupy") and _dtype_name(dtype) == "bfloat16":
             raise TypeError(f"{be.name} has no bfloat16; load into torch (backend='torch') or choose float32")
+    if device is not None:  # as Network.to reads it: 0 is "cuda:0", a torch.device its name
+        device = _device_name(device)
     if device is None and backend is None and target != "numpy":
         device = meta["device"]
         try:
@@ -558,7 +564,8 @@ def _build_network(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], ba
             device = None
     # the dtype as tnmars names it everywhere ("float" is float64: torch alone reads it as float32, and the
     # narrowing check below then never ran; numpy / torch dtype objects for the other backend were refused)
-    converted = [be.asarray(c, dtype=None if dtype is None else _dtype_name(dtype), device=device) for c in cores]
+    with np.errstate(over="ignore", invalid="ignore"):  # (an overflowing cast is refused below, in words)
+        converted = [be.asarray(c, dtype=None if dtype is None else _dtype_name(dtype), device=device) for c in cores]
     if dtype is not None and narrows(_dtype_name(dtype), meta["dtype"]):  # a narrower dtype may not hold the
         check_narrowing(cores, get_backend("numpy"), converted, be, _dtype_name(dtype))  # saved (finite) cores
     try:
@@ -583,7 +590,7 @@ def _load(path: Any, backend: str | None, device: str | None, dtype: Any, key: A
     return obj, meta
 
 
-def load(path: str | os.PathLike, *, backend: str | None = None, device: str | None = None,
+def load(path: str | os.PathLike, *, backend: str | None = None, device: Any = None,
          dtype: str | None = None, key: bytes | str | None = None, max_bytes: int | None = None) -> Any:
     """Load what :func:`save` wrote: a :class:`~tnmars.Network` or a fit result.
 
@@ -605,7 +612,9 @@ def load(path: str | os.PathLike, *, backend: str | None = None, device: str | N
         A file written by :func:`save` (a name without an extension reads the ``.npz`` file
         :func:`save` wrote for it when no file has that exact name).
     backend, device, dtype
-        Where to put the arrays (default: where they were saved from).
+        Where to put the arrays (default: where they were saved from), read as
+        :meth:`Network.to <tnmars.Network.to>` reads them (``device=0`` is ``"cuda:0"``, a
+        ``torch.device`` or a torch dtype work too).
     key
         The signing key (bytes or text); defaults to the ``TNMARS_SIGNING_KEY`` environment
         variable. With a key, an unsigned file or a wrong signature is refused.
