@@ -288,3 +288,9 @@ def test_python_numbers_promote_as_numpy_einsum_promotes_them_on_numpy():
         np.testing.assert_array_equal(got, want)
     torch = pytest.importorskip("torch")
     assert tnmars.contract(",i->i", 0.5, torch.ones(2)).dtype == torch.float32
+    # a number that does not fit the integer dtype it takes on torch: said in words (outside probe:
+    # torch's "value cannot be converted to type int8 without overflow" came out of the call)
+    small = torch.tensor([1, 2], dtype=torch.int8)
+    assert tnmars.contract(",i->i", 100, small).dtype == torch.int8
+    with pytest.raises(ValueError, match="operand 0, the number 300, does not fit int8"):
+        tnmars.contract(",i->i", 300, small)

@@ -918,9 +918,15 @@ def _common_dtype(operands: list[Any], be: Backend) -> tuple[list[Any], bool]:
     target = "int64" if boolean else common
     device = next((be.device_of(x) for x in arrays), None)
     out = []
-    for x in operands:
+    for pos, x in enumerate(operands):
         if isinstance(x, _SCALARS):
-            x = be.asarray(x, dtype=target, device=device)
+            try:
+                x = be.asarray(x, dtype=target, device=device)
+            except (RuntimeError, OverflowError):  # (torch: "value cannot be converted to type int8 without overflow")
+                raise ValueError(f"operand {pos}, the number {x!r}, does not fit {target}, the dtype the operands "
+                                 f"promote to on {be.name} (a Python number takes the arrays' dtype, as in "
+                                 "torch's arithmetic); pass it as an array of a wider dtype, or convert the "
+                                 "arrays first") from None
         elif be.dtype_name(x) != target:
             x = be.asarray(x, dtype=target)
         out.append(x)
