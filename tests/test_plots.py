@@ -246,6 +246,23 @@ def test_training_plot_draws_each_phase_of_a_fit_on_its_own_panel():
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "linear"
 
 
+def test_training_plot_labels_steps_as_whole_numbers_even_for_a_one_step_phase():
+    """Outside probe: a phase of one step (a fit's polish) was labelled -0.060 ... 0.060 and the
+    ranks' panel of two steps -0.2 ... 1.2: matplotlib's integer locator gives way on so short an
+    axis."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    hist = {"step": [0, 1], "loss": [3.0, -120.0], "phase": ["selection", "polish"], "ranks": [(2, 2), (2, 3)]}
+    fig = plot_training(hist, bonds=["A", "B"])
+    FigureCanvasAgg(fig).draw()
+    labels = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes]
+    assert labels == [["0"], ["1"], ["0", "1"]]
+    long = plot_training({"step": list(range(40)), "loss": list(np.linspace(5, 1, 40))})
+    FigureCanvasAgg(long).draw()
+    ticks = long.axes[0].get_xticks()
+    assert len(ticks) > 3 and np.all(ticks == np.round(ticks))
+
+
 def test_a_search_result_plots_its_training_and_masks_by_edges():
     """Found by an outside probe: ``plot_training(found)`` and ``plot_mask_probabilities(found)``
     refused a search result without saying to pass ``found.fit``, and on ``found.fit`` named the

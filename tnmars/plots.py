@@ -40,6 +40,19 @@ def _integer_ticks():
     return MaxNLocator(integer=True)
 
 
+def _step_axis(ax, steps: np.ndarray) -> None:
+    """Integer step ticks on the x axis, also for a phase of one or two steps: matplotlib
+    widens a single point's axis to +-0.05 and then labels it -0.060 ... 0.060, which its integer
+    locator does not prevent (too few integers in range)."""
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(_integer_ticks())
+    finite = steps[np.isfinite(steps)] if steps.size else steps
+    if finite.size and float(finite.max() - finite.min()) < 2:
+        lo, hi = int(np.floor(finite.min())), int(np.ceil(finite.max()))
+        ax.set_xlim(lo - 0.5, hi + 0.5)
+        ax.set_xticks(range(lo, hi + 1))
+
+
 def _plain_log_ticks(axis) -> None:
     """Ticks at 1, 2 and 5 per decade, written as plain numbers (``2,000``, not ``2x10^3``),
     no minor labels: matplotlib's default labels minor ticks of a short log axis too, and
@@ -274,8 +287,7 @@ def plot_training(
             positive &= bool(np.all(values[np.isfinite(values)] > 0))
         if loss_keys and positive:
             ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.xaxis.set_major_locator(_integer_ticks())
+        _step_axis(ax, np.asarray(steps[rows], dtype=float))
         ax.set_ylabel("loss")
         if phase is not None:
             ax.set_title(str(phase))
@@ -299,7 +311,7 @@ def plot_training(
                 raise ValueError(f"{len(names)} bond names given for {table.shape[1]} rank columns")
         for j, name in enumerate(names):
             ax.step(steps, table[:, j], where="post", label=name if str(name).startswith("edge ") else f"bond {name}")
-        ax.set_xlabel("step")
+        _step_axis(ax, np.asarray(steps, dtype=float))
         ax.set_ylabel("selected rank")
         ax.yaxis.set_major_locator(_integer_ticks())
         ax.legend(frameon=False, ncols=2 if len(names) > 4 else 1)
