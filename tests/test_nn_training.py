@@ -886,6 +886,39 @@ def test_optimizer_mode_resumes_from_the_state_dict_of_the_plain_optimizer():
         opt_b.load_state_dict(smaller)
 
 
+def test_the_plain_optimizer_resumes_from_the_mars_optimizers_plain_state_dict():
+    """Outside probe (an item of a closing note): the plain optimizer over ``model.parameters()``
+    refused the state dict of ``loss_fn.optimizer()`` (one parameter more: the probe), so a run
+    could not go on with the prior in the loss. ``plain_state_dict()`` leaves the probe out: the
+    plain optimizer with the prior in the loss then takes the steps the MARS optimizer would."""
+    import copy
+    x, y = torch.randn(32, 16, dtype=torch.float64), torch.randint(0, 5, (32,))
+    model = _mixed_model()
+    loss_a = MarsLoss(model, 50)
+    opt_a = loss_a.optimizer(lr=1e-2)
+    _train(model, loss_a, opt_a, x, y, 3)
+    resumed = copy.deepcopy(model)
+    plain = torch.optim.Adam(resumed.parameters(), lr=1e-2)
+    with pytest.raises(ValueError):  # (PyTorch: the group sizes differ)
+        plain.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    plain.load_state_dict(copy.deepcopy(opt_a.plain_state_dict()))
+    assert len(plain.state) == len(list(model.parameters()))
+    _train(model, loss_a, opt_a, x, y, 3)
+    _train(resumed, MarsLoss(resumed, 50), plain, x, y, 3)
+    for (name, a), b in zip(model.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+    # a group added later keeps its parameters' state under the plain numbering
+    extra = nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt_a.add_param_group({"params": [extra]})
+    extra.grad = torch.ones(3, dtype=torch.float64)
+    opt_a.step()
+    plain_dict = opt_a.plain_state_dict()
+    n = len(list(model.parameters()))
+    assert plain_dict["param_groups"][0]["params"] == list(range(n)) and plain_dict["param_groups"][1]["params"] == [n]
+    assert torch.equal(plain_dict["state"][n]["exp_avg"], opt_a.state[extra]["exp_avg"])
+    torch.optim.Adam([{"params": list(model.parameters())}, {"params": [extra]}], lr=1e-2).load_state_dict(plain_dict)
+
+
 def test_optimizer_mode_probe_moves_only_for_a_device_change():
     """When ``loss + probe`` fails, the probe follows the loss's device only if that differs
     (the model moved after ``loss_fn.optimizer()``: ``tests/test_gpu.py`` checks CUDA to CPU);

@@ -253,6 +253,35 @@ class CarriesMarsPrior:
                              "in model.parameters() order, then the prior's probe; it loads its own state dicts "
                              "and those of the plain optimizer over model.parameters().)") from err
 
+    def plain_state_dict(self) -> dict[str, Any]:
+        """The state dict of the plain optimizer over ``model.parameters()`` that this one
+        stands for: the prior's probe (the last parameter of the first group, without state) left
+        out, so that training can go on with the prior in the loss, or under a tool that builds
+        its own optimizer (``torch.optim.Adam(model.parameters()).load_state_dict(...)``; this
+        optimizer's own state dict has one parameter more, which PyTorch refuses). The groups keep
+        this optimizer's options, its implementation (``fused``) included.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> import tnmars.nn as tnn
+        >>> model = nn.Sequential(tnn.LowRankLinear(8, 4, rank=2))
+        >>> opt = tnn.MarsLoss(model, num_train=100).optimizer(lr=1e-3)
+        >>> torch.optim.Adam(model.parameters(), lr=1e-3).load_state_dict(opt.plain_state_dict())
+        """
+        state_dict = self.state_dict()  # type: ignore[attr-defined]
+        prior = self.mars_prior
+        groups = state_dict["param_groups"]
+        if prior is None or not groups or not groups[0]["params"] \
+                or self.param_groups[0]["params"][-1] is not prior.probe:  # type: ignore[attr-defined]
+            return state_dict
+        probe = groups[0]["params"][-1]
+
+        def renumber(i: int) -> int:  # (ids after the probe's, in later groups, move down by one)
+            return i - 1 if i > probe else i
+        plain_groups = [{**g, "params": [renumber(i) for i in g["params"] if i != probe]} for g in groups]
+        state = {renumber(i): v for i, v in state_dict["state"].items() if i != probe}
+        return {**state_dict, "state": state, "param_groups": plain_groups}
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()  # type: ignore[misc]
         state["mars_prior"] = self.mars_prior

@@ -557,8 +557,10 @@ class MarsLoss(nn.Module):
           ``zero_grad()`` does not reach the scalar, and a backward whose step was skipped would
           then add its weight to the next step's prior (the optimizer's ``zero_grad``, or its next
           step, clears it). Its ``load_state_dict`` also takes the state dict of the plain
-          optimizer over ``model.parameters()`` (to resume a run that had the prior in the loss);
-          when the model moves to another device afterwards, the scalar follows it.
+          optimizer over ``model.parameters()`` (to resume a run that had the prior in the loss),
+          and its ``plain_state_dict()`` is that state dict (the scalar left out) for the plain
+          optimizer to load; when the model moves to another device afterwards, the scalar
+          follows it.
 
         ``optimizer_class``: Adam, AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam or RAdam (from
         ``torch.optim``); each keeps its own options, a ``weight_decay`` (coupled or, for AdamW,
