@@ -460,6 +460,37 @@ def test_a_start_above_max_rank_is_refused_by_its_edges():
         tnmars.search(x, max_rank=2, start=chain, progress=False)
 
 
+def test_a_fitted_chain_or_ring_warm_starts_the_search_as_the_fully_connected_network():
+    """An item of a closing note: a fit's TT as ``start`` was refused ("the start must be the
+    fully connected network"), though it is that network with the edges it lacks at rank 1.
+    Any network whose cores each hold one mode and whose bonds each join two cores is taken
+    (several bonds between two cores become one edge of their product); others are refused
+    saying why."""
+    from tnmars.fitting.structure import _start_network, fctn_spec
+
+    x = np.asarray(tnmars.Network.tt((5, 6, 5, 4), (2, 3, 2), seed=2).to_tensor())
+    chain = tnmars.fit(x, "tt", progress=False).network
+    found = tnmars.search(x, start=chain, progress=False)
+    assert found.edges == {(0, 1): 2, (1, 2): 3, (2, 3): 2} and found.relative_error < 1e-8
+    spec = fctn_spec(4)[0]
+    embedded = _start_network(chain, spec, x.shape)
+    assert embedded.spec == spec and sorted(embedded.ranks) == [1, 1, 1, 2, 2, 3]
+    np.testing.assert_allclose(embedded.to_tensor(), chain.to_tensor(), atol=1e-12)
+    # letters, term order and axis order of the user's own; two bonds between the same cores
+    for net in (tnmars.Network("Yb,aXY,cX->abc", shape=(3, 4, 5), ranks={"X": 2, "Y": 3}, seed=0),
+                tnmars.Network("aPQ,bPQR,cR->abc", shape=(3, 4, 5), ranks={"P": 2, "Q": 2, "R": 3}, seed=0),
+                tnmars.Network.tr((3, 4, 5), (2, 3, 2), seed=0)):
+        embedded = _start_network(net, fctn_spec(3)[0], net.shape)
+        np.testing.assert_allclose(embedded.to_tensor(), net.to_tensor(), atol=1e-12)
+    assert sorted(_start_network(tnmars.Network("aPQ,bPQR,cR->abc", shape=(3, 4, 5), ranks={"P": 2, "Q": 2, "R": 3},
+                                                seed=0), fctn_spec(3)[0], (3, 4, 5)).ranks) == [1, 3, 4]
+    for bad, why in ((tnmars.Network.tucker((3, 4, 5), 2, seed=0), "core 0 .* holds 0 open modes"),
+                     (tnmars.Network.cp((3, 4, 5), 2, seed=0), "bond .* joins 3 cores"),
+                     (tnmars.Network("aX,aY,bXY->ab", shape=(3, 4), ranks=2, seed=0), "held by cores 0 and 1")):
+        with pytest.raises(ValueError, match="every core holds one mode of the data.*" + why):
+            tnmars.search(np.asarray(bad.to_tensor()), start=bad, progress=False)
+
+
 def test_what_a_callback_warns_reaches_the_caller_as_it_said_it_from_every_walk():
     """Found by an outside probe: the search rewrote every quoted letter of a callback's own
     warnings as an edge ("my grid cell 0-2 and edge 1-2") and dropped those of the losing walk

@@ -186,7 +186,9 @@ def search(
     prior_strength: ``c`` of the Occam criterion (1: BIC; larger prunes more). Default: 1,
         or 0 within a budget (the best fit the budget allows), as in :func:`tnmars.fit`.
     start: a warm start: a previous :class:`StructureResult` of the same data shape (or its
-        ``fit.network``, the fully connected network with vanished edges at rank 1). The
+        ``fit.network``, the fully connected network with vanished edges at rank 1), or any
+        network whose every core holds one mode and whose every bond joins two cores (a fit's
+        TT or ring: the edges it lacks at rank 1). The
         search walks on from its edges and cores instead of from rank 1: :func:`tnmars.sweep`
         starts each budget from the one below, so a larger budget never ends worse than a
         smaller one and never regrows the smaller one's network. A start above ``budget`` is
@@ -440,9 +442,62 @@ def _start_network(start: Any, spec: str, shape: tuple[int, ...]) -> Network:
     if net.shape != shape:
         raise ValueError(f"the start has shape {net.shape} but the data have shape {shape}")
     if net.spec != spec:
-        raise ValueError(f"the start must be the fully connected network {spec!r} (a StructureResult's "
-                         f"fit.network); got {net.spec!r}")
+        return _as_fully_connected(net, spec, pairs_of(spec))
     return net
+
+
+def pairs_of(spec: str) -> dict[str, tuple[int, int]]:
+    """The pair of cores each bond of the fully connected ``spec`` joins."""
+    return fctn_spec(len(spec.split("->")[1]))[1]
+
+
+def _as_fully_connected(net: Network, spec: str, pairs: dict[str, tuple[int, int]]) -> Network:
+    """``net`` as the fully connected network ``spec`` (the same tensor): a network whose every
+    core holds one open mode, and whose every bond joins two cores, is that network with the
+    edges it lacks at rank 1; several bonds between the same two cores become one edge of their
+    sizes' product. Any other network (a Tucker core without a mode, CP's hyperedge) is refused,
+    saying why."""
+    opens, terms = net.output, net.inputs
+    why = None
+    owner: dict[str, int] = {}
+    for k, term in enumerate(terms):
+        modes = [c for c in term if c in opens]
+        if len(modes) != 1:
+            why = f"core {k} ({term!r}) holds {len(modes)} open modes, not one"
+            break
+        if len(set(term)) != len(term):
+            why = f"core {k} ({term!r}) repeats an index (a trace)"
+            break
+        if modes[0] in owner:
+            why = f"mode {modes[0]!r} is held by cores {owner[modes[0]]} and {k}"
+            break
+        owner[modes[0]] = k
+    mode_of_core = {k: opens.index(c) for c, k in owner.items()}
+    between: dict[tuple[int, int], list[str]] = {}
+    if why is None:
+        for b in sorted({c for term in terms for c in term if c not in opens}):
+            holders = [k for k, term in enumerate(terms) if b in term]
+            if len(holders) != 2:
+                why = f"bond {b!r} joins {len(holders)} cores, not two"
+                break
+            between.setdefault(tuple(sorted(mode_of_core[k] for k in holders)), []).append(b)
+    if why is not None:
+        raise ValueError(f"a start must be a network whose every core holds one mode of the data and whose every "
+                         f"bond joins two cores (a TT, a ring, a StructureResult's fit.network); {net.spec!r}: {why}")
+    from ..backends import get_backend
+
+    be = get_backend(net.backend)
+    dims = net.dims
+    cores = []
+    for m, fterm in enumerate(spec.split("->")[0].split(",")):
+        k = owner[opens[m]]
+        term, axes, shape = terms[k], [terms[k].index(opens[m])], [dims[opens[m]]]
+        for edge in fterm[1:]:
+            bonds = between.get(pairs[edge], [])
+            axes += [term.index(b) for b in bonds]
+            shape.append(prod(dims[b] for b in bonds))
+        cores.append(be.reshape(be.transpose(net.cores[k], axes), shape))
+    return Network.from_cores(spec, cores)
 
 
 def _max_rank(max_rank: Any, spec: str, opens: str, shape: tuple[int, ...]) -> dict[str, int]:
