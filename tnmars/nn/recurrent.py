@@ -62,7 +62,7 @@ from .._checks import positive_int
 from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
-from .base import WARMUP, NetworkMatmul, first_indices, fold_masks, pruned_parameters, warn_user
+from .base import WARMUP, NetworkMatmul, first_indices, fold_masks, pruned_parameters, torch_seed, warn_user
 from .layers import prime_factors
 from .masks import DEFAULT_ALPHA, BondMasks, resolve_preset
 from .program import is_recording
@@ -228,7 +228,10 @@ class TTRecurrentMatrix(nn.Module):
         dtype = str(torch.get_default_dtype()).replace("torch.", "")
         # entries of W have std `scale`; default matches torch's U(-1/sqrt(n), 1/sqrt(n)) init
         scale = 1.0 / math.sqrt(3.0 * size) if scale is None else float(scale)
-        net = Network.tt_matrix(shape, shape, rank, backend="torch", dtype=dtype, seed=seed, scale=scale)
+        # without seed=, a seed from torch's generator: torch.manual_seed fixes this init as it does every
+        # other layer's (Network's own default seed is fresh entropy)
+        net = Network.tt_matrix(shape, shape, rank, backend="torch", dtype=dtype,
+                                seed=torch_seed() if seed is None else seed, scale=scale)
         self.size = size
         self.shape = shape
         self.spec = net.spec
