@@ -811,6 +811,25 @@ def test_optimizer_carrying_the_core_prior_pickles_with_its_loss():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 
+def test_eval_in_warm_up_does_not_warn_of_closed_masks_it_does_not_apply():
+    """Outside probe: every ``eval()`` of a preset layer in warm-up warned "MARS closed every index
+    ... kept at rank 1" while the layer ran at full rank (the masks are not applied in warm-up,
+    in eval either) at 97% accuracy. When the warm-up ends, the warning is back."""
+    from tnmars.nn import TTRecurrentMatrix
+    for layer in (TensorizedLinear(16, 12, rank=4, in_shape=(4, 4), out_shape=(3, 4), mars="soft"),
+                  TTRecurrentMatrix(16, 4, alpha=-3.0)):
+        model = nn.Sequential(layer)
+        tnn.set_warmup(model, True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.eval()
+            model.train()
+        tnn.set_warmup(model, False)
+        with pytest.warns(RuntimeWarning, match="closed every index"):
+            model.eval()
+        assert not model.training and not layer.masks.training
+
+
 def test_compress_warns_about_a_layer_in_warm_up_whose_masks_close_indices():
     """In warm-up a layer computes its full-rank function; compressing it keeps only the MAP
     indices, another function: a warning naming the layer (and from summary, whose ranks are

@@ -139,6 +139,21 @@ def _set_warmup(module: nn.Module, value: bool) -> None:
 WARMUP = property(_get_warmup, _set_warmup)
 
 
+def train_masked(module: nn.Module, mode: bool, train: Callable[[bool], nn.Module]) -> nn.Module:
+    """``train(mode)`` (the parent's ``nn.Module.train``) for a module with masks, without the
+    masks' warning on switching to eval while the module is in warm-up: the masks are not applied
+    there, in eval either, and the module runs at full rank (an outside probe saw "MARS closed
+    every index ... kept at rank 1" at every evaluation of a warm-up at 97% accuracy)."""
+    masks = module._modules.get("masks")
+    if masks is None or not _get_warmup(module):
+        return train(mode)
+    masks.__dict__["_owner_in_warmup"] = True
+    try:
+        return train(mode)
+    finally:
+        masks.__dict__.pop("_owner_in_warmup", None)
+
+
 def core_list(cores: nn.ParameterList) -> list[torch.Tensor]:
     """The parameters of a ``ParameterList`` as a list, without its per-item indexing (which costs
     more than a small contraction step at batch 1)."""
@@ -557,6 +572,9 @@ class TensorizedLayer(nn.Module):
     dims: dict[str, int]
     skip_closed: bool | None = None
     warmup = WARMUP
+
+    def train(self, mode: bool = True) -> TensorizedLayer:
+        return train_masked(self, mode, super().train)  # type: ignore[return-value]
 
     def _setup(self, network: Network, *, mars: bool | str, pi: float, alpha: float,
                temperature: float, min_rank: int, mode: str) -> None:

@@ -395,7 +395,7 @@ class BondMasks(nn.Module):
         """Switch mode; switching to eval warns when MARS closed a whole bond (:meth:`warn_if_closed`)."""
         was_training = self.training
         super().train(mode)
-        if was_training and not mode:
+        if was_training and not mode and "_owner_in_warmup" not in self.__dict__:  # (see base.train_masked)
             self.warn_if_closed()
         return self
 

@@ -62,7 +62,16 @@ from .._checks import positive_int
 from ..backends import get_backend
 from ..contract import execute
 from ..network import Network
-from .base import WARMUP, NetworkMatmul, first_indices, fold_masks, pruned_parameters, torch_seed, warn_user
+from .base import (
+    WARMUP,
+    NetworkMatmul,
+    first_indices,
+    fold_masks,
+    pruned_parameters,
+    torch_seed,
+    train_masked,
+    warn_user,
+)
 from .layers import prime_factors
 from .masks import DEFAULT_ALPHA, BondMasks, resolve_preset
 from .program import is_recording
@@ -193,6 +202,9 @@ class TTRecurrentMatrix(nn.Module):
     """
 
     warmup = WARMUP  # (see tnmars.nn.base.WARMUP)
+
+    def train(self, mode: bool = True) -> TTRecurrentMatrix:
+        return train_masked(self, mode, super().train)  # type: ignore[return-value]
 
     def __init__(
         self,
