@@ -477,6 +477,37 @@ def test_a_named_layer_tensorize_does_not_convert_is_an_error_and_a_subclass_met
     torch.testing.assert_close(small.eval()(x), block.eval()(x), rtol=1e-4, atol=1e-5)
 
 
+def test_tensorize_names_the_layers_of_types_it_does_not_convert():
+    """Outside probe: a Conv1d, or a decoder's ConvTranspose2d (its largest layer), stayed dense
+    without a word, so a sequence model or an autoencoder was barely compressed, unexplained.
+    The walk names them (and torch's LSTM, a custom module's own weight matrix); tnmars layers
+    and 1-D parameters (norms) are not listed; a callable filter's selection is named as such."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(6, 16))
+            self.norm = nn.LayerNorm(16)
+
+        def forward(self, x):
+            return self.norm(x)
+
+    model = nn.Sequential(nn.Conv1d(8, 8, 3), nn.Flatten(), nn.Linear(48, 32), nn.ConvTranspose2d(4, 2, 3),
+                          nn.LSTM(4, 8), Scaled(), TensorizedLinear(16, 16, rank=2, in_shape=(4, 4), out_shape=(4, 4)))
+    with pytest.warns(UserWarning) as caught:
+        tnn.tensorize(model, rank="full")
+    said = [str(w.message) for w in caught if "converts nn.Linear, nn.Conv2d" in str(w.message)]
+    assert said == ["tensorize converts nn.Linear, nn.Conv2d, nn.Embedding and nn.MultiheadAttention only; these "
+                    "layers stay dense: '0' (Conv1d, 192 weights), '3' (ConvTranspose2d, 72 weights), '4' (LSTM, "
+                    "384 weights), '5' (Scaled, 96 weights)"]
+    with pytest.warns(UserWarning, match=r"these layers the filter selected stay dense: '0' \(Conv1d"):
+        tnn.tensorize(model, lambda name, m: name in ("0", "2"), rank="full")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tnn.tensorize(nn.Sequential(nn.Linear(48, 32), nn.LayerNorm(32)), rank="full")
+    assert not [w for w in caught if "stay dense" in str(w.message)]
+
+
 def test_tensorize_that_converts_nothing_says_so():
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU())
     with pytest.warns(UserWarning, match="converted no layer: the model has no nn.Linear / nn.Conv2d / nn.Embedding / "

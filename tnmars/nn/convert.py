@@ -1021,6 +1021,14 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         raise
     if skipped:
         warnings.warn("tensorize left these layers dense: " + "; ".join(skipped), UserWarning, stacklevel=2)
+    if named is None:  # layers of other types with weights (a Conv1d, a ConvTranspose2d): said, not silent
+        picked = None if filter is None else {id(m) for _, m in chosen}
+        others = _other_weighted_layers(new, picked)
+        if others:
+            shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+            warnings.warn(f"tensorize converts nn.Linear, nn.Conv2d, nn.Embedding and nn.MultiheadAttention only; these "
+                          f"layers{' the filter selected' if picked is not None else ''} stay dense: {shown}",
+                          UserWarning, stacklevel=2)
     if start_closed:
         warnings.warn(f"tensorize: the masks of {', '.join(map(repr, start_closed))} start closed (a negative alpha, as "
                       "the paper's 'soft' and 'hard' presets): in eval mode, until trained, those layers compute at "
@@ -1210,6 +1218,24 @@ def _budget_ranks(targets: list[tuple[str, nn.Module]], budget: Any, build: Call
     if not convertible:
         raise ValueError("budget= given but no layer of the model can be converted")
     return allocate_ranks(convertible, build, max_params(budget, dense))
+
+
+def _other_weighted_layers(model: nn.Module, picked: set[int] | None) -> list[str]:
+    """The modules (among ``picked`` ids, when given) of types :func:`tensorize` does not convert
+    that hold a weight matrix of their own (``nn.Conv1d``, ``nn.ConvTranspose2d``, torch's
+    ``nn.LSTM``, a custom module's 2-D parameter), as ``"'name' (Type, n weights)"``; tnmars
+    modules and what they hold are not listed."""
+    inside = {id(sub) for m in model.modules() if type(m).__module__.startswith("tnmars.") for sub in m.modules()}
+    found = []
+    for name, module in model.named_modules():
+        if not name or id(module) in inside or isinstance(module, (*_CONVERTIBLE, nn.MultiheadAttention)):
+            continue
+        if picked is not None and id(module) not in picked:
+            continue
+        weights = sum(p.numel() for p in module.parameters(recurse=False) if p.ndim >= 2)
+        if weights:
+            found.append(f"{name!r} ({type(module).__name__}, {weights:,} weights)")
+    return found
 
 
 def _wanted(name: str, module: nn.Module, filter: Any, named: set[str] | None) -> bool:
