@@ -830,6 +830,44 @@ def test_eval_in_warm_up_does_not_warn_of_closed_masks_it_does_not_apply():
         assert not model.training and not layer.masks.training
 
 
+def test_ending_a_warm_up_with_every_mask_closed_says_what_the_draws_will_keep():
+    """Outside probe: the guide's preset recipe (warm-up, then the masks from their closed start)
+    took a 3-layer MLP on digits from 97% at the end of its warm-up to chance (13%), and the
+    guide's own 2-layer example from 97% to 40%, with no word when the cut happened. Ending the
+    warm-up of layers whose every mask is closed warns, with the share of indices a draw keeps;
+    open masks (the default) or a layer not in warm-up say nothing."""
+    model = nn.Sequential(TensorizedLinear(16, 12, rank=4, in_shape=(4, 4), out_shape=(3, 4), mars="soft"), nn.ReLU(),
+                          LowRankLinear(12, 5, rank=3, mars="hard"))
+    tnn.set_warmup(model, True)
+    with pytest.warns(RuntimeWarning, match=r"every mask of '0', '2' closed .* keeps about (1[0-9]|2[0-9])%-.* of their "
+                                            r"indices .*tnn.set_alpha\(model, 6\)") as caught:
+        tnn.set_warmup(model, False)
+    assert len([w for w in caught if "set_warmup" in str(w.message)]) == 1
+    share = model[0].masks.kept_share()  # sigmoid(-1.5 + 0.24) at T = 0.1
+    assert share == pytest.approx(1 / (1 + math.exp(1.5 - 0.2398)), abs=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tnn.set_warmup(model, False)  # not in warm-up: nothing ends
+        opened = nn.Sequential(TensorizedLinear(16, 12, rank=4, in_shape=(4, 4), out_shape=(3, 4)))
+        tnn.set_warmup(opened, True)
+        tnn.set_warmup(opened, False)
+
+
+def test_summary_says_when_every_bond_of_every_layer_is_closed():
+    """Outside probe: a collapsed training (every bond at rank 1*) led its summary with 64.9x."""
+    model = nn.Sequential(TensorizedLinear(16, 12, rank=4, in_shape=(4, 4), out_shape=(3, 4), alpha=-3.0),
+                          LowRankLinear(12, 5, rank=3, alpha=-3.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = str(tnn.summary(model))
+    assert "**Every bond of every MARS layer is closed**" in text
+    with torch.no_grad():
+        model[1].masks.logits[0] = 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert "Every bond of every" not in str(tnn.summary(model))
+
+
 def test_compress_warns_about_a_layer_in_warm_up_whose_masks_close_indices():
     """In warm-up a layer computes its full-rank function; compressing it keeps only the MAP
     indices, another function: a warning naming the layer (and from summary, whose ranks are

@@ -660,6 +660,12 @@ class BondMasks(nn.Module):
         both = _host_tensor(masks + slopes, logits.dtype, logits.device).view(2, -1)  # one transfer
         return torch.addcmul(both[0], logits - logits.detach(), both[1])
 
+    def kept_share(self) -> float:
+        """The share of indices a training draw keeps (not exactly 0) at the current logits and
+        temperature, on average over the entries: ``sigmoid(l - T z0)``, ``z0`` the clamp point."""
+        logits = self.logits.detach().double()
+        return float(torch.sigmoid(logits - _ZERO * float(self.temperature)).mean())
+
     def probabilities(self) -> dict[str, torch.Tensor]:
         """``phi = sigmoid(logit)`` per bond (detached)."""
         return self._split(torch.sigmoid(self.logits.detach()))
