@@ -230,6 +230,17 @@ def test_demo_runs_and_reports_true_and_found_ranks(tmp_path):
     assert (tmp_path / "masks.png").stat().st_size > 1000 and (tmp_path / "training.png").stat().st_size > 1000
 
 
+def test_the_demo_prints_what_its_fit_found_wrong(capsys):
+    """Outside probe: the demo silenced every warning of its fit, so at --noise 10 it printed an
+    error against the truth of 1.59 (worse than the zero tensor) without a word, though the fit
+    had said it left most of the data unexplained (seen only by saving and `tnmars info`)."""
+    assert main(["demo", "--quiet", "--noise", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "  WARNING         the selected network leaves most of the data unexplained" in out
+    assert main(["demo", "--quiet"]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+
+
 def test_help_explains_every_option():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -569,6 +569,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         how.append(f"{result.evaluations} least-squares refits of the {result.criterion} search "
                    f"from the {result.proposal} proposal")
     print(f"  time            {seconds:.1f} s ({', '.join(how) or 'no search'}, {args.backend} backend)")
+    for message in result.diagnostics:  # (the fit's own findings: the warnings silenced above are setup's)
+        print(f"  WARNING         {message}")
     if saved is not None:
         print(f"  saved           {saved}")
     if args.plot is not None:
