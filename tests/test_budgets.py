@@ -495,8 +495,9 @@ def test_a_structure_search_refuses_a_start_of_another_shape_or_graph():
     x = _tt_truth()
     with pytest.raises(ValueError, match="shape"):
         tnmars.search(x, start=tnmars.Network.tt((6, 7, 8), (2, 2), seed=0), progress=False)
-    with pytest.raises(ValueError, match="fully connected"):
-        tnmars.search(x, start=tnmars.Network.tt((6, 7, 8, 7), (2, 2, 2), seed=0), progress=False)
+    # (a TT is the fully connected network with its other edges at rank 1, and is taken: a Tucker is not)
+    with pytest.raises(ValueError, match="every core holds one mode of the data"):
+        tnmars.search(x, start=tnmars.Network.tucker((6, 7, 8, 7), 2, seed=0), progress=False)
     with pytest.raises(TypeError, match="StructureResult"):
         tnmars.search(x, start="tt", progress=False)
 

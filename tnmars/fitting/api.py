@@ -29,11 +29,13 @@ from .data import Prepared, prepare
 from .diagnostics import (
     EXACT_FIT_ERROR,
     EXTRAPOLATION_LIMIT,
+    FAR_FROM_ZERO,
     POOR_FIT_FROM,
     capped_by_observations,
     capped_message,
     completion_diagnostics,
     extrapolation_ratio,
+    far_from_zero_message,
     generalization_message,
     heavy_tail_message,
     heavy_tailed,
@@ -71,7 +73,7 @@ from .proposals import (
 from .relaxation import Relaxation, RelaxationResult, relax
 from .result import FitResult
 from .search import SEARCH_SETTINGS, Candidate, RankSearch, feasible, rank_floor
-from .solvers import FitData, als, residual
+from .solvers import SPREAD_RESOLVED, FitData, als, residual
 from .spectral import tucker_proposals
 
 __all__ = ["fit", "FORMATS", "PRIORS"]
@@ -757,7 +759,7 @@ def _unexplained(best: Candidate, data: FitData, level: float = POOR_FIT_FROM) -
     poor-fit checks' measure: relative error against that spread above ``level``, by default
     :data:`POOR_FIT_FROM`)."""
     spread = data.spread
-    if spread <= 1e-12 * data.sq_norm:
+    if spread <= SPREAD_RESOLVED * data.sq_norm:
         return best.sse > level**2 * data.sq_norm
     return best.sse > level**2 * spread
 
@@ -909,7 +911,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     # (a ring completion plus 20x its norm in a constant: relative error 0.049, the structure
     # entirely missed) is a poor fit of what varies
     spread = prep.data.spread
-    rel_spread = math.sqrt(mse * prep.data.n_obs / spread) if spread > 1e-12 * prep.data.sq_norm else rel
+    rel_spread = math.sqrt(mse * prep.data.n_obs / spread) if spread > SPREAD_RESOLVED * prep.data.sq_norm else rel
     # judged now, the residual freed before the checks below refit anything (peak memory)
     checks = checks and not interrupted  # (Ctrl-C or a callback asked to stop: no more refits or checks)
     kurtosis = _excess_kurtosis(est, prep.data.n_obs, mse) if checks else 0.0
@@ -1000,6 +1002,9 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         diagnostics.append(message)
     if heavy_tails and not under_fitted:
         diagnostics.append(heavy_tail_message(kurtosis))
+    offset_ratio = abs(prep.data.observed_mean) / math.sqrt(max(spread, 1e-300) / max(prep.data.n_obs, 1))
+    if checks and offset_ratio > FAR_FROM_ZERO:
+        diagnostics.append(far_from_zero_message(offset_ratio, rel, rel_spread))
     if poor and not under_fitted:
         diagnostics.append(poor_fit_message(rel, rel_spread))
     elif unclear and not under_fitted:

@@ -44,7 +44,7 @@ from ..contract import execute, make_plan
 from ..network import Network
 from .graph import Branch, CoreLayout, pieces_without, tree_branches
 
-__all__ = ["FitData", "als", "residual"]
+__all__ = ["FitData", "SPREAD_RESOLVED", "als", "residual"]
 
 #: eigenvalues of a Gram below this share of its largest are treated as null directions
 PINV_CUTOFF = 1e-13
@@ -56,6 +56,12 @@ RIDGE = 1e-12
 #: below this share of ``||y||^2`` the exact solve measures its SSE from the residual instead of
 #: ``||y||^2 - 2 <g, E^T y> + <g, E^T E g>``, whose cancellation leaves about 1e-8 of ``||y||^2``
 NEAR_EXACT = 1e-6
+
+
+#: a spread (:attr:`FitData.spread`) above this share of ``||y||^2`` is read as measured: the
+#: deviations ``y - mean`` carry rounding of about ``eps |y|``, so the spread's relative error is
+#: about ``2 eps sqrt(||y||^2 / spread)``, 1e-3 here (a mean 2e12 times the spread)
+SPREAD_RESOLVED = 1e-24
 
 
 @dataclass
@@ -105,8 +111,22 @@ class FitData:
     def spread(self) -> float:
         """Sum of the squared deviations of the observed entries from their mean: what the
         checks judge a fit's error against, since an offset makes the plain relative error
-        small whatever the fit."""
-        return max(self.sq_norm - self.n_obs * self.observed_mean**2, 0.0)
+        small whatever the fit. Computed from the deviations themselves (once, then kept):
+        ``||y||^2 - n mean^2`` cancels to nothing for data far from zero (a mean 1e8 times the
+        spread), where the checks then fell back on the plain error and said nothing."""
+        kept = self.__dict__.get("_spread")
+        if kept is None:
+            xp, mean = self.backend.xp, self.observed_mean
+            flat = self.y.reshape(-1)
+            mask = None if self.weights is None else self.weights.reshape(-1)
+            kept = 0.0
+            for start in range(0, flat.shape[0], 1 << 16):  # (in blocks: no data-sized temporary)
+                deviations = flat[start:start + (1 << 16)] - mean
+                if mask is not None:
+                    deviations = xp.where(mask[start:start + (1 << 16)], deviations, 0.0)
+                kept += float(xp.vdot(deviations, deviations))
+            self.__dict__["_spread"] = kept
+        return kept
 
     def residual(self, net: Network) -> np.ndarray:
         """``y - T`` on the host (with missing entries: over the observed ones, divided by the

@@ -65,6 +65,45 @@ def singular_values(matrix: np.ndarray, overwrite: bool = False) -> np.ndarray:
     return svd(view, compute_uv=False, overwrite_a=overwrite and view.flags.f_contiguous, check_finite=False)
 
 
+def left_singular_vectors(matrix: np.ndarray) -> np.ndarray:
+    """The left singular vectors of a wide matrix (rows <= columns), largest first, to full
+    precision. The eigenvectors of the Gram matrix ``M M^T`` are lost below ``sqrt(eps)`` of the
+    largest singular value; where its eigenvalues reach that far down (exact low-rank data, data
+    far from zero), they come from the SVD of the triangle ``R`` of ``M^T = Q R`` instead, built
+    block by block (:data:`GRAM_RESOLVES`). Data far from zero put their structure there: with a
+    mean 1e6 times their spread, a Tucker (3, 4, 2) plus noise has singular values 5e-7 of the
+    offset's, and the Gram's vectors gave a start at 62% of the deviations unexplained, from
+    which the fit went to (2, 2, 2). The Gram is the usual path: a QR of a 64 x 262,144
+    unfolding took 237 ms against 47 ms for the Gram (2026-12-02).
+
+    >>> m = np.random.default_rng(0).standard_normal((3, 8)) + 1e6
+    >>> u = left_singular_vectors(m)
+    >>> bool(np.allclose(u.T @ u, np.eye(3))), bool(np.allclose(np.abs(u[:, 0]), 3 ** -0.5))
+    (True, True)
+    """
+    a = np.asarray(matrix, dtype=np.float64)
+    w, u = np.linalg.eigh(a @ a.T)
+    if w[-1] <= 0.0 or w[0] >= GRAM_RESOLVES * w[-1]:
+        return u[:, ::-1]
+    from scipy.linalg import qr, svd
+
+    rows, cols = a.shape
+    # R of the columns block by block (R of [R so far; next block^T]): the same R as one QR, in the
+    # memory of a block, not the copies a QR of the whole transposed unfolding makes (3.7x it)
+    block = max(4 * rows, (1 << 16) // max(rows, 1))
+    r = np.zeros((0, rows))
+    for start in range(0, cols, block):
+        stacked = np.vstack([r, a[:, start:start + block].T])
+        r = qr(stacked, mode="r", overwrite_a=True, check_finite=False)[0][:rows]
+    return svd(r.T, full_matrices=False, check_finite=False)[0]
+
+
+#: a Gram matrix whose smallest eigenvalue is at least this share of its largest gives its
+#: eigenvectors to about ``eps / GRAM_RESOLVES`` (1e-8); below, :func:`left_singular_vectors`
+#: takes the QR path
+GRAM_RESOLVES = 1e-8
+
+
 def _spectrum_of_unfolding(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
     """Singular values of an unfolding of ``whole`` with one data-sized array beside it: the
     unfolding's own copy when it had to move axes, else a copy made here, worked on in place
@@ -203,8 +242,8 @@ def tt_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Se
     left = 1
     for k in range(d - 1):
         m = rest.reshape(left * y.shape[k], -1)
-        if m.shape[0] <= m.shape[1]:  # left singular vectors from the small Gram: no full-size V^T
-            u = np.linalg.eigh(m @ m.T)[1][:, ::-1]
+        if m.shape[0] <= m.shape[1]:  # left singular vectors through the small triangle: no full-size V^T
+            u = left_singular_vectors(m)
             s = singular_values(m)
         else:
             u, s, _ = np.linalg.svd(m, full_matrices=False)

@@ -43,6 +43,7 @@ from .data import prepare
 from .graph import feasible_ranks
 from .progress import labelled
 from .result import FitResult, _compression_repr
+from .solvers import SPREAD_RESOLVED
 
 __all__ = ["search", "StructureResult", "fctn_spec", "topology_name"]
 #: the rank search's settings here: loops make ALS slow to settle, so refits run longer than
@@ -358,7 +359,7 @@ def _error_against_spread(result: StructureResult, data: Any, observed: Any) -> 
     fitted = prepare(data, observed).data
     spread = fitted.spread
     rel = result.relative_error
-    return rel * math.sqrt(fitted.sq_norm / spread) if spread > 1e-12 * fitted.sq_norm else rel
+    return rel * math.sqrt(fitted.sq_norm / spread) if spread > SPREAD_RESOLVED * fitted.sq_norm else rel
 
 
 def _judge(result: StructureResult, budget: Any, held: Sequence[str], pairs: dict[str, tuple[int, int]],
