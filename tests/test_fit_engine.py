@@ -580,6 +580,25 @@ def test_data_far_from_zero_keep_their_proposals_and_are_a_warning_where_the_fit
     assert data.spread == pytest.approx(float(((truth - truth.mean()) ** 2).sum()), rel=1e-3)
 
 
+def test_slices_of_different_noise_levels_or_scales_are_a_warning():
+    """Outside probe: 15 sensors in different units (a Tucker (3, 4, 2) with 1% noise, its mode-0
+    slices scaled from 10^-1 to 10^1) came back at (3, 5, 3) and, scaled 10^-2 ... 10^2, at
+    (7, 16, 17), 1.6x "compression", without a word: the criterion assumes one noise level. The
+    residual's slices (or, where the fit took the noise in, the data's) say so; one scale says
+    nothing."""
+    truth = np.asarray(tnmars.Network.tucker((15, 16, 17), (3, 4, 2), seed=2).to_tensor())
+    noise = 0.01 * truth.std() * np.random.default_rng(0).standard_normal(truth.shape)
+    for decades, match in ((1, "residual's size differs across the slices of mode 0"),
+                           (2, "slices of mode 0 differ in scale by about")):
+        scaled = np.logspace(-decades, decades, 15)[:, None, None] * (truth + noise)
+        with pytest.warns(RuntimeWarning, match=match + ".*standardize each"):
+            tnmars.fit(scaled, "tucker", seed=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tnmars.fit(truth + noise, "tucker", seed=0, progress=False).ranks == (3, 4, 2)
+        tnmars.fit(np.logspace(-0.25, 0.25, 15)[:, None, None] * (truth + noise), "tucker", seed=0, progress=False)
+
+
 @pytest.mark.parametrize("noise", ["student_t2", "outliers"])
 def test_heavy_tailed_residuals_are_a_warning(noise):
     """Found by a held-out evaluation: under Student t(2) noise or 1% outliers the selected ranks
