@@ -173,12 +173,17 @@ def test_fit_with_a_mask_and_nan_as_missing_combines_them(small):
         (["info", "{d}/small.npy"], "not a tnmars file"),
         (["info", "{d}/missing.npz"], "not found"),
         (["frobnicate"], "invalid choice"),
+        # (outside probe: a 0-d array printed "(, 1 entries" first; a one-core spec was an "unknown format")
+        (["fit", "{d}/scalar.npy"], r"DATA holds a single number \(a 0-d array\)"),
+        (["fit", "{d}/small.npy", "--format", "xyz"], "the spec 'xyz' is a single core holding every mode: no bond"),
+        (["fit", "{d}/small.npy", "--format", "tuc"], r"unknown format 'tuc' \(did you mean 'tucker'\?\)"),  # (3 letters, 3 modes)
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(small, args, pattern, capsys):
     """In-process (fast) through main(); the subprocess path is checked in the next test."""
     folder, _, _ = small
     (folder / "notes.txt").write_text("not data")
+    np.save(folder / "scalar.npy", np.array(3.0))
     (folder / "text.npy").write_text("not data either")
     np.save(folder / "bad_mask.npy", np.ones((2, 2), dtype=bool))
     (folder / "folder.npz").mkdir(exist_ok=True)

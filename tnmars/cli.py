@@ -342,6 +342,10 @@ def _network_arg(fmt: str, shape: tuple[int, ...], max_rank: Any, backend: str, 
         return fmt.lower()
     if "," not in fmt and "->" not in fmt:  # one term is one core, no bond: a misspelt name
         close = difflib.get_close_matches(fmt.lower(), FORMATS, n=1)
+        if not close and fmt.isalpha() and len(fmt) == len(shape) and len(set(fmt)) == len(fmt):
+            raise CLIError(f"the spec {fmt!r} is a single core holding every mode: no bond, so no rank to select; "
+                           f"use one of {', '.join(FORMATS)} or an einsum spec with one term per core, such as "
+                           "'aA,AbB,Bc'")
         raise CLIError(f"unknown format {fmt!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                        + f"; use one of {', '.join(FORMATS)} or an einsum spec with one term per core, "
                        "such as 'aA,AbB,Bc'")
@@ -435,6 +439,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     elif bad:
         raise CLIError(f"DATA has {bad:,} NaN/Inf entries; mark them missing with --nan-as-missing, or give "
                        "--observed MASK (True where an entry is observed)")
+    if data.ndim == 0:  # (before the header, which read "(, 1 entries")
+        raise CLIError("DATA holds a single number (a 0-d array); give an array with at least one mode")
     max_rank = _parse_ranks(args.max_rank)
     network = _network_arg(args.format, tuple(data.shape), max_rank, args.backend, args.device)
     if _nonempty(args.out, "--out", "a file name ending in .npz or .safetensors") is not None:
