@@ -576,6 +576,8 @@ def test_data_far_from_zero_keep_their_proposals_and_are_a_warning_where_the_fit
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tnmars.fit(truth + noise + 1e3, "tucker", seed=0, progress=False)
+        # a constant has no spread: not "far from zero" (its ratio read 1e151 in a first version)
+        assert tnmars.fit(np.full((4, 5, 6), 3.0), "tucker", seed=0, progress=False).ranks == (1, 1, 1)
     data = FitData.from_arrays(truth + 1e8)  # the spread of deviations 1e-8 of the values, measured
     assert data.spread == pytest.approx(float(((truth - truth.mean()) ** 2).sum()), rel=1e-3)
 

@@ -1022,7 +1022,9 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         diagnostics.append(uneven_noise_message(*uneven))
     elif scales is not None:  # (also beside the caps: it may be why they bind)
         diagnostics.append(uneven_scales_message(*scales))
-    offset_ratio = abs(prep.data.observed_mean) / math.sqrt(max(spread, 1e-300) / max(prep.data.n_obs, 1))
+    # (a constant tensor has no spread to resolve: nothing to say of it)
+    resolved = spread > SPREAD_RESOLVED * prep.data.sq_norm
+    offset_ratio = abs(prep.data.observed_mean) / math.sqrt(spread / max(prep.data.n_obs, 1)) if resolved else 0.0
     if checks and offset_ratio > FAR_FROM_ZERO:
         diagnostics.append(far_from_zero_message(offset_ratio, rel, rel_spread))
     if poor and not under_fitted:
