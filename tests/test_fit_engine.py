@@ -599,6 +599,13 @@ def test_slices_of_different_noise_levels_or_scales_are_a_warning():
         warnings.simplefilter("error")
         assert tnmars.fit(truth + noise, "tucker", seed=0, progress=False).ranks == (3, 4, 2)
         tnmars.fit(np.logspace(-0.25, 0.25, 15)[:, None, None] * (truth + noise), "tucker", seed=0, progress=False)
+    # one noise level, a component missed (an outside probe: the relaxation's (2, 2, 2) for a Tucker (2, 3, 2)):
+    # the slices differ too, but scaled to one size the residual is still structure, and it is said as such
+    x = np.asarray(tnmars.Network.tucker((6, 7, 8), (2, 3, 2), seed=0).to_tensor())
+    y = x + 0.001 * x.std() * np.random.default_rng(0).standard_normal(x.shape)
+    with pytest.warns(RuntimeWarning, match="residual is larger in some slices of mode 0 .* not noise there") as caught:
+        tnmars.fit(y, "tucker", prior="bernoulli", seed=0, progress=False)
+    assert not [w for w in caught if "standardize" in str(w.message)]
 
 
 @pytest.mark.parametrize("noise", ["student_t2", "outliers"])

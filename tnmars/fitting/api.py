@@ -45,6 +45,7 @@ from .diagnostics import (
     poor_fit_message,
     residual_has_structure,
     residual_is_white,
+    slice_structure_message,
     spectra_beyond_cap,
     spectra_capped_message,
     stopped_by_max_rank,
@@ -52,6 +53,7 @@ from .diagnostics import (
     uneven_noise_message,
     uneven_scales_message,
     unexplained_message,
+    white_once_slices_scaled,
 )
 from .graph import degrees_of_freedom, feasible_ranks, judged_rank
 from .layout import FormatLayout, format_layout
@@ -932,6 +934,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     # differs by slice, so its residual's slices differ whatever the noise: 17.6x on a TT completion at 30%)
     uneven = (uneven_noise(est) if checks and obs is None and rel > HEAVY_TAILS_FROM and not heavy_tails
               else None)
+    # noise whose level differs by slice is white once each slice is scaled; a missed component is not
+    uneven_noise_level = uneven is not None and white_once_slices_scaled(est, uneven[0], check_seed)
     scales = uneven_noise(y, obs, UNEVEN_SCALES) if checks and uneven is None else None  # (y: 0 where unobserved)
     # most of the data left out, and what is left is structure: a search stopped far from the data's
     # network (a ring 22x3x18 at (6, 2, 4), 30 dB: (2, 1, 1) at error 0.76, where (5, 2, 4) scores
@@ -1019,7 +1023,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     if heavy_tails and not under_fitted:
         diagnostics.append(heavy_tail_message(kurtosis))
     if uneven is not None and not under_fitted and not poor and not unclear:
-        diagnostics.append(uneven_noise_message(*uneven))
+        if uneven_noise_level:
+            diagnostics.append(uneven_noise_message(*uneven))
+        elif any(r < template.bonds[b] for b, r in net.bonds.items()):  # (ranks fixed at their caps: chosen)
+            diagnostics.append(slice_structure_message(*uneven))
     elif scales is not None:  # (also beside the caps: it may be why they bind)
         diagnostics.append(uneven_scales_message(*scales))
     # (a constant tensor has no spread to resolve: nothing to say of it)

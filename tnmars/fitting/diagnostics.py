@@ -56,7 +56,7 @@ from .moves import grow
 from .solvers import FitData, als
 
 __all__ = ["EXACT_FIT_ERROR", "EXTRAPOLATION_LIMIT", "HOLDOUT_FOLDS", "capped_by_observations", "capped_message",
-           "spectra_beyond_cap", "spectra_capped_message", "POOR_FIT_FROM", "poor_fit_message", "unexplained_message", "FAR_FROM_ZERO", "far_from_zero_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "UNEVEN_NOISE", "UNEVEN_SCALES", "uneven_noise", "uneven_noise_message", "uneven_scales_message", "residual_is_white",
+           "spectra_beyond_cap", "spectra_capped_message", "POOR_FIT_FROM", "poor_fit_message", "unexplained_message", "FAR_FROM_ZERO", "far_from_zero_message", "HEAVY_TAILS", "heavy_tailed", "heavy_tail_message", "UNEVEN_NOISE", "UNEVEN_SCALES", "uneven_noise", "uneven_noise_message", "uneven_scales_message", "slice_structure_message", "white_once_slices_scaled", "residual_is_white",
            "residual_has_structure",
            "WEAK_GENERALIZATION", "WEAK_GAP", "stopped_by_max_rank", "max_rank_message",
            "completion_diagnostics", "extrapolation_ratio", "generalization_message", "held_out_errors",
@@ -509,6 +509,18 @@ def uneven_noise(residual: np.ndarray, observed: np.ndarray | None = None,
     return worst
 
 
+def white_once_slices_scaled(residual: np.ndarray, mode: int, seed: Any = 0) -> bool:
+    """Whether ``residual`` looks like noise (:func:`residual_is_white`) once each slice of
+    ``mode`` is divided by its RMS: noise whose level differs by slice does, a component the fit
+    missed does not (an outside probe, 2026-12-02: a ``prior="bernoulli"`` fit at (2, 2, 2) of a
+    Tucker (2, 3, 2) with one noise level had slices spanning 26x, and was told to standardize
+    them)."""
+    r = np.moveaxis(np.asarray(residual, dtype=np.float64), mode, 0)
+    rms = np.sqrt(np.mean(r.reshape(r.shape[0], -1) ** 2, axis=1))
+    scaled = r / np.where(rms > 0, rms, 1.0).reshape((-1,) + (1,) * (r.ndim - 1))
+    return residual_is_white(np.moveaxis(scaled, 0, mode), None, seed)
+
+
 def uneven_scales_message(mode: int, spread: float) -> str:
     return (f"the slices of mode {mode} differ in scale by about {math.sqrt(spread):.3g}x in RMS (10th to 90th "
             "percentile of the slices): the criterion weighs every entry alike, so the largest slices set the fit and "
@@ -519,10 +531,17 @@ def uneven_scales_message(mode: int, spread: float) -> str:
 
 def uneven_noise_message(mode: int, spread: float) -> str:
     return (f"the residual's size differs across the slices of mode {mode} (their mean squares span {spread:.3g}x "
-            "between the 10th and the 90th percentile of the slices): the criterion assumes one noise level for every "
-            "entry, and where the noise level differs the noisier slices read as structure (the ranks come out above "
-            "the data's). If the slices are in different units or noise levels, standardize each (divide it by its "
-            "standard deviation) before fitting; if not, the fit left structure in some slices.")
+            "between the 10th and the 90th percentile of the slices), and it looks like noise once each slice is "
+            "scaled to one size: the noise level differs by slice, where the criterion assumes one for every entry, "
+            "and the noisier slices read as structure (the ranks come out above the data's). If the slices are in "
+            "different units or noise levels, standardize each (divide it by its standard deviation) before fitting.")
+
+
+def slice_structure_message(mode: int, spread: float) -> str:
+    return (f"the residual is larger in some slices of mode {mode} than in others (their mean squares span "
+            f"{spread:.3g}x between the 10th and the 90th percentile of the slices) and is not noise there: the fit "
+            "left structure in those slices, a component the selection missed (the default criterion, "
+            "prior=\"bic\", may find it).")
 
 
 #: ALS sweeps of the refit past ``max_rank`` (:func:`stopped_by_max_rank`; run for every bond a fit
