@@ -24,6 +24,7 @@ from .._checks import dtype_name, positive_int, warn
 from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
 from ..spec import parse_spec
 from .budget import descend_to_params, describe, describe_floors, max_params, smallest_params
+from .centring import CENTRING, centred_caps, centring_allowed, fit_both_ways
 from .criterion import MAX_DOF_SHARE, MSE_FLOOR, Occam
 from .data import Prepared, prepare
 from .diagnostics import (
@@ -271,32 +272,45 @@ def fit(
     settings_relax = _relaxation(relaxation)
     search_settings = _selection(selection)
     random_restart = bool(search_settings.pop("random_restart", True))
-    _warn_unused(relaxation, prior, proposal, prior_strength, selection, budget)
-    if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
-        raise ValueError(f"min_rank must be a non-negative integer; got {min_rank!r}")
-    min_rank = int(min_rank)
-    seed = _seed(seed)
-    prep = prepare(data, observed, backend, _fit_dtype(dtype, data))
-    _check_representable_in(prep, data)
-    prep.backend.check_device(device)
-    if device is not None and str(device).startswith("meta"):
-        raise ValueError("device='meta' holds no values: a fit's result would be cores without numbers; fit on the "
-                         "CPU or a GPU (a network can be moved to 'meta' afterwards with .to('meta'))")
-    if device is None:
-        device = prep.device  # GPU data: the relaxation trains there and the result goes back there
-    # the Occam search's default caps reach what the observations can determine; the relaxation
-    # trains at the caps, whose cost grows with their square: it keeps max(shape)
-    judged = prior == "bic" and proposal != "mars"
-    template, fmt, asked, layout = _template(network, prep.shape, max_rank,
-                                     MAX_DOF_SHARE * prep.data.n_obs if judged else None, at_least=min_rank)
-    floors = _rank_floors(template, asked, min_rank, prep.data.n_obs, uniform=isinstance(network, str),
-                          default=max_rank is None)
-    limit = _budget(budget, template, floors)
+    with _arguments_said():  # (a fit of fit_both_ways: said by the caller's fit, of the caller's arguments)
+        _warn_unused(relaxation, prior, proposal, prior_strength, selection, budget)
+        if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
+            raise ValueError(f"min_rank must be a non-negative integer; got {min_rank!r}")
+        min_rank = int(min_rank)
+        seed = _seed(seed)
+        prep = prepare(data, observed, backend, _fit_dtype(dtype, data))
+        _check_representable_in(prep, data)
+        prep.backend.check_device(device)
+        if device is not None and str(device).startswith("meta"):
+            raise ValueError("device='meta' holds no values: a fit's result would be cores without numbers; fit on the "
+                             "CPU or a GPU (a network can be moved to 'meta' afterwards with .to('meta'))")
+        if device is None:
+            device = prep.device  # GPU data: the relaxation trains there and the result goes back there
+        # the Occam search's default caps reach what the observations can determine; the relaxation
+        # trains at the caps, whose cost grows with their square: it keeps max(shape)
+        judged = prior == "bic" and proposal != "mars"
+        template, fmt, asked, layout = _template(network, prep.shape, max_rank,
+                                         MAX_DOF_SHARE * prep.data.n_obs if judged else None, at_least=min_rank)
+        floors = _rank_floors(template, asked, min_rank, prep.data.n_obs, uniform=isinstance(network, str),
+                              default=max_rank is None)
+        limit = _budget(budget, template, floors)
     settings = {"format": fmt or template.spec, "prior": prior, "prior_strength": strength, "seed": seed,
                 "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds),
                 "min_rank": min_rank, "budget": budget, "max_params": limit}
     if prep.scale == 0.0:
         return _labelled(_in_user_layout(_zero_result(template, prep, settings, t0), layout), network)
+    centred_args = centred_caps(network, max_rank) if centring_allowed(prep.data, budget, warm, template.bonds) else None
+    if centred_args is not None:  # far from zero: fitted as given and without the mean (tnmars.fitting.centring)
+        options = {"max_rank": max_rank, "observed": observed, "prior": prior, "prior_strength": prior_strength,
+                   "proposal": proposal, "relaxation": relaxation, "min_rank": min_rank, "selection": selection,
+                   "seed": seed, "backend": backend, "device": device, "dtype": dtype, "progress": progress,
+                   "callback": callback}
+        # the judge of both: the criterion's floor at the share of the data's spread, computed without
+        # cancellation and under no precision floor of least squares (the errors it compares are evaluated)
+        judge = Occam(prep.data.n_obs, strength,
+                      max(MSE_FLOOR * prep.data.spread / prep.data.sq_norm, storage_floor(data)))
+        return _labelled(fit_both_ways(fit, data, network, options, prep, dict(template.bonds), judge, centred_args),
+                         network)
     ring = ring_layout(template) if fmt is None else None  # a user's spec that is a tensor ring
     if proposal == "spectral" and fmt not in ("tucker", "tt", "tr") and ring is None:
         raise ValueError("proposal='spectral' needs a Tucker, TT or TR network (or a ring spec such as "
@@ -708,6 +722,20 @@ SPECTRA_CHECK_FROM = 0.1
 
 
 @contextlib.contextmanager
+def _arguments_said() -> Iterator[None]:
+    """The checks of :func:`fit`'s arguments, silenced in the two fits of
+    :func:`~tnmars.fitting.centring.fit_both_ways`: the caller's fit gave their warnings, of
+    the caller's arguments (the fit without the mean would speak of caps and ``min_rank`` one
+    lower)."""
+    if CENTRING.get():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
 def internal_fits() -> Iterator[None]:
     """Within the block, :func:`fit` skips the final checks of :data:`_FINAL_CHECKS`."""
     token = _FINAL_CHECKS.set(False)
@@ -1032,7 +1060,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     # (a constant tensor has no spread to resolve: nothing to say of it)
     resolved = spread > SPREAD_RESOLVED * prep.data.sq_norm
     offset_ratio = abs(prep.data.observed_mean) / math.sqrt(spread / max(prep.data.n_obs, 1)) if resolved else 0.0
-    if checks and offset_ratio > FAR_FROM_ZERO:
+    if checks and offset_ratio > FAR_FROM_ZERO and CENTRING.get():  # (not within fit_both_ways: it fits both)
         diagnostics.append(far_from_zero_message(offset_ratio, rel, rel_spread))
     if poor and not under_fitted:
         diagnostics.append(poor_fit_message(rel, rel_spread))

@@ -646,7 +646,9 @@ def poor_fit_message(relative_error: float, spread_error: float | None = None) -
 #: their energy, and the normal equations the fits solve drop directions under 1e-13 of the
 #: largest (an outside probe, 2026-12-02: a Tucker (3, 4, 2) with 1% noise, fitted 1% off at a
 #: mean 1e5 times its spread, after the proposals' precision fix 12% off at 1e6 and 97% at 1e7,
-#: with no word; event times in Unix seconds are such data)
+#: with no word; event times in Unix seconds are such data). Fits that can also fit the data
+#: without their mean do (:mod:`tnmars.fitting.centring`) and do not warn; this is said of the
+#: others (a budget, a warm start, a cap of 1)
 FAR_FROM_ZERO = 1e5
 
 
@@ -655,8 +657,10 @@ def far_from_zero_message(ratio: float, relative_error: float, spread_error: flo
     return (f"the data sit far from zero: their mean is {ratio:.2g} times the spread of their deviations, so their "
             f"structure is about {1 / ratio**2:.1g} of their energy, at the edge of what the fit's float64 least squares "
             f"resolve (relative error {relative_error:.3g}, but {spread_error:.3g} against the deviations from the mean). "
-            "Fit the data minus their mean (x - x.mean()) and add it back: the result plus a constant is a network "
-            "with one more index on every bond, as a fit of the raw data would be at best")
+            "A fit without a budget, warm start or cap of 1 also fits such data without their mean and keeps the "
+            "better (tnmars.fitting.centring); this one could not. Fit the data minus their mean (x - x.mean()) "
+            "and add it back: the result plus a constant is a network with one more index on every bond, as a fit "
+            "of the raw data would be at best")
 
 
 def unexplained_message(relative_error: float, spread_error: float, n_obs: int, max_dof: float,

@@ -4,6 +4,7 @@
   cores, the smallest singular value of the bond's local product (QR of both sides, then an
   SVD of the small ``r x r`` middle), which is the optimal truncation for trees in canonical
   form and a good one elsewhere; for a hyperedge (CP), the component of smallest weight.
+  :func:`canonical_towards` puts a tree in that form first.
 - :func:`grow` adds an index to a bond with small random slices in every core that carries
   it: the network's function barely changes, and the least-squares refit that follows moves
   the new index onto whatever the residual still holds.
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..network import Network
 
-__all__ = ["shrink", "grow", "plus_constant", "GROW_SCALE"]
+__all__ = ["shrink", "grow", "plus_constant", "canonical_towards", "GROW_SCALE"]
 
 #: size of a new index's slices relative to the RMS of the core they join
 GROW_SCALE = 1e-2
@@ -125,6 +126,55 @@ def grow(net: Network, bond: str, seed: int | np.random.Generator | None = None,
         rms = float(np.sqrt(np.mean(c**2))) if c.size else 1.0
         new = rng.standard_normal(shape) * GROW_SCALE * (rms if rms > 0 else 1.0)
         cores[t] = np.concatenate([c, new], axis=ax)
+    return Network(net.spec, cores=cores, optimize=net.optimize)
+
+
+def canonical_towards(net: Network, bond: str) -> Network:
+    """The same tensor with every core of a tree network orthonormal towards ``bond`` (each
+    core, as a matrix from its indices away from the bond to the index towards it, has
+    orthonormal columns; QR from the leaves in), so that :func:`shrink` of ``bond`` is the
+    optimal truncation of it. Without that form a local truncation's error is weighted by the
+    rest of the network: a TT plus a constant 1e7 (the constant in the first core) lost
+    ``2.4e7`` of squared error to a truncation of its second bond that costs ``0.15`` in this
+    form. A network that is not a tree of edges between two cores (a loop, a hyperedge) comes
+    back as it is.
+
+    >>> net = Network.tt((4, 5, 6), (3, 3), seed=0)
+    >>> same = canonical_towards(net, "B")
+    >>> bool(np.allclose(same.to_tensor(), net.to_tensor()))
+    True
+    """
+    holders = {b: net.terms_with(b) for b in net.bonds}
+    if any(len(h) != 2 for h in holders.values()) or len(holders) != net.num_cores - 1:
+        return net
+    neighbours: dict[int, list[tuple[int, str]]] = {k: [] for k in range(net.num_cores)}
+    for b, (i, j) in holders.items():
+        neighbours[i].append((j, b))
+        neighbours[j].append((i, b))
+    cores = _host(net)
+    order: list[tuple[int, int, str]] = []  # (core, its neighbour towards the bond, the edge between them)
+    seen = set(holders[bond])
+    frontier = list(holders[bond])
+    while frontier:
+        node = frontier.pop()
+        for other, b in neighbours[node]:
+            if b != bond and other not in seen:
+                seen.add(other)
+                order.append((other, node, b))
+                frontier.append(other)
+    if len(seen) != net.num_cores:  # (not connected: not a tree)
+        return net
+    for core, towards, b in reversed(order):  # leaves first
+        axis = net.inputs[core].index(b)
+        moved = np.moveaxis(cores[core], axis, -1)
+        r = moved.shape[-1]
+        q, weight = np.linalg.qr(moved.reshape(-1, r))
+        if q.shape[1] < r:  # fewer rows than the bond's size: pad (those directions carry nothing)
+            q = np.concatenate([q, np.zeros((q.shape[0], r - q.shape[1]))], axis=1)
+            weight = np.concatenate([weight, np.zeros((r - weight.shape[0], r))], axis=0)
+        cores[core] = np.moveaxis(q.reshape(moved.shape), -1, axis)
+        at = net.inputs[towards].index(b)
+        cores[towards] = np.moveaxis(np.tensordot(weight, cores[towards], axes=(1, at)), 0, at)
     return Network(net.spec, cores=cores, optimize=net.optimize)
 
 

@@ -1,0 +1,113 @@
+"""Data far from zero: ``tnmars.fit`` fitting them both ways (as given and without their mean,
+``tnmars.fitting.centring``) against the fit of the data as given alone, side by side in one
+process on the same data.
+
+The design was worked out on one case (a Tucker (3, 4, 2) on 12x14x10 with 1% noise, the
+outside probe's); it is judged here on the random truths of ``heldout_random.py`` (TT, Tucker,
+TR: random orders, shapes and ranks it never saw) plus each truth's mean times an offset, the
+offset a multiple of the truth's spread (its standard deviation), at 20 dB and noiseless. The
+reference for each truth is the fit of the same data plus an offset of 10 spreads (close to
+zero, where the data as given lose nothing): its error against the noiseless truth, and its
+ranks. Reported per format and offset: the median error against the truth's deviations from
+their mean of each way, how many fits stay within 1.5x the reference's error (plus 1e-3), how
+many select the reference's ranks, and the time ratio.
+
+Usage: python benchmarks/far_from_zero.py [--seeds 0-12] [--offsets 1e3,1e5,1e7,1e9]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, machine_line, markdown_table, write_result  # noqa: E402
+from heldout_random import _commit, noisy, truth_of  # noqa: E402
+
+import tnmars  # noqa: E402
+from tnmars.fitting import centring  # noqa: E402
+
+NEAR = 10.0  # the reference's offset, in spreads
+
+
+def fit(y: np.ndarray, fmt: str, both_ways: bool) -> tuple[tnmars.FitResult, float]:
+    token = centring.CENTRING.set(both_ways)
+    try:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = tnmars.fit(y, fmt, seed=0, progress=False)
+        return res, time.perf_counter() - t0
+    finally:
+        centring.CENTRING.reset(token)
+
+
+def error(res: tnmars.FitResult, truth: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(res.network.to_tensor()) - truth) / np.linalg.norm(truth - truth.mean()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0-12", help="a range lo-hi (hi excluded) of heldout_random's truths")
+    ap.add_argument("--offsets", default="1e3,1e5,1e7,1e9", help="offsets in spreads of the truth")
+    ap.add_argument("--formats", default="tucker,tt,tr")
+    args = ap.parse_args()
+    lo, hi = (int(v) for v in args.seeds.split("-"))
+    offsets = [float(v) for v in args.offsets.split(",")]
+    rows = []
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for fmt in args.formats.split(","):
+        for seed in range(lo, hi):
+            x = np.asarray(truth_of(fmt, seed).to_tensor(), dtype=np.float64)
+            spread = float(x.std())
+            for snr in (20.0, None):
+                y = noisy(x, snr, seed)
+                near, _ = fit(y + NEAR * spread, fmt, both_ways=False)
+                row = {"format": fmt, "seed": seed, "snr": snr, "shape": list(x.shape),
+                       "reference": {"ranks": list(near.ranks), "error": error(near, x + NEAR * spread)}}
+                for offset in offsets:
+                    shift = offset * spread
+                    for name, both in (("as_given", False), ("both_ways", True)):
+                        res, seconds = fit(y + shift, fmt, both)
+                        row[f"{offset:g}/{name}"] = {
+                            "ranks": list(res.ranks), "error": error(res, x + shift), "seconds": seconds,
+                            "without_mean": bool(res.settings.get("offset", {}).get("fitted_without_mean", False))}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    (Path(RESULTS) / "far_from_zero_rows.json").write_text(json.dumps(rows, indent=1) + "\n")
+    table = []
+    for fmt in args.formats.split(","):
+        for offset in offsets:
+            mine = [r for r in rows if r["format"] == fmt]
+            cells = [f"{fmt}", f"{offset:g}", str(len(mine))]
+            for name in ("as_given", "both_ways"):
+                runs = [r[f"{offset:g}/{name}"] for r in mine]
+                close = sum(run["error"] <= 1.5 * r["reference"]["error"] + 1e-3 for run, r in zip(runs, mine))
+                same = sum(run["ranks"] == r["reference"]["ranks"] for run, r in zip(runs, mine))
+                cells += [f"{statistics.median(run['error'] for run in runs):.3g}", f"{close}", f"{same}"]
+            kept = sum(r[f"{offset:g}/both_ways"]["without_mean"] for r in mine)
+            ratio = statistics.median(r[f"{offset:g}/both_ways"]["seconds"] / r[f"{offset:g}/as_given"]["seconds"]
+                                      for r in mine)
+            cells += [str(kept), f"{ratio:.2f}x"]
+            table.append(cells)
+    header = ["format", "offset (spreads)", "fits", "as given: median error", "within 1.5x ref", "ref ranks",
+              "both ways: median error", "within 1.5x ref", "ref ranks", "kept without mean", "time ratio"]
+    text = (f"# Data far from zero: fitted both ways against as given\n\n"
+            f"Command: `python benchmarks/far_from_zero.py {' '.join(sys.argv[1:])}`\n\n"
+            f"Date: {started}; code: {_commit()}\n\nMachine: {machine_line()}\n\n"
+            f"{__doc__.split(chr(10) + chr(10), 1)[1].split('Usage:')[0].strip()}\n\n"
+            f"Each format: seeds {lo}-{hi - 1} of `heldout_random.truth_of`, at 20 dB and noiseless "
+            f"(two fits per seed and offset). Errors: against the noiseless truth plus the offset, over the "
+            f"truth's deviations from its mean.\n\n" + markdown_table(header, table))
+    print(text)
+    write_result("far_from_zero.md", text)
+
+
+if __name__ == "__main__":
+    main()

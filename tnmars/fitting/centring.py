@@ -1,0 +1,249 @@
+"""Data far from zero: fitted as they are and without their mean; the criterion keeps the better.
+
+Data whose mean is many times the spread of their deviations (event times in Unix seconds,
+readings on a large baseline) hold their structure in digits that least squares lose: Gram
+matrices and normal equations square the mean's share against the deviations'. A Tucker
+(3, 4, 2) with 1% noise plus 1e6 came back at (2, 2, 2), then (4, 4, 3), 10% off its
+deviations, and plus 1e7 at (1, 1, 1), 99.8% off (an outside probe, 2026-12-02). The data
+minus their mean lose nothing, and :func:`~tnmars.fitting.moves.plus_constant` adds the mean
+back exactly, with one index more on every bond.
+
+That is not always the better network: data whose mean is a factor of their structure
+(``1e6 (1 + e a_i)(1 + e b_j)``) are of low rank as they are, while their deviations need
+more indices plus the constant's. So :func:`fit_both_ways` fits both and keeps the one the
+criterion prefers on the data as given.
+"""
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..network import Network
+from .criterion import Occam
+from .data import Prepared
+from .graph import degrees_of_freedom
+from .moves import canonical_towards, plus_constant, shrink
+from .result import FitResult
+from .search import feasible
+from .solvers import SPREAD_RESOLVED, FitData
+
+__all__ = ["CENTRE_FROM", "offset_ratio", "centring_allowed", "centred_caps", "fit_both_ways"]
+
+#: data whose mean is more than this many times the standard deviation of their entries about it
+#: are also fitted without their mean (:func:`fit_both_ways`). Below it the fits on the data as
+#: they are resolve their structure (the Tucker above: 1% off its deviations plus 1e3, 1e5 and
+#: 3e5, as without the mean); the proposals' Gram matrices reach their limit near 1e4 (their
+#: eigenvalues then span 1e-8, where the proposals switch to QR), and CP came back at rank 6 for
+#: 5 with the polish stalled at 1e5.
+CENTRE_FROM = 1e4
+
+#: whether :func:`~tnmars.fitting.api.fit` may fit far-from-zero data both ways: off within
+#: :func:`fit_both_ways`'s own two fits (and then their "far from zero" warning is not given)
+CENTRING: contextvars.ContextVar[bool] = contextvars.ContextVar("tnmars_fit_centring", default=True)
+
+
+def offset_ratio(data: FitData) -> float:
+    """``|mean| / std`` of the observed entries; 0 when their spread is not resolved (a constant)."""
+    spread = data.spread
+    if not spread > SPREAD_RESOLVED * data.sq_norm:
+        return 0.0
+    return abs(data.observed_mean) / math.sqrt(spread / max(data.n_obs, 1))
+
+
+def centring_allowed(data: FitData, budget: Any, warm: Network | None, bonds: Mapping[str, int]) -> bool:
+    """Whether a fit fits ``data`` both ways: far enough from zero, no budget (the mean's indices
+    would have to come out of it), no warm start (its cores hold the mean), and bonds to select."""
+    return (CENTRING.get() and budget is None and warm is None and bool(bonds)
+            and offset_ratio(data) > CENTRE_FROM)
+
+
+def centred_caps(network: Any, max_rank: Any) -> tuple[Any, Any] | None:
+    """The ``network`` and ``max_rank`` arguments for the fit without the mean: every cap the
+    caller gave one lower, so that the mean's index keeps the result within it; ``None`` when a
+    cap is 1 (no room for the mean's index). Default caps stay default."""
+    def lower(r: Any) -> int | None:
+        r = int(r)
+        return r - 1 if r > 1 else None
+
+    if isinstance(network, Network):
+        bonds = {b: lower(r) for b, r in network.bonds.items()}
+        if None in bonds.values():
+            return None
+        smaller = Network(network.spec, {**network.dims, **bonds}, optimize=network.optimize)
+        labels = getattr(network, "labels", None)
+        if labels:
+            smaller.labels = dict(labels)
+        return smaller, max_rank
+    if max_rank is None:
+        return network, None
+    if isinstance(max_rank, Mapping):
+        caps: Any = {b: lower(r) for b, r in max_rank.items()}
+        values = list(caps.values())
+    elif isinstance(max_rank, (Sequence, np.ndarray)) and not isinstance(max_rank, str):
+        caps = [lower(r) for r in max_rank]
+        values = caps
+    else:
+        caps = lower(max_rank)
+        values = [caps]
+    return None if None in values else (network, caps)
+
+
+def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, options: dict[str, Any],
+                  prep: Prepared, caps: Mapping[str, int], crit: Occam, centred_args: tuple[Any, Any]) -> FitResult:
+    """``fit(data, network, **options)`` and the fit of the data minus their observed mean plus that
+    mean (caps from :func:`centred_caps`), the one with the lower objective of ``crit`` on the data
+    as given (a ``prior="bernoulli"`` fit is judged by the same criterion). The kept fit's
+    warnings are given, the other's dropped; ``settings["offset"]`` records the mean and which
+    fit was kept. A fit stopped by Ctrl-C or its callback is returned at once."""
+    t0 = time.perf_counter()
+    token = CENTRING.set(False)
+    try:
+        raw, raw_warnings = _recorded(fit, data, network, options)
+        if raw.interrupted:
+            return _kept(raw, raw_warnings, t0, prep, False)
+        mean = prep.data.observed_mean * prep.scale
+        y = np.asarray(prep.raw, dtype=np.float64)
+        observed = prep.observed
+        centred_data = y - mean if observed is None else np.where(observed, y - mean, np.nan)
+        centred_network, centred_max_rank = centred_args
+        device = options.get("device") or prep.device
+        min_rank = options.get("min_rank", 1)
+        inner_options = {**options, "max_rank": centred_max_rank, "observed": observed,
+                         "min_rank": 0 if min_rank == 0 else max(min_rank - 1, 1),
+                         "backend": prep.backend.name, "device": device, "dtype": prep.dtype}
+        centred, centred_warnings = _recorded(fit, centred_data, centred_network, inner_options)
+    finally:
+        CENTRING.reset(token)
+    raw.interrupted = raw.interrupted or centred.interrupted  # (a callback's stop in the second fit)
+    if 0 in centred.ranks:  # the deviations fitted by nothing: the constant alone is a fit of the raw data
+        return _kept(raw, raw_warnings, t0, prep, False, mean)
+    both = _in_caller_form(_without_repeats(_with_mean(centred.network, mean, caps), prep, crit, min_rank), prep,
+                           device)
+    raw_objective = crit.objective(_sse(raw.network, prep) / prep.scale**2, _dof(raw.network))
+    sse = _sse(both, prep)  # (both as returned: in float32 for float32 data, as the raw fit's network)
+    objective = crit.objective(sse / prep.scale**2, _dof(both))
+    if not objective < raw_objective:
+        return _kept(raw, raw_warnings, t0, prep, False, mean)
+    result = _assembled(centred, both, mean, sse, prep, crit, objective, caps, device)
+    return _kept(result, centred_warnings, t0, prep, True, mean)
+
+
+def _recorded(fit: Callable[..., FitResult], data: Any, network: Any,
+              options: dict[str, Any]) -> tuple[FitResult, list[warnings.WarningMessage]]:
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        result = fit(data, network, **options)
+    return result, heard
+
+
+def _kept(result: FitResult, heard: list[warnings.WarningMessage], t0: float, prep: Prepared, centred: bool,
+          mean: float | None = None) -> FitResult:
+    """``result`` with its fit's warnings given again (from the caller's call of ``fit``), the
+    time of both fits, and where the mean went."""
+    for w in heard:
+        if w.filename == __file__:  # said of the call in _recorded: said of the caller's call of fit
+            warnings.warn(w.message, w.category, stacklevel=4)
+        else:  # (a library's warning, from where it was raised, under the caller's filters)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    result.seconds = time.perf_counter() - t0
+    if mean is not None:
+        result.settings = {**result.settings, "offset": {"mean": float(mean), "fitted_without_mean": centred}}
+    return result
+
+
+def _with_mean(net: Network, mean: float, caps: Mapping[str, int]) -> Network:
+    """``net`` plus ``mean`` (NumPy, float64) within ``caps`` (bonds the mean's index took past
+    what their cores can use, or past the caps, dropped to them by :func:`shrink`)."""
+    both = feasible(plus_constant(net.numpy(), mean))
+    for bond, cap in caps.items():
+        while both.bonds.get(bond, 0) > cap:
+            both = shrink(both, bond)
+    labels = getattr(net, "labels", None)
+    if labels:
+        both.labels = dict(labels)
+    return both
+
+
+def _without_repeats(net: Network, prep: Prepared, crit: Occam, min_rank: int) -> Network:
+    """``net`` with one index fewer on a bond (:func:`shrink`, the bond's truncated SVD, in the
+    canonical form of a tree: :func:`canonical_towards`) while
+    ``crit`` prefers it on the data, down to ``min_rank``. The fit of the deviations usually
+    holds a constant already (the mean of its own structure, which the data's mean took out):
+    a Tucker (3, 4, 2) plus 1e6 came back at (5, 6, 4), the constant twice on every bond, for
+    the data's (4, 5, 3); its repeat is dropped without loss. No refit: refits of the data
+    as given are what loses their structure."""
+    objective = crit.objective(_sse(net, prep) / prep.scale**2, _dof(net))
+    shrunk = True
+    while shrunk:
+        shrunk = False
+        for bond in net.bonds:
+            if net.bonds[bond] <= max(min_rank, 1):
+                continue
+            candidate = shrink(canonical_towards(net, bond), bond)
+            value = crit.objective(_sse(candidate, prep) / prep.scale**2, _dof(candidate))
+            if value < objective:
+                net, objective, shrunk = candidate, value, True
+    return net
+
+
+def _sse(net: Network, prep: Prepared) -> float:
+    """Squared error over the observed entries (data units, float64; the network as returned)."""
+    est = np.asarray(net.numpy().to_tensor(), dtype=np.float64)
+    y = np.asarray(prep.raw, dtype=np.float64)
+    diff = est - y if prep.observed is None else np.where(prep.observed, est - y, 0.0)
+    return float(np.vdot(diff, diff))
+
+
+def _dof(net: Network) -> int:
+    return degrees_of_freedom(net.spec, net.dims)
+
+
+def _assembled(centred: FitResult, both: Network, mean: float, sse: float, prep: Prepared, crit: Occam,
+               objective: float, caps: Mapping[str, int], device: str | None) -> FitResult:
+    """The centred fit's result for ``both``, its network plus the mean (as returned): errors, sizes and objective of that
+    network on the data as given; its search's record (``selection``, ``history``) is the
+    centred fit's, at ranks one index lower."""
+    bonds = centred.bonds
+    ranks = tuple(both.bonds[b] for b in bonds)
+    max_ranks = tuple(max(caps.get(b, r), r) for b, r in zip(bonds, ranks))
+    y = np.asarray(prep.raw, dtype=np.float64)
+    observed = y if prep.observed is None else y[prep.observed]
+    norm = float(np.linalg.norm(observed))
+    heldout = None
+    held = prep.heldout
+    if held is not None and held.any():
+        est = np.asarray(both.numpy().to_tensor(), dtype=np.float64)[held]
+        truth = y[held]
+        hd = float(np.linalg.norm(truth))
+        heldout = float(np.linalg.norm(est - truth)) / hd if hd > 0 else None
+    n_obs = prep.data.n_obs
+    full = centred.full_network
+    return dataclasses.replace(
+        centred,
+        network=both,
+        ranks=ranks,
+        max_ranks=max_ranks,
+        probabilities={b: (np.arange(m) < r).astype(np.float64) for b, r, m in zip(bonds, ranks, max_ranks)},
+        relative_error=math.sqrt(sse) / norm if norm > 0 else 0.0,
+        heldout_error=heldout,
+        log_likelihood=-sse / n_obs,
+        noise_variance=crit.noise_variance(sse / prep.scale**2, _dof(both)) * prep.scale**2,
+        compression=both.compression,
+        num_params=both.num_params,
+        objective=objective if centred.criterion == "bic" else float("nan"),
+        full_network=None if full is None else _in_caller_form(plus_constant(full.numpy(), mean), prep, device),
+    )
+
+
+def _in_caller_form(net: Network, prep: Prepared, device: str | None) -> Network:
+    """``net`` (NumPy, float64) on the data's backend, device and dtype."""
+    if prep.backend.name == "numpy":
+        return net if prep.dtype == "float64" else net.to("numpy", dtype=prep.dtype)
+    return net.to(prep.backend.name, device=device, dtype=prep.dtype)
