@@ -183,11 +183,16 @@ def test_a_sweep_that_raises_the_error_is_swept_again_in_the_symmetric_gauge(mon
 @settings(max_examples=60, deadline=None)
 def test_plus_constant_adds_the_constant_exactly_with_one_index_more_per_bond(net, value):
     """Law of the direct sum with the rank-one constant network, on any connected graph
-    (hyperedges and loops included): no cross terms between the two blocks."""
-    both = plus_constant(net, value)
-    assert both.spec == net.spec and all(both.bonds[b] == r + 1 for b, r in net.bonds.items())
+    (hyperedges and loops included): no cross terms between the two blocks, with one index
+    more on every bond or (the default) on the bonds of a spanning tree of the cores."""
     expected = np.asarray(net.to_tensor()) + value
-    np.testing.assert_allclose(both.to_tensor(), expected, rtol=1e-9, atol=1e-9 * (np.abs(expected).max() + 1))
+    for every_bond in (True, False):
+        both = plus_constant(net, value, every_bond=every_bond)
+        grown = [b for b, r in net.bonds.items() if both.bonds[b] == r + 1]
+        assert both.spec == net.spec and all(both.bonds[b] in (r, r + 1) for b, r in net.bonds.items())
+        hyperedge = any(len(net.terms_with(b)) > 2 for b in net.bonds)
+        assert len(grown) == (len(net.bonds) if every_bond or hyperedge else net.num_cores - 1)
+        np.testing.assert_allclose(both.to_tensor(), expected, rtol=1e-9, atol=1e-9 * (np.abs(expected).max() + 1))
 
 
 @given(networks(max_cores=5, max_dim=4, max_rank=3))

@@ -457,7 +457,7 @@ def fit(
                 # stalls at ranks the same search on the data without their mean leaves (a noiseless
                 # TT (3, 2, 2) on 9x11x9x8 plus 50 times its spread, 10% observed: (3, 3, 3) at 0.34
                 # of the spread from the truth, silently, where (4, 3, 3) is exact and found
-                # without the mean). That fit plus the mean (one index more on every bond, exactly)
+                # without the mean). That fit plus the mean (one index more on a spanning tree's bonds)
                 # starts a second walk on the data; the criterion keeps the better end (centred
                 # fits alone were farther from the truth on 6 of 18 offset completions). Only for a
                 # fit in doubt (most of the data or structure left unexplained, or extrapolating):

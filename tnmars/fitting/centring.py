@@ -6,7 +6,8 @@ matrices and normal equations square the mean's share against the deviations'. A
 (3, 4, 2) with 1% noise plus 1e6 came back at (2, 2, 2), then (4, 4, 3), 10% off its
 deviations, and plus 1e7 at (1, 1, 1), 99.8% off (an outside probe, 2026-12-02). The data
 minus their mean lose nothing, and :func:`~tnmars.fitting.moves.plus_constant` adds the mean
-back exactly, with one index more on every bond.
+back exactly, with one index more on the bonds of a spanning tree of the cores (every bond of
+a TT or Tucker, all but one of a ring's).
 
 That is not always the better network: data whose mean is a factor of their structure
 (``1e6 (1 + e a_i)(1 + e b_j)``) are of low rank as they are, while their deviations need

@@ -659,8 +659,8 @@ def far_from_zero_message(ratio: float, relative_error: float, spread_error: flo
             f"resolve (relative error {relative_error:.3g}, but {spread_error:.3g} against the deviations from the mean). "
             "A fit without a budget, warm start or cap of 1 also fits such data without their mean and keeps the "
             "better (tnmars.fitting.centring); this one could not. Fit the data minus their mean (x - x.mean()) "
-            "and add it back: the result plus a constant is a network with one more index on every bond, as a fit "
-            "of the raw data would be at best")
+            "and add it back (tnmars.fitting.moves.plus_constant): one more index on the bonds of a spanning tree of "
+            "the cores, as a fit of the raw data would need at best")
 
 
 def unexplained_message(relative_error: float, spread_error: float, n_obs: int, max_dof: float,

@@ -191,25 +191,56 @@ def _is_cp_like(net: Network, bond: str) -> bool:
     return len(holders) == len(net.output) and sorted(modes) == sorted(net.output)
 
 
-def plus_constant(net: Network, value: float) -> Network:
-    """``net`` plus the constant ``value`` at every entry, exactly, with one index more on every
-    bond: the direct sum of ``net`` and the rank-one constant network. Every core keeps its
-    entries where all its bonds take their old indices and holds ones (one core ``value``)
-    where all take the new one, zeros elsewhere; in a connected network every term of the
-    contraction has all its bonds in one block or all in the other, so the sum has no cross
-    terms (a hyperedge such as CP's rank too).
+def plus_constant(net: Network, value: float, every_bond: bool = False) -> Network:
+    """``net`` plus the constant ``value`` at every entry, exactly: the direct sum of ``net`` and
+    the rank-one constant network, with one index more on the bonds of a spanning tree of the
+    cores (the largest bonds first; every bond with ``every_bond``, or where a bond joins more
+    than two cores, as CP's rank). Every core keeps its entries where its grown bonds take
+    their old indices and holds ones (one core ``value``) where they all take the new one,
+    with the other bonds at their first index; the tree's bonds tie every core of a term of
+    the contraction to one block, so the sum has no cross terms. A ring grows all its bonds but
+    its smallest, and a network whose bonds of rank 1 are absent edges (a structure search's)
+    keeps them absent where its other edges connect it.
 
     >>> net = Network.tt((3, 4, 5), (2, 2), seed=0)
     >>> both = plus_constant(net, 7.0)
     >>> both.ranks, bool(np.allclose(both.to_tensor(), net.to_tensor() + 7.0))
     ((3, 3), True)
+    >>> plus_constant(Network.tr((3, 4, 5), (2, 3, 4), seed=0), 7.0).ranks
+    (2, 4, 5)
     """
     bonds = net.bonds
+    grown = set(bonds) if every_bond else _spanning_bonds(net)
     cores = []
     for k, (term, core) in enumerate(zip(net.inputs, _host(net))):
-        shape = [net.dims[c] + (c in bonds) for c in term]
-        grown = np.zeros(shape)
-        grown[tuple(slice(0, net.dims[c]) for c in term)] = core
-        grown[tuple(net.dims[c] if c in bonds else slice(None) for c in term)] = value if k == 0 else 1.0
-        cores.append(grown)
+        shape = [net.dims[c] + (c in grown) for c in term]
+        out = np.zeros(shape)
+        out[tuple(slice(0, net.dims[c]) for c in term)] = core
+        new = tuple(net.dims[c] if c in grown else 0 if c in bonds else slice(None) for c in term)
+        out[new] = value if k == 0 else 1.0
+        cores.append(out)
     return Network(net.spec, cores=cores, optimize=net.optimize)
+
+
+def _spanning_bonds(net: Network) -> set[str]:
+    """The bonds of a spanning tree of the cores, the largest bonds first (Kruskal); every bond
+    when one joins more than two cores or the bonds do not connect every core."""
+    holders = {b: net.terms_with(b) for b in net.bonds}
+    if any(len(h) != 2 for h in holders.values()):
+        return set(net.bonds)
+    parent = list(range(net.num_cores))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    tree = set()
+    order = sorted(holders, key=lambda b: -net.bonds[b])  # (stable: ties keep the bonds' order)
+    for b in order:
+        i, j = (root(k) for k in holders[b])
+        if i != j:
+            parent[i] = j
+            tree.add(b)
+    return tree if len(tree) == net.num_cores - 1 else set(net.bonds)
