@@ -36,20 +36,26 @@ from tnmars.fitting import centring  # noqa: E402
 NEAR = 10.0  # the reference's offset, in spreads
 
 
-def fit(y: np.ndarray, fmt: str, both_ways: bool) -> tuple[tnmars.FitResult, float]:
+def fit(y: np.ndarray, fmt: str, both_ways: bool, observed: np.ndarray | None = None
+        ) -> tuple[tnmars.FitResult, float]:
     token = centring.CENTRING.set(both_ways)
     try:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = tnmars.fit(y, fmt, seed=0, progress=False)
+            res = tnmars.fit(y, fmt, seed=0, progress=False, observed=observed)
         return res, time.perf_counter() - t0
     finally:
         centring.CENTRING.reset(token)
 
 
-def error(res: tnmars.FitResult, truth: np.ndarray) -> float:
-    return float(np.linalg.norm(np.asarray(res.network.to_tensor()) - truth) / np.linalg.norm(truth - truth.mean()))
+def error(res: tnmars.FitResult, truth: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Against the truth's deviations from its mean (a completion: on its missing entries)."""
+    diff = np.asarray(res.network.to_tensor()) - truth
+    deviations = truth - truth.mean()
+    if where is not None:
+        diff, deviations = diff[where], deviations[where]
+    return float(np.linalg.norm(diff) / np.linalg.norm(deviations))
 
 
 def main() -> None:
@@ -57,7 +63,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0-12", help="a range lo-hi (hi excluded) of heldout_random's truths")
     ap.add_argument("--offsets", default="1e3,1e5,1e7,1e9", help="offsets in spreads of the truth")
     ap.add_argument("--formats", default="tucker,tt,tr")
+    ap.add_argument("--observed", type=float, default=None,
+                    help="completions: the share of entries observed (errors on the missing ones)")
+    ap.add_argument("--centre-from", type=float, default=None,
+                    help="the threshold of fitting both ways (CENTRE_FROM, or COMPLETION_CENTRE_FROM with "
+                         "--observed), to tune it")
     args = ap.parse_args()
+    if args.centre_from is not None:
+        name = "COMPLETION_CENTRE_FROM" if args.observed else "CENTRE_FROM"
+        setattr(centring, name, args.centre_from)
     lo, hi = (int(v) for v in args.seeds.split("-"))
     offsets = [float(v) for v in args.offsets.split(",")]
     rows = []
@@ -68,19 +82,26 @@ def main() -> None:
             spread = float(x.std())
             for snr in (20.0, None):
                 y = noisy(x, snr, seed)
-                near, _ = fit(y + NEAR * spread, fmt, both_ways=False)
+                observed = missing = None
+                if args.observed is not None:
+                    observed = np.random.default_rng(60_000 + seed).random(x.shape) < args.observed
+                    missing = ~observed
+                near, _ = fit(y + NEAR * spread, fmt, False, observed)
                 row = {"format": fmt, "seed": seed, "snr": snr, "shape": list(x.shape),
-                       "reference": {"ranks": list(near.ranks), "error": error(near, x + NEAR * spread)}}
+                       "reference": {"ranks": list(near.ranks), "error": error(near, x + NEAR * spread, missing)}}
                 for offset in offsets:
                     shift = offset * spread
                     for name, both in (("as_given", False), ("both_ways", True)):
-                        res, seconds = fit(y + shift, fmt, both)
+                        res, seconds = fit(y + shift, fmt, both, observed)
                         row[f"{offset:g}/{name}"] = {
-                            "ranks": list(res.ranks), "error": error(res, x + shift), "seconds": seconds,
+                            "ranks": list(res.ranks), "error": error(res, x + shift, missing), "seconds": seconds,
                             "without_mean": bool(res.settings.get("offset", {}).get("fitted_without_mean", False))}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    (Path(RESULTS) / "far_from_zero_rows.json").write_text(json.dumps(rows, indent=1) + "\n")
+    stem = "far_from_zero" if args.observed is None else f"far_from_zero_completion{args.observed:g}"
+    if args.centre_from is not None:
+        stem += f"_from{args.centre_from:g}"
+    (Path(RESULTS) / f"{stem}_rows.json").write_text(json.dumps(rows, indent=1) + "\n")
     table = []
     for fmt in args.formats.split(","):
         for offset in offsets:
@@ -104,9 +125,14 @@ def main() -> None:
             f"{__doc__.split(chr(10) + chr(10), 1)[1].split('Usage:')[0].strip()}\n\n"
             f"Each format: seeds {lo}-{hi - 1} of `heldout_random.truth_of`, at 20 dB and noiseless "
             f"(two fits per seed and offset). Errors: against the noiseless truth plus the offset, over the "
-            f"truth's deviations from its mean.\n\n" + markdown_table(header, table))
+            f"truth's deviations from its mean"
+            + ("" if args.observed is None else
+               f"; completions: {args.observed:.0%} of the entries observed (drawn per seed), errors on the "
+               "missing entries")
+            + ("" if args.centre_from is None else f"; fitted both ways from {args.centre_from:g} spreads")
+            + ".\n\n" + markdown_table(header, table))
     print(text)
-    write_result("far_from_zero.md", text)
+    write_result(f"{stem}.md", text)
 
 
 if __name__ == "__main__":

@@ -199,3 +199,16 @@ def test_a_tt_plus_a_large_constant_drops_an_index_at_the_cost_of_its_cut():
         assert sigma[2] < 10 * np.linalg.norm(np.asarray(net.to_tensor()))
     plain = np.linalg.norm(np.asarray(shrink(both, "B").to_tensor()) - full)
     assert plain > 1e3 * np.linalg.norm(np.asarray(net.to_tensor()))
+
+
+def test_a_structure_search_far_from_zero_finds_the_structure_it_finds_near_it():
+    """A TT 6x7x8x5 (2, 3, 2) plus 1e7 gave no edge at all (rank 1 everywhere, warned), then,
+    fitted without its mean with the constant on every bond, the fully connected network (492
+    parameters); the constant on a spanning tree keeps the chain: (3, 4, 3), 213 parameters."""
+    truth = np.asarray(tnmars.Network.tt((6, 7, 8, 5), (2, 3, 2), seed=1).to_tensor())
+    truth = truth / truth.std()
+    y = truth + 0.01 * np.random.default_rng(2).standard_normal(truth.shape) + 1e7
+    found = tnmars.search(y, progress=False)
+    assert found.topology == tnmars.search(y - y.mean(), progress=False).topology
+    assert sorted(found.edges.values()) == [3, 3, 4]
+    assert _error_on_deviations(found.network, y) < 0.011

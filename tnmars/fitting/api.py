@@ -299,7 +299,8 @@ def fit(
                 "min_rank": min_rank, "budget": budget, "max_params": limit}
     if prep.scale == 0.0:
         return _labelled(_in_user_layout(_zero_result(template, prep, settings, t0), layout), network)
-    centred_args = centred_caps(network, max_rank) if centring_allowed(prep.data, budget, warm, template.bonds) else None
+    centred_args = (centred_caps(network, max_rank)
+                    if centring_allowed(prep.data, budget, warm, template.bonds, prep.observed is not None) else None)
     if centred_args is not None:  # far from zero: fitted as given and without the mean (tnmars.fitting.centring)
         options = {"max_rank": max_rank, "observed": observed, "prior": prior, "prior_strength": prior_strength,
                    "proposal": proposal, "relaxation": relaxation, "min_rank": min_rank, "selection": selection,

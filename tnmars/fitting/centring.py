@@ -35,7 +35,7 @@ from .result import FitResult
 from .search import feasible
 from .solvers import SPREAD_RESOLVED, FitData
 
-__all__ = ["CENTRE_FROM", "offset_ratio", "centring_allowed", "centred_caps", "fit_both_ways"]
+__all__ = ["CENTRE_FROM", "COMPLETION_CENTRE_FROM", "offset_ratio", "centring_allowed", "centred_caps", "fit_both_ways"]
 
 #: data whose mean is more than this many times the standard deviation of their entries about it
 #: are also fitted without their mean (:func:`fit_both_ways`). Below it the fits on the data as
@@ -44,6 +44,13 @@ __all__ = ["CENTRE_FROM", "offset_ratio", "centring_allowed", "centred_caps", "f
 #: eigenvalues then span 1e-8, where the proposals switch to QR), and CP came back at rank 6 for
 #: 5 with the polish stalled at 1e5.
 CENTRE_FROM = 1e4
+
+#: the same for a completion, whose masked refits converge slowly far from zero: a Tucker
+#: (3, 4, 2) on 20^3 with 1% noise plus 1e3 times its spread, 40% observed, walked down to
+#: (6, 9, 8) and stopped there (objective -34,356, held-out error 0.0137 against the deviations),
+#: where (4, 5, 3) is the criterion's choice by 1,334 nats (-35,690, 0.0105); plus 10 and 100
+#: spreads it is found. Chosen on tuning completions (``benchmarks/far_from_zero.py --observed``)
+COMPLETION_CENTRE_FROM = 10.0
 
 #: whether :func:`~tnmars.fitting.api.fit` may fit far-from-zero data both ways: off within
 #: :func:`fit_both_ways`'s own two fits (and then their "far from zero" warning is not given)
@@ -58,11 +65,13 @@ def offset_ratio(data: FitData) -> float:
     return abs(data.observed_mean) / math.sqrt(spread / max(data.n_obs, 1))
 
 
-def centring_allowed(data: FitData, budget: Any, warm: Network | None, bonds: Mapping[str, int]) -> bool:
-    """Whether a fit fits ``data`` both ways: far enough from zero, no budget (the mean's indices
-    would have to come out of it), no warm start (its cores hold the mean), and bonds to select."""
+def centring_allowed(data: FitData, budget: Any, warm: Network | None, bonds: Mapping[str, int],
+                     completion: bool = False) -> bool:
+    """Whether a fit fits ``data`` both ways: far enough from zero (:data:`CENTRE_FROM`, or
+    :data:`COMPLETION_CENTRE_FROM` for a completion), no budget (the mean's indices would have to
+    come out of it), no warm start (its cores hold the mean), and bonds to select."""
     return (CENTRING.get() and budget is None and warm is None and bool(bonds)
-            and offset_ratio(data) > CENTRE_FROM)
+            and offset_ratio(data) > (COMPLETION_CENTRE_FROM if completion else CENTRE_FROM))
 
 
 def centred_caps(network: Any, max_rank: Any) -> tuple[Any, Any] | None:
