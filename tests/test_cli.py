@@ -592,3 +592,18 @@ def test_an_empty_npz_archive_is_named_as_such(tmp_path):
     """It read "holds several arrays []; choose one with --key"."""
     np.savez(tmp_path / "empty.npz")
     one_line_error(run("fit", str(tmp_path / "empty.npz"), "--quiet"), r"holds no arrays \(an empty .npz archive\)")
+
+
+def test_a_fit_of_data_far_from_zero_says_it_was_fitted_without_their_mean(tmp_path, capsys):
+    """Its ranks hold the mean's index: the report says so (fit, info, and FitResult.summary)."""
+    x = np.asarray(Network.tucker((12, 14, 10), (3, 4, 2), seed=0).to_tensor()) + 1e7
+    np.save(tmp_path / "far.npy", x)
+    assert main(["fit", str(tmp_path / "far.npy"), "-f", "tucker", "--quiet", "--out", str(tmp_path / "far.npz")]) == 0
+    assert main(["info", str(tmp_path / "far.npz")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("centred         fitted without the data's mean (1e+07), then plus it") == 2
+    assert "A=4/12, B=5/14, C=3/10" in out
+    assert "centred   fitted without" in tnmars.load(tmp_path / "far.npz").summary()
+    assert main(["fit", str(tmp_path / "far.npy"), "-f", "tucker", "--quiet", "--out", str(tmp_path / "near.npz"),
+                 "--max-rank", "1"]) == 0
+    assert "centred" not in capsys.readouterr().out

@@ -390,6 +390,11 @@ def _report(result: Any, out: Any) -> None:
     print(line, file=out)
     net = result.network
     print(f"  compression     {_compression(net)}", file=out)
+    from .fitting.result import centring_text
+
+    centred = centring_text(getattr(result, "settings", None))
+    if centred:
+        print(f"  centred         {centred}", file=out)
     if result.interrupted:
         print("  interrupted     yes: the best state reached before Ctrl-C was kept", file=out)
 
@@ -641,6 +646,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         shown = {k: settings[k] for k in ("format", "prior", "proposal", "seed") if k in settings}
         if shown:
             print("  settings        " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        from .fitting.result import centring_text
+
+        centred = centring_text(settings)
+        if centred:
+            print(f"  centred         {centred}")
         if getattr(obj, "interrupted", False):
             print("  interrupted     yes (Ctrl-C; the best state so far was kept)")
         for message in getattr(obj, "diagnostics", None) or ():

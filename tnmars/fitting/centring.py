@@ -31,6 +31,7 @@ from .criterion import Occam
 from .data import Prepared
 from .graph import degrees_of_freedom
 from .moves import canonical_towards, plus_constant, shrink
+from .progress import current_label, labelled
 from .result import FitResult
 from .search import feasible
 from .solvers import SPREAD_RESOLVED, FitData
@@ -115,7 +116,8 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
     t0 = time.perf_counter()
     token = CENTRING.set(False)
     try:
-        raw, raw_warnings = _recorded(fit, data, network, options)
+        with labelled(f"{current_label()}, as given"):
+            raw, raw_warnings = _recorded(fit, data, network, options)
         if raw.interrupted:
             return _kept(raw, raw_warnings, t0, prep, False)
         mean = prep.data.observed_mean * prep.scale
@@ -128,14 +130,16 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
         inner_options = {**options, "max_rank": centred_max_rank, "observed": observed,
                          "min_rank": 0 if min_rank == 0 else max(min_rank - 1, 1),
                          "backend": prep.backend.name, "device": device, "dtype": prep.dtype}
-        centred, centred_warnings = _recorded(fit, centred_data, centred_network, inner_options)
+        with labelled(f"{current_label()}, without the mean"):
+            centred, centred_warnings = _recorded(fit, centred_data, centred_network, inner_options)
     finally:
         CENTRING.reset(token)
     raw.interrupted = raw.interrupted or centred.interrupted  # (a callback's stop in the second fit)
     if 0 in centred.ranks:  # the deviations fitted by nothing: the constant alone is a fit of the raw data
         return _kept(raw, raw_warnings, t0, prep, False, mean)
-    both = _in_caller_form(_without_repeats(_with_mean(centred.network, mean, caps), prep, crit, min_rank), prep,
-                           device)
+    with_mean = _with_mean(centred.network, mean, caps)
+    grown = [b for b, r in with_mean.bonds.items() if r > centred.network.bonds[b]]
+    both = _in_caller_form(_without_repeats(with_mean, grown, prep, crit, min_rank), prep, device)
     raw_objective = crit.objective(_sse(raw.network, prep) / prep.scale**2, _dof(raw.network))
     sse = _sse(both, prep)  # (both as returned: in float32 for float32 data, as the raw fit's network)
     objective = crit.objective(sse / prep.scale**2, _dof(both))
@@ -181,25 +185,22 @@ def _with_mean(net: Network, mean: float, caps: Mapping[str, int]) -> Network:
     return both
 
 
-def _without_repeats(net: Network, prep: Prepared, crit: Occam, min_rank: int) -> Network:
-    """``net`` with one index fewer on a bond (:func:`shrink`, the bond's truncated SVD, in the
-    canonical form of a tree: :func:`canonical_towards`) while
-    ``crit`` prefers it on the data, down to ``min_rank``. The fit of the deviations usually
-    holds a constant already (the mean of its own structure, which the data's mean took out):
-    a Tucker (3, 4, 2) plus 1e6 came back at (5, 6, 4), the constant twice on every bond, for
-    the data's (4, 5, 3); its repeat is dropped without loss. No refit: refits of the data
-    as given are what loses their structure."""
+def _without_repeats(net: Network, bonds: Sequence[str], prep: Prepared, crit: Occam, min_rank: int) -> Network:
+    """``net`` with one index fewer on one of ``bonds`` (those the mean grew), each at most once
+    (:func:`shrink`, the bond's truncated SVD, in the canonical form of a tree:
+    :func:`canonical_towards`), wherever ``crit`` prefers it on the data, down to ``min_rank``.
+    The fit of the deviations usually holds a constant already (the mean of its own structure,
+    which the data's mean took out): a Tucker (3, 4, 2) plus 1e6 came back at (5, 6, 4), the
+    constant twice on every bond, for the data's (4, 5, 3); its repeat is dropped without loss.
+    No refit: refits of the data as given are what loses their structure."""
     objective = crit.objective(_sse(net, prep) / prep.scale**2, _dof(net))
-    shrunk = True
-    while shrunk:
-        shrunk = False
-        for bond in net.bonds:
-            if net.bonds[bond] <= max(min_rank, 1):
-                continue
-            candidate = shrink(canonical_towards(net, bond), bond)
-            value = crit.objective(_sse(candidate, prep) / prep.scale**2, _dof(candidate))
-            if value < objective:
-                net, objective, shrunk = candidate, value, True
+    for bond in bonds:
+        if net.bonds[bond] <= max(min_rank, 1):
+            continue
+        candidate = shrink(canonical_towards(net, bond), bond)
+        value = crit.objective(_sse(candidate, prep) / prep.scale**2, _dof(candidate))
+        if value < objective:
+            net, objective = candidate, value
     return net
 
 

@@ -18,13 +18,18 @@ import numpy as np
 
 from .._checks import warn
 
-__all__ = ["Reporter", "labelled", "progress_enabled"]
+__all__ = ["Reporter", "labelled", "current_label", "progress_enabled"]
 
 log = logging.getLogger("tnmars.fit")
 
 #: the name bars and log lines give the running call: a function that runs fits (``tnmars.search``,
 #: once per start) names them after itself through :func:`labelled`
 _label: contextvars.ContextVar[str] = contextvars.ContextVar("tnmars_progress_label", default="tnmars.fit")
+
+
+def current_label() -> str:
+    """The name fits report under here (``tnmars.fit`` outside :func:`labelled`)."""
+    return _label.get()
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ network at fixed ranks is done by the exact solvers of :mod:`tnmars.fitting.solv
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,11 @@ def _positive_float(value: Any, name: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive finite number; got {value}")
     return value
+
+
+#: a relaxation whose loss never falls below its first record and rises above it by this many
+#: times its size has diverged (:func:`relax` warns)
+DIVERGED_BY = 10.0
 
 
 @dataclass(frozen=True)
@@ -361,5 +367,13 @@ def relax(
             step = steps
     except KeyboardInterrupt:
         interrupted = True
+    losses = history["loss"]
+    if len(losses) > 1 and min(losses[1:]) >= losses[0] and max(losses) > losses[0] + DIVERGED_BY * abs(losses[0]):
+        # (an outside probe's lr=1e6: 0.88 -> 6.9e8 at step 15, masks all closed, said only by NumPy's overflows)
+        worst = int(np.argmax(losses))
+        warnings.warn(f"tnmars.fit: the MARS relaxation diverged: its loss rose from {losses[0]:.3g} to "
+                      f"{losses[worst]:.3g} (step {history['step'][worst]}) and never came back below its start, so "
+                      f"its masks (ranks {history['ranks'][-1]}) say nothing of the data. Lower the learning rate "
+                      f"(relaxation={{'lr': ...}}; it was {lr:g})", RuntimeWarning, stacklevel=4)
     final = best if (interrupted and best is not None) else trainer.numpy_state()
     return RelaxationResult(final[0], final[1], history, step, interrupted)

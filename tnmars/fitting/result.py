@@ -1,6 +1,7 @@
 """What :func:`tnmars.fit` returns."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,12 +98,25 @@ class FitResult:
             f"  {self.num_params:,} parameters for {self.network.dense_size:,} entries: "
             + compression_text(self.network),
         ]
+        centred = centring_text(self.settings)
+        if centred:
+            lines.append(f"  centred   {centred}")
         lines += [f"  WARNING   {message}" for message in self.diagnostics]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return (f"FitResult(ranks={self.ranks}, relative_error={self.relative_error:.4g}, "
                 f"compression={_compression_repr(self.network)}, interrupted={self.interrupted})")
+
+
+def centring_text(settings: Mapping[str, Any] | None) -> str | None:
+    """What a fit of data far from zero did with their mean, when it fitted them without it
+    (:mod:`tnmars.fitting.centring`): its ranks hold the mean's index."""
+    offset = (settings or {}).get("offset")
+    if not offset or not offset.get("fitted_without_mean"):
+        return None
+    return (f"fitted without the data's mean ({offset['mean']:.6g}), then plus it: one more index on the bonds "
+            "of a spanning tree of the cores, where the deviations' fit did not hold it already")
 
 
 def _compression_repr(network: Network) -> str:
