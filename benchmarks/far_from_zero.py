@@ -58,6 +58,36 @@ def error(res: tnmars.FitResult, truth: np.ndarray, where: np.ndarray | None = N
     return float(np.linalg.norm(diff) / np.linalg.norm(deviations))
 
 
+def table_of(rows: list[dict], formats: list[str], offsets: list[float]) -> tuple[list[list[str]], list[str]]:
+    """Per format and offset: each way's median error, fits within 1.5x the reference's error,
+    fits at the reference's ranks; how many fits the two ways put more than 10% apart (closer
+    or farther both ways), how many kept the fit without the mean, and the median time ratio."""
+    table = []
+    for fmt in formats:
+        mine = [r for r in rows if r["format"] == fmt]
+        if not mine:
+            continue
+        for offset in offsets:
+            cells = [f"{fmt}", f"{offset:g}", str(len(mine))]
+            for name in ("as_given", "both_ways"):
+                runs = [r[f"{offset:g}/{name}"] for r in mine]
+                close = sum(run["error"] <= 1.5 * r["reference"]["error"] + 1e-3 for run, r in zip(runs, mine))
+                same = sum(run["ranks"] == r["reference"]["ranks"] for run, r in zip(runs, mine))
+                cells += [f"{statistics.median(run['error'] for run in runs):.3g}", f"{close}", f"{same}"]
+            pairs = [(r[f"{offset:g}/as_given"]["error"], r[f"{offset:g}/both_ways"]["error"]) for r in mine]
+            closer = sum(b < a / 1.1 - 1e-4 for a, b in pairs)
+            farther = sum(b > a * 1.1 + 1e-4 for a, b in pairs)
+            kept = sum(r[f"{offset:g}/both_ways"]["without_mean"] for r in mine)
+            ratio = statistics.median(r[f"{offset:g}/both_ways"]["seconds"] / r[f"{offset:g}/as_given"]["seconds"]
+                                      for r in mine)
+            cells += [f"{closer} / {farther}", str(kept), f"{ratio:.2f}x"]
+            table.append(cells)
+    header = ["format", "offset (spreads)", "fits", "as given: median error", "within 1.5x ref", "ref ranks",
+              "both ways: median error", "within 1.5x ref", "ref ranks", "both ways closer / farther (10%)",
+              "kept without mean", "time ratio"]
+    return table, header
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0-12", help="a range lo-hi (hi excluded) of heldout_random's truths")
@@ -68,15 +98,18 @@ def main() -> None:
     ap.add_argument("--centre-from", type=float, default=None,
                     help="the threshold of fitting both ways (CENTRE_FROM, or COMPLETION_CENTRE_FROM with "
                          "--observed), to tune it")
+    ap.add_argument("--from-rows", default=None,
+                    help="only the table, from the JSON lines a run printed (one row per line)")
     args = ap.parse_args()
     if args.centre_from is not None:
         name = "COMPLETION_CENTRE_FROM" if args.observed else "CENTRE_FROM"
         setattr(centring, name, args.centre_from)
     lo, hi = (int(v) for v in args.seeds.split("-"))
     offsets = [float(v) for v in args.offsets.split(",")]
-    rows = []
+    rows = [] if args.from_rows is None else [json.loads(line) for line in Path(args.from_rows).read_text().splitlines()
+                                              if line.startswith("{")]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    for fmt in args.formats.split(","):
+    for fmt in args.formats.split(",") if args.from_rows is None else ():
         for seed in range(lo, hi):
             x = np.asarray(truth_of(fmt, seed).to_tensor(), dtype=np.float64)
             spread = float(x.std())
@@ -101,24 +134,9 @@ def main() -> None:
     stem = "far_from_zero" if args.observed is None else f"far_from_zero_completion{args.observed:g}"
     if args.centre_from is not None:
         stem += f"_from{args.centre_from:g}"
-    (Path(RESULTS) / f"{stem}_rows.json").write_text(json.dumps(rows, indent=1) + "\n")
-    table = []
-    for fmt in args.formats.split(","):
-        for offset in offsets:
-            mine = [r for r in rows if r["format"] == fmt]
-            cells = [f"{fmt}", f"{offset:g}", str(len(mine))]
-            for name in ("as_given", "both_ways"):
-                runs = [r[f"{offset:g}/{name}"] for r in mine]
-                close = sum(run["error"] <= 1.5 * r["reference"]["error"] + 1e-3 for run, r in zip(runs, mine))
-                same = sum(run["ranks"] == r["reference"]["ranks"] for run, r in zip(runs, mine))
-                cells += [f"{statistics.median(run['error'] for run in runs):.3g}", f"{close}", f"{same}"]
-            kept = sum(r[f"{offset:g}/both_ways"]["without_mean"] for r in mine)
-            ratio = statistics.median(r[f"{offset:g}/both_ways"]["seconds"] / r[f"{offset:g}/as_given"]["seconds"]
-                                      for r in mine)
-            cells += [str(kept), f"{ratio:.2f}x"]
-            table.append(cells)
-    header = ["format", "offset (spreads)", "fits", "as given: median error", "within 1.5x ref", "ref ranks",
-              "both ways: median error", "within 1.5x ref", "ref ranks", "kept without mean", "time ratio"]
+    if args.from_rows is None:
+        (Path(RESULTS) / f"{stem}_rows.json").write_text(json.dumps(rows, indent=1) + "\n")
+    table, header = table_of(rows, args.formats.split(","), offsets)
     text = (f"# Data far from zero: fitted both ways against as given\n\n"
             f"Command: `python benchmarks/far_from_zero.py {' '.join(sys.argv[1:])}`\n\n"
             f"Date: {started}; code: {_commit()}\n\nMachine: {machine_line()}\n\n"
