@@ -290,7 +290,8 @@ def test_to_tensorly_is_exact_or_refused(net):
 def test_cp_weights_are_folded_in_exactly_complex_ones_included(weights):
     """Complex weights on real factors were cast to the factors' dtype: the imaginary parts
     were dropped (NumPy's ComplexWarning only) and the network was another tensor. The network
-    now takes the complex dtype; real weights keep the factors' dtype."""
+    now takes the complex dtype, and real weights of another float dtype the wider one, as
+    tensorly's reconstruction does."""
     rng = np.random.default_rng(1)
     factors = [rng.standard_normal((n, 3)) for n in (2, 4, 3)]
     net = Network.from_tensorly(CPTensor((weights, factors)))
@@ -300,8 +301,24 @@ def test_cp_weights_are_folded_in_exactly_complex_ones_included(weights):
     torch = pytest.importorskip("torch")
     w = torch.tensor(weights, dtype=torch.complex64) if np.iscomplexobj(weights) else torch.tensor(weights)
     cores = Network.from_tensorly(CPTensor((w, [torch.tensor(f, dtype=torch.float32) for f in factors])))
-    assert cores.dtype == ("complex64" if np.iscomplexobj(weights) else "float32")
+    wider = {"complex": "complex64", "float": "float64", "int": "float32"}[
+        "complex" if np.iscomplexobj(weights) else "float" if weights.dtype.kind == "f" else "int"]
+    assert cores.dtype == wider
     np.testing.assert_allclose(cores.to_tensor().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_cp_weights_of_a_wider_float_dtype_widen_the_network():
+    """Outside probe: float64 weights of 1e5 on float16 factors were cast to float16, so the
+    network held inf where tensorly's reconstruction holds 100000.1 (NumPy's overflow warning
+    only); weights of 1 + 1e-12 on float32 factors lost their last digits silently."""
+    import tensorly as tl
+
+    cp = CPTensor((np.array([1e5, 0.1]), [np.ones((3, 2), np.float16), np.ones((4, 2), np.float16)]))
+    net = Network.from_tensorly(cp)
+    assert net.dtype == "float64"
+    np.testing.assert_array_equal(net.to_tensor(), tl.cp_to_tensor(cp))
+    cp = CPTensor((np.array([1 + 1e-12, 1.0]), [np.ones((3, 2), np.float32), np.ones((4, 2), np.float32)]))
+    assert Network.from_tensorly(cp).to_tensor()[0, 0] - 2.0 == pytest.approx(1e-12, rel=1e-3)
 
 
 def test_cp_float_weights_on_integer_factors_give_a_float_network():
@@ -411,3 +428,20 @@ def test_svd_init_of_cp_on_zero_data_says_why_it_cannot():
 
     with pytest.raises(ValueError, match="singular system"):
         svd_init("cp", np.zeros((3, 4, 5)), 2)
+
+
+def test_a_train_whose_output_is_not_in_chain_order_is_refused_with_the_order_to_use():
+    """Outside probe: a structure search's chain 0-2-1-3 (spec aB,bDE,cBD,dE->abcd) and
+    'aA,cAB,bB->abc' were refused as "not a CP, Tucker, TT, TR or TT-matrix graph". The error
+    now names the chain's order and the network to convert, which converts."""
+    net = Network("aA,cAB,bB->abc", dims={"a": 3, "b": 4, "c": 5, "A": 2, "B": 2}, seed=0)
+    for kind in (None, "tt"):
+        with pytest.raises(ValueError, match=r"visits the modes in the order 'acb'.*'aA,cAB,bB->acb'"):
+            net.to_tensorly(kind)
+    ordered = Network("aA,cAB,bB->acb", cores=net.cores)
+    tt = ordered.to_tensorly()
+    import tensorly as tl
+
+    np.testing.assert_allclose(np.transpose(tl.tt_to_tensor(tt), (0, 2, 1)), net.to_tensor(), rtol=1e-12)
+    with pytest.raises(ValueError, match="is not a tucker graph$"):  # (no hint for what is no chain)
+        Network.tt((2, 2, 2, 2), 2).to_tensorly("tucker")

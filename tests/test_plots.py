@@ -231,6 +231,24 @@ def test_mask_probabilities_of_a_layer_or_its_masks():
         plot_mask_probabilities(tnn.TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5), mars=False))
 
 
+def test_mask_probabilities_of_a_whole_model_name_its_layers_and_a_selection_is_labelled_as_one():
+    """Outside probe: a model (or any module without masks) was called as a function, so the
+    user read "forward() missing 1 required positional argument"; and a fit's 0/1 selection was
+    drawn under the axis label "phi (keep probability)"."""
+    torch = pytest.importorskip("torch")
+    tnn = pytest.importorskip("tnmars.nn")
+    model = torch.nn.Sequential(torch.nn.Linear(12, 12),
+                                tnn.TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5)))
+    with pytest.raises(ValueError, match=r"Sequential has no keep probabilities.*MARS layers are '1'.*get_submodule"):
+        plot_mask_probabilities(model)
+    with pytest.raises(ValueError, match="Linear has no keep probabilities.*holds no MARS layer"):
+        plot_mask_probabilities(torch.nn.Linear(3, 3))
+    labels = [ax.get_ylabel() for ax in plot_mask_probabilities({"A": [1.0, 1.0, 0.0]}).axes if ax.get_ylabel()]
+    assert labels == ["selected (1: kept)"]
+    labels = [ax.get_ylabel() for ax in plot_mask_probabilities({"A": [0.9, 0.6, 0.1]}).axes if ax.get_ylabel()]
+    assert labels == [r"$\phi$ (keep probability)"]
+
+
 def test_training_plot_draws_each_phase_of_a_fit_on_its_own_panel():
     """Found by an outside probe: a ``prior="bernoulli"`` fit's history holds the relaxation's
     loss (about 1) and the polish's criterion (-18,000) in one column, drawn as one line: the

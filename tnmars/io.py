@@ -195,6 +195,10 @@ def _network_payload(net: Network, prefix: str = "core") -> tuple[dict[str, Any]
         raise ValueError("cannot save a network on the 'meta' device: it holds shapes but no values; "
                          "build it on the CPU or a GPU (or give it cores with values: net.with_cores(...)) before saving")
     if net.dtype not in _schema.DTYPES:  # (load would refuse the file: refused here, before writing it)
+        if net.dtype.startswith(">") and not np.dtype(net.dtype).isnative:  # (NumPy's name of a swapped dtype)
+            native = np.dtype(net.dtype).newbyteorder("=").name
+            raise TypeError(f"cannot save {net.dtype} cores: they are big-endian ({native} in the other byte order), "
+                            f"and tnmars files hold native little-endian values; convert first: net.to({native!r})")
         raise TypeError(f"cannot save {net.dtype} cores: tnmars files hold {', '.join(sorted(_schema.DTYPES))}; "
                         "convert first, e.g. net.to('float64')")
     labels = _labels_payload(net.labels)
@@ -275,7 +279,20 @@ def _fit_payload(result: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         try:
             fields[name] = _jsonable(value, tuples=True)
         except TypeError:
-            warnings.warn(f"fit-result field {name!r} ({type(value).__name__}) is not saved", stacklevel=3)
+            if not isinstance(value, Mapping):
+                warnings.warn(f"fit-result field {name!r} ({type(value).__name__}) is not saved", stacklevel=3)
+                continue
+            # a dict (settings, history) keeps what can be stored: one datetime in the settings
+            # dropped them all, and load gave {} back (an outside probe)
+            kept, dropped = {}, []
+            for key, item in value.items():
+                try:
+                    kept[str(key)] = _jsonable(item, tuples=True)
+                except TypeError:
+                    dropped.append(f"{key!r} ({type(item).__name__})")
+            fields[name] = kept
+            warnings.warn(f"fit-result field {name!r}: {', '.join(dropped)} not saved (files hold numbers, strings, "
+                          "lists and dicts); its other entries are", stacklevel=3)
     for extra in ("relative_error", "history", "interrupted"):  # properties of non-dataclass results
         if extra not in fields and hasattr(result, extra):
             try:
@@ -300,7 +317,7 @@ def _save_path(path: Any) -> Path:
         # file without a suffix, and ".npz.npz" was written)
         raise ValueError(f"{str(path)!r} has an extension but no file name; give one, e.g. "
                          f"{str(path.with_name('net' + path.name))!r}")
-    if path.suffix == "":
+    if _no_extension(path):
         return path.with_name(path.name + ".npz")
     if path.suffix.lower() not in _SUFFIXES:
         raise ValueError(
@@ -437,10 +454,17 @@ def write_target(path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ loading
+def _no_extension(path: Path) -> bool:
+    """Whether a name has no extension of its own: none, or digits after its last dot, as a
+    version ("run_v1.5": refused before as a name "ending in '.5'")."""
+    return path.suffix == "" or path.suffix[1:].isdigit()
+
+
 def _as_saved(path: Path) -> Path:
-    """``path``, or the ``.npz`` file :func:`save` wrote for it when it has no extension and does
-    not exist itself (``save(r, "fit")`` writes ``fit.npz``; ``load("fit")`` reads it back)."""
-    if path.suffix == "" and not path.exists() and os.fspath(path):
+    """``path``, or the ``.npz`` file :func:`save` wrote for it when it has no extension and is
+    not a file itself (``save(r, "fit")`` writes ``fit.npz``, and ``save(r, "runs")`` beside a
+    folder ``runs`` writes ``runs.npz``; ``load`` reads them back by the same names)."""
+    if _no_extension(path) and not path.is_file() and os.fspath(path):
         saved = path.with_name(path.name + ".npz")
         if saved.exists():
             return saved

@@ -137,6 +137,9 @@ def plot_mask_probabilities(
         raise ValueError("probabilities must be a non-empty mapping {bond: array of phi}, a fit result, a "
                          "tnmars.nn layer with masks or its BondMasks")
     bonds = list(probs)
+    # a fit's selection is 0/1 (kept or not), not probabilities: said so on the axis (the
+    # relaxation's phi is result.relaxation_probabilities)
+    binary = all(np.isin(_as_numpy(probs[b]), (0.0, 1.0)).all() for b in bonds)
     ncols = max(1, min(int(ncols), len(bonds)))
     nrows = -(-len(bonds) // ncols)
     fig = _figure(3.2 * ncols, 2.4 * nrows)
@@ -158,7 +161,7 @@ def plot_mask_probabilities(
         ax.set_title(f"{name}: rank {int(kept.sum())}/{phi.size}")
         ax.set_xlabel("rank index")
         if k % ncols == 0:
-            ax.set_ylabel(r"$\phi$ (keep probability)")
+            ax.set_ylabel("selected (1: kept)" if binary else r"$\phi$ (keep probability)")
     for k in range(len(bonds), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     if title:
@@ -179,7 +182,15 @@ def _keep_probabilities(source: Any) -> Any:
         source = masks
     elif hasattr(source, "masks") and masks is None and not hasattr(source, "probabilities"):
         raise ValueError(f"this {type(source).__name__} has no MARS masks (masks is None): no keep probabilities")
-    probs = getattr(source, "probabilities", source)
+    if isinstance(source, Mapping) or not hasattr(source, "probabilities"):
+        named = getattr(source, "named_modules", None)
+        if not isinstance(source, Mapping) and callable(named):  # a whole model: its forward was called
+            layers = [name for name, m in named() if hasattr(getattr(m, "masks", None), "probabilities")]
+            raise ValueError(f"this {type(source).__name__} has no keep probabilities of its own; "
+                             + (f"its MARS layers are {', '.join(map(repr, layers))}: pass one "
+                                f"(model.get_submodule({layers[0]!r}))" if layers else "it holds no MARS layer"))
+        return source
+    probs = source.probabilities
     return probs() if callable(probs) and not isinstance(probs, Mapping) else probs
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..backends import Backend, infer_backend
 from ..contract import _common_dtype
-from ..network import Network, _dtype_kind, cp_spec, tr_spec, tt_spec, tucker_spec
+from ..network import Network, cp_spec, tr_spec, tt_spec, tucker_spec
 
 __all__ = ["from_tensorly", "to_tensorly", "topology"]
 
@@ -90,10 +90,11 @@ def from_tensorly(obj: Any) -> Network:
         if weights is not None:
             rank = _shape(factors[0])[1]
             weights = be.asarray(weights)
-            if _kind_rank(be.dtype_name(weights)) > _kind_rank(be.dtype_name(factors[0])):
-                # weights of a wider kind (complex on real factors, floats on integer ones): every factor
-                # takes the common dtype (a cast of the weights to the factors' dtype dropped imaginary
-                # parts with only NumPy's warning, and truncated 0.5 to 0 without one)
+            if be.dtype_name(weights) != be.dtype_name(factors[0]):
+                # weights of another dtype: every factor takes the common one, as tensorly's reconstruction
+                # does (a cast of the weights to the factors' dtype dropped imaginary parts with only
+                # NumPy's warning, truncated 0.5 to 0 without one, and turned float64 weights of 1e5 on
+                # float16 factors into inf)
                 factors, _ = _common_dtype([*factors, weights], be)
                 weights = factors.pop()
             factors[0] = factors[0] * be.reshape(be.asarray(weights, dtype=be.dtype_name(factors[0])), (1, rank))
@@ -117,11 +118,6 @@ def from_tensorly(obj: Any) -> Network:
         f"from_tensorly expects a tensorly CPTensor, TuckerTensor, TTTensor, TRTensor or TTMatrix; "
         f"got {type(obj).__name__}"
     )
-
-
-def _kind_rank(dtype_name: str) -> int:
-    """0 bool, 1 integer, 2 real floating, 3 complex: which kind can hold which."""
-    return {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}.get(_dtype_kind(dtype_name), 2)
 
 
 def _from_chain(factors: list[Any], width: int, what: str) -> Network:
@@ -173,6 +169,41 @@ def topology(net: Network) -> str | None:
         second = net.inputs[1]
         return "tt" if second and second[0] in net.bonds else "cp"
     return names[0]
+
+
+def _modes_along_chain(net: Network) -> str | None:
+    """The open modes in the order a chain of cores visits them (each core one open mode, the
+    bonds between two cores a path, the open modes in another order than the output's), or None."""
+    terms = _terms(net)
+    if net.num_cores < 2 or any(len(opens) != 1 for opens, _ in terms):
+        return None
+    holders = {b: net.terms_with(b) for b in net.bonds}
+    if any(len(h) != 2 for h in holders.values()) or len(holders) != net.num_cores - 1:
+        return None
+    ends = [k for k, (_, bonds) in enumerate(terms) if len(bonds) == 1]
+    if len(ends) != 2 or any(len(bonds) > 2 for _, bonds in terms):
+        return None
+    order, previous, k = [], None, min(ends)
+    while k is not None:
+        order.append(next(iter(terms[k][0])))
+        step = [j for b in terms[k][1] for j in holders[b] if j not in (k, previous)]
+        previous, k = k, (step[0] if step else None)
+    chain = "".join(order)
+    return chain if len(chain) == net.num_cores and chain not in (net.output, net.output[::-1]) else None
+
+
+def _chain_hint(net: Network) -> str:
+    """What to do with a tensor train whose output lists its modes out of the chain's order
+    (what a structure search returns for a chain such as 0-2-1-3): tensorly's ``TTTensor``
+    holds the modes in chain order. Empty for any other network."""
+    chain = _modes_along_chain(net)
+    if chain is None:
+        return ""
+    spec = ",".join(net.inputs) + "->" + chain
+    return (f": it is a tensor train whose chain visits the modes in the order {chain!r}, not the output's "
+            f"{net.output!r}, and tensorly's TTTensor holds them in chain order. Convert "
+            f"tnmars.Network({spec!r}, cores=net.cores), whose tensor is this one's with its modes in that "
+            "order (transpose tensorly's back)")
 
 
 def _without_unit_legs(net: Network) -> Network:
@@ -367,11 +398,11 @@ def to_tensorly(net: Network, kind: str | None = None) -> Any:
         if kind is None:
             raise ValueError(
                 f"network {net.spec!r} is not a CP, Tucker, TT, TR or TT-matrix graph, so tensorly has no class for it"
-            )
+                + _chain_hint(net))
     elif kind not in dict(_FINDERS):
         raise ValueError(f"kind must be one of {', '.join(dict(_FINDERS))}; got {kind!r}")
     elif kind not in _matches(net):
-        raise ValueError(f"network {net.spec!r} is not a {kind} graph")
+        raise ValueError(f"network {net.spec!r} is not a {kind} graph" + _chain_hint(net))
     be = net.backend_impl
     cores, inputs, out = net.cores, net.inputs, net.output
     if kind == "cp":
