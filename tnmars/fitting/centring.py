@@ -51,12 +51,11 @@ CENTRE_FROM = 1e4
 #: away from zero: a Tucker (3, 4, 2) on 20^3 with 1% noise plus 1e3 times its spread, 40%
 #: observed, walked down to (6, 9, 8) and stopped (objective -34,356, held-out error 0.0137
 #: against the deviations), where (4, 5, 3) is the criterion's choice by 1,334 nats (-35,690,
-#: 0.0105). On the tuning completions (``benchmarks/far_from_zero.py --observed 0.4
-#: --centre-from 0.5``, TT and Tucker truths 3-11 of ``heldout_random``, 20 dB and noiseless,
-#: offsets of 1, 3, 10, 100, 1e3 and 1e4 spreads; 2026-12-02) the fit both ways came closer to
-#: the truth by more than 10% in 4 of 36 fits at 1 and 3 spreads (a TT from 1.06 to 0.26 of the
-#: deviations, a Tucker from 0.63 to 0.10), in more from 10 spreads up and in most at 1e4, and
-#: farther in none, at 1.2-11x the time (a median about 2.5x)
+#: 0.0105). Tuned on ``benchmarks/far_from_zero.py --observed 0.4 --centre-from 0.5`` (TT and
+#: Tucker truths 3-11 of ``heldout_random``, 20 dB and noiseless, 2026-12-02): fitted both ways,
+#: 21 of 72 fits at 1 and 3 spreads came closer to the truth by more than 10% (a TT from 1.06 to
+#: 0.26 of the deviations, a Tucker from 0.63 to 0.10) and 54 of 144 at 10 to 1e4 spreads; none
+#: went farther; the fits took 1.7-3.5x the time (medians per format and offset)
 COMPLETION_CENTRE_FROM = 1.0
 
 #: whether :func:`~tnmars.fitting.api.fit` may fit far-from-zero data both ways: off within
