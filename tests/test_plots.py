@@ -247,6 +247,8 @@ def test_mask_probabilities_of_a_whole_model_name_its_layers_and_a_selection_is_
     assert labels == ["selected (1: kept)"]
     labels = [ax.get_ylabel() for ax in plot_mask_probabilities({"A": [0.9, 0.6, 0.1]}).axes if ax.get_ylabel()]
     assert labels == [r"$\phi$ (keep probability)"]
+    with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\]"):  # (its line was drawn out of sight)
+        plot_mask_probabilities({"A": [0.9, 0.1]}, threshold=2)
 
 
 def test_training_plot_draws_each_phase_of_a_fit_on_its_own_panel():

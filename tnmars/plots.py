@@ -132,6 +132,8 @@ def plot_mask_probabilities(
     >>> [ax.get_title() for ax in fig.axes]
     ['bond A: rank 1/2', 'bond B: rank 2/3']
     """
+    if not 0.0 <= float(threshold) <= 1.0:  # (threshold=2 drew its line out of the panels, unseen)
+        raise ValueError(f"threshold must lie in [0, 1], as the probabilities do; got {threshold}")
     probs = _keep_probabilities(probabilities)
     if not isinstance(probs, Mapping) or not probs:
         raise ValueError("probabilities must be a non-empty mapping {bond: array of phi}, a fit result, a "

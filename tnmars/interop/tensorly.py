@@ -158,7 +158,7 @@ def topology(net: Network) -> str | None:
     'tr'
     >>> topology(Network.cp((3, 4), 2)), topology(Network.tt((3, 4), 2))
     ('cp', 'tt')
-    >>> topology(Network("ab,bc,ca->", ranks=2)) is None
+    >>> topology(Network("iab,jbc,kca,lc->ijkl", shape=(2, 3, 4, 5), ranks=2)) is None
     True
     """
     net = _without_unit_legs(net)
