@@ -254,6 +254,14 @@ def fit(
         (``interrupted=True``); in the checks it skips them (the fit is final by then). Any
         other return value goes on (an int, such as ``file.write``'s count, with a warning).
 
+    Data far from zero (a mean more than ``CENTRE_FROM`` = 1e4 times the spread of their
+    deviations; for a completion more than ``COMPLETION_CENTRE_FROM`` = 1 times, where masked
+    refits slow down) are fitted twice, as given and without their mean plus that mean
+    (:mod:`tnmars.fitting.centring`), and the criterion on the data as given keeps the better
+    fit: ``settings["offset"]`` says which (not with a ``budget``, a warm start or a cap of 1;
+    then such data warn beyond a mean 1e5 times the spread). The bars of the two fits say
+    "as given" and "without the mean", and a callback hears both.
+
     Returns
     -------
     FitResult
