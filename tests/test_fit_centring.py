@@ -229,3 +229,21 @@ def test_a_completion_a_thousand_spreads_from_zero_is_not_left_where_masked_refi
     missing = ~observed
     error = np.linalg.norm((np.asarray(res.network.to_tensor()) - y - 1e3)[missing])
     assert error / np.linalg.norm(y[missing] - y.mean()) < 0.011
+
+
+def test_a_failure_of_the_fit_without_the_mean_leaves_the_fit_as_given_with_a_warning(monkeypatch):
+    from tnmars.fitting import api
+
+    real = api.fit
+    calls = []
+
+    def failing_second(data, network="tucker", **options):
+        calls.append(options.get("max_rank"))
+        if len(calls) == 3:  # (the caller's fit, the fit as given, then the fit without the mean)
+            raise MemoryError("no room")
+        return real(data, network, **options)
+
+    monkeypatch.setattr(api, "fit", failing_second)
+    with pytest.warns(RuntimeWarning, match=r"fit without their mean failed \(MemoryError: no room\)"):
+        res = failing_second(_tucker_data() + 1e7, "tucker", progress=False)
+    assert not res.settings["offset"]["fitted_without_mean"] and len(calls) == 3

@@ -135,8 +135,15 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
         inner_options = {**options, "max_rank": centred_max_rank, "observed": observed,
                          "min_rank": 0 if min_rank == 0 else max(min_rank - 1, 1),
                          "backend": prep.backend.name, "device": device, "dtype": prep.dtype}
-        with labelled(f"{current_label()}, without the mean"):
-            centred, centred_warnings = _recorded(fit, centred_data, centred_network, inner_options)
+        try:
+            with labelled(f"{current_label()}, without the mean"):
+                centred, centred_warnings = _recorded(fit, centred_data, centred_network, inner_options)
+        except Exception as err:  # (the fit as given stands: said, not lost with it)
+            raw_warnings.append(warnings.WarningMessage(
+                RuntimeWarning(f"tnmars.fit: the data sit far from zero, and their fit without their mean failed "
+                               f"({type(err).__name__}: {err}); this is the fit of the data as given"),
+                RuntimeWarning, __file__, 0))
+            return _kept(raw, raw_warnings, t0, prep, False, mean)
     finally:
         CENTRING.reset(token)
     raw.interrupted = raw.interrupted or centred.interrupted  # (a callback's stop in the second fit)
