@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--centre-from", type=float, default=None,
                     help="the threshold of fitting both ways (CENTRE_FROM, or COMPLETION_CENTRE_FROM with "
                          "--observed), to tune it")
+    ap.add_argument("--max-entries", type=int, default=None,
+                    help="skip truths with more entries (completions of tens of thousands take minutes a fit)")
     ap.add_argument("--from-rows", default=None,
                     help="only the table, from the JSON lines a run printed (one row per line)")
     args = ap.parse_args()
@@ -112,6 +114,8 @@ def main() -> None:
     for fmt in args.formats.split(",") if args.from_rows is None else ():
         for seed in range(lo, hi):
             x = np.asarray(truth_of(fmt, seed).to_tensor(), dtype=np.float64)
+            if args.max_entries is not None and x.size > args.max_entries:
+                continue
             spread = float(x.std())
             for snr in (20.0, None):
                 y = noisy(x, snr, seed)
@@ -148,6 +152,7 @@ def main() -> None:
                f"; completions: {args.observed:.0%} of the entries observed (drawn per seed), errors on the "
                "missing entries")
             + ("" if args.centre_from is None else f"; fitted both ways from {args.centre_from:g} spreads")
+            + ("" if args.max_entries is None else f"; truths of at most {args.max_entries:,} entries")
             + ".\n\n" + markdown_table(header, table))
     print(text)
     write_result(f"{stem}.md", text)
