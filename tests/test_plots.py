@@ -296,3 +296,15 @@ def test_a_search_result_plots_its_training_and_masks_by_edges():
     assert titles == [f"edge {i}-{j}: rank {r}/{len(found.fit.probabilities['A'])}" for (i, j), r in found.edges.items()]
     labels = [line.get_label() for line in plot_training(found).axes[-1].get_lines()]
     assert labels == ["edge 0-1", "edge 0-2", "edge 0-3", "edge 1-2", "edge 1-3", "edge 2-3"]
+
+
+def test_a_history_of_ranks_alone_draws_no_empty_loss_panel_and_bonds_past_ten_keep_apart():
+    """Outside probe: a history without a loss column drew an empty loss panel, and with 11 or
+    more bonds bond K's curve took bond A's colour and style."""
+    fig = plot_training({"step": [0, 1, 2], "ranks": [(1,) * 12, (2,) * 12, (3,) * 12]})
+    assert [ax.get_ylabel() for ax in fig.axes] == ["selected rank"]
+    lines = fig.axes[0].lines
+    styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+    assert len(lines) == 12 and len(styles) == 12
+    with pytest.raises(ValueError, match="neither a loss column nor ranks"):
+        plot_training({"step": [0, 1], "other": [1.0, 2.0]})

@@ -290,6 +290,10 @@ def plot_training(
     phases = [p for p in dict.fromkeys(cols.get("phase", ())) if p is not None]
     groups = ([(p, np.array([q == p for q in cols["phase"]])) for p in phases] if len(phases) > 1 else
               [(None, np.ones(len(steps), dtype=bool))])
+    if not loss_keys and not has_ranks:
+        raise ValueError(f"history has neither a loss column nor ranks to draw; it has {sorted(cols)}")
+    if not loss_keys:  # ranks only: no empty loss panel
+        groups = []
     fig = _figure(4.6 * len(groups) + (4.6 if has_ranks else 0.9), 3.6)
     axes = fig.subplots(1, len(groups) + has_ranks, squeeze=False)[0]
     for ax, (phase, rows) in zip(axes, groups):
@@ -322,8 +326,10 @@ def plot_training(
             names = list(bonds) if bonds is not None else [str(k) for k in range(table.shape[1])]
             if len(names) != table.shape[1]:
                 raise ValueError(f"{len(names)} bond names given for {table.shape[1]} rank columns")
+        styles = ("-", "--", ":", "-.")  # (matplotlib cycles ten colours: bonds A and K were one blue line)
         for j, name in enumerate(names):
-            ax.step(steps, table[:, j], where="post", label=name if str(name).startswith("edge ") else f"bond {name}")
+            ax.step(steps, table[:, j], where="post", linestyle=styles[(j // 10) % len(styles)],
+                    label=name if str(name).startswith("edge ") else f"bond {name}")
         _step_axis(ax, np.asarray(steps, dtype=float))
         ax.set_ylabel("selected rank")
         ax.yaxis.set_major_locator(_integer_ticks())
