@@ -308,3 +308,12 @@ def test_a_history_of_ranks_alone_draws_no_empty_loss_panel_and_bonds_past_ten_k
     assert len(lines) == 12 and len(styles) == 12
     with pytest.raises(ValueError, match="neither a loss column nor ranks"):
         plot_training({"step": [0, 1], "other": [1.0, 2.0]})
+
+
+def test_a_string_is_not_read_as_an_edge_of_its_digits():
+    """Outside probe: plot_topology({"01": 2}) drew the edge (0, 1)."""
+    from tnmars.plots import plot_topology
+
+    with pytest.raises(ValueError, match="edge '01' must be a pair of core numbers"):
+        plot_topology({"01": 2})
+    assert plot_topology({(0, 1): 2}) is not None

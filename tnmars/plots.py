@@ -529,6 +529,8 @@ def plot_topology(
     pairs = {}
     for key, rank in edges.items():
         try:
+            if isinstance(key, (str, bytes)):  # ("01" read as the edge (0, 1); "1-12" as three digits)
+                raise TypeError
             i, j = (int(v) for v in key)
         except (TypeError, ValueError):
             raise ValueError(f"edge {key!r} must be a pair of core numbers (i, j)") from None
