@@ -726,3 +726,50 @@ def test_a_time_first_model_computes_the_batch_first_model_on_transposed_sequenc
         timed(xt[0])
     with pytest.raises(TypeError, match="batch_first must be True or False"):
         type(first)(first.input_size, first.hidden_size, batch_first=0)
+
+
+def test_the_constraint_check_reads_the_masked_matrix_eval_mode_runs():
+    """Outside probe: a MARS TT recurrent matrix whose MAP masks drop a bond index that cancelled
+    most of W read constraint_ratio 0.23 at lam=0.9 (the unmasked matrix), while eval mode ran
+    the masked one at norm 4.16, without a warning. The check measures as project_ does: the
+    larger of the two."""
+    torch.manual_seed(0)
+    rnn = TanhRNN(2, 8, lam=0.9, recurrent="tt", tt_shape=(2, 4), tt_rank=2, seed=0).double()
+    first, second = rnn.weight_tt.cores
+    a, b = torch.randn(2, 2, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        first[:, :, 0], first[:, :, 1] = a, -0.95 * a
+        second[0], second[1] = b, b
+        rnn.weight_tt.masks.logits[:] = torch.tensor([5.0, -5.0])
+    masked = float(torch.linalg.matrix_norm(rnn.recurrent_matrix().detach(), 2))
+    assert masked > 0.9 and rnn.constraint_ratio() == pytest.approx(masked / 0.9, rel=1e-4)
+    with pytest.warns(RuntimeWarning, match=r"TanhRNN \(eval\(\)\): \|\|W\|\|_2 = .* > lam = 0.9"):
+        rnn.eval()
+    rnn.train()
+    rnn.project_()
+    assert rnn.constraint_ratio() <= 1 + 1e-6
+
+
+def test_the_measures_states_and_inputs_are_checked_as_the_models_own_inputs():
+    """Outside probe: effective_stability passed x unchecked (torch's "mat1 and mat2 shapes
+    cannot be multiplied" for 3 features into 2, a LinAlgError for NaN); a float64 or NaN state=
+    ran (NaN outputs, silently, where NaN inputs are refused); integer x and power_tol=0 failed
+    with messages that did not name them."""
+    from tnmars.nn import effective_stability
+
+    model = TanhRNN(2, 8, seed=0)
+    for x, error, match in ((torch.randn(2, 5, 3), ValueError, "x has 3 features but the model expects input_size=2"),
+                            (torch.randn(2, 5, 2, dtype=torch.float64), TypeError, "x is torch.float64"),
+                            (torch.full((2, 5, 2), float("nan")), ValueError, "x has 20 NaN")):
+        with pytest.raises(error, match=match):
+            effective_stability(model, x)
+    x = torch.randn(2, 5, 2)
+    with pytest.raises(TypeError, match="state is torch.float64 but the model's parameters are torch.float32"):
+        model(x, state=torch.randn(2, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="state has 16 NaN or infinite entries"):
+        model(x, state=torch.full((2, 8), float("nan")))
+    with pytest.raises(TypeError, match="x is torch.int64: a recurrent model takes floating-point inputs"):
+        model(torch.ones(2, 5, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="power_tol must be a positive number; got 0"):
+        TanhRNN(2, 4, lam=0.9, power_tol=0)
+    assert effective_stability(model, x).steps == 10

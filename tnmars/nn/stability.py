@@ -408,6 +408,9 @@ def _check_data(x: Any, model: Any) -> torch.Tensor:
     if torch.is_inference_mode_enabled():
         raise RuntimeError("the Jacobians are computed by autograd, which torch.inference_mode() turns off: "
                            "call this outside inference_mode (torch.no_grad() is fine)")
+    check = getattr(model, "_check_x", None)  # the model's own checks: features, dtype, NaN (torch's
+    if callable(check):                       # "mat1 and mat2 shapes cannot be multiplied" before)
+        return check(x)
     return x if first else x.transpose(0, 1)
 
 
