@@ -116,9 +116,11 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
                   prep: Prepared, caps: Mapping[str, int], crit: Occam, centred_args: tuple[Any, Any]) -> FitResult:
     """``fit(data, network, **options)`` and the fit of the data minus their observed mean plus that
     mean (caps from :func:`centred_caps`), the one with the lower objective of ``crit`` on the data
-    as given (a ``prior="bernoulli"`` fit is judged by the same criterion). The kept fit's
+    as given (a ``prior="bernoulli"`` fit is judged by the same criterion); for a completion, one
+    that extrapolates loses to one that does not whatever the criterion says. The kept fit's
     warnings are given, the other's dropped; ``settings["offset"]`` records the mean and which
-    fit was kept. A fit stopped by Ctrl-C or its callback is returned at once."""
+    fit was kept. A fit stopped by Ctrl-C or its callback is returned at once; a fit without the
+    mean that fails leaves the fit as given, with a warning."""
     t0 = time.perf_counter()
     token = CENTRING.set(False)
     try:
