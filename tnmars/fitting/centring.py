@@ -56,7 +56,9 @@ CENTRE_FROM = 1e4
 #: Tucker truths 3-11 of ``heldout_random``, 20 dB and noiseless, 2026-12-02): fitted both ways,
 #: 21 of 72 fits at 1 and 3 spreads came closer to the truth by more than 10% (a TT from 1.06 to
 #: 0.26 of the deviations, a Tucker from 0.63 to 0.10) and 54 of 144 at 10 to 1e4 spreads; none
-#: went farther; the fits took 1.7-3.5x the time (medians per format and offset)
+#: went farther; the fits took 1.7-3.5x the time (medians per format and offset). Held out
+#: (truths 20-32 of up to 5,000 entries, 25% observed, offsets 2, 30 and 3000; 108 fits, at
+#: 4ecc870): 31 closer, none farther, 1.6-4.5x the time (``far_from_zero_completion0.25.md``)
 COMPLETION_CENTRE_FROM = 1.0
 
 #: whether :func:`~tnmars.fitting.api.fit` may fit far-from-zero data both ways: off within
