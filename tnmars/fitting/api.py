@@ -1091,7 +1091,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     full = None
     if relaxed is not None:
         full = Network(template.spec, cores=[c * unit for c in relaxed.cores], optimize=template.optimize)
-    out_net = _to_caller(data_net, prep, device)
+    out_net = prep.returned(data_net, device)
     return FitResult(
         network=out_net,
         bonds=bonds,
@@ -1109,7 +1109,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         proposal=proposal,
         selection=selection,
         relaxation_probabilities={} if relaxed is None else relaxed.probabilities,
-        full_network=None if full is None else _to_caller(full, prep, device),
+        full_network=None if full is None else prep.returned(full, device),
         history=history,
         interrupted=interrupted,
         steps_run=0 if relaxed is None else relaxed.steps_run,
@@ -1178,12 +1178,6 @@ def _check_representable_in(prep: Prepared, data: Any) -> None:
                          f"hold infinities or zeros. Fit in float64 (dtype='float64') or rescale the data.")
 
 
-def _to_caller(net: Network, prep: Prepared, device: str | None) -> Network:
-    if prep.backend.name == "numpy":
-        return net if prep.dtype == "float64" else net.to("numpy", dtype=prep.dtype)
-    return net.to(prep.backend.name, device=device, dtype=prep.dtype)
-
-
 def _zero_result(template: Network, prep: Prepared, settings: dict, t0: float) -> FitResult:
     held, heldout = prep.heldout, None
     if held is not None and held.any():  # the zero network's error on what was held out
@@ -1194,7 +1188,7 @@ def _zero_result(template: Network, prep: Prepared, settings: dict, t0: float) -
     warnings.warn(f"tnmars.fit: {what}: every bond gets rank 0 (the zero network)", RuntimeWarning, stacklevel=3)
     bonds = tuple(template.bonds)
     zero = template.numpy().prune({b: [] for b in bonds})
-    return FitResult(network=_to_caller(zero, prep, None), bonds=bonds, ranks=(0,) * len(bonds),
+    return FitResult(network=prep.returned(zero, None), bonds=bonds, ranks=(0,) * len(bonds),
                      max_ranks=tuple(template.ranks), probabilities={b: np.zeros(m) for b, m in template.bonds.items()},
                      relative_error=0.0, heldout_error=heldout, log_likelihood=0.0, noise_variance=0.0,
                      compression=zero.compression, num_params=0, criterion=settings["prior"],

@@ -156,21 +156,22 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
         return _kept(raw, raw_warnings, t0, prep, False, mean)
     with_mean = _with_mean(centred.network, mean, caps)
     grown = [b for b, r in with_mean.bonds.items() if r > centred.network.bonds[b]]
-    both = _in_caller_form(_without_repeats(with_mean, grown, prep, crit, min_rank), prep, device)
-    raw_objective = crit.objective(_sse(raw.network, prep) / prep.scale**2, _dof(raw.network))
-    sse = _sse(both, prep)  # (both as returned: in float32 for float32 data, as the raw fit's network)
+    both = prep.returned(_without_repeats(with_mean, grown, prep, crit, min_rank), device)
+    raw_estimate, estimate = _estimate(raw.network), _estimate(both)  # (each evaluated once, float64)
+    raw_objective = crit.objective(_sse(raw_estimate, prep) / prep.scale**2, _dof(raw.network))
+    sse = _sse(estimate, prep)  # (both as returned: in float32 for float32 data, as the raw fit's network)
     objective = crit.objective(sse / prep.scale**2, _dof(both))
     # a completion that extrapolates loses to one that does not, as in the walks: the criterion reads
     # the observed entries only (a TT completion at 25% observed, both fits poor, kept the fit without
     # the mean at 436 times the deviations off at the missing entries over the other's 1.6)
-    wild, raw_wild = _extrapolates(both, prep), _extrapolates(raw.network, prep)
+    wild, raw_wild = _extrapolates(estimate, prep), _extrapolates(raw_estimate, prep)
     if wild != raw_wild:
         better = raw_wild
     else:
         better = objective < raw_objective
     if not better:
         return _kept(raw, raw_warnings, t0, prep, False, mean)
-    result = _assembled(centred, both, mean, sse, prep, crit, objective, caps, device)
+    result = _assembled(centred, both, estimate, mean, sse, prep, crit, objective, caps, device)
     return _kept(result, centred_warnings, t0, prep, True, mean)
 
 
@@ -218,30 +219,33 @@ def _without_repeats(net: Network, bonds: Sequence[str], prep: Prepared, crit: O
     which the data's mean took out): a Tucker (3, 4, 2) plus 1e6 came back at (5, 6, 4), the
     constant twice on every bond, for the data's (4, 5, 3); its repeat is dropped without loss.
     No refit: refits of the data as given are what loses their structure."""
-    objective = crit.objective(_sse(net, prep) / prep.scale**2, _dof(net))
+    objective = crit.objective(_sse(_estimate(net), prep) / prep.scale**2, _dof(net))
     for bond in bonds:
         if net.bonds[bond] <= max(min_rank, 1):
             continue
         candidate = shrink(canonical_towards(net, bond), bond)
-        value = crit.objective(_sse(candidate, prep) / prep.scale**2, _dof(candidate))
+        value = crit.objective(_sse(_estimate(candidate), prep) / prep.scale**2, _dof(candidate))
         if value < objective:
             net, objective = candidate, value
     return net
 
 
-def _extrapolates(net: Network, prep: Prepared) -> bool:
+def _estimate(net: Network) -> np.ndarray:
+    """The network's tensor in float64 (from its cores as they are: a float32 result's rounding counts)."""
+    return np.asarray(net.numpy().to_tensor(), dtype=np.float64)
+
+
+def _extrapolates(est: np.ndarray, prep: Prepared) -> bool:
     """Whether a completion reaches, at an unobserved entry, more than ``EXTRAPOLATION_LIMIT``
     times the largest observed deviation from the observed mean (what the walks refuse)."""
     if prep.observed is None:
         return False
-    est = np.asarray(net.numpy().to_tensor(), dtype=np.float64)
     y = np.where(prep.observed, np.asarray(prep.raw, dtype=np.float64), 0.0)
     return extrapolation_ratio(est, y, prep.observed) > EXTRAPOLATION_LIMIT
 
 
-def _sse(net: Network, prep: Prepared) -> float:
-    """Squared error over the observed entries (data units, float64; the network as returned)."""
-    est = np.asarray(net.numpy().to_tensor(), dtype=np.float64)
+def _sse(est: np.ndarray, prep: Prepared) -> float:
+    """Squared error of ``est`` (:func:`_estimate`) over the observed entries (data units)."""
     y = np.asarray(prep.raw, dtype=np.float64)
     diff = est - y if prep.observed is None else np.where(prep.observed, est - y, 0.0)
     return float(np.vdot(diff, diff))
@@ -251,10 +255,10 @@ def _dof(net: Network) -> int:
     return degrees_of_freedom(net.spec, net.dims)
 
 
-def _assembled(centred: FitResult, both: Network, mean: float, sse: float, prep: Prepared, crit: Occam,
-               objective: float, caps: Mapping[str, int], device: str | None) -> FitResult:
-    """The centred fit's result for ``both``, its network plus the mean (as returned): errors, sizes and objective of that
-    network on the data as given; its search's record (``selection``, ``history``) is the
+def _assembled(centred: FitResult, both: Network, estimate: np.ndarray, mean: float, sse: float, prep: Prepared,
+               crit: Occam, objective: float, caps: Mapping[str, int], device: str | None) -> FitResult:
+    """The centred fit's result for ``both``, its network plus the mean as returned (``estimate``
+    its tensor): errors, sizes and objective of that network on the data as given; its search's record (``selection``, ``history``) is the
     centred fit's, at ranks one index lower."""
     bonds = centred.bonds
     ranks = tuple(both.bonds[b] for b in bonds)
@@ -265,7 +269,7 @@ def _assembled(centred: FitResult, both: Network, mean: float, sse: float, prep:
     heldout = None
     held = prep.heldout
     if held is not None and held.any():
-        est = np.asarray(both.numpy().to_tensor(), dtype=np.float64)[held]
+        est = estimate[held]
         truth = y[held]
         hd = float(np.linalg.norm(truth))
         heldout = float(np.linalg.norm(est - truth)) / hd if hd > 0 else None
@@ -284,12 +288,5 @@ def _assembled(centred: FitResult, both: Network, mean: float, sse: float, prep:
         compression=both.compression,
         num_params=both.num_params,
         objective=objective if centred.criterion == "bic" else float("nan"),
-        full_network=None if full is None else _in_caller_form(plus_constant(full.numpy(), mean), prep, device),
+        full_network=None if full is None else prep.returned(plus_constant(full.numpy(), mean), device),
     )
-
-
-def _in_caller_form(net: Network, prep: Prepared, device: str | None) -> Network:
-    """``net`` (NumPy, float64) on the data's backend, device and dtype."""
-    if prep.backend.name == "numpy":
-        return net if prep.dtype == "float64" else net.to("numpy", dtype=prep.dtype)
-    return net.to(prep.backend.name, device=device, dtype=prep.dtype)

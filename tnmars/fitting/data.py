@@ -44,6 +44,12 @@ class Prepared:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.raw.shape)
 
+    def returned(self, net: Any, device: str | None) -> Any:
+        """``net`` (NumPy) on the caller's backend, device and dtype: what a fit hands back."""
+        if self.backend.name == "numpy":
+            return net if self.dtype == "float64" else net.to("numpy", dtype=self.dtype)
+        return net.to(self.backend.name, device=device, dtype=self.dtype)
+
 
 def _numpy_of(x: Any, what: str) -> tuple[np.ndarray, Backend | None]:
     if x is None:

@@ -63,8 +63,9 @@ class CoreLayout:
     separable: bool
 
 
-def _components(nodes: list[int], groups) -> Callable[[int], int]:
-    """Union-find over ``nodes`` joined within every group; returns the root-of function."""
+def _union_find(nodes: Iterable[int]) -> tuple[Callable[[int], int], Callable[[int, int], bool]]:
+    """``(find, union)`` over ``nodes``: ``find`` gives a node's root, ``union`` joins two nodes'
+    sets and says whether they were apart."""
     parent = {c: c for c in nodes}
 
     def find(c: int) -> int:
@@ -73,10 +74,40 @@ def _components(nodes: list[int], groups) -> Callable[[int], int]:
             c = parent[c]
         return c
 
+    def union(a: int, b: int) -> bool:
+        ra, rb = find(a), find(b)
+        parent[ra] = rb
+        return ra != rb
+
+    return find, union
+
+
+def _components(nodes: list[int], groups) -> Callable[[int], int]:
+    """Union-find over ``nodes`` joined within every group; returns the root-of function."""
+    find, union = _union_find(nodes)
     for group in groups:
         for c in group[1:]:
-            parent[find(c)] = find(group[0])
+            union(c, group[0])
     return find
+
+
+def spanning_bonds(inputs: Sequence[str], bonds: Sequence[str]) -> list[str] | None:
+    """The bonds of a spanning tree of the cores ``inputs``, taken greedily in the order given
+    (Kruskal: give the largest first); None when a bond joins more than two cores or ``bonds``
+    do not connect every core.
+
+    >>> spanning_bonds(("aAB", "bBC", "cCA"), "ABC")
+    ['A', 'B']
+    """
+    find, union = _union_find(range(len(inputs)))
+    tree = []
+    for b in bonds:
+        ends = [k for k, term in enumerate(inputs) if b in term]
+        if len(ends) != 2:
+            return None
+        if union(*ends):
+            tree.append(b)
+    return tree if len(tree) == len(inputs) - 1 else None
 
 
 @lru_cache(maxsize=512)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..network import Network
+from .graph import spanning_bonds
 
 __all__ = ["shrink", "grow", "plus_constant", "canonical_towards", "GROW_SCALE"]
 
@@ -144,9 +145,10 @@ def canonical_towards(net: Network, bond: str) -> Network:
     >>> bool(np.allclose(same.to_tensor(), net.to_tensor()))
     True
     """
-    holders = {b: net.terms_with(b) for b in net.bonds}
-    if any(len(h) != 2 for h in holders.values()) or len(holders) != net.num_cores - 1:
+    tree = spanning_bonds(net.inputs, list(net.bonds))
+    if tree is None or len(tree) != len(net.bonds):  # (a hyperedge, a loop, or pieces apart)
         return net
+    holders = {b: net.terms_with(b) for b in net.bonds}
     neighbours: dict[int, list[tuple[int, str]]] = {k: [] for k in range(net.num_cores)}
     for b, (i, j) in holders.items():
         neighbours[i].append((j, b))
@@ -162,8 +164,6 @@ def canonical_towards(net: Network, bond: str) -> Network:
                 seen.add(other)
                 order.append((other, node, b))
                 frontier.append(other)
-    if len(seen) != net.num_cores:  # (not connected: not a tree)
-        return net
     for core, towards, b in reversed(order):  # leaves first
         axis = net.inputs[core].index(b)
         moved = np.moveaxis(cores[core], axis, -1)
@@ -223,24 +223,7 @@ def plus_constant(net: Network, value: float, every_bond: bool = False) -> Netwo
 
 
 def _spanning_bonds(net: Network) -> set[str]:
-    """The bonds of a spanning tree of the cores, the largest bonds first (Kruskal); every bond
-    when one joins more than two cores or the bonds do not connect every core."""
-    holders = {b: net.terms_with(b) for b in net.bonds}
-    if any(len(h) != 2 for h in holders.values()):
-        return set(net.bonds)
-    parent = list(range(net.num_cores))
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    tree = set()
-    order = sorted(holders, key=lambda b: -net.bonds[b])  # (stable: ties keep the bonds' order)
-    for b in order:
-        i, j = (root(k) for k in holders[b])
-        if i != j:
-            parent[i] = j
-            tree.add(b)
-    return tree if len(tree) == net.num_cores - 1 else set(net.bonds)
+    """The bonds of a spanning tree of the cores, the largest bonds first; every bond when one
+    joins more than two cores or the bonds do not connect every core."""
+    tree = spanning_bonds(net.inputs, sorted(net.bonds, key=lambda b: -net.bonds[b]))  # (stable: ties in order)
+    return set(net.bonds) if tree is None else set(tree)
