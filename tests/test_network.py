@@ -64,6 +64,33 @@ def test_a_narrowing_conversion_that_overflows_is_refused(tmp_path, backend):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_narrowing_conversion_that_flushes_a_core_to_zero_is_refused(tmp_path, backend):
+    """A core of entries below float16's smallest value (the gauge put 1e-10 on one core and
+    1e10 on the next) became all zeros, a zero network without a word, from ``to`` and from
+    ``load(dtype=)``; now refused. Flushing entries that carry more of a core's norm than the
+    dtype's rounding warns; flushing negligible ones (1e-9 of the core) stays quiet."""
+    net = Network.tt((3, 4, 5), 2, seed=0)
+    c = net.cores
+    gauged = net.with_cores([c[0] * 1e-10, c[1] * 1e10, c[2]]).to(backend)
+    path = tnmars.save(gauged, tmp_path / "tiny.npz")
+    with pytest.raises(ValueError, match="flushes every entry to zero"):
+        gauged.to(dtype="float16")
+    with pytest.raises(ValueError, match="flushes every entry to zero"):
+        tnmars.load(path, backend=backend, dtype="float16")
+    small = np.full((3, 2), 1e-5)
+    small[0] = 1e-9
+    small[:, 1] = 2e-8  # four entries flushed (below 3e-8), 2.4e-3 of the core's norm: above float16's 2^-10
+    partial = net.with_cores([small, c[1], c[2]]).to(backend)
+    with pytest.warns(UserWarning, match="flushes 4 of its 6 entries to zero"):
+        partial.to(dtype="float16")
+    negligible = np.array(c[0], copy=True)
+    negligible[0] = 1e-9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net.with_cores([negligible, c[1], c[2]]).to(backend).to(dtype="float16")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_a_narrowing_integer_conversion_that_wraps_is_refused(backend):
     """Integer cores of 1000 became -24 as int8 (and -2 became 254 as uint8) without a word."""
     big = Network.tt((3, 4), 2).with_cores([np.full((3, 2), 1000, dtype=np.int64), np.ones((2, 4), dtype=np.int64)])

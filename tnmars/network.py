@@ -1242,6 +1242,32 @@ def check_narrowing(before: Sequence[Any], source: Any, after: Sequence[Any], ta
         elif not target.isfinite_all(new) and source.isfinite_all(old):
             raise ValueError(f"converting core {k} to {dtype} overflows: its entries exceed {dtype}'s range, and the "
                              f"network would hold infinities; choose a wider dtype or rescale the network")
+        else:
+            _check_underflow(k, np.asarray(source.to_numpy(old)), np.asarray(target.to_numpy(new)), dtype)
+
+
+def _check_underflow(k: int, old: np.ndarray, new: np.ndarray, dtype: str) -> None:
+    """Refuse a conversion that flushes every entry of a nonzero core to zero (the network would
+    be zero), and warn when the entries flushed to zero carry more of the core's norm than
+    ``dtype``'s rounding: values below its smallest subnormal (6e-8 for float16) are lost."""
+    if old.dtype.kind not in "fc" or new.dtype.kind not in "fc" or not old.size:
+        return
+    flushed = (new == 0) & (old != 0)
+    if not flushed.any():
+        return
+    if not new.any():
+        raise ValueError(f"converting core {k} to {dtype} flushes every entry to zero (its largest is "
+                         f"{float(np.abs(old).max()):.3g}, below {dtype}'s smallest value): the network would be zero; "
+                         "choose a wider dtype or rescale the cores (multiply this core by a power of two and divide "
+                         "another by it)")
+    with np.errstate(over="ignore", under="ignore"):
+        lost = float(np.linalg.norm(old[flushed].astype(np.float64)))
+        total = float(np.linalg.norm(old.astype(np.float64).ravel()))
+    eps = 2.0**-8 if dtype == "bfloat16" else float(np.finfo(np.dtype(dtype)).eps) if _numpy_dtype(dtype) else 0.0
+    if total > 0 and lost > eps * total:
+        warn(f"converting core {k} to {dtype} flushes {int(flushed.sum())} of its {old.size} entries to zero "
+             f"(below {dtype}'s smallest value), {lost / total:.2g} of the core's norm; choose a wider dtype or "
+             "rescale the cores")
 
 
 def _numpy_dtype(name: str) -> bool:
