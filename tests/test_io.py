@@ -1095,6 +1095,41 @@ def test_an_unstorable_setting_drops_that_entry_not_the_whole_dict(tmp_path):
     assert tnmars.load(path).settings == tnmars.load(tnmars.save(result, tmp_path / "plain.npz")).settings
 
 
+def test_settings_with_keys_other_than_text_come_back_with_their_keys(tmp_path):
+    """Outside probe: JSON keys are text, so {3: "a"} among a fit's settings came back as
+    {"3": "a"} without a word. Integer, float and tuple keys now come back as they were (also
+    beside an entry that cannot be stored), and a file whose tagged items are not key-value
+    pairs loads them as a plain dict instead of failing."""
+    x = np.asarray(tnmars.Network.tucker((5, 6, 7), (2, 2, 2), seed=0).to_tensor())
+    result = tnmars.fit(x, "tucker", progress=False)
+    keyed = {3: "a", 0.5: [1, 2], (0, 1): {"inner": {7: (1, 2)}}, "text": 1}
+    odd = dataclasses.replace(result, settings={**result.settings, "by_key": keyed})
+    assert tnmars.load(tnmars.save(odd, tmp_path / "fit.npz")).settings["by_key"] == keyed
+    both = dataclasses.replace(result, settings={**result.settings, "by_key": {5: "five"},
+                                                 "when": np.datetime64("2026-01-01")})
+    with pytest.warns(UserWarning, match=r"'when' \(datetime64\) not saved"):
+        path = tnmars.save(both, tmp_path / "both.npz")
+    back = tnmars.load(path).settings
+    assert back["by_key"] == {5: "five"} and "when" not in back and back["prior"] == result.settings["prior"]
+    top = dataclasses.replace(result, settings={**result.settings, 5: "five"})  # (the settings' own keys are names)
+    with pytest.warns(UserWarning, match=r"field 'settings': the keys 5 are saved as text"):
+        assert tnmars.load(tnmars.save(top, tmp_path / "top.npz")).settings["5"] == "five"
+    assert tnmars.io._unjson({"__items__": [[[1], 2]]}) == {"__items__": [[[1], 2]]}  # (a list is no key)
+    assert tnmars.io._unjson({"__items__": [[1, 2, 3]]}) == {"__items__": [[1, 2, 3]]}
+
+
+def test_a_result_like_object_without_the_fields_is_refused_with_its_own_hint(tmp_path):
+    """Outside probe: save's docstring said any object with .network and .ranks is saved; such
+    an object was refused with a hint about replacing a fit result's network. The error now
+    names the fields it lacks and says to save its network, or to build a result with fit."""
+    import types
+    net = tnmars.Network.tt((3, 4, 5), 2, seed=0)
+    like = types.SimpleNamespace(network=net, ranks=net.ranks, relative_error=0.1)
+    with pytest.raises(ValueError, match=r"lacks .*'num_params'.*saved as a FitResult.*tnmars.save\(obj.network"):
+        tnmars.save(like, tmp_path / "like.npz")
+    assert not (tmp_path / "like.npz").exists()
+
+
 def test_big_endian_cores_are_refused_as_such(tmp_path):
     """Outside probe: '>f8' cores were refused with a list of dtypes that includes float64."""
     net = tnmars.Network("aA,Ab->ab", cores=[np.ones((3, 2), ">f8"), np.ones((2, 4), ">f8")])

@@ -91,7 +91,8 @@ def _signing_key(key: Any) -> bytes | None:
 
 def _jsonable(value: Any, tuples: bool = False) -> Any:
     """Convert NumPy / torch scalars, arrays, tuples and dataclasses into plain JSON values
-    (with ``tuples=True`` a tuple is tagged ``{"__tuple__": [...]}`` so it comes back a tuple)."""
+    (with ``tuples=True`` a tuple is tagged ``{"__tuple__": [...]}`` so it comes back a tuple, and a
+    dict with keys other than strings ``{"__items__": [[key, value], ...]}``, so they come back)."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, np.integer)):
@@ -100,6 +101,8 @@ def _jsonable(value: Any, tuples: bool = False) -> Any:
         value = float(value)
         return value if math.isfinite(value) else {"__float__": repr(value)}
     if isinstance(value, Mapping):
+        if tuples and not all(isinstance(k, str) for k in value):  # (JSON keys are text: {3: ..} came back {"3": ..})
+            return {"__items__": [[_jsonable(k, tuples), _jsonable(v, tuples)] for k, v in value.items()]}
         return {str(k): _jsonable(v, tuples) for k, v in value.items()}
     if isinstance(value, tuple) and tuples:
         return {"__tuple__": [_jsonable(v, tuples) for v in value]}
@@ -122,10 +125,23 @@ def _unjson(value: Any) -> Any:
             return _FLOATS[value["__float__"]]
         if set(value) == {"__tuple__"} and isinstance(value["__tuple__"], list):
             return tuple(_unjson(v) for v in value["__tuple__"])
+        items = value.get("__items__")
+        if len(value) == 1 and isinstance(items, list) and all(isinstance(p, list) and len(p) == 2 for p in items):
+            pairs = [(_unjson(k), _unjson(v)) for k, v in items]
+            if all(isinstance(k, (str, int, float, bool, tuple)) and _hashable(k) for k, _ in pairs):
+                return dict(pairs)
         return {k: _unjson(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_unjson(v) for v in value]
     return value
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+        return True
+    except TypeError:  # (a tuple holding a list, in a file written by hand)
+        return False
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -287,12 +303,19 @@ def _fit_payload(result: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             kept, dropped = {}, []
             for key, item in value.items():
                 try:
-                    kept[str(key)] = _jsonable(item, tuples=True)
+                    _jsonable(key, tuples=True)  # (a key that cannot be stored drops its entry too)
+                    kept[key] = _jsonable(item, tuples=True)
                 except TypeError:
                     dropped.append(f"{key!r} ({type(item).__name__})")
-            fields[name] = kept
+            fields[name] = _jsonable(kept, tuples=True)  # (the keys as above; the values are stored as they are)
             warnings.warn(f"fit-result field {name!r}: {', '.join(dropped)} not saved (files hold numbers, strings, "
                           "lists and dicts); its other entries are", stacklevel=3)
+        if isinstance(fields[name], dict) and "__items__" in fields[name]:  # a field's own keys are names
+            pairs = fields[name]["__items__"]
+            odd = [repr(_unjson(k)) for k, _ in pairs if not isinstance(k, str)]
+            warnings.warn(f"fit-result field {name!r}: the keys {', '.join(odd)} are saved as text (its keys are "
+                          "names); keys inside its entries keep their type", stacklevel=3)
+            fields[name] = {str(_unjson(k)): v for k, v in pairs}
     for extra in ("relative_error", "history", "interrupted"):  # properties of non-dataclass results
         if extra not in fields and hasattr(result, extra):
             try:
@@ -352,8 +375,9 @@ def save(obj: Any, path: str | os.PathLike, *, key: bytes | str | None = None) -
     Parameters
     ----------
     obj
-        A ``Network``, or an object with ``.network`` (a ``Network``) and ``.ranks`` such as
-        :class:`tnmars.FitResult`. Cores holding NaN or Inf are refused. The results of
+        A ``Network``, or a :class:`tnmars.FitResult` (another object with ``.network`` and
+        ``.ranks`` is saved as one when it has every field of a ``FitResult``, and refused,
+        naming the fields it lacks, when not). Cores holding NaN or Inf are refused. The results of
         :func:`tnmars.search` and :func:`tnmars.sweep` are not saved whole (``load`` could not
         give them back): the ``TypeError`` names what to save instead, such as
         ``result.network`` or ``result.fit`` of a search, ``result.results[k]`` of a sweep.
@@ -436,9 +460,16 @@ def _check_loadable(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], path
         _schema.validate(meta, entries, where, fit_class, _unjson)
     except FileFormatError as err:
         detail = str(err).removeprefix(f"{where} has invalid metadata: ")
-        hint = (" After replacing a fit result's network, update its other fields to match "
-                "(dataclasses.replace(result, network=net, ranks=net.ranks, num_params=net.num_params, ...)), "
-                "or save the network alone." if meta["kind"] == "fit_result" else "")
+        hint = ""
+        if meta["kind"] == "fit_result":
+            fit_class = _fit_result_class()
+            if meta["fit"].get("class") == f"{fit_class.__module__}.{fit_class.__qualname__}":
+                hint = (" After replacing a fit result's network, update its other fields to match "
+                        "(dataclasses.replace(result, network=net, ranks=net.ranks, num_params=net.num_params, ...)), "
+                        "or save the network alone.")
+            else:  # an object of the user's with .network and .ranks
+                hint = (f" A fit result is saved as a {fit_class.__name__}, whose fields it must have; save the "
+                        "network alone (tnmars.save(obj.network, path)), or build the result with tnmars.fit.")
         raise ValueError(f"cannot save to {str(path)!r}: load would refuse the file ({detail}).{hint}") from None
 
 
