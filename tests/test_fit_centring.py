@@ -129,6 +129,17 @@ def test_a_callbacks_stop_in_the_first_fit_returns_it():
     assert res.interrupted and len(calls) == 1
 
 
+def test_a_callback_hears_which_of_the_two_fits_a_record_is_of():
+    """Outside probe: the records of the two fits looked alike; only the bars said which."""
+    labels = []
+    tnmars.fit(_tucker_data() + 1e7, "tucker", progress=False, callback=lambda step, info: labels.append(info["label"]))
+    assert labels[0] == "tnmars.fit, as given" and labels[-1] == "tnmars.fit, without the mean"
+    assert set(labels) == {"tnmars.fit, as given", "tnmars.fit, without the mean"}
+    labels.clear()
+    tnmars.fit(_tucker_data(), "tucker", progress=False, callback=lambda step, info: labels.append(info["label"]))
+    assert set(labels) == {"tnmars.fit"}
+
+
 # ------------------------------------------------------------------------- canonical form
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(["tt", "tucker", "tree"]), data=st.data())
@@ -266,3 +277,83 @@ def test_a_completion_that_extrapolates_loses_to_one_that_does_not():
     error = np.linalg.norm((np.asarray(res.network.to_tensor()) - y)[missing])
     assert error / np.linalg.norm((x - x.mean())[missing]) < 2.0
     assert not res.settings["offset"]["fitted_without_mean"]
+
+
+def test_data_a_trillion_spreads_from_zero_are_not_read_as_a_constant():
+    """Outside probe: data 1e13 times their spread from zero (float64 still holds their
+    deviations to 1e-3) were read as a constant, rank 1, no warning, 99.8% of the deviations off.
+    They are fitted without their mean now, at the noise's error; past what float64 holds (1e15
+    spreads: each entry rounded to 0.1 of the spread) the fit says so."""
+    y = _tucker_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = tnmars.fit(100 * y + 1e15, "tucker", progress=False)
+    assert res.settings["offset"]["fitted_without_mean"]
+    assert _error_on_deviations(res.network, 100 * y + 1e15) < 0.015
+    with pytest.warns(RuntimeWarning, match=r"float64 storage rounds their deviations.*about 0.1\d of that spread"):
+        tnmars.fit(y + 1e15, "tucker", progress=False)
+    with warnings.catch_warnings():  # (a constant, however far from zero, has nothing to resolve)
+        warnings.simplefilter("error")
+        assert tnmars.fit(np.full((5, 6, 7), 1e15), "tucker", progress=False).ranks == (1, 1, 1)
+
+
+def test_float32_data_far_from_zero_come_back_as_well_as_float32_holds_them():
+    """Outside probe: float32 data 1e6 times their spread from zero came back 6.7% off their
+    deviations, where the fit of their deviations plus the mean, stored in float32, is 2.4% off:
+    the repeat of the mean was dropped in float64, in a canonical form whose cores float32
+    rounds more coarsely. Each network is now judged as returned; the data's own rounding (0.06
+    of their spread) is said."""
+    y = _tucker_data()
+    x = (y + 1e6).astype(np.float32)
+    x64 = x.astype(np.float64)
+    with pytest.warns(RuntimeWarning, match=r"float32 storage rounds their deviations.*keep them in float64"):
+        res = tnmars.fit(x, "tucker", progress=False)
+    assert res.network.dtype == "float32"
+    centred = tnmars.fit(x64 - x64.mean(), "tucker", progress=False)
+    by_hand = plus_constant(centred.network, x64.mean()).to(dtype="float32")
+    error, floor = _error_on_deviations(res.network, x64), _error_on_deviations(by_hand, x64)
+    assert error < 1.1 * floor, (error, floor)
+
+
+def test_a_kept_fit_without_the_mean_reports_the_callers_settings_and_says_whose_warnings_it_gives():
+    """Outside probe: with the fit without the mean kept, ``settings`` held that fit's caps and
+    ``min_rank`` (one lower: max_ranks {A: 3, ...} for a call with max_rank=4, a result at 4),
+    and its warnings spoke of those caps ("one more index on bond 'B' (at 3)") and of errors
+    against the deviations, unmarked. The settings are the caller's now, and those warnings and
+    diagnostics say which fit they are of."""
+    y = _tucker_data() + 1e6
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        res = tnmars.fit(y, "tucker", max_rank=(4, 5, 3), min_rank=2, progress=False)
+    assert res.settings["offset"]["fitted_without_mean"]
+    assert res.settings["max_ranks"] == {"A": 4, "B": 5, "C": 3} and res.settings["min_rank"] == 2
+    assert res.ranks == (4, 5, 3)
+    capped = [str(w.message) for w in heard if "stopped by max_rank" in str(w.message)]
+    assert capped and all("said of the fit of the data without their mean" in m for m in capped)
+    assert res.diagnostics and all("said of the fit of the data without their mean" in d for d in res.diagnostics)
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 1, 4), (1, 6, 1, 5), (4, 1, 3)])
+def test_bonds_of_a_fit_far_from_zero_stay_feasible(shape):
+    """Outside probe: a TT on (5, 1, 1, 4) plus 1e6 came back with a bond of 2 between two modes
+    of size 1 (its cores (1, 1, 2) and (2, 1, 1)): dropping the mean's repeat on one bond left
+    its neighbour useless, and nothing shrank it."""
+    rng = np.random.default_rng(2)
+    x = np.sin(np.linspace(0, 3, int(np.prod(shape)))).reshape(shape) + 1e-3 * rng.standard_normal(shape)
+    from tnmars.fitting.search import feasible_ranks
+    for offset in (1e6, 1e8):
+        net = tnmars.fit(x + offset, "tt", progress=False).network
+        caps = feasible_ranks(net.spec, net.dims)
+        assert all(r <= caps[b] for b, r in net.bonds.items()), (offset, net.bonds, caps)
+
+
+def test_the_full_network_of_a_fit_without_the_mean_stays_within_the_caps():
+    """Outside probe: ``full_network`` (the relaxation's network at its caps) plus the mean had
+    bonds of 13 on 12x12x12 data, one past what its cores can use."""
+    truth = np.asarray(tnmars.Network.tucker((8, 9, 7), (3, 4, 2), seed=0).to_tensor())
+    x = truth / truth.std() + 0.01 * np.random.default_rng(0).standard_normal(truth.shape) + 1e6
+    res = tnmars.fit(x, "tucker", prior="bernoulli", relaxation={"steps": 200}, progress=False)
+    assert res.settings["offset"]["fitted_without_mean"]
+    full = res.full_network
+    assert all(full.bonds[b] <= m for b, m in zip(res.bonds, res.max_ranks)), (full.bonds, res.max_ranks)
+    assert all(full.bonds[b] <= full.dims[i] for b, i in zip("ABC", "abc"))

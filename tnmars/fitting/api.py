@@ -249,7 +249,8 @@ def fit(
     progress: a bar per phase (relaxation, selection, polish, and for a completion the
         "checks" of its refits without a tenth of the observed entries); ``None``: on unless
         ``TQDM_DISABLE`` is set. callback: ``callback(step, info)`` for every record of every
-        phase (``info``: phase, ranks, loss or objective); returning ``True`` stops the fit,
+        phase (``info``: phase, label, ranks, loss or objective; ``label`` names the fit as its
+        bar does, e.g. ``"tnmars.fit, without the mean"``); returning ``True`` stops the fit,
         with a warning, and returns the best state so far, as Ctrl-C does
         (``interrupted=True``); in the checks it skips them (the fit is final by then). Any
         other return value goes on (an int, such as ``file.write``'s count, with a warning).
@@ -260,7 +261,7 @@ def fit(
     (:mod:`tnmars.fitting.centring`), and the criterion on the data as given keeps the better
     fit: ``settings["offset"]`` says which (not with a ``budget``, a warm start or a cap of 1;
     then such data warn beyond a mean 1e5 times the spread). The bars of the two fits say
-    "as given" and "without the mean", and a callback hears both.
+    "as given" and "without the mean", and a callback hears both (``info["label"]`` says which).
 
     Returns
     -------
@@ -288,6 +289,7 @@ def fit(
         seed = _seed(seed)
         prep = prepare(data, observed, backend, _fit_dtype(dtype, data))
         _check_representable_in(prep, data)
+        _check_deviations_resolved(prep, data)
         prep.backend.check_device(device)
         if device is not None and str(device).startswith("meta"):
             raise ValueError("device='meta' holds no values: a fit's result would be cores without numbers; fit on the "
@@ -1176,6 +1178,41 @@ def _check_representable_in(prep: Prepared, data: Any) -> None:
         raise ValueError(f"the data's scale does not fit {prep.dtype}: root mean square {prep.scale:.3g}, largest "
                          f"magnitude {peak:.3g}, outside the safe range [{low:.3g}, {high:.3g}]; the network would "
                          f"hold infinities or zeros. Fit in float64 (dtype='float64') or rescale the data.")
+
+
+#: the share of the deviations' spread (standard deviation) to which the data's own storage may
+#: round each entry before :func:`fit` says that it limits what any fit can resolve
+ROUNDED_DEVIATIONS = 0.01
+
+
+def _check_deviations_resolved(prep: Prepared, data: Any) -> None:
+    """Warn when the data's own dtype rounds their deviations from the mean to more than
+    :data:`ROUNDED_DEVIATIONS` of their spread: a mean about 1e14 times the spread in float64,
+    2e5 in float32 (nanosecond timestamps, readings on a large baseline). The structure is then lost
+    before the fit starts: a Tucker (3, 4, 2) in float32 plus 1e7 times its spread came back
+    68% off its deviations, and data past 2e14 spreads in float64 were read as a constant, fitted
+    at rank 1 without a word (outside probe, 2026-12-02). Integer data are exact: not said."""
+    try:
+        own = dtype_name(data.dtype)
+    except (AttributeError, TypeError):  # lists of Python numbers: float64
+        own = "float64"
+    roundoff = {**_ROUNDOFF, "float64": 2.0**-53}.get(own)
+    fitted = prep.data
+    if roundoff is None or prep.scale == 0.0 or fitted.n_obs < 2:
+        return
+    raw = prep.raw if prep.observed is None else prep.raw[prep.observed]
+    std = math.sqrt(fitted.spread / fitted.n_obs) * prep.scale
+    mean = abs(fitted.observed_mean) * prep.scale
+    step = roundoff * mean  # (half the spacing of the stored numbers near the mean)
+    if step <= ROUNDED_DEVIATIONS * std or float(np.ptp(raw)) == 0.0:  # (a constant: nothing to resolve)
+        return
+    ratio = f"{mean / std:.2g} times the spread of their deviations" if std > 0 else "far above their deviations"
+    wider = "" if own == "float64" else f", or keep them in float64 (these are {own})"
+    warnings.warn(f"tnmars.fit: the data sit so far from zero that their {own} storage rounds their deviations: their "
+                  f"mean is {ratio}, and each entry is stored to about {step / max(std, step):.2g} of that spread, so "
+                  "no fit resolves their structure more finely. Subtract a baseline before the data are converted to "
+                  f"floating point (timestamps from the start of the record, readings from a reference){wider}.",
+                  RuntimeWarning, stacklevel=4)
 
 
 def _zero_result(template: Network, prep: Prepared, settings: dict, t0: float) -> FitResult:

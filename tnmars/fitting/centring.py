@@ -158,9 +158,9 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
     grown = [b for b, r in with_mean.bonds.items() if r > centred.network.bonds[b]]
     both = prep.returned(_without_repeats(with_mean, grown, prep, crit, min_rank), device)
     raw_estimate, estimate = _estimate(raw.network), _estimate(both)  # (each evaluated once, float64)
-    raw_objective = crit.objective(_sse(raw_estimate, prep) / prep.scale**2, _dof(raw.network))
+    raw_objective = crit.objective(_sse(raw_estimate, prep), _dof(raw.network))
     sse = _sse(estimate, prep)  # (both as returned: in float32 for float32 data, as the raw fit's network)
-    objective = crit.objective(sse / prep.scale**2, _dof(both))
+    objective = crit.objective(sse, _dof(both))
     # a completion that extrapolates loses to one that does not, as in the walks: the criterion reads
     # the observed entries only (a TT completion at 25% observed, both fits poor, kept the fit without
     # the mean at 436 times the deviations off at the missing entries over the other's 1.6)
@@ -172,7 +172,29 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
     if not better:
         return _kept(raw, raw_warnings, t0, prep, False, mean)
     result = _assembled(centred, both, estimate, mean, sse, prep, crit, objective, caps, device)
-    return _kept(result, centred_warnings, t0, prep, True, mean)
+    result.settings = dict(raw.settings)  # the caller's (the fit without the mean had its caps one lower)
+    result.diagnostics = [d + _OF_DEVIATIONS for d in result.diagnostics]
+    return _kept(result, [_said_of_deviations(w) for w in centred_warnings], t0, prep, True, mean)
+
+
+#: what a warning of the fit without the mean says of itself, when that fit is kept
+_OF_DEVIATIONS = (" [said of the fit of the data without their mean, which is returned plus the mean: its caps and "
+                  "ranks are one lower (the mean's index), its errors are against the deviations]")
+
+
+def _said_of_deviations(heard: warnings.WarningMessage) -> warnings.WarningMessage:
+    """A warning of the kept fit without the mean, saying so: it speaks of caps one lower ("one
+    more index on bond 'B' (at 3)" of a result at 4) and of errors against the deviations (0.0117,
+    where the result's relative error on the data as given is 1.2e-8; an outside probe)."""
+    message = heard.message
+    text = str(message)
+    if not text.startswith("tnmars.fit") or not isinstance(message, Warning):
+        return heard
+    try:
+        reworded = type(message)(text + _OF_DEVIATIONS)
+    except TypeError:  # (a warning class whose constructor takes other arguments)
+        return heard
+    return warnings.WarningMessage(reworded, heard.category, heard.filename, heard.lineno)
 
 
 def _recorded(fit: Callable[..., FitResult], data: Any, network: Any,
@@ -218,16 +240,20 @@ def _without_repeats(net: Network, bonds: Sequence[str], prep: Prepared, crit: O
     The fit of the deviations usually holds a constant already (the mean of its own structure,
     which the data's mean took out): a Tucker (3, 4, 2) plus 1e6 came back at (5, 6, 4), the
     constant twice on every bond, for the data's (4, 5, 3); its repeat is dropped without loss.
-    No refit: refits of the data as given are what loses their structure."""
-    objective = crit.objective(_sse(_estimate(net), prep) / prep.scale**2, _dof(net))
+    No refit: refits of the data as given are what loses their structure. Each network is judged
+    as it is returned (a float32 fit's cores rounded to float32): the canonical form puts the
+    mean's magnitude into one core, which float32 rounds more coarsely than the spread-out cores of
+    :func:`plus_constant` (a Tucker plus 1e6 times its spread came back 6.7% off its deviations
+    instead of 2.4%, an outside probe)."""
+    objective = crit.objective(_sse(_estimate(prep.returned(net, None)), prep), _dof(net))
     for bond in bonds:
         if net.bonds[bond] <= max(min_rank, 1):
             continue
         candidate = shrink(canonical_towards(net, bond), bond)
-        value = crit.objective(_sse(_estimate(candidate), prep) / prep.scale**2, _dof(candidate))
+        value = crit.objective(_sse(_estimate(prep.returned(candidate, None)), prep), _dof(candidate))
         if value < objective:
             net, objective = candidate, value
-    return net
+    return feasible(net)  # (a bond beside one shrunk here may have lost its use: (5, 1, 1, 4) kept a 2 between 1s)
 
 
 def _estimate(net: Network) -> np.ndarray:
@@ -245,9 +271,13 @@ def _extrapolates(est: np.ndarray, prep: Prepared) -> bool:
 
 
 def _sse(est: np.ndarray, prep: Prepared) -> float:
-    """Squared error of ``est`` (:func:`_estimate`) over the observed entries (data units)."""
+    """Squared error of ``est`` (:func:`_estimate`) over the observed entries, in working units
+    (data units over ``prep.scale``: their square overflowed for data near 1e155 and vanished
+    near 1e-162, an outside probe)."""
     y = np.asarray(prep.raw, dtype=np.float64)
-    diff = est - y if prep.observed is None else np.where(prep.observed, est - y, 0.0)
+    diff = (est - y) / prep.scale
+    if prep.observed is not None:
+        diff = np.where(prep.observed, diff, 0.0)
     return float(np.vdot(diff, diff))
 
 
@@ -265,7 +295,7 @@ def _assembled(centred: FitResult, both: Network, estimate: np.ndarray, mean: fl
     max_ranks = tuple(max(caps.get(b, r), r) for b, r in zip(bonds, ranks))
     y = np.asarray(prep.raw, dtype=np.float64)
     observed = y if prep.observed is None else y[prep.observed]
-    norm = float(np.linalg.norm(observed))
+    norm = float(np.linalg.norm(observed / prep.scale))  # (working units, as sse: no overflow near 1e154)
     heldout = None
     held = prep.heldout
     if held is not None and held.any():
@@ -283,10 +313,11 @@ def _assembled(centred: FitResult, both: Network, estimate: np.ndarray, mean: fl
         probabilities={b: (np.arange(m) < r).astype(np.float64) for b, r, m in zip(bonds, ranks, max_ranks)},
         relative_error=math.sqrt(sse) / norm if norm > 0 else 0.0,
         heldout_error=heldout,
-        log_likelihood=-sse / n_obs,
-        noise_variance=crit.noise_variance(sse / prep.scale**2, _dof(both)) * prep.scale**2,
+        log_likelihood=-sse * prep.scale * prep.scale / n_obs,  # (data units: inf past float range, not an error)
+        noise_variance=crit.noise_variance(sse, _dof(both)) * prep.scale * prep.scale,
         compression=both.compression,
         num_params=both.num_params,
         objective=objective if centred.criterion == "bic" else float("nan"),
-        full_network=None if full is None else prep.returned(plus_constant(full.numpy(), mean), device),
+        # (within the caps, as the network: the relaxation's network at its caps plus the mean was one past them)
+        full_network=None if full is None else prep.returned(_with_mean(full, mean, caps), device),
     )

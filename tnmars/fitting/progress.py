@@ -92,7 +92,7 @@ class Reporter:
     def record(self, info: dict[str, Any], advance: int = 1) -> bool:
         """Report one step (a relaxation record, a refitted candidate); True means stop."""
         self.step += 1
-        info = {"phase": self.phase, **info}
+        info = {"phase": self.phase, "label": self.label, **info}  # (label: which fit, as the bar says)
         if self._bar is not None:
             self._shown = _shown(info)
             self._bar.set_postfix(self._shown, refresh=False)

@@ -60,8 +60,11 @@ NEAR_EXACT = 1e-6
 
 #: a spread (:attr:`FitData.spread`) above this share of ``||y||^2`` is read as measured: the
 #: deviations ``y - mean`` carry rounding of about ``eps |y|``, so the spread's relative error is
-#: about ``2 eps sqrt(||y||^2 / spread)``, 1e-3 here (a mean 2e12 times the spread)
-SPREAD_RESOLVED = 1e-24
+#: about ``2 eps sqrt(||y||^2 / spread)``, 0.1 here (a mean 2e14 times the spread). At 1e-24 (a
+#: mean 1e12 times the spread) data 1e13 times their spread from zero, whose deviations float64
+#: still holds to 1e-3, were read as a constant and fitted at rank 1 without a word (outside
+#: probe, 2026-12-02); fitted without their mean they come back 1% off, as their noise
+SPREAD_RESOLVED = 2e-29
 
 
 @dataclass
