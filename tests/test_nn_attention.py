@@ -269,3 +269,42 @@ def test_torch_compile_traces_converted_attention_without_graph_breaks():
         assert torch._dynamo.explain(lambda a, b: loss_fn(model(a), b))(x, target).graph_break_count == 0
     finally:
         torch._dynamo.reset()
+
+
+def test_from_attention_and_the_constructor_take_what_tensorize_takes():
+    """``tensorize(attention="lowrank")`` worked while ``from_attention(format="lowrank")`` and the
+    constructor raised "unknown format"; the constructor also refused ``rank=0.25`` and
+    ``rank="full"``, which tensorize and from_attention take."""
+    torch.manual_seed(0)
+    dense = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    q, k, v = _inputs({"batch_first": True}, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        low = TensorizedMultiheadAttention.from_attention(dense, format="lowrank", rank="full").eval()
+        wrapped = tnn.tensorize(nn.Sequential(dense), attention="lowrank", rank=3)[0]
+        from_attention = TensorizedMultiheadAttention.from_attention(dense, format="lowrank", rank=3)
+    assert all(type(getattr(low, p)) is tnn.LowRankLinear for p in ("q_proj", "k_proj", "v_proj", "out_proj"))
+    with torch.no_grad():
+        torch.testing.assert_close(low(q, k, v)[0], dense(q, k, v)[0], rtol=1e-4, atol=1e-5)
+    assert from_attention.q_proj.max_ranks == wrapped.q_proj.max_ranks == {"A": 3}
+    x = torch.randn(2, 5, 16)
+    for fmt, rank in [("lowrank", None), ("lowrank", 3), ("lowrank", 0.25), ("lowrank", "full"),
+                      ("tt", 0.25), ("tt", "full"), ("tucker", 0.5), ("cp", 0.25)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ("full" is larger than dense: said by a warning)
+            attn = TensorizedMultiheadAttention(16, 4, batch_first=True, format=fmt, rank=rank)
+            full = TensorizedMultiheadAttention.from_attention(dense, format=fmt, rank=rank)
+        assert attn(x, x, x)[0].shape == (2, 5, 16)
+        assert attn.q_proj.max_ranks == full.q_proj.max_ranks  # the ranks from_attention gives
+        if isinstance(rank, float):
+            assert attn.q_proj.num_params <= rank * 16 * 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert TensorizedMultiheadAttention(16, 4, format="lowrank", rank="full").q_proj.max_ranks == {"A": 16}
+    for bad in ("Full", 1.5, 0):
+        with pytest.raises(ValueError, match="rank"):
+            TensorizedMultiheadAttention(16, 4, rank=bad)
+    for who in (lambda: TensorizedMultiheadAttention(16, 4, format="lowrnk"),
+                lambda: TensorizedMultiheadAttention.from_attention(dense, format="lowrnk")):
+        with pytest.raises(ValueError, match="unknown format 'lowrnk'.*lowrank"):
+            who()

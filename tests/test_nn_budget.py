@@ -107,3 +107,51 @@ def test_weight_error_reads_the_map_weight_not_a_training_draw():
     assert layer.training  # the mode is restored
     layer.eval()
     assert errors == {weight_error(linear, layer)}
+
+
+def test_a_budget_leaves_dense_a_layer_larger_than_dense_even_at_rank_1():
+    """As ``rank=None`` does: a ``Linear(97, 101)`` is 9,799 parameters as a TT at rank 1 against
+    9,797 dense; under a budget it was converted (larger and lossy) and spent the budget."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 97), nn.ReLU(), nn.Linear(97, 101))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = tensorize(model, budget="2x", progress=False)
+    assert type(small[4]) is nn.Linear
+    assert any("left these layers dense: 4: even at ranks" in str(w.message) for w in caught)
+    assert _core_params(small) <= (64 * 64 + 64 * 97) // 2  # the budget is of the converted layers only
+    named = _quiet(tensorize, model, ["0", "4"], budget=12000, progress=False)  # named: converted anyway
+    assert named[4].num_params > named[4].dense_size
+
+
+def test_a_budget_leaves_a_frozen_layer_dense_and_gives_it_no_share():
+    """A frozen weight gives frozen cores: a lossy share could never be recovered by fine-tuning
+    (and the warning used to say "fine-tune it to recover")."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    model[0].requires_grad_(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = tensorize(model, budget="4x", progress=False)
+    assert type(small[0]) is nn.Linear and torch.equal(small[0].weight, model[0].weight)
+    messages = [str(w.message) for w in caught]
+    assert any("left these layers dense: 0: its weight is frozen" in m for m in messages)
+    assert not any("'0' by" in m for m in messages)
+    assert _core_params(small) <= (128 * 64 + 64 * 10) // 4
+
+
+@pytest.mark.parametrize("how", [dict(rank=0.25), dict(budget=3000, filter=["0", "2"])], ids=["share", "named"])
+def test_a_frozen_layer_converted_lossily_is_said_not_to_recover(how):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    model[0].requires_grad_(False)
+    how = dict(how)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = tensorize(model, how.pop("filter", None), progress=False, **how)
+    assert small[0].conversion_error > 0.1 and not any(p.requires_grad for p in small[0].cores)
+    messages = [str(w.message) for w in caught]
+    about_0 = [m for m in messages if "'0' by" in m]
+    assert len(about_0) == 1 and "frozen" in about_0[0] and "will NOT recover" in about_0[0]
+    assert "'2' by" not in about_0[0]
+    assert any("'2' by" in m and "Fine-tune it (MarsLoss) to recover" in m for m in messages)

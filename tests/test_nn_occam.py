@@ -558,3 +558,73 @@ def test_only_bonds_that_split_the_network_get_an_svd_gauge(spec, bonds):
     from tnmars.nn.gauge import tree_bonds
 
     assert tree_bonds(spec) == bonds
+
+
+class _Tied(nn.Module):
+    """Two MARS layers holding the same cores (weight tying) under different MAP masks."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = tnn.TensorizedLinear(32, 32, rank=6)
+        self.b = tnn.TensorizedLinear(32, 32, rank=6)
+        self.b.cores = self.a.cores
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+@pytest.mark.parametrize("gauge", ["svd", "both"])
+def test_the_svd_gauge_leaves_shared_cores_alone_and_nll_before_is_the_untouched_model(gauge):
+    """Re-gauging ``a``'s cores changed ``b``'s function (its masks differ): the model's nll moved
+    from 511 to 520 before any closure, silently, and report.nll_before was the moved one."""
+    torch.manual_seed(0)
+    model = _Tied()
+    with torch.no_grad():
+        model.b.masks.logits[:3] = -5.0
+    X = torch.randn(400, 32)
+    y = model.eval()(X).argmax(1).detach()
+    nll = tnn.classification_nll(X, y)
+    before = nll(model)
+    cores = [c.detach().clone() for c in model.a.cores]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = tnn.occam_prune(model, nll, num_train=400, gauge=gauge, strength=0.0, max_nll_rise=0.0)
+    assert report.nll_before == pytest.approx(before, rel=1e-6)
+    assert all(torch.equal(c, k) for c, k in zip(model.a.cores, cores))  # never re-gauged
+    assert nll(model) == pytest.approx(report.nll_after, rel=1e-6)
+    assert report.nll_after <= before * (1 + 1e-6)  # max_nll_rise=0 held from the untouched start
+    if report.gauge == "svd":
+        assert any("trained gauge" in str(w.message) and "'a'" in str(w.message) for w in caught)
+
+
+def test_the_svd_gauge_still_applies_to_layers_that_share_nothing():
+    torch.manual_seed(0)
+    model = nn.Sequential(tnn.TensorizedLinear(32, 32, rank=6), nn.Tanh(), nn.Linear(32, 4))
+    X = torch.randn(200, 32)
+    y = model.eval()(X).argmax(1).detach()
+    cores = [c.detach().clone() for c in model[0].cores]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tnn.occam_prune(model, tnn.classification_nll(X, y), num_train=200, gauge="svd", strength=0.0,
+                        max_nll_rise=0.0)
+    assert not any("trained gauge" in str(w.message) for w in caught)
+    assert not all(torch.equal(c, k) for c, k in zip(model[0].cores, cores))
+
+
+def test_a_compiled_model_is_named_as_the_model_itself():
+    """``torch.compile`` wraps the model in ``_orig_mod``: summary and occam_prune named its
+    layers ``_orig_mod.0``; they are unwrapped as DDP's ``module`` is."""
+    torch.manual_seed(0)
+    model = nn.Sequential(tnn.TensorizedLinear(16, 8, rank=3), nn.ReLU(), tnn.LowRankLinear(8, 3, rank=2))
+    compiled = torch.compile(model, backend="eager")
+    try:
+        assert [n for n, _ in tnn.mars_layers(compiled)] == ["0", "2"]
+        text = str(tnn.summary(compiled))
+        assert "| 0 | TensorizedLinear" in text and "_orig_mod" not in text
+        X, y = torch.randn(50, 16), torch.randint(0, 3, (50,))
+        report = tnn.occam_prune(compiled, tnn.classification_nll(X, y), num_train=50, gauge="as trained",
+                                 max_nll_rise=None)
+        assert set(report.ranks_before) == {"0", "2"}
+    finally:
+        torch._dynamo.reset()

@@ -205,6 +205,34 @@ def test_compiled_training_step_matches_eager_gradients():
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("which", ["linear-weight", "attention", "embedding", "tucker2conv", "ttconv"])
+def test_compile_fullgraph_under_no_grad_after_an_eager_inference_call(which):
+    """An eager ``no_grad`` call fills the kept-product cache; reading ``layer.weight`` afterwards
+    (attention's forward, the encoder fast path) compared storage pointers, which dynamo cannot
+    trace: ``fullgraph=True`` failed once the model had been evaluated eagerly. (``Tucker2Conv2d``'s
+    kernel searched its contraction path inside the traced graph: a failure however it was called.)"""
+    torch.manual_seed(0)
+    if which == "linear-weight":
+        layer = TensorizedLinear(16, 16, rank=2).eval()
+        fn, args = (lambda: layer.weight * 1), ()
+        with torch.no_grad():
+            layer.weight  # noqa: B018  (fills the cache)
+    elif which == "attention":
+        layer = tnn.TensorizedMultiheadAttention(16, 4, rank=2, batch_first=True).eval()
+        x = torch.randn(2, 5, 16)
+        fn, args = (lambda a: layer(a, a, a)[0]), (x,)
+    else:
+        layer = FACTORIES[which]().eval()
+        fn, args = (lambda a: layer(a) + layer.weight.sum()), (_input(layer),)
+    try:
+        with torch.no_grad():
+            want = fn(*args)  # eager first
+            got = torch.compile(fn, backend="eager", fullgraph=True)(*args)
+        torch.testing.assert_close(got, want)
+    finally:
+        torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("mixed", [False, True], ids=["matrices", "convs-and-embedding"])
 def test_a_compiled_mars_training_step_does_not_recompile_after_its_first_call(mixed):
     """The mask code's caches (constants, mask views) and the conv and embedding layers'

@@ -29,6 +29,10 @@ class TensorizedMultiheadAttention(nn.MultiheadAttention):
     """``nn.MultiheadAttention`` (same arguments, same forward) with its four projections as
     :class:`~tnmars.nn.TensorizedLinear` layers in ``format`` at ``rank``, each with MARS masks
     (``options``: ``mars``, ``pi``, ``alpha``, ``temperature``, ``min_rank``, ``mode``).
+    ``format`` and ``rank`` take what :func:`~tnmars.nn.tensorize` and :meth:`from_attention`
+    take: ``"lowrank"`` (:class:`~tnmars.nn.LowRankLinear` projections) besides the matrix
+    formats; an int or one per bond, ``None`` (each layer class's default), a float share of
+    each dense projection's parameters, or ``"full"`` (ranks at which any weight is exact).
 
     The query projection maps ``embed_dim`` to ``embed_dim``, the key and value projections
     ``kdim`` and ``vdim`` to ``embed_dim``, the output projection ``embed_dim`` to itself.
@@ -53,10 +57,14 @@ class TensorizedMultiheadAttention(nn.MultiheadAttention):
                  **options: Any) -> None:
         nn.Module.__init__(self)  # (not nn.MultiheadAttention's: it would create the dense weights)
         _configure(self, embed_dim, num_heads, dropout, kdim, vdim, batch_first, add_zero_attn)
+        _check_format(format, "TensorizedMultiheadAttention")
+        from .convert import check_rank_argument
+
+        check_rank_argument(rank, "TensorizedMultiheadAttention")
         sizes = {"q_proj": self.embed_dim, "k_proj": self.kdim, "v_proj": self.vdim, "out_proj": self.embed_dim}
         for name, n_in in sizes.items():
-            setattr(self, name, TensorizedLinear(n_in, self.embed_dim, format, rank, bias=bias, device=device,
-                                                 dtype=dtype, **options))
+            setattr(self, name, _projection(n_in, self.embed_dim, format, rank, bias=bias, device=device, dtype=dtype,
+                                            **options))
         factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
         if add_bias_kv:  # (as nn.MultiheadAttention initialises them)
             self.bias_k = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, 1, self.embed_dim, **factory)))
@@ -70,12 +78,17 @@ class TensorizedMultiheadAttention(nn.MultiheadAttention):
         """The module whose projections are ``attention``'s trained ones, each decomposed by
         :meth:`TensorizedLinear.from_linear` (``format``, ``rank`` and ``options`` as there; at
         ``rank="full"`` it computes ``attention``'s function to float rounding), with its biases,
-        ``bias_k`` / ``bias_v``, dropout, train or eval mode and frozen parameters."""
-        from .convert import from_linear
+        ``bias_k`` / ``bias_v``, dropout, train or eval mode and frozen parameters.
+        ``format="lowrank"``: :meth:`LowRankLinear.from_linear` (as ``tensorize(attention="lowrank")``)."""
+        from .convert import check_rank_argument, from_linear, lowrank_from_linear
 
+        _check_format(format, "TensorizedMultiheadAttention.from_attention", network=False)
+        check_rank_argument(rank, "TensorizedMultiheadAttention.from_attention")
         dense = cls.with_dense_projections(attention)
         for name in (*PROJECTIONS, "out_proj"):
-            setattr(dense, name, from_linear(getattr(dense, name), format, rank, **options))
+            linear = getattr(dense, name)
+            setattr(dense, name, lowrank_from_linear(linear, rank, **options) if format == "lowrank"
+                    else from_linear(linear, format, rank, **options))
         return dense
 
     @classmethod
@@ -174,6 +187,38 @@ class TensorizedMultiheadAttention(nn.MultiheadAttention):
         if self.batch_first and batched:
             out = out.transpose(1, 0)
         return out, weights
+
+
+def _check_format(format: Any, who: str, network: bool = True) -> None:
+    """A format the projections can take, refused by name before anything is built."""
+    from ..network import Network
+    from .layers import FORMATS
+
+    if network and isinstance(format, Network):
+        return
+    if not isinstance(format, str) or format not in (*FORMATS, "lowrank"):
+        raise ValueError(f"{who}: unknown format {format!r}; use one of {(*FORMATS, 'lowrank')}")
+
+
+def _projection(n_in: int, n_out: int, format: Any, rank: Any, **kwargs: Any) -> nn.Module:
+    """A fresh projection in ``format`` at ``rank``, read as the converters read it: a float share
+    of the dense ``n_in x n_out`` parameters, ``"full"`` the ranks at which any weight is exact
+    (the constructor refused both, and ``"lowrank"``, which tensorize and from_attention take)."""
+    from .convert import _matrix_rank, budget_rank, full_matrix_ranks, is_share
+    from .layers import LowRankLinear
+
+    if format == "lowrank":
+        if rank == "full":
+            rank = min(n_in, n_out)
+        elif is_share(rank):
+            rank = budget_rank(lambda r: r * (n_in + n_out), n_in * n_out, rank, ceiling=min(n_in, n_out))
+        return LowRankLinear(n_in, n_out, rank, **kwargs)
+    if isinstance(format, str) and (rank == "full" or is_share(rank)):
+        probe = TensorizedLinear(n_in, n_out, format, 1, mars=False, d=kwargs.get("d"))  # (the factorisations)
+        shapes = (probe.in_shape, probe.out_shape)
+        rank = (full_matrix_ranks(format, *shapes) if rank == "full"
+                else _matrix_rank(format, shapes, rank, n_in * n_out))
+    return TensorizedLinear(n_in, n_out, format, rank, **kwargs)
 
 
 def _configure(module: nn.Module, embed_dim: int, num_heads: int, dropout: float, kdim: int | None,

@@ -449,7 +449,12 @@ class NetworkMatmul:
         return w
 
     def _keeps(self, shapes: tuple, w: torch.Tensor) -> bool:
-        """Whether ``w`` shares memory with a product the weight program of ``shapes`` keeps."""
+        """Whether ``w`` shares memory with a product the weight program of ``shapes`` keeps.
+
+        Never while traced: the program keeps nothing then (see :meth:`Program.__call__`), and
+        ``torch.compile(fullgraph=True)`` cannot trace storage pointers."""
+        if is_recording():
+            return False
         kept = getattr(self._programs.get((shapes, None)), "_kept", None)
         if not kept:
             return False

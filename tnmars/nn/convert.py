@@ -826,7 +826,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         (``int``, cores only) or at least this compression of their dense weights (``"10x"``);
         each layer's rank is chosen where its weight's error falls most per parameter
         (:mod:`tnmars.nn.budget`). MARS fine-tuning only closes indices, so the model stays
-        within it.
+        within it. Unless ``filter`` names them, layers larger than dense even at rank 1 and
+        layers with a frozen weight (fine-tuning could not recover their loss) stay dense,
+        with a warning, and are not counted in the budget.
     progress:
         A bar over the layers, and one per CP fit, shown once one runs past a second (a CP
         conversion of a large layer takes seconds); ``None``: on unless ``TQDM_DISABLE`` is set.
@@ -952,13 +954,15 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
             return attention if id(module) in projections else linear
 
         errors: dict[str, float] = {}
+        frozen_names: set[str] = set()
         closed_at_start: set[str] = set()
         converted: dict[int, nn.Module] = {}
-        ranks = {}
+        ranks: dict[str, int] = {}
+        dense_left: dict[str, str] = {}
         if budget is not None:
-            ranks = _budget_ranks(targets, budget,
-                                  lambda m, r: _convert(m, linear_format(m), conv, embedding, r, options, progress),
-                                  strict=named is not None)
+            ranks, dense_left = _budget_ranks(
+                targets, budget, lambda m, r: _convert(m, linear_format(m), conv, embedding, r, options, progress),
+                strict=named is not None)
         from tqdm.auto import tqdm
 
         from ..fitting.progress import progress_enabled
@@ -967,6 +971,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                   disable=not progress_enabled(progress)) as bar:
             for name, module in bar:
                 bar.set_postfix_str(name, refresh=False)
+                if name in dense_left:  # (a budget's rule, as rank=None's below)
+                    skipped.append(f"{name}: {dense_left[name]}")
+                    continue
                 reparam = _reparametrised(module)
                 if reparam:  # its weight is recomputed by a hook from other tensors: the stored one may be stale
                     why = (f"its weight is recomputed at each forward by a {reparam} hook (torch.nn.utils' old-style "
@@ -1009,6 +1016,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                 if replacement is None:
                     continue
                 errors[name] = replacement.conversion_error = math.sqrt(weight_error(module, replacement))
+                if not module.weight.requires_grad:
+                    frozen_names.add(name)
                 if getattr(replacement, "masks", None) is not None and replacement.masks.closed_bonds():
                     closed_at_start.add(name)  # (its MAP weight is cut to min_rank until trained: not a conversion error)
                 converted[id(module)] = replacement
@@ -1051,12 +1060,21 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                       stacklevel=2)
     # (a layer whose masks start closed computes at min_rank until trained: not a conversion error)
     changed = {name: e for name, e in errors.items() if e > CONVERSION_WARNING and name not in closed_at_start}
+    # a frozen weight gives frozen cores (_inherit_modes): fine-tuning cannot recover those layers
+    frozen = {name: e for name, e in changed.items() if name in frozen_names}
+    changed = {name: e for name, e in changed.items() if name not in frozen}
     if changed:
         warnings.warn(
             "tensorize changed the weights of " + ", ".join(f"{n!r} by {e:.0%}" for n, e in changed.items())
             + " (relative error of each layer's weight at its new ranks): the model no longer computes the same "
             "function. Fine-tune it (MarsLoss) to recover, or give rank='full' for an exact conversion; each new "
             "layer's error is in its conversion_error attribute", UserWarning, stacklevel=2)
+    if frozen:
+        warnings.warn(
+            "tensorize changed the weights of the frozen layers "
+            + ", ".join(f"{n!r} by {e:.0%}" for n, e in frozen.items()) + " (relative error at their new ranks): their weights were frozen (requires_grad=False), so their cores "
+            "are frozen too and fine-tuning will NOT recover them. Unfreeze them before tensorize, leave them out of "
+            "the filter (dense), or give them a larger rank (rank='full': exact)", UserWarning, stacklevel=2)
     return new
 
 
@@ -1198,10 +1216,18 @@ def _format_for(module: nn.Module, linear: str | None, conv: str | None, embeddi
 
 
 def _budget_ranks(targets: list[tuple[str, nn.Module]], budget: Any, build: Callable[[nn.Module, int], Any],
-                  strict: bool) -> dict[str, int]:
-    """Every convertible target's rank within ``budget`` (:func:`tnmars.nn.budget.allocate_ranks`);
-    layers that cannot be converted are left to the conversion loop (which skips or raises)."""
+                  strict: bool) -> tuple[dict[str, int], dict[str, str]]:
+    """Every convertible target's rank within ``budget`` (:func:`tnmars.nn.budget.allocate_ranks`),
+    and the targets to leave dense, with why; other layers that cannot be converted are left to
+    the conversion loop (which skips or raises).
+
+    Unless the filter names them (``strict``), two kinds of layer get no share of the budget
+    and stay dense, as ``rank=None`` leaves them: one whose tensorized form is larger than the
+    dense layer even at rank 1 (it would spend the budget to grow, and lose accuracy), and
+    one whose weight is frozen (``requires_grad=False``: its cores stay frozen, so fine-tuning
+    could never recover what a lossy rank loses; its user asked for it unchanged)."""
     convertible = {}
+    dense_left: dict[str, str] = {}
     dense = 0
     for name, module in targets:
         try:
@@ -1212,12 +1238,25 @@ def _budget_ranks(targets: list[tuple[str, nn.Module]], budget: Any, build: Call
             if strict:
                 raise
             continue
-        if smallest is not None:
-            convertible[name] = module
-            dense += smallest.dense_size
+        if smallest is None:
+            continue
+        if not strict and not module.weight.requires_grad:
+            dense_left[name] = ("its weight is frozen (requires_grad=False), so fine-tuning could not recover what a "
+                                "budget's ranks lose: it gets no share of the budget (unfreeze it first, or name it "
+                                "in the filter, to convert it anyway)")
+            continue
+        if not strict and smallest.num_params > smallest.dense_size:
+            dense_left[name] = (f"even at ranks {dict(smallest.max_ranks)} its {type(smallest).__name__} has "
+                                f"{smallest.num_params:,} parameters, more than the dense layer's "
+                                f"{smallest.dense_size:,} (it gets no share of the budget; name it to convert it "
+                                "anyway)")
+            continue
+        convertible[name] = module
+        dense += smallest.dense_size
     if not convertible:
-        raise ValueError("budget= given but no layer of the model can be converted")
-    return allocate_ranks(convertible, build, max_params(budget, dense))
+        why = "; ".join(f"{n}: {w}" for n, w in dense_left.items())
+        raise ValueError("budget= given but no layer of the model can be converted" + (f" ({why})" if why else ""))
+    return allocate_ranks(convertible, build, max_params(budget, dense)), dense_left
 
 
 def _other_weighted_layers(model: nn.Module, picked: set[int] | None) -> list[str]:

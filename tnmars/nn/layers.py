@@ -674,7 +674,10 @@ class Tucker2Conv2d(TensorizedLayer):
         return self.in_channels * self.out_channels * self.kernel_size[0] * self.kernel_size[1]
 
     def _kernel(self, cores: list[torch.Tensor]) -> torch.Tensor:
-        plan = make_plan(tuple(self.spec.split("->")[0].split(",")), "oihw", tuple(tuple(c.shape) for c in cores))
+        terms, shapes = tuple(self.spec.split("->")[0].split(",")), tuple(tuple(c.shape) for c in cores)
+        if is_recording():  # opt_einsum's path search cannot be traced: the plan is a constant of the graph
+            return run(_constant_kernel_code(terms, shapes), cores)
+        plan = make_plan(terms, "oihw", shapes)
         if _autocast(cores[0]):  # the plan's tensordots would mix autocast's dtype with the cores'; the
             # kernel is core-sized: built in the cores' dtype, and the convolution casts it as autocast says
             with torch.autocast(cores[0].device.type, enabled=False):
@@ -1056,6 +1059,12 @@ def embedding_choice(mm: NetworkMatmul, shapes: tuple, batch: int) -> str:
     wflops = mm.weight_plan(shapes).flops
     gflops = gather_plan(mm, shapes, batch)[0].flops
     return "cores" if gflops * WEIGHT_PATH_ADVANTAGE < wflops else "weight"
+
+
+@torch.compiler.assume_constant_result
+def _constant_kernel_code(terms: tuple, shapes: tuple) -> tuple:
+    """Under ``torch.compile``: :class:`Tucker2Conv2d`'s kernel program, made outside the traced graph."""
+    return Program(make_plan(terms, "oihw", shapes)).code
 
 
 @torch.compiler.assume_constant_result

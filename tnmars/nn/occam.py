@@ -45,7 +45,7 @@ from ..network import Network
 from .base import warn_user
 from .gauge import svd_gauge_
 from .masks import BondMasks
-from .training import mars_modules
+from .training import _inner, mars_modules
 
 #: Logit given to an index that :func:`occam_prune` closes. A hard-concrete sample is
 #: ``clamp(-0.1 + 1.2 sigmoid((logit + logit(u)) / T), 0, 1)`` with ``u`` clamped to
@@ -179,10 +179,35 @@ class _Unit:
 GAUGES = ("both", "svd", "as trained")
 
 
-def _to_svd_gauge(units: list[_Unit]) -> None:
-    """Every unit's tree bonds in their SVD gauge among the MAP-kept indices
-    (:func:`tnmars.nn.gauge.svd_gauge_`; the eval-mode function is unchanged)."""
+def _shared_cores(model: nn.Module, units: list[_Unit]) -> dict[str, str]:
+    """Unit name -> where else one of its cores is held, for the units whose cores another module
+    also holds (weight tying, ``b.cores = a.cores``): re-gauging them would change the other
+    holder's function (its masks differ), so the SVD gauge skips them."""
+    model = _inner(model)  # (the names mars_modules gives)
+    paths: dict[int, list[str]] = {}
+    for path, p in model.named_parameters(remove_duplicate=False):
+        paths.setdefault(id(p), []).append(path)
+    aliases: dict[int, list[str]] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(mod), []).append(name + "." if name else "")
+    out = {}
     for u in units:
+        own = aliases.get(id(u.module), [])
+        for p in getattr(u.module, "cores", None) or ():
+            other = [q for q in paths.get(id(p), []) if not any(q.startswith(a) for a in own)]
+            if other:
+                out[u.name] = other[0]
+                break
+    return out
+
+
+def _to_svd_gauge(units: list[_Unit], skip: Mapping[str, str] = {}) -> None:  # noqa: B006 (read only)
+    """Every unit's tree bonds in their SVD gauge among the MAP-kept indices
+    (:func:`tnmars.nn.gauge.svd_gauge_`; the eval-mode function is unchanged), but those in
+    ``skip`` (cores shared with another module, :func:`_shared_cores`)."""
+    for u in units:
+        if u.name in skip:
+            continue
         mod = u.module
         spec, cores = getattr(mod, "spec", None), getattr(mod, "cores", None)
         sites = getattr(mod, "sites", None) or getattr(getattr(mod, "_mm", None), "sites", None)
@@ -254,7 +279,8 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     Parameters
     ----------
     model:
-        A model with MARS layers (:func:`tnmars.nn.mars_modules`; DDP is unwrapped). Every
+        A model with MARS layers (:func:`tnmars.nn.mars_modules`; DDP and
+        ``torch.compile``'s wrapper are unwrapped: layers are named as in the model itself). Every
         :class:`~tnmars.nn.TensorizedLayer` with masks and every
         :class:`~tnmars.nn.TTRecurrentMatrix` with masks takes part; another module with MARS
         masks but no parameter count (neither ``num_params_at`` nor ``network()``) is left as
@@ -270,13 +296,16 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
         Multiplies the penalty (>= 0): 1 is the BIC, larger prunes more, 0 closes only the
         indices whose closure does not raise the nll.
     max_nll_rise:
-        The most the summed training nll may rise over the whole prune, in nats per example
+        The most the summed training nll may rise over this call, in nats per example
         (default :data:`LOUD_NLL_RISE`, 0.05): a closure past it is not taken, and when the BIC
         would have taken one, a warning says so and ``report.limited`` is True. The BIC counts
         every parameter as a degree of freedom, which a network's are not, so on small data
         it can close most of a classifier's indices (on 1,400 digits a default 64-256-256-10
         MLP fell from 97% test accuracy to chance with the limit off,
-        ``benchmarks/results/nn_occam_limit.md``); ``None`` is the BIC alone.
+        ``benchmarks/results/nn_occam_limit.md``); ``None`` is the BIC alone. The limit is
+        per call, measured from the nll at the start of the call: a second call may take the
+        nll up to ``max_nll_rise`` further (to bound several calls, pass the remaining
+        allowance, ``max_nll_rise - (report.nll_after - first_nll_before) / num_train``).
     gauge:
         ``"both"`` (default): the search below in each gauge, from the same start, keeping the
         one that ends at the lower ``nll + penalty`` (twice the ``nll`` evaluations). Neither
@@ -294,6 +323,9 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
         low-rank weight is spread over every index and no single closure is cheap: a TT
         recurrent matrix trained to a numerically rank-one ``W`` kept 5-8 of 8 indices, each
         closure costing 18,000-28,000 nats. ``"as trained"`` judges the cores as they are.
+        A layer whose cores another module also holds (tied weights, ``b.cores = a.cores``)
+        is never re-gauged (a warning says so): its other holder, with other masks, would
+        compute something else.
     progress:
         A tqdm bar over ``nll`` evaluations.
 
@@ -349,6 +381,11 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
                          + (f"; skipped for lack of a parameter count: {skipped}" if skipped else ""))
 
     bic_unit = strength * 0.5 * math.log(num_train)
+    shared = _shared_cores(model, units) if gauge == "svd" else {}
+    if shared:
+        warn_user("occam_prune(gauge='svd') leaves in the trained gauge the layers " + ", ".join(
+            f"{n or '(model)'!r} (a core also held as {o!r})" for n, o in shared.items()) + ": their cores are shared "
+            "with another module, whose function re-gauging them would change; they are judged as trained")
 
     def penalties(unit: _Unit, ranks: dict[str, int]) -> dict[str, float]:
         # the parameters of a bond's last kept index (of its first index at rank 0)
@@ -374,12 +411,15 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
     try:
         model.eval()
         with torch.no_grad():
-            if gauge == "svd":
-                _to_svd_gauge(units)
-            nll_now = nll_before = _call_nll(nll, model)
+            nll_now = nll_before = _call_nll(nll, model)  # before any change (the gauge's rounding included)
             evaluations += 1
+            if gauge == "svd":
+                _to_svd_gauge(units, shared)
+                nll_now = _call_nll(nll, model)  # the deltas are judged from the gauged cores
+                evaluations += 1
             bic_before = nll_before + bic_unit * total_params()
-            ceiling = math.inf if max_nll_rise is None else nll_before + max_nll_rise * num_train
+            # (from the untouched model; the gauge keeps the function, up to rounding, which is not a rise)
+            ceiling = math.inf if max_nll_rise is None else max(nll_before, nll_now) + max_nll_rise * num_train
             while True:
                 # every kept index of every bond: (unit, bond, index, penalty of closing it)
                 candidates = []
@@ -425,7 +465,7 @@ def occam_prune(model: nn.Module, nll: Callable[[nn.Module], float], num_train: 
                 (score, delta), ui, b, i, pen, value = best
                 units[ui].masks.bond_logits()[b][i] = CLOSED_LOGIT
                 if gauge == "svd":  # the closure moved the other bonds' singular directions
-                    _to_svd_gauge([units[ui]])
+                    _to_svd_gauge([units[ui]], shared)
                     value = _call_nll(nll, model)
                     evaluations += 1
                 nll_now = value

@@ -29,11 +29,13 @@ class Program:
     """``plan`` compiled to direct torch calls; call it with the operands (torch tensors).
 
     :attr:`code` is the program as nested tuples of ints and flags only (so ``torch.compile``
-    can hold it as a constant): ``(presums, steps, final_perm)``, each step
+    can hold it as a constant): ``(presums, steps, final_perm, squeezes)``, each step
     ``(first, second, perm_a, shape_a, perm_b, shape_b, out_shape, outer, tall)`` with
     ``None`` for a dropped permute or reshape; ``tall`` marks a tall-skinny 2-D product
     (M >= 16 N), computed on the CPU as ``(B^T A^T)^T`` (torch's GEMM is about 2x faster that
-    way; the torch backend's rule).
+    way; the torch backend's rule). ``squeezes`` are the plan's (``None`` when it has none): per
+    operand ``None`` or the shape it is reshaped to first, without its size-1 axes that broadcast against a larger
+    size of the same index elsewhere (as ``execute`` does; ignored, such plans crashed).
 
     ``flat_output``: the caller reshapes the result itself (only its entries' order matters), so
     a final reshape is dropped. Operands are reshaped by the steps that use them; an operand
@@ -54,7 +56,8 @@ class Program:
         self.constants = constants
         self._kept: tuple | None = None
         shapes = []
-        for shape, axes in zip(plan.shapes, plan.presums):
+        for shape, squeeze, axes in zip(plan.shapes, plan.squeezes, plan.presums):
+            shape = shape if squeeze is None else squeeze
             shapes.append(tuple(n for k, n in enumerate(shape) if k not in axes))
         steps = []
         const = [k < constants and not plan.presums[k] for k in range(len(plan.shapes))]
@@ -90,7 +93,9 @@ class Program:
         final_perm = None if plan.final_perm == plan.identity_perm else plan.final_perm
         if flat_output and final_perm is None and steps:  # the caller reshapes the result anyway
             steps[-1] = steps[-1][:6] + (None,) + steps[-1][7:]
-        self.code = (tuple(plan.presums), tuple(steps), final_perm)
+        squeezes = (None if all(sq is None for sq in plan.squeezes) else  # (None: the usual case, no work per call)
+                    tuple(None if sq is None else tuple(sq) for sq in plan.squeezes))
+        self.code = (tuple(plan.presums), tuple(steps), final_perm, squeezes)
         self.cacheable = constants > 0 and any(a or b for a, b in self._const_inputs)
         self.reshapes_data = self._first_use_reshapes(len(plan.shapes) - 1)
 
@@ -101,8 +106,8 @@ class Program:
 
     def _first_use_reshapes(self, operand: int) -> bool:
         """Whether ``operand`` is consumed (unsummed) by a step that reshapes it without permuting."""
-        presums, steps, _ = self.code
-        if presums[operand]:
+        presums, steps, _, squeezes = self.code
+        if presums[operand] or (squeezes is not None and squeezes[operand] is not None):
             return False
         position = operand
         for first, second, perm_a, shape_a, perm_b, shape_b, *_ in steps:
@@ -130,8 +135,9 @@ class Program:
         if kept is None or kept[0] != key:
             kept = self._kept = (key, {})
         store = kept[1]
-        presums, steps, final_perm = self.code
-        live = [x.sum(axes) if axes else x for x, axes in zip(operands, presums)]
+        presums, steps, final_perm, squeezes = self.code
+        live = [x.sum(axes) if axes else x for x, axes in zip(operands, presums)] if squeezes is None else \
+            _enter(operands, presums, squeezes)
         cpu = live[0].device.type == "cpu"
         for n, (step, (ca, cb)) in enumerate(zip(steps, self._const_inputs)):
             first, second, perm_a, shape_a, perm_b, shape_b = step[:6]
@@ -152,8 +158,9 @@ class Program:
 
 def run(code: tuple, operands: Sequence[torch.Tensor]) -> torch.Tensor:
     """Execute :attr:`Program.code` on ``operands``."""
-    presums, steps, final_perm = code
-    live = [x.sum(axes) if axes else x for x, axes in zip(operands, presums)]
+    presums, steps, final_perm, squeezes = code
+    live = [x.sum(axes) if axes else x for x, axes in zip(operands, presums)] if squeezes is None else \
+        _enter(operands, presums, squeezes)
     cpu = live[0].device.type == "cpu"
     for step in steps:
         first, second, perm_a, shape_a, perm_b, shape_b = step[:6]
@@ -162,6 +169,16 @@ def run(code: tuple, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         live.append(c)
     out = live[0]
     return out if final_perm is None else out.permute(final_perm)
+
+
+def _enter(operands: Sequence[torch.Tensor], presums: tuple, squeezes: tuple) -> list[torch.Tensor]:
+    """The operands as the steps take them: broadcast size-1 axes dropped, lone indices summed."""
+    live = []
+    for x, axes, squeeze in zip(operands, presums, squeezes):
+        if squeeze is not None:
+            x = x.reshape(squeeze)
+        live.append(x.sum(axes) if axes else x)
+    return live
 
 
 def _autocasting(x: torch.Tensor) -> bool:

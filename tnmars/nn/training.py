@@ -89,9 +89,20 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def _inner(model: nn.Module) -> nn.Module:
+    """The model whose names the layers are listed by: DDP's ``module``, and the ``_orig_mod`` of
+    a model wrapped by ``torch.compile`` (whose layers were named ``_orig_mod.0`` and the like)."""
+    while True:
+        model = _unwrap(model)
+        inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def tensorized_layers(model: nn.Module) -> Iterator[tuple[str, TensorizedLayer]]:
     """``(name, layer)`` for every tensorized layer in ``model`` (MARS or not)."""
-    for name, mod in _unwrap(model).named_modules():
+    for name, mod in _inner(model).named_modules():
         if isinstance(mod, TensorizedLayer):
             yield name, mod
 
@@ -107,7 +118,7 @@ def mars_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(name, module)`` for everything whose prior and temperature MARS training manages:
     the MARS layers, plus any other module with ``BondMasks`` in ``.masks`` and a
     ``log_prior()`` (the tensorized recurrent matrix of :mod:`tnmars.nn.recurrent`)."""
-    for name, mod in _unwrap(model).named_modules():
+    for name, mod in _inner(model).named_modules():
         if _is_mars_module(mod):
             yield name, mod
 
@@ -1023,7 +1034,7 @@ def rank_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(name, module)`` for every module with selectable ranks: the tensorized layers and any
     module exposing the same accounting (``max_ranks``, ``selected_ranks()``, ``num_params_at``,
     ``dense_size``), such as the tensorized recurrent matrix."""
-    for name, mod in _unwrap(model).named_modules():
+    for name, mod in _inner(model).named_modules():
         if isinstance(mod, TensorizedLayer) or all(hasattr(mod, a) for a in
                                                    ("max_ranks", "selected_ranks", "num_params_at", "dense_size",
                                                     "cores")):
@@ -1044,7 +1055,7 @@ def summary(model: nn.Module) -> ModelSummary:
     copy have the same summary compression. A layer whose bond MARS closed whole is
     flagged (``*``: held at ``min_rank``; rank 0: its weight is zero) and warned about.
     """
-    model = _unwrap(model)
+    model = _inner(model)
     rows = []
     core_ids: set[int] = set()
     logit_ids: set[int] = set()
