@@ -47,6 +47,8 @@ from .diagnostics import (
     residual_has_structure,
     residual_is_white,
     slice_structure_message,
+    spectra_above_message,
+    spectra_above_selection,
     spectra_beyond_cap,
     spectra_capped_message,
     stopped_by_max_rank,
@@ -1011,6 +1013,12 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             beyond = spectra_beyond_cap(readings, template, crit.max_dof)
             if beyond is not None:
                 diagnostics.append(spectra_capped_message(*beyond, prep.data.n_obs, crit.max_dof, rel))
+            elif SPECTRA_CHECK_FROM < rel_spread < POOR_FIT_FROM:  # (against the deviations: an offset hides
+                # nothing; from POOR_FIT_FROM the checks below say that most of the data is left out, a CP
+                # search stalled at rank 2 for 20, 0.72 off, as much as a spectrum without a clear rank)
+                above = spectra_above_selection(readings, list(template.bonds), [net.bonds[b] for b in template.bonds])
+                if above:
+                    diagnostics.append(spectra_above_message(above, rel))
         at_max: list[str] = []
         if checks and settings.get("max_params") is None:  # (within a budget the cap is the budget's)
             floors = {b: rank_floor(settings.get("min_rank", 1), b) for b in template.bonds}
@@ -1056,7 +1064,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                                "the relaxation longer, or give it a smaller pi)")
     under_fitted = bool(diagnostics) or settings.get("max_params") is not None  # (a budget asks for a smaller fit)
     # (both errors against the data's deviations from their mean: an offset hides neither)
-    message = generalization_message(held_out, rel_spread) if rel_spread > EXACT_FIT_ERROR else None
+    lowest = max(settings.get("min_rank", 1), 1)
+    message = (generalization_message(held_out, rel_spread, best.dof / max(prep.data.n_obs, 1),
+                                      can_lower=any(r > lowest for r in net.bonds.values()))
+               if rel_spread > EXACT_FIT_ERROR else None)
     if message:
         diagnostics.append(message)
     if heavy_tails and not under_fitted:
