@@ -958,6 +958,9 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         est *= obs
     else:
         diagnostics = []
+    # (what the completion checks say of the unobserved entries does not make the residual structure: the
+    # heavy-tail check still reads it, as on complete data; a t(3) completion warned of extrapolation only)
+    said_of_unobserved = len(diagnostics)
     est -= y  # the residual, in place: no second full-size array
     mse = float(np.vdot(est, est)) / prep.data.n_obs
     rel = math.sqrt(mse * prep.data.n_obs / prep.data.sq_norm)
@@ -1070,7 +1073,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                if rel_spread > EXACT_FIT_ERROR else None)
     if message:
         diagnostics.append(message)
-    if heavy_tails and not under_fitted:
+    if heavy_tails and not (len(diagnostics) > said_of_unobserved or settings.get("max_params") is not None):
         diagnostics.append(heavy_tail_message(kurtosis))
     if uneven is not None and not under_fitted and not poor and not unclear:
         if uneven_noise_level:
