@@ -204,7 +204,7 @@ def _projection(n_in: int, n_out: int, format: Any, rank: Any, **kwargs: Any) ->
     """A fresh projection in ``format`` at ``rank``, read as the converters read it: a float share
     of the dense ``n_in x n_out`` parameters, ``"full"`` the ranks at which any weight is exact
     (the constructor refused both, and ``"lowrank"``, which tensorize and from_attention take)."""
-    from .convert import _matrix_rank, _quiet, budget_rank, full_matrix_ranks, is_share
+    from .convert import budget_rank, is_share, linear_ranks
     from .layers import LowRankLinear
 
     if format == "lowrank":
@@ -213,12 +213,8 @@ def _projection(n_in: int, n_out: int, format: Any, rank: Any, **kwargs: Any) ->
         elif is_share(rank):
             rank = budget_rank(lambda r: r * (n_in + n_out), n_in * n_out, rank, ceiling=min(n_in, n_out))
         return LowRankLinear(n_in, n_out, rank, **kwargs)
-    if isinstance(format, str) and (rank == "full" or is_share(rank)):
-        # (the factorisations, as from_linear reads them; the rank-1 probe's size is not the layer's)
-        probe = _quiet(lambda: TensorizedLinear(n_in, n_out, format, 1, mars=False, d=kwargs.get("d")))
-        shapes = (probe.in_shape, probe.out_shape)
-        rank = (full_matrix_ranks(format, *shapes) if rank == "full"
-                else _matrix_rank(format, shapes, rank, n_in * n_out))
+    if isinstance(format, str):
+        rank = linear_ranks(n_in, n_out, format, rank, d=kwargs.get("d"))
     return TensorizedLinear(n_in, n_out, format, rank, **kwargs)
 
 

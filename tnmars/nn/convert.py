@@ -607,6 +607,26 @@ def _warn_size(layer: nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------------ linear
+def linear_shapes(n_in: int, n_out: int, format: str, in_shape: Sequence[int] | None = None,
+                  out_shape: Sequence[int] | None = None, *, d: int | None = None, dtype: torch.dtype | None = None,
+                  device: Any = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The factorisations ``(in_shape, out_shape)`` of a ``TensorizedLinear(n_in, n_out, format)``
+    (the given ones, checked, or the layer's defaults): the budgets of :func:`_matrix_rank` are
+    counted on them. Read from a quiet rank-1 layer, so that they are the constructor's own."""
+    probe = _quiet(lambda: TensorizedLinear(n_in, n_out, format, 1, in_shape, out_shape, d=d, mars=False,
+                                            dtype=dtype, device=device))
+    return probe.in_shape, probe.out_shape
+
+
+def linear_ranks(n_in: int, n_out: int, format: str, rank: Any, *, d: int | None = None) -> Any:
+    """``rank`` for a fresh ``TensorizedLinear(n_in, n_out, format)`` as :func:`from_linear`
+    reads it: ``"full"`` the ranks at which any weight is exact, a float share of the dense
+    parameters the budget's uniform rank, anything else unchanged (the constructor takes it)."""
+    if rank != "full" and not is_share(rank):
+        return rank
+    return _matrix_rank(format, linear_shapes(n_in, n_out, format, d=d), rank, n_in * n_out)
+
+
 def from_linear(linear: nn.Linear, format: str = "tt", rank: Any = None, in_shape: Sequence[int] | None = None,
                 out_shape: Sequence[int] | None = None, *, d: int | None = None, progress: bool | None = None,
                 **options: Any) -> TensorizedLinear:
@@ -618,9 +638,7 @@ def from_linear(linear: nn.Linear, format: str = "tt", rank: Any = None, in_shap
     options = _options(options)
     w = _finite_weight(linear, "TensorizedLinear.from_linear")
     n_in, n_out = linear.in_features, linear.out_features
-    probe = _quiet(lambda: TensorizedLinear(n_in, n_out, format, 1, in_shape, out_shape, d=d, mars=False,
-                                            dtype=w.dtype, device=w.device))
-    shapes = (probe.in_shape, probe.out_shape)
+    shapes = linear_shapes(n_in, n_out, format, in_shape, out_shape, d=d, dtype=w.dtype, device=w.device)
 
     def build(ranks: Any) -> TensorizedLinear:
         return _quiet(lambda: TensorizedLinear(n_in, n_out, format, ranks, *shapes, bias=linear.bias is not None,
