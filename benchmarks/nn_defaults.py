@@ -143,7 +143,7 @@ def main() -> None:
     notes = ("Models: `mlp` 64-256-128-10 and `deep-mlp` 64-128-128-128-10 of `TensorizedLinear(in, out)`; `tt-cnn`: "
              "a dense 1->16 conv, `TensorizedConv2d(16, 32, 3, padding=1)`, max-pool, `TensorizedLinear(512, 10)`; "
              "`tucker-cnn`: the same with `Tucker2Conv2d(16, 32, 3, padding=1)` and `LowRankLinear(512, 10)` (their "
-             "default ranks are larger than the dense layers: a warning says so); `tt-rnn`: a tanh RNN over the "
+             "default ranks: the largest equal ranks up to 32 within the dense layers' parameters); `tt-rnn`: a tanh RNN over the "
              "8 rows of a digit, hidden size 64, recurrent matrix `TTRecurrentMatrix(64, rank=8)`, dense head. "
              f"Every tnmars layer at its constructor defaults (`pi=0.01`, `alpha={DEFAULT_ALPHA:g}`, `min_rank=1`, "
              "temperature 0.1); 'old defaults': `alpha=-1, min_rank=0`. " + summary)

@@ -418,17 +418,88 @@ def test_layers_build_on_the_meta_device_and_load_weights_after_to_empty(name):
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
-def test_deferred_initialisation_by_reset_parameters_is_refused_in_words(name):
+def test_deferred_initialisation_by_reset_parameters_draws_what_the_constructor_draws(name):
     """Deferred initialisation (meta, ``to_empty``, then every module's ``reset_parameters``, as
     FSDP does) left a tensorized layer's uninitialised memory as its weights, silently (cores of
-    1e14, logits of 0; ``nn.Linear`` was re-initialised): an outside probe."""
+    1e14, logits of 0; ``nn.Linear`` was re-initialised): an outside probe. It was then refused
+    with an error, which also broke the usual re-initialisation loop between runs; now the layer
+    draws its cores, bias and logits as its constructor does."""
     with torch.device("meta"):
         model = nn.Sequential(FACTORIES[name]())
     model = model.to_empty(device="cpu")
-    with pytest.raises(NotImplementedError, match="cannot re-initialise its cores in place"):
-        for module in model.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+    with torch.no_grad():  # to_empty's memory may hold anything: make it absurd on purpose
+        for p in model.parameters():
+            p.fill_(1e14)
+    torch.manual_seed(3)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    layer = model[0]
+    torch.manual_seed(4)
+    fresh = FACTORIES[name]()
+    assert layer.max_ranks == fresh.max_ranks
+    # the logits start where the constructor's do (open masks), the bias as the constructor's
+    torch.testing.assert_close(layer.masks.logits, fresh.masks.logits, atol=0.1, rtol=0)
+    bias = getattr(layer, "bias", None)
+    if bias is not None:
+        assert bias.abs().max() <= max(fresh.bias.abs().max(), 1e-12) * 10 + 1e-6
+    # the weight has the constructor's scale (its standard deviation, within sampling error on
+    # these small layers), and the layer computes finite outputs
+    with torch.no_grad():
+        got, want = layer.eval().weight.std().item(), fresh.eval().weight.std().item()
+        assert 0.3 < got / want < 3.0, (got, want)
+        assert torch.isfinite(layer(_input(layer))).all()
+    # seeded by torch.manual_seed, as nn.Linear's
+    before = [p.detach().clone() for p in layer.parameters()]
+    torch.manual_seed(3)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    for a, b in zip(before, layer.parameters()):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["tt", "lowrank", "tucker2conv", "embedding"])
+def test_reset_parameters_gives_the_constructors_weight_scale_on_large_layers(name):
+    """On layers large enough for the sample to tell: the dense weight's standard deviation
+    after ``reset_parameters`` is the constructor's (medians of 9 draws within 10%), also after ``compressed`` (at
+    the selected ranks) and on a layer converted from a dense one."""
+    big = {"tt": lambda: TensorizedLinear(256, 256, rank=8),
+           "lowrank": lambda: LowRankLinear(256, 256, rank=16),
+           "tucker2conv": lambda: Tucker2Conv2d(32, 32, 3, rank=(8, 8)),
+           "embedding": lambda: TensorizedEmbedding(1000, 64, rank=8)}[name]
+    torch.manual_seed(0)  # (one draw's spread is about 10% for the TT layer: medians of 9)
+    want = float(np.median([big().eval().weight.std().item() for _ in range(9)]))
+    layer = big()
+    with torch.no_grad():
+        layer.masks.logits[::3] = -20.0  # some indices closed, then the layer compressed to the rest
+    small = layer.eval().compressed()
+    assert small.num_params < layer.num_params
+    converted = {"tt": lambda: TensorizedLinear.from_linear(nn.Linear(256, 256), rank=8),
+                 "lowrank": lambda: LowRankLinear.from_linear(nn.Linear(256, 256), rank=16),
+                 "tucker2conv": lambda: Tucker2Conv2d.from_conv(nn.Conv2d(32, 32, 3), rank=(8, 8)),
+                 "embedding": lambda: TensorizedEmbedding.from_embedding(nn.Embedding(1000, 64), rank=8)}[name]()
+    for module in (layer, small, converted):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.zero_()
+        got = []
+        for _ in range(9):
+            module.reset_parameters()
+            got.append(module.eval().weight.std().item())
+        assert abs(float(np.median(got)) / want - 1.0) < 0.1, (module, got, want)
+
+
+def test_reset_parameters_restarts_masks_that_training_closed():
+    """A layer whose masks MARS closed gets open masks back (the constructor's logits), so a
+    re-initialised model trains from the start again rather than from the last run's ranks."""
+    layer = TensorizedLinear(64, 32, rank=4)
+    with torch.no_grad():
+        layer.masks.logits.fill_(-10.0)
+    with pytest.warns(RuntimeWarning, match="closed every index"):
+        assert sum(layer.eval().ranks.values()) == len(layer.ranks)  # min_rank 1: one index per bond
+    layer.reset_parameters()
+    assert layer.ranks == layer.max_ranks
 
 
 # ------------------------------------------------------------------ batches and inputs

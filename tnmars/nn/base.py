@@ -617,16 +617,47 @@ class TensorizedLayer(nn.Module):
                           for b in network.bonds}
 
     def reset_parameters(self) -> None:
-        """Refused in words: a tensorized layer's cores are initialised when it is built (by its
-        decomposition, or from a dense layer's weights), and cannot be drawn again in place. So
-        deferred initialisation (built under ``torch.device("meta")``, then ``to_empty`` and
-        every module's ``reset_parameters()``, as FSDP does) would otherwise leave the layer's
-        uninitialised memory as its weights, silently: cores of 1e14 and mask logits of 0 were
-        measured after ``to_empty``, where ``nn.Linear`` was re-initialised."""
-        raise NotImplementedError(
-            f"{type(self).__name__} cannot re-initialise its cores in place (they come from its decomposition when "
-            "it is built): build the layer on its device instead of under torch.device('meta'), or copy a built "
-            "layer's state_dict into it (load_state_dict), or build it from a dense layer (from_linear, from_conv)")
+        """Draw the cores, the bias and the mask logits afresh, as the constructor draws them, at
+        the layer's current sizes (after :meth:`compressed`, the selected ranks).
+
+        For re-initialising a model between runs (``for m in model.modules(): m.reset_parameters()``)
+        and for deferred initialisation: built under ``torch.device("meta")``, then ``to_empty``
+        and every module's ``reset_parameters()``, as FSDP does (refused before, the layer kept
+        ``to_empty``'s uninitialised memory, cores of 1e14, unless it raised). A layer made from a
+        dense one (``from_linear``, ``from_conv``) or on a user's :class:`~tnmars.Network` gets the
+        constructor's random draw at the same scale, not its decomposition: convert the dense
+        layer again for that. Seeded by ``torch.manual_seed``, as ``nn.Linear``'s.
+
+        >>> import torch
+        >>> layer = TensorizedLinear(16, 8, rank=2)
+        >>> with torch.no_grad():
+        ...     _ = layer.cores[0].fill_(0.0)
+        >>> layer.reset_parameters()
+        >>> bool(layer.cores[0].abs().sum() > 0)
+        True
+        """
+        cores, bias = self._initial_values()
+        with torch.no_grad():
+            for core, value in zip(core_list(self.cores), cores):
+                core.copy_(value)
+            own = getattr(self, "bias", None)  # (an embedding has none)
+            if own is not None and bias is not None:
+                own.copy_(bias)
+            if self.masks is not None:
+                self.masks.reset_parameters()
+
+    def _initial_values(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Fresh cores and bias as the constructor draws them (for :meth:`reset_parameters`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how its constructor initialises it")
+
+    def _gaussian_cores(self, scale: float) -> list[torch.Tensor]:
+        """I.i.d. Gaussian cores at the current sizes whose contraction has entries of standard
+        deviation ``scale``, as :class:`~tnmars.Network` draws them (``scale / sqrt(bond
+        volume)``, shared out over the cores); a bond of size 0 counts as 1 (its cores are empty)."""
+        cores = core_list(self.cores)
+        volume = sum(math.log(max(1, self.dims[b])) for b in self.bond_names)
+        std = math.exp((math.log(scale) - 0.5 * volume) / len(cores))
+        return [torch.randn(c.shape, dtype=c.dtype, device=c.device) * std for c in cores]
 
     # -- MARS ---------------------------------------------------------------------------
     @property

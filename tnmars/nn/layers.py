@@ -44,6 +44,7 @@ from .base import (
     check_dtype,
     check_features,
     check_mode,
+    core_list,
     glorot_std,
     torch_seed,
     warn_user,
@@ -418,6 +419,10 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
         else:
             self.register_parameter("bias", None)
 
+    def _initial_values(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        bias = None if self.bias is None else 1e-3 * torch.randn_like(self.bias)
+        return self._gaussian_cores(glorot_std(self.in_features, self.out_features)), bias
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, format: str = "tt", rank: Any = None,
                     in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *,
@@ -450,6 +455,11 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, format={self.format!r}, in_shape={self.in_shape}, "
                 f"out_shape={self.out_shape}, {self.extra_mars_repr()}, bias={self.bias is not None}")
+
+
+def _scaled_uniform(t: torch.Tensor, fan_in: int) -> torch.Tensor:
+    """``t`` filled from ``U(-1, 1) / sqrt(fan_in)``, the MARS reference's factor initialisation."""
+    return t.uniform_(-1, 1) / math.sqrt(max(1, fan_in))
 
 
 #: the default rank of a :class:`LowRankLinear` whose dense layer can afford it
@@ -485,8 +495,8 @@ class LowRankLinear(_LinearForward, TensorizedLayer):
         if not isinstance(rank, (int, np.integer)):
             raise TypeError(f"LowRankLinear has one bond: rank must be an int; got {rank!r}")
         tdt = getattr(torch, _dtype_name(dtype))
-        u = torch.empty(self.in_features, int(rank), dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(self.in_features)
-        v = torch.empty(int(rank), self.out_features, dtype=tdt, device=device).uniform_(-1, 1) / math.sqrt(rank)
+        u = _scaled_uniform(torch.empty(self.in_features, int(rank), dtype=tdt, device=device), self.in_features)
+        v = _scaled_uniform(torch.empty(int(rank), self.out_features, dtype=tdt, device=device), rank)
         network = Network("aA,Ab->ab", cores=[u, v])
         self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._mm = NetworkMatmul(network, 1)
@@ -495,6 +505,12 @@ class LowRankLinear(_LinearForward, TensorizedLayer):
             self.bias = nn.Parameter(torch.empty(self.out_features, dtype=tdt, device=device).uniform_(-bound, bound))
         else:
             self.register_parameter("bias", None)
+
+    def _initial_values(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        u, v = core_list(self.cores)
+        bound = 1.0 / math.sqrt(self.in_features)
+        return ([_scaled_uniform(torch.empty_like(u), self.in_features), _scaled_uniform(torch.empty_like(v), u.shape[1])],
+                None if self.bias is None else torch.empty_like(self.bias).uniform_(-bound, bound))
 
     def _after_compress(self, network: Network) -> None:
         self._mm = NetworkMatmul(network, 1)
@@ -602,14 +618,47 @@ def _bias_only(x: torch.Tensor, channels: int, hw: tuple[int, int], bias: torch.
     return y if bias is None else y + bias[:, None, None].to(y.dtype)
 
 
+#: the starting rank of both bonds of a :class:`Tucker2Conv2d` whose dense kernel can afford it
+DEFAULT_TUCKER2_RANK = 32
+
+
+def _default_tucker2_ranks(c_in: int, c_out: int, window: int) -> tuple[int, int]:
+    """Equal ranks ``r <=`` :data:`DEFAULT_TUCKER2_RANK`, each clipped to its channel count, the
+    largest whose layer has at most the dense kernel's parameters (at least 1), as
+    :class:`LowRankLinear`'s default: at 32 a 16 -> 32 convolution had 5,888 parameters for the
+    dense 4,608, and warned of ranks the user never gave."""
+    def size(r: int) -> int:
+        r1, r2 = min(r, c_in), min(r, c_out)
+        return c_in * r1 + r1 * r2 * window + c_out * r2
+    r = DEFAULT_TUCKER2_RANK
+    while r > 1 and size(r) > c_in * c_out * window:
+        r -= 1
+    return min(r, c_in), min(r, c_out)
+
+
+def _tucker2_draw(cores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The Tucker-2 kernel's factors ``(C_in, r1)``, ``(r1, r2, kh, kw)``, ``(C_out, r2)`` filled
+    so that the kernel's entries get ``nn.Conv2d``'s default variance, ``1 / (3 C_in kh kw)``
+    (kaiming_uniform with ``a = sqrt(5)``), whatever the ranks: the factors' variances multiply,
+    summed over ``r1 r2`` terms. (Each factor scaled by its own fan-in gave a ninth of it: in a
+    conv autoencoder of four such layers the signal started 81x smaller, and after 6 epochs the
+    reconstruction error was 2.3x the dense model's.)"""
+    u_in, core, u_out = cores
+    c_in, (r1, r2, kh, kw) = u_in.shape[0], core.shape
+    variances = (1.0 / c_in, 1.0 / (3.0 * max(1, r1) * kh * kw), 1.0 / max(1, r2))
+    return [t.uniform_(-1, 1) * math.sqrt(3.0 * v) for t, v in zip(cores, variances)]
+
+
 class Tucker2Conv2d(TensorizedLayer):
     """A convolution whose kernel is a Tucker-2 network over its channel modes.
 
     ``K[o, i, h, w] = sum_{A,B} U_in[i, A] G[A, B, h, w] U_out[o, B]`` (spec
     ``"iA,ABhw,oB->oihw"``): evaluated either as one ``k x k`` convolution with the
     reconstructed kernel or as ``1x1 (C_in -> r1)``, ``k x k (r1 -> r2)``, ``1x1 (r2 -> C_out)``,
-    whichever costs fewer FLOPs for the input size. Two bonds, two masks.
-    Initialised so that the kernel's entries have ``nn.Conv2d``'s default variance, whatever
+    whichever costs fewer FLOPs for the input size. Two bonds, two masks. ``rank=None``
+    (default): :data:`DEFAULT_TUCKER2_RANK` on both bonds or, where that would make the layer
+    larger than the dense one, the largest equal ranks that do not (clipped to the channel
+    counts). Initialised so that the kernel's entries have ``nn.Conv2d``'s default variance, whatever
     the ranks. (The MARS reference ``TuckerConv2d`` gives each of the three factor convolutions
     PyTorch's conv default, a ninth of that variance: divide ``cores[0]`` and ``cores[2]`` by
     ``sqrt(3)`` to reproduce it, as ``benchmarks/nn_lenet5.py`` does.)
@@ -617,9 +666,11 @@ class Tucker2Conv2d(TensorizedLayer):
     >>> conv = Tucker2Conv2d(20, 50, 5, rank=(20, 20))
     >>> conv.num_params, conv.dense_size
     (11400, 25000)
+    >>> Tucker2Conv2d(16, 32, 3).max_ranks
+    {'A': 16, 'B': 24}
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = 32, *,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, rank: Any = None, *,
                  stride: Any = 1, padding: Any = 0, dilation: Any = 1, bias: bool = True,
                  mars: bool | str = True, pi: float = 1e-2, alpha: float = DEFAULT_ALPHA, temperature: float = 0.1,
                  min_rank: int = 1, mode: str = "auto", dtype: torch.dtype | None = None,
@@ -627,33 +678,36 @@ class Tucker2Conv2d(TensorizedLayer):
         super().__init__()
         self.in_channels, self.out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")
         self.kernel_size, self.stride, self.padding, self.dilation = _conv_geometry(kernel_size, stride, padding, dilation)
-        _check_rank(rank)
-        r1, r2 = _pair(rank, "rank")
+        kh, kw = self.kernel_size
+        if rank is None:
+            r1, r2 = _default_tucker2_ranks(self.in_channels, self.out_channels, kh * kw)
+        else:
+            _check_rank(rank)
+            r1, r2 = _pair(rank, "rank")
         if r1 > in_channels or r2 > out_channels:
             warn_user(f"Tucker-2 ranks ({r1}, {r2}) clipped to the channel counts ({in_channels}, {out_channels})")
             r1, r2 = min(r1, in_channels), min(r2, out_channels)
-        kh, kw = self.kernel_size
         tdt = getattr(torch, _dtype_name(dtype))
 
-        def unif(shape, variance):
-            return torch.empty(shape, dtype=tdt, device=device).uniform_(-1, 1) * math.sqrt(3.0 * variance)
-
-        # the kernel's entries get nn.Conv2d's default variance, 1 / (3 C_in kh kw) (kaiming_uniform with
-        # a = sqrt(5)), whatever the ranks: the factors' variances multiply, summed over r1 r2 terms. (Each
-        # factor scaled by its own fan-in gave a ninth of it: in a conv autoencoder of four such layers the
-        # signal started 81x smaller, and after 6 epochs the reconstruction error was 2.3x the dense model's.)
-        cores = [unif((in_channels, r1), 1.0 / in_channels), unif((r1, r2, kh, kw), 1.0 / (3.0 * r1 * kh * kw)),
-                 unif((out_channels, r2), 1.0 / r2)]
+        cores = _tucker2_draw([torch.empty(shape, dtype=tdt, device=device)
+                               for shape in ((in_channels, r1), (r1, r2, kh, kw), (out_channels, r2))])
         network = Network("iA,ABhw,oB->oihw", cores=cores)
         self._setup(network, mars=mars, pi=pi, alpha=alpha, temperature=temperature, min_rank=min_rank, mode=mode)
         self._choice: dict[tuple, str] = {}
         #: (parameter key, cores in use, factored kernels) of the last no-grad call
         self._frozen: tuple | None = None
         if bias:
-            bound = 1.0 / math.sqrt(in_channels * kh * kw)
-            self.bias = nn.Parameter(torch.empty(out_channels, dtype=tdt, device=device).uniform_(-bound, bound))
+            self.bias = nn.Parameter(self._bias_draw(torch.empty(out_channels, dtype=tdt, device=device)))
         else:
             self.register_parameter("bias", None)
+
+    def _bias_draw(self, t: torch.Tensor) -> torch.Tensor:
+        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
+        return t.uniform_(-bound, bound)
+
+    def _initial_values(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        return (_tucker2_draw([torch.empty_like(c) for c in core_list(self.cores)]),
+                None if self.bias is None else self._bias_draw(torch.empty_like(self.bias)))
 
     def _after_compress(self, network: Network) -> None:
         self._choice = {}
@@ -802,6 +856,11 @@ class TensorizedConv2d(_MatrixLayer):
         else:
             self.register_parameter("bias", None)
 
+    def _initial_values(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        rows = self.kernel_size[0] * self.kernel_size[1] * self.in_channels
+        return (self._gaussian_cores(glorot_std(rows, self.out_channels)),
+                None if self.bias is None else torch.zeros_like(self.bias))
+
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, format: str = "tt", rank: Any = None,
                   in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None, *, d: int = 3,
@@ -923,6 +982,9 @@ class TensorizedEmbedding(TensorizedLayer):
     def _build(self, network: Network) -> None:
         self._mm = NetworkMatmul(network, self._n_in)
         self._choice: dict[int, str] = {}
+
+    def _initial_values(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        return self._gaussian_cores(glorot_std(self.num_embeddings, self.embedding_dim)), None
 
     def _after_compress(self, network: Network) -> None:
         self._build(network)

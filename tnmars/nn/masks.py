@@ -363,6 +363,14 @@ class BondMasks(nn.Module):
         #: who owns these masks, for warnings (set by the layer; MarsLoss and summary put the model path in)
         self.owner = "a MARS layer"
 
+    def reset_parameters(self) -> None:
+        """The logits drawn afresh as the constructor draws them, ``alpha + 0.01 N(0, 1)`` (the
+        layer's :meth:`~tnmars.nn.TensorizedLayer.reset_parameters`)."""
+        logits = self._parameters["logits"]
+        start = self.alpha + 0.01 * torch.randn(logits.shape)
+        with torch.no_grad():
+            logits.copy_(start)
+
     @property
     def temperature(self) -> float:
         """The hard-concrete temperature (settable; checked). A compiled step reads it from a
