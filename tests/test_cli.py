@@ -104,7 +104,7 @@ def test_mask_npz_array_is_chosen_by_observed_key_or_the_data_key_or_alone(small
     np.savez(folder / "two_masks.npz", M=observed, N=~observed)
     np.savez(folder / "same_name.npz", X=observed, N=~observed)
     common = ["fit", str(folder / "named.npz"), "--key", "X", "--format", "tucker", "--max-rank", "3", "--quiet",
-              "--out", str(folder / "named.fit.npz")]
+              "--out", str(folder / "named.fit.npz"), "--force"]
     counts = {}
     for mask, extra in (("one_mask", []), ("two_masks", ["--observed-key", "N"]), ("same_name", [])):
         assert main([*common, "--observed", str(folder / f"{mask}.npz"), *extra]) == 0
@@ -607,3 +607,21 @@ def test_a_fit_of_data_far_from_zero_says_it_was_fitted_without_their_mean(tmp_p
     assert main(["fit", str(tmp_path / "far.npy"), "-f", "tucker", "--quiet", "--out", str(tmp_path / "near.npz"),
                  "--max-rank", "1"]) == 0
     assert "centred" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["fit", "demo"])
+def test_an_existing_output_file_is_refused_unless_forced(small, tmp_path, command, capsys):
+    """Found by an outside probe: a second ``tnmars fit`` of the same data replaced the first's
+    result, and ``--out precious.npz`` replaced an unrelated archive, without a word. An existing
+    file is now refused before the fit runs (and left as it was); ``--force`` replaces it."""
+    folder, _, _ = small
+    out = tmp_path / "precious.npz"
+    np.savez(out, mine=np.arange(3))
+    before = out.read_bytes()
+    args = (["fit", str(folder / "small.npy")] if command == "fit" else ["demo"]) + ["--quiet", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "exists; choose another file with --out, or pass --force to replace it" in err
+    assert out.read_bytes() == before
+    assert main([*args, "--force"]) == 0
+    assert tnmars.load(out).ranks

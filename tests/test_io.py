@@ -1081,6 +1081,14 @@ def test_a_dotted_version_in_a_name_is_part_of_it_and_a_folders_namesake_file_lo
         tnmars.load(tmp_path / "empty")
     with pytest.raises(ValueError, match="ends in '.pt'"):
         tnmars.save(net, tmp_path / "net.pt")
+    # a trailing separator names the folder itself: refused (it wrote runs.npz beside it, replacing any
+    # file of that name, and the folder stayed empty; an outside probe), folder or not
+    before = (tmp_path / "runs.npz").read_bytes()
+    for name in ("runs/", "not_yet/"):
+        with pytest.raises(IsADirectoryError, match="names a folder; give a file name in it"):
+            tnmars.save(net, str(tmp_path / name.rstrip("/")) + "/")
+    assert (tmp_path / "runs.npz").read_bytes() == before and not list((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "not_yet.npz").exists()
 
 
 def test_an_unstorable_setting_drops_that_entry_not_the_whole_dict(tmp_path):

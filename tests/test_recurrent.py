@@ -773,3 +773,30 @@ def test_the_measures_states_and_inputs_are_checked_as_the_models_own_inputs():
     with pytest.raises(ValueError, match="power_tol must be a positive number; got 0"):
         TanhRNN(2, 4, lam=0.9, power_tol=0)
     assert effective_stability(model, x).steps == 10
+
+
+@pytest.mark.parametrize("hidden", [8, 16, 24, 32, 64])
+def test_a_default_tt_recurrent_matrix_warns_of_nothing(hidden):
+    """Found by an outside probe: ``TanhRNN(3, H, lam=0.9, recurrent="tt")`` at hidden sizes 8 to
+    32 warned "TT ranks (8, 8) clipped to the feasible ..." at every construction, of a rank the
+    user never gave. The default rank is clipped in silence; a rank asked for still warns."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rnn = TanhRNN(3, hidden, lam=0.9, recurrent="tt")
+    assert all(1 <= r <= 8 for r in rnn.weight_tt.ranks.values())
+    if hidden <= 32:
+        assert min(rnn.weight_tt.ranks.values()) < 8  # (clipped: the warning was about something real)
+        with pytest.warns(UserWarning, match="clipped to the feasible"):
+            TanhRNN(3, hidden, lam=0.9, recurrent="tt", tt_rank=8)
+
+
+def test_a_ready_tt_matrix_of_another_dtype_is_refused_when_the_model_is_built():
+    """Found by an outside probe: a float64 ``TTRecurrentMatrix`` given to a float32 model was
+    accepted (and projected), then the first forward failed inside a matmul ("expected m1 and
+    m2 to have the same dtype")."""
+    w = TTRecurrentMatrix(16, rank=2, seed=0).double()
+    with pytest.raises(TypeError, match=r"TT recurrent matrix is torch.float64 but this model's parameters are "
+                                        r"torch.float32: convert one"):
+        TanhRNN(3, 16, lam=0.9, recurrent=w)
+    rnn = TanhRNN(3, 16, lam=0.9, recurrent=w.to(torch.float32))
+    assert rnn(torch.randn(2, 5, 3)).dtype == torch.float32

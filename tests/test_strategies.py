@@ -77,6 +77,12 @@ def test_small_core_counts_draw_the_kinds_that_fit():
             specs(**kwargs)
     with pytest.raises(InvalidArgument, match="min_rank"):
         dims("ab,bc", min_rank=0)  # Network refuses size-0 dims; it drew specs it could not build
+    # backend and dtype too, when the strategy is built (an outside probe: they failed at the first draw,
+    # reported as a failing example of the user's own test)
+    for kwargs, match in (({"dtype": "complex128"}, "floating type"), ({"backend": "jax"}, "unknown backend"),
+                          ({"dtype": "bfloat16"}, "numpy has no bfloat16")):
+        with pytest.raises(InvalidArgument, match=match):
+            networks(**kwargs)
 
 
 @settings(max_examples=15, deadline=None, database=None,

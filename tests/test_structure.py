@@ -168,6 +168,15 @@ def test_a_vector_is_not_a_network():
         tnmars.search(np.ones(5), progress=False)
 
 
+def test_empty_data_is_refused_as_fit_refuses_it():
+    """An outside probe: data of shape (3, 0, 5) gave fit's "data is empty" but search's
+    ZeroDivisionError from inside its caps."""
+    torch = pytest.importorskip("torch")
+    for data in (np.ones((3, 0, 5)), torch.ones(3, 0, 5)):
+        with pytest.raises(ValueError, match=r"data is empty \(shape \(3, 0, 5\)\)"):
+            tnmars.search(data, progress=False)
+
+
 # -------------------------------------------------------------------------------- drawing
 def test_the_discovered_graph_is_drawn(tmp_path):
     x = np.asarray(tnmars.Network.tt((5, 6, 5), (2, 3), seed=2).to_tensor())

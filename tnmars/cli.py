@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", "-o", default=None, metavar="FILE",
                      help="where to save the fit result (.npz or .safetensors; default: DATA's name with "
                           "'.fit.npz'). Load it with tnmars.load(FILE)")
+    fit.add_argument("--force", action="store_true",
+                     help="replace the output file if it exists (without it an existing file is refused, before "
+                          "the fit runs)")
     fit.add_argument("--prior", choices=("bic", "bernoulli"), default=None,
                      help="what decides the ranks: bic (the MAP objective under an Occam prior, (1/2) log N per "
                           "degree of freedom, searched by adding and removing rank indices with exact refits) or "
@@ -199,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
                       help="array library to train with (default: numpy)")
     demo.add_argument("--out", "-o", default=None, metavar="FILE", help="also save the fit result there")
+    demo.add_argument("--force", action="store_true", help="replace --out's file if it exists")
     demo.add_argument("--plot", default=None, metavar="DIR",
                       help="also write masks.png (mask probabilities) and training.png (loss and ranks) to DIR")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -303,10 +307,12 @@ def _check_writable(folder: Path, what: str) -> None:
         os.unlink(name)
 
 
-def _check_out(out: Path, inputs: list[str | None], what: str | None = None) -> None:
+def _check_out(out: Path, inputs: list[str | None], what: str | None = None, force: bool = False) -> None:
     """Refuse an output path before the fit runs, not after it: a missing or unwritable
-    folder, a folder where a file name was meant, or one of the input files (which the result
-    would overwrite). ``what`` names the path in messages (default: ``--out PATH``)."""
+    folder, a folder where a file name was meant, one of the input files (which the result
+    would overwrite), or, without ``force``, any existing file (an outside probe: a second fit
+    of the same data replaced the first's result, and ``--out`` replaced an unrelated archive,
+    without a word). ``what`` names the path in messages (default: ``--out PATH``)."""
     from .io import write_target
 
     what = what or f"--out {out}"
@@ -317,6 +323,8 @@ def _check_out(out: Path, inputs: list[str | None], what: str | None = None) -> 
     for given in inputs:
         if given is not None and out.exists() and out.resolve() == Path(given).resolve():
             raise CLIError(f"{what} is an input file of this run; the result would overwrite it")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise CLIError(f"{what} exists; choose another file with --out, or pass --force to replace it")
     _check_writable(write_target(out).parent, what)  # (save may write through a link to its target)
 
 
@@ -454,7 +462,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     else:
         out = Path(args.data).with_suffix("").with_name(Path(args.data).stem + ".fit.npz")
         what = f"the output file {out} (DATA's name with .fit.npz; choose another with --out)"
-    _check_out(out, [args.data, args.observed], what)
+    _check_out(out, [args.data, args.observed], what, args.force)
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
     options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device"))
@@ -529,7 +537,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if _nonempty(args.out, "--out", "a file name ending in .npz or .safetensors") is not None:
         out = Path(args.out)  # checked before the fit, not after it
         _check_suffix(out)
-        _check_out(out, [])
+        _check_out(out, [], force=args.force)
     if _nonempty(args.plot, "--plot", "a folder (it gets masks.png and training.png)") is not None:
         _check_plot_folder(args.plot)
     truth, true_ranks, max_rank = _demo_truth(args.format, args.seed)

@@ -335,6 +335,13 @@ def _save_path(path: Any) -> Path:
         raise TypeError(f"path must be a string or a path; got {type(path).__name__}")
     if not os.fspath(path):  # Path("") is the current folder, "." (which would become ".npz")
         raise ValueError("path is empty; give a file name such as 'net.npz'")
+    text = os.fsdecode(os.fspath(path))
+    if text.endswith(("/", os.sep)) or (os.altsep and text.endswith(os.altsep)):
+        # (Path drops a trailing separator: "results/" became "results.npz" beside the folder, replacing
+        # any file of that name, and the folder stayed empty; an outside probe. Without the separator,
+        # "runs" beside a folder "runs" is the file runs.npz, which load("runs") reads)
+        raise IsADirectoryError(f"cannot save to {text!r}: it names a folder; give a file name in it, e.g. "
+                                f"{str(Path(text) / 'net.npz')!r}")
     path = Path(path)
     if path.name.lower() in _SUFFIXES:  # "dir/.npz": an extension without a name (Path reads it as a hidden
         # file without a suffix, and ".npz.npz" was written)

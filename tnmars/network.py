@@ -102,7 +102,7 @@ class Network:
     ----------
     spec:
         One term per core, e.g. ``"ij,jkl,lm"`` or with an explicit output ``"ij,jkl,lm->mki"``
-        (an index is any character but ``,->.``). Or the interleaved form's label lists, one
+        (an index is an ASCII letter or any non-ASCII character). Or the interleaved form's label lists, one
         per core, with any hashable labels: ``[("x", "bond"), ("bond", "y")]``; then ``dims``
         and ``ranks`` are keyed by label, ``output`` lists the output labels (default: the
         labels on one core, sorted) and :attr:`labels` maps each label to its index symbol.

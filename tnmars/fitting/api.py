@@ -33,6 +33,7 @@ from .diagnostics import (
     FAR_FROM_ZERO,
     POOR_FIT_FROM,
     UNEVEN_SCALES,
+    UNEVEN_SCALES_RANKS,
     capped_by_observations,
     capped_message,
     completion_diagnostics,
@@ -42,6 +43,8 @@ from .diagnostics import (
     heavy_tail_message,
     heavy_tailed,
     held_out_errors,
+    isolated_entries,
+    isolated_message,
     max_rank_message,
     poor_fit_message,
     residual_has_structure,
@@ -948,16 +951,20 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     obs = prep.observed
     y = np.asarray(prep.data.backend.to_numpy(prep.data.y))  # data / scale, 0 where unobserved
     heldout = None
+    lowest = max(settings.get("min_rank", 1), 1)
+    can_lower = any(r > lowest for r in net.bonds.values())  # (else "lower the ranks" cannot be followed)
     if obs is not None:
         held = prep.heldout  # (not the entries a masked array hides: their values are sentinels, not data)
         if held is not None and held.any():
             truth = prep.raw[held] / prep.scale
             hd = float(np.linalg.norm(truth))
             heldout = float(np.linalg.norm(est[held] - truth)) / hd if hd > 0 else None
-        diagnostics = completion_diagnostics(net, obs, est, y)
+        diagnostics = completion_diagnostics(net, obs, est, y, can_lower)
         est *= obs
     else:
         diagnostics = []
+    # entries given rank directions of their own (outliers fitted as structure: no residual check sees them)
+    isolated = isolated_entries(est, obs) if checks and not interrupted else (0, [])
     # (what the completion checks say of the unobserved entries does not make the residual structure: the
     # heavy-tail check still reads it, as on complete data; a t(3) completion warned of extrapolation only)
     said_of_unobserved = len(diagnostics)
@@ -980,7 +987,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
               else None)
     # noise whose level differs by slice is white once each slice is scaled; a missed component is not
     uneven_noise_level = uneven is not None and white_once_slices_scaled(est, uneven[0], check_seed)
-    scales = uneven_noise(y, obs, UNEVEN_SCALES) if checks and uneven is None else None  # (y: 0 where unobserved)
+    # (the data's scales, only beside near-full ranks: at low ranks the fit did not take the noise in)
+    near_full = any(r >= UNEVEN_SCALES_RANKS * template.bonds[b] for b, r in net.bonds.items() if template.bonds[b] > 1)
+    scales = (uneven_noise(y, obs, UNEVEN_SCALES) if checks and uneven is None and near_full
+              else None)  # (y: 0 where unobserved)
     # most of the data left out, and what is left is structure: a search stopped far from the data's
     # network (a ring 22x3x18 at (6, 2, 4), 30 dB: (2, 1, 1) at error 0.76, where (5, 2, 4) scores
     # far better by the criterion), said nothing; the residual's structure can be spread over several
@@ -1005,7 +1015,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         capped, together = capped_by_observations(net, growth_caps or template.bonds, crit.max_dof, prep.data, crit,
                                                   best.objective, settings.get("seed"))
         if capped:
-            diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel, together))
+            diagnostics.append(capped_message(capped, prep.data.n_obs, crit.max_dof, rel, together, obs is None))
         elif obs is None and checks and rel > SPECTRA_CHECK_FROM and settings.get("max_params") is None:
             # (with missing entries the zero-filled spectra over-state the ranks; a close fit of a smooth
             # function has spectra that never end; within a budget the budget set the ranks, and the warning
@@ -1067,14 +1077,14 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                                "the relaxation longer, or give it a smaller pi)")
     under_fitted = bool(diagnostics) or settings.get("max_params") is not None  # (a budget asks for a smaller fit)
     # (both errors against the data's deviations from their mean: an offset hides neither)
-    lowest = max(settings.get("min_rank", 1), 1)
     message = (generalization_message(held_out, rel_spread, best.dof / max(prep.data.n_obs, 1),
-                                      can_lower=any(r > lowest for r in net.bonds.values()))
+                                      can_lower=can_lower)
                if rel_spread > EXACT_FIT_ERROR else None)
     if message:
         diagnostics.append(message)
     if heavy_tails and not (len(diagnostics) > said_of_unobserved or settings.get("max_params") is not None):
-        diagnostics.append(heavy_tail_message(kurtosis))
+        values = np.asarray(prep.raw) if obs is None else np.asarray(prep.raw)[obs]
+        diagnostics.append(heavy_tail_message(kurtosis, bool(values.size) and float(np.min(values)) > 0.0))
     if uneven is not None and not under_fitted and not poor and not unclear:
         if uneven_noise_level:
             diagnostics.append(uneven_noise_message(*uneven))
@@ -1091,6 +1101,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         diagnostics.append(poor_fit_message(rel, rel_spread))
     elif unclear and not under_fitted:
         diagnostics.append(unexplained_message(rel, rel_spread, prep.data.n_obs, crit.max_dof, obs is not None))
+    if isolated[0]:
+        diagnostics.append(isolated_message(*isolated, rel))
     for message in diagnostics:
         warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)
     unit = prep.scale ** (1.0 / net.num_cores)
@@ -1513,6 +1525,25 @@ def _looks_like_spec(text: str) -> bool:
     return "," in text or "->" in text
 
 
+def _check_implicit_order(spec: str, output: Sequence[str]) -> None:
+    """Warn when a spec without ``->`` takes the data's modes in einsum's implicit order (the
+    open indices sorted, capitals first) and that is not the order they are written in: an
+    outside probe's ``xA,AbB,Bc`` put data mode 0 on the middle core (ranks (3, 4) at error
+    0.079 for an exact TT (2, 3)), and a term left out (``aA,AbB``) made bond ``B`` an open
+    mode, each fitted without a word but a wrong guess of the cause."""
+    if "->" in spec:
+        return
+    written = []
+    for index in spec.replace(",", ""):
+        if index in output and index not in written:
+            written.append(index)
+    if written != list(output):
+        warn(f"tnmars.fit: the spec {spec!r} has no '->', so its open modes take the data's modes in einsum's "
+             f"order, the indices sorted ({''.join(output)!r}: data mode 0 is index {output[0]!r}), not in the "
+             f"order written ({''.join(written)!r}). Write the output to say which index is which data mode, e.g. "
+             f"{spec + '->' + ''.join(written)!r}", UserWarning)
+
+
 def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None,
                    at_least: int = 1) -> tuple[str, dict[str, int]]:
     """Sizes of an einsum spec given as ``network``: open modes from the data's shape, every
@@ -1522,6 +1553,7 @@ def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: fl
     if len(parsed.output) != len(shape):
         raise ValueError(f"spec {parsed.spec!r} has {len(parsed.output)} open modes ({''.join(parsed.output)!r}) "
                          f"but the data has {len(shape)} (shape {shape})")
+    _check_implicit_order(spec, parsed.output)
     bonds = parsed.bonds
     if not bonds:
         raise ValueError(f"spec {parsed.spec!r} has no bond (an index shared by two cores): there is no rank to select")

@@ -230,6 +230,8 @@ def search(
     switch to CG when a core's environment exceeds 1024 per side (:mod:`tnmars.fitting.solvers`).
     """
     shape = tuple(int(n) for n in getattr(data, "shape", np.shape(data)))
+    if 0 in shape:  # (as fit says it; the caps below divided by the empty mode: ZeroDivisionError)
+        raise ValueError(f"data is empty (shape {shape})")
     order = len(shape)
     spec, pairs = fctn_spec(order)
     opens = spec.split("->")[1]

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from math import prod
 from typing import Any
@@ -178,6 +179,10 @@ def balanced_factors(n: int, d: int | None = None) -> tuple[int, ...]:
 
 
 # ================================================================================ TT-matrix weight
+#: the starting rank of every bond of a :class:`TTRecurrentMatrix` built without ``rank``
+DEFAULT_TT_RANK = 8
+
+
 class TTRecurrentMatrix(nn.Module):
     """A square recurrent matrix ``W`` (``size x size``) stored as a TT-matrix with MARS masks.
 
@@ -195,9 +200,15 @@ class TTRecurrentMatrix(nn.Module):
     computed through contractions (:meth:`spectral_norm`): subspace iteration with
     ``V -> V @ W`` and ``U -> U @ W^T`` as two network contractions with a few vectors.
 
+    ``rank=None`` (default): :data:`DEFAULT_TT_RANK` on every bond, clipped without a warning
+    to what each can use (a warning about a rank the user never gave came with every hidden size
+    from 8 to 32).
+
     >>> W = TTRecurrentMatrix(64, rank=4, seed=0).double()
     >>> W.shape, W.ranks
     ((4, 4, 4), {'A': 4, 'B': 4})
+    >>> TTRecurrentMatrix(16).ranks
+    {'A': 8, 'B': 4}
     >>> W.project_(0.9) >= 0.0
     True
     """
@@ -210,7 +221,7 @@ class TTRecurrentMatrix(nn.Module):
     def __init__(
         self,
         size: int,
-        rank: int | Sequence[int] = 8,
+        rank: int | Sequence[int] | None = None,
         *,
         shape: Sequence[int] | None = None,
         mars: bool | str = True,
@@ -243,8 +254,11 @@ class TTRecurrentMatrix(nn.Module):
         scale = 1.0 / math.sqrt(3.0 * size) if scale is None else float(scale)
         # without seed=, a seed from torch's generator: torch.manual_seed fixes this init as it does every
         # other layer's (Network's own default seed is fresh entropy)
-        net = Network.tt_matrix(shape, shape, rank, backend="torch", dtype=dtype,
-                                seed=torch_seed() if seed is None else seed, scale=scale)
+        with warnings.catch_warnings():  # the default rank is clipped to what each bond can use in silence
+            if rank is None:
+                warnings.filterwarnings("ignore", message=".*clipped to the feasible")
+            net = Network.tt_matrix(shape, shape, DEFAULT_TT_RANK if rank is None else rank, backend="torch",
+                                    dtype=dtype, seed=torch_seed() if seed is None else seed, scale=scale)
         self.size = size
         self.shape = shape
         self.spec = net.spec
@@ -735,7 +749,7 @@ class _RecurrentModel(nn.Module):
 
 
 #: the defaults of the options of :class:`_ElmanRNN` that only ``recurrent="tt"`` uses
-_TT_OPTION_DEFAULTS = {"tt_rank": 8, "tt_shape": None, "mars": True, "pi": 1e-2, "alpha": DEFAULT_ALPHA, "temperature": 0.1,
+_TT_OPTION_DEFAULTS = {"tt_rank": None, "tt_shape": None, "mars": True, "pi": 1e-2, "alpha": DEFAULT_ALPHA, "temperature": 0.1,
                        "min_rank": 1}
 
 
@@ -763,7 +777,7 @@ class _ElmanRNN(_RecurrentModel):
         projection: str = "power",
         bias: bool = True,
         recurrent: str | TTRecurrentMatrix = "dense",
-        tt_rank: int | Sequence[int] = 8,
+        tt_rank: int | Sequence[int] | None = None,
         tt_shape: Sequence[int] | None = None,
         mars: bool | str = True,
         pi: float = 1e-2,
@@ -804,6 +818,11 @@ class _ElmanRNN(_RecurrentModel):
         if isinstance(recurrent, TTRecurrentMatrix):
             if recurrent.size != self.hidden_size:
                 raise ValueError(f"the TT recurrent matrix has size {recurrent.size}, not hidden_size={self.hidden_size}")
+            mine, its = self.input.weight.dtype, recurrent.cores[0].dtype
+            if its != mine:  # (accepted, it failed at the first forward inside a matmul: "float != double")
+                raise TypeError(f"the TT recurrent matrix is {its} but this model's parameters are {mine}: convert "
+                                f"one before building the model (W.to({mine}), or build the model under "
+                                f"torch.set_default_dtype({its}))")
             self.weight_tt: TTRecurrentMatrix | None = recurrent
             self.weight = None
         elif recurrent == "tt":

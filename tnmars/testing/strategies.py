@@ -246,6 +246,11 @@ def networks(
     _check_int(max_rank, "max_rank", 1)
     if max_core_entries is not None:
         _check_int(max_core_entries, "max_core_entries", 1)
+    try:  # backend and dtype checked now, by building the smallest network there (an outside probe: a
+        # complex dtype or an unknown backend failed at the first draw, as if the user's test had)
+        Network("a,a->", dims={"a": 1}, backend=backend, dtype=dtype, seed=0)
+    except (TypeError, ValueError, ImportError) as err:
+        raise InvalidArgument(f"networks(backend={backend!r}, dtype={dtype!r}): {err}") from err
     return _networks(spec_strategy, backend, dtype, max_dim, max_rank, max_core_entries)
 
 
