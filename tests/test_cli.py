@@ -621,7 +621,12 @@ def test_an_existing_output_file_is_refused_unless_forced(small, tmp_path, comma
     args = (["fit", str(folder / "small.npy")] if command == "fit" else ["demo"]) + ["--quiet", "--out", str(out)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "exists; choose another file with --out, or pass --force to replace it" in err
+    assert f"--out {out} exists; choose another file, or pass --force to replace it" in err
     assert out.read_bytes() == before
     assert main([*args, "--force"]) == 0
     assert tnmars.load(out).ranks
+    if command == "fit":  # the default output name: its message already says how to choose another
+        np.save(tmp_path / "mine.npy", np.load(folder / "small.npy"))  # (not the shared folder's small.fit.npz)
+        assert main(["fit", str(tmp_path / "mine.npy"), "--quiet"]) == 0
+        assert main(["fit", str(tmp_path / "mine.npy"), "--quiet"]) == 2
+        assert "choose another with --out) exists; pass --force to replace it" in capsys.readouterr().err

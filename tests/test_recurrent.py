@@ -790,13 +790,44 @@ def test_a_default_tt_recurrent_matrix_warns_of_nothing(hidden):
             TanhRNN(3, hidden, lam=0.9, recurrent="tt", tt_rank=8)
 
 
-def test_a_ready_tt_matrix_of_another_dtype_is_refused_when_the_model_is_built():
+def test_a_ready_tt_matrix_of_another_dtype_is_refused_at_the_forward_in_words():
     """Found by an outside probe: a float64 ``TTRecurrentMatrix`` given to a float32 model was
-    accepted (and projected), then the first forward failed inside a matmul ("expected m1 and
-    m2 to have the same dtype")."""
+    accepted, then the first forward failed inside a matmul ("expected m1 and m2 to have the
+    same dtype"). It is refused at the forward, in words, not when the model is built, where
+    ``TanhRNN(..., recurrent=W.double()).double()`` is a fine way to build a float64 model."""
     w = TTRecurrentMatrix(16, rank=2, seed=0).double()
-    with pytest.raises(TypeError, match=r"TT recurrent matrix is torch.float64 but this model's parameters are "
-                                        r"torch.float32: convert one"):
-        TanhRNN(3, 16, lam=0.9, recurrent=w)
-    rnn = TanhRNN(3, 16, lam=0.9, recurrent=w.to(torch.float32))
-    assert rnn(torch.randn(2, 5, 3)).dtype == torch.float32
+    rnn = TanhRNN(3, 16, lam=0.9, recurrent=w)
+    with pytest.raises(TypeError, match=r"the TT recurrent matrix is torch.float64 but the model's other parameters "
+                                        r"are torch.float32: convert the model"):
+        rnn(torch.randn(2, 5, 3))
+    assert rnn.double()(torch.randn(2, 5, 3, dtype=torch.float64)).dtype == torch.float64
+    assert TanhRNN(3, 16, lam=0.9, recurrent=w.to(torch.float32))(torch.randn(2, 5, 3)).dtype == torch.float32
+
+
+def test_reset_parameters_redraws_a_tt_recurrent_matrix_whole():
+    """``BondMasks`` has ``reset_parameters``: a reset loop over a model's modules re-drew a TT
+    recurrent matrix's mask logits and left its cores (a review). The matrix now redraws its
+    cores too, at the constructor's scale (medians of 9 draws within 10%), seeded by
+    ``torch.manual_seed``; the model's projection restores its constraint."""
+    torch.manual_seed(0)
+    want = float(torch.tensor([TTRecurrentMatrix(64).matrix().std().item() for _ in range(9)]).median())
+    rnn = TanhRNN(3, 64, lam=0.9, recurrent="tt")
+    with torch.no_grad():
+        for p in rnn.weight_tt.parameters():
+            p.zero_()
+    got = []
+    for _ in range(9):
+        for module in rnn.modules():
+            if hasattr(module, "reset_parameters") and module is not rnn:
+                module.reset_parameters()
+        got.append(rnn.weight_tt.matrix().std().item())
+    assert abs(float(torch.tensor(got).median()) / want - 1.0) < 0.1
+    torch.manual_seed(5)
+    rnn.weight_tt.reset_parameters()
+    first = [p.detach().clone() for p in rnn.weight_tt.parameters()]
+    torch.manual_seed(5)
+    rnn.weight_tt.reset_parameters()
+    for a, b in zip(first, rnn.weight_tt.parameters()):
+        assert torch.equal(a, b)
+    rnn.project_()
+    assert rnn.spectral_norm("svd") <= 0.9 * (1 + 1e-4)

@@ -80,9 +80,10 @@ def test_small_core_counts_draw_the_kinds_that_fit():
     # backend and dtype too, when the strategy is built (an outside probe: they failed at the first draw,
     # reported as a failing example of the user's own test)
     for kwargs, match in (({"dtype": "complex128"}, "floating type"), ({"backend": "jax"}, "unknown backend"),
-                          ({"dtype": "bfloat16"}, "numpy has no bfloat16")):
+                          ({"dtype": "bfloat16"}, "numpy has no bfloat16"), ({"dtype": "int64"}, "floating type")):
         with pytest.raises(InvalidArgument, match=match):
             networks(**kwargs)
+    networks(backend="cupy")  # (checked by name: built without CuPy, so a skipped test's module still collects)
 
 
 @settings(max_examples=15, deadline=None, database=None,

@@ -324,7 +324,9 @@ def _check_out(out: Path, inputs: list[str | None], what: str | None = None, for
         if given is not None and out.exists() and out.resolve() == Path(given).resolve():
             raise CLIError(f"{what} is an input file of this run; the result would overwrite it")
     if (out.exists() or out.is_symlink()) and not force:
-        raise CLIError(f"{what} exists; choose another file with --out, or pass --force to replace it")
+        advice = "pass --force to replace it" if "choose another" in what else \
+            "choose another file, or pass --force to replace it"
+        raise CLIError(f"{what} exists; {advice}")
     _check_writable(write_target(out).parent, what)  # (save may write through a link to its target)
 
 

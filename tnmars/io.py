@@ -336,7 +336,8 @@ def _save_path(path: Any) -> Path:
     if not os.fspath(path):  # Path("") is the current folder, "." (which would become ".npz")
         raise ValueError("path is empty; give a file name such as 'net.npz'")
     text = os.fsdecode(os.fspath(path))
-    if text.endswith(("/", os.sep)) or (os.altsep and text.endswith(os.altsep)):
+    if (text.endswith(("/", os.sep)) or (os.altsep and text.endswith(os.altsep))
+            or os.path.basename(text) in (".", "..")):  # ("runs/." too; a Path has lost its separator already)
         # (Path drops a trailing separator: "results/" became "results.npz" beside the folder, replacing
         # any file of that name, and the folder stayed empty; an outside probe. Without the separator,
         # "runs" beside a folder "runs" is the file runs.npz, which load("runs") reads)

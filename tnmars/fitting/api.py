@@ -953,6 +953,9 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     heldout = None
     lowest = max(settings.get("min_rank", 1), 1)
     can_lower = any(r > lowest for r in net.bonds.values())  # (else "lower the ranks" cannot be followed)
+    # entries given rank directions of their own (outliers fitted as structure: no residual check sees
+    # them), read on the fit itself (for a completion, before its unobserved entries are zeroed below)
+    isolated = isolated_entries(est, obs) if checks and not interrupted and can_lower else (0, [])
     if obs is not None:
         held = prep.heldout  # (not the entries a masked array hides: their values are sentinels, not data)
         if held is not None and held.any():
@@ -963,8 +966,6 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         est *= obs
     else:
         diagnostics = []
-    # entries given rank directions of their own (outliers fitted as structure: no residual check sees them)
-    isolated = isolated_entries(est, obs) if checks and not interrupted else (0, [])
     # (what the completion checks say of the unobserved entries does not make the residual structure: the
     # heavy-tail check still reads it, as on complete data; a t(3) completion warned of extrapolation only)
     said_of_unobserved = len(diagnostics)
@@ -1083,8 +1084,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     if message:
         diagnostics.append(message)
     if heavy_tails and not (len(diagnostics) > said_of_unobserved or settings.get("max_params") is not None):
-        values = np.asarray(prep.raw) if obs is None else np.asarray(prep.raw)[obs]
-        diagnostics.append(heavy_tail_message(kurtosis, bool(values.size) and float(np.min(values)) > 0.0))
+        lowest_value = float(np.min(prep.raw, where=obs if obs is not None else True, initial=np.inf))
+        diagnostics.append(heavy_tail_message(kurtosis, lowest_value > 0.0))
     if uneven is not None and not under_fitted and not poor and not unclear:
         if uneven_noise_level:
             diagnostics.append(uneven_noise_message(*uneven))

@@ -191,22 +191,18 @@ def completion_diagnostics(network: Network, observed: np.ndarray, estimate: np.
             "determined by the data (a scale can move between them without changing any observed entry), "
             "however many entries each slice has. Observe some entries across the blocks.")
     ratio = extrapolation_ratio(estimate, data, observed)
-    if ratio > EXTRAPOLATION_LIMIT and not can_lower:
-        messages.append(
-            f"extrapolation: at unobserved entries the completion departs from the observed entries' mean by up "
-            f"to {ratio:.3g} times as far as any observed entry does, so no observed entry checks those values, and "
-            f"the {n_obs:,} observed entries do not pin the network down: its values away from them are not to be "
-            f"trusted; {_AT_LOWEST}.")
-    elif ratio > EXTRAPOLATION_LIMIT:
+    if ratio > EXTRAPOLATION_LIMIT:
+        remedy = ("observe more entries, or compare with a fit at lower ranks, max_rank=, where values that come "
+                  "from the ranks and not the data change" if can_lower else
+                  "observe more entries; the ranks are already at their lowest")
         messages.append(
             f"extrapolation: at unobserved entries the completion departs from the observed entries' mean by up "
             f"to {ratio:.3g} times as far as any observed entry does, so no observed entry checks those values. "
             f"Either the {n_obs:,} observed entries do not pin the network down (then its values away from them are "
-            "not to be trusted: observe more entries, or compare with a fit at lower ranks, max_rank=, where values "
-            "that come from the ranks and not the data change), or the missing entries are not missing at random: "
-            "when the largest are the ones withheld, large values there are what the structure predicts (an outside "
-            "probe's Tucker with its 30% largest entries missing was completed 0.005 from the truth, and lowering "
-            "the ranks made that 0.67).")
+            f"not to be trusted: {remedy}), or the missing entries are not missing at random: when the largest are "
+            "the ones withheld, large values there are what the structure predicts (an outside probe's Tucker with "
+            "its 30% largest entries missing was completed 0.005 from the truth, and lowering the ranks made that "
+            "0.67).")
     return messages
 
 
@@ -327,9 +323,7 @@ def expected_gap(dof_share: float) -> float:
 
 
 #: what the warnings say instead of "lower the ranks" when no bond can go lower
-_AT_LOWEST = ("the ranks are already at their lowest: the observations do not determine even the smallest network "
-              "of this shape, so fewer parameters cannot help; a completion this sparse needs more entries, or a "
-              "network with fewer parameters per slice")
+_AT_LOWEST = "the ranks are already at their lowest, so lowering them is no remedy"
 
 
 def generalization_message(errors: Sequence[float], relative_error: float, dof_share: float = 0.0,
@@ -488,8 +482,9 @@ def capped_message(bonds: Sequence[str], n_obs: int, max_dof: float, relative_er
              f"one more index on bond{'s' if len(bonds) > 1 else ''} {names}")
     last = ("The data are the whole tensor: its size, not missing entries, sets the limit (ranks that large would "
             "leave it under two entries per degree of freedom, little to compress), so no selection can go past "
-            "it; if you know the ranks, a fixed-rank decomposition at them (tensorly's tucker, parafac, "
-            "tensor_train) fits them." if complete else "Larger ranks need more data.")
+            "it. If you know the ranks: min_rank= raises every bond to at least that rank (fitted as asked, past "
+            "the limit, with a warning), or fit them by a fixed-rank decomposition (tensorly's tucker, parafac, "
+            "tensor_train)." if complete else "Larger ranks need more data.")
     return (f"ranks capped by the {'size of the data' if complete else 'number of observations'}: {where} "
             f"would fit the data better by the criterion, but would give the network more than "
             f"{max_dof:g} degrees of freedom, the most a fit lets {n_obs:,} observed entries determine. The ranks "
@@ -608,10 +603,13 @@ ISOLATED_WORK = 2e9
 def isolated_entries(estimate: np.ndarray, observed: np.ndarray | None = None, limit: int = 5
                      ) -> tuple[int, list[tuple[int, ...]]]:
     """``(count, entries)``: observed entries that the fit gives directions of their own, and up
-    to ``limit`` of them, largest first. An entry counts when, in at least two modes whose
-    unfolding of the fit has a rank at most two below full, its index is (nearly) a direction of that
-    unfolding's column space (leverage above :data:`ISOLATED_LEVERAGE`), and its fitted value is
-    above :data:`ISOLATED_SIZE` times the fit's RMS: a rank index per mode spent on one entry.
+    to ``limit`` of them, largest first. The modes read are those whose unfolding of the fit has
+    a rank at most two below full (at least two such modes, or nothing is said). An entry counts
+    when in every one of them its index is (nearly) a direction of that unfolding's column space
+    (leverage above :data:`ISOLATED_LEVERAGE`), and its fitted value is above
+    :data:`ISOLATED_SIZE` times the fit's RMS: a rank index per mode spent on one entry. Nothing
+    is said when such indices take every direction of a mode (a narrow separable bump at rank 1,
+    or data that are a few entries: then those entries are the structure).
 
     That is how a few outlying entries look once fitted: an outside probe (2026-12-02) moved 10
     of 8,000 entries of a Tucker (3, 4, 2) with 1% noise by 20x its spread, and every format
@@ -640,8 +638,10 @@ def isolated_entries(estimate: np.ndarray, observed: np.ndarray | None = None, l
         rank = int((w > 1e-10 * max(float(w[-1]), 0.0)).sum())
         if rank > n - 2 or rank == 0:  # (at full rank every index is a direction of it; one below, nearly)
             continue
-        leverage = np.einsum("ij,ij->i", v[:, -rank:], v[:, -rank:])
-        localised.append((k, leverage > ISOLATED_LEVERAGE))
+        flags = np.einsum("ij,ij->i", v[:, -rank:], v[:, -rank:]) > ISOLATED_LEVERAGE
+        if int(flags.sum()) >= rank:  # (no direction left for structure besides them: a narrow bump at rank
+            return 0, []              # 1, or sparse data, is what the data are, not outliers on structure)
+        localised.append((k, flags))
     if len(localised) < 2:
         return 0, []
     # the large entries, a block of mode 0 at a time (an array of |estimate| took the fit's peak memory
@@ -693,12 +693,14 @@ def _mode_gram(x: np.ndarray, k: int) -> np.ndarray:
 
 def isolated_message(count: int, entries: Sequence[tuple[int, ...]], relative_error: float) -> str:
     shown = ", ".join(str(e) for e in entries) + (", ..." if count > len(entries) else "")
-    return (f"{count} entr{'y' if count == 1 else 'ies'} ({shown}) each hold{'s' if count == 1 else ''} rank "
-            "directions of their own in every mode: the fit spends a rank index per mode on single entries far from "
-            "what the rest of the data say, as it does on outliers, so the ranks are above the structure of the other "
-            f"entries and the relative error ({relative_error:.3g}) does not say how far the fit is from it. If these "
-            "entries are corrupted, leave them out (observed=False there) and fit again; if they are real, so are the "
-            "ranks.")
+    one = count == 1
+    return (f"{count} entr{'y' if one else 'ies'} ({shown}) {'has' if one else 'have'} rank directions of "
+            f"{'its' if one else 'their'} own: in the unfoldings of the fit, the index of {'it' if one else 'each'} "
+            "is a direction by itself, so the fit spends a rank index per mode on single entries far from what the "
+            "rest of the data say, as it does on outliers. The ranks are then above the structure of the other "
+            f"entries, and the relative error ({relative_error:.3g}) does not say how far the fit is from it. If "
+            f"{'it is' if one else 'these entries are'} corrupted, leave {'it' if one else 'them'} out "
+            "(observed=False there) and fit again; if real, so are the ranks.")
 
 
 #: the residual's mean square per slice of a mode, 90th over 10th percentile of the slices, above

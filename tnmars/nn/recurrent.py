@@ -215,6 +215,23 @@ class TTRecurrentMatrix(nn.Module):
 
     warmup = WARMUP  # (see tnmars.nn.base.WARMUP)
 
+    def reset_parameters(self) -> None:
+        """Draw the cores and the mask logits afresh as the constructor does (W's entries at
+        standard deviation ``init_scale``, seeded by ``torch.manual_seed``), at the current
+        ranks. A model's stability constraint (``lam``) then holds again after its next
+        projection (``model.project_()``, or the training hook's). Without this, a
+        ``reset_parameters()`` loop over a model's modules re-drew the masks' logits and left
+        the cores as they were."""
+        cores = list(self.cores)
+        scale = self.__dict__.get("init_scale", 1.0 / math.sqrt(3.0 * self.size))  # (pickled before it was kept)
+        volume = sum(math.log(max(1, int(c.shape[-1]))) for c in cores[:-1])  # (the bonds: (r, i, o, r') cores)
+        std = math.exp((math.log(scale) - 0.5 * volume) / len(cores))
+        with torch.no_grad():
+            for core in cores:
+                core.copy_(torch.randn(core.shape, dtype=core.dtype, device=core.device) * std)
+        if self.masks is not None:
+            self.masks.reset_parameters()
+
     def train(self, mode: bool = True) -> TTRecurrentMatrix:
         return train_masked(self, mode, super().train)  # type: ignore[return-value]
 
@@ -245,7 +262,7 @@ class TTRecurrentMatrix(nn.Module):
         if len(shape) == 1:
             warn_user(
                 f"TTRecurrentMatrix({size}): the TT shape {shape} has a single factor, so W is one dense "
-                f"core: no bonds, no MARS masks, rank {rank} ignored, no compression"
+                f"core: no bonds, no MARS masks, {'' if rank is None else f'rank {rank} ignored, '}no compression"
                 + (f" ({size} is prime)" if size > 1 and len(prime_factors(size)) == 1 else "")
                 + "; pass tt_shape= with two or more factors, or choose a hidden size that factorizes"
             )
@@ -262,6 +279,7 @@ class TTRecurrentMatrix(nn.Module):
         self.size = size
         self.shape = shape
         self.spec = net.spec
+        self.init_scale = scale  # (the standard deviation reset_parameters draws W's entries at)
         self.apply_mode = apply
         d = len(shape)
         out = net.output
@@ -647,6 +665,12 @@ class _RecurrentModel(nn.Module):
             if x.dtype != p.dtype and p.is_floating_point() and not _autocasting(x):
                 raise TypeError(f"x is {x.dtype} but the model's parameters are {p.dtype}: convert one "
                                 f"(x.to({p.dtype}) or model.to({x.dtype}))")
+            tt = self.__dict__["_modules"].get("weight_tt")
+            if tt is not None and tt.cores[0].dtype != p.dtype and not _autocasting(x):
+                # (a ready TT matrix of another dtype: refused here, not when the model is built, where
+                # TanhRNN(..., recurrent=W.double()).double() is fine; torch said "float != double")
+                raise TypeError(f"the TT recurrent matrix is {tt.cores[0].dtype} but the model's other parameters "
+                                f"are {p.dtype}: convert the model (model.to({p.dtype})) or the matrix")
             # a NaN spreads through every later step and, trained on, into the weights
             if not bool(torch.isfinite(x).all()):
                 bad = int((~torch.isfinite(x)).sum())
@@ -818,11 +842,6 @@ class _ElmanRNN(_RecurrentModel):
         if isinstance(recurrent, TTRecurrentMatrix):
             if recurrent.size != self.hidden_size:
                 raise ValueError(f"the TT recurrent matrix has size {recurrent.size}, not hidden_size={self.hidden_size}")
-            mine, its = self.input.weight.dtype, recurrent.cores[0].dtype
-            if its != mine:  # (accepted, it failed at the first forward inside a matmul: "float != double")
-                raise TypeError(f"the TT recurrent matrix is {its} but this model's parameters are {mine}: convert "
-                                f"one before building the model (W.to({mine}), or build the model under "
-                                f"torch.set_default_dtype({its}))")
             self.weight_tt: TTRecurrentMatrix | None = recurrent
             self.weight = None
         elif recurrent == "tt":

@@ -25,6 +25,7 @@ from math import prod
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from .._checks import floating_dtype
 from ..network import Network
 from ..spec import Symbols, parse_spec
 
@@ -246,11 +247,18 @@ def networks(
     _check_int(max_rank, "max_rank", 1)
     if max_core_entries is not None:
         _check_int(max_core_entries, "max_core_entries", 1)
-    try:  # backend and dtype checked now, by building the smallest network there (an outside probe: a
-        # complex dtype or an unknown backend failed at the first draw, as if the user's test had)
-        Network("a,a->", dims={"a": 1}, backend=backend, dtype=dtype, seed=0)
-    except (TypeError, ValueError, ImportError) as err:
-        raise InvalidArgument(f"networks(backend={backend!r}, dtype={dtype!r}): {err}") from err
+    # backend and dtype checked now, by name, without importing a framework (an outside probe: a complex
+    # dtype or an unknown backend failed at the first draw, as if the user's test had; a trial build
+    # there made networks(backend="cupy") fail the collection of a module whose test is skipped without it)
+    if backend not in ("numpy", "torch", "cupy"):
+        raise InvalidArgument(f"networks(backend={backend!r}): unknown backend; choose one of numpy, torch, cupy")
+    try:
+        canonical = floating_dtype(dtype)
+    except TypeError as err:
+        raise InvalidArgument(f"networks(dtype={dtype!r}): {err}") from err
+    if canonical == "bfloat16" and backend != "torch":
+        raise InvalidArgument(f"networks(backend={backend!r}, dtype='bfloat16'): {backend} has no bfloat16; use "
+                              "backend='torch' for bfloat16 cores, or float16/float32")
     return _networks(spec_strategy, backend, dtype, max_dim, max_rank, max_core_entries)
 
 
