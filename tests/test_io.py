@@ -1087,6 +1087,8 @@ def test_a_dotted_version_in_a_name_is_part_of_it_and_a_folders_namesake_file_lo
     for name in ("runs/", "not_yet/"):
         with pytest.raises(IsADirectoryError, match="names a folder; give a file name in it"):
             tnmars.save(net, str(tmp_path / name.rstrip("/")) + "/")
+    with pytest.raises(IsADirectoryError, match="names a folder"):  # (a review: Path folds "runs/." to "runs")
+        tnmars.save(net, str(tmp_path / "runs") + "/.")
     assert (tmp_path / "runs.npz").read_bytes() == before and not list((tmp_path / "runs").iterdir())
     assert not (tmp_path / "not_yet.npz").exists()
 
