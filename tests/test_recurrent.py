@@ -571,7 +571,7 @@ def test_tt_options_given_to_a_dense_rnn_are_named_as_ignored():
         LinearRNN(3, 8, recurrent=TTRecurrentMatrix(8, 2), tt_rank=[4, 4])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        TanhRNN(3, 8, pi=1e-2, alpha=6, tt_rank=8.0)  # the defaults, spelt otherwise
+        TanhRNN(3, 8, pi=1e-2, alpha=6, tt_rank=None)  # the defaults, spelt otherwise
         TanhRNN(3, 8, recurrent="tt", tt_rank=2, pi=0.5, alpha=1.0)
 
 

@@ -629,6 +629,7 @@ class TensorizedLayer(nn.Module):
         layer again for that. Seeded by ``torch.manual_seed``, as ``nn.Linear``'s.
 
         >>> import torch
+        >>> from tnmars.nn import TensorizedLinear
         >>> layer = TensorizedLinear(16, 8, rank=2)
         >>> with torch.no_grad():
         ...     _ = layer.cores[0].fill_(0.0)
