@@ -70,6 +70,20 @@ def tr_spec(order: int) -> str:
     return ",".join(terms) + "->" + _OPEN[:order]
 
 
+def gaussian_core_std(scale: float, bond_sizes: Sequence[int], num_cores: int) -> float:
+    """The standard deviation of i.i.d. Gaussian cores whose contraction has entries of standard
+    deviation ``scale``: ``(scale / sqrt(bond volume)) ** (1 / cores)``, each of the contraction's
+    entries being a sum of ``bond volume`` products of one entry per core. Computed in logs (the
+    volume of 200 bonds overflows a float); a bond of size 0 counts as 1 (its cores are empty).
+    The one formula behind :class:`Network`'s random cores and the ``tnmars.nn`` layers' draws.
+
+    >>> round(gaussian_core_std(1.0, [4, 4], 3), 6)  # (1 / sqrt(16)) ** (1/3)
+    0.629961
+    """
+    log_volume = sum(np.log(max(1, int(size))) for size in bond_sizes)
+    return float(np.exp((np.log(scale) - 0.5 * log_volume) / num_cores))
+
+
 def _as_int_tuple(values: Any, name: str) -> tuple[int, ...]:
     """One integer or a sequence of them, as a tuple of Python ints (bools, floats such as
     ``2.0`` or ``inf``, and strings are a ``TypeError`` naming ``name``)."""
@@ -300,9 +314,7 @@ class Network:
         dtype = floating_dtype(dtype if dtype is not None else "float64")
         rng = seed_generator(seed)
         _check_memory(sum(prod(self._sizes[c] for c in term) for term in self._parsed.inputs), self._parsed.spec)
-        # (scale / sqrt(bond volume)) ** (1 / cores), in logs: the volume of 200 bonds overflows a float
-        log_volume = sum(np.log(self._sizes[b]) for b in self._parsed.bonds)
-        std = float(np.exp((np.log(scale) - 0.5 * log_volume) / len(self._parsed.inputs)))
+        std = gaussian_core_std(scale, [self._sizes[b] for b in self._parsed.bonds], len(self._parsed.inputs))
         _check_representable(scale, std, dtype)
         cores = []
         for term in self._parsed.inputs:

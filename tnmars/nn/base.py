@@ -34,7 +34,7 @@ from torch import nn
 
 from ..backends import get_backend
 from ..contract import COPY_FLOPS, Plan, make_plan
-from ..network import Network
+from ..network import Network, gaussian_core_std
 from .fastpath import TwoBlockCut, best_cut
 from .kept import Same, generation
 from .masks import BondMasks, _is_compiling, resolve_preset
@@ -656,8 +656,7 @@ class TensorizedLayer(nn.Module):
         deviation ``scale``, as :class:`~tnmars.Network` draws them (``scale / sqrt(bond
         volume)``, shared out over the cores); a bond of size 0 counts as 1 (its cores are empty)."""
         cores = core_list(self.cores)
-        volume = sum(math.log(max(1, self.dims[b])) for b in self.bond_names)
-        std = math.exp((math.log(scale) - 0.5 * volume) / len(cores))
+        std = gaussian_core_std(scale, [self.dims[b] for b in self.bond_names], len(cores))
         return [torch.randn(c.shape, dtype=c.dtype, device=c.device) * std for c in cores]
 
     # -- MARS ---------------------------------------------------------------------------

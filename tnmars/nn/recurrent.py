@@ -63,7 +63,7 @@ from .. import masks as mars
 from .._checks import positive_int
 from ..backends import get_backend
 from ..contract import execute
-from ..network import Network
+from ..network import Network, gaussian_core_std
 from .base import (
     WARMUP,
     NetworkMatmul,
@@ -224,8 +224,7 @@ class TTRecurrentMatrix(nn.Module):
         the cores as they were."""
         cores = list(self.cores)
         scale = self.__dict__.get("init_scale", 1.0 / math.sqrt(3.0 * self.size))  # (pickled before it was kept)
-        volume = sum(math.log(max(1, int(c.shape[-1]))) for c in cores[:-1])  # (the bonds: (r, i, o, r') cores)
-        std = math.exp((math.log(scale) - 0.5 * volume) / len(cores))
+        std = gaussian_core_std(scale, [c.shape[-1] for c in cores[:-1]], len(cores))  # (bonds: (r, i, o, r') cores)
         with torch.no_grad():
             for core in cores:
                 core.copy_(torch.randn(core.shape, dtype=core.dtype, device=core.device) * std)
