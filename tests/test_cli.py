@@ -177,6 +177,10 @@ def test_fit_with_a_mask_and_nan_as_missing_combines_them(small):
         (["fit", "{d}/scalar.npy"], r"DATA holds a single number \(a 0-d array\)"),
         (["fit", "{d}/small.npy", "--format", "xyz"], "the spec 'xyz' is a single core holding every mode: no bond"),
         (["fit", "{d}/small.npy", "--format", "tuc"], r"unknown format 'tuc' \(did you mean 'tucker'\?\)"),  # (3 letters, 3 modes)
+        # (the library's keyword names read as the options a command line user types)
+        (["fit", "{d}/small.npy", "--max-rank", "2,3"], r"^tnmars fit: error: --max-rank needs one value per bond"),
+        (["fit", "{d}/small.npy", "--max-rank", "2", "--min-rank", "3"],
+         r"--min-rank 3 is above --max-rank 2: lower --min-rank"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(small, args, pattern, capsys):
@@ -630,3 +634,22 @@ def test_an_existing_output_file_is_refused_unless_forced(small, tmp_path, comma
         assert main(["fit", str(tmp_path / "mine.npy"), "--quiet"]) == 0
         assert main(["fit", str(tmp_path / "mine.npy"), "--quiet"]) == 2
         assert "choose another with --out) exists; pass --force to replace it" in capsys.readouterr().err
+
+
+def test_fit_advice_names_the_command_line_options_and_min_rank_fixes_the_ranks(small, tmp_path, capsys):
+    """The library's warnings said "Raise max_rank" to a user of ``tnmars fit``, whose option is
+    ``--max-rank``, and advised ``max_rank=... with min_rank=...`` (fixed ranks) with no
+    ``--min-rank`` to give."""
+    folder, _, _ = small  # Tucker ranks (2, 3, 2)
+    env = {k: v for k, v in ENV.items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run([sys.executable, "-m", "tnmars", "fit", str(folder / "small.npy"), "--max-rank", "1",
+                           "--quiet", "--out", str(tmp_path / "a.npz")], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    capped = [line for line in proc.stderr.splitlines() if "stopped by" in line]
+    assert capped, proc.stderr
+    assert "Raise --max-rank" in capped[0] and "max_rank" not in capped[0], capped[0]
+    code = main(["fit", str(folder / "small.npy"), "--max-rank", "3", "--min-rank", "3", "--quiet",
+                 "--out", str(tmp_path / "b.npz")])
+    assert code == 0
+    assert set(_printed_ranks(capsys.readouterr().out).values()) == {3}  # fixed, not selected (the truth: 2, 3, 2)

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="starting (maximal) rank of every bond, or one per bond separated by commas "
                           "(e.g. 8 or 4,8,8). Default: the largest mode size, or more where the observations determine "
                           "more (clipped to what the format allows); required with a spec")
+    fit.add_argument("--min-rank", type=int, default=None, metavar="R",
+                     help="smallest rank of every bond: the search removes no index below it (default: 1). "
+                          "With --max-rank R it fits at the ranks R, not selected")
     fit.add_argument("--observed", metavar="MASK", default=None,
                      help="a .npy/.npz boolean (or 0/1) array of DATA's shape, True where an entry is observed: "
                           "fit only those (tensor completion) and report the error on the others too")
@@ -467,7 +471,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _check_out(out, [args.data, args.observed], what, args.force)
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
-    options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device"))
+    options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device", "min_rank"))
     result = fit(
         data, network, max_rank=max_rank if isinstance(network, str) else None, observed=observed,
         seed=args.seed, backend=args.backend, progress=False if args.quiet else None, **options,
@@ -733,13 +737,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted()
 
 
+#: the library's keyword spellings in its messages, and what a ``tnmars fit`` user types instead
+_OPTION_WORDS = (
+    (re.compile(r"\bobserved=False\b"), "False in the --observed mask"),
+    (re.compile(r"\bprior=['\"](\w+)['\"]"), r"--prior \1"),
+    (re.compile(r"\b(max|min)_rank=\.\.\."), r"--\1-rank R"),
+    (re.compile(r"\b(max|min)_rank=(?=[\w(])"), r"--\1-rank "),
+    (re.compile(r"\b(max|min)_rank=?(?![\w(])"), r"--\1-rank"),
+    (re.compile(r"\bprior_strength=?(?![\w(])"), "--prior-strength"),
+)
+
+
+def as_option_words(message: str) -> str:
+    """A library message in the command line's words: ``max_rank=4`` reads ``--max-rank 4``,
+    ``min_rank=...`` ``--min-rank R``, so that the advice names options the user can type.
+
+    >>> as_option_words("Raise max_rank to let the data choose (max_rank=... with min_rank=...).")
+    'Raise --max-rank to let the data choose (--max-rank R with --min-rank R).'
+    >>> as_option_words("set observed=False there; prior='bernoulli' runs no search")
+    'set False in the --observed mask there; --prior bernoulli runs no search'
+    """
+    for pattern, words in _OPTION_WORDS:
+        message = pattern.sub(words, message)
+    return message
+
+
 @contextlib.contextmanager
-def _one_line_warnings():
+def _one_line_warnings(translate: bool = False):
     """Warnings as one line each, ``tnmars: RuntimeWarning: ...``: Python's default format adds
     the file and line of library code and that line's source, which mean nothing to a command
-    line user."""
+    line user. With ``translate`` (``tnmars fit``) in the options' words (:func:`as_option_words`)."""
+    words = as_option_words if translate else str
     previous = warnings.formatwarning
-    warnings.formatwarning = lambda message, category, *_, **__: f"tnmars: {category.__name__}: {message}\n"
+    warnings.formatwarning = lambda message, category, *_, **__: f"tnmars: {category.__name__}: {words(str(message))}\n"
     try:
         yield
     finally:
@@ -761,7 +791,7 @@ def _run(argv: Sequence[str] | None) -> int:
     stdout = sys.stdout
     guard = sys.stdout = _ClosedPipeGuard(stdout)
     try:
-        with _one_line_warnings():
+        with _one_line_warnings(translate=args.command == "fit"):
             code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows up here at the latest
         return 141 if guard.broken else code
@@ -779,6 +809,8 @@ def _run(argv: Sequence[str] | None) -> int:
             message, code = f"out of memory ({err or 'MemoryError'}); use smaller ranks or data", 1
         elif isinstance(err, (ValueError, TypeError, OSError, ImportError)):
             message, code = str(err) or type(err).__name__, 2
+            if args.command == "fit" and not isinstance(err, OSError):  # (a path may hold such words)
+                message = as_option_words(message)
         else:
             message, code = None, 1
         if args.traceback:  # the same exit status as without it
