@@ -232,6 +232,11 @@ def test_tampered_output_file_is_reported(small, tmp_path):
 def test_demo_runs_and_reports_true_and_found_ranks(tmp_path):
     proc = run("demo", "--quiet", "--out", str(tmp_path / "demo.npz"), "--plot", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
+    # a second run refuses to replace the images (as --out's file), before fitting, unless --force
+    before = (tmp_path / "masks.png").read_bytes()
+    again = run("demo", "--quiet", "--plot", str(tmp_path), "--seed", "1")
+    one_line_error(again, r"--plot .* already holds masks.png and training.png; choose another folder, or pass --force")
+    assert (tmp_path / "masks.png").read_bytes() == before
     assert "true ranks      A=2, B=3, C=4, D=5" in proc.stdout
     saved = tnmars.load(tmp_path / "demo.npz")
     assert _printed_ranks(proc.stdout) == dict(zip(saved.bonds, saved.ranks))

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
                       help="array library to train with (default: numpy)")
     demo.add_argument("--out", "-o", default=None, metavar="FILE", help="also save the fit result there")
-    demo.add_argument("--force", action="store_true", help="replace --out's file if it exists")
+    demo.add_argument("--force", action="store_true", help="replace --out's file and --plot's images if they exist")
     demo.add_argument("--plot", default=None, metavar="DIR",
                       help="also write masks.png (mask probabilities) and training.png (loss and ranks) to DIR")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -334,11 +334,20 @@ def _check_out(out: Path, inputs: list[str | None], what: str | None = None, for
     _check_writable(write_target(out).parent, what)  # (save may write through a link to its target)
 
 
-def _check_plot_folder(text: str) -> None:
-    """``--plot DIR``: a folder, or one that can be created, where files can be written."""
+#: the images ``--plot DIR`` writes
+PLOT_FILES = ("masks.png", "training.png")
+
+
+def _check_plot_folder(text: str, force: bool = False) -> None:
+    """``--plot DIR``: a folder, or one that can be created, where files can be written, and,
+    without ``force``, without the images it would replace (as ``--out`` refuses its file)."""
     folder = Path(text)
     if folder.exists() and not folder.is_dir():
         raise CLIError(f"--plot {text} is a file; give a folder (it gets masks.png and training.png)")
+    present = [name for name in PLOT_FILES if (folder / name).exists() or (folder / name).is_symlink()]
+    if present and not force:
+        raise CLIError(f"--plot {text} already holds {' and '.join(present)}; choose another folder, or pass "
+                       "--force to replace them")
     existing = folder
     while not existing.exists():  # the folder is created later: its nearest existing parent must allow it
         existing = existing.parent
@@ -545,7 +554,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _check_suffix(out)
         _check_out(out, [], force=args.force)
     if _nonempty(args.plot, "--plot", "a folder (it gets masks.png and training.png)") is not None:
-        _check_plot_folder(args.plot)
+        _check_plot_folder(args.plot, args.force)
     truth, true_ranks, max_rank = _demo_truth(args.format, args.seed)
     clean = truth.to_tensor()
     rng = np.random.default_rng(args.seed + 1000)
