@@ -1,5 +1,13 @@
 import os
 
+# Under pytest-xdist (one worker per core) each worker computes on one thread: with NumPy's
+# BLAS and torch taking every core in each worker, the workers' threads outnumber the cores.
+# (Read by both libraries when they load, which is after this file; a test that sets its own
+# thread count still does.)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
 from hypothesis import HealthCheck, settings
 
 # CI runs on a shared 2-core machine: no per-example deadline, bounded example counts

@@ -92,6 +92,48 @@ def test_every_core_update_is_the_exact_least_squares_solution(data):
                 lam = 0.0
             assert best_w - 1e-8 <= got <= best_w * (1 + 1e-6) + 1e-8 + lam * float(x_star @ x_star)
             assert sse == pytest.approx(got, rel=1e-6, abs=1e-8)
+            if masked.direct_layout() is not None:  # the slice-by-slice solve reaches the same minimum
+                core, sse = masked.solve_direct(cores)
+                assert core.shape == cores[layout.core].shape
+                got = np.sum((E[w] @ core.ravel() - y.ravel()[w]) ** 2)
+                assert best_w - 1e-8 <= got <= best_w * (1 + 1e-6) + 1e-8 + lam * float(x_star @ x_star)
+                assert sse == pytest.approx(got, rel=1e-6, abs=1e-8)
+
+
+def test_the_direct_masked_update_keeps_what_no_observation_determines(monkeypatch):
+    from tnmars.fitting import solvers
+
+    """Where no observed entry reaches part of a core (here: a mode index with no observation in
+    its slice), the slice-by-slice solve keeps the current values there, as CG's warm start does
+    at the tolerance the fits run it at (run to 1e-13, CG's ridge eventually pulls them to 0), and
+    solves the rest exactly: there its update equals CG's run to convergence."""
+    rng = np.random.default_rng(4)
+    net = tnmars.Network.tt((5, 6, 7), (2, 3), seed=1)
+    y = rng.standard_normal(net.shape)
+    observed = rng.random(net.shape) < 0.6
+    observed[2] = False  # no entry with a = 2 (the first mode)
+    cores = [np.array(c) for c in net.cores]
+    layout = pieces_without(net.inputs, net.output)[0]  # the first core: "aA"
+    solver = _CoreSolver(net.inputs, net.output, layout, FitData.from_arrays(y, observed))
+    assert solver.direct_layout() is not None and solver.direct_pays(cores)
+    direct, sse_direct = solver.solve_direct(cores)
+    np.testing.assert_array_equal(direct[2], cores[0][2])
+    as_fitted, _ = solver.solve_cg(cores, iters=25, tol=1e-6)  # (als's defaults)
+    np.testing.assert_allclose(as_fitted[2], cores[0][2], rtol=1e-6)
+    converged, sse_cg = solver.solve_cg(cores, iters=200, tol=1e-13)
+    rows = [i for i in range(5) if i != 2]
+    np.testing.assert_allclose(direct[rows], converged[rows], rtol=1e-7, atol=1e-9)
+    assert sse_direct == pytest.approx(sse_cg, rel=1e-9)
+    # the Grams built slice by slice in chunks (as on large data) are the same
+    for layout in pieces_without(net.inputs, net.output):
+        chunked = _CoreSolver(net.inputs, net.output, layout, FitData.from_arrays(y, observed))
+        assert chunked.direct_pays(cores)
+        monkeypatch.setattr(solvers, "DIRECT_CHUNK", 1)
+        core_chunked, sse_chunked = chunked.solve_direct(cores)
+        monkeypatch.setattr(solvers, "DIRECT_CHUNK", 2**30)
+        core_whole, sse_whole = chunked.solve_direct(cores)
+        np.testing.assert_allclose(core_chunked, core_whole, rtol=1e-12, atol=1e-14)
+        assert sse_chunked == pytest.approx(sse_whole, rel=1e-12)
 
 
 @settings(max_examples=40, deadline=None)
