@@ -181,6 +181,10 @@ def test_fit_with_a_mask_and_nan_as_missing_combines_them(small):
         (["fit", "{d}/small.npy", "--max-rank", "2,3"], r"^tnmars fit: error: --max-rank needs one value per bond"),
         (["fit", "{d}/small.npy", "--max-rank", "2", "--min-rank", "3"],
          r"--min-rank 3 is above --max-rank 2: lower --min-rank"),
+        (["fit", "{d}/small.npy", "--max-rank", "3", "--min-rank", "2,4,1"],
+         r"--min-rank 4 on bond 'B' is above --max-rank 3: lower --min-rank"),
+        (["fit", "{d}/small.npy", "--min-rank", "2,x"], r"--min-rank must be an integer or integers separated by commas"),
+        (["fit", "{d}/small.npy", "--min-rank", "-1"], r"--min-rank must be at least 0; got '-1'"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(small, args, pattern, capsys):
@@ -658,3 +662,7 @@ def test_fit_advice_names_the_command_line_options_and_min_rank_fixes_the_ranks(
                  "--out", str(tmp_path / "b.npz")])
     assert code == 0
     assert set(_printed_ranks(capsys.readouterr().out).values()) == {3}  # fixed, not selected (the truth: 2, 3, 2)
+    code = main(["fit", str(folder / "small.npy"), "--max-rank", "2,2,1", "--min-rank", "2,2,1", "--quiet",
+                 "--out", str(tmp_path / "c.npz")])  # one rank per bond, also below the truth's
+    assert code == 0
+    assert list(_printed_ranks(capsys.readouterr().out).values()) == [2, 2, 1]

@@ -1700,9 +1700,14 @@ def test_a_tucker_growth_that_needs_two_bonds_is_checked_against_the_cap():
     truth = np.einsum("ia,k->iak", u, np.array([0.6, 0.8])) * 10
     x = truth + 1e-3 * truth.std() * np.random.default_rng(0).standard_normal(truth.shape)
     with pytest.warns(RuntimeWarning, match=r"ranks capped by the size of the data: one more index on each of bonds "
-                                            r"'A', 'B' together .* The data are the whole tensor"):
+                                            r"'A', 'B' together .* The data are the whole tensor.* If you know the "
+                                            r"ranks, fit them as max_rank=\.\.\. with min_rank=\.\.\."):
         res = tnmars.fit(x, "tucker", seed=0, progress=False)
     assert res.ranks == (1, 1, 1)
+    # the advice followed, one rank per bond (min_rank was one int for every bond: this needed tensorly)
+    with pytest.warns(UserWarning, match="degrees of freedom"):  # (fitted as asked, past the limit)
+        known = tnmars.fit(x, "tucker", max_rank=(2, 2, 1), min_rank=(2, 2, 1), seed=0, progress=False)
+    assert known.ranks == (2, 2, 1) and known.relative_error < 0.01 < res.relative_error
 
 
 def test_a_spec_without_output_whose_modes_are_not_in_written_order_warns():

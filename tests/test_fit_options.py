@@ -114,6 +114,82 @@ def test_min_rank_zero_with_the_occam_search_does_not_crash():
         assert res.ranks == (1, 3) and res.relative_error < 1e-8
 
 
+# ------------------------------------------------------------------- per-bond min_rank
+NOISY_TT = TT_DATA + 0.01 * TT_DATA.std() * np.random.default_rng(1).standard_normal(TT_DATA.shape)
+
+
+@pytest.mark.parametrize("known", [(2, 3), (4, 2), (3, 5)])
+def test_max_rank_and_min_rank_at_the_same_ranks_fit_those_ranks(known):
+    """Fitting at known ranks (the advice of several warnings: ``max_rank=... with
+    min_rank=...``) needed one int for every bond: ranks (4, 2) could not be asked. A per-bond
+    ``min_rank`` equal to ``max_rank`` returns exactly those ranks, with the error of ALS at them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every bond can take these ranks: no warning
+        res = quiet_fit(NOISY_TT, "tt", max_rank=known, min_rank=known)
+    assert res.ranks == known
+    assert res.settings["min_rank"] == dict(zip(res.bonds, known))
+    direct = tnmars.fit(NOISY_TT, "tt", max_rank=known, min_rank=known, progress=False, prior_strength=1e6)
+    assert direct.ranks == known  # (no prior strength moves a fixed rank)
+    if known == (2, 3):  # the truth: the noise's level
+        assert res.relative_error < 0.02
+
+
+def test_a_per_bond_floor_holds_on_its_bond_only():
+    """(4, 1): the first bond kept at 4 or more, the second selected (the truth's 3)."""
+    res = quiet_fit(NOISY_TT, "tt", max_rank=5, min_rank=(4, 1))
+    assert res.ranks[0] >= 4 and res.ranks[1] == 3, res.ranks
+
+
+def test_a_spec_or_a_network_takes_floors_by_bond_name_or_label():
+    spec = quiet_fit(NOISY_TT, "iA,AjB,Bk->ijk", max_rank=5, min_rank={"B": 5})
+    assert spec.ranks == (2, 5), spec.ranks
+    labelled = tnmars.Network([("i", "left"), ("left", "j", "right"), ("right", "k")],
+                              dims={"i": 6, "j": 7, "k": 8, "left": 5, "right": 5}, output=["i", "j", "k"])
+    by_label = quiet_fit(NOISY_TT, labelled, min_rank={"left": 4})
+    assert by_label.ranks == (4, 3), by_label.ranks
+    assert quiet_fit(NOISY_TT, labelled, min_rank=(4, 1)).ranks == by_label.ranks  # (the order of Network.bonds)
+
+
+@pytest.mark.parametrize("min_rank, error, words", [
+    ((3,), ValueError, r"one value per bond \(2: A, B"),
+    ((3, 2, 1), ValueError, "one value per bond"),
+    ({"A": 3}, ValueError, "a mapping min_rank names the bonds of a spec or a Network; for the format 'tt'"),
+    ((3, -1), ValueError, "every entry of min_rank must be a non-negative integer; got -1"),
+    ((3, 2.5), ValueError, "non-negative integer; got 2.5"),
+    ("3", ValueError, "must be a non-negative integer; got '3'"),
+    ((6, 1), ValueError, r"min_rank 6 on bond 'A' is above max_rank=5"),
+])
+def test_bad_per_bond_floors_are_refused_naming_what_is_wrong(min_rank, error, words):
+    with pytest.raises(error, match=words):
+        quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=min_rank)
+
+
+def test_a_spec_floor_on_a_name_that_is_no_bond_is_refused():
+    with pytest.raises(ValueError, match=r"min_rank names 'C', which is not a bond of .* \(bonds: A, B\)"):
+        quiet_fit(TT_DATA, "iA,AjB,Bk->ijk", max_rank=5, min_rank={"C": 2})
+    with pytest.raises(ValueError, match="names no bond|not a bond"):
+        quiet_fit(TT_DATA, tnmars.Network("iA,AjB,Bk->ijk", {"i": 6, "j": 7, "k": 8, "A": 5, "B": 5}),
+                  min_rank={"k": 2})
+
+
+def test_a_per_bond_floor_a_bond_cannot_take_is_a_warning_naming_it():
+    x = np.asarray(tnmars.Network.tt((2, 12, 12), (2, 3), seed=0).to_tensor())
+    with pytest.warns(UserWarning, match=r"min_rank cannot hold for bond 'A' \(at most 2, asked 3\)") as seen:
+        res = quiet_fit(x, "tt", max_rank=5, min_rank=(3, 4))
+    assert len(seen) == 1, [str(w.message) for w in seen]
+    assert res.ranks == (2, 4)
+
+
+def test_per_bond_floors_reach_the_relaxation_and_the_fit_without_the_mean():
+    """The MARS relaxation's MAP masks keep each bond's own floor (0 lets it close one bond
+    alone); data far from zero are fitted twice (as given, and without their mean with every
+    floor one lower): both keep the floors."""
+    mars = quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=(4, 0), prior="bernoulli", relaxation=dict(steps=30))
+    assert mars.ranks[0] >= 4, mars.ranks
+    offset = quiet_fit(TT_DATA + 1e5 * TT_DATA.std(), "tt", max_rank=5, min_rank=(1, 5))
+    assert "offset" in offset.settings and offset.ranks[1] == 5, (offset.ranks, offset.settings.get("offset"))
+
+
 # ---------------------------------------------------------------------------- dtype
 TUCKER = np.asarray(tnmars.Network.tucker((8, 9, 10), (2, 3, 4), seed=1).to_tensor())
 

@@ -129,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="starting (maximal) rank of every bond, or one per bond separated by commas "
                           "(e.g. 8 or 4,8,8). Default: the largest mode size, or more where the observations determine "
                           "more (clipped to what the format allows); required with a spec")
-    fit.add_argument("--min-rank", type=int, default=None, metavar="R",
-                     help="smallest rank of every bond: the search removes no index below it (default: 1). "
-                          "With --max-rank R it fits at the ranks R, not selected")
+    fit.add_argument("--min-rank", default=None, metavar="R",
+                     help="smallest rank of every bond, or one per bond separated by commas, in --max-rank's order: "
+                          "the search removes no index below it (default: 1). With the same ranks as --max-rank "
+                          "(e.g. --max-rank 4,8,8 --min-rank 4,8,8) it fits at those ranks, not selected")
     fit.add_argument("--observed", metavar="MASK", default=None,
                      help="a .npy/.npz boolean (or 0/1) array of DATA's shape, True where an entry is observed: "
                           "fit only those (tensor completion) and report the error on the others too")
@@ -273,15 +274,16 @@ def _load_array(path_text: str, key: str | None, what: str, option: str = "--key
             raise CLIError(f"cannot read array {key!r} of {path_text}: {err}") from None
 
 
-def _parse_ranks(text: str | None) -> int | tuple[int, ...] | None:
+def _parse_ranks(text: str | None, option: str = "--max-rank", least: int = 1) -> int | tuple[int, ...] | None:
+    """One rank for every bond, or one per bond separated by commas (each at least ``least``)."""
     if text is None:
         return None
     try:
         values = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v != "")
     except ValueError:
-        raise CLIError(f"--max-rank must be an integer or integers separated by commas; got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise CLIError(f"--max-rank must be positive; got {text!r}")
+        raise CLIError(f"{option} must be an integer or integers separated by commas; got {text!r}") from None
+    if not values or any(v < least for v in values):
+        raise CLIError(f"{option} must be {'positive' if least == 1 else f'at least {least}'}; got {text!r}")
     return values[0] if len(values) == 1 else values
 
 
@@ -480,7 +482,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _check_out(out, [args.data, args.observed], what, args.force)
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
-    options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device", "min_rank"))
+    options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device"))
+    if args.min_rank is not None:
+        options["min_rank"] = _parse_ranks(args.min_rank, "--min-rank", least=0)
     result = fit(
         data, network, max_rank=max_rank if isinstance(network, str) else None, observed=observed,
         seed=args.seed, backend=args.backend, progress=False if args.quiet else None, **options,

@@ -147,7 +147,7 @@ def fit(
     prior_strength: float | None = None,
     proposal: str | Network = "auto",
     relaxation: Relaxation | Mapping[str, Any] | None = None,
-    min_rank: int = 1,
+    min_rank: int | Sequence[int] | Mapping[str, int] = 1,
     budget: int | str | None = None,
     selection: Mapping[str, Any] | None = None,
     seed: int | np.random.Generator | None = 0,
@@ -205,9 +205,13 @@ def fit(
         fields: ``pi``, ``alpha``, ``steps``, ``lr`` ...); used by ``prior="bernoulli"`` and
         ``proposal="mars"``.
     min_rank: smallest rank every returned bond takes (1): the proposal is raised to it and
-        the search removes no index below it. ``min_rank`` above a given ``max_rank`` (or a
-        Network's bond size) is a ``ValueError``; above the default ``max_rank``, the default
-        rises to it. A bond that cannot use that many indices (its rank is
+        the search removes no index below it. One int for every bond, one per bond in the
+        order of ``max_rank``'s (:attr:`Network.bonds <tnmars.Network.bonds>`), or for a spec or
+        a Network a mapping bond -> rank (bond letters, or a Network's labels; a bond it does
+        not name: 1). ``max_rank`` and ``min_rank`` at the same ranks fit those ranks, selecting
+        nothing: ``fit(x, "tt", max_rank=(3, 5, 2), min_rank=(3, 5, 2))``. ``min_rank`` above a
+        given ``max_rank`` (or a Network's bond size) is a ``ValueError``; above the default
+        ``max_rank``, the default rises to it. A bond that cannot use that many indices (its rank is
         capped by the data's dimensions: a TT bond next to a mode of size 2 is useful up to
         rank 2) stays at its cap, with a warning naming it; a network at ``min_rank`` with
         more degrees of freedom than half the observed entries is fitted as asked, with a
@@ -288,9 +292,7 @@ def fit(
     random_restart = bool(search_settings.pop("random_restart", True))
     with _arguments_said():  # (a fit of fit_both_ways: said by the caller's fit, of the caller's arguments)
         _warn_unused(relaxation, prior, proposal, prior_strength, selection, budget)
-        if isinstance(min_rank, bool) or not isinstance(min_rank, (int, np.integer)) or min_rank < 0:
-            raise ValueError(f"min_rank must be a non-negative integer; got {min_rank!r}")
-        min_rank = int(min_rank)
+        min_rank = _checked_min_rank(min_rank)
         seed = _seed(seed)
         prep = prepare(data, observed, backend, _fit_dtype(dtype, data))
         _check_representable_in(prep, data)
@@ -305,7 +307,9 @@ def fit(
         # trains at the caps, whose cost grows with their square: it keeps max(shape)
         judged = prior == "bic" and proposal != "mars"
         template, fmt, asked, layout = _template(network, prep.shape, max_rank,
-                                         MAX_DOF_SHARE * prep.data.n_obs if judged else None, at_least=min_rank)
+                                         MAX_DOF_SHARE * prep.data.n_obs if judged else None,
+                                         at_least=_largest_floor(min_rank))
+        min_rank = _bond_min_ranks(min_rank, template, network)
         floors = _rank_floors(template, asked, min_rank, prep.data.n_obs, uniform=isinstance(network, str),
                               default=max_rank is None)
         limit = _budget(budget, template, floors)
@@ -318,7 +322,8 @@ def fit(
                     if centring_allowed(prep.data, budget, warm, template.bonds, prep.observed is not None) else None)
     if centred_args is not None:  # far from zero: fitted as given and without the mean (tnmars.fitting.centring)
         options = {"max_rank": max_rank, "observed": observed, "prior": prior, "prior_strength": prior_strength,
-                   "proposal": proposal, "relaxation": relaxation, "min_rank": min_rank, "selection": selection,
+                   "proposal": proposal, "relaxation": relaxation,
+                   "min_rank": _min_rank_argument(min_rank, template), "selection": selection,
                    "seed": seed, "backend": backend, "device": device, "dtype": dtype, "progress": progress,
                    "callback": callback}
         # the judge of both: the criterion's floor at the share of the data's spread, computed without
@@ -481,7 +486,8 @@ def fit(
                 reporter.start("selection", note="fitting the data without their mean, for a walk from that fit "
                                "plus the mean")
                 try:
-                    centred = _centred_start(network, max_rank, min_rank, prior_strength, selection, seed, prep,
+                    centred = _centred_start(network, max_rank, _min_rank_argument(min_rank, template),
+                                             prior_strength, selection, seed, prep,
                                              template, crit.max_dof, floors, reporter)
                 except KeyboardInterrupt:  # (Ctrl-C, or a callback's stop, in that fit: the fit so far)
                     interrupted, centred = True, None
@@ -557,9 +563,10 @@ def _labelled(result: FitResult, network: Any) -> FitResult:
 
 # ---------------------------------------------------------------------------------- phases
 def _run_relaxation(template: Network, fmt: str | None, prep: Prepared, settings: Relaxation, seed: int | None,
-                    device: str | None, reporter: Reporter, min_rank: int) -> tuple[RelaxationResult, Network]:
+                    device: str | None, reporter: Reporter,
+                    min_rank: int | Mapping[str, int]) -> tuple[RelaxationResult, Network]:
     """The MARS relaxation from a fitted start at the maximal ranks; returns it and the
-    network pruned to its MAP masks (at least ``min_rank`` per bond)."""
+    network pruned to its MAP masks (at least ``min_rank`` per bond: one int, or by bond)."""
     data = prep.data
     y = data.backend.to_numpy(data.y)
     weights = None if data.weights is None else data.backend.to_numpy(data.weights)
@@ -591,7 +598,7 @@ def _run_relaxation(template: Network, fmt: str | None, prep: Prepared, settings
     relaxed = relax(template, cores, y, weights, settings, fitted_start=settings.start == "fitted",
                     backend=prep.backend, device=device,
                     dtype=prep.dtype, seed=seed, report=report)
-    keep = relaxed.keep(max(min_rank, 1) if min_rank else 0)
+    keep = relaxed.keep(min_rank)
     pruned = Network(template.spec, cores=relaxed.cores, optimize=template.optimize).prune(keep)
     return relaxed, pruned
 
@@ -689,15 +696,18 @@ def _budget(budget: Any, template: Network, floors: Mapping[str, int]) -> int | 
     return limit
 
 
-def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int, n_obs: int, *,
+def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int | Mapping[str, int], n_obs: int, *,
                  uniform: bool, default: bool) -> dict[str, int]:
-    """The smallest rank of every bond: ``min_rank``, or the bond's cap where it cannot use
-    that many indices. ``asked``: the maximal ranks as the caller gave them (before they were
-    clipped to what each bond can use); ``uniform``: they came from one ``max_rank`` value
-    (``default``: its default). The search only refuses to remove indices below a floor, so
-    a floor the bond cannot reach would silently return less: such bonds are named in a
-    warning instead."""
-    over = {b: m for b, m in asked.items() if m < min_rank}
+    """The smallest rank of every bond: ``min_rank`` (one for every bond, or bond -> floor),
+    or the bond's cap where it cannot use that many indices. ``asked``: the maximal ranks as the
+    caller gave them (before they were clipped to what each bond can use); ``uniform``: they
+    came from one ``max_rank`` value (``default``: its default). The search only refuses to
+    remove indices below a floor, so a floor the bond cannot reach would silently return less:
+    such bonds are named in a warning instead."""
+    def asked_of(bond: str) -> int:
+        return min_rank if isinstance(min_rank, int) else min_rank.get(bond, 1)
+
+    over = {b: m for b, m in asked.items() if m < asked_of(b)}
     if over:
         if uniform and len(set(asked.values())) == 1:
             where = f"max_rank={next(iter(asked.values()))}" + (" (the default: the largest mode size, or the "
@@ -706,20 +716,24 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int, n_o
         else:
             where = f"the maximal rank of bond{'s' if len(over) > 1 else ''} " + ", ".join(
                 f"{b!r} ({m})" for b, m in over.items())
-        raise ValueError(f"min_rank={min_rank} is above {where}: lower min_rank or raise the maximal ranks")
-    wanted = {b: min(min_rank, r) for b, r in template.bonds.items()}
-    # jointly: what a bond can use depends on its neighbours' ranks, here at their floors
-    floors = feasible_ranks(template.spec, {**template.dims, **wanted})
-    short = {b: f for b, f in floors.items() if f < min_rank}
+        raise ValueError(f"{_said_floors(min_rank, None if isinstance(min_rank, int) else list(over))} is above "
+                         f"{where}: lower min_rank or raise the maximal ranks")
+    # jointly: what a bond can use depends on its neighbours' ranks, here at their floors (a floor
+    # of 0, a bond the relaxation may close, counts as 1 there: at 0 no neighbour could use any index)
+    wanted = {b: max(min(asked_of(b), r), 1) for b, r in template.bonds.items()}
+    floors = {b: min(f, asked_of(b)) for b, f in feasible_ranks(template.spec, {**template.dims, **wanted}).items()}
+    short = {b: f for b, f in floors.items() if f < asked_of(b)}
     if short:
-        names = ", ".join(f"{b!r} (at most {f})" for b, f in short.items())
-        warn(f"tnmars.fit: min_rank={min_rank} cannot hold for bond{'s' if len(short) > 1 else ''} {names}: "
+        names = ", ".join(f"{b!r} (at most {f}" + ("" if isinstance(min_rank, int) else f", asked {asked_of(b)}") + ")"
+                          for b, f in short.items())
+        warn(f"tnmars.fit: {'min_rank' if not isinstance(min_rank, int) else _said_floors(min_rank)} cannot "
+             f"hold for bond{'s' if len(short) > 1 else ''} {names}: "
              f"for data of shape {template.shape} a larger rank there adds parameters but no expressive "
              "power, so the fit keeps it at that cap", UserWarning)
-    if min_rank > 1:
+    if any(asked_of(b) > 1 for b in template.bonds):
         dof = degrees_of_freedom(template.spec, {**template.dims, **floors})
         if dof > MAX_DOF_SHARE * n_obs:
-            warn(f"tnmars.fit: at min_rank={min_rank} the network has {dof:,} degrees of freedom, more than "
+            warn(f"tnmars.fit: at {_said_floors(min_rank)} the network has {dof:,} degrees of freedom, more than "
                  f"{MAX_DOF_SHARE:.0%} of the {n_obs:,} observed entries: the data cannot determine it and the "
                  "criterion cannot judge its ranks; it is fitted as asked, but expect it to fit noise", UserWarning)
     return floors
@@ -831,7 +845,7 @@ def _offset(data: FitData) -> bool:
     return abs(data.observed_mean) > OFFSET_FROM * math.sqrt(data.spread / data.n_obs)
 
 
-def _centred_start(network: Any, max_rank: Any, min_rank: int, prior_strength: float | None,
+def _centred_start(network: Any, max_rank: Any, min_rank: int | tuple[int, ...], prior_strength: float | None,
                    selection: Mapping[str, Any] | None, seed: Any, prep: Prepared, template: Network,
                    max_dof: float, floors: Mapping[str, int], reporter: Reporter) -> Network | None:
     """The rank selection of the observed entries minus their mean, plus that mean
@@ -951,8 +965,9 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     obs = prep.observed
     y = np.asarray(prep.data.backend.to_numpy(prep.data.y))  # data / scale, 0 where unobserved
     heldout = None
-    lowest = max(settings.get("min_rank", 1), 1)
-    can_lower = any(r > lowest for r in net.bonds.values())  # (else "lower the ranks" cannot be followed)
+    lowest = settings.get("min_rank", 1)
+    # (else "lower the ranks" cannot be followed)
+    can_lower = any(r > rank_floor(lowest, b) for b, r in net.bonds.items())
     # entries given rank directions of their own (outliers fitted as structure: no residual check sees
     # them), read on the fit itself (for a completion, before its unobserved entries are zeroed below)
     isolated = isolated_entries(est, obs) if checks and not interrupted and can_lower else (0, [])
@@ -1043,7 +1058,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                 at_max = []
         if at_max:
             diagnostics.append(max_rank_message(at_max, template.bonds, rel))
-    if (search is not None and best.dof > crit.max_dof and settings.get("min_rank", 1) <= 1
+    if (search is not None and best.dof > crit.max_dof and _largest_floor(settings.get("min_rank", 1)) <= 1
             and settings.get("max_params") is None):
         # the selection never grows past the limit, but a warm start above it stays there: a Tucker
         # completion of 49 entries started at (5, 5, 5) came back at (3, 3, 3), exact on the observed
@@ -1462,6 +1477,80 @@ def _seed(seed: Any) -> int | None:
 
 def _max_rank_value(value: Any, name: str = "max_rank") -> int:
     return positive_int(value, name)
+
+
+def _min_rank_value(value: Any, name: str = "min_rank") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    return int(value)
+
+
+def _checked_min_rank(min_rank: Any) -> int | tuple[int, ...] | dict[Any, int]:
+    """``min_rank`` checked before the network is built: one non-negative int, one per bond
+    (a tuple), or a mapping bond -> int (its keys are checked against the bonds later, by
+    :func:`_bond_min_ranks`)."""
+    if isinstance(min_rank, Mapping):
+        return {key: _min_rank_value(value, f"min_rank[{key!r}]") for key, value in min_rank.items()}
+    if isinstance(min_rank, (bool, int, np.integer, str, bytes)) or not hasattr(min_rank, "__iter__"):
+        return _min_rank_value(min_rank)
+    return tuple(_min_rank_value(value, "every entry of min_rank") for value in min_rank)
+
+
+def _largest_floor(min_rank: int | tuple[int, ...] | Mapping[Any, int]) -> int:
+    """The largest rank ``min_rank`` asks of any bond (a default ``max_rank`` rises to it)."""
+    if isinstance(min_rank, int):
+        return min_rank
+    return max(min_rank.values() if isinstance(min_rank, Mapping) else min_rank, default=1)
+
+
+def _bond_min_ranks(min_rank: int | tuple[int, ...] | Mapping[Any, int], template: Network,
+                    network: str | Network) -> int | dict[str, int]:
+    """``min_rank`` by the template's bonds: one int when it asks the same of every bond (as
+    before per-bond floors existed: the same messages, the same settings), else bond -> floor,
+    1 for a bond a mapping does not name. A tuple gives one floor per bond in the order of
+    :attr:`Network.bonds <tnmars.Network.bonds>` (as ``max_rank``); a mapping names bonds of a
+    spec by their letters, or of a :class:`~tnmars.Network` by their symbols or labels."""
+    bonds = list(template.bonds)
+    if isinstance(min_rank, int):
+        return min_rank
+    if isinstance(min_rank, Mapping):
+        if isinstance(network, Network):
+            named = dict(network._bond_items(min_rank))
+        elif isinstance(network, str) and network.strip().lower() in FORMATS:
+            raise ValueError(f"a mapping min_rank names the bonds of a spec or a Network; for the format "
+                             f"{network.strip().lower()!r} give one int, or one per bond ({len(bonds)}) in a "
+                             "sequence")
+        else:
+            unknown = [key for key in min_rank if key not in bonds]
+            if unknown:
+                raise ValueError(f"min_rank names {unknown[0]!r}, which is not a bond of {network!r} "
+                                 f"(bonds: {', '.join(bonds)})")
+            named = dict(min_rank)
+        floors = {b: named.get(b, 1) for b in bonds}
+    else:
+        if len(min_rank) != len(bonds):
+            raise ValueError(f"min_rank needs one value per bond ({len(bonds)}: {', '.join(bonds)}, in the order "
+                             f"of Network.bonds, as max_rank); got {len(min_rank)}")
+        floors = dict(zip(bonds, min_rank))
+    values = set(floors.values())
+    return values.pop() if len(values) == 1 else floors
+
+
+def _min_rank_argument(min_rank: int | Mapping[str, int], template: Network) -> int | tuple[int, ...]:
+    """``min_rank`` as an argument of :func:`fit` on the same network (the fits of
+    :mod:`~tnmars.fitting.centring`): one int, or one per bond of ``template`` in its order."""
+    if isinstance(min_rank, int):
+        return min_rank
+    return tuple(min_rank.get(b, 1) for b in template.bonds)
+
+
+def _said_floors(min_rank: int | Mapping[str, int], bonds: Sequence[str] | None = None) -> str:
+    """``min_rank`` as a message says it: ``min_rank=3``, or the floors of ``bonds`` (default:
+    every bond above 1) as ``min_rank 3 on bond 'A'``."""
+    if isinstance(min_rank, int):
+        return f"min_rank={min_rank}"
+    named = [b for b in (bonds if bonds is not None else min_rank) if min_rank.get(b, 1) != 1 or bonds is not None]
+    return "min_rank " + ", ".join(f"{min_rank.get(b, 1)} on bond {b!r}" for b in named)
 
 
 def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None,

@@ -34,7 +34,7 @@ from .graph import degrees_of_freedom
 from .moves import canonical_towards, plus_constant, shrink
 from .progress import current_label, labelled
 from .result import FitResult
-from .search import feasible
+from .search import feasible, rank_floor
 from .solvers import SPREAD_RESOLVED, FitData
 
 __all__ = ["CENTRE_FROM", "COMPLETION_CENTRE_FROM", "offset_ratio", "centring_allowed", "centred_caps", "fit_both_ways"]
@@ -136,9 +136,9 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
         centred_data = y - mean if observed is None else np.where(observed, y - mean, np.nan)
         centred_network, centred_max_rank = centred_args
         device = options.get("device") or prep.device
-        min_rank = options.get("min_rank", 1)
+        min_rank = options.get("min_rank", 1)  # (one int, or one per bond of caps, in its order)
         inner_options = {**options, "max_rank": centred_max_rank, "observed": observed,
-                         "min_rank": 0 if min_rank == 0 else max(min_rank - 1, 1),
+                         "min_rank": _one_lower(min_rank),
                          "backend": prep.backend.name, "device": device, "dtype": prep.dtype}
         try:
             with labelled(f"{current_label()}, without the mean"):
@@ -156,7 +156,8 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
         return _kept(raw, raw_warnings, t0, prep, False, mean)
     with_mean = _with_mean(centred.network, mean, caps)
     grown = [b for b, r in with_mean.bonds.items() if r > centred.network.bonds[b]]
-    both = prep.returned(_without_repeats(with_mean, grown, prep, crit, min_rank), device)
+    floors = min_rank if isinstance(min_rank, int) else dict(zip(caps, min_rank))
+    both = prep.returned(_without_repeats(with_mean, grown, prep, crit, floors), device)
     raw_estimate, estimate = _estimate(raw.network), _estimate(both)  # (each evaluated once, float64)
     raw_objective = crit.objective(_sse(raw_estimate, prep), _dof(raw.network))
     sse = _sse(estimate, prep)  # (both as returned: in float32 for float32 data, as the raw fit's network)
@@ -233,7 +234,20 @@ def _with_mean(net: Network, mean: float, caps: Mapping[str, int]) -> Network:
     return both
 
 
-def _without_repeats(net: Network, bonds: Sequence[str], prep: Prepared, crit: Occam, min_rank: int) -> Network:
+def _one_lower(min_rank: int | Sequence[int]) -> int | tuple[int, ...]:
+    """The floors of the fit without the mean: each one lower (the mean's index makes up the
+    difference), but not below 1; 0 (a bond the relaxation may close) stays 0.
+
+    >>> _one_lower(3), _one_lower(0), _one_lower((1, 4, 0))
+    (2, 0, (1, 3, 0))
+    """
+    if isinstance(min_rank, int):
+        return 0 if min_rank == 0 else max(min_rank - 1, 1)
+    return tuple(_one_lower(int(m)) for m in min_rank)
+
+
+def _without_repeats(net: Network, bonds: Sequence[str], prep: Prepared, crit: Occam,
+                     min_rank: int | Mapping[str, int]) -> Network:
     """``net`` with one index fewer on one of ``bonds`` (those the mean grew), each at most once
     (:func:`shrink`, the bond's truncated SVD, in the canonical form of a tree:
     :func:`canonical_towards`), wherever ``crit`` prefers it on the data, down to ``min_rank``.
@@ -247,7 +261,7 @@ def _without_repeats(net: Network, bonds: Sequence[str], prep: Prepared, crit: O
     instead of 2.4%, an outside probe)."""
     objective = crit.objective(_sse(_estimate(prep.returned(net, None)), prep), _dof(net))
     for bond in bonds:
-        if net.bonds[bond] <= max(min_rank, 1):
+        if net.bonds[bond] <= rank_floor(min_rank, bond):
             continue
         candidate = shrink(canonical_towards(net, bond), bond)
         value = crit.objective(_sse(_estimate(prep.returned(candidate, None)), prep), _dof(candidate))

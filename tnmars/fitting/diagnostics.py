@@ -482,9 +482,8 @@ def capped_message(bonds: Sequence[str], n_obs: int, max_dof: float, relative_er
              f"one more index on bond{'s' if len(bonds) > 1 else ''} {names}")
     last = ("The data are the whole tensor: its size, not missing entries, sets the limit (ranks that large would "
             "leave it under two entries per degree of freedom, little to compress), so no selection can go past "
-            "it. If you know the ranks, a min_rank at them raises every bond to at least that rank (fitted as "
-            "asked, past the limit, with a warning), or fit them by a fixed-rank decomposition (tensorly's tucker, parafac, "
-            "tensor_train)." if complete else "Larger ranks need more data.")
+            "it. If you know the ranks, fit them as max_rank=... with min_rank=... at those ranks (one per bond; "
+            "fitted as asked, past the limit, with a warning)." if complete else "Larger ranks need more data.")
     return (f"ranks capped by the {'size of the data' if complete else 'number of observations'}: {where} "
             f"would fit the data better by the criterion, but would give the network more than "
             f"{max_dof:g} degrees of freedom, the most a fit lets {n_obs:,} observed entries determine. The ranks "

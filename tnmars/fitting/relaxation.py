@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,15 +126,17 @@ class RelaxationResult:
     def probabilities(self) -> dict[str, np.ndarray]:
         return {b: 1.0 / (1.0 + np.exp(-v)) for b, v in self.logits.items()}
 
-    def keep(self, min_rank: int = 1) -> dict[str, np.ndarray]:
+    def keep(self, min_rank: int | Mapping[str, int] = 1) -> dict[str, np.ndarray]:
         """MAP masks ``phi > 0.5``, with at least ``min_rank`` indices per bond (the most
-        probable): a closed bond would zero the whole network."""
+        probable; one int for every bond, or bond -> int, 1 for a bond it does not name): a
+        closed bond would zero the whole network."""
         out = {}
         for b, lg in self.logits.items():
+            least = min_rank.get(b, 1) if isinstance(min_rank, Mapping) else min_rank
             k = lg > 0
-            if k.sum() < min_rank:
+            if k.sum() < least:
                 k = np.zeros_like(k)
-                k[np.argsort(-lg)[:min_rank]] = True
+                k[np.argsort(-lg)[:least]] = True
             out[b] = k
         return out
 
