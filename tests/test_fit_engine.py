@@ -136,6 +136,22 @@ def test_the_direct_masked_update_keeps_what_no_observation_determines(monkeypat
         assert sse_chunked == pytest.approx(sse_whole, rel=1e-12)
 
 
+def test_the_direct_masked_update_is_left_to_cg_where_its_environment_would_dwarf_the_data():
+    """A Tucker core's slice is the whole tensor (K = 1): its environment holds ``B`` times the
+    data, which CG never forms (an outside review measured 2 GB for a 200^3 Tucker at ranks
+    (2, 2, 4), against CG's 0.3 GB). On large data that core goes to CG; its factors, whose
+    environments are smaller than the data, and the same core on small data stay direct."""
+    for shape, core_direct in (((120, 120, 100), False), ((20, 20, 15), True)):
+        net = tnmars.Network.tucker(shape, (2, 2, 4), seed=1)
+        observed = np.random.default_rng(0).random(net.shape) < 0.3
+        data = FitData.from_arrays(np.zeros(net.shape), observed)
+        cores = [np.array(c) for c in net.cores]
+        for layout in pieces_without(net.inputs, net.output):
+            solver = _CoreSolver(net.inputs, net.output, layout, data)
+            is_core = all(c not in net.output for c in solver.term)
+            assert solver.direct_pays(cores) == (core_direct if is_core else True), (shape, solver.term)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_exact_solve_reports_the_sse_of_an_exact_fit_as_rounding(data):

@@ -190,6 +190,36 @@ def test_per_bond_floors_reach_the_relaxation_and_the_fit_without_the_mean():
     assert "offset" in offset.settings and offset.ranks[1] == 5, (offset.ranks, offset.settings.get("offset"))
 
 
+def test_a_per_bond_floor_raises_the_neighbours_it_needs():
+    """A floor of 4 on a Tucker bond beside floors of 1 is no rank (at most 1 x 1): it was cut
+    to 1 with a warning that it "adds no expressive power", and the fit came back at (2, 2, 2);
+    a TT bond of 6 on 2^8 data needs both neighbours at 3 (an outside review)."""
+    tucker = np.asarray(tnmars.Network.tucker((6, 7, 8), (2, 2, 2), seed=0).to_tensor())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = quiet_fit(tucker, "tucker", max_rank=5, min_rank=(1, 4, 1))
+    assert res.ranks[1] >= 4 and res.ranks[0] * res.ranks[2] >= 4, res.ranks
+    train = np.asarray(tnmars.Network.tt((2,) * 8, (2, 3, 3, 3, 3, 3, 2), seed=0).to_tensor())
+    res = quiet_fit(train, "tt", max_rank=8, min_rank=(1, 1, 1, 6, 1, 1, 1))
+    assert res.ranks[3] >= 6, res.ranks
+
+
+def test_fixed_ranks_hold_on_a_ring_far_from_zero():
+    """Far from zero the fit without the mean has every floor one lower, and the mean's index
+    reaches every ring bond but its smallest: max_rank = min_rank = (4, 5, 4) came back at
+    (4, 5, 3) (an outside review). Such a fit is not kept where it breaks a floor."""
+    ring = np.asarray(tnmars.Network.tr((8, 9, 10), (3, 4, 3), seed=0).to_tensor())
+    ring = ring + 0.01 * ring.std() * np.random.default_rng(1).standard_normal(ring.shape)
+    res = quiet_fit(ring + 1e5 * ring.std(), "tr", max_rank=(4, 5, 4), min_rank=(4, 5, 4))
+    assert res.ranks == (4, 5, 4) and "offset" in res.settings
+
+
+def test_a_zero_dimensional_array_is_one_floor():
+    assert quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=np.array(3)).ranks == (3, 3)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=np.array(2.5))
+
+
 # ---------------------------------------------------------------------------- dtype
 TUCKER = np.asarray(tnmars.Network.tucker((8, 9, 10), (2, 3, 4), seed=1).to_tensor())
 

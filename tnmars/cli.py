@@ -282,7 +282,9 @@ def _parse_ranks(text: str | None, option: str = "--max-rank", least: int = 1) -
         values = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v != "")
     except ValueError:
         raise CLIError(f"{option} must be an integer or integers separated by commas; got {text!r}") from None
-    if not values or any(v < least for v in values):
+    if not values:
+        raise CLIError(f"{option} needs a rank, or ranks separated by commas; got {text!r}")
+    if any(v < least for v in values):
         raise CLIError(f"{option} must be {'positive' if least == 1 else f'at least {least}'}; got {text!r}")
     return values[0] if len(values) == 1 else values
 
@@ -472,6 +474,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if data.ndim == 0:  # (before the header, which read "(, 1 entries")
         raise CLIError("DATA holds a single number (a 0-d array); give an array with at least one mode")
     max_rank = _parse_ranks(args.max_rank)
+    min_rank = _parse_ranks(args.min_rank, "--min-rank", least=0)
     network = _network_arg(args.format, tuple(data.shape), max_rank, args.backend, args.device)
     if _nonempty(args.out, "--out", "a file name ending in .npz or .safetensors") is not None:
         out, what = Path(args.out), None
@@ -483,8 +486,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     n_obs = int(observed.sum()) if observed is not None else data.size
     print(f"tnmars fit: {args.data} ({_shape_text(data.shape)}, {data.size:,} entries, {n_obs:,} observed)")
     options = _fit_options(args, ("prior", "prior_strength", "proposal", "dtype", "device"))
-    if args.min_rank is not None:
-        options["min_rank"] = _parse_ranks(args.min_rank, "--min-rank", least=0)
+    if min_rank is not None:
+        options["min_rank"] = min_rank
     result = fit(
         data, network, max_rank=max_rank if isinstance(network, str) else None, observed=observed,
         seed=args.seed, backend=args.backend, progress=False if args.quiet else None, **options,

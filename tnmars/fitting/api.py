@@ -61,7 +61,7 @@ from .diagnostics import (
     unexplained_message,
     white_once_slices_scaled,
 )
-from .graph import degrees_of_freedom, feasible_ranks, judged_rank
+from .graph import degrees_of_freedom, feasible_ranks, judged_rank, raised_floors
 from .layout import FormatLayout, format_layout
 from .moves import plus_constant, shrink
 from .progress import Reporter
@@ -209,7 +209,9 @@ def fit(
         order of ``max_rank``'s (:attr:`Network.bonds <tnmars.Network.bonds>`), or for a spec or
         a Network a mapping bond -> rank (bond letters, or a Network's labels; a bond it does
         not name: 1). ``max_rank`` and ``min_rank`` at the same ranks fit those ranks, selecting
-        nothing: ``fit(x, "tt", max_rank=(3, 5, 2), min_rank=(3, 5, 2))``. ``min_rank`` above a
+        nothing: ``fit(x, "tt", max_rank=(3, 5, 2), min_rank=(3, 5, 2))``. A floor that needs
+        larger neighbours to be a rank at all (4 on a Tucker bond beside two at 1, at most
+        1 x 1) raises them as far as it needs. ``min_rank`` above a
         given ``max_rank`` (or a Network's bond size) is a ``ValueError``; above the default
         ``max_rank``, the default rises to it. A bond that cannot use that many indices (its rank is
         capped by the data's dimensions: a TT bond next to a mode of size 2 is useful up to
@@ -718,10 +720,14 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int | Ma
                 f"{b!r} ({m})" for b, m in over.items())
         raise ValueError(f"{_said_floors(min_rank, None if isinstance(min_rank, int) else list(over))} is above "
                          f"{where}: lower min_rank or raise the maximal ranks")
-    # jointly: what a bond can use depends on its neighbours' ranks, here at their floors (a floor
-    # of 0, a bond the relaxation may close, counts as 1 there: at 0 no neighbour could use any index)
-    wanted = {b: max(min(asked_of(b), r), 1) for b, r in template.bonds.items()}
-    floors = {b: min(f, asked_of(b)) for b, f in feasible_ranks(template.spec, {**template.dims, **wanted}).items()}
+    # jointly: what a bond can use depends on its neighbours' ranks, here at their floors, raised
+    # where a floor needs it (one floor of 4 beside floors of 1 on a Tucker core: the neighbours to
+    # 2); a floor of 0, a bond the relaxation may close, counts as 1 there: at 0 no neighbour
+    # could use any index
+    wanted = raised_floors(template.spec, template.dims,
+                           {b: max(min(asked_of(b), r), 1) for b, r in template.bonds.items()}, template.bonds)
+    floors = {b: 0 if asked_of(b) == 0 and wanted[b] == 1 else f
+              for b, f in feasible_ranks(template.spec, {**template.dims, **wanted}).items()}
     short = {b: f for b, f in floors.items() if f < asked_of(b)}
     if short:
         names = ", ".join(f"{b!r} (at most {f}" + ("" if isinstance(min_rank, int) else f", asked {asked_of(b)}") + ")"
@@ -1491,8 +1497,9 @@ def _checked_min_rank(min_rank: Any) -> int | tuple[int, ...] | dict[Any, int]:
     :func:`_bond_min_ranks`)."""
     if isinstance(min_rank, Mapping):
         return {key: _min_rank_value(value, f"min_rank[{key!r}]") for key, value in min_rank.items()}
-    if isinstance(min_rank, (bool, int, np.integer, str, bytes)) or not hasattr(min_rank, "__iter__"):
-        return _min_rank_value(min_rank)
+    if (isinstance(min_rank, (bool, int, np.integer, str, bytes)) or not hasattr(min_rank, "__iter__")
+            or np.ndim(min_rank) == 0):
+        return _min_rank_value(min_rank.item() if isinstance(min_rank, np.ndarray) else min_rank)
     return tuple(_min_rank_value(value, "every entry of min_rank") for value in min_rank)
 
 
@@ -1530,7 +1537,7 @@ def _bond_min_ranks(min_rank: int | tuple[int, ...] | Mapping[Any, int], templat
     else:
         if len(min_rank) != len(bonds):
             raise ValueError(f"min_rank needs one value per bond ({len(bonds)}: {', '.join(bonds)}, in the order "
-                             f"of Network.bonds, as max_rank); got {len(min_rank)}")
+                             f"max_rank and the result list them); got {len(min_rank)}")
         floors = dict(zip(bonds, min_rank))
     values = set(floors.values())
     return values.pop() if len(values) == 1 else floors

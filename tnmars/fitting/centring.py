@@ -158,6 +158,11 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
     grown = [b for b, r in with_mean.bonds.items() if r > centred.network.bonds[b]]
     floors = min_rank if isinstance(min_rank, int) else dict(zip(caps, min_rank))
     both = prep.returned(_without_repeats(with_mean, grown, prep, crit, floors), device)
+    if any(r < min(rank_floor(floors, b), raw.network.bonds.get(b, r)) for b, r in both.bonds.items()):
+        # the mean's index reaches only some bonds (a ring: every bond but its smallest), so that fit
+        # plus the mean can sit below a floor the fit as given holds: min_rank=(4, 5, 4), max_rank the
+        # same, on a ring far from zero came back at (4, 5, 3) (an outside review)
+        return _kept(raw, raw_warnings, t0, prep, False, mean)
     raw_estimate, estimate = _estimate(raw.network), _estimate(both)  # (each evaluated once, float64)
     raw_objective = crit.objective(_sse(raw_estimate, prep), _dof(raw.network))
     sse = _sse(estimate, prep)  # (both as returned: in float32 for float32 data, as the raw fit's network)

@@ -259,6 +259,46 @@ def _cuts(inputs: tuple[str, ...], output: str, bond: str
     return tuple(out)
 
 
+def raised_floors(spec: str, dims: Mapping[str, int], floors: Mapping[str, int],
+                  caps: Mapping[str, int]) -> dict[str, int]:
+    """``floors`` (bond -> smallest rank, at least 1) with other bonds raised, within ``caps``,
+    until each floor is a useful rank (:func:`feasible_ranks`) where the caps allow it: a floor
+    of 4 on a Tucker core's bond with the other two at 1 is no rank (at most 1 x 1), and the
+    search's feasibility step would shrink it back. Each round raises by one the bond that lifts
+    a short floor's bound and has the lowest floor (where none does alone, as for a train's bond
+    bounded on both of its cores, the lowest of the bonds sharing a core with it).
+
+    >>> raised_floors("ABC,aA,bB,cC->abc", {"a": 6, "b": 7, "c": 8}, {"A": 1, "B": 4, "C": 1},
+    ...               {"A": 5, "B": 5, "C": 5})
+    {'A': 2, 'B': 4, 'C': 2}
+    """
+    floors = {b: int(f) for b, f in floors.items()}
+    while True:
+        bounds = feasible_ranks(spec, {**dims, **floors})
+        short = [b for b in floors if bounds[b] < floors[b]]
+        if not short:
+            return floors
+        raised = False
+        for b in short:
+            lifting = []
+            for other in floors:
+                if other == b or floors[other] >= caps[other]:
+                    continue
+                if feasible_ranks(spec, {**dims, **floors, other: floors[other] + 1})[b] > bounds[b]:
+                    lifting.append(other)
+            if not lifting:  # bounded on both of its cores: one neighbour alone lifts nothing yet
+                parsed = parse_spec(spec)
+                lifting = [c for k in parsed.terms_with(b) for c in parsed.inputs[k]
+                           if c in floors and c != b and floors[c] < caps[c]]
+            if lifting:
+                other = min(lifting, key=lambda c: floors[c])
+                floors[other] += 1
+                raised = True
+                break
+        if not raised:
+            return floors
+
+
 def feasible_ranks(spec: str, dims: Mapping[str, int], max_rank: Mapping[str, int] | None = None) -> dict[str, int]:
     """The largest useful size of every bond, given the other sizes in ``dims``.
 

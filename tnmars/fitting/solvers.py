@@ -17,9 +17,10 @@ solves for one core exactly. Invariants:
   preconditioned by the full-data operator scaled by the observed fraction (exact when entries
   are missing at random), with the estimate ``E g`` updated along with the iterate, so the
   residual is again free.
-- Null directions of the Grams (gauge, unused indices) get the minimum-norm solution; the
-  masked problems add a tiny relative ridge (``RIDGE``). Core norms are balanced after
-  every sweep.
+- Null directions of the Grams (gauge, unused indices) get the minimum-norm solution on
+  complete data; with missing data both masked solvers keep the current core's component
+  there (CG's warm start, the direct solve's update from it), and add a tiny ridge
+  (``RIDGE`` times the largest eigenvalue). Core norms are balanced after every sweep.
 
 Arrays are NumPy or CuPy (``backend.xp``); contractions use the cached plans of
 :mod:`tnmars.contract`.
@@ -65,6 +66,11 @@ DIRECT_MAX_WORK = 2**24
 DIRECT_MAX_BONDS = 16
 #: the direct solve's weighted environments hold at most the data's size or this many entries
 DIRECT_CHUNK = 2**18
+#: ... and its environment and Grams together at most this many times that: the environment
+#: holds ``R x B`` entries (``R`` the entries off the core's slice), ``B`` times the data for a
+#: Tucker core (K = 1), which CG never forms (an outside review: 2 GB for the core of a 200^3
+#: Tucker at ranks (2, 2, 4), where CG takes about 0.3 GB)
+DIRECT_MAX_MEMORY = 4
 #: a slice's Gram eigenvalues below this share of the largest of any slice are left unsolved,
 #: keeping the current core's component there, as CG's warm start does
 DIRECT_CUTOFF = 1e-12
@@ -413,12 +419,16 @@ class _CoreSolver:
         """Whether :meth:`solve_direct` applies and costs about what CG does or less: its
         slices' Grams take ``entries x B^2`` multiply-adds (``B`` the core's bond volume), CG
         about ten products of about ``entries x B`` each and a hundred array calls per update.
-        So: at most ``DIRECT_MAX_WORK`` multiply-adds, or ``B`` at most ``DIRECT_MAX_BONDS``."""
+        So: at most ``DIRECT_MAX_WORK`` multiply-adds, or ``B`` at most ``DIRECT_MAX_BONDS``;
+        and its environment (``R x B``) and Grams (``K x B^2``) within ``DIRECT_MAX_MEMORY`` times
+        the data's size (or ``DIRECT_CHUNK``)."""
         bond_volume = math.prod(int(n) for c, n in zip(self.term, cores[self.k].shape) if c not in self.output)
         entries = int(self.data.y.size)
         if bond_volume > DIRECT_MAX_BONDS and entries * bond_volume**2 > DIRECT_MAX_WORK:
             return False
-        return self.direct_layout() is not None
+        lay = self.direct_layout()
+        return lay is not None and ((lay.r_size + lay.k_size * bond_volume) * bond_volume
+                                    <= DIRECT_MAX_MEMORY * max(entries, DIRECT_CHUNK))
 
     def solve_direct(self, cores: list[Any]) -> tuple[Any, float]:
         """The masked update solved slice by slice: every index of the core's open modes has its
@@ -429,8 +439,12 @@ class _CoreSolver:
         toward (same ridge), with the current core's component kept on directions the
         observations do not determine, as CG's warm start keeps it at the tolerance the fits
         run it at. A few array calls for the whole core, where CG made about a hundred: a
-        6x7x6x8 ring completion spent 95% of its 170 s in CG. The Grams are built in chunks of
-        slices whose weighted environments hold at most the data's size (or ``DIRECT_CHUNK``) entries."""
+        6x7x6x8 ring completion spent 95% of its time in CG (profiled). The Grams are built in
+        chunks of slices whose weighted environments hold at most the data's size (or
+        ``DIRECT_CHUNK``) entries. The cutoff and ridge are those of the whole core, as CG's:
+        a slice whose Gram is tiny beside the others' (its observations only where the
+        environment is small) is damped toward the current core, not solved exactly, which is
+        what keeps sparse slices from extrapolating."""
         lay = self.direct_layout()
         data = self.data
         xp = data.backend.xp
