@@ -1522,7 +1522,10 @@ def _bond_min_ranks(min_rank: int | tuple[int, ...] | Mapping[Any, int], templat
         return min_rank
     if isinstance(min_rank, Mapping):
         if isinstance(network, Network):
-            named = dict(network._bond_items(min_rank))
+            try:
+                named = dict(network._bond_items(min_rank))
+            except ValueError as err:
+                raise ValueError(f"min_rank: {err}") from None
         elif isinstance(network, str) and network.strip().lower() in FORMATS:
             raise ValueError(f"a mapping min_rank names the bonds of a spec or a Network; for the format "
                              f"{network.strip().lower()!r} give one int, or one per bond ({len(bonds)}) in a "
