@@ -273,6 +273,7 @@ def raised_floors(spec: str, dims: Mapping[str, int], floors: Mapping[str, int],
     {'A': 2, 'B': 4, 'C': 2}
     """
     floors = {b: int(f) for b, f in floors.items()}
+    parsed = parse_spec(spec)
     while True:
         bounds = feasible_ranks(spec, {**dims, **floors})
         short = [b for b in floors if bounds[b] < floors[b]]
@@ -287,7 +288,6 @@ def raised_floors(spec: str, dims: Mapping[str, int], floors: Mapping[str, int],
                 if feasible_ranks(spec, {**dims, **floors, other: floors[other] + 1})[b] > bounds[b]:
                     lifting.append(other)
             if not lifting:  # bounded on both of its cores: one neighbour alone lifts nothing yet
-                parsed = parse_spec(spec)
                 lifting = [c for k in parsed.terms_with(b) for c in parsed.inputs[k]
                            if c in floors and c != b and floors[c] < caps[c]]
             if lifting:

@@ -443,8 +443,9 @@ class _CoreSolver:
         chunks of slices whose weighted environments hold at most the data's size (or
         ``DIRECT_CHUNK``) entries. The cutoff and ridge are those of the whole core, as CG's:
         a slice whose Gram is tiny beside the others' (its observations only where the
-        environment is small) is damped toward the current core, not solved exactly, which is
-        what keeps sparse slices from extrapolating."""
+        environment is small) is damped toward the current core, as under CG, not solved
+        exactly (a per-slice cutoff would solve it; how that changes sparse completions was not
+        measured)."""
         lay = self.direct_layout()
         data = self.data
         xp = data.backend.xp
