@@ -11,8 +11,9 @@ codes (or two machines) can be compared fit by fit with ``--compare``::
 
 The truths: TR of order 3-5, modes 4-7, ranks 2-5; TT of order 4-8, modes 2-5, ranks 2-5
 (clipped to what each bond can use); Tucker of order 3-5, modes 5-11, ranks 2-5; ``trc``: TR
-completions, TR truths of order 3-4, modes 6-11 and ranks 2-4 with 30-90% of their entries observed
-(the error is against the truth over every entry). Noise at 20 dB is Gaussian with that
+completions, TR truths of order 3-4, modes 6-11 and ranks 2-4 with 30-90% of their entries observed;
+``tuc``: Tucker completions, Tucker truths of order 3-4, modes 8-18 and ranks 2-5 with 10-50% of their
+entries observed (for both, the error is against the truth over every entry). Noise at 20 dB is Gaussian with that
 signal-to-noise ratio per entry.
 """
 from __future__ import annotations
@@ -35,15 +36,24 @@ from _common import RESULTS, machine_line, markdown_table, write_result  # noqa:
 import tnmars  # noqa: E402
 
 ROWS = Path(RESULTS) / "heldout_random_rows.json"
-FORMATS = ("tr", "tt", "tucker", "trc")
-DEFAULT_SEEDS = {"tr": range(0, 130), "tt": range(0, 100), "tucker": range(0, 100), "trc": range(0, 60)}
+FORMATS = ("tr", "tt", "tucker", "trc", "tuc")
+DEFAULT_SEEDS = {"tr": range(0, 130), "tt": range(0, 100), "tucker": range(0, 100), "trc": range(0, 60),
+                 "tuc": range(0, 60)}
 SNRS = (None, 20)
 #: two fits are the same when their ranks agree and their errors differ by less than this share
 SAME = 1e-3
 
 
 def truth_of(fmt: str, seed: int) -> tnmars.Network:
-    rng = np.random.default_rng({"tr": 10_000, "tt": 20_000, "tucker": 30_000, "trc": 40_000}[fmt] + seed)
+    rng = np.random.default_rng({"tr": 10_000, "tt": 20_000, "tucker": 30_000, "trc": 40_000, "tuc": 60_000}[fmt]
+                                + seed)
+    if fmt == "tuc":
+        order = int(rng.integers(3, 5))
+        shape = tuple(int(n) for n in rng.integers(8, 19, size=order))
+        ranks = tuple(int(r) for r in rng.integers(2, 6, size=order))
+        with warnings.catch_warnings():  # (a Tucker rank past the product of the others is clipped)
+            warnings.simplefilter("ignore")
+            return tnmars.Network.tucker(shape, ranks, seed=seed)
     if fmt == "trc":
         order = int(rng.integers(3, 5))
         shape = tuple(int(n) for n in rng.integers(6, 12, size=order))
@@ -85,11 +95,14 @@ def _commit() -> str:
 
 
 def observed_of(fmt: str, seed: int, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The observed entries of a completion (``trc``): a share drawn in [0.3, 0.9]."""
-    if fmt != "trc":
-        return None
-    rng = np.random.default_rng(50_000 + seed)
-    return rng.random(shape) < rng.uniform(0.3, 0.9)
+    """The observed entries of a completion: a share drawn in [0.3, 0.9] (``trc``), [0.1, 0.5] (``tuc``)."""
+    if fmt == "trc":
+        rng = np.random.default_rng(50_000 + seed)
+        return rng.random(shape) < rng.uniform(0.3, 0.9)
+    if fmt == "tuc":
+        rng = np.random.default_rng(70_000 + seed)
+        return rng.random(shape) < rng.uniform(0.1, 0.5)
+    return None
 
 
 def run(fmt: str, seed: int, snr: float | None) -> dict:
@@ -99,7 +112,7 @@ def run(fmt: str, seed: int, snr: float | None) -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = tnmars.fit(noisy(x, snr, seed), "tr" if fmt == "trc" else fmt, observed=observed, seed=0,
+        res = tnmars.fit(noisy(x, snr, seed), {"trc": "tr", "tuc": "tucker"}.get(fmt, fmt), observed=observed, seed=0,
                          progress=False)
     seconds = time.perf_counter() - t0
     est = np.asarray(res.network.to_tensor())
@@ -211,7 +224,7 @@ def _seeds(text: str | None, fmt: str) -> range:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--formats", default=",".join(FORMATS))
-    ap.add_argument("--seeds", help="a range such as 0-30 (default: TR 0-130, TT and Tucker 0-100)")
+    ap.add_argument("--seeds", help="a range such as 0-30 (default: TR 0-130, TT and Tucker 0-100, completions 0-60)")
     ap.add_argument("--report", action="store_true", help="rebuild the report from the saved rows")
     ap.add_argument("--compare", type=Path, help="rows of another run (another code or machine) to compare with")
     ap.add_argument("--note", default="", help="a paragraph for the report: how the rows were made")
