@@ -818,7 +818,7 @@ class RankSearch:
         while improved and not self.stopped:
             improved = False
             found = []
-            moves = self._additions(best.network)
+            moves = self._additions(best.network) + self._room_making(best.network)
             everywhere = self._everywhere(best.network)
             if len(everywhere) > 1 and self._fits(best.network, everywhere):
                 moves.append(("+all", everywhere))
@@ -840,6 +840,31 @@ class RankSearch:
                     self.trail.append(best)
                     improved = True
         return best
+
+    def _room_making(self, net: Network) -> list[tuple[str, dict[str, int]]]:
+        """Growing moves the criterion's degrees-of-freedom cap refuses alone, each with one index
+        fewer on another bond to make room: ``(move, {bond: new rank, other: new rank})``. A walk
+        that starts at the observations' limit cannot grow the bond it needs before some removal
+        pays on its own, and whether a removal's short refit pays is luck: a noiseless Tucker
+        (4, 2, 3) completion 18x16x14 at 10% observed (415 entries, at most 207.5 degrees of
+        freedom) started at (3, 4, 4), where (4, 4, 4) has 208, and ended at (3, 4, 5), 1.76 from
+        the truth with relative error 0.016 on the data; every rank vector with 4 on the first
+        bond fits it exactly. Tried with the other growing moves of :meth:`_classical_additions`
+        (from EM starts for a completion), so only where a growth is refused at the limit."""
+        out = []
+        bonds = net.bonds
+        for bond, r in bonds.items():
+            if r + 1 > self.max_ranks.get(bond, r + 1) or self._fits(net, {bond: r + 1}):
+                continue
+            trial = {**net.dims, bond: r + 1}
+            if degrees_of_freedom(net.spec, trial) <= self.criterion.max_dof:
+                continue  # refused for another reason (feasibility, a budget): not the cap's doing
+            for other, q in bonds.items():
+                if other == bond or q <= max(rank_floor(self.min_rank, other), 1):
+                    continue
+                if self._fits(net, {bond: r + 1, other: q - 1}):
+                    out.append((f"+{bond}-{other}", {bond: r + 1, other: q - 1}))
+        return out
 
     def _grown_everywhere(self, best: Candidate) -> Candidate:
         """On a graph without the format's starts (``classical``, ``imputed`` and ``fresh``
