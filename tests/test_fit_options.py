@@ -150,6 +150,18 @@ def test_a_spec_or_a_network_takes_floors_by_bond_name_or_label():
     assert quiet_fit(NOISY_TT, labelled, min_rank=(4, 1)).ranks == by_label.ranks  # (the order of Network.bonds)
 
 
+def test_a_floor_message_names_a_labelled_bond_by_its_label():
+    """The caller named the bond 'left'; the error must not speak of its internal symbol."""
+    labelled = tnmars.Network([("i", "left"), ("left", "j", "right"), ("right", "k")],
+                              dims={"i": 6, "j": 7, "k": 8, "left": 3, "right": 3}, output=["i", "j", "k"])
+    with pytest.raises(ValueError, match=r"min_rank 4 on bond 'left' is above the maximal rank of bond 'left' \(3\)"):
+        quiet_fit(NOISY_TT, labelled, min_rank={"left": 4})
+    narrow = tnmars.Network([("i", "left"), ("left", "j", "right"), ("right", "k")],
+                            dims={"i": 2, "j": 7, "k": 8, "left": 2, "right": 3}, output=["i", "j", "k"])
+    with pytest.warns(UserWarning, match=r"at min_rank 2 on bond 'left', 3 on bond 'right' the network has"):
+        tnmars.fit(NOISY_TT[:2], narrow, min_rank={"left": 2, "right": 3}, progress=False)
+
+
 @pytest.mark.parametrize("min_rank, error, words", [
     ((3,), ValueError, r"one value per bond \(2: A, B"),
     ((3, 2, 1), ValueError, "one value per bond"),

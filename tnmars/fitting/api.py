@@ -709,6 +709,8 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int | Ma
     def asked_of(bond: str) -> int:
         return min_rank if isinstance(min_rank, int) else min_rank.get(bond, 1)
 
+    # messages name a bond as the caller did: by its label in a network declared with label lists
+    label_of = {symbol: label for label, symbol in (template.labels or {}).items()}
     over = {b: m for b, m in asked.items() if m < asked_of(b)}
     if over:
         if uniform and len(set(asked.values())) == 1:
@@ -717,8 +719,8 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int | Ma
                                                                  if default else "")
         else:
             where = f"the maximal rank of bond{'s' if len(over) > 1 else ''} " + ", ".join(
-                f"{b!r} ({m})" for b, m in over.items())
-        raise ValueError(f"{_said_floors(min_rank, None if isinstance(min_rank, int) else list(over))} is above "
+                f"{label_of.get(b, b)!r} ({m})" for b, m in over.items())
+        raise ValueError(f"{_said_floors(min_rank, None if isinstance(min_rank, int) else list(over), label_of)} is above "
                          f"{where}: lower min_rank or raise the maximal ranks")
     # jointly: what a bond can use depends on its neighbours' ranks, here at their floors, raised
     # where a floor needs it (one floor of 4 beside floors of 1 on a Tucker core: the neighbours to
@@ -730,16 +732,16 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int | Ma
               for b, f in feasible_ranks(template.spec, {**template.dims, **wanted}).items()}
     short = {b: f for b, f in floors.items() if f < asked_of(b)}
     if short:
-        names = ", ".join(f"{b!r} (at most {f}" + ("" if isinstance(min_rank, int) else f", asked {asked_of(b)}") + ")"
+        names = ", ".join(f"{label_of.get(b, b)!r} (at most {f}" + ("" if isinstance(min_rank, int) else f", asked {asked_of(b)}") + ")"
                           for b, f in short.items())
-        warn(f"tnmars.fit: {'min_rank' if not isinstance(min_rank, int) else _said_floors(min_rank)} cannot "
+        warn(f"tnmars.fit: {'min_rank' if not isinstance(min_rank, int) else _said_floors(min_rank, None, label_of)} cannot "
              f"hold for bond{'s' if len(short) > 1 else ''} {names}: "
              f"for data of shape {template.shape} a larger rank there adds parameters but no expressive "
              "power, so the fit keeps it at that cap", UserWarning)
     if any(asked_of(b) > 1 for b in template.bonds):
         dof = degrees_of_freedom(template.spec, {**template.dims, **floors})
         if dof > MAX_DOF_SHARE * n_obs:
-            warn(f"tnmars.fit: at {_said_floors(min_rank)} the network has {dof:,} degrees of freedom, more than "
+            warn(f"tnmars.fit: at {_said_floors(min_rank, None, label_of)} the network has {dof:,} degrees of freedom, more than "
                  f"{MAX_DOF_SHARE:.0%} of the {n_obs:,} observed entries: the data cannot determine it and the "
                  "criterion cannot judge its ranks; it is fitted as asked, but expect it to fit noise", UserWarning)
     return floors
@@ -1554,13 +1556,16 @@ def _min_rank_argument(min_rank: int | Mapping[str, int], template: Network) -> 
     return tuple(min_rank.get(b, 1) for b in template.bonds)
 
 
-def _said_floors(min_rank: int | Mapping[str, int], bonds: Sequence[str] | None = None) -> str:
+def _said_floors(min_rank: int | Mapping[str, int], bonds: Sequence[str] | None = None,
+                 label_of: Mapping[str, Any] | None = None) -> str:
     """``min_rank`` as a message says it: ``min_rank=3``, or the floors of ``bonds`` (default:
-    every bond above 1) as ``min_rank 3 on bond 'A'``."""
+    every bond above 1) as ``min_rank 3 on bond 'A'``, each bond by its label where
+    ``label_of`` (symbol -> label) has one."""
+    label_of = label_of or {}
     if isinstance(min_rank, int):
         return f"min_rank={min_rank}"
     named = [b for b in (bonds if bonds is not None else min_rank) if min_rank.get(b, 1) != 1 or bonds is not None]
-    return "min_rank " + ", ".join(f"{min_rank.get(b, 1)} on bond {b!r}" for b in named)
+    return "min_rank " + ", ".join(f"{min_rank.get(b, 1)} on bond {label_of.get(b, b)!r}" for b in named)
 
 
 def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None,
