@@ -391,6 +391,25 @@ def test_a_warm_start_above_the_degrees_of_freedom_limit_is_not_judged_silently(
     assert not any("cannot judge its ranks" in d for d in own.diagnostics)
 
 
+def test_a_warm_start_above_the_limit_is_named_whatever_the_floors_unless_they_asked_for_it():
+    """A floor of 2 on one bond (29 degrees of freedom, within the limit of 33.5 of 67 entries)
+    let a start at (5, 5, 5) stay at (3, 4, 5), 96 degrees of freedom, without the diagnostic:
+    it was dropped whenever any floor was above 1. Floors that themselves ask for more than the
+    limit were warned of at the call, and are not said twice."""
+    shape = (6, 7, 8)
+    truth = tnmars.Network.tucker(shape, (2, 2, 2), seed=0).to_tensor()
+    start = tnmars.Network.tucker(shape, (5, 5, 5), seed=1)
+    observed = np.random.default_rng(0).random(shape) < 0.2
+    with pytest.warns(RuntimeWarning, match="more than 33.5, half the 67 observed entries"):
+        result = tnmars.fit(truth, "tucker", observed=observed, proposal=start, min_rank=(2, 1, 1), seed=0,
+                            progress=False)
+    assert any("cannot judge its ranks" in d for d in result.diagnostics)
+    observed = np.random.default_rng(0).random(shape) < 0.15
+    with pytest.warns(UserWarning, match="at min_rank=2 the network has 38 degrees of freedom"):
+        asked = tnmars.fit(truth, "tucker", observed=observed, proposal=start, min_rank=2, seed=0, progress=False)
+    assert asked.num_params > 0 and not any("cannot judge its ranks" in d for d in asked.diagnostics)
+
+
 @pytest.mark.slow
 def test_an_extrapolating_walk_end_is_walked_again_from_the_filled_datas_truncation():
     """sklearn's digits 300x8x8 with the centre 4x4 missing in half the images (inpainting) ended

@@ -722,14 +722,7 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int | Ma
                 f"{label_of.get(b, b)!r} ({m})" for b, m in over.items())
         raise ValueError(f"{_said_floors(min_rank, None if isinstance(min_rank, int) else list(over), label_of)} is above "
                          f"{where}: lower min_rank or raise the maximal ranks")
-    # jointly: what a bond can use depends on its neighbours' ranks, here at their floors, raised
-    # where a floor needs it (one floor of 4 beside floors of 1 on a Tucker core: the neighbours to
-    # 2); a floor of 0, a bond the relaxation may close, counts as 1 there: at 0 no neighbour
-    # could use any index
-    wanted = raised_floors(template.spec, template.dims,
-                           {b: max(min(asked_of(b), r), 1) for b, r in template.bonds.items()}, template.bonds)
-    floors = {b: 0 if asked_of(b) == 0 and wanted[b] == 1 else f
-              for b, f in feasible_ranks(template.spec, {**template.dims, **wanted}).items()}
+    floors = _joint_floors(template, asked_of)
     short = {b: f for b, f in floors.items() if f < asked_of(b)}
     if short:
         names = ", ".join(f"{label_of.get(b, b)!r} (at most {f}" + ("" if isinstance(min_rank, int) else f", asked {asked_of(b)}") + ")"
@@ -740,7 +733,7 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int | Ma
              "power, so the fit keeps it at that cap", UserWarning)
     if any(asked_of(b) > 1 for b in template.bonds):
         dof = degrees_of_freedom(template.spec, {**template.dims, **floors})
-        if dof > MAX_DOF_SHARE * n_obs:
+        if dof > MAX_DOF_SHARE * n_obs:  # (the final diagnostics skip what this said: _floors_past_limit)
             warn(f"tnmars.fit: at {_said_floors(min_rank, None, label_of)} the network has {dof:,} degrees of freedom, more than "
                  f"{MAX_DOF_SHARE:.0%} of the {n_obs:,} observed entries: the data cannot determine it and the "
                  "criterion cannot judge its ranks; it is fitted as asked, but expect it to fit noise", UserWarning)
@@ -1066,11 +1059,12 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                 at_max = []
         if at_max:
             diagnostics.append(max_rank_message(at_max, template.bonds, rel))
-    if (search is not None and best.dof > crit.max_dof and _largest_floor(settings.get("min_rank", 1)) <= 1
-            and settings.get("max_params") is None):
+    if (search is not None and best.dof > crit.max_dof and settings.get("max_params") is None
+            and not _floors_past_limit(template, settings.get("min_rank", 1), crit.max_dof)):
         # the selection never grows past the limit, but a warm start above it stays there: a Tucker
         # completion of 49 entries started at (5, 5, 5) came back at (3, 3, 3), exact on the observed
-        # entries, 1.13 of the truth's norm off at the others, and no check said a word
+        # entries, 1.13 of the truth's norm off at the others, and no check said a word (floors past the
+        # limit were warned of at the call: the network is then as large as asked)
         diagnostics.append(f"the selected network has {best.dof:,} degrees of freedom, more than {crit.max_dof:g}, half "
                            f"the {prep.data.n_obs:,} observed entries: the data cannot determine it and the criterion "
                            "cannot judge its ranks, so a close fit of the observed entries says nothing of the others. "
@@ -1503,6 +1497,29 @@ def _checked_min_rank(min_rank: Any) -> int | tuple[int, ...] | dict[Any, int]:
             or np.ndim(min_rank) == 0):
         return _min_rank_value(min_rank.item() if isinstance(min_rank, np.ndarray) else min_rank)
     return tuple(_min_rank_value(value, "every entry of min_rank") for value in min_rank)
+
+
+def _joint_floors(template: Network, asked_of: Callable[[str], int]) -> dict[str, int]:
+    """Every bond's floor, jointly: what a bond can use depends on its neighbours' ranks, here at
+    their floors, raised where a floor needs it (one floor of 4 beside floors of 1 on a Tucker
+    core: the neighbours to 2); a floor of 0, a bond the relaxation may close, counts as 1
+    there: at 0 no neighbour could use any index."""
+    wanted = raised_floors(template.spec, template.dims,
+                           {b: max(min(asked_of(b), r), 1) for b, r in template.bonds.items()}, template.bonds)
+    return {b: 0 if asked_of(b) == 0 and wanted[b] == 1 else f
+            for b, f in feasible_ranks(template.spec, {**template.dims, **wanted}).items()}
+
+
+def _floors_past_limit(template: Network, min_rank: int | Mapping[str, int], max_dof: float) -> bool:
+    """Whether ``min_rank`` itself asks for more than ``max_dof`` degrees of freedom, which
+    :func:`_rank_floors` warned of at the call: a selection above the limit is then the caller's,
+    not a warm start that stayed there. Floors of 1 ask for nothing."""
+    def asked_of(bond: str) -> int:
+        return rank_floor(min_rank, bond)
+
+    if all(asked_of(b) <= 1 for b in template.bonds):
+        return False
+    return degrees_of_freedom(template.spec, {**template.dims, **_joint_floors(template, asked_of)}) > max_dof
 
 
 def _largest_floor(min_rank: int | tuple[int, ...] | Mapping[Any, int]) -> int:
