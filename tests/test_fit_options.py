@@ -165,7 +165,7 @@ def test_a_floor_message_names_a_labelled_bond_by_its_label():
 @pytest.mark.parametrize("min_rank, error, words", [
     ((3,), ValueError, r"one value per bond \(2: A, B"),
     ((3, 2, 1), ValueError, "one value per bond"),
-    ({"A": 3}, ValueError, "a mapping min_rank names the bonds of a spec or a Network; for the format 'tt'"),
+    ({"Z": 3}, ValueError, r"min_rank names 'Z', which is not a bond of 'tt' \(bonds: A, B\)"),
     ((3, -1), ValueError, "every entry of min_rank must be a non-negative integer; got -1"),
     ((3, 2.5), ValueError, "non-negative integer; got 2.5"),
     ("3", ValueError, "must be a non-negative integer; got '3'"),
@@ -174,6 +174,15 @@ def test_a_floor_message_names_a_labelled_bond_by_its_label():
 def test_bad_per_bond_floors_are_refused_naming_what_is_wrong(min_rank, error, words):
     with pytest.raises(error, match=words):
         quiet_fit(TT_DATA, "tt", max_rank=5, min_rank=min_rank)
+
+
+def test_a_format_floor_names_its_bonds_as_the_result_does():
+    """An outside probe: ``min_rank={"A": 4}`` was refused for a format whose result names its
+    bonds A, B, C; it floors that bond, and the others stay free."""
+    free = quiet_fit(TT_DATA, "tt", max_rank=5)
+    floored = quiet_fit(TT_DATA, "tt", max_rank=5, min_rank={free.bonds[0]: 5})
+    assert floored.bonds == free.bonds
+    assert floored.ranks_by_bond[free.bonds[0]] == 5 and free.ranks_by_bond[free.bonds[0]] < 5
 
 
 def test_a_spec_floor_on_a_name_that_is_no_bond_is_refused():

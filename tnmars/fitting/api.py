@@ -61,7 +61,7 @@ from .diagnostics import (
     unexplained_message,
     white_once_slices_scaled,
 )
-from .graph import degrees_of_freedom, feasible_ranks, judged_rank, raised_floors
+from .graph import degrees_of_freedom, feasible_ranks, has_loop, judged_rank, raised_floors
 from .layout import FormatLayout, format_layout
 from .moves import plus_constant, shrink
 from .progress import Reporter
@@ -206,10 +206,11 @@ def fit(
         ``proposal="mars"``.
     min_rank: smallest rank every returned bond takes (1): the proposal is raised to it and
         the search removes no index below it. One int for every bond, one per bond in the
-        order of ``max_rank``'s (:attr:`Network.bonds <tnmars.Network.bonds>`), or for a spec or
-        a Network a mapping bond -> rank (bond letters, or a Network's labels; a bond it does
-        not name: 1). ``max_rank`` and ``min_rank`` at the same ranks fit those ranks, selecting
-        nothing: ``fit(x, "tt", max_rank=(3, 5, 2), min_rank=(3, 5, 2))``. A floor that needs
+        order of ``max_rank``'s (:attr:`Network.bonds <tnmars.Network.bonds>`), or a mapping
+        bond -> rank (a spec's bond letters, a format's bonds as :attr:`FitResult.bonds` names
+        them, a Network's labels; a bond it does not name: 1). ``max_rank`` and ``min_rank`` at
+        the same ranks fit those ranks, selecting nothing:
+        ``fit(x, "tt", max_rank=(3, 5, 2), min_rank=(3, 5, 2))``. A floor that needs
         larger neighbours to be a rank at all (4 on a Tucker bond beside two at 1, at most
         1 x 1) raises them as far as it needs. ``min_rank`` above a
         given ``max_rank`` (or a Network's bond size) is a ``ValueError``; above the default
@@ -241,7 +242,11 @@ def fit(
         extrapolate), and a fit still above either tries one more random start
         (``RING_RANDOM_STARTS`` in all). ALS on a ring from the spectral start's low ranks can
         stop in minima no single index leaves, and where a random start's walk ends depends on
-        the start.
+        the start. A network grown from rank 1 (the greedy proposal: CP, other graphs' specs)
+        that ends the same way is searched again from the best of ranks doubled on every bond,
+        rung by rung up to the largest mode size: its walk stops where no single index pays,
+        as on data whose components are all about as strong (one more pays only once most are
+        in).
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
         Default 0, so that the same data give the same ranks from one call to the next (a
         ring's second walk starts from random cores, and the search grows bonds by random
@@ -436,6 +441,22 @@ def fit(
             interrupted = interrupted or search.stopped
             if alternative is not None and not interrupted and limit is None:
                 walk_again(raised_to(alternative, {b: max(f, 1) for b, f in floors.items()}, seed))
+            if (random_restart and proposal_used == "greedy" and kind != "tr" and not interrupted and limit is None
+                    and (_unexplained(best, prep.data, RING_RESTART_FROM) or _structured(best, prep, seed))):
+                # a walk grown from rank 1 (CP, a user's graph) stops where no single index pays:
+                # with components all about as strong, one more pays only once most are in (an
+                # outside probe, 2026-12-02: an 80x60 matrix of rank 10, orthonormal factors, at
+                # 40 dB, fitted as "iA,jA->ij", and an orthogonal CP of rank 8 on 10^3, both came
+                # back at rank 1 with 93-95% of the data unexplained); the ladder's best rung
+                # (_ladder_start) starts a second walk. benchmarks/greedy_restart.py
+                reporter.start("selection", note="ranks doubled on every bond, rung by rung: the walk from rank 1 "
+                               "leaves much of the data, or structure, unexplained")
+                try:
+                    rung = _ladder_start(best, template, floors, prep, crit, seed, lambda: reporter.stopped)
+                except KeyboardInterrupt:
+                    rung, interrupted = None, True
+                if rung is not None and not interrupted:
+                    walk_again(rung, accept=lambda c: not _extrapolates(c.network, prep))
             if (random_restart and kind == "tr" and not interrupted and limit is None
                     and (_unexplained(best, prep.data, RING_RESTART_FROM) or _structured(best, prep, seed))):
                 # a ring that leaves most of its data unexplained: ALS from the spectral start's low
@@ -536,7 +557,7 @@ def fit(
         reporter.start("checks", note="the fit's checks of its own residual")
     try:
         result = _result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior, interrupted,
-                         device, t0, held_out, polished, growth_caps)
+                         device, t0, held_out, polished, growth_caps, network_given=isinstance(network, Network))
     finally:
         reporter.close()
     return _labelled(_in_user_layout(result, layout), network)
@@ -826,6 +847,18 @@ def _structured(best: Candidate, prep: Prepared, seed: int | np.random.Generator
     return residual_has_structure(residual, obs, seed if isinstance(seed, int) else 0)
 
 
+def _near_limit_words(net: Network, max_dof: float, n_obs: int) -> str:
+    """A clause for a fit two indices on some bond from the degrees of freedom the observations
+    let the criterion judge (else ""): a rank past them cannot be selected. A noiseless CP of
+    rank 20 on 10^3 (560 degrees of freedom, the limit 500) came back at rank 16, 0.14 off, in a
+    swamp, with a warning that named only the swamp."""
+    if not any(degrees_of_freedom(net.spec, {**net.dims, b: r + 2}) > max_dof for b, r in net.bonds.items()):
+        return ""
+    return (f". It is also near the {max_dof:g} degrees of freedom {n_obs:,} observed entries let the criterion "
+            "judge: ranks past them cannot be selected (give them yourself, max_rank=... with min_rank=..., and "
+            "judge them on held-out entries)")
+
+
 def _unexplained(best: Candidate, data: FitData, level: float = POOR_FIT_FROM) -> bool:
     """Whether ``best`` leaves most of the data's deviations from their mean unexplained (the
     poor-fit checks' measure: relative error against that spread above ``level``, by default
@@ -911,6 +944,53 @@ def _random_start(template: Network, max_dof: float, floors: Mapping[str, int], 
     return _warm_start(net, template, 1.0, data)
 
 
+#: ALS sweeps of each rung of :func:`_ladder_start` (a full refit of the search)
+LADDER_SWEEPS = 30
+
+
+def _ladder_start(best: Candidate, template: Network, floors: Mapping[str, int], prep: Prepared, crit: Occam,
+                  seed: int | np.random.Generator | None, stopped: Callable[[], bool]) -> Network | None:
+    """A start for a second walk of a fit grown from rank 1, or None: rungs of ranks doubled on
+    every bond (2, 4, 8, ... times the walk's end), each refitted fully from random cores, up to
+    the largest mode size (and within the caps and the degrees of freedom the observations
+    determine); the best rung by the criterion, where it beats ``best``. A walk from rank 1
+    stops where no single index pays: with R components about as strong, one more explains 1/R
+    of the data and pays only once most are in, while a rung holding them all pays at once. The
+    ladder stops at the largest mode size, from where the walk may grow on: a walk from the
+    largest ranks the observations determine, as rings have, took a CP of pure noise 60^3 from
+    0.7 s to 39 s (rank 606 and down); and no noise test stops it sooner (fitting noise takes its
+    largest directions: on a matrix, about 4 times the share of its degrees of freedom, as much
+    as a component of 10 equal ones does)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(None if seed is None else [seed, 2])
+    data = prep.data
+    top = max(template.shape)
+    base = dict(best.network.bonds)
+    ranks = base
+    found: Candidate | None = None
+    factor = 1
+    while not stopped():
+        factor *= 2
+        rung = {b: min(max(r, 1) * factor, top, template.bonds[b]) for b, r in base.items()}
+        caps = feasible_ranks(template.spec, {**template.dims, **rung})
+        rung = {b: min(r, caps[b]) for b, r in rung.items()}
+        shaped = Network(template.spec, {**template.dims, **rung}, seed=rng, optimize=template.optimize)
+        shaped = within_budget(shaped, crit.max_dof)
+        if dict(shaped.bonds) == ranks:
+            break  # (at the caps: no rung higher)
+        ranks = dict(shaped.bonds)
+        start = _warm_start(raised_to(shaped, {b: max(f, 1) for b, f in floors.items()}, rng), template, 1.0, data)
+        net, sse = als(start, data, sweeps=LADDER_SWEEPS, should_stop=stopped)
+        dof = degrees_of_freedom(net.spec, net.dims)
+        cand = Candidate(net, sse, crit.objective(sse, dof), dof, f"x{factor}")
+        if found is None or cand.objective < found.objective:
+            found = cand
+        if sse <= crit.floor * data.n_obs:
+            break  # (exact: no rung higher is better)
+    if found is None or found.objective >= best.objective:
+        return None
+    return found.network
+
+
 def _closed_ring_start(net: Network, template: Network, floors: Mapping[str, int],
                        fresh: Callable[[dict[str, int]], list[Network]] | None) -> Network | None:
     """A start for a ring that the walk opened into a train, or None: ``net`` has a bond at
@@ -951,7 +1031,10 @@ def _evaluated(net: Network, data: FitData, crit: Occam, move: str) -> Candidate
 def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, settings: dict,
             relaxed: RelaxationResult | None, search: RankSearch | None, proposal: str, prior: str,
             interrupted: bool, device: str | None, t0: float, held_out: Sequence[float] = (),
-            polished: bool = True, growth_caps: Mapping[str, int] | None = None) -> FitResult:
+            polished: bool = True, growth_caps: Mapping[str, int] | None = None,
+            network_given: bool = False) -> FitResult:
+    """The FitResult of ``best``, with the fit's checks of its own answer (``network_given``: the
+    caps are a Network's bond sizes, not ``max_rank``, which the advice names)."""
     net = best.network
     checks = _FINAL_CHECKS.get()
     seed = settings.get("seed")
@@ -1058,7 +1141,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             except KeyboardInterrupt:  # the fit is done: Ctrl-C skips only its check
                 at_max = []
         if at_max:
-            diagnostics.append(max_rank_message(at_max, template.bonds, rel))
+            label_of = {symbol: label for label, symbol in (template.labels or {}).items()}
+            diagnostics.append(max_rank_message(at_max, template.bonds, rel, network_given, label_of))
     if (search is not None and best.dof > crit.max_dof and settings.get("max_params") is None
             and not _floors_past_limit(template, settings.get("min_rank", 1), crit.max_dof)):
         # the selection never grows past the limit, but a warm start above it stays there: a Tucker
@@ -1083,7 +1167,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                            f"falling ({best.unconverged:.2g} of the squared error in its last {POLISH_WINDOW} "
                            "sweeps): the fit sits in a slow valley of ALS (a 'swamp': nearly collinear "
                            "components, as in CP), so its error is not final, and a rank one above the data's may have "
-                           "won for that reason. Fit again from this result (proposal=result.network) to go on")
+                           "won for that reason. Fit again from this result (proposal=result.network) to go on"
+                           + _near_limit_words(net, crit.max_dof, prep.data.n_obs))
     if search is None and prior == "bernoulli" and best.dof <= crit.max_dof:
         open_bonds = [b for b, r in template.bonds.items() if r > 1]
         if open_bonds and all(net.bonds.get(b, 0) >= template.bonds[b] for b in open_bonds):
@@ -1116,7 +1201,7 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     if checks and offset_ratio > FAR_FROM_ZERO and CENTRING.get():  # (not within fit_both_ways: it fits both)
         diagnostics.append(far_from_zero_message(offset_ratio, rel, rel_spread))
     if poor and not under_fitted:
-        diagnostics.append(poor_fit_message(rel, rel_spread))
+        diagnostics.append(poor_fit_message(rel, rel_spread, has_loop(template.inputs, template.bonds)))
     elif unclear and not under_fitted:
         diagnostics.append(unexplained_message(rel, rel_spread, prep.data.n_obs, crit.max_dof, obs is not None))
     if isolated[0]:
@@ -1535,7 +1620,9 @@ def _bond_min_ranks(min_rank: int | tuple[int, ...] | Mapping[Any, int], templat
     before per-bond floors existed: the same messages, the same settings), else bond -> floor,
     1 for a bond a mapping does not name. A tuple gives one floor per bond in the order of
     :attr:`Network.bonds <tnmars.Network.bonds>` (as ``max_rank``); a mapping names bonds of a
-    spec by their letters, or of a :class:`~tnmars.Network` by their symbols or labels."""
+    spec by their letters, of a format as its result names them (``FitResult.bonds``: an outside
+    probe was refused ``{"A": 4}`` for the Tucker whose result named its bonds A, B, C), or of a
+    :class:`~tnmars.Network` by their symbols or labels."""
     bonds = list(template.bonds)
     if isinstance(min_rank, int):
         return min_rank
@@ -1545,11 +1632,7 @@ def _bond_min_ranks(min_rank: int | tuple[int, ...] | Mapping[Any, int], templat
                 named = dict(network._bond_items(min_rank))
             except ValueError as err:
                 raise ValueError(f"min_rank: {err}") from None
-        elif isinstance(network, str) and network.strip().lower() in FORMATS:
-            raise ValueError(f"a mapping min_rank names the bonds of a spec or a Network; for the format "
-                             f"{network.strip().lower()!r} give one int, or one per bond ({len(bonds)}) in a "
-                             "sequence")
-        else:
+        else:  # (a format's bonds by the names its result gives them: FitResult.bonds)
             unknown = [key for key in min_rank if key not in bonds]
             if unknown:
                 raise ValueError(f"min_rank names {unknown[0]!r}, which is not a bond of {network!r} "
@@ -1620,7 +1703,13 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max
         dims.update(_bond_ranks(_default_rank(spec, dims, shape, max_dof, at_least) if max_rank is None else max_rank,
                                 bonds, shape, fmt, mapping=False))
     else:
-        raise TypeError(f"network must be a format name, an einsum spec or a Network; got {type(network).__name__}")
+        hint = ""
+        if isinstance(network, (list, tuple)) and network and all(isinstance(t, (list, tuple)) for t in network):
+            # (label lists leave the output's order open: the data's modes need it named)
+            hint = (": label lists, one per core, make a Network, which names the output's order "
+                    "(tnmars.Network(labels, dims={...}, output=[...]))")
+        raise TypeError(f"network must be a format name, an einsum spec or a Network; got "
+                        f"{type(network).__name__}{hint}")
     asked = {b: int(dims[b]) for b in parse_spec(spec).bonds}
     caps = feasible_ranks(spec, dims)
     dims = {**dims, **caps}

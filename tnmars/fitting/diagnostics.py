@@ -859,11 +859,18 @@ def _grown_dof(network: Network, bonds: Sequence[str]) -> int:
     return degrees_of_freedom(network.spec, {**network.dims, **{b: network.dims[b] + 1 for b in bonds}})
 
 
-def max_rank_message(bonds: Sequence[str], max_ranks: Mapping[str, int], relative_error: float) -> str:
-    where = ", ".join(f"{b!r} (at {max_ranks[b]})" for b in bonds)
-    return (f"ranks stopped by max_rank: one more index on bond{'s' if len(bonds) > 1 else ''} {where} would fit the "
-            f"data better by the criterion; those ranks were set by max_rank, not chosen, and the fit's relative error "
-            f"is {relative_error:.3g}. Raise max_rank to let the data choose.")
+def max_rank_message(bonds: Sequence[str], max_ranks: Mapping[str, int], relative_error: float,
+                     network_given: bool = False, label_of: Mapping[str, Any] | None = None) -> str:
+    """The bonds whose caps stopped the selection. A Network given to the fit has no
+    ``max_rank`` (it is refused there): its bond sizes are the caps, and the advice says so."""
+    label_of = label_of or {}
+    where = ", ".join(f"{label_of.get(b, b)!r} (at {max_ranks[b]})" for b in bonds)
+    cap = "the network's bond sizes" if network_given else "max_rank"
+    advice = ("Give the network larger bonds (its bond sizes are its maximal ranks) to let the data choose."
+              if network_given else "Raise max_rank to let the data choose.")
+    return (f"ranks stopped by {cap}: one more index on bond{'s' if len(bonds) > 1 else ''} {where} would fit the "
+            f"data better by the criterion; those ranks were set by {cap}, not chosen, and the fit's relative error "
+            f"is {relative_error:.3g}. {advice}")
 
 
 #: relative error from which a fit whose residual is structure, not noise, warns that it leaves
@@ -881,14 +888,18 @@ def _error_words(relative_error: float, spread_error: float) -> str:
             f"mean: it holds about {max(0.0, 1.0 - spread_error**2):.0%} of what varies, little more than the mean")
 
 
-def poor_fit_message(relative_error: float, spread_error: float | None = None) -> str:
+def poor_fit_message(relative_error: float, spread_error: float | None = None, loop: bool = False) -> str:
+    """A poor fit whose residual is structure. The advice on short refits is for networks with a
+    loop (rings), where they make removals look better; on trees (CP, Tucker, chains) it misled
+    (an outside probe, 2026-12-02)."""
     words = _error_words(relative_error, relative_error if spread_error is None else spread_error)
+    cause = ("a poor start, or short refits that make removals look better: try selection={'sweeps': 20}" if loop
+             else "a poor start, or a minimum of ALS that no single index leaves")
     return (f"the selected network leaves most of the data unexplained ({words}), and what it leaves is "
             "structure, not noise (the residual's unfoldings stand above the same values shuffled). The search may "
-            "have stopped far from the data's network (a poor start; on rings, short refits that make removals look "
-            "better: try selection={'sweeps': 20}), or the structure may need more degrees of freedom than the "
-            "observations determine. Compare fits at candidate ranks (max_rank=... with min_rank=...) by their "
-            "objective, or another network.")
+            f"have stopped far from the data's network ({cause}), or the structure may need more degrees of freedom "
+            "than the observations determine. Compare fits at candidate ranks (max_rank=... with min_rank=...) by "
+            "their objective, or another network.")
 
 
 #: data whose mean is more than this many times the standard deviation of their entries about

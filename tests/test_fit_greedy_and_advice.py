@@ -1,0 +1,94 @@
+"""Fits grown from rank 1 (CP, a user's graph), and the advice fit gives about its arguments and caps."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import tnmars
+from tnmars.fitting.diagnostics import poor_fit_message
+
+
+def _orthonormal(n: int, r: int, rng: np.random.Generator) -> np.ndarray:
+    return np.linalg.qr(rng.standard_normal((n, r)))[0]
+
+
+def _noisy(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.standard_normal(x.shape)
+    return x + noise * np.linalg.norm(x) / np.linalg.norm(noise) * 10 ** (-snr_db / 20)
+
+
+@pytest.mark.parametrize("spec, shape, rank", [("iA,jA->ij", (40, 40), 8), ("cp", (10, 10, 10), 8)])
+def test_a_walk_from_rank_one_finds_components_of_equal_strength(spec, shape, rank):
+    """An outside probe (2026-12-02): components all about as strong (orthonormal factors), where
+    one more explains 1/R of the data and pays only once most are in; the walk from rank 1 stopped
+    at rank 1 with 93% of the data unexplained, warned as noise. The second walk, from the largest
+    ranks the observations determine, comes down to the data's rank."""
+    rng = np.random.default_rng(7)
+    factors = [_orthonormal(n, rank, rng) for n in shape]
+    x = np.einsum(",".join(f"{m}r" for m in "ijk"[:len(shape)]) + "->" + "ijk"[:len(shape)], *factors)
+    y = _noisy(x, 40, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (and says nothing: the fit is right)
+        res = tnmars.fit(y, spec, seed=0, progress=False)
+    assert res.ranks == (rank,)
+    assert np.linalg.norm(np.asarray(res.network.to_tensor()) - x) / np.linalg.norm(x) < 0.02
+    with pytest.warns(RuntimeWarning, match="leaves most of the data unexplained"):  # the walk alone: stuck
+        alone = tnmars.fit(y, spec, seed=0, progress=False, selection={"random_restart": False})
+    assert alone.ranks == (1,)
+
+
+def test_a_network_capped_by_its_bond_sizes_is_told_to_grow_them_not_max_rank():
+    """An outside probe: a Network given to the fit, whose caps stopped the selection, was told to
+    "Raise max_rank", which fit refuses for a Network. The bonds are named by their labels."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20, 4)) @ rng.standard_normal((4, 18))
+    x = _noisy(x, 40, rng)
+    net = tnmars.Network([("row", "inner"), ("inner", "col")], dims={"row": 20, "col": 18}, ranks={"inner": 2},
+                         output=["row", "col"])
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        res = tnmars.fit(x, net, seed=0, progress=False)
+    capped = [str(w.message) for w in heard if "stopped by" in str(w.message)]
+    assert res.ranks == (2,) and capped, [str(w.message) for w in heard]
+    assert "stopped by the network's bond sizes" in capped[0] and "max_rank" not in capped[0], capped[0]
+    assert "bond 'inner' (at 2)" in capped[0], capped[0]
+    with pytest.warns(RuntimeWarning, match=r"ranks stopped by max_rank: .*Raise max_rank"):
+        tnmars.fit(x, "iA,jA->ij", max_rank=2, seed=0, progress=False)
+
+
+def test_the_poor_fit_advice_on_short_refits_is_for_loops_only():
+    """An outside probe: a CP stuck at rank 1 was advised selection={'sweeps': 20}, the remedy of
+    rings' short refits; on a network without a loop it does not apply."""
+    assert "sweeps" not in poor_fit_message(0.9, loop=False)
+    assert "selection={'sweeps': 20}" in poor_fit_message(0.9, loop=True)
+
+
+def test_label_lists_given_to_fit_are_pointed_to_a_network():
+    """An outside probe passed the label lists a Network takes straight to ``fit``: a bare
+    TypeError. The message says how to make them a Network (the output's order is needed)."""
+    with pytest.raises(TypeError, match=r"got list: label lists, one per core, make a Network.*output=\[\.\.\.\]"):
+        tnmars.fit(np.ones((3, 4)), [("i", "a"), ("a", "j")], progress=False)
+    with pytest.raises(TypeError, match=r"Network; got int$"):
+        tnmars.fit(np.ones((3, 4)), 3, progress=False)
+
+
+def test_the_second_walk_of_a_greedy_fit_climbs_no_higher_than_the_largest_mode(monkeypatch):
+    """Its rungs stop at the largest mode size: from the largest ranks the observations determine
+    (rank 153 for CP on 30^3, 606 on 60^3) a walk on pure noise cost 56x the fit. Noise stays at
+    rank 1."""
+    import tnmars.fitting.api as api
+
+    fitted = []
+    original = api.als
+
+    def recorded(net, data, **kwargs):
+        fitted.append(net.ranks)
+        return original(net, data, **kwargs)
+
+    monkeypatch.setattr(api, "als", recorded)
+    y = np.random.default_rng(0).standard_normal((30, 30, 30))
+    res = tnmars.fit(y, "cp", seed=0, progress=False)
+    assert res.ranks == (1,) and res.max_ranks[0] > 100
+    assert fitted and max(r[0] for r in fitted) == 30  # (the ladder ran, up to 30 and no higher)
