@@ -8,11 +8,12 @@ are in. Cases:
 
 - ``tune``: the outside probe's three (2026-12-02) that showed it, looked at while the change
   was made: an 80x60 matrix of rank 10 and a 40x40 of rank 8 (orthonormal factors), an orthogonal
-  CP of rank 8 on 10^3, all at 40 dB;
+  CP of rank 8 on 10^3, all at 40 dB; and a CP of rank 8 on 10^3 at 30 dB fitted at that rank
+  (``min_rank = max_rank``: ``cp-fixed``), stopped in a poor minimum of ALS;
 - ``heldout``: shapes, ranks, factor kinds (Gaussian: components of unequal strength; orthonormal:
   equal), seeds and noise levels (none, 30, 20, 10 dB) never looked at before this script ran;
-  CP tensors of orders 3 and 4, matrices as ``"iA,jA->ij"``, a three-way CP spec, a chain spec
-  and CP completions (40% observed).
+  CP tensors of orders 3 and 4, matrices as ``"iA,jA->ij"``, a three-way CP spec, a chain spec,
+  CP completions (40% observed) and CPs fitted at their true rank (``cp-fixed``, 6 seeds).
 
 Errors are against the noiseless truth (every entry); "moved" counts fits whose error changed by
 more than 1e-3 of itself (both under 1e-8: the same). Then the cost on pure noise, where the
@@ -55,7 +56,7 @@ def truth_of(kind: str, shape: tuple[int, ...], rank: int, factors: str, seed: i
         net = tnmars.Network("iA,jAB,kB->ijk", shape=shape, ranks={"A": rank, "B": rank}, seed=seed)
         return np.asarray(net.to_tensor()), "iA,jAB,kB->ijk"
     x = np.einsum(",".join(f"{m}r" for m in "ijkl"[:len(shape)]) + "->" + "ijkl"[:len(shape)], *f)
-    spec = {"cp": "cp", "cp-completion": "cp", "matrix": "iA,jA->ij", "cp-spec": "iA,jA,kA->ijk"}[kind]
+    spec = {"cp": "cp", "cp-completion": "cp", "cp-fixed": "cp", "matrix": "iA,jA->ij", "cp-spec": "iA,jA,kA->ijk"}[kind]
     return x, spec
 
 
@@ -64,12 +65,15 @@ CASES = [
     ("tune", "matrix", (80, 60), 10, "orth", (7,), (40,)),
     ("tune", "matrix", (40, 40), 8, "orth", (7,), (40,)),
     ("tune", "cp", (10, 10, 10), 8, "orth", (7,), (40,)),
+    ("tune", "cp-fixed", (10, 10, 10), 8, "gauss", (3,), (30,)),
     *[("heldout", kind, shape, rank, fac, (21, 22), SNRS)
       for kind, shape, rank in [("cp", (12, 13, 14), 6), ("cp", (9, 10, 11), 5), ("cp", (8, 9, 10, 7), 4),
                                 ("cp", (20, 18, 16), 10), ("matrix", (50, 40), 7), ("matrix", (60, 60), 5),
                                 ("cp-spec", (6, 7, 40), 6), ("cp-completion", (14, 15, 16), 5)]
       for fac in ("gauss", "orth")],
     *[("heldout", "chain", (7, 8, 9), rank, "gauss", (21, 22), SNRS) for rank in (3, 5)],
+    *[("heldout", "cp-fixed", shape, rank, "gauss", tuple(range(21, 27)), (None, 30, 20))
+      for shape, rank in [((10, 11, 12), 7), ((9, 9, 9), 6), ((12, 12, 12), 9)]],
 ]
 
 
@@ -100,7 +104,9 @@ def run(split: str) -> list[dict]:
                     t0 = time.perf_counter()
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
-                        res = tnmars.fit(y, spec, observed=observed, seed=0, progress=False, selection=selection)
+                        fixed = {"max_rank": rank, "min_rank": rank} if kind == "cp-fixed" else {}
+                        res = tnmars.fit(y, spec, observed=observed, seed=0, progress=False, selection=selection,
+                                         **fixed)
                     est = np.asarray(res.network.to_tensor())
                     row[name] = {"seconds": time.perf_counter() - t0, "ranks": list(res.ranks),
                                  "error": float(np.linalg.norm(est - x) / np.linalg.norm(x)),
