@@ -105,3 +105,18 @@ def test_ranks_fixed_by_the_caps_are_refitted_from_another_start():
     assert np.linalg.norm(np.asarray(res.network.to_tensor()) - x) / np.linalg.norm(x) < 0.03
     alone = tnmars.fit(y, "cp", min_rank=8, max_rank=8, seed=0, progress=False, selection={"random_restart": False})
     assert alone.relative_error > 2 * res.relative_error  # (the minimum it escapes)
+
+
+def test_a_labelled_networks_ranks_are_reported_by_label():
+    """An outside probe: ``ranks_by_bond`` and the summary named a labelled Network's bonds by
+    internal symbols ('b'), which the caller never wrote; ``min_rank`` already took the labels."""
+    rng = np.random.default_rng(5)
+    x = _noisy(rng.standard_normal((12, 3)) @ rng.standard_normal((3, 10)), 40, rng)
+    net = tnmars.Network([("row", "inner"), ("inner", "col")], dims={"row": 12, "col": 10, "inner": 6},
+                         output=["row", "col"])
+    res = tnmars.fit(x, net, seed=0, progress=False)
+    assert res.ranks_by_label == {"inner": 3}
+    assert "ranks     inner=3/6" in res.summary()
+    assert res.ranks_by_bond == {net.labels["inner"]: 3}  # (the symbols stay the bonds' keys)
+    plain = tnmars.fit(x, "iA,jA->ij", seed=0, progress=False)
+    assert plain.ranks_by_label == plain.ranks_by_bond == {"A": 3}

@@ -83,7 +83,24 @@ class FitResult:
 
     @property
     def ranks_by_bond(self) -> dict[str, int]:
+        """Bond symbol -> selected rank (the symbols of :attr:`Network.bonds`)."""
         return dict(zip(self.bonds, self.ranks))
+
+    @property
+    def ranks_by_label(self) -> dict[Any, int]:
+        """Bond label -> selected rank, for a fitted :class:`~tnmars.Network` built from label
+        lists (its bonds keep their index symbols; ``min_rank`` takes the labels); a bond
+        without a label is keyed by its symbol.
+
+        >>> import numpy as np, tnmars
+        >>> net = tnmars.Network([("row", "inner"), ("inner", "col")], dims={"row": 6, "col": 5, "inner": 3},
+        ...                      output=["row", "col"])
+        >>> x = np.outer(np.arange(1.0, 7.0), np.arange(1.0, 6.0))
+        >>> tnmars.fit(x, net, progress=False).ranks_by_label
+        {'inner': 1}
+        """
+        label_of = {symbol: label for label, symbol in (self.network.labels or {}).items()}
+        return {label_of.get(b, b): r for b, r in zip(self.bonds, self.ranks)}
 
     def summary(self) -> str:
         """A short human-readable report."""
@@ -91,7 +108,8 @@ class FitResult:
         lines = [
             f"tnmars.fit: {self.network.spec}  ({self.settings.get('backend')}, {how}, "
             f"{self.evaluations} refits, {self.seconds:.1f} s{', interrupted' if self.interrupted else ''})",
-            "  ranks     " + ", ".join(f"{b}={r}/{m}" for b, r, m in zip(self.bonds, self.ranks, self.max_ranks)),
+            "  ranks     " + ", ".join(f"{b}={r}/{m}" for b, r, m in zip(self.ranks_by_label, self.ranks,
+                                                                           self.max_ranks)),
             f"  relative error {self.relative_error:.4g} on observed entries"
             + (f", {self.heldout_error:.4g} held out" if self.heldout_error is not None else ""),
             f"  noise variance {self.noise_variance:.4g} (data units)",
