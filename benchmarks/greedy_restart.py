@@ -9,7 +9,10 @@ are in. Cases:
 - ``tune``: the outside probe's three (2026-12-02) that showed it, looked at while the change
   was made: an 80x60 matrix of rank 10 and a 40x40 of rank 8 (orthonormal factors), an orthogonal
   CP of rank 8 on 10^3, all at 40 dB; and a CP of rank 8 on 10^3 at 30 dB fitted at that rank
-  (``min_rank = max_rank``: ``cp-fixed``), stopped in a poor minimum of ALS;
+  (``min_rank = max_rank``: ``cp-fixed``), stopped in a poor minimum of ALS (a refit of such fixed
+  ranks from random cores, tried as the ladder's first rung, rescued it but took a held-out
+  ``cp-fixed`` fit from 0.013 to 0.10 from the truth, into a swamp: not kept; ranks at their caps
+  climb no rung);
 - ``heldout``: shapes, ranks, factor kinds (Gaussian: components of unequal strength; orthonormal:
   equal), seeds and noise levels (none, 30, 20, 10 dB) never looked at before this script ran;
   CP tensors of orders 3 and 4, matrices as ``"iA,jA->ij"``, a three-way CP spec, a chain spec,

@@ -94,19 +94,6 @@ def test_the_second_walk_of_a_greedy_fit_climbs_no_higher_than_the_largest_mode(
     assert fitted and max(r[0] for r in fitted) == 30  # (the ladder ran, up to 30 and no higher)
 
 
-def test_ranks_fixed_by_the_caps_are_refitted_from_another_start():
-    """An outside probe: a CP at fixed rank (min_rank = max_rank) ended in a poor minimum of ALS,
-    silently (rank 8 on 10^3 at 30 dB: 0.093 from the truth where other starts reach 0.016). The
-    ladder's first rung is the walk's own ranks from random cores."""
-    rng = np.random.default_rng(3)
-    x = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((10, 8)) for _ in range(3)])
-    y = _noisy(x, 30, rng)
-    res = tnmars.fit(y, "cp", min_rank=8, max_rank=8, seed=0, progress=False)
-    assert np.linalg.norm(np.asarray(res.network.to_tensor()) - x) / np.linalg.norm(x) < 0.03
-    alone = tnmars.fit(y, "cp", min_rank=8, max_rank=8, seed=0, progress=False, selection={"random_restart": False})
-    assert alone.relative_error > 2 * res.relative_error  # (the minimum it escapes)
-
-
 def test_a_labelled_networks_ranks_are_reported_by_label():
     """An outside probe: ``ranks_by_bond`` and the summary named a labelled Network's bonds by
     internal symbols ('b'), which the caller never wrote; ``min_rank`` already took the labels."""

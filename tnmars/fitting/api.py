@@ -951,7 +951,7 @@ LADDER_SWEEPS = 30
 def _ladder_start(best: Candidate, template: Network, floors: Mapping[str, int], prep: Prepared, crit: Occam,
                   seed: int | np.random.Generator | None, stopped: Callable[[], bool]) -> Network | None:
     """A start for a second walk of a fit grown from rank 1, or None: rungs of ranks doubled on
-    every bond (1, 2, 4, 8, ... times the walk's end), each refitted fully from random cores, up to
+    every bond (2, 4, 8, ... times the walk's end), each refitted fully from random cores, up to
     the largest mode size (and within the caps and the degrees of freedom the observations
     determine); the best rung by the criterion, where it beats ``best``. A walk from rank 1
     stops where no single index pays: with R components about as strong, one more explains 1/R
@@ -960,20 +960,17 @@ def _ladder_start(best: Candidate, template: Network, floors: Mapping[str, int],
     largest ranks the observations determine, as rings have, took a CP of pure noise 60^3 from
     0.7 s to 39 s (rank 606 and down); and no noise test stops it sooner (fitting noise takes its
     largest directions: on a matrix, about 4 times the share of its degrees of freedom, as much
-    as a component of 10 equal ones does). The first rung, the walk's own ranks from random cores,
-    is a restart for ranks fixed by the caps (a CP of rank 8 on 10^3 at 30 dB, fitted at
-    min_rank=max_rank=8, stopped in a poor minimum of ALS at 0.093 from the truth where other
-    starts reach 0.016, silently)."""
+    as a component of 10 equal ones does)."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(None if seed is None else [seed, 2])
     data = prep.data
     top = max(template.shape)
     base = dict(best.network.bonds)
-    ranks: dict[str, int] | None = None
+    ranks = base
     found: Candidate | None = None
     factor = 1
     while not stopped():
-        rung = {b: min(max(r, 1) * factor, max(top, r), template.bonds[b]) for b, r in base.items()}
         factor *= 2
+        rung = {b: min(max(r, 1) * factor, max(top, r), template.bonds[b]) for b, r in base.items()}
         caps = feasible_ranks(template.spec, {**template.dims, **rung})
         rung = {b: min(r, caps[b]) for b, r in rung.items()}
         shaped = Network(template.spec, {**template.dims, **rung}, seed=rng, optimize=template.optimize)
@@ -984,7 +981,7 @@ def _ladder_start(best: Candidate, template: Network, floors: Mapping[str, int],
         start = _warm_start(raised_to(shaped, {b: max(f, 1) for b, f in floors.items()}, rng), template, 1.0, data)
         net, sse = als(start, data, sweeps=LADDER_SWEEPS, should_stop=stopped)
         dof = degrees_of_freedom(net.spec, net.dims)
-        cand = Candidate(net, sse, crit.objective(sse, dof), dof, f"x{factor // 2}")
+        cand = Candidate(net, sse, crit.objective(sse, dof), dof, f"x{factor}")
         if found is None or cand.objective < found.objective:
             found = cand
         if sse <= crit.floor * data.n_obs:
