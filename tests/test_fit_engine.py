@@ -1542,6 +1542,10 @@ def test_a_users_chain_or_tree_reaches_a_component_that_runs_through_every_bond(
     ("ia,ja,ka", {"i": 4, "j": 5, "k": 6, "a": 2}),
     ("ABC,iA,jB,kC", {"i": 4, "j": 3, "k": 5, "A": 2, "B": 3, "C": 2}),
     ("iA,AjB,Bk", {"i": 3, "j": 4, "k": 5, "A": 2, "B": 3}),
+    # loops: one scalar on every edge of a loop changes no core (one back per loop)
+    ("CaA,AbB,BcC", {"a": 3, "b": 4, "c": 5, "A": 2, "B": 2, "C": 2}),
+    ("CaA,AbB,BcC", {"a": 1, "b": 10, "c": 10, "A": 1, "B": 5, "C": 1}),  # the TT (1, 5) as a ring
+    ("aAC,AbB,BcD,CDd", {"a": 3, "b": 3, "c": 3, "d": 3, "A": 2, "B": 2, "C": 2, "D": 2}),
 ])
 def test_degrees_of_freedom_are_the_rank_of_the_networks_jacobian(spec, dims):
     """The count the criterion charges is the dimension of the set of tensors the network
