@@ -666,3 +666,16 @@ def test_fit_advice_names_the_command_line_options_and_min_rank_fixes_the_ranks(
                  "--out", str(tmp_path / "c.npz")])  # one rank per bond, also below the truth's
     assert code == 0
     assert list(_printed_ranks(capsys.readouterr().out).values()) == [2, 2, 1]
+
+
+def test_a_spec_given_as_the_format_is_printed_once(small, tmp_path, capsys):
+    """Found by an outside tester: ``--format 'aAC,AbB,BcC->abc'`` printed the network line as
+    "aAC,AbB,BcC->abc (aAC,AbB,BcC->abc)"; a format name still follows its spec."""
+    folder, _, _ = small
+    common = [str(folder / "small.npy"), "--max-rank", "2", "--steps", "5", "--quiet", "--force"]
+    assert main(["fit", *common, "--format", "aAC,AbB,BcC->abc", "--out", str(tmp_path / "a.npz")]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  network"))
+    assert line.split() == ["network", "aAC,AbB,BcC->abc"], line
+    assert main(["fit", *common, "--format", "tt", "--out", str(tmp_path / "b.npz")]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  network"))
+    assert line.split() == ["network", "aA,AbB,Bc->abc", "(tt)"], line

@@ -498,7 +498,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     with _deferred_interrupts() as pending:  # a Ctrl-C now must not leave half a file
         path = save(result, out)
     fmt = result.settings.get("format") if hasattr(result, "settings") else None
-    print(f"  network         {result.network.spec}" + (f" ({fmt})" if fmt else ""))
+    spec = result.network.spec
+    # a format's name after its spec ("(tt)"); a spec given as the format is not printed twice
+    named = isinstance(fmt, str) and fmt != spec and "," not in fmt and "->" not in fmt
+    print(f"  network         {spec}" + (f" ({fmt})" if named else ""))
     _report(result, sys.stdout)
     print(f"  saved           {path}")
     if pending:
