@@ -309,15 +309,31 @@ def test_prune_rejects_bad_selections():
         net.prune({"A": np.ones(3, dtype=bool)})
 
 
+def test_prune_names_the_bond_and_the_index_a_keep_list_repeats():
+    """Found by an outside tester: ``keep=[0, 0, 1]`` on a bond of size 3 was called "an integer
+    array of the bond's length holding only 0 and 1" and told to pass "indices as a list", which
+    it was; a repeat anywhere is refused naming the bond and the repeated index."""
+    net = Network.tucker((4, 4, 4), 3, seed=0)
+    with pytest.raises(ValueError, match=r"^kept indices for bond 'A' repeat index 0 \(\[0, 0, 1\]\)"):
+        net.prune({"A": [0, 0, 1]})
+    with pytest.raises(ValueError, match=r"bond 'B' repeat index 2 \(\[2, 0, 2\]\); list each kept index once$"):
+        net.prune({"B": [2, 0, 2]})
+    with pytest.raises(ValueError, match=r"bond 'C' repeat indices 0 and 1 \(\[1, 0, 1, 0\]\)"):
+        net.prune({"C": np.array([1, 0, 1, 0])})
+    assert net.prune({"A": [2, 0], "B": [1]}).ranks == (2, 1, 3)  # (distinct indices, any order)
+
+
 def test_prune_refuses_an_integer_zero_one_array_that_reads_differently_as_a_mask():
     """Found by an outside probe: ``(phi > 0.5).long()`` is a mask to ``to_tensor`` but indices to
     ``prune``: ``[1, 0]`` kept both indices (a mask keeps index 0), ``[0]`` kept a rank-1 bond (a
     mask closes it), silently. Such an array is refused; booleans and index lists work."""
     torch = pytest.importorskip("torch")
     net = Network("aA,AbB,Bc->abc", shape=(3, 4, 5), ranks={"A": 2, "B": 1}, seed=0)
-    for keep in ({"A": np.array([1, 0])}, {"B": np.array([0])}, {"A": torch.tensor([1, 0])}, {"A": [1, 1]}):
+    for keep in ({"A": np.array([1, 0])}, {"B": np.array([0])}, {"A": torch.tensor([1, 0])}):
         with pytest.raises(ValueError, match="integer array of the bond's length holding only 0 and 1"):
             net.prune(keep)
+    with pytest.raises(ValueError, match=r"repeat index 1 .*; a 0/1 mask must be boolean"):
+        net.prune({"A": [1, 1]})  # (a repeat as indices: the mask reading is named too)
     mask = np.array([1, 0])
     np.testing.assert_allclose(net.prune({"A": mask.astype(bool)}).to_tensor(), net.to_tensor({"A": mask}))
     assert net.prune({"A": [1, 0]}).ranks == (2, 1) and net.prune({"B": [0]}).ranks == (2, 1)

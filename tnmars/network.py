@@ -1114,7 +1114,15 @@ def _kept_indices(sel: Any, size: int, bond: str, be: Backend) -> np.ndarray:
     if kind not in "iu":
         raise TypeError(f"keep for bond {bond!r} must be integer indices or a mask; got dtype {sel.dtype}")
     idx = sel.astype(np.int64)
-    if sel.shape == (size,) and np.all((idx == 0) | (idx == 1)) and (array or len(np.unique(idx)) != size):
+    binary = sel.shape == (size,) and bool(np.all((idx == 0) | (idx == 1)))
+    values, counts = np.unique(idx, return_counts=True)
+    if len(values) != len(idx):  # (before the 0/1 check: [0, 0, 1] is a repeat, not a dtype question)
+        repeated = values[counts > 1].tolist()
+        which = f"index {repeated[0]}" if len(repeated) == 1 else \
+            "indices " + ", ".join(map(str, repeated[:-1])) + f" and {repeated[-1]}"
+        raise ValueError(f"kept indices for bond {bond!r} repeat {which} ({idx.tolist()}); list each kept index "
+                         "once" + ("; a 0/1 mask must be boolean (mask.astype(bool), mask.bool())" if binary else ""))
+    if binary and array:
         # an integer 0/1 array of the bond's length ((phi > 0.5).long()): as indices it keeps other
         # entries than as a mask ([1, 0] keeps both, [0] on a rank-1 bond keeps it), silently
         raise ValueError(f"keep for bond {bond!r} is an integer array of the bond's length holding only 0 and 1 "
@@ -1123,8 +1131,6 @@ def _kept_indices(sel: Any, size: int, bond: str, be: Backend) -> np.ndarray:
                          "mask.astype(bool)) and indices as a list")
     if idx.min() < 0 or idx.max() >= size:
         raise ValueError(f"kept indices for bond {bond!r} must lie in [0, {size}); got {idx.tolist()}")
-    if len(np.unique(idx)) != len(idx):
-        raise ValueError(f"kept indices for bond {bond!r} repeat: {idx.tolist()}")
     return idx
 
 
