@@ -788,3 +788,24 @@ def test_a_network_plans_with_an_unhashable_optimizer_and_with_an_explicit_path_
     assert "FLOPs" in custom.summary()
     pathed = Network.tt((3, 4, 5), 2, seed=0, optimize=[(0, 1), (0, 1)])
     np.testing.assert_allclose(pathed.contract("a", np.ones(3), output="bc"), reference.to_tensor().sum(0))
+
+
+def test_bool_labels_and_labels_equal_across_kinds_are_refused_up_front():
+    """Found by an outside tester: Python has ``True == 1 == 1.0``, so the labels merged into one
+    index: ``[("x", True, 1), (True, "y", 1)]`` failed later with "index 'a' is repeated inside term
+    'xaa' (a trace ...)", and ``[("x", True), (1, "y")]`` silently joined the two cores."""
+    with pytest.raises(TypeError, match=r"the label True \(in the label lists\) is a bool: in Python True == 1"):
+        Network([("x", True, 1), (True, "y", 1)], dims={"x": 3, "y": 4}, ranks=2)
+    with pytest.raises(TypeError, match=r"\(in the label lists\) is a bool: in Python .* == 0"):
+        Network([("x", np.False_), (np.False_, "y")], dims={"x": 3, "y": 4}, ranks=2)
+    with pytest.raises(ValueError, match=r"labels 1 and 1.0 \(in the label lists\) are equal in Python"):
+        Network([("x", 1), (1.0, "y")], dims={"x": 3, "y": 4}, ranks=2)
+    with pytest.raises(TypeError, match=r"label True \(in ranks=\) is a bool"):
+        Network([("x", 1), (1, "y")], dims={"x": 3, "y": 4}, ranks={True: 2})
+    with pytest.raises(ValueError, match=r"labels 1 and 1.0 \(in dims=\)"):
+        Network([("x", 1), (1, "y")], dims={"x": 3, 1.0: 2, "y": 4})
+    with pytest.raises(ValueError, match=r"labels 'x' and 'x'|labels \('a', 1\) and \('a', 1.0\)"):
+        Network([(("a", 1), "x"), (("a", 1.0), "y")], dims={"x": 3, "y": 4}, ranks=2)
+    # one label of one kind, in any of its spellings, is fine (a NumPy integer is an int)
+    net = Network([("x", np.int64(1)), (1, "y")], dims={"x": 3, "y": 4}, ranks={1: 2})
+    assert net.spec == "xa,ay->xy" and net.ranks == (2,)

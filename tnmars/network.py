@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 import sys
 from collections.abc import Hashable, Mapping, Sequence
@@ -120,6 +121,8 @@ class Network:
         per core, with any hashable labels: ``[("x", "bond"), ("bond", "y")]``; then ``dims``
         and ``ranks`` are keyed by label, ``output`` lists the output labels (default: the
         labels on one core, sorted) and :attr:`labels` maps each label to its index symbol.
+        A bool label is a ``TypeError``, and labels equal in Python but of different kinds
+        (``1`` and ``1.0``) a ``ValueError``: Python's ``True == 1 == 1.0`` would merge them.
     dims:
         Size of each index, ``{"i": 4, "j": 3, ...}``. May be partial when ``shape`` /
         ``ranks`` / ``cores`` supply the rest.
@@ -930,6 +933,13 @@ def _from_labels(subscripts: Any, output: Any, dims: Any, ranks: Any):
     if any(lab is Ellipsis for labels in subscripts if isinstance(labels, Sequence) for lab in labels):
         raise ValueError("'...' broadcasting is einsum, not a tensor network (tnmars.contract accepts it)")
     spec, labels = labels_to_spec(subscripts, output)
+    first: dict[Hashable, Hashable] = {}
+    for where, given in (("the label lists", [lab for term in subscripts for lab in term]),
+                         ("output=", [] if output is None else list(output)),
+                         ("dims=", list(dims) if isinstance(dims, Mapping) else []),
+                         ("ranks=", list(ranks) if isinstance(ranks, Mapping) else [])):
+        for lab in given:
+            _check_label(lab, first.setdefault(lab, lab), where)
 
     def rekey(mapping: Any, name: str) -> Any:
         if not isinstance(mapping, Mapping):
@@ -940,6 +950,38 @@ def _from_labels(subscripts: Any, output: Any, dims: Any, ranks: Any):
         return {labels[k]: v for k, v in mapping.items()}
 
     return spec, labels, rekey(dims, "dims"), rekey(ranks, "ranks")
+
+
+def _label_kind(label: Any) -> Any:
+    """What a label is, beyond equality: ``1``, ``1.0`` and ``True`` are equal (and hash alike)
+    in Python, so a dict of labels merges them; their kinds differ. NumPy scalars are their
+    Python kind (``np.int64(1)`` is the label ``1``)."""
+    if isinstance(label, (bool, np.bool_)):
+        return "bool"
+    if isinstance(label, numbers.Integral):
+        return "int"
+    if isinstance(label, numbers.Real):
+        return "real"
+    if isinstance(label, numbers.Complex):
+        return "complex"
+    if isinstance(label, str):
+        return "str"
+    if isinstance(label, tuple):
+        return ("tuple", tuple(_label_kind(part) for part in label))
+    return type(label)
+
+
+def _check_label(label: Any, seen: Any, where: str) -> None:
+    """Refuse a bool label, and a label equal to an earlier one of another kind: Python's
+    ``True == 1 == 1.0`` made them one index, found later as a "trace" or a wrong size."""
+    if isinstance(label, (bool, np.bool_)):
+        raise TypeError(f"the label {label!r} (in {where}) is a bool: in Python {label!r} == {int(label)}, so it "
+                        f"would be the same index as a label {int(label)}; use another label (such as "
+                        f"{str(bool(label)).lower()!r})")
+    if _label_kind(label) != _label_kind(seen):
+        raise ValueError(f"labels {seen!r} and {label!r} (in {where}) are equal in Python ({seen!r} == {label!r}), "
+                         "so they would name the same index; use labels that differ, or the same label for one "
+                         "index")
 
 
 def _dtype_kind(dtype_name: str) -> str:
