@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -679,3 +680,26 @@ def test_a_spec_given_as_the_format_is_printed_once(small, tmp_path, capsys):
     assert main(["fit", *common, "--format", "tt", "--out", str(tmp_path / "b.npz")]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  network"))
     assert line.split() == ["network", "aA,AbB,Bc->abc", "(tt)"], line
+
+
+def test_fit_given_a_tnmars_file_says_so_and_points_to_info(small, tmp_path):
+    """Found by an outside tester: ``tnmars fit model.fit.npz`` said the file "holds several
+    arrays [...]; choose one with --key", and a .safetensors one "must be a .npy or .npz file"."""
+    folder, _, _ = small
+    result = tnmars.fit(np.load(folder / "small.npy"), "tucker", max_rank=2, progress=False,
+                        relaxation={"steps": 5})
+    saved = [tnmars.save(result, tmp_path / "model.fit.npz"), tnmars.save(result.network, tmp_path / "net.npz")]
+    if importlib.util.find_spec("safetensors") is not None:
+        saved.append(tnmars.save(result.network, tmp_path / "net.safetensors"))
+    for path in saved:
+        assert main(["fit", str(path), "--quiet", "--out", str(tmp_path / "o.npz")]) == 2
+    for path in saved:
+        one_line_error(run("fit", str(path), "--quiet", "--out", str(tmp_path / "o.npz")),
+                       rf"^tnmars fit: error: DATA file {re.escape(str(path))} is a tnmars file .*, not data; "
+                       rf"describe it with 'tnmars info {re.escape(str(path))}'")
+    one_line_error(run("fit", str(folder / "small.npy"), "--observed", str(saved[1]), "--quiet",
+                       "--out", str(tmp_path / "o.npz")), "--observed file .* is a tnmars file")
+    assert not (tmp_path / "o.npz").exists()
+    # an array of it named with --key is data, as asked
+    proc = run("fit", str(saved[1]), "--key", "core_0", "--max-rank", "2", "--quiet", "--out", str(tmp_path / "o.npz"))
+    assert proc.returncode == 0, proc.stderr

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._container import META_KEY
 
 __all__ = ["main", "build_parser"]
 
@@ -239,6 +242,8 @@ def _load_array(path_text: str, key: str | None, what: str, option: str = "--key
         raise CLIError(f"{what} is not a regular file (a pipe, socket or device): {path_text}; save the array "
                        "to a .npy file first")
     suffix = path.suffix.lower()
+    if suffix == ".safetensors" and _safetensors_of_tnmars(path):
+        raise _tnmars_file_error(what, path_text)
     if suffix not in (".npy", ".npz"):
         raise CLIError(f"{what} must be a .npy or .npz file; got {path.name!r}")
     try:
@@ -257,6 +262,8 @@ def _load_array(path_text: str, key: str | None, what: str, option: str = "--key
         return loaded, path_text
     with loaded:
         names = list(loaded.files)
+        if META_KEY in names and key in (None, META_KEY):  # (--key naming a core reads that array)
+            raise _tnmars_file_error(what, path_text)
         if key is None:
             if fallback is not None and fallback in names:
                 key = fallback
@@ -272,6 +279,27 @@ def _load_array(path_text: str, key: str | None, what: str, option: str = "--key
             return loaded[key], f"array {key!r} of {path_text}"
         except Exception as err:
             raise CLIError(f"cannot read array {key!r} of {path_text}: {err}") from None
+
+
+def _tnmars_file_error(what: str, path_text: str) -> CLIError:
+    """A file written by tnmars.save given where data was meant (``tnmars fit model.fit.npz``)."""
+    return CLIError(f"{what} file {path_text} is a tnmars file (a network or fit result written by tnmars.save "
+                    f"or 'tnmars fit'), not data; describe it with 'tnmars info {shlex.quote(path_text)}', "
+                    "or load it in Python with tnmars.load")
+
+
+def _safetensors_of_tnmars(path: Path) -> bool:
+    """Whether a .safetensors file carries tnmars's metadata (its JSON header read, bounded;
+    any doubt is a no: the caller's own message follows)."""
+    try:
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 0 < size <= 100_000_000:
+                return False
+            header = json.loads(fh.read(size))
+        return isinstance(header, dict) and META_KEY in (header.get("__metadata__") or {})
+    except (OSError, ValueError, TypeError, RecursionError):
+        return False
 
 
 def _parse_ranks(text: str | None, option: str = "--max-rank", least: int = 1) -> int | tuple[int, ...] | None:
