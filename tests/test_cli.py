@@ -703,3 +703,38 @@ def test_fit_given_a_tnmars_file_says_so_and_points_to_info(small, tmp_path):
     # an array of it named with --key is data, as asked
     proc = run("fit", str(saved[1]), "--key", "core_0", "--max-rank", "2", "--quiet", "--out", str(tmp_path / "o.npz"))
     assert proc.returncode == 0, proc.stderr
+
+
+def _closed_stdout() -> None:
+    os.close(1)
+
+
+def test_output_that_cannot_be_written_is_status_1_with_one_line_and_the_work_done(small, tmp_path):
+    """Found by an outside tester: a full disk (``tnmars info F > /dev/full``) exited 2, the status
+    of a usage error, and a closed stdout (``>&-``) was "internal error: AttributeError" with status 1,
+    the fit never run. Now both are one line on stderr and status 1, after the work (the fit is
+    saved); a reader that goes away (a broken pipe) is still 141, silently."""
+    folder, _, _ = small
+    good = tnmars.save(Network.tt((4, 5, 6), 3, seed=0), tmp_path / "net.npz")
+    cases = [(["info", str(good)], "No space left on device"), (["info", "--json", str(good)], None),
+             (["--version"], None)]
+    if os.path.exists("/dev/full"):
+        for args, reason in cases:
+            with open("/dev/full", "w") as full:
+                proc = subprocess.run([sys.executable, "-m", "tnmars", *args], stdout=full, stderr=subprocess.PIPE,
+                                      text=True, env=ENV, timeout=120)
+            one_line = proc.stderr.strip().splitlines()
+            assert proc.returncode == 1 and len(one_line) == 1, (args, proc.returncode, proc.stderr)
+            assert re.fullmatch(r"tnmars( info)?: error: cannot write the output to stdout \(.+\)", one_line[0])
+            assert reason is None or reason in one_line[0]
+    out = tmp_path / "fit.npz"
+    proc = subprocess.run([sys.executable, "-m", "tnmars", "fit", str(folder / "small.npy"), "--max-rank", "2",
+                           "--steps", "5", "--quiet", "--out", str(out)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env=ENV, timeout=300, preexec_fn=_closed_stdout)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == ("tnmars fit: error: cannot write the output to stdout (standard output is "
+                                   f"closed); the result was saved to {out}")
+    assert tnmars.load(out).ranks
+    proc = subprocess.run([sys.executable, "-m", "tnmars", "info", str(good)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env=ENV, timeout=120, preexec_fn=_closed_stdout)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr

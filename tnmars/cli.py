@@ -6,8 +6,9 @@ Examples
 ``tnmars fit data.npy --format tucker --max-rank 10`` fits your own tensor and saves the
 result to ``data.fit.npz``; ``tnmars info data.fit.npz`` describes it.
 
-Exit status: 0 success; 1 a failed fit (a non-finite error) or an internal error; 2 a
-usage or input error, reported as one line on stderr (``--traceback`` shows the full
+Exit status: 0 success; 1 a failed fit (a non-finite error), an internal error, or output
+that could not be written (stdout closed, a full disk: one line on stderr, after the command
+finished its work); 2 a usage or input error, reported as one line on stderr (``--traceback`` shows the full
 Python traceback instead, for bug reports, with the same status); 130 Ctrl-C (outside the
 training loop, where Ctrl-C stops training and the best state so far is reported and saved);
 141 when the reader of the output went away (``tnmars info --json | head``), silently, after
@@ -525,6 +526,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     # command at the next print, which must not throw the finished fit away
     with _deferred_interrupts() as pending:  # a Ctrl-C now must not leave half a file
         path = save(result, out)
+    args.saved = path  # (told on stderr if stdout cannot be written)
     fmt = result.settings.get("format") if hasattr(result, "settings") else None
     spec = result.network.spec
     # a format's name after its spec ("(tt)"); a spec given as the format is not printed twice
@@ -622,7 +624,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     saved = None
     if args.out is not None:  # (before printing: a closed stdout must not lose the file)
         with _deferred_interrupts() as pending:
-            saved = save(result, args.out)
+            saved = args.saved = save(result, args.out)
         if pending:
             raise KeyboardInterrupt
     estimate = np.asarray(result.network.backend_impl.to_numpy(result.network.to_tensor()))
@@ -722,34 +724,62 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _COMMANDS = {"fit": _cmd_fit, "demo": _cmd_demo, "info": _cmd_info}
 
 
-class _ClosedPipeGuard:
-    """stdout for a command: when the reader closes it early (``tnmars fit ... | head``), the
-    rest of the output goes nowhere and the command finishes its work (a fit is still saved);
-    the exit status is then 141. Without it the next ``print`` raised, and a finished fit was
-    lost before its save."""
+class _OutputGuard:
+    """stdout for a command, so that no failure to write it loses the command's work. When the
+    reader closes it early (``tnmars fit ... | head``) the rest of the output goes nowhere and
+    the exit status is 141, silently, as for Unix tools killed by SIGPIPE. When it cannot be
+    written at all (closed: ``tnmars info F >&-``; a full disk: ``> /dev/full``; an I/O error)
+    the rest goes nowhere too and the command ends with one line on stderr and status 1 (a
+    usage error is 2; that was the status here, and a closed stdout was an "internal error").
+    Either way the command finishes its work first: a fit is still saved."""
 
     def __init__(self, stream: Any) -> None:
-        self.stream = stream
         self.broken = False
+        #: why the output could not be written (None while it can)
+        self.failed: str | None = None
+        if stream is None:  # started with stdout closed: Python then sets sys.stdout to None
+            self.failed = "standard output is closed"
+            # (opened here, /dev/null takes descriptor 1, which no file the command opens may take)
+            stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        self.stream = stream
 
     def write(self, text: str) -> int:
-        if not self.broken:
+        if not self.broken and self.failed is None:
             try:
                 return self.stream.write(text)
             except BrokenPipeError:
                 self._close()
+            except (OSError, ValueError) as err:  # (ValueError: a closed file object)
+                self._fail(err)
         return len(text)
 
     def flush(self) -> None:
-        if not self.broken:
+        if not self.broken and self.failed is None:
             try:
                 self.stream.flush()
             except BrokenPipeError:
                 self._close()
+            except (OSError, ValueError) as err:
+                self._fail(err)
 
     def _close(self) -> None:
         self.broken = True
         _quiet_stdout()
+
+    def _fail(self, err: Exception) -> None:
+        self.failed = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        _quiet_stdout()  # (the unwritten rest of the buffer goes there at exit, not to a traceback)
+
+    def status(self, code: int, command: str, saved: Any = None) -> int:
+        """The exit status after a command that returned ``code``, the output's fate told."""
+        if self.broken:
+            return 141
+        if self.failed is None:
+            return code
+        with contextlib.suppress(Exception):
+            kept = f"; the result was saved to {saved}" if saved is not None else ""
+            print(f"{command}: error: cannot write the output to stdout ({self.failed}){kept}", file=sys.stderr)
+        return code or 1
 
     def __getattr__(self, name: str) -> Any:  # (isatty, fileno, encoding ... of the real stream)
         return getattr(self.stream, name)
@@ -775,8 +805,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tnmars`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
     ``main(["demo", "--quiet"])`` is what ``tnmars demo --quiet`` runs: 0 on success, 1 for a
-    failed fit or an internal error, 2 for a usage or input error (reported as one line on
-    stderr), 130 on Ctrl-C outside a fit, 141 when stdout was closed early (a broken pipe).
+    failed fit, an internal error or output that could not be written (stdout closed, a full
+    disk), 2 for a usage or input error (reported as one line on stderr), 130 on Ctrl-C
+    outside a fit, 141 when the reader closed stdout early (a broken pipe).
     """
     try:
         return _run(argv)
@@ -824,8 +855,23 @@ def _one_line_warnings(translate: bool = False):
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    stdout = sys.stdout
+    guard = sys.stdout = _OutputGuard(stdout)
+    try:
+        return _run_guarded(argv, guard)
+    finally:
+        sys.stdout = stdout
+
+
+def _run_guarded(argv: Sequence[str] | None, guard: _OutputGuard) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help and --version print to stdout too (usage errors: stderr)
+        guard.flush()
+        if done.code in (0, None) and (guard.broken or guard.failed):
+            return guard.status(0, "tnmars")
+        raise
     if args.command is None:  # a usage error: the help goes to stderr
         parser.print_help(sys.stderr)
         return 2
@@ -835,13 +881,11 @@ def _run(argv: Sequence[str] | None) -> int:
         logger = logging.getLogger("tnmars")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    stdout = sys.stdout
-    guard = sys.stdout = _ClosedPipeGuard(stdout)
     try:
         with _one_line_warnings(translate=args.command == "fit"):
             code = _COMMANDS[args.command](args)
-        sys.stdout.flush()  # a closed pipe shows up here at the latest
-        return 141 if guard.broken else code
+        guard.flush()  # a closed pipe or a full disk shows up here at the latest
+        return guard.status(code, f"tnmars {args.command}", getattr(args, "saved", None))
     except KeyboardInterrupt:
         return _interrupted()
     except BrokenPipeError:
@@ -869,8 +913,6 @@ def _run(argv: Sequence[str] | None) -> int:
             return 1
         print(f"tnmars {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return code
-    finally:
-        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover
