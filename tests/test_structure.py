@@ -300,10 +300,15 @@ def test_an_edge_held_at_the_default_cap_is_searched_again_wider():
     only default before) the walks end in loopy graphs of more parameters than the truth. Where
     the result has an edge at that cap the search walks again with edges up to the largest
     unfolding rank (9) and keeps the lowest objective of all its walks: here the chain itself
-    (the walk at cap 3 took 17 s to end at 153 parameters, the wider one 2 s)."""
+    (the walk at cap 3 took 17 s to end in a loopy graph at relative error ~1e-3, the wider one
+    2 s). One walk's path is fragile on this tensor: over search seeds 0-2 and truths of seeds
+    0-1 (2026-12-04), before and after loops were charged one degree of freedom less (commit
+    3e2c396), one of six single-start searches ends at the chain and the others in loopy graphs
+    of 141-180 parameters (below relative error 1e-5: 3 of 6 before, 5 of 6 after). Seed 2
+    shows the widening at work; seed 0 did before that commit."""
     truth = tnmars.Network.tt((3,) * 5, (3, 4, 4, 3), seed=0)
     x = np.asarray(truth.to_tensor())
-    found = tnmars.search(x, seed=0, starts=1, progress=False)
+    found = tnmars.search(x, seed=2, starts=1, progress=False)
     assert found.fit.settings["search"]["max_ranks_tried"] == [3, 9]
     starts = found.fit.settings["starts"]
     assert [s["max_rank"] for s in starts] == [3, 9]
