@@ -140,6 +140,18 @@ def test_a_per_bond_floor_holds_on_its_bond_only():
     assert res.ranks[0] >= 4 and res.ranks[1] == 3, res.ranks
 
 
+def test_a_max_rank_mapping_that_names_some_bonds_caps_those_only():
+    """As a min_rank mapping leaves the bonds it does not name at 1, a max_rank mapping leaves
+    them at the default cap (it was refused: 'max_rank gives no rank for bond(s) 'B'')."""
+    capped = quiet_fit(NOISY_TT, "iA,AjB,Bk->ijk", max_rank={"A": 1})
+    assert capped.ranks == (1, 3), capped.ranks
+    assert capped.settings["max_ranks"]["B"] >= 3
+    whole = quiet_fit(NOISY_TT, "iA,AjB,Bk->ijk", max_rank={"A": 1, "B": 2})
+    assert whole.ranks == (1, 2), whole.ranks
+    with pytest.raises(ValueError, match="'Z', which is not a bond"):
+        quiet_fit(NOISY_TT, "iA,AjB,Bk->ijk", max_rank={"Z": 2})
+
+
 def test_a_spec_or_a_network_takes_floors_by_bond_name_or_label():
     spec = quiet_fit(NOISY_TT, "iA,AjB,Bk->ijk", max_rank=5, min_rank={"B": 5})
     assert spec.ranks == (2, 5), spec.ranks

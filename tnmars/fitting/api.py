@@ -141,7 +141,7 @@ def fit(
     data: Any,
     network: str | Network = "tucker",
     *,
-    max_rank: int | Sequence[int] | None = None,
+    max_rank: int | Sequence[int] | Mapping[str, int] | None = None,
     observed: Any = None,
     prior: str = "bic",
     prior_strength: float | None = None,
@@ -173,8 +173,8 @@ def fit(
         (:func:`~tnmars.fitting.layout.format_layout`).
     max_rank: the largest rank of every bond of a format or spec: an int, one per bond (a
         spec's bonds in order of first appearance, as :attr:`Network.bonds <tnmars.Network.bonds>`
-        lists them), or for a spec a mapping bond -> rank. Ranks are clipped to what each
-        bond's cut allows. Default: ``max(data.shape)``, raised for the Occam search to the
+        lists them), or for a spec a mapping bond -> rank (a bond it does not name: the
+        default). Ranks are clipped to what each bond's cut allows. Default: ``max(data.shape)``, raised for the Occam search to the
         largest rank at which the network (every bond there) has at most half as many degrees
         of freedom as observed entries, the most the criterion judges (a TT of a 2^10 tensor:
         11, clipped to 2, 4, 8, 11, ... by the cuts); the MARS relaxation (``prior="bernoulli"``
@@ -1772,6 +1772,11 @@ def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: fl
     dims.update({index: 1 for index in parsed.summed})  # size-1 dangling legs, as Network builds them
     if max_rank is None:
         max_rank = _default_rank(parsed.spec, dims, shape, max_dof, at_least)
+    elif isinstance(max_rank, Mapping) and set(max_rank) <= set(bonds) and set(bonds) - set(max_rank):
+        # a mapping that names some bonds caps those; the others keep the default cap, as a
+        # min_rank mapping leaves the bonds it does not name at 1
+        default = _default_rank(parsed.spec, dims, shape, max_dof, at_least)
+        max_rank = {b: max_rank.get(b, default) for b in bonds}
     dims.update(_bond_ranks(max_rank, bonds, shape, repr(parsed.spec), mapping=True))
     return parsed.spec, dims
 
