@@ -1156,6 +1156,9 @@ def test_a_fit_that_leaves_most_of_the_structure_out_says_so():
         with pytest.warns(RuntimeWarning, match="cannot be told from noise: the data may be mostly noise"):
             res = tnmars.fit(noise, fmt, seed=0, progress=False)
         assert not any("structure, not noise" in d for d in res.diagnostics)
+        # the rings it cites as seen, for a ring only (a Tucker was told of a noiseless ring)
+        said = next(d for d in res.diagnostics if "cannot be told from noise" in d)
+        assert ("noiseless ring" in said) == (fmt == "tr"), said
     _, close, _ = _held_out_network("tr", (20, 3, 20), (3, 3, 6), 40, 137)
     res = tnmars.fit(close, "tr", seed=0, progress=False)
     assert not any("unexplained" in d for d in res.diagnostics)

@@ -1203,7 +1203,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     if poor and not under_fitted:
         diagnostics.append(poor_fit_message(rel, rel_spread, has_loop(template.inputs, template.bonds)))
     elif unclear and not under_fitted:
-        diagnostics.append(unexplained_message(rel, rel_spread, prep.data.n_obs, crit.max_dof, obs is not None))
+        diagnostics.append(unexplained_message(rel, rel_spread, prep.data.n_obs, crit.max_dof, obs is not None,
+                                               has_loop(template.inputs, template.bonds)))
     if isolated[0]:
         diagnostics.append(isolated_message(*isolated, rel))
     for message in diagnostics:

@@ -925,21 +925,23 @@ def far_from_zero_message(ratio: float, relative_error: float, spread_error: flo
 
 
 def unexplained_message(relative_error: float, spread_error: float, n_obs: int, max_dof: float,
-                        completion: bool = True) -> str:
+                        completion: bool = True, loop: bool = True) -> str:
     """A fit that leaves most of the data unexplained where its residual does not show structure
     (a completion's, zero at the missing entries, rarely can; a small tensor's unfoldings have
-    few singular values to compare)."""
+    few singular values to compare). The rings seen to do so are cited for networks with a
+    ``loop`` only."""
     entries = f"on the {n_obs:,} observed entries, " if completion else ""
     data = "observed data" if completion else "data"
-    seen = ("ring completions whose truth needed more came back at rank 1, with 67-91% of the observed data "
-            "unexplained" if completion else
-            "a noiseless ring (3, 4, 5) on 5x6x5, 205 degrees of freedom for 150 entries, came back at rank 1 with "
-            "relative error 0.83")
+    seen = ("" if not loop else
+            " (ring completions whose truth needed more came back at rank 1, with 67-91% of the observed data "
+            "unexplained)" if completion else
+            " (a noiseless ring (3, 4, 5) on 5x6x5, 205 degrees of freedom for 150 entries, came back at rank 1 with "
+            "relative error 0.83)")
     more = "Observe more entries, or give" if completion else "Give"
     return (f"the selected network leaves most of the {data} unexplained ({entries}"
             f"{_error_words(relative_error, spread_error)}), and its residual "
             "cannot be told from noise: the data may be mostly noise, or hold structure that needs more than the "
-            f"{max_dof:g} degrees of freedom {n_obs:,} entries determine ({seen}). {more} "
+            f"{max_dof:g} degrees of freedom {n_obs:,} entries determine{seen}. {more} "
             "larger ranks yourself (max_rank=... with min_rank=...) and judge them on held-out entries.")
 
 
