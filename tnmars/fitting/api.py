@@ -847,6 +847,11 @@ def _structured(best: Candidate, prep: Prepared, seed: int | np.random.Generator
     return residual_has_structure(residual, obs, seed if isinstance(seed, int) else 0)
 
 
+def _ranks_fixed(template: Network, min_rank: Any) -> bool:
+    """Whether every bond's floor is its cap: ranks given, not selected."""
+    return all(rank_floor(min_rank, b) >= cap for b, cap in template.bonds.items())
+
+
 def _near_limit_words(net: Network, max_dof: float, n_obs: int) -> str:
     """A clause for a fit two indices on some bond from the degrees of freedom the observations
     let the criterion judge (else ""): a rank past them cannot be selected. A noiseless CP of
@@ -1166,9 +1171,12 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         diagnostics.append(f"the final ALS polish stopped at its limit of {CP_POLISH_SWEEPS:,} sweeps with the error still "
                            f"falling ({best.unconverged:.2g} of the squared error in its last {POLISH_WINDOW} "
                            "sweeps): the fit sits in a slow valley of ALS (a 'swamp': nearly collinear "
-                           "components, as in CP), so its error is not final, and a rank one above the data's may have "
-                           "won for that reason. Fit again from this result (proposal=result.network) to go on"
-                           + _near_limit_words(net, crit.max_dof, prep.data.n_obs))
+                           "components, as in CP), so its error is not final"
+                           + ("" if _ranks_fixed(template, settings.get("min_rank", 1)) else
+                              ", and a rank one above the data's may have won for that reason")
+                           + ". Fit again from this result (proposal=result.network) to go on"
+                           + ("" if _ranks_fixed(template, settings.get("min_rank", 1)) else
+                              _near_limit_words(net, crit.max_dof, prep.data.n_obs)))
     if search is None and prior == "bernoulli" and best.dof <= crit.max_dof:
         open_bonds = [b for b, r in template.bonds.items() if r > 1]
         if open_bonds and all(net.bonds.get(b, 0) >= template.bonds[b] for b in open_bonds):
