@@ -195,7 +195,7 @@ def test_size_1_dangling_legs_are_fitted(observed):
 
 @pytest.mark.parametrize("spec, max_rank, words", [
     ("ia,ab,bj", 3, "open modes"),                          # 2 open modes for 3-mode data
-    ("ia,ab,bjk", {"a": 2}, "no rank for bond"),
+    ("ia,ab,bjk", {"a": 2, "z": 2}, "not a bond"),            # (a mapping naming some bonds is accepted)
     ("ia,ab,bjk", {"a": 2, "b": 2, "z": 2}, "not a bond"),
     ("ia,ab,bjk", (2, 2, 2), "one value per bond"),
     ("i,j,k", 3, "no bond"),

@@ -995,12 +995,20 @@ def test_bonds_held_at_the_default_cap_warn_even_when_growing_all_of_them_would_
     """Found by a held-out evaluation: a noiseless TT 2^8 at ranks 6 sat at its default caps
     (2, 4, 5, 5, 5, 4, 2) with error 0.040 and no warning: the check grew every capped bond at
     once, which passes the degrees of freedom the observations determine, and then tried none
-    alone, where one more index on a single bond paid. Each is now tried alone then."""
+    alone, where one more index on a single bond paid. Each is now tried alone then (here at
+    those caps given as max_rank: without it the fit walks on past the default caps, to the
+    observations' limit, and says that limit stopped it, at error 0.012)."""
     with pytest.warns(UserWarning, match="clipped to the feasible"):
         x = tnmars.Network.tt((2,) * 8, 6, seed=0).to_tensor()
+    caps = (2, 4, 5, 5, 5, 4, 2)
     with pytest.warns(RuntimeWarning, match="ranks stopped by max_rank"):
-        res = tnmars.fit(x, "tt", seed=0, progress=False)
-    assert res.ranks == tuple(res.settings["max_ranks"].values()) and res.relative_error > 0.01
+        res = tnmars.fit(x, "tt", max_rank=caps, seed=0, progress=False)
+    assert res.ranks == caps and res.relative_error > 0.01
+    with pytest.warns(RuntimeWarning, match="capped by the size of the data"):
+        walked = tnmars.fit(x, "tt", seed=0, progress=False)
+    assert walked.relative_error < res.relative_error / 2
+    assert any(r > c for r, c in zip(walked.ranks, caps))
+    assert not any("stopped by max_rank" in d for d in walked.diagnostics)
 
 
 def test_the_kurtosis_of_tiny_residuals_does_not_underflow():

@@ -107,3 +107,22 @@ def test_a_labelled_networks_ranks_are_reported_by_label():
     assert res.ranks_by_bond == {net.labels["inner"]: 3}  # (the symbols stay the bonds' keys)
     plain = tnmars.fit(x, "iA,jA->ij", seed=0, progress=False)
     assert plain.ranks_by_label == plain.ranks_by_bond == {"A": 3}
+
+
+def test_a_bond_at_the_default_cap_walks_on_while_the_others_stay_small():
+    """An outside probe (2026-12-03): a noiseless tree "aA,bB,ABC,CcD,dD" on 6^4 at (5, 5, 16, 5)
+    came back at (5, 5, 10, 5), 0.06 off, told to "raise max_rank", which the user never gave:
+    the default cap is one rank for every bond (10 here, where every bond at once reaches the
+    observations' limit), and the inner bond pays past it while the others stay at 5. The walk
+    goes on past the default cap of a bond that ends at it (seeds 2-7 of this construction: all
+    exact, 1.4-2.7 s, 2026-12-04). A cap the caller gives is kept."""
+    spec = "aA,bB,ABC,CcD,dD->abcd"
+    truth = tnmars.Network(spec, shape=(6, 6, 6, 6), ranks={"A": 5, "B": 5, "C": 16, "D": 5}, seed=0)
+    x = np.asarray(truth.to_tensor())
+    x = x / np.linalg.norm(x)
+    res = tnmars.fit(x, spec, seed=0, progress=False)
+    assert res.ranks == (5, 5, 16, 5) and res.relative_error < 1e-8
+    assert res.settings["max_ranks"]["C"] >= 16 and not res.diagnostics
+    with pytest.warns(RuntimeWarning, match="ranks stopped by max_rank"):
+        capped = tnmars.fit(x, spec, max_rank=10, seed=0, progress=False)
+    assert capped.ranks[2] == 10 and capped.settings["max_ranks"]["C"] == 10

@@ -130,9 +130,10 @@ RING_RESTART_FROM = 0.3
 #: left a removal that pays looking as if it did not (a noiseless TT completion (10, 11, 12, 9) at
 #: (2, 3, 2) plus 50, 20% observed, stopped at (3, 6, 3) where (3, 4, 3) is exact)
 COMPLETION_SWEEPS = 10
-#: ``selection`` settings: the rank search's, and ``random_restart`` (the fit's second walk from
-#: random cores for a ring that leaves most of its data unexplained; on by default)
-SELECTION_SETTINGS = (*SEARCH_SETTINGS, "random_restart")
+#: ``selection`` settings: the rank search's, ``random_restart`` (the fit's second walk from
+#: random cores for a ring that leaves most of its data unexplained; on by default) and
+#: ``widen_caps`` (a bond that ends at its default cap walks on past it; on by default)
+SELECTION_SETTINGS = (*SEARCH_SETTINGS, "random_restart", "widen_caps")
 #: the Occam prior's strength without a budget (1: BIC)
 DEFAULT_STRENGTH = 1.0
 
@@ -177,7 +178,9 @@ def fit(
         default). Ranks are clipped to what each bond's cut allows. Default: ``max(data.shape)``, raised for the Occam search to the
         largest rank at which the network (every bond there) has at most half as many degrees
         of freedom as observed entries, the most the criterion judges (a TT of a 2^10 tensor:
-        11, clipped to 2, 4, 8, 11, ... by the cuts); the MARS relaxation (``prior="bernoulli"``
+        11, clipped to 2, 4, 8, 11, ... by the cuts); a bond that ends at that default cap while
+        the others stay below theirs walks on past it, within the same limit (a tree's inner bond
+        of rank 16 on 6^4, where the default is 10); the MARS relaxation (``prior="bernoulli"``
         or ``proposal="mars"``), which trains at these ranks, keeps ``max(data.shape)``.
     observed: boolean mask of observed entries (tensor completion); default all (for a NumPy
         masked array, its unmasked entries, for a ``torch.masked.MaskedTensor`` its specified
@@ -246,7 +249,10 @@ def fit(
         that ends the same way is searched again from the best of ranks doubled on every bond,
         rung by rung up to the largest mode size: its walk stops where no single index pays,
         as on data whose components are all about as strong (one more pays only once most are
-        in).
+        in). ``widen_caps`` (default True): without ``max_rank`` (a format or spec), a bond
+        that ends at its default cap, one rank for every bond, walks on past it as far as the
+        observations' degrees-of-freedom limit allows with the others at their selected ranks
+        (``benchmarks/results/default_caps.md``).
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
         Default 0, so that the same data give the same ranks from one call to the next (a
         ring's second walk starts from random cores, and the search grows bonds by random
@@ -297,6 +303,7 @@ def fit(
     settings_relax = _relaxation(relaxation)
     search_settings = _selection(selection)
     random_restart = bool(search_settings.pop("random_restart", True))
+    widen_caps = bool(search_settings.pop("widen_caps", True))
     with _arguments_said():  # (a fit of fit_both_ways: said by the caller's fit, of the caller's arguments)
         _warn_unused(relaxation, prior, proposal, prior_strength, selection, budget)
         min_rank = _checked_min_rank(min_rank)
@@ -531,6 +538,25 @@ def fit(
                     reporter.start("selection", note="the walk's end extrapolates: a walk from the truncation of the "
                                    "filled data at its ranks")
                     walk_again(feasible(restart), accept=lambda c: not _extrapolates(c.network, prep))
+            if (widen_caps and prior == "bic" and max_rank is None and isinstance(network, str) and limit is None
+                    and proposal_used != "mars" and not interrupted):  # (the relaxation's caps: max(shape))
+                # the default caps are one rank for every bond (judged_rank: every bond there at once
+                # reaches the observations' limit); a bond that ends at its cap while the others stay
+                # small may pay past it within that limit: a tree "aA,bB,ABC,CcD,dD" on 6^4 at
+                # (5, 5, 16, 5), noiseless, came back at (5, 5, 10, 5), 0.06-0.12 off, telling the
+                # user to raise a max_rank they never gave. The walk goes on with those caps raised
+                for _ in range(CAP_WIDENINGS):
+                    wider = _widened_caps(best.network, template, crit.max_dof, floors)
+                    if not wider or interrupted:
+                        break
+                    reporter.start("selection", note="bonds at the default cap, which the observations' limit "
+                                   "lets grow with the others as selected: walking on past it")
+                    template = Network(template.spec, {**template.dims, **wider}, seed=0, optimize=template.optimize)
+                    settings["max_ranks"] = dict(template.bonds)
+                    before = best
+                    walk_again(best.network, accept=lambda c: not _extrapolates(c.network, prep))
+                    if best is before:
+                        break
         # 3. polish: ALS to convergence at the selected ranks
         polished = not interrupted  # (its record in the history: "result" when it never ran)
         if polished:
@@ -845,6 +871,31 @@ def _structured(best: Candidate, prep: Prepared, seed: int | np.random.Generator
     if obs is not None:
         residual *= obs
     return residual_has_structure(residual, obs, seed if isinstance(seed, int) else 0)
+
+
+#: how many times a fit raises the default caps of the bonds that end at them (_widened_caps)
+CAP_WIDENINGS = 3
+
+
+def _widened_caps(net: Network, template: Network, max_dof: float, floors: Mapping[str, int]) -> dict[str, int]:
+    """Raised caps for the bonds of ``net`` at their cap in ``template`` (bonds fixed by their
+    floor excepted): each to the largest rank it can use, with the other bonds at ``net``'s
+    ranks, within ``max_dof`` degrees of freedom; empty where no bond can grow."""
+    wider = {}
+    for bond, rank in net.bonds.items():
+        cap = template.bonds[bond]
+        if rank < cap or floors.get(bond, 0) >= cap:
+            continue
+        dims = dict(net.dims)
+        top = feasible_ranks(net.spec, {**dims, bond: 10**9})[bond]
+        best = cap
+        for r in range(cap + 1, min(top, 10**6) + 1):  # (dof grows with r until the bond's cut is full)
+            if degrees_of_freedom(net.spec, {**dims, bond: r}) > max_dof:
+                break
+            best = r
+        if best > cap:
+            wider[bond] = best
+    return wider
 
 
 def _ranks_fixed(template: Network, min_rank: Any) -> bool:
@@ -1448,7 +1499,7 @@ def _selection(value: Mapping[str, Any] | None) -> dict[str, Any]:
             if v < 0:
                 raise ValueError(f"selection[{name!r}] must be a whole number >= 0; got {v!r}")
             out[name] = int(v)
-    for name in ("exchanges", "random_restart"):
+    for name in ("exchanges", "random_restart", "widen_caps"):
         if name in out and not isinstance(out[name], (bool, np.bool_)):
             raise TypeError(f"selection[{name!r}] must be True or False; got {out[name]!r}")
     return out

@@ -394,7 +394,7 @@ def judged_rank(spec: str, open_dims: Mapping[str, int], max_dof: float, least: 
     on what the observations determine: ``max(shape)`` alone capped a TT of 2^10 (a quantized
     tensor) at rank 2 where its middle bonds can use 32. It is one rank for every bond: a
     single bond may still pay past it within that limit while the others stay small (the fit
-    then warns that ``max_rank`` stopped it).
+    then raises that bond's cap and walks on: ``tnmars.fitting.api._widened_caps``).
 
     >>> from tnmars import Network
     >>> net = Network.tt((2,) * 10, 1)
