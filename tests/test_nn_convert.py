@@ -477,6 +477,50 @@ def test_a_named_layer_tensorize_does_not_convert_is_an_error_and_a_subclass_met
     torch.testing.assert_close(small.eval()(x), block.eval()(x), rtol=1e-4, atol=1e-5)
 
 
+class _RecurrentHead(nn.Module):
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn, self.head = rnn, nn.Linear(16, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x))
+
+
+@pytest.mark.parametrize("make", [lambda: tnn.LSTM(16, 16, stable=True, seed=0),
+                                  lambda: tnn.TanhRNN(16, 16, lam=0.9, seed=0)], ids=["lstm", "tanh_rnn"])
+def test_tensorize_leaves_a_tnmars_recurrent_model_whole_so_its_stability_projection_still_works(make):
+    """An outside probe: ``tensorize`` turned a stable LSTM's ``input`` (an ``nn.Linear``) into a
+    TensorizedLinear, whose ``weight`` is only computed, so ``project_`` / ``enforce_stability``
+    bounded a copy and the model left the stable set silently. Now the recurrent model's layers
+    stay dense, with a warning naming them; naming one raises before anything changes."""
+    torch.manual_seed(0)
+    model = _RecurrentHead(make())
+    with pytest.warns(UserWarning, match=r"left these layers dense: rnn\.input: it is inside 'rnn', a tnmars "
+                                         r"(LSTM|TanhRNN) whose own logic \(its stability projection"):
+        small = tnn.tensorize(model, rank="full")
+    assert isinstance(small.head, TensorizedLinear)                  # the plain layer is converted
+    assert type(small.rnn.input) is nn.Linear                        # the recurrent internals are not
+    assert not any(isinstance(m, tnn.TensorizedLayer) for m in small.rnn.modules())
+    with torch.no_grad():                                            # leave the stable set, then project
+        small.rnn.input.weight.mul_(100.0)
+        if isinstance(small.rnn, tnn.LSTM):
+            small.rnn.weight.mul_(100.0)
+        else:
+            small.rnn.weight.copy_(3.0 * torch.eye(16))
+    assert small.rnn.constraint_ratio() > 1.5
+    tnn.enforce_stability(small)
+    assert small.rnn.constraint_ratio() <= 1.0 + 1e-5
+    # named explicitly: refused before anything changes (the recurrent model itself too)
+    for names, match in ((["head", "rnn.input"], r"cannot convert 'rnn\.input': it is inside 'rnn', a tnmars"),
+                         (["rnn"], r"cannot convert 'rnn': a tnmars (LSTM|TanhRNN), whose own logic")):
+        with pytest.raises(ValueError, match=match):
+            tnn.tensorize(model, names, inplace=True)
+        assert type(model.head) is nn.Linear and type(model.rnn.input) is nn.Linear
+    with pytest.warns(UserWarning, match=r"converted no layer: every layer it met was left dense"):
+        alone = tnn.tensorize(make())                                  # the recurrent model given itself
+    assert type(alone.input) is nn.Linear
+
+
 def test_tensorize_names_the_layers_of_types_it_does_not_convert():
     """Outside probe: a Conv1d, or a decoder's ConvTranspose2d (its largest layer), stayed dense
     without a word, so a sequence model or an autoencoder was barely compressed, unexplained.

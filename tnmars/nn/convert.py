@@ -814,9 +814,12 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         Which layers: a callable ``filter(name, module) -> bool`` or an iterable of module
         names (``dict(model.named_modules())`` keys); default every layer of the four types
         that can be converted (grouped convolutions, string paddings, subclasses such as a
-        ``MultiheadAttention``'s ``out_proj`` when the attention itself is not selected, and
+        ``MultiheadAttention``'s ``out_proj`` when the attention itself is not selected,
         layers whose weight or bias another module shares, such as tied input and output
-        embeddings, are skipped with a warning; named layers that cannot be converted,
+        embeddings, and the layers inside a tnmars recurrent model (:class:`~tnmars.nn.LSTM`,
+        :class:`~tnmars.nn.TanhRNN`, :class:`~tnmars.nn.LinearRNN`, or any module whose class
+        sets ``tensorize_keeps_dense = True``: its stability projection reads and writes their
+        dense weights) are skipped with a warning; named layers that cannot be converted,
         including modules of other types, raise before anything changes). A selected
         ``MultiheadAttention`` has all four of its projections converted.
     linear:
@@ -933,6 +936,15 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     attentions = [(n, m) for n, m in chosen if type(m) is nn.MultiheadAttention and attention is not None]
     inside = {id(sub) for _, m in attentions for sub in m.modules() if sub is not m}
     targets = [(n, m) for n, m in chosen if id(m) not in inside and not any(m is a for _, a in attentions)]
+    # the layers inside a module whose own logic reads and writes their dense weights (a tnmars
+    # recurrent model's stability projection) stay dense: converted, they escaped it silently
+    holders = {id(sub): (name, m) for name, m in new.named_modules() if _keeps_dense(m)
+               for sub in m.modules() if sub is not m}
+    held = [(n, m) for n, m in targets if id(m) in holders]
+    if named is not None and held:
+        raise ValueError("tensorize cannot convert " + "; ".join(f"{n!r}: {_held_why(*holders[id(m)])}"
+                                                                 for n, m in held))
+    targets = [(n, m) for n, m in targets if id(m) not in holders]
     refused = [(name, module) for name, module in targets if not _would_convert(module, linear, conv, embedding)]
     if named is not None and refused:
         raise ValueError("tensorize cannot convert " + "; ".join(
@@ -940,6 +952,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     # a subclass of a converted type that the walk (or a callable filter) met: said, not silent
     skipped = [f"{name}: {_why_not(module, linear, conv, embedding, attention)}" for name, module in refused
                if isinstance(module, _CONVERTIBLE) and type(module) not in _CONVERTIBLE]
+    skipped += [f"{n}: {_held_why(*holders[id(m)])}" for n, m in held if _would_convert(m, linear, conv, embedding)]
     tied = _tied_parameters(new, [(n, m) for n, m in targets if _would_convert(m, linear, conv, embedding)])
     tied.update((n, why) for n, m in attentions if (why := _shared_outside(new, m)))
     if tied and named is not None:
@@ -1194,6 +1207,21 @@ def _shared_outside(model: nn.Module, module: nn.Module) -> str | None:
     return "; ".join(shared) or None
 
 
+def _keeps_dense(module: nn.Module) -> bool:
+    """Whether ``module``'s own logic reads and writes the dense weights of the layers inside it,
+    which :func:`tensorize` then leaves dense: its class sets ``tensorize_keeps_dense = True``
+    (the tnmars recurrent models, whose stability projection bounds ``input.weight``)."""
+    return getattr(type(module), "tensorize_keeps_dense", False) is True
+
+
+def _held_why(owner_name: str, owner: nn.Module) -> str:
+    """Why a layer inside ``owner`` (a :func:`_keeps_dense` module) stays dense."""
+    return (f"it is inside {owner_name or '(the model)'!r}, a tnmars {type(owner).__name__} whose own logic (its "
+            "stability projection: project_, enforce_stability, register_stability_hook) reads and writes the dense "
+            "weights of the layers inside it; a tensorized layer there would escape the projection silently, so "
+            "tnmars recurrent models are left whole (tensorize the layers around them)")
+
+
 def _would_convert(module: nn.Module, linear: str | None, conv: str | None, embedding: str | None) -> bool:
     """Whether :func:`_convert` replaces ``module`` (its type, and that type's format not None)."""
     return _format_for(module, linear, conv, embedding) is not None
@@ -1209,6 +1237,9 @@ def _why_not(module: nn.Module, linear: str | None, conv: str | None, embedding:
              attention: str | None = None) -> str:
     """Why :func:`tensorize` leaves ``module`` as it is (it does not convert it)."""
     kind = type(module).__name__
+    if _keeps_dense(module):
+        return (f"a tnmars {kind}, whose own logic (its stability projection) reads and writes the dense weights of "
+                "the layers inside it: it and they are left whole (tensorize the layers around it)")
     if type(module) is nn.MultiheadAttention and attention is None:
         return "attention=None leaves nn.MultiheadAttention layers alone"
     base = next((t for t in _CONVERTIBLE if isinstance(module, t)), None)

@@ -560,6 +560,11 @@ class _RecurrentModel(nn.Module):
     #: sequences are ``(batch, time, features)`` (True, the default) or ``(time, batch,
     #: features)`` (False: ``torch.nn.RNN``'s default layout), inputs and outputs alike
     batch_first: bool = True
+    #: :func:`tnmars.nn.tensorize` leaves the layers inside such a module dense (with a
+    #: warning; naming one raises): :meth:`project_` reads and writes ``input.weight`` (the
+    #: LSTM's input-to-forget bound), which a tensorized layer only computes, so the projection
+    #: would silently miss it
+    tensorize_keeps_dense: bool = True
 
     def __init__(self, batch_first: bool = True) -> None:
         super().__init__()
