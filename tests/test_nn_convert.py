@@ -346,6 +346,25 @@ def test_from_conv_takes_padding_given_as_a_string(padding, dilation):
         Tucker2Conv2d.from_conv(nn.Conv2d(8, 16, 4, padding="same"))
 
 
+@pytest.mark.parametrize("conv", ["tucker2", "tt"])
+def test_tensorize_converts_string_paddings_it_can_pad_evenly_and_skips_the_others(conv):
+    """The docstring said string paddings are skipped; the code converts ``"valid"`` and a
+    ``"same"`` it pads by whole pixels (exactly, at full rank), and only a ``"same"`` that pads
+    unevenly (an even kernel) is left dense with a warning (named: an error)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding="same"), nn.Conv2d(8, 8, 3, padding="valid"),
+                          nn.Conv2d(8, 8, 4, padding="same")).eval()
+    with pytest.warns(UserWarning, match=r"left these layers dense: 2: .*padding='same' needs .*an even dilation"):
+        small = tnn.tensorize(model, conv=conv, rank="full")
+    assert [type(m) for m in small] == [Tucker2Conv2d if conv == "tucker2" else TensorizedConv2d] * 2 + [nn.Conv2d]
+    x = torch.randn(2, 4, 9, 9)
+    torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="padding='same' needs"):
+        tnn.tensorize(model, ["2"], conv=conv)
+    doc = " ".join(tnn.tensorize.__doc__.split())
+    assert "string paddings" not in doc and 'padding="same"`` that pads unevenly' in doc
+
+
 def test_tensorize_filters_and_formats():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10), nn.Linear(10, 10))
     only = tnn.tensorize(model, ["2"], linear="lowrank", rank=4)

@@ -813,7 +813,10 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     filter:
         Which layers: a callable ``filter(name, module) -> bool`` or an iterable of module
         names (``dict(model.named_modules())`` keys); default every layer of the four types
-        that can be converted (grouped convolutions, string paddings, subclasses such as a
+        that can be converted (grouped convolutions, a ``padding="same"`` that pads unevenly
+        (an odd ``dilation * (kernel_size - 1)``, as an even kernel gives; ``"valid"`` and
+        every other ``"same"`` are converted, in whole pixels), a ``padding_mode`` other than
+        ``"zeros"``, subclasses such as a
         ``MultiheadAttention``'s ``out_proj`` when the attention itself is not selected,
         layers whose weight or bias another module shares, such as tied input and output
         embeddings, and the layers inside a tnmars recurrent model (:class:`~tnmars.nn.LSTM`,
