@@ -439,7 +439,9 @@ def test_a_default_tucker2_kernel_has_the_variance_of_a_default_conv(cin, cout, 
 
 def test_layers_larger_than_dense_warn():
     with pytest.warns(UserWarning, match="more than the dense"):
-        TensorizedLinear(97, 10)  # 97 is prime: its only factorisation is (1, 1, 97)
+        TensorizedLinear(3, 2)  # 3 and 2 are prime: (1, 1, 3) x (1, 1, 2) has 8 parameters even at rank 1
+    with pytest.warns(UserWarning, match="more than the dense"):
+        TensorizedLinear(97, 10, rank=2)  # 97 is prime: its only factorisation is (1, 1, 97)
     with pytest.warns(UserWarning, match="more than the dense"):
         LowRankLinear(10, 10, rank=8)
     with warnings.catch_warnings():
@@ -743,6 +745,35 @@ def test_a_default_low_rank_layer_is_never_larger_than_the_dense_one(shape):
     assert rank == min(32, max(1, shape[0] * shape[1] // (shape[0] + shape[1])))
     with pytest.warns(UserWarning, match="more than the dense"):
         LowRankLinear(512, 10, rank=32)  # a rank the caller gives is kept, with the warning
+
+
+@pytest.mark.parametrize("fmt", ["tt", "tr", "cp", "tucker"])
+def test_a_default_matrix_layer_is_never_larger_than_the_dense_one_unless_rank_1_is(fmt):
+    """Rank 8 on every bond was the default whatever the layer's size: ``TensorizedLinear(96, 10,
+    format="tr")`` had 2,688 parameters for a 960-entry weight (TT, CP and Tucker layers of small
+    or prime-sized weights were larger too, with a warning). A default layer now takes the
+    largest uniform rank up to 8 that keeps it within the dense size; only where rank 1 is
+    already larger is it larger, at rank 1, with the warning. A rank the caller gives is kept,
+    with the warning."""
+    makers = [lambda: TensorizedLinear(96, 10, fmt), lambda: TensorizedLinear(10, 96, fmt),
+              lambda: TensorizedLinear(97, 10, fmt), lambda: TensorizedLinear(12, 20, fmt),
+              lambda: TensorizedLinear(784, 625, fmt), lambda: TensorizedLinear(3, 2, fmt),
+              lambda: TensorizedConv2d(3, 5, 3, format=fmt), lambda: TensorizedConv2d(16, 32, 3, format=fmt),
+              lambda: TensorizedEmbedding(50, 6, fmt), lambda: TensorizedEmbedding(1000, 64, fmt)]
+    for make in makers:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            layer = make()
+        larger = [str(w.message) for w in caught if "more than the dense" in str(w.message)]
+        if layer.num_params <= layer.dense_size:
+            assert not larger, (layer, larger)
+        else:  # not even rank 1 fits: the layer is at rank 1 and says it is larger
+            assert larger and set(layer.max_ranks.values()) == {1}, layer
+        assert not [w for w in caught if "clipped" in str(w.message)]  # (the caller gave no rank)
+    big = TensorizedLinear(784, 625, fmt)
+    assert max(big.max_ranks.values()) == 8  # a large layer keeps the default rank 8
+    with pytest.warns(UserWarning, match="more than the dense layer's 960"):
+        TensorizedLinear(96, 10, fmt, rank=32 if fmt == "cp" else 8 if fmt == "tr" else 16)
 
 
 def test_default_ranks_are_clipped_quietly_and_given_ranks_loudly():

@@ -159,19 +159,37 @@ def _per(rank: Any, count: int) -> tuple[int, ...]:
 
 
 #: the starting rank of every bond of a matrix layer built without ``rank`` (clipped without a
-#: warning to what each bond can use: the caller did not ask for it)
+#: warning to what each bond can use, and to the dense layer's size: the caller did not ask for it)
 DEFAULT_MATRIX_RANK = 8
 
 
-def _default_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], rank: Any, **kwargs: Any
-                     ) -> Network:
-    """:func:`matrix_network` at ``rank``, or at :data:`DEFAULT_MATRIX_RANK` for ``rank=None``,
+def default_matrix_rank(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], dense: int) -> int:
+    """The uniform rank a matrix layer built without ``rank`` starts at: the largest ``r <=``
+    :data:`DEFAULT_MATRIX_RANK` whose layer has at most ``dense`` parameters (the dense
+    layer's), 1 when none has (the layer then warns that it is larger than the dense one).
+    Rank 8 on every bond of a ring gave ``TensorizedLinear(96, 10, format="tr")`` 2,688
+    parameters for a 960-entry weight, and a TT, CP or Tucker layer of a small or prime-sized
+    weight was larger than it too.
+
+    >>> default_matrix_rank("tr", (4, 4, 6), (1, 2, 5), 960), default_matrix_rank("tt", (4, 8, 8), (4, 8, 8), 65536)
+    (4, 8)
+    """
+    for r in range(DEFAULT_MATRIX_RANK, 1, -1):
+        if matrix_params(fmt, in_shape, out_shape, r) <= dense:
+            return r
+    return 1
+
+
+def _default_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], rank: Any, dense: int,
+                     **kwargs: Any) -> Network:
+    """:func:`matrix_network` at ``rank``, or for ``rank=None`` at :func:`default_matrix_rank`
+    (at most :data:`DEFAULT_MATRIX_RANK`, and no larger than the ``dense`` layer when it can),
     whose clipping to the feasible ranks is then silent."""
     if rank is not None:
         return matrix_network(fmt, in_shape, out_shape, rank, **kwargs)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*clipped to the feasible")
-        return matrix_network(fmt, in_shape, out_shape, DEFAULT_MATRIX_RANK, **kwargs)
+        return matrix_network(fmt, in_shape, out_shape, default_matrix_rank(fmt, in_shape, out_shape, dense), **kwargs)
 
 
 def matrix_network(fmt: str, in_shape: Sequence[int], out_shape: Sequence[int], rank: Any, *,
@@ -306,7 +324,8 @@ class _MatrixLayer(TensorizedLayer):
             in_shape = _check_shape(in_shape, n_rows, "in_shape", rows_name)
             out_shape = _check_shape(out_shape, n_cols, "out_shape", cols_name)
             in_shape, out_shape = default_shapes(in_shape, out_shape)
-            network = _default_network(format, in_shape, out_shape, rank, scale=glorot_std(n_rows, n_cols),
+            network = _default_network(format, in_shape, out_shape, rank, n_rows * n_cols,
+                                       scale=glorot_std(n_rows, n_cols),
                                        seed=torch_seed(), dtype=dtype, device=dev)
             n_in = len(in_shape)
             self.format = format
@@ -369,7 +388,10 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
     rank:
         An int (every bond) or one value per bond. ``None`` (default): :data:`DEFAULT_MATRIX_RANK`
         on every bond, clipped without a warning to what each bond can use (a rank you give
-        and the layer cannot use is clipped with one).
+        and the layer cannot use is clipped with one), and lowered for a small layer to the
+        largest uniform rank with at most the dense layer's parameters
+        (:func:`default_matrix_rank`; where even rank 1 is larger, a warning says so, as it
+        does for a rank you give that makes the layer larger than the dense one).
     in_shape, out_shape:
         Factorizations of the feature sizes (same length ``d``). When missing, both are
         :func:`factorize` d (default ``d = 3``, or ``len`` of the shape given).
@@ -970,7 +992,7 @@ class TensorizedEmbedding(TensorizedLayer):
             nd = len(voc_shape) if voc_shape else len(emb_shape) if emb_shape else positive_int(d, "d (the number of cores)")
             voc_shape = voc_shape or suggest_shape(num_embeddings, nd)
             emb_shape = emb_shape or factorize(embedding_dim, nd)
-            network = _default_network(format, voc_shape, emb_shape, rank,
+            network = _default_network(format, voc_shape, emb_shape, rank, num_embeddings * embedding_dim,
                                        scale=glorot_std(num_embeddings, embedding_dim), seed=torch_seed(), dtype=dt,
                                        device=dev)
             n_in = len(voc_shape)
