@@ -503,6 +503,37 @@ def test_summary_flags_closed_and_dead_layers_honestly():
         compress(model)
 
 
+def test_summary_flags_a_layer_whose_cores_are_numerically_zero_though_its_ranks_are_open():
+    """An outside probe: a MARS layer whose cores got no data gradient (its output unused, the
+    prior's weight decay outweighing the data) shrank to numerically zero cores while its masks
+    stayed open, and ``summary`` reported it at full rank with a compression, without a word."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"used": TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5)),
+                           "unused": TensorizedLinear(12, 20, rank=3, in_shape=(3, 4), out_shape=(4, 5)),
+                           "cut": LowRankLinear(20, 4, rank=3)})
+    with torch.no_grad():
+        for core in model["unused"].cores:   # every core ~1e-7 of its start: the weight ~1e-21 of it
+            core.mul_(1e-7)
+        model["cut"].cores[1].zero_()        # one zero factor: the weight is exactly zero
+    assert float(model["unused"].weight.detach().abs().max()) < 1e-12
+    MarsLoss(model, 100)  # names the layers
+    with pytest.warns(RuntimeWarning, match=r"layers \['unused', 'cut'\]: their weight is numerically zero .*"
+                                            r"every bond keeps its rank, so they output only their bias"):
+        report = summary(model)
+    assert report.zero_weight_layers == ["unused", "cut"] and report.dead_layers == []
+    flags = {r.name: r.zero_weight for r in report.layers}
+    assert flags == {"used": False, "unused": True, "cut": True}
+    assert report.layers[1].selected_ranks == report.layers[1].max_ranks       # the ranks still read full
+    assert math.isnan(report.layers[1].compression) and math.isnan(report.compression)
+    assert not math.isnan(report.layers[0].compression)
+    text = str(report)
+    assert "none: weight is numerically zero" in text and "none: a zero weight (below)" in text
+    assert "Layers unused, cut: the weight is numerically zero" in text
+    with warnings.catch_warnings():  # a healthy model: not flagged
+        warnings.simplefilter("error")
+        assert summary(nn.Sequential(model["used"])).zero_weight_layers == []
+
+
 def _mixed_model():
     torch.manual_seed(3)
     return nn.Sequential(TensorizedLinear(16, 12, rank=3, in_shape=(4, 4), out_shape=(3, 4), alpha=1.0),

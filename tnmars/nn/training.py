@@ -909,6 +909,11 @@ def _recut(layer: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]
 #: a TT recurrent matrix trained with ``mars="soft"`` showed ranks 6-7 "selected" from phis of
 #: 0.29-0.87, and they moved on with more training
 UNDECIDED = 0.2
+#: a layer whose weight has Frobenius norm at most this (by a bound from its cores' norms) is
+#: numerically zero, though its masks keep every rank (:func:`summary` flags it): every tnmars
+#: layer starts near norm 1 or more (Glorot's ``sqrt(2 n_in n_out / (n_in + n_out))``), so it is
+#: about 1e-12 of the initialisation
+ZERO_WEIGHT = 1e-12
 
 
 @dataclass
@@ -928,6 +933,11 @@ class LayerSummary:
     #: mask entries whose keep probability is still between :data:`UNDECIDED` and one minus
     #: it: the selected ranks may change with more training
     undecided: int = 0
+    #: True when every bond keeps a rank but the cores are numerically zero (a bound on the
+    #: weight's norm is at most :data:`ZERO_WEIGHT`): the layer outputs only its bias. Cores that
+    #: get no data gradient (the layer's output unused, or a prior that outweighs the data) end
+    #: like this while the masks, and the ranks, stay open
+    zero_weight: bool = False
 
     @property
     def dead(self) -> bool:
@@ -937,8 +947,11 @@ class LayerSummary:
     @property
     def compression(self) -> float:
         """Dense size over the parameters at the selected ranks; NaN for a dead layer (a zero weight
-        is not a compressed weight) and for one with non-finite parameters."""
-        return math.nan if self.dead or self.non_finite else self.dense_size / self.params_selected
+        is not a compressed weight, nor is a numerically zero one) and for one with non-finite
+        parameters."""
+        if self.dead or self.zero_weight or self.non_finite:
+            return math.nan
+        return self.dense_size / self.params_selected
 
 
 @dataclass
@@ -972,6 +985,12 @@ class ModelSummary:
         return [r.name for r in self.layers if r.dead]
 
     @property
+    def zero_weight_layers(self) -> list[str]:
+        """Layers whose cores are numerically zero though every bond keeps a rank
+        (:attr:`LayerSummary.zero_weight`)."""
+        return [r.name for r in self.layers if r.zero_weight]
+
+    @property
     def closed_layers(self) -> list[str]:
         """Layers with a bond that MARS closed whole (kept at ``min_rank``, or dead)."""
         return [r.name for r in self.layers if r.closed_bonds]
@@ -983,7 +1002,7 @@ class ModelSummary:
 
     @property
     def compression(self) -> float:
-        if self.dead_layers or self.non_finite_layers:
+        if self.dead_layers or self.zero_weight_layers or self.non_finite_layers:
             return math.nan
         return mars.compression_ratio(self.other_params, [r.dense_size for r in self.layers],
                                       [r.params_selected for r in self.layers])
@@ -1000,12 +1019,13 @@ class ModelSummary:
             start = ",".join(str(v) for v in r.max_ranks.values())
             sel = ",".join(str(r.selected_ranks[b]) + ("*" if b in r.closed_bonds else "") for b in r.max_ranks)
             comp = ("none: NaN/inf parameters" if r.non_finite else "none: weight is zero" if r.dead
-                    else f"{r.compression:.1f}x")
+                    else "none: weight is numerically zero" if r.zero_weight else f"{r.compression:.1f}x")
             lines.append(f"| {r.name} | {r.kind} | {start} | {sel} | {r.params_selected:,} | {r.dense_size:,} | "
                          f"{comp} |")
         lines.append(f"| other (biases, plain layers) | | | | {self.other_params:,} | {self.other_params:,} | |")
         model = ("none: NaN/inf parameters (below)" if self.non_finite_layers else
-                 "none: a zero weight (below)" if self.dead_layers else f"**{self.compression:.1f}x**")
+                 "none: a zero weight (below)" if self.dead_layers or self.zero_weight_layers
+                 else f"**{self.compression:.1f}x**")
         lines.append(f"| **model** | | | | {self.selected_params:,} | {self.dense_params:,} | "
                      f"{model} (start {self.initial_compression:.1f}x) |")
         if self.non_finite_layers:
@@ -1014,6 +1034,11 @@ class ModelSummary:
         if self.dead_layers:
             lines.append(f"\nLayers {', '.join(self.dead_layers)}: a bond has rank 0, so the weight is zero: a layer "
                          "outputs only its bias, a recurrent matrix keeps no memory of past steps.")
+        if self.zero_weight_layers:
+            lines.append(f"\n**Layers {', '.join(self.zero_weight_layers)}: the weight is numerically zero** (its "
+                         f"cores' norms bound it below {ZERO_WEIGHT:g}) though every bond keeps its rank: a layer "
+                         "outputs only its bias, and the ranks shown select nothing (made from a zero weight, or "
+                         "trained without a data gradient: an unused output, or a prior that outweighs the data).")
         unsettled = [f"{r.name} ({r.undecided})" for r in self.layers if r.undecided]
         if unsettled:
             lines.append(f"\nMask entries not settled (keep probability between {UNDECIDED:g} and {1 - UNDECIDED:g}), "
@@ -1053,7 +1078,9 @@ def summary(model: nn.Module) -> ModelSummary:
 
     ``print(summary(model))`` gives a markdown table. A model and its :func:`compress` ed
     copy have the same summary compression. A layer whose bond MARS closed whole is
-    flagged (``*``: held at ``min_rank``; rank 0: its weight is zero) and warned about.
+    flagged (``*``: held at ``min_rank``; rank 0: its weight is zero) and warned about, and so
+    is one whose cores are numerically zero though its masks keep every rank
+    (:attr:`LayerSummary.zero_weight`, found from the cores' norms without building the weight).
     """
     model = _inner(model)
     rows = []
@@ -1072,13 +1099,14 @@ def summary(model: nn.Module) -> ModelSummary:
             phi = torch.sigmoid(masks.logits.detach().float())
             undecided = int(((phi > UNDECIDED) & (phi < 1.0 - UNDECIDED)).sum()) if finite else 0
         sel = layer.selected_ranks()
+        zero = finite and all(r > 0 for r in sel.values()) and _weight_bound(layer) <= ZERO_WEIGHT
         if getattr(layer, "warmup", False) and sel != dict(layer.max_ranks):
             in_warmup.append(name or type(layer).__name__)
         rows.append(LayerSummary(name=name or type(layer).__name__, kind=type(layer).__name__,
                                  max_ranks=dict(layer.max_ranks), selected_ranks=sel, dense_size=layer.dense_size,
                                  params_initial=layer.num_params_at(layer.max_ranks),
                                  params_selected=layer.num_params_at(sel), closed_bonds=closed,
-                                 non_finite=not finite, undecided=undecided))
+                                 non_finite=not finite, undecided=undecided, zero_weight=zero))
     other = sum(p.numel() for p in model.parameters() if id(p) not in core_ids and id(p) not in logit_ids)
     result = ModelSummary(layers=rows, other_params=int(other))
     _warn_closed(result)
@@ -1087,6 +1115,20 @@ def summary(model: nn.Module) -> ModelSummary:
                       "ranks; the selected ranks and compression shown are what compress would keep",
                       RuntimeWarning, stacklevel=2)
     return result
+
+
+def _weight_bound(layer: nn.Module) -> float:
+    """An upper bound on the Frobenius norm of ``layer``'s weight, from its cores alone (no
+    contraction): the weight is a sum over every assignment of the bond indices of outer
+    products of core slices, so its norm is at most the number of assignments times the
+    product of the cores' norms (masks only shrink it)."""
+    with torch.no_grad():
+        bound = 1.0
+        for core in layer.cores:
+            bound *= float(torch.linalg.vector_norm(core.detach(), dtype=torch.float64))
+        for size in dict(layer.max_ranks).values():
+            bound *= max(int(size), 1)
+        return bound
 
 
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
@@ -1104,6 +1146,14 @@ def _warn_closed(result: ModelSummary) -> None:
     if dead:
         warnings.warn(f"layers {dead}: a bond has rank 0 (MARS closed every index and min_rank=0), so their weight is "
                       "zero and they output only their bias", RuntimeWarning, stacklevel=3)
+    zero = result.zero_weight_layers
+    if zero:
+        warnings.warn(f"layers {zero}: their weight is numerically zero (their cores' norms bound it below "
+                      f"{ZERO_WEIGHT:g}) though every bond keeps its rank, so they output only their bias and the "
+                      "ranks shown select nothing. Untrained, such a layer was made from a zero weight; trained, its "
+                      "cores got no data gradient (an output the loss does not use, or a prior that outweighs the "
+                      "data: check the weight decay, pi, alpha and the N given to MarsLoss)", RuntimeWarning,
+                      stacklevel=3)
     held = [r.name for r in result.layers if r.closed_bonds and not r.dead]
     if held:
         warnings.warn(f"layers {held}: MARS closed every index of a bond; it is kept at min_rank only (marked * in "
