@@ -599,6 +599,27 @@ def test_weight_is_the_dense_weight_the_torch_function_takes(name):
     assert w.requires_grad and "weight" not in dict(layer.named_parameters())
 
 
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_assigning_the_computed_weight_says_it_is_computed_from_the_cores(name):
+    """An outside probe: ``layer.weight = nn.Parameter(...)`` raised torch's bare ``KeyError:
+    "attribute 'weight' already exists"`` and a plain tensor "property 'weight' ... has no
+    setter"; both now say that the weight is computed from the cores and how to set it. The
+    layer is unchanged."""
+    torch.manual_seed(0)
+    layer = FACTORIES[name]().eval()  # (MAP masks: the weight is the same at each access)
+    before = layer.weight.detach().clone()
+    converter = {"TensorizedConv2d": "from_conv", "Tucker2Conv2d": "from_conv",
+                 "TensorizedEmbedding": "from_embedding"}.get(type(layer).__name__, "from_linear")
+    for value in (nn.Parameter(torch.zeros_like(before)), torch.zeros_like(before)):
+        kind = type(layer).__name__
+        with pytest.raises(AttributeError, match=rf"{kind}\.weight cannot be assigned: it is computed from the "
+                                                 rf"cores .*{kind}\.{converter}\(.*layer\.cores"):
+            layer.weight = value
+    assert "weight" not in dict(layer.named_parameters()) and "weight" not in layer.state_dict()
+    torch.testing.assert_close(layer.weight.detach(), before)
+    layer.mode = layer.mode  # other attributes are set as before
+
+
 def test_a_tensorized_transformer_runs_the_dense_function_including_the_inference_fast_path():
     """``nn.TransformerEncoderLayer`` reads ``linear1.weight`` (and feeds it to a fused kernel)
     in eval mode without gradients; tensorized at full rank it computes the dense function."""

@@ -552,6 +552,10 @@ def _tt_dims(in_shape, out_shape, ranks) -> dict[str, Any]:
     return {"spec": ",".join(terms) + "->" + a[:d] + a[d:2 * d], "sizes": sizes}
 
 
+#: the converter that builds each layer from its dense counterpart (the ``.weight`` setter's advice)
+_FROM = {"TensorizedConv2d": "conv", "Tucker2Conv2d": "conv", "TensorizedEmbedding": "embedding"}
+
+
 class TensorizedLayer(nn.Module):
     """Base class: a layer whose weight is a :class:`tnmars.Network` with MARS bond masks.
 
@@ -580,6 +584,17 @@ class TensorizedLayer(nn.Module):
 
     def train(self, mode: bool = True) -> TensorizedLayer:
         return train_masked(self, mode, super().train)  # type: ignore[return-value]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "weight":  # (assigning a Parameter raised torch's "KeyError: attribute 'weight' already exists")
+            kind = type(self).__name__
+            raise AttributeError(
+                f"{kind}.weight cannot be assigned: it is computed from the cores at each access (not a parameter, "
+                "not in the state_dict), so a value set there, or written into it in place, would be lost. To set "
+                f"the weight, decompose it: {kind}.from_{_FROM.get(kind, 'linear')}(a dense layer holding it, "
+                "rank='full' for an exact copy); to change the layer, change its cores (layer.cores, in place under "
+                "torch.no_grad())")
+        super().__setattr__(name, value)
 
     def _setup(self, network: Network, *, mars: bool | str, pi: float, alpha: float,
                temperature: float, min_rank: int, mode: str) -> None:
@@ -748,7 +763,8 @@ class TensorizedLayer(nn.Module):
         subclass's ``dense_weight()``, built from the cores at each access, differentiable, with
         the masks a forward would use (MAP in eval mode, a fresh sample in training). For code
         that reads ``layer.weight``, such as ``nn.TransformerEncoderLayer``'s inference fast
-        path; it is not a parameter (no assignment, not in the ``state_dict``)."""
+        path; it is not a parameter (not in the ``state_dict``; assigning it raises, and a value
+        written into it in place, ``layer.weight.data.mul_(2)``, changes a copy: change the cores)."""
         return self.dense_weight()
 
     @property
