@@ -126,3 +126,20 @@ def test_a_bond_at_the_default_cap_walks_on_while_the_others_stay_small():
     with pytest.warns(RuntimeWarning, match="ranks stopped by max_rank"):
         capped = tnmars.fit(x, spec, max_rank=10, seed=0, progress=False)
     assert capped.ranks[2] == 10 and capped.settings["max_ranks"]["C"] == 10
+
+
+def test_fixed_ranks_past_the_criterions_limit_say_how_much_noise_they_take_in():
+    """An outside probe (2026-12-03): a 200 x 6 matrix of rank 3 fitted at that rank (609
+    degrees of freedom for 1,200 entries) was told "the data cannot determine it ... expect it
+    to fit noise": the data do determine it, and such a fit takes in about 609 / 1,200 of the
+    noise. Only a network with as many degrees of freedom as entries is undetermined."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 3)) @ rng.standard_normal((3, 6))
+    with pytest.warns(UserWarning, match=r"609 degrees of freedom.*criterion cannot judge ranks that large, and it "
+                                         r"takes in about 51% of the noise") as heard:
+        res = tnmars.fit(x, "iA,jA->ij", max_rank=3, min_rank=3, progress=False)
+    assert res.ranks == (3,) and res.relative_error < 1e-8
+    assert not any("cannot determine" in str(w.message) for w in heard)
+    small = rng.standard_normal((4, 5))
+    with pytest.warns(UserWarning, match="the data cannot determine it"):
+        tnmars.fit(small, "iA,jA->ij", max_rank=4, min_rank=4, progress=False)

@@ -781,9 +781,14 @@ def _rank_floors(template: Network, asked: Mapping[str, int], min_rank: int | Ma
     if any(asked_of(b) > 1 for b in template.bonds):
         dof = degrees_of_freedom(template.spec, {**template.dims, **floors})
         if dof > MAX_DOF_SHARE * n_obs:  # (the final diagnostics skip what this said: _floors_past_limit)
+            # (below the entries' count the data still determine it: a least-squares fit of D degrees of
+            # freedom to N entries takes in about D / N of the noise; a 200 x 6 matrix at rank 3 was told
+            # "the data cannot determine it" at 609 for 1,200 entries)
+            determined = ("the data cannot determine it" if dof >= n_obs else
+                          f"it takes in about {dof / n_obs:.0%} of the noise (its share of the entries)")
             warn(f"tnmars.fit: at {_said_floors(min_rank, None, label_of)} the network has {dof:,} degrees of freedom, more than "
-                 f"{MAX_DOF_SHARE:.0%} of the {n_obs:,} observed entries: the data cannot determine it and the "
-                 "criterion cannot judge its ranks; it is fitted as asked, but expect it to fit noise", UserWarning)
+                 f"{MAX_DOF_SHARE:.0%} of the {n_obs:,} observed entries: the criterion cannot judge ranks that "
+                 f"large, and {determined}; it is fitted as asked", UserWarning)
     return floors
 
 
