@@ -1211,8 +1211,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         # entries, 1.13 of the truth's norm off at the others, and no check said a word (floors past the
         # limit were warned of at the call: the network is then as large as asked)
         diagnostics.append(f"the selected network has {best.dof:,} degrees of freedom, more than {crit.max_dof:g}, half "
-                           f"the {prep.data.n_obs:,} observed entries: the data cannot determine it and the criterion "
-                           "cannot judge its ranks, so a close fit of the observed entries says nothing of the others. "
+                           f"the {prep.data.n_obs:,} observed entries: "
+                           + ("the data cannot determine it and " if best.dof >= prep.data.n_obs else "")
+                           + "the criterion cannot judge its ranks, so a close fit of the observed entries says little "
+                           "of the others. "
                            "A warm start (proposal=) above that limit stays above it: start lower, or let the fit "
                            "choose its start")
     if search is None and prior == "bernoulli" and best.dof > crit.max_dof:
