@@ -143,3 +143,18 @@ def test_fixed_ranks_past_the_criterions_limit_say_how_much_noise_they_take_in()
     small = rng.standard_normal((4, 5))
     with pytest.warns(UserWarning, match="the data cannot determine it"):
         tnmars.fit(small, "iA,jA->ij", max_rank=4, min_rank=4, progress=False)
+
+
+def test_a_spec_whose_cores_no_bond_joins_says_so_and_names_the_lone_letters():
+    """A bond letter written in one term only is a summed leg of size 1: ``"iA,AjB,Ck"`` (for
+    ``"iA,AjB,Bk"``) fitted the outer product of two parts at error 0.68, warned only of
+    structure left out. The spec is named as the cause; a connected spec with size-1 boundary
+    legs (``"xiA,AjB,Bky"``) says nothing of it."""
+    x = np.asarray(tnmars.Network.tt((6, 7, 8), (2, 3), seed=0).to_tensor())
+    with pytest.warns(UserWarning, match=r"fall into 2 parts that no bond joins \(iA,AjB; Ck\).*'B', 'C' appear in "
+                                         r"one term only"):
+        tnmars.fit(x, "iA,AjB,Ck->ijk", progress=False)
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        res = tnmars.fit(x, "xiA,AjB,Bky->ijk", progress=False)
+    assert res.ranks == (2, 3) and not any("no bond joins" in str(w.message) for w in heard)

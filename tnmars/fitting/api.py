@@ -61,7 +61,7 @@ from .diagnostics import (
     unexplained_message,
     white_once_slices_scaled,
 )
-from .graph import degrees_of_freedom, feasible_ranks, has_loop, judged_rank, raised_floors
+from .graph import connected_parts, degrees_of_freedom, feasible_ranks, has_loop, judged_rank, raised_floors
 from .layout import FormatLayout, format_layout
 from .moves import plus_constant, shrink
 from .progress import Reporter
@@ -1822,6 +1822,22 @@ def _check_implicit_order(spec: str, output: Sequence[str]) -> None:
              f"{spec + '->' + ''.join(written)!r}", UserWarning)
 
 
+def _check_connected(parsed: Any) -> None:
+    """Warn when a spec's cores fall into parts no bond joins: the fit is then the outer product
+    of the parts, rank 1 between them. A letter meant as a bond but written in one term only
+    is a summed leg of size 1 (``"iA,AjB,Ck"`` for ``"iA,AjB,Bk"``): its fit came back at error
+    0.68 with a warning about structure left out, and no word of the spec."""
+    parts = connected_parts(parsed.inputs, parsed.bonds)
+    if len(parts) < 2:
+        return
+    said = "; ".join(",".join(parsed.inputs[k] for k in part) for part in parts)
+    lone = (f" ({', '.join(map(repr, parsed.summed))} appear{'s' if len(parsed.summed) == 1 else ''} in one term "
+            "only: a leg of size 1 summed over, not a bond, which needs its letter in two terms)") if parsed.summed else ""
+    warn(f"tnmars.fit: the cores of {parsed.spec!r} fall into {len(parts)} parts that no bond joins ({said}): the fit "
+         f"is their outer product, rank 1 between them{lone}. Join the parts by a bond letter shared by two terms",
+         UserWarning)
+
+
 def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: float | None = None,
                    at_least: int = 1) -> tuple[str, dict[str, int]]:
     """Sizes of an einsum spec given as ``network``: open modes from the data's shape, every
@@ -1832,6 +1848,7 @@ def _spec_template(spec: str, shape: tuple[int, ...], max_rank: Any, max_dof: fl
         raise ValueError(f"spec {parsed.spec!r} has {len(parsed.output)} open modes ({''.join(parsed.output)!r}) "
                          f"but the data has {len(shape)} (shape {shape})")
     _check_implicit_order(spec, parsed.output)
+    _check_connected(parsed)
     bonds = parsed.bonds
     if not bonds:
         raise ValueError(f"spec {parsed.spec!r} has no bond (an index shared by two cores): there is no rank to select")

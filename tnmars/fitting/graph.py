@@ -91,6 +91,19 @@ def _components(nodes: list[int], groups) -> Callable[[int], int]:
     return find
 
 
+def connected_parts(inputs: Sequence[str], bonds: Sequence[str]) -> list[list[int]]:
+    """The cores ``inputs`` grouped by the bonds that join them (indices of ``inputs``, in order).
+
+    >>> connected_parts(("iA", "AjB", "Ck"), "A"), connected_parts(("iA", "AjB", "Bk"), "AB")
+    ([[0, 1], [2]], [[0, 1, 2]])
+    """
+    find = _components(list(range(len(inputs))), [[k for k, t in enumerate(inputs) if b in t] for b in bonds])
+    parts: dict[int, list[int]] = {}
+    for k in range(len(inputs)):
+        parts.setdefault(find(k), []).append(k)
+    return list(parts.values())
+
+
 def spanning_bonds(inputs: Sequence[str], bonds: Sequence[str]) -> list[str] | None:
     """The bonds of a spanning tree of the cores ``inputs``, taken greedily in the order given
     (Kruskal: give the largest first); None when a bond joins more than two cores or ``bonds``
