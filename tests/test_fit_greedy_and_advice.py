@@ -158,3 +158,6 @@ def test_a_spec_whose_cores_no_bond_joins_says_so_and_names_the_lone_letters():
         warnings.simplefilter("always")
         res = tnmars.fit(x, "xiA,AjB,Bky->ijk", progress=False)
     assert res.ranks == (2, 3) and not any("no bond joins" in str(w.message) for w in heard)
+    net = tnmars.Network("iA,AjB,Ck->ijk", shape=x.shape, ranks={"A": 4})  # (the same, as a Network)
+    with pytest.warns(UserWarning, match="fall into 2 parts that no bond joins"):
+        tnmars.fit(x, net, progress=False)

@@ -1752,6 +1752,7 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max
             raise ValueError("max_rank applies to format names and specs; a Network's bond sizes are its maximal "
                              "ranks")
         spec, dims, fmt = network.spec, network.dims, None
+        _check_connected(parse_spec(spec))
     elif isinstance(network, str) and network.strip().lower() not in FORMATS and _looks_like_spec(network):
         spec, dims = _spec_template(network, shape, max_rank, max_dof, at_least)
         fmt = None
