@@ -12,7 +12,9 @@ are in. Cases:
   (``min_rank = max_rank``: ``cp-fixed``), stopped in a poor minimum of ALS (a refit of such fixed
   ranks from random cores, tried as the ladder's first rung, rescued it but took a held-out
   ``cp-fixed`` fit from 0.013 to 0.10 from the truth, into a swamp: not kept; ranks at their caps
-  climb no rung);
+  climb no rung). Since f8cf3a5 a CP at ranks given also polishes a start from the unfoldings'
+  leading singular vectors (tensorly's ``init="svd"``), kept where it fits closer and its
+  components cancel no more (``random_restart`` turns it off too);
 - ``heldout``: shapes, ranks, factor kinds (Gaussian: components of unequal strength; orthonormal:
   equal), seeds and noise levels (none, 30, 20, 10 dB) never looked at before this script ran;
   CP tensors of orders 3 and 4, matrices as ``"iA,jA->ij"``, a three-way CP spec, a chain spec,
