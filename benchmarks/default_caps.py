@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_line, markdown_table, write_result  # noqa: E402
-from greedy_restart import _commit  # noqa: E402
+from greedy_restart import _commit, closer_farther, moved_fits, time_line  # noqa: E402
 
 import tnmars  # noqa: E402
 
@@ -107,8 +107,7 @@ def report(rows: list[dict], command: str) -> str:
         sub = [r for r in rows if r["split"] == split]
         if not sub:
             continue
-        closer = sum(r[after]["error"] < r[before]["error"] * (1 - 1e-3) and r[before]["error"] > 1e-8 for r in sub)
-        farther = sum(r[after]["error"] > r[before]["error"] * (1 + 1e-3) and r[after]["error"] > 1e-8 for r in sub)
+        closer, farther = closer_farther(sub, before, after)
         for name in METHODS:
             exact = sum(r[name]["ranks"] == r["true"] for r in sub)
             table.append([split, name, len(sub), f"{exact}/{len(sub)}",
@@ -117,8 +116,7 @@ def report(rows: list[dict], command: str) -> str:
                           f"{closer} closer, {farther} farther" if name == after else ""])
     lines.append(markdown_table(["split", "method", "fits", "true ranks", "median error", "total seconds",
                                  "against before"], table))
-    moved = [r for r in rows if abs(r[after]["error"] - r[before]["error"]) > 1e-3 * max(r[before]["error"], 1e-8)
-             and max(r[after]["error"], r[before]["error"]) > 1e-8]
+    moved = moved_fits(rows, before, after)
     if moved:
         lines += ["", "## Fits that moved", "",
                   markdown_table(["split", "case", "seed", "snr", "true", "ranks before", "error before",
@@ -127,10 +125,7 @@ def report(rows: list[dict], command: str) -> str:
                                    r[before]["ranks"], f"{r[before]['error']:.3g}", r[after]["ranks"],
                                    f"{r[after]['error']:.3g}", "; ".join(r[after]["warnings"]) or "-",
                                    f"{r[after]['seconds'] / r[before]['seconds']:.2f}"] for r in moved])]
-    ratios = [r[after]["seconds"] / r[before]["seconds"] for r in rows]
-    lines += ["", f"Time of the default against before, per fit: median {statistics.median(ratios):.2f}x, "
-              f"largest {max(ratios):.2f}x; in all "
-              f"{sum(r[after]['seconds'] for r in rows) / sum(r[before]['seconds'] for r in rows):.2f}x."]
+    lines += ["", time_line(rows, before, after)]
     return "\n".join(lines)
 
 

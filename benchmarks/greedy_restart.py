@@ -146,6 +146,28 @@ def noise_cost(repeats: int = 3) -> list[dict]:
     return out
 
 
+def closer_farther(rows: list[dict], before: str, after: str) -> tuple[int, int]:
+    """Fits whose error against the truth the method ``after`` took down (up) by more than 1e-3
+    of itself against ``before`` (both under 1e-8: the same)."""
+    closer = sum(r[after]["error"] < r[before]["error"] * (1 - 1e-3) and r[before]["error"] > 1e-8 for r in rows)
+    farther = sum(r[after]["error"] > r[before]["error"] * (1 + 1e-3) and r[after]["error"] > 1e-8 for r in rows)
+    return closer, farther
+
+
+def moved_fits(rows: list[dict], before: str, after: str) -> list[dict]:
+    """The rows whose error moved by more than 1e-3 of itself between the two methods."""
+    return [r for r in rows if abs(r[after]["error"] - r[before]["error"]) > 1e-3 * max(r[before]["error"], 1e-8)
+            and max(r[after]["error"], r[before]["error"]) > 1e-8]
+
+
+def time_line(rows: list[dict], before: str, after: str) -> str:
+    """The time of ``after`` against ``before``: per fit (median, largest) and in all."""
+    ratios = [r[after]["seconds"] / r[before]["seconds"] for r in rows]
+    return (f"Time of the default against before, per fit: median {statistics.median(ratios):.2f}x, "
+            f"largest {max(ratios):.2f}x; in all "
+            f"{sum(r[after]['seconds'] for r in rows) / sum(r[before]['seconds'] for r in rows):.2f}x.")
+
+
 def report(rows: list[dict], command: str, noise: list[dict]) -> str:
     before, after = METHODS
     lines = [f"# Second walk for fits grown from rank 1\n\nCommand: `{command}` at {_commit()}, "
@@ -156,8 +178,7 @@ def report(rows: list[dict], command: str, noise: list[dict]) -> str:
         sub = [r for r in rows if r["split"] == split]
         if not sub:
             continue
-        closer = sum(r[after]["error"] < r[before]["error"] * (1 - 1e-3) and r[before]["error"] > 1e-8 for r in sub)
-        farther = sum(r[after]["error"] > r[before]["error"] * (1 + 1e-3) and r[after]["error"] > 1e-8 for r in sub)
+        closer, farther = closer_farther(sub, before, after)
         for name in METHODS:
             exact = sum(all(k == r["true"] for k in r[name]["ranks"]) for r in sub)
             poor = sum(r[name]["error"] > 0.3 for r in sub)
@@ -167,8 +188,7 @@ def report(rows: list[dict], command: str, noise: list[dict]) -> str:
                           f"{closer} closer, {farther} farther" if name == after else ""])
     lines.append(markdown_table(["split", "method", "fits", "true ranks", "error > 0.3", "median error",
                                  "total seconds", "against before"], table))
-    moved = [r for r in rows if abs(r[after]["error"] - r[before]["error"]) > 1e-3 * max(r[before]["error"], 1e-8)
-             and max(r[after]["error"], r[before]["error"]) > 1e-8]
+    moved = moved_fits(rows, before, after)
     if moved:
         lines += ["", "## Fits that moved", "",
                   markdown_table(["split", "case", "seed", "snr", "ranks before", "error before", "ranks after",
@@ -182,10 +202,7 @@ def report(rows: list[dict], command: str, noise: list[dict]) -> str:
                              [[n["case"], n["ranks"][before], n["ranks"][after], f"{n['seconds'][before]:.2f}",
                                f"{n['seconds'][after]:.2f}", f"{n['seconds'][after] / n['seconds'][before]:.2f}x"]
                               for n in noise])]
-    ratios = [r[after]["seconds"] / r[before]["seconds"] for r in rows]
-    lines += ["", f"Time of the default against before, per fit: median {statistics.median(ratios):.2f}x, "
-              f"largest {max(ratios):.2f}x; in all "
-              f"{sum(r[after]['seconds'] for r in rows) / sum(r[before]['seconds'] for r in rows):.2f}x."]
+    lines += ["", time_line(rows, before, after)]
     return "\n".join(lines)
 
 
