@@ -175,10 +175,11 @@ def fit(
     max_rank: the largest rank of every bond of a format or spec: an int, one per bond (a
         spec's bonds in order of first appearance, as :attr:`Network.bonds <tnmars.Network.bonds>`
         lists them), or for a spec a mapping bond -> rank (a bond it does not name: the
-        default). Ranks are clipped to what each bond's cut allows. Default: ``max(data.shape)``, raised for the Occam search to the
-        largest rank at which the network (every bond there) has at most half as many degrees
-        of freedom as observed entries, the most the criterion judges (a TT of a 2^10 tensor:
-        11, clipped to 2, 4, 8, 11, ... by the cuts); a bond that ends at that default cap while
+        default). Ranks are clipped to what each bond's cut allows. Default:
+        ``max(data.shape)``, raised for the Occam search to the largest rank at which the
+        network (every bond there) has at most half as many degrees of freedom as observed
+        entries, the most the criterion judges (a TT of a 2^10 tensor: 11, clipped to 2, 4, 8,
+        11, ... by the cuts); a bond that ends at that default cap while
         the others stay below theirs walks on past it, within the same limit (a tree's inner bond
         of rank 16 on 6^4, where the default is 10); the MARS relaxation (``prior="bernoulli"``
         or ``proposal="mars"``), which trains at these ranks, keeps ``max(data.shape)``.
@@ -251,8 +252,9 @@ def fit(
         as on data whose components are all about as strong (one more pays only once most are
         in). A CP fitted at ranks given (``min_rank`` = ``max_rank``, complete data) also
         polishes a start from the unfoldings' leading singular vectors (tensorly's
-        ``init="svd"``) and keeps the closer fit unless its components cancel more. ``widen_caps`` (default True): without ``max_rank`` (a format or spec), a bond
-        that ends at its default cap, one rank for every bond, walks on past it as far as the
+        ``init="svd"``) and keeps the closer fit unless its components cancel more.
+        ``widen_caps`` (default True): without ``max_rank`` (a format or spec), a bond that
+        ends at its default cap, one rank for every bond, walks on past it as far as the
         observations' degrees-of-freedom limit allows with the others at their selected ranks
         (``benchmarks/results/default_caps.md``).
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
