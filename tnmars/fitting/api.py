@@ -932,9 +932,15 @@ def _widened_caps(net: Network, template: Network, max_dof: float, floors: Mappi
 CP_CANCELLATION = 10.0
 
 
+def _cp_bond(net: Network) -> str:
+    """A CP network's rank bond: its hyperedge (a matrix's one bond)."""
+    (bond,) = [b for b in net.bonds if len(net.terms_with(b)) > 2] or [next(iter(net.bonds))]
+    return bond
+
+
 def _cp_components(net: Network) -> list[np.ndarray]:
     """The factor matrices of a CP network (one per core, indices by the hyperedge)."""
-    (bond,) = [b for b in net.bonds if len(net.terms_with(b)) > 2] or [next(iter(net.bonds))]
+    bond = _cp_bond(net)
     return [np.moveaxis(np.asarray(core, dtype=np.float64), term.index(bond), -1).reshape(-1, net.bonds[bond])
             for core, term in zip(net.cores, net.inputs)]
 
@@ -953,7 +959,7 @@ def _svd_cp_start(net: Network, data: FitData, seed: Any) -> Network:
     columns past the mode's size), as tensorly's ``parafac(init="svd")``."""
     y = np.asarray(data.backend.to_numpy(data.y), dtype=np.float64)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(None if seed is None else [seed, 3])
-    (bond,) = [b for b in net.bonds if len(net.terms_with(b)) > 2] or [next(iter(net.bonds))]
+    bond = _cp_bond(net)
     rank = net.bonds[bond]
     cores = []
     for term in net.inputs:
