@@ -12,6 +12,7 @@ inference fast path does) finds them, the weights built from the projections.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import positive_int
+from .base import warn_user
 from .layers import TensorizedLinear
 
 #: the projections, in the order of ``nn.MultiheadAttention``'s ``in_proj_weight`` rows
@@ -80,15 +82,34 @@ class TensorizedMultiheadAttention(nn.MultiheadAttention):
         ``rank="full"`` it computes ``attention``'s function to float rounding), with its biases,
         ``bias_k`` / ``bias_v``, dropout, train or eval mode and frozen parameters.
         ``format="lowrank"``: :meth:`LowRankLinear.from_linear` (as ``tensorize(attention="lowrank")``)."""
-        from .convert import check_rank_argument, from_linear, lowrank_from_linear
+        from .convert import (
+            CHANGED_WEIGHT,
+            changed_weights_message,
+            check_rank_argument,
+            from_linear,
+            lowrank_from_linear,
+        )
 
-        _check_format(format, "TensorizedMultiheadAttention.from_attention", network=False)
-        check_rank_argument(rank, "TensorizedMultiheadAttention.from_attention")
+        what = "TensorizedMultiheadAttention.from_attention"
+        _check_format(format, what, network=False)
+        check_rank_argument(rank, what)
         dense = cls.with_dense_projections(attention)
+        changed, frozen = {}, {}
         for name in (*PROJECTIONS, "out_proj"):
             linear = getattr(dense, name)
-            setattr(dense, name, lowrank_from_linear(linear, rank, **options) if format == "lowrank"
-                    else from_linear(linear, format, rank, **options))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                layer = (lowrank_from_linear(linear, rank, **options) if format == "lowrank"
+                         else from_linear(linear, format, rank, **options))
+            for w in caught:  # (the projections' changed weights: said once for the four, below)
+                if CHANGED_WEIGHT in str(w.message):
+                    (changed if linear.weight.requires_grad else frozen)[name] = layer.conversion_error
+                else:
+                    warn_user(f"{what}, {name}: {w.message}", w.category)
+            setattr(dense, name, layer)
+        for moved, is_frozen in ((changed, False), (frozen, True)):
+            if moved:
+                warn_user(changed_weights_message(what, moved, frozen=is_frozen))
         return dense
 
     @classmethod

@@ -60,7 +60,8 @@ def _ladder(source: nn.Module, build: Callable[[nn.Module, int], nn.Module]) -> 
             layer = build(source, rank)
             if out and (layer.num_params >= layer.dense_size or layer.num_params <= out[-1][1]):
                 break  # as large as the dense layer, or clipped: no larger rank helps
-            out.append((rank, int(layer.num_params), weight_error(source, layer)))
+            error = getattr(layer, "conversion_error", None)  # (a conversion records it: not computed twice)
+            out.append((rank, int(layer.num_params), error * error if error is not None else weight_error(source, layer)))
     return out
 
 

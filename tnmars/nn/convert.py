@@ -5,7 +5,10 @@ maximal ranks (SVD for low-rank and Tucker-2; TT-SVD, HOSVD through tensorly, an
 hierarchical SVD refined by CP-ALS for the matrix formats) and returns the tensorized layer
 with those cores, its bias and its convolution settings. At ``rank="full"`` the new layer
 computes the same function (to float rounding), for every format; MARS fine-tuning then
-selects the ranks. :func:`tensorize` does it for every matching layer of a model.
+selects the ranks. :func:`tensorize` does it for every matching layer of a model. Each new
+layer keeps the relative error of its weight in ``conversion_error``, and a warning says
+when it passes :data:`CONVERSION_WARNING` (the layer computes another function until
+fine-tuned).
 
 Weight layouts: ``nn.Linear`` stores ``(out, in)``, tnmars's matrix networks ``(in, out)``
 (``y = x @ W``); a convolution's kernel matrix has rows ``(kh, kw, C_in)`` row-major.
@@ -78,8 +81,8 @@ CP_MAX_SWEEPS = 200
 CP_WORK = 5e10
 #: no ALS sweep whose intermediates would hold more than this many float64 numbers (memory)
 CP_MAX_ELEMENTS = 2e8
-#: relative weight error of a converted layer above which :func:`tensorize` warns that the model
-#: now computes another function (fine-tuning is then needed, not optional)
+#: relative weight error of a converted layer above which a conversion (:func:`tensorize`, each ``from_*``) warns that
+#: the layer now computes another function (fine-tuning is then needed, not optional)
 CONVERSION_WARNING = 0.1
 #: seconds a CP fit (or :func:`tensorize`) runs before its progress bar shows: short ones stay quiet
 PROGRESS_DELAY = 1.0
@@ -606,6 +609,44 @@ def _warn_size(layer: nn.Module) -> None:
                   f"than the dense layer's {layer.dense_size:,}")
 
 
+#: how a conversion says that it changed a layer's weight (tensorize and from_attention gather these)
+CHANGED_WEIGHT = "changed the weight by"
+
+
+def _report_conversion(layer: nn.Module, source: nn.Module, what: str) -> None:
+    """Record in ``layer.conversion_error`` how far the decomposed weight (at the MAP masks) is
+    from ``source``'s, relative to it, and warn past :data:`CONVERSION_WARNING`: the layer then
+    computes another function until fine-tuned, which the default rank (at most the dense
+    layer's parameters) gives for most weights (a 16 x 8 x 3 x 3 convolution with random
+    weights moved by 32%, its outputs by up to 0.7, without a word). Masks that start closed are said by :data:`START_CLOSED`
+    instead (their MAP weight is cut until trained: not a conversion error)."""
+    error = layer.conversion_error = math.sqrt(weight_error(source, layer))
+    masks = getattr(layer, "masks", None)
+    if error <= CONVERSION_WARNING or (masks is not None and masks.closed_bonds()):
+        return
+    frozen = not source.weight.requires_grad
+    warn_user(f"{what} {CHANGED_WEIGHT} {error:.0%} (relative error of the weight at ranks {dict(layer.max_ranks)}): "
+              "the layer no longer computes the dense layer's function. "
+              + ("Its weight was frozen (requires_grad=False), so its cores are frozen too and fine-tuning will NOT "
+                 "recover it: unfreeze the weight first, or give a larger rank (rank='full': exact)" if frozen else
+                 "Fine-tune it (MarsLoss) to recover, or give rank='full' for an exact conversion")
+              + "; the error is in its conversion_error attribute")
+
+
+def changed_weights_message(who: str, changed: Mapping[str, float], frozen: bool = False) -> str:
+    """One warning for the layers of a conversion whose weights moved past
+    :data:`CONVERSION_WARNING` (name -> relative error), frozen or not."""
+    moved = ", ".join(f"{n!r} by {e:.0%}" for n, e in changed.items())
+    if frozen:
+        return (f"{who} changed the weights of the frozen layers {moved} (relative error at their new ranks): their "
+                "weights were frozen (requires_grad=False), so their cores are frozen too and fine-tuning will NOT "
+                "recover them. Unfreeze them before converting, leave them dense, or give them a larger rank "
+                "(rank='full': exact)")
+    return (f"{who} changed the weights of {moved} (relative error of each layer's weight at its new ranks): the "
+            "model no longer computes the same function. Fine-tune it (MarsLoss) to recover, or give rank='full' for "
+            "an exact conversion; each new layer's error is in its conversion_error attribute")
+
+
 # ------------------------------------------------------------------------------ linear
 def linear_shapes(n_in: int, n_out: int, format: str, in_shape: Sequence[int] | None = None,
                   out_shape: Sequence[int] | None = None, *, d: int | None = None, dtype: torch.dtype | None = None,
@@ -648,6 +689,7 @@ def from_linear(linear: nn.Linear, format: str = "tt", rank: Any = None, in_shap
     _copy_bias(layer, linear.bias)
     _inherit_modes(layer, linear)
     _warn_size(layer)
+    _report_conversion(layer, linear, "TensorizedLinear.from_linear")
     return layer
 
 
@@ -678,6 +720,7 @@ def lowrank_from_linear(linear: nn.Linear, rank: Any = None, **options: Any) -> 
     _copy_bias(layer, linear.bias)
     _inherit_modes(layer, linear)
     _warn_size(layer)
+    _report_conversion(layer, linear, "LowRankLinear.from_linear")
     return layer
 
 
@@ -719,6 +762,7 @@ def tucker2_from_conv(conv: nn.Conv2d, rank: Any = None, **options: Any) -> Tuck
     _copy_bias(layer, conv.bias)
     _inherit_modes(layer, conv)
     _warn_size(layer)
+    _report_conversion(layer, conv, "Tucker2Conv2d.from_conv")
     return layer
 
 
@@ -753,6 +797,7 @@ def from_conv(conv: nn.Conv2d, format: str = "tt", rank: Any = None, in_shape: S
     _copy_bias(layer, conv.bias)
     _inherit_modes(layer, conv)
     _warn_size(layer)
+    _report_conversion(layer, conv, "TensorizedConv2d.from_conv")
     return layer
 
 
@@ -797,6 +842,7 @@ def from_embedding(embedding: nn.Embedding, format: str = "tt", rank: Any = None
     layer = _fit_matrix(format, shapes, rank, n * dim, table, build, progress)
     _inherit_modes(layer, embedding)
     _warn_size(layer)
+    _report_conversion(layer, embedding, "TensorizedEmbedding.from_embedding")
     return layer
 
 
@@ -1036,6 +1082,8 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                     if START_CLOSED in str(w.message):
                         if not larger:
                             start_closed.append(name)
+                    elif CHANGED_WEIGHT in str(w.message):
+                        pass  # (said once for every layer below, from conversion_error)
                     elif budget is not None and "clipped to the" in str(w.message):
                         pass  # (the budget's uniform ranks, not the user's: each layer takes what it can use)
                     elif not (larger and issubclass(w.category, UserWarning)
@@ -1049,7 +1097,7 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
                     continue
                 if replacement is None:
                     continue
-                errors[name] = replacement.conversion_error = math.sqrt(weight_error(module, replacement))
+                errors[name] = replacement.conversion_error  # (set by the conversion: _report_conversion)
                 if not module.weight.requires_grad:
                     frozen_names.add(name)
                 if getattr(replacement, "masks", None) is not None and replacement.masks.closed_bonds():
@@ -1098,17 +1146,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
     frozen = {name: e for name, e in changed.items() if name in frozen_names}
     changed = {name: e for name, e in changed.items() if name not in frozen}
     if changed:
-        warnings.warn(
-            "tensorize changed the weights of " + ", ".join(f"{n!r} by {e:.0%}" for n, e in changed.items())
-            + " (relative error of each layer's weight at its new ranks): the model no longer computes the same "
-            "function. Fine-tune it (MarsLoss) to recover, or give rank='full' for an exact conversion; each new "
-            "layer's error is in its conversion_error attribute", UserWarning, stacklevel=2)
+        warnings.warn(changed_weights_message("tensorize", changed), UserWarning, stacklevel=2)
     if frozen:
-        warnings.warn(
-            "tensorize changed the weights of the frozen layers "
-            + ", ".join(f"{n!r} by {e:.0%}" for n, e in frozen.items()) + " (relative error at their new ranks): their weights were frozen (requires_grad=False), so their cores "
-            "are frozen too and fine-tuning will NOT recover them. Unfreeze them before tensorize, leave them out of "
-            "the filter (dense), or give them a larger rank (rank='full': exact)", UserWarning, stacklevel=2)
+        warnings.warn(changed_weights_message("tensorize", frozen, frozen=True), UserWarning, stacklevel=2)
     return new
 
 

@@ -459,7 +459,8 @@ class TensorizedLinear(_LinearForward, _MatrixLayer):
         At ``rank="full"`` (every format), or where the ranks suffice (TT, TR, Tucker; for CP
         at least the number of terms of the weight's hierarchical SVD), it computes
         ``linear``'s function to float rounding; below that CP is an ALS fit within a work
-        budget. MARS fine-tuning then selects the ranks (see :mod:`tnmars.nn.convert`).
+        budget. MARS fine-tuning then selects the ranks (see :mod:`tnmars.nn.convert`). The
+        weight's relative error is kept in ``conversion_error``; past 10% a warning says so.
         """
         from .convert import from_linear
 
