@@ -102,6 +102,18 @@ class FitResult:
         label_of = {symbol: label for label, symbol in (self.network.labels or {}).items()}
         return {label_of.get(b, b): r for b, r in zip(self.bonds, self.ranks)}
 
+    def to_tensor(self) -> Any:
+        """The fitted tensor (the completion, for missing data): ``network.to_tensor()``, in the
+        data's units, backend and dtype (a mean fitted apart is in the network's ranks), as
+        tensorly's decompositions give theirs.
+
+        >>> import numpy as np, tnmars
+        >>> x = np.outer(np.arange(1.0, 7.0), np.arange(1.0, 6.0))
+        >>> bool(np.allclose(tnmars.fit(x, "iA,Aj", progress=False).to_tensor(), x))
+        True
+        """
+        return self.network.to_tensor()
+
     def summary(self) -> str:
         """A short human-readable report."""
         how = f"{self.criterion} criterion from the {self.proposal} proposal"
