@@ -1557,6 +1557,10 @@ def test_a_users_chain_or_tree_reaches_a_component_that_runs_through_every_bond(
     ("CaA,AbB,BcC", {"a": 3, "b": 4, "c": 5, "A": 2, "B": 2, "C": 2}),
     ("CaA,AbB,BcC", {"a": 1, "b": 10, "c": 10, "A": 1, "B": 5, "C": 1}),  # the TT (1, 5) as a ring
     ("aAC,AbB,BcD,CDd", {"a": 3, "b": 3, "c": 3, "d": 3, "A": 2, "B": 2, "C": 2, "D": 2}),
+    # edges joining the same two cores are one edge of their sizes' product (charged 9 more before)
+    ("BiA,AjB", {"i": 12, "j": 14, "A": 2, "B": 2}),      # a TR of order 2: a rank-4 matrix
+    ("iAB,jABC,kC", {"i": 5, "j": 3, "k": 4, "A": 2, "B": 2, "C": 2}),
+    ("aABD,AbC,BDCc", {"a": 6, "b": 4, "c": 6, "A": 2, "B": 2, "D": 2, "C": 2}),  # a doubled edge in a loop
 ])
 def test_degrees_of_freedom_are_the_rank_of_the_networks_jacobian(spec, dims):
     """The count the criterion charges is the dimension of the set of tensors the network

@@ -375,24 +375,44 @@ def degrees_of_freedom(spec: str, dims: Mapping[str, int]) -> int:
     was charged one less than the same function as a train (a TR (1, 1, 5) on 1x10x10 74, the TT
     (1, 5) 75: an outside probe, 2026-12-02).
 
+    Edges that join the same two cores (a ring of two cores, ``"iAB,jAB"``) are one edge of
+    their sizes' product, while the cores can carry it: any invertible matrix of that size acts
+    on the pair of indices (a TR of order 2 at ranks (2, 2) is a rank-4 matrix, ``4 (m + n -
+    4)``; it was charged ``r_A^2 + r_B^2 - 1`` of gauge, 9 more degrees of freedom than it has
+    on 12 x 14). Past that (ranks (8, 4) on 12 x 14, whose product count falls to 0) each edge
+    is charged alone, as before, which is more.
+
     >>> degrees_of_freedom("CaA,AbB,BcC->abc", {"a": 1, "b": 10, "c": 10, "A": 1, "B": 5, "C": 1})
     75
+    >>> degrees_of_freedom("BiA,AjB->ij", {"i": 12, "j": 14, "A": 2, "B": 2})  # the rank-4 matrices' 4 (12 + 14 - 4)
+    88
     >>> degrees_of_freedom("aA,AbB,Bc->abc", {"a": 1, "b": 10, "c": 10, "A": 1, "B": 5})
     75
     """
     parsed = parse_spec(spec)
     params = sum(prod(int(dims[c]) for c in term) for term in parsed.inputs)
     gauge = 0
+    joined: dict[tuple[int, ...], list[str]] = {}  # two-core edges by the cores they join
     for b in parsed.bonds:
         holders = parsed.terms_with(b)
         m = len(holders)
         r = int(dims[b])
         if m == 2:
-            gauge += r * r
+            joined.setdefault(holders, []).append(b)
             continue
         carrying = sum(prod(int(dims[c]) for c in parsed.inputs[k] if c != b) > 1 for k in holders)
         gauge += r * r + (m - 2) * r if carrying == 2 else (m - 1) * r
-    edges = [holders for b in parsed.bonds if len(holders := parsed.terms_with(b)) == 2 and int(dims[b]) > 0]
+    edges = []
+    for holders, group in joined.items():
+        sizes = [int(dims[b]) for b in group]
+        size = prod(sizes)
+        carried = min(prod(int(dims[c]) for c in parsed.inputs[k] if c not in group) for k in holders)
+        if len(group) == 1 or size <= carried:  # parallel edges: one edge of their sizes' product
+            gauge += size * size
+            edges += [holders] if size > 0 else []
+        else:  # (past what the cores carry the product's count does not hold: each edge alone, which charges more)
+            gauge += sum(r * r for r in sizes)
+            edges += [holders for r in sizes if r > 0]
     if edges:
         find = _components(list(range(len(parsed.inputs))), edges)
         gauge -= len(edges) - len(parsed.inputs) + len({find(k) for k in range(len(parsed.inputs))})
