@@ -649,6 +649,11 @@ def test_results_report_compression_and_summary():
     res = quiet_fit(tucker_tensor((8, 8, 8), (2, 3, 4), seed=1), "tucker", max_rank=6)
     assert res.compression == pytest.approx(512 / res.num_params)
     assert "A=2/6" in res.summary() and math.isfinite(res.objective)
+    # an exact fit's noise variance is the criterion's floor, and the summary says so (it read as noise of 3e-9)
+    assert res.noise_variance == pytest.approx(res.settings["noise_floor"]) and "criterion's floor" in res.summary()
+    x = tucker_tensor((8, 8, 8), (2, 3, 4), seed=1)
+    noisy = quiet_fit(x + 0.05 * x.std() * np.random.default_rng(0).standard_normal(x.shape), "tucker", max_rank=6)
+    assert noisy.noise_variance > 10 * noisy.settings["noise_floor"] and "floor" not in noisy.summary()
 
 
 @pytest.mark.parametrize("fmt", ["tucker", "tt"])

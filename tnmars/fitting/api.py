@@ -1383,7 +1383,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         steps_run=0 if relaxed is None else relaxed.steps_run,
         evaluations=0 if search is None else search.evaluations,
         seconds=time.perf_counter() - t0,
-        settings={**settings, "proposal": proposal, "n_obs": n_obs},
+        settings={**settings, "proposal": proposal, "n_obs": n_obs,
+                  "noise_floor": _in_data_units(crit.floor, prep.scale)},
         diagnostics=diagnostics,
     )
 

@@ -32,7 +32,8 @@ class FitResult:
         there are none, or when they are all zero (no relative error against a zero reference).
     log_likelihood: ``-mean((T - data)^2)`` over the observed entries (data units).
     noise_variance: the noise variance the selected fit implies, ``SSE / (N - D)`` (data units;
-        ``inf`` where float64 cannot hold it, for data of magnitude near 1e160 and above).
+        ``inf`` where float64 cannot hold it, for data of magnitude near 1e160 and above), at
+        least the criterion's floor, ``settings["noise_floor"]`` (an exact fit reads the floor).
     criterion: what decided the ranks (``"bic"`` or ``"bernoulli"``); objective: its value at
         the selected ranks (nats; lower is better; ``nan`` for ``"bernoulli"``).
     proposal: where the selection started (``"spectral"``, ``"greedy"``, ``"mars"``, or
@@ -124,7 +125,9 @@ class FitResult:
                                                                            self.max_ranks)),
             f"  relative error {self.relative_error:.4g} on observed entries"
             + (f", {self.heldout_error:.4g} held out" if self.heldout_error is not None else ""),
-            f"  noise variance {self.noise_variance:.4g} (data units)",
+            f"  noise variance {self.noise_variance:.4g} (data units)"
+            + (", the criterion's floor: the fit is exact to the precision it resolves"
+               if self.noise_variance <= self.settings.get("noise_floor", -1.0) * (1 + 1e-9) else ""),
             f"  {self.num_params:,} parameters for {self.network.dense_size:,} entries: "
             + compression_text(self.network),
         ]
