@@ -81,8 +81,8 @@ CP_MAX_SWEEPS = 200
 CP_WORK = 5e10
 #: no ALS sweep whose intermediates would hold more than this many float64 numbers (memory)
 CP_MAX_ELEMENTS = 2e8
-#: relative weight error of a converted layer above which a conversion (:func:`tensorize`, each ``from_*``) warns that
-#: the layer now computes another function (fine-tuning is then needed, not optional)
+#: relative weight error of a converted layer above which a conversion (:func:`tensorize`, each
+#: ``from_*``) warns that the layer now computes another function (fine-tuning is then needed)
 CONVERSION_WARNING = 0.1
 #: seconds a CP fit (or :func:`tensorize`) runs before its progress bar shows: short ones stay quiet
 PROGRESS_DELAY = 1.0
@@ -618,8 +618,9 @@ def _report_conversion(layer: nn.Module, source: nn.Module, what: str) -> None:
     from ``source``'s, relative to it, and warn past :data:`CONVERSION_WARNING`: the layer then
     computes another function until fine-tuned, which the default rank (at most the dense
     layer's parameters) gives for most weights (a 16 x 8 x 3 x 3 convolution with random
-    weights moved by 32%, its outputs by up to 0.7, without a word). Masks that start closed are said by :data:`START_CLOSED`
-    instead (their MAP weight is cut until trained: not a conversion error)."""
+    weights moved by 32%, its outputs by up to 0.7, without a word). Masks that start closed
+    are said by :data:`START_CLOSED` instead (their MAP weight is cut until trained: not a
+    conversion error)."""
     error = layer.conversion_error = math.sqrt(weight_error(source, layer))
     masks = getattr(layer, "masks", None)
     if error <= CONVERSION_WARNING or (masks is not None and masks.closed_bonds()):
