@@ -126,6 +126,14 @@ def test_a_bond_at_the_default_cap_walks_on_while_the_others_stay_small():
     with pytest.warns(RuntimeWarning, match="ranks stopped by max_rank"):
         capped = tnmars.fit(x, spec, max_rank=10, seed=0, progress=False)
     assert capped.ranks[2] == 10 and capped.settings["max_ranks"]["C"] == 10
+    # found by review (2026-12-04): a bond a max_rank mapping leaves out has the default cap, and a
+    # min_rank above the default raises it there without fixing the rank; neither walked on: (5, 5,
+    # 10, 5) 0.065 off told to raise a max_rank never given for C, and (5, 5, 12, 5) 0.033 off, silently
+    for options in ({"max_rank": {"A": 6}}, {"min_rank": {"C": 12}}):
+        res = tnmars.fit(x, spec, seed=0, progress=False, **options)
+        assert res.ranks == (5, 5, 16, 5) and res.relative_error < 1e-8 and not res.diagnostics, options
+    with pytest.warns(RuntimeWarning, match="one more index on bond 'C' \\(at 12\\)"):  # (the floor fixed nothing)
+        tnmars.fit(x, spec, min_rank={"C": 12}, selection={"widen_caps": False}, seed=0, progress=False)
 
 
 def test_fixed_ranks_past_the_criterions_limit_say_how_much_noise_they_take_in():

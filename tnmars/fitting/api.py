@@ -253,8 +253,9 @@ def fit(
         in). A CP fitted at ranks given (``min_rank`` = ``max_rank``, complete data) also
         polishes a start from the unfoldings' leading singular vectors (tensorly's
         ``init="svd"``) and keeps the closer fit unless its components cancel more.
-        ``widen_caps`` (default True): without ``max_rank`` (a format or spec), a bond that
-        ends at its default cap, one rank for every bond, walks on past it as far as the
+        ``widen_caps`` (default True): a bond that ends at its default cap (a format's or
+        spec's bonds without ``max_rank``, or those a ``max_rank`` mapping does not name; one
+        rank for every bond, raised to a ``min_rank`` above it) walks on past it as far as the
         observations' degrees-of-freedom limit allows with the others at their selected ranks
         (``benchmarks/results/default_caps.md``).
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
@@ -330,6 +331,7 @@ def fit(
         min_rank = _bond_min_ranks(min_rank, template, network)
         floors = _rank_floors(template, asked, min_rank, prep.data.n_obs, uniform=isinstance(network, str),
                               default=max_rank is None)
+        default_capped = _default_capped(network, max_rank, template)
         limit = _budget(budget, template, floors)
     settings = {"format": fmt or template.spec, "prior": prior, "prior_strength": strength, "seed": seed,
                 "backend": prep.backend.name, "dtype": prep.dtype, "max_ranks": dict(template.bonds),
@@ -542,7 +544,7 @@ def fit(
                     reporter.start("selection", note="the walk's end extrapolates: a walk from the truncation of the "
                                    "filled data at its ranks")
                     walk_again(feasible(restart), accept=lambda c: not _extrapolates(c.network, prep))
-            if (widen_caps and prior == "bic" and max_rank is None and isinstance(network, str) and limit is None
+            if (widen_caps and prior == "bic" and default_capped and limit is None
                     and proposal_used != "mars" and not interrupted):  # (the relaxation's caps: max(shape))
                 # the default caps are one rank for every bond (judged_rank: every bond there at once
                 # reaches the observations' limit); a bond that ends at its cap while the others stay
@@ -550,7 +552,7 @@ def fit(
                 # (5, 5, 16, 5), noiseless, came back at (5, 5, 10, 5), 0.06-0.12 off, telling the
                 # user to raise a max_rank they never gave. The walk goes on with those caps raised
                 for _ in range(CAP_WIDENINGS):
-                    wider = _widened_caps(best.network, template, crit.max_dof, floors)
+                    wider = _widened_caps(best.network, template, crit.max_dof, default_capped)
                     if not wider or interrupted:
                         break
                     reporter.start("selection", note="bonds at the default cap, which the observations' limit "
@@ -601,13 +603,14 @@ def fit(
                 held_out = []
     # without max_rank a format's or spec's caps are the observations' limit (judged_rank), not a choice:
     # the check of what that limit refused may grow a bond past them
-    growth_caps = (feasible_ranks(template.spec, {**template.dims, **dict.fromkeys(template.bonds, prep.data.n_obs)})
-                   if max_rank is None and isinstance(network, str) else dict(template.bonds))
+    grown = feasible_ranks(template.spec, {**template.dims, **dict.fromkeys(template.bonds, prep.data.n_obs)})
+    growth_caps = {b: grown[b] if b in default_capped else cap for b, cap in template.bonds.items()}
     if _FINAL_CHECKS.get() and not interrupted:  # (said: 28 s of them after the polish of a 3000 x 3000 matrix)
         reporter.start("checks", note="the fit's checks of its own residual")
     try:
         result = _result(best, template, prep, crit, settings, relaxed, search, proposal_used, prior, interrupted,
-                         device, t0, held_out, polished, growth_caps, network_given=isinstance(network, Network))
+                         device, t0, held_out, polished, growth_caps, network_given=isinstance(network, Network),
+                         default_capped=default_capped)
     finally:
         reporter.close()
     return _labelled(_in_user_layout(result, layout), network)
@@ -906,14 +909,30 @@ def _structured(best: Candidate, prep: Prepared, seed: int | np.random.Generator
 CAP_WIDENINGS = 3
 
 
-def _widened_caps(net: Network, template: Network, max_dof: float, floors: Mapping[str, int]) -> dict[str, int]:
-    """Raised caps for the bonds of ``net`` at their cap in ``template`` (bonds fixed by their
-    floor excepted): each to the largest rank it can use, with the other bonds at ``net``'s
-    ranks, within ``max_dof`` degrees of freedom; empty where no bond can grow."""
+def _default_capped(network: Any, max_rank: Any, template: Network) -> frozenset[str]:
+    """The bonds of a format or spec whose cap is the default (:func:`_default_rank`): every
+    bond without ``max_rank``, those a mapping does not name; none for a Network (its bond sizes
+    are its caps) or a ``max_rank`` that caps every bond."""
+    if not isinstance(network, str):
+        return frozenset()
+    if max_rank is None:
+        return frozenset(template.bonds)
+    if isinstance(max_rank, Mapping):
+        return frozenset(b for b in template.bonds if b not in max_rank)
+    return frozenset()
+
+
+def _widened_caps(net: Network, template: Network, max_dof: float,
+                  default_capped: frozenset[str]) -> dict[str, int]:
+    """Raised caps for the bonds of ``net`` at their default cap in ``template`` (``default_capped``:
+    not named by ``max_rank``; a ``min_rank`` there raised the default, it fixes nothing: a
+    ``min_rank={"C": 12}`` left bond C at 12, 0.03 off, where it needs 16): each to the largest
+    rank it can use, with the other bonds at ``net``'s ranks, within ``max_dof`` degrees of
+    freedom; empty where no bond can grow."""
     wider = {}
     for bond, rank in net.bonds.items():
         cap = template.bonds[bond]
-        if rank < cap or floors.get(bond, 0) >= cap:
+        if bond not in default_capped or rank < cap:
             continue
         dims = dict(net.dims)
         top = feasible_ranks(net.spec, {**dims, bond: 10**9})[bond]
@@ -1163,9 +1182,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
             relaxed: RelaxationResult | None, search: RankSearch | None, proposal: str, prior: str,
             interrupted: bool, device: str | None, t0: float, held_out: Sequence[float] = (),
             polished: bool = True, growth_caps: Mapping[str, int] | None = None,
-            network_given: bool = False) -> FitResult:
+            network_given: bool = False, default_capped: frozenset[str] = frozenset()) -> FitResult:
     """The FitResult of ``best``, with the fit's checks of its own answer (``network_given``: the
-    caps are a Network's bond sizes, not ``max_rank``, which the advice names)."""
+    caps are a Network's bond sizes, not ``max_rank``, which the advice names; ``default_capped``:
+    the bonds whose cap is the default, which a ``min_rank`` at the cap does not fix)."""
     net = best.network
     checks = _FINAL_CHECKS.get()
     seed = settings.get("seed")
@@ -1265,7 +1285,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                     diagnostics.append(spectra_above_message(above, rel))
         at_max: list[str] = []
         if checks and settings.get("max_params") is None:  # (within a budget the cap is the budget's)
-            floors = {b: rank_floor(settings.get("min_rank", 1), b) for b in template.bonds}
+            # (a floor at a default cap raised it there: the rank was not fixed, the cap not chosen)
+            floors = {b: rank_floor(settings.get("min_rank", 1), b) for b in template.bonds if b not in default_capped}
             try:
                 at_max = stopped_by_max_rank(net, template.bonds, crit.max_dof, prep.data, crit, best.objective,
                                              check_seed, floors)
