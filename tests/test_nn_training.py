@@ -899,6 +899,21 @@ def test_summary_says_when_every_bond_of_every_layer_is_closed():
         assert "Every bond of every" not in str(tnn.summary(model))
 
 
+def test_summary_says_when_no_index_is_near_closing_yet():
+    """A probe (2026-12-04): an MLP of two default layers trained 60 epochs on sklearn's digits
+    at lr=3e-3 kept every rank (its smallest logit at 3.3, from 6) and its summary read as a
+    selection ("4.5x", the start's): nothing said that MARS had not selected anything yet."""
+    model = nn.Sequential(TensorizedLinear(16, 12, rank=4, in_shape=(4, 4), out_shape=(3, 4)),
+                          LowRankLinear(12, 5, rank=3))
+    found = tnn.summary(model)
+    assert "No index is near closing yet" in str(found)
+    assert all(5.9 < r.smallest_logit < 6.1 for r in found.layers)  # (the default start, alpha=6)
+    with torch.no_grad():
+        model[1].masks.logits[0] = 1.0  # (moving towards closing: a selection under way, not said)
+    assert "No index is near closing" not in str(tnn.summary(model))
+    assert "No index is near closing" not in str(tnn.summary(nn.Sequential(LowRankLinear(12, 5, rank=3, mars=False))))
+
+
 def test_compress_warns_about_a_layer_in_warm_up_whose_masks_close_indices():
     """In warm-up a layer computes its full-rank function; compressing it keeps only the MAP
     indices, another function: a warning naming the layer (and from summary, whose ranks are

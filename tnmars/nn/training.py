@@ -938,6 +938,9 @@ class LayerSummary:
     #: get no data gradient (the layer's output unused, or a prior that outweighs the data) end
     #: like this while the masks, and the ranks, stay open
     zero_weight: bool = False
+    #: the smallest mask logit of the layer (None without masks): far above 0, no index is near
+    #: closing yet
+    smallest_logit: float | None = None
 
     @property
     def dead(self) -> bool:
@@ -1044,6 +1047,13 @@ class ModelSummary:
             lines.append(f"\nMask entries not settled (keep probability between {UNDECIDED:g} and {1 - UNDECIDED:g}), "
                          f"per layer: {', '.join(unsettled)}. The selected ranks read them at 0.5 and may change with "
                          "more training (or a lower temperature).")
+        masked = [r.smallest_logit for r in self.layers if r.smallest_logit is not None]
+        if masked and min(masked) > OPEN_LOGIT and all(r.selected_ranks == r.max_ranks for r in self.layers):
+            lines.append(f"\nNo index is near closing yet (every mask logit is above {OPEN_LOGIT:g}; the smallest "
+                         f"{min(masked):.2f}): the selected ranks are the starting ones, and MARS has selected "
+                         "nothing so far. Masks start open (alpha=6 by default), and Adam moves a logit about "
+                         "lr per step: an index the data do not need closes after about alpha / lr steps (2,000 "
+                         "at lr=3e-3). Train longer (or at a larger learning rate) before reading ranks from this table.")
         if any(r.closed_bonds and not r.dead for r in self.layers):
             lines.append("\n`*`: MARS closed every index of this bond; it is kept at `min_rank` only (the prior may "
                          "be too strong for the layer, or the layer not needed).")
@@ -1072,6 +1082,11 @@ def name_owners(model: nn.Module) -> None:
         mod.masks.owner = f"layer {name or '(model)'!r} ({type(mod).__name__})"
 
 
+#: a mask logit above this (keep probability above 0.95) is nowhere near closing: a summary
+#: whose every logit is above it says that MARS has selected nothing yet
+OPEN_LOGIT = 3.0
+
+
 def summary(model: nn.Module) -> ModelSummary:
     """Ranks, parameter counts and compression (the paper's rule) of every module with
     selectable ranks (tensorized layers, tensorized recurrent matrices).
@@ -1092,12 +1107,14 @@ def summary(model: nn.Module) -> ModelSummary:
         masks = getattr(layer, "masks", None)
         closed: list[str] = []
         undecided = 0
+        smallest = None
         finite = _all_finite(layer.parameters())
         if masks is not None:
             logit_ids.update(id(p) for p in masks.parameters())
             closed = masks.closed_bonds() if finite else []
             phi = torch.sigmoid(masks.logits.detach().float())
             undecided = int(((phi > UNDECIDED) & (phi < 1.0 - UNDECIDED)).sum()) if finite else 0
+            smallest = float(masks.logits.detach().min()) if finite and masks.logits.numel() else None
         sel = layer.selected_ranks()
         zero = finite and all(r > 0 for r in sel.values()) and _weight_bound(layer) <= ZERO_WEIGHT
         if getattr(layer, "warmup", False) and sel != dict(layer.max_ranks):
@@ -1106,7 +1123,8 @@ def summary(model: nn.Module) -> ModelSummary:
                                  max_ranks=dict(layer.max_ranks), selected_ranks=sel, dense_size=layer.dense_size,
                                  params_initial=layer.num_params_at(layer.max_ranks),
                                  params_selected=layer.num_params_at(sel), closed_bonds=closed,
-                                 non_finite=not finite, undecided=undecided, zero_weight=zero))
+                                 non_finite=not finite, undecided=undecided, zero_weight=zero,
+                                 smallest_logit=smallest))
     other = sum(p.numel() for p in model.parameters() if id(p) not in core_ids and id(p) not in logit_ids)
     result = ModelSummary(layers=rows, other_params=int(other))
     _warn_closed(result)
