@@ -654,6 +654,8 @@ def test_results_report_compression_and_summary():
     x = tucker_tensor((8, 8, 8), (2, 3, 4), seed=1)
     noisy = quiet_fit(x + 0.05 * x.std() * np.random.default_rng(0).standard_normal(x.shape), "tucker", max_rank=6)
     assert noisy.noise_variance > 10 * noisy.settings["noise_floor"] and "floor" not in noisy.summary()
+    huge = quiet_fit(np.random.default_rng(0).standard_normal((8, 9, 10)) * 1e170, "tt")  # (both inf past float64)
+    assert math.isinf(huge.noise_variance) and "floor" not in huge.summary()
 
 
 @pytest.mark.parametrize("fmt", ["tucker", "tt"])

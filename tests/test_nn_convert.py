@@ -437,6 +437,10 @@ def test_each_constructor_says_when_its_conversion_changes_the_function():
         TensorizedLinear.from_linear(nn.Linear(48, 40).eval(), mars="hard")
     said = [str(w.message) for w in caught]
     assert any("masks start closed" in m for m in said) and not any("changed the weight" in m for m in said)
+    with warnings.catch_warnings(record=True) as caught:  # (in training mode: nothing trained, nothing to say; the
+        warnings.simplefilter("always")                   # error's eval() said "every mask ... closed", found by review)
+        TensorizedLinear.from_linear(nn.Linear(48, 40), mars="hard", min_rank=0)
+    assert not [w for w in caught if "every mask of bond" in str(w.message) or "closed every" in str(w.message)]
 
 
 def test_tensorize_and_from_attention_say_the_changed_weights_once():

@@ -912,6 +912,9 @@ def test_summary_says_when_no_index_is_near_closing_yet():
         model[1].masks.logits[0] = 1.0  # (moving towards closing: a selection under way, not said)
     assert "No index is near closing" not in str(tnn.summary(model))
     assert "No index is near closing" not in str(tnn.summary(nn.Sequential(LowRankLinear(12, 5, rank=3, mars=False))))
+    warming = LowRankLinear(12, 5, rank=3)
+    warming.warmup = True  # (frozen logits: training longer would not move them; found by review)
+    assert "No index is near closing" not in str(tnn.summary(nn.Sequential(warming)))
 
 
 def test_compress_warns_about_a_layer_in_warm_up_whose_masks_close_indices():

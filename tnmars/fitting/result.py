@@ -1,6 +1,7 @@
 """What :func:`tnmars.fit` returns."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,7 +128,8 @@ class FitResult:
             + (f", {self.heldout_error:.4g} held out" if self.heldout_error is not None else ""),
             f"  noise variance {self.noise_variance:.4g} (data units)"
             + (", the criterion's floor: the fit is exact to the precision it resolves"
-               if self.noise_variance <= self.settings.get("noise_floor", -1.0) * (1 + 1e-9) else ""),
+               if math.isfinite(self.noise_variance)  # (past float64, both are inf: no floor is read)
+               and self.noise_variance <= self.settings.get("noise_floor", -1.0) * (1 + 1e-9) else ""),
             f"  {self.num_params:,} parameters for {self.network.dense_size:,} entries: "
             + compression_text(self.network),
         ]

@@ -36,13 +36,13 @@ def weight_error(source: nn.Module, layer: nn.Module) -> float:
     not a training draw: the same layer always gets the same error."""
     was_training = layer.training
     with warnings.catch_warnings():  # (eval() of fresh masks that start closed warns of a training that never ran)
-        warnings.filterwarnings("ignore", message=".*MARS closed every index")
+        warnings.filterwarnings("ignore", message=".*(MARS closed every index|every mask of bond)")
         layer.eval()
-    try:
-        with torch.no_grad():
-            approx = layer.dense_weight().detach().to(torch.float64)
-    finally:
-        layer.train(was_training)
+        try:
+            with torch.no_grad():
+                approx = layer.dense_weight().detach().to(torch.float64)
+        finally:
+            layer.train(was_training)
     with torch.no_grad():
         w = source.weight.detach().to(torch.float64)
         approx = approx.reshape(w.shape)

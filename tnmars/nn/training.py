@@ -938,8 +938,8 @@ class LayerSummary:
     #: get no data gradient (the layer's output unused, or a prior that outweighs the data) end
     #: like this while the masks, and the ranks, stay open
     zero_weight: bool = False
-    #: the smallest mask logit of the layer (None without masks): far above 0, no index is near
-    #: closing yet
+    #: the smallest mask logit of the layer (None without masks, or in warm-up, where the logits
+    #: are frozen): far above 0, no index is near closing yet
     smallest_logit: float | None = None
 
     @property
@@ -1114,7 +1114,9 @@ def summary(model: nn.Module) -> ModelSummary:
             closed = masks.closed_bonds() if finite else []
             phi = torch.sigmoid(masks.logits.detach().float())
             undecided = int(((phi > UNDECIDED) & (phi < 1.0 - UNDECIDED)).sum()) if finite else 0
-            smallest = float(masks.logits.detach().min()) if finite and masks.logits.numel() else None
+            # (in warm-up the logits are frozen: no training moves them, so the note would mislead)
+            smallest = (float(masks.logits.detach().min()) if finite and masks.logits.numel()
+                        and not getattr(layer, "warmup", False) else None)
         sel = layer.selected_ranks()
         zero = finite and all(r > 0 for r in sel.values()) and _weight_bound(layer) <= ZERO_WEIGHT
         if getattr(layer, "warmup", False) and sel != dict(layer.max_ranks):
