@@ -317,6 +317,29 @@ def test_a_good_noisy_completion_does_not_warn():
 
 
 @pytest.mark.slow
+def test_the_summary_gives_the_cross_validated_error_which_predicts_the_missing_entries(tmp_path):
+    # a noisy completion's own error reads its noise; the held-out refits' error is what a user can
+    # expect at the unobserved entries, which the summary shows (and a save keeps)
+    truth, observed, data = _tt_completion_20db(0.2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = tnmars.fit(data, "tt", observed=observed, seed=0, progress=False)
+    checked = result.settings["cross_validation"]
+    assert checked["refits"] >= 3 and checked["left_out_share"] == pytest.approx(0.1)
+    noisy = _tt_completion_20db(1.0, 0)[2][~observed]  # (the same noise, every entry observed)
+    estimate = np.asarray(result.network.to_tensor())[~observed]
+    actual = np.linalg.norm(estimate - noisy) / np.linalg.norm(noisy - data[observed].mean())
+    assert 0.5 * actual < checked["median_error"] < 2.0 * actual
+    assert checked["fitted_error"] < checked["median_error"]
+    assert f"median error {checked['median_error']:.3g}" in result.summary()
+    path = tmp_path / "fit.npz"
+    tnmars.save(result, path)
+    assert tnmars.load(path).settings["cross_validation"] == checked
+    full = tnmars.fit(truth, "tt", seed=0, progress=False)  # nothing held out: no line
+    assert "cross_validation" not in full.settings and "cross-validated" not in full.summary()
+
+
+@pytest.mark.slow
 def test_the_refits_report_progress_and_a_callback_stop_skips_only_them():
     _, observed, data = _tt_completion_20db(0.1, 0)
     phases = []

@@ -31,6 +31,7 @@ from .diagnostics import (
     EXACT_FIT_ERROR,
     EXTRAPOLATION_LIMIT,
     FAR_FROM_ZERO,
+    HOLDOUT_SHARE,
     POOR_FIT_FROM,
     UNEVEN_SCALES,
     UNEVEN_SCALES_RANKS,
@@ -1342,6 +1343,9 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
                if rel_spread > EXACT_FIT_ERROR else None)
     if message:
         diagnostics.append(message)
+    if held_out:  # (the summary shows it: a noiseless truth the observations cannot pin down reads as noise)
+        settings["cross_validation"] = {"refits": len(held_out), "left_out_share": HOLDOUT_SHARE,
+                                        "median_error": float(np.median(held_out)), "fitted_error": rel_spread}
     if heavy_tails and not (len(diagnostics) > said_of_unobserved or settings.get("max_params") is not None):
         lowest_value = float(np.min(prep.raw, where=obs if obs is not None else True, initial=np.inf))
         diagnostics.append(heavy_tail_message(kurtosis, lowest_value > 0.0))

@@ -51,7 +51,11 @@ class FitResult:
         observation), ``ranks``. ``callback`` sees every evaluation, numbered apart.
     interrupted: ``True`` when Ctrl-C (or a callback) stopped the fit: the best state so far
         is returned. steps_run: Adam steps of the relaxation; evaluations: networks refitted by
-        the selection; seconds: wall time; settings: what was used.
+        the selection; seconds: wall time; settings: what was used, and for a completion
+        ``settings["cross_validation"]``: the median relative error of refits without a random
+        tenth of the observed entries on those entries, against the fit's own (both against the
+        deviations from the mean), which :meth:`summary` shows: the expected quality at unobserved
+        entries, which a noise variance cannot tell from structure the observations do not pin down.
     diagnostics: what the fit found wrong with its own answer, one message each (a completion
         whose unobserved values the observed entries do not determine:
         :mod:`tnmars.fitting.diagnostics`); the fit also warned with each. Empty when nothing
@@ -133,6 +137,9 @@ class FitResult:
             f"  {self.num_params:,} parameters for {self.network.dense_size:,} entries: "
             + compression_text(self.network),
         ]
+        checked = cross_validation_text(self.settings)
+        if checked:
+            lines.append(f"  cross-validated  {checked}")
         centred = centring_text(self.settings)
         if centred:
             lines.append(f"  centred   {centred}")
@@ -142,6 +149,19 @@ class FitResult:
     def __repr__(self) -> str:
         return (f"FitResult(ranks={self.ranks}, relative_error={self.relative_error:.4g}, "
                 f"compression={_compression_repr(self.network)}, interrupted={self.interrupted})")
+
+
+def cross_validation_text(settings: Mapping[str, Any] | None) -> str | None:
+    """A completion's held-out refits (``settings["cross_validation"]``) in words: what the
+    observed entries let a user expect at the unobserved ones. A fit's own error cannot tell
+    noise from structure the observations do not pin down, and both read as a noise variance."""
+    checked = (settings or {}).get("cross_validation")
+    if not checked:
+        return None
+    return (f"median error {checked['median_error']:.3g} on the observed entries left out of "
+            f"{checked['refits']} refits ({checked['left_out_share']:.0%} each), against "
+            f"{checked['fitted_error']:.3g} on the entries fitted (both against the deviations from the mean, "
+            "where 1 is no better than the mean)")
 
 
 def centring_text(settings: Mapping[str, Any] | None) -> str | None:
