@@ -152,6 +152,16 @@ def test_a_max_rank_mapping_that_names_some_bonds_caps_those_only():
         quiet_fit(NOISY_TT, "iA,AjB,Bk->ijk", max_rank={"Z": 2})
 
 
+def test_a_format_takes_a_max_rank_mapping_by_the_bond_names_of_its_result():
+    # (as a spec does, and as min_rank took them: the mapping was refused, 'max_rank must be a
+    # positive int, one per bond', an outside probe's first try)
+    capped = quiet_fit(NOISY_TT, "tt", max_rank={"A": 1})
+    assert capped.bonds == ("A", "B") and capped.ranks == (1, 3), capped.ranks
+    assert quiet_fit(NOISY_TT, "tt", max_rank={"A": 1, "B": 2}).ranks == (1, 2)
+    with pytest.raises(ValueError, match="'Z', which is not a bond of the tt format"):
+        quiet_fit(NOISY_TT, "tt", max_rank={"Z": 2})
+
+
 def test_a_spec_or_a_network_takes_floors_by_bond_name_or_label():
     spec = quiet_fit(NOISY_TT, "iA,AjB,Bk->ijk", max_rank=5, min_rank={"B": 5})
     assert spec.ranks == (2, 5), spec.ranks

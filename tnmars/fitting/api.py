@@ -175,8 +175,8 @@ def fit(
         (:func:`~tnmars.fitting.layout.format_layout`).
     max_rank: the largest rank of every bond of a format or spec: an int, one per bond (a
         spec's bonds in order of first appearance, as :attr:`Network.bonds <tnmars.Network.bonds>`
-        lists them), or for a spec a mapping bond -> rank (a bond it does not name: the
-        default). Ranks are clipped to what each bond's cut allows. Default:
+        lists them), or a mapping bond -> rank (a format's bonds by the names
+        :attr:`FitResult.bonds` gives them; a bond it does not name: the default). Ranks are clipped to what each bond's cut allows. Default:
         ``max(data.shape)``, raised for the Occam search to the largest rank at which the
         network (every bond there) has at most half as many degrees of freedom as observed
         entries, the most the criterion judges (a TT of a 2^10 tensor: 11, clipped to 2, 4, 8,
@@ -1864,8 +1864,14 @@ def _template(network: str | Network, shape: tuple[int, ...], max_rank: Any, max
         parsed = parse_spec(spec)
         bonds = parsed.bonds
         dims = dict(zip(parsed.output, shape))
-        dims.update(_bond_ranks(_default_rank(spec, dims, shape, max_dof, at_least) if max_rank is None else max_rank,
-                                bonds, shape, fmt, mapping=False))
+        if max_rank is None:
+            max_rank = _default_rank(spec, dims, shape, max_dof, at_least)
+        elif isinstance(max_rank, Mapping) and set(max_rank) <= set(bonds):
+            # the bonds by the names FitResult.bonds gives them, as min_rank takes them; the others
+            # keep the default cap
+            default = _default_rank(spec, dims, shape, max_dof, at_least)
+            max_rank = {b: max_rank.get(b, default) for b in bonds}
+        dims.update(_bond_ranks(max_rank, bonds, shape, f"the {fmt} format of {len(shape)} modes", mapping=True))
     else:
         hint = ""
         if isinstance(network, (list, tuple)) and network and all(isinstance(t, (list, tuple)) for t in network):
