@@ -67,6 +67,7 @@ from ..network import Network, gaussian_core_std
 from .base import (
     WARMUP,
     NetworkMatmul,
+    at_expected_scale,
     first_indices,
     fold_masks,
     pruned_parameters,
@@ -225,9 +226,11 @@ class TTRecurrentMatrix(nn.Module):
         cores = list(self.cores)
         scale = self.__dict__.get("init_scale", 1.0 / math.sqrt(3.0 * self.size))  # (pickled before it was kept)
         std = gaussian_core_std(scale, [c.shape[-1] for c in cores[:-1]], len(cores))  # (bonds: (r, i, o, r') cores)
+        drawn = at_expected_scale([torch.randn(c.shape, dtype=c.dtype, device=c.device) * std for c in cores],
+                                  self.spec, scale)
         with torch.no_grad():
-            for core in cores:
-                core.copy_(torch.randn(core.shape, dtype=core.dtype, device=core.device) * std)
+            for core, value in zip(cores, drawn):
+                core.copy_(value)
         if self.masks is not None:
             self.masks.reset_parameters()
 
@@ -283,7 +286,9 @@ class TTRecurrentMatrix(nn.Module):
         d = len(shape)
         out = net.output
         self._in_letters, self._out_letters = out[:d], out[d:]
-        self.cores = nn.ParameterList([nn.Parameter(c.detach().clone()) for c in net.cores])
+        # (W's entries at exactly that scale, not only in expectation: see at_expected_scale)
+        self.cores = nn.ParameterList([nn.Parameter(c.detach().clone())
+                                       for c in at_expected_scale(net.cores, net.spec, scale)])
         # h @ W without building a Network at every call: the path under torch.compile / jit.trace,
         # where a Network's spec parsing is Python the tracer cannot follow
         self._mm = NetworkMatmul(net, d)
