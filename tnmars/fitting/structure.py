@@ -41,6 +41,7 @@ from .api import fit, internal_fits
 from .criterion import MSE_FLOOR
 from .data import prepare
 from .graph import feasible_ranks
+from .moves import shrink
 from .progress import labelled
 from .result import FitResult, _compression_repr
 from .solvers import SPREAD_RESOLVED
@@ -249,19 +250,23 @@ def search(
     starts = positive_int(starts, "starts")
     rng = np.random.default_rng(seed)
     run_seeds = [int(rng.integers(2**31 - 1)) for _ in range(starts)]
-    walk = functools.partial(_walks, data, spec, opens, shape, run_seeds, observed=observed,
+    walk = functools.partial(_walks, data, spec, opens, shape, observed=observed,
                              prior_strength=prior_strength, proposal=proposal, budget=budget, backend=backend,
                              device=device, dtype=dtype, progress=progress, callback=callback)
-    walked = walk(caps, "tnmars.search")
+    walked = walk(run_seeds, caps, "tnmars.search")
     runs = [run for run, _ in walked]
     best = min(runs, key=lambda r: r.objective)
     tried = [max(caps.values())]
     if wider != caps and not _stopped(runs) and best.num_params and _at_cap(best, caps, wider):
-        walked += walk(wider, f"tnmars.search, edges up to {max(wider.values())}")
+        walked += walk(run_seeds, wider, f"tnmars.search, edges up to {max(wider.values())}")
         runs = [run for run, _ in walked]
         tried.append(max(wider.values()))
         if min(runs, key=lambda r: r.objective) is not best:
             best, caps = min(runs, key=lambda r: r.objective), wider
+    if budget is None and not _stopped(runs) and best.num_params:
+        walked += _loops_broken(best, functools.partial(walk, run_seeds[:1]), caps, pairs, order)
+        runs = [run for run, _ in walked]
+        best = min(runs, key=lambda r: r.objective)
     res = best
     # Ctrl-C (or a callback's stop) in any walk stops the search: the result is not final, even
     # where an earlier, finished walk won (a sweep stops at it)
@@ -324,6 +329,66 @@ def _walks(data: Any, spec: str, opens: str, shape: tuple[int, ...], seeds: list
         if run.interrupted or run.num_params == 0:  # zero data: another start gives the same zero
             break
     return runs
+
+
+#: rounds of :func:`_loops_broken` (each breaks one loop of the best network so far)
+LOOP_BREAKS = 3
+#: cuts tried per round of :func:`_loops_broken` (its edges on loops of the smallest ranks): each
+#: is a walk, which a network whose loops are its truth's pays for nothing
+LOOP_CUTS = 3
+
+
+def _loops_broken(best: FitResult, walk: Callable[..., list], caps: dict[str, int],
+                  pairs: dict[str, tuple[int, int]],
+                  order: int) -> list[tuple[FitResult, list[warnings.WarningMessage]]]:
+    """Walks from ``best``'s network with one edge of a loop cut to rank 1 (truncated: the
+    other edges keep their cores) and held there, the other edges free to grow; the first that
+    the criterion prefers replaces it, and its loops are tried in turn (up to
+    :data:`LOOP_BREAKS` rounds of at most :data:`LOOP_CUTS` cuts). Each of the walks from rank 1 adds one index at a time, so it
+    can close a loop on the way to a tree and never open it again: an outside probe's chain
+    0-2-1-3 at ranks (3, 4, 2), 1% noise, came back as a loopy graph of 180 parameters in 3 of
+    3 seeds with its modes shuffled, where the chain has 150 at the same error; cutting its
+    rank-2 edge 0-1 walks to the chain, lower by 63 nats. Edges on a loop are tried from the
+    smallest rank (the cheapest cut), each walk with the seed of the first start. Returns every
+    walk run, with its warnings."""
+    walked: list[tuple[FitResult, list[warnings.WarningMessage]]] = []
+    current = best
+    for _ in range(LOOP_BREAKS):
+        bonds = current.network.bonds
+        edges = {pairs[b]: r for b, r in bonds.items() if r > 1}
+        on_loops = sorted((r, b) for b, r in bonds.items() if r > 1 and _on_a_loop(order, edges, pairs[b]))
+        improved = False
+        for _, bond in on_loops[:LOOP_CUTS]:
+            start = current.network
+            while start.bonds[bond] > 1:
+                start = shrink(start, bond)
+            tried = walk({**caps, bond: 1}, f"tnmars.search, a loop cut at edge {'-'.join(map(str, pairs[bond]))}",
+                         proposal=start)
+            walked += tried
+            run = tried[0][0]
+            if run.interrupted:
+                return walked
+            if run.objective < current.objective:
+                current, improved = run, True
+                break
+        if not improved:
+            break
+    return walked
+
+
+def _on_a_loop(order: int, edges: dict[tuple[int, int], int], edge: tuple[int, int]) -> bool:
+    """Whether ``edge`` lies on a cycle of the graph: its ends stay joined without it."""
+    adj: dict[int, set[int]] = {k: set() for k in range(order)}
+    for i, j in edges:
+        if (i, j) != edge:
+            adj[i].add(j)
+            adj[j].add(i)
+    seen, todo = {edge[0]}, [edge[0]]
+    while todo:
+        for k in adj[todo.pop()] - seen:
+            seen.add(k)
+            todo.append(k)
+    return edge[1] in seen
 
 
 def _stopped(runs: Sequence[FitResult]) -> bool:
