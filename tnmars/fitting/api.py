@@ -133,8 +133,9 @@ RING_RESTART_FROM = 0.3
 COMPLETION_SWEEPS = 10
 #: ``selection`` settings: the rank search's, ``random_restart`` (the fit's second walk from
 #: random cores for a ring that leaves most of its data unexplained; on by default) and
-#: ``widen_caps`` (a bond that ends at its default cap walks on past it; on by default)
-SELECTION_SETTINGS = (*SEARCH_SETTINGS, "random_restart", "widen_caps")
+#: ``widen_caps`` (a bond that ends at its default cap walks on past it; on by default) and
+#: ``loop_restarts`` (the final refit of a network with loops from random starts; on by default)
+SELECTION_SETTINGS = (*SEARCH_SETTINGS, "random_restart", "widen_caps", "loop_restarts")
 #: the Occam prior's strength without a budget (1: BIC)
 DEFAULT_STRENGTH = 1.0
 
@@ -258,7 +259,11 @@ def fit(
         spec's bonds without ``max_rank``, or those a ``max_rank`` mapping does not name; one
         rank for every bond, raised to a ``min_rank`` above it) walks on past it as far as the
         observations' degrees-of-freedom limit allows with the others at their selected ranks
-        (``benchmarks/results/default_caps.md``).
+        (``benchmarks/results/default_caps.md``). ``loop_restarts`` (default True): the
+        selected network, where its bonds in use close a loop (a user's graph or a structure
+        search's), is refitted from random starts and the best fit kept (ALS on loops stops in
+        start-dependent minima); False keeps the walk's cores (a structure search's loop cuts
+        do: each is one more walk, kept only where it wins as walked).
     seed: an int or a ``numpy.random.Generator``: seeds every random start and mask noise.
         Default 0, so that the same data give the same ranks from one call to the next (a
         ring's second walk starts from random cores, and the search grows bonds by random
@@ -310,6 +315,7 @@ def fit(
     search_settings = _selection(selection)
     random_restart = bool(search_settings.pop("random_restart", True))
     widen_caps = bool(search_settings.pop("widen_caps", True))
+    restart_loops = bool(search_settings.pop("loop_restarts", True))
     with _arguments_said():  # (a fit of fit_both_ways: said by the caller's fit, of the caller's arguments)
         _warn_unused(relaxation, prior, proposal, prior_strength, selection, budget)
         min_rank = _checked_min_rank(min_rank)
@@ -423,7 +429,7 @@ def fit(
                 return RankSearch(prep.data, crit, max_ranks=dict(template.bonds), min_rank=floors, seed=seed,
                                   report=report, on_refit=on_refit, max_params=limit,
                                   fresh=fresh_start(kind, template, prep.data, seed),
-                                  restarts=loop_restarts(kind, template, seed),
+                                  restarts=loop_restarts(kind, template, seed) if restart_loops else None,
                                   imputed=em_starts(kind, template, prep.data),
                                   doubtful=lambda c: _unexplained(c, prep.data) or _extrapolates(c.network, prep),
                                   classical=truncation_start(kind, template, prep.data), **{**options, **overrides})
@@ -1602,7 +1608,7 @@ def _selection(value: Mapping[str, Any] | None) -> dict[str, Any]:
             if v < 0:
                 raise ValueError(f"selection[{name!r}] must be a whole number >= 0; got {v!r}")
             out[name] = int(v)
-    for name in ("exchanges", "random_restart", "widen_caps"):
+    for name in ("exchanges", "random_restart", "widen_caps", "loop_restarts"):
         if name in out and not isinstance(out[name], (bool, np.bool_)):
             raise TypeError(f"selection[{name!r}] must be True or False; got {out[name]!r}")
     return out
