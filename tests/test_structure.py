@@ -65,6 +65,24 @@ def test_a_chain_is_found_in_its_own_mode_order():
     np.testing.assert_allclose(np.asarray(found.network.to_tensor()), x, atol=1e-6 * np.abs(x).max())
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(3, 7).flatmap(lambda n: st.tuples(st.just(n), st.sets(
+    st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda e: e[0] < e[1]), min_size=1))))
+def test_an_edge_is_on_a_loop_when_removing_it_splits_no_part(graph):
+    from tnmars.fitting.structure import _components, _on_a_loop
+    order, edges = graph
+    edges = {e: 2 for e in edges}
+
+    def parts(kept):
+        adj = {k: set() for k in range(order)}
+        for i, j in kept:
+            adj[i].add(j)
+            adj[j].add(i)
+        return len(_components(adj))
+    for edge in edges:
+        assert _on_a_loop(order, edges, edge) == (parts([e for e in edges if e != edge]) == parts(edges))
+
+
 @pytest.mark.slow
 def test_a_loop_the_walks_closed_on_the_way_to_a_chain_is_cut_open():
     # an outside probe's chain 0-2-1-3 at ranks (3, 4, 2), 1% noise: both walks from rank 1 ended
