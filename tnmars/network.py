@@ -492,6 +492,10 @@ class Network:
 
     @property
     def cores(self) -> list[Any]:
+        """The cores, in the order of the spec's terms, as a new list at each access: assigning
+        into it changes that list, not the network (``net.cores[0] = x`` changes nothing; a list
+        changed so builds a network with :meth:`with_cores`); a core edited in place,
+        ``net.cores[0][...] = 0``, is the network's own."""
         return list(self._cores)
 
     @property
@@ -822,7 +826,10 @@ class Network:
         an index; an integer array of the bond's length holding only 0 and 1, such as
         ``(phi > 0.5).long()``, is refused as ambiguous); bonds not named are kept whole. With binary masks the pruned network computes the
         same tensor as ``to_tensor(masks)``. Keeping nothing is legal: the bond gets size 0
-        and the network is zero.
+        and the network is zero. The result shares with this network every core it does not
+        slice (as ``Tensor.to`` shares what it does not convert), and on torch its sliced cores
+        are differentiable functions of these: ``copy.deepcopy(net.prune(keep))`` is a network
+        of its own, to edit or train apart.
         """
         if not isinstance(keep, Mapping):
             raise TypeError(f"keep must be a mapping {{bond: indices or mask}}; got {type(keep).__name__}")
