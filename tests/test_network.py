@@ -790,6 +790,13 @@ def test_a_network_plans_with_an_unhashable_optimizer_and_with_an_explicit_path_
     np.testing.assert_allclose(pathed.contract("a", np.ones(3), output="bc"), reference.to_tensor().sum(0))
 
 
+def test_a_size_conflict_names_the_users_label_not_the_internal_symbol():
+    # (it read "index 'a' has inconsistent sizes: 5 and 2 (ranks)" of a network whose labels were
+    # 'site', 'bond' and 'out': an outside probe)
+    with pytest.raises(ValueError, match="label 'bond' has inconsistent sizes: 5 and 2"):
+        Network([["site", "bond"], ["bond", "out"]], dims={"site": 3, "out": 4, "bond": 5}, ranks=2)
+
+
 def test_bool_labels_and_labels_equal_across_kinds_are_refused_up_front():
     """Found by an outside tester: Python has ``True == 1 == 1.0``, so the labels merged into one
     index: ``[("x", True, 1), (True, "y", 1)]`` failed later with "index 'a' is repeated inside term

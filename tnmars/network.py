@@ -190,9 +190,13 @@ class Network:
         self.optimize = normalize_optimize(optimize)
         sizes: dict[str, int] = {}
 
+        label_of = {symbol: label for label, symbol in (self.labels or {}).items()}
+
         def put(index: str, size: int, source: str) -> None:
             if index in sizes and sizes[index] != size:
-                raise ValueError(f"index {index!r} has inconsistent sizes: {sizes[index]} and {size} ({source})")
+                # (by the user's label where the network was declared with label lists)
+                name = f"label {label_of[index]!r}" if index in label_of else f"index {index!r}"
+                raise ValueError(f"{name} has inconsistent sizes: {sizes[index]} and {size} ({source})")
             sizes[index] = size
 
         if dims is not None:
