@@ -555,7 +555,13 @@ def fit_file(tmp_path_factory):
     ("relaxation_probabilities", {"A": [{"__float__": "nan"}, 0.5, 0.5]}, "must lie in"),
     ("relaxation_probabilities", {"A": [2.0, 0.5, 0.5]}, "must lie in"),
     ("relaxation_probabilities", {"Q": [0.5]}, "not a bond"),
-    ("relaxation_probabilities", {"A": [[0.5]]}, "1-D array")])
+    ("relaxation_probabilities", {"A": [[0.5]]}, "1-D array"),
+    # (an outside probe: these loaded, and summary() raised TypeError on the first)
+    ("settings", {"noise_floor": "x"}, "noise_floor'\\] must be a number"),
+    ("settings", {"cross_validation": {"refits": 3, "left_out_share": 0.1, "median_error": 0.2}}, "lacks 'fitted_error'"),
+    ("settings", {"offset": {"mean": 1.0, "fitted_without_mean": "yes"}}, "True or False"),
+    ("evaluations", -1, "whole number >= 0"), ("steps_run", -2, "whole number >= 0"),
+    ("seconds", -3.0, "finite number >= 0")])
 def test_a_fit_result_whose_fields_contradict_its_network_is_refused(tmp_path, fit_file, field, value, match):
     """Re-signed files whose num_params or max_ranks disagree with the network they hold
     loaded, and summaries printed ranks above their caps or dropped bonds."""

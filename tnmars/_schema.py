@@ -383,6 +383,13 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
                   f"({bonds[bond]}) entries; got shape {phi.shape}")
         if not np.all((phi >= 0) & (phi <= 1)):  # (NaN fails too)
             _fail(f"the relaxation probabilities of bond {bond!r} must lie in [0, 1]")
+    for name in ("steps_run", "evaluations"):  # counts
+        if name in decoded and (isinstance(decoded[name], bool) or not isinstance(decoded[name], int)
+                                or decoded[name] < 0):
+            _fail(f"the fit result's {name} must be a whole number >= 0; got {decoded[name]!r}")
+    if "seconds" in decoded and not (isinstance(decoded["seconds"], (int, float)) and 0 <= decoded["seconds"] < math.inf):
+        _fail(f"the fit result's seconds must be a finite number >= 0; got {decoded['seconds']!r}")
+    _summary_settings(decoded.get("settings"))
     if "max_ranks" in decoded:  # one per bond, in the ranks' order, none below its bond's rank
         caps = decoded["max_ranks"]
         order = _rank_order(fit, bonds, unjson)
@@ -392,6 +399,39 @@ def fit_result(fit: Any, claims: _Claims, main: dict, cls: type, unjson) -> dict
             if isinstance(cap, bool) or not isinstance(cap, int) or cap < bonds[bond]:
                 _fail(f"the fit result's max_ranks give bond {bond!r} {cap!r}, below its rank {bonds[bond]}")
     return decoded
+
+
+def _summary_settings(settings: Any) -> None:
+    """The settings a fit result's ``summary()`` reads, of the types it reads them as (a file whose
+    ``noise_floor`` was a string loaded, and its summary raised TypeError: an outside probe)."""
+    if not isinstance(settings, Mapping):
+        return
+
+    def number(value: Any, what: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(f"the fit result's settings[{what}] must be a number; got {value!r}")
+
+    if "noise_floor" in settings:
+        number(settings["noise_floor"], "'noise_floor'")
+    for key, entries in (("offset", {"mean": number}), ("cross_validation", {
+            "median_error": number, "fitted_error": number, "left_out_share": number})):
+        value = settings.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            _fail(f"the fit result's settings[{key!r}] must be a mapping; got {type(value).__name__}")
+        for entry, check in entries.items():
+            if entry not in value:
+                _fail(f"the fit result's settings[{key!r}] lacks {entry!r}")
+            check(value[entry], f"{key!r}][{entry!r}")
+    checked = settings.get("cross_validation")
+    if isinstance(checked, Mapping) and (
+            isinstance(checked.get("refits"), bool) or not isinstance(checked.get("refits"), int)
+            or checked["refits"] < 0):
+        _fail(f"the fit result's settings['cross_validation']['refits'] must be a whole number; got {checked['refits']!r}")
+    offset = settings.get("offset")
+    if isinstance(offset, Mapping) and not isinstance(offset.get("fitted_without_mean", False), bool):
+        _fail("the fit result's settings['offset']['fitted_without_mean'] must be True or False")
 
 
 def validate(meta: Any, arrays: Mapping[str, ArrayEntry], where: str, fit_class=None, unjson=None) -> dict[str, Any]:
