@@ -383,6 +383,7 @@ def plot_sweep(
     title: str | None = None,
     path: str | os.PathLike | None = None,
     dpi: int = 120,
+    heldout: Sequence[float] | None = None,
 ):
     """Error against model size for a sweep (e.g. fixed ranks vs MARS-selected ranks).
 
@@ -401,6 +402,11 @@ def plot_sweep(
         a log scale has no place for it: then the scale is linear.
     path, dpi
         Destination file (format from its extension) and resolution of raster formats.
+    heldout
+        For one series (a completion's sweep), each point's cross-validated error, drawn
+        dashed beside it (:attr:`SweepResult.heldout_errors`, which a sweep result brings
+        itself where every point has one): the fitted entries' error always falls with the
+        size, the held-out one tells when a larger network predicts worse.
 
     Returns
     -------
@@ -419,8 +425,18 @@ def plot_sweep(
 
         if labels is None:  # (its own where it has them: "zero network", "(interrupted)")
             labels = params.labels() if hasattr(params, "labels") else [_label(r) for r in params.ranks]
+        if heldout is None and hasattr(params, "heldout_errors"):
+            held = list(params.heldout_errors)
+            heldout = held if held and all(h is not None for h in held) else None
         params, errors = params.params, params.errors
     series = _sweep_series(params, errors)
+    if heldout is not None:
+        if len(series) != 1:
+            raise ValueError("heldout goes with one series (a sweep's points)")
+        ((name, (xs, _)),) = series.items()
+        held_errors = np.asarray(heldout, dtype=float)
+        if held_errors.shape != xs.shape or not np.isfinite(held_errors).all() or (held_errors < 0).any():
+            raise ValueError(f"heldout needs one finite error >= 0 per point ({xs.size}); got {list(heldout)}")
     if logx is None:
         logx = all((xs > 0).all() for xs, _ in series.values())
     fig = _figure(5.5, 3.8)
@@ -439,6 +455,13 @@ def plot_sweep(
                 raise ValueError(f"{len(labels)} labels for {xs.size} points")
             for x, y, text in zip(xs, ys, labels):
                 ax.annotate(str(text), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if heldout is not None:
+        if not name:
+            ax.lines[0].set_label("entries fitted")
+        if logy and (held_errors <= 0).any():
+            raise ValueError("heldout errors must be positive on a log scale (pass logy=False)")
+        ax.plot(xs[order], held_errors[order], marker="s", linestyle="--",
+                label="held out (cross-validated, against the deviations from the mean)")
     if logx:
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
@@ -447,7 +470,7 @@ def plot_sweep(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    if any(series):
+    if any(series) or heldout is not None:
         ax.legend(frameon=False)
     if title:
         ax.set_title(title)

@@ -46,6 +46,13 @@ class SweepResult:
     interrupted: whether each point's selection was interrupted (Ctrl-C, or a callback that
         asked to stop): its network is where the selection stood, not its choice. A sweep stops
         at the first such budget, so only the last point can be.
+    heldout_errors: for a completion, each point's cross-validated error (the median error of
+        refits without a random tenth of the observed entries, on those entries, against their
+        deviations from the mean: ``settings["cross_validation"]``), else None. ``errors`` are
+        on the entries fitted and fall as the budget grows; these tell when a larger network
+        predicts the missing entries worse (a Tucker completion at 30% observed: 0.36 -> 0.23
+        fitted from 278 to 513 parameters, while its error on the whole tensor rose 0.45 -> 0.49;
+        held out 0.57 -> 0.53, each well above the fitted).
     """
 
     budgets: list[Any]
@@ -62,7 +69,15 @@ class SweepResult:
 
         labels = kwargs.pop("labels", None)
         return plot_sweep(self.params, self.errors, labels=self.labels() if labels is None else labels, path=path,
-                          title=title, **kwargs)
+                          title=title, heldout=_complete(self.heldout_errors), **kwargs)
+
+    @property
+    def heldout_errors(self) -> list[float | None]:
+        out = []
+        for res in self.results:
+            checked = (getattr(_fit_of(res), "settings", None) or {}).get("cross_validation")
+            out.append(None if not checked else float(checked["median_error"]))
+        return out + [None] * (len(self.params) - len(out))
 
     @property
     def interrupted(self) -> list[bool]:
@@ -75,10 +90,23 @@ class SweepResult:
         return [_label(r, p, stopped) for r, p, stopped in zip(self.ranks, self.params, self.interrupted)]
 
     def summary(self) -> str:
-        lines = ["budget                 parameters  relative error  ranks"]
-        for b, p, e, label in zip(self.budgets, self.params, self.errors, self.labels()):
-            lines.append(f"{describe(b):<22} {p:>10,}  {e:>14.4g}  {label}")
+        held = self.heldout_errors
+        if not any(h is not None for h in held):
+            lines = ["budget                 parameters  relative error  ranks"]
+            for b, p, e, label in zip(self.budgets, self.params, self.errors, self.labels()):
+                lines.append(f"{describe(b):<22} {p:>10,}  {e:>14.4g}  {label}")
+            return "\n".join(lines)
+        lines = ["budget                 parameters  relative error  held out  ranks"]
+        for b, p, e, h, label in zip(self.budgets, self.params, self.errors, held, self.labels()):
+            lines.append(f"{describe(b):<22} {p:>10,}  {e:>14.4g}  {'-' if h is None else format(h, '8.4g'):>8}  {label}")
+        lines.append("(held out: the median error of refits without a random tenth of the observed entries, on those "
+                     "entries, against their deviations from the mean)")
         return "\n".join(lines)
+
+
+def _complete(values: list[float | None]) -> list[float] | None:
+    """``values`` where every point has one (a curve with gaps draws none), else None."""
+    return None if not values or any(v is None for v in values) else [float(v) for v in values]
 
 
 def _fit_of(result: Any) -> Any:
