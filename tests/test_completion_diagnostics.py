@@ -340,6 +340,21 @@ def test_the_summary_gives_the_cross_validated_error_which_predicts_the_missing_
 
 
 @pytest.mark.slow
+def test_a_completion_far_from_zero_is_cross_validated_against_its_deviations():
+    # at 1e5 plus structure and 5% noise the fit's error against the data's norm (5e-7) read as
+    # exact, and the completion was neither cross-validated nor checked for generalization
+    rng = np.random.default_rng(0)
+    x = np.asarray(tnmars.Network.tucker((10, 11, 12), (2, 3, 2), seed=0).to_tensor())
+    y = x / x.std() + 1e5 + 0.05 * rng.standard_normal(x.shape)
+    observed = rng.random(x.shape) < 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = tnmars.fit(np.where(observed, y, np.nan), "tucker", observed=observed, seed=0, progress=False)
+    checked = result.settings["cross_validation"]
+    assert 0.02 < checked["fitted_error"] < checked["median_error"] < 0.1  # (the noise: 0.05 of the spread)
+
+
+@pytest.mark.slow
 def test_the_refits_report_progress_and_a_callback_stop_skips_only_them():
     _, observed, data = _tt_completion_20db(0.1, 0)
     phases = []

@@ -601,7 +601,9 @@ def fit(
         # 4. a completion's cross-validation refits (the "poor generalization" diagnostic)
         held_out: list[float] = []
         if (prep.observed is not None and not interrupted and _FINAL_CHECKS.get()
-                and best.sse > EXACT_FIT_ERROR**2 * prep.data.sq_norm):
+                and best.sse > EXACT_FIT_ERROR**2 * _deviations(prep.data)):
+            # (against the deviations from the mean: data at 1e5 plus structure and 5% noise read as
+            # exact against their norm, and no completion of them was cross-validated)
             reporter.start("checks", note="completion refitted without a tenth of its observed entries")
             try:
                 held_out = held_out_errors(best.network, prep.data, seed,
@@ -1014,6 +1016,12 @@ def _near_limit_words(net: Network, max_dof: float, n_obs: int) -> str:
     return (f". It is also near the {max_dof:g} degrees of freedom {n_obs:,} observed entries let the criterion "
             "judge: ranks past them cannot be selected (give them yourself, max_rank=... with min_rank=..., and "
             "judge them on held-out entries)")
+
+
+def _deviations(data: FitData) -> float:
+    """The squared norm the observed entries' deviations from their mean hold (their norm's,
+    for data whose spread their dtype cannot resolve): what an error is small against."""
+    return data.spread if data.spread > SPREAD_RESOLVED * data.sq_norm else data.sq_norm
 
 
 def _unexplained(best: Candidate, data: FitData, level: float = POOR_FIT_FROM) -> bool:

@@ -179,6 +179,11 @@ def fit_both_ways(fit: Callable[..., FitResult], data: Any, network: Any, option
         return _kept(raw, raw_warnings, t0, prep, False, mean)
     result = _assembled(centred, both, estimate, mean, sse, prep, crit, objective, caps, device)
     result.settings = dict(raw.settings)  # the caller's (the fit without the mean had its caps one lower)
+    # but the cross-validation of the network returned: the fit without the mean's, whose errors are
+    # against the deviations from the mean already (the fit as given's described another network)
+    result.settings.pop("cross_validation", None)
+    if centred.settings.get("cross_validation"):
+        result.settings["cross_validation"] = dict(centred.settings["cross_validation"])
     result.diagnostics = [d + _OF_DEVIATIONS for d in result.diagnostics]
     return _kept(result, [_said_of_deviations(w) for w in centred_warnings], t0, prep, True, mean)
 
