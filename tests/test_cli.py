@@ -94,6 +94,20 @@ def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
     assert f"{data.size - 4:,} observed" in proc.stdout
     saved = tnmars.load(folder / "several.fit.npz")
     assert saved.network.spec == "aA,AbB,Bc->abc" and saved.max_ranks == (3, 2)
+    # a completion's cross-validated error is printed where the fit ran its refits (as summary() does)
+    assert ("cross-validated" in proc.stdout) == bool(saved.settings.get("cross_validation"))
+
+
+def test_a_noisy_completion_prints_its_cross_validated_error(tmp_path):
+    rng = np.random.default_rng(0)
+    data = np.asarray(Network.tucker((10, 11, 12), (2, 3, 2), seed=0).to_tensor())
+    data = data + 0.05 * data.std() * rng.standard_normal(data.shape)
+    data[rng.random(data.shape) < 0.5] = np.nan
+    np.save(tmp_path / "holey.npy", data)
+    proc = run("fit", str(tmp_path / "holey.npy"), "--format", "tucker", "--nan-as-missing", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    checked = tnmars.load(tmp_path / "holey.fit.npz").settings["cross_validation"]
+    assert f"cross-validated median error {checked['median_error']:.3g}" in proc.stdout
 
 
 def test_mask_npz_array_is_chosen_by_observed_key_or_the_data_key_or_alone(small, capsys):

@@ -446,8 +446,11 @@ def _report(result: Any, out: Any) -> None:
     print(line, file=out)
     net = result.network
     print(f"  compression     {_compression(net)}", file=out)
-    from .fitting.result import centring_text
+    from .fitting.result import centring_text, cross_validation_text
 
+    checked = cross_validation_text(getattr(result, "settings", None))
+    if checked:  # (what to expect at the missing entries: the fit's own error cannot say)
+        print(f"  cross-validated {checked}", file=out)
     centred = centring_text(getattr(result, "settings", None))
     if centred:
         print(f"  centred         {centred}", file=out)
