@@ -437,6 +437,8 @@ def plot_sweep(
         held_errors = np.asarray(heldout, dtype=float)
         if held_errors.shape != xs.shape or not np.isfinite(held_errors).all() or (held_errors < 0).any():
             raise ValueError(f"heldout needs one finite error >= 0 per point ({xs.size}); got {list(heldout)}")
+        if logy and (held_errors <= 0).any():
+            raise ValueError("heldout errors must be positive on a log scale (pass logy=False)")
     if logx is None:
         logx = all((xs > 0).all() for xs, _ in series.values())
     fig = _figure(5.5, 3.8)
@@ -458,8 +460,6 @@ def plot_sweep(
     if heldout is not None:
         if not name:
             ax.lines[0].set_label("entries fitted")
-        if logy and (held_errors <= 0).any():
-            raise ValueError("heldout errors must be positive on a log scale (pass logy=False)")
         ax.plot(xs[order], held_errors[order], marker="s", linestyle="--",
                 label="held out (cross-validated, against the deviations from the mean)")
     if logx:

@@ -348,8 +348,9 @@ def _loops_broken(best: FitResult, walk: Callable[..., list], caps: dict[str, in
     """Walks from ``best``'s network with one edge of a loop cut to rank 1 (truncated: the
     other edges keep their cores) and held there, the other edges free to grow; the first that
     the criterion prefers replaces it, and its loops are tried in turn (up to
-    :data:`LOOP_BREAKS` rounds of at most :data:`LOOP_CUTS` cuts). Each of the walks from rank 1 adds one index at a time, so it
-    can close a loop on the way to a tree and never open it again: an outside probe's chain
+    :data:`LOOP_BREAKS` rounds of at most :data:`LOOP_CUTS` cuts). Each of the walks from
+    rank 1 adds one index at a time, so it can close a loop on the way to a tree and never
+    open it again: an outside probe's chain
     0-2-1-3 at ranks (3, 4, 2), 1% noise, came back as a loopy graph of 180 parameters in 3 of
     3 seeds with its modes shuffled, where the chain has 150 at the same error; cutting its
     rank-2 edge 0-1 walks to the chain, lower by 63 nats. Edges on a loop are tried from the

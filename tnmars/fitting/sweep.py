@@ -67,9 +67,7 @@ class SweepResult:
         labelled with its ranks (or with ``labels=``, one per point)."""
         from ..plots import plot_sweep
 
-        labels = kwargs.pop("labels", None)
-        return plot_sweep(self.params, self.errors, labels=self.labels() if labels is None else labels, path=path,
-                          title=title, heldout=_complete(self.heldout_errors), **kwargs)
+        return plot_sweep(self, path=path, title=title, **kwargs)  # (its labels and held-out errors)
 
     @property
     def heldout_errors(self) -> list[float | None]:
@@ -102,11 +100,6 @@ class SweepResult:
         lines.append("(held out: the median error of refits without a random tenth of the observed entries, on those "
                      "entries, against their deviations from the mean)")
         return "\n".join(lines)
-
-
-def _complete(values: list[float | None]) -> list[float] | None:
-    """``values`` where every point has one (a curve with gaps draws none), else None."""
-    return None if not values or any(v is None for v in values) else [float(v) for v in values]
 
 
 def _fit_of(result: Any) -> Any:
