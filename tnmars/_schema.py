@@ -428,7 +428,8 @@ def _summary_settings(settings: Any) -> None:
     if isinstance(checked, Mapping) and (
             isinstance(checked.get("refits"), bool) or not isinstance(checked.get("refits"), int)
             or checked["refits"] < 0):
-        _fail(f"the fit result's settings['cross_validation']['refits'] must be a whole number; got {checked['refits']!r}")
+        _fail("the fit result's settings['cross_validation']['refits'] must be a whole number; got "
+              f"{checked.get('refits')!r}")
     offset = settings.get("offset")
     if isinstance(offset, Mapping) and not isinstance(offset.get("fitted_without_mean", False), bool):
         _fail("the fit result's settings['offset']['fitted_without_mean'] must be True or False")

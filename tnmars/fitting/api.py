@@ -177,7 +177,8 @@ def fit(
     max_rank: the largest rank of every bond of a format or spec: an int, one per bond (a
         spec's bonds in order of first appearance, as :attr:`Network.bonds <tnmars.Network.bonds>`
         lists them), or a mapping bond -> rank (a format's bonds by the names
-        :attr:`FitResult.bonds` gives them; a bond it does not name: the default). Ranks are clipped to what each bond's cut allows. Default:
+        :attr:`FitResult.bonds` gives them; a bond it does not name: the default). Ranks are
+        clipped to what each bond's cut allows. Default:
         ``max(data.shape)``, raised for the Occam search to the largest rank at which the
         network (every bond there) has at most half as many degrees of freedom as observed
         entries, the most the criterion judges (a TT of a 2^10 tensor: 11, clipped to 2, 4, 8,
@@ -1028,10 +1029,7 @@ def _unexplained(best: Candidate, data: FitData, level: float = POOR_FIT_FROM) -
     """Whether ``best`` leaves most of the data's deviations from their mean unexplained (the
     poor-fit checks' measure: relative error against that spread above ``level``, by default
     :data:`POOR_FIT_FROM`)."""
-    spread = data.spread
-    if spread <= SPREAD_RESOLVED * data.sq_norm:
-        return best.sse > level**2 * data.sq_norm
-    return best.sse > level**2 * spread
+    return best.sse > level**2 * _deviations(data)
 
 
 #: a completion whose observed entries' mean is farther from zero than this many times their
