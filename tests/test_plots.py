@@ -251,6 +251,30 @@ def test_mask_probabilities_of_a_whole_model_name_its_layers_and_a_selection_is_
         plot_mask_probabilities({"A": [0.9, 0.1]}, threshold=2)
 
 
+@pytest.mark.parametrize("phi, message", [
+    (np.full((2, 3), 0.5), r"bond 'A' must be a 1-D array .*shape \(2, 3\)"),
+    (np.float64(0.7), r"bond 'A' must be a 1-D array .*shape \(\)"),
+    (np.array([0.5 + 0.1j, 0.2]), r"bond 'A' must be real numbers .*complex128"),
+    (["a", "b"], r"bond 'A' must be real numbers"),
+])
+def test_mask_probabilities_refuse_what_is_not_one_phi_per_index(phi, message):
+    """Outside probe: a 2-D array, a scalar or complex values were flattened or cast and drawn
+    as "rank 6/6", "rank 1/1" (complex with NumPy's cast warning only)."""
+    import matplotlib.pyplot as plt
+    before = len(plt.get_fignums())
+    with pytest.raises(ValueError, match=message):
+        plot_mask_probabilities({"B": [0.9, 0.1], "A": phi})
+    assert len(plt.get_fignums()) == before  # (checked before a figure exists)
+
+
+def test_sweep_plot_names_what_it_takes_when_given_a_fit_result():
+    """Outside probe: a fit result given to plot_sweep read "errors are missing"."""
+    import tnmars
+    res = tnmars.fit(tnmars.Network.tucker((4, 5, 6), (2, 2, 2), seed=0).to_tensor(), "tucker", progress=False)
+    with pytest.raises(TypeError, match=r"plot_sweep takes a SweepResult .*got a FitResult.*plot_training"):
+        plot_sweep(res)
+
+
 def test_training_plot_draws_each_phase_of_a_fit_on_its_own_panel():
     """Found by an outside probe: a ``prior="bernoulli"`` fit's history holds the relaxation's
     loss (about 1) and the polish's criterion (-18,000) in one column, drawn as one line: the

@@ -683,9 +683,12 @@ def contract(
     a trace or diagonal, an empty term is a scalar. Operands may be NumPy, CuPy or torch
     arrays (one framework per call), numbers or nested lists; mixed dtypes are promoted
     as ``numpy.einsum`` promotes them (a Python float among float16 arrays gives float64),
-    by torch's rules on torch (numbers weakly, as in its arithmetic), and booleans give
-    booleans. The result is contiguous, in the
-    operands' framework, dtype and device.
+    on torch as ``torch.einsum`` promotes them (Python numbers weakly, as in torch's arithmetic:
+    a float32 tensor times 2.5 stays float32; a 0-d tensor as any operand: float32 with a 0-d
+    float64 gives float64, where ``*`` would give float32), and booleans give booleans. The
+    result is in the operands' framework, dtype and device, and C-contiguous (with the default
+    ``order="K"`` too, where ``numpy.einsum`` of Fortran-ordered operands returns a
+    Fortran-ordered array; ask ``order="F"`` for that layout).
 
     Parameters
     ----------
@@ -708,8 +711,8 @@ def contract(
         under the ``casting`` rule (``"safe"`` by default: ``float64`` operands in ``float32``
         are a ``TypeError``; ``"same_kind"`` or ``"unsafe"`` allow it). NumPy and CuPy only.
     order:
-        Memory layout of the result, ``"K"`` (default), ``"C"``, ``"F"`` or ``"A"``, as in
-        opt_einsum (NumPy and CuPy; ``"K"`` only on torch).
+        Memory layout of the result, ``"K"`` (default: C-contiguous here, whatever the
+        operands' layout), ``"C"``, ``"F"`` or ``"A"`` (NumPy and CuPy; ``"K"`` only on torch).
     use_blas:
         Accepted for opt_einsum's signature: every pairwise step here is a matrix product
         (BLAS) already, so ``False`` changes nothing but the rounding order opt_einsum would use.

@@ -81,13 +81,37 @@ def _finish(fig, path: str | os.PathLike | None, dpi: int):
     return fig
 
 
-def _as_numpy(x: Any) -> np.ndarray:
+def _host(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):  # torch; float() first: NumPy has no bfloat16 (.numpy() raised for it)
         x = x.detach().resolve_conj().resolve_neg().cpu()
         x = (x.float() if x.is_floating_point() else x).numpy()
     elif hasattr(x, "get"):  # cupy
         x = x.get()
-    return np.asarray(x, dtype=float).reshape(-1)
+    return np.asarray(x)
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    return np.asarray(_host(x), dtype=float).reshape(-1)
+
+
+def _phi_vector(bond: Any, x: Any) -> np.ndarray:
+    """One bond's keep-probabilities as a 1-D float array, or a ValueError naming the bond:
+    a 2-D array, a scalar or complex values were flattened or cast and drawn as a rank."""
+    try:
+        phi = _host(x)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"probabilities of bond {bond!r} must be a 1-D array of numbers in [0, 1]: {err}") from err
+    if phi.ndim != 1:
+        raise ValueError(f"probabilities of bond {bond!r} must be a 1-D array (one phi per rank index); got shape "
+                         f"{phi.shape}")
+    if np.iscomplexobj(phi) or not (np.issubdtype(phi.dtype, np.number) or phi.dtype == bool):
+        raise ValueError(f"probabilities of bond {bond!r} must be real numbers in [0, 1]; got dtype {phi.dtype}")
+    phi = phi.astype(float)
+    if not np.isfinite(phi).all():
+        raise ValueError(f"probabilities of bond {bond!r} hold NaN or Inf")
+    if phi.size and (phi.min() < 0 or phi.max() > 1):
+        raise ValueError(f"probabilities of bond {bond!r} must lie in [0, 1]")
+    return phi
 
 
 def plot_mask_probabilities(
@@ -139,20 +163,17 @@ def plot_mask_probabilities(
         raise ValueError("probabilities must be a non-empty mapping {bond: array of phi}, a fit result, a "
                          "tnmars.nn layer with masks or its BondMasks")
     bonds = list(probs)
+    phis = {b: _phi_vector(b, probs[b]) for b in bonds}  # (every bond checked before a figure exists)
     # a fit's selection is 0/1 (kept or not), not probabilities: said so on the axis (the
     # relaxation's phi is result.relaxation_probabilities)
-    binary = all(np.isin(_as_numpy(probs[b]), (0.0, 1.0)).all() for b in bonds)
+    binary = all(np.isin(phis[b], (0.0, 1.0)).all() for b in bonds)
     ncols = max(1, min(int(ncols), len(bonds)))
     nrows = -(-len(bonds) // ncols)
     fig = _figure(3.2 * ncols, 2.4 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for k, bond in enumerate(bonds):
         ax = axes[k // ncols][k % ncols]
-        phi = _as_numpy(probs[bond])
-        if not np.isfinite(phi).all():
-            raise ValueError(f"probabilities of bond {bond!r} hold NaN or Inf")
-        if phi.size and (phi.min() < 0 or phi.max() > 1):
-            raise ValueError(f"probabilities of bond {bond!r} must lie in [0, 1]")
+        phi = phis[bond]
         kept = phi > threshold
         ax.bar(np.arange(phi.size), phi, color=np.where(kept, _KEPT, _PRUNED), width=0.8)
         ax.axhline(threshold, color="#d62728", linestyle="--", linewidth=1)
@@ -352,6 +373,11 @@ def _sweep_series(params: Any, errors: Any) -> dict[str, tuple[np.ndarray, np.nd
         series = {str(k): v for k, v in params.items()}
     else:
         if errors is None:
+            if not isinstance(params, (Sequence, np.ndarray)) and not hasattr(params, "detach"):
+                # (a fit or search result here read "errors are missing", which hid the real mistake)
+                raise TypeError(f"plot_sweep takes a SweepResult (tnmars.sweep), a mapping {{name: (params, errors)}} "
+                                f"or two sequences params, errors; got a {type(params).__name__} (for a fit's "
+                                "history use plot_training, for a search result plot_topology)")
             raise ValueError("errors are missing: plot_sweep(params, errors), or plot_sweep(sweep_result)")
         series = {"": (params, errors)}
     if not series:
