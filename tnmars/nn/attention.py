@@ -79,7 +79,8 @@ class TensorizedMultiheadAttention(nn.MultiheadAttention):
                        **options: Any) -> TensorizedMultiheadAttention:
         """The module whose projections are ``attention``'s trained ones, each decomposed by
         :meth:`TensorizedLinear.from_linear` (``format``, ``rank`` and ``options`` as there; at
-        ``rank="full"`` it computes ``attention``'s function to float rounding), with its biases,
+        ``rank="full"`` it computes ``attention``'s function to float rounding in eval mode, or
+        in warm-up: a training forward draws the masks, see the compressing guide), with its biases,
         ``bias_k`` / ``bias_v``, dropout, train or eval mode and frozen parameters.
         ``format="lowrank"``: :meth:`LowRankLinear.from_linear` (as ``tensorize(attention="lowrank")``)."""
         from .convert import (

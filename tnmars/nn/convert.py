@@ -4,7 +4,9 @@ Each ``from_*`` constructor reads a trained ``torch.nn`` layer, decomposes its w
 maximal ranks (SVD for low-rank and Tucker-2; TT-SVD, HOSVD through tensorly, and a
 hierarchical SVD refined by CP-ALS for the matrix formats) and returns the tensorized layer
 with those cores, its bias and its convolution settings. At ``rank="full"`` the new layer
-computes the same function (to float rounding), for every format; MARS fine-tuning then
+computes the same function (to float rounding), for every format, in eval mode (a training
+forward draws the masks, which drop an index now and then: :func:`set_warmup` keeps the
+converted function while it is on); MARS fine-tuning then
 selects the ranks. :func:`tensorize` does it for every matching layer of a model. Each new
 layer keeps the relative error of its weight in ``conversion_error``, and a warning says
 when it passes :data:`CONVERSION_WARNING` (the layer computes another function until
