@@ -13,7 +13,9 @@ The truths: TR of order 3-5, modes 4-7, ranks 2-5; TT of order 4-8, modes 2-5, r
 (clipped to what each bond can use); Tucker of order 3-5, modes 5-11, ranks 2-5; ``trc``: TR
 completions, TR truths of order 3-4, modes 6-11 and ranks 2-4 with 30-90% of their entries observed;
 ``tuc``: Tucker completions, Tucker truths of order 3-4, modes 8-18 and ranks 2-5 with 10-50% of their
-entries observed (for both, the error is against the truth over every entry). Noise at 20 dB is Gaussian with that
+entries observed; ``ttc``: TT completions, TT truths of order 4-6 (modes 5-9 at order 4, 4-7 at 5,
+3-6 at 6) and ranks 2-5 with 15-50% of their entries observed (for all three, the error is against
+the truth over every entry). Noise at 20 dB is Gaussian with that
 signal-to-noise ratio per entry.
 """
 from __future__ import annotations
@@ -36,16 +38,17 @@ from _common import RESULTS, machine_line, markdown_table, write_result  # noqa:
 import tnmars  # noqa: E402
 
 ROWS = Path(RESULTS) / "heldout_random_rows.json"
-FORMATS = ("tr", "tt", "tucker", "trc", "tuc")
+FORMATS = ("tr", "tt", "tucker", "trc", "tuc", "ttc")
 DEFAULT_SEEDS = {"tr": range(0, 130), "tt": range(0, 100), "tucker": range(0, 100), "trc": range(0, 60),
-                 "tuc": range(0, 60)}
+                 "tuc": range(0, 60), "ttc": range(0, 60)}
 SNRS = (None, 20)
 #: two fits are the same when their ranks agree and their errors differ by less than this share
 SAME = 1e-3
 
 
 def truth_of(fmt: str, seed: int) -> tnmars.Network:
-    rng = np.random.default_rng({"tr": 10_000, "tt": 20_000, "tucker": 30_000, "trc": 40_000, "tuc": 60_000}[fmt]
+    rng = np.random.default_rng({"tr": 10_000, "tt": 20_000, "tucker": 30_000, "trc": 40_000, "tuc": 60_000,
+                                 "ttc": 80_000}[fmt]
                                 + seed)
     if fmt == "tuc":
         order = int(rng.integers(3, 5))
@@ -54,6 +57,14 @@ def truth_of(fmt: str, seed: int) -> tnmars.Network:
         with warnings.catch_warnings():  # (a Tucker rank past the product of the others is clipped)
             warnings.simplefilter("ignore")
             return tnmars.Network.tucker(shape, ranks, seed=seed)
+    if fmt == "ttc":
+        order = int(rng.integers(4, 7))
+        low, high = {4: (5, 9), 5: (4, 7), 6: (3, 6)}[order]
+        shape = tuple(int(n) for n in rng.integers(low, high + 1, size=order))
+        ranks = tuple(int(r) for r in rng.integers(2, 6, size=order - 1))
+        with warnings.catch_warnings():  # (ranks past what a bond can use are clipped)
+            warnings.simplefilter("ignore")
+            return tnmars.Network.tt(shape, ranks, seed=seed)
     if fmt == "trc":
         order = int(rng.integers(3, 5))
         shape = tuple(int(n) for n in rng.integers(6, 12, size=order))
@@ -95,13 +106,17 @@ def _commit() -> str:
 
 
 def observed_of(fmt: str, seed: int, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The observed entries of a completion: a share drawn in [0.3, 0.9] (``trc``), [0.1, 0.5] (``tuc``)."""
+    """The observed entries of a completion: a share drawn in [0.3, 0.9] (``trc``), [0.1, 0.5] (``tuc``),
+    [0.15, 0.5] (``ttc``)."""
     if fmt == "trc":
         rng = np.random.default_rng(50_000 + seed)
         return rng.random(shape) < rng.uniform(0.3, 0.9)
     if fmt == "tuc":
         rng = np.random.default_rng(70_000 + seed)
         return rng.random(shape) < rng.uniform(0.1, 0.5)
+    if fmt == "ttc":
+        rng = np.random.default_rng(90_000 + seed)
+        return rng.random(shape) < rng.uniform(0.15, 0.5)
     return None
 
 
@@ -112,7 +127,7 @@ def run(fmt: str, seed: int, snr: float | None) -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = tnmars.fit(noisy(x, snr, seed), {"trc": "tr", "tuc": "tucker"}.get(fmt, fmt), observed=observed, seed=0,
+        res = tnmars.fit(noisy(x, snr, seed), {"trc": "tr", "tuc": "tucker", "ttc": "tt"}.get(fmt, fmt), observed=observed, seed=0,
                          progress=False)
     seconds = time.perf_counter() - t0
     est = np.asarray(res.network.to_tensor())
