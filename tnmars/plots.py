@@ -373,7 +373,7 @@ def _sweep_series(params: Any, errors: Any) -> dict[str, tuple[np.ndarray, np.nd
         series = {str(k): v for k, v in params.items()}
     else:
         if errors is None:
-            if not isinstance(params, (Sequence, np.ndarray)) and not hasattr(params, "detach"):
+            if not hasattr(params, "__len__") and not hasattr(params, "__array__"):  # (not a series of numbers)
                 # (a fit or search result here read "errors are missing", which hid the real mistake)
                 raise TypeError(f"plot_sweep takes a SweepResult (tnmars.sweep), a mapping {{name: (params, errors)}} "
                                 f"or two sequences params, errors; got a {type(params).__name__} (for a fit's "
