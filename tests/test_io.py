@@ -562,6 +562,8 @@ def fit_file(tmp_path_factory):
     ("settings", {"offset": {"mean": 1.0, "fitted_without_mean": "yes"}}, "True or False"),
     ("settings", {"cross_validation": {"left_out_share": 0.1, "median_error": 0.2, "fitted_error": 0.1}},
      "'refits'\\] must be a whole number; got None"),
+    ("settings", {"cross_validation": {"refits": 3, "left_out_share": 0.1, "median_error": 0.2, "fitted_error": 0.1,
+                                       "worst_error": "x"}}, "'worst_error'\\] must be a number"),
     ("evaluations", -1, "whole number >= 0"), ("steps_run", -2, "whole number >= 0"),
     ("seconds", -3.0, "finite number >= 0")])
 def test_a_fit_result_whose_fields_contradict_its_network_is_refused(tmp_path, fit_file, field, value, match):

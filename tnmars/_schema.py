@@ -425,6 +425,8 @@ def _summary_settings(settings: Any) -> None:
                 _fail(f"the fit result's settings[{key!r}] lacks {entry!r}")
             check(value[entry], f"{key!r}][{entry!r}")
     checked = settings.get("cross_validation")
+    if isinstance(checked, Mapping) and "worst_error" in checked:  # (files written before 2026-12-04 lack it)
+        number(checked["worst_error"], "'cross_validation']['worst_error'")
     if isinstance(checked, Mapping) and (
             isinstance(checked.get("refits"), bool) or not isinstance(checked.get("refits"), int)
             or checked["refits"] < 0):

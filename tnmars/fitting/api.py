@@ -1357,7 +1357,8 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
         diagnostics.append(message)
     if held_out:  # (the summary shows it: a noiseless truth the observations cannot pin down reads as noise)
         settings["cross_validation"] = {"refits": len(held_out), "left_out_share": HOLDOUT_SHARE,
-                                        "median_error": float(np.median(held_out)), "fitted_error": rel_spread}
+                                        "median_error": float(np.median(held_out)), "worst_error": float(max(held_out)),
+                                        "fitted_error": rel_spread}
     if heavy_tails and not (len(diagnostics) > said_of_unobserved or settings.get("max_params") is not None):
         lowest_value = float(np.min(prep.raw, where=obs if obs is not None else True, initial=np.inf))
         diagnostics.append(heavy_tail_message(kurtosis, lowest_value > 0.0))
