@@ -78,6 +78,19 @@ def test_fit_end_to_end(small):
     assert _printed_ranks(info.stdout) == dict(zip(saved.bonds, saved.ranks))
 
 
+def test_fit_with_a_spec_and_no_max_rank_takes_the_library_default_caps(small):
+    """An outside review (2026-12-04): the CLI refused a spec without --max-rank ("required with
+    a spec") where tnmars.fit(data, spec) caps every bond by its default."""
+    folder, data, _ = small
+    proc = run("fit", str(folder / "small.npy"), "--format", "aA,AbB,Bc->abc", "--out", str(folder / "spec.npz"),
+               "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    saved = tnmars.load(folder / "spec.npz")
+    ref = tnmars.fit(data, "aA,AbB,Bc->abc", seed=0, progress=False)
+    assert saved.ranks == ref.ranks and saved.max_ranks == ref.max_ranks
+    assert saved.relative_error == pytest.approx(ref.relative_error, rel=1e-6)
+
+
 def test_fit_with_spec_npz_key_default_out_and_nan_as_missing(small):
     folder, data, _ = small
     holey = data.copy()
@@ -161,7 +174,6 @@ def test_fit_with_a_mask_and_nan_as_missing_combines_them(small):
         (["fit", "{d}/small.npy", "--format", "aA,Ab!"], "neither tucker.*valid einsum spec"),
         (["fit", "{d}/small.npy", "--format", "tuckr"], r"unknown format 'tuckr' \(did you mean 'tucker'\?\)"),
         (["fit", "{d}/small.npy", "--format", "aA,AbB,Bcd->abcd", "--max-rank", "2"], "4 open modes.*3"),
-        (["fit", "{d}/small.npy", "--format", "aA,AbB,Bc->abc"], "--max-rank is required"),
         (["fit", "{d}/small.npy", "--max-rank", "x"], "--max-rank must be an integer"),
         (["fit", "{d}/small.npy", "--pi", "0.9", "--steps", "5"], r"pi must lie in \(0, 0.5\]"),
         (["fit", "{d}/small.npy", "--observed", "{d}/bad_mask.npy", "--steps", "5"], "observed has shape"),

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-rank", "-r", default=None, metavar="R",
                      help="starting (maximal) rank of every bond, or one per bond separated by commas "
                           "(e.g. 8 or 4,8,8). Default: the largest mode size, or more where the observations determine "
-                          "more (clipped to what the format allows); required with a spec")
+                          "more (clipped to what the format or spec allows)")
     fit.add_argument("--min-rank", default=None, metavar="R",
                      help="smallest rank of every bond, or one per bond separated by commas, in --max-rank's order: "
                           "the search removes no index below it (default: 1). With the same ranks as --max-rank "
@@ -390,7 +390,8 @@ def _check_plot_folder(text: str, force: bool = False) -> None:
 
 
 def _network_arg(fmt: str, shape: tuple[int, ...], max_rank: Any, backend: str, device: str | None):
-    """A format name stays a name; anything else must be a spec matching the data."""
+    """A format name stays a name; anything else must be a spec matching the data: without
+    ``--max-rank`` the spec itself (the library's default caps), with it a Network at those ranks."""
     from .network import Network
     from .spec import parse_spec
 
@@ -416,8 +417,8 @@ def _network_arg(fmt: str, shape: tuple[int, ...], max_rank: Any, backend: str, 
         )
     if not parsed.bonds:
         raise CLIError(f"spec {parsed.spec!r} has no bonds, so there is no rank to select")
-    if max_rank is None:
-        raise CLIError("--max-rank is required with a spec (the starting size of every bond)")
+    if max_rank is None:  # the library's default caps, as tnmars.fit(data, spec) has them (an outside
+        return fmt            # review: the CLI required --max-rank where the library does not)
     if isinstance(max_rank, tuple):
         if len(max_rank) != len(parsed.bonds):
             raise CLIError(f"--max-rank gives {len(max_rank)} ranks but spec {parsed.spec!r} has "
@@ -448,7 +449,7 @@ def _report(result: Any, out: Any) -> None:
     print(f"  compression     {_compression(net)}", file=out)
     from .fitting.result import centring_text, cross_validation_text
 
-    checked = cross_validation_text(getattr(result, "settings", None))
+    checked = cross_validation_text(getattr(result, "settings", None), warned=bool(getattr(result, "diagnostics", None)))
     if checked:  # (what to expect at the missing entries: the fit's own error cannot say)
         print(f"  cross-validated {checked}", file=out)
     centred = centring_text(getattr(result, "settings", None))
