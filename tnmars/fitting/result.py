@@ -161,14 +161,15 @@ def cross_validation_text(settings: Mapping[str, Any] | None, warned: bool = Fal
     noise from structure the observations do not pin down, and both read as a noise variance.
 
     The refits start from the fit, which saw the entries they leave out, so the figure leans
-    optimistic, and far where the fit is poor (``warned``: the fit warned about itself). Measured
-    (``benchmarks/completion_cv.py``, 2026-12-04) on 84 completions (TT, Tucker, TR and tree networks, 9-80% observed; the
-    refits' median against the error at the truly missing entries): 0.68-1.43 times it on the 27
-    good completions, 0.78-1.89 on 10 middling ones, and 0.02-1.3 on 24 poor ones (below half of
-    it on 6: extrapolating Tucker completions as low as 0.02 of it, a tree at 0.24 for 1.64),
-    every one of which warned. Refits from perturbed cores (each entry times 1 + N(0, 1)) or
-    fresh random starts were tried and not kept: they read good completions at 10-20% observed
-    up to 9 and 39 times too high (such refits land in other minima)."""
+    optimistic, and far where the fit is poor (``warned``: the fit warned about itself).
+    Measured (``benchmarks/completion_cv.py``, 2026-12-04) on 84 completions (TT, Tucker, TR and
+    tree networks, 9-80% observed; the refits' median against the error at the truly missing
+    entries): 0.68-1.43 times it on the 27 good completions, 0.78-1.89 on 10 middling ones,
+    and 0.02-1.3 on 24 poor ones (below half of it on 6: extrapolating Tucker completions as
+    low as 0.02 of it, a tree at 0.24 for 1.64), every one of which warned. Refits from
+    perturbed cores (each entry times 1 + N(0, 1)) or fresh random starts were tried and not
+    kept: they read good completions at 10-20% observed up to 9 and 39 times too high (such
+    refits land in other minima)."""
     checked = (settings or {}).get("cross_validation")
     if not checked:
         return None
