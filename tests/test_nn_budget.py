@@ -39,6 +39,11 @@ def test_a_tensorized_model_never_exceeds_its_budget(budget, linear):
     small = _quiet(tensorize, model, linear=linear, budget=budget)
     limit = budget if isinstance(budget, int) else (2 * 64 * 64) // 5
     assert 0 < _core_params(small) <= limit
+    # the summary's "tensorized layers" row counts what the budget counts (the model row adds the biases)
+    from tnmars.nn import summary
+    s = summary(small)
+    assert s.layer_params == _core_params(small) and s.selected_params == s.layer_params + s.other_params
+    assert f"| tensorized layers (cores) | | | | {s.layer_params:,} |" in str(s)
     x = torch.randn(3, 64)
     assert small(x).shape == (3, 64) and torch.isfinite(small(x)).all()
 

@@ -59,6 +59,8 @@ def test_summary_reproduces_the_reference_worked_example():
     assert s.compression == pytest.approx(496885 / 3295)
     assert round(s.layers[0].compression, 1) == 388.9
     assert "150.8x" in str(s)
+    # the two layers' cores alone (what a tensorize budget counts): 496,250 / 2,660
+    assert s.layer_params == 2660 and "| tensorized layers (cores) | | | | 2,660 | 496,250 | 186.6x |" in str(s)
     # at the start every bond is at rank 20: the paper's 18x
     assert round(s.initial_compression) == 18
     small = compress(model)

@@ -901,7 +901,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         (:mod:`tnmars.nn.budget`). MARS fine-tuning only closes indices, so the model stays
         within it. Unless ``filter`` names them, layers larger than dense even at rank 1 and
         layers with a frozen weight (fine-tuning could not recover their loss) stay dense,
-        with a warning, and are not counted in the budget.
+        with a warning, and are not counted in the budget. :func:`summary` counts the same in
+        its "tensorized layers (cores)" row (``ModelSummary.layer_params``); its model total
+        adds the biases and plain layers.
     progress:
         A bar over the layers, and one per CP fit, shown once one runs past a second (a CP
         conversion of a large layer takes seconds); ``None``: on unless ``TQDM_DISABLE`` is set.

@@ -983,6 +983,12 @@ class ModelSummary:
         return self.other_params + sum(r.params_initial for r in self.layers)
 
     @property
+    def layer_params(self) -> int:
+        """The tensorized layers' cores at the selected ranks, biases and logits left out: what
+        ``tensorize(budget=...)`` counts (the model's total also counts the biases)."""
+        return sum(r.params_selected for r in self.layers)
+
+    @property
     def dead_layers(self) -> list[str]:
         """Layers whose weight is exactly zero (a bond at rank 0)."""
         return [r.name for r in self.layers if r.dead]
@@ -1025,6 +1031,11 @@ class ModelSummary:
                     else "none: weight is numerically zero" if r.zero_weight else f"{r.compression:.1f}x")
             lines.append(f"| {r.name} | {r.kind} | {start} | {sel} | {r.params_selected:,} | {r.dense_size:,} | "
                          f"{comp} |")
+        if len(self.layers) > 1:  # (what a tensorize budget counts; the model row adds the rest)
+            layers_dense = sum(r.dense_size for r in self.layers)
+            together = (f"{layers_dense / self.layer_params:.1f}x" if self.layer_params
+                        and not (self.dead_layers or self.zero_weight_layers or self.non_finite_layers) else "")
+            lines.append(f"| tensorized layers (cores) | | | | {self.layer_params:,} | {layers_dense:,} | {together} |")
         lines.append(f"| other (biases, plain layers) | | | | {self.other_params:,} | {self.other_params:,} | |")
         model = ("none: NaN/inf parameters (below)" if self.non_finite_layers else
                  "none: a zero weight (below)" if self.dead_layers or self.zero_weight_layers
