@@ -164,3 +164,11 @@ def describe_budget(budget: Any) -> str:
     if isinstance(budget, str):
         return f"{budget} compression"
     return f"{int(budget):,} parameter" + ("" if int(budget) == 1 else "s")
+
+
+def host_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None

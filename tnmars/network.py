@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-import os
 import sys
 from collections.abc import Hashable, Mapping, Sequence
 from math import prod
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import floating_dtype, integer, positive_finite, seed_generator, warn
+from ._checks import floating_dtype, host_memory, integer, positive_finite, seed_generator, warn
 from .backends import Backend, get_backend, infer_backend
 from .contract import Plan, _as_operands, _common_dtype, execute, make_plan
 from .paths import normalize_optimize
@@ -1059,10 +1058,7 @@ def _clip_ranks(parsed: ParsedSpec, sizes: dict[str, int], clip: Sequence[str]) 
 
 def _host_memory() -> int | None:
     """Bytes of physical memory, or None where the system does not say."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return None
+    return host_memory()
 
 
 def _check_representable(scale: float, std: float, dtype: str) -> None:

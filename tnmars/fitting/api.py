@@ -623,6 +623,13 @@ def fit(
                          default_capped=default_capped)
     finally:
         reporter.close()
+    if interrupted and not reporter.stopped:  # (a callback's stop has warned already)
+        # an outside probe (2026-12-04): Ctrl-C returned a fit at relative error 0.76 without a word,
+        # its summary reading the error left as a noise variance
+        warn(f"{reporter.label}: interrupted (Ctrl-C) in its {reporter.phase or 'first'} phase: the best state so far "
+             f"is returned (result.interrupted is True), at relative error {result.relative_error:.3g}; its ranks are "
+             "where the search stood, not a selection, and its noise variance is what it left unexplained",
+             RuntimeWarning)
     return _labelled(_in_user_layout(result, layout), network)
 
 
