@@ -148,18 +148,18 @@ def tucker_noise_truncation(y, max_rank, sigma2):
 
 
 def tt_evbmf(y, max_rank):
-    return tuple(min(r, max_rank) for r in tt_proposal(y, "evbmf")[0])
+    return tuple(min(r, max_rank) for r in tt_proposal(y, "evbmf", keep_small_cuts=False)[0])
 
 
 def tt_mdl(y, max_rank):
-    return tuple(min(r, max_rank) for r in tt_proposal(y, "mdl")[0])
+    return tuple(min(r, max_rank) for r in tt_proposal(y, "mdl", keep_small_cuts=False)[0])
 
 
 def tt_noise_truncation(y, max_rank, sigma2):
     """TT-SVD with the true noise level: at every step of the sweep, the singular values above
     the noise edge of that step's unfolding (the left factors are orthonormal, so the noise
     keeps its variance)."""
-    return tuple(min(r, max_rank) for r in tt_proposal(y, lambda s, L, M: edge_rank(s, L, M, sigma2))[0])
+    return tuple(min(r, max_rank) for r in tt_proposal(y, lambda s, L, M: edge_rank(s, L, M, sigma2), keep_small_cuts=False)[0])
 
 
 def _left_ranks(around):

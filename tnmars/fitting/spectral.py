@@ -230,10 +230,18 @@ def tucker_proposals(y: np.ndarray, selectors: Sequence[str | Selector], max_ran
     return [tuple(r) for r in ranks]
 
 
-def tt_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Sequence[int] | None = None
-                ) -> tuple[tuple[int, ...], list[np.ndarray]]:
+def tt_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Sequence[int] | None = None,
+                keep_small_cuts: bool = True) -> tuple[tuple[int, ...], list[np.ndarray]]:
     """A TT-SVD sweep whose rank at every step is chosen by the selector on that step's
-    unfolding. Returns the internal ranks and the TT cores (the TT-SVD approximation)."""
+    unfolding. Returns the internal ranks and the TT cores (the TT-SVD approximation).
+
+    With ``keep_small_cuts`` (default; False: the classical sweep, every step read by the
+    selector) an unfolding with at most :data:`SMALL_CUT` rows or columns keeps every singular value: a
+    selector cannot tell signal from noise among two to four values, and a rank read too low
+    there caps every later step (the sweep's next unfolding has that rank times one mode as rows).
+    A quantized TT 2^16 at rank 6, 1% noise, read rank 1 on every bond this way and walked up
+    from there in 47 s (an outside probe, 2026-12-04; 4^8 of the same data: 1.3 s); the search
+    removes an index the data do not need."""
     pick = _selector(selector)
     d = y.ndim
     cores: list[np.ndarray] = []
@@ -247,7 +255,7 @@ def tt_proposal(y: np.ndarray, selector: str | Selector = "evbmf", max_ranks: Se
             s = singular_values(m)
         else:
             u, s, _ = np.linalg.svd(m, full_matrices=False)
-        r = pick(s, *m.shape)
+        r = len(s) if keep_small_cuts and min(m.shape) <= SMALL_CUT else pick(s, *m.shape)
         cap = max_ranks[k] if max_ranks is not None else len(s)
         r = int(min(max(r, 1), cap, len(s)))
         core = u[:, :r].reshape(left, y.shape[k], r)
