@@ -6,6 +6,7 @@ kind of value) or ``ValueError`` (right kind, bad value) whose message names the
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
@@ -166,8 +167,9 @@ def describe_budget(budget: Any) -> str:
     return f"{int(budget):,} parameter" + ("" if int(budget) == 1 else "s")
 
 
+@functools.lru_cache(maxsize=1)
 def host_memory() -> int | None:
-    """Bytes of physical memory, or None where the system does not say."""
+    """Bytes of physical memory, or None where the system does not say (read once)."""
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):

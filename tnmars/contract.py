@@ -131,6 +131,14 @@ class Plan:
         return f"{info}\n  {self.note}"
 
     @cached_property
+    def peak_entries(self) -> int:
+        """The entries of the result or of the largest step, whichever is larger (0 for an
+        empty result): what one array of the contraction must hold (:func:`_check_host_memory`)."""
+        if any(0 in shape for shape in self.shapes):
+            return 0
+        return max(prod(self._sizes[c] for c in self.output), self.largest_intermediate)
+
+    @cached_property
     def _sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
         for term, shape in zip(self.inputs, self.shapes):
@@ -785,22 +793,19 @@ def _check_host_memory(plan: Plan, operands: Sequence[Any], be: Backend) -> None
     more bytes than the machine has: an MPS of 40 sites with every leg open computed for 1.6 s
     and then failed inside NumPy ("Unable to allocate 8.00 TiB for an array with shape (1048576,
     1048576)"; an outside probe, 2026-12-04), where ``Network.to_tensor`` refuses at once."""
-    if be.name == "cupy" or str(getattr(operands[0], "device", "cpu")).split(":")[0] not in ("cpu",):
-        return  # (device memory is not the host's)
-    if any(0 in shape for shape in plan.shapes):
-        return  # an empty result
-    total = host_memory()
-    if total is None:
+    # (every call runs this: the usual case is one cached attribute and a comparison)
+    entries, total = plan.peak_entries, host_memory()
+    if total is None or entries * 16 <= total:  # (16 bytes: the widest dtype, complex128)
         return
+    if be.name == "cupy" or str(getattr(operands[0], "device", "cpu")).split(":")[0] != "cpu":
+        return  # (device memory is not the host's)
     name = be.dtype_name(operands[0])
     itemsize = max(_ITEMSIZE.get(be.dtype_name(x)) or np.dtype(be.dtype_name(x)).itemsize for x in operands)
-    sizes = {c: n for term, shape in zip(plan.inputs, plan.shapes) for c, n in zip(term, shape)}
-    entries = max(prod(sizes[c] for c in plan.output), plan.largest_intermediate)
     if entries * itemsize > total:
         spec = f"{','.join(plan.inputs)}->{plan.output}"
         spec = repr(spec) if len(spec) <= 60 else f"the {len(plan.inputs)} operands to {len(plan.output)} open indices"
         raise MemoryError(
-            f"contract: {'the result' if entries == prod(sizes[c] for c in plan.output) else 'a step'} of "
+            f"contract: {'the result' if prod(plan._sizes[c] for c in plan.output) >= entries else 'a step'} of "
             f"{spec} holds {entries:,} entries ({entries * itemsize / 2**30:,.1f} GiB "
             f"as {name}), more than this machine's {total / 2**30:,.1f} GiB of memory; leave fewer indices open "
             "(contract with the vectors or matrices you need), or contract in pieces")
