@@ -1056,11 +1056,6 @@ def _clip_ranks(parsed: ParsedSpec, sizes: dict[str, int], clip: Sequence[str]) 
     return out
 
 
-def _host_memory() -> int | None:
-    """Bytes of physical memory, or None where the system does not say."""
-    return host_memory()
-
-
 def _check_representable(scale: float, std: float, dtype: str) -> None:
     """Refuse a ``scale`` whose cores or contraction overflow or underflow ``dtype``.
 
@@ -1082,7 +1077,7 @@ def _check_representable(scale: float, std: float, dtype: str) -> None:
 def _check_memory(entries: int, spec: str) -> None:
     """Refuse random cores that cannot fit in memory (drawn in float64) before allocating."""
     need = 8 * entries
-    total = _host_memory()
+    total = host_memory()
     if total is not None and need > total:
         raise ValueError(
             f"the cores of {spec!r} would hold {entries:,} entries ({need / 2**30:,.1f} GiB as float64), more "
@@ -1094,7 +1089,7 @@ def _check_dense_memory(entries: int, dtype: str, spec: str) -> None:
     """Refuse a contraction to the full tensor that cannot fit in host memory, before it starts:
     a TT of 2^64 entries failed deep inside NumPy ("Unable to allocate 48.0 GiB for an array with
     shape (12, 536870912)"), and one of 2^30 entries took 15.6 GB of a 23 GB machine."""
-    total = _host_memory()
+    total = host_memory()
     size = {"float16": 2, "bfloat16": 2, "float32": 4, "complex64": 8, "complex128": 16}.get(dtype, 8)
     if total is not None and entries * size > total:
         raise ValueError(
