@@ -68,15 +68,39 @@ def steady_malloc() -> bool:
                 and libc.mallopt(m_arena_max, 1))
 
 
+def _direct_fused_adam(opt: torch.optim.Adam):
+    """``opt.step`` (fused Adam, one group) as one ``_foreach_add_`` of the step counts and one
+    ``torch._fused_adam_`` call, without ``Adam.step``'s Python: the no-mask counterpart of the
+    two-kernel step ``MarsLoss.optimizer()``'s Adam takes (context row). Adam's own step makes the
+    state first."""
+    group = opt.param_groups[0]
+
+    def step():
+        params = [p for p in group["params"] if p.grad is not None]
+        state = [opt.state.get(p) for p in params]
+        if not all(state):
+            return opt.step()
+        steps = [st["step"] for st in state]
+        beta1, beta2 = group["betas"]
+        with torch.no_grad():
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(params, [p.grad for p in params], [st["exp_avg"] for st in state],
+                               [st["exp_avg_sq"] for st in state], [], steps, amsgrad=False, lr=group["lr"],
+                               beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                               maximize=False)
+    return step
+
+
 def step_fn(model: nn.Module, x, y, steps: int, core_decay: bool = False, criterion_only: bool = False,
-            prior_in_optimizer: bool = False, **adam):
+            prior_in_optimizer: bool = False, direct_kernel: bool = False, **adam):
     """``steps`` training steps. lr = 0 keeps every timed step at the same mask state (Adam
     does the same work whatever the lr). ``core_decay`` (no-mask models): the cores get Adam's
     ``weight_decay = 1 / (100 N)``, the gradient of MARS's Gaussian core prior.
     ``criterion_only``: cross-entropy without the MARS prior even for a MARS model (context rows).
     ``prior_in_optimizer`` (MARS models): Adam from ``MarsLoss.optimizer``, which applies the
     prior's gradient in its step (with its fused kernel unless ``adam`` says otherwise), and
-    the loss without the prior."""
+    the loss without the prior. ``direct_kernel`` (no-mask models, ``fused=True``): the step as
+    :func:`_direct_fused_adam` (context)."""
     has_mars = any(True for _ in tnn.mars_layers(model))
     loss_fn = tnn.MarsLoss(model, NUM_TRAIN) if has_mars and not criterion_only else nn.CrossEntropyLoss()
     params = model.parameters()
@@ -88,12 +112,13 @@ def step_fn(model: nn.Module, x, y, steps: int, core_decay: bool = False, criter
         opt = loss_fn.optimizer(torch.optim.Adam, lr=0.0, **adam)
     else:
         opt = torch.optim.Adam(params, lr=0.0, **adam)
+    step = _direct_fused_adam(opt) if direct_kernel else opt.step
 
     def run():
         for _ in range(steps):
             opt.zero_grad()
             loss_fn(model(x), y).backward()
-            opt.step()
+            step()
     return run
 
 
@@ -264,11 +289,13 @@ def small_batch_tables(args) -> tuple[str, dict]:
     for batch in (1, 64, 128):
         xb, yb = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
         per_round: dict = {}
-        for _ in range(args.step_rounds if batch in (1, 64) else args.rounds):
+        for _ in range(args.step_rounds):
             torch.manual_seed(0)
             funcs = {"plain": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps),
                      "plain fused": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps, fused=True),
-                     "plain + decay": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps, core_decay=True)}
+                     "plain + decay": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps, core_decay=True),
+                     "plain direct": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps, fused=True,
+                                             direct_kernel=True)}
             for label, opts in states + contexts:
                 opts = dict(opts)
                 criterion_only, frozen = opts.pop("criterion_only", False), opts.pop("frozen_logits", False)
@@ -308,6 +335,16 @@ def small_batch_tables(args) -> tuple[str, dict]:
                        f"{open_vs_decay[len(open_vs_decay) // 2]:.3f}x, rounds {open_vs_decay[0]:.3f}-{open_vs_decay[-1]:.3f}x)",
                        batch, f"{ms_decay:.3f}", f"{base['plain']:.3f}", f"{base['plain fused']:.3f}",
                        *ratio_cells(per_round, "plain + decay")[0], "-"])
+        fast_vs_direct = sorted(a / b for a, b in zip(per_round[OPEN_FAST], per_round["plain direct"]))
+        ms_direct = sorted(per_round["plain direct"])[len(per_round["plain direct"]) // 2]
+        rows_b.append(["context, no masks, fused Adam's kernel called directly (one `_foreach_add_` and one "
+                       "`torch._fused_adam_`, none of `Adam.step`'s Python), as `loss_fn.optimizer()`'s step calls "
+                       "its two: what that saving is worth without masks (the `loss_fn.optimizer()` row against it: "
+                       f"{fast_vs_direct[len(fast_vs_direct) // 2]:.3f}x, rounds {fast_vs_direct[0]:.3f}-"
+                       f"{fast_vs_direct[-1]:.3f}x)",
+                       batch, f"{ms_direct:.3f}", f"{base['plain']:.3f}", f"{base['plain fused']:.3f}",
+                       *ratio_cells(per_round, "plain direct")[0], "-"])
+        verdict[("direct", batch)] = (fast_vs_direct[len(fast_vs_direct) // 2], None)
     table_b = C.markdown_table(["MNIST 2FC-Net (TT rank 20) training step, MARS state", "batch", "MARS ms / step",
                                 "no-mask ms / step, default Adam", "no-mask ms / step, fused Adam",
                                 "ratio to no-mask, default Adam (median of rounds; range)",
@@ -320,7 +357,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=5, help="fresh models per round; medians over rounds")
     ap.add_argument("--step-rounds", type=int, default=15,
-                    help="rounds of the small-batch MARS step table at batches 1 and 64 (the targets)")
+                    help="rounds of the small-batch MARS step table at batches 1, 64 and 128 (the targets)")
     ap.add_argument("--steps", type=int, default=10, help="training steps per timing sample")
     ap.add_argument("--default-malloc", dest="steady_malloc", action="store_false",
                     help="keep glibc's default allocator settings (see steady_malloc)")
@@ -469,8 +506,8 @@ def main() -> None:
              "op and its backward run on it): the machine is shared with other jobs (1-minute load average on "
              f"cores: {load_start:.1f} at the start of this run, {os.getloadavg()[0]:.1f} at its end), and waiting for "
              "a CPU they hold is not counted. "
-             f"Step timings: {args.rounds} rounds ({args.step_rounds} for the small-batch step table at batches 1 "
-             f"and 64), each building every model afresh and timing {args.repeats} "
+             f"Step timings: {args.rounds} rounds ({args.step_rounds} for the small-batch step table, whose targets "
+             "are judged), each building every model afresh and timing {args.repeats} "
              f"interleaved repeats of {args.steps} steps (round-robin, so machine load hits every variant alike); "
              "the tables give the median over rounds of each round's median (the context rows: one round). "
              + ("Allocator: glibc's malloc set at start (`steady_malloc`: every allocation from one heap, nothing "
@@ -508,7 +545,7 @@ def main() -> None:
              "(inductor, `fullgraph=True`, compiled once before timing) traces the usual path (no Python-side "
              "caches under compile) and is reported as measured.\n\n" + table_0a)
     text += ("\n\n## Small batches: MARS training step with open masks\n\n"
-             f"{args.step_rounds} rounds at batches 1 and 64, {args.rounds} at batch 128, of {args.repeats} "
+             f"{args.step_rounds} rounds at each batch, of {args.repeats} "
              f"interleaved repeats of {args.steps} steps (median of the rounds' ratios). Both models use `pi=0.01`; the no-mask model is the same TT network with `mars=False`, "
              "trained with its usual loss (cross-entropy: tnmars puts the Gaussian core prior on MARS layers only), "
              "the MARS model with `MarsLoss` (cross-entropy plus the prior of the masks and the cores). With every "
@@ -525,13 +562,19 @@ def main() -> None:
              "(one logit vector per layer is already the fewest); and the no-mask step with the Gaussian prior's "
              "gradient on its cores (Adam's `weight_decay`), to show how much of the overhead is that L2 term. "
              "`MarsLoss.optimizer()` builds that optimizer for a MARS model: Adam (`MarsAdam`) that adds the "
-             "prior's closed-form gradient (the cores' decay `G / (100 N)` and the logits' push) to the gradients "
-             "just before its update, a few `torch._foreach_*` calls for the whole model, times the weight the "
-             "loss had in the backward (the gradient of a zero scalar the loss adds: k for k accumulated losses, "
-             "GradScaler's scale), so the updates are those of the prior in the loss (tested), with every "
-             "parameter in one group under its fused kernel (one call for the whole model instead of about ten "
-             "small ops per parameter; on by default where PyTorch has it), and the loss without the prior's "
-             "graph (its value the criterion alone); its row is the MARS step as a user who calls it trains. "
+             "prior's closed-form gradient (the cores' decay `G / (100 N)` and the logits' push) in its step, "
+             "times the weight the loss had in the backward (the gradient of a zero scalar the loss adds: k for k "
+             "accumulated losses, GradScaler's scale), so the updates are those of the prior in the loss (tested), "
+             "with every parameter in one group under its fused kernel (on by default where PyTorch has it), and "
+             "the loss without the prior's graph (its value the criterion alone); its row is the MARS step as a "
+             "user who calls it trains. In the usual setup (fused, CPU, one group, no GradScaler; "
+             "`PriorGradient.fused_adam_step`) that step adds the logits' push on the host and calls the fused "
+             "kernel twice itself, the cores with the decay as the kernel's coupled `weight_decay`, the other "
+             "parameters without: no `_foreach_add_` of the decay and none of `Adam.step`'s per-parameter Python "
+             "(the same updates, tested). Part of what that saves is what `Adam.step`'s Python costs any model: the "
+             "last context row calls the no-mask model's fused kernel the same direct way, and gives the MARS "
+             "step against it, the machinery's own cost without that saving"
+             + "".join(f" (batch {b}: {verdict0[('direct', b)][0]:.3f}x)" for b in (1, 64, 128)) + ". "
              "Every row is given against two no-mask steps: under PyTorch's default Adam (on the CPU a loop over "
              "the parameters), and under fused Adam, the no-mask model's best setting. Each judged row is judged "
              "against the no-mask step under the same kind of Adam: the prior in the loss "

@@ -832,6 +832,88 @@ def test_optimizer_carrying_the_core_prior_follows_a_closure_and_frozen_logits()
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
 
 
+def _fast_and_usual_steps(make, setup, steps: int = 5, features: int = 16, **options):
+    """Two copies of ``make()`` trained by ``MarsLoss.optimizer(**options)``: one as it steps, one
+    with the two-kernel Adam step turned off (``fused_adam_step`` returning False). Returns both
+    models and how many steps took the two-kernel path."""
+    from tnmars.nn.optimizers import PriorGradient
+    x, y = torch.randn(16, features, dtype=torch.float64), torch.randint(0, 5, (16,))
+    taken = []
+    original = PriorGradient.fused_adam_step
+
+    def spy(prior, optimizer):
+        result = original(prior, optimizer)
+        taken.append(result)
+        return result
+    models = []
+    for fast in (True, False):
+        model = make()
+        setup(model)
+        loss_fn = MarsLoss(model, 50)
+        opt = loss_fn.optimizer(**options)
+        if fast:
+            opt.mars_prior.fused_adam_step = spy.__get__(opt.mars_prior)
+        else:
+            opt.mars_prior.fused_adam_step = lambda optimizer: False
+        x_in = x if next(model.parameters()).dtype == torch.float64 else x.float()
+        _train(model, loss_fn, opt, x_in, y, steps)
+        models.append(model)
+    return models[0], models[1], sum(taken)
+
+
+def _freeze_first_core(model):
+    model[0].cores[0].requires_grad_(False)
+
+
+@pytest.mark.parametrize("make, setup, options, fast_steps", [
+    (_mixed_model, lambda m: None, {"lr": 1e-2}, 4),
+    (_mixed_model, lambda m: None, {"lr": 1e-2, "weight_decay": 1e-3}, 4),   # the user's decay too
+    (_open_model, lambda m: None, {"lr": 1e-2}, 4),   # logits whose gradient is the push alone
+    (_mixed_model, lambda m: tnn.set_warmup(m, True), {"lr": 1e-2}, 4),   # frozen logits: no update
+    (_mixed_model, _freeze_first_core, {"lr": 1e-2}, 4),   # a frozen core without a gradient: skipped
+    (lambda: _mixed_model().float(), lambda m: None, {"lr": 1e-2}, 4),
+    (lambda: (torch.manual_seed(5), _TwoBranches().double())[1], lambda m: None, {"lr": 1e-2, "features": 12}, 0),  # cores without a gradient
+    (_mixed_model, lambda m: None, {"lr": 1e-2, "amsgrad": True}, 0),
+    (_mixed_model, lambda m: None, {"lr": 1e-2, "fused": False}, 0),
+], ids=["default", "user-weight-decay", "open-masks", "warm-up", "frozen-core", "float32", "unused-layer",
+        "amsgrad", "not-fused"])
+def test_the_two_kernel_adam_step_takes_the_steps_of_the_usual_path(make, setup, options, fast_steps):
+    """``MarsAdam`` (fused, CPU) folds the cores' decay into a kernel's ``weight_decay`` and calls
+    the two kernels itself (``PriorGradient.fused_adam_step``): the same updates as the decay
+    added to the gradients and ``Adam.step``, in the usual setup from its second step on (the
+    first makes Adam's state), and the usual path wherever it does not apply."""
+    fast, usual, taken = _fast_and_usual_steps(make, setup, **options)
+    assert taken == fast_steps
+    for (name, a), b in zip(fast.named_parameters(), usual.parameters()):
+        tolerance = {"rtol": 1e-5, "atol": 1e-7} if a.dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-13}
+        torch.testing.assert_close(a, b, msg=name, **tolerance)
+
+
+def test_the_two_kernel_adam_step_follows_the_lr_schedule_and_a_loaded_state():
+    """An LR scheduler changes ``group["lr"]`` between steps, and ``load_state_dict`` replaces
+    Adam's state tensors: the two-kernel step reads both at every step."""
+    x, y = torch.randn(16, 16, dtype=torch.float64), torch.randint(0, 5, (16,))
+    runs = []
+    for fast in (True, False):
+        model = _mixed_model()
+        loss_fn = MarsLoss(model, 50)
+        opt = loss_fn.optimizer(lr=1e-2)
+        if not fast:
+            opt.mars_prior.fused_adam_step = lambda optimizer: False
+        schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        for step in range(4):
+            torch.manual_seed(step)
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+            schedule.step()
+            if step == 1:
+                opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+        runs.append(model)
+    for (name, a), b in zip(runs[0].named_parameters(), runs[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13, msg=name)
+
+
 def test_optimizer_carrying_the_core_prior_pickles_with_its_loss():
     model = _mixed_model()
     loss_fn = MarsLoss(model, 50)

@@ -540,7 +540,11 @@ class MarsLoss(nn.Module):
         it; every parameter is then in one parameter group, and unless ``options`` choose an
         implementation (``fused``, ``foreach``) the optimizer runs its fused kernel where PyTorch
         has one (Adam, SGD, Adagrad; real floating parameters on CPU or CUDA): one call updates
-        the whole model instead of about ten small ops per parameter. Not SGD with momentum:
+        the whole model instead of about ten small ops per parameter. With fused Adam on the CPU
+        (the default here) in the usual setup, the step calls the kernel itself, twice: the cores
+        with their decay as the kernel's coupled ``weight_decay``, then the other parameters, the
+        same updates without ``Adam.step``'s per-parameter Python
+        (:meth:`~tnmars.nn.optimizers.PriorGradient.fused_adam_step`). Not SGD with momentum:
         PyTorch's fused SGD corrupts the weights after a first step that ``GradScaler`` skips.
 
         The prior keeps the weight it would have in the loss. The loss adds a zero scalar that
