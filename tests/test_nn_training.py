@@ -889,6 +889,38 @@ def test_the_two_kernel_adam_step_takes_the_steps_of_the_usual_path(make, setup,
         torch.testing.assert_close(a, b, msg=name, **tolerance)
 
 
+def test_the_two_kernel_adam_step_takes_in_logits_unfrozen_after_the_warm_up():
+    """Logits frozen from the start have no Adam state; once the warm-up ends the push gives them
+    a gradient: that step takes the usual path (which makes their state), the next ones the two
+    kernels again, with the logits in them."""
+    from tnmars.nn.optimizers import PriorGradient
+    x, y = torch.randn(16, 16, dtype=torch.float64), torch.randint(0, 5, (16,))
+    taken, original = [], PriorGradient.fused_adam_step
+    models = []
+    for fast in (True, False):
+        model = _mixed_model()
+        tnn.set_warmup(model, True)
+        loss_fn = MarsLoss(model, 50)
+        opt = loss_fn.optimizer(lr=1e-2)
+        if fast:
+            opt.mars_prior.fused_adam_step = lambda optimizer, prior=opt.mars_prior: taken.append(
+                original(prior, optimizer)) or taken[-1]
+        else:
+            opt.mars_prior.fused_adam_step = lambda optimizer: False
+        for step in range(6):
+            if step == 3:
+                tnn.set_warmup(model, False)
+            torch.manual_seed(step)
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        models.append(model)
+    assert taken == [False, True, True, False, True, True]
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13, msg=name)
+    assert not torch.equal(models[0][0].masks.logits, _mixed_model()[0].masks.logits)  # trained after the warm-up
+
+
 def test_the_two_kernel_adam_step_follows_the_lr_schedule_and_a_loaded_state():
     """An LR scheduler changes ``group["lr"]`` between steps, and ``load_state_dict`` replaces
     Adam's state tensors: the two-kernel step reads both at every step."""

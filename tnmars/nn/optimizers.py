@@ -77,7 +77,7 @@ class PriorGradient:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("loss_ref", None)  # (a weak reference: the MarsLoss unpickled with it sets it again)
-        state.pop("_fused_plan", None)  # (the optimizer's parameters: made again at the next step)
+        state.pop("_fused_cache", None)  # (the optimizer's parameters: made again at the next step)
         return state
 
     def set_num_train(self, num_train: int) -> None:
@@ -154,44 +154,25 @@ class PriorGradient:
         weight = probe.grad
         if weight is None or not weight.is_cpu:
             return False
-        plan = self.__dict__.get("_fused_plan")
-        params = group["params"]
-        if plan is None or plan[0] is not params or plan[1] != len(params):
-            core_ids = {id(c) for c in self.cores}
-            plan = (params, len(params), [p for p in params if id(p) in core_ids],
-                    [p for p in params if p is not probe and id(p) not in core_ids], {id(lg) for lg in self.logits})
-            self.__dict__["_fused_plan"] = plan
-        cores, rest, logit_ids = plan[2], plan[3], plan[4]
-        if not cores:
+        params, state = group["params"], optimizer.state
+        plan = self.__dict__.get("_fused_cache")
+        if plan is None or plan[0] is not params or plan[1] != len(params) or plan[2] is not state:
+            plan = self._fused_plan(params, state)
+            if plan is None:  # a parameter to update without Adam's state yet (or of another dtype)
+                return False
+        if not all(p.grad is None and not (p.requires_grad and id(p) in plan[7]) for p in plan[6]):
+            # a parameter without state is to be updated now (unfrozen, or used again): the usual path
+            # makes its state, and the next step a new plan
+            self.__dict__["_fused_cache"] = None
             return False
-        dtype = cores[0].dtype
-        state = optimizer.state
-        moments: list[tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
-        updated: list[list[torch.Tensor]] = []
-        for members in (cores, rest):
-            chosen, exp_avgs, exp_avg_sqs, steps = [], [], [], []
-            for p in members:
-                g = p.grad
-                if members is cores:
-                    if not p.requires_grad:  # a frozen core: no decay (the usual path when it has a gradient)
-                        if g is None:
-                            continue
-                        return False
-                    if g is None:  # the decay alone: the usual path
-                        return False
-                elif g is None and (id(p) not in logit_ids or not p.requires_grad):
-                    continue  # no gradient, no update (as Adam); a logit vector gets its gradient from the push
-                if not p.is_cpu or (g is not None and (g.layout is not torch.strided or g.dtype is not dtype)):
-                    return False
-                found = state.get(p)
-                if not found or p.dtype is not dtype:
-                    return False
-                chosen.append(p)
-                exp_avgs.append(found["exp_avg"])
-                exp_avg_sqs.append(found["exp_avg_sq"])
-                steps.append(found["step"])
-            updated.append(chosen)
-            moments.append((exp_avgs, exp_avg_sqs, steps))
+        cores, rest, (core_moments, rest_moments) = plan[3], plan[4], plan[5]
+        if not all(p.requires_grad and p.grad is not None for p in cores):
+            # a frozen core without a gradient is skipped (as Adam skips it; no decay); a frozen core with
+            # one (updated without the decay) or a core without one (the decay alone): the usual path
+            if any(p.requires_grad is (p.grad is None) for p in cores):
+                return False
+            cores = [p for p in cores if p.requires_grad]
+            core_moments = tuple([m for p, m in zip(plan[3], ms) if p.requires_grad] for ms in core_moments)
         # from here on the step is taken: the probe's weight, the logits' push, then Adam
         state_dict = self.__dict__
         ref = state_dict.get("loss_ref")
@@ -206,11 +187,16 @@ class PriorGradient:
         torch._C._set_grad_enabled(False)
         try:
             self._push(w)
-            torch._foreach_add_(moments[0][2] + moments[1][2], 1)
+            # every other parameter with a gradient now (a logit vector whose draws were all clamped has
+            # the push's), as Adam takes them
+            if not all(p.grad is not None for p in rest):
+                rest_moments = tuple([m for p, m in zip(rest, ms) if p.grad is not None] for ms in rest_moments)
+                rest = [p for p in rest if p.grad is not None]
+            torch._foreach_add_(core_moments[2] + rest_moments[2], 1)
             beta1, beta2 = group["betas"]
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-            for members, (exp_avgs, exp_avg_sqs, steps), decay in zip(
-                    updated, moments, (weight_decay + w * self.decay, weight_decay)):
+            for members, (exp_avgs, exp_avg_sqs, steps), decay in (
+                    (cores, core_moments, weight_decay + w * self.decay), (rest, rest_moments, weight_decay)):
                 if members:
                     torch._fused_adam_(members, [p.grad for p in members], exp_avgs, exp_avg_sqs, [], steps,
                                        amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=decay, eps=eps,
@@ -218,6 +204,29 @@ class PriorGradient:
         finally:
             torch._C._set_grad_enabled(enabled)
         return True
+
+    def _fused_plan(self, params: list[torch.Tensor], state: dict) -> tuple | None:
+        """What :meth:`fused_adam_step` reads at every step, kept while the group's parameter list
+        and the optimizer's state dict are the same objects (``load_state_dict`` makes a new one):
+        the cores and the other parameters (the probe left out) and their Adam state tensors, and the
+        parameters without state. None where a parameter to update has no state yet, or one is not on
+        the CPU, or they differ in dtype."""
+        probe = self.probe
+        core_ids, logit_ids = {id(c) for c in self.cores}, {id(lg) for lg in self.logits}
+        # parameters Adam has never updated (frozen from the start, or never used): left out while they
+        # stay without a gradient (and, for a logit vector, frozen: the push would give it one)
+        stateless = [p for p in params if p is not probe and not state.get(p)]
+        if any(p.grad is not None or (p.requires_grad and id(p) in logit_ids) for p in stateless):
+            return None
+        cores = [p for p in params if id(p) in core_ids and state.get(p)]
+        rest = [p for p in params if p is not probe and id(p) not in core_ids and state.get(p)]
+        if not cores or any(p.dtype is not cores[0].dtype or not p.is_cpu for p in cores + rest):
+            return None
+        moments = tuple(([state[p]["exp_avg"] for p in members], [state[p]["exp_avg_sq"] for p in members],
+                         [state[p]["step"] for p in members]) for members in (cores, rest))
+        plan = (params, len(params), state, cores, rest, moments, stateless, logit_ids)
+        self.__dict__["_fused_cache"] = plan
+        return plan
 
     #: steps without any backward of the loss, from the start, after which the step warns
     MISSED_STEPS = 3
