@@ -27,7 +27,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import random
 import resource
+import statistics
 import sys
 
 import torch
@@ -205,6 +207,39 @@ def ratio_cells(per_round: dict, label: str) -> tuple[list[str], list[float]]:
     return cells, medians
 
 
+def judged_pairs(args) -> tuple[str, dict]:
+    """The judged comparison at batch >= 64 alone, in many rounds: the MARS step with every mask
+    open under ``loss_fn.optimizer()`` against the no-mask step under fused Adam, each round two
+    fresh models timed in interleaved repeats. A round's ratio swings by up to 20% with where the
+    allocator put that round's models, so the 15 rounds of the step table leave its median about
+    2 points uncertain; here the median of ``--pair-rounds`` rounds, with a bootstrap 95%
+    interval of that median. Verdict: met when the whole interval is at or below the target, NOT
+    met when it is above, at the line otherwise."""
+    rng = random.Random(0)
+    rows, verdict = [], {}
+    for batch in (64, 128):
+        xb, yb = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
+        ratios = []
+        for _ in range(args.pair_rounds):
+            torch.manual_seed(0)
+            funcs = {"plain fused": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps, fused=True),
+                     OPEN_FAST: step_fn(mnist_2fc(True, pi=0.01, alpha=6.0), xb, yb, args.steps,
+                                        prior_in_optimizer=True)}
+            t = C.cpu_time_interleaved(funcs, repeats=args.repeats, warmup=2)
+            ratios.append(t[OPEN_FAST] / t["plain fused"])
+        ratios.sort()
+        median = statistics.median(ratios)
+        boot = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+        low, high = boot[int(0.025 * len(boot))], boot[int(0.975 * len(boot)) - 1]
+        said = "met" if high <= 1.05 else "NOT met" if low > 1.05 else "at the line (the interval holds 1.05)"
+        verdict[batch] = (median, low, high, said)
+        rows.append([batch, len(ratios), f"**{median:.3f}x**", f"{low:.3f}-{high:.3f}",
+                     f"{ratios[0]:.3f}-{ratios[-1]:.3f}", f"<= 1.05x: {said}"])
+    table = C.markdown_table(["batch", "rounds", "MARS step / no-mask step (median of rounds)",
+                              "bootstrap 95% interval of the median", "range over rounds", "target"], rows)
+    return table, verdict
+
+
 def small_batch_tables(args) -> tuple[str, dict]:
     """Section 0: compressed layers at batch 1 against dense layers, and MARS steps with open masks."""
     verdict: dict = {}
@@ -358,6 +393,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="fresh models per round; medians over rounds")
     ap.add_argument("--step-rounds", type=int, default=15,
                     help="rounds of the small-batch MARS step table at batches 1, 64 and 128 (the targets)")
+    ap.add_argument("--pair-rounds", type=int, default=80,
+                    help="rounds of the judged pair alone at batches 64 and 128 (0: skip; the step table judges)")
     ap.add_argument("--steps", type=int, default=10, help="training steps per timing sample")
     ap.add_argument("--default-malloc", dest="steady_malloc", action="store_false",
                     help="keep glibc's default allocator settings (see steady_malloc)")
@@ -371,6 +408,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     table_0a, table_0b, verdict0 = small_batch_tables(args)
     faults = verdict0.pop("faults")
+    table_pairs, pairs = judged_pairs(args) if args.pair_rounds else ("", {})
 
     # 1. MARS step vs plain step at three mask states, batch 128 (the paper's), then context rows.
     # Each round builds every model afresh: where the allocator puts a model's tensors (and
@@ -584,7 +622,19 @@ def main() -> None:
                  for (b, fast), (r, tgt) in steps.items() if not fast)
              + "; with `loss_fn.optimizer()`, against fused Adam: " + "; ".join(
                  f"batch {b}: {r:.3f}x (<= {tgt}x: {'met' if r <= tgt else 'NOT met'})"
-                 for (b, fast), (r, tgt) in steps.items() if fast) + ".\n\n" + table_0b)
+                 for (b, fast), (r, tgt) in steps.items() if fast)
+             + (" (in this table; at batch 64 and 128 the judged pair below, in more rounds, gives the verdict: "
+                + "; ".join(f"batch {b}: {m:.3f}x, interval {lo:.3f}-{hi:.3f}, {said}"
+                            for b, (m, lo, hi, said) in pairs.items()) + ")" if pairs else "")
+             + ".\n\n" + table_0b)
+    if pairs:
+        text += ("\n\n## The judged pair at batch >= 64, in more rounds\n\n"
+                 "The MARS step with every mask open under `opt = loss_fn.optimizer()` against the no-mask step "
+                 f"under fused Adam, alone: {args.pair_rounds} rounds per batch, each two fresh models timed in "
+                 f"{args.repeats} interleaved repeats of {args.steps} steps. A round's ratio swings by up to 20% "
+                 "with where the allocator put its models (the ranges above), so the step table's 15 rounds leave "
+                 "its median about two points uncertain; the interval is a bootstrap 95% interval of the median "
+                 "over rounds. Met when the whole interval is at or below 1.05x.\n\n" + table_pairs)
     text += "\n\n## MARS training step vs the same model without masks\n\n"
     met = {i: ratios[(i, None)] <= 1.05 for i in range(len(STATES))}
     verdicts = "; ".join(f"{STATES[i][0].split(':')[0]}: **{'met' if met[i] else 'NOT met'}** "
