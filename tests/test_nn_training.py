@@ -832,10 +832,12 @@ def test_optimizer_carrying_the_core_prior_follows_a_closure_and_frozen_logits()
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
 
 
-def _fast_and_usual_steps(make, setup, steps: int = 5, features: int = 16, **options):
+def _fast_and_usual_steps(make, setup, steps: int = 5, features: int = 16, midway=None, closure: bool = False,
+                          **options):
     """Two copies of ``make()`` trained by ``MarsLoss.optimizer(**options)``: one as it steps, one
-    with the two-kernel Adam step turned off (``fused_adam_step`` returning False). Returns both
-    models and how many steps took the two-kernel path."""
+    with the two-kernel Adam step turned off (``fused_adam_step`` returning False).
+    ``midway(model, opt, step)`` runs before each step; ``closure``: the steps take a closure.
+    Returns both models and which steps took the two-kernel path."""
     from tnmars.nn.optimizers import PriorGradient
     x, y = torch.randn(16, features, dtype=torch.float64), torch.randint(0, 5, (16,))
     taken = []
@@ -856,9 +858,23 @@ def _fast_and_usual_steps(make, setup, steps: int = 5, features: int = 16, **opt
         else:
             opt.mars_prior.fused_adam_step = lambda optimizer: False
         x_in = x if next(model.parameters()).dtype == torch.float64 else x.float()
-        _train(model, loss_fn, opt, x_in, y, steps)
+        for step in range(steps):
+            if midway is not None:
+                midway(model, opt, step)
+            torch.manual_seed(step)
+
+            def compute(model=model, loss_fn=loss_fn, opt=opt, x_in=x_in):
+                opt.zero_grad()
+                loss = loss_fn(model(x_in), y)
+                loss.backward()
+                return loss
+            if closure:
+                assert float(opt.step(compute)) > 0  # the closure's loss comes back
+            else:
+                compute()
+                opt.step()
         models.append(model)
-    return models[0], models[1], sum(taken)
+    return models[0], models[1], taken
 
 
 def _freeze_first_core(model):
@@ -883,10 +899,85 @@ def test_the_two_kernel_adam_step_takes_the_steps_of_the_usual_path(make, setup,
     added to the gradients and ``Adam.step``, in the usual setup from its second step on (the
     first makes Adam's state), and the usual path wherever it does not apply."""
     fast, usual, taken = _fast_and_usual_steps(make, setup, **options)
-    assert taken == fast_steps
+    assert sum(taken) == fast_steps
     for (name, a), b in zip(fast.named_parameters(), usual.parameters()):
         tolerance = {"rtol": 1e-5, "atol": 1e-7} if a.dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-13}
         torch.testing.assert_close(a, b, msg=name, **tolerance)
+
+
+def _clear_state_at_step_2(model, opt, step):
+    if step == 2:
+        opt.state.clear()  # (Adam's state made again: from that step on as a fresh optimizer)
+
+
+def _unfreeze_unused_cores_at_step_2(model, opt, step):
+    if step == 2:
+        for core in model.unused.cores:
+            core.requires_grad_(True)
+
+
+def _frozen_unused_cores():
+    torch.manual_seed(5)
+    model = _TwoBranches().double()
+    for core in model.unused.cores:
+        core.requires_grad_(False)
+    return model
+
+
+def _tied_cores():
+    """Two MARS layers sharing a core: the prior counts it once per layer."""
+    torch.manual_seed(6)
+    first, second = LowRankLinear(16, 16, rank=4, alpha=1.0), LowRankLinear(16, 5, rank=4, alpha=1.0)
+    second.cores[0] = first.cores[0]
+    return nn.Sequential(first, nn.ReLU(), second).double()
+
+
+@pytest.mark.parametrize("make, midway, closure, pattern", [
+    (_mixed_model, _clear_state_at_step_2, False, [False, True, False, True, True]),
+    (_frozen_unused_cores, _unfreeze_unused_cores_at_step_2, False, [False, True, False, False, False]),
+    (_tied_cores, None, False, [False] * 5),
+    (_mixed_model, None, True, [False, True, True, True, True]),
+], ids=["state-cleared", "unused-core-unfrozen", "tied-cores", "closure"])
+def test_the_two_kernel_adam_step_follows_changes_between_steps(make, midway, closure, pattern):
+    """Found by review of the first version, which kept its parameter lists and Adam's state
+    between steps: after ``opt.state.clear()`` it went on updating the old moment tensors (0.03
+    off), and an unused core frozen from the start, then unfrozen, was never decayed; a core
+    shared by two layers was decayed once where the prior counts it twice. Each step now reads
+    the state, and what it cannot do exactly takes the usual path. A closure (as PyTorch
+    Lightning passes one) is called first, and the step then takes two kernels as without one."""
+    features = 12 if make is _frozen_unused_cores else 16
+    fast, usual, taken = _fast_and_usual_steps(make, lambda m: None, features=features, midway=midway,
+                                               closure=closure, lr=1e-2)
+    assert taken == pattern
+    for (name, a), b in zip(fast.named_parameters(), usual.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13, msg=name)
+
+
+def test_after_a_two_kernel_step_the_cores_gradients_hold_the_data_term_alone():
+    """The fused kernel applies the cores' decay without writing it into ``.grad`` (as PyTorch's
+    own ``weight_decay``); the usual path leaves it there. Documented in ``fused_adam_step``."""
+    grads = {}
+    for fast in (True, False):
+        model = _mixed_model()
+        loss_fn = MarsLoss(model, 50)
+        opt = loss_fn.optimizer(lr=1e-2)
+        if not fast:
+            opt.mars_prior.fused_adam_step = lambda optimizer: False
+        x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
+        for step in range(2):
+            torch.manual_seed(step)
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            data = [c.grad.clone() for c in model[0].cores]
+            before = [c.detach().clone() for c in model[0].cores]
+            opt.step()
+        grads[fast] = (data, [c.grad for c in model[0].cores], before, opt.mars_prior.decay)
+    data, after, _, _ = grads[True]
+    for d, a in zip(data, after):
+        assert torch.equal(d, a)
+    data, after, before, decay = grads[False]
+    for d, a, c in zip(data, after, before):
+        torch.testing.assert_close(a, d + decay * c, rtol=1e-12, atol=1e-15)
 
 
 def test_the_two_kernel_adam_step_takes_in_logits_unfrozen_after_the_warm_up():

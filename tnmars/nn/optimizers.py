@@ -77,7 +77,6 @@ class PriorGradient:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("loss_ref", None)  # (a weak reference: the MarsLoss unpickled with it sets it again)
-        state.pop("_fused_cache", None)  # (the optimizer's parameters: made again at the next step)
         return state
 
     def set_num_train(self, num_train: int) -> None:
@@ -130,17 +129,23 @@ class PriorGradient:
         ``grad + (wd + w / (100 N)) G``, the same update to rounding); False, having done
         nothing, where that does not apply. The usual path adds the decay with a
         ``_foreach_add_`` over the cores and then runs ``Adam.step``, whose per-parameter Python
-        (state lookups, grouping by device and dtype) costs as much again, in the step's cold
-        caches: in the 2FC-Net's batch-64 step (2026-12-04, thread time, medians of 600
-        alternating steps in three runs) the optimizer's step took 382-428 us this way against
-        486-558 us, and the no-mask model's fused ``Adam.step`` 342-397 us.
+        (state lookups, grouping by device and dtype) costs as much again between the step's
+        large kernels (measured in ``benchmarks/nn_overhead.py``).
 
-        It applies to the usual setup only: one parameter group, ``fused=True`` on the CPU, a
-        float ``lr``, neither ``amsgrad``, ``maximize`` nor ``differentiable``, no GradScaler
-        (``grad_scale``), not under ``torch.compile``, every parameter but the probe with a
-        dense gradient from this backward, of one dtype, and Adam's state already made (the
-        first step takes the usual path). Anything else takes the usual path, which computes the
-        same update."""
+        It applies to the usual setup: one parameter group, ``fused=True`` on the CPU, a float
+        ``lr``, neither ``amsgrad``, ``maximize`` nor ``differentiable``, no GradScaler
+        (``grad_scale``), not under ``torch.compile``, no core shared by two layers, parameters
+        of one dtype with dense gradients, and Adam's state made for every parameter it updates
+        (a first step, or one after a parameter is unfrozen, takes the usual path, which makes
+        it). A frozen core without a gradient is skipped, as Adam skips it; a core without a
+        gradient that still requires one (it gets the decay alone) takes the usual path.
+
+        One difference is visible outside the update: as PyTorch's own ``weight_decay``, the
+        kernel applies the decay without writing it into ``.grad``, so after the step the cores'
+        ``.grad`` holds the data's gradient alone (the usual path, and the prior in the loss,
+        leave the decay in it). Code that reads ``.grad`` after ``step()``, or steps again
+        without zeroing the gradients (each step's decay then stays in them on the usual path),
+        sees that difference."""
         groups = optimizer.param_groups
         if len(groups) != 1:
             return False
@@ -154,49 +159,66 @@ class PriorGradient:
         weight = probe.grad
         if weight is None or not weight.is_cpu:
             return False
-        params, state = group["params"], optimizer.state
-        plan = self.__dict__.get("_fused_cache")
-        if plan is None or plan[0] is not params or plan[1] != len(params) or plan[2] is not state:
-            plan = self._fused_plan(params, state)
-            if plan is None:  # a parameter to update without Adam's state yet (or of another dtype)
-                return False
-        if not all(p.grad is None and not (p.requires_grad and id(p) in plan[7]) for p in plan[6]):
-            # a parameter without state is to be updated now (unfrozen, or used again): the usual path
-            # makes its state, and the next step a new plan
-            self.__dict__["_fused_cache"] = None
+        cores_given = self.cores
+        core_ids, logit_ids = {id(c) for c in cores_given}, {id(lg) for lg in self.logits}
+        if len(core_ids) != len(cores_given):  # a core shared by two layers: its decay counts twice
             return False
-        cores, rest, (core_moments, rest_moments) = plan[3], plan[4], plan[5]
-        if not all(p.requires_grad and p.grad is not None for p in cores):
-            # a frozen core without a gradient is skipped (as Adam skips it; no decay); a frozen core with
-            # one (updated without the decay) or a core without one (the decay alone): the usual path
-            if any(p.requires_grad is (p.grad is None) for p in cores):
+        # the parameters to update and their Adam state, read at every step (the state dict may be
+        # edited or replaced between steps); as Adam, a parameter without a gradient is not updated,
+        # but a logit vector that requires one gets it from the push below
+        state = optimizer.state
+        dtype = None
+        chosen: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        moments: tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]] = (([], [], []), ([], [], []))
+        for p in group["params"]:
+            if p is probe:
+                continue
+            g = p.grad
+            is_core = id(p) in core_ids
+            if is_core:
+                if not p.requires_grad:
+                    if g is None:  # a frozen core without a gradient: no decay, no update (as Adam)
+                        continue
+                    return False  # a frozen core with a gradient: updated without the decay
+                if g is None:  # the decay alone: the usual path
+                    return False
+            elif g is None and (id(p) not in logit_ids or not p.requires_grad):
+                continue  # no gradient, no update
+            found = state.get(p)
+            if not found:  # no state yet: the usual path makes it
                 return False
-            cores = [p for p in cores if p.requires_grad]
-            core_moments = tuple([m for p, m in zip(plan[3], ms) if p.requires_grad] for ms in core_moments)
+            if dtype is None:
+                dtype = p.dtype
+            if (p.dtype is not dtype or not p.is_cpu
+                    or (g is not None and (g.layout is not torch.strided or g.dtype is not dtype))):
+                return False
+            k = 0 if is_core else 1
+            chosen[k].append(p)
+            lists = moments[k]
+            lists[0].append(found["exp_avg"])
+            lists[1].append(found["exp_avg_sq"])
+            lists[2].append(found["step"])
+        if not chosen[0]:
+            return False
         # from here on the step is taken: the probe's weight, the logits' push, then Adam
-        state_dict = self.__dict__
-        ref = state_dict.get("loss_ref")
+        own = self.__dict__
+        ref = own.get("loss_ref")
         if ref is not None:
             loss = ref()
             if loss is not None:
                 loss.check_layers()
-        state_dict["_applied"] = True
+        own["_applied"] = True
         probe.grad = None
         w = weight.item() / PROBE_SCALE
         enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)
         try:
             self._push(w)
-            # every other parameter with a gradient now (a logit vector whose draws were all clamped has
-            # the push's), as Adam takes them
-            if not all(p.grad is not None for p in rest):
-                rest_moments = tuple([m for p, m in zip(rest, ms) if p.grad is not None] for ms in rest_moments)
-                rest = [p for p in rest if p.grad is not None]
-            torch._foreach_add_(core_moments[2] + rest_moments[2], 1)
+            torch._foreach_add_(moments[0][2] + moments[1][2], 1)
             beta1, beta2 = group["betas"]
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-            for members, (exp_avgs, exp_avg_sqs, steps), decay in (
-                    (cores, core_moments, weight_decay + w * self.decay), (rest, rest_moments, weight_decay)):
+            for members, (exp_avgs, exp_avg_sqs, steps), decay in zip(
+                    chosen, moments, (weight_decay + w * self.decay, weight_decay)):
                 if members:
                     torch._fused_adam_(members, [p.grad for p in members], exp_avgs, exp_avg_sqs, [], steps,
                                        amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=decay, eps=eps,
@@ -204,29 +226,6 @@ class PriorGradient:
         finally:
             torch._C._set_grad_enabled(enabled)
         return True
-
-    def _fused_plan(self, params: list[torch.Tensor], state: dict) -> tuple | None:
-        """What :meth:`fused_adam_step` reads at every step, kept while the group's parameter list
-        and the optimizer's state dict are the same objects (``load_state_dict`` makes a new one):
-        the cores and the other parameters (the probe left out) and their Adam state tensors, and the
-        parameters without state. None where a parameter to update has no state yet, or one is not on
-        the CPU, or they differ in dtype."""
-        probe = self.probe
-        core_ids, logit_ids = {id(c) for c in self.cores}, {id(lg) for lg in self.logits}
-        # parameters Adam has never updated (frozen from the start, or never used): left out while they
-        # stay without a gradient (and, for a logit vector, frozen: the push would give it one)
-        stateless = [p for p in params if p is not probe and not state.get(p)]
-        if any(p.grad is not None or (p.requires_grad and id(p) in logit_ids) for p in stateless):
-            return None
-        cores = [p for p in params if id(p) in core_ids and state.get(p)]
-        rest = [p for p in params if p is not probe and id(p) not in core_ids and state.get(p)]
-        if not cores or any(p.dtype is not cores[0].dtype or not p.is_cpu for p in cores + rest):
-            return None
-        moments = tuple(([state[p]["exp_avg"] for p in members], [state[p]["exp_avg_sq"] for p in members],
-                         [state[p]["step"] for p in members]) for members in (cores, rest))
-        plan = (params, len(params), state, cores, rest, moments, stateless, logit_ids)
-        self.__dict__["_fused_cache"] = plan
-        return plan
 
     #: steps without any backward of the loss, from the start, after which the step warns
     MISSED_STEPS = 3
@@ -332,9 +331,16 @@ class CarriesMarsPrior:
         parent = _unhooked(self._mars_parent.step)
         if prior is None:
             return parent(self, closure)
+        if self._mars_parent is torch.optim.Adam:  # the closure first, as Adam.step calls it, then the step
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            if not prior.fused_adam_step(self):  # type: ignore[arg-type]
+                prior.add_to(self)  # type: ignore[arg-type]
+                parent(self)
+            return loss
         if closure is None:
-            if self._mars_parent is torch.optim.Adam and prior.fused_adam_step(self):  # type: ignore[arg-type]
-                return None
             prior.add_to(self)  # type: ignore[arg-type]
             return parent(self)
 
