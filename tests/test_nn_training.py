@@ -953,16 +953,22 @@ def test_the_two_kernel_adam_step_follows_changes_between_steps(make, midway, cl
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13, msg=name)
 
 
+def _mars_optimizer(model, fast: bool):
+    """``MarsLoss(model, 50)`` and its optimizer, with the two-kernel step turned off unless ``fast``."""
+    loss_fn = MarsLoss(model, 50)
+    opt = loss_fn.optimizer(lr=1e-2)
+    if not fast:
+        opt.mars_prior.fused_adam_step = lambda optimizer: False
+    return loss_fn, opt
+
+
 def test_after_a_two_kernel_step_the_cores_gradients_hold_the_data_term_alone():
     """The fused kernel applies the cores' decay without writing it into ``.grad`` (as PyTorch's
     own ``weight_decay``); the usual path leaves it there. Documented in ``fused_adam_step``."""
     grads = {}
     for fast in (True, False):
         model = _mixed_model()
-        loss_fn = MarsLoss(model, 50)
-        opt = loss_fn.optimizer(lr=1e-2)
-        if not fast:
-            opt.mars_prior.fused_adam_step = lambda optimizer: False
+        loss_fn, opt = _mars_optimizer(model, fast)
         x, y = torch.randn(8, 16, dtype=torch.float64), torch.randint(0, 5, (8,))
         for step in range(2):
             torch.manual_seed(step)
@@ -1019,10 +1025,7 @@ def test_the_two_kernel_adam_step_follows_the_lr_schedule_and_a_loaded_state():
     runs = []
     for fast in (True, False):
         model = _mixed_model()
-        loss_fn = MarsLoss(model, 50)
-        opt = loss_fn.optimizer(lr=1e-2)
-        if not fast:
-            opt.mars_prior.fused_adam_step = lambda optimizer: False
+        loss_fn, opt = _mars_optimizer(model, fast)
         schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
         for step in range(4):
             torch.manual_seed(step)
