@@ -1818,3 +1818,38 @@ def test_summary_says_when_mask_entries_have_not_settled():
     table = summary(model)
     assert table.layers[0].undecided == 3
     assert "Mask entries not settled" in str(table) and "0 (3)" in str(table)
+
+
+def test_training_with_another_optimizer_after_marsloss_optimizer_warns_that_no_prior_is_applied():
+    """Found by an outside probe: after ``loss_fn.optimizer()`` the loss leaves the prior to that
+    optimizer; a user who then trained with ``torch.optim.Adam(model.parameters())`` and the same
+    loss got no prior at all (the logits never moved from 6.0027), silently. The loss now warns
+    once its optimizer has not stepped for ``STALE_OPTIMIZER_CALLS`` backpropagated calls; a
+    training loop that steps it, with gradient accumulation, and evaluation calls do not warn."""
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 16), torch.randint(0, 5, (32,))
+    calls = MarsLoss.STALE_OPTIMIZER_CALLS + 2 * MarsLoss.STALE_CHECK_EVERY
+
+    def run(step_the_mars_optimizer: bool, accumulate: int = 1, evaluate: bool = False):
+        model = nn.Sequential(LowRankLinear(16, 5, rank=3))
+        loss_fn = MarsLoss(model, 200)
+        mars_opt = loss_fn.optimizer(lr=1e-3)
+        other = torch.optim.SGD(model.parameters(), lr=0.0)
+        opt = mars_opt if step_the_mars_optimizer else other
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for i in range(calls):
+                if evaluate:
+                    with torch.no_grad():
+                        loss_fn(model(x), y)
+                    continue
+                loss_fn(model(x), y).backward()
+                if (i + 1) % accumulate == 0:
+                    opt.step()
+                    opt.zero_grad()
+        return [w for w in caught if "has not stepped" in str(w.message)]
+
+    found = run(False)
+    assert len(found) == 1 and issubclass(found[0].category, RuntimeWarning)
+    assert "Build a new MarsLoss for another optimizer" in str(found[0].message)
+    assert run(True) == [] and run(True, accumulate=32) == [] and run(True, evaluate=True) == []

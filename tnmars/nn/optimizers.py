@@ -112,6 +112,7 @@ class PriorGradient:
             return
         if "_applied" not in state:
             state["_applied"] = True
+        state["steps_taken"] = state.get("steps_taken", 0) + 1  # (read by the loss: has its optimizer stepped?)
         probe.grad = None  # read once; and the optimizer skips the probe
         enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad() without its object (about 8 us in the step)
@@ -168,8 +169,8 @@ class PriorGradient:
         # but a logit vector that requires one gets it from the push below
         state = optimizer.state
         dtype = None
-        chosen: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
-        moments: tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]] = (([], [], []), ([], [], []))
+        chosen: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # (the cores, the others)
+        moments: tuple[tuple[list[torch.Tensor], ...], ...] = (([], [], []), ([], [], []))  # (exp_avg, exp_avg_sq, step)
         for p in group["params"]:
             if p is probe:
                 continue
@@ -208,6 +209,7 @@ class PriorGradient:
             if loss is not None:
                 loss.check_layers()
         own["_applied"] = True
+        own["steps_taken"] = own.get("steps_taken", 0) + 1
         probe.grad = None
         w = weight.item() / PROBE_SCALE
         enabled = torch.is_grad_enabled()

@@ -380,6 +380,8 @@ class MarsLoss(nn.Module):
             calls = state["_calls"] = state.get("_calls", 0) + 1
             if state.get("_registrations_seen") != _module_registrations or calls % REWALK_EVERY == 0:
                 self._follow_model()
+            if calls % self.STALE_CHECK_EVERY == 0 and "_prior_gradient" in state:
+                self._check_the_optimizer_steps(calls)
         if "_scale_checked" not in state and not torch.compiler.is_compiling():
             self._check_target_scale(target)
         if not state["_model"].training and "_modes_checked" not in state and torch.is_grad_enabled() \
@@ -422,6 +424,35 @@ class MarsLoss(nn.Module):
         prior = state.get("_prior_gradient")
         if prior is not None:  # (the optimizer's step checks the layers through it)
             prior.loss_ref = weakref.ref(self)
+
+    #: calls of a loss whose :meth:`optimizer` has not stepped, its backward's weight unread, after
+    #: which the loss warns (its prior is applied only in that optimizer's step); checked every
+    #: ``STALE_CHECK_EVERY`` calls (gradient accumulation over more micro-batches than this would warn)
+    STALE_OPTIMIZER_CALLS = 256
+    STALE_CHECK_EVERY = 64
+
+    def _check_the_optimizer_steps(self, calls: int) -> None:
+        """Warn, once, when the optimizer :meth:`optimizer` built has not stepped for
+        :attr:`STALE_OPTIMIZER_CALLS` calls of this loss while its backward went on (the zero
+        scalar's gradient unread): this loss leaves the prior out of its value for that optimizer
+        to apply, so training with another optimizer (built after it, say) applies no prior at
+        all, silently (outside probe: the masks never moved)."""
+        state = self.__dict__
+        if "_stale_warned" in state:
+            return
+        prior, probe = state["_prior_gradient"], self._probe
+        steps = prior.__dict__.get("steps_taken", 0)
+        seen = state.get("_steps_seen")
+        if seen is None or seen[0] != steps or probe is None or probe.grad is None:
+            state["_steps_seen"] = (steps, calls)
+            return
+        if calls - seen[1] >= self.STALE_OPTIMIZER_CALLS:
+            state["_stale_warned"] = True
+            warnings.warn(f"MarsLoss: the optimizer its .optimizer() built has not stepped in the last {calls - seen[1]} "
+                          "calls of this loss, though they were backpropagated. That optimizer applies the MARS prior in "
+                          "its step, so this loss leaves it out of its value: training with another optimizer applies "
+                          "no prior at all (the masks do not move). Build a new MarsLoss for another optimizer, or step "
+                          "the one .optimizer() returned.", RuntimeWarning, stacklevel=3)
 
     def check_layers(self) -> None:
         """Walk the model again if a MARS-capable module was set anywhere since the last walk
@@ -562,7 +593,9 @@ class MarsLoss(nn.Module):
           add the prior again, counting it twice in training, and warns when used with gradients;
         * the prior's gradient is not in ``.grad`` between ``backward`` and ``step``: gradient
           clipping there sees the data's gradient alone (the prior's is ``1/N`` of the data's
-          scale); with a ``closure`` it is added after the closure's backward;
+          scale): clipping the optimizer's parameters scales the prior by the clip's factor (as in
+          the loss), clipping ``model.parameters()`` leaves it out of the clip; with a
+          ``closure`` it is added after the closure's backward;
         * under ``DistributedDataParallel`` the masks' prior stays in the loss (DDP needs every
           parameter's gradient from the backward, and a logit whose draws were all clamped gets
           none from the data); the cores' decay is still the optimizer's;
