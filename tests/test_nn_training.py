@@ -1233,6 +1233,20 @@ def test_the_plain_optimizer_resumes_from_the_mars_optimizers_plain_state_dict()
     assert plain_dict["param_groups"][0]["params"] == list(range(n)) and plain_dict["param_groups"][1]["params"] == [n]
     assert torch.equal(plain_dict["state"][n]["exp_avg"], opt_a.state[extra]["exp_avg"])
     torch.optim.Adam([{"params": list(model.parameters())}, {"params": [extra]}], lr=1e-2).load_state_dict(plain_dict)
+    # and back: a MARS optimizer with that group added loads the plain state dict of two groups (an
+    # outside probe found it refused, saying the optimizer "has one group")
+    twin = copy.deepcopy(model)
+    twin_opt = MarsLoss(twin, 50).optimizer(lr=1e-2)
+    twin_extra = nn.Parameter(torch.ones(3, dtype=torch.float64))
+    twin_opt.add_param_group({"params": [twin_extra]})
+    twin_opt.load_state_dict(copy.deepcopy(plain_dict))
+    assert len(twin_opt.state) == n + 1
+    for a, b in zip([*model.parameters(), extra], [*twin.parameters(), twin_extra]):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt_a.state[a][key], twin_opt.state[b][key]), key
+    assert twin_opt.param_groups[0]["params"][-1] is twin_opt.mars_prior.probe
+    with pytest.raises(ValueError, match="it has 2 groups now"):  # a state dict that fits neither numbering
+        twin_opt.load_state_dict({**plain_dict, "param_groups": plain_dict["param_groups"][:1]})
 
 
 def test_optimizer_mode_probe_moves_only_for_a_device_change():

@@ -354,26 +354,39 @@ class CarriesMarsPrior:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As the parent's, and also a state dict of the plain optimizer over
-        ``model.parameters()`` (a model trained with the prior in the loss): this optimizer's one
-        group holds those parameters in that order, then the prior's probe, which has no state."""
+        ``model.parameters()`` (a model trained with the prior in the loss, or
+        :meth:`plain_state_dict`): this optimizer's first group holds those parameters in that
+        order, then the prior's probe, which has no state; groups added since
+        (``add_param_group``) follow, as in the plain optimizer's state dict."""
         groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
         prior = self.mars_prior
         mine = self.param_groups  # type: ignore[attr-defined]
-        if (prior is not None and isinstance(groups, list) and len(groups) == 1 == len(mine)
-                and isinstance(groups[0], dict) and len(groups[0].get("params", ())) == len(mine[0]["params"]) - 1
+        if (prior is not None and isinstance(groups, list) and len(groups) == len(mine) >= 1
+                and all(isinstance(g, dict) for g in groups)
+                and len(groups[0].get("params", ())) == len(mine[0]["params"]) - 1
+                and all(len(g.get("params", ())) == len(m["params"]) for g, m in zip(groups[1:], mine[1:]))
                 and mine[0]["params"][-1] is prior.probe):
-            ids = list(groups[0]["params"])
+            first = list(groups[0]["params"])
+            probe_id = max(first, default=-1) + 1  # (the ids after it, in later groups, move up by one)
+
+            def renumber(i: Any) -> Any:
+                return i + 1 if isinstance(i, int) and i >= probe_id else i
             # this optimizer's implementation (fused, chosen by MarsLoss.optimizer) stays: the plain
             # optimizer's choice was made for another setup
-            kept = {k: mine[0][k] for k in ("fused", "foreach", "capturable", "differentiable") if k in mine[0]}
+            implementation = ("fused", "foreach", "capturable", "differentiable")
             state_dict = {**state_dict,
-                          "param_groups": [{**groups[0], **kept, "params": [*ids, max(ids, default=-1) + 1]}]}
+                          "state": {renumber(i): v for i, v in state_dict.get("state", {}).items()},
+                          "param_groups": [
+                              {**g, **{k: m[k] for k in implementation if k in m},
+                               "params": [*first, probe_id] if n == 0 else [renumber(i) for i in g["params"]]}
+                              for n, (g, m) in enumerate(zip(groups, mine))]}
         try:
             super().load_state_dict(state_dict)  # type: ignore[misc]
         except ValueError as err:
-            raise ValueError(f"{err}. (The optimizer of MarsLoss.optimizer() has one group: the model's parameters "
-                             "in model.parameters() order, then the prior's probe; it loads its own state dicts "
-                             "and those of the plain optimizer over model.parameters().)") from err
+            raise ValueError(f"{err}. (The optimizer of MarsLoss.optimizer() loads its own state dicts, and the plain "
+                             "optimizer's over model.parameters() while it has the one group it was built with: the "
+                             "model's parameters in model.parameters() order, then the prior's probe; it has "
+                             f"{len(mine)} group{'s' if len(mine) != 1 else ''} now.)") from err
 
     def plain_state_dict(self) -> dict[str, Any]:
         """The state dict of the plain optimizer over ``model.parameters()`` that this one
