@@ -35,6 +35,7 @@ from .masks import BondMasks, _host_tensor, _warn_user
 #: 2^-20 it adds 1e-12 to a squared norm and no value clip reaches it. A power of two: the
 #: weight read back is exact.
 PROBE_SCALE = 2.0**-20
+_CPU = torch.device("cpu")
 
 #: the optimizers :meth:`MarsLoss.optimizer` builds: the prior's gradient is added to ``.grad``
 #: before their update, so each keeps its own options (a decoupled ``weight_decay`` included)
@@ -304,7 +305,7 @@ class PriorGradient:
                 push = [h / (1.0 + cosh(v)) for v in values]
             except OverflowError:  # |l| > 710: e^-|l| / (1 + e^-|l|)^2 without overflow
                 push = [2.0 * h * e / ((1.0 + e) * (1.0 + e)) for e in (math.exp(-abs(v)) for v in values)]
-            p = _host_tensor(push, lg.dtype, lg.device).view_as(lg)
+            p = _host_tensor(push, lg.dtype, _CPU)  # (the caller checked: every vector is on the CPU, and flat)
             g = lg.grad
             if g is None:
                 lg.grad = p
