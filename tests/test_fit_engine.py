@@ -1746,6 +1746,94 @@ def test_isolated_entries_finds_a_spike_on_a_low_rank_tensor_and_nothing_without
     assert isolated_entries(x) == (1, [where])
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), size=st.floats(0.01, 3.0))
+def test_an_entry_moved_by_any_amount_is_isolated_whatever_its_value(seed, size):
+    """An entry moved within the data's range (a missing value written as 0) is a rank-1 term on
+    one entry all the same: its index is a direction of every mode's unfolding, however small
+    the move or its fitted value. An outside probe (2026-12-04) set one entry of an exact Tucker
+    (2, 2, 2) to 0: the fit came back at (3, 3, 3), exact, without a word (the size test alone
+    read fitted values above 4x the RMS)."""
+    from tnmars.fitting.diagnostics import isolated_entries
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(6, 14, size=3))
+    rank = int(rng.integers(1, 4))
+    x = np.einsum("ia,ja,ka->ijk", *(rng.standard_normal((n, rank)) for n in shape))
+    where = tuple(int(rng.integers(n)) for n in shape)
+    x[where] += rng.choice([-1.0, 1.0]) * size * np.sqrt(np.mean(x**2))
+    assert isolated_entries(x) == (1, [where])
+    observed = np.ones(shape, dtype=bool)
+    observed[where] = False  # (an entry the data do not have: nothing to say of it)
+    assert isolated_entries(x, observed) == (0, [])
+
+
+@pytest.mark.parametrize("fmt, shape, ranks", [("tucker", (10, 10, 10), (2, 2, 2)), ("tt", (10, 10, 10, 10), (2, 3, 2))])
+def test_an_entry_written_as_zero_in_exact_data_is_named(fmt, shape, ranks):
+    """The probe's case through fit: one more rank index per bond for one entry set to 0, said."""
+    truth = getattr(tnmars.Network, fmt)(shape, ranks, seed=1).to_tensor()
+    x = truth / truth.std()
+    where = (2,) * len(shape)
+    x[where] = 0.0
+    with pytest.warns(RuntimeWarning, match=re.escape(f"1 entry ({where}) has rank directions of its own")):
+        res = tnmars.fit(x, fmt, progress=False)
+    assert res.ranks != ranks  # (the rank the entry took: the warning is why it is said)
+    observed = np.ones(shape, dtype=bool)
+    observed[where] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tnmars.fit(x, fmt, observed=observed, progress=False).ranks == ranks
+
+
+def test_a_sentinel_that_holds_the_data_norm_is_named_with_the_error_on_the_rest():
+    """An outside probe (2026-12-04): one entry of an exact Tucker 10^3 at (2, 2, 2) set to 1e6.
+    The fit came back at (1, 1, 1), the spike alone, relative error 3e-5 and 0.99 off the truth
+    on every other entry, and said nothing. It names the entry and that error now; a real peak
+    on noise (the rest is noise, left as noise) is not a warning."""
+    truth = tnmars.Network.tucker((10, 10, 10), (2, 2, 2), seed=1).to_tensor()
+    x = truth / truth.std()
+    x[2, 2, 2] = 1e6
+    with pytest.warns(RuntimeWarning, match=r"1 entry \(\(2, 2, 2\)\) holds all but .* of the data's squared norm") as caught:
+        res = tnmars.fit(x, "tucker", progress=False)
+    message = next(str(w.message) for w in caught if "squared norm" in str(w.message))
+    error = float(re.search(r"on every other entry it is ([0-9.e-]+)", message).group(1))
+    rest = np.ones(x.shape, dtype=bool)
+    rest[2, 2, 2] = False
+    off = np.linalg.norm((res.network.to_tensor() - x)[rest]) / np.linalg.norm(x[rest])
+    assert error == pytest.approx(off, rel=1e-2) and error > 0.5
+    assert not any("rank directions" in str(w.message) for w in caught)  # (said once, with its error)
+    peak = 1e-3 * np.random.default_rng(0).standard_normal((10, 10, 10))
+    peak[2, 2, 2] = 1e3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tnmars.fit(peak, "tucker", progress=False)
+    assert not any("squared norm" in str(w.message) for w in caught)
+
+
+def test_dominant_entries_reads_the_rest_of_the_data_and_its_residual():
+    """The law: entries holding the norm make no warning when the fit also follows the rest (an
+    exact fit of a sharply peaked low-rank tensor), nor when the rest of the residual is noise;
+    they do when the rest of the residual is the structure left out."""
+    from tnmars.fitting.diagnostics import dominant_entries
+
+    rng = np.random.default_rng(3)
+    peaked = np.einsum("i,j,k->ijk", *(10.0 ** -np.arange(8.0) for _ in range(3)))  # one entry holds the norm
+    low = np.einsum("ia,ja,ka->ijk", *(rng.standard_normal((8, 2)) for _ in range(3)))
+    assert dominant_entries(peaked, np.zeros_like(peaked)) is None  # (exact: nothing left out)
+    y = low.copy()
+    y[1, 2, 3] = 1e5
+    spike_only = np.zeros_like(y)
+    spike_only[1, 2, 3] = 1e5
+    found = dominant_entries(y, spike_only - y)
+    assert found is not None and found[0] == [(1, 2, 3)] and found[2] == pytest.approx(1.0)
+    noise = 1e-2 * rng.standard_normal(y.shape)
+    noise[1, 2, 3] = 0.0
+    assert dominant_entries(spike_only + noise, -noise) is None  # (the rest is noise, left as noise)
+    observed = np.ones(y.shape, dtype=bool)
+    observed[1, 2, 3] = False  # (left out: the rest holds the norm)
+    assert dominant_entries(np.where(observed, y, 0.0), spike_only - y, observed) is None
+
+
 def test_a_tucker_growth_that_needs_two_bonds_is_checked_against_the_cap():
     """An n x 2 x 2 tensor at Tucker (2, 2, 1), 0.1% noise, came back at (1, 1, 1), 0.45 off,
     without a word: growing one bond alone is no rank at all for Tucker (a mode's rank is at most

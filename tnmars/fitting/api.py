@@ -38,6 +38,8 @@ from .diagnostics import (
     capped_by_observations,
     capped_message,
     completion_diagnostics,
+    dominant_entries,
+    dominant_message,
     extrapolation_ratio,
     far_from_zero_message,
     generalization_message,
@@ -1276,6 +1278,9 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     # 0.83): most of the data unexplained is said whatever the residual looks like
     unclear = (checks and search is not None and not poor
                and POOR_FIT_FROM < rel_spread and rel < 1.0 - 1e-9)
+    # a few entries holding nearly all the data's norm, fitted, and structure left on the others: the
+    # relative error is those entries' (a sentinel 1e6 in an exact Tucker: (1, 1, 1) at 3e-5, the spike alone)
+    dominated = dominant_entries(y, est, obs, check_seed) if checks and not poor and not unclear else None
     del est
     if not math.isfinite(rel):
         raise FloatingPointError(f"the fit's relative error is {rel}: the data or the fit overflowed")
@@ -1386,8 +1391,10 @@ def _result(best: Candidate, template: Network, prep: Prepared, crit: Occam, set
     elif unclear and not under_fitted:
         diagnostics.append(unexplained_message(rel, rel_spread, prep.data.n_obs, crit.max_dof, obs is not None,
                                                has_loop(template.inputs, template.bonds)))
-    if isolated[0]:
-        diagnostics.append(isolated_message(*isolated, rel))
+    if isolated[0] and not (dominated is not None and set(isolated[1]) <= set(dominated[0])):
+        diagnostics.append(isolated_message(*isolated, rel))  # (the same entries: said below, with their error)
+    if dominated is not None:
+        diagnostics.append(dominant_message(*dominated, rel))
     for message in diagnostics:
         warnings.warn(f"tnmars.fit: {message}", RuntimeWarning, stacklevel=3)
     unit = prep.scale ** (1.0 / net.num_cores)
