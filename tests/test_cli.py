@@ -445,6 +445,7 @@ def test_info_prints_a_fit_results_diagnostics_and_names_a_zero_network(tmp_path
     a network with a bond of rank 0 (the zero tensor) printed "compression 11.20x"."""
     import warnings
 
+    from tnmars.cli import as_option_words
     from tnmars.fitting import fit
     x = Network.tucker((6, 7, 8), (2, 2, 2), seed=0).to_tensor()
     observed = np.random.default_rng(0).random(x.shape) < 0.03
@@ -452,10 +453,13 @@ def test_info_prints_a_fit_results_diagnostics_and_names_a_zero_network(tmp_path
         warnings.simplefilter("ignore")
         result = fit(x, "tucker", max_rank=4, observed=observed, progress=False)
     assert result.diagnostics
+    # (a warning in the library's words, as saved by a fit that said "fit them as max_rank=... with min_rank=...")
+    result.diagnostics = [*result.diagnostics, "fit at the ranks you chose (max_rank=... with min_rank=...)"]
     assert main(["info", str(tnmars.save(result, tmp_path / "r.npz"))]) == 0
     printed = capsys.readouterr().out
-    for message in result.diagnostics:
-        assert f"WARNING         {message}" in printed
+    for message in result.diagnostics:  # (in the options typed here: an outside probe read max_rank=... there)
+        assert f"WARNING         {as_option_words(message)}" in printed
+    assert any(as_option_words(m) != m for m in result.diagnostics) and "max_rank=" not in printed
     zero = Network.tucker((6, 7, 8), (2, 2, 2), seed=0).prune({"A": [False, False]})
     assert main(["info", str(tnmars.save(zero, tmp_path / "zero.npz"))]) == 0
     printed = capsys.readouterr().out
@@ -764,3 +768,15 @@ def test_output_that_cannot_be_written_is_status_1_with_one_line_and_the_work_do
     proc = subprocess.run([sys.executable, "-m", "tnmars", "info", str(good)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env=ENV, timeout=120, preexec_fn=_closed_stdout)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+
+
+@pytest.mark.parametrize("fmt, ranks, bonds", [("tt", "2,3,2", 2), ("tucker", "2,2", 3), ("cp", "2,3", 1), ("tr", "2,2", 3)])
+def test_max_rank_of_the_wrong_length_for_a_format_is_refused_before_the_header(small, capsys, fmt, ranks, bonds):
+    """An outside probe (2026-12-04): ``--format tt --max-rank 2,3`` printed the fit's header
+    line, then the usage error; the count of a format's bonds is known before the fit."""
+    folder, _, _ = small
+    assert main(["fit", str(folder / "small.npy"), "--format", fmt, "--max-rank", ranks, "--quiet",
+                 "--out", str(folder / f"wrong_{fmt}.npz")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"one value per bond of the {fmt} format of 3 modes ({bonds}:" in captured.err
+    assert not (folder / f"wrong_{fmt}.npz").exists()

@@ -396,6 +396,14 @@ def _network_arg(fmt: str, shape: tuple[int, ...], max_rank: Any, backend: str, 
     from .spec import parse_spec
 
     if fmt.lower() in FORMATS:
+        if isinstance(max_rank, tuple):  # (checked here, before the fit's header is printed)
+            from .network import cp_spec, tr_spec, tt_spec, tucker_spec
+
+            spec = {"cp": cp_spec, "tucker": tucker_spec, "tt": tt_spec, "tr": tr_spec}[fmt.lower()](len(shape))
+            bonds = list(parse_spec(spec).bonds)
+            if len(max_rank) != len(bonds):
+                raise CLIError(f"--max-rank needs one value per bond of the {fmt.lower()} format of {len(shape)} "
+                               f"modes ({len(bonds)}: {', '.join(bonds)}); got {len(max_rank)}")
         return fmt.lower()
     if "," not in fmt and "->" not in fmt:  # one term is one core, no bond: a misspelt name
         close = difflib.get_close_matches(fmt.lower(), FORMATS, n=1)
@@ -648,7 +656,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                    f"from the {result.proposal} proposal")
     print(f"  time            {seconds:.1f} s ({', '.join(how) or 'no search'}, {args.backend} backend)")
     for message in result.diagnostics:  # (the fit's own findings: the warnings silenced above are setup's)
-        print(f"  WARNING         {message}")
+        print(f"  WARNING         {as_option_words(message)}")
     if saved is not None:
         print(f"  saved           {saved}")
     if args.plot is not None:
@@ -720,8 +728,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"  centred         {centred}")
         if getattr(obj, "interrupted", False):
             print("  interrupted     yes (Ctrl-C; the best state so far was kept)")
-        for message in getattr(obj, "diagnostics", None) or ():
-            print(f"  WARNING         {message}")
+        for message in getattr(obj, "diagnostics", None) or ():  # (stored in the library's words: said in the
+            print(f"  WARNING         {as_option_words(message)}")  # options typed here, as tnmars fit says them)
     return 0
 
 
