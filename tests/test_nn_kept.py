@@ -54,7 +54,7 @@ def test_inference_after_training_steps_uses_the_new_parameters(kind, optimizer)
     assert torch.equal(kept, fresh)
 
 
-def test_writes_through_data_need_invalidate_caches():
+def test_invalidate_caches_makes_layers_recompute_after_writes_through_data():
     layer, x = _layer("tt-linear")
     layer.eval()
     with torch.no_grad():
@@ -65,6 +65,50 @@ def test_writes_through_data_need_invalidate_caches():
     with torch.no_grad():
         after = layer(x)
     assert torch.allclose(after - layer.bias, (before - layer.bias) * 2.0 ** len(layer.cores), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_a_hand_written_sgd_step_through_data_is_seen_without_invalidate_caches(kind):
+    """An outside probe (2026-12-04): ``p.data -= lr * p.grad`` moves no version counter and no
+    optimizer step, so a validation under ``torch.no_grad`` served the cores kept before it (a
+    loss of 1.86 for a model at 0.0086). The layers' keys hold the parameters' bytes now."""
+    layer, x = _layer(kind)
+    layer.eval()
+    with torch.no_grad():
+        layer(x)  # fills what the layer keeps
+    for p in layer.parameters():
+        p.data -= 0.5 * torch.randn_like(p)
+    with torch.no_grad():
+        kept = layer(x)
+    assert torch.equal(kept, layer(x).detach())  # (with gradients nothing is kept)
+    if hasattr(layer, "_mm"):  # the weight program keeps its constant products too
+        with torch.no_grad():
+            layer.weight  # noqa: B018 (fills what the program keeps)
+        for p in layer.cores:
+            p.data.mul_(1.5)
+        with torch.no_grad():
+            kept_weight = layer.weight.clone()
+        assert torch.equal(kept_weight, layer.weight.detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_writes_through_data_into_large_cores_are_seen(dtype):
+    """A core above :data:`~tnmars.nn.kept.WHOLE_ELEMENTS` entries is compared by a strided
+    sample: a write that moves every entry moves it (bfloat16 compared by its bits)."""
+    from tnmars.nn.kept import WHOLE_ELEMENTS
+
+    torch.manual_seed(0)
+    layer = tnn.LowRankLinear(600, 600, rank=200, mars=False).to(dtype).eval()
+    assert max(p.numel() for p in layer.cores) > WHOLE_ELEMENTS
+    x = torch.randn(1, 600, dtype=dtype)
+    with torch.no_grad():
+        layer(x)
+        for p in layer.cores:
+            p.data.add_(1.0)
+        kept = layer(x)
+    fresh = layer(x).detach()
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(kept, fresh, **tolerance)  # (the kept path's two matmuls round differently)
 
 
 def test_every_optimizer_step_moves_the_generation():

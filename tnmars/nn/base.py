@@ -37,7 +37,7 @@ from ..contract import COPY_FLOPS, Plan, contract, make_plan
 from ..network import Network, gaussian_core_std
 from ..spec import parse_spec
 from .fastpath import TwoBlockCut, best_cut
-from .kept import Same, generation
+from .kept import Contents, Same, generation
 from .masks import BondMasks, _is_compiling, resolve_preset
 from .program import Program, is_recording, run
 
@@ -723,12 +723,15 @@ class TensorizedLayer(nn.Module):
             return None
         key: list[Any] = [generation()]  # fused optimizer steps move no _version counter (:mod:`.kept`)
         try:
-            key += [(Same(p), p._version, p.data_ptr(), p.dtype) for p in core_list(self.cores)]
+            cores = core_list(self.cores)
+            key += [(Same(p), p._version, p.data_ptr(), p.dtype, p.shape) for p in cores]
             if masks is not None:
                 lg = masks.logits
                 key.append((Same(lg), lg._version, lg.data_ptr(), masks.min_rank, self.warmup, self.skip_closed))
+                cores.append(lg)
         except RuntimeError:  # parameters made under torch.inference_mode have no version counter: no key
             return None
+        key.append(Contents(cores))  # (writes through .data move no counter: their bytes, see :mod:`.kept`)
         return tuple(key)
 
     def log_prior(self) -> torch.Tensor:

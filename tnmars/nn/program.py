@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from ..contract import Plan
-from .kept import Same, generation
+from .kept import Contents, Same, generation
 
 
 class Program:
@@ -128,7 +128,8 @@ class Program:
         # Same(p): the key holds the operands (often fresh slices of the cores), so no new tensor can
         # take their id and address while their kept products are served (:class:`~.kept.Same`)
         try:
-            key = (generation(), *((Same(p), p._version, p.data_ptr(), p.dtype) for p in params))
+            key = (generation(), *((Same(p), p._version, p.data_ptr(), p.dtype, p.shape) for p in params),
+                   Contents(params))  # (writes through .data move no counter: the bytes, see :mod:`.kept`)
         except RuntimeError:  # an inference tensor (made under torch.inference_mode) has no version
             return run(self.code, operands)  # counter to key on: computed afresh, as with gradients
         kept = self._kept
