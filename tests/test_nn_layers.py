@@ -789,6 +789,15 @@ def test_a_default_low_rank_layer_is_never_larger_than_the_dense_one(shape):
         LowRankLinear(512, 10, rank=32)  # a rank the caller gives is kept, with the warning
 
 
+@pytest.mark.parametrize("make", [lambda: TensorizedLinear(64, 32, rank=0.5), lambda: LowRankLinear(64, 32, rank=0.25),
+                                  lambda: Tucker2Conv2d(8, 16, 3, rank=0.5)])
+def test_a_share_given_as_a_fresh_layers_rank_points_to_the_conversions(make):
+    """A float rank is a share of the dense parameters for the conversions of a trained layer;
+    a fresh layer's error says where that is accepted."""
+    with pytest.raises(TypeError, match="from_linear, from_conv, from_embedding and tnmars.nn.tensorize"):
+        make()
+
+
 @pytest.mark.parametrize("fmt", ["tt", "tr", "cp", "tucker"])
 def test_a_default_matrix_layer_is_never_larger_than_the_dense_one_unless_rank_1_is(fmt):
     """Rank 8 on every bond was the default whatever the layer's size: ``TensorizedLinear(96, 10,

@@ -118,6 +118,10 @@ def _check_rank(rank: Any) -> None:
         raise TypeError(f"rank must be an int or a sequence of ints (one per bond); got a mapping {dict(rank)!r}: give "
                         "its values as a list, in the order of the layer's bonds (layer.ranks)")
     values = [rank] if isinstance(rank, (int, np.integer)) else rank
+    if isinstance(rank, float) and 0.0 < rank <= 1.0:
+        raise TypeError(f"rank must be an int or a sequence of ints; got {rank!r} (a share of the dense layer's "
+                        "parameters is a rank of the conversions of a trained layer: from_linear, from_conv, "
+                        "from_embedding and tnmars.nn.tensorize)")
     try:
         values = list(values)
     except TypeError:
@@ -511,7 +515,8 @@ class LowRankLinear(_LinearForward, TensorizedLayer):
     scaled together to the weight variance that draw has in expectation. ``rank=None``
     (default): :data:`DEFAULT_LOWRANK` or, where that would make the layer larger than the
     dense one, the largest rank that does not (9 for 512 x 10); a rank given larger than
-    that is kept, with a warning.
+    that is kept, with a warning (as is one above ``min(in_features, out_features)``, the
+    largest rank ``U V`` can have: always larger than the dense layer).
 
     >>> layer = LowRankLinear(800, 500, rank=100)
     >>> layer.num_params, layer.dense_size
