@@ -39,6 +39,18 @@ def test_mask_probabilities_from_result_object_and_bad_input():
         plot_mask_probabilities({"A": [1.5]})
 
 
+def test_empty_relaxation_probabilities_of_a_default_fit_say_why():
+    """An outside probe (2026-12-04): ``plot_mask_probabilities(result.relaxation_probabilities)``
+    after a default fit said only "must be a non-empty mapping"; no relaxation ran."""
+    import tnmars
+
+    result = tnmars.fit(tnmars.Network.tucker((6, 7, 8), (2, 2, 2), seed=0).to_tensor(), "tucker", progress=False)
+    assert result.relaxation_probabilities == {}
+    with pytest.raises(ValueError, match=r"only when the MARS relaxation ran \(prior='bernoulli' or proposal='mars'\)"):
+        plot_mask_probabilities(result.relaxation_probabilities)
+    assert plot_mask_probabilities(result).axes  # (the result itself: its selected masks)
+
+
 def test_training_png_dict_and_list_forms(tmp_path):
     steps = list(range(0, 100, 10))
     hist = {

@@ -159,6 +159,11 @@ def plot_mask_probabilities(
     if not 0.0 <= float(threshold) <= 1.0:  # (threshold=2 drew its line out of the panels, unseen)
         raise ValueError(f"threshold must lie in [0, 1], as the probabilities do; got {threshold}")
     probs = _keep_probabilities(probabilities)
+    if isinstance(probabilities, Mapping) and not probabilities:
+        # (an outside probe passed result.relaxation_probabilities of a default fit: empty, no relaxation ran)
+        raise ValueError("probabilities is empty; it must be non-empty. A fit's relaxation_probabilities are filled only when the MARS "
+                         "relaxation ran (prior='bernoulli' or proposal='mars'); the default prior='bic' selects "
+                         "without it. Pass the fit result itself to plot its selected masks")
     if not isinstance(probs, Mapping) or not probs:
         raise ValueError("probabilities must be a non-empty mapping {bond: array of phi}, a fit result, a "
                          "tnmars.nn layer with masks or its BondMasks")
