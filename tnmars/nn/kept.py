@@ -76,8 +76,11 @@ class Same:
 
 #: a CPU tensor of up to this many elements is compared whole by :class:`Contents`; a larger one
 #: by an evenly strided sample of about this many (a write through ``.data`` that moves every
-#: entry, an optimizer's update or a re-initialisation, moves the sample)
-WHOLE_ELEMENTS = 1 << 16
+#: entry, an optimizer's update or a re-initialisation, moves the sample; one into a few entries
+#: may miss it: :func:`invalidate_caches`). 65,536 took a low-rank 800x500 layer at batch 1 from
+#: 0.65x to 1.14x ``nn.Linear``'s time in ``benchmarks/nn_overhead.py`` (2026-12-04), copying
+#: its 26,000 entries at every call
+WHOLE_ELEMENTS = 1 << 12
 
 #: id(tensor) -> (weak reference, data_ptr, numel, NumPy view of its values or None)
 _VIEWS: dict[int, tuple[weakref.ref, int, int, np.ndarray | None]] = {}
