@@ -39,6 +39,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nn_common as C
 
 import tnmars.nn as tnn
+from tnmars.nn import native
+
+#: how the run's MARS steps ran: the compiled ops (``--native``) or the Python path; set in main
+NATIVE_STATE = "Python path"
 
 
 def mnist_2fc(mars: bool, ranks=(20, 20, 20), rank2=20, **options) -> nn.Sequential:
@@ -207,35 +211,56 @@ def ratio_cells(per_round: dict, label: str) -> tuple[list[str], list[float]]:
     return cells, medians
 
 
+#: the judged pair's MARS step with the Python path forced (``native.disabled()``), next to the
+#: compiled ops' when they are loaded
+PYTHON_PATH = "the same, Python path (native ops off)"
+
+
+def python_path(step):
+    """``step`` run with the native ops turned off (:func:`tnmars.nn.native.disabled`)."""
+    def run():
+        with native.disabled():
+            return step()
+    return run
+
+
 def judged_pairs(args) -> tuple[str, dict]:
     """The judged comparison at batch >= 64 alone, in many rounds: the MARS step with every mask
     open under ``loss_fn.optimizer()`` against the no-mask step under fused Adam, each round two
-    fresh models timed in interleaved repeats. A round's ratio swings by up to 20% with where the
+    fresh models timed in interleaved repeats (three with the native ops loaded: the same MARS
+    step on the Python path too). A round's ratio swings by up to 20% with where the
     allocator put that round's models, so the 15 rounds of the step table leave its median about
     2 points uncertain; here the median of ``--pair-rounds`` rounds, with a bootstrap 95%
     interval of that median. Verdict: met when the whole interval is at or below the target, NOT
     met when it is above, at the line otherwise."""
     rng = random.Random(0)
     rows, verdict = [], {}
+    both = native.get() is not None
     for batch in (64, 128):
         xb, yb = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
-        ratios = []
+        ratios: dict = {OPEN_FAST: [], PYTHON_PATH: []} if both else {OPEN_FAST: []}
         for _ in range(args.pair_rounds):
             torch.manual_seed(0)
             funcs = {"plain fused": step_fn(mnist_2fc(False, pi=0.01, alpha=3.0), xb, yb, args.steps, fused=True),
                      OPEN_FAST: step_fn(mnist_2fc(True, pi=0.01, alpha=6.0), xb, yb, args.steps,
                                         prior_in_optimizer=True)}
+            if both:
+                funcs[PYTHON_PATH] = python_path(step_fn(mnist_2fc(True, pi=0.01, alpha=6.0), xb, yb, args.steps,
+                                                         prior_in_optimizer=True))
             t = C.cpu_time_interleaved(funcs, repeats=args.repeats, warmup=2)
-            ratios.append(t[OPEN_FAST] / t["plain fused"])
-        ratios.sort()
-        median = statistics.median(ratios)
-        boot = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
-        low, high = boot[int(0.025 * len(boot))], boot[int(0.975 * len(boot)) - 1]
-        said = "met" if high <= 1.05 else "NOT met" if low > 1.05 else "at the line (the interval holds 1.05)"
-        verdict[batch] = (median, low, high, said)
-        rows.append([batch, len(ratios), f"**{median:.3f}x**", f"{low:.3f}-{high:.3f}",
-                     f"{ratios[0]:.3f}-{ratios[-1]:.3f}", f"<= 1.05x: {said}"])
-    table = C.markdown_table(["batch", "rounds", "MARS step / no-mask step (median of rounds)",
+            for label, got in ratios.items():
+                got.append(t[label] / t["plain fused"])
+        for label, values in ratios.items():
+            values.sort()
+            median = statistics.median(values)
+            boot = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(2000))
+            low, high = boot[int(0.025 * len(boot))], boot[int(0.975 * len(boot)) - 1]
+            said = "met" if high <= 1.05 else "NOT met" if low > 1.05 else "at the line (the interval holds 1.05)"
+            verdict[(batch, label)] = (median, low, high, said)
+            how = "native ops" if label == OPEN_FAST and both else "Python path" if both else NATIVE_STATE
+            rows.append([batch, how, len(values), f"**{median:.3f}x**", f"{low:.3f}-{high:.3f}",
+                         f"{values[0]:.3f}-{values[-1]:.3f}", f"<= 1.05x: {said}"])
+    table = C.markdown_table(["batch", "MARS step", "rounds", "MARS step / no-mask step (median of rounds)",
                               "bootstrap 95% interval of the median", "range over rounds", "target"], rows)
     return table, verdict
 
@@ -401,7 +426,21 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=60, help="epochs of the whole-training comparison")
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
+    ap.add_argument("--native", choices=("build", "off"), default="build",
+                    help="build (or load) tnmars's compiled MARS step ops and use them, the judged pair also "
+                         "timing the Python path; or run the Python path alone (default: build)")
     args = ap.parse_args()
+    global NATIVE_STATE
+    if args.native == "off":
+        native._module = None  # (as TNMARS_NATIVE=0 for this process)
+        NATIVE_STATE = "Python path (--native off)"
+    else:
+        try:
+            native.build()
+            NATIVE_STATE = "native ops"
+        except RuntimeError as err:
+            print(f"{err}\nrunning the Python path", file=sys.stderr)
+            NATIVE_STATE = "Python path (native ops could not be built)"
     steady = args.steady_malloc and steady_malloc()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -540,7 +579,10 @@ def main() -> None:
     cmd = "python benchmarks/nn_overhead.py" + "".join(
         f" {flags[k]}" if k in flags else f" --{k.replace('_', '-')} {v}"
         for k, v in vars(args).items() if v != ap.get_default(k))
-    notes = ("Every time below is CPU time of the benchmark's thread (`time.thread_time`; one torch thread, so every "
+    notes = (f"MARS steps: {NATIVE_STATE} (`tnmars.nn.native`: the mask draw's test and the logits' prior push "
+             "compiled, the same draws and gradients as the Python path, tested bit for bit; the judged pair times "
+             "both paths when the native ops are loaded). "
+             "Every time below is CPU time of the benchmark's thread (`time.thread_time`; one torch thread, so every "
              "op and its backward run on it): the machine is shared with other jobs (1-minute load average on "
              f"cores: {load_start:.1f} at the start of this run, {os.getloadavg()[0]:.1f} at its end), and waiting for "
              "a CPU they hold is not counted. "
@@ -624,14 +666,16 @@ def main() -> None:
                  f"batch {b}: {r:.3f}x (<= {tgt}x: {'met' if r <= tgt else 'NOT met'})"
                  for (b, fast), (r, tgt) in steps.items() if fast)
              + (" (in this table; at batch 64 and 128 the judged pair below, in more rounds, gives the verdict: "
-                + "; ".join(f"batch {b}: {m:.3f}x, interval {lo:.3f}-{hi:.3f}, {said}"
-                            for b, (m, lo, hi, said) in pairs.items()) + ")" if pairs else "")
+                + "; ".join(f"batch {b}{'' if label == OPEN_FAST else ', Python path'}: {m:.3f}x, interval "
+                            f"{lo:.3f}-{hi:.3f}, {said}"
+                            for (b, label), (m, lo, hi, said) in pairs.items()) + ")" if pairs else "")
              + ".\n\n" + table_0b)
     if pairs:
         text += ("\n\n## The judged pair at batch >= 64, in more rounds\n\n"
                  "The MARS step with every mask open under `opt = loss_fn.optimizer()` against the no-mask step "
                  f"under fused Adam, alone: {args.pair_rounds} rounds per batch, each two fresh models timed in "
-                 f"{args.repeats} interleaved repeats of {args.steps} steps. A round's ratio swings by up to 20% "
+                 f"{args.repeats} interleaved repeats of {args.steps} steps (with the native ops loaded, a third "
+                 "model in the same rounds runs the same MARS step on the Python path). A round's ratio swings by up to 20% "
                  "with where the allocator put its models (the ranges above), so the step table's 15 rounds leave "
                  "its median about two points uncertain; the interval is a bootstrap 95% interval of the median "
                  "over rounds. Met when the whole interval is at or below 1.05x.\n\n" + table_pairs)

@@ -8,6 +8,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_name, "1")
 
+# The compiled MARS step ops (tnmars.nn.native) are used wherever they are built; the suite
+# runs the Python path, the reference, unless told otherwise: tests/test_nn_native.py checks
+# that the two agree bit for bit.
+os.environ.setdefault("TNMARS_NATIVE", "0")
+
 from hypothesis import HealthCheck, settings
 
 # CI runs on a shared 2-core machine: no per-example deadline, bounded example counts

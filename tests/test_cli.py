@@ -289,7 +289,7 @@ def test_the_demo_prints_what_its_fit_found_wrong(capsys):
 def test_help_explains_every_option():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subparsers.choices) == {"fit", "demo", "info"}
+    assert set(subparsers.choices) == {"fit", "demo", "info", "build-native"}
     for name, sub in [("tnmars", parser), *subparsers.choices.items()]:
         for action in sub._actions:
             assert action.help, f"option {action.option_strings or action.dest} of {name} has no help"

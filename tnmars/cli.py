@@ -225,6 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("file", metavar="FILE", help="a .npz or .safetensors file written by tnmars")
     info.add_argument("--json", action="store_true", help="print the verified metadata as JSON")
+
+    # ---- build-native
+    native = sub.add_parser(
+        "build-native",
+        help="compile the optional native ops of the MARS training step (PyTorch, CPU)",
+        description="Compile tnmars.nn's compiled mask draw and prior push (a C++ compiler and ninja; about "
+                    "30 s, once per torch version) into the cache directory; every later process uses them. "
+                    "They give the same results as the Python path, about 0.1 ms less per training step. "
+                    "TNMARS_NATIVE=0 turns them off.",
+    )
+    native.add_argument("--verbose-build", action="store_true", help="show the compiler's output")
     return parser
 
 
@@ -733,7 +744,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"fit": _cmd_fit, "demo": _cmd_demo, "info": _cmd_info}
+def _cmd_build_native(args: argparse.Namespace) -> int:
+    from .nn import native  # (imports torch: only this command needs it)
+
+    try:
+        native.build(verbose=args.verbose_build)
+    except RuntimeError as err:
+        raise CLIError(str(err)) from err
+    state = native.status()
+    where = native.library_path()
+    print(f"built: {where}; not used while TNMARS_NATIVE=0" if state.startswith("turned off") else
+          f"built and used by every process from now on: {where}")
+    return 0
+
+
+_COMMANDS = {"fit": _cmd_fit, "demo": _cmd_demo, "info": _cmd_info, "build-native": _cmd_build_native}
 
 
 class _OutputGuard:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import masks as mars
+from . import native as _native
 from .program import is_recording
 
 _STRETCH = mars.ZETA - mars.GAMMA
@@ -547,9 +548,17 @@ class BondMasks(nn.Module):
         logits = self._parameters["logits"]  # (not through Module.__getattr__: this runs every step)
         noise = None
         if self.training:  # classify the draw on the host from its uniform noise (no tensor ops)
-            # rand_like: the same numbers as torch.rand(shape, dtype=, device=) for this 1-D vector, in
-            # half the time of parsing the keyword arguments
-            u = torch.rand_like(logits)
+            temperature = float(self.temperature)
+            native = _native.get()
+            u = NotImplemented
+            if native is not None and logits.is_cpu:  # the same draw and test, compiled (:mod:`.native`)
+                u = native.draw_open(logits, _ONE * temperature, _NOISE_EPS)
+                if u is None:  # every entry exactly 1
+                    return cores
+            if u is NotImplemented:  # (no native ops, or a draw they leave to torch: vmap, modes, GPU)
+                # rand_like: the same numbers as torch.rand(shape, dtype=, device=) for this 1-D vector, in
+                # half the time of parsing the keyword arguments
+                u = torch.rand_like(logits)
             # plain Python on lists: in a training step, NumPy's or more torch's code paths cost
             # more (cold caches between the step's GEMMs) than these few list operations
             try:
@@ -562,7 +571,6 @@ class BondMasks(nn.Module):
                 if batched is None:
                     raise
                 raise batched from err
-            temperature = float(self.temperature)
             if _all_ones(uniforms, values, temperature):  # the usual case with open masks
                 return cores
             codes, noise = _classify(uniforms, values, temperature)

@@ -1,0 +1,153 @@
+"""Compiled pieces of the MARS training step on the CPU: optional, the Python path is the reference.
+
+With every mask open, what a MARS layer adds to a training step is a few small operations
+between the step's large kernels: the mask draw in the forward (``torch.rand_like``, reading
+it on the host, the test that every entry is exactly 1) and the logits' prior push in the
+optimizer step. Each costs 10-60 us of Python and dispatch there, several times its
+microbenchmark (cold caches after the large kernels); compiled (``_native.cpp``), a few
+microseconds. This module builds that code with :func:`torch.utils.cpp_extension.load` (a C++
+compiler and ``ninja``; about 30 s, once per torch version and source) into a cache
+directory, and every later process loads the built library.
+
+Nothing else changes: the same draws under ``torch.manual_seed`` and the same gradients, bit
+for bit (tested against the Python path), and without a build the Python path runs.
+
+- ``python -m tnmars build-native`` (or :func:`build`) builds it; ``python -m tnmars info``
+  says whether it is loaded.
+- ``TNMARS_NATIVE=0`` never loads it; ``TNMARS_NATIVE=1`` builds it at first use when missing.
+- ``TNMARS_CACHE`` (default ``$XDG_CACHE_HOME/tnmars``, else ``~/.cache/tnmars``) is where it
+  lives.
+
+>>> status() in ("loaded", "built, not loaded yet", "not built", "turned off (TNMARS_NATIVE=0)")
+True
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+__all__ = ["build", "get", "status", "library_path", "disabled"]
+
+SOURCE = Path(__file__).with_name("_native.cpp")
+ENV = "TNMARS_NATIVE"
+CACHE_ENV = "TNMARS_CACHE"
+
+_UNSET = object()
+_module: object = _UNSET  # the loaded module, None (not available), or _UNSET (not looked for yet)
+
+
+def cache_dir() -> Path:
+    """Where tnmars keeps what it builds: ``$TNMARS_CACHE``, else ``$XDG_CACHE_HOME/tnmars``,
+    else ``~/.cache/tnmars``."""
+    given = os.environ.get(CACHE_ENV)
+    if given:
+        return Path(given).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "tnmars"
+
+
+def _names() -> tuple[str, Path]:
+    """The extension's module name and build directory: one per source, Python and torch
+    version (a library built against another torch cannot be loaded)."""
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    version = "".join(c if c.isalnum() or c in ".-" else "_" for c in torch.__version__)
+    folder = f"py{sys.version_info[0]}{sys.version_info[1]}-torch{version}-{digest}"
+    return f"tnmars_native_{digest}", cache_dir() / "native" / folder
+
+
+def library_path() -> Path:
+    """The built library's path (whether or not it exists yet)."""
+    name, folder = _names()
+    suffix = ".pyd" if sys.platform == "win32" else ".so"
+    return folder / (name + suffix)
+
+
+def _import(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build(verbose: bool = False) -> ModuleType:
+    """Compile the native ops now (about 30 s; a no-op when built) and use them from here on.
+
+    Raises :class:`RuntimeError`, saying what is missing, when the compiler or ``ninja`` is
+    not there; the Python path keeps running then.
+    """
+    global _module
+    from torch.utils import cpp_extension
+
+    path = library_path()
+    if not path.exists():
+        print(f"tnmars: compiling the native MARS step ops into {path.parent} (about 30 s, once)",
+              file=sys.stderr, flush=True)
+    name, folder = _names()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(folder),
+                                    verbose=verbose)
+    except (OSError, RuntimeError, ImportError, SystemExit) as err:  # (no compiler, no ninja, a failed build)
+        raise RuntimeError(f"could not build tnmars's native ops ({type(err).__name__}: {err}). They need a C++ "
+                           "compiler and ninja (pip install ninja); without them the Python path runs, with the same "
+                           "results, about 0.1 ms slower per training step.") from err
+    _module = module
+    return module
+
+
+def _load() -> ModuleType | None:
+    global _module
+    module = None
+    setting = os.environ.get(ENV, "").strip().lower()
+    if setting not in ("0", "off", "false", "no"):
+        path = library_path()
+        try:
+            if path.exists():
+                module = _import(path)
+            elif setting in ("1", "on", "true", "yes"):
+                module = build()
+        except (ImportError, OSError, RuntimeError) as err:
+            warnings.warn(f"tnmars's native ops are not used ({err}); the Python path runs, with the same results",
+                          RuntimeWarning, stacklevel=3)
+    _module = module
+    return module
+
+
+def get() -> ModuleType | None:
+    """The native ops' module, None when not built or turned off (looked for once a process)."""
+    module = _module
+    if module is _UNSET:
+        return _load()
+    return module  # type: ignore[return-value]
+
+
+def status() -> str:
+    """One of "loaded", "built, not loaded yet", "not built", "turned off (TNMARS_NATIVE=0)"."""
+    if os.environ.get(ENV, "").strip().lower() in ("0", "off", "false", "no"):
+        return "turned off (TNMARS_NATIVE=0)"
+    if isinstance(_module, ModuleType):
+        return "loaded"
+    return "built, not loaded yet" if library_path().exists() else "not built"
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the Python path inside the block (to compare the two, or to time the difference)."""
+    global _module
+    before = _module
+    _module = None
+    try:
+        yield
+    finally:
+        _module = before
