@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 PREFIX = "results"
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)(\s+\"[^\"]*\")?\)")
 _LONE_BRACKET = re.compile(r"(?<![\\!])\[(?![^\]]*\]\()")
-_HELP = re.compile(r"^<!--\s*tnmars-help:\s*(\w+)\s*-->\s*$", re.MULTILINE)
+_HELP = re.compile(r"^<!--\s*tnmars-help:\s*([\w-]+)\s*-->\s*$", re.MULTILINE)
 
 
 def result_files() -> tuple[list[Path], list[Path]]:
