@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,7 +79,9 @@ MASK_STATES = {
     "closed": lambda n: [-6.0] * n,
     "infinite": lambda n: [float("inf")] * (n - 1) + [-float("inf")],
     "huge": lambda n: [800.0] * n,
-    "a NaN": lambda n: [6.0] * (n - 1) + [float("nan")],
+    "a NaN last": lambda n: [6.0] * (n - 1) + [float("nan")],
+    "a NaN first": lambda n: [float("nan")] + [6.0] * (n - 1),
+    "a NaN between": lambda n: [-1.0, float("nan")] + [6.0] * (n - 2),
 }
 
 
@@ -194,11 +199,79 @@ def test_a_broken_library_is_a_warning_and_the_python_path(monkeypatch, tmp_path
     path = native.library_path()
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a shared library")
+    (path.parent / native.DONE).write_text("")
     with using(native._UNSET), pytest.warns(RuntimeWarning, match="native ops are not used"):
         assert native.get() is None
+        assert native.status().startswith("built, not loadable (ImportError")
     with using(None), warnings.catch_warnings():
         warnings.simplefilter("error")
         _layer().train()(torch.randn(2, 24))  # the Python path runs
+
+
+def test_a_library_still_being_written_is_not_loaded(monkeypatch, tmp_path):
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(native.ENV, raising=False)
+    path = native.library_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half a shared libr")  # no DONE marker: a build is still writing it
+    with using(native._UNSET), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.get() is None and native.status() == "not built"
+
+
+@pytest.mark.parametrize("cause", ["no source file", "no home directory"])
+def test_an_unusable_setup_is_a_warning_never_a_failed_step(monkeypatch, tmp_path, cause):
+    monkeypatch.delenv(native.ENV, raising=False)
+    if cause == "no source file":
+        monkeypatch.setattr(native, "SOURCE", tmp_path / "missing.cpp")
+    else:
+        monkeypatch.delenv(native.CACHE_ENV, raising=False)
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+        def no_home():
+            raise RuntimeError("Could not determine home directory.")
+
+        monkeypatch.setattr(native.Path, "home", staticmethod(no_home))
+    with using(native._UNSET):
+        assert native.status().startswith("unavailable (")
+        with pytest.warns(RuntimeWarning, match="native ops are not used"):
+            _layer().train()(torch.randn(2, 24))  # the first draw looks for the library, then runs in Python
+        assert native._module is None
+
+
+class _Built:
+    """What a successful ``cpp_extension.load`` returns, for the tests of the cache logic."""
+
+    def __init__(self, folder):
+        (folder / native.library_path().name).write_bytes(b"(a library)")
+
+
+def test_a_stale_build_lock_is_removed_and_a_broken_library_rebuilt(monkeypatch, tmp_path, capsys):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    folder = native.library_path().parent
+    folder.mkdir(parents=True)
+    lock = folder / "lock"
+    lock.write_text("")
+    old = time.time() - 2 * native.STALE_LOCK_SECONDS
+    os.utime(lock, (old, old))
+    calls = []
+
+    def load(name, sources, build_directory, **kwargs):
+        assert not (Path(build_directory) / "lock").exists()  # (torch would wait on it for ever)
+        calls.append(name)
+        return _Built(Path(build_directory))
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    with using(None):
+        module = native.build()
+        assert isinstance(module, _Built) and native._module is module and len(calls) == 1
+        assert "removing a build lock" in capsys.readouterr().err
+        assert (folder / native.DONE).exists()
+        # marked built, but not a loadable library: built again, not loaded and trusted
+        native.build()
+        assert len(calls) == 2
 
 
 def test_a_failed_build_says_what_is_missing(monkeypatch, tmp_path):
@@ -210,7 +283,7 @@ def test_a_failed_build_says_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     with using(None):
-        with pytest.raises(RuntimeError, match="C\\+\\+ compiler and ninja"):
+        with pytest.raises(RuntimeError, match="C\\+\\+ compiler, ninja"):
             native.build()
         assert native._module is None  # a failed build leaves the Python path in place
 

@@ -88,15 +88,17 @@ T draw_into(T* out, int64_t n) {
   return smallest;
 }
 
+// True only where the Python test is True too: a "not all ones" sends the draw to the Python
+// path, which tests it again (a NaN logit, which Python's min() may skip, always does)
 template <typename T>
 bool reaches_one(const T* logits, int64_t n, T smallest_uniform, double one, double eps) {
   T lmin = logits[0];
-  for (int64_t i = 1; i < n; ++i) {
-    if (!(logits[i] >= lmin)) lmin = logits[i];  // (a NaN wins, and fails the test below)
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(logits[i])) return false;
+    if (logits[i] < lmin) lmin = logits[i];
   }
   double v = static_cast<double>(smallest_uniform);
   double l = static_cast<double>(lmin);
-  if (std::isnan(l)) return false;
   v = v < eps ? eps : (v > 1.0 - eps ? 1.0 - eps : v);
   return l + std::log(v / (1.0 - v)) >= one;
 }

@@ -12,13 +12,17 @@ directory, and every later process loads the built library.
 Nothing else changes: the same draws under ``torch.manual_seed`` and the same gradients, bit
 for bit (tested against the Python path), and without a build the Python path runs.
 
-- ``python -m tnmars build-native`` (or :func:`build`) builds it; ``python -m tnmars info``
-  says whether it is loaded.
+- ``python -m tnmars build-native`` (or :func:`build`) builds it and says where; :func:`status`
+  says whether this process uses it.
 - ``TNMARS_NATIVE=0`` never loads it; ``TNMARS_NATIVE=1`` builds it at first use when missing.
 - ``TNMARS_CACHE`` (default ``$XDG_CACHE_HOME/tnmars``, else ``~/.cache/tnmars``) is where it
-  lives.
+  lives: one folder per source, Python ABI, machine and torch version.
 
->>> status() in ("loaded", "built, not loaded yet", "not built", "turned off (TNMARS_NATIVE=0)")
+Whatever goes wrong in finding or loading it (no home directory, a library built elsewhere,
+a missing source file) is a warning and the Python path, never a failed training step.
+
+>>> status().split(" (")[0] in ("loaded", "built, not loaded yet", "built, not loadable", "not built", "turned off",
+...                             "unavailable")
 True
 """
 from __future__ import annotations
@@ -27,7 +31,11 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import platform
+import shutil
 import sys
+import sysconfig
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +49,11 @@ SOURCE = Path(__file__).with_name("_native.cpp")
 ENV = "TNMARS_NATIVE"
 CACHE_ENV = "TNMARS_CACHE"
 
+OFF = ("0", "off", "false", "no")
+
 _UNSET = object()
 _module: object = _UNSET  # the loaded module, None (not available), or _UNSET (not looked for yet)
+_failure: str | None = None  # why a built library could not be loaded
 
 
 def cache_dir() -> Path:
@@ -56,12 +67,12 @@ def cache_dir() -> Path:
 
 
 def _names() -> tuple[str, Path]:
-    """The extension's module name and build directory: one per source, Python and torch
-    version (a library built against another torch cannot be loaded)."""
+    """The extension's module name and build directory: one per source, Python ABI, machine and
+    torch version (a library built for another of these cannot be loaded)."""
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    version = "".join(c if c.isalnum() or c in ".-" else "_" for c in torch.__version__)
-    folder = f"py{sys.version_info[0]}{sys.version_info[1]}-torch{version}-{digest}"
-    return f"tnmars_native_{digest}", cache_dir() / "native" / folder
+    abi = sysconfig.get_config_var("SOABI") or f"py{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}"
+    version = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{abi}-torch{torch.__version__}")
+    return f"tnmars_native_{digest}", cache_dir() / "native" / f"{version}-{digest}"
 
 
 def library_path() -> Path:
@@ -80,46 +91,70 @@ def _import(path: Path) -> ModuleType:
     return module
 
 
+#: the file written next to the library once it was built and imported: a library without it
+#: may be half-written by a build still running (ninja writes in place)
+DONE = "built"
+#: a build lock older than this is taken for the leftover of a killed build and removed
+#: (``torch.utils.cpp_extension`` waits on it without a timeout)
+STALE_LOCK_SECONDS = 900.0
+
+
 def build(verbose: bool = False) -> ModuleType:
     """Compile the native ops now (about 30 s; a no-op when built) and use them from here on.
 
     Raises :class:`RuntimeError`, saying what is missing, when the compiler or ``ninja`` is
-    not there; the Python path keeps running then.
+    not there or the cache directory cannot be written; the Python path keeps running then.
+    A library that is there but cannot be loaded (built by a killed build, say) is built again.
     """
-    global _module
-    from torch.utils import cpp_extension
-
-    path = library_path()
-    if not path.exists():
-        print(f"tnmars: compiling the native MARS step ops into {path.parent} (about 30 s, once)",
-              file=sys.stderr, flush=True)
-    name, folder = _names()
-    folder.mkdir(parents=True, exist_ok=True)
+    global _module, _failure
     try:
+        from torch.utils import cpp_extension
+
+        path = library_path()
+        name, folder = _names()
+        if (folder / DONE).exists():
+            try:
+                module = _import(path)
+            except (ImportError, OSError):  # left by something else: build it again
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                _module, _failure = module, None
+                return module
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            print(f"tnmars: removing a build lock left {time.time() - lock.stat().st_mtime:.0f} s ago by a build "
+                  f"that did not finish: {lock}", file=sys.stderr, flush=True)
+            lock.unlink(missing_ok=True)
+        print(f"tnmars: compiling the native MARS step ops into {folder} (about 30 s, once)",
+              file=sys.stderr, flush=True)
         module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(folder),
                                     verbose=verbose)
+        (folder / DONE).write_text(f"{name}\n")
     except (OSError, RuntimeError, ImportError, SystemExit) as err:  # (no compiler, no ninja, a failed build)
         raise RuntimeError(f"could not build tnmars's native ops ({type(err).__name__}: {err}). They need a C++ "
-                           "compiler and ninja (pip install ninja); without them the Python path runs, with the same "
-                           "results, about 0.1 ms slower per training step.") from err
-    _module = module
+                           "compiler, ninja (pip install ninja) and a writable cache directory (TNMARS_CACHE); without "
+                           "them the Python path runs, with the same results, about 0.1 ms slower per training "
+                           "step.") from err
+    _module, _failure = module, None
     return module
 
 
 def _load() -> ModuleType | None:
-    global _module
+    global _module, _failure
     module = None
     setting = os.environ.get(ENV, "").strip().lower()
-    if setting not in ("0", "off", "false", "no"):
-        path = library_path()
+    if setting not in OFF:
         try:
-            if path.exists():
-                module = _import(path)
+            name, folder = _names()
+            if (folder / DONE).exists():
+                module = _import(library_path())
             elif setting in ("1", "on", "true", "yes"):
                 module = build()
-        except (ImportError, OSError, RuntimeError) as err:
-            warnings.warn(f"tnmars's native ops are not used ({err}); the Python path runs, with the same results",
-                          RuntimeWarning, stacklevel=3)
+        except (ImportError, OSError, RuntimeError) as err:  # (a missing source or home directory too)
+            _failure = f"{type(err).__name__}: {err}"
+            warnings.warn(f"tnmars's native ops are not used ({_failure}); the Python path runs, with the same "
+                          "results", RuntimeWarning, stacklevel=3)
     _module = module
     return module
 
@@ -133,12 +168,19 @@ def get() -> ModuleType | None:
 
 
 def status() -> str:
-    """One of "loaded", "built, not loaded yet", "not built", "turned off (TNMARS_NATIVE=0)"."""
-    if os.environ.get(ENV, "").strip().lower() in ("0", "off", "false", "no"):
-        return "turned off (TNMARS_NATIVE=0)"
+    """Whether this process uses the native ops: "loaded", "built, not loaded yet", "built,
+    not loadable (why)", "not built", "turned off (TNMARS_NATIVE=0)" or "unavailable (why)"."""
+    if os.environ.get(ENV, "").strip().lower() in OFF:
+        return f"turned off ({ENV}=0)"
     if isinstance(_module, ModuleType):
         return "loaded"
-    return "built, not loaded yet" if library_path().exists() else "not built"
+    try:
+        built = (_names()[1] / DONE).exists()
+    except (OSError, RuntimeError) as err:
+        return f"unavailable ({type(err).__name__}: {err})"
+    if built:
+        return f"built, not loadable ({_failure})" if _failure else "built, not loaded yet"
+    return "not built"
 
 
 @contextlib.contextmanager
