@@ -288,13 +288,14 @@ def test_a_failed_build_says_what_is_missing(monkeypatch, tmp_path):
         assert native._module is None  # a failed build leaves the Python path in place
 
 
-def test_not_built_is_not_built(monkeypatch, tmp_path):
+def test_not_built_is_not_built_and_says_how_on_the_tnmars_logger(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
     monkeypatch.delenv(native.ENV, raising=False)
-    with using(native._UNSET):
+    with using(native._UNSET), caplog.at_level("INFO", logger="tnmars"):
         assert native.status() == "not built"
         assert native.get() is None  # no build without being asked
         assert not native.library_path().exists()
+    assert "tnmars build-native" in caplog.text
 
 
 def test_the_command_line_builds_or_says_what_is_missing(lib, monkeypatch, capsys, tmp_path):
