@@ -1,6 +1,7 @@
 """MARS training helpers: the loss, temperature schedules, compress and summary."""
 from __future__ import annotations
 
+import collections
 import copy
 import math
 import pickle
@@ -1867,3 +1868,27 @@ def test_training_with_another_optimizer_after_marsloss_optimizer_warns_that_no_
     assert len(found) == 1 and issubclass(found[0].category, RuntimeWarning)
     assert "Build a new MarsLoss for another optimizer" in str(found[0].message)
     assert run(True) == [] and run(True, accumulate=32) == [] and run(True, evaluate=True) == []
+
+
+def test_closed_bond_warnings_name_the_layer_after_tensorize_or_a_hand_written_loss():
+    """Before any MarsLoss or summary walked the model, a closed bond's warning named the layer
+    by its spec only (an outside probe, 2026-12-04): tensorize and log_prior / mars_penalty now
+    name the layers by their path."""
+    torch.manual_seed(0)
+    dense = nn.Sequential(collections.OrderedDict([("features", nn.Linear(16, 12)), ("act", nn.ReLU()),
+                                                   ("head", nn.Linear(12, 4))]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tnn.tensorize(dense, ["head"], linear="lowrank", rank=3)
+    with torch.no_grad():
+        model.head.masks.logits.fill_(-4.0)
+    with pytest.warns(RuntimeWarning, match=r"layer 'head' \(LowRankLinear\): MARS closed every index"):
+        model.eval()
+
+    torch.manual_seed(0)
+    hand = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), tnn.LowRankLinear(12, 4, rank=3))
+    tnn.mars_penalty(hand, 100)  # a hand-written loss: criterion + mars_penalty(model, N)
+    with torch.no_grad():
+        hand[2].masks.logits.fill_(-4.0)
+    with pytest.warns(RuntimeWarning, match=r"layer '2' \(LowRankLinear\): MARS closed every index"):
+        hand.eval()

@@ -1154,6 +1154,9 @@ def tensorize(model: nn.Module, filter: Callable[[str, nn.Module], bool] | Itera
         warnings.warn(changed_weights_message("tensorize", changed), UserWarning, stacklevel=2)
     if frozen:
         warnings.warn(changed_weights_message("tensorize", frozen, frozen=True), UserWarning, stacklevel=2)
+    from .training import name_owners  # (training's walk of the model; it does not import this module)
+
+    name_owners(new)  # a closed bond's warning then names the layer by its path, before any MarsLoss exists
     return new
 
 

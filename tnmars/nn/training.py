@@ -54,6 +54,8 @@ from .recurrent import TTRecurrentMatrix
 #: (a module built per batch, a metric) and into ``nn.DataParallel``'s per-forward replicas do not
 #: count, so they cost an eager step nothing and never invalidate a compiled one.
 _module_registrations = 0
+#: model -> the registration count at which :func:`log_prior` last named its layers (:func:`name_owners`)
+_NAMED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 #: calls of a :class:`MarsLoss` after which it walks its model again whatever the registration
@@ -171,7 +173,11 @@ def log_prior(model: nn.Module, *, scale: float = 1.0) -> torch.Tensor:
     a few torch calls however many layers); anything else that
     :func:`mars_modules` finds contributes its own ``log_prior()``.
     """
-    total = _log_prior_of(_unwrap(model).modules(), scale)
+    inner = _unwrap(model)
+    if not torch.compiler.is_compiling() and _NAMED.get(inner) != _module_registrations:
+        name_owners(inner)  # once per model and set of layers: warnings then name layers by their path
+        _NAMED[inner] = _module_registrations
+    total = _log_prior_of(inner.modules(), scale)
     if total is None:
         p = next(_unwrap(model).parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
