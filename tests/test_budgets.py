@@ -572,3 +572,29 @@ def test_a_sweeps_warnings_point_at_the_callers_line():
     with pytest.warns(RuntimeWarning, match="the data are all zero") as caught:
         tnmars.sweep(np.zeros((4, 5, 6)), "tucker", budgets=[40, 80], max_rank=3, progress=False)
     assert caught and all(w.filename == __file__ for w in caught if "all zero" in str(w.message))
+
+
+def _capped_noisy_tt():
+    x = tnmars.Network.tt((6, 5, 7, 4), (2, 3, 2), seed=2).to_tensor()
+    return x + 0.02 * x.std() * np.random.default_rng(13).standard_normal(x.shape)
+
+
+def test_a_cap_that_holds_a_budget_fit_below_its_budget_is_said():
+    """max_rank=2 with budget=1000 kept a TT at 68 parameters and relative error 0.31 (92
+    uncapped give 0.019), and said nothing: the budget hid the cap's warning (an outside probe,
+    2026-12-04). A budget that the next index would pass still holds the ranks: no warning."""
+    data = _capped_noisy_tt()
+    with pytest.warns(RuntimeWarning, match=r"ranks stopped by max_rank.*budget of 1,000 parameters would allow it"):
+        held = tnmars.fit(data, "tt", max_rank=2, budget=1000, seed=0, progress=False)
+    assert held.network.num_params == 68 and any("budget of 1,000" in d for d in held.diagnostics)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tight = tnmars.fit(data, "tt", max_rank=2, budget=70, seed=0, progress=False)
+    assert not any("max_rank" in d for d in tight.diagnostics)
+
+
+def test_a_search_held_by_its_cap_within_a_larger_budget_says_so():
+    data = _capped_noisy_tt()
+    with pytest.warns(RuntimeWarning, match=r"edges stand at max_rank=2.*budget of 1,000 parameters would allow"):
+        found = tnmars.search(data, max_rank=2, budget=1000, seed=0, progress=False)
+    assert found.num_params <= 1000

@@ -455,9 +455,19 @@ def _judge(result: StructureResult, budget: Any, held: Sequence[str], pairs: dic
       from their mean (an offset hides a poor fit from the plain relative error, as in
       :func:`tnmars.fit`). At relative error 1 and above :func:`tnmars.fit` has warned already.
 
+    Within a ``budget``, only the first, for the edges at the cap that one more index would
+    leave within the budget: the cap, not the budget, held them (``max_rank=2, budget=1000``
+    kept a fully connected 176 parameters at the cap, silently; an outside probe).
+
     An interrupted search says so itself; the zero network of all-zero data is exact."""
-    if budget is not None or result.fit.interrupted or 0 in result.fit.ranks:
+    if result.fit.interrupted or 0 in result.fit.ranks:
         return
+    limit = result.fit.settings.get("max_params") if budget is not None else None
+    if budget is not None:
+        net = result.fit.network
+        held = [b for b in held if limit is not None and net.num_params_at({b: net.bonds[b] + 1}) <= limit]
+        if not held:
+            return
     rel = result.relative_error
     against_spread = error_against_spread()
     exact_tree = against_spread <= math.sqrt(MSE_FLOOR) and not _has_loops(result.order, result.edges)
@@ -468,7 +478,10 @@ def _judge(result: StructureResult, budget: Any, held: Sequence[str], pairs: dic
                    f"({shown}): a larger cap may change the structure found ({result.topology}, "
                    f"{result.num_params:,} parameters at relative error {rel:.2g}), not only its ranks. Raise "
                    "max_rank (or leave it out) to let the data choose.")
-    elif POOR_FIT_ERROR <= against_spread and rel < 1.0 - 1e-9:
+        if limit is not None:
+            message += (f" The budget of {limit:,} parameters would allow one more index on each of them (within a "
+                        "budget max_rank still caps every edge).")
+    elif budget is None and POOR_FIT_ERROR <= against_spread and rel < 1.0 - 1e-9:
         if against_spread <= 1.5 * rel:
             words = f"leaves relative error {rel:.2g}: it explains {100 * (1 - rel ** 2):.0f}% of the data's energy"
         else:
