@@ -310,3 +310,9 @@ def test_a_result_larger_than_the_machine_is_refused_before_any_work(monkeypatch
     assert tnmars.contract("ij,jk->ik", np.ones((0, 3)), b).shape == (0, 100)
     monkeypatch.setattr(module, "host_memory", lambda: None)  # a system that does not say: no check
     assert tnmars.contract("ij,jk->ik", a, b).shape == (100, 100)
+
+
+def test_a_diagonal_of_unequal_sizes_names_them_in_axis_order():
+    """The sizes were sorted, so a (3, 1) operand read as "sizes [1, 3]" (an outside probe)."""
+    with pytest.raises(ValueError, match=r"sizes \[3, 1\] along it \(axes \[0, 1\]\)"):
+        tnmars.contract("ii", np.arange(3.0).reshape(3, 1))

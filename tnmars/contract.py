@@ -687,8 +687,9 @@ def contract(
     ``opt_einsum.contract``.
 
     Call it as ``contract("ij,jk->ik", a, b)`` or in the interleaved form
-    ``contract(a, [0, 1], b, [1, 2], [0, 2])`` (any hashable labels). Indices are any
-    characters but ``,->.``; ``...`` broadcasts, size-1 axes broadcast, a repeated index is
+    ``contract(a, [0, 1], b, [1, 2], [0, 2])`` (any hashable labels). In a string, indices
+    are the ASCII letters and any non-ASCII character (digits and punctuation are refused,
+    where ``opt_einsum`` takes them: give such labels in the interleaved form); ``...`` broadcasts, size-1 axes broadcast, a repeated index is
     a trace or diagonal, an empty term is a scalar. Operands may be NumPy, CuPy or torch
     arrays (one framework per call), numbers or nested lists; mixed dtypes are promoted
     as ``numpy.einsum`` promotes them (a Python float among float16 arrays gives float64),
@@ -988,10 +989,10 @@ def _diagonal(term: str, x: Any, pos: int, be: Backend) -> tuple[str, Any]:
     einsum on the operand's own framework), and the term without the repeats."""
     for c in set(term):
         axes = [k for k, t in enumerate(term) if t == c]
-        sizes = {int(x.shape[k]) for k in axes}
-        if len(sizes) > 1:
+        sizes = [int(x.shape[k]) for k in axes]
+        if len(set(sizes)) > 1:
             raise ValueError(f"index {c!r} is repeated in term {term!r} but operand {pos} has sizes "
-                             f"{sorted(sizes)} along it; a diagonal needs equal sizes")
+                             f"{sizes} along it (axes {axes}); a diagonal needs equal sizes")
     kept = "".join(dict.fromkeys(term))
     return kept, opt_einsum.contract(term + "->" + kept, x, backend=be.name)
 
