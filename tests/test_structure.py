@@ -577,3 +577,23 @@ def test_an_interrupted_search_says_so_in_its_summary_repr_and_plot():
         tnmars.search(x, seed=0, callback=lambda step, info: step >= 3, progress=False)  # (it said "tnmars.fit")
     assert "INTERRUPTED" in found.summary() and "interrupted=True" in repr(found)
     assert "interrupted" in found.plot().axes[0].get_title()
+
+
+def test_a_callback_that_stops_a_search_is_asked_and_warned_of_once():
+    """A callback returning True stopped a structure sweep's walk, but the steps finishing it
+    asked it again and warned three times (steps 13, 14, 15; an outside probe, 2026-12-04)."""
+    rng = np.random.default_rng(12)
+    ring = tnmars.Network("aAD,AbB,BcC,CdD->abcd", shape=(5, 6, 4, 5), ranks={"A": 2, "B": 3, "C": 2, "D": 3}, seed=3)
+    x = ring.to_tensor()
+    data = x + 0.01 * x.std() * rng.standard_normal(x.shape)
+    asked = []
+
+    def stop_after_forty(step, info):
+        asked.append(step)
+        return len(asked) > 40
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        curve = tnmars.sweep(data, "fctn", budgets=[40, 80, 160], callback=stop_after_forty, progress=False, seed=0)
+    stops = [w for w in caught if "the callback returned True" in str(w.message)]
+    assert curve.interrupted and len(stops) == 1 and len(asked) == 41

@@ -98,8 +98,8 @@ class Reporter:
             self._bar.set_postfix(self._shown, refresh=False)
             self._bar.update(advance)
             self._noted = time.monotonic()  # a refit shows its sweeps once it has run a while
-        if self.callback is not None:
-            answer = self.callback(self.step, info)
+        if self.callback is not None and not self.stopped:  # (asked once: the steps that finish the stop are not asked
+            answer = self.callback(self.step, info)          # again, and warned of again, an outside probe)
             if isinstance(answer, (bool, np.bool_)):
                 if answer:
                     # loud: a logging callback can return True by accident (tqdm's update() does)
