@@ -445,3 +445,19 @@ def test_a_train_whose_output_is_not_in_chain_order_is_refused_with_the_order_to
     np.testing.assert_allclose(np.transpose(tl.tt_to_tensor(tt), (0, 2, 1)), net.to_tensor(), rtol=1e-12)
     with pytest.raises(ValueError, match="is not a tucker graph$"):  # (no hint for what is no chain)
         Network.tt((2, 2, 2, 2), 2).to_tensorly("tucker")
+
+
+def test_a_ring_whose_output_is_not_in_loop_order_is_refused_with_the_order_to_use():
+    """Outside probe (2026-12-04): a ring such as a structure search returns
+    ('aAD,bBC,cAB,dCD->abcd', its loop a-c-b-d) got a bare refusal where a chain got the order
+    to use. The error now names the loop's order and the network to convert, which converts."""
+    net = Network("aAD,bBC,cAB,dCD->abcd", shape=(3, 4, 5, 6), ranks={"A": 2, "B": 2, "C": 2, "D": 2}, seed=0)
+    for kind in (None, "tr"):
+        with pytest.raises(ValueError, match=r"tensor ring whose loop visits the modes in the order 'acbd'.*"
+                                             r"'aAD,bBC,cAB,dCD->acbd'"):
+            net.to_tensorly(kind)
+    ring = Network("aAD,bBC,cAB,dCD->acbd", cores=net.cores).to_tensorly()
+    import tensorly as tl
+
+    assert type(ring).__name__ == "TRTensor"
+    np.testing.assert_allclose(np.transpose(tl.tr_to_tensor(ring), (0, 2, 1, 3)), net.to_tensor(), rtol=1e-12)

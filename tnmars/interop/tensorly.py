@@ -171,37 +171,48 @@ def topology(net: Network) -> str | None:
     return names[0]
 
 
-def _modes_along_chain(net: Network) -> str | None:
-    """The open modes in the order a chain of cores visits them (each core one open mode, the
-    bonds between two cores a path, the open modes in another order than the output's), or None."""
+def _modes_along_chain(net: Network) -> tuple[str, bool] | None:
+    """The open modes in the order a chain or a ring of cores visits them (each core one open
+    mode, each bond between two cores; a ring from the core of the output's first mode), and
+    whether it is a ring, where that order is not the output's; None otherwise."""
     terms = _terms(net)
     if net.num_cores < 2 or any(len(opens) != 1 for opens, _ in terms):
         return None
     holders = {b: net.terms_with(b) for b in net.bonds}
-    if any(len(h) != 2 for h in holders.values()) or len(holders) != net.num_cores - 1:
+    if any(len(h) != 2 for h in holders.values()):
         return None
-    ends = [k for k, (_, bonds) in enumerate(terms) if len(bonds) == 1]
-    if len(ends) != 2 or any(len(bonds) > 2 for _, bonds in terms):
+    degrees = [len(bonds) for _, bonds in terms]
+    if len(holders) == net.num_cores - 1 and sorted(degrees)[-1] <= 2 and degrees.count(1) == 2:
+        ring, start = False, min(k for k, n in enumerate(degrees) if n == 1)
+    elif len(holders) == net.num_cores and net.num_cores > 2 and all(n == 2 for n in degrees):
+        ring, start = True, next(k for k, (opens, _) in enumerate(terms) if net.output[0] in opens)
+    else:
         return None
-    order, previous, k = [], None, min(ends)
-    while k is not None:
+    order, previous, k = [], None, start
+    while k is not None and len(order) < net.num_cores:
         order.append(next(iter(terms[k][0])))
-        step = [j for b in terms[k][1] for j in holders[b] if j not in (k, previous)]
+        # (bonds in the term's order: a ring is walked the same way in every process)
+        step = [j for b in net.inputs[k] if b in holders for j in holders[b] if j not in (k, previous)]
         previous, k = k, (step[0] if step else None)
     chain = "".join(order)
-    return chain if len(chain) == net.num_cores and chain not in (net.output, net.output[::-1]) else None
+    if len(set(chain)) != net.num_cores or chain in (net.output, net.output[::-1]):
+        return None
+    return chain, ring
 
 
 def _chain_hint(net: Network) -> str:
-    """What to do with a tensor train whose output lists its modes out of the chain's order
-    (what a structure search returns for a chain such as 0-2-1-3): tensorly's ``TTTensor``
-    holds the modes in chain order. Empty for any other network."""
-    chain = _modes_along_chain(net)
-    if chain is None:
+    """What to do with a tensor train or ring whose output lists its modes out of the order its
+    cores visit them (what a structure search returns for a chain such as 0-2-1-3, or a ring
+    0-2-1-3-0): tensorly's ``TTTensor`` and ``TRTensor`` hold the modes in that order. Empty
+    for any other network."""
+    found = _modes_along_chain(net)
+    if found is None:
         return ""
+    chain, ring = found
     spec = ",".join(net.inputs) + "->" + chain
-    return (f": it is a tensor train whose chain visits the modes in the order {chain!r}, not the output's "
-            f"{net.output!r}, and tensorly's TTTensor holds them in chain order. Convert "
+    kind, cls = ("tensor ring whose loop", "TRTensor") if ring else ("tensor train whose chain", "TTTensor")
+    return (f": it is a {kind} visits the modes in the order {chain!r}, not the output's "
+            f"{net.output!r}, and tensorly's {cls} holds them in that order. Convert "
             f"tnmars.Network({spec!r}, cores=net.cores), whose tensor is this one's with its modes in that "
             "order (transpose tensorly's back)")
 
