@@ -19,8 +19,12 @@ against hand-written and dense baselines.
    dense ``nn.Linear``, at the initial ranks (20,20,20) and at selected ranks (4,3,4), the
    ranks of the paper's Figure 2.
 
+With the compiled step ops (``tnmars.nn.native``, built here by default: ``--native build``) the
+judged pair times the MARS step on both paths in the same rounds; ``--native off`` runs the
+Python path alone. ``nn_overhead_heldout.py`` judges the step on two models never tuned on.
+
 Usage: python benchmarks/nn_overhead.py [--repeats 15] [--rounds 5] [--train-epochs 60] [--train-repeats 3]
-       [--no-compile]
+       [--no-compile] [--native {build,off}]
 """
 from __future__ import annotations
 
