@@ -298,13 +298,12 @@ class PriorGradient:
         less as a list than as torch's four or five ops and their dispatch, which between a step's
         large kernels cost several times their microbenchmark (measured in the 2FC-Net's step:
         about 8 us less than the foreach ops, and 40 us less than NumPy's)."""
+        scales = [0.5 * factor * (math.log1p(-m.pi) - math.log(m.pi)) for m in masks]  # (pi is read at every step)
         native = _native.get()
-        if native is not None and native.push(  # the same push, compiled (:mod:`.native`)
-                logits, [0.5 * factor * (math.log1p(-m.pi) - math.log(m.pi)) for m in masks]):
+        if native is not None and native.push(logits, scales):  # the same push, compiled (:mod:`.native`)
             return
         cosh = math.cosh
-        for lg, m in zip(logits, masks):
-            h = 0.5 * factor * (math.log1p(-m.pi) - math.log(m.pi))  # (pi is read at every step)
+        for lg, h in zip(logits, scales):
             values = lg.tolist()
             try:  # s (1 - s) = 1 / (2 + 2 cosh(l)): one call per entry, no cancellation in 1 - s
                 push = [h / (1.0 + cosh(v)) for v in values]
